@@ -1,0 +1,3 @@
+"""herolog: ``heroku logs`` for logs you host yourself."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from herolog.cli import main
+
+main()

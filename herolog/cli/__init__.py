@@ -1,0 +1,61 @@
+"""The ``herolog`` command: thin click commands over the library modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from herolog import __version__
+from herolog.store import StoreError
+
+
+class HerologGroup(click.Group):
+    """The root group: the exits a pipeline and a terminal expect, and no tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:
+            # `herolog logs | head`: the reader is done, which is not an error. Point
+            # stdout at /dev/null so the interpreter's final flush cannot fail either.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
+        except StoreError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=HerologGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="herolog")
+def cli() -> None:
+    """heroku logs for logs you host yourself.
+
+    \b
+    herolog logs --tail              follow every app's logs
+    herolog logs -a demo -n 500      the last 500 lines of one app
+    herolog import saved.log -a demo bring saved `heroku logs` output in
+
+    Files live in $HEROLOG_HOME (default: the platform's user data directory).
+    """
+
+
+def _register() -> None:
+    from herolog.cli import completion, importer, logs, store
+
+    cli.add_command(logs.logs)
+    cli.add_command(importer.import_command)
+    cli.add_command(store.apps)
+    cli.add_command(store.store)
+    cli.add_command(completion.completion)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="herolog")

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL (see the README to install it).
+
+    \b
+    herolog completion bash > ~/.local/share/bash-completion/completions/herolog
+    herolog completion zsh > ~/.zfunc/_herolog
+    herolog completion fish > ~/.config/fish/completions/herolog.fish
+    """
+    from herolog.cli import cli
+    from herolog.completion import generate
+
+    click.echo(generate(cli, shell), nl=False)

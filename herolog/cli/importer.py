@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO, cast
+
+import click
+
+
+@click.command("import")
+@click.argument("file", type=click.File("rb"), metavar="FILE|-")
+@click.option(
+    "-a",
+    "--app",
+    envvar="HEROLOG_APP",
+    default="default",
+    show_default=True,
+    metavar="APP",
+    help="The app the lines belong to (or $HEROLOG_APP).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "heroku", "logplex", "syslog"]),
+    default="auto",
+    show_default=True,
+    help="What FILE holds: `heroku logs` output, a Logplex body, or syslog lines.",
+)
+def import_command(file: BinaryIO, app: str, fmt: str) -> None:
+    """Load saved logs into the store.
+
+    Reads what `heroku logs` printed, a raw Logplex (application/logplex-1) body, or
+    newline-separated RFC 5424 syslog; the format is detected unless --format says it.
+
+    \b
+    heroku logs -a demo -n 1500 > demo.log && herolog import demo.log -a demo
+    herolog import - -a demo < drain-body.bin
+    """
+    from herolog.importer import Format, ImportFailed, import_stream
+    from herolog.store import open_store
+
+    store = open_store()
+    size = _size(file)
+    chosen = None if fmt == "auto" else cast(Format, fmt)
+    try:
+        if sys.stderr.isatty() and size is not None and size > 4 << 20:
+            from herolog.cli.progress import bytes_progress
+
+            with bytes_progress(size, f"Importing {file.name}") as advance:
+                result = import_stream(file, store, app, chosen, advance)
+        else:
+            result = import_stream(file, store, app, chosen)
+    except ImportFailed as error:
+        raise click.ClickException(f"{file.name}: {error}") from None
+    click.echo(f"Imported {result.lines:,} lines into {app} ({result.format} format).", err=True)
+    if result.lines > store.history:
+        click.echo(
+            f"The store keeps the newest {store.history:,} lines per app;"
+            " keep more with: herolog store history N",
+            err=True,
+        )
+
+
+def _size(file: BinaryIO) -> int | None:
+    try:
+        st = os.fstat(file.fileno())
+    except (OSError, ValueError):
+        return None
+    return st.st_size if st.st_size > 0 else None

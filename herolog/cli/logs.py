@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import click
+
+from herolog.cli.options import RegexType, TimeType
+
+
+@click.command()
+@click.option(
+    "-a",
+    "--app",
+    envvar="HEROLOG_APP",
+    metavar="APP",
+    help="Only this app (default: all apps, merged; or $HEROLOG_APP).",
+)
+@click.option(
+    "-n",
+    "--num",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="How many lines of history to show.",
+)
+@click.option("-t", "--tail", is_flag=True, help="Keep showing new lines as they arrive.")
+@click.option("-s", "--source", metavar="SOURCE", help="Only this source: app, heroku, ...")
+@click.option(
+    "-d",
+    "--dyno",
+    "--dyno-name",
+    "dyno",
+    metavar="DYNO",
+    help="Only this dyno: web.1, or web for every web dyno.",
+)
+@click.option(
+    "-p",
+    "--process-type",
+    "--ps",
+    "process_type",
+    metavar="TYPE",
+    help="Only this process type: web, worker, ...",
+)
+@click.option(
+    "--since", type=TimeType(), help="Only lines from this time on: 10m, 2h, 1d or ISO 8601."
+)
+@click.option(
+    "--until", type=TimeType(), help="Only lines before this time; ends --tail when it passes."
+)
+@click.option(
+    "-g",
+    "--grep",
+    type=RegexType(),
+    multiple=True,
+    help="Only messages matching REGEX (repeat: any of them).",
+)
+@click.option(
+    "-x",
+    "--exclude",
+    type=RegexType(),
+    multiple=True,
+    help="Leave out messages matching REGEX (repeatable).",
+)
+@click.option("--json", "json_output", is_flag=True, help="One JSON object per line (NDJSON).")
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colour the output.",
+)
+@click.option(
+    "--force-colors", is_flag=True, help="Same as --color always (the heroku CLI's flag)."
+)
+def logs(
+    app: str | None,
+    num: int,
+    tail: bool,
+    source: str | None,
+    dyno: str | None,
+    process_type: str | None,
+    since: str | None,
+    until: str | None,
+    grep: tuple[re.Pattern[str], ...],
+    exclude: tuple[re.Pattern[str], ...],
+    json_output: bool,
+    color: str,
+    force_colors: bool,
+) -> None:
+    """Show the last lines of logs, and follow new ones with --tail.
+
+    Filters apply before -n, so -n 100 -s app shows the last 100 lines from app.
+
+    \b
+    herolog logs -a demo --tail
+    herolog logs -n 1500 -s heroku -d router | grep status=5
+    herolog logs --since 1h --json | jq 'select(.fields.status >= "500")'
+    """
+    from herolog import config, render
+    from herolog.filters import LineFilter
+    from herolog.logs import HistoryExceeded, LogsRequest, show_logs
+
+    wanted = LineFilter(
+        app=app,
+        source=source,
+        dynos=tuple(name for name in (dyno, process_type) if name),
+        since=since,
+        until=until,
+        grep=grep,
+        exclude=exclude,
+    )
+    stdout_isatty = sys.stdout.isatty()
+    renderer = render.renderer_for(
+        sys.stdout,
+        json_output=json_output,
+        color=render.color_wanted(color, force_colors, stdout_isatty, os.environ),
+    )
+
+    def waiting() -> None:
+        if stdout_isatty:
+            click.echo("Waiting for logs...", err=True)
+
+    try:
+        show_logs(config.store_path(), LogsRequest(wanted, num, tail), renderer, on_waiting=waiting)
+    except HistoryExceeded as error:
+        raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None

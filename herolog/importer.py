@@ -1,0 +1,147 @@
+"""``herolog import``: saved ``heroku logs`` output, Logplex bodies or syslog into the store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+from herolog.parser import (
+    UNKNOWN,
+    FrameDecoder,
+    FramingError,
+    LogLine,
+    Received,
+    parse_heroku_line,
+    parse_syslog,
+)
+from herolog.store import Batch, Store
+
+Format = Literal["logplex", "syslog", "heroku"]
+FORMATS: tuple[Format, ...] = ("logplex", "syslog", "heroku")
+CHUNK_SIZE = 1 << 20
+
+_LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
+_SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>[0-9]")
+
+
+@dataclass
+class ImportResult:
+    format: Format
+    lines: int = 0
+    bytes_read: int = 0
+
+
+class ImportFailed(Exception):
+    """The input broke off in a way that cannot be parsed; what came before it is stored."""
+
+    def __init__(self, error: FramingError, result: ImportResult) -> None:
+        super().__init__(
+            f"{error}; the {result.lines:,} lines before it were imported, nothing after it"
+        )
+        self.result = result
+
+
+def detect_format(head: bytes) -> Format:
+    """Logplex (``83 <40>1 ...``), newline-framed syslog (``<40>1 ...``), else heroku text."""
+    if _LOGPLEX_START.match(head):
+        return "logplex"
+    if _SYSLOG_START.match(head):
+        return "syslog"
+    return "heroku"
+
+
+def import_stream(
+    stream: BinaryIO,
+    store: Store,
+    app: str,
+    fmt: Format | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Store every line of ``stream`` under ``app``, committing chunk by chunk.
+
+    A Logplex stream that breaks its framing raises ImportFailed: the lines before the
+    break are stored (each chunk commits on its own so a big import does not hold the
+    store's write lock), nothing after it.
+    """
+    first = stream.read(CHUNK_SIZE)
+    result = ImportResult(fmt or detect_format(first[:4096]))
+    chunks = _chunks(first, stream)
+    parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
+    try:
+        for size, lines in parse(chunks):
+            if lines:
+                result.lines += store.append([Batch(app, lines)])
+            result.bytes_read += size
+            if progress is not None:
+                progress(result.bytes_read)
+    except FramingError as error:
+        raise ImportFailed(error, result) from None
+    return result
+
+
+def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
+    chunk = first
+    while chunk:
+        yield chunk
+        chunk = stream.read(CHUNK_SIZE)
+
+
+_Parsed = Iterator[tuple[int, list[LogLine]]]
+
+
+def _logplex(chunks: Iterator[bytes]) -> _Parsed:
+    decoder = FrameDecoder()
+    for chunk in chunks:
+        # On a framing error feed returns the frames before it; the next call raises.
+        yield len(chunk), decoder.feed(chunk, Received.at())
+    decoder.close()
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """Complete lines of each chunk (without ``\n`` or ``\r\n``), the last at the end of input."""
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield len(chunk), [line.removesuffix(b"\r") for line in lines]
+    if rest:
+        yield 0, [rest.removesuffix(b"\r")]
+
+
+def _syslog(chunks: Iterator[bytes]) -> _Parsed:
+    for size, raw_lines in _split_lines(chunks):
+        received = Received.at()
+        yield size, [parse_syslog(raw, received) for raw in raw_lines if raw.strip()]
+
+
+def _heroku(chunks: Iterator[bytes]) -> _Parsed:
+    """``heroku logs`` text: a line without a header continues the message before it.
+
+    The heroku CLI prints a message's embedded newlines as they are, so a traceback spans
+    several lines of which only the first has a header. Lines before any header are kept
+    as ``unknown`` lines.
+    """
+    pending: LogLine | None = None
+    for size, raw_lines in _split_lines(chunks):
+        received = Received.at()
+        done: list[LogLine] = []
+        for raw in raw_lines:
+            text = raw.decode("utf-8", "replace")
+            parsed = parse_heroku_line(text)
+            if parsed is not None:
+                if pending is not None:
+                    done.append(pending)
+                pending = parsed
+            elif pending is not None and pending.source != UNKNOWN:
+                pending = pending._replace(message=f"{pending.message}\n{text}")
+            elif text.strip():
+                if pending is not None:
+                    done.append(pending)
+                pending = LogLine(
+                    received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
+                )
+        yield size, done
+    if pending is not None:
+        yield 0, [pending]

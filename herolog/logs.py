@@ -1,0 +1,127 @@
+"""``herolog logs``: the last N matching lines, then (with ``--tail``) new ones as they land."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from herolog import timestamps
+from herolog.filters import LineFilter
+from herolog.render import Renderer
+from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store
+
+POLL_INTERVAL_S = 0.05
+_FOLLOW_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LogsRequest:
+    wanted: LineFilter
+    num: int
+    tail: bool = False
+
+
+class HistoryExceeded(ValueError):
+    """More lines were asked for than the store keeps."""
+
+    def __init__(self, num: int, history: int) -> None:
+        super().__init__(
+            f"{num:,} is more than the {history:,} lines the store keeps per app"
+            f" (raise that with: herolog store history {num})"
+        )
+
+
+def open_existing(path: Path) -> SQLiteStore | None:
+    """The store at ``path`` for reading, or None if there is none yet; never creates one."""
+    try:
+        return SQLiteStore.open(path, create=False)
+    except FileNotFoundError:
+        return None
+
+
+def show_logs(
+    path: Path,
+    request: LogsRequest,
+    renderer: Renderer,
+    *,
+    on_waiting: Callable[[], None] | None = None,
+    poll_interval: float = POLL_INTERVAL_S,
+) -> None:
+    """Print the history, then follow the store if asked to, until interrupted or ``until``.
+
+    Raises HistoryExceeded before printing anything when ``num`` is beyond the store's
+    history.
+    """
+    started = timestamps.to_instant(timestamps.now())
+    store = open_existing(path)
+    history = store.history if store is not None else DEFAULT_HISTORY
+    if request.num > history:
+        if store is not None:
+            store.close()
+        raise HistoryExceeded(request.num, history)
+    last_id = 0
+    if store is not None:
+        lines, last_id = store.last(request.wanted, request.num)
+        renderer.write(lines)
+    if not request.tail:
+        if store is not None:
+            store.close()
+        return
+    if store is None and on_waiting is not None:
+        on_waiting()
+    follow(path, store, last_id, request.wanted, renderer, started, poll_interval=poll_interval)
+
+
+def follow(
+    path: Path,
+    store: Store | None,
+    last_id: int,
+    wanted: LineFilter,
+    renderer: Renderer,
+    confirmed_at: str,
+    *,
+    poll_interval: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Write lines stored after ``last_id`` as they arrive.
+
+    When no store exists yet, or the file is deleted or replaced, waits for one and shows
+    what it received since the old one was last seen (``confirmed_at``): that covers both a
+    store created after the tail started and one swapped out underneath it. With
+    ``wanted.until`` the tail ends once the clock passes it.
+    """
+    version: int | None = None
+    while True:
+        now = timestamps.to_instant(timestamps.now())
+        if wanted.until is not None and now >= wanted.until:
+            if store is not None:
+                _drain(store, last_id, wanted, renderer)
+                store.close()
+            return
+        if store is not None and store.replaced():
+            store.close()
+            store = None
+        if store is None:
+            store = open_existing(path)
+            if store is None:
+                sleep(poll_interval)
+                continue
+            last_id = store.last_id_received_before(confirmed_at)
+            version = None
+        confirmed_at = now
+        current = store.version()
+        if current != version:
+            version = current
+            last_id = _drain(store, last_id, wanted, renderer)
+        sleep(poll_interval)
+
+
+def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer) -> int:
+    while True:
+        lines, next_id = store.after(last_id, wanted, _FOLLOW_BATCH)
+        renderer.write(lines)
+        if next_id == last_id:
+            return last_id
+        last_id = next_id

@@ -1,0 +1,490 @@
+"""The one parser for Heroku log traffic: Logplex bodies, syslog messages, ``heroku logs`` text.
+
+Every input path (HTTPS drains, syslog, ``herolog import``, ``herolog run``) turns its
+bytes into :class:`LogLine` values here, so they all agree on what a line is.
+
+Octet counts are byte counts, so bodies are decoded as latin-1 first: that maps each byte
+to one character, which lets a count index the text directly. Only the messages that are
+not ASCII are then re-encoded and decoded as UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from functools import partial
+from itertools import repeat
+from operator import add, itemgetter, sub
+from typing import Any, NamedTuple
+
+from herolog import timestamps
+
+UNKNOWN = "unknown"
+MAX_PRI = 191
+
+# Characters allowed in header fields: RFC 5424 PRINTUSASCII.
+_TOKEN = r"[!-~]+"
+_HEADER_FIELDS = rf"<([0-9]{{1,3}})>1 ({_TOKEN}) ({_TOKEN}) ({_TOKEN}) ({_TOKEN}) ({_TOKEN})(?: |$)"
+# Count and header in one match: the common case costs one regex call per frame.
+_COUNT_AND_HEADER = re.compile(rf"[ \t\r\n]*([0-9]+) (?:{_HEADER_FIELDS})?")
+_HEADER = re.compile(_HEADER_FIELDS)
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+
+# RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
+_SD_NAME = r"[!#-<>-\\^-~]{1,32}"
+_SD_PARAM = rf'{_SD_NAME}="(?:[^"\\\]]|\\.)*"'
+_SD_ELEMENT = re.compile(rf"\[({_SD_NAME})((?: {_SD_PARAM})*)\]")
+_SD_RUN = re.compile(rf"(?:\[{_SD_NAME}(?: {_SD_PARAM})*\])+")
+_SD_PARAMS = re.compile(rf'({_SD_NAME})="((?:[^"\\\]]|\\.)*)"')
+# IANA-registered SD-IDs; any other parameterless element must carry "@" to count as SD.
+_REGISTERED_SD_IDS = frozenset({"timeQuality", "origin", "meta"})
+
+_HEROKU_LINE = re.compile(r"([!-~]+) ([^ \[\]]+)\[([^ \[\]]+)\]:(?: |$)")
+
+_LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)')
+_BACKSLASH_ESCAPE = re.compile(r"\\(.)")
+
+
+class LogLine(NamedTuple):
+    """One log line as parsed, before the store gives it an id, an app and a receive time."""
+
+    timestamp: str
+    """As the sender wrote it; shown verbatim."""
+    time: str
+    """The same instant as a UTC instant string (see :mod:`herolog.timestamps`)."""
+    source: str
+    dyno: str
+    message: str
+    pri: int | None
+    hostname: str | None
+    structured_data: str | None
+
+
+class FramingError(ValueError):
+    """An octet-counted body that cannot be split into frames; none of it may be kept."""
+
+    def __init__(self, reason: str, frame: int, offset: int) -> None:
+        super().__init__(f"frame {frame} at byte {offset}: {reason}")
+        self.reason = reason
+        self.frame = frame
+        self.offset = offset
+        self.parsed: list[LogLine] = []
+        """The complete frames before the error, for streams that keep what came first."""
+
+
+class Received(NamedTuple):
+    """When a batch arrived, in the two forms a line may need it."""
+
+    timestamp: str
+    """Logplex style, shown for lines whose own timestamp is nil or unreadable."""
+    time: str
+    """Instant string."""
+
+    @classmethod
+    def at(cls, moment: datetime | None = None) -> Received:
+        moment = moment or timestamps.now()
+        return cls(timestamps.to_heroku(moment), timestamps.to_instant(moment))
+
+
+def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:
+    """Every frame of an ``application/logplex-1`` body, or FramingError for the whole body."""
+    text = body.decode("latin-1")
+    if text.count("\n", 0, 4096) >= _BULK_MIN_FRAMES:
+        lines = _parse_plain_body(text)
+        if lines is not None:
+            return lines
+    lines, _, _ = _parse_frames(text, 0, True, received or Received.at(), 1, 0)
+    return lines
+
+
+# The bulk path below does per-body work that only pays off past a few frames.
+_BULK_MIN_FRAMES = 4
+_PRI_TOKENS = {f"<{pri}>1": pri for pri in range(MAX_PRI + 1)}
+_make_line = partial(tuple.__new__, LogLine)
+_seconds_of = itemgetter(slice(0, 19))
+_micros_of = itemgetter(slice(20, 26))
+_offset_of = itemgetter(slice(26, None))
+_dot_of = itemgetter(19)
+_up_to_micros = itemgetter(slice(0, 26))
+
+
+def _parse_plain_body(text: str) -> list[LogLine] | None:
+    """The lines of a body in Logplex's exact form, or None to leave it to the frame loop.
+
+    Real Logplex bodies are ``COUNT <PRI>1 TS host SOURCE DYNO - MSG\n`` repeated, with no
+    newline inside a message. Such a body is split on newlines and spaces and then checked
+    as a whole with C-level operations (every count equals its frame's length, every field
+    has the form the frame loop requires), so the frame loop's Python-level work per frame is
+    skipped. Any body that fails a check is parsed by the frame loop instead, which gives
+    the same lines for every body this accepts.
+    """
+    if "\r" in text or text[-1:] != "\n":
+        return None
+    frames = text[:-1].split("\n")
+    fields = list(map(str.split, frames, repeat(" "), repeat(7)))
+    if min(map(len, fields)) != 8:
+        return None
+    counts, pris, stamps, hosts, sources, dynos, msgids, messages = zip(*fields, strict=True)
+    n = len(frames)
+    if "" in counts or not "".join(counts).isdecimal():
+        return None
+    if list(map(int, counts)) != list(map(sub, map(len, frames), map(len, counts))):
+        return None
+    pri_values = list(map(_PRI_TOKENS.get, pris))
+    if None in pri_values or hosts.count("host") != n or msgids.count("-") != n:
+        return None
+    if "" in sources or "" in dynos:
+        return None
+    names = "".join(sources) + "".join(dynos)
+    if not (names.isascii() and names.isprintable()):
+        return None
+    instants: Iterable[str | None]
+    if _all_utc_micros(stamps):
+        instants = map(add, map(_up_to_micros, stamps), repeat("Z"))
+    else:
+        instants = list(map(timestamps.normalize, stamps))
+        if None in instants:
+            return None
+    if not text.isascii():
+        messages = tuple(m if m.isascii() else _utf8_message(m) for m in messages)
+    rows = zip(stamps, instants, sources, dynos, messages, pri_values, repeat("host"), repeat(None))
+    return list(map(_make_line, rows))
+
+
+def _all_utc_micros(stamps: tuple[str, ...]) -> bool:
+    """Whether every timestamp is ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, Logplex's usual."""
+    if set(map(len, stamps)) != {32} or set(map(_offset_of, stamps)) != {"+00:00"}:
+        return False
+    if set(map(_dot_of, stamps)) != {"."}:
+        return False
+    micros = "".join(map(_micros_of, stamps))
+    if not (micros.isascii() and micros.isdecimal()):
+        return False
+    return all(timestamps.normalize(s + "Z") for s in set(map(_seconds_of, stamps)))
+
+
+def parse_syslog(message: bytes, received: Received | None = None) -> LogLine:
+    """One syslog message without framing (one line of newline-framed syslog, say).
+
+    A message whose header cannot be read is kept whole as an ``unknown[unknown]`` line.
+    """
+    text = message.decode("latin-1")
+    end = len(text)
+    if text.endswith("\n"):
+        end -= 2 if text.endswith("\r\n") else 1
+    return _parse_message(text, 0, end, received or Received.at())
+
+
+def parse_heroku_line(line: str) -> LogLine | None:
+    """A line of ``heroku logs`` output (``TIMESTAMP SOURCE[DYNO]: MESSAGE``), else None."""
+    m = _HEROKU_LINE.match(line)
+    if m is None:
+        return None
+    timestamp, source, dyno = m.groups()
+    instant = timestamps.normalize(timestamp)
+    if instant is None:
+        return None
+    return LogLine(timestamp, instant, source, dyno, line[m.end() :], None, None, None)
+
+
+class FrameDecoder:
+    """Incremental octet-counting decoder for streams: syslog over TCP, files on import.
+
+    ``feed`` returns the lines of every frame completed so far; ``close`` checks that the
+    stream did not end inside a frame. When a chunk breaks the framing, ``feed`` still
+    returns the frames before the break, and the next ``feed`` or ``close`` raises the
+    FramingError, so a stream keeps what was good before it. Frame numbers and byte offsets
+    in errors count from the start of the stream.
+    """
+
+    def __init__(self, max_frame: int = 1 << 20) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._offset = 0
+        self._frames = 0
+        self._need = 0
+        self._error: FramingError | None = None
+
+    @property
+    def frames(self) -> int:
+        """Frames decoded so far."""
+        return self._frames
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the stream consumed so far."""
+        return self._offset
+
+    def feed(self, data: bytes, received: Received | None = None) -> list[LogLine]:
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        if len(self._buffer) < self._need:
+            return []
+        text = self._buffer.decode("latin-1")
+        try:
+            lines, consumed, frames = _parse_frames(
+                text,
+                0,
+                False,
+                received or Received.at(),
+                self._frames + 1,
+                self._offset,
+                self.max_frame,
+            )
+        except FramingError as error:
+            self._error = error
+            self._frames = error.frame - 1
+            if error.parsed:
+                return error.parsed
+            raise
+        del self._buffer[:consumed]
+        self._offset += consumed
+        self._frames = frames - 1
+        self._need = _pending_frame_size(self._buffer)
+        return lines
+
+    def close(self) -> None:
+        if self._error is not None:
+            raise self._error
+        rest = self._buffer.decode("latin-1")
+        if rest.strip(" \t\r\n"):
+            skipped = _WHITESPACE.match(rest)
+            start = self._offset + (skipped.end() if skipped else 0)
+            raise FramingError("the input ends inside a frame", self._frames + 1, start)
+
+
+def _pending_frame_size(buffer: bytearray) -> int:
+    """How many buffered bytes the next frame needs before parsing it is worth trying."""
+    m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) ", buffer)
+    return m.end() + int(m.group(1)) if m else 0
+
+
+def _parse_frames(
+    text: str,
+    pos: int,
+    final: bool,
+    received: Received,
+    frame_no: int,
+    base: int,
+    max_frame: int | None = None,
+) -> tuple[list[LogLine], int, int]:
+    """Frames of ``text`` from ``pos``: (lines, position consumed up to, next frame number).
+
+    With ``final`` false a frame cut off by the end of ``text`` is left for later instead
+    of being an error.
+    """
+    out: list[LogLine] = []
+    append = out.append
+    match = _COUNT_AND_HEADER.match
+    normalize = timestamps.normalize
+    size = len(text)
+    while True:
+        m = match(text, pos)
+        if m is None:
+            rest = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
+            if rest == size:
+                return out, size, frame_no
+            if not final and _may_be_partial_count(text, rest):
+                return out, pos, frame_no
+            raise _framing_error(_describe_bad_count(text, rest), frame_no, base + rest, out)
+        start = m.end(1) + 1
+        count = int(m.group(1))
+        end = start + count
+        if count == 0 or (max_frame is not None and count > max_frame):
+            reason = "a zero octet count" if count == 0 else f"a frame of {count} bytes"
+            if count:
+                reason += f" is over the {max_frame}-byte limit"
+            raise _framing_error(reason, frame_no, base + m.start(1), out)
+        if end > size:
+            if not final:
+                return out, pos, frame_no
+            raise _framing_error(
+                f"octet count {count} runs past the end of the body ({size - start} bytes left)",
+                frame_no,
+                base + m.start(1),
+                out,
+            )
+        _, pri, timestamp, hostname, source, dyno, _msgid = m.groups()
+        instant = normalize(timestamp) if pri is not None and m.end() <= end else None
+        if instant is not None and int(pri) <= MAX_PRI:
+            message = text[m.end() : end]
+            if message[-1:] == "\n":
+                message = message[:-2] if message[-2:] == "\r\n" else message[:-1]
+            structured_data = None
+            if hostname != "host":
+                structured_data, message = _split_structured_data(message)
+                if structured_data is not None and not structured_data.isascii():
+                    structured_data = _utf8(structured_data)
+            if not message.isascii():
+                message = _utf8_message(message)
+            append(
+                _make_line(
+                    (timestamp, instant, source, dyno, message, int(pri), hostname, structured_data)
+                )
+            )
+        else:
+            stop = end
+            if text[stop - 1 : stop] == "\n" and stop > start:
+                stop -= 2 if text[stop - 2 : stop] == "\r\n" and stop - 1 > start else 1
+            append(_parse_message(text, start, stop, received))
+        pos = end
+        frame_no += 1
+
+
+def _framing_error(reason: str, frame_no: int, offset: int, parsed: list[LogLine]) -> FramingError:
+    error = FramingError(reason, frame_no, offset)
+    error.parsed = parsed
+    return error
+
+
+def _may_be_partial_count(text: str, pos: int) -> bool:
+    """Whether the text from ``pos`` could still become ``COUNT SP`` with more input."""
+    rest = text[pos : pos + 13]
+    return len(rest) <= 12 and rest.isascii() and rest.isdecimal()
+
+
+def _describe_bad_count(text: str, pos: int) -> str:
+    token = text[pos : pos + 20].split(" ", 1)[0]
+    if token.startswith("-") and token[1:].isdecimal():
+        return f"negative octet count {token}"
+    if token[:1].isdecimal():
+        return f"octet count {_shorten(token)!r} is not a number followed by a space"
+    return f"expected an octet count, found {_shorten(text[pos : pos + 20])!r}"
+
+
+def _shorten(text: str) -> str:
+    return _utf8(text[:16]) + ("..." if len(text) > 16 else "")
+
+
+def _parse_message(text: str, start: int, end: int, received: Received) -> LogLine:
+    """One syslog message occupying ``text[start:end]`` (no framing, no trailing newline)."""
+    m = _HEADER.match(text, start, end)
+    if m is not None:
+        pri, timestamp, hostname, source, dyno, _msgid = m.groups()
+        instant = normalize_or_nil(timestamp, received)
+        if instant is not None and int(pri) <= MAX_PRI:
+            if timestamp == "-":
+                timestamp = received.timestamp
+            message = text[m.end() : end]
+            structured_data = None
+            if hostname != "host":
+                structured_data, message = _split_structured_data(message)
+                if structured_data is not None and not structured_data.isascii():
+                    structured_data = _utf8(structured_data)
+            if not message.isascii():
+                message = _utf8_message(message)
+            return LogLine(
+                timestamp, instant, source, dyno, message, int(pri), hostname, structured_data
+            )
+    message = text[start:end]
+    if not message.isascii():
+        message = _utf8_message(message)
+    return LogLine(received.timestamp, received.time, UNKNOWN, UNKNOWN, message, None, None, None)
+
+
+def normalize_or_nil(timestamp: str, received: Received) -> str | None:
+    if timestamp == "-":
+        return received.time
+    return timestamps.normalize(timestamp)
+
+
+def _split_structured_data(message: str) -> tuple[str | None, str]:
+    """(STRUCTURED-DATA or None, MSG) for what follows MSGID in an RFC 5424 message.
+
+    ``-`` is the nil value. A run of well-formed elements is structured data when each
+    element has parameters, a registered SD-ID or a private ``name@number`` SD-ID, since
+    RFC 5424 allows no other; so ``[INFO] ready`` from a sender that left SD out stays
+    message text.
+    """
+    first = message[:1]
+    if first == "-":
+        if len(message) == 1:
+            return None, ""
+        if message[1] == " ":
+            return None, message[2:]
+    elif first == "[":
+        m = _SD_RUN.match(message)
+        if m is not None:
+            stop = m.end()
+            if stop == len(message) or message[stop] == " ":
+                sd = m.group()
+                if all(
+                    params or sd_id in _REGISTERED_SD_IDS or "@" in sd_id
+                    for sd_id, params in _SD_ELEMENT.findall(sd)
+                ):
+                    return sd, message[stop + 1 :]
+    return None, message
+
+
+def _utf8(text: str) -> str:
+    return text.encode("latin-1").decode("utf-8", "replace")
+
+
+def _utf8_message(text: str) -> str:
+    message = _utf8(text)
+    # RFC 5424 lets a UTF-8 message start with a byte order mark; it is not content.
+    return message[1:] if message[:1] == "\ufeff" else message
+
+
+def parse_structured_data(structured_data: str) -> dict[str, dict[str, str]]:
+    """``[id k="v"][id2 k="v"]`` as ``{"id": {"k": "v"}, "id2": {"k": "v"}}``."""
+    elements: dict[str, dict[str, str]] = {}
+    for sd_id, params in _SD_ELEMENT.findall(structured_data):
+        element = elements.setdefault(sd_id, {})
+        for name, value in _SD_PARAMS.findall(params):
+            element[name] = _BACKSLASH_ESCAPE.sub(r"\1", value)
+    return elements
+
+
+def parse_fields(message: str) -> dict[str, Any] | None:
+    """The message's fields when it is logfmt (``k=v k2="v 2"``) or a JSON object, else None.
+
+    logfmt values stay strings, exactly as written (router ``status=503`` gives "503").
+    """
+    stripped = message.strip()
+    if stripped[:1] == "{":
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    fields: dict[str, Any] = {}
+    pos, size = 0, len(stripped)
+    while pos < size:
+        m = _LOGFMT_PAIR.match(stripped, pos)
+        if m is None:
+            return None
+        key, quoted, bare = m.groups()
+        fields[key] = _BACKSLASH_ESCAPE.sub(r"\1", quoted) if quoted is not None else bare
+        pos = m.end()
+    return fields or None
+
+
+def format_syslog(line: LogLine, hostname: str = "host") -> bytes:
+    """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise.
+
+    The message ends in the usual framing newline, except a message ending in ``\r``:
+    ``\r\n`` would read back as framing, so that one goes without (octet counting allows it).
+    """
+    pri = 190 if line.pri is None else line.pri  # local7.info, what app output carries
+    if hostname == "host":
+        head = f"<{pri}>1 {line.timestamp} host {line.source} {line.dyno} -"
+    else:
+        sd = line.structured_data or "-"
+        head = f"<{pri}>1 {line.timestamp} {hostname} {line.source} {line.dyno} - {sd}"
+    end = "" if line.message.endswith("\r") else "\n"
+    return f"{head} {line.message}{end}".encode()
+
+
+def frame(messages: Iterable[bytes]) -> bytes:
+    """Octet-count messages into one body (RFC 6587)."""
+    return b"".join(b"%d %s" % (len(message), message) for message in messages)
+
+
+def split_lines(data: str) -> Iterator[str]:
+    """Lines of text without their line endings (``\\n`` or ``\\r\\n``)."""
+    for line in data.split("\n"):
+        yield line[:-1] if line.endswith("\r") else line

@@ -1,0 +1,362 @@
+"""How lines are shown: ``TIMESTAMP SOURCE[DYNO]: MESSAGE`` text, NDJSON, or Heroku's colours.
+
+Every output path renders through here. rich is imported only by the colour renderer, so
+plain and JSON output start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from herolog.parser import parse_fields, parse_structured_data
+from herolog.store import StoredLine, decode_attributes
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+
+def format_text(line: StoredLine) -> str:
+    return f"{line.timestamp} {line.source}[{line.dyno}]: {line.message}"
+
+
+def to_json_object(line: StoredLine) -> dict[str, Any]:
+    """The documented NDJSON schema of ``herolog logs --json`` (see the README)."""
+    record: dict[str, Any] = {
+        "id": line.id,
+        "app": line.app,
+        "timestamp": line.timestamp,
+        "time": line.time,
+        "source": line.source,
+        "dyno": line.dyno,
+        "message": line.message,
+        "pri": line.pri,
+        "hostname": line.hostname,
+        "structured_data": (
+            parse_structured_data(line.structured_data) if line.structured_data else None
+        ),
+        "received_at": line.received_at,
+        "attributes": decode_attributes(line),
+    }
+    fields = parse_fields(line.message)
+    if fields is not None:
+        record["fields"] = fields
+    return record
+
+
+def format_json(line: StoredLine) -> str:
+    return json.dumps(to_json_object(line), ensure_ascii=False, separators=(",", ":"))
+
+
+class Renderer(Protocol):
+    def write(self, lines: Sequence[StoredLine]) -> None:
+        """Write the lines and flush, so a reader at the end of a pipe sees them at once."""
+        ...
+
+
+class TextRenderer:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, lines: Sequence[StoredLine]) -> None:
+        if lines:
+            self.stream.write("".join(f"{format_text(line)}\n" for line in lines))
+            self.stream.flush()
+
+
+class JsonRenderer(TextRenderer):
+    def write(self, lines: Sequence[StoredLine]) -> None:
+        if lines:
+            self.stream.write("".join(f"{format_json(line)}\n" for line in lines))
+            self.stream.flush()
+
+
+def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str, str]) -> bool:
+    """Whether to colour: the flags, then the environment, then whether stdout is a terminal.
+
+    Explicit flags win over the environment (as no-color.org asks); ``NO_COLOR``,
+    ``HEROKU_LOGS_COLOR=0`` and ``HEROKU_COLOR=0`` switch colour off, and ``FORCE_COLOR``
+    switches it on (or off, for ``0``/``false``) like the heroku CLI reads it.
+    """
+    if choice == "always" or force_colors:
+        return True
+    if choice == "never":
+        return False
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("HEROKU_LOGS_COLOR") == "0" or env.get("HEROKU_COLOR") == "0":
+        return False
+    force = env.get("FORCE_COLOR")
+    if force is not None:
+        value = force.strip().lower()
+        if value in ("", "true"):
+            return True
+        if value == "false":
+            return False
+        if value.lstrip("-").isdigit():
+            return int(value) > 0
+    return isatty
+
+
+# Heroku's colours (heroku-cli-util's theme): what each kind of value is drawn in.
+SUCCESS = "color(40)"
+INFO = "color(43)"
+WARNING = "color(214)"
+FAILURE = "#ff8787"
+CODE = "bold color(255) on color(237)"
+DIM = "dim"
+HEADER_COLORS = (
+    "yellow", "green", "cyan", "magenta", "blue",
+    "bold green", "bold cyan", "bold magenta", "bold yellow", "bold blue",
+)  # fmt: skip
+# The heroku CLI hands these out first, so they look the same in every session.
+_PRESET = {"run": 0, "router": 1, "web": 2, "postgres": 3, "heroku-postgres": 4}
+
+_IDENTIFIER = re.compile(r"([\w-]+)([\d.]+)?", re.ASCII)
+_TOKENS = re.compile(r"\s+|\S+")
+_LEADING_NUMBER = re.compile(r"[0-9]+")
+_STATE_CHANGE = re.compile(r"(State changed from )(\w+)( to )(\w+)")
+_EXITED = re.compile(r"(Process exited with status )(\d+)")
+_STARTING = re.compile(r"(Starting process with command )(`.+`)( by user )?(.*)")
+_APACHE = re.compile(
+    r'(\d+\.\d+\.\d+\.\d+ -[^-]*- \[[^\]]+] ")(\w+)( )([^ ]+)( HTTP/\d+\.\d+" )(\d+)( .+)'
+)
+_ROUTE = re.compile(r'(.* ")(\w+)(.+)(HTTP/\d+\.\d+" .*)')
+_BUILD_STARTED = re.compile(r"(Build started by user )(.+)")
+_DEPLOY = re.compile(r"(Deploy )(\w+)( by user )(.+)")
+_RELEASE = re.compile(r"(Release )(v\d+)( created by user )(.+)")
+_METRICS = re.compile(r"source=\w+ sample#")
+_CREATE_TABLE = re.compile(r"(\[DATABASE].*)(CREATE TABLE)(.*)")
+
+
+def identifier(dyno: str) -> str | None:
+    """The dyno's name without its ``.N`` (``web.1`` -> ``web``), as the heroku CLI finds it."""
+    m = _IDENTIFIER.fullmatch(dyno)
+    return m.group(1) if m else None
+
+
+def header_color(name: str) -> str:
+    """The colour of a dyno's headers: Heroku's presets, else a stable pick of the rest.
+
+    The heroku CLI gives colours in order of first appearance, so they change between
+    sessions; a hash of the name (not Python's randomised ``hash``) keeps them stable.
+    """
+    preset = _PRESET.get(name)
+    if preset is not None:
+        return HEADER_COLORS[preset]
+    return HEADER_COLORS[5 + zlib.crc32(name.encode()) % 5]
+
+
+def status_style(value: str) -> str | None:
+    code = int(m.group()) if (m := _LEADING_NUMBER.match(value)) else 0
+    if 200 <= code < 300:
+        return SUCCESS
+    if 300 <= code < 400:
+        return INFO
+    if 400 <= code < 500:
+        return WARNING
+    if 500 <= code < 600:
+        return FAILURE
+    return None
+
+
+def duration_style(value: str) -> str | None:
+    ms = int(m.group()) if (m := _LEADING_NUMBER.match(value)) else 0
+    if not ms:
+        return None
+    if ms < 100:
+        return SUCCESS
+    if ms < 500:
+        return INFO
+    if ms < 5000:
+        return WARNING
+    if ms < 10000:
+        return FAILURE
+    return "bold " + FAILURE
+
+
+_Parts = list[tuple[str, str | None]]
+
+
+def _router(body: str) -> _Parts:
+    parts: _Parts = []
+    for token in _TOKENS.findall(body):
+        key, eq, value = token.partition("=")
+        if token.isspace() or not eq:
+            parts.append((token, None if token.isspace() else DIM))
+            continue
+        parts.append((key + "=", DIM))
+        style: str | None
+        if key == "at":
+            style = FAILURE if value == "error" else DIM
+        elif key == "code":
+            style = "bold " + FAILURE
+        elif key == "method":
+            style = "magenta"
+        elif key == "path":
+            style = "green"
+        elif key == "dyno":
+            name = identifier(value)
+            style = header_color(name) if name else None
+        elif key == "status":
+            style = status_style(value)
+        elif key in ("connect", "service"):
+            style = duration_style(value)
+        else:
+            style = DIM
+        parts.append((value, style))
+    return parts
+
+
+def _state(state: str) -> str | None:
+    return {"up": SUCCESS, "complete": SUCCESS, "down": FAILURE, "starting": INFO}.get(state)
+
+
+def _lifecycle(body: str) -> _Parts | None:
+    """A dyno's platform messages: start, state changes, exits, SIGTERM."""
+    if body == "Stopping all processes with SIGTERM":
+        return [(body, FAILURE)]
+    if m := _STARTING.fullmatch(body):
+        return [(m[1], None), (m[2], CODE), (m[3] or "", None), (m[4] or "", "green")]
+    if m := _STATE_CHANGE.fullmatch(body):
+        return [(m[1], None), (m[2], _state(m[2])), (m[3], None), (m[4], _state(m[4]))]
+    if m := _EXITED.fullmatch(body):
+        return [(m[1], None), (m[2], SUCCESS if m[2] == "0" else FAILURE)]
+    return None
+
+
+def _web(body: str) -> _Parts | None:
+    if body in ("Unidling", "Restarting"):
+        return [(body, "yellow")]
+    if m := _APACHE.fullmatch(body):
+        return [
+            (m[1], DIM), (m[2], "magenta"), (m[3], DIM), (m[4], "green"),
+            (m[5], DIM), (m[6], status_style(m[6])), (m[7], DIM),
+        ]  # fmt: skip
+    if m := _ROUTE.fullmatch(body):
+        return [(m[1], None), (m[2], "magenta"), (m[3], "green"), (m[4], None)]
+    return None
+
+
+def _api(body: str) -> _Parts | None:
+    if body == "Build succeeded":
+        return [(body, SUCCESS)]
+    if body.startswith("Build failed"):
+        return [(body, FAILURE)]
+    if m := _BUILD_STARTED.fullmatch(body):
+        return [(m[1], None), (m[2], "green")]
+    if m := _DEPLOY.fullmatch(body):
+        return [(m[1], None), (m[2], "cyan"), (m[3], None), (m[4], "green")]
+    if m := _RELEASE.fullmatch(body):
+        return [(m[1], None), (m[2], "magenta"), (m[3], None), (m[4], "green")]
+    return _lifecycle(body)
+
+
+def _postgres(body: str) -> _Parts | None:
+    if m := _CREATE_TABLE.fullmatch(body):
+        return [(m[1], DIM), (m[2], "magenta"), (m[3], "cyan")]
+    return _metrics(body)
+
+
+def _metrics(body: str) -> _Parts | None:
+    return [(body, DIM)] if _METRICS.search(body) else None
+
+
+def body_parts(name: str, source: str, body: str) -> _Parts:
+    """The first line of a message cut into (text, style) runs by Heroku's rules.
+
+    Beyond the heroku CLI, which colours lifecycle messages of ``web`` and ``run`` only,
+    the platform's messages about any dyno (``heroku[worker.1]``) are coloured the same way.
+    """
+    parts: _Parts | None = None
+    if name == "router":
+        parts = _router(body)
+    elif name == "api":
+        parts = _api(body)
+    elif name in ("web", "run"):
+        parts = _lifecycle(body) or (_web(body) if name == "web" else None)
+    elif name in ("postgres", "heroku-postgres"):
+        parts = _postgres(body)
+    elif name == "heroku-redis":
+        parts = _metrics(body)
+    elif source == "heroku":
+        parts = _lifecycle(body)
+    return parts or [(body, None)]
+
+
+def colorize(line: StoredLine) -> Text:
+    """The line as rich Text; the log text is never read as markup."""
+    from rich.text import Span, Text
+
+    header = f"{line.timestamp} {line.source}[{line.dyno}]:"
+    name = identifier(line.dyno)
+    if name is None:  # the heroku CLI leaves lines it cannot split untouched
+        return Text(f"{header} {line.message}")
+    first, newline, rest = line.message.partition("\n")
+    chunks = [header, " "]
+    spans = [Span(0, len(header), header_color(name))]
+    pos = len(header) + 1
+    for part, style in body_parts(name, line.source, first):
+        if style:
+            spans.append(Span(pos, pos + len(part), style))
+        chunks.append(part)
+        pos += len(part)
+    if newline:
+        chunks.append(newline + rest)
+    return Text("".join(chunks), spans=spans)
+
+
+class ColorRenderer:
+    """Heroku-coloured text through rich, for terminals (or when colour is forced).
+
+    Lines are rendered segment by segment rather than through ``Console.print``, which
+    re-splits and wraps its input: half the time for a screenful of history.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        from rich.color import ColorSystem
+        from rich.console import Console
+
+        self.stream = stream
+        self.console: Console = Console(
+            file=stream,
+            force_terminal=True,
+            no_color=False,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            soft_wrap=True,
+        )
+        systems = {
+            "standard": ColorSystem.STANDARD,
+            "256": ColorSystem.EIGHT_BIT,
+            "truecolor": ColorSystem.TRUECOLOR,
+            "windows": ColorSystem.WINDOWS,
+        }
+        # Colour was asked for, so a terminal rich thinks dumb still gets the basic 16.
+        self.color_system = systems.get(self.console.color_system or "", ColorSystem.STANDARD)
+
+    def write(self, lines: Sequence[StoredLine]) -> None:
+        if not lines:
+            return
+        out = []
+        for line in lines:
+            for segment in colorize(line).render(self.console):
+                style = segment.style
+                text = segment.text
+                out.append(style.render(text, color_system=self.color_system) if style else text)
+            out.append("\n")
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+
+def renderer_for(stream: IO[str], *, json_output: bool, color: bool) -> Renderer:
+    if json_output:
+        return JsonRenderer(stream)
+    if color:
+        return ColorRenderer(stream)
+    return TextRenderer(stream)

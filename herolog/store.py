@@ -1,0 +1,430 @@
+"""The ring-buffer store: the newest lines of each app, in arrival order, in SQLite.
+
+Commands use the :class:`Store` interface; :class:`SQLiteStore` is the one backend. A store
+is one SQLite file in WAL mode, so one writer and any number of readers (other processes
+included) work at once: readers never wait for the writer, and writers queue on a busy
+timeout with ``BEGIN IMMEDIATE`` so they never fail with "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from herolog.filters import LineFilter
+from herolog.parser import LogLine, Received
+
+DEFAULT_HISTORY = 1500
+"""Lines kept per app unless the store says otherwise: Logplex's own history."""
+MAX_HISTORY = 10_000_000
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+_READ_CHUNK = 2000
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE apps (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    lines INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    timestamp TEXT NOT NULL,
+    time TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dyno TEXT NOT NULL,
+    message TEXT NOT NULL,
+    pri INTEGER,
+    hostname TEXT,
+    structured_data TEXT,
+    app_id INTEGER NOT NULL REFERENCES apps (id),
+    attributes TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX lines_by_app ON lines (app_id, id);
+"""
+# Column order matches LogLine followed by (app_id, attributes, received_at), so a row is
+# a LogLine plus one shared tuple: no per-line Python work on insert.
+_INSERT = (
+    "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data,"
+    " app_id, attributes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT = (
+    "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, hostname,"
+    " structured_data, attributes, received_at FROM lines JOIN apps ON apps.id = lines.app_id"
+)
+
+
+class StoreError(Exception):
+    """The store file is unusable: not a database, from a newer herolog, not writable."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLine:
+    """A line as the store holds it."""
+
+    id: int
+    app: str
+    timestamp: str
+    time: str
+    source: str
+    dyno: str
+    message: str
+    pri: int | None
+    hostname: str | None
+    structured_data: str | None
+    attributes: str | None
+    """A JSON object as text, or None: decoded only by the outputs that show it."""
+    received_at: str
+
+
+class Batch(NamedTuple):
+    """Lines for one app, with the attributes every one of them carries."""
+
+    app: str
+    lines: Sequence[LogLine]
+    attributes: Mapping[str, str] | None = None
+
+
+class AppInfo(NamedTuple):
+    name: str
+    lines: int
+    created_at: str
+
+
+class Store(Protocol):
+    """What the commands need of a store; a second backend implements just this."""
+
+    @property
+    def history(self) -> int:
+        """Lines kept per app."""
+        ...
+
+    def append(self, batches: Iterable[Batch], received: Received | None = None) -> int:
+        """Store every batch in one transaction (all or nothing); the number of lines."""
+        ...
+
+    def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
+        """The last ``count`` matching lines, oldest first, and the newest id in the store."""
+        ...
+
+    def after(
+        self, line_id: int, wanted: LineFilter, limit: int = 1000
+    ) -> tuple[list[StoredLine], int]:
+        """Matching lines with ids above ``line_id``, and the id to continue after."""
+        ...
+
+    def last_id_received_before(self, instant: str) -> int:
+        """The newest id among lines received before ``instant`` (0 if none)."""
+        ...
+
+    def version(self) -> int:
+        """A number that changes whenever another process may have added lines."""
+        ...
+
+    def replaced(self) -> bool:
+        """Whether the store at this location is no longer the one that was opened."""
+        ...
+
+    def apps(self) -> list[AppInfo]: ...
+
+    def set_history(self, lines: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """A store in one SQLite file."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+        self._history: int | None = None
+        self._identity = _file_identity(path)
+        self._ready = False
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> SQLiteStore:
+        """Open the store at ``path``, creating it unless ``create`` is false.
+
+        Raises FileNotFoundError when the file is missing and ``create`` is false, and
+        StoreError when the file is not a usable herolog store.
+        """
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise FileNotFoundError(path)
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.OperationalError as error:
+            if not create and not path.exists():
+                raise FileNotFoundError(path) from error
+            raise StoreError(f"cannot open the store {path}: {error}") from error
+        store = cls(path, db)
+        try:
+            store._prepare(create)
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+                raise
+            raise StoreError(
+                f"{path} is not a usable herolog store ({error}); "
+                f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
+            ) from error
+        return store
+
+    def _prepare(self, create: bool) -> None:
+        db = self._db
+        db.execute("PRAGMA synchronous = NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            self._ready = True
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer herolog (schema {version})")
+        if not create:
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise sqlite3.DatabaseError("it has tables but no herolog schema")
+            return  # created by a writer that has not committed its schema yet: empty
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise StoreError(f"{self.path}: SQLite could not switch to WAL mode")
+        with self._write():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise sqlite3.DatabaseError("it has tables but no herolog schema")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._ready = True
+
+    def _schema_ready(self) -> bool:
+        """False only for a reader that opened a store before its writer committed the schema."""
+        if not self._ready:
+            self._ready = self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        return self._ready
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot for several SELECTs."""
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    @property
+    def history(self) -> int:
+        if self._history is None:
+            row = self._meta("history")
+            self._history = int(row) if row is not None else DEFAULT_HISTORY
+        return self._history
+
+    def _meta(self, key: str) -> str | None:
+        if not self._schema_ready():
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_history(self, lines: int) -> None:
+        if not 1 <= lines <= MAX_HISTORY:
+            raise ValueError(f"history must be between 1 and {MAX_HISTORY:,} lines")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('history', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(lines),),
+            )
+            for app_id, count in db.execute("SELECT id, lines FROM apps").fetchall():
+                if count > lines:
+                    self._trim(app_id, count - lines)
+                    db.execute("UPDATE apps SET lines = ? WHERE id = ?", (lines, app_id))
+        self._history = lines
+
+    def append(self, batches: Iterable[Batch], received: Received | None = None) -> int:
+        rx = received or Received.at()
+        stored = 0
+        with self._write() as db:
+            self._history = None  # another process may have changed it
+            history = self.history
+            for batch in batches:
+                if not batch.lines:
+                    continue
+                app_id, count = self._app(batch.app, rx.time)
+                attributes = (
+                    json.dumps(dict(batch.attributes), ensure_ascii=False)
+                    if batch.attributes
+                    else None
+                )
+                db.executemany(
+                    _INSERT, map(add, batch.lines, repeat((app_id, attributes, rx.time)))
+                )
+                count += len(batch.lines)
+                stored += len(batch.lines)
+                if count > history:
+                    self._trim(app_id, count - history)
+                    count = history
+                db.execute("UPDATE apps SET lines = ? WHERE id = ?", (count, app_id))
+        return stored
+
+    def _app(self, name: str, now: str) -> tuple[int, int]:
+        row = self._db.execute("SELECT id, lines FROM apps WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            return int(row[0]), int(row[1])
+        cursor = self._db.execute("INSERT INTO apps (name, created_at) VALUES (?, ?)", (name, now))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid, 0
+
+    def _trim(self, app_id: int, excess: int) -> None:
+        self._db.execute(
+            "DELETE FROM lines WHERE id IN"
+            " (SELECT id FROM lines WHERE app_id = ? ORDER BY id LIMIT ?)",
+            (app_id, excess),
+        )
+
+    def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
+        where, params = _where(wanted)
+        found: list[StoredLine] = []
+        if not self._schema_ready():
+            return found, 0
+        with self._read() as db:
+            newest = _newest_id(db)
+            if count > 0:
+                sql = f"{_SELECT}{where} ORDER BY lines.id DESC"
+                if not wanted.has_patterns:
+                    sql += f" LIMIT {int(count)}"
+                cursor = db.execute(sql, params)
+                if not wanted.has_patterns:
+                    found = [StoredLine(*row) for row in cursor]
+                while len(found) < count:
+                    rows = cursor.fetchmany(_READ_CHUNK)
+                    if not rows:
+                        break
+                    for row in rows:
+                        line = StoredLine(*row)
+                        if wanted.matches_patterns(line.message):
+                            found.append(line)
+                            if len(found) == count:
+                                break
+                cursor.close()
+        found.reverse()
+        return found, newest
+
+    def after(
+        self, line_id: int, wanted: LineFilter, limit: int = 1000
+    ) -> tuple[list[StoredLine], int]:
+        if not self._schema_ready():
+            return [], line_id
+        where, params = _where(wanted, after=line_id)
+        rows = self._db.execute(
+            f"{_SELECT}{where} ORDER BY lines.id LIMIT {int(limit)}", params
+        ).fetchall()
+        lines = [StoredLine(*row) for row in rows]
+        last_id = lines[-1].id if lines else line_id
+        if wanted.has_patterns:
+            lines = [line for line in lines if wanted.matches_patterns(line.message)]
+        return lines, last_id
+
+    def newest_id(self) -> int:
+        return _newest_id(self._db) if self._schema_ready() else 0
+
+    def apps(self) -> list[AppInfo]:
+        if not self._schema_ready():
+            return []
+        rows = self._db.execute("SELECT name, lines, created_at FROM apps ORDER BY name").fetchall()
+        return [AppInfo(*row) for row in rows]
+
+    def last_id_received_before(self, instant: str) -> int:
+        if not self._schema_ready():
+            return 0
+        row = self._db.execute("SELECT max(id) FROM lines WHERE received_at < ?", (instant,))
+        return int(row.fetchone()[0] or 0)
+
+    def version(self) -> int:
+        # Changes whenever another connection commits: a cheap way to poll for new lines.
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def replaced(self) -> bool:
+        """Whether the file at the store's path is no longer the file this store has open."""
+        return _file_identity(self.path) != self._identity
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _newest_id(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0)
+
+
+def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        clauses.append("lines.id > ?")
+        params.append(after)
+    if wanted.app is not None:
+        clauses.append("lines.app_id = (SELECT id FROM apps WHERE name = ?)")
+        params.append(wanted.app)
+    if wanted.source is not None:
+        clauses.append("source = ?")
+        params.append(wanted.source)
+    for dyno in wanted.dynos:
+        # "web" or anything starting "web.": the range ["web.", "web/") is that prefix.
+        clauses.append("(dyno = ? OR (dyno >= ? AND dyno < ?))")
+        params += [dyno, dyno + ".", dyno + "/"]
+    if wanted.since is not None:
+        clauses.append("time >= ?")
+        params.append(wanted.since)
+    if wanted.until is not None:
+        clauses.append("time < ?")
+        params.append(wanted.until)
+    if wanted.received_since is not None:
+        clauses.append("received_at >= ?")
+        params.append(wanted.received_since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def open_store(path: Path | None = None, *, create: bool = True) -> SQLiteStore:
+    """The store at ``path`` (default: the one in ``HEROLOG_HOME``)."""
+    from herolog import config
+
+    return SQLiteStore.open(path or config.store_path(), create=create)
+
+
+def decode_attributes(line: StoredLine) -> dict[str, Any]:
+    return json.loads(line.attributes) if line.attributes else {}

@@ -1,0 +1,126 @@
+"""Timestamps: RFC 3339 from the wire, a sortable UTC form for the store, user time expressions.
+
+Every instant herolog stores or compares is an "instant string":
+``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, fixed width, so that string order is time order
+(in Python and in SQLite alike) and no datetime object is built on the ingest hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_HEAD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]"
+    r"(?P<time>[0-9]{2}:[0-9]{2}):(?P<sec>[0-9]{2})"
+    r"(?:\.(?P<frac>[0-9]+))?"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
+# Validated "YYYY-MM-DDTHH:MM:SS" prefixes. Log lines arrive in bursts within the same
+# second, so most lines skip validation; the cap keeps memory bounded.
+_valid_heads: dict[str, bool] = {}
+_VALID_HEADS_MAX = 4096
+
+
+def normalize(timestamp: str) -> str | None:
+    """The instant string for an RFC 3339 timestamp, or None if it is not one.
+
+    Any fractional precision and any offset are accepted; digits past microseconds are
+    truncated. A timestamp without an offset is taken as UTC.
+    """
+    head = timestamp[:19]
+    valid = _valid_heads.get(head)
+    if valid is None:
+        valid = _HEAD.fullmatch(head) is not None and _is_date_time(head)
+        if len(_valid_heads) >= _VALID_HEADS_MAX:
+            _valid_heads.clear()
+        _valid_heads[head] = valid
+    if valid:
+        tail = timestamp[19:]
+        if tail == "+00:00" or tail == "Z":
+            return head + ".000000Z"
+        if tail[:1] == ".":
+            if tail[-6:] == "+00:00":
+                frac = tail[1:-6]
+            elif tail[-1:] == "Z":
+                frac = tail[1:-1]
+            else:
+                frac = ""
+            if frac and frac.isascii() and frac.isdecimal():
+                return f"{head}.{frac[:6]:0<6}Z"
+    return _normalize_slow(timestamp)
+
+
+def _is_date_time(head: str) -> bool:
+    try:
+        datetime.fromisoformat(head)
+    except ValueError:
+        return False
+    return True
+
+
+def _normalize_slow(timestamp: str) -> str | None:
+    m = _RFC3339.fullmatch(timestamp)
+    if m is None:
+        return None
+    sec = m["sec"]
+    frac = (m["frac"] or "")[:6]
+    if sec == "60":  # a leap second: the last representable instant of that minute
+        sec, frac = "59", "999999"
+    tz = m["tz"] or "Z"
+    if tz in ("Z", "z"):
+        tz = "+00:00"
+    elif ":" not in tz:
+        tz = tz[:3] + ":" + tz[3:]
+    text = f"{m['date']}T{m['time']}:{sec}.{frac:0<6}{tz}"
+    try:
+        return to_instant(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
+        return None
+
+
+def to_instant(moment: datetime) -> str:
+    """The instant string of an aware (or, taken as local time, naive) datetime."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_heroku(moment: datetime) -> str:
+    """A timestamp the way Logplex writes them: microseconds and ``+00:00``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+_RELATIVE = re.compile(r"([0-9]+)\s*(sec|min|s|m|h|d|w)", re.IGNORECASE)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_user_time(text: str, reference: datetime | None = None) -> str:
+    """The instant string for a ``--since``/``--until`` value.
+
+    Accepts relative durations before now (``90s``, ``10m``, ``2h``, ``1d``, ``1w``,
+    ``1h30m``), ``now``, and ISO 8601 dates or date-times; a date-time without an
+    offset is local time, as with ``docker logs --since``. Raises ValueError with a
+    message fit for a usage error.
+    """
+    value = text.strip()
+    moment = reference or now()
+    if value.lower() == "now":
+        return to_instant(moment)
+    pos, seconds = 0, 0
+    while m := _RELATIVE.match(value, pos):
+        seconds += int(m.group(1)) * _UNITS[m.group(2).lower()]
+        pos = m.end()
+    if pos and pos == len(value):
+        return to_instant(moment - timedelta(seconds=seconds))
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use a duration like 10m, 2h or 1d, "
+            "or an ISO 8601 time like 2024-03-05T09:14:07Z"
+        ) from None
+    return to_instant(parsed)

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from herolog.cli import cli
+from herolog.filters import LineFilter
+from herolog.parser import LogLine, format_syslog, frame
+from herolog.store import open_store
+from tests.helpers import herolog_env
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
+
+
+def invoke(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def stored(app: str | None = None) -> list[str]:
+    lines, _ = open_store().last(LineFilter(app=app), 100_000)
+    return [f"{x.timestamp} {x.source}[{x.dyno}]: {x.message}" for x in lines]
+
+
+def test_import_heroku_text_round_trips_through_logs(tmp_path: Path) -> None:
+    code, _, err = invoke("import", str(EXAMPLE), "-a", "demo")
+    assert code == 0, err
+    assert "Imported 37 lines into demo (heroku format)." in err
+    result = CliRunner().invoke(cli, ["logs", "-a", "demo", "-n", "1500"])
+    assert result.stdout == EXAMPLE.read_text()
+
+
+def test_continuation_lines_join_the_message_before_them() -> None:
+    invoke("import", str(EXAMPLE), "-a", "demo")
+    (traceback,) = [
+        x
+        for x in open_store().last(LineFilter(dynos=("web.2",)), 100)[0]
+        if "Traceback" in x.message
+    ]
+    assert traceback.message.splitlines() == [
+        "Internal Server Error: /checkout",
+        "Traceback (most recent call last):",
+        '  File "/app/shop/views.py", line 88, in checkout',
+        "    order = Order.objects.get(cart=cart)",
+        "shop.models.Order.DoesNotExist: Order matching query does not exist.",
+    ]
+
+
+def test_text_that_is_not_heroku_output_is_kept_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "plain.log"
+    path.write_text(
+        "first plain line\n\nsecond plain line\r\n2024-03-05T09:14:07Z app[web.1]: real\ncontinued\n"
+    )
+    assert invoke("import", str(path))[0] == 0
+    lines = open_store().last(LineFilter(app="default"), 100)[0]
+    assert [(x.source, x.message) for x in lines] == [
+        ("unknown", "first plain line"),
+        ("unknown", "second plain line"),
+        ("app", "real\ncontinued"),
+    ]
+
+
+def test_import_logplex_body_from_stdin() -> None:
+    body = frame(
+        format_syslog(
+            LogLine(
+                "2024-03-05T09:14:07.418233+00:00", "", "app", "web.1", f"m{i}", 190, "host", None
+            )
+        )
+        for i in range(3)
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=b"\n" + body)
+    assert code == 0, err
+    assert "(logplex format)" in err
+    assert [x.split(": ")[1] for x in stored("demo")] == ["m0", "m1", "m2"]
+
+
+def test_import_newline_framed_syslog(tmp_path: Path) -> None:
+    path = tmp_path / "syslog.txt"
+    path.write_bytes(
+        b'<13>1 2024-03-05T09:14:07Z myhost billing 4711 - [meta seq="1"] paid\n'
+        b"<190>1 2024-03-05T09:14:08Z host app web.1 - hi\r\n"
+        b"not syslog at all\n"
+    )
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 0, err
+    assert "(syslog format)" in err
+    lines = open_store().last(LineFilter(), 10)[0]
+    assert [(x.source, x.dyno, x.message, x.structured_data) for x in lines] == [
+        ("billing", "4711", "paid", '[meta seq="1"]'),
+        ("app", "web.1", "hi", None),
+        ("unknown", "unknown", "not syslog at all", None),
+    ]
+
+
+def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: Path) -> None:
+    good = b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"
+    path = tmp_path / "broken.bin"
+    path.write_bytes(b"%d %s" % (len(good), good) * 2 + b"oops")
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 1
+    assert f"frame 3 at byte {2 * (len(good) + 3)}" in err
+    assert "the 2 lines before it were imported" in err
+    assert "Traceback" not in err
+    assert len(stored("demo")) == 2
+
+
+def test_format_can_be_forced(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
+    invoke("import", str(path), "--format", "heroku", "-a", "forced")
+    assert [x.split(": ", 1)[0].split(" ")[1] for x in stored("forced")] == ["unknown[unknown]"]
+
+
+def test_import_says_when_history_drops_lines(tmp_path: Path) -> None:
+    path = tmp_path / "many.txt"
+    path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(1600)))
+    code, _, err = invoke("import", str(path))
+    assert code == 0
+    assert "keeps the newest 1,500 lines per app" in err
+    assert len(stored()) == 1500
+
+
+def test_missing_file_is_a_usage_error() -> None:
+    code, _, err = invoke("import", "/nonexistent/file.log")
+    assert code == 2
+    assert "No such file or directory" in err
+
+
+@pytest.mark.subprocess
+def test_large_import_in_chunks_as_a_real_process(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_text(
+        "".join(
+            f"2024-03-05T09:14:07.{i % 1000000:06d}+00:00 app[web.1]: line {i} {'x' * 100}\n"
+            for i in range(30000)
+        )
+    )
+    assert path.stat().st_size > 3 << 20  # several chunks
+    subprocess.run(
+        [sys.executable, "-m", "herolog", "store", "history", "100000"],
+        check=True,
+        env=herolog_env(),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "import", str(path), "-a", "big"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        check=True,
+    )
+    assert "Imported 30,000 lines into big" in proc.stderr
+    assert stored("big")[-1].endswith("line 29999 " + "x" * 100)
+
+
+def test_progress_bar_reports_bytes(tmp_path: Path) -> None:
+    from herolog.importer import import_stream
+
+    path = tmp_path / "p.txt"
+    path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(100)))
+    seen: list[int] = []
+    with path.open("rb") as stream:
+        result = import_stream(stream, open_store(), "demo", progress=seen.append)
+    assert seen[-1] == path.stat().st_size == result.bytes_read

@@ -1,0 +1,450 @@
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from herolog.cli import cli
+from herolog.parser import LogLine
+from herolog.store import Batch, SQLiteStore, open_store
+from tests.helpers import Child, fill, herolog_env, line
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def output(*args: str) -> list[str]:
+    code, out, err = run("logs", *args)
+    assert code == 0, err
+    return out.splitlines()
+
+
+@pytest.fixture
+def store(herolog_home: Path) -> SQLiteStore:
+    return open_store()
+
+
+@pytest.fixture
+def demo(store: SQLiteStore) -> SQLiteStore:
+    """One app with app, router and dyno-manager lines; another app interleaved."""
+    for i in range(60):
+        store.append(
+            [
+                Batch("demo", [line(f"app {i}", dyno=f"web.{i % 2 + 1}", second=i)]),
+                Batch(
+                    "demo",
+                    [
+                        line(
+                            f"status={200 + i} router {i}", source="heroku", dyno="router", second=i
+                        )
+                    ],
+                ),
+                Batch("other", [line(f"other {i}", dyno="worker.1", second=i)]),
+            ]
+        )
+    return store
+
+
+def test_empty_store_prints_nothing_and_exits_0(herolog_home: Path) -> None:
+    assert run("logs") == (0, "", "")
+    assert not (herolog_home / "logs.db").exists(), "reading must not create a store"
+
+
+def test_text_format_is_exactly_heroku_lines(store: SQLiteStore) -> None:
+    fill(store, "demo", ["hello [not markup] [bold]x[/bold]"], dyno="web.1", second=7)
+    assert output() == [
+        "2024-03-05T09:00:07.000000+00:00 app[web.1]: hello [not markup] [bold]x[/bold]"
+    ]
+
+
+def test_default_is_the_last_100_lines_of_all_apps_in_arrival_order(demo: SQLiteStore) -> None:
+    lines = output()
+    assert len(lines) == 100
+    assert lines[-1].endswith("app[worker.1]: other 59")
+    assert lines[-3].endswith("app[web.2]: app 59")
+    assert lines[0].endswith("app[worker.1]: other 26")
+    assert lines[1].endswith("app[web.2]: app 27")
+
+
+def test_app_and_num(demo: SQLiteStore) -> None:
+    lines = output("-a", "other", "-n", "3")
+    assert [x.split(": ", 1)[1] for x in lines] == ["other 57", "other 58", "other 59"]
+    assert output("--app", "missing") == []
+
+
+def test_num_zero_prints_nothing(demo: SQLiteStore) -> None:
+    assert output("-n", "0") == []
+
+
+def test_filters_apply_before_the_limit(demo: SQLiteStore) -> None:
+    lines = output("-a", "demo", "-n", "50", "-s", "app")
+    assert len(lines) == 50
+    assert all(" app[web." in x for x in lines)
+    assert lines[0].endswith("app 10")
+
+
+def test_dyno_and_process_type_prefix_matching(store: SQLiteStore) -> None:
+    for dyno in ["web.1", "web.12", "webby.1", "worker.1"]:
+        fill(store, "demo", [dyno], dyno=dyno)
+    for flag in ("-d", "--dyno", "--dyno-name", "-p", "--process-type", "--ps"):
+        assert [x.split(": ")[1] for x in output(flag, "web")] == ["web.1", "web.12"], flag
+    assert [x.split(": ")[1] for x in output("-d", "web.1")] == ["web.1"]
+    assert [x.split(": ")[1] for x in output("-d", "web", "-p", "worker")] == []
+
+
+def test_source_is_exact(demo: SQLiteStore) -> None:
+    assert len(output("-s", "heroku", "-n", "1500")) == 60
+    assert output("-s", "hero") == []
+
+
+def test_since_and_until(store: SQLiteStore) -> None:
+    for second in range(10):
+        fill(store, "demo", [str(second)], second=second)
+    lines = output("--since", "2024-03-05T09:00:03Z", "--until", "2024-03-05T09:00:05+00:00")
+    assert [x.split(": ")[1] for x in lines] == ["3", "4"]
+    assert output("--since", "1h") == []  # all of these are from 2024
+    assert len(output("--until", "now")) == 10
+    # A date-time without an offset is local time: TZ is UTC here, UTC+1 in Paris in March.
+    assert len(output("--since", "2024-03-05T09:00:08")) == 2
+    paris = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "--since", "2024-03-05T10:00:08"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=herolog_env(TZ="Europe/Paris"),
+    )
+    assert [x.split(": ")[1] for x in paris.stdout.splitlines()] == ["8", "9"]
+
+
+def test_relative_since_counts_back_from_now(store: SQLiteStore) -> None:
+    from herolog import timestamps
+
+    recent = timestamps.to_heroku(timestamps.now())
+    old = "2020-01-01T00:00:00+00:00"
+    store.append(
+        [
+            Batch(
+                "demo",
+                [
+                    LogLine(
+                        old, "2020-01-01T00:00:00.000000Z", "app", "web.1", "old", 190, "host", None
+                    ),
+                    LogLine(
+                        recent,
+                        timestamps.normalize(recent) or "",
+                        "app",
+                        "web.1",
+                        "recent",
+                        190,
+                        "host",
+                        None,
+                    ),
+                ],
+            )
+        ]
+    )
+    assert [x.split(": ")[1] for x in output("--since", "10m")] == ["recent"]
+    assert [x.split(": ")[1] for x in output("--until", "1d")] == ["old"]
+
+
+def test_grep_and_exclude(demo: SQLiteStore) -> None:
+    lines = output(
+        "-n", "1500", "-g", r"app 1\d$", "-g", "other 5[0-3]", "-x", "1[5-9]", "-x", "52"
+    )
+    assert [x.split(": ")[1] for x in lines] == [
+        "app 10",
+        "app 11",
+        "app 12",
+        "app 13",
+        "app 14",
+        "other 50",
+        "other 51",
+        "other 53",
+    ]
+
+
+def test_json_output_schema(store: SQLiteStore) -> None:
+    store.append(
+        [
+            Batch(
+                "demo",
+                [
+                    line(
+                        'at=error code=H12 desc="Request timeout" status=503 service=30000ms',
+                        source="heroku",
+                        dyno="router",
+                    ),
+                    line('{"level": "warn", "n": 2}'),
+                    line("plain words"),
+                ],
+                {"env": "prod"},
+            )
+        ]
+    )
+    _, out, _ = run("logs", "--json")
+    records = [json.loads(x) for x in out.splitlines()]
+    first = records[0]
+    assert set(first) == {
+        "id",
+        "app",
+        "timestamp",
+        "time",
+        "source",
+        "dyno",
+        "message",
+        "pri",
+        "hostname",
+        "structured_data",
+        "received_at",
+        "attributes",
+        "fields",
+    }
+    assert first["app"] == "demo"
+    assert first["attributes"] == {"env": "prod"}
+    assert first["fields"]["status"] == "503"
+    assert first["fields"]["desc"] == "Request timeout"
+    assert records[1]["fields"] == {"level": "warn", "n": 2}
+    assert "fields" not in records[2]
+    assert [r["id"] for r in records] == sorted(r["id"] for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "colored"),
+    [
+        ((), {}, False),
+        (("--color", "always"), {}, True),
+        (("--force-colors",), {}, True),
+        ((), {"FORCE_COLOR": "1"}, True),
+        ((), {"FORCE_COLOR": "0"}, False),
+        (("--color", "never"), {"FORCE_COLOR": "1"}, False),
+        ((), {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        ((), {"FORCE_COLOR": "1", "HEROKU_LOGS_COLOR": "0"}, False),
+        ((), {"FORCE_COLOR": "1", "HEROKU_COLOR": "0"}, False),
+        (("--color", "always"), {"NO_COLOR": "1"}, True),
+    ],
+)
+def test_colour_switches(
+    demo: SQLiteStore, args: tuple[str, ...], env: dict[str, str], colored: bool
+) -> None:
+    code, out, _ = run("logs", "-n", "5", *args, env=env)
+    assert code == 0
+    assert ("\x1b[" in out) is colored
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert plain == "".join(f"{x}\n" for x in output("-n", "5"))
+
+
+def test_forced_colour_works_even_where_the_terminal_claims_to_be_dumb(demo: SQLiteStore) -> None:
+    code, out, _ = run("logs", "-n", "1", env={"FORCE_COLOR": "1", "TERM": "dumb"})
+    assert code == 0
+    assert "\x1b[" in out
+
+
+def test_colour_never_reads_log_text_as_markup(store: SQLiteStore) -> None:
+    fill(store, "demo", ["[red]not red[/red] [link=x]y[/link] :smile:"])
+    _, out, _ = run("logs", "--color", "always")
+    assert "[red]not red[/red] [link=x]y[/link] :smile:" in re.sub(r"\x1b\[[0-9;]*m", "", out)
+
+
+def test_num_above_history_is_a_usage_error(demo: SQLiteStore) -> None:
+    code, _, err = run("logs", "-n", "1501")
+    assert code == 2
+    assert "1,501 is more than the 1,500 lines the store keeps per app" in err
+    demo.set_history(5000)
+    assert run("logs", "-n", "5000")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-n", "-1"), "-1 is not in the range x>=0"),
+        (("-n", "many"), "'many' is not a valid integer"),
+        (("--since", "yesterday-ish"), "'yesterday-ish' is not a time"),
+        (("--until", "10 parsecs"), "is not a time"),
+        (("-g", "(unclosed"), "'(unclosed' is not a valid regular expression"),
+        (("-x", "*"), "is not a valid regular expression"),
+        (("--color", "sometimes"), "'sometimes' is not one of"),
+    ],
+)
+def test_bad_flag_values_are_one_line_usage_errors(args: tuple[str, ...], message: str) -> None:
+    code, out, err = run("logs", *args)
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("Error: Invalid value for")
+
+
+def test_a_broken_store_file_is_a_clear_error(herolog_home: Path) -> None:
+    herolog_home.mkdir()
+    (herolog_home / "logs.db").write_bytes(b"garbage" * 1000)
+    code, _, err = run("logs")
+    assert code == 1
+    assert f"{herolog_home / 'logs.db'} is not a usable herolog store" in err
+    assert "move it aside" in err
+
+
+# Child processes: what a terminal and a pipeline see ----------------------------------
+
+
+@pytest.mark.subprocess
+def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore) -> None:
+    demo.set_history(100_000)
+    fill(demo, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "logs", "-n", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert first
+    assert proc.returncode == 0
+    assert err == b""
+
+
+@pytest.mark.subprocess
+def test_tail_shows_history_then_new_lines_as_they_land(demo: SQLiteStore) -> None:
+    child = Child("logs", "-a", "other", "-n", "2", "--tail")
+    try:
+        assert [x.split(": ")[1] for x in child.read_lines(2)] == ["other 58", "other 59"]
+        fill(demo, "demo", ["not this app"])
+        fill(demo, "other", ["new 1", "new 2"])
+        assert [x.split(": ")[1] for x in child.read_lines(2)] == ["new 1", "new 2"]
+        child.assert_quiet_for(0.3)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+    assert code == 130
+    assert err == ""
+
+
+@pytest.mark.subprocess
+def test_tail_with_num_zero_shows_only_new_lines_and_picks_up_new_dynos(demo: SQLiteStore) -> None:
+    child = Child("logs", "-n", "0", "-t", "-p", "clock")
+    try:
+        child.wait_for_open(str(demo.path))
+        child.assert_quiet_for(0.3)
+        fill(demo, "brand-new-app", ["tick"], dyno="clock.1", source="app")
+        assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[clock.1]: tick"]
+    finally:
+        child.stop(signal.SIGINT)
+
+
+@pytest.mark.subprocess
+def test_tail_filters_and_json(demo: SQLiteStore) -> None:
+    child = Child("logs", "-n", "0", "-t", "--json", "-g", "keep")
+    try:
+        child.wait_for_open(str(demo.path))
+        fill(demo, "demo", ["drop me", "keep me"])
+        (got,) = child.read_lines(1)
+        assert json.loads(got)["message"] == "keep me"
+    finally:
+        child.stop(signal.SIGINT)
+
+
+@pytest.mark.subprocess
+def test_tail_waits_for_a_store_that_does_not_exist_yet(herolog_home: Path) -> None:
+    child = Child("logs", "--tail")
+    try:
+        time.sleep(0.5)
+        fill(open_store(), "demo", ["first ever"])
+        assert [x.split(": ")[1] for x in child.read_lines(1)] == ["first ever"]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+    assert code == 130
+    assert "Waiting for logs" not in err  # stdout is a pipe, not a terminal
+
+
+@pytest.mark.subprocess
+def test_tail_keeps_going_when_the_store_is_replaced(demo: SQLiteStore, herolog_home: Path) -> None:
+    child = Child("logs", "-n", "1", "--tail")
+    try:
+        assert len(child.read_lines(1)) == 1
+        path = herolog_home / "logs.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        time.sleep(0.3)
+        fill(open_store(), "demo", ["after replacement"])
+        assert [x.split(": ")[1] for x in child.read_lines(1)] == ["after replacement"]
+        # and a store moved into place from elsewhere shows only what arrives from now on
+        elsewhere = herolog_home / "elsewhere.db"
+        fill(SQLiteStore.open(elsewhere), "demo", ["old content"])
+        time.sleep(0.3)
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{elsewhere}{suffix}").exists():
+                Path(f"{elsewhere}{suffix}").replace(f"{path}{suffix}")
+            else:
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        time.sleep(0.3)
+        fill(open_store(), "demo", ["newest"])
+        assert [x.split(": ")[1] for x in child.read_lines(1)] == ["newest"]
+    finally:
+        child.stop(signal.SIGINT)
+
+
+@pytest.mark.subprocess
+def test_tail_until_ends_when_the_time_passes(store: SQLiteStore) -> None:
+    from datetime import timedelta
+
+    from herolog import timestamps
+
+    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=1.5))
+    child = Child("logs", "--tail", "--until", until)
+    code, err = child.stop(timeout=15)
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.subprocess
+def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
+    leader, follower = pty.openpty()
+    child = Child("logs", "--tail", stdout=follower)
+    os.close(follower)
+    try:
+        time.sleep(1.0)
+        fill(open_store(), "demo", ["coloured"], source="heroku", dyno="router")
+        data = b""
+        deadline = time.monotonic() + 10
+        while b"coloured" not in data and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                data += os.read(leader, 4096)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        os.close(leader)
+    assert "Waiting for logs..." in err
+    assert b"\x1b[" in data
+    assert code == 130
+
+
+@pytest.mark.subprocess
+def test_plain_logs_does_not_import_rich_httpx_or_server_code(demo: SQLiteStore) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "herolog", "logs", "-n", "1500"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        check=True,
+    )
+    imported = {
+        row.split("|")[-1].strip().split(".")[0] for row in proc.stderr.splitlines() if "|" in row
+    }
+    assert "click" in imported  # the measurement works
+    for heavy in ("rich", "httpx", "uvicorn", "starlette", "platformdirs", "herolog.server"):
+        assert heavy not in imported, f"{heavy} imported by plain `herolog logs`"
+    assert len(proc.stdout.splitlines()) == 180

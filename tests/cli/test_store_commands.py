@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from herolog.cli import cli
+from herolog.store import open_store
+from tests.helpers import fill, herolog_env
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_apps_lists_names_and_json(herolog_home: Path) -> None:
+    assert invoke("apps") == (0, "", "")
+    store = open_store()
+    fill(store, "zeta", ["z"])
+    fill(store, "alpha", ["a", "b"])
+    assert invoke("apps")[1] == "alpha\nzeta\n"
+    found = json.loads(invoke("apps", "--json")[1])
+    assert [(a["name"], a["lines"]) for a in found] == [("alpha", 2), ("zeta", 1)]
+
+
+def test_store_info(herolog_home: Path) -> None:
+    code, out, _ = invoke("store", "info")
+    assert code == 0
+    assert f"Store:   {herolog_home / 'logs.db'} (not created yet)" in out
+    assert "History: 1,500 lines per app" in out
+    fill(open_store(), "demo", ["x", "y"])
+    code, out, _ = invoke("store", "info")
+    assert "demo          2 lines" in out
+    details = json.loads(invoke("store", "info", "--json")[1])
+    assert details["exists"] is True
+    assert details["bytes"] > 0
+    assert details["apps"][0]["lines"] == 2
+
+
+def test_store_history_show_and_set(herolog_home: Path) -> None:
+    assert invoke("store", "history")[1] == "1500\n"
+    assert not (herolog_home / "logs.db").exists()
+    fill(open_store(), "demo", [str(i) for i in range(20)])
+    code, _, err = invoke("store", "history", "5")
+    assert code == 0
+    assert "keeps 5 lines per app" in err
+    assert invoke("store", "history")[1] == "5\n"
+    assert open_store().apps()[0].lines == 5
+    for bad in ("0", "-3", "lots", "10000001"):
+        code, _, err = invoke("store", "history", bad)
+        assert code == 2, bad
+        assert "Error: " in err
+        assert "Traceback" not in err
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "--version"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("herolog, version ")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "herolog", "-h"], capture_output=True, text=True, env=herolog_env()
+    ).stdout
+    assert help_text.startswith("Usage: herolog [OPTIONS] COMMAND")
+
+
+def test_home_defaults_to_the_platform_data_dir(monkeypatch: object, tmp_path: Path) -> None:
+    import pytest
+
+    from herolog import config
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.delenv("HEROLOG_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert config.store_path() == tmp_path / "xdg" / "herolog" / "logs.db"

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def herolog_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own HEROLOG_HOME; none may touch the real user directory."""
+    home = tmp_path / "herolog-home"
+    monkeypatch.setenv("HEROLOG_HOME", str(home))
+    # Colour and terminal settings of the developer's shell must not leak into tests.
+    for name in ("NO_COLOR", "FORCE_COLOR", "HEROKU_LOGS_COLOR", "HEROKU_COLOR", "HEROLOG_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield home
+    monkeypatch.undo()
+    time.tzset()

@@ -1,0 +1,111 @@
+"""Shared test helpers: building log lines and filling stores."""
+
+from __future__ import annotations
+
+from herolog.parser import LogLine, Received
+from herolog.store import Batch, SQLiteStore
+
+RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
+
+
+def line(
+    message: str,
+    *,
+    source: str = "app",
+    dyno: str = "web.1",
+    second: int = 0,
+    pri: int = 190,
+) -> LogLine:
+    minute, sec = divmod(second, 60)
+    hour, minute = divmod(minute, 60)
+    timestamp = f"2024-03-05T{9 + hour:02d}:{minute:02d}:{sec:02d}.000000+00:00"
+    return LogLine(timestamp, timestamp[:26] + "Z", source, dyno, message, pri, "host", None)
+
+
+def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) -> None:
+    """Append lines as a receiver would: received now."""
+    store.append([Batch(app, [line(m, **kwargs) for m in messages])])  # type: ignore[arg-type]
+
+
+import os  # noqa: E402
+import queue  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import IO  # noqa: E402
+
+
+def herolog_env(**extra: str) -> dict[str, str]:
+    """The environment for a child herolog: the test's HEROLOG_HOME, no colour settings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")}
+    # The shells in completion tests call `herolog`: the one installed beside this Python.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+class Child:
+    """A running ``herolog`` command whose output lines are read with timeouts."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdout: int | IO[bytes] = subprocess.PIPE,
+    ) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env or herolog_env(),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        if self.proc.stdout is not None:
+            threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            self.lines.put(raw.decode().rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for_open(self, path: str, timeout: float = 15.0) -> None:
+        """Wait until the child has ``path`` open (Linux /proc), plus a moment to use it."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        while time.monotonic() < deadline:
+            try:
+                if any(str(fd.readlink()) == path for fd in fds.iterdir()):
+                    time.sleep(0.3)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"herolog did not open {path} within {timeout}s")
+
+    def read_lines(self, count: int, timeout: float = 10.0) -> list[str]:
+        got = []
+        for _ in range(count):
+            item = self.lines.get(timeout=timeout)
+            if item is None:
+                break
+            got.append(item)
+        return got
+
+    def assert_quiet_for(self, seconds: float) -> None:
+        try:
+            item = self.lines.get(timeout=seconds)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected output: {item!r}")
+
+    def stop(self, sig: int | None = None, timeout: float = 10.0) -> tuple[int, str]:
+        if sig is not None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        finally:
+            self.proc.kill()
+        return self.proc.returncode, err.decode()

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from herolog.cli import cli
+from herolog.completion import SHELLS, generate
+from herolog.store import open_store
+from tests.helpers import fill, herolog_env
+
+COMPLETIONS = Path(__file__).parent.parent / "completions"
+FILES = {"bash": "herolog.bash", "zsh": "herolog.zsh", "fish": "herolog.fish"}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_committed_scripts_are_current(shell: str) -> None:
+    committed = (COMPLETIONS / FILES[shell]).read_text()
+    assert generate(cli, shell) == committed, (
+        f"completions/{FILES[shell]} is stale: run `herolog completion {shell} > completions/{FILES[shell]}`"
+    )
+
+
+def shell_path(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is needed for the completion tests: install it (apt-get install {name})"
+    return path
+
+
+def bash_complete(line: str) -> list[str]:
+    words = line.split(" ")
+    script = (
+        f"source {COMPLETIONS / 'herolog.bash'}\n"
+        f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+        "_herolog; printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+    )
+    proc = subprocess.run(
+        [shell_path("bash"), "-c", script],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        check=True,
+    )
+    return [x for x in proc.stdout.splitlines() if x]
+
+
+def fish_complete(line: str) -> list[str]:
+    script = f"source {COMPLETIONS / 'herolog.fish'}; complete -C'{line}'"
+    proc = subprocess.run(
+        [shell_path("fish"), "-c", script],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        check=True,
+    )
+    return [x.split("\t")[0] for x in proc.stdout.splitlines()]
+
+
+def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
+    fill(open_store(), "demo", ["x"])
+    fill(open_store(), "dashboard", ["x"])
+    assert bash_complete("herolog ") == [
+        "-V",
+        "--version",
+        "-h",
+        "--help",
+        "apps",
+        "completion",
+        "import",
+        "logs",
+        "store",
+    ]
+    assert bash_complete("herolog st") == ["store"]
+    assert bash_complete("herolog store ") == ["-h", "--help", "history", "info"]
+    assert bash_complete("herolog logs --ta") == ["--tail"]
+    assert bash_complete("herolog logs --color ") == ["auto", "always", "never"]
+    assert bash_complete("herolog logs -a d") == ["dashboard", "demo"]
+    assert bash_complete("herolog logs -a de") == ["demo"]
+    assert bash_complete("herolog logs -n ") == []
+    assert bash_complete("herolog completion ") == ["-h", "--help", "bash", "zsh", "fish"]
+
+
+def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
+    fill(open_store(), "demo", ["x"])
+    assert fish_complete("herolog ") == ["apps", "completion", "import", "logs", "store"]
+    assert fish_complete("herolog store ") == ["history", "info"]
+    assert "--tail" in fish_complete("herolog logs --ta")
+    assert fish_complete("herolog logs --color ") == ["always", "auto", "never"]
+    assert fish_complete("herolog logs -a ") == ["demo"]
+
+
+def test_zsh_script_loads_and_registers() -> None:
+    script = (
+        "autoload -U compinit && compinit -u -D\n"
+        f"source {COMPLETIONS / 'herolog.zsh'}\n"
+        "print -r -- $_comps[herolog]\n"
+        "whence -w _herolog_logs __herolog_app_names\n"
+    )
+    proc = subprocess.run(
+        [shell_path("zsh"), "-f", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.splitlines() == [
+        "_herolog",
+        "_herolog_logs: function",
+        "__herolog_app_names: function",
+    ]
+    assert proc.stderr == ""

@@ -1,0 +1,448 @@
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from herolog.parser import (
+    FrameDecoder,
+    FramingError,
+    LogLine,
+    Received,
+    format_syslog,
+    frame,
+    parse_fields,
+    parse_heroku_line,
+    parse_logplex,
+    parse_structured_data,
+    parse_syslog,
+)
+
+CASES: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "fixtures" / "logplex-cases.json").read_text()
+)
+RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_fixture_corpus(case: dict[str, Any]) -> None:
+    body = base64.b64decode(case["body_b64"])
+    if case.get("error"):
+        with pytest.raises(FramingError):
+            parse_logplex(body, RECEIVED)
+        return
+    lines = parse_logplex(body, RECEIVED)
+    got = [
+        {
+            "timestamp": x.timestamp,
+            "source": x.source,
+            "dyno": x.dyno,
+            "message": x.message,
+            "pri": x.pri,
+        }
+        for x in lines
+    ]
+    assert got == case["lines"]
+
+
+def test_fixture_corpus_is_all_there() -> None:
+    assert len(CASES) >= 17
+    assert sum(1 for c in CASES if c.get("error")) >= 2
+
+
+def body_of(*messages: str) -> bytes:
+    return frame(m.encode() for m in messages)
+
+
+def test_message_without_trailing_newline_then_count_directly() -> None:
+    first, second = b"<190>1 - host a b - x", b"<190>1 - host a b - xy\n"
+    body = b"%d %s%d %s" % (len(first), first, len(second), second)
+    assert [line.message for line in parse_logplex(body, RECEIVED)] == ["x", "xy"]
+
+
+def test_whitespace_between_and_after_frames_is_skipped() -> None:
+    one = b"<190>1 2024-03-05T09:14:07Z host app web.1 - one\n"
+    body = b"\n\r\n  %d %s \n\t%d %s\n\n" % (len(one), one, len(one), one)
+    assert [line.message for line in parse_logplex(body, RECEIVED)] == ["one", "one"]
+
+
+def test_crlf_framing_is_not_message() -> None:
+    assert (
+        parse_logplex(body_of("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\r\n"))[0].message
+        == "hi"
+    )
+
+
+def test_a_message_ending_in_carriage_return_survives_framing() -> None:
+    original = LogLine(
+        "2024-03-05T09:14:07Z", "", "app", "web.1", "progress 50%\r", 190, "host", None
+    )
+    (parsed,) = parse_logplex(frame([format_syslog(original)]), RECEIVED)
+    assert parsed.message == "progress 50%\r"
+
+
+def test_only_one_trailing_newline_is_framing() -> None:
+    line = parse_logplex(body_of("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n\n"))[0]
+    assert line.message == "hi\n"
+
+
+def test_empty_body_has_no_lines() -> None:
+    assert parse_logplex(b"") == []
+    assert parse_logplex(b" \n\n") == []
+
+
+OK = b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"
+OK_FRAME = b"%d %s" % (len(OK), OK)
+
+
+@pytest.mark.parametrize(
+    ("body", "frame_no", "offset", "reason"),
+    [
+        (b"hello", 1, 0, "expected an octet count"),
+        (b"-5 <190>1 x", 1, 0, "negative octet count -5"),
+        (b"12x <190>1", 1, 0, "not a number followed by a space"),
+        (b"0 ", 1, 0, "zero octet count"),
+        (OK_FRAME + b"%d %s" % (len(OK) + 1, OK), 2, len(OK_FRAME), "runs past the end"),
+        # A count that lands mid-message: the next frame does not start with a count.
+        (OK_FRAME + b"10 " + OK, 3, len(OK_FRAME) + 3 + 10, "not a number followed by a space"),
+    ],
+)
+def test_framing_errors_name_frame_and_offset(
+    body: bytes, frame_no: int, offset: int, reason: str
+) -> None:
+    with pytest.raises(FramingError) as info:
+        parse_logplex(body, RECEIVED)
+    assert info.value.frame == frame_no
+    assert info.value.offset == offset
+    assert reason in str(info.value)
+    assert str(info.value).startswith(f"frame {frame_no} at byte {offset}: ")
+
+
+def test_unparseable_header_keeps_the_whole_frame() -> None:
+    lines = parse_logplex(
+        body_of("just some text\n", "<999>1 2024-03-05T09:14:07Z host a b - x\n"), RECEIVED
+    )
+    assert [(x.source, x.dyno, x.message, x.timestamp, x.time, x.pri) for x in lines] == [
+        ("unknown", "unknown", "just some text", RECEIVED.timestamp, RECEIVED.time, None),
+        (
+            "unknown",
+            "unknown",
+            "<999>1 2024-03-05T09:14:07Z host a b - x",
+            RECEIVED.timestamp,
+            RECEIVED.time,
+            None,
+        ),
+    ]
+
+
+def test_bad_timestamp_makes_the_header_unparseable() -> None:
+    (line,) = parse_logplex(body_of("<190>1 2024-13-45T09:14:07Z host app web.1 - x\n"), RECEIVED)
+    assert (line.source, line.message) == (
+        "unknown",
+        "<190>1 2024-13-45T09:14:07Z host app web.1 - x",
+    )
+
+
+def test_nil_timestamp_takes_the_time_received() -> None:
+    (line,) = parse_logplex(body_of("<190>1 - host app web.1 - hello\n"), RECEIVED)
+    assert (line.timestamp, line.time, line.message) == (RECEIVED.timestamp, RECEIVED.time, "hello")
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "instant"),
+    [
+        ("2024-03-05T09:14:07.418233+00:00", "2024-03-05T09:14:07.418233Z"),
+        ("2024-03-05T09:14:07+00:00", "2024-03-05T09:14:07.000000Z"),
+        ("2024-03-05T09:14:07Z", "2024-03-05T09:14:07.000000Z"),
+        ("2024-03-05T09:14:07.4Z", "2024-03-05T09:14:07.400000Z"),
+        ("2024-03-05T09:14:07.123456789Z", "2024-03-05T09:14:07.123456Z"),
+        ("2024-03-05T11:14:07.5+02:00", "2024-03-05T09:14:07.500000Z"),
+        ("2024-03-05T01:14:07-08:00", "2024-03-05T09:14:07.000000Z"),
+        ("2024-03-05t09:14:07z", "2024-03-05T09:14:07.000000Z"),
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_timestamps_are_kept_verbatim_and_parsed(timestamp: str, instant: str) -> None:
+    (line,) = parse_logplex(body_of(f"<190>1 {timestamp} host app web.1 - x\n"), RECEIVED)
+    assert (line.timestamp, line.time) == (timestamp, instant)
+
+
+def test_rfc5424_senders_nil_and_real_structured_data() -> None:
+    lines = parse_logplex(
+        body_of(
+            "<13>1 2024-03-05T09:14:07Z myhost user - - - hello\n",
+            '<13>1 2024-03-05T09:14:07Z myhost user - - [timeQuality tzKnown="1" isSynced="0"] hi there\n',
+            "<13>1 2024-03-05T09:14:07Z myhost user - - [INFO] not sd\n",
+            "<13>1 2024-03-05T09:14:07Z myhost user - - [exampleSDID@32473] private id\n",
+            '<13>1 2024-03-05T09:14:07Z myhost user - - [bad id="unterminated] msg\n',
+            '<13>1 2024-03-05T09:14:07Z myhost user - - [a x="1"]\n',
+            "<13>1 2024-03-05T09:14:07Z myhost user - - -\n",
+        ),
+        RECEIVED,
+    )
+    assert [(x.structured_data, x.message) for x in lines] == [
+        (None, "hello"),
+        ('[timeQuality tzKnown="1" isSynced="0"]', "hi there"),
+        (None, "[INFO] not sd"),
+        ("[exampleSDID@32473]", "private id"),
+        (None, '[bad id="unterminated] msg'),
+        ('[a x="1"]', ""),
+        (None, ""),
+    ]
+    assert lines[0].hostname == "myhost"
+
+
+def test_host_form_never_has_structured_data() -> None:
+    (line,) = parse_logplex(body_of('<190>1 2024-03-05T09:14:07Z host app web.1 - [a x="1"] m\n'))
+    assert (line.structured_data, line.message) == (None, '[a x="1"] m')
+
+
+def test_structured_data_values_unescape() -> None:
+    sd = r'[meta seq="518"][origin ip="10.0.0.8" note="a \"quoted\" \] value"]'
+    assert parse_structured_data(sd) == {
+        "meta": {"seq": "518"},
+        "origin": {"ip": "10.0.0.8", "note": 'a "quoted" ] value'},
+    }
+
+
+def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    body = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - caf\xe9 \xff\n"])
+    assert parse_logplex(body)[0].message == "caf\ufffd \ufffd"
+
+
+def test_byte_order_mark_is_not_message() -> None:
+    body = frame(["<13>1 2024-03-05T09:14:07Z h a - - - \ufeffbonjour\n".encode()])
+    assert parse_logplex(body)[0].message == "bonjour"
+
+
+def test_parse_syslog_single_message() -> None:
+    line = parse_syslog(
+        b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed\n"
+    )
+    assert (line.pri, line.hostname, line.source, line.dyno, line.message) == (
+        34,
+        "mymachine.example.com",
+        "su",
+        "-",
+        "'su root' failed",
+    )
+
+
+def test_heroku_text_lines() -> None:
+    line = parse_heroku_line("2024-03-05T09:14:07.418233+00:00 heroku[router]: at=info status=200")
+    assert line == LogLine(
+        "2024-03-05T09:14:07.418233+00:00",
+        "2024-03-05T09:14:07.418233Z",
+        "heroku",
+        "router",
+        "at=info status=200",
+        None,
+        None,
+        None,
+    )
+    empty = parse_heroku_line("2024-03-05T09:14:07Z app[web.1]:")
+    assert empty is not None
+    assert empty.message == ""
+    assert parse_heroku_line('  File "app.py", line 9') is None
+    assert parse_heroku_line("yesterday app[web.1]: x") is None
+
+
+def test_fields_from_logfmt_and_json() -> None:
+    router = (
+        'at=error code=H12 desc="Request timeout" method=POST connect= service=30000ms status=503'
+    )
+    assert parse_fields(router) == {
+        "at": "error",
+        "code": "H12",
+        "desc": "Request timeout",
+        "method": "POST",
+        "connect": "",
+        "service": "30000ms",
+        "status": "503",
+    }
+    metrics = "source=web.1 sample#load_avg_1m=0.31 sample#memory_rss=180.02MB"
+    assert parse_fields(metrics) == {
+        "source": "web.1",
+        "sample#load_avg_1m": "0.31",
+        "sample#memory_rss": "180.02MB",
+    }
+    assert parse_fields('{"level": "info", "n": 3}') == {"level": "info", "n": 3}
+    assert parse_fields(r'msg="say \"hi\""') == {"msg": 'say "hi"'}
+    for plain in [
+        "State changed from starting to up",
+        "",
+        "a=1 loose words",
+        "[1, 2]",
+        "{not json",
+        'x="unterminated',
+    ]:
+        assert parse_fields(plain) is None, plain
+
+
+def test_frame_decoder_streams_across_chunk_boundaries() -> None:
+    messages = [
+        f"<190>1 2024-03-05T09:14:0{i}Z host app web.1 - line {i} ✓\n".encode() for i in range(5)
+    ]
+    stream = frame(messages)
+    for chunk_size in (1, 2, 7, 64, len(stream)):
+        decoder = FrameDecoder()
+        got: list[LogLine] = []
+        for i in range(0, len(stream), chunk_size):
+            got += decoder.feed(stream[i : i + chunk_size], RECEIVED)
+        decoder.close()
+        assert [x.message for x in got] == [f"line {i} ✓" for i in range(5)]
+        assert decoder.frames == 5
+
+
+def test_frame_decoder_errors_count_from_stream_start() -> None:
+    decoder = FrameDecoder()
+    good = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"])
+    assert len(decoder.feed(good + good, RECEIVED)) == 2
+    with pytest.raises(FramingError) as info:
+        decoder.feed(b"garbage here", RECEIVED)
+    assert (info.value.frame, info.value.offset) == (3, 2 * len(good))
+
+
+def test_frame_decoder_keeps_the_frames_before_a_break_in_the_same_chunk() -> None:
+    decoder = FrameDecoder()
+    good = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"])
+    assert [x.message for x in decoder.feed(good + good + b"garbage", RECEIVED)] == ["ok", "ok"]
+    with pytest.raises(FramingError, match="frame 3 at byte"):
+        decoder.feed(good, RECEIVED)
+    with pytest.raises(FramingError, match="frame 3 at byte"):
+        decoder.close()
+
+
+def test_a_stream_of_endless_digits_is_an_error_not_a_wait() -> None:
+    with pytest.raises(FramingError, match="not a number followed by a space"):
+        FrameDecoder().feed(b"1" * 40, RECEIVED)
+
+
+def test_frame_decoder_refuses_oversized_frames_without_buffering_them() -> None:
+    decoder = FrameDecoder(max_frame=1000)
+    with pytest.raises(FramingError, match="over the 1000-byte limit"):
+        decoder.feed(b"1000000000 <190>1", RECEIVED)
+
+
+def test_frame_decoder_close_reports_a_cut_off_frame() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(b"30 <190>1 2024", RECEIVED)
+    with pytest.raises(FramingError, match="ends inside a frame"):
+        decoder.close()
+
+
+# Property tests ---------------------------------------------------------------------------
+
+tokens = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
+messages = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\ufeff"), max_size=200
+).filter(lambda m: not m.endswith("\n"))
+timestamps_ = st.sampled_from(
+    [
+        "2024-03-05T09:14:07.418233+00:00",
+        "2024-03-05T09:14:07Z",
+        "2012-11-30T06:45:29+00:00",
+        "2024-03-05T11:14:07.5+02:00",
+    ]
+)
+log_lines = st.builds(
+    lambda ts, source, dyno, message, pri: LogLine(
+        ts, "", source, dyno, message, pri, "host", None
+    ),
+    timestamps_,
+    tokens,
+    tokens,
+    messages,
+    st.integers(0, 191),
+)
+
+
+@given(st.lists(log_lines, max_size=30))
+@example([])
+def test_framing_then_parsing_round_trips(lines: list[LogLine]) -> None:
+    parsed = parse_logplex(frame(format_syslog(line) for line in lines), RECEIVED)
+    assert [p._replace(time="") for p in parsed] == lines
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=500)
+def test_arbitrary_bytes_raise_nothing_but_framing_errors(body: bytes) -> None:
+    try:
+        lines = parse_logplex(body, RECEIVED)
+    except FramingError as error:
+        assert 0 <= error.offset <= len(body)  # noqa: PT017
+        assert error.frame >= 1  # noqa: PT017
+    else:
+        assert all(isinstance(line, LogLine) for line in lines)
+
+
+@given(st.lists(log_lines, min_size=1, max_size=10), st.data())
+def test_mutated_bodies_raise_nothing_but_framing_errors(
+    lines: list[LogLine], data: st.DataObject
+) -> None:
+    body = bytearray(frame(format_syslog(line) for line in lines))
+    for _ in range(data.draw(st.integers(1, 5))):
+        pos = data.draw(st.integers(0, len(body) - 1))
+        body[pos] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(FramingError):
+        parse_logplex(bytes(body), RECEIVED)
+
+
+@given(st.binary(max_size=300), st.integers(1, 50))
+def test_stream_decoder_agrees_with_whole_body_parse(body: bytes, chunk: int) -> None:
+    try:
+        expected: list[LogLine] | None = parse_logplex(body, RECEIVED)
+    except FramingError:
+        expected = None
+    decoder = FrameDecoder()
+    got: list[LogLine] = []
+    try:
+        for i in range(0, len(body), chunk):
+            got += decoder.feed(body[i : i + chunk], RECEIVED)
+        decoder.close()
+    except FramingError as error:
+        assert expected is None
+        # What the stream kept is exactly the whole-body parse of the frames before the break.
+        assert got == parse_logplex(body[: error.offset], RECEIVED)  # noqa: PT017
+    else:
+        assert got == expected
+
+
+@given(st.lists(log_lines, min_size=4, max_size=20), st.data())
+@settings(max_examples=300)
+def test_bulk_path_agrees_with_frame_loop(lines: list[LogLine], data: st.DataObject) -> None:
+    """Whatever the bulk fast path accepts, the frame-by-frame loop parses the same way."""
+    from herolog.parser import _parse_frames, _parse_plain_body
+
+    body = bytearray(frame(format_syslog(line) for line in lines))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(body) - 1))
+        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zx+\t\xc3\xa9.:"))
+    text = bytes(body).decode("latin-1")
+    bulk = _parse_plain_body(text)
+    if bulk is None:
+        return
+    loop, _, _ = _parse_frames(text, 0, True, RECEIVED, 1, 0)
+    assert bulk == loop
+
+
+def test_bulk_path_takes_plain_logplex_bodies() -> None:
+    from herolog.parser import _parse_plain_body
+
+    lines = [
+        LogLine(
+            "2024-03-05T09:14:07.418233+00:00", "", "app", f"web.{i}", f"m {i} é", 190, "host", None
+        )
+        for i in range(5)
+    ]
+    text = frame(format_syslog(line) for line in lines).decode("latin-1")
+    parsed = _parse_plain_body(text)
+    assert parsed is not None
+    assert [p.message for p in parsed] == [f"m {i} é" for i in range(5)]
+    assert {p.time for p in parsed} == {"2024-03-05T09:14:07.418233Z"}

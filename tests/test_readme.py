@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herolog.cli import cli
+from herolog.completion import Cmd, command_tree
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def commands(cmd: Cmd) -> list[Cmd]:
+    return [cmd] + [c for sub in cmd.subcommands for c in commands(sub)]
+
+
+ALL = commands(command_tree(cli))
+
+
+@pytest.mark.parametrize("cmd", ALL, ids=[c.key for c in ALL])
+def test_every_command_and_option_is_documented(cmd: Cmd) -> None:
+    if len(cmd.path) > 1:
+        assert cmd.key in README, f"`{cmd.key}` is not in the README"
+    for option in cmd.options:
+        for name in option.names:
+            if name in ("-V", "--version"):
+                continue
+            assert f"{name}" in README, f"{cmd.key} {name} is not in the README"
+
+
+def test_readme_commands_ci_runs_are_present() -> None:
+    assert "<!-- test-command -->" in README
+    assert "<!-- quick-start -->" in README

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from herolog.render import (
+    CODE,
+    DIM,
+    FAILURE,
+    HEADER_COLORS,
+    INFO,
+    SUCCESS,
+    WARNING,
+    body_parts,
+    color_wanted,
+    colorize,
+    duration_style,
+    format_text,
+    header_color,
+    identifier,
+    status_style,
+)
+from herolog.store import StoredLine
+
+
+def stored(message: str, source: str = "app", dyno: str = "web.1") -> StoredLine:
+    return StoredLine(
+        1,
+        "demo",
+        "2024-03-05T09:14:07Z",
+        "2024-03-05T09:14:07.000000Z",
+        source,
+        dyno,
+        message,
+        190,
+        "host",
+        None,
+        None,
+        "2024-03-05T09:14:08.000000Z",
+    )
+
+
+def styles(line: StoredLine) -> dict[str, str]:
+    """Each styled run of the rendered line: its text and its style."""
+    text = colorize(line)
+    return {text.plain[span.start : span.end]: str(span.style) for span in text.spans}
+
+
+@pytest.mark.parametrize(
+    ("dyno", "name"),
+    [
+        ("web.1", "web"),
+        ("run.1234", "run"),
+        ("router", "router"),
+        ("web1", "web1"),
+        ("heroku-postgres", "heroku-postgres"),
+        ("web-7d9f8c6b5-x2kqz", "web-7d9f8c6b5-x2kqz"),
+        ("a.b", None),
+    ],
+)
+def test_identifier_like_the_heroku_cli(dyno: str, name: str | None) -> None:
+    assert identifier(dyno) == name
+
+
+def test_header_colours_preset_and_stable_across_processes() -> None:
+    assert [
+        header_color(n) for n in ("run", "router", "web", "postgres", "heroku-postgres")
+    ] == list(HEADER_COLORS[:5])
+    assert header_color("worker") in HEADER_COLORS[5:]
+    script = "from herolog.render import header_color; print(header_color('worker'), header_color('clock'))"
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "style"),
+    [
+        ("200", SUCCESS),
+        ("304", INFO),
+        ("404", WARNING),
+        ("503", FAILURE),
+        ("101", None),
+        ("", None),
+    ],
+)
+def test_status_colours(value: str, style: str | None) -> None:
+    assert status_style(value) == style
+
+
+@pytest.mark.parametrize(
+    ("value", "style"),
+    [
+        ("18ms", SUCCESS),
+        ("241ms", INFO),
+        ("1840ms", WARNING),
+        ("9000ms", FAILURE),
+        ("30000ms", "bold " + FAILURE),
+        ("", None),
+        ("0ms", None),
+    ],
+)
+def test_duration_colours(value: str, style: str | None) -> None:
+    assert duration_style(value) == style
+
+
+def test_router_line_key_value_colours_keep_the_text_exactly() -> None:
+    message = 'at=error code=H12 desc="Request timeout" method=GET path="/x" dyno=web.1 connect= service=30000ms status=503  bytes=0'
+    line = stored(message, source="heroku", dyno="router")
+    assert colorize(line).plain == format_text(line)
+    got = styles(line)
+    assert got["2024-03-05T09:14:07Z heroku[router]:"] == "green"
+    assert got["error"] == FAILURE
+    assert got["H12"] == "bold " + FAILURE
+    assert got["GET"] == "magenta"
+    assert got['"/x"'] == "green"
+    assert got["web.1"] == "cyan"  # the web dyno's own header colour
+    assert got["30000ms"] == "bold " + FAILURE
+    assert got["503"] == FAILURE
+    assert got["at="] == DIM
+    assert got['timeout"'] == DIM
+
+
+@pytest.mark.parametrize(
+    ("dyno", "source", "message", "expected"),
+    [
+        ("web.1", "heroku", "State changed from starting to up", {"starting": INFO, "up": SUCCESS}),
+        ("worker.2", "heroku", "State changed from up to down", {"up": SUCCESS, "down": FAILURE}),
+        ("run.42", "heroku", "Process exited with status 1", {"1": FAILURE}),
+        ("web.1", "heroku", "Process exited with status 0", {"0": SUCCESS}),
+        (
+            "web.1",
+            "heroku",
+            "Stopping all processes with SIGTERM",
+            {"Stopping all processes with SIGTERM": FAILURE},
+        ),
+        ("web.1", "heroku", "Restarting", {"Restarting": "yellow"}),
+        (
+            "web.1",
+            "heroku",
+            "Starting process with command `bundle exec puma`",
+            {"`bundle exec puma`": CODE},
+        ),
+        (
+            "api",
+            "app",
+            "Release v42 created by user jane@example.com",
+            {"v42": "magenta", "jane@example.com": "green"},
+        ),
+        (
+            "api",
+            "app",
+            "Deploy 3a1b2c4 by user jane@example.com",
+            {"3a1b2c4": "cyan", "jane@example.com": "green"},
+        ),
+        ("api", "app", "Build succeeded", {"Build succeeded": SUCCESS}),
+        ("api", "app", "Build failed: exit 1", {"Build failed: exit 1": FAILURE}),
+        (
+            "heroku-postgres",
+            "app",
+            "source=DATABASE sample#db_size=1bytes",
+            {"source=DATABASE sample#db_size=1bytes": DIM},
+        ),
+        (
+            "web.1",
+            "app",
+            '10.1.2.3 - - [05/Mar/2024:09:14:07 +0000] "GET /a HTTP/1.1" 404 12 "-"',
+            {"GET": "magenta", "/a": "green", "404": WARNING},
+        ),
+    ],
+)
+def test_body_colours(dyno: str, source: str, message: str, expected: dict[str, str]) -> None:
+    line = stored(message, source=source, dyno=dyno)
+    got = styles(line)
+    for part, style in expected.items():
+        assert got.get(part) == style, (part, got)
+    assert colorize(line).plain == format_text(line)
+
+
+def test_app_output_that_looks_like_lifecycle_is_not_coloured_for_other_dynos() -> None:
+    assert body_parts("worker", "app", "State changed from up to down") == [
+        ("State changed from up to down", None)
+    ]
+
+
+def test_multiline_messages_colour_the_first_line_only() -> None:
+    line = stored("Process exited with status 1\nmore detail", source="heroku", dyno="web.1")
+    assert colorize(line).plain == format_text(line)
+    assert "more detail" not in styles(line)
+
+
+def test_lines_the_cli_cannot_split_are_left_alone() -> None:
+    line = stored("x", dyno="a.b")
+    assert colorize(line).spans == []
+
+
+@pytest.mark.parametrize(
+    ("choice", "force", "tty", "env", "expected"),
+    [
+        ("auto", False, True, {}, True),
+        ("auto", False, False, {}, False),
+        ("auto", False, True, {"NO_COLOR": "1"}, False),
+        ("auto", False, True, {"NO_COLOR": ""}, True),
+        ("auto", False, False, {"FORCE_COLOR": ""}, True),
+        ("auto", False, False, {"FORCE_COLOR": "true"}, True),
+        ("auto", False, False, {"FORCE_COLOR": "3"}, True),
+        ("auto", False, True, {"FORCE_COLOR": "false"}, False),
+        ("auto", False, True, {"FORCE_COLOR": "banana"}, True),
+        ("auto", False, True, {"HEROKU_LOGS_COLOR": "0"}, False),
+        ("never", False, True, {}, False),
+        ("always", False, False, {"NO_COLOR": "1"}, True),
+        ("auto", True, False, {"NO_COLOR": "1"}, True),
+    ],
+)
+def test_color_wanted(
+    choice: str, force: bool, tty: bool, env: dict[str, str], expected: bool
+) -> None:
+    assert color_wanted(choice, force, tty, env) is expected

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from herolog.filters import LineFilter
+from herolog.parser import LogLine
+from herolog.store import (
+    DEFAULT_HISTORY,
+    Batch,
+    SQLiteStore,
+    StoredLine,
+    StoreError,
+    decode_attributes,
+    open_store,
+)
+from tests.helpers import RECEIVED, fill, line
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore.open(tmp_path / "logs.db")
+
+
+def messages(found: tuple[list[StoredLine], int]) -> list[str]:
+    return [x.message for x in found[0]]
+
+
+def test_open_store_uses_herolog_home(herolog_home: Path) -> None:
+    store = open_store()
+    assert store.path == herolog_home / "logs.db"
+    assert store.path.exists()
+    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_lines_come_back_in_arrival_order_with_growing_ids(store: SQLiteStore) -> None:
+    store.append([Batch("demo", [line("a", second=5), line("b", second=5)])], RECEIVED)
+    fill(store, "demo", ["c"], second=1)  # older timestamp, later arrival
+    found, newest = store.last(LineFilter(app="demo"), 10)
+    assert [x.message for x in found] == ["a", "b", "c"]
+    assert [x.id for x in found] == sorted(x.id for x in found)
+    assert newest == found[-1].id
+    assert found[0].app == "demo"
+    assert found[0].received_at == RECEIVED.time
+
+
+def test_all_apps_merge_in_arrival_order(store: SQLiteStore) -> None:
+    fill(store, "one", ["1a"])
+    fill(store, "two", ["2a"])
+    fill(store, "one", ["1b"])
+    assert messages(store.last(LineFilter(), 10)) == ["1a", "2a", "1b"]
+    assert messages(store.last(LineFilter(app="one"), 10)) == ["1a", "1b"]
+    assert messages(store.last(LineFilter(app="missing"), 10)) == []
+
+
+def test_last_n_applies_filters_before_the_limit(store: SQLiteStore) -> None:
+    for i in range(50):
+        store.append(
+            [Batch("demo", [line(f"app {i}"), line(f"router {i}", source="heroku", dyno="router")])]
+        )
+    found = messages(store.last(LineFilter(source="app"), 20))
+    assert found == [f"app {i}" for i in range(30, 50)]
+    assert messages(store.last(LineFilter(grep=(re.compile("router 4"),)), 3)) == [
+        "router 47",
+        "router 48",
+        "router 49",
+    ]
+
+
+def test_dyno_filter_is_exact_or_dotted_prefix(store: SQLiteStore) -> None:
+    for dyno in ["web.1", "web.12", "webby.1", "web", "web-1", "worker.1", "web.1.2"]:
+        fill(store, "demo", [dyno], dyno=dyno)
+    assert messages(store.last(LineFilter(dynos=("web",)), 100)) == [
+        "web.1",
+        "web.12",
+        "web",
+        "web.1.2",
+    ]
+    assert messages(store.last(LineFilter(dynos=("web.1",)), 100)) == ["web.1", "web.1.2"]
+    assert messages(store.last(LineFilter(dynos=("web", "web.12")), 100)) == ["web.12"]
+
+
+def test_time_filters_since_inclusive_until_exclusive(store: SQLiteStore) -> None:
+    for second in range(10):
+        fill(store, "demo", [str(second)], second=second)
+    wanted = LineFilter(since="2024-03-05T09:00:03.000000Z", until="2024-03-05T09:00:06.000000Z")
+    assert messages(store.last(wanted, 100)) == ["3", "4", "5"]
+
+
+def test_grep_any_and_exclude_all(store: SQLiteStore) -> None:
+    fill(store, "demo", ["GET /a", "POST /a", "GET /health", "DELETE /b"])
+    wanted = LineFilter(
+        grep=(re.compile("GET"), re.compile("POST")), exclude=(re.compile("health"),)
+    )
+    assert messages(store.last(wanted, 100)) == ["GET /a", "POST /a"]
+
+
+def test_ring_buffer_keeps_the_newest_lines_per_app(store: SQLiteStore) -> None:
+    assert store.history == DEFAULT_HISTORY == 1500
+    for start in range(0, 1600, 400):
+        fill(store, "big", [str(i) for i in range(start, start + 400)])
+    fill(store, "small", ["only"])
+    kept = messages(store.last(LineFilter(app="big"), 1500))
+    assert kept == [str(i) for i in range(100, 1600)]
+    assert messages(store.last(LineFilter(app="small"), 10)) == ["only"]
+    assert {a.name: a.lines for a in store.apps()} == {"big": 1500, "small": 1}
+    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM lines").fetchone()[0]
+    assert count == 1501
+
+
+def test_history_can_be_raised_and_lowered(store: SQLiteStore) -> None:
+    store.set_history(100_000)
+    fill(store, "demo", [str(i) for i in range(3000)])
+    assert len(store.last(LineFilter(), 100_000)[0]) == 3000
+    store.set_history(10)
+    assert messages(store.last(LineFilter(), 100)) == [str(i) for i in range(2990, 3000)]
+    assert SQLiteStore.open(store.path).history == 10
+    with pytest.raises(ValueError, match="between 1 and"):
+        store.set_history(0)
+
+
+def test_a_batch_larger_than_the_history_keeps_its_newest_lines(store: SQLiteStore) -> None:
+    store.set_history(5)
+    fill(store, "demo", [str(i) for i in range(12)])
+    assert messages(store.last(LineFilter(), 100)) == ["7", "8", "9", "10", "11"]
+
+
+def test_ids_never_go_back_even_after_trimming(store: SQLiteStore) -> None:
+    store.set_history(1)
+    fill(store, "demo", ["a"])
+    first = store.newest_id()
+    fill(store, "demo", ["b"])
+    fill(store, "other", ["c"])
+    store.set_history(1)
+    assert store.newest_id() > first
+    ids = [x.id for x in store.last(LineFilter(), 10)[0]]
+    assert min(ids) > first
+
+
+def test_append_is_all_or_nothing(store: SQLiteStore) -> None:
+    fill(store, "demo", ["kept"])
+    bad = LogLine("t", "t", "app", "web.1", object(), 190, "host", None)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        store.append([Batch("demo", [line("lost 1")]), Batch("other", [line("lost 2"), bad])])
+    assert messages(store.last(LineFilter(), 10)) == ["kept"]
+    assert [a.name for a in store.apps()] == ["demo"]
+
+
+def test_attributes_are_stored_per_batch(store: SQLiteStore) -> None:
+    store.append(
+        [
+            Batch("demo", [line("a")], {"ddsource": "heroku", "env": "prod"}),
+            Batch("demo", [line("b")]),
+        ]
+    )
+    first, second = store.last(LineFilter(), 10)[0]
+    assert decode_attributes(first) == {"ddsource": "heroku", "env": "prod"}
+    assert decode_attributes(second) == {}
+
+
+def test_after_continues_past_lines_that_do_not_match(store: SQLiteStore) -> None:
+    fill(store, "demo", ["a", "b"])
+    start = store.newest_id()
+    fill(store, "demo", ["skip 1", "skip 2", "c", "d"])
+    wanted = LineFilter(exclude=(re.compile("skip"),))
+    found, last_id = store.after(start, wanted, limit=2)
+    assert (found, last_id) == ([], start + 2)
+    found, last_id = store.after(last_id, wanted, limit=2)
+    assert [x.message for x in found] == ["c", "d"]
+    assert store.after(last_id, LineFilter(), limit=2) == ([], last_id)
+    assert [x.message for x in store.after(start, LineFilter(source="heroku"))[0]] == []
+
+
+def test_reading_a_missing_store_does_not_create_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        SQLiteStore.open(tmp_path / "nope" / "logs.db", create=False)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_file_that_is_not_a_store_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    for create in (True, False):
+        with pytest.raises(StoreError, match=r"is not a usable herolog store .* move it aside"):
+            SQLiteStore.open(path, create=create)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="no herolog schema"):
+        SQLiteStore.open(other)
+
+
+def test_a_store_from_a_newer_herolog_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    SQLiteStore.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    with pytest.raises(StoreError, match="newer herolog"):
+        SQLiteStore.open(path)
+
+
+def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    SQLiteStore.open(path).close()
+    writer = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from herolog.store import Batch, SQLiteStore
+        from tests.helpers import line
+        store = SQLiteStore.open(Path({str(path)!r}))
+        for i in range(300):
+            store.append([Batch("demo", [line(f"{{i}}.{{j}}") for j in range(20)])])
+        """
+    )
+    reader = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from herolog.filters import LineFilter
+        from herolog.store import SQLiteStore
+        store = SQLiteStore.open(Path({str(path)!r}), create=False)
+        last = 0
+        seen = 0
+        for _ in range(400):
+            found, newest = store.last(LineFilter(app="demo"), 100)
+            assert [x.id for x in found] == sorted(x.id for x in found)
+            more, last = store.after(last, LineFilter())
+            seen += len(more)
+        print(seen)
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE, text=True)]
+    procs += [
+        subprocess.Popen(
+            [sys.executable, "-c", reader],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    procs.append(
+        subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE, text=True)
+    )
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "locked" not in err
+    store = SQLiteStore.open(path)
+    assert store.apps()[0].lines == 1500
+    assert store.newest_id() == 2 * 300 * 20

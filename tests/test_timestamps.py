@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from herolog.timestamps import normalize, parse_user_time, to_heroku, to_instant
+
+NOW = datetime(2024, 3, 5, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", "2024-03-05T12:00:00.000000Z"),
+        ("10m", "2024-03-05T11:50:00.000000Z"),
+        ("90s", "2024-03-05T11:58:30.000000Z"),
+        ("10sec", "2024-03-05T11:59:50.000000Z"),
+        ("5min", "2024-03-05T11:55:00.000000Z"),
+        ("2h", "2024-03-05T10:00:00.000000Z"),
+        ("1d", "2024-03-04T12:00:00.000000Z"),
+        ("1w", "2024-02-27T12:00:00.000000Z"),
+        ("1h30m", "2024-03-05T10:30:00.000000Z"),
+        ("2024-03-05T09:14:07Z", "2024-03-05T09:14:07.000000Z"),
+        ("2024-03-05T11:14:07+02:00", "2024-03-05T09:14:07.000000Z"),
+        ("2024-03-05 09:14", "2024-03-05T09:14:00.000000Z"),
+        ("2024-03-05", "2024-03-05T00:00:00.000000Z"),
+    ],
+)
+def test_user_times(text: str, expected: str) -> None:
+    assert parse_user_time(text, NOW) == expected
+
+
+def test_naive_user_times_are_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert parse_user_time("2024-03-05T09:00", NOW) == "2024-03-05T14:00:00.000000Z"
+
+
+@pytest.mark.parametrize("bad", ["yesterday-ish", "10", "10 parsecs", "", "m10", "2024-13-01"])
+def test_bad_user_times(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_user_time(bad, NOW)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "-",
+        "",
+        "2024-03-05",
+        "2024-03-05T25:00:00Z",
+        "2024-03-05T09:14:07.Z",
+        "2024-03-05T09:14:07.1x+00:00",
+        "2024-03-05T09:14:07.١٢+00:00",
+    ],
+)
+def test_not_rfc3339(bad: str) -> None:
+    assert normalize(bad) is None
+
+
+def test_instant_strings_sort_like_time() -> None:
+    stamps = [
+        "2024-03-05T09:14:07+00:00",
+        "2024-03-05T09:14:07.5+00:00",
+        "2024-03-05T09:14:07.41Z",
+        "2024-03-05T10:14:06+01:00",
+    ]
+    assert sorted(stamps, key=lambda s: normalize(s) or "") == [
+        stamps[3],
+        stamps[0],
+        stamps[2],
+        stamps[1],
+    ]
+
+
+def test_conversions_round_trip() -> None:
+    moment = datetime(2024, 3, 5, 9, 14, 7, 418233, tzinfo=UTC)
+    assert to_heroku(moment) == "2024-03-05T09:14:07.418233+00:00"
+    assert to_instant(moment) == "2024-03-05T09:14:07.418233Z"
