@@ -30,7 +30,7 @@ complete -c herolog -n '__herolog_using "herolog import"' -l format -x -a 'auto 
 complete -c herolog -n '__herolog_using "herolog import"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog import"' -F
 complete -c herolog -n '__herolog_using "herolog logs"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'Only this app (default: all apps, merged; or $HEROLOG_APP).'
-complete -c herolog -n '__herolog_using "herolog logs"' -s n -l num -x -d 'How many lines of history to show.'
+complete -c herolog -n '__herolog_using "herolog logs"' -s n -l num -x -d 'How many lines of history to show (default 100).'
 complete -c herolog -n '__herolog_using "herolog logs"' -s t -l tail -d 'Keep showing new lines as they arrive.'
 complete -c herolog -n '__herolog_using "herolog logs"' -s s -l source -x -d 'Only this source: app, heroku, ...'
 complete -c herolog -n '__herolog_using "herolog logs"' -s d -l dyno -l dyno-name -x -d 'Only this dyno: web.1, or web for every web dyno.'

@@ -56,7 +56,7 @@ _herolog_import() {
 _herolog_logs() {
     _arguments \
         '(-a --app)'{-a,--app}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '(-n --num)'{-n,--num}'[How many lines of history to show.]:INTEGER RANGE: ' \
+        '(-n --num)'{-n,--num}'[How many lines of history to show (default 100).]:INTEGER RANGE: ' \
         '(-t --tail)'{-t,--tail}'[Keep showing new lines as they arrive.]' \
         '(-s --source)'{-s,--source}'[Only this source\: app, heroku, ...]:SOURCE: ' \
         '(-d --dyno --dyno-name)'{-d,--dyno,--dyno-name}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO: ' \

@@ -66,7 +66,12 @@ def import_stream(
     store's write lock), nothing after it.
     """
     first = stream.read(CHUNK_SIZE)
-    result = ImportResult(fmt or detect_format(first[:4096]))
+    bom = first.startswith(b"\xef\xbb\xbf")  # text saved by some Windows editors
+    result = ImportResult(
+        fmt or detect_format(first[3 if bom else 0 : 4096]), bytes_read=3 if bom else 0
+    )
+    if bom:
+        first = first[3:]
     chunks = _chunks(first, stream)
     parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
     try:

@@ -16,10 +16,14 @@ POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
 
 
+DEFAULT_NUM = 100
+
+
 @dataclass(frozen=True, slots=True)
 class LogsRequest:
     wanted: LineFilter
-    num: int
+    num: int | None = None
+    """None: the default, 100 lines or the whole history if the store keeps fewer."""
     tail: bool = False
 
 
@@ -57,13 +61,14 @@ def show_logs(
     started = timestamps.to_instant(timestamps.now())
     store = open_existing(path)
     history = store.history if store is not None else DEFAULT_HISTORY
-    if request.num > history:
+    num = min(DEFAULT_NUM, history) if request.num is None else request.num
+    if num > history:
         if store is not None:
             store.close()
-        raise HistoryExceeded(request.num, history)
+        raise HistoryExceeded(num, history)
     last_id = 0
     if store is not None:
-        lines, last_id = store.last(request.wanted, request.num)
+        lines, last_id = store.last(request.wanted, num)
         renderer.write(lines)
     if not request.tail:
         if store is not None:

@@ -28,7 +28,9 @@ MAX_PRI = 191
 _TOKEN = r"[!-~]+"
 _HEADER_FIELDS = rf"<([0-9]{{1,3}})>1 ({_TOKEN}) ({_TOKEN}) ({_TOKEN}) ({_TOKEN}) ({_TOKEN})(?: |$)"
 # Count and header in one match: the common case costs one regex call per frame.
-_COUNT_AND_HEADER = re.compile(rf"[ \t\r\n]*([0-9]+) (?:{_HEADER_FIELDS})?")
+# Counts have at most 12 digits (a terabyte): longer ones are errors, not huge integers.
+MAX_COUNT_DIGITS = 12
+_COUNT_AND_HEADER = re.compile(rf"[ \t\r\n]*([0-9]{{1,{MAX_COUNT_DIGITS}}}) (?:{_HEADER_FIELDS})?")
 _HEADER = re.compile(_HEADER_FIELDS)
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 
@@ -130,6 +132,8 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
     n = len(frames)
     if "" in counts or not "".join(counts).isdecimal():
         return None
+    if max(map(len, counts)) > MAX_COUNT_DIGITS:
+        return None
     if list(map(int, counts)) != list(map(sub, map(len, frames), map(len, counts))):
         return None
     pri_values = list(map(_PRI_TOKENS.get, pris))
@@ -162,7 +166,8 @@ def _all_utc_micros(stamps: tuple[str, ...]) -> bool:
     micros = "".join(map(_micros_of, stamps))
     if not (micros.isascii() and micros.isdecimal()):
         return False
-    return all(timestamps.normalize(s + "Z") for s in set(map(_seconds_of, stamps)))
+    # Only canonical seconds can be copied into instant strings as they are.
+    return all(map(timestamps.is_canonical_seconds, set(map(_seconds_of, stamps))))
 
 
 def parse_syslog(message: bytes, received: Received | None = None) -> LogLine:
@@ -350,6 +355,9 @@ def _describe_bad_count(text: str, pos: int) -> str:
     token = text[pos : pos + 20].split(" ", 1)[0]
     if token.startswith("-") and token[1:].isdecimal():
         return f"negative octet count {token}"
+    digits = len(text[pos : pos + 100]) - len(text[pos : pos + 100].lstrip("0123456789"))
+    if digits > MAX_COUNT_DIGITS:
+        return f"an octet count of more than {MAX_COUNT_DIGITS} digits"
     if token[:1].isdecimal():
         return f"octet count {_shorten(token)!r} is not a number followed by a space"
     return f"expected an octet count, found {_shorten(text[pos : pos + 20])!r}"

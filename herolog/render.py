@@ -16,8 +16,7 @@ from herolog.parser import parse_fields, parse_structured_data
 from herolog.store import StoredLine, decode_attributes
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.text import Text
+    from rich.style import Style
 
 
 def format_text(line: StoredLine) -> str:
@@ -165,9 +164,10 @@ def status_style(value: str) -> str | None:
 
 
 def duration_style(value: str) -> str | None:
-    ms = int(m.group()) if (m := _LEADING_NUMBER.match(value)) else 0
-    if not ms:
+    m = _LEADING_NUMBER.match(value)
+    if m is None:  # an empty value (connect= on router errors)
         return None
+    ms = int(m.group())
     if ms < 100:
         return SUCCESS
     if ms < 500:
@@ -288,33 +288,26 @@ def body_parts(name: str, source: str, body: str) -> _Parts:
     return parts or [(body, None)]
 
 
-def colorize(line: StoredLine) -> Text:
-    """The line as rich Text; the log text is never read as markup."""
-    from rich.text import Span, Text
-
+def colored_parts(line: StoredLine) -> _Parts:
+    """The rendered line as (text, style) runs; joined, the text is exactly format_text's."""
     header = f"{line.timestamp} {line.source}[{line.dyno}]:"
     name = identifier(line.dyno)
     if name is None:  # the heroku CLI leaves lines it cannot split untouched
-        return Text(f"{header} {line.message}")
+        return [(f"{header} {line.message}", None)]
     first, newline, rest = line.message.partition("\n")
-    chunks = [header, " "]
-    spans = [Span(0, len(header), header_color(name))]
-    pos = len(header) + 1
-    for part, style in body_parts(name, line.source, first):
-        if style:
-            spans.append(Span(pos, pos + len(part), style))
-        chunks.append(part)
-        pos += len(part)
+    parts: _Parts = [(header, header_color(name)), (" ", None)]
+    parts += body_parts(name, line.source, first)
     if newline:
-        chunks.append(newline + rest)
-    return Text("".join(chunks), spans=spans)
+        parts.append((newline + rest, None))
+    return parts
 
 
 class ColorRenderer:
-    """Heroku-coloured text through rich, for terminals (or when colour is forced).
+    """Heroku-coloured text for terminals (or when colour is forced), styled by rich.
 
-    Lines are rendered segment by segment rather than through ``Console.print``, which
-    re-splits and wraps its input: half the time for a screenful of history.
+    Each run of text is written as it is, wrapped in the escape codes rich renders for its
+    style: nothing in a log line is read as markup, and no character of it is dropped
+    (rich's Text would strip control characters such as a carriage return).
     """
 
     def __init__(self, stream: IO[str]) -> None:
@@ -322,15 +315,7 @@ class ColorRenderer:
         from rich.console import Console
 
         self.stream = stream
-        self.console: Console = Console(
-            file=stream,
-            force_terminal=True,
-            no_color=False,
-            highlight=False,
-            markup=False,
-            emoji=False,
-            soft_wrap=True,
-        )
+        detected = Console(file=stream, force_terminal=True).color_system
         systems = {
             "standard": ColorSystem.STANDARD,
             "256": ColorSystem.EIGHT_BIT,
@@ -338,17 +323,24 @@ class ColorRenderer:
             "windows": ColorSystem.WINDOWS,
         }
         # Colour was asked for, so a terminal rich thinks dumb still gets the basic 16.
-        self.color_system = systems.get(self.console.color_system or "", ColorSystem.STANDARD)
+        self.color_system = systems.get(detected or "", ColorSystem.STANDARD)
+        self._styles: dict[str, Style] = {}
+
+    def _render(self, text: str, style: str) -> str:
+        from rich.style import Style
+
+        parsed = self._styles.get(style)
+        if parsed is None:
+            parsed = self._styles[style] = Style.parse(style)
+        return parsed.render(text, color_system=self.color_system)
 
     def write(self, lines: Sequence[StoredLine]) -> None:
         if not lines:
             return
         out = []
         for line in lines:
-            for segment in colorize(line).render(self.console):
-                style = segment.style
-                text = segment.text
-                out.append(style.render(text, color_system=self.color_system) if style else text)
+            for text, style in colored_parts(line):
+                out.append(self._render(text, style) if style else text)
             out.append("\n")
         self.stream.write("".join(out))
         self.stream.flush()

@@ -160,7 +160,12 @@ class SQLiteStore:
         StoreError when the file is not a usable herolog store.
         """
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"cannot create the store's directory {path.parent}: {error.strerror or error}"
+                ) from error
         elif not path.exists():
             raise FileNotFoundError(path)
         try:

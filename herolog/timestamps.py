@@ -23,6 +23,17 @@ _valid_heads: dict[str, bool] = {}
 _VALID_HEADS_MAX = 4096
 
 
+def is_canonical_seconds(head: str) -> bool:
+    """Whether ``head`` is ``YYYY-MM-DDTHH:MM:SS`` exactly as an instant string writes it."""
+    valid = _valid_heads.get(head)
+    if valid is None:
+        valid = _HEAD.fullmatch(head) is not None and _is_date_time(head)
+        if len(_valid_heads) >= _VALID_HEADS_MAX:
+            _valid_heads.clear()
+        _valid_heads[head] = valid
+    return valid
+
+
 def normalize(timestamp: str) -> str | None:
     """The instant string for an RFC 3339 timestamp, or None if it is not one.
 
@@ -30,13 +41,7 @@ def normalize(timestamp: str) -> str | None:
     truncated. A timestamp without an offset is taken as UTC.
     """
     head = timestamp[:19]
-    valid = _valid_heads.get(head)
-    if valid is None:
-        valid = _HEAD.fullmatch(head) is not None and _is_date_time(head)
-        if len(_valid_heads) >= _VALID_HEADS_MAX:
-            _valid_heads.clear()
-        _valid_heads[head] = valid
-    if valid:
+    if is_canonical_seconds(head):
         tail = timestamp[19:]
         if tail == "+00:00" or tail == "Z":
             return head + ".000000Z"
@@ -82,12 +87,21 @@ def _normalize_slow(timestamp: str) -> str | None:
 
 def to_instant(moment: datetime) -> str:
     """The instant string of an aware (or, taken as local time, naive) datetime."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _utc_text(moment) + "Z"
 
 
 def to_heroku(moment: datetime) -> str:
     """A timestamp the way Logplex writes them: microseconds and ``+00:00``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return _utc_text(moment) + "+00:00"
+
+
+def _utc_text(moment: datetime) -> str:
+    # Not strftime: its %Y does not pad years before 1000 to four digits everywhere.
+    m = moment.astimezone(UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}"
+    )
 
 
 def now() -> datetime:
@@ -106,6 +120,13 @@ def parse_user_time(text: str, reference: datetime | None = None) -> str:
     offset is local time, as with ``docker logs --since``. Raises ValueError with a
     message fit for a usage error.
     """
+    try:
+        return _parse_user_time(text, reference)
+    except (OverflowError, OSError):
+        raise ValueError(f"{text!r} is outside the times herolog can handle") from None
+
+
+def _parse_user_time(text: str, reference: datetime | None) -> str:
     value = text.strip()
     moment = reference or now()
     if value.lower() == "now":

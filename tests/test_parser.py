@@ -108,6 +108,8 @@ OK_FRAME = b"%d %s" % (len(OK), OK)
         (b"-5 <190>1 x", 1, 0, "negative octet count -5"),
         (b"12x <190>1", 1, 0, "not a number followed by a space"),
         (b"0 ", 1, 0, "zero octet count"),
+        (b"9" * 5000 + b" <190>1 x", 1, 0, "more than 12 digits"),
+        (OK_FRAME + b"1234567890123 x", 2, len(OK_FRAME), "more than 12 digits"),
         (OK_FRAME + b"%d %s" % (len(OK) + 1, OK), 2, len(OK_FRAME), "runs past the end"),
         # A count that lands mid-message: the next frame does not start with a count.
         (OK_FRAME + b"10 " + OK, 3, len(OK_FRAME) + 3 + 10, "not a number followed by a space"),
@@ -320,7 +322,7 @@ def test_frame_decoder_keeps_the_frames_before_a_break_in_the_same_chunk() -> No
 
 
 def test_a_stream_of_endless_digits_is_an_error_not_a_wait() -> None:
-    with pytest.raises(FramingError, match="not a number followed by a space"):
+    with pytest.raises(FramingError, match="more than 12 digits"):
         FrameDecoder().feed(b"1" * 40, RECEIVED)
 
 
@@ -394,6 +396,21 @@ def test_mutated_bodies_raise_nothing_but_framing_errors(
         parse_logplex(bytes(body), RECEIVED)
 
 
+@given(
+    st.lists(
+        st.sampled_from([b"9" * 4400, b"1" * 13, b"12", b" ", b"<190>1 x\n", b"\n"]), max_size=6
+    )
+)
+def test_long_digit_runs_are_framing_errors_not_crashes(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    with contextlib.suppress(FramingError):
+        parse_logplex(body, RECEIVED)
+    decoder = FrameDecoder()
+    with contextlib.suppress(FramingError):
+        decoder.feed(body, RECEIVED)
+        decoder.close()
+
+
 @given(st.binary(max_size=300), st.integers(1, 50))
 def test_stream_decoder_agrees_with_whole_body_parse(body: bytes, chunk: int) -> None:
     try:
@@ -423,13 +440,26 @@ def test_bulk_path_agrees_with_frame_loop(lines: list[LogLine], data: st.DataObj
     body = bytearray(frame(format_syslog(line) for line in lines))
     for _ in range(data.draw(st.integers(0, 3))):
         pos = data.draw(st.integers(0, len(body) - 1))
-        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zx+\t\xc3\xa9.:"))
+        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:"))
     text = bytes(body).decode("latin-1")
     bulk = _parse_plain_body(text)
     if bulk is None:
         return
     loop, _, _ = _parse_frames(text, 0, True, RECEIVED, 1, 0)
     assert bulk == loop
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2021-02-25t13:04:29.326809+00:00",
+        "2016-12-31T23:59:60.500000+00:00",
+        "2021-02-25T13:04:29.326809+01:00",
+    ],
+)
+def test_bulk_and_frame_loop_agree_on_unusual_timestamps(timestamp: str) -> None:
+    one = frame([f"<190>1 {timestamp} host app web.1 - x\n".encode()])
+    assert parse_logplex(one * 6, RECEIVED) == parse_logplex(one, RECEIVED) * 6
 
 
 def test_bulk_path_takes_plain_logplex_bodies() -> None:

@@ -225,13 +225,17 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
         from herolog.store import SQLiteStore
         store = SQLiteStore.open(Path({str(path)!r}), create=False)
         last = 0
-        seen = 0
+        previous = 0
         for _ in range(400):
             found, newest = store.last(LineFilter(app="demo"), 100)
-            assert [x.id for x in found] == sorted(x.id for x in found)
+            ids = [x.id for x in found]
+            assert ids == sorted(set(ids)), "history out of order or repeated"
+            assert not ids or newest >= ids[-1]
             more, last = store.after(last, LineFilter())
-            seen += len(more)
-        print(seen)
+            new_ids = [x.id for x in more]
+            assert new_ids == sorted(set(new_ids)) and (not new_ids or new_ids[0] > previous), "tail repeated a line"
+            previous = new_ids[-1] if new_ids else previous
+        print("ok")
         """
     )
     procs = [subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE, text=True)]
@@ -248,9 +252,10 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
         subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE, text=True)
     )
     for proc in procs:
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "locked" not in err
+        assert out in (None, "ok\n")
     store = SQLiteStore.open(path)
     assert store.apps()[0].lines == 1500
     assert store.newest_id() == 2 * 300 * 20

@@ -75,6 +75,14 @@ def test_instant_strings_sort_like_time() -> None:
     ]
 
 
+def test_early_years_keep_four_digits_and_sort() -> None:
+    assert parse_user_time("0999-01-01T00:00:00Z", NOW) == "0999-01-01T00:00:00.000000Z"
+    assert normalize("0999-01-01T00:00:00+01:00") == "0998-12-31T23:00:00.000000Z"
+    assert parse_user_time("0999-01-01T00:00:00Z", NOW) < parse_user_time(
+        "1000-01-01T00:00:00Z", NOW
+    )
+
+
 def test_conversions_round_trip() -> None:
     moment = datetime(2024, 3, 5, 9, 14, 7, 418233, tzinfo=UTC)
     assert to_heroku(moment) == "2024-03-05T09:14:07.418233+00:00"

@@ -55,7 +55,3 @@ def _register() -> None:
 
 
 _register()
-
-
-def main() -> None:
-    cli(prog_name="herolog")

@@ -21,9 +21,7 @@ from herolog.cli.options import RegexType, TimeType
     "-n",
     "--num",
     type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="How many lines of history to show.",
+    help="How many lines of history to show (default 100).",
 )
 @click.option("-t", "--tail", is_flag=True, help="Keep showing new lines as they arrive.")
 @click.option("-s", "--source", metavar="SOURCE", help="Only this source: app, heroku, ...")
@@ -76,7 +74,7 @@ from herolog.cli.options import RegexType, TimeType
 )
 def logs(
     app: str | None,
-    num: int,
+    num: int | None,
     tail: bool,
     source: str | None,
     dyno: str | None,

@@ -109,6 +109,18 @@ def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: 
     assert len(stored("demo")) == 2
 
 
+def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path) -> None:
+    path = tmp_path / "windows.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbf2024-03-05T09:14:07Z app[web.1]: first\r\n2024-03-05T09:14:08Z app[web.1]: second\r\n"
+    )
+    assert invoke("import", str(path), "-a", "demo")[0] == 0
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: first",
+        "2024-03-05T09:14:08Z app[web.1]: second",
+    ]
+
+
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
