@@ -6,12 +6,12 @@ _herolog() {
     local cmd="herolog" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd ${COMP_WORDS[i]}" in
-            "herolog apps" | "herolog completion" | "herolog import" | "herolog logs" | "herolog store" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
+            "herolog apps" | "herolog completion" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
         esac
     done
     case "$cmd" in
         "herolog")
-            COMPREPLY=($(compgen -W "-V --version -h --help apps completion import logs store" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-V --version -h --help apps completion import logs run serve store" -- "$cur")) ;;
         "herolog apps")
             COMPREPLY=($(compgen -W "--json -h --help" -- "$cur")) ;;
         "herolog completion")
@@ -39,6 +39,26 @@ _herolog() {
                 --color) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors -h --help" -- "$cur")) ;;
+        "herolog run")
+            case "$prev" in
+                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -d|--dyno) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-a --app -d --dyno -q --quiet -h --help" -- "$cur")) ;;
+        "herolog serve")
+            case "$prev" in
+                --host) COMPREPLY=(); return ;;
+                --port) COMPREPLY=(); return ;;
+                --syslog-port) COMPREPLY=(); return ;;
+                --syslog-app) COMPREPLY=(); return ;;
+                --auth) COMPREPLY=(); return ;;
+                --api-key) COMPREPLY=(); return ;;
+                --certfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --keyfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --history) COMPREPLY=(); return ;;
+                --max-body) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --certfile --keyfile --history --max-body --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
         "herolog store history")

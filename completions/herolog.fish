@@ -6,7 +6,7 @@ function __herolog_using --argument-names wanted
     set -l cmd herolog
     for word in $words[2..-1]
         switch "$cmd $word"
-            case 'herolog apps' 'herolog completion' 'herolog import' 'herolog logs' 'herolog store' 'herolog store history' 'herolog store info'
+            case 'herolog apps' 'herolog completion' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog store history' 'herolog store info'
                 set cmd "$cmd $word"
         end
     end
@@ -18,6 +18,8 @@ complete -c herolog -n '__herolog_using "herolog"' -a apps -d 'List the apps in 
 complete -c herolog -n '__herolog_using "herolog"' -a completion -d 'Print the completion script for SHELL (see the README to install it)'
 complete -c herolog -n '__herolog_using "herolog"' -a import -d 'Load saved logs into the store'
 complete -c herolog -n '__herolog_using "herolog"' -a logs -d 'Show the last lines of logs, and follow new ones with --tail'
+complete -c herolog -n '__herolog_using "herolog"' -a run -d 'Run a command as a local dyno, storing its output as app[DYNO] lines'
+complete -c herolog -n '__herolog_using "herolog"' -a serve -d 'Receive Heroku log drains (HTTPS and syslog) into the store'
 complete -c herolog -n '__herolog_using "herolog"' -a store -d 'Look at the store, or change how much history it keeps'
 complete -c herolog -n '__herolog_using "herolog"' -s V -l version -d 'Show the version and exit.'
 complete -c herolog -n '__herolog_using "herolog"' -s h -l help -d 'Show help'
@@ -43,6 +45,22 @@ complete -c herolog -n '__herolog_using "herolog logs"' -l json -d 'One JSON obj
 complete -c herolog -n '__herolog_using "herolog logs"' -l color -x -a 'auto always never' -d 'Colour the output.'
 complete -c herolog -n '__herolog_using "herolog logs"' -l force-colors -d 'Same as --color always (the heroku CLI\'s flag).'
 complete -c herolog -n '__herolog_using "herolog logs"' -s h -l help -d 'Show help'
+complete -c herolog -n '__herolog_using "herolog run"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'The app the lines belong to (or $HEROLOG_APP).'
+complete -c herolog -n '__herolog_using "herolog run"' -s d -l dyno -x -d 'The dyno name: web.1, worker.2, ...'
+complete -c herolog -n '__herolog_using "herolog run"' -s q -l quiet -d 'Store the output without also printing it.'
+complete -c herolog -n '__herolog_using "herolog run"' -s h -l help -d 'Show help'
+complete -c herolog -n '__herolog_using "herolog serve"' -l host -x -d 'Address to listen on. Anything but loopback needs --auth.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l port -x -d 'HTTP port for HTTPS drains; 0 picks a free one.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-port -x -d 'Also accept syslog drains over TCP (TLS with --certfile) on this port.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-app -x -d 'The app syslog lines are stored under.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l auth -x -d 'Basic auth the drain intake requires (put it in the drain URL).'
+complete -c herolog -n '__herolog_using "herolog serve"' -l api-key -x -d 'Bearer token for /stats (and the Platform API).'
+complete -c herolog -n '__herolog_using "herolog serve"' -l certfile -r -F -d 'TLS certificate (PEM): serve HTTPS and syslog+tls.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l keyfile -r -F -d 'TLS private key (PEM) for --certfile.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l history -x -d 'Lines kept per app (sets the store\'s history).'
+complete -c herolog -n '__herolog_using "herolog serve"' -l max-body -x -d 'Largest drain POST body in bytes, after gzip.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l insecure-no-auth -d 'Allow a public --host without --auth (a proxy in front checks it).'
+complete -c herolog -n '__herolog_using "herolog serve"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog store"' -a history -d 'Show or set how many lines the store keeps per app (Heroku keeps 1500)'
 complete -c herolog -n '__herolog_using "herolog store"' -a info -d 'Where the store is, how much it keeps per app, and what it holds'
 complete -c herolog -n '__herolog_using "herolog store"' -s h -l help -d 'Show help'

@@ -20,7 +20,7 @@ _herolog() {
     case $state in
         command)
             local -a commands
-            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL (see the README to install it)' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'store:Look at the store, or change how much history it keeps')
+            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL (see the README to install it)' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output as app\[DYNO\] lines' 'serve:Receive Heroku log drains (HTTPS and syslog) into the store' 'store:Look at the store, or change how much history it keeps')
             _describe 'command' commands ;;
         args)
             case $words[1] in
@@ -28,6 +28,8 @@ _herolog() {
                 completion) _herolog_completion ;;
                 import) _herolog_import ;;
                 logs) _herolog_logs ;;
+                run) _herolog_run ;;
+                serve) _herolog_serve ;;
                 store) _herolog_store ;;
             esac ;;
     esac
@@ -68,6 +70,30 @@ _herolog_logs() {
         '--json[One JSON object per line (NDJSON).]' \
         '--color[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \
+        '(- *)'{-h,--help}'[Show help]'
+}
+
+_herolog_run() {
+    _arguments \
+        '(-a --app)'{-a,--app}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
+        '(-d --dyno)'{-d,--dyno}'[The dyno name\: web.1, worker.2, ...]:DYNO: ' \
+        '(-q --quiet)'{-q,--quiet}'[Store the output without also printing it.]' \
+        '(- *)'{-h,--help}'[Show help]'
+}
+
+_herolog_serve() {
+    _arguments \
+        '--host[Address to listen on. Anything but loopback needs --auth.]:TEXT: ' \
+        '--port[HTTP port for HTTPS drains; 0 picks a free one.]:INTEGER RANGE: ' \
+        '--syslog-port[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
+        '--syslog-app[The app syslog lines are stored under.]:APP: ' \
+        '--auth[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
+        '--api-key[Bearer token for /stats (and the Platform API).]:KEY: ' \
+        '--certfile[TLS certificate (PEM)\: serve HTTPS and syslog+tls.]:FILE:_files' \
+        '--keyfile[TLS private key (PEM) for --certfile.]:FILE:_files' \
+        '--history[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
+        '--max-body[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
+        '--insecure-no-auth[Allow a public --host without --auth (a proxy in front checks it).]' \
         '(- *)'{-h,--help}'[Show help]'
 }
 

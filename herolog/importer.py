@@ -77,7 +77,7 @@ def import_stream(
     try:
         for size, lines in parse(chunks):
             if lines:
-                result.lines += store.append([Batch(app, lines)])
+                result.lines += sum(store.append([Batch(app, lines)]))
             result.bytes_read += size
             if progress is not None:
                 progress(result.bytes_read)
@@ -101,7 +101,7 @@ def _logplex(chunks: Iterator[bytes]) -> _Parsed:
     for chunk in chunks:
         # On a framing error feed returns the frames before it; the next call raises.
         yield len(chunk), decoder.feed(chunk, Received.at())
-    decoder.close()
+    decoder.close()  # Logplex frames only: nothing may be left over
 
 
 def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes]]]:

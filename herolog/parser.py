@@ -113,22 +113,28 @@ _up_to_micros = itemgetter(slice(0, 26))
 
 
 def _parse_plain_body(text: str) -> list[LogLine] | None:
-    """The lines of a body in Logplex's exact form, or None to leave it to the frame loop.
+    """The lines of a body in one of Heroku's exact forms, or None to leave it to the loop.
 
-    Real Logplex bodies are ``COUNT <PRI>1 TS host SOURCE DYNO - MSG\n`` repeated, with no
-    newline inside a message. Such a body is split on newlines and spaces and then checked
-    as a whole with C-level operations (every count equals its frame's length, every field
-    has the form the frame loop requires), so the frame loop's Python-level work per frame is
+    Heroku sends ``COUNT <PRI>1 TS host SOURCE DYNO - MSG\n`` to HTTPS drains and
+    ``COUNT <PRI>1 TS d.TOKEN SOURCE DYNO - - MSG\n`` to syslog drains, with no newline
+    inside a message. Such a body is split on newlines and spaces and then checked as a
+    whole with C-level operations (every count equals its frame's length, every field has
+    the form the frame loop requires), so the frame loop's Python-level work per frame is
     skipped. Any body that fails a check is parsed by the frame loop instead, which gives
     the same lines for every body this accepts.
     """
     if "\r" in text or text[-1:] != "\n":
         return None
     frames = text[:-1].split("\n")
-    fields = list(map(str.split, frames, repeat(" "), repeat(7)))
-    if min(map(len, fields)) != 8:
+    first = frames[0].split(" ", 4)
+    logplex_form = len(first) > 3 and first[3] == "host"
+    width = 8 if logplex_form else 9  # the syslog form has a nil STRUCTURED-DATA field too
+    fields = list(map(str.split, frames, repeat(" "), repeat(width - 1)))
+    if min(map(len, fields)) != width:
         return None
-    counts, pris, stamps, hosts, sources, dynos, msgids, messages = zip(*fields, strict=True)
+    columns = list(zip(*fields, strict=True))
+    counts, pris, stamps, hosts, sources, dynos, msgids = columns[:7]
+    messages = columns[-1]
     n = len(frames)
     if "" in counts or not "".join(counts).isdecimal():
         return None
@@ -137,11 +143,16 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
     if list(map(int, counts)) != list(map(sub, map(len, frames), map(len, counts))):
         return None
     pri_values = list(map(_PRI_TOKENS.get, pris))
-    if None in pri_values or hosts.count("host") != n or msgids.count("-") != n:
+    if None in pri_values or msgids.count("-") != n:
+        return None
+    if logplex_form:
+        if hosts.count("host") != n:
+            return None
+    elif columns[7].count("-") != n or "host" in hosts or "" in hosts:
         return None
     if "" in sources or "" in dynos:
         return None
-    names = "".join(sources) + "".join(dynos)
+    names = "".join(sources) + "".join(dynos) + ("" if logplex_form else "".join(hosts))
     if not (names.isascii() and names.isprintable()):
         return None
     instants: Iterable[str | None]
@@ -153,7 +164,7 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
             return None
     if not text.isascii():
         messages = tuple(m if m.isascii() else _utf8_message(m) for m in messages)
-    rows = zip(stamps, instants, sources, dynos, messages, pri_values, repeat("host"), repeat(None))
+    rows = zip(stamps, instants, sources, dynos, messages, pri_values, hosts, repeat(None))
     return list(map(_make_line, rows))
 
 
@@ -195,17 +206,20 @@ def parse_heroku_line(line: str) -> LogLine | None:
 
 
 class FrameDecoder:
-    """Incremental octet-counting decoder for streams: syslog over TCP, files on import.
+    """Incremental RFC 6587 decoder for streams: syslog over TCP, files on import.
 
-    ``feed`` returns the lines of every frame completed so far; ``close`` checks that the
-    stream did not end inside a frame. When a chunk breaks the framing, ``feed`` still
-    returns the frames before the break, and the next ``feed`` or ``close`` raises the
+    Octet-counted frames always; with ``newline_framing`` also messages that start with
+    ``<`` and end at a newline, message by message, as syslog senders may mix them.
+    ``feed`` returns the lines of every message completed so far; ``close`` checks that the
+    stream did not end inside one. When a chunk breaks the framing, ``feed`` still returns
+    the messages before the break, and the next ``feed`` or ``close`` raises the
     FramingError, so a stream keeps what was good before it. Frame numbers and byte offsets
     in errors count from the start of the stream.
     """
 
-    def __init__(self, max_frame: int = 1 << 20) -> None:
+    def __init__(self, max_frame: int = 1 << 20, *, newline_framing: bool = False) -> None:
         self.max_frame = max_frame
+        self.newline_framing = newline_framing
         self._buffer = bytearray()
         self._offset = 0
         self._frames = 0
@@ -214,13 +228,18 @@ class FrameDecoder:
 
     @property
     def frames(self) -> int:
-        """Frames decoded so far."""
+        """Messages decoded so far."""
         return self._frames
 
     @property
     def offset(self) -> int:
         """Bytes of the stream consumed so far."""
         return self._offset
+
+    @property
+    def error(self) -> FramingError | None:
+        """The framing error met so far, if any: nothing after it will be decoded."""
+        return self._error
 
     def feed(self, data: bytes, received: Received | None = None) -> list[LogLine]:
         if self._error is not None:
@@ -229,36 +248,85 @@ class FrameDecoder:
         if len(self._buffer) < self._need:
             return []
         text = self._buffer.decode("latin-1")
+        out: list[LogLine] = []
         try:
-            lines, consumed, frames = _parse_frames(
-                text,
-                0,
-                False,
-                received or Received.at(),
-                self._frames + 1,
-                self._offset,
-                self.max_frame,
-            )
+            pos = self._decode(text, received or Received.at(), out)
         except FramingError as error:
+            error.parsed = out + error.parsed
             self._error = error
             self._frames = error.frame - 1
             if error.parsed:
                 return error.parsed
             raise
-        del self._buffer[:consumed]
-        self._offset += consumed
-        self._frames = frames - 1
+        del self._buffer[:pos]
+        self._offset += pos
         self._need = _pending_frame_size(self._buffer)
-        return lines
+        return out
 
-    def close(self) -> None:
+    def _decode(self, text: str, received: Received, out: list[LogLine]) -> int:
+        """Append the complete messages of ``text`` to ``out``; the position consumed."""
+        size = len(text)
+        pos = 0
+        while True:
+            pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
+            if pos == size:
+                return pos
+            if self.newline_framing and text[pos] == "<":
+                end = text.find("\n", pos)
+                if end < 0:
+                    if size - pos > self.max_frame:
+                        raise FramingError(
+                            f"a line of more than {self.max_frame} bytes",
+                            self._frames + 1,
+                            self._offset + pos,
+                        )
+                    return pos
+                stop = end - 1 if text[end - 1] == "\r" else end
+                out.append(_parse_message(text, pos, stop, received))
+                self._frames += 1
+                pos = end + 1
+                continue
+            # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
+            cut = text.rfind("\n") + 1
+            if cut > pos and text.count("\n", pos, cut) >= _BULK_MIN_FRAMES:
+                lines = _parse_plain_body(text[pos:cut])
+                if lines is not None:
+                    out += lines
+                    self._frames += len(lines)
+                    pos = cut
+                    continue
+            lines, consumed, next_frame = _parse_frames(
+                text,
+                pos,
+                False,
+                received,
+                self._frames + 1,
+                self._offset,
+                self.max_frame,
+                stop_at_message=self.newline_framing,
+            )
+            out += lines
+            self._frames = next_frame - 1
+            if consumed == pos:  # a frame cut off by the end of what arrived so far
+                return pos
+            pos = consumed
+
+    def close(self, received: Received | None = None) -> list[LogLine]:
+        """The end of the stream: a last newline-framed message may lack its newline (it
+        is returned); an octet-counted frame may not be cut off (FramingError)."""
         if self._error is not None:
             raise self._error
         rest = self._buffer.decode("latin-1")
-        if rest.strip(" \t\r\n"):
-            skipped = _WHITESPACE.match(rest)
-            start = self._offset + (skipped.end() if skipped else 0)
-            raise FramingError("the input ends inside a frame", self._frames + 1, start)
+        skipped = _WHITESPACE.match(rest).end()  # type: ignore[union-attr]
+        if skipped == len(rest):
+            return []
+        if self.newline_framing and rest[skipped] == "<":
+            end = len(rest) - 1 if rest.endswith("\r") else len(rest)
+            self._frames += 1
+            return [_parse_message(rest, skipped, end, received or Received.at())]
+        raise FramingError(
+            "the input ends inside a frame", self._frames + 1, self._offset + skipped
+        )
 
 
 def _pending_frame_size(buffer: bytearray) -> int:
@@ -275,11 +343,13 @@ def _parse_frames(
     frame_no: int,
     base: int,
     max_frame: int | None = None,
+    stop_at_message: bool = False,
 ) -> tuple[list[LogLine], int, int]:
     """Frames of ``text`` from ``pos``: (lines, position consumed up to, next frame number).
 
     With ``final`` false a frame cut off by the end of ``text`` is left for later instead
-    of being an error.
+    of being an error. With ``stop_at_message`` a newline-framed message (``<PRI>...``)
+    where a count should be ends the run instead of being an error.
     """
     out: list[LogLine] = []
     append = out.append
@@ -292,6 +362,8 @@ def _parse_frames(
             rest = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
             if rest == size:
                 return out, size, frame_no
+            if stop_at_message and text[rest] == "<":
+                return out, rest, frame_no
             if not final and _may_be_partial_count(text, rest):
                 return out, pos, frame_no
             raise _framing_error(_describe_bad_count(text, rest), frame_no, base + rest, out)

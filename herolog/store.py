@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -24,7 +24,7 @@ from herolog.parser import LogLine, Received
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 _READ_CHUNK = 2000
 
@@ -52,12 +52,30 @@ CREATE TABLE lines (
 );
 CREATE INDEX lines_by_app ON lines (app_id, id);
 """
+# Logplex-Frame-Ids of stored batches, so that a retried batch is not stored twice.
+_FRAMES = """
+CREATE TABLE frames (
+    app_id INTEGER NOT NULL,
+    frame_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, frame_id)
+) WITHOUT ROWID;
+CREATE INDEX frames_by_time ON frames (received_at);
+"""
+# What brings a store from each older schema version to the next.
+_MIGRATIONS = {1: _FRAMES}
 # Column order matches LogLine followed by (app_id, attributes, received_at), so a row is
 # a LogLine plus one shared tuple: no per-line Python work on insert.
 _INSERT = (
     "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data,"
-    " app_id, attributes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " app_id, attributes, received_at) VALUES "
 )
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 256
+"""Lines per INSERT statement. One statement for many rows binds them all in C and then
+runs without the GIL, where executemany takes the GIL back after every row: with another
+busy Python thread in the process (the server's event loop) that is the difference between
+thousands and hundreds of thousands of lines a second."""
 _SELECT = (
     "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, hostname,"
     " structured_data, attributes, received_at FROM lines JOIN apps ON apps.id = lines.app_id"
@@ -93,6 +111,8 @@ class Batch(NamedTuple):
     app: str
     lines: Sequence[LogLine]
     attributes: Mapping[str, str] | None = None
+    frame_id: str | None = None
+    """Logplex-Frame-Id: a batch whose id the store has seen for this app is not stored."""
 
 
 class AppInfo(NamedTuple):
@@ -109,8 +129,11 @@ class Store(Protocol):
         """Lines kept per app."""
         ...
 
-    def append(self, batches: Iterable[Batch], received: Received | None = None) -> int:
-        """Store every batch in one transaction (all or nothing); the number of lines."""
+    def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
+        """Store every batch in one transaction (all or nothing).
+
+        Returns the lines stored of each batch: 0 for a batch whose Frame-Id was seen.
+        """
         ...
 
     def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
@@ -175,6 +198,7 @@ class SQLiteStore:
                 timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,
                 check_same_thread=False,
+                cached_statements=_ROWS_PER_INSERT + 64,  # an INSERT for every row count
             )
         except sqlite3.OperationalError as error:
             if not create and not path.exists():
@@ -197,11 +221,12 @@ class SQLiteStore:
         db = self._db
         db.execute("PRAGMA synchronous = NORMAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            self._ready = True
-            return
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer herolog (schema {version})")
+        # Readers read any known schema (the lines table has not changed); writers upgrade.
+        if version == SCHEMA_VERSION or (version and not create):
+            self._ready = True
+            return
         if not create:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
@@ -214,16 +239,17 @@ class SQLiteStore:
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _execute_script(db, _SCHEMA + _FRAMES)
+            else:
+                for step in range(version, SCHEMA_VERSION):
+                    _execute_script(db, _MIGRATIONS[step])
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
 
     def _schema_ready(self) -> bool:
         """False only for a reader that opened a store before its writer committed the schema."""
         if not self._ready:
-            self._ready = self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            self._ready = self._db.execute("PRAGMA user_version").fetchone()[0] > 0
         return self._ready
 
     @contextmanager
@@ -273,31 +299,102 @@ class SQLiteStore:
                     db.execute("UPDATE apps SET lines = ? WHERE id = ?", (lines, app_id))
         self._history = lines
 
-    def append(self, batches: Iterable[Batch], received: Received | None = None) -> int:
+    def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
         rx = received or Received.at()
-        stored = 0
+        batches = list(batches)
+        stored = [0] * len(batches)
         with self._write() as db:
             self._history = None  # another process may have changed it
             history = self.history
+            # Per app for this transaction: [id, lines before, lines after].
+            apps: dict[str, list[int]] = {}
             for batch in batches:
-                if not batch.lines:
+                if batch.lines and batch.app not in apps:
+                    app_id, count = self._app(batch.app, rx.time)
+                    apps[batch.app] = [app_id, count, count]
+            keep = self._new_frames(batches, apps, rx.time)
+            # One statement for every line of every batch, in arrival order: a group of
+            # small batches costs little more than one large one.
+            rows = []
+            for i, batch in enumerate(batches):
+                if not batch.lines or not keep[i]:
                     continue
-                app_id, count = self._app(batch.app, rx.time)
+                app = apps[batch.app]
                 attributes = (
                     json.dumps(dict(batch.attributes), ensure_ascii=False)
                     if batch.attributes
                     else None
                 )
-                db.executemany(
-                    _INSERT, map(add, batch.lines, repeat((app_id, attributes, rx.time)))
-                )
-                count += len(batch.lines)
-                stored += len(batch.lines)
-                if count > history:
-                    self._trim(app_id, count - history)
-                    count = history
-                db.execute("UPDATE apps SET lines = ? WHERE id = ?", (count, app_id))
+                rows.append(map(add, batch.lines, repeat((app[0], attributes, rx.time))))
+                app[2] += len(batch.lines)
+                stored[i] = len(batch.lines)
+            _insert_lines(db, list(chain.from_iterable(rows)))
+            for app_id, before, after in apps.values():
+                if after > history:
+                    self._trim(app_id, after - history)
+                    after = history
+                if after != before:
+                    db.execute("UPDATE apps SET lines = ? WHERE id = ?", (after, app_id))
         return stored
+
+    def _new_frames(self, batches: list[Batch], apps: dict[str, list[int]], now: str) -> list[bool]:
+        """Which batches to store: not those whose Frame-Id this app has already stored
+        (now or in this same group), and remember the ids of the rest."""
+        keep = [True] * len(batches)
+        wanted: dict[int, dict[str, list[int]]] = {}
+        for i, batch in enumerate(batches):
+            if batch.frame_id is not None and batch.lines:
+                by_id = wanted.setdefault(apps[batch.app][0], {})
+                by_id.setdefault(batch.frame_id, []).append(i)
+        remembered = []
+        for app_id, by_id in wanted.items():
+            ids = list(by_id)
+            seen: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT frame_id FROM frames WHERE app_id = ? AND frame_id IN ({marks})"
+                seen.update(row[0] for row in self._db.execute(query, (app_id, *chunk)))
+            for frame_id, indices in by_id.items():
+                for retry in indices[1:]:
+                    keep[retry] = False
+                if frame_id in seen:
+                    keep[indices[0]] = False
+                else:
+                    remembered.append((app_id, frame_id, now))
+        if remembered:
+            self._db.executemany(
+                "INSERT INTO frames (app_id, frame_id, received_at) VALUES (?, ?, ?)", remembered
+            )
+        return keep
+
+    def manual_checkpoints(self) -> None:
+        """Leave WAL checkpoints to :meth:`checkpoint` instead of every 1000 pages of commits:
+        for a busy writer, which then checkpoints from another thread."""
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database without blocking readers or writers."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def forget_frame_ids(self, older_than_s: float, keep_at_most: int) -> None:
+        """Forget the Frame-Ids of batches stored long ago, and all but about the newest ones.
+
+        Ids stored in the same transaction as the cut-off one are kept: remembering a few
+        more is harmless, forgetting one could store its retry twice.
+        """
+        from datetime import timedelta
+
+        from herolog import timestamps
+
+        cutoff = timestamps.to_instant(timestamps.now() - timedelta(seconds=older_than_s))
+        with self._write() as db:
+            db.execute("DELETE FROM frames WHERE received_at < ?", (cutoff,))
+            db.execute(
+                "DELETE FROM frames WHERE received_at <"
+                " (SELECT received_at FROM frames ORDER BY received_at DESC LIMIT 1 OFFSET ?)",
+                (max(keep_at_most - 1, 0),),
+            )
 
     def _app(self, name: str, now: str) -> tuple[int, int]:
         row = self._db.execute("SELECT id, lines FROM apps WHERE name = ?", (name,)).fetchone()
@@ -382,6 +479,20 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _insert_lines(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        part = rows[start : start + _ROWS_PER_INSERT]
+        sql = _INSERT + ",".join([_ROW] * len(part))
+        db.execute(sql, tuple(chain.from_iterable(part)))
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and this must stay inside the transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _newest_id(db: sqlite3.Connection) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from herolog.parser import LogLine, Received
-from herolog.store import Batch, SQLiteStore
+from herolog.store import Batch, SQLiteStore, StoredLine
 
 RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
 
@@ -20,6 +22,20 @@ def line(
     hour, minute = divmod(minute, 60)
     timestamp = f"2024-03-05T{9 + hour:02d}:{minute:02d}:{sec:02d}.000000+00:00"
     return LogLine(timestamp, timestamp[:26] + "Z", source, dyno, message, pri, "host", None)
+
+
+def fixture_view(lines: Iterable[LogLine | StoredLine]) -> list[dict[str, object]]:
+    """Lines as logplex-cases.json writes its expectations."""
+    return [
+        {
+            "timestamp": x.timestamp,
+            "source": x.source,
+            "dyno": x.dyno,
+            "message": x.message,
+            "pri": x.pri,
+        }
+        for x in lines
+    ]
 
 
 def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) -> None:

@@ -70,8 +70,12 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
         "completion",
         "import",
         "logs",
+        "run",
+        "serve",
         "store",
     ]
+    assert bash_complete("herolog serve --syslog-") == ["--syslog-port", "--syslog-app"]
+    assert bash_complete("herolog serve --certfile ") != []  # files
     assert bash_complete("herolog st") == ["store"]
     assert bash_complete("herolog store ") == ["-h", "--help", "history", "info"]
     assert bash_complete("herolog logs --ta") == ["--tail"]
@@ -84,7 +88,15 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
 
 def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
     fill(open_store(), "demo", ["x"])
-    assert fish_complete("herolog ") == ["apps", "completion", "import", "logs", "store"]
+    assert fish_complete("herolog ") == [
+        "apps",
+        "completion",
+        "import",
+        "logs",
+        "run",
+        "serve",
+        "store",
+    ]
     assert fish_complete("herolog store ") == ["history", "info"]
     assert "--tail" in fish_complete("herolog logs --ta")
     assert fish_complete("herolog logs --color ") == ["always", "auto", "never"]

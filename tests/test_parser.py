@@ -23,6 +23,7 @@ from herolog.parser import (
     parse_structured_data,
     parse_syslog,
 )
+from tests.helpers import fixture_view
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "logplex-cases.json").read_text()
@@ -38,16 +39,7 @@ def test_fixture_corpus(case: dict[str, Any]) -> None:
             parse_logplex(body, RECEIVED)
         return
     lines = parse_logplex(body, RECEIVED)
-    got = [
-        {
-            "timestamp": x.timestamp,
-            "source": x.source,
-            "dyno": x.dyno,
-            "message": x.message,
-            "pri": x.pri,
-        }
-        for x in lines
-    ]
+    got = fixture_view(lines)
     assert got == case["lines"]
 
 
@@ -315,6 +307,8 @@ def test_frame_decoder_keeps_the_frames_before_a_break_in_the_same_chunk() -> No
     decoder = FrameDecoder()
     good = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"])
     assert [x.message for x in decoder.feed(good + good + b"garbage", RECEIVED)] == ["ok", "ok"]
+    assert decoder.error is not None
+    assert decoder.error.frame == 3
     with pytest.raises(FramingError, match="frame 3 at byte"):
         decoder.feed(good, RECEIVED)
     with pytest.raises(FramingError, match="frame 3 at byte"):
@@ -324,6 +318,43 @@ def test_frame_decoder_keeps_the_frames_before_a_break_in_the_same_chunk() -> No
 def test_a_stream_of_endless_digits_is_an_error_not_a_wait() -> None:
     with pytest.raises(FramingError, match="more than 12 digits"):
         FrameDecoder().feed(b"1" * 40, RECEIVED)
+
+
+def test_syslog_stream_mixes_both_framings_message_by_message() -> None:
+    octet = frame([b"<190>1 2024-03-05T09:14:07Z d.tok app web.1 - - counted\n"])
+    stream = (
+        octet
+        + b"<13>1 2024-03-05T09:14:08Z myhost user - - - by newline\r\n"
+        + octet * 5
+        + b"<13>1 2024-03-05T09:14:09Z h u - - - last, no newline"
+    )
+    for chunk_size in (1, 5, 64, len(stream)):
+        decoder = FrameDecoder(newline_framing=True)
+        got: list[LogLine] = []
+        for i in range(0, len(stream), chunk_size):
+            got += decoder.feed(stream[i : i + chunk_size], RECEIVED)
+        got += decoder.close(RECEIVED)
+        assert [x.message for x in got] == ["counted", "by newline"] + ["counted"] * 5 + [
+            "last, no newline"
+        ], chunk_size
+        assert decoder.frames == 8
+
+
+def test_syslog_stream_garbage_keeps_what_came_before() -> None:
+    decoder = FrameDecoder(newline_framing=True)
+    good = b"<13>1 2024-03-05T09:14:08Z h u - - - fine\n"
+    assert [x.message for x in decoder.feed(good * 2 + b"GET / HTTP/1.1\r\n", RECEIVED)] == [
+        "fine",
+        "fine",
+    ]
+    with pytest.raises(FramingError, match="frame 3 at byte"):
+        decoder.close()
+
+
+def test_syslog_stream_refuses_endless_lines() -> None:
+    decoder = FrameDecoder(max_frame=100, newline_framing=True)
+    with pytest.raises(FramingError, match="a line of more than 100 bytes"):
+        decoder.feed(b"<13>1 " + b"x" * 200, RECEIVED)
 
 
 def test_frame_decoder_refuses_oversized_frames_without_buffering_them() -> None:
@@ -431,13 +462,19 @@ def test_stream_decoder_agrees_with_whole_body_parse(body: bytes, chunk: int) ->
         assert got == expected
 
 
-@given(st.lists(log_lines, min_size=4, max_size=20), st.data())
-@settings(max_examples=300)
-def test_bulk_path_agrees_with_frame_loop(lines: list[LogLine], data: st.DataObject) -> None:
+@given(
+    st.lists(log_lines, min_size=4, max_size=20),
+    st.sampled_from(["host", "d.8c1d2e3f", "myhost"]),
+    st.data(),
+)
+@settings(max_examples=500)
+def test_bulk_path_agrees_with_frame_loop(
+    lines: list[LogLine], hostname: str, data: st.DataObject
+) -> None:
     """Whatever the bulk fast path accepts, the frame-by-frame loop parses the same way."""
     from herolog.parser import _parse_frames, _parse_plain_body
 
-    body = bytearray(frame(format_syslog(line) for line in lines))
+    body = bytearray(frame(format_syslog(line, hostname) for line in lines))
     for _ in range(data.draw(st.integers(0, 3))):
         pos = data.draw(st.integers(0, len(body) - 1))
         body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:"))
@@ -460,6 +497,31 @@ def test_bulk_path_agrees_with_frame_loop(lines: list[LogLine], data: st.DataObj
 def test_bulk_and_frame_loop_agree_on_unusual_timestamps(timestamp: str) -> None:
     one = frame([f"<190>1 {timestamp} host app web.1 - x\n".encode()])
     assert parse_logplex(one * 6, RECEIVED) == parse_logplex(one, RECEIVED) * 6
+
+
+@pytest.mark.parametrize("hostname", ["host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"])
+def test_bulk_path_takes_both_heroku_forms(hostname: str) -> None:
+    from herolog.parser import _parse_plain_body
+
+    lines = [
+        LogLine(
+            "2024-03-05T09:14:07.418233+00:00",
+            "",
+            "app",
+            f"web.{i}",
+            f"m {i} - x",
+            190,
+            hostname,
+            None,
+        )
+        for i in range(5)
+    ]
+    text = frame(format_syslog(line, hostname) for line in lines).decode("latin-1")
+    parsed = _parse_plain_body(text)
+    assert parsed is not None
+    assert [(p.hostname, p.message, p.structured_data) for p in parsed] == [
+        (hostname, f"m {i} - x", None) for i in range(5)
+    ]
 
 
 def test_bulk_path_takes_plain_logplex_bodies() -> None:

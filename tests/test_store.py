@@ -5,12 +5,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from herolog.filters import LineFilter
-from herolog.parser import LogLine
+from herolog.parser import LogLine, Received
 from herolog.store import (
     DEFAULT_HISTORY,
     Batch,
@@ -259,3 +260,67 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
     store = SQLiteStore.open(path)
     assert store.apps()[0].lines == 1500
     assert store.newest_id() == 2 * 300 * 20
+
+
+def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
+    first = store.append([Batch("demo", [line("a"), line("b")], frame_id="F1")])
+    assert first == [2]
+    assert store.append([Batch("demo", [line("a"), line("b")], frame_id="F1")]) == [0]
+    # the same id for another app, and a retry inside one transaction
+    assert store.append(
+        [
+            Batch("other", [line("c")], frame_id="F1"),
+            Batch("demo", [line("d")], frame_id="F2"),
+            Batch("demo", [line("d")], frame_id="F2"),
+        ]
+    ) == [1, 1, 0]
+    assert messages(store.last(LineFilter(), 10)) == ["a", "b", "c", "d"]
+    reopened = SQLiteStore.open(store.path)
+    assert reopened.append([Batch("demo", [line("a")], frame_id="F1")]) == [0]
+
+
+def test_empty_batches_store_nothing(store: SQLiteStore) -> None:
+    assert store.append([Batch("demo", []), Batch("demo", [line("x")])]) == [0, 1]
+
+
+def test_old_frame_ids_are_forgotten(store: SQLiteStore) -> None:
+    for i in range(5):
+        store.append(
+            [Batch("demo", [line(str(i))], frame_id=f"F{i}")],
+            Received.at(datetime(2020, 1, 1, 0, 0, i, tzinfo=UTC)),
+        )
+    store.append([Batch("demo", [line("new")], frame_id="NEW")])
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    assert store.append([Batch("demo", [line("0")], frame_id="F0")]) == [
+        1
+    ]  # forgotten: stored again
+    assert store.append([Batch("demo", [line("new")], frame_id="NEW")]) == [0]  # still remembered
+    store.forget_frame_ids(older_than_s=10**9, keep_at_most=1)
+    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM frames").fetchone()[0]
+    assert count == 1
+
+
+def test_a_version_1_store_is_read_as_is_and_upgraded_by_writers(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    from herolog.store import _SCHEMA
+
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO apps (name, lines, created_at) VALUES ('old', 1, 'x')")
+    db.execute(
+        "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data, app_id, attributes, received_at)"
+        " VALUES ('t', '2024-03-05T09:14:07.000000Z', 'app', 'web.1', 'from v1', 190, 'host', NULL, 1, NULL, 'r')"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    reader = SQLiteStore.open(path, create=False)
+    assert messages(reader.last(LineFilter(), 10)) == ["from v1"]
+    assert (
+        sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    )  # readers change nothing
+    writer = SQLiteStore.open(path)
+    assert writer.append([Batch("old", [line("new")], frame_id="F")]) == [1]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert messages(writer.last(LineFilter(), 10)) == ["from v1", "new"]

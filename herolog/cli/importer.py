@@ -6,18 +6,12 @@ from typing import BinaryIO, cast
 
 import click
 
+from herolog.cli.options import app_option
+
 
 @click.command("import")
 @click.argument("file", type=click.File("rb"), metavar="FILE|-")
-@click.option(
-    "-a",
-    "--app",
-    envvar="HEROLOG_APP",
-    default="default",
-    show_default=True,
-    metavar="APP",
-    help="The app the lines belong to (or $HEROLOG_APP).",
-)
+@app_option("The app the lines belong to (or $HEROLOG_APP).", default="default")
 @click.option(
     "--format",
     "fmt",

@@ -6,17 +6,11 @@ import sys
 
 import click
 
-from herolog.cli.options import RegexType, TimeType
+from herolog.cli.options import RegexType, TimeType, app_option
 
 
 @click.command()
-@click.option(
-    "-a",
-    "--app",
-    envvar="HEROLOG_APP",
-    metavar="APP",
-    help="Only this app (default: all apps, merged; or $HEROLOG_APP).",
-)
+@app_option("Only this app (default: all apps, merged; or $HEROLOG_APP).")
 @click.option(
     "-n",
     "--num",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from herolog import timestamps
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TimeType(click.ParamType[str, Any]):
@@ -36,10 +39,14 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
             self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
 
 
-app_option = click.option(
-    "-a",
-    "--app",
-    envvar="HEROLOG_APP",
-    metavar="APP",
-    help="The app (default: $HEROLOG_APP).",
-)
+def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
+    """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it."""
+    return click.option(
+        "-a",
+        "--app",
+        envvar="HEROLOG_APP",
+        default=default,
+        show_default=default is not None,
+        metavar="APP",
+        help=help,
+    )

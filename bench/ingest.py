@@ -1,0 +1,211 @@
+"""Ingest throughput of `herolog serve`: HTTPS drains and syslog, with a bare ASGI app as peer.
+
+    python -m bench.ingest [--seconds S] [--rounds R] [--syslog-lines N]
+
+HTTPS: wrk (one thread, keep-alive) posts the same Logplex bodies at concurrency 16 and 64
+to `herolog serve` and to bench.bare_app (uvicorn with the same settings, reading the body
+and answering 204: the ceiling of the Python HTTP stack on this machine), taking turns
+round by round; figures are medians of the rounds. 100-frame bodies give lines/s, 1-frame
+bodies requests/s. Every herolog figure counts only what `/stats` says was committed.
+
+Syslog: one TCP connection sends N octet-counted frames in Heroku's syslog-drain form; the
+time is from the first byte sent to the last line committed.
+
+Needs wrk (apt-get install wrk). Peak RSS of the server is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.corpus import bodies, syslog_messages
+from herolog.parser import frame
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def lua(body: Path, directory: Path) -> Path:
+    script = directory / f"{body.stem}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/logplex-1"\n'
+        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+    )
+    return script
+
+
+def memory(pid: int) -> str:
+    """RSS and peak RSS of serve and of its writer process."""
+    out = []
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for name, proc in [("serve", pid), *(("writer", int(child)) for child in children)]:
+        status = Path(f"/proc/{proc}/status").read_text()
+        fields = dict(re.findall(r"(VmRSS|VmHWM):\s+(\d+)", status))
+        out.append(
+            f"{name} {int(fields['VmRSS']) // 1024} MB (peak {int(fields['VmHWM']) // 1024} MB)"
+        )
+    return ", ".join(out)
+
+
+def committed(url: str) -> tuple[int, int]:
+    stats = httpx.get(f"{url}/stats").json()
+    return int(stats["lines_stored"]), int(stats["syslog_lines"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--syslog-lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.ingest needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        one, hundred = work / "one.body", work / "hundred.body"
+        one.write_bytes(bodies(1, 1)[0])
+        hundred.write_bytes(bodies(100, 100)[0])
+        scripts = {"1-frame": lua(one, work), "100-frame": lua(hundred, work)}
+        port, syslog_port, bare_port = free_port(), free_port(), free_port()
+        env = {**os.environ, "HEROLOG_HOME": str(work / "home")}
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "herolog",
+                "serve",
+                "--port",
+                str(port),
+                "--syslog-port",
+                str(syslog_port),
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_app", str(bare_port)], stderr=subprocess.DEVNULL
+        )
+        herolog_url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
+        try:
+            wait_up(f"{herolog_url}/healthz")
+            wait_up(bare_url)
+            results: dict[str, list[float]] = {}
+            expected_lines = 0
+            for _ in range(args.rounds):
+                for connections in (16, 64):
+                    for kind, script in scripts.items():
+                        before, _ = committed(herolog_url)
+                        start = time.monotonic()
+                        rps = wrk(
+                            f"{herolog_url}/apps/bench/logs", script, connections, args.seconds
+                        )
+                        elapsed = time.monotonic() - start
+                        after, _ = committed(herolog_url)
+                        frames = 1 if kind == "1-frame" else 100
+                        # lines/s from what was committed, not from what wrk believes
+                        results.setdefault(f"herolog {kind} c{connections}", []).append(rps)
+                        results.setdefault(f"herolog {kind} c{connections} lines", []).append(
+                            (after - before) / elapsed
+                        )
+                        expected_lines += int(rps * args.seconds * frames * 0.9)
+                    results.setdefault(f"bare 1-frame c{connections}", []).append(
+                        wrk(
+                            f"{bare_url}/apps/bench/logs",
+                            scripts["1-frame"],
+                            connections,
+                            args.seconds,
+                        )
+                    )
+            http_memory = memory(serve.pid)
+            # Syslog over one connection.
+            messages = syslog_messages(args.syslog_lines)
+            hostname = "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
+            data = frame(
+                m.replace(b" host ", f" {hostname} ".encode(), 1).replace(b" - ", b" - - ", 1)
+                for m in messages
+            )
+            _, syslog_before = committed(herolog_url)
+            start = time.monotonic()
+            with socket.create_connection(("127.0.0.1", syslog_port)) as sock:
+                sender = threading.Thread(target=sock.sendall, args=(data,))
+                sender.start()
+                while committed(herolog_url)[1] - syslog_before < args.syslog_lines:
+                    time.sleep(0.05)
+                    if time.monotonic() - start > 600:
+                        raise RuntimeError("syslog lines were not all stored within 10 minutes")
+                syslog_s = time.monotonic() - start
+                sender.join()
+            syslog_memory = memory(serve.pid)
+        finally:
+            for proc in (serve, bare):
+                proc.terminate()
+                proc.wait(30)
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(
+        f"HTTPS drains, wrk -t1, {args.seconds}s runs, median of {args.rounds} alternating rounds"
+    )
+    for connections in (16, 64):
+        ours = median[f"herolog 1-frame c{connections}"]
+        bare_rps = median[f"bare 1-frame c{connections}"]
+        print(
+            f"  c{connections} 1-frame  : herolog {ours:8,.0f} req/s"
+            f"   bare uvicorn {bare_rps:8,.0f} req/s   ratio {ours / bare_rps:.2f}"
+        )
+        lines = median[f"herolog 100-frame c{connections} lines"]
+        requests = median[f"herolog 100-frame c{connections}"]
+        print(
+            f"  c{connections} 100-frame: herolog {lines:8,.0f} lines/s committed"
+            f" ({requests:,.0f} req/s)"
+        )
+    print(f"  RSS after the HTTP runs: {http_memory}")
+    print(
+        f"syslog, one TCP connection, {args.syslog_lines:,} octet-counted frames: "
+        f"{args.syslog_lines / syslog_s:,.0f} lines/s to the last line committed ({syslog_s:.1f} s)"
+    )
+    print(f"  RSS after syslog: {syslog_memory}")
+
+
+if __name__ == "__main__":
+    main()

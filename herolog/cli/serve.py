@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option(
+    "--host",
+    envvar="HEROLOG_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback needs --auth.",
+)
+@click.option(
+    "--port",
+    envvar="HEROLOG_PORT",
+    type=click.IntRange(0, 65535),
+    default=8514,
+    show_default=True,
+    help="HTTP port for HTTPS drains; 0 picks a free one.",
+)
+@click.option(
+    "--syslog-port",
+    envvar="HEROLOG_SYSLOG_PORT",
+    type=click.IntRange(0, 65535),
+    help="Also accept syslog drains over TCP (TLS with --certfile) on this port.",
+)
+@click.option(
+    "--syslog-app",
+    envvar="HEROLOG_SYSLOG_APP",
+    default="default",
+    show_default=True,
+    metavar="APP",
+    help="The app syslog lines are stored under.",
+)
+@click.option(
+    "--auth",
+    envvar="HEROLOG_AUTH",
+    metavar="USER:PASSWORD",
+    help="Basic auth the drain intake requires (put it in the drain URL).",
+)
+@click.option(
+    "--api-key",
+    envvar="HEROLOG_API_KEY",
+    metavar="KEY",
+    help="Bearer token for /stats (and the Platform API).",
+)
+@click.option(
+    "--certfile",
+    envvar="HEROLOG_CERTFILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TLS certificate (PEM): serve HTTPS and syslog+tls.",
+)
+@click.option(
+    "--keyfile",
+    envvar="HEROLOG_KEYFILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TLS private key (PEM) for --certfile.",
+)
+@click.option(
+    "--history",
+    envvar="HEROLOG_HISTORY",
+    type=click.IntRange(1, 10_000_000),
+    help="Lines kept per app (sets the store's history).",
+)
+@click.option(
+    "--max-body",
+    envvar="HEROLOG_MAX_BODY",
+    type=click.IntRange(min=1024),
+    default=5 << 20,
+    show_default=True,
+    help="Largest drain POST body in bytes, after gzip.",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    envvar="HEROLOG_INSECURE_NO_AUTH",
+    help="Allow a public --host without --auth (a proxy in front checks it).",
+)
+def serve(
+    host: str,
+    port: int,
+    syslog_port: int | None,
+    syslog_app: str,
+    auth: str | None,
+    api_key: str | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    history: int | None,
+    max_body: int,
+    insecure_no_auth: bool,
+) -> None:
+    """Receive Heroku log drains (HTTPS and syslog) into the store.
+
+    Every option can also be set from the environment: HEROLOG_PORT, HEROLOG_AUTH, ...
+
+    \b
+    herolog serve                                   # http://127.0.0.1:8514
+    herolog serve --host 0.0.0.0 --auth drain:s3cret --certfile c.pem --keyfile k.pem
+    heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
+    """
+    from herolog import config
+    from herolog.server import ConfigError, ServeConfig, Server
+    from herolog.server.config import Credentials
+
+    try:
+        settings = ServeConfig(
+            store_path=config.store_path(),
+            host=host,
+            port=port,
+            syslog_port=syslog_port,
+            syslog_app=syslog_app,
+            auth=Credentials.parse(auth) if auth else None,
+            api_key=api_key or None,
+            certfile=certfile,
+            keyfile=keyfile,
+            history=history,
+            max_body=max_body,
+            insecure_no_auth=insecure_no_auth,
+        )
+        server = Server(settings)
+        server.bind()
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    server.run()

@@ -1,0 +1,195 @@
+"""``herolog run``: a local dyno. A command's output becomes ``app[DYNO]`` lines.
+
+Around the output go the lines Heroku's dyno manager writes as ``heroku[DYNO]``: the start,
+the state change to up, and the exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from herolog import timestamps
+from herolog.parser import LogLine
+
+FLUSH_INTERVAL_S = 0.05
+APP_PRI = 190  # local7.info: what Heroku gives app output
+APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
+PLATFORM_PRI = 45  # syslog.notice, the dyno manager's
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+Sink = Callable[[list[LogLine]], object]
+"""Where lines go (the store's append, for one app): called from one thread only."""
+
+
+def _line(source: str, dyno: str, message: str, pri: int) -> LogLine:
+    moment = timestamps.now()
+    return LogLine(
+        timestamps.to_heroku(moment),
+        timestamps.to_instant(moment),
+        source,
+        dyno,
+        message,
+        pri,
+        "host",
+        None,
+    )
+
+
+class _Flusher:
+    """Collects lines from the readers and hands them to the sink every few milliseconds."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="herolog-run-flush", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, line: LogLine) -> None:
+        self._queue.put(line)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            deadline = time.monotonic() + FLUSH_INTERVAL_S
+            while len(batch) < 1000 and (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                self._sink(batch)
+            except Exception as error:  # keep running the command; report at the end
+                self.error = error
+            if stop:
+                return
+
+
+def run_dyno(
+    command: Sequence[str],
+    dyno: str,
+    sink: Sink,
+    *,
+    echo: bool = True,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[bytes] | None = None,
+) -> int:
+    """Run ``command``, storing its output as ``app[DYNO]``; returns its exit status.
+
+    Signals sent to herolog are passed on to the command, which runs in its own process
+    group so that a Ctrl-C in the terminal reaches it exactly once. A signal's death is
+    status 128 + N, as in a shell; a command that cannot be started is 127 (not found) or
+    126 (not executable).
+    """
+    out = stdout or sys.stdout.buffer
+    err = stderr or sys.stderr.buffer
+    flusher = _Flusher(sink)
+    flusher.start()
+    flusher.put(
+        _line(
+            "heroku", dyno, f"Starting process with command `{shlex.join(command)}`", PLATFORM_PRI
+        )
+    )
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
+    env.setdefault("DYNO", dyno)
+    try:
+        proc = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
+            env=env,
+            process_group=0,
+        )
+    except OSError as error:
+        status = 127 if isinstance(error, FileNotFoundError) else 126
+        message = f"{command[0]}: {error.strerror or error}"
+        err.write(f"herolog run: {message}\n".encode())
+        err.flush()
+        flusher.put(_line("app", dyno, message, APP_ERR_PRI))
+        flusher.put(_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
+        flusher.close()
+        return status
+    flusher.put(_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
+    previous = {
+        sig: signal.signal(sig, lambda sig, _frame: _forward(proc, sig))
+        for sig in FORWARDED_SIGNALS
+    }
+    readers = [
+        threading.Thread(
+            target=_pump,
+            args=(proc.stdout, out if echo else None, dyno, APP_PRI, flusher),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=_pump,
+            args=(proc.stderr, err if echo else None, dyno, APP_ERR_PRI, flusher),
+            daemon=True,
+        ),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        returncode = proc.wait()
+        for reader in readers:
+            reader.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    status = 128 - returncode if returncode < 0 else returncode
+    flusher.put(_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
+    flusher.close()
+    if flusher.error is not None:
+        err.write(f"herolog run: could not store every line: {flusher.error}\n".encode())
+    return status
+
+
+def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        proc.send_signal(sig)
+
+
+def _pump(
+    pipe: IO[bytes] | None, echo: IO[bytes] | None, dyno: str, pri: int, flusher: _Flusher
+) -> None:
+    """Lines of one of the command's pipes: to the terminal as they are, and to the store."""
+    assert pipe is not None
+    for raw in pipe:
+        if echo is not None:
+            echo.write(raw)
+            echo.flush()
+        text = raw.decode("utf-8", "replace")
+        flusher.put(_line("app", dyno, text[:-1] if text.endswith("\n") else text, pri))
+    pipe.close()

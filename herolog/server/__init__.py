@@ -1,0 +1,172 @@
+"""``herolog serve``: receive Heroku drains (HTTPS and syslog) into the store.
+
+:class:`Server` puts the pieces in one event loop: the ASGI app under uvicorn, the syslog
+listener, and the writer thread they both hand batches to. ``Server(config).run()`` is what
+the command does; tests run the same object in a thread on port 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+import uvicorn
+
+from herolog.server.app import HerologApp, Stats
+from herolog.server.config import ConfigError, ServeConfig, is_loopback
+from herolog.server.syslog import SyslogServer, tls_context
+from herolog.server.writer import Writer
+from herolog.store import SQLiteStore
+
+__all__ = ["ConfigError", "ServeConfig", "Server"]
+
+GRACEFUL_SHUTDOWN_S = 30
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, minus re-raising the signal after a graceful shutdown: serve exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+class Server:
+    """One ``herolog serve`` process: HTTP intake, syslog listener, store writer."""
+
+    def __init__(self, config: ServeConfig, *, log: TextIO | None = None) -> None:
+        config.check()
+        self.config = config
+        self.log = log if log is not None else sys.stderr
+        self.stats = Stats()
+        self.writer = Writer(config.store_path, config.history)
+        self.app = HerologApp(config, self.writer, self.stats)
+        self.syslog: SyslogServer | None = None
+        self.http_port: int | None = None
+        self.syslog_port: int | None = None
+        self.started = threading.Event()
+        self._socket: socket.socket | None = None
+        uvicorn_config = uvicorn.Config(
+            self.app,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,  # URLs may carry secrets (dd-api-key=...); never log them
+            server_header=False,
+            ssl_certfile=str(config.certfile) if config.certfile else None,
+            ssl_keyfile=str(config.keyfile) if config.keyfile else None,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        self._uvicorn = _Uvicorn(uvicorn_config)
+        if config.syslog_port is not None:
+            self.syslog = SyslogServer(config.syslog_app, self.writer, self.stats)
+            self.app.on_startup(self._start_syslog)
+            self.app.on_shutdown(self.syslog.stop)
+        self.app.on_startup(self._announce)
+
+    def bind(self) -> None:
+        """Open the HTTP socket now, so a busy port is a clear error before anything runs."""
+        # Fail on an unusable store before the server starts, with the store's own message.
+        SQLiteStore.open(self.config.store_path).close()
+        self._socket = listen(self.config.host, self.config.port)
+        self.http_port = int(self._socket.getsockname()[1])
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM or :meth:`stop`; then finish requests and commit."""
+        if self._socket is None:
+            self.bind()
+        assert self._socket is not None
+        try:
+            self._uvicorn.run(sockets=[self._socket])
+        finally:
+            self._socket.close()
+
+    def stop(self) -> None:
+        self._uvicorn.should_exit = True
+
+    async def _start_syslog(self) -> None:
+        assert self.syslog is not None
+        assert self.config.syslog_port is not None
+        context = None
+        if self.config.certfile and self.config.keyfile:
+            context = tls_context(self.config.certfile, self.config.keyfile)
+        self.syslog_port = await self.syslog.start(
+            self.config.host, self.config.syslog_port, context
+        )
+
+    async def _announce(self) -> None:
+        for line in self.banner():
+            print(f"herolog serve: {line}", file=self.log, flush=True)
+        self.started.set()
+
+    def banner(self) -> list[str]:
+        """Where it listens, where the store is, the drain URL for ``heroku drains:add``.
+
+        Passwords never appear: the drain URL shows a placeholder.
+        """
+        config = self.config
+        scheme = "https" if config.tls else "http"
+        shown_host = f"[{config.host}]" if ":" in config.host else config.host
+        lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
+        if self.syslog_port is not None:
+            kind = "syslog+tls" if config.tls else "syslog"
+            where = f"{shown_host}:{self.syslog_port}"
+            lines.append(f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r})")
+        history = self.writer.history
+        lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
+        public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
+        userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
+        url = f"{scheme}://{userinfo}{public}:{self.http_port}/apps/APP/logs"
+        lines.append(f"add a drain with: heroku drains:add '{url}' -a APP")
+        if is_loopback(config.host):
+            lines.append(
+                "only this machine can reach it; Heroku can once it listens on a public"
+                " address (--host 0.0.0.0 --auth USER:PASSWORD, with TLS)"
+            )
+        return lines
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for ``host:port`` (0 picks a free port); ConfigError if not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def run_in_thread(server: Server, timeout: float = 30.0) -> Callable[[], None]:
+    """Start ``server`` in a background thread; returns a function that stops it.
+
+    For tests and embedding: the real uvicorn server, without signal handling.
+    """
+    server.bind()
+    thread = threading.Thread(target=server.run, name="herolog-serve", daemon=True)
+    thread.start()
+    if not server.started.wait(timeout):
+        raise RuntimeError("herolog serve did not start")
+
+    def stop() -> None:
+        server.stop()
+        thread.join(timeout)
+
+    return stop

@@ -1,0 +1,291 @@
+"""The HTTP side of ``herolog serve``: the Heroku HTTPS-drain intake, health and stats.
+
+A plain ASGI application: the intake is the hot path of every deployment (Logplex posts
+one small batch at a time under light load), so it is handled without a framework layer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from herolog.server.config import ServeConfig
+from herolog.server.writer import BadBody, Writer, WriterStopped
+from herolog.store import StoreError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+LOGPLEX_TYPE = "application/logplex-1"
+_INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
+_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+@dataclass
+class Stats:
+    """What the intake has done since it started; ``GET /stats`` shows it."""
+
+    requests: int = 0
+    lines_stored: int = 0
+    batches_stored: int = 0
+    duplicate_batches: int = 0
+    msg_count_mismatches: int = 0
+    syslog_connections: int = 0
+    syslog_lines: int = 0
+    responses: Counter[int] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "lines_stored": self.lines_stored,
+            "batches_stored": self.batches_stored,
+            "duplicate_batches": self.duplicate_batches,
+            "msg_count_mismatches": self.msg_count_mismatches,
+            "syslog_connections": self.syslog_connections,
+            "syslog_lines": self.syslog_lines,
+            "responses": {str(k): v for k, v in sorted(self.responses.items())},
+        }
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or []
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was complete."""
+
+
+def basic_credentials(header: bytes | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` header, or None."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def same_secret(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class HerologApp:
+    """The ASGI application of ``herolog serve``."""
+
+    def __init__(self, config: ServeConfig, writer: Writer, stats: Stats | None = None) -> None:
+        self.config = config
+        self.writer = writer
+        self.stats = stats or Stats()
+        self._on_startup: list[Callable[[], Awaitable[None]]] = []
+        self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
+
+    def on_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._on_startup.append(hook)
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._on_shutdown.append(hook)
+
+    async def startup(self) -> None:
+        await self.writer.start()
+        for hook in self._on_startup:
+            await hook()
+
+    async def shutdown(self) -> None:
+        for hook in reversed(self._on_shutdown):
+            await hook()
+        await self.writer.stop()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._dispatch(scope, receive, send)
+        except HTTPError as error:
+            await self._respond(send, error.status, str(error), error.headers)
+        except ClientGone:
+            self.stats.responses[499] += 1
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except (StoreError, OSError) as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if m := _INTAKE_PATH.fullmatch(path):
+            if method != "POST":
+                raise HTTPError(405, "use POST", [(b"allow", b"POST")])
+            await self._intake(unquote(m.group(1)), scope, receive, send)
+        elif path == "/healthz":
+            if method not in ("GET", "HEAD"):
+                raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
+            await self._respond(send, 200, "ok")
+        elif path == "/stats":
+            if method != "GET":
+                raise HTTPError(405, "use GET", [(b"allow", b"GET")])
+            self._check_api_access(scope)
+            body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
+            await self._respond(send, 200, body, content_type=b"application/json")
+        else:
+            raise HTTPError(404, f"no such path: {path} (drains post to /apps/APP/logs)")
+
+    def _check_api_access(self, scope: Scope) -> None:
+        """Operational endpoints need the API key, else the intake credentials, if any."""
+        header = _header(scope, b"authorization")
+        if self.config.api_key is not None:
+            token = None
+            if header and header[:7].lower() == b"bearer ":
+                token = header[7:].decode("latin-1").strip()
+            elif creds := basic_credentials(header):
+                token = creds[1]
+            if token is None or not same_secret(token, self.config.api_key):
+                raise _unauthorized("this needs the API key (Authorization: Bearer KEY)")
+        elif self.config.auth is not None:
+            self._check_intake_auth(header)
+
+    def _check_intake_auth(self, header: bytes | None) -> None:
+        expected = self.config.auth
+        if expected is None:
+            return
+        given = basic_credentials(header)
+        # Compare both parts every time so the timing says nothing about which was wrong.
+        ok_user = same_secret(given[0] if given else "", expected.user)
+        ok_password = same_secret(given[1] if given else "", expected.password)
+        if not (given and ok_user and ok_password):
+            raise _unauthorized("this drain needs the credentials given to --auth")
+
+    async def _intake(self, app: str, scope: Scope, receive: Receive, send: Send) -> None:
+        self.stats.requests += 1
+        if not _APP_NAME.fullmatch(app) or ".." in app:
+            raise HTTPError(400, "app names are letters, digits, '.', '_' and '-' (100 at most)")
+        self._check_intake_auth(_header(scope, b"authorization"))
+        content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type != LOGPLEX_TYPE.encode():
+            shown = content_type.decode("latin-1") or "none"
+            raise HTTPError(415, f"Content-Type must be {LOGPLEX_TYPE} (got {shown})")
+        encoding = (_header(scope, b"content-encoding") or b"identity").strip().lower()
+        if encoding not in (b"identity", b"gzip"):
+            raise HTTPError(415, "Content-Encoding must be gzip or none")
+        limit = self.config.max_body
+        declared = _header(scope, b"content-length")
+        if declared is not None and encoding == b"identity":
+            if not declared.isdigit():
+                raise HTTPError(400, "Content-Length is not a number")
+            if int(declared) > limit:
+                raise HTTPError(413, f"the body is over the {limit:,}-byte limit")
+        body = await _read_body(receive, limit, gzip=encoding == b"gzip")
+        frame_id = _header(scope, b"logplex-frame-id")
+        query = scope.get("query_string", b"")
+        attributes = (
+            dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else None
+        )
+        try:
+            stored = await self.writer.write_body(
+                app, body, attributes or None, frame_id.decode("latin-1") if frame_id else None
+            )
+        except BadBody as error:
+            raise HTTPError(400, f"bad logplex framing: {error}") from None
+        except WriterStopped as error:
+            raise HTTPError(503, f"{error}; retry", [(b"retry-after", b"1")]) from None
+        except StoreError as error:  # the store refused the batch: Logplex should retry
+            raise HTTPError(503, str(error), [(b"retry-after", b"5")]) from None
+        count = _header(scope, b"logplex-msg-count")
+        if count is not None and (not count.isdigit() or int(count) != stored.parsed):
+            self.stats.msg_count_mismatches += 1
+        if stored.parsed and stored.lines == 0:
+            self.stats.duplicate_batches += 1
+        else:
+            self.stats.batches_stored += 1
+            self.stats.lines_stored += stored.lines
+        await self._respond(send, 204, "")
+
+    async def _respond(
+        self,
+        send: Send,
+        status: int,
+        text: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        self.stats.responses[status] += 1
+        body = b"" if status == 204 else (text if text.endswith("\n") else text + "\n").encode()
+        out = list(headers or [])
+        if status != 204:
+            out += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _unauthorized(message: str) -> HTTPError:
+    return HTTPError(401, message, [(b"www-authenticate", b'Basic realm="herolog"')])
+
+
+async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
+    """The whole request body, refusing (413) past ``limit`` bytes, after gzip decoding."""
+    chunks: list[bytes] = []
+    received = 0  # bytes on the wire
+    total = 0  # bytes of body, after decoding
+    decoder = zlib.decompressobj(wbits=31) if gzip else None
+    too_large = HTTPError(413, f"the body is over the {limit:,}-byte limit")
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        data: bytes = message.get("body", b"")
+        received += len(data)
+        if decoder is not None:
+            try:
+                data = decoder.decompress(data, limit + 1 - total)
+            except zlib.error as error:
+                raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
+            if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
+                raise too_large
+        total += len(data)
+        if total > limit or received > limit:
+            raise too_large
+        chunks.append(data)
+        if not message.get("more_body", False):
+            break
+    if decoder is not None and not decoder.eof:
+        raise HTTPError(400, "the gzip body is truncated")
+    return b"".join(chunks)

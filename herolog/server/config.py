@@ -1,0 +1,70 @@
+"""What ``herolog serve`` is told: addresses, credentials, TLS, limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8514
+DEFAULT_MAX_BODY = 5 << 20
+DEFAULT_SYSLOG_APP = "default"
+
+
+class ConfigError(ValueError):
+    """A configuration that must not start: the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, value: str) -> Credentials:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("--auth takes USER:PASSWORD, both non-empty")
+        return cls(user, password)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    store_path: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    syslog_port: int | None = None
+    syslog_app: str = DEFAULT_SYSLOG_APP
+    auth: Credentials | None = None
+    api_key: str | None = field(default=None, repr=False)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    history: int | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    insecure_no_auth: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    def check(self) -> None:
+        """Raise ConfigError for a configuration that must not start."""
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("--certfile and --keyfile go together")
+        if not is_loopback(self.host) and self.auth is None and not self.insecure_no_auth:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without --auth: anyone who can reach it"
+                " could write logs. Give --auth USER:PASSWORD (and put the same credentials"
+                " in the drain URL), or --insecure-no-auth if a proxy in front checks them."
+            )
+        if self.max_body < 1024:
+            raise ConfigError("--max-body must be at least 1024 bytes")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

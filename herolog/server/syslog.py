@@ -1,0 +1,107 @@
+"""The syslog side of ``herolog serve``: RFC 6587 over TCP or TLS, into the store.
+
+Each connection may use octet counting (what Heroku's syslog drains send) or newline
+framing, message by message. A connection that sends something that is neither is closed
+once what parsed cleanly before it is stored; other connections do not notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+from pathlib import Path
+
+from herolog.server.app import Stats
+from herolog.server.writer import Stored, Writer
+
+READ_SIZE = 1 << 16
+MAX_IN_FLIGHT = 8
+"""Batches a connection may have waiting for the writer before it stops reading: enough
+to keep the writer busy, few enough that a fast sender cannot fill memory."""
+
+
+def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+class SyslogServer:
+    def __init__(self, app: str, writer: Writer, stats: Stats) -> None:
+        self.app = app
+        self.writer = writer
+        self.stats = stats
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    async def start(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        self._server = await asyncio.start_server(
+            self._connection, host, port, ssl=context, limit=READ_SIZE, reuse_address=True
+        )
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting; let each connection store what it has read; close them."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=10)
+
+    async def _connection(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self.stats.syslog_connections += 1
+        stream_id = next(self._ids)
+        pending: set[asyncio.Future[Stored]] = set()
+        read: asyncio.Future[bytes] | None = None
+        ended = False
+        try:
+            while True:
+                if read is None and len(pending) < MAX_IN_FLIGHT:
+                    read = asyncio.ensure_future(reader.read(READ_SIZE))
+                waiting = pending | ({read} if read is not None else set())
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                written = {write for write in pending if write in done}
+                pending -= written
+                if any(self._count(write) for write in written):
+                    break  # garbage: what came before it is stored; hang up
+                if read is not None and read in done:
+                    data = read.result()
+                    read = None
+                    # The writer process decodes the stream; the chunks of a connection
+                    # are handled in the order they are sent.
+                    pending.add(self._send(stream_id, data))
+                    if not data:
+                        ended = True
+                        break
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            if read is not None:
+                read.cancel()
+            if not ended:  # tell the writer the stream is over, so it forgets its decoder
+                pending.add(self._send(stream_id, b""))
+            if pending:
+                flushed, _ = await asyncio.wait(pending)
+                for finished in flushed:
+                    self._count(finished)
+            out.close()
+            self._connections.discard(task)
+
+    def _send(self, stream_id: int, data: bytes) -> asyncio.Future[Stored]:
+        return asyncio.ensure_future(self.writer.write_stream(stream_id, self.app, data))
+
+    def _count(self, write: asyncio.Future[Stored]) -> bool:
+        """Count what a chunk stored; whether the stream broke (and must be closed)."""
+        if write.cancelled() or write.exception() is not None:
+            return True
+        result = write.result()
+        self.stats.syslog_lines += result.lines
+        return result.broken is not None

@@ -1,0 +1,172 @@
+"""The store writer process that ``herolog serve`` starts: see :mod:`herolog.server.writer`.
+
+python -m herolog.server.writer_process FD STORE [HISTORY]
+"""
+
+from __future__ import annotations
+
+import pickle
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from herolog.parser import FrameDecoder, FramingError, Received, parse_logplex
+from herolog.server.writer import HEADER, pack
+from herolog.store import Batch, SQLiteStore, StoreError
+
+MAX_GROUP_JOBS = 2000
+"""Jobs per transaction at most, so one huge group cannot hold the write lock for long."""
+FRAME_ID_WINDOW_S = 3600
+"""How long a Logplex-Frame-Id is remembered to ignore retried batches (Logplex retries
+within seconds; the issue asks for at least ten minutes)."""
+FRAME_ID_MAX = 200_000
+PRUNE_EVERY_S = 30.0
+CHECKPOINT_EVERY_S = 1.0
+
+
+class _Connection:
+    """Blocking, length-prefixed messages over the socket to serve."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def send(self, value: Any) -> None:
+        self.sock.sendall(pack(value))
+
+    def _message(self) -> Any:
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        if len(self.buffer) < HEADER.size + size:
+            return None
+        payload = bytes(self.buffer[HEADER.size : HEADER.size + size])
+        del self.buffer[: HEADER.size + size]
+        return pickle.loads(payload)
+
+    def jobs(self) -> list[tuple[Any, ...]] | None:
+        """The jobs that have arrived: waits for at least one, then takes whatever else is
+        already there. None when serve has gone."""
+        jobs: list[tuple[Any, ...]] = []
+        while True:
+            while (message := self._message()) is not None:
+                jobs += message
+            if jobs and (
+                len(jobs) >= MAX_GROUP_JOBS or not select.select([self.sock], [], [], 0)[0]
+            ):
+                return jobs
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return jobs or None
+            self.buffer += data
+
+
+def _checkpoints(path: Path, stopped: threading.Event) -> None:
+    store = SQLiteStore.open(path)
+    try:
+        while not stopped.wait(CHECKPOINT_EVERY_S):
+            store.checkpoint()
+    finally:
+        store.close()
+
+
+def _handle(
+    store: SQLiteStore, jobs: list[tuple[Any, ...]], decoders: dict[int, FrameDecoder]
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Parse and store one group of jobs; (results, whether to stop)."""
+    received = Received.at()
+    results: list[tuple[Any, ...]] = []
+    batches: list[Batch] = []
+    waiting: list[tuple[int, int, int, str | None]] = []  # job, batch index, parsed, broken
+    stop = False
+    for job in jobs:
+        job_id, kind = job[0], job[1]
+        if kind == "stop":
+            stop = True
+        elif kind == "body":
+            _, _, app, attributes, frame_id, body = job
+            try:
+                lines = parse_logplex(body, received)
+            except FramingError as error:
+                results.append((job_id, "framing", str(error)))
+                continue
+            waiting.append((job_id, len(batches), len(lines), None))
+            batches.append(Batch(app, lines, attributes, frame_id))
+        elif kind == "stream":
+            _, _, stream_id, app, data = job
+            decoder = decoders.setdefault(stream_id, FrameDecoder(newline_framing=True))
+            broken = None
+            try:
+                lines = decoder.feed(data, received) if data else decoder.close(received)
+            except FramingError as error:
+                lines = []
+                broken = str(error)
+            if decoder.error is not None:
+                broken = str(decoder.error)
+            if not data:  # the end; a broken decoder is kept until then, refusing the rest
+                decoders.pop(stream_id, None)
+            waiting.append((job_id, len(batches), len(lines), broken))
+            batches.append(Batch(app, lines))
+    if batches:
+        try:
+            stored = store.append(batches, received)
+        except Exception as error:  # each waiting request learns nothing was stored
+            results += [(job_id, "error", f"could not store: {error}") for job_id, *_ in waiting]
+        else:
+            results += [
+                (job_id, "ok", (stored[index], parsed, broken))
+                for job_id, index, parsed, broken in waiting
+            ]
+    return results, stop
+
+
+def main(argv: list[str]) -> int:
+    """``python -m herolog.server.writer_process FD STORE [HISTORY]``, started by serve."""
+    connection = _Connection(socket.socket(fileno=int(argv[0])))
+    try:
+        store = SQLiteStore.open(Path(argv[1]))
+        if len(argv) > 2 and int(argv[2]) != store.history:
+            store.set_history(int(argv[2]))
+        # Checkpoints (which fsync) happen on their own connection and thread, so commits
+        # do not stop for them every 1000 pages as they would by default.
+        store.manual_checkpoints()
+    except (StoreError, OSError, ValueError) as error:
+        connection.send(("failed", str(error)))
+        return 1
+    stopped = threading.Event()
+    checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
+    checkpointer.start()
+    connection.send(("ready", store.history))
+    decoders: dict[int, FrameDecoder] = {}
+    next_prune = time.monotonic() + PRUNE_EVERY_S
+    try:
+        while (jobs := connection.jobs()) is not None:
+            results, stop = _handle(store, jobs, decoders)
+            if results:
+                connection.send(results)
+            if stop:
+                break
+            if time.monotonic() >= next_prune:
+                store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # serve went away
+    finally:
+        stopped.set()
+        checkpointer.join()
+        store.checkpoint()
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    # The parent handles SIGINT/SIGTERM and tells the writer to stop when its requests
+    # are done; a Ctrl-C reaching the whole process group must not cut that short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from herolog.filters import LineFilter
+from herolog.store import open_store
+from tests.helpers import Child, herolog_env
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "herolog", "run", *args],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+
+
+def stored(app: str = "default") -> list[tuple[str, str, str, int | None]]:
+    return [
+        (x.source, x.dyno, x.message, x.pri)
+        for x in open_store().last(LineFilter(app=app), 1000)[0]
+    ]
+
+
+@pytest.mark.subprocess
+def test_output_and_lifecycle_lines_and_exit_status(herolog_home: Path) -> None:
+    script = "import sys; print('hello [out]'); print('oops', file=sys.stderr); sys.exit(3)"
+    proc = run("-a", "demo", "-d", "worker.1", "--", sys.executable, "-c", script)
+    assert proc.returncode == 3
+    assert proc.stdout == "hello [out]\n"
+    assert proc.stderr == "oops\n"
+    lines = stored("demo")
+    command = shlex.join([sys.executable, "-c", script])
+    assert lines[0] == ("heroku", "worker.1", f"Starting process with command `{command}`", 45)
+    assert lines[1] == ("heroku", "worker.1", "State changed from starting to up", 45)
+    assert sorted(lines[2:4]) == [
+        ("app", "worker.1", "hello [out]", 190),
+        ("app", "worker.1", "oops", 187),
+    ]
+    assert lines[4] == ("heroku", "worker.1", "Process exited with status 3", 45)
+    assert len(lines) == 5
+
+
+@pytest.mark.subprocess
+def test_defaults_and_quiet(herolog_home: Path) -> None:
+    proc = run("-q", "--", sys.executable, "-c", "print('quietly')")
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert ("app", "run.1", "quietly", 190) in stored()
+    assert stored()[-1][2] == "Process exited with status 0"
+
+
+@pytest.mark.subprocess
+def test_options_after_the_command_belong_to_it(herolog_home: Path) -> None:
+    proc = run("--", sys.executable, "-c", "import sys; print(sys.argv[1:])", "-a", "--dyno")
+    assert proc.stdout == "['-a', '--dyno']\n"
+
+
+@pytest.mark.subprocess
+def test_a_missing_command_is_127(herolog_home: Path) -> None:
+    proc = run("--", "no-such-command-here")
+    assert proc.returncode == 127
+    assert "no-such-command-here" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert stored()[-1][2] == "Process exited with status 127"
+
+
+@pytest.mark.subprocess
+def test_signals_are_passed_on_once(herolog_home: Path) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGTERM, lambda *a: seen.append(1))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(1.5)\n"
+        "print(f'got TERM x{len(seen)}', flush=True)\n"
+        "sys.exit(0 if seen else 9)\n"
+    )
+    child = Child("run", "-d", "web.1", "--", sys.executable, "-c", script)
+    assert child.read_lines(1) == ["ready"]
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.read_lines(1) == ["got TERM x1"]
+    code, _ = child.stop()
+    assert code == 0
+    assert ("app", "web.1", "got TERM x1", 190) in stored()
+
+
+@pytest.mark.subprocess
+def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> None:
+    child = Child(
+        "run", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"
+    )
+    assert child.read_lines(1) == ["up"]
+    child.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends: Python dies of KeyboardInterrupt
+    code, _ = child.stop()
+    assert code == 130
+    child = Child("run", "--", "sleep", "30")
+    time.sleep(0.5)
+    child.proc.send_signal(signal.SIGTERM)
+    code, _ = child.stop()
+    assert code == 128 + signal.SIGTERM
+    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGTERM}"
+
+
+@pytest.mark.subprocess
+def test_lines_reach_a_tail_while_the_command_runs(herolog_home: Path) -> None:
+    script = "import time\nfor i in range(3):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.3)\ntime.sleep(5)"
+    runner = Child("run", "-q", "-d", "clock.1", "--", sys.executable, "-c", script)
+    time.sleep(0.5)
+    tail = Child("logs", "-n", "10", "--tail", "-s", "app")
+    try:
+        got = [x.split(": ", 1)[1] for x in tail.read_lines(3, timeout=10)]
+        assert got == ["tick 0", "tick 1", "tick 2"]
+    finally:
+        tail.stop(signal.SIGINT)
+        runner.stop(signal.SIGTERM)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from herolog.filters import LineFilter
+from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.store import SQLiteStore, StoredLine
+
+
+class Running:
+    """A herolog serve running in this process, on free ports."""
+
+    def __init__(self, server: Server, log: io.StringIO) -> None:
+        self.server = server
+        self.log = log
+        scheme = "https" if server.config.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{server.http_port}"
+        self.syslog_port = server.syslog_port
+
+    def post(
+        self,
+        app: str,
+        body: bytes | Iterator[bytes],
+        *,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        sent = {"Content-Type": "application/logplex-1", **(headers or {})}
+        return httpx.post(f"{self.url}/apps/{app}/logs", content=body, headers=sent, **kwargs)
+
+    def lines(self, app: str | None = None) -> list[StoredLine]:
+        store = SQLiteStore.open(self.server.config.store_path, create=False)
+        try:
+            return store.last(LineFilter(app=app), 100_000)[0]
+        finally:
+            store.close()
+
+
+ServerFactory = Callable[..., Running]
+
+
+@pytest.fixture
+def make_server(herolog_home: Path) -> Iterator[ServerFactory]:
+    stops: list[Callable[[], None]] = []
+
+    def make(**options: Any) -> Running:
+        config = replace(ServeConfig(store_path=herolog_home / "logs.db", port=0), **options)
+        log = io.StringIO()
+        server = Server(config, log=log)
+        stops.append(run_in_thread(server))
+        return Running(server, log)
+
+    yield make
+    for stop in stops:
+        stop()
+
+
+@pytest.fixture
+def served(make_server: ServerFactory) -> Running:
+    return make_server(syslog_port=0)

@@ -1,0 +1,249 @@
+"""The HTTPS drain intake, against the real uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from herolog.parser import LogLine, format_syslog, frame
+from herolog.server.config import Credentials
+from herolog.store import decode_attributes
+from tests.helpers import fixture_view
+from tests.server.conftest import Running, ServerFactory
+
+CASES: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "logplex-cases.json").read_text()
+)
+
+
+def body(*messages: str, n: int = 1) -> bytes:
+    lines = [
+        LogLine(
+            "2024-03-05T09:14:07.418233+00:00", "", "app", "web.1", f"{m} {i}", 190, "host", None
+        )
+        for m in messages
+        for i in range(n)
+    ]
+    return frame(format_syslog(line) for line in lines)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_every_fixture_case_over_http(served: Running, case: dict[str, Any]) -> None:
+    response = served.post("demo", base64.b64decode(case["body_b64"]))
+    if case.get("error"):
+        assert response.status_code == 400
+        assert response.text.startswith("bad logplex framing: frame ")
+        assert " at byte " in response.text
+        assert served.lines() == []
+        return
+    assert response.status_code == 204
+    assert response.content == b""
+    got = fixture_view(served.lines("demo"))
+    assert got == case["lines"]
+
+
+def test_query_parameters_become_attributes(served: Running) -> None:
+    assert (
+        served.post(
+            "demo", body("a"), params={"ddsource": "heroku", "env": "prod", "team": "core"}
+        ).status_code
+        == 204
+    )
+    assert served.post("demo", body("b")).status_code == 204
+    first, second = served.lines("demo")
+    assert decode_attributes(first) == {"ddsource": "heroku", "env": "prod", "team": "core"}
+    assert decode_attributes(second) == {}
+
+
+def test_healthz_404_405(served: Running) -> None:
+    assert httpx.get(f"{served.url}/healthz").status_code == 200
+    missing = httpx.post(f"{served.url}/nope")
+    assert missing.status_code == 404
+    assert "/apps/APP/logs" in missing.text
+    wrong = httpx.get(f"{served.url}/apps/demo/logs")
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/logplex-1", 204),
+        ("application/logplex-1; charset=utf-8", 204),
+        ("Application/Logplex-1", 204),
+        ("text/plain", 415),
+        (None, 415),
+    ],
+)
+def test_content_type(served: Running, content_type: str | None, status: int) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = httpx.post(f"{served.url}/apps/demo/logs", content=body("x"), headers=headers)
+    assert response.status_code == status
+    if status == 415:
+        assert "application/logplex-1" in response.text
+        assert served.lines() == []
+
+
+def test_basic_auth(make_server: ServerFactory) -> None:
+    running = make_server(auth=Credentials("drain", "s3cret pass"))
+    refused = running.post("demo", body("x"))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Basic realm="herolog"'
+    assert running.post("demo", body("x"), auth=("drain", "wrong")).status_code == 401
+    assert running.post("demo", body("x"), auth=("other", "s3cret pass")).status_code == 401
+    assert (
+        running.post("demo", body("x"), headers={"Authorization": "Basic !!!"}).status_code == 401
+    )
+    assert (
+        running.post("demo", body("x"), headers={"Authorization": "Bearer s3cret pass"}).status_code
+        == 401
+    )
+    assert running.lines() == []
+    # what a drain URL like https://drain:s3cret%20pass@host/... sends
+    url = f"http://drain:s3cret%20pass@127.0.0.1:{running.server.http_port}/apps/demo/logs"
+    ok = httpx.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
+    assert ok.status_code == 204
+    assert len(running.lines()) == 1
+    assert "s3cret" not in running.log.getvalue()
+    assert "drain:PASSWORD@" in running.log.getvalue()
+
+
+def test_body_over_the_limit_is_413_and_stores_nothing(make_server: ServerFactory) -> None:
+    running = make_server(max_body=4096)
+    big = body("x" * 100, n=100)
+    assert len(big) > 4096
+    declared = running.post("demo", big)
+    assert declared.status_code == 413
+    assert "4,096-byte limit" in declared.text
+    chunked = running.post("demo", iter([big[:3000], big[3000:]]))
+    assert chunked.status_code == 413
+    assert running.lines() == []
+    assert running.post("demo", body("small")).status_code == 204  # still serving
+
+
+def test_gzip_bodies_and_bombs(make_server: ServerFactory) -> None:
+    running = make_server(max_body=64 * 1024)
+    plain = body("compressed", n=20)
+    assert (
+        running.post("demo", gzip.compress(plain), headers={"Content-Encoding": "gzip"}).status_code
+        == 204
+    )
+    assert len(running.lines()) == 20
+    bomb = gzip.compress(b"9" * (50 * 1024 * 1024))
+    assert len(bomb) < 64 * 1024
+    response = running.post("demo", bomb, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert (
+        running.post("demo", b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"}).status_code
+        == 400
+    )
+    assert (
+        running.post(
+            "demo", gzip.compress(plain)[:-10], headers={"Content-Encoding": "gzip"}
+        ).status_code
+        == 400
+    )
+    other = running.post("demo", plain, headers={"Content-Encoding": "br"})
+    assert other.status_code == 415
+    assert len(running.lines()) == 20
+
+
+def test_retried_frame_id_is_stored_once(served: Running) -> None:
+    headers = {"Logplex-Frame-Id": "09C557EAFCFB6CF2740EE62F62971098", "Logplex-Msg-Count": "3"}
+    for _ in range(3):
+        assert served.post("demo", body("retry", n=3), headers=headers).status_code == 204
+    assert len(served.lines()) == 3
+    other_app = served.post("other", body("retry", n=3), headers=headers)
+    assert other_app.status_code == 204
+    assert len(served.lines("other")) == 3
+    assert served.server.stats.duplicate_batches == 2
+
+
+def test_missing_logplex_headers_are_fine_and_wrong_counts_are_counted(served: Running) -> None:
+    assert served.post("demo", body("a", n=2)).status_code == 204
+    assert (
+        served.post("demo", body("b", n=2), headers={"Logplex-Msg-Count": "3"}).status_code == 204
+    )
+    assert (
+        served.post("demo", body("c", n=2), headers={"Logplex-Msg-Count": "two"}).status_code == 204
+    )
+    assert len(served.lines()) == 6
+    stats = httpx.get(f"{served.url}/stats").json()
+    assert stats["msg_count_mismatches"] == 2
+    assert stats["lines_stored"] == 6
+
+
+@pytest.mark.parametrize("app", ["..", "a..b", "-x", "caf%C3%A9", "a%2Fb", "x" * 101])
+def test_bad_app_names(served: Running, app: str) -> None:
+    response = served.post(app, body("x"))
+    assert response.status_code in (400, 404)
+    assert served.lines() == []
+
+
+def test_concurrent_requests_are_all_stored(served: Running) -> None:
+    with httpx.Client() as client, ThreadPoolExecutor(16) as pool:
+
+        def send(i: int) -> int:
+            response = client.post(
+                f"{served.url}/apps/app{i % 4}/logs",
+                content=body(f"req {i}", n=10),
+                headers={"Content-Type": "application/logplex-1"},
+            )
+            return response.status_code
+
+        statuses = list(pool.map(send, range(200)))
+    assert statuses == [204] * 200
+    assert len(served.lines()) == 2000
+    assert sorted({x.app for x in served.lines()}) == ["app0", "app1", "app2", "app3"]
+
+
+def test_stats_need_the_api_key_when_there_is_one(make_server: ServerFactory) -> None:
+    running = make_server(api_key="k3y")
+    assert httpx.get(f"{running.url}/stats").status_code == 401
+    assert (
+        httpx.get(f"{running.url}/stats", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    assert (
+        httpx.get(f"{running.url}/stats", headers={"Authorization": "Bearer k3y"}).status_code
+        == 200
+    )
+    assert httpx.get(f"{running.url}/stats", auth=("", "k3y")).status_code == 200
+    assert running.post("demo", body("x")).status_code == 204  # the intake does not need it
+
+
+def test_history_option_sets_the_store(make_server: ServerFactory) -> None:
+    running = make_server(history=5)
+    assert running.post("demo", body("x", n=12)).status_code == 204
+    assert [x.message for x in running.lines()] == [f"x {i}" for i in range(7, 12)]
+    assert "keeping 5 lines per app" in running.log.getvalue()
+
+
+def test_a_dead_store_writer_is_restarted(served: Running) -> None:
+    import os
+    import signal
+    import time
+
+    assert served.post("demo", body("before")).status_code == 204
+    process = served.server.writer._proc
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = served.post("demo", body("after")).status_code
+        statuses.append(status)
+        if status == 204:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 204, statuses
+    assert set(statuses) <= {204, 503}  # Logplex retries a 503
+    assert served.server.writer._proc is not process
+    assert [x.message for x in served.lines()][-1] == "after 0"

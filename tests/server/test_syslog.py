@@ -1,0 +1,182 @@
+"""Syslog drains over TCP and TLS, with hand-made frames and the real `logger` client."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from herolog.parser import LogLine, format_syslog, frame
+from tests.server.conftest import Running, ServerFactory
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def syslog_frames(
+    *messages: str, hostname: str = "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
+) -> bytes:
+    return frame(
+        format_syslog(
+            LogLine("2024-03-05T09:14:07.418233+00:00", "", "app", "web.1", m, 190, hostname, None),
+            hostname,
+        )
+        for m in messages
+    )
+
+
+def connect(running: Running) -> socket.socket:
+    assert running.syslog_port is not None
+    return socket.create_connection(("127.0.0.1", running.syslog_port), timeout=10)
+
+
+def messages(running: Running) -> list[str]:
+    return [x.message for x in running.lines()]
+
+
+def test_octet_counted_frames_like_heroku_syslog_drains(make_server: ServerFactory) -> None:
+    running = make_server(syslog_port=0, syslog_app="myapp")
+    with connect(running) as sock:
+        sock.sendall(syslog_frames(*[f"line {i}" for i in range(500)]))
+    wait_for(lambda: len(running.lines()) == 500)
+    lines = running.lines("myapp")
+    assert [x.message for x in lines] == [f"line {i}" for i in range(500)]
+    assert lines[0].hostname == "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
+    assert (lines[0].source, lines[0].dyno) == ("app", "web.1")
+
+
+def test_newline_framing_and_both_in_one_connection(served: Running) -> None:
+    with connect(served) as sock:
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z myhost user - - - by newline\n")
+        sock.sendall(syslog_frames("counted"))
+        sock.sendall(b'<13>1 2024-03-05T09:14:07Z myhost user - - [meta seq="1"] with sd\r\n')
+    wait_for(lambda: len(served.lines()) == 3)
+    assert messages(served) == ["by newline", "counted", "with sd"]
+    assert served.lines("default")[2].structured_data == '[meta seq="1"]'
+
+
+def test_frames_split_across_packets(served: Running) -> None:
+    data = syslog_frames(*[f"piece {i}" for i in range(50)])
+    with connect(served) as sock:
+        for i in range(0, len(data), 7):
+            sock.sendall(data[i : i + 7])
+    wait_for(lambda: len(served.lines()) == 50)
+    assert messages(served) == [f"piece {i}" for i in range(50)]
+
+
+def test_garbage_closes_only_that_connection_after_storing_what_parsed(served: Running) -> None:
+    with connect(served) as healthy, connect(served) as bad:
+        bad.sendall(syslog_frames("before garbage") + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        bad.settimeout(10)
+        assert bad.recv(100) == b""  # the server hung up
+        healthy.sendall(syslog_frames("still fine"))
+        wait_for(lambda: len(served.lines()) == 2)
+    assert messages(served) == ["before garbage", "still fine"]
+
+
+def test_many_idle_connections_do_not_block_a_working_one(served: Running) -> None:
+    idle = [connect(served) for _ in range(300)]
+    try:
+        with connect(served) as sock:
+            sock.sendall(syslog_frames("through the crowd"))
+            wait_for(lambda: messages(served) == ["through the crowd"])
+        assert served.server.stats.syslog_connections >= 301
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return ca, certfile, keyfile
+
+
+def test_syslog_over_tls_and_https_intake(
+    make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    ca, certfile, keyfile = certificates
+    running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    assert running.syslog_port is not None
+    with (
+        socket.create_connection(("127.0.0.1", running.syslog_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(syslog_frames("over tls"))
+    wait_for(lambda: messages(running) == ["over tls"])
+    # the HTTP intake is HTTPS with the same certificate
+    import httpx
+
+    verify = ssl.create_default_context()
+    ca.configure_trust(verify)
+    response = httpx.post(
+        f"https://127.0.0.1:{running.server.http_port}/apps/demo/logs",
+        content=syslog_frames("over https", hostname="host"),
+        headers={"Content-Type": "application/logplex-1"},
+        verify=verify,
+    )
+    assert response.status_code == 204
+    assert "over https" in messages(running)
+    assert "syslog+tls drain intake" in running.log.getvalue()
+    # a plain-text client gets nothing stored
+    with connect(running) as plain:
+        plain.sendall(syslog_frames("not over tls"))
+    time.sleep(0.3)
+    assert "not over tls" not in messages(running)
+
+
+def logger_path() -> str:
+    path = shutil.which("logger")
+    assert path, "the syslog tests use util-linux's `logger`: install it (apt-get install bsdutils)"
+    return path
+
+
+@pytest.mark.parametrize("framing", [["--octet-count"], []], ids=["octet-count", "newline"])
+def test_the_real_logger_client(served: Running, framing: list[str]) -> None:
+    subprocess.run(
+        [
+            logger_path(),
+            "--tcp",
+            *framing,
+            "--rfc5424",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            str(served.syslog_port),
+            "-t",
+            "billing",
+            "--id=4711",
+            "--sd-id",
+            "meta@32473",
+            "--sd-param",
+            'seq="7"',
+            "invoice 88 paid [ok]",
+        ],
+        check=True,
+        timeout=10,
+    )
+    wait_for(lambda: len(served.lines()) == 1)
+    (line,) = served.lines("default")
+    assert (line.source, line.dyno, line.message) == ("billing", "4711", "invoice 88 paid [ok]")
+    assert line.structured_data is not None
+    assert '[meta@32473 seq="7"]' in line.structured_data
