@@ -224,6 +224,7 @@ class FrameDecoder:
         self._offset = 0
         self._frames = 0
         self._need = 0
+        self._awaiting_newline = False
         self._error: FramingError | None = None
 
     @property
@@ -247,6 +248,9 @@ class FrameDecoder:
         self._buffer += data
         if len(self._buffer) < self._need:
             return []
+        if self._awaiting_newline and b"\n" not in data and len(self._buffer) <= self.max_frame:
+            return []  # a newline-framed message still cut off: no need to look again
+        self._awaiting_newline = False
         text = self._buffer.decode("latin-1")
         out: list[LogLine] = []
         try:
@@ -274,6 +278,7 @@ class FrameDecoder:
             if self.newline_framing and text[pos] == "<":
                 end = text.find("\n", pos)
                 if end < 0:
+                    self._awaiting_newline = True
                     if size - pos > self.max_frame:
                         raise FramingError(
                             f"a line of more than {self.max_frame} bytes",

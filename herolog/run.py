@@ -22,6 +22,10 @@ from herolog import timestamps
 from herolog.parser import LogLine
 
 FLUSH_INTERVAL_S = 0.05
+EXIT_GRACE_S = 1.0
+"""After the command exits, how long to keep reading output that is still on its way. A
+background process it started may hold the pipes open for much longer; like a dyno, the
+run ends with its command."""
 APP_PRI = 190  # local7.info: what Heroku gives app output
 APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
 PLATFORM_PRI = 45  # syslog.notice, the dyno manager's
@@ -163,8 +167,9 @@ def run_dyno(
         reader.start()
     try:
         returncode = proc.wait()
+        deadline = time.monotonic() + EXIT_GRACE_S
         for reader in readers:
-            reader.join()
+            reader.join(max(0.0, deadline - time.monotonic()))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -177,8 +182,9 @@ def run_dyno(
 
 
 def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just exited
-        proc.send_signal(sig)
+    # To the whole process group the command leads, as a terminal would send it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just exited
+        os.killpg(proc.pid, sig)
 
 
 def _pump(
@@ -188,8 +194,11 @@ def _pump(
     assert pipe is not None
     for raw in pipe:
         if echo is not None:
-            echo.write(raw)
-            echo.flush()
+            try:
+                echo.write(raw)
+                echo.flush()
+            except OSError:  # herolog's own output was closed (`| head`): keep storing
+                echo = None
         text = raw.decode("utf-8", "replace")
         flusher.put(_line("app", dyno, text[:-1] if text.endswith("\n") else text, pri))
     pipe.close()

@@ -372,6 +372,8 @@ class SQLiteStore:
         """Leave WAL checkpoints to :meth:`checkpoint` instead of every 1000 pages of commits:
         for a busy writer, which then checkpoints from another thread."""
         self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        # A WAL that grew during a burst (or while checkpoints failed) shrinks back to this.
+        self._db.execute(f"PRAGMA journal_size_limit = {64 << 20}")
 
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the database without blocking readers or writers."""

@@ -61,6 +61,7 @@ class Server:
         self.syslog_port: int | None = None
         self.started = threading.Event()
         self._socket: socket.socket | None = None
+        self._syslog_socket: socket.socket | None = None
         uvicorn_config = uvicorn.Config(
             self.app,
             lifespan="on",
@@ -79,11 +80,18 @@ class Server:
         self.app.on_startup(self._announce)
 
     def bind(self) -> None:
-        """Open the HTTP socket now, so a busy port is a clear error before anything runs."""
-        # Fail on an unusable store before the server starts, with the store's own message.
+        """Open the listening sockets now, so a busy port is a clear error before anything
+        runs (ConfigError), as is an unusable store (StoreError)."""
         SQLiteStore.open(self.config.store_path).close()
         self._socket = listen(self.config.host, self.config.port)
         self.http_port = int(self._socket.getsockname()[1])
+        if self.config.syslog_port is not None:
+            try:
+                self._syslog_socket = listen(self.config.host, self.config.syslog_port)
+            except ConfigError:
+                self._socket.close()
+                raise
+            self.syslog_port = int(self._syslog_socket.getsockname()[1])
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM or :meth:`stop`; then finish requests and commit."""
@@ -94,19 +102,19 @@ class Server:
             self._uvicorn.run(sockets=[self._socket])
         finally:
             self._socket.close()
+            if self._syslog_socket is not None:
+                self._syslog_socket.close()
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True
 
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
-        assert self.config.syslog_port is not None
+        assert self._syslog_socket is not None
         context = None
         if self.config.certfile and self.config.keyfile:
             context = tls_context(self.config.certfile, self.config.keyfile)
-        self.syslog_port = await self.syslog.start(
-            self.config.host, self.config.syslog_port, context
-        )
+        await self.syslog.start(self._syslog_socket, context)
 
     async def _announce(self) -> None:
         for line in self.banner():
@@ -168,5 +176,9 @@ def run_in_thread(server: Server, timeout: float = 30.0) -> Callable[[], None]:
     def stop() -> None:
         server.stop()
         thread.join(timeout)
+        if thread.is_alive():
+            raise RuntimeError(f"herolog serve did not stop within {timeout} s")
+        if thread.is_alive():
+            raise RuntimeError(f"herolog serve did not stop within {timeout} s")
 
     return stop

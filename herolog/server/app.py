@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from herolog.server.config import ServeConfig
 from herolog.server.writer import BadBody, Writer, WriterStopped
@@ -148,10 +148,12 @@ class HerologApp:
         if m := _INTAKE_PATH.fullmatch(path):
             if method != "POST":
                 raise HTTPError(405, "use POST", [(b"allow", b"POST")])
-            await self._intake(unquote(m.group(1)), scope, receive, send)
+            await self._intake(m.group(1), scope, receive, send)  # the path is decoded
         elif path == "/healthz":
             if method not in ("GET", "HEAD"):
                 raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
+            if not self.writer.running:  # a load balancer should send drains elsewhere
+                raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
             await self._respond(send, 200, "ok")
         elif path == "/stats":
             if method != "GET":
@@ -256,6 +258,26 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[bytes, Any]:
+    """Decompress the next bytes of a gzip body, across members (``cat a.gz b.gz`` is a
+    gzip body too); at most ``room`` bytes of output. Returns the output and the decoder
+    to use for what comes next."""
+    out = []
+    while True:
+        try:
+            chunk = decoder.decompress(data, room)
+        except zlib.error as error:
+            raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
+        if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
+            raise too_large
+        out.append(chunk)
+        room -= len(chunk)
+        if not decoder.eof or not decoder.unused_data:
+            return b"".join(out), decoder
+        data = decoder.unused_data
+        decoder = zlib.decompressobj(wbits=31)
+
+
 def _unauthorized(message: str) -> HTTPError:
     return HTTPError(401, message, [(b"www-authenticate", b'Basic realm="herolog"')])
 
@@ -274,12 +296,7 @@ async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
         data: bytes = message.get("body", b"")
         received += len(data)
         if decoder is not None:
-            try:
-                data = decoder.decompress(data, limit + 1 - total)
-            except zlib.error as error:
-                raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
-            if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
-                raise too_large
+            data, decoder = _gunzip(decoder, data, limit + 1 - total, too_large)
         total += len(data)
         if total > limit or received > limit:
             raise too_large

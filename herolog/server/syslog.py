@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import ssl
 from pathlib import Path
 
@@ -34,22 +35,21 @@ class SyslogServer:
         self.stats = stats
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._streams: dict[int, asyncio.StreamWriter] = {}
         self._ids = itertools.count(1)
 
-    async def start(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
-        """Listen; returns the port (useful with port 0)."""
+    async def start(self, sock: socket.socket, context: ssl.SSLContext | None) -> None:
+        """Serve connections on a listening socket (bound by serve before it starts)."""
         self._server = await asyncio.start_server(
-            self._connection, host, port, ssl=context, limit=READ_SIZE, reuse_address=True
+            self._connection, sock=sock, ssl=context, limit=READ_SIZE
         )
-        sockets = self._server.sockets
-        return int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        """Stop accepting; let each connection store what it has read; close them."""
+        """Stop accepting; close each connection after storing what it has read."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for out in list(self._streams.values()):
+            out.close()  # its reader sees the end of the stream and the handler finishes
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
 
@@ -59,6 +59,7 @@ class SyslogServer:
         self._connections.add(task)
         self.stats.syslog_connections += 1
         stream_id = next(self._ids)
+        self._streams[stream_id] = out
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
         ended = False
@@ -93,6 +94,7 @@ class SyslogServer:
                 for finished in flushed:
                     self._count(finished)
             out.close()
+            self._streams.pop(stream_id, None)
             self._connections.discard(task)
 
     def _send(self, stream_id: int, data: bytes) -> asyncio.Future[Stored]:

@@ -103,6 +103,11 @@ class Writer:
         self._accepting = True
         self._receiver = asyncio.create_task(self._receive())
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer process is there to take work."""
+        return self._accepting
+
     async def write_body(
         self, app: str, body: bytes, attributes: dict[str, str] | None, frame_id: str | None
     ) -> Stored:

@@ -9,6 +9,7 @@ import pickle
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -35,6 +36,10 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        # poll, not select: serve may have handed over a descriptor numbered past 1023
+        # (it has one per syslog connection), which select() cannot watch.
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
 
     def send(self, value: Any) -> None:
         self.sock.sendall(pack(value))
@@ -56,9 +61,7 @@ class _Connection:
         while True:
             while (message := self._message()) is not None:
                 jobs += message
-            if jobs and (
-                len(jobs) >= MAX_GROUP_JOBS or not select.select([self.sock], [], [], 0)[0]
-            ):
+            if jobs and (len(jobs) >= MAX_GROUP_JOBS or not self._poll.poll(0)):
                 return jobs
             data = self.sock.recv(1 << 20)
             if not data:
@@ -67,10 +70,20 @@ class _Connection:
 
 
 def _checkpoints(path: Path, stopped: threading.Event) -> None:
+    """Checkpoint every second until stopped. A failure (a full disk, say) is reported and
+    retried: with automatic checkpoints off, giving up would let the WAL grow for good."""
     store = SQLiteStore.open(path)
+    failing = False
     try:
         while not stopped.wait(CHECKPOINT_EVERY_S):
-            store.checkpoint()
+            try:
+                store.checkpoint()
+            except sqlite3.Error as error:
+                if not failing:
+                    print(f"herolog serve: checkpoint failed, retrying: {error}", file=sys.stderr)
+                failing = True
+            else:
+                failing = False
     finally:
         store.close()
 

@@ -122,3 +122,39 @@ def test_lines_reach_a_tail_while_the_command_runs(herolog_home: Path) -> None:
     finally:
         tail.stop(signal.SIGINT)
         runner.stop(signal.SIGTERM)
+
+
+@pytest.mark.subprocess
+def test_closed_output_does_not_stop_the_command_or_the_storing(herolog_home: Path) -> None:
+    script = "for i in range(100000): print(f'line {i}')"
+    proc = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m herolog run -- {shlex.quote(sys.executable)} -c {shlex.quote(script)} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert proc.stdout == "line 0\n"
+    assert "Traceback" not in proc.stderr
+    lines = stored()
+    assert lines[-1][2] == "Process exited with status 0"
+    assert lines[-2][2] == "line 99999"
+
+
+@pytest.mark.subprocess
+def test_the_run_ends_with_its_command_not_with_background_children(herolog_home: Path) -> None:
+    proc = run("--", "sh", "-c", "sleep 30 & echo started")  # would take 30 s if it waited
+    assert proc.returncode == 0
+    assert proc.stdout == "started\n"
+    assert stored()[-1][2] == "Process exited with status 0"
+
+
+@pytest.mark.subprocess
+def test_signals_reach_the_whole_process_group(herolog_home: Path) -> None:
+    child = Child("run", "--", "sh", "-c", "echo ready; sleep 30; echo after")
+    assert child.read_lines(1) == ["ready"]
+    child.proc.send_signal(signal.SIGTERM)
+    code, _ = child.stop(timeout=15)  # the sleep is killed too, not waited for
+    assert code == 128 + signal.SIGTERM
+    assert "after" not in [x[2] for x in stored()]

@@ -247,3 +247,91 @@ def test_a_dead_store_writer_is_restarted(served: Running) -> None:
     assert set(statuses) <= {204, 503}  # Logplex retries a 503
     assert served.server.writer._proc is not process
     assert [x.message for x in served.lines()][-1] == "after 0"
+
+
+def test_gzip_bodies_of_several_members(served: Running) -> None:
+    two = gzip.compress(body("first")) + gzip.compress(body("second"))  # cat a.gz b.gz
+    assert served.post("demo", two, headers={"Content-Encoding": "gzip"}).status_code == 204
+    assert [x.message for x in served.lines()] == ["first 0", "second 0"]
+    trailing = served.post(
+        "demo", gzip.compress(body("x")) + b"garbage", headers={"Content-Encoding": "gzip"}
+    )
+    assert trailing.status_code == 400
+    assert len(served.lines()) == 2
+
+
+def test_app_names_are_not_decoded_twice(served: Running) -> None:
+    response = httpx.post(
+        f"{served.url}/apps/%2541bc/logs",
+        content=body("x"),
+        headers={"Content-Type": "application/logplex-1"},
+    )
+    assert response.status_code == 400  # the app is "%41bc", not "Abc"
+    assert served.lines() == []
+
+
+def test_writer_with_descriptors_past_1023(make_server: ServerFactory) -> None:
+    import os
+    import resource
+    import signal
+    import socket
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= 2048, "this test needs `ulimit -n 2048`"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    crowd = [socket.socket() for _ in range(1100)]
+    try:
+        running = make_server()
+        assert running.post("demo", body("high fd")).status_code == 204
+        process = running.server.writer._proc
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        health = []
+        while time.monotonic() < deadline:
+            health.append(httpx.get(f"{running.url}/healthz").status_code)
+            if health[-1] == 200 and running.server.writer._proc is not process:
+                break
+            time.sleep(0.02)
+        assert health[-1] == 200
+        assert set(health) <= {200, 503}
+        assert running.post("demo", body("after restart")).status_code == 204
+        assert [x.message for x in running.lines()] == ["high fd 0", "after restart 0"]
+    finally:
+        for sock in crowd:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_checkpoints_go_on_after_a_failure(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+    import threading
+
+    from herolog.server import writer_process
+    from herolog.store import SQLiteStore
+
+    SQLiteStore.open(herolog_home / "logs.db").close()
+    calls = []
+    stopped = threading.Event()
+
+    def checkpoint(self: SQLiteStore) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        if len(calls) == 5:
+            stopped.set()
+
+    monkeypatch.setattr(SQLiteStore, "checkpoint", checkpoint)
+    monkeypatch.setattr(writer_process, "CHECKPOINT_EVERY_S", 0.01)
+    thread = threading.Thread(
+        target=writer_process._checkpoints, args=(herolog_home / "logs.db", stopped)
+    )
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(calls) >= 5
+    err = capsys.readouterr().err
+    assert err.count("checkpoint failed, retrying: database or disk is full") == 1

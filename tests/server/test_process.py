@@ -266,3 +266,38 @@ def test_bad_serve_options(args: list[str], message: str) -> None:
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.subprocess
+def test_shutdown_with_open_syslog_connections_is_clean(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    server = serve_process("--port", "0", "--syslog-port", "0")
+    port = int(re.search(r"drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner)).group(1))  # type: ignore[union-attr]
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"<13>1 2024-03-05T09:14:07Z h u - - - kept\n")
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "CancelledError" not in err
+    assert stored(herolog_home) == ["kept"]
+
+
+@pytest.mark.subprocess
+def test_a_busy_syslog_port_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "serve", "--port", "0", "--syslog-port", str(port)],
+            capture_output=True,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
