@@ -6,16 +6,36 @@ _herolog() {
     local cmd="herolog" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd ${COMP_WORDS[i]}" in
-            "herolog apps" | "herolog completion" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
+            "herolog apps" | "herolog completion" | "herolog drain" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog drain add" | "herolog drain list" | "herolog drain remove" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
         esac
     done
     case "$cmd" in
         "herolog")
-            COMPREPLY=($(compgen -W "-V --version -h --help apps completion import logs run serve store" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-V --version -h --help apps completion drain import logs run serve store" -- "$cur")) ;;
         "herolog apps")
             COMPREPLY=($(compgen -W "--json -h --help" -- "$cur")) ;;
         "herolog completion")
             COMPREPLY=($(compgen -W "-h --help bash zsh fish" -- "$cur")) ;;
+        "herolog drain")
+            COMPREPLY=($(compgen -W "-h --help add list remove" -- "$cur")) ;;
+        "herolog drain add")
+            case "$prev" in
+                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                --server) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
+        "herolog drain list")
+            case "$prev" in
+                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                --server) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
+        "herolog drain remove")
+            case "$prev" in
+                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                --server) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-a --app --server -h --help" -- "$cur")) ;;
         "herolog import")
             case "$prev" in
                 -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
@@ -37,8 +57,9 @@ _herolog() {
                 -g|--grep) COMPREPLY=(); return ;;
                 -x|--exclude) COMPREPLY=(); return ;;
                 --color) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
+                --server) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors --server -h --help" -- "$cur")) ;;
         "herolog run")
             case "$prev" in
                 -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
@@ -53,12 +74,14 @@ _herolog() {
                 --syslog-app) COMPREPLY=(); return ;;
                 --auth) COMPREPLY=(); return ;;
                 --api-key) COMPREPLY=(); return ;;
+                --public-url) COMPREPLY=(); return ;;
                 --certfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --keyfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --history) COMPREPLY=(); return ;;
                 --max-body) COMPREPLY=(); return ;;
+                --drain-buffer) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --certfile --keyfile --history --max-body --insecure-no-auth -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
         "herolog store history")

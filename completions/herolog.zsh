@@ -20,12 +20,13 @@ _herolog() {
     case $state in
         command)
             local -a commands
-            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL (see the README to install it)' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output as app\[DYNO\] lines' 'serve:Receive Heroku log drains (HTTPS and syslog) into the store' 'store:Look at the store, or change how much history it keeps')
+            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL (see the README to install it)' 'drain:Register drains\: where herolog serve forwards each app'\''s lines' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output as app\[DYNO\] lines' 'serve:Receive Heroku log drains (HTTPS and syslog) and serve the Platform API for logs' 'store:Look at the store, or change how much history it keeps')
             _describe 'command' commands ;;
         args)
             case $words[1] in
                 apps) _herolog_apps ;;
                 completion) _herolog_completion ;;
+                drain) _herolog_drain ;;
                 import) _herolog_import ;;
                 logs) _herolog_logs ;;
                 run) _herolog_run ;;
@@ -45,6 +46,52 @@ _herolog_completion() {
     _arguments \
         '(- *)'{-h,--help}'[Show help]' \
         '1:ARGUMENT:(bash zsh fish)'
+}
+
+_herolog_drain() {
+    local curcontext="$curcontext" state line
+    typeset -A opt_args
+    _arguments -C \
+        '(- *)'{-h,--help}'[Show help]' \
+        '1: :->command' \
+        '*:: :->args'
+    case $state in
+        command)
+            local -a commands
+            commands=('add:Forward an app'\''s lines to URL (https, http, syslog, syslog+tcp, syslog+tls)' 'list:List drains, with what herolog serve has delivered to each' 'remove:Stop forwarding to a drain, given its URL or token')
+            _describe 'command' commands ;;
+        args)
+            case $words[1] in
+                add) _herolog_drain_add ;;
+                list) _herolog_drain_list ;;
+                remove) _herolog_drain_remove ;;
+            esac ;;
+    esac
+}
+
+_herolog_drain_add() {
+    _arguments \
+        '(-a --app)'{-a,--app}'[The app whose lines go to URL (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
+        '--json[Print the drain as JSON.]' \
+        '--show-secrets[Do not mask passwords and keys in --json.]' \
+        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '(- *)'{-h,--help}'[Show help]'
+}
+
+_herolog_drain_list() {
+    _arguments \
+        '(-a --app)'{-a,--app}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '--json[Print the drains as a JSON list.]' \
+        '--show-secrets[Do not mask passwords and keys in --json.]' \
+        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '(- *)'{-h,--help}'[Show help]'
+}
+
+_herolog_drain_remove() {
+    _arguments \
+        '(-a --app)'{-a,--app}'[The app the drain belongs to (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
+        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_import() {
@@ -70,6 +117,7 @@ _herolog_logs() {
         '--json[One JSON object per line (NDJSON).]' \
         '--color[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \
+        '--server[Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
@@ -88,11 +136,13 @@ _herolog_serve() {
         '--syslog-port[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
         '--syslog-app[The app syslog lines are stored under.]:APP: ' \
         '--auth[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
-        '--api-key[Bearer token for /stats (and the Platform API).]:KEY: ' \
+        '--api-key[Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).]:KEY: ' \
+        '--public-url[Base URL clients reach this server at, for log-session URLs (default\: from Host).]:URL: ' \
         '--certfile[TLS certificate (PEM)\: serve HTTPS and syslog+tls.]:FILE:_files' \
         '--keyfile[TLS private key (PEM) for --certfile.]:FILE:_files' \
         '--history[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
         '--max-body[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
+        '--drain-buffer[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \
         '--insecure-no-auth[Allow a public --host without --auth (a proxy in front checks it).]' \
         '(- *)'{-h,--help}'[Show help]'
 }

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class FilteredLine(Protocol):
+    @property
+    def app(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def dyno(self) -> str: ...
+    @property
+    def time(self) -> str: ...
+    @property
+    def received_at(self) -> str: ...
+    @property
+    def message(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +45,23 @@ class LineFilter:
     @property
     def has_patterns(self) -> bool:
         return bool(self.grep or self.exclude)
+
+    def matches(self, line: FilteredLine) -> bool:
+        """Whether ``line`` passes every filter: what the store's queries select, for lines
+        already in hand (a server handing new lines to its tail sessions)."""
+        if self.app is not None and line.app != self.app:
+            return False
+        if self.source is not None and line.source != self.source:
+            return False
+        if not all(dyno_matches(dyno, line.dyno) for dyno in self.dynos):
+            return False
+        if self.since is not None and line.time < self.since:
+            return False
+        if self.until is not None and line.time >= self.until:
+            return False
+        if self.received_since is not None and line.received_at < self.received_since:
+            return False
+        return self.matches_patterns(line.message)
 
     def matches_patterns(self, message: str) -> bool:
         if self.grep and not any(p.search(message) for p in self.grep):

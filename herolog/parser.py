@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import partial
 from itertools import repeat
 from operator import add, itemgetter, sub
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from herolog import timestamps
 
@@ -548,7 +548,24 @@ def parse_fields(message: str) -> dict[str, Any] | None:
     return fields or None
 
 
-def format_syslog(line: LogLine, hostname: str = "host") -> bytes:
+class SyslogFields(Protocol):
+    """What :func:`format_syslog` reads: a parsed LogLine, or a line from the store."""
+
+    @property
+    def timestamp(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def dyno(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def pri(self) -> int | None: ...
+    @property
+    def structured_data(self) -> str | None: ...
+
+
+def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
     """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise.
 
     The message ends in the usual framing newline, except a message ending in ``\r``:

@@ -51,6 +51,36 @@ def format_json(line: StoredLine) -> str:
     return json.dumps(to_json_object(line), ensure_ascii=False, separators=(",", ":"))
 
 
+def encode_record(line: StoredLine) -> str:
+    """A line as ``herolog logs --server`` receives it: every stored field, in order."""
+    return json.dumps(
+        [
+            line.id,
+            line.app,
+            line.timestamp,
+            line.time,
+            line.source,
+            line.dyno,
+            line.message,
+            line.pri,
+            line.hostname,
+            line.structured_data,
+            line.attributes,
+            line.received_at,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode_record(data: str) -> StoredLine:
+    """The inverse of :func:`encode_record`; ValueError for anything else."""
+    fields = json.loads(data)
+    if not isinstance(fields, list) or len(fields) != 12:
+        raise ValueError("not a herolog log record")
+    return StoredLine(*fields)
+
+
 class Renderer(Protocol):
     def write(self, lines: Sequence[StoredLine]) -> None:
         """Write the lines and flush, so a reader at the end of a pipe sees them at once."""

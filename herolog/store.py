@@ -9,22 +9,24 @@ timeout with ``BEGIN IMMEDIATE`` so they never fail with "database is locked".
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import add
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, Received
 
+T = TypeVar("T")
+
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 _READ_CHUNK = 2000
 
@@ -62,8 +64,26 @@ CREATE TABLE frames (
 ) WITHOUT ROWID;
 CREATE INDEX frames_by_time ON frames (received_at);
 """
+# The drain registry: where each app's lines are forwarded. ``meta.drains_changed`` counts
+# changes, so that a running server notices another process adding or removing a drain.
+_DRAINS = """
+CREATE TABLE drains (
+    id TEXT PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE,
+    app_id INTEGER NOT NULL REFERENCES apps (id),
+    url TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    retrying INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_error_at TEXT,
+    UNIQUE (app_id, url)
+);
+"""
 # What brings a store from each older schema version to the next.
-_MIGRATIONS = {1: _FRAMES}
+_MIGRATIONS = {1: _FRAMES, 2: _DRAINS}
 # Column order matches LogLine followed by (app_id, attributes, received_at), so a row is
 # a LogLine plus one shared tuple: no per-line Python work on insert.
 _INSERT = (
@@ -86,9 +106,8 @@ class StoreError(Exception):
     """The store file is unusable: not a database, from a newer herolog, not writable."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredLine:
-    """A line as the store holds it."""
+class StoredLine(NamedTuple):
+    """A line as the store holds it (a tuple: reading thousands of them must be cheap)."""
 
     id: int
     app: str
@@ -119,6 +138,33 @@ class AppInfo(NamedTuple):
     name: str
     lines: int
     created_at: str
+
+
+class Delivery(NamedTuple):
+    """What a server has done for a drain: lines delivered and dropped (all time), whether
+    it is retrying now, and the last error with when it happened."""
+
+    delivered: int = 0
+    dropped: int = 0
+    retrying: bool = False
+    last_error: str | None = None
+    last_error_at: str | None = None
+
+
+class Drain(NamedTuple):
+    """A registered drain: where an app's lines are forwarded."""
+
+    id: str
+    token: str
+    app: str
+    url: str
+    created_at: str
+    updated_at: str
+    delivery: Delivery = Delivery()
+
+
+class DrainExists(StoreError):
+    """The app already has a drain with this URL."""
 
 
 class Store(Protocol):
@@ -239,7 +285,7 @@ class SQLiteStore:
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
-                _execute_script(db, _SCHEMA + _FRAMES)
+                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS)
             else:
                 for step in range(version, SCHEMA_VERSION):
                     _execute_script(db, _MIGRATIONS[step])
@@ -329,10 +375,10 @@ class SQLiteStore:
                 app[2] += len(batch.lines)
                 stored[i] = len(batch.lines)
             _insert_lines(db, list(chain.from_iterable(rows)))
+            hold = self._trim_hold(rx.time)
             for app_id, before, after in apps.values():
                 if after > history:
-                    self._trim(app_id, after - history)
-                    after = history
+                    after -= self._trim(app_id, after - history, hold)
                 if after != before:
                     db.execute("UPDATE apps SET lines = ? WHERE id = ?", (after, app_id))
         return stored
@@ -406,12 +452,72 @@ class SQLiteStore:
         assert cursor.lastrowid is not None
         return cursor.lastrowid, 0
 
-    def _trim(self, app_id: int, excess: int) -> None:
-        self._db.execute(
-            "DELETE FROM lines WHERE id IN"
-            " (SELECT id FROM lines WHERE app_id = ? ORDER BY id LIMIT ?)",
-            (app_id, excess),
+    def _trim(self, app_id: int, excess: int, hold: int | None = None) -> int:
+        """Drop the app's oldest ``excess`` lines, but none above ``hold``; how many went."""
+        if hold is None:
+            sql = "SELECT id FROM lines WHERE app_id = ? ORDER BY id LIMIT ?"
+            params: tuple[int, ...] = (app_id, excess)
+        else:
+            sql = "SELECT id FROM lines WHERE app_id = ? AND id <= ? ORDER BY id LIMIT ?"
+            params = (app_id, hold, excess)
+        return self._db.execute(f"DELETE FROM lines WHERE id IN ({sql})", params).rowcount
+
+    def hold_trim(self, owner: str, line_id: int, seconds: float) -> None:
+        """Keep lines above ``line_id`` for the next ``seconds``, past the history if need be.
+
+        A server hands new lines to its drains and tails by reading them back from the
+        store; under a burst, the ring buffer must not drop lines it has not read yet.
+        Lines go later, once the hold moves on or lapses (a server that died holds nothing).
+        Each ``owner`` (a server) has its own hold; the lowest counts.
+        """
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"trim_hold:{owner}", f"{line_id} {_instant_in(seconds)}"),
+            )
+
+    def release_trim_hold(self, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (f"trim_hold:{owner}",))
+
+    def _trim_hold(self, now: str) -> int | None:
+        holds = []
+        # Every key that starts "trim_hold:" (";" is the character after ":").
+        rows = self._db.execute(
+            "SELECT value FROM meta WHERE key >= 'trim_hold:' AND key < 'trim_hold;'"
         )
+        for (value,) in rows:
+            line_id, _, until = str(value).partition(" ")
+            if until > now:
+                holds.append(int(line_id))
+        return min(holds) if holds else None
+
+    def lease(self, name: str, owner: str, seconds: float) -> str | None:
+        """Take or renew the lease ``name`` for ``owner`` for ``seconds``: None when
+        ``owner`` holds it now, else the owner who does. For work only one server may do
+        (forwarding to drains: two would deliver every line twice)."""
+        from herolog import timestamps
+
+        now = timestamps.to_instant(timestamps.now())
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",)).fetchone()
+            if row is not None:
+                holder, _, until = str(row[0]).rpartition(" ")
+                if holder != owner and until > now:
+                    return holder
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"lease:{name}", f"{owner} {_instant_in(seconds)}"),
+            )
+        return None
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",)).fetchone()
+            if row is not None and str(row[0]).rpartition(" ")[0] == owner:
+                db.execute("DELETE FROM meta WHERE key = ?", (f"lease:{name}",))
 
     def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
         where, params = _where(wanted)
@@ -464,6 +570,88 @@ class SQLiteStore:
             return []
         rows = self._db.execute("SELECT name, lines, created_at FROM apps ORDER BY name").fetchall()
         return [AppInfo(*row) for row in rows]
+
+    def app(self, name: str) -> AppInfo | None:
+        if not self._schema_ready():
+            return None
+        row = self._db.execute(
+            "SELECT name, lines, created_at FROM apps WHERE name = ?", (name,)
+        ).fetchone()
+        return AppInfo(*row) if row else None
+
+    def add_drain(self, app: str, url: str) -> Drain:
+        """Register a drain for ``app`` (which comes into being if it is new).
+
+        Raises DrainExists if the app already has one with this URL.
+        """
+        import uuid
+
+        from herolog import timestamps
+
+        now = timestamps.to_instant(timestamps.now())
+        drain = Drain(str(uuid.uuid4()), f"d.{uuid.uuid4()}", app, url, now, now)
+        with self._write() as db:
+            app_id, _ = self._app(app, now)
+            try:
+                db.execute(
+                    "INSERT INTO drains (id, token, app_id, url, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (drain.id, drain.token, app_id, url, now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise DrainExists(f"{app} already has a drain for {url}") from None
+            self._drains_changed()
+        return drain
+
+    def drains(self, app: str | None = None) -> list[Drain]:
+        """The drains of ``app`` (or of every app), oldest first."""
+        if not self._schema_ready() or self._schema_version() < 3:
+            return []
+        sql = (
+            "SELECT drains.id, token, apps.name, url, drains.created_at, updated_at,"
+            " delivered, dropped, retrying, last_error, last_error_at"
+            " FROM drains JOIN apps ON apps.id = drains.app_id"
+        )
+        params: tuple[str, ...] = ()
+        if app is not None:
+            sql += " WHERE apps.name = ?"
+            params = (app,)
+        rows = self._db.execute(sql + " ORDER BY drains.created_at, drains.rowid", params)
+        return [Drain(*_drain_fields(row)) for row in rows.fetchall()]
+
+    def save_deliveries(self, deliveries: Mapping[str, Delivery]) -> None:
+        """Record what a server has done for each drain (by id); removed drains are skipped."""
+        if not deliveries:
+            return
+        with self._write() as db:
+            db.executemany(
+                "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
+                " last_error_at = ? WHERE id = ?",
+                [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
+            )
+
+    def remove_drain(self, app: str, key: str) -> Drain | None:
+        """Remove the app's drain whose URL, token or id is ``key``; None if there is none."""
+        with self._write():
+            for drain in self.drains(app):
+                if key in (drain.url, drain.token, drain.id):
+                    self._db.execute("DELETE FROM drains WHERE id = ?", (drain.id,))
+                    self._drains_changed()
+                    return drain
+        return None
+
+    def drains_changed(self) -> int:
+        """A number that changes whenever any process adds or removes a drain."""
+        return int(self._meta("drains_changed") or 0)
+
+    def _drains_changed(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('drains_changed', '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def _schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def last_id_received_before(self, instant: str) -> int:
         if not self._schema_ready():
@@ -529,12 +717,44 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+def _drain_fields(row: Sequence[Any]) -> tuple[str, str, str, str, str, str, Delivery]:
+    identity, delivery = row[:6], row[6:]
+    return (*identity, Delivery(delivery[0], delivery[1], bool(delivery[2]), *delivery[3:]))
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+APP_NAME_RULE = "app names are letters, digits, '.', '_' and '-' (100 at most)"
+
+
+def valid_app_name(name: str) -> bool:
+    """The names apps may have: what a drain URL's path can carry, as Heroku's names."""
+    return bool(_APP_NAME.fullmatch(name)) and ".." not in name
+
+
+def _instant_in(seconds: float) -> str:
+    from datetime import timedelta
+
+    from herolog import timestamps
+
+    return timestamps.to_instant(timestamps.now() + timedelta(seconds=seconds))
+
+
+def using_store(path: Path, work: Callable[[SQLiteStore], T]) -> T:
+    """Open the store at ``path``, do ``work`` with it, close it: one-off calls from a
+    server's worker threads (a connection is cheap next to keeping one per thread)."""
+    store = SQLiteStore.open(path)
+    try:
+        return work(store)
+    finally:
+        store.close()
 
 
 def open_store(path: Path | None = None, *, create: bool = True) -> SQLiteStore:

@@ -108,6 +108,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def from_instant(instant: str) -> datetime:
+    return datetime.fromisoformat(instant)
+
+
+def seconds_until(instant: str) -> float:
+    """How long until ``instant`` (negative once it has passed)."""
+    return (from_instant(instant) - now()).total_seconds()
+
+
 _RELATIVE = re.compile(r"([0-9]+)\s*(sec|min|s|m|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 

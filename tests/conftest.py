@@ -13,7 +13,14 @@ def herolog_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "herolog-home"
     monkeypatch.setenv("HEROLOG_HOME", str(home))
     # Colour and terminal settings of the developer's shell must not leak into tests.
-    for name in ("NO_COLOR", "FORCE_COLOR", "HEROKU_LOGS_COLOR", "HEROKU_COLOR", "HEROLOG_URL"):
+    for name in (
+        "NO_COLOR",
+        "FORCE_COLOR",
+        "HEROKU_LOGS_COLOR",
+        "HEROKU_COLOR",
+        "HEROLOG_URL",
+        "HEROLOG_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()

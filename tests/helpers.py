@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from herolog.parser import LogLine, Received
 from herolog.store import Batch, SQLiteStore, StoredLine
@@ -38,6 +39,28 @@ def fixture_view(lines: Iterable[LogLine | StoredLine]) -> list[dict[str, object
     ]
 
 
+def store_lines(path: Path, app: str, *lines: LogLine) -> None:
+    """Append ready-made lines to the store at ``path`` (as another process would)."""
+    store = SQLiteStore.open(path)
+    try:
+        store.append([Batch(app, list(lines))])
+    finally:
+        store.close()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run a herolog command in-process: its exit status, stdout and stderr."""
+    from click.testing import CliRunner
+
+    from herolog.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
 def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) -> None:
     """Append lines as a receiver would: received now."""
     store.append([Batch(app, [line(m, **kwargs) for m in messages])])  # type: ignore[arg-type]
@@ -48,7 +71,6 @@ import queue  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import IO  # noqa: E402
 
 

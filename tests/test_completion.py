@@ -68,12 +68,15 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
         "--help",
         "apps",
         "completion",
+        "drain",
         "import",
         "logs",
         "run",
         "serve",
         "store",
     ]
+    assert bash_complete("herolog drain ") == ["-h", "--help", "add", "list", "remove"]
+    assert bash_complete("herolog drain list -a d") == ["dashboard", "demo"]
     assert bash_complete("herolog serve --syslog-") == ["--syslog-port", "--syslog-app"]
     assert bash_complete("herolog serve --certfile ") != []  # files
     assert bash_complete("herolog st") == ["store"]
@@ -91,6 +94,7 @@ def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> 
     assert fish_complete("herolog ") == [
         "apps",
         "completion",
+        "drain",
         "import",
         "logs",
         "run",

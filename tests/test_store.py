@@ -15,6 +15,7 @@ from herolog.parser import LogLine, Received
 from herolog.store import (
     DEFAULT_HISTORY,
     Batch,
+    DrainExists,
     SQLiteStore,
     StoredLine,
     StoreError,
@@ -322,5 +323,56 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_by_writers(tmp_path: Path)
     )  # readers change nothing
     writer = SQLiteStore.open(path)
     assert writer.append([Batch("old", [line("new")], frame_id="F")]) == [1]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     assert messages(writer.last(LineFilter(), 10)) == ["from v1", "new"]
+    assert reader.drains("old") == []  # an old reader sees the new table as empty
+    writer.add_drain("old", "https://x.example/logs")
+    assert [d.url for d in reader.drains("old")] == ["https://x.example/logs"]
+
+
+def test_drain_registry(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    before = store.drains_changed()
+    first = store.add_drain("demo", "https://logs.example.com/a")
+    assert store.app("demo") is not None  # a drain brings its app into being
+    assert first.token.startswith("d.")
+    assert first.app == "demo"
+    second = store.add_drain("demo", "syslog+tls://logs.example.com:6514")
+    other = store.add_drain("other", "https://logs.example.com/a")  # same URL, other app: fine
+    assert store.drains_changed() == before + 3
+    with pytest.raises(DrainExists):
+        store.add_drain("demo", "https://logs.example.com/a")
+    assert store.drains_changed() == before + 3
+    assert store.drains("demo") == [first, second]
+    assert store.drains() == [first, second, other]
+    assert store.remove_drain("demo", "nothing") is None
+    assert store.remove_drain("demo", second.token) == second
+    assert store.remove_drain("demo", "https://logs.example.com/a") == first
+    assert store.drains("demo") == []
+    assert store.drains() == [other]
+    assert store.drains_changed() == before + 5
+    # Another process sees the change.
+    reader = SQLiteStore.open(tmp_path / "logs.db", create=False)
+    assert reader.drains() == [other]
+    assert reader.drains_changed() == store.drains_changed()
+
+
+def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(3)
+    fill(store, "demo", ["a", "b"])
+    read_up_to = store.newest_id()
+    store.hold_trim("s1", read_up_to, seconds=60)  # a server has handed out a and b
+    fill(store, "demo", ["c", "d", "e", "f"])
+    # Only what was handed out may go: c..f stay although the history is 3.
+    assert messages(store.last(LineFilter(), 10)) == ["c", "d", "e", "f"]
+    store.hold_trim("s1", store.newest_id(), seconds=60)
+    fill(store, "demo", ["g"])
+    assert messages(store.last(LineFilter(), 10)) == ["e", "f", "g"]
+    store.hold_trim("s1", 0, seconds=-1)  # a hold that has lapsed holds nothing
+    fill(store, "demo", ["h"])
+    assert messages(store.last(LineFilter(), 10)) == ["f", "g", "h"]
+    store.hold_trim("s2", 0, seconds=60)
+    store.release_trim_hold("s2")
+    fill(store, "demo", ["i"])
+    assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i"]

@@ -45,10 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from herolog.cli import completion, importer, logs, run, serve, store
+    from herolog.cli import completion, drain, importer, logs, run, serve, store
 
     cli.add_command(logs.logs)
     cli.add_command(serve.serve)
+    cli.add_command(drain.drain)
     cli.add_command(run.run)
     cli.add_command(importer.import_command)
     cli.add_command(store.apps)

@@ -3,10 +3,15 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from herolog.cli.options import RegexType, TimeType, app_option
+
+if TYPE_CHECKING:
+    from herolog.logs import LogsRequest
+    from herolog.render import Renderer
 
 
 @click.command()
@@ -66,6 +71,12 @@ from herolog.cli.options import RegexType, TimeType, app_option
 @click.option(
     "--force-colors", is_flag=True, help="Same as --color always (the heroku CLI's flag)."
 )
+@click.option(
+    "--server",
+    envvar="HEROLOG_URL",
+    metavar="URL",
+    help="Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
+)
 def logs(
     app: str | None,
     num: int | None,
@@ -80,6 +91,7 @@ def logs(
     json_output: bool,
     color: str,
     force_colors: bool,
+    server: str | None,
 ) -> None:
     """Show the last lines of logs, and follow new ones with --tail.
 
@@ -89,6 +101,7 @@ def logs(
     herolog logs -a demo --tail
     herolog logs -n 1500 -s heroku -d router | grep status=5
     herolog logs --since 1h --json | jq 'select(.fields.status >= "500")'
+    herolog logs --server https://logs.example.com:8514 -a demo --tail
     """
     from herolog import config, render
     from herolog.filters import LineFilter
@@ -114,7 +127,32 @@ def logs(
         if stdout_isatty:
             click.echo("Waiting for logs...", err=True)
 
+    request = LogsRequest(wanted, num, tail)
+    if server:
+        _show_remote(server, request, renderer)
+        return
     try:
-        show_logs(config.store_path(), LogsRequest(wanted, num, tail), renderer, on_waiting=waiting)
+        show_logs(config.store_path(), request, renderer, on_waiting=waiting)
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
+
+
+def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
+    from herolog.remote import RemoteError, RemoteLogs
+
+    def reconnecting(reason: str) -> None:
+        click.echo(f"herolog: {reason}; reconnecting...", err=True)
+
+    remote = RemoteLogs(
+        server,
+        os.environ.get("HEROLOG_API_KEY") or None,
+        request,
+        renderer,
+        on_reconnecting=reconnecting,
+    )
+    try:
+        remote.run()
+    except RemoteError as error:
+        if error.usage:
+            raise click.UsageError(str(error)) from None
+        raise click.ClickException(str(error)) from None

@@ -45,7 +45,13 @@ import click
     "--api-key",
     envvar="HEROLOG_API_KEY",
     metavar="KEY",
-    help="Bearer token for /stats (and the Platform API).",
+    help="Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).",
+)
+@click.option(
+    "--public-url",
+    envvar="HEROLOG_PUBLIC_URL",
+    metavar="URL",
+    help="Base URL clients reach this server at, for log-session URLs (default: from Host).",
 )
 @click.option(
     "--certfile",
@@ -74,6 +80,15 @@ import click
     help="Largest drain POST body in bytes, after gzip.",
 )
 @click.option(
+    "--drain-buffer",
+    envvar="HEROLOG_DRAIN_BUFFER",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    metavar="LINES",
+    help="Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).",
+)
+@click.option(
     "--insecure-no-auth",
     is_flag=True,
     envvar="HEROLOG_INSECURE_NO_AUTH",
@@ -86,13 +101,15 @@ def serve(
     syslog_app: str,
     auth: str | None,
     api_key: str | None,
+    public_url: str | None,
     certfile: Path | None,
     keyfile: Path | None,
     history: int | None,
     max_body: int,
+    drain_buffer: int,
     insecure_no_auth: bool,
 ) -> None:
-    """Receive Heroku log drains (HTTPS and syslog) into the store.
+    """Receive Heroku log drains (HTTPS and syslog) and serve the Platform API for logs.
 
     Every option can also be set from the environment: HEROLOG_PORT, HEROLOG_AUTH, ...
 
@@ -100,6 +117,7 @@ def serve(
     herolog serve                                   # http://127.0.0.1:8514
     herolog serve --host 0.0.0.0 --auth drain:s3cret --certfile c.pem --keyfile k.pem
     heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
+    HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
     from herolog import config
     from herolog.server import ConfigError, ServeConfig, Server
@@ -114,10 +132,12 @@ def serve(
             syslog_app=syslog_app,
             auth=Credentials.parse(auth) if auth else None,
             api_key=api_key or None,
+            public_url=public_url or None,
             certfile=certfile,
             keyfile=keyfile,
             history=history,
             max_body=max_body,
+            drain_buffer=drain_buffer,
             insecure_no_auth=insecure_no_auth,
         )
         server = Server(settings)

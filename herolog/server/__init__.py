@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TextIO
 
 import uvicorn
@@ -29,7 +29,22 @@ GRACEFUL_SHUTDOWN_S = 30
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, minus re-raising the signal after a graceful shutdown: serve exits 0."""
+    """uvicorn, minus re-raising the signal after a graceful shutdown (serve exits 0), and
+    ending log streams first: uvicorn waits for open responses, and a tail never ends."""
+
+    def __init__(self, config: uvicorn.Config, end_streams: Callable[[], Awaitable[None]]):
+        super().__init__(config)
+        self._end_streams = end_streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._end_streams()
+        # A client that does not read what it was sent would hold its connection open (a
+        # transport closes only once its buffer is sent): cut those off.
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                transport.abort()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -56,6 +71,7 @@ class Server:
         self.stats = Stats()
         self.writer = Writer(config.store_path, config.history)
         self.app = HerologApp(config, self.writer, self.stats)
+        self.app.forwarder.log = self.log
         self.syslog: SyslogServer | None = None
         self.http_port: int | None = None
         self.syslog_port: int | None = None
@@ -72,7 +88,7 @@ class Server:
             ssl_keyfile=str(config.keyfile) if config.keyfile else None,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-        self._uvicorn = _Uvicorn(uvicorn_config)
+        self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
         if config.syslog_port is not None:
             self.syslog = SyslogServer(config.syslog_app, self.writer, self.stats)
             self.app.on_startup(self._start_syslog)
@@ -136,6 +152,15 @@ class Server:
             lines.append(f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r})")
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
+        api = f"{scheme}://{shown_host}:{self.http_port}"
+        if config.api_key is not None:
+            lines.append(
+                f"Platform API on {api}: HEROKU_HOST={api} HEROKU_API_KEY=... heroku logs -a APP"
+            )
+        elif is_loopback(config.host):
+            lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
+        else:
+            lines.append("Platform API off: give --api-key to use the heroku CLI remotely")
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
         url = f"{scheme}://{userinfo}{public}:{self.http_port}/apps/APP/logs"
@@ -176,8 +201,6 @@ def run_in_thread(server: Server, timeout: float = 30.0) -> Callable[[], None]:
     def stop() -> None:
         server.stop()
         thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError(f"herolog serve did not stop within {timeout} s")
         if thread.is_alive():
             raise RuntimeError(f"herolog serve did not stop within {timeout} s")
 

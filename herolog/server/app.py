@@ -6,30 +6,34 @@ one small batch at a time under light load), so it is handled without a framewor
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from herolog.server.api import PlatformAPI
+from herolog.server.broadcast import Broadcaster
 from herolog.server.config import ServeConfig
+from herolog.server.forwarder import Forwarder
+from herolog.server.http import (
+    Receive,
+    Scope,
+    Send,
+    basic_credentials,
+    bearer_or_basic_password,
+    header,
+    same_secret,
+)
+from herolog.server.sessions import Sessions
 from herolog.server.writer import BadBody, Writer, WriterStopped
-from herolog.store import StoreError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
 LOGPLEX_TYPE = "application/logplex-1"
 _INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
-_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass
@@ -69,32 +73,28 @@ class ClientGone(Exception):
     """The client disconnected before its request was complete."""
 
 
-def basic_credentials(header: bytes | None) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None."""
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(b" ")
-    if scheme.lower() != b"basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def same_secret(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
 class HerologApp:
     """The ASGI application of ``herolog serve``."""
 
-    def __init__(self, config: ServeConfig, writer: Writer, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        writer: Writer,
+        stats: Stats | None = None,
+        sessions: Sessions | None = None,
+    ) -> None:
         self.config = config
         self.writer = writer
         self.stats = stats or Stats()
+        self.broadcaster = Broadcaster(config.store_path)
+        self.sessions = sessions or Sessions(config.store_path, broadcaster=self.broadcaster)
+        self.api = PlatformAPI(config, self.sessions)
+        self.forwarder = Forwarder(
+            config.store_path,
+            self.broadcaster,
+            lambda app, body: writer.write_body(app, body, None, None),
+            capacity=config.drain_buffer,
+        )
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -106,13 +106,19 @@ class HerologApp:
 
     async def startup(self) -> None:
         await self.writer.start()
+        await self.forwarder.start()
         for hook in self._on_startup:
             await hook()
 
     async def shutdown(self) -> None:
+        await self.sessions.close()
         for hook in reversed(self._on_shutdown):
             await hook()
+        # The intake is closed: forward what it stored, while the writer can still store
+        # the drains' own notices (L10).
+        await self.forwarder.stop()
         await self.writer.stop()
+        await self.broadcaster.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -161,22 +167,18 @@ class HerologApp:
             self._check_api_access(scope)
             body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
             await self._respond(send, 200, body, content_type=b"application/json")
-        else:
+        elif not await self.api(scope, receive, send):
             raise HTTPError(404, f"no such path: {path} (drains post to /apps/APP/logs)")
 
     def _check_api_access(self, scope: Scope) -> None:
         """Operational endpoints need the API key, else the intake credentials, if any."""
-        header = _header(scope, b"authorization")
+        given = header(scope, b"authorization")
         if self.config.api_key is not None:
-            token = None
-            if header and header[:7].lower() == b"bearer ":
-                token = header[7:].decode("latin-1").strip()
-            elif creds := basic_credentials(header):
-                token = creds[1]
+            token = bearer_or_basic_password(given)
             if token is None or not same_secret(token, self.config.api_key):
                 raise _unauthorized("this needs the API key (Authorization: Bearer KEY)")
         elif self.config.auth is not None:
-            self._check_intake_auth(header)
+            self._check_intake_auth(given)
 
     def _check_intake_auth(self, header: bytes | None) -> None:
         expected = self.config.auth
@@ -191,25 +193,25 @@ class HerologApp:
 
     async def _intake(self, app: str, scope: Scope, receive: Receive, send: Send) -> None:
         self.stats.requests += 1
-        if not _APP_NAME.fullmatch(app) or ".." in app:
-            raise HTTPError(400, "app names are letters, digits, '.', '_' and '-' (100 at most)")
-        self._check_intake_auth(_header(scope, b"authorization"))
-        content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+        if not valid_app_name(app):
+            raise HTTPError(400, APP_NAME_RULE)
+        self._check_intake_auth(header(scope, b"authorization"))
+        content_type = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != LOGPLEX_TYPE.encode():
             shown = content_type.decode("latin-1") or "none"
             raise HTTPError(415, f"Content-Type must be {LOGPLEX_TYPE} (got {shown})")
-        encoding = (_header(scope, b"content-encoding") or b"identity").strip().lower()
+        encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):
             raise HTTPError(415, "Content-Encoding must be gzip or none")
         limit = self.config.max_body
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and encoding == b"identity":
             if not declared.isdigit():
                 raise HTTPError(400, "Content-Length is not a number")
             if int(declared) > limit:
                 raise HTTPError(413, f"the body is over the {limit:,}-byte limit")
         body = await _read_body(receive, limit, gzip=encoding == b"gzip")
-        frame_id = _header(scope, b"logplex-frame-id")
+        frame_id = header(scope, b"logplex-frame-id")
         query = scope.get("query_string", b"")
         attributes = (
             dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else None
@@ -224,9 +226,11 @@ class HerologApp:
             raise HTTPError(503, f"{error}; retry", [(b"retry-after", b"1")]) from None
         except StoreError as error:  # the store refused the batch: Logplex should retry
             raise HTTPError(503, str(error), [(b"retry-after", b"5")]) from None
-        count = _header(scope, b"logplex-msg-count")
+        count = header(scope, b"logplex-msg-count")
         if count is not None and (not count.isdigit() or int(count) != stored.parsed):
             self.stats.msg_count_mismatches += 1
+        if stored.lines:
+            self.broadcaster.nudge()
         if stored.parsed and stored.lines == 0:
             self.stats.duplicate_batches += 1
         else:
@@ -249,13 +253,6 @@ class HerologApp:
             out += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 def _gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[bytes, Any]:

@@ -42,6 +42,10 @@ class ServeConfig:
     history: int | None = None
     max_body: int = DEFAULT_MAX_BODY
     insecure_no_auth: bool = False
+    drain_buffer: int = 1024
+    """Lines each drain holds while it cannot deliver; past that the oldest are dropped."""
+    public_url: str | None = None
+    """The address clients reach this server at, for the session URLs it hands out."""
 
     @property
     def tls(self) -> bool:
@@ -57,6 +61,10 @@ class ServeConfig:
                 " could write logs. Give --auth USER:PASSWORD (and put the same credentials"
                 " in the drain URL), or --insecure-no-auth if a proxy in front checks them."
             )
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("--public-url must start with http:// or https://")
+        if self.drain_buffer < 1:
+            raise ConfigError("--drain-buffer must be at least 1 line")
         if self.max_body < 1024:
             raise ConfigError("--max-body must be at least 1024 bytes")
 

@@ -17,15 +17,9 @@ from click.testing import CliRunner
 from herolog.cli import cli
 from herolog.parser import LogLine
 from herolog.store import Batch, SQLiteStore, open_store
-from tests.helpers import Child, fill, herolog_env, line
+from tests.helpers import Child, fill, herolog_env, invoke, line
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    ), result.exception
-    return result.exit_code, result.stdout, result.stderr
+run = invoke
 
 
 def output(*args: str) -> list[str]:

@@ -1,0 +1,162 @@
+"""Drain forwarding throughput of `herolog serve`, against local HTTP and syslog sinks.
+
+    python -m bench.forward [--seconds S] [--rounds R] [--rate LINES_PER_S]
+
+Each round, with the server's other work the same, three runs post 100-frame Logplex bodies
+for S seconds at a paced RATE (default 50,000 lines/s; wrk with a per-request delay):
+  - ingest only: no drain (the peer: what ingest alone costs),
+  - one HTTP drain (bench.sink answering 204, counting Logplex-Msg-Count),
+  - one syslog drain (the same sink's TCP listener, counting octet-counted frames).
+A drained run counts the lines the sink received once it stops growing, the time from the
+first post to the last line delivered, and the lines dropped (committed minus delivered).
+Figures are medians of the rounds. Then one unpaced run (wrk -c16, needs wrk) shows how far
+ingest and HTTP forwarding go together. Needs wrk (apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.corpus import bodies
+from bench.ingest import committed, free_port, lua, memory, wait_up, wrk
+
+
+def sink_counts(url: str) -> dict[str, int]:
+    return dict(httpx.get(f"{url}/count").json())
+
+
+def pace(url: str, script: Path, rate: float, seconds: float, connections: int = 16) -> None:
+    """POST 100-frame bodies so that about ``rate`` lines/s arrive: each of ``connections``
+    waits between requests (wrk's delay()), which cannot go faster than the server answers."""
+    delay_ms = connections * 1000 / (rate / 100)
+    paced = script.with_suffix(".paced.lua")
+    paced.write_text(script.read_text() + f"function delay()\n  return {delay_ms:.3f}\nend\n")
+    wrk(url, paced, connections, int(seconds))
+
+
+def settle(sink: str, kind: str, timeout: float = 60) -> tuple[int, float]:
+    """Wait until the sink's count stops growing; the count and when it last grew."""
+    last, grew = sink_counts(sink)[kind], time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        count = sink_counts(sink)[kind]
+        if count != last:
+            last, grew = count, time.monotonic()
+        elif time.monotonic() - grew > 2:
+            break
+    return last, grew
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=50_000)
+    parser.add_argument("--drain-buffer", type=int, default=1024)
+    args = parser.parse_args()
+    body = bodies(100, 100)[0]
+    if shutil.which("wrk") is None:
+        sys.exit("bench.forward needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        script = lua(_write(work / "hundred.body", body), work)
+        port, sink_port, sink_syslog = free_port(), free_port(), free_port()
+        env = {**os.environ, "HEROLOG_HOME": str(work / "home")}
+        herolog = [sys.executable, "-m", "herolog"]
+        subprocess.run(
+            [*herolog, "drain", "add", f"http://127.0.0.1:{sink_port}/in", "-a", "http"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*herolog, "drain", "add", f"syslog://127.0.0.1:{sink_syslog}", "-a", "syslog"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        serve = subprocess.Popen(
+            [*herolog, "serve", "--port", str(port), "--drain-buffer", str(args.drain_buffer)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "bench.sink", str(sink_port), str(sink_syslog)],
+            stderr=subprocess.DEVNULL,
+        )
+        url, sink_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sink_port}"
+        results: dict[str, list[float]] = {}
+        try:
+            wait_up(f"{url}/healthz")
+            wait_up(f"{sink_url}/count")
+            time.sleep(1)  # the drains are picked up
+            for _ in range(args.rounds):
+                for app in ("plain", "http", "syslog"):
+                    before, _ = committed(url)
+                    sent_before = sink_counts(sink_url)
+                    start = time.monotonic()
+                    pace(f"{url}/apps/{app}/logs", script, args.rate, args.seconds)
+                    ingest_s = time.monotonic() - start
+                    after, _ = committed(url)
+                    stored = after - before
+                    results.setdefault(f"{app} ingest", []).append(stored / ingest_s)
+                    if app == "plain":
+                        continue
+                    count, last = settle(sink_url, app)
+                    delivered = count - sent_before[app]
+                    results.setdefault(f"{app} forwarded", []).append(delivered / (last - start))
+                    results.setdefault(f"{app} lost", []).append(stored - delivered)
+                    results.setdefault(f"{app} lag", []).append(max(0.0, last - start - ingest_s))
+            rss = memory(serve.pid)
+            before, _ = committed(url)
+            sent_before = sink_counts(sink_url)
+            start = time.monotonic()
+            wrk(f"{url}/apps/http/logs", script, 16, int(args.seconds))
+            stored = committed(url)[0] - before
+            count, last = settle(sink_url, "http")
+            unpaced = (stored, count - sent_before["http"], last - start)
+        finally:
+            for proc in (serve, sink):
+                proc.terminate()
+                proc.wait(30)
+    med = {name: statistics.median(values) for name, values in results.items()}
+    print(
+        f"paced ingest at {args.rate:,.0f} lines/s for {args.seconds:.0f} s, drain buffer"
+        f" {args.drain_buffer:,} lines, median of {args.rounds} rounds"
+    )
+    print(f"  no drain   : {med['plain ingest']:9,.0f} lines/s committed")
+    for app in ("http", "syslog"):
+        print(
+            f"  {app:6} drain: {med[f'{app} ingest']:9,.0f} lines/s committed,"
+            f" {med[f'{app} forwarded']:9,.0f} lines/s delivered"
+            f" ({med[f'{app} forwarded'] / med['plain ingest']:.2f}x ingest alone),"
+            f" {med[f'{app} lost']:,.0f} lost,"
+            f" last line {med[f'{app} lag']:.2f} s after the last post"
+        )
+    print(f"  RSS: {rss}")
+    stored, delivered, seconds = unpaced
+    print(
+        f"unpaced (wrk -c16, {args.seconds:.0f} s) into the HTTP-drained app: {stored:,} lines"
+        f" committed, {delivered:,} delivered ({delivered / seconds:,.0f} lines/s),"
+        f" {stored - delivered:,} dropped by the drain buffer"
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from herolog.cli.options import app_option
+
+if TYPE_CHECKING:
+    from herolog.drains import Registry
+    from herolog.store import Drain
+
+DEFAULT_APP = "default"
+
+
+class BadInput(click.ClickException):
+    """A one-line error for input that is wrong (exit 2), without the usage text."""
+
+    exit_code = 2
+
+
+F = TypeVar("F", bound=Callable[..., object])
+T = TypeVar("T")
+
+
+def server_option(function: F) -> F:
+    return click.option(
+        "--server",
+        envvar="HEROLOG_URL",
+        metavar="URL",
+        help="Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
+    )(function)
+
+
+def app_name(app: str | None) -> str:
+    from herolog.store import APP_NAME_RULE, valid_app_name
+
+    name = DEFAULT_APP if app is None else app
+    if not valid_app_name(name):
+        raise BadInput(f"not an app name: {name!r}; {APP_NAME_RULE}")
+    return name
+
+
+def registry(server: str | None) -> Registry:
+    from herolog import config
+    from herolog.drains import LocalRegistry, RemoteRegistry
+
+    if server:
+        return RemoteRegistry(server, os.environ.get("HEROLOG_API_KEY") or None)
+    return LocalRegistry(config.store_path())
+
+
+def attempt(work: Callable[[], T]) -> T:
+    from herolog.drains import DrainError
+
+    try:
+        return work()
+    except DrainError as error:
+        if error.usage:
+            raise BadInput(str(error)) from None
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def drain(ctx: click.Context) -> None:
+    """Register drains: where herolog serve forwards each app's lines.
+
+    Without a subcommand, lists them (as drain list).
+
+    \b
+    herolog drain add 'https://logs.example.com/heroku?api_key=KEY' -a demo
+    herolog drain add syslog+tls://logs.example.com:6514 -a demo --json | jq -r .token
+    herolog drain list -a demo
+    herolog drain remove d.0b7c6a0e-... -a demo
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_drains)
+
+
+@drain.command("add")
+@click.argument("url")
+@app_option(f"The app whose lines go to URL (default: $HEROLOG_APP, else {DEFAULT_APP}).")
+@click.option("--json", "json_output", is_flag=True, help="Print the drain as JSON.")
+@click.option("--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json.")
+@server_option
+def add(
+    url: str, app: str | None, json_output: bool, show_secrets: bool, server: str | None
+) -> None:
+    """Forward an app's lines to URL (https, http, syslog, syslog+tcp, syslog+tls)."""
+    from herolog.drains import drain_object, mask_url
+
+    name = app_name(app)
+    added = attempt(lambda: registry(server).add(name, url))
+    if json_output:
+        click.echo(json.dumps(drain_object(added, show_secrets=show_secrets), indent=2))
+    else:
+        click.echo(f"Successfully added drain {mask_url(added.url)}")
+
+
+@drain.command("list")
+@click.option(
+    "-a", "--app", envvar="HEROLOG_APP", metavar="APP", help="Only this app (default: every app)."
+)
+@click.option("--json", "json_output", is_flag=True, help="Print the drains as a JSON list.")
+@click.option("--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json.")
+@server_option
+def list_drains(
+    app: str | None = None,
+    json_output: bool = False,
+    show_secrets: bool = False,
+    server: str | None = None,
+) -> None:
+    """List drains, with what herolog serve has delivered to each."""
+    from herolog.drains import drain_object
+
+    only = None if app is None else app_name(app)
+    found = attempt(lambda: registry(server).list(only))
+    if json_output:
+        objects = [drain_object(d, show_secrets=show_secrets) for d in found]
+        click.echo(json.dumps(objects, indent=2))
+        return
+    if not found:
+        click.echo(f"{app} has no drains." if app else "No drains.")
+        return
+    apps = sorted({d.app for d in found})
+    for name in apps:
+        if name != apps[0]:
+            click.echo()
+        click.echo("=== Drains" if app else f"=== {name} Drains")
+        click.echo()
+        for each in (d for d in found if d.app == name):
+            click.echo(describe(each))
+
+
+def describe(drain: Drain) -> str:
+    """``URL (TOKEN)`` as heroku drains prints it, and a line on its delivery."""
+    from herolog.drains import mask_url
+
+    state = drain.delivery
+    parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
+    parts.append("retrying" if state.retrying else "ok" if not state.last_error else "")
+    if state.last_error:
+        parts.append(f"last error {state.last_error_at}: {state.last_error}")
+    shown = ", ".join(part for part in parts if part)
+    return f"{mask_url(drain.url)} ({drain.token})\n  {shown}"
+
+
+@drain.command("remove")
+@click.argument("url_or_token", metavar="URL|TOKEN")
+@app_option(f"The app the drain belongs to (default: $HEROLOG_APP, else {DEFAULT_APP}).")
+@server_option
+def remove(url_or_token: str, app: str | None, server: str | None) -> None:
+    """Stop forwarding to a drain, given its URL or token."""
+    from herolog.drains import mask_url
+
+    name = app_name(app)
+    removed = attempt(lambda: registry(server).remove(name, url_or_token))
+    click.echo(f"Successfully removed drain {mask_url(removed.url)}")

@@ -1,0 +1,288 @@
+"""Drains: where an app's lines are forwarded. The registry lives in the store; this module
+holds what every path that touches it shares: URL rules and the Heroku-shaped objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+from herolog.store import Delivery, Drain, DrainExists, SQLiteStore
+
+HTTP_SCHEMES = ("https", "http")
+SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
+SCHEMES = HTTP_SCHEMES + SYSLOG_SCHEMES
+_APP_NAMESPACE = uuid.UUID("6f1c3c59-3a4e-4c4f-9a7e-2b8f4c1d9e10")
+
+
+class DrainURLError(ValueError):
+    """A drain URL herolog cannot deliver to; the message says why."""
+
+
+def check_url(url: str) -> str:
+    """``url`` if herolog can deliver to it, else DrainURLError naming what is wrong (with
+    its secrets masked: the message may end up on a screen or in a log)."""
+    shown = mask_url(url)
+    if not url or url != url.strip() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise DrainURLError(f"not a URL: {shown!r}")
+    try:
+        url.encode("utf-8")
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, UnicodeError):
+        raise DrainURLError(f"not a valid URL: {shown}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise DrainURLError(
+            f"unsupported drain URL scheme {parts.scheme or 'none'!r} in {shown}:"
+            f" use {', '.join(s + '://' for s in SCHEMES)}"
+        )
+    if not parts.hostname:
+        raise DrainURLError(f"the drain URL has no host: {shown}")
+    if not _valid_host(parts.hostname):
+        raise DrainURLError(f"the drain URL's host is not a valid host name: {shown}")
+    if scheme in SYSLOG_SCHEMES:
+        if parts.path not in ("", "/") or parts.query:
+            raise DrainURLError(f"a syslog drain URL takes no path or query: {shown}")
+        if port is None and scheme != "syslog+tls":
+            raise DrainURLError(f"a {scheme} drain URL needs a port: {shown}")
+    return url
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+        labels = ascii_host.rstrip(".").split(".")
+        for label in labels:
+            if label.lower().startswith("xn--"):
+                label.encode("ascii").decode("idna")  # a punycode label must decode
+        return all(_LABEL.fullmatch(label) for label in labels)
+    except UnicodeError:
+        return False
+
+
+def app_id(name: str) -> str:
+    """A stable id for an app, shaped like Heroku's (a UUID)."""
+    return str(uuid.uuid5(_APP_NAMESPACE, name))
+
+
+def api_time(instant: str) -> str:
+    """An instant the way the Platform API writes times: seconds, ``Z``."""
+    return instant[:19] + "Z"
+
+
+def drain_object(drain: Drain, *, show_secrets: bool = True) -> dict[str, Any]:
+    """A drain as the Platform API (and ``herolog drain --json``) shows it: Heroku's fields,
+    and herolog's ``delivery``: what the server has done for it."""
+    delivery = drain.delivery
+    return {
+        "id": drain.id,
+        "token": drain.token,
+        "url": drain.url if show_secrets else mask_url(drain.url),
+        "addon": None,
+        "app": {"id": app_id(drain.app), "name": drain.app},
+        "created_at": api_time(drain.created_at),
+        "updated_at": api_time(drain.updated_at),
+        "delivery": {
+            "delivered": delivery.delivered,
+            "dropped": delivery.dropped,
+            "retrying": delivery.retrying,
+            "last_error": delivery.last_error,
+            "last_error_at": delivery.last_error_at and api_time(delivery.last_error_at),
+        },
+    }
+
+
+def drain_from_object(obj: dict[str, Any]) -> Drain:
+    """The inverse of :func:`drain_object` (ValueError for anything else)."""
+    try:
+        delivery = obj.get("delivery") or {}
+        return Drain(
+            str(obj["id"]),
+            str(obj["token"]),
+            str(obj["app"]["name"]),
+            str(obj["url"]),
+            str(obj["created_at"]),
+            str(obj["updated_at"]),
+            Delivery(
+                int(delivery.get("delivered", 0)),
+                int(delivery.get("dropped", 0)),
+                bool(delivery.get("retrying", False)),
+                delivery.get("last_error"),
+                delivery.get("last_error_at"),
+            ),
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"not a drain object: {error}") from None
+
+
+class DrainError(Exception):
+    """A drain command that cannot be done; ``usage``: the input itself is wrong (exit 2)."""
+
+    def __init__(self, message: str, *, usage: bool = False, status: int | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.status = status
+
+
+class Registry(Protocol):
+    """Where ``herolog drain`` registers drains: the local store, or a server's API."""
+
+    def add(self, app: str, url: str) -> Drain: ...
+
+    def list(self, app: str | None) -> list[Drain]: ...
+
+    def remove(self, app: str, key: str) -> Drain: ...
+
+
+def _checked(url: str) -> str:
+    try:
+        return check_url(url)
+    except DrainURLError as error:
+        raise DrainError(str(error), usage=True) from None
+
+
+class LocalRegistry:
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+
+    def add(self, app: str, url: str) -> Drain:
+        _checked(url)
+        store = SQLiteStore.open(self.store_path)
+        try:
+            return store.add_drain(app, url)
+        except DrainExists:
+            raise DrainError(f"{app} already has the drain {mask_url(url)}") from None
+        finally:
+            store.close()
+
+    def list(self, app: str | None) -> list[Drain]:
+        try:
+            store = SQLiteStore.open(self.store_path, create=False)
+        except FileNotFoundError:
+            return []
+        try:
+            return store.drains(app)
+        finally:
+            store.close()
+
+    def remove(self, app: str, key: str) -> Drain:
+        store = SQLiteStore.open(self.store_path)
+        try:
+            drain = store.remove_drain(app, key)
+        finally:
+            store.close()
+        if drain is None:
+            raise DrainError(f"{app} has no drain {mask_url(key)}")
+        return drain
+
+
+class RemoteRegistry:
+    """The drains of a herolog serve, through its Platform API."""
+
+    def __init__(self, base: str, api_key: str | None) -> None:
+        self.base = base.rstrip("/")
+        self.api_key = api_key
+
+    def add(self, app: str, url: str) -> Drain:
+        _checked(url)
+        answer = self._call(
+            "POST", f"/apps/{quote(app, safe='')}/log-drains", app, "add the drain", {"url": url}
+        )
+        return drain_from_object(answer)
+
+    def list(self, app: str | None) -> list[Drain]:
+        path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"
+        answer = self._call("GET", path, app, "list the drains")
+        if not isinstance(answer, list):
+            raise DrainError(f"{self.base} did not answer with a list of drains")
+        return [drain_from_object(obj) for obj in answer]
+
+    def remove(self, app: str, key: str) -> Drain:
+        path = f"/apps/{quote(app, safe='')}/log-drains/{quote(key, safe='')}"
+        try:
+            answer = self._call("DELETE", path, None, "remove the drain")
+        except DrainError as error:
+            if error.status == 404:
+                raise DrainError(f"{app} has no drain {mask_url(key)}") from None
+            raise
+        return drain_from_object(answer)
+
+    def _call(self, method: str, path: str, app: str | None, doing: str, body: Any = None) -> Any:
+        import httpx
+
+        from herolog.remote import RemoteError, api_client, refused, unreachable
+
+        try:
+            with api_client(self.api_key) as client:
+                response = client.request(method, self.base + path, json=body)
+        except RemoteError as error:
+            raise DrainError(str(error)) from None
+        except httpx.InvalidURL as error:
+            raise DrainError(f"not a server URL: {self.base} ({error})") from None
+        except httpx.TransportError as error:
+            raise DrainError(str(unreachable(self.base, error))) from None
+        if not 200 <= response.status_code < 300:
+            problem: RemoteError = refused(self.base, response, doing, app)
+            # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
+            usage = problem.usage and "already been taken" not in str(problem)
+            raise DrainError(str(problem), usage=usage, status=response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise DrainError(f"{self.base} did not answer with JSON") from None
+
+
+_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
+_PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret parts of ``url``: the user-info's password (or a lone token) and the
+    values of secret-looking query or fragment parameters."""
+    found = []
+    if m := _USERINFO.match(url):
+        _, sep, password = m.group(2).partition(":")
+        found.append(password if sep else m.group(2))
+    for m in _PARAM.finditer(url):
+        if _SECRET_PARAM.search(unquote(m.group(2))):
+            found.append(m.group(3))
+    return [value for value in found if value]
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and secret-looking parameter values (``dd-api-key``,
+    ``api_key``, ``token``...) replaced by ``***``, for showing to people. Works on the
+    text as it is, so that a URL too broken to parse is masked as well."""
+
+    def userinfo(m: re.Match[str]) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:***@" if sep else f"{m.group(1)}***@"
+
+    def param(m: re.Match[str]) -> str:
+        if m.group(3) and _SECRET_PARAM.search(unquote(m.group(2))):
+            return f"{m.group(1)}{m.group(2)}=***"
+        return m.group(0)
+
+    return _PARAM.sub(param, _USERINFO.sub(userinfo, url, count=1))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error a drain answered, say) without the secrets of ``url`` in it."""
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        for form in {secret, unquote(secret)}:
+            if len(form) >= 3:
+                text = text.replace(form, "***")
+    return text

@@ -1,0 +1,401 @@
+"""The part of the Heroku Platform API that ``heroku logs`` and ``heroku drains`` use.
+
+Apps, log sessions (read as server-sent events from their secret ``logplex_url``) and log
+drains, answered the way api.heroku.com answers, so the official CLI works unmodified with
+``HEROKU_HOST`` pointing here. Errors are Heroku's ``{"id": ..., "message": ...}`` bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote
+
+from herolog import drains, timestamps
+from herolog.filters import LineFilter
+from herolog.logs import DEFAULT_NUM
+from herolog.server.config import ServeConfig, is_loopback
+from herolog.server.http import Receive, Scope, Send, bearer_or_basic_password, header, same_secret
+from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
+from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
+
+T = TypeVar("T")
+
+_APP = re.compile(r"/apps/([^/]+)")
+_LOG_SESSIONS = re.compile(r"(?:/apps/([^/]+))?/log-sessions")
+_DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
+_ALL_DRAINS = "/log-drains"
+_DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
+_SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
+_MAX_JSON_BODY = 64 << 10
+_JSON = b"application/json"
+
+
+class APIError(Exception):
+    """An error answered with Heroku's JSON error body."""
+
+    def __init__(self, status: int, error_id: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.id = error_id
+
+
+def _not_found(what: str) -> APIError:
+    return APIError(404, "not_found", f"Couldn't find that {what}.")
+
+
+class PlatformAPI:
+    """Routes ``/apps/...``, ``/log-sessions`` and ``/sessions/...`` for :class:`HerologApp`."""
+
+    def __init__(self, config: ServeConfig, sessions: Sessions) -> None:
+        self.config = config
+        self.sessions = sessions
+
+    @property
+    def store_path(self) -> Path:
+        return self.config.store_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request if it is an API call; False if the path is not the API's."""
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if m := _SESSION.fullmatch(path):
+                _allow(method, "GET")
+                await self._stream_session(m.group(1), scope, receive, send)
+                return True
+            if m := _LOG_SESSIONS.fullmatch(path):
+                _allow(method, "POST")
+                self._authorize(scope)
+                body = await _read_json(receive, scope)
+                await _respond(send, 201, await self._create_session(m.group(1), body, scope))
+            elif path == _ALL_DRAINS:
+                _allow(method, "GET")
+                self._authorize(scope)
+                await _respond(send, 200, await self._list_drains(None))
+            elif m := _DRAINS.fullmatch(path):
+                _allow(method, "GET", "POST")
+                self._authorize(scope)
+                app = _app_name(m.group(1))
+                if method == "GET":
+                    await _respond(send, 200, await self._list_drains(app))
+                else:
+                    body = await _read_json(receive, scope)
+                    await _respond(send, 201, await self._add_drain(app, body))
+            elif raw := _DRAIN.fullmatch(scope.get("raw_path") or path.encode()):
+                _allow(method, "DELETE", "GET")
+                self._authorize(scope)
+                app = _app_name(unquote(raw.group(1).decode("latin-1")))
+                key = unquote(raw.group(2).decode("latin-1"))
+                await _respond(send, 200, await self._drain(app, key, remove=method == "DELETE"))
+            elif m := _APP.fullmatch(path):
+                _allow(method, "GET")
+                self._authorize(scope)
+                await _respond(send, 200, await self._app(_app_name(m.group(1))))
+            else:
+                return False
+        except APIError as error:
+            await _respond(send, error.status, {"id": error.id, "message": str(error)})
+        except StoreError as error:
+            await _respond(send, 503, {"id": "unavailable", "message": str(error)})
+        return True
+
+    def _authorize(self, scope: Scope) -> None:
+        """With ``--api-key``, every call needs it; without, only this machine may call.
+
+        Browsers never may: a web page could otherwise drive an API that needs no key
+        (a form POST, or DNS rebinding a name of its own to 127.0.0.1).
+        """
+        site = header(scope, b"sec-fetch-site")
+        if header(scope, b"origin") is not None or site not in (None, b"none", b"same-origin"):
+            raise APIError(
+                403, "forbidden", "The Platform API does not take requests from browsers."
+            )
+        key = self.config.api_key
+        if key is None:
+            if is_loopback(self.config.host):
+                if not is_loopback(_host_name(header(scope, b"host"))):
+                    raise APIError(
+                        403, "forbidden", "Without --api-key, use a loopback address (127.0.0.1)."
+                    )
+                return
+            raise APIError(
+                403,
+                "forbidden",
+                "The Platform API is off: herolog serve listens on a public address"
+                " without --api-key.",
+            )
+        token = bearer_or_basic_password(header(scope, b"authorization"))
+        if token is None or not same_secret(token, key):
+            raise APIError(
+                401,
+                "unauthorized",
+                "Invalid credentials provided: the API key is missing or wrong.",
+            )
+
+    async def _in_store(self, work: Callable[[SQLiteStore], T]) -> T:
+        return await asyncio.to_thread(using_store, self.store_path, work)
+
+    async def _app(self, name: str) -> dict[str, Any]:
+        info = await self._in_store(lambda store: store.app(name))
+        if info is None:
+            raise _not_found("app")
+        created = drains.api_time(info.created_at)
+        return {
+            "id": drains.app_id(name),
+            "name": name,
+            "generation": {"id": drains.app_id("generation:cedar"), "name": "cedar"},
+            "created_at": created,
+            "updated_at": created,
+        }
+
+    async def _create_session(
+        self, app: str | None, body: dict[str, Any], scope: Scope
+    ) -> dict[str, Any]:
+        if app is not None:
+            app = _app_name(app)
+
+        def check(store: SQLiteStore) -> int:
+            if app is not None and store.app(app) is None:
+                raise _not_found("app")
+            return store.history
+
+        history = await self._in_store(check)
+        try:
+            session = _session_from(body, app, history)
+            self.sessions.add(session)
+        except SessionError as error:
+            raise APIError(422, "invalid_params", str(error)) from None
+        url = f"{self._base_url(scope)}/sessions/{session.id}?sig={session.secret}"
+        return {
+            "id": session.id,
+            "logplex_url": url,
+            "created_at": drains.api_time(session.created_at),
+            "updated_at": drains.api_time(session.created_at),
+        }
+
+    def _base_url(self, scope: Scope) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        host = header(scope, b"host")
+        if host:
+            where = host.decode("latin-1")
+        else:
+            address, port = scope.get("server") or (self.config.host, self.config.port)
+            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return f"{scope.get('scheme', 'http')}://{where}"
+
+    async def _stream_session(
+        self, session_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        secret = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sig", [""])[0]
+        session = self.sessions.get(session_id, secret)
+        if session is None or (session.used and not session.tail):
+            raise APIError(404, "not_found", "This log session does not exist or has expired.")
+        session.used = True  # now, before any await: a second request for it is a 404
+        last_event_id = None
+        given = (header(scope, b"last-event-id") or b"").strip()
+        if given.isdigit() and int(given) < 1 << 63:
+            last_event_id = int(given)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
+                ],
+            }
+        )
+        reader = Reader()
+
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            reader.stop()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.sessions.stream(session, write, reader, last_event_id)
+            if not reader.stopped.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away mid-write
+            reader.stop()
+        except Exception as error:  # the answer has started: all that is left is to end it
+            print(f"herolog serve: log session {session.id} failed: {error!r}", file=sys.stderr)
+            reader.stop()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _list_drains(self, app: str | None) -> list[dict[str, Any]]:
+        def work(store: SQLiteStore) -> list[dict[str, Any]]:
+            if app is not None and store.app(app) is None:
+                raise _not_found("app")
+            return [drains.drain_object(drain) for drain in store.drains(app)]
+
+        return await self._in_store(work)
+
+    async def _add_drain(self, app: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = body.get("url")
+        if not isinstance(url, str):
+            raise APIError(422, "invalid_params", 'url is required: {"url": "https://..."}')
+        try:
+            drains.check_url(url)
+        except drains.DrainURLError as error:
+            raise APIError(422, "invalid_params", str(error)) from None
+
+        def work(store: SQLiteStore) -> dict[str, Any]:
+            try:
+                return drains.drain_object(store.add_drain(app, url))
+            except DrainExists:
+                raise APIError(422, "invalid_params", "Url has already been taken") from None
+
+        return await self._in_store(work)
+
+    async def _drain(self, app: str, key: str, *, remove: bool) -> dict[str, Any]:
+        def work(store: SQLiteStore) -> dict[str, Any]:
+            if store.app(app) is None:
+                raise _not_found("app")
+            if remove:
+                drain = store.remove_drain(app, key)
+            else:
+                drain = next((d for d in store.drains(app) if key in (d.url, d.token, d.id)), None)
+            if drain is None:
+                raise _not_found("drain")
+            return drains.drain_object(drain)
+
+        return await self._in_store(work)
+
+
+def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSession:
+    """The session a log-sessions body asks for: Heroku's fields (``lines``, ``tail``,
+    ``source``, ``dyno``) and herolog's own (``process_type``, ``dynos``, ``since``,
+    ``until``, ``grep``, ``exclude``, ``format``)."""
+    lines = body.get("lines", min(DEFAULT_NUM, history))
+    if lines is None:
+        lines = min(DEFAULT_NUM, history)
+    if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
+        raise SessionError("lines must be a whole number, 0 or more")
+    if lines > history:
+        raise SessionError(
+            f"lines: {lines:,} is more than the {history:,} lines the store keeps per app"
+        )
+    tail = body.get("tail", False)
+    if not isinstance(tail, bool):
+        raise SessionError("tail must be true or false")
+    dynos = [_text(body, key) for key in ("dyno", "process_type", "type")]
+    extra = body.get("dynos", [])
+    if not isinstance(extra, list) or not all(isinstance(d, str) and d for d in extra):
+        raise SessionError("dynos must be a list of dyno names")
+    times = {}
+    for key in ("since", "until"):
+        value = _text(body, key)
+        if value is not None:
+            try:
+                times[key] = timestamps.parse_user_time(value)
+            except ValueError as error:
+                raise SessionError(f"{key}: {error}") from None
+    output = body.get("format", "text")
+    if output not in ("text", "json"):
+        raise SessionError('format must be "text" or "json"')
+    wanted = LineFilter(
+        app=app,
+        source=_text(body, "source"),
+        dynos=tuple(dict.fromkeys([d for d in dynos if d] + extra)),
+        since=times.get("since"),
+        until=times.get("until"),
+        grep=_patterns(body, "grep"),
+        exclude=_patterns(body, "exclude"),
+    )
+    return LogSession(wanted, lines, tail, as_json=output == "json")
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SessionError(f"{key} must be a string")
+    return value
+
+
+def _patterns(body: dict[str, Any], key: str) -> tuple[re.Pattern[str], ...]:
+    values = body.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SessionError(f"{key} must be a list of regular expressions")
+    try:
+        return tuple(re.compile(v) for v in values)
+    except re.error as error:
+        raise SessionError(f"{key}: bad regular expression: {error}") from None
+
+
+def _app_name(name: str) -> str:
+    if not valid_app_name(name):
+        raise _not_found("app")
+    return name
+
+
+def _host_name(value: bytes | None) -> str:
+    """The host of a Host header, without its port: ``[::1]:8514`` is ``::1``."""
+    text = (value or b"localhost").decode("latin-1")
+    if text.startswith("["):
+        return text[1 : text.find("]")]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise APIError(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
+
+
+async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise APIError(400, "bad_request", "The request ended early.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_JSON_BODY:
+            raise APIError(413, "request_too_large", "The request body is too large.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = b"".join(chunks).strip()
+    if not raw:
+        return {}
+    # Not a form a web page could post without asking first (CORS preflight).
+    kind = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != _JSON and not kind.endswith(b"+json"):
+        raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        body = json.loads(raw)
+        # Lone surrogates ("\ud800") are valid JSON but not text that can be stored.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise APIError(400, "bad_request", "The request body is not valid JSON text.") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_request", "The request body must be a JSON object.")
+    return body
+
+
+async def _respond(send: Send, status: int, payload: Any) -> None:
+    body = (json.dumps(payload, ensure_ascii=False) + "\n").encode()
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="herolog"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,187 @@
+"""Handing newly stored lines to whoever wants them: tail sessions and drain forwarding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from herolog.filters import LineFilter
+from herolog.store import SQLiteStore, StoredLine, StoreError
+
+POLL_INTERVAL_S = 0.05
+_READ_BATCH = 2000
+HOLD_EVERY_S = 0.25
+"""How often the store is told which lines have been handed out (so it may trim them)."""
+HOLD_FOR_S = 30.0
+
+
+class LineSink(Protocol):
+    def push(self, lines: Sequence[StoredLine]) -> None:
+        """Take new lines, in store order, without waiting: a sink must never hold up others."""
+        ...
+
+
+class Broadcaster:
+    """Reads lines as they are committed and hands them to every subscriber.
+
+    Polls the store (a cheap ``data_version`` check) while anyone is subscribed, so lines
+    from every writer show up: the server's own, ``herolog run``, ``herolog import``.
+    :meth:`nudge` skips the wait when the server knows it has just committed something.
+    """
+
+    def __init__(self, store_path: Path, poll_interval: float = POLL_INTERVAL_S) -> None:
+        self.store_path = store_path
+        self.poll_interval = poll_interval
+        self.position = 0
+        """Every line up to this id has been handed out."""
+        self.subscribers: set[LineSink] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="herolog-broadcast")
+        self._store: SQLiteStore | None = None
+        self._version: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._nudged = asyncio.Event()
+        self._reading = asyncio.Lock()  # one read-and-deliver at a time: no line twice
+        self._closed = False
+        self._held_at = 0.0
+        self._holding: int | None = None
+        self.owner = f"{os.getpid()}.{id(self):x}"
+        """Who this broadcaster is to the store (its trim hold)."""
+        self._hold_renewed = 0.0
+
+    async def subscribe(self, subscriber: LineSink) -> bool:
+        """Start handing ``subscriber`` new lines; False once the broadcaster is closed."""
+        if self._closed:
+            return False
+        if self._task is None or self._task.done():
+            self._started.clear()
+            self._task = asyncio.create_task(self._run(), name="herolog-broadcaster")
+        self.subscribers.add(subscriber)
+        await self._started.wait()
+        return True
+
+    def unsubscribe(self, subscriber: LineSink) -> None:
+        self.subscribers.discard(subscriber)
+
+    def nudge(self) -> None:
+        self._nudged.set()
+
+    async def catch_up(self) -> None:
+        """Hand out everything committed so far, now (a server that is stopping)."""
+        if self._task is None or self._task.done() or not self._started.is_set():
+            return
+        while True:
+            self._version = None
+            if not await self._read_and_deliver():
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        self.subscribers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(sqlite3.Error, StoreError, OSError):
+            await loop.run_in_executor(self._executor, self._release)
+        await loop.run_in_executor(self._executor, self._close_store)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = False
+        while self.subscribers:
+            try:
+                if not started:
+                    self.position = await loop.run_in_executor(self._executor, self._newest)
+                    await loop.run_in_executor(self._executor, self._hold)
+                    started = True
+                    self._started.set()
+                if time.monotonic() - self._held_at > HOLD_EVERY_S:
+                    await loop.run_in_executor(self._executor, self._hold)
+                self._nudged.clear()
+                found = await self._read_and_deliver()
+            except (sqlite3.Error, StoreError, OSError):
+                # The store is briefly unreadable (replaced, locked for long): try again soon;
+                # the subscribers carry on from where they were.
+                await loop.run_in_executor(self._executor, self._close_store)
+                await asyncio.sleep(self.poll_interval * 10)
+                continue
+            if not found:
+                try:
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._nudged.wait()
+                except TimeoutError:
+                    pass
+
+    async def _read_and_deliver(self) -> bool:
+        """Read what is new and hand it out; whether there was anything."""
+        async with self._reading:
+            loop = asyncio.get_running_loop()
+            lines, position = await loop.run_in_executor(self._executor, self._read_new)
+            self.position = position
+            if lines:
+                self._hand_out(lines)
+            return bool(lines)
+
+    def _hand_out(self, lines: list[StoredLine]) -> None:
+        # A subscriber with an ``app`` gets only that app's lines: sorting them out once
+        # keeps the cost per subscriber to the lines it wants.
+        by_app: dict[str, list[StoredLine]] | None = None
+        for subscriber in list(self.subscribers):
+            app = getattr(subscriber, "app", None)
+            if app is None:
+                subscriber.push(lines)
+                continue
+            if by_app is None:
+                by_app = {}
+                for line in lines:
+                    by_app.setdefault(line.app, []).append(line)
+            if part := by_app.get(app):
+                subscriber.push(part)
+
+    def _open(self) -> SQLiteStore:
+        if self._store is None or self._store.replaced():
+            self._close_store()
+            self._store = SQLiteStore.open(self.store_path)
+            self._version = None
+        return self._store
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _hold(self) -> None:
+        """Tell the store not to trim what has not been handed out yet (lines are trimmed
+        in the transaction that adds them, so the hold must be there before they come);
+        a write, so only when the position moved or the hold would lapse."""
+        self._held_at = time.monotonic()
+        if self._holding != self.position or self._hold_renewed < time.monotonic():
+            self._open().hold_trim(self.owner, self.position, HOLD_FOR_S)
+            self._holding = self.position
+            self._hold_renewed = time.monotonic() + HOLD_FOR_S / 3
+
+    def _release(self) -> None:
+        if self._holding is not None:
+            self._open().release_trim_hold(self.owner)
+            self._holding = None
+
+    def _newest(self) -> int:
+        return self._open().newest_id()
+
+    def _read_new(self) -> tuple[list[StoredLine], int]:
+        store = self._open()
+        version = store.version()
+        if version == self._version:
+            return [], self.position
+        lines, position = store.after(self.position, LineFilter(), _READ_BATCH)
+        if position == self.position:  # caught up: poll again only when something commits
+            self._version = version
+        return lines, position

@@ -1,0 +1,585 @@
+"""Drain forwarding: every line ``herolog serve`` stores goes on to its app's drains.
+
+Delivery works the way Logplex's does (reference section 4), and reports more: each drain
+has a worker with a bounded buffer that the store's new lines are handed to without ever
+waiting, so a dead, slow or failing drain holds up nothing but itself. When the buffer is
+full the oldest lines go, are counted, and the drain is told with Heroku's L10 line, which
+the app's own history gets too. HTTP(S) drains get octet-counted Logplex POSTs; syslog
+drains one persistent TCP or TLS connection. What each drain has done is saved in the store,
+where ``herolog drain list`` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sqlite3
+import ssl
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from herolog import __version__, drains, timestamps
+from herolog.parser import LogLine, format_syslog, frame
+from herolog.server.broadcast import Broadcaster
+from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
+
+DEFAULT_BUFFER = 1024
+"""Lines a drain holds while it cannot deliver, as Logplex's drains do."""
+HANDOFF_LINES = 2000
+"""While a drain delivers, lines handed to it at once may briefly sit past its buffer: the
+limit is applied to what is left when it takes its next batch, so a burst handed over in one
+go costs nothing if the drain keeps up. This many more is the ceiling in between. While it
+retries, the buffer is the buffer."""
+BUFFER_BYTES = 32 << 20
+"""...and a drain never holds more than about this many bytes of lines."""
+ERROR_BODY_BYTES = 4096
+BATCH_BYTES = 100_000
+RELOAD_INTERVAL_S = 0.5
+SAVE_INTERVAL_S = 1.0
+FLUSH_TIMEOUT_S = 5.0
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 5.0
+HTTP_TIMEOUT_S = 10.0
+SYSLOG_TLS_PORT = 6514
+LEASE_S = 10.0
+_LOGPLEX_PRI = 172  # local5.warning, as Logplex's own error lines
+
+Notice = Callable[[str, str], None]
+"""Store a ``heroku[logplex]`` line with this message in this app's history."""
+
+
+class DeliveryError(Exception):
+    """A batch that was not delivered; ``retry`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def logplex_line(app: str, message: str) -> StoredLine:
+    now = timestamps.now()
+    instant = timestamps.to_instant(now)
+    stamp = timestamps.to_heroku(now)
+    return StoredLine(
+        0,
+        app,
+        stamp,
+        instant,
+        "heroku",
+        "logplex",
+        message,
+        _LOGPLEX_PRI,
+        None,
+        None,
+        None,
+        instant,
+    )
+
+
+def overflow_message(dropped: int, since: str) -> str:
+    return f"Error L10 (output buffer overflow): {dropped} messages dropped since {since}."
+
+
+NOTICE_HOST = "herolog"
+"""The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
+
+
+def is_overflow_notice(line: StoredLine) -> bool:
+    """herolog's own L10 line is for the one drain that dropped lines: it is not forwarded
+    to the app's drains again (Heroku's own L10 lines, arriving as input, are)."""
+    return line.hostname == NOTICE_HOST and line.message.startswith("Error L10 ")
+
+
+def _cost(line: StoredLine) -> int:
+    return len(line.message) + 100  # the header, roughly
+
+
+def _real(lines: Sequence[StoredLine]) -> int:
+    """Lines of the app's, not herolog's own notices (id 0)."""
+    return sum(1 for line in lines if line.id)
+
+
+@dataclass
+class _Pending:
+    lines: list[StoredLine]
+    frame_id: str
+    attempts: int = 0
+
+
+class DrainWorker:
+    """Delivers one drain's lines in order, one batch at a time."""
+
+    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
+        self.drain = drain
+        self.capacity = capacity
+        self.notice = notice
+        self.shown_url = drains.mask_url(drain.url)
+        self.buffer: deque[StoredLine] = deque()
+        self.size = 0
+        self.pending: _Pending | None = None
+        self.delivered = drain.delivery.delivered
+        self.dropped = drain.delivery.dropped
+        self.retrying = False
+        self.last_error = drain.delivery.last_error
+        self.last_error_at = drain.delivery.last_error_at
+        self.overflowed = 0
+        self.overflow_since: str | None = None
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery(
+            self.delivered, self.dropped, self.retrying, self.last_error, self.last_error_at
+        )
+
+    @property
+    def undelivered(self) -> int:
+        return len(self.buffer) + (len(self.pending.lines) if self.pending else 0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"herolog-drain-{self.drain.token}")
+
+    def push(self, lines: Sequence[StoredLine]) -> None:
+        self.buffer.extend(lines)
+        self.size += sum(_cost(line) for line in lines)
+        self._limit(self.capacity if self.retrying else self.capacity + HANDOFF_LINES)
+        self.wake.set()
+
+    def _limit(self, lines: int) -> None:
+        """Drop the oldest waiting lines past ``lines`` (or past the byte limit), counted."""
+        buffer = self.buffer
+        dropped = 0
+        while buffer and (len(buffer) > lines or self.size > BUFFER_BYTES):
+            self.size -= _cost(buffer.popleft())
+            dropped += 1
+        if dropped:
+            if not self.overflowed:
+                self.overflow_since = timestamps.to_heroku(timestamps.now())
+            self.overflowed += dropped
+            self.dropped += dropped
+
+    async def stop(self, flush_timeout: float) -> int:
+        """Deliver what is left for up to ``flush_timeout`` seconds; the lines left over,
+        which count as dropped."""
+        self.stopping = True
+        self.wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=flush_timeout)
+            if not self._task.done():
+                self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.close()
+        left = len(self.buffer) + (_real(self.pending.lines) if self.pending else 0)
+        self.dropped += left
+        self.retrying = False
+        return left
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
+        """Send one batch; DeliveryError when it was not delivered."""
+        raise NotImplementedError
+
+    def encode(self, line: StoredLine) -> bytes:
+        raise NotImplementedError
+
+    def _next_batch(self) -> _Pending:
+        lines: list[StoredLine] = []
+        if self.overflowed:
+            assert self.overflow_since is not None
+            message = overflow_message(self.overflowed, self.overflow_since)
+            lines.append(logplex_line(self.drain.app, message))
+            self.notice(self.drain.app, message)
+            self.overflowed = 0
+        size = 0
+        buffer = self.buffer
+        while buffer and (size < BATCH_BYTES or not lines):
+            line = buffer.popleft()
+            cost = _cost(line)
+            self.size -= cost
+            size += cost
+            lines.append(line)
+        self._limit(self.capacity)  # what waits behind this batch; L10 opens the next one
+        return _Pending(lines, str(uuid.uuid4()))
+
+    async def _run(self) -> None:
+        while True:
+            if self.pending is None:
+                if not self.buffer and not self.overflowed:
+                    if self.stopping:
+                        return
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                self.pending = self._next_batch()
+            batch = self.pending
+            try:
+                await self.deliver(batch.lines, batch.frame_id)
+            except DeliveryError as error:
+                self._failed(str(error))
+                if error.retry:
+                    self.retrying = True
+                    batch.attempts += 1
+                    await self._backoff(batch.attempts)
+                    continue
+                self.dropped += _real(batch.lines)
+            except Exception as error:
+                # Something no retry will mend (a URL the HTTP stack rejects, say): the
+                # batch is dropped and the error shown, and the drain carries on.
+                self._failed(f"{type(error).__name__}: {error}")
+                self.dropped += _real(batch.lines)
+            else:
+                self.delivered += _real(batch.lines)
+            self.retrying = False
+            self.pending = None
+
+    async def _backoff(self, attempts: int) -> None:
+        delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempts - 1, 16))
+        delay *= random.uniform(0.5, 1.0)
+        if self.stopping:  # flushing before exit: waiting longer would only be cut off
+            delay = min(delay, 0.5)
+        await asyncio.sleep(delay)
+
+    def _failed(self, message: str) -> None:
+        self.last_error = drains.scrub(message, self.drain.url)
+        self.last_error_at = timestamps.to_instant(timestamps.now())
+
+
+class HTTPDrain(DrainWorker):
+    """POSTs Logplex bodies, as Logplex does to HTTPS drains."""
+
+    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
+        super().__init__(drain, capacity, notice)
+        import httpx
+
+        parts = urlsplit(drain.url)
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        auth = None
+        if parts.username is not None or parts.password is not None:
+            from urllib.parse import unquote
+
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        self.client = httpx.AsyncClient(
+            auth=auth,
+            timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=5.0),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            headers={
+                "Content-Type": "application/logplex-1",
+                "Logplex-Drain-Token": drain.token,
+                "User-Agent": f"herolog/{__version__}",
+            },
+            follow_redirects=False,
+        )
+
+    def encode(self, line: StoredLine) -> bytes:
+        return format_syslog(line)
+
+    async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
+        import httpx
+
+        body = frame(map(self.encode, lines))
+        headers = {"Logplex-Msg-Count": str(len(lines)), "Logplex-Frame-Id": frame_id}
+        try:
+            request = self.client.build_request("POST", self.target, content=body, headers=headers)
+            response = await self.client.send(request, stream=True)
+            try:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return
+                # Only the start of an error answer: a drain's reply must not cost memory.
+                start = b""
+                async for chunk in response.aiter_bytes():
+                    start += chunk
+                    if len(start) >= ERROR_BODY_BYTES:
+                        break
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            raise DeliveryError("timed out", retry=True) from None
+        except httpx.HTTPError as error:
+            raise DeliveryError(str(error) or type(error).__name__, retry=True) from None
+        reason = f"{status} {response.reason_phrase}".strip()
+        text = start[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+        detail = text.splitlines()[0][:200] if text else ""
+        message = f"{reason}: {detail}" if detail else reason
+        raise DeliveryError(message, retry=status == 429 or status >= 500)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class SyslogDrain(DrainWorker):
+    """Octet-counted syslog over one persistent TCP or TLS connection."""
+
+    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
+        super().__init__(drain, capacity, notice)
+        parts = urlsplit(drain.url)
+        self.tls = parts.scheme.lower() == "syslog+tls"
+        self.host = parts.hostname or ""
+        self.port = parts.port or SYSLOG_TLS_PORT
+        self.insecure = parts.fragment == "insecure"
+        self.hostname = drain.token
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._told_certificate = False
+
+    def encode(self, line: StoredLine) -> bytes:
+        return format_syslog(line, self.hostname)
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        if self._streams is not None:
+            reader, writer = self._streams
+            if not reader.at_eof() and not writer.is_closing():
+                return writer
+            await self.close()
+        try:
+            async with asyncio.timeout(HTTP_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self._context() if self.tls else None,
+                    server_hostname=self.host if self.tls else None,
+                )
+        except ssl.SSLCertVerificationError as error:
+            if not self._told_certificate:  # once per failing stretch, as Heroku does
+                self._told_certificate = True
+                self.notice(
+                    self.drain.app,
+                    f"Error L14 (certificate validation error): drain {self.drain.token}"
+                    f" {self.host}:{self.port}: {error.verify_message or error.reason}",
+                )
+            message = f"TLS certificate rejected: {error.verify_message}"
+            raise DeliveryError(message, retry=True) from None
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            reason = "timed out" if isinstance(error, TimeoutError) else str(error)
+            message = f"cannot connect to {self.host}:{self.port}: {reason}"
+            raise DeliveryError(message, retry=True) from None
+        self._told_certificate = False
+        self._streams = (reader, writer)
+        return writer
+
+    async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
+        writer = await self._connect()
+        try:
+            writer.write(frame(map(self.encode, lines)))
+            async with asyncio.timeout(HTTP_TIMEOUT_S * 3):
+                await writer.drain()
+        except (OSError, TimeoutError) as error:
+            await self.close()
+            reason = "timed out" if isinstance(error, TimeoutError) else str(error)
+            raise DeliveryError(f"connection lost: {reason}", retry=True) from None
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            writer = self._streams[1]
+            self._streams = None
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
+
+
+def worker_for(drain: Drain, capacity: int, notice: Notice) -> DrainWorker:
+    scheme = urlsplit(drain.url).scheme.lower()
+    if scheme in drains.HTTP_SCHEMES:
+        return HTTPDrain(drain, capacity, notice)
+    return SyslogDrain(drain, capacity, notice)
+
+
+class Forwarder:
+    """Every drain of every app, kept in step with the registry in the store."""
+
+    def __init__(
+        self,
+        store_path: Path,
+        broadcaster: Broadcaster,
+        store_notice: Callable[[str, bytes], Awaitable[object]],
+        *,
+        capacity: int = DEFAULT_BUFFER,
+        log: TextIO | None = None,
+    ) -> None:
+        self.store_path = store_path
+        self.broadcaster = broadcaster
+        self.store_notice = store_notice
+        self.capacity = capacity
+        self.log = log
+        self.workers: dict[str, DrainWorker] = {}
+        self._by_app: dict[str, list[DrainWorker]] = {}
+        self._changed: int | None = None
+        self._saved: dict[str, Delivery] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._notices: set[asyncio.Task[object]] = set()
+        self._subscribed = False
+        self.owner = f"{os.getpid()}.{id(self):x}"
+        self.active: bool | None = None
+        """Whether this server holds the forwarding lease (and so forwards)."""
+        self._claimed_at = 0.0
+
+    async def start(self) -> None:
+        with contextlib.suppress(sqlite3.Error, StoreError, OSError):
+            await self._claim()
+        await self._reload()
+        self._task = asyncio.create_task(self._keep_up(), name="herolog-forwarder")
+
+    async def _claim(self) -> None:
+        """Forward only while holding the store's forwarding lease: two servers on one
+        store would otherwise deliver every line twice."""
+        self._claimed_at = time.monotonic()
+        holder = await asyncio.to_thread(
+            using_store, self.store_path, lambda s: s.lease("forwarding", self.owner, LEASE_S)
+        )
+        active = holder is None
+        if active != self.active:
+            self.active = active
+            self._changed = None  # reload the drains: start them, or stop them
+            if not active:
+                self._say(
+                    f"another herolog serve (pid {holder.split('.')[0] if holder else '?'})"
+                    " forwards this store's drains; this one will while that one stops"
+                )
+
+    def push(self, lines: Sequence[StoredLine]) -> None:
+        by_app = self._by_app
+        grouped: dict[str, list[StoredLine]] = {}
+        for line in lines:
+            if line.app in by_app and not is_overflow_notice(line):
+                grouped.setdefault(line.app, []).append(line)
+        for app, app_lines in grouped.items():
+            for worker in by_app[app]:
+                worker.push(app_lines)
+
+    async def stop(self, flush_timeout: float | None = None) -> None:
+        """Forward what was stored, give the drains ``flush_timeout`` seconds (default
+        FLUSH_TIMEOUT_S) to deliver it, then say what could not be delivered."""
+        if flush_timeout is None:
+            flush_timeout = FLUSH_TIMEOUT_S
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._subscribed:
+            await self.broadcaster.catch_up()
+            self.broadcaster.unsubscribe(self)
+        workers = list(self.workers.values())
+        left = await asyncio.gather(
+            *(w.stop(flush_timeout) for w in workers), return_exceptions=True
+        )
+        for worker, count in zip(workers, left, strict=True):
+            if isinstance(count, BaseException):
+                count = worker.undelivered
+            if count and self.log is not None:
+                error = f" (last error: {worker.last_error})" if worker.last_error else ""
+                print(
+                    f"herolog serve: drain {worker.drain.token} of {worker.drain.app}"
+                    f" ({worker.shown_url}): {count:,} lines not delivered{error}",
+                    file=self.log,
+                    flush=True,
+                )
+        await asyncio.gather(*self._notices, return_exceptions=True)
+        await self._save()
+        if self.active:
+            with contextlib.suppress(sqlite3.Error, StoreError, OSError):
+                await asyncio.to_thread(using_store, self.store_path, self._release_lease)
+
+    async def _keep_up(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL_S)
+            ticks += 1
+            try:
+                if time.monotonic() - self._claimed_at >= LEASE_S / 4:
+                    await self._claim()
+                await self._reload()
+                if ticks * RELOAD_INTERVAL_S >= SAVE_INTERVAL_S:
+                    ticks = 0
+                    await self._save()
+            except (sqlite3.Error, StoreError, OSError):
+                pass  # a store that is briefly unreadable: the drains keep going as they were
+            except Exception as error:
+                self._say(f"drain registry: {type(error).__name__}: {error}")
+
+    def _release_lease(self, store: SQLiteStore) -> None:
+        store.release_lease("forwarding", self.owner)
+
+    def _say(self, message: str) -> None:
+        if self.log is not None:
+            print(f"herolog serve: {message}", file=self.log, flush=True)
+
+    async def _reload(self) -> None:
+        def read(store: SQLiteStore) -> tuple[int, list[Drain]] | None:
+            changed = store.drains_changed()
+            return None if changed == self._changed else (changed, store.drains())
+
+        found = await asyncio.to_thread(using_store, self.store_path, read)
+        if found is None:
+            return
+        self._changed, registered = found
+        if not self.active:
+            registered = []
+        current = {drain.id: drain for drain in registered}
+        for drain_id in list(self.workers):
+            if drain_id not in current:
+                await self.workers.pop(drain_id).stop(0)
+        for drain in registered:
+            if drain.id not in self.workers:
+                worker = worker_for(drain, self.capacity, self._notice)
+                self.workers[drain.id] = worker
+                worker.start()
+        by_app: dict[str, list[DrainWorker]] = {}
+        for worker in self.workers.values():
+            by_app.setdefault(worker.drain.app, []).append(worker)
+        self._by_app = by_app
+        if self.workers and not self._subscribed:
+            self._subscribed = True
+            await self.broadcaster.subscribe(self)
+        elif not self.workers and self._subscribed:
+            self._subscribed = False
+            self.broadcaster.unsubscribe(self)
+
+    async def _save(self) -> None:
+        states = {drain_id: w.delivery for drain_id, w in self.workers.items()}
+        changed = {k: v for k, v in states.items() if self._saved.get(k) != v}
+        if not changed:
+            return
+
+        await asyncio.to_thread(using_store, self.store_path, lambda s: s.save_deliveries(changed))
+        self._saved.update(changed)
+
+    def _notice(self, app: str, message: str) -> None:
+        """Store a ``heroku[logplex]`` line in the app's history, through the shared parser."""
+        now = timestamps.now()
+        line = LogLine(
+            timestamps.to_heroku(now),
+            timestamps.to_instant(now),
+            "heroku",
+            "logplex",
+            message,
+            _LOGPLEX_PRI,
+            "host",
+            None,
+        )
+        body = frame([format_syslog(line, NOTICE_HOST)])
+        task = asyncio.ensure_future(self.store_notice(app, body))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)

@@ -1,0 +1,380 @@
+"""Log sessions: what ``heroku logs`` (and ``herolog logs --server``) stream over SSE.
+
+A session is created through the Platform API and read once through its secret URL: the
+history first (the same query as local ``herolog logs``), then, for a tail session, new
+lines as the store receives them. One :class:`Broadcaster` reads new lines from the store
+for every tail session at once and hands each session the lines it wants, into a bounded
+buffer: a reader that cannot keep up loses lines, told by Heroku's L11 line, instead of
+holding up the server or its memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from herolog import timestamps
+from herolog.filters import LineFilter
+from herolog.render import encode_record, format_text
+from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
+from herolog.server.http import same_secret
+from herolog.store import StoredLine, using_store
+
+SESSION_TTL_S = 300.0
+"""A session nobody is reading expires after this long, as Logplex's do."""
+MAX_SESSIONS = 10_000
+TAIL_BUFFER = 10_000
+"""Lines a tail session holds for a reader that is behind; past it, lines are dropped (L11)."""
+TAIL_BUFFER_BYTES = 16 << 20
+"""...and at most about this many bytes of them."""
+KEEPALIVE_S = 15.0
+RETRY_MS = 1000
+"""Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
+_EVENT_LINES = 200
+_READ_BATCH = 2000
+_LOGPLEX_PRI = 172  # local5.warning: Logplex's own error lines
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+Write = Callable[[bytes], Awaitable[None]]
+T = TypeVar("T")
+
+
+class SessionError(ValueError):
+    """A log-session request the API answers with 422."""
+
+
+@dataclass
+class LogSession:
+    """One ``POST /apps/APP/log-sessions``: what to show, and how far it has been read."""
+
+    wanted: LineFilter
+    lines: int
+    tail: bool
+    as_json: bool = False
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    created_at: str = field(default_factory=lambda: timestamps.to_instant(timestamps.now()))
+    last_sent: int | None = None
+    """The id of the last line sent (or the store's position after the history)."""
+    idle_since: float = field(default_factory=time.monotonic)
+    used: bool = False
+    reader: Reader | None = None
+
+
+class Subscriber:
+    """A tail session's buffer of new lines, fed by the broadcaster."""
+
+    def __init__(
+        self, wanted: LineFilter, capacity: int, wake: asyncio.Event, max_bytes: int
+    ) -> None:
+        self.wanted = wanted
+        self.app = wanted.app
+        """The broadcaster hands this subscriber only this app's lines."""
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.wake = wake
+        self.buffer: deque[StoredLine] = deque()
+        self.size = 0
+        self.live = False
+        self.stale = False
+        """Set when lines were dropped before the session went live: read the store again."""
+        self.dropped = 0
+        self.dropped_since: str | None = None
+        self.floor = 0
+        """Lines up to this id were sent already (by the catch-up): not wanted again."""
+
+    def push(self, lines: Sequence[StoredLine]) -> None:
+        wanted = self.wanted
+        buffer = self.buffer
+        floor = self.floor
+        added = False
+        for line in lines:
+            if line.id <= floor or not wanted.matches(line):
+                continue
+            buffer.append(line)
+            self.size += _cost(line)
+            added = True
+            while len(buffer) > self.capacity or self.size > self.max_bytes:
+                self.size -= _cost(buffer.popleft())
+                if self.live:
+                    if not self.dropped:
+                        self.dropped_since = timestamps.to_instant(timestamps.now())
+                    self.dropped += 1
+                else:
+                    self.stale = True
+        if added:
+            self.wake.set()
+
+    def take(self) -> list[StoredLine]:
+        lines = list(self.buffer)
+        self.buffer.clear()
+        self.size = 0
+        return lines
+
+
+def _cost(line: StoredLine) -> int:
+    return len(line.message) + 200  # the other fields, roughly
+
+
+class Stopped(Exception):
+    """The reader has stopped: end its stream now."""
+
+
+class Reader:
+    """The request reading a session. It stops when its client goes, when a newer request
+    takes the session over, or when the server stops; whatever it is waiting for then
+    (a client that does not read, a slow query) is abandoned."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.cursor = 0
+        """The id of the last line this reader sent, or where its history ended."""
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    async def until_stopped(
+        self, awaitable: Awaitable[T], keepalive: Write | None = None, every: float = 0.0
+    ) -> T:
+        """The result of ``awaitable``, unless the reader stops first (Stopped). With
+        ``keepalive``, calls it every ``every`` seconds while waiting."""
+        task = asyncio.ensure_future(awaitable)
+        if self.stopped.is_set():
+            task.cancel()
+            raise Stopped
+        stop = asyncio.ensure_future(self.stopped.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {task, stop},
+                    timeout=every if keepalive is not None else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if task in done:
+                    return task.result()
+                if stop in done:
+                    task.cancel()
+                    raise Stopped
+                assert keepalive is not None
+                await self.until_stopped(keepalive(b": keep-alive\n\n"))
+        finally:
+            stop.cancel()
+
+
+def encode_event(lines: Sequence[StoredLine], event_id: int, *, as_json: bool) -> bytes:
+    """An SSE ``message`` event holding ``lines``: Heroku's text lines (each of a message's
+    own lines its own ``data:`` field), or herolog's JSON records, one per ``data:``."""
+    out = [f"id: {event_id}\n"]
+    for line in lines:
+        if as_json:
+            out.append(f"data: {encode_record(line)}\n")
+        else:
+            out.extend(f"data: {part}\n" for part in _NEWLINES.split(format_text(line)))
+    out.append("\n")
+    return "".join(out).encode("utf-8", "surrogateescape")
+
+
+def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
+    """Heroku's L11 line, for a tail session that dropped lines its reader was too slow for."""
+    now = timestamps.to_instant(timestamps.now())
+    message = (
+        "Error L11 (Tail buffer overflow) -> "
+        f"This tail session dropped {dropped} messages since {since}."
+    )
+    return StoredLine(
+        0, app or "", now, now, "heroku", "logplex", message, _LOGPLEX_PRI, None, None, None, now
+    )
+
+
+class Sessions:
+    """The live log sessions of one server, and the broadcaster feeding their tails."""
+
+    def __init__(
+        self,
+        store_path: Path,
+        *,
+        ttl: float = SESSION_TTL_S,
+        tail_buffer: int = TAIL_BUFFER,
+        tail_bytes: int = TAIL_BUFFER_BYTES,
+        keepalive: float = KEEPALIVE_S,
+        poll_interval: float = POLL_INTERVAL_S,
+        broadcaster: Broadcaster | None = None,
+    ) -> None:
+        self.store_path = store_path
+        self.ttl = ttl
+        self.tail_buffer = tail_buffer
+        self.tail_bytes = tail_bytes
+        self.keepalive = keepalive
+        self.broadcaster = broadcaster or Broadcaster(store_path, poll_interval)
+        self._own_broadcaster = broadcaster is None
+        self.closing = asyncio.Event()
+        self._sessions: dict[str, LogSession] = {}
+        self._readers: set[Reader] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, session: LogSession) -> None:
+        self.expire()
+        if len(self._sessions) >= MAX_SESSIONS:
+            raise SessionError(f"too many open log sessions ({MAX_SESSIONS:,})")
+        self._sessions[session.id] = session
+
+    def get(self, session_id: str, secret: str) -> LogSession | None:
+        self.expire()
+        session = self._sessions.get(session_id)
+        if session is None or not same_secret(secret, session.secret):
+            return None
+        return session
+
+    def discard(self, session: LogSession) -> None:
+        self._sessions.pop(session.id, None)
+
+    def expire(self) -> None:
+        deadline = time.monotonic() - self.ttl
+        for session in list(self._sessions.values()):
+            if session.reader is None and session.idle_since < deadline:
+                del self._sessions[session.id]
+
+    async def stream(
+        self, session: LogSession, write: Write, reader: Reader, last_event_id: int | None
+    ) -> None:
+        """Send the session to one reader: the history (or, for a tail session that is being
+        resumed, what came after the last line sent), then new lines if it is a tail."""
+        if self.closing.is_set():
+            return
+        if session.reader is not None:
+            session.reader.stop()
+        session.reader = reader
+        session.used = True
+        self._readers.add(reader)
+
+        async def send(data: bytes) -> None:
+            await reader.until_stopped(write(data))
+
+        try:
+            await send(f"retry: {RETRY_MS}\n\n".encode())
+            if session.tail and last_event_id is not None:
+                reader.cursor = last_event_id
+            elif session.tail and session.last_sent is not None:
+                reader.cursor = session.last_sent
+            else:
+                lines, newest = await reader.until_stopped(
+                    asyncio.to_thread(_read_last, self.store_path, session), send, self.keepalive
+                )
+                await self._send(session, reader, send, lines)
+                if reader.cursor != newest:  # tell the client where the history ended
+                    await send(f"id: {newest}\n\n".encode())
+                    self._sent(session, reader, newest)
+            if session.tail:
+                await self._tail(session, send, reader)
+        except Stopped:
+            pass
+        finally:
+            self._readers.discard(reader)
+            if session.reader is reader:
+                session.reader = None
+                session.idle_since = time.monotonic()
+            if not session.tail:
+                self.discard(session)  # single-purpose: its history has been read
+
+    async def _tail(self, session: LogSession, send: Write, reader: Reader) -> None:
+        wanted = session.wanted
+        subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, self.tail_bytes)
+        if not await reader.until_stopped(self.broadcaster.subscribe(subscriber)):
+            return  # the server is stopping
+        try:
+            # Catch up from the store. The subscriber already buffers what the broadcaster
+            # hands out meanwhile; if it had to drop some of that, read the store again.
+            while True:
+                subscriber.stale = False
+                cursor = reader.cursor
+                lines, last = await reader.until_stopped(
+                    asyncio.to_thread(_read_after, self.store_path, cursor, wanted),
+                    send,
+                    self.keepalive,
+                )
+                await self._send(session, reader, send, lines)
+                if last == cursor and not subscriber.stale:
+                    break
+                self._sent(session, reader, last)
+            subscriber.live = True
+            subscriber.floor = reader.cursor
+            buffer = subscriber.buffer
+            while buffer and buffer[0].id <= reader.cursor:
+                subscriber.size -= _cost(buffer.popleft())
+            while not reader.stopped.is_set():
+                timeout = self.keepalive
+                if wanted.until is not None:
+                    left = timestamps.seconds_until(wanted.until)
+                    if left <= 0:
+                        return
+                    timeout = min(timeout, left)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await reader.wake.wait()
+                except TimeoutError:
+                    if not buffer:
+                        await send(b": keep-alive\n\n")
+                reader.wake.clear()
+                # The catch-up may have read further than the broadcaster had handed out:
+                # what it sent comes round again, and is skipped.
+                lines = [line for line in subscriber.take() if line.id > reader.cursor]
+                if subscriber.dropped:
+                    assert subscriber.dropped_since is not None
+                    lines.insert(
+                        0, overflow_line(wanted.app, subscriber.dropped, subscriber.dropped_since)
+                    )
+                    subscriber.dropped = 0
+                await self._send(session, reader, send, lines)
+        finally:
+            self.broadcaster.unsubscribe(subscriber)
+
+    async def _send(
+        self, session: LogSession, reader: Reader, send: Write, lines: Sequence[StoredLine]
+    ) -> None:
+        """Send lines as SSE events of up to ``_EVENT_LINES`` lines, each with the id of its
+        own last line, so that a client reconnecting with Last-Event-ID resumes after it."""
+        for start in range(0, len(lines), _EVENT_LINES):
+            part = lines[start : start + _EVENT_LINES]
+            event_id = max((line.id for line in part), default=0) or reader.cursor
+            await send(encode_event(part, event_id, as_json=session.as_json))
+            self._sent(session, reader, event_id)
+
+    @staticmethod
+    def _sent(session: LogSession, reader: Reader, line_id: int) -> None:
+        reader.cursor = max(reader.cursor, line_id)
+        if session.reader is reader:  # a reader that was taken over says nothing
+            session.last_sent = reader.cursor
+
+    async def close(self) -> None:
+        """End every stream (a server that is stopping must not wait on tails)."""
+        if self.closing.is_set():
+            return
+        self.closing.set()
+        for reader in list(self._readers):
+            reader.stop()
+        for _ in range(100):  # give the streams a moment to end their responses
+            if not self._readers:
+                break
+            await asyncio.sleep(0.01)
+        if self._own_broadcaster:
+            await self.broadcaster.close()
+
+
+def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int]:
+    return using_store(store_path, lambda store: store.last(session.wanted, session.lines))
+
+
+def _read_after(store_path: Path, cursor: int, wanted: LineFilter) -> tuple[list[StoredLine], int]:
+    return using_store(store_path, lambda store: store.after(cursor, wanted, _READ_BATCH))

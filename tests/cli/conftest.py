@@ -1,0 +1,1 @@
+from tests.server.conftest import make_server  # noqa: F401  (a real server on port 0)

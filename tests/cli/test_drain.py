@@ -1,0 +1,158 @@
+"""herolog drain add/list/remove: on the local registry, and on a server with --server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from herolog.store import open_store
+from tests.helpers import invoke
+from tests.server.conftest import ServerFactory
+
+KEY = "drain-key"
+SECRET_URL = (
+    "https://user:hunter2@intake.example.com/v1/input?dd-api-key=0123456789abcdef&ddsource=heroku"
+)
+MASKED_URL = "https://user:***@intake.example.com/v1/input?dd-api-key=***&ddsource=heroku"
+
+
+run = invoke
+
+
+@pytest.fixture(params=["local", "server"])
+def where(request: pytest.FixtureRequest, make_server: ServerFactory) -> dict[str, str]:
+    """The environment that points the commands at the local store or at a server."""
+    if request.param == "local":
+        return {}
+    running = make_server(api_key=KEY)
+    return {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
+
+
+def test_add_list_remove(where: dict[str, str]) -> None:
+    code, out, err = run("drain", "add", SECRET_URL, "-a", "demo", env=where)
+    assert (code, err) == (0, "")
+    assert out == f"Successfully added drain {MASKED_URL}\n"
+    code, out, _ = run(
+        "drain", "add", "syslog+tls://logs.example.com:6514", "-a", "demo", "--json", env=where
+    )
+    assert code == 0
+    added = json.loads(out)
+    assert added["token"].startswith("d.")
+    assert added["app"]["name"] == "demo"
+    assert set(added) >= {"id", "token", "url", "app", "created_at"}
+    code, out, _ = run("drain", "list", "-a", "demo", env=where)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:2] == ["=== Drains", ""]
+    assert lines[2].startswith(f"{MASKED_URL} (d.")
+    assert "hunter2" not in out
+    assert "0123456789abcdef" not in out
+    assert lines[3] == "  delivered 0, dropped 0, ok"
+    assert lines[4] == f"syslog+tls://logs.example.com:6514 ({added['token']})"
+    code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
+    listed = json.loads(out)
+    assert [d["url"] for d in listed] == [MASKED_URL, "syslog+tls://logs.example.com:6514"]
+    code, out, _ = run("drain", "list", "-a", "demo", "--json", "--show-secrets", env=where)
+    assert json.loads(out)[0]["url"] == SECRET_URL
+    code, out, _ = run("drain", "remove", added["token"], "-a", "demo", env=where)
+    assert (code, out) == (0, "Successfully removed drain syslog+tls://logs.example.com:6514\n")
+    code, out, _ = run("drain", "remove", SECRET_URL, "-a", "demo", env=where)
+    assert (code, out) == (0, f"Successfully removed drain {MASKED_URL}\n")
+    code, out, _ = run("drain", env=where)
+    assert (code, out) == (0, "No drains.\n")
+
+
+def test_plain_drain_lists_every_app(where: dict[str, str]) -> None:
+    run("drain", "add", "https://a.example/x", "-a", "one", env=where)
+    run("drain", "add", "https://b.example/x", "-a", "two", env=where)
+    code, out, _ = run("drain", env=where)
+    assert code == 0
+    headers = [x for x in out.splitlines() if x.startswith("===")]
+    assert headers == ["=== one Drains", "=== two Drains"]
+
+
+def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
+    code, _, _ = run("drain", "add", "https://a.example/x", env={**where, "HEROLOG_APP": "fromenv"})
+    assert code == 0
+    code, out, _ = run("drain", "list", "--json", env=where)
+    assert [d["app"]["name"] for d in json.loads(out)] == ["fromenv"]
+
+
+def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
+    assert run("drain", "add", SECRET_URL, "-a", "demo", env=where)[0] == 0
+    code, out, err = run("drain", "add", SECRET_URL, "-a", "demo", env=where)
+    assert code == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "hunter2" not in err
+    assert len(json.loads(run("drain", "list", "--json", env=where)[1])) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://logs.example.com/x", "unsupported drain URL scheme 'ftp'"),
+        ("https:///path-only", "has no host"),
+        ("syslog://logs.example.com:514/path", "takes no path"),
+        ("syslog+tcp://logs.example.com", "needs a port"),
+        ("not a url", "not a URL"),
+    ],
+)
+def test_bad_urls_exit_2_and_register_nothing(
+    where: dict[str, str], url: str, message: str
+) -> None:
+    code, out, err = run("drain", "add", url, "-a", "demo", env=where)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert message in err
+    assert json.loads(run("drain", "list", "--json", env=where)[1]) == []
+
+
+def test_removing_what_is_not_there(where: dict[str, str]) -> None:
+    run("drain", "add", "https://a.example/x", "-a", "demo", env=where)
+    code, _, err = run("drain", "remove", "d.nope", "-a", "demo", env=where)
+    assert code == 1
+    assert "demo has no drain d.nope" in err
+
+
+def test_the_local_registry_is_the_store(where: dict[str, str]) -> None:
+    run("drain", "add", "https://a.example/x", "-a", "demo", env=where)
+    store = open_store()
+    try:
+        assert [d.url for d in store.drains("demo")] == ["https://a.example/x"]
+    finally:
+        store.close()
+
+
+def test_server_errors_are_one_line(make_server: ServerFactory) -> None:
+    running = make_server(api_key=KEY)
+    code, _, err = run("drain", "list", "--server", running.url, env={"HEROLOG_API_KEY": "wrong"})
+    assert code == 1
+    assert err.strip() == f"Error: {running.url} refused the API key (401): check HEROLOG_API_KEY"
+    code, _, err = run("drain", "list", "--server", "http://127.0.0.1:9")
+    assert code == 1
+    assert err.strip() == "Error: cannot reach http://127.0.0.1:9: connection refused"
+
+
+@pytest.mark.parametrize("app", ["../etc", "a b", "", "\udcff"])
+def test_bad_app_names_exit_2(where: dict[str, str], app: str) -> None:
+    for args in (["add", "https://a.example/x"], ["remove", "d.x"], ["list"]):
+        code, _, err = run("drain", *args, "-a", app, env=where)
+        assert code == 2, args
+        assert "not an app name" in err
+        assert "Traceback" not in err
+
+
+def test_errors_do_not_show_secrets(where: dict[str, str]) -> None:
+    code, _, err = run(
+        "drain", "add", "syslog://u:s3cret@h.example:514/path?token=T0KEN", env=where
+    )
+    assert code == 2
+    assert "s3cret" not in err
+    assert "T0KEN" not in err
+    code, _, err = run("drain", "remove", "http://[oops?api_key=SECRET", "-a", "demo", env=where)
+    assert code == 1
+    assert "SECRET" not in err
+    assert "Traceback" not in err

@@ -1,0 +1,160 @@
+"""The official heroku CLI (npm ``heroku``), unmodified, against ``herolog serve``.
+
+Each command's output must equal ``herolog logs`` for the same request, line for line (the
+CLI colours nothing when its stdout is not a terminal, and neither does herolog).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from herolog.cli import cli
+from tests.server.conftest import Running, ServerFactory
+
+KEY = "interop-key"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> Running:
+    running = make_server(api_key=KEY)
+    result = CliRunner().invoke(cli, ["import", str(EXAMPLE), "-a", "demo"])
+    assert result.exit_code == 0, result.output
+    return running
+
+
+def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEROKU_", "FORCE_COLOR"))}
+    env.update(
+        HOME=str(tmp_path / "heroku-home"),  # the CLI keeps its config and caches here
+        HEROKU_HOST=server.url,
+        HEROKU_API_KEY=key,
+        DISABLE_TELEMETRY="true",
+        NO_COLOR="1",
+    )
+    return env
+
+
+def heroku(heroku_cli: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(heroku_cli), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def herolog_logs(*args: str) -> list[str]:
+    result = CliRunner().invoke(cli, ["logs", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-n", "5"],
+        ["-n", "40"],
+        ["-n", "10", "-s", "heroku"],
+        ["-n", "10", "-d", "router"],
+        ["-n", "10", "-p", "web"],
+        ["-n", "3", "-s", "app", "-d", "web.1"],
+    ],
+)
+def test_heroku_logs_prints_what_herolog_logs_prints(
+    heroku_cli: Path, server: Running, tmp_path: Path, args: list[str]
+) -> None:
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "demo", *args)
+    assert result.returncode == 0, result.stderr
+    expected = herolog_logs("-a", "demo", *args)
+    assert expected, "the example should have matching lines"
+    assert result.stdout.splitlines() == expected
+
+
+def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail", "-d", "web"],
+        env=cli_env(server, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def read() -> None:
+        for text in stdout:
+            lines.put(text.rstrip("\n"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        first = lines.get(timeout=60)
+        assert [first] == herolog_logs("-a", "demo", "-n", "1", "-d", "web")
+        frames = [
+            b"<190>1 2026-11-21T10:00:00.000001+00:00 host app web.1 - posted after the tail began\n",
+            b"<190>1 2026-11-21T10:00:00.000002+00:00 host app worker.1 - not for -d web\n",
+            b"<158>1 2026-11-21T10:00:00.000003+00:00 host heroku web.2 - State changed from starting to up\n",
+        ]
+        body = b"".join(b"%d %s" % (len(f), f) for f in frames)
+        assert server.post("demo", body).status_code == 204
+        got = [lines.get(timeout=30), lines.get(timeout=30)]
+        assert got == herolog_logs("-a", "demo", "-n", "2", "-d", "web")
+        assert got[0].endswith("app[web.1]: posted after the tail began")
+        time.sleep(0.5)
+        assert lines.empty()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        reader.join(10)
+        stdout.close()
+
+
+def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
+    env = cli_env(server, tmp_path)
+    url = "https://user:pass@logs.example.com/drain?dd-api-key=abc"
+    added = heroku(heroku_cli, env, "drains:add", url, "-a", "demo")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"Successfully added drain {url}"
+    listed = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
+    assert listed.returncode == 0, listed.stderr
+    drains = json.loads(listed.stdout)
+    assert [d["url"] for d in drains] == [url]
+    token = drains[0]["token"]
+    assert token.startswith("d.")
+    text = heroku(heroku_cli, env, "drains", "-a", "demo")
+    assert text.stdout.splitlines() == ["=== Drains", "", f"{url} ({token})"]
+    removed = heroku(heroku_cli, env, "drains:remove", token, "-a", "demo")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == f"Successfully removed drain {url}"
+    again = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
+    assert json.loads(again.stdout) == []
+    # What herolog's own registry now holds, seen through the API the CLI used.
+    duplicate = heroku(heroku_cli, env, "drains:add", url, "-a", "demo")
+    assert duplicate.returncode == 0
+    refused = heroku(heroku_cli, env, "drains:add", url, "-a", "demo")
+    assert refused.returncode != 0
+    assert "Url has already been taken" in refused.stderr
+
+
+def test_wrong_key_is_a_clean_error(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
+    result = heroku(heroku_cli, cli_env(server, tmp_path, key="wrong"), "logs", "-a", "demo")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Error" in result.stderr
+    assert "token provided to HEROKU_API_KEY is invalid" in result.stderr
+    assert "    at " not in result.stderr  # no JavaScript stack trace
+
+
+def test_unknown_app_is_a_clean_error(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "nope")
+    assert result.returncode != 0
+    assert "Couldn't find that app." in result.stderr
+    assert "    at " not in result.stderr

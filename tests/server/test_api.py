@@ -1,0 +1,577 @@
+"""The Platform API of herolog serve: apps, log sessions over SSE, log drains, auth."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import httpx_sse
+import pytest
+
+from herolog.render import decode_record
+from tests.helpers import line
+from tests.helpers import store_lines as append_lines
+from tests.server.conftest import Running, ServerFactory
+
+KEY = "k3y-for-tests"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def store_lines(running: Running, app: str, *lines: Any) -> None:
+    append_lines(running.server.config.store_path, app, *lines)
+
+
+@pytest.fixture
+def api(make_server: ServerFactory) -> Running:
+    running = make_server(api_key=KEY)
+    store_lines(
+        running,
+        "demo",
+        line("GET /", source="heroku", dyno="router", second=1),
+        line("hello from web.1", second=2),
+        line("hello from web.2", dyno="web.2", second=3),
+        line("worker tick", dyno="worker.1", second=4),
+        line("webby is not web", dyno="webby.1", second=5),
+        line("ERROR: boom", second=6),
+    )
+    return running
+
+
+def session(running: Running, app: str | None = "demo", **body: Any) -> str:
+    path = f"/apps/{app}/log-sessions" if app else "/log-sessions"
+    response = httpx.post(running.url + path, json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    return str(response.json()["logplex_url"])
+
+
+def read_text(url: str, **headers: str) -> list[str]:
+    """What the heroku CLI prints for a session: the data lines of every event."""
+    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url, headers=headers) as es:
+        assert es.response.status_code == 200
+        return [part for event in es.iter_sse() for part in event.data.split("\n") if part]
+
+
+def test_app_object_and_unknown_app(api: Running) -> None:
+    response = httpx.get(f"{api.url}/apps/demo", headers=AUTH)
+    assert response.status_code == 200
+    app = response.json()
+    assert app["name"] == "demo"
+    assert app["generation"]["name"] == "cedar"
+    assert len(app["id"]) == 36
+    assert app["created_at"].endswith("Z")
+    assert httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"] == app["id"]
+    missing = httpx.get(f"{api.url}/apps/nope", headers=AUTH)
+    assert missing.status_code == 404
+    assert missing.json() == {"id": "not_found", "message": "Couldn't find that app."}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {KEY}x"},
+        {"Authorization": "Basic " + base64.b64encode(b":wrong").decode()},
+    ],
+)
+def test_api_key_required(api: Running, headers: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/apps/demo"),
+        ("POST", "/apps/demo/log-sessions"),
+        ("GET", "/apps/demo/log-drains"),
+        ("POST", "/apps/demo/log-drains"),
+        ("DELETE", "/apps/demo/log-drains/x"),
+    ]:
+        response = httpx.request(method, api.url + path, headers=headers, json={})
+        assert response.status_code == 401, (method, path)
+        assert response.json()["id"] == "unauthorized"
+
+
+def test_basic_auth_with_the_key_as_password(api: Running) -> None:
+    """For curl users: curl -u :KEY."""
+    response = httpx.get(f"{api.url}/apps/demo", auth=("", KEY))
+    assert response.status_code == 200
+
+
+def test_intake_credentials_do_not_open_the_api(make_server: ServerFactory) -> None:
+    running = make_server(api_key=KEY, auth=_creds())
+    response = httpx.get(f"{running.url}/apps/demo", auth=("drain", "s3cret"))
+    assert response.status_code == 401
+
+
+def test_api_off_on_a_public_address_without_a_key(make_server: ServerFactory) -> None:
+    running = make_server(host="0.0.0.0", auth=_creds())
+    response = httpx.get(f"{running.url}/apps/demo")
+    assert response.status_code == 403
+    assert "--api-key" in response.json()["message"]
+
+
+def test_api_open_on_loopback_without_a_key(make_server: ServerFactory) -> None:
+    running = make_server()
+    store_lines(running, "demo", line("hi"))
+    assert httpx.get(f"{running.url}/apps/demo").status_code == 200
+
+
+def _creds() -> Any:
+    from herolog.server.config import Credentials
+
+    return Credentials("drain", "s3cret")
+
+
+def test_history_with_filters_before_the_limit(api: Running) -> None:
+    assert read_text(session(api, lines=2, source="app")) == [
+        "2024-03-05T09:00:05.000000+00:00 app[webby.1]: webby is not web",
+        "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom",
+    ]
+    # dyno "web" is web.N, not webby.N: the heroku CLI sends -p TYPE as dyno.
+    assert [t.split(": ", 1)[1] for t in read_text(session(api, lines=10, dyno="web"))] == [
+        "hello from web.1",
+        "hello from web.2",
+        "ERROR: boom",
+    ]
+    assert read_text(session(api, lines=10, dyno="router")) == [
+        "2024-03-05T09:00:01.000000+00:00 heroku[router]: GET /"
+    ]
+    herolog_only = session(
+        api, lines=10, grep=["hello"], exclude=["web\\.2"], since="2024-03-05T09:00:02Z"
+    )
+    assert read_text(herolog_only) == [
+        "2024-03-05T09:00:02.000000+00:00 app[web.1]: hello from web.1"
+    ]
+
+
+def test_default_lines_and_all_apps(api: Running) -> None:
+    store_lines(api, "other", line("from another app", second=9))
+    assert len(read_text(session(api))) == 6
+    everything = read_text(session(api, app=None, lines=2))
+    assert everything == [
+        "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom",
+        "2024-03-05T09:00:09.000000+00:00 app[web.1]: from another app",
+    ]
+
+
+def test_embedded_newlines_become_data_lines(api: Running) -> None:
+    store_lines(api, "demo", line("Traceback:\n  File x\r\n  boom"))
+    assert read_text(session(api, lines=1)) == [
+        "2024-03-05T09:00:00.000000+00:00 app[web.1]: Traceback:",
+        "  File x",
+        "  boom",
+    ]
+
+
+def test_json_records_carry_every_field(api: Running) -> None:
+    url = session(api, lines=1, format="json")
+    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+        events = list(es.iter_sse())
+    records = [decode_record(d) for e in events for d in e.data.split("\n") if d]
+    assert len(records) == 1
+    assert records[0] == api.lines("demo")[-1]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"lines": 1501}, "1,500 lines"),
+        ({"lines": -1}, "lines must be"),
+        ({"lines": "5"}, "lines must be"),
+        ({"tail": "yes"}, "tail must be"),
+        ({"source": 5}, "source must be"),
+        ({"grep": ["("]}, "bad regular expression"),
+        ({"since": "yesterday-ish"}, "since"),
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_bad_session_requests(api: Running, body: dict[str, Any], message: str) -> None:
+    response = httpx.post(f"{api.url}/apps/demo/log-sessions", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["id"] == "invalid_params"
+    assert message in response.json()["message"]
+
+
+def test_bad_json_body(api: Running) -> None:
+    sent = {**AUTH, "Content-Type": "application/json"}
+    response = httpx.post(f"{api.url}/apps/demo/log-sessions", content=b"{", headers=sent)
+    assert response.status_code == 400
+    assert response.json()["id"] == "bad_request"
+
+
+def test_session_for_unknown_app(api: Running) -> None:
+    response = httpx.post(f"{api.url}/apps/nope/log-sessions", json={}, headers=AUTH)
+    assert response.status_code == 404
+
+
+def test_session_url_honours_host_and_public_url(api: Running, make_server: ServerFactory) -> None:
+    response = httpx.post(
+        f"{api.url}/apps/demo/log-sessions", json={}, headers={**AUTH, "Host": "logs.example:8514"}
+    )
+    assert response.json()["logplex_url"].startswith("http://logs.example:8514/sessions/")
+    public = make_server(public_url="https://logs.example.com/")
+    store_lines(public, "demo", line("hi"))
+    url = httpx.post(f"{public.url}/apps/demo/log-sessions", json={}).json()["logplex_url"]
+    assert url.startswith("https://logs.example.com/sessions/")
+
+
+def test_session_url_needs_its_secret_and_is_single_use(api: Running) -> None:
+    url = session(api, lines=1)
+    wrong = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
+    assert httpx.get(wrong).status_code == 404
+    assert httpx.get(url.split("?")[0]).status_code == 404
+    assert len(read_text(url)) == 1
+    gone = httpx.get(url)
+    assert gone.status_code == 404
+    assert gone.json()["id"] == "not_found"
+
+
+def test_unused_sessions_expire(api: Running) -> None:
+    api.server.app.sessions.ttl = 0.2
+    url = session(api, lines=1)
+    time.sleep(0.5)
+    assert httpx.get(url).status_code == 404
+
+
+def wait_for(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+class Tail:
+    """An SSE reader in a thread, as the heroku CLI's EventSource reads a tail session."""
+
+    def __init__(self, url: str, **headers: str) -> None:
+        self.lines: list[str] = []
+        self.ids: list[str] = []
+        self.ended = threading.Event()
+        self.connected = threading.Event()
+        self._socket: socket.socket | None = None
+        self._client = httpx.Client(timeout=30)
+        self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with httpx_sse.connect_sse(self._client, "GET", url, headers=headers) as es:
+                stream = es.response.extensions["network_stream"]
+                self._socket = stream.get_extra_info("socket")
+                self.connected.set()
+                for event in es.iter_sse():
+                    if event.id:
+                        self.ids.append(event.id)
+                    self.lines += [part for part in event.data.split("\n") if part]
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ended.set()
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.lines) >= count, self.lines
+        return self.lines
+
+    def close(self) -> None:
+        """Drop the connection, as a client that goes away does."""
+        if self.connected.wait(10) and self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+        self._client.close()
+
+
+def test_tail_streams_new_lines_then_resumes_by_last_event_id(api: Running) -> None:
+    url = session(api, lines=1, tail=True, dyno="web")
+    tail = Tail(url)
+    try:
+        assert tail.wait_for(1) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
+        store_lines(api, "demo", line("new one", second=10), line("not mine", dyno="worker.2"))
+        frame = b"<190>1 2024-03-05T09:00:11+00:00 host app web.3 - over https\n"
+        posted = api.post("demo", b"%d %s" % (len(frame), frame))
+        assert posted.status_code == 204
+        assert tail.wait_for(3)[1:] == [
+            "2024-03-05T09:00:10.000000+00:00 app[web.1]: new one",
+            "2024-03-05T09:00:11+00:00 app[web.3]: over https",
+        ]
+        last_id = tail.ids[-1]
+    finally:
+        tail.close()
+    assert tail.ended.is_set()
+    store_lines(api, "demo", line("while away", second=12))
+    # The EventSource comes back to the same URL with the last id it saw: no replay, no gap.
+    again = Tail(url, **{"Last-Event-ID": last_id})
+    try:
+        assert again.wait_for(1) == ["2024-03-05T09:00:12.000000+00:00 app[web.1]: while away"]
+        time.sleep(0.3)
+        assert len(again.lines) == 1
+    finally:
+        again.close()
+
+
+def test_tail_reconnect_without_last_event_id_does_not_replay(api: Running) -> None:
+    url = session(api, lines=2, tail=True)
+    first = Tail(url)
+    first.wait_for(2)
+    first.close()
+    store_lines(api, "demo", line("after", second=20))
+    second = Tail(url)
+    try:
+        assert second.wait_for(1) == ["2024-03-05T09:00:20.000000+00:00 app[web.1]: after"]
+    finally:
+        second.close()
+
+
+def test_a_second_reader_takes_the_session_over(api: Running) -> None:
+    url = session(api, lines=0, tail=True)
+    first = Tail(url)
+    assert first.connected.wait(10)
+    sessions = api.server.app.sessions
+    wait_for(lambda: len(sessions._readers) == 1)
+    second = Tail(url)
+    try:
+        assert first.ended.wait(10), "the first reader's stream should end"
+        store_lines(api, "demo", line("for the second", second=30))
+        assert second.wait_for(1) == ["2024-03-05T09:00:30.000000+00:00 app[web.1]: for the second"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_keepalive_comments(make_server: ServerFactory) -> None:
+    running = make_server()
+    running.server.app.sessions.keepalive = 0.1
+    store_lines(running, "demo", line("hi"))
+    url = httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
+        "logplex_url"
+    ]
+    with httpx.stream("GET", url, timeout=10) as response:
+        seen = b""
+        for chunk in response.iter_bytes():
+            seen += chunk
+            if seen.count(b": keep-alive") >= 2:
+                break
+    assert seen.startswith(b"retry: 1000\n\n")
+
+
+def test_stopping_the_server_ends_tail_streams(
+    make_server: ServerFactory, herolog_home: Any
+) -> None:
+    from herolog.server import ServeConfig, Server, run_in_thread
+
+    server = Server(
+        ServeConfig(store_path=herolog_home / "logs.db", port=0), log=__import__("io").StringIO()
+    )
+    stop = run_in_thread(server)
+    running = Running(server, __import__("io").StringIO())
+    store_lines(running, "demo", line("hi"))
+    url = httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
+        "logplex_url"
+    ]
+    tail = Tail(url)
+    tail.wait_for(1)
+    started = time.monotonic()
+    stop()  # uvicorn would wait 30 s for an open response
+    assert tail.ended.wait(5)
+    assert time.monotonic() - started < 10
+    tail.close()
+
+
+def test_drains_crud(api: Running) -> None:
+    base = f"{api.url}/apps/demo/log-drains"
+    assert httpx.get(base, headers=AUTH).json() == []
+    url = "https://user:pw@logs.example.com/drain?dd-api-key=abc"
+    added = httpx.post(base, json={"url": url}, headers=AUTH)
+    assert added.status_code == 201
+    drain = added.json()
+    assert drain["url"] == url
+    assert drain["token"].startswith("d.")
+    assert len(drain["token"]) == 38
+    assert drain["addon"] is None
+    assert drain["app"]["name"] == "demo"
+    assert drain["app"]["id"] == httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
+    assert set(drain) == {
+        "id",
+        "token",
+        "url",
+        "addon",
+        "app",
+        "created_at",
+        "updated_at",
+        "delivery",
+    }
+    assert drain["delivery"] == {
+        "delivered": 0,
+        "dropped": 0,
+        "retrying": False,
+        "last_error": None,
+        "last_error_at": None,
+    }
+    again = httpx.post(base, json={"url": url}, headers=AUTH)
+    assert again.status_code == 422
+    assert again.json()["message"] == "Url has already been taken"
+    second = httpx.post(
+        base, json={"url": "syslog+tls://logs.example.com:6514"}, headers=AUTH
+    ).json()
+    assert [d["url"] for d in httpx.get(base, headers=AUTH).json()] == [url, second["url"]]
+    removed = httpx.delete(f"{base}/{quote(url, safe='')}", headers=AUTH)
+    assert removed.status_code == 200
+    assert removed.json() == drain
+    by_token = httpx.delete(f"{base}/{second['token']}", headers=AUTH)
+    assert by_token.json()["id"] == second["id"]
+    assert httpx.get(base, headers=AUTH).json() == []
+    missing = httpx.delete(f"{base}/{second['token']}", headers=AUTH)
+    assert missing.status_code == 404
+    assert missing.json()["id"] == "not_found"
+
+
+def test_a_drain_brings_its_app_into_being(api: Running) -> None:
+    response = httpx.post(
+        f"{api.url}/apps/fresh/log-drains", json={"url": "https://x.example/logs"}, headers=AUTH
+    )
+    assert response.status_code == 201
+    assert httpx.get(f"{api.url}/apps/fresh", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://logs.example.com/x",
+        "logs.example.com:514",
+        "https:///no-host",
+        "syslog://logs.example.com:514/path",
+        "syslog://logs.example.com",
+        "https://logs.example.com:99999/",
+        "",
+    ],
+)
+def test_bad_drain_urls_are_422(api: Running, url: str) -> None:
+    response = httpx.post(f"{api.url}/apps/demo/log-drains", json={"url": url}, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["id"] == "invalid_params"
+    assert httpx.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+
+
+def test_methods_and_unknown_paths(api: Running) -> None:
+    assert httpx.put(f"{api.url}/apps/demo", headers=AUTH).status_code == 405
+    assert httpx.get(f"{api.url}/apps/demo/log-sessions", headers=AUTH).status_code == 405
+    assert httpx.get(f"{api.url}/nothing", headers=AUTH).status_code == 404
+
+
+def test_a_client_that_vanishes_mid_tail_frees_its_session(api: Running) -> None:
+    url = httpx.URL(session(api, lines=0, tail=True))
+    with socket.create_connection((url.host, url.port)) as sock:
+        target = url.raw_path.decode()
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert b"200 OK" in sock.recv(4096)
+    sessions = api.server.app.sessions
+    deadline = time.monotonic() + 10
+    while sessions._readers and time.monotonic() < deadline:
+        store_lines(api, "demo", line("poke"))
+        time.sleep(0.1)
+    assert not sessions._readers
+
+
+def test_resuming_from_an_older_id_sends_each_events_own_id(api: Running) -> None:
+    """A client that lost buffered events resumes from an older id: the events it then gets
+    carry their own ids, so a second drop resumes at the right place again."""
+    store_lines(api, "demo", *[line(f"n{i}", second=10) for i in range(450)])
+    url = session(api, lines=450, tail=True)
+    first = Tail(url)
+    first.wait_for(450)
+    first.close()
+    ids = [x.id for x in api.lines("demo")]
+    resume_from = ids[-450]  # as if only the first line had arrived
+    again = Tail(url, **{"Last-Event-ID": str(resume_from)})
+    try:
+        again.wait_for(449)
+        time.sleep(0.2)
+        assert [int(i) for i in again.ids] == [ids[-450 + 200], ids[-450 + 400], ids[-1]]
+        assert len(again.lines) == 449
+    finally:
+        again.close()
+
+
+def test_stopping_with_a_reader_that_does_not_read(
+    make_server: ServerFactory, herolog_home: Any
+) -> None:
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+
+    server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=io.StringIO())
+    stop = run_in_thread(server, timeout=15)
+    running = Running(server, io.StringIO())
+    store_lines(running, "demo", line("hi"))
+    url = httpx.URL(
+        httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
+            "logplex_url"
+        ]
+    )
+    with socket.create_connection((url.host, url.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET {url.raw_path.decode()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        big = "x" * 2000
+        for _ in range(20):  # far more than the socket buffers hold; the client reads none
+            store_lines(running, "demo", *[line(big) for _ in range(500)])
+        sessions = server.app.sessions
+        wait_for(lambda: sessions._readers)
+        started = time.monotonic()
+        stop()  # raises if the server is still up after 15 s (uvicorn alone waits 30)
+        assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example", "Content-Type": "application/json"},
+        {"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"},
+        {"Content-Type": "text/plain"},
+        {"Host": "evil.example:8514", "Content-Type": "application/json"},
+    ],
+)
+def test_browsers_cannot_drive_a_keyless_api(
+    make_server: ServerFactory, headers: dict[str, str]
+) -> None:
+    running = make_server()
+    store_lines(running, "demo", line("hi"))
+    response = httpx.post(
+        f"{running.url}/apps/demo/log-drains",
+        content=b'{"url": "https://evil.example/steal"}',
+        headers=headers,
+    )
+    assert response.status_code in (403, 415)
+    assert httpx.get(f"{running.url}/apps/demo/log-drains").json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"[" * 30000 + b"]" * 30000, 400),
+        (b'{"url": "https://x\\ud800.example/"}', 400),
+        (b'{"source": "\\udc80"}', 400),
+    ],
+)
+def test_odd_json_is_a_clean_error(api: Running, body: bytes, status: int) -> None:
+    for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
+        response = httpx.post(
+            api.url + path, content=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status_code == status
+        assert response.json()["id"] == "bad_request"
+
+
+def test_odd_session_requests(api: Running) -> None:
+    url = session(api, lines=1)
+    # Not an id SQLite can hold: ignored, the history comes, no error.
+    assert read_text(url, **{"Last-Event-ID": "9" * 30}) == [
+        "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
+    ]
+    url = session(api, lines=1, tail=True)
+    base, _, _ = url.partition("?")
+    assert httpx.get(base + "?sig=%C3%A9").status_code == 404

@@ -1,0 +1,465 @@
+"""Drain forwarding end to end: herolog serve, real sinks, real sockets."""
+
+from __future__ import annotations
+
+import base64
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from herolog import __version__
+from herolog.parser import LogLine, format_syslog, frame
+from herolog.server import forwarder
+from herolog.server.broadcast import HOLD_EVERY_S
+from herolog.store import Delivery, SQLiteStore, StoredLine
+from tests.helpers import line
+from tests.server.conftest import Running, ServerFactory
+from tests.server.sinks import HTTPSink, SyslogSink, wait_until
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forwarder, "BACKOFF_CAP_S", 0.2)
+
+
+@pytest.fixture
+def sink() -> Iterator[HTTPSink]:
+    made = HTTPSink()
+    yield made
+    made.close()
+
+
+def add_drain(running: Running, app: str, url: str) -> str:
+    store = SQLiteStore.open(running.server.config.store_path)
+    try:
+        token = store.add_drain(app, url).token
+    finally:
+        store.close()
+    workers = running.server.app.forwarder.workers
+    wait_until(lambda: any(w.drain.token == token for w in workers.values()), what="the drain")
+    return token
+
+
+def post(running: Running, app: str, lines: list[LogLine]) -> None:
+    response = running.post(app, frame(format_syslog(x) for x in lines))
+    assert response.status_code == 204, response.text
+
+
+def view(lines: Sequence[LogLine | StoredLine]) -> list[tuple[object, ...]]:
+    return [(x.timestamp, x.source, x.dyno, x.message, x.pri) for x in lines]
+
+
+def history(running: Running, app: str) -> list[str]:
+    return [f"{x.source}[{x.dyno}]: {x.message}" for x in running.lines(app)]
+
+
+def numbered(count: int, start: int = 0) -> list[LogLine]:
+    return [line(f"line {i}", second=i % 3600) for i in range(start, start + count)]
+
+
+def test_http_drain_gets_every_line_in_order_with_logplex_headers(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    running = make_server()
+    token = add_drain(
+        running, "demo", sink.url("/in/heroku", "user:p%40ss", "dd-api-key=abc&ddsource=heroku")
+    )
+    sent = [
+        *numbered(50),
+        line("Traceback:\n  boom\n", dyno="web.2"),
+        line("[not sd] text", source="heroku", dyno="router", pri=158),
+    ]
+    for start in range(0, len(sent), 7):
+        post(running, "demo", sent[start : start + 7])
+    wait_until(lambda: len(sink.delivered_lines()) >= len(sent), what="every line")
+    assert view(sink.delivered_lines()) == view(sent)
+    frame_ids = set()
+    for request in sink.delivered():
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert request.path == "/in/heroku?dd-api-key=abc&ddsource=heroku"
+        assert headers["content-type"] == "application/logplex-1"
+        assert headers["logplex-msg-count"] == str(len(request.lines))
+        assert headers["logplex-drain-token"] == token
+        assert headers["user-agent"] == f"herolog/{__version__}"
+        assert headers["authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+        frame_ids.add(headers["logplex-frame-id"])
+        assert re.fullmatch(rb"(\d+ <\d+>1 \S+ host \S+ \S+ - [^\n]*(\n[^\n]*)*\n?)+", request.body)
+    assert len(frame_ids) == len(sink.delivered())
+
+
+def test_failed_posts_are_retried_with_the_same_frame_id(make_server: ServerFactory) -> None:
+    flaky = HTTPSink(statuses=[500, 503, 429])
+    try:
+        running = make_server()
+        add_drain(running, "demo", flaky.url())
+        sent = numbered(5)
+        post(running, "demo", sent)
+        wait_until(lambda: flaky.delivered(), what="a delivery")
+        assert [r.status for r in flaky.requests] == [500, 503, 429, 204]
+        assert len({r.headers["Logplex-Frame-Id"] for r in flaky.requests}) == 1
+        assert view(flaky.delivered_lines()) == view(sent)
+    finally:
+        flaky.close()
+
+
+def test_a_drain_down_long_enough_gets_an_exact_l10(make_server: ServerFactory) -> None:
+    down = HTTPSink(then=503)
+    try:
+        running = make_server(drain_buffer=10)
+        add_drain(running, "demo", down.url())
+        post(running, "demo", numbered(1))  # becomes the batch in flight, retried
+        wait_until(lambda: len(down.requests) >= 2, what="retries")
+        post(running, "demo", numbered(99, start=1))
+        down.then = 204
+        wait_until(lambda: len(down.delivered_lines()) >= 12, what="delivery after recovery")
+        got = down.delivered_lines()
+        assert [x.message for x in got[:1]] == ["line 0"]
+        assert (got[1].source, got[1].dyno) == ("heroku", "logplex")
+        assert re.fullmatch(
+            r"Error L10 \(output buffer overflow\): 89 messages dropped since \S+\.", got[1].message
+        )
+        assert [x.message for x in got[2:]] == [f"line {i}" for i in range(90, 100)]
+        # The app's own history says so too, for herolog logs.
+        wait_until(
+            lambda: any("Error L10" in x for x in history(running, "demo")),
+            what="the L10 line in history",
+        )
+        assert [x for x in history(running, "demo") if "L10" in x] == [
+            f"heroku[logplex]: {got[1].message}"
+        ]
+        worker = next(iter(running.server.app.forwarder.workers.values()))
+        assert worker.delivery.dropped == 89
+        assert worker.delivery.delivered == 11  # the app's lines: herolog's L10 is not one
+        assert worker.delivery.last_error == "503 Service Unavailable: sink says no"
+    finally:
+        down.close()
+
+
+def test_a_400_drops_the_batch_at_once_and_records_why(make_server: ServerFactory) -> None:
+    picky = HTTPSink(statuses=[400])
+    try:
+        running = make_server()
+        add_drain(running, "demo", picky.url())
+        post(running, "demo", numbered(3))
+        wait_until(lambda: picky.requests, what="the refused batch")
+        post(running, "demo", numbered(2, start=3))
+        wait_until(lambda: picky.delivered(), what="the next batch")
+        assert [r.status for r in picky.requests] == [400, 204]
+        assert [x.message for x in picky.delivered_lines()] == ["line 3", "line 4"]
+        state = _saved_delivery(running)
+        assert state.dropped == 3
+        assert state.delivered == 2
+        assert state.last_error == "400 Bad Request: sink says no"
+        assert state.retrying is False
+    finally:
+        picky.close()
+
+
+def _saved_delivery(running: Running) -> Delivery:
+    """What herolog drain list reads: the state the server saved in the store."""
+
+    def saved() -> Delivery:
+        store = SQLiteStore.open(running.server.config.store_path)
+        try:
+            return store.drains()[0].delivery
+        finally:
+            store.close()
+
+    wait_until(lambda: saved().delivered > 0, what="saved delivery state")
+    return saved()
+
+
+def test_a_hanging_drain_holds_up_nothing_else(make_server: ServerFactory, sink: HTTPSink) -> None:
+    stuck = HTTPSink(hang=threading.Event())
+    try:
+        running = make_server()
+        add_drain(running, "demo", stuck.url())
+        add_drain(running, "demo", sink.url())
+        for start in range(0, 300, 30):
+            post(running, "demo", numbered(30, start=start))  # each answered 204 at once
+        wait_until(lambda: len(sink.delivered_lines()) == 300, what="the healthy drain")
+        assert stuck.arrived == 1  # its first batch, still waiting for an answer
+        assert len(running.lines("demo")) == 300
+    finally:
+        stuck.close()
+
+
+def test_syslog_drain_frames_and_round_trip(make_server: ServerFactory) -> None:
+    listener = SyslogSink()
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        sent = [*numbered(20), line("two\nlines")]
+        post(running, "demo", sent)
+        wait_until(lambda: len(listener.lines()) >= len(sent), what="syslog lines")
+        assert view(listener.lines()) == view(sent)
+        assert {x.hostname for x in listener.lines()} == {token}
+        assert bytes(listener.data).startswith(b"%d <190>1 " % len(format_syslog(sent[0], token)))
+        assert f" {token} app web.1 - - line 0\n".encode() in listener.data
+        assert listener.connections == 1
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_sink(ca: trustme.CA) -> SyslogSink:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return SyslogSink(context)
+
+
+def test_syslog_tls_drain_verifies_the_certificate(
+    make_server: ServerFactory, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    listener = tls_sink(ca)
+    try:
+        running = make_server()
+        add_drain(running, "demo", f"syslog+tls://127.0.0.1:{listener.port}")
+        post(running, "demo", numbered(3))
+        wait_until(lambda: len(listener.lines()) == 3, what="lines over TLS")
+    finally:
+        listener.close()
+
+
+def test_a_bad_certificate_produces_l14_and_insecure_skips_the_check(
+    make_server: ServerFactory, ca: trustme.CA
+) -> None:
+    listener = tls_sink(ca)  # a CA nobody trusts
+    try:
+        running = make_server()
+        add_drain(running, "demo", f"syslog+tls://127.0.0.1:{listener.port}")
+        post(running, "demo", numbered(2))
+        wait_until(lambda: any("L14" in x for x in history(running, "demo")), what="the L14 line")
+        time.sleep(1.0)  # several more failing attempts: still one L14 for this stretch
+        l14 = [x for x in history(running, "demo") if "L14" in x]
+        assert len(l14) == 1
+        assert l14[0].startswith(
+            "heroku[logplex]: Error L14 (certificate validation error): drain d."
+        )
+        assert listener.lines() == []
+        add_drain(running, "demo", f"syslog+tls://127.0.0.1:{listener.port}#insecure")
+        post(running, "demo", numbered(1, start=5))
+        wait_until(
+            lambda: [x.message for x in listener.lines()] == ["line 5"], what="the insecure drain"
+        )
+    finally:
+        listener.close()
+
+
+def test_drains_added_and_removed_while_running(make_server: ServerFactory, sink: HTTPSink) -> None:
+    running = make_server()
+    post(running, "demo", numbered(1))
+    store = SQLiteStore.open(running.server.config.store_path)
+    try:
+        drain = store.add_drain("demo", sink.url())
+        wait_until(
+            lambda: running.server.app.forwarder.workers, timeout=2, what="pick-up within a second"
+        )
+        post(running, "demo", numbered(1, start=1))
+        wait_until(lambda: sink.delivered_lines(), what="delivery")
+        assert [x.message for x in sink.delivered_lines()] == ["line 1"]  # not the older line
+        store.remove_drain("demo", drain.token)
+        wait_until(lambda: not running.server.app.forwarder.workers, timeout=2, what="removal")
+        post(running, "demo", numbered(1, start=2))
+        time.sleep(0.5)
+    finally:
+        store.close()
+    assert [x.message for x in sink.delivered_lines()] == ["line 1"]
+
+
+def test_lines_round_trip_through_a_second_herolog(
+    make_server: ServerFactory, herolog_home: Path
+) -> None:
+    first = make_server()
+    second = make_server(store_path=herolog_home / "second.db")
+    add_drain(first, "demo", f"{second.url}/apps/copy/logs")
+    sent = [
+        *numbered(30),
+        line("multi\nline\nmessage"),
+        line("tab\tand unicode é", source="heroku", dyno="api", pri=134),
+    ]
+    post(first, "demo", sent)
+    wait_until(lambda: len(second.lines("copy")) == len(sent), what="the copy")
+    assert view(second.lines("copy")) == view(first.lines("demo")) == view(sent)
+
+
+def test_shutdown_flushes_and_reports_what_is_left(
+    make_server: ServerFactory, herolog_home: Path
+) -> None:
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+
+    slow = HTTPSink(hang=threading.Event())
+    dead = HTTPSink(then=503)
+    try:
+        log = io.StringIO()
+        server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=log)
+        stop = run_in_thread(server)
+        running = Running(server, log)
+        add_drain(running, "demo", slow.url())
+        add_drain(running, "demo", dead.url())
+        post(running, "demo", numbered(4))
+        wait_until(lambda: dead.requests, what="a failing attempt")
+        threading.Timer(1.0, slow.hang.set).start()  # type: ignore[union-attr]
+        stop()
+        assert [x.message for x in slow.delivered_lines()] == [f"line {i}" for i in range(4)]
+        report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
+        assert len(report) == 1
+        assert f"127.0.0.1:{dead.port}/logs" in report[0]
+        assert report[0].endswith(
+            "4 lines not delivered (last error: 503 Service Unavailable: sink says no)"
+        )
+    finally:
+        slow.close()
+        dead.close()
+
+
+def test_the_api_shows_delivery_state(make_server: ServerFactory, sink: HTTPSink) -> None:
+    running = make_server()
+    add_drain(running, "demo", sink.url())
+    post(running, "demo", numbered(3))
+    wait_until(lambda: len(sink.delivered_lines()) == 3)
+    _saved_delivery(running)
+    drains = httpx.get(f"{running.url}/apps/demo/log-drains").json()
+    assert drains[0]["delivery"]["delivered"] == 3
+    assert drains[0]["delivery"]["retrying"] is False
+
+
+def test_a_burst_beyond_the_history_is_forwarded_whole(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """The ring buffer keeps 50 lines, a body brings 3,000: the drain still gets them all,
+    because the store does not trim lines the server has not handed out yet."""
+    running = make_server(history=50, drain_buffer=10_000)
+    add_drain(running, "demo", sink.url())
+    sent = numbered(3000)
+    for start in range(0, 3000, 1000):
+        post(running, "demo", sent[start : start + 1000])
+    wait_until(lambda: len(sink.delivered_lines()) >= 3000, what="all 3000 lines")
+    assert [x.message for x in sink.delivered_lines()] == [x.message for x in sent]
+
+    # Once the server has handed them out, the next line that comes trims the app back.
+    def trimmed() -> bool:
+        post(running, "demo", numbered(1, start=3000))
+        time.sleep(HOLD_EVERY_S)
+        return len(running.lines("demo")) == 50
+
+    wait_until(trimmed, what="the history trimmed back to 50")
+
+
+def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    down = HTTPSink(then=503)
+    try:
+        running = make_server(drain_buffer=5)
+        add_drain(running, "demo", down.url())
+        add_drain(running, "demo", sink.url())
+        post(running, "demo", numbered(1))
+        wait_until(lambda: len(down.requests) >= 2, what="retries")
+        post(running, "demo", numbered(20, start=1))
+        down.then = 204
+        wait_until(lambda: any("L10" in x.message for x in down.delivered_lines()), what="L10")
+        heroku_l10 = line(
+            "Error L10 (output buffer overflow): 7 messages dropped since 2024-03-05T09:00:00+00:00.",
+            source="heroku",
+            dyno="logplex",
+            pri=172,
+        )
+        post(running, "demo", [heroku_l10])
+        wait_until(lambda: len(sink.delivered_lines()) == 22, what="the healthy drain's lines")
+        time.sleep(0.3)
+        healthy = [x.message for x in sink.delivered_lines()]
+        assert healthy == [f"line {i}" for i in range(21)] + [heroku_l10.message]
+    finally:
+        down.close()
+
+
+def test_lines_stored_just_before_stopping_are_delivered(
+    herolog_home: Path, sink: HTTPSink
+) -> None:
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+
+    server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=io.StringIO())
+    stop = run_in_thread(server)
+    running = Running(server, io.StringIO())
+    add_drain(running, "demo", sink.url())
+    running.server.app.broadcaster.poll_interval = 60  # only the shutdown catch-up can find them
+    from tests.helpers import store_lines
+
+    store_lines(herolog_home / "logs.db", "demo", *numbered(500))
+    stop()
+    assert len(sink.delivered_lines()) == 500
+
+
+def test_one_server_per_store_forwards(make_server: ServerFactory, sink: HTTPSink) -> None:
+    first = make_server()
+    second = make_server()  # the same store
+    add_drain(first, "demo", sink.url())
+    wait_until(lambda: first.server.app.forwarder.workers, what="the first server's drain")
+    post(second, "demo", numbered(5))
+    post(first, "demo", numbered(5, start=5))
+    wait_until(lambda: len(sink.delivered_lines()) >= 10, what="delivery")
+    time.sleep(0.5)
+    assert sorted(x.message for x in sink.delivered_lines()) == sorted(
+        f"line {i}" for i in range(10)
+    )
+    assert not second.server.app.forwarder.workers
+    assert "forwards this store's drains" in second.log.getvalue()
+
+
+def test_a_burst_to_a_drain_that_keeps_up_costs_nothing(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """The default buffer is 1024 lines; one body of 1,500 is handed over at once."""
+    running = make_server()
+    add_drain(running, "demo", sink.url())
+    post(running, "demo", numbered(1500))
+    wait_until(lambda: len(sink.delivered_lines()) >= 1500, what="all 1500")
+    assert not any("L10" in x.message for x in sink.delivered_lines())
+
+
+def test_a_drain_that_fails_oddly_carries_on_and_keeps_secrets(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    running = make_server()
+    store = SQLiteStore.open(running.server.config.store_path)
+    try:
+        store.add_drain("demo", "http://exa\x00mple.com/x")  # past check_url: as if written by hand
+    finally:
+        store.close()
+    picky = HTTPSink(
+        statuses=[400], reply=b"bad key KEY-SEKRET-123 for /in?api_key=KEY-SEKRET-123\n"
+    )
+    try:
+        add_drain(running, "demo", picky.url("/in", query="api_key=KEY-SEKRET-123"))
+        add_drain(running, "demo", sink.url())
+        post(running, "demo", numbered(3))
+        wait_until(lambda: len(sink.delivered_lines()) == 3, what="the healthy drain")
+        wait_until(lambda: picky.requests, what="the picky drain")
+        workers = running.server.app.forwarder.workers.values()
+        wait_until(lambda: all(w.last_error for w in workers if w.drain.url != sink.url()))
+        errors = sorted(w.last_error or "" for w in workers if w.drain.url != sink.url())
+        assert all("SEKRET" not in e for e in errors)
+        assert any(e.startswith("400 Bad Request: bad key *** for") for e in errors)
+        post(running, "demo", numbered(1, start=3))
+        wait_until(lambda: len(sink.delivered_lines()) == 4, what="more lines after the failure")
+    finally:
+        picky.close()

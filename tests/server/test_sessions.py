@@ -1,0 +1,122 @@
+"""Tail sessions against a real store on disk: a slow reader, and the catch-up after resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from herolog.filters import LineFilter
+from herolog.server.sessions import LogSession, Reader, Sessions
+from herolog.store import Batch, SQLiteStore
+from tests.helpers import line
+
+
+def _events(chunks: list[bytes]) -> tuple[list[str], list[int]]:
+    text = b"".join(chunks).decode()
+    data = [m for m in re.findall(r"^data: (.*)$", text, re.M) if m]
+    ids = [int(m) for m in re.findall(r"^id: (\d+)$", text, re.M)]
+    return data, ids
+
+
+def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Path) -> None:
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path, tail_buffer=50, poll_interval=0.01)
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+        gate = asyncio.Event()
+        gate.set()
+
+        async def write(data: bytes) -> None:
+            await gate.wait()  # a client whose socket is full: the write waits
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        while not sessions.broadcaster.subscribers or not any(
+            getattr(s, "live", False) for s in sessions.broadcaster.subscribers
+        ):
+            await asyncio.sleep(0.01)
+        gate.clear()
+        for start in range(0, 1000, 20):  # many commits: the buffer fills while nobody reads
+            batch = [line(f"n{i}") for i in range(start, start + 20)]
+            await asyncio.to_thread(store.append, [Batch("demo", batch)])
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the broadcaster hands out all 1000; 50 fit
+        gate.set()
+        await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
+        for _ in range(200):
+            if any(b"after" in chunk for chunk in written):
+                break
+            await asyncio.sleep(0.02)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written
+
+    data, _ = _events(asyncio.run(scenario()))
+    store.close()
+    overflow = [d for d in data if "L11" in d]
+    assert len(overflow) == 1
+    m = re.search(
+        r"heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> This tail session dropped (\d+) messages since \S+\.$",
+        overflow[0],
+    )
+    assert m, overflow[0]
+    delivered = [d.split(": ", 1)[1] for d in data if "L11" not in d]
+    # A line the writer was already holding when the gate closed is delivered too.
+    assert int(m.group(1)) + len([d for d in delivered if d.startswith("n")]) == 1000
+    assert delivered[-1] == "after"
+    numbers = [int(d[1:]) for d in delivered if d.startswith("n")]
+    assert numbers == sorted(numbers)
+    assert numbers[-1] == 999  # the newest are kept, the oldest dropped
+
+
+def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path) -> None:
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line(f"old{i}") for i in range(10)])])
+    resume_after = store.last(LineFilter(), 5)[0][0].id - 1  # old4's id: resume after it
+    more = [line(f"new{i}") for i in range(5000)]
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path, poll_interval=0.01)  # the default buffer: no drops here
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+            await asyncio.sleep(0)
+
+        reader = Reader()
+        writer = asyncio.create_task(
+            asyncio.to_thread(
+                lambda: [
+                    store.append([Batch("demo", more[i : i + 50])]) for i in range(0, 5000, 50)
+                ]
+            )
+        )
+        task = asyncio.create_task(sessions.stream(session, write, reader, resume_after))
+        await writer
+        for _ in range(500):
+            if any(b"new4999" in chunk for chunk in written):
+                break
+            await asyncio.sleep(0.02)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written
+
+    data, ids = _events(asyncio.run(scenario()))
+    store.close()
+    messages = [d.split(": ", 1)[1] for d in data]
+    assert messages == [f"old{i}" for i in range(5, 10)] + [f"new{i}" for i in range(5000)]
+    assert ids == sorted(ids)

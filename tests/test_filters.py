@@ -1,0 +1,63 @@
+"""LineFilter.matches (lines in hand, as a server's tail sessions filter them) must select
+exactly what the store's queries select (history, local tails)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from herolog.filters import LineFilter
+from herolog.store import Batch, SQLiteStore
+from tests.helpers import line
+
+APPS = ["demo", "other"]
+SOURCES = ["app", "heroku"]
+DYNOS = ["web", "web.1", "web.12", "webby.1", "worker.1", "router", "w"]
+WORDS = ["GET", "boom", "web", "ok"]
+
+lines = st.lists(
+    st.tuples(
+        st.sampled_from(APPS),
+        st.sampled_from(SOURCES),
+        st.sampled_from(DYNOS),
+        st.sampled_from(WORDS),
+        st.integers(0, 20),
+    ),
+    max_size=30,
+)
+filters = st.builds(
+    LineFilter,
+    app=st.none() | st.sampled_from(APPS),
+    source=st.none() | st.sampled_from(SOURCES),
+    dynos=st.lists(st.sampled_from(DYNOS), max_size=2).map(tuple),
+    since=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
+    until=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
+    grep=st.lists(st.sampled_from(WORDS).map(re.compile), max_size=2).map(tuple),
+    exclude=st.lists(st.sampled_from(WORDS).map(re.compile), max_size=1).map(tuple),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=lines, wanted=filters)
+def test_matches_agrees_with_the_store(
+    tmp_path: Path, rows: list[tuple[str, str, str, str, int]], wanted: LineFilter
+) -> None:
+    path = tmp_path / "filters.db"
+    path.unlink(missing_ok=True)
+    store = SQLiteStore.open(path)
+    try:
+        store.append(
+            Batch(app, [line(f"{word} {i}", source=source, dyno=dyno, second=second)])
+            for i, (app, source, dyno, word, second) in enumerate(rows)
+        )
+        everything = store.after(0, LineFilter(), 1000)[0]
+        by_store = [x.id for x in store.after(0, wanted, 1000)[0]]
+        assert [x.id for x in everything if wanted.matches(x)] == by_store
+        assert [x.id for x in store.last(wanted, 1000)[0]] == by_store
+    finally:
+        store.close()
