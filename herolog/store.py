@@ -8,7 +8,9 @@ timeout with ``BEGIN IMMEDIATE`` so they never fail with "database is locked".
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -230,10 +232,19 @@ class SQLiteStore:
         """
         if create:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(
                     f"cannot create the store's directory {path.parent}: {error.strerror or error}"
+                ) from error
+            try:
+                # Drain URLs carry passwords and API keys: the file is its owner's alone
+                # (SQLite gives its -wal and -shm files the same permissions).
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as error:
+                raise StoreError(
+                    f"cannot create the store {path}: {error.strerror or error}"
                 ) from error
         elif not path.exists():
             raise FileNotFoundError(path)

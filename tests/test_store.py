@@ -376,3 +376,14 @@ def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None
     store.release_trim_hold("s2")
     fill(store, "demo", ["i"])
     assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i"]
+
+
+def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Drain URLs in it carry passwords and API keys."""
+    home = tmp_path / "home"
+    store = SQLiteStore.open(home / "logs.db")
+    store.add_drain("demo", "https://user:secret@logs.example.com/x")
+    for name in ("logs.db", "logs.db-wal", "logs.db-shm"):
+        assert (home / name).stat().st_mode & 0o777 == 0o600, name
+    assert home.stat().st_mode & 0o777 == 0o700
+    store.close()
