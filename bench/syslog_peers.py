@@ -1,0 +1,254 @@
+"""Syslog ingest against rsyslog and syslog-ng: one TCP connection, octet-counted frames.
+
+    python -m bench.syslog_peers [--lines N] [--rounds R]
+
+The peers are Debian's own packages (rsyslog with imptcp, syslog-ng-core), fetched with
+`apt-get download` and unpacked with `dpkg -x` into ~/.cache/herolog-bench/peers (no root-wide
+install), run in the foreground on 127.0.0.1 with configurations written here, and stopped by
+their own pid. Each round sends the same N frames (Heroku's syslog-drain form) to herolog serve,
+rsyslog and syslog-ng in turn, and times from the first byte sent to the last line durable:
+committed in herolog's store (from /stats), or written to the peer's output file (the file
+stops growing with every line in it). Figures are medians of the rounds; a peer that cannot
+be installed gets a row saying why, and the rest still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.corpus import syslog_messages
+from bench.ingest import committed, free_port, wait_up
+from herolog.parser import frame
+
+PACKAGES = [
+    "rsyslog",
+    "libestr0",
+    "libfastjson4",
+    "syslog-ng-core",
+    "libivykis0",
+    "libnet1",
+    "libwrap0",
+]
+TOKEN = "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
+
+
+def cache() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "herolog-bench" / "peers"
+
+
+def install() -> tuple[Path | None, str]:
+    """The unpacked packages' root, or None and why not."""
+    root = cache() / "root"
+    if (root / "usr/sbin/rsyslogd").exists() and (root / "usr/sbin/syslog-ng").exists():
+        return root, ""
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        return None, "needs apt-get and dpkg (Debian or Ubuntu)"
+    debs = cache() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(
+        ["apt-get", "download", *PACKAGES], cwd=debs, capture_output=True, text=True, timeout=300
+    )
+    if got.returncode != 0:
+        return None, f"apt-get download failed: {got.stderr.strip().splitlines()[-1:]}"
+    for deb in debs.glob("*.deb"):
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root, ""
+
+
+def library_path(root: Path) -> str:
+    dirs = sorted({str(p.parent) for p in root.rglob("*.so*")})
+    return os.pathsep.join([*dirs, os.environ.get("LD_LIBRARY_PATH", "")])
+
+
+def rsyslog(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[bytes]:
+    modules = next(root.rglob("imptcp.so")).parent
+    conf = work / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{work}")\n'
+        f'module(load="{modules}/imptcp.so")\n'
+        f'input(type="imptcp" address="127.0.0.1" port="{port}"'
+        ' SupportOctetCountedFraming="on")\n'
+        'template(name="line" type="string" string="%msg%\\n")\n'
+        f'action(type="omfile" file="{out}" template="line")\n'
+    )
+    return subprocess.Popen(
+        [
+            str(root / "usr/sbin/rsyslogd"),
+            "-n",
+            "-M",
+            str(modules),
+            "-f",
+            str(conf),
+            "-i",
+            str(work / "rsyslog.pid"),
+        ],
+        env={**os.environ, "LD_LIBRARY_PATH": library_path(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def syslog_ng(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[bytes]:
+    modules = next(root.rglob("libafsocket.so")).parent
+    conf = work / "syslog-ng.conf"
+    conf.write_text(
+        "@version: 3.38\n"
+        "options { threaded(yes); };\n"
+        f'source s {{ network(ip("127.0.0.1") port({port}) transport("tcp")'
+        " flags(syslog-protocol)); };\n"
+        f'destination d {{ file("{out}" template("${{MESSAGE}}\\n")); }};\n'
+        "log { source(s); destination(d); };\n"
+    )
+    return subprocess.Popen(
+        [
+            str(root / "usr/sbin/syslog-ng"),
+            "-F",
+            "-f",
+            str(conf),
+            "--module-path",
+            str(modules),
+            "-p",
+            str(work / "syslog-ng.pid"),
+            "-R",
+            str(work / "syslog-ng.persist"),
+            "-c",
+            str(work / "syslog-ng.ctl"),
+        ],
+        env={**os.environ, "LD_LIBRARY_PATH": library_path(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def send(port: int, data: bytes, done: Callable[[], bool], timeout: float = 600) -> float:
+    """Seconds from the first byte sent until ``done()``."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(data,))
+        sender.start()
+        while not done():
+            if time.monotonic() - start > timeout:
+                raise RuntimeError("not all lines arrived")
+            time.sleep(0.01)
+        elapsed = time.monotonic() - start
+        sender.join()
+    return elapsed
+
+
+def file_has(path: Path, lines: int) -> Callable[[], bool]:
+    """True once ``path`` holds ``lines`` lines (counted incrementally)."""
+    seen = [0, 0]  # bytes read, lines counted
+
+    def check() -> bool:
+        try:
+            with path.open("rb") as f:
+                f.seek(seen[0])
+                chunk = f.read()
+        except FileNotFoundError:
+            return False
+        seen[0] += len(chunk)
+        seen[1] += chunk.count(b"\n")
+        return seen[1] >= lines
+
+    return check
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    messages = syslog_messages(args.lines)
+    data = frame(
+        m.replace(b" host ", f" {TOKEN} ".encode(), 1).replace(b" - ", b" - - ", 1)
+        for m in messages
+    )
+    root, why = install()
+    times: dict[str, list[float]] = {"herolog": [], "rsyslog": [], "syslog-ng": []}
+    problems: dict[str, str] = {}
+    if root is None:
+        problems = {"rsyslog": why, "syslog-ng": why}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        http, syslog_port = free_port(), free_port()
+        serve = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "herolog", "serve", "--port", str(http)),
+                *("--syslog-port", str(syslog_port), "--history", "10000000"),
+            ],
+            env={**os.environ, "HEROLOG_HOME": str(work / "home")},
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{http}"
+        try:
+            wait_up(f"{url}/healthz")
+            for round_ in range(args.rounds):
+                before = committed(url)[1]
+
+                def stored(before: int = before) -> bool:
+                    return bool(committed(url)[1] - before >= args.lines)
+
+                times["herolog"].append(send(syslog_port, data, stored))
+                if root is None:
+                    continue
+                for name, start in (("rsyslog", rsyslog), ("syslog-ng", syslog_ng)):
+                    if name in problems:
+                        continue
+                    port = free_port()
+                    out = work / f"{name}-{round_}.log"
+                    peer = start(root, work, port, out)
+                    try:
+                        wait_port(port)
+                        times[name].append(send(port, data, file_has(out, args.lines)))
+                    except RuntimeError as error:
+                        problems[name] = str(error)
+                    finally:
+                        peer.send_signal(signal.SIGTERM)
+                        peer.wait(30)
+                        out.unlink(missing_ok=True)
+        finally:
+            serve.terminate()
+            serve.wait(30)
+    print(
+        f"syslog over one TCP connection, {args.lines:,} octet-counted frames, first byte to"
+        f" last line durable, median of {args.rounds} alternating rounds"
+    )
+    ours = statistics.median(times["herolog"])
+    print(f"  herolog   : {args.lines / ours:10,.0f} lines/s ({ours:.2f} s)")
+    for name in ("rsyslog", "syslog-ng"):
+        if name in problems or not times[name]:
+            print(f"  {name:10}: not measured: {problems.get(name, 'no runs')}")
+            continue
+        theirs = statistics.median(times[name])
+        print(
+            f"  {name:10}: {args.lines / theirs:10,.0f} lines/s ({theirs:.2f} s);"
+            f" herolog/{name} = {theirs / ours:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
