@@ -13,8 +13,11 @@ writes the same lines to a text file, then times, alternating run by run:
 
 Figures are medians; ratios are against the interpreter's own start-up measured in the
 same run, the fairest peer on a machine whose speed drifts.
-The official `heroku logs` comparison needs `herolog serve` and lives with the other
-server benchmarks.
+
+With the official heroku CLI available (the interop tests' npm copy in
+~/.cache/herolog-tests, or --heroku PATH), it also starts `herolog serve` on the same store and
+times `heroku logs -a app0 -n 1500` and `herolog logs --server URL -a app0 -n 1500` against it
+(fewer runs: the heroku CLI takes seconds).
 """
 
 from __future__ import annotations
@@ -50,14 +53,75 @@ def fill(home: Path, apps: int) -> Path:
 
 def timed(command: str, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        command,
+        shell=True,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
+
+
+def heroku_cli(given: str | None) -> str | None:
+    if given:
+        return given
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    found = base / "herolog-tests" / "heroku-11.10.0" / "node_modules" / ".bin" / "heroku"
+    return str(found) if found.exists() else None
+
+
+def compare_with_heroku(herolog: str, heroku: str, env: dict[str, str], runs: int) -> None:
+    """`heroku logs` and `herolog logs --server` against one herolog serve, alternating."""
+    from bench.ingest import free_port, wait_up
+
+    port = free_port()
+    serve = subprocess.Popen(
+        [herolog, "serve", "--port", str(port), "--api-key", "bench"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    cli_env = {
+        **env,
+        "HOME": str(Path(env["HEROLOG_HOME"]) / "heroku-home"),
+        "HEROKU_HOST": url,
+        "HEROKU_API_KEY": "bench",
+        "HEROLOG_API_KEY": "bench",
+        "DISABLE_TELEMETRY": "true",
+    }
+    commands = {
+        "heroku logs -a app0 -n 1500 | cat": f"{heroku} logs -a app0 -n 1500 | cat",
+        "herolog logs --server URL -a app0 -n 1500 | cat": (
+            f"{herolog} logs --server {url} -a app0 -n 1500 | cat"
+        ),
+        "herolog logs -a app0 -n 1500 | cat": f"{herolog} logs -a app0 -n 1500 | cat",
+    }
+    try:
+        wait_up(f"{url}/healthz")
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for command in commands.values():
+            timed(command, cli_env)
+        for _ in range(runs):
+            for name, command in commands.items():
+                times[name].append(timed(command, cli_env))
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    theirs = statistics.median(times["heroku logs -a app0 -n 1500 | cat"])
+    print(f"against herolog serve, {runs} alternating runs; medians")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:<48} {median * 1000:7.1f} ms   {theirs / median:5.1f}x faster than heroku")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--apps", type=int, default=4)
+    parser.add_argument("--heroku", help="the official heroku CLI to compare with")
+    parser.add_argument("--heroku-runs", type=int, default=5)
     args = parser.parse_args()
     herolog = shutil.which("herolog", path=str(Path(sys.executable).parent)) or "herolog"
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,11 +151,16 @@ def main() -> None:
         for _ in range(args.runs):
             for name, command in commands.items():
                 times[name].append(timed(command, env))
-    python = statistics.median(times["python -c pass | cat (interpreter start-up)"])
-    print(f"store: {args.apps} apps x 1500 lines; {args.runs} alternating runs; medians")
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        print(f"{name:<48} {median * 1000:7.1f} ms   {median / python:5.2f}x python -c pass")
+        python = statistics.median(times["python -c pass | cat (interpreter start-up)"])
+        print(f"store: {args.apps} apps x 1500 lines; {args.runs} alternating runs; medians")
+        for name, samples in times.items():
+            median = statistics.median(samples)
+            print(f"{name:<48} {median * 1000:7.1f} ms   {median / python:5.2f}x python -c pass")
+        heroku = heroku_cli(args.heroku)
+        if heroku is None:
+            print("heroku CLI: not found (run the interop tests once, or give --heroku PATH)")
+        else:
+            compare_with_heroku(herolog, heroku, env, args.heroku_runs)
 
 
 if __name__ == "__main__":
