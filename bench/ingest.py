@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import result
 from bench.corpus import bodies, syslog_messages
 from herolog.parser import frame
 
@@ -205,6 +206,26 @@ def main() -> None:
         f"{args.syslog_lines / syslog_s:,.0f} lines/s to the last line committed ({syslog_s:.1f} s)"
     )
     print(f"  RSS after syslog: {syslog_memory}")
+    for connections in (16, 64):
+        lines = median[f"herolog 100-frame c{connections} lines"]
+        result(
+            f"HTTPS drains, 100-frame bodies, c{connections}",
+            lines,
+            "lines/s",
+            target=">= 100,000 lines/s",
+            met=lines >= 100_000,
+        )
+        ours = median[f"herolog 1-frame c{connections}"]
+        ratio = ours / median[f"bare 1-frame c{connections}"]
+        result(
+            f"HTTPS drains, 1-frame bodies, c{connections}",
+            ours,
+            "req/s",
+            peer="bare uvicorn app",
+            ratio=ratio,
+            target=">= 0.5x the bare app",
+            met=ratio >= 0.5,
+        )
 
 
 if __name__ == "__main__":

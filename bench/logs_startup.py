@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import result
 from bench.corpus import bodies
 from herolog.filters import LineFilter
 from herolog.parser import parse_logplex
@@ -114,6 +115,16 @@ def compare_with_heroku(herolog: str, heroku: str, env: dict[str, str], runs: in
     for name, samples in times.items():
         median = statistics.median(samples)
         print(f"{name:<48} {median * 1000:7.1f} ms   {theirs / median:5.1f}x faster than heroku")
+    ours = statistics.median(times["herolog logs -a app0 -n 1500 | cat"])
+    result(
+        "herolog logs -a app0 -n 1500 vs heroku logs (same server)",
+        ours * 1000,
+        "ms",
+        peer="official heroku CLI 11.10.0",
+        ratio=ours / theirs,
+        target="<= 0.05x the heroku CLI's time (20x faster)",
+        met=theirs / ours >= 20,
+    )
 
 
 def main() -> None:
@@ -156,6 +167,16 @@ def main() -> None:
         for name, samples in times.items():
             median = statistics.median(samples)
             print(f"{name:<48} {median * 1000:7.1f} ms   {median / python:5.2f}x python -c pass")
+        plain = statistics.median(times["herolog logs -n 1500 | cat"]) * 1000
+        result(
+            "herolog logs -n 1500 | cat, full store",
+            plain,
+            "ms",
+            peer="python -c pass",
+            ratio=plain / (python * 1000),
+            target="<= 150 ms",
+            met=plain <= 150,
+        )
         heroku = heroku_cli(args.heroku)
         if heroku is None:
             print("heroku CLI: not found (run the interop tests once, or give --heroku PATH)")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import result
 from bench.corpus import syslog_messages
 from bench.ingest import committed, free_port, wait_up
 from herolog.parser import frame
@@ -244,6 +245,16 @@ def main() -> None:
             print(f"  {name:10}: not measured: {problems.get(name, 'no runs')}")
             continue
         theirs = statistics.median(times[name])
+        wanted = 1.0 if name == "syslog-ng" else 0.5
+        result(
+            f"syslog, one TCP connection, {args.lines:,} frames",
+            args.lines / ours,
+            "lines/s",
+            peer=name,
+            ratio=theirs / ours,
+            target=f">= {wanted}x {name}",
+            met=theirs / ours >= wanted,
+        )
         print(
             f"  {name:10}: {args.lines / theirs:10,.0f} lines/s ({theirs:.2f} s);"
             f" herolog/{name} = {theirs / ours:.2f}"

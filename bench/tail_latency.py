@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import result
 from bench.ingest import free_port, wait_up
 from herolog.parser import frame
 
@@ -107,6 +108,14 @@ def main() -> None:
         latencies = [(seen[name][i] - posted[i]) * 1000 for i in posted if i in seen[name]]
         complete = order[name] == list(range(args.lines))
         p50, p99 = statistics.median(latencies), percentile(latencies, 99)
+        limit = 100 if name == "local" else 50
+        result(
+            f"tail latency p99, {name}",
+            p99,
+            "ms",
+            target=f"<= {limit} ms, every line once",
+            met=p99 <= limit and complete,
+        )
         print(
             f"  {name:6}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {max(latencies):6.1f} ms"
             f"  ({len(latencies)}/{args.lines} lines,"

@@ -436,6 +436,20 @@ class SQLiteStore:
         """Copy committed WAL pages into the database without blocking readers or writers."""
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def restart_wal(self) -> None:
+        """Checkpoint everything and have the next commit start the WAL from its beginning.
+
+        Passive checkpoints alone never get there under a steady stream of commits: each
+        leaves the newest frames behind, so the WAL only ever grows. The writer calls this
+        between commits once the WAL is large; it waits for readers (the busy timeout)."""
+        self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+
+    def wal_size(self) -> int:
+        try:
+            return Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            return 0
+
     def forget_frame_ids(self, older_than_s: float, keep_at_most: int) -> None:
         """Forget the Frame-Ids of batches stored long ago, and all but about the newest ones.
 

@@ -28,6 +28,8 @@ within seconds; the issue asks for at least ten minutes)."""
 FRAME_ID_MAX = 200_000
 PRUNE_EVERY_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
+WAL_RESTART_BYTES = 64 << 20
+"""Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
 
 
 class _Connection:
@@ -157,6 +159,7 @@ def main(argv: list[str]) -> int:
     connection.send(("ready", store.history))
     decoders: dict[int, FrameDecoder] = {}
     next_prune = time.monotonic() + PRUNE_EVERY_S
+    next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
     try:
         while (jobs := connection.jobs()) is not None:
             results, stop = _handle(store, jobs, decoders)
@@ -167,6 +170,13 @@ def main(argv: list[str]) -> int:
             if time.monotonic() >= next_prune:
                 store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
                 next_prune = time.monotonic() + PRUNE_EVERY_S
+            if time.monotonic() >= next_wal_check:
+                next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
+                if store.wal_size() > WAL_RESTART_BYTES:
+                    try:
+                        store.restart_wal()
+                    except sqlite3.Error as error:  # a reader held on too long: next time
+                        print(f"herolog serve: WAL restart failed: {error}", file=sys.stderr)
     except (BrokenPipeError, ConnectionResetError):
         pass  # serve went away
     finally:

@@ -1,0 +1,123 @@
+"""Run every benchmark, then write BENCHMARKS.md and bench/results.json.
+
+    python -m bench [--quick]
+
+Each benchmark runs in its own process, one after another (they would disturb each other),
+and its output is kept whole in BENCHMARKS.md under a table of the headline figures, each
+with its target and whether it was met. --quick shortens every run (for trying the harness
+out; its figures are not the ones to quote). Needs wrk; the peers (rsyslog, syslog-ng, the
+heroku CLI) are fetched by the benchmarks that use them, and a row says so if one cannot be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
+    # name, arguments, --quick arguments
+    ("parser", [], ["--rounds", "3"]),
+    ("logs_startup", [], ["--runs", "5", "--heroku-runs", "2"]),
+    ("ingest", [], ["--rounds", "1", "--seconds", "3", "--syslog-lines", "200000"]),
+    ("syslog_peers", [], ["--rounds", "1", "--lines", "200000"]),
+    ("forward", ["--drain-buffer", "10000"], ["--drain-buffer", "10000", "--rounds", "1"]),
+    ("forward", [], ["--rounds", "1"]),
+    ("tail_latency", [], ["--lines", "200"]),
+    ("soak", [], ["--seconds", "70"]),
+]
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        ram = f"{int(memory) / 1024 / 1024:.1f} GB RAM"
+    except OSError:
+        ram = "unknown RAM"
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {ram}, {platform.system()} {platform.release()},"
+        f" Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
+    runs = []
+    for name, full, quick in BENCHMARKS:
+        command = [sys.executable, "-m", f"bench.{name}", *(quick if args.quick else full)]
+        print(f"+ {' '.join(command[1:])}", file=sys.stderr, flush=True)
+        began = time.monotonic()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        output = [x for x in done.stdout.splitlines() if not x.startswith("RESULT ")]
+        results = [json.loads(x[7:]) for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+        if done.returncode != 0:
+            output.append(f"(exited {done.returncode}: {done.stderr.strip()[-500:]})")
+        runs.append(
+            {
+                "command": "python -m " + " ".join(command[2:]),
+                "seconds": round(time.monotonic() - began, 1),
+                "output": output,
+                "results": results,
+            }
+        )
+    (ROOT / "bench" / "results.json").write_text(
+        json.dumps({"date": started, "machine": machine(), "runs": runs}, indent=2) + "\n"
+    )
+    (ROOT / "BENCHMARKS.md").write_text(report(started, runs, quick=args.quick))
+    print("wrote BENCHMARKS.md and bench/results.json", file=sys.stderr)
+
+
+def report(started: str, runs: list[dict[str, object]], *, quick: bool) -> str:
+    lines = [
+        "# herolog benchmarks",
+        "",
+        f"Written by `python -m bench{' --quick' if quick else ''}` on {started}.",
+        f"Machine: {machine()}. Its speed drifts by up to 2x between minutes, so every",
+        "figure is a median, and peers are measured in the same run, alternating with herolog.",
+        "",
+        "| benchmark | herolog | peer | herolog / peer (same unit) | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for r in run["results"]:  # type: ignore[attr-defined]
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            met = {True: "yes", False: "**no**", None: "n/a"}[r["met"]]
+            cells = [
+                r["name"],
+                f"{r['value']:,.1f} {r['unit']}",
+                r["peer"] or "",
+                ratio,
+                r["target"],
+                met,
+            ]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "## Each run", ""]
+    for run in runs:
+        lines += [f"### `{run['command']}` ({run['seconds']} s)", "", "```"]
+        lines += run["output"]  # type: ignore[arg-type]
+        lines += ["```", ""]
+    lines += [
+        "What limits the targets that are not met, and what each optimisation bought, is in",
+        "the README's Performance section.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
