@@ -21,7 +21,7 @@ from herolog import drains, timestamps
 from herolog.filters import LineFilter
 from herolog.logs import DEFAULT_NUM
 from herolog.server.config import ServeConfig, is_loopback
-from herolog.server.http import Receive, Scope, Send, bearer_or_basic_password, header, same_secret
+from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
 from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
 
@@ -131,8 +131,7 @@ class PlatformAPI:
                 "The Platform API is off: herolog serve listens on a public address"
                 " without --api-key.",
             )
-        token = bearer_or_basic_password(header(scope, b"authorization"))
-        if token is None or not same_secret(token, key):
+        if not has_key(scope, key):
             raise APIError(
                 401,
                 "unauthorized",
@@ -361,20 +360,10 @@ def _allow(method: str, *allowed: str) -> None:
 
 
 async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise APIError(400, "bad_request", "The request ended early.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > _MAX_JSON_BODY:
-            raise APIError(413, "request_too_large", "The request body is too large.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    raw = b"".join(chunks).strip()
+    try:
+        raw = (await read_body(receive, _MAX_JSON_BODY, gzip=False)).strip()
+    except HTTPError:  # without gzip, only a body over the limit
+        raise APIError(413, "request_too_large", "The request body is too large.") from None
     if not raw:
         return {}
     # Not a form a web page could post without asking first (CORS preflight).

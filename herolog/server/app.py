@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,12 +19,15 @@ from herolog.server.broadcast import Broadcaster
 from herolog.server.config import ServeConfig
 from herolog.server.forwarder import Forwarder
 from herolog.server.http import (
+    ClientGone,
+    HTTPError,
     Receive,
     Scope,
     Send,
     basic_credentials,
-    bearer_or_basic_password,
+    has_key,
     header,
+    read_body,
     same_secret,
 )
 from herolog.server.sessions import Sessions
@@ -60,17 +62,6 @@ class Stats:
             "syslog_lines": self.syslog_lines,
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
         }
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or []
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request was complete."""
 
 
 class HerologApp:
@@ -172,13 +163,11 @@ class HerologApp:
 
     def _check_api_access(self, scope: Scope) -> None:
         """Operational endpoints need the API key, else the intake credentials, if any."""
-        given = header(scope, b"authorization")
         if self.config.api_key is not None:
-            token = bearer_or_basic_password(given)
-            if token is None or not same_secret(token, self.config.api_key):
+            if not has_key(scope, self.config.api_key):
                 raise _unauthorized("this needs the API key (Authorization: Bearer KEY)")
         elif self.config.auth is not None:
-            self._check_intake_auth(given)
+            self._check_intake_auth(header(scope, b"authorization"))
 
     def _check_intake_auth(self, header: bytes | None) -> None:
         expected = self.config.auth
@@ -210,7 +199,7 @@ class HerologApp:
                 raise HTTPError(400, "Content-Length is not a number")
             if int(declared) > limit:
                 raise HTTPError(413, f"the body is over the {limit:,}-byte limit")
-        body = await _read_body(receive, limit, gzip=encoding == b"gzip")
+        body = await read_body(receive, limit, gzip=encoding == b"gzip")
         frame_id = header(scope, b"logplex-frame-id")
         query = scope.get("query_string", b"")
         attributes = (
@@ -255,51 +244,5 @@ class HerologApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def _gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[bytes, Any]:
-    """Decompress the next bytes of a gzip body, across members (``cat a.gz b.gz`` is a
-    gzip body too); at most ``room`` bytes of output. Returns the output and the decoder
-    to use for what comes next."""
-    out = []
-    while True:
-        try:
-            chunk = decoder.decompress(data, room)
-        except zlib.error as error:
-            raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
-        if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
-            raise too_large
-        out.append(chunk)
-        room -= len(chunk)
-        if not decoder.eof or not decoder.unused_data:
-            return b"".join(out), decoder
-        data = decoder.unused_data
-        decoder = zlib.decompressobj(wbits=31)
-
-
 def _unauthorized(message: str) -> HTTPError:
     return HTTPError(401, message, [(b"www-authenticate", b'Basic realm="herolog"')])
-
-
-async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
-    """The whole request body, refusing (413) past ``limit`` bytes, after gzip decoding."""
-    chunks: list[bytes] = []
-    received = 0  # bytes on the wire
-    total = 0  # bytes of body, after decoding
-    decoder = zlib.decompressobj(wbits=31) if gzip else None
-    too_large = HTTPError(413, f"the body is over the {limit:,}-byte limit")
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        data: bytes = message.get("body", b"")
-        received += len(data)
-        if decoder is not None:
-            data, decoder = _gunzip(decoder, data, limit + 1 - total, too_large)
-        total += len(data)
-        if total > limit or received > limit:
-            raise too_large
-        chunks.append(data)
-        if not message.get("more_body", False):
-            break
-    if decoder is not None and not decoder.eof:
-        raise HTTPError(400, "the gzip body is truncated")
-    return b"".join(chunks)

@@ -1,10 +1,12 @@
-"""ASGI types and the small HTTP helpers the intake and the Platform API share."""
+"""ASGI types and the HTTP helpers the intake and the Platform API share: errors, auth,
+reading a body within a limit."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -12,6 +14,17 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or []
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was complete."""
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -47,3 +60,55 @@ def bearer_or_basic_password(value: bytes | None) -> str | None:
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison, so the time taken says nothing about the secret."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def has_key(scope: Scope, key: str) -> bool:
+    """Whether the request carries ``key``: ``Bearer KEY``, or Basic with KEY as password."""
+    token = bearer_or_basic_password(header(scope, b"authorization"))
+    return token is not None and same_secret(token, key)
+
+
+def gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[bytes, Any]:
+    """Decompress the next bytes of a gzip body, across members (``cat a.gz b.gz`` is a
+    gzip body too); at most ``room`` bytes of output. Returns the output and the decoder
+    to use for what comes next."""
+    out = []
+    while True:
+        try:
+            chunk = decoder.decompress(data, room)
+        except zlib.error as error:
+            raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
+        if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
+            raise too_large
+        out.append(chunk)
+        room -= len(chunk)
+        if not decoder.eof or not decoder.unused_data:
+            return b"".join(out), decoder
+        data = decoder.unused_data
+        decoder = zlib.decompressobj(wbits=31)
+
+
+async def read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
+    """The whole request body, refusing (413) past ``limit`` bytes, after gzip decoding."""
+    chunks: list[bytes] = []
+    received = 0  # bytes on the wire
+    total = 0  # bytes of body, after decoding
+    decoder = zlib.decompressobj(wbits=31) if gzip else None
+    too_large = HTTPError(413, f"the body is over the {limit:,}-byte limit")
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        data: bytes = message.get("body", b"")
+        received += len(data)
+        if decoder is not None:
+            data, decoder = gunzip(decoder, data, limit + 1 - total, too_large)
+        total += len(data)
+        if total > limit or received > limit:
+            raise too_large
+        chunks.append(data)
+        if not message.get("more_body", False):
+            break
+    if decoder is not None and not decoder.eof:
+        raise HTTPError(400, "the gzip body is truncated")
+    return b"".join(chunks)
