@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from herolog.store import Delivery, Drain, DrainExists, SQLiteStore
+from herolog.store import Delivery, Drain, DrainExists, SQLiteStore, using_store
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
@@ -159,13 +159,10 @@ class LocalRegistry:
 
     def add(self, app: str, url: str) -> Drain:
         _checked(url)
-        store = SQLiteStore.open(self.store_path)
         try:
-            return store.add_drain(app, url)
+            return using_store(self.store_path, lambda store: store.add_drain(app, url))
         except DrainExists:
             raise DrainError(f"{app} already has the drain {mask_url(url)}") from None
-        finally:
-            store.close()
 
     def list(self, app: str | None) -> list[Drain]:
         try:
@@ -178,11 +175,7 @@ class LocalRegistry:
             store.close()
 
     def remove(self, app: str, key: str) -> Drain:
-        store = SQLiteStore.open(self.store_path)
-        try:
-            drain = store.remove_drain(app, key)
-        finally:
-            store.close()
+        drain = using_store(self.store_path, lambda store: store.remove_drain(app, key))
         if drain is None:
             raise DrainError(f"{app} has no drain {mask_url(key)}")
         return drain

@@ -655,15 +655,18 @@ class SQLiteStore:
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
 
+    def find_drain(self, app: str, key: str) -> Drain | None:
+        """The app's drain whose URL, token or id is ``key``, or None."""
+        return next((d for d in self.drains(app) if key in (d.url, d.token, d.id)), None)
+
     def remove_drain(self, app: str, key: str) -> Drain | None:
         """Remove the app's drain whose URL, token or id is ``key``; None if there is none."""
         with self._write():
-            for drain in self.drains(app):
-                if key in (drain.url, drain.token, drain.id):
-                    self._db.execute("DELETE FROM drains WHERE id = ?", (drain.id,))
-                    self._drains_changed()
-                    return drain
-        return None
+            drain = self.find_drain(app, key)
+            if drain is not None:
+                self._db.execute("DELETE FROM drains WHERE id = ?", (drain.id,))
+                self._drains_changed()
+        return drain
 
     def drains_changed(self) -> int:
         """A number that changes whenever any process adds or removes a drain."""

@@ -270,7 +270,7 @@ class PlatformAPI:
             if remove:
                 drain = store.remove_drain(app, key)
             else:
-                drain = next((d for d in store.drains(app) if key in (d.url, d.token, d.id)), None)
+                drain = store.find_drain(app, key)
             if drain is None:
                 raise _not_found("drain")
             return drains.drain_object(drain)
