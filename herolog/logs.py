@@ -27,6 +27,11 @@ class LogsRequest:
     tail: bool = False
 
 
+def default_num(history: int) -> int:
+    """Lines shown when no number is asked for: 100, or the whole history if it is less."""
+    return min(DEFAULT_NUM, history)
+
+
 class HistoryExceeded(ValueError):
     """More lines were asked for than the store keeps."""
 
@@ -61,7 +66,7 @@ def show_logs(
     started = timestamps.to_instant(timestamps.now())
     store = open_existing(path)
     history = store.history if store is not None else DEFAULT_HISTORY
-    num = min(DEFAULT_NUM, history) if request.num is None else request.num
+    num = default_num(history) if request.num is None else request.num
     if num > history:
         if store is not None:
             store.close()

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote
 
 from herolog import drains, timestamps
 from herolog.filters import LineFilter
-from herolog.logs import DEFAULT_NUM
+from herolog.logs import default_num
 from herolog.server.config import ServeConfig, is_loopback
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
@@ -282,9 +282,9 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
     """The session a log-sessions body asks for: Heroku's fields (``lines``, ``tail``,
     ``source``, ``dyno``) and herolog's own (``process_type``, ``dynos``, ``since``,
     ``until``, ``grep``, ``exclude``, ``format``)."""
-    lines = body.get("lines", min(DEFAULT_NUM, history))
+    lines = body.get("lines")
     if lines is None:
-        lines = min(DEFAULT_NUM, history)
+        lines = default_num(history)
     if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
         raise SessionError("lines must be a whole number, 0 or more")
     if lines > history:
