@@ -327,9 +327,7 @@ class Sessions:
                     if not buffer:
                         await send(b": keep-alive\n\n")
                 reader.wake.clear()
-                # The catch-up may have read further than the broadcaster had handed out:
-                # what it sent comes round again, and is skipped.
-                lines = [line for line in subscriber.take() if line.id > reader.cursor]
+                lines = subscriber.take()
                 if subscriber.dropped:
                     assert subscriber.dropped_since is not None
                     lines.insert(
