@@ -12,16 +12,15 @@ from typing import Any
 
 import uvicorn
 
+from bench.bare_app import read_all
+
 counts = {"http": 0, "syslog": 0, "requests": 0}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
+    await read_all(receive)
     if scope["method"] == "GET":
         body = json.dumps(counts).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
