@@ -5,8 +5,9 @@
 Each benchmark runs in its own process, one after another (they would disturb each other),
 and its output is kept whole in BENCHMARKS.md under a table of the headline figures, each
 with its target and whether it was met. --quick shortens every run (for trying the harness
-out; its figures are not the ones to quote). Needs wrk; the peers (rsyslog, syslog-ng, the
-heroku CLI) are fetched by the benchmarks that use them, and a row says so if one cannot be.
+out; its figures are not the ones to quote). The benchmarks fetch what they need themselves:
+wrk (unless on PATH), rsyslog and syslog-ng from Debian packages unpacked by bench/tools.py,
+the heroku CLI from npm; a row says so if a peer cannot be had.
 """
 
 from __future__ import annotations

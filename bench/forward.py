@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import result
+from bench import result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, memory, wait_up, wrk
 
@@ -67,8 +66,7 @@ def main() -> None:
     parser.add_argument("--drain-buffer", type=int, default=1024)
     args = parser.parse_args()
     body = bodies(100, 100)[0]
-    if shutil.which("wrk") is None:
-        sys.exit("bench.forward needs wrk: apt-get install wrk")
+    tools.require_wrk("bench.forward")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         script = lua(_write(work / "hundred.body", body), work)

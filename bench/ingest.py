@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import result
+from bench import result, tools
 from bench.corpus import bodies, syslog_messages
 from herolog.parser import frame
 
@@ -54,11 +53,13 @@ def wait_up(url: str) -> None:
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> float:
+    program, env = tools.wrk()
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        [program, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
@@ -101,8 +102,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--syslog-lines", type=int, default=1_000_000)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench.ingest needs wrk: apt-get install wrk")
+    tools.require_wrk("bench.ingest")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         one, hundred = work / "one.body", work / "hundred.body"

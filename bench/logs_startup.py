@@ -14,8 +14,8 @@ writes the same lines to a text file, then times, alternating run by run:
 Figures are medians; ratios are against the interpreter's own start-up measured in the
 same run, the fairest peer on a machine whose speed drifts.
 
-With the official heroku CLI available (the interop tests' npm copy in
-~/.cache/herolog-tests, or --heroku PATH), it also starts `herolog serve` on the same store and
+It also installs the official heroku CLI with npm (into ~/.cache/herolog-tests, shared with
+the interop tests; or give --heroku PATH), starts `herolog serve` on the same store and
 times `heroku logs -a app0 -n 1500` and `herolog logs --server URL -a app0 -n 1500` against it
 (fewer runs: the heroku CLI takes seconds).
 """
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import result
+from bench import result, tools
 from bench.corpus import bodies
 from herolog.filters import LineFilter
 from herolog.parser import parse_logplex
@@ -65,12 +65,9 @@ def timed(command: str, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def heroku_cli(given: str | None) -> str | None:
-    if given:
-        return given
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    found = base / "herolog-tests" / "heroku-11.10.0" / "node_modules" / ".bin" / "heroku"
-    return str(found) if found.exists() else None
+def heroku_cli(given: str | None) -> str:
+    """The heroku CLI to compare with: the one given, else npm's (installed if needed)."""
+    return given or str(tools.heroku_cli())
 
 
 def compare_with_heroku(herolog: str, heroku: str, env: dict[str, str], runs: int) -> None:
@@ -177,9 +174,10 @@ def main() -> None:
             target="<= 150 ms",
             met=plain <= 150,
         )
-        heroku = heroku_cli(args.heroku)
-        if heroku is None:
-            print("heroku CLI: not found (run the interop tests once, or give --heroku PATH)")
+        try:
+            heroku = heroku_cli(args.heroku)
+        except tools.Unavailable as error:
+            print(f"heroku CLI: not measured: {error}")
         else:
             compare_with_heroku(herolog, heroku, env, args.heroku_runs)
 

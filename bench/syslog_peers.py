@@ -2,21 +2,20 @@
 
     python -m bench.syslog_peers [--lines N] [--rounds R]
 
-The peers are Debian's own packages (rsyslog with imptcp, syslog-ng-core), fetched with
-`apt-get download` and unpacked with `dpkg -x` into ~/.cache/herolog-bench/peers (no root-wide
-install), run in the foreground on 127.0.0.1 with configurations written here, and stopped by
-their own pid. Each round sends the same N frames (Heroku's syslog-drain form) to herolog serve,
-rsyslog and syslog-ng in turn, and times from the first byte sent to the last line durable:
-committed in herolog's store (from /stats), or written to the peer's output file (the file
-stops growing with every line in it). Figures are medians of the rounds; a peer that cannot
-be installed gets a row saying why, and the rest still runs.
+The peers are Debian's own packages (rsyslog with imptcp, syslog-ng-core), fetched with `apt-get
+download` and unpacked with `dpkg -x` into ~/.cache/herolog-bench/peers by bench/tools.py (no
+root-wide install), run in the foreground on 127.0.0.1 with configurations written here, and
+stopped by their own pid. Each round sends the same N frames (Heroku's syslog-drain form) to
+herolog serve, rsyslog and syslog-ng in turn, and times from the first byte sent to the last
+line durable: committed in herolog's store (from /stats), or written to the peer's output file
+(the file stops growing with every line in it). Figures are medians of the rounds; a peer that
+cannot be installed gets a row saying why, and the rest still runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -28,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import result
+from bench import result, tools
 from bench.corpus import syslog_messages
 from bench.ingest import committed, free_port, wait_up
 from herolog.parser import frame
@@ -43,35 +42,6 @@ PACKAGES = [
     "libwrap0",
 ]
 TOKEN = "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
-
-
-def cache() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "herolog-bench" / "peers"
-
-
-def install() -> tuple[Path | None, str]:
-    """The unpacked packages' root, or None and why not."""
-    root = cache() / "root"
-    if (root / "usr/sbin/rsyslogd").exists() and (root / "usr/sbin/syslog-ng").exists():
-        return root, ""
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        return None, "needs apt-get and dpkg (Debian or Ubuntu)"
-    debs = cache() / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    got = subprocess.run(
-        ["apt-get", "download", *PACKAGES], cwd=debs, capture_output=True, text=True, timeout=300
-    )
-    if got.returncode != 0:
-        return None, f"apt-get download failed: {got.stderr.strip().splitlines()[-1:]}"
-    for deb in debs.glob("*.deb"):
-        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
-    return root, ""
-
-
-def library_path(root: Path) -> str:
-    dirs = sorted({str(p.parent) for p in root.rglob("*.so*")})
-    return os.pathsep.join([*dirs, os.environ.get("LD_LIBRARY_PATH", "")])
 
 
 def rsyslog(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[bytes]:
@@ -96,7 +66,7 @@ def rsyslog(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[by
             "-i",
             str(work / "rsyslog.pid"),
         ],
-        env={**os.environ, "LD_LIBRARY_PATH": library_path(root)},
+        env=tools.library_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -128,7 +98,7 @@ def syslog_ng(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[
             "-c",
             str(work / "syslog-ng.ctl"),
         ],
-        env={**os.environ, "LD_LIBRARY_PATH": library_path(root)},
+        env=tools.library_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -188,7 +158,13 @@ def main() -> None:
         m.replace(b" host ", f" {TOKEN} ".encode(), 1).replace(b" - ", b" - - ", 1)
         for m in messages
     )
-    root, why = install()
+    try:
+        root: Path | None = tools.unpack(
+            "peers", PACKAGES, ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"]
+        )
+        why = ""
+    except tools.Unavailable as error:
+        root, why = None, str(error)
     times: dict[str, list[float]] = {"herolog": [], "rsyslog": [], "syslog-ng": []}
     problems: dict[str, str] = {}
     if root is None:
