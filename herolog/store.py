@@ -266,8 +266,11 @@ class SQLiteStore:
             store._prepare(create)
         except sqlite3.DatabaseError as error:
             db.close()
-            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-                raise
+            if isinstance(error, sqlite3.OperationalError):
+                if "locked" in str(error):
+                    raise
+                # A full disk or a read-only file system: the file is fine, moving it is not.
+                raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
             raise StoreError(
                 f"{path} is not a usable herolog store ({error}); "
                 f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
@@ -315,7 +318,10 @@ class SQLiteStore:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite has rolled back already after some errors (a full disk): a second
+            # ROLLBACK would fail and hide the error that matters.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
@@ -748,6 +754,14 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
 def _drain_fields(row: Sequence[Any]) -> tuple[str, str, str, str, str, str, Delivery]:
     identity, delivery = row[:6], row[6:]
     return (*identity, Delivery(delivery[0], delivery[1], bool(delivery[2]), *delivery[3:]))
+
+
+def _why(path: Path, error: sqlite3.Error) -> str:
+    """SQLite's message, and the likely cause when SQLite's own says little."""
+    with contextlib.suppress(OSError):
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return f"{error} (its file system is read-only)"
+    return str(error)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
