@@ -5,6 +5,7 @@ python -m herolog.server.writer_process FD STORE [HISTORY]
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import select
 import signal
@@ -150,7 +151,7 @@ def main(argv: list[str]) -> int:
         # Checkpoints (which fsync) happen on their own connection and thread, so commits
         # do not stop for them every 1000 pages as they would by default.
         store.manual_checkpoints()
-    except (StoreError, OSError, ValueError) as error:
+    except (StoreError, OSError, ValueError, sqlite3.Error) as error:
         connection.send(("failed", str(error)))
         return 1
     stopped = threading.Event()
@@ -160,16 +161,19 @@ def main(argv: list[str]) -> int:
     decoders: dict[int, FrameDecoder] = {}
     next_prune = time.monotonic() + PRUNE_EVERY_S
     next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
+    failing = False
     try:
         while (jobs := connection.jobs()) is not None:
             results, stop = _handle(store, jobs, decoders)
             if results:
                 connection.send(results)
+            failing = _report(store.path, results, failing)
             if stop:
                 break
             if time.monotonic() >= next_prune:
-                store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
                 next_prune = time.monotonic() + PRUNE_EVERY_S
+                with contextlib.suppress(sqlite3.Error):  # a full disk: next time
+                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
             if time.monotonic() >= next_wal_check:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:
@@ -182,9 +186,29 @@ def main(argv: list[str]) -> int:
     finally:
         stopped.set()
         checkpointer.join()
-        store.checkpoint()
+        try:
+            store.checkpoint()
+        except sqlite3.Error as error:  # what is committed is safe in the WAL all the same
+            print(f"herolog serve: final checkpoint failed: {error}", file=sys.stderr)
         store.close()
     return 0
+
+
+def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
+    """Say once when storing starts failing (a full disk), and once when it works again;
+    whether it is failing now."""
+    error = next((value for _, status, value in results if status == "error"), None)
+    if error is not None and not failing:
+        print(
+            f"herolog serve: {error} (store {path}); drain POSTs get 503 so that they are"
+            " retried, and syslog connections are closed, until it works again",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif error is None and failing and any(status == "ok" for _, status, _ in results):
+        print(f"herolog serve: storing works again (store {path})", file=sys.stderr, flush=True)
+        return False
+    return failing or error is not None
 
 
 if __name__ == "__main__":
