@@ -152,17 +152,18 @@ def main(argv: list[str]) -> int:
         # do not stop for them every 1000 pages as they would by default.
         store.manual_checkpoints()
     except (StoreError, OSError, ValueError, sqlite3.Error) as error:
-        connection.send(("failed", str(error)))
+        with contextlib.suppress(OSError):  # serve may have died meanwhile
+            connection.send(("failed", str(error)))
         return 1
     stopped = threading.Event()
     checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
     checkpointer.start()
-    connection.send(("ready", store.history))
     decoders: dict[int, FrameDecoder] = {}
     next_prune = time.monotonic() + PRUNE_EVERY_S
     next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
     failing = False
     try:
+        connection.send(("ready", store.history))
         while (jobs := connection.jobs()) is not None:
             results, stop = _handle(store, jobs, decoders)
             if results:
