@@ -9,14 +9,14 @@ timeout with ``BEGIN IMMEDIATE`` so they never fail with "database is locked".
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import chain, repeat
-from operator import add
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -86,13 +86,12 @@ CREATE TABLE drains (
 """
 # What brings a store from each older schema version to the next.
 _MIGRATIONS = {1: _FRAMES, 2: _DRAINS}
-# Column order matches LogLine followed by (app_id, attributes, received_at), so a row is
-# a LogLine plus one shared tuple: no per-line Python work on insert.
+# Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
+# lines share (see _insert_statement).
 _INSERT = (
     "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data,"
     " app_id, attributes, received_at) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_INSERT = 256
 """Lines per INSERT statement. One statement for many rows binds them all in C and then
 runs without the GIL, where executemany takes the GIL back after every row: with another
@@ -376,9 +375,9 @@ class SQLiteStore:
                     app_id, count = self._app(batch.app, rx.time)
                     apps[batch.app] = [app_id, count, count]
             keep = self._new_frames(batches, apps, rx.time)
-            # One statement for every line of every batch, in arrival order: a group of
-            # small batches costs little more than one large one.
-            rows = []
+            # Consecutive batches of one app with the same attributes are inserted together,
+            # in arrival order: a group of small batches costs little more than one large one.
+            runs: list[tuple[tuple[int, str | None], list[LogLine]]] = []
             for i, batch in enumerate(batches):
                 if not batch.lines or not keep[i]:
                     continue
@@ -388,10 +387,14 @@ class SQLiteStore:
                     if batch.attributes
                     else None
                 )
-                rows.append(map(add, batch.lines, repeat((app[0], attributes, rx.time))))
+                if runs and runs[-1][0] == (app[0], attributes):
+                    runs[-1][1].extend(batch.lines)
+                else:
+                    runs.append(((app[0], attributes), list(batch.lines)))
                 app[2] += len(batch.lines)
                 stored[i] = len(batch.lines)
-            _insert_lines(db, list(chain.from_iterable(rows)))
+            for (app_id, attributes), lines in runs:
+                _insert_lines(db, (app_id, attributes, rx.time), lines)
             hold = self._trim_hold(rx.time)
             for app_id, before, after in apps.values():
                 if after > history:
@@ -705,11 +708,25 @@ class SQLiteStore:
         self._db.close()
 
 
-def _insert_lines(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        part = rows[start : start + _ROWS_PER_INSERT]
-        sql = _INSERT + ",".join([_ROW] * len(part))
-        db.execute(sql, tuple(chain.from_iterable(part)))
+def _insert_lines(
+    db: sqlite3.Connection, shared: tuple[int, str | None, str], lines: list[LogLine]
+) -> None:
+    """Insert lines that share their app id, attributes and receive time."""
+    for start in range(0, len(lines), _ROWS_PER_INSERT):
+        part = lines[start : start + _ROWS_PER_INSERT]
+        db.execute(_insert_statement(len(part)), (*shared, *chain.from_iterable(part)))
+
+
+@functools.cache
+def _insert_statement(rows: int) -> str:
+    # The shared values are bound once, as ?1-?3, and every row refers to them: binding
+    # fewer values and building no per-row tuples makes inserting about a fifth faster.
+    fields = len(LogLine._fields)
+    values = (
+        "(" + ", ".join(f"?{4 + row * fields + k}" for k in range(fields)) + ", ?1, ?2, ?3)"
+        for row in range(rows)
+    )
+    return _INSERT + ", ".join(values)
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:

@@ -166,6 +166,37 @@ def test_attributes_are_stored_per_batch(store: SQLiteStore) -> None:
     assert decode_attributes(second) == {}
 
 
+def test_one_append_of_many_batches_keeps_each_ones_app_and_attributes(
+    store: SQLiteStore,
+) -> None:
+    # Runs of batches that share app and attributes are inserted together: the runs must
+    # not bleed into each other, and arrival order holds across them.
+    prod = {"env": "prod"}
+    batches = [
+        Batch("one", [line("1"), line("2")], prod),
+        Batch("one", [line("3")], prod),
+        Batch("two", [line("4")], prod),
+        Batch("one", [line("5")], {"env": "dev"}),
+        Batch("one", [line("6")]),
+        Batch("one", [line(str(n)) for n in range(7, 607)]),  # several statements
+        Batch("two", [line("607")], prod),
+    ]
+    assert store.append(batches) == [2, 1, 1, 1, 1, 600, 1]
+    found, _ = store.last(LineFilter(), 1000)
+    assert [x.message for x in found] == [str(n) for n in range(1, 608)]
+    assert [x.id for x in found] == sorted(x.id for x in found)
+    shown = [(x.app, decode_attributes(x)) for x in found]
+    assert shown[:5] == [
+        ("one", prod),
+        ("one", prod),
+        ("one", prod),
+        ("two", prod),
+        ("one", {"env": "dev"}),
+    ]
+    assert all(s == ("one", {}) for s in shown[5:606])
+    assert shown[606] == ("two", prod)
+
+
 def test_after_continues_past_lines_that_do_not_match(store: SQLiteStore) -> None:
     fill(store, "demo", ["a", "b"])
     start = store.newest_id()
