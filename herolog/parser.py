@@ -277,14 +277,15 @@ class FrameDecoder:
                 return pos
             if self.newline_framing and text[pos] == "<":
                 end = text.find("\n", pos)
+                # The limit holds whether the newline came in the same chunk or not.
+                if (end - pos if end >= 0 else size - pos) > self.max_frame:
+                    raise FramingError(
+                        f"a line of more than {self.max_frame} bytes",
+                        self._frames + 1,
+                        self._offset + pos,
+                    )
                 if end < 0:
                     self._awaiting_newline = True
-                    if size - pos > self.max_frame:
-                        raise FramingError(
-                            f"a line of more than {self.max_frame} bytes",
-                            self._frames + 1,
-                            self._offset + pos,
-                        )
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
                 out.append(_parse_message(text, pos, stop, received))
@@ -294,7 +295,12 @@ class FrameDecoder:
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
             cut = text.rfind("\n") + 1
             if cut > pos and text.count("\n", pos, cut) >= _BULK_MIN_FRAMES:
-                lines = _parse_plain_body(text[pos:cut])
+                run = text[pos:cut]
+                # A frame over the limit is the frame loop's to refuse, however it arrived.
+                fits = (
+                    cut - pos <= self.max_frame or max(map(len, run.split("\n"))) <= self.max_frame
+                )
+                lines = _parse_plain_body(run) if fits else None
                 if lines is not None:
                     out += lines
                     self._frames += len(lines)
