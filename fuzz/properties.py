@@ -1,0 +1,232 @@
+"""What must hold for every input: each check takes one input and fails (AssertionError, or
+whatever the code under test raised) when it does not hold."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import httpx
+
+from herolog.filters import LineFilter
+from herolog.parser import (
+    MAX_PRI,
+    UNKNOWN,
+    FrameDecoder,
+    FramingError,
+    LogLine,
+    Received,
+    frame,
+    parse_heroku_line,
+    parse_logplex,
+    parse_syslog,
+)
+from herolog.store import SQLiteStore
+
+RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
+DEFAULT_MAX_FRAME = FrameDecoder().max_frame
+INTAKE_APP = "fuzz"
+
+_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_TOKEN = re.compile(r"[!-~]+")
+
+Outcome = tuple[list[LogLine], tuple[int, int] | None]
+"""What a decoder made of a stream: its lines, and the frame and offset of its error. (The
+reason quotes what had arrived when the error was seen, so it depends on the chunks.)"""
+
+
+def check_line(line: LogLine) -> None:
+    """A line the store can take: text that encodes, a sortable instant, a syslog PRI."""
+    assert isinstance(line, LogLine)
+    for text in (line.timestamp, line.time, line.source, line.dyno, line.message):
+        assert isinstance(text, str)
+        text.encode("utf-8")  # a lone surrogate here would fail in SQLite, not in the parser
+    for optional in (line.hostname, line.structured_data):
+        assert optional is None or isinstance(optional, str)
+        if optional is not None:
+            optional.encode("utf-8")
+    assert _INSTANT.fullmatch(line.time), line.time
+    assert line.source
+    assert line.dyno
+    assert line.pri is None or 0 <= line.pri <= MAX_PRI
+
+
+def check_syslog_line(line: LogLine, raw: bytes) -> None:
+    """``line`` parsed from the syslog message ``raw`` (framing newline included or not)."""
+    check_line(line)
+    text = _text_of(raw)
+    if line.pri is None:  # unparseable: kept whole, as received
+        assert (line.source, line.dyno, line.hostname) == (UNKNOWN, UNKNOWN, None)
+        assert (line.timestamp, line.time) == RECEIVED
+        assert line.message == text
+        assert line.structured_data is None
+    else:
+        for token in (line.timestamp, line.source, line.dyno, line.hostname or ""):
+            assert _TOKEN.fullmatch(token), token
+        assert text.endswith(line.message)
+        assert line.structured_data is None or line.structured_data.startswith("[")
+
+
+def _text_of(raw: bytes) -> str:
+    """A message's text as the parser must keep it: one framing line end off, UTF-8 with
+    errors replaced, no leading byte order mark."""
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
+    text = raw.decode("utf-8", "replace")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def check_parse_logplex(body: bytes) -> None:
+    """Any body gives lines or a FramingError naming the frame and offset, and what comes
+    before that offset parses to the frames before the broken one."""
+    error: FramingError | None = None
+    try:
+        lines = parse_logplex(body, RECEIVED)
+    except FramingError as caught:
+        error, lines = caught, []
+    for line in lines:
+        check_line(line)
+    if error is None:
+        return
+    assert error.frame >= 1
+    assert 0 <= error.offset <= len(body)
+    message = str(error)
+    assert message == f"frame {error.frame} at byte {error.offset}: {error.reason}"
+    assert message.isprintable(), message  # it goes on one line of an HTTP answer
+    before = parse_logplex(body[: error.offset], RECEIVED)
+    assert error.parsed == before
+    assert len(before) == error.frame - 1
+
+
+def check_well_framed(messages: list[bytes]) -> None:
+    """Frames with true counts parse whole, one line each, whatever the messages hold; the
+    stream decoder agrees in both of its modes."""
+    body = frame(messages)
+    lines = parse_logplex(body, RECEIVED)
+    assert len(lines) == len(messages)
+    for line, raw in zip(lines, messages, strict=True):
+        check_syslog_line(line, raw)
+    for newline_framing in (False, True):
+        assert decode([body], newline_framing, DEFAULT_MAX_FRAME) == (lines, None)
+
+
+def decode(chunks: list[bytes], newline_framing: bool, max_frame: int) -> Outcome:
+    """Feed ``chunks`` to a FrameDecoder, then close it; stop at the first FramingError."""
+    decoder = FrameDecoder(max_frame, newline_framing=newline_framing)
+    lines: list[LogLine] = []
+    try:
+        for chunk in chunks:
+            lines += decoder.feed(chunk, RECEIVED)
+        lines += decoder.close(RECEIVED)
+    except FramingError as caught:
+        error = caught
+    else:
+        assert decoder.frames == len(lines)
+        return lines, None
+    if decoder.error is not None:  # met by feed: nothing after the break is decoded
+        assert decoder.error is error
+        for again in (partial(decoder.feed, b"1 x", RECEIVED), partial(decoder.close, RECEIVED)):
+            assert _raised(again) is error
+    return lines, (error.frame, error.offset)
+
+
+def _raised(call: Callable[[], object]) -> BaseException | None:
+    try:
+        call()
+    except Exception as error:
+        return error
+    return None
+
+
+def check_decoder(chunks: list[bytes], newline_framing: bool, max_frame: int) -> None:
+    """However a stream is cut into chunks, it decodes as if it came whole; only
+    FramingError is raised; the lines before a break are those of the stream up to it."""
+    body = b"".join(chunks)
+    whole = decode([body], newline_framing, max_frame)
+    assert decode(chunks, newline_framing, max_frame) == whole
+    lines, error = whole
+    for line in lines:
+        check_line(line)
+    if error is not None:
+        frame_no, offset = error
+        assert 0 <= offset <= len(body)
+        assert len(lines) == frame_no - 1
+        assert decode([body[:offset]], newline_framing, max_frame) == (lines, None)
+    if not newline_framing and max_frame == DEFAULT_MAX_FRAME:
+        try:
+            expected: Outcome = parse_logplex(body, RECEIVED), None
+        except FramingError as body_error:
+            expected = body_error.parsed, (body_error.frame, body_error.offset)
+        assert whole == expected
+
+
+def check_parse_syslog(message: bytes) -> None:
+    """Any bytes are one line; a one-line message reads the same from a syslog stream."""
+    line = parse_syslog(message, RECEIVED)
+    check_syslog_line(line, message)
+    if message[:1] == b"<" and b"\n" not in message:
+        framed = message + b"\n"
+        assert decode([framed], True, DEFAULT_MAX_FRAME) == ([parse_syslog(framed, RECEIVED)], None)
+
+
+def check_heroku_line(text: str) -> None:
+    """A ``heroku logs`` line parses back into exactly the parts it was made of, or None."""
+    line = parse_heroku_line(text)
+    if line is None:
+        return
+    check_line(line)
+    assert (line.pri, line.hostname, line.structured_data) == (None, None, None)
+    head = f"{line.timestamp} {line.source}[{line.dyno}]:"
+    assert text.startswith(head)
+    assert text[len(head) :] in (line.message, " " + line.message)
+
+
+def check_intake(
+    client: httpx.Client, store: SQLiteStore, body: bytes, *, gzipped: bool, pieces: int
+) -> int:
+    """POST ``body`` to a running serve (``client`` has its base URL): never a 5xx; a 400
+    naming frame and offset that stores nothing, or a 204 that stored every line. Returns
+    the status."""
+    error: FramingError | None = None
+    try:
+        expected = parse_logplex(body, RECEIVED)
+    except FramingError as caught:
+        expected, error = [], caught
+    content = gzip.compress(body) if gzipped else body
+    headers = {"Content-Type": "application/logplex-1"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    sent: bytes | Iterator[bytes] = content
+    if pieces > 1:  # sent chunked: no Content-Length, the body in several reads
+        size = -(-len(content) // pieces) or 1
+        sent = iter([content[i : i + size] for i in range(0, len(content), size)])
+    before = store.newest_id()
+    response = client.post(f"/apps/{INTAKE_APP}/logs", content=sent, headers=headers)
+    assert response.status_code < 500, f"{response.status_code} {response.text}"
+    new, _ = store.after(before, LineFilter(app=INTAKE_APP), len(expected) + 1)
+    if error is not None:
+        assert response.status_code == 400, f"{response.status_code} {response.text}"
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.text == f"bad logplex framing: {error}\n"
+        assert new == []
+        return response.status_code
+    assert response.status_code == 204, f"{response.status_code} {response.text}"
+
+    assert len(new) == len(expected)
+    for stored, line in zip(new, expected, strict=True):
+        # A line without a readable timestamp takes the time received: the server's, not ours.
+        timestamp = line.timestamp if line.timestamp != RECEIVED.timestamp else stored.timestamp
+        assert (
+            stored.timestamp,
+            stored.source,
+            stored.dyno,
+            stored.message,
+            stored.pri,
+            stored.hostname,
+            stored.structured_data,
+        ) == (timestamp, *line[2:])
+    return response.status_code

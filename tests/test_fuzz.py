@@ -1,0 +1,145 @@
+"""The parser under fuzzed input: the fuzz package's properties, a few hundred examples each.
+
+``python -m fuzz`` runs the same properties as a long campaign.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+
+from fuzz import properties, strategies
+from herolog.parser import FrameDecoder, FramingError, frame
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,  # a shared, busy machine: time says nothing here
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+MESSAGE = b"<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - "
+
+
+@FUZZ
+@given(strategies.logplex_bodies())
+@example(b"1000000000000 " + MESSAGE)  # 13 digits
+@example(b"999999999999 " + MESSAGE)  # 12 digits: a terabyte, far past the end
+@example(b"9" * 5000)
+@example(b"-5 " + MESSAGE)
+@example(b"00000000000007 " + MESSAGE)
+@example(b"5 \x00\x00\x00\x00\x00")
+@example(b"4 \xff\xfe\xc3\n")
+@example(b"\r\n\r\n")
+@example(b"0 ")
+def test_mutated_corpus_bodies_give_lines_or_a_framing_error(body: bytes) -> None:
+    properties.check_parse_logplex(body)
+
+
+@FUZZ
+@given(strategies.well_framed())
+@example([MESSAGE + b"x" * (65536 - len(MESSAGE))])  # Logplex's largest frames
+@example([MESSAGE + b"x" * 65536 + b"\n"] * 3)
+@example([MESSAGE + b"[" * 1000 + b" x\n", MESSAGE + b'[a@1 k="' * 300 + b"\n"])
+@example([b'<190>1 2024-03-05T09:14:07Z h app web.1 - [a@1 k="v\\"]\\\\"]\r\n'])
+@example([b"\0", b"\n", b"\r\n", b"\xef\xbb\xbf", b"12 ", b"<"])
+def test_true_counts_frame_any_message_content(messages: list[bytes]) -> None:
+    properties.check_well_framed(messages)
+
+
+@FUZZ
+@given(strategies.decoder_streams())
+@example(([b"<190>1 - host a b - x\r", b"\n12 <190>1 - h a b - y", b"\n"], True, 1 << 20))
+@example(([b"99999999", b"99999 x"], False, 1 << 20))
+def test_any_split_of_a_stream_decodes_like_the_whole(
+    stream: tuple[list[bytes], bool, int],
+) -> None:
+    properties.check_decoder(*stream)
+
+
+@FUZZ
+@given(strategies.syslog_messages())
+@example(b"")
+@example(b"\r\n")
+@example(b"<190>1 2024-03-05T09:14:07Z h app web.1 - [")
+@example(b"<999>1 2024-03-05T09:14:07Z h app web.1 - x")
+@example(b"<190>1 0001-01-01T00:00:00+00:01 h app web.1 - before the year 1 in UTC")
+def test_parse_syslog_never_raises(message: bytes) -> None:
+    properties.check_parse_syslog(message)
+
+
+@FUZZ
+@given(strategies.heroku_lines())
+@example("2024-03-05T09:14:07Z app[web.1]:")
+@example("2024-03-05T09:14:07Z a[b][c]: x")
+@example("0001-01-01T00:00:00-00:01 app[web.1]: x")
+def test_heroku_lines_parse_back_into_their_parts(text: str) -> None:
+    properties.check_heroku_line(text)
+
+
+# Regressions found by the properties above ------------------------------------------------
+
+
+def test_a_newline_framed_line_over_the_limit_is_refused_even_when_it_arrives_whole() -> None:
+    line = MESSAGE + b"x" * 100 + b"\n"
+    whole = FrameDecoder(64, newline_framing=True)
+    with pytest.raises(FramingError, match="a line of more than 64 bytes"):
+        whole.feed(line, properties.RECEIVED)
+    split = FrameDecoder(64, newline_framing=True)
+    with pytest.raises(FramingError, match="a line of more than 64 bytes"):
+        split.feed(line[:70], properties.RECEIVED)
+
+
+def test_an_octet_counted_frame_over_the_limit_is_refused_on_the_bulk_path_too() -> None:
+    small = MESSAGE + b"a\n"
+    big = MESSAGE + b"x" * 200 + b"\n"
+    decoder = FrameDecoder(100)
+    # Five whole Logplex frames in one chunk take the bulk path, which skipped the limit.
+    assert len(decoder.feed(frame([small] * 4 + [big]), properties.RECEIVED)) == 4
+    with pytest.raises(FramingError, match="over the 100-byte limit") as info:
+        decoder.close(properties.RECEIVED)
+    assert (info.value.frame, info.value.offset) == (5, 4 * len(b"%d %s" % (len(small), small)))
+
+
+# The campaign runner ----------------------------------------------------------------------
+
+
+def test_the_campaign_says_how_many_inputs_each_target_tried(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fuzz.__main__ import main
+
+    assert main(["--examples", "40", "--target", "logplex", "--target", "heroku-line"]) == 0
+    out = capsys.readouterr().out
+    tried = dict(re.findall(r"^(\S+) +([\d,]+) inputs", out, re.MULTILINE))
+    assert tried == {"logplex": "40", "heroku-line": "40", "total": "80"}, out
+    assert "no failures" in out
+
+
+def test_the_campaign_exits_1_with_the_failing_input_it_can_replay(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import fuzz.__main__ as campaign
+
+    def no_brackets(line: str) -> None:
+        assert "[" not in line, "a bracket"
+
+    targets = [replace(t, check=campaign._plain(no_brackets)) for t in campaign.TARGETS]
+    monkeypatch.setattr(campaign, "TARGETS", targets)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert campaign.main(["--target", "heroku-line", "--examples", "2000"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED heroku-line after " in out
+    assert "AssertionError: a bracket" in out
+    shown = re.search(r"^failing input: (.*)$", out, re.MULTILINE)
+    assert shown is not None, out
+    assert "[" in ast.literal_eval(shown.group(1))
+    (saved,) = tmp_path.glob("herolog-fuzz-heroku-line-*.repr")
+    assert ast.literal_eval(saved.read_text()) == ast.literal_eval(shown.group(1))
+    with pytest.raises(AssertionError, match="a bracket"):
+        campaign.main(["--target", "heroku-line", "--replay", str(saved)])
