@@ -11,6 +11,7 @@ not ASCII are then re-encoded and decoded as UTF-8.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -538,8 +539,10 @@ def parse_fields(message: str) -> dict[str, Any] | None:
     stripped = message.strip()
     if stripped[:1] == "{":
         try:
-            value = json.loads(stripped)
-        except ValueError:
+            value = json.loads(stripped, parse_float=_finite_float, parse_constant=_not_json)
+            if "\\u" in stripped:  # a lone surrogate (\ud800) could not be printed
+                json.dumps(value, ensure_ascii=False).encode()
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return None
         return value if isinstance(value, dict) else None
     fields: dict[str, Any] = {}
@@ -552,6 +555,17 @@ def parse_fields(message: str) -> dict[str, Any] | None:
         fields[key] = _BACKSLASH_ESCAPE.sub(r"\1", quoted) if quoted is not None else bare
         pos = m.end()
     return fields or None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: JSON output has no infinity to print it as
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 class SyslogFields(Protocol):
