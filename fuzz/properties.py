@@ -4,6 +4,7 @@ whatever the code under test raised) when it does not hold."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -19,8 +20,10 @@ from herolog.parser import (
     LogLine,
     Received,
     frame,
+    parse_fields,
     parse_heroku_line,
     parse_logplex,
+    parse_structured_data,
     parse_syslog,
 )
 from herolog.store import SQLiteStore
@@ -51,6 +54,12 @@ def check_line(line: LogLine) -> None:
     assert line.source
     assert line.dyno
     assert line.pri is None or 0 <= line.pri <= MAX_PRI
+    # What ``herolog logs --json`` reads out of every line it prints.
+    fields = parse_fields(line.message)
+    assert fields is None or isinstance(fields, dict)
+    json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()  # strict JSON, printable
+    if line.structured_data is not None:
+        assert isinstance(parse_structured_data(line.structured_data), dict)
 
 
 def check_syslog_line(line: LogLine, raw: bytes) -> None:

@@ -30,6 +30,8 @@ EXTRA_MESSAGES = [
     b"<190>1 2024-03-05T09:14:07Z host app web.1 - line one\nline two\r\nline three\n",
     b"<190>1 2024-03-05T09:14:07Z host app web.1 - \n",
     b"<0>1 2024-03-05T09:14:07.123456789-07:30 host a b - x",
+    b'<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - {"level":"info","took":[1,2]}\n',
+    b'<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - at=info x="a \\"b\\"" y= z\n',
     b"hello world\n",
     b"<190>1\n",
 ]
@@ -71,6 +73,18 @@ INVALID_UTF8 = [
     b"\xf4\x90\x80\x80",  # past U+10FFFF
     b"\xef\xbb\xbf",  # a byte order mark (valid, but special at a message's start)
     b"\xe2\x82",  # a sequence cut short
+]
+# Message text that the JSON and logfmt readers of ``herolog logs --json`` must survive.
+FIELDS = [
+    b'{"a":' + b"[" * 5000,
+    b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b'{"a":' + b'{"a":' * 2000,
+    b'{"a": 1e999999, "b": NaN}',
+    b'{"a": "\\ud800"}',
+    b'{"a": 1}x',
+    b'k="v\\',
+    b'k="' * 500,
+    b"=" * 100,
 ]
 STRUCTURED_DATA = [
     b"[" * 1000,
@@ -156,6 +170,7 @@ def mutated_message(draw: st.DrawFn, *, big: bool = True) -> bytes:
                     "byte",
                     "cut",
                     "fields",
+                    "message fields",
                 ]
                 + (["big"] if big else [])
             )
@@ -188,6 +203,9 @@ def mutated_message(draw: st.DrawFn, *, big: bool = True) -> bytes:
             del message[at:]
         elif kind == "fields":  # a header field emptied, doubled or spaced out
             message[at:at] = draw(st.sampled_from([b" ", b"  ", b"\t", b"-", b"- ", b"[]"]))
+        elif kind == "message fields":
+            header = _header_end(message)
+            message[header:] = draw(st.sampled_from(FIELDS)) + b"\n"
         elif kind == "big":
             size = draw(st.sampled_from(BIG_SIZES))
             message[at:at] = b"x" * max(0, size - len(message))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import tempfile
 from dataclasses import replace
@@ -15,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from fuzz import properties, strategies
-from herolog.parser import FrameDecoder, FramingError, frame
+from herolog.parser import FrameDecoder, FramingError, frame, parse_fields
+from tests.helpers import invoke, line, store_lines
 
 FUZZ = settings(
     max_examples=150,
@@ -104,6 +106,49 @@ def test_an_octet_counted_frame_over_the_limit_is_refused_on_the_bulk_path_too()
     with pytest.raises(FramingError, match="over the 100-byte limit") as info:
         decoder.close(properties.RECEIVED)
     assert (info.value.frame, info.value.offset) == (5, 4 * len(b"%d %s" % (len(small), small)))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"a":' + "[" * 5000,  # deeper than Python's stack: json raised RecursionError
+        '{"a":' + "[" * 3000 + "]" * 3000 + "}",
+        '{"a": "\\ud800"}',  # a lone surrogate: printing it raised UnicodeEncodeError
+        '{"a": NaN}',  # json.dumps would print NaN and Infinity, which are not JSON
+        '{"a": 1e999}',
+        '{"a": -Infinity}',
+    ],
+)
+def test_messages_that_cannot_be_printed_as_json_have_no_fields(message: str) -> None:
+    assert parse_fields(message) is None
+
+
+def test_json_fields_keep_what_json_can_print() -> None:
+    assert parse_fields('{"a": "\\ud83d\\ude00", "b": [1.5, 2e3]}') == {
+        "a": "😀",
+        "b": [1.5, 2000.0],
+    }
+
+
+def test_logs_json_prints_strict_json_for_hostile_messages(herolog_home: Path) -> None:
+    hostile = [
+        '{"a":' + "[" * 5000,
+        '{"a": "\\ud800"}',
+        '{"a": NaN, "b": 1e999}',
+        '{"ok": true}',
+    ]
+    store_lines(
+        herolog_home / "logs.db", "demo", *(line(m, second=i) for i, m in enumerate(hostile))
+    )
+    status, out, err = invoke("logs", "-a", "demo", "--json")
+    assert (status, err) == (0, "")
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} in --json output")
+
+    records = [json.loads(text, parse_constant=strict) for text in out.splitlines()]
+    assert [r["message"] for r in records] == hostile
+    assert [r.get("fields") for r in records] == [None, None, None, {"ok": True}]
 
 
 # The campaign runner ----------------------------------------------------------------------
