@@ -30,8 +30,10 @@ from hypothesis import HealthCheck, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 
 from fuzz import properties, strategies
+from herolog.store import SQLiteStore
 
 Check = Callable[[Any], object]
+SYSLOG_APP = "fuzz-syslog"
 
 
 @dataclass(frozen=True)
@@ -47,29 +49,32 @@ def _plain(check: Check) -> Callable[[], contextlib.AbstractContextManager[Check
     return lambda: contextlib.nullcontext(check)
 
 
+@dataclass(frozen=True)
+class _Serving:
+    client: httpx.Client
+    store: SQLiteStore
+    syslog_port: int
+
+
 @contextlib.contextmanager
-def _intake() -> Iterator[Check]:
-    """A real ``herolog serve`` (uvicorn, writer process, SQLite) on a free port."""
+def _serve() -> Iterator[_Serving]:
+    """A real ``herolog serve`` (uvicorn, writer process, SQLite) on free ports."""
     from herolog.server import ServeConfig, Server, run_in_thread
-    from herolog.store import SQLiteStore
 
     with tempfile.TemporaryDirectory(prefix="herolog-fuzz-") as home:
         previous = os.environ.get("HEROLOG_HOME")
         os.environ["HEROLOG_HOME"] = home
-        server = Server(ServeConfig(store_path=Path(home) / "logs.db", port=0), log=io.StringIO())
+        config = ServeConfig(
+            store_path=Path(home) / "logs.db", port=0, syslog_port=0, syslog_app=SYSLOG_APP
+        )
+        server = Server(config, log=io.StringIO())
         stop = run_in_thread(server)
-        store = SQLiteStore.open(server.config.store_path, create=False)
+        store = SQLiteStore.open(config.store_path, create=False)
         try:
+            assert server.syslog_port is not None
             url = f"http://127.0.0.1:{server.http_port}"
             with httpx.Client(base_url=url, timeout=60) as client:
-
-                def check(case: tuple[bytes, bool, int]) -> int:
-                    body, gzipped, pieces = case
-                    return properties.check_intake(
-                        client, store, body, gzipped=gzipped, pieces=pieces
-                    )
-
-                yield check
+                yield _Serving(client, store, server.syslog_port)
         finally:
             store.close()
             stop()
@@ -77,6 +82,31 @@ def _intake() -> Iterator[Check]:
                 os.environ.pop("HEROLOG_HOME", None)
             else:
                 os.environ["HEROLOG_HOME"] = previous
+
+
+@contextlib.contextmanager
+def _intake() -> Iterator[Check]:
+    with _serve() as serving:
+
+        def check(case: tuple[bytes, bool, int]) -> int:
+            body, gzipped, pieces = case
+            return properties.check_intake(
+                serving.client, serving.store, body, gzipped=gzipped, pieces=pieces
+            )
+
+        yield check
+
+
+@contextlib.contextmanager
+def _syslog_intake() -> Iterator[Check]:
+    with _serve() as serving:
+
+        def check(chunks: list[bytes]) -> int:
+            return properties.check_syslog_intake(
+                serving.syslog_port, serving.store, SYSLOG_APP, chunks
+            )
+
+        yield check
 
 
 TARGETS = [
@@ -115,6 +145,12 @@ TARGETS = [
         "POSTs to a real serve: 204 with every line stored, or 400 storing nothing; never 5xx",
         strategies.intake_posts(),
         _intake,
+    ),
+    Target(
+        "syslog-intake",
+        "streams to a real serve's syslog port: it stores what FrameDecoder decodes, no more",
+        strategies.syslog_streams(),
+        _syslog_intake,
     ),
 ]
 BATCH_SECONDS = 10.0

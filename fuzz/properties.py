@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -26,7 +27,7 @@ from herolog.parser import (
     parse_structured_data,
     parse_syslog,
 )
-from herolog.store import SQLiteStore
+from herolog.store import SQLiteStore, StoredLine
 
 RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
 DEFAULT_MAX_FRAME = FrameDecoder().max_frame
@@ -225,17 +226,36 @@ def check_intake(
         return response.status_code
     assert response.status_code == 204, f"{response.status_code} {response.text}"
 
-    assert len(new) == len(expected)
-    for stored, line in zip(new, expected, strict=True):
-        # A line without a readable timestamp takes the time received: the server's, not ours.
-        timestamp = line.timestamp if line.timestamp != RECEIVED.timestamp else stored.timestamp
-        assert (
-            stored.timestamp,
-            stored.source,
-            stored.dyno,
-            stored.message,
-            stored.pri,
-            stored.hostname,
-            stored.structured_data,
-        ) == (timestamp, *line[2:])
+    assert_stored(new, expected)
     return response.status_code
+
+
+def assert_stored(stored: list[StoredLine], expected: list[LogLine]) -> None:
+    """The store holds ``expected`` as parsed here, field by field."""
+    assert len(stored) == len(expected)
+    for got, line in zip(stored, expected, strict=True):
+        # A line without a readable timestamp takes the time received: the server's, not ours.
+        timestamp = line.timestamp if line.timestamp != RECEIVED.timestamp else got.timestamp
+        fields = (got.source, got.dyno, got.message, got.pri, got.hostname, got.structured_data)
+        assert (got.timestamp, *fields) == (timestamp, *line[2:])
+
+
+def check_syslog_intake(port: int, store: SQLiteStore, app: str, chunks: list[bytes]) -> int:
+    """Send a stream to serve's syslog port in ``chunks``, then end it: what is stored is
+    exactly what a FrameDecoder makes of the whole stream, up to any framing error.
+    Returns the number of lines stored."""
+    expected, _ = decode([b"".join(chunks)], True, DEFAULT_MAX_FRAME)
+    before = store.newest_id()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            # serve closes the connection once what it read is stored.
+            while sock.recv(1 << 16):
+                pass
+        except OSError:  # reset, broken pipe, not connected: it hung up on garbage
+            pass
+    new, _ = store.after(before, LineFilter(app=app), len(expected) + 1)
+    assert_stored(new, expected)
+    return len(new)

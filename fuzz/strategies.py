@@ -390,3 +390,9 @@ def intake_posts(draw: st.DrawFn) -> tuple[bytes, bool, int]:
     else:  # frames that must all be stored, whatever they hold
         body = b"".join(b"%d %s" % (len(m), m) for m in draw(well_framed()))
     return body, draw(st.booleans()), draw(st.integers(1, 4))
+
+
+@st.composite
+def syslog_streams(draw: st.DrawFn) -> list[bytes]:
+    """A syslog connection's bytes, both framings mixed, in the chunks they are sent in."""
+    return draw(stream_chunks(draw(logplex_bodies(newline=True))))

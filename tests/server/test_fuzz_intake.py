@@ -65,3 +65,32 @@ def test_fuzzed_bodies_are_stored_whole_or_refused_with_400_never_5xx(
         headers={"Content-Type": "application/logplex-1", "Content-Encoding": "gzip"},
     )
     assert response.status_code == 204
+
+
+def test_fuzzed_syslog_streams_store_what_the_decoder_decodes(make_server: ServerFactory) -> None:
+    running = make_server(syslog_port=0, syslog_app="fuzz-syslog")
+    assert running.syslog_port is not None
+    port = running.syslog_port
+    store = SQLiteStore.open(running.server.config.store_path, create=False)
+    stored: list[int] = []
+
+    @settings(
+        max_examples=80,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(strategies.syslog_streams())
+    @example([b"<190>1 - h app web.1 - a\n12 <190>1 - h ", b"a b - x\n<190>1 - h a b - y"])
+    @example([b"99999", b"9999999 <190>1"])  # a frame past the limit: refused, not buffered
+    @example([b"5 <190>1 - h a b - ", b"\n"])
+    def send(chunks: list[bytes]) -> None:
+        stored.append(properties.check_syslog_intake(port, store, "fuzz-syslog", chunks))
+
+    try:
+        send()
+        assert sum(stored) > 0
+        # Garbage on one connection never stops the listener: a clean stream still gets in.
+        clean = [b"<190>1 - h a b - ok\n"]
+        assert properties.check_syslog_intake(port, store, "fuzz-syslog", clean) == 1
+    finally:
+        store.close()
