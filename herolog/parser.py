@@ -598,7 +598,9 @@ def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
         sd = line.structured_data or "-"
         head = f"<{pri}>1 {line.timestamp} {hostname} {line.source} {line.dyno} - {sd}"
     end = "" if line.message.endswith("\r") else "\n"
-    return f"{head} {line.message}{end}".encode()
+    # A leading U+FEFF would be read back as RFC 5424's byte order mark: mark it as one.
+    bom = "\ufeff" if line.message[:1] == "\ufeff" else ""
+    return f"{head} {bom}{line.message}{end}".encode()
 
 
 def frame(messages: Iterable[bytes]) -> bytes:
