@@ -20,6 +20,7 @@ from herolog.parser import (
     FramingError,
     LogLine,
     Received,
+    format_syslog,
     frame,
     parse_fields,
     parse_heroku_line,
@@ -79,6 +80,16 @@ def check_syslog_line(line: LogLine, raw: bytes) -> None:
         assert line.structured_data is None or line.structured_data.startswith("[")
 
 
+def check_forwarded(line: LogLine) -> None:
+    """A stored line, as a drain gets it (either form), parses back to the same line."""
+    for hostname in ("host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"):
+        (back,) = parse_logplex(frame([format_syslog(line, hostname)]), RECEIVED)
+        sent = line._replace(pri=190 if line.pri is None else line.pri, hostname=hostname)
+        if hostname == "host":
+            sent = sent._replace(structured_data=None)
+        assert back == sent
+
+
 def _text_of(raw: bytes) -> str:
     """A message's text as the parser must keep it: one framing line end off, UTF-8 with
     errors replaced, no leading byte order mark."""
@@ -120,6 +131,7 @@ def check_well_framed(messages: list[bytes]) -> None:
     assert len(lines) == len(messages)
     for line, raw in zip(lines, messages, strict=True):
         check_syslog_line(line, raw)
+        check_forwarded(line)
     for newline_framing in (False, True):
         assert decode([body], newline_framing, DEFAULT_MAX_FRAME) == (lines, None)
 

@@ -32,6 +32,7 @@ EXTRA_MESSAGES = [
     b"<0>1 2024-03-05T09:14:07.123456789-07:30 host a b - x",
     b'<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - {"level":"info","took":[1,2]}\n',
     b'<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - at=info x="a \\"b\\"" y= z\n',
+    b"<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - \xef\xbb\xbf\xef\xbb\xbfzwnbsp\n",
     b"hello world\n",
     b"<190>1\n",
 ]

@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from fuzz import properties, strategies
-from herolog.parser import FrameDecoder, FramingError, frame, parse_fields
+from herolog.parser import (
+    FrameDecoder,
+    FramingError,
+    format_syslog,
+    frame,
+    parse_fields,
+    parse_logplex,
+)
 from tests.helpers import invoke, line, store_lines
 
 FUZZ = settings(
@@ -149,6 +156,15 @@ def test_logs_json_prints_strict_json_for_hostile_messages(herolog_home: Path) -
     records = [json.loads(text, parse_constant=strict) for text in out.splitlines()]
     assert [r["message"] for r in records] == hostile
     assert [r.get("fields") for r in records] == [None, None, None, {"ok": True}]
+
+
+@pytest.mark.parametrize("hostname", ["host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"])
+def test_a_message_starting_with_u_feff_is_forwarded_whole(hostname: str) -> None:
+    # The first U+FEFF is the byte order mark, not content; the second one is content.
+    (stored,) = parse_logplex(frame([MESSAGE + "\ufeff\ufeffzero-width".encode()]))
+    assert stored.message == "\ufeffzero-width"
+    (forwarded,) = parse_logplex(frame([format_syslog(stored, hostname)]))
+    assert forwarded.message == "\ufeffzero-width"
 
 
 # The campaign runner ----------------------------------------------------------------------
