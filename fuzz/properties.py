@@ -13,13 +13,14 @@ from functools import partial
 import httpx
 
 from herolog.filters import LineFilter
-from herolog.parser import (
+from herolog.parser import (  # _parse_frames: the reference the bulk path must agree with
     MAX_PRI,
     UNKNOWN,
     FrameDecoder,
     FramingError,
     LogLine,
     Received,
+    _parse_frames,
     format_syslog,
     frame,
     parse_fields,
@@ -111,8 +112,15 @@ def check_parse_logplex(body: bytes) -> None:
         error, lines = caught, []
     for line in lines:
         check_line(line)
+        check_forwarded(line)
+    # The bulk fast path and the frame loop, the reference, agree on every body.
+    text = body.decode("latin-1")
     if error is None:
+        assert _parse_frames(text, 0, True, RECEIVED, 1, 0)[0] == lines
         return
+    loop_error = _raised(partial(_parse_frames, text, 0, True, RECEIVED, 1, 0))
+    assert isinstance(loop_error, FramingError), "the frame loop took a body parse_logplex refused"
+    assert str(loop_error) == str(error)
     assert error.frame >= 1
     assert 0 <= error.offset <= len(body)
     message = str(error)
@@ -190,6 +198,7 @@ def check_parse_syslog(message: bytes) -> None:
     """Any bytes are one line; a one-line message reads the same from a syslog stream."""
     line = parse_syslog(message, RECEIVED)
     check_syslog_line(line, message)
+    check_forwarded(line)
     if message[:1] == b"<" and b"\n" not in message:
         framed = message + b"\n"
         assert decode([framed], True, DEFAULT_MAX_FRAME) == ([parse_syslog(framed, RECEIVED)], None)

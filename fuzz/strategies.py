@@ -226,7 +226,7 @@ def _header_end(message: bytearray) -> int:
 @st.composite
 def framed(draw: st.DrawFn, message: bytes, *, newline: bool) -> bytes:
     """One message with its framing: usually a true octet count, sometimes a broken one."""
-    kinds = ["exact"] * 6 + ["off", "huge", "zeros", "negative", "no space", "tab", "empty"]
+    kinds = ["exact"] * 12 + ["off", "huge", "zeros", "negative", "no space", "tab", "empty"]
     if newline:
         kinds += ["newline"] * 4
     kind = draw(st.sampled_from(kinds))
@@ -255,7 +255,7 @@ def mutated_body(draw: st.DrawFn, body: bytes) -> bytes:
     """``body`` with byte-level damage: what a broken proxy or a hostile sender makes."""
     out = bytearray(body)
     data = draw(st.data())
-    for _ in range(draw(st.integers(0, 3))):
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3]))):
         kind = draw(
             st.sampled_from(
                 [
@@ -300,12 +300,39 @@ def mutated_body(draw: st.DrawFn, body: bytes) -> bytes:
 def logplex_bodies(draw: st.DrawFn, *, newline: bool = False, big: bool = True) -> bytes:
     """A POST body: a corpus body, or frames of mutated messages; then maybe damaged."""
     bodies, _ = corpus()
-    if draw(st.integers(0, 4)) == 0:
+    choice = draw(st.integers(0, 5))
+    if choice == 0:
         body = draw(st.sampled_from(bodies))
+    elif choice <= 2:  # a batch as Logplex sends it, which the parser's bulk path takes
+        body = b"".join(b"%d %s" % (len(m), m) for m in draw(logplex_batch()))
     else:
         messages = draw(st.lists(mutated_message(big=big), max_size=8))
         body = b"".join(draw(framed(m, newline=newline)) for m in messages)
     return draw(mutated_body(body))
+
+
+@st.composite
+def logplex_batch(draw: st.DrawFn) -> list[bytes]:
+    """Messages in one of Heroku's exact forms, some with odd text after the header."""
+    _, messages = corpus()
+    plain = [m for m in messages if _PLAIN.fullmatch(m)]
+    form = draw(st.sampled_from(["host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"]))
+    batch = []
+    for message in draw(st.lists(st.sampled_from(plain), min_size=4, max_size=40)):
+        if form != "host":
+            message = message.replace(b" host ", b" %s " % form.encode(), 1)
+            message = message.replace(b" - ", b" - - ", 1)
+        if draw(st.integers(0, 3)) == 0:
+            at = draw(st.integers(_header_end(bytearray(message)), len(message) - 1))
+            odd = draw(
+                st.sampled_from([b"\0", b"\r", b"\t", b" - ", b'[a@1 k="v"]', *INVALID_UTF8])
+            )
+            message = message[:at] + odd + message[at:]
+        batch.append(message)
+    return batch
+
+
+_PLAIN = re.compile(rb"<[0-9]+>1 [0-9T:.+-]+ host [!-~]+ [!-~]+ - [^\n]*\n")
 
 
 @st.composite
