@@ -120,10 +120,10 @@ def check_parse_logplex(body: bytes) -> None:
         return
     loop_error = _raised(partial(_parse_frames, text, 0, True, RECEIVED, 1, 0))
     assert isinstance(loop_error, FramingError), "the frame loop took a body parse_logplex refused"
-    assert str(loop_error) == str(error)
+    message = str(error)
+    assert str(loop_error) == message
     assert error.frame >= 1
     assert 0 <= error.offset <= len(body)
-    message = str(error)
     assert message == f"frame {error.frame} at byte {error.offset}: {error.reason}"
     assert message.isprintable(), message  # it goes on one line of an HTTP answer
     before = parse_logplex(body[: error.offset], RECEIVED)
@@ -246,7 +246,6 @@ def check_intake(
         assert new == []
         return response.status_code
     assert response.status_code == 204, f"{response.status_code} {response.text}"
-
     assert_stored(new, expected)
     return response.status_code
 
@@ -275,6 +274,8 @@ def check_syslog_intake(port: int, store: SQLiteStore, app: str, chunks: list[by
             # serve closes the connection once what it read is stored.
             while sock.recv(1 << 16):
                 pass
+        except TimeoutError:
+            raise AssertionError("serve neither stored the stream nor hung up in 60 s") from None
         except OSError:  # reset, broken pipe, not connected: it hung up on garbage
             pass
     new, _ = store.after(before, LineFilter(app=app), len(expected) + 1)

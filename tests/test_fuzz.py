@@ -1,4 +1,4 @@
-"""The parser under fuzzed input: the fuzz package's properties, a few hundred examples each.
+"""The parser under fuzzed input: the fuzz package's properties, 150 examples each.
 
 ``python -m fuzz`` runs the same properties as a long campaign.
 """
