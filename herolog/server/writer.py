@@ -156,8 +156,10 @@ class Writer:
 
     def _flush(self) -> None:
         if self._outbox and self._stream is not None:
-            self._stream.write(pack(self._outbox))
-            self._outbox = []
+            outbox, self._outbox = self._outbox, []
+            # A writer that has just died: its jobs fail with the others it had (_receive).
+            if not self._stream.is_closing():
+                self._stream.write(pack(outbox))
 
     async def _read_message(self) -> Any:
         assert self._reader is not None
@@ -198,11 +200,12 @@ class Writer:
         Requests meanwhile get 503, which Logplex retries; nothing they sent was half-stored.
         """
         assert self._proc is not None
-        status: int | str = await asyncio.to_thread(self._proc.wait)
+        status = await asyncio.to_thread(self._proc.wait)
+        reason = f"the store writer exited with status {status}"
         delay = 0.1
         while not self._stopping:
             print(
-                f"herolog serve: the store writer exited with status {status}; restarting it",
+                f"herolog serve: {reason}; restarting it",
                 file=sys.stderr,
                 flush=True,
             )
@@ -212,6 +215,6 @@ class Writer:
                 await self.start()
                 return
             except (StoreError, OSError) as error:
-                status = str(error)
+                reason = f"the store writer could not start ({error})"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
