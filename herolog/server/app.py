@@ -85,6 +85,7 @@ class HerologApp:
             self.broadcaster,
             lambda app, body: writer.write_body(app, body, None, None),
             capacity=config.drain_buffer,
+            timing=config.drain_timing,
         )
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []

@@ -29,6 +29,16 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class DrainTiming:
+    """How long drain delivery waits: for an answer, between retries, to flush on exit."""
+
+    timeout_s: float = 10.0
+    backoff_base_s: float = 0.05
+    backoff_cap_s: float = 5.0
+    flush_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     store_path: Path
     host: str = "127.0.0.1"
@@ -44,6 +54,7 @@ class ServeConfig:
     insecure_no_auth: bool = False
     drain_buffer: int = 1024
     """Lines each drain holds while it cannot deliver; past that the oldest are dropped."""
+    drain_timing: DrainTiming = DrainTiming()
     public_url: str | None = None
     """The address clients reach this server at, for the session URLs it hands out."""
 

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from herolog import __version__, drains, timestamps
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.broadcast import Broadcaster
+from herolog.server.config import DrainTiming
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
 
 DEFAULT_BUFFER = 1024
@@ -44,10 +45,7 @@ ERROR_BODY_BYTES = 4096
 BATCH_BYTES = 100_000
 RELOAD_INTERVAL_S = 0.5
 SAVE_INTERVAL_S = 1.0
-FLUSH_TIMEOUT_S = 5.0
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 5.0
-HTTP_TIMEOUT_S = 10.0
+DEFAULT_TIMING = DrainTiming()
 SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
 _LOGPLEX_PRI = 172  # local5.warning, as Logplex's own error lines
@@ -102,6 +100,12 @@ def _cost(line: StoredLine) -> int:
     return len(line.message) + 100  # the header, roughly
 
 
+def backoff_limit(attempts: int, timing: DrainTiming) -> float:
+    """The longest wait before retry number ``attempts``: doubling from the base, capped,
+    however long the drain has been failing (the wait itself is jittered below this)."""
+    return min(timing.backoff_cap_s, timing.backoff_base_s * 2.0 ** min(attempts - 1, 16))
+
+
 def _real(lines: Sequence[StoredLine]) -> int:
     """Lines of the app's, not herolog's own notices (id 0)."""
     return sum(1 for line in lines if line.id)
@@ -117,10 +121,13 @@ class _Pending:
 class DrainWorker:
     """Delivers one drain's lines in order, one batch at a time."""
 
-    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
+    def __init__(
+        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
+    ) -> None:
         self.drain = drain
         self.capacity = capacity
         self.notice = notice
+        self.timing = timing
         self.shown_url = drains.mask_url(drain.url)
         self.buffer: deque[StoredLine] = deque()
         self.size = 0
@@ -169,8 +176,9 @@ class DrainWorker:
             self.dropped += dropped
 
     async def stop(self, flush_timeout: float) -> int:
-        """Deliver what is left for up to ``flush_timeout`` seconds; the lines left over,
-        which count as dropped."""
+        """Deliver what is left for up to ``flush_timeout`` seconds; the lines not delivered
+        that no L10 line has told of: those left over, which count as dropped, and those the
+        buffer dropped since its last L10."""
         self.stopping = True
         self.wake.set()
         if self._task is not None:
@@ -182,7 +190,8 @@ class DrainWorker:
         left = len(self.buffer) + (_real(self.pending.lines) if self.pending else 0)
         self.dropped += left
         self.retrying = False
-        return left
+        untold, self.overflowed = self.overflowed, 0
+        return left + untold
 
     async def close(self) -> None:
         """Release connections."""
@@ -245,8 +254,7 @@ class DrainWorker:
             self.pending = None
 
     async def _backoff(self, attempts: int) -> None:
-        delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempts - 1, 16))
-        delay *= random.uniform(0.5, 1.0)
+        delay = backoff_limit(attempts, self.timing) * random.uniform(0.5, 1.0)
         if self.stopping:  # flushing before exit: waiting longer would only be cut off
             delay = min(delay, 0.5)
         await asyncio.sleep(delay)
@@ -259,8 +267,10 @@ class DrainWorker:
 class HTTPDrain(DrainWorker):
     """POSTs Logplex bodies, as Logplex does to HTTPS drains."""
 
-    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
-        super().__init__(drain, capacity, notice)
+    def __init__(
+        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
+    ) -> None:
+        super().__init__(drain, capacity, notice, timing)
         import httpx
 
         parts = urlsplit(drain.url)
@@ -277,7 +287,7 @@ class HTTPDrain(DrainWorker):
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
         self.client = httpx.AsyncClient(
             auth=auth,
-            timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=5.0),
+            timeout=httpx.Timeout(timing.timeout_s, connect=min(5.0, timing.timeout_s)),
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             headers={
                 "Content-Type": "application/logplex-1",
@@ -327,8 +337,10 @@ class HTTPDrain(DrainWorker):
 class SyslogDrain(DrainWorker):
     """Octet-counted syslog over one persistent TCP or TLS connection."""
 
-    def __init__(self, drain: Drain, capacity: int, notice: Notice) -> None:
-        super().__init__(drain, capacity, notice)
+    def __init__(
+        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
+    ) -> None:
+        super().__init__(drain, capacity, notice, timing)
         parts = urlsplit(drain.url)
         self.tls = parts.scheme.lower() == "syslog+tls"
         self.host = parts.hostname or ""
@@ -355,7 +367,7 @@ class SyslogDrain(DrainWorker):
                 return writer
             await self.close()
         try:
-            async with asyncio.timeout(HTTP_TIMEOUT_S):
+            async with asyncio.timeout(self.timing.timeout_s):
                 reader, writer = await asyncio.open_connection(
                     self.host,
                     self.port,
@@ -384,7 +396,7 @@ class SyslogDrain(DrainWorker):
         writer = await self._connect()
         try:
             writer.write(frame(map(self.encode, lines)))
-            async with asyncio.timeout(HTTP_TIMEOUT_S * 3):
+            async with asyncio.timeout(self.timing.timeout_s * 3):
                 await writer.drain()
         except (OSError, TimeoutError) as error:
             await self.close()
@@ -396,16 +408,24 @@ class SyslogDrain(DrainWorker):
             writer = self._streams[1]
             self._streams = None
             writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                async with asyncio.timeout(1):
+            try:
+                async with asyncio.timeout(min(1.0, self.timing.timeout_s)):
                     await writer.wait_closed()
+            except TimeoutError:
+                # A peer that reads nothing would keep the connection, and the bytes it
+                # has not taken, for ever.
+                writer.transport.abort()
+            except (OSError, ssl.SSLError):
+                pass
 
 
-def worker_for(drain: Drain, capacity: int, notice: Notice) -> DrainWorker:
+def worker_for(
+    drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
+) -> DrainWorker:
     scheme = urlsplit(drain.url).scheme.lower()
     if scheme in drains.HTTP_SCHEMES:
-        return HTTPDrain(drain, capacity, notice)
-    return SyslogDrain(drain, capacity, notice)
+        return HTTPDrain(drain, capacity, notice, timing)
+    return SyslogDrain(drain, capacity, notice, timing)
 
 
 class Forwarder:
@@ -418,12 +438,14 @@ class Forwarder:
         store_notice: Callable[[str, bytes], Awaitable[object]],
         *,
         capacity: int = DEFAULT_BUFFER,
+        timing: DrainTiming = DEFAULT_TIMING,
         log: TextIO | None = None,
     ) -> None:
         self.store_path = store_path
         self.broadcaster = broadcaster
         self.store_notice = store_notice
         self.capacity = capacity
+        self.timing = timing
         self.log = log
         self.workers: dict[str, DrainWorker] = {}
         self._by_app: dict[str, list[DrainWorker]] = {}
@@ -471,10 +493,10 @@ class Forwarder:
                 worker.push(app_lines)
 
     async def stop(self, flush_timeout: float | None = None) -> None:
-        """Forward what was stored, give the drains ``flush_timeout`` seconds (default
-        FLUSH_TIMEOUT_S) to deliver it, then say what could not be delivered."""
+        """Forward what was stored, give the drains ``flush_timeout`` seconds (default: the
+        timing's ``flush_s``) to deliver it, then say what could not be delivered."""
         if flush_timeout is None:
-            flush_timeout = FLUSH_TIMEOUT_S
+            flush_timeout = self.timing.flush_s
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -543,7 +565,7 @@ class Forwarder:
                 await self.workers.pop(drain_id).stop(0)
         for drain in registered:
             if drain.id not in self.workers:
-                worker = worker_for(drain, self.capacity, self._notice)
+                worker = worker_for(drain, self.capacity, self._notice, self.timing)
                 self.workers[drain.id] = worker
                 worker.start()
         by_app: dict[str, list[DrainWorker]] = {}

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from herolog.parser import LogLine, parse_logplex
+from herolog.parser import FrameDecoder, LogLine, parse_logplex
+
+HANG = -1
+"""As one of HTTPSink's statuses: read the request and never answer it."""
+RESET = -2
+"""As one of HTTPSink's statuses: read the request, then reset the connection (RST)."""
+
+
+def reset(conn: socket.socket) -> None:
+    """Close ``conn`` with a TCP reset instead of an orderly end, as a crashing peer does."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 
 
 @dataclass
@@ -29,7 +44,11 @@ class Request:
 
 @dataclass
 class HTTPSink:
-    """Answers each POST with the next status of ``statuses`` (then ``then``) and keeps it."""
+    """Answers each POST with the next status of ``statuses`` (then ``then``) and keeps it.
+
+    A status may be HANG or RESET; with ``context`` it serves HTTPS; :meth:`down` and
+    :meth:`up` take it off its port and back, as a drain that is gone for a while.
+    """
 
     statuses: list[int] = field(default_factory=list)
     then: int = 204
@@ -39,13 +58,27 @@ class HTTPSink:
     requests: list[Request] = field(default_factory=list)
     hang: threading.Event | None = None
     """Requests wait until this is set: a drain that accepts and never answers."""
+    context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         sink = self
         self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.open: set[socket.socket] = set()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with sink.lock:
+                    sink.open.add(self.connection)
+
+            def finish(self) -> None:
+                with sink.lock:
+                    sink.open.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -56,6 +89,12 @@ class HTTPSink:
                 with sink.lock:
                     status = sink.statuses.pop(0) if sink.statuses else sink.then
                     sink.requests.append(Request(self.path, dict(self.headers), body, status))
+                if status in (HANG, RESET):
+                    self.close_connection = True
+                    if status == HANG:
+                        sink.closed.wait(60)
+                    reset(self.connection)
+                    return
                 reply = b"" if status == 204 else sink.reply
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(reply)))
@@ -65,14 +104,32 @@ class HTTPSink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.handler = Handler
+        self.port = 0
+        self.up()
+
+    def up(self) -> None:
+        """Listen (again, on the same port once it had one)."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
         self.server.daemon_threads = True
+        if self.context is not None:
+            self.server.socket = self.context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def down(self) -> None:
+        """Stop listening and drop every open connection: the drain refuses connections."""
+        self.server.shutdown()
+        self.server.server_close()
+        with self.lock:
+            connections = list(self.open)
+        for conn in connections:
+            reset(conn)
+
     def url(self, path: str = "/logs", userinfo: str = "", query: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
-        return f"http://{at}127.0.0.1:{self.port}{path}{'?' + query if query else ''}"
+        scheme = "https" if self.context is not None else "http"
+        return f"{scheme}://{at}127.0.0.1:{self.port}{path}{'?' + query if query else ''}"
 
     def delivered(self) -> list[Request]:
         with self.lock:
@@ -82,6 +139,7 @@ class HTTPSink:
         return [line for r in self.delivered() for line in r.lines]
 
     def close(self) -> None:
+        self.closed.set()
         if self.hang is not None:
             self.hang.set()
         self.server.shutdown()
@@ -89,11 +147,25 @@ class HTTPSink:
 
 
 class SyslogSink:
-    """A TCP (or, with ``context``, TLS) listener keeping every byte it receives."""
+    """A TCP (or, with ``context``, TLS) listener keeping every byte it receives.
 
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        self.data = bytearray()
+    ``resets``: the first this many connections are reset once they have brought some
+    bytes, which are lost (a receiver that crashes). ``hang``: connections read nothing
+    until it is set (a receiver that accepts and stalls).
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext | None = None,
+        *,
+        resets: int = 0,
+        hang: threading.Event | None = None,
+        port: int = 0,
+    ) -> None:
+        self.streams: list[bytearray] = []
         self.connections = 0
+        self.resets = resets
+        self.hang = hang
         self.lock = threading.Lock()
         sink = self
 
@@ -105,28 +177,60 @@ class SyslogSink:
                         conn = context.wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError):
                         return
-                with conn:
-                    with sink.lock:
-                        sink.connections += 1
-                    while chunk := conn.recv(65536):
-                        with sink.lock:
-                            sink.data += chunk
+                with sink.lock:
+                    sink.connections += 1
+                    doomed = sink.connections <= sink.resets
+                    stream = bytearray()
+                    if not doomed:
+                        sink.streams.append(stream)
+                try:
+                    if sink.hang is not None:
+                        sink.hang.wait(60)
+                    with conn:
+                        while chunk := conn.recv(65536):
+                            if doomed:
+                                reset(conn)
+                                return
+                            with sink.lock:
+                                stream += chunk
+                except OSError:
+                    pass
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+            def server_bind(self) -> None:
+                if hang is not None:  # a small window: the sender feels the stall soon
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                super().server_bind()
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def lines(self) -> list[LogLine]:
+    @property
+    def data(self) -> bytes:
         with self.lock:
-            return parse_logplex(bytes(self.data))
+            return b"".join(self.streams)
+
+    def lines(self) -> list[LogLine]:
+        """Every whole frame received, connection by connection (a connection the sender
+        gave up on may end inside one)."""
+        with self.lock:
+            streams = [bytes(stream) for stream in self.streams]
+        return [line for stream in streams for line in FrameDecoder().feed(stream)]
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections from this machine to ``port`` on 127.0.0.1 (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    wanted = [f"0100007F:{port:04X}", "01"]  # the remote address, ESTABLISHED
+    return sum(1 for row in rows if row.split()[2:4] == wanted)
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "") -> None:

@@ -16,17 +16,19 @@ import trustme
 
 from herolog import __version__
 from herolog.parser import LogLine, format_syslog, frame
-from herolog.server import forwarder
 from herolog.server.broadcast import HOLD_EVERY_S
+from herolog.server.config import DrainTiming
 from herolog.store import Delivery, SQLiteStore, StoredLine
 from tests.helpers import line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
 
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder, "BACKOFF_CAP_S", 0.2)
+@pytest.fixture
+def make_server(make_server: ServerFactory) -> ServerFactory:
+    """Servers whose drains retry at most 0.2 s apart."""
+    quick = DrainTiming(backoff_cap_s=0.2)
+    return lambda **options: make_server(**{"drain_timing": quick, **options})
 
 
 @pytest.fixture
