@@ -265,7 +265,10 @@ class Sessions:
         try:
             await send(f"retry: {RETRY_MS}\n\n".encode())
             if session.tail and last_event_id is not None:
-                reader.cursor = last_event_id
+                # An id past the newest line (from a store since replaced, say) would have
+                # the tail wait for lines that may never come: go on from now instead.
+                newest = await reader.until_stopped(asyncio.to_thread(_newest, self.store_path))
+                reader.cursor = min(last_event_id, newest)
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
@@ -291,9 +294,10 @@ class Sessions:
     async def _tail(self, session: LogSession, send: Write, reader: Reader) -> None:
         wanted = session.wanted
         subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, self.tail_bytes)
-        if not await reader.until_stopped(self.broadcaster.subscribe(subscriber)):
-            return  # the server is stopping
         try:
+            # Inside the try: a reader that stops while this waits is subscribed already.
+            if not await reader.until_stopped(self.broadcaster.subscribe(subscriber)):
+                return  # the server is stopping
             # Catch up from the store. The subscriber already buffers what the broadcaster
             # hands out meanwhile; if it had to drop some of that, read the store again.
             while True:
@@ -372,6 +376,10 @@ class Sessions:
 
 def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int]:
     return using_store(store_path, lambda store: store.last(session.wanted, session.lines))
+
+
+def _newest(store_path: Path) -> int:
+    return using_store(store_path, lambda store: store.newest_id())
 
 
 def _read_after(store_path: Path, cursor: int, wanted: LineFilter) -> tuple[list[StoredLine], int]:

@@ -1,0 +1,235 @@
+"""Tail readers that misbehave: stop reading, vanish mid-stream, come back with odd ids."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+
+from herolog.filters import LineFilter
+from herolog.parser import format_syslog, frame
+from herolog.server.sessions import LogSession, Reader, Sessions, Subscriber
+from herolog.store import Batch, SQLiteStore
+from tests.helpers import line
+from tests.server.conftest import Running, ServerFactory
+from tests.server.test_api import Tail, session, store_lines, wait_for
+from tests.server.test_forwarding import post
+
+L11 = re.compile(
+    r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> "
+    r"This tail session dropped (\d+) messages since \S+\."
+)
+
+
+class SlowReader:
+    """A tail reader with a small socket buffer that reads nothing until told to."""
+
+    def __init__(self, url: str) -> None:
+        target = httpx.URL(url)
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.socket.settimeout(30)
+        self.socket.connect((target.host, target.port))
+        request = f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\n\r\n"
+        self.socket.sendall(request.encode())
+
+    def read_until(self, wanted: str) -> list[str]:
+        """Read on until a line ending in ``wanted``; the data lines of every event."""
+        raw = b""
+        while not raw.endswith(b"\r\n") or f"{wanted}\n".encode() not in raw[-65536:]:
+            chunk = self.socket.recv(1 << 20)
+            assert chunk, "the server ended the stream"
+            raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        return re.findall(r"^data: (.+)$", _dechunk(body).decode(), re.MULTILINE)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The content of an HTTP/1.1 chunked body (the part received so far, whole chunks)."""
+    out, pos = [], 0
+    while (end := body.find(b"\r\n", pos)) != -1:
+        size = int(body[pos:end], 16)
+        out.append(body[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
+    return b"".join(out)
+
+
+def subscribers(running: Running) -> list[Subscriber]:
+    found = running.server.app.broadcaster.subscribers
+    return [s for s in list(found) if isinstance(s, Subscriber)]
+
+
+def test_a_reader_that_stops_reading_holds_up_nobody_and_is_told_what_it_lost(
+    make_server: ServerFactory,
+) -> None:
+    running = make_server(history=100_000)
+    running.server.app.sessions.tail_buffer = 100
+    store_lines(running, "demo", line("start"))
+    slow = SlowReader(session(running, lines=0, tail=True))
+    fast = Tail(session(running, lines=0, tail=True))
+    try:
+        wait_for(
+            lambda: len(subscribers(running)) == 2 and all(s.live for s in subscribers(running))
+        )
+        count, padding, most = 800, "x" * 10_000, 0
+        for start in range(0, count, 50):  # 8 MB: past what the sockets buffer (3-4 MB)
+            body = frame(format_syslog(line(f"n{i} {padding}")) for i in range(start, start + 50))
+            assert running.post("demo", body).status_code == 204
+            most = max(most, *(len(s.buffer) for s in subscribers(running)))
+        assert most <= 100  # what waits for the slow reader is bounded by its buffer
+        assert httpx.get(f"{running.url}/healthz").status_code == 200
+        got = fast.wait_for(count, timeout=60)
+        assert [x.split(": ", 1)[1].split()[0] for x in got] == [f"n{i}" for i in range(count)]
+        lines = slow.read_until(f"n{count - 1} {padding}")
+    finally:
+        slow.close()
+        fast.close()
+    told = [int(m.group(1)) for x in lines if (m := L11.fullmatch(x))]
+    numbers = [int(x.split(": ", 1)[1].split()[0][1:]) for x in lines if not L11.fullmatch(x)]
+    assert told, "the slow reader was not told it lost lines"
+    assert numbers == sorted(set(numbers))
+    assert len(numbers) + sum(told) == count
+
+
+def test_a_reader_that_vanishes_mid_history_can_resume_where_it_was(
+    make_server: ServerFactory,
+) -> None:
+    running = make_server()
+    padding = "y" * 500
+    store_lines(running, "demo", *[line(f"h{i} {padding}") for i in range(1500)])
+    url = session(running, lines=1500, tail=True)
+    first = Tail(url)
+    first.wait_for(1)
+    first.close()  # at once: mid-way through 750 KB of history
+    sessions = running.server.app.sessions
+    wait_for(lambda: not sessions._readers and not subscribers(running))
+    seen = first.lines  # whole events only: each is recorded once it has ended
+    assert len(seen) < 1500
+    post(running, "demo", [line(f"after {padding}")])
+    again = Tail(url, **{"Last-Event-ID": first.ids[-1]})
+    try:
+        rest = again.wait_for(1501 - len(seen))
+    finally:
+        again.close()
+    names = [x.split(": ", 1)[1].split()[0] for x in seen + rest]
+    assert names == [f"h{i}" for i in range(1500)] + ["after"]
+
+
+def test_a_last_event_id_from_the_future_does_not_silence_the_tail(
+    make_server: ServerFactory,
+) -> None:
+    """An id past the newest line (the store was replaced, or the client is confused): the
+    tail goes on from now instead of waiting for ids that may never come."""
+    running = make_server()
+    store_lines(running, "demo", line("old"))
+    newest = running.lines("demo")[-1].id
+    url = session(running, lines=1, tail=True)
+    tail = Tail(url, **{"Last-Event-ID": str(newest + 1_000_000)})
+    try:
+        wait_for(lambda: any(s.live for s in subscribers(running)))
+        post(running, "demo", [line("new")])
+        assert [x.split(": ", 1)[1] for x in tail.wait_for(1)] == ["new"]
+    finally:
+        tail.close()
+
+
+def test_a_stale_last_event_id_resumes_from_the_oldest_line_kept(
+    make_server: ServerFactory,
+) -> None:
+    running = make_server(history=20)
+    store_lines(running, "demo", line("first"))
+    url = session(running, lines=1, tail=True)
+    first = Tail(url)
+    first.wait_for(1)
+    first.close()
+    # Another tail keeps the server handing lines out, so the store trims what it has.
+    other = Tail(session(running, lines=0, tail=True))
+    try:
+        for i in range(0, 100, 10):
+            post(running, "demo", [line(f"m{j}") for j in range(i, i + 10)])
+        other.wait_for(100)
+    finally:
+        other.close()
+    kept = [x.message for x in running.lines("demo")]
+    assert "first" not in kept
+    assert "m0" not in kept
+    again = Tail(url, **{"Last-Event-ID": first.ids[-1]})
+    try:
+        assert [x.split(": ", 1)[1] for x in again.wait_for(len(kept))] == kept
+        post(running, "demo", [line("later")])
+        assert again.wait_for(len(kept) + 1)[-1].endswith("later")
+    finally:
+        again.close()
+
+
+def test_a_garbage_last_event_id_is_ignored(make_server: ServerFactory) -> None:
+    """Not an id: the stream goes on after the last line the session sent, as if none was
+    given: no replay, no error."""
+    running = make_server()
+    store_lines(running, "demo", *[line(f"old{i}") for i in range(3)])
+    url = session(running, lines=3, tail=True)
+    first = Tail(url)
+    first.wait_for(3)
+    first.close()
+    raw = httpx.URL(url)
+    garbage = ["abc", "-5", "1.5", "0x10", " ", "9" * 30, "\uff11\uff12", "12 13", "\xff"]
+    for n, value in enumerate(garbage):
+        store_lines(running, "demo", line(f"while away {n}"))
+        with socket.create_connection((raw.host, raw.port), timeout=10) as sock:
+            request = (
+                f"GET {raw.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {value}\r\n\r\n"
+            )
+            sock.sendall(request.encode())
+            seen = b""
+            while f"while away {n}\n".encode() not in seen:
+                chunk = sock.recv(65536)
+                assert chunk, (value, seen)
+                seen += chunk
+        assert seen.startswith(b"HTTP/1.1 200 "), value
+        assert b"old" not in seen, value
+        assert f"while away {n - 1}\n".encode() not in seen, value
+
+
+def test_a_reader_gone_while_its_tail_is_set_up_leaves_no_subscriber(herolog_home: Path) -> None:
+    """The broadcaster is slow to start (its thread busy): the reader leaves meanwhile. Its
+    subscriber must go with it, or it would take up to 16 MB of lines for nobody, for ever."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.append([Batch("demo", [line("hi")])])
+    store.close()
+
+    async def scenario() -> list[Subscriber]:
+        sessions = Sessions(path)
+        session = LogSession(LineFilter(app="demo"), lines=1, tail=True)
+        sessions.add(session)
+        busy = threading.Event()
+        sessions.broadcaster._executor.submit(busy.wait, 10)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        for _ in range(500):
+            if sessions.broadcaster.subscribers:
+                break
+            await asyncio.sleep(0.01)
+        assert sessions.broadcaster.subscribers, "the tail never subscribed"
+        reader.stop()  # the client went away
+        await task
+        left = [s for s in sessions.broadcaster.subscribers if isinstance(s, Subscriber)]
+        busy.set()
+        await sessions.close()
+        assert any(b"hi" in chunk for chunk in written)  # the history did go out
+        return left
+
+    assert asyncio.run(scenario()) == []
