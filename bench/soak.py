@@ -785,24 +785,61 @@ def describe(s: Sample) -> str:
 
 def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
     """Print what the soak measured, check it, and emit the headline figures."""
-    seconds, maximum, rate, apps = soak.steady_s, soak.maximum, soak.rate, soak.apps
-    runs, samples, probes, readers = soak.runs, soak.samples, soak.probes, soak.readers
-    logs_loop, tokens = soak.logs_loop, soak.tokens
-    counted, final, deliveries, sunk = (
-        outcome.counted,
-        outcome.final,
-        outcome.deliveries,
-        outcome.sunk,
+    # Under load only: not calibration, nor the wait for the drains and readers afterwards.
+    steady = [s for s in soak.samples if 0 <= s.at <= soak.steady_s]
+    describe_run(soak, steady)
+    print("checks:")
+    flat = check_growth(steady, checks)
+    stored = check_store(soak, outcome.final, checks)
+    drains, delivered, dropped = check_drains(soak, outcome, checks)
+    readers, latencies = check_readers(soak, outcome, checks)
+    seconds = soak.steady_s
+    minutes = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    result(
+        f"soak ({minutes}, 2 drains, 3 tails): steady ingest",
+        soak.rate,
+        "lines/s",
+        peer="unpaced maximum measured first",
+        ratio=soak.rate / soak.maximum,
+        target=">= 0.7x the maximum; every acknowledged line stored",
+        met=soak.rate / soak.maximum >= 0.7 and stored,
     )
-    serve_log = soak.serve_log.read_text(errors="replace")
-    steady_runs = runs[1:]
-    run_rates = [r.acknowledged / r.seconds for r in steady_runs]
+    result(
+        f"soak ({minutes}): peak RSS, serve + writer",
+        max((s.serve_rss + s.writer_rss for s in soak.samples), default=0.0),
+        "MB",
+        target="RSS, open files and WAL do not grow (last third vs first)",
+        met=flat,
+    )
+    for kind in ("healthy", "flapping"):
+        result(
+            f"soak ({minutes}): {kind} drain, lines delivered ({dropped[kind]:,} dropped)",
+            delivered[kind],
+            "lines",
+            target="delivered + dropped = ingested, drops reported with L10",
+            met=drains[kind],
+        )
+    for name, values in latencies.items():
+        result(
+            f"soak ({minutes}): tail latency p99, {name}",
+            percentile(values, 99) if values else math.nan,
+            "ms",
+            target="every line once, or L11-reported; no 'database is locked'",
+            met=readers[name],
+        )
+    if checks.failed:
+        print(f"FAILED: {len(checks.failed)} check(s)")
+
+
+def describe_run(soak: Soak, steady: list[Sample]) -> None:
+    runs, samples = soak.runs, soak.samples
+    run_rates = [r.acknowledged / r.seconds for r in runs[1:]]
     print(
-        f"soak: {seconds / 60:.1f} minutes at {rate:,.0f} lines/s committed"
-        f" ({rate / maximum:.2f}x the unpaced maximum of {maximum:,.0f} lines/s measured first,"
-        f" with everything below running), {sum(r.acknowledged for r in runs):,} lines"
-        f" acknowledged in {len(runs)} wrk runs (16 connections, 100-frame bodies) into"
-        f" {', '.join(apps)}"
+        f"soak: {soak.steady_s / 60:.1f} minutes at {soak.rate:,.0f} lines/s committed"
+        f" ({soak.rate / soak.maximum:.2f}x the unpaced maximum of {soak.maximum:,.0f} lines/s"
+        f" measured first, with everything below running), {sum(r.acknowledged for r in runs):,}"
+        f" lines acknowledged in {len(runs)} wrk runs (16 connections, 100-frame bodies) into"
+        f" {', '.join(soak.apps)}"
     )
     if run_rates:
         print(
@@ -811,10 +848,11 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
             f" {sum(r.non_2xx for r in runs)} non-2xx answers,"
             f" {sum(r.socket_errors for r in runs)} socket errors"
         )
+    loop = soak.logs_loop
     print(
         "  two drains on each app: a healthy HTTP sink, and one flapping (up, 500s, up, gone);"
         " three tail readers (local, local --json, --server); `herolog logs -n 1500` in a loop"
-        f" ({logs_loop.runs} runs, median {statistics.median(logs_loop.seconds or [0]):.2f} s)"
+        f" ({loop.runs} runs, median {statistics.median(loop.seconds or [0]):.2f} s)"
     )
     print(
         f"every {samples[1].at - samples[0].at if len(samples) > 1 else 0:.0f} s (t < 0:"
@@ -826,97 +864,105 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
         print("  " + describe(s))
     if samples and samples[-1] is not samples[::step][-1]:
         print("  " + describe(samples[-1]))
-
-    # Under load only: not calibration, nor the wait for the drains and readers afterwards.
-    steady = [s for s in samples if 0 <= s.at <= seconds]
     if len(steady) >= 2:
         start, end = steady[0], steady[-1]
         span = end.at - start.at
         print(f"CPU over the steady run (seconds of CPU a second; {os.cpu_count()} CPUs):")
-        print(
-            "  "
-            + ", ".join(
-                f"{name} {(end.cpu[name] - start.cpu[name]) / span:.2f}" for name in end.cpu
-            )
-        )
+        used = (f"{name} {(end.cpu[name] - start.cpu[name]) / span:.2f}" for name in end.cpu)
+        print("  " + ", ".join(used))
         for kind in ("healthy", "flapping"):
             print(
                 f"  {kind} drain dropped {start.dropped[kind]:,} lines by the steady run's first"
                 f" sample (calibration, unpaced), {end.dropped[kind] - start.dropped[kind]:,}"
                 " during it"
             )
-    print("checks:")
-    rss_ok = checks.check(len(steady) >= 3, f"{len(steady)} samples in the steady run")
-    peak = max((s.serve_rss + s.writer_rss for s in samples), default=0.0)
-    if rss_ok:
-        limits: list[tuple[str, Callable[[Sample], float], float, float]] = [
-            ("serve RSS (MB)", lambda s: s.serve_rss, 1.1, 2),
-            ("writer RSS (MB)", lambda s: s.writer_rss, 1.1, 2),
-            ("serve open files", lambda s: s.serve_fds, 1.2, 4),
-            ("writer open files", lambda s: s.writer_fds, 1.2, 4),
-            ("WAL (MB)", lambda s: s.wal_mb, 1.5, 64),
-        ]
-        for label, value, factor, slack in limits:
-            first, last = thirds(steady, value)
-            rss_ok &= checks.check(
-                last <= first * factor + slack,
-                f"{label}: median {first:,.1f} in the first third, {last:,.1f} in the last"
-                f" (allowed: x{factor} + {slack})",
-            )
 
-    acked_by_app: dict[str, int] = {}
-    runs_by_app: dict[str, int] = {}
-    for r in runs:
-        acked_by_app[r.app] = acked_by_app.get(r.app, 0) + r.acknowledged
-        runs_by_app[r.app] = runs_by_app.get(r.app, 0) + 1
-    stored_ok = True
-    for app in apps:
-        acked, stored = acked_by_app.get(app, 0), final.lines.get(app, 0)
-        in_flight = runs_by_app.get(app, 0) * CONNECTIONS * FRAMES
-        stored_ok &= checks.check(
-            acked <= stored <= acked + in_flight and stored % FRAMES == 0,
-            f"{app}: {acked:,} lines acknowledged, {stored:,} in the store (whole batches;"
-            f" at most {in_flight:,} more, from requests cut off when a wrk run ended)",
+
+def check_growth(steady: list[Sample], checks: Checks) -> bool:
+    """RSS, open files and the WAL: the last third of the steady run against the first."""
+    ok = checks.check(len(steady) >= 3, f"{len(steady)} samples in the steady run")
+    if not ok:
+        return False
+    limits: list[tuple[str, Callable[[Sample], float], float, float]] = [
+        ("serve RSS (MB)", lambda s: s.serve_rss, 1.1, 2),
+        ("writer RSS (MB)", lambda s: s.writer_rss, 1.1, 2),
+        ("serve open files", lambda s: s.serve_fds, 1.2, 4),
+        ("writer open files", lambda s: s.writer_fds, 1.2, 4),
+        ("WAL (MB)", lambda s: s.wal_mb, 1.5, 64),
+    ]
+    for label, value, factor, slack in limits:
+        first, last = thirds(steady, value)
+        ok &= checks.check(
+            last <= first * factor + slack,
+            f"{label}: median {first:,.1f} in the first third, {last:,.1f} in the last"
+            f" (allowed: x{factor} + {slack})",
         )
-        total = final.lines.get(app, 0) + final.notices.get(app, 0)
-        stored_ok &= checks.check(
+    return ok
+
+
+def check_store(soak: Soak, final: StoreCount, checks: Checks) -> bool:
+    """Every acknowledged line is in the store, in whole batches, and nothing was trimmed."""
+    acked: dict[str, int] = {}
+    runs: dict[str, int] = {}
+    for r in soak.runs:
+        acked[r.app] = acked.get(r.app, 0) + r.acknowledged
+        runs[r.app] = runs.get(r.app, 0) + 1
+    ok = True
+    for app in soak.apps:
+        stored = final.lines.get(app, 0)
+        in_flight = runs.get(app, 0) * CONNECTIONS * FRAMES
+        ok &= checks.check(
+            acked.get(app, 0) <= stored <= acked.get(app, 0) + in_flight and stored % FRAMES == 0,
+            f"{app}: {acked.get(app, 0):,} lines acknowledged, {stored:,} in the store (whole"
+            f" batches; at most {in_flight:,} more, from requests cut off when a wrk run ended)",
+        )
+        total = stored + final.notices.get(app, 0)
+        ok &= checks.check(
             final.info_lines.get(app) == total and total <= MAX_HISTORY,
             f"{app}: herolog store info says {final.info_lines.get(app, 0):,} lines, the table"
             f" holds {total:,} (with {final.notices.get(app, 0):,} L10 notices), none trimmed",
         )
+    probes = soak.probes
     missing = sorted(set(probes.acked) - set(final.probes))
     repeated = len(final.probes) - len(set(final.probes))
-    stored_ok &= checks.check(
+    ok &= checks.check(
         not missing and not repeated and not probes.failed,
         f"{PROBE_APP}: {len(probes.acked)} one-line posts acknowledged, {len(missing)} missing"
         f" from the store, {repeated} stored twice, {len(probes.failed)} not acknowledged"
         + (f" ({probes.failed[:3]})" if probes.failed else ""),
     )
+    return ok
 
-    drains_ok = {"healthy": True, "flapping": True}
+
+def check_drains(
+    soak: Soak, outcome: Outcome, checks: Checks
+) -> tuple[dict[str, bool], dict[str, int], dict[str, int]]:
+    """Each drain: delivered + dropped = ingested, the sink got the delivered lines, and L10
+    lines told it of every drop. Whether each kind passed, and its lines delivered, dropped."""
+    final, sunk = outcome.final, outcome.sunk
+    ok = {"healthy": True, "flapping": True}
     if soak.settle_failure:
         checks.check(False, soak.settle_failure)
-        drains_ok = {"healthy": False, "flapping": False}
+        ok = {"healthy": False, "flapping": False}
     notices_sent: dict[str, int] = {}
     delivered_total = {"healthy": 0, "flapping": 0}
     dropped_total = {"healthy": 0, "flapping": 0}
-    for token, (kind, app) in sorted(tokens.items(), key=lambda t: (t[1][1], t[1][0])):
-        delivery = deliveries.get(token, {})
+    for token, (kind, app) in sorted(soak.tokens.items(), key=lambda t: (t[1][1], t[1][0])):
+        delivery = outcome.deliveries.get(token, {})
         delivered, dropped = int(delivery.get("delivered", -1)), int(delivery.get("dropped", -1))
         got = sunk[kind]["drains"].get(token, {})
         lines, reported = int(got.get("lines", 0)), int(got.get("l10_reported", 0))
-        batches = int(got.get("batches", 0))
         notices_sent[app] = notices_sent.get(app, 0) + int(got.get("l10_lines", 0))
         ingested = final.lines.get(app, 0)
         delivered_total[kind] += delivered
         dropped_total[kind] += dropped
-        drains_ok[kind] &= checks.check(
+        ok[kind] &= checks.check(
             delivered + dropped == ingested and lines == delivered and reported == dropped,
             f"{app} {kind} drain: {delivered:,} delivered + {dropped:,} dropped"
             f" = {delivered + dropped:,}, ingested {ingested:,}; the sink got {lines:,};"
             f" the L10 lines it got reported {reported:,} dropped",
         )
-        waits = int(got.get("waits", 0))
+        batches, waits = int(got.get("batches", 0)), int(got.get("waits", 0))
         reused = (
             f", {1000 * got['waited_s'] / waits:.1f} ms from the answer before to the next on"
             " the same one"
@@ -929,8 +975,8 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
             f" {1000 * got.get('body_s', 0) / max(batches, 1):.1f} ms from a batch's headers to"
             f" the end of its body; {got.get('retried', 0)} sent again after their 204"
         )
-    for app in apps:
-        drains_ok["flapping"] &= checks.check(
+    for app in soak.apps:
+        ok["flapping"] &= checks.check(
             final.notices.get(app, 0) == notices_sent.get(app, 0),
             f"{app}: {final.notices.get(app, 0)} L10 notices in the history,"
             f" {notices_sent.get(app, 0)} L10 lines delivered to its drains",
@@ -939,22 +985,30 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
         f"  (the flapping sink answered {sunk['flapping']['refused']:,} batches 500 and cut"
         f" {sunk['flapping']['resets']} connections)"
     )
+    return ok, delivered_total, dropped_total
 
-    tails_ok = checks.check(
+
+def check_readers(
+    soak: Soak, outcome: Outcome, checks: Checks
+) -> tuple[dict[str, bool], dict[str, list[float]]]:
+    """Every reader saw every line once or was told by L11 what it missed; nobody printed
+    "database is locked" or a traceback. Whether each reader passed, and its latencies (ms)."""
+    counted, final, probes, loop = outcome.counted, outcome.final, soak.probes, soak.logs_loop
+    serve_log = soak.serve_log.read_text(errors="replace")
+    same = checks.check(
         counted.after_start == final.after_start,
         f"{final.after_start:,} lines stored after the readers started"
         f" ({counted.after_start:,} when they were stopped)",
     )
+    complete: dict[str, bool] = {}
     latencies: dict[str, list[float]] = {}
-    complete_readers: dict[str, bool] = {}
-    for reader in readers:
+    for reader in soak.readers:
         missed = sorted(set(probes.acked) - set(reader.probes))
-        complete = reader.accounted == counted.after_start and not reader.repeated
+        whole = reader.accounted == counted.after_start and not reader.repeated
         if reader.l11_dropped == 0:
-            complete &= not missed
-        complete_readers[reader.name] = complete
-        tails_ok &= checks.check(
-            complete,
+            whole &= not missed
+        complete[reader.name] = checks.check(
+            same and whole,
             f"reader {reader.name}: {reader.lines:,} lines, {reader.l11_lines} L11 lines"
             f" reporting {reader.l11_dropped:,} dropped: {reader.accounted:,} accounted for"
             f" of {counted.after_start:,}; {len(missed)} probe lines missed,"
@@ -963,28 +1017,22 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
         latencies[reader.name] = [
             (at - probes.acked[n]) * 1000 for n, at in reader.probes.items() if n in probes.acked
         ]
-    trouble = [
-        f"{r.name}: {line}"
-        for r in readers
-        for _, line in r.stderr
-        if any(t in line for t in _TROUBLE)
-    ]
-    trouble += [f"logs -n 1500: {f}" for f in logs_loop.failures if any(t in f for t in _TROUBLE)]
-    trouble += [
-        f"serve: {line}" for line in serve_log.splitlines() if any(t in line for t in _TROUBLE)
-    ]
+    said = [(r.name, line) for r in soak.readers for _, line in r.stderr]
+    said += [("logs -n 1500", failure) for failure in loop.failures]
+    said += [("serve", line) for line in serve_log.splitlines()]
+    trouble = [f"{who}: {line}" for who, line in said if any(t in line for t in _TROUBLE)]
     clean = checks.check(
         not trouble,
         "no 'database is locked' or traceback from the readers, `logs -n 1500` or serve"
         + (f": {trouble[:5]}" if trouble else ""),
     )
-    other = [f"{r.name}: {line}" for r in readers for _, line in r.stderr]
+    other = [f"{r.name}: {line}" for r in soak.readers for _, line in r.stderr]
     if other:
         print(f"  readers' stderr ({len(other)} lines): {other[:5]}")
     checks.check(
-        not logs_loop.failures and not logs_loop.short,
-        f"`herolog logs -n 1500`: {logs_loop.runs} runs, {len(logs_loop.failures)} failed"
-        f" ({logs_loop.failures[:2]}), {len(logs_loop.short)} printed fewer than 1500 lines",
+        not loop.failures and not loop.short,
+        f"`herolog logs -n 1500`: {loop.runs} runs, {len(loop.failures)} failed"
+        f" ({loop.failures[:2]}), {len(loop.short)} printed fewer than 1500 lines",
     )
     checks.check(
         soak.serve_status == 0,
@@ -1001,42 +1049,7 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
                 f"  (median in the first third {statistics.median(values[:third]):.1f},"
                 f" the last {statistics.median(values[-third:]):.1f}; {len(values)} lines)"
             )
-
-    minutes = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-    result(
-        f"soak ({minutes}, 2 drains, 3 tails): steady ingest",
-        rate,
-        "lines/s",
-        peer="unpaced maximum measured first",
-        ratio=rate / maximum,
-        target=">= 0.7x the maximum; every acknowledged line stored",
-        met=rate / maximum >= 0.7 and stored_ok,
-    )
-    result(
-        f"soak ({minutes}): peak RSS, serve + writer",
-        peak,
-        "MB",
-        target="RSS, open files and WAL do not grow (last third vs first)",
-        met=rss_ok,
-    )
-    for kind in ("healthy", "flapping"):
-        result(
-            f"soak ({minutes}): {kind} drain, lines delivered ({dropped_total[kind]:,} dropped)",
-            delivered_total[kind],
-            "lines",
-            target="delivered + dropped = ingested, drops reported with L10",
-            met=drains_ok[kind],
-        )
-    for name, values in latencies.items():
-        result(
-            f"soak ({minutes}): tail latency p99, {name}",
-            percentile(values, 99) if values else math.nan,
-            "ms",
-            target="every line once, or L11-reported; no 'database is locked'",
-            met=complete_readers[name] and tails_ok and clean,
-        )
-    if checks.failed:
-        print(f"FAILED: {len(checks.failed)} check(s)")
+    return {name: ok and clean for name, ok in complete.items()}, latencies
 
 
 if __name__ == "__main__":
