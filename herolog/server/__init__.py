@@ -98,7 +98,14 @@ class Server:
     def bind(self) -> None:
         """Open the listening sockets now, so a busy port is a clear error before anything
         runs (ConfigError), as is an unusable store (StoreError)."""
-        SQLiteStore.open(self.config.store_path).close()
+        raise_open_file_limit()
+        store = SQLiteStore.open(self.config.store_path)
+        try:
+            # What the store writer reads first: a store broken inside fails here, in one
+            # line (sqlite3.DatabaseError for the command to report), not in the writer.
+            store.history  # noqa: B018
+        finally:
+            store.close()
         self._socket = listen(self.config.host, self.config.port)
         self.http_port = int(self._socket.getsockname()[1])
         if self.config.syslog_port is not None:
@@ -171,6 +178,19 @@ class Server:
                 " address (--host 0.0.0.0 --auth USER:PASSWORD, with TLS)"
             )
         return lines
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as servers do: a file a connection."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # Some systems refuse an unlimited soft limit (macOS): keep what there is.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def listen(host: str, port: int) -> socket.socket:

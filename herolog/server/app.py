@@ -19,6 +19,8 @@ from herolog.server.broadcast import Broadcaster
 from herolog.server.config import ServeConfig
 from herolog.server.forwarder import Forwarder
 from herolog.server.http import (
+    BodyDeadlines,
+    BodyTimeout,
     ClientGone,
     HTTPError,
     Receive,
@@ -35,6 +37,8 @@ from herolog.server.writer import BadBody, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
 LOGPLEX_TYPE = "application/logplex-1"
+MAX_QUERY = 8 << 10
+"""Longest drain URL query string: its parameters are attached to every line."""
 _INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
 
 
@@ -80,6 +84,7 @@ class HerologApp:
         self.broadcaster = Broadcaster(config.store_path)
         self.sessions = sessions or Sessions(config.store_path, broadcaster=self.broadcaster)
         self.api = PlatformAPI(config, self.sessions)
+        self.deadlines = BodyDeadlines(config.body_timeout)
         self.forwarder = Forwarder(
             config.store_path,
             self.broadcaster,
@@ -119,9 +124,13 @@ class HerologApp:
         if scope["type"] != "http":
             return
         try:
-            await self._dispatch(scope, receive, send)
+            await self._dispatch(scope, self.deadlines.bound(receive), send)
         except HTTPError as error:
             await self._respond(send, error.status, str(error), error.headers)
+        except BodyTimeout:
+            # The rest of the body may still come: close rather than read it as a request.
+            message = f"the body did not arrive within {self.config.body_timeout:g} s"
+            await self._respond(send, 408, message, [(b"connection", b"close")])
         except ClientGone:
             self.stats.responses[499] += 1
 
@@ -193,6 +202,9 @@ class HerologApp:
         encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):
             raise HTTPError(415, "Content-Encoding must be gzip or none")
+        query = scope.get("query_string", b"")
+        if len(query) > MAX_QUERY:
+            raise HTTPError(414, f"the query string is over the {MAX_QUERY:,}-byte limit")
         limit = self.config.max_body
         declared = header(scope, b"content-length")
         if declared is not None and encoding == b"identity":
@@ -202,7 +214,6 @@ class HerologApp:
                 raise HTTPError(413, f"the body is over the {limit:,}-byte limit")
         body = await read_body(receive, limit, gzip=encoding == b"gzip")
         frame_id = header(scope, b"logplex-frame-id")
-        query = scope.get("query_string", b"")
         attributes = (
             dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else None
         )

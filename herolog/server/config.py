@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_PORT = 8514
 DEFAULT_MAX_BODY = 5 << 20
 DEFAULT_SYSLOG_APP = "default"
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,8 @@ class ServeConfig:
     drain_timing: DrainTiming = DrainTiming()
     public_url: str | None = None
     """The address clients reach this server at, for the session URLs it hands out."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    """Seconds a request's body may take to arrive after its headers; then 408."""
 
     @property
     def tls(self) -> bool:
@@ -78,6 +81,8 @@ class ServeConfig:
             raise ConfigError("--drain-buffer must be at least 1 line")
         if self.max_body < 1024:
             raise ConfigError("--max-body must be at least 1024 bytes")
+        if not self.body_timeout > 0:
+            raise ConfigError("the body timeout must be more than 0 seconds")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,560 @@
+"""Hostile and broken clients of `herolog serve`: lying or trickling HTTP bodies, huge query
+strings, strange app names, bad credentials, broken syslog streams, and thousands of idle
+connections. Each gets a clear 4xx (or its connection closed) with nothing stored, while a
+well-behaved drain beside it is served throughout."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herolog.server.app import MAX_QUERY
+from herolog.server.config import Credentials
+from herolog.store import SQLiteStore
+from tests.helpers import herolog_env
+from tests.server.conftest import Running, ServerFactory
+from tests.server.test_intake import body
+from tests.server.test_process import ServeProcess, stored
+from tests.server.test_syslog import connect, messages, syslog_frames, wait_for
+
+BODY_TIMEOUT = 1.0
+USER, PASSWORD, API_KEY = "drain", "s3cret-pass", "k3y-s3cret"
+GOOD_AUTH = b"Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode())
+BEARER = b"Bearer " + API_KEY.encode()
+
+
+class Bystander:
+    """A well-behaved drain posting one-line batches in a thread while a test abuses the
+    server, remembering when each answer came."""
+
+    def __init__(self, running: Running, auth: tuple[str, str] | None = None) -> None:
+        self.running = running
+        self.auth = auth
+        self.answers: list[tuple[float, int]] = []
+        self.failure: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._post, daemon=True)
+
+    def _post(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            try:
+                answer = self.running.post("bystander", body(f"bystander {i}"), auth=self.auth)
+            except httpx.HTTPError as error:
+                self.failure = error
+                return
+            self.answers.append((time.monotonic(), answer.status_code))
+            i += 1
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def served_between(self, start: float, end: float) -> bool:
+        return any(start < at < end and status == 204 for at, status in self.answers)
+
+    def check(self) -> None:
+        """Every batch was acknowledged and stored, once, in order."""
+        assert self.failure is None, f"the well-behaved drain failed: {self.failure!r}"
+        assert self.answers, "the well-behaved drain got no answer at all"
+        assert {status for _, status in self.answers} == {204}, self.answers
+        want = [f"bystander {i} 0" for i in range(len(self.answers))]
+        assert [x.message for x in self.running.lines("bystander")] == want
+
+
+@contextmanager
+def bystander(running: Running, auth: tuple[str, str] | None = None) -> Iterator[Bystander]:
+    watcher = Bystander(running, auth)
+    watcher._thread.start()
+    try:
+        wait_for(lambda: len(watcher.answers) > 0, timeout=30)
+        yield watcher
+    finally:
+        watcher.stop()
+    watcher.check()
+
+
+def exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
+    """Send raw bytes; everything the server sends back until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except ConnectionResetError:  # closed with bytes of ours unread: what came is enough
+        pass
+    return out
+
+
+def status(response: bytes) -> int:
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", response)
+    assert m, response[:200]
+    return int(m.group(1))
+
+
+def post_request(
+    path: bytes,
+    payload: bytes,
+    *,
+    length: int | None = None,
+    authorization: bytes | None = GOOD_AUTH,
+    content_type: bytes = b"application/logplex-1",
+    close: bool = True,
+) -> bytes:
+    lines = [
+        b"POST " + path + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Connection: " + (b"close" if close else b"keep-alive"),
+        b"Content-Type: " + content_type,
+        b"Content-Length: %d" % (len(payload) if length is None else length),
+    ]
+    if authorization is not None:
+        lines.append(b"Authorization: " + authorization)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + payload
+
+
+def all_answered(running: Running) -> bool:
+    """Every intake request that reached herolog has had its answer (or its client left)."""
+    stats = running.server.stats
+    return sum(stats.responses.values()) >= stats.requests
+
+
+def drains(running: Running) -> list[str]:
+    store = SQLiteStore.open(running.server.config.store_path, create=False)
+    try:
+        return [d.url for d in store.drains()]
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def guarded(make_server: ServerFactory) -> Running:
+    """A server with intake credentials, an API key and a short body timeout."""
+    return make_server(auth=Credentials(USER, PASSWORD), api_key=API_KEY, body_timeout=BODY_TIMEOUT)
+
+
+# Lying Content-Length and slow bodies ------------------------------------------------
+
+
+def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Running) -> None:
+    payload = body("never complete", n=3)
+    with bystander(guarded, (USER, PASSWORD)) as others:
+        start = time.monotonic()
+        answer = exchange(
+            guarded.server.http_port or 0,
+            post_request(b"/apps/demo/logs", payload, length=len(payload) + 100),
+        )
+        end = time.monotonic()
+        assert status(answer) == 408
+        assert b"connection: close" in answer.lower()
+        assert b"the body did not arrive within 1 s" in answer
+        assert end - start < 30, "the server held the request far past its body timeout"
+        assert others.served_between(start, end)
+    assert guarded.lines("demo") == []
+    assert guarded.server.stats.responses[408] == 1
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
+def test_a_body_longer_than_its_content_length(guarded: Running, close: bool) -> None:
+    """uvicorn takes the first Content-Length bytes as the body. On a kept-alive connection
+    it reads the rest as the next request and answers 400 (before the first is answered);
+    with Connection: close it drops the rest. Only the declared body can be stored, and only
+    if it is whole frames: a cut through a frame stores nothing."""
+    port = guarded.server.http_port or 0
+    frames = [body(f"frame {i}") for i in range(3)]
+    payload = b"".join(frames)
+    declared = ["frame 0 0", "frame 1 0"]
+    with bystander(guarded, (USER, PASSWORD)):
+        mid_frame = exchange(port, post_request(b"/apps/cut/logs", payload, length=10, close=close))
+        assert status(mid_frame) == 400
+        on_boundary = exchange(
+            port,
+            post_request(
+                b"/apps/whole/logs", payload, length=len(frames[0] + frames[1]), close=close
+            ),
+        )
+        assert status(on_boundary) in (204, 400)
+        wait_for(lambda: all_answered(guarded))
+    assert guarded.lines("cut") == []
+    whole = [x.message for x in guarded.lines("whole")]
+    assert whole == declared if status(on_boundary) == 204 else whole in ([], declared)
+
+
+def test_trickling_bodies_are_cut_off_while_others_are_served(guarded: Running) -> None:
+    port = guarded.server.http_port or 0
+    payload = body("trickled", n=20)
+
+    def trickle(path: bytes, data: bytes, kind: bytes, auth: bytes) -> tuple[int, float]:
+        request = post_request(path, data, content_type=kind, authorization=auth)
+        head, rest = request[: request.index(b"\r\n\r\n") + 4], request[len(request) - len(data) :]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head)
+            sock.settimeout(0.2)
+            give_up = time.monotonic() + 60
+            for i in range(len(rest)):
+                if time.monotonic() > give_up:
+                    break
+                try:
+                    sock.sendall(rest[i : i + 1])
+                    if sock.recv(65536, socket.MSG_PEEK):
+                        break  # answered before the body was all sent
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            sock.settimeout(30)
+            return status(read_until_closed(sock)), time.monotonic()
+
+    with bystander(guarded, (USER, PASSWORD)) as others, ThreadPoolExecutor(21) as pool:
+        start = time.monotonic()
+        intake = [
+            pool.submit(trickle, b"/apps/demo/logs", payload, b"application/logplex-1", GOOD_AUTH)
+            for _ in range(20)
+        ]
+        api_body = b'{"url": "https://logs.example.com/drain"}'
+        api = pool.submit(trickle, b"/apps/demo/log-drains", api_body, b"application/json", BEARER)
+        answers = [f.result(timeout=60) for f in [*intake, api]]
+        assert [code for code, _ in answers] == [408] * 21
+        assert others.served_between(start, min(at for _, at in answers))
+    assert guarded.lines("demo") == []
+    assert drains(guarded) == []
+
+
+def test_a_body_sent_in_pieces_within_the_timeout_is_stored(make_server: ServerFactory) -> None:
+    running = make_server(body_timeout=20.0)
+    payload = body("in pieces", n=5)
+    pieces = iter([payload[:10], payload[10:100], payload[100:]])
+
+    def slowly() -> Iterator[bytes]:
+        for piece in pieces:
+            yield piece
+            time.sleep(0.1)
+
+    assert running.post("demo", slowly()).status_code == 204
+    assert len(running.lines("demo")) == 5
+
+
+# Query strings, app names, credentials ------------------------------------------------
+
+
+def test_huge_query_strings_are_refused(guarded: Running) -> None:
+    port = guarded.server.http_port or 0
+    payload = body("query")
+    at_the_limit = b"a=" + b"x" * (MAX_QUERY - 2)
+    many = b"&".join(b"k%d=v" % i for i in range(3000))
+    long_value = b"ddsource=" + b"y" * 20_000
+    with bystander(guarded, (USER, PASSWORD)):
+        for query in (many, long_value):
+            answer = exchange(port, post_request(b"/apps/demo/logs?" + query, payload))
+            assert status(answer) == 414
+            assert f"over the {MAX_QUERY:,}-byte limit".encode() in answer
+        # past what uvicorn reads as a request line at all
+        huge = exchange(port, post_request(b"/apps/demo/logs?a=" + b"z" * (1 << 20), payload))
+        assert status(huge) == 400
+        assert guarded.lines("demo") == []
+        answer = exchange(port, post_request(b"/apps/demo/logs?" + at_the_limit, payload))
+        assert status(answer) == 204
+    (kept,) = guarded.lines("demo")
+    assert kept.attributes is not None
+    assert len(kept.attributes) > MAX_QUERY - 10
+
+
+BAD_APP_NAMES = [
+    b"%2e%2e",
+    b"%2E%2E",
+    b"%2e",
+    b"..%2F..%2Fetc",
+    b"a%2F..%2Fb",
+    b"%2F",
+    b"caf\xc3\xa9",  # raw UTF-8 in the request line
+    b"caf%C3%A9",
+    b"%E2%80%AE",  # right-to-left override
+    b"a%00b",
+    b"%ff",
+    b"a%20b",
+]
+
+
+def test_app_names_with_dots_slashes_and_unicode(guarded: Running) -> None:
+    port = guarded.server.http_port or 0
+    drain = b'{"url": "https://logs.example.com/x"}'
+    with bystander(guarded, (USER, PASSWORD)):
+        for app in BAD_APP_NAMES:
+            intake = exchange(port, post_request(b"/apps/" + app + b"/logs", body("x")))
+            assert 400 <= status(intake) < 500, (app, intake)
+            api = post_request(
+                b"/apps/" + app + b"/log-drains",
+                drain,
+                authorization=BEARER,
+                content_type=b"application/json",
+            )
+            assert 400 <= status(exchange(port, api)) < 500, app
+    assert {x.app for x in guarded.lines()} == {"bystander"}
+    assert drains(guarded) == []
+
+
+BAD_AUTHORIZATION = [
+    b"",
+    b"Basic",
+    b"Basic ",
+    b"Basic !!!not-base64",
+    b"Basic " + base64.b64encode(b"no-colon-here"),
+    b"Basic " + base64.b64encode(USER.encode() + b":\xff\xfe"),  # not UTF-8
+    b"Basic " + base64.b64encode(f"{USER}:{PASSWORD}\u00e9".encode()),
+    b"Basic \xc3\xa9\xff\xfe",  # raw non-ASCII bytes
+    b"Digest username=" + USER.encode(),
+    b"Bearer " + PASSWORD.encode(),
+    b"Bearer ",
+    b"Bearer \xff",
+    b"Basic " + b"QUFB" * 16_384,  # 64 KiB
+    b"Basic " + b"QUFB" * (1 << 18),  # 1 MiB
+]
+
+
+def test_bad_authorization_headers(guarded: Running) -> None:
+    port = guarded.server.http_port or 0
+    with bystander(guarded, (USER, PASSWORD)):
+        for authorization in BAD_AUTHORIZATION:
+            shown = authorization[:40]
+            intake = exchange(
+                port, post_request(b"/apps/demo/logs", body("x"), authorization=authorization)
+            )
+            assert status(intake) == 401, shown
+            assert b'www-authenticate: Basic realm="herolog"' in intake, shown
+            api_request = (
+                b"GET /apps/bystander HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                b"Authorization: " + authorization + b"\r\n\r\n"
+            )
+            api = exchange(port, api_request)
+            assert status(api) == 401, shown
+            assert b'"id": "unauthorized"' in api, shown
+    assert guarded.lines("demo") == []
+    assert PASSWORD not in guarded.log.getvalue()
+    assert API_KEY not in guarded.log.getvalue()
+
+
+def test_the_scheme_of_basic_auth_is_case_insensitive(guarded: Running) -> None:
+    lower = b"basic " + GOOD_AUTH.split(b" ", 1)[1]
+    answer = exchange(
+        guarded.server.http_port or 0,
+        post_request(b"/apps/demo/logs", body("x"), authorization=lower),
+    )
+    assert status(answer) == 204
+    assert len(guarded.lines("demo")) == 1
+
+
+# Syslog -------------------------------------------------------------------------------
+
+
+def wait_until_done(running: Running, connections: int) -> None:
+    """The server has had ``connections`` syslog connections and is done with each: what
+    it read is stored or refused."""
+    syslog = running.server.syslog
+    assert syslog is not None
+    stats = running.server.stats
+    wait_for(lambda: stats.syslog_connections >= connections and not syslog._connections)
+
+
+def test_a_partial_frame_then_disconnect_stores_what_came_before(served: Running) -> None:
+    partials = {
+        "mid-message": syslog_frames("half a message")[:-5],
+        "mid-count": syslog_frames("count only")[:2],
+        "count-and-space": syslog_frames("count and space")[:3],
+        "short-of-its-count": b"999 <13>1 2024-03-05T09:14:07Z host app web.1 - too short",
+    }
+    for i, (name, partial) in enumerate(partials.items()):
+        with connect(served) as sock:
+            sock.sendall(syslog_frames(f"{name} 1", f"{name} 2") + partial)
+        wait_until_done(served, i + 1)
+    want = [f"{name} {n}" for name in partials for n in (1, 2)]
+    assert messages(served) == want
+
+
+def test_a_newline_framed_last_line_without_its_newline_is_kept(served: Running) -> None:
+    """Unlike a short octet-counted frame, it may be whole (rsyslog keeps it too)."""
+    with connect(served) as sock:
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z host app web.1 - no newline at the end")
+    wait_until_done(served, 1)
+    assert messages(served) == ["no newline at the end"]
+
+
+def test_garbage_of_every_kind_closes_only_its_connection(served: Running) -> None:
+    garbage = {
+        "NULs": b"\x00" * 100,
+        "tls-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # on the plain port
+        "negative-count": b"-5 <13>1 x",
+        "zero-count": b"0 <13>1 x",
+        "twenty-digit-count": b"99999999999999999999 <13>1 x",
+        "invalid-utf8": b"\xff\xfe\xfd\n",
+    }
+    with connect(served) as healthy:
+        for name, junk in garbage.items():
+            with connect(served) as bad:
+                bad.sendall(syslog_frames(f"before {name}") + junk)
+                assert read_until_closed(bad) == b"", name
+            healthy.sendall(syslog_frames(f"still here after {name}"))
+        want = [f"{p} {name}" for name in garbage for p in ("before", "still here after")]
+        wait_for(lambda: sorted(messages(served)) == sorted(want))
+
+
+def test_a_billion_byte_count_closes_the_connection_without_buffering(served: Running) -> None:
+    sent = 0
+    with connect(served) as sock:
+        sock.sendall(syslog_frames("before the giant"))
+        sock.sendall(b"1000000000 <13>1 2024-03-05T09:14:07Z host app web.1 - ")
+        chunk = b"x" * (1 << 16)
+        try:
+            while sent < 256 << 20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
+    # Only what the sockets' buffers hold gets out before the server hangs up.
+    assert sent < 32 << 20, f"the server read {sent:,} bytes of a frame it cannot take"
+    wait_for(lambda: messages(served) == ["before the giant"])
+
+
+def syslog_port(server: ServeProcess) -> int:
+    m = re.search(r"syslog drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
+    assert m, server.banner
+    return int(m.group(1))
+
+
+def wait_until_accepted(client: httpx.Client, url: str, connections: int) -> None:
+    deadline = time.monotonic() + 60
+    while client.get(f"{url}/stats").json()["syslog_connections"] < connections:
+        assert time.monotonic() < deadline, f"serve did not accept {connections} connections"
+        time.sleep(0.005)
+
+
+@pytest.mark.subprocess
+def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
+    """serve lifts its soft limit on open files to the hard limit: started with 1024, it
+    holds 10,000 idle connections, stores a working one's lines, and stays idle itself."""
+    wanted = 10_000
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= wanted + 500, (
+        f"this test needs a hard limit on open files of at least {wanted + 500} (ulimit -Hn"
+        f" is {hard}): raise it in /etc/security/limits.conf or the container's settings"
+    )
+    with ExitStack() as stack:
+        # The child starts with the usual 1024 and must raise it itself.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        try:
+            server = ServeProcess("--port", "0", "--syslog-port", "0", env=herolog_env())
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        stack.callback(server.finish)
+        stack.callback(server.proc.kill)
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        m = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
+        assert m, limits
+        assert int(m.group(1)) == int(m.group(2)) == hard, limits
+        port = syslog_port(server)
+        client = stack.enter_context(httpx.Client(timeout=30))
+        idle: list[socket.socket] = []
+        while len(idle) < wanted:
+            # In steps the listen backlog takes whole, however slowly serve is scheduled.
+            for _ in range(min(96, wanted - len(idle))):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                stack.callback(sock.close)
+                idle.append(sock)
+            wait_until_accepted(client, server.url, len(idle))
+        before = cpu_seconds(server.proc.pid)
+        time.sleep(2)
+        busy = cpu_seconds(server.proc.pid) - before
+        assert busy < 0.3, f"serve used {busy:.2f} s of CPU in 2 s holding idle connections"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as working:
+            working.sendall(syslog_frames("through ten thousand idle ones"))
+            wait_for(lambda: stored(herolog_home) == ["through ten thousand idle ones"], 30)
+        assert post_ok(server.url)
+        for sock in idle[:100]:  # an idle connection can still speak
+            sock.sendall(syslog_frames("late"))
+        wait_for(lambda: len(stored(herolog_home)) == 102, timeout=30)
+
+
+def listen_backlog_fill(port: int, attempts: int) -> int:
+    """How many of ``attempts`` connections complete while nobody accepts them."""
+    pending = []
+    for _ in range(attempts):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        pending.append(sock)
+    try:
+        # The kernel completes the handshakes the backlog has room for at once; the rest
+        # wait for SYN retransmissions that will not be answered either.
+        time.sleep(1)
+        _, writable, _ = select.select([], pending, [], 0)
+        return sum(1 for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+    finally:
+        for sock in pending:
+            sock.close()
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "listener",
+    [
+        "http",
+        pytest.param(
+            "syslog",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="herolog/server/syslog.py: asyncio.start_server(sock=...) listens again"
+                " with its default backlog of 100, undoing listen(2048); pass backlog=2048",
+            ),
+        ),
+    ],
+)
+def test_a_burst_of_new_connections_fits_the_listen_backlog(
+    herolog_home: Path, listener: str
+) -> None:
+    """A burst of drains connecting while serve is busy (here: stopped) is queued by the
+    kernel, not dropped to wait for SYN retransmissions (one second, then two...)."""
+    server = ServeProcess("--port", "0", "--syslog-port", "0", env=herolog_env())
+    try:
+        port = syslog_port(server) if listener == "syslog" else int(server.url.rsplit(":", 1)[1])
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert listen_backlog_fill(port, 500) == 500
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+    finally:
+        server.proc.kill()
+        server.finish()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post_ok(url: str) -> bool:
+    response = httpx.post(
+        f"{url}/apps/http/logs",
+        content=body("over http"),
+        headers={"Content-Type": "application/logplex-1"},
+        timeout=30,
+    )
+    return response.status_code == 204
