@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -28,6 +29,21 @@ class HerologGroup(click.Group):
             raise click.exceptions.Exit(0) from None
         except StoreError as error:
             raise click.ClickException(str(error)) from None
+        except sqlite3.DatabaseError as error:
+            raise click.ClickException(store_failed(error)) from None
+
+
+def store_failed(error: sqlite3.DatabaseError) -> str:
+    """One line for a store that fails after opening: a page deep in it can be corrupt."""
+    from herolog import config
+
+    path = config.store_path()
+    if isinstance(error, sqlite3.OperationalError):  # read-only, full, locked: not broken
+        return f"cannot use the store {path}: {error}"
+    return (
+        f"{path} is not a usable herolog store ({error}); "
+        f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
+    )
 
 
 @click.group(cls=HerologGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from herolog.cli.options import app_option
+from herolog.cli.options import ServerURLType, app_option
 
 if TYPE_CHECKING:
     from herolog.drains import Registry
@@ -30,7 +30,7 @@ def server_option(function: F) -> F:
     return click.option(
         "--server",
         envvar="HEROLOG_URL",
-        metavar="URL",
+        type=ServerURLType(),
         help="Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
     )(function)
 
@@ -53,15 +53,16 @@ def registry(server: str | None) -> Registry:
     return LocalRegistry(config.store_path())
 
 
-def attempt(work: Callable[[], T]) -> T:
-    from herolog.drains import DrainError
+def attempt(work: Callable[[], T], server: str | None) -> T:
+    from herolog.drains import DrainError, scrub
 
     try:
         return work()
     except DrainError as error:
+        message = scrub(str(error), server) if server else str(error)  # its password
         if error.usage:
-            raise BadInput(str(error)) from None
-        raise click.ClickException(str(error)) from None
+            raise BadInput(message) from None
+        raise click.ClickException(message) from None
 
 
 @click.group(invoke_without_command=True)
@@ -94,7 +95,7 @@ def add(
     from herolog.drains import drain_object, mask_url
 
     name = app_name(app)
-    added = attempt(lambda: registry(server).add(name, url))
+    added = attempt(lambda: registry(server).add(name, url), server)
     if json_output:
         click.echo(json.dumps(drain_object(added, show_secrets=show_secrets), indent=2))
     else:
@@ -118,7 +119,7 @@ def list_drains(
     from herolog.drains import drain_object
 
     only = None if app is None else app_name(app)
-    found = attempt(lambda: registry(server).list(only))
+    found = attempt(lambda: registry(server).list(only), server)
     if json_output:
         objects = [drain_object(d, show_secrets=show_secrets) for d in found]
         click.echo(json.dumps(objects, indent=2))
@@ -158,5 +159,5 @@ def remove(url_or_token: str, app: str | None, server: str | None) -> None:
     from herolog.drains import mask_url
 
     name = app_name(app)
-    removed = attempt(lambda: registry(server).remove(name, url_or_token))
+    removed = attempt(lambda: registry(server).remove(name, url_or_token), server)
     click.echo(f"Successfully removed drain {mask_url(removed.url)}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from herolog.cli.options import RegexType, TimeType, app_option
+from herolog.cli.options import RegexType, ServerURLType, TimeType, app_option
 
 if TYPE_CHECKING:
     from herolog.logs import LogsRequest
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 @click.option(
     "--server",
     envvar="HEROLOG_URL",
-    metavar="URL",
+    type=ServerURLType(),
     help="Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
 )
 def logs(
@@ -138,10 +138,11 @@ def logs(
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
+    from herolog.drains import scrub
     from herolog.remote import RemoteError, RemoteLogs
 
     def reconnecting(reason: str) -> None:
-        click.echo(f"herolog: {reason}; reconnecting...", err=True)
+        click.echo(f"herolog: {scrub(reason, server)}; reconnecting...", err=True)
 
     remote = RemoteLogs(
         server,
@@ -153,6 +154,7 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
     try:
         remote.run()
     except RemoteError as error:
+        message = scrub(str(error), server)  # the URL may carry a password
         if error.usage:
-            raise click.UsageError(str(error)) from None
-        raise click.ClickException(str(error)) from None
+            raise click.UsageError(message) from None
+        raise click.ClickException(message) from None

@@ -39,6 +39,28 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
             self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
 
 
+class ServerURLType(click.ParamType[str, Any]):
+    """The base URL of a herolog serve: http:// or https://, and a host."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text:  # HEROLOG_URL= or --server "": the local store
+            return text
+        import httpx
+
+        from herolog.drains import mask_url
+
+        try:
+            url = httpx.URL(text)
+        except httpx.InvalidURL as error:
+            self.fail(f"{mask_url(text)!r} is not a server URL ({error})", param, ctx)
+        if url.scheme not in ("http", "https") or not url.host or (url.port or 1) > 65535:
+            self.fail(f"{mask_url(text)!r} is not a server URL: http(s)://HOST[:PORT]", param, ctx)
+        return text
+
+
 def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
     """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it."""
     return click.option(

@@ -5,7 +5,7 @@ import click
 from herolog.cli.options import app_option
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False})
 @app_option("The app the lines belong to (or $HEROLOG_APP).", default="default")
 @click.option(
     "-d",
@@ -26,11 +26,20 @@ def run(app: str, dyno: str, quiet: bool, command: tuple[str, ...]) -> None:
     herolog run -d web.1 -- python -m http.server      # then, elsewhere: herolog logs -t
     herolog run -a demo -d worker.1 -- ./worker.sh
     """
+    import sqlite3
+
+    from herolog.cli import store_failed
+    from herolog.parser import LogLine
     from herolog.run import run_dyno
-    from herolog.store import Batch, open_store
+    from herolog.store import Batch, StoreError, open_store
 
     store = open_store()
-    status = run_dyno(
-        command, dyno, lambda lines: store.append([Batch(app, lines)]), echo=not quiet
-    )
+
+    def append(lines: list[LogLine]) -> None:
+        try:
+            store.append([Batch(app, lines)])
+        except sqlite3.DatabaseError as error:  # say which file, and what to do about it
+            raise StoreError(store_failed(error)) from None
+
+    status = run_dyno(command, dyno, append, echo=not quiet)
     click.get_current_context().exit(status)

@@ -203,12 +203,12 @@ def test_remote_json_tail_pipes_into_jq_like_readers(remote: Running) -> None:
     ("server", "env", "message"),
     [
         ("http://[::1", {}, "not a server URL"),
-        ("ftp://example.com", {}, "cannot reach ftp://example.com"),
+        ("ftp://example.com", {}, "'ftp://example.com' is not a server URL"),
     ],
 )
 def test_bad_server_settings(server: str, env: dict[str, str], message: str) -> None:
     code, _, err = run("logs", "--server", server, env=env)
-    assert code == 1
+    assert code == 2  # a usage error, like any bad value
     assert message in err
     assert "Traceback" not in err
 
