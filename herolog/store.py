@@ -286,10 +286,11 @@ class SQLiteStore:
         if version == SCHEMA_VERSION or (version and not create):
             self._ready = True
             return
+        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            # Another program's database: refused before anything in it (its journal mode
+            # included) is changed.
+            raise sqlite3.DatabaseError("it has tables but no herolog schema")
         if not create:
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise sqlite3.DatabaseError("it has tables but no herolog schema")
             return  # created by a writer that has not committed its schema yet: empty
         if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise StoreError(f"{self.path}: SQLite could not switch to WAL mode")

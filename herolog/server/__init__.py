@@ -19,7 +19,7 @@ import uvicorn
 
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import ConfigError, ServeConfig, is_loopback
-from herolog.server.syslog import SyslogServer, tls_context
+from herolog.server.syslog import BACKLOG, SyslogServer, tls_context
 from herolog.server.writer import Writer
 from herolog.store import SQLiteStore
 
@@ -200,7 +200,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(BACKLOG)
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     sock.setblocking(False)

@@ -17,6 +17,8 @@ from herolog.server.app import Stats
 from herolog.server.writer import Stored, Writer
 
 READ_SIZE = 1 << 16
+BACKLOG = 2048
+"""Connections the kernel queues before they are accepted (uvicorn's default, for HTTP)."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -40,8 +42,9 @@ class SyslogServer:
 
     async def start(self, sock: socket.socket, context: ssl.SSLContext | None) -> None:
         """Serve connections on a listening socket (bound by serve before it starts)."""
+        # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
         self._server = await asyncio.start_server(
-            self._connection, sock=sock, ssl=context, limit=READ_SIZE
+            self._connection, sock=sock, ssl=context, limit=READ_SIZE, backlog=BACKLOG
         )
 
     async def stop(self) -> None:

@@ -264,15 +264,7 @@ def test_a_corrupt_store_is_one_line_naming_it_and_how_to_move_it_aside(
         "random bytes",
         "truncated",
         "corrupt pages",
-        pytest.param(
-            "another program's SQLite",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="herolog/store.py SQLiteStore._prepare switches the file to WAL mode"
-                " (PRAGMA journal_mode = WAL) before it finds that the tables are not"
-                " herolog's; check sqlite_master first",
-            ),
-        ),
+        "another program's SQLite",
     ],
 )
 def test_a_store_herolog_refuses_is_left_as_it_was(

@@ -515,17 +515,7 @@ def listen_backlog_fill(port: int, attempts: int) -> int:
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     "listener",
-    [
-        "http",
-        pytest.param(
-            "syslog",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="herolog/server/syslog.py: asyncio.start_server(sock=...) listens again"
-                " with its default backlog of 100, undoing listen(2048); pass backlog=2048",
-            ),
-        ),
-    ],
+    ["http", "syslog"],
 )
 def test_a_burst_of_new_connections_fits_the_listen_backlog(
     herolog_home: Path, listener: str
