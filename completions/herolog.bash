@@ -79,9 +79,10 @@ _herolog() {
                 --keyfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --history) COMPREPLY=(); return ;;
                 --max-body) COMPREPLY=(); return ;;
+                --body-timeout) COMPREPLY=(); return ;;
                 --drain-buffer) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
         "herolog store history")

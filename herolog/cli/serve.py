@@ -80,6 +80,15 @@ import click
     help="Largest drain POST body in bytes, after gzip.",
 )
 @click.option(
+    "--body-timeout",
+    envvar="HEROLOG_BODY_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Answer 408 to a request whose body is still arriving this long after its headers.",
+)
+@click.option(
     "--drain-buffer",
     envvar="HEROLOG_DRAIN_BUFFER",
     type=click.IntRange(min=1),
@@ -106,6 +115,7 @@ def serve(
     keyfile: Path | None,
     history: int | None,
     max_body: int,
+    body_timeout: float,
     drain_buffer: int,
     insecure_no_auth: bool,
 ) -> None:
@@ -137,6 +147,7 @@ def serve(
             keyfile=keyfile,
             history=history,
             max_body=max_body,
+            body_timeout=body_timeout,
             drain_buffer=drain_buffer,
             insecure_no_auth=insecure_no_auth,
         )

@@ -174,6 +174,22 @@ def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Runn
     assert guarded.server.stats.responses[408] == 1
 
 
+@pytest.mark.subprocess
+def test_body_timeout_is_an_option_of_serve(herolog_home: Path) -> None:
+    server = ServeProcess("--port", "0", env={**herolog_env(), "HEROLOG_BODY_TIMEOUT": "0.5"})
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        payload = body("never complete")
+        request = post_request(b"/apps/demo/logs", payload, length=len(payload) + 1)
+        answer = exchange(port, request.replace(b"Authorization: " + GOOD_AUTH + b"\r\n", b""))
+        assert status(answer) == 408
+        assert b"the body did not arrive within 0.5 s" in answer
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
 def test_a_body_longer_than_its_content_length(guarded: Running, close: bool) -> None:
     """uvicorn takes the first Content-Length bytes as the body. On a kept-alive connection
