@@ -3,6 +3,7 @@ holds what every path that touches it shares: URL rules and the Heroku-shaped ob
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import uuid
@@ -243,12 +244,15 @@ _PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
 
 
 def _secrets(url: str) -> list[str]:
-    """The secret parts of ``url``: the user-info's password (or a lone token) and the
-    values of secret-looking query or fragment parameters."""
+    """The secret parts of ``url``: the user-info's password (or a lone token), the Basic
+    credentials it is sent as, and the values of secret-looking query or fragment
+    parameters."""
     found = []
     if m := _USERINFO.match(url):
-        _, sep, password = m.group(2).partition(":")
+        user, sep, password = m.group(2).partition(":")
         found.append(password if sep else m.group(2))
+        basic = f"{unquote(user)}:{unquote(password)}".encode("utf-8", "surrogateescape")
+        found.append(base64.b64encode(basic).decode())  # a drain may quote its headers
     for m in _PARAM.finditer(url):
         if _SECRET_PARAM.search(unquote(m.group(2))):
             found.append(m.group(3))

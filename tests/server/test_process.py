@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -23,11 +24,16 @@ from tests.helpers import herolog_env
 
 
 class ServeProcess:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdout: IO[bytes] | int = subprocess.DEVNULL,
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herolog", "serve", *args],
             stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             text=True,
             env=env or herolog_env(),
         )

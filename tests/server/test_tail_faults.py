@@ -37,6 +37,20 @@ class SlowReader:
         request = f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\n\r\n"
         self.socket.sendall(request.encode())
 
+    def shrink_server_buffer(self) -> None:
+        """Give the server's end of this connection (this process runs the server) a small
+        send buffer too, so that the stall reaches it after kilobytes, not megabytes."""
+        me = self.socket.getsockname()
+        for fd in Path("/proc/self/fd").iterdir():
+            try:
+                with socket.fromfd(int(fd.name), socket.AF_INET, socket.SOCK_STREAM) as other:
+                    if other.getpeername() == me:
+                        other.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                        return
+            except (OSError, ValueError):
+                continue
+        raise AssertionError("the server's end of the connection was not found")
+
     def read_until(self, wanted: str) -> list[str]:
         """Read on until a line ending in ``wanted``; the data lines of every event."""
         raw = b""
@@ -79,9 +93,10 @@ def test_a_reader_that_stops_reading_holds_up_nobody_and_is_told_what_it_lost(
         wait_for(
             lambda: len(subscribers(running)) == 2 and all(s.live for s in subscribers(running))
         )
-        count, padding, most = 800, "x" * 10_000, 0
-        for start in range(0, count, 50):  # 8 MB: past what the sockets buffer (3-4 MB)
-            body = frame(format_syslog(line(f"n{i} {padding}")) for i in range(start, start + 50))
+        slow.shrink_server_buffer()
+        count, padding, most = 1500, "x" * 1000, 0
+        for start in range(0, count, 100):  # 1.5 MB: past what the sockets and server buffer
+            body = frame(format_syslog(line(f"n{i} {padding}")) for i in range(start, start + 100))
             assert running.post("demo", body).status_code == 204
             most = max(most, *(len(s.buffer) for s in subscribers(running)))
         assert most <= 100  # what waits for the slow reader is bounded by its buffer

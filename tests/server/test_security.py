@@ -1,0 +1,249 @@
+"""Secrets stay secret, session URLs are unguessable and expire, HTTPS drains verify
+certificates. (Missing and malformed credentials: test_api, test_intake, test_abuse.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import trustme
+
+from herolog.drains import scrub
+from herolog.parser import format_syslog, frame
+from herolog.server.config import DrainTiming
+from tests.helpers import herolog_env, invoke, line
+from tests.server.conftest import ServerFactory
+from tests.server.sinks import HTTPSink, wait_until
+from tests.server.test_api import Tail, session, store_lines
+from tests.server.test_forwarding import add_drain, numbered, post
+from tests.server.test_process import ServeProcess
+
+INTAKE_PASSWORD = "s3cret-intake-pw"
+API_KEY = "s3cret-api-key"
+DRAIN_PASSWORD = "s3cret-drain-pw"
+DRAIN_KEY = "s3cret-drain-key"
+SECRETS = [
+    INTAKE_PASSWORD,
+    API_KEY,
+    DRAIN_PASSWORD,
+    DRAIN_KEY,
+    # ...and the form they travel in: a Basic header
+    base64.b64encode(f"drain:{INTAKE_PASSWORD}".encode()).decode(),
+    base64.b64encode(f"user:{DRAIN_PASSWORD}".encode()).decode(),
+    base64.b64encode(f":{API_KEY}".encode()).decode(),
+]
+
+
+def body(*messages: str) -> bytes:
+    return frame(format_syslog(line(m)) for m in messages)
+
+
+def test_secrets_appear_in_no_output_of_serve_or_the_commands(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """serve with --auth and --api-key forwards to drains whose URLs carry a password and a
+    key, and those drains fail every way that produces a message: an answer that quotes
+    the secrets, a refused connection, an overflow. Then every human-facing output (serve's
+    stderr, the commands' output and errors, the app's history, the intake's and the API's
+    error answers) is searched for each secret."""
+    dead = HTTPSink()
+    dead.down()  # a port that refuses connections
+    echo = base64.b64encode(f"user:{DRAIN_PASSWORD}".encode()).decode()
+    quoting = HTTPSink(  # fails long enough to overflow, then refuses a batch, then takes
+        statuses=[503] * 5 + [400],
+        reply=f"bad api_key={DRAIN_KEY} for Authorization: Basic {echo}\n".encode(),
+    )
+    saved_umask = os.umask(0)  # the store must be private whatever the umask
+    stdout = (tmp_path / "serve-stdout").open("wb")
+    try:
+        server = ServeProcess(
+            "--port", "0", "--drain-buffer", "5",
+            env=herolog_env(HEROLOG_AUTH=f"drain:{INTAKE_PASSWORD}", HEROLOG_API_KEY=API_KEY),
+            stdout=stdout,
+        )  # fmt: skip
+    finally:
+        os.umask(saved_umask)
+        stdout.close()
+    outputs: list[str] = []
+    try:
+        remote = {"HEROLOG_URL": server.url, "HEROLOG_API_KEY": API_KEY}
+        drain_urls = [
+            quoting.url("/in", f"user:{DRAIN_PASSWORD}", f"api_key={DRAIN_KEY}"),
+            f"http://user:{DRAIN_PASSWORD}@127.0.0.1:{dead.port}/x?token={DRAIN_KEY}",
+        ]
+        for url in drain_urls:
+            code, out, err = invoke("drain", "add", url, "-a", "demo", env=remote)
+            assert code == 0, err
+            outputs += [out, err]
+        intake = f"{server.url}/apps/demo/logs"
+        logplex = {"Content-Type": "application/logplex-1"}
+
+        def send(*messages: str) -> None:
+            answer = httpx.post(
+                intake, content=body(*messages), headers=logplex, auth=("drain", INTAKE_PASSWORD)
+            )
+            assert answer.status_code == 204
+
+        def forwarding() -> bool:
+            send("are the drains there yet?")
+            time.sleep(0.1)
+            return quoting.arrived > 0
+
+        wait_until(forwarding, what="the server to take up the drains")
+        for i in range(5):
+            send(*[f"line {i}.{j}" for j in range(5)])
+        for auth in [None, ("drain", "wrong"), ("drain", INTAKE_PASSWORD + "x")]:
+            refused = httpx.post(intake, content=body("no"), headers=logplex, auth=auth)
+            assert refused.status_code == 401
+            outputs.append(refused.text)
+        for key in [None, "wrong", API_KEY + "x"]:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            for path in ("/apps/demo/log-drains", "/stats", "/apps/demo"):
+                refused = httpx.get(server.url + path, headers=headers)
+                assert refused.status_code == 401, path
+                outputs.append(refused.text)
+        stats = httpx.get(f"{server.url}/stats", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert stats.status_code == 200
+        outputs.append(stats.text)
+
+        def failing_drains_told() -> bool:
+            _, out, _ = invoke("drain", "list", "--json", env=remote)
+            drains = {d["url"]: d["delivery"] for d in json.loads(out)}
+            return bool(drains) and all(d["last_error"] for d in drains.values())
+
+        wait_until(failing_drains_told, timeout=30, what="both drains to fail")
+        for args in (["drain", "list"], ["drain", "list", "--json"], ["drain"]):
+            for env in (remote, {}):  # through the API, and the local store
+                code, out, err = invoke(*args, env=env)
+                assert code == 0, err
+                outputs += [out, err]
+        assert any("bad api_key=*** for Authorization: Basic ***" in x for x in outputs)
+        wait_until(lambda: "Error L10" in invoke("logs", "-a", "demo")[1], what="an L10")
+        for env in (remote, {}):
+            code, out, err = invoke("logs", "-a", "demo", "-n", "1500", env=env)
+            assert code == 0, err
+            outputs += [out, err]
+        for args in (
+            ["drain", "add", f"ftp://user:{DRAIN_PASSWORD}@h.example/?api_key={DRAIN_KEY}"],
+            ["drain", "remove", f"http://user:{DRAIN_PASSWORD}@nowhere.example/"],
+            ["drain", "add", drain_urls[0]],  # already there
+        ):
+            code, out, err = invoke(*args, "-a", "demo", env=remote)
+            assert code != 0
+            outputs += [out, err]
+        code, out, err = invoke("logs", "-a", "demo", env={**remote, "HEROLOG_API_KEY": "wrong"})
+        assert code == 1
+        outputs += [out, err]
+        for name in ("logs.db", "logs.db-wal", "logs.db-shm"):
+            assert (herolog_home / name).stat().st_mode & 0o777 == 0o600, name
+        server.proc.send_signal(signal.SIGTERM)
+        code, stderr = server.finish()
+        assert code == 0, stderr
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.finish()
+        dead.close()
+        quoting.close()
+    assert "lines not delivered" in stderr  # the shutdown report names the dead drain...
+    assert f"127.0.0.1:{dead.port}/x?token=***" in stderr  # ...masked
+    assert "drain:PASSWORD@" in stderr
+    everything = "\n".join([stderr, (tmp_path / "serve-stdout").read_text(), *outputs])
+    for secret in SECRETS:
+        assert secret not in everything, secret
+
+
+def test_drain_errors_never_quote_the_drains_credentials() -> None:
+    """A drain's error answer is shown in drain list: whatever of the URL's secrets it
+    quotes is blanked, in the forms they were sent in too."""
+    url = "https://us%40er:p%40ss@logs.example/in?api_key=K3Y&ddsource=heroku"
+    basic = base64.b64encode(b"us@er:p@ss").decode()
+    answer = f"401: key K3Y, password p@ss (p%40ss), header Basic {basic} refused"
+    assert scrub(answer, url) == "401: key ***, password *** (***), header Basic *** refused"
+    token = base64.b64encode(b"T0KEN-123:").decode()  # a lone token: the user, no password
+    assert scrub(f"who is T0KEN-123 ({token})", "https://T0KEN-123@logs.example/in") == (
+        "who is *** (***)"
+    )
+
+
+def _sig(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["sig"][0]
+
+
+def test_session_urls_carry_a_long_random_secret(make_server: ServerFactory) -> None:
+    running = make_server()
+    store_lines(running, "demo", line("hi"))
+    urls = [session(running, lines=1) for _ in range(10)]
+    secrets = [_sig(url) for url in urls]
+    assert len(set(secrets)) == len(secrets)
+    for secret in secrets:  # 43 characters of base64url: 256 random bits
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", secret), secret
+    # One session's secret opens no other session.
+    assert httpx.get(urls[0].replace(secrets[0], secrets[1])).status_code == 404
+    assert httpx.get(urls[0].replace(secrets[0], secrets[0][:-1])).status_code == 404
+    assert httpx.get(urls[0]).status_code == 200
+
+
+def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory) -> None:
+    running = make_server()
+    sessions = running.server.app.sessions
+    sessions.ttl = 0.5
+    store_lines(running, "demo", line("hi"))
+    url = session(running, lines=1, tail=True)
+    tail = Tail(url)
+    try:
+        tail.wait_for(1)
+        time.sleep(1.0)  # read for longer than the TTL: a session being read stays
+        session(running, lines=1)  # creating another expires what is due
+        post(running, "demo", numbered(1))
+        assert tail.wait_for(2)[-1].endswith("line 0")
+    finally:
+        tail.close()
+    wait_until(lambda: not sessions._readers, what="the reader to go")
+    time.sleep(0.8)
+    gone = httpx.get(url)
+    assert gone.status_code == 404
+    assert gone.json()["id"] == "not_found"
+
+
+@pytest.fixture
+def https_sink(tmp_path: Path) -> Iterator[tuple[HTTPSink, Path]]:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    sink = HTTPSink(context=context)
+    yield sink, ca_file
+    sink.close()
+
+
+def test_https_drains_verify_certificates(
+    make_server: ServerFactory,
+    https_sink: tuple[HTTPSink, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink, ca_file = https_sink
+    running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.1, flush_s=0.5))
+    untrusted = add_drain(running, "demo", sink.url("/untrusted"))
+    post(running, "demo", numbered(2))
+    workers = running.server.app.forwarder.workers.values()
+    first = next(w for w in workers if w.drain.token == untrusted)
+    wait_until(lambda: first.last_error, what="the certificate to be refused")
+    assert "CERTIFICATE_VERIFY_FAILED" in (first.last_error or "")
+    assert sink.requests == []
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # now the CA is trusted
+    add_drain(running, "demo", sink.url("/trusted"))
+    post(running, "demo", numbered(2, start=2))
+    wait_until(lambda: sink.delivered(), what="delivery over verified HTTPS")
+    assert {r.path for r in sink.requests} == {"/trusted"}
