@@ -419,13 +419,29 @@ class SyslogDrain(DrainWorker):
                 pass
 
 
+class UnusableDrain(DrainWorker):
+    """A drain whose URL no worker can use (written into the store past the checks): each
+    batch is dropped with the reason, as with any error no retry will mend."""
+
+    def __init__(
+        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming, reason: str
+    ) -> None:
+        super().__init__(drain, capacity, notice, timing)
+        self.reason = f"the drain URL cannot be used: {reason}"
+
+    async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
+        raise DeliveryError(self.reason, retry=False)
+
+
 def worker_for(
     drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
 ) -> DrainWorker:
-    scheme = urlsplit(drain.url).scheme.lower()
-    if scheme in drains.HTTP_SCHEMES:
-        return HTTPDrain(drain, capacity, notice, timing)
-    return SyslogDrain(drain, capacity, notice, timing)
+    try:
+        if urlsplit(drain.url).scheme.lower() in drains.HTTP_SCHEMES:
+            return HTTPDrain(drain, capacity, notice, timing)
+        return SyslogDrain(drain, capacity, notice, timing)
+    except ValueError as error:  # a bad port, say: one drain must not stop the server
+        return UnusableDrain(drain, capacity, notice, timing, str(error))
 
 
 class Forwarder:

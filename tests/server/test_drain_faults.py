@@ -92,13 +92,15 @@ def assert_in_order_once(got: list[str], sent: Sequence[LogLine]) -> None:
 
 
 def assert_books_balance(
-    running: Running, app: str, token: str, sent: Sequence[LogLine]
+    running: Running, app: str, token: str, sent: Sequence[LogLine], refused: int = 0
 ) -> Delivery:
-    """Every line delivered or dropped, every drop in an L10 line; the API agrees."""
+    """Every line delivered or dropped, every drop in an L10 line but the ``refused`` ones
+    (batches a drain refused for good, shown as its last error); the API agrees."""
     state = settled(running, token)
     assert state.delivered + state.dropped == len(sent), state
     assert state.retrying is False
-    wait_until(lambda: sum(history_l10(running, app)) == state.dropped, what="the L10 lines")
+    told = state.dropped - refused
+    wait_until(lambda: sum(history_l10(running, app)) == told, what="the L10 lines")
     api = httpx.get(f"{running.url}/apps/{app}/log-drains").json()
     shown = next(d["delivery"] for d in api if d["token"] == token)
     assert (shown["delivered"], shown["dropped"]) == (state.delivered, state.dropped)
@@ -326,3 +328,27 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
         assert f"delivered 0, dropped {len(sent)}" in out
     finally:
         dead.close()
+
+
+def test_a_drain_url_no_worker_can_use_spoils_nothing_else(
+    make_server: ServerFactory, herolog_home: Path
+) -> None:
+    """A URL written into the store past the checks (by hand, or by another version): the
+    server still starts, the other drains work, and this one says what is wrong."""
+    sink = HTTPSink()
+    try:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            bad = store.add_drain("demo", "syslog://logs.example:99999").token
+            good = store.add_drain("demo", sink.url()).token
+        finally:
+            store.close()
+        running = make_server()
+        sent = send(running, "demo", 2, 5)
+        wait_until(lambda: len(sink.delivered_lines()) == 10, what="the good drain")
+        state = assert_books_balance(running, "demo", bad, sent, refused=10)
+        assert state.delivered == 0
+        assert state.last_error == "the drain URL cannot be used: Port out of range 0-65535"
+        assert settled(running, good).delivered == 10
+    finally:
+        sink.close()
