@@ -10,6 +10,7 @@ file-size limit (RLIMIT_FSIZE) set on the running store writer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -233,7 +234,11 @@ def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
                 if how == "serve-writer-stuck":
                     server = serve(*args)
                     clients.url = server.url
-                    wait_for(lambda pid=writer: pid not in writers(store), "orphan's exit", 60)
+
+                    def orphan_gone(pid: int = writer) -> bool:
+                        return pid not in writers(store)
+
+                    wait_for(orphan_gone, "exit of the orphaned writer", 60)
                 else:
                     wait_until_gone(store)
                 code, err = killed.finish()
@@ -358,26 +363,23 @@ class ContainedServe:
         return self.proc.returncode, err
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            for pid in (
-                Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-            ):
-                os.kill(int(pid), signal.SIGKILL)
-            self.proc.kill()
+        with contextlib.suppress(OSError):  # serve first: its writer ends when it does
+            os.kill(self.serve_pid, signal.SIGKILL)
+        self.proc.kill()
 
 
 @pytest.fixture
-def contained_serve() -> Iterator[type[ContainedServe]]:
+def contained_serve() -> Iterator[Callable[..., ContainedServe]]:
     started: list[ContainedServe] = []
 
-    class Tracked(ContainedServe):
-        def __init__(self, *args: Any) -> None:
-            started.append(self)
-            super().__init__(*args)
+    def start(how: str, home: Path, out: Path, *args: str) -> ContainedServe:
+        started.append(ContainedServe(how, home, out, *args))
+        return started[-1]
 
-    yield Tracked
+    yield start
     for server in started:
-        server.kill()
+        if server.proc.poll() is None:
+            server.kill()
         server.finish()
 
 
@@ -400,7 +402,7 @@ def stats(url: str) -> dict[str, Any]:
     return result
 
 
-def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"no {what} within {timeout} s"
@@ -408,7 +410,7 @@ def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
 
 
 def test_a_full_disk_answers_503_and_recovers_without_a_restart(
-    herolog_home: Path, tmp_path: Path, contained_serve: type[ContainedServe]
+    herolog_home: Path, tmp_path: Path, contained_serve: Callable[..., ContainedServe]
 ) -> None:
     out = tmp_path / "after"
     out.mkdir()
@@ -429,28 +431,27 @@ def test_a_full_disk_answers_503_and_recovers_without_a_restart(
         acknowledged = [f"before-{i}" for i in range(5)]
         assert [post(tag).status_code for tag in acknowledged] == [204] * 5
         syslog = socket.create_connection(("127.0.0.1", server.syslog_port), timeout=30)
-        syslog.sendall(syslog_line.format("before").encode())
-        wait_for(lambda: stats(server.url)["syslog_lines"] == 1, "syslog line stored")
+        with syslog:
+            syslog.sendall(syslog_line.format("before").encode())
+            wait_for(lambda: stats(server.url)["syslog_lines"] == 1, "syslog line stored")
 
-        fill(server.home / "filler")
-        refused: list[str] = []
-        for i in range(1000):  # the WAL may still have room from before
-            response = post(f"full-{i}")
-            assert response.status_code in (204, 503), response.text
-            if response.status_code == 204:
-                acknowledged.append(f"full-{i}")
-                continue
-            assert "database or disk is full" in response.text
-            assert response.headers["retry-after"].isdigit()
-            refused.append(f"full-{i}")
-            if len(refused) == 20:
-                break
-        assert len(refused) == 20, "the full disk refused nothing"
-        # A syslog sender has no answer to wait for: its connection is closed instead.
-        syslog.sendall(syslog_line.format("while full").encode())
-        assert syslog.recv(100) == b""
-        syslog.close()
-        assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+            fill(server.home / "filler")
+            refused: list[str] = []
+            for i in range(1000):  # the WAL may still have room from before
+                response = post(f"full-{i}")
+                assert response.status_code in (204, 503), response.text
+                if response.status_code == 204:
+                    acknowledged.append(f"full-{i}")
+                    continue
+                assert "database or disk is full" in response.text
+                assert response.headers["retry-after"].isdigit()
+                refused.append(f"full-{i}")
+                if len(refused) == 20:
+                    break
+            assert len(refused) == 20, f"the full disk refused {len(refused)} batches of 1000"
+            # A syslog sender has no answer to wait for: its connection is closed instead.
+            syslog.sendall(syslog_line.format("while full").encode())
+            assert syslog.recv(100) == b""
 
         (server.home / "filler").unlink()
         for tag in refused:  # as Logplex retries: the same batch, the same Frame-Id
