@@ -777,8 +777,11 @@ def _drain_fields(row: Sequence[Any]) -> tuple[str, str, str, str, str, str, Del
 def _why(path: Path, error: sqlite3.Error) -> str:
     """SQLite's message, and the likely cause when SQLite's own says little."""
     with contextlib.suppress(OSError):
-        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+        fs = os.statvfs(path.parent)
+        if fs.f_flag & os.ST_RDONLY:
             return f"{error} (its file system is read-only)"
+        if fs.f_bavail == 0 and "full" not in str(error):
+            return f"{error} (its file system is full)"
     return str(error)
 
 
