@@ -39,6 +39,9 @@ KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
 _EVENT_LINES = 200
+_EVENT_BYTES = 1 << 20
+"""...and about this many bytes of messages: a reader that does not read holds up to one
+event in the server's socket buffer, on top of its tail buffer."""
 _READ_BATCH = 2000
 _LOGPLEX_PRI = 172  # local5.warning: Logplex's own error lines
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -345,13 +348,20 @@ class Sessions:
     async def _send(
         self, session: LogSession, reader: Reader, send: Write, lines: Sequence[StoredLine]
     ) -> None:
-        """Send lines as SSE events of up to ``_EVENT_LINES`` lines, each with the id of its
-        own last line, so that a client reconnecting with Last-Event-ID resumes after it."""
-        for start in range(0, len(lines), _EVENT_LINES):
-            part = lines[start : start + _EVENT_LINES]
+        """Send lines as SSE events of up to ``_EVENT_LINES`` lines (and about _EVENT_BYTES),
+        each with the id of its own last line, so that a client reconnecting with
+        Last-Event-ID resumes after it."""
+        start = 0
+        while start < len(lines):
+            end, size = start + 1, len(lines[start].message)
+            while end < len(lines) and end - start < _EVENT_LINES and size < _EVENT_BYTES:
+                size += len(lines[end].message)
+                end += 1
+            part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
             await send(encode_event(part, event_id, as_json=session.as_json))
             self._sent(session, reader, event_id)
+            start = end
 
     @staticmethod
     def _sent(session: LogSession, reader: Reader, line_id: int) -> None:

@@ -248,3 +248,31 @@ def test_a_reader_gone_while_its_tail_is_set_up_leaves_no_subscriber(herolog_hom
         return left
 
     assert asyncio.run(scenario()) == []
+
+
+def test_events_stay_small_when_lines_are_large(herolog_home: Path) -> None:
+    """A reader that stops reading holds one event in the server's socket buffer beyond
+    its lines waiting: events are capped in bytes too, not just at 200 lines."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    big = [line(f"big{i} " + "z" * (256 << 10)) for i in range(12)]
+    store.append([Batch("demo", big)])
+    store.close()
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path)
+        session = LogSession(LineFilter(app="demo"), lines=12, tail=False)
+        sessions.add(session)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        await sessions.stream(session, write, Reader(), None)
+        await sessions.close()
+        return written
+
+    written = asyncio.run(scenario())
+    assert max(len(chunk) for chunk in written) < (1 << 20) + (300 << 10)
+    names = re.findall(rb"^data: \S+ app\[web\.1\]: (big\d+) ", b"".join(written), re.MULTILINE)
+    assert names == [f"big{i}".encode() for i in range(12)]
