@@ -311,6 +311,13 @@ class HTTPDrain(DrainWorker):
             try:
                 status = response.status_code
                 if 200 <= status < 300:
+                    # httpx keeps a connection for the next batch only once the answer has
+                    # been read to its end; a drain that answers at length gets a new one.
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > ERROR_BODY_BYTES:
+                            break
                     return
                 # Only the start of an error answer: a drain's reply must not cost memory.
                 start = b""

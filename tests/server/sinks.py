@@ -55,6 +55,8 @@ class HTTPSink:
     reply: bytes = b"sink says no\n"
     """The body of answers that are not 204."""
     arrived: int = 0
+    connections: int = 0
+    """Connections accepted, all told."""
     requests: list[Request] = field(default_factory=list)
     hang: threading.Event | None = None
     """Requests wait until this is set: a drain that accepts and never answers."""
@@ -73,6 +75,7 @@ class HTTPSink:
                 super().setup()
                 with sink.lock:
                     sink.open.add(self.connection)
+                    sink.connections += 1
 
             def finish(self) -> None:
                 with sink.lock:

@@ -96,6 +96,17 @@ def test_http_drain_gets_every_line_in_order_with_logplex_headers(
     assert len(frame_ids) == len(sink.delivered())
 
 
+def test_an_http_drain_keeps_its_connection_between_batches(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    running = make_server()
+    add_drain(running, "demo", sink.url())
+    for n in range(1, 6):
+        post(running, "demo", [line(f"batch {n}")])
+        wait_until(lambda n=n: len(sink.delivered()) == n, what=f"batch {n}")  # type: ignore[misc]
+    assert sink.connections == 1
+
+
 def test_failed_posts_are_retried_with_the_same_frame_id(make_server: ServerFactory) -> None:
     flaky = HTTPSink(statuses=[500, 503, 429])
     try:
