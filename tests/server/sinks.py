@@ -127,6 +127,10 @@ class HTTPSink:
         with self.lock:
             connections = list(self.open)
         for conn in connections:
+            # A handler thread still holds a kept-alive connection open (its reader keeps
+            # the socket from closing): shutting it down ends the connection for both.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
             reset(conn)
 
     def url(self, path: str = "/logs", userinfo: str = "", query: str = "") -> str:
