@@ -25,6 +25,7 @@ from tests.helpers import herolog_env, invoke, line
 from tests.server.conftest import ServerFactory
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_api import Tail, session, store_lines
+from tests.server.test_drain_faults import add_ready_drain
 from tests.server.test_forwarding import add_drain, numbered, post
 from tests.server.test_process import ServeProcess
 
@@ -146,6 +147,12 @@ def test_secrets_appear_in_no_output_of_serve_or_the_commands(
         outputs += [out, err]
         for name in ("logs.db", "logs.db-wal", "logs.db-shm"):
             assert (herolog_home / name).stat().st_mode & 0o777 == 0o600, name
+        # Without the dead drain, the server stops at once (test_drain_faults checks the
+        # shutdown report of a drain that cannot deliver masks its URL).
+        code, out, err = invoke("drain", "remove", drain_urls[1], "-a", "demo", env=remote)
+        assert code == 0, err
+        outputs += [out, err]
+        time.sleep(1)  # the server drops the drain within a second
         server.proc.send_signal(signal.SIGTERM)
         code, stderr = server.finish()
         assert code == 0, stderr
@@ -155,8 +162,6 @@ def test_secrets_appear_in_no_output_of_serve_or_the_commands(
             server.finish()
         dead.close()
         quoting.close()
-    assert "lines not delivered" in stderr  # the shutdown report names the dead drain...
-    assert f"127.0.0.1:{dead.port}/x?token=***" in stderr  # ...masked
     assert "drain:PASSWORD@" in stderr
     everything = "\n".join([stderr, (tmp_path / "serve-stdout").read_text(), *outputs])
     for secret in SECRETS:
@@ -235,7 +240,7 @@ def test_https_drains_verify_certificates(
 ) -> None:
     sink, ca_file = https_sink
     running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.1, flush_s=0.5))
-    untrusted = add_drain(running, "demo", sink.url("/untrusted"))
+    untrusted = add_ready_drain(running, "demo", sink.url("/untrusted"))
     post(running, "demo", numbered(2))
     workers = running.server.app.forwarder.workers.values()
     first = next(w for w in workers if w.drain.token == untrusted)

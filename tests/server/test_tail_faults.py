@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from herolog.server.sessions import LogSession, Reader, Sessions, Subscriber
 from herolog.store import Batch, SQLiteStore
 from tests.helpers import line
 from tests.server.conftest import Running, ServerFactory
+from tests.server.sinks import reset
 from tests.server.test_api import Tail, session, store_lines, wait_for
 from tests.server.test_forwarding import post
 
@@ -25,8 +27,13 @@ L11 = re.compile(
 )
 
 
+Event = tuple[str | None, list[str]]
+"""An SSE event as read: its id and its data lines."""
+
+
 class SlowReader:
-    """A tail reader with a small socket buffer that reads nothing until told to."""
+    """A tail reader on a raw socket with a small buffer: it reads only when told to, and
+    can vanish without a word (a reset)."""
 
     def __init__(self, url: str) -> None:
         target = httpx.URL(url)
@@ -36,6 +43,7 @@ class SlowReader:
         self.socket.connect((target.host, target.port))
         request = f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\n\r\n"
         self.socket.sendall(request.encode())
+        self.raw = b""
 
     def shrink_server_buffer(self) -> None:
         """Give the server's end of this connection (this process runs the server) a small
@@ -51,29 +59,47 @@ class SlowReader:
                 continue
         raise AssertionError("the server's end of the connection was not found")
 
-    def read_until(self, wanted: str) -> list[str]:
-        """Read on until a line ending in ``wanted``; the data lines of every event."""
-        raw = b""
-        while not raw.endswith(b"\r\n") or f"{wanted}\n".encode() not in raw[-65536:]:
+    def read(self, enough: Callable[[list[Event]], bool]) -> list[Event]:
+        """Read on until ``enough`` says so of the whole events read."""
+        while not enough(events := self.events()):
             chunk = self.socket.recv(1 << 20)
             assert chunk, "the server ended the stream"
-            raw += chunk
-        head, _, body = raw.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        return re.findall(r"^data: (.+)$", _dechunk(body).decode(), re.MULTILINE)
+            self.raw += chunk
+        return events
+
+    def events(self) -> list[Event]:
+        head, _, body = self.raw.partition(b"\r\n\r\n")
+        if head:
+            assert head.startswith(b"HTTP/1.1 200 "), head
+        text = _dechunk(body).decode()
+        out: list[Event] = []
+        for block in text[: text.rfind("\n\n") + 1].split("\n\n"):
+            fields = [x.partition(": ") for x in block.split("\n")]
+            data = [value for name, _, value in fields if name == "data"]
+            ids = [value for name, _, value in fields if name == "id"]
+            if data or ids:
+                out.append((ids[-1] if ids else None, data))
+        return out
+
+    def vanish(self) -> None:
+        reset(self.socket)
 
     def close(self) -> None:
         self.socket.close()
 
 
 def _dechunk(body: bytes) -> bytes:
-    """The content of an HTTP/1.1 chunked body (the part received so far, whole chunks)."""
+    """The content of an HTTP/1.1 chunked body, so far as it has come."""
     out, pos = [], 0
     while (end := body.find(b"\r\n", pos)) != -1:
         size = int(body[pos:end], 16)
         out.append(body[end + 2 : end + 2 + size])
         pos = end + 2 + size + 2
     return b"".join(out)
+
+
+def lines_of(events: list[Event]) -> list[str]:
+    return [x for _, data in events for x in data]
 
 
 def subscribers(running: Running) -> list[Subscriber]:
@@ -103,7 +129,10 @@ def test_a_reader_that_stops_reading_holds_up_nobody_and_is_told_what_it_lost(
         assert httpx.get(f"{running.url}/healthz").status_code == 200
         got = fast.wait_for(count, timeout=60)
         assert [x.split(": ", 1)[1].split()[0] for x in got] == [f"n{i}" for i in range(count)]
-        lines = slow.read_until(f"n{count - 1} {padding}")
+        wanted = f"n{count - 1} {padding}"
+        lines = lines_of(
+            slow.read(lambda events: any(x.endswith(wanted) for x in lines_of(events[-1:])))
+        )
     finally:
         slow.close()
         fast.close()
@@ -121,20 +150,25 @@ def test_a_reader_that_vanishes_mid_history_can_resume_where_it_was(
     padding = "y" * 500
     store_lines(running, "demo", *[line(f"h{i} {padding}") for i in range(1500)])
     url = session(running, lines=1500, tail=True)
-    first = Tail(url)
-    first.wait_for(1)
-    first.close()  # at once: mid-way through 750 KB of history
     sessions = running.server.app.sessions
-    wait_for(lambda: not sessions._readers and not subscribers(running))
-    seen = first.lines  # whole events only: each is recorded once it has ended
-    assert len(seen) < 1500
-    post(running, "demo", [line(f"after {padding}")])
-    again = Tail(url, **{"Last-Event-ID": first.ids[-1]})
+    first = SlowReader(url)
     try:
-        rest = again.wait_for(1501 - len(seen))
+        wait_for(lambda: sessions._readers)
+        first.shrink_server_buffer()
+        seen = first.read(lambda events: len(events) >= 2)  # of 750 KB of history
+        first.vanish()
+    finally:
+        first.close()
+    wait_for(lambda: not sessions._readers and not subscribers(running))
+    assert 0 < len(lines_of(seen)) < 1500
+    post(running, "demo", [line(f"after {padding}")])
+    last_id = [event_id for event_id, _ in seen if event_id][-1]
+    again = Tail(url, **{"Last-Event-ID": last_id})
+    try:
+        rest = again.wait_for(1501 - len(lines_of(seen)))
     finally:
         again.close()
-    names = [x.split(": ", 1)[1].split()[0] for x in seen + rest]
+    names = [x.split(": ", 1)[1].split()[0] for x in lines_of(seen) + rest]
     assert names == [f"h{i}" for i in range(1500)] + ["after"]
 
 
