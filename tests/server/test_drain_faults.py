@@ -25,7 +25,7 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import DrainWorker, backoff_limit
 from herolog.store import Delivery, SQLiteStore, StoredLine
-from tests.helpers import invoke, line, store_lines
+from tests.helpers import invoke, line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import (
     HANG,
@@ -45,21 +45,6 @@ L10 = re.compile(r"Error L10 \(output buffer overflow\): (\d+) messages dropped 
 @pytest.fixture
 def make_server(make_server: ServerFactory) -> ServerFactory:
     return lambda **options: make_server(**{"drain_timing": QUICK, **options})
-
-
-def add_ready_drain(running: Running, app: str, url: str) -> str:
-    """Register a drain and wait until the server hands it new lines: lines stored before
-    then are not the drain's (a running server takes a new drain up within a second)."""
-    store_lines(running.server.config.store_path, "marker", line("before the drain"))
-    marker = running.lines("marker")[-1].id
-    token = add_drain(running, app, url)
-    broadcaster = running.server.app.broadcaster
-    forwarder = running.server.app.forwarder
-    wait_until(
-        lambda: forwarder in broadcaster.subscribers and broadcaster.position >= marker,
-        what="the server to hand the drain new lines",
-    )
-    return token
 
 
 def worker(running: Running, token: str) -> DrainWorker:
@@ -137,8 +122,8 @@ def test_an_http_drain_that_hangs_resets_and_answers_5xx(make_server: ServerFact
     healthy = HTTPSink()
     try:
         running = make_server(drain_buffer=30)
-        token = add_ready_drain(running, "demo", sink.url())
-        good = add_ready_drain(running, "demo", healthy.url())
+        token = add_drain(running, "demo", sink.url())
+        good = add_drain(running, "demo", healthy.url())
         sent = send(running, "demo", 1, 5)
         wait_until(lambda: sink.arrived >= 2, what="the failures to start")  # so: retrying
         sent += send(running, "demo", 1, 100, start=5)
@@ -167,7 +152,7 @@ def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
     sink = HTTPSink(then=503)
     try:
         running = make_server(drain_buffer=10)
-        token = add_ready_drain(running, "demo", sink.url())
+        token = add_drain(running, "demo", sink.url())
         sent: list[LogLine] = []
         for stretch in range(2):
             sink.then = 503
@@ -198,7 +183,7 @@ def test_a_drain_gone_for_a_long_while_comes_back_within_the_backoff_cap(
     sink = HTTPSink()
     try:
         running = make_server(drain_buffer=50, drain_timing=replace(QUICK, backoff_cap_s=0.05))
-        token = add_ready_drain(running, "demo", sink.url())
+        token = add_drain(running, "demo", sink.url())
         sent = send(running, "demo", 1, 10)
         wait_until(lambda: len(sink.delivered_lines()) == 10, what="delivery before the outage")
         sink.down()
@@ -242,7 +227,7 @@ def free_port() -> int:
 def test_a_syslog_drain_that_is_down_then_comes_back(make_server: ServerFactory) -> None:
     port = free_port()
     running = make_server(drain_buffer=25)
-    token = add_ready_drain(running, "demo", f"syslog://127.0.0.1:{port}")
+    token = add_drain(running, "demo", f"syslog://127.0.0.1:{port}")
     sent = send(running, "demo", 8, 10)
     drain = worker(running, token)
     wait_until(lambda: drain.pending is not None and drain.pending.attempts >= 10)
@@ -266,7 +251,7 @@ def test_a_syslog_receiver_that_resets_connections(make_server: ServerFactory) -
     listener = SyslogSink(resets=3)
     try:
         running = make_server(drain_buffer=1000)
-        token = add_ready_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        token = add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
         sent: list[LogLine] = []
         for _ in range(10):
             sent += send(running, "demo", 1, 10, start=len(sent))
@@ -294,7 +279,7 @@ def test_a_syslog_receiver_that_stalls_costs_one_connection_at_a_time(
         running = make_server(
             drain_buffer=100, history=100_000, drain_timing=replace(QUICK, timeout_s=0.2)
         )
-        token = add_ready_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        token = add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
         sent: list[LogLine] = []
         deadline = time.monotonic() + 60
         while listener.connections < 3:  # keep writing: each new connection stalls too
@@ -327,7 +312,7 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
         server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
         stop = run_in_thread(server)
         running = Running(server, log)
-        token = add_ready_drain(running, "demo", dead.url("/in", "u:SEKRET-PW", "token=T0KEN"))
+        token = add_drain(running, "demo", dead.url("/in", "u:SEKRET-PW", "token=T0KEN"))
         sent = send(running, "demo", 1, 5)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
         sent += send(running, "demo", 10, 10, start=5)

@@ -19,7 +19,7 @@ from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, SQLiteStore, StoredLine
-from tests.helpers import line
+from tests.helpers import line, store_lines
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
@@ -39,6 +39,10 @@ def sink() -> Iterator[HTTPSink]:
 
 
 def add_drain(running: Running, app: str, url: str) -> str:
+    """Register a drain and wait until the server hands it new lines: lines stored before
+    then are not the drain's (a running server takes a new drain up within a second)."""
+    store_lines(running.server.config.store_path, "marker", line("before the drain"))
+    marker = running.lines("marker")[-1].id
     store = SQLiteStore.open(running.server.config.store_path)
     try:
         token = store.add_drain(app, url).token
@@ -46,6 +50,12 @@ def add_drain(running: Running, app: str, url: str) -> str:
         store.close()
     workers = running.server.app.forwarder.workers
     wait_until(lambda: any(w.drain.token == token for w in workers.values()), what="the drain")
+    broadcaster = running.server.app.broadcaster
+    forwarder = running.server.app.forwarder
+    wait_until(
+        lambda: forwarder in broadcaster.subscribers and broadcaster.position >= marker,
+        what="the server to hand the drain new lines",
+    )
     return token
 
 
@@ -415,7 +425,6 @@ def test_lines_stored_just_before_stopping_are_delivered(
     running = Running(server, io.StringIO())
     add_drain(running, "demo", sink.url())
     running.server.app.broadcaster.poll_interval = 60  # only the shutdown catch-up can find them
-    from tests.helpers import store_lines
 
     store_lines(herolog_home / "logs.db", "demo", *numbered(500))
     stop()

@@ -25,7 +25,6 @@ from tests.helpers import herolog_env, invoke, line
 from tests.server.conftest import ServerFactory
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_api import Tail, session, store_lines
-from tests.server.test_drain_faults import add_ready_drain
 from tests.server.test_forwarding import add_drain, numbered, post
 from tests.server.test_process import ServeProcess
 
@@ -240,7 +239,7 @@ def test_https_drains_verify_certificates(
 ) -> None:
     sink, ca_file = https_sink
     running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.1, flush_s=0.5))
-    untrusted = add_ready_drain(running, "demo", sink.url("/untrusted"))
+    untrusted = add_drain(running, "demo", sink.url("/untrusted"))
     post(running, "demo", numbered(2))
     workers = running.server.app.forwarder.workers.values()
     first = next(w for w in workers if w.drain.token == untrusted)
