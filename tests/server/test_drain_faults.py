@@ -61,12 +61,16 @@ def saved(running: Running, token: str) -> Delivery:
 
 
 def settled(running: Running, token: str, timeout: float = 30.0) -> Delivery:
-    """Wait until the drain has nothing left to send and its final state is saved."""
+    """Wait until the drain has been handed every line stored so far, has nothing left to
+    send, and its final state is saved."""
     drain = worker(running, token)
+    newest = max((x.id for x in running.lines()), default=0)
+    broadcaster = running.server.app.broadcaster
 
     def done() -> bool:
+        handed = broadcaster.position >= newest
         idle = not drain.buffer and drain.pending is None and not drain.overflowed
-        return idle and saved(running, token) == drain.delivery
+        return handed and idle and saved(running, token) == drain.delivery
 
     wait_until(done, timeout, what="the drain to deliver everything and save its state")
     return saved(running, token)
