@@ -10,10 +10,11 @@ from pathlib import Path
 from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.render import Renderer
-from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store
+from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store, StoredLine
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
+_LOGPLEX_PRI = 172  # local5.warning: Logplex's own error lines
 
 
 DEFAULT_NUM = 100
@@ -40,6 +41,18 @@ class HistoryExceeded(ValueError):
             f"{num:,} is more than the {history:,} lines the store keeps per app"
             f" (raise that with: herolog store history {num})"
         )
+
+
+def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
+    """Heroku's L11 line, for a tail that lost lines its reader was too slow for."""
+    now = timestamps.to_instant(timestamps.now())
+    message = (
+        "Error L11 (Tail buffer overflow) -> "
+        f"This tail session dropped {dropped} messages since {since}."
+    )
+    return StoredLine(
+        0, app or "", now, now, "heroku", "logplex", message, _LOGPLEX_PRI, None, None, None, now
+    )
 
 
 def open_existing(path: Path) -> SQLiteStore | None:
@@ -103,11 +116,12 @@ def follow(
     ``wanted.until`` the tail ends once the clock passes it.
     """
     version: int | None = None
+    shown = confirmed_at  # when the tail was last known to have missed nothing
     while True:
         now = timestamps.to_instant(timestamps.now())
         if wanted.until is not None and now >= wanted.until:
             if store is not None:
-                _drain(store, last_id, wanted, renderer)
+                _drain(store, last_id, wanted, renderer, shown)
                 store.close()
             return
         if store is not None and store.replaced():
@@ -124,13 +138,20 @@ def follow(
         current = store.version()
         if current != version:
             version = current
-            last_id = _drain(store, last_id, wanted, renderer)
+            last_id = _drain(store, last_id, wanted, renderer, shown)
+            shown = now
         sleep(poll_interval)
 
 
-def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer) -> int:
+def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, shown: str) -> int:
+    """Write the lines after ``last_id``; the id to go on after. Lines the ring buffer
+    trimmed before this reader got to them are told with an L11 line, as the server's tails
+    do."""
     while True:
         lines, next_id = store.after(last_id, wanted, _FOLLOW_BATCH)
+        trimmed = store.trimmed_between(last_id, next_id, wanted.app) if shown else 0
+        if trimmed:
+            renderer.write([overflow_line(wanted.app, trimmed, shown)])
         renderer.write(lines)
         if next_id == last_id:
             return last_id

@@ -201,6 +201,11 @@ class Store(Protocol):
         """A number that changes whenever another process may have added lines."""
         ...
 
+    def trimmed_between(self, after: int, upto: int, app: str | None = None) -> int:
+        """Lines with ids in (``after``, ``upto``] that the ring buffer has trimmed (of
+        ``app``'s span, when given: exact for a store of one app, at most that otherwise)."""
+        ...
+
     def replaced(self) -> bool:
         """Whether the store at this location is no longer the one that was opened."""
         ...
@@ -599,6 +604,27 @@ class SQLiteStore:
 
     def newest_id(self) -> int:
         return _newest_id(self._db) if self._schema_ready() else 0
+
+    def trimmed_between(self, after: int, upto: int, app: str | None = None) -> int:
+        if upto <= after or not self._schema_ready():
+            return 0
+        if app is not None:
+            # Trimming takes an app's oldest lines first: if its oldest kept line comes
+            # straight after ``after``, none of its lines past it are gone.
+            row = self._db.execute(
+                "SELECT min(lines.id) FROM lines JOIN apps ON apps.id = lines.app_id"
+                " WHERE apps.name = ?",
+                (app,),
+            ).fetchone()
+            if row[0] is None or row[0] <= after + 1:
+                return 0
+            upto = min(upto, row[0] - 1)
+        # Ids are never reused and never skipped (AUTOINCREMENT, one writer), so the ids
+        # missing from a span are the lines trimmed from it.
+        present = self._db.execute(
+            "SELECT count(*) FROM lines WHERE id > ? AND id <= ?", (after, upto)
+        ).fetchone()[0]
+        return int(upto - after - present)
 
     def apps(self) -> list[AppInfo]:
         if not self._schema_ready():

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from herolog import timestamps
 from herolog.filters import LineFilter
+from herolog.logs import overflow_line
 from herolog.render import encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
@@ -43,7 +44,6 @@ _EVENT_BYTES = 1 << 20
 """...and about this many bytes of messages: a reader that does not read holds up to one
 event in the server's socket buffer, on top of its tail buffer."""
 _READ_BATCH = 2000
-_LOGPLEX_PRI = 172  # local5.warning: Logplex's own error lines
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 Write = Callable[[bytes], Awaitable[None]]
@@ -185,18 +185,6 @@ def encode_event(lines: Sequence[StoredLine], event_id: int, *, as_json: bool) -
             out.extend(f"data: {part}\n" for part in _NEWLINES.split(format_text(line)))
     out.append("\n")
     return "".join(out).encode("utf-8", "surrogateescape")
-
-
-def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
-    """Heroku's L11 line, for a tail session that dropped lines its reader was too slow for."""
-    now = timestamps.to_instant(timestamps.now())
-    message = (
-        "Error L11 (Tail buffer overflow) -> "
-        f"This tail session dropped {dropped} messages since {since}."
-    )
-    return StoredLine(
-        0, app or "", now, now, "heroku", "logplex", message, _LOGPLEX_PRI, None, None, None, now
-    )
 
 
 class Sessions:

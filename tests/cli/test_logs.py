@@ -358,6 +358,33 @@ def test_tail_shows_history_then_new_lines_as_they_land(demo: SQLiteStore) -> No
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_tail_that_falls_behind_the_history_is_told_how_many_lines_it_lost(
+    herolog_home: Path, store: SQLiteStore, app: str | None
+) -> None:
+    store.set_history(20)
+    fill(store, "demo", ["before"])
+    fill(store, "quiet", ["an old line of another app"])
+    child = Child("logs", "-n", "0", "--tail", *(["-a", app] if app else []))
+    try:
+        child.wait_for_open(str(store.path))
+        os.kill(child.proc.pid, signal.SIGSTOP)  # a reader that cannot keep up
+        try:
+            fill(store, "demo", [f"n{i}" for i in range(100)])  # 80 trimmed before it reads
+        finally:
+            os.kill(child.proc.pid, signal.SIGCONT)
+        shown = child.read_lines(21)
+        child.assert_quiet_for(0.3)
+    finally:
+        child.stop(signal.SIGINT)
+    assert re.fullmatch(
+        r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> This tail session"
+        r" dropped 80 messages since \S+\.",
+        shown[0],
+    )
+    assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"n{i}" for i in range(80, 100)]
+
+
 def test_tail_with_num_zero_shows_only_new_lines_and_picks_up_new_dynos(demo: SQLiteStore) -> None:
     child = Child("logs", "-n", "0", "-t", "-p", "clock")
     try:
