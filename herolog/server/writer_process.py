@@ -6,7 +6,6 @@ python -m herolog.server.writer_process FD STORE [HISTORY]
 from __future__ import annotations
 
 import contextlib
-import gc
 import pickle
 import select
 import signal
@@ -142,15 +141,6 @@ def _handle(
     return results, stop
 
 
-def tune_gc() -> None:
-    """Collect garbage less often: bench.writer measures what this buys."""
-    # Parsing makes tuples by the hundred thousand and keeps them until their group is
-    # stored, none of them in reference cycles: a collection of the young generation every
-    # 700 allocations walks them all again and again.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
 def main(argv: list[str]) -> int:
     """``python -m herolog.server.writer_process FD STORE [HISTORY]``, started by serve."""
     connection = _Connection(socket.socket(fileno=int(argv[0])))
@@ -165,7 +155,6 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):  # serve may have died meanwhile
             connection.send(("failed", str(error)))
         return 1
-    tune_gc()
     stopped = threading.Event()
     checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
     checkpointer.start()
