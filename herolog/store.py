@@ -275,10 +275,7 @@ class SQLiteStore:
                     raise
                 # A full disk or a read-only file system: the file is fine, moving it is not.
                 raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
-            raise StoreError(
-                f"{path} is not a usable herolog store ({error}); "
-                f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
-            ) from error
+            raise StoreError(unusable_store(path, error)) from error
         return store
 
     def _prepare(self, create: bool) -> None:
@@ -798,6 +795,14 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
 def _drain_fields(row: Sequence[Any]) -> tuple[str, str, str, str, str, str, Delivery]:
     identity, delivery = row[:6], row[6:]
     return (*identity, Delivery(delivery[0], delivery[1], bool(delivery[2]), *delivery[3:]))
+
+
+def unusable_store(path: Path, error: object) -> str:
+    """What to say of a file that is not a usable store, and how to start afresh."""
+    return (
+        f"{path} is not a usable herolog store ({error}); "
+        f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
+    )
 
 
 def _why(path: Path, error: sqlite3.Error) -> str:

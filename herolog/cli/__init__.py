@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from herolog import __version__
-from herolog.store import StoreError
+from herolog.store import StoreError, unusable_store
 
 
 class HerologGroup(click.Group):
@@ -40,10 +40,7 @@ def store_failed(error: sqlite3.DatabaseError) -> str:
     path = config.store_path()
     if isinstance(error, sqlite3.OperationalError):  # read-only, full, locked: not broken
         return f"cannot use the store {path}: {error}"
-    return (
-        f"{path} is not a usable herolog store ({error}); "
-        f"move it aside (mv '{path}' '{path}.broken') and herolog starts a new one"
-    )
+    return unusable_store(path, error)
 
 
 @click.group(cls=HerologGroup, context_settings={"help_option_names": ["-h", "--help"]})
