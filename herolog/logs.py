@@ -9,12 +9,12 @@ from pathlib import Path
 
 from herolog import timestamps
 from herolog.filters import LineFilter
+from herolog.parser import LOGPLEX_PRI
 from herolog.render import Renderer
 from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store, StoredLine
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
-_LOGPLEX_PRI = 172  # local5.warning: Logplex's own error lines
 
 
 DEFAULT_NUM = 100
@@ -51,7 +51,7 @@ def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
         f"This tail session dropped {dropped} messages since {since}."
     )
     return StoredLine(
-        0, app or "", now, now, "heroku", "logplex", message, _LOGPLEX_PRI, None, None, None, now
+        0, app or "", now, now, "heroku", "logplex", message, LOGPLEX_PRI, None, None, None, now
     )
 
 
@@ -149,7 +149,9 @@ def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, s
     do."""
     while True:
         lines, next_id = store.after(last_id, wanted, _FOLLOW_BATCH)
-        trimmed = store.trimmed_between(last_id, next_id, wanted.app) if shown else 0
+        # Every id of the span came back (an unfiltered tail keeping up): none is missing.
+        whole = next_id - last_id == len(lines)
+        trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
         if trimmed:
             renderer.write([overflow_line(wanted.app, trimmed, shown)])
         renderer.write(lines)

@@ -24,6 +24,8 @@ from herolog import timestamps
 
 UNKNOWN = "unknown"
 MAX_PRI = 191
+LOGPLEX_PRI = 172
+"""local5.warning: the PRI of Logplex's own error lines (L10, L11, ...)."""
 
 # Characters allowed in header fields: RFC 5424 PRINTUSASCII.
 _TOKEN = r"[!-~]+"

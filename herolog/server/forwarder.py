@@ -27,7 +27,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.parser import LogLine, format_syslog, frame
+from herolog.parser import LOGPLEX_PRI, LogLine, format_syslog, frame
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
@@ -48,7 +48,6 @@ SAVE_INTERVAL_S = 1.0
 DEFAULT_TIMING = DrainTiming()
 SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
-_LOGPLEX_PRI = 172  # local5.warning, as Logplex's own error lines
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
@@ -74,7 +73,7 @@ def logplex_line(app: str, message: str) -> StoredLine:
         "heroku",
         "logplex",
         message,
-        _LOGPLEX_PRI,
+        LOGPLEX_PRI,
         None,
         None,
         None,
@@ -620,7 +619,7 @@ class Forwarder:
             "heroku",
             "logplex",
             message,
-            _LOGPLEX_PRI,
+            LOGPLEX_PRI,
             "host",
             None,
         )
