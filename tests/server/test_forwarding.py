@@ -140,6 +140,9 @@ def test_a_drain_down_long_enough_gets_an_exact_l10(make_server: ServerFactory) 
         post(running, "demo", numbered(1))  # becomes the batch in flight, retried
         wait_until(lambda: len(down.requests) >= 2, what="retries")
         post(running, "demo", numbered(99, start=1))
+        # All 99 must have reached the drain's buffer before it recovers, or fewer overflow.
+        drain = next(iter(running.server.app.forwarder.workers.values()))
+        wait_until(lambda: drain.overflowed + len(drain.buffer) == 99, what="the 99 lines")
         down.then = 204
         wait_until(lambda: len(down.delivered_lines()) >= 12, what="delivery after recovery")
         got = down.delivered_lines()
@@ -157,10 +160,9 @@ def test_a_drain_down_long_enough_gets_an_exact_l10(make_server: ServerFactory) 
         assert [x for x in history(running, "demo") if "L10" in x] == [
             f"heroku[logplex]: {got[1].message}"
         ]
-        worker = next(iter(running.server.app.forwarder.workers.values()))
-        assert worker.delivery.dropped == 89
-        assert worker.delivery.delivered == 11  # the app's lines: herolog's L10 is not one
-        assert worker.delivery.last_error == "503 Service Unavailable: sink says no"
+        assert drain.delivery.dropped == 89
+        assert drain.delivery.delivered == 11  # the app's lines: herolog's L10 is not one
+        assert drain.delivery.last_error == "503 Service Unavailable: sink says no"
     finally:
         down.close()
 
