@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -259,7 +260,7 @@ class SQLiteStore:
                 timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,
                 check_same_thread=False,
-                cached_statements=_ROWS_PER_INSERT + 64,  # an INSERT for every row count
+                cached_statements=2 * _ROWS_PER_INSERT + 64,  # the INSERTs for every row count
             )
         except sqlite3.OperationalError as error:
             if not create and not path.exists():
@@ -491,13 +492,20 @@ class SQLiteStore:
 
     def _trim(self, app_id: int, excess: int, hold: int | None = None) -> int:
         """Drop the app's oldest ``excess`` lines, but none above ``hold``; how many went."""
-        if hold is None:
-            sql = "SELECT id FROM lines WHERE app_id = ? ORDER BY id LIMIT ?"
-            params: tuple[int, ...] = (app_id, excess)
-        else:
-            sql = "SELECT id FROM lines WHERE app_id = ? AND id <= ? ORDER BY id LIMIT ?"
-            params = (app_id, hold, excess)
-        return self._db.execute(f"DELETE FROM lines WHERE id IN ({sql})", params).rowcount
+        if excess < 1:
+            return 0
+        # A range of the index, deleted as it is walked: faster than deleting a list of
+        # ids (``id IN (SELECT ... LIMIT n)``), which SQLite builds first.
+        row = self._db.execute(
+            "SELECT id FROM lines WHERE app_id = ? ORDER BY id LIMIT 1 OFFSET ?",
+            (app_id, excess - 1),
+        ).fetchone()
+        if row is None:
+            return 0
+        cutoff = row[0] if hold is None else min(row[0], hold)
+        return self._db.execute(
+            "DELETE FROM lines WHERE app_id = ? AND id <= ?", (app_id, cutoff)
+        ).rowcount
 
     def hold_trim(self, owner: str, line_id: int, seconds: float) -> None:
         """Keep lines above ``line_id`` for the next ``seconds``, past the history if need be.
@@ -738,16 +746,27 @@ def _insert_lines(
     """Insert lines that share their app id, attributes and receive time."""
     for start in range(0, len(lines), _ROWS_PER_INSERT):
         part = lines[start : start + _ROWS_PER_INSERT]
-        db.execute(_insert_statement(len(part)), (*shared, *chain.from_iterable(part)))
+        # Binding None goes through sqlite3's adapter lookup, slower than any other value:
+        # a run of lines without structured data (Heroku's own) writes NULL into the SQL.
+        if list(map(_structured_data_of, part)).count(None) == len(part):
+            rows = chain.from_iterable(map(_without_structured_data, part))
+            db.execute(_insert_statement(len(part), False), (*shared, *rows))
+        else:
+            db.execute(_insert_statement(len(part), True), (*shared, *chain.from_iterable(part)))
+
+
+_structured_data_of = itemgetter(len(LogLine._fields) - 1)
+_without_structured_data = itemgetter(slice(0, len(LogLine._fields) - 1))
 
 
 @functools.cache
-def _insert_statement(rows: int) -> str:
+def _insert_statement(rows: int, structured_data: bool) -> str:
     # The shared values are bound once, as ?1-?3, and every row refers to them: binding
     # fewer values and building no per-row tuples makes inserting about a fifth faster.
-    fields = len(LogLine._fields)
+    fields = len(LogLine._fields) - (0 if structured_data else 1)
+    nil = "" if structured_data else ", NULL"
     values = (
-        "(" + ", ".join(f"?{4 + row * fields + k}" for k in range(fields)) + ", ?1, ?2, ?3)"
+        "(" + ", ".join(f"?{4 + row * fields + k}" for k in range(fields)) + nil + ", ?1, ?2, ?3)"
         for row in range(rows)
     )
     return _INSERT + ", ".join(values)

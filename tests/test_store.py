@@ -145,6 +145,37 @@ def test_ids_never_go_back_even_after_trimming(store: SQLiteStore) -> None:
     assert min(ids) > first
 
 
+def test_trimming_takes_only_the_apps_own_oldest_lines(store: SQLiteStore) -> None:
+    # The apps' ids interleave, so one app's oldest lines are not a range of ids.
+    store.set_history(3)
+    for i in range(6):
+        store.append([Batch("a", [line(f"a{i}")]), Batch("b", [line(f"b{i}"), line(f"b{i}'")])])
+    assert messages(store.last(LineFilter(app="a"), 10)) == ["a3", "a4", "a5"]
+    assert messages(store.last(LineFilter(app="b"), 10)) == ["b4'", "b5", "b5'"]
+    assert {a.name: a.lines for a in store.apps()} == {"a": 3, "b": 3}
+
+
+def test_structured_data_and_its_absence_are_kept_line_by_line(store: SQLiteStore) -> None:
+    # Runs of lines without structured data are inserted by another statement than runs
+    # with some: every mix, across the 256-line statements, must come back as it went in.
+    store.set_history(10_000)
+    sd = '[meta sequenceId="1"]'
+    mixes = [
+        [None] * 300,
+        [sd] * 300,
+        [None if i % 7 else sd for i in range(600)],
+        [None] * 255 + [sd] + [None] * 256,
+        ["" if i == 3 else None for i in range(5)],
+    ]
+    for n, mix in enumerate(mixes):
+        lines = [line(f"{n}.{i}")._replace(structured_data=value) for i, value in enumerate(mix)]
+        store.append([Batch(f"mix{n}", lines)])
+        back = store.last(LineFilter(app=f"mix{n}"), 10_000)[0]
+        assert [(x.message, x.structured_data) for x in back] == [
+            (x.message, x.structured_data) for x in lines
+        ]
+
+
 def test_append_is_all_or_nothing(store: SQLiteStore) -> None:
     fill(store, "demo", ["kept"])
     bad = LogLine("t", "t", "app", "web.1", object(), 190, "host", None)  # type: ignore[arg-type]
