@@ -91,8 +91,19 @@ def memory(pid: int) -> str:
     return ", ".join(out)
 
 
+_stats_client: httpx.Client | None = None
+
+
 def committed(url: str) -> tuple[int, int]:
-    stats = httpx.get(f"{url}/stats").json()
+    """(lines stored from drain POSTs, syslog lines stored) so far, from ``/stats``.
+
+    One kept-alive client for every poll: a new client per call (``httpx.get``) loads the
+    CA bundle each time, about 8 ms of CPU, which polling every 10 ms turned into most of
+    a core taken from the server being measured."""
+    global _stats_client
+    if _stats_client is None:
+        _stats_client = httpx.Client(timeout=30)
+    stats = _stats_client.get(f"{url}/stats").json()
     return int(stats["lines_stored"]), int(stats["syslog_lines"])
 
 

@@ -27,6 +27,7 @@ from herolog.server.http import (
     Scope,
     Send,
     basic_credentials,
+    body_too_large,
     has_key,
     header,
     read_body,
@@ -37,6 +38,7 @@ from herolog.server.writer import BadBody, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
 LOGPLEX_TYPE = "application/logplex-1"
+_LOGPLEX_TYPE = LOGPLEX_TYPE.encode()
 MAX_QUERY = 8 << 10
 """Longest drain URL query string: its parameters are attached to every line."""
 _INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
@@ -194,26 +196,30 @@ class HerologApp:
         self.stats.requests += 1
         if not valid_app_name(app):
             raise HTTPError(400, APP_NAME_RULE)
-        self._check_intake_auth(header(scope, b"authorization"))
-        content_type = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-        if content_type != LOGPLEX_TYPE.encode():
-            shown = content_type.decode("latin-1") or "none"
-            raise HTTPError(415, f"Content-Type must be {LOGPLEX_TYPE} (got {shown})")
-        encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
+        # One pass over the headers (the first of a repeated one counts, as in header()).
+        headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
+        self._check_intake_auth(headers.get(b"authorization"))
+        content_type = headers.get(b"content-type", b"")
+        if content_type != _LOGPLEX_TYPE:
+            content_type = content_type.split(b";")[0].strip().lower()
+            if content_type != _LOGPLEX_TYPE:
+                shown = content_type.decode("latin-1") or "none"
+                raise HTTPError(415, f"Content-Type must be {LOGPLEX_TYPE} (got {shown})")
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):
             raise HTTPError(415, "Content-Encoding must be gzip or none")
         query = scope.get("query_string", b"")
         if len(query) > MAX_QUERY:
             raise HTTPError(414, f"the query string is over the {MAX_QUERY:,}-byte limit")
         limit = self.config.max_body
-        declared = header(scope, b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and encoding == b"identity":
             if not declared.isdigit():
                 raise HTTPError(400, "Content-Length is not a number")
             if int(declared) > limit:
-                raise HTTPError(413, f"the body is over the {limit:,}-byte limit")
+                raise body_too_large(limit)
         body = await read_body(receive, limit, gzip=encoding == b"gzip")
-        frame_id = header(scope, b"logplex-frame-id")
+        frame_id = headers.get(b"logplex-frame-id")
         attributes = (
             dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else None
         )
@@ -227,7 +233,7 @@ class HerologApp:
             raise HTTPError(503, f"{error}; retry", [(b"retry-after", b"1")]) from None
         except StoreError as error:  # the store refused the batch: Logplex should retry
             raise HTTPError(503, str(error), [(b"retry-after", b"5")]) from None
-        count = header(scope, b"logplex-msg-count")
+        count = headers.get(b"logplex-msg-count")
         if count is not None and (not count.isdigit() or int(count) != stored.parsed):
             self.stats.msg_count_mismatches += 1
         if stored.lines:

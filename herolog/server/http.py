@@ -127,10 +127,10 @@ def has_key(scope: Scope, key: str) -> bool:
     return token is not None and same_secret(token, key)
 
 
-def gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[bytes, Any]:
+def gunzip(decoder: Any, data: bytes, room: int, limit: int) -> tuple[bytes, Any]:
     """Decompress the next bytes of a gzip body, across members (``cat a.gz b.gz`` is a
-    gzip body too); at most ``room`` bytes of output. Returns the output and the decoder
-    to use for what comes next."""
+    gzip body too); at most ``room`` bytes of output (413 past it, naming ``limit``).
+    Returns the output and the decoder to use for what comes next."""
     out = []
     while True:
         try:
@@ -138,7 +138,7 @@ def gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[
         except zlib.error as error:
             raise HTTPError(400, f"the gzip body is corrupt: {error}") from None
         if decoder.unconsumed_tail:  # more output than the limit allows: a gzip bomb
-            raise too_large
+            raise body_too_large(limit)
         out.append(chunk)
         room -= len(chunk)
         if not decoder.eof or not decoder.unused_data:
@@ -147,27 +147,37 @@ def gunzip(decoder: Any, data: bytes, room: int, too_large: HTTPError) -> tuple[
         decoder = zlib.decompressobj(wbits=31)
 
 
+def body_too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"the body is over the {limit:,}-byte limit")
+
+
 async def read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
     """The whole request body, refusing (413) past ``limit`` bytes, after gzip decoding."""
+    message = await receive()
+    if not gzip and message["type"] == "http.request" and not message.get("more_body"):
+        # The usual drain POST: one message, the whole body (uvicorn has its length).
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise body_too_large(limit)
+        return body
     chunks: list[bytes] = []
     received = 0  # bytes on the wire
     total = 0  # bytes of body, after decoding
     decoder = zlib.decompressobj(wbits=31) if gzip else None
-    too_large = HTTPError(413, f"the body is over the {limit:,}-byte limit")
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         data: bytes = message.get("body", b"")
         received += len(data)
         if decoder is not None:
-            data, decoder = gunzip(decoder, data, limit + 1 - total, too_large)
+            data, decoder = gunzip(decoder, data, limit + 1 - total, limit)
         total += len(data)
         if total > limit or received > limit:
-            raise too_large
+            raise body_too_large(limit)
         chunks.append(data)
         if not message.get("more_body", False):
             break
+        message = await receive()
     if decoder is not None and not decoder.eof:
         raise HTTPError(400, "the gzip body is truncated")
     return b"".join(chunks)

@@ -20,9 +20,9 @@ import socket
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from herolog.store import StoreError
 
@@ -37,8 +37,7 @@ class BadBody(ValueError):
     """A drain body that cannot be framed: nothing of it was stored."""
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     lines: int
     """Lines stored: 0 for a batch whose Frame-Id was seen before."""
     parsed: int
@@ -69,12 +68,10 @@ class Writer:
         self.path = path
         self.history: int | None = history
         self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._stream: asyncio.StreamWriter | None = None
+        self._channel: _Channel | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._outbox: list[tuple[Any, ...]] = []
         self._next_id = 1
-        self._receiver: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopping = False
@@ -93,15 +90,16 @@ class Writer:
             args.append(str(self.history))
         self._proc = subprocess.Popen(args, pass_fds=[theirs.fileno()])
         theirs.close()
-        self._reader, self._stream = await asyncio.open_unix_connection(sock=ours)
-        hello = await self._read_message()
+        loop = asyncio.get_running_loop()
+        channel = self._channel = _Channel(loop, self._receive, self._writer_gone)
+        await loop.create_unix_connection(lambda: channel, sock=ours)
+        hello = await channel.hello
         if hello is None or hello[0] != "ready":
             await asyncio.to_thread(self._proc.wait)
             message = hello[1] if hello else f"the store writer exited with {self._proc.returncode}"
             raise StoreError(message)
         self.history = int(hello[1])
         self._accepting = True
-        self._receiver = asyncio.create_task(self._receive())
 
     @property
     def running(self) -> bool:
@@ -128,15 +126,13 @@ class Writer:
             await self._restarting
         if self._proc is None:
             return
-        if self._stream is not None and self._proc.poll() is None:
+        if self._channel is not None and self._proc.poll() is None:
             self._outbox.append((0, "stop"))
             self._flush()
-            await self._stream.drain()
         await asyncio.to_thread(self._proc.wait)
-        if self._receiver is not None:
-            await self._receiver
-        if self._stream is not None:
-            self._stream.close()
+        if self._channel is not None:
+            await self._channel.closed
+            self._channel.close()
         self._proc = None
 
     def _submit(self, kind: str, *args: Any) -> asyncio.Future[Any]:
@@ -155,35 +151,24 @@ class Writer:
         return future
 
     def _flush(self) -> None:
-        if self._outbox and self._stream is not None:
+        if self._outbox and self._channel is not None:
             outbox, self._outbox = self._outbox, []
-            # A writer that has just died: its jobs fail with the others it had (_receive).
-            if not self._stream.is_closing():
-                self._stream.write(pack(outbox))
+            # A writer that has just died: its jobs fail with the others it had.
+            self._channel.send(outbox)
 
-    async def _read_message(self) -> Any:
-        assert self._reader is not None
-        try:
-            (size,) = HEADER.unpack(await self._reader.readexactly(HEADER.size))
-            return pickle.loads(await self._reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
+    def _receive(self, results: list[tuple[Any, str, Any]]) -> None:
+        for job_id, status, value in results:
+            future = self._pending.pop(job_id, None)
+            if future is None or future.done():
+                continue
+            if status == "ok":
+                future.set_result(Stored(*value))
+            elif status == "framing":
+                future.set_exception(BadBody(value))
+            else:
+                future.set_exception(StoreError(value))
 
-    async def _receive(self) -> None:
-        while True:
-            results = await self._read_message()
-            if results is None:
-                break
-            for job_id, status, value in results:
-                future = self._pending.pop(job_id, None)
-                if future is None or future.done():
-                    continue
-                if status == "ok":
-                    future.set_result(Stored(*value))
-                elif status == "framing":
-                    future.set_exception(BadBody(value))
-                else:
-                    future.set_exception(StoreError(value))
+    def _writer_gone(self) -> None:
         unexpected = self._accepting
         self._accepting = False
         stopped = WriterStopped("the store writer stopped")
@@ -209,8 +194,8 @@ class Writer:
                 file=sys.stderr,
                 flush=True,
             )
-            if self._stream is not None:
-                self._stream.close()
+            if self._channel is not None:
+                self._channel.close()
             try:
                 await self.start()
                 return
@@ -218,3 +203,60 @@ class Writer:
                 reason = f"the store writer could not start ({error})"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+class _Channel(asyncio.Protocol):
+    """Serve's end of the socket to the writer process: length-prefixed pickles each way.
+
+    A protocol rather than a stream reader: it is on the path of every drain POST, and
+    callbacks cost less than a coroutine waiting for each message.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_results: Callable[[Any], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.hello: asyncio.Future[Any] = loop.create_future()
+        """The writer's first message (None if it went away first)."""
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._on_results = on_results
+        self._on_lost = on_lost
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def send(self, value: Any) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(pack(value))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
+            end = start + HEADER.size + size
+            if len(buffer) < end:
+                break
+            message = pickle.loads(buffer[start + HEADER.size : end])
+            start = end
+            if not self.hello.done():
+                self.hello.set_result(message)
+            else:
+                self._on_results(message)
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.hello.done():
+            self.hello.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+            self._on_lost()

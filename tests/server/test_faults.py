@@ -682,12 +682,12 @@ def test_a_request_racing_the_writers_death_is_refused_and_later_ones_are_stored
 
     async def race(writer: Writer) -> None:
         assert writer._proc is not None
-        assert writer._stream is not None
+        assert writer._channel is not None
         writer._proc.kill()
         writer._proc.wait()
         # uvloop closes the socket once a write to the dead writer fails; a request that
         # arrives before the writer's end is noticed is then flushed to a closed socket.
-        writer._stream.close()
+        writer._channel.close()
         with pytest.raises(WriterStopped):
             await asyncio.wait_for(writer.write_body("demo", batch("lost", 3), None, "a"), 30)
         deadline = time.monotonic() + 30
