@@ -114,6 +114,9 @@ def main() -> None:
                         continue
                     count, last = settle(sink_url, app)
                     delivered = count - sent_before[app]
+                    # Requests still in flight when the pacing stopped are committed by now:
+                    # counted in neither or in both, never in one only.
+                    stored = committed(url)[0] - before
                     results.setdefault(f"{app} forwarded", []).append(delivered / (last - start))
                     results.setdefault(f"{app} lost", []).append(stored - delivered)
                     results.setdefault(f"{app} lag", []).append(max(0.0, last - start - ingest_s))
