@@ -160,7 +160,7 @@ def test_structured_data_and_its_absence_are_kept_line_by_line(store: SQLiteStor
     # with some: every mix, across the 256-line statements, must come back as it went in.
     store.set_history(10_000)
     sd = '[meta sequenceId="1"]'
-    mixes = [
+    mixes: list[list[str | None]] = [
         [None] * 300,
         [sd] * 300,
         [None if i % 7 else sd for i in range(600)],
