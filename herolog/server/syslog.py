@@ -3,6 +3,9 @@
 Each connection may use octet counting (what Heroku's syslog drains send) or newline
 framing, message by message. A connection that sends something that is neither is closed
 once what parsed cleanly before it is stored; other connections do not notice.
+
+Streams are parsed here, as they are read, and the writer process only stores their lines:
+one fast connection is limited by the writer's core, so its work is split between the two.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import ssl
 from pathlib import Path
 
+from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
 from herolog.server.writer import Stored, Writer
 
@@ -63,6 +67,7 @@ class SyslogServer:
         self.stats.syslog_connections += 1
         stream_id = next(self._ids)
         self._streams[stream_id] = out
+        decoder = FrameDecoder(newline_framing=True)
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
         ended = False
@@ -79,9 +84,8 @@ class SyslogServer:
                 if read is not None and read in done:
                     data = read.result()
                     read = None
-                    # The writer process decodes the stream; the chunks of a connection
-                    # are handled in the order they are sent.
-                    pending.add(self._send(stream_id, data))
+                    # The writer stores the chunks of a connection in the order they are sent.
+                    pending.add(self._send(decoder, data))
                     if not data:
                         ended = True
                         break
@@ -90,8 +94,8 @@ class SyslogServer:
         finally:
             if read is not None:
                 read.cancel()
-            if not ended:  # tell the writer the stream is over, so it forgets its decoder
-                pending.add(self._send(stream_id, b""))
+            if not ended and decoder.error is None:  # a last newline-framed message
+                pending.add(self._send(decoder, b""))
             if pending:
                 flushed, _ = await asyncio.wait(pending)
                 for finished in flushed:
@@ -100,8 +104,21 @@ class SyslogServer:
             self._streams.pop(stream_id, None)
             self._connections.discard(task)
 
-    def _send(self, stream_id: int, data: bytes) -> asyncio.Future[Stored]:
-        return asyncio.ensure_future(self.writer.write_stream(stream_id, self.app, data))
+    def _send(self, decoder: FrameDecoder, data: bytes) -> asyncio.Future[Stored]:
+        """Parse the next bytes of a stream (b"" at its end) and store what they complete."""
+        received = Received.at()
+        broken = None
+        try:
+            lines = decoder.feed(data, received) if data else decoder.close(received)
+        except FramingError as error:
+            lines, broken = [], str(error)
+        if decoder.error is not None:  # the lines before it are stored; the rest is refused
+            broken = str(decoder.error)
+        return asyncio.ensure_future(self._store(lines, broken))
+
+    async def _store(self, lines: list[LogLine], broken: str | None) -> Stored:
+        stored = await self.writer.write_lines(self.app, lines) if lines else Stored(0, 0)
+        return Stored(stored.lines, len(lines), broken)
 
     def _count(self, write: asyncio.Future[Stored]) -> bool:
         """Count what a chunk stored; whether the stream broke (and must be closed)."""

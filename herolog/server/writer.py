@@ -1,10 +1,12 @@
 """The intake's one writer: a separate process that parses and stores what serve receives.
 
-The HTTP and syslog side of ``herolog serve`` only moves bytes: each drain POST body and
-each chunk of a syslog stream goes, as it arrived, to the writer process over a socket
-pair. The writer process parses it (the one shared parser), stores it and answers with
-what it stored. Whatever arrived while it was committing is committed together next
-(group commit), and every request waits for the commit that covers it.
+Each drain POST body goes, as it arrived, to the writer process over a socket pair; the
+writer process parses it (the one shared parser), stores it and answers with what it
+stored. Syslog streams are parsed by serve as they are read (with the same parser), and
+their lines go to the writer as plain tuples: the writer's core is what limits one fast
+syslog connection, and parsing is half of what it would do with the bytes. Whatever
+arrived while it was committing is committed together next (group commit), and every
+request waits for the commit that covers it.
 
 A process rather than a thread: SQLite gives up the GIL while it works, and a thread
 waiting to get it back behind a busy event loop stalls on every statement (bench/ingest.py
@@ -20,10 +22,11 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from herolog.parser import LogLine
 from herolog.store import StoreError
 
 HEADER = struct.Struct("!I")
@@ -48,10 +51,11 @@ class Stored(NamedTuple):
 
 # The protocol: length-prefixed pickles of lists. To the writer: jobs
 #   (job_id, "body", app, attributes, frame_id, body)
-#   (job_id, "stream", stream_id, app, data)        data b"" ends the stream
+#   (job_id, "lines", app, rows)        rows: parsed lines as plain tuples (cheap to
+#                                       pickle, unlike the LogLine NamedTuples)
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
-#   (job_id, "ok", (lines, parsed, broken)), (job_id, "framing", message),
+#   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
 #   (job_id, "error", message)
 # Only builtins cross the socket: the writer process runs as __main__.
 
@@ -113,9 +117,9 @@ class Writer:
         result: Stored = await self._submit("body", app, attributes, frame_id, body)
         return result
 
-    async def write_stream(self, stream_id: int, app: str, data: bytes) -> Stored:
-        """Parse and store the next bytes of a syslog stream (b"" at its end)."""
-        result: Stored = await self._submit("stream", stream_id, app, data)
+    async def write_lines(self, app: str, lines: Sequence[LogLine]) -> Stored:
+        """Store lines parsed already (from a syslog stream)."""
+        result: Stored = await self._submit("lines", app, list(map(tuple, lines)))
         return result
 
     async def stop(self) -> None:

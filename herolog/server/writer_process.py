@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from herolog.parser import FrameDecoder, FramingError, Received, parse_logplex
+from herolog.parser import FramingError, Received, parse_logplex
 from herolog.server.writer import HEADER, pack
 from herolog.store import Batch, SQLiteStore, StoreError
 
@@ -91,14 +91,12 @@ def _checkpoints(path: Path, stopped: threading.Event) -> None:
         store.close()
 
 
-def _handle(
-    store: SQLiteStore, jobs: list[tuple[Any, ...]], decoders: dict[int, FrameDecoder]
-) -> tuple[list[tuple[Any, ...]], bool]:
+def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], bool]:
     """Parse and store one group of jobs; (results, whether to stop)."""
     received = Received.at()
     results: list[tuple[Any, ...]] = []
     batches: list[Batch] = []
-    waiting: list[tuple[int, int, int, str | None]] = []  # job, batch index, parsed, broken
+    waiting: list[tuple[int, int, int]] = []  # job, batch index, lines parsed
     stop = False
     for job in jobs:
         job_id, kind = job[0], job[1]
@@ -111,23 +109,12 @@ def _handle(
             except FramingError as error:
                 results.append((job_id, "framing", str(error)))
                 continue
-            waiting.append((job_id, len(batches), len(lines), None))
+            waiting.append((job_id, len(batches), len(lines)))
             batches.append(Batch(app, lines, attributes, frame_id))
-        elif kind == "stream":
-            _, _, stream_id, app, data = job
-            decoder = decoders.setdefault(stream_id, FrameDecoder(newline_framing=True))
-            broken = None
-            try:
-                lines = decoder.feed(data, received) if data else decoder.close(received)
-            except FramingError as error:
-                lines = []
-                broken = str(error)
-            if decoder.error is not None:
-                broken = str(decoder.error)
-            if not data:  # the end; a broken decoder is kept until then, refusing the rest
-                decoders.pop(stream_id, None)
-            waiting.append((job_id, len(batches), len(lines), broken))
-            batches.append(Batch(app, lines))
+        elif kind == "lines":
+            _, _, app, rows = job
+            waiting.append((job_id, len(batches), len(rows)))
+            batches.append(Batch(app, rows))
     if batches:
         try:
             stored = store.append(batches, received)
@@ -135,8 +122,7 @@ def _handle(
             results += [(job_id, "error", f"could not store: {error}") for job_id, *_ in waiting]
         else:
             results += [
-                (job_id, "ok", (stored[index], parsed, broken))
-                for job_id, index, parsed, broken in waiting
+                (job_id, "ok", (stored[index], parsed)) for job_id, index, parsed in waiting
             ]
     return results, stop
 
@@ -158,14 +144,13 @@ def main(argv: list[str]) -> int:
     stopped = threading.Event()
     checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
     checkpointer.start()
-    decoders: dict[int, FrameDecoder] = {}
     next_prune = time.monotonic() + PRUNE_EVERY_S
     next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
     failing = False
     try:
         connection.send(("ready", store.history))
         while (jobs := connection.jobs()) is not None:
-            results, stop = _handle(store, jobs, decoders)
+            results, stop = _handle(store, jobs)
             if results:
                 connection.send(results)
             failing = _report(store.path, results, failing)

@@ -603,7 +603,7 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
     assert writer.store(1, "refused")[0] == "error"
     assert writer.store(2, "refused again")[0] == "error"  # after a prune that failed
     resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-    assert writer.store(3, "stored") == ("ok", (3, 3, None))
+    assert writer.store(3, "stored") == ("ok", (3, 3))
     code, err = writer.finish()
     assert code == 0, err
     assert "Traceback" not in err, err
