@@ -125,8 +125,8 @@ def main() -> None:
             sent_before = sink_counts(sink_url)
             start = time.monotonic()
             wrk(f"{url}/apps/http/logs", script, 16, int(args.seconds))
-            stored = committed(url)[0] - before
             count, last = settle(sink_url, "http")
+            stored = committed(url)[0] - before  # after settling, as for the paced runs
             unpaced = (stored, count - sent_before["http"], last - start)
         finally:
             for proc in (serve, sink):
