@@ -155,6 +155,26 @@ def test_trimming_takes_only_the_apps_own_oldest_lines(store: SQLiteStore) -> No
     assert {a.name: a.lines for a in store.apps()} == {"a": 3, "b": 3}
 
 
+def test_a_trim_takes_the_oldest_lines_up_to_the_hold_even_past_what_the_app_has(
+    store: SQLiteStore,
+) -> None:
+    store.append([Batch("a", [line(f"a{i}") for i in range(5)]), Batch("b", [line("b")])])
+    ids = [x.id for x in store.last(LineFilter(app="a"), 10)[0]]
+    for excess, hold, kept in [
+        (3, None, ids[3:]),
+        (9, None, []),  # more than the app has (a count that is off): all of it
+        (3, ids[1], ids[2:]),
+        (9, ids[1], ids[2:]),
+    ]:
+        with store._write() as db:
+            gone = store._trim(1, excess, hold)
+            left = [row[0] for row in db.execute("SELECT id FROM lines WHERE app_id = 1")]
+            db.execute("ROLLBACK")
+            db.execute("BEGIN")
+        assert (gone, left) == (len(ids) - len(kept), kept)
+    assert messages(store.last(LineFilter(app="b"), 10)) == ["b"]
+
+
 def test_structured_data_and_its_absence_are_kept_line_by_line(store: SQLiteStore) -> None:
     # Runs of lines without structured data are inserted by another statement than runs
     # with some: every mix, across the 256-line statements, must come back as it went in.
