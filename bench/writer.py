@@ -25,6 +25,7 @@ from bench.corpus import syslog_messages
 from bench.syslog_peers import TOKEN
 from herolog.parser import FrameDecoder, LogLine, Received, frame
 from herolog.server import writer_process
+from herolog.server.writer import plain_rows
 from herolog.store import SQLiteStore
 
 CHUNK = 1 << 16
@@ -38,7 +39,7 @@ def store_all(parsed: list[list[LogLine]], lines: int, history: int) -> float:
         store = SQLiteStore.open(Path(tmp) / "logs.db")
         store.set_history(history)
         store.manual_checkpoints()
-        jobs = [(n, "lines", "bench", list(map(tuple, chunk))) for n, chunk in enumerate(parsed)]
+        jobs = [(n, "lines", "bench", plain_rows(chunk)) for n, chunk in enumerate(parsed)]
         start = time.perf_counter()
         for first in range(0, len(jobs), GROUP):
             writer_process._handle(store, jobs[first : first + GROUP])
