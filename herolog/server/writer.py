@@ -30,6 +30,13 @@ from herolog.parser import LogLine
 from herolog.store import StoreError
 
 HEADER = struct.Struct("!I")
+HANDOFF_JOBS = 8
+"""Jobs sent to the writer in one message at most. Clients answered by one commit send
+their next requests together, and serve reads them in one turn of its event loop; sent as
+one message, the writer would wait while serve reads them all, and serve would then wait
+for their commit: the two processes would take turns. Sent eight at a time, the writer
+commits the first while serve reads the rest (bench.ingest, 1-frame bodies: 1.3x the
+requests/s of one message a turn, at 16 and at 64 connections)."""
 
 
 class WriterStopped(RuntimeError):
@@ -153,10 +160,14 @@ class Writer:
         job_id = self._next_id
         self._next_id += 1
         self._pending[job_id] = future
-        if not self._outbox:
-            # Everything submitted in this turn of the event loop goes in one message.
+        outbox = self._outbox
+        outbox.append((job_id, kind, *args))
+        if len(outbox) == 1:
+            # What is submitted in this turn of the event loop goes in one message...
             loop.call_soon(self._flush)
-        self._outbox.append((job_id, kind, *args))
+        elif len(outbox) >= HANDOFF_JOBS:
+            # ...but no more than this many: see HANDOFF_JOBS.
+            self._flush()
         return future
 
     def _flush(self) -> None:

@@ -1,0 +1,44 @@
+"""Serve's end of the store writer: how a burst of jobs is handed to the writer process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from herolog.server.writer import HANDOFF_JOBS, Stored, Writer
+from tests.server.test_process import batch, stored
+
+
+def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored(
+    herolog_home: Path,
+) -> None:
+    jobs = 2 * HANDOFF_JOBS + 3
+    handoffs: list[int] = []
+
+    async def main() -> list[Stored]:
+        writer = Writer(herolog_home / "logs.db")
+        await writer.start()
+        try:
+            channel = writer._channel
+            assert channel is not None
+            send = channel.send
+
+            def counted(value: Any) -> None:
+                if value != [(0, "stop")]:
+                    handoffs.append(len(value))
+                send(value)
+
+            channel.send = counted  # type: ignore[method-assign]
+            # Submitted in one turn of the event loop, as a wave of requests is read.
+            return await asyncio.gather(
+                *(writer.write_body("demo", batch(f"job{n}", 2), None, None) for n in range(jobs))
+            )
+        finally:
+            await writer.stop()
+
+    results = asyncio.run(main())
+    # The writer starts on the first jobs while the rest are still being submitted.
+    assert handoffs == [HANDOFF_JOBS, HANDOFF_JOBS, 3]
+    assert [(result.lines, result.parsed) for result in results] == [(2, 2)] * jobs
+    assert stored(herolog_home) == [f"job{n} {i}" for n in range(jobs) for i in range(2)]
