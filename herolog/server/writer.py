@@ -35,8 +35,8 @@ HANDOFF_JOBS = 8
 their next requests together, and serve reads them in one turn of its event loop; sent as
 one message, the writer would wait while serve reads them all, and serve would then wait
 for their commit: the two processes would take turns. Sent eight at a time, the writer
-commits the first while serve reads the rest (bench.ingest, 1-frame bodies: 1.3x the
-requests/s of one message a turn, at 16 and at 64 connections)."""
+commits the first while serve reads the rest: 1.36x and 1.43x the requests/s of one
+message a turn, 1-frame bodies at 16 and 64 connections (bench/findings.md)."""
 
 
 class WriterStopped(RuntimeError):
