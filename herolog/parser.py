@@ -89,8 +89,8 @@ class Received(NamedTuple):
 
     @classmethod
     def at(cls, moment: datetime | None = None) -> Received:
-        moment = moment or timestamps.now()
-        return cls(timestamps.to_heroku(moment), timestamps.to_instant(moment))
+        timestamp = timestamps.to_heroku(moment or timestamps.now())
+        return cls(timestamp, timestamps.heroku_to_instant(timestamp))
 
 
 def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:

@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from herolog import timestamps
-from herolog.parser import LogLine
+from herolog.parser import LogLine, Received
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
@@ -43,10 +42,10 @@ Sink = Callable[[list[LogLine]], object]
 
 
 def _line(source: str, dyno: str, message: str, pri: int) -> LogLine:
-    moment = timestamps.now()
+    now = Received.at()
     return LogLine(
-        timestamps.to_heroku(moment),
-        timestamps.to_instant(moment),
+        now.timestamp,
+        now.time,
         source,
         dyno,
         message,

@@ -87,21 +87,18 @@ def _normalize_slow(timestamp: str) -> str | None:
 
 def to_instant(moment: datetime) -> str:
     """The instant string of an aware (or, taken as local time, naive) datetime."""
-    return _utc_text(moment) + "Z"
+    return heroku_to_instant(to_heroku(moment))
 
 
 def to_heroku(moment: datetime) -> str:
     """A timestamp the way Logplex writes them: microseconds and ``+00:00``."""
-    return _utc_text(moment) + "+00:00"
-
-
-def _utc_text(moment: datetime) -> str:
     # Not strftime: its %Y does not pad years before 1000 to four digits everywhere.
-    m = moment.astimezone(UTC)
-    return (
-        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
-        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}"
-    )
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def heroku_to_instant(timestamp: str) -> str:
+    """The instant string of a timestamp that :func:`to_heroku` wrote."""
+    return timestamp[:26] + "Z"
 
 
 def now() -> datetime:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from herolog.parser import Received
 from herolog.timestamps import normalize, parse_user_time, to_heroku, to_instant
 
 NOW = datetime(2024, 3, 5, 12, 0, 0, tzinfo=UTC)
@@ -87,3 +88,20 @@ def test_conversions_round_trip() -> None:
     moment = datetime(2024, 3, 5, 9, 14, 7, 418233, tzinfo=UTC)
     assert to_heroku(moment) == "2024-03-05T09:14:07.418233+00:00"
     assert to_instant(moment) == "2024-03-05T09:14:07.418233Z"
+
+
+@pytest.mark.parametrize(
+    ("moment", "heroku"),
+    [
+        (datetime(2024, 3, 5, 9, 14, 7, tzinfo=UTC), "2024-03-05T09:14:07.000000+00:00"),
+        (
+            datetime(2024, 3, 5, 1, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+            "2024-03-04T23:00:00.000005+00:00",
+        ),
+        (datetime(999, 1, 1, tzinfo=UTC), "0999-01-01T00:00:00.000000+00:00"),
+    ],
+)
+def test_conversions_write_utc_with_microseconds(moment: datetime, heroku: str) -> None:
+    assert to_heroku(moment) == heroku
+    assert to_instant(moment) == heroku[:26] + "Z"
+    assert Received.at(moment) == (heroku, heroku[:26] + "Z")

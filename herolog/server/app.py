@@ -126,7 +126,7 @@ class HerologApp:
         if scope["type"] != "http":
             return
         try:
-            await self._dispatch(scope, self.deadlines.bound(receive), send)
+            await self._route(scope, self.deadlines.bound(receive), send)
         except HTTPError as error:
             await self._respond(send, error.status, str(error), error.headers)
         except BodyTimeout:
@@ -151,26 +151,32 @@ class HerologApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The handler's coroutine for this request (a plain function: one frame less to
+        resume on the intake's hot path)."""
         path: str = scope["path"]
         method: str = scope["method"]
         if m := _INTAKE_PATH.fullmatch(path):
             if method != "POST":
                 raise HTTPError(405, "use POST", [(b"allow", b"POST")])
-            await self._intake(m.group(1), scope, receive, send)  # the path is decoded
-        elif path == "/healthz":
+            return self._intake(m.group(1), scope, receive, send)  # the path is decoded
+        if path == "/healthz":
             if method not in ("GET", "HEAD"):
                 raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
             if not self.writer.running:  # a load balancer should send drains elsewhere
                 raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
-            await self._respond(send, 200, "ok")
-        elif path == "/stats":
+            return self._respond(send, 200, "ok")
+        if path == "/stats":
             if method != "GET":
                 raise HTTPError(405, "use GET", [(b"allow", b"GET")])
             self._check_api_access(scope)
             body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
-            await self._respond(send, 200, body, content_type=b"application/json")
-        elif not await self.api(scope, receive, send):
+            return self._respond(send, 200, body, content_type=b"application/json")
+        return self._api_or_404(scope, receive, send)
+
+    async def _api_or_404(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.api(scope, receive, send):
+            path = scope["path"]
             raise HTTPError(404, f"no such path: {path} (drains post to /apps/APP/logs)")
 
     def _check_api_access(self, scope: Scope) -> None:

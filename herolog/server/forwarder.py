@@ -27,7 +27,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.parser import LOGPLEX_PRI, LogLine, format_syslog, frame
+from herolog.parser import LOGPLEX_PRI, LogLine, Received, format_syslog, frame
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
@@ -62,14 +62,12 @@ class DeliveryError(Exception):
 
 
 def logplex_line(app: str, message: str) -> StoredLine:
-    now = timestamps.now()
-    instant = timestamps.to_instant(now)
-    stamp = timestamps.to_heroku(now)
+    now = Received.at()
     return StoredLine(
         0,
         app,
-        stamp,
-        instant,
+        now.timestamp,
+        now.time,
         "heroku",
         "logplex",
         message,
@@ -77,7 +75,7 @@ def logplex_line(app: str, message: str) -> StoredLine:
         None,
         None,
         None,
-        instant,
+        now.time,
     )
 
 
@@ -612,10 +610,10 @@ class Forwarder:
 
     def _notice(self, app: str, message: str) -> None:
         """Store a ``heroku[logplex]`` line in the app's history, through the shared parser."""
-        now = timestamps.now()
+        now = Received.at()
         line = LogLine(
-            timestamps.to_heroku(now),
-            timestamps.to_instant(now),
+            now.timestamp,
+            now.time,
             "heroku",
             "logplex",
             message,
