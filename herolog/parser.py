@@ -96,8 +96,13 @@ class Received(NamedTuple):
 def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:
     """Every frame of an ``application/logplex-1`` body, or FramingError for the whole body."""
     text = body.decode("latin-1")
-    if text.count("\n", 0, 4096) >= _BULK_MIN_FRAMES:
+    newlines = text.count("\n", 0, 4096)
+    if newlines >= _BULK_MIN_FRAMES:
         lines = _parse_plain_body(text)
+        if lines is not None:
+            return lines
+    elif newlines == 1:
+        lines = _parse_one_frame(text)
         if lines is not None:
             return lines
     lines, _, _ = _parse_frames(text, 0, True, received or Received.at(), 1, 0)
@@ -169,6 +174,40 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
         messages = tuple(m if m.isascii() else _utf8_message(m) for m in messages)
     rows = zip(stamps, instants, sources, dynos, messages, pri_values, hosts, repeat(None))
     return list(map(_make_line, rows))
+
+
+def _parse_one_frame(text: str) -> list[LogLine] | None:
+    """The line of a body that is one frame in Heroku's HTTPS form, or None to leave it to
+    the loop.
+
+    Under light load most Logplex POSTs carry one ``COUNT <PRI>1 TS host SOURCE DYNO - MSG\n``
+    frame. Split on its first seven spaces and checked field by field, it costs a third of
+    what the frame loop's regular expressions do; the loop gives the same line for every
+    body this accepts.
+    """
+    fields = text.split(" ", 7)
+    if len(fields) != 8 or "\r" in text:
+        return None
+    count, pri_token, stamp, host, source, dyno, msgid, message = fields
+    if host != "host" or msgid != "-" or message[-1:] != "\n":
+        return None
+    if not count.isdecimal() or len(count) > MAX_COUNT_DIGITS:
+        return None
+    if int(count) != len(text) - len(count) - 1:
+        return None
+    pri = _PRI_TOKENS.get(pri_token)
+    if pri is None:
+        return None
+    names = source + dyno
+    if not (source and dyno and names.isascii() and names.isprintable()):
+        return None
+    instant = timestamps.normalize(stamp)
+    if instant is None:
+        return None
+    message = message[:-1]
+    if not message.isascii():
+        message = _utf8_message(message)
+    return [LogLine(stamp, instant, source, dyno, message, pri, host, None)]
 
 
 def _all_utc_micros(stamps: tuple[str, ...]) -> bool:

@@ -486,6 +486,73 @@ def test_bulk_path_agrees_with_frame_loop(
     assert bulk == loop
 
 
+@given(log_lines, st.sampled_from(["host", "d.8c1d2e3f"]), st.data())
+@settings(max_examples=500)
+def test_one_frame_path_agrees_with_frame_loop(
+    line: LogLine, hostname: str, data: st.DataObject
+) -> None:
+    """Whatever the one-frame fast path accepts, the frame-by-frame loop parses the same way."""
+    from herolog.parser import _parse_frames, _parse_one_frame
+
+    body = bytearray(frame([format_syslog(line, hostname)]))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(body) - 1))
+        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:\x7f"))
+    text = bytes(body).decode("latin-1")
+    fast = _parse_one_frame(text)
+    if fast is None:
+        return
+    loop, _, _ = _parse_frames(text, 0, True, RECEIVED, 1, 0)
+    assert fast == loop
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - m\r\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z host app web\t1 - m\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z host a\x7fp web.1 - m\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z host app w\xe9b.1 - m\n"]),
+        frame([b"<0190>1 2024-03-05T09:14:07Z host app web.1 - m\n"]),
+        frame([b"<192>1 2024-03-05T09:14:07Z host app web.1 - m\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z myhost app web.1 - m\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 x m\n"]),
+        frame([b"<190>1 - host app web.1 - m\n"]),
+        frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - \xef\xbb\xbfm\n"]),
+        b"0" + frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - m\n"]),
+        b"0" * 12 + frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - m\n"]),
+        b" " + frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - m\n"]),
+        b"45 <190>1 2024-03-05T09:14:07Z host app web.1 - m\n",
+        b"47 <190>1 2024-03-05T09:14:07Z host app web.1 - m\n",
+    ],
+)
+def test_one_frame_path_declines_what_the_loop_reads_otherwise(body: bytes) -> None:
+    from herolog.parser import _parse_frames, _parse_one_frame
+
+    text = body.decode("latin-1")
+    try:
+        loop: list[LogLine] | None = _parse_frames(text, 0, True, RECEIVED, 1, 0)[0]
+    except FramingError:
+        loop = None
+    fast = _parse_one_frame(text)
+    assert fast is None or fast == loop
+
+
+@pytest.mark.parametrize(
+    "message", ["at=info method=GET status=200", "", "[GIN] é ünïcode", "multi\nline"]
+)
+def test_one_frame_bodies_take_the_fast_path(message: str) -> None:
+    from herolog.parser import _parse_one_frame
+
+    line = LogLine(
+        "2024-03-05T09:14:07.418233+00:00", "", "heroku", "router", message, 158, "host", None
+    )
+    text = frame([format_syslog(line)]).decode("latin-1")
+    parsed = _parse_one_frame(text)
+    assert parsed == [line._replace(time="2024-03-05T09:14:07.418233Z")]
+    assert parse_logplex(text.encode("latin-1"), RECEIVED) == parsed
+
+
 @pytest.mark.parametrize(
     "timestamp",
     [
