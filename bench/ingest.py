@@ -8,6 +8,10 @@ and answering 204: the ceiling of the Python HTTP stack on this machine), taking
 round by round; figures are medians of the rounds. 100-frame bodies give lines/s, 1-frame
 bodies requests/s. Every herolog figure counts only what `/stats` says was committed.
 
+With 1-frame bodies a third server takes its turn too: bench.pipeline_serve, herolog serve
+whose writer process answers every job without parsing or storing it. It is the most that
+faster parsing or storing could give the 1-frame figure (a diagnostic, with no target).
+
 Syslog: one TCP connection sends N octet-counted frames in Heroku's syslog-drain form; the
 time is from the first byte sent to the last line committed.
 
@@ -121,6 +125,7 @@ def main() -> None:
         hundred.write_bytes(bodies(100, 100)[0])
         scripts = {"1-frame": lua(one, work), "100-frame": lua(hundred, work)}
         port, syslog_port, bare_port = free_port(), free_port(), free_port()
+        pipeline_port = free_port()
         env = {**os.environ, "HEROLOG_HOME": str(work / "home")}
         serve = subprocess.Popen(
             [
@@ -139,10 +144,17 @@ def main() -> None:
         bare = subprocess.Popen(
             [sys.executable, "-m", "bench.bare_app", str(bare_port)], stderr=subprocess.DEVNULL
         )
+        pipeline = subprocess.Popen(
+            [sys.executable, "-m", "bench.pipeline_serve", "serve", "--port", str(pipeline_port)],
+            env={**env, "HEROLOG_HOME": str(work / "pipeline")},
+            stderr=subprocess.DEVNULL,
+        )
         herolog_url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
+        pipeline_url = f"http://127.0.0.1:{pipeline_port}"
         try:
             wait_up(f"{herolog_url}/healthz")
             wait_up(bare_url)
+            wait_up(f"{pipeline_url}/healthz")
             results: dict[str, list[float]] = {}
             expected_lines = 0
             for _ in range(args.rounds):
@@ -162,14 +174,15 @@ def main() -> None:
                             (after - before) / elapsed
                         )
                         expected_lines += int(rps * args.seconds * frames * 0.9)
-                    results.setdefault(f"bare 1-frame c{connections}", []).append(
-                        wrk(
-                            f"{bare_url}/apps/bench/logs",
-                            scripts["1-frame"],
-                            connections,
-                            args.seconds,
+                    for peer, url in (("bare", bare_url), ("pipeline", pipeline_url)):
+                        results.setdefault(f"{peer} 1-frame c{connections}", []).append(
+                            wrk(
+                                f"{url}/apps/bench/logs",
+                                scripts["1-frame"],
+                                connections,
+                                args.seconds,
+                            )
                         )
-                    )
             http_memory = memory(serve.pid)
             # Syslog over one connection.
             messages = syslog_messages(args.syslog_lines)
@@ -191,7 +204,7 @@ def main() -> None:
                 sender.join()
             syslog_memory = memory(serve.pid)
         finally:
-            for proc in (serve, bare):
+            for proc in (serve, bare, pipeline):
                 proc.terminate()
                 proc.wait(30)
     median = {name: statistics.median(values) for name, values in results.items()}
@@ -201,9 +214,14 @@ def main() -> None:
     for connections in (16, 64):
         ours = median[f"herolog 1-frame c{connections}"]
         bare_rps = median[f"bare 1-frame c{connections}"]
+        reach = median[f"pipeline 1-frame c{connections}"]
         print(
             f"  c{connections} 1-frame  : herolog {ours:8,.0f} req/s"
             f"   bare uvicorn {bare_rps:8,.0f} req/s   ratio {ours / bare_rps:.2f}"
+        )
+        print(
+            f"               with a writer storing nothing {reach:8,.0f} req/s"
+            f"   ratio {reach / bare_rps:.2f}"
         )
         lines = median[f"herolog 100-frame c{connections} lines"]
         requests = median[f"herolog 100-frame c{connections}"]
@@ -236,6 +254,16 @@ def main() -> None:
             ratio=ratio,
             target=">= 0.5x the bare app",
             met=ratio >= 0.5,
+        )
+        reach = median[f"pipeline 1-frame c{connections}"]
+        result(
+            f"HTTPS drains, 1-frame bodies, c{connections}, writer storing nothing",
+            reach,
+            "req/s",
+            peer="bare uvicorn app",
+            ratio=reach / median[f"bare 1-frame c{connections}"],
+            target="(diagnostic: the most faster parsing or storing could give)",
+            met=None,
         )
 
 

@@ -80,6 +80,9 @@ def pack(value: Any) -> bytes:
 class Writer:
     """The serve side: starts the writer process and hands it work (asyncio)."""
 
+    process_module = "herolog.server.writer_process"
+    """What the writer process runs (``python -m``), speaking the protocol above."""
+
     def __init__(self, path: Path, history: int | None = None) -> None:
         self.path = path
         self.history: int | None = history
@@ -98,7 +101,7 @@ class Writer:
         args = [
             sys.executable,
             "-m",
-            "herolog.server.writer_process",
+            self.process_module,
             str(theirs.fileno()),
             str(self.path),
         ]
