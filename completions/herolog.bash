@@ -64,8 +64,9 @@ _herolog() {
             case "$prev" in
                 -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
                 -d|--dyno) COMPREPLY=(); return ;;
+                --server) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-a --app -d --dyno -q --quiet -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-a --app -d --dyno -q --quiet --server -h --help" -- "$cur")) ;;
         "herolog serve")
             case "$prev" in
                 --host) COMPREPLY=(); return ;;

@@ -67,6 +67,7 @@ complete -c herolog -n '__herolog_using "herolog logs"' -s h -l help -d 'Show he
 complete -c herolog -n '__herolog_using "herolog run"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'The app the lines belong to (or $HEROLOG_APP).'
 complete -c herolog -n '__herolog_using "herolog run"' -s d -l dyno -x -d 'The dyno name: web.1, worker.2, ...'
 complete -c herolog -n '__herolog_using "herolog run"' -s q -l quiet -d 'Store the output without also printing it.'
+complete -c herolog -n '__herolog_using "herolog run"' -l server -x -d 'Send the lines to this herolog serve\'s drain intake (credentials of its --auth in the URL), not to the local store.'
 complete -c herolog -n '__herolog_using "herolog run"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog serve"' -l host -x -d 'Address to listen on. Anything but loopback needs --auth.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l port -x -d 'HTTP port for HTTPS drains; 0 picks a free one.'

@@ -1,25 +1,37 @@
-"""``herolog logs --server``: the same lines, read from a ``herolog serve`` over its Platform API.
+"""Talking to a ``herolog serve`` instead of the local store.
 
-It does what the official heroku CLI does (create a log session, read it as server-sent
-events) and asks for herolog's JSON records, so the lines are rendered by the same renderer
-as local mode, and filtered on the server by the same filter as local mode. A tail outlives
-a server restart or a network drop: it reconnects and resumes after the last line it got.
+``herolog logs --server`` reads the same lines over the Platform API. It does what the
+official heroku CLI does (create a log session, read it as server-sent events) and asks for
+herolog's JSON records, so the lines are rendered by the same renderer as local mode, and
+filtered on the server by the same filter as local mode. A tail outlives a server restart
+or a network drop: it reconnects and resumes after the last line it got.
+
+``herolog run --server`` sends lines the way Logplex does, to the server's drain intake:
+see :class:`IntakeSender`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from herolog import __version__, timestamps
 from herolog.logs import LogsRequest
+from herolog.parser import LogLine, format_syslog, frame
 from herolog.render import Renderer, decode_record
 
 if TYPE_CHECKING:
     import httpx
 
+SEND_TRIES = 3
+"""Tries for a batch sent to a drain intake, as Logplex makes them."""
+SEND_RETRY_S = 0.25
+"""The wait before the second try; it doubles for each one after."""
+SEND_BATCH_BYTES = 100_000
+"""A batch is closed once its messages reach this size (Logplex batches about 100 KB)."""
 READ_TIMEOUT_S = 45.0
 """The server sends a keep-alive every 15 s: this much silence means the connection is dead."""
 BACKOFF_START_S = 0.25
@@ -34,6 +46,8 @@ class RemoteError(Exception):
         super().__init__(message)
         self.usage = usage
         self.final = final or usage
+        self.unsent: int | None = None
+        """For lines being sent: how many of them the server did not take."""
 
 
 def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str, Any]:
@@ -222,3 +236,96 @@ def _reason(error: Exception) -> str:
     if isinstance(error, httpx.TimeoutException):
         return "timed out"
     return str(error) or type(error).__name__
+
+
+class IntakeSender:
+    """Sends lines to a ``herolog serve``'s drain intake, ``POST /apps/APP/logs``, as Logplex
+    posts to an HTTPS drain: one ``application/logplex-1`` body a batch. Credentials go in
+    the server URL (``https://USER:PASSWORD@host``), as in a drain URL.
+
+    A batch keeps its Logplex-Frame-Id through its retries, so one that the server stored
+    but could not acknowledge is not stored twice. It is tried three times (network errors,
+    408, 429 and 5xx are retried) and then given up with a RemoteError.
+    """
+
+    def __init__(
+        self, server: str, app: str, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        import httpx
+
+        from herolog.drains import mask_url
+
+        base = server.rstrip("/")
+        self.target = f"{base}/apps/{quote(app, safe='')}/logs"
+        self.shown = mask_url(base)
+        """The server's URL for messages: without its password."""
+        self.sleep = sleep
+        # Logplex's own limits: 3 s to connect, 5 s for the request.
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(5.0, connect=3.0),
+            headers={
+                "Content-Type": "application/logplex-1",
+                "User-Agent": f"herolog/{__version__}",
+            },
+            follow_redirects=False,
+        )
+
+    def check(self) -> None:
+        """Post an empty batch: RemoteError unless the server takes this app's lines."""
+        self.send([])
+
+    def send(self, lines: Sequence[LogLine]) -> None:
+        """Post ``lines``, in batches of about 100 KB as Logplex makes them; RemoteError
+        once the server has not taken one, with ``unsent`` the lines of that batch and the
+        ones after it (those before it are stored)."""
+        frames = [frame([message]) for message in map(format_syslog, lines)]
+        start = 0
+        while True:
+            end, size = start, 0
+            while end < len(frames) and (end == start or size < SEND_BATCH_BYTES):
+                size += len(frames[end])
+                end += 1
+            try:
+                self._post(b"".join(frames[start:end]), end - start)
+            except RemoteError as error:
+                error.unsent = len(frames) - start
+                raise
+            if end >= len(frames):
+                return
+            start = end
+
+    def _post(self, body: bytes, count: int) -> None:
+        import httpx
+
+        headers = {"Logplex-Msg-Count": str(count), "Logplex-Frame-Id": uuid.uuid4().hex.upper()}
+        for attempt in range(1, SEND_TRIES + 1):
+            try:
+                response = self.client.post(self.target, content=body, headers=headers)
+            except httpx.InvalidURL as error:
+                raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
+            except httpx.TransportError as error:
+                failure, retry = unreachable(self.shown, error), True
+            else:
+                if response.is_success:
+                    return
+                failure = self._refused(response)
+                retry = response.status_code in (408, 429) or response.status_code >= 500
+            if not retry or attempt == SEND_TRIES:
+                raise failure
+            self.sleep(SEND_RETRY_S * 2 ** (attempt - 1))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _refused(self, response: httpx.Response) -> RemoteError:
+        status = response.status_code
+        message = (response.text.strip().splitlines() or ["no reason"])[0][:200]
+        reason = f"{status} {response.reason_phrase}".strip()
+        if status == 401:
+            return RemoteError(
+                f"{self.shown} refused the lines ({reason}): give the credentials of its --auth"
+                " in the URL, https://USER:PASSWORD@HOST"
+            )
+        if status == 404:
+            return RemoteError(f"{self.shown} has no drain intake (404): is it a herolog serve?")
+        return RemoteError(f"{self.shown} refused the lines ({reason}): {message}")

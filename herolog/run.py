@@ -38,7 +38,8 @@ FORWARDED_SIGNALS = (
 )
 
 Sink = Callable[[list[LogLine]], object]
-"""Where lines go (the store's append, for one app): called from one thread only."""
+"""Where lines go (the store's append, for one app): called from one thread only. An error
+it raises costs the whole batch, unless the error's ``unsent`` says how many of its lines."""
 
 
 def _line(source: str, dyno: str, message: str, pri: int) -> LogLine:
@@ -63,6 +64,10 @@ class _Flusher:
         self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="herolog-run-flush", daemon=True)
         self.error: BaseException | None = None
+        """The last error the sink raised."""
+        self.lines = 0
+        self.lost = 0
+        """Lines of the batches the sink raised an error for."""
 
     def start(self) -> None:
         self._thread.start()
@@ -91,10 +96,13 @@ class _Flusher:
                     stop = True
                     break
                 batch.append(item)
+            self.lines += len(batch)
             try:
                 self._sink(batch)
             except Exception as error:  # keep running the command; report at the end
                 self.error = error
+                unsent = getattr(error, "unsent", None)
+                self.lost += len(batch) if unsent is None else unsent
             if stop:
                 return
 
@@ -176,7 +184,8 @@ def run_dyno(
     flusher.put(_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
     flusher.close()
     if flusher.error is not None:
-        err.write(f"herolog run: could not store every line: {flusher.error}\n".encode())
+        lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
+        err.write(f"herolog run: could not store {lost}: {flusher.error}\n".encode())
     return status
 
 

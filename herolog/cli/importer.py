@@ -6,7 +6,7 @@ from typing import BinaryIO, cast
 
 import click
 
-from herolog.cli.options import app_option
+from herolog.cli.options import app_option, checked_app
 
 
 @click.command("import")
@@ -33,6 +33,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     from herolog.importer import Format, ImportFailed, import_stream
     from herolog.store import open_store
 
+    app = checked_app(app)
     store = open_store()
     size = _size(file)
     chosen = None if fmt == "auto" else cast(Format, fmt)

@@ -72,3 +72,12 @@ def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
         metavar="APP",
         help=help,
     )
+
+
+def checked_app(app: str) -> str:
+    """``app`` if it is a name the store and the server take, else a usage error (exit 2)."""
+    from herolog.store import APP_NAME_RULE, valid_app_name
+
+    if not valid_app_name(app):
+        raise click.BadParameter(f"{app!r} is not an app name: {APP_NAME_RULE}", param_hint="'-a'")
+    return app

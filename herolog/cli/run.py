@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import click
 
-from herolog.cli.options import app_option
+from herolog.cli.options import ServerURLType, app_option, checked_app
+
+if TYPE_CHECKING:
+    from herolog.parser import LogLine
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -16,8 +22,15 @@ from herolog.cli.options import app_option
     help="The dyno name: web.1, worker.2, ...",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Store the output without also printing it.")
+@click.option(
+    "--server",
+    envvar="HEROLOG_URL",
+    type=ServerURLType(),
+    help="Send the lines to this herolog serve's drain intake (credentials of its --auth in"
+    " the URL), not to the local store.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(app: str, dyno: str, quiet: bool, command: tuple[str, ...]) -> None:
+def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str, ...]) -> None:
     """Run a command as a local dyno, storing its output as app[DYNO] lines.
 
     Exits with the command's status; signals are passed on to it.
@@ -25,12 +38,31 @@ def run(app: str, dyno: str, quiet: bool, command: tuple[str, ...]) -> None:
     \b
     herolog run -d web.1 -- python -m http.server      # then, elsewhere: herolog logs -t
     herolog run -a demo -d worker.1 -- ./worker.sh
+    herolog run --server https://drain:s3cret@logs.example.com:8514 -a demo -- ./worker.sh
     """
+    from herolog.run import run_dyno
+
+    app = checked_app(app)
+    if server:
+        from herolog.remote import IntakeSender, RemoteError
+
+        sender = IntakeSender(server, app)
+        try:
+            sender.check()  # a server that will not take the lines: before the command starts
+            status = run_dyno(command, dyno, sender.send, echo=not quiet)
+        except RemoteError as error:
+            raise click.ClickException(str(error)) from None
+        finally:
+            sender.close()
+    else:
+        status = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
+    click.get_current_context().exit(status)
+
+
+def _local_sink(app: str) -> Callable[[list[LogLine]], None]:
     import sqlite3
 
     from herolog.cli import store_failed
-    from herolog.parser import LogLine
-    from herolog.run import run_dyno
     from herolog.store import Batch, StoreError, open_store
 
     store = open_store()
@@ -41,5 +73,4 @@ def run(app: str, dyno: str, quiet: bool, command: tuple[str, ...]) -> None:
         except sqlite3.DatabaseError as error:  # say which file, and what to do about it
             raise StoreError(store_failed(error)) from None
 
-    status = run_dyno(command, dyno, append, echo=not quiet)
-    click.get_current_context().exit(status)
+    return append

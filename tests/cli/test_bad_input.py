@@ -144,21 +144,21 @@ REMOTE_COMMANDS = [
 ]
 
 
+BAD_URLS = [
+    "not a url",
+    "logs.example.com:8514",
+    "ftp://logs.example.com",
+    "http://",
+    "https://:8514",
+    "http://[::1",
+    "http://256.0.0.1",
+    "http://logs.example.com:99999",
+    "http://logs.example.com:port",
+]
+
+
 @pytest.mark.parametrize("command", REMOTE_COMMANDS, ids=" ".join)
-@pytest.mark.parametrize(
-    "url",
-    [
-        "not a url",
-        "logs.example.com:8514",
-        "ftp://logs.example.com",
-        "http://",
-        "https://:8514",
-        "http://[::1",
-        "http://256.0.0.1",
-        "http://logs.example.com:99999",
-        "http://logs.example.com:port",
-    ],
-)
+@pytest.mark.parametrize("url", BAD_URLS)
 def test_a_bad_server_url_is_a_usage_error(command: tuple[str, ...], url: str) -> None:
     for how in ("flag", "environment"):
         args = [*command, "--server", url] if how == "flag" else list(command)
@@ -166,6 +166,20 @@ def test_a_bad_server_url_is_a_usage_error(command: tuple[str, ...], url: str) -
         code, err = invoke(*args, env=env)
         assert code == 2, (how, err)
         assert "is not a server URL" in one_error_line(err), how
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_server_url_for_run_is_a_usage_error_before_the_command(
+    url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    for how in ("flag", "environment"):
+        server = ["--server", url] if how == "flag" else []
+        env = {"HEROLOG_URL": url} if how == "environment" else None
+        code, err = invoke("run", *server, "--", "touch", str(marker), env=env)
+        assert code == 2, (how, err)
+        assert "is not a server URL" in one_error_line(err), how
+    assert not marker.exists()
 
 
 def closed_port() -> int:
@@ -297,7 +311,8 @@ def test_run_says_when_its_store_is_corrupt_and_keeps_its_commands_status(
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.splitlines()
-    prefix = "herolog run: could not store every line: "
+    # The three lines of the dyno manager: starting, up, exited.
+    prefix = "herolog run: could not store 3 of 3 lines: "
     assert line.startswith(prefix), line
     assert_move_aside("Error: " + line.removeprefix(prefix), path)
 

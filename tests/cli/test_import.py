@@ -178,3 +178,13 @@ def test_progress_bar_reports_bytes(tmp_path: Path) -> None:
     with path.open("rb") as stream:
         result = import_stream(stream, open_store(), "demo", progress=seen.append)
     assert seen[-1] == path.stat().st_size == result.bytes_read
+
+
+def test_an_app_name_the_store_refuses_is_a_usage_error(herolog_home: Path) -> None:
+    code, _, err = invoke("import", str(EXAMPLE), "-a", "my app")
+    assert code == 2
+    assert err.splitlines()[-1] == (
+        "Error: Invalid value for '-a': 'my app' is not an app name:"
+        " app names are letters, digits, '.', '_' and '-' (100 at most)"
+    )
+    assert not (herolog_home / "logs.db").exists()

@@ -1,0 +1,288 @@
+"""``herolog run --server``: a local dyno whose lines go to a real ``herolog serve``'s intake."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herolog.parser import LogLine, Received
+from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
+from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server.config import Credentials
+from tests.helpers import herolog_env
+from tests.server.conftest import Running, ServerFactory
+
+PASSWORD = "s3cret-pa55"
+SCRIPT = "import sys; print('hello [out]'); print('oops', file=sys.stderr); sys.exit(3)"
+
+
+def run(client_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``herolog run`` in a child process whose own store is ``client_home``'s."""
+    return subprocess.run(
+        [sys.executable, "-m", "herolog", "run", *args],
+        capture_output=True,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(client_home), **env),
+        timeout=60,
+    )
+
+
+def seen(server: Running, app: str = "demo") -> list[tuple[str, str, str, int | None]]:
+    return [(x.source, x.dyno, x.message, x.pri) for x in server.lines(app)]
+
+
+@pytest.fixture
+def guarded(make_server: ServerFactory) -> Running:
+    return make_server(auth=Credentials("drain", PASSWORD))
+
+
+def with_credentials(server: Running, password: str = PASSWORD) -> str:
+    return server.url.replace("http://", f"http://drain:{password}@")
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_every_line_goes_to_the_server(guarded: Running, tmp_path: Path, how: str) -> None:
+    url = with_credentials(guarded)
+    command = ["--", sys.executable, "-c", SCRIPT]
+    if how == "flag":
+        proc = run(tmp_path, "--server", url, "-a", "demo", "-d", "worker.1", *command)
+    else:
+        proc = run(tmp_path, "-a", "demo", "-d", "worker.1", *command, HEROLOG_URL=url)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "hello [out]\n", "oops\n")
+    lines = seen(guarded)
+    started = f"Starting process with command `{shlex.join([sys.executable, '-c', SCRIPT])}`"
+    assert lines[0] == ("heroku", "worker.1", started, 45)
+    assert lines[1] == ("heroku", "worker.1", "State changed from starting to up", 45)
+    assert sorted(lines[2:4]) == [
+        ("app", "worker.1", "hello [out]", 190),
+        ("app", "worker.1", "oops", 187),
+    ]
+    assert lines[4:] == [("heroku", "worker.1", "Process exited with status 3", 45)]
+    assert not (tmp_path / "logs.db").exists()  # nothing went to the local store
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("password", [None, "wrong-pa55"])
+def test_refused_credentials_stop_the_run_before_the_command(
+    guarded: Running, tmp_path: Path, password: str | None
+) -> None:
+    url = guarded.url if password is None else with_credentials(guarded, password)
+    marker = tmp_path / "ran"
+    proc = run(tmp_path, "--server", url, "-a", "demo", "--", "touch", str(marker))
+    assert proc.returncode == 1
+    (error,) = proc.stderr.splitlines()
+    assert error.startswith("Error: http://"), error
+    assert "refused the lines (401 Unauthorized): give the credentials of its --auth" in error
+    assert "wrong-pa55" not in proc.stderr
+    assert not marker.exists()
+    assert seen(guarded) == []
+
+
+@pytest.mark.subprocess
+def test_a_server_that_cannot_be_reached_stops_the_run_before_the_command(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    marker = tmp_path / "ran"
+    url = f"http://drain:{PASSWORD}@127.0.0.1:{port}"
+    proc = run(tmp_path, "--server", url, "--", "touch", str(marker))
+    assert proc.returncode == 1
+    assert (
+        proc.stderr
+        == f"Error: cannot reach http://drain:***@127.0.0.1:{port}: connection refused\n"
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.subprocess
+def test_a_bad_app_name_is_a_usage_error_in_both_modes(guarded: Running, tmp_path: Path) -> None:
+    for server in ([], ["--server", with_credentials(guarded)]):
+        proc = run(tmp_path, *server, "-a", "no/such", "--", "true")
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines()[-1] == (
+            "Error: Invalid value for '-a': 'no/such' is not an app name:"
+            " app names are letters, digits, '.', '_' and '-' (100 at most)"
+        )
+
+
+@pytest.mark.subprocess
+def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    log = io.StringIO()
+    config = ServeConfig(
+        store_path=herolog_home / "logs.db", port=0, auth=Credentials("u", PASSWORD)
+    )
+    server = Server(config, log=log)
+    stop = run_in_thread(server)
+    running = Running(server, log)
+    go_on = tmp_path / "go-on"
+    script = (
+        "import os, sys, time\n"
+        "print('before', flush=True)\n"
+        f"while not os.path.exists({str(go_on)!r}): time.sleep(0.02)\n"
+        "print('after', flush=True)\n"
+        "sys.exit(5)\n"
+    )
+    url = running.url.replace("http://", f"http://u:{PASSWORD}@")
+    herolog = [sys.executable, "-m", "herolog", "run", "--server", url, "-q", "--"]
+    child = subprocess.Popen(
+        [*herolog, sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path / "client")),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while ("app", "run.1", "before", 190) not in seen(running, "default"):
+            assert time.monotonic() < deadline, "the first line never reached the server"
+            time.sleep(0.05)
+        stop()
+        go_on.touch()
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 5
+    assert err == (
+        "herolog run: could not store 2 of 5 lines: cannot reach"
+        f" http://u:***@127.0.0.1:{server.http_port}: connection refused\n"
+    )
+    assert [x[2] for x in seen(running, "default")][-1] == "before"
+
+
+class AnswerDropper:
+    """A TCP proxy in front of a herolog serve: it passes each request on whole, records the
+    size of its body, and for the first ``drop`` requests closes the client's connection
+    instead of passing the server's answer back (the server has stored the batch; its
+    sender never hears so)."""
+
+    def __init__(self, upstream: int, drop: int) -> None:
+        self.upstream = upstream
+        self.drop = drop
+        self.bodies: list[int] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
+            reader, answers = client.makefile("rb"), server.makefile("rb")
+            while request := self._message(reader):
+                head, body = request
+                self.bodies.append(len(body))
+                server.sendall(head + body)
+                answer = self._message(answers)
+                assert answer is not None
+                if self.drop > 0:
+                    self.drop -= 1
+                    return
+                client.sendall(answer[0] + answer[1])
+
+    @staticmethod
+    def _message(stream: io.BufferedReader) -> tuple[bytes, bytes] | None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = stream.readline()
+            if not line:
+                return None
+            head += line
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return head, stream.read(length)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropper(served: Running) -> Iterator[AnswerDropper]:
+    proxy = AnswerDropper(int(served.url.rsplit(":", 1)[1]), drop=1)
+    yield proxy
+    proxy.close()
+
+
+def made(count: int, size: int = 100) -> list[LogLine]:
+    now = Received.at()
+    return [
+        LogLine(
+            now.timestamp, now.time, "app", "web.1", f"{i:06d} " + "x" * size, 190, "host", None
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_batch_stored_but_not_acknowledged_is_stored_once(
+    served: Running, dropper: AnswerDropper
+) -> None:
+    sender = IntakeSender(f"http://127.0.0.1:{dropper.port}", "demo", sleep=lambda s: None)
+    try:
+        sender.send(made(3))
+    finally:
+        sender.close()
+    assert dropper.bodies[0] == dropper.bodies[1] > 0  # the same batch, sent twice
+    assert [x.message[:6] for x in served.lines("demo")] == ["000000", "000001", "000002"]
+    stats = httpx.get(f"{served.url}/stats").json()
+    assert stats["duplicate_batches"] == 1
+
+
+def test_lines_go_in_batches_of_about_100_kb(served: Running, dropper: AnswerDropper) -> None:
+    dropper.drop = 0
+    sender = IntakeSender(f"http://127.0.0.1:{dropper.port}", "demo")
+    try:
+        sender.send(made(1400))  # ~230 KB, within the store's history of 1500 lines
+    finally:
+        sender.close()
+    assert len(dropper.bodies) == 3
+    one_message = 300
+    assert max(dropper.bodies) < SEND_BATCH_BYTES + one_message
+    assert [int(x.message[:6]) for x in served.lines("demo")] == list(range(1400))
+
+
+def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> None:
+    waits: list[float] = []
+    sender = IntakeSender(served.url, "not*an*app", sleep=waits.append)
+    try:
+        with pytest.raises(RemoteError, match=r"refused the lines \(400 Bad Request\): app names"):
+            sender.send(made(1))
+    finally:
+        sender.close()
+    assert waits == []
+    assert httpx.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
+
+
+def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: ServerFactory) -> None:
+    server = make_server(max_body=120_000)
+    lines = made(700)
+    huge = made(1, size=150_000)[0]
+    sender = IntakeSender(server.url, "demo")
+    try:
+        with pytest.raises(RemoteError, match=r"413 Request Entity Too Large") as refused:
+            sender.send([*lines, huge, *made(10)])
+    finally:
+        sender.close()
+    stored = [x.message for x in server.lines("demo")]
+    assert 0 < len(stored) < 700
+    assert stored == [x.message for x in lines[: len(stored)]]
+    assert refused.value.unsent == 711 - len(stored)
