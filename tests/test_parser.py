@@ -462,6 +462,16 @@ def test_stream_decoder_agrees_with_whole_body_parse(body: bytes, chunk: int) ->
         assert got == expected
 
 
+def damaged(body: bytes, data: st.DataObject) -> str:
+    """``body`` with up to three bytes replaced by ones that matter to the fast paths' checks,
+    as the parser sees it (latin-1 text)."""
+    changed = bytearray(body)
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(changed) - 1))
+        changed[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:\x7f"))
+    return bytes(changed).decode("latin-1")
+
+
 @given(
     st.lists(log_lines, min_size=4, max_size=20),
     st.sampled_from(["host", "d.8c1d2e3f", "myhost"]),
@@ -474,11 +484,7 @@ def test_bulk_path_agrees_with_frame_loop(
     """Whatever the bulk fast path accepts, the frame-by-frame loop parses the same way."""
     from herolog.parser import _parse_frames, _parse_plain_body
 
-    body = bytearray(frame(format_syslog(line, hostname) for line in lines))
-    for _ in range(data.draw(st.integers(0, 3))):
-        pos = data.draw(st.integers(0, len(body) - 1))
-        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:"))
-    text = bytes(body).decode("latin-1")
+    text = damaged(frame(format_syslog(line, hostname) for line in lines), data)
     bulk = _parse_plain_body(text)
     if bulk is None:
         return
@@ -494,11 +500,7 @@ def test_one_frame_path_agrees_with_frame_loop(
     """Whatever the one-frame fast path accepts, the frame-by-frame loop parses the same way."""
     from herolog.parser import _parse_frames, _parse_one_frame
 
-    body = bytearray(frame([format_syslog(line, hostname)]))
-    for _ in range(data.draw(st.integers(0, 3))):
-        pos = data.draw(st.integers(0, len(body) - 1))
-        body[pos] = data.draw(st.sampled_from(b" \n\r-<>0123456789Zzt+\t\xc3\xa9.:\x7f"))
-    text = bytes(body).decode("latin-1")
+    text = damaged(frame([format_syslog(line, hostname)]), data)
     fast = _parse_one_frame(text)
     if fast is None:
         return
