@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from bench import result
+from bench import result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, wait_up
 from bench.tail_latency import percentile
@@ -226,10 +226,11 @@ def run_wrk(url: str, base: Path, app: str, seconds: int, rate: float | None) ->
         "end\n"
     )
     script.write_text(base.read_text() + extra)
+    program, env = tools.wrk()
     began = time.monotonic()
     out = subprocess.run(
         [
-            "wrk",
+            program,
             "-t1",
             f"-c{CONNECTIONS}",
             f"-d{seconds}s",
@@ -242,6 +243,7 @@ def run_wrk(url: str, base: Path, app: str, seconds: int, rate: float | None) ->
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout
     m = re.search(r"^SOAK (\d+) (\d+) (\d+)$", out, re.MULTILINE)
     if m is None:
@@ -458,8 +460,7 @@ def main() -> None:
     parser.add_argument("--run-seconds", type=int, default=10, help="length of each wrk run")
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
-    if shutil.which("wrk") is None:
-        sys.exit("bench.soak needs wrk: apt-get install wrk")
+    tools.require_wrk("bench.soak")
     with tempfile.TemporaryDirectory(prefix="herolog-soak-") as tmp:
         failed = Soak(Path(tmp), seconds, args).run()
     if failed:
