@@ -3,9 +3,10 @@
     python -m bench.pipeline_serve [serve options]
 
 Everything else is the real server: uvicorn, the intake's checks, the hand-off to the
-writer process over its socket and the wait for its answer. What this serves is the most
-any change to parsing or storing could give the intake, so ``bench.ingest`` measures it
-next to herolog and the bare app.
+writer process over its socket and the wait for its answer. ``bench.ingest`` measures it
+next to herolog and the bare app, to show what parsing and storing cost the intake: with
+both free, what is left is the round trip to the writer. (With many connections the real
+writer can be as fast: answering at once keeps the groups small.)
 """
 
 from __future__ import annotations
