@@ -81,9 +81,10 @@ _herolog() {
                 --history) COMPREPLY=(); return ;;
                 --max-body) COMPREPLY=(); return ;;
                 --body-timeout) COMPREPLY=(); return ;;
+                --header-timeout) COMPREPLY=(); return ;;
                 --drain-buffer) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
         "herolog store history")

@@ -81,6 +81,7 @@ complete -c herolog -n '__herolog_using "herolog serve"' -l keyfile -r -F -d 'TL
 complete -c herolog -n '__herolog_using "herolog serve"' -l history -x -d 'Lines kept per app (sets the store\'s history).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l max-body -x -d 'Largest drain POST body in bytes, after gzip.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l body-timeout -x -d 'Answer 408 to a request whose body is still arriving this long after its headers.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l header-timeout -x -d 'Answer 408 and close a connection whose request headers take longer than this.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l drain-buffer -x -d 'Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l insecure-no-auth -d 'Allow a public --host without --auth (a proxy in front checks it).'
 complete -c herolog -n '__herolog_using "herolog serve"' -s h -l help -d 'Show help'

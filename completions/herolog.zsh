@@ -144,6 +144,7 @@ _herolog_serve() {
         '--history[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
         '--max-body[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
         '--body-timeout[Answer 408 to a request whose body is still arriving this long after its headers.]:SECONDS: ' \
+        '--header-timeout[Answer 408 and close a connection whose request headers take longer than this.]:SECONDS: ' \
         '--drain-buffer[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \
         '--insecure-no-auth[Allow a public --host without --auth (a proxy in front checks it).]' \
         '(- *)'{-h,--help}'[Show help]'

@@ -89,6 +89,15 @@ import click
     help="Answer 408 to a request whose body is still arriving this long after its headers.",
 )
 @click.option(
+    "--header-timeout",
+    envvar="HEROLOG_HEADER_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Answer 408 and close a connection whose request headers take longer than this.",
+)
+@click.option(
     "--drain-buffer",
     envvar="HEROLOG_DRAIN_BUFFER",
     type=click.IntRange(min=1),
@@ -116,6 +125,7 @@ def serve(
     history: int | None,
     max_body: int,
     body_timeout: float,
+    header_timeout: float,
     drain_buffer: int,
     insecure_no_auth: bool,
 ) -> None:
@@ -148,6 +158,7 @@ def serve(
             history=history,
             max_body=max_body,
             body_timeout=body_timeout,
+            header_timeout=header_timeout,
             drain_buffer=drain_buffer,
             insecure_no_auth=insecure_no_auth,
         )

@@ -10,6 +10,7 @@ DEFAULT_PORT = 8514
 DEFAULT_MAX_BODY = 5 << 20
 DEFAULT_SYSLOG_APP = "default"
 DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,9 @@ class ServeConfig:
     """The address clients reach this server at, for the session URLs it hands out."""
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     """Seconds a request's body may take to arrive after its headers; then 408."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    """Seconds a request's headers may take to arrive (from the connection, or from the
+    first bytes of a later request on it); then 408 and the connection is closed."""
 
     @property
     def tls(self) -> bool:
@@ -83,6 +87,8 @@ class ServeConfig:
             raise ConfigError("--max-body must be at least 1024 bytes")
         if not self.body_timeout > 0:
             raise ConfigError("the body timeout must be more than 0 seconds")
+        if not self.header_timeout > 0:
+            raise ConfigError("the header timeout must be more than 0 seconds")
 
 
 def is_loopback(host: str) -> bool:

@@ -101,6 +101,7 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["serve", "--drain-buffer", "0"], "'--drain-buffer'"),
         (["serve", "--body-timeout", "0"], "'--body-timeout'"),
         (["serve", "--body-timeout", "soon"], "'--body-timeout'"),
+        (["serve", "--header-timeout", "0"], "'--header-timeout'"),
         (["serve", "--history", "0"], "'--history'"),
         (["serve", "--certfile", "/no/such/cert.pem"], "does not exist"),
         (["serve", "--public-url", "ftp://logs.example.com"], "--public-url"),

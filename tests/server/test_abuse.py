@@ -6,6 +6,7 @@ well-behaved drain beside it is served throughout."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import resource
@@ -24,6 +25,7 @@ import pytest
 
 from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
+from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import SQLiteStore
 from tests.helpers import herolog_env
 from tests.server.conftest import Running, ServerFactory
@@ -270,6 +272,131 @@ def test_a_body_sent_in_pieces_within_the_timeout_is_stored(make_server: ServerF
     assert len(running.lines("demo")) == 5
 
 
+# Slow and huge headers --------------------------------------------------------------
+
+HEADER_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def strict(make_server: ServerFactory) -> Running:
+    """A server with a short header timeout."""
+    return make_server(header_timeout=HEADER_TIMEOUT)
+
+
+def answers_on(sock: socket.socket) -> list[int]:
+    """The status of every answer on a connection, read until the server closes it."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", read_until_closed(sock))]
+
+
+def test_a_connection_that_sends_nothing_is_closed_with_408(strict: Running) -> None:
+    with (
+        bystander(strict) as others,
+        socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as silent,
+    ):
+        start = time.monotonic()
+        answer = read_until_closed(silent)
+        end = time.monotonic()
+        assert status(answer) == 408
+        assert b"the request headers did not arrive within 1 s" in answer
+        assert b"connection: close" in answer.lower()
+        assert HEADER_TIMEOUT <= end - start < 10
+        assert others.served_between(start, end)
+    assert strict.server.stats.responses[408] == 1
+
+
+def test_trickled_headers_do_not_move_the_deadline(strict: Running) -> None:
+    request = post_request(b"/apps/demo/logs", body("trickled"), authorization=None)
+    with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
+        start = time.monotonic()
+        sent = 0
+        with contextlib.suppress(OSError):  # the server hangs up part way
+            while sent < len(request) and time.monotonic() - start < 20:
+                sock.sendall(request[sent : sent + 1])
+                sent += 1
+                time.sleep(0.05)
+        assert answers_on(sock) == [408]
+        assert time.monotonic() - start < 10
+    assert sent < len(request) - len(body("trickled"))  # cut off within the headers
+    assert strict.lines("demo") == []
+
+
+def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(strict: Running) -> None:
+    first = post_request(b"/apps/demo/logs", body("first"), authorization=None, close=False)
+    second = post_request(b"/apps/demo/logs", body("second"), authorization=None)
+    with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
+        sock.sendall(first)
+        wait_for(lambda: [x.message for x in strict.lines("demo")] == ["first 0"])
+        time.sleep(HEADER_TIMEOUT * 1.5)  # idle between requests: the keep-alive timeout's
+        start = time.monotonic()
+        sock.sendall(second[:20])
+        assert answers_on(sock) == [204, 408]
+        assert HEADER_TIMEOUT <= time.monotonic() - start < 10
+    assert [x.message for x in strict.lines("demo")] == ["first 0"]
+
+
+def huge_header(size: int) -> bytes:
+    return post_request(b"/apps/demo/logs", body("big"), authorization=None).replace(
+        b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nX-Padding: " + b"p" * size + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pieces", "whole"),
+    [(1, True), (1, False), (64, False)],
+    ids=["whole-request", "unfinished-headers", "headers-in-pieces"],
+)
+def test_headers_over_the_limit_get_431(strict: Running, pieces: int, whole: bool) -> None:
+    request = huge_header(MAX_HEADER_BYTES + 1000)
+    end = len(request) if whole else request.index(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
+        step = -(-end // pieces)
+        with contextlib.suppress(OSError):
+            for start in range(0, end, step):
+                sock.sendall(request[start : start + step])
+                time.sleep(0.005)
+        answer = read_until_closed(sock)
+    assert status(answer) == 431
+    assert f"over the {MAX_HEADER_BYTES:,}-byte limit".encode() in answer
+    assert strict.lines("demo") == []
+    assert strict.server.stats.responses[431] == 1
+    assert strict.server.stats.requests == 0
+
+
+def test_one_endless_header_value_is_cut_off_before_it_ends(strict: Running) -> None:
+    """httptools keeps a header's value in memory until it ends: the count must not wait."""
+    start = b"POST /apps/demo/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "
+    sent = 0
+    with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
+        sock.sendall(start)
+        with contextlib.suppress(OSError):
+            while sent < 100 * MAX_HEADER_BYTES:
+                sock.sendall(b"e" * 4096)
+                sent += 4096
+        answer = read_until_closed(sock)
+    assert status(answer) == 431
+    assert sent < 100 * MAX_HEADER_BYTES
+
+
+def test_headers_under_the_limit_are_served(strict: Running) -> None:
+    answer = exchange(strict.server.http_port or 0, huge_header(MAX_HEADER_BYTES - 1000))
+    assert status(answer) == 204
+    assert [x.message for x in strict.lines("demo")] == ["big 0"]
+
+
+@pytest.mark.subprocess
+def test_header_timeout_is_an_option_of_serve(herolog_home: Path) -> None:
+    server = ServeProcess("--port", "0", env={**herolog_env(), "HEROLOG_HEADER_TIMEOUT": "0.5"})
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        answer = exchange(port, b"POST /apps/demo/logs HTTP/1.1\r\n")
+        assert status(answer) == 408
+        assert b"the request headers did not arrive within 0.5 s" in answer
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+    assert code == 0, err
+
+
 # Query strings, app names, credentials ------------------------------------------------
 
 
@@ -284,9 +411,10 @@ def test_huge_query_strings_are_refused(guarded: Running) -> None:
             answer = exchange(port, post_request(b"/apps/demo/logs?" + query, payload))
             assert status(answer) == 414
             assert f"over the {MAX_QUERY:,}-byte limit".encode() in answer
-        # past what uvicorn reads as a request line at all
+        # past what serve reads as a request line at all
         huge = exchange(port, post_request(b"/apps/demo/logs?a=" + b"z" * (1 << 20), payload))
-        assert status(huge) == 400
+        assert status(huge) == 414
+        assert f"request line is over the {MAX_HEADER_BYTES:,}-byte limit".encode() in huge
         assert guarded.lines("demo") == []
         answer = exchange(port, post_request(b"/apps/demo/logs?" + at_the_limit, payload))
         assert status(answer) == 204
@@ -342,8 +470,8 @@ BAD_AUTHORIZATION = [
     b"Bearer " + PASSWORD.encode(),
     b"Bearer ",
     b"Bearer \xff",
-    b"Basic " + b"QUFB" * 16_384,  # 64 KiB
-    b"Basic " + b"QUFB" * (1 << 18),  # 1 MiB
+    b"Basic " + b"QUFB" * 15_000,  # 60 KiB: under the header limit
+    b"Basic " + b"QUFB" * (1 << 18),  # 1 MiB: over it (431)
 ]
 
 
@@ -355,13 +483,16 @@ def test_bad_authorization_headers(guarded: Running) -> None:
             intake = exchange(
                 port, post_request(b"/apps/demo/logs", body("x"), authorization=authorization)
             )
-            assert status(intake) == 401, shown
-            assert b'www-authenticate: Basic realm="herolog"' in intake, shown
             api_request = (
                 b"GET /apps/bystander HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                 b"Authorization: " + authorization + b"\r\n\r\n"
             )
             api = exchange(port, api_request)
+            if len(authorization) > MAX_HEADER_BYTES:
+                assert status(intake) == status(api) == 431, shown
+                continue
+            assert status(intake) == 401, shown
+            assert b'www-authenticate: Basic realm="herolog"' in intake, shown
             assert status(api) == 401, shown
             assert b'"id": "unauthorized"' in api, shown
     assert guarded.lines("demo") == []
