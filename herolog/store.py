@@ -438,6 +438,17 @@ class SQLiteStore:
             )
         return keep
 
+    def probe(self) -> None:
+        """A write that stores no line: whether the store can be written (a health check)."""
+        from herolog import timestamps
+
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('probed_at', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (timestamps.to_instant(timestamps.now()),),
+            )
+
     def manual_checkpoints(self) -> None:
         """Leave WAL checkpoints to :meth:`checkpoint` instead of every 1000 pages of commits:
         for a busy writer, which then checkpoints from another thread."""

@@ -165,6 +165,8 @@ class HerologApp:
                 raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
             if not self.writer.running:  # a load balancer should send drains elsewhere
                 raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
+            if self.writer.failure is not None:
+                return self._healthy_again(send)
             return self._respond(send, 200, "ok")
         if path == "/stats":
             if method != "GET":
@@ -173,6 +175,17 @@ class HerologApp:
             body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
             return self._respond(send, 200, body, content_type=b"application/json")
         return self._api_or_404(scope, receive, send)
+
+    async def _healthy_again(self, send: Send) -> None:
+        """The store refused the last batch: 200 only once a write goes through again.
+
+        A write, not the last answer: a load balancer that took this server out of rotation
+        sends it no batches, and would never learn that the disk has room again."""
+        try:
+            await self.writer.probe()
+        except (WriterStopped, StoreError) as error:
+            raise HTTPError(503, str(error), [(b"retry-after", b"5")]) from None
+        await self._respond(send, 200, "ok")
 
     async def _api_or_404(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await self.api(scope, receive, send):

@@ -59,6 +59,7 @@ class Stored(NamedTuple):
 # The protocol: length-prefixed pickles of lists. To the writer: jobs
 #   (job_id, "body", app, attributes, frame_id, body)
 #   (job_id, "lines", app, rows)        rows: parsed lines, see plain_rows
+#   (job_id, "probe")                   a write that stores no line (see Writer.probe)
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
 #   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
@@ -94,6 +95,8 @@ class Writer:
         self._restarting: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopping = False
+        self.failure: str | None = None
+        """Why the store refused the last job it refused, until a later one succeeds."""
 
     async def start(self) -> None:
         """Start the writer process; raises StoreError if it cannot use the store."""
@@ -136,6 +139,10 @@ class Writer:
     def write_lines(self, app: str, lines: Sequence[LogLine]) -> asyncio.Future[Stored]:
         """Store lines parsed already (from a syslog stream)."""
         return self._submit("lines", app, plain_rows(lines))
+
+    def probe(self) -> asyncio.Future[Stored]:
+        """Write to the store without storing a line: whether it can be written now."""
+        return self._submit("probe")
 
     async def stop(self) -> None:
         """Let the writer commit what it has, then end it."""
@@ -185,10 +192,12 @@ class Writer:
             if future is None or future.done():
                 continue
             if status == "ok":
+                self.failure = None
                 future.set_result(Stored(*value))
             elif status == "framing":
                 future.set_exception(BadBody(value))
             else:
+                self.failure = value
                 future.set_exception(StoreError(value))
 
     def _writer_gone(self) -> None:

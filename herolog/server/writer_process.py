@@ -119,6 +119,13 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
             _, _, app, rows = job
             waiting.append((job_id, len(batches), len(rows)))
             batches.append(Batch(app, rows))
+        elif kind == "probe":
+            try:
+                store.probe()
+            except Exception as error:
+                results.append((job_id, "error", f"could not store: {error}"))
+            else:
+                results.append((job_id, "ok", (0, 0)))
     if batches:
         try:
             stored = store.append(batches, received)

@@ -453,11 +453,16 @@ def test_a_full_disk_answers_503_and_recovers_without_a_restart(
                 if len(refused) == 20:
                     break
             assert len(refused) == 20, f"the full disk refused {len(refused)} batches of 1000"
+            # A load balancer is told too, until a write goes through again.
+            health = client.get(f"{server.url}/healthz")
+            assert health.status_code == 503
+            assert "database or disk is full" in health.text
             # A syslog sender has no answer to wait for: its connection is closed instead.
             syslog.sendall(syslog_line.format("while full").encode())
             assert syslog.recv(100) == b""
 
         (server.home / "filler").unlink()
+        assert client.get(f"{server.url}/healthz").status_code == 200  # no batch needed
         for tag in refused:  # as Logplex retries: the same batch, the same Frame-Id
             deadline = time.monotonic() + 30
             while (status := post(tag).status_code) != 204 and time.monotonic() < deadline:

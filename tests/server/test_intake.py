@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,12 @@ def test_query_parameters_become_attributes(served: Running) -> None:
 
 def test_healthz_404_405(served: Running) -> None:
     assert httpx.get(f"{served.url}/healthz").status_code == 200
+    # A healthy server answers without writing (a failing one tries a write: test_faults).
+    store = sqlite3.connect(served.server.config.store_path)
+    try:
+        assert store.execute("SELECT count(*) FROM meta WHERE key = 'probed_at'").fetchone() == (0,)
+    finally:
+        store.close()
     missing = httpx.post(f"{served.url}/nope")
     assert missing.status_code == 404
     assert "/apps/APP/logs" in missing.text
@@ -307,7 +314,6 @@ def test_writer_with_descriptors_past_1023(make_server: ServerFactory) -> None:
 def test_checkpoints_go_on_after_a_failure(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sqlite3
     import threading
 
     from herolog.server import writer_process
