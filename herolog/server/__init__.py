@@ -19,7 +19,7 @@ import uvicorn
 
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import ConfigError, ServeConfig, is_loopback
-from herolog.server.protocol import HeaderLimits, protocol_class
+from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer, tls_context
 from herolog.server.writer import Writer
 from herolog.store import SQLiteStore
@@ -79,7 +79,7 @@ class Server:
         self.started = threading.Event()
         self._socket: socket.socket | None = None
         self._syslog_socket: socket.socket | None = None
-        limits = HeaderLimits(config.header_timeout)
+        limits = RequestLimits(config.header_timeout, config.body_timeout)
         limits.stats = self.stats
         uvicorn_config = uvicorn.Config(
             self.app,

@@ -19,8 +19,6 @@ from herolog.server.broadcast import Broadcaster
 from herolog.server.config import ServeConfig
 from herolog.server.forwarder import Forwarder
 from herolog.server.http import (
-    BodyDeadlines,
-    BodyTimeout,
     ClientGone,
     HTTPError,
     Receive,
@@ -86,7 +84,6 @@ class HerologApp:
         self.broadcaster = Broadcaster(config.store_path)
         self.sessions = sessions or Sessions(config.store_path, broadcaster=self.broadcaster)
         self.api = PlatformAPI(config, self.sessions)
-        self.deadlines = BodyDeadlines(config.body_timeout)
         self.forwarder = Forwarder(
             config.store_path,
             self.broadcaster,
@@ -125,14 +122,11 @@ class HerologApp:
             return
         if scope["type"] != "http":
             return
+        # Time limits on the request's arrival are the HTTP protocol's (server/protocol.py).
         try:
-            await self._route(scope, self.deadlines.bound(receive), send)
+            await self._route(scope, receive, send)
         except HTTPError as error:
             await self._respond(send, error.status, str(error), error.headers)
-        except BodyTimeout:
-            # The rest of the body may still come: close rather than read it as a request.
-            message = f"the body did not arrive within {self.config.body_timeout:g} s"
-            await self._respond(send, 408, message, [(b"connection", b"close")])
         except ClientGone:
             self.stats.responses[499] += 1
 

@@ -3,7 +3,6 @@ reading a body within a limit."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -26,64 +25,6 @@ class HTTPError(Exception):
 
 class ClientGone(Exception):
     """The client disconnected before its request was complete."""
-
-
-class BodyTimeout(Exception):
-    """The request's body was still arriving when its time was up (a slowloris client)."""
-
-
-class BodyDeadlines:
-    """Cuts off requests whose body is still arriving ``timeout`` s after their headers."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        # One timer checks every request: a timer each (asyncio.timeout) costs more than
-        # the rest of the handling of a small Logplex batch.
-        self._tick = min(1.0, timeout / 4)
-        self._waiting: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def bound(self, receive: Receive) -> Receive:
-        """``receive`` for one request; raises BodyTimeout once its body is overdue."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        body_done = False
-
-        async def bounded() -> Message:
-            nonlocal body_done
-            if body_done:  # e.g. a log stream waiting for the client to go away
-                return await receive()
-            task = asyncio.current_task()
-            assert task is not None
-            self._waiting[task] = deadline
-            if self._timer is None:
-                self._timer = loop.call_later(self._tick, self._check)
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                # Our cancellation alone (not also a shutdown's): answer instead of dying.
-                if task in self._expired and task.uncancel() == 0:
-                    raise BodyTimeout from None
-                raise
-            finally:
-                self._waiting.pop(task, None)
-                self._expired.discard(task)
-            body_done = message["type"] != "http.request" or not message.get("more_body")
-            return message
-
-        return bounded
-
-    def _check(self) -> None:
-        self._timer = None
-        now = asyncio.get_running_loop().time()
-        for task, deadline in self._waiting.items():
-            # The task is waiting inside ``bounded``: the cancellation arrives there.
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()
-        if self._waiting:
-            self._timer = asyncio.get_running_loop().call_later(self._tick, self._check)
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

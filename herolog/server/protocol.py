@@ -1,17 +1,17 @@
-"""uvicorn's httptools protocol with the two limits it lacks for a public log intake: a time
-limit on a request's headers, and a size limit on them.
+"""uvicorn's httptools protocol with the limits it lacks for a public log intake: time limits
+on a request's headers and on its body, and a size limit on the headers.
 
 uvicorn times out idle keep-alive connections, but not a connection that never finishes its
-headers: a client sending a byte every few seconds (or nothing at all after connecting)
-would hold a connection, and a file descriptor, for ever. Nor does it bound the headers:
-httptools gathers a header's value in memory until it ends. Logplex sends a few hundred
-bytes of headers at once, so the limits cost drains nothing.
+headers or its body: a client sending a byte every few seconds (or nothing at all after
+connecting) would hold a connection, and a file descriptor, for ever. Nor does it bound the
+headers: httptools gathers a header's value in memory until it ends. Logplex sends a few
+hundred bytes of headers and its body at once, so the limits cost drains nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -20,24 +20,28 @@ from herolog.server.app import Stats
 MAX_HEADER_BYTES = 64 << 10
 """Request line and headers, at most (nginx allows 32 KiB, Node 16 KiB)."""
 
+Waiting = Literal["headers", "body"]
 
-class HeaderLimits:
-    """The limits, and one timer for every connection whose headers are still arriving
-    (a timer each would cost every request something; as BodyDeadlines)."""
 
-    def __init__(self, timeout: float, max_bytes: int = MAX_HEADER_BYTES) -> None:
-        self.timeout = timeout
-        self.max_bytes = max_bytes
+class RequestLimits:
+    """The limits, and one timer for every connection whose request is still arriving (a
+    timer each would cost every request something)."""
+
+    def __init__(
+        self, header_timeout: float, body_timeout: float, max_header_bytes: int = MAX_HEADER_BYTES
+    ) -> None:
+        self.timeouts: dict[Waiting, float] = {"headers": header_timeout, "body": body_timeout}
+        self.max_header_bytes = max_header_bytes
         self.stats: Stats | None = None
-        self._tick = min(1.0, timeout / 4)
-        self._waiting: dict[LimitedHttpToolsProtocol, float] = {}
+        self._tick = min(1.0, header_timeout / 4, body_timeout / 4)
+        self._waiting: dict[LimitedHttpToolsProtocol, tuple[float, Waiting]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, protocol: LimitedHttpToolsProtocol) -> None:
-        """Start the clock on ``protocol``'s headers (the protocol calls it once for each
-        request's headers, however many chunks they come in)."""
+    def watch(self, protocol: LimitedHttpToolsProtocol, what: Waiting) -> None:
+        """Start the clock on ``protocol``'s request headers or body (the protocol calls it
+        once for each, however many chunks they come in)."""
         loop = asyncio.get_running_loop()
-        self._waiting[protocol] = loop.time() + self.timeout
+        self._waiting[protocol] = (loop.time() + self.timeouts[what], what)
         if self._timer is None:
             self._timer = loop.call_later(self._tick, self._check)
 
@@ -51,26 +55,28 @@ class HeaderLimits:
     def _check(self) -> None:
         self._timer = None
         now = asyncio.get_running_loop().time()
-        overdue = [protocol for protocol, deadline in self._waiting.items() if deadline <= now]
-        for protocol in overdue:
+        overdue = [(p, what) for p, (deadline, what) in self._waiting.items() if deadline <= now]
+        for protocol, what in overdue:
             del self._waiting[protocol]
-            protocol.refuse(408, f"the request headers did not arrive within {self.timeout:g} s")
+            late = "the request headers" if what == "headers" else "the body"
+            message = f"{late} did not arrive within {self.timeouts[what]:g} s"
+            protocol.refuse(408, message, late=what)
         if self._waiting:
             self._timer = asyncio.get_running_loop().call_later(self._tick, self._check)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """Answers 408 to headers that take longer than ``limits.timeout`` from the connection
-    (or from the first bytes of a later request on it), and 414 or 431 to a request line or
-    headers over ``limits.max_bytes``; the connection is closed after. See
-    :func:`protocol_class`.
+    """Answers 408 to headers that take longer than their timeout from the connection (or
+    from the first bytes of a later request on it) and to a body that takes longer than its
+    timeout from the headers, and 414 or 431 to a request line or headers over the size
+    limit; the connection is closed after. See :func:`protocol_class`.
 
-    Two methods are hooked, not httptools' callback for each header, and whether a request
-    is in its headers is read from uvicorn's own state: every Python frame on this path
-    costs each drain request something (hooking every callback cost 0.90x the requests/s).
+    Two methods are hooked, not httptools' callback for each header, and where a request is
+    is read from uvicorn's own state: every Python frame on this path costs each drain
+    request something (hooking every callback cost 0.90x the requests/s).
     """
 
-    limits: ClassVar[HeaderLimits]
+    limits: ClassVar[RequestLimits]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,12 +86,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """The size of the chunk in which a request still in its headers began."""
         self._header_bytes = 0
         """What surely belongs to that request's headers among the chunks received since."""
-        self._watched = False
+        self._waiting: Waiting | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._watched = True
-        self.limits.watch(self)
+        self._wait("headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.limits.forget(self)
@@ -97,8 +102,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the headers are all here
-            if self._watched:
-                self._watched = False
+            if cycle.more_body:
+                if self._waiting != "body":
+                    self._wait("body")
+            elif self._waiting is not None:
+                self._waiting = None
                 self._first_chunk = self._header_bytes = 0
                 self.limits.forget(self)
             return
@@ -109,19 +117,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes = size if scope is None else 0
         else:
             self._header_bytes += size
-        if self._header_bytes > self.limits.max_bytes:
+        if self._header_bytes > self.limits.max_header_bytes:
             self.refuse(*self._too_large(url=not self.headers))
-        elif not self._watched:
-            self._watched = True
-            self.limits.watch(self)
+        elif self._waiting != "headers":
+            self._wait("headers")
 
     def on_headers_complete(self) -> None:
         # The headers are at most what arrived since the request began: counted exactly only
         # when that could be over the limit.
-        if self._first_chunk + self._header_bytes + self._chunk > self.limits.max_bytes:
+        limit = self.limits.max_header_bytes
+        if self._first_chunk + self._header_bytes + self._chunk > limit:
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-            if size > self.limits.max_bytes:
-                status, message = self._too_large(url=len(self.url) > self.limits.max_bytes)
+            if size > limit:
+                status, message = self._too_large(url=len(self.url) > limit)
                 self.limits.count(status)
                 # Answered as any request is (the body read and dropped), then closed.
                 app, self.app = self.app, _refusal(status, message)
@@ -132,21 +140,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
         super().on_headers_complete()
 
+    def _wait(self, what: Waiting) -> None:
+        self._waiting = what
+        self.limits.watch(self, what)
+
     def _too_large(self, *, url: bool) -> tuple[int, str]:
-        limit = f"{self.limits.max_bytes:,}-byte limit"
+        limit = f"{self.limits.max_header_bytes:,}-byte limit"
         if url:
             return 414, f"the request line is over the {limit}"
         return 431, f"the request headers are over the {limit}"
 
-    def refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` before a request has started, unless an answer to an earlier
-        one is under way, and close the connection."""
-        self._watched = False
+    def refuse(self, status: int, message: str, late: Waiting = "headers") -> None:
+        """Answer ``status`` unless an answer is under way, and close the connection. A
+        handler still waiting for the body is told its client has gone (by uvicorn, as the
+        connection closes), so nothing of that request is stored."""
+        self._waiting = None
         self.limits.forget(self)
         if self.transport.is_closing():
             return
         self.limits.count(status)
-        if self.cycle is None or self.cycle.response_complete:
+        cycle = self.cycle
+        if late == "body":
+            answer = not cycle.response_started
+        else:
+            answer = cycle is None or cycle.response_complete
+        if answer:
             text = message.encode() + b"\n"
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -175,6 +193,6 @@ def _refusal(status: int, message: str) -> Any:
     return refuse
 
 
-def protocol_class(limits: HeaderLimits) -> type[LimitedHttpToolsProtocol]:
+def protocol_class(limits: RequestLimits) -> type[LimitedHttpToolsProtocol]:
     """The protocol class for one server (uvicorn's ``http`` setting) with its limits."""
     return type("HerologHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})

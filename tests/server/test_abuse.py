@@ -192,6 +192,26 @@ def test_body_timeout_is_an_option_of_serve(herolog_home: Path) -> None:
     assert code == 0, err
 
 
+def test_a_body_still_trickling_after_an_early_answer_is_cut_off(guarded: Running) -> None:
+    """A request refused before its body is read (here, 401) is answered at once; a client
+    that goes on sending the body a byte at a time cannot keep the connection."""
+    payload = body("trickled after 401", n=20)
+    request = post_request(b"/apps/demo/logs", payload, authorization=b"Basic bm8=", close=False)
+    head = request[: len(request) - len(payload)]
+    with socket.create_connection(("127.0.0.1", guarded.server.http_port or 0), timeout=30) as sock:
+        sock.sendall(head + payload[:10])
+        start = time.monotonic()
+        with contextlib.suppress(OSError):  # the server hangs up part way
+            for i in range(10, len(payload)):
+                sock.sendall(payload[i : i + 1])
+                time.sleep(0.05)
+                if time.monotonic() - start > 20:
+                    break
+        assert answers_on(sock) == [401]
+        assert time.monotonic() - start < 10
+    assert guarded.lines("demo") == []
+
+
 @pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
 def test_a_body_longer_than_its_content_length(guarded: Running, close: bool) -> None:
     """uvicorn takes the first Content-Length bytes as the body. On a kept-alive connection
