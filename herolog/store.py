@@ -31,6 +31,7 @@ DEFAULT_HISTORY = 1500
 MAX_HISTORY = 10_000_000
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
+PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
 
 _SCHEMA = """
@@ -439,15 +440,17 @@ class SQLiteStore:
         return keep
 
     def probe(self) -> None:
-        """A write that stores no line: whether the store can be written (a health check)."""
-        from herolog import timestamps
-
+        """Write a mebibyte and free it again: whether the store can take batches (a health
+        check). A smaller write can fit in space that a full disk had already given the
+        store, and pass while every batch still fails."""
         with self._write() as db:
             db.execute(
-                "INSERT INTO meta (key, value) VALUES ('probed_at', ?)"
+                "INSERT INTO meta (key, value) VALUES ('probe', zeroblob(?))"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (timestamps.to_instant(timestamps.now()),),
+                (PROBE_BYTES,),
             )
+        with self._write() as db:
+            db.execute("DELETE FROM meta WHERE key = 'probe'")
 
     def manual_checkpoints(self) -> None:
         """Leave WAL checkpoints to :meth:`checkpoint` instead of every 1000 pages of commits:

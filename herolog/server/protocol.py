@@ -6,6 +6,10 @@ headers or its body: a client sending a byte every few seconds (or nothing at al
 connecting) would hold a connection, and a file descriptor, for ever. Nor does it bound the
 headers: httptools gathers a header's value in memory until it ends. Logplex sends a few
 hundred bytes of headers and its body at once, so the limits cost drains nothing.
+
+This leans on uvicorn's protocol beyond its public settings (the request cycle it keeps and
+its parser callbacks); tests/server/test_abuse.py drives each limit through a real server,
+so an upgrade of uvicorn that moves them fails there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, Literal
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from herolog.server.app import Stats
 
@@ -28,10 +32,17 @@ class RequestLimits:
     timer each would cost every request something)."""
 
     def __init__(
-        self, header_timeout: float, body_timeout: float, max_header_bytes: int = MAX_HEADER_BYTES
+        self,
+        header_timeout: float,
+        body_timeout: float,
+        max_body: int,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         self.timeouts: dict[Waiting, float] = {"headers": header_timeout, "body": body_timeout}
         self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = 2 * max_body + max_header_bytes
+        """What a request may send after its headers: its body (the handler refuses one over
+        ``max_body``), chunk framing, and trailers, which httptools adds to the headers."""
         self.stats: Stats | None = None
         self._tick = min(1.0, header_timeout / 4, body_timeout / 4)
         self._waiting: dict[LimitedHttpToolsProtocol, tuple[float, Waiting]] = {}
@@ -57,6 +68,11 @@ class RequestLimits:
         now = asyncio.get_running_loop().time()
         overdue = [(p, what) for p, (deadline, what) in self._waiting.items() if deadline <= now]
         for protocol, what in overdue:
+            if protocol.pipeline:
+                # uvicorn reads nothing more from a connection while a request waits behind an
+                # unfinished one (a log stream, say): the client cannot be late meanwhile.
+                self._waiting[protocol] = (now + self.timeouts[what], what)
+                continue
             del self._waiting[protocol]
             late = "the request headers" if what == "headers" else "the body"
             message = f"{late} did not arrive within {self.timeouts[what]:g} s"
@@ -86,6 +102,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """The size of the chunk in which a request still in its headers began."""
         self._header_bytes = 0
         """What surely belongs to that request's headers among the chunks received since."""
+        self._body_bytes = 0
+        """What arrived after the chunk in which the current request's headers ended."""
         self._waiting: Waiting | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -98,13 +116,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._chunk = size = len(data)
-        scope = self.scope
+        scope: object | None = self.scope  # uvicorn's annotations say never None; they are
         super().data_received(data)
-        cycle = self.cycle
+        cycle: RequestResponseCycle | None = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the headers are all here
             if cycle.more_body:
                 if self._waiting != "body":
+                    self._body_bytes = 0
                     self._wait("body")
+                else:
+                    self._body_bytes += size
+                    if self._body_bytes > self.limits.max_body_bytes:
+                        limit = f"{self.limits.max_body_bytes:,}-byte limit"
+                        self.refuse(413, f"the request is over the {limit}", late="body")
             elif self._waiting is not None:
                 self._waiting = None
                 self._first_chunk = self._header_bytes = 0
@@ -112,13 +136,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.scope is not scope:  # a request began in this chunk
             self._first_chunk = size
-            # All of it is this request's if it is the connection's first; httptools keeps a
-            # header's value in memory until it ends, so what comes is counted as it comes.
-            self._header_bytes = size if scope is None else 0
+            # All of it is this request's if it is the connection's first and no earlier one
+            # ended in it; httptools keeps a header's value in memory until it ends, so what
+            # comes is counted as it comes.
+            self._header_bytes = size if scope is None and cycle is None else 0
         else:
             self._header_bytes += size
         if self._header_bytes > self.limits.max_header_bytes:
-            self.refuse(*self._too_large(url=not self.headers))
+            self.refuse(*self._too_large(url=len(self.url) > self.limits.max_header_bytes // 2))
         elif self._waiting != "headers":
             self._wait("headers")
 
@@ -174,7 +199,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 def _refusal(status: int, message: str) -> Any:

@@ -59,7 +59,7 @@ class Stored(NamedTuple):
 # The protocol: length-prefixed pickles of lists. To the writer: jobs
 #   (job_id, "body", app, attributes, frame_id, body)
 #   (job_id, "lines", app, rows)        rows: parsed lines, see plain_rows
-#   (job_id, "probe")                   a write that stores no line (see Writer.probe)
+#   (job_id, "probe")                   a write that stores no line (SQLiteStore.probe)
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
 #   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
@@ -97,6 +97,7 @@ class Writer:
         self._stopping = False
         self.failure: str | None = None
         """Why the store refused the last job it refused, until a later one succeeds."""
+        self._probing: asyncio.Future[Stored] | None = None
 
     async def start(self) -> None:
         """Start the writer process; raises StoreError if it cannot use the store."""
@@ -141,8 +142,11 @@ class Writer:
         return self._submit("lines", app, plain_rows(lines))
 
     def probe(self) -> asyncio.Future[Stored]:
-        """Write to the store without storing a line: whether it can be written now."""
-        return self._submit("probe")
+        """Write to the store without storing a line: whether it can take batches now (one
+        probe at a time, however many ask)."""
+        if self._probing is None or self._probing.done():
+            self._probing = self._submit("probe")
+        return self._probing
 
     async def stop(self) -> None:
         """Let the writer commit what it has, then end it."""

@@ -176,16 +176,28 @@ def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Runn
     assert guarded.server.stats.responses[408] == 1
 
 
+SHORT_BODY = post_request(
+    b"/apps/demo/logs", body("never complete"), length=len(body("never complete")) + 1
+).replace(b"Authorization: " + GOOD_AUTH + b"\r\n", b"")
+
+
 @pytest.mark.subprocess
-def test_body_timeout_is_an_option_of_serve(herolog_home: Path) -> None:
-    server = ServeProcess("--port", "0", env={**herolog_env(), "HEROLOG_BODY_TIMEOUT": "0.5"})
+@pytest.mark.parametrize(
+    ("variable", "request_bytes", "message"),
+    [
+        ("HEROLOG_BODY_TIMEOUT", SHORT_BODY, b"the body"),
+        ("HEROLOG_HEADER_TIMEOUT", b"POST /apps/demo/logs HTTP/1.1\r\n", b"the request headers"),
+    ],
+    ids=["body", "headers"],
+)
+def test_timeouts_are_options_of_serve(
+    herolog_home: Path, variable: str, request_bytes: bytes, message: bytes
+) -> None:
+    server = ServeProcess("--port", "0", env={**herolog_env(), variable: "0.5"})
     try:
-        port = int(server.url.rsplit(":", 1)[1])
-        payload = body("never complete")
-        request = post_request(b"/apps/demo/logs", payload, length=len(payload) + 1)
-        answer = exchange(port, request.replace(b"Authorization: " + GOOD_AUTH + b"\r\n", b""))
+        answer = exchange(int(server.url.rsplit(":", 1)[1]), request_bytes)
         assert status(answer) == 408
-        assert b"the body did not arrive within 0.5 s" in answer
+        assert message + b" did not arrive within 0.5 s" in answer
     finally:
         server.proc.send_signal(signal.SIGTERM)
         code, err = server.finish()
@@ -382,9 +394,11 @@ def test_headers_over_the_limit_get_431(strict: Running, pieces: int, whole: boo
     assert strict.server.stats.requests == 0
 
 
-def test_one_endless_header_value_is_cut_off_before_it_ends(strict: Running) -> None:
+@pytest.mark.parametrize("first", [True, False], ids=["first-header", "after-host"])
+def test_one_endless_header_value_is_cut_off_before_it_ends(strict: Running, first: bool) -> None:
     """httptools keeps a header's value in memory until it ends: the count must not wait."""
-    start = b"POST /apps/demo/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "
+    host = b"" if first else b"Host: 127.0.0.1\r\n"
+    start = b"POST /apps/demo/logs HTTP/1.1\r\n" + host + b"X-Endless: "
     sent = 0
     with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
         sock.sendall(start)
@@ -401,20 +415,6 @@ def test_headers_under_the_limit_are_served(strict: Running) -> None:
     answer = exchange(strict.server.http_port or 0, huge_header(MAX_HEADER_BYTES - 1000))
     assert status(answer) == 204
     assert [x.message for x in strict.lines("demo")] == ["big 0"]
-
-
-@pytest.mark.subprocess
-def test_header_timeout_is_an_option_of_serve(herolog_home: Path) -> None:
-    server = ServeProcess("--port", "0", env={**herolog_env(), "HEROLOG_HEADER_TIMEOUT": "0.5"})
-    try:
-        port = int(server.url.rsplit(":", 1)[1])
-        answer = exchange(port, b"POST /apps/demo/logs HTTP/1.1\r\n")
-        assert status(answer) == 408
-        assert b"the request headers did not arrive within 0.5 s" in answer
-    finally:
-        server.proc.send_signal(signal.SIGTERM)
-        code, err = server.finish()
-    assert code == 0, err
 
 
 # Query strings, app names, credentials ------------------------------------------------

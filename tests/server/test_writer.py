@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from herolog.server.writer import HANDOFF_JOBS, Stored, Writer
+from herolog.store import PROBE_BYTES
 from tests.server.test_process import batch, stored
 
 
@@ -42,3 +43,37 @@ def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored
     assert handoffs == [HANDOFF_JOBS, HANDOFF_JOBS, 3]
     assert [(result.lines, result.parsed) for result in results] == [(2, 2)] * jobs
     assert stored(herolog_home) == [f"job{n} {i}" for n in range(jobs) for i in range(2)]
+
+
+def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_home: Path) -> None:
+    """A failing server's /healthz writes a probe; checks that come together share it, and it
+    writes enough that space a full disk left behind for small writes does not pass it."""
+    probes: list[tuple[Any, ...]] = []
+    wal = Path(f"{herolog_home / 'logs.db'}-wal")
+    written: list[int] = []
+
+    async def main() -> list[Stored]:
+        writer = Writer(herolog_home / "logs.db")
+        await writer.start()
+        try:
+            channel = writer._channel
+            assert channel is not None
+            send = channel.send
+
+            def counted(value: Any) -> None:
+                probes.extend(job for job in value if job[1] == "probe")
+                send(value)
+
+            channel.send = counted  # type: ignore[method-assign]
+            before = wal.stat().st_size
+            results = await asyncio.gather(*(writer.probe() for _ in range(5)))
+            written.append(wal.stat().st_size - before)
+            results.append(await writer.probe())  # after the first: a probe of its own
+            return results
+        finally:
+            await writer.stop()
+
+    results = asyncio.run(main())
+    assert len(probes) == 2
+    assert results == [Stored(0, 0)] * 6
+    assert written[0] >= PROBE_BYTES
