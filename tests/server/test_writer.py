@@ -11,26 +11,30 @@ from herolog.store import PROBE_BYTES
 from tests.server.test_process import batch, stored
 
 
+def record_messages(writer: Writer, sent: list[list[tuple[Any, ...]]]) -> None:
+    """Keep every message serve sends the writer process in ``sent``, and send it."""
+    channel = writer._channel
+    assert channel is not None
+    send = channel.send
+
+    def recorded(value: Any) -> None:
+        sent.append(value)
+        send(value)
+
+    channel.send = recorded  # type: ignore[method-assign]
+
+
 def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored(
     herolog_home: Path,
 ) -> None:
     jobs = 2 * HANDOFF_JOBS + 3
-    handoffs: list[int] = []
+    sent: list[list[tuple[Any, ...]]] = []
 
     async def main() -> list[Stored]:
         writer = Writer(herolog_home / "logs.db")
         await writer.start()
         try:
-            channel = writer._channel
-            assert channel is not None
-            send = channel.send
-
-            def counted(value: Any) -> None:
-                if value != [(0, "stop")]:
-                    handoffs.append(len(value))
-                send(value)
-
-            channel.send = counted  # type: ignore[method-assign]
+            record_messages(writer, sent)
             # Submitted in one turn of the event loop, as a wave of requests is read.
             return await asyncio.gather(
                 *(writer.write_body("demo", batch(f"job{n}", 2), None, None) for n in range(jobs))
@@ -40,7 +44,11 @@ def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored
 
     results = asyncio.run(main())
     # The writer starts on the first jobs while the rest are still being submitted.
-    assert handoffs == [HANDOFF_JOBS, HANDOFF_JOBS, 3]
+    assert [len(message) for message in sent if message != [(0, "stop")]] == [
+        HANDOFF_JOBS,
+        HANDOFF_JOBS,
+        3,
+    ]
     assert [(result.lines, result.parsed) for result in results] == [(2, 2)] * jobs
     assert stored(herolog_home) == [f"job{n} {i}" for n in range(jobs) for i in range(2)]
 
@@ -48,7 +56,7 @@ def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored
 def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_home: Path) -> None:
     """A failing server's /healthz writes a probe; checks that come together share it, and it
     writes enough that space a full disk left behind for small writes does not pass it."""
-    probes: list[tuple[Any, ...]] = []
+    sent: list[list[tuple[Any, ...]]] = []
     wal = Path(f"{herolog_home / 'logs.db'}-wal")
     written: list[int] = []
 
@@ -56,15 +64,7 @@ def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_ho
         writer = Writer(herolog_home / "logs.db")
         await writer.start()
         try:
-            channel = writer._channel
-            assert channel is not None
-            send = channel.send
-
-            def counted(value: Any) -> None:
-                probes.extend(job for job in value if job[1] == "probe")
-                send(value)
-
-            channel.send = counted  # type: ignore[method-assign]
+            record_messages(writer, sent)
             before = wal.stat().st_size
             results = await asyncio.gather(*(writer.probe() for _ in range(5)))
             written.append(wal.stat().st_size - before)
@@ -74,6 +74,6 @@ def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_ho
             await writer.stop()
 
     results = asyncio.run(main())
-    assert len(probes) == 2
+    assert len([job for message in sent for job in message if job[1] == "probe"]) == 2
     assert results == [Stored(0, 0)] * 6
     assert written[0] >= PROBE_BYTES
