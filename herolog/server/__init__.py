@@ -79,8 +79,9 @@ class Server:
         self.started = threading.Event()
         self._socket: socket.socket | None = None
         self._syslog_socket: socket.socket | None = None
-        limits = RequestLimits(config.header_timeout, config.body_timeout, config.max_body)
-        limits.stats = self.stats
+        limits = RequestLimits(
+            config.header_timeout, config.body_timeout, config.max_body, stats=self.stats
+        )
         uvicorn_config = uvicorn.Config(
             self.app,
             http=protocol_class(limits),

@@ -8,8 +8,8 @@ headers: httptools gathers a header's value in memory until it ends. Logplex sen
 hundred bytes of headers and its body at once, so the limits cost drains nothing.
 
 This leans on uvicorn's protocol beyond its public settings (the request cycle it keeps and
-its parser callbacks); tests/server/test_abuse.py drives each limit through a real server,
-so an upgrade of uvicorn that moves them fails there.
+its parser callbacks); tests/server/test_abuse.py and test_protocol.py drive each limit
+through a real server, so an upgrade of uvicorn that moves them fails there.
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ class RequestLimits:
         body_timeout: float,
         max_body: int,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        stats: Stats | None = None,
     ) -> None:
         self.timeouts: dict[Waiting, float] = {"headers": header_timeout, "body": body_timeout}
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = 2 * max_body + max_header_bytes
         """What a request may send after its headers: its body (the handler refuses one over
         ``max_body``), chunk framing, and trailers, which httptools adds to the headers."""
-        self.stats: Stats | None = None
+        self.stats = stats
+        """Where refusals are counted (``GET /stats``)."""
         self._tick = min(1.0, header_timeout / 4, body_timeout / 4)
         self._waiting: dict[LimitedHttpToolsProtocol, tuple[float, Waiting]] = {}
         self._timer: asyncio.TimerHandle | None = None
