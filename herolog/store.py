@@ -477,8 +477,11 @@ class SQLiteStore:
         except OSError:
             return 0
 
-    def forget_frame_ids(self, older_than_s: float, keep_at_most: int) -> None:
-        """Forget the Frame-Ids of batches stored long ago, and all but about the newest ones.
+    def forget_frame_ids(
+        self, older_than_s: float, keep_at_most: int, keep_for_s: float = 0
+    ) -> None:
+        """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, and, of
+        those stored more than ``keep_for_s`` ago, all but about the newest ``keep_at_most``.
 
         Ids stored in the same transaction as the cut-off one are kept: remembering a few
         more is harmless, forgetting one could store its retry twice.
@@ -487,13 +490,15 @@ class SQLiteStore:
 
         from herolog import timestamps
 
-        cutoff = timestamps.to_instant(timestamps.now() - timedelta(seconds=older_than_s))
+        now = timestamps.now()
+        cutoff = timestamps.to_instant(now - timedelta(seconds=older_than_s))
+        recent = timestamps.to_instant(now - timedelta(seconds=keep_for_s))
         with self._write() as db:
             db.execute("DELETE FROM frames WHERE received_at < ?", (cutoff,))
             db.execute(
-                "DELETE FROM frames WHERE received_at <"
+                "DELETE FROM frames WHERE received_at < ? AND received_at <"
                 " (SELECT received_at FROM frames ORDER BY received_at DESC LIMIT 1 OFFSET ?)",
-                (max(keep_at_most - 1, 0),),
+                (recent, max(keep_at_most - 1, 0)),
             )
 
     def _app(self, name: str, now: str) -> tuple[int, int]:

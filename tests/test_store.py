@@ -5,7 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -381,6 +381,28 @@ def test_old_frame_ids_are_forgotten(store: SQLiteStore) -> None:
     store.forget_frame_ids(older_than_s=10**9, keep_at_most=1)
     count = sqlite3.connect(store.path).execute("SELECT count(*) FROM frames").fetchone()[0]
     assert count == 1
+
+
+def test_frame_ids_past_the_count_are_kept_for_a_while_all_the_same(store: SQLiteStore) -> None:
+    now = datetime.now(UTC)
+    for minutes in (50, 20, 5, 4, 3):
+        store.append(
+            [Batch("demo", [line(f"{minutes}")], frame_id=f"F{minutes}")],
+            Received.at(now - timedelta(minutes=minutes)),
+        )
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=1, keep_for_s=600)
+    again = [Batch("demo", [line(f"{m}")], frame_id=f"F{m}") for m in (50, 20, 5, 4, 3)]
+    # beyond the newest one, those of the last ten minutes are still remembered
+    assert store.append(again) == [1, 1, 0, 0, 0]
+
+
+def test_the_writer_remembers_frame_ids_at_least_as_long_as_logplex_needs() -> None:
+    from herolog.server import writer_process
+
+    # the issue: at least ten minutes or 100,000 ids
+    assert writer_process.FRAME_ID_KEEP_S >= 600
+    assert writer_process.FRAME_ID_WINDOW_S >= writer_process.FRAME_ID_KEEP_S
+    assert writer_process.FRAME_ID_MAX >= 100_000
 
 
 def test_a_version_1_store_is_read_as_is_and_upgraded_by_writers(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ the command does; tests run the same object in a thread on port 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,15 +20,16 @@ from typing import TextIO
 import uvicorn
 
 from herolog.server.app import HerologApp, Stats
-from herolog.server.config import ConfigError, ServeConfig, is_loopback
+from herolog.server.config import ConfigError, ServeConfig, is_loopback, tls_context
 from herolog.server.protocol import RequestLimits, protocol_class
-from herolog.server.syslog import BACKLOG, SyslogServer, tls_context
+from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.writer import Writer
 from herolog.store import SQLiteStore
 
 __all__ = ["ConfigError", "ServeConfig", "Server"]
 
 GRACEFUL_SHUTDOWN_S = 30
+FORCED_EXIT_S = 2
 
 
 class _Uvicorn(uvicorn.Server):
@@ -46,6 +49,23 @@ class _Uvicorn(uvicorn.Server):
             if transport is not None and transport.get_write_buffer_size() > 0:
                 transport.abort()
         await super().shutdown(sockets)
+        if self.force_exit:
+            await self._forced_exit()
+
+    async def _forced_exit(self) -> None:
+        """A second Ctrl-C: uvicorn stops waiting for the requests under way, and skips the
+        application's shutdown too. herolog's stops the writer after its last commit and
+        hands the drains back, so it runs all the same; the requests still under way are cut
+        off first, so that each ends as a client gone away rather than cancelled half-way
+        when the loop closes (a traceback each)."""
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        if not self.lifespan.shutdown_event.is_set():
+            await self.lifespan.shutdown()
+        if self.server_state.tasks:
+            await asyncio.wait(self.server_state.tasks, timeout=FORCED_EXIT_S)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -79,6 +99,7 @@ class Server:
         self.started = threading.Event()
         self._socket: socket.socket | None = None
         self._syslog_socket: socket.socket | None = None
+        self._tls: ssl.SSLContext | None = None
         limits = RequestLimits(
             config.header_timeout, config.body_timeout, config.max_body, stats=self.stats
         )
@@ -104,6 +125,9 @@ class Server:
         """Open the listening sockets now, so a busy port is a clear error before anything
         runs (ConfigError), as is an unusable store (StoreError)."""
         raise_open_file_limit()
+        if self.config.certfile and self.config.keyfile:
+            # uvicorn loads them only once it runs, and a bad pair is a traceback there.
+            self._tls = tls_context(self.config.certfile, self.config.keyfile)
         store = SQLiteStore.open(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one
@@ -139,10 +163,7 @@ class Server:
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
         assert self._syslog_socket is not None
-        context = None
-        if self.config.certfile and self.config.keyfile:
-            context = tls_context(self.config.certfile, self.config.keyfile)
-        await self.syslog.start(self._syslog_socket, context)
+        await self.syslog.start(self._syslog_socket, self._tls)
 
     async def _announce(self) -> None:
         for line in self.banner():
@@ -158,10 +179,14 @@ class Server:
         scheme = "https" if config.tls else "http"
         shown_host = f"[{config.host}]" if ":" in config.host else config.host
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
+        public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         if self.syslog_port is not None:
             kind = "syslog+tls" if config.tls else "syslog"
             where = f"{shown_host}:{self.syslog_port}"
-            lines.append(f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r})")
+            lines.append(
+                f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r}):"
+                f" heroku drains:add {kind}://{public}:{self.syslog_port} -a APP"
+            )
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
         api = f"{scheme}://{shown_host}:{self.http_port}"
@@ -173,7 +198,6 @@ class Server:
             lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
         else:
             lines.append("Platform API off: give --api-key to use the heroku CLI remotely")
-        public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
         url = f"{scheme}://{userinfo}{public}:{self.http_port}/apps/APP/logs"
         lines.append(f"add a drain with: heroku drains:add '{url}' -a APP")

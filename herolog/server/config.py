@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,3 +99,38 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _NeedsPassphrase(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    raise _NeedsPassphrase
+
+
+def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """A server's TLS context for the certificate and key; ConfigError, saying what is wrong
+    with them, if they cannot be used (never a prompt for a passphrase)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_no_passphrase)
+    except _NeedsPassphrase:
+        raise ConfigError(
+            f"the key in {keyfile} is encrypted: give --keyfile a key without a passphrase"
+            f" (openssl pkey -in {keyfile} -out plain-key.pem)"
+        ) from None
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            why = "the key is not the certificate's key"
+        else:
+            detail = f" ({error.reason})" if error.reason else ""
+            why = f"they must be a PEM certificate and its PEM private key{detail}"
+        raise ConfigError(
+            f"cannot use --certfile {certfile} and --keyfile {keyfile}: {why}"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read --certfile or --keyfile: {error.strerror or error}"
+        ) from None
+    return context

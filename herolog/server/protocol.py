@@ -9,7 +9,8 @@ hundred bytes of headers and its body at once, so the limits cost drains nothing
 
 This leans on uvicorn's protocol beyond its public settings (the request cycle it keeps and
 its parser callbacks); tests/server/test_abuse.py and test_protocol.py drive each limit
-through a real server, so an upgrade of uvicorn that moves them fails there.
+through a real server, so an upgrade of uvicorn that moves them fails there, and
+pyproject.toml caps uvicorn at the newest release the suite has passed on.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import socket
 import ssl
-from pathlib import Path
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
@@ -26,12 +25,6 @@ BACKLOG = 2048
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
-
-
-def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 class SyslogServer:

@@ -24,9 +24,12 @@ from herolog.store import Batch, SQLiteStore, StoreError
 MAX_GROUP_JOBS = 2000
 """Jobs per transaction at most, so one huge group cannot hold the write lock for long."""
 FRAME_ID_WINDOW_S = 3600
-"""How long a Logplex-Frame-Id is remembered to ignore retried batches (Logplex retries
-within seconds; the issue asks for at least ten minutes)."""
+"""How long a Logplex-Frame-Id is remembered, so that a retried batch is not stored again
+(Logplex retries within seconds)."""
 FRAME_ID_MAX = 200_000
+FRAME_ID_KEEP_S = 600
+"""Ids older than this beyond the newest FRAME_ID_MAX are forgotten before the hour is up: a
+bound on the table under a flood of batches that still keeps every id for ten minutes."""
 PRUNE_EVERY_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
@@ -170,7 +173,7 @@ def main(argv: list[str]) -> int:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 with contextlib.suppress(sqlite3.Error):  # a full disk: next time
-                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
+                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX, FRAME_ID_KEEP_S)
             if time.monotonic() >= next_wal_check:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,6 +132,23 @@ def test_body_over_the_limit_is_413_and_stores_nothing(make_server: ServerFactor
     assert chunked.status_code == 413
     assert running.lines() == []
     assert running.post("demo", body("small")).status_code == 204  # still serving
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_before_it_is_all_sent(
+    make_server: ServerFactory, framing: str
+) -> None:
+    running = make_server(max_body=4096)
+    with socket.create_connection(("127.0.0.1", running.server.http_port or 0)) as conn:
+        conn.settimeout(10)
+        head = "POST /apps/demo/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/logplex-1\r\n"
+        if framing == "content-length":  # 100 MB announced, not a byte of it sent
+            conn.sendall(f"{head}Content-Length: 100000000\r\n\r\n".encode())
+        else:  # 5 KiB sent of a body that never ends
+            conn.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+            conn.sendall(b"1400\r\n" + b"x" * 0x1400 + b"\r\n")
+        assert conn.recv(1024).startswith(b"HTTP/1.1 413 ")
+    assert running.lines() == []
 
 
 def test_gzip_bodies_and_bombs(make_server: ServerFactory) -> None:

@@ -16,6 +16,8 @@ from typing import IO
 
 import httpx
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
@@ -199,6 +201,80 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     assert all(per_batch[tag] == 10 for tag in acknowledged)
 
 
+def start_post(url: str, body: bytes) -> socket.socket:
+    """A drain POST with only the first half of its body sent."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)))
+    conn.sendall(
+        b"POST /apps/demo/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/logplex-1\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body[: len(body) // 2])
+    )
+    return conn
+
+
+def refuses_connections(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.subprocess
+def test_a_request_under_way_at_sigterm_is_finished_and_stored(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    server = serve_process("--port", "0")
+    body = batch("late")
+    with start_post(server.url, body) as conn:
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        assert refuses_connections(server.url), "still accepting after SIGTERM"
+        conn.sendall(body[len(body) // 2 :])
+        conn.settimeout(10)
+        assert conn.recv(1024).startswith(b"HTTP/1.1 204 ")
+    code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))["late"] == 10
+
+
+@pytest.mark.subprocess
+def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    server = serve_process("--port", "0", "--syslog-port", "0")
+    syslog_port = re.search(r"syslog drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
+    assert syslog_port, server.banner
+    with (
+        start_post(server.url, batch("cut")) as conn,
+        socket.create_connection(("127.0.0.1", int(syslog_port.group(1)))) as syslog,
+    ):
+        syslog.sendall(b"<13>1 2024-03-05T09:14:07Z h u - - - kept\n<13>1 2024-03")
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.finish(timeout=20)
+        conn.settimeout(10)
+        assert conn.recv(1024) == b"", "the cut-off request was answered"
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "ERROR" not in err
+    messages = stored(herolog_home)
+    assert "kept" in messages
+    assert not any(m.startswith("cut") for m in messages)
+    # the drains' forwarding was handed back: the next server takes it without waiting
+    again = serve_process("--port", "0")
+    assert "another herolog serve" not in "".join(again.banner)
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.finish()[0] == 0
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("args", "env"),
@@ -273,6 +349,51 @@ def test_bad_serve_options(args: list[str], message: str) -> None:
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("another certificate's key", "the key is not the certificate's key"),
+        ("the files swapped", "must be a PEM certificate and its PEM private key"),
+        ("a key with a passphrase", "is encrypted"),
+    ],
+)
+def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, message: str) -> None:
+    ca = trustme.CA()
+    cert, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    if problem == "another certificate's key":
+        other.private_key_pem.write_to_path(str(keyfile))
+    elif problem == "the files swapped":
+        certfile, keyfile = keyfile, certfile
+        cert.private_key_pem.write_to_path(str(certfile))
+    else:
+        key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+        keyfile.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"s3cret"),
+            )
+        )
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0", *tls],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=herolog_env(),
+        timeout=30,
+        start_new_session=True,  # no terminal for OpenSSL to ask a passphrase on
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, proc.stderr
+    assert message in errors[0]
     assert "Traceback" not in proc.stderr
 
 

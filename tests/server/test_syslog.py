@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from herolog.parser import LogLine, format_syslog, frame
+from herolog.server.config import Credentials
 from tests.server.conftest import Running, ServerFactory
 
 
@@ -108,6 +109,24 @@ def certificates(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
         pem.write_to_path(str(certfile), append=True)
     cert.private_key_pem.write_to_path(str(keyfile))
     return ca, certfile, keyfile
+
+
+def test_the_banner_gives_the_syslog_drain_url(
+    make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    plain = make_server(syslog_port=0)
+    url = f"heroku drains:add syslog://127.0.0.1:{plain.syslog_port} -a APP"
+    assert url in "\n".join(plain.server.banner())
+    _, certfile, keyfile = certificates
+    public = make_server(
+        host="0.0.0.0",
+        auth=Credentials("drain", "s3cret"),
+        syslog_port=0,
+        certfile=certfile,
+        keyfile=keyfile,
+    )
+    url = f"heroku drains:add syslog+tls://YOUR-HOST:{public.syslog_port} -a APP"
+    assert url in "\n".join(public.server.banner())
 
 
 def test_syslog_over_tls_and_https_intake(
