@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from types import FrameType
 from typing import TextIO
 
 import uvicorn
@@ -34,11 +36,19 @@ FORCED_EXIT_S = 2
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn, minus re-raising the signal after a graceful shutdown (serve exits 0), and
-    ending log streams first: uvicorn waits for open responses, and a tail never ends."""
+    ending log streams first: uvicorn waits for open responses, and a tail never ends.
+
+    A second Ctrl-C makes uvicorn stop waiting for the requests under way and skip the
+    application's shutdown. herolog's shutdown stops the writer after its last commit and
+    hands the drains back, so it runs all the same, and the requests under way are cut off
+    at once (each ends as a client gone away, not cancelled half-way with a traceback when
+    the loop closes). A third Ctrl-C exits there and then.
+    """
 
     def __init__(self, config: uvicorn.Config, end_streams: Callable[[], Awaitable[None]]):
         super().__init__(config)
         self._end_streams = end_streams
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self._end_streams()
@@ -50,25 +60,37 @@ class _Uvicorn(uvicorn.Server):
                 transport.abort()
         await super().shutdown(sockets)
         if self.force_exit:
-            await self._forced_exit()
+            self._cut_off()  # any that came before the listeners closed
+            if not self.lifespan.shutdown_event.is_set():
+                await self.lifespan.shutdown()
+            if self.server_state.tasks:
+                await asyncio.wait(self.server_state.tasks, timeout=FORCED_EXIT_S)
 
-    async def _forced_exit(self) -> None:
-        """A second Ctrl-C: uvicorn stops waiting for the requests under way, and skips the
-        application's shutdown too. herolog's stops the writer after its last commit and
-        hands the drains back, so it runs all the same; the requests still under way are cut
-        off first, so that each ends as a client gone away rather than cancelled half-way
-        when the loop closes (a traceback each)."""
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.force_exit and sig == signal.SIGINT:
+            print(
+                "herolog serve: stopped before its shutdown was done (what it answered is"
+                " committed)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(128 + signal.SIGINT)
+        forced = self.force_exit
+        super().handle_exit(sig, frame)
+        if self.force_exit and not forced and self._loop is not None:
+            # Now, not once uvicorn's shutdown is done: without uvloop, that waits for every
+            # connection to close.
+            self._loop.call_soon_threadsafe(self._cut_off)
+
+    def _cut_off(self) -> None:
         for connection in list(self.server_state.connections):
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.abort()
-        if not self.lifespan.shutdown_event.is_set():
-            await self.lifespan.shutdown()
-        if self.server_state.tasks:
-            await asyncio.wait(self.server_state.tasks, timeout=FORCED_EXIT_S)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        self._loop = asyncio.get_running_loop()
         if threading.current_thread() is not threading.main_thread():
             yield
             return

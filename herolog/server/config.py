@@ -131,6 +131,6 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
         ) from None
     except OSError as error:
         raise ConfigError(
-            f"cannot read --certfile or --keyfile: {error.strerror or error}"
+            f"cannot read {error.filename or 'the TLS files'}: {error.strerror or error}"
         ) from None
     return context

@@ -28,8 +28,9 @@ FRAME_ID_WINDOW_S = 3600
 (Logplex retries within seconds)."""
 FRAME_ID_MAX = 200_000
 FRAME_ID_KEEP_S = 600
-"""Ids older than this beyond the newest FRAME_ID_MAX are forgotten before the hour is up: a
-bound on the table under a flood of batches that still keeps every id for ten minutes."""
+"""Ids older than this beyond the newest FRAME_ID_MAX are forgotten before the hour is up:
+under a flood of batches the table holds ten minutes of them, not an hour, and every id is
+still remembered for ten minutes."""
 PRUNE_EVERY_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20

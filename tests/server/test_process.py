@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -273,6 +274,28 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
     assert "another herolog serve" not in "".join(again.banner)
     again.proc.send_signal(signal.SIGTERM)
     assert again.finish()[0] == 0
+
+
+@pytest.mark.subprocess
+def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    server = serve_process("--port", "0")
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+    (writer,) = (int(pid) for pid in children.split())
+    os.kill(writer, signal.SIGSTOP)  # its last commit never comes
+    try:
+        for _ in range(3):
+            server.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        exited = server.proc.wait(timeout=10)
+    finally:
+        os.kill(writer, signal.SIGKILL)  # it holds serve's stderr open
+        os.kill(writer, signal.SIGCONT)
+    code, err = server.finish()
+    assert exited == code == 130, err
+    assert "stopped before its shutdown was done" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.subprocess
