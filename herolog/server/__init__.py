@@ -18,6 +18,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -202,6 +203,14 @@ class Server:
         shown_host = f"[{config.host}]" if ":" in config.host else config.host
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
+        userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
+        intake = f"{scheme}://{userinfo}{public}:{self.http_port}"
+        if config.public_url is not None:  # a proxy in front: the address Heroku is given
+            parts = urlsplit(config.public_url)
+            host = parts.hostname or "YOUR-HOST"
+            public = f"[{host}]" if ":" in host else host
+            port = f":{parts.port}" if parts.port else ""
+            intake = f"{parts.scheme}://{userinfo}{public}{port}{parts.path.rstrip('/')}"
         if self.syslog_port is not None:
             kind = "syslog+tls" if config.tls else "syslog"
             where = f"{shown_host}:{self.syslog_port}"
@@ -220,10 +229,8 @@ class Server:
             lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
         else:
             lines.append("Platform API off: give --api-key to use the heroku CLI remotely")
-        userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
-        url = f"{scheme}://{userinfo}{public}:{self.http_port}/apps/APP/logs"
-        lines.append(f"add a drain with: heroku drains:add '{url}' -a APP")
-        if is_loopback(config.host):
+        lines.append(f"add a drain with: heroku drains:add '{intake}/apps/APP/logs' -a APP")
+        if is_loopback(config.host) and config.public_url is None:
             lines.append(
                 "only this machine can reach it; Heroku can once it listens on a public"
                 " address (--host 0.0.0.0 --auth USER:PASSWORD, with TLS)"

@@ -6,6 +6,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_PORT = 8514
 DEFAULT_MAX_BODY = 5 << 20
@@ -80,8 +81,16 @@ class ServeConfig:
                 " could write logs. Give --auth USER:PASSWORD (and put the same credentials"
                 " in the drain URL), or --insecure-no-auth if a proxy in front checks them."
             )
-        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
-            raise ConfigError("--public-url must start with http:// or https://")
+        if self.public_url is not None:
+            if not self.public_url.startswith(("http://", "https://")):
+                raise ConfigError("--public-url must start with http:// or https://")
+            try:
+                parts = urlsplit(self.public_url)
+                parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+            except ValueError as error:
+                raise ConfigError(f"--public-url is not a URL: {error}") from None
+            if not parts.hostname:
+                raise ConfigError("--public-url has no host name")
         if self.drain_buffer < 1:
             raise ConfigError("--drain-buffer must be at least 1 line")
         if self.max_body < 1024:

@@ -111,7 +111,7 @@ def certificates(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
     return ca, certfile, keyfile
 
 
-def test_the_banner_gives_the_syslog_drain_url(
+def test_the_banner_gives_the_drain_urls(
     make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
 ) -> None:
     plain = make_server(syslog_port=0)
@@ -127,6 +127,16 @@ def test_the_banner_gives_the_syslog_drain_url(
     )
     url = f"heroku drains:add syslog+tls://YOUR-HOST:{public.syslog_port} -a APP"
     assert url in "\n".join(public.server.banner())
+    proxied = make_server(
+        public_url="https://logs.example.com:8443/herolog/",
+        auth=Credentials("drain", "s3cret"),
+        syslog_port=0,
+    )
+    banner = "\n".join(proxied.server.banner())
+    assert f"heroku drains:add syslog://logs.example.com:{proxied.syslog_port} -a APP" in banner
+    https = "https://drain:PASSWORD@logs.example.com:8443/herolog/apps/APP/logs"
+    assert f"heroku drains:add '{https}' -a APP" in banner
+    assert "s3cret" not in banner
 
 
 def test_syslog_over_tls_and_https_intake(
