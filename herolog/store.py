@@ -283,14 +283,18 @@ class SQLiteStore:
     def _prepare(self, create: bool) -> None:
         db = self._db
         db.execute("PRAGMA synchronous = NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        # Both in one snapshot: read apart, a writer creating the store could commit its
+        # schema between them, and the store would look like another program's database.
+        with self._read():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer herolog (schema {version})")
         # Readers read any known schema (the lines table has not changed); writers upgrade.
         if version == SCHEMA_VERSION or (version and not create):
             self._ready = True
             return
-        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if version == 0 and tables:
             # Another program's database: refused before anything in it (its journal mode
             # included) is changed.
             raise sqlite3.DatabaseError("it has tables but no herolog schema")
