@@ -23,7 +23,13 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from herolog.server.app import HerologApp, Stats
-from herolog.server.config import ConfigError, ServeConfig, is_loopback, tls_context
+from herolog.server.config import (
+    ConfigError,
+    ServeConfig,
+    is_loopback,
+    tls_context,
+    url_host,
+)
 from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.writer import Writer
@@ -55,10 +61,7 @@ class _Uvicorn(uvicorn.Server):
         await self._end_streams()
         # A client that does not read what it was sent would hold its connection open (a
         # transport closes only once its buffer is sent): cut those off.
-        for connection in list(self.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is not None and transport.get_write_buffer_size() > 0:
-                transport.abort()
+        self._cut_off(unsent_only=True)
         await super().shutdown(sockets)
         if self.force_exit:
             self._cut_off()  # any that came before the listeners closed
@@ -83,10 +86,11 @@ class _Uvicorn(uvicorn.Server):
             # connection to close.
             self._loop.call_soon_threadsafe(self._cut_off)
 
-    def _cut_off(self) -> None:
+    def _cut_off(self, *, unsent_only: bool = False) -> None:
+        """Abort the open connections (only those with a reply not yet sent, if asked)."""
         for connection in list(self.server_state.connections):
             transport = getattr(connection, "transport", None)
-            if transport is not None:
+            if transport is not None and (not unsent_only or transport.get_write_buffer_size()):
                 transport.abort()
 
     @contextlib.contextmanager
@@ -200,17 +204,17 @@ class Server:
         """
         config = self.config
         scheme = "https" if config.tls else "http"
-        shown_host = f"[{config.host}]" if ":" in config.host else config.host
+        shown_host = url_host(config.host)
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
         intake = f"{scheme}://{userinfo}{public}:{self.http_port}"
         if config.public_url is not None:  # a proxy in front: the address Heroku is given
             parts = urlsplit(config.public_url)
-            host = parts.hostname or "YOUR-HOST"
-            public = f"[{host}]" if ":" in host else host
-            port = f":{parts.port}" if parts.port else ""
-            intake = f"{parts.scheme}://{userinfo}{public}{port}{parts.path.rstrip('/')}"
+            host = parts.hostname or "YOUR-HOST"  # check() made sure there is one
+            public = url_host(host)
+            where = url_host(host, parts.port)
+            intake = f"{parts.scheme}://{userinfo}{where}{parts.path.rstrip('/')}"
         if self.syslog_port is not None:
             kind = "syslog+tls" if config.tls else "syslog"
             where = f"{shown_host}:{self.syslog_port}"

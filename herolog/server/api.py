@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote
 from herolog import drains, timestamps
 from herolog.filters import LineFilter
 from herolog.logs import default_num
-from herolog.server.config import ServeConfig, is_loopback
+from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
 from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
@@ -187,7 +187,7 @@ class PlatformAPI:
             where = host.decode("latin-1")
         else:
             address, port = scope.get("server") or (self.config.host, self.config.port)
-            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+            where = url_host(address, port)
         return f"{scope.get('scheme', 'http')}://{where}"
 
     async def _stream_session(

@@ -101,6 +101,12 @@ class ServeConfig:
             raise ConfigError("the header timeout must be more than 0 seconds")
 
 
+def url_host(host: str, port: int | None = None) -> str:
+    """``host`` (and ``:port``) as a URL writes them: an IPv6 address in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

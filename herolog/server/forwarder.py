@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from herolog import __version__, drains, timestamps
 from herolog.parser import LOGPLEX_PRI, LogLine, Received, format_syslog, frame
 from herolog.server.broadcast import Broadcaster
-from herolog.server.config import DrainTiming
+from herolog.server.config import DrainTiming, url_host
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
 
 DEFAULT_BUFFER = 1024
@@ -271,11 +271,7 @@ class HTTPDrain(DrainWorker):
         import httpx
 
         parts = urlsplit(drain.url)
-        netloc = parts.hostname or ""
-        if ":" in netloc:
-            netloc = f"[{netloc}]"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
+        netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
         self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         auth = None
         if parts.username is not None or parts.password is not None:
