@@ -187,6 +187,8 @@ class RemoteRegistry:
 
     def __init__(self, base: str, api_key: str | None) -> None:
         self.base = base.rstrip("/")
+        self.shown = mask_url(self.base)
+        """The server's URL for messages: without its password."""
         self.api_key = api_key
 
     def add(self, app: str, url: str) -> Drain:
@@ -194,14 +196,14 @@ class RemoteRegistry:
         answer = self._call(
             "POST", f"/apps/{quote(app, safe='')}/log-drains", app, "add the drain", {"url": url}
         )
-        return drain_from_object(answer)
+        return self._drain(answer)
 
     def list(self, app: str | None) -> list[Drain]:
         path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"
         answer = self._call("GET", path, app, "list the drains")
         if not isinstance(answer, list):
-            raise DrainError(f"{self.base} did not answer with a list of drains")
-        return [drain_from_object(obj) for obj in answer]
+            raise DrainError(f"{self.shown} did not answer with a list of drains")
+        return [self._drain(obj) for obj in answer]
 
     def remove(self, app: str, key: str) -> Drain:
         path = f"/apps/{quote(app, safe='')}/log-drains/{quote(key, safe='')}"
@@ -211,7 +213,15 @@ class RemoteRegistry:
             if error.status == 404:
                 raise DrainError(f"{app} has no drain {mask_url(key)}") from None
             raise
-        return drain_from_object(answer)
+        return self._drain(answer)
+
+    def _drain(self, obj: Any) -> Drain:
+        try:
+            return drain_from_object(obj)
+        except ValueError as error:
+            raise DrainError(
+                f"{self.shown} did not answer with a drain ({error}): is it a herolog serve?"
+            ) from None
 
     def _call(self, method: str, path: str, app: str | None, doing: str, body: Any = None) -> Any:
         import httpx
@@ -224,18 +234,18 @@ class RemoteRegistry:
         except RemoteError as error:
             raise DrainError(str(error)) from None
         except httpx.InvalidURL as error:
-            raise DrainError(f"not a server URL: {self.base} ({error})") from None
+            raise DrainError(f"not a server URL: {self.shown} ({error})") from None
         except httpx.TransportError as error:
-            raise DrainError(str(unreachable(self.base, error))) from None
+            raise DrainError(str(unreachable(self.shown, error))) from None
         if not 200 <= response.status_code < 300:
-            problem: RemoteError = refused(self.base, response, doing, app)
+            problem: RemoteError = refused(self.shown, response, doing, app)
             # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
             usage = problem.usage and "already been taken" not in str(problem)
             raise DrainError(str(problem), usage=usage, status=response.status_code)
         try:
             return response.json()
         except ValueError:
-            raise DrainError(f"{self.base} did not answer with JSON") from None
+            raise DrainError(f"{self.shown} did not answer with JSON") from None
 
 
 _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")

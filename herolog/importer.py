@@ -34,11 +34,13 @@ class ImportResult:
 
 
 class ImportFailed(Exception):
-    """The input broke off in a way that cannot be parsed; what came before it is stored."""
+    """The input broke off (framing that cannot be parsed, or a read that failed); what
+    came before it is stored."""
 
-    def __init__(self, error: FramingError, result: ImportResult) -> None:
+    def __init__(self, error: FramingError | OSError, result: ImportResult) -> None:
+        why = f"cannot read it: {error.strerror or error}" if isinstance(error, OSError) else error
         super().__init__(
-            f"{error}; the {result.lines:,} lines before it were imported, nothing after it"
+            f"{why}; the {result.lines:,} lines before it were imported, nothing after it"
         )
         self.result = result
 
@@ -65,7 +67,10 @@ def import_stream(
     break are stored (each chunk commits on its own so a big import does not hold the
     store's write lock), nothing after it.
     """
-    first = stream.read(CHUNK_SIZE)
+    try:
+        first = stream.read(CHUNK_SIZE)
+    except OSError as error:
+        raise ImportFailed(error, ImportResult("heroku")) from None
     bom = first.startswith(b"\xef\xbb\xbf")  # text saved by some Windows editors
     result = ImportResult(
         fmt or detect_format(first[3 if bom else 0 : 4096]), bytes_read=3 if bom else 0
@@ -81,7 +86,7 @@ def import_stream(
             result.bytes_read += size
             if progress is not None:
                 progress(result.bytes_read)
-    except FramingError as error:
+    except (FramingError, OSError) as error:
         raise ImportFailed(error, result) from None
     return result
 

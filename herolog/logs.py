@@ -9,9 +9,9 @@ from pathlib import Path
 
 from herolog import timestamps
 from herolog.filters import LineFilter
-from herolog.parser import LOGPLEX_PRI
+from herolog.parser import LOGPLEX_PRI, own_line
 from herolog.render import Renderer
-from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store, StoredLine
+from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store, StoredLine, unstored
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
@@ -45,14 +45,11 @@ class HistoryExceeded(ValueError):
 
 def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
     """Heroku's L11 line, for a tail that lost lines its reader was too slow for."""
-    now = timestamps.to_instant(timestamps.now())
     message = (
         "Error L11 (Tail buffer overflow) -> "
         f"This tail session dropped {dropped} messages since {since}."
     )
-    return StoredLine(
-        0, app or "", now, now, "heroku", "logplex", message, LOGPLEX_PRI, None, None, None, now
-    )
+    return unstored(app or "", own_line("heroku", "logplex", message, LOGPLEX_PRI))
 
 
 def open_existing(path: Path) -> SQLiteStore | None:

@@ -1,7 +1,8 @@
 """The one parser for Heroku log traffic: Logplex bodies, syslog messages, ``heroku logs`` text.
 
-Every input path (HTTPS drains, syslog, ``herolog import``, ``herolog run``) turns its
-bytes into :class:`LogLine` values here, so they all agree on what a line is.
+Every input path (HTTPS drains, syslog, ``herolog import``) turns its bytes into
+:class:`LogLine` values here, so they all agree on what a line is; the lines herolog makes
+itself (``herolog run``'s, Logplex's notices) are made here too, by :func:`own_line`.
 
 Octet counts are byte counts, so bodies are decoded as latin-1 first: that maps each byte
 to one character, which lets a count index the text directly. Only the messages that are
@@ -91,6 +92,13 @@ class Received(NamedTuple):
     def at(cls, moment: datetime | None = None) -> Received:
         timestamp = timestamps.to_heroku(moment or timestamps.now())
         return cls(timestamp, timestamps.heroku_to_instant(timestamp))
+
+
+def own_line(source: str, dyno: str, message: str, pri: int | None) -> LogLine:
+    """A line herolog writes itself, stamped now in Heroku's form: ``herolog run``'s output
+    and lifecycle lines, Logplex's L10 and L11 notices."""
+    now = Received.at()
+    return LogLine(now.timestamp, now.time, source, dyno, message, pri, "host", None)
 
 
 def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:

@@ -124,7 +124,11 @@ class RemoteLogs:
         on_reconnecting: Callable[[str], None] = lambda reason: None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        from herolog.drains import mask_url
+
         self.base = server.rstrip("/")
+        self.shown = mask_url(self.base)
+        """The server's URL for messages: without its password."""
         self.api_key = api_key
         self.request = request
         self.renderer = renderer
@@ -141,11 +145,11 @@ class RemoteLogs:
                 url = self._create_session(client, session_body(self.request))
                 self._read(client, url)
             except httpx.InvalidURL as error:
-                raise RemoteError(f"not a server URL: {self.base} ({error})") from None
+                raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
             except httpx.TransportError as error:
                 # A tail that has started carries on through a drop; anything else ends here.
                 if not (self.request.tail and self.last_id is not None):
-                    raise unreachable(self.base, error) from None
+                    raise unreachable(self.shown, error) from None
                 reason = _reason(error)
             if self.request.tail:
                 self._keep_tailing(client, url, reason)
@@ -164,7 +168,7 @@ class RemoteLogs:
                 if not self._read(client, url):  # the session is gone: the server restarted
                     url = self._create_session(client, session_body(self.request, lines=0))
                     if not self._read(client, url):
-                        raise RemoteError(f"{self.base} lost the new log session at once")
+                        raise RemoteError(f"{self.shown} lost the new log session at once")
             except httpx.TransportError as error:
                 reason, announce = _reason(error), False
                 delay = min(delay * 2, BACKOFF_CAP_S)
@@ -186,7 +190,7 @@ class RemoteLogs:
         try:
             return str(response.json()["logplex_url"])
         except (ValueError, KeyError, TypeError):
-            raise RemoteError(f"{self.base} is not a herolog server (no log session)") from None
+            raise RemoteError(f"{self.shown} is not a herolog server (no log session)") from None
 
     def _read(self, client: httpx.Client, url: str) -> bool:
         """Stream the session at ``url`` to the renderer; False if it no longer exists."""
@@ -205,7 +209,7 @@ class RemoteLogs:
                     self.renderer.write(lines)
             except httpx_sse.SSEError as error:
                 raise RemoteError(
-                    f"{self.base} did not answer with a log stream: {error}"
+                    f"{self.shown} did not answer with a log stream: {error}"
                 ) from None
         return True
 
@@ -217,10 +221,10 @@ class RemoteLogs:
                 try:
                     yield [decode_record(data) for data in event.data.split("\n") if data]
                 except (ValueError, TypeError):
-                    raise RemoteError(f"{self.base} sent a line herolog cannot read") from None
+                    raise RemoteError(f"{self.shown} sent a line herolog cannot read") from None
 
     def _refused(self, response: httpx.Response, doing: str) -> RemoteError:
-        return refused(self.base, response, doing, self.request.wanted.app)
+        return refused(self.shown, response, doing, self.request.wanted.app)
 
     def _until_passed(self) -> bool:
         until = self.request.wanted.until

@@ -122,12 +122,11 @@ def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str
     force = env.get("FORCE_COLOR")
     if force is not None:
         value = force.strip().lower()
-        if value in ("", "true"):
-            return True
         if value == "false":
             return False
         if value.lstrip("-").isdigit():
             return int(value) > 0
+        return True  # "", "true", "yes", anything else: as the heroku CLI reads it
     return isatty
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from herolog.parser import LogLine, Received
+from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
@@ -40,20 +40,6 @@ FORWARDED_SIGNALS = (
 Sink = Callable[[list[LogLine]], object]
 """Where lines go (the store's append, for one app): called from one thread only. An error
 it raises costs the whole batch, unless the error's ``unsent`` says how many of its lines."""
-
-
-def _line(source: str, dyno: str, message: str, pri: int) -> LogLine:
-    now = Received.at()
-    return LogLine(
-        now.timestamp,
-        now.time,
-        source,
-        dyno,
-        message,
-        pri,
-        "host",
-        None,
-    )
 
 
 class _Flusher:
@@ -128,7 +114,7 @@ def run_dyno(
     flusher = _Flusher(sink)
     flusher.start()
     flusher.put(
-        _line(
+        own_line(
             "heroku", dyno, f"Starting process with command `{shlex.join(command)}`", PLATFORM_PRI
         )
     )
@@ -149,11 +135,11 @@ def run_dyno(
         message = f"{command[0]}: {error.strerror or error}"
         err.write(f"herolog run: {message}\n".encode())
         err.flush()
-        flusher.put(_line("app", dyno, message, APP_ERR_PRI))
-        flusher.put(_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
+        flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
+        flusher.put(own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
         flusher.close()
         return status
-    flusher.put(_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
+    flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
     previous = {
         sig: signal.signal(sig, lambda sig, _frame: _forward(proc, sig))
         for sig in FORWARDED_SIGNALS
@@ -181,7 +167,7 @@ def run_dyno(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     status = 128 - returncode if returncode < 0 else returncode
-    flusher.put(_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
+    flusher.put(own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
     flusher.close()
     if flusher.error is not None:
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
@@ -208,5 +194,5 @@ def _pump(
             except OSError:  # herolog's own output was closed (`| head`): keep storing
                 echo = None
         text = raw.decode("utf-8", "replace")
-        flusher.put(_line("app", dyno, text[:-1] if text.endswith("\n") else text, pri))
+        flusher.put(own_line("app", dyno, text[:-1] if text.endswith("\n") else text, pri))
     pipe.close()

@@ -127,6 +127,11 @@ class StoredLine(NamedTuple):
     received_at: str
 
 
+def unstored(app: str, line: LogLine) -> StoredLine:
+    """``line`` in the form the store gives lines, for one that is shown, not stored."""
+    return StoredLine(0, app, *line, None, line.time)
+
+
 class Batch(NamedTuple):
     """Lines for one app, with the attributes every one of them carries."""
 

@@ -220,6 +220,8 @@ def test_lines_the_cli_cannot_split_are_left_alone() -> None:
         ("auto", False, False, {"FORCE_COLOR": "3"}, True),
         ("auto", False, True, {"FORCE_COLOR": "false"}, False),
         ("auto", False, True, {"FORCE_COLOR": "banana"}, True),
+        ("auto", False, False, {"FORCE_COLOR": "yes"}, True),
+        ("auto", False, False, {"FORCE_COLOR": "0"}, False),
         ("auto", False, True, {"HEROKU_LOGS_COLOR": "0"}, False),
         ("never", False, True, {}, False),
         ("always", False, False, {"NO_COLOR": "1"}, True),

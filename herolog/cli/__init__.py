@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import sys
@@ -18,19 +19,38 @@ class HerologGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            # Written out here, so that a failing write is reported below rather than by
+            # the interpreter's last flush (a traceback-like warning and status 120).
+            sys.stdout.flush()
+            return result
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
         except BrokenPipeError:
-            # `herolog logs | head`: the reader is done, which is not an error. Point
-            # stdout at /dev/null so the interpreter's final flush cannot fail either.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            # `herolog logs | head`: the reader is done, which is not an error.
+            _drop_stdout()
             raise click.exceptions.Exit(0) from None
         except StoreError as error:
             raise click.ClickException(str(error)) from None
         except sqlite3.DatabaseError as error:
             raise click.ClickException(store_failed(error)) from None
+        except OSError as error:
+            # Files herolog opens are reported where it opens them, with their names; these
+            # errors without a name come from writing the output (`> /dev/full`, a full
+            # disk, a terminal that has gone).
+            if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
+                raise
+            _drop_stdout()
+            raise click.ClickException(f"cannot write the output: {error.strerror}") from None
+
+
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def store_failed(error: sqlite3.DatabaseError) -> str:

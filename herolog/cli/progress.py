@@ -20,7 +20,8 @@ def bytes_progress(total: int, description: str) -> Iterator[Callable[[int], Non
     )
 
     with Progress(
-        TextColumn("{task.description}"),
+        # The description holds a file name: text, not rich markup ("[/x].log" would raise).
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),

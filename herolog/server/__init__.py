@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -33,12 +34,19 @@ from herolog.server.config import (
 from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.writer import Writer
-from herolog.store import SQLiteStore
+from herolog.store import SQLiteStore, StoreError
 
 __all__ = ["ConfigError", "ServeConfig", "Server"]
 
 GRACEFUL_SHUTDOWN_S = 30
 FORCED_EXIT_S = 2
+
+
+class _DropStartupFailure(logging.Filter):
+    """uvicorn's own line for an application that could not start: Server.run says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Application startup failed. Exiting."
 
 
 class _Uvicorn(uvicorn.Server):
@@ -177,9 +185,20 @@ class Server:
         if self._socket is None:
             self.bind()
         assert self._socket is not None
+        quiet = _DropStartupFailure()
+        logging.getLogger("uvicorn.error").addFilter(quiet)
         try:
             self._uvicorn.run(sockets=[self._socket])
+        except SystemExit:
+            # uvicorn exits (status 3) when the application cannot start: say why, once.
+            if self.app.startup_error is None:
+                raise
+            error = self.app.startup_error
+            path = str(self.config.store_path)
+            message = error if path in error else f"cannot use the store {path}: {error}"
+            raise StoreError(message) from None
         finally:
+            logging.getLogger("uvicorn.error").removeFilter(quiet)
             self._socket.close()
             if self._syslog_socket is not None:
                 self._syslog_socket.close()

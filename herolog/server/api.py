@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,10 @@ class PlatformAPI:
             await _respond(send, error.status, {"id": error.id, "message": str(error)})
         except StoreError as error:
             await _respond(send, 503, {"id": "unavailable", "message": str(error)})
+        except sqlite3.Error as error:  # locked past the busy timeout, a full disk
+            message = f"cannot use the store: {error}"
+            print(f"herolog serve: the Platform API {message}", file=sys.stderr, flush=True)
+            await _respond(send, 503, {"id": "unavailable", "message": message})
         return True
 
     def _authorize(self, scope: Scope) -> None:

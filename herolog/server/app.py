@@ -91,6 +91,8 @@ class HerologApp:
             capacity=config.drain_buffer,
             timing=config.drain_timing,
         )
+        self.startup_error: str | None = None
+        """Why the writer (or a startup hook) could not start, if it could not."""
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -137,7 +139,9 @@ class HerologApp:
                 try:
                     await self.startup()
                 except (StoreError, OSError) as error:
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    # Server.run reports it, in one line naming the store.
+                    self.startup_error = str(error)
+                    await send({"type": "lifespan.startup.failed", "message": ""})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

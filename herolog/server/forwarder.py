@@ -27,10 +27,18 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.parser import LOGPLEX_PRI, LogLine, Received, format_syslog, frame
+from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
-from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, StoreError, using_store
+from herolog.store import (
+    Delivery,
+    Drain,
+    SQLiteStore,
+    StoredLine,
+    StoreError,
+    unstored,
+    using_store,
+)
 
 DEFAULT_BUFFER = 1024
 """Lines a drain holds while it cannot deliver, as Logplex's drains do."""
@@ -62,21 +70,7 @@ class DeliveryError(Exception):
 
 
 def logplex_line(app: str, message: str) -> StoredLine:
-    now = Received.at()
-    return StoredLine(
-        0,
-        app,
-        now.timestamp,
-        now.time,
-        "heroku",
-        "logplex",
-        message,
-        LOGPLEX_PRI,
-        None,
-        None,
-        None,
-        now.time,
-    )
+    return unstored(app, own_line("heroku", "logplex", message, LOGPLEX_PRI))
 
 
 def overflow_message(dropped: int, since: str) -> str:
@@ -606,17 +600,7 @@ class Forwarder:
 
     def _notice(self, app: str, message: str) -> None:
         """Store a ``heroku[logplex]`` line in the app's history, through the shared parser."""
-        now = Received.at()
-        line = LogLine(
-            now.timestamp,
-            now.time,
-            "heroku",
-            "logplex",
-            message,
-            LOGPLEX_PRI,
-            "host",
-            None,
-        )
+        line = own_line("heroku", "logplex", message, LOGPLEX_PRI)
         body = frame([format_syslog(line, NOTICE_HOST)])
         task = asyncio.ensure_future(self.store_notice(app, body))
         self._notices.add(task)

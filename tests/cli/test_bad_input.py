@@ -4,6 +4,8 @@ is wrong (naming the store and how to move it aside), never a traceback."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import random
 import shutil
@@ -12,6 +14,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -192,15 +195,87 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("command", REMOTE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("password", ["pa55word-xyz", "pw"])
 def test_a_server_that_cannot_be_reached_is_one_line_without_its_password(
-    command: tuple[str, ...],
+    command: tuple[str, ...], password: str
 ) -> None:
-    url = f"http://admin:pa55word-xyz@127.0.0.1:{closed_port()}"
+    url = f"http://admin:{password}@127.0.0.1:{closed_port()}"
     code, err = invoke(*command, "--server", url)
     assert code == 1
     line = one_error_line(err)
     assert line.startswith("Error: cannot reach http://admin:***@127.0.0.1:"), line
-    assert "pa55word" not in err
+    assert f":{password}@" not in err
+
+
+class _NotHerolog(http.server.BaseHTTPRequestHandler):
+    """A server that answers JSON, but not drain objects."""
+
+    def _answer(self) -> None:
+        body = json.dumps([{"id": 1}] if self.command == "GET" else {"id": 1}).encode()
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_herolog() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotHerolog)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://u:pw@127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("command", [c for c in REMOTE_COMMANDS if c[0] == "drain"], ids=" ".join)
+def test_a_server_that_answers_something_else_than_drains(
+    command: tuple[str, ...], not_herolog: str
+) -> None:
+    code, err = invoke(*command, "-a", "demo", "--server", not_herolog)
+    assert code == 1
+    line = one_error_line(err)
+    assert "did not answer with a drain" in line, line
+    assert "is it a herolog serve?" in line
+    assert ":pw@" not in line
+
+
+# Output and input that fail -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["logs"], ["logs", "--json"], ["apps"], ["store", "info"]])
+def test_output_that_cannot_be_written_is_one_line(herolog_home: Path, args: list[str]) -> None:
+    """`> /dev/full`: every write fails with ENOSPC, as on a disk that has filled up."""
+    store = open_store()
+    fill(store, "demo", ["one", "two"])
+    store.close()
+    with Path("/dev/full").open("w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=herolog_env(),
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == "Error: cannot write the output: No space left on device\n"
+
+
+def test_an_input_that_cannot_be_read_is_one_line(herolog_home: Path) -> None:
+    """Reading /proc/self/mem from its start fails with EIO: a read error mid-file."""
+    code, err = invoke("import", "/proc/self/mem", "-a", "demo")
+    assert code == 1
+    assert one_error_line(err) == (
+        "Error: /proc/self/mem: cannot read it: Input/output error;"
+        " the 0 lines before it were imported, nothing after it"
+    )
 
 
 # Store files that cannot be used ------------------------------------------------------

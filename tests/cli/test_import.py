@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,7 +170,41 @@ def test_large_import_in_chunks_as_a_real_process(tmp_path: Path) -> None:
     assert stored("big")[-1].endswith("line 29999 " + "x" * 100)
 
 
-def test_progress_bar_reports_bytes(tmp_path: Path) -> None:
+def test_the_progress_bar_shows_a_file_name_as_text(tmp_path: Path, herolog_home: Path) -> None:
+    """On a terminal, a big import shows a progress bar naming the file; brackets in the
+    name are text, not rich markup (a closing tag that matches nothing would raise)."""
+    import pty
+
+    (tmp_path / "a[").mkdir()
+    path = tmp_path / "a[/x][bold]b.log"  # a directory "a[", holding "x][bold]b.log"
+    line = "2024-03-05T09:14:07Z app[web.1]: " + "x" * 200 + "\n"
+    count = 5 * 2**20 // len(line)  # over the 4 MiB past which the bar is shown
+    path.write_text(line * count)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stderr is the terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "herolog", "import", str(path), "-a", "big"],
+            herolog_env(COLUMNS="200"),
+        )
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child has closed its terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "Traceback" not in text
+    assert f"Importing {path}" in text
+    assert f"Imported {count:,} lines into big" in text
+
+
+def test_import_stream_reports_the_bytes_read_to_its_progress_callback(tmp_path: Path) -> None:
     from herolog.importer import import_stream
 
     path = tmp_path / "p.txt"

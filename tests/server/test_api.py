@@ -575,3 +575,36 @@ def test_odd_session_requests(api: Running) -> None:
     url = session(api, lines=1, tail=True)
     base, _, _ = url.partition("?")
     assert httpx.get(base + "?sig=%C3%A9").status_code == 404
+
+
+def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
+    api: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another program holding the store's write lock for longer than herolog waits: the
+    call is answered with Heroku's JSON error and may be retried; serve says so in a line."""
+    import sqlite3
+
+    from herolog import store
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)  # herolog waits 30 s by default
+    base = f"{api.url}/apps/demo/log-drains"
+    holder = sqlite3.connect(api.server.config.store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        refused = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "id": "unavailable",
+        "message": "cannot use the store: database is locked",
+    }
+    assert capsys.readouterr().err == (
+        "herolog serve: the Platform API cannot use the store: database is locked\n"
+    )
+    added = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+    assert added.status_code == 201
+    assert [d["url"] for d in httpx.get(base, headers=AUTH).json()] == [
+        "https://logs.example.com/x"
+    ]

@@ -6,8 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from herolog.server.writer import HANDOFF_JOBS, Stored, Writer
-from herolog.store import PROBE_BYTES
+from herolog.store import PROBE_BYTES, StoreError
 from tests.server.test_process import batch, stored
 
 
@@ -77,3 +79,23 @@ def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_ho
     assert len([job for message in sent for job in message if job[1] == "probe"]) == 2
     assert results == [Stored(0, 0)] * 6
     assert written[0] >= PROBE_BYTES
+
+
+def test_a_writer_that_cannot_start_stops_serve_with_one_line_naming_the_store(
+    herolog_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store checked at bind() is replaced before the writer process opens it: serve
+    ends with a StoreError that names the store (the command's one line, exit 1), not
+    uvicorn's "Application startup failed" and its exit status 3."""
+    import io
+
+    from herolog.server import ServeConfig, Server
+
+    path = herolog_home / "logs.db"
+    server = Server(ServeConfig(store_path=path, port=0), log=io.StringIO())
+    server.bind()
+    path.write_bytes(b"not a database at all, " * 200)
+    with pytest.raises(StoreError) as raised:
+        server.run()
+    assert str(raised.value).startswith(f"{path} is not a usable herolog store")
+    assert "startup failed" not in capsys.readouterr().err
