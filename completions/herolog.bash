@@ -20,25 +20,25 @@ _herolog() {
             COMPREPLY=($(compgen -W "-h --help add list remove" -- "$cur")) ;;
         "herolog drain add")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
         "herolog drain list")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
         "herolog drain remove")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --server -h --help" -- "$cur")) ;;
         "herolog import")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 --format) COMPREPLY=($(compgen -W "auto heroku logplex syslog" -- "$cur")); return ;;
             esac
             if [[ "$cur" != -* ]]; then
@@ -47,7 +47,7 @@ _herolog() {
             COMPREPLY=($(compgen -W "-a --app --format -h --help" -- "$cur")) ;;
         "herolog logs")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 -n|--num) COMPREPLY=(); return ;;
                 -s|--source) COMPREPLY=(); return ;;
                 -d|--dyno|--dyno-name) COMPREPLY=(); return ;;
@@ -62,7 +62,7 @@ _herolog() {
             COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors --server -h --help" -- "$cur")) ;;
         "herolog run")
             case "$prev" in
-                -a|--app) COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur")); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 -d|--dyno) COMPREPLY=(); return ;;
                 --server) COMPREPLY=(); return ;;
             esac

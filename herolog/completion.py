@@ -133,7 +133,12 @@ def _bash(tree: Cmd) -> str:
                 continue
             pattern = "|".join(opt.names)
             if opt.kind == "app":
-                action = 'COMPREPLY=($(compgen -W "$(herolog apps 2>/dev/null)" -- "$cur"))'
+                # Not compgen -W, which expands $(...) and `...` in the words it is given.
+                action = (
+                    "COMPREPLY=(); local app; while IFS= read -r app; do"
+                    ' [[ $app == "$cur"* ]] && COMPREPLY+=("$app");'
+                    " done < <(herolog apps 2>/dev/null)"
+                )
             elif opt.kind == "choice":
                 action = f'COMPREPLY=($(compgen -W "{" ".join(opt.choices)}" -- "$cur"))'
             elif opt.kind == "file":

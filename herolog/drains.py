@@ -26,7 +26,7 @@ class DrainURLError(ValueError):
 def check_url(url: str) -> str:
     """``url`` if herolog can deliver to it, else DrainURLError naming what is wrong (with
     its secrets masked: the message may end up on a screen or in a log)."""
-    shown = mask_url(url)
+    shown = _mask_loosely(url)
     if not url or url != url.strip() or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise DrainURLError(f"not a URL: {shown!r}")
     try:
@@ -53,6 +53,15 @@ def check_url(url: str) -> str:
     return url
 
 
+def _mask_loosely(url: str) -> str:
+    """``url`` masked for an error message: as it may not be a URL at all, everything from
+    its scheme to its last ``@`` goes (a password may hold ``/``, ``?`` or ``#``)."""
+    if m := _TO_LAST_AT.match(url):
+        url = f"{m.group(1)}***@{url[m.end() :]}"
+    return mask_url(url)
+
+
+_TO_LAST_AT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:(?://)?)[^@]*@(?=[^@]*$)", re.DOTALL)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
@@ -249,7 +258,8 @@ class RemoteRegistry:
 
 
 _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
+# Up to the netloc's last "@", as urlsplit and httpx read it: a password may hold "@".
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
 _PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
 
 

@@ -196,26 +196,34 @@ class RemoteLogs:
         """Stream the session at ``url`` to the renderer; False if it no longer exists."""
         import httpx_sse
 
-        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
-        with httpx_sse.connect_sse(client, "GET", url, headers=headers) as source:
-            response = source.response
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last_id:
+            headers["Last-Event-ID"] = self.last_id
+        # The session URL carries its own secret, and may be on another host (a proxy's
+        # --public-url): the API key is not sent there, as the heroku CLI sends none.
+        request = client.build_request("GET", url, headers=headers)
+        request.headers.pop("Authorization", None)
+        response = client.send(request, stream=True)
+        try:
             if response.status_code == 404 and self.last_id is not None:
                 return False
             if response.status_code != 200:
                 response.read()
                 raise self._refused(response, "read the log session")
             try:
-                for lines in self._events(source.iter_sse()):
+                for lines in self._events(httpx_sse.EventSource(response).iter_sse()):
                     self.renderer.write(lines)
             except httpx_sse.SSEError as error:
                 raise RemoteError(
                     f"{self.shown} did not answer with a log stream: {error}"
                 ) from None
+        finally:
+            response.close()
         return True
 
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
-            if event.id:
+            if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
                 self.last_id = event.id
             if event.event in ("", "message") and event.data:
                 try:

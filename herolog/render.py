@@ -76,9 +76,33 @@ def encode_record(line: StoredLine) -> str:
 def decode_record(data: str) -> StoredLine:
     """The inverse of :func:`encode_record`; ValueError for anything else."""
     fields = json.loads(data)
-    if not isinstance(fields, list) or len(fields) != 12:
+    if not isinstance(fields, list) or len(fields) != len(_RECORD_TYPES):
         raise ValueError("not a herolog log record")
+    for value, kinds in zip(fields, _RECORD_TYPES, strict=True):
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ValueError("not a herolog log record")
+    attributes = fields[10]
+    if attributes is not None and not isinstance(json.loads(attributes), dict):
+        raise ValueError("not a herolog log record: its attributes are not an object")
     return StoredLine(*fields)
+
+
+_OPTIONAL_STR = (str, type(None))
+_RECORD_TYPES: tuple[type | tuple[type, ...], ...] = (
+    int,  # id
+    str,  # app
+    str,  # timestamp
+    str,  # time
+    str,  # source
+    str,  # dyno
+    str,  # message
+    (int, type(None)),  # pri
+    _OPTIONAL_STR,  # hostname
+    _OPTIONAL_STR,  # structured_data
+    _OPTIONAL_STR,  # attributes
+    str,  # received_at
+)
+"""What each field of a record must be: a server sending anything else is not herolog."""
 
 
 class Renderer(Protocol):

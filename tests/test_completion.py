@@ -89,6 +89,21 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
     assert bash_complete("herolog completion ") == ["-h", "--help", "bash", "zsh", "fish"]
 
 
+def test_bash_completes_app_names_as_text_and_never_runs_them(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """An app name is data: one that reads as a command substitution (a store written by
+    an older serve, whose --syslog-app took any name) must not run when completed."""
+    marker = tmp_path / "ran"
+    for name in (f"$(touch {marker})", f"`touch {marker}`", "demo"):
+        fill(open_store(), name, ["x"])
+    assert sorted(bash_complete("herolog logs -a ")) == sorted(
+        ["demo", f"$(touch {marker})", f"`touch {marker}`"]
+    )
+    assert bash_complete("herolog logs -a $") == [f"$(touch {marker})"]
+    assert not marker.exists()
+
+
 def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
     fill(open_store(), "demo", ["x"])
     assert fish_complete("herolog ") == [

@@ -82,7 +82,7 @@ import click
 @click.option(
     "--body-timeout",
     envvar="HEROLOG_BODY_TIMEOUT",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=86400),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -91,7 +91,7 @@ import click
 @click.option(
     "--header-timeout",
     envvar="HEROLOG_HEADER_TIMEOUT",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=86400),
     default=10.0,
     show_default=True,
     metavar="SECONDS",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from herolog.store import APP_NAME_RULE, valid_app_name
 
 DEFAULT_PORT = 8514
 DEFAULT_MAX_BODY = 5 << 20
@@ -95,10 +98,15 @@ class ServeConfig:
             raise ConfigError("--drain-buffer must be at least 1 line")
         if self.max_body < 1024:
             raise ConfigError("--max-body must be at least 1024 bytes")
-        if not self.body_timeout > 0:
-            raise ConfigError("the body timeout must be more than 0 seconds")
-        if not self.header_timeout > 0:
-            raise ConfigError("the header timeout must be more than 0 seconds")
+        if not valid_app_name(self.syslog_app):
+            raise ConfigError(
+                f"--syslog-app {self.syslog_app!r} is not an app name: {APP_NAME_RULE}"
+            )
+        # inf would switch the limit off: a client could hold a connection for ever.
+        if not (self.body_timeout > 0 and math.isfinite(self.body_timeout)):
+            raise ConfigError("the body timeout must be a number of seconds more than 0")
+        if not (self.header_timeout > 0 and math.isfinite(self.header_timeout)):
+            raise ConfigError("the header timeout must be a number of seconds more than 0")
 
 
 def url_host(host: str, port: int | None = None) -> str:

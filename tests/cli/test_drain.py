@@ -63,6 +63,37 @@ def test_add_list_remove(where: dict[str, str]) -> None:
     assert (code, out) == (0, "No drains.\n")
 
 
+def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> None:
+    """urlsplit and httpx take the netloc's last "@" as the end of the password."""
+    url = "https://user:p@ss@S3CRET@logs.example.com/x"
+    code, out, err = run("drain", "add", url, "-a", "demo", env=where)
+    assert (code, err) == (0, "")
+    assert out == "Successfully added drain https://user:***@logs.example.com/x\n"
+    for args in (["list"], ["list", "--json"]):
+        code, out, _ = run("drain", *args, "-a", "demo", env=where)
+        assert code == 0
+        assert "https://user:***@logs.example.com/x" in out
+        assert "S3CRET" not in out
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pa/S3CRET@logs.example.com",
+        "https://user:pa#S3CRET@logs.example.com",
+        "https://user:pa?S3CRET@logs.example.com",
+        "https:user:S3CRET@logs.example.com",
+    ],
+)
+def test_a_url_too_broken_to_split_is_refused_without_its_password(
+    where: dict[str, str], url: str
+) -> None:
+    code, _, err = run("drain", "add", url, "-a", "demo", env=where)
+    assert code == 2
+    assert "S3CRET" not in err
+    assert "***@logs.example.com" in err
+
+
 def test_plain_drain_lists_every_app(where: dict[str, str]) -> None:
     run("drain", "add", "https://a.example/x", "-a", "one", env=where)
     run("drain", "add", "https://b.example/x", "-a", "two", env=where)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -223,3 +228,97 @@ def test_app_names_are_sent_encoded(remote: Running) -> None:
     code, _, err = run("logs", "--server", remote.url, "-a", "x?y", env={"HEROLOG_API_KEY": KEY})
     assert code == 1
     assert "has no app named 'x?y'" in err
+
+
+class _FakeServer(http.server.BaseHTTPRequestHandler):
+    """Not herolog: a session whose stream is ``records``; what each GET carried is kept."""
+
+    records: ClassVar[list[str]] = []
+    gets: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        port = self.server.server_address[1]  # type: ignore[index]
+        body = json.dumps({"logplex_url": f"http://127.0.0.1:{port}/stream"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        type(self).gets.append(dict(self.headers))
+        body = "".join(f"id: {i + 1}\ndata: {r}\n\n" for i, r in enumerate(self.records)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_server() -> Iterator[tuple[str, type[_FakeServer]]]:
+    handler = type("Handler", (_FakeServer,), {"records": [], "gets": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+GOOD = [1, "demo", "2024-03-05T09:14:07+00:00", "2024-03-05T09:14:07.000000Z", "app", "web.1"]
+GOOD_TAIL = ["hi", 190, "host", None, None, "2024-03-05T09:14:07.000000Z"]
+
+
+def test_the_api_key_is_not_sent_to_the_session_url(
+    fake_server: tuple[str, type[_FakeServer]],
+) -> None:
+    """The session URL carries its own secret and may be another host (--public-url)."""
+    url, handler = fake_server
+    handler.records = [json.dumps(GOOD + GOOD_TAIL)]
+    code, out, err = run("logs", "--server", url, "-a", "demo", env={"HEROLOG_API_KEY": KEY})
+    assert (code, err) == (0, "")
+    assert out == "2024-03-05T09:14:07+00:00 app[web.1]: hi\n"
+    (get,) = handler.gets
+    assert "Authorization" not in get
+    assert KEY not in json.dumps(get)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        [*GOOD[:5], 7, *GOOD_TAIL],  # a dyno that is not a string
+        [*GOOD, {"a": 1}, *GOOD_TAIL[1:]],  # a message that is not a string
+        [*GOOD, *GOOD_TAIL[:4], "{bad", *GOOD_TAIL[5:]],  # attributes that are not JSON
+        [*GOOD, *GOOD_TAIL[:4], "[1]", *GOOD_TAIL[5:]],  # attributes that are not an object
+        [*GOOD, "hi", True, *GOOD_TAIL[2:]],  # a pri that is a boolean
+        list(range(12)),
+    ],
+)
+@pytest.mark.parametrize("output", [[], ["--json"], ["--color", "always"]])
+def test_records_that_are_not_herolog_s_are_one_line(
+    fake_server: tuple[str, type[_FakeServer]], record: list[object], output: list[str]
+) -> None:
+    url, handler = fake_server
+    handler.records = [json.dumps(record)]
+    code, out, err = run("logs", "--server", url, "-a", "demo", *output)
+    assert code == 1
+    assert out == ""
+    assert err == f"Error: {url} sent a line herolog cannot read\n"
+
+
+def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
+    """Last-Event-ID goes back in a header: an id that is not one of herolog's numbers
+    (``é`` cannot be sent at all) is not kept."""
+    from herolog.filters import LineFilter
+    from herolog.logs import LogsRequest
+    from herolog.remote import RemoteLogs
+
+    request = LogsRequest(LineFilter())
+    logs = RemoteLogs("http://127.0.0.1:1", None, request, renderer=None)  # type: ignore[arg-type]
+    events = [SimpleNamespace(id=i, event="", data="") for i in ("7", "é", "", "8x")]
+    assert list(logs._events(iter(events))) == []
+    assert logs.last_id == "7"
