@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -34,15 +35,20 @@ class ImportResult:
 
 
 class ImportFailed(Exception):
-    """The input broke off (framing that cannot be parsed, or a read that failed); what
-    came before it is stored."""
+    """The input broke off (framing that cannot be parsed, a read or a commit that
+    failed); what came before it is stored: ``result`` says how much."""
 
-    def __init__(self, error: FramingError | OSError, result: ImportResult) -> None:
+    def __init__(
+        self, error: FramingError | OSError | sqlite3.DatabaseError, result: ImportResult
+    ) -> None:
         why = f"cannot read it: {error.strerror or error}" if isinstance(error, OSError) else error
-        super().__init__(
-            f"{why}; the {result.lines:,} lines before it were imported, nothing after it"
-        )
+        super().__init__(f"{why}; {imported_before(result)}")
+        self.error = error
         self.result = result
+
+
+def imported_before(result: ImportResult) -> str:
+    return f"the {result.lines:,} lines before it were imported, nothing after it"
 
 
 def detect_format(head: bytes) -> Format:
@@ -86,7 +92,7 @@ def import_stream(
             result.bytes_read += size
             if progress is not None:
                 progress(result.bytes_read)
-    except (FramingError, OSError) as error:
+    except (FramingError, OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
     return result
 
@@ -134,6 +140,15 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
     as ``unknown`` lines.
     """
     pending: LogLine | None = None
+    more: list[str] = []  # its continuation lines, joined once it is complete (not n^2)
+
+    def complete(line: LogLine) -> LogLine:
+        if not more:
+            return line
+        whole = line._replace(message="\n".join([line.message, *more]))
+        more.clear()
+        return whole
+
     for size, raw_lines in _split_lines(chunks):
         received = Received.at()
         done: list[LogLine] = []
@@ -142,16 +157,16 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
             parsed = parse_heroku_line(text)
             if parsed is not None:
                 if pending is not None:
-                    done.append(pending)
+                    done.append(complete(pending))
                 pending = parsed
             elif pending is not None and pending.source != UNKNOWN:
-                pending = pending._replace(message=f"{pending.message}\n{text}")
+                more.append(text)
             elif text.strip():
                 if pending is not None:
-                    done.append(pending)
+                    done.append(complete(pending))
                 pending = LogLine(
                     received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
                 )
         yield size, done
     if pending is not None:
-        yield 0, [pending]
+        yield 0, [complete(pending)]

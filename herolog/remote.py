@@ -48,6 +48,8 @@ class RemoteError(Exception):
         self.final = final or usage
         self.unsent: int | None = None
         """For lines being sent: how many of them the server did not take."""
+        self.status: int | None = None
+        """The HTTP status the server refused them with, if it answered."""
 
 
 def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str, Any]:
@@ -284,29 +286,42 @@ class IntakeSender:
 
     def check(self) -> None:
         """Post an empty batch: RemoteError unless the server takes this app's lines."""
-        self.send([])
+        if self._post(b"", 0) != 204:  # a herolog serve's answer; any server may say 200
+            raise RemoteError(
+                f"{self.shown} took the lines but did not answer as herolog serve does"
+                " (204): is it a herolog serve?"
+            )
 
     def send(self, lines: Sequence[LogLine]) -> None:
         """Post ``lines``, in batches of about 100 KB as Logplex makes them; RemoteError
         once the server has not taken one, with ``unsent`` the lines of that batch and the
-        ones after it (those before it are stored)."""
+        ones after it (those before it are stored). A line the server refuses as too large
+        (413) goes alone, and only it is lost: the lines after it are still sent."""
         frames = [frame([message]) for message in map(format_syslog, lines)]
         start = 0
-        while True:
+        too_large: RemoteError | None = None
+        lost = 0
+        while start < len(frames):
             end, size = start, 0
-            while end < len(frames) and (end == start or size < SEND_BATCH_BYTES):
+            while end < len(frames) and (
+                end == start or size + len(frames[end]) <= SEND_BATCH_BYTES
+            ):
                 size += len(frames[end])
                 end += 1
             try:
                 self._post(b"".join(frames[start:end]), end - start)
             except RemoteError as error:
-                error.unsent = len(frames) - start
-                raise
-            if end >= len(frames):
-                return
+                if error.status != 413:
+                    error.unsent = lost + len(frames) - start
+                    raise
+                too_large, lost = error, lost + end - start
             start = end
+        if too_large is not None:
+            too_large.unsent = lost
+            raise too_large
 
-    def _post(self, body: bytes, count: int) -> None:
+    def _post(self, body: bytes, count: int) -> int:
+        """Post one batch (retrying what may pass later); the status of the answer."""
         import httpx
 
         headers = {"Logplex-Msg-Count": str(count), "Logplex-Frame-Id": uuid.uuid4().hex.upper()}
@@ -319,17 +334,23 @@ class IntakeSender:
                 failure, retry = unreachable(self.shown, error), True
             else:
                 if response.is_success:
-                    return
+                    return response.status_code
                 failure = self._refused(response)
                 retry = response.status_code in (408, 429) or response.status_code >= 500
             if not retry or attempt == SEND_TRIES:
                 raise failure
             self.sleep(SEND_RETRY_S * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.client.close()
 
     def _refused(self, response: httpx.Response) -> RemoteError:
+        error = self._refusal(response)
+        error.status = response.status_code
+        return error
+
+    def _refusal(self, response: httpx.Response) -> RemoteError:
         status = response.status_code
         message = (response.text.strip().splitlines() or ["no reason"])[0][:200]
         reason = f"{status} {response.reason_phrase}".strip()

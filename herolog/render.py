@@ -148,8 +148,9 @@ def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str
         value = force.strip().lower()
         if value == "false":
             return False
-        if value.lstrip("-").isdigit():
-            return int(value) > 0
+        digits = value.removeprefix("-")
+        if digits.isascii() and digits.isdecimal():  # a number: on when more than 0
+            return not value.startswith("-") and digits.strip("0") != ""
         return True  # "", "true", "yes", anything else: as the heroku CLI reads it
     return isatty
 

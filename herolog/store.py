@@ -257,8 +257,15 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot create the store {path}: {error.strerror or error}"
                 ) from error
-        elif not path.exists():
-            raise FileNotFoundError(path)
+        else:
+            try:
+                path.stat()
+            except FileNotFoundError:
+                raise
+            except OSError as error:  # a directory on the way that cannot be searched
+                raise StoreError(
+                    f"cannot open the store {path}: {error.strerror or error}"
+                ) from None
         try:
             db = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
@@ -305,6 +312,10 @@ class SQLiteStore:
             raise sqlite3.DatabaseError("it has tables but no herolog schema")
         if not create:
             return  # created by a writer that has not committed its schema yet: empty
+        # Drain URLs carry passwords: an empty file made by someone else (or by a umask
+        # more open than herolog's) is its owner's alone before anything goes in it.
+        with contextlib.suppress(OSError):  # not ours to change: it stays as it is
+            self.path.chmod(0o600)
         if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise StoreError(f"{self.path}: SQLite could not switch to WAL mode")
         with self._write():

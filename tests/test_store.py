@@ -523,3 +523,16 @@ def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
         assert (home / name).stat().st_mode & 0o777 == 0o600, name
     assert home.stat().st_mode & 0o777 == 0o700
     store.close()
+
+
+def test_an_empty_file_made_by_someone_else_becomes_the_owner_s_alone(tmp_path: Path) -> None:
+    """``touch logs.db`` under a umask of 022 gives 0644: herolog makes it its store, and
+    drain passwords must not be readable by others in it."""
+    path = tmp_path / "logs.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    store = SQLiteStore.open(path)
+    store.add_drain("demo", "https://user:secret@logs.example.com/x")
+    for name in ("logs.db", "logs.db-wal", "logs.db-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    store.close()

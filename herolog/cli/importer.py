@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import BinaryIO, cast
 
@@ -30,7 +31,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     heroku logs -a demo -n 1500 > demo.log && herolog import demo.log -a demo
     herolog import - -a demo < drain-body.bin
     """
-    from herolog.importer import Format, ImportFailed, import_stream
+    from herolog.cli import store_failed
+    from herolog.importer import Format, ImportFailed, import_stream, imported_before
     from herolog.store import open_store
 
     app = checked_app(app)
@@ -46,7 +48,13 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         else:
             result = import_stream(file, store, app, chosen)
     except ImportFailed as error:
-        raise click.ClickException(f"{file.name}: {error}") from None
+        if not isinstance(error.error, sqlite3.DatabaseError):
+            raise click.ClickException(f"{getattr(file, 'name', '-')}: {error}") from None
+        # The store failed (a full disk): said as any command says it, and what it took.
+        message = store_failed(error.error)
+        if error.result.lines:
+            message += f"; {imported_before(error.result)}"
+        raise click.ClickException(message) from None
     click.echo(f"Imported {result.lines:,} lines into {app} ({result.format} format).", err=True)
     if result.lines > store.history:
         click.echo(

@@ -35,7 +35,7 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
             return value
         try:
             return re.compile(str(value))
-        except re.error as error:
+        except (re.error, OverflowError, RecursionError) as error:  # a{1,99999999999}, ((((...
             self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
 
 
@@ -81,3 +81,19 @@ def checked_app(app: str) -> str:
     if not valid_app_name(app):
         raise click.BadParameter(f"{app!r} is not an app name: {APP_NAME_RULE}", param_hint="'-a'")
     return app
+
+
+def checked_dyno(ctx: click.Context, param: click.Parameter, dyno: str) -> str:
+    """``dyno`` if it can be a syslog PROCID and read back from ``app[DYNO]:`` text (1 to
+    128 printable ASCII characters, no brackets), else a usage error (exit 2)."""
+    if not (
+        0 < len(dyno) <= 128
+        and all("!" <= ch <= "~" for ch in dyno)
+        and "[" not in dyno
+        and "]" not in dyno
+    ):
+        raise click.BadParameter(
+            f"{dyno!r} is not a dyno name: 1 to 128 printable ASCII characters, no spaces or"
+            " brackets (web.1, worker.2, run.1234)"
+        )
+    return dyno

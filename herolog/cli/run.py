@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from herolog.cli.options import ServerURLType, app_option, checked_app
+from herolog.cli.options import ServerURLType, app_option, checked_app, checked_dyno
 
 if TYPE_CHECKING:
     from herolog.parser import LogLine
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     default="run.1",
     show_default=True,
     metavar="DYNO",
+    callback=checked_dyno,
     help="The dyno name: web.1, worker.2, ...",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Store the output without also printing it.")

@@ -341,7 +341,7 @@ def _patterns(body: dict[str, Any], key: str) -> tuple[re.Pattern[str], ...]:
         raise SessionError(f"{key} must be a list of regular expressions")
     try:
         return tuple(re.compile(v) for v in values)
-    except re.error as error:
+    except (re.error, OverflowError, RecursionError) as error:
         raise SessionError(f"{key}: bad regular expression: {error}") from None
 
 

@@ -492,6 +492,11 @@ class Forwarder:
                     " forwards this store's drains; this one will while that one stops"
                 )
 
+    def forwarded_here(self, app: str, token: str) -> bool:
+        """Whether a batch for ``app`` carrying the drain token ``token`` comes from one of
+        this server's own drains of that app: a drain pointing at its own intake."""
+        return any(worker.drain.token == token for worker in self._by_app.get(app, ()))
+
     def push(self, lines: Sequence[StoredLine]) -> None:
         by_app = self._by_app
         grouped: dict[str, list[StoredLine]] = {}

@@ -74,6 +74,8 @@ def gunzip(decoder: Any, data: bytes, room: int, limit: int) -> tuple[bytes, Any
     Returns the output and the decoder to use for what comes next."""
     out = []
     while True:
+        if room <= 0:  # over the limit already; and a max_length of 0 would mean no limit
+            raise body_too_large(limit)
         try:
             chunk = decoder.decompress(data, room)
         except zlib.error as error:

@@ -22,6 +22,10 @@ from herolog.server.writer import Stored, Writer
 READ_SIZE = 1 << 16
 BACKLOG = 2048
 """Connections the kernel queues before they are accepted (uvicorn's default, for HTTP)."""
+MAX_FRAME = 64 << 10
+"""The longest syslog message a connection may send; longer closes the connection. Logplex
+splits lines at about 10 KB and rsyslog's default is 8 KiB: this bounds what an idle
+connection may hold in memory half-received."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -60,10 +64,9 @@ class SyslogServer:
         self.stats.syslog_connections += 1
         stream_id = next(self._ids)
         self._streams[stream_id] = out
-        decoder = FrameDecoder(newline_framing=True)
+        decoder = FrameDecoder(MAX_FRAME, newline_framing=True)
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
-        ended = False
         try:
             while True:
                 if read is None and len(pending) < MAX_IN_FLIGHT:
@@ -80,15 +83,14 @@ class SyslogServer:
                     # The writer stores the chunks of a connection in the order they are sent.
                     pending.add(self._send(decoder, data))
                     if not data:
-                        ended = True
                         break
         except (ConnectionError, ssl.SSLError):
             pass
         finally:
             if read is not None:
                 read.cancel()
-            if not ended and decoder.error is None:  # a last newline-framed message
-                pending.add(self._send(decoder, b""))
+            # A newline-framed message without its newline is complete only at a clean end
+            # of the stream (decoder.close above); a connection reset may have cut it off.
             if pending:
                 flushed, _ = await asyncio.wait(pending)
                 for finished in flushed:

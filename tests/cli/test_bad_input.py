@@ -123,6 +123,11 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["import"], "Missing argument 'FILE|-'"),
         (["completion", "tcsh"], "'tcsh' is not one of"),
         (["run"], "Missing argument 'COMMAND...'"),
+        (["run", "-d", "", "true"], "'' is not a dyno name"),
+        (["run", "-d", "web 1", "true"], "'web 1' is not a dyno name"),
+        (["run", "-d", "wéb.1", "true"], "'wéb.1' is not a dyno name"),
+        (["run", "-d", "we\nb", "true"], "is not a dyno name"),
+        (["run", "-d", "web[1]", "true"], "'web[1]' is not a dyno name"),
         (["drain", "add"], "Missing argument 'URL'"),
         (["drain", "remove"], "Missing argument 'URL|TOKEN'"),
         (["drain", "add", "gopher://logs.example.com"], "gopher"),
@@ -494,3 +499,24 @@ def test_a_read_only_store_is_read_and_not_written(read_only_store: Path, comman
     line = one_error_line(err)
     assert str(read_only_store) in line
     assert "readonly" in line or "read-only" in line, line
+
+
+@pytest.mark.parametrize("command", [c for c in STORE_COMMANDS if c != "serve"], ids=str)
+@pytest.mark.parametrize("home", ["a file", "a symlink loop"])
+def test_a_herolog_home_that_cannot_hold_a_store_is_one_line(
+    tmp_path: Path, command: str, home: str
+) -> None:
+    """Not "no store yet" (nothing shown, exit 0): the reader would wait for ever."""
+    where = tmp_path / "home"
+    if home == "a file":
+        where.write_text("")
+        why = "Not a directory"
+    else:
+        where.symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(where)
+        why = "Too many levels of symbolic links"
+    code, err = invoke(*STORE_COMMANDS[command], env={"HEROLOG_HOME": str(where)})
+    assert code == 1, err
+    line = one_error_line(err)
+    assert str(where / "logs.db") in line or str(where) in line, line
+    assert why in line or "File exists" in line, line

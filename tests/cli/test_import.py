@@ -223,3 +223,42 @@ def test_an_app_name_the_store_refuses_is_a_usage_error(herolog_home: Path) -> N
         " app names are letters, digits, '.', '_' and '-' (100 at most)"
     )
     assert not (herolog_home / "logs.db").exists()
+
+
+def test_a_store_that_fails_mid_import_says_how_many_lines_it_took(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """A disk that fills up mid-import (a file-size limit on the process here): the lines
+    committed before are said, so that the user knows what a second import would repeat."""
+    import re
+    import resource
+
+    assert invoke("store", "history", "1000000")[0] == 0
+    path = tmp_path / "many.log"
+    path.write_text(
+        "".join(f"2024-03-05T09:14:07Z app[web.1]: line {i} {'x' * 100}\n" for i in range(80_000))
+    )
+
+    def small_files() -> None:
+        limit = (herolog_home / "logs.db").stat().st_size + (4 << 20)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "import", str(path), "-a", "big"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        preexec_fn=small_files,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    m = re.fullmatch(
+        rf"Error: cannot use the store {re.escape(str(herolog_home / 'logs.db'))}: (.+);"
+        r" the ([\d,]+) lines before it"
+        r" were imported, nothing after it\n",
+        proc.stderr,
+    )
+    assert m, proc.stderr
+    took = int(m.group(2).replace(",", ""))
+    assert 0 < took < 80_000
+    assert len(stored("big")) == took

@@ -187,6 +187,27 @@ def test_a_400_drops_the_batch_at_once_and_records_why(make_server: ServerFactor
         picky.close()
 
 
+def test_a_drain_pointing_at_its_own_intake_does_not_loop(make_server: ServerFactory) -> None:
+    """The banner's drains:add line, given to this server itself: every line would come
+    back and be forwarded again, for ever. The intake refuses its own drain's batches."""
+    running = make_server()
+    token = add_drain(running, "loop", f"{running.url}/apps/loop/logs")
+    post(running, "loop", numbered(2))
+    worker = next(w for w in running.server.app.forwarder.workers.values())
+    wait_until(lambda: worker.delivery.dropped == 2, what="the refused batch")
+    assert worker.delivery.last_error == (
+        f"422 Unprocessable Entity: this batch came from this server's own drain {token} of"
+        " loop: a drain must not point at its own app's intake"
+    )
+    assert history(running, "loop") == ["app[web.1]: line 0", "app[web.1]: line 1"]
+    assert running.server.stats.responses[422] == 1
+    # Forwarding into another app of the same server is not a loop, and is stored.
+    other = add_drain(running, "source", f"{running.url}/apps/sink/logs")
+    assert other != token
+    post(running, "source", numbered(1))
+    wait_until(lambda: history(running, "sink") == ["app[web.1]: line 0"], what="forwarded")
+
+
 def _saved_delivery(running: Running) -> Delivery:
     """What herolog drain list reads: the state the server saved in the store."""
 

@@ -151,6 +151,39 @@ def test_a_body_over_the_limit_is_refused_before_it_is_all_sent(
     assert running.lines() == []
 
 
+def test_a_bomb_behind_a_member_that_fills_the_limit_is_not_inflated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concatenated members: once the first has used up the room, the next is not
+    decompressed at all (zlib reads a max_length of 0 as no limit)."""
+    import zlib
+
+    from herolog.server.http import HTTPError, gunzip
+
+    inflated: list[int] = []
+    decompressobj = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, wbits: int) -> None:
+            self.real = decompressobj(wbits=wbits)
+
+        def decompress(self, data: bytes, max_length: int) -> bytes:
+            out = self.real.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    limit = 1000
+    data = gzip.compress(b"a" * (limit + 1)) + gzip.compress(b"\0" * (20 << 20))
+    with pytest.raises(HTTPError) as refused:
+        gunzip(Counting(31), data, limit + 1, limit)
+    assert refused.value.status == 413
+    assert sum(inflated) <= limit + 1
+
+
 def test_gzip_bodies_and_bombs(make_server: ServerFactory) -> None:
     running = make_server(max_body=64 * 1024)
     plain = body("compressed", n=20)

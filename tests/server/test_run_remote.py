@@ -272,17 +272,62 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
     assert httpx.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
 
 
-def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: ServerFactory) -> None:
+def test_a_line_refused_as_too_large_costs_only_itself(make_server: ServerFactory) -> None:
     server = make_server(max_body=120_000)
     lines = made(700)
     huge = made(1, size=150_000)[0]
+    after = made(10)
     sender = IntakeSender(server.url, "demo")
     try:
         with pytest.raises(RemoteError, match=r"413 Request Entity Too Large") as refused:
-            sender.send([*lines, huge, *made(10)])
+            sender.send([*lines, huge, *after])
     finally:
         sender.close()
     stored = [x.message for x in server.lines("demo")]
-    assert 0 < len(stored) < 700
-    assert stored == [x.message for x in lines[: len(stored)]]
-    assert refused.value.unsent == 711 - len(stored)
+    assert stored == [x.message for x in [*lines, *after]]
+    assert refused.value.unsent == 1
+
+
+def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: ServerFactory) -> None:
+    server = make_server(max_body=120_000)
+    lines = made(700)
+    sender = IntakeSender(server.url, "not*an*app")
+    try:
+        with pytest.raises(RemoteError, match=r"400 Bad Request") as refused:
+            sender.send(lines)
+    finally:
+        sender.close()
+    assert refused.value.unsent == 700
+
+
+def test_a_server_that_is_not_herolog_serve_stops_the_run_before_the_command(
+    tmp_path: Path,
+) -> None:
+    """Any web server may answer 200 to a POST; the lines would be lost without a word."""
+    import http.server
+
+    class TakesAnything(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TakesAnything)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    marker = tmp_path / "ran"
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        proc = run(tmp_path / "client", "--server", url, "--", "touch", str(marker))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: {url} took the lines but did not answer as herolog serve does (204):"
+        " is it a herolog serve?\n"
+    )
+    assert not marker.exists()

@@ -87,6 +87,40 @@ def test_garbage_closes_only_that_connection_after_storing_what_parsed(served: R
     assert messages(served) == ["before garbage", "still fine"]
 
 
+@pytest.mark.parametrize("framing", ["octet-counted", "newline"])
+def test_a_message_over_64_kib_closes_the_connection_after_what_came_before(
+    served: Running, framing: str
+) -> None:
+    from herolog.server.syslog import MAX_FRAME
+
+    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
+    big = head + b"x" * (MAX_FRAME + 1 - len(head))
+    just_fits = head + b"y" * (MAX_FRAME - len(head))
+    with connect(served) as sock:
+        if framing == "newline":
+            sock.sendall(just_fits + b"\n" + big + b"\n" + head + b"after\n")
+        else:
+            sock.sendall(frame([just_fits, big, head + b"after"]))
+        assert sock.recv(100) == b""  # the server hung up
+    wait_for(lambda: len(served.lines()) == 1)
+    assert messages(served) == ["y" * (MAX_FRAME - len(head))]
+
+
+def test_a_message_cut_off_by_a_connection_reset_is_not_stored(served: Running) -> None:
+    import struct
+
+    with connect(served) as sock:
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z h user - - - complete\n")
+        wait_for(lambda: messages(served) == ["complete"])
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z h user - - - this was cut o")
+        # SO_LINGER 0: close() sends a reset, not the end of the stream.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    syslog = served.server.syslog
+    assert syslog is not None
+    wait_for(lambda: not syslog._connections)  # its handler has finished
+    assert messages(served) == ["complete"]
+
+
 def test_many_idle_connections_do_not_block_a_working_one(served: Running) -> None:
     idle = [connect(served) for _ in range(300)]
     try:
