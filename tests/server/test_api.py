@@ -183,6 +183,8 @@ def test_json_records_carry_every_field(api: Running) -> None:
         ({"tail": "yes"}, "tail must be"),
         ({"source": 5}, "source must be"),
         ({"grep": ["("]}, "bad regular expression"),
+        ({"grep": ["a{1,99999999999}"]}, "bad regular expression"),
+        ({"exclude": ["(" * 2000 + ")" * 2000]}, "bad regular expression"),
         ({"since": "yesterday-ish"}, "since"),
         ({"format": "xml"}, "format"),
     ],
