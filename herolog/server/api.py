@@ -223,16 +223,23 @@ class PlatformAPI:
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
+        gone = False
+
         async def watch() -> None:
+            nonlocal gone
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone = True
             reader.stop()
 
         watcher = asyncio.create_task(watch())
         try:
             await self.sessions.stream(session, write, reader, last_event_id)
-            if not reader.stopped.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Ended for a reader still there too (another took the session over, the server
+            # is stopping): the answer is ended properly, not cut off with an error.
+            if not gone:
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away mid-write
             reader.stop()
         except Exception as error:  # the answer has started: all that is left is to end it

@@ -251,6 +251,8 @@ class Tail:
         self.lines: list[str] = []
         self.ids: list[str] = []
         self.ended = threading.Event()
+        self.error: httpx.HTTPError | None = None
+        """Why the stream ended, if it was cut off rather than ended by the server."""
         self.connected = threading.Event()
         self._socket: socket.socket | None = None
         self._client = httpx.Client(timeout=30)
@@ -267,8 +269,8 @@ class Tail:
                     if event.id:
                         self.ids.append(event.id)
                     self.lines += [part for part in event.data.split("\n") if part]
-        except httpx.HTTPError:
-            pass
+        except httpx.HTTPError as error:
+            self.error = error
         finally:
             self.ended.set()
 
@@ -338,6 +340,7 @@ def test_a_second_reader_takes_the_session_over(api: Running) -> None:
     second = Tail(url)
     try:
         assert first.ended.wait(10), "the first reader's stream should end"
+        assert first.error is None  # ended as a response ends, not cut off
         store_lines(api, "demo", line("for the second", second=30))
         assert second.wait_for(1) == ["2024-03-05T09:00:30.000000+00:00 app[web.1]: for the second"]
     finally:
@@ -380,6 +383,7 @@ def test_stopping_the_server_ends_tail_streams(
     started = time.monotonic()
     stop()  # uvicorn would wait 30 s for an open response
     assert tail.ended.wait(5)
+    assert tail.error is None  # ended as a response ends, not cut off
     assert time.monotonic() - started < 10
     tail.close()
 
