@@ -77,6 +77,15 @@ def test_heroku_logs_prints_what_herolog_logs_prints(
     assert result.stdout.splitlines() == expected
 
 
+def test_heroku_logs_n_over_the_history_prints_the_whole_history(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """As on Heroku, where -n 5000 gives the 1,500 lines Logplex keeps."""
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "demo", "-n", "5000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == herolog_logs("-a", "demo", "-n", "1500")
+
+
 def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail", "-d", "web"],

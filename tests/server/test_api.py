@@ -177,7 +177,7 @@ def test_json_records_carry_every_field(api: Running) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"lines": 1501}, "1,500 lines"),
+        ({"lines": 1501, "format": "json"}, "1,500 lines"),
         ({"lines": -1}, "lines must be"),
         ({"lines": "5"}, "lines must be"),
         ({"tail": "yes"}, "tail must be"),
@@ -194,6 +194,14 @@ def test_bad_session_requests(api: Running, body: dict[str, Any], message: str) 
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
     assert message in response.json()["message"]
+
+
+def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(api: Running) -> None:
+    """As from Logplex, which gives at most 1,500 lines without an error: scripts written
+    for Heroku run `heroku logs -n 5000`. herolog's own client (format json) is told."""
+    lines = read_text(session(api, lines=1501))
+    assert len(lines) == 6
+    assert lines[-1].endswith("app[web.1]: ERROR: boom")
 
 
 def test_bad_json_body(api: Running) -> None:
