@@ -156,7 +156,6 @@ def main() -> None:
             wait_up(bare_url)
             wait_up(f"{pipeline_url}/healthz")
             results: dict[str, list[float]] = {}
-            expected_lines = 0
             for _ in range(args.rounds):
                 for connections in (16, 64):
                     for kind, script in scripts.items():
@@ -167,13 +166,11 @@ def main() -> None:
                         )
                         elapsed = time.monotonic() - start
                         after, _ = committed(herolog_url)
-                        frames = 1 if kind == "1-frame" else 100
                         # lines/s from what was committed, not from what wrk believes
                         results.setdefault(f"herolog {kind} c{connections}", []).append(rps)
                         results.setdefault(f"herolog {kind} c{connections} lines", []).append(
                             (after - before) / elapsed
                         )
-                        expected_lines += int(rps * args.seconds * frames * 0.9)
                     for peer, url in (("bare", bare_url), ("pipeline", pipeline_url)):
                         results.setdefault(f"{peer} 1-frame c{connections}", []).append(
                             wrk(

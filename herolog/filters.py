@@ -40,7 +40,6 @@ class LineFilter:
     until: str | None = None
     grep: tuple[re.Pattern[str], ...] = ()
     exclude: tuple[re.Pattern[str], ...] = ()
-    received_since: str | None = None
 
     @property
     def has_patterns(self) -> bool:
@@ -58,8 +57,6 @@ class LineFilter:
         if self.since is not None and line.time < self.since:
             return False
         if self.until is not None and line.time >= self.until:
-            return False
-        if self.received_since is not None and line.received_at < self.received_since:
             return False
         return self.matches_patterns(line.message)
 

@@ -20,7 +20,6 @@ from herolog.parser import (
 from herolog.store import Batch, Store
 
 Format = Literal["logplex", "syslog", "heroku"]
-FORMATS: tuple[Format, ...] = ("logplex", "syslog", "heroku")
 CHUNK_SIZE = 1 << 20
 
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
 from itertools import repeat
@@ -69,7 +69,8 @@ class LogLine(NamedTuple):
 
 
 class FramingError(ValueError):
-    """An octet-counted body that cannot be split into frames; none of it may be kept."""
+    """An octet-counted body that cannot be split into frames: none of a drain POST's
+    body is stored; a stream (syslog, import) keeps the frames before the error."""
 
     def __init__(self, reason: str, frame: int, offset: int) -> None:
         super().__init__(f"frame {frame} at byte {offset}: {reason}")
@@ -281,11 +282,6 @@ class FrameDecoder:
     def frames(self) -> int:
         """Messages decoded so far."""
         return self._frames
-
-    @property
-    def offset(self) -> int:
-        """Bytes of the stream consumed so far."""
-        return self._offset
 
     @property
     def error(self) -> FramingError | None:
@@ -655,9 +651,3 @@ def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
 def frame(messages: Iterable[bytes]) -> bytes:
     """Octet-count messages into one body (RFC 6587)."""
     return b"".join(b"%d %s" % (len(message), message) for message in messages)
-
-
-def split_lines(data: str) -> Iterator[str]:
-    """Lines of text without their line endings (``\\n`` or ``\\r\\n``)."""
-    for line in data.split("\n"):
-        yield line[:-1] if line.endswith("\r") else line

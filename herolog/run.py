@@ -43,7 +43,8 @@ it raises costs the whole batch, unless the error's ``unsent`` says how many of 
 
 
 class _Flusher:
-    """Collects lines from the readers and hands them to the sink every few milliseconds."""
+    """Collects lines from the readers and hands them to the sink every 50 ms (or 1,000
+    lines)."""
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink

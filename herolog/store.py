@@ -3,7 +3,7 @@
 Commands use the :class:`Store` interface; :class:`SQLiteStore` is the one backend. A store
 is one SQLite file in WAL mode, so one writer and any number of readers (other processes
 included) work at once: readers never wait for the writer, and writers queue on a busy
-timeout with ``BEGIN IMMEDIATE`` so they never fail with "database is locked".
+timeout with ``BEGIN IMMEDIATE`` (up to BUSY_TIMEOUT_S, then "database is locked").
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ class DrainExists(StoreError):
 
 
 class Store(Protocol):
-    """What the commands need of a store; a second backend implements just this."""
+    """What reading and appending lines need of a store (logs, import, run): the drain
+    registry, leases and trim holds that serve uses are SQLiteStore's alone."""
 
     @property
     def history(self) -> int:
@@ -851,9 +852,6 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
     if wanted.until is not None:
         clauses.append("time < ?")
         params.append(wanted.until)
-    if wanted.received_since is not None:
-        clauses.append("received_at >= ?")
-        params.append(wanted.received_since)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import click
 
+from herolog.completion import SHELLS
+
 
 @click.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
     """Print the completion script for SHELL (see the README to install it).
 

@@ -143,7 +143,7 @@ def describe(drain: Drain) -> str:
 
     state = drain.delivery
     parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
-    parts.append("retrying" if state.retrying else "ok" if not state.last_error else "")
+    parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
     if state.last_error:
         parts.append(f"last error {state.last_error_at}: {state.last_error}")
     shown = ", ".join(part for part in parts if part)

@@ -100,7 +100,7 @@ def logs(
     \b
     herolog logs -a demo --tail
     herolog logs -n 1500 -s heroku -d router | grep status=5
-    herolog logs --since 1h --json | jq 'select(.fields.status >= "500")'
+    herolog logs --since 1h --json | jq 'select((.fields.status|tonumber? // 0) >= 500)'
     herolog logs --server https://logs.example.com:8514 -a demo --tail
     """
     from herolog import config, render

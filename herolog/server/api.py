@@ -202,7 +202,9 @@ class PlatformAPI:
         session = self.sessions.get(session_id, secret)
         if session is None or (session.used and not session.tail):
             raise APIError(404, "not_found", "This log session does not exist or has expired.")
-        session.used = True  # now, before any await: a second request for it is a 404
+        # Now, before any await: a second request for a one-off session is a 404 (a tail's
+        # is a reader taking it over).
+        session.used = True
         last_event_id = None
         given = (header(scope, b"last-event-id") or b"").strip()
         if given.isdigit() and int(given) < 1 << 63:

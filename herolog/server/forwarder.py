@@ -1,6 +1,6 @@
 """Drain forwarding: every line ``herolog serve`` stores goes on to its app's drains.
 
-Delivery works the way Logplex's does (reference section 4), and reports more: each drain
+Delivery works the way Logplex's does, and reports more: each drain
 has a worker with a bounded buffer that the store's new lines are handed to without ever
 waiting, so a dead, slow or failing drain holds up nothing but itself. When the buffer is
 full the oldest lines go, are counted, and the drain is told with Heroku's L10 line, which

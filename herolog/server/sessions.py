@@ -212,9 +212,6 @@ class Sessions:
         self._sessions: dict[str, LogSession] = {}
         self._readers: set[Reader] = set()
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def add(self, session: LogSession) -> None:
         self.expire()
         if len(self._sessions) >= MAX_SESSIONS:
