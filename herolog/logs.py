@@ -67,6 +67,7 @@ def show_logs(
     *,
     on_waiting: Callable[[], None] | None = None,
     poll_interval: float = POLL_INTERVAL_S,
+    reader_gone: Callable[[], bool] = lambda: False,
 ) -> None:
     """Print the history, then follow the store if asked to, until interrupted or ``until``.
 
@@ -91,7 +92,16 @@ def show_logs(
         return
     if store is None and on_waiting is not None:
         on_waiting()
-    follow(path, store, last_id, request.wanted, renderer, started, poll_interval=poll_interval)
+    follow(
+        path,
+        store,
+        last_id,
+        request.wanted,
+        renderer,
+        started,
+        poll_interval=poll_interval,
+        reader_gone=reader_gone,
+    )
 
 
 def follow(
@@ -104,17 +114,21 @@ def follow(
     *,
     poll_interval: float = POLL_INTERVAL_S,
     sleep: Callable[[float], None] = time.sleep,
+    reader_gone: Callable[[], bool] = lambda: False,
 ) -> None:
     """Write lines stored after ``last_id`` as they arrive.
 
     When no store exists yet, or the file is deleted or replaced, waits for one and shows
     what it received since the old one was last seen (``confirmed_at``): that covers both a
     store created after the tail started and one swapped out underneath it. With
-    ``wanted.until`` the tail ends once the clock passes it.
+    ``wanted.until`` the tail ends once the clock passes it; it ends with BrokenPipeError
+    once ``reader_gone`` says the output's reader has gone.
     """
     version: int | None = None
     shown = confirmed_at  # when the tail was last known to have missed nothing
     while True:
+        if reader_gone():
+            raise BrokenPipeError("the reader of the output has gone")
         now = timestamps.to_instant(timestamps.now())
         if wanted.until is not None and now >= wanted.until:
             if store is not None:

@@ -7,9 +7,10 @@ plain and JSON output start fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from herolog.parser import parse_fields, parse_structured_data
@@ -71,6 +72,24 @@ def encode_record(line: StoredLine) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def reader_gone(stream: IO[str]) -> Callable[[], bool]:
+    """For output into a pipe: whether the reader at its other end has gone, so that a tail
+    of a quiet app stops then (as GNU ``tail -f`` does), not at its next line."""
+    import select
+    import stat
+
+    try:
+        fd = stream.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError, AttributeError):
+        is_pipe = False
+    if not is_pipe:
+        return lambda: False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked for: POLLERR (the reader closed) still comes
+    return lambda: bool(poller.poll(0))
 
 
 def decode_record(data: str) -> StoredLine:

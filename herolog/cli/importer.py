@@ -56,6 +56,12 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
             message += f"; {imported_before(error.result)}"
         raise click.ClickException(message) from None
     click.echo(f"Imported {result.lines:,} lines into {app} ({result.format} format).", err=True)
+    if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server
+        click.echo(
+            f"They are in the local store ({store.path}): herolog import does not send lines"
+            " to $HEROLOG_URL; herolog logs reads them with HEROLOG_URL unset.",
+            err=True,
+        )
     if result.lines > store.history:
         click.echo(
             f"The store keeps the newest {store.history:,} lines per app;"

@@ -132,7 +132,13 @@ def logs(
         _show_remote(server, request, renderer)
         return
     try:
-        show_logs(config.store_path(), request, renderer, on_waiting=waiting)
+        show_logs(
+            config.store_path(),
+            request,
+            renderer,
+            on_waiting=waiting,
+            reader_gone=render.reader_gone(sys.stdout),
+        )
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
 

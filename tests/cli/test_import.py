@@ -262,3 +262,17 @@ def test_a_store_that_fails_mid_import_says_how_many_lines_it_took(
     took = int(m.group(2).replace(",", ""))
     assert 0 < took < 80_000
     assert len(stored("big")) == took
+
+
+def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: Path) -> None:
+    """logs, drain and run follow $HEROLOG_URL to a server; import writes the local store,
+    so the next `herolog logs` would not show what was just imported without this."""
+    result = CliRunner().invoke(
+        cli, ["import", str(EXAMPLE), "-a", "demo"], env={"HEROLOG_URL": "http://127.0.0.1:9"}
+    )
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[-1] == (
+        f"They are in the local store ({herolog_home / 'logs.db'}): herolog import does not"
+        " send lines to $HEROLOG_URL; herolog logs reads them with HEROLOG_URL unset."
+    )
+    assert len(stored("demo")) > 0
