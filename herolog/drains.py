@@ -36,6 +36,10 @@ def check_url(url: str) -> str:
     except (ValueError, UnicodeError):
         raise DrainURLError(f"not a valid URL: {shown}") from None
     scheme = parts.scheme.lower()
+    if not scheme:
+        raise DrainURLError(
+            f"not a URL: {shown} (no scheme; use {', '.join(s + '://' for s in SCHEMES)})"
+        )
     if scheme not in SCHEMES:
         raise DrainURLError(
             f"unsupported drain URL scheme {parts.scheme or 'none'!r} in {shown}:"

@@ -162,6 +162,8 @@ def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str
         return False
     if env.get("HEROKU_LOGS_COLOR") == "0" or env.get("HEROKU_COLOR") == "0":
         return False
+    if env.get("TERM") == "dumb" and "FORCE_COLOR" not in env:  # as the heroku CLI reads it
+        return False
     force = env.get("FORCE_COLOR")
     if force is not None:
         value = force.strip().lower()

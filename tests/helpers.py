@@ -76,7 +76,8 @@ from typing import IO  # noqa: E402
 
 def herolog_env(**extra: str) -> dict[str, str]:
     """The environment for a child herolog: the test's HEROLOG_HOME, no colour settings."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")}
+    unset = ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "TERM")  # TERM=dumb turns colour off
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     # The shells in completion tests call `herolog`: the one installed beside this Python.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(extra)

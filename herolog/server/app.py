@@ -196,9 +196,16 @@ class HerologApp:
             if not has_key(scope, self.config.api_key):
                 raise _unauthorized("this needs the API key (Authorization: Bearer KEY)")
         elif self.config.auth is not None:
-            self._check_intake_auth(header(scope, b"authorization"))
+            self._check_intake_auth(
+                header(scope, b"authorization"),
+                "this needs the credentials given to --auth (or give the server an --api-key)",
+            )
 
-    def _check_intake_auth(self, header: bytes | None) -> None:
+    def _check_intake_auth(
+        self,
+        header: bytes | None,
+        refusal: str = "this drain needs the credentials given to --auth",
+    ) -> None:
         expected = self.config.auth
         if expected is None:
             return
@@ -207,7 +214,7 @@ class HerologApp:
         ok_user = same_secret(given[0] if given else "", expected.user)
         ok_password = same_secret(given[1] if given else "", expected.password)
         if not (given and ok_user and ok_password):
-            raise _unauthorized("this drain needs the credentials given to --auth")
+            raise _unauthorized(refusal)
 
     async def _intake(self, app: str, scope: Scope, receive: Receive, send: Send) -> None:
         self.stats.requests += 1

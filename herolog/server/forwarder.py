@@ -489,7 +489,7 @@ class Forwarder:
             if not active:
                 self._say(
                     f"another herolog serve (pid {holder.split('.')[0] if holder else '?'})"
-                    " forwards this store's drains; this one will while that one stops"
+                    " forwards this store's drains; this one takes over if that one stops"
                 )
 
     def forwarded_here(self, app: str, token: str) -> bool:
