@@ -324,11 +324,16 @@ def test_a_broken_store_file_is_a_clear_error(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
-def test_a_tail_of_a_quiet_store_ends_when_its_reader_goes(demo: SQLiteStore) -> None:
-    """`herolog logs -t | head -1` with nothing new arriving: herolog ends (as GNU tail -f
-    does) instead of waiting for a next line it would only then fail to write."""
+@pytest.mark.parametrize(
+    "args", [["-n", "3000"], ["-t", "-n", "1"]], ids=["history", "a tail of a quiet store"]
+)
+def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore, args: list[str]) -> None:
+    """`herolog logs | head -1`; and `herolog logs -t | head -1` with nothing new arriving,
+    which ends (as GNU tail -f does) instead of waiting for a next line to fail to write."""
+    demo.set_history(100_000)
+    fill(demo, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "logs", "-t", "-n", "1"],
+        [sys.executable, "-m", "herolog", "logs", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=herolog_env(),
@@ -340,25 +345,6 @@ def test_a_tail_of_a_quiet_store_ends_when_its_reader_goes(demo: SQLiteStore) ->
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert first
-    assert proc.returncode == 0
-    assert err == b""
-
-
-@pytest.mark.subprocess
-def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore) -> None:
-    demo.set_history(100_000)
-    fill(demo, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "logs", "-n", "3000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=herolog_env(),
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    proc.stdout.close()
-    _, err = proc.communicate(timeout=30)
     assert first
     assert proc.returncode == 0
     assert err == b""
