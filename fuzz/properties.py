@@ -264,7 +264,9 @@ def check_syslog_intake(port: int, store: SQLiteStore, app: str, chunks: list[by
     """Send a stream to serve's syslog port in ``chunks``, then end it: what is stored is
     exactly what a FrameDecoder makes of the whole stream, up to any framing error.
     Returns the number of lines stored."""
-    expected, _ = decode([b"".join(chunks)], True, DEFAULT_MAX_FRAME)
+    from herolog.server.syslog import MAX_FRAME  # serve's limit, lower than the decoder's
+
+    expected, _ = decode([b"".join(chunks)], True, MAX_FRAME)
     before = store.newest_id()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         try:
