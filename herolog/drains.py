@@ -26,7 +26,7 @@ class DrainURLError(ValueError):
 def check_url(url: str) -> str:
     """``url`` if herolog can deliver to it, else DrainURLError naming what is wrong (with
     its secrets masked: the message may end up on a screen or in a log)."""
-    shown = _mask_loosely(url)
+    shown = mask_loosely(url)
     if not url or url != url.strip() or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise DrainURLError(f"not a URL: {shown!r}")
     try:
@@ -47,6 +47,12 @@ def check_url(url: str) -> str:
         )
     if not parts.hostname:
         raise DrainURLError(f"the drain URL has no host: {shown}")
+    if "@" in parts.fragment or "@" in parts.path:
+        # Most likely a password holding "#" or "/", which ends the host early.
+        raise DrainURLError(
+            f"the drain URL has an @ after its host: {shown} (write # and / in a password"
+            " as %23 and %2F)"
+        )
     if not _valid_host(parts.hostname):
         raise DrainURLError(f"the drain URL's host is not a valid host name: {shown}")
     if scheme in SYSLOG_SCHEMES:
@@ -57,15 +63,17 @@ def check_url(url: str) -> str:
     return url
 
 
-def _mask_loosely(url: str) -> str:
+def mask_loosely(url: str) -> str:
     """``url`` masked for an error message: as it may not be a URL at all, everything from
-    its scheme to its last ``@`` goes (a password may hold ``/``, ``?`` or ``#``)."""
+    its scheme (or its start) to its last ``@`` goes (a password may hold ``/``, ``?``,
+    ``#`` or ``@``)."""
     if m := _TO_LAST_AT.match(url):
         url = f"{m.group(1)}***@{url[m.end() :]}"
     return mask_url(url)
 
 
-_TO_LAST_AT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:(?://)?)[^@]*@(?=[^@]*$)", re.DOTALL)
+# Greedy: up to the last "@" of all.
+_TO_LAST_AT = re.compile(r"(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?).*@", re.DOTALL)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
@@ -257,7 +265,7 @@ class RemoteRegistry:
             raise DrainError(str(problem), usage=usage, status=response.status_code)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DrainError(f"{self.shown} did not answer with JSON") from None
 
 

@@ -191,7 +191,7 @@ class RemoteLogs:
             raise self._refused(response, "create a log session")
         try:
             return str(response.json()["logplex_url"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise RemoteError(f"{self.shown} is not a herolog server (no log session)") from None
 
     def _read(self, client: httpx.Client, url: str) -> bool:
@@ -230,7 +230,7 @@ class RemoteLogs:
             if event.event in ("", "message") and event.data:
                 try:
                     yield [decode_record(data) for data in event.data.split("\n") if data]
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):  # deep nesting too
                     raise RemoteError(f"{self.shown} sent a line herolog cannot read") from None
 
     def _refused(self, response: httpx.Response, doing: str) -> RemoteError:
@@ -295,8 +295,8 @@ class IntakeSender:
     def send(self, lines: Sequence[LogLine]) -> None:
         """Post ``lines``, in batches of about 100 KB as Logplex makes them; RemoteError
         once the server has not taken one, with ``unsent`` the lines of that batch and the
-        ones after it (those before it are stored). A line the server refuses as too large
-        (413) goes alone, and only it is lost: the lines after it are still sent."""
+        ones after it (those before it are stored). A batch the server refuses as too large
+        (413) is sent again line by line: only lines too large on their own are lost."""
         frames = [frame([message]) for message in map(format_syslog, lines)]
         start = 0
         too_large: RemoteError | None = None
@@ -308,13 +308,25 @@ class IntakeSender:
             ):
                 size += len(frames[end])
                 end += 1
+            batch = frames[start:end]
             try:
-                self._post(b"".join(frames[start:end]), end - start)
+                self._post(b"".join(batch), len(batch))
             except RemoteError as error:
                 if error.status != 413:
                     error.unsent = lost + len(frames) - start
                     raise
-                too_large, lost = error, lost + end - start
+                if len(batch) == 1:
+                    too_large, lost = error, lost + 1
+                # Over the server's --max-body: the lines one by one, to lose only those
+                # that are too large on their own.
+                for i, one in enumerate(batch if len(batch) > 1 else []):
+                    try:
+                        self._post(one, 1)
+                    except RemoteError as alone:
+                        if alone.status != 413:
+                            alone.unsent = lost + len(frames) - start - i
+                            raise
+                        too_large, lost = alone, lost + 1
             start = end
         if too_large is not None:
             too_large.unsent = lost

@@ -100,6 +100,8 @@ def decode_record(data: str) -> StoredLine:
     for value, kinds in zip(fields, _RECORD_TYPES, strict=True):
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise ValueError("not a herolog log record")
+        if isinstance(value, str) and not value.isascii():
+            value.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
     attributes = fields[10]
     if attributes is not None and not isinstance(json.loads(attributes), dict):
         raise ValueError("not a herolog log record: its attributes are not an object")

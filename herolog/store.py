@@ -315,8 +315,16 @@ class SQLiteStore:
             return  # created by a writer that has not committed its schema yet: empty
         # Drain URLs carry passwords: an empty file made by someone else (or by a umask
         # more open than herolog's) is its owner's alone before anything goes in it.
-        with contextlib.suppress(OSError):  # not ours to change: it stays as it is
+        with contextlib.suppress(OSError):  # not ours to change: checked below
             self.path.chmod(0o600)
+        # Another user's file that others may read. (A file system that ignores modes
+        # shows the user's own files as 0777: those are left alone.)
+        info = self.path.stat()
+        if info.st_mode & 0o077 and info.st_uid != os.geteuid():
+            raise StoreError(
+                f"{self.path} can be read by others and cannot be made private (it is not"
+                " yours): drain passwords go in it; remove it, or chmod 600 it as its owner"
+            )
         if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise StoreError(f"{self.path}: SQLite could not switch to WAL mode")
         with self._write():

@@ -50,14 +50,15 @@ class ServerURLType(click.ParamType[str, Any]):
             return text
         import httpx
 
-        from herolog.drains import mask_url
+        from herolog.drains import mask_loosely
 
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL as error:
-            self.fail(f"{mask_url(text)!r} is not a server URL ({error})", param, ctx)
+            self.fail(f"{mask_loosely(text)!r} is not a server URL ({error})", param, ctx)
         if url.scheme not in ("http", "https") or not url.host or (url.port or 1) > 65535:
-            self.fail(f"{mask_url(text)!r} is not a server URL: http(s)://HOST[:PORT]", param, ctx)
+            shown = mask_loosely(text)
+            self.fail(f"{shown!r} is not a server URL: http(s)://HOST[:PORT]", param, ctx)
         return text
 
 

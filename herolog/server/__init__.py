@@ -153,7 +153,9 @@ class Server:
         )
         self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
         if config.syslog_port is not None:
-            self.syslog = SyslogServer(config.syslog_app, self.writer, self.stats)
+            self.syslog = SyslogServer(
+                config.syslog_app, self.writer, self.stats, lambda: self.app.forwarder.tokens
+            )
             self.app.on_startup(self._start_syslog)
             self.app.on_shutdown(self.syslog.stop)
         self.app.on_startup(self._announce)

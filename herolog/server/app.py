@@ -244,12 +244,12 @@ class HerologApp:
                 raise body_too_large(limit)
         body = await read_body(receive, limit, gzip=encoding == b"gzip")
         token = headers.get(b"logplex-drain-token")
-        if token is not None and self.forwarder.forwarded_here(app, token.decode("latin-1")):
+        if token is not None and self.forwarder.is_own_drain(token.decode("latin-1")):
             # Stored, it would be forwarded again, for ever: refused, the drain drops it.
             raise HTTPError(
                 422,
-                f"this batch came from this server's own drain {token.decode('latin-1')} of"
-                f" {app}: a drain must not point at its own app's intake",
+                f"this batch came from this store's own drain {token.decode('latin-1')}:"
+                " a drain must not point back at a server of the store it forwards from",
             )
         frame_id = headers.get(b"logplex-frame-id")
         attributes = (

@@ -459,6 +459,8 @@ class Forwarder:
         self.log = log
         self.workers: dict[str, DrainWorker] = {}
         self._by_app: dict[str, list[DrainWorker]] = {}
+        self.tokens: frozenset[str] = frozenset()
+        """The tokens of every drain of the store, whether or not this server forwards."""
         self._changed: int | None = None
         self._saved: dict[str, Delivery] = {}
         self._task: asyncio.Task[None] | None = None
@@ -492,10 +494,12 @@ class Forwarder:
                     " forwards this store's drains; this one takes over if that one stops"
                 )
 
-    def forwarded_here(self, app: str, token: str) -> bool:
-        """Whether a batch for ``app`` carrying the drain token ``token`` comes from one of
-        this server's own drains of that app: a drain pointing at its own intake."""
-        return any(worker.drain.token == token for worker in self._by_app.get(app, ()))
+    def is_own_drain(self, token: str) -> bool:
+        """Whether ``token`` is one of this store's drains: a batch carrying it came from
+        this store's own forwarding (by this server or another on the same store), and
+        storing it would have it forwarded again, for ever (the same app, or two apps
+        draining into each other). Its lines are in the store already."""
+        return token in self.tokens
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         by_app = self._by_app
@@ -572,6 +576,7 @@ class Forwarder:
         if found is None:
             return
         self._changed, registered = found
+        self.tokens = frozenset(drain.token for drain in registered)
         if not self.active:
             registered = []
         current = {drain.id: drain for drain in registered}

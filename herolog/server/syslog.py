@@ -14,11 +14,14 @@ import asyncio
 import itertools
 import socket
 import ssl
+from collections.abc import Callable
+from operator import attrgetter
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
 from herolog.server.writer import Stored, Writer
 
+_hostname = attrgetter("hostname")
 READ_SIZE = 1 << 16
 BACKLOG = 2048
 """Connections the kernel queues before they are accepted (uvicorn's default, for HTTP)."""
@@ -32,14 +35,24 @@ to keep the writer busy, few enough that a fast sender cannot fill memory."""
 
 
 class SyslogServer:
-    def __init__(self, app: str, writer: Writer, stats: Stats) -> None:
+    def __init__(
+        self,
+        app: str,
+        writer: Writer,
+        stats: Stats,
+        own_drains: Callable[[], frozenset[str]] = frozenset,
+    ) -> None:
         self.app = app
         self.writer = writer
         self.stats = stats
+        self.own_drains = own_drains
+        """The tokens of the store's drains, which herolog's syslog drains send as their
+        HOSTNAME: lines carrying one were forwarded from this same store."""
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._streams: dict[int, asyncio.StreamWriter] = {}
         self._ids = itertools.count(1)
+        self._stopping = False
 
     async def start(self, sock: socket.socket, context: ssl.SSLContext | None) -> None:
         """Serve connections on a listening socket (bound by serve before it starts)."""
@@ -50,6 +63,7 @@ class SyslogServer:
 
     async def stop(self) -> None:
         """Stop accepting; close each connection after storing what it has read."""
+        self._stopping = True  # the ends of stream that follow are ours, not the clients'
         if self._server is not None:
             self._server.close()
         for out in list(self._streams.values()):
@@ -80,6 +94,8 @@ class SyslogServer:
                 if read is not None and read in done:
                     data = read.result()
                     read = None
+                    if not data and self._stopping:
+                        break  # a last message without its newline may be cut off: not kept
                     # The writer stores the chunks of a connection in the order they are sent.
                     pending.add(self._send(decoder, data))
                     if not data:
@@ -109,6 +125,12 @@ class SyslogServer:
             lines, broken = [], str(error)
         if decoder.error is not None:  # the lines before it are stored; the rest is refused
             broken = str(decoder.error)
+        tokens = self.own_drains()
+        if tokens and not tokens.isdisjoint(map(_hostname, lines)):
+            # Stored, it would be forwarded again, for ever: the connection is closed.
+            index = next(i for i, line in enumerate(lines) if line.hostname in tokens)
+            broken = f"a line from this store's own drain {lines[index].hostname}"
+            del lines[index:]
         return asyncio.ensure_future(self._store(lines, broken))
 
     async def _store(self, lines: list[LogLine], broken: str | None) -> Stored:

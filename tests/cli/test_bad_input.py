@@ -174,6 +174,17 @@ BAD_URLS = [
 ]
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:p#S3CRET@h.example.com", "//user:S3CRET@h.example.com", "user:S3CRET@h"],
+)
+def test_a_bad_server_url_is_refused_without_its_password(url: str) -> None:
+    code, err = invoke("logs", "--server", url)
+    assert code == 2, err
+    assert "is not a server URL" in one_error_line(err)
+    assert "S3CRET" not in err
+
+
 @pytest.mark.parametrize("command", REMOTE_COMMANDS, ids=" ".join)
 @pytest.mark.parametrize("url", BAD_URLS)
 def test_a_bad_server_url_is_a_usage_error(command: tuple[str, ...], url: str) -> None:

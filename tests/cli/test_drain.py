@@ -83,6 +83,13 @@ def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> N
         "https://user:pa#S3CRET@logs.example.com",
         "https://user:pa?S3CRET@logs.example.com",
         "https:user:S3CRET@logs.example.com",
+        "https:user:p@ss/S3CRET@logs.example.com",
+        "ftp://user:p@ss/S3CRET@logs.example.com",
+        "https://user:p@s#S3CRET@logs.example.com",
+        "https://user:p@ss/S3CRET@logs.example.com:99999",
+        " https://user:S3CRET@logs.example.com",
+        "//user:S3CRET@logs.example.com",
+        "user:S3CRET@logs.example.com",
     ],
 )
 def test_a_url_too_broken_to_split_is_refused_without_its_password(

@@ -187,25 +187,51 @@ def test_a_400_drops_the_batch_at_once_and_records_why(make_server: ServerFactor
         picky.close()
 
 
-def test_a_drain_pointing_at_its_own_intake_does_not_loop(make_server: ServerFactory) -> None:
-    """The banner's drains:add line, given to this server itself: every line would come
-    back and be forwarded again, for ever. The intake refuses its own drain's batches."""
+@pytest.mark.parametrize("into", ["the same app", "another app", "a second server"])
+def test_a_drain_pointing_back_at_its_own_store_does_not_loop(
+    make_server: ServerFactory, into: str
+) -> None:
+    """The banner's drains:add line given to this server itself, two apps draining into
+    each other, or a drain to another server on the same store: each line would come back
+    and be forwarded again, for ever. Batches carrying one of the store's own drain tokens
+    are refused (422), and the drain shows why."""
     running = make_server()
-    token = add_drain(running, "loop", f"{running.url}/apps/loop/logs")
+    receiver = make_server() if into == "a second server" else running
+    target = "sink" if into == "another app" else "loop"
+    token = add_drain(running, "loop", f"{receiver.url}/apps/{target}/logs")
+    if into == "another app":
+        add_drain(running, "sink", f"{running.url}/apps/loop/logs")
+    if receiver is not running:
+        forwarder = receiver.server.app.forwarder
+        wait_until(lambda: token in forwarder.tokens, what="the second server's registry")
     post(running, "loop", numbered(2))
-    worker = next(w for w in running.server.app.forwarder.workers.values())
+    worker = next(
+        w for w in running.server.app.forwarder.workers.values() if w.drain.token == token
+    )
     wait_until(lambda: worker.delivery.dropped == 2, what="the refused batch")
     assert worker.delivery.last_error == (
-        f"422 Unprocessable Entity: this batch came from this server's own drain {token} of"
-        " loop: a drain must not point at its own app's intake"
+        f"422 Unprocessable Entity: this batch came from this store's own drain {token}:"
+        " a drain must not point back at a server of the store it forwards from"
     )
     assert history(running, "loop") == ["app[web.1]: line 0", "app[web.1]: line 1"]
-    assert running.server.stats.responses[422] == 1
-    # Forwarding into another app of the same server is not a loop, and is stored.
-    other = add_drain(running, "source", f"{running.url}/apps/sink/logs")
-    assert other != token
-    post(running, "source", numbered(1))
-    wait_until(lambda: history(running, "sink") == ["app[web.1]: line 0"], what="forwarded")
+    assert history(running, "sink") == []
+    assert receiver.server.stats.responses[422] == 1
+
+
+def test_a_syslog_drain_into_its_own_syslog_port_does_not_loop(
+    make_server: ServerFactory,
+) -> None:
+    running = make_server(syslog_port=0, syslog_app="loop")
+    add_drain(running, "loop", f"syslog://127.0.0.1:{running.syslog_port}")
+    post(running, "loop", numbered(2))
+    worker = next(w for w in running.server.app.forwarder.workers.values())
+    wait_until(lambda: worker.delivery.delivered == 2, what="the forwarded lines")
+    syslog = running.server.syslog
+    assert syslog is not None
+    wait_until(lambda: running.server.stats.syslog_connections >= 1, what="the connection")
+    wait_until(lambda: not syslog._connections, what="the connection closed")
+    # The lines came back with the drain's token as their HOSTNAME and were not stored.
+    assert history(running, "loop") == ["app[web.1]: line 0", "app[web.1]: line 1"]
 
 
 def _saved_delivery(running: Running) -> Delivery:

@@ -296,6 +296,8 @@ def test_the_api_key_is_not_sent_to_the_session_url(
         [*GOOD, *GOOD_TAIL[:4], "[1]", *GOOD_TAIL[5:]],  # attributes that are not an object
         [*GOOD, "hi", True, *GOOD_TAIL[2:]],  # a pri that is a boolean
         list(range(12)),
+        [*GOOD, "\ud800", *GOOD_TAIL[1:]],  # a lone surrogate: no UTF-8 for it
+        [],  # 100,000 nested lists: deeper than json can read
     ],
 )
 @pytest.mark.parametrize("output", [[], ["--json"], ["--color", "always"]])
@@ -303,7 +305,7 @@ def test_records_that_are_not_herolog_s_are_one_line(
     fake_server: tuple[str, type[_FakeServer]], record: list[object], output: list[str]
 ) -> None:
     url, handler = fake_server
-    handler.records = [json.dumps(record)]
+    handler.records = [json.dumps(record) if record else "[" * 100_000 + "]" * 100_000]
     code, out, err = run("logs", "--server", url, "-a", "demo", *output)
     assert code == 1
     assert out == ""

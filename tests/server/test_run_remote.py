@@ -272,8 +272,13 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
     assert httpx.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
 
 
-def test_a_line_refused_as_too_large_costs_only_itself(make_server: ServerFactory) -> None:
-    server = make_server(max_body=120_000)
+@pytest.mark.parametrize("max_body", [120_000, 60_000], ids=["batches fit", "batches too big"])
+def test_a_line_refused_as_too_large_costs_only_itself(
+    make_server: ServerFactory, max_body: int
+) -> None:
+    """A server whose --max-body is under the ~100 KB batches run sends, too: they are sent
+    again line by line."""
+    server = make_server(max_body=max_body)
     lines = made(700)
     huge = made(1, size=150_000)[0]
     after = made(10)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
 from tests.server.conftest import Running, ServerFactory
@@ -119,6 +120,28 @@ def test_a_message_cut_off_by_a_connection_reset_is_not_stored(served: Running) 
     assert syslog is not None
     wait_for(lambda: not syslog._connections)  # its handler has finished
     assert messages(served) == ["complete"]
+
+
+def test_a_message_cut_off_by_the_server_stopping_is_not_stored(herolog_home: Path) -> None:
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+    from herolog.store import SQLiteStore
+
+    path = herolog_home / "logs.db"
+    server = Server(ServeConfig(store_path=path, port=0, syslog_port=0), log=io.StringIO())
+    stop = run_in_thread(server)
+    assert server.syslog_port is not None
+    with socket.create_connection(("127.0.0.1", server.syslog_port), timeout=10) as sock:
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z h user - - - complete\n")
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z h user - - - this was cut o")
+        wait_for(lambda: server.stats.syslog_lines == 1)
+        stop()
+    store = SQLiteStore.open(path)
+    try:
+        assert [x.message for x in store.last(LineFilter(), 10)[0]] == ["complete"]
+    finally:
+        store.close()
 
 
 def test_many_idle_connections_do_not_block_a_working_one(served: Running) -> None:
