@@ -221,6 +221,8 @@ def refuses_connections(url: str) -> bool:
             socket.create_connection((host, int(port)), timeout=1).close()
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            pass  # queued on the listener as it closed: the next attempt is refused
         time.sleep(0.05)
     return False
 
