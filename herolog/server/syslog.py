@@ -14,8 +14,10 @@ import asyncio
 import itertools
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
+from typing import Any
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
@@ -29,6 +31,10 @@ MAX_FRAME = 64 << 10
 """The longest syslog message a connection may send; longer closes the connection. Logplex
 splits lines at about 10 KB and rsyslog's default is 8 KiB: this bounds what an idle
 connection may hold in memory half-received."""
+MAX_LINES_IN_FLIGHT = 20_000
+"""Lines of every syslog connection together waiting for the writer, at most (give or take
+one read's worth): drain POSTs share the writer, and must not wait behind a flood of tiny
+messages on the syslog port for longer than Logplex waits for an answer."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -53,6 +59,9 @@ class SyslogServer:
         self._streams: dict[int, asyncio.StreamWriter] = {}
         self._ids = itertools.count(1)
         self._stopping = False
+        self._lines_in_flight = 0
+        self._waiting_for_room: deque[asyncio.Future[None]] = deque()
+        """Connections holding a read until there is room, let in one by one, in turn."""
 
     async def start(self, sock: socket.socket, context: ssl.SSLContext | None) -> None:
         """Serve connections on a listening socket (bound by serve before it starts)."""
@@ -81,23 +90,36 @@ class SyslogServer:
         decoder = FrameDecoder(MAX_FRAME, newline_framing=True)
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
+        held: bytes | None = None  # read, and waiting for room among the lines in flight
+        room: asyncio.Future[Any] | None = None
         try:
             while True:
-                if read is None and len(pending) < MAX_IN_FLIGHT:
+                if held is None and read is None and len(pending) < MAX_IN_FLIGHT:
                     read = asyncio.ensure_future(reader.read(READ_SIZE))
-                waiting = pending | ({read} if read is not None else set())
+                waiting = pending | {f for f in (read, room) if f is not None}
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 written = {write for write in pending if write in done}
                 pending -= written
                 if any(self._count(write) for write in written):
                     break  # garbage: what came before it is stored; hang up
                 if read is not None and read in done:
-                    data = read.result()
-                    read = None
-                    if not data and self._stopping:
+                    held, read = read.result(), None
+                    if not held and self._stopping:
                         break  # a last message without its newline may be cut off: not kept
+                let_in = room is not None and room in done
+                if let_in:
+                    room = None
+                elif held is not None and room is None:
+                    if self._lines_in_flight < MAX_LINES_IN_FLIGHT and not self._waiting_for_room:
+                        let_in = True
+                    else:  # in turn behind the others, once lines in flight are stored
+                        room = asyncio.get_running_loop().create_future()
+                        self._waiting_for_room.append(room)
+                if let_in and held is not None:
                     # The writer stores the chunks of a connection in the order they are sent.
+                    data, held = held, None
                     pending.add(self._send(decoder, data))
+                    self._let_in()  # the next in turn, if there is still room
                     if not data:
                         break
         except (ConnectionError, ssl.SSLError):
@@ -105,6 +127,10 @@ class SyslogServer:
         finally:
             if read is not None:
                 read.cancel()
+            if room is not None:
+                if room.done():  # let in, and gone: the next one's turn
+                    self._let_in()
+                room.cancel()
             # A newline-framed message without its newline is complete only at a clean end
             # of the stream (decoder.close above); a connection reset may have cut it off.
             if pending:
@@ -131,10 +157,23 @@ class SyslogServer:
             index = next(i for i, line in enumerate(lines) if line.hostname in tokens)
             broken = f"a line from this store's own drain {lines[index].hostname}"
             del lines[index:]
+        self._lines_in_flight += len(lines)
         return asyncio.ensure_future(self._store(lines, broken))
 
+    def _let_in(self) -> None:
+        """Let the next connection waiting for room send what it holds, if there is room."""
+        while self._waiting_for_room and self._lines_in_flight < MAX_LINES_IN_FLIGHT:
+            turn = self._waiting_for_room.popleft()
+            if not turn.done():  # not a connection that has gone
+                turn.set_result(None)
+                return
+
     async def _store(self, lines: list[LogLine], broken: str | None) -> Stored:
-        stored = await self.writer.write_lines(self.app, lines) if lines else Stored(0, 0)
+        try:
+            stored = await self.writer.write_lines(self.app, lines) if lines else Stored(0, 0)
+        finally:
+            self._lines_in_flight -= len(lines)
+            self._let_in()
         return Stored(stored.lines, len(lines), broken)
 
     def _count(self, write: asyncio.Future[Stored]) -> bool:

@@ -144,6 +144,47 @@ def test_a_message_cut_off_by_the_server_stopping_is_not_stored(herolog_home: Pa
         store.close()
 
 
+def test_a_flood_of_tiny_messages_keeps_a_bounded_share_of_the_writer(served: Running) -> None:
+    """Several connections sending 3-byte messages (21,000 to a read): the lines waiting for
+    the writer stay under the budget plus one read's worth, so a drain POST queued behind
+    them waits for that much at most, whatever the number of connections."""
+    import threading
+
+    from herolog.server.syslog import MAX_LINES_IN_FLIGHT, READ_SIZE
+
+    syslog = served.server.syslog
+    assert syslog is not None
+    stop = threading.Event()
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        with connect(served) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)  # less to drain
+            while not stop.is_set():
+                sock.sendall(b"1 x" * 20_000)
+                sent += 20_000
+
+    floods = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+    for thread in floods:
+        thread.start()
+    most = 0
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            most = max(most, syslog._lines_in_flight)
+            time.sleep(0.001)
+        response = served.post("demo", syslog_frames("through the flood"))
+        assert response.status_code == 204
+    finally:
+        stop.set()
+        for thread in floods:
+            thread.join(30)
+    assert sent > 2 * MAX_LINES_IN_FLIGHT  # a flood, not a trickle
+    assert 0 < most <= MAX_LINES_IN_FLIGHT + READ_SIZE // 3
+    assert [x.message for x in served.lines("demo")] == ["through the flood"]
+
+
 def test_many_idle_connections_do_not_block_a_working_one(served: Running) -> None:
     idle = [connect(served) for _ in range(300)]
     try:
