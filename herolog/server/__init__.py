@@ -213,7 +213,8 @@ class Server:
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
         assert self._syslog_socket is not None
-        await self.syslog.start(self._syslog_socket, self._tls)
+        # The header timeout also bounds the handshake: a silent client holds no connection.
+        await self.syslog.start(self._syslog_socket, self._tls, self.config.header_timeout)
 
     async def _announce(self) -> None:
         for line in self.banner():

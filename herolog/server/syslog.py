@@ -63,11 +63,19 @@ class SyslogServer:
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
         """Connections holding a read until there is room, let in one by one, in turn."""
 
-    async def start(self, sock: socket.socket, context: ssl.SSLContext | None) -> None:
-        """Serve connections on a listening socket (bound by serve before it starts)."""
+    async def start(
+        self, sock: socket.socket, context: ssl.SSLContext | None, handshake_timeout: float = 60.0
+    ) -> None:
+        """Serve connections on a listening socket (bound by serve before it starts); a TLS
+        handshake not done within ``handshake_timeout`` seconds closes the connection."""
         # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
         self._server = await asyncio.start_server(
-            self._connection, sock=sock, ssl=context, limit=READ_SIZE, backlog=BACKLOG
+            self._connection,
+            sock=sock,
+            ssl=context,
+            limit=READ_SIZE,
+            backlog=BACKLOG,
+            ssl_handshake_timeout=handshake_timeout if context is not None else None,
         )
 
     async def stop(self) -> None:

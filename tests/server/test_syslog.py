@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -270,6 +271,21 @@ def test_syslog_over_tls_and_https_intake(
         plain.sendall(syslog_frames("not over tls"))
     time.sleep(0.3)
     assert "not over tls" not in messages(running)
+
+
+def test_a_tls_handshake_that_stalls_is_cut_off_after_the_header_timeout(
+    make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """One byte of a ClientHello and then nothing: the connection is closed after
+    --header-timeout, not after asyncio's 60 s default."""
+    _, certfile, keyfile = certificates
+    running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile, header_timeout=0.5)
+    with connect(running) as sock:
+        sock.sendall(b"\x16")
+        sock.settimeout(20)
+        # Closed (an end of stream or a reset): what matters is that it did not take 60 s.
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(100) == b""
 
 
 def logger_path() -> str:
