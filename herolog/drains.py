@@ -42,7 +42,7 @@ def check_url(url: str) -> str:
         )
     if scheme not in SCHEMES:
         raise DrainURLError(
-            f"unsupported drain URL scheme {parts.scheme or 'none'!r} in {shown}:"
+            f"unsupported drain URL scheme {parts.scheme!r} in {shown}:"
             f" use {', '.join(s + '://' for s in SCHEMES)}"
         )
     if not parts.hostname:

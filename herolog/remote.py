@@ -317,16 +317,15 @@ class IntakeSender:
                     raise
                 if len(batch) == 1:
                     too_large, lost = error, lost + 1
-                # Over the server's --max-body: the lines one by one, to lose only those
-                # that are too large on their own.
-                for i, one in enumerate(batch if len(batch) > 1 else []):
-                    try:
-                        self._post(one, 1)
-                    except RemoteError as alone:
-                        if alone.status != 413:
-                            alone.unsent = lost + len(frames) - start - i
-                            raise
-                        too_large, lost = alone, lost + 1
+                else:  # over the server's --max-body: line by line, to lose only the too large
+                    for i, one in enumerate(batch):
+                        try:
+                            self._post(one, 1)
+                        except RemoteError as alone:
+                            if alone.status != 413:
+                                alone.unsent = lost + len(frames) - start - i
+                                raise
+                            too_large, lost = alone, lost + 1
             start = end
         if too_large is not None:
             too_large.unsent = lost

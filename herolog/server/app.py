@@ -244,7 +244,7 @@ class HerologApp:
                 raise body_too_large(limit)
         body = await read_body(receive, limit, gzip=encoding == b"gzip")
         token = headers.get(b"logplex-drain-token")
-        if token is not None and self.forwarder.is_own_drain(token.decode("latin-1")):
+        if token is not None and token.decode("latin-1") in self.forwarder.tokens:
             # Stored, it would be forwarded again, for ever: refused, the drain drops it.
             raise HTTPError(
                 422,

@@ -460,7 +460,10 @@ class Forwarder:
         self.workers: dict[str, DrainWorker] = {}
         self._by_app: dict[str, list[DrainWorker]] = {}
         self.tokens: frozenset[str] = frozenset()
-        """The tokens of every drain of the store, whether or not this server forwards."""
+        """The tokens of every drain of the store, whether or not this server forwards. A
+        batch carrying one came from this store's own forwarding (by this server or another
+        on the same store): stored, it would be forwarded again, for ever (the same app, or
+        two apps draining into each other), and its lines are in the store already."""
         self._changed: int | None = None
         self._saved: dict[str, Delivery] = {}
         self._task: asyncio.Task[None] | None = None
@@ -493,13 +496,6 @@ class Forwarder:
                     f"another herolog serve (pid {holder.split('.')[0] if holder else '?'})"
                     " forwards this store's drains; this one takes over if that one stops"
                 )
-
-    def is_own_drain(self, token: str) -> bool:
-        """Whether ``token`` is one of this store's drains: a batch carrying it came from
-        this store's own forwarding (by this server or another on the same store), and
-        storing it would have it forwarded again, for ever (the same app, or two apps
-        draining into each other). Its lines are in the store already."""
-        return token in self.tokens
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         by_app = self._by_app

@@ -17,7 +17,6 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
@@ -99,7 +98,7 @@ class SyslogServer:
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
         held: bytes | None = None  # read, and waiting for room among the lines in flight
-        room: asyncio.Future[Any] | None = None
+        room: asyncio.Future[None] | None = None
         try:
             while True:
                 if held is None and read is None and len(pending) < MAX_IN_FLIGHT:
@@ -139,8 +138,8 @@ class SyslogServer:
                 if room.done():  # let in, and gone: the next one's turn
                     self._let_in()
                 room.cancel()
-            # A newline-framed message without its newline is complete only at a clean end
-            # of the stream (decoder.close above); a connection reset may have cut it off.
+            # A newline-framed message without its newline is complete only at the client's
+            # clean end of the stream (sent above as b""); a reset may have cut it off.
             if pending:
                 flushed, _ = await asyncio.wait(pending)
                 for finished in flushed:
