@@ -73,6 +73,7 @@ _herolog() {
                 --port) COMPREPLY=(); return ;;
                 --syslog-port) COMPREPLY=(); return ;;
                 --syslog-app) COMPREPLY=(); return ;;
+                --syslog-max-connections) COMPREPLY=(); return ;;
                 --auth) COMPREPLY=(); return ;;
                 --api-key) COMPREPLY=(); return ;;
                 --public-url) COMPREPLY=(); return ;;
@@ -84,7 +85,7 @@ _herolog() {
                 --header-timeout) COMPREPLY=(); return ;;
                 --drain-buffer) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --syslog-max-connections --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
         "herolog store history")

@@ -73,6 +73,7 @@ complete -c herolog -n '__herolog_using "herolog serve"' -l host -x -d 'Address 
 complete -c herolog -n '__herolog_using "herolog serve"' -l port -x -d 'HTTP port for HTTPS drains; 0 picks a free one.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-port -x -d 'Also accept syslog drains over TCP (TLS with --certfile) on this port.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-app -x -d 'The app syslog lines are stored under.'
+complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-max-connections -x -d 'Syslog connections open at once; more are closed as they arrive.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l auth -x -d 'Basic auth the drain intake requires (put it in the drain URL).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l api-key -x -d 'Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l public-url -x -d 'Base URL clients reach this server at, for log-session URLs (default: from Host).'

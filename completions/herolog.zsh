@@ -136,6 +136,7 @@ _herolog_serve() {
         '--port[HTTP port for HTTPS drains; 0 picks a free one.]:INTEGER RANGE: ' \
         '--syslog-port[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
         '--syslog-app[The app syslog lines are stored under.]:APP: ' \
+        '--syslog-max-connections[Syslog connections open at once; more are closed as they arrive.]:N: ' \
         '--auth[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
         '--api-key[Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).]:KEY: ' \
         '--public-url[Base URL clients reach this server at, for log-session URLs (default\: from Host).]:URL: ' \

@@ -77,7 +77,11 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
     ]
     assert bash_complete("herolog drain ") == ["-h", "--help", "add", "list", "remove"]
     assert bash_complete("herolog drain list -a d") == ["dashboard", "demo"]
-    assert bash_complete("herolog serve --syslog-") == ["--syslog-port", "--syslog-app"]
+    assert bash_complete("herolog serve --syslog-") == [
+        "--syslog-port",
+        "--syslog-app",
+        "--syslog-max-connections",
+    ]
     assert bash_complete("herolog serve --certfile ") != []  # files
     assert bash_complete("herolog st") == ["store"]
     assert bash_complete("herolog store ") == ["-h", "--help", "history", "info"]

@@ -36,6 +36,15 @@ import click
     help="The app syslog lines are stored under.",
 )
 @click.option(
+    "--syslog-max-connections",
+    envvar="HEROLOG_SYSLOG_MAX_CONNECTIONS",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    metavar="N",
+    help="Syslog connections open at once; more are closed as they arrive.",
+)
+@click.option(
     "--auth",
     envvar="HEROLOG_AUTH",
     metavar="USER:PASSWORD",
@@ -117,6 +126,7 @@ def serve(
     port: int,
     syslog_port: int | None,
     syslog_app: str,
+    syslog_max_connections: int,
     auth: str | None,
     api_key: str | None,
     public_url: str | None,
@@ -150,6 +160,7 @@ def serve(
             port=port,
             syslog_port=syslog_port,
             syslog_app=syslog_app,
+            syslog_max_connections=syslog_max_connections,
             auth=Credentials.parse(auth) if auth else None,
             api_key=api_key or None,
             public_url=public_url or None,

@@ -154,7 +154,12 @@ class Server:
         self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
         if config.syslog_port is not None:
             self.syslog = SyslogServer(
-                config.syslog_app, self.writer, self.stats, lambda: self.app.forwarder.tokens
+                config.syslog_app,
+                self.writer,
+                self.stats,
+                lambda: self.app.forwarder.tokens,
+                max_connections=config.syslog_max_connections,
+                log=self.log,
             )
             self.app.on_startup(self._start_syslog)
             self.app.on_shutdown(self.syslog.stop)
@@ -163,7 +168,11 @@ class Server:
     def bind(self) -> None:
         """Open the listening sockets now, so a busy port is a clear error before anything
         runs (ConfigError), as is an unusable store (StoreError)."""
-        raise_open_file_limit()
+        files = raise_open_file_limit()
+        if self.syslog is not None and files is not None:
+            # Half the files at most, so that a flood of syslog connections leaves the
+            # HTTP intake, the store and the drains theirs.
+            self.syslog.max_connections = max(1, min(self.syslog.max_connections, files // 2))
         if self.config.certfile and self.config.keyfile:
             # uvicorn loads them only once it runs, and a bad pair is a traceback there.
             self._tls = tls_context(self.config.certfile, self.config.keyfile)
@@ -246,6 +255,12 @@ class Server:
                 f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r}):"
                 f" heroku drains:add {kind}://{public}:{self.syslog_port} -a APP"
             )
+            allowed = self.syslog.max_connections if self.syslog else 0
+            if allowed < config.syslog_max_connections:
+                lines.append(
+                    f"at most {allowed:,} syslog connections at once, half the open-file limit"
+                    " (raise it with ulimit -n, or LimitNOFILE= in a systemd unit)"
+                )
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
         api = f"{scheme}://{shown_host}:{self.http_port}"
@@ -266,17 +281,20 @@ class Server:
         return lines
 
 
-def raise_open_file_limit() -> None:
-    """Lift the soft limit on open files to the hard one, as servers do: a file a connection."""
+def raise_open_file_limit() -> int | None:
+    """Lift the soft limit on open files to the hard one, as servers do: a file a connection.
+    Returns the limit now in force (None: no limit)."""
     try:
         import resource
     except ImportError:  # Windows has no such limit
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         # Some systems refuse an unlimited soft limit (macOS): keep what there is.
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def listen(host: str, port: int) -> socket.socket:

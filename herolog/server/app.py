@@ -52,6 +52,7 @@ class Stats:
     duplicate_batches: int = 0
     msg_count_mismatches: int = 0
     syslog_connections: int = 0
+    syslog_connections_refused: int = 0
     syslog_lines: int = 0
     responses: Counter[int] = field(default_factory=Counter)
 
@@ -63,6 +64,7 @@ class Stats:
             "duplicate_batches": self.duplicate_batches,
             "msg_count_mismatches": self.msg_count_mismatches,
             "syslog_connections": self.syslog_connections,
+            "syslog_connections_refused": self.syslog_connections_refused,
             "syslog_lines": self.syslog_lines,
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
         }

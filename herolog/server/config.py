@@ -16,6 +16,7 @@ DEFAULT_MAX_BODY = 5 << 20
 DEFAULT_SYSLOG_APP = "default"
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_SYSLOG_MAX_CONNECTIONS = 10_000
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,8 @@ class ServeConfig:
     port: int = DEFAULT_PORT
     syslog_port: int | None = None
     syslog_app: str = DEFAULT_SYSLOG_APP
+    syslog_max_connections: int = DEFAULT_SYSLOG_MAX_CONNECTIONS
+    """Syslog connections open at once, at most; more are closed as they arrive."""
     auth: Credentials | None = None
     api_key: str | None = field(default=None, repr=False)
     certfile: Path | None = None
@@ -96,6 +99,8 @@ class ServeConfig:
                 raise ConfigError("--public-url has no host name")
         if self.drain_buffer < 1:
             raise ConfigError("--drain-buffer must be at least 1 line")
+        if self.syslog_max_connections < 1:
+            raise ConfigError("--syslog-max-connections must be at least 1")
         if self.max_body < 1024:
             raise ConfigError("--max-body must be at least 1024 bytes")
         if not valid_app_name(self.syslog_app):

@@ -14,9 +14,12 @@ import asyncio
 import itertools
 import socket
 import ssl
+import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
+from typing import TextIO
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
@@ -34,6 +37,9 @@ MAX_LINES_IN_FLIGHT = 20_000
 """Lines of every syslog connection together waiting for the writer, at most (give or take
 one read's worth): drain POSTs share the writer, and must not wait behind a flood of tiny
 messages on the syslog port for longer than Logplex waits for an answer."""
+REFUSALS_REPORTED_EVERY_S = 60.0
+"""Connections refused for being over the limit are reported at most this often, counted:
+a client retrying in a loop must not flood serve's log."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -46,10 +52,19 @@ class SyslogServer:
         writer: Writer,
         stats: Stats,
         own_drains: Callable[[], frozenset[str]] = frozenset,
+        *,
+        max_connections: int = 10_000,
+        log: TextIO | None = None,
     ) -> None:
         self.app = app
         self.writer = writer
         self.stats = stats
+        self.max_connections = max_connections
+        """Connections open at once, at most: each holds a file descriptor, and the HTTP
+        intake needs some too (rsyslog and syslog-ng have such a limit as well)."""
+        self.log = log if log is not None else sys.stderr
+        self._refused_unreported = 0
+        self._report_refusals_at = 0.0
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
@@ -88,6 +103,9 @@ class SyslogServer:
             await asyncio.wait(self._connections, timeout=10)
 
     async def _connection(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_connections:
+            self._refuse(out)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -147,6 +165,27 @@ class SyslogServer:
             out.close()
             self._streams.pop(stream_id, None)
             self._connections.discard(task)
+
+    def _refuse(self, out: asyncio.StreamWriter) -> None:
+        """Close a connection over the limit before reading from it, and say so (counted,
+        at most once every REFUSALS_REPORTED_EVERY_S)."""
+        out.close()
+        self.stats.syslog_connections_refused += 1
+        self._refused_unreported += 1
+        now = time.monotonic()
+        if now < self._report_refusals_at:
+            return
+        self._report_refusals_at = now + REFUSALS_REPORTED_EVERY_S
+        count, self._refused_unreported = self._refused_unreported, 0
+        peer = out.get_extra_info("peername")
+        source = f" (the last from {peer[0]} port {peer[1]})" if peer else ""
+        what = "a syslog connection" if count == 1 else f"{count:,} syslog connections"
+        print(
+            f"herolog serve: refused {what}{source}: {self.max_connections:,} are open"
+            " (--syslog-max-connections)",
+            file=self.log,
+            flush=True,
+        )
 
     def _send(self, decoder: FrameDecoder, data: bytes) -> asyncio.Future[Stored]:
         """Parse the next bytes of a stream (b"" at its end) and store what they complete."""

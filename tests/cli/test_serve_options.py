@@ -22,6 +22,7 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("--port", "9000", "port", 9000),
     ("--syslog-port", "6514", "syslog_port", 6514),
     ("--syslog-app", "billing", "syslog_app", "billing"),
+    ("--syslog-max-connections", "500", "syslog_max_connections", 500),
     ("--auth", "drain:s3cret", "auth", Credentials("drain", "s3cret")),
     ("--api-key", "k3y", "api_key", "k3y"),
     ("--public-url", "https://logs.example.com", "public_url", "https://logs.example.com"),

@@ -31,7 +31,13 @@ from tests.helpers import herolog_env
 from tests.server.conftest import Running, ServerFactory
 from tests.server.test_intake import body
 from tests.server.test_process import ServeProcess, stored
-from tests.server.test_syslog import connect, messages, syslog_frames, wait_for
+from tests.server.test_syslog import (
+    closed_by_server,
+    connect,
+    messages,
+    syslog_frames,
+    wait_for,
+)
 
 BODY_TIMEOUT = 1.0
 USER, PASSWORD, API_KEY = "drain", "s3cret-pass", "k3y-s3cret"
@@ -617,12 +623,13 @@ def wait_until_accepted(client: httpx.Client, url: str, connections: int) -> Non
 @pytest.mark.subprocess
 def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
     """serve lifts its soft limit on open files to the hard limit: started with 1024, it
-    holds 10,000 idle connections, stores a working one's lines, and stays idle itself."""
-    wanted = 10_000
+    holds 10,000 idle connections (its default limit), stores a working one's lines, and
+    stays idle itself; the next connection is refused."""
+    wanted = 9_999  # and the working one
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert hard >= wanted + 500, (
-        f"this test needs a hard limit on open files of at least {wanted + 500} (ulimit -Hn"
-        f" is {hard}): raise it in /etc/security/limits.conf or the container's settings"
+    assert hard >= 2 * (wanted + 1), (
+        f"this test needs a hard limit on open files of at least {2 * (wanted + 1)} (ulimit"
+        f" -Hn is {hard}): raise it in /etc/security/limits.conf or the container's settings"
     )
     with ExitStack() as stack:
         # The child starts with the usual 1024 and must raise it itself.
@@ -654,10 +661,48 @@ def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as working:
             working.sendall(syslog_frames("through ten thousand idle ones"))
             wait_for(lambda: stored(herolog_home) == ["through ten thousand idle ones"], 30)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as extra:
+                assert closed_by_server(extra)
+        assert client.get(f"{server.url}/stats").json()["syslog_connections_refused"] == 1
         assert post_ok(server.url)
         for sock in idle[:100]:  # an idle connection can still speak
             sock.sendall(syslog_frames("late"))
         wait_for(lambda: len(stored(herolog_home)) == 102, timeout=30)
+
+
+@pytest.mark.subprocess
+def test_syslog_connections_leave_the_http_intake_files(herolog_home: Path) -> None:
+    """Under a low limit on open files, syslog connections take at most half of them: a
+    flood of them leaves the HTTP intake able to accept and store."""
+    server = ServeProcess("--port", "0", "--syslog-port", "0", open_files=128)
+    try:
+        banner = "".join(server.banner)
+        assert "at most 64 syslog connections at once, half the open-file limit" in banner
+        port = syslog_port(server)
+        with ExitStack() as stack:
+            flood = []
+            for _ in range(200):
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
+                flood.append(sock)
+            with httpx.Client(timeout=30) as client:
+                wait_until_accepted(client, server.url, 64)
+                deadline = time.monotonic() + 30
+                refused = 0
+                while refused < 200 - 64:
+                    assert time.monotonic() < deadline, f"{refused} refused"
+                    refused = client.get(f"{server.url}/stats").json()["syslog_connections_refused"]
+                    time.sleep(0.01)
+            open_ones = [sock for sock in flood if not closed_by_server(sock, wait=0.2)]
+            assert len(open_ones) == 64
+            assert post_ok(server.url)  # with 200 syslog clients at the door
+            open_ones[0].sendall(syslog_frames("one of the 64"))
+            wait_for(lambda: sorted(stored(herolog_home)) == ["one of the 64", "over http 0"])
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "refused a syslog connection" in err or "syslog connections (the last" in err
 
 
 def listen_backlog_fill(port: int, attempts: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -32,13 +33,23 @@ class ServeProcess:
         *args: str,
         env: dict[str, str] | None = None,
         stdout: IO[bytes] | int = subprocess.DEVNULL,
+        open_files: int | None = None,
     ) -> None:
+        """``open_files``: the process's soft and hard limit on open files (ulimit -n)."""
+        if open_files is None:
+            limit = None
+        else:
+
+            def limit() -> None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herolog", "serve", *args],
             stderr=subprocess.PIPE,
             stdout=stdout,
             text=True,
             env=env or herolog_env(),
+            preexec_fn=limit,
         )
         assert self.proc.stderr is not None
         self.banner: list[str] = []

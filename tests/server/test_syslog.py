@@ -198,6 +198,50 @@ def test_many_idle_connections_do_not_block_a_working_one(served: Running) -> No
             sock.close()
 
 
+def closed_by_server(sock: socket.socket, wait: float | None = None) -> bool:
+    """Whether the server closes the connection (without sending anything): waits for that
+    up to the socket's timeout, or ``wait`` seconds."""
+    if wait is not None:
+        sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_over_the_limit_are_closed_and_reported(make_server: ServerFactory) -> None:
+    running = make_server(syslog_port=0, syslog_max_connections=3)
+    syslog = running.server.syslog
+    assert syslog is not None
+    kept = [connect(running) for _ in range(3)]
+    try:
+        for i, sock in enumerate(kept):
+            sock.sendall(syslog_frames(f"kept {i}"))
+        wait_for(lambda: len(running.lines()) == 3)  # all three accepted and read
+        with connect(running) as extra, connect(running) as another:
+            assert closed_by_server(extra)
+            assert closed_by_server(another)
+        assert running.server.stats.syslog_connections_refused == 2
+        refusals = [x for x in running.log.getvalue().splitlines() if "refused" in x]
+        # The second within the minute is counted, not reported again.
+        assert len(refusals) == 1, refusals
+        assert refusals[0].startswith("herolog serve: refused a syslog connection (the last")
+        assert refusals[0].endswith(": 3 are open (--syslog-max-connections)")
+        kept.pop().close()  # room for one more, once the server has seen it go
+        wait_for(lambda: len(syslog._connections) == 2)
+        with connect(running) as later:
+            later.sendall(syslog_frames("after one left"))
+            wait_for(lambda: "after one left" in messages(running))
+        for sock in kept:  # the first ones were never disturbed
+            sock.sendall(syslog_frames("still open"))
+        wait_for(lambda: messages(running).count("still open") == 2)
+    finally:
+        for sock in kept:
+            sock.close()
+
+
 @pytest.fixture
 def certificates(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
     ca = trustme.CA()
