@@ -6,11 +6,12 @@ plain and JSON output start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from herolog.parser import parse_fields, parse_structured_data
@@ -74,22 +75,72 @@ def encode_record(line: StoredLine) -> str:
     )
 
 
-def reader_gone(stream: IO[str]) -> Callable[[], bool]:
-    """For output into a pipe: whether the reader at its other end has gone, so that a tail
-    of a quiet app stops then (as GNU ``tail -f`` does), not at its next line."""
-    import select
+def _pipe_fd(stream: IO[str]) -> int | None:
+    """The file descriptor under ``stream`` if it is a pipe's writing end, else None."""
     import stat
 
     try:
         fd = stream.fileno()
-        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
     except (OSError, ValueError, AttributeError):
-        is_pipe = False
-    if not is_pipe:
+        return None
+
+
+def reader_gone(stream: IO[str]) -> Callable[[], bool]:
+    """For output into a pipe: whether the reader at its other end has gone, so that a tail
+    of a quiet app stops then (as GNU ``tail -f`` does), not at its next line."""
+    import select
+
+    fd = _pipe_fd(stream)
+    if fd is None:
         return lambda: False
     poller = select.poll()
     poller.register(fd, 0)  # no events asked for: POLLERR (the reader closed) still comes
     return lambda: bool(poller.poll(0))
+
+
+@contextlib.contextmanager
+def broken_pipe_when_reader_gone(stream: IO[str]) -> Iterator[None]:
+    """For output into a pipe: BrokenPipeError in the main thread as soon as the reader at
+    its other end goes, even while it waits on the network (``logs --server -t | head``).
+
+    A thread waits for the pipe's POLLERR and sends the main thread SIGPIPE, handled here
+    for the duration: the signal interrupts a blocking read, which no poll of the pipe
+    between reads could."""
+    import select
+    import signal
+    import threading
+
+    fd = _pipe_fd(stream)
+    if fd is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    main = threading.get_ident()
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)
+        poller.poll()
+        # Ignored once the handler is restored (Python ignores SIGPIPE): a late wake-up,
+        # or a descriptor closed at exit, does nothing.
+        signal.pthread_kill(main, signal.SIGPIPE)
+
+    def gone(signum: int, frame: object) -> None:
+        raise _ReaderGone
+
+    previous = signal.signal(signal.SIGPIPE, gone)
+    try:
+        threading.Thread(target=watch, name="herolog-reader-gone", daemon=True).start()
+        yield
+    except _ReaderGone:
+        raise BrokenPipeError("the reader of the output has gone") from None
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
+class _ReaderGone(BaseException):
+    """Raised by the SIGPIPE handler: not an OSError, which the HTTP client would take for
+    a dropped connection (and reconnect), and not caught by ``except Exception``."""
 
 
 def decode_record(data: str) -> StoredLine:

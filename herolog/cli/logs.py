@@ -144,6 +144,7 @@ def logs(
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
+    from herolog import render
     from herolog.drains import scrub
     from herolog.remote import RemoteError, RemoteLogs
 
@@ -158,7 +159,8 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
         on_reconnecting=reconnecting,
     )
     try:
-        remote.run()
+        with render.broken_pipe_when_reader_gone(sys.stdout):
+            remote.run()
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password
         if error.usage:

@@ -6,6 +6,8 @@ import http.server
 import io
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -166,6 +168,28 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
     assert code == 130
     assert err.count("reconnecting...") == 1, err
     assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
+def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
+    """`herolog logs --server URL -t | head -1` ends as the local tail does: when head
+    exits, not at the next line (which may be hours away), with status 0 and no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", "demo", "-t"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=10)  # no line arrives meanwhile
+    finally:
+        proc.kill()
+    assert b"at=info" in first
+    assert proc.returncode == 0
+    assert err == b""
 
 
 @pytest.mark.subprocess
