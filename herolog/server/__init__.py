@@ -17,6 +17,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TextIO
@@ -48,6 +49,36 @@ class _DropStartupFailure(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "Application startup failed. Exiting."
+
+
+class _QuietRepeats(logging.Filter):
+    """uvicorn's warning for each bad request, which a scanner sends thousands of: the first
+    of each kind, then at most one every ``every`` seconds, saying how many were held back;
+    and not its advice to install a WebSocket library, which herolog has no use for."""
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every = every
+        self._clock = clock
+        self._shown_until: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message.startswith("No supported WebSocket library detected."):
+            return False
+        now = self._clock()
+        if now < self._shown_until.get(message, now):
+            self._held[message] = self._held.get(message, 0) + 1
+            return False
+        if len(self._shown_until) > 100:  # messages that name something: forget them
+            self._shown_until.clear()
+        self._shown_until[message] = now + self._every
+        if held := self._held.pop(message, 0):
+            record.msg, record.args = f"{message} (and {held:,} more since the last one)", None
+        return True
 
 
 class _Uvicorn(uvicorn.Server):
@@ -198,8 +229,9 @@ class Server:
         if self._socket is None:
             self.bind()
         assert self._socket is not None
-        quiet = _DropStartupFailure()
+        quiet, repeats = _DropStartupFailure(), _QuietRepeats()
         logging.getLogger("uvicorn.error").addFilter(quiet)
+        logging.getLogger("uvicorn.error").addFilter(repeats)
         try:
             self._uvicorn.run(sockets=[self._socket])
         except SystemExit:
@@ -212,6 +244,7 @@ class Server:
             raise StoreError(message) from None
         finally:
             logging.getLogger("uvicorn.error").removeFilter(quiet)
+            logging.getLogger("uvicorn.error").removeFilter(repeats)
             self._socket.close()
             if self._syslog_socket is not None:
                 self._syslog_socket.close()

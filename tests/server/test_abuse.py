@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import re
 import resource
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herolog.server import _QuietRepeats
 from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
@@ -760,3 +762,57 @@ def post_ok(url: str) -> bool:
         timeout=30,
     )
     return response.status_code == 204
+
+
+# uvicorn's own warnings --------------------------------------------------------------
+
+
+def warning(message: str) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_repeated_warnings_are_held_back_and_counted() -> None:
+    now = [0.0]
+    repeats = _QuietRepeats(every=60, clock=lambda: now[0])
+    first = warning("Invalid HTTP request received.")
+    assert repeats.filter(first)
+    assert first.getMessage() == "Invalid HTTP request received."
+    for second in (1, 2, 59):
+        now[0] = second
+        assert not repeats.filter(warning("Invalid HTTP request received."))
+    assert repeats.filter(warning("Unsupported upgrade request."))  # another kind
+    now[0] = 60
+    later = warning("Invalid HTTP request received.")
+    assert repeats.filter(later)
+    assert later.getMessage() == "Invalid HTTP request received. (and 3 more since the last one)"
+    now[0] = 200
+    alone = warning("Invalid HTTP request received.")
+    assert repeats.filter(alone)
+    assert alone.getMessage() == "Invalid HTTP request received."
+    error = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "boom", None, None)
+    for _ in range(2):  # errors are never held back
+        assert repeats.filter(error)
+    assert not repeats.filter(warning("No supported WebSocket library detected. Please use"))
+
+
+@pytest.mark.subprocess
+def test_a_scanner_does_not_flood_the_log(herolog_home: Path) -> None:
+    server = ServeProcess("--port", "0")
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        for _ in range(50):
+            assert status(exchange(port, b"GARBAGE\r\n\r\n")) == 400
+        upgrade = (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: upgrade, close\r\n"
+            b"Upgrade: websocket\r\n\r\n"
+        )
+        for _ in range(5):
+            assert status(exchange(port, upgrade)) == 200
+        assert post_ok(server.url)  # and the intake is unaffected
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert err.count("Invalid HTTP request received.") == 1, err
+    assert err.count("Unsupported upgrade request.") == 1, err
+    assert "pip install" not in err, err
