@@ -159,6 +159,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if size > limit:
                 status, message = self._too_large(url=len(self.url) > limit)
                 self.limits.count(status)
+                # uvicorn parses the URL next, and httptools cannot parse one over 65,535
+                # bytes (a 400): the refusal does not need it.
+                self.url = b"/"
                 # Answered as any request is (the body read and dropped), then closed.
                 app, self.app = self.app, _refusal(status, message)
                 try:
