@@ -37,6 +37,11 @@ MAX_LINES_IN_FLIGHT = 20_000
 """Lines of every syslog connection together waiting for the writer, at most (give or take
 one read's worth): drain POSTs share the writer, and must not wait behind a flood of tiny
 messages on the syslog port for longer than Logplex waits for an answer."""
+QUIET_AT_STOP_S = 0.1
+"""Stopping, serve reads each connection until it has been quiet this long (what the client
+sent before the stop is in the kernel's buffers), then closes it..."""
+STOP_READING_S = 5.0
+"""...or after this long, for a client that does not pause."""
 REFUSALS_REPORTED_EVERY_S = 60.0
 """Connections refused for being over the limit are reported at most this often, counted:
 a client retrying in a loop must not flood serve's log."""
@@ -72,16 +77,19 @@ class SyslogServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._streams: dict[int, asyncio.StreamWriter] = {}
         self._ids = itertools.count(1)
-        self._stopping = False
         self._lines_in_flight = 0
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
         """Connections holding a read until there is room, let in one by one, in turn."""
+        self._stop_reading: asyncio.Future[None] | None = None
+        """Done once stop() is called: each connection reads until it is quiet, then ends."""
+        self._hanging_up = False
 
     async def start(
         self, sock: socket.socket, context: ssl.SSLContext | None, handshake_timeout: float = 60.0
     ) -> None:
         """Serve connections on a listening socket (bound by serve before it starts); a TLS
         handshake not done within ``handshake_timeout`` seconds closes the connection."""
+        self._stop_reading = asyncio.get_running_loop().create_future()
         # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
         self._server = await asyncio.start_server(
             self._connection,
@@ -93,10 +101,15 @@ class SyslogServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting; close each connection after storing what it has read."""
-        self._stopping = True  # the ends of stream that follow are ours, not the clients'
+        """Stop accepting; read each connection until it is quiet (what was sent before the
+        stop), and close it once what it sent is stored."""
         if self._server is not None:
             self._server.close()
+        if self._stop_reading is not None and not self._stop_reading.done():
+            self._stop_reading.set_result(None)
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=STOP_READING_S)
+        self._hanging_up = True  # the ends of stream that follow are ours, not the clients'
         for out in list(self._streams.values()):
             out.close()  # its reader sees the end of the stream and the handler finishes
         if self._connections:
@@ -117,19 +130,32 @@ class SyslogServer:
         read: asyncio.Future[bytes] | None = None
         held: bytes | None = None  # read, and waiting for room among the lines in flight
         room: asyncio.Future[None] | None = None
+        stop = self._stop_reading
+        assert stop is not None
         try:
             while True:
                 if held is None and read is None and len(pending) < MAX_IN_FLIGHT:
                     read = asyncio.ensure_future(reader.read(READ_SIZE))
                 waiting = pending | {f for f in (read, room) if f is not None}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                stopping = stop.done()
+                if not stopping:
+                    waiting.add(stop)
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=QUIET_AT_STOP_S if stopping else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop in done:
+                    continue  # from now on, quiet for QUIET_AT_STOP_S ends the connection
+                if not done and read is not None:
+                    break  # stopping, and nothing more has come: what it sent is read
                 written = {write for write in pending if write in done}
                 pending -= written
                 if any(self._count(write) for write in written):
                     break  # garbage: what came before it is stored; hang up
                 if read is not None and read in done:
                     held, read = read.result(), None
-                    if not held and self._stopping:
+                    if not held and self._hanging_up:
                         break  # a last message without its newline may be cut off: not kept
                 let_in = room is not None and room in done
                 if let_in:

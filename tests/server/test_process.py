@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -431,6 +432,58 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
     assert len(errors) == 1, proc.stderr
     assert message in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.subprocess
+def test_syslog_lines_sent_before_sigterm_are_stored(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """What syslog clients sent before serve was told to stop, and serve had not read yet
+    (it reads no more than 20,000 lines ahead of a writer, frozen here), is read and stored
+    before the connections close; one that keeps sending is closed all the same."""
+    server = serve_process("--port", "0", "--syslog-port", "0", "--history", "100000")
+    port = int(re.search(r"drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner)).group(1))  # type: ignore[union-attr]
+    (writer,) = map(
+        int, Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    )
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
+    endless = socket.create_connection(("127.0.0.1", port), timeout=30)
+    stop_sending = threading.Event()
+
+    def keep_sending() -> None:
+        with contextlib.suppress(OSError):
+            while not stop_sending.is_set():
+                endless.sendall(batch("endless", 1))
+                time.sleep(0.001)
+
+    endless_sender = threading.Thread(target=keep_sending)
+    senders = [
+        threading.Thread(target=conn.sendall, args=(batch(f"conn {i} line", 25_000),))
+        for i, conn in enumerate(conns)
+    ]
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        for thread in [*senders, endless_sender]:
+            thread.start()
+        for thread in senders:
+            thread.join(30)
+            assert not thread.is_alive(), "the kernel's buffers did not take the lines"
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # serve is stopping (it cannot finish with its writer frozen)
+        os.kill(writer, signal.SIGCONT)
+        code, err = server.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it has gone, with serve
+            os.kill(writer, signal.SIGCONT)
+        stop_sending.set()
+        for conn in [*conns, endless]:
+            conn.close()
+        endless_sender.join(10)
+    assert code == 0, err
+    assert "Traceback" not in err
+    lines = [x for x in stored(herolog_home) if x != "endless 0"]
+    assert len(lines) == 75_000
+    assert sorted(lines) == sorted(f"conn {i} line {n}" for i in range(3) for n in range(25_000))
 
 
 @pytest.mark.subprocess
