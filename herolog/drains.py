@@ -23,10 +23,16 @@ class DrainURLError(ValueError):
     """A drain URL herolog cannot deliver to; the message says why."""
 
 
+MAX_URL = 8 << 10
+"""Longest drain URL: what a query string of attributes may need, and no more."""
+
+
 def check_url(url: str) -> str:
     """``url`` if herolog can deliver to it, else DrainURLError naming what is wrong (with
     its secrets masked: the message may end up on a screen or in a log)."""
     shown = mask_loosely(url)
+    if len(url) > MAX_URL:
+        raise DrainURLError(f"the drain URL is over {MAX_URL:,} characters: {shown[:60]}...")
     if not url or url != url.strip() or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise DrainURLError(f"not a URL: {shown!r}")
     try:
@@ -53,6 +59,8 @@ def check_url(url: str) -> str:
             f"the drain URL has an @ after its host: {shown} (write # and / in a password"
             " as %23 and %2F)"
         )
+    if port == 0:
+        raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}")
     if not _valid_host(parts.hostname):
         raise DrainURLError(f"the drain URL's host is not a valid host name: {shown}")
     if scheme in SYSLOG_SCHEMES:

@@ -135,7 +135,11 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         ("syslog://logs.example.com:514/path", "takes no path"),
         ("syslog+tcp://logs.example.com", "needs a port"),
         ("not a url", "not a URL"),
+        ("https://logs.example.com:0/x", "port must be 1 to 65535"),
+        ("syslog+tls://logs.example.com:0", "port must be 1 to 65535"),
+        ("https://logs.example.com/x?k=" + "v" * 9000, "is over 8,192 characters"),
     ],
+    ids=["ftp", "no-host", "syslog-path", "syslog-port", "not-url", "port-0", "tls-port-0", "huge"],
 )
 def test_bad_urls_exit_2_and_register_nothing(
     where: dict[str, str], url: str, message: str
