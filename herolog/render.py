@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -100,47 +101,39 @@ def reader_gone(stream: IO[str]) -> Callable[[], bool]:
 
 
 @contextlib.contextmanager
-def broken_pipe_when_reader_gone(stream: IO[str]) -> Iterator[None]:
-    """For output into a pipe: BrokenPipeError in the main thread as soon as the reader at
-    its other end goes, even while it waits on the network (``logs --server -t | head``).
+def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
+    """For output into a pipe, around work that has nothing to finish (reading from a
+    server): exit 0 as soon as the reader at the pipe's other end goes, even while waiting
+    on the network (``logs --server -t | head``), as GNU ``tail -f`` does.
 
-    A thread waits for the pipe's POLLERR and sends the main thread SIGPIPE, handled here
-    for the duration: the signal interrupts a blocking read, which no poll of the pipe
-    between reads could."""
+    A thread waits for the pipe's POLLERR and ends the process: the main thread may be
+    blocked in a read that no check between reads would interrupt, and an exception
+    raised into it from a signal handler could land anywhere, in the HTTP client's
+    clean-up too."""
     import select
-    import signal
     import threading
 
     fd = _pipe_fd(stream)
-    if fd is None or threading.current_thread() is not threading.main_thread():
+    if fd is None:
         yield
         return
-    main = threading.get_ident()
+    watching = threading.Event()
+    watching.set()
 
     def watch() -> None:
         poller = select.poll()
         poller.register(fd, 0)
         poller.poll()
-        # Ignored once the handler is restored (Python ignores SIGPIPE): a late wake-up,
-        # or a descriptor closed at exit, does nothing.
-        signal.pthread_kill(main, signal.SIGPIPE)
+        if watching.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os._exit(0)
 
-    def gone(signum: int, frame: object) -> None:
-        raise _ReaderGone
-
-    previous = signal.signal(signal.SIGPIPE, gone)
+    threading.Thread(target=watch, name="herolog-reader-gone", daemon=True).start()
     try:
-        threading.Thread(target=watch, name="herolog-reader-gone", daemon=True).start()
         yield
-    except _ReaderGone:
-        raise BrokenPipeError("the reader of the output has gone") from None
     finally:
-        signal.signal(signal.SIGPIPE, previous)
-
-
-class _ReaderGone(BaseException):
-    """Raised by the SIGPIPE handler: not an OSError, which the HTTP client would take for
-    a dropped connection (and reconnect), and not caught by ``except Exception``."""
+        watching.clear()
 
 
 def decode_record(data: str) -> StoredLine:

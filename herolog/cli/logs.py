@@ -159,7 +159,7 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
         on_reconnecting=reconnecting,
     )
     try:
-        with render.broken_pipe_when_reader_gone(sys.stdout):
+        with render.exit_when_reader_gone(sys.stdout):
             remote.run()
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password

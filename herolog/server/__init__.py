@@ -95,6 +95,8 @@ class _Uvicorn(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, end_streams: Callable[[], Awaitable[None]]):
         super().__init__(config)
         self._end_streams = end_streams
+        self.on_force_exit: list[Callable[[], None]] = []
+        """Called in the event loop at the second Ctrl-C: stop waiting for anything else."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -125,6 +127,8 @@ class _Uvicorn(uvicorn.Server):
             # Now, not once uvicorn's shutdown is done: without uvloop, that waits for every
             # connection to close.
             self._loop.call_soon_threadsafe(self._cut_off)
+            for hurry in self.on_force_exit:
+                self._loop.call_soon_threadsafe(hurry)
 
     def _cut_off(self, *, unsent_only: bool = False) -> None:
         """Abort the open connections (only those with a reply not yet sent, if asked)."""
@@ -194,6 +198,7 @@ class Server:
             )
             self.app.on_startup(self._start_syslog)
             self.app.on_shutdown(self.syslog.stop)
+            self._uvicorn.on_force_exit.append(self.syslog.hang_up)
         self.app.on_startup(self._announce)
 
     def bind(self) -> None:
@@ -292,7 +297,7 @@ class Server:
             if allowed < config.syslog_max_connections:
                 lines.append(
                     f"at most {allowed:,} syslog connections at once, half the open-file limit"
-                    " (raise it with ulimit -n, or LimitNOFILE= in a systemd unit)"
+                    " (raise its hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit)"
                 )
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")

@@ -23,6 +23,7 @@ from typing import TextIO
 
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
+from herolog.server.config import DEFAULT_SYSLOG_MAX_CONNECTIONS
 from herolog.server.writer import Stored, Writer
 
 _hostname = attrgetter("hostname")
@@ -58,7 +59,7 @@ class SyslogServer:
         stats: Stats,
         own_drains: Callable[[], frozenset[str]] = frozenset,
         *,
-        max_connections: int = 10_000,
+        max_connections: int = DEFAULT_SYSLOG_MAX_CONNECTIONS,
         log: TextIO | None = None,
     ) -> None:
         self.app = app
@@ -70,6 +71,8 @@ class SyslogServer:
         self.log = log if log is not None else sys.stderr
         self._refused_unreported = 0
         self._report_refusals_at = 0.0
+        self._report_scheduled = False
+        self._last_refused = ""
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
@@ -80,24 +83,25 @@ class SyslogServer:
         self._lines_in_flight = 0
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
         """Connections holding a read until there is room, let in one by one, in turn."""
-        self._stop_reading: asyncio.Future[None] | None = None
-        """Done once stop() is called: each connection reads until it is quiet, then ends."""
+        self._stop_reading: set[asyncio.Future[None]] = set()
+        """One for each connection (a shared one would cost each wait for it a scan of every
+        connection's callback), done once stop() is called: then it reads until quiet."""
+        self._stopping = False
         self._hanging_up = False
+        self._tls: ssl.SSLContext | None = None
+        self._handshake_timeout = 60.0
 
     async def start(
         self, sock: socket.socket, context: ssl.SSLContext | None, handshake_timeout: float = 60.0
     ) -> None:
         """Serve connections on a listening socket (bound by serve before it starts); a TLS
         handshake not done within ``handshake_timeout`` seconds closes the connection."""
-        self._stop_reading = asyncio.get_running_loop().create_future()
+        # TLS is started by each connection once it is counted, not by the server: a
+        # connection still in its handshake holds a file descriptor too.
+        self._tls, self._handshake_timeout = context, handshake_timeout
         # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
         self._server = await asyncio.start_server(
-            self._connection,
-            sock=sock,
-            ssl=context,
-            limit=READ_SIZE,
-            backlog=BACKLOG,
-            ssl_handshake_timeout=handshake_timeout if context is not None else None,
+            self._connection, sock=sock, limit=READ_SIZE, backlog=BACKLOG
         )
 
     async def stop(self) -> None:
@@ -105,15 +109,21 @@ class SyslogServer:
         stop), and close it once what it sent is stored."""
         if self._server is not None:
             self._server.close()
-        if self._stop_reading is not None and not self._stop_reading.done():
-            self._stop_reading.set_result(None)
-        if self._connections:
+        self._stopping = True
+        for stop in self._stop_reading:
+            if not stop.done():
+                stop.set_result(None)
+        if self._connections and not self._hanging_up:
             await asyncio.wait(self._connections, timeout=STOP_READING_S)
+        self.hang_up()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=10)
+
+    def hang_up(self) -> None:
+        """Close every connection now, without reading what is left (a second Ctrl-C)."""
         self._hanging_up = True  # the ends of stream that follow are ours, not the clients'
         for out in list(self._streams.values()):
             out.close()  # its reader sees the end of the stream and the handler finishes
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=10)
 
     async def _connection(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self.max_connections:
@@ -122,16 +132,26 @@ class SyslogServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        self.stats.syslog_connections += 1
         stream_id = next(self._ids)
-        self._streams[stream_id] = out
+        self._streams[stream_id] = out  # hang_up() closes it, in its handshake too
+        try:
+            if self._tls is not None:
+                await out.start_tls(self._tls, ssl_handshake_timeout=self._handshake_timeout)
+        except OSError:  # a failed or late handshake (ssl.SSLError is one too)
+            out.transport.abort()
+            self._streams.pop(stream_id, None)
+            self._connections.discard(task)
+            return
+        self.stats.syslog_connections += 1
         decoder = FrameDecoder(MAX_FRAME, newline_framing=True)
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
         held: bytes | None = None  # read, and waiting for room among the lines in flight
         room: asyncio.Future[None] | None = None
-        stop = self._stop_reading
-        assert stop is not None
+        stop = asyncio.get_running_loop().create_future()
+        if self._stopping:
+            stop.set_result(None)
+        self._stop_reading.add(stop)
         try:
             while True:
                 if held is None and read is None and len(pending) < MAX_IN_FLIGHT:
@@ -176,6 +196,7 @@ class SyslogServer:
         except (ConnectionError, ssl.SSLError):
             pass
         finally:
+            self._stop_reading.discard(stop)
             if read is not None:
                 read.cancel()
             if room is not None:
@@ -193,22 +214,31 @@ class SyslogServer:
             self._connections.discard(task)
 
     def _refuse(self, out: asyncio.StreamWriter) -> None:
-        """Close a connection over the limit before reading from it, and say so (counted,
-        at most once every REFUSALS_REPORTED_EVERY_S)."""
-        out.close()
+        """Close a connection over the limit before reading from it (or starting its TLS),
+        and say so: counted, at most once every REFUSALS_REPORTED_EVERY_S."""
+        out.transport.abort()  # at once: close() holds the descriptor until sent
         self.stats.syslog_connections_refused += 1
         self._refused_unreported += 1
-        now = time.monotonic()
-        if now < self._report_refusals_at:
-            return
-        self._report_refusals_at = now + REFUSALS_REPORTED_EVERY_S
-        count, self._refused_unreported = self._refused_unreported, 0
         peer = out.get_extra_info("peername")
-        source = f" (the last from {peer[0]} port {peer[1]})" if peer else ""
+        self._last_refused = f" (the last from {peer[0]} port {peer[1]})" if peer else ""
+        now = time.monotonic()
+        if now >= self._report_refusals_at:
+            self._report_refusals()
+        elif not self._report_scheduled:  # the ones held back are reported when it is time
+            self._report_scheduled = True
+            delay = self._report_refusals_at - now
+            asyncio.get_running_loop().call_later(delay, self._report_refusals)
+
+    def _report_refusals(self) -> None:
+        self._report_scheduled = False
+        count, self._refused_unreported = self._refused_unreported, 0
+        if not count:
+            return
+        self._report_refusals_at = time.monotonic() + REFUSALS_REPORTED_EVERY_S
         what = "a syslog connection" if count == 1 else f"{count:,} syslog connections"
         print(
-            f"herolog serve: refused {what}{source}: {self.max_connections:,} are open"
-            " (--syslog-max-connections)",
+            f"herolog serve: refused {what}{self._last_refused}: {self.max_connections:,} are"
+            " open (--syslog-max-connections)",
             file=self.log,
             flush=True,
         )

@@ -14,6 +14,7 @@ import resource
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from herolog.server import _QuietRepeats
 from herolog.server.app import MAX_QUERY
@@ -615,7 +617,7 @@ def test_a_billion_byte_count_closes_the_connection_without_buffering(served: Ru
 
 
 def syslog_port(server: ServeProcess) -> int:
-    m = re.search(r"syslog drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
+    m = re.search(r"syslog(?:\+tls)? drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
     assert m, server.banner
     return int(m.group(1))
 
@@ -710,6 +712,50 @@ def test_syslog_connections_leave_the_http_intake_files(herolog_home: Path) -> N
     assert code == 0, err
     assert "Traceback" not in err
     assert "refused a syslog connection" in err or "syslog connections (the last" in err
+
+
+@pytest.mark.subprocess
+def test_tls_syslog_connections_count_from_before_their_handshake(tmp_path: Path) -> None:
+    """On the syslog+tls port, a connection counts from when it is accepted: clients that
+    connect and never start TLS (each holding a descriptor until the handshake times out)
+    are refused past the limit too, and the HTTPS intake can still accept."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile), "--header-timeout", "60"]
+    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, open_files=128)
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    try:
+        assert "at most 64 syslog connections at once" in "".join(server.banner)
+        port = syslog_port(server)
+        with ExitStack() as stack:
+            silent = [
+                stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
+                for _ in range(200)
+            ]
+            with httpx.Client(timeout=30, verify=trusted) as client:
+                deadline = time.monotonic() + 30
+                refused = 0
+                while refused < 200 - 64:
+                    assert time.monotonic() < deadline, f"{refused} refused"
+                    stats = client.get(f"{server.url}/stats").json()
+                    refused = stats["syslog_connections_refused"]
+                    time.sleep(0.01)
+                assert sum(not closed_by_server(s, wait=0.2) for s in silent) == 64
+                answer = client.post(
+                    f"{server.url}/apps/http/logs",
+                    content=body("over https"),
+                    headers={"Content-Type": "application/logplex-1"},
+                )
+                assert answer.status_code == 204
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
 
 
 def listen_backlog_fill(port: int, attempts: int) -> int:

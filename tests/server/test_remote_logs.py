@@ -171,6 +171,33 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("args", [["-n", "5000"], ["-n", "5000", "--json"], ["-t", "-n", "5000"]])
+def test_remote_logs_into_head_end_quietly(make_server: ServerFactory, args: list[str]) -> None:
+    """More lines than a pipe holds, into `head -1`: exit 0, nothing on stderr, each time
+    (the reader's going is noticed while lines are being written and read too)."""
+    running = make_server(api_key=KEY, history=10_000)
+    fill(
+        running.server.config.store_path, "demo", *(line(f"n{i} " + "x" * 100) for i in range(5000))
+    )
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "logs", "--server", running.url, "-a", "demo", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=herolog_env(HEROLOG_API_KEY=KEY),
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            proc.stdout.close()
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert b"n0 " in first
+        assert (proc.returncode, err) == (0, b"")
+
+
+@pytest.mark.subprocess
 def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
     """`herolog logs --server URL -t | head -1` ends as the local tail does: when head
     exits, not at the next line (which may be hours away), with status 0 and no traceback."""

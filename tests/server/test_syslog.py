@@ -211,7 +211,12 @@ def closed_by_server(sock: socket.socket, wait: float | None = None) -> bool:
         return False
 
 
-def test_connections_over_the_limit_are_closed_and_reported(make_server: ServerFactory) -> None:
+def test_connections_over_the_limit_are_closed_and_reported(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herolog.server import syslog as syslog_module
+
+    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 1.0)  # not a minute
     running = make_server(syslog_port=0, syslog_max_connections=3)
     syslog = running.server.syslog
     assert syslog is not None
@@ -224,11 +229,18 @@ def test_connections_over_the_limit_are_closed_and_reported(make_server: ServerF
             assert closed_by_server(extra)
             assert closed_by_server(another)
         assert running.server.stats.syslog_connections_refused == 2
-        refusals = [x for x in running.log.getvalue().splitlines() if "refused" in x]
-        # The second within the minute is counted, not reported again.
-        assert len(refusals) == 1, refusals
-        assert refusals[0].startswith("herolog serve: refused a syslog connection (the last")
-        assert refusals[0].endswith(": 3 are open (--syslog-max-connections)")
+
+        def refusals() -> list[str]:
+            return [x for x in running.log.getvalue().splitlines() if "refused" in x]
+
+        # The second within the interval is counted, and reported once it is over.
+        first = refusals()[0]
+        assert first.startswith("herolog serve: refused a syslog connection (the last from")
+        assert first.endswith(": 3 are open (--syslog-max-connections)")
+        wait_for(lambda: len(refusals()) == 2)
+        assert refusals()[1].startswith("herolog serve: refused a syslog connection (the last")
+        time.sleep(1.5)  # and no more than that: nothing is left to report
+        assert len(refusals()) == 2
         kept.pop().close()  # room for one more, once the server has seen it go
         wait_for(lambda: len(syslog._connections) == 2)
         with connect(running) as later:
