@@ -302,14 +302,21 @@ class Server:
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
         api = f"{scheme}://{shown_host}:{self.http_port}"
-        if config.api_key is not None:
+        if config.api_key is not None and heroku_cli_takes(api):
             lines.append(
                 f"Platform API on {api}: HEROKU_HOST={api} HEROKU_API_KEY=... heroku logs -a APP"
+            )
+        elif config.api_key is not None:
+            local = f"{scheme}://127.0.0.1:{self.http_port}"
+            lines.append(
+                f"Platform API on {api}: HEROLOG_API_KEY=... herolog logs --server URL -a APP;"
+                f" the heroku CLI only as HEROKU_HOST={local}, on this machine or through"
+                " ssh -L (with any other HEROKU_HOST it sends HEROKU_API_KEY to api.heroku.com)"
             )
         elif is_loopback(config.host):
             lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
         else:
-            lines.append("Platform API off: give --api-key to use the heroku CLI remotely")
+            lines.append("Platform API off: give --api-key to read logs from other machines")
         lines.append(f"add a drain with: heroku drains:add '{intake}/apps/APP/logs' -a APP")
         if is_loopback(config.host) and config.public_url is None:
             lines.append(
@@ -317,6 +324,14 @@ class Server:
                 " address (--host 0.0.0.0 --auth USER:PASSWORD, with TLS)"
             )
         return lines
+
+
+def heroku_cli_takes(url: str) -> bool:
+    """Whether the heroku CLI uses ``url`` as its HEROKU_HOST: only an address naming
+    localhost or 127.0.0.1 (or Heroku's own); for any other it warns and talks to
+    api.heroku.com instead, sending it HEROKU_API_KEY (@heroku-cli/command, vars.js)."""
+    host = url.split("://", 1)[-1]
+    return "localhost" in host or "127.0.0.1" in host
 
 
 def raise_open_file_limit() -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import ssl
@@ -292,6 +293,25 @@ def test_the_banner_gives_the_drain_urls(
     https = "https://drain:PASSWORD@logs.example.com:8443/herolog/apps/APP/logs"
     assert f"heroku drains:add '{https}' -a APP" in banner
     assert "s3cret" not in banner
+
+
+def test_the_banner_gives_heroku_host_only_where_the_heroku_cli_takes_it(
+    make_server: ServerFactory,
+) -> None:
+    """The heroku CLI sends HEROKU_API_KEY to api.heroku.com for a HEROKU_HOST that names
+    neither localhost nor 127.0.0.1: the banner must never suggest one."""
+    local = make_server(api_key="k3y")
+    port = local.server.http_port
+    assert f"HEROKU_HOST=http://127.0.0.1:{port} HEROKU_API_KEY=..." in "\n".join(
+        local.server.banner()
+    )
+    public = make_server(host="0.0.0.0", auth=Credentials("drain", "s3cret"), api_key="k3y")
+    port = public.server.http_port
+    banner = "\n".join(public.server.banner())
+    suggested = re.findall(r"HEROKU_HOST=(\S+)", banner)
+    assert suggested == [f"http://127.0.0.1:{port},"]
+    assert "sends HEROKU_API_KEY to api.heroku.com" in banner
+    assert "k3y" not in banner
 
 
 def test_syslog_over_tls_and_https_intake(
