@@ -133,6 +133,9 @@ class DrainWorker:
         self.wake = asyncio.Event()
         self.stopping = False
         self._task: asyncio.Task[None] | None = None
+        self.say: Callable[[str], None] = lambda message: None
+        """Where the drain's failing and recovering are told (serve's log)."""
+        self._failing = False
 
     @property
     def delivery(self) -> Delivery:
@@ -241,6 +244,9 @@ class DrainWorker:
                 self.dropped += _real(batch.lines)
             else:
                 self.delivered += _real(batch.lines)
+                if self._failing:
+                    self._failing = False
+                    self.say(f"drain {self._named} delivers again")
             self.retrying = False
             self.pending = None
 
@@ -253,6 +259,13 @@ class DrainWorker:
     def _failed(self, message: str) -> None:
         self.last_error = drains.scrub(message, self.drain.url)
         self.last_error_at = timestamps.to_instant(timestamps.now())
+        if not self._failing:  # once a stretch of failures, not once an attempt
+            self._failing = True
+            self.say(f"drain {self._named} is failing: {self.last_error}")
+
+    @property
+    def _named(self) -> str:
+        return f"{self.drain.token} of app {self.drain.app} ({self.shown_url})"
 
 
 class HTTPDrain(DrainWorker):
@@ -582,6 +595,7 @@ class Forwarder:
         for drain in registered:
             if drain.id not in self.workers:
                 worker = worker_for(drain, self.capacity, self._notice, self.timing)
+                worker.say = self._say
                 self.workers[drain.id] = worker
                 worker.start()
         by_app: dict[str, list[DrainWorker]] = {}

@@ -121,13 +121,22 @@ def test_failed_posts_are_retried_with_the_same_frame_id(make_server: ServerFact
     flaky = HTTPSink(statuses=[500, 503, 429])
     try:
         running = make_server()
-        add_drain(running, "demo", flaky.url())
+        token = add_drain(running, "demo", flaky.url(userinfo="u:hunter2"))
         sent = numbered(5)
         post(running, "demo", sent)
         wait_until(lambda: flaky.delivered(), what="a delivery")
         assert [r.status for r in flaky.requests] == [500, 503, 429, 204]
         assert len({r.headers["Logplex-Frame-Id"] for r in flaky.requests}) == 1
         assert view(flaky.delivered_lines()) == view(sent)
+        # serve's log tells of the stretch of failures once, and of the recovery
+        wait_until(lambda: "delivers again" in running.log.getvalue(), what="the recovery")
+        told = [x for x in running.log.getvalue().splitlines() if token in x]
+        shown = flaky.url(userinfo="u:***")
+        assert told == [
+            f"herolog serve: drain {token} of app demo ({shown}) is failing:"
+            " 500 Internal Server Error: sink says no",
+            f"herolog serve: drain {token} of app demo ({shown}) delivers again",
+        ]
     finally:
         flaky.close()
 
