@@ -652,11 +652,18 @@ class SQLiteStore:
         if not self._schema_ready():
             return [], line_id
         where, params = _where(wanted, after=line_id)
-        rows = self._db.execute(
-            f"{_SELECT}{where} ORDER BY lines.id LIMIT {int(limit)}", params
-        ).fetchall()
-        lines = [StoredLine(*row) for row in rows]
-        last_id = lines[-1].id if lines else line_id
+        with self._read() as db:
+            rows = db.execute(
+                f"{_SELECT}{where} ORDER BY lines.id LIMIT {int(limit)}", params
+            ).fetchall()
+            lines = [StoredLine(*row) for row in rows]
+            if len(lines) < int(limit):
+                # Every line up to the newest was looked at, matching or not: a filtered
+                # reader goes on from there, and the lines it skipped are not "trimmed
+                # before it got to them" (L11) once the ring buffer drops them.
+                last_id = max(line_id, _newest_id(db))
+            else:
+                last_id = lines[-1].id
         if wanted.has_patterns:
             lines = [line for line in lines if wanted.matches_patterns(line.message)]
         return lines, last_id

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -14,8 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from herolog import timestamps
 from herolog.cli import cli
+from herolog.filters import LineFilter
+from herolog.logs import follow
 from herolog.parser import LogLine
+from herolog.render import TextRenderer
 from herolog.store import Batch, SQLiteStore, open_store
 from tests.helpers import Child, fill, herolog_env, invoke, line
 
@@ -508,3 +513,48 @@ def test_plain_logs_does_not_import_rich_httpx_or_server_code(demo: SQLiteStore)
         found = [name for name in imported if name == heavy or name.startswith(heavy + ".")]
         assert not found, f"{heavy} imported by plain `herolog logs`"
     assert len(proc.stdout.splitlines()) == 180
+
+
+class _Done(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        LineFilter(dynos=("web",)),
+        LineFilter(source="app", dynos=("web",)),
+        LineFilter(grep=(re.compile("deploy"),)),
+    ],
+    ids=["dyno", "source-and-dyno", "grep"],
+)
+def test_a_filtered_tail_that_keeps_up_is_not_told_of_lost_lines(
+    store: SQLiteStore, wanted: LineFilter
+) -> None:
+    """Lines the filter skips, trimmed by the ring buffer once the tail has looked past
+    them, were not lost to it: no L11 (each poll here sees fewer new lines than the history)."""
+    store.set_history(10)
+    fill(store, "demo", ["before"], dyno="worker.1")
+    _, start = store.last(wanted, 0)
+    chunks = [[f"busy {c}.{i}" for i in range(5)] for c in range(8)]  # 40 lines: 30 trimmed
+    out = io.StringIO()
+
+    def next_poll(seconds: float) -> None:
+        if chunks:
+            fill(store, "demo", chunks.pop(0), dyno="worker.1")
+        elif not out.getvalue():
+            fill(store, "demo", ["deploy done"], dyno="web.1")
+        else:
+            raise _Done
+
+    with pytest.raises(_Done):
+        follow(
+            store.path,
+            None,
+            start,
+            wanted,
+            TextRenderer(out),
+            timestamps.to_instant(timestamps.now()),
+            sleep=next_poll,
+        )
+    assert [x.split(": ", 1)[1] for x in out.getvalue().splitlines()] == ["deploy done"]
