@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -17,31 +19,48 @@ from herolog.store import StoreError, unusable_store
 class HerologGroup(click.Group):
     """The root group: the exits a pipeline and a terminal expect, and no tracebacks."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # The root's --help and --version print while its context is made.
+        with _exits():
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _exits():
             result = super().invoke(ctx)
             # Written out here, so that a failing write is reported below rather than by
             # the interpreter's last flush (a traceback-like warning and status 120).
             sys.stdout.flush()
             return result
-        except KeyboardInterrupt:
-            raise click.exceptions.Exit(130) from None
-        except BrokenPipeError:
-            # `herolog logs | head`: the reader is done, which is not an error.
-            _drop_stdout()
-            raise click.exceptions.Exit(0) from None
-        except StoreError as error:
-            raise click.ClickException(str(error)) from None
-        except sqlite3.DatabaseError as error:
-            raise click.ClickException(store_failed(error)) from None
-        except OSError as error:
-            # Files herolog opens are reported where it opens them, with their names; these
-            # errors without a name come from writing the output (`> /dev/full`, a full
-            # disk, a terminal that has gone).
-            if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
-                raise
-            _drop_stdout()
-            raise click.ClickException(f"cannot write the output: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def _exits() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+    except BrokenPipeError:
+        # `herolog logs | head`: the reader is done, which is not an error.
+        _drop_stdout()
+        raise click.exceptions.Exit(0) from None
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+    except sqlite3.DatabaseError as error:
+        raise click.ClickException(store_failed(error)) from None
+    except OSError as error:
+        # Files herolog opens are reported where it opens them, with their names; these
+        # errors without a name come from writing the output (`> /dev/full`, a full disk,
+        # a terminal that has gone).
+        if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
+            raise
+        _drop_stdout()
+        raise click.ClickException(f"cannot write the output: {error.strerror}") from None
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}

@@ -271,7 +271,10 @@ def test_a_server_that_answers_something_else_than_drains(
 # Output and input that fail -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["logs"], ["logs", "--json"], ["apps"], ["store", "info"]])
+@pytest.mark.parametrize(
+    "args",
+    [["logs"], ["logs", "--json"], ["apps"], ["store", "info"], ["--help"], ["-V"], ["logs", "-h"]],
+)
 def test_output_that_cannot_be_written_is_one_line(herolog_home: Path, args: list[str]) -> None:
     """`> /dev/full`: every write fails with ENOSPC, as on a disk that has filled up."""
     store = open_store()
