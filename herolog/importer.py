@@ -47,6 +47,8 @@ class ImportFailed(Exception):
 
 
 def imported_before(result: ImportResult) -> str:
+    if result.lines == 1:
+        return "the line before it was imported, nothing after it"
     return f"the {result.lines:,} lines before it were imported, nothing after it"
 
 

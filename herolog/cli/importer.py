@@ -55,7 +55,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         if error.result.lines:
             message += f"; {imported_before(error.result)}"
         raise click.ClickException(message) from None
-    click.echo(f"Imported {result.lines:,} lines into {app} ({result.format} format).", err=True)
+    lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"
+    click.echo(f"Imported {lines} into {app} ({result.format} format).", err=True)
     if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server
         click.echo(
             f"They are in the local store ({store.path}): herolog import does not send lines"

@@ -540,9 +540,10 @@ class Forwarder:
                 count = worker.undelivered
             if count and self.log is not None:
                 error = f" (last error: {worker.last_error})" if worker.last_error else ""
+                lines = f"{count:,} line{'s' * (count != 1)}"
                 print(
                     f"herolog serve: drain {worker.drain.token} of {worker.drain.app}"
-                    f" ({worker.shown_url}): {count:,} lines not delivered{error}",
+                    f" ({worker.shown_url}): {lines} not delivered{error}",
                     file=self.log,
                     flush=True,
                 )

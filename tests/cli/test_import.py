@@ -35,6 +35,13 @@ def test_import_heroku_text_round_trips_through_logs(tmp_path: Path) -> None:
     assert result.stdout == EXAMPLE.read_text()
 
 
+def test_one_line_is_one_line() -> None:
+    one = b"2024-03-05T09:14:07.418233+00:00 app[web.1]: alone\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=one)
+    assert code == 0, err
+    assert "Imported 1 line into demo (heroku format)." in err
+
+
 def test_continuation_lines_join_the_message_before_them() -> None:
     invoke("import", str(EXAMPLE), "-a", "demo")
     (traceback,) = [
