@@ -543,3 +543,89 @@ def test_a_drain_that_fails_oddly_carries_on_and_keeps_secrets(
         wait_until(lambda: len(sink.delivered_lines()) == 4, what="more lines after the failure")
     finally:
         picky.close()
+
+
+def post_to(url: str, app: str, lines: list[LogLine]) -> None:
+    body = frame(format_syslog(x) for x in lines)
+    response = httpx.post(
+        f"{url}/apps/{app}/logs", content=body, headers={"Content-Type": "application/logplex-1"}
+    )
+    assert response.status_code == 204, response.text
+
+
+@pytest.mark.subprocess
+def test_lines_stored_while_no_server_forwards_reach_the_drain(
+    make_server: ServerFactory, sink: HTTPSink, herolog_home: Path
+) -> None:
+    """The forwarding server is killed (kill -9): the lines another server on the store
+    takes meanwhile, until the dead one's lease runs out, are forwarded once it takes over,
+    after those the dead one had not delivered (at least once: some may come twice)."""
+    from tests.server.test_process import ServeProcess
+
+    first = ServeProcess("--port", "0")
+    try:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        second = make_server()  # the same store: it waits for the first one's lease
+        wait_until(
+            lambda: "forwards this store's drains" in second.log.getvalue(), what="the lease"
+        )
+        deadline = time.monotonic() + 15
+        while not sink.delivered():  # the first one has taken the drain up
+            post_to(first.url, "demo", [line("first up")])
+            assert time.monotonic() < deadline, "the first server forwarded nothing"
+            time.sleep(0.2)
+        sink.down()  # what the first one takes now, it cannot deliver
+        post_to(first.url, "demo", numbered(3))
+        first.proc.kill()
+        first.proc.wait(10)
+        post_to(second.url, "demo", numbered(5, start=3))  # while the dead lease holds
+        sink.up()
+        wait_until(
+            lambda: {f"line {i}" for i in range(8)} <= {x.message for x in sink.delivered_lines()},
+            timeout=40,
+            what="every line, once the second server takes over",
+        )
+        assert second.server.app.forwarder.active
+    finally:
+        first.proc.kill()
+        first.finish()
+
+
+def test_a_handover_between_servers_loses_and_repeats_nothing(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """The forwarding server stops: the other one on the store takes over from the line
+    where it left off, lines stored in between included, none twice."""
+    first = make_server()
+    second = make_server()  # the same store
+    add_drain(first, "demo", sink.url())
+    post(second, "demo", numbered(5))
+    wait_until(lambda: len(sink.delivered_lines()) == 5, what="delivery by the first")
+    first.server.stop()
+    wait_until(lambda: not first.server.writer.running, what="the first server to stop")
+    post(second, "demo", numbered(5, start=5))  # before the second takes over, most likely
+    wait_until(lambda: len(sink.delivered_lines()) >= 10, what="delivery by the second")
+    time.sleep(0.5)  # anything sent twice would be here by now
+    assert [x.message for x in sink.delivered_lines()] == [f"line {i}" for i in range(10)]
+    assert second.server.app.forwarder.active
+
+
+def test_lines_stored_while_serve_was_stopped_are_forwarded_when_it_starts(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    first = make_server()
+    add_drain(first, "demo", sink.url())
+    post(first, "demo", numbered(2))
+    wait_until(lambda: len(sink.delivered_lines()) == 2, what="delivery")
+    first.server.stop()
+    wait_until(lambda: not first.server.writer.running, what="serve to stop")
+    # as herolog run or herolog import would, with no server running
+    store_lines(first.server.config.store_path, "demo", *numbered(3, start=2))
+    make_server()
+    wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the lines stored meanwhile")
+    time.sleep(0.5)
+    assert [x.message for x in sink.delivered_lines()] == [f"line {i}" for i in range(5)]
