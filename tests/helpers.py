@@ -66,6 +66,7 @@ def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) ->
     store.append([Batch(app, [line(m, **kwargs) for m in messages])])  # type: ignore[arg-type]
 
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
 import subprocess  # noqa: E402
@@ -123,6 +124,28 @@ class Child:
                 pass
             time.sleep(0.02)
         raise AssertionError(f"herolog did not open {path} within {timeout}s")
+
+    def wait_for_close(self, path: str, timeout: float = 15.0) -> None:
+        """Wait until the child has neither ``path`` open nor the file that was there before
+        it was deleted or replaced (Linux /proc)."""
+        import time
+
+        gone = {path, f"{path} (deleted)"}
+        deadline = time.monotonic() + timeout
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        while time.monotonic() < deadline:
+            try:
+                targets = set()
+                for fd in fds.iterdir():
+                    with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+                        targets.add(str(fd.readlink()))
+            except OSError:
+                pass
+            else:
+                if not targets & gone:
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"herolog still had {path} open after {timeout}s")
 
     def read_lines(self, count: int, timeout: float = 10.0) -> list[str]:
         got = []

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -436,26 +437,34 @@ def test_tail_waits_for_a_store_that_does_not_exist_yet(herolog_home: Path) -> N
 
 @pytest.mark.subprocess
 def test_tail_keeps_going_when_the_store_is_replaced(demo: SQLiteStore, herolog_home: Path) -> None:
+    path = herolog_home / "logs.db"
+    # A store from elsewhere, its lines received before the tail started. (Lines received
+    # while the tail runs are new to it unless it looked at its own store after them: the
+    # test would depend on when the tail last polled.)
+    with closing(SQLiteStore.open(herolog_home / "elsewhere.db")) as elsewhere:
+        fill(elsewhere, "demo", ["old content"])
     child = Child("logs", "-n", "1", "--tail")
     try:
         assert len(child.read_lines(1)) == 1
-        path = herolog_home / "logs.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        time.sleep(0.3)
-        fill(open_store(), "demo", ["after replacement"])
+        child.wait_for_close(str(path))  # it has seen the store go
+        with closing(open_store()) as new:
+            fill(new, "demo", ["after replacement"])
         assert [x.split(": ")[1] for x in child.read_lines(1)] == ["after replacement"]
-        # and a store moved into place from elsewhere shows only what arrives from now on
-        elsewhere = herolog_home / "elsewhere.db"
-        fill(SQLiteStore.open(elsewhere), "demo", ["old content"])
-        time.sleep(0.3)
-        for suffix in ("", "-wal", "-shm"):
-            if Path(f"{elsewhere}{suffix}").exists():
-                Path(f"{elsewhere}{suffix}").replace(f"{path}{suffix}")
+        # and a store moved into place from elsewhere shows only what arrives from now on.
+        # The store file goes last: SQLite pairs the file at the path with whatever -wal and
+        # -shm are beside it when it opens it, and the tail reopens as soon as the file
+        # changes. Moved first, the tail could read the new file through the old store's
+        # -wal and -shm (and never see a line written to the new store's).
+        for suffix in ("-wal", "-shm", ""):
+            if Path(f"{elsewhere.path}{suffix}").exists():
+                Path(f"{elsewhere.path}{suffix}").replace(f"{path}{suffix}")
             else:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-        time.sleep(0.3)
-        fill(open_store(), "demo", ["newest"])
+        child.wait_for_open(str(path))  # the moved store (the old one's file is "(deleted)")
+        with closing(open_store()) as new:
+            fill(new, "demo", ["newest"])
         assert [x.split(": ")[1] for x in child.read_lines(1)] == ["newest"]
     finally:
         child.stop(signal.SIGINT)
