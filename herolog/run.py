@@ -122,44 +122,57 @@ def run_dyno(
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
     env.setdefault("DYNO", dyno)
+    # In place before the command starts: a signal in between would end herolog, and
+    # leave the command running on its own. One that comes before it exists waits for it.
+    started: list[subprocess.Popen[bytes]] = []
+    early: list[int] = []
+
+    def forward(sig: int, _frame: object) -> None:
+        if started:
+            _forward(started[0], sig)
+        else:
+            early.append(sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
-        proc = subprocess.Popen(
-            list(command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
-            env=env,
-            process_group=0,
-        )
-    except OSError as error:
-        status = 127 if isinstance(error, FileNotFoundError) else 126
-        message = f"{command[0]}: {error.strerror or error}"
-        err.write(f"herolog run: {message}\n".encode())
-        err.flush()
-        flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
-        flusher.put(own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
-        flusher.close()
-        return status
-    flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
-    previous = {
-        sig: signal.signal(sig, lambda sig, _frame: _forward(proc, sig))
-        for sig in FORWARDED_SIGNALS
-    }
-    readers = [
-        threading.Thread(
-            target=_pump,
-            args=(proc.stdout, out if echo else None, dyno, APP_PRI, flusher),
-            daemon=True,
-        ),
-        threading.Thread(
-            target=_pump,
-            args=(proc.stderr, err if echo else None, dyno, APP_ERR_PRI, flusher),
-            daemon=True,
-        ),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
+                env=env,
+                process_group=0,
+            )
+        except OSError as error:
+            status = 127 if isinstance(error, FileNotFoundError) else 126
+            message = f"{command[0]}: {error.strerror or error}"
+            err.write(f"herolog run: {message}\n".encode())
+            err.flush()
+            flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
+            flusher.put(
+                own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI)
+            )
+            flusher.close()
+            return status
+        started.append(proc)
+        while early:
+            _forward(proc, early.pop(0))
+        flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
+        readers = [
+            threading.Thread(
+                target=_pump,
+                args=(proc.stdout, out if echo else None, dyno, APP_PRI, flusher),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=_pump,
+                args=(proc.stderr, err if echo else None, dyno, APP_ERR_PRI, flusher),
+                daemon=True,
+            ),
+        ]
+        for reader in readers:
+            reader.start()
         returncode = proc.wait()
         deadline = time.monotonic() + EXIT_GRACE_S
         for reader in readers:

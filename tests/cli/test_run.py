@@ -103,7 +103,11 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     code, _ = child.stop()
     assert code == 130
     child = Child("run", "--", "sleep", "30")
-    time.sleep(0.5)
+    children = Path(f"/proc/{child.proc.pid}/task/{child.proc.pid}/children")
+    deadline = time.monotonic() + 15
+    while not children.read_text().split():  # the command has started
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.01)
     child.proc.send_signal(signal.SIGTERM)
     code, _ = child.stop()
     assert code == 128 + signal.SIGTERM
@@ -158,3 +162,29 @@ def test_signals_reach_the_whole_process_group(herolog_home: Path) -> None:
     code, _ = child.stop(timeout=15)  # the sleep is killed too, not waited for
     assert code == 128 + signal.SIGTERM
     assert "after" not in [x[2] for x in stored()]
+
+
+def test_a_signal_before_the_command_has_started_reaches_it(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while herolog is starting the command (here: just before) is passed on once
+    the command runs, not the end of herolog with the command left running on its own."""
+    import os
+
+    from herolog.run import run_dyno
+
+    real_popen = subprocess.Popen
+
+    def popen_after_a_signal(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this (the main) thread
+        return real_popen(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", popen_after_a_signal)
+    missed: list[int] = []  # herolog's handler not in place: the signal would end pytest
+    previous = signal.signal(signal.SIGTERM, lambda sig, _frame: missed.append(sig))
+    try:
+        status = run_dyno(["sleep", "5"], "run.1", lambda lines: None, echo=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert missed == []
+    assert status == 128 + signal.SIGTERM
