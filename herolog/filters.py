@@ -2,9 +2,53 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+# The regular expression parser's own tree (no stubs: private to re, stable since 3.11).
+_c: Any = importlib.import_module("re._constants")
+_parse: Any = importlib.import_module("re._parser").parse
+
+
+def compile_pattern(text: str) -> re.Pattern[str]:
+    """``text`` as a regular expression for ``--grep``/``--exclude``; re.error if it is not
+    one, or if it repeats a repetition (``(a+)+``, ``(\\w+\\s?)*``).
+
+    Python's regular expressions backtrack: on a line that almost matches, such a pattern
+    takes time exponential in the line's length, and nothing can interrupt it (not Ctrl-C,
+    not a server's other requests, which wait behind it)."""
+    pattern = re.compile(text)
+    if _nested_repeat(_parse(pattern.pattern, pattern.flags), inside_repeat=False):
+        raise re.error(
+            "it repeats a repetition, like (a+)+, which can take exponential time on some"
+            " lines: repeat a character class instead, like [\\w.]+"
+        )
+    return pattern
+
+
+def _nested_repeat(items: Any, *, inside_repeat: bool) -> bool:
+    for op, arg in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            _, most, sub = arg
+            if inside_repeat and most == _c.MAXREPEAT:
+                return True
+            parts = [sub]
+            repeated = inside_repeat or most > 1
+        elif op is _c.SUBPATTERN:
+            parts, repeated = [arg[3]], inside_repeat
+        elif op is _c.BRANCH:
+            parts, repeated = arg[1], inside_repeat
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            parts, repeated = [arg[1]], inside_repeat
+        elif op is _c.GROUPREF_EXISTS:
+            parts, repeated = [x for x in arg[1:] if x is not None], inside_repeat
+        else:  # a possessive repeat or an atomic group does not backtrack into itself
+            continue
+        if any(_nested_repeat(part, inside_repeat=repeated) for part in parts):
+            return True
+    return False
 
 
 class FilteredLine(Protocol):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from herolog.filters import LineFilter
+from herolog.filters import LineFilter, compile_pattern
 from herolog.store import Batch, SQLiteStore
 from tests.helpers import line
 
@@ -61,3 +62,35 @@ def test_matches_agrees_with_the_store(
         assert [x.id for x in store.last(wanted, 1000)[0]] == by_store
     finally:
         store.close()
+
+
+SLOW = [
+    r"(a+)+$",
+    r"(\w+\s?)*$",
+    r"(.*a){3,}",
+    r"(?:x|(a*))+",
+    r"((a+))+",
+    r"(a|b+)*",
+    r"(?=(a+)+)",
+]
+FINE = [
+    r"status=5\d\d",
+    r"ERROR|WARN",
+    r"path=/api/.*",
+    r"a{2}+",
+    r"(ab)+",
+    r"(a*+)+",
+    r"(?>a+)+",
+    r"(a+)?",
+]
+
+
+@pytest.mark.parametrize("text", SLOW)
+def test_patterns_that_repeat_a_repetition_are_refused(text: str) -> None:
+    with pytest.raises(re.error, match="repeats a repetition"):
+        compile_pattern(text)
+
+
+@pytest.mark.parametrize("text", FINE)
+def test_other_patterns_are_taken(text: str) -> None:
+    assert compile_pattern(text).pattern == text

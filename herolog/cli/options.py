@@ -33,8 +33,10 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
     ) -> re.Pattern[str]:
         if isinstance(value, re.Pattern):
             return value
+        from herolog.filters import compile_pattern
+
         try:
-            return re.compile(str(value))
+            return compile_pattern(str(value))
         except (re.error, OverflowError, RecursionError) as error:  # a{1,99999999999}, ((((...
             self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
 

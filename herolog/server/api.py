@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 from herolog import drains, timestamps
-from herolog.filters import LineFilter
+from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import default_num
 from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
@@ -354,7 +354,7 @@ def _patterns(body: dict[str, Any], key: str) -> tuple[re.Pattern[str], ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise SessionError(f"{key} must be a list of regular expressions")
     try:
-        return tuple(re.compile(v) for v in values)
+        return tuple(compile_pattern(v) for v in values)
     except (re.error, OverflowError, RecursionError) as error:
         raise SessionError(f"{key}: bad regular expression: {error}") from None
 

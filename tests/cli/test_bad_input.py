@@ -116,6 +116,7 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["serve", "--public-url", "https:///herolog"], "--public-url"),
         (["logs", "-g", "a{1,99999999999}"], "is not a valid regular expression"),
         (["logs", "-x", "(" * 2000 + ")" * 2000], "is not a valid regular expression"),
+        (["logs", "-g", r"(\w+\s?)+$"], "it repeats a repetition, like (a+)+"),
         (["store", "history", "0"], "0 is not in the range"),
         (["store", "history", "many"], "'many' is not a valid integer"),
         (["store", "history", "10000001"], "10000001 is not in the range"),

@@ -185,6 +185,7 @@ def test_json_records_carry_every_field(api: Running) -> None:
         ({"grep": ["("]}, "bad regular expression"),
         ({"grep": ["a{1,99999999999}"]}, "bad regular expression"),
         ({"exclude": ["(" * 2000 + ")" * 2000]}, "bad regular expression"),
+        ({"grep": ["ok", "(a+)+$"]}, "grep: bad regular expression: it repeats a repetition"),
         ({"since": "yesterday-ish"}, "since"),
         ({"format": "xml"}, "format"),
     ],
