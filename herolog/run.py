@@ -22,6 +22,12 @@ from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
+MAX_LINE = 10_000
+"""A longer line is stored in pieces of at most this many bytes, as Heroku splits them."""
+MAX_WAITING = 10_000
+"""Lines waiting for the store, at most: past that, reading the command's output waits,
+and so does the command (as with any pipe), instead of herolog's memory growing."""
+READ_SIZE = 1 << 16
 """After the command exits, how long to keep reading output that is still on its way. A
 background process it started may hold the pipes open for much longer; like a dyno, the
 run ends with its command."""
@@ -48,7 +54,7 @@ class _Flusher:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
+        self._queue: queue.Queue[LogLine | None] = queue.Queue(MAX_WAITING)
         self._thread = threading.Thread(target=self._run, name="herolog-run-flush", daemon=True)
         self.error: BaseException | None = None
         """The last error the sink raised."""
@@ -198,15 +204,41 @@ def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
 def _pump(
     pipe: IO[bytes] | None, echo: IO[bytes] | None, dyno: str, pri: int, flusher: _Flusher
 ) -> None:
-    """Lines of one of the command's pipes: to the terminal as they are, and to the store."""
+    """One of the command's pipes: to the terminal as it comes (a prompt or a progress bar
+    without its newline too), and to the store line by line."""
     assert pipe is not None
-    for raw in pipe:
+    fd = pipe.fileno()
+    rest = b""
+    while data := os.read(fd, READ_SIZE):
         if echo is not None:
             try:
-                echo.write(raw)
+                echo.write(data)
                 echo.flush()
             except OSError:  # herolog's own output was closed (`| head`): keep storing
                 echo = None
-        text = raw.decode("utf-8", "replace")
-        flusher.put(own_line("app", dyno, text[:-1] if text.endswith("\n") else text, pri))
+        *lines, rest = (rest + data).split(b"\n")
+        for raw in lines:
+            _store(raw, dyno, pri, flusher)
+        while len(rest) > MAX_LINE:  # no newline in sight: stored in pieces as it comes
+            cut = _piece(rest)
+            _store(rest[:cut], dyno, pri, flusher)
+            rest = rest[cut:]
+    if rest:
+        _store(rest, dyno, pri, flusher)
     pipe.close()
+
+
+def _store(raw: bytes, dyno: str, pri: int, flusher: _Flusher) -> None:
+    while len(raw) > MAX_LINE:
+        cut = _piece(raw)
+        flusher.put(own_line("app", dyno, raw[:cut].decode("utf-8", "replace"), pri))
+        raw = raw[cut:]
+    flusher.put(own_line("app", dyno, raw.decode("utf-8", "replace"), pri))
+
+
+def _piece(raw: bytes) -> int:
+    """Where to cut the first MAX_LINE bytes of ``raw``: not inside a UTF-8 character."""
+    cut = MAX_LINE
+    while cut > MAX_LINE - 4 and 0x80 <= raw[cut] < 0xC0:  # a continuation byte
+        cut -= 1
+    return cut if cut > MAX_LINE - 4 else MAX_LINE

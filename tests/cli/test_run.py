@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -188,3 +189,64 @@ def test_a_signal_before_the_command_has_started_reaches_it(
         signal.signal(signal.SIGTERM, previous)
     assert missed == []
     assert status == 128 + signal.SIGTERM
+
+
+@pytest.mark.subprocess
+def test_output_without_a_newline_is_shown_as_it_comes(herolog_home: Path) -> None:
+    """A prompt or a progress bar reaches the terminal before its line ends; the store
+    gets the line once it is whole."""
+    script = "import sys, time; sys.stdout.write('working...'); sys.stdout.flush(); time.sleep(6); print('done')"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        try:
+            started = time.monotonic()
+            first = os.read(proc.stdout.fileno(), 100)
+            assert first == b"working..."
+            assert time.monotonic() - started < 5, "shown only once the line ended"
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
+    assert [x[2] for x in stored() if x[0] == "app"] == ["working...done"]
+
+
+@pytest.mark.subprocess
+def test_a_long_line_is_stored_in_pieces_as_heroku_splits_it(herolog_home: Path) -> None:
+    """Heroku splits a dyno's line at 10,000 bytes; herolog too, never inside a character."""
+    text = "é" * 12_345 + "x" * 7  # 24,697 bytes
+    result = run("-q", "--", sys.executable, "-c", f"print({text!r})")
+    assert result.returncode == 0, result.stderr
+    pieces = [x[2] for x in stored() if x[0] == "app"]
+    assert "".join(pieces) == text
+    assert all(len(p.encode()) <= 10_000 for p in pieces)
+    assert len(pieces) == 3
+
+
+@pytest.mark.subprocess
+def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_home: Path) -> None:
+    """The command is held back (as by any pipe) while lines wait for the store, instead
+    of herolog keeping them all: the peak memory of the run stays small."""
+    script = (
+        "import sys\nw = sys.stdout.write\nfor i in range(600_000): w(f'line {i} of the burst\\n')"
+    )
+    measure = (
+        "import resource, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-m', 'herolog', 'run', '-q', '--', sys.executable, '-c', {script!r}], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", measure],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout) / 1024
+    assert peak_mb < 80, f"herolog run peaked at {peak_mb:.0f} MB"  # 183 MB unbounded
+    *_, last, exit_line = stored()
+    assert (last[2], exit_line[2]) == ("line 599999 of the burst", "Process exited with status 0")
