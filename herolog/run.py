@@ -41,6 +41,8 @@ FORWARDED_SIGNALS = (
     signal.SIGQUIT,
     signal.SIGUSR1,
     signal.SIGUSR2,
+    signal.SIGTSTP,
+    signal.SIGCONT,  # the shell's fg or bg, after a Ctrl-Z
 )
 
 Sink = Callable[[list[LogLine]], object]
@@ -136,8 +138,10 @@ def run_dyno(
     def forward(sig: int, _frame: object) -> None:
         if started:
             _forward(started[0], sig)
-        else:
+        elif sig != signal.SIGTSTP:
             early.append(sig)
+        if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:

@@ -250,3 +250,37 @@ def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_h
     assert peak_mb < 80, f"herolog run peaked at {peak_mb:.0f} MB"  # 183 MB unbounded
     *_, last, exit_line = stored()
     assert (last[2], exit_line[2]) == ("line 599999 of the burst", "Process exited with status 0")
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_state(pid: int, wanted: set[str]) -> None:
+    deadline = time.monotonic() + 15
+    while process_state(pid) not in wanted:
+        assert time.monotonic() < deadline, f"{pid} is {process_state(pid)}, not {wanted}"
+        time.sleep(0.01)
+
+
+@pytest.mark.subprocess
+def test_ctrl_z_stops_the_command_with_herolog_and_fg_resumes_both(herolog_home: Path) -> None:
+    """The command runs in its own process group: a terminal's SIGTSTP reaches herolog
+    only, which stops the command and then itself, and passes the shell's SIGCONT on."""
+    child = Child("run", "--", sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)")
+    try:
+        children = Path(f"/proc/{child.proc.pid}/task/{child.proc.pid}/children")
+        deadline = time.monotonic() + 15
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.01)
+        (command,) = map(int, children.read_text().split())
+        child.proc.send_signal(signal.SIGTSTP)
+        wait_for_state(command, {"T"})
+        wait_for_state(child.proc.pid, {"T"})
+        child.proc.send_signal(signal.SIGCONT)
+        wait_for_state(command, {"S", "R"})
+        wait_for_state(child.proc.pid, {"S", "R"})
+    finally:
+        code, _ = child.stop(signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
