@@ -24,7 +24,7 @@ from tests.server.test_forwarding import post
 
 L11 = re.compile(
     r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> "
-    r"This tail session dropped (\d+) messages since \S+\."
+    r"This tail session dropped (\d+) messages since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\."
 )
 
 
