@@ -612,21 +612,6 @@ class SQLiteStore:
             )
         return None
 
-    def save_forwarded(self, line_id: int) -> None:
-        """Record that the forwarding server has dealt with every line up to ``line_id``
-        (delivered to its drains, or counted as dropped): where the next one goes on from."""
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('forwarded', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(int(line_id)),),
-            )
-
-    def forwarded(self) -> int | None:
-        """What :meth:`save_forwarded` last recorded (None: nothing yet)."""
-        value = self._meta("forwarded")
-        return int(value) if value is not None else None
-
     def release_lease(self, name: str, owner: str) -> None:
         with self._write() as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",)).fetchone()

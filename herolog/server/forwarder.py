@@ -27,7 +27,6 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.filters import LineFilter
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
@@ -57,7 +56,6 @@ SAVE_INTERVAL_S = 1.0
 DEFAULT_TIMING = DrainTiming()
 SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
-CATCH_UP_BATCH = 2000
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
@@ -148,25 +146,6 @@ class DrainWorker:
     @property
     def undelivered(self) -> int:
         return len(self.buffer) + (len(self.pending.lines) if self.pending else 0)
-
-    def oldest_undelivered(self) -> int | None:
-        """The id of the oldest stored line this drain holds, not yet delivered or dropped."""
-        for line in self.pending.lines if self.pending else ():
-            if line.id:
-                return line.id
-        for line in self.buffer:
-            if line.id:
-                return line.id
-        return None
-
-    def lost(self, count: int) -> None:
-        """``count`` lines that never reached this drain: dropped, and told with an L10."""
-        if count:
-            if not self.overflowed:
-                self.overflow_since = timestamps.to_heroku(timestamps.now())
-            self.overflowed += count
-            self.dropped += count
-            self.wake.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"herolog-drain-{self.drain.token}")
@@ -507,12 +486,6 @@ class Forwarder:
         self.active: bool | None = None
         """Whether this server holds the forwarding lease (and so forwards)."""
         self._claimed_at = 0.0
-        self._handed: int | None = None
-        """The id of the newest line handed to the drains (None before the first)."""
-        self._resume_from: int | None = None
-        """Where the last forwarding server left off, to go on from on taking over."""
-        self._held: list[StoredLine] | None = None
-        """New lines that came while catching up, handed over after the lines before them."""
 
     async def start(self) -> None:
         with contextlib.suppress(sqlite3.Error, StoreError, OSError):
@@ -524,22 +497,13 @@ class Forwarder:
         """Forward only while holding the store's forwarding lease: two servers on one
         store would otherwise deliver every line twice."""
         self._claimed_at = time.monotonic()
-        accounted = self._accounted() if self.active else None
-
-        def claim(store: SQLiteStore) -> tuple[str | None, int | None]:
-            holder = store.lease("forwarding", self.owner, LEASE_S)
-            if holder is None and accounted is not None:
-                store.save_forwarded(accounted)
-            return holder, store.forwarded()
-
-        holder, forwarded = await asyncio.to_thread(using_store, self.store_path, claim)
+        holder = await asyncio.to_thread(
+            using_store, self.store_path, lambda s: s.lease("forwarding", self.owner, LEASE_S)
+        )
         active = holder is None
         if active != self.active:
             self.active = active
             self._changed = None  # reload the drains: start them, or stop them
-            # Lines stored since the last forwarding server dealt with them (it stopped,
-            # or died and its lease ran out) go out first, not only lines from now on.
-            self._resume_from = forwarded if active else None
             if not active:
                 self._say(
                     f"another herolog serve (pid {holder.split('.')[0] if holder else '?'})"
@@ -547,14 +511,6 @@ class Forwarder:
                 )
 
     def push(self, lines: Sequence[StoredLine]) -> None:
-        if self._held is not None:
-            self._held.extend(lines)
-            return
-        self._hand(lines)
-
-    def _hand(self, lines: Sequence[StoredLine]) -> None:
-        if lines:
-            self._handed = max(self._handed or 0, lines[-1].id)
         by_app = self._by_app
         grouped: dict[str, list[StoredLine]] = {}
         for line in lines:
@@ -615,21 +571,7 @@ class Forwarder:
                 self._say(f"drain registry: {type(error).__name__}: {error}")
 
     def _release_lease(self, store: SQLiteStore) -> None:
-        if self._handed is not None:  # the drains have stopped: what they held is counted
-            store.save_forwarded(self._handed)
         store.release_lease("forwarding", self.owner)
-
-    def _accounted(self) -> int | None:
-        """The id up to which every line has been delivered to the drains or counted as
-        dropped (None: this server has handed them nothing)."""
-        if self._handed is None:
-            return None
-        position = self._handed
-        for worker in self.workers.values():
-            oldest = worker.oldest_undelivered()
-            if oldest is not None:
-                position = min(position, oldest - 1)
-        return position
 
     def _say(self, message: str) -> None:
         if self.log is not None:
@@ -663,54 +605,10 @@ class Forwarder:
         self._by_app = by_app
         if self.workers and not self._subscribed:
             self._subscribed = True
-            resume_from, self._resume_from = self._resume_from, None
-            self._held = [] if resume_from is not None else None
             await self.broadcaster.subscribe(self)
-            start = self.broadcaster.position
-            if resume_from is not None:
-                await self._catch_up(resume_from, start)
-            else:  # from here on, should this server die before it says more
-                await asyncio.to_thread(
-                    using_store, self.store_path, lambda s: s.save_forwarded(start)
-                )
         elif not self.workers and self._subscribed:
             self._subscribed = False
             self.broadcaster.unsubscribe(self)
-
-    async def _catch_up(self, after: int, upto: int) -> None:
-        """Hand the drains the lines in (``after``, ``upto``] that the last forwarding server
-        left, then what came meanwhile. Lines the ring buffer trimmed in between are lost
-        to the drains, and told with an L10; a drain gets no line received before it was
-        added."""
-        try:
-            position = after
-            while position < upto:
-                lines, position = await asyncio.to_thread(
-                    using_store,
-                    self.store_path,
-                    lambda s, at=position: s.after(at, LineFilter(), CATCH_UP_BATCH),
-                )
-                lines = [line for line in lines if line.id <= upto]
-                for worker in self.workers.values():
-                    app, created = worker.drain.app, worker.drain.created_at
-                    worker.push([x for x in lines if x.app == app and x.received_at >= created])
-                if lines:
-                    self._handed = max(self._handed or 0, lines[-1].id)
-                if not lines and position >= upto:
-                    break
-            for app, workers in self._by_app.items():
-                trimmed = await asyncio.to_thread(
-                    using_store,
-                    self.store_path,
-                    lambda s, a=app: s.trimmed_between(after, upto, a),
-                )
-                for worker in workers:
-                    worker.lost(trimmed)
-        except (sqlite3.Error, StoreError, OSError) as error:
-            self._say(f"drains: could not read the lines stored while none forwarded: {error}")
-        finally:
-            held, self._held = self._held or [], None
-            self._hand([line for line in held if line.id > upto])
 
     async def _save(self) -> None:
         states = {drain_id: w.delivery for drain_id, w in self.workers.items()}
