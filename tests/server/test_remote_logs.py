@@ -170,6 +170,25 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
     assert "Traceback" not in err
 
 
+def first_line_then_close(server: str, *args: str) -> tuple[bytes, int, bytes]:
+    """`herolog logs --server SERVER ARGS | head -1`: the first line, then the status and
+    stderr of herolog (which must end by itself, no line arriving meanwhile)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "logs", "--server", server, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return first, proc.returncode, err
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize("args", [["-n", "5000"], ["-n", "5000", "--json"], ["-t", "-n", "5000"]])
 def test_remote_logs_into_head_end_quietly(make_server: ServerFactory, args: list[str]) -> None:
@@ -180,43 +199,18 @@ def test_remote_logs_into_head_end_quietly(make_server: ServerFactory, args: lis
         running.server.config.store_path, "demo", *(line(f"n{i} " + "x" * 100) for i in range(5000))
     )
     for _ in range(4):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", "logs", "--server", running.url, "-a", "demo", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=herolog_env(HEROLOG_API_KEY=KEY),
-        )
-        try:
-            assert proc.stdout is not None
-            first = proc.stdout.readline()
-            proc.stdout.close()
-            _, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
+        first, code, err = first_line_then_close(running.url, "-a", "demo", *args)
         assert b"n0 " in first
-        assert (proc.returncode, err) == (0, b"")
+        assert (code, err) == (0, b"")
 
 
 @pytest.mark.subprocess
 def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
     """`herolog logs --server URL -t | head -1` ends as the local tail does: when head
     exits, not at the next line (which may be hours away), with status 0 and no traceback."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", "demo", "-t"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=herolog_env(HEROLOG_API_KEY=KEY),
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        proc.stdout.close()
-        _, err = proc.communicate(timeout=10)  # no line arrives meanwhile
-    finally:
-        proc.kill()
+    first, code, err = first_line_then_close(remote.url, "-a", "demo", "-t")
     assert b"at=info" in first
-    assert proc.returncode == 0
-    assert err == b""
+    assert (code, err) == (0, b"")
 
 
 @pytest.mark.subprocess
