@@ -222,27 +222,30 @@ def _pump(
                 echo = None
         *lines, rest = (rest + data).split(b"\n")
         for raw in lines:
-            _store(raw, dyno, pri, flusher)
-        while len(rest) > MAX_LINE:  # no newline in sight: stored in pieces as it comes
-            cut = _piece(rest)
-            _store(rest[:cut], dyno, pri, flusher)
-            rest = rest[cut:]
+            pieces, last = _pieces(raw)
+            _store([*pieces, last], dyno, pri, flusher)
+        pieces, rest = _pieces(rest)  # no newline in sight: stored in pieces as it comes
+        _store(pieces, dyno, pri, flusher)
     if rest:
-        _store(rest, dyno, pri, flusher)
+        _store([rest], dyno, pri, flusher)
     pipe.close()
 
 
-def _store(raw: bytes, dyno: str, pri: int, flusher: _Flusher) -> None:
+def _store(pieces: list[bytes], dyno: str, pri: int, flusher: _Flusher) -> None:
+    for piece in pieces:
+        flusher.put(own_line("app", dyno, piece.decode("utf-8", "replace"), pri))
+
+
+def _pieces(raw: bytes) -> tuple[list[bytes], bytes]:
+    """``raw`` cut into pieces of MAX_LINE bytes (never inside a UTF-8 character): the
+    whole pieces, and what is left after them, MAX_LINE bytes at most."""
+    pieces = []
     while len(raw) > MAX_LINE:
-        cut = _piece(raw)
-        flusher.put(own_line("app", dyno, raw[:cut].decode("utf-8", "replace"), pri))
+        cut = MAX_LINE
+        while cut > MAX_LINE - 4 and 0x80 <= raw[cut] < 0xC0:  # a continuation byte
+            cut -= 1
+        if cut == MAX_LINE - 4:  # not UTF-8 here: cut anywhere
+            cut = MAX_LINE
+        pieces.append(raw[:cut])
         raw = raw[cut:]
-    flusher.put(own_line("app", dyno, raw.decode("utf-8", "replace"), pri))
-
-
-def _piece(raw: bytes) -> int:
-    """Where to cut the first MAX_LINE bytes of ``raw``: not inside a UTF-8 character."""
-    cut = MAX_LINE
-    while cut > MAX_LINE - 4 and 0x80 <= raw[cut] < 0xC0:  # a continuation byte
-        cut -= 1
-    return cut if cut > MAX_LINE - 4 else MAX_LINE
+    return pieces, raw
