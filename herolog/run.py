@@ -42,7 +42,6 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGTSTP,
-    signal.SIGCONT,  # the shell's fg or bg, after a Ctrl-Z
 )
 
 Sink = Callable[[list[LogLine]], object]
@@ -136,12 +135,16 @@ def run_dyno(
     early: list[int] = []
 
     def forward(sig: int, _frame: object) -> None:
-        if started:
-            _forward(started[0], sig)
-        elif sig != signal.SIGTSTP:
+        if not started:
             early.append(sig)
+            return
+        _forward(started[0], sig)
         if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
             os.kill(os.getpid(), signal.SIGSTOP)
+            # Resumed (the shell's fg or bg): so is the command. Not from a SIGCONT handler,
+            # which would run only once the wait for the command is over: its signal comes
+            # while this one's handler is still running.
+            _forward(started[0], signal.SIGCONT)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
@@ -167,7 +170,7 @@ def run_dyno(
             return status
         started.append(proc)
         while early:
-            _forward(proc, early.pop(0))
+            forward(early.pop(0), None)
         flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
         readers = [
             threading.Thread(
