@@ -44,6 +44,8 @@ _SD_PARAM = rf'{_SD_NAME}="(?:[^"\\\]]|\\.)*"'
 _SD_ELEMENT = re.compile(rf"\[({_SD_NAME})((?: {_SD_PARAM})*)\]")
 _SD_RUN = re.compile(rf"(?:\[{_SD_NAME}(?: {_SD_PARAM})*\])+")
 _SD_PARAMS = re.compile(rf'({_SD_NAME})="((?:[^"\\\]]|\\.)*)"')
+# RFC 5424 6.3.3: in a PARAM-VALUE only \", \\ and \] are escapes; any other backslash is itself.
+_SD_ESCAPE = re.compile(r'\\(["\\\]])')
 # IANA-registered SD-IDs; any other parameterless element must carry "@" to count as SD.
 _REGISTERED_SD_IDS = frozenset({"timeQuality", "origin", "meta"})
 
@@ -572,7 +574,7 @@ def parse_structured_data(structured_data: str) -> dict[str, dict[str, str]]:
     for sd_id, params in _SD_ELEMENT.findall(structured_data):
         element = elements.setdefault(sd_id, {})
         for name, value in _SD_PARAMS.findall(params):
-            element[name] = _BACKSLASH_ESCAPE.sub(r"\1", value)
+            element[name] = _SD_ESCAPE.sub(r"\1", value)
     return elements
 
 

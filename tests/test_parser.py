@@ -205,6 +205,14 @@ def test_structured_data_values_unescape() -> None:
     }
 
 
+def test_structured_data_keeps_backslashes_that_escape_nothing() -> None:
+    """RFC 5424 6.3.3: only \\", \\\\ and \\] are escapes; any other backslash is a backslash."""
+    sd = r'[x@1 path="C:\temp\new" nl="a\nb" both="\\n \\\" \]" end="tail\\"]'
+    assert parse_structured_data(sd) == {
+        "x@1": {"path": "C:\\temp\\new", "nl": "a\\nb", "both": '\\n \\" ]', "end": "tail\\"}
+    }
+
+
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     body = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - caf\xe9 \xff\n"])
     assert parse_logplex(body)[0].message == "caf\ufffd \ufffd"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,20 @@ def test_import_newline_framed_syslog(tmp_path: Path) -> None:
         ("app", "web.1", "hi", None),
         ("unknown", "unknown", "not syslog at all", None),
     ]
+
+
+def test_structured_data_in_json_output_undoes_only_rfc5424_escapes(tmp_path: Path) -> None:
+    path = tmp_path / "sd.txt"
+    path.write_bytes(
+        b"<13>1 2024-03-05T09:14:07Z myhost billing 4711 -"
+        b' [x@1 note="a \\"q\\" \\\\ \\]" path="C:\\temp\\new"] paid\n'
+    )
+    assert invoke("import", str(path), "-a", "demo")[0] == 0
+    code, out, _ = invoke("logs", "-a", "demo", "--json")
+    assert code == 0
+    assert json.loads(out)["structured_data"] == {
+        "x@1": {"note": 'a "q" \\ ]', "path": "C:\\temp\\new"}
+    }
 
 
 def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: Path) -> None:
