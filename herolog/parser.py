@@ -568,13 +568,25 @@ def _utf8_message(text: str) -> str:
     return message[1:] if message[:1] == "\ufeff" else message
 
 
-def parse_structured_data(structured_data: str) -> dict[str, dict[str, str]]:
-    """``[id k="v"][id2 k="v"]`` as ``{"id": {"k": "v"}, "id2": {"k": "v"}}``."""
-    elements: dict[str, dict[str, str]] = {}
+def parse_structured_data(structured_data: str) -> dict[str, dict[str, str | list[str]]]:
+    """``[id k="v"][id2 k="v"]`` as ``{"id": {"k": "v"}, "id2": {"k": "v"}}``, losing nothing.
+
+    A PARAM-NAME given more than once (RFC 5424 allows it within an element) has the list
+    of its values, in order. An SD-ID given more than once (RFC 5424 forbids it; senders do
+    it) has the parameters of all its elements in one object, as if they were one element.
+    """
+    elements: dict[str, dict[str, str | list[str]]] = {}
     for sd_id, params in _SD_ELEMENT.findall(structured_data):
         element = elements.setdefault(sd_id, {})
-        for name, value in _SD_PARAMS.findall(params):
-            element[name] = _SD_ESCAPE.sub(r"\1", value)
+        for name, raw in _SD_PARAMS.findall(params):
+            value = _SD_ESCAPE.sub(r"\1", raw)
+            before = element.get(name)
+            if before is None:
+                element[name] = value
+            elif isinstance(before, list):
+                before.append(value)
+            else:
+                element[name] = [before, value]
     return elements
 
 

@@ -213,6 +213,17 @@ def test_structured_data_keeps_backslashes_that_escape_nothing() -> None:
     }
 
 
+def test_structured_data_repeated_ids_and_params_lose_nothing() -> None:
+    """A repeated PARAM-NAME (allowed) lists its values in order; a repeated SD-ID (not
+    allowed, but sent) has its elements' parameters together, as one element."""
+    sd = '[a x="1"][b z="9"][a y="2"][a x="3" x="1"][c k="v" k="v"]'
+    assert parse_structured_data(sd) == {
+        "a": {"x": ["1", "3", "1"], "y": "2"},
+        "b": {"z": "9"},
+        "c": {"k": ["v", "v"]},
+    }
+
+
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     body = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - caf\xe9 \xff\n"])
     assert parse_logplex(body)[0].message == "caf\ufffd \ufffd"

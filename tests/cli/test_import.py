@@ -120,6 +120,17 @@ def test_structured_data_in_json_output_undoes_only_rfc5424_escapes(tmp_path: Pa
     }
 
 
+def test_json_output_keeps_every_value_of_a_repeated_sd_id_or_param(tmp_path: Path) -> None:
+    path = tmp_path / "sd.txt"
+    path.write_bytes(
+        b'<13>1 2024-03-05T09:14:07Z myhost billing 4711 - [a x="1"][a y="2"][a x="3"] m\n'
+    )
+    assert invoke("import", str(path), "-a", "demo")[0] == 0
+    code, out, _ = invoke("logs", "-a", "demo", "--json")
+    assert code == 0
+    assert json.loads(out)["structured_data"] == {"a": {"x": ["1", "3"], "y": "2"}}
+
+
 def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: Path) -> None:
     good = b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"
     path = tmp_path / "broken.bin"
