@@ -65,10 +65,11 @@ def check_line(line: LogLine) -> None:
         assert isinstance(parse_structured_data(line.structured_data), dict)
 
 
-def check_syslog_line(line: LogLine, raw: bytes) -> None:
-    """``line`` parsed from the syslog message ``raw`` (framing newline included or not)."""
+def check_syslog_line(line: LogLine, raw: bytes, *, counted: bool) -> None:
+    """``line`` parsed from the syslog message ``raw`` (framing newline included or not),
+    the whole of an octet-counted frame if ``counted``, else one line of text."""
     check_line(line)
-    text = _text_of(raw)
+    text = _text_of(raw, counted)
     if line.pri is None:  # unparseable: kept whole, as received
         assert (line.source, line.dyno, line.hostname) == (UNKNOWN, UNKNOWN, None)
         assert (line.timestamp, line.time) == RECEIVED
@@ -91,10 +92,11 @@ def check_forwarded(line: LogLine) -> None:
         assert back == sent
 
 
-def _text_of(raw: bytes) -> str:
-    """A message's text as the parser must keep it: one framing line end off, UTF-8 with
-    errors replaced, no leading byte order mark."""
-    if raw.endswith(b"\r\n"):
+def _text_of(raw: bytes, counted: bool) -> str:
+    """A message's text as the parser must keep it: one framing line end off (in a counted
+    frame only the LF: a CR before it is the message's), UTF-8 with errors replaced, no
+    leading byte order mark."""
+    if raw.endswith(b"\r\n") and not counted:
         raw = raw[:-2]
     elif raw.endswith(b"\n"):
         raw = raw[:-1]
@@ -138,7 +140,7 @@ def check_well_framed(messages: list[bytes]) -> None:
     lines = parse_logplex(body, RECEIVED)
     assert len(lines) == len(messages)
     for line, raw in zip(lines, messages, strict=True):
-        check_syslog_line(line, raw)
+        check_syslog_line(line, raw, counted=True)
         check_forwarded(line)
     for newline_framing in (False, True):
         assert decode([body], newline_framing, DEFAULT_MAX_FRAME) == (lines, None)
@@ -197,7 +199,7 @@ def check_decoder(chunks: list[bytes], newline_framing: bool, max_frame: int) ->
 def check_parse_syslog(message: bytes) -> None:
     """Any bytes are one line; a one-line message reads the same from a syslog stream."""
     line = parse_syslog(message, RECEIVED)
-    check_syslog_line(line, message)
+    check_syslog_line(line, message, counted=False)
     check_forwarded(line)
     if message[:1] == b"<" and b"\n" not in message:
         framed = message + b"\n"

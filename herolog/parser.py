@@ -446,9 +446,10 @@ def _parse_frames(
         _, pri, timestamp, hostname, source, dyno, _msgid = m.groups()
         instant = normalize(timestamp) if pri is not None and m.end() <= end else None
         if instant is not None and int(pri) <= MAX_PRI:
+            # One trailing LF is framing (Logplex adds it); a CR before it is the message's.
             message = text[m.end() : end]
             if message[-1:] == "\n":
-                message = message[:-2] if message[-2:] == "\r\n" else message[:-1]
+                message = message[:-1]
             structured_data = None
             if hostname != "host":
                 structured_data, message = _split_structured_data(message)
@@ -464,7 +465,7 @@ def _parse_frames(
         else:
             stop = end
             if text[stop - 1 : stop] == "\n" and stop > start:
-                stop -= 2 if text[stop - 2 : stop] == "\r\n" and stop - 1 > start else 1
+                stop -= 1
             append(_parse_message(text, start, stop, received))
         pos = end
         frame_no += 1
@@ -647,8 +648,9 @@ class SyslogFields(Protocol):
 def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
     """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise.
 
-    The message ends in the usual framing newline, except a message ending in ``\r``:
-    ``\r\n`` would read back as framing, so that one goes without (octet counting allows it).
+    The message ends in the usual framing newline, except a message ending in ``\r``: a
+    receiver that reads ``\r\n`` as a line end even in a counted frame (herolog did, once)
+    would lose the ``\r``, so that one goes without (octet counting allows it).
     """
     pri = 190 if line.pri is None else line.pri  # local7.info, what app output carries
     if hostname == "host":

@@ -64,11 +64,23 @@ def test_whitespace_between_and_after_frames_is_skipped() -> None:
     assert [line.message for line in parse_logplex(body, RECEIVED)] == ["one", "one"]
 
 
-def test_crlf_framing_is_not_message() -> None:
-    assert (
-        parse_logplex(body_of("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\r\n"))[0].message
-        == "hi"
+def test_only_the_newline_is_framing_in_a_counted_frame() -> None:
+    """Logplex adds one LF to each message, whatever the message ends in: a dyno line
+    ending in CR arrives as ``...\\r\\n``, and the CR is the message's, as rsyslog keeps it
+    (it drops one trailing LF). Newline framing is another matter: there CRLF is a line end."""
+    body = body_of(
+        "<190>1 2024-03-05T09:14:07Z host app web.1 - hi\r\n",
+        "<13>1 2024-03-05T09:14:07Z myhost user - - - rfc\r\n",
+        "<190>1 2024-03-05T09:14:07Z host app web.1 - \r\n",
+        "not syslog\r\n",
     )
+    expected = ["hi\r", "rfc\r", "\r", "not syslog\r"]
+    assert [x.message for x in parse_logplex(body, RECEIVED)] == expected
+    decoder = FrameDecoder(newline_framing=True)
+    assert [x.message for x in decoder.feed(body, RECEIVED)] == expected
+    line = b"<190>1 2024-03-05T09:14:07Z host app web.1 - hi\r\n"
+    assert [x.message for x in decoder.feed(line, RECEIVED)] == ["hi"]
+    assert parse_syslog(line).message == "hi"
 
 
 def test_a_message_ending_in_carriage_return_survives_framing() -> None:

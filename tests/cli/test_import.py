@@ -88,6 +88,26 @@ def test_import_logplex_body_from_stdin() -> None:
     assert [x.split(": ")[1] for x in stored("demo")] == ["m0", "m1", "m2"]
 
 
+def test_a_message_ending_in_cr_keeps_it_in_a_logplex_body_not_in_text(tmp_path: Path) -> None:
+    """In a counted frame only Logplex's LF is framing (a dyno line ending in CR arrives as
+    ``...\\r\\n``); in text files, syslog lines or heroku logs output, CRLF is a line end."""
+    cr = b"<190>1 2024-03-05T09:14:07Z host app web.1 - 50%\r"
+    (tmp_path / "body.bin").write_bytes(frame([cr + b"\n", cr, cr + b"\n"]))
+    (tmp_path / "syslog.txt").write_bytes(cr + b"\n")
+    (tmp_path / "heroku.txt").write_bytes(b"2024-03-05T09:14:07Z app[web.1]: 50%\r\n")
+    for name in ("body.bin", "syslog.txt", "heroku.txt"):
+        assert invoke("import", str(tmp_path / name), "-a", name.replace(".", "-"))[0] == 0
+    code, out, _ = invoke("logs", "-n", "100", "--json")
+    assert code == 0
+    assert [(x["app"], x["message"]) for x in map(json.loads, out.splitlines())] == [
+        ("body-bin", "50%\r"),
+        ("body-bin", "50%\r"),
+        ("body-bin", "50%\r"),
+        ("syslog-txt", "50%"),
+        ("heroku-txt", "50%"),
+    ]
+
+
 def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     path = tmp_path / "syslog.txt"
     path.write_bytes(
