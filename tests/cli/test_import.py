@@ -163,6 +163,30 @@ def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: 
     assert len(stored("demo")) == 2
 
 
+def test_a_frame_over_1_mib_stops_the_import_after_storing_what_came_before(
+    tmp_path: Path,
+) -> None:
+    """Logplex sends frames of 10 KB at most: a count over 1 MiB is most likely damaged, and
+    skipping that many bytes would throw away or misread the frames after it. The import
+    stops there, with what came before it stored (here from more than one chunk)."""
+    from herolog.importer import CHUNK_SIZE
+
+    assert invoke("store", "history", "100000")[0] == 0
+    good = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"])
+    before = CHUNK_SIZE * 3 // 2 // len(good)
+    huge = b"<190>1 2024-03-05T09:14:07Z host app web.1 - " + b"x" * (1 << 20) + b"\n"
+    path = tmp_path / "huge.bin"
+    path.write_bytes(good * before + frame([huge]) + good * 2)
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 1
+    assert err == (
+        f"Error: {path}: frame {before + 1} at byte {before * len(good)}: a frame of"
+        f" {len(huge)} bytes is over the 1048576-byte limit; the {before:,} lines before"
+        " it were imported, nothing after it\n"
+    )
+    assert len(stored("demo")) == before
+
+
 def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path) -> None:
     path = tmp_path / "windows.txt"
     path.write_bytes(
