@@ -31,6 +31,9 @@ class ImportResult:
     format: Format
     lines: int = 0
     bytes_read: int = 0
+    bytes_stored: int = 0
+    """The lines of the input before this offset are all stored, none after it: where a
+    second import of the rest starts after a failure."""
 
 
 class ImportFailed(Exception):
@@ -47,9 +50,14 @@ class ImportFailed(Exception):
 
 
 def imported_before(result: ImportResult) -> str:
+    """What a failed import stored, and up to where in the input: what to import again is
+    what follows (``tail -c +N``), since a second import of the same lines stores them twice."""
+    if result.lines == 0:
+        return "the 0 lines before it were imported, nothing after it"
+    where = f"(the input's first {result.bytes_stored} bytes)"
     if result.lines == 1:
-        return "the line before it was imported, nothing after it"
-    return f"the {result.lines:,} lines before it were imported, nothing after it"
+        return f"the line before it was imported {where}, nothing after it"
+    return f"the {result.lines:,} lines before it were imported {where}, nothing after it"
 
 
 def detect_format(head: bytes) -> Format:
@@ -70,27 +78,27 @@ def import_stream(
 ) -> ImportResult:
     """Store every line of ``stream`` under ``app``, committing chunk by chunk.
 
-    A Logplex stream that breaks its framing raises ImportFailed: the lines before the
-    break are stored (each chunk commits on its own so a big import does not hold the
-    store's write lock), nothing after it.
+    A Logplex stream that breaks its framing, a read or a commit that fails, raise
+    ImportFailed: the lines before the break are stored (each chunk commits on its own so a
+    big import does not hold the store's write lock), nothing after it, and its result's
+    ``bytes_stored`` says where in the input that is.
     """
     try:
         first = stream.read(CHUNK_SIZE)
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
-    bom = first.startswith(b"\xef\xbb\xbf")  # text saved by some Windows editors
+    skipped = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # a BOM, from some Windows editors
     result = ImportResult(
-        fmt or detect_format(first[3 if bom else 0 : 4096]), bytes_read=3 if bom else 0
+        fmt or detect_format(first[skipped:4096]), bytes_read=skipped, bytes_stored=skipped
     )
-    if bom:
-        first = first[3:]
-    chunks = _chunks(first, stream)
+    chunks = _chunks(first[skipped:], stream)
     parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
     try:
-        for size, lines in parse(chunks):
+        for size, lines, done in parse(chunks):
             if lines:
                 result.lines += sum(store.append([Batch(app, lines)]))
             result.bytes_read += size
+            result.bytes_stored = skipped + done
             if progress is not None:
                 progress(result.bytes_read)
     except (FramingError, OSError, sqlite3.DatabaseError) as error:
@@ -105,32 +113,42 @@ def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
         chunk = stream.read(CHUNK_SIZE)
 
 
-_Parsed = Iterator[tuple[int, list[LogLine]]]
+_Parsed = Iterator[tuple[int, list[LogLine], int]]
+"""For each chunk read: its size, the lines it completed, and the offset in the input before
+which every line has now been given, and after which none."""
 
 
 def _logplex(chunks: Iterator[bytes]) -> _Parsed:
     decoder = FrameDecoder()
     for chunk in chunks:
         # On a framing error feed returns the frames before it; the next call raises.
-        yield len(chunk), decoder.feed(chunk, Received.at())
+        lines = decoder.feed(chunk, Received.at())
+        yield len(chunk), lines, decoder.consumed
     decoder.close()  # Logplex frames only: nothing may be left over
 
 
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes]]]:
-    """Complete lines of each chunk (without ``\n`` or ``\r\n``), the last at the end of input."""
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes], int]]:
+    """Complete lines of each chunk, the last at the end of input, without their ``\n`` (a
+    ``\r`` before it is left to the caller: it counts in where the next line starts), and
+    the offset past them."""
     rest = b""
+    end = 0
     for chunk in chunks:
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
-        yield len(chunk), [line.removesuffix(b"\r") for line in lines]
+        end += len(chunk)
+        yield len(chunk), lines, end - len(rest)
     if rest:
-        yield 0, [rest.removesuffix(b"\r")]
+        yield 0, [rest], end
 
 
 def _syslog(chunks: Iterator[bytes]) -> _Parsed:
-    for size, raw_lines in _split_lines(chunks):
+    for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
-        yield size, [parse_syslog(raw, received) for raw in raw_lines if raw.strip()]
+        lines = [
+            parse_syslog(raw.removesuffix(b"\r"), received) for raw in raw_lines if raw.strip()
+        ]
+        yield size, lines, end
 
 
 def _heroku(chunks: Iterator[bytes]) -> _Parsed:
@@ -150,16 +168,18 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
         more.clear()
         return whole
 
-    for size, raw_lines in _split_lines(chunks):
+    pending_at = pos = end = 0  # where pending starts in the input; where the next line does
+    for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
         done: list[LogLine] = []
         for raw in raw_lines:
-            text = raw.decode("utf-8", "replace")
+            start, pos = pos, pos + len(raw) + 1
+            text = raw.removesuffix(b"\r").decode("utf-8", "replace")
             parsed = parse_heroku_line(text)
             if parsed is not None:
                 if pending is not None:
                     done.append(complete(pending))
-                pending = parsed
+                pending, pending_at = parsed, start
             elif pending is not None and pending.source != UNKNOWN:
                 more.append(text)
             elif text.strip():
@@ -168,6 +188,7 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
                 pending = LogLine(
                     received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
                 )
-        yield size, done
+                pending_at = start
+        yield size, done, end if pending is None else pending_at
     if pending is not None:
-        yield 0, [complete(pending)]
+        yield 0, [complete(pending)], end

@@ -286,6 +286,12 @@ class FrameDecoder:
         return self._frames
 
     @property
+    def consumed(self) -> int:
+        """Where in the stream the messages returned so far end (at a framing error, where
+        it is): a stream resumed from there decodes the rest."""
+        return self._offset if self._error is None else self._error.offset
+
+    @property
     def error(self) -> FramingError | None:
         """The framing error met so far, if any: nothing after it will be decoded."""
         return self._error

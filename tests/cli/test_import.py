@@ -1,18 +1,22 @@
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.filters import LineFilter
-from herolog.parser import LogLine, format_syslog, frame
-from herolog.store import open_store
+from herolog.importer import Format
+from herolog.parser import LogLine, Received, format_syslog, frame
+from herolog.store import Batch, Store, open_store
 from tests.helpers import herolog_env
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -182,7 +186,7 @@ def test_a_frame_over_1_mib_stops_the_import_after_storing_what_came_before(
     assert err == (
         f"Error: {path}: frame {before + 1} at byte {before * len(good)}: a frame of"
         f" {len(huge)} bytes is over the 1048576-byte limit; the {before:,} lines before"
-        " it were imported, nothing after it\n"
+        f" it were imported (the input's first {before * len(good)} bytes), nothing after it\n"
     )
     assert len(stored("demo")) == before
 
@@ -332,13 +336,90 @@ def test_a_store_that_fails_mid_import_says_how_many_lines_it_took(
     m = re.fullmatch(
         rf"Error: cannot use the store {re.escape(str(herolog_home / 'logs.db'))}: (.+);"
         r" the ([\d,]+) lines before it"
-        r" were imported, nothing after it\n",
+        r" were imported \(the input's first (\d+) bytes\), nothing after it\n",
         proc.stderr,
     )
     assert m, proc.stderr
     took = int(m.group(2).replace(",", ""))
     assert 0 < took < 80_000
     assert len(stored("big")) == took
+    # Importing what follows the offset the message names stores each line once.
+    with path.open("rb") as rest:
+        rest.seek(int(m.group(3)))
+        subprocess.run(
+            [sys.executable, "-m", "herolog", "import", "-", "-a", "big"],
+            stdin=rest,
+            capture_output=True,
+            env=herolog_env(),
+            timeout=120,
+            check=True,
+        )
+    assert [x.rsplit(" ", 2)[1] for x in stored("big")] == [str(i) for i in range(80_000)]
+
+
+RESUMABLE: dict[str, bytes] = {
+    "heroku": b"\xef\xbb\xbf"
+    + b"".join(
+        b"2024-03-05T09:14:%02dZ app[web.1]: line %d\r\n" % (i % 60, i)
+        + (b"Traceback:\n  File x\n\nboom\n" if i % 7 == 0 else b"")
+        + (b"\nno header %d\n\n" % i if i % 11 == 0 else b"")
+        for i in range(60)
+    ),
+    "syslog": b"".join(
+        b"<190>1 2024-03-05T09:14:07Z host app web.1 - line %d\r\n" % i
+        + (b"\nnot syslog %d\n" % i if i % 9 == 0 else b"")
+        for i in range(60)
+    )
+    + b"<190>1 2024-03-05T09:14:07Z host app web.1 - no newline",
+    "logplex": b"".join(
+        frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - line %d\r\n" % i])
+        + (b"\n \n" if i % 5 == 0 else b"")
+        for i in range(60)
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", RESUMABLE)
+def test_a_failed_import_names_the_offset_to_import_the_rest_from(
+    fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever commit fails, the input from the offset the failure gives holds exactly the
+    lines that were not stored: multi-line messages, blank lines and a BOM included."""
+    import sqlite3
+
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 50)  # lines and frames across chunks
+    data = RESUMABLE[fmt]
+    store = open_store()
+    whole = importer.import_stream(io.BytesIO(data), store, "whole", fmt)
+
+    class FailingStore:
+        history = store.history
+        commits = 0
+
+        def append(self, batches: list[Batch], received: Received | None = None) -> list[int]:
+            if self.commits == fail_at:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.commits += 1
+            return store.append(batches, received)
+
+    def kept(app: str) -> list[tuple[str, str, str]]:
+        return [(x.source, x.dyno, x.message) for x in store.last(LineFilter(app=app), 999)[0]]
+
+    for fail_at in itertools.count():
+        app = f"resumed{fail_at}"
+        try:
+            importer.import_stream(io.BytesIO(data), cast(Store, FailingStore()), app, fmt)
+            break  # fewer commits than fail_at
+        except importer.ImportFailed as failed:
+            done, message = failed.result, str(failed)
+        if done.lines:
+            assert f"(the input's first {done.bytes_stored} bytes)" in message
+        rest = importer.import_stream(io.BytesIO(data[done.bytes_stored :]), store, app, fmt)
+        assert done.lines + rest.lines == whole.lines
+        assert kept(app) == kept("whole"), fail_at
+    assert fail_at > 30
 
 
 def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: Path) -> None:
