@@ -41,10 +41,17 @@ _JSON = b"application/json"
 class APIError(Exception):
     """An error answered with Heroku's JSON error body."""
 
-    def __init__(self, status: int, error_id: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_id: str,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.id = error_id
+        self.headers = headers or []
 
 
 def _not_found(what: str) -> APIError:
@@ -102,7 +109,8 @@ class PlatformAPI:
             else:
                 return False
         except APIError as error:
-            await _respond(send, error.status, {"id": error.id, "message": str(error)})
+            payload = {"id": error.id, "message": str(error)}
+            await _respond(send, error.status, payload, error.headers)
         except StoreError as error:
             await _respond(send, 503, {"id": "unavailable", "message": str(error)})
         except sqlite3.Error as error:  # locked past the busy timeout, a full disk
@@ -375,7 +383,12 @@ def _host_name(value: bytes | None) -> str:
 
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
-        raise APIError(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
+        raise APIError(
+            405,
+            "method_not_allowed",
+            f"Use {' or '.join(allowed)}.",
+            [(b"allow", ", ".join(allowed).encode())],  # RFC 9110: a 405 must list them
+        )
 
 
 async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
@@ -400,9 +413,12 @@ async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
     return body
 
 
-async def _respond(send: Send, status: int, payload: Any) -> None:
+async def _respond(
+    send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = (json.dumps(payload, ensure_ascii=False) + "\n").encode()
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    headers += extra or []
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="herolog"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})

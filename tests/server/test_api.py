@@ -472,9 +472,29 @@ def test_bad_drain_urls_are_422(api: Running, url: str) -> None:
     assert httpx.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == []
 
 
-def test_methods_and_unknown_paths(api: Running) -> None:
-    assert httpx.put(f"{api.url}/apps/demo", headers=AUTH).status_code == 405
-    assert httpx.get(f"{api.url}/apps/demo/log-sessions", headers=AUTH).status_code == 405
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/apps/demo", "GET"),
+        ("GET", "/apps/demo/log-sessions", "POST"),
+        ("GET", "/log-sessions", "POST"),
+        ("DELETE", "/apps/demo/log-drains", "GET, POST"),
+        ("PUT", "/log-drains", "GET"),
+        ("POST", "/apps/demo/log-drains/d.x", "DELETE, GET"),
+        ("POST", "/sessions/00000000-0000-0000-0000-000000000000", "GET"),
+    ],
+)
+def test_a_405_says_which_methods_the_path_takes(
+    api: Running, method: str, path: str, allow: str
+) -> None:
+    """RFC 9110: a 405 carries Allow, listing what the path does accept."""
+    response = httpx.request(method, api.url + path, headers=AUTH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json()["id"] == "method_not_allowed"
+
+
+def test_unknown_paths(api: Running) -> None:
     assert httpx.get(f"{api.url}/nothing", headers=AUTH).status_code == 404
 
 
