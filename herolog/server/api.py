@@ -34,6 +34,9 @@ _DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
 _ALL_DRAINS = "/log-drains"
 _DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
 _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
+_API_PATHS = re.compile(r"/(?:apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
+"""Where the API answers every request, with a JSON 404 for paths it does not know."""
+_LOGPLEX_TYPE = b"application/logplex-1"
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
 
@@ -70,7 +73,10 @@ class PlatformAPI:
         return self.config.store_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer the request if it is an API call; False if the path is not the API's."""
+        """Answer the request if it is an API call; False if the path is not the API's.
+
+        The API's paths are ``/apps``, ``/log-sessions``, ``/log-drains``, ``/sessions`` and
+        everything under them, but the intake's ``/apps/APP/logs`` (routed before this)."""
         path: str = scope["path"]
         method: str = scope["method"]
         try:
@@ -106,6 +112,13 @@ class PlatformAPI:
                 _allow(method, "GET")
                 self._authorize(scope)
                 await _respond(send, 200, await self._app(_app_name(m.group(1))))
+            elif _is_api_call(scope):
+                raise APIError(
+                    404,
+                    "not_found",
+                    f"No such API endpoint: {method} {path} (herolog serves the calls of"
+                    " heroku logs and heroku drains).",
+                )
             else:
                 return False
         except APIError as error:
@@ -379,6 +392,15 @@ def _host_name(value: bytes | None) -> str:
     if text.startswith("["):
         return text[1 : text.find("]")]
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def _is_api_call(scope: Scope) -> bool:
+    """A request to a path of the API's, unless it carries a drain's batch: a drain URL with
+    a wrong path gets the intake's plain-text 404, which says where drains post."""
+    if not _API_PATHS.fullmatch(scope["path"]):
+        return False
+    kind = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    return kind != _LOGPLEX_TYPE
 
 
 def _allow(method: str, *allowed: str) -> None:

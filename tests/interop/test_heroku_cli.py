@@ -167,3 +167,15 @@ def test_unknown_app_is_a_clean_error(heroku_cli: Path, server: Running, tmp_pat
     assert result.returncode != 0
     assert "Couldn't find that app." in result.stderr
     assert "    at " not in result.stderr
+
+
+def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """heroku config calls GET /apps/demo/config-vars: the CLI shows Heroku's JSON error as
+    it shows api.heroku.com's, not a raw HTTP 404 with a plain-text body."""
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "config", "-a", "demo")
+    assert result.returncode != 0
+    assert "No such API endpoint: GET /apps/demo/config-vars" in result.stderr
+    assert "Error ID: not_found" in result.stderr
+    assert "    at " not in result.stderr

@@ -494,8 +494,40 @@ def test_a_405_says_which_methods_the_path_takes(
     assert response.json()["id"] == "method_not_allowed"
 
 
-def test_unknown_paths(api: Running) -> None:
-    assert httpx.get(f"{api.url}/nothing", headers=AUTH).status_code == 404
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/apps",
+        "/apps/",
+        "/apps/demo/dynos",
+        "/apps/demo/logs/extra",
+        "/apps/demo/log-sessions/x",
+        "/log-drains/x",
+        "/log-sessions/x",
+        "/sessions/not-a-session",
+        "/apps/demo/caf%C3%A9/%FF%FE",
+    ],
+)
+def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None:
+    """The heroku CLI prints the message of a JSON error; a text/plain 404 it cannot."""
+    response = httpx.get(api.url + path, headers=AUTH)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert error["id"] == "not_found"
+    assert error["message"].startswith("No such API endpoint: GET /")
+
+
+def test_other_unknown_paths_keep_the_intakes_plain_404(api: Running) -> None:
+    """Outside the API's paths, and for a drain's batch anywhere, the answer is the intake's:
+    plain text saying where drains post, counted in /stats."""
+    outside = httpx.get(f"{api.url}/nothing", headers=AUTH)
+    drain = api.post("demo/log", b"")  # a drain URL missing its final s
+    for response in (outside, drain):
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "drains post to /apps/APP/logs" in response.text
+    assert httpx.get(f"{api.url}/stats", headers=AUTH).json()["responses"]["404"] == 2
 
 
 def test_a_client_that_vanishes_mid_tail_frees_its_session(api: Running) -> None:
