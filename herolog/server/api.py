@@ -24,7 +24,14 @@ from herolog.logs import default_num
 from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
-from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
+from herolog.store import (
+    AppInfo,
+    DrainExists,
+    SQLiteStore,
+    StoreError,
+    using_store,
+    valid_app_name,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +44,7 @@ _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
 _API_PATHS = re.compile(r"/(?:apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _LOGPLEX_TYPE = b"application/logplex-1"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
 
@@ -167,14 +175,14 @@ class PlatformAPI:
     async def _in_store(self, work: Callable[[SQLiteStore], T]) -> T:
         return await asyncio.to_thread(using_store, self.store_path, work)
 
-    async def _app(self, name: str) -> dict[str, Any]:
-        info = await self._in_store(lambda store: store.app(name))
+    async def _app(self, ref: str) -> dict[str, Any]:
+        info = await self._in_store(lambda store: _find_app(store, ref))
         if info is None:
             raise _not_found("app")
         created = drains.api_time(info.created_at)
         return {
-            "id": drains.app_id(name),
-            "name": name,
+            "id": drains.app_id(info.name),
+            "name": info.name,
             "generation": {"id": drains.app_id("generation:cedar"), "name": "cedar"},
             "created_at": created,
             "updated_at": created,
@@ -183,15 +191,17 @@ class PlatformAPI:
     async def _create_session(
         self, app: str | None, body: dict[str, Any], scope: Scope
     ) -> dict[str, Any]:
-        if app is not None:
-            app = _app_name(app)
+        ref = None if app is None else _app_name(app)
 
-        def check(store: SQLiteStore) -> int:
-            if app is not None and store.app(app) is None:
+        def check(store: SQLiteStore) -> tuple[str | None, int]:
+            if ref is None:
+                return None, store.history
+            info = _find_app(store, ref)
+            if info is None:
                 raise _not_found("app")
-            return store.history
+            return info.name, store.history
 
-        history = await self._in_store(check)
+        app, history = await self._in_store(check)
         try:
             session = _session_from(body, app, history)
             self.sessions.add(session)
@@ -273,15 +283,16 @@ class PlatformAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _list_drains(self, app: str | None) -> list[dict[str, Any]]:
+    async def _list_drains(self, ref: str | None) -> list[dict[str, Any]]:
         def work(store: SQLiteStore) -> list[dict[str, Any]]:
-            if app is not None and store.app(app) is None:
+            info = None if ref is None else _find_app(store, ref)
+            if ref is not None and info is None:
                 raise _not_found("app")
-            return [drains.drain_object(drain) for drain in store.drains(app)]
+            return [drains.drain_object(drain) for drain in store.drains(info and info.name)]
 
         return await self._in_store(work)
 
-    async def _add_drain(self, app: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _add_drain(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
         url = body.get("url")
         if not isinstance(url, str):
             raise APIError(422, "invalid_params", 'url is required: {"url": "https://..."}')
@@ -291,21 +302,23 @@ class PlatformAPI:
             raise APIError(422, "invalid_params", str(error)) from None
 
         def work(store: SQLiteStore) -> dict[str, Any]:
+            info = _find_app(store, ref)  # none: the drain brings an app of that name into being
             try:
-                return drains.drain_object(store.add_drain(app, url))
+                return drains.drain_object(store.add_drain(info.name if info else ref, url))
             except DrainExists:
                 raise APIError(422, "invalid_params", "Url has already been taken") from None
 
         return await self._in_store(work)
 
-    async def _drain(self, app: str, key: str, *, remove: bool) -> dict[str, Any]:
+    async def _drain(self, ref: str, key: str, *, remove: bool) -> dict[str, Any]:
         def work(store: SQLiteStore) -> dict[str, Any]:
-            if store.app(app) is None:
+            info = _find_app(store, ref)
+            if info is None:
                 raise _not_found("app")
             if remove:
-                drain = store.remove_drain(app, key)
+                drain = store.remove_drain(info.name, key)
             else:
-                drain = store.find_drain(app, key)
+                drain = store.find_drain(info.name, key)
             if drain is None:
                 raise _not_found("drain")
             return drains.drain_object(drain)
@@ -384,6 +397,16 @@ def _app_name(name: str) -> str:
     if not valid_app_name(name):
         raise _not_found("app")
     return name
+
+
+def _find_app(store: SQLiteStore, ref: str) -> AppInfo | None:
+    """The app named ``ref``, else the one whose ``id`` it is: Heroku takes either in a path
+    (``/apps/{app_id_or_name}``). A name comes first, as herolog's names may look like ids."""
+    info = store.app(ref)
+    if info is None and _UUID.fullmatch(ref):
+        wanted = ref.lower()
+        info = next((app for app in store.apps() if drains.app_id(app.name) == wanted), None)
+    return info
 
 
 def _host_name(value: bytes | None) -> str:

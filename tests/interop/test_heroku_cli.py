@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from herolog import drains as drains_module
 from herolog.cli import cli
 from tests.server.conftest import Running, ServerFactory
 
@@ -84,6 +85,21 @@ def test_heroku_logs_n_over_the_history_prints_the_whole_history(
     result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "demo", "-n", "5000")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == herolog_logs("-a", "demo", "-n", "1500")
+
+
+def test_heroku_logs_and_drains_take_the_apps_id(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """As on Heroku, -a takes the id the API hands out (GET /apps/demo, a drain's app.id)."""
+    env = cli_env(server, tmp_path)
+    app_id = drains_module.app_id("demo")
+    result = heroku(heroku_cli, env, "logs", "-a", app_id, "-n", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == herolog_logs("-a", "demo", "-n", "5")
+    added = heroku(heroku_cli, env, "drains:add", "https://logs.example.com/x", "-a", app_id)
+    assert added.returncode == 0, added.stderr
+    listed = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
+    assert [d["app"] for d in json.loads(listed.stdout)] == [{"id": app_id, "name": "demo"}]
 
 
 def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import httpx_sse
 import pytest
 
 from herolog.render import decode_record
+from herolog.store import AppInfo, SQLiteStore
 from tests.helpers import line
 from tests.helpers import store_lines as append_lines
 from tests.server.conftest import Running, ServerFactory
@@ -41,6 +42,14 @@ def api(make_server: ServerFactory) -> Running:
         line("ERROR: boom", second=6),
     )
     return running
+
+
+def api_store_apps(running: Running) -> list[AppInfo]:
+    store = SQLiteStore.open(running.server.config.store_path, create=False)
+    try:
+        return store.apps()
+    finally:
+        store.close()
 
 
 def session(running: Running, app: str | None = "demo", **body: Any) -> str:
@@ -443,6 +452,52 @@ def test_drains_crud(api: Running) -> None:
     missing = httpx.delete(f"{base}/{second['token']}", headers=AUTH)
     assert missing.status_code == 404
     assert missing.json()["id"] == "not_found"
+
+
+def test_an_app_id_works_where_its_name_does(api: Running) -> None:
+    """As on Heroku (/apps/{app_id_or_name}): the ids herolog hands out (GET /apps/APP, a
+    drain's app.id) are taken back, in any case."""
+    store_lines(api, "other", line("not demo's", second=9))
+    app = httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()
+    app_id = app["id"]
+    for ref in (app_id, app_id.upper()):
+        assert httpx.get(f"{api.url}/apps/{ref}", headers=AUTH).json() == app
+    assert read_text(session(api, app_id, lines=1)) == [
+        "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
+    ]
+    base = f"{api.url}/apps/{app_id}/log-drains"
+    added = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+    assert added.status_code == 201
+    drain = added.json()
+    assert drain["app"] == {"id": app_id, "name": "demo"}
+    assert httpx.get(base, headers=AUTH).json() == [drain]
+    assert httpx.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == [drain]
+    assert httpx.get(f"{base}/{drain['token']}", headers=AUTH).json() == drain
+    assert httpx.delete(f"{base}/{drain['token']}", headers=AUTH).json() == drain
+    assert httpx.get(f"{api.url}/log-drains", headers=AUTH).json() == []
+    assert sorted(a.name for a in api_store_apps(api)) == ["demo", "other"]
+
+
+def test_an_unknown_app_id_is_not_found(api: Running) -> None:
+    unknown = "6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10"
+    for method, path in [
+        ("GET", f"/apps/{unknown}"),
+        ("POST", f"/apps/{unknown}/log-sessions"),
+        ("GET", f"/apps/{unknown}/log-drains"),
+        ("DELETE", f"/apps/{unknown}/log-drains/d.x"),
+    ]:
+        response = httpx.request(method, api.url + path, headers=AUTH, json={})
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {"id": "not_found", "message": "Couldn't find that app."}
+
+
+def test_an_app_named_like_an_id_keeps_its_name(api: Running) -> None:
+    """herolog's names may look like UUIDs (Heroku's may not): a name is looked up first."""
+    demo_id = httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
+    store_lines(api, demo_id, line("stored under a name that is demo's id"))
+    app = httpx.get(f"{api.url}/apps/{demo_id}", headers=AUTH).json()
+    assert app["name"] == demo_id
+    assert app["id"] != demo_id
 
 
 def test_a_drain_brings_its_app_into_being(api: Running) -> None:
