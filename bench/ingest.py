@@ -9,7 +9,7 @@ round by round; figures are medians of the rounds. 100-frame bodies give lines/s
 bodies requests/s. Every herolog figure counts only what `/stats` says was committed.
 
 With 1-frame bodies a third server takes its turn too: bench.pipeline_serve, herolog serve
-whose writer thread answers every job without parsing or storing it, to show what those
+whose writer process answers every job without parsing or storing it, to show what those
 cost the 1-frame figure (a diagnostic, with no target).
 
 Syslog: one TCP connection sends N octet-counted frames in Heroku's syslog-drain form; the
@@ -83,10 +83,16 @@ def lua(body: Path, directory: Path) -> Path:
 
 
 def memory(pid: int) -> str:
-    """RSS and peak RSS of serve (its store writer is a thread of it)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(re.findall(r"(VmRSS|VmHWM):\s+(\d+)", status))
-    return f"serve {int(fields['VmRSS']) // 1024} MB (peak {int(fields['VmHWM']) // 1024} MB)"
+    """RSS and peak RSS of serve and of its writer process."""
+    out = []
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for name, proc in [("serve", pid), *(("writer", int(child)) for child in children)]:
+        status = Path(f"/proc/{proc}/status").read_text()
+        fields = dict(re.findall(r"(VmRSS|VmHWM):\s+(\d+)", status))
+        out.append(
+            f"{name} {int(fields['VmRSS']) // 1024} MB (peak {int(fields['VmHWM']) // 1024} MB)"
+        )
+    return ", ".join(out)
 
 
 _stats_client: httpx.Client | None = None

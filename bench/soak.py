@@ -13,10 +13,9 @@ seconds: the maximum with all of that running. Then it posts for M minutes (defa
 --load (default 0.8) times that, on a schedule (one clock for every connection, in wrk's
 LuaJIT), in 10 s runs, each to the next app (soak-1, soak-2, ...: as many as hold the run's
 lines). Meanwhile one line a second goes to soak-probe; the time from its 204 to each
-reader's stdout is the tail latency. Every 5 s: RSS and open files of serve (its store
-writer is a thread of it), the WAL's size, how long serve takes to answer /stats, how far
-each reader is behind, what the drains have delivered, the CPU each process used, and the
-readers' stderr.
+reader's stdout is the tail latency. Every 5 s: RSS and open files of serve and of its store
+writer, the WAL's size, how long serve takes to answer /stats, how far each reader is behind,
+what the drains have delivered, the CPU each process used, and the readers' stderr.
 
 Then the flapping sink stays up until both drains have caught up, the readers are given
 time to catch up, and serve is stopped with SIGTERM. Checked, and printed: RSS, open files
@@ -90,6 +89,14 @@ def cpu_seconds(pid: int) -> float:
 
 def open_files(pid: int) -> int:
     return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+
+
+def writer_pid(serve: int) -> int:
+    """The store writer process that ``serve`` started."""
+    for child in Path(f"/proc/{serve}/task/{serve}/children").read_text().split():
+        if b"writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise RuntimeError("serve has no store writer process")
 
 
 def syslog_line(message: str) -> bytes:
@@ -254,7 +261,9 @@ class Sample:
     answer_ms: float
     """How long serve took to answer GET /stats (on a kept-alive connection)."""
     serve_rss: float
+    writer_rss: float
     serve_fds: int
+    writer_fds: int
     wal_mb: float
     behind: dict[str, int]
     """Lines stored that each reader has not shown (nor been told by L11 it missed)."""
@@ -506,6 +515,7 @@ class Soak:
         self._sampling = threading.Event()
         self._threads: list[threading.Thread] = []
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._writer = 0
 
     def run(self) -> list[str]:
         """Run the soak and check what it found; the checks that failed."""
@@ -549,6 +559,7 @@ class Soak:
         self._procs.insert(0, serve)
         wait_up(f"{self.url}/healthz")
         wait_up(self.control)
+        self._writer = writer_pid(serve.pid)
         tail = [*self.herolog, "logs", "-n", "0", "--tail"]
         self.readers = [
             Reader("local", tail, self.env),
@@ -726,7 +737,7 @@ class Soak:
                 for reader in readers:
                     got = [reader.probes[n] - acked[n] for n in window if n in reader.probes]
                     latency[reader.name] = max(got, default=math.nan) * 1000
-                cpu = {"serve": cpu_seconds(self.serve.pid)}
+                cpu = {"serve": cpu_seconds(self.serve.pid), "writer": cpu_seconds(self._writer)}
                 cpu |= {r.name: cpu_seconds(r.proc.pid) for r in readers}
                 cpu["sinks"] = cpu_seconds(self._procs[1].pid)
                 own, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -739,7 +750,9 @@ class Soak:
                         (stored - last_stored) / (now - last_at),
                         answer_ms,
                         process_rss(self.serve.pid),
+                        process_rss(self._writer),
                         open_files(self.serve.pid),
+                        open_files(self._writer),
                         wal.stat().st_size / 1e6 if wal.exists() else 0.0,
                         {r.name: newest - self.first_id - r.accounted for r in readers},
                         latency,
@@ -754,7 +767,7 @@ class Soak:
 
 
 HEADER = (
-    "      t  lines/s  /stats ms  RSS: serve  files: serve  WAL MB  lines behind:"
+    "      t  lines/s  /stats ms  RSS: serve writer  files: serve writer  WAL MB  lines behind:"
     " local     json   server  latency ms: local  json server  delivered: healthy flapping"
     "  stderr"
 )
@@ -764,8 +777,8 @@ def describe(s: Sample) -> str:
     behind = " ".join(f"{v:>8,}" for v in s.behind.values())
     latency = " ".join(f"{v:5.0f}" for v in s.latency_ms.values())
     return (
-        f"{s.at:7.0f} {s.rate:8,.0f} {s.answer_ms:10.0f} {s.serve_rss:11.0f}"
-        f" {s.serve_fds:13} {s.wal_mb:7.0f} {behind:>38}"
+        f"{s.at:7.0f} {s.rate:8,.0f} {s.answer_ms:10.0f} {s.serve_rss:11.0f} {s.writer_rss:6.0f}"
+        f" {s.serve_fds:13} {s.writer_fds:6} {s.wal_mb:7.0f} {behind:>38}"
         f" {latency:>30} {s.delivered['healthy']:>18,} {s.delivered['flapping']:>8,}"
         f" {s.stderr_lines:7}"
     )
@@ -793,8 +806,8 @@ def report(soak: Soak, outcome: Outcome, checks: Checks) -> None:
         met=soak.rate / soak.maximum >= 0.7 and stored,
     )
     result(
-        f"soak ({minutes}): peak RSS of serve",
-        max((s.serve_rss for s in soak.samples), default=0.0),
+        f"soak ({minutes}): peak RSS, serve + writer",
+        max((s.serve_rss + s.writer_rss for s in soak.samples), default=0.0),
         "MB",
         target="RSS, open files and WAL do not grow (last third vs first)",
         met=flat,
@@ -873,7 +886,9 @@ def check_growth(steady: list[Sample], checks: Checks) -> bool:
         return False
     limits: list[tuple[str, Callable[[Sample], float], float, float]] = [
         ("serve RSS (MB)", lambda s: s.serve_rss, 1.1, 2),
+        ("writer RSS (MB)", lambda s: s.writer_rss, 1.1, 2),
         ("serve open files", lambda s: s.serve_fds, 1.2, 4),
+        ("writer open files", lambda s: s.writer_fds, 1.2, 4),
         ("WAL (MB)", lambda s: s.wal_mb, 1.5, 64),
     ]
     for label, value, factor, slack in limits:

@@ -3,13 +3,12 @@
     python -m bench.writer [--lines N] [--rounds R]
 
 N frames of Heroku's syslog-drain form, in 64 KiB chunks as a syslog connection delivers
-them. Serve's event loop parses each chunk as it reads it (FrameDecoder); the writer thread
-stores the lines it is handed, through its own job handler (one transaction per 8 chunks),
-into a fresh store. Storing is measured twice: with room for every line, and with Logplex's
-history of 1,500 lines, where every commit also trims the ring buffer (the steady state of
-any store that has filled up). Each figure is the most one core can do of that half,
-whatever the network does. The two halves share the GIL, except for what SQLite does
-without it: one connection goes about as fast as one core does both. Rounds alternate;
+them. Serve parses each chunk as it reads it (FrameDecoder); the writer process stores the
+lines it is sent, through its own job handler (one transaction per 8 chunks), into a fresh
+store. Storing is measured twice: with room for every line, and with Logplex's history of
+1,500 lines, where every commit also trims the ring buffer (the steady state of any store
+that has filled up). Each figure is the most one core can do of that half, whatever the
+network does; one connection goes no faster than the slower half. Rounds alternate;
 figures are medians.
 """
 
@@ -25,7 +24,8 @@ from bench import result
 from bench.corpus import syslog_messages
 from bench.syslog_peers import TOKEN
 from herolog.parser import FrameDecoder, LogLine, Received, frame
-from herolog.server import writer
+from herolog.server import writer_process
+from herolog.server.writer import plain_rows
 from herolog.store import SQLiteStore
 
 CHUNK = 1 << 16
@@ -39,10 +39,10 @@ def store_all(parsed: list[list[LogLine]], lines: int, history: int) -> float:
         store = SQLiteStore.open(Path(tmp) / "logs.db")
         store.set_history(history)
         store.manual_checkpoints()
-        jobs = [(n, "lines", "bench", chunk) for n, chunk in enumerate(parsed)]
+        jobs = [(n, "lines", "bench", plain_rows(chunk)) for n, chunk in enumerate(parsed)]
         start = time.perf_counter()
         for first in range(0, len(jobs), GROUP):
-            writer.handle(store, jobs[first : first + GROUP])
+            writer_process._handle(store, jobs[first : first + GROUP])
         elapsed = time.perf_counter() - start
         stored = store.apps()[0].lines
         store.close()

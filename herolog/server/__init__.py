@@ -1,7 +1,7 @@
 """``herolog serve``: receive Heroku drains (HTTPS and syslog) into the store.
 
 :class:`Server` puts the pieces in one event loop: the ASGI app under uvicorn, the syslog
-listener, and the store writer thread they both hand batches to
+listener, and the serve end of the writer process they both hand batches to
 (:mod:`herolog.server.writer`). ``Server(config).run()`` is what
 the command does; tests run the same object in a thread on port 0.
 """
@@ -154,8 +154,8 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Server:
-    """One ``herolog serve``: HTTP intake and syslog listener in one event loop, and the
-    store writer thread it starts."""
+    """One ``herolog serve``: HTTP intake and syslog listener in this process, and the
+    store writer process it starts."""
 
     def __init__(self, config: ServeConfig, *, log: TextIO | None = None) -> None:
         config.check()

@@ -4,8 +4,8 @@ Each connection may use octet counting (what Heroku's syslog drains send) or new
 framing, message by message. A connection that sends something that is neither is closed
 once what parsed cleanly before it is stored; other connections do not notice.
 
-Streams are parsed here, as they are read, and the writer thread only stores their lines,
-while the event loop reads and parses what comes next.
+Streams are parsed here, as they are read, and the writer process only stores their lines:
+one fast connection is limited by the writer's core, so its work is split between the two.
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@ The crash campaign runs HEROLOG_CRASH_ROUNDS rounds (5 by default); a long one:
 
 Full disks are real: a small tmpfs mounted in a private mount namespace of the server
 (``unshare``, util-linux), which nothing outside it sees and which goes away with it, or a
-file-size limit (RLIMIT_FSIZE) set on the running server, whose store writer is a thread.
+file-size limit (RLIMIT_FSIZE) set on the running store writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import re
 import resource
@@ -30,6 +31,7 @@ import httpx
 import pytest
 
 from herolog.filters import LineFilter
+from herolog.server.writer import HEADER, pack
 from herolog.store import SQLiteStore
 from tests.helpers import herolog_env
 from tests.server.test_process import ServeProcess, batch, stored
@@ -38,19 +40,63 @@ pytestmark = pytest.mark.subprocess
 
 LOGPLEX = {"Content-Type": "application/logplex-1"}
 CRASH_ROUNDS = int(os.environ.get("HEROLOG_CRASH_ROUNDS", "5"))
-KILLS = ("serve", "serve-stopped")
-"""What each round does: kill serve with SIGKILL, or stop it (SIGSTOP), perhaps in the
-middle of a commit, start the next serve while it still holds the store, and kill it a
-moment later."""
+KILLS = ("serve", "writer", "writer-then-serve", "serve-and-writer", "serve-writer-stuck")
+"""What each round kills with SIGKILL: serve alone (its store writer is orphaned and ends
+by itself), the writer alone (serve starts another), both, one after the other or at
+once, or serve while its writer is stopped (SIGSTOP), perhaps in the middle of a commit:
+the next serve starts while that orphan still holds the store, and it resumes later."""
+
+
+def writers(store: Path) -> list[int]:
+    """The live store-writer processes of ``store``, orphans included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"herolog.server.writer_process" in argv and str(store).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def the_writer(store: Path, timeout: float = 30.0) -> int:
+    """The one store writer of ``store``, once there is one (serve restarts a dead one)."""
+    deadline = time.monotonic() + timeout
+    while len(found := writers(store)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(found) == 1, f"store writers of {store}: {found}"
+    return found[0]
+
+
+def wait_until_gone(store: Path, timeout: float = 30.0) -> None:
+    """Wait for every writer of ``store`` to exit; fail (after killing them) if one will not."""
+    deadline = time.monotonic() + timeout
+    while (left := writers(store)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"store writers {left} outlived their serve by {timeout} s"
 
 
 def check_log(err: str) -> None:
+    """No traceback, and what a restart of the writer says reads right."""
     assert "Traceback" not in err, err
+    for line in err.splitlines():
+        if "restarting it" in line:
+            assert re.fullmatch(
+                r"herolog serve: the store writer (exited with status -?\d+|could not start"
+                r" \(.+\)); restarting it",
+                line,
+            ), line
 
 
 @pytest.fixture
 def serve(herolog_home: Path) -> Iterator[Callable[..., ServeProcess]]:
-    """Start ``herolog serve`` processes; at the end none of them is left running."""
+    """Start ``herolog serve`` processes; at the end none of them, nor a store writer
+    they orphaned, is left running."""
     started: list[ServeProcess] = []
 
     def start(*args: str) -> ServeProcess:
@@ -61,6 +107,9 @@ def serve(herolog_home: Path) -> Iterator[Callable[..., ServeProcess]]:
     for server in started:
         if server.proc.poll() is None:
             server.proc.kill()
+    for pid in writers(herolog_home / "logs.db"):
+        os.kill(pid, signal.SIGKILL)
+    for server in started:
         server.finish()
 
 
@@ -170,19 +219,31 @@ def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
             time.sleep(rng.uniform(0.1, 0.8))
             how = KILLS[round_ % len(KILLS)] if round_ < len(KILLS) else rng.choice(KILLS)
             kills[how] += 1
-            killed = server
-            if how == "serve-stopped":
-                os.kill(killed.proc.pid, signal.SIGSTOP)
-                threading.Timer(rng.uniform(0.2, 1.0), killed.proc.kill).start()
-                # It may wait for the store while the stopped one holds it.
-                server = serve(*args)
-                clients.url = server.url
-            else:
-                killed.proc.kill()
+            writer = the_writer(store)
+            if how in ("writer", "writer-then-serve", "serve-and-writer"):
+                os.kill(writer, signal.SIGKILL)
+            if how == "serve-writer-stuck":
+                os.kill(writer, signal.SIGSTOP)
+                threading.Timer(rng.uniform(0.2, 1.0), os.kill, (writer, signal.SIGCONT)).start()
+            if how == "writer-then-serve":
+                time.sleep(rng.uniform(0, 0.2))  # serve may be starting another writer
+            if how != "writer":
+                server.proc.kill()
                 clients.url = None
-            code, err = killed.finish()
-            assert code == -signal.SIGKILL, err
-            check_log(err)
+                killed = server
+                if how == "serve-writer-stuck":
+                    server = serve(*args)
+                    clients.url = server.url
+
+                    def orphan_gone(pid: int = writer) -> bool:
+                        return pid not in writers(store)
+
+                    wait_for(orphan_gone, "exit of the orphaned writer", 60)
+                else:
+                    wait_until_gone(store)
+                code, err = killed.finish()
+                assert code == -signal.SIGKILL, err
+                check_log(err)
             acknowledged = set(clients.acknowledged)
             per_batch = ledger.read()
             when = f"seed {seed}, round {round_} ({how})"
@@ -191,7 +252,7 @@ def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
             partial = sorted(t for t, n in per_batch.items() if n != clients.sent[t])
             assert not partial, f"{when}: batches stored in part: {partial}"
             assert not ledger.duplicates, f"{when}: stored twice: {ledger.duplicates[:10]}"
-            if how == "serve":
+            if how not in ("writer", "serve-writer-stuck"):
                 # Serve is gone: a batch stored but not acknowledged is one whose 204 the
                 # kill cut off; its retry must not store it again.
                 committed_unacknowledged += len(set(per_batch) - acknowledged)
@@ -446,10 +507,11 @@ def test_a_failed_big_batch_names_the_disk_error_and_stopping_while_full_is_clea
             )
 
         assert post("kept", 10).status_code == 204
-        # Every write of serve past a file's first byte now fails (EFBIG): a disk that
-        # takes nothing more. SQLite writes a big batch out before it commits, fails then,
-        # and rolls back by itself.
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        # Every write of the store writer past its first byte now fails (EFBIG): a disk
+        # that takes nothing more. SQLite writes a big batch out before it commits, fails
+        # then, and rolls back by itself.
+        writer = the_writer(herolog_home / "logs.db")
+        resource.prlimit(writer, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
         big = post("big", 30_000)
         small = post("small", 5)
     for response in (big, small):
@@ -464,57 +526,41 @@ def test_a_failed_big_batch_names_the_disk_error_and_stopping_while_full_is_clea
     assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home)) == {"kept": 10}
 
 
-WRITER = """
-import asyncio, sys
-from pathlib import Path
-from herolog.server import writer as w
-from tests.server.test_process import batch
-w.PRUNE_EVERY_S = 0
-w.FRAME_ID_WINDOW_S = 0
-
-async def main():
-    writer = w.Writer(Path(sys.argv[1]))
-    await writer.start()
-    print("ready", flush=True)
-    for job_id, tag in enumerate(map(str.strip, sys.stdin), 1):
-        try:
-            stored = await writer.write_body("demo", batch(tag, 3), None, tag)
-            print("ok", stored.lines, flush=True)
-        except Exception as error:
-            print("error", error, flush=True)
-    await writer.stop()
-
-asyncio.run(main())
-"""
-
-
 class WriterProcess:
-    """The real store writer in a process of its own, storing a batch for each tag it
-    reads, and printing how that went."""
+    """The real store writer, driven over its socket the way serve drives it."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, setup: str = "") -> None:
+        ours, theirs = socket.socketpair()
+        code = f"import sys, herolog.server.writer_process as w\n{setup}\nsys.exit(w.main(sys.argv[1:]))"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(store)],
-            cwd=Path(__file__).parents[2],  # where ``tests`` is
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            [sys.executable, "-c", code, str(theirs.fileno()), str(store)],
+            pass_fds=[theirs.fileno()],
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert self.proc.stdout is not None
-        ready = self.proc.stdout.readline()
-        assert ready == "ready\n", f"the writer did not start: {self.finish()[1]}"
+        theirs.close()
+        self.sock = ours
+        self.sock.settimeout(60)
 
-    def store(self, tag: str) -> str:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(tag + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        assert answer, f"the writer went away: {self.finish()[1]}"
-        return answer.strip()
+    def receive(self) -> Any:
+        data = b""
+        while len(data) < HEADER.size or len(data) < HEADER.size + HEADER.unpack_from(data)[0]:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except ConnectionError:
+                chunk = b""
+            assert chunk, f"the writer went away: {self.finish()[1]}"
+            data += chunk
+        return pickle.loads(data[HEADER.size :])
+
+    def store(self, job_id: int, tag: str) -> tuple[Any, ...]:
+        self.sock.sendall(pack([(job_id, "body", "demo", None, tag, batch(tag, 3))]))
+        (result,) = self.receive()
+        assert result[0] == job_id
+        return tuple(result[1:])
 
     def finish(self) -> tuple[int, str]:
+        self.sock.close()
         try:
             _, err = self.proc.communicate(timeout=60)
         finally:
@@ -526,8 +572,8 @@ class WriterProcess:
 def writer_process() -> Iterator[Callable[..., WriterProcess]]:
     started: list[WriterProcess] = []
 
-    def start(store: Path) -> WriterProcess:
-        started.append(WriterProcess(store))
+    def start(store: Path, setup: str = "") -> WriterProcess:
+        started.append(WriterProcess(store, setup))
         return started[-1]
 
     yield start
@@ -550,19 +596,19 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
     from herolog.store import Batch
 
     path = herolog_home / "logs.db"
-    SQLiteStore.open(path).close()
+    writer = writer_process(path, "w.PRUNE_EVERY_S = 0; w.FRAME_ID_WINDOW_S = 0")
+    assert writer.receive()[0] == "ready"
     # Another process stores a batch the writer's next prune will want to forget.
     other = SQLiteStore.open(path)
     other.append(
         [Batch("demo", [LogLine("-", "-", "app", "web.1", "x", None, None, None)], None, "old")]
     )
     other.close()
-    writer = writer_process(path)
     resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
-    assert writer.store("refused").startswith("error")
-    assert writer.store("refused-again").startswith("error")  # after a prune that failed
+    assert writer.store(1, "refused")[0] == "error"
+    assert writer.store(2, "refused again")[0] == "error"  # after a prune that failed
     resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-    assert writer.store("stored") == "ok 3"
+    assert writer.store(3, "stored") == ("ok", (3, 3))
     code, err = writer.finish()
     assert code == 0, err
     assert "Traceback" not in err, err
@@ -571,6 +617,13 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
         "herolog serve: storing works again",
     ]
     assert "old" not in frame_ids(path)  # the prune after the space came back did it
+
+
+def test_a_writer_whose_serve_died_before_it_was_ready_exits_quietly(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    writer = writer_process(herolog_home / "logs.db")
+    assert writer.finish() == (0, "")
 
 
 @pytest.mark.parametrize(
@@ -606,3 +659,55 @@ def test_a_store_on_a_read_only_or_full_file_system_is_a_clear_error(
         + proc.stderr.split(": ", 2)[2].strip()
     ]
     assert re.search(reason, proc.stderr), proc.stderr
+
+
+def test_a_request_racing_the_writers_death_is_refused_and_later_ones_are_stored(
+    herolog_home: Path,
+) -> None:
+    import asyncio
+
+    import uvloop
+
+    from herolog.server.writer import Writer, WriterStopped
+
+    problems: list[str] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: problems.append(str(context.get("exception") or context))
+        )
+        writer = Writer(herolog_home / "logs.db")
+        await writer.start()
+        try:
+            await race(writer)
+        finally:
+            if writer._proc is not None:
+                writer._proc.kill()
+            await asyncio.wait_for(writer.stop(), 30)
+
+    async def race(writer: Writer) -> None:
+        assert writer._proc is not None
+        assert writer._channel is not None
+        writer._proc.kill()
+        writer._proc.wait()
+        # uvloop closes the socket once a write to the dead writer fails; a request that
+        # arrives before the writer's end is noticed is then flushed to a closed socket.
+        writer._channel.close()
+        with pytest.raises(WriterStopped):
+            await asyncio.wait_for(writer.write_body("demo", batch("lost", 3), None, "a"), 30)
+        deadline = time.monotonic() + 30
+        while True:  # as Logplex retries a 503
+            try:
+                result = await asyncio.wait_for(
+                    writer.write_body("demo", batch("after", 3), None, "b"), 30
+                )
+                break
+            except WriterStopped:
+                assert time.monotonic() < deadline, "the writer was not restarted"
+                await asyncio.sleep(0.05)
+        assert result.lines == 3
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert not problems
+    assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home)) == {"after": 3}

@@ -16,7 +16,6 @@ import pytest
 
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
-from herolog.server.writer import Writer
 from herolog.store import PROBE_BYTES, decode_attributes
 from tests.helpers import fixture_view
 from tests.server.conftest import Running, ServerFactory
@@ -283,26 +282,27 @@ def test_history_option_sets_the_store(make_server: ServerFactory) -> None:
     assert "keeping 5 lines per app" in running.log.getvalue()
 
 
-def test_a_failure_inside_the_writer_fails_only_its_requests(
-    served: Running, capfd: pytest.CaptureFixture[str]
-) -> None:
-    """An unexpected error while storing (a bug) answers that group's requests 503, which
-    Logplex retries, and the writer thread goes on with the next."""
-    writer = served.server.writer
-    failures = [RuntimeError("boom")]
+def test_a_dead_store_writer_is_restarted(served: Running) -> None:
+    import os
+    import signal
+    import time
 
-    def handle(store: Any, jobs: list[Any]) -> Any:
-        if failures:
-            raise failures.pop()
-        return Writer.handle(store, jobs)
-
-    writer.handle = handle
-    refused = served.post("demo", body("lost"))
-    assert refused.status_code == 503
-    assert "could not store: RuntimeError('boom')" in refused.text
-    assert served.post("demo", body("after")).status_code == 204
-    assert [x.message for x in served.lines()] == ["after 0"]
-    assert "herolog serve: storing failed: RuntimeError('boom')" in capfd.readouterr().err
+    assert served.post("demo", body("before")).status_code == 204
+    process = served.server.writer._proc
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = served.post("demo", body("after")).status_code
+        statuses.append(status)
+        if status == 204:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 204, statuses
+    assert set(statuses) <= {204, 503}  # Logplex retries a 503
+    assert served.server.writer._proc is not process
+    assert [x.message for x in served.lines()][-1] == "after 0"
 
 
 def test_gzip_bodies_of_several_members(served: Running) -> None:
@@ -326,12 +326,46 @@ def test_app_names_are_not_decoded_twice(served: Running) -> None:
     assert served.lines() == []
 
 
+def test_writer_with_descriptors_past_1023(make_server: ServerFactory) -> None:
+    import os
+    import resource
+    import signal
+    import socket
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= 2048, "this test needs `ulimit -n 2048`"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    crowd = [socket.socket() for _ in range(1100)]
+    try:
+        running = make_server()
+        assert running.post("demo", body("high fd")).status_code == 204
+        process = running.server.writer._proc
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        health = []
+        while time.monotonic() < deadline:
+            health.append(httpx.get(f"{running.url}/healthz").status_code)
+            if health[-1] == 200 and running.server.writer._proc is not process:
+                break
+            time.sleep(0.02)
+        assert health[-1] == 200
+        assert set(health) <= {200, 503}
+        assert running.post("demo", body("after restart")).status_code == 204
+        assert [x.message for x in running.lines()] == ["high fd 0", "after restart 0"]
+    finally:
+        for sock in crowd:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_checkpoints_go_on_after_a_failure(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import threading
 
-    from herolog.server import writer
+    from herolog.server import writer_process
     from herolog.store import SQLiteStore
 
     SQLiteStore.open(herolog_home / "logs.db").close()
@@ -346,8 +380,10 @@ def test_checkpoints_go_on_after_a_failure(
             stopped.set()
 
     monkeypatch.setattr(SQLiteStore, "checkpoint", checkpoint)
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
-    thread = threading.Thread(target=writer._checkpoints, args=(herolog_home / "logs.db", stopped))
+    monkeypatch.setattr(writer_process, "CHECKPOINT_EVERY_S", 0.01)
+    thread = threading.Thread(
+        target=writer_process._checkpoints, args=(herolog_home / "logs.db", stopped)
+    )
     thread.start()
     thread.join(10)
     assert not thread.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import resource
 import signal
@@ -291,27 +292,20 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
 
 @pytest.mark.subprocess
 def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
-    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+    serve_process: Callable[..., ServeProcess],
 ) -> None:
     server = serve_process("--port", "0")
-
-    def post() -> None:
-        with contextlib.suppress(httpx.HTTPError):  # cut off as serve exits
-            httpx.post(
-                f"{server.url}/apps/demo/logs",
-                content=batch("never", 1),
-                headers={"Content-Type": "application/logplex-1"},
-                timeout=60,
-            )
-
-    waiting = threading.Thread(target=post)
-    with holding_the_store(herolog_home / "logs.db"):  # the last commit never comes
-        waiting.start()
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+    (writer,) = (int(pid) for pid in children.split())
+    os.kill(writer, signal.SIGSTOP)  # its last commit never comes
+    try:
         for _ in range(3):
             server.proc.send_signal(signal.SIGINT)
             time.sleep(0.3)
         exited = server.proc.wait(timeout=10)
-    waiting.join(60)
+    finally:
+        os.kill(writer, signal.SIGKILL)  # it holds serve's stderr open
+        os.kill(writer, signal.SIGCONT)
     code, err = server.finish()
     assert exited == code == 130, err
     assert "stopped before its shutdown was done" in err
@@ -440,17 +434,10 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
     assert "Traceback" not in proc.stderr
 
 
-@contextlib.contextmanager
-def holding_the_store(path: Path) -> Iterator[None]:
-    """Hold the store's write lock, as a stuck writer would: serve's writer waits for it."""
-    import sqlite3
-
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        yield
-    finally:
-        db.close()
+def writer_pid(server: ServeProcess) -> int:
+    pid = server.proc.pid
+    (writer,) = map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    return writer
 
 
 def wait_until_refused(port: int) -> None:
@@ -470,27 +457,30 @@ def test_syslog_lines_sent_before_sigterm_are_stored(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
     """What syslog clients sent before serve was told to stop, and serve had not read yet
-    (it reads no more than 20,000 lines ahead of its writer, held up here by another
-    process's write lock), is read and stored
+    (it reads no more than 20,000 lines ahead of a writer, frozen here), is read and stored
     before the connections close."""
     server = serve_process("--port", "0", "--syslog-port", "0", "--history", "100000")
     port = int(re.search(r"drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner)).group(1))  # type: ignore[union-attr]
+    writer = writer_pid(server)
     conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
     senders = [
         threading.Thread(target=conn.sendall, args=(batch(f"conn {i} line", 25_000),))
         for i, conn in enumerate(conns)
     ]
+    os.kill(writer, signal.SIGSTOP)
     try:
-        with holding_the_store(herolog_home / "logs.db"):
-            for thread in senders:
-                thread.start()
-            for thread in senders:
-                thread.join(30)
-                assert not thread.is_alive(), "the kernel's buffers did not take the lines"
-            server.proc.send_signal(signal.SIGTERM)
-            wait_until_refused(port)  # serve is stopping: it reads what is left, and waits
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(30)
+            assert not thread.is_alive(), "the kernel's buffers did not take the lines"
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until_refused(port)  # serve is stopping: it reads what is left, and waits
+        os.kill(writer, signal.SIGCONT)
         code, err = server.finish()
     finally:
+        with contextlib.suppress(ProcessLookupError):  # it has gone, with serve
+            os.kill(writer, signal.SIGCONT)
         for conn in conns:
             conn.close()
     assert code == 0, err

@@ -1,4 +1,4 @@
-"""Serve's end of the store writer: how a burst of jobs is handed to the writer thread."""
+"""Serve's end of the store writer: how a burst of jobs is handed to the writer process."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from tests.server.test_process import batch, stored
 
 
 def record_messages(writer: Writer, sent: list[list[tuple[Any, ...]]]) -> None:
-    """Keep every list of jobs serve hands the writer thread in ``sent``, and hand it over."""
-    flush = writer._flush
+    """Keep every message serve sends the writer process in ``sent``, and send it."""
+    channel = writer._channel
+    assert channel is not None
+    send = channel.send
 
-    def recorded() -> None:
-        if writer._outbox:
-            sent.append(list(writer._outbox))
-        flush()
+    def recorded(value: Any) -> None:
+        sent.append(value)
+        send(value)
 
-    writer._flush = recorded  # type: ignore[method-assign]
+    channel.send = recorded  # type: ignore[method-assign]
 
 
 def test_a_burst_goes_to_the_writer_a_few_jobs_at_a_time_and_all_of_it_is_stored(
@@ -83,7 +84,7 @@ def test_health_probes_asked_for_together_are_one_probe_of_a_mebibyte(herolog_ho
 def test_a_writer_that_cannot_start_stops_serve_with_one_line_naming_the_store(
     herolog_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The store checked at bind() is replaced before the writer thread opens it: serve
+    """The store checked at bind() is replaced before the writer process opens it: serve
     ends with a StoreError that names the store (the command's one line, exit 1), not
     uvicorn's "Application startup failed" and its exit status 3."""
     import io

@@ -1,0 +1,220 @@
+"""The store writer process that ``herolog serve`` starts: see :mod:`herolog.server.writer`.
+
+python -m herolog.server.writer_process FD STORE [HISTORY]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import select
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from herolog.parser import FramingError, Received, parse_logplex
+from herolog.server.writer import HEADER, pack
+from herolog.store import Batch, SQLiteStore, StoreError
+
+MAX_GROUP_JOBS = 2000
+"""Jobs per transaction at most, so one huge group cannot hold the write lock for long."""
+FRAME_ID_WINDOW_S = 3600
+"""How long a Logplex-Frame-Id is remembered, so that a retried batch is not stored again
+(Logplex retries within seconds)."""
+FRAME_ID_MAX = 200_000
+FRAME_ID_KEEP_S = 600
+"""Ids older than this beyond the newest FRAME_ID_MAX are forgotten before the hour is up:
+under a flood of batches the table holds ten minutes of them, not an hour, and every id is
+still remembered for ten minutes."""
+PRUNE_EVERY_S = 30.0
+CHECKPOINT_EVERY_S = 1.0
+WAL_RESTART_BYTES = 64 << 20
+"""Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
+RECV_BYTES = 1 << 20
+
+
+class _Connection:
+    """Blocking, length-prefixed messages over the socket to serve."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        # Received into, and copied out of: a fresh 1 MiB recv() buffer each time is an
+        # mmap, a page fault, an mremap and a munmap for every group of jobs.
+        self._incoming = memoryview(bytearray(RECV_BYTES))
+        # poll, not select: serve may have handed over a descriptor numbered past 1023
+        # (it has one per syslog connection), which select() cannot watch.
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+
+    def send(self, value: Any) -> None:
+        self.sock.sendall(pack(value))
+
+    def _message(self) -> Any:
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        if len(self.buffer) < HEADER.size + size:
+            return None
+        payload = bytes(self.buffer[HEADER.size : HEADER.size + size])
+        del self.buffer[: HEADER.size + size]
+        return pickle.loads(payload)
+
+    def jobs(self) -> list[tuple[Any, ...]] | None:
+        """The jobs that have arrived: waits for at least one, then takes whatever else is
+        already there. None when serve has gone."""
+        jobs: list[tuple[Any, ...]] = []
+        while True:
+            while (message := self._message()) is not None:
+                jobs += message
+            if jobs and (len(jobs) >= MAX_GROUP_JOBS or not self._poll.poll(0)):
+                return jobs
+            size = self.sock.recv_into(self._incoming)
+            if not size:
+                return jobs or None
+            self.buffer += self._incoming[:size]
+
+
+def _checkpoints(path: Path, stopped: threading.Event) -> None:
+    """Checkpoint every second until stopped. A failure (a full disk, say) is reported and
+    retried: with automatic checkpoints off, giving up would let the WAL grow for good."""
+    store = SQLiteStore.open(path)
+    failing = False
+    try:
+        while not stopped.wait(CHECKPOINT_EVERY_S):
+            try:
+                store.checkpoint()
+            except sqlite3.Error as error:
+                if not failing:
+                    print(f"herolog serve: checkpoint failed, retrying: {error}", file=sys.stderr)
+                failing = True
+            else:
+                failing = False
+    finally:
+        store.close()
+
+
+def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], bool]:
+    """Parse and store one group of jobs; (results, whether to stop)."""
+    received = Received.at()
+    results: list[tuple[Any, ...]] = []
+    batches: list[Batch] = []
+    waiting: list[tuple[int, int, int]] = []  # job, batch index, lines parsed
+    stop = False
+    for job in jobs:
+        job_id, kind = job[0], job[1]
+        if kind == "stop":
+            stop = True
+        elif kind == "body":
+            _, _, app, attributes, frame_id, body = job
+            try:
+                lines = parse_logplex(body, received)
+            except FramingError as error:
+                results.append((job_id, "framing", str(error)))
+                continue
+            waiting.append((job_id, len(batches), len(lines)))
+            batches.append(Batch(app, lines, attributes, frame_id))
+        elif kind == "lines":
+            _, _, app, rows = job
+            waiting.append((job_id, len(batches), len(rows)))
+            batches.append(Batch(app, rows))
+        elif kind == "probe":
+            try:
+                store.probe()
+            except Exception as error:
+                results.append((job_id, "error", f"could not store: {error}"))
+            else:
+                results.append((job_id, "ok", (0, 0)))
+    if batches:
+        try:
+            stored = store.append(batches, received)
+        except Exception as error:  # each waiting request learns nothing was stored
+            results += [(job_id, "error", f"could not store: {error}") for job_id, *_ in waiting]
+        else:
+            results += [
+                (job_id, "ok", (stored[index], parsed)) for job_id, index, parsed in waiting
+            ]
+    return results, stop
+
+
+def main(argv: list[str]) -> int:
+    """``python -m herolog.server.writer_process FD STORE [HISTORY]``, started by serve."""
+    connection = _Connection(socket.socket(fileno=int(argv[0])))
+    try:
+        store = SQLiteStore.open(Path(argv[1]))
+        if len(argv) > 2 and int(argv[2]) != store.history:
+            store.set_history(int(argv[2]))
+        # Checkpoints (which fsync) happen on their own connection and thread, so commits
+        # do not stop for them every 1000 pages as they would by default.
+        store.manual_checkpoints()
+    except (StoreError, OSError, ValueError, sqlite3.Error) as error:
+        with contextlib.suppress(OSError):  # serve may have died meanwhile
+            connection.send(("failed", str(error)))
+        return 1
+    stopped = threading.Event()
+    checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
+    checkpointer.start()
+    next_prune = time.monotonic() + PRUNE_EVERY_S
+    next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
+    failing = False
+    try:
+        connection.send(("ready", store.history))
+        while (jobs := connection.jobs()) is not None:
+            results, stop = _handle(store, jobs)
+            if results:
+                connection.send(results)
+            failing = _report(store.path, results, failing)
+            if stop:
+                break
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                with contextlib.suppress(sqlite3.Error):  # a full disk: next time
+                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX, FRAME_ID_KEEP_S)
+            if time.monotonic() >= next_wal_check:
+                next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
+                if store.wal_size() > WAL_RESTART_BYTES:
+                    try:
+                        store.restart_wal()
+                    except sqlite3.Error as error:  # a reader held on too long: next time
+                        print(f"herolog serve: WAL restart failed: {error}", file=sys.stderr)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # serve went away
+    finally:
+        stopped.set()
+        checkpointer.join()
+        try:
+            store.checkpoint()
+        except sqlite3.Error as error:  # what is committed is safe in the WAL all the same
+            print(f"herolog serve: final checkpoint failed: {error}", file=sys.stderr)
+        store.close()
+    return 0
+
+
+def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
+    """Say once when storing starts failing (a full disk), and once when it works again;
+    whether it is failing now."""
+    error = next((value for _, status, value in results if status == "error"), None)
+    if error is not None and not failing:
+        print(
+            f"herolog serve: {error} (store {path}); drain POSTs get 503 so that they are"
+            " retried, and syslog connections are closed, until it works again",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif error is None and failing and any(status == "ok" for _, status, _ in results):
+        print(f"herolog serve: storing works again (store {path})", file=sys.stderr, flush=True)
+        return False
+    return failing or error is not None
+
+
+if __name__ == "__main__":
+    # The parent handles SIGINT/SIGTERM and tells the writer to stop when its requests
+    # are done; a Ctrl-C reaching the whole process group must not cut that short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(main(sys.argv[1:]))
