@@ -43,6 +43,15 @@ class HistoryExceeded(ValueError):
         )
 
 
+class UnknownApp(LookupError):
+    """``-a APP`` names an app the store has never had (a typo, as often as not)."""
+
+    def __init__(self, path: Path, app: str, known: list[str]) -> None:
+        shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+        has = f"its apps: {shown}" if known else "it has no apps yet"
+        super().__init__(f"the store {path} has no app named {app!r} ({has})")
+
+
 def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
     """Heroku's L11 line, for a tail that lost lines its reader was too slow for; ``since``
     is an instant string, shown as Logplex does (``2011-05-03T17:35:00+00:00``)."""
@@ -74,7 +83,8 @@ def show_logs(
     """Print the history, then follow the store if asked to, until interrupted or ``until``.
 
     Raises HistoryExceeded before printing anything when ``num`` is beyond the store's
-    history.
+    history, and UnknownApp when the app asked for is not in the store (a tail waits for
+    it instead: its first line may be on its way).
     """
     started = timestamps.to_instant(timestamps.now())
     store = open_existing(path)
@@ -85,9 +95,16 @@ def show_logs(
             store.close()
         raise HistoryExceeded(num, history)
     last_id = 0
+    app = request.wanted.app
     if store is not None:
         lines, last_id = store.last(request.wanted, num)
+        if not lines and app is not None and not request.tail and store.app(app) is None:
+            known = [info.name for info in store.apps()]
+            store.close()
+            raise UnknownApp(path, app, known)
         renderer.write(lines)
+    elif app is not None and not request.tail:
+        raise UnknownApp(path, app, [])
     if not request.tail:
         if store is not None:
             store.close()

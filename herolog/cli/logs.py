@@ -105,7 +105,7 @@ def logs(
     """
     from herolog import config, render
     from herolog.filters import LineFilter
-    from herolog.logs import HistoryExceeded, LogsRequest, show_logs
+    from herolog.logs import HistoryExceeded, LogsRequest, UnknownApp, show_logs
 
     wanted = LineFilter(
         app=app,
@@ -141,6 +141,8 @@ def logs(
         )
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
+    except UnknownApp as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:

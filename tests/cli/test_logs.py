@@ -84,7 +84,26 @@ def test_default_is_the_last_100_lines_of_all_apps_in_arrival_order(demo: SQLite
 def test_app_and_num(demo: SQLiteStore) -> None:
     lines = output("-a", "other", "-n", "3")
     assert [x.split(": ", 1)[1] for x in lines] == ["other 57", "other 58", "other 59"]
-    assert output("--app", "missing") == []
+
+
+def test_an_app_the_store_has_never_had_is_an_error_as_heroku_logs_makes_it(
+    demo: SQLiteStore, herolog_home: Path
+) -> None:
+    code, out, err = run("logs", "--app", "missing")
+    assert (code, out) == (1, "")
+    store = herolog_home / "logs.db"
+    assert err == f"Error: the store {store} has no app named 'missing' (its apps: demo, other)\n"
+    # An app that is there, with nothing matching, is no error.
+    assert run("logs", "-a", "other", "-s", "nosuchsource") == (0, "", "")
+
+
+def test_an_app_asked_of_a_store_not_made_yet_is_an_error(
+    herolog_home: Path,
+) -> None:
+    code, out, err = run("logs", "-a", "demo")
+    assert (code, out) == (1, "")
+    assert "has no app named 'demo' (it has no apps yet)" in err
+    assert run("logs") == (0, "", "")  # no app asked for: an empty store shows nothing
 
 
 def test_num_zero_prints_nothing(demo: SQLiteStore) -> None:
@@ -424,7 +443,8 @@ def test_tail_filters_and_json(demo: SQLiteStore) -> None:
 
 @pytest.mark.subprocess
 def test_tail_waits_for_a_store_that_does_not_exist_yet(herolog_home: Path) -> None:
-    child = Child("logs", "--tail")
+    """And for an app it has not had yet: a tail is not told the app is unknown."""
+    child = Child("logs", "--tail", "-a", "demo")
     try:
         time.sleep(0.5)
         fill(open_store(), "demo", ["first ever"])
