@@ -7,16 +7,18 @@ the state change to up, and the exit status.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, Any
 
 from herolog.parser import LogLine, own_line
 
@@ -149,8 +151,8 @@ def run_dyno(
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
         try:
-            proc = subprocess.Popen(
-                list(command),
+            proc = _start(
+                command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
@@ -159,7 +161,7 @@ def run_dyno(
             )
         except OSError as error:
             status = 127 if isinstance(error, FileNotFoundError) else 126
-            message = f"{command[0]}: {error.strerror or error}"
+            message = f"{shlex.quote(command[0])}: {error.strerror or error}"
             err.write(f"herolog run: {message}\n".encode())
             err.flush()
             flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
@@ -200,6 +202,21 @@ def run_dyno(
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
         err.write(f"herolog run: could not store {lost}: {flusher.error}\n".encode())
     return status
+
+
+def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``command`` as glibc's execvp does, and so ``env``, ``nohup``, ``timeout`` and
+    the shells: an executable file that is neither a binary nor a ``#!`` script runs with
+    /bin/sh, and an empty command name is not found (127, where exec would say 126)."""
+    if not command[0]:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+    try:
+        return subprocess.Popen(list(command), **options)
+    except OSError as error:
+        if error.errno != errno.ENOEXEC:
+            raise
+    path = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
+    return subprocess.Popen(["/bin/sh", path, *command[1:]], **options)
 
 
 def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:

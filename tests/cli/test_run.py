@@ -76,6 +76,29 @@ def test_a_missing_command_is_127(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
+def test_an_empty_command_name_is_not_found(herolog_home: Path) -> None:
+    proc = run("--", "")
+    assert proc.returncode == 127  # as in a shell: exec would say 126 (a directory on PATH)
+    assert proc.stderr == "herolog run: '': No such file or directory\n"
+
+
+@pytest.mark.subprocess
+def test_a_script_without_a_shebang_runs_with_sh_as_env_and_timeout_run_it(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "job"
+    script.write_text('echo "ran $0 with $1"\nexit 3\n')
+    script.chmod(0o755)
+    proc = run("--", str(script), "one")
+    assert proc.returncode == 3
+    assert proc.stdout == f"ran {script} with one\n"
+    assert [x[2] for x in stored()][-2:] == [
+        f"ran {script} with one",
+        "Process exited with status 3",
+    ]
+
+
+@pytest.mark.subprocess
 def test_signals_are_passed_on_once(herolog_home: Path) -> None:
     script = (
         "import signal, sys, time\n"
