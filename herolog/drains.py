@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from herolog.store import Delivery, Drain, DrainExists, SQLiteStore, using_store
+from herolog.store import AppInfo, Delivery, Drain, DrainExists, SQLiteStore, using_store
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
@@ -105,6 +105,23 @@ def _valid_host(host: str) -> bool:
 def app_id(name: str) -> str:
     """A stable id for an app, shaped like Heroku's (a UUID)."""
     return str(uuid.uuid5(_APP_NAMESPACE, name))
+
+
+_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def looks_like_id(ref: str) -> bool:
+    return _ID.fullmatch(ref) is not None
+
+
+def find_app(store: SQLiteStore, ref: str) -> AppInfo | None:
+    """The app named ``ref``, else the one whose ``id`` it is: Heroku takes either
+    (``/apps/{app_id_or_name}``). A name comes first, as herolog's names may look like ids."""
+    info = store.app(ref)
+    if info is None and looks_like_id(ref):
+        wanted = ref.lower()
+        info = next((app for app in store.apps() if app_id(app.name) == wanted), None)
+    return info
 
 
 def api_time(instant: str) -> str:

@@ -101,7 +101,11 @@ def import_stream(
             result.bytes_stored = skipped + done
             if progress is not None:
                 progress(result.bytes_read)
-    except (FramingError, OSError, sqlite3.DatabaseError) as error:
+    except FramingError as error:
+        if skipped:  # the offset in the input, as tail -c counts it, not after the BOM
+            error = FramingError(error.reason, error.frame, error.offset + skipped)
+        raise ImportFailed(error, result) from None
+    except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
     return result
 

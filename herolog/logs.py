@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from herolog import timestamps
@@ -49,7 +49,9 @@ class UnknownApp(LookupError):
     def __init__(self, path: Path, app: str, known: list[str]) -> None:
         shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
         has = f"its apps: {shown}" if known else "it has no apps yet"
-        super().__init__(f"the store {path} has no app named {app!r} ({has})")
+        super().__init__(
+            f"the store {path} has no app named {app!r} ({has}; --tail waits for its first line)"
+        )
 
 
 def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
@@ -98,10 +100,16 @@ def show_logs(
     app = request.wanted.app
     if store is not None:
         lines, last_id = store.last(request.wanted, num)
-        if not lines and app is not None and not request.tail and store.app(app) is None:
-            known = [info.name for info in store.apps()]
-            store.close()
-            raise UnknownApp(path, app, known)
+        if not lines and app is not None and store.app(app) is None:
+            from herolog.drains import find_app
+
+            if (info := find_app(store, app)) is not None:  # the app's id, as Heroku takes it
+                request = replace(request, wanted=replace(request.wanted, app=info.name))
+                lines, last_id = store.last(request.wanted, num)
+            elif not request.tail:
+                known = [info.name for info in store.apps()]
+                store.close()
+                raise UnknownApp(path, app, known)
         renderer.write(lines)
     elif app is not None and not request.tail:
         raise UnknownApp(path, app, [])

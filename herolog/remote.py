@@ -102,11 +102,17 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     status = response.status_code
     if status == 401:
         return RemoteError(f"{base} refused the API key (401): check HEROLOG_API_KEY", final=True)
-    if status == 404 and error_id == "not_found" and app is not None:
+    if status == 404 and error_id == "not_found" and app is not None and _no_such_app(message):
+        # Heroku's "Couldn't find that app.": not the 404 of a path the API does not have,
+        # which a --server URL with a path of its own (a drain URL, say) leads to.
         return RemoteError(f"{base} has no app named {app!r}")
     if status == 422:
         return RemoteError(message, usage=True)
     return RemoteError(f"{base} could not {doing} ({status}): {message}")
+
+
+def _no_such_app(message: str) -> bool:
+    return message.startswith("Couldn't find that app")
 
 
 def unreachable(base: str, error: Exception) -> RemoteError:

@@ -25,7 +25,6 @@ from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
 from herolog.store import (
-    AppInfo,
     DrainExists,
     SQLiteStore,
     StoreError,
@@ -44,7 +43,6 @@ _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
 _API_PATHS = re.compile(r"/(?:apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _LOGPLEX_TYPE = b"application/logplex-1"
-_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
 
@@ -121,6 +119,7 @@ class PlatformAPI:
                 self._authorize(scope)
                 await _respond(send, 200, await self._app(_app_name(m.group(1))))
             elif _is_api_call(scope):
+                self._authorize(scope)  # a caller without the key learns nothing, not even this
                 raise APIError(
                     404,
                     "not_found",
@@ -176,7 +175,7 @@ class PlatformAPI:
         return await asyncio.to_thread(using_store, self.store_path, work)
 
     async def _app(self, ref: str) -> dict[str, Any]:
-        info = await self._in_store(lambda store: _find_app(store, ref))
+        info = await self._in_store(lambda store: drains.find_app(store, ref))
         if info is None:
             raise _not_found("app")
         created = drains.api_time(info.created_at)
@@ -196,7 +195,7 @@ class PlatformAPI:
         def check(store: SQLiteStore) -> tuple[str | None, int]:
             if ref is None:
                 return None, store.history
-            info = _find_app(store, ref)
+            info = drains.find_app(store, ref)
             if info is None:
                 raise _not_found("app")
             return info.name, store.history
@@ -285,7 +284,7 @@ class PlatformAPI:
 
     async def _list_drains(self, ref: str | None) -> list[dict[str, Any]]:
         def work(store: SQLiteStore) -> list[dict[str, Any]]:
-            info = None if ref is None else _find_app(store, ref)
+            info = None if ref is None else drains.find_app(store, ref)
             if ref is not None and info is None:
                 raise _not_found("app")
             return [drains.drain_object(drain) for drain in store.drains(info and info.name)]
@@ -302,7 +301,12 @@ class PlatformAPI:
             raise APIError(422, "invalid_params", str(error)) from None
 
         def work(store: SQLiteStore) -> dict[str, Any]:
-            info = _find_app(store, ref)  # none: the drain brings an app of that name into being
+            info = drains.find_app(store, ref)
+            if info is None and drains.looks_like_id(
+                ref
+            ):  # an id with a typo in it, as likely as not
+                raise _not_found("app")
+            # Otherwise none: the drain brings an app of that name into being.
             try:
                 return drains.drain_object(store.add_drain(info.name if info else ref, url))
             except DrainExists:
@@ -312,7 +316,7 @@ class PlatformAPI:
 
     async def _drain(self, ref: str, key: str, *, remove: bool) -> dict[str, Any]:
         def work(store: SQLiteStore) -> dict[str, Any]:
-            info = _find_app(store, ref)
+            info = drains.find_app(store, ref)
             if info is None:
                 raise _not_found("app")
             if remove:
@@ -397,16 +401,6 @@ def _app_name(name: str) -> str:
     if not valid_app_name(name):
         raise _not_found("app")
     return name
-
-
-def _find_app(store: SQLiteStore, ref: str) -> AppInfo | None:
-    """The app named ``ref``, else the one whose ``id`` it is: Heroku takes either in a path
-    (``/apps/{app_id_or_name}``). A name comes first, as herolog's names may look like ids."""
-    info = store.app(ref)
-    if info is None and _UUID.fullmatch(ref):
-        wanted = ref.lower()
-        info = next((app for app in store.apps() if drains.app_id(app.name) == wanted), None)
-    return info
 
 
 def _host_name(value: bytes | None) -> str:

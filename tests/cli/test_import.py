@@ -167,6 +167,18 @@ def test_framing_error_mid_file_keeps_what_came_before_and_says_where(tmp_path: 
     assert len(stored("demo")) == 2
 
 
+def test_a_framing_error_after_a_bom_counts_the_bom_in_its_offset(tmp_path: Path) -> None:
+    """Both offsets in the message are the input's, as tail -c counts it."""
+    good = b"<190>1 2024-03-05T09:14:07Z host app web.1 - ok\n"
+    frames = b"%d %s" % (len(good), good) * 2
+    path = tmp_path / "bom.bin"
+    path.write_bytes(b"\xef\xbb\xbf" + frames + b"oops")
+    code, _, err = invoke("import", str(path), "-a", "demo", "--format", "logplex")
+    assert code == 1
+    assert f"frame 3 at byte {3 + len(frames)}:" in err
+    assert f"(the input's first {3 + len(frames)} bytes)" in err
+
+
 def test_a_frame_over_1_mib_stops_the_import_after_storing_what_came_before(
     tmp_path: Path,
 ) -> None:

@@ -92,9 +92,24 @@ def test_an_app_the_store_has_never_had_is_an_error_as_heroku_logs_makes_it(
     code, out, err = run("logs", "--app", "missing")
     assert (code, out) == (1, "")
     store = herolog_home / "logs.db"
-    assert err == f"Error: the store {store} has no app named 'missing' (its apps: demo, other)\n"
+    assert err == (
+        f"Error: the store {store} has no app named 'missing'"
+        " (its apps: demo, other; --tail waits for its first line)\n"
+    )
     # An app that is there, with nothing matching, is no error.
     assert run("logs", "-a", "other", "-s", "nosuchsource") == (0, "", "")
+
+
+def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
+    """The id the Platform API hands out (and heroku -a takes), in either case."""
+    from herolog.drains import app_id
+
+    by_name = output("-a", "other", "-n", "3")
+    assert output("-a", app_id("other"), "-n", "3") == by_name
+    assert output("-a", app_id("other").upper(), "-n", "3") == by_name
+    code, _, err = run("logs", "-a", "6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10")
+    assert code == 1
+    assert "no app named '6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10'" in err
 
 
 def test_an_app_asked_of_a_store_not_made_yet_is_an_error(
@@ -102,7 +117,7 @@ def test_an_app_asked_of_a_store_not_made_yet_is_an_error(
 ) -> None:
     code, out, err = run("logs", "-a", "demo")
     assert (code, out) == (1, "")
-    assert "has no app named 'demo' (it has no apps yet)" in err
+    assert "has no app named 'demo' (it has no apps yet; --tail waits" in err
     assert run("logs") == (0, "", "")  # no app asked for: an empty store shows nothing
 
 

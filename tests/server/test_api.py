@@ -489,6 +489,12 @@ def test_an_unknown_app_id_is_not_found(api: Running) -> None:
         response = httpx.request(method, api.url + path, headers=AUTH, json={})
         assert response.status_code == 404, (method, path)
         assert response.json() == {"id": "not_found", "message": "Couldn't find that app."}
+    # A drain for an id no app has is refused, not given to a new app of that name: the id
+    # has a typo in it, as likely as not.
+    drain = {"url": "https://logs.example.com/x"}
+    response = httpx.post(f"{api.url}/apps/{unknown}/log-drains", headers=AUTH, json=drain)
+    assert response.status_code == 404
+    assert unknown not in [app.name for app in api_store_apps(api)]
 
 
 def test_an_app_named_like_an_id_keeps_its_name(api: Running) -> None:
@@ -571,13 +577,16 @@ def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None
     error = response.json()
     assert error["id"] == "not_found"
     assert error["message"].startswith("No such API endpoint: GET /")
+    assert httpx.get(api.url + path).status_code == 401  # without the key: nothing to learn
 
 
 def test_other_unknown_paths_keep_the_intakes_plain_404(api: Running) -> None:
     """Outside the API's paths, and for a drain's batch anywhere, the answer is the intake's:
     plain text saying where drains post, counted in /stats."""
     outside = httpx.get(f"{api.url}/nothing", headers=AUTH)
-    drain = api.post("demo/log", b"")  # a drain URL missing its final s
+    drain = httpx.post(  # a drain URL missing its final s
+        f"{api.url}/apps/demo/log", content=b"", headers={"Content-Type": "application/logplex-1"}
+    )
     for response in (outside, drain):
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("text/plain")

@@ -123,6 +123,18 @@ def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     assert "could not create a log session (404)" in err
 
 
+def test_a_drain_url_given_as_the_server_is_not_taken_for_an_unknown_app(
+    make_server: ServerFactory,
+) -> None:
+    """The URL serve prints for drains, pasted as --server: its path is the wrong one."""
+    running = make_server()
+    store_lines(running.server.config.store_path, "demo", line("x"))
+    code, _, err = run("logs", "--server", running.url + "/apps/demo/logs", "-a", "demo")
+    assert code == 1
+    assert "no app named" not in err
+    assert "could not create a log session (404): No such API endpoint" in err
+
+
 @pytest.mark.subprocess
 def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
