@@ -4,7 +4,8 @@ Delivery works the way Logplex's does, and reports more: each drain
 has a worker with a bounded buffer that the store's new lines are handed to without ever
 waiting, so a dead, slow or failing drain holds up nothing but itself. When the buffer is
 full the oldest lines go, are counted, and the drain is told with Heroku's L10 line, which
-the app's own history gets too. HTTP(S) drains get octet-counted Logplex POSTs; syslog
+the app's own history gets too; so does what a drain has still not delivered when serve
+stops, which is dropped then. HTTP(S) drains get octet-counted Logplex POSTs; syslog
 drains one persistent TCP or TLS connection. What each drain has done is saved in the store,
 where ``herolog drain list`` reads it.
 """
@@ -163,16 +164,21 @@ class DrainWorker:
         while buffer and (len(buffer) > lines or self.size > BUFFER_BYTES):
             self.size -= _cost(buffer.popleft())
             dropped += 1
+        self._overflow(dropped)
+
+    def _overflow(self, dropped: int) -> None:
+        """Count ``dropped`` lines as dropped, for the next L10 line to tell of."""
         if dropped:
             if not self.overflowed:
                 self.overflow_since = timestamps.to_heroku(timestamps.now())
             self.overflowed += dropped
             self.dropped += dropped
 
-    async def stop(self, flush_timeout: float) -> int:
+    async def stop(self, flush_timeout: float, *, tell: bool) -> int:
         """Deliver what is left for up to ``flush_timeout`` seconds; the lines not delivered
         that no L10 line has told of: those left over, which count as dropped, and those the
-        buffer dropped since its last L10."""
+        buffer dropped since its last L10. With ``tell``, an L10 line in the app's history
+        tells of them (there is no next batch for it to open), as of every other drop."""
         self.stopping = True
         self.wake.set()
         if self._task is not None:
@@ -181,11 +187,13 @@ class DrainWorker:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.close()
-        left = len(self.buffer) + (_real(self.pending.lines) if self.pending else 0)
-        self.dropped += left
+        self._overflow(len(self.buffer) + (_real(self.pending.lines) if self.pending else 0))
         self.retrying = False
         untold, self.overflowed = self.overflowed, 0
-        return left + untold
+        if untold and tell:
+            assert self.overflow_since is not None
+            self.notice(self.drain.app, overflow_message(untold, self.overflow_since))
+        return untold
 
     async def close(self) -> None:
         """Release connections."""
@@ -522,7 +530,8 @@ class Forwarder:
 
     async def stop(self, flush_timeout: float | None = None) -> None:
         """Forward what was stored, give the drains ``flush_timeout`` seconds (default: the
-        timing's ``flush_s``) to deliver it, then say what could not be delivered."""
+        timing's ``flush_s``) to deliver it, then say what could not be delivered: on the
+        log, and with an L10 line in the app's history. Call it while the writer runs."""
         if flush_timeout is None:
             flush_timeout = self.timing.flush_s
         if self._task is not None:
@@ -533,7 +542,7 @@ class Forwarder:
             self.broadcaster.unsubscribe(self)
         workers = list(self.workers.values())
         left = await asyncio.gather(
-            *(w.stop(flush_timeout) for w in workers), return_exceptions=True
+            *(w.stop(flush_timeout, tell=True) for w in workers), return_exceptions=True
         )
         for worker, count in zip(workers, left, strict=True):
             if isinstance(count, BaseException):
@@ -547,11 +556,14 @@ class Forwarder:
                     file=self.log,
                     flush=True,
                 )
-        await asyncio.gather(*self._notices, return_exceptions=True)
         await self._save()
         if self.active:
             with contextlib.suppress(sqlite3.Error, StoreError, OSError):
                 await asyncio.to_thread(using_store, self.store_path, self._release_lease)
+        # Last: the notices (the L10 lines just told of, say) are with the writer, which
+        # commits them before it stops; a writer that does not answer must not keep the
+        # drains' state unsaved or the forwarding lease held.
+        await asyncio.gather(*self._notices, return_exceptions=True)
 
     async def _keep_up(self) -> None:
         ticks = 0
@@ -592,7 +604,9 @@ class Forwarder:
         current = {drain.id: drain for drain in registered}
         for drain_id in list(self.workers):
             if drain_id not in current:
-                await self.workers.pop(drain_id).stop(0)
+                # A drain removed, or forwarding handed over: its state is not saved
+                # again, so no L10 line tells of what it had left either.
+                await self.workers.pop(drain_id).stop(0, tell=False)
         for drain in registered:
             if drain.id not in self.workers:
                 worker = worker_for(drain, self.capacity, self._notice, self.timing)
@@ -625,4 +639,11 @@ class Forwarder:
         body = frame([format_syslog(line, NOTICE_HOST)])
         task = asyncio.ensure_future(self.store_notice(app, body))
         self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
+        task.add_done_callback(self._stored)
+
+    def _stored(self, task: asyncio.Future[object]) -> None:
+        self._notices.discard(task)
+        if not task.cancelled():
+            # A notice the store refused (a full disk, which the writer reports): taken
+            # here, or asyncio would log it as an exception never retrieved.
+            task.exception()

@@ -2,19 +2,22 @@
 
 Whatever a drain does, the books balance: what herolog reports for it (the store, which
 ``herolog drain list`` and the API read) has every ingested line either delivered or
-dropped, and every dropped line is told: by an L10 line in the app's history, or, for lines
-still waiting when the server stops, in its shutdown report.
+dropped, and every dropped line is told by an L10 line in the app's history: lines still
+waiting when the server stops, too, which its shutdown report also counts.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
+import resource
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -35,6 +38,7 @@ from tests.server.sinks import (
     connections_to,
     wait_until,
 )
+from tests.server.test_faults import the_writer
 from tests.server.test_forwarding import add_drain, numbered, post
 
 QUICK = DrainTiming(timeout_s=0.5, backoff_base_s=0.02, backoff_cap_s=0.1, flush_s=1.0)
@@ -311,7 +315,7 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
     herolog_home: Path,
 ) -> None:
     """A drain that is down when serve stops: its L10 never had a next batch to open, so
-    the shutdown report counts those lines too: every dropped line is told somewhere. The
+    the shutdown report counts those lines too, as does the L10 line then stored. The
     report names the drain with its secrets masked."""
     dead = HTTPSink(then=503, reply=b"no, SEKRET-PW\n")
     try:
@@ -335,10 +339,117 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
         assert "T0KEN" not in log.getvalue()
         m = re.search(r": ([\d,]+) lines not delivered", report[0])
         assert m, report
-        assert int(m.group(1).replace(",", "")) + sum(history_l10(running, "demo")) == len(sent)
+        assert int(m.group(1).replace(",", "")) == history_l10(running, "demo")[-1]
+        assert sum(history_l10(running, "demo")) == len(sent)
         code, out, _ = invoke("drain", "list", "-a", "demo")
         assert code == 0
         assert f"delivered 0, dropped {len(sent)}" in out
+    finally:
+        dead.close()
+
+
+def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
+    herolog_home: Path,
+) -> None:
+    """At shutdown, each drain left with lines it could not deliver gets an L10 line in its
+    app's history, telling of them and of what its buffer dropped that no L10 had told of
+    yet: the L10 lines add up to the drops, at shutdown too. A drain that delivered
+    everything gets none, and the shutdown is no slower for it."""
+    dead = HTTPSink(then=503)
+    healthy = HTTPSink()
+    try:
+        config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
+        log = io.StringIO()
+        server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
+        stop = run_in_thread(server)
+        running = Running(server, log)
+        overflowing = add_drain(running, "demo", dead.url())
+        fine = add_drain(running, "demo", healthy.url())
+        # A syslog drain nobody listens on, given fewer lines than its buffer holds.
+        refused = add_drain(running, "quiet", f"syslog://127.0.0.1:{free_port()}")
+        sent = send(running, "demo", 1, 5)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        sent += send(running, "demo", 10, 10, start=5)
+        quiet = send(running, "quiet", 1, 5)
+        drain = worker(running, refused)
+        wait_until(lambda: drain.pending is not None and drain.pending.attempts >= 2)
+        wait_until(lambda: len(healthy.delivered_lines()) == len(sent), what="the healthy drain")
+        assert history_l10(running, "demo") == history_l10(running, "quiet") == []
+        before = datetime.now(UTC).replace(microsecond=0)
+        started = time.monotonic()
+        stop()
+        took = time.monotonic() - started
+        assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+
+        def books(token: str) -> tuple[int, int]:
+            state = saved(running, token)
+            return state.delivered, state.dropped
+
+        assert books(overflowing) == (0, len(sent))
+        assert books(fine) == (len(sent), 0)
+        assert books(refused) == (0, len(quiet))
+        assert sum(history_l10(running, "demo")) == len(sent)
+        assert history_l10(running, "quiet") == [len(quiet)]
+        (told,) = [x for x in running.lines("quiet") if L10.fullmatch(x.message)]
+        assert (told.hostname, told.source, told.dyno) == ("herolog", "heroku", "logplex")
+        assert told.pri == 172  # local5.warning, as Logplex's own
+        # What was left over was dropped as serve stopped: "since" is then.
+        since = re.search(r"since (\S+)\.$", told.message)
+        assert since, told.message
+        assert datetime.fromisoformat(since.group(1)) >= before
+        # Each drain's report line counts what its last L10 told of.
+        report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
+        assert len(report) == 2, report
+        counts = {}
+        for token in (overflowing, refused):
+            (shown,) = [x for x in report if token in x]
+            m = re.search(r": ([\d,]+) lines? not delivered", shown)
+            assert m, shown
+            counts[token] = int(m.group(1).replace(",", ""))
+        assert counts == {overflowing: history_l10(running, "demo")[-1], refused: len(quiet)}
+        # The shutdown L10 is the history's own: the healthy drain never hears of it.
+        assert l10_counts(healthy.delivered_lines()) == []
+    finally:
+        dead.close()
+        healthy.close()
+
+
+def test_a_store_that_refuses_the_shutdown_l10_neither_holds_up_nor_breaks_the_shutdown(
+    herolog_home: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk is full when serve stops: the L10 line cannot be stored, which the writer
+    says (once); the drop is still counted and reported, and serve stops as quickly and as
+    cleanly as ever."""
+    dead = HTTPSink(then=503)
+    try:
+        config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
+        log = io.StringIO()
+        server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
+        stop = run_in_thread(server)
+        running = Running(server, log)
+        token = add_drain(running, "demo", dead.url())
+        sent = send(running, "demo", 3, 10)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        # Every write of the store writer past its first byte now fails (EFBIG): a disk
+        # that takes nothing more.
+        resource.prlimit(
+            the_writer(herolog_home / "logs.db"), resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY)
+        )
+        started = time.monotonic()
+        stop()
+        took = time.monotonic() - started
+        assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+        state = saved(running, token)
+        assert (state.delivered, state.dropped) == (0, len(sent))
+        assert history_l10(running, "demo") == []
+        report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
+        assert len(report) == 1
+        assert f": {len(sent)} lines not delivered" in report[0]
+        assert server.writer.failure is not None  # the L10 was refused
+        assert "disk I/O error" in server.writer.failure or "full" in server.writer.failure
+        # (The writer's own stderr is under its file-size limit too: not checked here.)
+        assert "Traceback" not in capfd.readouterr().err + log.getvalue()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     finally:
         dead.close()
 

@@ -407,6 +407,12 @@ def test_shutdown_flushes_and_reports_what_is_left(
         assert report[0].endswith(
             "4 lines not delivered (last error: 503 Service Unavailable: sink says no)"
         )
+        # One L10 line in the history, the dead drain's: none for the one that delivered.
+        notices = [x.message for x in running.lines("demo") if x.hostname == "herolog"]
+        assert len(notices) == 1
+        assert re.fullmatch(
+            r"Error L10 \(output buffer overflow\): 4 messages dropped since \S+\.", notices[0]
+        )
     finally:
         slow.close()
         dead.close()
