@@ -87,9 +87,10 @@ class _Uvicorn(uvicorn.Server):
 
     A second Ctrl-C makes uvicorn stop waiting for the requests under way and skip the
     application's shutdown. herolog's shutdown stops the writer after its last commit and
-    hands the drains back, so it runs all the same, and the requests under way are cut off
-    at once (each ends as a client gone away, not cancelled half-way with a traceback when
-    the loop closes). A third Ctrl-C exits there and then.
+    hands the drains back, so it runs all the same, but the drains stop delivering (what
+    they have not delivered is reported and told with L10 as ever), and the requests under
+    way are cut off at once (each ends as a client gone away, not cancelled half-way with a
+    traceback when the loop closes). A third Ctrl-C exits there and then.
     """
 
     def __init__(self, config: uvicorn.Config, end_streams: Callable[[], Awaitable[None]]):
@@ -187,6 +188,7 @@ class Server:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
+        self._uvicorn.on_force_exit.append(self.app.forwarder.hurry)
         if config.syslog_port is not None:
             self.syslog = SyslogServer(
                 config.syslog_app,

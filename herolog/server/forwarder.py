@@ -133,6 +133,7 @@ class DrainWorker:
         self.overflow_since: str | None = None
         self.wake = asyncio.Event()
         self.stopping = False
+        self.hurried = False
         self._task: asyncio.Task[None] | None = None
         self.say: Callable[[str], None] = lambda message: None
         """Where the drain's failing and recovering are told (serve's log)."""
@@ -182,7 +183,7 @@ class DrainWorker:
         self.stopping = True
         self.wake.set()
         if self._task is not None:
-            await asyncio.wait({self._task}, timeout=flush_timeout)
+            await asyncio.wait({self._task}, timeout=0 if self.hurried else flush_timeout)
             if not self._task.done():
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -194,6 +195,13 @@ class DrainWorker:
             assert self.overflow_since is not None
             self.notice(self.drain.app, overflow_message(untold, self.overflow_since))
         return untold
+
+    def hurry(self) -> None:
+        """Serve is stopping in a hurry (a second Ctrl-C): stop delivering now, or as soon
+        as :meth:`stop` is called."""
+        self.hurried = True
+        if self.stopping and self._task is not None:
+            self._task.cancel()
 
     async def close(self) -> None:
         """Release connections."""
@@ -490,6 +498,7 @@ class Forwarder:
         self._task: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[object]] = set()
         self._subscribed = False
+        self._hurried = False
         self.owner = f"{os.getpid()}.{id(self):x}"
         self.active: bool | None = None
         """Whether this server holds the forwarding lease (and so forwards)."""
@@ -541,6 +550,9 @@ class Forwarder:
             await self.broadcaster.catch_up()
             self.broadcaster.unsubscribe(self)
         workers = list(self.workers.values())
+        if self._hurried:
+            for worker in workers:
+                worker.hurry()
         left = await asyncio.gather(
             *(w.stop(flush_timeout, tell=True) for w in workers), return_exceptions=True
         )
@@ -564,6 +576,13 @@ class Forwarder:
         # commits them before it stops; a writer that does not answer must not keep the
         # drains' state unsaved or the forwarding lease held.
         await asyncio.gather(*self._notices, return_exceptions=True)
+
+    def hurry(self) -> None:
+        """A second Ctrl-C: the drains' flush stops now (or is skipped); what they have not
+        delivered is dropped, reported and told with L10 as ever."""
+        self._hurried = True
+        for worker in self.workers.values():
+            worker.hurry()
 
     async def _keep_up(self) -> None:
         ticks = 0

@@ -291,6 +291,44 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
 
 
 @pytest.mark.subprocess
+def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_still_tells_of_its_lines(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """The drains get 5 s to deliver at shutdown; a second Ctrl-C cuts that short. What a
+    drain did not deliver is dropped, reported and told with an L10 line all the same."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    try:
+        store.add_drain("demo", f"http://127.0.0.1:{port}/dead")
+    finally:
+        store.close()
+    server = serve_process("--port", "0")
+    with httpx.Client() as client:
+        assert post(client, server.url, "dead") == 204
+    server.proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGINT)
+    code, err = server.finish()
+    took = time.monotonic() - started
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert took < 3, f"stopping took {took:.1f} s: the drain's 5 s were not cut short"
+    assert "10 lines not delivered" in err
+    told = [m for m in stored(herolog_home) if m.startswith("Error L10 ")]
+    assert len(told) == 1
+    assert told[0].startswith("Error L10 (output buffer overflow): 10 messages dropped since ")
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    try:
+        (drain,) = store.drains()
+    finally:
+        store.close()
+    assert (drain.delivery.delivered, drain.delivery.dropped) == (0, 10)
+
+
+@pytest.mark.subprocess
 def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
     serve_process: Callable[..., ServeProcess],
 ) -> None:
