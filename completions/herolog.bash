@@ -61,6 +61,17 @@ _herolog() {
             esac
             COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors --server -h --help" -- "$cur")) ;;
         "herolog run")
+            for ((i = 2; i < COMP_CWORD; i++)); do
+                [[ ${COMP_WORDS[i]} == -- ]] || continue
+                if declare -F _command_offset >/dev/null; then
+                    _command_offset $((i + 1))
+                elif ((i + 1 == COMP_CWORD)); then
+                    COMPREPLY=($(compgen -c -- "$cur"))
+                else
+                    compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur"))
+                fi
+                return
+            done
             case "$prev" in
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
                 -d|--dyno) COMPREPLY=(); return ;;

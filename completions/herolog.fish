@@ -5,12 +5,32 @@ function __herolog_using --argument-names wanted
     set -l words (commandline -opc)
     set -l cmd herolog
     for word in $words[2..-1]
+        test "$word" = -- && return 1  # the words after it are another command's
         switch "$cmd $word"
             case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store history' 'herolog store info'
                 set cmd "$cmd $word"
         end
     end
     test "$cmd" = "$wanted"
+end
+
+function __herolog_command_after --argument-names wanted
+    set -l words (commandline -opc)
+    set -l i (contains -i -- -- $words); or return 1
+    set -l cmd herolog
+    for word in $words[2..(math $i - 1)]
+        switch "$cmd $word"
+            case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store history' 'herolog store info'
+                set cmd "$cmd $word"
+        end
+    end
+    test "$cmd" = "$wanted"; or return 1
+    set -l rest $words[(math $i + 1)..-1]
+    if set -q rest[1]
+        __fish_complete_subcommand --commandline $rest (commandline -ct)
+    else
+        __fish_complete_command
+    end
 end
 
 complete -c herolog -f
@@ -69,6 +89,7 @@ complete -c herolog -n '__herolog_using "herolog run"' -s d -l dyno -x -d 'The d
 complete -c herolog -n '__herolog_using "herolog run"' -s q -l quiet -d 'Store the output without also printing it.'
 complete -c herolog -n '__herolog_using "herolog run"' -l server -x -d 'Send the lines to this herolog serve\'s drain intake (credentials of its --auth in the URL), not to the local store.'
 complete -c herolog -n '__herolog_using "herolog run"' -s h -l help -d 'Show help'
+complete -c herolog -n '__herolog_command_after "herolog run"' -x -a '(__herolog_command_after "herolog run")'
 complete -c herolog -n '__herolog_using "herolog serve"' -l host -x -d 'Address to listen on. Anything but loopback needs --auth.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l port -x -d 'HTTP port for HTTPS drains; 0 picks a free one.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l syslog-port -x -d 'Also accept syslog drains over TCP (TLS with --certfile) on this port.'

@@ -122,12 +122,13 @@ _herolog_logs() {
 }
 
 _herolog_run() {
-    _arguments \
+    _arguments -S \
         '(-a --app)'{-a,--app}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '(-d --dyno)'{-d,--dyno}'[The dyno name\: web.1, worker.2, ...]:DYNO: ' \
         '(-q --quiet)'{-q,--quiet}'[Store the output without also printing it.]' \
         '--server[Send the lines to this herolog serve'\''s drain intake (credentials of its --auth in the URL), not to the local store.]:URL: ' \
-        '(- *)'{-h,--help}'[Show help]'
+        '(- *)'{-h,--help}'[Show help]' \
+        '*::command:_normal'
 }
 
 _herolog_serve() {

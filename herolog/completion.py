@@ -38,6 +38,8 @@ class Cmd:
     subcommands: list[Cmd]
     file_argument: bool
     argument_choices: list[str]
+    command_argument: bool = False
+    """Takes a command line of its own after ``--`` (``herolog run -- python -m ...``)."""
 
     @property
     def key(self) -> str:
@@ -63,10 +65,14 @@ def command_tree(command: click.Command, path: list[str] | None = None) -> Cmd:
     ctx = click.Context(command, info_name=path[-1])
     options = []
     file_argument = False
+    command_argument = False
     argument_choices: list[str] = []
     help_option = command.get_help_option(ctx)
     for param in command.get_params(ctx):
         if isinstance(param, click.Argument):
+            if param.nargs == -1 and isinstance(param.type, click.types.UnprocessedParamType):
+                command_argument = True
+                continue
             kind, choices = _value_kind(param)
             file_argument = file_argument or kind == "file"
             argument_choices += choices
@@ -93,7 +99,15 @@ def command_tree(command: click.Command, path: list[str] | None = None) -> Cmd:
             sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
                 subcommands.append(command_tree(sub, [*path, name]))
-    return Cmd(path, _short_help(command), options, subcommands, file_argument, argument_choices)
+    return Cmd(
+        path,
+        _short_help(command),
+        options,
+        subcommands,
+        file_argument,
+        argument_choices,
+        command_argument,
+    )
 
 
 def _all(cmd: Cmd) -> list[Cmd]:
@@ -127,6 +141,22 @@ def _bash(tree: Cmd) -> str:
     ]
     for cmd in _all(tree):
         out.append(f'        "{cmd.key}")')
+        if cmd.command_argument:
+            # After --, the words are another command's: bash-completion's own completion
+            # for it if it is loaded, else command names, then files.
+            out += [
+                f"            for ((i = {len(cmd.path)}; i < COMP_CWORD; i++)); do",
+                "                [[ ${COMP_WORDS[i]} == -- ]] || continue",
+                "                if declare -F _command_offset >/dev/null; then",
+                "                    _command_offset $((i + 1))",
+                "                elif ((i + 1 == COMP_CWORD)); then",
+                '                    COMPREPLY=($(compgen -c -- "$cur"))',
+                "                else",
+                '                    compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur"))',
+                "                fi",
+                "                return",
+                "            done",
+            ]
         value_cases = []
         for opt in cmd.options:
             if not opt.takes_value:
@@ -209,10 +239,13 @@ def _zsh(tree: Cmd) -> str:
             specs.append(f"'1:ARGUMENT:({' '.join(cmd.argument_choices)})'")
         if cmd.subcommands:
             specs += ["'1: :->command'", "'*:: :->args'"]
+        if cmd.command_argument:
+            specs.append("'*::command:_normal'")  # after --: a command line of its own
         out += ["", f"{_zsh_function(cmd)}() {{"]
         if cmd.subcommands:
             out += ['    local curcontext="$curcontext" state line', "    typeset -A opt_args"]
-        out.append("    _arguments -C \\" if cmd.subcommands else "    _arguments \\")
+        flags = " -C" if cmd.subcommands else " -S" if cmd.command_argument else ""
+        out.append(f"    _arguments{flags} \\")
         out += [f"        {spec} \\" for spec in specs[:-1]] + [f"        {specs[-1]}"]
         if cmd.subcommands:
             described = " ".join(f"'{s.path[-1]}:{_zsh_text(s.help)}'" for s in cmd.subcommands)
@@ -258,12 +291,32 @@ def _fish(tree: Cmd) -> str:
         "    set -l words (commandline -opc)",
         "    set -l cmd herolog",
         "    for word in $words[2..-1]",
+        '        test "$word" = -- && return 1  # the words after it are another command\'s',
         '        switch "$cmd $word"',
         f"            case {paths}",
         '                set cmd "$cmd $word"',
         "        end",
         "    end",
         '    test "$cmd" = "$wanted"',
+        "end",
+        "",
+        "function __herolog_command_after --argument-names wanted",
+        "    set -l words (commandline -opc)",
+        "    set -l i (contains -i -- -- $words); or return 1",
+        "    set -l cmd herolog",
+        "    for word in $words[2..(math $i - 1)]",
+        '        switch "$cmd $word"',
+        f"            case {paths}",
+        '                set cmd "$cmd $word"',
+        "        end",
+        "    end",
+        '    test "$cmd" = "$wanted"; or return 1',
+        "    set -l rest $words[(math $i + 1)..-1]",
+        "    if set -q rest[1]",
+        "        __fish_complete_subcommand --commandline $rest (commandline -ct)",
+        "    else",
+        "        __fish_complete_command",
+        "    end",
         "end",
         "",
         "complete -c herolog -f",
@@ -290,5 +343,10 @@ def _fish(tree: Cmd) -> str:
             out.append(f"complete -c herolog {when} -F")
         if cmd.argument_choices:
             out.append(f"complete -c herolog {when} -a '{' '.join(cmd.argument_choices)}'")
+        if cmd.command_argument:
+            out.append(
+                f"complete -c herolog -n '__herolog_command_after \"{cmd.key}\"'"
+                f" -x -a '(__herolog_command_after \"{cmd.key}\")'"
+            )
     out.append("")
     return "\n".join(out)
