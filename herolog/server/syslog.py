@@ -11,6 +11,7 @@ one fast connection is limited by the writer's core, so its work is split betwee
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import socket
 import ssl
@@ -49,6 +50,10 @@ a client retrying in a loop must not flood serve's log."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
+ACCEPT_RETRY_S = 1.0
+"""Out of file descriptors (or memory), the TLS listener tries accepting again after this
+long, as asyncio's own listener does; the connection waits in the kernel's queue."""
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class SyslogServer:
@@ -77,8 +82,11 @@ class SyslogServer:
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
         self._server: asyncio.Server | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._streams: dict[int, asyncio.StreamWriter] = {}
+        self._handshakes: set[asyncio.Task[None]] = set()
+        """The TLS connections still in their handshake, which hang_up() cancels."""
+        self._streams: dict[int, asyncio.BaseTransport] = {}
         self._ids = itertools.count(1)
         self._lines_in_flight = 0
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
@@ -96,19 +104,30 @@ class SyslogServer:
     ) -> None:
         """Serve connections on a listening socket (bound by serve before it starts); a TLS
         handshake not done within ``handshake_timeout`` seconds closes the connection."""
-        # TLS is started by each connection once it is counted, not by the server: a
-        # connection still in its handshake holds a file descriptor too.
         self._tls, self._handshake_timeout = context, handshake_timeout
-        # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
-        self._server = await asyncio.start_server(
-            self._connection, sock=sock, limit=READ_SIZE, backlog=BACKLOG
-        )
+        if context is None:
+            # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
+            self._server = await asyncio.start_server(
+                self._connection, sock=sock, limit=READ_SIZE, backlog=BACKLOG
+            )
+        else:
+            # A TLS connection counts from when it is accepted (one in its handshake holds a
+            # file descriptor too), so the server cannot do the handshakes (ssl=). Nor can
+            # StreamWriter.start_tls once the connection is counted: a plain stream reads
+            # from the socket as soon as it is accepted, before the handler runs, and a
+            # ClientHello it reads is lost to the handshake, which waits for it until the
+            # timeout (asyncio and uvloop alike: cpython#142352, uvloop#707). So serve
+            # accepts them itself, and the handshake is the first to read each socket.
+            self._accepting = asyncio.ensure_future(self._accept(sock))
 
     async def stop(self) -> None:
         """Stop accepting; read each connection until it is quiet (what was sent before the
         stop), and close it once what it sent is stored."""
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()  # and the listener is closed, as Server.close() does
+            await asyncio.wait({self._accepting})
         self._stopping = True
         for stop in self._stop_reading:
             if not stop.done():
@@ -122,26 +141,90 @@ class SyslogServer:
     def hang_up(self) -> None:
         """Close every connection now, without reading what is left (a second Ctrl-C)."""
         self._hanging_up = True  # the ends of stream that follow are ours, not the clients'
-        for out in list(self._streams.values()):
-            out.close()  # its reader sees the end of the stream and the handler finishes
+        for handshake in list(self._handshakes):
+            handshake.cancel()
+        for transport in list(self._streams.values()):
+            transport.close()  # its reader sees the end of the stream and the handler finishes
 
     async def _connection(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+        """A plain connection, from start_server."""
         if len(self._connections) >= self.max_connections:
-            self._refuse(out)
+            out.transport.abort()  # at once: close() holds the descriptor until sent
+            self._refused(out.get_extra_info("peername"))
             return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        stream_id = next(self._ids)
-        self._streams[stream_id] = out  # hang_up() closes it, in its handshake too
         try:
-            if self._tls is not None:
-                await out.start_tls(self._tls, ssl_handshake_timeout=self._handshake_timeout)
-        except OSError:  # a failed or late handshake (ssl.SSLError is one too)
-            out.transport.abort()
-            self._streams.pop(stream_id, None)
+            await self._read(reader, out.transport)
+        finally:
             self._connections.discard(task)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept TLS connections until cancelled; then close the listener."""
+        loop = asyncio.get_running_loop()
+        short = False  # of file descriptors or memory: said once, until it is over
+        try:
+            while True:
+                try:
+                    conn, peer = await loop.sock_accept(sock)
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue  # gone before it was accepted
+                except OSError as error:
+                    if error.errno not in _OUT_OF_RESOURCES:
+                        print(
+                            f"herolog serve: stopped accepting syslog connections: {error}",
+                            file=self.log,
+                            flush=True,
+                        )
+                        return
+                    if not short:
+                        print(
+                            f"herolog serve: cannot accept syslog connections for now: {error}",
+                            file=self.log,
+                            flush=True,
+                        )
+                    short = True
+                    await asyncio.sleep(ACCEPT_RETRY_S)
+                    continue
+                short = False
+                if len(self._connections) >= self.max_connections:
+                    conn.close()  # before its handshake, which would cost more than this
+                    self._refused(peer)
+                    continue
+                connection = asyncio.ensure_future(self._tls_connection(conn))
+                self._connections.add(connection)
+                connection.add_done_callback(self._connections.discard)
+        finally:
+            sock.close()
+
+    async def _tls_connection(self, conn: socket.socket) -> None:
+        """An accepted TLS connection (counted): the handshake, then its stream."""
+        if self._hanging_up:
+            conn.close()
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handshakes.add(task)  # hang_up() cancels it, and the transport is closed
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self._tls,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except OSError:  # a failed or late handshake (ssl.SSLError is one too): closed
+            return
+        finally:
+            self._handshakes.discard(task)
+        await self._read(reader, transport)
+
+    async def _read(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
+        """Read a counted connection's stream and store its lines, until it ends."""
+        stream_id = next(self._ids)
+        self._streams[stream_id] = transport  # hang_up() closes it
         self.stats.syslog_connections += 1
         decoder = FrameDecoder(MAX_FRAME, newline_framing=True)
         pending: set[asyncio.Future[Stored]] = set()
@@ -209,17 +292,14 @@ class SyslogServer:
                 flushed, _ = await asyncio.wait(pending)
                 for finished in flushed:
                     self._count(finished)
-            out.close()
+            transport.close()
             self._streams.pop(stream_id, None)
-            self._connections.discard(task)
 
-    def _refuse(self, out: asyncio.StreamWriter) -> None:
-        """Close a connection over the limit before reading from it (or starting its TLS),
-        and say so: counted, at most once every REFUSALS_REPORTED_EVERY_S."""
-        out.transport.abort()  # at once: close() holds the descriptor until sent
+    def _refused(self, peer: tuple[str, int] | None) -> None:
+        """Say that a connection over the limit was closed before reading from it (or its
+        handshake): counted, at most once every REFUSALS_REPORTED_EVERY_S."""
         self.stats.syslog_connections_refused += 1
         self._refused_unreported += 1
-        peer = out.get_extra_info("peername")
         self._last_refused = f" (the last from {peer[0]} port {peer[1]})" if peer else ""
         now = time.monotonic()
         if now >= self._report_refusals_at:

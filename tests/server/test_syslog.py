@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -19,6 +21,7 @@ from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
 from tests.server.conftest import Running, ServerFactory
+from tests.server.test_process import ServeProcess, stored
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -367,6 +370,56 @@ def test_a_tls_handshake_that_stalls_is_cut_off_after_the_header_timeout(
         # Closed (an end of stream or a reset): what matters is that it did not take 60 s.
         with contextlib.suppress(ConnectionResetError):
             assert sock.recv(100) == b""
+
+
+@pytest.mark.subprocess
+def test_a_client_hello_sent_before_serve_accepts_the_connection_reaches_the_handshake(
+    herolog_home: Path, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """A TLS client speaks first, and its ClientHello is often in the kernel's buffer by the
+    time serve accepts the connection (always, while serve is busy: stopped here). It must
+    reach the handshake, not be read as plain syslog while the handshake waits for it until
+    --header-timeout ends the connection (what 1 connection in 4 did, serve idle)."""
+    ca, certfile, keyfile = certificates
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile), "--header-timeout", "5"]
+    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls)
+    try:
+        m = re.search(r"syslog\+tls drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
+        assert m, server.banner
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()  # the ClientHello, in outgoing
+        pid = server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+            )
+            raw = socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=10)
+            raw.sendall(outgoing.read())  # queued by the kernel, with the connection
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with raw:
+            while True:
+                try:
+                    client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    data = raw.recv(1 << 16)
+                    assert data, "serve closed the connection in the TLS handshake"
+                    incoming.write(data)
+            client.write(syslog_frames("after an early ClientHello"))
+            raw.sendall(outgoing.read())  # the client's Finished, then the frame
+        wait_for(lambda: stored(herolog_home) == ["after an early ClientHello"])
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
 
 
 def logger_path() -> str:
