@@ -8,6 +8,10 @@ from pathlib import Path
 from herolog.parser import LogLine, Received
 from herolog.store import Batch, SQLiteStore, StoredLine
 
+SERVE_POLL_S = 0.01
+"""How often the tests' socketserver servers look for shutdown(): it waits up to one
+interval, and serve_forever's default (0.5 s) made stopping a test server cost that much."""
+
 RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
 
 

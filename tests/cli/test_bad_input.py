@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.store import open_store
-from tests.helpers import fill, herolog_env
+from tests.helpers import SERVE_POLL_S, fill, herolog_env
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -250,7 +250,7 @@ class _NotHerolog(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def not_herolog() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotHerolog)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
     thread.start()
     yield f"http://u:pw@127.0.0.1:{server.server_address[1]}"
     server.shutdown()

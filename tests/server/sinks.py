@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from herolog.parser import FrameDecoder, LogLine, parse_logplex
+from tests.helpers import SERVE_POLL_S
 
 HANG = -1
 """As one of HTTPSink's statuses: read the request and never answer it."""
@@ -118,7 +119,9 @@ class HTTPSink:
         if self.context is not None:
             self.server.socket = self.context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, args=(SERVE_POLL_S,), daemon=True
+        ).start()
 
     def down(self) -> None:
         """Stop listening and drop every open connection: the drain refuses connections."""
@@ -214,7 +217,9 @@ class SyslogSink:
 
         self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, args=(SERVE_POLL_S,), daemon=True
+        ).start()
 
     @property
     def data(self) -> bytes:

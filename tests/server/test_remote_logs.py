@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from herolog.server import ServeConfig, Server, run_in_thread
-from tests.helpers import Child, herolog_env, invoke, line, store_lines
+from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
 from tests.server.conftest import Running, ServerFactory
 
 KEY = "remote-key"
@@ -320,7 +320,7 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
 def fake_server() -> Iterator[tuple[str, type[_FakeServer]]]:
     handler = type("Handler", (_FakeServer,), {"records": [], "gets": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
     server.server_close()

@@ -19,7 +19,7 @@ from herolog.parser import LogLine, Received
 from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
-from tests.helpers import herolog_env
+from tests.helpers import SERVE_POLL_S, herolog_env
 from tests.server.conftest import Running, ServerFactory
 
 PASSWORD = "s3cret-pa55"
@@ -322,7 +322,7 @@ def test_a_server_that_is_not_herolog_serve_stops_the_run_before_the_command(
             pass
 
     other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TakesAnything)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
+    threading.Thread(target=other.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     marker = tmp_path / "ran"
     try:
         url = f"http://127.0.0.1:{other.server_address[1]}"
