@@ -323,7 +323,9 @@ def test_a_bad_certificate_produces_l14_and_insecure_skips_the_check(
 ) -> None:
     listener = tls_sink(ca)  # a CA nobody trusts
     try:
-        running = make_server()
+        # The untrusted drain still fails when the server stops: a short flush for it, not
+        # the default 5 s of teardown (nothing here is about stopping).
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.5))
         add_drain(running, "demo", f"syslog+tls://127.0.0.1:{listener.port}")
         post(running, "demo", numbered(2))
         wait_until(lambda: any("L14" in x for x in history(running, "demo")), what="the L14 line")
@@ -391,14 +393,26 @@ def test_shutdown_flushes_and_reports_what_is_left(
     dead = HTTPSink(then=503)
     try:
         log = io.StringIO()
-        server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=log)
+        # The dead drain takes the whole flush: 2 s of it, not the default 5.
+        config = ServeConfig(
+            store_path=herolog_home / "logs.db", port=0, drain_timing=DrainTiming(flush_s=2.0)
+        )
+        server = Server(config, log=log)
         stop = run_in_thread(server)
         running = Running(server, log)
         add_drain(running, "demo", slow.url())
         add_drain(running, "demo", dead.url())
         post(running, "demo", numbered(4))
         wait_until(lambda: dead.requests, what="a failing attempt")
-        threading.Timer(1.0, slow.hang.set).start()  # type: ignore[union-attr]
+        workers = server.app.forwarder.workers
+
+        def answer_once_flushing() -> None:
+            """The slow drain answers only once the server is stopping: delivered by the
+            flush, or not at all."""
+            wait_until(lambda: any(w.stopping for w in list(workers.values())), what="the flush")
+            slow.hang.set()  # type: ignore[union-attr]
+
+        threading.Thread(target=answer_once_flushing, daemon=True).start()
         stop()
         assert [x.message for x in slow.delivered_lines()] == [f"line {i}" for i in range(4)]
         report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
