@@ -30,10 +30,12 @@ run = invoke
 fill = store_lines
 
 
-@pytest.fixture
-def remote(make_server: ServerFactory) -> Running:
-    running = make_server(api_key=KEY)
-    path = running.server.config.store_path
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One server for this module's tests that only read from it (a server of its own cost
+    each of them half a second to start and stop): none adds lines, drains or apps. Its
+    store is ``logs.db`` in its own HEROLOG_HOME (``home(remote)``), for local mode."""
+    path = tmp_path_factory.mktemp("remote") / "logs.db"
     fill(
         path,
         "demo",
@@ -44,7 +46,16 @@ def remote(make_server: ServerFactory) -> Running:
         line("ERROR: failed", dyno="webby.1", second=5),
     )
     fill(path, "other", line("from other", second=6))
-    return running
+    log = io.StringIO()
+    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
+    stop = run_in_thread(server)
+    yield Running(server, log)
+    stop()
+
+
+def home(running: Running) -> dict[str, str]:
+    """The environment of a local-mode command reading ``running``'s store."""
+    return {"HEROLOG_HOME": str(running.server.config.store_path.parent)}
 
 
 @pytest.mark.parametrize(
@@ -65,7 +76,7 @@ def remote(make_server: ServerFactory) -> Running:
     ],
 )
 def test_same_output_as_local_mode(remote: Running, args: list[str]) -> None:
-    code, local, err = run("logs", *args)
+    code, local, err = run("logs", *args, env=home(remote))
     assert code == 0, err
     code, over_http, err = run("logs", *args, "--server", remote.url, env={"HEROLOG_API_KEY": KEY})
     assert code == 0, err
@@ -226,7 +237,9 @@ def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
 
 
 @pytest.mark.subprocess
-def test_remote_json_tail_pipes_into_jq_like_readers(remote: Running) -> None:
+def test_remote_json_tail_pipes_into_jq_like_readers(make_server: ServerFactory) -> None:
+    remote = make_server(api_key=KEY)  # its own: lines are added to its store
+    fill(remote.server.config.store_path, "demo", line("before the tail", second=1))
     child = Child(
         "logs",
         "--server",
