@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +17,7 @@ import httpx_sse
 import pytest
 
 from herolog.render import decode_record
+from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import AppInfo, SQLiteStore
 from tests.helpers import line
 from tests.helpers import store_lines as append_lines
@@ -28,9 +31,7 @@ def store_lines(running: Running, app: str, *lines: Any) -> None:
     append_lines(running.server.config.store_path, app, *lines)
 
 
-@pytest.fixture
-def api(make_server: ServerFactory) -> Running:
-    running = make_server(api_key=KEY)
+def store_demo(running: Running) -> Running:
     store_lines(
         running,
         "demo",
@@ -52,6 +53,25 @@ def api_store_apps(running: Running) -> list[AppInfo]:
         store.close()
 
 
+@pytest.fixture
+def api(make_server: ServerFactory) -> Running:
+    """A server with an API key and app demo's six lines, for a test that changes it."""
+    return store_demo(make_server(api_key=KEY))
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The same as ``api``, one for the module's tests that change nothing on it (no lines,
+    drains, apps or settings; each session they open is their own): a server of their own
+    cost each of them half a second to start and stop."""
+    log = io.StringIO()
+    path = tmp_path_factory.mktemp("api") / "logs.db"
+    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
+    stop = run_in_thread(server)
+    yield store_demo(Running(server, log))
+    stop()
+
+
 def session(running: Running, app: str | None = "demo", **body: Any) -> str:
     path = f"/apps/{app}/log-sessions" if app else "/log-sessions"
     response = httpx.post(running.url + path, json=body, headers=AUTH)
@@ -66,16 +86,16 @@ def read_text(url: str, **headers: str) -> list[str]:
         return [part for event in es.iter_sse() for part in event.data.split("\n") if part]
 
 
-def test_app_object_and_unknown_app(api: Running) -> None:
-    response = httpx.get(f"{api.url}/apps/demo", headers=AUTH)
+def test_app_object_and_unknown_app(shared_api: Running) -> None:
+    response = httpx.get(f"{shared_api.url}/apps/demo", headers=AUTH)
     assert response.status_code == 200
     app = response.json()
     assert app["name"] == "demo"
     assert app["generation"]["name"] == "cedar"
     assert len(app["id"]) == 36
     assert app["created_at"].endswith("Z")
-    assert httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"] == app["id"]
-    missing = httpx.get(f"{api.url}/apps/nope", headers=AUTH)
+    assert httpx.get(f"{shared_api.url}/apps/demo", headers=AUTH).json()["id"] == app["id"]
+    missing = httpx.get(f"{shared_api.url}/apps/nope", headers=AUTH)
     assert missing.status_code == 404
     assert missing.json() == {"id": "not_found", "message": "Couldn't find that app."}
 
@@ -89,7 +109,7 @@ def test_app_object_and_unknown_app(api: Running) -> None:
         {"Authorization": "Basic " + base64.b64encode(b":wrong").decode()},
     ],
 )
-def test_api_key_required(api: Running, headers: dict[str, str]) -> None:
+def test_api_key_required(shared_api: Running, headers: dict[str, str]) -> None:
     for method, path in [
         ("GET", "/apps/demo"),
         ("POST", "/apps/demo/log-sessions"),
@@ -97,14 +117,14 @@ def test_api_key_required(api: Running, headers: dict[str, str]) -> None:
         ("POST", "/apps/demo/log-drains"),
         ("DELETE", "/apps/demo/log-drains/x"),
     ]:
-        response = httpx.request(method, api.url + path, headers=headers, json={})
+        response = httpx.request(method, shared_api.url + path, headers=headers, json={})
         assert response.status_code == 401, (method, path)
         assert response.json()["id"] == "unauthorized"
 
 
-def test_basic_auth_with_the_key_as_password(api: Running) -> None:
+def test_basic_auth_with_the_key_as_password(shared_api: Running) -> None:
     """For curl users: curl -u :KEY."""
-    response = httpx.get(f"{api.url}/apps/demo", auth=("", KEY))
+    response = httpx.get(f"{shared_api.url}/apps/demo", auth=("", KEY))
     assert response.status_code == 200
 
 
@@ -133,22 +153,22 @@ def _creds() -> Any:
     return Credentials("drain", "s3cret")
 
 
-def test_history_with_filters_before_the_limit(api: Running) -> None:
-    assert read_text(session(api, lines=2, source="app")) == [
+def test_history_with_filters_before_the_limit(shared_api: Running) -> None:
+    assert read_text(session(shared_api, lines=2, source="app")) == [
         "2024-03-05T09:00:05.000000+00:00 app[webby.1]: webby is not web",
         "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom",
     ]
     # dyno "web" is web.N, not webby.N: the heroku CLI sends -p TYPE as dyno.
-    assert [t.split(": ", 1)[1] for t in read_text(session(api, lines=10, dyno="web"))] == [
+    assert [t.split(": ", 1)[1] for t in read_text(session(shared_api, lines=10, dyno="web"))] == [
         "hello from web.1",
         "hello from web.2",
         "ERROR: boom",
     ]
-    assert read_text(session(api, lines=10, dyno="router")) == [
+    assert read_text(session(shared_api, lines=10, dyno="router")) == [
         "2024-03-05T09:00:01.000000+00:00 heroku[router]: GET /"
     ]
     herolog_only = session(
-        api, lines=10, grep=["hello"], exclude=["web\\.2"], since="2024-03-05T09:00:02Z"
+        shared_api, lines=10, grep=["hello"], exclude=["web\\.2"], since="2024-03-05T09:00:02Z"
     )
     assert read_text(herolog_only) == [
         "2024-03-05T09:00:02.000000+00:00 app[web.1]: hello from web.1"
@@ -174,13 +194,13 @@ def test_embedded_newlines_become_data_lines(api: Running) -> None:
     ]
 
 
-def test_json_records_carry_every_field(api: Running) -> None:
-    url = session(api, lines=1, format="json")
+def test_json_records_carry_every_field(shared_api: Running) -> None:
+    url = session(shared_api, lines=1, format="json")
     with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
         events = list(es.iter_sse())
     records = [decode_record(d) for e in events for d in e.data.split("\n") if d]
     assert len(records) == 1
-    assert records[0] == api.lines("demo")[-1]
+    assert records[0] == shared_api.lines("demo")[-1]
 
 
 @pytest.mark.parametrize(
@@ -199,36 +219,42 @@ def test_json_records_carry_every_field(api: Running) -> None:
         ({"format": "xml"}, "format"),
     ],
 )
-def test_bad_session_requests(api: Running, body: dict[str, Any], message: str) -> None:
-    response = httpx.post(f"{api.url}/apps/demo/log-sessions", json=body, headers=AUTH)
+def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message: str) -> None:
+    response = httpx.post(f"{shared_api.url}/apps/demo/log-sessions", json=body, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
     assert message in response.json()["message"]
 
 
-def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(api: Running) -> None:
+def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(
+    shared_api: Running,
+) -> None:
     """As from Logplex, which gives at most 1,500 lines without an error: scripts written
     for Heroku run `heroku logs -n 5000`. herolog's own client (format json) is told."""
-    lines = read_text(session(api, lines=1501))
+    lines = read_text(session(shared_api, lines=1501))
     assert len(lines) == 6
     assert lines[-1].endswith("app[web.1]: ERROR: boom")
 
 
-def test_bad_json_body(api: Running) -> None:
+def test_bad_json_body(shared_api: Running) -> None:
     sent = {**AUTH, "Content-Type": "application/json"}
-    response = httpx.post(f"{api.url}/apps/demo/log-sessions", content=b"{", headers=sent)
+    response = httpx.post(f"{shared_api.url}/apps/demo/log-sessions", content=b"{", headers=sent)
     assert response.status_code == 400
     assert response.json()["id"] == "bad_request"
 
 
-def test_session_for_unknown_app(api: Running) -> None:
-    response = httpx.post(f"{api.url}/apps/nope/log-sessions", json={}, headers=AUTH)
+def test_session_for_unknown_app(shared_api: Running) -> None:
+    response = httpx.post(f"{shared_api.url}/apps/nope/log-sessions", json={}, headers=AUTH)
     assert response.status_code == 404
 
 
-def test_session_url_honours_host_and_public_url(api: Running, make_server: ServerFactory) -> None:
+def test_session_url_honours_host_and_public_url(
+    shared_api: Running, make_server: ServerFactory
+) -> None:
     response = httpx.post(
-        f"{api.url}/apps/demo/log-sessions", json={}, headers={**AUTH, "Host": "logs.example:8514"}
+        f"{shared_api.url}/apps/demo/log-sessions",
+        json={},
+        headers={**AUTH, "Host": "logs.example:8514"},
     )
     assert response.json()["logplex_url"].startswith("http://logs.example:8514/sessions/")
     public = make_server(public_url="https://logs.example.com/")
@@ -237,8 +263,8 @@ def test_session_url_honours_host_and_public_url(api: Running, make_server: Serv
     assert url.startswith("https://logs.example.com/sessions/")
 
 
-def test_session_url_needs_its_secret_and_is_single_use(api: Running) -> None:
-    url = session(api, lines=1)
+def test_session_url_needs_its_secret_and_is_single_use(shared_api: Running) -> None:
+    url = session(shared_api, lines=1)
     wrong = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
     assert httpx.get(wrong).status_code == 404
     assert httpx.get(url.split("?")[0]).status_code == 404
@@ -526,11 +552,11 @@ def test_a_drain_brings_its_app_into_being(api: Running) -> None:
         "",
     ],
 )
-def test_bad_drain_urls_are_422(api: Running, url: str) -> None:
-    response = httpx.post(f"{api.url}/apps/demo/log-drains", json={"url": url}, headers=AUTH)
+def test_bad_drain_urls_are_422(shared_api: Running, url: str) -> None:
+    response = httpx.post(f"{shared_api.url}/apps/demo/log-drains", json={"url": url}, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
-    assert httpx.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+    assert httpx.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
 
 
 @pytest.mark.parametrize(
@@ -688,22 +714,24 @@ def test_browsers_cannot_drive_a_keyless_api(
         (b'{"source": "\\udc80"}', 400),
     ],
 )
-def test_odd_json_is_a_clean_error(api: Running, body: bytes, status: int) -> None:
+def test_odd_json_is_a_clean_error(shared_api: Running, body: bytes, status: int) -> None:
     for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
         response = httpx.post(
-            api.url + path, content=body, headers={**AUTH, "Content-Type": "application/json"}
+            shared_api.url + path,
+            content=body,
+            headers={**AUTH, "Content-Type": "application/json"},
         )
         assert response.status_code == status
         assert response.json()["id"] == "bad_request"
 
 
-def test_odd_session_requests(api: Running) -> None:
-    url = session(api, lines=1)
+def test_odd_session_requests(shared_api: Running) -> None:
+    url = session(shared_api, lines=1)
     # Not an id SQLite can hold: ignored, the history comes, no error.
     assert read_text(url, **{"Last-Event-ID": "9" * 30}) == [
         "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
     ]
-    url = session(api, lines=1, tail=True)
+    url = session(shared_api, lines=1, tail=True)
     base, _, _ = url.partition("?")
     assert httpx.get(base + "?sig=%C3%A9").status_code == 404
 
