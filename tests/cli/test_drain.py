@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 
 import pytest
 
+from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import open_store
 from tests.helpers import invoke
 from tests.server.conftest import ServerFactory
@@ -27,6 +30,25 @@ def where(request: pytest.FixtureRequest, make_server: ServerFactory) -> dict[st
         return {}
     running = make_server(api_key=KEY)
     return {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module's tests whose commands are all refused."""
+    path = tmp_path_factory.mktemp("drains") / "logs.db"
+    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=io.StringIO())
+    stop = run_in_thread(server)
+    yield f"http://127.0.0.1:{server.http_port}"
+    stop()
+
+
+@pytest.fixture(params=["local", "server"])
+def where_refused(request: pytest.FixtureRequest) -> dict[str, str]:
+    """As ``where``, for a test whose commands are all refused: they register nothing, so
+    on a server they share one (a server of their own cost each half a second)."""
+    if request.param == "local":
+        return {}
+    return {"HEROLOG_URL": request.getfixturevalue("shared_server"), "HEROLOG_API_KEY": KEY}
 
 
 def test_add_list_remove(where: dict[str, str]) -> None:
@@ -93,9 +115,9 @@ def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> N
     ],
 )
 def test_a_url_too_broken_to_split_is_refused_without_its_password(
-    where: dict[str, str], url: str
+    where_refused: dict[str, str], url: str
 ) -> None:
-    code, _, err = run("drain", "add", url, "-a", "demo", env=where)
+    code, _, err = run("drain", "add", url, "-a", "demo", env=where_refused)
     assert code == 2
     assert "S3CRET" not in err
     assert "***@logs.example.com" in err
@@ -142,14 +164,14 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
     ids=["ftp", "no-host", "syslog-path", "syslog-port", "not-url", "port-0", "tls-port-0", "huge"],
 )
 def test_bad_urls_exit_2_and_register_nothing(
-    where: dict[str, str], url: str, message: str
+    where_refused: dict[str, str], url: str, message: str
 ) -> None:
-    code, out, err = run("drain", "add", url, "-a", "demo", env=where)
+    code, out, err = run("drain", "add", url, "-a", "demo", env=where_refused)
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1
     assert message in err
-    assert json.loads(run("drain", "list", "--json", env=where)[1]) == []
+    assert json.loads(run("drain", "list", "--json", env=where_refused)[1]) == []
 
 
 def test_removing_what_is_not_there(where: dict[str, str]) -> None:
@@ -179,22 +201,24 @@ def test_server_errors_are_one_line(make_server: ServerFactory) -> None:
 
 
 @pytest.mark.parametrize("app", ["../etc", "a b", "", "\udcff"])
-def test_bad_app_names_exit_2(where: dict[str, str], app: str) -> None:
+def test_bad_app_names_exit_2(where_refused: dict[str, str], app: str) -> None:
     for args in (["add", "https://a.example/x"], ["remove", "d.x"], ["list"]):
-        code, _, err = run("drain", *args, "-a", app, env=where)
+        code, _, err = run("drain", *args, "-a", app, env=where_refused)
         assert code == 2, args
         assert "not an app name" in err
         assert "Traceback" not in err
 
 
-def test_errors_do_not_show_secrets(where: dict[str, str]) -> None:
+def test_errors_do_not_show_secrets(where_refused: dict[str, str]) -> None:
     code, _, err = run(
-        "drain", "add", "syslog://u:s3cret@h.example:514/path?token=T0KEN", env=where
+        "drain", "add", "syslog://u:s3cret@h.example:514/path?token=T0KEN", env=where_refused
     )
     assert code == 2
     assert "s3cret" not in err
     assert "T0KEN" not in err
-    code, _, err = run("drain", "remove", "http://[oops?api_key=SECRET", "-a", "demo", env=where)
+    code, _, err = run(
+        "drain", "remove", "http://[oops?api_key=SECRET", "-a", "demo", env=where_refused
+    )
     assert code == 1
     assert "SECRET" not in err
     assert "Traceback" not in err
