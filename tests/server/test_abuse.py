@@ -778,10 +778,20 @@ def listen_backlog_fill(port: int, attempts: int) -> int:
         pending.append(sock)
     try:
         # The kernel completes the handshakes the backlog has room for at once; the rest
-        # wait for SYN retransmissions that will not be answered either.
-        time.sleep(1)
-        _, writable, _ = select.select([], pending, [], 0)
-        return sum(1 for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        # wait for SYN retransmissions (the first after a second) that will not be
+        # answered either. So: those done within the second, looked at until all are.
+        deadline = time.monotonic() + 1
+        done: set[socket.socket] = set()
+        failed: set[socket.socket] = set()
+        while True:
+            waiting = [s for s in pending if s not in done and s not in failed]
+            _, writable, _ = select.select([], waiting, [], 0)
+            for sock in writable:  # SO_ERROR is read once: reading clears it
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                (done if error == 0 else failed).add(sock)
+            if len(done) == attempts or time.monotonic() >= deadline:
+                return len(done)
+            time.sleep(0.01)
     finally:
         for sock in pending:
             sock.close()
