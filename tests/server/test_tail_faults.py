@@ -131,6 +131,9 @@ def test_a_reader_that_stops_reading_holds_up_nobody_and_is_told_what_it_lost(
             body = frame(format_syslog(line(f"n{i} {padding}")) for i in range(start, start + 100))
             assert running.post("demo", body).status_code == 204
             most = max(most, *(len(s.buffer) for s in subscribers(running)))
+            # The fast reader keeps up (its buffer holds 100 lines too): the next 100 once it
+            # has these, however quickly they are posted.
+            fast.wait_for(start + 100)
         assert most <= 100  # what waits for the slow reader is bounded by its buffer
         assert httpx.get(f"{running.url}/healthz").status_code == 200
         got = fast.wait_for(count, timeout=60)
@@ -209,12 +212,23 @@ def test_a_stale_last_event_id_resumes_from_the_oldest_line_kept(
     url = session(running, lines=1, tail=True)
     first = Tail(url)
     first.wait_for(1)
+    wait_for(lambda: any(s.live for s in subscribers(running)))  # after its history
+    earlier = subscribers(running)  # the first tail's: the server may not see it go at once
     first.close()
     # Another tail keeps the server handing lines out, so the store trims what it has.
     other = Tail(session(running, lines=0, tail=True))
     try:
+        # Its tail starts where the store is when it goes live (lines=0): posted before
+        # then, lines are not its own, and it would wait for 100 in vain.
+        wait_for(lambda: any(s.live for s in subscribers(running) if s not in earlier))
+        broadcaster = running.server.app.broadcaster
         for i in range(0, 100, 10):
             post(running, "demo", [line(f"m{j}") for j in range(i, i + 10)])
+            if i == 40:
+                # A line is trimmed as others are added only once the server's trim hold
+                # (renewed every HOLD_EVERY_S) says it was handed out: let it cover m0-m49.
+                newest = running.lines("demo")[-1].id
+                wait_for(lambda n=newest: (broadcaster._holding or 0) >= n)
         other.wait_for(100)
     finally:
         other.close()
