@@ -6,12 +6,14 @@ CLI colours nothing when its stdout is not a terminal, and neither does herolog)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,41 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
+from herolog.server import ServeConfig, Server, run_in_thread
 from tests.server.conftest import Running, ServerFactory
 
 KEY = "interop-key"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
 
 
-@pytest.fixture
-def server(make_server: ServerFactory) -> Running:
-    running = make_server(api_key=KEY)
-    result = CliRunner().invoke(cli, ["import", str(EXAMPLE), "-a", "demo"])
+def import_example(running: Running) -> Running:
+    """The example's lines as app demo, in ``running``'s store."""
+    result = CliRunner().invoke(cli, ["import", str(EXAMPLE), "-a", "demo"], env=home(running))
     assert result.exit_code == 0, result.output
     return running
+
+
+def home(running: Running) -> dict[str, str]:
+    """The environment of a local herolog command using ``running``'s store."""
+    return {"HEROLOG_HOME": str(running.server.config.store_path.parent)}
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> Running:
+    """A server with the example imported, for a test that changes it."""
+    return import_example(make_server(api_key=KEY))
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The same, one for the module's tests that only read from it (they add no lines or
+    drains): a server of their own cost each of them more than half a second."""
+    log = io.StringIO()
+    path = tmp_path_factory.mktemp("interop") / "logs.db"
+    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
+    stop = run_in_thread(server)
+    yield import_example(Running(server, log))
+    stop()
 
 
 def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:
@@ -51,8 +76,8 @@ def heroku(heroku_cli: Path, env: dict[str, str], *args: str) -> subprocess.Comp
     )
 
 
-def herolog_logs(*args: str) -> list[str]:
-    result = CliRunner().invoke(cli, ["logs", *args])
+def herolog_logs(server: Running, *args: str) -> list[str]:
+    result = CliRunner().invoke(cli, ["logs", *args], env=home(server))
     assert result.exit_code == 0, result.output
     return result.stdout.splitlines()
 
@@ -69,22 +94,24 @@ def herolog_logs(*args: str) -> list[str]:
     ],
 )
 def test_heroku_logs_prints_what_herolog_logs_prints(
-    heroku_cli: Path, server: Running, tmp_path: Path, args: list[str]
+    heroku_cli: Path, shared_server: Running, tmp_path: Path, args: list[str]
 ) -> None:
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "demo", *args)
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", "demo", *args)
     assert result.returncode == 0, result.stderr
-    expected = herolog_logs("-a", "demo", *args)
+    expected = herolog_logs(shared_server, "-a", "demo", *args)
     assert expected, "the example should have matching lines"
     assert result.stdout.splitlines() == expected
 
 
 def test_heroku_logs_n_over_the_history_prints_the_whole_history(
-    heroku_cli: Path, server: Running, tmp_path: Path
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
     """As on Heroku, where -n 5000 gives the 1,500 lines Logplex keeps."""
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "demo", "-n", "5000")
+    result = heroku(
+        heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", "demo", "-n", "5000"
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == herolog_logs("-a", "demo", "-n", "1500")
+    assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "1500")
 
 
 def test_heroku_logs_and_drains_take_the_apps_id(
@@ -122,7 +149,7 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
     reader.start()
     try:
         first = lines.get(timeout=60)
-        assert [first] == herolog_logs("-a", "demo", "-n", "1", "-d", "web")
+        assert [first] == herolog_logs(server, "-a", "demo", "-n", "1", "-d", "web")
         frames = [
             b"<190>1 2026-11-21T10:00:00.000001+00:00 host app web.1 - posted after the tail began\n",
             b"<190>1 2026-11-21T10:00:00.000002+00:00 host app worker.1 - not for -d web\n",
@@ -131,7 +158,7 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         body = b"".join(b"%d %s" % (len(f), f) for f in frames)
         assert server.post("demo", body).status_code == 204
         got = [lines.get(timeout=30), lines.get(timeout=30)]
-        assert got == herolog_logs("-a", "demo", "-n", "2", "-d", "web")
+        assert got == herolog_logs(server, "-a", "demo", "-n", "2", "-d", "web")
         assert got[0].endswith("app[web.1]: posted after the tail began")
         time.sleep(0.5)
         assert lines.empty()
@@ -169,8 +196,10 @@ def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> Non
     assert "Url has already been taken" in refused.stderr
 
 
-def test_wrong_key_is_a_clean_error(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
-    result = heroku(heroku_cli, cli_env(server, tmp_path, key="wrong"), "logs", "-a", "demo")
+def test_wrong_key_is_a_clean_error(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
+) -> None:
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path, key="wrong"), "logs", "-a", "demo")
     assert result.returncode != 0
     assert result.stdout == ""
     assert "Error" in result.stderr
@@ -178,8 +207,10 @@ def test_wrong_key_is_a_clean_error(heroku_cli: Path, server: Running, tmp_path:
     assert "    at " not in result.stderr  # no JavaScript stack trace
 
 
-def test_unknown_app_is_a_clean_error(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "nope")
+def test_unknown_app_is_a_clean_error(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
+) -> None:
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", "nope")
     assert result.returncode != 0
     assert "Couldn't find that app." in result.stderr
     assert "    at " not in result.stderr
