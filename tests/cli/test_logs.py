@@ -523,7 +523,10 @@ def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
     child = Child("logs", "--tail", stdout=follower)
     os.close(follower)
     try:
-        time.sleep(1.0)
+        # Its first words, on stderr: once they are there, it waits for the store. (Looked
+        # for without reading them: they are read with the rest when it stops.)
+        assert child.proc.stderr is not None
+        assert select.select([child.proc.stderr], [], [], 15)[0], "no waiting message"
         fill(open_store(), "demo", ["coloured"], source="heroku", dyno="router")
         data = b""
         deadline = time.monotonic() + 10
