@@ -122,7 +122,7 @@ def test_heroku_logs_and_drains_take_the_apps_id(
     app_id = drains_module.app_id("demo")
     result = heroku(heroku_cli, env, "logs", "-a", app_id, "-n", "5")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == herolog_logs("-a", "demo", "-n", "5")
+    assert result.stdout.splitlines() == herolog_logs(server, "-a", "demo", "-n", "5")
     added = heroku(heroku_cli, env, "drains:add", "https://logs.example.com/x", "-a", app_id)
     assert added.returncode == 0, added.stderr
     listed = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
