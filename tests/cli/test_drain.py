@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 
 import pytest
 
-from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import open_store
 from tests.helpers import invoke
-from tests.server.conftest import ServerFactory
+from tests.server.conftest import ServerFactory, running_server
 
 KEY = "drain-key"
 SECRET_URL = (
@@ -35,11 +33,8 @@ def where(request: pytest.FixtureRequest, make_server: ServerFactory) -> dict[st
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server for the module's tests whose commands are all refused."""
-    path = tmp_path_factory.mktemp("drains") / "logs.db"
-    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=io.StringIO())
-    stop = run_in_thread(server)
-    yield f"http://127.0.0.1:{server.http_port}"
-    stop()
+    with running_server(tmp_path_factory.mktemp("drains") / "logs.db", api_key=KEY) as running:
+        yield running.url
 
 
 @pytest.fixture(params=["local", "server"])

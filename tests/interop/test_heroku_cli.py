@@ -6,7 +6,6 @@ CLI colours nothing when its stdout is not a terminal, and neither does herolog)
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import queue
@@ -21,8 +20,7 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
-from herolog.server import ServeConfig, Server, run_in_thread
-from tests.server.conftest import Running, ServerFactory
+from tests.server.conftest import Running, ServerFactory, running_server
 
 KEY = "interop-key"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -50,12 +48,8 @@ def server(make_server: ServerFactory) -> Running:
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The same, one for the module's tests that only read from it (they add no lines or
     drains): a server of their own cost each of them more than half a second."""
-    log = io.StringIO()
-    path = tmp_path_factory.mktemp("interop") / "logs.db"
-    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
-    stop = run_in_thread(server)
-    yield import_example(Running(server, log))
-    stop()
+    with running_server(tmp_path_factory.mktemp("interop") / "logs.db", api_key=KEY) as running:
+        yield import_example(running)
 
 
 def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:

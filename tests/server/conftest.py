@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import ssl
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ def make_server(herolog_home: Path) -> Iterator[ServerFactory]:
 
     yield make
     for stop in stops:
+        stop()
+
+
+@contextmanager
+def running_server(store_path: Path, **options: Any) -> Iterator[Running]:
+    """A server on a free port, in a thread, for as long as the block: for fixtures of
+    module scope, whose tests share one (each of their own costs half a second)."""
+    config = replace(ServeConfig(store_path=store_path, port=0), **options)
+    log = io.StringIO()
+    server = Server(config, log=log)
+    stop = run_in_thread(server)
+    try:
+        yield Running(server, log)
+    finally:
         stop()
 
 

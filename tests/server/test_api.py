@@ -21,7 +21,7 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import AppInfo, SQLiteStore
 from tests.helpers import line
 from tests.helpers import store_lines as append_lines
-from tests.server.conftest import Running, ServerFactory
+from tests.server.conftest import Running, ServerFactory, running_server
 
 KEY = "k3y-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -64,12 +64,8 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The same as ``api``, one for the module's tests that change nothing on it (no lines,
     drains, apps or settings; each session they open is their own): a server of their own
     cost each of them half a second to start and stop."""
-    log = io.StringIO()
-    path = tmp_path_factory.mktemp("api") / "logs.db"
-    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
-    stop = run_in_thread(server)
-    yield store_demo(Running(server, log))
-    stop()
+    with running_server(tmp_path_factory.mktemp("api") / "logs.db", api_key=KEY) as running:
+        yield store_demo(running)
 
 
 def session(running: Running, app: str | None = "demo", **body: Any) -> str:
@@ -411,7 +407,6 @@ def test_keepalive_comments(make_server: ServerFactory) -> None:
 def test_stopping_the_server_ends_tail_streams(
     make_server: ServerFactory, herolog_home: Any
 ) -> None:
-    from herolog.server import ServeConfig, Server, run_in_thread
 
     server = Server(
         ServeConfig(store_path=herolog_home / "logs.db", port=0), log=__import__("io").StringIO()
@@ -657,9 +652,6 @@ def test_resuming_from_an_older_id_sends_each_events_own_id(api: Running) -> Non
 def test_stopping_with_a_reader_that_does_not_read(
     make_server: ServerFactory, herolog_home: Any
 ) -> None:
-    import io
-
-    from herolog.server import ServeConfig, Server, run_in_thread
 
     server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=io.StringIO())
     stop = run_in_thread(server, timeout=15)

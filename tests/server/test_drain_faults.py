@@ -15,7 +15,7 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -319,11 +319,8 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
     report names the drain with its secrets masked."""
     dead = HTTPSink(then=503, reply=b"no, SEKRET-PW\n")
     try:
-        config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
-        log = io.StringIO()
-        server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
-        stop = run_in_thread(server)
-        running = Running(server, log)
+        running, stop = small_buffers(herolog_home)
+        log = running.log
         token = add_drain(running, "demo", dead.url("/in", "u:SEKRET-PW", "token=T0KEN"))
         sent = send(running, "demo", 1, 5)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
@@ -348,6 +345,23 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
         dead.close()
 
 
+def small_buffers(home: Path) -> tuple[Running, Callable[[], None]]:
+    """A server whose drains hold 10 lines and give up quickly, and what stops it."""
+    config = ServeConfig(store_path=home / "logs.db", port=0)
+    log = io.StringIO()
+    server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
+    stop = run_in_thread(server)
+    return Running(server, log), stop
+
+
+def stop_soon(stop: Callable[[], None]) -> None:
+    """Stop the server, no slower than its drains' flush allows."""
+    started = time.monotonic()
+    stop()
+    took = time.monotonic() - started
+    assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+
+
 def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
     herolog_home: Path,
 ) -> None:
@@ -358,11 +372,8 @@ def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
     dead = HTTPSink(then=503)
     healthy = HTTPSink()
     try:
-        config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
-        log = io.StringIO()
-        server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
-        stop = run_in_thread(server)
-        running = Running(server, log)
+        running, stop = small_buffers(herolog_home)
+        log = running.log
         overflowing = add_drain(running, "demo", dead.url())
         fine = add_drain(running, "demo", healthy.url())
         # A syslog drain nobody listens on, given fewer lines than its buffer holds.
@@ -376,10 +387,7 @@ def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
         wait_until(lambda: len(healthy.delivered_lines()) == len(sent), what="the healthy drain")
         assert history_l10(running, "demo") == history_l10(running, "quiet") == []
         before = datetime.now(UTC).replace(microsecond=0)
-        started = time.monotonic()
-        stop()
-        took = time.monotonic() - started
-        assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+        stop_soon(stop)
 
         def books(token: str) -> tuple[int, int]:
             state = saved(running, token)
@@ -422,11 +430,8 @@ def test_a_store_that_refuses_the_shutdown_l10_neither_holds_up_nor_breaks_the_s
     cleanly as ever."""
     dead = HTTPSink(then=503)
     try:
-        config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
-        log = io.StringIO()
-        server = Server(replace(config, drain_timing=QUICK, drain_buffer=10), log=log)
-        stop = run_in_thread(server)
-        running = Running(server, log)
+        running, stop = small_buffers(herolog_home)
+        server, log = running.server, running.log
         token = add_drain(running, "demo", dead.url())
         sent = send(running, "demo", 3, 10)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
@@ -435,10 +440,7 @@ def test_a_store_that_refuses_the_shutdown_l10_neither_holds_up_nor_breaks_the_s
         resource.prlimit(
             the_writer(herolog_home / "logs.db"), resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY)
         )
-        started = time.monotonic()
-        stop()
-        took = time.monotonic() - started
-        assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+        stop_soon(stop)
         state = saved(running, token)
         assert (state.delivered, state.dropped) == (0, len(sent))
         assert history_l10(running, "demo") == []

@@ -19,7 +19,7 @@ import pytest
 
 from herolog.server import ServeConfig, Server, run_in_thread
 from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
-from tests.server.conftest import Running, ServerFactory
+from tests.server.conftest import Running, ServerFactory, running_server
 
 KEY = "remote-key"
 
@@ -46,11 +46,8 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         line("ERROR: failed", dyno="webby.1", second=5),
     )
     fill(path, "other", line("from other", second=6))
-    log = io.StringIO()
-    server = Server(ServeConfig(store_path=path, port=0, api_key=KEY), log=log)
-    stop = run_in_thread(server)
-    yield Running(server, log)
-    stop()
+    with running_server(path, api_key=KEY) as running:
+        yield running
 
 
 def home(running: Running) -> dict[str, str]:
