@@ -17,6 +17,7 @@ socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import socket
 import struct
@@ -225,11 +226,8 @@ class Writer:
         reason = f"the store writer exited with status {status}"
         delay = 0.1
         while not self._stopping:
-            print(
-                f"herolog serve: {reason}; restarting it",
-                file=sys.stderr,
-                flush=True,
-            )
+            with contextlib.suppress(OSError, ValueError):  # a stderr nobody reads any more
+                print(f"herolog serve: {reason}; restarting it", file=sys.stderr, flush=True)
             if self._channel is not None:
                 self._channel.close()
             try:

@@ -619,6 +619,23 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
     assert "old" not in frame_ids(path)  # the prune after the space came back did it
 
 
+def test_a_writer_whose_stderr_is_closed_goes_on_storing(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    """Serve's stderr may be a pipe whose reader has gone (``herolog serve 2>&1 | head``):
+    what the writer has to say then (a full disk) must not end it."""
+    writer = writer_process(herolog_home / "logs.db")
+    assert writer.receive()[0] == "ready"
+    assert writer.proc.stderr is not None
+    writer.proc.stderr.close()  # its next line to stderr meets EPIPE
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    assert writer.store(1, "refused")[0] == "error"  # and the writer says so, to nobody
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    assert writer.store(2, "stored") == ("ok", (3, 3))  # and again, to nobody
+    writer.sock.close()
+    assert writer.proc.wait(timeout=60) == 0
+
+
 def test_a_writer_whose_serve_died_before_it_was_ready_exits_quietly(
     herolog_home: Path, writer_process: Callable[..., WriterProcess]
 ) -> None:
