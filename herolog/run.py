@@ -24,15 +24,15 @@ from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
+"""After the command exits, how long to keep reading output that is still on its way. A
+background process it started may hold the pipes open for much longer; like a dyno, the
+run ends with its command."""
 MAX_LINE = 10_000
 """A longer line is stored in pieces of at most this many bytes, as Heroku splits them."""
 MAX_WAITING = 10_000
 """Lines waiting for the store, at most: past that, reading the command's output waits,
 and so does the command (as with any pipe), instead of herolog's memory growing."""
 READ_SIZE = 1 << 16
-"""After the command exits, how long to keep reading output that is still on its way. A
-background process it started may hold the pipes open for much longer; like a dyno, the
-run ends with its command."""
 APP_PRI = 190  # local7.info: what Heroku gives app output
 APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
 PLATFORM_PRI = 45  # syslog.notice, the dyno manager's
