@@ -100,14 +100,15 @@ def show_logs(
     app = request.wanted.app
     if store is not None:
         lines, last_id = store.last(request.wanted, num)
-        if not lines and app is not None and store.app(app) is None:
+        if not lines and app is not None:
             from herolog.drains import find_app
 
-            if (info := find_app(store, app)) is not None:  # the app's id, as Heroku takes it
+            info = find_app(store, app)
+            if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
                 lines, last_id = store.last(request.wanted, num)
-            elif not request.tail:
-                known = [info.name for info in store.apps()]
+            elif info is None and not request.tail:
+                known = [known.name for known in store.apps()]
                 store.close()
                 raise UnknownApp(path, app, known)
         renderer.write(lines)
