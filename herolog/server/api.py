@@ -24,13 +24,7 @@ from herolog.logs import default_num
 from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
-from herolog.store import (
-    DrainExists,
-    SQLiteStore,
-    StoreError,
-    using_store,
-    valid_app_name,
-)
+from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
 
 T = TypeVar("T")
 
@@ -284,10 +278,13 @@ class PlatformAPI:
 
     async def _list_drains(self, ref: str | None) -> list[dict[str, Any]]:
         def work(store: SQLiteStore) -> list[dict[str, Any]]:
-            info = None if ref is None else drains.find_app(store, ref)
-            if ref is not None and info is None:
-                raise _not_found("app")
-            return [drains.drain_object(drain) for drain in store.drains(info and info.name)]
+            name = None
+            if ref is not None:
+                info = drains.find_app(store, ref)
+                if info is None:
+                    raise _not_found("app")
+                name = info.name
+            return [drains.drain_object(drain) for drain in store.drains(name)]
 
         return await self._in_store(work)
 
@@ -302,11 +299,10 @@ class PlatformAPI:
 
         def work(store: SQLiteStore) -> dict[str, Any]:
             info = drains.find_app(store, ref)
-            if info is None and drains.looks_like_id(
-                ref
-            ):  # an id with a typo in it, as likely as not
+            # An id of no app has a typo in it, as likely as not; any other name that is no
+            # app's is a new app, which the drain brings into being.
+            if info is None and drains.looks_like_id(ref):
                 raise _not_found("app")
-            # Otherwise none: the drain brings an app of that name into being.
             try:
                 return drains.drain_object(store.add_drain(info.name if info else ref, url))
             except DrainExists:
