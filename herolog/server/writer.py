@@ -74,6 +74,13 @@ def plain_rows(lines: Sequence[LogLine]) -> list[tuple[Any, ...]]:
     return list(map(tuple, lines))
 
 
+def say(message: str) -> None:
+    """One line to serve's stderr, which the writer process shares: if its reader has gone
+    (``herolog serve 2>&1 | head``), storing goes on all the same."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+
+
 def pack(value: Any) -> bytes:
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(payload)) + payload
@@ -226,8 +233,7 @@ class Writer:
         reason = f"the store writer exited with status {status}"
         delay = 0.1
         while not self._stopping:
-            with contextlib.suppress(OSError, ValueError):  # a stderr nobody reads any more
-                print(f"herolog serve: {reason}; restarting it", file=sys.stderr, flush=True)
+            say(f"herolog serve: {reason}; restarting it")
             if self._channel is not None:
                 self._channel.close()
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from herolog.parser import FramingError, Received, parse_logplex
-from herolog.server.writer import HEADER, pack
+from herolog.server.writer import HEADER, pack, say
 from herolog.store import Batch, SQLiteStore, StoreError
 
 MAX_GROUP_JOBS = 2000
@@ -91,7 +91,7 @@ def _checkpoints(path: Path, stopped: threading.Event) -> None:
                 store.checkpoint()
             except sqlite3.Error as error:
                 if not failing:
-                    _say(f"herolog serve: checkpoint failed, retrying: {error}")
+                    say(f"herolog serve: checkpoint failed, retrying: {error}")
                 failing = True
             else:
                 failing = False
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
                     try:
                         store.restart_wal()
                     except sqlite3.Error as error:  # a reader held on too long: next time
-                        _say(f"herolog serve: WAL restart failed: {error}")
+                        say(f"herolog serve: WAL restart failed: {error}")
     except (BrokenPipeError, ConnectionResetError):
         pass  # serve went away
     finally:
@@ -190,7 +190,7 @@ def main(argv: list[str]) -> int:
         try:
             store.checkpoint()
         except sqlite3.Error as error:  # what is committed is safe in the WAL all the same
-            _say(f"herolog serve: final checkpoint failed: {error}")
+            say(f"herolog serve: final checkpoint failed: {error}")
         store.close()
     return 0
 
@@ -200,21 +200,14 @@ def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
     whether it is failing now."""
     error = next((value for _, status, value in results if status == "error"), None)
     if error is not None and not failing:
-        _say(
+        say(
             f"herolog serve: {error} (store {path}); drain POSTs get 503 so that they are"
             " retried, and syslog connections are closed, until it works again"
         )
     elif error is None and failing and any(status == "ok" for _, status, _ in results):
-        _say(f"herolog serve: storing works again (store {path})")
+        say(f"herolog serve: storing works again (store {path})")
         return False
     return failing or error is not None
-
-
-def _say(message: str) -> None:
-    """One line to serve's stderr, which the writer shares: if its reader has gone
-    (``herolog serve 2>&1 | head``), the writer goes on storing all the same."""
-    with contextlib.suppress(OSError, ValueError):
-        print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
