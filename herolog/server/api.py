@@ -22,7 +22,17 @@ from herolog import drains, timestamps
 from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import default_num
 from herolog.server.config import ServeConfig, is_loopback, url_host
-from herolog.server.http import HTTPError, Receive, Scope, Send, has_key, header, read_body
+from herolog.server.http import (
+    LOGPLEX_TYPE_BYTES,
+    HTTPError,
+    Receive,
+    Scope,
+    Send,
+    has_key,
+    header,
+    media_type,
+    read_body,
+)
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
 from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
 
@@ -36,7 +46,6 @@ _DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
 _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
 _API_PATHS = re.compile(r"/(?:apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
-_LOGPLEX_TYPE = b"application/logplex-1"
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
 
@@ -412,8 +421,7 @@ def _is_api_call(scope: Scope) -> bool:
     a wrong path gets the intake's plain-text 404, which says where drains post."""
     if not _API_PATHS.fullmatch(scope["path"]):
         return False
-    kind = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-    return kind != _LOGPLEX_TYPE
+    return media_type(header(scope, b"content-type")) != LOGPLEX_TYPE_BYTES
 
 
 def _allow(method: str, *allowed: str) -> None:
@@ -434,7 +442,7 @@ async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
     if not raw:
         return {}
     # Not a form a web page could post without asking first (CORS preflight).
-    kind = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    kind = media_type(header(scope, b"content-type"))
     if kind != _JSON and not kind.endswith(b"+json"):
         raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
     try:

@@ -19,6 +19,8 @@ from herolog.server.broadcast import Broadcaster
 from herolog.server.config import ServeConfig
 from herolog.server.forwarder import Forwarder
 from herolog.server.http import (
+    LOGPLEX_TYPE,
+    LOGPLEX_TYPE_BYTES,
     ClientGone,
     HTTPError,
     Receive,
@@ -28,6 +30,7 @@ from herolog.server.http import (
     body_too_large,
     has_key,
     header,
+    media_type,
     read_body,
     same_secret,
 )
@@ -35,8 +38,6 @@ from herolog.server.sessions import Sessions
 from herolog.server.writer import BadBody, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
-LOGPLEX_TYPE = "application/logplex-1"
-_LOGPLEX_TYPE = LOGPLEX_TYPE.encode()
 MAX_QUERY = 8 << 10
 """Longest drain URL query string: its parameters are attached to every line."""
 _INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
@@ -226,9 +227,9 @@ class HerologApp:
         headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
         self._check_intake_auth(headers.get(b"authorization"))
         content_type = headers.get(b"content-type", b"")
-        if content_type != _LOGPLEX_TYPE:
-            content_type = content_type.split(b";")[0].strip().lower()
-            if content_type != _LOGPLEX_TYPE:
+        if content_type != LOGPLEX_TYPE_BYTES:
+            content_type = media_type(content_type)
+            if content_type != LOGPLEX_TYPE_BYTES:
                 shown = content_type.decode("latin-1") or "none"
                 raise HTTPError(415, f"Content-Type must be {LOGPLEX_TYPE} (got {shown})")
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()

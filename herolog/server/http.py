@@ -27,6 +27,16 @@ class ClientGone(Exception):
     """The client disconnected before its request was complete."""
 
 
+LOGPLEX_TYPE = "application/logplex-1"
+"""What Heroku's HTTPS drains post."""
+LOGPLEX_TYPE_BYTES = LOGPLEX_TYPE.encode()
+
+
+def media_type(content_type: bytes | None) -> bytes:
+    """The media type of a Content-Type value, without its parameters, in lower case."""
+    return (content_type or b"").split(b";")[0].strip().lower()
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
