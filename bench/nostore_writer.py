@@ -9,8 +9,8 @@ import signal
 import socket
 import sys
 
-from herolog.server.writer_process import _Connection
 from herolog.store import DEFAULT_HISTORY
+from herolog.store_writer import _Connection
 
 
 def main(argv: list[str]) -> int:

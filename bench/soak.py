@@ -94,7 +94,7 @@ def open_files(pid: int) -> int:
 def writer_pid(serve: int) -> int:
     """The store writer process that ``serve`` started."""
     for child in Path(f"/proc/{serve}/task/{serve}/children").read_text().split():
-        if b"writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+        if b"herolog.store_writer" in Path(f"/proc/{child}/cmdline").read_bytes():
             return int(child)
     raise RuntimeError("serve has no store writer process")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from bench import result
 from bench.corpus import syslog_messages
 from bench.syslog_peers import TOKEN
+from herolog import store_writer
 from herolog.parser import FrameDecoder, LogLine, Received, frame
-from herolog.server import writer_process
 from herolog.server.writer import plain_rows
 from herolog.store import SQLiteStore
 
@@ -42,7 +42,7 @@ def store_all(parsed: list[list[LogLine]], lines: int, history: int) -> float:
         jobs = [(n, "lines", "bench", plain_rows(chunk)) for n, chunk in enumerate(parsed)]
         start = time.perf_counter()
         for first in range(0, len(jobs), GROUP):
-            writer_process._handle(store, jobs[first : first + GROUP])
+            store_writer._handle(store, jobs[first : first + GROUP])
         elapsed = time.perf_counter() - start
         stored = store.apps()[0].lines
         store.close()

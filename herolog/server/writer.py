@@ -17,10 +17,8 @@ socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import pickle
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -29,8 +27,8 @@ from typing import Any, NamedTuple, cast
 
 from herolog.parser import LogLine
 from herolog.store import StoreError
+from herolog.store_writer import HEADER, pack, say
 
-HEADER = struct.Struct("!I")
 HANDOFF_JOBS = 8
 """Jobs sent to the writer in one message at most. Clients answered by one commit send
 their next requests together, and serve reads them in one turn of its event loop; sent as
@@ -65,7 +63,8 @@ class Stored(NamedTuple):
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
 #   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
 #   (job_id, "error", message)
-# Only builtins cross the socket: the writer process runs as __main__.
+# Only builtins cross the socket: the writer process runs as __main__. The framing and
+# say() live in herolog.store_writer, which the writer process imports without the server.
 
 
 def plain_rows(lines: Sequence[LogLine]) -> list[tuple[Any, ...]]:
@@ -74,22 +73,10 @@ def plain_rows(lines: Sequence[LogLine]) -> list[tuple[Any, ...]]:
     return list(map(tuple, lines))
 
 
-def say(message: str) -> None:
-    """One line to serve's stderr, which the writer process shares: if its reader has gone
-    (``herolog serve 2>&1 | head``), storing goes on all the same."""
-    with contextlib.suppress(OSError, ValueError):
-        print(message, file=sys.stderr, flush=True)
-
-
-def pack(value: Any) -> bytes:
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(payload)) + payload
-
-
 class Writer:
     """The serve side: starts the writer process and hands it work (asyncio)."""
 
-    process_module = "herolog.server.writer_process"
+    process_module = "herolog.store_writer"
     """What the writer process runs (``python -m``), speaking the protocol above."""
 
     def __init__(self, path: Path, history: int | None = None) -> None:

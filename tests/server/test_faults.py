@@ -31,8 +31,8 @@ import httpx
 import pytest
 
 from herolog.filters import LineFilter
-from herolog.server.writer import HEADER, pack
 from herolog.store import SQLiteStore
+from herolog.store_writer import HEADER, pack
 from tests.helpers import herolog_env
 from tests.server.test_process import ServeProcess, batch, stored
 
@@ -57,7 +57,7 @@ def writers(store: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"herolog.server.writer_process" in argv and str(store).encode() in argv:
+        if b"herolog.store_writer" in argv and str(store).encode() in argv:
             found.append(int(entry.name))
     return found
 
@@ -531,7 +531,7 @@ class WriterProcess:
 
     def __init__(self, store: Path, setup: str = "") -> None:
         ours, theirs = socket.socketpair()
-        code = f"import sys, herolog.server.writer_process as w\n{setup}\nsys.exit(w.main(sys.argv[1:]))"
+        code = f"import sys, herolog.store_writer as w\n{setup}\nsys.exit(w.main(sys.argv[1:]))"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, str(theirs.fileno()), str(store)],
             pass_fds=[theirs.fileno()],

@@ -365,7 +365,7 @@ def test_checkpoints_go_on_after_a_failure(
 ) -> None:
     import threading
 
-    from herolog.server import writer_process
+    from herolog import store_writer
     from herolog.store import SQLiteStore
 
     SQLiteStore.open(herolog_home / "logs.db").close()
@@ -380,9 +380,9 @@ def test_checkpoints_go_on_after_a_failure(
             stopped.set()
 
     monkeypatch.setattr(SQLiteStore, "checkpoint", checkpoint)
-    monkeypatch.setattr(writer_process, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY_S", 0.01)
     thread = threading.Thread(
-        target=writer_process._checkpoints, args=(herolog_home / "logs.db", stopped)
+        target=store_writer._checkpoints, args=(herolog_home / "logs.db", stopped)
     )
     thread.start()
     thread.join(10)

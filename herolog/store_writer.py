@@ -1,6 +1,9 @@
 """The store writer process that ``herolog serve`` starts: see :mod:`herolog.server.writer`.
 
-python -m herolog.server.writer_process FD STORE [HISTORY]
+python -m herolog.store_writer FD STORE [HISTORY]
+
+Outside the server package, so that starting it (at every start of serve, and again after
+a crash) imports the parser and the store, not uvicorn and the app.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import select
 import signal
 import socket
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -18,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from herolog.parser import FramingError, Received, parse_logplex
-from herolog.server.writer import HEADER, pack, say
 from herolog.store import Batch, SQLiteStore, StoreError
 
 MAX_GROUP_JOBS = 2000
@@ -36,6 +39,21 @@ CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
 """Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
 RECV_BYTES = 1 << 20
+
+HEADER = struct.Struct("!I")
+"""Each message's length, before its pickle (both ways)."""
+
+
+def pack(value: Any) -> bytes:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+def say(message: str) -> None:
+    """One line to serve's stderr, which the writer process shares: if its reader has gone
+    (``herolog serve 2>&1 | head``), storing goes on all the same."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
 
 
 class _Connection:
@@ -143,7 +161,7 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
 
 
 def main(argv: list[str]) -> int:
-    """``python -m herolog.server.writer_process FD STORE [HISTORY]``, started by serve."""
+    """``python -m herolog.store_writer FD STORE [HISTORY]``, started by serve."""
     connection = _Connection(socket.socket(fileno=int(argv[0])))
     try:
         store = SQLiteStore.open(Path(argv[1]))
