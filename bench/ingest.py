@@ -2,10 +2,11 @@
 
     python -m bench.ingest [--seconds S] [--rounds R] [--syslog-lines N]
 
-HTTPS: wrk (one thread, keep-alive) posts the same Logplex bodies at concurrency 16 and 64
-to `herolog serve` and to bench.bare_app (uvicorn with the same settings, reading the body
-and answering 204: the ceiling of the Python HTTP stack on this machine), taking turns
-round by round; figures are medians of the rounds. 100-frame bodies give lines/s, 1-frame
+HTTPS: wrk (one thread, keep-alive) posts the same Logplex bodies, with Logplex's headers
+and a fresh Logplex-Frame-Id each time, at concurrency 16 and 64 to `herolog serve` and to
+bench.bare_app (uvicorn with the same settings, reading the body and answering 204: the
+ceiling of the Python HTTP stack on this machine), taking turns round by round; figures
+are medians of the rounds. 100-frame bodies give lines/s, 1-frame
 bodies requests/s. Every herolog figure counts only what `/stats` says was committed.
 
 With 1-frame bodies a third server takes its turn too: bench.pipeline_serve, herolog serve
@@ -36,7 +37,7 @@ import httpx
 
 from bench import result, tools
 from bench.corpus import bodies, syslog_messages
-from herolog.parser import frame
+from herolog.parser import Received, frame, parse_logplex
 
 
 def free_port() -> int:
@@ -72,13 +73,35 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> float:
     return float(m.group(1))
 
 
+_LOGPLEX_HEADERS = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/logplex-1"
+wrk.headers["Logplex-Msg-Count"] = "{frames}"
+wrk.headers["Logplex-Drain-Token"] = "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"
+wrk.headers["User-Agent"] = "Logplex/v72"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+local random = io.open("/dev/urandom", "rb")
+local prefix = random:read(12):gsub(".", function(c) return string.format("%02X", c:byte()) end)
+random:close()
+local sent = 0
+function request()
+  sent = sent + 1
+  wrk.headers["Logplex-Frame-Id"] = prefix .. string.format("%08X", sent)
+  return wrk.format()
+end
+"""
+"""What Logplex sends with each POST (reference/logplex.md), a fresh Frame-Id included: the
+intake looks each one up and remembers it in the batch's transaction. The id's random part
+is new in every wrk run (and thread), so no run's batches pass for another's retries."""
+
+
 def lua(body: Path, directory: Path) -> Path:
+    """A wrk script posting ``body`` as Logplex does."""
     script = directory / f"{body.stem}.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/logplex-1"\n'
-        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
+    frames = len(parse_logplex(body.read_bytes(), Received.at()))
+    script.write_text(_LOGPLEX_HEADERS.format(body=body, frames=frames))
     return script
 
 
