@@ -9,21 +9,31 @@ from typing import Any, Protocol
 
 # The regular expression parser's own tree (no stubs: private to re, stable since 3.11).
 _c: Any = importlib.import_module("re._constants")
-_parse: Any = importlib.import_module("re._parser").parse
+_parser: Any = importlib.import_module("re._parser")
+_compiler: Any = importlib.import_module("re._compiler")
+_parse: Any = _parser.parse
 
 
 def compile_pattern(text: str) -> re.Pattern[str]:
     """``text`` as a regular expression for ``--grep``/``--exclude``; re.error if it is not
-    one, or if it repeats a repetition (``(a+)+``, ``(\\w+\\s?)*``).
+    one, if it repeats a repetition (``(a+)+``, ``(\\w+\\s?)*``), or if it repeats a choice
+    between branches that can match the same text (``(a|aa)*``, ``(.|\\s)+``).
 
     Python's regular expressions backtrack: on a line that almost matches, such a pattern
     takes time exponential in the line's length, and nothing can interrupt it (not Ctrl-C,
     not a server's other requests, which wait behind it)."""
     pattern = re.compile(text)
-    if _nested_repeat(_parse(pattern.pattern, pattern.flags), inside_repeat=False):
+    tree = _parse(pattern.pattern, pattern.flags)
+    if _nested_repeat(tree, inside_repeat=False):
         raise re.error(
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
             " lines: repeat a character class instead, like [\\w.]+"
+        )
+    if _repeated_ambiguous_choice(tree, inside_repeat=False, flags=pattern.flags):
+        raise re.error(
+            "it repeats a choice whose branches can match the same text, like (a|aa)* or"
+            " (.|\\s)+, which can take exponential time on some lines: give the branches"
+            " different first characters, or use a character class, like [\\w\\s]+"
         )
     return pattern
 
@@ -49,6 +59,100 @@ def _nested_repeat(items: Any, *, inside_repeat: bool) -> bool:
         if any(_nested_repeat(part, inside_repeat=repeated) for part in parts):
             return True
     return False
+
+
+def _repeated_ambiguous_choice(items: Any, *, inside_repeat: bool, flags: int) -> bool:
+    """Whether an alternation that can repeat has two branches that may start alike, or a
+    branch that matches nothing (its place then goes to the next round of the repeat)."""
+    for op, arg in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            parts, repeated = [arg[2]], inside_repeat or arg[1] > 1
+        elif op is _c.POSSESSIVE_REPEAT:  # never backtracked into: only within one round
+            parts, repeated = [arg[2]], False
+        elif op is _c.ATOMIC_GROUP:
+            parts, repeated = [arg], False
+        elif op is _c.SUBPATTERN:
+            parts, repeated = [arg[3]], inside_repeat
+        elif op is _c.BRANCH:
+            parts, repeated = arg[1], inside_repeat
+            if inside_repeat and _ambiguous(arg[1], flags):
+                return True
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            parts, repeated = [arg[1]], inside_repeat
+        elif op is _c.GROUPREF_EXISTS:
+            parts, repeated = [x for x in arg[1:] if x is not None], inside_repeat
+        else:
+            continue
+        if any(
+            _repeated_ambiguous_choice(part, inside_repeat=repeated, flags=flags) for part in parts
+        ):
+            return True
+    return False
+
+
+def _ambiguous(branches: list[Any], flags: int) -> bool:
+    firsts = []
+    for branch in branches:
+        first, empty = _first(branch)
+        if empty:
+            return True
+        firsts.append(first)
+    return any(
+        _overlap(x, y, flags)
+        for i, one in enumerate(firsts)
+        for other in firsts[i + 1 :]
+        for x in one
+        for y in other
+    )
+
+
+_ANYTHING = (None, None)
+"""A first character that could be any character at all."""
+
+
+def _first(items: Any) -> tuple[list[tuple[Any, Any]], bool]:
+    """The parser items that can match the first character of what ``items`` matches, and
+    whether ``items`` can match the empty string."""
+    firsts: list[tuple[Any, Any]] = []
+    for op, arg in items:
+        if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY):
+            return [*firsts, (op, arg)], False
+        if op is _c.SUBPATTERN:
+            first, empty = _first(arg[3])
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+            first, empty = _first(arg[2])
+            empty = empty or arg[0] == 0
+        elif op is _c.ATOMIC_GROUP:
+            first, empty = _first(arg)
+        elif op is _c.BRANCH:
+            arms = [_first(branch) for branch in arg[1]]
+            first = [item for arm, _ in arms for item in arm]
+            empty = any(arm_empty for _, arm_empty in arms)
+        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            first, empty = [], True
+        else:  # a back-reference, a conditional group: anything, or nothing
+            first, empty = [_ANYTHING], True
+        firsts += first
+        if not empty:
+            return firsts, False
+    return firsts, True
+
+
+def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
+    """Whether two first items can match the same character (yes, when unsure)."""
+    if one[0] is not _c.LITERAL:
+        one, other = other, one
+    if one[0] is not _c.LITERAL:
+        return True  # two classes, or anything
+    if other[0] is _c.LITERAL:
+        a, b = chr(one[1]), chr(other[1])
+        return a == b or bool(flags & re.IGNORECASE and a.casefold() == b.casefold())
+    if other is _ANYTHING:
+        return True
+    state = _parser.State()
+    state.flags = flags
+    matcher = _compiler.compile(_parser.SubPattern(state, [other]), flags)
+    return matcher.match(chr(one[1])) is not None
 
 
 class FilteredLine(Protocol):

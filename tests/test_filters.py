@@ -91,6 +91,39 @@ def test_patterns_that_repeat_a_repetition_are_refused(text: str) -> None:
         compile_pattern(text)
 
 
-@pytest.mark.parametrize("text", FINE)
+SLOW_CHOICES = [
+    r"(a|a)*c",
+    r"(a|aa)*c",
+    r"(a|a?)+c",
+    r"(.|\s)*c",
+    r"(x|xy|y)*z",
+    r"(?:\d|\d\d)+x",
+    r"(a|a){1,40}c",
+    r"(?i)(ab|AB)+c",
+    r"(?:(?=a)a|a)+c",
+    r"((a|aa)c?)*d",
+    r"(?>(a|aa)*c)",
+    r"(ab|a)*c",
+]
+FINE_CHOICES = [
+    r"(foo|bar)+",
+    r"(POST|PUT)+",
+    r"(error|warn|info)+",
+    r"(\w|-)*c",
+    r"(a|ab)(c|bcd)*e",
+    r"(?>a|aa)*c",
+    r"(a|aa)*+c",
+    r"(ab?)*c",
+    r"(a|aa)c",
+]
+
+
+@pytest.mark.parametrize("text", SLOW_CHOICES)
+def test_patterns_that_repeat_a_choice_of_alike_branches_are_refused(text: str) -> None:
+    with pytest.raises(re.error, match="repeats a choice whose branches can match the same"):
+        compile_pattern(text)
+
+
+@pytest.mark.parametrize("text", FINE + FINE_CHOICES)
 def test_other_patterns_are_taken(text: str) -> None:
     assert compile_pattern(text).pattern == text
