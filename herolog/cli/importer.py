@@ -55,6 +55,13 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         if error.result.lines:
             message += f"; {imported_before(error.result)}"
         raise click.ClickException(message) from None
+    if not result.lines:
+        # Said plainly: "Imported 0 lines into demo", and then `logs -a demo` saying there
+        # is no such app, reads as if the lines had gone somewhere.
+        name = getattr(file, "name", "-")
+        source = "standard input" if name in ("-", "<stdin>") else name
+        click.echo(f"Nothing imported: {source} holds no log lines.", err=True)
+        return
     lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"
     click.echo(f"Imported {lines} into {app} ({result.format} format).", err=True)
     if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server

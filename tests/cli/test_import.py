@@ -47,6 +47,21 @@ def test_one_line_is_one_line() -> None:
     assert "Imported 1 line into demo (heroku format)." in err
 
 
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_an_input_without_lines_says_nothing_was_imported(content: bytes) -> None:
+    code, _, err = invoke("import", "-", "-a", "demo", input=content)
+    assert code == 0, err
+    assert err == "Nothing imported: standard input holds no log lines.\n"
+    assert "demo" not in [app.name for app in open_store().apps()]
+
+
+def test_an_empty_file_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    code, _, err = invoke("import", str(empty), "-a", "demo")
+    assert (code, err) == (0, f"Nothing imported: {empty} holds no log lines.\n")
+
+
 def test_continuation_lines_join_the_message_before_them() -> None:
     invoke("import", str(EXAMPLE), "-a", "demo")
     (traceback,) = [
