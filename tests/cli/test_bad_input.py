@@ -30,7 +30,10 @@ from tests.helpers import SERVE_POLL_S, fill, herolog_env
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command and group, by the words that call it: new commands are covered too."""
     found = [prefix] if prefix else []
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             found += leaf_commands(command, (*prefix, name))
         else:

@@ -559,6 +559,9 @@ def test_plain_logs_does_not_import_rich_httpx_or_server_code(demo: SQLiteStore)
     for heavy in ("rich", "httpx", "uvicorn", "starlette", "platformdirs", "herolog.server"):
         found = [name for name in imported if name == heavy or name.startswith(heavy + ".")]
         assert not found, f"{heavy} imported by plain `herolog logs`"
+    others = ("drain", "serve", "run", "importer", "store", "completion")
+    for module in [f"herolog.cli.{name}" for name in others] + ["herolog.completion"]:
+        assert module not in imported, f"{module} imported by plain `herolog logs`"
     assert len(proc.stdout.splitlines()) == 180
 
 
