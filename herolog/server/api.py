@@ -85,13 +85,17 @@ class PlatformAPI:
         """Answer the request if it is an API call; False if the path is not the API's.
 
         The API's paths are ``/apps``, ``/log-sessions``, ``/log-drains``, ``/sessions`` and
-        everything under them, but the intake's ``/apps/APP/logs`` (routed before this)."""
+        everything under them, but the intake's ``/apps/APP/logs`` (routed before this).
+
+        HEAD is answered wherever GET is, as GET is (RFC 9110): :class:`HerologApp` drops the
+        body, and a log session is not read (nor used up) by it."""
         path: str = scope["path"]
-        method: str = scope["method"]
+        head = scope["method"] == "HEAD"
+        method: str = "GET" if head else scope["method"]
         try:
             if m := _SESSION.fullmatch(path):
                 _allow(method, "GET")
-                await self._stream_session(m.group(1), scope, receive, send)
+                await self._stream_session(m.group(1), scope, receive, send, head=head)
                 return True
             if m := _LOG_SESSIONS.fullmatch(path):
                 _allow(method, "POST")
@@ -229,12 +233,25 @@ class PlatformAPI:
         return f"{scope.get('scheme', 'http')}://{where}"
 
     async def _stream_session(
-        self, session_id: str, scope: Scope, receive: Receive, send: Send
+        self, session_id: str, scope: Scope, receive: Receive, send: Send, *, head: bool
     ) -> None:
         secret = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sig", [""])[0]
         session = self.sessions.get(session_id, secret)
         if session is None or (session.used and not session.tail):
             raise APIError(404, "not_found", "This log session does not exist or has expired.")
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
+            ],
+        }
+        if head:  # what a GET would get, but the session is neither read nor used up
+            await send(start)
+            await send({"type": "http.response.body", "body": b""})
+            return
         # Now, before any await: a second request for a one-off session is a 404 (a tail's
         # is a reader taking it over).
         session.used = True
@@ -242,17 +259,7 @@ class PlatformAPI:
         given = (header(scope, b"last-event-id") or b"").strip()
         if given.isdigit() and int(given) < 1 << 63:
             last_event_id = int(given)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-                ],
-            }
-        )
+        await send(start)
         reader = Reader()
 
         async def write(data: bytes) -> None:
@@ -425,12 +432,15 @@ def _is_api_call(scope: Scope) -> bool:
 
 
 def _allow(method: str, *allowed: str) -> None:
+    """405 unless ``method`` is one of ``allowed``; HEAD goes wherever GET does."""
     if method not in allowed:
+        methods = sorted({*allowed, "HEAD"} if "GET" in allowed else allowed)
+        listed = f"{', '.join(methods[:-1])} or {methods[-1]}" if len(methods) > 1 else methods[0]
         raise APIError(
             405,
             "method_not_allowed",
-            f"Use {' or '.join(allowed)}.",
-            [(b"allow", ", ".join(allowed).encode())],  # RFC 9110: a 405 must list them
+            f"Use {listed}.",
+            [(b"allow", ", ".join(methods).encode())],  # RFC 9110: a 405 must list them
         )
 
 

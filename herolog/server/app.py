@@ -30,6 +30,7 @@ from herolog.server.http import (
     body_too_large,
     has_key,
     header,
+    headers_only,
     media_type,
     read_body,
     same_secret,
@@ -127,6 +128,8 @@ class HerologApp:
             return
         if scope["type"] != "http":
             return
+        if scope["method"] == "HEAD":  # answered as GET is, without the body
+            send = headers_only(send)
         # Time limits on the request's arrival are the HTTP protocol's (server/protocol.py).
         try:
             await self._route(scope, receive, send)
@@ -170,8 +173,8 @@ class HerologApp:
                 return self._healthy_again(send)
             return self._respond(send, 200, "ok")
         if path == "/stats":
-            if method != "GET":
-                raise HTTPError(405, "use GET", [(b"allow", b"GET")])
+            if method not in ("GET", "HEAD"):
+                raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
             self._check_api_access(scope)
             body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
             return self._respond(send, 200, body, content_type=b"application/json")

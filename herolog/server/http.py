@@ -37,6 +37,19 @@ def media_type(content_type: bytes | None) -> bytes:
     return (content_type or b"").split(b";")[0].strip().lower()
 
 
+def headers_only(send: Send) -> Send:
+    """``send`` for a HEAD request: the answer GET would get, status and headers (its
+    Content-Length too), without the body (RFC 9110 section 9.3.2). uvicorn drops a HEAD
+    answer's body as well, but the app does not lean on its server for it."""
+
+    async def send_headers(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:

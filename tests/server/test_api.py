@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -9,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +20,8 @@ import pytest
 
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server.app import HerologApp
+from herolog.server.writer import Writer
 from herolog.store import AppInfo, SQLiteStore
 from tests.helpers import line
 from tests.helpers import store_lines as append_lines
@@ -32,8 +36,13 @@ def store_lines(running: Running, app: str, *lines: Any) -> None:
 
 
 def store_demo(running: Running) -> Running:
-    store_lines(
-        running,
+    store_demo_lines(running.server.config.store_path)
+    return running
+
+
+def store_demo_lines(store_path: Path) -> None:
+    append_lines(
+        store_path,
         "demo",
         line("GET /", source="heroku", dyno="router", second=1),
         line("hello from web.1", second=2),
@@ -42,7 +51,6 @@ def store_demo(running: Running) -> Running:
         line("webby is not web", dyno="webby.1", second=5),
         line("ERROR: boom", second=6),
     )
-    return running
 
 
 def api_store_apps(running: Running) -> list[AppInfo]:
@@ -555,25 +563,145 @@ def test_bad_drain_urls_are_422(shared_api: Running, url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "allow"),
+    ("method", "path", "allow", "message"),
     [
-        ("PUT", "/apps/demo", "GET"),
-        ("GET", "/apps/demo/log-sessions", "POST"),
-        ("GET", "/log-sessions", "POST"),
-        ("DELETE", "/apps/demo/log-drains", "GET, POST"),
-        ("PUT", "/log-drains", "GET"),
-        ("POST", "/apps/demo/log-drains/d.x", "DELETE, GET"),
-        ("POST", "/sessions/00000000-0000-0000-0000-000000000000", "GET"),
+        ("PUT", "/apps/demo", "GET, HEAD", "Use GET or HEAD."),
+        ("GET", "/apps/demo/log-sessions", "POST", "Use POST."),
+        ("GET", "/log-sessions", "POST", "Use POST."),
+        ("DELETE", "/apps/demo/log-drains", "GET, HEAD, POST", "Use GET, HEAD or POST."),
+        ("PUT", "/log-drains", "GET, HEAD", "Use GET or HEAD."),
+        ("POST", "/apps/demo/log-drains/d.x", "DELETE, GET, HEAD", "Use DELETE, GET or HEAD."),
+        ("POST", "/sessions/00000000-0000-0000-0000-000000000000", "GET, HEAD", "Use GET or HEAD."),
     ],
 )
 def test_a_405_says_which_methods_the_path_takes(
-    api: Running, method: str, path: str, allow: str
+    api: Running, method: str, path: str, allow: str, message: str
 ) -> None:
-    """RFC 9110: a 405 carries Allow, listing what the path does accept."""
+    """RFC 9110: a 405 carries Allow, listing what the path does accept, HEAD wherever GET."""
     response = httpx.request(method, api.url + path, headers=AUTH)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
-    assert response.json()["id"] == "method_not_allowed"
+    assert response.json() == {"id": "method_not_allowed", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/apps/demo", 200),
+        ("/apps/nope", 404),
+        ("/apps/demo/log-drains", 200),
+        ("/apps/nope/log-drains", 404),
+        ("/log-drains", 200),
+        ("/apps/demo/log-drains/d.00000000-0000-0000-0000-000000000000", 404),
+        ("/apps/demo/dynos", 404),  # a path of the API's it does not serve
+    ],
+)
+def test_head_is_answered_as_get_is_without_a_body(
+    shared_api: Running, path: str, status: int
+) -> None:
+    """RFC 9110 section 9.3.2: HEAD gets GET's status and headers, and no body; without the
+    key, the same 401."""
+    for headers, expected in [(AUTH, status), ({}, 401)]:
+        get = httpx.get(shared_api.url + path, headers=headers)
+        head = httpx.head(shared_api.url + path, headers=headers)
+        assert get.status_code == expected
+        assert head.status_code == get.status_code
+        assert _headers(head) == _headers(get)
+        assert head.content == b""
+
+
+def test_head_on_a_drain_finds_it_and_leaves_it(api: Running) -> None:
+    base = f"{api.url}/apps/demo/log-drains"
+    drain = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
+    for key in (drain["token"], drain["id"], quote(drain["url"], safe="")):
+        head = httpx.head(f"{base}/{key}", headers=AUTH)
+        assert head.status_code == 200
+        assert _headers(head) == _headers(httpx.get(f"{base}/{key}", headers=AUTH))
+    assert httpx.get(base, headers=AUTH).json() == [drain]
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k != "date"}
+
+
+def test_head_sends_no_body_on_the_wire(shared_api: Running) -> None:
+    """Not even bytes a client would skip: after the headers comes the next answer."""
+    url = httpx.URL(shared_api.url)
+    assert url.port is not None
+    with socket.create_connection((url.host, url.port)) as sock:
+        sock.sendall(
+            f"HEAD /apps/demo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            "\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
+        sock.settimeout(10)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, rest = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"content-length: " in head
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert rest.endswith(b"\r\n\r\nok\n")
+
+
+def test_the_app_itself_sends_no_body_for_head(herolog_home: Path) -> None:
+    """Called as ASGI, with no server to drop a body (uvicorn does, and so does httpx's
+    ASGITransport): the app sends GET's status and headers and an empty body, on the API's
+    paths and on its own."""
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0, api_key=KEY)
+    store_demo_lines(config.store_path)
+    app = HerologApp(config, Writer(config.store_path, config.history))
+
+    async def call(method: str, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        await app(scope, receive, send)
+        return sent
+
+    async def compare() -> list[tuple[int, bytes]]:
+        seen = []
+        for path in ("/apps/demo", "/apps/nope", "/apps/demo/log-drains", "/nothing"):
+            for headers in (AUTH, {}):
+                get = await call("GET", path, headers)
+                head = await call("HEAD", path, headers)
+                assert head[0] == get[0], path  # status and headers
+                assert get[1]["body"], path
+                seen.append((head[0]["status"], b"".join(m.get("body", b"") for m in head[1:])))
+        await app.broadcaster.close()
+        return seen
+
+    seen = asyncio.run(compare())
+    assert [status for status, _ in seen] == [200, 401, 404, 401, 200, 401, 404, 404]
+    assert {body for _, body in seen} == {b""}
+
+
+def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) -> None:
+    url = session(shared_api, lines=1)
+    head = httpx.head(url)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert head.content == b""
+    assert httpx.head(url.replace("sig=", "sig=x")).status_code == 404  # the secret counts
+    assert read_text(url) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
+    assert httpx.head(url).status_code == 404  # a GET used it up
+    for path in ("/apps/demo/log-sessions", "/log-sessions"):  # HEAD creates none
+        refused = httpx.head(shared_api.url + path, headers=AUTH)
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,30 @@ def test_healthz_404_405(served: Running) -> None:
     assert wrong.headers["allow"] == "POST"
 
 
+def test_head_where_get_works(make_server: ServerFactory) -> None:
+    """Load balancers check /healthz with HEAD: it, and /stats, answer HEAD as GET, with no
+    body; the intake takes POST only, so HEAD there is the 405 GET gets."""
+    running = make_server(api_key="k")
+    key = {"Authorization": "Bearer k"}
+    for path, headers in [("/healthz", {}), ("/stats", key), ("/stats", {})]:
+        get = httpx.get(running.url + path, headers=headers)
+        head = httpx.head(running.url + path, headers=headers)
+        assert head.status_code == get.status_code, path
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers.get("www-authenticate") == get.headers.get("www-authenticate")
+        assert head.content == b""
+    assert httpx.head(f"{running.url}/stats", headers=key).status_code == 200
+    assert httpx.head(f"{running.url}/stats").status_code == 401
+    for path in ("/healthz", "/stats"):
+        wrong = httpx.put(running.url + path, headers=key)
+        assert wrong.status_code == 405
+        assert wrong.headers["allow"] == "GET, HEAD"
+    for method in ("GET", "HEAD"):
+        intake = httpx.request(method, f"{running.url}/apps/demo/logs")
+        assert intake.status_code == 405
+        assert intake.headers["allow"] == "POST"
+
+
 @pytest.mark.parametrize(
     ("content_type", "status"),
     [
