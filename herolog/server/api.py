@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from herolog import drains, timestamps
 from herolog.filters import LineFilter, compile_pattern
@@ -38,13 +38,14 @@ from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, val
 
 T = TypeVar("T")
 
+_ACCOUNT = "/account"
 _APP = re.compile(r"/apps/([^/]+)")
 _LOG_SESSIONS = re.compile(r"(?:/apps/([^/]+))?/log-sessions")
 _DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
 _ALL_DRAINS = "/log-drains"
 _DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
 _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
-_API_PATHS = re.compile(r"/(?:apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
+_API_PATHS = re.compile(r"/(?:account|apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
@@ -71,7 +72,8 @@ def _not_found(what: str) -> APIError:
 
 
 class PlatformAPI:
-    """Routes ``/apps/...``, ``/log-sessions`` and ``/sessions/...`` for :class:`HerologApp`."""
+    """Routes ``/account``, ``/apps/...``, ``/log-sessions`` and ``/sessions/...`` for
+    :class:`HerologApp`."""
 
     def __init__(self, config: ServeConfig, sessions: Sessions) -> None:
         self.config = config
@@ -84,8 +86,9 @@ class PlatformAPI:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request if it is an API call; False if the path is not the API's.
 
-        The API's paths are ``/apps``, ``/log-sessions``, ``/log-drains``, ``/sessions`` and
-        everything under them, but the intake's ``/apps/APP/logs`` (routed before this).
+        The API's paths are ``/account``, ``/apps``, ``/log-sessions``, ``/log-drains``,
+        ``/sessions`` and everything under them, but the intake's ``/apps/APP/logs`` (routed
+        before this).
 
         HEAD is answered wherever GET is, as GET is (RFC 9110): :class:`HerologApp` drops the
         body, and a log session is not read (nor used up) by it."""
@@ -125,13 +128,17 @@ class PlatformAPI:
                 _allow(method, "GET")
                 self._authorize(scope)
                 await _respond(send, 200, await self._app(_app_name(m.group(1))))
+            elif path == _ACCOUNT:
+                _allow(method, "GET")
+                self._authorize(scope)
+                await _respond(send, 200, self._account(scope))
             elif _is_api_call(scope):
                 self._authorize(scope)  # a caller without the key learns nothing, not even this
                 raise APIError(
                     404,
                     "not_found",
                     f"No such API endpoint: {method} {path} (herolog serves the calls of"
-                    " heroku logs and heroku drains).",
+                    " heroku logs, heroku drains and heroku auth:whoami).",
                 )
             else:
                 return False
@@ -177,6 +184,19 @@ class PlatformAPI:
                 "unauthorized",
                 "Invalid credentials provided: the API key is missing or wrong.",
             )
+
+    def _account(self, scope: Scope) -> dict[str, Any]:
+        """Who the caller is, for ``heroku auth:whoami`` (it prints ``email``): whoever holds
+        this server's API key (without one, whoever is on this machine). herolog has no
+        accounts, so the answer names the server, ``herolog@HOST`` with the host the caller
+        reached it at, and claims nothing else."""
+        if self.config.public_url:  # checked at start-up: it has a host name
+            host = urlsplit(self.config.public_url).hostname or ""
+        else:
+            host = _host_name(header(scope, b"host")).lower()
+        if ":" in host:  # an IPv6 address, as an address literal
+            host = f"[{host}]"
+        return {"id": drains.app_id("account:herolog"), "email": f"herolog@{host}"}
 
     async def _in_store(self, work: Callable[[SQLiteStore], T]) -> T:
         return await asyncio.to_thread(using_store, self.store_path, work)

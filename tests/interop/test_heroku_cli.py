@@ -58,6 +58,9 @@ def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:
         HOME=str(tmp_path / "heroku-home"),  # the CLI keeps its config and caches here
         HEROKU_HOST=server.url,
         HEROKU_API_KEY=key,
+        # Commands that GET /account (auth:whoami, ps) also send the key to Heroku's
+        # particleboard.heroku.com/account, unless this points elsewhere (README).
+        HEROKU_PARTICLEBOARD_URL=server.url,
         DISABLE_TELEMETRY="true",
         NO_COLOR="1",
     )
@@ -208,6 +211,37 @@ def test_unknown_app_is_a_clean_error(
     assert result.returncode != 0
     assert "Couldn't find that app." in result.stderr
     assert "    at " not in result.stderr
+
+
+def test_heroku_auth_whoami_names_the_server(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
+) -> None:
+    """GET /account: the CLI prints the account's email, here the server's name."""
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "auth:whoami")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "herolog@127.0.0.1\n"
+    wrong = heroku(heroku_cli, cli_env(shared_server, tmp_path, key="wrong"), "auth:whoami")
+    assert wrong.returncode != 0
+    assert wrong.stdout == ""
+    assert "Invalid credentials provided" in wrong.stderr
+
+
+def test_heroku_run_and_ps_say_herolog_has_no_dynos(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
+) -> None:
+    """heroku run and heroku ps get past GET /account (run asks it first, alone; ps together
+    with its other calls) and stop at the dynos call herolog does not serve, with the JSON
+    error the CLI prints: they do not pretend to run or list dynos."""
+    env = cli_env(shared_server, tmp_path)
+    for args, call in [
+        (["run", "-a", "demo", "true"], "POST /apps/demo/dynos"),
+        (["ps", "-a", "demo"], "GET /apps/demo/dynos"),
+    ]:
+        result = heroku(heroku_cli, env, *args)
+        assert result.returncode != 0
+        assert result.stdout == ""
+        assert f"No such API endpoint: {call}" in result.stderr
+        assert "    at " not in result.stderr
 
 
 def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(

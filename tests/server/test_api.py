@@ -157,6 +157,41 @@ def _creds() -> Any:
     return Credentials("drain", "s3cret")
 
 
+def test_account_names_the_server(shared_api: Running) -> None:
+    """heroku auth:whoami prints the account's email: herolog has no accounts, so it names
+    the server, at the host the caller reached it at; without the key, a 401."""
+    response = httpx.get(f"{shared_api.url}/account", headers=AUTH)
+    assert response.status_code == 200
+    account = response.json()
+    assert account == {"id": account["id"], "email": "herolog@127.0.0.1"}
+    assert len(account["id"]) == 36
+    assert httpx.get(f"{shared_api.url}/account", headers=AUTH).json() == account
+    for host, email in [
+        ("localhost:8514", "herolog@localhost"),
+        ("[::1]:8514", "herolog@[::1]"),
+        ("Logs.Example.com", "herolog@logs.example.com"),
+    ]:
+        named = httpx.get(f"{shared_api.url}/account", headers={**AUTH, "Host": host})
+        assert named.json() == {"id": account["id"], "email": email}
+    broken = httpx.get(f"{shared_api.url}/account", headers={**AUTH, "Host": "[::1"})
+    assert broken.status_code == 200  # no host to name: whatever it says, but not a 500
+    refused = httpx.get(f"{shared_api.url}/account")
+    assert refused.status_code == 401
+    assert refused.json()["id"] == "unauthorized"
+    head = httpx.head(f"{shared_api.url}/account", headers=AUTH)
+    assert head.status_code == 200
+    assert head.headers["content-length"] == response.headers["content-length"]
+    changed = httpx.patch(f"{shared_api.url}/account", headers=AUTH, json={})
+    assert changed.status_code == 405
+    assert changed.headers["allow"] == "GET, HEAD"
+
+
+def test_account_names_the_public_url(make_server: ServerFactory) -> None:
+    running = make_server(api_key=KEY, public_url="https://logs.example.com:8514/")
+    response = httpx.get(f"{running.url}/account", headers=AUTH)
+    assert response.json()["email"] == "herolog@logs.example.com"
+
+
 def test_history_with_filters_before_the_limit(shared_api: Running) -> None:
     assert read_text(session(shared_api, lines=2, source="app")) == [
         "2024-03-05T09:00:05.000000+00:00 app[webby.1]: webby is not web",
@@ -716,6 +751,8 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
         "/log-sessions/x",
         "/sessions/not-a-session",
         "/apps/demo/caf%C3%A9/%FF%FE",
+        "/account/",
+        "/account/features",  # heroku labs
     ],
 )
 def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None:
