@@ -165,16 +165,14 @@ class HerologApp:
                 raise HTTPError(405, "use POST", [(b"allow", b"POST")])
             return self._intake(m.group(1), scope, receive, send)  # the path is decoded
         if path == "/healthz":
-            if method not in ("GET", "HEAD"):
-                raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
+            _read_only(method)
             if not self.writer.running:  # a load balancer should send drains elsewhere
                 raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
             if self.writer.failure is not None:
                 return self._healthy_again(send)
             return self._respond(send, 200, "ok")
         if path == "/stats":
-            if method not in ("GET", "HEAD"):
-                raise HTTPError(405, "use GET", [(b"allow", b"GET, HEAD")])
+            _read_only(method)
             self._check_api_access(scope)
             body = json.dumps(self.stats.as_dict(), indent=2) + "\n"
             return self._respond(send, 200, body, content_type=b"application/json")
@@ -298,6 +296,11 @@ class HerologApp:
             out += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+def _read_only(method: str) -> None:
+    if method not in ("GET", "HEAD"):
+        raise HTTPError(405, "use GET or HEAD", [(b"allow", b"GET, HEAD")])
 
 
 def _unauthorized(message: str) -> HTTPError:

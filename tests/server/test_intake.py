@@ -76,6 +76,10 @@ def test_healthz_404_405(served: Running) -> None:
     wrong = httpx.get(f"{served.url}/apps/demo/logs")
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "POST"
+    for path in ("/healthz", "/stats"):
+        posted = httpx.post(f"{served.url}{path}")
+        assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+        assert posted.text == "use GET or HEAD\n"
 
 
 def test_head_where_get_works(make_server: ServerFactory) -> None:
