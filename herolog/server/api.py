@@ -45,7 +45,9 @@ _DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
 _ALL_DRAINS = "/log-drains"
 _DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
 _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
-_API_PATHS = re.compile(r"/(?:account|apps|log-sessions|log-drains|sessions)(?:/.*)?", re.DOTALL)
+_API_PATHS = re.compile(
+    r"/(?:account|apps|log-sessions|log-drains|sessions|teams|users)(?:/.*)?", re.DOTALL
+)
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"

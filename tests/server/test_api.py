@@ -753,6 +753,8 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
         "/apps/demo/caf%C3%A9/%FF%FE",
         "/account/",
         "/account/features",  # heroku labs
+        "/users/~/apps",  # heroku apps
+        "/teams",  # heroku teams
     ],
 )
 def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None:
