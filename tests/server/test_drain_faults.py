@@ -161,6 +161,7 @@ def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
     try:
         running = make_server(drain_buffer=10)
         token = add_drain(running, "demo", sink.url())
+        broadcaster = running.server.app.broadcaster
         sent: list[LogLine] = []
         for _ in range(2):
             sink.then = 503
@@ -175,9 +176,21 @@ def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
                 what="failing attempts",
             )
             sent += send(running, "demo", 5, 10, start=len(sent))
+            # Stored is not yet handed to the drain: lines it gets once delivering again are
+            # not dropped.
+            newest = running.lines("demo")[-1].id
+            wait_until(
+                lambda n=newest: broadcaster.position >= n,  # type: ignore[misc]
+                what="the drain to be handed every line while it fails",
+            )
             sink.then = 204
-            drain = worker(running, token)
-            wait_until(lambda d=drain: not d.buffer and d.pending is None)  # type: ignore[misc]
+            # Seen by the sink, not read off the worker, whose buffer is empty and pending
+            # None for a moment while it takes its next batch.
+            last = sent[-1].message
+            wait_until(
+                lambda m=last: m in app_messages(sink.delivered_lines()),  # type: ignore[misc]
+                what="the lines the buffer kept",
+            )
         state = assert_books_balance(running, "demo", token, sent)
         assert len(history_l10(running, "demo")) == 2
         assert l10_counts(sink.delivered_lines()) == history_l10(running, "demo")
