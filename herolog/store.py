@@ -29,7 +29,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -86,8 +86,18 @@ CREATE TABLE drains (
     UNIQUE (app_id, url)
 );
 """
+# Each drain's position in the store: every line of its app up to ``through_id`` has been
+# delivered or counted as dropped. ``dropped_ahead`` of the drops counted are of lines past
+# it (a buffer's overflow behind a batch still in flight), which a forwarder resuming from
+# the position meets again. An upgraded store's drains start at its newest line, as a new
+# drain does.
+_DRAIN_POSITIONS = """
+ALTER TABLE drains ADD COLUMN through_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE drains ADD COLUMN dropped_ahead INTEGER NOT NULL DEFAULT 0;
+UPDATE drains SET through_id = (SELECT coalesce(max(id), 0) FROM lines);
+"""
 # What brings a store from each older schema version to the next.
-_MIGRATIONS = {1: _FRAMES, 2: _DRAINS}
+_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
 _INSERT = (
@@ -150,13 +160,17 @@ class AppInfo(NamedTuple):
 
 class Delivery(NamedTuple):
     """What a server has done for a drain: lines delivered and dropped (all time), whether
-    it is retrying now, and the last error with when it happened."""
+    it is retrying now, the last error with when it happened, and where in the store it is:
+    every line of the drain's app up to ``through`` delivered or dropped, ``dropped_ahead``
+    of the drops being of lines past it."""
 
     delivered: int = 0
     dropped: int = 0
     retrying: bool = False
     last_error: str | None = None
     last_error_at: str | None = None
+    through: int = 0
+    dropped_ahead: int = 0
 
 
 class Drain(NamedTuple):
@@ -332,7 +346,7 @@ class SQLiteStore:
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
-                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS)
+                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS)
             else:
                 for step in range(version, SCHEMA_VERSION):
                     _execute_script(db, _MIGRATIONS[step])
@@ -692,6 +706,50 @@ class SQLiteStore:
         ).fetchone()[0]
         return int(upto - after - present)
 
+    def app_lines(
+        self, app: str, after: int, upto: int, max_lines: int, max_bytes: int
+    ) -> tuple[list[StoredLine], int]:
+        """``app``'s lines with ids in (``after``, ``upto``], oldest first, up to
+        ``max_lines`` lines or about ``max_bytes`` of messages; and the id to go on after
+        (``upto`` once every line of the span has been read)."""
+        if upto <= after or not self._schema_ready():
+            return [], max(after, upto)
+        found: list[StoredLine] = []
+        size = 0
+        with self._read() as db:
+            cursor = db.execute(
+                f"{_SELECT} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
+                " AND lines.id > ? AND lines.id <= ? ORDER BY lines.id",
+                (app, after, upto),
+            )
+            while len(found) < max_lines and size < max_bytes:
+                row = cursor.fetchone()
+                if row is None:
+                    cursor.close()
+                    return found, upto
+                line = StoredLine(*row)
+                found.append(line)
+                size += len(line.message)
+            cursor.close()
+        return found, found[-1].id
+
+    def count_app_lines(
+        self, app: str, after: int, upto: int, *, unless: tuple[str, str] | None = None
+    ) -> int:
+        """How many of ``app``'s lines with ids in (``after``, ``upto``] the store holds;
+        with ``unless`` (a HOSTNAME and the start of a message), not counting those."""
+        if upto <= after or not self._schema_ready():
+            return 0
+        sql = (
+            "SELECT count(*) FROM lines WHERE app_id = (SELECT id FROM apps WHERE name = ?)"
+            " AND id > ? AND id <= ?"
+        )
+        params: tuple[object, ...] = (app, after, upto)
+        if unless is not None:
+            sql += " AND NOT (hostname IS ? AND substr(message, 1, ?) = ?)"
+            params += (unless[0], len(unless[1]), unless[1])
+        return int(self._db.execute(sql, params).fetchone()[0])
+
     def apps(self) -> list[AppInfo]:
         if not self._schema_ready():
             return []
@@ -716,14 +774,23 @@ class SQLiteStore:
         from herolog import timestamps
 
         now = timestamps.to_instant(timestamps.now())
-        drain = Drain(str(uuid.uuid4()), f"d.{uuid.uuid4()}", app, url, now, now)
         with self._write() as db:
+            # A new drain gets the lines stored from now on, whenever a server forwards them.
+            drain = Drain(
+                str(uuid.uuid4()),
+                f"d.{uuid.uuid4()}",
+                app,
+                url,
+                now,
+                now,
+                Delivery(through=_newest_id(db)),
+            )
             app_id, _ = self._app(app, now)
             try:
                 db.execute(
-                    "INSERT INTO drains (id, token, app_id, url, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (drain.id, drain.token, app_id, url, now, now),
+                    "INSERT INTO drains (id, token, app_id, url, created_at, updated_at,"
+                    " through_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (drain.id, drain.token, app_id, url, now, now, drain.delivery.through),
                 )
             except sqlite3.IntegrityError:
                 raise DrainExists(f"{app} already has a drain for {url}") from None
@@ -732,11 +799,12 @@ class SQLiteStore:
 
     def drains(self, app: str | None = None) -> list[Drain]:
         """The drains of ``app`` (or of every app), oldest first."""
-        if not self._schema_ready() or self._schema_version() < 3:
+        if not self._schema_ready() or (version := self._schema_version()) < 3:
             return []
+        position = "through_id, dropped_ahead" if version >= 4 else "0, 0"
         sql = (
             "SELECT drains.id, token, apps.name, url, drains.created_at, updated_at,"
-            " delivered, dropped, retrying, last_error, last_error_at"
+            f" delivered, dropped, retrying, last_error, last_error_at, {position}"
             " FROM drains JOIN apps ON apps.id = drains.app_id"
         )
         params: tuple[str, ...] = ()
@@ -753,7 +821,7 @@ class SQLiteStore:
         with self._write() as db:
             db.executemany(
                 "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
-                " last_error_at = ? WHERE id = ?",
+                " last_error_at = ?, through_id = ?, dropped_ahead = ? WHERE id = ?",
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
 

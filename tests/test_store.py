@@ -16,6 +16,7 @@ from herolog.filters import LineFilter
 from herolog.parser import LogLine, Received
 from herolog.store import (
     DEFAULT_HISTORY,
+    SCHEMA_VERSION,
     Batch,
     DrainExists,
     SQLiteStore,
@@ -459,7 +460,7 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_by_writers(tmp_path: Path)
     )  # readers change nothing
     writer = SQLiteStore.open(path)
     assert writer.append([Batch("old", [line("new")], frame_id="F")]) == [1]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert messages(writer.last(LineFilter(), 10)) == ["from v1", "new"]
     assert reader.drains("old") == []  # an old reader sees the new table as empty
     writer.add_drain("old", "https://x.example/logs")

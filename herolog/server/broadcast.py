@@ -41,6 +41,8 @@ class Broadcaster:
         self.poll_interval = poll_interval
         self.position = 0
         """Every line up to this id has been handed out."""
+        self._first = 0
+        """Where handing out started: subscribers waiting for the start get what follows."""
         self.subscribers: set[LineSink] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="herolog-broadcast")
         self._store: SQLiteStore | None = None
@@ -56,16 +58,19 @@ class Broadcaster:
         """Who this broadcaster is to the store (its trim hold)."""
         self._hold_renewed = 0.0
 
-    async def subscribe(self, subscriber: LineSink) -> bool:
-        """Start handing ``subscriber`` new lines; False once the broadcaster is closed."""
+    async def subscribe(self, subscriber: LineSink) -> int | None:
+        """Start handing ``subscriber`` new lines: those with ids above the one returned
+        (None once the broadcaster is closed)."""
         if self._closed:
-            return False
+            return None
         if self._task is None or self._task.done():
             self._started.clear()
             self._task = asyncio.create_task(self._run(), name="herolog-broadcaster")
         self.subscribers.add(subscriber)
+        if self._started.is_set():
+            return self.position
         await self._started.wait()
-        return True
+        return self._first
 
     def unsubscribe(self, subscriber: LineSink) -> None:
         self.subscribers.discard(subscriber)
@@ -100,6 +105,7 @@ class Broadcaster:
             try:
                 if not started:
                     self.position = await loop.run_in_executor(self._executor, self._newest)
+                    self._first = self.position
                     await loop.run_in_executor(self._executor, self._hold)
                     started = True
                     self._started.set()

@@ -57,6 +57,9 @@ SAVE_INTERVAL_S = 1.0
 DEFAULT_TIMING = DrainTiming()
 SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
+CATCH_UP_LINES = 2000
+CATCH_UP_BYTES = 1 << 20
+"""A read of catch-up lines holds at most about this many lines and bytes of messages."""
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
@@ -82,10 +85,14 @@ NOTICE_HOST = "herolog"
 """The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
 
 
+OVERFLOW_NOTICE = (NOTICE_HOST, "Error L10 ")
+"""The HOSTNAME and the start of the message of herolog's own L10 lines."""
+
+
 def is_overflow_notice(line: StoredLine) -> bool:
     """herolog's own L10 line is for the one drain that dropped lines: it is not forwarded
     to the app's drains again (Heroku's own L10 lines, arriving as input, are)."""
-    return line.hostname == NOTICE_HOST and line.message.startswith("Error L10 ")
+    return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
 
 
 def _cost(line: StoredLine) -> int:
@@ -122,10 +129,29 @@ class DrainWorker:
         self.timing = timing
         self.shown_url = drains.mask_url(drain.url)
         self.buffer: deque[StoredLine] = deque()
+        """Live lines: those the broadcaster hands over as they are stored."""
         self.size = 0
         self.pending: _Pending | None = None
+        self.backlog: deque[StoredLine] = deque()
+        """Lines read back from the store while catching up, delivered before the buffer."""
+        self.store_path: Path | None = None
+        """Where catch-up reads from (the forwarder's store)."""
         self.delivered = drain.delivery.delivered
-        self.dropped = drain.delivery.dropped
+        # Drops past the saved position are of lines this worker meets again.
+        self.dropped = drain.delivery.dropped - drain.delivery.dropped_ahead
+        self.through = drain.delivery.through
+        """Every line of the app up to this id has been delivered or dropped (monotonic)."""
+        self.live_after: int | None = None
+        """Lines above this id are handed over live; None until the forwarder says."""
+        self.read_through = self.through
+        """Catch-up has read (or counted as trimmed) every line of the app up to this id."""
+        self.seen = self.through
+        """Every line of the app up to this id has been handed over."""
+        self._skip_through = self.through
+        """Lines up to this id are not the drain's: stored before it was added, or before
+        the position it resumes from."""
+        self._ahead = 0
+        self._ahead_through = 0
         self.retrying = False
         self.last_error = drain.delivery.last_error
         self.last_error_at = drain.delivery.last_error_at
@@ -141,18 +167,60 @@ class DrainWorker:
 
     @property
     def delivery(self) -> Delivery:
+        through = self._position()
         return Delivery(
-            self.delivered, self.dropped, self.retrying, self.last_error, self.last_error_at
+            self.delivered,
+            self.dropped,
+            self.retrying,
+            self.last_error,
+            self.last_error_at,
+            through,
+            self._ahead if self._ahead_through > through else 0,
         )
 
     @property
     def undelivered(self) -> int:
-        return len(self.buffer) + (len(self.pending.lines) if self.pending else 0)
+        pending = _real(self.pending.lines) if self.pending else 0
+        return len(self.buffer) + len(self.backlog) + pending
+
+    @property
+    def catching_up(self) -> bool:
+        return self.live_after is not None and self.read_through < self.live_after
+
+    def _position(self) -> int:
+        """The newest id such that every line of the app up to it has been delivered or
+        dropped: just before the oldest line still held or still to be read."""
+        if self.live_after is None:
+            return self.through
+        oldest: int | None = None
+        if self.pending is not None:
+            oldest = next((line.id for line in self.pending.lines if line.id), None)
+        if oldest is None and self.backlog:
+            oldest = self.backlog[0].id
+        if oldest is None and self.catching_up:
+            oldest = self.read_through + 1
+        if oldest is None and self.buffer:
+            oldest = self.buffer[0].id
+        self.through = max(self.through, self.seen if oldest is None else oldest - 1)
+        return self.through
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"herolog-drain-{self.drain.token}")
 
+    def follow(self, live_after: int) -> None:
+        """Lines above ``live_after`` are handed over live from now on: the app's lines
+        between the drain's position and there are read back from the store first."""
+        self.live_after = live_after
+        self.seen = max(self.seen, live_after)
+        self.wake.set()
+
+    def saw(self, position: int) -> None:
+        """Every line up to ``position`` has been handed over (those of other apps too)."""
+        self.seen = max(self.seen, position)
+
     def push(self, lines: Sequence[StoredLine]) -> None:
+        if lines and lines[0].id <= self._skip_through:
+            lines = [line for line in lines if line.id > self._skip_through]
         self.buffer.extend(lines)
         self.size += sum(_cost(line) for line in lines)
         self._limit(self.capacity if self.retrying else self.capacity + HANDOFF_LINES)
@@ -162,18 +230,29 @@ class DrainWorker:
         """Drop the oldest waiting lines past ``lines`` (or past the byte limit), counted."""
         buffer = self.buffer
         dropped = 0
+        last = 0
         while buffer and (len(buffer) > lines or self.size > BUFFER_BYTES):
-            self.size -= _cost(buffer.popleft())
+            line = buffer.popleft()
+            self.size -= _cost(line)
+            last = line.id
             dropped += 1
-        self._overflow(dropped)
+        self._overflow(dropped, last)
 
-    def _overflow(self, dropped: int) -> None:
-        """Count ``dropped`` lines as dropped, for the next L10 line to tell of."""
+    def _overflow(self, dropped: int, last: int) -> None:
+        """Count ``dropped`` lines, the newest of them ``last``, as dropped, for the next
+        L10 line to tell of."""
         if dropped:
             if not self.overflowed:
                 self.overflow_since = timestamps.to_heroku(timestamps.now())
             self.overflowed += dropped
             self.dropped += dropped
+            # Dropped behind a batch still in flight (or lines still to catch up): after a
+            # crash, the next forwarder meets these lines again, and must not count them twice.
+            if last > self._position():
+                if self._ahead_through <= self.through:
+                    self._ahead = 0
+                self._ahead += dropped
+                self._ahead_through = max(self._ahead_through, last)
 
     async def stop(self, flush_timeout: float, *, tell: bool) -> int:
         """Deliver what is left for up to ``flush_timeout`` seconds; the lines not delivered
@@ -188,7 +267,21 @@ class DrainWorker:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.close()
-        self._overflow(len(self.buffer) + (_real(self.pending.lines) if self.pending else 0))
+        if self.live_after is not None:
+            # Before the buffer: lines up to where catch-up has read.
+            behind = len(self.backlog) + (_real(self.pending.lines) if self.pending else 0)
+            self.pending = None
+            self.backlog.clear()
+            if self.catching_up and tell:
+                unread = await self._count_unread()
+                if unread is not None:
+                    behind += unread
+                    self.read_through = self.live_after
+            self._overflow(behind, self.read_through)
+            live, last = len(self.buffer), self.buffer[-1].id if self.buffer else 0
+            self.buffer.clear()
+            self.size = 0
+            self._overflow(live, last)
         self.retrying = False
         untold, self.overflowed = self.overflowed, 0
         if untold and tell:
@@ -222,7 +315,12 @@ class DrainWorker:
             self.notice(self.drain.app, message)
             self.overflowed = 0
         size = 0
-        buffer = self.buffer
+        backlog = self.backlog
+        while backlog and (size < BATCH_BYTES or not lines):
+            line = backlog.popleft()
+            size += _cost(line)
+            lines.append(line)
+        buffer = self.buffer if not self.catching_up else deque()
         while buffer and (size < BATCH_BYTES or not lines):
             line = buffer.popleft()
             cost = _cost(line)
@@ -235,7 +333,16 @@ class DrainWorker:
     async def _run(self) -> None:
         while True:
             if self.pending is None:
-                if not self.buffer and not self.overflowed:
+                if self.live_after is None:  # the lines to catch up are not known yet
+                    if self.stopping:
+                        return
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                if not self.backlog and self.catching_up:
+                    await self._read_backlog()
+                    continue
+                if not self.backlog and not self.buffer and not self.overflowed:
                     if self.stopping:
                         return
                     self.wake.clear()
@@ -265,6 +372,45 @@ class DrainWorker:
                     self.say(f"drain {self._named} delivers again")
             self.retrying = False
             self.pending = None
+
+    async def _read_backlog(self) -> None:
+        """Read the next of the app's lines to catch up from the store (lines the ring buffer
+        has trimmed meanwhile count as dropped); nothing is held in the store between reads."""
+        assert self.live_after is not None
+        assert self.store_path is not None
+        app, after, upto = self.drain.app, self.read_through, self.live_after
+
+        def read(store: SQLiteStore) -> tuple[list[StoredLine], int, int]:
+            lines, through = store.app_lines(app, after, upto, CATCH_UP_LINES, CATCH_UP_BYTES)
+            gap_through = lines[0].id - 1 if lines else through
+            return lines, through, store.trimmed_between(after, gap_through, app)
+
+        try:
+            lines, through, trimmed = await asyncio.to_thread(using_store, self.store_path, read)
+        except (sqlite3.Error, StoreError, OSError) as error:
+            self._failed(f"cannot read the store to catch up: {error}")
+            await asyncio.sleep(self.timing.backoff_cap_s)
+            return
+        self.backlog.extend(line for line in lines if not is_overflow_notice(line))
+        self.read_through = through
+        # Trimmed lines lie before the first line read, so behind the position it gives.
+        self._overflow(trimmed, lines[0].id - 1 if lines else through)
+
+    async def _count_unread(self) -> int | None:
+        """The app's lines that catch-up has yet to read (as at a stop), trimmed ones too;
+        None if the store cannot say."""
+        assert self.live_after is not None
+        assert self.store_path is not None
+        app, after, upto = self.drain.app, self.read_through, self.live_after
+
+        def count(store: SQLiteStore) -> int:
+            kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE)
+            return kept + store.trimmed_between(after, upto, app)
+
+        try:
+            return await asyncio.to_thread(using_store, self.store_path, count)
+        except (sqlite3.Error, StoreError, OSError):
+            return None
 
     async def _backoff(self, attempts: int) -> None:
         delay = backoff_limit(attempts, self.timing) * random.uniform(0.5, 1.0)
@@ -536,6 +682,12 @@ class Forwarder:
         for app, app_lines in grouped.items():
             for worker in by_app[app]:
                 worker.push(app_lines)
+        # What the broadcaster has handed out includes the lines of no drain's (herolog's
+        # own L10, other apps'): every drain's position may pass them.
+        position = self.broadcaster.position
+        for workers in by_app.values():
+            for worker in workers:
+                worker.saw(position)
 
     async def stop(self, flush_timeout: float | None = None) -> None:
         """Forward what was stored, give the drains ``flush_timeout`` seconds (default: the
@@ -626,22 +778,30 @@ class Forwarder:
                 # A drain removed, or forwarding handed over: its state is not saved
                 # again, so no L10 line tells of what it had left either.
                 await self.workers.pop(drain_id).stop(0, tell=False)
+        started = []
         for drain in registered:
             if drain.id not in self.workers:
                 worker = worker_for(drain, self.capacity, self._notice, self.timing)
                 worker.say = self._say
+                worker.store_path = self.store_path
                 self.workers[drain.id] = worker
                 worker.start()
+                started.append(worker)
         by_app: dict[str, list[DrainWorker]] = {}
         for worker in self.workers.values():
             by_app.setdefault(worker.drain.app, []).append(worker)
         self._by_app = by_app
+        # Where each new drain's live lines start: it catches up to there from the store.
+        live_after: int | None = self.broadcaster.position
         if self.workers and not self._subscribed:
             self._subscribed = True
-            await self.broadcaster.subscribe(self)
+            live_after = await self.broadcaster.subscribe(self)
         elif not self.workers and self._subscribed:
             self._subscribed = False
             self.broadcaster.unsubscribe(self)
+        if live_after is not None:
+            for worker in started:
+                worker.follow(live_after)
 
     async def _save(self) -> None:
         states = {drain_id: w.delivery for drain_id, w in self.workers.items()}

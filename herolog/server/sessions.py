@@ -284,7 +284,7 @@ class Sessions:
         subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, self.tail_bytes)
         try:
             # Inside the try: a reader that stops while this waits is subscribed already.
-            if not await reader.until_stopped(self.broadcaster.subscribe(subscriber)):
+            if await reader.until_stopped(self.broadcaster.subscribe(subscriber)) is None:
                 return  # the server is stopping
             # Catch up from the store. The subscriber already buffers what the broadcaster
             # hands out meanwhile; if it had to drop some of that, read the store again.
