@@ -62,6 +62,8 @@ class HTTPSink:
     hang: threading.Event | None = None
     """Requests wait until this is set: a drain that accepts and never answers."""
     context: ssl.SSLContext | None = None
+    delay: float = 0.0
+    """Seconds each answer waits: a drain that takes its time."""
 
     def __post_init__(self) -> None:
         sink = self
@@ -96,6 +98,8 @@ class HTTPSink:
                     sink.arrived += 1
                 if sink.hang is not None:
                     sink.hang.wait(60)
+                if sink.delay:
+                    time.sleep(sink.delay)
                 with sink.lock:
                     status = sink.statuses.pop(0) if sink.statuses else sink.then
                     sink.requests.append(Request(self.path, dict(self.headers), body, status))

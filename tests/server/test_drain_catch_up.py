@@ -1,0 +1,383 @@
+"""Drains resume from their position in the store: across restarts, takeovers, crashes
+and stretches with no server, every line of the app stored since the drain was added is
+delivered or counted as dropped (and told with L10), in store order.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herolog.filters import LineFilter
+from herolog.parser import format_syslog, frame
+from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server.broadcast import HOLD_EVERY_S
+from herolog.server.forwarder import CATCH_UP_LINES
+from herolog.store import Delivery, SQLiteStore, StoredLine
+from tests.helpers import herolog_env, invoke, store_lines
+from tests.server.conftest import Running
+from tests.server.sinks import HTTPSink, wait_until
+from tests.server.test_drain_faults import (
+    QUICK,
+    app_messages,
+    history_l10,
+    l10_counts,
+    send,
+    settled,
+    worker,
+)
+from tests.server.test_forwarding import numbered
+from tests.server.test_process import ServeProcess
+
+Stop = Callable[[], None]
+LOGPLEX = {"Content-Type": "application/logplex-1"}
+
+
+@pytest.fixture
+def store_path(herolog_home: Path) -> Path:
+    return herolog_home / "logs.db"
+
+
+@pytest.fixture
+def start(store_path: Path) -> Iterator[Callable[..., tuple[Running, Stop]]]:
+    """Start a server in this process; the test may stop it itself (stopping twice is fine)."""
+    stops: list[Stop] = []
+
+    def make(**options: object) -> tuple[Running, Stop]:
+        config = ServeConfig(store_path=store_path, port=0, drain_timing=QUICK)
+        log = io.StringIO()
+        server = Server(replace(config, **options), log=log)  # type: ignore[arg-type]
+        stop = run_in_thread(server)
+        stopped = False
+
+        def stop_once() -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                stop()
+
+        stops.append(stop_once)
+        return Running(server, log), stop_once
+
+    yield make
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[HTTPSink]:
+    made = HTTPSink()
+    yield made
+    made.close()
+
+
+def add_drain(path: Path, app: str, url: str) -> str:
+    """Register a drain in the store, as `herolog drain add` does with no server running."""
+    store = SQLiteStore.open(path)
+    try:
+        return store.add_drain(app, url).token
+    finally:
+        store.close()
+
+
+def saved(path: Path, token: str) -> Delivery:
+    """The drain's state as saved in the store (what `herolog drain list` shows)."""
+    store = SQLiteStore.open(path, create=False)
+    try:
+        return next(d.delivery for d in store.drains() if d.token == token)
+    finally:
+        store.close()
+
+
+def stored(path: Path, app: str) -> list[StoredLine]:
+    """The app's lines in the store, in order, without herolog's own L10 lines."""
+    store = SQLiteStore.open(path, create=False)
+    try:
+        lines = store.last(LineFilter(app=app), 10_000_000)[0]
+    finally:
+        store.close()
+    return [x for x in lines if not (x.hostname == "herolog" and x.message.startswith("Error L10"))]
+
+
+def set_history(path: Path, lines: int) -> None:
+    store = SQLiteStore.open(path)
+    try:
+        store.set_history(lines)
+    finally:
+        store.close()
+
+
+def test_lines_stored_while_no_server_runs_are_delivered_in_order_when_serve_starts(
+    start: Callable[..., tuple[Running, Stop]],
+    store_path: Path,
+    sink: HTTPSink,
+    tmp_path: Path,
+) -> None:
+    token = add_drain(store_path, "demo", sink.url())
+    running, stop = start()
+    live = send(running, "demo", 2, 5)
+    wait_until(lambda: len(sink.delivered_lines()) == 10, what="the first server's lines")
+    stop()
+    # No server runs: herolog import, herolog run (a real process) and the store's append.
+    saved_logs = tmp_path / "saved.log"
+    saved_logs.write_text(
+        "".join(
+            f"2024-03-05T10:00:{i:02d}.000000+00:00 app[web.1]: imported {i}\n" for i in range(20)
+        )
+    )
+    code, _, err = invoke("import", str(saved_logs), "-a", "demo")
+    assert code == 0, err
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "herolog",
+            "run",
+            "-a",
+            "demo",
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            "echo ran 1; echo ran 2",
+        ],
+        env=herolog_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    store_lines(store_path, "demo", *numbered(5, start=100))
+    offline = [x.message for x in stored(store_path, "demo")][len(live) :]
+    assert len(offline) == 20 + 5 + 5  # the run's own three heroku[run.1] lines and its two
+    running, stop = start()
+    wait_until(
+        lambda: len(sink.delivered_lines()) >= len(live) + len(offline), what="the stored lines"
+    )
+    assert app_messages(sink.delivered_lines()) == [x.message for x in live] + offline
+    state = settled(running, token)
+    assert (state.delivered, state.dropped) == (len(live) + len(offline), 0)
+    # and nothing twice after another restart with nothing new
+    stop()
+    running, stop = start()
+    wait_until(
+        lambda: token in {w.drain.token for w in running.server.app.forwarder.workers.values()}
+    )
+    stop()
+    assert len(sink.delivered_lines()) == len(live) + len(offline)
+
+
+@pytest.mark.subprocess
+def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_once(
+    store_path: Path,
+) -> None:
+    """serve is killed while it delivers what it took in: the next one resumes from the
+    position the first last saved (once a second), so the only lines the drain gets twice
+    are from after it."""
+    slow = HTTPSink(delay=0.2)
+    first: ServeProcess | None = None
+    second: ServeProcess | None = None
+    try:
+        token = add_drain(store_path, "demo", slow.url())
+        first = ServeProcess("--port", "0", "--history", "100000", "--drain-buffer", "30000")
+        total = 20_000
+        sent = numbered(total)
+        for begin in range(0, total, 1000):
+            body = frame(format_syslog(x) for x in sent[begin : begin + 1000])
+            answer = httpx.post(f"{first.url}/apps/demo/logs", content=body, headers=LOGPLEX)
+            assert answer.status_code == 204, answer.text
+        ids = {x.message: x.id for x in stored(store_path, "demo")}
+        newest = max(ids.values())
+        wait_until(
+            lambda: saved(store_path, token).through > 0, timeout=60, what="a saved position"
+        )
+        first.proc.kill()
+        assert first.finish()[0] == -signal.SIGKILL
+        at_kill = saved(store_path, token)
+        assert 0 < at_kill.through < newest, "the first server was not killed mid-way"
+        before_restart = len(slow.delivered_lines())
+        assert before_restart < total
+        second = ServeProcess("--port", "0")
+        # It takes over once the dead server's lease runs out (10 s).
+        wait_until(
+            lambda: saved(store_path, token).through >= newest,
+            timeout=120,
+            what="the second server to deliver the rest",
+        )
+        got = Counter(x.message for x in slow.delivered_lines())
+        assert set(got) == set(ids), "a line the store holds never reached the drain"
+        twice = {m for m, n in got.items() if n > 1}
+        assert max(got.values()) <= 2
+        assert all(ids[m] > at_kill.through for m in twice), (
+            "a line from before the save came twice"
+        )
+        state = saved(store_path, token)
+        assert (state.delivered, state.dropped, state.dropped_ahead) == (total, 0, 0)
+        second.proc.send_signal(signal.SIGTERM)
+        code, err = second.finish()
+        assert code == 0, err
+        assert "Traceback" not in err
+    finally:
+        for server in (first, second):
+            if server is not None and server.proc.poll() is None:
+                server.proc.kill()
+                server.finish()
+        slow.close()
+
+
+def test_a_second_server_taking_over_from_a_stopped_first_leaves_no_gap(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+) -> None:
+    token = add_drain(store_path, "demo", sink.url())
+    first, stop_first = start()
+    wait_until(lambda: first.server.app.forwarder.workers, what="the first server to forward")
+    second, _ = start()
+    assert second.server.app.forwarder.active is False
+    sent = send(first, "demo", 1, 10)
+    wait_until(lambda: len(sink.delivered_lines()) == 10, what="the first server's delivery")
+    stop_first()
+    # Lines the second server takes before it takes over forwarding (it looks every few
+    # seconds), then after.
+    while not second.server.app.forwarder.workers:
+        sent += send(second, "demo", 1, 5, start=len(sent))
+        time.sleep(0.05)
+    sent += send(second, "demo", 1, 5, start=len(sent))
+    state = settled(second, token)
+    assert app_messages(sink.delivered_lines()) == [x.message for x in sent]
+    assert (state.delivered, state.dropped) == (len(sent), 0)
+
+
+def test_lines_trimmed_while_no_server_runs_are_counted_as_dropped_and_told_with_l10(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+) -> None:
+    set_history(store_path, 50)
+    token = add_drain(store_path, "demo", sink.url())
+    for begin in range(0, 500, 100):
+        store_lines(store_path, "demo", *numbered(100, start=begin))
+    assert len(stored(store_path, "demo")) == 50
+    running, _ = start(history=50)
+    wait_until(lambda: len(sink.delivered_lines()) >= 51, what="the L10 line and the 50 kept")
+    got = sink.delivered_lines()
+    assert l10_counts(got[:1]) == [450]
+    assert app_messages(got) == [f"line {i}" for i in range(450, 500)]
+    state = settled(running, token)
+    assert (state.delivered, state.dropped) == (50, 450)
+    assert history_l10(running, "demo") == [450]
+
+
+def test_a_drain_added_while_no_server_runs_gets_nothing_from_before_it(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+) -> None:
+    store_lines(store_path, "demo", *numbered(10))
+    token = add_drain(store_path, "demo", sink.url())
+    store_lines(store_path, "demo", *numbered(5, start=10))
+    running, _ = start()
+    wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the lines after the drain")
+    state = settled(running, token)
+    assert app_messages(sink.delivered_lines()) == [f"line {i}" for i in range(10, 15)]
+    assert (state.delivered, state.dropped) == (5, 0)
+
+
+def test_catch_up_lines_are_delivered_before_live_ones(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path
+) -> None:
+    slow = HTTPSink(delay=0.1)
+    try:
+        set_history(store_path, 100_000)
+        token = add_drain(store_path, "demo", slow.url())
+        for begin in range(0, 20_000, 5000):
+            store_lines(store_path, "demo", *numbered(5000, start=begin))
+        running, _ = start(history=100_000, drain_buffer=10_000)
+        wait_until(lambda: slow.delivered(), what="catch-up to start")
+        live = send(running, "demo", 10, 20, start=20_000)
+        assert worker(running, token).catching_up, "catch-up was over before the live lines"
+        state = settled(running, token, timeout=120)
+        assert app_messages(slow.delivered_lines()) == [f"line {i}" for i in range(20_200)]
+        assert (state.delivered, state.dropped) == (20_000 + len(live), 0)
+    finally:
+        slow.close()
+
+
+def test_a_dead_drain_catching_up_does_not_stop_trimming_and_the_books_balance(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path
+) -> None:
+    """The drain is down while it has more to catch up than one read: the ring buffer
+    trims the lines it has not read yet as new ones come; back up, it counts them as
+    dropped, tells of them with L10, and delivered + dropped is every line of the app."""
+    history = 3 * CATCH_UP_LINES
+    dead = HTTPSink(then=503)
+    try:
+        set_history(store_path, history)
+        token = add_drain(store_path, "demo", dead.url())
+        sent = numbered(history + 500)
+        store_lines(store_path, "demo", *sent)
+        running, _ = start(history=history, drain_buffer=10)
+        drain = worker(running, token)
+        wait_until(lambda: dead.arrived >= 3, what="failing attempts")
+        assert drain.catching_up
+
+        while len(sent) < 3 * history:
+            sent += send(running, "demo", 1, 500, start=len(sent))
+
+        def trimmed_to_history() -> bool:
+            sent.extend(send(running, "demo", 1, 1, start=len(sent)))
+            time.sleep(HOLD_EVERY_S)
+            return len(running.lines("demo")) == history
+
+        wait_until(trimmed_to_history, what="the app trimmed back to its history")
+        assert drain.catching_up  # still: nothing it had yet to read was kept for it
+        dead.then = 204
+        state = settled(running, token, timeout=60)
+        assert state.delivered + state.dropped == len(sent)
+        assert state.dropped > history  # the unread catch-up lines, trimmed
+        got = dead.delivered_lines()
+        assert len(app_messages(got)) == state.delivered
+        assert sum(l10_counts(got)) == state.dropped
+        # The app's history tells of them too: as many of those L10 lines as it still keeps.
+        told = l10_counts(got)
+
+        def in_history() -> bool:
+            kept = history_l10(running, "demo")
+            return bool(kept) and kept == told[-len(kept) :]
+
+        wait_until(in_history, what="the L10 lines in the history")
+        index = {x.message: i for i, x in enumerate(sent)}
+        positions = [index[m] for m in app_messages(got)]
+        assert positions == sorted(set(positions))
+    finally:
+        dead.close()
+
+
+def test_a_drain_still_catching_up_at_shutdown_drops_the_rest_and_says_so(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path
+) -> None:
+    """As with every other line a drain has not delivered when serve stops: counted as
+    dropped, reported and told with L10; the position moves past them."""
+    dead = HTTPSink(then=503)
+    try:
+        set_history(store_path, 10_000)
+        token = add_drain(store_path, "demo", dead.url())
+        store_lines(store_path, "demo", *numbered(3 * CATCH_UP_LINES))
+        running, stop = start(history=10_000, drain_buffer=10)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        assert worker(running, token).catching_up
+        stop()
+        state = saved(store_path, token)
+        assert (state.delivered, state.dropped) == (0, 3 * CATCH_UP_LINES)
+        report = [x for x in running.log.getvalue().splitlines() if "not delivered" in x]
+        assert len(report) == 1
+        assert re.search(rf": {3 * CATCH_UP_LINES:,} lines not delivered", report[0]), report
+        assert history_l10(running, "demo") == [3 * CATCH_UP_LINES]
+        assert state.through == max(x.id for x in stored(store_path, "demo"))
+    finally:
+        dead.close()
