@@ -18,6 +18,7 @@ from herolog.store import (
     DEFAULT_HISTORY,
     SCHEMA_VERSION,
     Batch,
+    Delivery,
     DrainExists,
     SQLiteStore,
     StoredLine,
@@ -537,3 +538,61 @@ def test_an_empty_file_made_by_someone_else_becomes_the_owner_s_alone(tmp_path: 
     for name in ("logs.db", "logs.db-wal", "logs.db-shm"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     store.close()
+
+
+def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "demo", ["a", "b", "c"])
+    store.add_drain("demo", "https://x.example/logs")
+    store.close()
+    db = sqlite3.connect(path)  # back to schema 3, as an older herolog left it
+    db.execute("ALTER TABLE drains DROP COLUMN through_id")
+    db.execute("ALTER TABLE drains DROP COLUMN dropped_ahead")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    reader = SQLiteStore.open(path, create=False)
+    (drain,) = reader.drains()
+    assert drain.delivery.through == 0  # a reader reads the old schema as it is
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["d"])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (drain,) = writer.drains()
+    assert drain.delivery.through == 3  # the newest line when it was upgraded, not "d"
+
+
+def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    assert store.add_drain("empty", "https://x.example/a").delivery.through == 0
+    fill(store, "demo", ["a", "b"])
+    fill(store, "other", ["c"])
+    drain = store.add_drain("demo", "https://x.example/b")
+    assert drain.delivery.through == store.newest_id() == 3
+    state = Delivery(5, 2, False, None, None, through=7, dropped_ahead=1)
+    store.save_deliveries({drain.id: state})
+    assert store.find_drain("demo", drain.token) == drain._replace(delivery=state)
+
+
+def test_app_lines_reads_a_span_of_one_app_in_bounded_pieces(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    for i in range(10):
+        fill(store, "demo", [f"d{i}"])
+        fill(store, "other", [f"o{i}"])
+    # demo's lines are the odd ids 1..19
+    lines, through = store.app_lines("demo", 2, 15, 3, 1 << 20)
+    assert [x.message for x in lines] == ["d1", "d2", "d3"]
+    assert through == lines[-1].id == 7
+    lines, through = store.app_lines("demo", through, 15, 100, 1 << 20)
+    assert [x.message for x in lines] == ["d4", "d5", "d6", "d7"]
+    assert through == 15  # the whole span read
+    lines, _ = store.app_lines("demo", 0, 19, 100, 5)  # about 5 bytes of messages
+    assert [x.message for x in lines] == ["d0", "d1", "d2"]
+    assert store.app_lines("demo", 19, 19, 100, 100) == ([], 19)
+    assert store.count_app_lines("demo", 2, 15) == 7
+    fill(store, "demo", ["Error L10 (output buffer overflow): 1 messages dropped since x."])
+    store.append([Batch("demo", [line("Error L10 (x)")._replace(hostname="herolog")])])
+    newest = store.newest_id()
+    assert store.count_app_lines("demo", 0, newest) == 12
+    assert store.count_app_lines("demo", 0, newest, unless=("herolog", "Error L10 ")) == 11

@@ -8,6 +8,19 @@ the app's own history gets too; so does what a drain has still not delivered whe
 stops, which is dropped then. HTTP(S) drains get octet-counted Logplex POSTs; syslog
 drains one persistent TCP or TLS connection. What each drain has done is saved in the store,
 where ``herolog drain list`` reads it.
+
+Each drain also has a position in the store, saved with that state every second: every line
+of its app up to it delivered or counted as dropped. A worker's position is just before the
+oldest line it still holds, or has still to read back; with nothing held, the broadcaster's.
+A worker that starts (serve starts, takes over, or gets a new drain) is told where its live
+lines begin, and first catches up: it reads its app's lines between its position and there
+from the store, a bounded piece at a time and holding nothing in the store between reads,
+and delivers them before the live lines, which wait in its buffer under the usual limit.
+Lines the ring buffer trimmed before it read them count as dropped (L10). So the lines
+stored while no server forwarded are delivered, and after a crash the next server resumes
+from the last saved position: what was delivered in the second before may be delivered
+again. Drops counted past the position (a buffer that overflowed behind a batch in flight)
+are saved apart, so that a server resuming from it counts those lines once.
 """
 
 from __future__ import annotations
