@@ -90,11 +90,15 @@ CREATE TABLE drains (
 # delivered or counted as dropped. ``dropped_ahead`` of the drops counted are of lines past
 # it (a buffer's overflow behind a batch still in flight), which a forwarder resuming from
 # the position meets again. An upgraded store's drains start at its newest line, as a new
-# drain does.
+# drain does. No line of an app above its ``trimmed_through`` has been trimmed: what a drain
+# catching up has lost to the ring buffer lies below it.
 _DRAIN_POSITIONS = """
 ALTER TABLE drains ADD COLUMN through_id INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE drains ADD COLUMN dropped_ahead INTEGER NOT NULL DEFAULT 0;
 UPDATE drains SET through_id = (SELECT coalesce(max(id), 0) FROM lines);
+ALTER TABLE apps ADD COLUMN trimmed_through INTEGER NOT NULL DEFAULT 0;
+UPDATE apps SET trimmed_through = coalesce(
+    (SELECT min(id) FROM lines WHERE lines.app_id = apps.id), 1) - 1;
 """
 # What brings a store from each older schema version to the next.
 _MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS}
@@ -571,9 +575,15 @@ class SQLiteStore:
                 return 0
         if hold is not None:
             cutoff = min(cutoff, hold)
-        return self._db.execute(
+        trimmed = self._db.execute(
             "DELETE FROM lines WHERE app_id = ? AND id <= ?", (app_id, cutoff)
         ).rowcount
+        if trimmed:
+            self._db.execute(
+                "UPDATE apps SET trimmed_through = max(trimmed_through, ?) WHERE id = ?",
+                (cutoff, app_id),
+            )
+        return int(trimmed)
 
     def hold_trim(self, owner: str, line_id: int, seconds: float) -> None:
         """Keep lines above ``line_id`` for the next ``seconds``, past the history if need be.
@@ -690,15 +700,19 @@ class SQLiteStore:
             return 0
         if app is not None:
             # Trimming takes an app's oldest lines first: if its oldest kept line comes
-            # straight after ``after``, none of its lines past it are gone.
+            # straight after ``after``, none of its lines past it are gone; nor past the
+            # newest id it has had trimmed, where the store knows it.
+            trimmed_through = "trimmed_through" if self._schema_version() >= 4 else "NULL"
             row = self._db.execute(
-                "SELECT min(lines.id) FROM lines JOIN apps ON apps.id = lines.app_id"
-                " WHERE apps.name = ?",
+                "SELECT (SELECT min(id) FROM lines WHERE app_id = apps.id),"
+                f" {trimmed_through} FROM apps WHERE name = ?",
                 (app,),
             ).fetchone()
-            if row[0] is None or row[0] <= after + 1:
+            if row is None or row[0] is None or row[0] <= after + 1:
                 return 0
-            upto = min(upto, row[0] - 1)
+            upto = min(upto, row[0] - 1, upto if row[1] is None else row[1])
+            if upto <= after:
+                return 0
         # Ids are never reused and never skipped (AUTOINCREMENT, one writer), so the ids
         # missing from a span are the lines trimmed from it.
         present = self._db.execute(

@@ -549,6 +549,7 @@ def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_p
     db = sqlite3.connect(path)  # back to schema 3, as an older herolog left it
     db.execute("ALTER TABLE drains DROP COLUMN through_id")
     db.execute("ALTER TABLE drains DROP COLUMN dropped_ahead")
+    db.execute("ALTER TABLE apps DROP COLUMN trimmed_through")
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
@@ -596,3 +597,18 @@ def test_app_lines_reads_a_span_of_one_app_in_bounded_pieces(tmp_path: Path) -> 
     newest = store.newest_id()
     assert store.count_app_lines("demo", 0, newest) == 12
     assert store.count_app_lines("demo", 0, newest, unless=("herolog", "Error L10 ")) == 11
+
+
+def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(2)
+    fill(store, "quiet", ["q1"])  # id 1
+    for i in range(10):
+        fill(store, "busy", [f"b{i}"])  # ids 2..11, all but the last two trimmed
+    fill(store, "quiet", ["q2"])  # id 12
+    assert store.trimmed_between(1, 11) == 8
+    assert store.trimmed_between(1, 11, "busy") == 8
+    assert store.trimmed_between(1, 11, "quiet") == 0  # quiet has lost nothing
+    fill(store, "quiet", ["q3"])  # q1 goes: its id is all quiet has lost
+    assert store.trimmed_between(0, 12, "quiet") == 1
+    assert store.trimmed_between(1, 12, "quiet") == 0

@@ -275,6 +275,24 @@ def test_lines_trimmed_while_no_server_runs_are_counted_as_dropped_and_told_with
     assert history_l10(running, "demo") == [450]
 
 
+def test_other_apps_trimmed_while_no_server_runs_cost_a_drain_nothing(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+) -> None:
+    """The drain's app loses nothing while another app's lines, stored in between, are
+    trimmed: nothing is counted as dropped (the ids missing from the span are not its)."""
+    set_history(store_path, 50)
+    token = add_drain(store_path, "quiet", sink.url())
+    for begin in range(0, 500, 100):
+        store_lines(store_path, "busy", *numbered(100, start=begin))
+    store_lines(store_path, "quiet", *numbered(5))
+    running, _ = start(history=50)
+    wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the quiet app's lines")
+    state = settled(running, token)
+    assert app_messages(sink.delivered_lines()) == [f"line {i}" for i in range(5)]
+    assert (state.delivered, state.dropped) == (5, 0)
+    assert history_l10(running, "quiet") == []
+
+
 def test_a_drain_added_while_no_server_runs_gets_nothing_from_before_it(
     start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
 ) -> None:
