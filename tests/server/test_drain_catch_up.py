@@ -6,6 +6,7 @@ delivered or counted as dropped (and told with L10), in store order.
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 import subprocess
@@ -297,7 +298,9 @@ def test_a_drain_added_while_no_server_runs_gets_nothing_from_before_it(
     start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
 ) -> None:
     store_lines(store_path, "demo", *numbered(10))
-    token = add_drain(store_path, "demo", sink.url())
+    code, out, err = invoke("drain", "add", sink.url(), "-a", "demo", "--json")
+    assert code == 0, err
+    token = json.loads(out)["token"]
     store_lines(store_path, "demo", *numbered(5, start=10))
     running, _ = start()
     wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the lines after the drain")
