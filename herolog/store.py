@@ -100,6 +100,9 @@ ALTER TABLE apps ADD COLUMN trimmed_through INTEGER NOT NULL DEFAULT 0;
 UPDATE apps SET trimmed_through = coalesce(
     (SELECT min(id) FROM lines WHERE lines.app_id = apps.id), 1) - 1;
 """
+_UPDATE_APP = "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through, ?) WHERE id = ?"
+"""An app's line count after a write, and how far its lines have been trimmed (0: no
+further than before)."""
 # What brings a store from each older schema version to the next.
 _MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
@@ -409,8 +412,8 @@ class SQLiteStore:
             )
             for app_id, count in db.execute("SELECT id, lines FROM apps").fetchall():
                 if count > lines:
-                    self._trim(app_id, count - lines)
-                    db.execute("UPDATE apps SET lines = ? WHERE id = ?", (lines, app_id))
+                    _, trimmed_through = self._trim(app_id, count - lines)
+                    db.execute(_UPDATE_APP, (lines, trimmed_through, app_id))
         self._history = lines
 
     def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
@@ -449,10 +452,12 @@ class SQLiteStore:
                 _insert_lines(db, (app_id, attributes, rx.time), lines)
             hold = self._trim_hold(rx.time)
             for app_id, before, after in apps.values():
+                trimmed_through = 0
                 if after > history:
-                    after -= self._trim(app_id, after - history, hold)
-                if after != before:
-                    db.execute("UPDATE apps SET lines = ? WHERE id = ?", (after, app_id))
+                    trimmed, trimmed_through = self._trim(app_id, after - history, hold)
+                    after -= trimmed
+                if after != before or trimmed_through:
+                    db.execute(_UPDATE_APP, (after, trimmed_through, app_id))
         return stored
 
     def _new_frames(self, batches: list[Batch], apps: dict[str, list[int]], now: str) -> list[bool]:
@@ -556,10 +561,12 @@ class SQLiteStore:
         assert cursor.lastrowid is not None
         return cursor.lastrowid, 0
 
-    def _trim(self, app_id: int, excess: int, hold: int | None = None) -> int:
-        """Drop the app's oldest ``excess`` lines, but none above ``hold``; how many went."""
+    def _trim(self, app_id: int, excess: int, hold: int | None = None) -> tuple[int, int]:
+        """Drop the app's oldest ``excess`` lines, but none above ``hold``; how many went,
+        and the id up to which they went (0 if none did). The caller records both in the
+        app's row (``lines``, ``trimmed_through``), in the one UPDATE it makes anyway."""
         if excess < 1:
-            return 0
+            return 0, 0
         # A range of the index, deleted as it is walked: faster than deleting a list of
         # ids (``id IN (SELECT ... LIMIT n)``), which SQLite builds first.
         row = self._db.execute(
@@ -572,18 +579,13 @@ class SQLiteStore:
             query = "SELECT max(id) FROM lines WHERE app_id = ?"
             (cutoff,) = self._db.execute(query, (app_id,)).fetchone()
             if cutoff is None:
-                return 0
+                return 0, 0
         if hold is not None:
             cutoff = min(cutoff, hold)
         trimmed = self._db.execute(
             "DELETE FROM lines WHERE app_id = ? AND id <= ?", (app_id, cutoff)
         ).rowcount
-        if trimmed:
-            self._db.execute(
-                "UPDATE apps SET trimmed_through = max(trimmed_through, ?) WHERE id = ?",
-                (cutoff, app_id),
-            )
-        return int(trimmed)
+        return int(trimmed), cutoff if trimmed else 0
 
     def hold_trim(self, owner: str, line_id: int, seconds: float) -> None:
         """Keep lines above ``line_id`` for the next ``seconds``, past the history if need be.

@@ -171,11 +171,12 @@ def test_a_trim_takes_the_oldest_lines_up_to_the_hold_even_past_what_the_app_has
         (9, ids[1], ids[2:]),
     ]:
         with store._write() as db:
-            gone = store._trim(1, excess, hold)
+            gone, through = store._trim(1, excess, hold)
             left = [row[0] for row in db.execute("SELECT id FROM lines WHERE app_id = 1")]
             db.execute("ROLLBACK")
             db.execute("BEGIN")
         assert (gone, left) == (len(ids) - len(kept), kept)
+        assert through == (ids[len(ids) - len(kept) - 1] if gone else 0)
     assert messages(store.last(LineFilter(app="b"), 10)) == ["b"]
 
 
