@@ -14,6 +14,7 @@ import pytest
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import SQLiteStore, StoredLine
+from tests.server.sinks import HTTPSink
 
 PLAIN_HTTP = ssl.create_default_context()
 """Passed as ``verify`` on requests to http:// URLs, where it is never used: without it httpx
@@ -87,3 +88,11 @@ def running_server(store_path: Path, **options: Any) -> Iterator[Running]:
 @pytest.fixture
 def served(make_server: ServerFactory) -> Running:
     return make_server(syslog_port=0)
+
+
+@pytest.fixture
+def sink() -> Iterator[HTTPSink]:
+    """A real HTTP drain endpoint, answering 204 unless told otherwise."""
+    made = HTTPSink()
+    yield made
+    made.close()

@@ -76,13 +76,6 @@ def start(store_path: Path) -> Iterator[Callable[..., tuple[Running, Stop]]]:
         stop()
 
 
-@pytest.fixture
-def sink() -> Iterator[HTTPSink]:
-    made = HTTPSink()
-    yield made
-    made.close()
-
-
 def add_drain(path: Path, app: str, url: str) -> str:
     """Register a drain in the store, as `herolog drain add` does with no server running."""
     store = SQLiteStore.open(path)

@@ -7,7 +7,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -29,13 +29,6 @@ def make_server(make_server: ServerFactory) -> ServerFactory:
     """Servers whose drains retry at most 0.2 s apart."""
     quick = DrainTiming(backoff_cap_s=0.2)
     return lambda **options: make_server(**{"drain_timing": quick, **options})
-
-
-@pytest.fixture
-def sink() -> Iterator[HTTPSink]:
-    made = HTTPSink()
-    yield made
-    made.close()
 
 
 def add_drain(running: Running, app: str, url: str) -> str:
