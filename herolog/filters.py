@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,13 +24,19 @@ def compile_pattern(text: str) -> re.Pattern[str]:
     takes time exponential in the line's length, and nothing can interrupt it (not Ctrl-C,
     not a server's other requests, which wait behind it)."""
     pattern = re.compile(text)
-    tree = _parse(pattern.pattern, pattern.flags)
-    if _nested_repeat(tree, inside_repeat=False):
+    items = list(_walk(_parse(pattern.pattern, pattern.flags), inside_repeat=False))
+    if any(
+        op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and repeated and arg[1] == _c.MAXREPEAT
+        for op, arg, repeated in items
+    ):
         raise re.error(
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
             " lines: repeat a character class instead, like [\\w.]+"
         )
-    if _repeated_ambiguous_choice(tree, inside_repeat=False, flags=pattern.flags):
+    if any(
+        op is _c.BRANCH and repeated and _ambiguous(arg[1], pattern.flags)
+        for op, arg, repeated in items
+    ):
         raise re.error(
             "it repeats a choice whose branches can match the same text, like (a|aa)* or"
             " (.|\\s)+, which can take exponential time on some lines: give the branches"
@@ -38,56 +45,29 @@ def compile_pattern(text: str) -> re.Pattern[str]:
     return pattern
 
 
-def _nested_repeat(items: Any, *, inside_repeat: bool) -> bool:
+def _walk(items: Any, *, inside_repeat: bool) -> Iterator[tuple[Any, Any, bool]]:
+    """Every item of the parser's tree, with whether a repeat around it can backtrack into
+    it (one that can repeat more than once, and is not possessive or atomic)."""
     for op, arg in items:
-        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            _, most, sub = arg
-            if inside_repeat and most == _c.MAXREPEAT:
-                return True
-            parts = [sub]
-            repeated = inside_repeat or most > 1
-        elif op is _c.SUBPATTERN:
-            parts, repeated = [arg[3]], inside_repeat
-        elif op is _c.BRANCH:
-            parts, repeated = arg[1], inside_repeat
-        elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            parts, repeated = [arg[1]], inside_repeat
-        elif op is _c.GROUPREF_EXISTS:
-            parts, repeated = [x for x in arg[1:] if x is not None], inside_repeat
-        else:  # a possessive repeat or an atomic group does not backtrack into itself
-            continue
-        if any(_nested_repeat(part, inside_repeat=repeated) for part in parts):
-            return True
-    return False
-
-
-def _repeated_ambiguous_choice(items: Any, *, inside_repeat: bool, flags: int) -> bool:
-    """Whether an alternation that can repeat has two branches that may start alike, or a
-    branch that matches nothing (its place then goes to the next round of the repeat)."""
-    for op, arg in items:
+        yield op, arg, inside_repeat
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             parts, repeated = [arg[2]], inside_repeat or arg[1] > 1
         elif op is _c.POSSESSIVE_REPEAT:  # never backtracked into: only within one round
             parts, repeated = [arg[2]], False
-        elif op is _c.ATOMIC_GROUP:
+        elif op is _c.ATOMIC_GROUP:  # the same, but what is inside still backtracks inside
             parts, repeated = [arg], False
         elif op is _c.SUBPATTERN:
             parts, repeated = [arg[3]], inside_repeat
         elif op is _c.BRANCH:
             parts, repeated = arg[1], inside_repeat
-            if inside_repeat and _ambiguous(arg[1], flags):
-                return True
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
             parts, repeated = [arg[1]], inside_repeat
         elif op is _c.GROUPREF_EXISTS:
             parts, repeated = [x for x in arg[1:] if x is not None], inside_repeat
         else:
             continue
-        if any(
-            _repeated_ambiguous_choice(part, inside_repeat=repeated, flags=flags) for part in parts
-        ):
-            return True
-    return False
+        for part in parts:
+            yield from _walk(part, inside_repeat=repeated)
 
 
 def _ambiguous(branches: list[Any], flags: int) -> bool:

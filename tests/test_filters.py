@@ -74,6 +74,8 @@ REFUSED = [
     (r"((a+))+", REPEATS_A_REPETITION),
     (r"(a|b+)*", REPEATS_A_REPETITION),
     (r"(?=(a+)+)", REPEATS_A_REPETITION),
+    (r"(?>(a+)+b)", REPEATS_A_REPETITION),  # an atomic group still backtracks inside
+    (r"(?>(\w+\s?)*$)", REPEATS_A_REPETITION),
     (r"(a|a)*c", REPEATS_A_CHOICE),
     (r"(a|aa)*c", REPEATS_A_CHOICE),
     (r"(a|a?)+c", REPEATS_A_CHOICE),
@@ -96,6 +98,7 @@ FINE = [
     r"(a*+)+",
     r"(?>a+)+",
     r"(a+)?",
+    r"(?:\w+\s?)*+",  # the README's possessive form
     r"(foo|bar)+",
     r"(POST|PUT)+",
     r"(error|warn|info)+",
