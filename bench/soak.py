@@ -58,8 +58,8 @@ from bench import result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, wait_up
 from bench.tail_latency import percentile
+from herolog.drains import NOTICE_HOST
 from herolog.parser import frame
-from herolog.server.forwarder import NOTICE_HOST
 from herolog.store import MAX_HISTORY
 
 CONNECTIONS = 16
@@ -938,8 +938,9 @@ def check_store(soak: Soak, final: StoreCount, checks: Checks) -> bool:
 def check_drains(
     soak: Soak, outcome: Outcome, checks: Checks
 ) -> tuple[dict[str, bool], dict[str, int], dict[str, int]]:
-    """Each drain: delivered + dropped = ingested, the sink got the delivered lines, and L10
-    lines told it of every drop. Whether each kind passed, and its lines delivered, dropped."""
+    """Each drain: delivered + dropped + waiting (for the next serve) = ingested, the sink got
+    the delivered lines, and L10 lines told it of every drop. Whether each kind passed, and
+    its lines delivered, dropped."""
     final, sunk = outcome.final, outcome.sunk
     ok = {"healthy": True, "flapping": True}
     if soak.settle_failure:
@@ -951,6 +952,7 @@ def check_drains(
     for token, (kind, app) in sorted(soak.tokens.items(), key=lambda t: (t[1][1], t[1][0])):
         delivery = outcome.deliveries.get(token, {})
         delivered, dropped = int(delivery.get("delivered", -1)), int(delivery.get("dropped", -1))
+        waiting = int(delivery.get("waiting") or 0)  # left for the next serve: none if settled
         got = sunk[kind]["drains"].get(token, {})
         lines, reported = int(got.get("lines", 0)), int(got.get("l10_reported", 0))
         notices_sent[app] = notices_sent.get(app, 0) + int(got.get("l10_lines", 0))
@@ -958,9 +960,12 @@ def check_drains(
         delivered_total[kind] += delivered
         dropped_total[kind] += dropped
         ok[kind] &= checks.check(
-            delivered + dropped == ingested and lines == delivered and reported == dropped,
+            delivered + dropped + waiting == ingested
+            and lines == delivered
+            and reported == dropped,
             f"{app} {kind} drain: {delivered:,} delivered + {dropped:,} dropped"
-            f" = {delivered + dropped:,}, ingested {ingested:,}; the sink got {lines:,};"
+            f" + {waiting:,} waiting = {delivered + dropped + waiting:,}, ingested {ingested:,};"
+            f" the sink got {lines:,};"
             f" the L10 lines it got reported {reported:,} dropped",
         )
         batches, waits = int(got.get("batches", 0)), int(got.get("waits", 0))

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from herolog.store import AppInfo, Delivery, Drain, DrainExists, SQLiteStore, using_store
+from herolog.store import (
+    AppInfo,
+    Delivery,
+    Drain,
+    DrainExists,
+    SQLiteStore,
+    StoredLine,
+    using_store,
+)
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
@@ -21,6 +29,32 @@ _APP_NAMESPACE = uuid.UUID("6f1c3c59-3a4e-4c4f-9a7e-2b8f4c1d9e10")
 
 class DrainURLError(ValueError):
     """A drain URL herolog cannot deliver to; the message says why."""
+
+
+NOTICE_HOST = "herolog"
+"""The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
+OVERFLOW_NOTICE = (NOTICE_HOST, "Error L10 ")
+"""The HOSTNAME and the start of the message of herolog's own L10 lines."""
+
+
+def is_overflow_notice(line: StoredLine) -> bool:
+    """herolog's own L10 line is for the one drain that dropped lines: it is not forwarded
+    to the app's drains again (Heroku's own L10 lines, arriving as input, are)."""
+    return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
+
+
+def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
+    """``found`` with each drain's :attr:`Drain.waiting` counted: its app's lines past its
+    position (those the ring buffer trimmed since too, which the next server to forward
+    counts as dropped), less the drops already counted past it."""
+    newest = store.newest_id()
+    result = []
+    for drain in found:
+        state = drain.delivery
+        past = store.count_app_lines(drain.app, state.through, newest, unless=OVERFLOW_NOTICE)
+        past += store.trimmed_between(state.through, newest, drain.app)
+        result.append(drain._replace(waiting=max(0, past - state.dropped_ahead)))
+    return result
 
 
 MAX_URL = 8 << 10
@@ -147,6 +181,7 @@ def drain_object(drain: Drain, *, show_secrets: bool = True) -> dict[str, Any]:
             "retrying": delivery.retrying,
             "last_error": delivery.last_error,
             "last_error_at": delivery.last_error_at and api_time(delivery.last_error_at),
+            "waiting": drain.waiting,
         },
     }
 
@@ -169,6 +204,7 @@ def drain_from_object(obj: dict[str, Any]) -> Drain:
                 delivery.get("last_error"),
                 delivery.get("last_error_at"),
             ),
+            None if delivery.get("waiting") is None else int(delivery["waiting"]),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a drain object: {error}") from None
@@ -207,7 +243,9 @@ class LocalRegistry:
     def add(self, app: str, url: str) -> Drain:
         _checked(url)
         try:
-            return using_store(self.store_path, lambda store: store.add_drain(app, url))
+            return using_store(
+                self.store_path, lambda store: counted(store, [store.add_drain(app, url)])[0]
+            )
         except DrainExists:
             raise DrainError(f"{app} already has the drain {mask_url(url)}") from None
 
@@ -217,7 +255,7 @@ class LocalRegistry:
         except FileNotFoundError:
             return []
         try:
-            return store.drains(app)
+            return counted(store, store.drains(app))
         finally:
             store.close()
 

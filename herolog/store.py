@@ -190,6 +190,9 @@ class Drain(NamedTuple):
     created_at: str
     updated_at: str
     delivery: Delivery = Delivery()
+    waiting: int | None = None
+    """Lines of the app past the drain's position, neither delivered nor dropped yet (as of
+    the position the server last saved); None where not counted."""
 
 
 class DrainExists(StoreError):
@@ -830,16 +833,28 @@ class SQLiteStore:
         rows = self._db.execute(sql + " ORDER BY drains.created_at, drains.rowid", params)
         return [Drain(*_drain_fields(row)) for row in rows.fetchall()]
 
-    def save_deliveries(self, deliveries: Mapping[str, Delivery]) -> None:
-        """Record what a server has done for each drain (by id); removed drains are skipped."""
+    def save_deliveries(
+        self, deliveries: Mapping[str, Delivery], *, lease: tuple[str, str] | None = None
+    ) -> bool:
+        """Record what a server has done for each drain (by id); removed drains are skipped.
+        With ``lease`` (a name and an owner), only while that owner holds that lease: a
+        server that lost it to another must not put its older positions back. Whether it
+        was recorded."""
         if not deliveries:
-            return
+            return True
         with self._write() as db:
+            if lease is not None:
+                name, owner = lease
+                row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",))
+                found = row.fetchone()
+                if found is None or str(found[0]).rpartition(" ")[0] != owner:
+                    return False
             db.executemany(
                 "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
                 " last_error_at = ?, through_id = ?, dropped_ahead = ? WHERE id = ?",
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
+        return True
 
     def find_drain(self, app: str, key: str) -> Drain | None:
         """The app's drain whose URL, token or id is ``key``, or None."""

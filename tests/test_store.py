@@ -577,6 +577,23 @@ def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: 
     assert store.find_drain("demo", drain.token) == drain._replace(delivery=state)
 
 
+def test_only_the_forwarding_lease_holder_saves_drain_positions(tmp_path: Path) -> None:
+    """A server whose lease ran out and went to another (it was stalled, say) must not put
+    its older position back over the newer one the other saves."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    drain = store.add_drain("demo", "https://x.example/a")
+    assert store.lease("forwarding", "first", -1) is None  # taken, and already run out
+    assert store.lease("forwarding", "second", 10) is None
+    newer = Delivery(9, 0, False, None, None, through=9)
+    assert store.save_deliveries({drain.id: newer}, lease=("forwarding", "second"))
+    older = Delivery(4, 0, False, None, None, through=4)
+    assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "first"))
+    (found,) = store.drains()
+    assert found.delivery == newer
+    store.release_lease("forwarding", "second")
+    assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "second"))
+
+
 def test_app_lines_reads_a_span_of_one_app_in_bounded_pieces(tmp_path: Path) -> None:
     store = SQLiteStore.open(tmp_path / "logs.db")
     for i in range(10):

@@ -143,6 +143,8 @@ def describe(drain: Drain) -> str:
 
     state = drain.delivery
     parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
+    if drain.waiting:
+        parts.append(f"waiting {drain.waiting:,}")
     parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
     if state.last_error:
         parts.append(f"last error {state.last_error_at}: {state.last_error}")

@@ -88,7 +88,7 @@ class _Uvicorn(uvicorn.Server):
     A second Ctrl-C makes uvicorn stop waiting for the requests under way and skip the
     application's shutdown. herolog's shutdown stops the writer after its last commit and
     hands the drains back, so it runs all the same, but the drains stop delivering (what
-    they have not delivered is reported and told with L10 as ever), and the requests under
+    they have not delivered is reported and left to the next server), and the requests under
     way are cut off at once (each ends as a client gone away, not cancelled half-way with a
     traceback when the loop closes). A third Ctrl-C exits there and then.
     """

@@ -322,7 +322,8 @@ class PlatformAPI:
                 if info is None:
                     raise _not_found("app")
                 name = info.name
-            return [drains.drain_object(drain) for drain in store.drains(name)]
+            found = drains.counted(store, store.drains(name))
+            return [drains.drain_object(drain) for drain in found]
 
         return await self._in_store(work)
 
@@ -342,7 +343,8 @@ class PlatformAPI:
             if info is None and drains.looks_like_id(ref):
                 raise _not_found("app")
             try:
-                return drains.drain_object(store.add_drain(info.name if info else ref, url))
+                added = store.add_drain(info.name if info else ref, url)
+                return drains.drain_object(drains.counted(store, [added])[0])
             except DrainExists:
                 raise APIError(422, "invalid_params", "Url has already been taken") from None
 
@@ -359,7 +361,7 @@ class PlatformAPI:
                 drain = store.find_drain(info.name, key)
             if drain is None:
                 raise _not_found("drain")
-            return drains.drain_object(drain)
+            return drains.drain_object(drains.counted(store, [drain])[0])
 
         return await self._in_store(work)
 

@@ -4,8 +4,7 @@ Delivery works the way Logplex's does, and reports more: each drain
 has a worker with a bounded buffer that the store's new lines are handed to without ever
 waiting, so a dead, slow or failing drain holds up nothing but itself. When the buffer is
 full the oldest lines go, are counted, and the drain is told with Heroku's L10 line, which
-the app's own history gets too; so does what a drain has still not delivered when serve
-stops, which is dropped then. HTTP(S) drains get octet-counted Logplex POSTs; syslog
+the app's own history gets too. HTTP(S) drains get octet-counted Logplex POSTs; syslog
 drains one persistent TCP or TLS connection. What each drain has done is saved in the store,
 where ``herolog drain list`` reads it.
 
@@ -17,10 +16,13 @@ lines begin, and first catches up: it reads its app's lines between its position
 from the store, a bounded piece at a time and holding nothing in the store between reads,
 and delivers them before the live lines, which wait in its buffer under the usual limit.
 Lines the ring buffer trimmed before it read them count as dropped (L10). So the lines
-stored while no server forwarded are delivered, and after a crash the next server resumes
-from the last saved position: what was delivered in the second before may be delivered
-again. Drops counted past the position (a buffer that overflowed behind a batch in flight)
-are saved apart, so that a server resuming from it counts those lines once.
+stored while no server forwarded are delivered; so is what a drain had not delivered when
+serve stopped (its position stays before it: the lines are in the store, and Logplex's drop
+at shutdown would lose them for nothing); and after a crash the next server resumes from the
+last saved position: what was delivered in the second before may be delivered again, as may
+a batch cut off in flight by a stop. Drops counted past the position (a buffer that
+overflowed behind a batch in flight) are saved apart, so that a server resuming from it
+counts those lines once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
+from herolog.drains import NOTICE_HOST, OVERFLOW_NOTICE, is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
@@ -94,22 +97,24 @@ def overflow_message(dropped: int, since: str) -> str:
     return f"Error L10 (output buffer overflow): {dropped} messages dropped since {since}."
 
 
-NOTICE_HOST = "herolog"
-"""The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
-
-
-OVERFLOW_NOTICE = (NOTICE_HOST, "Error L10 ")
-"""The HOSTNAME and the start of the message of herolog's own L10 lines."""
-
-
-def is_overflow_notice(line: StoredLine) -> bool:
-    """herolog's own L10 line is for the one drain that dropped lines: it is not forwarded
-    to the app's drains again (Heroku's own L10 lines, arriving as input, are)."""
-    return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
-
-
 def _cost(line: StoredLine) -> int:
     return len(line.message) + 100  # the header, roughly
+
+
+def stop_report(dropped: int, left: int) -> str:
+    """What serve's log says of a drain that stopped with lines it had not delivered."""
+    parts = []
+    if left:
+        parts.append(
+            f"{_lines(left)} not delivered yet: the next herolog serve on this store sends them"
+        )
+    if dropped:
+        parts.append(f"{_lines(dropped)} dropped as its buffer overflowed (told with L10)")
+    return "; ".join(parts)
+
+
+def _lines(count: int) -> str:
+    return f"{count:,} line{'s' * (count != 1)}"
 
 
 def backoff_limit(attempts: int, timing: DrainTiming) -> float:
@@ -267,11 +272,13 @@ class DrainWorker:
                 self._ahead += dropped
                 self._ahead_through = max(self._ahead_through, last)
 
-    async def stop(self, flush_timeout: float, *, tell: bool) -> int:
-        """Deliver what is left for up to ``flush_timeout`` seconds; the lines not delivered
-        that no L10 line has told of: those left over, which count as dropped, and those the
-        buffer dropped since its last L10. With ``tell``, an L10 line in the app's history
-        tells of them (there is no next batch for it to open), as of every other drop."""
+    async def stop(self, flush_timeout: float, *, tell: bool) -> tuple[int, int]:
+        """Deliver what is left for up to ``flush_timeout`` seconds, then stop. What is
+        still undelivered stays in the store for the next server: the drain's position stays
+        before it (and lines the buffer dropped after it count as undelivered, not dropped:
+        that server delivers them too). Returns the lines the buffer dropped that no L10 line
+        has told of (with ``tell``, an L10 line in the app's history tells of them now:
+        there is no next batch to open), and the lines left undelivered."""
         self.stopping = True
         self.wake.set()
         if self._task is not None:
@@ -280,27 +287,30 @@ class DrainWorker:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.close()
+        left = 0
         if self.live_after is not None:
-            # Before the buffer: lines up to where catch-up has read.
-            behind = len(self.backlog) + (_real(self.pending.lines) if self.pending else 0)
+            left = self.undelivered
+            if self.catching_up and tell:
+                left += await self._count_unread() or 0
+            position = self._position()  # before what it is computed from goes
+            if self._ahead_through > position:
+                # Dropped behind a line still held: the next server reads them back from
+                # the store with it and delivers them, so they are not dropped after all.
+                self.dropped -= self._ahead
+                self.overflowed = max(0, self.overflowed - self._ahead)
+                left += self._ahead
+                self._ahead = 0
+            self.live_after = None
             self.pending = None
             self.backlog.clear()
-            if self.catching_up and tell:
-                unread = await self._count_unread()
-                if unread is not None:
-                    behind += unread
-                    self.read_through = self.live_after
-            self._overflow(behind, self.read_through)
-            live, last = len(self.buffer), self.buffer[-1].id if self.buffer else 0
             self.buffer.clear()
             self.size = 0
-            self._overflow(live, last)
         self.retrying = False
         untold, self.overflowed = self.overflowed, 0
         if untold and tell:
             assert self.overflow_since is not None
             self.notice(self.drain.app, overflow_message(untold, self.overflow_since))
-        return untold
+        return untold, left
 
     def hurry(self) -> None:
         """Serve is stopping in a hurry (a second Ctrl-C): stop delivering now, or as soon
@@ -340,8 +350,11 @@ class DrainWorker:
             self.size -= cost
             size += cost
             lines.append(line)
+        # Held before the buffer is limited: what that drops lies past this batch, and the
+        # drain's position must not pass the batch before it is delivered.
+        self.pending = _Pending(lines, str(uuid.uuid4()))
         self._limit(self.capacity)  # what waits behind this batch; L10 opens the next one
-        return _Pending(lines, str(uuid.uuid4()))
+        return self.pending
 
     async def _run(self) -> None:
         while True:
@@ -704,8 +717,9 @@ class Forwarder:
 
     async def stop(self, flush_timeout: float | None = None) -> None:
         """Forward what was stored, give the drains ``flush_timeout`` seconds (default: the
-        timing's ``flush_s``) to deliver it, then say what could not be delivered: on the
-        log, and with an L10 line in the app's history. Call it while the writer runs."""
+        timing's ``flush_s``) to deliver it, then save where each stopped and say on the log
+        what it left for the next server (and what its buffer dropped, which an L10 line in
+        the app's history tells of too). Call it while the writer runs."""
         if flush_timeout is None:
             flush_timeout = self.timing.flush_s
         if self._task is not None:
@@ -718,18 +732,17 @@ class Forwarder:
         if self._hurried:
             for worker in workers:
                 worker.hurry()
-        left = await asyncio.gather(
+        results = await asyncio.gather(
             *(w.stop(flush_timeout, tell=True) for w in workers), return_exceptions=True
         )
-        for worker, count in zip(workers, left, strict=True):
-            if isinstance(count, BaseException):
-                count = worker.undelivered
-            if count and self.log is not None:
+        for worker, result in zip(workers, results, strict=True):
+            if isinstance(result, BaseException):
+                result = (0, worker.undelivered)
+            if self.log is not None and (report := stop_report(*result)):
                 error = f" (last error: {worker.last_error})" if worker.last_error else ""
-                lines = f"{count:,} line{'s' * (count != 1)}"
                 print(
                     f"herolog serve: drain {worker.drain.token} of {worker.drain.app}"
-                    f" ({worker.shown_url}): {lines} not delivered{error}",
+                    f" ({worker.shown_url}): {report}{error}",
                     file=self.log,
                     flush=True,
                 )
@@ -744,7 +757,7 @@ class Forwarder:
 
     def hurry(self) -> None:
         """A second Ctrl-C: the drains' flush stops now (or is skipped); what they have not
-        delivered is dropped, reported and told with L10 as ever."""
+        delivered is left to the next server and reported, as ever."""
         self._hurried = True
         for worker in self.workers.values():
             worker.hurry()
@@ -822,8 +835,14 @@ class Forwarder:
         if not changed:
             return
 
-        await asyncio.to_thread(using_store, self.store_path, lambda s: s.save_deliveries(changed))
-        self._saved.update(changed)
+        lease = ("forwarding", self.owner)
+        saved = await asyncio.to_thread(
+            using_store, self.store_path, lambda s: s.save_deliveries(changed, lease=lease)
+        )
+        if saved:
+            self._saved.update(changed)
+        else:  # another server forwards now: claim again at the next tick, and stand down
+            self._claimed_at = 0.0
 
     def _notice(self, app: str, message: str) -> None:
         """Store a ``heroku[logplex]`` line in the app's history, through the shared parser."""

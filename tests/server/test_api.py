@@ -499,6 +499,7 @@ def test_drains_crud(api: Running) -> None:
         "retrying": False,
         "last_error": None,
         "last_error_at": None,
+        "waiting": 0,
     }
     again = httpx.post(base, json={"url": url}, headers=AUTH)
     assert again.status_code == 422

@@ -24,8 +24,8 @@ from herolog.filters import LineFilter
 from herolog.parser import format_syslog, frame
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.broadcast import HOLD_EVERY_S
-from herolog.server.forwarder import CATCH_UP_LINES
-from herolog.store import Delivery, SQLiteStore, StoredLine
+from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
+from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from tests.helpers import herolog_env, invoke, store_lines
 from tests.server.conftest import Running
 from tests.server.sinks import HTTPSink, wait_until
@@ -372,26 +372,56 @@ def test_a_dead_drain_catching_up_does_not_stop_trimming_and_the_books_balance(
         dead.close()
 
 
-def test_a_drain_still_catching_up_at_shutdown_drops_the_rest_and_says_so(
+def test_a_drain_still_catching_up_at_shutdown_leaves_the_rest_to_the_next_server(
     start: Callable[..., tuple[Running, Stop]], store_path: Path
 ) -> None:
-    """As with every other line a drain has not delivered when serve stops: counted as
-    dropped, reported and told with L10; the position moves past them."""
+    """As with every other line a drain has not delivered when serve stops: reported, not
+    dropped; the position stays before them, and the next server delivers every one once."""
     dead = HTTPSink(then=503)
     try:
         set_history(store_path, 10_000)
         token = add_drain(store_path, "demo", dead.url())
-        store_lines(store_path, "demo", *numbered(3 * CATCH_UP_LINES))
+        sent = numbered(3 * CATCH_UP_LINES)
+        store_lines(store_path, "demo", *sent)
+        first = min(x.id for x in stored(store_path, "demo"))
         running, stop = start(history=10_000, drain_buffer=10)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
         assert worker(running, token).catching_up
         stop()
         state = saved(store_path, token)
-        assert (state.delivered, state.dropped) == (0, 3 * CATCH_UP_LINES)
+        assert (state.delivered, state.dropped, state.through) == (0, 0, first - 1)
         report = [x for x in running.log.getvalue().splitlines() if "not delivered" in x]
         assert len(report) == 1
-        assert re.search(rf": {3 * CATCH_UP_LINES:,} lines not delivered", report[0]), report
-        assert history_l10(running, "demo") == [3 * CATCH_UP_LINES]
-        assert state.through == max(x.id for x in stored(store_path, "demo"))
+        assert re.search(rf": {len(sent):,} lines not delivered yet", report[0]), report
+        assert history_l10(running, "demo") == []
+        code, out, _ = invoke("drain", "list", "-a", "demo")
+        assert code == 0, out
+        assert f"delivered 0, dropped 0, waiting {len(sent):,}" in out
+
+        dead.then = 204
+        again, _ = start(history=10_000, drain_buffer=10)
+        state = settled(again, token, timeout=60)
+        assert (state.delivered, state.dropped) == (len(sent), 0)
+        assert app_messages(dead.delivered_lines()) == [x.message for x in sent]
     finally:
         dead.close()
+
+
+def test_a_drain_position_never_passes_the_batch_it_is_sending() -> None:
+    """The buffer limited as a batch is taken drops lines past that batch: the position
+    (what a crash or a stop resumes from) stays before the batch until it is delivered."""
+    drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+    held = DrainWorker(drain, capacity=2, notice=lambda app, message: None)
+    held.follow(0)
+    big = "x" * 10_000
+    held.push(
+        [
+            StoredLine(i, "demo", "t", "t", "app", "web.1", big, 14, "h", None, None, "t")
+            for i in range(1, 31)
+        ]
+    )
+    batch = held._next_batch()
+    assert len(batch.lines) < 28  # so the buffer dropped some past it
+    assert held.dropped > 0
+    assert held.delivery.through == batch.lines[0].id - 1
+    assert held.delivery.dropped_ahead == held.dropped  # the next server meets them again

@@ -1,14 +1,16 @@
 """Drains that fail the ways network peers do: hang, reset, answer 5xx, vanish for a while.
 
 Whatever a drain does, the books balance: what herolog reports for it (the store, which
-``herolog drain list`` and the API read) has every ingested line either delivered or
-dropped, and every dropped line is told by an L10 line in the app's history: lines still
-waiting when the server stops, too, which its shutdown report also counts.
+``herolog drain list`` and the API read) has every ingested line delivered, dropped, or
+waiting for the next server (what a drain still held when serve stopped), and every dropped
+line is told by an L10 line in the app's history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
 import re
 import resource
@@ -17,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -26,8 +27,8 @@ import pytest
 from herolog.parser import LogLine
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import DrainTiming
-from herolog.server.forwarder import DrainWorker, backoff_limit
-from herolog.store import Delivery, SQLiteStore, StoredLine
+from herolog.server.forwarder import HANDOFF_LINES, DrainWorker, backoff_limit, stop_report
+from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from tests.helpers import invoke, line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import (
@@ -102,8 +103,9 @@ def assert_in_order_once(got: list[str], sent: Sequence[LogLine]) -> None:
 def assert_books_balance(
     running: Running, app: str, token: str, sent: Sequence[LogLine], refused: int = 0
 ) -> Delivery:
-    """Every line delivered or dropped, every drop in an L10 line but the ``refused`` ones
-    (batches a drain refused for good, shown as its last error); the API agrees."""
+    """Every line delivered or dropped, none waiting, every drop in an L10 line but the
+    ``refused`` ones (batches a drain refused for good, shown as its last error); the API
+    agrees."""
     state = settled(running, token)
     assert state.delivered + state.dropped == len(sent), state
     assert state.retrying is False
@@ -112,6 +114,7 @@ def assert_books_balance(
     api = httpx.get(f"{running.url}/apps/{app}/log-drains").json()
     shown = next(d["delivery"] for d in api if d["token"] == token)
     assert (shown["delivered"], shown["dropped"]) == (state.delivered, state.dropped)
+    assert shown["waiting"] == 0
     return state
 
 
@@ -324,11 +327,13 @@ def test_a_syslog_receiver_that_stalls_costs_one_connection_at_a_time(
         listener.close()
 
 
-def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
+def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
     herolog_home: Path,
 ) -> None:
-    """A drain that is down when serve stops: its L10 never had a next batch to open, so
-    the shutdown report counts those lines too, as does the L10 line then stored. The
+    """A drain that is down when serve stops, its buffer overflowed behind the batch it
+    retries: the store still holds every line from that batch on, so none counts as dropped
+    (nor is told with L10); the report says how many wait, the next serve delivers them all
+    once the drain is back, in order and once each, and the books balance throughout. The
     report names the drain with its secrets masked."""
     dead = HTTPSink(then=503, reply=b"no, SEKRET-PW\n")
     try:
@@ -338,22 +343,37 @@ def test_lines_still_waiting_at_shutdown_are_reported_with_the_overflow(
         sent = send(running, "demo", 1, 5)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
         sent += send(running, "demo", 10, 10, start=5)
+        wait_until(lambda: worker(running, token).dropped > 0, what="the buffer to overflow")
         stop()
         state = saved(running, token)
-        assert (state.delivered, state.dropped) == (0, len(sent))
+        assert (state.delivered, state.dropped, state.dropped_ahead) == (0, 0, 0)
         report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
         assert len(report) == 1
         assert f"(http://u:***@127.0.0.1:{dead.port}/in?token=***)" in report[0]
+        assert f": {len(sent)} lines not delivered yet: the next herolog serve" in report[0]
+        assert "dropped" not in report[0]
         assert report[0].endswith("(last error: 503 Service Unavailable: no, ***)")
         assert "SEKRET" not in log.getvalue()
         assert "T0KEN" not in log.getvalue()
-        m = re.search(r": ([\d,]+) lines not delivered", report[0])
-        assert m, report
-        assert int(m.group(1).replace(",", "")) == history_l10(running, "demo")[-1]
-        assert sum(history_l10(running, "demo")) == len(sent)
+        assert history_l10(running, "demo") == []
         code, out, _ = invoke("drain", "list", "-a", "demo")
         assert code == 0
-        assert f"delivered 0, dropped {len(sent)}" in out
+        assert f"delivered 0, dropped 0, waiting {len(sent)}, ok" in out
+
+        dead.then = 204
+        again, stop_again = small_buffers(herolog_home)
+        try:
+            wait_until(lambda: len(dead.delivered_lines()) >= len(sent), what="the held lines")
+            state = settled(again, token)
+        finally:
+            stop_again()
+        assert [x.message for x in dead.delivered_lines()] == [x.message for x in sent]
+        assert (state.delivered, state.dropped) == (len(sent), 0)
+        code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
+        assert code == 0
+        (shown,) = json.loads(out)
+        assert (shown["delivery"]["delivered"], shown["delivery"]["waiting"]) == (len(sent), 0)
+        assert history_l10(again, "demo") == []
     finally:
         dead.close()
 
@@ -375,13 +395,13 @@ def stop_soon(stop: Callable[[], None]) -> None:
     assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
 
 
-def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
+def test_what_drains_could_not_deliver_at_shutdown_is_reported_and_waits(
     herolog_home: Path,
 ) -> None:
-    """At shutdown, each drain left with lines it could not deliver gets an L10 line in its
-    app's history, telling of them and of what its buffer dropped that no L10 had told of
-    yet: the L10 lines add up to the drops, at shutdown too. A drain that delivered
-    everything gets none, and the shutdown is no slower for it."""
+    """At shutdown, each drain left with lines it could not deliver says how many on serve's
+    log, and they wait in the store: ``herolog drain list`` counts them, no L10 line claims
+    them dropped, and delivered + dropped + waiting is every line of the app. A drain that
+    delivered everything says nothing, and the shutdown is no slower for it."""
     dead = HTTPSink(then=503)
     healthy = HTTPSink()
     try:
@@ -398,53 +418,78 @@ def test_what_drains_could_not_deliver_at_shutdown_is_told_with_l10_lines(
         drain = worker(running, refused)
         wait_until(lambda: drain.pending is not None and drain.pending.attempts >= 2)
         wait_until(lambda: len(healthy.delivered_lines()) == len(sent), what="the healthy drain")
-        assert history_l10(running, "demo") == history_l10(running, "quiet") == []
-        before = datetime.now(UTC).replace(microsecond=0)
         stop_soon(stop)
 
-        def books(token: str) -> tuple[int, int]:
-            state = saved(running, token)
-            return state.delivered, state.dropped
-
-        assert books(overflowing) == (0, len(sent))
-        assert books(fine) == (len(sent), 0)
-        assert books(refused) == (0, len(quiet))
-        assert sum(history_l10(running, "demo")) == len(sent)
-        assert history_l10(running, "quiet") == [len(quiet)]
-        (told,) = [x for x in running.lines("quiet") if L10.fullmatch(x.message)]
-        assert (told.hostname, told.source, told.dyno) == ("herolog", "heroku", "logplex")
-        assert told.pri == 172  # local5.warning, as Logplex's own
-        # What was left over was dropped as serve stopped: "since" is then.
-        since = re.search(r"since (\S+)\.$", told.message)
-        assert since, told.message
-        assert datetime.fromisoformat(since.group(1)) >= before
-        # Each drain's report line counts what its last L10 told of.
+        code, out, _ = invoke("drain", "list", "--json")
+        assert code == 0, out
+        books = {}
+        for shown in json.loads(out):
+            state = shown["delivery"]
+            books[shown["token"]] = (state["delivered"], state["dropped"], state["waiting"])
+        assert books == {
+            overflowing: (0, 0, len(sent)),
+            fine: (len(sent), 0, 0),
+            refused: (0, 0, len(quiet)),
+        }
+        assert history_l10(running, "demo") == history_l10(running, "quiet") == []
         report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
         assert len(report) == 2, report
         counts = {}
         for token in (overflowing, refused):
             (shown,) = [x for x in report if token in x]
-            m = re.search(r": ([\d,]+) lines? not delivered", shown)
+            m = re.search(r": ([\d,]+) lines? not delivered yet", shown)
             assert m, shown
             counts[token] = int(m.group(1).replace(",", ""))
-        assert counts == {overflowing: history_l10(running, "demo")[-1], refused: len(quiet)}
-        # The shutdown L10 is the history's own: the healthy drain never hears of it.
+        assert counts == {overflowing: len(sent), refused: len(quiet)}
         assert l10_counts(healthy.delivered_lines()) == []
     finally:
         dead.close()
         healthy.close()
 
 
-def test_a_store_that_refuses_the_shutdown_l10_neither_holds_up_nor_breaks_the_shutdown(
+def test_drops_no_batch_holds_back_are_told_with_l10_at_shutdown() -> None:
+    """A burst larger than the buffer and its hand-off allowance, handed to a drain that has
+    not taken a batch yet: the oldest lines are dropped behind the position (no server
+    meets them again). Stopping then tells of them with L10 (there is no next batch to
+    open) and reports them apart from the lines left waiting."""
+
+    async def scenario() -> tuple[tuple[int, int], list[str], Delivery]:
+        told: list[str] = []
+        drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+        held = DrainWorker(drain, 10, lambda app, message: told.append(message))
+        held.follow(0)
+        burst = 10 + HANDOFF_LINES + 90
+        held.push(
+            [
+                StoredLine(i, "demo", "t", "t", "app", "web.1", "m", 14, "h", None, None, "t")
+                for i in range(1, burst + 1)
+            ]
+        )
+        return await held.stop(0, tell=True), told, held.delivery
+
+    (dropped, left), told, state = asyncio.run(scenario())
+    assert (dropped, left) == (90, 10 + HANDOFF_LINES)
+    assert len(told) == 1
+    m = L10.fullmatch(told[0])
+    assert m is not None, told
+    assert m.group(1) == "90"
+    assert (state.dropped, state.through, state.dropped_ahead) == (90, 90, 0)
+    assert stop_report(dropped, left) == (
+        f"{10 + HANDOFF_LINES:,} lines not delivered yet: the next herolog serve on this store"
+        " sends them; 90 lines dropped as its buffer overflowed (told with L10)"
+    )
+
+
+def test_a_full_disk_at_shutdown_neither_holds_up_the_shutdown_nor_costs_a_drain_lines(
     herolog_home: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The disk is full when serve stops: the L10 line cannot be stored, which the writer
-    says (once); the drop is still counted and reported, and serve stops as quickly and as
-    cleanly as ever."""
+    """The disk is full when serve stops, with a drain down: serve stops as quickly and as
+    cleanly as ever, reports what the drain holds, and leaves it in the store, where the
+    next server (the disk freed) delivers every line of it once the drain is back."""
     dead = HTTPSink(then=503)
     try:
         running, stop = small_buffers(herolog_home)
-        server, log = running.server, running.log
+        log = running.log
         token = add_drain(running, "demo", dead.url())
         sent = send(running, "demo", 3, 10)
         wait_until(lambda: dead.arrived >= 2, what="failing attempts")
@@ -455,16 +500,23 @@ def test_a_store_that_refuses_the_shutdown_l10_neither_holds_up_nor_breaks_the_s
         )
         stop_soon(stop)
         state = saved(running, token)
-        assert (state.delivered, state.dropped) == (0, len(sent))
-        assert history_l10(running, "demo") == []
+        assert (state.delivered, state.dropped) == (0, 0)
         report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
         assert len(report) == 1
-        assert f": {len(sent)} lines not delivered" in report[0]
-        assert server.writer.failure is not None  # the L10 was refused
-        assert "disk I/O error" in server.writer.failure or "full" in server.writer.failure
+        assert f": {len(sent)} lines not delivered yet" in report[0]
         # (The writer's own stderr is under its file-size limit too: not checked here.)
         assert "Traceback" not in capfd.readouterr().err + log.getvalue()
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+        dead.then = 204
+        again, stop_again = small_buffers(herolog_home)
+        try:
+            wait_until(lambda: len(dead.delivered_lines()) >= len(sent), what="the lines")
+            state = settled(again, token)
+        finally:
+            stop_again()
+        assert [x.message for x in dead.delivered_lines()] == [x.message for x in sent]
+        assert (state.delivered, state.dropped) == (len(sent), 0)
     finally:
         dead.close()
 
