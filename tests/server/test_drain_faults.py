@@ -360,15 +360,7 @@ def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
         assert code == 0
         assert f"delivered 0, dropped 0, waiting {len(sent)}, ok" in out
 
-        dead.then = 204
-        again, stop_again = small_buffers(herolog_home)
-        try:
-            wait_until(lambda: len(dead.delivered_lines()) >= len(sent), what="the held lines")
-            state = settled(again, token)
-        finally:
-            stop_again()
-        assert [x.message for x in dead.delivered_lines()] == [x.message for x in sent]
-        assert (state.delivered, state.dropped) == (len(sent), 0)
+        again = resumed(herolog_home, dead, token, sent)
         code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
         assert code == 0
         (shown,) = json.loads(out)
@@ -376,6 +368,22 @@ def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
         assert history_l10(again, "demo") == []
     finally:
         dead.close()
+
+
+def resumed(home: Path, drain: HTTPSink, token: str, sent: Sequence[LogLine]) -> Running:
+    """The drain back up and a new server on the store: it delivers every line of ``sent``,
+    in order and once each, all of it waiting in the store since the last server stopped.
+    The server, stopped again."""
+    drain.then = 204
+    again, stop = small_buffers(home)
+    try:
+        wait_until(lambda: len(drain.delivered_lines()) >= len(sent), what="the waiting lines")
+        state = settled(again, token)
+    finally:
+        stop()
+    assert [x.message for x in drain.delivered_lines()] == [x.message for x in sent]
+    assert (state.delivered, state.dropped) == (len(sent), 0)
+    return again
 
 
 def small_buffers(home: Path) -> tuple[Running, Callable[[], None]]:
@@ -508,15 +516,7 @@ def test_a_full_disk_at_shutdown_neither_holds_up_the_shutdown_nor_costs_a_drain
         assert "Traceback" not in capfd.readouterr().err + log.getvalue()
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
-        dead.then = 204
-        again, stop_again = small_buffers(herolog_home)
-        try:
-            wait_until(lambda: len(dead.delivered_lines()) >= len(sent), what="the lines")
-            state = settled(again, token)
-        finally:
-            stop_again()
-        assert [x.message for x in dead.delivered_lines()] == [x.message for x in sent]
-        assert (state.delivered, state.dropped) == (len(sent), 0)
+        resumed(herolog_home, dead, token, sent)
     finally:
         dead.close()
 
