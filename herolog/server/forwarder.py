@@ -331,12 +331,17 @@ class DrainWorker:
 
     def _next_batch(self) -> _Pending:
         lines: list[StoredLine] = []
-        if self.overflowed:
+        # Drops past the position (live lines dropped while catching up) are not told yet:
+        # a stop gives them back to the next server, which delivers them. They are told
+        # once the position passes them, which makes them final.
+        ahead = self._ahead if self._ahead_through > self._position() else 0
+        told = self.overflowed - ahead
+        if told > 0:
             assert self.overflow_since is not None
-            message = overflow_message(self.overflowed, self.overflow_since)
+            message = overflow_message(told, self.overflow_since)
             lines.append(logplex_line(self.drain.app, message))
             self.notice(self.drain.app, message)
-            self.overflowed = 0
+            self.overflowed = ahead
         size = 0
         backlog = self.backlog
         while backlog and (size < BATCH_BYTES or not lines):

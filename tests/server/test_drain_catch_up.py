@@ -425,3 +425,55 @@ def test_a_drain_position_never_passes_the_batch_it_is_sending() -> None:
     assert held.dropped > 0
     assert held.delivery.through == batch.lines[0].id - 1
     assert held.delivery.dropped_ahead == held.dropped  # the next server meets them again
+
+
+def test_live_lines_dropped_while_catching_up_are_not_told_until_final(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a drain catches up, live lines its buffer drops lie past its position: a stop
+    gives them back to the next server, which delivers them. So no L10 line (in the next
+    catch-up batch, or in the history) tells of them before the position passes them; and
+    lines truly dropped meanwhile (trimmed before catch-up read them) are still told at the
+    stop, not cancelled out by the ones given back."""
+    import asyncio
+
+    from herolog.server import forwarder
+
+    monkeypatch.setattr(forwarder, "CATCH_UP_LINES", 5)
+    store = SQLiteStore.open(store_path)
+    store.set_history(100_000)
+    drain = store.add_drain("demo", "http://127.0.0.1:9/")
+    store_lines(store_path, "demo", *numbered(40))  # ids 1..40
+    live_after = store.newest_id()
+    live = [
+        StoredLine(i, "demo", "t", "t", "app", "web.1", "live", 14, "h", None, None, "t")
+        for i in range(live_after + 1, live_after + 21)
+    ]
+
+    async def scenario() -> tuple[list[str], tuple[int, int], Delivery]:
+        told: list[str] = []
+        held = DrainWorker(drain, 5, lambda app, message: told.append(message))
+        held.store_path = store_path
+        held.follow(live_after)
+        await held._read_backlog()
+        held.pending = held._next_batch()  # 1..5 in flight, and failing
+        held.retrying = True
+        held.push(live)  # 15 live lines dropped past the position
+        assert (held.dropped, held._ahead) == (15, 15)
+        held.retrying, held.delivered, held.pending = False, 5, None  # 1..5 delivered
+        await held._read_backlog()
+        batch = held._next_batch()  # catch-up goes on (6..10): no L10 in it
+        assert [line.id for line in batch.lines] == [6, 7, 8, 9, 10]
+        held.delivered, held.pending = 10, None
+        store.set_history(25)  # 11..15 trimmed before catch-up read them: truly dropped
+        await held._read_backlog()
+        return told, await held.stop(0, tell=True), held.delivery
+
+    told, (dropped, left), state = asyncio.run(scenario())
+    store.close()
+    assert (state.delivered, state.dropped, state.through, state.dropped_ahead) == (10, 5, 15, 0)
+    assert dropped == 5
+    assert [re.sub(r" since .*", "", x) for x in told] == [
+        "Error L10 (output buffer overflow): 5 messages dropped"
+    ]
+    assert left == 25 + 20  # 16..40 still to deliver, and the 20 live lines
