@@ -46,7 +46,10 @@ def is_overflow_notice(line: StoredLine) -> bool:
 def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
     """``found`` with each drain's :attr:`Drain.waiting` counted: its app's lines past its
     position (those the ring buffer trimmed since too, which the next server to forward
-    counts as dropped), less the drops already counted past it."""
+    counts as dropped), less the drops already counted past it. Not counted (None) in an
+    older herolog's store not upgraded yet: its drains have no position to count from."""
+    if not store.keeps_positions():
+        return found
     newest = store.newest_id()
     result = []
     for drain in found:

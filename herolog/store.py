@@ -833,6 +833,11 @@ class SQLiteStore:
         rows = self._db.execute(sql + " ORDER BY drains.created_at, drains.rowid", params)
         return [Drain(*_drain_fields(row)) for row in rows.fetchall()]
 
+    def keeps_positions(self) -> bool:
+        """Whether the store has drain positions (an older herolog's store has none until a
+        writer upgrades it, which starts each drain at the newest line then)."""
+        return self._schema_ready() and self._schema_version() >= 4
+
     def save_deliveries(
         self, deliveries: Mapping[str, Delivery], *, lease: tuple[str, str] | None = None
     ) -> bool:

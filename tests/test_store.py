@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from herolog.drains import counted
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, Received
 from herolog.store import (
@@ -557,12 +558,15 @@ def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_p
     reader = SQLiteStore.open(path, create=False)
     (drain,) = reader.drains()
     assert drain.delivery.through == 0  # a reader reads the old schema as it is
+    assert not reader.keeps_positions()
+    assert counted(reader, [drain]) == [drain]  # so no count of lines waiting for it
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     writer = SQLiteStore.open(path)
     fill(writer, "demo", ["d"])
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     (drain,) = writer.drains()
     assert drain.delivery.through == 3  # the newest line when it was upgraded, not "d"
+    assert counted(writer, [drain])[0].waiting == 1  # "d"
 
 
 def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: Path) -> None:
