@@ -50,13 +50,14 @@ def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
     older herolog's store not upgraded yet: its drains have no position to count from."""
     if not store.keeps_positions():
         return found
-    newest = store.newest_id()
     result = []
-    for drain in found:
-        state = drain.delivery
-        past = store.count_app_lines(drain.app, state.through, newest, unless=OVERFLOW_NOTICE)
-        past += store.trimmed_between(state.through, newest, drain.app)
-        result.append(drain._replace(waiting=max(0, past - state.dropped_ahead)))
+    with store.snapshot():  # a trim between the counts would count its lines twice
+        newest = store.newest_id()
+        for drain in found:
+            state = drain.delivery
+            past = store.count_app_lines(drain.app, state.through, newest, unless=OVERFLOW_NOTICE)
+            past += store.trimmed_between(state.through, newest, drain.app)
+            result.append(drain._replace(waiting=max(0, past - state.dropped_ahead)))
     return result
 
 

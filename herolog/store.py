@@ -391,6 +391,12 @@ class SQLiteStore:
         finally:
             self._db.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads by this store's methods inside see one state of the store."""
+        with self._read():
+            yield
+
     @property
     def history(self) -> int:
         if self._history is None:
