@@ -182,6 +182,7 @@ class DrainWorker:
         self.say: Callable[[str], None] = lambda message: None
         """Where the drain's failing and recovering are told (serve's log)."""
         self._failing = False
+        self._announced = False
 
     @property
     def delivery(self) -> Delivery:
@@ -371,6 +372,11 @@ class DrainWorker:
                     await self.wake.wait()
                     continue
                 if not self.backlog and self.catching_up:
+                    if not self._announced:
+                        self._announced = True
+                        unread = await self._count_unread()
+                        if unread:
+                            self.say(f"drain {self._named}: catching up on {_lines(unread)}")
                     await self._read_backlog()
                     continue
                 if not self.backlog and not self.buffer and not self.overflowed:

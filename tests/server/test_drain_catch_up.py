@@ -159,6 +159,11 @@ def test_lines_stored_while_no_server_runs_are_delivered_in_order_when_serve_sta
         lambda: len(sink.delivered_lines()) >= len(live) + len(offline), what="the stored lines"
     )
     assert app_messages(sink.delivered_lines()) == [x.message for x in live] + offline
+    told = [x for x in running.log.getvalue().splitlines() if "catching up" in x]
+    assert told == [
+        f"herolog serve: drain {token} of app demo ({sink.url()}): catching up on"
+        f" {len(offline)} lines"
+    ]
     state = settled(running, token)
     assert (state.delivered, state.dropped) == (len(live) + len(offline), 0)
     # and nothing twice after another restart with nothing new
