@@ -186,7 +186,7 @@ class DrainWorker:
 
     @property
     def delivery(self) -> Delivery:
-        through = self._position()
+        through = self._reached()  # only reads: tests call it from another thread
         return Delivery(
             self.delivered,
             self.dropped,
@@ -209,6 +209,11 @@ class DrainWorker:
     def _position(self) -> int:
         """The newest id such that every line of the app up to it has been delivered or
         dropped: just before the oldest line still held or still to be read."""
+        self.through = self._reached()
+        return self.through
+
+    def _reached(self) -> int:
+        """:meth:`_position`, without keeping it."""
         if self.live_after is None:
             return self.through
         oldest: int | None = None
@@ -220,8 +225,7 @@ class DrainWorker:
             oldest = self.read_through + 1
         if oldest is None and self.buffer:
             oldest = self.buffer[0].id
-        self.through = max(self.through, self.seen if oldest is None else oldest - 1)
-        return self.through
+        return max(self.through, self.seen if oldest is None else oldest - 1)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"herolog-drain-{self.drain.token}")
@@ -331,11 +335,14 @@ class DrainWorker:
         raise NotImplementedError
 
     def _next_batch(self) -> _Pending:
-        lines: list[StoredLine] = []
         # Drops past the position (live lines dropped while catching up) are not told yet:
         # a stop gives them back to the next server, which delivers them. They are told
         # once the position passes them, which makes them final.
         ahead = self._ahead if self._ahead_through > self._position() else 0
+        # Held from the start: the drain's position must not pass the batch before it is
+        # delivered, nor the buffer's limit below drop what the batch has taken.
+        self.pending = batch = _Pending([], str(uuid.uuid4()))
+        lines = batch.lines
         told = self.overflowed - ahead
         if told > 0:
             assert self.overflow_since is not None
@@ -356,11 +363,8 @@ class DrainWorker:
             self.size -= cost
             size += cost
             lines.append(line)
-        # Held before the buffer is limited: what that drops lies past this batch, and the
-        # drain's position must not pass the batch before it is delivered.
-        self.pending = _Pending(lines, str(uuid.uuid4()))
         self._limit(self.capacity)  # what waits behind this batch; L10 opens the next one
-        return self.pending
+        return batch
 
     async def _run(self) -> None:
         while True:
