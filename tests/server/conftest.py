@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import io
+import re
+import resource
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -14,6 +19,7 @@ import pytest
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.store import SQLiteStore, StoredLine
+from tests.helpers import herolog_env
 from tests.server.sinks import HTTPSink
 
 PLAIN_HTTP = ssl.create_default_context()
@@ -96,3 +102,69 @@ def sink() -> Iterator[HTTPSink]:
     made = HTTPSink()
     yield made
     made.close()
+
+
+class ServeProcess:
+    """A ``herolog serve`` in a child process, started and waited for until it listens."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdout: IO[bytes] | int = subprocess.DEVNULL,
+        open_files: int | None = None,
+    ) -> None:
+        """``open_files``: the process's soft and hard limit on open files (ulimit -n)."""
+        if open_files is None:
+            limit = None
+        else:
+
+            def limit() -> None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "serve", *args],
+            stderr=subprocess.PIPE,
+            stdout=stdout,
+            text=True,
+            env=env or herolog_env(),
+            preexec_fn=limit,
+        )
+        assert self.proc.stderr is not None
+        self.banner: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                code, err = self.finish()
+                raise AssertionError(f"serve exited with {code}: {err}")
+            self.banner.append(line)
+            if "add a drain with" in line:
+                break
+        m = re.search(r"(https?)://[^:/ ]+:(\d+)/", "".join(self.banner))
+        assert m, self.banner
+        self.url = f"{m.group(1)}://127.0.0.1:{m.group(2)}"
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """Wait for the process to end (killing it if it will not); its status and stderr."""
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, "".join(self.banner) + err
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        started.append(ServeProcess(*args, env=env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        server.finish()

@@ -32,9 +32,9 @@ from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import SQLiteStore
 from tests.helpers import herolog_env
-from tests.server.conftest import Running, ServerFactory
+from tests.server.conftest import Running, ServeProcess, ServerFactory
 from tests.server.test_intake import body
-from tests.server.test_process import ServeProcess, stored
+from tests.server.test_process import stored
 from tests.server.test_syslog import (
     closed_by_server,
     connect,

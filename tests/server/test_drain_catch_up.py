@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from tests.helpers import herolog_env, invoke, store_lines
-from tests.server.conftest import Running
+from tests.server.conftest import Running, ServeProcess
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_drain_faults import (
     QUICK,
@@ -39,7 +40,7 @@ from tests.server.test_drain_faults import (
     worker,
 )
 from tests.server.test_forwarding import numbered
-from tests.server.test_process import ServeProcess
+from tests.server.test_process import Load
 
 Stop = Callable[[], None]
 LOGPLEX = {"Content-Type": "application/logplex-1"}
@@ -232,6 +233,59 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
                 server.proc.kill()
                 server.finish()
         slow.close()
+
+
+@pytest.mark.subprocess
+def test_serve_stopped_at_any_moment_costs_a_drain_nothing(
+    store_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """serve stopped again and again while drains POST to it, with a second Ctrl-C at once
+    in some rounds, and its drain slow or refusing everything: whatever each stop left
+    undelivered (a batch in flight, a buffer that overflowed behind the batch it retried,
+    lines still to catch up) the next serve delivers. In the end the drain has every line
+    stored, first seen in store order; none dropped, none waiting; only batches a stop cut
+    off in flight may have come twice."""
+    rng = random.Random(7)
+    drain = HTTPSink(delay=0.02)
+    try:
+        token = add_drain(store_path, "demo", drain.url())
+        acknowledged: list[str] = []
+        for round_ in range(6):
+            refusing = round_ % 3 == 1
+            drain.then = 503 if refusing else 204
+            buffer = "100" if refusing else "100000"  # refusing: overflows behind its batch
+            server = serve_process("--port", "0", "--history", "1000000", "--drain-buffer", buffer)
+            load = Load(server.url, 2, prefix=f"r{round_}")
+            time.sleep(rng.uniform(0.3, 1.2))
+            server.proc.send_signal(signal.SIGINT)
+            if round_ % 2:
+                time.sleep(0.05)
+                server.proc.send_signal(signal.SIGINT)
+            acknowledged += load.stop()
+            code, err = server.finish()
+            assert code == 0, err
+            assert "Traceback" not in err
+        drain.then = 204
+        server = serve_process("--port", "0", "--history", "1000000")
+        kept = [x.message for x in stored(store_path, "demo")]
+        assert {m.split()[0] for m in kept} >= set(acknowledged)
+        wait_until(
+            lambda: {x.message for x in drain.delivered_lines()} >= set(kept),
+            timeout=60,
+            what="every stored line at the drain",
+        )
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.finish()
+        assert code == 0, err
+    finally:
+        drain.close()
+    got = [x.message for x in drain.delivered_lines()]
+    assert list(dict.fromkeys(got)) == kept
+    state = saved(store_path, token)
+    assert (state.delivered, state.dropped) == (len(kept), 0)
+    code, out, _ = invoke("drain", "list", "--json")
+    assert code == 0, out
+    assert json.loads(out)[0]["delivery"]["waiting"] == 0
 
 
 def test_a_second_server_taking_over_from_a_stopped_first_leaves_no_gap(

@@ -34,7 +34,8 @@ from herolog.filters import LineFilter
 from herolog.store import SQLiteStore
 from herolog.store_writer import HEADER, pack
 from tests.helpers import herolog_env
-from tests.server.test_process import ServeProcess, batch, stored
+from tests.server.conftest import ServeProcess
+from tests.server.test_process import batch, stored
 
 pytestmark = pytest.mark.subprocess
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -14,9 +13,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -27,70 +25,7 @@ from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
 from tests.helpers import herolog_env, invoke
-
-
-class ServeProcess:
-    def __init__(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        stdout: IO[bytes] | int = subprocess.DEVNULL,
-        open_files: int | None = None,
-    ) -> None:
-        """``open_files``: the process's soft and hard limit on open files (ulimit -n)."""
-        if open_files is None:
-            limit = None
-        else:
-
-            def limit() -> None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", "serve", *args],
-            stderr=subprocess.PIPE,
-            stdout=stdout,
-            text=True,
-            env=env or herolog_env(),
-            preexec_fn=limit,
-        )
-        assert self.proc.stderr is not None
-        self.banner: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                code, err = self.finish()
-                raise AssertionError(f"serve exited with {code}: {err}")
-            self.banner.append(line)
-            if "add a drain with" in line:
-                break
-        m = re.search(r"(https?)://[^:/ ]+:(\d+)/", "".join(self.banner))
-        assert m, self.banner
-        self.url = f"{m.group(1)}://127.0.0.1:{m.group(2)}"
-
-    def finish(self, timeout: float = 30) -> tuple[int, str]:
-        """Wait for the process to end (killing it if it will not); its status and stderr."""
-        try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, "".join(self.banner) + err
-
-
-@pytest.fixture
-def serve_process() -> Iterator[Callable[..., ServeProcess]]:
-    started: list[ServeProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        started.append(ServeProcess(*args, env=env))
-        return started[-1]
-
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-        server.finish()
+from tests.server.conftest import ServeProcess
 
 
 def batch(tag: str, n: int = 10) -> bytes:
@@ -123,8 +58,10 @@ class Load:
     """Threads posting 10-line batches, tagged by thread and count, until told to stop or
     the server goes away; remembers which batches were acknowledged with a 204."""
 
-    def __init__(self, url: str, workers: int) -> None:
+    def __init__(self, url: str, workers: int, prefix: str = "") -> None:
         self.url = url
+        self.prefix = prefix
+        """Starts every tag: loads on one store must not repeat each other's Frame-Ids."""
         self.acknowledged: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._send, args=(w,)) for w in range(workers)]
@@ -136,7 +73,7 @@ class Load:
             for i in range(100_000):
                 if self._stop.is_set():
                     return
-                tag = f"w{worker}-{i}"
+                tag = f"{self.prefix}w{worker}-{i}"
                 try:
                     if post(client, self.url, tag) == 204:
                         self.acknowledged.append(tag)

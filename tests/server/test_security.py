@@ -22,11 +22,10 @@ from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
 from tests.helpers import herolog_env, invoke, line
-from tests.server.conftest import ServerFactory
+from tests.server.conftest import ServeProcess, ServerFactory
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_api import Tail, session, store_lines
 from tests.server.test_forwarding import add_drain, numbered, post
-from tests.server.test_process import ServeProcess
 
 INTAKE_PASSWORD = "s3cret-intake-pw"
 API_KEY = "s3cret-api-key"

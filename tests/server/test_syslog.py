@@ -20,8 +20,8 @@ import trustme
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
-from tests.server.conftest import Running, ServerFactory
-from tests.server.test_process import ServeProcess, stored
+from tests.server.conftest import Running, ServeProcess, ServerFactory
+from tests.server.test_process import stored
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
