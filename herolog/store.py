@@ -29,7 +29,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -100,11 +100,17 @@ ALTER TABLE apps ADD COLUMN trimmed_through INTEGER NOT NULL DEFAULT 0;
 UPDATE apps SET trimmed_through = coalesce(
     (SELECT min(id) FROM lines WHERE lines.app_id = apps.id), 1) - 1;
 """
+# Drops no L10 line has told a drain of yet, with when the first of them was: the next server
+# to forward it opens its first batch with that L10 (serve stopped before a batch could).
+_DRAIN_UNTOLD = """
+ALTER TABLE drains ADD COLUMN untold INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE drains ADD COLUMN untold_since TEXT;
+"""
 _UPDATE_APP = "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through, ?) WHERE id = ?"
 """An app's line count after a write, and how far its lines have been trimmed (0: no
 further than before)."""
 # What brings a store from each older schema version to the next.
-_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS}
+_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS, 4: _DRAIN_UNTOLD}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
 _INSERT = (
@@ -169,7 +175,8 @@ class Delivery(NamedTuple):
     """What a server has done for a drain: lines delivered and dropped (all time), whether
     it is retrying now, the last error with when it happened, and where in the store it is:
     every line of the drain's app up to ``through`` delivered or dropped, ``dropped_ahead``
-    of the drops being of lines past it."""
+    of the drops being of lines past it; and ``untold`` drops that no L10 line has told the
+    drain of yet, the first of them at ``untold_since``."""
 
     delivered: int = 0
     dropped: int = 0
@@ -178,6 +185,8 @@ class Delivery(NamedTuple):
     last_error_at: str | None = None
     through: int = 0
     dropped_ahead: int = 0
+    untold: int = 0
+    untold_since: str | None = None
 
 
 class Drain(NamedTuple):
@@ -356,7 +365,7 @@ class SQLiteStore:
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
-                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS)
+                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS + _DRAIN_UNTOLD)
             else:
                 for step in range(version, SCHEMA_VERSION):
                     _execute_script(db, _MIGRATIONS[step])
@@ -827,9 +836,10 @@ class SQLiteStore:
         if not self._schema_ready() or (version := self._schema_version()) < 3:
             return []
         position = "through_id, dropped_ahead" if version >= 4 else "0, 0"
+        untold = "untold, untold_since" if version >= 5 else "0, NULL"
         sql = (
             "SELECT drains.id, token, apps.name, url, drains.created_at, updated_at,"
-            f" delivered, dropped, retrying, last_error, last_error_at, {position}"
+            f" delivered, dropped, retrying, last_error, last_error_at, {position}, {untold}"
             " FROM drains JOIN apps ON apps.id = drains.app_id"
         )
         params: tuple[str, ...] = ()
@@ -862,7 +872,8 @@ class SQLiteStore:
                     return False
             db.executemany(
                 "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
-                " last_error_at = ?, through_id = ?, dropped_ahead = ? WHERE id = ?",
+                " last_error_at = ?, through_id = ?, dropped_ahead = ?, untold = ?,"
+                " untold_since = ? WHERE id = ?",
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
         return True

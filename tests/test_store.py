@@ -552,6 +552,8 @@ def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_p
     db.execute("ALTER TABLE drains DROP COLUMN through_id")
     db.execute("ALTER TABLE drains DROP COLUMN dropped_ahead")
     db.execute("ALTER TABLE apps DROP COLUMN trimmed_through")
+    db.execute("ALTER TABLE drains DROP COLUMN untold")
+    db.execute("ALTER TABLE drains DROP COLUMN untold_since")
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
@@ -567,6 +569,31 @@ def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_p
     (drain,) = writer.drains()
     assert drain.delivery.through == 3  # the newest line when it was upgraded, not "d"
     assert counted(writer, [drain])[0].waiting == 1  # "d"
+
+
+def test_a_version_4_store_s_drains_have_nothing_untold_when_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "demo", ["a"])
+    added = store.add_drain("demo", "https://x.example/logs")
+    store.save_deliveries({added.id: Delivery(1, 2, False, None, None, through=1)})
+    store.close()
+    db = sqlite3.connect(path)  # back to schema 4, as an older herolog left it
+    db.execute("ALTER TABLE drains DROP COLUMN untold")
+    db.execute("ALTER TABLE drains DROP COLUMN untold_since")
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    reader = SQLiteStore.open(path, create=False)
+    (drain,) = reader.drains()
+    assert drain.delivery == Delivery(1, 2, False, None, None, through=1)
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["b"])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert writer.drains() == [drain]
+    told = Delivery(1, 5, False, None, None, 1, 0, 3, "2026-12-03T17:00:00+00:00")
+    writer.save_deliveries({drain.id: told})
+    assert reader.drains()[0].delivery == told
 
 
 def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ at shutdown would lose them for nothing); and after a crash the next server resu
 last saved position: what was delivered in the second before may be delivered again, as may
 a batch cut off in flight by a stop. Drops counted past the position (a buffer that
 overflowed behind a batch in flight) are saved apart, so that a server resuming from it
-counts those lines once.
+counts those lines once; drops no L10 line has told the drain of yet are saved too, so that
+the next server's first batch tells of them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -129,10 +130,37 @@ def _real(lines: Sequence[StoredLine]) -> int:
 
 
 @dataclass
+class _Tally:
+    """Drops not told of yet, and when the first of them was."""
+
+    count: int = 0
+    since: str | None = None
+
+    def add(self, count: int, since: str | None) -> None:
+        if count > 0:
+            if since is not None and (self.since is None or since < self.since):
+                self.since = since
+            self.count += count
+
+    def take(self, keep: int = 0) -> tuple[int, str]:
+        """The drops to tell of now, all but ``keep`` (and from when); they are told."""
+        told = self.count - keep
+        if told <= 0:
+            return 0, ""
+        self.count = keep
+        since = self.since or timestamps.to_heroku(timestamps.now())
+        if not keep:
+            self.since = None
+        return told, since
+
+
+@dataclass
 class _Pending:
     lines: list[StoredLine]
     frame_id: str
     attempts: int = 0
+    told: _Tally = field(default_factory=_Tally)
+    """The drops the L10 line that opens the batch tells of (none: it has none)."""
 
 
 class DrainWorker:
@@ -173,8 +201,10 @@ class DrainWorker:
         self.retrying = False
         self.last_error = drain.delivery.last_error
         self.last_error_at = drain.delivery.last_error_at
-        self.overflowed = 0
-        self.overflow_since: str | None = None
+        self.untold = _Tally(drain.delivery.untold, drain.delivery.untold_since)
+        """Drops no L10 line has told the drain of: the next batch opens with one."""
+        self.unnoticed = _Tally()
+        """Drops no L10 line in the app's history has told of (this server's alone)."""
         self.wake = asyncio.Event()
         self.stopping = False
         self.hurried = False
@@ -187,6 +217,13 @@ class DrainWorker:
     @property
     def delivery(self) -> Delivery:
         through = self._reached()  # only reads: tests call it from another thread
+        ahead = self._ahead if self._ahead_through > through else 0
+        # Drops past the position are not told (the next server delivers those lines);
+        # an L10 line on its way is, in case it never arrives.
+        untold = _Tally()
+        untold.add(self.untold.count - ahead, self.untold.since)
+        if self.pending is not None:
+            untold.add(self.pending.told.count, self.pending.told.since)
         return Delivery(
             self.delivered,
             self.dropped,
@@ -194,8 +231,15 @@ class DrainWorker:
             self.last_error,
             self.last_error_at,
             through,
-            self._ahead if self._ahead_through > through else 0,
+            ahead,
+            untold.count,
+            untold.since if untold.count else None,
         )
+
+    @property
+    def overflowed(self) -> int:
+        """Drops waiting for an L10 line to tell the drain of them."""
+        return self.untold.count
 
     @property
     def undelivered(self) -> int:
@@ -265,9 +309,9 @@ class DrainWorker:
         """Count ``dropped`` lines, the newest of them ``last``, as dropped, for the next
         L10 line to tell of."""
         if dropped:
-            if not self.overflowed:
-                self.overflow_since = timestamps.to_heroku(timestamps.now())
-            self.overflowed += dropped
+            now = timestamps.to_heroku(timestamps.now())
+            self.untold.add(dropped, now)
+            self.unnoticed.add(dropped, now)
             self.dropped += dropped
             # Dropped behind a batch still in flight (or lines still to catch up): after a
             # crash, the next forwarder meets these lines again, and must not count them twice.
@@ -281,9 +325,10 @@ class DrainWorker:
         """Deliver what is left for up to ``flush_timeout`` seconds, then stop. What is
         still undelivered stays in the store for the next server: the drain's position stays
         before it (and lines the buffer dropped after it count as undelivered, not dropped:
-        that server delivers them too). Returns the lines the buffer dropped that no L10 line
-        has told of (with ``tell``, an L10 line in the app's history tells of them now:
-        there is no next batch to open), and the lines left undelivered."""
+        that server delivers them too), and the drops no L10 line has told the drain of are
+        kept for that server's first batch to tell. Returns the lines the buffer dropped
+        that no L10 line in the app's history has told of (with ``tell``, one does now), and
+        the lines left undelivered."""
         self.stopping = True
         self.wake.set()
         if self._task is not None:
@@ -293,6 +338,8 @@ class DrainWorker:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.close()
         left = 0
+        if self.pending is not None:  # cut off: the L10 line opening it never arrived
+            self.untold.add(self.pending.told.count, self.pending.told.since)
         if self.live_after is not None:
             left = self.undelivered
             if self.catching_up and tell:
@@ -302,7 +349,8 @@ class DrainWorker:
                 # Dropped behind a line still held: the next server reads them back from
                 # the store with it and delivers them, so they are not dropped after all.
                 self.dropped -= self._ahead
-                self.overflowed = max(0, self.overflowed - self._ahead)
+                self.untold.count = max(0, self.untold.count - self._ahead)
+                self.unnoticed.count = max(0, self.unnoticed.count - self._ahead)
                 left += self._ahead
                 self._ahead = 0
             self.live_after = None
@@ -311,11 +359,10 @@ class DrainWorker:
             self.buffer.clear()
             self.size = 0
         self.retrying = False
-        untold, self.overflowed = self.overflowed, 0
-        if untold and tell:
-            assert self.overflow_since is not None
-            self.notice(self.drain.app, overflow_message(untold, self.overflow_since))
-        return untold, left
+        unnoticed, since = self.unnoticed.take()
+        if unnoticed and tell:
+            self.notice(self.drain.app, overflow_message(unnoticed, since))
+        return unnoticed, left
 
     def hurry(self) -> None:
         """Serve is stopping in a hurry (a second Ctrl-C): stop delivering now, or as soon
@@ -343,13 +390,15 @@ class DrainWorker:
         # delivered, nor the buffer's limit below drop what the batch has taken.
         self.pending = batch = _Pending([], str(uuid.uuid4()))
         lines = batch.lines
-        told = self.overflowed - ahead
-        if told > 0:
-            assert self.overflow_since is not None
-            message = overflow_message(told, self.overflow_since)
-            lines.append(logplex_line(self.drain.app, message))
-            self.notice(self.drain.app, message)
-            self.overflowed = ahead
+        told, since = self.untold.take(keep=ahead)
+        if told:
+            lines.append(logplex_line(self.drain.app, overflow_message(told, since)))
+            batch.told = _Tally(told, since)
+        # The history's L10 line tells of this server's drops: one told before it stopped
+        # is not told again.
+        noticed, since = self.unnoticed.take(keep=min(ahead, self.unnoticed.count))
+        if noticed:
+            self.notice(self.drain.app, overflow_message(noticed, since))
         size = 0
         backlog = self.backlog
         while backlog and (size < BATCH_BYTES or not lines):
@@ -383,7 +432,7 @@ class DrainWorker:
                             self.say(f"drain {self._named}: catching up on {_lines(unread)}")
                     await self._read_backlog()
                     continue
-                if not self.backlog and not self.buffer and not self.overflowed:
+                if not self.backlog and not self.buffer and not self.untold.count:
                     if self.stopping:
                         return
                     self.wake.clear()

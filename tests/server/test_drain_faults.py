@@ -27,7 +27,13 @@ import pytest
 from herolog.parser import LogLine
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import DrainTiming
-from herolog.server.forwarder import HANDOFF_LINES, DrainWorker, backoff_limit, stop_report
+from herolog.server.forwarder import (
+    HANDOFF_LINES,
+    DrainWorker,
+    _Pending,
+    backoff_limit,
+    stop_report,
+)
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from tests.helpers import invoke, line
 from tests.server.conftest import Running, ServerFactory
@@ -455,37 +461,80 @@ def test_what_drains_could_not_deliver_at_shutdown_is_reported_and_waits(
         healthy.close()
 
 
-def test_drops_no_batch_holds_back_are_told_with_l10_at_shutdown() -> None:
+def stored_line(i: int) -> StoredLine:
+    return StoredLine(i, "demo", "t", "t", "app", "web.1", f"m{i}", 14, "h", None, None, "t")
+
+
+def quiet_worker(drain: Drain, told: list[str]) -> DrainWorker:
+    """A worker of ``drain`` with a buffer of 10, no task of its own and no store: its
+    batches are taken by hand, its history's L10 lines go to ``told``."""
+    held = DrainWorker(drain, 10, lambda app, message: told.append(message))
+    held.follow(drain.delivery.through)
+    return held
+
+
+def l10(message: str) -> int:
+    m = L10.fullmatch(message)
+    assert m is not None, message
+    return int(m.group(1))
+
+
+def test_drops_no_batch_holds_back_are_told_at_shutdown_and_to_the_drain_by_the_next_serve() -> (
+    None
+):
     """A burst larger than the buffer and its hand-off allowance, handed to a drain that has
     not taken a batch yet: the oldest lines are dropped behind the position (no server
-    meets them again). Stopping then tells of them with L10 (there is no next batch to
-    open) and reports them apart from the lines left waiting."""
+    meets them again). Stopping then tells the app's history of them with L10, reports them
+    apart from the lines left waiting, and keeps them untold for the drain, whose first
+    batch from the next server opens with that L10 line (the history is not told twice)."""
+    drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+    told: list[str] = []
 
-    async def scenario() -> tuple[tuple[int, int], list[str], Delivery]:
-        told: list[str] = []
-        drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
-        held = DrainWorker(drain, 10, lambda app, message: told.append(message))
-        held.follow(0)
-        burst = 10 + HANDOFF_LINES + 90
-        held.push(
-            [
-                StoredLine(i, "demo", "t", "t", "app", "web.1", "m", 14, "h", None, None, "t")
-                for i in range(1, burst + 1)
-            ]
-        )
-        return await held.stop(0, tell=True), told, held.delivery
+    async def stopped() -> tuple[tuple[int, int], Delivery]:
+        held = quiet_worker(drain, told)
+        held.push([stored_line(i) for i in range(1, 10 + HANDOFF_LINES + 90 + 1)])
+        return await held.stop(0, tell=True), held.delivery
 
-    (dropped, left), told, state = asyncio.run(scenario())
+    (dropped, left), state = asyncio.run(stopped())
     assert (dropped, left) == (90, 10 + HANDOFF_LINES)
-    assert len(told) == 1
-    m = L10.fullmatch(told[0])
-    assert m is not None, told
-    assert m.group(1) == "90"
-    assert (state.dropped, state.through, state.dropped_ahead) == (90, 90, 0)
+    assert [l10(m) for m in told] == [90]
+    assert (state.dropped, state.through, state.dropped_ahead, state.untold) == (90, 90, 0, 90)
+    assert state.untold_since is not None
     assert stop_report(dropped, left) == (
         f"{10 + HANDOFF_LINES:,} lines not delivered yet: the next herolog serve on this store"
         " sends them; 90 lines dropped as its buffer overflowed (told with L10)"
     )
+    again = quiet_worker(drain._replace(delivery=state), told)
+    again.push([stored_line(i) for i in range(91, 96)])
+    batch = again._next_batch()
+    assert l10(batch.lines[0].message) == 90
+    assert batch.lines[0].message.endswith(f"since {state.untold_since}.")
+    assert [x.id for x in batch.lines[1:]] == [91, 92, 93, 94, 95]
+    assert [l10(m) for m in told] == [90]
+    assert again.delivery.untold == 90  # until that batch is delivered
+
+
+def test_an_l10_line_in_a_batch_cut_off_by_the_stop_is_kept_for_the_drain() -> None:
+    """The stop cuts off a batch that opens with an L10 line: the drain may never have had
+    it, so the drops it tells of are kept untold, and the next server's first batch tells
+    of them again (at least once, as the lines are)."""
+    drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+    told: list[str] = []
+
+    async def stopped() -> tuple[_Pending, Delivery]:
+        held = quiet_worker(drain, told)
+        held.push([stored_line(i) for i in range(1, 10 + HANDOFF_LINES + 30 + 1)])  # 30 go
+        cut_off = held._next_batch()  # opens with the L10 line, and never arrives
+        await held.stop(0, tell=True)
+        return cut_off, held.delivery
+
+    cut_off, state = asyncio.run(stopped())
+    assert l10(cut_off.lines[0].message) == 30
+    assert [l10(m) for m in told] == [30]  # the history was told as the batch was taken
+    assert state.untold == 30
+    again = quiet_worker(drain._replace(delivery=state), told)
+    assert l10(again._next_batch().lines[0].message) == 30
+    assert [l10(m) for m in told] == [30]
 
 
 def test_a_full_disk_at_shutdown_neither_holds_up_the_shutdown_nor_costs_a_drain_lines(
