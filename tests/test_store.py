@@ -542,21 +542,32 @@ def test_an_empty_file_made_by_someone_else_becomes_the_owner_s_alone(tmp_path: 
     store.close()
 
 
+_ADDED_BY = {
+    4: ["drains.through_id", "drains.dropped_ahead", "apps.trimmed_through"],
+    5: ["drains.untold", "drains.untold_since"],
+}
+"""The columns each schema version added."""
+
+
+def as_older_herolog_left_it(path: Path, version: int) -> None:
+    """Take the store at ``path`` back to schema ``version`` (3 or later)."""
+    db = sqlite3.connect(path)
+    for later in range(version + 1, SCHEMA_VERSION + 1):
+        for column in _ADDED_BY[later]:
+            table, name = column.split(".")
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+
+
 def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "logs.db"
     store = SQLiteStore.open(path)
     fill(store, "demo", ["a", "b", "c"])
     store.add_drain("demo", "https://x.example/logs")
     store.close()
-    db = sqlite3.connect(path)  # back to schema 3, as an older herolog left it
-    db.execute("ALTER TABLE drains DROP COLUMN through_id")
-    db.execute("ALTER TABLE drains DROP COLUMN dropped_ahead")
-    db.execute("ALTER TABLE apps DROP COLUMN trimmed_through")
-    db.execute("ALTER TABLE drains DROP COLUMN untold")
-    db.execute("ALTER TABLE drains DROP COLUMN untold_since")
-    db.execute("PRAGMA user_version = 3")
-    db.commit()
-    db.close()
+    as_older_herolog_left_it(path, 3)
     reader = SQLiteStore.open(path, create=False)
     (drain,) = reader.drains()
     assert drain.delivery.through == 0  # a reader reads the old schema as it is
@@ -578,12 +589,7 @@ def test_a_version_4_store_s_drains_have_nothing_untold_when_upgraded(tmp_path: 
     added = store.add_drain("demo", "https://x.example/logs")
     store.save_deliveries({added.id: Delivery(1, 2, False, None, None, through=1)})
     store.close()
-    db = sqlite3.connect(path)  # back to schema 4, as an older herolog left it
-    db.execute("ALTER TABLE drains DROP COLUMN untold")
-    db.execute("ALTER TABLE drains DROP COLUMN untold_since")
-    db.execute("PRAGMA user_version = 4")
-    db.commit()
-    db.close()
+    as_older_herolog_left_it(path, 4)
     reader = SQLiteStore.open(path, create=False)
     (drain,) = reader.drains()
     assert drain.delivery == Delivery(1, 2, False, None, None, through=1)
