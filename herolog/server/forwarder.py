@@ -390,10 +390,13 @@ class DrainWorker:
         # delivered, nor the buffer's limit below drop what the batch has taken.
         self.pending = batch = _Pending([], str(uuid.uuid4()))
         lines = batch.lines
-        told, since = self.untold.take(keep=ahead)
-        if told:
-            lines.append(logplex_line(self.drain.app, overflow_message(told, since)))
+        told = self.untold.count - ahead
+        if told > 0:
+            # On the batch before off the tally, so that no moment counts them in neither.
+            since = self.untold.since or timestamps.to_heroku(timestamps.now())
             batch.told = _Tally(told, since)
+            self.untold.take(keep=ahead)
+            lines.append(logplex_line(self.drain.app, overflow_message(told, since)))
         # The history's L10 line tells of this server's drops: one told before it stopped
         # is not told again.
         noticed, since = self.unnoticed.take(keep=min(ahead, self.unnoticed.count))
@@ -449,12 +452,12 @@ class DrainWorker:
                     batch.attempts += 1
                     await self._backoff(batch.attempts)
                     continue
-                self.dropped += _real(batch.lines)
+                self._refused(batch)
             except Exception as error:
                 # Something no retry will mend (a URL the HTTP stack rejects, say): the
                 # batch is dropped and the error shown, and the drain carries on.
                 self._failed(f"{type(error).__name__}: {error}")
-                self.dropped += _real(batch.lines)
+                self._refused(batch)
             else:
                 self.delivered += _real(batch.lines)
                 if self._failing:
@@ -462,6 +465,14 @@ class DrainWorker:
                     self.say(f"drain {self._named} delivers again")
             self.retrying = False
             self.pending = None
+
+    def _refused(self, batch: _Pending) -> None:
+        """The drain refused ``batch`` for good: its lines are dropped (the error tells of
+        them), and the next batch tells again what the L10 line opening it told. An L10
+        line alone is not sent again: a drain refusing everything would loop."""
+        self.dropped += _real(batch.lines)
+        if _real(batch.lines):
+            self.untold.add(batch.told.count, batch.told.since)
 
     async def _read_backlog(self) -> None:
         """Read the next of the app's lines to catch up from the store (lines the ring buffer

@@ -537,6 +537,42 @@ def test_an_l10_line_in_a_batch_cut_off_by_the_stop_is_kept_for_the_drain() -> N
     assert [l10(m) for m in told] == [30]
 
 
+def test_drops_behind_a_batch_in_flight_are_not_saved_as_untold() -> None:
+    """The buffer limited as a batch is taken drops lines past it: after a crash the next
+    server reads those lines back and delivers them, so the state saved meanwhile must not
+    have it tell the drain of them with L10 as well."""
+    drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+    held = quiet_worker(drain, [])
+    held.push([stored_line(i) for i in range(1, 10 + HANDOFF_LINES + 1)])
+    batch = held._next_batch()
+    state = held.delivery
+    assert held.dropped > 0
+    assert (state.dropped_ahead, state.through) == (held.dropped, batch.lines[0].id - 1)
+    assert (state.untold, state.untold_since) == (0, None)
+
+
+def test_the_l10_line_of_a_batch_the_drain_refused_opens_the_next_batch() -> None:
+    """A batch refused for good (a 4xx) is dropped with the L10 line that opened it: the
+    next batch tells those drops again. An L10 line alone is not sent again."""
+    drain = Drain("id", "d.token", "demo", "http://127.0.0.1:9/", "now", "now")
+    held = quiet_worker(drain, [])
+    held.push([stored_line(i) for i in range(1, 10 + HANDOFF_LINES + 30 + 1)])  # 30 go
+    refused = held._next_batch()
+    assert l10(refused.lines[0].message) == 30
+    held._refused(refused)
+    held.pending = None
+    held.push([stored_line(5_000)])
+    after = held._next_batch()
+    # Every drop but the refused batch's own lines (its error tells of those): the 30, and
+    # what the buffer dropped behind that batch.
+    assert l10(after.lines[0].message) == held.dropped - len(refused.lines[1:]) > 30
+    assert [x.id for x in after.lines[-1:]] == [5_000]
+    held.pending = None
+    alone = _Pending([refused.lines[0]], "f", told=refused.told)
+    held._refused(alone)
+    assert held.untold.count == 0
+
+
 def test_a_full_disk_at_shutdown_neither_holds_up_the_shutdown_nor_costs_a_drain_lines(
     herolog_home: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
