@@ -376,6 +376,47 @@ def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
         dead.close()
 
 
+def test_an_l10_line_the_stop_kept_from_a_drain_opens_the_next_serve_s_first_batch(
+    herolog_home: Path,
+) -> None:
+    """The drain takes the batch it was retrying, then refuses the next one, which opens
+    with the L10 line telling of what its buffer dropped meanwhile, until serve stops. The
+    next serve's first batch opens with that L10 line: the drain hears of every drop once,
+    and the app's history (told when the batch was taken) once too."""
+    drain = HTTPSink(then=503)
+    try:
+        running, stop = small_buffers(herolog_home)
+        token = add_drain(running, "demo", drain.url())
+        sent = send(running, "demo", 1, 5)
+        wait_until(lambda: drain.arrived >= 2, what="failing attempts")
+        sent += send(running, "demo", 10, 10, start=5)  # the buffer keeps the last 10
+        wait_until(lambda: worker(running, token).dropped == 90, what="the overflow")
+        with drain.lock:
+            drain.statuses = [204]  # the batch retried goes through; the next never does
+        wait_until(
+            lambda: any(l10_counts(r.lines) for r in list(drain.requests)), what="the L10 batch"
+        )
+        stop()
+        assert history_l10(running, "demo") == [90]
+        state = saved(running, token)
+        assert (state.delivered, state.dropped, state.untold) == (5, 90, 90)
+
+        drain.then = 204
+        again, stop_again = small_buffers(herolog_home)
+        try:
+            wait_until(lambda: len(drain.delivered_lines()) >= 5 + 1 + 10, what="the rest")
+            state = settled(again, token)
+        finally:
+            stop_again()
+        got = drain.delivered_lines()
+        assert l10_counts(got) == [90]
+        assert app_messages(got) == [x.message for x in sent[:5] + sent[-10:]]
+        assert (state.delivered, state.dropped, state.untold) == (15, 90, 0)
+        assert history_l10(again, "demo") == [90]
+    finally:
+        drain.close()
+
+
 def resumed(home: Path, drain: HTTPSink, token: str, sent: Sequence[LogLine]) -> Running:
     """The drain back up and a new server on the store: it delivers every line of ``sent``,
     in order and once each, all of it waiting in the store since the last server stopped.
