@@ -392,7 +392,7 @@ class DrainWorker:
         lines = batch.lines
         told = self.untold.count - ahead
         if told > 0:
-            # On the batch before off the tally, so that no moment counts them in neither.
+            # On the batch before they leave the tally: no moment counts them nowhere.
             since = self.untold.since or timestamps.to_heroku(timestamps.now())
             batch.told = _Tally(told, since)
             self.untold.take(keep=ahead)
