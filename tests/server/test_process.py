@@ -421,6 +421,8 @@ def wait_until_refused(port: int) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except ConnectionRefusedError:
             return
+        except ConnectionResetError:
+            pass  # taken into the backlog as the listener closed: the next try tells
         assert time.monotonic() < deadline, f"port {port} still accepts connections"
         time.sleep(0.01)
 
