@@ -644,9 +644,9 @@ class SQLiteStore:
 
         now = timestamps.to_instant(timestamps.now())
         with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",)).fetchone()
-            if row is not None:
-                holder, _, until = str(row[0]).rpartition(" ")
+            held = self._lease(name)
+            if held is not None:
+                holder, until = held
                 if holder != owner and until > now:
                     return holder
             db.execute(
@@ -658,9 +658,21 @@ class SQLiteStore:
 
     def release_lease(self, name: str, owner: str) -> None:
         with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",)).fetchone()
-            if row is not None and str(row[0]).rpartition(" ")[0] == owner:
+            if self._holds(name, owner):
                 db.execute("DELETE FROM meta WHERE key = ?", (f"lease:{name}",))
+
+    def _lease(self, name: str) -> tuple[str, str] | None:
+        """Who holds the lease ``name`` and until when (it may have run out), or None."""
+        value = self._meta(f"lease:{name}")
+        if value is None:
+            return None
+        holder, _, until = value.rpartition(" ")
+        return holder, until
+
+    def _holds(self, name: str, owner: str) -> bool:
+        """Whether ``owner`` was the last to take the lease ``name`` (run out or not)."""
+        held = self._lease(name)
+        return held is not None and held[0] == owner
 
     def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
         where, params = _where(wanted)
@@ -864,12 +876,8 @@ class SQLiteStore:
         if not deliveries:
             return True
         with self._write() as db:
-            if lease is not None:
-                name, owner = lease
-                row = db.execute("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",))
-                found = row.fetchone()
-                if found is None or str(found[0]).rpartition(" ")[0] != owner:
-                    return False
+            if lease is not None and not self._holds(*lease):
+                return False
             db.executemany(
                 "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
                 " last_error_at = ?, through_id = ?, dropped_ahead = ?, untold = ?,"
