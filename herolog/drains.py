@@ -43,6 +43,15 @@ def is_overflow_notice(line: StoredLine) -> bool:
     return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
 
 
+def unaccounted(store: SQLiteStore, app: str, after: int, upto: int) -> int:
+    """``app``'s lines with ids in (``after``, ``upto``] that a drain at ``after`` has yet to
+    deliver or count as dropped: those the store holds (but herolog's own L10 lines, which
+    are not forwarded), and those the ring buffer trimmed, which catching up counts as
+    dropped."""
+    kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE)
+    return kept + store.trimmed_between(after, upto, app)
+
+
 def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
     """``found`` with each drain's :attr:`Drain.waiting` counted: its app's lines past its
     position (those the ring buffer trimmed since too, which the next server to forward
@@ -55,8 +64,7 @@ def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
         newest = store.newest_id()
         for drain in found:
             state = drain.delivery
-            past = store.count_app_lines(drain.app, state.through, newest, unless=OVERFLOW_NOTICE)
-            past += store.trimmed_between(state.through, newest, drain.app)
+            past = unaccounted(store, drain.app, state.through, newest)
             result.append(drain._replace(waiting=max(0, past - state.dropped_ahead)))
     return result
 

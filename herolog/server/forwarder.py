@@ -44,7 +44,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.drains import NOTICE_HOST, OVERFLOW_NOTICE, is_overflow_notice
+from herolog.drains import NOTICE_HOST, is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
@@ -237,11 +237,6 @@ class DrainWorker:
         )
 
     @property
-    def overflowed(self) -> int:
-        """Drops waiting for an L10 line to tell the drain of them."""
-        return self.untold.count
-
-    @property
     def undelivered(self) -> int:
         pending = _real(self.pending.lines) if self.pending else 0
         return len(self.buffer) + len(self.backlog) + pending
@@ -390,12 +385,9 @@ class DrainWorker:
         # delivered, nor the buffer's limit below drop what the batch has taken.
         self.pending = batch = _Pending([], str(uuid.uuid4()))
         lines = batch.lines
-        told = self.untold.count - ahead
-        if told > 0:
-            # On the batch before they leave the tally: no moment counts them nowhere.
-            since = self.untold.since or timestamps.to_heroku(timestamps.now())
+        told, since = self.untold.take(keep=ahead)
+        if told:
             batch.told = _Tally(told, since)
-            self.untold.take(keep=ahead)
             lines.append(logplex_line(self.drain.app, overflow_message(told, since)))
         # The history's L10 line tells of this server's drops: one told before it stopped
         # is not told again.
@@ -505,8 +497,7 @@ class DrainWorker:
         app, after, upto = self.drain.app, self.read_through, self.live_after
 
         def count(store: SQLiteStore) -> int:
-            kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE)
-            return kept + store.trimmed_between(after, upto, app)
+            return drains.unaccounted(store, app, after, upto)
 
         try:
             return await asyncio.to_thread(using_store, self.store_path, count)

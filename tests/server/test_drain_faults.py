@@ -80,7 +80,7 @@ def settled(running: Running, token: str, timeout: float = 30.0) -> Delivery:
 
     def done() -> bool:
         handed = broadcaster.position >= newest
-        idle = not drain.buffer and drain.pending is None and not drain.overflowed
+        idle = not drain.buffer and drain.pending is None and not drain.untold.count
         return handed and idle and saved(running, token) == drain.delivery
 
     wait_until(done, timeout, what="the drain to deliver everything and save its state")

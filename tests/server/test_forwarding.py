@@ -144,7 +144,7 @@ def test_a_drain_down_long_enough_gets_an_exact_l10(make_server: ServerFactory) 
         post(running, "demo", numbered(99, start=1))
         # All 99 must have reached the drain's buffer before it recovers, or fewer overflow.
         drain = next(iter(running.server.app.forwarder.workers.values()))
-        wait_until(lambda: drain.overflowed + len(drain.buffer) == 99, what="the 99 lines")
+        wait_until(lambda: drain.untold.count + len(drain.buffer) == 99, what="the 99 lines")
         down.then = 204
         wait_until(lambda: len(down.delivered_lines()) >= 12, what="delivery after recovery")
         got = down.delivered_lines()
