@@ -795,6 +795,8 @@ class Forwarder:
             await self.broadcaster.catch_up()
             self.broadcaster.unsubscribe(self)
         workers = list(self.workers.values())
+        if self.active and not await self._hold_through(flush_timeout):
+            self._hurried = True  # another server forwards now: it delivers what is left
         if self._hurried:
             for worker in workers:
                 worker.hurry()
@@ -820,6 +822,21 @@ class Forwarder:
         # commits them before it stops; a writer that does not answer must not keep the
         # drains' state unsaved or the forwarding lease held.
         await asyncio.gather(*self._notices, return_exceptions=True)
+
+    async def _hold_through(self, flush_timeout: float) -> bool:
+        """Renew the forwarding lease to outlast the flush (no renewals run meanwhile), so
+        that no other server takes over and delivers the same lines while this one flushes;
+        False if another holds it already. A store that cannot be written says nothing: the
+        flush goes ahead on the lease as it stands."""
+        try:
+            holder = await asyncio.to_thread(
+                using_store,
+                self.store_path,
+                lambda s: s.lease("forwarding", self.owner, flush_timeout + LEASE_S),
+            )
+        except (sqlite3.Error, StoreError, OSError):
+            return True
+        return holder is None
 
     def hurry(self) -> None:
         """A second Ctrl-C: the drains' flush stops now (or is skipped); what they have not

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from herolog.parser import LogLine
-from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import (
     HANDOFF_LINES,
@@ -448,6 +448,45 @@ def stop_soon(stop: Callable[[], None]) -> None:
     stop()
     took = time.monotonic() - started
     assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
+
+
+def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forwarding lease is renewed as the stop begins, for longer than the flush: no
+    renewal runs during it, and a lease that ran out meanwhile would let a second server
+    deliver the lines this one is still trying to (twice). Once stopped, it is released."""
+    monkeypatch.setattr(forwarder, "LEASE_S", 0.5)
+
+    def another_server_claims() -> str | None:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            return store.lease("forwarding", "another server", 10)
+        finally:
+            store.close()
+
+    dead = HTTPSink(then=503)
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
+    server = Server(replace(config, drain_timing=replace(QUICK, flush_s=3.0)), log=io.StringIO())
+    stopper = threading.Thread(target=run_in_thread(server))
+    try:
+        running = Running(server, io.StringIO())
+        add_drain(running, "demo", dead.url())
+        send(running, "demo", 1, 5)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        renewals = server.app.forwarder._task
+        assert renewals is not None
+        stopper.start()
+        wait_until(renewals.done, what="the stop to end the lease's renewals")
+        time.sleep(1.5)  # three leases' worth into the flush
+        assert stopper.is_alive(), "the flush ended early"
+        assert another_server_claims() == server.app.forwarder.owner
+    finally:
+        if stopper.ident is None:  # failed before the stop began
+            stopper.start()
+        stopper.join()
+        dead.close()
+    assert another_server_claims() is None
 
 
 def test_what_drains_could_not_deliver_at_shutdown_is_reported_and_waits(
