@@ -173,9 +173,11 @@ class RemoteLogs:
                 self.on_reconnecting(reason)
             self.sleep(delay)
             try:
-                if not self._read(client, url):  # the session is gone: the server restarted
-                    url = self._create_session(client, session_body(self.request, lines=0))
-                    if not self._read(client, url):
+                if not self._read(client, url, resuming=True):  # gone: the server restarted
+                    # Without a line id to resume after, nothing was shown yet: start over.
+                    lines = 0 if self.last_id is not None else None
+                    url = self._create_session(client, session_body(self.request, lines=lines))
+                    if not self._read(client, url, resuming=True):
                         raise RemoteError(f"{self.shown} lost the new log session at once")
             except httpx.TransportError as error:
                 reason, announce = _reason(error), False
@@ -200,8 +202,9 @@ class RemoteLogs:
         except (ValueError, KeyError, TypeError, RecursionError):
             raise RemoteError(f"{self.shown} is not a herolog server (no log session)") from None
 
-    def _read(self, client: httpx.Client, url: str) -> bool:
-        """Stream the session at ``url`` to the renderer; False if it no longer exists."""
+    def _read(self, client: httpx.Client, url: str, *, resuming: bool = False) -> bool:
+        """Stream the session at ``url`` to the renderer; False if it no longer exists
+        (when ``resuming`` it: a session read before)."""
         import httpx_sse
 
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -213,7 +216,7 @@ class RemoteLogs:
         request.headers.pop("Authorization", None)
         response = client.send(request, stream=True)
         try:
-            if response.status_code == 404 and self.last_id is not None:
+            if response.status_code == 404 and resuming:
                 return False
             if response.status_code != 200:
                 response.read()

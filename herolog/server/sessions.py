@@ -264,7 +264,9 @@ class Sessions:
                     asyncio.to_thread(_read_last, self.store_path, session), send, self.keepalive
                 )
                 await self._send(session, reader, send, lines)
-                if reader.cursor != newest:  # tell the client where the history ended
+                # Tell the client where the history ended (id: 0 for an empty store), so
+                # that it has an id to resume after.
+                if reader.cursor != newest or not lines:
                     await send(f"id: {newest}\n\n".encode())
                     self._sent(session, reader, newest)
             if session.tail:

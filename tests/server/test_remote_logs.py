@@ -391,3 +391,100 @@ def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
     events = [SimpleNamespace(id=i, event="", data="") for i in ("7", "é", "", "8x")]
     assert list(logs._events(iter(events))) == []
     assert logs.last_id == "7"
+
+
+@pytest.mark.subprocess
+def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) -> None:
+    """A tail started before the server had any line still gets an id to resume after (0):
+    when the server restarts (its sessions gone) it resumes from there, with -n 0 too,
+    instead of retrying the dead session forever in silence."""
+    path = herolog_home / "logs.db"
+
+    def start(port: int = 0) -> tuple[Server, object]:
+        server = Server(ServeConfig(store_path=path, port=port, api_key=KEY), log=io.StringIO())
+        return server, run_in_thread(server)
+
+    server, stop = start()
+    port = server.http_port
+    assert port is not None
+    url = f"http://127.0.0.1:{port}"
+    child = Child("logs", "--server", url, "-t", "-n", "0", env=herolog_env(HEROLOG_API_KEY=KEY))
+    try:
+        subscribers = server.app.broadcaster.subscribers
+        deadline = time.monotonic() + 15
+        while not any(getattr(s, "live", False) for s in list(subscribers)):
+            assert time.monotonic() < deadline, "the tail did not start"
+            time.sleep(0.02)
+        stop()  # type: ignore[operator]
+        fill(path, "demo", line("while down", second=1))
+        server, stop = start(port)
+        fill(path, "demo", line("after restart", second=2))
+        assert [x.split(": ", 1)[1] for x in child.read_lines(2)] == [
+            "while down",
+            "after restart",
+        ]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()  # type: ignore[operator]
+    assert code == 130
+    assert err.count("reconnecting...") == 1, err
+
+
+class _RestartedServer(http.server.BaseHTTPRequestHandler):
+    """Not herolog: its first session ends before sending any event id (the server stopped
+    at once) and is then gone (404); the next session holds one line."""
+
+    posts: ClassVar[list[dict[str, object]]] = []
+    gets: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        type(self).posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        port = self.server.server_address[1]  # type: ignore[index]
+        stream = f"http://127.0.0.1:{port}/stream{len(self.posts)}"
+        body = json.dumps({"logplex_url": stream}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        type(self).gets.append(self.path)
+        if self.path == "/stream1" and self.gets.count(self.path) > 1:
+            self.send_error(404)
+            return
+        if self.path == "/stream1":
+            body = b"retry: 1000\n\n"
+        else:
+            body = f"id: 1\ndata: {json.dumps(GOOD + GOOD_TAIL)}\n\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if self.path != "/stream1":
+            time.sleep(30)  # the tail stays on this one
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.subprocess
+def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
+    handler: type[_RestartedServer] = type(
+        "Handler", (_RestartedServer,), {"posts": [], "gets": []}
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    child = Child("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
+    try:
+        assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
+    finally:
+        child.stop(signal.SIGINT)
+        server.shutdown()
+        server.server_close()
+    # Nothing was shown from the first session: the second one asks for the same history.
+    assert [post["lines"] for post in handler.posts] == [7, 7]
