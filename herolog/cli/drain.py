@@ -79,7 +79,10 @@ def drain(ctx: click.Context) -> None:
     herolog drain remove d.0b7c6a0e-... -a demo
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(list_drains)
+        # Made from no arguments, as on the command line: ctx.invoke would skip the
+        # options' environment variables ($HEROLOG_URL, $HEROLOG_APP).
+        with list_drains.make_context("list", [], parent=ctx) as listing:
+            list_drains.invoke(listing)
 
 
 @drain.command("add")

@@ -217,3 +217,28 @@ def test_errors_do_not_show_secrets(where_refused: dict[str, str]) -> None:
     assert code == 1
     assert "SECRET" not in err
     assert "Traceback" not in err
+
+
+def test_plain_drain_lists_the_drains_of_herolog_url(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`herolog drain` is `herolog drain list`, $HEROLOG_URL and $HEROLOG_APP included: it
+    lists the server's drains, not the local store's (here another store than the
+    server's)."""
+    path = tmp_path_factory.mktemp("elsewhere") / "logs.db"
+    with running_server(path, api_key=KEY) as running:
+        remote = {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
+        for app in ("one", "two"):
+            code, _, err = run("drain", "add", f"https://{app}.example/x", "-a", app, env=remote)
+            assert code == 0, err
+        assert run("drain", "list")[1] == "No drains.\n"  # the local store
+        code, out, err = run("drain", env=remote)
+        assert (code, err) == (0, "")
+        assert out == run("drain", "list", env=remote)[1]
+        assert [x for x in out.splitlines() if x.startswith("===")] == [
+            "=== one Drains",
+            "=== two Drains",
+        ]
+        code, out, _ = run("drain", env={**remote, "HEROLOG_APP": "two"})
+        assert out.startswith("=== Drains\n\nhttps://two.example/x (d.")
+        assert "one.example" not in out
