@@ -54,8 +54,13 @@ def format_json(line: StoredLine) -> str:
     return json.dumps(to_json_object(line), ensure_ascii=False, separators=(",", ":"))
 
 
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""What JSON leaves raw but str.splitlines ends a line at, as JSON escapes."""
+
+
 def encode_record(line: StoredLine) -> str:
-    """A line as ``herolog logs --server`` receives it: every stored field, in order."""
+    """A line as ``herolog logs --server`` receives it: every stored field, in order, on one
+    line for any line splitter (some SSE clients split as str.splitlines does)."""
     return json.dumps(
         [
             line.id,
@@ -73,7 +78,7 @@ def encode_record(line: StoredLine) -> str:
         ],
         ensure_ascii=False,
         separators=(",", ":"),
-    )
+    ).translate(_LINE_BREAKS)
 
 
 def _pipe_fd(stream: IO[str]) -> int | None:

@@ -242,6 +242,22 @@ def test_json_records_carry_every_field(shared_api: Running) -> None:
     assert records[0] == shared_api.lines("demo")[-1]
 
 
+def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) -> None:
+    """U+2028, U+2029 and U+0085 are left raw by JSON, and str.splitlines (which httpx's
+    iter_lines, and httpx-sse before 0.4.1, split an SSE stream with) ends a line at each:
+    a record holding one raw would reach such a client in two halves, neither of them
+    JSON. They go as JSON escapes, which read back as the same message."""
+    message = "a\u2028b\u2029c\u0085d"
+    store_lines(api, "demo", line(message))
+    url = session(api, lines=1, format="json")
+    with httpx.Client() as client:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert response.text.splitlines() == response.text.split("\n")[:-1]
+    data = [x[6:] for x in response.text.split("\n") if x.startswith("data: ")]
+    assert [decode_record(x).message for x in data] == [message]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
