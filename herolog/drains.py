@@ -8,7 +8,7 @@ import ipaddress
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from herolog.store import (
@@ -20,6 +20,9 @@ from herolog.store import (
     StoredLine,
     using_store,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
@@ -225,10 +228,19 @@ def drain_from_object(obj: dict[str, Any]) -> Drain:
 class DrainError(Exception):
     """A drain command that cannot be done; ``usage``: the input itself is wrong (exit 2)."""
 
-    def __init__(self, message: str, *, usage: bool = False, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        usage: bool = False,
+        status: int | None = None,
+        missing: bool = False,
+    ) -> None:
         super().__init__(message)
         self.usage = usage
         self.status = status
+        self.missing = missing
+        """The server said the app or drain is not there (not: it has no such path)."""
 
 
 class Registry(Protocol):
@@ -306,7 +318,7 @@ class RemoteRegistry:
         try:
             answer = self._call("DELETE", path, None, "remove the drain")
         except DrainError as error:
-            if error.status == 404:
+            if error.missing:
                 raise DrainError(f"{app} has no drain {mask_url(key)}") from None
             raise
         return self._drain(answer)
@@ -337,11 +349,29 @@ class RemoteRegistry:
             problem: RemoteError = refused(self.shown, response, doing, app)
             # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
             usage = problem.usage and "already been taken" not in str(problem)
-            raise DrainError(str(problem), usage=usage, status=response.status_code)
+            raise DrainError(
+                str(problem), usage=usage, status=response.status_code, missing=_missing(response)
+            )
         try:
             return response.json()
         except (ValueError, RecursionError):
             raise DrainError(f"{self.shown} did not answer with JSON") from None
+
+
+def _missing(response: httpx.Response) -> bool:
+    """Heroku's 404 for an app or a drain that is not there: ``Couldn't find that drain.``,
+    not the 404 of a path the API does not have (a --server URL with a wrong path)."""
+    if response.status_code != 404:
+        return False
+    try:
+        error = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return (
+        isinstance(error, dict)
+        and error.get("id") == "not_found"
+        and str(error.get("message", "")).startswith("Couldn't find that ")
+    )
 
 
 _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")

@@ -195,6 +195,30 @@ def test_server_errors_are_one_line(make_server: ServerFactory) -> None:
     assert err.strip() == "Error: cannot reach http://127.0.0.1:9: connection refused"
 
 
+def test_a_remove_the_server_has_no_path_for_is_not_taken_for_a_missing_drain(
+    make_server: ServerFactory,
+) -> None:
+    """A --server URL with a wrong path (the drain URL serve prints, say) answers every call
+    with a 404: not one that says the drain is not there, which would read as removed."""
+    running = make_server(api_key=KEY)
+    env = {"HEROLOG_API_KEY": KEY}
+    assert (
+        run("drain", "add", "https://a.example/x", "-a", "demo", "--server", running.url, env=env)[
+            0
+        ]
+        == 0
+    )
+    wrong = running.url + "/apps/demo/logs"
+    code, _, err = run(
+        "drain", "remove", "https://a.example/x", "-a", "demo", "--server", wrong, env=env
+    )
+    assert code == 1
+    assert "has no drain" not in err
+    assert "could not remove the drain (404): No such API endpoint" in err
+    code, out, _ = run("drain", "list", "--json", "--server", running.url, env=env)
+    assert [d["url"] for d in json.loads(out)] == ["https://a.example/x"]
+
+
 @pytest.mark.parametrize("app", ["../etc", "a b", "", "\udcff"])
 def test_bad_app_names_exit_2(where_refused: dict[str, str], app: str) -> None:
     for args in (["add", "https://a.example/x"], ["remove", "d.x"], ["list"]):
