@@ -36,6 +36,8 @@ READ_TIMEOUT_S = 45.0
 """The server sends a keep-alive every 15 s: this much silence means the connection is dead."""
 BACKOFF_START_S = 0.25
 BACKOFF_CAP_S = 5.0
+WAIT_FOR_APP_S = 1.0
+"""How often a tail of an app the server has not had yet asks again (as a local tail waits)."""
 
 
 class RemoteError(Exception):
@@ -46,6 +48,8 @@ class RemoteError(Exception):
         super().__init__(message)
         self.usage = usage
         self.final = final or usage
+        self.no_app = False
+        """The server has no app of the name asked for."""
         self.unsent: int | None = None
         """For lines being sent: how many of them the server did not take."""
         self.status: int | None = None
@@ -105,7 +109,9 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     if status == 404 and error_id == "not_found" and app is not None and _no_such_app(message):
         # Heroku's "Couldn't find that app.": not the 404 of a path the API does not have,
         # which a --server URL with a path of its own (a drain URL, say) leads to.
-        return RemoteError(f"{base} has no app named {app!r}")
+        error = RemoteError(f"{base} has no app named {app!r}")
+        error.no_app = True
+        return error
     if status == 422:
         return RemoteError(message, usage=True)
     return RemoteError(f"{base} could not {doing} ({status}): {message}")
@@ -149,9 +155,11 @@ class RemoteLogs:
 
         with api_client(self.api_key, READ_TIMEOUT_S) as client:
             reason = "the server closed the stream"
+            url = None  # stays so if --until passes while waiting for the app
             try:
-                url = self._create_session(client, session_body(self.request))
-                self._read(client, url)
+                url = self._first_session(client)
+                if url is not None:
+                    self._read(client, url)
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
             except httpx.TransportError as error:
@@ -159,7 +167,7 @@ class RemoteLogs:
                 if not (self.request.tail and self.last_id is not None):
                     raise unreachable(self.shown, error) from None
                 reason = _reason(error)
-            if self.request.tail:
+            if self.request.tail and url is not None:
                 self._keep_tailing(client, url, reason)
 
     def _keep_tailing(self, client: httpx.Client, url: str, reason: str) -> None:
@@ -190,6 +198,19 @@ class RemoteLogs:
                 delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
             reason, announce, delay = "the server closed the stream", True, BACKOFF_START_S
+
+    def _first_session(self, client: httpx.Client) -> str | None:
+        """The session's URL; a tail of an app the server has not had yet waits for its
+        first line, as in local mode (None if --until passes first)."""
+        while True:
+            try:
+                return self._create_session(client, session_body(self.request))
+            except RemoteError as error:
+                if not (self.request.tail and error.no_app):
+                    raise
+            if self._until_passed():
+                return None
+            self.sleep(WAIT_FOR_APP_S)
 
     def _create_session(self, client: httpx.Client, body: dict[str, Any]) -> str:
         app = self.request.wanted.app

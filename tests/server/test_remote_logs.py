@@ -488,3 +488,27 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
         server.server_close()
     # Nothing was shown from the first session: the second one asks for the same history.
     assert [post["lines"] for post in handler.posts] == [7, 7]
+
+
+@pytest.mark.subprocess
+def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
+    make_server: ServerFactory,
+) -> None:
+    """As in local mode: -a APP --tail for an app with no line yet (a new deployment's)
+    waits for its first line instead of failing; without --tail it is an error."""
+    running = make_server(api_key=KEY)
+    fill(running.server.config.store_path, "other", line("not this app"))
+    env = herolog_env(HEROLOG_API_KEY=KEY)
+    child = Child("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
+    try:
+        time.sleep(1.5)
+        assert child.proc.poll() is None, child.stop()[1]
+        fill(running.server.config.store_path, "fresh", line("first", second=1))
+        assert child.read_lines(1, timeout=15) == [
+            "2024-03-05T09:00:01.000000+00:00 app[web.1]: first"
+        ]
+        fill(running.server.config.store_path, "fresh", line("second", second=2))
+        assert child.read_lines(1) == ["2024-03-05T09:00:02.000000+00:00 app[web.1]: second"]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+    assert (code, err) == (130, "")
