@@ -33,7 +33,7 @@ from herolog.server.http import (
     media_type,
     read_body,
 )
-from herolog.server.sessions import LogSession, Reader, SessionError, Sessions
+from herolog.server.sessions import LogSession, Reader, SessionError, Sessions, TooManySessions
 from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
 
 T = TypeVar("T")
@@ -235,6 +235,8 @@ class PlatformAPI:
             self.sessions.add(session)
         except SessionError as error:
             raise APIError(422, "invalid_params", str(error)) from None
+        except TooManySessions as error:  # not the request's fault: it may be tried again
+            raise APIError(429, "rate_limit", str(error)) from None
         url = f"{self._base_url(scope)}/sessions/{session.id}?sig={session.secret}"
         return {
             "id": session.id,

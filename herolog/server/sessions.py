@@ -54,6 +54,10 @@ class SessionError(ValueError):
     """A log-session request the API answers with 422."""
 
 
+class TooManySessions(Exception):
+    """The server has as many sessions open as it keeps: the API answers 429."""
+
+
 @dataclass
 class LogSession:
     """One ``POST /apps/APP/log-sessions``: what to show, and how far it has been read."""
@@ -215,7 +219,7 @@ class Sessions:
     def add(self, session: LogSession) -> None:
         self.expire()
         if len(self._sessions) >= MAX_SESSIONS:
-            raise SessionError(f"too many open log sessions ({MAX_SESSIONS:,})")
+            raise TooManySessions(f"too many open log sessions ({MAX_SESSIONS:,})")
         self._sessions[session.id] = session
 
     def get(self, session_id: str, secret: str) -> LogSession | None:

@@ -20,10 +20,11 @@ import pytest
 
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server import sessions as sessions_module
 from herolog.server.app import HerologApp
 from herolog.server.writer import Writer
 from herolog.store import AppInfo, SQLiteStore
-from tests.helpers import line
+from tests.helpers import invoke, line
 from tests.helpers import store_lines as append_lines
 from tests.server.conftest import Running, ServerFactory, running_server
 
@@ -279,6 +280,24 @@ def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
     assert message in response.json()["message"]
+
+
+def test_too_many_open_sessions_is_a_limit_not_a_bad_request(
+    api: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session limit is the server's (sessions nobody reads expire after 5 minutes), not
+    the request's fault: 429, Heroku's rate_limit, which a client may retry (a tail that
+    reconnects does), not 422, which herolog logs --server takes for a usage error (exit 2)
+    and stops a tail's reconnecting for."""
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 2)
+    session(api)
+    session(api)
+    response = httpx.post(f"{api.url}/apps/demo/log-sessions", json={}, headers=AUTH)
+    assert response.status_code == 429
+    assert response.json() == {"id": "rate_limit", "message": "too many open log sessions (2)"}
+    code, out, err = invoke("logs", "--server", api.url, "-a", "demo", env={"HEROLOG_API_KEY": KEY})
+    assert (code, out) == (1, "")
+    assert "could not create a log session (429): too many open log sessions (2)" in err
 
 
 def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(
