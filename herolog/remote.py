@@ -165,7 +165,7 @@ class RemoteLogs:
             except httpx.TransportError as error:
                 # A tail that has started carries on through a drop; anything else ends here.
                 if not (self.request.tail and self.last_id is not None):
-                    raise unreachable(self.shown, error) from None
+                    raise self._unreachable(url, error) from None
                 reason = _reason(error)
             if self.request.tail and url is not None:
                 self._keep_tailing(client, url, reason)
@@ -265,6 +265,21 @@ class RemoteLogs:
 
     def _refused(self, response: httpx.Response, doing: str) -> RemoteError:
         return refused(self.shown, response, doing, self.request.wanted.app)
+
+    def _unreachable(self, session_url: str | None, error: Exception) -> RemoteError:
+        """The server, or the session's own host when that is another one (the server's
+        --public-url): the API has answered, so naming its URL would mislead."""
+        import httpx
+
+        if session_url is not None:
+            here, there = httpx.URL(self.base), httpx.URL(session_url)
+            if (there.scheme, there.host, there.port) != (here.scheme, here.host, here.port):
+                origin = httpx.URL(scheme=there.scheme, host=there.host, port=there.port)
+                return RemoteError(
+                    f"cannot reach {origin}, where {self.shown} serves its log sessions"
+                    f" (its --public-url): {_reason(error)}"
+                )
+        return unreachable(self.shown, error)
 
     def _until_passed(self) -> bool:
         until = self.request.wanted.until

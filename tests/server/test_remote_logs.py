@@ -512,3 +512,24 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
     finally:
         code, err = child.stop(signal.SIGINT)
     assert (code, err) == (130, "")
+
+
+def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactory) -> None:
+    """The API answered, so "cannot reach" the API's URL would send the user looking at the
+    wrong thing: the session is served at the server's --public-url, which is named."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nobody listens there
+    running = make_server(api_key=KEY, public_url=f"http://127.0.0.1:{port}")
+    fill(running.server.config.store_path, "demo", line("x"))
+    for tail in ([], ["-t"]):
+        code, out, err = run(
+            "logs", "--server", running.url, "-a", "demo", *tail, env={"HEROLOG_API_KEY": KEY}
+        )
+        assert (code, out) == (1, "")
+        assert err.strip() == (
+            f"Error: cannot reach http://127.0.0.1:{port}, where {running.url} serves its log"
+            " sessions (its --public-url): connection refused"
+        )
