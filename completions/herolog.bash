@@ -17,7 +17,11 @@ _herolog() {
         "herolog completion")
             COMPREPLY=($(compgen -W "-h --help bash zsh fish" -- "$cur")) ;;
         "herolog drain")
-            COMPREPLY=($(compgen -W "-h --help add list remove" -- "$cur")) ;;
+            case "$prev" in
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                --server) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help add list remove" -- "$cur")) ;;
         "herolog drain add")
             case "$prev" in
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;

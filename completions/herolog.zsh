@@ -52,6 +52,10 @@ _herolog_drain() {
     local curcontext="$curcontext" state line
     typeset -A opt_args
     _arguments -C \
+        '(-a --app)'{-a,--app}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '--json[Print the drains as a JSON list.]' \
+        '--show-secrets[Do not mask passwords and keys in --json.]' \
+        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \
         '1: :->command' \
         '*:: :->args'

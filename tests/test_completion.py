@@ -75,7 +75,11 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
         "serve",
         "store",
     ]
-    assert bash_complete("herolog drain ") == ["-h", "--help", "add", "list", "remove"]
+    assert bash_complete("herolog drain ") == [
+        *("-a", "--app", "--json", "--show-secrets", "--server", "-h", "--help"),
+        *("add", "list", "remove"),
+    ]
+    assert bash_complete("herolog drain -a d") == ["dashboard", "demo"]
     assert bash_complete("herolog drain list -a d") == ["dashboard", "demo"]
     assert bash_complete("herolog serve --syslog-") == [
         "--syslog-port",

@@ -65,24 +65,58 @@ def attempt(work: Callable[[], T], server: str | None) -> T:
         raise click.ClickException(message) from None
 
 
+def list_options(function: F) -> F:
+    """The options of ``drain list``, which ``drain`` alone takes too (as ``heroku drains -a``)."""
+    function = server_option(function)
+    function = click.option(
+        "--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json."
+    )(function)
+    function = click.option(
+        "--json", "json_output", is_flag=True, help="Print the drains as a JSON list."
+    )(function)
+    return click.option(
+        "-a",
+        "--app",
+        envvar="HEROLOG_APP",
+        metavar="APP",
+        help="Only this app (default: every app).",
+    )(function)
+
+
 @click.group(invoke_without_command=True)
+@list_options
 @click.pass_context
-def drain(ctx: click.Context) -> None:
+def drain(
+    ctx: click.Context,
+    app: str | None = None,
+    json_output: bool = False,
+    show_secrets: bool = False,
+    server: str | None = None,
+) -> None:
     """Register drains: where herolog serve forwards each app's lines.
 
-    Without a subcommand, lists them (as drain list).
+    Without a subcommand, lists them (as drain list, with its options).
 
     \b
     herolog drain add 'https://logs.example.com/heroku?api_key=KEY' -a demo
     herolog drain add syslog+tls://logs.example.com:6514 -a demo --json | jq -r .token
-    herolog drain list -a demo
+    herolog drain -a demo
     herolog drain remove d.0b7c6a0e-... -a demo
     """
     if ctx.invoked_subcommand is None:
-        # Made from no arguments, as on the command line: ctx.invoke would skip the
-        # options' environment variables ($HEROLOG_URL, $HEROLOG_APP).
-        with list_drains.make_context("list", [], parent=ctx) as listing:
-            list_drains.invoke(listing)
+        ctx.invoke(
+            list_drains, app=app, json_output=json_output, show_secrets=show_secrets, server=server
+        )
+        return
+    from click.core import ParameterSource
+
+    for param in ctx.command.params:
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+            option = "/".join(param.opts)
+            raise click.UsageError(
+                f"{option} goes after the subcommand: herolog drain"
+                f" {ctx.invoked_subcommand} ... {option}"
+            )
 
 
 @drain.command("add")
@@ -106,12 +140,7 @@ def add(
 
 
 @drain.command("list")
-@click.option(
-    "-a", "--app", envvar="HEROLOG_APP", metavar="APP", help="Only this app (default: every app)."
-)
-@click.option("--json", "json_output", is_flag=True, help="Print the drains as a JSON list.")
-@click.option("--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json.")
-@server_option
+@list_options
 def list_drains(
     app: str | None = None,
     json_output: bool = False,

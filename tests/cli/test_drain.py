@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,29 @@ def test_plain_drain_lists_every_app(where: dict[str, str]) -> None:
     assert code == 0
     headers = [x for x in out.splitlines() if x.startswith("===")]
     assert headers == ["=== one Drains", "=== two Drains"]
+
+
+def test_plain_drain_works_on_the_server_of_herolog_url(tmp_path: Path) -> None:
+    # On a store of its own: one shared with the local store would hide which one was read.
+    with running_server(tmp_path / "elsewhere" / "logs.db", api_key=KEY) as running:
+        env = {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
+        assert run("drain", "add", "https://a.example/x", "-a", "one", env=env)[0] == 0
+        code, out, _ = run("drain", env=env)
+        assert (code, out.splitlines()[0]) == (0, "=== one Drains")
+
+
+def test_plain_drain_takes_the_options_of_drain_list(where: dict[str, str]) -> None:
+    run("drain", "add", "https://a.example/x", "-a", "one", env=where)
+    run("drain", "add", "https://b.example/x", "-a", "two", env=where)
+    code, out, _ = run("drain", "-a", "two", env=where)  # as heroku drains -a two
+    assert (code, out.splitlines()[0]) == (0, "=== Drains")
+    assert "https://b.example/x (d." in out
+    assert "a.example" not in out
+    code, out, _ = run("drain", "--json", env=where)
+    assert [d["app"]["name"] for d in json.loads(out)] == ["one", "two"]
+    code, _, err = run("drain", "-a", "two", "remove", "https://b.example/x", env=where)
+    assert code == 2
+    assert "-a/--app goes after the subcommand: herolog drain remove ... -a/--app" in err
 
 
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
