@@ -92,7 +92,11 @@ def api_client(api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:
                 "HEROLOG_API_KEY must be printable ASCII, as API keys are", final=True
             )
         headers["Authorization"] = f"Bearer {api_key}"
-    return httpx.Client(headers=headers, timeout=httpx.Timeout(10.0, read=read_timeout))
+    # httpx turns a URL's user-info into Basic auth over the header unless the client has an
+    # auth of its own: $HEROLOG_URL may carry the intake's --auth for herolog run, and the
+    # key must still be what the API gets. httpx.Auth() itself adds nothing.
+    auth = httpx.Auth() if api_key else None
+    return httpx.Client(headers=headers, auth=auth, timeout=httpx.Timeout(10.0, read=read_timeout))
 
 
 def refused(base: str, response: httpx.Response, doing: str, app: str | None) -> RemoteError:

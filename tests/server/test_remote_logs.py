@@ -89,6 +89,18 @@ def test_server_from_the_environment(remote: Running) -> None:
     assert out == "2024-03-05T09:00:06.000000+00:00 app[web.1]: from other\n"
 
 
+def test_the_api_key_wins_over_intake_credentials_in_the_url(remote: Running) -> None:
+    # One $HEROLOG_URL for herolog run (which needs the --auth credentials in it) and for
+    # logs and drain (which need the API key): the URL's user-info must not replace the key.
+    url = remote.url.replace("http://", "http://drain:s3cret@")
+    env = {"HEROLOG_URL": url, "HEROLOG_API_KEY": KEY}
+    code, out, err = run("logs", "-a", "other", env=env)
+    assert (code, err) == (0, "")
+    assert out == "2024-03-05T09:00:06.000000+00:00 app[web.1]: from other\n"
+    code, out, err = run("drain", "list", "-a", "other", env=env)
+    assert (code, out, err) == (0, "other has no drains.\n", "")
+
+
 @pytest.mark.parametrize(
     ("args", "env", "code", "message"),
     [
