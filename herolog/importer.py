@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -46,6 +49,14 @@ class ImportFailed(Exception):
         why = f"cannot read it: {error.strerror or error}" if isinstance(error, OSError) else error
         super().__init__(f"{why}; {imported_before(result)}")
         self.error = error
+        self.result = result
+
+
+class ImportInterrupted(Exception):
+    """Ctrl-C stopped the import; ``result`` says what it stored, as for ImportFailed."""
+
+    def __init__(self, result: ImportResult) -> None:
+        super().__init__(f"interrupted; {imported_before(result)}")
         self.result = result
 
 
@@ -95,12 +106,15 @@ def import_stream(
     parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
     try:
         for size, lines, done in parse(chunks):
-            if lines:
-                result.lines += sum(store.append([Batch(app, lines)]))
-            result.bytes_read += size
-            result.bytes_stored = skipped + done
+            with _ctrl_c_held_back():
+                if lines:
+                    result.lines += sum(store.append([Batch(app, lines)]))
+                result.bytes_read += size
+                result.bytes_stored = skipped + done
             if progress is not None:
                 progress(result.bytes_read)
+    except KeyboardInterrupt:
+        raise ImportInterrupted(result) from None
     except FramingError as error:
         if skipped:  # the offset in the input, as tail -c counts it, not after the BOM
             error = FramingError(error.reason, error.frame, error.offset + skipped)
@@ -108,6 +122,27 @@ def import_stream(
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
     return result
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back() -> Iterator[None]:
+    """A Ctrl-C during the block raises KeyboardInterrupt at its end: between a commit and
+    its count it would leave the result short of lines the store holds, and a second import
+    of the rest would store them twice."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:

@@ -32,7 +32,13 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     herolog import - -a demo < drain-body.bin
     """
     from herolog.cli import store_failed
-    from herolog.importer import Format, ImportFailed, import_stream, imported_before
+    from herolog.importer import (
+        Format,
+        ImportFailed,
+        ImportInterrupted,
+        import_stream,
+        imported_before,
+    )
     from herolog.store import open_store
 
     app = checked_app(app)
@@ -47,6 +53,10 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
                 result = import_stream(file, store, app, chosen, advance)
         else:
             result = import_stream(file, store, app, chosen)
+    except ImportInterrupted as error:
+        # Quiet as any Ctrl-C, but for what it stored: the rest can be imported on its own.
+        click.echo(f"{getattr(file, 'name', '-')}: {error}", err=True)
+        raise click.exceptions.Exit(130) from None
     except ImportFailed as error:
         if not isinstance(error.error, sqlite3.DatabaseError):
             raise click.ClickException(f"{getattr(file, 'name', '-')}: {error}") from None

@@ -4,8 +4,11 @@ import io
 import itertools
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import cast
 
@@ -461,3 +464,43 @@ def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: 
         " send lines to $HEROLOG_URL; herolog logs reads them with HEROLOG_URL unset."
     )
     assert len(stored("demo")) > 0
+
+
+def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path) -> None:
+    """A Ctrl-C stops an import as a failure does: the message says how far it got, and
+    importing the rest from there stores every line once."""
+    open_store().set_history(100_000)
+    lines = [
+        f"2024-03-05T09:14:07.{i:06d}+00:00 app[web.1]: line {i} {'x' * 60}\n"
+        for i in range(20_000)
+    ]
+    data = "".join(lines).encode()
+    assert len(data) > 1 << 20  # more than one chunk: the second read waits on the pipe
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "demo", "--format", "heroku"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(data[: (1 << 20) + 5000])
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not stored("demo"):  # the first chunk is committed; the import waits for more
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    proc.stdin.close()
+    assert proc.returncode == 130
+    found = re.search(
+        rb"the ([\d,]+) lines before it were imported \(the input's first (\d+) bytes\)", err
+    )
+    assert found is not None, err
+    count, offset = int(found[1].replace(b",", b"")), int(found[2])
+    assert count == len(stored("demo")) > 0
+    code, _, err_text = invoke(
+        "import", "-", "-a", "demo", "--format", "heroku", input=data[offset:]
+    )
+    assert code == 0, err_text
+    assert stored("demo") == [x.removesuffix("\n") for x in lines]
