@@ -108,6 +108,10 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     except (ValueError, KeyError, TypeError, AttributeError):
         message = response.text.strip()[:200] or response.reason_phrase
     status = response.status_code
+    if status == 401 and "Authorization" not in response.request.headers:
+        return RemoteError(
+            f"{base} needs an API key (401): set HEROLOG_API_KEY to its --api-key", final=True
+        )
     if status == 401:
         return RemoteError(f"{base} refused the API key (401): check HEROLOG_API_KEY", final=True)
     if status == 404 and error_id == "not_found" and app is not None and _no_such_app(message):

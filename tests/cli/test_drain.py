@@ -214,6 +214,11 @@ def test_server_errors_are_one_line(make_server: ServerFactory) -> None:
     code, _, err = run("drain", "list", "--server", running.url, env={"HEROLOG_API_KEY": "wrong"})
     assert code == 1
     assert err.strip() == f"Error: {running.url} refused the API key (401): check HEROLOG_API_KEY"
+    code, _, err = run("drain", "list", "--server", running.url)
+    assert code == 1
+    assert err.strip() == (
+        f"Error: {running.url} needs an API key (401): set HEROLOG_API_KEY to its --api-key"
+    )
     code, _, err = run("drain", "list", "--server", "http://127.0.0.1:9")
     assert code == 1
     assert err.strip() == "Error: cannot reach http://127.0.0.1:9: connection refused"

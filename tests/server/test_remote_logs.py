@@ -110,7 +110,7 @@ def test_the_api_key_wins_over_intake_credentials_in_the_url(remote: Running) ->
             1,
             "refused the API key (401): check HEROLOG_API_KEY",
         ),
-        (["-a", "demo"], {}, 1, "refused the API key (401)"),
+        (["-a", "demo"], {}, 1, "needs an API key (401): set HEROLOG_API_KEY to its --api-key"),
         (["-a", "nope"], {"HEROLOG_API_KEY": KEY}, 1, "has no app named 'nope'"),
         (["-a", "demo", "-n", "1501"], {"HEROLOG_API_KEY": KEY}, 2, "1,500 lines the store keeps"),
     ],
