@@ -130,7 +130,11 @@ def _no_such_app(message: str) -> bool:
 
 
 def unreachable(base: str, error: Exception) -> RemoteError:
-    return RemoteError(f"cannot reach {base}: {_reason(error)}")
+    reason = _reason(error)
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        # serve --certfile with a certificate of one's own is the usual way to get here.
+        reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
+    return RemoteError(f"cannot reach {base}: {reason}")
 
 
 class RemoteLogs:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
+import trustme
 
 from herolog.server import ServeConfig, Server, run_in_thread
 from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
@@ -545,3 +546,21 @@ def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactor
             f"Error: cannot reach http://127.0.0.1:{port}, where {running.url} serves its log"
             " sessions (its --public-url): connection refused"
         )
+
+
+def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    running = make_server(api_key=KEY, certfile=certfile, keyfile=keyfile)
+    env = {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
+    code, _, err = run("logs", env=env)
+    assert code == 1
+    assert "set SSL_CERT_FILE to its PEM file" in err
+    code, _, err = run("logs", env={**env, "SSL_CERT_FILE": str(cafile)})
+    assert (code, err) == (0, "")
