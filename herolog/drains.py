@@ -252,6 +252,8 @@ class Registry(Protocol):
 
     def remove(self, app: str, key: str) -> Drain: ...
 
+    def forwarded(self) -> bool: ...
+
 
 def _checked(url: str) -> str:
     try:
@@ -289,6 +291,17 @@ class LocalRegistry:
             raise DrainError(f"{app} has no drain {mask_url(key)}")
         return drain
 
+    def forwarded(self) -> bool:
+        """Whether a herolog serve forwards this store's drains now."""
+        try:
+            store = SQLiteStore.open(self.store_path, create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            return store.leased("forwarding")
+        finally:
+            store.close()
+
 
 class RemoteRegistry:
     """The drains of a herolog serve, through its Platform API."""
@@ -322,6 +335,9 @@ class RemoteRegistry:
                 raise DrainError(f"{app} has no drain {mask_url(key)}") from None
             raise
         return self._drain(answer)
+
+    def forwarded(self) -> bool:
+        return True  # a server answered: it, or the one it leaves forwarding to, forwards
 
     def _drain(self, obj: Any) -> Drain:
         try:

@@ -661,6 +661,13 @@ class SQLiteStore:
             if self._holds(name, owner):
                 db.execute("DELETE FROM meta WHERE key = ?", (f"lease:{name}",))
 
+    def leased(self, name: str) -> bool:
+        """Whether someone holds the lease ``name`` now (it has not run out)."""
+        from herolog import timestamps
+
+        held = self._lease(name)
+        return held is not None and held[1] > timestamps.to_instant(timestamps.now())
+
     def _lease(self, name: str) -> tuple[str, str] | None:
         """Who holds the lease ``name`` and until when (it may have run out), or None."""
         value = self._meta(f"lease:{name}")

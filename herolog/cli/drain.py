@@ -151,7 +151,8 @@ def list_drains(
     from herolog.drains import drain_object
 
     only = None if app is None else app_name(app)
-    found = attempt(lambda: registry(server).list(only), server)
+    drains = registry(server)
+    found = attempt(lambda: drains.list(only), server)
     if json_output:
         objects = [drain_object(d, show_secrets=show_secrets) for d in found]
         click.echo(json.dumps(objects, indent=2))
@@ -159,6 +160,7 @@ def list_drains(
     if not found:
         click.echo(f"{app} has no drains." if app else "No drains.")
         return
+    forwarded = attempt(drains.forwarded, server)
     apps = sorted({d.app for d in found})
     for name in apps:
         if name != apps[0]:
@@ -166,18 +168,22 @@ def list_drains(
         click.echo("=== Drains" if app else f"=== {name} Drains")
         click.echo()
         for each in (d for d in found if d.app == name):
-            click.echo(describe(each))
+            click.echo(describe(each, forwarded))
 
 
-def describe(drain: Drain) -> str:
-    """``URL (TOKEN)`` as heroku drains prints it, and a line on its delivery."""
+def describe(drain: Drain, forwarded: bool = True) -> str:
+    """``URL (TOKEN)`` as heroku drains prints it, and a line on its delivery; ``forwarded``
+    is whether a herolog serve forwards the store's drains now."""
     from herolog.drains import mask_url
 
     state = drain.delivery
     parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
     if drain.waiting:
         parts.append(f"waiting {drain.waiting:,}")
-    parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
+    if not forwarded:  # "ok" would pass for delivering, and the last error may be its own
+        parts.append("not forwarded: no herolog serve runs on this store")
+    else:
+        parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
     if state.last_error:
         parts.append(f"last error {state.last_error_at}: {state.last_error}")
     shown = ", ".join(part for part in parts if part)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def test_add_list_remove(where: dict[str, str]) -> None:
     assert lines[2].startswith(f"{MASKED_URL} (d.")
     assert "hunter2" not in out
     assert "0123456789abcdef" not in out
-    assert lines[3] == "  delivered 0, dropped 0, ok"
+    # Locally no herolog serve runs on the store: "ok" would pass for delivering.
+    status = "ok" if where else "not forwarded: no herolog serve runs on this store"
+    assert lines[3] == f"  delivered 0, dropped 0, {status}"
     assert lines[4] == f"syslog+tls://logs.example.com:6514 ({added['token']})"
     code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
     listed = json.loads(out)
@@ -149,6 +152,16 @@ def test_plain_drain_takes_the_options_of_drain_list(where: dict[str, str]) -> N
     code, _, err = run("drain", "-a", "two", "remove", "https://b.example/x", env=where)
     assert code == 2
     assert "-a/--app goes after the subcommand: herolog drain remove ... -a/--app" in err
+
+
+def test_local_drain_list_says_whether_a_server_forwards(make_server: ServerFactory) -> None:
+    run("drain", "add", "https://a.example/x", "-a", "demo")
+    assert run("drain")[1].endswith(", not forwarded: no herolog serve runs on this store\n")
+    make_server()  # on the store herolog drain reads
+    deadline = time.monotonic() + 10
+    while not run("drain")[1].endswith(", ok\n"):  # once it has taken the forwarding lease
+        assert time.monotonic() < deadline, run("drain")[1]
+        time.sleep(0.05)
 
 
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:

@@ -364,7 +364,7 @@ def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
         assert history_l10(running, "demo") == []
         code, out, _ = invoke("drain", "list", "-a", "demo")
         assert code == 0
-        assert f"delivered 0, dropped 0, waiting {len(sent)}, ok" in out
+        assert f"delivered 0, dropped 0, waiting {len(sent)}, not forwarded: no herolog" in out
 
         again = resumed(herolog_home, dead, token, sent)
         code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
