@@ -464,3 +464,25 @@ def test_the_real_logger_client(served: Running, framing: list[str]) -> None:
     assert (line.source, line.dyno, line.message) == ("billing", "4711", "invoice 88 paid [ok]")
     assert line.structured_data is not None
     assert '[meta@32473 seq="7"]' in line.structured_data
+
+
+def test_rfc3164_lines_are_kept_whole_as_unknown_lines(served: Running) -> None:
+    """BSD syslog (what rsyslog forwards by default, and `logger --rfc3164`) has no year or
+    zone in its timestamp: it is stored whole as the README says, not taken for garbage."""
+    subprocess.run(
+        [logger_path(), "--tcp", "--rfc3164", "-n", "127.0.0.1", "-P", str(served.syslog_port)],
+        input=b"bsd style\n",
+        check=True,
+        timeout=10,
+    )
+    wait_for(lambda: len(served.lines()) == 1)
+    with connect(served) as sock:
+        sock.sendall(b"<13>Mar  5 09:14:07 myhost billing[42]: on this connection\n")
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z myhost billing 42 - - and 5424 after it\n")
+        wait_for(lambda: len(served.lines()) == 3)
+    first, second, third = served.lines("default")
+    assert (first.source, first.dyno, first.pri) == ("unknown", "unknown", None)
+    assert first.message.startswith("<13>")
+    assert first.message.endswith(": bsd style")
+    assert second.message == "<13>Mar  5 09:14:07 myhost billing[42]: on this connection"
+    assert (third.source, third.dyno, third.message) == ("billing", "42", "and 5424 after it")
