@@ -28,6 +28,9 @@ _COMMANDS = {
 }
 """Each command's module under herolog.cli and its name there."""
 
+_HEROKU_NAMES = {"drains": "drain", "drains:add": "drain add", "drains:remove": "drain remove"}
+"""The heroku CLI's names of commands herolog has under another."""
+
 
 class HerologGroup(click.Group):
     """The root group: the exits a pipeline and a terminal expect, and no tracebacks.
@@ -37,6 +40,21 @@ class HerologGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name in _COMMANDS or name.startswith("-"):
+            return super().resolve_command(ctx, args)
+        import difflib
+
+        meant = _HEROKU_NAMES.get(name) or next(
+            iter(difflib.get_close_matches(name, _COMMANDS, n=1)), None
+        )
+        if meant is not None:
+            ctx.fail(f"No such command {name!r}. Did you mean 'herolog {meant}'?")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in _COMMANDS:

@@ -73,6 +73,23 @@ def test_every_command_is_covered() -> None:
     assert names >= {"logs", "serve", "drain add", "run", "import", "apps", "store history"}
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        (["drains", "-a", "demo"], "herolog drain"),  # the heroku CLI's names
+        (["drains:add", "https://a.example/x"], "herolog drain add"),
+        (["drains:remove", "d.x"], "herolog drain remove"),
+        (["log", "-a", "demo"], "herolog logs"),
+        (["improt", "x.log"], "herolog import"),
+    ],
+)
+def test_a_mistyped_command_names_the_one_meant(typed: list[str], meant: str) -> None:
+    code, err = invoke(*typed)
+    assert code == 2
+    assert one_error_line(err) == f"Error: No such command {typed[0]!r}. Did you mean '{meant}'?"
+    assert invoke("frobnicate")[0] == 2
+
+
 def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> None:
     """``herolog run --quite -- cmd`` (a typo) used to try to run ``--quite``."""
     code, err = invoke("run", "--quite", "--", sys.executable, "-c", "pass")
