@@ -255,6 +255,17 @@ class Registry(Protocol):
     def forwarded(self) -> bool: ...
 
 
+def not_there(app: str, key: str, drains: list[Drain]) -> str:
+    """The error for removing a drain ``app`` does not have: naming the apps that have it,
+    since ``-a`` defaults to one app and a token is easily taken for the drain's own name."""
+    message = f"{app} has no drain {mask_url(key)}"
+    owners = sorted({d.app for d in drains if key in (d.url, d.token, d.id)})
+    if owners:
+        message += f" ({' and '.join(owners)} {'has' if len(owners) == 1 else 'have'} it:"
+        message += f" herolog drain remove ... -a {owners[0]})"
+    return message
+
+
 def _checked(url: str) -> str:
     try:
         return check_url(url)
@@ -288,7 +299,7 @@ class LocalRegistry:
     def remove(self, app: str, key: str) -> Drain:
         drain = using_store(self.store_path, lambda store: store.remove_drain(app, key))
         if drain is None:
-            raise DrainError(f"{app} has no drain {mask_url(key)}")
+            raise DrainError(not_there(app, key, self.list(None)))
         return drain
 
     def forwarded(self) -> bool:
@@ -332,7 +343,7 @@ class RemoteRegistry:
             answer = self._call("DELETE", path, None, "remove the drain")
         except DrainError as error:
             if error.missing:
-                raise DrainError(f"{app} has no drain {mask_url(key)}") from None
+                raise DrainError(not_there(app, key, self.list(None))) from None
             raise
         return self._drain(answer)
 

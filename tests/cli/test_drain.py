@@ -210,7 +210,22 @@ def test_removing_what_is_not_there(where: dict[str, str]) -> None:
     run("drain", "add", "https://a.example/x", "-a", "demo", env=where)
     code, _, err = run("drain", "remove", "d.nope", "-a", "demo", env=where)
     assert code == 1
-    assert "demo has no drain d.nope" in err
+    assert err == "Error: demo has no drain d.nope\n"
+
+
+def test_removing_a_drain_of_another_app_names_that_app(where: dict[str, str]) -> None:
+    code, out, _ = run("drain", "add", SECRET_URL, "-a", "demo", "--json", env=where)
+    token = json.loads(out)["token"]
+    code, _, err = run("drain", "remove", token, env=where)  # -a defaults to "default"
+    assert code == 1
+    assert err == (
+        f"Error: default has no drain {token} (demo has it: herolog drain remove ... -a demo)\n"
+    )
+    code, _, err = run("drain", "remove", SECRET_URL, "-a", "other", env=where)
+    assert code == 1
+    assert err.startswith(f"Error: other has no drain {MASKED_URL} (demo has it:")
+    assert "hunter2" not in err
+    assert run("drain", "remove", token, "-a", "demo", env=where)[0] == 0
 
 
 def test_the_local_registry_is_the_store(where: dict[str, str]) -> None:
