@@ -109,7 +109,7 @@ def logs(
 
     wanted = LineFilter(
         app=app,
-        source=source,
+        source=source or None,  # an empty one filters nothing, as in heroku logs
         dynos=tuple(name for name in (dyno, process_type) if name),
         since=since,
         until=until,

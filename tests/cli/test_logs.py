@@ -146,6 +146,15 @@ def test_source_is_exact(demo: SQLiteStore) -> None:
     assert output("-s", "hero") == []
 
 
+def test_an_empty_source_or_dyno_filters_nothing(demo: SQLiteStore) -> None:
+    """As the heroku CLI drops an empty -s or -d (and herolog serve an empty source or
+    dyno in a log session): a script's unset variable ('-s "$SOURCE"') shows every line."""
+    everything = output("-n", "1500")
+    assert len(everything) > 60
+    assert output("-s", "", "-n", "1500") == everything
+    assert output("-d", "", "-n", "1500") == everything
+
+
 def test_since_and_until(store: SQLiteStore) -> None:
     for second in range(10):
         fill(store, "demo", [str(second)], second=second)
