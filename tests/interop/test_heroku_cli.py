@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from click.testing import CliRunner
 
 from herolog import drains as drains_module
@@ -254,3 +255,26 @@ def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
     assert "No such API endpoint: GET /apps/demo/config-vars" in result.stderr
     assert "Error ID: not_found" in result.stderr
     assert "    at " not in result.stderr
+
+
+def test_heroku_logs_over_https_with_a_certificate_of_ones_own(
+    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """serve --certfile with a certificate no system store trusts (trustme's CA): the CLI,
+    a Node program, trusts it once NODE_EXTRA_CA_CERTS names the CA (README), and refuses
+    it before."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    running = import_example(make_server(api_key=KEY, certfile=certfile, keyfile=keyfile))
+    assert running.url.startswith("https://127.0.0.1:")
+    env = {k: v for k, v in cli_env(running, tmp_path).items() if k != "NODE_EXTRA_CA_CERTS"}
+    refused = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
+    assert refused.returncode != 0
+    assert "certificate" in refused.stderr.lower(), refused.stderr
+    trusted = heroku(heroku_cli, {**env, "NODE_EXTRA_CA_CERTS": str(cafile)}, "logs", "-a", "demo")
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.splitlines() == herolog_logs(running, "-a", "demo")
