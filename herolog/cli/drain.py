@@ -174,7 +174,7 @@ def list_drains(
 def describe(drain: Drain, forwarded: bool = True) -> str:
     """``URL (TOKEN)`` as heroku drains prints it, and a line on its delivery; ``forwarded``
     is whether a herolog serve forwards the store's drains now."""
-    from herolog.drains import mask_url
+    from herolog.drains import api_time, mask_url
 
     state = drain.delivery
     parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
@@ -185,7 +185,8 @@ def describe(drain: Drain, forwarded: bool = True) -> str:
     else:
         parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
     if state.last_error:
-        parts.append(f"last error {state.last_error_at}: {state.last_error}")
+        when = api_time(state.last_error_at) if state.last_error_at else "?"
+        parts.append(f"last error {when}: {state.last_error}")
     shown = ", ".join(part for part in parts if part)
     return f"{mask_url(drain.url)} ({drain.token})\n  {shown}"
 

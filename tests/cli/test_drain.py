@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from herolog.store import open_store
+from herolog.store import Delivery, open_store
 from tests.helpers import invoke
 from tests.server.conftest import ServerFactory, running_server
 
@@ -162,6 +162,23 @@ def test_local_drain_list_says_whether_a_server_forwards(make_server: ServerFact
     while not run("drain")[1].endswith(", ok\n"):  # once it has taken the forwarding lease
         assert time.monotonic() < deadline, run("drain")[1]
         time.sleep(0.05)
+
+
+def test_the_last_error_reads_the_same_locally_and_through_a_server(
+    where: dict[str, str],
+) -> None:
+    """Its time as the Platform API writes times (whole seconds, Z), in either mode."""
+    code, out, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json", env=where)
+    assert code == 0
+    store = open_store()  # the server's store too
+    try:
+        failed = Delivery(3, 0, True, "503 Service Unavailable", "2026-12-04T10:00:01.123456Z")
+        assert store.save_deliveries({json.loads(out)["id"]: failed})
+    finally:
+        store.close()
+    code, out, _ = run("drain", "-a", "demo", env=where)
+    assert code == 0
+    assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
 
 
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
