@@ -65,6 +65,22 @@ def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
     return unstored(app or "", own_line("heroku", "logplex", message, LOGPLEX_PRI))
 
 
+def read_after(
+    store: Store, last_id: int, wanted: LineFilter, limit: int, missed_since: str
+) -> tuple[list[StoredLine], int]:
+    """A tail's next lines after ``last_id`` (at most ``limit``) and the id to go on after.
+    Lines of the span the ring buffer trimmed before the tail got to them are told first with
+    Heroku's L11 line (``missed_since``: when the tail was last known to have missed none),
+    for local tails and the server's alike."""
+    lines, next_id = store.after(last_id, wanted, limit)
+    # Every id of the span came back (an unfiltered tail keeping up): none is missing.
+    whole = next_id - last_id == len(lines)
+    trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
+    if trimmed:
+        lines.insert(0, overflow_line(wanted.app, trimmed, missed_since))
+    return lines, next_id
+
+
 def open_existing(path: Path) -> SQLiteStore | None:
     """The store at ``path`` for reading, or None if there is none yet; never creates one."""
     try:
@@ -183,16 +199,9 @@ def follow(
 
 
 def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, shown: str) -> int:
-    """Write the lines after ``last_id``; the id to go on after. Lines the ring buffer
-    trimmed before this reader got to them are told with an L11 line, as the server's tails
-    do."""
+    """Write the lines after ``last_id``; the id to go on after."""
     while True:
-        lines, next_id = store.after(last_id, wanted, _FOLLOW_BATCH)
-        # Every id of the span came back (an unfiltered tail keeping up): none is missing.
-        whole = next_id - last_id == len(lines)
-        trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
-        if trimmed:
-            renderer.write([overflow_line(wanted.app, trimmed, shown)])
+        lines, next_id = read_after(store, last_id, wanted, _FOLLOW_BATCH, shown)
         renderer.write(lines)
         if next_id == last_id:
             return last_id

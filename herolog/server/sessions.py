@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from herolog import timestamps
 from herolog.filters import LineFilter
-from herolog.logs import overflow_line
+from herolog.logs import overflow_line, read_after
 from herolog.render import encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
@@ -74,6 +74,8 @@ class LogSession:
     idle_since: float = field(default_factory=time.monotonic)
     used: bool = False
     reader: Reader | None = None
+    left_at: str | None = None
+    """When its last reader went: a reader resuming it may have missed lines since."""
 
 
 class Subscriber:
@@ -282,6 +284,7 @@ class Sessions:
             if session.reader is reader:
                 session.reader = None
                 session.idle_since = time.monotonic()
+                session.left_at = timestamps.to_instant(timestamps.now())
             if not session.tail:
                 self.discard(session)  # single-purpose: its history has been read
 
@@ -297,8 +300,9 @@ class Sessions:
             while True:
                 subscriber.stale = False
                 cursor = reader.cursor
+                since = session.left_at or session.created_at
                 lines, last = await reader.until_stopped(
-                    asyncio.to_thread(_read_after, self.store_path, cursor, wanted),
+                    asyncio.to_thread(_read_after, self.store_path, cursor, wanted, since),
                     send,
                     self.keepalive,
                 )
@@ -383,5 +387,9 @@ def _newest(store_path: Path) -> int:
     return using_store(store_path, lambda store: store.newest_id())
 
 
-def _read_after(store_path: Path, cursor: int, wanted: LineFilter) -> tuple[list[StoredLine], int]:
-    return using_store(store_path, lambda store: store.after(cursor, wanted, _READ_BATCH))
+def _read_after(
+    store_path: Path, cursor: int, wanted: LineFilter, missed_since: str
+) -> tuple[list[StoredLine], int]:
+    return using_store(
+        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since)
+    )

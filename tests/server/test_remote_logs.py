@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -404,6 +405,45 @@ def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
     events = [SimpleNamespace(id=i, event="", data="") for i in ("7", "é", "", "8x")]
     assert list(logs._events(iter(events))) == []
     assert logs.last_id == "7"
+
+
+@pytest.mark.subprocess
+def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
+    herolog_home: Path,
+) -> None:
+    """The server was down while more lines than the history arrived: the tail resumes from
+    the oldest line kept, and first says how many it missed with Heroku's L11 line, as a
+    local tail does."""
+    path = herolog_home / "logs.db"
+
+    def start(port: int = 0) -> tuple[Server, object]:
+        config = ServeConfig(store_path=path, port=port, api_key=KEY, history=5)
+        server = Server(config, log=io.StringIO())
+        return server, run_in_thread(server)
+
+    server, stop = start()
+    port = server.http_port
+    assert port is not None
+    fill(path, "demo", line("before", second=0))
+    url = f"http://127.0.0.1:{port}"
+    child = Child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env(HEROLOG_API_KEY=KEY))
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: before")
+        stop()  # type: ignore[operator]
+        fill(path, "demo", *[line(f"while down {i}", second=1 + i) for i in range(12)])
+        server, stop = start(port)
+        got = child.read_lines(6)
+        assert re.fullmatch(
+            r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> This tail session"
+            r" dropped 7 messages since \S+\.",
+            got[0],
+        ), got[0]
+        assert [x.split(": ", 1)[1] for x in got[1:]] == [f"while down {i}" for i in range(7, 12)]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, _ = child.stop(signal.SIGINT)
+        stop()  # type: ignore[operator]
+    assert code == 130
 
 
 @pytest.mark.subprocess

@@ -204,9 +204,10 @@ def test_a_last_event_id_from_the_future_does_not_silence_the_tail(
         tail.close()
 
 
-def test_a_stale_last_event_id_resumes_from_the_oldest_line_kept(
+def test_a_stale_last_event_id_resumes_from_the_oldest_line_kept_after_an_l11_line(
     make_server: ServerFactory,
 ) -> None:
+    """After an L11 line telling how many were trimmed before it got to them."""
     running = make_server(history=20)
     store_lines(running, "demo", line("first"))
     url = session(running, lines=1, tail=True)
@@ -237,9 +238,13 @@ def test_a_stale_last_event_id_resumes_from_the_oldest_line_kept(
     assert "m0" not in kept
     again = Tail(url, **{"Last-Event-ID": first.ids[-1]})
     try:
-        assert [x.split(": ", 1)[1] for x in again.wait_for(len(kept))] == kept
+        # First, how many lines it missed (as a local tail says it): those trimmed.
+        told, *rest = again.wait_for(1 + len(kept))
+        assert (m := L11.fullmatch(told)), told
+        assert int(m.group(1)) == 100 - len(kept)
+        assert [x.split(": ", 1)[1] for x in rest] == kept
         post(running, "demo", [line("later")])
-        assert again.wait_for(len(kept) + 1)[-1].endswith("later")
+        assert again.wait_for(len(kept) + 2)[-1].endswith("later")
     finally:
         again.close()
 
