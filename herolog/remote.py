@@ -161,6 +161,8 @@ class RemoteLogs:
         self.on_reconnecting = on_reconnecting
         self.sleep = sleep
         self.last_id: str | None = None
+        self.ended = False
+        """The server said the session is over (its --until passed): no reconnecting."""
 
     def run(self) -> None:
         import httpx
@@ -179,7 +181,7 @@ class RemoteLogs:
                 if not (self.request.tail and self.last_id is not None):
                     raise self._unreachable(url, error) from None
                 reason = _reason(error)
-            if self.request.tail and url is not None:
+            if self.request.tail and url is not None and not self.ended:
                 self._keep_tailing(client, url, reason)
 
     def _keep_tailing(self, client: httpx.Client, url: str, reason: str) -> None:
@@ -188,7 +190,7 @@ class RemoteLogs:
 
         delay = BACKOFF_START_S
         announce = True  # once per outage, not once per attempt
-        while not self._until_passed():
+        while not (self.ended or self._until_passed()):
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
@@ -269,6 +271,8 @@ class RemoteLogs:
         for event in events:
             if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
                 self.last_id = event.id
+            if event.event == "end":
+                self.ended = True
             if event.event in ("", "message") and event.data:
                 try:
                     yield [decode_record(data) for data in event.data.split("\n") if data]

@@ -320,6 +320,9 @@ class Sessions:
                 if wanted.until is not None:
                     left = timestamps.seconds_until(wanted.until)
                     if left <= 0:
+                        # Said, not only done: a client whose clock is behind the server's
+                        # would take a stream that just ends for a drop, and reconnect.
+                        await send(b"event: end\ndata: until\n\n")
                         return
                     timeout = min(timeout, left)
                 try:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
@@ -19,6 +20,7 @@ from typing import ClassVar
 import pytest
 import trustme
 
+from herolog import timestamps
 from herolog.server import ServeConfig, Server, run_in_thread
 from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
 from tests.server.conftest import Running, ServerFactory, running_server
@@ -444,6 +446,27 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
         code, _ = child.stop(signal.SIGINT)
         stop()  # type: ignore[operator]
     assert code == 130
+
+
+@pytest.mark.subprocess
+def test_a_tail_ends_where_the_server_says_its_until_passed(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's clock ahead of the client's: the server ends the tail at --until by its
+    own clock and says so, and the client stops there too, instead of taking the end for a
+    dropped connection and reconnecting until its own clock gets there."""
+    ahead = timestamps.seconds_until
+    monkeypatch.setattr(timestamps, "seconds_until", lambda instant: ahead(instant) - 30)
+    running = make_server(api_key=KEY)
+    fill(running.server.config.store_path, "demo", line("x"))
+    until = (datetime.now(UTC) + timedelta(seconds=8)).isoformat()
+    child = Child(
+        "logs", "--server", running.url, "-a", "demo", "-t", "--until", until,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )  # fmt: skip
+    assert child.read_lines(1)[0].endswith(" app[web.1]: x")
+    code, err = child.stop(timeout=15)
+    assert (code, err) == (0, "")
 
 
 @pytest.mark.subprocess
