@@ -173,6 +173,13 @@ def find_app(store: SQLiteStore, ref: str) -> AppInfo | None:
     return info
 
 
+def _named(store: SQLiteStore, ref: str) -> str:
+    """The name of the app ``ref`` names, or whose id it is (as the API and ``herolog logs
+    -a`` take it); ``ref`` itself for an app the store has not had yet."""
+    info = find_app(store, ref)
+    return ref if info is None else info.name
+
+
 def api_time(instant: str) -> str:
     """An instant the way the Platform API writes times: seconds, ``Z``."""
     return instant[:19] + "Z"
@@ -279,12 +286,15 @@ class LocalRegistry:
 
     def add(self, app: str, url: str) -> Drain:
         _checked(url)
-        try:
-            return using_store(
-                self.store_path, lambda store: counted(store, [store.add_drain(app, url)])[0]
-            )
-        except DrainExists:
-            raise DrainError(f"{app} already has the drain {mask_url(url)}") from None
+
+        def add(store: SQLiteStore) -> Drain:
+            name = _named(store, app)
+            try:
+                return counted(store, [store.add_drain(name, url)])[0]
+            except DrainExists:
+                raise DrainError(f"{name} already has the drain {mask_url(url)}") from None
+
+        return using_store(self.store_path, add)
 
     def list(self, app: str | None) -> list[Drain]:
         try:
@@ -292,14 +302,18 @@ class LocalRegistry:
         except FileNotFoundError:
             return []
         try:
-            return counted(store, store.drains(app))
+            return counted(store, store.drains(None if app is None else _named(store, app)))
         finally:
             store.close()
 
     def remove(self, app: str, key: str) -> Drain:
-        drain = using_store(self.store_path, lambda store: store.remove_drain(app, key))
+        def remove(store: SQLiteStore) -> tuple[str, Drain | None]:
+            name = _named(store, app)
+            return name, store.remove_drain(name, key)
+
+        name, drain = using_store(self.store_path, remove)
         if drain is None:
-            raise DrainError(not_there(app, key, self.list(None)))
+            raise DrainError(not_there(name, key, self.list(None)))
         return drain
 
     def forwarded(self) -> bool:

@@ -181,6 +181,27 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
 
 
+def test_an_app_is_named_by_its_id_too(where: dict[str, str]) -> None:
+    """As the API (and the heroku CLI) and herolog logs -a take it: not a new app named
+    after the id."""
+    code, out, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json", env=where)
+    assert code == 0
+    app_id = json.loads(out)["app"]["id"]
+    code, out, _ = run("drain", "add", "https://b.example/y", "-a", app_id, "--json", env=where)
+    assert (code, json.loads(out)["app"]["name"]) == (0, "demo")
+    code, out, _ = run("drain", "list", "-a", app_id, "--json", env=where)
+    assert [d["url"] for d in json.loads(out)] == ["https://a.example/x", "https://b.example/y"]
+    code, _, err = run("drain", "add", "https://b.example/y", "-a", app_id, env=where)
+    assert code == 1
+    assert "already" in err
+    assert app_id not in err  # locally: "demo already has the drain ..."
+    assert run("drain", "remove", "https://b.example/y", "-a", app_id, env=where)[0] == 0
+    code, out, _ = run("drain", "--json", env=where)
+    assert [(d["app"]["name"], d["url"]) for d in json.loads(out)] == [
+        ("demo", "https://a.example/x")
+    ]
+
+
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
     code, _, _ = run("drain", "add", "https://a.example/x", env={**where, "HEROLOG_APP": "fromenv"})
     assert code == 0
