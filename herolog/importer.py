@@ -37,6 +37,9 @@ class ImportResult:
     bytes_stored: int = 0
     """The lines of the input before this offset are all stored, none after it: where a
     second import of the rest starts after a failure."""
+    unknown: int = 0
+    """Lines stored as ``unknown[unknown]``: kept whole, as the format did not describe them
+    (a file that is not a log at all, say)."""
 
 
 class ImportFailed(Exception):
@@ -109,6 +112,7 @@ def import_stream(
             with _ctrl_c_held_back():
                 if lines:
                     result.lines += sum(store.append([Batch(app, lines)]))
+                    result.unknown += sum(1 for line in lines if _unknown(line))
                 result.bytes_read += size
                 result.bytes_stored = skipped + done
             if progress is not None:
@@ -122,6 +126,10 @@ def import_stream(
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
     return result
+
+
+def _unknown(line: LogLine) -> bool:
+    return line.source == UNKNOWN and line.dyno == UNKNOWN
 
 
 @contextlib.contextmanager

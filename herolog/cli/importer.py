@@ -74,6 +74,17 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         return
     lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"
     click.echo(f"Imported {lines} into {app} ({result.format} format).", err=True)
+    if result.unknown:
+        # Said at once: a file that is not a log (or not in the format detected) would
+        # otherwise show up later as a page of unknown[unknown] lines.
+        if result.unknown == result.lines:
+            some = "All of them are" if result.lines > 1 else "It is"
+        else:
+            some = f"{result.unknown:,} of them {'is' if result.unknown == 1 else 'are'}"
+        click.echo(
+            f"{some} stored as unknown[unknown], kept whole: {_UNDESCRIBED[result.format]}.",
+            err=True,
+        )
     if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server
         click.echo(
             f"They are in the local store ({store.path}): herolog import does not send lines"
@@ -94,3 +105,11 @@ def _size(file: BinaryIO) -> int | None:
     except (OSError, ValueError):
         return None
     return st.st_size if st.st_size > 0 else None
+
+
+_UNDESCRIBED = {
+    "heroku": "no `TIMESTAMP SOURCE[DYNO]:` header, as heroku logs output has",
+    "syslog": "not RFC 5424 syslog",
+    "logplex": "frames that are not RFC 5424 syslog messages",
+}
+"""Why lines of each format end up as unknown[unknown]."""

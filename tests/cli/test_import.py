@@ -43,6 +43,41 @@ def test_import_heroku_text_round_trips_through_logs(tmp_path: Path) -> None:
     assert result.stdout == EXAMPLE.read_text()
 
 
+@pytest.mark.parametrize(
+    ("text", "said", "as_syslog"),
+    [
+        (b"hello\nworld\n", "All of them are", "All of them are"),
+        (b"hello\n", "It is", "It is"),
+        (
+            b"not a log line\n2024-03-05T09:14:07.418233+00:00 app[web.1]: one\n"
+            b"also not\n  a continuation of it\n",
+            "1 of them is",
+            "All of them are",
+        ),
+    ],
+)
+def test_lines_kept_as_unknown_are_said_at_once(text: bytes, said: str, as_syslog: str) -> None:
+    """A file that is not a log (or not in the format taken) says so, not only later as a
+    page of unknown[unknown] lines."""
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert code == 0, err
+    assert err.splitlines()[1] == (
+        f"{said} stored as unknown[unknown], kept whole: no `TIMESTAMP SOURCE[DYNO]:` header,"
+        " as heroku logs output has."
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", "--format", "syslog", input=text)
+    assert code == 0, err
+    assert err.splitlines()[1] == (
+        f"{as_syslog} stored as unknown[unknown], kept whole: not RFC 5424 syslog."
+    )
+
+
+def test_a_log_says_nothing_of_unknown_lines() -> None:
+    code, _, err = invoke("import", str(EXAMPLE), "-a", "demo")
+    assert code == 0
+    assert "unknown" not in err
+
+
 def test_one_line_is_one_line() -> None:
     one = b"2024-03-05T09:14:07.418233+00:00 app[web.1]: alone\n"
     code, _, err = invoke("import", "-", "-a", "demo", input=one)
