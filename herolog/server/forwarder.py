@@ -532,8 +532,8 @@ class HTTPDrain(DrainWorker):
         import httpx
 
         parts = urlsplit(drain.url)
-        netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
-        self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        self.netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
+        self.target = urlunsplit((parts.scheme, self.netloc, parts.path or "/", parts.query, ""))
         auth = None
         if parts.username is not None or parts.password is not None:
             from urllib.parse import unquote
@@ -583,6 +583,9 @@ class HTTPDrain(DrainWorker):
                 await response.aclose()
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
+        except httpx.ConnectError as error:  # its own words do not name the host
+            reason = str(error) or type(error).__name__
+            raise DeliveryError(f"cannot connect to {self.netloc}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
             raise DeliveryError(str(error) or type(error).__name__, retry=True) from None
         reason = f"{status} {response.reason_phrase}".strip()
