@@ -108,11 +108,11 @@ def import_stream(
     chunks = _chunks(first[skipped:], stream)
     parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
     try:
-        for size, lines, done in parse(chunks):
+        for size, lines, done, unknown in parse(chunks):
             with _ctrl_c_held_back():
                 if lines:
                     result.lines += sum(store.append([Batch(app, lines)]))
-                    result.unknown += sum(1 for line in lines if _unknown(line))
+                    result.unknown += unknown
                 result.bytes_read += size
                 result.bytes_stored = skipped + done
             if progress is not None:
@@ -126,10 +126,6 @@ def import_stream(
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
     return result
-
-
-def _unknown(line: LogLine) -> bool:
-    return line.source == UNKNOWN and line.dyno == UNKNOWN
 
 
 @contextlib.contextmanager
@@ -160,9 +156,17 @@ def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
         chunk = stream.read(CHUNK_SIZE)
 
 
-_Parsed = Iterator[tuple[int, list[LogLine], int]]
-"""For each chunk read: its size, the lines it completed, and the offset in the input before
-which every line has now been given, and after which none."""
+_Parsed = Iterator[tuple[int, list[LogLine], int, int]]
+"""For each chunk read: its size, the lines it completed, the offset in the input before
+which every line has now been given, and after which none, and how many of those lines the
+format did not describe (kept whole as ``unknown[unknown]``; not those whose own header says
+``unknown``, as ``herolog logs`` prints such lines)."""
+
+
+def _undescribed(lines: list[LogLine]) -> int:
+    """Syslog messages whose header could not be read: those have no PRI, as no read one
+    lacks."""
+    return sum(1 for line in lines if line.pri is None)
 
 
 def _logplex(chunks: Iterator[bytes]) -> _Parsed:
@@ -170,7 +174,7 @@ def _logplex(chunks: Iterator[bytes]) -> _Parsed:
     for chunk in chunks:
         # On a framing error feed returns the frames before it; the next call raises.
         lines = decoder.feed(chunk, Received.at())
-        yield len(chunk), lines, decoder.consumed
+        yield len(chunk), lines, decoder.consumed, _undescribed(lines)
     decoder.close()  # Logplex frames only: nothing may be left over
 
 
@@ -195,7 +199,7 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
         lines = [
             parse_syslog(raw.removesuffix(b"\r"), received) for raw in raw_lines if raw.strip()
         ]
-        yield size, lines, end
+        yield size, lines, end, _undescribed(lines)
 
 
 def _heroku(chunks: Iterator[bytes]) -> _Parsed:
@@ -206,6 +210,7 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
     as ``unknown`` lines.
     """
     pending: LogLine | None = None
+    undescribed = False  # pending has no header: kept whole, as unknown[unknown]
     more: list[str] = []  # its continuation lines, joined once it is complete (not n^2)
 
     def complete(line: LogLine) -> LogLine:
@@ -219,6 +224,7 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
         done: list[LogLine] = []
+        unknown = 0
         for raw in raw_lines:
             start, pos = pos, pos + len(raw) + 1
             text = raw.removesuffix(b"\r").decode("utf-8", "replace")
@@ -226,16 +232,18 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
             if parsed is not None:
                 if pending is not None:
                     done.append(complete(pending))
-                pending, pending_at = parsed, start
+                    unknown += undescribed
+                pending, pending_at, undescribed = parsed, start, False
             elif pending is not None and pending.source != UNKNOWN:
                 more.append(text)
             elif text.strip():
                 if pending is not None:
                     done.append(complete(pending))
+                    unknown += undescribed
                 pending = LogLine(
                     received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
                 )
-                pending_at = start
-        yield size, done, end if pending is None else pending_at
+                pending_at, undescribed = start, True
+        yield size, done, end if pending is None else pending_at, unknown
     if pending is not None:
-        yield 0, [complete(pending)], end
+        yield 0, [complete(pending)], end, int(undescribed)

@@ -72,6 +72,25 @@ def test_lines_kept_as_unknown_are_said_at_once(text: bytes, said: str, as_syslo
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        # herolog logs output of lines once kept as unknown: a header the format has.
+        (b"2024-03-05T09:14:07.418233+00:00 unknown[unknown]: <13>Mar  5 09:14:07 x y\n", "heroku"),
+        # A syslog sender whose APP-NAME and PROCID read unknown.
+        (b"<13>1 2024-03-05T09:14:07.418233+00:00 myhost unknown unknown - - hello\n", "syslog"),
+        (frame([b"<13>1 2024-03-05T09:14:07+00:00 host unknown unknown - hi\n"]), "logplex"),
+    ],
+)
+def test_a_line_whose_header_says_unknown_is_not_said_to_have_none(text: bytes, fmt: str) -> None:
+    """Only lines the format did not describe are kept whole as unknown[unknown]; a line
+    whose own header names the source and dyno unknown was read as the format has it."""
+    code, _, err = invoke("import", "-", "-a", "demo", "--format", fmt, input=text)
+    assert code == 0, err
+    assert "stored as unknown[unknown]" not in err, err
+    assert len(stored("demo")) == 1
+
+
 def test_a_log_says_nothing_of_unknown_lines() -> None:
     code, _, err = invoke("import", str(EXAMPLE), "-a", "demo")
     assert code == 0
