@@ -289,6 +289,10 @@ class LocalRegistry:
 
         def add(store: SQLiteStore) -> Drain:
             name = _named(store, app)
+            if name == app and looks_like_id(app) and store.app(app) is None:
+                # As the API: an id of no app has a typo in it, as likely as not; a new
+                # app named after it would never get a line.
+                raise DrainError(f"the store has no app named {app!r}, nor one with that id")
             try:
                 return counted(store, [store.add_drain(name, url)])[0]
             except DrainExists:

@@ -202,6 +202,16 @@ def test_an_app_is_named_by_its_id_too(where: dict[str, str]) -> None:
     ]
 
 
+def test_an_id_of_no_app_is_not_made_an_app(where: dict[str, str]) -> None:
+    """An app's id with a typo in it names no app: refused, locally as by the API, not a
+    drain registered for a new app named after the id, which would never get a line."""
+    typo = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    code, _, err = run("drain", "add", "https://a.example/x", "-a", typo, env=where)
+    assert code == 1
+    assert f"no app named '{typo}'" in err
+    assert json.loads(run("drain", "list", "--json", env=where)[1]) == []
+
+
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
     code, _, _ = run("drain", "add", "https://a.example/x", env={**where, "HEROLOG_APP": "fromenv"})
     assert code == 0
