@@ -234,7 +234,7 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
                     done.append(complete(pending))
                     unknown += undescribed
                 pending, pending_at, undescribed = parsed, start, False
-            elif pending is not None and pending.source != UNKNOWN:
+            elif pending is not None and not undescribed:
                 more.append(text)
             elif text.strip():
                 if pending is not None:

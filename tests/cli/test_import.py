@@ -135,6 +135,21 @@ def test_continuation_lines_join_the_message_before_them() -> None:
     ]
 
 
+def test_a_message_of_several_lines_under_an_unknown_header_imports_back_whole() -> None:
+    """herolog logs prints an unknown[unknown] line's message as any other: its lines after
+    the first continue it on import, as for any header."""
+    text = "2024-03-05T09:14:07.418233+00:00 unknown[unknown]: first\n  second\nthird\n"
+    assert invoke("import", "-", "-a", "demo", input=text.encode())[0] == 0
+    (line,) = open_store().last(LineFilter(app="demo"), 100)[0]
+    assert (line.source, line.dyno, line.message) == (
+        "unknown",
+        "unknown",
+        "first\n  second\nthird",
+    )
+    result = CliRunner().invoke(cli, ["logs", "-a", "demo"])
+    assert result.stdout == text
+
+
 def test_text_that_is_not_heroku_output_is_kept_line_by_line(tmp_path: Path) -> None:
     path = tmp_path / "plain.log"
     path.write_text(
