@@ -489,6 +489,42 @@ def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
     assert another_server_claims() is None
 
 
+def test_a_stopping_server_that_lost_the_lease_leaves_the_flush_to_the_holder(
+    herolog_home: Path,
+) -> None:
+    """Another server holds the forwarding lease when this one stops (it was stalled past
+    its lease, say): this one does not flush (that would deliver what the holder delivers),
+    saves nothing over the holder's positions, and leaves the lease alone."""
+    path = herolog_home / "logs.db"
+    dead = HTTPSink(then=503)
+    config = ServeConfig(store_path=path, port=0)
+    server = Server(replace(config, drain_timing=replace(QUICK, flush_s=3.0)), log=io.StringIO())
+    stop = run_in_thread(server)
+    try:
+        running = Running(server, io.StringIO())
+        token = add_drain(running, "demo", dead.url())
+        send(running, "demo", 1, 5)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        before = saved(running, token)
+        store = SQLiteStore.open(path)
+        try:
+            store.release_lease("forwarding", server.app.forwarder.owner)
+            assert store.lease("forwarding", "another server", 60) is None
+        finally:
+            store.close()
+        tried = dead.arrived
+    finally:
+        stop()
+        dead.close()
+    assert dead.arrived <= tried + 1  # the attempt in flight, no flush
+    store = SQLiteStore.open(path)
+    try:
+        assert store.lease("forwarding", "another server", 60) is None  # still its own
+        assert next(d.delivery for d in store.drains() if d.token == token) == before
+    finally:
+        store.close()
+
+
 def test_what_drains_could_not_deliver_at_shutdown_is_reported_and_waits(
     herolog_home: Path,
 ) -> None:
