@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import trustme
@@ -159,16 +159,20 @@ def test_a_drain_url_given_as_the_server_is_not_taken_for_an_unknown_app(
     assert "could not create a log session (404): No such API endpoint" in err
 
 
+def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[], None]]:
+    """A real server on the store at ``path`` (on ``port``: to start one again where it was),
+    and what stops it."""
+    config = ServeConfig(store_path=path, port=port, api_key=KEY, **options)
+    server = Server(config, log=io.StringIO())
+    return server, run_in_thread(server)
+
+
 @pytest.mark.subprocess
 def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     fill(path, "demo", line("before", second=0))
 
-    def start(port: int = 0) -> tuple[Server, object]:
-        server = Server(ServeConfig(store_path=path, port=port, api_key=KEY), log=io.StringIO())
-        return server, run_in_thread(server)
-
-    server, stop = start()
+    server, stop = serve(path)
     port = server.http_port
     assert port is not None
     child = Child(
@@ -186,10 +190,10 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
         assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[web.1]: before"]
         fill(path, "demo", line("live", second=1))
         assert child.read_lines(1) == ["2024-03-05T09:00:01.000000+00:00 app[web.1]: live"]
-        stop()  # type: ignore[operator]
+        stop()
         fill(path, "demo", *[line(f"while down {i}", second=2) for i in range(3)])
         time.sleep(0.5)
-        server, stop = start(port)
+        server, stop = serve(path, port)
         fill(path, "demo", line("after restart", second=3))
         assert [x.split(": ", 1)[1] for x in child.read_lines(4)] == [
             "while down 0",
@@ -200,7 +204,7 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
         child.assert_quiet_for(1.0)
     finally:
         code, err = child.stop(signal.SIGINT)
-        stop()  # type: ignore[operator]
+        stop()
     assert code == 130
     assert err.count("reconnecting...") == 1, err
     assert "Traceback" not in err
@@ -418,12 +422,7 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     local tail does."""
     path = herolog_home / "logs.db"
 
-    def start(port: int = 0) -> tuple[Server, object]:
-        config = ServeConfig(store_path=path, port=port, api_key=KEY, history=5)
-        server = Server(config, log=io.StringIO())
-        return server, run_in_thread(server)
-
-    server, stop = start()
+    server, stop = serve(path, history=5)
     port = server.http_port
     assert port is not None
     fill(path, "demo", line("before", second=0))
@@ -431,9 +430,9 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     child = Child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env(HEROLOG_API_KEY=KEY))
     try:
         assert child.read_lines(1)[0].endswith(" app[web.1]: before")
-        stop()  # type: ignore[operator]
+        stop()
         fill(path, "demo", *[line(f"while down {i}", second=1 + i) for i in range(12)])
-        server, stop = start(port)
+        server, stop = serve(path, port, history=5)
         got = child.read_lines(6)
         assert re.fullmatch(
             r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> This tail session"
@@ -444,7 +443,7 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
         child.assert_quiet_for(1.0)
     finally:
         code, _ = child.stop(signal.SIGINT)
-        stop()  # type: ignore[operator]
+        stop()
     assert code == 130
 
 
@@ -476,11 +475,7 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
     instead of retrying the dead session forever in silence."""
     path = herolog_home / "logs.db"
 
-    def start(port: int = 0) -> tuple[Server, object]:
-        server = Server(ServeConfig(store_path=path, port=port, api_key=KEY), log=io.StringIO())
-        return server, run_in_thread(server)
-
-    server, stop = start()
+    server, stop = serve(path)
     port = server.http_port
     assert port is not None
     url = f"http://127.0.0.1:{port}"
@@ -491,9 +486,9 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
         while not any(getattr(s, "live", False) for s in list(subscribers)):
             assert time.monotonic() < deadline, "the tail did not start"
             time.sleep(0.02)
-        stop()  # type: ignore[operator]
+        stop()
         fill(path, "demo", line("while down", second=1))
-        server, stop = start(port)
+        server, stop = serve(path, port)
         fill(path, "demo", line("after restart", second=2))
         assert [x.split(": ", 1)[1] for x in child.read_lines(2)] == [
             "while down",
@@ -502,7 +497,7 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
         child.assert_quiet_for(1.0)
     finally:
         code, err = child.stop(signal.SIGINT)
-        stop()  # type: ignore[operator]
+        stop()
     assert code == 130
     assert err.count("reconnecting...") == 1, err
 
