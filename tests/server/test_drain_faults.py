@@ -512,11 +512,14 @@ def test_a_stopping_server_that_lost_the_lease_leaves_the_flush_to_the_holder(
             assert store.lease("forwarding", "another server", 60) is None
         finally:
             store.close()
-        tried = dead.arrived
     finally:
         stop()
         dead.close()
-    assert dead.arrived <= tried + 1  # the attempt in flight, no flush
+    # It found the lease taken as it stopped, and stopped its drains as a second Ctrl-C
+    # does; or a renewal just before found it, and it stood down: either way, no flush.
+    forwarder = server.app.forwarder
+    hurried = [w.hurried for w in forwarder.workers.values()]
+    assert all(hurried) if hurried else forwarder.active is False, "the drains flushed"
     store = SQLiteStore.open(path)
     try:
         assert store.lease("forwarding", "another server", 60) is None  # still its own
