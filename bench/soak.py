@@ -58,9 +58,8 @@ from bench import result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, wait_up
 from bench.tail_latency import percentile
-from herolog.drains import NOTICE_HOST
 from herolog.parser import frame
-from herolog.store import MAX_HISTORY
+from herolog.store import MAX_HISTORY, NOTICE_HOST
 
 CONNECTIONS = 16
 FRAMES = 100

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from herolog.store import (
+    NOTICE_HOST,
     AppInfo,
     Delivery,
     Drain,
@@ -34,8 +35,6 @@ class DrainURLError(ValueError):
     """A drain URL herolog cannot deliver to; the message says why."""
 
 
-NOTICE_HOST = "herolog"
-"""The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
 OVERFLOW_NOTICE = (NOTICE_HOST, "Error L10 ")
 """The HOSTNAME and the start of the message of herolog's own L10 lines."""
 
@@ -51,7 +50,7 @@ def unaccounted(store: SQLiteStore, app: str, after: int, upto: int) -> int:
     deliver or count as dropped: those the store holds (but herolog's own L10 lines, which
     are not forwarded), and those the ring buffer trimmed, which catching up counts as
     dropped."""
-    kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE)
+    kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE[1])
     return kept + store.trimmed_between(after, upto, app)
 
 

@@ -29,7 +29,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -110,7 +110,15 @@ _UPDATE_APP = "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through,
 """An app's line count after a write, and how far its lines have been trimmed (0: no
 further than before)."""
 # What brings a store from each older schema version to the next.
-_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS, 4: _DRAIN_UNTOLD}
+NOTICE_HOST = "herolog"
+"""The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
+# herolog's own notices (L10 lines), a handful among millions: counting an app's lines that
+# a drain has yet to deliver less these reads this index and the covering lines_by_app,
+# instead of every line of the span (3.7 times as long for 2 million lines).
+_NOTICES = f"""
+CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}';
+"""
+_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS, 4: _DRAIN_UNTOLD, 5: _NOTICES}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
 _INSERT = (
@@ -365,7 +373,9 @@ class SQLiteStore:
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
-                _execute_script(db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS + _DRAIN_UNTOLD)
+                _execute_script(
+                    db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS + _DRAIN_UNTOLD + _NOTICES
+                )
             else:
                 for step in range(version, SCHEMA_VERSION):
                     _execute_script(db, _MIGRATIONS[step])
@@ -405,6 +415,16 @@ class SQLiteStore:
         """Reads by this store's methods inside see one state of the store."""
         with self._read():
             yield
+
+    @contextmanager
+    def _consistent(self) -> Iterator[None]:
+        """One state of the store for the reads inside: the caller's snapshot, if it is in
+        one, else one of their own."""
+        if self._db.in_transaction:
+            yield
+        else:
+            with self._read():
+                yield
 
     @property
     def history(self) -> int:
@@ -786,22 +806,25 @@ class SQLiteStore:
             cursor.close()
         return found, found[-1].id
 
-    def count_app_lines(
-        self, app: str, after: int, upto: int, *, unless: tuple[str, str] | None = None
-    ) -> int:
+    def count_app_lines(self, app: str, after: int, upto: int, *, unless: str = "") -> int:
         """How many of ``app``'s lines with ids in (``after``, ``upto``] the store holds;
-        with ``unless`` (a HOSTNAME and the start of a message), not counting those."""
+        with ``unless``, not counting herolog's own notices (NOTICE_HOST's lines) whose
+        message starts with it."""
         if upto <= after or not self._schema_ready():
             return 0
-        sql = (
+        span = (
             "SELECT count(*) FROM lines WHERE app_id = (SELECT id FROM apps WHERE name = ?)"
             " AND id > ? AND id <= ?"
         )
-        params: tuple[object, ...] = (app, after, upto)
-        if unless is not None:
-            sql += " AND NOT (hostname IS ? AND substr(message, 1, ?) = ?)"
-            params += (unless[0], len(unless[1]), unless[1])
-        return int(self._db.execute(sql, params).fetchone()[0])
+        with self._consistent():
+            count = int(self._db.execute(span, (app, after, upto)).fetchone()[0])
+            if unless:
+                # The host as a literal, as lines_notices has it: SQLite uses a partial
+                # index only for a query whose WHERE names its condition, not a parameter.
+                notices = f"{span} AND hostname = '{NOTICE_HOST}' AND substr(message, 1, ?) = ?"
+                params = (app, after, upto, len(unless), unless)
+                count -= int(self._db.execute(notices, params).fetchone()[0])
+        return count
 
     def apps(self) -> list[AppInfo]:
         if not self._schema_ready():

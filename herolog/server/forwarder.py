@@ -44,11 +44,12 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
-from herolog.drains import NOTICE_HOST, is_overflow_notice
+from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
 from herolog.store import (
+    NOTICE_HOST,
     Delivery,
     Drain,
     SQLiteStore,
