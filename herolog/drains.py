@@ -8,7 +8,7 @@ import ipaddress
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from herolog.store import (
@@ -21,9 +21,6 @@ from herolog.store import (
     StoredLine,
     using_store,
 )
-
-if TYPE_CHECKING:
-    import httpx
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
@@ -394,28 +391,12 @@ class RemoteRegistry:
             # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
             usage = problem.usage and "already been taken" not in str(problem)
             raise DrainError(
-                str(problem), usage=usage, status=response.status_code, missing=_missing(response)
+                str(problem), usage=usage, status=response.status_code, missing=problem.not_found
             )
         try:
             return response.json()
         except (ValueError, RecursionError):
             raise DrainError(f"{self.shown} did not answer with JSON") from None
-
-
-def _missing(response: httpx.Response) -> bool:
-    """Heroku's 404 for an app or a drain that is not there: ``Couldn't find that drain.``,
-    not the 404 of a path the API does not have (a --server URL with a wrong path)."""
-    if response.status_code != 404:
-        return False
-    try:
-        error = response.json()
-    except (ValueError, RecursionError):
-        return False
-    return (
-        isinstance(error, dict)
-        and error.get("id") == "not_found"
-        and str(error.get("message", "")).startswith("Couldn't find that ")
-    )
 
 
 _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")

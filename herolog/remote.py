@@ -50,6 +50,10 @@ class RemoteError(Exception):
         self.final = final or usage
         self.no_app = False
         """The server has no app of the name asked for."""
+        self.not_found = False
+        """Heroku's 404 for an app or a drain that is not there (``Couldn't find that
+        drain.``), not the 404 of a path the API does not have (a --server URL with a wrong
+        path: a drain URL, say)."""
         self.unsent: int | None = None
         """For lines being sent: how many of them the server did not take."""
         self.status: int | None = None
@@ -114,15 +118,18 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
         )
     if status == 401:
         return RemoteError(f"{base} refused the API key (401): check HEROLOG_API_KEY", final=True)
-    if status == 404 and error_id == "not_found" and app is not None and _no_such_app(message):
-        # Heroku's "Couldn't find that app.": not the 404 of a path the API does not have,
-        # which a --server URL with a path of its own (a drain URL, say) leads to.
+    not_found = (
+        status == 404 and error_id == "not_found" and message.startswith("Couldn't find that ")
+    )
+    if not_found and app is not None and _no_such_app(message):
         error = RemoteError(f"{base} has no app named {app!r}")
         error.no_app = True
-        return error
-    if status == 422:
-        return RemoteError(message, usage=True)
-    return RemoteError(f"{base} could not {doing} ({status}): {message}")
+    elif status == 422:
+        error = RemoteError(message, usage=True)
+    else:
+        error = RemoteError(f"{base} could not {doing} ({status}): {message}")
+    error.not_found = not_found
+    return error
 
 
 def _no_such_app(message: str) -> bool:
