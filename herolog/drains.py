@@ -284,11 +284,12 @@ class LocalRegistry:
         _checked(url)
 
         def add(store: SQLiteStore) -> Drain:
-            name = _named(store, app)
-            if name == app and looks_like_id(app) and store.app(app) is None:
+            info = find_app(store, app)
+            if info is None and looks_like_id(app):
                 # As the API: an id of no app has a typo in it, as likely as not; a new
                 # app named after it would never get a line.
                 raise DrainError(f"the store has no app named {app!r}, nor one with that id")
+            name = app if info is None else info.name
             try:
                 return counted(store, [store.add_drain(name, url)])[0]
             except DrainExists:
