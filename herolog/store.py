@@ -109,7 +109,6 @@ ALTER TABLE drains ADD COLUMN untold_since TEXT;
 _UPDATE_APP = "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through, ?) WHERE id = ?"
 """An app's line count after a write, and how far its lines have been trimmed (0: no
 further than before)."""
-# What brings a store from each older schema version to the next.
 NOTICE_HOST = "herolog"
 """The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
 # herolog's own notices (L10 lines), a handful among millions: counting an app's lines that
@@ -118,6 +117,7 @@ NOTICE_HOST = "herolog"
 _NOTICES = f"""
 CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}';
 """
+# What brings a store from each older schema version to the next.
 _MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS, 4: _DRAIN_UNTOLD, 5: _NOTICES}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
