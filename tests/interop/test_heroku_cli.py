@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
-from tests.server.conftest import Running, ServerFactory, running_server
+from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 
 KEY = "interop-key"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -263,12 +262,7 @@ def test_heroku_logs_over_https_with_a_certificate_of_ones_own(
     """serve --certfile with a certificate no system store trusts (trustme's CA): the CLI,
     a Node program, trusts it once NODE_EXTRA_CA_CERTS names the CA (README), and refuses
     it before."""
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1")
-    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    issued.cert_chain_pems[0].write_to_path(str(certfile))
-    issued.private_key_pem.write_to_path(str(keyfile))
-    ca.cert_pem.write_to_path(str(cafile))
+    certfile, keyfile, cafile = own_certificate(tmp_path)
     running = import_example(make_server(api_key=KEY, certfile=certfile, keyfile=keyfile))
     assert running.url.startswith("https://127.0.0.1:")
     env = {k: v for k, v in cli_env(running, tmp_path).items() if k != "NODE_EXTRA_CA_CERTS"}

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+import trustme
 
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
@@ -89,6 +90,19 @@ def running_server(store_path: Path, **options: Any) -> Iterator[Running]:
         yield Running(server, log)
     finally:
         stop()
+
+
+def own_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A certificate for 127.0.0.1 from a CA no system trusts (trustme's), as someone's own
+    for serve --certfile: its certfile, its keyfile, and the CA's PEM file, in
+    ``directory``."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, cafile = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    return certfile, keyfile, cafile
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
-import trustme
 
 from herolog import timestamps
 from herolog.server import ServeConfig, Server, run_in_thread
 from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
-from tests.server.conftest import Running, ServerFactory, running_server
+from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 
 KEY = "remote-key"
 
@@ -609,12 +608,7 @@ def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactor
 def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    ca = trustme.CA()
-    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    issued = ca.issue_cert("127.0.0.1")
-    issued.cert_chain_pems[0].write_to_path(str(certfile))
-    issued.private_key_pem.write_to_path(str(keyfile))
-    ca.cert_pem.write_to_path(str(cafile))
+    certfile, keyfile, cafile = own_certificate(tmp_path)
     running = make_server(api_key=KEY, certfile=certfile, keyfile=keyfile)
     env = {"HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY}
     code, _, err = run("logs", env=env)
