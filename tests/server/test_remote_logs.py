@@ -23,6 +23,7 @@ from herolog import timestamps
 from herolog.server import ServeConfig, Server, run_in_thread
 from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
+from tests.server.sinks import wait_until
 
 KEY = "remote-key"
 
@@ -158,6 +159,14 @@ def test_a_drain_url_given_as_the_server_is_not_taken_for_an_unknown_app(
     assert "could not create a log session (404): No such API endpoint" in err
 
 
+def wait_until_live(server: Server) -> None:
+    """Until a tail session of ``server`` has sent its history and follows new lines."""
+    subscribers = server.app.broadcaster.subscribers
+    wait_until(
+        lambda: any(getattr(s, "live", False) for s in list(subscribers)), what="the tail to start"
+    )
+
+
 def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[], None]]:
     """A real server on the store at ``path`` (on ``port``: to start one again where it was),
     and what stops it."""
@@ -271,11 +280,7 @@ def test_remote_json_tail_pipes_into_jq_like_readers(make_server: ServerFactory)
         env=herolog_env(HEROLOG_API_KEY=KEY),
     )
     try:
-        subscribers = remote.server.app.broadcaster.subscribers
-        deadline = time.monotonic() + 15
-        while not any(getattr(s, "live", False) for s in list(subscribers)):
-            assert time.monotonic() < deadline, "the tail did not start"
-            time.sleep(0.02)
+        wait_until_live(remote.server)
         fill(
             remote.server.config.store_path,
             "demo",
@@ -480,11 +485,7 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
     url = f"http://127.0.0.1:{port}"
     child = Child("logs", "--server", url, "-t", "-n", "0", env=herolog_env(HEROLOG_API_KEY=KEY))
     try:
-        subscribers = server.app.broadcaster.subscribers
-        deadline = time.monotonic() + 15
-        while not any(getattr(s, "live", False) for s in list(subscribers)):
-            assert time.monotonic() < deadline, "the tail did not start"
-            time.sleep(0.02)
+        wait_until_live(server)
         stop()
         fill(path, "demo", line("while down", second=1))
         server, stop = serve(path, port)
