@@ -21,7 +21,7 @@ from urllib.parse import quote
 from herolog import __version__, timestamps
 from herolog.logs import LogsRequest
 from herolog.parser import LogLine, format_syslog, frame
-from herolog.render import Renderer, decode_record
+from herolog.render import STREAM_ENDS, Renderer, decode_record
 
 if TYPE_CHECKING:
     import httpx
@@ -247,6 +247,7 @@ class RemoteLogs:
     def _read(self, client: httpx.Client, url: str, *, resuming: bool = False) -> bool:
         """Stream the session at ``url`` to the renderer; False if it no longer exists
         (when ``resuming`` it: a session read before)."""
+        import httpx
         import httpx_sse
 
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -270,9 +271,23 @@ class RemoteLogs:
                 raise RemoteError(
                     f"{self.shown} did not answer with a log stream: {error}"
                 ) from None
+            except httpx.TransportError as error:
+                if self.request.tail:
+                    raise  # it reconnects and resumes
+                raise self._cut_short(_reason(error)) from None
+            # herolog's streams say their end: one that just stops was cut off (the server
+            # stopped). Other servers' end as the heroku CLI takes them, whole.
+            if not (self.request.tail or self.ended) and _says_its_end(response):
+                raise self._cut_short("the stream ended")
         finally:
             response.close()
         return True
+
+    def _cut_short(self, why: str) -> RemoteError:
+        return RemoteError(
+            f"{self.shown} stopped sending the history before its end ({why}): the lines"
+            " printed are not all of it"
+        )
 
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
@@ -307,6 +322,11 @@ class RemoteLogs:
     def _until_passed(self) -> bool:
         until = self.request.wanted.until
         return until is not None and timestamps.seconds_until(until) <= 0
+
+
+def _says_its_end(response: httpx.Response) -> bool:
+    name, value = STREAM_ENDS
+    return bool(response.headers.get(name) == value)
 
 
 def _reason(error: Exception) -> str:

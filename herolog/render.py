@@ -141,6 +141,11 @@ def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
         watching.clear()
 
 
+STREAM_ENDS = ("x-herolog-stream", "ends-with-event")
+"""A header of every log session stream herolog serves: it ends with an ``event: end``, so
+that one that just stops was cut off (the server stopped) and is not the whole history."""
+
+
 def decode_record(data: str) -> StoredLine:
     """The inverse of :func:`encode_record`; ValueError for anything else."""
     fields = json.loads(data)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from herolog import drains, timestamps
 from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import default_num
+from herolog.render import STREAM_ENDS
 from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import (
     LOGPLEX_TYPE_BYTES,
@@ -270,6 +271,7 @@ class PlatformAPI:
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
+                (STREAM_ENDS[0].encode(), STREAM_ENDS[1].encode()),
             ],
         }
         if head:  # what a GET would get, but the session is neither read nor used up

@@ -44,6 +44,10 @@ _EVENT_BYTES = 1 << 20
 """...and about this many bytes of messages: a reader that does not read holds up to one
 event in the server's socket buffer, on top of its tail buffer."""
 _READ_BATCH = 2000
+END_OF_HISTORY = b"event: end\ndata: history\n\n"
+END_OF_TAIL = b"event: end\ndata: until\n\n"
+"""How a stream says it is over (a tail: its ``until`` passed). The heroku CLI ignores
+events other than ``message`` and ``error``."""
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 Write = Callable[[bytes], Awaitable[None]]
@@ -277,6 +281,10 @@ class Sessions:
                     self._sent(session, reader, newest)
             if session.tail:
                 await self._tail(session, send, reader)
+            else:
+                # A stream that ends without it was cut off (the server stopping): the
+                # client can tell a whole history from part of one.
+                await send(END_OF_HISTORY)
         except Stopped:
             pass
         finally:
@@ -322,7 +330,7 @@ class Sessions:
                     if left <= 0:
                         # Said, not only done: a client whose clock is behind the server's
                         # would take a stream that just ends for a drop, and reconnect.
-                        await send(b"event: end\ndata: until\n\n")
+                        await send(END_OF_TAIL)
                         return
                     timeout = min(timeout, left)
                 try:

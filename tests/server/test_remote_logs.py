@@ -326,6 +326,9 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
 
     records: ClassVar[list[str]] = []
     gets: ClassVar[list[dict[str, str]]] = []
+    stream_headers: ClassVar[dict[str, str]] = {}
+    end: ClassVar[str] = ""
+    """Sent after the records: herolog's ``event: end``, say."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
@@ -339,9 +342,12 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).gets.append(dict(self.headers))
-        body = "".join(f"id: {i + 1}\ndata: {r}\n\n" for i, r in enumerate(self.records)).encode()
+        body = "".join(f"id: {i + 1}\ndata: {r}\n\n" for i, r in enumerate(self.records))
+        body = (body + self.end).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        for name, value in self.stream_headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -352,7 +358,7 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_server() -> Iterator[tuple[str, type[_FakeServer]]]:
-    handler = type("Handler", (_FakeServer,), {"records": [], "gets": []})
+    handler = type("Handler", (_FakeServer,), {"records": [], "gets": [], "stream_headers": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
@@ -376,6 +382,61 @@ def test_the_api_key_is_not_sent_to_the_session_url(
     (get,) = handler.gets
     assert "Authorization" not in get
     assert KEY not in json.dumps(get)
+
+
+@pytest.mark.parametrize(
+    ("says", "end", "code", "error"),
+    [
+        (False, "", 0, ""),  # not herolog's stream: its end is the end, as for the heroku CLI
+        (True, "event: end\ndata: history\n\n", 0, ""),
+        (True, "", 1, "stopped sending the history before its end (the stream ended): the"
+         " lines printed are not all of it"),
+    ],
+)  # fmt: skip
+def test_a_history_that_stops_short_of_its_end_is_an_error(
+    fake_server: tuple[str, type[_FakeServer]], says: bool, end: str, code: int, error: str
+) -> None:
+    """A herolog server says where a history ends: a stream that stops before (the server
+    stopped and ended it) exits 1 and says so, not 0 as if what came were all of it."""
+    url, handler = fake_server
+    handler.records = [json.dumps(GOOD + GOOD_TAIL)]
+    handler.stream_headers = {"X-Herolog-Stream": "ends-with-event"} if says else {}
+    handler.end = end
+    got = run("logs", "--server", url, "-a", "demo", env={"HEROLOG_API_KEY": KEY})
+    assert got == (
+        code,
+        "2024-03-05T09:14:07+00:00 app[web.1]: hi\n",
+        error and f"Error: {url} {error}\n",
+    )
+
+
+@pytest.mark.subprocess
+def test_a_server_that_stops_half_way_through_a_history_is_an_error(herolog_home: Path) -> None:
+    """`herolog logs --server` reading more history than the sockets hold when the server
+    stops: what came is printed, then a one-line error and exit 1."""
+    path = herolog_home / "logs.db"
+    count = 100_000
+    server, stop = serve(path, history=count)
+    fill(path, "demo", *(line(f"n{i} " + "x" * 200) for i in range(count)))
+    url = f"http://127.0.0.1:{server.http_port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "logs", "--server", url, "-a", "demo", "-n", str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )
+    try:
+        assert proc.stdout is not None
+        assert b" n0 " in proc.stdout.readline()  # the history is under way; the pipe is full
+        stop()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert 0 < out.count(b"\n") < count - 1
+    assert err.decode().startswith(f"Error: {url} stopped sending the history before its end (")
+    assert err.decode().endswith("): the lines printed are not all of it\n")
+    assert err.count(b"\n") == 1
 
 
 @pytest.mark.parametrize(
