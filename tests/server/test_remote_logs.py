@@ -342,8 +342,8 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).gets.append(dict(self.headers))
-        body = "".join(f"id: {i + 1}\ndata: {r}\n\n" for i, r in enumerate(self.records))
-        body = (body + self.end).encode()
+        events = "".join(f"id: {i + 1}\ndata: {r}\n\n" for i, r in enumerate(self.records))
+        body = (events + self.end).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         for name, value in self.stream_headers.items():
