@@ -244,6 +244,8 @@ class DrainError(Exception):
         self.status = status
         self.missing = missing
         """The server said the app or drain is not there (not: it has no such path)."""
+        self.no_app = False
+        """The server has no app of the name asked for."""
 
 
 class Registry(Protocol):
@@ -347,7 +349,12 @@ class RemoteRegistry:
 
     def list(self, app: str | None) -> list[Drain]:
         path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"
-        answer = self._call("GET", path, app, "list the drains")
+        try:
+            answer = self._call("GET", path, app, "list the drains")
+        except DrainError as error:
+            if error.no_app:  # as locally: an app comes into being with its first drain
+                return []
+            raise
         if not isinstance(answer, list):
             raise DrainError(f"{self.shown} did not answer with a list of drains")
         return [self._drain(obj) for obj in answer]
@@ -391,9 +398,11 @@ class RemoteRegistry:
             problem: RemoteError = refused(self.shown, response, doing, app)
             # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
             usage = problem.usage and "already been taken" not in str(problem)
-            raise DrainError(
+            failed = DrainError(
                 str(problem), usage=usage, status=response.status_code, missing=problem.not_found
             )
+            failed.no_app = problem.no_app
+            raise failed
         try:
             return response.json()
         except (ValueError, RecursionError):

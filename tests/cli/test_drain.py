@@ -212,6 +212,14 @@ def test_an_id_of_no_app_is_not_made_an_app(where: dict[str, str]) -> None:
     assert json.loads(run("drain", "list", "--json", env=where)[1]) == []
 
 
+def test_an_app_with_no_drains_yet_lists_none(where_refused: dict[str, str]) -> None:
+    """An app comes into being with its first line or drain: a provisioning script that
+    lists an app's drains before adding one gets none, from a server as locally, not an
+    error from one and an empty list from the other."""
+    assert run("drain", "list", "-a", "new", env=where_refused) == (0, "new has no drains.\n", "")
+    assert run("drain", "list", "-a", "new", "--json", env=where_refused) == (0, "[]\n", "")
+
+
 def test_the_app_comes_from_herolog_app(where: dict[str, str]) -> None:
     code, _, _ = run("drain", "add", "https://a.example/x", env={**where, "HEROLOG_APP": "fromenv"})
     assert code == 0
