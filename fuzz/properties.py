@@ -201,7 +201,7 @@ def check_parse_syslog(message: bytes) -> None:
     line = parse_syslog(message, RECEIVED)
     check_syslog_line(line, message, counted=False)
     check_forwarded(line)
-    if message[:1] == b"<" and b"\n" not in message:
+    if message[:1] == b"<" and b"\n" not in message and b"\0" not in message:
         framed = message + b"\n"
         assert decode([framed], True, DEFAULT_MAX_FRAME) == ([parse_syslog(framed, RECEIVED)], None)
 

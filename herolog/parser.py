@@ -262,7 +262,7 @@ class FrameDecoder:
     """Incremental RFC 6587 decoder for streams: syslog over TCP, files on import.
 
     Octet-counted frames always; with ``newline_framing`` also messages that start with
-    ``<`` and end at a newline, message by message, as syslog senders may mix them.
+    ``<`` and end at a newline (or a NUL), message by message, as syslog senders may mix them.
     ``feed`` returns the lines of every message completed so far; ``close`` checks that the
     stream did not end inside one. When a chunk breaks the framing, ``feed`` still returns
     the messages before the break, and the next ``feed`` or ``close`` raises the
@@ -302,7 +302,12 @@ class FrameDecoder:
         self._buffer += data
         if len(self._buffer) < self._need:
             return []
-        if self._awaiting_newline and b"\n" not in data and len(self._buffer) <= self.max_frame:
+        if (
+            self._awaiting_newline
+            and b"\n" not in data
+            and b"\0" not in data
+            and len(self._buffer) <= self.max_frame
+        ):
             return []  # a newline-framed message still cut off: no need to look again
         self._awaiting_newline = False
         text = self._buffer.decode("latin-1")
@@ -325,12 +330,19 @@ class FrameDecoder:
         """Append the complete messages of ``text`` to ``out``; the position consumed."""
         size = len(text)
         pos = 0
+        # RFC 6587 3.4.2: some senders end messages with NUL instead (syslog-ng reads both).
+        # Looked for once a chunk: a message is searched for a NUL only if there is one.
+        nul_ends = self.newline_framing and "\0" in text
         while True:
             pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
             if pos == size:
                 return pos
             if self.newline_framing and text[pos] == "<":
                 end = text.find("\n", pos)
+                if nul_ends:
+                    nul = text.find("\0", pos, end if end >= 0 else size)
+                    if nul >= 0:
+                        end = nul
                 # The limit holds whether the newline came in the same chunk or not.
                 if (end - pos if end >= 0 else size - pos) > self.max_frame:
                     raise FramingError(

@@ -74,6 +74,20 @@ def test_newline_framing_and_both_in_one_connection(served: Running) -> None:
     assert served.lines("default")[2].structured_data == '[meta seq="1"]'
 
 
+def test_a_nul_ends_a_message_as_a_newline_does(served: Running) -> None:
+    """RFC 6587 (3.4.2) names NUL as the other trailer of non-transparent framing, and
+    syslog-ng and OpenBSD's syslogd end a message at one: a sender using it had its whole
+    stream read as one message until the 64 KiB limit closed the connection."""
+    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
+    data = head + b"first\x00" + head + b"second\r\x00" + head + b"third\x00\n" + head + b"4th\x00"
+    with connect(served) as sock:
+        for i in range(len(data)):  # a byte at a time: a NUL is found in any read
+            sock.sendall(data[i : i + 1])
+        sock.sendall(syslog_frames("counted after"))
+        wait_for(lambda: len(served.lines()) == 5)
+    assert messages(served) == ["first", "second", "third", "4th", "counted after"]
+
+
 def test_frames_split_across_packets(served: Running) -> None:
     data = syslog_frames(*[f"piece {i}" for i in range(50)])
     with connect(served) as sock:
