@@ -55,6 +55,8 @@ class Stats:
     msg_count_mismatches: int = 0
     syslog_connections: int = 0
     syslog_connections_refused: int = 0
+    syslog_connections_broken: int = 0
+    """Closed for what they sent: not syslog, a message over the limit, a cut-off frame."""
     syslog_lines: int = 0
     responses: Counter[int] = field(default_factory=Counter)
 
@@ -67,6 +69,7 @@ class Stats:
             "msg_count_mismatches": self.msg_count_mismatches,
             "syslog_connections": self.syslog_connections,
             "syslog_connections_refused": self.syslog_connections_refused,
+            "syslog_connections_broken": self.syslog_connections_broken,
             "syslog_lines": self.syslog_lines,
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
         }

@@ -45,8 +45,9 @@ sent before the stop is in the kernel's buffers), then closes it..."""
 STOP_READING_S = 5.0
 """...or after this long, for a client that does not pause."""
 REFUSALS_REPORTED_EVERY_S = 60.0
-"""Connections refused for being over the limit are reported at most this often, counted:
-a client retrying in a loop must not flood serve's log."""
+"""Connections refused for being over the limit, and those closed for what they sent, are
+reported at most this often, counted: a client retrying in a loop must not flood serve's
+log."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -74,10 +75,8 @@ class SyslogServer:
         """Connections open at once, at most: each holds a file descriptor, and the HTTP
         intake needs some too (rsyslog and syslog-ng have such a limit as well)."""
         self.log = log if log is not None else sys.stderr
-        self._refused_unreported = 0
-        self._report_refusals_at = 0.0
-        self._report_scheduled = False
-        self._last_refused = ""
+        self._refusals = _Throttled(self.log, self._say_refused)
+        self._closures = _Throttled(self.log, _say_closed)
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
@@ -223,6 +222,7 @@ class SyslogServer:
 
     async def _read(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
         """Read a counted connection's stream and store its lines, until it ends."""
+        why: str | None = None  # what the client sent that closed the connection
         stream_id = next(self._ids)
         self._streams[stream_id] = transport  # hang_up() closes it
         self.stats.syslog_connections += 1
@@ -254,7 +254,9 @@ class SyslogServer:
                     break  # stopping, and nothing more has come: what it sent is read
                 written = {write for write in pending if write in done}
                 pending -= written
-                if any(self._count(write) for write in written):
+                closing = [x for x in map(self._count, written) if x is not None]
+                if closing:
+                    why = next(filter(None, closing), None)
                     break  # garbage: what came before it is stored; hang up
                 if read is not None and read in done:
                     held, read = read.result(), None
@@ -291,36 +293,26 @@ class SyslogServer:
             if pending:
                 flushed, _ = await asyncio.wait(pending)
                 for finished in flushed:
-                    self._count(finished)
+                    closing_why = self._count(finished)
+                    why = why or closing_why
             transport.close()
             self._streams.pop(stream_id, None)
+            if why:  # once a connection: the chunks after a break repeat it
+                self.stats.syslog_connections_broken += 1
+                self._closures.add(_from(transport.get_extra_info("peername")), why)
 
     def _refused(self, peer: tuple[str, int] | None) -> None:
         """Say that a connection over the limit was closed before reading from it (or its
         handshake): counted, at most once every REFUSALS_REPORTED_EVERY_S."""
         self.stats.syslog_connections_refused += 1
-        self._refused_unreported += 1
-        self._last_refused = f" (the last from {peer[0]} port {peer[1]})" if peer else ""
-        now = time.monotonic()
-        if now >= self._report_refusals_at:
-            self._report_refusals()
-        elif not self._report_scheduled:  # the ones held back are reported when it is time
-            self._report_scheduled = True
-            delay = self._report_refusals_at - now
-            asyncio.get_running_loop().call_later(delay, self._report_refusals)
+        self._refusals.add(_from(peer), "")
 
-    def _report_refusals(self) -> None:
-        self._report_scheduled = False
-        count, self._refused_unreported = self._refused_unreported, 0
-        if not count:
-            return
-        self._report_refusals_at = time.monotonic() + REFUSALS_REPORTED_EVERY_S
+    def _say_refused(self, count: int, peer: str, _: str) -> str:
         what = "a syslog connection" if count == 1 else f"{count:,} syslog connections"
-        print(
-            f"herolog serve: refused {what}{self._last_refused}: {self.max_connections:,} are"
-            " open (--syslog-max-connections)",
-            file=self.log,
-            flush=True,
+        last = f" (the last {peer})" if peer else ""
+        return (
+            f"herolog serve: refused {what}{last}: {self.max_connections:,} are open"
+            " (--syslog-max-connections)"
         )
 
     def _send(self, decoder: FrameDecoder, data: bytes) -> asyncio.Future[Stored]:
@@ -358,10 +350,56 @@ class SyslogServer:
             self._let_in()
         return Stored(stored.lines, len(lines), broken)
 
-    def _count(self, write: asyncio.Future[Stored]) -> bool:
-        """Count what a chunk stored; whether the stream broke (and must be closed)."""
+    def _count(self, write: asyncio.Future[Stored]) -> str | None:
+        """Count what a chunk stored; None if the stream goes on, else why it must be
+        closed: what the client sent, or "" when storing failed (said where that is)."""
         if write.cancelled() or write.exception() is not None:
-            return True
+            return ""
         result = write.result()
         self.stats.syslog_lines += result.lines
-        return result.broken is not None
+        return result.broken
+
+
+def _from(peer: tuple[str, int] | None) -> str:
+    return f"from {peer[0]} port {peer[1]}" if peer else ""
+
+
+def _say_closed(count: int, peer: str, why: str) -> str:
+    if count == 1:
+        where = f" ({peer})" if peer else ""
+        return f"herolog serve: closed a syslog connection for what it sent{where}: {why}"
+    where = f" (the last {peer})" if peer else ""
+    return f"herolog serve: closed {count:,} syslog connections for what they sent{where}: {why}"
+
+
+class _Throttled:
+    """Events said on serve's log at most once every REFUSALS_REPORTED_EVERY_S: the first
+    at once, those that come within the interval together once it is over, counted and
+    told by the last of them."""
+
+    def __init__(self, log: TextIO, say: Callable[[int, str, str], str]) -> None:
+        self.log = log
+        self.say = say
+        """The line for (how many, the last one's peer, the last one's reason)."""
+        self._unreported = 0
+        self._last = ("", "")
+        self._report_at = 0.0
+        self._scheduled = False
+
+    def add(self, peer: str, why: str) -> None:
+        self._unreported += 1
+        self._last = (peer, why)
+        now = time.monotonic()
+        if now >= self._report_at:
+            self._report()
+        elif not self._scheduled:  # the ones held back are reported when it is time
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self._report_at - now, self._report)
+
+    def _report(self) -> None:
+        self._scheduled = False
+        count, self._unreported = self._unreported, 0
+        if not count:
+            return
+        self._report_at = time.monotonic() + REFUSALS_REPORTED_EVERY_S
+        print(self.say(count, *self._last), file=self.log, flush=True)

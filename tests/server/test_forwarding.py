@@ -236,6 +236,8 @@ def test_a_syslog_drain_into_its_own_syslog_port_does_not_loop(
     wait_until(lambda: not syslog._connections, what="the connection closed")
     # The lines came back with the drain's token as their HOSTNAME and were not stored.
     assert history(running, "loop") == ["app[web.1]: line 0", "app[web.1]: line 1"]
+    token = worker.drain.token
+    assert f"): a line from this store's own drain {token}" in running.log.getvalue()
 
 
 def _saved_delivery(running: Running) -> Delivery:

@@ -107,6 +107,45 @@ def test_garbage_closes_only_that_connection_after_storing_what_parsed(served: R
     assert messages(served) == ["before garbage", "still fine"]
 
 
+def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender whose messages are refused (an rsyslog sending some other framing, a line
+    continuing a multi-line message) must not lose them without a word: serve says why it
+    hung up, at most once an interval, counting the others, as it does refusals."""
+    from herolog.server import syslog as syslog_module
+
+    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 1.0)  # not a minute
+    running = make_server(syslog_port=0)
+
+    def closures() -> list[str]:
+        said = running.log.getvalue().splitlines()
+        return [x for x in said if x.startswith("herolog serve: closed")]
+
+    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
+    with connect(running) as sock:  # a message of two lines, newline-framed
+        sock.sendall(head + b"first line\nsecond line\n")
+        assert closed_by_server(sock)
+    wait_for(lambda: len(closures()) == 1)
+    assert re.fullmatch(
+        r"herolog serve: closed a syslog connection for what it sent \(from 127\.0\.0\.1 port"
+        r" \d+\): frame 2 at byte 56: expected an octet count, found 'second line\\n'",
+        closures()[0],
+    ), closures()
+    for _ in range(2):
+        with connect(running) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert closed_by_server(sock)
+    wait_for(lambda: len(closures()) == 2)  # the two together, once the interval is over
+    assert closures()[1].startswith(
+        "herolog serve: closed 2 syslog connections for what they sent (the last from"
+        " 127.0.0.1 port "
+    ), closures()
+    assert ": frame 1 at byte 0: expected an octet count, found 'GET / HTTP" in closures()[1]
+    assert running.server.stats.as_dict()["syslog_connections_broken"] == 3
+    assert messages(running) == ["first line"]
+
+
 @pytest.mark.parametrize("framing", ["octet-counted", "newline"])
 def test_a_message_over_64_kib_closes_the_connection_after_what_came_before(
     served: Running, framing: str
