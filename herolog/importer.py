@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import re
 import signal
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -40,6 +43,8 @@ class ImportResult:
     unknown: int = 0
     """Lines stored as ``unknown[unknown]``: kept whole, as the format did not describe them
     (a file that is not a log at all, say)."""
+    compressed: bool = False
+    """The input is gzip: the offsets above are in what it decompresses to."""
 
 
 class ImportFailed(Exception):
@@ -69,6 +74,8 @@ def imported_before(result: ImportResult) -> str:
     if result.lines == 0:
         return "the 0 lines before it were imported, nothing after it"
     where = f"(the input's first {result.bytes_stored} bytes)"
+    if result.compressed:
+        where = f"(the first {result.bytes_stored} bytes of the input decompressed)"
     if result.lines == 1:
         return f"the line before it was imported {where}, nothing after it"
     return f"the {result.lines:,} lines before it were imported {where}, nothing after it"
@@ -101,11 +108,25 @@ def import_stream(
         first = stream.read(CHUNK_SIZE)
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
+    compressed = first[:2] == _GZIP_MAGIC
+    read: Callable[[int], bytes] = stream.read
+    position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
+    if compressed:  # rotated logs are gzipped: read what they hold
+        raw = _Rejoined(first, stream)
+        read, position = gzip.GzipFile(fileobj=raw, mode="rb").read, raw.position
+        try:
+            first = read(CHUNK_SIZE)
+        except (OSError, EOFError, zlib.error) as error:
+            nothing = ImportResult("heroku", compressed=True)
+            raise ImportFailed(_unreadable(error), nothing) from None
     skipped = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # a BOM, from some Windows editors
     result = ImportResult(
-        fmt or detect_format(first[skipped:4096]), bytes_read=skipped, bytes_stored=skipped
+        fmt or detect_format(first[skipped:4096]),
+        bytes_read=skipped,
+        bytes_stored=skipped,
+        compressed=compressed,
     )
-    chunks = _chunks(first[skipped:], stream)
+    chunks = _chunks(first[skipped:], read)
     parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
     try:
         for size, lines, done, unknown in parse(chunks):
@@ -116,7 +137,7 @@ def import_stream(
                 result.bytes_read += size
                 result.bytes_stored = skipped + done
             if progress is not None:
-                progress(result.bytes_read)
+                progress(result.bytes_read if position is None else position())
     except KeyboardInterrupt:
         raise ImportInterrupted(result) from None
     except FramingError as error:
@@ -125,7 +146,41 @@ def import_stream(
         raise ImportFailed(error, result) from None
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
+    except (EOFError, zlib.error) as error:  # a gzip input cut off or damaged
+        raise ImportFailed(_unreadable(error), result) from None
     return result
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Rejoined:
+    """A stream whose first bytes were read already, whole again (for GzipFile), counting
+    what has been read of it."""
+
+    def __init__(self, first: bytes, rest: BinaryIO) -> None:
+        self._first = first
+        self._rest = rest
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first:
+            data = self._first if size < 0 else self._first[:size]
+            self._first = self._first[len(data) :]
+        else:
+            data = self._rest.read(size)
+        self._read += len(data)
+        return data
+
+    def position(self) -> int:
+        return self._read
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("seek")  # GzipFile seeks only to go back: never here
+
+
+def _unreadable(error: OSError | EOFError | zlib.error) -> OSError:
+    return error if isinstance(error, OSError) else OSError(str(error))
 
 
 @contextlib.contextmanager
@@ -149,11 +204,11 @@ def _ctrl_c_held_back() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(first: bytes, read: Callable[[int], bytes]) -> Iterator[bytes]:
     chunk = first
     while chunk:
         yield chunk
-        chunk = stream.read(CHUNK_SIZE)
+        chunk = read(CHUNK_SIZE)
 
 
 _Parsed = Iterator[tuple[int, list[LogLine], int, int]]

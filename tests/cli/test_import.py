@@ -302,6 +302,61 @@ def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path) -> None:
     ]
 
 
+def test_a_gzip_compressed_input_is_read_decompressed(tmp_path: Path) -> None:
+    """Rotated logs are gzipped (logrotate's compress): each format reads as it does plain,
+    from a file or stdin, also two gzip files one after the other (cat a.gz b.gz), instead
+    of being stored as lines of compressed bytes."""
+    import gzip
+
+    text = EXAMPLE.read_bytes()
+    path = tmp_path / "heroku-logs.txt.gz"
+    path.write_bytes(gzip.compress(text))
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 0, err
+    assert err == "Imported 37 lines into demo (heroku format).\n"
+    assert CliRunner().invoke(cli, ["logs", "-a", "demo", "-n", "1500"]).stdout == text.decode()
+    body = frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - %d\n" % i for i in range(3)])
+    halves = gzip.compress(body[:50]) + gzip.compress(body[50:])
+    code, _, err = invoke("import", "-", "-a", "body", input=halves)
+    assert code == 0, err
+    assert "Imported 3 lines into body (logplex format)." in err
+    assert [x.split(": ")[1] for x in stored("body")] == ["0", "1", "2"]
+
+
+def test_a_cut_off_or_damaged_gzip_input_stops_the_import_with_what_came_before(
+    tmp_path: Path,
+) -> None:
+    import gzip
+
+    from herolog.importer import CHUNK_SIZE
+
+    assert invoke("store", "history", "100000")[0] == 0
+    line = b"2024-03-05T09:14:07Z app[web.1]: %06d\n"
+    size = len(line % 0)
+    text = b"".join(line % i for i in range(CHUNK_SIZE * 2 // size))
+    packed = gzip.compress(text, compresslevel=1)
+    path = tmp_path / "cut.log.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 1
+    assert err.startswith(
+        f"Error: {path}: cannot read it: Compressed file ended before the end-of-stream marker"
+    ), err
+    stored_lines = len(stored("demo"))
+    assert 0 < stored_lines < len(text) // size  # the chunks before the cut
+    assert err.endswith(
+        f"; the {stored_lines:,} lines before it were imported (the first"
+        f" {stored_lines * size} bytes of the input decompressed), nothing after it\n"
+    ), err
+    damaged = bytearray(packed)
+    damaged[len(packed) // 2 : len(packed) // 2 + 64] = b"\xff" * 64
+    path.write_bytes(bytes(damaged))
+    code, _, err = invoke("import", str(path), "-a", "damaged")
+    assert code == 1
+    assert err.startswith(f"Error: {path}: cannot read it: "), err
+    assert "Traceback" not in err
+
+
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
