@@ -43,7 +43,7 @@ _herolog() {
         "herolog import")
             case "$prev" in
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
-                --format) COMPREPLY=($(compgen -W "auto heroku logplex syslog" -- "$cur")); return ;;
+                --format) COMPREPLY=($(compgen -W "auto heroku logplex syslog json" -- "$cur")); return ;;
             esac
             if [[ "$cur" != -* ]]; then
                 compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return

@@ -70,7 +70,7 @@ complete -c herolog -n '__herolog_using "herolog drain remove"' -s a -l app -x -
 complete -c herolog -n '__herolog_using "herolog drain remove"' -l server -x -d 'Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.'
 complete -c herolog -n '__herolog_using "herolog drain remove"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog import"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'The app the lines belong to (or $HEROLOG_APP).'
-complete -c herolog -n '__herolog_using "herolog import"' -l format -x -a 'auto heroku logplex syslog' -d 'What FILE holds: `heroku logs` output, a Logplex body, or syslog lines.'
+complete -c herolog -n '__herolog_using "herolog import"' -l format -x -a 'auto heroku logplex syslog json' -d 'What FILE holds: `heroku logs` output, a Logplex body, syslog lines, or `herolog logs --json` output.'
 complete -c herolog -n '__herolog_using "herolog import"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog import"' -F
 complete -c herolog -n '__herolog_using "herolog logs"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'Only this app (default: all apps, merged; or $HEROLOG_APP).'

@@ -101,7 +101,7 @@ _herolog_drain_remove() {
 _herolog_import() {
     _arguments \
         '(-a --app)'{-a,--app}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '--format[What FILE holds\: `heroku logs` output, a Logplex body, or syslog lines.]:CHOICE:(auto heroku logplex syslog)' \
+        '--format[What FILE holds\: `heroku logs` output, a Logplex body, syslog lines, or `herolog logs --json` output.]:CHOICE:(auto heroku logplex syslog json)' \
         '(- *)'{-h,--help}'[Show help]' \
         '1:FILE:_files'
 }

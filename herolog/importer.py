@@ -21,15 +21,17 @@ from herolog.parser import (
     LogLine,
     Received,
     parse_heroku_line,
+    parse_json_line,
     parse_syslog,
 )
 from herolog.store import Batch, Store
 
-Format = Literal["logplex", "syslog", "heroku"]
+Format = Literal["logplex", "syslog", "heroku", "json"]
 CHUNK_SIZE = 1 << 20
 
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
 _SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>[0-9]")
+_JSON_START = re.compile(rb"[ \t\r\n]*\{")
 
 
 @dataclass
@@ -82,11 +84,14 @@ def imported_before(result: ImportResult) -> str:
 
 
 def detect_format(head: bytes) -> Format:
-    """Logplex (``83 <40>1 ...``), newline-framed syslog (``<40>1 ...``), else heroku text."""
+    """Logplex (``83 <40>1 ...``), newline-framed syslog (``<40>1 ...``), ``herolog logs
+    --json`` output (``{"id": ...``), else heroku text."""
     if _LOGPLEX_START.match(head):
         return "logplex"
     if _SYSLOG_START.match(head):
         return "syslog"
+    if _JSON_START.match(head):
+        return "json"
     return "heroku"
 
 
@@ -127,7 +132,9 @@ def import_stream(
         compressed=compressed,
     )
     chunks = _chunks(first[skipped:], read)
-    parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku}[result.format]
+    parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku, "json": _json}[
+        result.format
+    ]
     try:
         for size, lines, done, unknown in parse(chunks):
             with _ctrl_c_held_back():
@@ -255,6 +262,26 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
             parse_syslog(raw.removesuffix(b"\r"), received) for raw in raw_lines if raw.strip()
         ]
         yield size, lines, end, _undescribed(lines)
+
+
+def _json(chunks: Iterator[bytes]) -> _Parsed:
+    """``herolog logs --json`` output: a line that is not one is kept whole."""
+    for size, raw_lines, end in _split_lines(chunks):
+        received = Received.at()
+        lines = []
+        unknown = 0
+        for raw in raw_lines:
+            if not raw.strip():
+                continue
+            line = parse_json_line(raw)
+            if line is None:
+                text = raw.removesuffix(b"\r").decode("utf-8", "replace")
+                line = LogLine(
+                    received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
+                )
+                unknown += 1
+            lines.append(line)
+        yield size, lines, end, unknown
 
 
 def _heroku(chunks: Iterator[bytes]) -> _Parsed:

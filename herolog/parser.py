@@ -246,6 +246,40 @@ def parse_syslog(message: bytes, received: Received | None = None) -> LogLine:
     return _parse_message(text, 0, end, received or Received.at())
 
 
+_JSON_NAME = re.compile(r"[!-~]+")
+
+
+def parse_json_line(line: bytes) -> LogLine | None:
+    """A line of ``herolog logs --json`` output, else None; its ``id``, ``app``, ``time``
+    and ``received_at`` are the store's, not the line's, and are left out."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    timestamp, source, dyno, message, pri, hostname, sd = map(
+        record.get,
+        ("timestamp", "source", "dyno", "message", "pri", "hostname", "structured_data"),
+    )
+    if not (
+        isinstance(timestamp, str)
+        and isinstance(source, str)
+        and isinstance(dyno, str)
+        and isinstance(message, str)
+        and _JSON_NAME.fullmatch(source)
+        and _JSON_NAME.fullmatch(dyno)
+        and (pri is None or (type(pri) is int and 0 <= pri <= MAX_PRI))
+        and (hostname is None or (isinstance(hostname, str) and _JSON_NAME.fullmatch(hostname)))
+    ):
+        return None
+    instant = timestamps.normalize(timestamp)
+    structured_data = None if sd is None else format_structured_data(sd)
+    if instant is None or structured_data == "":
+        return None
+    return LogLine(timestamp, instant, source, dyno, message, pri, hostname, structured_data)
+
+
 def parse_heroku_line(line: str) -> LogLine | None:
     """A line of ``heroku logs`` output (``TIMESTAMP SOURCE[DYNO]: MESSAGE``), else None."""
     m = _HEROKU_LINE.match(line)
@@ -607,6 +641,28 @@ def parse_structured_data(structured_data: str) -> dict[str, dict[str, str | lis
             else:
                 element[name] = [before, value]
     return elements
+
+
+def format_structured_data(elements: object) -> str:
+    """What :func:`parse_structured_data` made of STRUCTURED-DATA, as STRUCTURED-DATA
+    again (its values escaped as RFC 5424 asks); "" for anything it could not have made."""
+    if not isinstance(elements, dict) or not elements:
+        return ""
+    text = []
+    for sd_id, params in elements.items():
+        if not (isinstance(params, dict) and re.fullmatch(_SD_NAME, sd_id)):
+            return ""
+        text.append(f"[{sd_id}")
+        for name, values in params.items():
+            if not re.fullmatch(_SD_NAME, name):
+                return ""
+            for value in values if isinstance(values, list) else [values]:
+                if not isinstance(value, str):
+                    return ""
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+                text.append(f' {name}="{escaped}"')
+        text.append("]")
+    return "".join(text)
 
 
 def parse_fields(message: str) -> dict[str, Any] | None:

@@ -16,17 +16,18 @@ from herolog.cli.options import app_option, checked_app
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "heroku", "logplex", "syslog"]),
+    type=click.Choice(["auto", "heroku", "logplex", "syslog", "json"]),
     default="auto",
     show_default=True,
-    help="What FILE holds: `heroku logs` output, a Logplex body, or syslog lines.",
+    help="What FILE holds: `heroku logs` output, a Logplex body, syslog lines, or"
+    " `herolog logs --json` output.",
 )
 def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     """Load saved logs into the store.
 
-    Reads what `heroku logs` printed, a raw Logplex (application/logplex-1) body, or
-    newline-separated RFC 5424 syslog, gzip-compressed or not; the format is detected unless
-    --format says it.
+    Reads what `heroku logs` printed, a raw Logplex (application/logplex-1) body,
+    newline-separated RFC 5424 syslog, or what `herolog logs --json` printed, gzip-compressed
+    or not; the format is detected unless --format says it.
 
     \b
     heroku logs -a demo -n 1500 > demo.log && herolog import demo.log -a demo
@@ -112,5 +113,6 @@ _UNDESCRIBED = {
     "heroku": "no `TIMESTAMP SOURCE[DYNO]:` header, as heroku logs output has",
     "syslog": "not RFC 5424 syslog",
     "logplex": "frames that are not RFC 5424 syslog messages",
+    "json": "not herolog logs --json output",
 }
 """Why lines of each format end up as unknown[unknown]."""

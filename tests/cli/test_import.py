@@ -357,6 +357,50 @@ def test_a_cut_off_or_damaged_gzip_input_stops_the_import_with_what_came_before(
     assert "Traceback" not in err
 
 
+def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
+    """herolog logs --json is the output that loses nothing of a line (its PRI, HOSTNAME,
+    structured data, a message's own newlines): it imports back as it was printed, but for
+    the id, the app and the time it was received, which are the new store's."""
+    sd = b'[origin ip="10.0.0.1" ip="10.0.0.2"][x@1 k="a\\]b\\"c\\\\d"][origin software="s"]'
+    body = frame(
+        [
+            b"<13>1 2024-03-05T09:14:07.1+05:45 myhost billing 42 - " + sd + b" paid\n",
+            b"<190>1 2024-03-05T09:14:08.418233+00:00 host app web.1 - two\nlines \xc3\xa9\n",
+            b"<13>Mar  5 09:14:07 host tag: bsd",
+        ]
+    )
+    assert invoke("import", "-", "-a", "first", input=body)[0] == 0
+    code, out, _ = invoke("logs", "-a", "first", "--json")
+    assert code == 0
+    path = tmp_path / "first.ndjson"
+    path.write_text(out)
+    code, _, err = invoke("import", str(path), "-a", "second")
+    assert code == 0, err
+    assert err == "Imported 3 lines into second (json format).\n"
+    code, again, _ = invoke("logs", "-a", "second", "--json")
+    assert code == 0
+
+    def kept(output: str) -> list[dict[str, object]]:
+        drop = ("id", "app", "received_at")
+        return [
+            {k: v for k, v in json.loads(x).items() if k not in drop} for x in output.splitlines()
+        ]
+
+    assert kept(again) == kept(out)
+    assert invoke("logs", "-a", "second")[1] == invoke("logs", "-a", "first")[1]
+
+
+def test_json_lines_that_are_not_logs_json_output_are_kept_whole() -> None:
+    text = b'{"level": "info", "msg": "an app\'s own JSON"}\n[1, 2]\n{"id": 1, "message": \n'
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert code == 0, err
+    assert err.splitlines() == [
+        "Imported 3 lines into demo (json format).",
+        "All of them are stored as unknown[unknown], kept whole: not herolog logs --json output.",
+    ]
+    assert [x.split(": ", 1)[1] for x in stored("demo")] == [x.decode() for x in text.splitlines()]
+
+
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
@@ -528,6 +572,13 @@ RESUMABLE: dict[str, bytes] = {
     "logplex": b"".join(
         frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - line %d\r\n" % i])
         + (b"\n \n" if i % 5 == 0 else b"")
+        for i in range(60)
+    ),
+    "json": b"".join(
+        b'{"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1",'
+        b' "message": "line %d\\nof two", "pri": 190}\r\n'
+        % i
+        + (b"\nnot json %d\n" % i if i % 9 == 0 else b"")
         for i in range(60)
     ),
 }
