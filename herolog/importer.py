@@ -244,15 +244,23 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes], in
     """Complete lines of each chunk, the last at the end of input, without their ``\n`` (a
     ``\r`` before it is left to the caller: it counts in where the next line starts), and
     the offset past them."""
-    rest = b""
-    end = 0
+    rest: list[bytes] = []  # a line still without its end, in pieces: joined once (not n^2)
+    rest_size = end = 0
     for chunk in chunks:
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
         end += len(chunk)
-        yield len(chunk), lines, end - len(rest)
-    if rest:
-        yield 0, [rest], end
+        if b"\n" not in chunk:
+            rest.append(chunk)
+            rest_size += len(chunk)
+            yield len(chunk), [], end - rest_size
+            continue
+        lines = chunk.split(b"\n")
+        if rest:
+            lines[0] = b"".join([*rest, lines[0]])
+        last = lines.pop()
+        rest, rest_size = [last], len(last)
+        yield len(chunk), lines, end - rest_size
+    if rest_size:
+        yield 0, [b"".join(rest)], end
 
 
 def _syslog(chunks: Iterator[bytes]) -> _Parsed:

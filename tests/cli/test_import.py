@@ -679,3 +679,31 @@ def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path
     )
     assert code == 0, err_text
     assert stored("demo") == [x.removesuffix("\n") for x in lines]
+
+
+@pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
+def test_a_line_longer_than_many_chunks_imports_whole(
+    fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line spread over many reads is put together once, whole, between its neighbours."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 50)
+    long = "x" * 1000
+    text = {
+        "heroku": f"2024-03-05T09:00:00+00:00 app[web.1]: a\n"
+        f"2024-03-05T09:00:01+00:00 app[web.1]: {long}\n"
+        f"2024-03-05T09:00:02+00:00 app[web.1]: b",
+        "syslog": f"<190>1 2024-03-05T09:00:00+00:00 host app web.1 - a\n"
+        f"<190>1 2024-03-05T09:00:01+00:00 host app web.1 - {long}\r\n"
+        f"<190>1 2024-03-05T09:00:02+00:00 host app web.1 - b",
+        "json": "\n".join(
+            json.dumps({"timestamp": f"2024-03-05T09:00:0{i}+00:00", "source": "app",
+                        "dyno": "web.1", "message": m})
+            for i, m in enumerate(["a", long, "b"])
+        ),
+    }[fmt]  # fmt: skip
+    store = open_store()
+    result = importer.import_stream(io.BytesIO(text.encode()), store, "demo", fmt)
+    assert (result.lines, result.bytes_stored) == (3, len(text))
+    assert [x.message for x in store.last(LineFilter(app="demo"), 9)[0]] == ["a", long, "b"]
