@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import queue
+import select
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +27,9 @@ from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
-"""After the command exits, how long to keep reading output that is still on its way. A
-background process it started may hold the pipes open for much longer; like a dyno, the
-run ends with its command."""
+"""After the command exits, how long to keep reading what a background process it started
+writes to the pipes, which it may hold open for much longer; like a dyno, the run ends with
+its command. What the command itself wrote is read to its end, however long that takes."""
 MAX_LINE = 10_000
 """A longer line is stored in pieces of at most this many bytes, as Heroku splits them."""
 MAX_WAITING = 10_000
@@ -174,24 +177,26 @@ def run_dyno(
         while early:
             forward(early.pop(0), None)
         flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
+        ended = _Ended()
         readers = [
             threading.Thread(
                 target=_pump,
-                args=(proc.stdout, out if echo else None, dyno, APP_PRI, flusher),
+                args=(proc.stdout, out if echo else None, dyno, APP_PRI, flusher, ended),
                 daemon=True,
             ),
             threading.Thread(
                 target=_pump,
-                args=(proc.stderr, err if echo else None, dyno, APP_ERR_PRI, flusher),
+                args=(proc.stderr, err if echo else None, dyno, APP_ERR_PRI, flusher, ended),
                 daemon=True,
             ),
         ]
         for reader in readers:
             reader.start()
         returncode = proc.wait()
-        deadline = time.monotonic() + EXIT_GRACE_S
+        ended.now()
         for reader in readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
+            reader.join()
+        ended.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -225,15 +230,57 @@ def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+class _Ended:
+    """Tells the readers that the command has exited, waking them from their wait."""
+
+    def __init__(self) -> None:
+        self.fd, self._write = os.pipe()
+        self.deadline = 0.0
+        """Until when to read what the command's background processes write."""
+
+    def now(self) -> None:
+        self.deadline = time.monotonic() + EXIT_GRACE_S
+        os.write(self._write, b"x")  # never read: every reader's poll sees it
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._write)
+
+
 def _pump(
-    pipe: IO[bytes] | None, echo: IO[bytes] | None, dyno: str, pri: int, flusher: _Flusher
+    pipe: IO[bytes] | None,
+    echo: IO[bytes] | None,
+    dyno: str,
+    pri: int,
+    flusher: _Flusher,
+    ended: _Ended,
 ) -> None:
     """One of the command's pipes: to the terminal as it comes (a prompt or a progress bar
-    without its newline too), and to the store line by line."""
+    without its newline too), and to the store line by line. Once the command has exited,
+    what it wrote is read to the end, then what is still coming until the grace is over."""
     assert pipe is not None
     fd = pipe.fileno()
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    waiting.register(ended.fd, select.POLLIN)
     rest = b""
-    while data := os.read(fd, READ_SIZE):
+    read = 0
+    written: int | None = None
+    """How much the command had written by the time it exited, once that is known."""
+    while True:
+        if written is None:
+            if any(ready == ended.fd for ready, _ in waiting.poll()):
+                written = read + _unread(fd)
+                waiting.unregister(ended.fd)
+                continue
+        elif read >= written:
+            remaining = ended.deadline - time.monotonic()
+            if remaining <= 0 or not waiting.poll(remaining * 1000):
+                break
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            break
+        read += len(data)
         if echo is not None:
             try:
                 echo.write(data)
@@ -249,6 +296,11 @@ def _pump(
     if rest:
         _store([rest], dyno, pri, flusher)
     pipe.close()
+
+
+def _unread(fd: int) -> int:
+    """How many bytes wait in the pipe ``fd``."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
 
 
 def _store(pieces: list[bytes], dyno: str, pri: int, flusher: _Flusher) -> None:

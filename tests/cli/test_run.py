@@ -315,3 +315,51 @@ def test_ctrl_z_stops_the_command_with_herolog_and_fg_resumes_both(herolog_home:
     finally:
         code, _ = child.stop(signal.SIGTERM)
     assert code == 128 + signal.SIGTERM
+
+
+@pytest.mark.subprocess
+def test_output_written_before_the_command_exits_is_stored_however_slow_the_store(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """The store is busy (another writer holds it) while the command writes more than herolog
+    keeps waiting and exits: the lines still waiting when it exits are stored, not cut off
+    once the run's grace for output still on its way is over."""
+    import sqlite3
+
+    from herolog.run import EXIT_GRACE_S
+
+    open_store().close()
+    done = tmp_path / "done"
+    script = (
+        "import sys\n"
+        "for i in range(15_000): sys.stdout.write(f'line {i}\\n')\n"
+        f"sys.stdout.flush(); open({str(done)!r}, 'w').close()\n"
+    )
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
+        env=herolog_env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not done.exists():
+            assert time.monotonic() < deadline, "the command did not get to its end"
+            time.sleep(0.02)
+        time.sleep(EXIT_GRACE_S + 0.5)
+        other.execute("COMMIT")
+        assert runner.wait(60) == 0
+    finally:
+        runner.kill()
+        other.close()
+    *_, last, exit_line = stored()
+    assert (last[2], exit_line[2]) == ("line 14999", "Process exited with status 0")
+
+
+@pytest.mark.subprocess
+def test_a_last_line_without_a_newline_is_stored_while_a_background_child_holds_the_pipe(
+    herolog_home: Path,
+) -> None:
+    proc = run("--", "sh", "-c", "sleep 5 & printf 'no newline'")
+    assert (proc.returncode, proc.stdout) == (0, "no newline")
+    assert [x[2] for x in stored()][-2:] == ["no newline", "Process exited with status 0"]
