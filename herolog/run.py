@@ -151,7 +151,13 @@ def run_dyno(
             # while this one's handler is still running.
             _forward(started[0], signal.SIGCONT)
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    # One ignored from the start (nohup's SIGHUP, a script's SIGINT for `cmd &`) stays
+    # ignored, by herolog and by the command, which inherits that.
+    previous = {
+        sig: signal.signal(sig, forward)
+        for sig in FORWARDED_SIGNALS
+        if signal.getsignal(sig) != signal.SIG_IGN
+    }
     try:
         try:
             proc = _start(

@@ -363,3 +363,37 @@ def test_a_last_line_without_a_newline_is_stored_while_a_background_child_holds_
     proc = run("--", "sh", "-c", "sleep 5 & printf 'no newline'")
     assert (proc.returncode, proc.stdout) == (0, "no newline")
     assert [x[2] for x in stored()][-2:] == ["no newline", "Process exited with status 0"]
+
+
+@pytest.mark.subprocess
+def test_a_signal_ignored_as_nohup_ignores_it_stays_ignored(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """Under nohup a hangup is not passed on to the command (it would end it), and the
+    command too starts with SIGHUP ignored, as it does under nohup without herolog."""
+    go = tmp_path / "go"
+    script = (
+        "import os, signal, time\n"
+        "print('hup', signal.getsignal(signal.SIGHUP) == signal.SIG_IGN, flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "print('still here')\n"
+    )
+    herolog = [sys.executable, "-m", "herolog", "run", "--", sys.executable, "-c", script]
+    proc = subprocess.Popen(
+        ["nohup", *herolog],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"hup True\n"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        go.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (0, b"still here\n", b"")
+    assert stored()[-1][2] == "Process exited with status 0"
