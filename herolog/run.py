@@ -133,7 +133,7 @@ def run_dyno(
     )
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
-    env.setdefault("DYNO", dyno)
+    env["DYNO"] = dyno
     # In place before the command starts: a signal in between would end herolog, and
     # leave the command running on its own. One that comes before it exists waits for it.
     started: list[subprocess.Popen[bytes]] = []

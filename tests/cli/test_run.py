@@ -397,3 +397,17 @@ def test_a_signal_ignored_as_nohup_ignores_it_stays_ignored(
         proc.kill()
     assert (proc.returncode, out, err) == (0, b"still here\n", b"")
     assert stored()[-1][2] == "Process exited with status 0"
+
+
+@pytest.mark.subprocess
+def test_dyno_in_the_command_environment_is_the_one_given(herolog_home: Path) -> None:
+    """Not one already in herolog's environment (a herolog run inside another, a shell with
+    DYNO exported): the command would say it is another dyno than its lines are stored as."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "run", "-d", "worker.2", "--", "sh", "-c", "echo $DYNO"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(DYNO="web.1"),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "worker.2\n")
