@@ -30,6 +30,10 @@ EXIT_GRACE_S = 1.0
 """After the command exits, how long to keep reading what a background process it started
 writes to the pipes, which it may hold open for much longer; like a dyno, the run ends with
 its command. What the command itself wrote is read to its end, however long that takes."""
+EXIT_TIMEOUT_S = 30.0
+"""After passing on SIGTERM or SIGINT, how long the command has to exit before it is killed
+with SIGKILL, as the dyno manager does 30 s after its SIGTERM (with Heroku's R12 line)."""
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 MAX_LINE = 10_000
 """A longer line is stored in pieces of at most this many bytes, as Heroku splits them."""
 MAX_WAITING = 10_000
@@ -138,12 +142,30 @@ def run_dyno(
     # leave the command running on its own. One that comes before it exists waits for it.
     started: list[subprocess.Popen[bytes]] = []
     early: list[int] = []
+    stopping: list[threading.Timer] = []
+    exited = threading.Event()
+
+    def kill(sig: int) -> None:
+        if exited.is_set():
+            return
+        name = signal.Signals(sig).name
+        for message in (
+            f"Error R12 (Exit timeout) -> At least one process failed to exit within"
+            f" {EXIT_TIMEOUT_S:g} seconds of {name}",
+            "Stopping remaining processes with SIGKILL",
+        ):
+            flusher.put(own_line("heroku", dyno, message, PLATFORM_PRI))
+        _forward(started[0], signal.SIGKILL)
 
     def forward(sig: int, _frame: object) -> None:
         if not started:
             early.append(sig)
             return
         _forward(started[0], sig)
+        if sig in STOPPING_SIGNALS and not stopping:
+            stopping.append(threading.Timer(EXIT_TIMEOUT_S, kill, (sig,)))
+            stopping[0].daemon = True
+            stopping[0].start()
         if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
             os.kill(os.getpid(), signal.SIGSTOP)
             # Resumed (the shell's fg or bg): so is the command. Not from a SIGCONT handler,
@@ -199,6 +221,9 @@ def run_dyno(
         for reader in readers:
             reader.start()
         returncode = proc.wait()
+        exited.set()
+        for timer in stopping:
+            timer.cancel()
         ended.now()
         for reader in readers:
             reader.join()

@@ -411,3 +411,39 @@ def test_dyno_in_the_command_environment_is_the_one_given(herolog_home: Path) ->
         timeout=60,
     )
     assert (proc.returncode, proc.stdout) == (0, "worker.2\n")
+
+
+@pytest.mark.subprocess
+def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the dyno manager does 30 s after its SIGTERM: otherwise neither kill nor any number
+    of Ctrl-Cs would end the run, the command being in a process group of its own."""
+    import herolog.run
+    from herolog.parser import LogLine
+    from herolog.run import run_dyno
+
+    monkeypatch.setattr(herolog.run, "EXIT_TIMEOUT_S", 0.5)
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    seen: list[str] = []
+
+    def sink(lines: list[LogLine]) -> None:
+        seen.extend(x.message for x in lines)
+        if any(x.message == "ready" for x in lines):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, by run_dyno
+
+    started = time.monotonic()
+    status = run_dyno([sys.executable, "-c", script], "web.1", sink, echo=False)
+    assert status == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 20
+    assert seen[-3:] == [
+        "Error R12 (Exit timeout) -> At least one process failed to exit within 0.5 seconds"
+        " of SIGTERM",
+        "Stopping remaining processes with SIGKILL",
+        "Process exited with status 137",
+    ]
