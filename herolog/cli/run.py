@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -57,6 +60,13 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
             sender.close()
     else:
         status = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
+    if status == 128 + signal.SIGINT:
+        # A Ctrl-C: a shell that runs herolog goes on with its script unless herolog dies
+        # of SIGINT, as the command did (and as the shell itself would).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     click.get_current_context().exit(status)
 
 

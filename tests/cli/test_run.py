@@ -126,7 +126,8 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     assert child.read_lines(1) == ["up"]
     child.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends: Python dies of KeyboardInterrupt
     code, _ = child.stop()
-    assert code == 130
+    assert code == -signal.SIGINT  # herolog too, as a shell does: 130 in $?
+    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGINT}"
     child = Child("run", "--", "sleep", "30")
     children = Path(f"/proc/{child.proc.pid}/task/{child.proc.pid}/children")
     deadline = time.monotonic() + 15
@@ -447,3 +448,34 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
         "Stopping remaining processes with SIGKILL",
         "Process exited with status 137",
     ]
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_stops_a_shell_loop_running_herolog_as_it_stops_one_running_the_command(
+    herolog_home: Path,
+) -> None:
+    """A shell that gets a Ctrl-C while it waits goes on with its script unless its command
+    died of SIGINT too: herolog, which passes the Ctrl-C on, ends itself with it once the
+    command has, as a shell does."""
+    herolog = f"{shlex.quote(sys.executable)} -m herolog run -q -- sleep $t"
+    loop = f"for t in 30 0; do echo start; {herolog}; echo next $?; done"
+    shell = subprocess.Popen(
+        ["bash", "-c", loop],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,  # a terminal's foreground job: the Ctrl-C goes to its group
+    )
+    try:
+        assert shell.stdout is not None
+        assert shell.stdout.readline() == "start\n"
+        deadline = time.monotonic() + 15
+        while not [x for x in stored() if x[2] == "State changed from starting to up"]:
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.02)
+        os.killpg(shell.pid, signal.SIGINT)
+        out, _ = shell.communicate(timeout=30)
+    finally:
+        shell.kill()
+    assert (shell.returncode, out) == (-signal.SIGINT, "")
+    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGINT}"
