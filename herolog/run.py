@@ -161,8 +161,13 @@ def run_dyno(
         if not started:
             early.append(sig)
             return
+        stop = sig in STOPPING_SIGNALS and not stopping and not exited.is_set()
+        if stop and sig == signal.SIGTERM:
+            flusher.put(
+                own_line("heroku", dyno, "Stopping all processes with SIGTERM", PLATFORM_PRI)
+            )
         _forward(started[0], sig)
-        if sig in STOPPING_SIGNALS and not stopping:
+        if stop:
             stopping.append(threading.Timer(EXIT_TIMEOUT_S, kill, (sig,)))
             stopping[0].daemon = True
             stopping[0].start()
@@ -201,10 +206,10 @@ def run_dyno(
             )
             flusher.close()
             return status
+        flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
         started.append(proc)
         while early:
             forward(early.pop(0), None)
-        flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
         ended = _Ended()
         readers = [
             threading.Thread(

@@ -137,7 +137,10 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     child.proc.send_signal(signal.SIGTERM)
     code, _ = child.stop()
     assert code == 128 + signal.SIGTERM
-    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGTERM}"
+    assert [x[:3] for x in stored()[-2:]] == [  # what Heroku writes for a dyno stopped
+        ("heroku", "run.1", "Stopping all processes with SIGTERM"),
+        ("heroku", "run.1", f"Process exited with status {128 + signal.SIGTERM}"),
+    ]
 
 
 @pytest.mark.subprocess
@@ -442,7 +445,8 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
     status = run_dyno([sys.executable, "-c", script], "web.1", sink, echo=False)
     assert status == 128 + signal.SIGKILL
     assert time.monotonic() - started < 20
-    assert seen[-3:] == [
+    assert seen[-4:] == [
+        "Stopping all processes with SIGTERM",
         "Error R12 (Exit timeout) -> At least one process failed to exit within 0.5 seconds"
         " of SIGTERM",
         "Stopping remaining processes with SIGKILL",
