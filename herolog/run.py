@@ -21,7 +21,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from herolog.parser import LogLine, own_line
 
@@ -110,6 +110,14 @@ class _Flusher:
                 return
 
 
+class Exited(NamedTuple):
+    status: int
+    """The command's exit status, 128 + N for death by signal N, as a shell gives it."""
+    died_of: int | None = None
+    """The signal the command died of: a shell that gets a Ctrl-C stops its script only if
+    its command died of SIGINT too, not if it handled it and exited 130."""
+
+
 def run_dyno(
     command: Sequence[str],
     dyno: str,
@@ -118,8 +126,8 @@ def run_dyno(
     echo: bool = True,
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
-) -> int:
-    """Run ``command``, storing its output as ``app[DYNO]``; returns its exit status.
+) -> Exited:
+    """Run ``command``, storing its output as ``app[DYNO]``; returns how it exited.
 
     Signals sent to herolog are passed on to the command, which runs in its own process
     group so that a Ctrl-C in the terminal reaches it exactly once. A signal's death is
@@ -205,7 +213,7 @@ def run_dyno(
                 own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI)
             )
             flusher.close()
-            return status
+            return Exited(status)
         flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
         started.append(proc)
         while early:
@@ -242,7 +250,7 @@ def run_dyno(
     if flusher.error is not None:
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
         err.write(f"herolog run: could not store {lost}: {flusher.error}\n".encode())
-    return status
+    return Exited(status, -returncode if returncode < 0 else None)
 
 
 def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:

@@ -53,21 +53,21 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
         sender = IntakeSender(server, app)
         try:
             sender.check()  # a server that will not take the lines: before the command starts
-            status = run_dyno(command, dyno, sender.send, echo=not quiet)
+            exited = run_dyno(command, dyno, sender.send, echo=not quiet)
         except RemoteError as error:
             raise click.ClickException(str(error)) from None
         finally:
             sender.close()
     else:
-        status = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
-    if status == 128 + signal.SIGINT:
+        exited = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
+    if exited.died_of == signal.SIGINT:
         # A Ctrl-C: a shell that runs herolog goes on with its script unless herolog dies
         # of SIGINT, as the command did (and as the shell itself would).
         sys.stdout.flush()
         sys.stderr.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    click.get_current_context().exit(status)
+    click.get_current_context().exit(exited.status)
 
 
 def _local_sink(app: str) -> Callable[[list[LogLine]], None]:

@@ -212,7 +212,7 @@ def test_a_signal_before_the_command_has_started_reaches_it(
     missed: list[int] = []  # herolog's handler not in place: the signal would end pytest
     previous = signal.signal(signal.SIGTERM, lambda sig, _frame: missed.append(sig))
     try:
-        status = run_dyno(["sleep", "5"], "run.1", lambda lines: None, echo=False)
+        status = run_dyno(["sleep", "5"], "run.1", lambda lines: None, echo=False).status
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert missed == []
@@ -442,7 +442,7 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
             os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, by run_dyno
 
     started = time.monotonic()
-    status = run_dyno([sys.executable, "-c", script], "web.1", sink, echo=False)
+    status = run_dyno([sys.executable, "-c", script], "web.1", sink, echo=False).status
     assert status == 128 + signal.SIGKILL
     assert time.monotonic() - started < 20
     assert seen[-4:] == [
@@ -455,13 +455,21 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("command", "after"),
+    [
+        ("sleep $t", ""),  # dies of SIGINT: the shell's script stops there
+        # handles it, and exits 130 itself: the shell goes on, as it would without herolog
+        ("sh -c \"trap 'exit 130' INT; sleep $t & wait\"", "next 130\nstart\nnext 0\n"),
+    ],
+)
 def test_ctrl_c_stops_a_shell_loop_running_herolog_as_it_stops_one_running_the_command(
-    herolog_home: Path,
+    herolog_home: Path, command: str, after: str
 ) -> None:
     """A shell that gets a Ctrl-C while it waits goes on with its script unless its command
     died of SIGINT too: herolog, which passes the Ctrl-C on, ends itself with it once the
     command has, as a shell does."""
-    herolog = f"{shlex.quote(sys.executable)} -m herolog run -q -- sleep $t"
+    herolog = f"{shlex.quote(sys.executable)} -m herolog run -q -- {command}"
     loop = f"for t in 30 0; do echo start; {herolog}; echo next $?; done"
     shell = subprocess.Popen(
         ["bash", "-c", loop],
@@ -481,5 +489,8 @@ def test_ctrl_c_stops_a_shell_loop_running_herolog_as_it_stops_one_running_the_c
         out, _ = shell.communicate(timeout=30)
     finally:
         shell.kill()
-    assert (shell.returncode, out) == (-signal.SIGINT, "")
-    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGINT}"
+    assert (shell.returncode, out) == (0 if after else -signal.SIGINT, after)
+    exits = [x[2] for x in stored() if x[2].startswith("Process exited")]
+    assert exits == [f"Process exited with status {128 + signal.SIGINT}"] + [
+        "Process exited with status 0"
+    ] * bool(after)
