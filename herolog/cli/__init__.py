@@ -83,12 +83,17 @@ class HerologGroup(click.Group):
             return result
 
 
+class Interrupted(Exception):
+    """A Ctrl-C, passed out of click (which would print "Aborted!" and exit 1) to the entry
+    point, which ends herolog by the SIGINT itself."""
+
+
 @contextlib.contextmanager
 def _exits() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        raise click.exceptions.Exit(130) from None
+        raise Interrupted from None
     except BrokenPipeError:
         # `herolog logs | head`: the reader is done, which is not an error.
         _drop_stdout()

@@ -7,6 +7,7 @@ from typing import BinaryIO, cast
 
 import click
 
+from herolog.cli import Interrupted
 from herolog.cli.options import app_option, checked_app
 
 
@@ -58,7 +59,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     except ImportInterrupted as error:
         # Quiet as any Ctrl-C, but for what it stored: the rest can be imported on its own.
         click.echo(f"{getattr(file, 'name', '-')}: {error}", err=True)
-        raise click.exceptions.Exit(130) from None
+        raise Interrupted from None
     except ImportFailed as error:
         if not isinstance(error.error, sqlite3.DatabaseError):
             raise click.ClickException(f"{getattr(file, 'name', '-')}: {error}") from None

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
+from herolog.cli import Interrupted
 from herolog.cli.options import ServerURLType, app_option, checked_app, checked_dyno
 
 if TYPE_CHECKING:
@@ -61,12 +60,9 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
     else:
         exited = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
     if exited.died_of == signal.SIGINT:
-        # A Ctrl-C: a shell that runs herolog goes on with its script unless herolog dies
-        # of SIGINT, as the command did (and as the shell itself would).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        # A Ctrl-C: herolog dies of it as the command did (and as a shell would), so that
+        # a shell running herolog stops its script too.
+        raise Interrupted
     click.get_current_context().exit(exited.status)
 
 

@@ -400,6 +400,30 @@ def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore, args: list[
 
 
 @pytest.mark.subprocess
+def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -> None:
+    """`for app in a b; do herolog logs -t -a $app; done`: a Ctrl-C stops the loop, as it
+    does around GNU tail -f. herolog dies of the SIGINT; exiting 130 would tell the shell it
+    handled it, and the shell would go on to the next tail."""
+    herolog = f"{sys.executable} -m herolog logs -t -n 1 -a $app"
+    shell = subprocess.Popen(
+        ["bash", "-c", f"for app in demo other; do {herolog}; echo next $?; done"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,  # a terminal's foreground job: the Ctrl-C goes to its group
+    )
+    try:
+        assert shell.stdout is not None
+        assert shell.stdout.readline().startswith("2024-03-05T09:00:59")  # the tail is on
+        os.killpg(shell.pid, signal.SIGINT)
+        out, err = shell.communicate(timeout=30)
+    finally:
+        shell.kill()
+    assert (shell.returncode, out, err) == (-signal.SIGINT, "", "")
+
+
+@pytest.mark.subprocess
 def test_tail_shows_history_then_new_lines_as_they_land(demo: SQLiteStore) -> None:
     child = Child("logs", "-a", "other", "-n", "2", "--tail")
     try:
@@ -410,7 +434,7 @@ def test_tail_shows_history_then_new_lines_as_they_land(demo: SQLiteStore) -> No
         child.assert_quiet_for(0.3)
     finally:
         code, err = child.stop(signal.SIGINT)
-    assert code == 130
+    assert code == -signal.SIGINT  # 130 in a shell
     assert err == ""
 
 
@@ -475,7 +499,7 @@ def test_tail_waits_for_a_store_that_does_not_exist_yet(herolog_home: Path) -> N
         assert [x.split(": ")[1] for x in child.read_lines(1)] == ["first ever"]
     finally:
         code, err = child.stop(signal.SIGINT)
-    assert code == 130
+    assert code == -signal.SIGINT  # 130 in a shell
     assert "Waiting for logs" not in err  # stdout is a pipe, not a terminal
 
 
@@ -551,7 +575,7 @@ def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
     assert b"coloured" in data, (code, err, data)
     assert "Waiting for logs..." in err
     assert b"\x1b[" in data
-    assert code == 130
+    assert code == -signal.SIGINT  # 130 in a shell
 
 
 @pytest.mark.subprocess
