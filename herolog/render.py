@@ -7,6 +7,7 @@ plain and JSON output start fast.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -50,8 +51,8 @@ def to_json_object(line: StoredLine) -> dict[str, Any]:
     return record
 
 
-def format_json(line: StoredLine) -> str:
-    return json.dumps(to_json_object(line), ensure_ascii=False, separators=(",", ":"))
+def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
+    return json.dumps(to_json_object(line), ensure_ascii=ascii_only, separators=(",", ":"))
 
 
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -197,10 +198,29 @@ class TextRenderer:
 
 
 class JsonRenderer(TextRenderer):
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        # JSON's own \u escapes, where the output's encoding cannot carry every character:
+        # each line stays valid JSON of the same text.
+        self.ascii_only = not writes_unicode(stream)
+
     def write(self, lines: Sequence[StoredLine]) -> None:
         if lines:
-            self.stream.write("".join(f"{format_json(line)}\n" for line in lines))
+            ascii_only = self.ascii_only
+            self.stream.write(
+                "".join(f"{format_json(line, ascii_only=ascii_only)}\n" for line in lines)
+            )
             self.stream.flush()
+
+
+def writes_unicode(stream: IO[str]) -> bool:
+    """Whether ``stream``'s encoding can carry every character (a UTF codec)."""
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str, str]) -> bool:
@@ -480,6 +500,10 @@ class ColorRenderer:
 def renderer_for(stream: IO[str], *, json_output: bool, color: bool) -> Renderer:
     if json_output:
         return JsonRenderer(stream)
+    if isinstance(stream, io.TextIOWrapper) and not writes_unicode(stream):
+        # Logs are UTF-8 whatever the locale (LANG=en_US.ISO-8859-1, PYTHONIOENCODING=ascii):
+        # what the output cannot carry is written as a \u escape, not a traceback.
+        stream.reconfigure(errors="backslashreplace")
     if color:
         return ColorRenderer(stream)
     return TextRenderer(stream)

@@ -579,6 +579,31 @@ def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_an_output_encoding_that_cannot_carry_a_line_escapes_it(
+    store: SQLiteStore, encoding: str
+) -> None:
+    """A locale that is not UTF-8 (LANG=en_US.ISO-8859-1, PYTHONIOENCODING=ascii): text
+    gets escapes for what it cannot carry, JSON its own escapes (still valid JSON), and
+    neither a traceback."""
+    message = "caf\u00e9 \u65e5\u672c \U0001f44d"
+    fill(store, "demo", [message])
+    for args in ([], ["--color", "always"], ["--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "logs", *args],
+            capture_output=True,
+            env=herolog_env(PYTHONIOENCODING=encoding),
+        )
+        assert (proc.returncode, proc.stderr) == (0, b""), args
+        out = proc.stdout.decode(encoding)
+        if args == ["--json"]:
+            assert json.loads(out)["message"] == message
+        else:
+            assert "\\u65e5\\u672c \\U0001f44d" in out, args
+            assert ("caf\u00e9" if encoding == "latin-1" else "caf\\xe9") in out, args
+
+
+@pytest.mark.subprocess
 def test_plain_logs_does_not_import_rich_httpx_or_server_code(demo: SQLiteStore) -> None:
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "herolog", "logs", "-n", "1500"],
