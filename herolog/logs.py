@@ -11,7 +11,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LOGPLEX_PRI, own_line
 from herolog.render import Renderer
-from herolog.store import DEFAULT_HISTORY, SQLiteStore, Store, StoredLine, unstored
+from herolog.store import DEFAULT_HISTORY, MAX_HISTORY, SQLiteStore, Store, StoredLine, unstored
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
@@ -37,9 +37,12 @@ class HistoryExceeded(ValueError):
     """More lines were asked for than the store keeps."""
 
     def __init__(self, num: int, history: int) -> None:
+        if num <= MAX_HISTORY:
+            how = f"raise that with: herolog store history {num}"
+        else:
+            how = f"a store keeps at most {MAX_HISTORY:,}: herolog store history {MAX_HISTORY}"
         super().__init__(
-            f"{num:,} is more than the {history:,} lines the store keeps per app"
-            f" (raise that with: herolog store history {num})"
+            f"{num:,} is more than the {history:,} lines the store keeps per app ({how})"
         )
 
 

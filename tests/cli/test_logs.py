@@ -323,8 +323,20 @@ def test_num_above_history_is_a_usage_error(demo: SQLiteStore) -> None:
     code, _, err = run("logs", "-n", "1501")
     assert code == 2
     assert "1,501 is more than the 1,500 lines the store keeps per app" in err
+    assert "herolog store history 1501" in err
     demo.set_history(5000)
     assert run("logs", "-n", "5000")[0] == 0
+
+
+def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(
+    demo: SQLiteStore,
+) -> None:
+    """The way out the error names must work: no store keeps more than MAX_HISTORY."""
+    code, _, err = run("logs", "-n", "999999999999")
+    assert code == 2
+    suggested = re.search(r"herolog store history (\d+)", err)
+    assert suggested, err
+    assert run("store", "history", suggested[1])[0] == 0
 
 
 @pytest.mark.parametrize(
