@@ -4,6 +4,12 @@
 _herolog() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local cmd="herolog" i
+    # --app=VALUE: bash makes the = a word of its own; the value is what follows it
+    if [[ $cur == = && $prev == --* ]]; then
+        cur=""
+    elif [[ $prev == = ]] && ((COMP_CWORD > 2)); then
+        prev="${COMP_WORDS[COMP_CWORD-2]}"
+    fi
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd ${COMP_WORDS[i]}" in
             "herolog apps" | "herolog completion" | "herolog drain" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog drain add" | "herolog drain list" | "herolog drain remove" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;

@@ -52,10 +52,10 @@ _herolog_drain() {
     local curcontext="$curcontext" state line
     typeset -A opt_args
     _arguments -C \
-        '(-a --app)'{-a,--app}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '(-a --app)'{-a,--app=}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
         '--json[Print the drains as a JSON list.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \
         '1: :->command' \
         '*:: :->args'
@@ -75,83 +75,83 @@ _herolog_drain() {
 
 _herolog_drain_add() {
     _arguments \
-        '(-a --app)'{-a,--app}'[The app whose lines go to URL (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
+        '(-a --app)'{-a,--app=}'[The app whose lines go to URL (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
         '--json[Print the drain as JSON.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_drain_list() {
     _arguments \
-        '(-a --app)'{-a,--app}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '(-a --app)'{-a,--app=}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
         '--json[Print the drains as a JSON list.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_drain_remove() {
     _arguments \
-        '(-a --app)'{-a,--app}'[The app the drain belongs to (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
-        '--server[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '(-a --app)'{-a,--app=}'[The app the drain belongs to (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
+        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_import() {
     _arguments \
-        '(-a --app)'{-a,--app}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '--format[What FILE holds\: `heroku logs` output, a Logplex body, syslog lines, or `herolog logs --json` output.]:CHOICE:(auto heroku logplex syslog json)' \
+        '(-a --app)'{-a,--app=}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
+        '--format=[What FILE holds\: `heroku logs` output, a Logplex body, syslog lines, or `herolog logs --json` output.]:CHOICE:(auto heroku logplex syslog json)' \
         '(- *)'{-h,--help}'[Show help]' \
         '1:FILE:_files'
 }
 
 _herolog_logs() {
     _arguments \
-        '(-a --app)'{-a,--app}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '(-n --num)'{-n,--num}'[How many lines of history to show (default 100).]:INTEGER RANGE: ' \
+        '(-a --app)'{-a,--app=}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
+        '(-n --num)'{-n,--num=}'[How many lines of history to show (default 100).]:INTEGER RANGE: ' \
         '(-t --tail)'{-t,--tail}'[Keep showing new lines as they arrive.]' \
-        '(-s --source)'{-s,--source}'[Only this source\: app, heroku, ...]:SOURCE: ' \
-        '(-d --dyno --dyno-name)'{-d,--dyno,--dyno-name}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO: ' \
-        '(-p --process-type --ps)'{-p,--process-type,--ps}'[Only this process type\: web, worker, ...]:TYPE: ' \
-        '--since[Only lines from this time on\: 10m, 2h, 1d or ISO 8601.]:TIME: ' \
-        '--until[Only lines before this time; ends --tail when it passes.]:TIME: ' \
-        '(-g --grep)'{-g,--grep}'[Only messages matching REGEX (repeat\: any of them).]:REGEX: ' \
-        '(-x --exclude)'{-x,--exclude}'[Leave out messages matching REGEX (repeatable).]:REGEX: ' \
+        '(-s --source)'{-s,--source=}'[Only this source\: app, heroku, ...]:SOURCE: ' \
+        '(-d --dyno --dyno-name)'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO: ' \
+        '(-p --process-type --ps)'{-p,--process-type=,--ps=}'[Only this process type\: web, worker, ...]:TYPE: ' \
+        '--since=[Only lines from this time on\: 10m, 2h, 1d or ISO 8601.]:TIME: ' \
+        '--until=[Only lines before this time; ends --tail when it passes.]:TIME: ' \
+        '(-g --grep)'{-g,--grep=}'[Only messages matching REGEX (repeat\: any of them).]:REGEX: ' \
+        '(-x --exclude)'{-x,--exclude=}'[Leave out messages matching REGEX (repeatable).]:REGEX: ' \
         '--json[One JSON object per line (NDJSON).]' \
-        '--color[Colour the output.]:CHOICE:(auto always never)' \
+        '--color=[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \
-        '--server[Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_run() {
     _arguments -S \
-        '(-a --app)'{-a,--app}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '(-d --dyno)'{-d,--dyno}'[The dyno name\: web.1, worker.2, ...]:DYNO: ' \
+        '(-a --app)'{-a,--app=}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
+        '(-d --dyno)'{-d,--dyno=}'[The dyno name\: web.1, worker.2, ...]:DYNO: ' \
         '(-q --quiet)'{-q,--quiet}'[Store the output without also printing it.]' \
-        '--server[Send the lines to this herolog serve'\''s drain intake (credentials of its --auth in the URL), not to the local store.]:URL: ' \
+        '--server=[Send the lines to this herolog serve'\''s drain intake (credentials of its --auth in the URL), not to the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \
         '*::command:_normal'
 }
 
 _herolog_serve() {
     _arguments \
-        '--host[Address to listen on. Anything but loopback needs --auth.]:TEXT: ' \
-        '--port[HTTP port for HTTPS drains; 0 picks a free one.]:INTEGER RANGE: ' \
-        '--syslog-port[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
-        '--syslog-app[The app syslog lines are stored under.]:APP: ' \
-        '--syslog-max-connections[Syslog connections open at once; more are closed as they arrive.]:N: ' \
-        '--auth[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
-        '--api-key[Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).]:KEY: ' \
-        '--public-url[Base URL clients reach this server at, for log-session URLs (default\: from Host).]:URL: ' \
-        '--certfile[TLS certificate (PEM)\: serve HTTPS and syslog+tls.]:FILE:_files' \
-        '--keyfile[TLS private key (PEM) for --certfile.]:FILE:_files' \
-        '--history[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
-        '--max-body[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
-        '--body-timeout[Answer 408 to a request whose body is still arriving this long after its headers.]:SECONDS: ' \
-        '--header-timeout[Answer 408 and close a connection whose request headers take longer than this.]:SECONDS: ' \
-        '--drain-buffer[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \
+        '--host=[Address to listen on. Anything but loopback needs --auth.]:TEXT: ' \
+        '--port=[HTTP port for HTTPS drains; 0 picks a free one.]:INTEGER RANGE: ' \
+        '--syslog-port=[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
+        '--syslog-app=[The app syslog lines are stored under.]:APP: ' \
+        '--syslog-max-connections=[Syslog connections open at once; more are closed as they arrive.]:N: ' \
+        '--auth=[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
+        '--api-key=[Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).]:KEY: ' \
+        '--public-url=[Base URL clients reach this server at, for log-session URLs (default\: from Host).]:URL: ' \
+        '--certfile=[TLS certificate (PEM)\: serve HTTPS and syslog+tls.]:FILE:_files' \
+        '--keyfile=[TLS private key (PEM) for --certfile.]:FILE:_files' \
+        '--history=[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
+        '--max-body=[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
+        '--body-timeout=[Answer 408 to a request whose body is still arriving this long after its headers.]:SECONDS: ' \
+        '--header-timeout=[Answer 408 and close a connection whose request headers take longer than this.]:SECONDS: ' \
+        '--drain-buffer=[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \
         '--insecure-no-auth[Allow a public --host without --auth (a proxy in front checks it).]' \
         '(- *)'{-h,--help}'[Show help]'
 }

@@ -132,6 +132,12 @@ def _bash(tree: Cmd) -> str:
         "_herolog() {",
         '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
         '    local cmd="herolog" i',
+        "    # --app=VALUE: bash makes the = a word of its own; the value is what follows it",
+        "    if [[ $cur == = && $prev == --* ]]; then",
+        '        cur=""',
+        "    elif [[ $prev == = ]] && ((COMP_CWORD > 2)); then",
+        '        prev="${COMP_WORDS[COMP_CWORD-2]}"',
+        "    fi",
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        case "$cmd ${COMP_WORDS[i]}" in',
         f'            {paths}) cmd="$cmd ${{COMP_WORDS[i]}}" ;;',
@@ -218,10 +224,12 @@ def _zsh(tree: Cmd) -> str:
     for cmd in _all(tree):
         specs = []
         for opt in cmd.options:
-            if len(opt.names) > 1:
-                spec = f"'({' '.join(opt.names)})'{{{','.join(opt.names)}}}'"
+            # "--app=": the value in the next word or after an =, as click takes it.
+            names = [f"{n}=" if opt.takes_value and n in opt.longs else n for n in opt.names]
+            if len(names) > 1:
+                spec = f"'({' '.join(opt.names)})'{{{','.join(names)}}}'"
             else:
-                spec = f"'{opt.names[0]}"
+                spec = f"'{names[0]}"
             spec += f"[{_zsh_text(opt.help)}]"
             if opt.takes_value:
                 metavar = _zsh_text(opt.metavar)

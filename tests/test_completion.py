@@ -146,6 +146,58 @@ def test_after_run_dashdash_the_words_are_the_commands_own(tmp_path: Path) -> No
     assert "--almost-all" in fish_complete("herolog run -- ls --almost-al")
 
 
+def zsh_complete(line: str, hits: Path) -> list[str]:
+    """What zsh's completion offers for ``line``: an interactive zsh on a pseudo-terminal
+    (zpty) is typed the line and a TAB, with compadd recording what it is given."""
+    script = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT=''; autoload -U compinit; compinit -u -D; source ${(q)1}"
+zpty -w z "compadd () { builtin compadd -O __hits \"\$@\"; print -rl -- \$__hits >>${(q)3}; builtin compadd \"\$@\" }"
+zpty -w z "print -r -- RE''ADY"
+zpty -r z out '*READY*'
+zpty -w -n z "$2"$'\t'
+zpty -w z $'\x15print -r -- DO\'\'NE'
+zpty -r z out '*DONE*'
+zpty -d z
+"""
+    hits.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            shell_path("zsh"),
+            "-f",
+            "-c",
+            script,
+            "zsh",
+            str(COMPLETIONS / "herolog.zsh"),
+            line,
+            str(hits),
+        ],
+        env=herolog_env(),
+        timeout=30,
+        check=True,
+        capture_output=True,
+    )
+    return hits.read_text().splitlines() if hits.exists() else []
+
+
+def test_option_values_after_an_equals_sign_complete_too(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """``--app=de<TAB>``, as click takes it: bash makes the ``=`` a word of its own, and
+    zsh's _arguments completes it only for options declared ``--app=``."""
+    fill(open_store(), "demo", ["x"])
+    assert bash_complete("herolog logs --app = de") == ["demo"]
+    assert bash_complete("herolog logs --app =") == ["demo"]
+    assert bash_complete("herolog logs --color = a") == ["auto", "always"]
+    assert bash_complete("herolog drain list --app = d") == ["demo"]
+    assert fish_complete("herolog logs --app=de") == ["--app=demo"]
+    hits = tmp_path / "zsh-hits"
+    assert "demo" in zsh_complete("herolog logs --app=de", hits)
+    assert "demo" in zsh_complete("herolog logs -a de", hits)
+    assert {"auto", "always"} <= set(zsh_complete("herolog logs --color=a", hits))
+
+
 def test_zsh_script_loads_and_registers() -> None:
     script = (
         "autoload -U compinit && compinit -u -D\n"
