@@ -329,7 +329,39 @@ class SQLiteStore:
             if isinstance(error, sqlite3.OperationalError):
                 if "locked" in str(error):
                     raise
+                if not create and _read_only_file_system(path):
+                    return cls._open_read_only(path)
                 # A full disk or a read-only file system: the file is fine, moving it is not.
+                raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
+            raise StoreError(unusable_store(path, error)) from error
+        return store
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> SQLiteStore:
+        """The store on a read-only file system (a backup, a snapshot), for reading.
+
+        SQLite's readers of a WAL store share a -shm file that it cannot create there.
+        Without a -wal beside the store no writer has it open, and none can start on this
+        file system: the file is read as it is. With one, SQLite reads the -shm read-only,
+        where it can.
+        """
+        wal = Path(f"{path}-wal").exists()
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro{'' if wal else '&immutable=1'}",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            store = cls(path, db)
+        except sqlite3.OperationalError as error:
+            raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
+        try:
+            store._prepare(create=False)
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if isinstance(error, sqlite3.OperationalError):
                 raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
             raise StoreError(unusable_store(path, error)) from error
         return store
@@ -1051,6 +1083,13 @@ def _why(path: Path, error: sqlite3.Error) -> str:
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
     return str(error)
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -613,6 +614,60 @@ def test_an_output_encoding_that_cannot_carry_a_line_escapes_it(
         else:
             assert "\\u65e5\\u672c \\U0001f44d" in out, args
             assert ("caf\u00e9" if encoding == "latin-1" else "caf\\xe9") in out, args
+
+
+def in_read_only_home(home: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell ``command`` where ``home`` is a read-only file system: a bind mount in a
+    mount namespace of its own (unshare), which nothing outside it sees."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare (util-linux) to mount a read-only file system")
+    mount = f"mount --bind {home} {home} && mount -o remount,bind,ro {home}"
+    probe = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", mount],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    script = f"{mount} && cd {home} && {command}"
+    return subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("writer", [False, True], ids=["closed", "a writer outside has it open"])
+def test_a_store_on_a_read_only_file_system_can_be_read(
+    demo: SQLiteStore, herolog_home: Path, writer: bool
+) -> None:
+    """A backup, a snapshot, a read-only bind mount (of a store that a server outside may
+    be writing): SQLite cannot create the -shm file a WAL store's readers share there,
+    which made every read an error."""
+    if writer:
+        fill(demo, "other", ["newest"])  # in the -wal, not yet in the store's file
+        assert (herolog_home / "logs.db-wal").stat().st_size > 0
+    else:
+        demo.close()
+    herolog = f"{sys.executable} -m herolog"
+    proc = in_read_only_home(
+        herolog_home,
+        f"{herolog} logs -a demo -n 3 && {herolog} logs --json -n 1"
+        f" && (touch written 2>/dev/null || echo read-only >&2)",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "read-only\n"
+    lines = proc.stdout.splitlines()
+    assert [x.split(": ", 1)[1] for x in lines[:3]] == [
+        "status=258 router 58",
+        "app 59",
+        "status=259 router 59",
+    ]
+    assert json.loads(lines[3])["message"] == ("newest" if writer else "other 59")
+    assert (herolog_home / "logs.db-shm").exists() is writer
 
 
 @pytest.mark.subprocess

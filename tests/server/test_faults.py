@@ -648,7 +648,6 @@ def test_a_writer_whose_serve_died_before_it_was_ready_exits_quietly(
     ("how", "command"),
     [
         ("ro", ["serve", "--port", "0"]),
-        ("ro", ["logs"]),
         ("ro", ["import", "-"]),
         ("full:1m", ["serve", "--port", "0"]),
         ("full:1m", ["import", "-"]),
@@ -677,6 +676,22 @@ def test_a_store_on_a_read_only_or_full_file_system_is_a_clear_error(
         + proc.stderr.split(": ", 2)[2].strip()
     ]
     assert re.search(reason, proc.stderr), proc.stderr
+
+
+def test_a_store_on_a_read_only_file_system_is_read_by_logs(herolog_home: Path) -> None:
+    """Only writing needs a writable file system (see tests/cli/test_logs.py)."""
+    from tests.helpers import line, store_lines
+
+    store_lines(herolog_home / "logs.db", "demo", line("kept"))
+    proc = subprocess.run(
+        contained("ro", herolog_home, None, "logs"),
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.endswith(" app[web.1]: kept\n")
 
 
 def test_a_request_racing_the_writers_death_is_refused_and_later_ones_are_stored(
