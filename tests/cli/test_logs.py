@@ -621,14 +621,19 @@ def in_read_only_home(home: Path, command: str) -> subprocess.CompletedProcess[s
     mount namespace of its own (unshare), which nothing outside it sees."""
     unshare = shutil.which("unshare")
     if unshare is None:
-        pytest.skip("needs unshare (util-linux) to mount a read-only file system")
+        pytest.fail(
+            "needs unshare, from util-linux (apt-get install util-linux), to mount a read-only file system"
+        )
     mount = f"mount --bind {home} {home} && mount -o remount,bind,ro {home}"
     probe = subprocess.run(
         [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", mount],
         capture_output=True,
     )
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+        pytest.fail(
+            "needs unprivileged user and mount namespaces (unshare --user --map-root-user"
+            f" --mount) for a read-only file system: {probe.stderr.decode().strip()}"
+        )
     script = f"{mount} && cd {home} && {command}"
     return subprocess.run(
         [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
