@@ -107,6 +107,11 @@ def logs(
     from herolog.filters import LineFilter
     from herolog.logs import HistoryExceeded, LogsRequest, UnknownApp, show_logs
 
+    if since is not None and until is not None and since >= until:
+        # journalctl's check too: an empty answer would look like a quiet app.
+        raise click.UsageError(
+            f"--since ({since}) is not before --until ({until}): no line can match"
+        )
     wanted = LineFilter(
         app=app,
         source=source or None,  # an empty one filters nothing, as in heroku logs

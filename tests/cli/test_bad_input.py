@@ -137,6 +137,11 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["logs", "-g", "a{1,99999999999}"], "is not a valid regular expression"),
         (["logs", "-x", "(" * 2000 + ")" * 2000], "is not a valid regular expression"),
         (["logs", "-g", r"(\w+\s?)+$"], "it repeats a repetition, like (a+)+"),
+        (["logs", "--since", "1h", "--until", "2h"], ") is not before --until ("),
+        (
+            ["logs", "--since", "2024-03-05T09:00Z", "--until", "2024-03-05T09:00Z", "-t"],
+            "--since (2024-03-05T09:00:00.000000Z) is not before --until (2024-03-05T09:00:00.000000Z): no line can match",
+        ),
         (["store", "history", "0"], "0 is not in the range"),
         (["store", "history", "many"], "'many' is not a valid integer"),
         (["store", "history", "10000001"], "10000001 is not in the range"),
