@@ -49,9 +49,14 @@ class HistoryExceeded(ValueError):
 class UnknownApp(LookupError):
     """``-a APP`` names an app the store has never had (a typo, as often as not)."""
 
-    def __init__(self, path: Path, app: str, known: list[str]) -> None:
+    def __init__(self, path: Path, app: str, known: list[str], *, an_id: bool = False) -> None:
         shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
         has = f"its apps: {shown}" if known else "it has no apps yet"
+        if an_id:  # no app will ever have it: the id of an app is made when the app is
+            super().__init__(
+                f"the store {path} has no app named {app!r}, nor one with that id ({has})"
+            )
+            return
         super().__init__(
             f"the store {path} has no app named {app!r} ({has}; --tail waits for its first line)"
         )
@@ -120,16 +125,17 @@ def show_logs(
     if store is not None:
         lines, last_id = store.last(request.wanted, num)
         if not lines and app is not None:
-            from herolog.drains import find_app
+            from herolog.drains import find_app, looks_like_id
 
             info = find_app(store, app)
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
                 lines, last_id = store.last(request.wanted, num)
-            elif info is None and not request.tail:
+            elif info is None and (not request.tail or looks_like_id(app)):
+                # A tail waits for an app's first line; an id is of an app there already.
                 known = [known.name for known in store.apps()]
                 store.close()
-                raise UnknownApp(path, app, known)
+                raise UnknownApp(path, app, known, an_id=looks_like_id(app))
         renderer.write(lines)
     elif app is not None and not request.tail:
         raise UnknownApp(path, app, [])
