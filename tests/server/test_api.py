@@ -85,10 +85,12 @@ def session(running: Running, app: str | None = "demo", **body: Any) -> str:
 
 
 def read_text(url: str, **headers: str) -> list[str]:
-    """What the heroku CLI prints for a session: the data lines of every event."""
+    """What the heroku CLI prints for a session: the data lines of its message events (it
+    ignores others, such as the ``event: end`` closing a history)."""
     with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url, headers=headers) as es:
         assert es.response.status_code == 200
-        return [part for event in es.iter_sse() for part in event.data.split("\n") if part]
+        events = [event for event in es.iter_sse() if event.event == "message"]
+        return [part for event in events for part in event.data.split("\n") if part]
 
 
 def test_app_object_and_unknown_app(shared_api: Running) -> None:
@@ -237,7 +239,7 @@ def test_embedded_newlines_become_data_lines(api: Running) -> None:
 def test_json_records_carry_every_field(shared_api: Running) -> None:
     url = session(shared_api, lines=1, format="json")
     with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
-        events = list(es.iter_sse())
+        events = [event for event in es.iter_sse() if event.event == "message"]
     records = [decode_record(d) for e in events for d in e.data.split("\n") if d]
     assert len(records) == 1
     assert records[0] == shared_api.lines("demo")[-1]
@@ -256,7 +258,8 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
     assert response.status_code == 200
     assert response.text.splitlines() == response.text.split("\n")[:-1]
     data = [x[6:] for x in response.text.split("\n") if x.startswith("data: ")]
-    assert [decode_record(x).message for x in data] == [message]
+    assert data[-1] == "history"  # the event: end closing the history
+    assert [decode_record(x).message for x in data[:-1]] == [message]
 
 
 @pytest.mark.parametrize(
