@@ -174,6 +174,15 @@ class PlatformAPI:
                     raise APIError(
                         403, "forbidden", "Without --api-key, use a loopback address (127.0.0.1)."
                     )
+                # A reverse proxy on this machine connects from loopback, often with a
+                # loopback Host too (nginx's default): its clients are not this machine's.
+                if any(name in _PROXY_HEADERS for name, _ in scope["headers"]):
+                    raise APIError(
+                        403,
+                        "forbidden",
+                        "Without --api-key, the Platform API answers this machine only, not"
+                        " requests through a proxy: give herolog serve an --api-key.",
+                    )
                 return
             raise APIError(
                 403,
@@ -441,6 +450,19 @@ def _app_name(name: str) -> str:
     if not valid_app_name(name):
         raise _not_found("app")
     return name
+
+
+_PROXY_HEADERS = frozenset(
+    (
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+        b"via",
+    )
+)
+"""Headers a reverse proxy adds (nginx, Caddy, Traefik, HAProxy, Apache)."""
 
 
 def _host_name(value: bytes | None) -> str:

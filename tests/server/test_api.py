@@ -905,6 +905,37 @@ def test_browsers_cannot_drive_a_keyless_api(
 
 
 @pytest.mark.parametrize(
+    "proxy_header",
+    [
+        {"X-Forwarded-For": "203.0.113.7"},
+        {"X-Real-IP": "203.0.113.7"},
+        {"Forwarded": "for=203.0.113.7;proto=https"},
+        {"X-Forwarded-Proto": "https"},
+        {"Via": "1.1 caddy"},
+    ],
+)
+def test_a_keyless_api_takes_nothing_through_a_proxy(
+    make_server: ServerFactory, proxy_header: dict[str, str]
+) -> None:
+    """A reverse proxy on this machine (nginx's `proxy_pass http://127.0.0.1:8514`, which
+    sends `Host: 127.0.0.1:8514` unless told otherwise) would open the keyless API, drains'
+    credentials and all, to whoever can reach the proxy."""
+    running = make_server()
+    store_lines(running, "demo", line("hi"))
+    host = {"Host": f"127.0.0.1:{running.server.http_port}"}
+    added = httpx.post(
+        f"{running.url}/apps/demo/log-drains",
+        json={"url": "https://evil.example/steal"},
+        headers={**host, **proxy_header},
+    )
+    assert added.status_code == 403
+    assert "--api-key" in added.json()["message"]
+    listed = httpx.get(f"{running.url}/apps/demo/log-drains", headers={**host, **proxy_header})
+    assert listed.status_code == 403
+    assert httpx.get(f"{running.url}/apps/demo/log-drains", headers=host).json() == []
+
+
+@pytest.mark.parametrize(
     ("body", "status"),
     [
         (b"[" * 30000 + b"]" * 30000, 400),
