@@ -229,8 +229,11 @@ def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
 
 
 if __name__ == "__main__":
-    # The parent handles SIGINT/SIGTERM and tells the writer to stop when its requests
-    # are done; a Ctrl-C reaching the whole process group must not cut that short.
+    # The parent handles SIGINT/SIGTERM/SIGHUP and tells the writer to stop when its
+    # requests are done; a Ctrl-C (or a closed terminal) reaching the whole process group
+    # must not cut that short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(main(sys.argv[1:]))

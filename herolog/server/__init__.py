@@ -144,9 +144,14 @@ class _Uvicorn(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        originals = {
-            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        # SIGHUP too: a closed terminal (an ssh session ending) would otherwise kill serve
+        # before it commits its drains' positions and hands back their lease. Unless it is
+        # ignored already: under nohup, serve is to outlive the terminal.
+        stops = [signal.SIGINT, signal.SIGTERM]
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+            stops.append(hangup)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
         try:
             yield
         finally:
@@ -232,7 +237,7 @@ class Server:
             self.syslog_port = int(self._syslog_socket.getsockname()[1])
 
     def run(self) -> None:
-        """Serve until SIGINT/SIGTERM or :meth:`stop`; then finish requests and commit."""
+        """Serve until SIGINT/SIGTERM/SIGHUP or :meth:`stop`; then finish requests and commit."""
         if self._socket is None:
             self.bind()
         assert self._socket is not None

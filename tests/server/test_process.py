@@ -135,7 +135,8 @@ def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGHUP: the terminal serve was started from closed (an ssh session ending).
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_graceful_shutdown_finishes_requests_and_exits_0(
     herolog_home: Path, sig: signal.Signals, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -150,6 +151,57 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
     assert acknowledged
     assert all(per_batch[tag] == 10 for tag in acknowledged)
+
+
+@pytest.mark.subprocess
+def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """A closed terminal sends SIGHUP to every process of the job, the store writer too: it
+    must outlive the signal to commit what serve still hands it."""
+    server = serve_process("--port", "0", "--history", "100000")
+    load = Load(server.url, workers=2)
+    time.sleep(0.5)
+    os.kill(writer_pid(server), signal.SIGHUP)
+    server.proc.send_signal(signal.SIGHUP)
+    code, err = server.finish()
+    acknowledged = load.stop()
+    assert code == 0, err
+    assert "store writer exited" not in err
+    assert "Traceback" not in err
+    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
+    assert acknowledged
+    assert all(per_batch[tag] == 10 for tag in acknowledged)
+
+
+@pytest.mark.subprocess
+def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
+    proc = subprocess.Popen(
+        ["nohup", sys.executable, "-m", "herolog", "serve", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        banner = ""
+        for line in iter(proc.stderr.readline, ""):
+            banner += line
+            if "add a drain with" in line:
+                break
+        port = re.findall(r"127\.0\.0\.1:(\d+)/", banner)[0]
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None, "nohup's SIGHUP disposition was overridden"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def start_post(url: str, body: bytes) -> socket.socket:
