@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import uvicorn
 
@@ -285,7 +285,8 @@ class Server:
         shown_host = url_host(config.host)
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
-        userinfo = f"{config.auth.user}:PASSWORD@" if config.auth else ""
+        # Percent-encoded, as a URL must carry them (and as Logplex and httpx decode them).
+        userinfo = f"{quote(config.auth.user, safe='')}:PASSWORD@" if config.auth else ""
         intake = f"{scheme}://{userinfo}{public}:{self.http_port}"
         if config.public_url is not None:  # a proxy in front: the address Heroku is given
             parts = urlsplit(config.public_url)
@@ -324,7 +325,10 @@ class Server:
             lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
         else:
             lines.append("Platform API off: give --api-key to read logs from other machines")
-        lines.append(f"add a drain with: heroku drains:add '{intake}/apps/APP/logs' -a APP")
+        add = f"add a drain with: heroku drains:add '{intake}/apps/APP/logs' -a APP"
+        if config.auth and quote(config.auth.password, safe="") != config.auth.password:
+            add += " (with PASSWORD percent-encoded: @ as %40, : as %3A, / as %2F, ...)"
+        lines.append(add)
         if is_loopback(config.host) and config.public_url is None:
             lines.append(
                 "only this machine can reach it; Heroku can once it listens on a public"

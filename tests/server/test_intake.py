@@ -10,6 +10,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -147,6 +148,24 @@ def test_basic_auth(make_server: ServerFactory) -> None:
     assert len(running.lines()) == 1
     assert "s3cret" not in running.log.getvalue()
     assert "drain:PASSWORD@" in running.log.getvalue()
+
+
+def test_the_drain_url_in_the_banner_works_with_any_credentials(
+    make_server: ServerFactory,
+) -> None:
+    """The URL serve prints for heroku drains:add, with the password put in its place, as
+    the banner says to write it: credentials holding @, :, / or a space included."""
+    password = "p@ss:w/rd %"
+    running = make_server(auth=Credentials("dr@in x", password))
+    (command,) = [line for line in running.server.banner() if "drains:add" in line]
+    url = command.split("'")[1]
+    assert "percent-encoded" in command
+    assert "dr%40in%20x:PASSWORD@" in url
+    url = url.replace("PASSWORD", quote(password, safe=""), 1).replace("APP", "demo")
+    sent = httpx.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
+    assert sent.status_code == 204
+    assert len(running.lines()) == 1
+    assert password not in running.log.getvalue()
 
 
 def test_body_over_the_limit_is_413_and_stores_nothing(make_server: ServerFactory) -> None:
