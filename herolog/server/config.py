@@ -149,7 +149,13 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
             f" (openssl pkey -in {keyfile} -out plain-key.pem)"
         ) from None
     except ssl.SSLError as error:
-        if error.reason == "KEY_VALUES_MISMATCH":
+        if error.reason == "KEY_VALUES_MISMATCH" and _certificates_in(certfile) > 1:
+            # OpenSSL takes the first one for the server's: a chain written CA first fails.
+            why = (
+                "the key is not the key of its first certificate (put the server's"
+                " certificate first, then the ones that issued it, as fullchain.pem has them)"
+            )
+        elif error.reason == "KEY_VALUES_MISMATCH":
             why = "the key is not the certificate's key"
         else:
             detail = f" ({error.reason})" if error.reason else ""
@@ -162,3 +168,10 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
             f"cannot read {error.filename or 'the TLS files'}: {error.strerror or error}"
         ) from None
     return context
+
+
+def _certificates_in(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"-----BEGIN CERTIFICATE-----")
+    except OSError:
+        return 0

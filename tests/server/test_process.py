@@ -421,6 +421,7 @@ def test_bad_serve_options(args: list[str], message: str) -> None:
         ("another certificate's key", "the key is not the certificate's key"),
         ("the files swapped", "must be a PEM certificate and its PEM private key"),
         ("a key with a passphrase", "is encrypted"),
+        ("the chain in the wrong order", "the server's certificate first"),
     ],
 )
 def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, message: str) -> None:
@@ -428,12 +429,16 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
     cert, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(certfile))
-    if problem == "another certificate's key":
+    if problem == "the chain in the wrong order":
+        chained = ca.create_child_ca().issue_cert("127.0.0.1")
+        certfile.write_bytes(b"".join(pem.bytes() for pem in reversed(chained.cert_chain_pems)))
+        chained.private_key_pem.write_to_path(str(keyfile))
+    elif problem == "another certificate's key":
         other.private_key_pem.write_to_path(str(keyfile))
     elif problem == "the files swapped":
         certfile, keyfile = keyfile, certfile
         cert.private_key_pem.write_to_path(str(certfile))
-    else:
+    elif problem == "a key with a passphrase":
         key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
         keyfile.write_bytes(
             key.private_bytes(
