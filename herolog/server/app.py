@@ -171,6 +171,9 @@ class HerologApp:
             _read_only(method)
             if not self.writer.running:  # a load balancer should send drains elsewhere
                 raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
+            if stalled := self.writer.stalled_for:
+                message = f"the store writer has not answered for {stalled:.0f} s"
+                raise HTTPError(503, message, [(b"retry-after", b"5")])
             if self.writer.failure is not None:
                 return self._healthy_again(send)
             return self._respond(send, 200, "ok")

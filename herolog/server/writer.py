@@ -73,6 +73,13 @@ def plain_rows(lines: Sequence[LogLine]) -> list[tuple[Any, ...]]:
     return list(map(tuple, lines))
 
 
+STALL_S = 5.0
+"""A writer that has left a job unanswered this long is stalled (a hung disk, another
+program holding the store's lock): /healthz answers 503 and serve says so. Logplex gives up
+on a request after 5 s."""
+_WATCH_EVERY_S = 1.0
+
+
 class Writer:
     """The serve side: starts the writer process and hands it work (asyncio)."""
 
@@ -93,6 +100,12 @@ class Writer:
         self.failure: str | None = None
         """Why the store refused the last job it refused, until a later one succeeds."""
         self._probing: asyncio.Future[Stored] | None = None
+        self._oldest: int | None = None
+        """The oldest job waiting for the writer when the watch last looked, and since when
+        (watched once a second, so that the intake's requests pay nothing for it)."""
+        self._oldest_since = 0.0
+        self._stall_reported = False
+        self._watch: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Start the writer process; raises StoreError if it cannot use the store."""
@@ -118,11 +131,43 @@ class Writer:
             raise StoreError(message)
         self.history = int(hello[1])
         self._accepting = True
+        if self._watch is None:
+            self._watch = loop.call_later(_WATCH_EVERY_S, self._watch_for_stalls)
 
     @property
     def running(self) -> bool:
         """Whether the writer process is there to take work."""
         return self._accepting
+
+    @property
+    def stalled_for(self) -> float:
+        """Seconds the oldest job waiting has waited (to within a second), once past
+        STALL_S; 0 otherwise."""
+        if self._oldest is None or self._oldest not in self._pending:
+            return 0.0
+        waited = asyncio.get_running_loop().time() - self._oldest_since
+        return waited if waited >= STALL_S else 0.0
+
+    def _watch_for_stalls(self) -> None:
+        loop = asyncio.get_running_loop()
+        oldest = next(iter(self._pending), None)  # jobs are added in order
+        if oldest is None or oldest != self._oldest:
+            if self._stall_reported:
+                waited = loop.time() - self._oldest_since
+                say(f"herolog serve: the store writer answers again, after {waited:.0f} s")
+                self._stall_reported = False
+            self._oldest, self._oldest_since = oldest, loop.time()
+        elif not self._stall_reported and (waited := self.stalled_for):
+            waiting = len(self._pending)
+            requests = "request" if waiting == 1 else "requests"
+            say(
+                f"herolog serve: the store writer has not answered for {waited:.0f} s"
+                f" ({waiting:,} {requests} waiting; /healthz answers 503 meanwhile)"
+            )
+            self._stall_reported = True
+        self._watch = (
+            None if self._stopping else loop.call_later(_WATCH_EVERY_S, self._watch_for_stalls)
+        )
 
     # Plain functions returning the future, not coroutines: a coroutine per request would
     # be one more frame to create and to resume on the intake's hot path.
@@ -147,6 +192,9 @@ class Writer:
         """Let the writer commit what it has, then end it."""
         self._stopping = True
         self._accepting = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch_for_stalls()  # a last look: a stall reported is told to be over
         if self._restarting is not None:
             await self._restarting
         if self._proc is None:

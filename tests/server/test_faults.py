@@ -414,6 +414,45 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         time.sleep(0.05)
 
 
+def test_a_stalled_writer_fails_healthz_and_is_reported(
+    herolog_home: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """A writer that stops answering (a hung disk, another program holding the store's lock,
+    here SIGSTOP) leaves requests waiting: a load balancer must hear of it from /healthz, and
+    the operator from serve's log, instead of an "ok" while nothing is stored."""
+    server = serve("--port", "0")
+    writer = the_writer(herolog_home / "logs.db")
+    with httpx.Client(timeout=60) as client:
+        assert client.get(f"{server.url}/healthz").status_code == 200
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            waiting = threading.Thread(
+                target=httpx.post,
+                args=(f"{server.url}/apps/demo/logs",),
+                kwargs={"content": batch("stalled"), "headers": LOGPLEX, "timeout": 60},
+            )
+            waiting.start()
+            wait_for(
+                lambda: client.get(f"{server.url}/healthz").status_code == 503,
+                "503 from /healthz",
+                timeout=15,
+            )
+            health = client.get(f"{server.url}/healthz")
+            assert "the store writer has not answered for" in health.text
+            assert health.headers["retry-after"].isdigit()
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        waiting.join(30)
+        assert client.get(f"{server.url}/healthz").status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert code == 0, err
+    check_log(err)
+    assert re.search(r"the store writer has not answered for \d+ s \(1 request waiting;", err)
+    assert re.search(r"the store writer answers again, after \d+ s", err)
+    assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))["stalled"] == 10
+
+
 def test_a_full_disk_answers_503_and_recovers_without_a_restart(
     herolog_home: Path, tmp_path: Path, contained_serve: Callable[..., ContainedServe]
 ) -> None:
