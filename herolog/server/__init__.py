@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -370,7 +371,13 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError as error:
-        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        why = error.strerror or str(error)
+        if error.errno == errno.EACCES and 0 < port < 1024:
+            why += (
+                " (a port below 1024 needs root or CAP_NET_BIND_SERVICE: in a systemd unit,"
+                " AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen above 1023 behind a proxy)"
+            )
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
     sock.setblocking(False)
     return sock
 
