@@ -273,7 +273,7 @@ class SQLiteStore:
         self.path = path
         self._db = connection
         self._history: int | None = None
-        self._identity = _file_identity(path)
+        self._identity = file_identity(path)
         self._ready = False
 
     @classmethod
@@ -986,7 +986,7 @@ class SQLiteStore:
 
     def replaced(self) -> bool:
         """Whether the file at the store's path is no longer the file this store has open."""
-        return _file_identity(self.path) != self._identity
+        return file_identity(self.path) != self._identity
 
     def close(self) -> None:
         self._db.close()
@@ -1092,7 +1092,8 @@ def _read_only_file_system(path: Path) -> bool:
         return False
 
 
-def _file_identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` (device and inode): another once it is replaced."""
     try:
         st = path.stat()
     except OSError:

@@ -37,11 +37,13 @@ from herolog.server.config import (
 from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.writer import Writer
-from herolog.store import SQLiteStore, StoreError
+from herolog.store import SQLiteStore, StoreError, file_identity
 
 __all__ = ["ConfigError", "ServeConfig", "Server"]
 
 GRACEFUL_SHUTDOWN_S = 30
+STORE_WATCH_S = 1.0
+"""How often serve checks that its store's file is still at the store's path."""
 FORCED_EXIT_S = 2
 
 
@@ -207,7 +209,12 @@ class Server:
             self.app.on_startup(self._start_syslog)
             self.app.on_shutdown(self.syslog.stop)
             self._uvicorn.on_force_exit.append(self.syslog.hang_up)
+        self.app.on_startup(self._watch_store_file)
+        self.app.on_shutdown(self._stop_watching_store_file)
         self.app.on_startup(self._announce)
+        self.failure: str | None = None
+        """Why serve stopped of its own accord (run raises StoreError with it)."""
+        self._store_watch: asyncio.TimerHandle | None = None
 
     def bind(self) -> None:
         """Open the listening sockets now, so a busy port is a clear error before anything
@@ -261,9 +268,38 @@ class Server:
             self._socket.close()
             if self._syslog_socket is not None:
                 self._syslog_socket.close()
+        if self.failure is not None:
+            raise StoreError(self.failure)
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True
+
+    async def _watch_store_file(self) -> None:
+        """Stop if the store's file is moved or deleted under serve (`mv` of a store a
+        command called corrupt, say): the writer would go on committing to a file that no
+        reader, and no next serve, would find, answering 204 all the same."""
+        path = self.config.store_path
+        identity = file_identity(path)  # the writer has it open by now
+        loop = asyncio.get_running_loop()
+
+        def look() -> None:
+            if file_identity(path) == identity:
+                self._store_watch = loop.call_later(STORE_WATCH_S, look)
+                return
+            self._store_watch = None
+            self.failure = (
+                f"the store {path} was moved or deleted while serve ran: serve stopped rather"
+                " than store lines where nothing reads them (what it stored before is in the"
+                " file moved; start serve again for a new store)"
+            )
+            print(f"herolog serve: stopping: the store {path} is gone", file=self.log, flush=True)
+            self.stop()
+
+        self._store_watch = loop.call_later(STORE_WATCH_S, look)
+
+    async def _stop_watching_store_file(self) -> None:
+        if self._store_watch is not None:
+            self._store_watch.cancel()
 
     async def _start_syslog(self) -> None:
         assert self.syslog is not None

@@ -156,6 +156,32 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
 
 
 @pytest.mark.subprocess
+def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """`mv logs.db elsewhere` while drains post: serve stops (exit 1, saying why) instead
+    of answering 204 for lines stored in a file nothing at the store's path reads, and
+    every batch it acknowledged is in the file moved."""
+    server = serve_process("--port", "0", "--history", "100000")
+    load = Load(server.url, workers=2)
+    time.sleep(0.5)
+    moved = herolog_home / "moved.db"
+    (herolog_home / "logs.db").rename(moved)
+    code, err = server.finish()
+    acknowledged = load.stop()
+    assert code == 1, err
+    assert (
+        f"Error: the store {herolog_home / 'logs.db'} was moved or deleted while serve ran" in err
+    )
+    assert "Traceback" not in err
+    (herolog_home / "logs.db").unlink(missing_ok=True)  # an empty store, made at shutdown
+    moved.rename(herolog_home / "logs.db")
+    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
+    assert acknowledged
+    assert all(per_batch[tag] == 10 for tag in acknowledged)
+
+
+@pytest.mark.subprocess
 def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
