@@ -309,14 +309,7 @@ class SQLiteStore:
                     f"cannot open the store {path}: {error.strerror or error}"
                 ) from None
         try:
-            db = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
-                uri=True,
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=2 * _ROWS_PER_INSERT + 64,  # the INSERTs for every row count
-            )
+            db = _connect(path, f"mode={'rwc' if create else 'rw'}")
         except sqlite3.OperationalError as error:
             if not create and not path.exists():
                 raise FileNotFoundError(path) from error
@@ -347,13 +340,7 @@ class SQLiteStore:
         """
         wal = Path(f"{path}-wal").exists()
         try:
-            db = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=ro{'' if wal else '&immutable=1'}",
-                uri=True,
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            db = _connect(path, f"mode=ro{'' if wal else '&immutable=1'}")
             store = cls(path, db)
         except sqlite3.OperationalError as error:
             raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
@@ -1083,6 +1070,17 @@ def _why(path: Path, error: sqlite3.Error) -> str:
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
     return str(error)
+
+
+def _connect(path: Path, options: str) -> sqlite3.Connection:
+    return sqlite3.connect(
+        f"{path.absolute().as_uri()}?{options}",
+        uri=True,
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=2 * _ROWS_PER_INSERT + 64,  # the INSERTs for every row count
+    )
 
 
 def _read_only_file_system(path: Path) -> bool:

@@ -175,3 +175,16 @@ class Child:
         finally:
             self.proc.kill()
         return self.proc.returncode, err.decode()
+
+
+def shell_job(script: str) -> subprocess.Popen[str]:
+    """``bash -c SCRIPT`` as a terminal's foreground job: a process group of its own, which
+    a Ctrl-C (``os.killpg(job.pid, signal.SIGINT)``) reaches as a whole."""
+    return subprocess.Popen(
+        ["bash", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,
+    )

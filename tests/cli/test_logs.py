@@ -24,7 +24,7 @@ from herolog.logs import follow
 from herolog.parser import LogLine
 from herolog.render import TextRenderer
 from herolog.store import Batch, SQLiteStore, open_store
-from tests.helpers import Child, fill, herolog_env, invoke, line
+from tests.helpers import Child, fill, herolog_env, invoke, line, shell_job
 
 run = invoke
 
@@ -422,14 +422,7 @@ def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -
     does around GNU tail -f. herolog dies of the SIGINT; exiting 130 would tell the shell it
     handled it, and the shell would go on to the next tail."""
     herolog = f"{sys.executable} -m herolog logs -t -n 1 -a $app"
-    shell = subprocess.Popen(
-        ["bash", "-c", f"for app in demo other; do {herolog}; echo next $?; done"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(),
-        start_new_session=True,  # a terminal's foreground job: the Ctrl-C goes to its group
-    )
+    shell = shell_job(f"for app in demo other; do {herolog}; echo next $?; done")
     try:
         assert shell.stdout is not None
         assert shell.stdout.readline().startswith("2024-03-05T09:00:59")  # the tail is on

@@ -13,7 +13,7 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import Child, herolog_env
+from tests.helpers import Child, herolog_env, shell_job
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -471,13 +471,7 @@ def test_ctrl_c_stops_a_shell_loop_running_herolog_as_it_stops_one_running_the_c
     command has, as a shell does."""
     herolog = f"{shlex.quote(sys.executable)} -m herolog run -q -- {command}"
     loop = f"for t in 30 0; do echo start; {herolog}; echo next $?; done"
-    shell = subprocess.Popen(
-        ["bash", "-c", loop],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=herolog_env(),
-        start_new_session=True,  # a terminal's foreground job: the Ctrl-C goes to its group
-    )
+    shell = shell_job(loop)
     try:
         assert shell.stdout is not None
         assert shell.stdout.readline() == "start\n"

@@ -56,6 +56,13 @@ def stored(home: Path) -> list[str]:
         store.close()
 
 
+def assert_stored_whole(home: Path, acknowledged: list[str]) -> None:
+    """Every batch answered 204 (there were some) is in the store, all ten of its lines."""
+    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(home))
+    assert acknowledged
+    assert all(per_batch[tag] == 10 for tag in acknowledged)
+
+
 class Load:
     """Threads posting 10-line batches, tagged by thread and count, until told to stop or
     the server goes away; remembers which batches were acknowledged with a 204."""
@@ -150,9 +157,7 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     acknowledged = load.stop()
     assert code == 0, err
     assert "Traceback" not in err
-    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
-    assert acknowledged
-    assert all(per_batch[tag] == 10 for tag in acknowledged)
+    assert_stored_whole(herolog_home, acknowledged)
 
 
 @pytest.mark.subprocess
@@ -176,9 +181,7 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     assert "Traceback" not in err
     (herolog_home / "logs.db").unlink(missing_ok=True)  # an empty store, made at shutdown
     moved.rename(herolog_home / "logs.db")
-    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
-    assert acknowledged
-    assert all(per_batch[tag] == 10 for tag in acknowledged)
+    assert_stored_whole(herolog_home, acknowledged)
 
 
 @pytest.mark.subprocess
@@ -197,9 +200,7 @@ def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
     assert code == 0, err
     assert "store writer exited" not in err
     assert "Traceback" not in err
-    per_batch = Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))
-    assert acknowledged
-    assert all(per_batch[tag] == 10 for tag in acknowledged)
+    assert_stored_whole(herolog_home, acknowledged)
 
 
 @pytest.mark.subprocess
