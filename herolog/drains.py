@@ -297,7 +297,7 @@ class LocalRegistry:
             except DrainExists:
                 raise DrainError(f"{name} already has the drain {mask_url(url)}") from None
 
-        return using_store(self.store_path, add)
+        return using_store(self.store_path, add, create=True)
 
     def list(self, app: str | None) -> list[Drain]:
         try:
@@ -314,7 +314,7 @@ class LocalRegistry:
             name = _named(store, app)
             return name, store.remove_drain(name, key)
 
-        name, drain = using_store(self.store_path, remove)
+        name, drain = using_store(self.store_path, remove, create=True)
         if drain is None:
             raise DrainError(not_there(name, key, self.list(None)))
         return drain

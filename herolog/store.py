@@ -1116,10 +1116,19 @@ def _instant_in(seconds: float) -> str:
     return timestamps.to_instant(timestamps.now() + timedelta(seconds=seconds))
 
 
-def using_store(path: Path, work: Callable[[SQLiteStore], T]) -> T:
+def using_store(path: Path, work: Callable[[SQLiteStore], T], *, create: bool = False) -> T:
     """Open the store at ``path``, do ``work`` with it, close it: one-off calls from a
-    server's worker threads (a connection is cheap next to keeping one per thread)."""
-    store = SQLiteStore.open(path)
+    server's worker threads (a connection is cheap next to keeping one per thread).
+
+    Without ``create``, a store that is not there is a StoreError. A server's store is
+    there from its start; one gone since was moved or deleted, and a new file at its path
+    would take over the WAL that the writer still commits to (SQLite finds it by name),
+    and with it lines the writer has answered for.
+    """
+    try:
+        store = SQLiteStore.open(path, create=create)
+    except FileNotFoundError:
+        raise StoreError(f"the store {path} is gone (moved or deleted)") from None
     try:
         return work(store)
     finally:

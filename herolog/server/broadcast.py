@@ -155,7 +155,7 @@ class Broadcaster:
     def _open(self) -> SQLiteStore:
         if self._store is None or self._store.replaced():
             self._close_store()
-            self._store = SQLiteStore.open(self.store_path)
+            self._store = SQLiteStore.open(self.store_path, create=False)  # see using_store
             self._version = None
         return self._store
 
