@@ -122,7 +122,10 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
         status == 404 and error_id == "not_found" and message.startswith("Couldn't find that ")
     )
     if not_found and app is not None and _no_such_app(message):
-        error = RemoteError(f"{base} has no app named {app!r}")
+        from herolog.drains import looks_like_id
+
+        nor_id = ", nor one with that id" if looks_like_id(app) else ""
+        error = RemoteError(f"{base} has no app named {app!r}{nor_id}")
         error.no_app = True
     elif status == 422:
         error = RemoteError(message, usage=True)
@@ -223,11 +226,16 @@ class RemoteLogs:
     def _first_session(self, client: httpx.Client) -> str | None:
         """The session's URL; a tail of an app the server has not had yet waits for its
         first line, as in local mode (None if --until passes first)."""
+        from herolog.drains import looks_like_id
+
+        app = self.request.wanted.app
+        # An app's id comes with the app: a tail would wait for one of no app for ever.
+        waits = self.request.tail and not (app is not None and looks_like_id(app))
         while True:
             try:
                 return self._create_session(client, session_body(self.request))
             except RemoteError as error:
-                if not (self.request.tail and error.no_app):
+                if not (waits and error.no_app):
                     raise
             if self._until_passed():
                 return None

@@ -646,6 +646,24 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
     assert (code, err) == (-signal.SIGINT, "")
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("tail", [[], ["-t"]])
+def test_an_id_of_no_app_is_refused_even_by_a_tail(remote: Running, tail: list[str]) -> None:
+    """As in local mode: an app's id comes with the app, so a tail would wait for ever."""
+    no_app = "01234567-89ab-cdef-0123-456789abcdef"
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", no_app, *tail],
+        capture_output=True,
+        text=True,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"Error: {remote.url} has no app named {no_app!r}, nor one with that id\n"
+    )
+
+
 def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactory) -> None:
     """The API answered, so "cannot reach" the API's URL would send the user looking at the
     wrong thing: the session is served at the server's --public-url, which is named."""
