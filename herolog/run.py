@@ -58,13 +58,22 @@ Sink = Callable[[list[LogLine]], object]
 it raises costs the whole batch, unless the error's ``unsent`` says how many of its lines."""
 
 
+class _Lines(queue.Queue["LogLine | None"]):
+    def put_now(self, item: LogLine | None) -> None:
+        """Put ``item`` without waiting for room, past the queue's size."""
+        with self.mutex:
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+
 class _Flusher:
     """Collects lines from the readers and hands them to the sink every 50 ms (or 1,000
     lines)."""
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        self._queue: queue.Queue[LogLine | None] = queue.Queue(MAX_WAITING)
+        self._queue: _Lines = _Lines(MAX_WAITING)
         self._thread = threading.Thread(target=self._run, name="herolog-run-flush", daemon=True)
         self.error: BaseException | None = None
         """The last error the sink raised."""
@@ -77,6 +86,11 @@ class _Flusher:
 
     def put(self, line: LogLine) -> None:
         self._queue.put(line)
+
+    def put_now(self, line: LogLine) -> None:
+        """Past MAX_WAITING: a signal's line must not hold up the signal while the store
+        is busy (a SIGTERM not passed on, a SIGKILL not sent, until the store answers)."""
+        self._queue.put_now(line)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -162,7 +176,7 @@ def run_dyno(
             f" {EXIT_TIMEOUT_S:g} seconds of {name}",
             "Stopping remaining processes with SIGKILL",
         ):
-            flusher.put(own_line("heroku", dyno, message, PLATFORM_PRI))
+            flusher.put_now(own_line("heroku", dyno, message, PLATFORM_PRI))
         _forward(started[0], signal.SIGKILL)
 
     def forward(sig: int, _frame: object) -> None:
@@ -170,14 +184,17 @@ def run_dyno(
             early.append(sig)
             return
         stop = sig in STOPPING_SIGNALS and not stopping and not exited.is_set()
-        if stop and sig == signal.SIGTERM:
-            flusher.put(
-                own_line("heroku", dyno, "Stopping all processes with SIGTERM", PLATFORM_PRI)
-            )
-        _forward(started[0], sig)
         if stop:
+            # Taken before the line is put: a second signal coming meanwhile (its handler
+            # runs inside this one) is not a first, and puts no line under the lock held.
             stopping.append(threading.Timer(EXIT_TIMEOUT_S, kill, (sig,)))
             stopping[0].daemon = True
+            if sig == signal.SIGTERM:
+                flusher.put_now(
+                    own_line("heroku", dyno, "Stopping all processes with SIGTERM", PLATFORM_PRI)
+                )
+        _forward(started[0], sig)
+        if stop:
             stopping[0].start()
         if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
             os.kill(os.getpid(), signal.SIGSTOP)

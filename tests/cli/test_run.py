@@ -361,6 +361,66 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
 
 
 @pytest.mark.subprocess
+def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """Another writer holds the store, and the command has written more than herolog keeps
+    waiting (it is held up writing more): the SIGTERM is passed on now, not once the store
+    answers again, and the dyno manager's line for it is stored all the same."""
+    import sqlite3
+
+    from herolog.run import MAX_WAITING
+
+    subprocess.run(
+        [sys.executable, "-m", "herolog", "store", "history", "100000"],
+        env=herolog_env(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    written, got = tmp_path / "written", tmp_path / "got"
+    script = (
+        "import os, signal, sys\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(got)!r}, 'w').close(), os._exit(0)))\n"
+        "for i in range(1, 1_000_000):\n"
+        "    sys.stdout.write(f'line {i}\\n')\n"
+        f"    if i % 100 == 0: open({str(written)!r}, 'w').write(str(i))\n"
+    )
+
+    def lines_written() -> int:
+        return int(written.read_text() or 0) if written.exists() else 0
+
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
+        env=herolog_env(),
+    )
+    try:
+        # Past what herolog keeps waiting, and held up: its lines wait for the store.
+        deadline, seen = time.monotonic() + 30, -1
+        while seen != lines_written() or seen <= MAX_WAITING:
+            assert time.monotonic() < deadline, "the command's output was not held up"
+            seen = lines_written()
+            time.sleep(0.5)
+        runner.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10  # the store stays busy all that time
+        while not got.exists():
+            assert time.monotonic() < deadline, "the SIGTERM waited for the store"
+            time.sleep(0.02)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        status = runner.wait(60)
+    assert status == 0
+    platform = open_store().last(LineFilter(app="default", source="heroku"), 2)[0]
+    assert [x.message for x in platform] == [
+        "Stopping all processes with SIGTERM",
+        "Process exited with status 0",
+    ]
+
+
+@pytest.mark.subprocess
 def test_a_last_line_without_a_newline_is_stored_while_a_background_child_holds_the_pipe(
     herolog_home: Path,
 ) -> None:
