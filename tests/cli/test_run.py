@@ -4,6 +4,7 @@ import os
 import select
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -328,8 +329,6 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
     """The store is busy (another writer holds it) while the command writes more than herolog
     keeps waiting and exits: the lines still waiting when it exits are stored, not cut off
     once the run's grace for output still on its way is over."""
-    import sqlite3
-
     from herolog.run import EXIT_GRACE_S
 
     open_store().close()
@@ -339,12 +338,7 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
         "for i in range(15_000): sys.stdout.write(f'line {i}\\n')\n"
         f"sys.stdout.flush(); open({str(done)!r}, 'w').close()\n"
     )
-    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
-        env=herolog_env(),
-    )
+    other, runner = run_while_the_store_is_held(herolog_home, script)
     try:
         deadline = time.monotonic() + 30
         while not done.exists():
@@ -360,6 +354,20 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
     assert (last[2], exit_line[2]) == ("line 14999", "Process exited with status 0")
 
 
+def run_while_the_store_is_held(
+    home: Path, script: str
+) -> tuple[sqlite3.Connection, subprocess.Popen[bytes]]:
+    """Another connection holding the store's write lock (``BEGIN IMMEDIATE``: COMMIT it to
+    let go), and ``herolog run -q -- python -c SCRIPT`` started meanwhile."""
+    other = sqlite3.connect(home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
+        env=herolog_env(),
+    )
+    return other, runner
+
+
 @pytest.mark.subprocess
 def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
     herolog_home: Path, tmp_path: Path
@@ -367,8 +375,6 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
     """Another writer holds the store, and the command has written more than herolog keeps
     waiting (it is held up writing more): the SIGTERM is passed on now, not once the store
     answers again, and the dyno manager's line for it is stored all the same."""
-    import sqlite3
-
     from herolog.run import MAX_WAITING
 
     subprocess.run(
@@ -390,12 +396,7 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
     def lines_written() -> int:
         return int(written.read_text() or 0) if written.exists() else 0
 
-    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
-        env=herolog_env(),
-    )
+    other, runner = run_while_the_store_is_held(herolog_home, script)
     try:
         # Past what herolog keeps waiting, and held up: its lines wait for the store.
         deadline, seen = time.monotonic() + 30, -1
