@@ -275,6 +275,8 @@ class SQLiteStore:
         self._history: int | None = None
         self._identity = file_identity(path)
         self._ready = False
+        self._immutable = False
+        """Read as a file nothing writes (read-only file system, no writer then)."""
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> SQLiteStore:
@@ -342,6 +344,7 @@ class SQLiteStore:
         try:
             db = _connect(path, f"mode=ro{'' if wal else '&immutable=1'}")
             store = cls(path, db)
+            store._immutable = not wal
         except sqlite3.OperationalError as error:
             raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
         try:
@@ -969,6 +972,14 @@ class SQLiteStore:
 
     def version(self) -> int:
         # Changes whenever another connection commits: a cheap way to poll for new lines.
+        if self._immutable and Path(f"{self.path}-wal").exists():
+            # Read as unchanging (a read-only file system with no writer then), and a
+            # writer outside the mount has opened it since: read it as it changes.
+            db = _connect(self.path, "mode=ro")
+            self._db.close()
+            self._db, self._immutable = db, False
+            self._prepare(create=False)
+            return -1  # a version no connection has: whatever is new gets read
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def replaced(self) -> bool:

@@ -613,27 +613,29 @@ def test_an_output_encoding_that_cannot_carry_a_line_escapes_it(
             assert ("caf\u00e9" if encoding == "latin-1" else "caf\\xe9") in out, args
 
 
-def in_read_only_home(home: Path, command: str) -> subprocess.CompletedProcess[str]:
-    """Run a shell ``command`` where ``home`` is a read-only file system: a bind mount in a
-    mount namespace of its own (unshare), which nothing outside it sees."""
+def read_only_home(home: Path, command: str) -> list[str]:
+    """The command line running a shell ``command`` where ``home`` is a read-only file
+    system: a bind mount in a mount namespace of its own (unshare), which nothing outside
+    it sees."""
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.fail(
             "needs unshare, from util-linux (apt-get install util-linux), to mount a read-only file system"
         )
     mount = f"mount --bind {home} {home} && mount -o remount,bind,ro {home}"
-    probe = subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", mount],
-        capture_output=True,
-    )
+    namespace = [unshare, "--user", "--map-root-user", "--mount", "sh", "-c"]
+    probe = subprocess.run([*namespace, mount], capture_output=True)
     if probe.returncode != 0:
         pytest.fail(
             "needs unprivileged user and mount namespaces (unshare --user --map-root-user"
             f" --mount) for a read-only file system: {probe.stderr.decode().strip()}"
         )
-    script = f"{mount} && cd {home} && {command}"
+    return [*namespace, f"{mount} && cd {home} && {command}"]
+
+
+def in_read_only_home(home: Path, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        read_only_home(home, command),
         capture_output=True,
         text=True,
         env=herolog_env(),
@@ -670,6 +672,38 @@ def test_a_store_on_a_read_only_file_system_can_be_read(
     ]
     assert json.loads(lines[3])["message"] == ("newest" if writer else "other 59")
     assert (herolog_home / "logs.db-shm").exists() is writer
+
+
+@pytest.mark.subprocess
+def test_a_tail_on_a_read_only_file_system_follows_a_writer_that_comes_later(
+    demo: SQLiteStore, herolog_home: Path
+) -> None:
+    """With no writer at its start, the store is read as a file that does not change; a
+    server outside the mount that opens it later is followed from then on."""
+    demo.close()
+    assert not (herolog_home / "logs.db-wal").exists()
+    tail = subprocess.Popen(
+        read_only_home(herolog_home, f"exec {sys.executable} -m herolog logs -t -a other -n 1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+    )
+    writer = None
+    try:
+        assert tail.stdout is not None
+        assert tail.stdout.readline().endswith(": other 59\n")  # it has the store open
+        writer = SQLiteStore.open(herolog_home / "logs.db")  # kept open, as serve keeps it
+        fill(writer, "other", ["from the writer"])
+        ready, _, _ = select.select([tail.stdout], [], [], 15)
+        assert ready, "the tail did not follow the writer"
+        assert tail.stdout.readline().endswith(": from the writer\n")
+    finally:
+        tail.kill()
+        _, err = tail.communicate()
+        if writer is not None:
+            writer.close()
+    assert "Traceback" not in err
 
 
 @pytest.mark.subprocess
