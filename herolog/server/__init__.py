@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import signal
 import socket
 import ssl
@@ -26,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 import uvicorn
 
+from herolog.__main__ import die_of_sigint
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
@@ -124,7 +124,7 @@ class _Uvicorn(uvicorn.Server):
                 file=sys.stderr,
                 flush=True,
             )
-            os._exit(128 + signal.SIGINT)
+            die_of_sigint()  # by the signal, as every command ends on a Ctrl-C
         forced = self.force_exit
         super().handle_exit(sig, frame)
         if self.force_exit and not forced and self._loop is not None:
