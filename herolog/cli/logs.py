@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from herolog.cli.options import RegexType, ServerURLType, TimeType, app_option
 
@@ -147,7 +148,13 @@ def logs(
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
     except UnknownApp as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(str(error) + _from_the_environment()) from None
+
+
+def _from_the_environment() -> str:
+    """Where an unknown app came from, when no -a on the command line named it."""
+    source = click.get_current_context().get_parameter_source("app")
+    return " (-a came from $HEROLOG_APP)" if source is ParameterSource.ENVIRONMENT else ""
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
@@ -170,6 +177,8 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
             remote.run()
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password
+        if error.no_app:
+            message += _from_the_environment()
         if error.usage:
             raise click.UsageError(message) from None
         raise click.ClickException(message) from None

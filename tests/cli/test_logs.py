@@ -101,6 +101,23 @@ def test_an_app_the_store_has_never_had_is_an_error_as_heroku_logs_makes_it(
     assert run("logs", "-a", "other", "-s", "nosuchsource") == (0, "", "")
 
 
+def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteStore) -> None:
+    """No -a was typed: without a word on $HEROLOG_APP (exported for herolog run, say),
+    the error names an app the user never asked for."""
+    env = herolog_env(HEROLOG_APP="missing")
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith(
+        "has no app named 'missing' (its apps: demo, other; --tail waits for its first line)"
+        " (-a came from $HEROLOG_APP)"
+    )
+    code, _, err = run("logs", "-a", "missing")  # typed: nothing to add
+    assert code == 1
+    assert "HEROLOG_APP" not in err
+
+
 def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
     """The id the Platform API hands out (and heroku -a takes), in either case."""
     from herolog.drains import app_id

@@ -129,6 +129,20 @@ def test_errors_are_one_line(
     assert "Traceback" not in err
 
 
+def test_an_unknown_app_from_herolog_app_says_where_it_came_from(remote: Running) -> None:
+    env = herolog_env(HEROLOG_APP="nope", HEROLOG_API_KEY=KEY)
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "--server", remote.url],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: {remote.url} has no app named 'nope' (-a came from $HEROLOG_APP)\n"
+    )
+
+
 def test_connection_refused_names_the_url() -> None:
     import socket
 
