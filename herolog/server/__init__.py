@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 import uvicorn
 
-from herolog.__main__ import die_of_sigint
+from herolog.interrupt import die_of_sigint
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
