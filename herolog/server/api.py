@@ -35,7 +35,14 @@ from herolog.server.http import (
     read_body,
 )
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions, TooManySessions
-from herolog.store import DrainExists, SQLiteStore, StoreError, using_store, valid_app_name
+from herolog.store import (
+    MAX_HISTORY,
+    DrainExists,
+    SQLiteStore,
+    StoreError,
+    using_store,
+    valid_app_name,
+)
 
 T = TypeVar("T")
 
@@ -397,8 +404,10 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
             # and scripts written for Heroku ask for more (heroku logs -n 5000).
             lines = history
         else:  # herolog logs --server: told, as in local mode (exit 2)
+            most = min(lines, MAX_HISTORY)
             raise SessionError(
                 f"lines: {lines:,} is more than the {history:,} lines the store keeps per app"
+                f" (raise that on the server: herolog serve --history {most})"
             )
     tail = body.get("tail", False)
     if not isinstance(tail, bool):

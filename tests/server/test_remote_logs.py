@@ -116,7 +116,13 @@ def test_the_api_key_wins_over_intake_credentials_in_the_url(remote: Running) ->
         ),
         (["-a", "demo"], {}, 1, "needs an API key (401): set HEROLOG_API_KEY to its --api-key"),
         (["-a", "nope"], {"HEROLOG_API_KEY": KEY}, 1, "has no app named 'nope'"),
-        (["-a", "demo", "-n", "1501"], {"HEROLOG_API_KEY": KEY}, 2, "1,500 lines the store keeps"),
+        (
+            ["-a", "demo", "-n", "1501"],
+            {"HEROLOG_API_KEY": KEY},
+            2,
+            "1,501 is more than the 1,500 lines the store keeps per app (raise that on the"
+            " server: herolog serve --history 1501)",
+        ),
     ],
 )
 def test_errors_are_one_line(
