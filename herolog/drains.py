@@ -19,6 +19,7 @@ from herolog.store import (
     DrainExists,
     SQLiteStore,
     StoredLine,
+    open_existing,
     using_store,
 )
 
@@ -300,9 +301,8 @@ class LocalRegistry:
         return using_store(self.store_path, add, create=True)
 
     def list(self, app: str | None) -> list[Drain]:
-        try:
-            store = SQLiteStore.open(self.store_path, create=False)
-        except FileNotFoundError:
+        store = open_existing(self.store_path)
+        if store is None:
             return []
         try:
             return counted(store, store.drains(None if app is None else _named(store, app)))
@@ -321,9 +321,8 @@ class LocalRegistry:
 
     def forwarded(self) -> bool:
         """Whether a herolog serve forwards this store's drains now."""
-        try:
-            store = SQLiteStore.open(self.store_path, create=False)
-        except FileNotFoundError:
+        store = open_existing(self.store_path)
+        if store is None:
             return False
         try:
             return store.leased("forwarding")

@@ -11,7 +11,14 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LOGPLEX_PRI, own_line
 from herolog.render import Renderer
-from herolog.store import DEFAULT_HISTORY, MAX_HISTORY, SQLiteStore, Store, StoredLine, unstored
+from herolog.store import (
+    DEFAULT_HISTORY,
+    MAX_HISTORY,
+    Store,
+    StoredLine,
+    open_existing,
+    unstored,
+)
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
@@ -87,14 +94,6 @@ def read_after(
     if trimmed:
         lines.insert(0, overflow_line(wanted.app, trimmed, missed_since))
     return lines, next_id
-
-
-def open_existing(path: Path) -> SQLiteStore | None:
-    """The store at ``path`` for reading, or None if there is none yet; never creates one."""
-    try:
-        return SQLiteStore.open(path, create=False)
-    except FileNotFoundError:
-        return None
 
 
 def show_logs(

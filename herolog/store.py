@@ -1127,6 +1127,14 @@ def _instant_in(seconds: float) -> str:
     return timestamps.to_instant(timestamps.now() + timedelta(seconds=seconds))
 
 
+def open_existing(path: Path) -> SQLiteStore | None:
+    """The store at ``path`` for reading, or None if there is none yet; never creates one."""
+    try:
+        return SQLiteStore.open(path, create=False)
+    except FileNotFoundError:
+        return None
+
+
 def using_store(path: Path, work: Callable[[SQLiteStore], T], *, create: bool = False) -> T:
     """Open the store at ``path``, do ``work`` with it, close it: one-off calls from a
     server's worker threads (a connection is cheap next to keeping one per thread).

@@ -12,7 +12,7 @@ import click
 def apps(json_output: bool) -> None:
     """List the apps in the store, one name per line."""
     from herolog import config
-    from herolog.logs import open_existing
+    from herolog.store import open_existing
 
     store = open_existing(config.store_path())
     found = store.apps() if store is not None else []
@@ -33,8 +33,7 @@ def store() -> None:
 def info(json_output: bool) -> None:
     """Where the store is, how much it keeps per app, and what it holds."""
     from herolog import config
-    from herolog.logs import open_existing
-    from herolog.store import DEFAULT_HISTORY
+    from herolog.store import DEFAULT_HISTORY, open_existing
 
     path = config.store_path()
     opened = open_existing(path)
@@ -71,8 +70,7 @@ def history(lines: int | None) -> None:
     herolog store history 100000     keep 100,000 lines per app
     """
     from herolog import config
-    from herolog.logs import open_existing
-    from herolog.store import DEFAULT_HISTORY, open_store
+    from herolog.store import DEFAULT_HISTORY, open_existing, open_store
 
     if lines is None:
         existing = open_existing(config.store_path())
