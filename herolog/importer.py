@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 from herolog.parser import (
-    UNKNOWN,
     FrameDecoder,
     FramingError,
     LogLine,
     Received,
+    kept_whole,
     parse_heroku_line,
     parse_json_line,
     parse_syslog,
@@ -283,10 +283,7 @@ def _json(chunks: Iterator[bytes]) -> _Parsed:
                 continue
             line = parse_json_line(raw)
             if line is None:
-                text = raw.removesuffix(b"\r").decode("utf-8", "replace")
-                line = LogLine(
-                    received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
-                )
+                line = kept_whole(raw.removesuffix(b"\r").decode("utf-8", "replace"), received)
                 unknown += 1
             lines.append(line)
         yield size, lines, end, unknown
@@ -330,10 +327,7 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
                 if pending is not None:
                     done.append(complete(pending))
                     unknown += undescribed
-                pending = LogLine(
-                    received.timestamp, received.time, UNKNOWN, UNKNOWN, text, None, None, None
-                )
-                pending_at, undescribed = start, True
+                pending, pending_at, undescribed = kept_whole(text, received), start, True
         yield size, done, end if pending is None else pending_at, unknown
     if pending is not None:
         yield 0, [complete(pending)], end, int(undescribed)

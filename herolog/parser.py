@@ -574,6 +574,11 @@ def _parse_message(text: str, start: int, end: int, received: Received) -> LogLi
     message = text[start:end]
     if not message.isascii():
         message = _utf8_message(message)
+    return kept_whole(message, received)
+
+
+def kept_whole(message: str, received: Received) -> LogLine:
+    """A line no format describes, kept whole as ``unknown[unknown]`` at the time it came."""
     return LogLine(received.timestamp, received.time, UNKNOWN, UNKNOWN, message, None, None, None)
 
 
