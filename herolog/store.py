@@ -326,9 +326,7 @@ class SQLiteStore:
                     raise
                 if not create and _read_only_file_system(path):
                     return cls._open_read_only(path)
-                # A full disk or a read-only file system: the file is fine, moving it is not.
-                raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
-            raise StoreError(unusable_store(path, error)) from error
+            raise _unopened(path, error) from error
         return store
 
     @classmethod
@@ -346,14 +344,12 @@ class SQLiteStore:
             store = cls(path, db)
             store._immutable = not wal
         except sqlite3.OperationalError as error:
-            raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
+            raise _unopened(path, error) from error
         try:
             store._prepare(create=False)
         except sqlite3.DatabaseError as error:
             db.close()
-            if isinstance(error, sqlite3.OperationalError):
-                raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
-            raise StoreError(unusable_store(path, error)) from error
+            raise _unopened(path, error) from error
         return store
 
     def _prepare(self, create: bool) -> None:
@@ -1081,6 +1077,14 @@ def _why(path: Path, error: sqlite3.Error) -> str:
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
     return str(error)
+
+
+def _unopened(path: Path, error: sqlite3.DatabaseError) -> StoreError:
+    """The error for a store that SQLite could not open or read the schema of."""
+    if isinstance(error, sqlite3.OperationalError):
+        # A full disk or a read-only file system: the file is fine, moving it is not.
+        return StoreError(f"cannot open the store {path}: {_why(path, error)}")
+    return StoreError(unusable_store(path, error))
 
 
 def _connect(path: Path, options: str) -> sqlite3.Connection:
