@@ -127,14 +127,15 @@ def show_logs(
             from herolog.drains import find_app, looks_like_id
 
             info = find_app(store, app)
+            an_id = looks_like_id(app)
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
                 lines, last_id = store.last(request.wanted, num)
-            elif info is None and (not request.tail or looks_like_id(app)):
+            elif info is None and (not request.tail or an_id):
                 # A tail waits for an app's first line; an id is of an app there already.
                 known = [known.name for known in store.apps()]
                 store.close()
-                raise UnknownApp(path, app, known, an_id=looks_like_id(app))
+                raise UnknownApp(path, app, known, an_id=an_id)
         renderer.write(lines)
     elif app is not None and not request.tail:
         raise UnknownApp(path, app, [])

@@ -172,7 +172,8 @@ class RemoteLogs:
         self.sleep = sleep
         self.last_id: str | None = None
         self.ended = False
-        """The server said the session is over (its --until passed): no reconnecting."""
+        """The server said the stream is over (the history is whole, or a tail's --until
+        passed): no reconnecting."""
 
     def run(self) -> None:
         import httpx

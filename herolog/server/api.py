@@ -287,7 +287,7 @@ class PlatformAPI:
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-                (STREAM_ENDS[0].encode(), STREAM_ENDS[1].encode()),
+                _ENDS_HEADER,
             ],
         }
         if head:  # what a GET would get, but the session is neither read nor used up
@@ -459,6 +459,9 @@ def _app_name(name: str) -> str:
     if not valid_app_name(name):
         raise _not_found("app")
     return name
+
+
+_ENDS_HEADER = (STREAM_ENDS[0].encode(), STREAM_ENDS[1].encode())
 
 
 _PROXY_HEADERS = frozenset(

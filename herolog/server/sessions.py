@@ -44,10 +44,10 @@ _EVENT_BYTES = 1 << 20
 """...and about this many bytes of messages: a reader that does not read holds up to one
 event in the server's socket buffer, on top of its tail buffer."""
 _READ_BATCH = 2000
+# How a stream says it is over: a history sent whole, or a tail whose ``until`` passed.
+# The heroku CLI ignores events other than ``message`` and ``error``.
 END_OF_HISTORY = b"event: end\ndata: history\n\n"
 END_OF_TAIL = b"event: end\ndata: until\n\n"
-"""How a stream says it is over (a tail: its ``until`` passed). The heroku CLI ignores
-events other than ``message`` and ``error``."""
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 Write = Callable[[bytes], Awaitable[None]]
