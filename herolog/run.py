@@ -43,6 +43,9 @@ READ_SIZE = 1 << 16
 APP_PRI = 190  # local7.info: what Heroku gives app output
 APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
 PLATFORM_PRI = 45  # syslog.notice, the dyno manager's
+ONE_OFF_TYPES = frozenset({"run", "scheduler", "release"})
+"""Dyno types whose end is `complete` (Heroku's one-off dynos); any other dyno that exits
+without being stopped has `crashed`, and one stopped goes `down`."""
 FORWARDED_SIGNALS = (
     signal.SIGINT,
     signal.SIGTERM,
@@ -150,6 +153,11 @@ def run_dyno(
     """
     out = stdout or sys.stdout.buffer
     err = stderr or sys.stderr.buffer
+    one_off = dyno.partition(".")[0] in ONE_OFF_TYPES
+
+    def state(before: str, after: str) -> LogLine:
+        return own_line("heroku", dyno, f"State changed from {before} to {after}", PLATFORM_PRI)
+
     flusher = _Flusher(sink)
     flusher.start()
     flusher.put(
@@ -189,6 +197,8 @@ def run_dyno(
             # runs inside this one) is not a first, and puts no line under the lock held.
             stopping.append(threading.Timer(EXIT_TIMEOUT_S, kill, (sig,)))
             stopping[0].daemon = True
+            if not one_off:  # as Heroku logs a dyno scaled down: down, then the SIGTERM
+                flusher.put_now(state("up", "down"))
             if sig == signal.SIGTERM:
                 flusher.put_now(
                     own_line("heroku", dyno, "Stopping all processes with SIGTERM", PLATFORM_PRI)
@@ -229,9 +239,10 @@ def run_dyno(
             flusher.put(
                 own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI)
             )
+            flusher.put(state("starting", "complete" if one_off else "crashed"))
             flusher.close()
             return Exited(status)
-        flusher.put(own_line("heroku", dyno, "State changed from starting to up", PLATFORM_PRI))
+        flusher.put(state("starting", "up"))
         started.append(proc)
         while early:
             forward(early.pop(0), None)
@@ -263,6 +274,10 @@ def run_dyno(
             signal.signal(sig, handler)
     status = 128 - returncode if returncode < 0 else returncode
     flusher.put(own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
+    if one_off:
+        flusher.put(state("up", "complete"))
+    elif not stopping:
+        flusher.put(state("up", "crashed"))
     flusher.close()
     if flusher.error is not None:
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"

@@ -49,8 +49,10 @@ def test_output_and_lifecycle_lines_and_exit_status(herolog_home: Path) -> None:
         ("app", "worker.1", "hello [out]", 190),
         ("app", "worker.1", "oops", 187),
     ]
-    assert lines[4] == ("heroku", "worker.1", "Process exited with status 3", 45)
-    assert len(lines) == 5
+    assert lines[4:] == [  # a worker that exits unasked has crashed, as on Heroku
+        ("heroku", "worker.1", "Process exited with status 3", 45),
+        ("heroku", "worker.1", "State changed from up to crashed", 45),
+    ]
 
 
 @pytest.mark.subprocess
@@ -58,7 +60,10 @@ def test_defaults_and_quiet(herolog_home: Path) -> None:
     proc = run("-q", "--", sys.executable, "-c", "print('quietly')")
     assert (proc.returncode, proc.stdout) == (0, "")
     assert ("app", "run.1", "quietly", 190) in stored()
-    assert stored()[-1][2] == "Process exited with status 0"
+    assert [x[2] for x in stored()[-2:]] == [  # a one-off dyno's end on Heroku
+        "Process exited with status 0",
+        "State changed from up to complete",
+    ]
 
 
 @pytest.mark.subprocess
@@ -73,7 +78,10 @@ def test_a_missing_command_is_127(herolog_home: Path) -> None:
     assert proc.returncode == 127
     assert "no-such-command-here" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert stored()[-1][2] == "Process exited with status 127"
+    assert [x[2] for x in stored()[-2:]] == [
+        "Process exited with status 127",
+        "State changed from starting to complete",
+    ]
 
 
 @pytest.mark.subprocess
@@ -93,7 +101,7 @@ def test_a_script_without_a_shebang_runs_with_sh_as_env_and_timeout_run_it(
     proc = run("--", str(script), "one")
     assert proc.returncode == 3
     assert proc.stdout == f"ran {script} with one\n"
-    assert [x[2] for x in stored()][-2:] == [
+    assert [x[2] for x in stored()][-3:-1] == [
         f"ran {script} with one",
         "Process exited with status 3",
     ]
@@ -117,6 +125,12 @@ def test_signals_are_passed_on_once(herolog_home: Path) -> None:
     code, _ = child.stop()
     assert code == 0
     assert ("app", "web.1", "got TERM x1", 190) in stored()
+    # A web dyno stopped goes down, in Heroku's order, and has not crashed.
+    assert [x[2] for x in stored() if x[0] == "heroku"][2:] == [
+        "State changed from up to down",
+        "Stopping all processes with SIGTERM",
+        "Process exited with status 0",
+    ]
 
 
 @pytest.mark.subprocess
@@ -128,7 +142,7 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     child.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends: Python dies of KeyboardInterrupt
     code, _ = child.stop()
     assert code == -signal.SIGINT  # herolog too, as a shell does: 130 in $?
-    assert stored()[-1][2] == f"Process exited with status {128 + signal.SIGINT}"
+    assert stored()[-2][2] == f"Process exited with status {128 + signal.SIGINT}"
     child = Child("run", "--", "sleep", "30")
     children = Path(f"/proc/{child.proc.pid}/task/{child.proc.pid}/children")
     deadline = time.monotonic() + 15
@@ -138,9 +152,10 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     child.proc.send_signal(signal.SIGTERM)
     code, _ = child.stop()
     assert code == 128 + signal.SIGTERM
-    assert [x[:3] for x in stored()[-2:]] == [  # what Heroku writes for a dyno stopped
+    assert [x[:3] for x in stored()[-3:]] == [  # what Heroku writes for a dyno stopped
         ("heroku", "run.1", "Stopping all processes with SIGTERM"),
         ("heroku", "run.1", f"Process exited with status {128 + signal.SIGTERM}"),
+        ("heroku", "run.1", "State changed from up to complete"),
     ]
 
 
@@ -172,8 +187,8 @@ def test_closed_output_does_not_stop_the_command_or_the_storing(herolog_home: Pa
     assert proc.stdout == "line 0\n"
     assert "Traceback" not in proc.stderr
     lines = stored()
-    assert lines[-1][2] == "Process exited with status 0"
-    assert lines[-2][2] == "line 99999"
+    assert lines[-2][2] == "Process exited with status 0"
+    assert lines[-3][2] == "line 99999"
 
 
 @pytest.mark.subprocess
@@ -181,7 +196,7 @@ def test_the_run_ends_with_its_command_not_with_background_children(herolog_home
     proc = run("--", "sh", "-c", "sleep 30 & echo started")  # would take 30 s if it waited
     assert proc.returncode == 0
     assert proc.stdout == "started\n"
-    assert stored()[-1][2] == "Process exited with status 0"
+    assert stored()[-2][2] == "Process exited with status 0"
 
 
 @pytest.mark.subprocess
@@ -284,7 +299,7 @@ def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_h
     assert done.returncode == 0, done.stderr
     peak_mb = int(done.stdout) / 1024
     assert peak_mb < 80, f"herolog run peaked at {peak_mb:.0f} MB"  # 183 MB unbounded
-    *_, last, exit_line = stored()
+    *_, last, exit_line, _ = stored()
     assert (last[2], exit_line[2]) == ("line 599999 of the burst", "Process exited with status 0")
 
 
@@ -350,7 +365,7 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
     finally:
         runner.kill()
         other.close()
-    *_, last, exit_line = stored()
+    *_, last, exit_line, _ = stored()
     assert (last[2], exit_line[2]) == ("line 14999", "Process exited with status 0")
 
 
@@ -414,10 +429,11 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
         other.close()
         status = runner.wait(60)
     assert status == 0
-    platform = open_store().last(LineFilter(app="default", source="heroku"), 2)[0]
+    platform = open_store().last(LineFilter(app="default", source="heroku"), 3)[0]
     assert [x.message for x in platform] == [
         "Stopping all processes with SIGTERM",
         "Process exited with status 0",
+        "State changed from up to complete",
     ]
 
 
@@ -427,7 +443,7 @@ def test_a_last_line_without_a_newline_is_stored_while_a_background_child_holds_
 ) -> None:
     proc = run("--", "sh", "-c", "sleep 5 & printf 'no newline'")
     assert (proc.returncode, proc.stdout) == (0, "no newline")
-    assert [x[2] for x in stored()][-2:] == ["no newline", "Process exited with status 0"]
+    assert [x[2] for x in stored()][-3:-1] == ["no newline", "Process exited with status 0"]
 
 
 @pytest.mark.subprocess
@@ -461,7 +477,7 @@ def test_a_signal_ignored_as_nohup_ignores_it_stays_ignored(
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (0, b"still here\n", b"")
-    assert stored()[-1][2] == "Process exited with status 0"
+    assert stored()[-2][2] == "Process exited with status 0"
 
 
 @pytest.mark.subprocess
@@ -506,7 +522,8 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_exit_timeout(
     status = run_dyno([sys.executable, "-c", script], "web.1", sink, echo=False).status
     assert status == 128 + signal.SIGKILL
     assert time.monotonic() - started < 20
-    assert seen[-4:] == [
+    assert seen[-5:] == [
+        "State changed from up to down",
         "Stopping all processes with SIGTERM",
         "Error R12 (Exit timeout) -> At least one process failed to exit within 0.5 seconds"
         " of SIGTERM",

@@ -68,7 +68,10 @@ def test_every_line_goes_to_the_server(guarded: Running, tmp_path: Path, how: st
         ("app", "worker.1", "hello [out]", 190),
         ("app", "worker.1", "oops", 187),
     ]
-    assert lines[4:] == [("heroku", "worker.1", "Process exited with status 3", 45)]
+    assert lines[4:] == [
+        ("heroku", "worker.1", "Process exited with status 3", 45),
+        ("heroku", "worker.1", "State changed from up to crashed", 45),
+    ]
     assert not (tmp_path / "logs.db").exists()  # nothing went to the local store
 
 
@@ -155,7 +158,7 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
         child.kill()
     assert child.returncode == 5
     assert err == (
-        "herolog run: could not store 2 of 5 lines: cannot reach"
+        "herolog run: could not store 3 of 6 lines: cannot reach"
         f" http://u:***@127.0.0.1:{server.http_port}: connection refused\n"
     )
     assert [x[2] for x in seen(running, "default")][-1] == "before"
