@@ -36,6 +36,7 @@ from herolog.server.config import (
 )
 from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
+from herolog.server.systemd import notify
 from herolog.server.writer import Writer
 from herolog.store import SQLiteStore, StoreError, file_identity
 
@@ -104,6 +105,7 @@ class _Uvicorn(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify("STOPPING=1")
         await self._end_streams()
         # A client that does not read what it was sent would hold its connection open (a
         # transport closes only once its buffer is sent): cut those off.
@@ -308,8 +310,11 @@ class Server:
         await self.syslog.start(self._syslog_socket, self._tls, self.config.header_timeout)
 
     async def _announce(self) -> None:
-        for line in self.banner():
+        lines = self.banner()
+        for line in lines:
             print(f"herolog serve: {line}", file=self.log, flush=True)
+        # Last of the startup steps: the writer is up and every listener open.
+        notify(f"READY=1\nSTATUS={lines[0]}")
         self.started.set()
 
     def banner(self) -> list[str]:

@@ -27,7 +27,7 @@ from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
 from tests.helpers import herolog_env, invoke
-from tests.server.conftest import ServeProcess
+from tests.server.conftest import ServeProcess, own_certificate
 
 
 def batch(tag: str, n: int = 10) -> bytes:
@@ -158,6 +158,87 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     assert code == 0, err
     assert "Traceback" not in err
     assert_stored_whole(herolog_home, acknowledged)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_a_systemd_notify_unit_hears_ready_then_stopping(
+    herolog_home: Path, tmp_path: Path, abstract: bool, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """Type=notify: systemd starts what depends on serve once it says READY=1."""
+    name = f"@herolog-test-{os.getpid()}" if abstract else str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind("\0" + name[1:] if abstract else name)
+        manager.settimeout(30)
+        server = serve_process("--port", "0", env=herolog_env(NOTIFY_SOCKET=name))
+        ready = manager.recv(4096).decode()
+        assert ready == f"READY=1\nSTATUS=HTTPS drain intake on {server.url}/apps/APP/logs"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert manager.recv(4096) == b"STOPPING=1"
+        code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+
+
+@pytest.mark.subprocess
+def test_a_notify_socket_nobody_listens_on_does_not_stop_serve(
+    herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    env = herolog_env(NOTIFY_SOCKET=str(tmp_path / "gone"))
+    server = serve_process("--port", "0", env=env)
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+
+
+SERVICE_UNIT = Path(__file__).parents[2] / "examples" / "herolog.service"
+
+
+def test_the_example_systemd_unit_is_one_systemd_takes(tmp_path: Path) -> None:
+    program = shutil.which("systemd-analyze")
+    assert program, "the unit check needs systemd-analyze: apt-get install systemd"
+    unit = tmp_path / "herolog.service"
+    herolog = Path(sys.executable).with_name("herolog")
+    unit.write_text(
+        re.sub(r"^ExecStart=\S+", f"ExecStart={herolog}", SERVICE_UNIT.read_text(), flags=re.M)
+    )
+    checked = subprocess.run(
+        [program, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+
+
+@pytest.mark.subprocess
+def test_the_example_systemd_unit_starts_serve(
+    herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """Its command line and environment, with the credentials directory (%d) holding a
+    certificate and the ports free ones: serve starts, on TLS, and tells systemd so."""
+    unit = SERVICE_UNIT.read_text()
+    command = re.search(r"^ExecStart=\S+ serve (.*)$", unit, flags=re.M)
+    assert command, unit
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    certfile, keyfile, _ = own_certificate(tmp_path)
+    for name, pem in re.findall(r"^LoadCredential=([^:]+):\S+/(\S+)$", unit, flags=re.M):
+        shutil.copy({"fullchain.pem": certfile, "privkey.pem": keyfile}[pem], credentials / name)
+    args = command[1].replace("%d", str(credentials))
+    args = re.sub(r"--syslog-port \d+", "--syslog-port 0", args)
+    environment = dict(re.findall(r"^#\s+(HEROLOG_\w+)=(\S+)$", unit, flags=re.M))
+    assert "HEROLOG_AUTH" in environment  # a public address takes nothing less
+    name = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(name)
+        manager.settimeout(30)
+        env = herolog_env(**environment, NOTIFY_SOCKET=name)
+        server = serve_process(*args.split(), "--port", "0", env=env)
+        assert manager.recv(4096).startswith(b"READY=1\nSTATUS=HTTPS drain intake on https://")
+        server.proc.send_signal(signal.SIGTERM)
+        assert manager.recv(4096) == b"STOPPING=1"
+        code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+    assert "syslog+tls drain intake" in err
 
 
 @pytest.mark.subprocess
