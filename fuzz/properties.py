@@ -37,6 +37,10 @@ INTAKE_APP = "fuzz"
 
 _INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _TOKEN = re.compile(r"[!-~]+")
+# RFC 5424's TIMESTAMP; a drain gets any other timestamp as the same instant in Logplex's form.
+_RFC5424_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 Outcome = tuple[list[LogLine], tuple[int, int] | None]
 """What a decoder made of a stream: its lines, and the frame and offset of its error. (The
@@ -83,10 +87,13 @@ def check_syslog_line(line: LogLine, raw: bytes, *, counted: bool) -> None:
 
 
 def check_forwarded(line: LogLine) -> None:
-    """A stored line, as a drain gets it (either form), parses back to the same line."""
+    """A stored line, as a drain gets it (either form), parses back to the same line (its
+    timestamp in RFC 5424's form where it was not)."""
     for hostname in ("host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"):
         (back,) = parse_logplex(frame([format_syslog(line, hostname)]), RECEIVED)
         sent = line._replace(pri=190 if line.pri is None else line.pri, hostname=hostname)
+        if not _RFC5424_TIMESTAMP.fullmatch(line.timestamp):
+            sent = sent._replace(timestamp=line.time[:26] + "+00:00")
         if hostname == "host":
             sent = sent._replace(structured_data=None)
         assert back == sent

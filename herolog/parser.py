@@ -713,6 +713,8 @@ class SyslogFields(Protocol):
     @property
     def timestamp(self) -> str: ...
     @property
+    def time(self) -> str: ...
+    @property
     def source(self) -> str: ...
     @property
     def dyno(self) -> str: ...
@@ -724,19 +726,35 @@ class SyslogFields(Protocol):
     def structured_data(self) -> str | None: ...
 
 
+# RFC 5424's TIMESTAMP (6.2.3): upper-case T and Z, at most six digits of fraction, the
+# offset with its colon, and no leap second.
+_RFC5424_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
-    """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise.
+    """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise (the
+    timestamp as sent, unless RFC 5424 does not allow it).
 
     The message ends in the usual framing newline, except a message ending in ``\r``: a
     receiver that reads ``\r\n`` as a line end even in a counted frame (herolog did, once)
     would lose the ``\r``, so that one goes without (octet counting allows it).
     """
     pri = 190 if line.pri is None else line.pri  # local7.info, what app output carries
+    timestamp = line.timestamp
+    if _RFC5424_TIMESTAMP.fullmatch(timestamp) is None:
+        # The intake takes timestamps RFC 5424 does not (``2024-03-05T09:14:07``, ``+0100``,
+        # ``t`` and ``z``, a leap second), which would stop a receiver's RFC 5424 parser at
+        # the TIMESTAMP, reading the HOSTNAME, APP-NAME and PROCID as message text: such a
+        # timestamp goes as the same instant in Logplex's form.
+        timestamp = line.time[:26] + "+00:00"
     if hostname == "host":
-        head = f"<{pri}>1 {line.timestamp} host {line.source} {line.dyno} -"
+        head = f"<{pri}>1 {timestamp} host {line.source} {line.dyno} -"
     else:
         sd = line.structured_data or "-"
-        head = f"<{pri}>1 {line.timestamp} {hostname} {line.source} {line.dyno} - {sd}"
+        head = f"<{pri}>1 {timestamp} {hostname} {line.source} {line.dyno} - {sd}"
     end = "" if line.message.endswith("\r") else "\n"
     # A leading U+FEFF would be read back as RFC 5424's byte order mark: mark it as one.
     bom = "\ufeff" if line.message[:1] == "\ufeff" else ""

@@ -91,6 +91,26 @@ def test_a_message_ending_in_carriage_return_survives_framing() -> None:
     assert parsed.message == "progress 50%\r"
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "sent"),
+    [
+        ("2024-03-05T09:14:07.418233+00:00", "2024-03-05T09:14:07.418233+00:00"),
+        ("2024-03-05T11:14:07.5+02:00", "2024-03-05T11:14:07.5+02:00"),
+        ("2024-03-05T09:14:07Z", "2024-03-05T09:14:07Z"),
+        ("2024-03-05T09:14:07", "2024-03-05T09:14:07.000000+00:00"),
+        ("2024-03-05t09:14:07z", "2024-03-05T09:14:07.000000+00:00"),
+        ("2024-03-05T10:14:07+0100", "2024-03-05T09:14:07.000000+00:00"),
+        ("2024-03-05T09:14:07.123456789Z", "2024-03-05T09:14:07.123456+00:00"),
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999+00:00"),
+    ],
+)
+def test_formatting_writes_timestamps_rfc5424_allows(timestamp: str, sent: str) -> None:
+    (parsed,) = parse_logplex(body_of(f"<190>1 {timestamp} host app web.1 - x\n"), RECEIVED)
+    assert format_syslog(parsed) == f"<190>1 {sent} host app web.1 - x\n".encode()
+    (again,) = parse_logplex(frame([format_syslog(parsed)]), RECEIVED)
+    assert again.time == parsed.time
+
+
 def test_only_one_trailing_newline_is_framing() -> None:
     line = parse_logplex(body_of("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n\n"))[0]
     assert line.message == "hi\n"

@@ -286,6 +286,48 @@ def test_syslog_drain_frames_and_round_trip(make_server: ServerFactory) -> None:
         listener.close()
 
 
+# RFC 5424's TIMESTAMP: upper-case T and Z, at most 6 digits of fraction, an offset with its
+# colon, seconds to 59 (no leap second).
+RFC5424_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def test_a_syslog_drain_gets_rfc5424_timestamps_from_lenient_senders(
+    make_server: ServerFactory,
+) -> None:
+    """The intake takes timestamps RFC 5424 does not (as syslog senders and saved logs write
+    them); forwarded verbatim, rsyslog's RFC 5424 parser gave up at the TIMESTAMP and took
+    the rest of the header (HOSTNAME, APP-NAME, PROCID) for message text."""
+    listener = SyslogSink()
+    try:
+        running = make_server()
+        add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        sent = {
+            "2024-03-05T09:14:07": "2024-03-05T09:14:07.000000+00:00",
+            "2024-03-05t09:14:07z": "2024-03-05T09:14:07.000000+00:00",
+            "2024-03-05T10:14:07+0100": "2024-03-05T09:14:07.000000+00:00",
+            "2024-03-05T01:14:07.5-0800": "2024-03-05T09:14:07.500000+00:00",
+            "2024-03-05T09:14:07.1234567890Z": "2024-03-05T09:14:07.123456+00:00",
+            "2016-12-31T23:59:60Z": "2016-12-31T23:59:59.999999+00:00",
+            "2024-03-05T11:14:07.5+02:00": "2024-03-05T11:14:07.5+02:00",  # valid: verbatim
+        }
+        body = frame(
+            f"<13>1 {timestamp} myhost billing 42 - - stamped {timestamp}\n".encode()
+            for timestamp in sent
+        )
+        assert running.post("demo", body).status_code == 204
+        assert [x.message for x in running.lines("demo")] == [f"stamped {t}" for t in sent]
+        wait_until(lambda: len(listener.lines()) >= len(sent), what="syslog lines")
+        got = listener.lines()
+        assert [x.message for x in got] == [f"stamped {t}" for t in sent]
+        assert [x.timestamp for x in got] == list(sent.values())
+        assert all(RFC5424_TIMESTAMP.fullmatch(x.timestamp) for x in got)
+        assert {(x.source, x.dyno) for x in got} == {("billing", "42")}
+    finally:
+        listener.close()
+
+
 @pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
