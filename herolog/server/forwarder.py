@@ -75,6 +75,10 @@ SAVE_INTERVAL_S = 1.0
 DEFAULT_TIMING = DrainTiming()
 SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
+MAX_MESSAGE = 10_000
+"""A drain gets a longer message in pieces of at most this many bytes, as Heroku splits a
+dyno's long lines (Logplex's own input refuses frames over 10 KB, and herolog's syslog
+intake closes a connection at one over 64 KiB, losing what follows it)."""
 CATCH_UP_LINES = 2000
 CATCH_UP_BYTES = 1 << 20
 """A read of catch-up lines holds at most about this many lines and bytes of messages."""
@@ -123,6 +127,23 @@ def backoff_limit(attempts: int, timing: DrainTiming) -> float:
     """The longest wait before retry number ``attempts``: doubling from the base, capped,
     however long the drain has been failing (the wait itself is jittered below this)."""
     return min(timing.backoff_cap_s, timing.backoff_base_s * 2.0 ** min(attempts - 1, 16))
+
+
+def pieces(message: str) -> list[str]:
+    """``message`` cut into pieces of at most MAX_MESSAGE bytes of UTF-8, never inside a
+    character."""
+    raw = message.encode()
+    if len(raw) <= MAX_MESSAGE:
+        return [message]
+    cut_up = []
+    while len(raw) > MAX_MESSAGE:
+        cut = MAX_MESSAGE
+        while 0x80 <= raw[cut] < 0xC0:  # a continuation byte: the character starts before
+            cut -= 1
+        cut_up.append(raw[:cut].decode())
+        raw = raw[cut:]
+    cut_up.append(raw.decode())
+    return cut_up
 
 
 def _real(lines: Sequence[StoredLine]) -> int:
@@ -377,6 +398,17 @@ class DrainWorker:
     def encode(self, line: StoredLine) -> bytes:
         raise NotImplementedError
 
+    def messages(self, lines: Sequence[StoredLine]) -> list[bytes]:
+        """The frames' messages for ``lines``: one a line, or more for a long one."""
+        encode = self.encode
+        found = []
+        for line in lines:
+            if len(line.message) <= MAX_MESSAGE // 4:  # no character is over 4 bytes
+                found.append(encode(line))
+            else:
+                found.extend(encode(line._replace(message=piece)) for piece in pieces(line.message))
+        return found
+
     def _next_batch(self) -> _Pending:
         # Drops past the position (live lines dropped while catching up) are not told yet:
         # a stop gives them back to the next server, which delivers them. They are told
@@ -558,8 +590,9 @@ class HTTPDrain(DrainWorker):
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
         import httpx
 
-        body = frame(map(self.encode, lines))
-        headers = {"Logplex-Msg-Count": str(len(lines)), "Logplex-Frame-Id": frame_id}
+        messages = self.messages(lines)
+        body = frame(messages)
+        headers = {"Logplex-Msg-Count": str(len(messages)), "Logplex-Frame-Id": frame_id}
         try:
             request = self.client.build_request("POST", self.target, content=body, headers=headers)
             response = await self.client.send(request, stream=True)
@@ -660,7 +693,7 @@ class SyslogDrain(DrainWorker):
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
         writer = await self._connect()
         try:
-            writer.write(frame(map(self.encode, lines)))
+            writer.write(frame(self.messages(lines)))
             async with asyncio.timeout(self.timing.timeout_s * 3):
                 await writer.drain()
         except (OSError, TimeoutError) as error:

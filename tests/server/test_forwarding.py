@@ -419,6 +419,47 @@ def test_lines_round_trip_through_a_second_herolog(
     assert view(second.lines("copy")) == view(first.lines("demo")) == view(sent)
 
 
+def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
+    make_server: ServerFactory, herolog_home: Path
+) -> None:
+    """Logplex sends no message over 10,000 bytes (Heroku splits longer lines, and its
+    input refuses frames over 10 KB); the intake stores lines of up to 1 MiB. Forwarded
+    whole, one of 70 KB closed a second herolog's syslog connection (its limit is 64 KiB),
+    and the lines sent after it on that connection were lost, though counted delivered."""
+    first = make_server()
+    second = make_server(store_path=herolog_home / "second.db", syslog_port=0, syslog_app="copy")
+    sink = HTTPSink()
+    try:
+        add_drain(first, "demo", f"syslog://127.0.0.1:{second.syslog_port}")
+        add_drain(first, "demo", sink.url())
+        long = "é" + "x" * 69_999 + "ü" * 5_000  # 80,001 bytes: cut between characters
+        sent = [line("before"), line(long), line("after")]
+        post(first, "demo", sent)
+        pieces = ["before", *_cut(long, 10_000), "after"]
+        wait_until(lambda: len(second.lines("copy")) >= len(pieces), what="the syslog copy")
+        assert [x.message for x in second.lines("copy")] == pieces
+        wait_until(lambda: len(sink.delivered_lines()) >= len(pieces), what="the HTTP copy")
+        assert [x.message for x in sink.delivered_lines()] == pieces
+        for request in sink.delivered():
+            assert request.headers["Logplex-Msg-Count"] == str(len(request.lines))
+        workers = first.server.app.forwarder.workers.values()
+        wait_until(lambda: all(w.delivery.delivered == 3 for w in workers), what="the counts")
+        assert "closed a syslog connection" not in second.log.getvalue()
+    finally:
+        sink.close()
+
+
+def _cut(text: str, size: int) -> list[str]:
+    """``text`` in pieces of at most ``size`` UTF-8 bytes, none inside a character."""
+    pieces, piece = [], ""
+    for char in text:
+        if len((piece + char).encode()) > size:
+            pieces.append(piece)
+            piece = ""
+        piece += char
+    return [*pieces, piece]
+
+
 def test_shutdown_flushes_and_reports_what_is_left(
     make_server: ServerFactory, herolog_home: Path
 ) -> None:
