@@ -45,8 +45,11 @@ _EVENT_BYTES = 1 << 20
 event in the server's socket buffer, on top of its tail buffer."""
 _READ_BATCH = 2000
 # How a stream says it is over: a history sent whole, or a tail whose ``until`` passed.
-# The heroku CLI ignores events other than ``message`` and ``error``.
-END_OF_HISTORY = b"event: end\ndata: history\n\n"
+# The heroku CLI ignores events other than ``message`` and ``error``. A history's end also
+# sets the reconnect delay to 0: the CLI's EventSource arms its reconnect timer as the
+# stream ends, after the CLI has closed it, and node does not exit until the timer fires
+# (RETRY_MS, or 3 s without one), so ``heroku logs`` would wait that long for nothing.
+END_OF_HISTORY = b"retry: 0\nevent: end\ndata: history\n\n"
 END_OF_TAIL = b"event: end\ndata: until\n\n"
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 

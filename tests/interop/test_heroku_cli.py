@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
+from herolog.server import sessions
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 
 KEY = "interop-key"
@@ -109,6 +110,32 @@ def test_heroku_logs_n_over_the_history_prints_the_whole_history(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "1500")
+
+
+def test_heroku_logs_exits_once_the_history_is_printed(
+    heroku_cli: Path, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's EventSource arms its reconnect timer (the stream's ``retry``, 3 s when none
+    is sent) as a history ends, and node stays up until it fires, whatever the CLI printed:
+    a one-off stream sets it to 0 as it ends. The tail's reconnect delay is raised here to
+    10 s, so a CLI that waited for it cannot pass for one held up by a busy machine."""
+    monkeypatch.setattr(sessions, "RETRY_MS", 10_000)
+    expected = herolog_logs(server, "-a", "demo", "-n", "5")
+    with subprocess.Popen(
+        [str(heroku_cli), "logs", "-a", "demo", "-n", "5"],
+        env=cli_env(server, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        lines = [proc.stdout.readline().rstrip("\n") for _ in expected]
+        printed = time.monotonic()
+        assert lines == expected
+        assert proc.stdout.read() == ""  # its end: the CLI has exited
+        assert proc.wait(60) == 0, proc.stderr.read()
+        assert time.monotonic() - printed < 5
 
 
 def test_heroku_logs_and_drains_take_the_apps_id(
