@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import sqlite3
 import ssl
 import time
@@ -144,6 +145,20 @@ def pieces(message: str) -> list[str]:
         raw = raw[cut:]
     cut_up.append(raw.decode())
     return cut_up
+
+
+def text_lines(message: str) -> list[str]:
+    """``message`` split at its line ends (``\n`` or ``\r\n``), as Heroku's log router splits
+    a dyno's output: without the line ends, and without a last empty line or a ``\r`` the
+    message ends in."""
+    found = _LINE_END.split(message)
+    if len(found) > 1 and not found[-1]:
+        found.pop()
+    found[-1] = found[-1].removesuffix("\r")
+    return found
+
+
+_LINE_END = re.compile(r"\r?\n")
 
 
 def _real(lines: Sequence[StoredLine]) -> int:
@@ -398,15 +413,26 @@ class DrainWorker:
     def encode(self, line: StoredLine) -> bytes:
         raise NotImplementedError
 
+    one_line_frames = False
+    """Whether each line of a message goes in a frame of its own, as Heroku's log router
+    sends a dyno's output."""
+
     def messages(self, lines: Sequence[StoredLine]) -> list[bytes]:
-        """The frames' messages for ``lines``: one a line, or more for a long one."""
+        """The frames' messages for ``lines``: one a line, or more for a long one (or, with
+        one_line_frames, for one of several lines)."""
         encode = self.encode
         found = []
         for line in lines:
-            if len(line.message) <= MAX_MESSAGE // 4:  # no character is over 4 bytes
+            message = line.message
+            if self.one_line_frames and ("\n" in message or message.endswith("\r")):
+                texts = text_lines(message)
+            elif len(message) <= MAX_MESSAGE // 4:  # no character is over 4 bytes
                 found.append(encode(line))
+                continue
             else:
-                found.extend(encode(line._replace(message=piece)) for piece in pieces(line.message))
+                texts = [message]
+            for text in texts:
+                found.extend(encode(line._replace(message=piece)) for piece in pieces(text))
         return found
 
     def _next_batch(self) -> _Pending:
@@ -583,6 +609,10 @@ class HTTPDrain(DrainWorker):
             },
             follow_redirects=False,
         )
+
+    # Receivers of Logplex's HTTPS form, Vector's heroku_logs among them, split a body at
+    # newlines and refuse (400) one whose count of lines is not Logplex-Msg-Count.
+    one_line_frames = True
 
     def encode(self, line: StoredLine) -> bytes:
         return format_syslog(line)

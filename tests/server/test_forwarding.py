@@ -83,8 +83,10 @@ def test_http_drain_gets_every_line_in_order_with_logplex_headers(
     ]
     for start in range(0, len(sent), 7):
         post(running, "demo", sent[start : start + 7])
-    wait_until(lambda: len(sink.delivered_lines()) >= len(sent), what="every line")
-    assert view(sink.delivered_lines()) == view(sent)
+    wait_until(lambda: len(sink.delivered_lines()) >= len(sent) + 1, what="every line")
+    # The traceback a line a frame, as Heroku's router sends a dyno's output.
+    traceback = [sent[50]._replace(message=text) for text in ("Traceback:", "  boom")]
+    assert view(sink.delivered_lines()) == view([*sent[:50], *traceback, sent[51]])
     frame_ids = set()
     for request in sink.delivered():
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -415,8 +417,12 @@ def test_lines_round_trip_through_a_second_herolog(
         line("tab\tand unicode é", source="heroku", dyno="api", pri=134),
     ]
     post(first, "demo", sent)
-    wait_until(lambda: len(second.lines("copy")) == len(sent), what="the copy")
-    assert view(second.lines("copy")) == view(first.lines("demo")) == view(sent)
+    # Over HTTPS a message of several lines goes a line a frame, as Heroku sends them.
+    split = [sent[30]._replace(message=text) for text in ("multi", "line", "message")]
+    copied = [*sent[:30], *split, sent[31]]
+    wait_until(lambda: len(second.lines("copy")) == len(copied), what="the copy")
+    assert view(second.lines("copy")) == view(copied)
+    assert view(first.lines("demo")) == view(sent)
 
 
 def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
@@ -447,6 +453,35 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
         assert "closed a syslog connection" not in second.log.getvalue()
     finally:
         sink.close()
+
+
+def test_https_drains_get_a_message_of_several_lines_a_line_a_frame_as_vector_reads_them(
+    make_server: ServerFactory, herolog_home: Path
+) -> None:
+    """Vector's heroku_logs source splits a body at newlines and answers 400 when that count
+    is not Logplex-Msg-Count; Logplex then drops the batch. Heroku's router sends a dyno's
+    output a line a frame, so a multi-line message (an imported traceback, an octet-counted
+    syslog message) and one ending in \r go to HTTPS drains that way. A syslog drain,
+    octet-counted, gets each whole."""
+    server = make_server()
+    sink = HTTPSink()
+    syslog = SyslogSink()
+    try:
+        add_drain(server, "demo", sink.url())
+        add_drain(server, "demo", f"syslog://127.0.0.1:{syslog.port}")
+        messages = ["Traceback:\n  File x\r\nValueError", "50%\r", "ends\n", "a\n\nb", "one"]
+        post(server, "demo", [line(m) for m in messages])
+        frames = ["Traceback:", "  File x", "ValueError", "50%", "ends", "a", "", "b", "one"]
+        wait_until(lambda: len(sink.delivered_lines()) >= len(frames), what="the HTTP copy")
+        assert [x.message for x in sink.delivered_lines()] == frames
+        for request in sink.delivered():  # as Vector counts
+            lines = request.body.decode().removesuffix("\n").split("\n")
+            assert len(lines) == int(request.headers["Logplex-Msg-Count"]) == len(request.lines)
+        wait_until(lambda: len(syslog.lines()) >= len(messages), what="the syslog copy")
+        assert [x.message for x in syslog.lines()] == messages
+    finally:
+        sink.close()
+        syslog.close()
 
 
 def _cut(text: str, size: int) -> list[str]:
