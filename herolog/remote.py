@@ -232,12 +232,21 @@ class RemoteLogs:
         app = self.request.wanted.app
         # An app's id comes with the app: a tail would wait for one of no app for ever.
         waits = self.request.tail and not (app is not None and looks_like_id(app))
+        waited = False
         while True:
             try:
-                return self._create_session(client, session_body(self.request))
+                if not waited:
+                    return self._create_session(client, session_body(self.request))
+                # Every line the app has came after the tail started, and a local tail shows
+                # them all: not only the -n last of those stored in the second before this
+                # ask. Read from after line 0, the session leaves none out.
+                url = self._create_session(client, session_body(self.request, lines=0))
+                self.last_id = "0"
+                return url
             except RemoteError as error:
                 if not (waits and error.no_app):
                     raise
+            waited = True
             if self._until_passed():
                 return None
             self.sleep(WAIT_FOR_APP_S)

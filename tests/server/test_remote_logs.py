@@ -667,6 +667,36 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("num", [["-n", "0"], ["-n", "1"], []])
+def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
+    make_server: ServerFactory, num: list[str]
+) -> None:
+    """Every line of an app the tail waited for came after the tail started, so each is
+    shown, as in local mode, whatever -n asks of the history: none is left behind in the
+    second before the tail asks the server again."""
+    running = make_server(api_key=KEY)
+    path = running.server.config.store_path
+    fill(path, "other", line("not this app"))
+    env = herolog_env(HEROLOG_API_KEY=KEY)
+    child = Child("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
+    try:
+        time.sleep(1.5)
+        assert child.proc.poll() is None, child.stop()[1]
+        fill(path, "fresh", *[line(f"first {i}", second=1) for i in range(3)])
+        assert [x.split(": ", 1)[1] for x in child.read_lines(3, timeout=15)] == [
+            "first 0",
+            "first 1",
+            "first 2",
+        ]
+        fill(path, "fresh", line("second", second=2))
+        assert child.read_lines(1) == ["2024-03-05T09:00:02.000000+00:00 app[web.1]: second"]
+        child.assert_quiet_for(0.5)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+    assert (code, err) == (-signal.SIGINT, "")
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("tail", [[], ["-t"]])
 def test_an_id_of_no_app_is_refused_even_by_a_tail(remote: Running, tail: list[str]) -> None:
     """As in local mode: an app's id comes with the app, so a tail would wait for ever."""
