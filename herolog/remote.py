@@ -106,12 +106,18 @@ def api_client(api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:
 def refused(base: str, response: httpx.Response, doing: str, app: str | None) -> RemoteError:
     """The one-line error for an API answer that is not a success."""
     error_id = None
+    status = response.status_code
+    shown_status = str(status)
     try:
         error = response.json()
         message, error_id = str(error["message"]), error.get("id")
     except (ValueError, KeyError, TypeError, AttributeError):
-        message = response.text.strip()[:200] or response.reason_phrase
-    status = response.status_code
+        # Not herolog's JSON (another server's, a proxy's): one line, and no page of HTML.
+        if response.headers.get("content-type", "").startswith("text/html"):
+            shown_status = f"{status} {response.reason_phrase}".strip()
+            message = "it answered with a web page, not as herolog serve does"
+        else:
+            message = (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
     if status == 401 and "Authorization" not in response.request.headers:
         return RemoteError(
             f"{base} needs an API key (401): set HEROLOG_API_KEY to its --api-key", final=True
@@ -130,7 +136,7 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     elif status == 422:
         error = RemoteError(message, usage=True)
     else:
-        error = RemoteError(f"{base} could not {doing} ({status}): {message}")
+        error = RemoteError(f"{base} could not {doing} ({shown_status}): {message}")
     error.not_found = not_found
     return error
 

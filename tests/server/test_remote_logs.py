@@ -167,6 +167,39 @@ def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     assert "could not create a log session (404)" in err
 
 
+@pytest.fixture
+def static_server(tmp_path: Path) -> Iterator[str]:
+    """``python -m http.server``: a server that answers, but not as herolog's does."""
+    import functools
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
+    )
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("args", [["logs"], ["logs", "-t", "-a", "demo"], ["drain", "list"]])
+def test_a_server_that_answers_with_a_web_page_is_one_line(
+    static_server: str, args: list[str]
+) -> None:
+    """Its error page is HTML over many lines: the error is one, with the status's reason."""
+    code, out, err = run(*args, "--server", static_server)
+    assert (code, out) == (1, "")
+    doing = "list the drains" if args[0] == "drain" else "create a log session"
+    status = "404 File not found" if args[0] == "drain" else "501 Unsupported method ('POST')"
+    assert err == (
+        f"Error: {static_server} could not {doing} ({status}): it answered with a web page,"
+        " not as herolog serve does\n"
+    )
+
+
 def test_a_drain_url_given_as_the_server_is_not_taken_for_an_unknown_app(
     make_server: ServerFactory,
 ) -> None:
