@@ -39,6 +39,10 @@ TAIL_BUFFER_BYTES = 16 << 20
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
+PASSED_EVERY_S = 1.0
+"""At most this often a tail that only had lines it does not want says how far it has got
+(an event with an id and no lines): a reader that reconnects resumes after them, and the
+store's trimming them since is not told as lines it lost (L11)."""
 _EVENT_LINES = 200
 _EVENT_BYTES = 1 << 20
 """...and about this many bytes of messages: a reader that does not read holds up to one
@@ -106,6 +110,8 @@ class Subscriber:
         self.dropped_since: str | None = None
         self.floor = 0
         """Lines up to this id were sent already (by the catch-up): not wanted again."""
+        self.passed_by = 0.0
+        """When lines that are not wanted next wake the reader, to say how far it has got."""
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         wanted = self.wanted
@@ -127,6 +133,9 @@ class Subscriber:
                 else:
                     self.stale = True
         if added:
+            self.wake.set()
+        elif lines and self.live and time.monotonic() >= self.passed_by:
+            self.passed_by = time.monotonic() + PASSED_EVERY_S
             self.wake.set()
 
     def take(self) -> list[StoredLine]:
@@ -154,6 +163,8 @@ class Reader:
         self.stopped = asyncio.Event()
         self.cursor = 0
         """The id of the last line this reader sent, or where its history ended."""
+        self.told = 0
+        """The last event id sent: where the client resumes if it reconnects."""
 
     def stop(self) -> None:
         self.stopped.set()
@@ -269,7 +280,7 @@ class Sessions:
                 # An id past the newest line (from a store since replaced, say) would have
                 # the tail wait for lines that may never come: go on from now instead.
                 newest = await reader.until_stopped(asyncio.to_thread(_newest, self.store_path))
-                reader.cursor = min(last_event_id, newest)
+                reader.cursor = reader.told = min(last_event_id, newest)
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
@@ -280,8 +291,7 @@ class Sessions:
                 # Tell the client where the history ended (id: 0 for an empty store), so
                 # that it has an id to resume after.
                 if reader.cursor != newest or not lines:
-                    await send(f"id: {newest}\n\n".encode())
-                    self._sent(session, reader, newest)
+                    await self._tell(session, reader, send, newest, always=True)
             if session.tail:
                 await self._tail(session, send, reader)
             else:
@@ -321,6 +331,8 @@ class Sessions:
                 if last == cursor and not subscriber.stale:
                     break
                 self._sent(session, reader, last)
+            # Lines the catch-up looked at and did not want: the client resumes after them.
+            await self._tell(session, reader, send, reader.cursor)
             subscriber.live = True
             subscriber.floor = reader.cursor
             buffer = subscriber.buffer
@@ -344,6 +356,8 @@ class Sessions:
                         await send(b": keep-alive\n\n")
                 reader.wake.clear()
                 lines = subscriber.take()
+                # Every line up to it that this tail wants is in ``lines`` (or told dropped).
+                passed = self.broadcaster.position
                 if subscriber.dropped:
                     assert subscriber.dropped_since is not None
                     lines.insert(
@@ -351,6 +365,7 @@ class Sessions:
                     )
                     subscriber.dropped = 0
                 await self._send(session, reader, send, lines)
+                await self._tell(session, reader, send, passed)
         finally:
             self.broadcaster.unsubscribe(subscriber)
 
@@ -369,8 +384,25 @@ class Sessions:
             part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
             await send(encode_event(part, event_id, as_json=session.as_json))
+            reader.told = max(reader.told, event_id)
             self._sent(session, reader, event_id)
             start = end
+
+    async def _tell(
+        self,
+        session: LogSession,
+        reader: Reader,
+        send: Write,
+        line_id: int,
+        *,
+        always: bool = False,
+    ) -> None:
+        """Give the client ``line_id`` to resume after (an event without lines), unless
+        it has a later one: every line up to it that the session wants has been sent."""
+        if always or line_id > reader.told:
+            await send(f"id: {line_id}\n\n".encode())
+            reader.told = max(reader.told, line_id)
+        self._sent(session, reader, line_id)
 
     @staticmethod
     def _sent(session: LogSession, reader: Reader, line_id: int) -> None:

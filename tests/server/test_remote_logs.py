@@ -566,6 +566,41 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
 
 
 @pytest.mark.subprocess
+def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_want(
+    herolog_home: Path,
+) -> None:
+    """Lines a -g tail does not want, trimmed before a restart, were not lost to it: it
+    resumes past them, with no L11 line, as a local tail does."""
+    path = herolog_home / "logs.db"
+
+    server, stop = serve(path, history=50)
+    port = server.http_port
+    assert port is not None
+    fill(path, "demo", line("ERROR before", second=0))
+    url = f"http://127.0.0.1:{port}"
+    child = Child(
+        "logs", "--server", url, "-a", "demo", "-t", "-g", "ERROR",
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )  # fmt: skip
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: ERROR before")
+        wait_until_live(server)
+        for _ in range(3):  # handed out to the tail, then trimmed by the next ones
+            fill(path, "demo", *[line(f"fine {i}", second=1) for i in range(100)])
+            time.sleep(1.5)
+        stop()
+        server, stop = serve(path, port, history=50)
+        fill(path, "demo", line("ERROR after", second=2))
+        assert child.read_lines(1) == ["2024-03-05T09:00:02.000000+00:00 app[web.1]: ERROR after"]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT  # 130 in a shell
+    assert err.count("reconnecting...") == 1, err
+
+
+@pytest.mark.subprocess
 def test_a_tail_ends_where_the_server_says_its_until_passed(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
