@@ -233,12 +233,17 @@ class RemoteLogs:
     def _first_session(self, client: httpx.Client) -> str | None:
         """The session's URL; a tail of an app the server has not had yet waits for its
         first line, as in local mode (None if --until passes first)."""
+        import httpx
+
         from herolog.drains import looks_like_id
 
         app = self.request.wanted.app
         # An app's id comes with the app: a tail would wait for one of no app for ever.
         waits = self.request.tail and not (app is not None and looks_like_id(app))
         waited = False
+        # Once the server has said it has no such app, a tail waiting for it outlives a
+        # drop or a restart (backing off as below), as a tail that has started does.
+        wait, down = WAIT_FOR_APP_S, False
         while True:
             try:
                 if not waited:
@@ -249,13 +254,25 @@ class RemoteLogs:
                 url = self._create_session(client, session_body(self.request, lines=0))
                 self.last_id = "0"
                 return url
-            except RemoteError as error:
-                if not (waits and error.no_app):
+            except httpx.TransportError as error:
+                if not waited:
                     raise
+                lost: str | None = _reason(error)
+            except RemoteError as error:
+                if not (waits and (error.no_app or (waited and not error.final))):
+                    raise
+                lost = None if error.no_app else str(error)
             waited = True
+            if lost is None:
+                wait, down = WAIT_FOR_APP_S, False
+            else:
+                if not down:
+                    self.on_reconnecting(lost)
+                wait = min(wait * 2, BACKOFF_CAP_S) if down else BACKOFF_START_S
+                down = True
             if self._until_passed():
                 return None
-            self.sleep(WAIT_FOR_APP_S)
+            self.sleep(wait)
 
     def _create_session(self, client: httpx.Client, body: dict[str, Any]) -> str:
         app = self.request.wanted.app

@@ -765,6 +765,36 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
 
 
 @pytest.mark.subprocess
+def test_a_tail_waiting_for_its_app_outlives_a_server_restart(herolog_home: Path) -> None:
+    """The server has answered (it has no such app yet): a restart while the tail waits is
+    a drop like any other, not the end of the tail."""
+    path = herolog_home / "logs.db"
+    fill(path, "other", line("not this app"))
+    server, stop = serve(path)
+    port = server.http_port
+    assert port is not None
+    url = f"http://127.0.0.1:{port}"
+    child = Child(
+        "logs", "--server", url, "-a", "fresh", "-t", env=herolog_env(HEROLOG_API_KEY=KEY)
+    )
+    try:
+        time.sleep(1.5)
+        stop()
+        time.sleep(1.5)
+        assert child.proc.poll() is None, child.stop()[1]
+        server, stop = serve(path, port)
+        fill(path, "fresh", line("first", second=1))
+        assert child.read_lines(1, timeout=15) == [
+            "2024-03-05T09:00:01.000000+00:00 app[web.1]: first"
+        ]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT  # 130 in a shell
+    assert err.count("reconnecting...") == 1, err
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("tail", [[], ["-t"]])
 def test_an_id_of_no_app_is_refused_even_by_a_tail(remote: Running, tail: list[str]) -> None:
     """As in local mode: an app's id comes with the app, so a tail would wait for ever."""
