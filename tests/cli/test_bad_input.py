@@ -440,8 +440,8 @@ def test_run_says_when_its_store_is_corrupt_and_keeps_its_commands_status(
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.splitlines()
-    # The three lines of the dyno manager: starting, up, exited.
-    prefix = "herolog run: could not store 3 of 3 lines: "
+    # The four lines of the dyno manager: starting, up, exited, complete.
+    prefix = "herolog run: could not store 4 of 4 lines: "
     assert line.startswith(prefix), line
     assert_move_aside("Error: " + line.removeprefix(prefix), path)
 

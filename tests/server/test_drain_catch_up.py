@@ -154,7 +154,7 @@ def test_lines_stored_while_no_server_runs_are_delivered_in_order_when_serve_sta
     assert ran.returncode == 0, ran.stderr
     store_lines(store_path, "demo", *numbered(5, start=100))
     offline = [x.message for x in stored(store_path, "demo")][len(live) :]
-    assert len(offline) == 20 + 5 + 5  # the run's own three heroku[run.1] lines and its two
+    assert len(offline) == 20 + 6 + 5  # the run's own four heroku[run.1] lines and its two
     running, stop = start()
     wait_until(
         lambda: len(sink.delivered_lines()) >= len(live) + len(offline), what="the stored lines"
