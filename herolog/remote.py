@@ -150,6 +150,10 @@ def unreachable(base: str, error: Exception) -> RemoteError:
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         # serve --certfile with a certificate of one's own is the usual way to get here.
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
+    elif "WRONG_VERSION_NUMBER" in reason and base.startswith("https:"):
+        reason += " (it answers plain HTTP: use http://)"
+    elif "without sending a response" in reason and base.startswith("http:"):
+        reason += " (a server of HTTPS closes a plain-HTTP connection so: try https://)"
     return RemoteError(f"cannot reach {base}: {reason}")
 
 

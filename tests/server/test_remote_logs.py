@@ -833,6 +833,26 @@ def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactor
         )
 
 
+def test_the_wrong_scheme_for_the_server_says_which_to_use(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    certfile, keyfile, _ = own_certificate(tmp_path)
+    plain = make_server(api_key=KEY)
+    tls = make_server(
+        api_key=KEY, certfile=certfile, keyfile=keyfile, store_path=tmp_path / "tls.db"
+    )
+    for url, hint in (
+        (plain.url.replace("http:", "https:"), "(it answers plain HTTP: use http://)"),
+        (tls.url.replace("https:", "http:"), "closes a plain-HTTP connection so: try https://)"),
+    ):
+        for command in (["logs"], ["drain", "list"]):
+            code, _, err = run(*command, env={"HEROLOG_URL": url, "HEROLOG_API_KEY": KEY})
+            assert code == 1
+            (message,) = err.splitlines()
+            assert message.startswith(f"Error: cannot reach {url}: ")
+            assert message.endswith(hint), message
+
+
 def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
