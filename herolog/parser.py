@@ -37,6 +37,9 @@ MAX_COUNT_DIGITS = 12
 _COUNT_AND_HEADER = re.compile(rf"[ \t\r\n]*([0-9]{{1,{MAX_COUNT_DIGITS}}}) (?:{_HEADER_FIELDS})?")
 _HEADER = re.compile(_HEADER_FIELDS)
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
+_WHITESPACE_OR_NUL = re.compile(r"[ \t\r\n\0]*")
+"""Between newline-framed messages: a sender ending them with a newline and a NUL has sent
+no message between the two."""
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -367,8 +370,9 @@ class FrameDecoder:
         # RFC 6587 3.4.2: some senders end messages with NUL instead (syslog-ng reads both).
         # Looked for once a chunk: a message is searched for a NUL only if there is one.
         nul_ends = self.newline_framing and "\0" in text
+        between = _WHITESPACE_OR_NUL if nul_ends else _WHITESPACE
         while True:
-            pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
+            pos = between.match(text, pos).end()  # type: ignore[union-attr]
             if pos == size:
                 return pos
             if self.newline_framing and text[pos] == "<":
@@ -428,7 +432,8 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         rest = self._buffer.decode("latin-1")
-        skipped = _WHITESPACE.match(rest).end()  # type: ignore[union-attr]
+        between = _WHITESPACE_OR_NUL if self.newline_framing else _WHITESPACE
+        skipped = between.match(rest).end()  # type: ignore[union-attr]
         if skipped == len(rest):
             return []
         if self.newline_framing and rest[skipped] == "<":

@@ -80,12 +80,16 @@ def test_a_nul_ends_a_message_as_a_newline_does(served: Running) -> None:
     stream read as one message until the 64 KiB limit closed the connection."""
     head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
     data = head + b"first\x00" + head + b"second\r\x00" + head + b"third\x00\n" + head + b"4th\x00"
+    data += head + b"5th\n\x00"  # both trailers, the NUL after: no message between them
     with connect(served) as sock:
         for i in range(len(data)):  # a byte at a time: a NUL is found in any read
             sock.sendall(data[i : i + 1])
         sock.sendall(syslog_frames("counted after"))
-        wait_for(lambda: len(served.lines()) == 5)
-    assert messages(served) == ["first", "second", "third", "4th", "counted after"]
+        sock.sendall(head + b"6th\n\x00" + head + b"7th\n")  # and in one read
+        wait_for(lambda: len(served.lines()) == 8)
+    assert messages(served) == [
+        *["first", "second", "third", "4th", "5th", "counted after", "6th", "7th"]
+    ]
 
 
 def test_frames_split_across_packets(served: Running) -> None:
