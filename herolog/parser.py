@@ -250,6 +250,10 @@ def parse_syslog(message: bytes, received: Received | None = None) -> LogLine:
 
 
 _JSON_NAME = re.compile(r"[!-~]+")
+# JSON writes UTF-16 (\ud800), and Python's json reads raw ones too (ED A0 80): one half of
+# a pair is no character, which UTF-8 (and so the store) cannot hold. As invalid UTF-8 does
+# elsewhere, it becomes U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json_line(line: bytes) -> LogLine | None:
@@ -280,6 +284,10 @@ def parse_json_line(line: bytes) -> LogLine | None:
     structured_data = None if sd is None else format_structured_data(sd)
     if instant is None or structured_data == "":
         return None
+    if b"\\u" in line or not line.isascii():  # a lone surrogate: half a pair is no character
+        message = _SURROGATE.sub("\ufffd", message)
+        if structured_data is not None:
+            structured_data = _SURROGATE.sub("\ufffd", structured_data)
     return LogLine(timestamp, instant, source, dyno, message, pri, hostname, structured_data)
 
 

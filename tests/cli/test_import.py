@@ -401,6 +401,29 @@ def test_json_lines_that_are_not_logs_json_output_are_kept_whole() -> None:
     assert [x.split(": ", 1)[1] for x in stored("demo")] == [x.decode() for x in text.splitlines()]
 
 
+@pytest.mark.parametrize(
+    "escaped",
+    [b"\\ud800", b"\\udfff", b"\\ud83d x", b"\xed\xa0\x80"],  # lone surrogates; raw too
+)
+def test_a_lone_surrogate_in_json_imports_as_a_replacement_character(escaped: bytes) -> None:
+    """JSON can write half a UTF-16 pair (\\ud800), which is no character and which UTF-8
+    cannot store: it imports as U+FFFD, as invalid UTF-8 does in text, with the lines
+    around it, where the store's insert raised UnicodeEncodeError and lost the chunk."""
+    head = b'{"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1", '
+    text = (
+        head + b'"message": "before"}\n'
+        + head + b'"message": "bad ' + escaped + b' end", "structured_data": {"x@1": {"k": "'
+        + escaped + b'"}}}\n'
+        + head + b'"message": "after"}\n'
+    )  # fmt: skip
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 3 lines into demo (json format).\n")
+    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    rest = " x" if b" x" in escaped else ""
+    assert [x.message for x in lines] == ["before", f"bad \ufffd{rest} end", "after"]
+    assert lines[1].structured_data == f'[x@1 k="\ufffd{rest}"]'
+
+
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
