@@ -223,6 +223,7 @@ def check_heroku_line(text: str) -> None:
     head = f"{line.timestamp} {line.source}[{line.dyno}]:"
     assert text.startswith(head)
     assert text[len(head) :] in (line.message, " " + line.message)
+    check_forwarded(line)  # a SOURCE or DYNO a drain could not take would not come back
 
 
 def check_intake(

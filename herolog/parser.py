@@ -52,7 +52,9 @@ _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 # IANA-registered SD-IDs; any other parameterless element must carry "@" to count as SD.
 _REGISTERED_SD_IDS = frozenset({"timeQuality", "origin", "meta"})
 
-_HEROKU_LINE = re.compile(r"([!-~]+) ([^ \[\]]+)\[([^ \[\]]+)\]:(?: |$)")
+# SOURCE and DYNO are APP-NAME and PROCID, printable ASCII as in RFC 5424 (brackets aside):
+# a name with any other character could not go to a drain, so such a line has no header.
+_HEROKU_LINE = re.compile(r"([!-~]+) ([!-Z\\^-~]+)\[([!-Z\\^-~]+)\]:(?: |$)")
 
 _LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)')
 _BACKSLASH_ESCAPE = re.compile(r"\\(.)")

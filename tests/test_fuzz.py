@@ -87,6 +87,9 @@ def test_parse_syslog_never_raises(message: bytes) -> None:
 @example("2024-03-05T09:14:07Z app[web.1]:")
 @example("2024-03-05T09:14:07Z a[b][c]: x")
 @example("0001-01-01T00:00:00-00:01 app[web.1]: x")
+@example("2024-03-05T09:14:07Z app[w\u00e9b.1]: x")
+@example("2024-03-05T09:14:07Z \u00e4pp[web.1]: x")
+@example("2024-03-05T09:14:07Z app[web\t1]: x")
 def test_heroku_lines_parse_back_into_their_parts(text: str) -> None:
     properties.check_heroku_line(text)
 

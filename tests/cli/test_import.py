@@ -164,6 +164,25 @@ def test_text_that_is_not_heroku_output_is_kept_line_by_line(tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.parametrize(
+    "header", ["app[w\u00e9b.1]", "\u00e4pp[web.1]", "app[web\t1]", "app[w\x7fb]"]
+)
+def test_a_header_naming_what_no_dyno_can_be_named_is_not_one(header: str) -> None:
+    """SOURCE and DYNO are syslog APP-NAME and PROCID: printable ASCII (RFC 5424), as every
+    other input takes them (Heroku's process types are ASCII). A line naming anything else
+    would go to drains as a message they cannot read: it continues the line before it, as
+    a line without a header does, and herolog logs prints it back as it was."""
+    text = (
+        "2024-03-05T09:14:07.418233+00:00 app[web.1]: first\n"
+        f"2024-03-05T09:14:08.418233+00:00 {header}: x\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text.encode())
+    assert (code, err) == (0, "Imported 1 line into demo (heroku format).\n")
+    (line,) = open_store().last(LineFilter(app="demo"), 9)[0]
+    assert (line.source, line.dyno) == ("app", "web.1")
+    assert invoke("logs", "-a", "demo")[1] == text
+
+
 def test_import_logplex_body_from_stdin() -> None:
     body = frame(
         format_syslog(
