@@ -8,8 +8,11 @@ import ipaddress
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: herolog logs starts without it
 
 from herolog.store import (
     NOTICE_HOST,
@@ -249,10 +252,21 @@ class DrainError(Exception):
         """The server has no app of the name asked for."""
 
 
+def new_app_warning(app: str) -> str:
+    """What adding a drain to an app the store has not had yet says: Heroku would refuse a
+    name of no app (a typo); herolog takes it, for an app whose lines are to come."""
+    return (
+        f"{app} has no lines yet: the drain forwards them once they come"
+        " (check the app name if it should have some)"
+    )
+
+
 class Registry(Protocol):
     """Where ``herolog drain`` registers drains: the local store, or a server's API."""
 
-    def add(self, app: str, url: str) -> Drain: ...
+    def add(self, app: str, url: str) -> tuple[Drain, str | None]:
+        """The drain added, and a warning to show, if any."""
+        ...
 
     def list(self, app: str | None) -> list[Drain]: ...
 
@@ -283,10 +297,10 @@ class LocalRegistry:
     def __init__(self, store_path: Path) -> None:
         self.store_path = store_path
 
-    def add(self, app: str, url: str) -> Drain:
+    def add(self, app: str, url: str) -> tuple[Drain, str | None]:
         _checked(url)
 
-        def add(store: SQLiteStore) -> Drain:
+        def add(store: SQLiteStore) -> tuple[Drain, str | None]:
             info = find_app(store, app)
             if info is None and looks_like_id(app):
                 # As the API: an id of no app has a typo in it, as likely as not; a new
@@ -294,9 +308,10 @@ class LocalRegistry:
                 raise DrainError(f"the store has no app named {app!r}, nor one with that id")
             name = app if info is None else info.name
             try:
-                return counted(store, [store.add_drain(name, url)])[0]
+                added = counted(store, [store.add_drain(name, url)])[0]
             except DrainExists:
                 raise DrainError(f"{name} already has the drain {mask_url(url)}") from None
+            return added, new_app_warning(name) if info is None else None
 
         return using_store(self.store_path, add, create=True)
 
@@ -339,12 +354,13 @@ class RemoteRegistry:
         """The server's URL for messages: without its password."""
         self.api_key = api_key
 
-    def add(self, app: str, url: str) -> Drain:
+    def add(self, app: str, url: str) -> tuple[Drain, str | None]:
         _checked(url)
-        answer = self._call(
+        response = self._response(
             "POST", f"/apps/{quote(app, safe='')}/log-drains", app, "add the drain", {"url": url}
         )
-        return self._drain(answer)
+        # The warning the heroku CLI prints from the same header.
+        return self._drain(self._json(response)), response.headers.get("warning-message")
 
     def list(self, app: str | None) -> list[Drain]:
         path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"
@@ -380,6 +396,11 @@ class RemoteRegistry:
             ) from None
 
     def _call(self, method: str, path: str, app: str | None, doing: str, body: Any = None) -> Any:
+        return self._json(self._response(method, path, app, doing, body))
+
+    def _response(
+        self, method: str, path: str, app: str | None, doing: str, body: Any = None
+    ) -> httpx.Response:
         import httpx
 
         from herolog.remote import RemoteError, api_client, refused, unreachable
@@ -402,6 +423,9 @@ class RemoteRegistry:
             )
             failed.no_app = problem.no_app
             raise failed
+        return response
+
+    def _json(self, response: httpx.Response) -> Any:
         try:
             return response.json()
         except (ValueError, RecursionError):

@@ -132,7 +132,9 @@ def add(
     from herolog.drains import drain_object, mask_url
 
     name = app_name(app)
-    added = attempt(lambda: registry(server).add(name, url), server)
+    added, warning = attempt(lambda: registry(server).add(name, url), server)
+    if warning is not None:
+        click.echo(f"Warning: {warning}", err=True)
     if json_output:
         click.echo(json.dumps(drain_object(added, show_secrets=show_secrets), indent=2))
     else:

@@ -127,7 +127,10 @@ class PlatformAPI:
                     await _respond(send, 200, await self._list_drains(app))
                 else:
                     body = await _read_json(receive, scope)
-                    await _respond(send, 201, await self._add_drain(app, body))
+                    added, warning = await self._add_drain(app, body)
+                    # Printed by the heroku CLI (and herolog's) as a warning.
+                    extra = [] if warning is None else [(b"warning-message", warning.encode())]
+                    await _respond(send, 201, added, extra)
             elif raw := _DRAIN.fullmatch(scope.get("raw_path") or path.encode()):
                 _allow(method, "DELETE", "GET")
                 self._authorize(scope)
@@ -347,7 +350,7 @@ class PlatformAPI:
 
         return await self._in_store(work)
 
-    async def _add_drain(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _add_drain(self, ref: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         url = body.get("url")
         if not isinstance(url, str):
             raise APIError(422, "invalid_params", 'url is required: {"url": "https://..."}')
@@ -356,17 +359,18 @@ class PlatformAPI:
         except drains.DrainURLError as error:
             raise APIError(422, "invalid_params", str(error)) from None
 
-        def work(store: SQLiteStore) -> dict[str, Any]:
+        def work(store: SQLiteStore) -> tuple[dict[str, Any], str | None]:
             info = drains.find_app(store, ref)
             # An id of no app has a typo in it, as likely as not; any other name that is no
-            # app's is a new app, which the drain brings into being.
+            # app's is a new app, which the drain brings into being, with a warning.
             if info is None and drains.looks_like_id(ref):
                 raise _not_found("app")
             try:
                 added = store.add_drain(info.name if info else ref, url)
-                return drains.drain_object(drains.counted(store, [added])[0])
             except DrainExists:
                 raise APIError(422, "invalid_params", "Url has already been taken") from None
+            warning = drains.new_app_warning(ref) if info is None else None
+            return drains.drain_object(drains.counted(store, [added])[0]), warning
 
         return await self._in_store(work)
 

@@ -218,6 +218,12 @@ def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> Non
     refused = heroku(heroku_cli, env, "drains:add", url, "-a", "demo")
     assert refused.returncode != 0
     assert "Url has already been taken" in refused.stderr
+    # An app the store has not had (a typo, as likely as not) is taken, with the warning
+    # the CLI prints from the answer's Warning-Message header.
+    typo = heroku(heroku_cli, env, "drains:add", url, "-a", "demmo")
+    assert typo.returncode == 0, typo.stderr
+    assert "Warning: demmo has no lines yet" in typo.stderr
+    assert "has no lines yet" not in added.stderr + duplicate.stderr  # demo has lines
 
 
 def test_wrong_key_is_a_clean_error(
