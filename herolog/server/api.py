@@ -532,11 +532,17 @@ async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
     return body
 
 
+_HARDENING = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+"""On every answer of the API: drain objects carry their URLs' credentials, and a log
+session its secret URL, which no cache on the way (a proxy's, a browser's) may keep."""
+
+
 async def _respond(
     send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = (json.dumps(payload, ensure_ascii=False) + "\n").encode()
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    headers += _HARDENING
     headers += extra or []
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="herolog"'))

@@ -12,7 +12,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -250,3 +250,32 @@ def test_https_drains_verify_certificates(
     post(running, "demo", numbered(2, start=2))
     wait_until(lambda: sink.delivered(), what="delivery over verified HTTPS")
     assert {r.path for r in sink.requests} == {"/trusted"}
+
+
+def test_api_answers_are_never_stored_by_a_cache(make_server: ServerFactory) -> None:
+    """Drain objects carry their URLs' credentials and a log session its secret URL: no
+    cache between the client and the server (a proxy's, a browser's disk) may keep them.
+    Errors too, as every answer of the API is made the same way."""
+    running = make_server(api_key=API_KEY)
+    store_lines(running, "demo", line("hi"))
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    drains = f"{running.url}/apps/demo/log-drains"
+    url = f"https://user:{DRAIN_PASSWORD}@logs.example/in?api_key={DRAIN_KEY}"
+    answers = [
+        httpx.post(drains, json={"url": url}, headers=auth),
+        httpx.get(drains, headers=auth),
+        httpx.get(f"{running.url}/log-drains", headers=auth),
+        httpx.get(f"{drains}/{quote(url, safe='')}", headers=auth),
+        httpx.head(drains, headers=auth),
+        httpx.post(f"{running.url}/apps/demo/log-sessions", json={}, headers=auth),
+        httpx.get(f"{running.url}/apps/demo", headers=auth),
+        httpx.get(f"{running.url}/account", headers=auth),
+        httpx.get(drains),  # 401
+        httpx.get(f"{running.url}/apps/nope/log-drains", headers=auth),  # 404
+        httpx.get(f"{running.url}/sessions/{'0' * 8}-0000-0000-0000-{'0' * 12}?sig=x"),  # 404
+    ]
+    assert DRAIN_PASSWORD in answers[1].text
+    for answer in answers:
+        where = f"{answer.request.method} {answer.request.url.path}: {answer.status_code}"
+        assert answer.headers.get("cache-control") == "no-store", where
+        assert answer.headers.get("x-content-type-options") == "nosniff", where
