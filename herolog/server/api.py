@@ -29,6 +29,7 @@ from herolog.server.http import (
     Receive,
     Scope,
     Send,
+    from_browser,
     has_key,
     header,
     media_type,
@@ -172,8 +173,7 @@ class PlatformAPI:
         Browsers never may: a web page could otherwise drive an API that needs no key
         (a form POST, or DNS rebinding a name of its own to 127.0.0.1).
         """
-        site = header(scope, b"sec-fetch-site")
-        if header(scope, b"origin") is not None or site not in (None, b"none", b"same-origin"):
+        if from_browser(header(scope, b"origin"), header(scope, b"sec-fetch-site")):
             raise APIError(
                 403, "forbidden", "The Platform API does not take requests from browsers."
             )

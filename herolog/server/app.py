@@ -28,6 +28,7 @@ from herolog.server.http import (
     Send,
     basic_credentials,
     body_too_large,
+    from_browser,
     has_key,
     header,
     headers_only,
@@ -232,6 +233,10 @@ class HerologApp:
             raise HTTPError(400, APP_NAME_RULE)
         # One pass over the headers (the first of a repeated one counts, as in header()).
         headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
+        if from_browser(headers.get(b"origin"), headers.get(b"sec-fetch-site")):
+            # A web page open on this machine could otherwise write to a loopback intake
+            # without --auth (through a name of its own rebound to 127.0.0.1).
+            raise HTTPError(403, "the drain intake does not take requests from browsers")
         self._check_intake_auth(headers.get(b"authorization"))
         content_type = headers.get(b"content-type", b"")
         if content_type != LOGPLEX_TYPE_BYTES:

@@ -50,6 +50,14 @@ def headers_only(send: Send) -> Send:
     return send_headers
 
 
+def from_browser(origin: bytes | None, fetch_site: bytes | None) -> bool:
+    """Whether a request comes from a web page, by its ``Origin`` and ``Sec-Fetch-Site``
+    headers: browsers send an Origin with every POST (a same-origin one too, as a page whose
+    name an attacker rebound to 127.0.0.1 makes), and say cross-site in Sec-Fetch-Site;
+    drains and API clients send neither."""
+    return origin is not None or fetch_site not in (None, b"none", b"same-origin")
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:

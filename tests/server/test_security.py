@@ -279,3 +279,27 @@ def test_api_answers_are_never_stored_by_a_cache(make_server: ServerFactory) -> 
         where = f"{answer.request.method} {answer.request.url.path}: {answer.status_code}"
         assert answer.headers.get("cache-control") == "no-store", where
         assert answer.headers.get("x-content-type-options") == "nosniff", where
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # DNS rebinding: a page whose name now resolves to 127.0.0.1 posts to itself
+        {"Host": "rebound.example:8514", "Origin": "http://rebound.example:8514"},
+        {"Origin": "null"},  # a sandboxed frame, a page from a file
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+def test_web_pages_cannot_write_to_the_intake(
+    make_server: ServerFactory, headers: dict[str, str]
+) -> None:
+    """Without --auth, the loopback intake takes whatever this machine sends it, and a web
+    page open in a browser here is on this machine too: the preflight keeps a page from
+    sending application/logplex-1 elsewhere, but not to a name of its own rebound to
+    127.0.0.1. Browsers say where a request comes from; drains never do."""
+    running = make_server()
+    refused = running.post("demo", body("from a web page"), headers=headers)
+    assert refused.status_code == 403
+    assert "browser" in refused.text
+    assert running.lines() == []
+    assert running.post("demo", body("from a drain")).status_code == 204
