@@ -164,6 +164,20 @@ class _Uvicorn(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+class _Config(uvicorn.Config):
+    """uvicorn's settings, serving HTTPS with herolog's TLS context, the syslog port's, not
+    one uvicorn makes: before uvicorn 0.48, its own took the cipher string "TLSv1", which
+    for TLS 1.2 is CBC ciphers with SHA-1 only (unencrypted and anonymous ones among them),
+    none that a client of today offers."""
+
+    tls: ssl.SSLContext | None = None
+
+    def load(self) -> None:
+        super().load()
+        if self.tls is not None:
+            self.ssl = self.tls
+
+
 class Server:
     """One ``herolog serve``: HTTP intake and syslog listener in this process, and the
     store writer process it starts."""
@@ -186,15 +200,13 @@ class Server:
         limits = RequestLimits(
             config.header_timeout, config.body_timeout, config.max_body, stats=self.stats
         )
-        uvicorn_config = uvicorn.Config(
+        self._uvicorn_config = uvicorn_config = _Config(
             self.app,
             http=protocol_class(limits),
             lifespan="on",
             log_level="warning",
             access_log=False,  # URLs may carry secrets (dd-api-key=...); never log them
             server_header=False,
-            ssl_certfile=str(config.certfile) if config.certfile else None,
-            ssl_keyfile=str(config.keyfile) if config.keyfile else None,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
@@ -227,8 +239,9 @@ class Server:
             # HTTP intake, the store and the drains theirs.
             self.syslog.max_connections = max(1, min(self.syslog.max_connections, files // 2))
         if self.config.certfile and self.config.keyfile:
-            # uvicorn loads them only once it runs, and a bad pair is a traceback there.
+            # Here, not once uvicorn runs: a bad pair is a ConfigError, not a traceback.
             self._tls = tls_context(self.config.certfile, self.config.keyfile)
+            self._uvicorn_config.tls = self._tls
         store = SQLiteStore.open(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one

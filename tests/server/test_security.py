@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
 from tests.helpers import herolog_env, invoke, line
-from tests.server.conftest import ServeProcess, ServerFactory
+from tests.server.conftest import ServeProcess, ServerFactory, own_certificate
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_api import Tail, session, store_lines
 from tests.server.test_forwarding import add_drain, numbered, post
@@ -303,3 +304,41 @@ def test_web_pages_cannot_write_to_the_intake(
     assert "browser" in refused.text
     assert running.lines() == []
     assert running.post("demo", body("from a drain")).status_code == 204
+
+
+def _handshake(port: int, cafile: Path, ciphers: str | None = None) -> str:
+    """The cipher a TLS 1.2 client offering only ``ciphers`` (else its defaults) agrees on
+    with the server on ``port``."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        cipher = tls.cipher()
+        assert cipher is not None
+        return cipher[0]
+
+
+def test_https_and_syslog_tls_take_only_strong_ciphers(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Both ports serve the one TLS context herolog makes (Python's defaults: TLS 1.2 at
+    least, forward secrecy and AEAD ciphers), not uvicorn's own for HTTPS, which before
+    uvicorn 0.48 took the cipher string "TLSv1": CBC ciphers with SHA-1 only for TLS 1.2,
+    unencrypted (NULL) and anonymous ones among them."""
+    certfile, keyfile, cafile = own_certificate(tmp_path)
+    running = make_server(certfile=certfile, keyfile=keyfile, syslog_port=0)
+    ports = [running.server.http_port, running.server.syslog_port]
+    legacy = "ECDHE+SHA1"  # what "TLSv1" leaves a TLS 1.2 client with forward secrecy
+    for port in ports:
+        assert port is not None
+        assert "GCM" in _handshake(port, cafile) or "CHACHA20" in _handshake(port, cafile)
+        with pytest.raises(ssl.SSLError):
+            _handshake(port, cafile, legacy)
+        with pytest.raises(ssl.SSLError):
+            _handshake(port, cafile, "eNULL:aNULL:@SECLEVEL=0")
+    trusting = ssl.create_default_context(cafile=str(cafile))
+    assert running.post("demo", body("over TLS"), verify=trusting).status_code == 204
