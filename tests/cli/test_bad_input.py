@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from herolog.cli import cli
+from herolog.drains import new_app_warning
 from herolog.store import open_store
 from tests.helpers import SERVE_POLL_S, fill, herolog_env
 
@@ -507,7 +508,8 @@ def read_only_store(herolog_home: Path) -> Iterator[Path]:
     store = open_store(path)
     fill(store, "demo", ["kept"])
     store.close()
-    assert invoke("drain", "add", "https://logs.example.com/old") == (0, "")
+    added = invoke("drain", "add", "https://logs.example.com/old")
+    assert added == (0, f"Warning: {new_app_warning('default')}\n")
     undo: Callable[[], None]
     if os.geteuid() == 0:
         chattr = shutil.which("chattr")
