@@ -89,6 +89,12 @@ class Writer:
     def __init__(self, path: Path, history: int | None = None) -> None:
         self.path = path
         self.history: int | None = history
+        """The store's history: the one asked for until the writer has started, then the
+        one it reported."""
+        self._set_history = history
+        """What the writer sets the history to as it starts: only the first one does. One
+        restarted later keeps what the store says, which `herolog store history` may have
+        changed while serve ran."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: _Channel | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -117,8 +123,8 @@ class Writer:
             str(theirs.fileno()),
             str(self.path),
         ]
-        if self.history is not None:
-            args.append(str(self.history))
+        if self._set_history is not None:
+            args.append(str(self._set_history))
         self._proc = subprocess.Popen(args, pass_fds=[theirs.fileno()])
         theirs.close()
         loop = asyncio.get_running_loop()
@@ -130,6 +136,7 @@ class Writer:
             message = hello[1] if hello else f"the store writer exited with {self._proc.returncode}"
             raise StoreError(message)
         self.history = int(hello[1])
+        self._set_history = None
         self._accepting = True
         if self._watch is None:
             self._watch = loop.call_later(_WATCH_EVERY_S, self._watch_for_stalls)

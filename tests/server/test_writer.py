@@ -99,3 +99,49 @@ def test_a_writer_that_cannot_start_stops_serve_with_one_line_naming_the_store(
         server.run()
     assert str(raised.value).startswith(f"{path} is not a usable herolog store")
     assert "startup failed" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", [None, 50])
+def test_a_restarted_writer_keeps_the_history_set_while_serve_ran(
+    herolog_home: Path, given: int | None
+) -> None:
+    """serve's --history (or the store's own) is set once, as serve starts: a writer that
+    died and was restarted put it back over a `herolog store history` run meanwhile, and
+    trimmed every app to it (an operator's 100,000 lines back to 1,500)."""
+    import subprocess
+    import sys
+
+    from herolog.store import open_store
+    from tests.helpers import herolog_env
+
+    async def main() -> None:
+        writer = Writer(herolog_home / "logs.db", given)
+        await writer.start()
+        try:
+            for n in range(3):
+                await writer.write_body("demo", batch(f"job{n}", 10), None, None)
+            raised = subprocess.run(
+                [sys.executable, "-m", "herolog", "store", "history", "5000"],
+                env=herolog_env(HEROLOG_HOME=str(herolog_home)),
+                capture_output=True,
+                text=True,
+            )
+            assert raised.returncode == 0, raised.stderr
+            first = writer._proc
+            assert first is not None
+            first.kill()
+            for _ in range(200):
+                if writer.running and writer._proc is not first:
+                    break
+                await asyncio.sleep(0.05)
+            assert writer.running
+            assert writer._proc is not first
+            await writer.write_body("demo", batch("after", 10), None, None)
+        finally:
+            await writer.stop()
+
+    asyncio.run(main())
+    store = open_store()
+    assert store.history == 5000
+    assert store.apps()[0].lines == 40
+    assert len(stored(herolog_home)) == 40
