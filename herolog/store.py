@@ -92,14 +92,19 @@ CREATE TABLE drains (
 # the position meets again. An upgraded store's drains start at its newest line, as a new
 # drain does. No line of an app above its ``trimmed_through`` has been trimmed: what a drain
 # catching up has lost to the ring buffer lies below it.
-_DRAIN_POSITIONS = """
-ALTER TABLE drains ADD COLUMN through_id INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE drains ADD COLUMN dropped_ahead INTEGER NOT NULL DEFAULT 0;
-UPDATE drains SET through_id = (SELECT coalesce(max(id), 0) FROM lines);
+_APP_TRIMS = """
 ALTER TABLE apps ADD COLUMN trimmed_through INTEGER NOT NULL DEFAULT 0;
 UPDATE apps SET trimmed_through = coalesce(
     (SELECT min(id) FROM lines WHERE lines.app_id = apps.id), 1) - 1;
 """
+_DRAIN_POSITIONS = (
+    """
+ALTER TABLE drains ADD COLUMN through_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE drains ADD COLUMN dropped_ahead INTEGER NOT NULL DEFAULT 0;
+UPDATE drains SET through_id = (SELECT coalesce(max(id), 0) FROM lines);
+"""
+    + _APP_TRIMS
+)
 # Drops no L10 line has told a drain of yet, with when the first of them was: the next server
 # to forward it opens its first batch with that L10 (serve stopped before a batch could).
 _DRAIN_UNTOLD = """
@@ -395,6 +400,10 @@ class SQLiteStore:
                     db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS + _DRAIN_UNTOLD + _NOTICES
                 )
             else:
+                if version == 4 and not self._knows_trims():
+                    # The first schema 4 (a6cfecd) had no apps.trimmed_through, which was
+                    # added to it later without a version of its own.
+                    _execute_script(db, _APP_TRIMS)
                 for step in range(version, SCHEMA_VERSION):
                     _execute_script(db, _MIGRATIONS[step])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -779,7 +788,7 @@ class SQLiteStore:
             # Trimming takes an app's oldest lines first: if its oldest kept line comes
             # straight after ``after``, none of its lines past it are gone; nor past the
             # newest id it has had trimmed, where the store knows it.
-            trimmed_through = "trimmed_through" if self._schema_version() >= 4 else "NULL"
+            trimmed_through = "trimmed_through" if self._knows_trims() else "NULL"
             row = self._db.execute(
                 "SELECT (SELECT min(id) FROM lines WHERE app_id = apps.id),"
                 f" {trimmed_through} FROM apps WHERE name = ?",
@@ -959,6 +968,15 @@ class SQLiteStore:
 
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _knows_trims(self) -> bool:
+        """Whether apps remember how far they have been trimmed (apps.trimmed_through):
+        from schema 5 on, and in most stores of schema 4 (see _prepare)."""
+        version = self._schema_version()
+        if version != 4:
+            return version > 4
+        columns = self._db.execute("SELECT name FROM pragma_table_info('apps')").fetchall()
+        return ("trimmed_through",) in columns
 
     def last_id_received_before(self, instant: str) -> int:
         if not self._schema_ready():

@@ -607,6 +607,41 @@ def test_a_version_4_store_s_drains_have_nothing_untold_when_upgraded(tmp_path: 
     assert reader.drains()[0].delivery == told
 
 
+def test_a_version_4_store_made_before_apps_kept_their_trims_is_read_and_upgraded(
+    tmp_path: Path,
+) -> None:
+    """Schema 4 came first (a6cfecd) without apps.trimmed_through, which 1082665 added to it
+    without a new version: such a store could be read but never written again (every
+    append failed with "no such column: trimmed_through")."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(3)
+    fill(store, "demo", ["a", "b", "c", "d", "e"])
+    fill(store, "quiet", ["q"])
+    drain = store.add_drain("demo", "https://x.example/logs")
+    fill(store, "demo", ["f"])
+    state = Delivery(4, 1, False, "boom", "2026-12-03T00:00:00Z", through=6)
+    store.save_deliveries({drain.id: state})
+    store.close()
+    as_older_herolog_left_it(path, 4)
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE apps DROP COLUMN trimmed_through")
+    db.commit()
+    db.close()
+    reader = SQLiteStore.open(path, create=False)
+    assert messages(reader.last(LineFilter(), 10)) == ["d", "e", "q", "f"]
+    assert counted(reader, reader.drains())[0].waiting == 1  # "f"
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["g"])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert messages(writer.last(LineFilter(), 10)) == ["e", "q", "f", "g"]
+    (upgraded,) = counted(writer, writer.drains())
+    assert upgraded.delivery == state
+    assert upgraded.waiting == 2  # "f", "g"
+    # Its lines trimmed so far are counted as before the upgrade: up to "d" (id 4).
+    assert writer.trimmed_between(0, 8, "demo") == 4
+
+
 def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_upgrade(
     tmp_path: Path,
 ) -> None:
