@@ -41,6 +41,19 @@ def test_store_info(herolog_home: Path) -> None:
     assert details["apps"][0]["lines"] == 2
 
 
+def test_store_info_counts_the_store_s_own_files_only(herolog_home: Path) -> None:
+    """A store moved aside (as the error for a broken one says: logs.db.broken) or a copy
+    beside it is not part of the store's size."""
+    fill(open_store(), "demo", ["x", "y"])
+    own = ("logs.db", "logs.db-wal", "logs.db-shm")
+    (herolog_home / "logs.db.broken").write_bytes(b"\0" * 1_000_000)
+    (herolog_home / "logs.db.bak").write_bytes(b"\0" * 1_000_000)
+    details = json.loads(invoke("store", "info", "--json")[1])
+    assert details["bytes"] == sum(
+        (herolog_home / name).stat().st_size for name in own if (herolog_home / name).exists()
+    )
+
+
 def test_store_history_show_and_set(herolog_home: Path) -> None:
     assert invoke("store", "history")[1] == "1500\n"
     assert not (herolog_home / "logs.db").exists()
