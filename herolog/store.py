@@ -329,7 +329,7 @@ class SQLiteStore:
             if isinstance(error, sqlite3.OperationalError):
                 if "locked" in str(error):
                     raise
-                if not create and _read_only_file_system(path):
+                if not create and (_read_only_file_system(path) or _read_only_directory(path)):
                     return cls._open_read_only(path)
             raise _unopened(path, error) from error
         return store
@@ -1092,6 +1092,8 @@ def _why(path: Path, error: sqlite3.Error) -> str:
         fs = os.statvfs(path.parent)
         if fs.f_flag & os.ST_RDONLY:
             return f"{error} (its file system is read-only)"
+        if _read_only_directory(path):
+            return f"{error} (its directory {path.parent} cannot be written)"
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
     return str(error)
@@ -1121,6 +1123,12 @@ def _read_only_file_system(path: Path) -> bool:
         return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _read_only_directory(path: Path) -> bool:
+    """Whether the store's directory is one the user may not create files in (a backup's):
+    SQLite cannot make the -wal and -shm files there that it reads a WAL store with."""
+    return not os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:

@@ -545,6 +545,65 @@ def test_a_read_only_store_is_read_and_not_written(read_only_store: Path, comman
     assert "readonly" in line or "read-only" in line, line
 
 
+@pytest.fixture
+def store_in_a_read_only_directory(herolog_home: Path) -> Iterator[Path]:
+    """A store in a directory the user may not write to (a backup's, say), where SQLite
+    cannot make the -wal and -shm files it reads a WAL store with: mode 0500, or for root
+    an immutable directory (chattr +i)."""
+    herolog_home.mkdir()
+    path = herolog_home / "logs.db"
+    store = open_store(path)
+    fill(store, "demo", ["kept"])
+    store.close()
+    assert invoke("drain", "add", "https://logs.example.com/old") == (0, "")
+    assert not Path(f"{path}-wal").exists()
+    undo: Callable[[], None]
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        if chattr is None:
+            pytest.fail("as root this test needs chattr (e2fsprogs) to make a directory read-only")
+        made = subprocess.run([chattr, "+i", str(herolog_home)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.fail(f"chattr +i failed (needs CAP_LINUX_IMMUTABLE and ext4/xfs): {made.stderr}")
+
+        def undo() -> None:
+            subprocess.run([chattr, "-i", str(herolog_home)], check=True)
+    else:
+        herolog_home.chmod(stat.S_IRUSR | stat.S_IXUSR)
+
+        def undo() -> None:
+            herolog_home.chmod(stat.S_IRWXU)
+
+    try:
+        yield path
+    finally:
+        undo()
+
+
+@pytest.mark.parametrize("command", [c for c in STORE_COMMANDS if c != "serve"], ids=str)
+def test_a_store_in_a_read_only_directory_is_read_and_not_written(
+    store_in_a_read_only_directory: Path, command: str
+) -> None:
+    """Read as on a read-only file system; writers say why they cannot write, where SQLite
+    says only "unable to open database file" (and readers said it too)."""
+    code, err = invoke(*STORE_COMMANDS[command], stdin=b"<13>1 - h a p - - x\n")
+    if command not in WRITERS:
+        assert (code, err) == (0, "")
+        return
+    assert code == 1, err
+    line = one_error_line(err)
+    assert str(store_in_a_read_only_directory) in line
+    assert f"its directory {store_in_a_read_only_directory.parent} cannot be written" in line
+
+
+def test_a_store_in_a_read_only_directory_shows_its_lines(
+    store_in_a_read_only_directory: Path,
+) -> None:
+    result = CliRunner().invoke(cli, ["logs", "-a", "demo"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith("app[web.1]: kept\n")
+
+
 @pytest.mark.parametrize("command", [c for c in STORE_COMMANDS if c != "serve"], ids=str)
 @pytest.mark.parametrize("home", ["a file", "a symlink loop"])
 def test_a_herolog_home_that_cannot_hold_a_store_is_one_line(
