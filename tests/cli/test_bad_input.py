@@ -555,7 +555,8 @@ def store_in_a_read_only_directory(herolog_home: Path) -> Iterator[Path]:
     store = open_store(path)
     fill(store, "demo", ["kept"])
     store.close()
-    assert invoke("drain", "add", "https://logs.example.com/old") == (0, "")
+    added = invoke("drain", "add", "https://logs.example.com/old")
+    assert added == (0, f"Warning: {new_app_warning('default')}\n")
     assert not Path(f"{path}-wal").exists()
     undo: Callable[[], None]
     if os.geteuid() == 0:
