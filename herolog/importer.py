@@ -28,6 +28,15 @@ from herolog.store import Batch, Store
 
 Format = Literal["logplex", "syslog", "heroku", "json"]
 CHUNK_SIZE = 1 << 20
+MAX_LINE = 32 << 20
+"""The longest line of text input (heroku, syslog, json) an import takes, and the longest
+message of heroku text with the lines that continue it, in bytes (line ends between them
+counted, not the last): past it the import stops, as for a broken frame. The intake stores
+messages of up to 5 MiB (serve's --max-body), which ``logs --json`` escaping can make six
+times longer (a control character is written ``\u0001``). A file without newlines, or a
+gzip that decompresses to one, is read no further than this."""
+_HEAD = 4096
+"""How much of a line over MAX_LINE is kept: enough to tell whether it has a header."""
 
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
 _SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>[0-9]")
@@ -50,16 +59,37 @@ class ImportResult:
 
 
 class ImportFailed(Exception):
-    """The input broke off (framing that cannot be parsed, a read or a commit that
-    failed); what came before it is stored: ``result`` says how much."""
+    """The input broke off (framing that cannot be parsed, a line over MAX_LINE, a read or a
+    commit that failed); what came before it is stored: ``result`` says how much."""
 
     def __init__(
-        self, error: FramingError | OSError | sqlite3.DatabaseError, result: ImportResult
+        self,
+        error: FramingError | LineTooLong | OSError | sqlite3.DatabaseError,
+        result: ImportResult,
     ) -> None:
         why = f"cannot read it: {error.strerror or error}" if isinstance(error, OSError) else error
         super().__init__(f"{why}; {imported_before(result)}")
         self.error = error
         self.result = result
+
+
+class LineTooLong(ValueError):
+    """A line of text input over MAX_LINE, or a heroku message that grows past it with the
+    lines that continue it, which no log line is: the import stops at it."""
+
+    def __init__(self, line: int, offset: int, head: bytes = b"", *, message: bool = False):
+        what = (
+            f"a message over the {MAX_LINE}-byte limit, with the lines that continue it,"
+            if message
+            else f"a line over the {MAX_LINE}-byte limit"
+        )
+        super().__init__(f"line {line} at byte {offset}: {what} is not a log line")
+        self.line = line
+        self.offset = offset
+        self.head = head
+        """The line's first bytes (up to _HEAD), for the heroku format to tell whether it
+        has a header of its own or continues the message before it."""
+        self.message = message
 
 
 class ImportInterrupted(Exception):
@@ -104,10 +134,10 @@ def import_stream(
 ) -> ImportResult:
     """Store every line of ``stream`` under ``app``, committing chunk by chunk.
 
-    A Logplex stream that breaks its framing, a read or a commit that fails, raise
-    ImportFailed: the lines before the break are stored (each chunk commits on its own so a
-    big import does not hold the store's write lock), nothing after it, and its result's
-    ``bytes_stored`` says where in the input that is.
+    A Logplex stream that breaks its framing, a line of text over MAX_LINE, a read or a
+    commit that fails, raise ImportFailed: the lines before the break are stored (each
+    chunk commits on its own so a big import does not hold the store's write lock), nothing
+    after it, and its result's ``bytes_stored`` says where in the input that is.
     """
     try:
         first = stream.read(CHUNK_SIZE)
@@ -150,6 +180,10 @@ def import_stream(
     except FramingError as error:
         if skipped:  # the offset in the input, as tail -c counts it, not after the BOM
             error = FramingError(error.reason, error.frame, error.offset + skipped)
+        raise ImportFailed(error, result) from None
+    except LineTooLong as error:
+        if skipped:
+            error = LineTooLong(error.line, error.offset + skipped, message=error.message)
         raise ImportFailed(error, result) from None
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
@@ -243,24 +277,49 @@ def _logplex(chunks: Iterator[bytes]) -> _Parsed:
 def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes], int]]:
     """Complete lines of each chunk, the last at the end of input, without their ``\n`` (a
     ``\r`` before it is left to the caller: it counts in where the next line starts), and
-    the offset past them."""
+    the offset past them.
+
+    A line over MAX_LINE raises LineTooLong once read that far, before it is put together,
+    after the lines before it are given.
+    """
     rest: list[bytes] = []  # a line still without its end, in pieces: joined once (not n^2)
-    rest_size = end = 0
+    rest_size = end = number = 0  # number: the lines given so far
     for chunk in chunks:
-        end += len(chunk)
+        start, end = end - rest_size, end + len(chunk)  # start: where rest begins
         if b"\n" not in chunk:
             rest.append(chunk)
             rest_size += len(chunk)
-            yield len(chunk), [], end - rest_size
+            if rest_size > MAX_LINE:
+                raise LineTooLong(number + 1, start, _head(rest))
+            yield len(chunk), [], start
             continue
         lines = chunk.split(b"\n")
+        if rest_size + len(lines[0]) > MAX_LINE:
+            raise LineTooLong(number + 1, start, _head([*rest, lines[0]]))
         if rest:
             lines[0] = b"".join([*rest, lines[0]])
         last = lines.pop()
+        if len(chunk) > MAX_LINE:  # else no other line of it can be over the limit
+            for i, line in enumerate([*lines, last]):
+                if len(line) > MAX_LINE:
+                    at = start + sum(len(x) + 1 for x in lines[:i])
+                    yield len(chunk), lines[:i], at
+                    raise LineTooLong(number + i + 1, at, line[:_HEAD])
+        number += len(lines)
         rest, rest_size = [last], len(last)
         yield len(chunk), lines, end - rest_size
     if rest_size:
         yield 0, [b"".join(rest)], end
+
+
+def _head(pieces: list[bytes]) -> bytes:
+    """The first _HEAD bytes of a line in pieces, without joining all of it."""
+    head = b""
+    for piece in pieces:
+        head += piece[: _HEAD - len(head)]
+        if len(head) == _HEAD:
+            break
+    return head
 
 
 def _syslog(chunks: Iterator[bytes]) -> _Parsed:
@@ -294,40 +353,68 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
 
     The heroku CLI prints a message's embedded newlines as they are, so a traceback spans
     several lines of which only the first has a header. Lines before any header are kept
-    as ``unknown`` lines.
+    as ``unknown`` lines. A message that grows past MAX_LINE with the lines that continue
+    it raises LineTooLong, naming its first line.
     """
     pending: LogLine | None = None
     undescribed = False  # pending has no header: kept whole, as unknown[unknown]
-    more: list[str] = []  # its continuation lines, joined once it is complete (not n^2)
+    # Its continuation lines, joined once it is complete (not n^2); those of the chunks
+    # before, a piece a chunk, so that a message of many short lines is not as many objects.
+    more: list[str] = []
+    fresh: list[str] = []  # those of the chunk being read
 
     def complete(line: LogLine) -> LogLine:
-        if not more:
+        if not more and not fresh:
             return line
-        whole = line._replace(message="\n".join([line.message, *more]))
+        whole = line._replace(message="\n".join([line.message, *more, *fresh]))
         more.clear()
+        fresh.clear()
         return whole
 
     pending_at = pos = end = 0  # where pending starts in the input; where the next line does
-    for size, raw_lines, end in _split_lines(chunks):
-        received = Received.at()
-        done: list[LogLine] = []
-        unknown = 0
-        for raw in raw_lines:
-            start, pos = pos, pos + len(raw) + 1
-            text = raw.removesuffix(b"\r").decode("utf-8", "replace")
-            parsed = parse_heroku_line(text)
-            if parsed is not None:
-                if pending is not None:
-                    done.append(complete(pending))
-                    unknown += undescribed
-                pending, pending_at, undescribed = parsed, start, False
-            elif pending is not None and not undescribed:
-                more.append(text)
-            elif text.strip():
-                if pending is not None:
-                    done.append(complete(pending))
-                    unknown += undescribed
-                pending, pending_at, undescribed = kept_whole(text, received), start, True
-        yield size, done, end if pending is None else pending_at, unknown
+    pending_line = number = 0  # the line pending starts at; the lines read
+    try:
+        for size, raw_lines, end in _split_lines(chunks):
+            received = Received.at()
+            done: list[LogLine] = []
+            unknown = 0
+            for raw in raw_lines:
+                start, pos = pos, pos + len(raw) + 1
+                number += 1
+                text = raw.removesuffix(b"\r").decode("utf-8", "replace")
+                parsed = parse_heroku_line(text)
+                if parsed is not None:
+                    if pending is not None:
+                        done.append(complete(pending))
+                        unknown += undescribed
+                    pending, pending_at, pending_line, undescribed = parsed, start, number, False
+                elif pending is not None and not undescribed:
+                    fresh.append(text)
+                    if pos - 1 - pending_at > MAX_LINE:
+                        yield size, done, pending_at, unknown
+                        raise LineTooLong(pending_line, pending_at, message=True)
+                elif text.strip():
+                    if pending is not None:
+                        done.append(complete(pending))
+                        unknown += undescribed
+                    pending, undescribed = kept_whole(text, received), True
+                    pending_at, pending_line = start, number
+            if fresh:
+                more.append("\n".join(fresh))
+                fresh.clear()
+            yield size, done, end if pending is None else pending_at, unknown
+    except LineTooLong as error:
+        if error.message or pending is None:
+            raise
+        if not undescribed and not _has_header(error.head):  # it continues pending
+            raise LineTooLong(pending_line, pending_at, message=True) from None
+        yield 0, [complete(pending)], error.offset, int(undescribed)
+        raise
     if pending is not None:
         yield 0, [complete(pending)], end, int(undescribed)
+
+
+def _has_header(head: bytes) -> bool:
+    """Whether a line longer than ``head``, its start, has a header of its own."""
+    parsed = parse_heroku_line(head.decode("utf-8", "replace"))
+    return parsed is not None and parsed.message != ""

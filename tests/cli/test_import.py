@@ -749,3 +749,168 @@ def test_a_line_longer_than_many_chunks_imports_whole(
     result = importer.import_stream(io.BytesIO(text.encode()), store, "demo", fmt)
     assert (result.lines, result.bytes_stored) == (3, len(text))
     assert [x.message for x in store.last(LineFilter(app="demo"), 9)[0]] == ["a", long, "b"]
+
+
+def _a_line(fmt: Format, i: int, message: bytes) -> bytes:
+    """Line ``i`` of an input in ``fmt``, saying ``message``."""
+    if fmt == "heroku":
+        return b"2024-03-05T09:14:%02dZ app[web.1]: %s\n" % (i, message)
+    if fmt == "syslog":
+        return b"<190>1 2024-03-05T09:14:%02dZ host app web.1 - %s\n" % (i, message)
+    record = {"timestamp": f"2024-03-05T09:14:{i:02d}Z", "source": "app", "dyno": "web.1"}
+    return json.dumps({**record, "message": message.decode()}).encode() + b"\n"
+
+
+def messages(app: str) -> list[str]:
+    return [x.message for x in open_store().last(LineFilter(app=app), 999)[0]]
+
+
+@pytest.mark.parametrize("chunk", [64, 1 << 20], ids=["over many reads", "in one read"])
+@pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
+def test_a_line_over_the_limit_stops_the_import_after_the_lines_before_it(
+    fmt: Format, chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line over MAX_LINE is not a log line (a file without newlines, a gzip bomb): the
+    import stops at it, once it has read past the limit, and says where to go on from, as
+    for a broken frame, a store that fails or Ctrl-C."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "MAX_LINE", 1000)
+    monkeypatch.setattr(importer, "CHUNK_SIZE", chunk)
+    before = b"\xef\xbb\xbf" + b"".join(_a_line(fmt, i, b"line %d" % i) for i in range(5))
+    long = _a_line(fmt, 5, b"x" * 1200)
+    after = b"".join(_a_line(fmt, i, b"line %d" % i) for i in range(6, 9))
+    path = tmp_path / "long.log"
+    path.write_bytes(before + long + after)
+    code, _, err = invoke("import", str(path), "-a", "demo", "--format", fmt)
+    assert (code, err) == (
+        1,
+        f"Error: {path}: line 6 at byte {len(before)}: a line over the 1000-byte limit is"
+        f" not a log line; the 5 lines before it were imported (the input's first"
+        f" {len(before)} bytes), nothing after it\n",
+    )
+    assert messages("demo") == [f"line {i}" for i in range(5)]
+    # What follows the offset, without the long line, stores every other line once.
+    code, _, err = invoke("import", "-", "-a", "demo", "--format", fmt, input=after)
+    assert code == 0, err
+    assert messages("demo") == [f"line {i}" for i in (0, 1, 2, 3, 4, 6, 7, 8)]
+
+
+@pytest.mark.parametrize("chunk", [64, 1 << 20], ids=["over many reads", "in one read"])
+@pytest.mark.parametrize("continuation", ["many lines", "one long line"])
+def test_a_message_whose_continuation_lines_add_up_past_the_limit_stops_the_import(
+    continuation: str, chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In heroku logs text a line without a header continues the message before it: a
+    message that grows past MAX_LINE that way is no more a log line than one line is."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "MAX_LINE", 1000)
+    monkeypatch.setattr(importer, "CHUNK_SIZE", chunk)
+    before = b"".join(_a_line("heroku", i, b"line %d" % i) for i in range(3))
+    rest = {
+        "many lines": b"".join(b'  File "x.py", line %d, in y\n' % i for i in range(40)),
+        "one long line": b"x" * 1200 + b"\n",
+    }[continuation]
+    long = _a_line("heroku", 3, b"Traceback (most recent call last):") + rest
+    after = b"".join(_a_line("heroku", i, b"line %d" % i) for i in range(4, 6))
+    path = tmp_path / "long.log"
+    path.write_bytes(before + long + after)
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (
+        1,
+        f"Error: {path}: line 4 at byte {len(before)}: a message over the 1000-byte limit,"
+        " with the lines that continue it, is not a log line; the 3 lines before it were"
+        f" imported (the input's first {len(before)} bytes), nothing after it\n",
+    )
+    assert messages("demo") == ["line 0", "line 1", "line 2"]
+    assert invoke("import", "-", "-a", "demo", input=after)[0] == 0
+    assert messages("demo") == ["line 0", "line 1", "line 2", "line 4", "line 5"]
+
+
+@pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
+def test_a_line_or_a_message_of_the_limit_imports_whole(
+    fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "MAX_LINE", 1000)
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 64)
+    empty = len(_a_line(fmt, 1, b"")) - 1
+    longest = _a_line(fmt, 1, b"x" * (1000 - empty))
+    assert len(longest) == 1001
+    text = _a_line(fmt, 0, b"a") + longest + _a_line(fmt, 2, b"b")
+    if fmt == "heroku":  # a message of the limit, of a header line and the lines after it
+        message = _a_line(fmt, 3, b"c") + b"d\n" * ((1000 - len(_a_line(fmt, 3, b"c"))) // 2)
+        text += message + b"e" * (1000 - len(message)) + b"\n"
+    code, _, err = invoke("import", "-", "-a", "demo", "--format", fmt, input=text)
+    assert code == 0, err
+    stored_messages = messages("demo")
+    assert stored_messages[:3] == ["a", "x" * (1000 - empty), "b"]
+    if fmt == "heroku":
+        assert len(stored_messages) == 4
+        assert len(_a_line(fmt, 3, b"")) + len(stored_messages[3]) == 1001
+
+
+def test_a_line_of_the_real_limit_imports_whole() -> None:
+    from herolog.importer import MAX_LINE, import_stream
+
+    header = b"2024-03-05T09:14:07Z app[web.1]: "
+    text = (
+        b"2024-03-05T09:14:06Z app[web.1]: a\n"
+        + header
+        + b"x" * (MAX_LINE - len(header))
+        + b"\n2024-03-05T09:14:08Z app[web.1]: b\n"
+    )
+    result = import_stream(io.BytesIO(text), open_store(), "demo")
+    assert (result.lines, result.bytes_stored) == (3, len(text))
+    assert [len(x) for x in messages("demo")] == [1, MAX_LINE - len(header), 1]
+
+
+PEAK_MEMORY = """\
+import resource, subprocess, sys
+status = subprocess.call(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(status)
+"""
+"""Runs the command in its arguments, then prints its peak memory in KiB (Linux), from a
+process of its own: a child forked from pytest itself starts with the memory pytest has."""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_an_input_without_newlines_is_refused_in_bounded_memory(compressed: bool) -> None:
+    """200 MB without a newline, read from a pipe as it is written (a gzip of it too, which
+    decompresses to that): the import stops once past the limit, its memory about the limit
+    and a chunk, where it took five times the line and, past SQLite's 1 GB, said the store
+    was unusable."""
+    import zlib
+
+    from herolog.importer import MAX_LINE
+
+    gzip = zlib.compressobj(wbits=31)  # the gzip format
+    block = b"x" * (1 << 20)
+    with subprocess.Popen(
+        [sys.executable, "-c", PEAK_MEMORY, sys.executable, "-m", "herolog", "import", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env=herolog_env(),
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            for _ in range(200):
+                proc.stdin.write(gzip.compress(block) if compressed else block)
+            if compressed:
+                proc.stdin.write(gzip.flush())
+        except BrokenPipeError:  # it stopped reading, as it should
+            pass
+        out, err_bytes = proc.communicate(timeout=60)
+    err = err_bytes.decode()
+    assert int(out) < 250 << 10, out  # KiB
+    assert proc.returncode == 1, err
+    assert err == (
+        f"Error: <stdin>: line 1 at byte 0: a line over the {MAX_LINE}-byte limit is not a log"
+        " line; the 0 lines before it were imported, nothing after it\n"
+    )
