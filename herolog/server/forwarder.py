@@ -141,6 +141,10 @@ def pieces(message: str) -> list[str]:
         cut = MAX_MESSAGE
         while 0x80 <= raw[cut] < 0xC0:  # a continuation byte: the character starts before
             cut -= 1
+        # Nor after a \r: a frame ending in one goes without its closing newline, which a
+        # receiver splitting bodies at newlines (Vector's heroku_logs) would miscount.
+        while raw[cut - 1] == 0x0D and cut > MAX_MESSAGE // 2:
+            cut -= 1
         cut_up.append(raw[:cut].decode())
         raw = raw[cut:]
     cut_up.append(raw.decode())
@@ -149,16 +153,17 @@ def pieces(message: str) -> list[str]:
 
 def text_lines(message: str) -> list[str]:
     """``message`` split at its line ends (``\n`` or ``\r\n``), as Heroku's log router splits
-    a dyno's output: without the line ends, and without a last empty line or a ``\r`` the
-    message ends in."""
+    a dyno's output: without the line ends, and without a last empty line or the ``\r`` the
+    message ends in. No line ends in ``\r`` (``a\r\r\n`` is ``a``): its frame would go
+    without the closing newline that receivers splitting bodies at newlines count."""
     found = _LINE_END.split(message)
     if len(found) > 1 and not found[-1]:
         found.pop()
-    found[-1] = found[-1].removesuffix("\r")
+    found[-1] = found[-1].rstrip("\r")
     return found
 
 
-_LINE_END = re.compile(r"\r?\n")
+_LINE_END = re.compile(r"\r*\n")
 
 
 def _real(lines: Sequence[StoredLine]) -> int:

@@ -675,3 +675,28 @@ def test_a_drain_that_fails_oddly_carries_on_and_keeps_secrets(
         wait_until(lambda: len(sink.delivered_lines()) == 4, what="more lines after the failure")
     finally:
         picky.close()
+
+
+def test_https_drains_get_no_frame_ending_in_a_carriage_return(
+    make_server: ServerFactory,
+) -> None:
+    """A frame whose message ends in \r goes without the closing newline, which a receiver
+    splitting bodies at newlines (Vector's heroku_logs) counts against Logplex-Msg-Count and
+    answers 400: a line ending in more than one \r before its newline, a message ending in
+    more than one, and a long line's piece that the cut leaves ending in one."""
+    server = make_server()
+    sink = HTTPSink()
+    try:
+        add_drain(server, "demo", sink.url())
+        long = "x" * 9_999 + "\r" + "y" * 5_000
+        messages = ["a\r\r\nb", "c\r\r", long]
+        post(server, "demo", [line(m) for m in messages])
+        wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the HTTP copy")
+        for request in sink.delivered():  # as Vector counts
+            lines = request.body.decode().removesuffix("\n").split("\n")
+            assert len(lines) == int(request.headers["Logplex-Msg-Count"]) == len(request.lines)
+        got = [x.message for x in sink.delivered_lines()]
+        assert got[:3] == ["a", "b", "c"]
+        assert "".join(got[3:]) == long
+    finally:
+        sink.close()
