@@ -165,6 +165,8 @@ class Reader:
         """The id of the last line this reader sent, or where its history ended."""
         self.told = 0
         """The last event id sent: where the client resumes if it reconnects."""
+        self.told_at = 0.0
+        """When the last event went (time.monotonic)."""
 
     def stop(self) -> None:
         self.stopped.set()
@@ -365,7 +367,7 @@ class Sessions:
                     )
                     subscriber.dropped = 0
                 await self._send(session, reader, send, lines)
-                await self._tell(session, reader, send, passed)
+                await self._tell(session, reader, send, passed, every=PASSED_EVERY_S)
         finally:
             self.broadcaster.unsubscribe(subscriber)
 
@@ -384,7 +386,7 @@ class Sessions:
             part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
             await send(encode_event(part, event_id, as_json=session.as_json))
-            reader.told = max(reader.told, event_id)
+            reader.told, reader.told_at = max(reader.told, event_id), time.monotonic()
             self._sent(session, reader, event_id)
             start = end
 
@@ -396,12 +398,15 @@ class Sessions:
         line_id: int,
         *,
         always: bool = False,
+        every: float = 0.0,
     ) -> None:
         """Give the client ``line_id`` to resume after (an event without lines), unless
-        it has a later one: every line up to it that the session wants has been sent."""
-        if always or line_id > reader.told:
+        it has a later one, or had an event less than ``every`` seconds ago: every line up
+        to it that the session wants has been sent."""
+        now = time.monotonic()
+        if always or (line_id > reader.told and now - reader.told_at >= every):
             await send(f"id: {line_id}\n\n".encode())
-            reader.told = max(reader.told, line_id)
+            reader.told, reader.told_at = max(reader.told, line_id), now
         self._sent(session, reader, line_id)
 
     @staticmethod

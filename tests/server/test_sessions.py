@@ -120,3 +120,49 @@ def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path)
     messages = [d.split(": ", 1)[1] for d in data]
     assert messages == [f"old{i}" for i in range(5, 10)] + [f"new{i}" for i in range(5000)]
     assert ids == sorted(ids)
+
+
+def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path) -> None:
+    """A tail of one app on a server where another app logs as well: the events without lines
+    that give the client where to resume past lines it did not want come at most once a
+    second, not after every batch of its own."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> tuple[list[bytes], float]:
+        sessions = Sessions(path, poll_interval=0.01)
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        while not any(getattr(s, "live", False) for s in sessions.broadcaster.subscribers):
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(40):  # each of its own lines with another app's after it
+            await asyncio.to_thread(store.append, [Batch("demo", [line(f"own {i}")])])
+            await asyncio.to_thread(store.append, [Batch("other", [line(f"other {i}")])])
+            await asyncio.sleep(0.05)
+        for _ in range(200):
+            if any(b"own 39" in chunk for chunk in written):
+                break
+            await asyncio.sleep(0.02)
+        took = loop.time() - started
+        reader.stop()
+        await task
+        await sessions.close()
+        return written, took
+
+    written, took = asyncio.run(scenario())
+    store.close()
+    data, _ = _events(written)
+    assert [d.split(": ", 1)[1] for d in data] == [f"own {i}" for i in range(40)]
+    bare_ids = [chunk for chunk in written if re.fullmatch(rb"id: \d+\n\n", chunk)]
+    assert len(bare_ids) <= took + 2, (len(bare_ids), took)
