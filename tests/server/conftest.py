@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import re
 import resource
+import signal
 import ssl
 import subprocess
 import sys
@@ -129,11 +130,13 @@ class ServeProcess:
         open_files: int | None = None,
     ) -> None:
         """``open_files``: the process's soft and hard limit on open files (ulimit -n)."""
-        if open_files is None:
-            limit = None
-        else:
 
-            def limit() -> None:
+        def prepare() -> None:
+            # As from a terminal, whatever the tests were started from: under nohup (a CI
+            # job run with it, say), serve would inherit SIGHUP ignored and, as it should
+            # there, outlive the hangups that tests send it.
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            if open_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
         self.proc = subprocess.Popen(
@@ -142,7 +145,7 @@ class ServeProcess:
             stdout=stdout,
             text=True,
             env=env or herolog_env(),
-            preexec_fn=limit,
+            preexec_fn=prepare,
         )
         assert self.proc.stderr is not None
         self.banner: list[str] = []
