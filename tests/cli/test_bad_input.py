@@ -4,6 +4,7 @@ is wrong (naming the store and how to move it aside), never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -15,7 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -499,10 +500,8 @@ def test_an_unreadable_store_is_one_line_naming_it(unreadable_store: Path, comma
     assert line.startswith(f"Error: cannot open the store {unreadable_store}: "), line
 
 
-@pytest.fixture
-def read_only_store(herolog_home: Path) -> Iterator[Path]:
-    """A store the user may read but not write: mode 0400, or for root an immutable file
-    (chattr +i), which even root cannot open for writing."""
+def a_store_with_a_drain(herolog_home: Path) -> Path:
+    """A store holding a line of app demo, and a drain of app default."""
     herolog_home.mkdir()
     path = herolog_home / "logs.db"
     store = open_store(path)
@@ -510,75 +509,68 @@ def read_only_store(herolog_home: Path) -> Iterator[Path]:
     store.close()
     added = invoke("drain", "add", "https://logs.example.com/old")
     assert added == (0, f"Warning: {new_app_warning('default')}\n")
-    undo: Callable[[], None]
-    if os.geteuid() == 0:
-        chattr = shutil.which("chattr")
-        if chattr is None:
-            pytest.fail("as root this test needs chattr (e2fsprogs) to make a file read-only")
-        made = subprocess.run([chattr, "+i", str(path)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.fail(f"chattr +i failed (needs CAP_LINUX_IMMUTABLE and ext4/xfs): {made.stderr}")
+    return path
 
-        def undo() -> None:
-            subprocess.run([chattr, "-i", str(path)], check=True)
-    else:
-        path.chmod(stat.S_IRUSR)
 
-        def undo() -> None:
-            path.chmod(stat.S_IRUSR | stat.S_IWUSR)
-
+@contextlib.contextmanager
+def unwritable(target: Path, mode: int) -> Iterator[None]:
+    """``target`` (a file or a directory) made one the user may not write to: ``mode``, or
+    for root, whom modes do not stop, immutable (chattr +i)."""
+    if os.geteuid() != 0:
+        before = stat.S_IMODE(target.stat().st_mode)
+        target.chmod(mode)
+        try:
+            yield
+        finally:
+            target.chmod(before)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.fail("as root this test needs chattr (e2fsprogs) to make a file read-only")
+    made = subprocess.run([chattr, "+i", str(target)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail(f"chattr +i failed (needs CAP_LINUX_IMMUTABLE and ext4/xfs): {made.stderr}")
     try:
-        yield path
+        yield
     finally:
-        undo()
+        subprocess.run([chattr, "-i", str(target)], check=True)
+
+
+@pytest.fixture
+def read_only_store(herolog_home: Path) -> Iterator[Path]:
+    """A store the user may read but not write."""
+    path = a_store_with_a_drain(herolog_home)
+    with unwritable(path, stat.S_IRUSR):
+        yield path
+
+
+def refused_to_write(store: Path, command: str) -> str | None:
+    """What ``command`` says of a ``store`` it may not write to: nothing from a reader,
+    which reads it (exit 0); from a writer (exit 1), one error line naming the store."""
+    code, err = invoke(*STORE_COMMANDS[command], stdin=b"<13>1 - h a p - - x\n")
+    if command not in WRITERS:
+        assert (code, err) == (0, "")
+        return None
+    assert code == 1, err
+    line = one_error_line(err)
+    assert str(store) in line
+    return line
 
 
 @pytest.mark.parametrize("command", [c for c in STORE_COMMANDS if c != "serve"], ids=str)
 def test_a_read_only_store_is_read_and_not_written(read_only_store: Path, command: str) -> None:
-    code, err = invoke(*STORE_COMMANDS[command], stdin=b"<13>1 - h a p - - x\n")
-    if command not in WRITERS:
-        assert (code, err) == (0, "")
-        return
-    assert code == 1, err
-    line = one_error_line(err)
-    assert str(read_only_store) in line
-    assert "readonly" in line or "read-only" in line, line
+    if (line := refused_to_write(read_only_store, command)) is not None:
+        assert "readonly" in line or "read-only" in line, line
 
 
 @pytest.fixture
 def store_in_a_read_only_directory(herolog_home: Path) -> Iterator[Path]:
     """A store in a directory the user may not write to (a backup's, say), where SQLite
-    cannot make the -wal and -shm files it reads a WAL store with: mode 0500, or for root
-    an immutable directory (chattr +i)."""
-    herolog_home.mkdir()
-    path = herolog_home / "logs.db"
-    store = open_store(path)
-    fill(store, "demo", ["kept"])
-    store.close()
-    added = invoke("drain", "add", "https://logs.example.com/old")
-    assert added == (0, f"Warning: {new_app_warning('default')}\n")
+    cannot make the -wal and -shm files it reads a WAL store with."""
+    path = a_store_with_a_drain(herolog_home)
     assert not Path(f"{path}-wal").exists()
-    undo: Callable[[], None]
-    if os.geteuid() == 0:
-        chattr = shutil.which("chattr")
-        if chattr is None:
-            pytest.fail("as root this test needs chattr (e2fsprogs) to make a directory read-only")
-        made = subprocess.run([chattr, "+i", str(herolog_home)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.fail(f"chattr +i failed (needs CAP_LINUX_IMMUTABLE and ext4/xfs): {made.stderr}")
-
-        def undo() -> None:
-            subprocess.run([chattr, "-i", str(herolog_home)], check=True)
-    else:
-        herolog_home.chmod(stat.S_IRUSR | stat.S_IXUSR)
-
-        def undo() -> None:
-            herolog_home.chmod(stat.S_IRWXU)
-
-    try:
+    with unwritable(herolog_home, stat.S_IRUSR | stat.S_IXUSR):
         yield path
-    finally:
-        undo()
 
 
 @pytest.mark.parametrize("command", [c for c in STORE_COMMANDS if c != "serve"], ids=str)
@@ -587,14 +579,9 @@ def test_a_store_in_a_read_only_directory_is_read_and_not_written(
 ) -> None:
     """Read as on a read-only file system; writers say why they cannot write, where SQLite
     says only "unable to open database file" (and readers said it too)."""
-    code, err = invoke(*STORE_COMMANDS[command], stdin=b"<13>1 - h a p - - x\n")
-    if command not in WRITERS:
-        assert (code, err) == (0, "")
-        return
-    assert code == 1, err
-    line = one_error_line(err)
-    assert str(store_in_a_read_only_directory) in line
-    assert f"its directory {store_in_a_read_only_directory.parent} cannot be written" in line
+    if (line := refused_to_write(store_in_a_read_only_directory, command)) is not None:
+        directory = store_in_a_read_only_directory.parent
+        assert f"its directory {directory} cannot be written" in line, line
 
 
 def test_a_store_in_a_read_only_directory_shows_its_lines(
