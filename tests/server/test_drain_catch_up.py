@@ -305,6 +305,12 @@ def test_a_second_server_taking_over_from_a_stopped_first_leaves_no_gap(
         sent += send(second, "demo", 1, 5, start=len(sent))
         time.sleep(0.05)
     sent += send(second, "demo", 1, 5, start=len(sent))
+    # settled() alone can pass before the new worker has begun reading back from the store
+    # (nothing in its buffer or in flight yet): wait for the lines, which a gap would stop.
+    wait_until(
+        lambda: len(app_messages(sink.delivered_lines())) >= len(sent),
+        what="the second server to deliver every line",
+    )
     state = settled(second, token)
     assert app_messages(sink.delivered_lines()) == [x.message for x in sent]
     assert (state.delivered, state.dropped) == (len(sent), 0)
