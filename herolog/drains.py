@@ -436,6 +436,10 @@ _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|sign
 # Up to the netloc's last "@", as urlsplit and httpx read it: a password may hold "@".
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
 _PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
+_PATH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)([^?#]*)")
+# A path segment that is a token (Sumo Logic's and Loggly's drain URLs carry theirs there):
+# 32 or more URL-safe characters, letters and digits among them, as no word of a path has.
+_PATH_TOKEN = re.compile(r"(?<=/)(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_=-]{32,}(?=/|$)")
 
 
 def _secrets(url: str) -> list[str]:
@@ -451,13 +455,16 @@ def _secrets(url: str) -> list[str]:
     for m in _PARAM.finditer(url):
         if _SECRET_PARAM.search(unquote(m.group(2))):
             found.append(m.group(3))
+    if m := _PATH.match(url):
+        found += _PATH_TOKEN.findall(m.group(2))
     return [value for value in found if value]
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password and secret-looking parameter values (``dd-api-key``,
-    ``api_key``, ``token``...) replaced by ``***``, for showing to people. Works on the
-    text as it is, so that a URL too broken to parse is masked as well."""
+    """``url`` with its password, secret-looking parameter values (``dd-api-key``,
+    ``api_key``, ``token``...) and token-like path segments replaced by ``***``, for
+    showing to people. Works on the text as it is, so that a URL too broken to parse is
+    masked as well."""
 
     def userinfo(m: re.Match[str]) -> str:
         user, sep, _ = m.group(2).partition(":")
@@ -468,7 +475,10 @@ def mask_url(url: str) -> str:
             return f"{m.group(1)}{m.group(2)}=***"
         return m.group(0)
 
-    return _PARAM.sub(param, _USERINFO.sub(userinfo, url, count=1))
+    def path(m: re.Match[str]) -> str:
+        return m.group(1) + _PATH_TOKEN.sub("***", m.group(2))
+
+    return _PATH.sub(path, _PARAM.sub(param, _USERINFO.sub(userinfo, url, count=1)), count=1)
 
 
 def scrub(text: str, url: str) -> str:

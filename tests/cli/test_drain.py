@@ -99,6 +99,28 @@ def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> N
         assert "S3CRET" not in out
 
 
+def test_a_token_in_the_path_is_masked_as_a_password_is(where: dict[str, str]) -> None:
+    """Sumo Logic's and Loggly's drain URLs carry their token in the path."""
+    token = "ZaVnC4dhaV2a8sjKuH8lN1cmWZS_XbMqA9aQ8bQ-Kp4ZXrx3GxiPvN6HTyGWa0q3_lSWR2wXqY=="
+    sumo = f"https://endpoint4.collection.us2.sumologic.com/receiver/v1/http/{token}"
+    loggly = "https://logs-01.loggly.com/bulk/8b5c6a3e-1f2d-4c5b-9a8e-7d6c5b4a3f2e/tag/heroku/"
+    words = "https://intake.example.com/v1/a-rather-long-descriptive-path-name-with-words"
+    for url in (sumo, loggly, words):
+        code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
+        assert code == 0
+        assert "8b5c6a3e" not in out
+        assert token not in out
+    code, out, _ = run("drain", "list", "-a", "demo", env=where)
+    listed = [line.split(" (d.")[0] for line in out.splitlines() if " (d." in line]
+    assert listed == [
+        "https://endpoint4.collection.us2.sumologic.com/receiver/v1/http/***",
+        "https://logs-01.loggly.com/bulk/***/tag/heroku/",
+        words,  # a path of words is no token
+    ]
+    code, out, _ = run("drain", "list", "-a", "demo", "--json", "--show-secrets", env=where)
+    assert [d["url"] for d in json.loads(out)] == [sumo, loggly, words]
+
+
 @pytest.mark.parametrize(
     "url",
     [
