@@ -152,7 +152,10 @@ def unreachable(base: str, error: Exception) -> RemoteError:
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
     elif "WRONG_VERSION_NUMBER" in reason and base.startswith("https:"):
         reason += " (it answers plain HTTP: use http://)"
-    elif "without sending a response" in reason and base.startswith("http:"):
+    elif base.startswith("http:") and (
+        "without sending a response" in reason or "reset by peer" in reason
+    ):
+        # What a TLS server does with a plain-HTTP request: it closes or resets.
         reason += " (a server of HTTPS closes a plain-HTTP connection so: try https://)"
     return RemoteError(f"cannot reach {base}: {reason}")
 
