@@ -228,25 +228,22 @@ def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[
     return server, run_in_thread(server)
 
 
+def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
+    """``herolog logs --server`` of ``server`` with ``args``, running, and the server's port
+    (for a server started again where it was)."""
+    port = server.http_port
+    assert port is not None
+    url = f"http://127.0.0.1:{port}"
+    return Child("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY)), port
+
+
 @pytest.mark.subprocess
 def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     fill(path, "demo", line("before", second=0))
 
     server, stop = serve(path)
-    port = server.http_port
-    assert port is not None
-    child = Child(
-        "logs",
-        "--server",
-        f"http://127.0.0.1:{port}",
-        "-a",
-        "demo",
-        "-n",
-        "1",
-        "--tail",
-        env=herolog_env(HEROLOG_API_KEY=KEY),
-    )
+    child, port = remote_logs(server, "-a", "demo", "-n", "1", "--tail")
     try:
         assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[web.1]: before"]
         fill(path, "demo", line("live", second=1))
@@ -541,11 +538,8 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     path = herolog_home / "logs.db"
 
     server, stop = serve(path, history=5)
-    port = server.http_port
-    assert port is not None
     fill(path, "demo", line("before", second=0))
-    url = f"http://127.0.0.1:{port}"
-    child = Child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env(HEROLOG_API_KEY=KEY))
+    child, port = remote_logs(server, "-a", "demo", "-t")
     try:
         assert child.read_lines(1)[0].endswith(" app[web.1]: before")
         stop()
@@ -574,14 +568,8 @@ def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_wa
     path = herolog_home / "logs.db"
 
     server, stop = serve(path, history=50)
-    port = server.http_port
-    assert port is not None
     fill(path, "demo", line("ERROR before", second=0))
-    url = f"http://127.0.0.1:{port}"
-    child = Child(
-        "logs", "--server", url, "-a", "demo", "-t", "-g", "ERROR",
-        env=herolog_env(HEROLOG_API_KEY=KEY),
-    )  # fmt: skip
+    child, port = remote_logs(server, "-a", "demo", "-t", "-g", "ERROR")
     try:
         assert child.read_lines(1)[0].endswith(" app[web.1]: ERROR before")
         wait_until_live(server)
@@ -629,10 +617,7 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
     path = herolog_home / "logs.db"
 
     server, stop = serve(path)
-    port = server.http_port
-    assert port is not None
-    url = f"http://127.0.0.1:{port}"
-    child = Child("logs", "--server", url, "-t", "-n", "0", env=herolog_env(HEROLOG_API_KEY=KEY))
+    child, port = remote_logs(server, "-t", "-n", "0")
     try:
         wait_until_live(server)
         stop()
@@ -771,12 +756,7 @@ def test_a_tail_waiting_for_its_app_outlives_a_server_restart(herolog_home: Path
     path = herolog_home / "logs.db"
     fill(path, "other", line("not this app"))
     server, stop = serve(path)
-    port = server.http_port
-    assert port is not None
-    url = f"http://127.0.0.1:{port}"
-    child = Child(
-        "logs", "--server", url, "-a", "fresh", "-t", env=herolog_env(HEROLOG_API_KEY=KEY)
-    )
+    child, port = remote_logs(server, "-a", "fresh", "-t")
     try:
         time.sleep(1.5)
         stop()
