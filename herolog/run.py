@@ -155,16 +155,16 @@ def run_dyno(
     err = stderr or sys.stderr.buffer
     one_off = dyno.partition(".")[0] in ONE_OFF_TYPES
 
+    def platform(message: str) -> LogLine:
+        """A line of the dyno manager's."""
+        return own_line("heroku", dyno, message, PLATFORM_PRI)
+
     def state(before: str, after: str) -> LogLine:
-        return own_line("heroku", dyno, f"State changed from {before} to {after}", PLATFORM_PRI)
+        return platform(f"State changed from {before} to {after}")
 
     flusher = _Flusher(sink)
     flusher.start()
-    flusher.put(
-        own_line(
-            "heroku", dyno, f"Starting process with command `{shlex.join(command)}`", PLATFORM_PRI
-        )
-    )
+    flusher.put(platform(f"Starting process with command `{shlex.join(command)}`"))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
     env["DYNO"] = dyno
@@ -175,6 +175,13 @@ def run_dyno(
     stopping: list[threading.Timer] = []
     exited = threading.Event()
 
+    def put_end(status: int, state_was: str) -> None:
+        """The command's end, and the dyno's last state: a one-off dyno completes; another
+        that was not stopped has crashed (one stopped went down as it was)."""
+        flusher.put(platform(f"Process exited with status {status}"))
+        if one_off or not stopping:
+            flusher.put(state(state_was, "complete" if one_off else "crashed"))
+
     def kill(sig: int) -> None:
         if exited.is_set():
             return
@@ -184,7 +191,7 @@ def run_dyno(
             f" {EXIT_TIMEOUT_S:g} seconds of {name}",
             "Stopping remaining processes with SIGKILL",
         ):
-            flusher.put_now(own_line("heroku", dyno, message, PLATFORM_PRI))
+            flusher.put_now(platform(message))
         _forward(started[0], signal.SIGKILL)
 
     def forward(sig: int, _frame: object) -> None:
@@ -200,9 +207,7 @@ def run_dyno(
             if not one_off:  # as Heroku logs a dyno scaled down: down, then the SIGTERM
                 flusher.put_now(state("up", "down"))
             if sig == signal.SIGTERM:
-                flusher.put_now(
-                    own_line("heroku", dyno, "Stopping all processes with SIGTERM", PLATFORM_PRI)
-                )
+                flusher.put_now(platform("Stopping all processes with SIGTERM"))
         _forward(started[0], sig)
         if stop:
             stopping[0].start()
@@ -236,10 +241,7 @@ def run_dyno(
             err.write(f"herolog run: {message}\n".encode())
             err.flush()
             flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
-            flusher.put(
-                own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI)
-            )
-            flusher.put(state("starting", "complete" if one_off else "crashed"))
+            put_end(status, "starting")
             flusher.close()
             return Exited(status)
         flusher.put(state("starting", "up"))
@@ -273,11 +275,7 @@ def run_dyno(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     status = 128 - returncode if returncode < 0 else returncode
-    flusher.put(own_line("heroku", dyno, f"Process exited with status {status}", PLATFORM_PRI))
-    if one_off:
-        flusher.put(state("up", "complete"))
-    elif not stopping:
-        flusher.put(state("up", "crashed"))
+    put_end(status, "up")
     flusher.close()
     if flusher.error is not None:
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
