@@ -168,6 +168,10 @@ class Reader:
         self.told_at = 0.0
         """When the last event went (time.monotonic)."""
 
+    def told_of(self, event_id: int) -> None:
+        """An event with ``event_id`` has been sent."""
+        self.told, self.told_at = max(self.told, event_id), time.monotonic()
+
     def stop(self) -> None:
         self.stopped.set()
         self.wake.set()
@@ -386,7 +390,7 @@ class Sessions:
             part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
             await send(encode_event(part, event_id, as_json=session.as_json))
-            reader.told, reader.told_at = max(reader.told, event_id), time.monotonic()
+            reader.told_of(event_id)
             self._sent(session, reader, event_id)
             start = end
 
@@ -403,10 +407,9 @@ class Sessions:
         """Give the client ``line_id`` to resume after (an event without lines), unless
         it has a later one, or had an event less than ``every`` seconds ago: every line up
         to it that the session wants has been sent."""
-        now = time.monotonic()
-        if always or (line_id > reader.told and now - reader.told_at >= every):
+        if always or (line_id > reader.told and time.monotonic() - reader.told_at >= every):
             await send(f"id: {line_id}\n\n".encode())
-            reader.told, reader.told_at = max(reader.told, line_id), now
+            reader.told_of(line_id)
         self._sent(session, reader, line_id)
 
     @staticmethod
