@@ -433,10 +433,11 @@ class RemoteRegistry:
 
 
 _SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
 # Up to the netloc's last "@", as urlsplit and httpx read it: a password may hold "@".
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+_USERINFO = re.compile(rf"^({_SCHEME})([^/?#]*)@")
 _PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
-_PATH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)([^?#]*)")
+_PATH = re.compile(rf"^({_SCHEME}[^/?#]*)([^?#]*)")
 # A path segment that is a token (Sumo Logic's and Loggly's drain URLs carry theirs there):
 # 32 or more URL-safe characters, letters and digits among them, as no word of a path has.
 _PATH_TOKEN = re.compile(r"(?<=/)(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_=-]{32,}(?=/|$)")
