@@ -187,14 +187,44 @@ class Renderer(Protocol):
         ...
 
 
+_CONTROL = re.compile(r"(\x1b\[[0-9;:]*m|\r(?=\n|\Z))|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_RESET = "\x1b[0m"
+
+
+def _shown(m: re.Match[str]) -> str:
+    # A colour (SGR) sequence, or the \r a CRLF sender ends its lines with, does no harm.
+    return m[1] or f"\\x{ord(m[0]):02x}"
+
+
+def for_terminal(text: str) -> str:
+    """``text`` fit for a terminal: the control characters that anyone sending a line could
+    use to drive it (set its title, clear it, write the clipboard, overwrite the header with
+    a \\r) shown as ``\\x1b`` escapes; tabs, newlines and colours kept, as less -R does."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(_shown, text)
+
+
 class TextRenderer:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, terminal: bool = False) -> None:
         self.stream = stream
+        self.terminal = terminal
 
     def write(self, lines: Sequence[StoredLine]) -> None:
-        if lines:
-            self.stream.write("".join(f"{format_text(line)}\n" for line in lines))
-            self.stream.flush()
+        if not lines:
+            return
+        if self.terminal:
+            text = "".join(_terminal_line(format_text(line)) for line in lines)
+        else:
+            text = "".join(f"{format_text(line)}\n" for line in lines)
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _terminal_line(text: str) -> str:
+    shown = for_terminal(text)
+    # A message's own colours end with it, not in the next line's header or the prompt.
+    return f"{shown}{_RESET}\n" if "\x1b" in shown else f"{shown}\n"
 
 
 class JsonRenderer(TextRenderer):
@@ -461,11 +491,12 @@ class ColorRenderer:
     (rich's Text would strip control characters such as a carriage return).
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, terminal: bool = False) -> None:
         from rich.color import ColorSystem
         from rich.console import Console
 
         self.stream = stream
+        self.terminal = terminal
         detected = Console(file=stream, force_terminal=True).color_system
         systems = {
             "standard": ColorSystem.STANDARD,
@@ -490,14 +521,22 @@ class ColorRenderer:
             return
         out = []
         for line in lines:
+            kept_escapes = False
             for text, style in colored_parts(line):
+                if self.terminal:
+                    text = for_terminal(text)
+                    kept_escapes = kept_escapes or "\x1b" in text
                 out.append(self._render(text, style) if style else text)
-            out.append("\n")
+            out.append(f"{_RESET}\n" if kept_escapes else "\n")
         self.stream.write("".join(out))
         self.stream.flush()
 
 
-def renderer_for(stream: IO[str], *, json_output: bool, color: bool) -> Renderer:
+def renderer_for(
+    stream: IO[str], *, json_output: bool, color: bool, terminal: bool = False
+) -> Renderer:
+    """``terminal``: the stream is a terminal, which a message's control characters could
+    drive; they are shown escaped there (JSON escapes them anyway)."""
     if json_output:
         return JsonRenderer(stream)
     if isinstance(stream, io.TextIOWrapper) and not writes_unicode(stream):
@@ -505,5 +544,5 @@ def renderer_for(stream: IO[str], *, json_output: bool, color: bool) -> Renderer
         # what the output cannot carry is written as a \u escape, not a traceback.
         stream.reconfigure(errors="backslashreplace")
     if color:
-        return ColorRenderer(stream)
-    return TextRenderer(stream)
+        return ColorRenderer(stream, terminal=terminal)
+    return TextRenderer(stream, terminal=terminal)

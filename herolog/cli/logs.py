@@ -127,6 +127,7 @@ def logs(
         sys.stdout,
         json_output=json_output,
         color=render.color_wanted(color, force_colors, stdout_isatty, os.environ),
+        terminal=stdout_isatty,
     )
 
     def waiting() -> None:

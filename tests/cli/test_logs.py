@@ -605,6 +605,52 @@ def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
     assert code == -signal.SIGINT  # 130 in a shell
 
 
+def on_a_terminal(*args: str) -> tuple[int, bytes]:
+    """``herolog ARGS`` with a terminal as its stdout: its exit status and what it wrote."""
+    leader, follower = pty.openpty()
+    child = Child(*args, stdout=follower)
+    os.close(follower)
+    data = b""
+    try:
+        while select.select([leader], [], [], 15)[0]:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal (it exited)
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        code, _ = child.stop()
+        os.close(leader)
+    return code, data
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("args", [(), ("--color", "never")], ids=["colour", "plain"])
+def test_a_message_cannot_send_a_terminal_control_sequences(
+    store: SQLiteStore, args: tuple[str, ...]
+) -> None:
+    """Anyone who can send a line (a drain, a syslog sender, a dyno) could otherwise set
+    the terminal's title, clear it, or overwrite the line's header with a \r; the
+    message's colours are kept (apps colour their logs, and heroku logs shows them), and
+    reset at the line's end."""
+    evil = "title \x1b]0;pwned\x07 clear \x1b[2J hidden\rapp[api]: \x1b[31mred\x9b6n"
+    fill(store, "demo", [evil, "windows line\r"], dyno="web.1")
+    code, data = on_a_terminal("logs", *args)
+    assert code == 0
+    text = data.decode()
+    for raw in ("\x1b]", "\x07", "\x1b[2J", "hidden\r", "\x9b"):
+        assert raw not in text, raw
+    shown = r"title \x1b]0;pwned\x07 clear \x1b[2J hidden\x0dapp[api]: "
+    assert shown in text
+    assert "\x1b[31mred\\x9b6n\x1b[0m\r\n" in text  # the terminal's \r\n for \n
+    assert "windows line\r\r\n" in text  # a line's closing \r does no harm
+    # Into a pipe the line stays exactly as it was sent.
+    code, out, _ = run("logs")
+    assert (code, out.count(f"app[web.1]: {evil}\n")) == (0, 1)
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_an_output_encoding_that_cannot_carry_a_line_escapes_it(
