@@ -305,7 +305,8 @@ _STARTING = re.compile(r"(Starting process with command )(`.+`)( by user )?(.*)"
 _APACHE = re.compile(
     r'(\d+\.\d+\.\d+\.\d+ -[^-]*- \[[^\]]+] ")(\w+)( )([^ ]+)( HTTP/\d+\.\d+" )(\d+)( .+)'
 )
-_ROUTE = re.compile(r'(.* ")(\w+)(.+)(HTTP/\d+\.\d+" .*)')
+_LAST_VERSION = re.compile(r'.*(HTTP/\d+\.\d+" )', re.DOTALL)
+_WORD = re.compile(r"\w+")
 _BUILD_STARTED = re.compile(r"(Build started by user )(.+)")
 _DEPLOY = re.compile(r"(Deploy )(\w+)( by user )(.+)")
 _RELEASE = re.compile(r"(Release )(v\d+)( created by user )(.+)")
@@ -418,8 +419,29 @@ def _web(body: str) -> _Parts | None:
             (m[1], DIM), (m[2], "magenta"), (m[3], DIM), (m[4], "green"),
             (m[5], DIM), (m[6], status_style(m[6])), (m[7], DIM),
         ]  # fmt: skip
-    if m := _ROUTE.fullmatch(body):
-        return [(m[1], None), (m[2], "magenta"), (m[3], "green"), (m[4], None)]
+    return _route(body)
+
+
+def _route(body: str) -> _Parts | None:
+    """The heroku CLI's ``(.* ")(\\w+)(.+)(HTTP/\\d+\\.\\d+" .*)``, split as it splits, in time
+    linear in the line's length: the pattern backtracks into every quote of the line, which
+    took 30 s for a line of 100 kB of JSON."""
+    version = _LAST_VERSION.match(body)
+    if version is None:
+        return None
+    path_end = version.start(1)
+    # The last ' "' with a word after it and at least one character before the version.
+    quote = body.rfind(' "', 0, path_end - 2)
+    while quote >= 0:
+        if word := _WORD.match(body, quote + 2, path_end):
+            method_end = min(word.end(), path_end - 1)
+            return [
+                (body[: quote + 2], None),
+                (body[quote + 2 : method_end], "magenta"),
+                (body[method_end:path_end], "green"),
+                (body[path_end:], None),
+            ]
+        quote = body.rfind(' "', 0, quote + 1)
     return None
 
 

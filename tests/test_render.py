@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import time
+from random import Random
 
 import pytest
 
@@ -239,3 +243,47 @@ def test_color_wanted(
     choice: str, force: bool, tty: bool, env: dict[str, str], expected: bool
 ) -> None:
     assert color_wanted(choice, force, tty, env) is expected
+
+
+HEROKU_ROUTE = re.compile(r'(.* ")(\w+)(.+)(HTTP/\d+\.\d+" .*)')
+"""The heroku CLI's pattern for a web dyno's access lines (method, path), as it is there."""
+
+
+def test_access_lines_are_split_where_the_heroku_cli_splits_them() -> None:
+    messages = [
+        '2001:db8::1 - - [05/Mar/2024:09:14:07 +0000] "GET /a?b=c HTTP/1.1" 200 5 "-" "curl/8"',
+        'at "POST /x HTTP/2.0" 201 "ref" "ua" "GET /y HTTP/1.1" 404',
+        'x "GETHTTP/1.1" ',  # the method's word runs into the version
+        'x "G HTTP/1.1" ',
+        'x "GE HTTP/1.1" HTTP/1.0" ',
+        'a "b" "c HTTP/1.1" "d"',
+        'no version "GET /"',
+    ]
+    random = Random(5)
+    messages += [
+        "".join(random.choice([" ", '"', "G", "H", "T", "P", "/", "1", ".", "x"]) for _ in range(n))
+        + random.choice(['HTTP/1.1" ', ""])
+        + "".join(random.choice(['"', " ", "z"]) for _ in range(4))
+        for n in range(2, 30)
+        for _ in range(300)
+    ]
+    for message in messages:
+        m = HEROKU_ROUTE.fullmatch(message)
+        got = body_parts("web", "app", message)
+        if m is None:
+            assert got == [(message, None)], message
+        else:
+            assert [text for text, _ in got] == list(m.groups()), message
+            assert [style for _, style in got] == [None, "magenta", "green", None], message
+    assert sum(HEROKU_ROUTE.fullmatch(m) is not None for m in messages) > 200
+
+
+def test_a_long_web_line_is_coloured_in_time_linear_in_its_length() -> None:
+    """Heroku's pattern backtracks: 100 kB of JSON (whose ", " it tries at every quote)
+    took 30 s, on a terminal and in every tail showing it."""
+    payload = json.dumps({f"key{i}": f"value {i}" for i in range(4000)})
+    for message in (f"payload {payload}", f'{payload} "GET / HTTP/1.1" 200 {payload}'):
+        started = time.monotonic()
+        parts = colored_parts(stored(message))
+        assert time.monotonic() - started < 2
+        assert "".join(text for text, _ in parts) == format_text(stored(message))
