@@ -12,12 +12,14 @@ from herolog.filters import LineFilter
 from herolog.parser import LOGPLEX_PRI, own_line
 from herolog.render import Renderer
 from herolog.store import (
+    APP_NAME_RULE,
     DEFAULT_HISTORY,
     MAX_HISTORY,
     Store,
     StoredLine,
     open_existing,
     unstored,
+    valid_app_name,
 )
 
 POLL_INTERVAL_S = 0.05
@@ -62,6 +64,12 @@ class UnknownApp(LookupError):
         if an_id:  # no app will ever have it: the id of an app is made when the app is
             super().__init__(
                 f"the store {path} has no app named {app!r}, nor one with that id ({has})"
+            )
+            return
+        if not valid_app_name(app):  # no intake takes it: a tail would wait for ever
+            super().__init__(
+                f"the store {path} has no app named {app!r}, and no app can have that name"
+                f" ({APP_NAME_RULE}; {has})"
             )
             return
         super().__init__(
@@ -131,13 +139,13 @@ def show_logs(
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
                 lines, last_id = store.last(request.wanted, num)
-            elif info is None and (not request.tail or an_id):
+            elif info is None and (not request.tail or an_id or not valid_app_name(app)):
                 # A tail waits for an app's first line; an id is of an app there already.
                 known = [known.name for known in store.apps()]
                 store.close()
                 raise UnknownApp(path, app, known, an_id=an_id)
         renderer.write(lines)
-    elif app is not None and not request.tail:
+    elif app is not None and (not request.tail or not valid_app_name(app)):
         raise UnknownApp(path, app, [])
     if not request.tail:
         if store is not None:

@@ -134,6 +134,28 @@ def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
         assert "--tail waits" not in err
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("made", [True, False], ids=["store", "no store yet"])
+def test_a_tail_of_an_app_no_app_can_be_named_is_refused(herolog_home: Path, made: bool) -> None:
+    """No intake takes an app of that name (a space, a slash: a typo, or a drain URL pasted
+    whole), so a tail waiting for its first line would wait for ever."""
+    if made:
+        fill(open_store(), "demo", ["x"])
+    for app in ("my app", "demo/logs", "a" * 101):
+        done = subprocess.run(
+            [sys.executable, "-m", "herolog", "logs", "-t", "-a", app],
+            env=herolog_env(),
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+        assert done.returncode == 1, app
+        assert f"has no app named {app!r}, and no app can have that name (app names are" in (
+            done.stderr
+        )
+        assert done.stderr.count("\n") == 1
+
+
 def test_an_app_asked_of_a_store_not_made_yet_is_an_error(
     herolog_home: Path,
 ) -> None:
