@@ -51,12 +51,14 @@ def to_json_object(line: StoredLine) -> dict[str, Any]:
     return record
 
 
-def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
-    return json.dumps(to_json_object(line), ensure_ascii=ascii_only, separators=(",", ":"))
-
-
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 """What JSON leaves raw but str.splitlines ends a line at, as JSON escapes."""
+
+
+def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
+    """One NDJSON record, one line for any line splitter (a script's str.splitlines too)."""
+    text = json.dumps(to_json_object(line), ensure_ascii=ascii_only, separators=(",", ":"))
+    return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
 def encode_record(line: StoredLine) -> str:

@@ -310,6 +310,23 @@ def test_json_output_schema(store: SQLiteStore) -> None:
     assert [r["id"] for r in records] == sorted(r["id"] for r in records)
 
 
+@pytest.mark.subprocess
+def test_json_records_are_one_line_for_any_line_splitter(store: SQLiteStore) -> None:
+    """JSON leaves U+0085, U+2028 and U+2029 raw, and Python's str.splitlines (as many a
+    script reads NDJSON) ends a line at each, cutting the record in two."""
+    messages = ["nel\x85next", "ls\u2028ps\u2029end", "caf\u00e9 \u65e5"]
+    fill(store, "demo", messages)
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "--json"],
+        env=herolog_env(),
+        capture_output=True,
+        check=True,
+    )
+    out = done.stdout.decode()
+    assert [json.loads(x)["message"] for x in out.splitlines()] == messages
+    assert "caf\u00e9 \u65e5" in out  # other characters stay as they are, in UTF-8
+
+
 @pytest.mark.parametrize(
     ("args", "env", "colored"),
     [
