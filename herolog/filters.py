@@ -155,7 +155,9 @@ class LineFilter:
     """Filters are ANDed; each is applied before any line limit.
 
     ``dynos`` holds names from ``--dyno`` and ``--process-type``: each matches a dyno
-    exactly or as a prefix followed by ``.`` (``web`` matches ``web.1``, not ``webby.1``).
+    exactly, as a prefix followed by ``.`` (``web`` matches ``web.1``, not ``webby.1``), or
+    as the process type of a Fir dyno's name (``web`` matches ``web-7d9f8c6b5-x2kqz``, not
+    ``web-api-7d9f8c6b5-x2kqz``; see fir_dyno_rest).
     ``since`` is inclusive and ``until`` exclusive; both are instant strings. A line passes
     the patterns when it matches any ``grep`` pattern (if there are any) and no ``exclude``
     pattern; patterns are searched in the message.
@@ -194,5 +196,13 @@ class LineFilter:
         return not any(p.search(message) for p in self.exclude)
 
 
+FIR_DYNO_REST = re.compile(r"[0-9a-z]+-[0-9a-z]{5}")
+"""What follows ``TYPE-`` in a Fir-generation dyno's name (``web-7d9f8c6b5-x2kqz``), as
+Kubernetes names a deployment's pods: the replica set's hash, then the pod's own five
+characters."""
+
+
 def dyno_matches(wanted: str, dyno: str) -> bool:
-    return dyno == wanted or dyno.startswith(wanted + ".")
+    if dyno == wanted or dyno.startswith(wanted + "."):
+        return True
+    return dyno.startswith(wanted + "-") and bool(FIR_DYNO_REST.fullmatch(dyno, len(wanted) + 1))

@@ -33,6 +33,8 @@ SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
+_FIR_REST = "[0-9a-z]*-" + "[0-9a-z]" * 5
+"""filters.FIR_DYNO_REST as a GLOB, with the two NOT GLOBs of _where."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -1061,9 +1063,16 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
         clauses.append("source = ?")
         params.append(wanted.source)
     for dyno in wanted.dynos:
-        # "web" or anything starting "web.": the range ["web.", "web/") is that prefix.
-        clauses.append("(dyno = ? OR (dyno >= ? AND dyno < ?))")
-        params += [dyno, dyno + ".", dyno + "/"]
+        # "web", anything starting "web." (the range ["web.", "web/") is that prefix), or
+        # "web-" (the range ["web-", "web.")) and then filters.FIR_DYNO_REST, as GLOBs.
+        clauses.append(
+            "(dyno = ? OR (dyno >= ? AND dyno < ?)"
+            " OR (dyno >= ? AND dyno < ? AND substr(dyno, ?) GLOB ?"
+            " AND NOT substr(dyno, ?) GLOB '*[^0-9a-z-]*' AND NOT substr(dyno, ?) GLOB '*-*-*'))"
+        )
+        rest = len(dyno) + 2
+        params += [dyno, dyno + ".", dyno + "/", dyno + "-", dyno + ".", rest, _FIR_REST]
+        params += [rest, rest]
     if wanted.since is not None:
         clauses.append("time >= ?")
         params.append(wanted.since)

@@ -16,7 +16,23 @@ from tests.helpers import line
 
 APPS = ["demo", "other"]
 SOURCES = ["app", "heroku"]
-DYNOS = ["web", "web.1", "web.12", "webby.1", "worker.1", "router", "w"]
+DYNOS = [
+    "web",
+    "web.1",
+    "web.12",
+    "webby.1",
+    "worker.1",
+    "router",
+    "w",
+    "web-7d9f8c6b5-x2kqz",
+    "web-api-7d9f8c6b5-x2kqz",
+    "web-api",
+    "web-1",
+    "web-7d9f8c6b5-X2KQZ",
+    "web-7d9f8c6b5-x2kq",
+    "web--x2kqz",
+    "web-7d9.f8c6b5-x2kqz",
+]
 WORDS = ["GET", "boom", "web", "ok"]
 
 lines = st.lists(

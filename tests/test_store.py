@@ -94,6 +94,28 @@ def test_dyno_filter_is_exact_or_dotted_prefix(store: SQLiteStore) -> None:
     assert messages(store.last(LineFilter(dynos=("web", "web.12")), 100)) == ["web.12"]
 
 
+def test_a_process_type_matches_its_fir_dynos(store: SQLiteStore) -> None:
+    """Fir-generation dynos are named as Kubernetes names pods: TYPE-HASH-XXXXX."""
+    dynos = [
+        "web-7d9f8c6b5-x2kqz",
+        "web-api-7d9f8c6b5-x2kqz",
+        "web-5f6d7c8b9-abcde",
+        "web-1",
+        "web-7d9f8c6b5-x2kqz0",
+        "worker-7d9f8c6b5-x2kqz",
+    ]
+    for dyno in dynos:
+        fill(store, "demo", [dyno], dyno=dyno)
+    assert messages(store.last(LineFilter(dynos=("web",)), 100)) == [
+        "web-7d9f8c6b5-x2kqz",
+        "web-5f6d7c8b9-abcde",
+    ]
+    assert messages(store.last(LineFilter(dynos=("web-api",)), 100)) == ["web-api-7d9f8c6b5-x2kqz"]
+    assert messages(store.last(LineFilter(dynos=("web-7d9f8c6b5-x2kqz",)), 100)) == [
+        "web-7d9f8c6b5-x2kqz"
+    ]
+
+
 def test_time_filters_since_inclusive_until_exclusive(store: SQLiteStore) -> None:
     for second in range(10):
         fill(store, "demo", [str(second)], second=second)
