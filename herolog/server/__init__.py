@@ -424,6 +424,8 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(BACKLOG)
+    except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters
+        raise ConfigError(f"cannot listen on {host}:{port}: {host!r} is not a host name") from None
     except OSError as error:
         why = error.strerror or str(error)
         if error.errno == errno.EACCES and 0 < port < 1024:

@@ -136,6 +136,8 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["serve", "--public-url", "ftp://logs.example.com"], "--public-url"),
         (["serve", "--public-url", "https://logs.example.com:port"], "--public-url"),
         (["serve", "--public-url", "https:///herolog"], "--public-url"),
+        (["serve", "--host", "logs..example.com", "--auth", "u:p"], "is not a host name"),
+        (["serve", "--host", "a" * 64, "--auth", "u:p"], "is not a host name"),
         (["logs", "-g", "a{1,99999999999}"], "is not a valid regular expression"),
         (["logs", "-x", "(" * 2000 + ")" * 2000], "is not a valid regular expression"),
         (["logs", "-g", r"(\w+\s?)+$"], "it repeats a repetition, like (a+)+"),
