@@ -110,7 +110,7 @@ def check_url(url: str) -> str:
         )
     if port == 0:
         raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}")
-    if not _valid_host(parts.hostname):
+    if not valid_host(parts.hostname):
         raise DrainURLError(f"the drain URL's host is not a valid host name: {shown}")
     if scheme in SYSLOG_SCHEMES:
         if parts.path not in ("", "/") or parts.query:
@@ -134,7 +134,9 @@ _TO_LAST_AT = re.compile(r"(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?).*@", re.DOT
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
-def _valid_host(host: str) -> bool:
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is an IP address or a name a resolver takes (IDNA, labels of 1 to 63
+    characters)."""
     try:
         ipaddress.ip_address(host)
         return True

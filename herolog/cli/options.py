@@ -52,13 +52,14 @@ class ServerURLType(click.ParamType[str, Any]):
             return text
         import httpx
 
-        from herolog.drains import mask_loosely
+        from herolog.drains import mask_loosely, valid_host
 
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL as error:
             self.fail(f"{mask_loosely(text)!r} is not a server URL ({error})", param, ctx)
-        if url.scheme not in ("http", "https") or not url.host or (url.port or 1) > 65535:
+        host = url.raw_host.decode("ascii")  # as it is sent: a bad one fails only in connecting
+        if url.scheme not in ("http", "https") or not valid_host(host) or (url.port or 1) > 65535:
             shown = mask_loosely(text)
             self.fail(f"{shown!r} is not a server URL: http(s)://HOST[:PORT]", param, ctx)
         return text

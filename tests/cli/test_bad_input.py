@@ -201,6 +201,9 @@ BAD_URLS = [
     "http://256.0.0.1",
     "http://logs.example.com:99999",
     "http://logs.example.com:port",
+    "http://logs..example.com:8514",
+    "http://" + "a" * 64 + ".example.com",
+    "http://xn--zz.example.com",
 ]
 
 
