@@ -260,6 +260,18 @@ def test_a_body_longer_than_its_content_length(guarded: Running, close: bool) ->
     assert whole == declared if status(on_boundary) == 204 else whole in ([], declared)
 
 
+def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(
+    guarded: Running,
+) -> None:
+    """httptools takes it; int() refuses a number of over 4,300 digits, zeros or not."""
+    payload = body("zeros", n=2)
+    request = post_request(b"/apps/demo/logs", payload).replace(
+        b"Content-Length: ", b"Content-Length: " + b"0" * 5000
+    )
+    assert status(exchange(guarded.server.http_port or 0, request)) == 204
+    assert len(guarded.lines("demo")) == 2
+
+
 def test_trickling_bodies_are_cut_off_while_others_are_served(guarded: Running) -> None:
     port = guarded.server.http_port or 0
     payload = body("trickled", n=20)
