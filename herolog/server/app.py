@@ -79,18 +79,12 @@ class Stats:
 class HerologApp:
     """The ASGI application of ``herolog serve``."""
 
-    def __init__(
-        self,
-        config: ServeConfig,
-        writer: Writer,
-        stats: Stats | None = None,
-        sessions: Sessions | None = None,
-    ) -> None:
+    def __init__(self, config: ServeConfig, writer: Writer, stats: Stats | None = None) -> None:
         self.config = config
         self.writer = writer
         self.stats = stats or Stats()
         self.broadcaster = Broadcaster(config.store_path)
-        self.sessions = sessions or Sessions(config.store_path, broadcaster=self.broadcaster)
+        self.sessions = Sessions(config.store_path, broadcaster=self.broadcaster)
         self.api = PlatformAPI(config, self.sessions)
         self.forwarder = Forwarder(
             config.store_path,
