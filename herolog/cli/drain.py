@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from herolog.cli.options import ServerURLType, app_option
+from herolog.cli.options import app_option, server_option
 
 if TYPE_CHECKING:
     from herolog.drains import Registry
@@ -26,13 +26,7 @@ F = TypeVar("F", bound=Callable[..., object])
 T = TypeVar("T")
 
 
-def server_option(function: F) -> F:
-    return click.option(
-        "--server",
-        envvar="HEROLOG_URL",
-        type=ServerURLType(),
-        help="Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
-    )(function)
+_SERVER_HELP = "Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store."
 
 
 def app_name(app: str | None) -> str:
@@ -67,20 +61,14 @@ def attempt(work: Callable[[], T], server: str | None) -> T:
 
 def list_options(function: F) -> F:
     """The options of ``drain list``, which ``drain`` alone takes too (as ``heroku drains -a``)."""
-    function = server_option(function)
+    function = server_option(_SERVER_HELP)(function)
     function = click.option(
         "--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json."
     )(function)
     function = click.option(
         "--json", "json_output", is_flag=True, help="Print the drains as a JSON list."
     )(function)
-    return click.option(
-        "-a",
-        "--app",
-        envvar="HEROLOG_APP",
-        metavar="APP",
-        help="Only this app (default: every app).",
-    )(function)
+    return app_option("Only this app (default: every app).")(function)
 
 
 @click.group(invoke_without_command=True)
@@ -124,7 +112,7 @@ def drain(
 @app_option(f"The app whose lines go to URL (default: $HEROLOG_APP, else {DEFAULT_APP}).")
 @click.option("--json", "json_output", is_flag=True, help="Print the drain as JSON.")
 @click.option("--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json.")
-@server_option
+@server_option(_SERVER_HELP)
 def add(
     url: str, app: str | None, json_output: bool, show_secrets: bool, server: str | None
 ) -> None:
@@ -196,7 +184,7 @@ def describe(drain: Drain, forwarded: bool = True) -> str:
 @drain.command("remove")
 @click.argument("url_or_token", metavar="URL|TOKEN")
 @app_option(f"The app the drain belongs to (default: $HEROLOG_APP, else {DEFAULT_APP}).")
-@server_option
+@server_option(_SERVER_HELP)
 def remove(url_or_token: str, app: str | None, server: str | None) -> None:
     """Stop forwarding to a drain, given its URL or token."""
     from herolog.drains import mask_url

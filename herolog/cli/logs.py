@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from herolog.cli.options import RegexType, ServerURLType, TimeType, app_option
+from herolog.cli.options import RegexType, TimeType, app_option, server_option
 
 if TYPE_CHECKING:
     from herolog.logs import LogsRequest
@@ -72,12 +72,7 @@ if TYPE_CHECKING:
 @click.option(
     "--force-colors", is_flag=True, help="Same as --color always (the heroku CLI's flag)."
 )
-@click.option(
-    "--server",
-    envvar="HEROLOG_URL",
-    type=ServerURLType(),
-    help="Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.",
-)
+@server_option("Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.")
 def logs(
     app: str | None,
     num: int | None,

@@ -78,6 +78,12 @@ def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
     )
 
 
+def server_option(help: str) -> Callable[[F], F]:
+    """``--server``, from ``$HEROLOG_URL`` when not given: the server to work on, not the
+    local store."""
+    return click.option("--server", envvar="HEROLOG_URL", type=ServerURLType(), help=help)
+
+
 def checked_app(app: str) -> str:
     """``app`` if it is a name the store and the server take, else a usage error (exit 2)."""
     from herolog.store import APP_NAME_RULE, valid_app_name

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from herolog.cli import Interrupted
-from herolog.cli.options import ServerURLType, app_option, checked_app, checked_dyno
+from herolog.cli.options import app_option, checked_app, checked_dyno, server_option
 
 if TYPE_CHECKING:
     from herolog.parser import LogLine
@@ -25,12 +25,9 @@ if TYPE_CHECKING:
     help="The dyno name: web.1, worker.2, ...",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Store the output without also printing it.")
-@click.option(
-    "--server",
-    envvar="HEROLOG_URL",
-    type=ServerURLType(),
-    help="Send the lines to this herolog serve's drain intake (credentials of its --auth in"
-    " the URL), not to the local store.",
+@server_option(
+    "Send the lines to this herolog serve's drain intake (credentials of its --auth in the"
+    " URL), not to the local store."
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str, ...]) -> None:
