@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from herolog.cli.options import app_option, server_option
+from herolog.cli.options import app_option, checked_app, server_option
 
 if TYPE_CHECKING:
     from herolog.drains import Registry
@@ -30,12 +30,7 @@ _SERVER_HELP = "Work on this herolog serve (API key from $HEROLOG_API_KEY), not 
 
 
 def app_name(app: str | None) -> str:
-    from herolog.store import APP_NAME_RULE, valid_app_name
-
-    name = DEFAULT_APP if app is None else app
-    if not valid_app_name(name):
-        raise BadInput(f"not an app name: {name!r}; {APP_NAME_RULE}")
-    return name
+    return checked_app(DEFAULT_APP if app is None else app)
 
 
 def registry(server: str | None) -> Registry:
