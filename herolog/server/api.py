@@ -83,8 +83,8 @@ def _not_found(what: str) -> APIError:
 
 
 class PlatformAPI:
-    """Routes ``/account``, ``/apps/...``, ``/log-sessions`` and ``/sessions/...`` for
-    :class:`HerologApp`."""
+    """Routes ``/account``, ``/apps/...``, ``/log-sessions``, ``/log-drains`` and
+    ``/sessions/...`` for :class:`HerologApp`."""
 
     def __init__(self, config: ServeConfig, sessions: Sessions) -> None:
         self.config = config
@@ -393,8 +393,8 @@ class PlatformAPI:
 
 def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSession:
     """The session a log-sessions body asks for: Heroku's fields (``lines``, ``tail``,
-    ``source``, ``dyno``) and herolog's own (``process_type``, ``dynos``, ``since``,
-    ``until``, ``grep``, ``exclude``, ``format``)."""
+    ``source``, ``dyno``, and ``type``, a process type) and herolog's own (``process_type``,
+    ``dynos``, ``since``, ``until``, ``grep``, ``exclude``, ``format``)."""
     lines = body.get("lines")
     if lines is None:
         lines = default_num(history)

@@ -208,13 +208,13 @@ class HerologApp:
 
     def _check_intake_auth(
         self,
-        header: bytes | None,
+        authorization: bytes | None,
         refusal: str = "this drain needs the credentials given to --auth",
     ) -> None:
         expected = self.config.auth
         if expected is None:
             return
-        given = basic_credentials(header)
+        given = basic_credentials(authorization)
         # Compare both parts every time so the timing says nothing about which was wrong.
         ok_user = same_secret(given[0] if given else "", expected.user)
         ok_password = same_secret(given[1] if given else "", expected.password)
