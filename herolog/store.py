@@ -591,10 +591,12 @@ class SQLiteStore:
         self._db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def wal_size(self) -> int:
-        try:
-            return Path(f"{self.path}-wal").stat().st_size
-        except OSError:
-            return 0
+        return _file_size(Path(f"{self.path}-wal"))
+
+    def disk_size(self) -> int:
+        """The bytes of its file, its -wal and its -shm (not of files beside it whose names
+        start with its own, as the logs.db.broken of a store moved aside)."""
+        return sum(_file_size(Path(f"{self.path}{end}")) for end in ("", "-wal", "-shm"))
 
     def forget_frame_ids(
         self, older_than_s: float, keep_at_most: int, keep_for_s: float = 0
@@ -1164,6 +1166,14 @@ def _instant_in(seconds: float) -> str:
     from herolog import timestamps
 
     return timestamps.to_instant(timestamps.now() + timedelta(seconds=seconds))
+
+
+def _file_size(path: Path) -> int:
+    """0 for a file that is not there (a -wal or -shm that SQLite has removed)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def open_existing(path: Path) -> SQLiteStore | None:

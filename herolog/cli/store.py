@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -43,7 +42,7 @@ def info(json_output: bool) -> None:
         "path": str(path),
         "exists": opened is not None,
         "history": opened.history if opened is not None else DEFAULT_HISTORY,
-        "bytes": sum(map(_size, (path, Path(f"{path}-wal"), Path(f"{path}-shm")))) if opened else 0,
+        "bytes": opened.disk_size() if opened is not None else 0,
         "apps": [{"name": a.name, "lines": a.lines, "created_at": a.created_at} for a in found],
     }
     if json_output:
@@ -79,11 +78,3 @@ def history(lines: int | None) -> None:
         return
     open_store().set_history(lines)
     click.echo(f"The store keeps {lines:,} lines per app.", err=True)
-
-
-def _size(path: Path) -> int:
-    """The file's size; 0 if it is not there (a -wal or -shm that SQLite has removed)."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
