@@ -81,6 +81,17 @@ class ServeConfig:
         """Raise ConfigError for a configuration that must not start."""
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigError("--certfile and --keyfile go together")
+        # Bytes that are not UTF-8 (a secrets file in Latin-1) come as surrogates, which no
+        # request's credentials can match and no answer or start-up line can carry.
+        for option, value in (
+            ("--auth", self.auth and f"{self.auth.user}:{self.auth.password}"),
+            ("--public-url", self.public_url),
+        ):
+            if value and not _utf8(value):
+                raise ConfigError(f"{option} must be UTF-8 text: it holds bytes that are not")
+        if self.api_key and not (self.api_key.isascii() and self.api_key.isprintable()):
+            # What herolog logs --server sends, and the heroku CLI can put in a header.
+            raise ConfigError("--api-key must be printable ASCII, as API keys are")
         if not is_loopback(self.host) and self.auth is None and not self.insecure_no_auth:
             raise ConfigError(
                 f"refusing to listen on {self.host} without --auth: anyone who can reach it"
@@ -112,6 +123,14 @@ class ServeConfig:
             raise ConfigError("the body timeout must be a number of seconds more than 0")
         if not (self.header_timeout > 0 and math.isfinite(self.header_timeout)):
             raise ConfigError("the header timeout must be a number of seconds more than 0")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def url_host(host: str, port: int | None = None) -> str:

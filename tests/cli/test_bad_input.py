@@ -117,6 +117,10 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
     assert proc.returncode == 0, proc.stderr
 
 
+UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
+"""An address of TEST-NET-1, which no machine has: serve fails there if it gets so far."""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -137,6 +141,13 @@ def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> N
         (["serve", "--public-url", "https://logs.example.com:port"], "--public-url"),
         (["serve", "--public-url", "https:///herolog"], "--public-url"),
         (["serve", "--host", "logs..example.com", "--auth", "u:p"], "is not a host name"),
+        (["serve", "--host", "\udcff", "--auth", "u:p"], "'\\udcff' is not a host name"),
+        # Bytes that are not UTF-8, on an address serve cannot take should they be taken.
+        (["serve", *UNTAKEN, "--auth", "u:p\udcff"], "--auth must be UTF-8 text"),
+        (["serve", *UNTAKEN, "--auth", "\udcff:p"], "--auth must be UTF-8 text"),
+        (["serve", *UNTAKEN, "--api-key", "k\udcff"], "--api-key must be printable ASCII"),
+        (["serve", *UNTAKEN, "--api-key", "kü"], "--api-key must be printable ASCII"),
+        (["serve", *UNTAKEN, "--public-url", "http://\udcff.example"], "--public-url must be"),
         (["serve", "--host", "a" * 64, "--auth", "u:p"], "is not a host name"),
         (["logs", "-g", "a{1,99999999999}"], "is not a valid regular expression"),
         (["logs", "-x", "(" * 2000 + ")" * 2000], "is not a valid regular expression"),
