@@ -55,6 +55,11 @@ class ServerURLType(click.ParamType[str, Any]):
         from herolog.drains import mask_loosely, valid_host
 
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            why = "it holds bytes that are not UTF-8"
+            self.fail(f"{mask_loosely(text)!r} is not a server URL: {why}", param, ctx)
+        try:
             url = httpx.URL(text)
         except httpx.InvalidURL as error:
             self.fail(f"{mask_loosely(text)!r} is not a server URL ({error})", param, ctx)

@@ -215,6 +215,8 @@ BAD_URLS = [
     "http://logs..example.com:8514",
     "http://" + "a" * 64 + ".example.com",
     "http://xn--zz.example.com",
+    "http://u:p\udcff@logs.example.com",  # bytes that are not UTF-8
+    "http://logs.example.com/\udcff",
 ]
 
 
