@@ -87,3 +87,12 @@ def test_option_reaches_the_configuration(
     assert result.exit_code == 0, result.output
     (config,) = configs
     assert getattr(config, attribute) == expected
+
+
+def test_the_options_defaults_are_the_configurations(configs: list[ServeConfig]) -> None:
+    """The defaults are written twice, in the options (for --help, without importing the
+    server) and in ServeConfig (for code that builds one): they must not drift apart."""
+    result = CliRunner().invoke(cli, ["serve"], env={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (config,) = configs
+    assert config == ServeConfig(config.store_path)
