@@ -129,9 +129,15 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     )
     if not_found and app is not None and _no_such_app(message):
         from herolog.drains import looks_like_id
+        from herolog.store import APP_NAME_RULE, valid_app_name
 
-        nor_id = ", nor one with that id" if looks_like_id(app) else ""
-        error = RemoteError(f"{base} has no app named {app!r}{nor_id}")
+        if looks_like_id(app):
+            why = ", nor one with that id"
+        elif not valid_app_name(app):
+            why = f", and no app can have that name ({APP_NAME_RULE})"
+        else:
+            why = ""
+        error = RemoteError(f"{base} has no app named {app!r}{why}")
         error.no_app = True
     elif status == 422:
         error = RemoteError(message, usage=True)
@@ -243,10 +249,14 @@ class RemoteLogs:
         import httpx
 
         from herolog.drains import looks_like_id
+        from herolog.store import valid_app_name
 
         app = self.request.wanted.app
-        # An app's id comes with the app: a tail would wait for one of no app for ever.
-        waits = self.request.tail and not (app is not None and looks_like_id(app))
+        # An app's id comes with the app, and no intake takes a name that breaks the rule:
+        # a tail would wait for such an app for ever.
+        waits = self.request.tail and (
+            app is None or (valid_app_name(app) and not looks_like_id(app))
+        )
         waited = False
         # Once the server has said it has no such app, a tail waiting for it outlives a
         # drop or a restart (backing off as below), as a tail that has started does.

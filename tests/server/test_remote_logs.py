@@ -792,6 +792,24 @@ def test_an_id_of_no_app_is_refused_even_by_a_tail(remote: Running, tail: list[s
     )
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("tail", [[], ["-t"]])
+def test_a_name_no_app_can_have_is_refused_even_by_a_tail(remote: Running, tail: list[str]) -> None:
+    """A drain URL pasted whole, or a typo with a space: no intake takes such a name, so a
+    tail would wait for ever."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", "my app", *tail],
+        capture_output=True,
+        text=True,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
+    assert proc.stderr.startswith(
+        f"Error: {remote.url} has no app named 'my app', and no app can have that name ("
+    )
+
+
 def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactory) -> None:
     """The API answered, so "cannot reach" the API's URL would send the user looking at the
     wrong thing: the session is served at the server's --public-url, which is named."""
