@@ -338,6 +338,8 @@ def _pump(
     waiting.register(fd, select.POLLIN)
     waiting.register(ended.fd, select.POLLIN)
     rest = b""
+    cut = False
+    """Whether pieces of the line in ``rest`` have been stored already."""
     read = 0
     written: int | None = None
     """How much the command had written by the time it exited, once that is known."""
@@ -363,11 +365,16 @@ def _pump(
                 echo = None
         *lines, rest = (rest + data).split(b"\n")
         for raw in lines:
-            pieces, last = _pieces(raw)
-            _store([*pieces, last], dyno, pri, flusher)
+            # \r\n ends a line as \n does, as Heroku's log router splits a dyno's output
+            line = raw.rstrip(b"\r")
+            if line or not cut:  # not all stored already, up to its \r
+                pieces, last = _pieces(line)
+                _store([*pieces, last], dyno, pri, flusher)
+            cut = False
         pieces, rest = _pieces(rest)  # no newline in sight: stored in pieces as it comes
         _store(pieces, dyno, pri, flusher)
-    if rest:
+        cut = cut or bool(pieces)
+    if rest := rest.rstrip(b"\r"):
         _store([rest], dyno, pri, flusher)
     pipe.close()
 

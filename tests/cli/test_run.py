@@ -278,6 +278,31 @@ def test_a_long_line_is_stored_in_pieces_as_heroku_splits_it(herolog_home: Path)
 
 
 @pytest.mark.subprocess
+def test_a_crlf_line_end_is_not_stored_as_part_of_the_line(herolog_home: Path) -> None:
+    """As Heroku's log router splits a dyno's output (and herolog's forwarder, text_lines):
+    the ``\r`` of ``\r\n`` belongs to the line end, as does one a last line ends in; a ``\r``
+    inside a line (a progress bar's) is the line's own."""
+    script = (
+        "import sys, time\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(b'done\\r\\n10%\\r50%\\r\\r\\n'); out.flush()\n"
+        # a line of 10,000 bytes, whose \r herolog has seen (and cut the line after) before
+        # the \n: one piece, not a second, empty one
+        "out.write(b'y' * 10_000 + b'\\r'); out.flush(); time.sleep(0.3)\n"
+        "out.write(b'\\nlast\\r')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "run", "--", sys.executable, "-c", script],
+        capture_output=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout == b"done\r\n10%\r50%\r\r\n" + b"y" * 10_000 + b"\r\nlast\r"  # shown as is
+    assert [x[2] for x in stored() if x[0] == "app"] == ["done", "10%\r50%", "y" * 10_000, "last"]
+
+
+@pytest.mark.subprocess
 def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_home: Path) -> None:
     """The command is held back (as by any pipe) while lines wait for the store, instead
     of herolog keeping them all: the peak memory of the run stays small."""
