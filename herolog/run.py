@@ -38,7 +38,8 @@ MAX_LINE = 10_000
 """A longer line is stored in pieces of at most this many bytes, as Heroku splits them."""
 MAX_WAITING = 10_000
 """Lines waiting for the store, at most: past that, reading the command's output waits,
-and so does the command (as with any pipe), instead of herolog's memory growing."""
+and so does the command (as with any pipe), instead of herolog's memory growing; unless
+the store failed the last batch, when a line that finds no room is dropped instead."""
 READ_SIZE = 1 << 16
 APP_PRI = 190  # local7.info: what Heroku gives app output
 APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
@@ -80,15 +81,29 @@ class _Flusher:
         self._thread = threading.Thread(target=self._run, name="herolog-run-flush", daemon=True)
         self.error: BaseException | None = None
         """The last error the sink raised."""
+        self.failing = False
+        """Whether the sink stored nothing of the last batch."""
         self.lines = 0
         self.lost = 0
-        """Lines of the batches the sink raised an error for."""
+        """Lines of the batches the sink raised an error for, and lines dropped."""
+        self._dropped = 0
+        self._dropping = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
 
     def put(self, line: LogLine) -> None:
-        self._queue.put(line)
+        """Wait for room while the store is slow; not while it fails, which may take a
+        server's timeouts for every batch: the line is dropped (and counted) instead."""
+        while True:
+            try:
+                self._queue.put(line, block=not self.failing, timeout=FLUSH_INTERVAL_S)
+                return
+            except queue.Full:
+                if self.failing:
+                    with self._dropping:
+                        self._dropped += 1
+                    return
 
     def put_now(self, line: LogLine) -> None:
         """Past MAX_WAITING: a signal's line must not hold up the signal while the store
@@ -98,6 +113,8 @@ class _Flusher:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self.lines += self._dropped
+        self.lost += self._dropped
 
     def _run(self) -> None:
         while True:
@@ -107,7 +124,9 @@ class _Flusher:
             batch = [first]
             stop = False
             deadline = time.monotonic() + FLUSH_INTERVAL_S
-            while len(batch) < 1000 and (remaining := deadline - time.monotonic()) > 0:
+            # While failing, one try for all that waits: not one (and its timeouts) a 1,000
+            limit = MAX_WAITING + 1 if self.failing else 1000
+            while len(batch) < limit and (remaining := deadline - time.monotonic()) > 0:
                 try:
                     item = self._queue.get(timeout=remaining)
                 except queue.Empty:
@@ -123,6 +142,9 @@ class _Flusher:
                 self.error = error
                 unsent = getattr(error, "unsent", None)
                 self.lost += len(batch) if unsent is None else unsent
+                self.failing = unsent is None or unsent >= len(batch)
+            else:
+                self.failing = False
             if stop:
                 return
 

@@ -164,6 +164,51 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
     assert [x[2] for x in seen(running, "default")][-1] == "before"
 
 
+@pytest.mark.subprocess
+def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -> None:
+    """A server that takes the run's first post, then answers each batch 503 after a while
+    (each tried three times): what the command writes while the lines waiting fill up is
+    dropped and counted, not waited for batch after batch (40,000 lines took minutes)."""
+    import http.server
+
+    class FailsSlowly(http.server.BaseHTTPRequestHandler):
+        posts = 0
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            FailsSlowly.posts += 1
+            if FailsSlowly.posts > 1:
+                time.sleep(0.4)
+            self.send_response(204 if FailsSlowly.posts == 1 else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    failing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailsSlowly)
+    threading.Thread(target=failing.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    took = tmp_path / "took"
+    script = (
+        "import sys, time\n"
+        "started = time.monotonic()\n"
+        "for i in range(40_000): print(f'line {i}')\n"
+        f"open({str(took)!r}, 'w').write(str(time.monotonic() - started))\n"
+    )
+    url = f"http://127.0.0.1:{failing.server_address[1]}"
+    try:
+        proc = run(tmp_path, "--server", url, "-q", "--", sys.executable, "-c", script)
+    finally:
+        failing.shutdown()
+        failing.server_close()
+    assert proc.returncode == 0
+    assert float(took.read_text()) < 15
+    assert proc.stderr == (
+        "herolog run: could not store 40,004 of 40,004 lines:"
+        f" {url} refused the lines (503 Service Unavailable): no reason\n"
+    )
+
+
 class AnswerDropper:
     """A TCP proxy in front of a herolog serve: it passes each request on whole, records the
     size of its body, and for the first ``drop`` requests closes the client's connection
