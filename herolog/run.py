@@ -168,8 +168,9 @@ def run_dyno(
 ) -> Exited:
     """Run ``command``, storing its output as ``app[DYNO]``; returns how it exited.
 
-    Signals sent to herolog are passed on to the command, which runs in its own process
-    group so that a Ctrl-C in the terminal reaches it exactly once. A signal's death is
+    Signals sent to herolog are passed on to the command, which runs in a session of its
+    own, without a terminal as on a dyno (so a Ctrl-C in the terminal reaches it exactly once,
+    and a read of /dev/tty fails instead of stopping it). A signal's death is
     status 128 + N, as in a shell; a command that cannot be started is 127 (not found) or
     126 (not executable).
     """
@@ -230,7 +231,9 @@ def run_dyno(
                 flusher.put_now(state("up", "down"))
             if sig == signal.SIGTERM:
                 flusher.put_now(platform("Stopping all processes with SIGTERM"))
-        _forward(started[0], sig)
+        # A SIGTSTP would be discarded: the command's process group has no parent in its
+        # session, which the kernel takes as nobody left to resume it.
+        _forward(started[0], signal.SIGSTOP if sig == signal.SIGTSTP else sig)
         if stop:
             stopping[0].start()
         if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
@@ -255,7 +258,7 @@ def run_dyno(
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
                 env=env,
-                process_group=0,
+                start_new_session=True,
             )
         except OSError as error:
             status = 127 if isinstance(error, FileNotFoundError) else 126
@@ -321,7 +324,8 @@ def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
 
 
 def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
-    # To the whole process group the command leads, as a terminal would send it.
+    # To the whole process group the command leads (its session's first), as a terminal
+    # would send it.
     with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just exited
         os.killpg(proc.pid, sig)
 

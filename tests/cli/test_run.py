@@ -506,6 +506,42 @@ def test_a_signal_ignored_as_nohup_ignores_it_stays_ignored(
 
 
 @pytest.mark.subprocess
+def test_a_command_opening_the_terminal_finds_none_as_on_a_dyno(herolog_home: Path) -> None:
+    """herolog runs at a terminal (its controlling one), and the command asks on /dev/tty (a
+    password prompt: sudo, ssh, getpass). A dyno has no terminal: the command is told so at
+    once, rather than stopped by the terminal for reading from a background process group,
+    where no Ctrl-C could reach it for 30 s."""
+    import fcntl
+    import termios
+
+    main, terminal = os.openpty()
+    command = "echo ready; read answer < /dev/tty; echo read $?"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "-q", "--", "sh", "-c", command],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        env=herolog_env(),
+    )
+    os.close(terminal)
+    try:
+        status = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the command was stopped reading the terminal") from None
+    finally:
+        proc.kill()
+        os.close(main)
+    assert status == 0
+    out = [x[2] for x in stored() if x[0] == "app" and x[3] == 190]
+    (error,) = [x[2] for x in stored() if x[0] == "app" and x[3] == 187]
+    assert out == ["ready", "read 2"]  # 2: sh's status for a redirection that failed
+    assert error.endswith("/dev/tty: No such device or address")
+
+
+@pytest.mark.subprocess
 def test_dyno_in_the_command_environment_is_the_one_given(herolog_home: Path) -> None:
     """Not one already in herolog's environment (a herolog run inside another, a shell with
     DYNO exported): the command would say it is another dyno than its lines are stored as."""
