@@ -27,9 +27,9 @@ from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
 EXIT_GRACE_S = 1.0
-"""After the command exits, how long to keep reading what a background process it started
-writes to the pipes, which it may hold open for much longer; like a dyno, the run ends with
-its command. What the command itself wrote is read to its end, however long that takes."""
+"""After the command exits, how long the processes it left running (sent SIGTERM, then SIGKILL
+once this is over) are read from; like a dyno, the run ends with its command. What the
+command itself wrote is read to its end, however long that takes."""
 EXIT_TIMEOUT_S = 30.0
 """After passing on SIGTERM or SIGINT, how long the command has to exit before it is killed
 with SIGKILL, as the dyno manager does 30 s after its SIGTERM (with Heroku's R12 line)."""
@@ -292,10 +292,14 @@ def run_dyno(
         exited.set()
         for timer in stopping:
             timer.cancel()
+        # The dyno ends with its command: what it left running is told to stop, and what
+        # it writes meanwhile is read for the grace.
+        _forward(proc, signal.SIGTERM)
         ended.now()
         for reader in readers:
             reader.join()
         ended.close()
+        _forward(proc, signal.SIGKILL)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -199,6 +199,35 @@ def test_the_run_ends_with_its_command_not_with_background_children(herolog_home
     assert stored()[-2][2] == "Process exited with status 0"
 
 
+def wait_for_no_group(group: int, timeout: float = 10) -> bool:
+    """Whether every process of ``group`` is gone within ``timeout`` (killed ones are reaped
+    by whoever inherited them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.subprocess
+def test_the_processes_a_command_leaves_behind_end_with_the_dyno(herolog_home: Path) -> None:
+    """As on Heroku, where a dyno's processes end with it: those the command started and
+    left are sent SIGTERM as it exits (their last words are stored), and SIGKILL once the
+    run's 1 s grace is over."""
+    script = (
+        "(trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done) &"
+        " trap '' TERM; sleep 300 & echo $$"  # the second one ignores SIGTERM
+    )
+    proc = run("--", "sh", "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    group = int(proc.stdout.split()[0])
+    assert wait_for_no_group(group), "the command's processes outlived the run"
+    assert "bye" in [x[2] for x in stored()]
+
+
 @pytest.mark.subprocess
 def test_signals_reach_the_whole_process_group(herolog_home: Path) -> None:
     child = Child("run", "--", "sh", "-c", "echo ready; sleep 30; echo after")
