@@ -55,7 +55,7 @@ def info(json_output: bool) -> None:
         width = max(len(a.name) for a in found)
         click.echo("Apps:")
         for a in found:
-            click.echo(f"  {a.name:<{width}}  {a.lines:>9,} lines")
+            click.echo(f"  {a.name:<{width}}  {a.lines:>9,} line{'s' * (a.lines != 1)}")
 
 
 @store.command()

@@ -41,6 +41,15 @@ def test_store_info(herolog_home: Path) -> None:
     assert details["apps"][0]["lines"] == 2
 
 
+def test_store_info_says_1_line_of_an_app_with_one(herolog_home: Path) -> None:
+    store = open_store()
+    fill(store, "one", ["x"])
+    fill(store, "two", ["x", "y"])
+    code, out, _ = invoke("store", "info")
+    assert code == 0
+    assert out.endswith("Apps:\n  one          1 line\n  two          2 lines\n"), out
+
+
 def test_store_info_counts_the_store_s_own_files_only(herolog_home: Path) -> None:
     """A store moved aside (as the error for a broken one says: logs.db.broken) or a copy
     beside it is not part of the store's size."""
