@@ -20,7 +20,7 @@ _herolog() {
     case $state in
         command)
             local -a commands
-            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL (see the README to install it)' 'drain:Register drains\: where herolog serve forwards each app'\''s lines' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output as app\[DYNO\] lines' 'serve:Receive Heroku log drains (HTTPS and syslog) and serve the Platform API for logs' 'store:Look at the store, or change how much history it keeps')
+            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL\: bash, zsh or fish' 'drain:Add, list and remove the drains serve forwards to' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output' 'serve:Receive Heroku drains; serve the Platform API for logs' 'store:Look at the store, or change how much history it keeps')
             _describe 'command' commands ;;
         args)
             case $words[1] in
@@ -62,7 +62,7 @@ _herolog_drain() {
     case $state in
         command)
             local -a commands
-            commands=('add:Forward an app'\''s lines to URL (https, http, syslog, syslog+tcp, syslog+tls)' 'list:List drains, with what herolog serve has delivered to each' 'remove:Stop forwarding to a drain, given its URL or token')
+            commands=('add:Forward an app'\''s lines to URL (https, http or syslog)' 'list:List drains, with what herolog serve has delivered to each' 'remove:Stop forwarding to a drain, given its URL or token')
             _describe 'command' commands ;;
         args)
             case $words[1] in
@@ -166,7 +166,7 @@ _herolog_store() {
     case $state in
         command)
             local -a commands
-            commands=('history:Show or set how many lines the store keeps per app (Heroku keeps 1500)' 'info:Where the store is, how much it keeps per app, and what it holds')
+            commands=('history:Show or set how many lines the store keeps per app' 'info:Where the store is, how much it keeps per app, and what it holds')
             _describe 'command' commands ;;
         args)
             case $words[1] in

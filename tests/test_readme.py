@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.completion import Cmd, command_tree
@@ -31,3 +32,16 @@ def test_every_command_and_option_is_documented(cmd: Cmd) -> None:
 def test_readme_commands_ci_runs_are_present() -> None:
     assert "<!-- test-command -->" in README
     assert "<!-- quick-start -->" in README
+
+
+GROUPS = [c for c in ALL if c.subcommands]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=[c.key for c in GROUPS])
+def test_a_group_s_help_lists_each_command_s_summary_whole(group: Cmd) -> None:
+    """``herolog --help`` is a newcomer's first screen: click cuts a summary that does not fit
+    80 columns off with '...', mid-sentence."""
+    result = CliRunner().invoke(cli, [*group.path[1:], "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    commands = result.output.split("\nCommands:\n")[1]
+    assert "..." not in commands, commands

@@ -5,7 +5,7 @@ import click
 from herolog.completion import SHELLS
 
 
-@click.command()
+@click.command(short_help="Print the completion script for SHELL: bash, zsh or fish.")
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
     """Print the completion script for SHELL (see the README to install it).

@@ -66,7 +66,9 @@ def list_options(function: F) -> F:
     return app_option("Only this app (default: every app).")(function)
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True, short_help="Add, list and remove the drains serve forwards to."
+)
 @list_options
 @click.pass_context
 def drain(
@@ -102,7 +104,7 @@ def drain(
             )
 
 
-@drain.command("add")
+@drain.command("add", short_help="Forward an app's lines to URL (https, http or syslog).")
 @click.argument("url")
 @app_option(f"The app whose lines go to URL (default: $HEROLOG_APP, else {DEFAULT_APP}).")
 @click.option("--json", "json_output", is_flag=True, help="Print the drain as JSON.")

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from herolog.parser import LogLine
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command as a local dyno, storing its output.",
+)
 @app_option("The app the lines belong to (or $HEROLOG_APP).", default="default")
 @click.option(
     "-d",

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 
-@click.command()
+@click.command(short_help="Receive Heroku drains; serve the Platform API for logs.")
 @click.option(
     "--host",
     envvar="HEROLOG_HOST",

@@ -58,7 +58,7 @@ def info(json_output: bool) -> None:
             click.echo(f"  {a.name:<{width}}  {a.lines:>9,} line{'s' * (a.lines != 1)}")
 
 
-@store.command()
+@store.command(short_help="Show or set how many lines the store keeps per app.")
 @click.argument("lines", type=click.IntRange(min=1, max=10_000_000), required=False)
 def history(lines: int | None) -> None:
     """Show or set how many lines the store keeps per app (Heroku keeps 1500).
