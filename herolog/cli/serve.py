@@ -142,10 +142,11 @@ def serve(
     """Receive Heroku log drains (HTTPS and syslog) and serve the Platform API for logs.
 
     Every option can also be set from the environment: HEROLOG_PORT, HEROLOG_AUTH, ...
+    Give the secrets (--auth, --api-key) that way: ps shows command lines to every user.
 
     \b
     herolog serve                                   # http://127.0.0.1:8514
-    herolog serve --host 0.0.0.0 --auth drain:s3cret --certfile c.pem --keyfile k.pem
+    HEROLOG_AUTH=drain:s3cret herolog serve --host 0.0.0.0 --certfile c.pem --keyfile k.pem
     heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
     HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
