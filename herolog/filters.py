@@ -15,6 +15,10 @@ _compiler: Any = importlib.import_module("re._compiler")
 _parse: Any = _parser.parse
 
 
+class SlowPattern(re.error):
+    """A valid regular expression refused for the time it can take (see compile_pattern)."""
+
+
 def compile_pattern(text: str) -> re.Pattern[str]:
     """``text`` as a regular expression for ``--grep``/``--exclude``; re.error if it is not
     one, if it repeats a repetition (``(a+)+``, ``(\\w+\\s?)*``), or if it repeats a choice
@@ -29,7 +33,7 @@ def compile_pattern(text: str) -> re.Pattern[str]:
         op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and repeated and arg[1] == _c.MAXREPEAT
         for op, arg, repeated in items
     ):
-        raise re.error(
+        raise SlowPattern(
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
             " lines: repeat a character class instead, like [\\w.]+"
         )
@@ -37,7 +41,7 @@ def compile_pattern(text: str) -> re.Pattern[str]:
         op is _c.BRANCH and repeated and _ambiguous(arg[1], pattern.flags)
         for op, arg, repeated in items
     ):
-        raise re.error(
+        raise SlowPattern(
             "it repeats a choice whose branches can match the same text, like (a|aa)* or"
             " (.|\\s)+, which can take exponential time on some lines: give the branches"
             " different first characters, or use a character class, like [\\w\\s]+"

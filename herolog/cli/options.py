@@ -33,10 +33,12 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
     ) -> re.Pattern[str]:
         if isinstance(value, re.Pattern):
             return value
-        from herolog.filters import compile_pattern
+        from herolog.filters import SlowPattern, compile_pattern
 
         try:
             return compile_pattern(str(value))
+        except SlowPattern as error:
+            self.fail(f"{value!r} is refused: {error}", param, ctx)
         except (re.error, OverflowError, RecursionError) as error:  # a{1,99999999999}, ((((...
             self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
 

@@ -409,6 +409,9 @@ def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(
         (("--until", "10 parsecs"), "is not a time"),
         (("-g", "(unclosed"), "'(unclosed' is not a valid regular expression"),
         (("-x", "*"), "is not a valid regular expression"),
+        # Valid, and refused for how long it may take: said so, not called invalid.
+        (("-g", r"(\d+\.)+"), "'(\\\\d+\\\\.)+' is refused: it repeats a repetition"),
+        (("-x", "(a|aa)*"), "'(a|aa)*' is refused: it repeats a choice"),
         (("--color", "sometimes"), "'sometimes' is not one of"),
         (("--since", "1000000d"), "outside the times herolog can handle"),
         (("--since", "99999999999999999999d"), "outside the times herolog can handle"),
