@@ -35,12 +35,15 @@ class RegexType(click.ParamType[re.Pattern[str], Any]):
             return value
         from herolog.filters import SlowPattern, compile_pattern
 
+        text = str(value)
+        # As typed: repr would double every backslash, which in a pattern reads as a change.
+        shown = f"'{text}'" if text.isprintable() else repr(text)
         try:
-            return compile_pattern(str(value))
+            return compile_pattern(text)
         except SlowPattern as error:
-            self.fail(f"{value!r} is refused: {error}", param, ctx)
+            self.fail(f"{shown} is refused: {error}", param, ctx)
         except (re.error, OverflowError, RecursionError) as error:  # a{1,99999999999}, ((((...
-            self.fail(f"{value!r} is not a valid regular expression: {error}", param, ctx)
+            self.fail(f"{shown} is not a valid regular expression: {error}", param, ctx)
 
 
 class ServerURLType(click.ParamType[str, Any]):
