@@ -30,8 +30,11 @@ def compile_pattern(text: str) -> re.Pattern[str]:
     pattern = re.compile(text)
     items = list(_walk(_parse(pattern.pattern, pattern.flags), inside_repeat=False))
     if any(
-        op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and repeated and arg[1] == _c.MAXREPEAT
-        for op, arg, repeated in items
+        op in (_c.MAX_REPEAT, _c.MIN_REPEAT)
+        and repeated
+        and arg[1] == _c.MAXREPEAT
+        and not _cut_off(arg[2], after, pattern.flags)
+        for op, arg, repeated, after in items
     ):
         raise SlowPattern(
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
@@ -39,7 +42,7 @@ def compile_pattern(text: str) -> re.Pattern[str]:
         )
     if any(
         op is _c.BRANCH and repeated and _ambiguous(arg[1], pattern.flags)
-        for op, arg, repeated in items
+        for op, arg, repeated, _ in items
     ):
         raise SlowPattern(
             "it repeats a choice whose branches can match the same text, like (a|aa)* or"
@@ -49,11 +52,13 @@ def compile_pattern(text: str) -> re.Pattern[str]:
     return pattern
 
 
-def _walk(items: Any, *, inside_repeat: bool) -> Iterator[tuple[Any, Any, bool]]:
+def _walk(items: Any, *, inside_repeat: bool) -> Iterator[tuple[Any, Any, bool, list[Any]]]:
     """Every item of the parser's tree, with whether a repeat around it can backtrack into
-    it (one that can repeat more than once, and is not possessive or atomic)."""
-    for op, arg in items:
-        yield op, arg, inside_repeat
+    it (one that can repeat more than once, and is not possessive or atomic), and the items
+    after it in its sequence."""
+    items = list(items)
+    for i, (op, arg) in enumerate(items):
+        yield op, arg, inside_repeat, items[i + 1 :]
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             parts, repeated = [arg[2]], inside_repeat or arg[1] > 1
         elif op is _c.POSSESSIVE_REPEAT:  # never backtracked into: only within one round
@@ -72,6 +77,21 @@ def _walk(items: Any, *, inside_repeat: bool) -> Iterator[tuple[Any, Any, bool]]
             continue
         for part in parts:
             yield from _walk(part, inside_repeat=repeated)
+
+
+_ONE_CHARACTER = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY)
+
+
+def _cut_off(repeated: Any, after: list[Any], flags: int) -> bool:
+    """Whether a repeat of one character (class) always stops at the same place, because
+    what follows it must start with a character it cannot match: the ``\\d+`` of
+    ``(\\d+\\.){3}`` takes every digit before the dot, and no other split of the line is
+    tried, however often the group around it repeats."""
+    body = list(repeated)
+    if len(body) != 1 or body[0][0] not in _ONE_CHARACTER:
+        return False
+    firsts, empty = _first(after)
+    return not empty and not any(_overlap(body[0], first, flags) for first in firsts)
 
 
 def _ambiguous(branches: list[Any], flags: int) -> bool:

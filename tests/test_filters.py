@@ -104,6 +104,12 @@ REFUSED = [
     (r"((a|aa)c?)*d", REPEATS_A_CHOICE),
     (r"(?>(a|aa)*c)", REPEATS_A_CHOICE),
     (r"(ab|a)*c", REPEATS_A_CHOICE),
+    (r"(\d+\.?)+$", REPEATS_A_REPETITION),  # the dot that would end each \d+ is optional
+    (r"(.+\.)+$", REPEATS_A_REPETITION),  # . matches the dot too
+    (r"(\w+\s)+$", REPEATS_A_REPETITION),  # two classes: not proved apart
+    (r"(?i)(a+A)+c", REPEATS_A_REPETITION),
+    (r"(a+[ab])+c", REPEATS_A_REPETITION),
+    (r"((\d+)\.)+$", REPEATS_A_REPETITION),  # the dot is outside the \d+'s own group
 ]
 FINE = [
     r"status=5\d\d",
@@ -124,6 +130,11 @@ FINE = [
     r"(a|aa)*+c",
     r"(ab?)*c",
     r"(a|aa)c",
+    r"(\d+\.){3}\d+",  # each \d+ ends at the dot after it: one way to split a line
+    r"([a-z]+/)+",
+    r"([^.]+\.)+x",
+    r"(\w+,)*x",
+    r"(ab+c)+",
 ]
 
 

@@ -410,7 +410,7 @@ def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(
         (("-g", "(unclosed"), "'(unclosed' is not a valid regular expression"),
         (("-x", "*"), "is not a valid regular expression"),
         # Valid, and refused for how long it may take: said so, not called invalid.
-        (("-g", r"(\d+\.)+"), r"'(\d+\.)+' is refused: it repeats a repetition"),
+        (("-g", r"(\d+\.?)+"), r"'(\d+\.?)+' is refused: it repeats a repetition"),
         # A pattern is shown as typed: repr's doubled backslashes are not in it.
         (("-g", r"\d+("), r"'\d+(' is not a valid regular expression"),
         (("-x", "(a|aa)*"), "'(a|aa)*' is refused: it repeats a choice"),
