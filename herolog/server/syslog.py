@@ -55,6 +55,9 @@ ACCEPT_RETRY_S = 1.0
 """Out of file descriptors (or memory), the TLS listener tries accepting again after this
 long, as asyncio's own listener does; the connection waits in the kernel's queue."""
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+TLS_HANDSHAKE = b"\x16"
+"""The first byte of a TLS client's stream (a handshake record), which no syslog stream
+starts with."""
 
 
 class SyslogServer:
@@ -325,6 +328,11 @@ class SyslogServer:
             lines, broken = [], str(error)
         if decoder.error is not None:  # the lines before it are stored; the rest is refused
             broken = str(decoder.error)
+        if broken is not None and decoder.consumed == 0 and data[:1] == TLS_HANDSHAKE:
+            broken = (
+                "a TLS handshake, but this port takes plain syslog"
+                " (serve syslog over TLS with --certfile and --keyfile)"
+            )
         tokens = self.own_drains()
         if tokens and not tokens.isdisjoint(map(_hostname, lines)):
             # Stored, it would be forwarded again, for ever: the connection is closed.

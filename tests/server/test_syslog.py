@@ -545,3 +545,31 @@ def test_rfc3164_lines_are_kept_whole_as_unknown_lines(served: Running) -> None:
     assert first.message.endswith(": bsd style")
     assert second.message == "<13>Mar  5 09:14:07 myhost billing[42]: on this connection"
     assert (third.source, third.dyno, third.message) == ("billing", "42", "and 5424 after it")
+
+
+def closures(running: Running) -> list[str]:
+    said = running.log.getvalue().splitlines()
+    return [x for x in said if x.startswith("herolog serve: closed")]
+
+
+def test_tls_sent_to_the_plain_port_is_named_as_such(
+    served: Running, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """A syslog+tls:// drain (or rsyslog with gtls) pointed at a serve without --certfile
+    was told of as 'expected an octet count, found '\\x16\\x03\\x01...'', binary and all."""
+    ca = certificates[0]
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with connect(served) as healthy, connect(served) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+        healthy.sendall(syslog_frames("still fine"))
+        wait_for(lambda: messages(served) == ["still fine"])
+    wait_for(lambda: len(closures(served)) == 1)
+    assert re.fullmatch(
+        r"herolog serve: closed a syslog connection for what it sent \(from 127\.0\.0\.1 port"
+        r" \d+\): a TLS handshake, but this port takes plain syslog \(serve syslog over TLS"
+        r" with --certfile and --keyfile\)",
+        closures(served)[0],
+    ), closures(served)
+    assert served.server.stats.as_dict()["syslog_connections_broken"] == 1
