@@ -55,6 +55,8 @@ ACCEPT_RETRY_S = 1.0
 """Out of file descriptors (or memory), the TLS listener tries accepting again after this
 long, as asyncio's own listener does; the connection waits in the kernel's queue."""
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"}
+"""OpenSSL's reasons for a handshake whose first bytes are not TLS (plain syslog, HTTP)."""
 TLS_HANDSHAKE = b"\x16"
 """The first byte of a TLS client's stream (a handshake record), which no syslog stream
 starts with."""
@@ -194,13 +196,13 @@ class SyslogServer:
                     conn.close()  # before its handshake, which would cost more than this
                     self._refused(peer)
                     continue
-                connection = asyncio.ensure_future(self._tls_connection(conn))
+                connection = asyncio.ensure_future(self._tls_connection(conn, peer))
                 self._connections.add(connection)
                 connection.add_done_callback(self._connections.discard)
         finally:
             sock.close()
 
-    async def _tls_connection(self, conn: socket.socket) -> None:
+    async def _tls_connection(self, conn: socket.socket, peer: tuple[str, int] | None) -> None:
         """An accepted TLS connection (counted): the handshake, then its stream."""
         if self._hanging_up:
             conn.close()
@@ -217,7 +219,11 @@ class SyslogServer:
                 ssl=self._tls,
                 ssl_handshake_timeout=self._handshake_timeout,
             )
-        except OSError:  # a failed or late handshake (ssl.SSLError is one too): closed
+        except ssl.SSLError as error:  # what the client sent: said, as garbage is
+            self.stats.syslog_connections_broken += 1
+            self._closures.add(_from(peer), _handshake_failed(error))
+            return
+        except OSError:  # a late handshake, or a client gone before it: closed
             return
         finally:
             self._handshakes.discard(task)
@@ -370,6 +376,12 @@ class SyslogServer:
 
 def _from(peer: tuple[str, int] | None) -> str:
     return f"from {peer[0]} port {peer[1]}" if peer else ""
+
+
+def _handshake_failed(error: ssl.SSLError) -> str:
+    if error.reason in _NOT_TLS:
+        return "not TLS, and this port takes syslog over TLS only (syslog+tls://)"
+    return f"TLS handshake failed: {error.reason or error}"
 
 
 def _say_closed(count: int, peer: str, why: str) -> str:

@@ -573,3 +573,46 @@ def test_tls_sent_to_the_plain_port_is_named_as_such(
         closures(served)[0],
     ), closures(served)
     assert served.server.stats.as_dict()["syslog_connections_broken"] == 1
+
+
+def test_plain_syslog_and_failed_handshakes_on_the_tls_port_are_said_and_counted(
+    make_server: ServerFactory,
+    certificates: tuple[trustme.CA, Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`logger --tcp` or a syslog:// drain sent to the syslog+tls port, and a client that
+    refuses serve's certificate, had their connections closed without a word: nothing
+    stored, nothing on serve's stderr, nothing in /stats."""
+    from herolog.server import syslog as syslog_module
+
+    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 0.0)
+    ca, certfile, keyfile = certificates
+    running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
+    with connect(running) as plain:
+        plain.sendall(syslog_frames("not over tls"))
+        assert closed_by_server(plain)
+    wait_for(lambda: len(closures(running)) == 1)
+    assert re.fullmatch(
+        r"herolog serve: closed a syslog connection for what it sent \(from 127\.0\.0\.1 port"
+        r" \d+\): not TLS, and this port takes syslog over TLS only \(syslog\+tls://\)",
+        closures(running)[0],
+    ), closures(running)
+    distrusting = ssl.create_default_context()  # the system's CAs, not the test's own
+    with connect(running) as raw, pytest.raises(ssl.SSLCertVerificationError):
+        distrusting.wrap_socket(raw, server_hostname="127.0.0.1")
+    wait_for(lambda: len(closures(running)) == 2)
+    assert closures(running)[1].endswith(
+        ": TLS handshake failed: SSLV3_ALERT_BAD_CERTIFICATE"
+    ) or closures(running)[1].endswith(": TLS handshake failed: TLSV1_ALERT_UNKNOWN_CA"), closures(
+        running
+    )
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with (
+        connect(running) as raw,
+        trusting.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(syslog_frames("over tls"))
+    wait_for(lambda: messages(running) == ["over tls"])
+    assert running.server.stats.as_dict()["syslog_connections_broken"] == 2
+    assert "Traceback" not in running.log.getvalue()
