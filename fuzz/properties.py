@@ -80,8 +80,9 @@ def check_syslog_line(line: LogLine, raw: bytes, *, counted: bool) -> None:
         assert line.message == text
         assert line.structured_data is None
     else:
-        for token in (line.timestamp, line.source, line.dyno, line.hostname or ""):
-            assert _TOKEN.fullmatch(token), token
+        for token in (line.timestamp, line.source, line.dyno, line.hostname):
+            assert token is None or _TOKEN.fullmatch(token), token  # BSD may have no HOSTNAME
+        assert line.hostname is not None or line.structured_data is None
         assert text.endswith(line.message)
         assert line.structured_data is None or line.structured_data.startswith("[")
 

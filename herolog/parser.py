@@ -56,6 +56,24 @@ _REGISTERED_SD_IDS = frozenset({"timeQuality", "origin", "meta"})
 # a name with any other character could not go to a drain, so such a line has no header.
 _HEROKU_LINE = re.compile(r"([!-~]+) ([!-Z\\^-~]+)\[([!-Z\\^-~]+)\]:(?: |$)")
 
+# RFC 3164 (BSD) syslog, which rsyslog forwards by default and logger --rfc3164 and Python's
+# SysLogHandler send: <PRI>, a TIMESTAMP (Mmm dd hh:mm:ss; RFC 3339 from rsyslog's
+# RSYSLOG_ForwardFormat) and a HOSTNAME, each of which some senders leave out, then
+# TAG[PID]: or TAG: (rsyslog leaves the colon out after an RFC 5424 sender's [PID]). The
+# TAG and PID become SOURCE and DYNO, printable ASCII as those are.
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+_BSD_MESSAGE = re.compile(
+    r"<([0-9]{1,3})>"
+    rf"(?:(?:({'|'.join(_MONTHS)}) ([ 0-9]?[0-9]) ([0-9]{{2}}):([0-9]{{2}}):([0-9]{{2}})"
+    r"(?:\.([0-9]{1,6}))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+)) (?:([!-~]+) )?)?"
+    r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:)(?: |$)"
+)
+
 _LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)')
 _BACKSLASH_ESCAPE = re.compile(r"\\(.)")
 
@@ -586,10 +604,51 @@ def _parse_message(text: str, start: int, end: int, received: Received) -> LogLi
             return LogLine(
                 timestamp, instant, source, dyno, message, int(pri), hostname, structured_data
             )
+    bsd = _parse_bsd_message(text, start, end, received)
+    if bsd is not None:
+        return bsd
     message = text[start:end]
     if not message.isascii():
         message = _utf8_message(message)
     return kept_whole(message, received)
+
+
+def _parse_bsd_message(text: str, start: int, end: int, received: Received) -> LogLine | None:
+    """An RFC 3164 message occupying ``text[start:end]``, or None if it is not one."""
+    m = _BSD_MESSAGE.match(text, start, end)
+    if m is None:
+        return None
+    pri, month, day, hour, minute, second, fraction, rfc3339, hostname, tag, pid = m.groups()
+    if int(pri) > MAX_PRI:
+        return None
+    if month is not None:
+        # No year and no zone: read as rsyslog reads it, in this machine's zone and this
+        # year, but for December's lines in January (last year's) and January's in December.
+        arrived = timestamps.from_instant(received.time).astimezone()
+        year = arrived.year
+        if arrived.month == 1 and month == "Dec":
+            year -= 1
+        elif arrived.month == 12 and month == "Jan":
+            year += 1
+        micros = int(fraction.ljust(6, "0")) if fraction else 0
+        try:
+            moment = datetime(
+                year, _MONTHS[month], int(day), int(hour), int(minute), int(second), micros
+            ).astimezone()
+        except (ValueError, OverflowError):  # Feb 29 of another year, 25:00:00
+            return None
+        timestamp = moment.isoformat()
+    elif rfc3339 is not None:
+        timestamp = rfc3339
+    else:  # Python's SysLogHandler sends no time: the time it came
+        timestamp = received.timestamp
+    instant = timestamps.normalize(timestamp)
+    if instant is None:
+        return None
+    message = text[m.end() : end]
+    if not message.isascii():
+        message = _utf8_message(message)
+    return LogLine(timestamp, instant, tag, pid or "-", message, int(pri), hostname, None)
 
 
 def kept_whole(message: str, received: Received) -> LogLine:

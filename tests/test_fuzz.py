@@ -78,6 +78,10 @@ def test_any_split_of_a_stream_decodes_like_the_whole(
 @example(b"<190>1 2024-03-05T09:14:07Z h app web.1 - [")
 @example(b"<999>1 2024-03-05T09:14:07Z h app web.1 - x")
 @example(b"<190>1 0001-01-01T00:00:00+00:01 h app web.1 - before the year 1 in UTC")
+@example(b"<13>Feb 29 09:14:07 h app[1]: not a leap year")
+@example(b"<13>Mar  5 09:14:07 myhost billing[42]: invoice paid")
+@example(b"<22>Dec 31 23:59:59.123 postfix/smtpd[7]: connect\n")
+@example(b"<13>Dec 31 99:99:99 h app[1]: no such time")
 def test_parse_syslog_never_raises(message: bytes) -> None:
     properties.check_parse_syslog(message)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from herolog import timestamps
 from herolog.parser import (
     FrameDecoder,
     FramingError,
@@ -658,3 +660,82 @@ def test_bulk_path_takes_plain_logplex_bodies() -> None:
     assert parsed is not None
     assert [p.message for p in parsed] == [f"m {i} é" for i in range(5)]
     assert {p.time for p in parsed} == {"2024-03-05T09:14:07.418233Z"}
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """serve's machine in a zone other than UTC, for timestamps that carry none."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("new_york")
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # logger --rfc3164 -i, and rsyslog's default RSYSLOG_TraditionalForwardFormat
+        (
+            "<13>Mar  5 09:14:07 myhost billing[42]: invoice paid",
+            ("2026-03-05T09:14:07-05:00", "billing", "42", "myhost", 13, "invoice paid"),
+        ),
+        # logger --rfc3164 without -i; a day of two digits
+        (
+            "<14>Dec 24 23:59:59 myhost billing: it: has colons",
+            ("2025-12-24T23:59:59-05:00", "billing", "-", "myhost", 14, "it: has colons"),
+        ),
+        # rsyslog's RSYSLOG_ForwardFormat: RFC 3339 time, and an RFC 5424 sender's tag
+        # without its colon
+        (
+            "<156>2026-01-02T03:04:01.262031+00:00 vm billing[24561] via rsyslog",
+            ("2026-01-02T03:04:01.262031+00:00", "billing", "24561", "vm", 156, "via rsyslog"),
+        ),
+        # no HOSTNAME (a local sender's form); a tag with a slash
+        (
+            "<22>Jan  1 00:00:01 postfix/smtpd[7]: connect from x",
+            ("2026-01-01T00:00:01-05:00", "postfix/smtpd", "7", None, 22, "connect from x"),
+        ),
+        # Python's SysLogHandler, with an ident or a formatter: no time, no HOSTNAME
+        (
+            "<12>myapp: with ident",
+            (RECEIVED.timestamp, "myapp", "-", None, 12, "with ident"),
+        ),
+        (
+            "<11>worker[26557]: ",
+            (RECEIVED.timestamp, "worker", "26557", None, 11, ""),
+        ),
+    ],
+)
+def test_bsd_syslog_is_read_as_rsyslog_reads_it(
+    message: str, expected: tuple[str, str, str, str | None, int, str]
+) -> None:
+    """RFC 3164 messages, which rsyslog forwards by default and logger --rfc3164 and
+    Python's SysLogHandler send, were kept whole as unknown[unknown] lines, `<13>` and all.
+    A timestamp without year or zone is read in the machine's zone, in the year that
+    rsyslog gives it (received on 2 January: December is last year's)."""
+    line = parse_syslog(message.encode(), RECEIVED)
+    got = (line.timestamp, line.source, line.dyno, line.hostname, line.pri, line.message)
+    assert got == expected
+    assert line.time == timestamps.normalize(expected[0])
+    (counted,) = parse_logplex(frame([message.encode()]), RECEIVED)
+    assert counted == line
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "<14>plain handler message",  # Python's SysLogHandler, no ident: no tag
+        "<13>Mar  5 09:14:07 myhost no tag here",
+        "<13>Feb 29 09:14:07 myhost leap[1]: not in 2026",
+        "<13>2024-13-45T09:14:07Z myhost app[1]: a bad date",
+        "<192>Mar  5 09:14:07 myhost app[1]: PRI over 191",
+        "just some text: with a colon",
+    ],
+)
+def test_what_is_not_bsd_syslog_either_is_still_kept_whole(message: str) -> None:
+    line = parse_syslog(message.encode(), RECEIVED)
+    assert (line.source, line.dyno, line.pri, line.message) == ("unknown", "unknown", None, message)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
@@ -525,26 +526,47 @@ def test_the_real_logger_client(served: Running, framing: list[str]) -> None:
     assert '[meta@32473 seq="7"]' in line.structured_data
 
 
-def test_rfc3164_lines_are_kept_whole_as_unknown_lines(served: Running) -> None:
-    """BSD syslog (what rsyslog forwards by default, and `logger --rfc3164`) has no year or
-    zone in its timestamp: it is stored whole as the README says, not taken for garbage."""
-    subprocess.run(
-        [logger_path(), "--tcp", "--rfc3164", "-n", "127.0.0.1", "-P", str(served.syslog_port)],
-        input=b"bsd style\n",
-        check=True,
-        timeout=10,
+def test_rfc3164_lines_from_logger_and_pythons_syslog_handler(served: Running) -> None:
+    """BSD syslog (what rsyslog forwards by default, `logger --rfc3164`, Python's
+    SysLogHandler) was stored whole as unknown[unknown] lines, `<13>` and all: its TAG and
+    PID are the line's source and dyno, as rsyslog reads them."""
+    import logging
+    import logging.handlers
+
+    port = str(served.syslog_port)
+    logger = [logger_path(), "--tcp", "--rfc3164", "-n", "127.0.0.1", "-P", port, "-t", "billing"]
+    done = subprocess.run(
+        [*logger, "--id=4711", "-p", "local3.err", "bsd style"], check=True, timeout=10
     )
     wait_for(lambda: len(served.lines()) == 1)
+    handler = logging.handlers.SysLogHandler(("127.0.0.1", int(port)), socktype=socket.SOCK_STREAM)
+    handler.ident = "worker: "  # what the Python docs suggest for a tag
+    python = logging.getLogger("test_syslog.handler")
+    python.propagate = False
+    python.addHandler(handler)
+    try:
+        python.warning("from python")
+    finally:
+        python.removeHandler(handler)
+        handler.close()
+    wait_for(lambda: len(served.lines()) == 2)
     with connect(served) as sock:
         sock.sendall(b"<13>Mar  5 09:14:07 myhost billing[42]: on this connection\n")
         sock.sendall(b"<13>1 2024-03-05T09:14:07Z myhost billing 42 - - and 5424 after it\n")
-        wait_for(lambda: len(served.lines()) == 3)
-    first, second, third = served.lines("default")
-    assert (first.source, first.dyno, first.pri) == ("unknown", "unknown", None)
-    assert first.message.startswith("<13>")
-    assert first.message.endswith(": bsd style")
-    assert second.message == "<13>Mar  5 09:14:07 myhost billing[42]: on this connection"
-    assert (third.source, third.dyno, third.message) == ("billing", "42", "and 5424 after it")
+        wait_for(lambda: len(served.lines()) == 4)
+    first, second, third, fourth = served.lines("default")
+    assert (first.source, first.dyno, first.pri) == ("billing", "4711", 155)
+    assert (first.message, first.hostname) == ("bsd style", socket.gethostname().split(".")[0])
+    # logger's time has no zone: read in this machine's, it is when the line came
+    sent = timestamps.from_instant(first.time)
+    assert abs((sent - timestamps.from_instant(first.received_at)).total_seconds()) < 5
+    assert done.returncode == 0
+    assert (second.source, second.dyno, second.pri, second.hostname) == ("worker", "-", 12, None)
+    assert second.message == "from python"
+    assert (third.source, third.dyno, third.hostname) == ("billing", "42", "myhost")
+    assert third.message == "on this connection"
+    assert third.timestamp[4:19] == "-03-05T09:14:07"
+    assert (fourth.source, fourth.dyno, fourth.message) == ("billing", "42", "and 5424 after it")
 
 
 def closures(running: Running) -> list[str]:

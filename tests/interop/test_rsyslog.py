@@ -1,0 +1,170 @@
+"""rsyslog forwarding to herolog serve as a user's rsyslog.conf has it: its standard
+templates, newline and octet-counted framing, plain TCP and TLS (gtls).
+
+rsyslog is Debian's own package, fetched with `apt-get download` and unpacked into a cache
+folder (bench/tools.py), run in the foreground with a configuration written here, and
+stopped by its own pid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import trustme
+
+from bench.tools import Unavailable, library_env, unpack
+from herolog import timestamps
+from tests.server.conftest import Running, ServerFactory
+
+PACKAGES = ["rsyslog", "rsyslog-gnutls", "libestr0", "libfastjson4"]
+
+
+@pytest.fixture(scope="session")
+def rsyslog_root() -> Path:
+    try:
+        try:
+            return unpack("rsyslog", PACKAGES, ["usr/sbin/rsyslogd"])
+        except Unavailable:
+            if os.geteuid() != 0 or shutil.which("apt-get") is None:
+                raise
+            # A new machine may not have Debian's package lists yet.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            return unpack("rsyslog", PACKAGES, ["usr/sbin/rsyslogd"])
+    except Unavailable as error:
+        pytest.fail(f"the rsyslog interop tests run Debian's rsyslog, and {error}", pytrace=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def forwarding_to(
+    root: Path, work: Path, port: int, action: str, ca: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """rsyslogd taking newline-framed syslog on ``port`` and forwarding it with ``action``."""
+    modules = next(root.rglob("imptcp.so")).parent
+    ca_file = f' DefaultNetstreamDriverCAFile="{ca}"' if ca else ""
+    (work / "rsyslog.conf").write_text(
+        f'global(workDirectory="{work}"{ca_file})\n'
+        f'module(load="{modules}/imptcp.so")\n'
+        f'input(type="imptcp" address="127.0.0.1" port="{port}")\n'
+        f'action(type="omfwd" protocol="tcp" target="127.0.0.1" {action})\n'
+    )
+    with (work / "rsyslog.err").open("wb") as err:  # the child has its own copy
+        proc = subprocess.Popen(
+            [
+                str(root / "usr/sbin/rsyslogd"),
+                *("-n", "-M", str(modules), "-f", str(work / "rsyslog.conf")),
+                *("-i", str(work / "rsyslog.pid")),
+            ],
+            env=library_env(root),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError((work / "rsyslog.err").read_text()) from None
+            time.sleep(0.05)
+
+
+def send_both_kinds(port: int) -> None:
+    """An RFC 5424 message and a BSD one, as local programs give them to rsyslog."""
+    now = datetime.now().astimezone()
+    bsd = f"{now:%b} {now.day:2} {now:%H:%M:%S}"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f'<156>1 {now.isoformat()} myhost billing 4711 - [meta@1 a="b"] from 5424\n'
+            f"<156>{bsd} myhost billing[4711]: from bsd\n".encode()
+        )
+
+
+def check_stored(running: Running, work: Path, template: str) -> None:
+    # rsyslog's MSG of a BSD message keeps the space after its TAG's colon, and RFC 5424
+    # has it sent as it is (its other templates drop it): content, which herolog keeps.
+    bsd = " from bsd" if template == "RSYSLOG_SyslogProtocol23Format" else "from bsd"
+    deadline = time.monotonic() + 30
+    while len(running.lines()) < 2:
+        assert time.monotonic() < deadline, (work / "rsyslog.err").read_text()
+        time.sleep(0.05)
+    lines = running.lines("default")
+    assert sorted([x.message for x in lines], key=str.strip) == ["from 5424", bsd], lines
+    for line in lines:
+        assert (line.source, line.dyno, line.pri, line.hostname) == (
+            "billing",
+            "4711",
+            156,
+            "myhost",
+        )
+        arrived = timestamps.from_instant(line.received_at)
+        assert abs((timestamps.from_instant(line.time) - arrived).total_seconds()) < 60, line
+
+
+@pytest.mark.parametrize(
+    ("template", "framing"),
+    [
+        ("RSYSLOG_TraditionalForwardFormat", ""),  # omfwd's default
+        ("RSYSLOG_ForwardFormat", ""),
+        ("RSYSLOG_SyslogProtocol23Format", ""),
+        ("RSYSLOG_SyslogProtocol23Format", 'TCP_Framing="octet-counted"'),
+        ("RSYSLOG_ForwardFormat", 'TCP_Framing="octet-counted"'),
+    ],
+)
+def test_rsyslog_forwards_over_tcp(
+    make_server: ServerFactory, rsyslog_root: Path, tmp_path: Path, template: str, framing: str
+) -> None:
+    """What rsyslog forwards by default (RFC 3164) was stored whole as unknown[unknown]
+    lines, `<156>` and all, and RSYSLOG_ForwardFormat's too, whose time has its zone."""
+    running = make_server(syslog_port=0)
+    port = free_port()
+    action = f'port="{running.syslog_port}" template="{template}" {framing}'
+    proc = forwarding_to(rsyslog_root, tmp_path, port, action)
+    try:
+        send_both_kinds(port)
+        check_stored(running, tmp_path, template)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "template", ["RSYSLOG_SyslogProtocol23Format", "RSYSLOG_TraditionalForwardFormat"]
+)
+def test_rsyslog_forwards_over_tls(
+    make_server: ServerFactory, rsyslog_root: Path, tmp_path: Path, template: str
+) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
+    port = free_port()
+    action = (
+        f'port="{running.syslog_port}" template="{template}" TCP_Framing="octet-counted"'
+        ' StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"'
+        ' StreamDriverPermittedPeers="localhost"'  # rsyslog checks DNS names, not addresses
+    )
+    proc = forwarding_to(rsyslog_root, tmp_path, port, action, cafile)
+    try:
+        send_both_kinds(port)
+        check_stored(running, tmp_path, template)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "closed" not in running.log.getvalue()
