@@ -40,6 +40,10 @@ _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _WHITESPACE_OR_NUL = re.compile(r"[ \t\r\n\0]*")
 """Between newline-framed messages: a sender ending them with a newline and a NUL has sent
 no message between the two."""
+_STARTS_NEXT = "<\0\r\n"
+"""What may follow the newline that ends a NUL-ending sender's message: the next message,
+or more of its trailer. A line starting with a digit is no octet count from such a sender
+(a traceback's "2 retries left")."""
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -343,6 +347,7 @@ class FrameDecoder:
         self._frames = 0
         self._need = 0
         self._awaiting_newline = False
+        self._nul_ended = False
         self._error: FramingError | None = None
 
     @property
@@ -409,6 +414,19 @@ class FrameDecoder:
                     nul = text.find("\0", pos, end if end >= 0 else size)
                     if nul >= 0:
                         end = nul
+                # A sender that has ended a message with a NUL (Python's SysLogHandler) ends
+                # them all so, and a newline in one (a traceback) is its content: a line
+                # after it that starts no message continues it, to its NUL.
+                while self._nul_ended and end >= 0 and text[end] == "\n":
+                    after = text[end + 1 : end + 2]
+                    if not after:  # what follows is still to come
+                        end = -2
+                    elif after not in _STARTS_NEXT:
+                        newline = text.find("\n", end + 1)
+                        nul = text.find("\0", end + 1, newline if newline >= 0 else size)
+                        end = nul if nul >= 0 else newline
+                        continue
+                    break
                 # The limit holds whether the newline came in the same chunk or not.
                 if (end - pos if end >= 0 else size - pos) > self.max_frame:
                     raise FramingError(
@@ -417,9 +435,11 @@ class FrameDecoder:
                         self._offset + pos,
                     )
                 if end < 0:
-                    self._awaiting_newline = True
+                    self._awaiting_newline = end == -1
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
+                if text[end] == "\0":
+                    self._nul_ended = True
                 out.append(_parse_message(text, pos, stop, received))
                 self._frames += 1
                 pos = end + 1
@@ -465,6 +485,8 @@ class FrameDecoder:
         if skipped == len(rest):
             return []
         if self.newline_framing and rest[skipped] == "<":
+            if self._nul_ended:  # a message waiting for what followed its newline
+                rest = rest.removesuffix("\n")
             end = len(rest) - 1 if rest.endswith("\r") else len(rest)
             self._frames += 1
             return [_parse_message(rest, skipped, end, received or Received.at())]

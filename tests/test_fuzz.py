@@ -65,6 +65,8 @@ def test_true_counts_frame_any_message_content(messages: list[bytes]) -> None:
 @given(strategies.decoder_streams())
 @example(([b"<190>1 - host a b - x\r", b"\n12 <190>1 - h a b - y", b"\n"], True, 1 << 20))
 @example(([b"99999999", b"99999 x"], False, 1 << 20))
+@example(([b"<14>a: x\x00<11>a: y\n", b"Trace\n  back\x00<1", b"2>a: z\n", b"\n"], True, 200))
+@example(([b"<14>a: x\x00<11>a: y\nTrace\n", b"12 <14>1 - h a b - c"], True, 40))
 def test_any_split_of_a_stream_decodes_like_the_whole(
     stream: tuple[list[bytes], bool, int],
 ) -> None:

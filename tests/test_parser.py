@@ -739,3 +739,46 @@ def test_bsd_syslog_is_read_as_rsyslog_reads_it(
 def test_what_is_not_bsd_syslog_either_is_still_kept_whole(message: str) -> None:
     line = parse_syslog(message.encode(), RECEIVED)
     assert (line.source, line.dyno, line.pri, line.message) == ("unknown", "unknown", None, message)
+
+
+NUL_STREAM = (
+    b"<14>app: starting\x00"
+    b"<11>app[7]: failed\nTraceback (most recent call last):\n"
+    b'  File "x.py", line 1, in <module>\nValueError: x\x00'
+    b"<12>app: after\n\x00<12>app: newline ended\n<12>app: next\n2 retries left\x00"
+)
+
+
+def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stream_is_cut() -> None:
+    """Python's SysLogHandler ends messages with a NUL; a traceback it logs has newlines:
+    once a message has ended with a NUL, a line that starts no message continues the one
+    before it, and a message ended by a newline waits for what follows it."""
+    expected = [
+        "starting",
+        'failed\nTraceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "ValueError: x",
+        "after",
+        "newline ended",
+        "next\n2 retries left",
+    ]
+    for cut in range(len(NUL_STREAM) + 1):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = decoder.feed(NUL_STREAM[:cut], RECEIVED) + decoder.feed(NUL_STREAM[cut:], RECEIVED)
+        assert [x.message for x in lines] == expected, cut
+        assert decoder.close(RECEIVED) == []
+    decoder = FrameDecoder(65536, newline_framing=True)
+    assert len(decoder.feed(b"<14>app: one\x00<14>app: two\n", RECEIVED)) == 1  # waits
+    assert [x.message for x in decoder.close(RECEIVED)] == ["two"]
+
+
+def test_newline_senders_still_end_messages_at_newlines() -> None:
+    """Without a NUL-ended message first, a line that starts no message is not syslog."""
+    decoder = FrameDecoder(65536, newline_framing=True)
+    lines = decoder.feed(b"<14>app: first\n", RECEIVED)  # not held for what follows
+    assert [x.message for x in lines] == ["first"]
+    with pytest.raises(FramingError):
+        decoder.feed(b"second line\x00", RECEIVED)
+    decoder = FrameDecoder(100, newline_framing=True)
+    decoder.feed(b"<14>app: one\x00<14>app: two\n", RECEIVED)
+    with pytest.raises(FramingError, match="a line of more than 100 bytes"):
+        decoder.feed(b"x\n" * 60, RECEIVED)  # a continuation is bounded as a line is

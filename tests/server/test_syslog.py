@@ -86,10 +86,11 @@ def test_a_nul_ends_a_message_as_a_newline_does(served: Running) -> None:
         for i in range(len(data)):  # a byte at a time: a NUL is found in any read
             sock.sendall(data[i : i + 1])
         sock.sendall(syslog_frames("counted after"))
-        sock.sendall(head + b"6th\n\x00" + head + b"7th\n")  # and in one read
-        wait_for(lambda: len(served.lines()) == 8)
+        # and in one read; a newline ends the 7th, and what follows it the 8th starts
+        sock.sendall(head + b"6th\n\x00" + head + b"7th\n" + head + b"8th\x00")
+        wait_for(lambda: len(served.lines()) == 9)
     assert messages(served) == [
-        *["first", "second", "third", "4th", "5th", "counted after", "6th", "7th"]
+        *["first", "second", "third", "4th", "5th", "counted after", "6th", "7th", "8th"]
     ]
 
 
@@ -638,3 +639,40 @@ def test_plain_syslog_and_failed_handshakes_on_the_tls_port_are_said_and_counted
     wait_for(lambda: messages(running) == ["over tls"])
     assert running.server.stats.as_dict()["syslog_connections_broken"] == 2
     assert "Traceback" not in running.log.getvalue()
+
+
+def test_pythons_syslog_handler_logging_a_traceback(served: Running) -> None:
+    """Python's SysLogHandler ends each message with a NUL, newlines and all: an exception
+    it logged (a traceback after the message) was cut at its first newline, the rest taken
+    for garbage, and the connection closed, so that the handler, which does not reconnect,
+    lost every line the program logged after it. Once a connection has ended a message
+    with a NUL, a line after a newline that starts no message is the message's."""
+    import logging
+    import logging.handlers
+
+    assert served.syslog_port is not None
+    handler = logging.handlers.SysLogHandler(
+        ("127.0.0.1", served.syslog_port), socktype=socket.SOCK_STREAM
+    )
+    handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+    python = logging.getLogger("billing")
+    python.propagate = False
+    python.addHandler(handler)
+    try:
+        python.warning("starting")
+        try:
+            raise ValueError("no such invoice")
+        except ValueError:
+            python.exception("invoice 88 failed")
+        python.warning("still logging")
+        wait_for(lambda: len(served.lines()) == 3)
+    finally:
+        python.removeHandler(handler)
+        handler.close()
+    first, failed, after = served.lines("default")
+    assert first.message == "starting"
+    assert (failed.source, failed.dyno, failed.pri) == ("billing", str(os.getpid()), 11)
+    assert failed.message.startswith("invoice 88 failed\nTraceback (most recent call last):\n")
+    assert failed.message.endswith("\nValueError: no such invoice")
+    assert (after.source, after.message) == ("billing", "still logging")
+    assert closures(served) == []
