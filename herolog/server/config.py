@@ -108,6 +108,10 @@ class ServeConfig:
                 raise ConfigError(f"--public-url is not a URL: {error}") from None
             if not parts.hostname:
                 raise ConfigError("--public-url has no host name")
+        if self.syslog_port == self.port != 0:
+            raise ConfigError(
+                f"--syslog-port and --port are both {self.port}: drains and syslog need a port each"
+            )
         if self.drain_buffer < 1:
             raise ConfigError("--drain-buffer must be at least 1 line")
         if self.syslog_max_connections < 1:

@@ -540,6 +540,7 @@ def test_a_privileged_port_without_the_right_to_it_says_what_gives_it() -> None:
         (["--auth", "nopassword"], "USER:PASSWORD"),
         (["--certfile", __file__], "go together"),
         (["--port", "70000"], "70000"),
+        (["--port", "8600", "--syslog-port", "8600"], "--syslog-port and --port are both 8600"),
     ],
 )
 def test_bad_serve_options(args: list[str], message: str) -> None:
