@@ -79,6 +79,8 @@ def require_wrk(benchmark: str) -> None:
 
 HEROKU_CLI = "heroku@11.10.0"
 """The version the reference was written against; its cache folder is keyed on it."""
+NODE_MAJOR = 20
+"""The oldest Node.js the heroku CLI 11 runs on (its package's engines field)."""
 
 
 def heroku_cli_dir() -> Path:
@@ -90,15 +92,30 @@ def heroku_cli_dir() -> Path:
 
 def heroku_cli() -> Path:
     """The official ``heroku`` executable, installed with npm the first time."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None:
+        raise Unavailable(
+            f"the official heroku CLI needs Node.js {NODE_MAJOR}+ and npm: install them"
+            " (e.g. apt-get install nodejs npm)"
+        )
+    told = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60)
+    version = told.stdout.strip()
+    major = version.removeprefix("v").partition(".")[0]
+    if not major.isdigit() or int(major) < NODE_MAJOR:
+        # npm would install it all the same, and it would then fail without saying why.
+        raise Unavailable(
+            f"the official heroku CLI needs Node.js {NODE_MAJOR}+, and {node} is"
+            f" {version or 'of no version it tells'}: install a newer one (from nodejs.org"
+            " or NodeSource, where the system's own is older)"
+        )
     where = heroku_cli_dir()
     executable = where / "node_modules" / ".bin" / "heroku"
     if executable.exists():
         return executable
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
+    if npm is None:
         raise Unavailable(
-            "the official heroku CLI needs Node.js 20+ and npm: install them"
-            " (e.g. apt-get install nodejs npm)"
+            "the official heroku CLI is installed with npm, and there is none: install it"
+            " (e.g. apt-get install npm)"
         )
     where.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
