@@ -21,93 +21,128 @@ class SlowPattern(re.error):
 
 def compile_pattern(text: str) -> re.Pattern[str]:
     """``text`` as a regular expression for ``--grep``/``--exclude``; re.error if it is not
-    one, if it repeats a repetition (``(a+)+``, ``(\\w+\\s?)*``), or if it repeats a choice
-    between branches that can match the same text (``(a|aa)*``, ``(.|\\s)+``).
+    one, if it repeats a repetition that can end in more than one place (``(a+)+``,
+    ``(\\w+\\s?)*``, ``(a?a?)+``), or if it repeats a choice between branches that can
+    match the same text (``(a|aa)*``, ``(.|\\s)+``).
 
     Python's regular expressions backtrack: on a line that almost matches, such a pattern
     takes time exponential in the line's length, and nothing can interrupt it (not Ctrl-C,
-    not a server's other requests, which wait behind it)."""
+    not a server's other requests, which wait behind it). A repetition or a choice is safe
+    inside a repeat when the next character decides it: ``(\\d+\\.){3}`` (a digit goes on,
+    the dot ends it), ``(ab?)*`` (a ``b`` goes on, the next ``a`` ends it)."""
     pattern = re.compile(text)
-    items = list(_walk(_parse(pattern.pattern, pattern.flags), inside_repeat=False))
+    flags = pattern.flags
+    items = list(_walk(_parse(pattern.pattern, flags), None, repeated=False))
+    if any(
+        op is _c.BRANCH and repeated and _ambiguous(arg[1], after, flags)
+        for op, arg, repeated, after in items
+    ):
+        raise SlowPattern(
+            "it repeats a choice whose branches can match the same text (or nothing), like"
+            " (a|aa)* or (.|\\s)+, which can take exponential time on some lines: give the"
+            " branches different first characters, or use a character class, like [\\w\\s]+"
+        )
     if any(
         op in (_c.MAX_REPEAT, _c.MIN_REPEAT)
         and repeated
-        and arg[1] == _c.MAXREPEAT
-        and not _cut_off(arg[2], after, pattern.flags)
+        and arg[0] != arg[1]
+        and not _decided([_first(arg[2])], after, flags)
         for op, arg, repeated, after in items
     ):
         raise SlowPattern(
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
             " lines: repeat a character class instead, like [\\w.]+"
         )
-    if any(
-        op is _c.BRANCH and repeated and _ambiguous(arg[1], pattern.flags)
-        for op, arg, repeated, _ in items
-    ):
-        raise SlowPattern(
-            "it repeats a choice whose branches can match the same text, like (a|aa)* or"
-            " (.|\\s)+, which can take exponential time on some lines: give the branches"
-            " different first characters, or use a character class, like [\\w\\s]+"
-        )
     return pattern
 
 
-def _walk(items: Any, *, inside_repeat: bool) -> Iterator[tuple[Any, Any, bool, list[Any]]]:
+# What can come after a point of the pattern, as far as the outermost repeat around it:
+#   ("seq", items, then)     the rest of a sequence, then what follows it
+#   ("loop", body, then)     a repeat's end: its body again, or (unless then is None: the
+#                            outermost repeat, which ends once) what follows the repeat
+#   ("any",)                 anything (inside a lookaround)
+_Follow = tuple[Any, ...] | None
+_UNKNOWN: _Follow = ("any",)
+
+
+def _walk(items: Any, then: _Follow, *, repeated: bool) -> Iterator[tuple[Any, Any, bool, _Follow]]:
     """Every item of the parser's tree, with whether a repeat around it can backtrack into
-    it (one that can repeat more than once, and is not possessive or atomic), and the items
-    after it in its sequence."""
+    it (one that can repeat more than once, and is not possessive or atomic), and what can
+    come after it."""
     items = list(items)
     for i, (op, arg) in enumerate(items):
-        yield op, arg, inside_repeat, items[i + 1 :]
+        after: _Follow = ("seq", items[i + 1 :], then)
+        yield op, arg, repeated, after
+        inner, inner_repeated = after, repeated
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            parts, repeated = [arg[2]], inside_repeat or arg[1] > 1
+            parts = [arg[2]]
+            if arg[1] > 1:
+                inner, inner_repeated = ("loop", arg[2], after if repeated else None), True
         elif op is _c.POSSESSIVE_REPEAT:  # never backtracked into: only within one round
-            parts, repeated = [arg[2]], False
+            parts, inner_repeated = [arg[2]], False
         elif op is _c.ATOMIC_GROUP:  # the same, but what is inside still backtracks inside
-            parts, repeated = [arg], False
+            parts, inner_repeated = [arg], False
         elif op is _c.SUBPATTERN:
-            parts, repeated = [arg[3]], inside_repeat
+            parts = [arg[3]]
         elif op is _c.BRANCH:
-            parts, repeated = arg[1], inside_repeat
+            parts = arg[1]
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            parts, repeated = [arg[1]], inside_repeat
+            parts, inner = [arg[1]], _UNKNOWN
         elif op is _c.GROUPREF_EXISTS:
-            parts, repeated = [x for x in arg[1:] if x is not None], inside_repeat
+            parts = [x for x in arg[1:] if x is not None]
         else:
             continue
         for part in parts:
-            yield from _walk(part, inside_repeat=repeated)
+            yield from _walk(part, inner, repeated=inner_repeated)
 
 
-_ONE_CHARACTER = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY)
+def _next_firsts(then: _Follow) -> list[tuple[Any, Any]] | None:
+    """The items that can match the first character after a point (None: anything, or the
+    end of a round that can match nothing)."""
+    firsts: list[tuple[Any, Any]] = []
+    while then is not None:
+        if then[0] == "seq":
+            first, empty = _first(then[1])
+            firsts += first
+            if not empty:
+                return firsts
+        elif then[0] == "loop":
+            first, empty = _first(then[1])
+            if empty:
+                return None
+            firsts += first
+        else:
+            return None
+        then = then[2]
+    return firsts
 
 
-def _cut_off(repeated: Any, after: list[Any], flags: int) -> bool:
-    """Whether a repeat of one character (class) always stops at the same place, because
-    what follows it must start with a character it cannot match: the ``\\d+`` of
-    ``(\\d+\\.){3}`` takes every digit before the dot, and no other split of the line is
-    tried, however often the group around it repeats."""
-    body = list(repeated)
-    if len(body) != 1 or body[0][0] not in _ONE_CHARACTER:
+def _decided(choices: list[tuple[list[Any], bool]], then: _Follow, flags: int) -> bool:
+    """Whether the next character decides between going on with one of ``choices`` (the
+    first items of each, and whether it can match nothing) and what comes after."""
+    if any(empty for _, empty in choices):
         return False
-    firsts, empty = _first(after)
-    return not empty and not any(_overlap(body[0], first, flags) for first in firsts)
+    following = _next_firsts(then)
+    return following is not None and not any(
+        _overlap(x, y, flags) for first, _ in choices for x in first for y in following
+    )
 
 
-def _ambiguous(branches: list[Any], flags: int) -> bool:
-    firsts = []
-    for branch in branches:
-        first, empty = _first(branch)
-        if empty:
-            return True
-        firsts.append(first)
-    return any(
+def _ambiguous(branches: list[Any], then: _Follow, flags: int) -> bool:
+    arms = [_first(branch) for branch in branches]
+    if sum(empty for _, empty in arms) > 1:
+        return True
+    if any(
         _overlap(x, y, flags)
-        for i, one in enumerate(firsts)
-        for other in firsts[i + 1 :]
+        for i, (one, _) in enumerate(arms)
+        for other, _ in arms[i + 1 :]
         for x in one
         for y in other
-    )
+    ):
+        return True
+    # A branch that can match nothing leaves the choice to what follows, as x? does.
+    taking = [(first, False) for first, empty in arms if not empty]
+    return any(empty for _, empty in arms) and not _decided(taking, then, flags)
 
 
 _ANYTHING = (None, None)

@@ -3,7 +3,10 @@ exactly what the store's queries select (history, local tails)."""
 
 from __future__ import annotations
 
+import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,7 +89,7 @@ REFUSED = [
     (r"(a+)+$", REPEATS_A_REPETITION),
     (r"(\w+\s?)*$", REPEATS_A_REPETITION),
     (r"(.*a){3,}", REPEATS_A_REPETITION),
-    (r"(?:x|(a*))+", REPEATS_A_REPETITION),
+    (r"(?:x|(a*))+", REPEATS_A_CHOICE),
     (r"((a+))+", REPEATS_A_REPETITION),
     (r"(a|b+)*", REPEATS_A_REPETITION),
     (r"(?=(a+)+)", REPEATS_A_REPETITION),
@@ -103,13 +106,16 @@ REFUSED = [
     (r"(?:(?=a)a|a)+c", REPEATS_A_CHOICE),
     (r"((a|aa)c?)*d", REPEATS_A_CHOICE),
     (r"(?>(a|aa)*c)", REPEATS_A_CHOICE),
-    (r"(ab|a)*c", REPEATS_A_CHOICE),
+    (r"(a|)+c", REPEATS_A_CHOICE),  # an empty branch, and what follows starts as a does
+    (r"(a?a?)+c", REPEATS_A_REPETITION),  # bounded repeats that can end in two places
+    (r"(aa?)+c", REPEATS_A_REPETITION),
+    (r"(?:a{1,2})+c", REPEATS_A_REPETITION),
+    (r"(?:a+b?)+c", REPEATS_A_REPETITION),
     (r"(\d+\.?)+$", REPEATS_A_REPETITION),  # the dot that would end each \d+ is optional
     (r"(.+\.)+$", REPEATS_A_REPETITION),  # . matches the dot too
     (r"(\w+\s)+$", REPEATS_A_REPETITION),  # two classes: not proved apart
     (r"(?i)(a+A)+c", REPEATS_A_REPETITION),
     (r"(a+[ab])+c", REPEATS_A_REPETITION),
-    (r"((\d+)\.)+$", REPEATS_A_REPETITION),  # the dot is outside the \d+'s own group
 ]
 FINE = [
     r"status=5\d\d",
@@ -135,6 +141,9 @@ FINE = [
     r"([^.]+\.)+x",
     r"(\w+,)*x",
     r"(ab+c)+",
+    r"((\d+)\.)+$",  # the dot is outside the \d+'s own group
+    r"(ab|a)*c",  # a b goes on, the next a or the c ends it
+    r"(?:a(?:bc)?)+d",
 ]
 
 
@@ -147,3 +156,64 @@ def test_patterns_that_can_backtrack_for_ever_are_refused(text: str, why: str) -
 @pytest.mark.parametrize("text", FINE)
 def test_other_patterns_are_taken(text: str) -> None:
     assert compile_pattern(text).pattern == text
+
+
+def random_patterns(count: int, seed: int) -> list[str]:
+    """Small patterns over a and b, repeated as a whole and then asking for a c that no
+    line below has: every way to split the line is tried before the search gives up."""
+    rng = random.Random(seed)
+    atoms = ["a", "b", "[ab]", ".", "(?:ab)"]
+    counts = ["", "", "?", "*", "+", "{1,2}", "{0,2}"]
+
+    def sequence() -> str:
+        return "".join(rng.choice(atoms) + rng.choice(counts) for _ in range(rng.randint(1, 3)))
+
+    def group() -> str:
+        arms = [sequence() for _ in range(rng.choice([1, 1, 2, 3]))]
+        return "(?:" + "|".join(arms) + ")"
+
+    return [
+        group() + rng.choice(["+", "*", "{2,}", "{3}"]) + rng.choice(["c", "$c", ""])
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.subprocess
+def test_the_patterns_taken_never_backtrack_for_ever() -> None:
+    """What compile_pattern takes, of 4,000 small patterns, searched in lines of 60
+    characters that almost match: an exponential pattern would not finish in the lifetime
+    of the test run (one taken by mistake at 20 characters took 27 s), a polynomial one
+    takes milliseconds. Each runs in a child, named before it runs, which is killed if the
+    whole takes minutes."""
+    taken = []
+    for text in random_patterns(4000, seed=3):
+        try:
+            compile_pattern(text)
+        except re.error:
+            continue
+        taken.append(text)
+    assert len(taken) > 200  # the generator still makes patterns worth checking
+    lines = ["a" * 60, "ab" * 30, "ba" * 30, "aab" * 20, "abb" * 20, "abab" * 14 + "bbbb"]
+    script = (
+        "import re, sys\n"
+        f"lines = {lines!r}\n"
+        "for text in sys.stdin.read().split('\\n'):\n"
+        "    print(text, flush=True)\n"
+        "    pattern = re.compile(text)\n"
+        "    for line in lines:\n"
+        "        pattern.search(line + 'x')\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, _ = child.communicate("\n".join(taken), timeout=180)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        pytest.fail(f"taken, and still searching after 180 s: {out.splitlines()[-1]}")
+    assert child.returncode == 0
+    assert out.splitlines() == taken
