@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import array
+import functools
 import importlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +34,14 @@ def compile_pattern(text: str) -> re.Pattern[str]:
     inside a repeat when the next character decides it: ``(\\d+\\.){3}`` (a digit goes on,
     the dot ends it), ``(ab?)*`` (a ``b`` goes on, the next ``a`` ends it)."""
     pattern = re.compile(text)
+    try:
+        _check(pattern)
+    finally:
+        _every_character.cache_clear()
+    return pattern
+
+
+def _check(pattern: re.Pattern[str]) -> None:
     flags = pattern.flags
     items = list(_walk(_parse(pattern.pattern, flags), None, repeated=False))
     if any(
@@ -53,7 +64,6 @@ def compile_pattern(text: str) -> re.Pattern[str]:
             "it repeats a repetition, like (a+)+, which can take exponential time on some"
             " lines: repeat a character class instead, like [\\w.]+"
         )
-    return pattern
 
 
 # What can come after a point of the pattern, as far as the outermost repeat around it:
@@ -179,19 +189,33 @@ def _first(items: Any) -> tuple[list[tuple[Any, Any]], bool]:
 
 def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
     """Whether two first items can match the same character (yes, when unsure)."""
+    if one is _ANYTHING or other is _ANYTHING:
+        return True
     if one[0] is not _c.LITERAL:
         one, other = other, one
-    if one[0] is not _c.LITERAL:
-        return True  # two classes, or anything
-    if other[0] is _c.LITERAL:
-        a, b = chr(one[1]), chr(other[1])
-        return a == b or bool(flags & re.IGNORECASE and a.casefold() == b.casefold())
-    if other is _ANYTHING:
-        return True
     state = _parser.State()
     state.flags = flags
-    matcher = _compiler.compile(_parser.SubPattern(state, [other]), flags)
-    return matcher.match(chr(one[1])) is not None
+    if one[0] is _c.LITERAL:
+        if other[0] is _c.LITERAL:
+            a, b = chr(one[1]), chr(other[1])
+            return a == b or bool(flags & re.IGNORECASE and a.casefold() == b.casefold())
+        matcher = _compiler.compile(_parser.SubPattern(state, [other]), flags)
+        return matcher.match(chr(one[1])) is not None
+    # Two classes (\w and \s, [a-z] and /): a character that both match, among them all.
+    lookahead = (_c.ASSERT, (1, _parser.SubPattern(state, [one])))
+    both = _compiler.compile(_parser.SubPattern(state, [lookahead, other]), flags)
+    return both.search(_FIRST_CHARACTERS) is not None or both.search(_every_character()) is not None
+
+
+_FIRST_CHARACTERS = "".join(map(chr, range(0x800)))
+"""Where two classes that overlap mostly do: searched before every character is."""
+
+
+@functools.cache
+def _every_character() -> str:
+    """Every code point (4 MiB), for the time compile_pattern takes; then freed."""
+    codec = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"
+    return array.array("I", range(sys.maxunicode + 1)).tobytes().decode(codec, "surrogatepass")
 
 
 class FilteredLine(Protocol):

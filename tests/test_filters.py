@@ -113,7 +113,6 @@ REFUSED = [
     (r"(?:a+b?)+c", REPEATS_A_REPETITION),
     (r"(\d+\.?)+$", REPEATS_A_REPETITION),  # the dot that would end each \d+ is optional
     (r"(.+\.)+$", REPEATS_A_REPETITION),  # . matches the dot too
-    (r"(\w+\s)+$", REPEATS_A_REPETITION),  # two classes: not proved apart
     (r"(?i)(a+A)+c", REPEATS_A_REPETITION),
     (r"(a+[ab])+c", REPEATS_A_REPETITION),
 ]
@@ -144,6 +143,9 @@ FINE = [
     r"((\d+)\.)+$",  # the dot is outside the \d+'s own group
     r"(ab|a)*c",  # a b goes on, the next a or the c ends it
     r"(?:a(?:bc)?)+d",
+    r"(\w+\s)+$",  # no character is both a word character and a space
+    r"(\s?\w)+",
+    r"(?i)([a-z]+[0-9])+x",
 ]
 
 
