@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import functools
 import importlib
 import re
@@ -204,16 +203,18 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
     # Two classes (\w and \s, [a-z] and /): a character that both match, among them all.
     lookahead = (_c.ASSERT, (1, _parser.SubPattern(state, [one])))
     both = _compiler.compile(_parser.SubPattern(state, [lookahead, other]), flags)
+    # Searched first where two classes that overlap mostly do.
     return both.search(_FIRST_CHARACTERS) is not None or both.search(_every_character()) is not None
 
 
 _FIRST_CHARACTERS = "".join(map(chr, range(0x800)))
-"""Where two classes that overlap mostly do: searched before every character is."""
 
 
 @functools.cache
 def _every_character() -> str:
     """Every code point (4 MiB), for the time compile_pattern takes; then freed."""
+    import array
+
     codec = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"
     return array.array("I", range(sys.maxunicode + 1)).tobytes().decode(codec, "surrogatepass")
 
