@@ -571,6 +571,19 @@ class SQLiteStore:
         with self._write() as db:
             db.execute("DELETE FROM meta WHERE key = 'probe'")
 
+    def check_writable(self) -> None:
+        """StoreError unless this store can be written. A file the user may read but not
+        write (another user's, or chmod 444) opens read-only without a word from SQLite,
+        which refuses only the first write."""
+        try:
+            with self._write() as db:
+                db.execute("DELETE FROM meta WHERE 0")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error):
+                raise
+            why = _why(self.path, error)
+            raise StoreError(f"cannot write to the store {self.path}: {why}") from None
+
     def manual_checkpoints(self) -> None:
         """Leave WAL checkpoints to :meth:`checkpoint` instead of every 1000 pages of commits:
         for a busy writer, which then checkpoints from another thread."""
@@ -1107,6 +1120,8 @@ def _why(path: Path, error: sqlite3.Error) -> str:
             return f"{error} (its directory {path.parent} cannot be written)"
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
+        if not os.access(path, os.W_OK):
+            return f"{error} (its file cannot be written by this user)"
     return str(error)
 
 

@@ -247,6 +247,7 @@ class Server:
             # What the store writer reads first: a store broken inside fails here, in one
             # line (sqlite3.DatabaseError for the command to report), not in the writer.
             store.history  # noqa: B018
+            store.check_writable()
         finally:
             store.close()
         self._socket = listen(self.config.host, self.config.port)

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,32 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     assert not (herolog_home / "logs.db").exists()  # none made since: see using_store
     moved.rename(herolog_home / "logs.db")
     assert_stored_whole(herolog_home, acknowledged)
+
+
+@pytest.mark.subprocess
+def test_a_store_it_may_not_write_is_refused_at_start(herolog_home: Path) -> None:
+    """Another user's file it may read, or one made read-only (chmod 444), opens, read-only:
+    serve must not say it is ready and then answer 503 to every batch."""
+    from tests.cli.test_bad_input import unwritable
+    from tests.helpers import line, store_lines
+
+    path = herolog_home / "logs.db"
+    store_lines(path, "demo", line("kept"))
+    with unwritable(path, stat.S_IRUSR):
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "serve", "--port", "0"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot write to the store {path}: attempt to write a readonly database"
+        " (its file cannot be written by this user)"
+    ]
+    assert stored(herolog_home) == ["kept"]
 
 
 @pytest.mark.subprocess
