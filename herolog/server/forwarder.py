@@ -766,6 +766,18 @@ class UnusableDrain(DrainWorker):
         raise DeliveryError(self.reason, retry=False)
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (as far as this one can tell: one it
+    may not signal exists all the same)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def worker_for(
     drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
 ) -> DrainWorker:
@@ -829,13 +841,27 @@ class Forwarder:
         )
         active = holder is None
         if active != self.active:
+            if active and self.active is False:
+                self._say("this serve forwards this store's drains now")
             self.active = active
             self._changed = None  # reload the drains: start them, or stop them
             if not active:
-                self._say(
-                    f"another herolog serve (pid {holder.split('.')[0] if holder else '?'})"
-                    " forwards this store's drains; this one takes over if that one stops"
-                )
+                self._say(self._held_by(holder))
+
+    @staticmethod
+    def _held_by(holder: str | None) -> str:
+        pid = holder.split(".")[0] if holder else "?"
+        if pid.isdigit() and not process_exists(int(pid)):
+            # Killed (kill -9, the OOM killer): its lease has to run out first.
+            return (
+                f"the herolog serve that forwarded this store's drains (pid {pid}) ended"
+                " without handing them over: this one forwards them once its lease on them"
+                f" runs out, within {LEASE_S:.0f} s"
+            )
+        return (
+            f"another herolog serve (pid {pid}) forwards this store's drains; this one takes"
+            " over if that one stops"
+        )
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         by_app = self._by_app

@@ -267,6 +267,51 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
 
 
 @pytest.mark.subprocess
+def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """The killed serve could not hand its drains back: its lease runs out (10 s). The next
+    one must not send the operator looking for a process that is gone, and says when it
+    forwards."""
+    from tests.server.sinks import HTTPSink, wait_until
+
+    sink = HTTPSink()
+    try:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        first = serve_process("--port", "0")
+        with httpx.Client() as client:
+            assert post(client, first.url, "before") == 204
+        wait_until(lambda: len(sink.delivered_lines()) == 10, what="the first delivery")
+        first.proc.kill()
+        assert first.finish()[0] == -signal.SIGKILL
+        second = serve_process("--port", "0")
+        banner = "".join(second.banner)
+        assert f"another herolog serve (pid {first.proc.pid}) forwards" not in banner
+        assert (
+            f"the herolog serve that forwarded this store's drains (pid {first.proc.pid})"
+            " ended without handing them over: this one forwards them once its lease on them"
+            " runs out, within 10 s"
+        ) in banner
+        with httpx.Client() as client:
+            assert post(client, second.url, "after") == 204
+        wait_until(
+            lambda: any(x.message.startswith("after ") for x in sink.delivered_lines()),
+            timeout=30,
+            what="the takeover",
+        )
+        second.proc.send_signal(signal.SIGTERM)
+        code, err = second.finish()
+    finally:
+        sink.close()
+    assert code == 0, err
+    assert "herolog serve: this serve forwards this store's drains now\n" in err
+
+
+@pytest.mark.subprocess
 def test_a_store_it_may_not_write_is_refused_at_start(herolog_home: Path) -> None:
     """Another user's file it may read, or one made read-only (chmod 444), opens, read-only:
     serve must not say it is ready and then answer 503 to every batch."""
