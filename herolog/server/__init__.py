@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -136,6 +137,19 @@ class _Uvicorn(uvicorn.Server):
             for hurry in self.on_force_exit:
                 self._loop.call_soon_threadsafe(hurry)
 
+    def _no_reload(self, sig: int, frame: FrameType | None) -> None:
+        def say() -> None:
+            print(
+                "herolog serve: SIGHUP, with no terminal to have hung up: nothing to reload,"
+                " serve goes on (its options and certificate are read at start: restart it"
+                " for new ones)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        if self._loop is not None:  # from the loop: the signal may have interrupted a print
+            self._loop.call_soon_threadsafe(say)
+
     def _cut_off(self, *, unsent_only: bool = False) -> None:
         """Abort the open connections (only those with a reply not yet sent, if asked)."""
         for connection in list(self.server_state.connections):
@@ -151,17 +165,30 @@ class _Uvicorn(uvicorn.Server):
             return
         # SIGHUP too: a closed terminal (an ssh session ending) would otherwise kill serve
         # before it commits its drains' positions and hands back their lease. Unless it is
-        # ignored already: under nohup, serve is to outlive the terminal.
-        stops = [signal.SIGINT, signal.SIGTERM]
+        # ignored already: under nohup, serve is to outlive the terminal. Without a
+        # terminal (systemd), a SIGHUP is an operator asking for a reload, as of rsyslog.
+        handlers: dict[int, Callable[[int, FrameType | None], None]] = {
+            signal.SIGINT: self.handle_exit,
+            signal.SIGTERM: self.handle_exit,
+        }
         hangup = getattr(signal, "SIGHUP", None)
         if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-            stops.append(hangup)
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            handlers[hangup] = self.handle_exit if has_terminal() else self._no_reload
+        originals = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             yield
         finally:
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
+
+
+def has_terminal() -> bool:
+    """Whether this process has a controlling terminal, one that can hang up."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 class _Config(uvicorn.Config):

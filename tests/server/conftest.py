@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import re
 import resource
 import signal
 import ssl
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,25 +131,40 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         stdout: IO[bytes] | int = subprocess.DEVNULL,
         open_files: int | None = None,
+        terminal: bool = False,
     ) -> None:
-        """``open_files``: the process's soft and hard limit on open files (ulimit -n)."""
+        """``open_files``: the process's soft and hard limit on open files (ulimit -n).
+        ``terminal``: run it in a session of its own whose controlling terminal is a pty
+        (closed with :meth:`finish`), as from a shell; without, in a session of its own
+        with none, as under systemd."""
+        self._terminal: int | None = None
+        slave: int | None = None
+        if terminal:
+            self._terminal, slave = os.openpty()
 
         def prepare() -> None:
             # As from a terminal, whatever the tests were started from: under nohup (a CI
             # job run with it, say), serve would inherit SIGHUP ignored and, as it should
             # there, outlive the hangups that tests send it.
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            if slave is not None:
+                fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             if open_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", "serve", *args],
-            stderr=subprocess.PIPE,
-            stdout=stdout,
-            text=True,
-            env=env or herolog_env(),
-            preexec_fn=prepare,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "herolog", "serve", *args],
+                stderr=subprocess.PIPE,
+                stdout=stdout,
+                text=True,
+                env=env or herolog_env(),
+                preexec_fn=prepare,
+                start_new_session=True,
+            )
+        finally:
+            if slave is not None:
+                os.close(slave)
         assert self.proc.stderr is not None
         self.banner: list[str] = []
         deadline = time.monotonic() + 30
@@ -162,6 +180,12 @@ class ServeProcess:
         assert m, self.banner
         self.url = f"{m.group(1)}://127.0.0.1:{m.group(2)}"
 
+    def hang_up(self) -> None:
+        """Close its terminal, as a terminal window or an ssh session closes."""
+        assert self._terminal is not None, "started without terminal=True"
+        os.close(self._terminal)
+        self._terminal = None
+
     def finish(self, timeout: float = 30) -> tuple[int, str]:
         """Wait for the process to end (killing it if it will not); its status and stderr."""
         try:
@@ -169,6 +193,9 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
         return self.proc.returncode, "".join(self.banner) + err
 
 
@@ -176,8 +203,10 @@ class ServeProcess:
 def serve_process() -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        started.append(ServeProcess(*args, env=env))
+    def start(
+        *args: str, env: dict[str, str] | None = None, terminal: bool = False
+    ) -> ServeProcess:
+        started.append(ServeProcess(*args, env=env, terminal=terminal))
         return started[-1]
 
     yield start

@@ -150,7 +150,7 @@ def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
 def test_graceful_shutdown_finishes_requests_and_exits_0(
     herolog_home: Path, sig: signal.Signals, serve_process: Callable[..., ServeProcess]
 ) -> None:
-    server = serve_process("--port", "0", "--history", "100000")
+    server = serve_process("--port", "0", "--history", "100000", terminal=True)
     load = Load(server.url, workers=4)
     time.sleep(1.0)
     server.proc.send_signal(sig)
@@ -343,7 +343,7 @@ def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
 ) -> None:
     """A closed terminal sends SIGHUP to every process of the job, the store writer too: it
     must outlive the signal to commit what serve still hands it."""
-    server = serve_process("--port", "0", "--history", "100000")
+    server = serve_process("--port", "0", "--history", "100000", terminal=True)
     load = Load(server.url, workers=2)
     time.sleep(0.5)
     os.kill(writer_pid(server), signal.SIGHUP)
@@ -354,6 +354,46 @@ def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
     assert "store writer exited" not in err
     assert "Traceback" not in err
     assert_stored_whole(herolog_home, acknowledged)
+
+
+@pytest.mark.subprocess
+def test_the_terminal_closing_stops_serve_gracefully(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    server = serve_process("--port", "0", terminal=True)
+    with httpx.Client() as client:
+        assert post(client, server.url, "typed") == 204
+    server.hang_up()  # the kernel sends SIGHUP to the terminal's session
+    assert server.proc.wait(timeout=30) == 0
+    assert "Traceback" not in server.finish()[1]
+    assert_stored_whole(herolog_home, ["typed"])
+
+
+@pytest.mark.subprocess
+def test_a_hangup_without_a_terminal_leaves_serve_serving(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """Under systemd, or started with setsid, no terminal can hang up: a SIGHUP is an
+    operator's, who expects what rsyslog and nginx do, a reload, not a service stopped for
+    good (exit 0: Restart=on-failure does not start it again)."""
+    server = serve_process("--port", "0")
+    for _ in range(2):
+        server.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+    assert server.proc.poll() is None, "serve stopped on a SIGHUP without a terminal"
+    with httpx.Client() as client:
+        assert client.get(f"{server.url}/healthz").status_code == 200
+        assert post(client, server.url, "after") == 204
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "SIGHUP" in line]
+    hangup = (
+        "herolog serve: SIGHUP, with no terminal to have hung up: nothing to reload, serve goes"
+        " on (its options and certificate are read at start: restart it for new ones)"
+    )
+    assert said == [hangup, hangup]
+    assert_stored_whole(herolog_home, ["after"])
 
 
 @pytest.mark.subprocess
