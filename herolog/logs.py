@@ -95,10 +95,13 @@ def read_after(
     Lines of the span the ring buffer trimmed before the tail got to them are told first with
     Heroku's L11 line (``missed_since``: when the tail was last known to have missed none),
     for local tails and the server's alike."""
-    lines, next_id = store.after(last_id, wanted, limit)
-    # Every id of the span came back (an unfiltered tail keeping up): none is missing.
-    whole = next_id - last_id == len(lines)
-    trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
+    # Both in one snapshot: a trim committed between them (serve, run, import writing on)
+    # would count the lines just read as lost too.
+    with store.snapshot():
+        lines, next_id = store.after(last_id, wanted, limit)
+        # Every id of the span came back (an unfiltered tail keeping up): none is missing.
+        whole = next_id - last_id == len(lines)
+        trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
     if trimmed:
         lines.insert(0, overflow_line(wanted.app, trimmed, missed_since))
     return lines, next_id

@@ -262,6 +262,10 @@ class Store(Protocol):
         ``app``'s span, when given: exact for a store of one app, at most that otherwise)."""
         ...
 
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Reads inside see one state of the store."""
+        ...
+
     def replaced(self) -> bool:
         """Whether the store at this location is no longer the one that was opened."""
         ...
@@ -779,7 +783,8 @@ class SQLiteStore:
         if not self._schema_ready():
             return [], line_id
         where, params = _where(wanted, after=line_id)
-        with self._read() as db:
+        with self._consistent():
+            db = self._db
             rows = db.execute(
                 f"{_SELECT}{where} ORDER BY lines.id LIMIT {int(limit)}", params
             ).fetchall()

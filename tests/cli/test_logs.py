@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from herolog import timestamps
 from herolog.cli import cli
 from herolog.filters import LineFilter
-from herolog.logs import follow
+from herolog.logs import follow, read_after
 from herolog.parser import LogLine
 from herolog.render import TextRenderer
-from herolog.store import Batch, SQLiteStore, open_store
+from herolog.store import Batch, SQLiteStore, StoredLine, open_store
 from tests.helpers import Child, fill, herolog_env, invoke, line, shell_job
 
 run = invoke
@@ -535,6 +535,36 @@ def test_a_tail_that_falls_behind_the_history_is_told_how_many_lines_it_lost(
         shown[0],
     )
     assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"n{i}" for i in range(80, 100)]
+
+
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
+    store: SQLiteStore, app: str | None
+) -> None:
+    """serve or herolog run committing (and trimming) between a tail's read of its lines and
+    its count of the span's missing ids: the lines it has just read are not lost too."""
+    store.set_history(10)
+    fill(store, "demo", [f"old {i}" for i in range(10)])
+    _, start = store.last(LineFilter(), 0)
+    fill(store, "demo", [f"new {i}" for i in range(30)])  # 20 trimmed before the tail reads
+    writer = open_store()
+
+    class Busy(SQLiteStore):
+        def after(
+            self, line_id: int, wanted: LineFilter, limit: int = 1000
+        ) -> tuple[list[StoredLine], int]:
+            found = super().after(line_id, wanted, limit)
+            fill(writer, "demo", [f"later {i}" for i in range(10)])  # trims new 20-29
+            return found
+
+    tail = Busy.open(store.path, create=False)
+    try:
+        lines, _ = read_after(tail, start, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
+    finally:
+        tail.close()
+        writer.close()
+    assert "dropped 20 messages" in lines[0].message
+    assert [x.message for x in lines[1:]] == [f"new {i}" for i in range(20, 30)]
 
 
 def test_tail_with_num_zero_shows_only_new_lines_and_picks_up_new_dynos(demo: SQLiteStore) -> None:
