@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -395,7 +396,7 @@ class SQLiteStore:
                 f"{self.path} can be read by others and cannot be made private (it is not"
                 " yours): drain passwords go in it; remove it, or chmod 600 it as its owner"
             )
-        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+        if _journal_mode_wal(db) != "wal":
             raise StoreError(f"{self.path}: SQLite could not switch to WAL mode")
         with self._write():
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -1064,6 +1065,20 @@ def _execute_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _journal_mode_wal(db: sqlite3.Connection) -> str:
+    """Switch to WAL mode; the mode it is in then. SQLite does not wait (no busy timeout)
+    for the lock that switching a new file takes: another process creating the store at the
+    same moment (serve and run started together) holds it for a moment."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _newest_id(db: sqlite3.Connection) -> int:

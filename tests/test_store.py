@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -372,6 +373,39 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
     store = SQLiteStore.open(path)
     assert store.apps()[0].lines == 1500
     assert store.newest_id() == 2 * 300 * 20
+
+
+def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -> None:
+    """serve and `herolog run` (or two runs) started together on a new HEROLOG_HOME: the
+    switch of the new file to WAL mode, which SQLite does not wait for, failed as 'database
+    is locked' in one of them as another read or switched it."""
+    rounds, start = 40, time.time() + 2
+    child = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from herolog.store import Batch, SQLiteStore
+        from tests.helpers import line
+        for attempt in range({rounds}):
+            go = {start} + attempt * 0.1
+            time.sleep(max(0, go - time.time() - 0.005))
+            while time.time() < go:
+                pass
+            store = SQLiteStore.open(Path({str(tmp_path)!r}) / f"{{attempt}}.db")
+            store.append([Batch(f"app{{sys.argv[1]}}", [line("x")])])
+            store.close()
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child, str(k)], stderr=subprocess.PIPE, text=True)
+        for k in range(6)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    for attempt in range(rounds):
+        with closing(SQLiteStore.open(tmp_path / f"{attempt}.db", create=False)) as store:
+            assert [app.lines for app in store.apps()] == [1] * 6
 
 
 def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
