@@ -600,13 +600,22 @@ class SQLiteStore:
         """Copy committed WAL pages into the database without blocking readers or writers."""
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def restart_wal(self) -> None:
-        """Checkpoint everything and have the next commit start the WAL from its beginning.
+    def restart_wal(self, wait_s: float) -> bool:
+        """Checkpoint everything and have the next commit start the WAL from its beginning;
+        whether it could.
 
         Passive checkpoints alone never get there under a steady stream of commits: each
         leaves the newest frames behind, so the WAL only ever grows. The writer calls this
-        between commits once the WAL is large; it waits for readers (the busy timeout)."""
-        self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+        between commits once the WAL is large. It waits for other writers and for readers to
+        be done with the WAL, up to ``wait_s`` (not the busy timeout: a reader can hold one
+        snapshot for as long as it likes, a backup's or a long scan's, and the writer's
+        commits wait meanwhile)."""
+        self._db.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+        try:
+            row = self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return not row[0]
 
     def wal_size(self) -> int:
         return _file_size(Path(f"{self.path}-wal"))

@@ -38,6 +38,8 @@ PRUNE_EVERY_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
 """Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
+WAL_RESTART_WAIT_S = 0.2
+"""How long a restart of the WAL waits for readers, holding up commits meanwhile."""
 RECV_BYTES = 1 << 20
 
 HEADER = struct.Struct("!I")
@@ -197,8 +199,8 @@ def main(argv: list[str]) -> int:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:
                     try:
-                        store.restart_wal()
-                    except sqlite3.Error as error:  # a reader held on too long: next time
+                        store.restart_wal(WAL_RESTART_WAIT_S)  # a reader holds on: next time
+                    except sqlite3.Error as error:
                         say(f"herolog serve: WAL restart failed: {error}")
     except (BrokenPipeError, ConnectionResetError):
         pass  # serve went away

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -835,3 +836,60 @@ def test_shutdown_with_open_syslog_connections_is_clean(
     assert "Traceback" not in err
     assert "CancelledError" not in err
     assert stored(herolog_home) == ["kept"]
+
+
+@pytest.mark.subprocess
+def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
+    herolog_home: Path,
+) -> None:
+    """Once the WAL is large, the writer restarts it, which waits for every reader to be
+    done with it: a reader holding one snapshot for seconds (a backup, `herolog logs -n` of a
+    large history) held every drain POST up for as long, up to the busy timeout (30 s), and
+    again each second after. The writer waits a moment for readers, then tries again later."""
+    server = ServeProcess("--port", "0", "--history", "100")
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('BEGIN')\n"
+            "db.execute('SELECT count(*) FROM lines').fetchone()\n"
+            "print('reading', flush=True)\n"
+            "time.sleep(5)\n",
+            str(herolog_home / "logs.db"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == "reading\n"
+        with httpx.Client(timeout=30) as client:
+            post = functools.partial(
+                client.post,
+                f"{server.url}/apps/demo/logs",
+                headers={"Content-Type": "application/logplex-1"},
+            )
+            for _ in range(16):  # 70 MB: past the WAL's size for a restart
+                assert post(content=batch("x" * 9000, 500)).status_code == 204
+            worst = 0.0
+            while reader.poll() is None:
+                started = time.monotonic()
+                assert post(content=batch("small", 1)).status_code == 204
+                worst = max(worst, time.monotonic() - started)
+                time.sleep(0.02)
+            wal = herolog_home / "logs.db-wal"
+            deadline = time.monotonic() + 5
+            while wal.stat().st_size > 64 << 20 and time.monotonic() < deadline:
+                assert post(content=batch("after", 1)).status_code == 204
+                time.sleep(0.1)
+            assert wal.stat().st_size <= 64 << 20  # restarted once the reader let go
+    finally:
+        reader.kill()
+        reader.communicate()
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.finish()
+    assert code == 0, err
+    assert "has not answered" not in err
+    assert worst < 1.5
