@@ -7,11 +7,13 @@ stopped by its own pid."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -47,10 +49,12 @@ def free_port() -> int:
         return port
 
 
+@contextlib.contextmanager
 def forwarding_to(
     root: Path, work: Path, port: int, action: str, ca: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """rsyslogd taking newline-framed syslog on ``port`` and forwarding it with ``action``."""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """rsyslogd taking newline-framed syslog on ``port`` and forwarding it with ``action``,
+    stopped at the end."""
     modules = next(root.rglob("imptcp.so")).parent
     ca_file = f' DefaultNetstreamDriverCAFile="{ca}"' if ca else ""
     (work / "rsyslog.conf").write_text(
@@ -74,12 +78,17 @@ def forwarding_to(
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
+            break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise AssertionError((work / "rsyslog.err").read_text()) from None
             time.sleep(0.05)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def send_both_kinds(port: int) -> None:
@@ -132,13 +141,9 @@ def test_rsyslog_forwards_over_tcp(
     running = make_server(syslog_port=0)
     port = free_port()
     action = f'port="{running.syslog_port}" template="{template}" {framing}'
-    proc = forwarding_to(rsyslog_root, tmp_path, port, action)
-    try:
+    with forwarding_to(rsyslog_root, tmp_path, port, action):
         send_both_kinds(port)
         check_stored(running, tmp_path, template)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.parametrize(
@@ -160,11 +165,7 @@ def test_rsyslog_forwards_over_tls(
         ' StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"'
         ' StreamDriverPermittedPeers="localhost"'  # rsyslog checks DNS names, not addresses
     )
-    proc = forwarding_to(rsyslog_root, tmp_path, port, action, cafile)
-    try:
+    with forwarding_to(rsyslog_root, tmp_path, port, action, cafile):
         send_both_kinds(port)
         check_stored(running, tmp_path, template)
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert "closed" not in running.log.getvalue()
