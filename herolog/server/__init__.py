@@ -236,7 +236,8 @@ class Server:
             server_header=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-        self._uvicorn = _Uvicorn(uvicorn_config, self.app.sessions.close)
+        self._uvicorn = _Uvicorn(uvicorn_config, self._stopping)
+        self._stopping_said = False
         self._uvicorn.on_force_exit.append(self.app.forwarder.hurry)
         if config.syslog_port is not None:
             self.syslog = SyslogServer(
@@ -317,6 +318,19 @@ class Server:
     def stop(self) -> None:
         self._uvicorn.should_exit = True
 
+    async def _stopping(self) -> None:
+        """The first step of the shutdown: say so, since it can take a while, then end the
+        log sessions' streams."""
+        if not self._stopping_said:
+            again = " (Ctrl-C again to stop at once)" if has_terminal() else ""
+            print(
+                "herolog serve: stopping: answering the requests under way (up to"
+                f" {GRACEFUL_SHUTDOWN_S} s) and handing the drains what they hold{again}",
+                file=self.log,
+                flush=True,
+            )
+        await self.app.sessions.close()
+
     async def _watch_store_file(self) -> None:
         """Stop if the store's file is moved or deleted under serve (`mv` of a store a
         command called corrupt, say): the writer would go on committing to a file that no
@@ -336,6 +350,7 @@ class Server:
                 " file moved; start serve again for a new store)"
             )
             print(f"herolog serve: stopping: the store {path} is gone", file=self.log, flush=True)
+            self._stopping_said = True
             self.stop()
 
         self._store_watch = loop.call_later(STORE_WATCH_S, look)

@@ -159,6 +159,12 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     acknowledged = load.stop()
     assert code == 0, err
     assert "Traceback" not in err
+    # Stopping can take a while (requests under way, drains): said once, as it begins.
+    stopping = [line for line in err.splitlines() if "stopping" in line]
+    assert stopping == [
+        "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
+        " the drains what they hold (Ctrl-C again to stop at once)"
+    ]
     assert_stored_whole(herolog_home, acknowledged)
 
 
@@ -180,6 +186,11 @@ def test_a_systemd_notify_unit_hears_ready_then_stopping(
         assert manager.recv(4096) == b"STOPPING=1"
         code, err = server.finish()
     assert (code, "Traceback" in err) == (0, False), err
+    # Under systemd there is no terminal to press Ctrl-C in.
+    assert err.splitlines()[-1] == (
+        "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
+        " the drains what they hold"
+    )
 
 
 @pytest.mark.subprocess
@@ -240,6 +251,11 @@ def test_the_example_systemd_unit_starts_serve(
         assert manager.recv(4096) == b"STOPPING=1"
         code, err = server.finish()
     assert (code, "Traceback" in err) == (0, False), err
+    # Under systemd there is no terminal to press Ctrl-C in.
+    assert err.splitlines()[-1] == (
+        "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
+        " the drains what they hold"
+    )
     assert "syslog+tls drain intake" in err
 
 
