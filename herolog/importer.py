@@ -39,7 +39,7 @@ _HEAD = 4096
 """How much of a line over MAX_LINE is kept: enough to tell whether it has a header."""
 
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
-_SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>[0-9]")
+_SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>")
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
 
 
@@ -114,8 +114,8 @@ def imported_before(result: ImportResult) -> str:
 
 
 def detect_format(head: bytes) -> Format:
-    """Logplex (``83 <40>1 ...``), newline-framed syslog (``<40>1 ...``), ``herolog logs
-    --json`` output (``{"id": ...``), else heroku text."""
+    """Logplex (``83 <40>1 ...``), newline-framed syslog (``<40>1 ...``, or RFC 3164's
+    ``<13>Mar  5 ...``), ``herolog logs --json`` output (``{"id": ...``), else heroku text."""
     if _LOGPLEX_START.match(head):
         return "logplex"
     if _SYSLOG_START.match(head):

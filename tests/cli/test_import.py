@@ -218,6 +218,28 @@ def test_a_message_ending_in_cr_keeps_it_in_a_logplex_body_not_in_text(tmp_path:
     ]
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"<13>Dec  4 22:00:01 myhost billing[4711]: paid",  # rsyslog's default, logger --rfc3164
+        b"<13>billing[4711]: paid",  # Python's SysLogHandler, no time
+    ],
+)
+def test_import_detects_bsd_syslog(tmp_path: Path, first: bytes) -> None:
+    """RFC 3164 lines, as rsyslog forwards and Python's SysLogHandler sends them, saved to a
+    file: syslog, not heroku text kept whole."""
+    path = tmp_path / "bsd.txt"
+    path.write_bytes(first + b"\n<14>1 2024-03-05T09:14:08Z host app web.1 - hi\n")
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert code == 0, err
+    assert "(syslog format)" in err
+    lines = open_store().last(LineFilter(), 10)[0]
+    assert [(x.source, x.dyno, x.message) for x in lines] == [
+        ("billing", "4711", "paid"),
+        ("app", "web.1", "hi"),
+    ]
+
+
 def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     path = tmp_path / "syslog.txt"
     path.write_bytes(
