@@ -20,7 +20,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NamedTuple
 
 from herolog.parser import LogLine, own_line
@@ -186,7 +186,8 @@ def run_dyno(
         return platform(f"State changed from {before} to {after}")
 
     flusher = _Flusher(sink)
-    flusher.start()
+    with _signals_for_this_thread():
+        flusher.start()
     flusher.put(platform(f"Starting process with command `{shlex.join(command)}`"))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
@@ -235,7 +236,8 @@ def run_dyno(
         # session, which the kernel takes as nobody left to resume it.
         _forward(started[0], signal.SIGSTOP if sig == signal.SIGTSTP else sig)
         if stop:
-            stopping[0].start()
+            with _signals_for_this_thread():
+                stopping[0].start()
         if sig == signal.SIGTSTP:  # Ctrl-Z: the command stops, then herolog, as one job
             os.kill(os.getpid(), signal.SIGSTOP)
             # Resumed (the shell's fg or bg): so is the command. Not from a SIGCONT handler,
@@ -286,8 +288,9 @@ def run_dyno(
                 daemon=True,
             ),
         ]
-        for reader in readers:
-            reader.start()
+        with _signals_for_this_thread():
+            for reader in readers:
+                reader.start()
         returncode = proc.wait()
         exited.set()
         for timer in stopping:
@@ -325,6 +328,19 @@ def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
             raise
     path = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
     return subprocess.Popen(["/bin/sh", path, *command[1:]], **options)
+
+
+@contextlib.contextmanager
+def _signals_for_this_thread() -> Iterator[None]:
+    """Threads started inside take none of the signals herolog passes on. The kernel gives a
+    signal to any thread that does not block it, and one given to another thread would leave
+    the main thread waiting for the command, where Python runs the handler, for ever: the
+    command would never hear of it (seen after a Ctrl-Z and fg)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
