@@ -77,6 +77,15 @@ class UnknownApp(LookupError):
         )
 
 
+def may_yet_come(app: str) -> bool:
+    """Whether an app that ``-a`` names and the store has not had may yet come, for a tail
+    to wait for its first line: not an id (an app's id comes with the app), nor a name no
+    intake takes."""
+    from herolog.drains import looks_like_id
+
+    return valid_app_name(app) and not looks_like_id(app)
+
+
 def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
     """Heroku's L11 line, for a tail that lost lines its reader was too slow for; ``since``
     is an instant string, shown as Logplex does (``2011-05-03T17:35:00+00:00``)."""
@@ -142,8 +151,8 @@ def show_logs(
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
                 lines, last_id = store.last(request.wanted, num)
-            elif info is None and (not request.tail or an_id or not valid_app_name(app)):
-                # A tail waits for an app's first line; an id is of an app there already.
+            elif info is None and (not request.tail or not may_yet_come(app)):
+                # A tail waits for an app's first line, of one that may yet come.
                 known = [known.name for known in store.apps()]
                 store.close()
                 raise UnknownApp(path, app, known, an_id=an_id)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from herolog import __version__, timestamps
-from herolog.logs import LogsRequest
+from herolog.logs import LogsRequest, may_yet_come
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.render import STREAM_ENDS, Renderer, decode_record
 
@@ -248,15 +248,8 @@ class RemoteLogs:
         first line, as in local mode (None if --until passes first)."""
         import httpx
 
-        from herolog.drains import looks_like_id
-        from herolog.store import valid_app_name
-
         app = self.request.wanted.app
-        # An app's id comes with the app, and no intake takes a name that breaks the rule:
-        # a tail would wait for such an app for ever.
-        waits = self.request.tail and (
-            app is None or (valid_app_name(app) and not looks_like_id(app))
-        )
+        waits = self.request.tail and (app is None or may_yet_come(app))
         waited = False
         # Once the server has said it has no such app, a tail waiting for it outlives a
         # drop or a restart (backing off as below), as a tail that has started does.
