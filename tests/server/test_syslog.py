@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -11,7 +13,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -527,29 +529,39 @@ def test_the_real_logger_client(served: Running, framing: list[str]) -> None:
     assert '[meta@32473 seq="7"]' in line.structured_data
 
 
+@contextlib.contextmanager
+def pythons_syslog_handler(
+    served: Running, name: str
+) -> Iterator[tuple[logging.Logger, logging.handlers.SysLogHandler]]:
+    """The logger ``name``, logging through Python's own SysLogHandler over TCP to serve's
+    syslog port (and nowhere else), and the handler; taken off it at the end."""
+    assert served.syslog_port is not None
+    handler = logging.handlers.SysLogHandler(
+        ("127.0.0.1", served.syslog_port), socktype=socket.SOCK_STREAM
+    )
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield logger, handler
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def test_rfc3164_lines_from_logger_and_pythons_syslog_handler(served: Running) -> None:
     """BSD syslog (what rsyslog forwards by default, `logger --rfc3164`, Python's
     SysLogHandler) was stored whole as unknown[unknown] lines, `<13>` and all: its TAG and
     PID are the line's source and dyno, as rsyslog reads them."""
-    import logging
-    import logging.handlers
-
     port = str(served.syslog_port)
     logger = [logger_path(), "--tcp", "--rfc3164", "-n", "127.0.0.1", "-P", port, "-t", "billing"]
     done = subprocess.run(
         [*logger, "--id=4711", "-p", "local3.err", "bsd style"], check=True, timeout=10
     )
     wait_for(lambda: len(served.lines()) == 1)
-    handler = logging.handlers.SysLogHandler(("127.0.0.1", int(port)), socktype=socket.SOCK_STREAM)
-    handler.ident = "worker: "  # what the Python docs suggest for a tag
-    python = logging.getLogger("test_syslog.handler")
-    python.propagate = False
-    python.addHandler(handler)
-    try:
+    with pythons_syslog_handler(served, "test_syslog.handler") as (python, handler):
+        handler.ident = "worker: "  # what the Python docs suggest for a tag
         python.warning("from python")
-    finally:
-        python.removeHandler(handler)
-        handler.close()
     wait_for(lambda: len(served.lines()) == 2)
     with connect(served) as sock:
         sock.sendall(b"<13>Mar  5 09:14:07 myhost billing[42]: on this connection\n")
@@ -647,18 +659,8 @@ def test_pythons_syslog_handler_logging_a_traceback(served: Running) -> None:
     for garbage, and the connection closed, so that the handler, which does not reconnect,
     lost every line the program logged after it. Once a connection has ended a message
     with a NUL, a line after a newline that starts no message is the message's."""
-    import logging
-    import logging.handlers
-
-    assert served.syslog_port is not None
-    handler = logging.handlers.SysLogHandler(
-        ("127.0.0.1", served.syslog_port), socktype=socket.SOCK_STREAM
-    )
-    handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
-    python = logging.getLogger("billing")
-    python.propagate = False
-    python.addHandler(handler)
-    try:
+    with pythons_syslog_handler(served, "billing") as (python, handler):
+        handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
         python.warning("starting")
         try:
             raise ValueError("no such invoice")
@@ -666,9 +668,6 @@ def test_pythons_syslog_handler_logging_a_traceback(served: Running) -> None:
             python.exception("invoice 88 failed")
         python.warning("still logging")
         wait_for(lambda: len(served.lines()) == 3)
-    finally:
-        python.removeHandler(handler)
-        handler.close()
     first, failed, after = served.lines("default")
     assert first.message == "starting"
     assert (failed.source, failed.dyno, failed.pri) == ("billing", str(os.getpid()), 11)
