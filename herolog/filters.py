@@ -204,10 +204,15 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
     lookahead = (_c.ASSERT, (1, _parser.SubPattern(state, [one])))
     both = _compiler.compile(_parser.SubPattern(state, [lookahead, other]), flags)
     # Searched first where two classes that overlap mostly do.
-    return both.search(_FIRST_CHARACTERS) is not None or both.search(_every_character()) is not None
+    return (
+        both.search(_first_characters()) is not None or both.search(_every_character()) is not None
+    )
 
 
-_FIRST_CHARACTERS = "".join(map(chr, range(0x800)))
+@functools.cache
+def _first_characters() -> str:
+    """The first 2,048 code points: built when a pattern needs them, not at every start."""
+    return "".join(map(chr, range(0x800)))
 
 
 @functools.cache
