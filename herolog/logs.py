@@ -157,8 +157,10 @@ def show_logs(
                 store.close()
                 raise UnknownApp(path, app, known, an_id=an_id)
         renderer.write(lines)
-    elif app is not None and (not request.tail or not valid_app_name(app)):
-        raise UnknownApp(path, app, [])
+    elif app is not None and (not request.tail or not may_yet_come(app)):
+        from herolog.drains import looks_like_id
+
+        raise UnknownApp(path, app, [], an_id=looks_like_id(app))
     if not request.tail:
         if store is not None:
             store.close()

@@ -135,6 +135,22 @@ def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
 
 
 @pytest.mark.subprocess
+def test_a_tail_of_an_id_before_the_store_is_made_is_refused(herolog_home: Path) -> None:
+    """With no store yet there is no app, so no id either: the tail would wait for ever."""
+    an_id = "6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10"
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "-t", "-a", an_id],
+        env=herolog_env(),
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert done.returncode == 1
+    assert f"no app named {an_id!r}, nor one with that id (it has no apps yet)" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("made", [True, False], ids=["store", "no store yet"])
 def test_a_tail_of_an_app_no_app_can_be_named_is_refused(herolog_home: Path, made: bool) -> None:
     """No intake takes an app of that name (a space, a slash: a typo, or a drain URL pasted
