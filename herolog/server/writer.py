@@ -272,19 +272,37 @@ class Writer:
         """
         assert self._proc is not None
         status = await asyncio.to_thread(self._proc.wait)
-        reason = f"the store writer exited with status {status}"
+        say(f"herolog serve: the store writer exited with status {status}; restarting it")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        said = ""
         delay = 0.1
+        tries = 0
         while not self._stopping:
-            say(f"herolog serve: {reason}; restarting it")
             if self._channel is not None:
                 self._channel.close()
+            tries += 1
             try:
                 await self.start()
-                return
             except (StoreError, OSError) as error:
-                reason = f"the store writer could not start ({error})"
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                # Tried for as long as it takes: a reason is said when it is new, not at
+                # every try, or the journal fills with it.
+                if str(error) != said:
+                    said = str(error)
+                    say(
+                        f"herolog serve: the store writer could not start ({error}); trying"
+                        " again every few seconds, and saying so when it starts"
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if said:
+                waited = loop.time() - began
+                say(
+                    f"herolog serve: the store writer is running again, after {tries} tries"
+                    f" in {waited:.0f} s"
+                )
+            return
 
 
 class _Channel(asyncio.Protocol):

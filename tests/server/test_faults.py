@@ -86,10 +86,11 @@ def check_log(err: str) -> None:
     """No traceback, and what a restart of the writer says reads right."""
     assert "Traceback" not in err, err
     for line in err.splitlines():
-        if "restarting it" in line:
+        if "restarting it" in line or "trying again" in line:
             assert re.fullmatch(
-                r"herolog serve: the store writer (exited with status -?\d+|could not start"
-                r" \(.+\)); restarting it",
+                r"herolog serve: the store writer (exited with status -?\d+; restarting it"
+                r"|could not start \(.+\); trying again every few seconds, and saying so when"
+                r" it starts)",
                 line,
             ), line
 
@@ -451,6 +452,39 @@ def test_a_stalled_writer_fails_healthz_and_is_reported(
     assert re.search(r"the store writer has not answered for \d+ s \(1 request waiting;", err)
     assert re.search(r"the store writer answers again, after \d+ s", err)
     assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))["stalled"] == 10
+
+
+def test_a_writer_that_cannot_restart_says_so_once_and_when_it_can(
+    herolog_home: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """serve retries a writer that cannot start every few seconds for as long as it takes:
+    the same reason said at each try would fill the journal with it."""
+    store = herolog_home / "logs.db"
+    server = serve("--port", "0")
+    writer = the_writer(store)
+    os.kill(writer, signal.SIGSTOP)
+    with store.open("r+b") as file:  # in place: a file moved away stops serve instead
+        header = file.read(100)
+        file.seek(0)
+        file.write(b"not a store at all, " * 5)
+    os.kill(writer, signal.SIGKILL)
+    time.sleep(3.5)  # tries at 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s
+    with store.open("r+b") as file:
+        file.write(header)
+    with httpx.Client(timeout=30) as client:
+        wait_for(lambda: client.get(f"{server.url}/healthz").status_code == 200, "a writer")
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert code == 0, err
+    check_log(err)
+    assert re.search(r"the store writer exited with status -9; restarting it\n", err)
+    assert err.count("could not start") == 1, err
+    assert re.search(
+        r"the store writer could not start \(.*not a database.*\); trying again every few"
+        r" seconds, and saying so when it starts\n",
+        err,
+    ), err
+    assert re.search(r"the store writer is running again, after [6-9] tries in \d+ s\n", err)
 
 
 def test_a_full_disk_answers_503_and_recovers_without_a_restart(
