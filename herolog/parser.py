@@ -528,7 +528,8 @@ def _parse_frames(
             rest = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
             if rest == size:
                 return out, size, frame_no
-            if stop_at_message and text[rest] == "<":
+            # A NUL too: between newline-framed messages, the caller's to skip.
+            if stop_at_message and text[rest] in "<\0":
                 return out, rest, frame_no
             if not final and _may_be_partial_count(text, rest):
                 return out, pos, frame_no
