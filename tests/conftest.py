@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts a background job (`pytest &`, nohup, some CI
+    # runners) with SIGINT ignored, and children inherit that: the herolog processes the
+    # tests stop with Ctrl-C's signal would not stop. A handler of Python's own is reset at
+    # exec, so they start as from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
