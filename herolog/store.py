@@ -322,6 +322,10 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot open the store {path}: {error.strerror or error}"
                 ) from None
+            if not _writable(path):
+                # SQLite would open it read-only and still make a -wal and -shm beside it,
+                # this user's, which the owner's writers then cannot write.
+                return cls._open_read_only(path)
         try:
             db = _connect(path, f"mode={'rwc' if create else 'rw'}")
         except sqlite3.OperationalError as error:
@@ -1178,6 +1182,10 @@ def _read_only_file_system(path: Path) -> bool:
         return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def _read_only_directory(path: Path) -> bool:

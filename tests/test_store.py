@@ -794,3 +794,31 @@ def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_pat
     fill(store, "quiet", ["q3"])  # q1 goes: its id is all quiet has lost
     assert store.trimmed_between(0, 12, "quiet") == 1
     assert store.trimmed_between(1, 12, "quiet") == 0
+
+
+def test_a_reader_that_may_not_write_the_store_leaves_no_files_beside_it(tmp_path: Path) -> None:
+    """A group member let read the logs (the store 0640) reading it as SQLite opens a file
+    it cannot write left a -wal and -shm of their own beside it, which the owner could not
+    write: every write of the owner's failed ("attempt to write a readonly database") until
+    someone removed them. The reader still follows the owner's writes."""
+    from tests.cli.test_bad_input import unwritable
+
+    path = tmp_path / "logs.db"
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["a"])
+    writer.close()
+    beside = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    assert not any(p.exists() for p in beside)
+    with unwritable(path, 0o440):
+        reader = SQLiteStore.open(path, create=False)
+        found = reader.last(LineFilter(), 10)
+        assert messages(found) == ["a"]
+        assert reader.apps()[0].name == "demo"
+        assert [p for p in beside if p.exists()] == []
+    seen = reader.version()
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["b"])
+    assert reader.version() != seen
+    assert messages(reader.after(found[1], LineFilter())) == ["b"]
+    writer.close()
+    reader.close()
