@@ -313,6 +313,12 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot create the store {path}: {error.strerror or error}"
                 ) from error
+            if not _writable(path) and not _read_only_file_system(path):
+                # SQLite would open it read-only, make a -wal and -shm of this user's beside
+                # it, and refuse only the first write: run would have run its command.
+                raise StoreError(
+                    f"cannot write to the store {path}: its file is read-only to this user"
+                )
         else:
             try:
                 path.stat()

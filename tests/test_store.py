@@ -822,3 +822,23 @@ def test_a_reader_that_may_not_write_the_store_leaves_no_files_beside_it(tmp_pat
     assert messages(reader.after(found[1], LineFilter())) == ["b"]
     writer.close()
     reader.close()
+
+
+def test_a_writer_that_may_not_write_the_store_is_refused_before_it_opens_it(
+    tmp_path: Path,
+) -> None:
+    """SQLite opens such a file read-only without a word, and refused only the first write,
+    "attempt to write a readonly database", after making a -wal and -shm of this user's."""
+    from tests.cli.test_bad_input import unwritable
+
+    path = tmp_path / "logs.db"
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["a"])
+    writer.close()
+    with unwritable(path, 0o440):
+        with pytest.raises(StoreError) as refused:
+            SQLiteStore.open(path)
+        assert [p for p in tmp_path.iterdir() if p != path] == []
+    assert str(refused.value) == (
+        f"cannot write to the store {path}: its file is read-only to this user"
+    )

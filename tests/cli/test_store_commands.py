@@ -103,3 +103,29 @@ def test_home_defaults_to_the_platform_data_dir(monkeypatch: object, tmp_path: P
     monkeypatch.delenv("HEROLOG_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert config.store_path() == tmp_path / "xdg" / "herolog" / "logs.db"
+
+
+def test_run_on_a_store_it_may_not_write_does_not_run_the_command(herolog_home: Path) -> None:
+    """The command ran, and every line of it was lost ("could not store 4 of 4 lines"),
+    with the command's exit status 0: a run on a full disk is refused before it starts."""
+    from tests.cli.test_bad_input import unwritable
+
+    path = herolog_home / "logs.db"
+    store = open_store(path)
+    fill(store, "demo", ["a"])
+    store.close()
+    marker = herolog_home.parent / "ran"
+    with unwritable(path, 0o440):
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "run", "--", "touch", str(marker)],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot write to the store {path}: its file is read-only to this user"
+    ]
+    assert not marker.exists()

@@ -348,8 +348,7 @@ def test_a_store_it_may_not_write_is_refused_at_start(herolog_home: Path) -> Non
         )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
-        f"Error: cannot write to the store {path}: attempt to write a readonly database"
-        " (its file cannot be written by this user)"
+        f"Error: cannot write to the store {path}: its file is read-only to this user"
     ]
     assert stored(herolog_home) == ["kept"]
 
