@@ -300,6 +300,11 @@ class SQLiteStore:
         if create:
             try:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except FileExistsError:  # mkdir's "File exists" reads as if all were well
+                raise StoreError(
+                    f"cannot create the store's directory {path.parent}: it is there, and not a"
+                    " directory"
+                ) from None
             except OSError as error:
                 raise StoreError(
                     f"cannot create the store's directory {path.parent}: {error.strerror or error}"

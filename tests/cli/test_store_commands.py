@@ -129,3 +129,20 @@ def test_run_on_a_store_it_may_not_write_does_not_run_the_command(herolog_home: 
         f"Error: cannot write to the store {path}: its file is read-only to this user"
     ]
     assert not marker.exists()
+
+
+def test_a_herolog_home_that_is_a_file_is_named_as_such_by_writers(tmp_path: Path) -> None:
+    """mkdir's "File exists" read as if the store's directory were there and fine."""
+    home = tmp_path / "home"
+    home.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "store", "history", "5"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(home)),
+        timeout=30,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot create the store's directory {home}: it is there, and not a directory"
+    ]
