@@ -318,12 +318,19 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot create the store {path}: {error.strerror or error}"
                 ) from error
-            if not _writable(path) and not _read_only_file_system(path):
+            if not _read_only_file_system(path):
                 # SQLite would open it read-only, make a -wal and -shm of this user's beside
-                # it, and refuse only the first write: run would have run its command.
-                raise StoreError(
-                    f"cannot write to the store {path}: its file is read-only to this user"
-                )
+                # it, and refuse only the first write: run would have run its command. A
+                # -wal or -shm of another user's (a reader's) fails every write just as well.
+                if not _writable(path):
+                    raise StoreError(
+                        f"cannot write to the store {path}: its file is read-only to this user"
+                    )
+                for beside in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    if beside.exists() and not _writable(beside):
+                        raise StoreError(
+                            f"cannot write to the store {path}: {beside} is read-only to this user"
+                        )
         else:
             try:
                 path.stat()

@@ -842,3 +842,26 @@ def test_a_writer_that_may_not_write_the_store_is_refused_before_it_opens_it(
     assert str(refused.value) == (
         f"cannot write to the store {path}: its file is read-only to this user"
     )
+
+
+def test_a_writer_is_told_which_of_the_store_s_files_it_may_not_write(tmp_path: Path) -> None:
+    """A -wal and -shm that another user's reader left beside the store (an older herolog's,
+    or the sqlite3 shell's) make every write fail, "attempt to write a readonly database",
+    of a store file that is writable: the one in the way is named."""
+    from tests.cli.test_bad_input import unwritable
+
+    path = tmp_path / "logs.db"
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["a"])
+    writer.close()
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    wal.write_bytes(b"")
+    shm.write_bytes(bytes(32768))
+    with unwritable(shm, 0o440), pytest.raises(StoreError) as refused:
+        fill(SQLiteStore.open(path), "demo", ["b"])
+    assert str(refused.value) == (
+        f"cannot write to the store {path}: {shm} is read-only to this user"
+    )
+    writer = SQLiteStore.open(path)
+    fill(writer, "demo", ["b"])
+    assert messages(writer.last(LineFilter(), 10)) == ["a", "b"]
