@@ -63,7 +63,8 @@ def info(json_output: bool) -> None:
 def history(lines: int | None) -> None:
     """Show or set how many lines the store keeps per app (Heroku keeps 1500).
 
-    Lowering it drops the oldest lines of each app at once.
+    Lowering it drops the oldest lines of each app at once; the file keeps its size, the
+    space kept for the lines to come (the README says how to give it back).
 
     \b
     herolog store history            print the current setting

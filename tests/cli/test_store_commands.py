@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,39 @@ def test_a_herolog_home_that_is_a_file_is_named_as_such_by_writers(tmp_path: Pat
     assert proc.stderr.splitlines() == [
         f"Error: cannot create the store's directory {home}: it is there, and not a directory"
     ]
+
+
+def test_lowering_the_history_keeps_the_file_s_size_until_a_vacuum(herolog_home: Path) -> None:
+    """As the README says: the space is kept for the lines to come, and VACUUM (serve
+    stopped) gives it back, leaving a store herolog reads and writes as before."""
+
+    def herolog(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", *args],
+            capture_output=True,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    store = open_store()
+    store.set_history(5000)
+    fill(store, "demo", [f"{i} {'x' * 500}" for i in range(3000)])
+    store.close()
+    before = json.loads(herolog("store", "info", "--json"))["bytes"]
+    herolog("store", "history", "10")
+    details = json.loads(herolog("store", "info", "--json"))
+    assert details["bytes"] >= before
+    assert details["apps"][0]["lines"] == 10
+    vacuum = sqlite3.connect(details["path"])
+    vacuum.execute("VACUUM")
+    vacuum.close()
+    assert json.loads(herolog("store", "info", "--json"))["bytes"] < before // 10
+    store = open_store()
+    fill(store, "demo", ["after"])
+    store.close()
+    shown = herolog("logs", "-a", "demo", "-n", "2").splitlines()
+    assert shown[0].split(": ", 1)[1].startswith("2999 ")
+    assert shown[1].endswith("app[web.1]: after")
