@@ -75,6 +75,8 @@ def _local_sink(app: str) -> Callable[[list[LogLine]], None]:
     store = open_store()
 
     def append(lines: list[LogLine]) -> None:
+        if store.replaced():  # lines committed to the old file go where nothing reads them
+            raise StoreError(f"the store {store.path} was moved or deleted while the command ran")
         try:
             store.append([Batch(app, lines)])
         except sqlite3.DatabaseError as error:  # say which file, and what to do about it

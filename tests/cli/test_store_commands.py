@@ -183,3 +183,34 @@ def test_lowering_the_history_keeps_the_file_s_size_until_a_vacuum(herolog_home:
     shown = herolog("logs", "-a", "demo", "-n", "2").splitlines()
     assert shown[0].split(": ", 1)[1].startswith("2999 ")
     assert shown[1].endswith("app[web.1]: after")
+
+
+def test_run_says_its_lines_were_not_stored_once_the_store_is_moved(herolog_home: Path) -> None:
+    """`mv logs.db logs.db.broken` (as herolog says to for a broken store) or `rm` while a
+    run goes on: its lines went on into the file moved or deleted, where nothing reads them,
+    and the run said nothing. serve stops in this case; a run goes on, and says at its end
+    that the lines after the move were not stored."""
+    import time
+
+    go = herolog_home.parent / "go"
+    script = f"echo before; while [ ! -e '{go}' ]; do sleep 0.02; done; echo after"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "-q", "-a", "demo", "--", "sh", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+    )
+    path = herolog_home / "logs.db"
+    deadline = time.monotonic() + 20
+    while invoke("logs", "-a", "demo")[1].count("app[run.1]: before") != 1:
+        assert time.monotonic() < deadline, "the run's first line was not stored"
+        time.sleep(0.05)
+    path.rename(herolog_home / "logs.db.broken")
+    go.touch()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    (said,) = err.splitlines()
+    assert said.startswith("herolog run: could not store "), said
+    assert said.endswith(f": the store {path} was moved or deleted while the command ran"), said
+    assert not path.exists()
