@@ -43,6 +43,8 @@ class DrainTiming:
     timeout_s: float = 10.0
     backoff_base_s: float = 0.05
     backoff_cap_s: float = 5.0
+    retry_after_cap_s: float = 60.0
+    """The longest a drain's Retry-After is waited for."""
     flush_s: float = 5.0
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import os
 import random
 import re
@@ -91,9 +92,11 @@ Notice = Callable[[str, str], None]
 class DeliveryError(Exception):
     """A batch that was not delivered; ``retry`` says whether trying again can help."""
 
-    def __init__(self, message: str, *, retry: bool) -> None:
+    def __init__(self, message: str, *, retry: bool, after: float | None = None) -> None:
         super().__init__(message)
         self.retry = retry
+        self.after = after
+        """Seconds the drain asked to be left alone for (its Retry-After), if it did."""
 
 
 def logplex_line(app: str, message: str) -> StoredLine:
@@ -128,6 +131,23 @@ def backoff_limit(attempts: int, timing: DrainTiming) -> float:
     """The longest wait before retry number ``attempts``: doubling from the base, capped,
     however long the drain has been failing (the wait itself is jittered below this)."""
     return min(timing.backoff_cap_s, timing.backoff_base_s * 2.0 ** min(attempts - 1, 16))
+
+
+def retry_after(value: str | None) -> float | None:
+    """The seconds a Retry-After header asks for (a number of seconds, or an HTTP date);
+    None for none, or one that is neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)  # however many digits: float takes them, where int may not
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def pieces(message: str) -> list[str]:
@@ -506,7 +526,7 @@ class DrainWorker:
                 if error.retry:
                     self.retrying = True
                     batch.attempts += 1
-                    await self._backoff(batch.attempts)
+                    await self._backoff(batch.attempts, error.after)
                     continue
                 self._refused(batch)
             except Exception as error:
@@ -568,8 +588,10 @@ class DrainWorker:
         except (sqlite3.Error, StoreError, OSError):
             return None
 
-    async def _backoff(self, attempts: int) -> None:
+    async def _backoff(self, attempts: int, asked: float | None = None) -> None:
         delay = backoff_limit(attempts, self.timing) * random.uniform(0.5, 1.0)
+        if asked is not None:
+            delay = max(delay, min(asked, self.timing.retry_after_cap_s))
         if self.stopping:  # flushing before exit: waiting longer would only be cut off
             delay = min(delay, 0.5)
         await asyncio.sleep(delay)
@@ -661,7 +683,9 @@ class HTTPDrain(DrainWorker):
         text = start[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
         detail = text.splitlines()[0][:200] if text else ""
         message = f"{reason}: {detail}" if detail else reason
-        raise DeliveryError(message, retry=status == 429 or status >= 500)
+        retry = status == 429 or status >= 500
+        after = retry_after(response.headers.get("retry-after")) if retry else None
+        raise DeliveryError(message, retry=retry, after=after)
 
     async def close(self) -> None:
         await self.client.aclose()

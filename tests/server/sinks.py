@@ -37,6 +37,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = field(default_factory=time.monotonic)
+    """When it was answered."""
 
     @property
     def lines(self) -> list[LogLine]:
@@ -55,6 +57,8 @@ class HTTPSink:
     then: int = 204
     reply: bytes = b"sink says no\n"
     """The body of answers that are not 204."""
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    """Headers of answers that are not 204 (a Retry-After, say)."""
     arrived: int = 0
     connections: int = 0
     """Connections accepted, all told."""
@@ -112,6 +116,9 @@ class HTTPSink:
                 reply = b"" if status == 204 else sink.reply
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(reply)))
+                if status != 204:
+                    for name, value in sink.reply_headers.items():
+                        self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(reply)
 

@@ -9,6 +9,7 @@ line is told by an L10 line in the app's history.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import io
 import json
 import logging
@@ -32,6 +33,7 @@ from herolog.server.forwarder import (
     DrainWorker,
     _Pending,
     backoff_limit,
+    retry_after,
     stop_report,
 )
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
@@ -242,6 +244,48 @@ def test_a_drain_gone_for_a_long_while_comes_back_within_the_backoff_cap(
         assert len(app_messages(sink.delivered_lines())) == state.delivered
     finally:
         sink.close()
+
+
+def test_a_drain_asking_to_retry_after_a_while_is_given_that_while(
+    make_server: ServerFactory,
+) -> None:
+    """A 429 or 503 with Retry-After (seconds, or an HTTP date) is tried again no sooner,
+    and no later than the timing's cap: a drain that asks for an hour would cost every line
+    past the buffer."""
+    asked = {
+        "seconds": ("1", 0.9, 2.4),
+        "an hour": ("3600", 2.4, 4.5),
+        "a date": ("", 0.9, 2.4),  # set as the lines are sent
+    }
+    sinks = {
+        what: HTTPSink(
+            statuses=[429 if what != "a date" else 503], reply_headers={"Retry-After": value}
+        )
+        for what, (value, _, _) in asked.items()
+    }
+    try:
+        running = make_server(drain_timing=replace(QUICK, retry_after_cap_s=2.5))
+        for sink in sinks.values():
+            add_drain(running, "demo", sink.url())
+        in_2_s = email.utils.formatdate(time.time() + 2, usegmt=True)
+        sinks["a date"].reply_headers["Retry-After"] = in_2_s
+        send(running, "demo", 1, 3)
+        for what, sink in sinks.items():
+            wait_until(lambda s=sink: s.delivered(), what=f"delivery to the drain asking {what}")  # type: ignore[misc]
+        for what, (_, least, most) in asked.items():
+            refused, taken = sinks[what].requests
+            assert least <= taken.at - refused.at <= most, what
+    finally:
+        for sink in sinks.values():
+            sink.close()
+
+
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_asks_for_nothing() -> None:
+    assert retry_after("120") == 120.0
+    assert retry_after("9" * 5000) == float("inf")  # capped where it is waited for
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past
+    for value in (None, "", "soon", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00", "Mon, 32 Foo"):
+        assert retry_after(value) is None, value
 
 
 def test_backoff_stays_capped_however_long_a_drain_fails() -> None:
