@@ -635,6 +635,9 @@ class HTTPDrain(DrainWorker):
                 "User-Agent": f"herolog/{__version__}",
             },
             follow_redirects=False,
+            # The system's CAs (or $SSL_CERT_FILE's), as syslog+tls drains trust, not the
+            # certifi bundle httpx trusts by default.
+            verify=ssl.create_default_context(),
         )
 
     # Receivers of Logplex's HTTPS form, Vector's heroku_logs among them, split a body at

@@ -384,6 +384,47 @@ def test_a_bad_certificate_produces_l14_and_insecure_skips_the_check(
         listener.close()
 
 
+def cas(context: ssl.SSLContext) -> list[str]:
+    return sorted(repr((c["subject"], c["serialNumber"])) for c in context.get_ca_certs())
+
+
+def test_https_drains_trust_the_systems_cas_as_syslog_tls_drains_do(
+    make_server: ServerFactory, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only those of certifi's bundle, which httpx trusts by default: a drain whose
+    certificate comes from a CA the system trusts (a company's own, installed with
+    update-ca-certificates) is trusted. $SSL_CERT_FILE stands for the system's CAs here."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    untrusted = HTTPSink(context=context)
+    try:
+        # Short flushes: the untrusted drain still fails when the server stops.
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.5))
+        token = add_drain(running, "demo", untrusted.url())
+        drain = next(
+            w for w in running.server.app.forwarder.workers.values() if w.drain.token == token
+        )
+        trusted = drain.client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert cas(trusted) == cas(ssl.create_default_context())
+        post(running, "demo", numbered(2))
+        wait_until(lambda: drain.last_error, what="the certificate to be refused")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(drain.last_error)
+        assert untrusted.requests == []
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        add_drain(running, "demo", untrusted.url("/trusted"))
+        post(running, "demo", numbered(1, start=5))
+        wait_until(lambda: untrusted.delivered(), what="delivery over HTTPS")
+        assert [(r.path, [x.message for x in r.lines]) for r in untrusted.delivered()] == [
+            ("/trusted", ["line 5"])
+        ]
+    finally:
+        untrusted.close()
+
+
 def test_drains_added_and_removed_while_running(make_server: ServerFactory, sink: HTTPSink) -> None:
     running = make_server()
     post(running, "demo", numbered(1))
