@@ -87,7 +87,6 @@ def check_url(url: str) -> str:
     try:
         url.encode("utf-8")
         parts = urlsplit(url)
-        port = parts.port
     except (ValueError, UnicodeError):
         raise DrainURLError(f"not a valid URL: {shown}") from None
     scheme = parts.scheme.lower()
@@ -102,12 +101,19 @@ def check_url(url: str) -> str:
         )
     if not parts.hostname:
         raise DrainURLError(f"the drain URL has no host: {shown}")
+    at_after_host = DrainURLError(
+        f"the drain URL has an @ after its host: {shown} (write #, / and ? in a password"
+        " as %23, %2F and %3F)"
+    )
     if "@" in parts.fragment or "@" in parts.path:
         # Most likely a password holding "#" or "/", which ends the host early.
-        raise DrainURLError(
-            f"the drain URL has an @ after its host: {shown} (write # and / in a password"
-            " as %23 and %2F)"
-        )
+        raise at_after_host
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        if "@" in parts.query:  # a password holding "?", the rest of it taken for a port
+            raise at_after_host from None
+        raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}") from None
     if port == 0:
         raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}")
     if not valid_host(parts.hostname):

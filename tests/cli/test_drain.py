@@ -271,9 +271,24 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         ("not a url", "not a URL"),
         ("https://logs.example.com:0/x", "port must be 1 to 65535"),
         ("syslog+tls://logs.example.com:0", "port must be 1 to 65535"),
+        ("https://logs.example.com:65536/x", "port must be 1 to 65535"),
+        ("syslog://logs.example.com:5l4", "port must be 1 to 65535"),
+        ("https://u:pa?ss@logs.example.com/x", "has an @ after its host"),
         ("https://logs.example.com/x?k=" + "v" * 9000, "is over 8,192 characters"),
     ],
-    ids=["ftp", "no-host", "syslog-path", "syslog-port", "not-url", "port-0", "tls-port-0", "huge"],
+    ids=[
+        "ftp",
+        "no-host",
+        "syslog-path",
+        "syslog-port",
+        "not-url",
+        "port-0",
+        "tls-port-0",
+        "port-65536",
+        "port-typo",
+        "question-mark-in-password",
+        "huge",
+    ],
 )
 def test_bad_urls_exit_2_and_register_nothing(
     where_refused: dict[str, str], url: str, message: str
