@@ -138,6 +138,7 @@ def mask_loosely(url: str) -> str:
 # Greedy: up to the last "@" of all.
 _TO_LAST_AT = re.compile(r"(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?).*@", re.DOTALL)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 
 
 def valid_host(host: str) -> bool:
@@ -149,14 +150,25 @@ def valid_host(host: str) -> bool:
     except ValueError:
         pass
     try:
-        ascii_host = host.encode("idna").decode("ascii")
-        labels = ascii_host.rstrip(".").split(".")
+        ascii_host = host.encode("idna").decode("ascii").rstrip(".")
+        labels = ascii_host.split(".")
         for label in labels:
             if label.lower().startswith("xn--"):
                 label.encode("ascii").decode("idna")  # a punycode label must decode
-        return all(_LABEL.fullmatch(label) for label in labels)
+        if not all(_LABEL.fullmatch(label) for label in labels):
+            return False
     except UnicodeError:
         return False
+    if _NUMBER.fullmatch(labels[-1]):
+        # No top-level domain is a number: an IPv4 address, as a resolver reads one (127.1
+        # too), or a typo of one (10.0.0.256), which no resolver finds.
+        import socket
+
+        try:
+            socket.inet_aton(ascii_host)
+        except OSError:
+            return False
+    return True
 
 
 def app_id(name: str) -> str:

@@ -274,6 +274,8 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         ("https://logs.example.com:65536/x", "port must be 1 to 65535"),
         ("syslog://logs.example.com:5l4", "port must be 1 to 65535"),
         ("https://u:pa?ss@logs.example.com/x", "has an @ after its host"),
+        ("https://10.0.0.256/x", "host is not a valid host name"),
+        ("syslog+tls://192.168.1.10.5:6514", "host is not a valid host name"),
         ("https://logs.example.com/x?k=" + "v" * 9000, "is over 8,192 characters"),
     ],
     ids=[
@@ -287,6 +289,8 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         "port-65536",
         "port-typo",
         "question-mark-in-password",
+        "ipv4-typo",
+        "ipv4-too-long",
         "huge",
     ],
 )
