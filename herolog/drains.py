@@ -116,7 +116,9 @@ def check_url(url: str) -> str:
         raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}") from None
     if port == 0:
         raise DrainURLError(f"the drain URL's port must be 1 to 65535: {shown}")
-    if not valid_host(parts.hostname):
+    if not valid_host(parts.hostname) or (
+        scheme in HTTP_SCHEMES and not _http_host(parts.hostname)
+    ):
         raise DrainURLError(f"the drain URL's host is not a valid host name: {shown}")
     if scheme in SYSLOG_SCHEMES:
         if parts.path not in ("", "/") or parts.query:
@@ -168,6 +170,20 @@ def valid_host(host: str) -> bool:
             socket.inet_aton(ascii_host)
         except OSError:
             return False
+    return True
+
+
+def _http_host(host: str) -> bool:
+    """Whether the HTTP stack takes ``host``: it reads a name that is not ASCII by IDNA 2008,
+    which refuses some that the resolver's IDNA 2003 maps (logs in full-width letters)."""
+    if host.isascii():
+        return True
+    import httpx
+
+    try:
+        httpx.URL(f"https://{host}/")
+    except httpx.InvalidURL:
+        return False
     return True
 
 

@@ -276,6 +276,8 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         ("https://u:pa?ss@logs.example.com/x", "has an @ after its host"),
         ("https://10.0.0.256/x", "host is not a valid host name"),
         ("syslog+tls://192.168.1.10.5:6514", "host is not a valid host name"),
+        # "logs" in full-width letters, as an IME may type them
+        ("https://\uff4c\uff4f\uff47\uff53.example.com/x", "host is not a valid host name"),
         ("https://logs.example.com/x?k=" + "v" * 9000, "is over 8,192 characters"),
     ],
     ids=[
@@ -291,6 +293,7 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
         "question-mark-in-password",
         "ipv4-typo",
         "ipv4-too-long",
+        "idna-fullwidth",
         "huge",
     ],
 )
