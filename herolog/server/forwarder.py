@@ -681,7 +681,10 @@ class HTTPDrain(DrainWorker):
             reason = str(error) or type(error).__name__
             raise DeliveryError(f"cannot connect to {self.netloc}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
-            raise DeliveryError(str(error) or type(error).__name__, retry=True) from None
+            reason = str(error) or type(error).__name__  # a reset is a bare ReadError
+            if isinstance(error, httpx.NetworkError | httpx.RemoteProtocolError):
+                reason = f"connection to {self.netloc} lost: {reason}"
+            raise DeliveryError(reason, retry=True) from None
         reason = f"{status} {response.reason_phrase}".strip()
         text = start[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
         detail = text.splitlines()[0][:200] if text else ""

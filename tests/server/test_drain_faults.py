@@ -165,6 +165,24 @@ def test_an_http_drain_that_hangs_resets_and_answers_5xx(make_server: ServerFact
         healthy.close()
 
 
+def test_an_http_drain_that_drops_connections_is_told_of_as_such(
+    make_server: ServerFactory,
+) -> None:
+    """Not as httpx's bare exception name ("is failing: ReadError"), which says neither what
+    happened nor to which host."""
+    sink = HTTPSink(then=RESET)
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", sink.url())
+        send(running, "demo", 1, 3)
+        wait_until(lambda: sink.arrived >= 2, what="the drain to reset connections")
+        lost = f"connection to 127.0.0.1:{sink.port} lost: "
+        assert str(worker(running, token).last_error).startswith(lost)
+        assert f"is failing: {lost}" in running.log.getvalue()
+    finally:
+        sink.close()
+
+
 def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
     make_server: ServerFactory,
 ) -> None:
