@@ -213,12 +213,16 @@ def wait_for_no_group(group: int, timeout: float = 10) -> bool:
 
 
 @pytest.mark.subprocess
-def test_the_processes_a_command_leaves_behind_end_with_the_dyno(herolog_home: Path) -> None:
+def test_the_processes_a_command_leaves_behind_end_with_the_dyno(
+    herolog_home: Path, tmp_path: Path
+) -> None:
     """As on Heroku, where a dyno's processes end with it: those the command started and
     left are sent SIGTERM as it exits (their last words are stored), and SIGKILL once the
     run's 1 s grace is over."""
+    armed = tmp_path / "armed"  # the command ends only once the first one's trap is set
     script = (
-        "(trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done) &"
+        f"(trap 'echo bye; exit 0' TERM; : > {armed}; while :; do sleep 0.05; done) &"
+        f" while [ ! -e {armed} ]; do sleep 0.01; done;"
         " trap '' TERM; sleep 300 & echo $$"  # the second one ignores SIGTERM
     )
     proc = run("--", "sh", "-c", script)
