@@ -12,7 +12,7 @@ _herolog() {
     fi
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd ${COMP_WORDS[i]}" in
-            "herolog apps" | "herolog completion" | "herolog drain" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog drain add" | "herolog drain list" | "herolog drain remove" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
+            "herolog apps" | "herolog completion" | "herolog drain" | "herolog import" | "herolog logs" | "herolog run" | "herolog serve" | "herolog store" | "herolog drain add" | "herolog drain list" | "herolog drain remove" | "herolog store forget" | "herolog store history" | "herolog store info") cmd="$cmd ${COMP_WORDS[i]}" ;;
         esac
     done
     case "$cmd" in
@@ -108,7 +108,12 @@ _herolog() {
             esac
             COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --syslog-max-connections --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
-            COMPREPLY=($(compgen -W "-h --help history info" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-h --help forget history info" -- "$cur")) ;;
+        "herolog store forget")
+            case "$prev" in
+                --confirm) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--confirm -h --help" -- "$cur")) ;;
         "herolog store history")
             COMPREPLY=($(compgen -W "-h --help" -- "$cur")) ;;
         "herolog store info")

@@ -7,7 +7,7 @@ function __herolog_using --argument-names wanted
     for word in $words[2..-1]
         test "$word" = -- && return 1  # the words after it are another command's
         switch "$cmd $word"
-            case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store history' 'herolog store info'
+            case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store forget' 'herolog store history' 'herolog store info'
                 set cmd "$cmd $word"
         end
     end
@@ -20,7 +20,7 @@ function __herolog_command_after --argument-names wanted
     set -l cmd herolog
     for word in $words[2..(math $i - 1)]
         switch "$cmd $word"
-            case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store history' 'herolog store info'
+            case 'herolog apps' 'herolog completion' 'herolog drain' 'herolog import' 'herolog logs' 'herolog run' 'herolog serve' 'herolog store' 'herolog drain add' 'herolog drain list' 'herolog drain remove' 'herolog store forget' 'herolog store history' 'herolog store info'
                 set cmd "$cmd $word"
         end
     end
@@ -41,7 +41,7 @@ complete -c herolog -n '__herolog_using "herolog"' -a import -d 'Load saved logs
 complete -c herolog -n '__herolog_using "herolog"' -a logs -d 'Show the last lines of logs, and follow new ones with --tail'
 complete -c herolog -n '__herolog_using "herolog"' -a run -d 'Run a command as a local dyno, storing its output'
 complete -c herolog -n '__herolog_using "herolog"' -a serve -d 'Receive Heroku drains; serve the Platform API for logs'
-complete -c herolog -n '__herolog_using "herolog"' -a store -d 'Look at the store, or change how much history it keeps'
+complete -c herolog -n '__herolog_using "herolog"' -a store -d 'Look at the store, set how much it keeps, or forget an app'
 complete -c herolog -n '__herolog_using "herolog"' -s V -l version -d 'Show the version and exit.'
 complete -c herolog -n '__herolog_using "herolog"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog apps"' -l json -d 'Names, line counts and creation times as JSON.'
@@ -111,9 +111,12 @@ complete -c herolog -n '__herolog_using "herolog serve"' -l header-timeout -x -d
 complete -c herolog -n '__herolog_using "herolog serve"' -l drain-buffer -x -d 'Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l insecure-no-auth -d 'Allow a public --host without --auth (a proxy in front checks it).'
 complete -c herolog -n '__herolog_using "herolog serve"' -s h -l help -d 'Show help'
+complete -c herolog -n '__herolog_using "herolog store"' -a forget -d 'Delete an app and all of its lines from the store'
 complete -c herolog -n '__herolog_using "herolog store"' -a history -d 'Show or set how many lines the store keeps per app'
 complete -c herolog -n '__herolog_using "herolog store"' -a info -d 'Where the store is, how much it keeps per app, and what it holds'
 complete -c herolog -n '__herolog_using "herolog store"' -s h -l help -d 'Show help'
+complete -c herolog -n '__herolog_using "herolog store forget"' -l confirm -x -d 'The app\'s name again, for scripts: no question.'
+complete -c herolog -n '__herolog_using "herolog store forget"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog store history"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog store info"' -l json -d 'As a JSON object.'
 complete -c herolog -n '__herolog_using "herolog store info"' -s h -l help -d 'Show help'

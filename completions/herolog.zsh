@@ -20,7 +20,7 @@ _herolog() {
     case $state in
         command)
             local -a commands
-            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL\: bash, zsh or fish' 'drain:Add, list and remove the drains serve forwards to' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output' 'serve:Receive Heroku drains; serve the Platform API for logs' 'store:Look at the store, or change how much history it keeps')
+            commands=('apps:List the apps in the store, one name per line' 'completion:Print the completion script for SHELL\: bash, zsh or fish' 'drain:Add, list and remove the drains serve forwards to' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output' 'serve:Receive Heroku drains; serve the Platform API for logs' 'store:Look at the store, set how much it keeps, or forget an app')
             _describe 'command' commands ;;
         args)
             case $words[1] in
@@ -166,14 +166,21 @@ _herolog_store() {
     case $state in
         command)
             local -a commands
-            commands=('history:Show or set how many lines the store keeps per app' 'info:Where the store is, how much it keeps per app, and what it holds')
+            commands=('forget:Delete an app and all of its lines from the store' 'history:Show or set how many lines the store keeps per app' 'info:Where the store is, how much it keeps per app, and what it holds')
             _describe 'command' commands ;;
         args)
             case $words[1] in
+                forget) _herolog_store_forget ;;
                 history) _herolog_store_history ;;
                 info) _herolog_store_info ;;
             esac ;;
     esac
+}
+
+_herolog_store_forget() {
+    _arguments \
+        '--confirm=[The app'\''s name again, for scripts\: no question.]:APP: ' \
+        '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_store_history() {

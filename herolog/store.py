@@ -148,6 +148,15 @@ class StoreError(Exception):
     """The store file is unusable: not a database, from a newer herolog, not writable."""
 
 
+class HasDrains(Exception):
+    """An app that drains forward, which forgetting it would leave with nothing to send."""
+
+    def __init__(self, app: str, drains: int) -> None:
+        super().__init__(app, drains)
+        self.app = app
+        self.drains = drains
+
+
 class StoredLine(NamedTuple):
     """A line as the store holds it (a tuple: reading thousands of them must be cheap)."""
 
@@ -996,6 +1005,25 @@ class SQLiteStore:
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
         return True
+
+    def forget_app(self, name: str) -> int | None:
+        """Delete the app ``name``, its lines and the Frame-Ids it was sent; how many lines
+        went, or None if the store has no such app. An app that drains forward is kept:
+        HasDrains (its drains are removed first, by choice)."""
+        with self._write() as db:
+            row = db.execute("SELECT id FROM apps WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            (app_id,) = row
+            (drains,) = db.execute(
+                "SELECT count(*) FROM drains WHERE app_id = ?", (app_id,)
+            ).fetchone()
+            if drains:
+                raise HasDrains(name, int(drains))
+            deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
+            db.execute("DELETE FROM frames WHERE app_id = ?", (app_id,))
+            db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
+        return int(deleted)
 
     def find_drain(self, app: str, key: str) -> Drain | None:
         """The app's drain whose URL, token or id is ``key``, or None."""

@@ -88,7 +88,7 @@ def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> 
     ]
     assert bash_complete("herolog serve --certfile ") != []  # files
     assert bash_complete("herolog st") == ["store"]
-    assert bash_complete("herolog store ") == ["-h", "--help", "history", "info"]
+    assert bash_complete("herolog store ") == ["-h", "--help", "forget", "history", "info"]
     assert bash_complete("herolog logs --ta") == ["--tail"]
     assert bash_complete("herolog logs --color ") == ["auto", "always", "never"]
     assert bash_complete("herolog logs -a d") == ["dashboard", "demo"]
@@ -124,7 +124,7 @@ def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> 
         "serve",
         "store",
     ]
-    assert fish_complete("herolog store ") == ["history", "info"]
+    assert fish_complete("herolog store ") == ["forget", "history", "info"]
     assert "--tail" in fish_complete("herolog logs --ta")
     assert fish_complete("herolog logs --color ") == ["always", "auto", "never"]
     assert fish_complete("herolog logs -a ") == ["demo"]

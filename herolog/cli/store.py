@@ -25,7 +25,7 @@ def apps(json_output: bool) -> None:
 
 @click.group()
 def store() -> None:
-    """Look at the store, or change how much history it keeps."""
+    """Look at the store, set how much it keeps, or forget an app."""
 
 
 @store.command()
@@ -79,3 +79,56 @@ def history(lines: int | None) -> None:
         return
     open_store().set_history(lines)
     click.echo(f"The store keeps {lines:,} lines per app.", err=True)
+
+
+@store.command(short_help="Delete an app and all of its lines from the store.")
+@click.argument("app")
+@click.option("--confirm", metavar="APP", help="The app's name again, for scripts: no question.")
+def forget(app: str, confirm: str | None) -> None:
+    """Delete an app and all of its lines from the store, as heroku apps:destroy does.
+
+    An app with drains is kept until they are removed (herolog drain remove). Lines sent to
+    the app after this make it anew.
+
+    \b
+    herolog store forget staging                    asks for the name again
+    herolog store forget staging --confirm staging  for scripts
+    """
+    import sys
+
+    from herolog import config
+    from herolog.drains import find_app
+    from herolog.store import HasDrains, open_existing, open_store
+
+    path = config.store_path()
+    existing = open_existing(path)
+    info = find_app(existing, app) if existing is not None else None
+    if info is None:
+        raise click.ClickException(f"the store {path} has no app named {app!r}")
+    name = info.name
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"forgetting {name} deletes its {_lines(info.lines)}: run again with"
+                f" --confirm {name}"
+            )
+        click.echo(f"This deletes {name} and its {_lines(info.lines)} from {path}.", err=True)
+        confirm = click.prompt(f"To go on, type {name}", err=True, default="", show_default=False)
+    if confirm != name:
+        raise click.ClickException(f"{confirm!r} is not {name!r}: nothing deleted")
+    try:
+        deleted = open_store().forget_app(name)
+    except HasDrains as error:
+        them = "a drain forwards it (remove it" if error.drains == 1 else "them"
+        if error.drains > 1:
+            them = f"{error.drains} drains forward it (remove them"
+        raise click.ClickException(
+            f"{name} is kept: {them} first: herolog drain list -a {name})"
+        ) from None
+    if deleted is None:  # another process forgot it meanwhile
+        raise click.ClickException(f"the store {path} has no app named {name!r}")
+    click.echo(f"Forgot {name} and its {_lines(deleted)}.", err=True)
+
+
+def _lines(count: int) -> str:
+    return f"{count:,} line{'s' * (count != 1)}"

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.store import open_store
 from tests.helpers import fill, herolog_env
+from tests.server.conftest import ServerFactory
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -214,3 +217,105 @@ def test_run_says_its_lines_were_not_stored_once_the_store_is_moved(herolog_home
     assert said.startswith("herolog run: could not store "), said
     assert said.endswith(f": the store {path} was moved or deleted while the command ran"), said
     assert not path.exists()
+
+
+def test_store_forget_deletes_one_app_and_the_frame_ids_it_was_sent(herolog_home: Path) -> None:
+    from herolog.drains import app_id
+    from herolog.filters import LineFilter
+    from herolog.store import Batch
+    from tests.helpers import line
+
+    store = open_store()
+    store.append([Batch("staging", [line("a"), line("b")], frame_id="f-1")])
+    fill(store, "prod", ["kept 1", "kept 2"])
+    assert invoke("store", "forget", "staging", "--confirm", "staging") == (
+        0,
+        "",
+        "Forgot staging and its 2 lines.\n",
+    )
+    assert invoke("apps")[1] == "prod\n"
+    lines, _ = store.last(LineFilter(), 10)
+    assert [(x.app, x.message) for x in lines] == [("prod", "kept 1"), ("prod", "kept 2")]
+    # A retry of a batch sent before is stored again: the app is new.
+    store.append([Batch("staging", [line("a again")], frame_id="f-1")])
+    assert [(a.name, a.lines) for a in store.apps()] == [("prod", 2), ("staging", 1)]
+    code, _, err = invoke("store", "forget", app_id("prod"), "--confirm", "prod")
+    assert (code, err) == (0, "Forgot prod and its 2 lines.\n")  # by its id, as -a takes it
+
+
+def test_store_forget_refuses_what_it_should_not_delete(herolog_home: Path) -> None:
+    store = open_store()
+    fill(store, "demo", ["x"])
+    code, _, err = invoke("store", "forget", "nosuch", "--confirm", "nosuch")
+    assert (code, err) == (
+        1,
+        f"Error: the store {herolog_home / 'logs.db'} has no app named 'nosuch'\n",
+    )
+    code, _, err = invoke("store", "forget", "demo", "--confirm", "dem")
+    assert (code, err) == (1, "Error: 'dem' is not 'demo': nothing deleted\n")
+    code, _, err = invoke("store", "forget", "demo")  # no terminal to ask on
+    assert (code, err) == (
+        1,
+        "Error: forgetting demo deletes its 1 line: run again with --confirm demo\n",
+    )
+    store.add_drain("demo", "https://logs.example.com/in")
+    code, _, err = invoke("store", "forget", "demo", "--confirm", "demo")
+    assert (code, err) == (
+        1,
+        "Error: demo is kept: a drain forwards it (remove it first: herolog drain list -a demo)\n",
+    )
+    assert [(a.name, a.lines) for a in store.apps()] == [("demo", 1)]
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(("typed", "gone"), [("demo", True), ("", False)])
+def test_store_forget_asks_for_the_name_on_a_terminal(
+    herolog_home: Path, typed: str, gone: bool
+) -> None:
+    fill(open_store(), "demo", ["x", "y"])
+    terminal, its_end = os.openpty()
+    try:
+        os.write(terminal, typed.encode() + b"\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "herolog", "store", "forget", "demo"],
+            stdin=its_end,
+            capture_output=True,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+    finally:
+        os.close(its_end)
+        os.close(terminal)
+    assert done.stderr.startswith(
+        f"This deletes demo and its 2 lines from {herolog_home / 'logs.db'}.\nTo go on, type demo:"
+    )
+    if gone:
+        assert done.returncode == 0
+        assert done.stderr.endswith("Forgot demo and its 2 lines.\n")
+        assert open_store().apps() == []
+    else:
+        assert done.returncode == 1
+        assert done.stderr.endswith("Error: '' is not 'demo': nothing deleted\n")
+        assert [a.name for a in open_store().apps()] == ["demo"]
+
+
+def test_store_forget_while_serve_takes_the_app_s_lines(make_server: ServerFactory) -> None:
+    """serve's writer finds an app by its name in each batch's transaction: an app forgotten
+    under it is made anew by the next batch, and a retry of one it took before is stored."""
+    from tests.server.test_process import batch
+
+    server = make_server()
+    sent = {"Logplex-Frame-Id": "f-1"}
+    assert server.post("staging", batch("before", 3), headers=sent).status_code == 204
+    assert invoke("store", "forget", "staging", "--confirm", "staging")[0] == 0
+    assert server.lines("staging") == []
+    assert server.post("staging", batch("before", 3), headers=sent).status_code == 204
+    assert server.post("staging", batch("after", 2)).status_code == 204
+    assert [x.message for x in server.lines("staging")] == [
+        "before 0",
+        "before 1",
+        "before 2",
+        "after 0",
+        "after 1",
+    ]
