@@ -55,7 +55,7 @@ _ALL_DRAINS = "/log-drains"
 _DRAIN = re.compile(rb"/apps/([^/]+)/log-drains/(.+)")
 _SESSION = re.compile(r"/sessions/([0-9a-f-]{36})")
 _API_PATHS = re.compile(
-    r"/(?:account|apps|log-sessions|log-drains|sessions|teams|users)(?:/.*)?", re.DOTALL
+    r"/(?:account|apps|log-sessions|log-drains|oauth|sessions|teams|users)(?:/.*)?", re.DOTALL
 )
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _MAX_JSON_BODY = 64 << 10
@@ -148,12 +148,7 @@ class PlatformAPI:
                 await _respond(send, 200, self._account(scope))
             elif _is_api_call(scope):
                 self._authorize(scope)  # a caller without the key learns nothing, not even this
-                raise APIError(
-                    404,
-                    "not_found",
-                    f"No such API endpoint: {method} {path} (herolog serves the calls of"
-                    " heroku logs, heroku drains and heroku auth:whoami).",
-                )
+                raise APIError(404, "not_found", self._no_endpoint(method, path, scope))
             else:
                 return False
         except APIError as error:
@@ -206,6 +201,23 @@ class PlatformAPI:
                 "unauthorized",
                 "Invalid credentials provided: the API key is missing or wrong.",
             )
+
+    def _no_endpoint(self, method: str, path: str, scope: Scope) -> str:
+        said = f"No such API endpoint: {method} {path}"
+        if not path.startswith("/oauth"):
+            return (
+                f"{said} (herolog serves the calls of heroku logs, heroku drains and heroku"
+                " auth:whoami)."
+            )
+        # heroku login -i (and logout): the CLI keeps a login in ~/.netrc, under the host
+        # and port it was given in HEROKU_HOST, the Host it sent.
+        if self.config.api_key is None:
+            return f"{said}: herolog serve has no logins, and without --api-key needs none."
+        host = (header(scope, b"host") or b"127.0.0.1").decode("latin-1")
+        return (
+            f"{said}: herolog serve has no logins; give the heroku CLI serve's --api-key in"
+            f" HEROKU_API_KEY, or as the password of machine {host} in ~/.netrc."
+        )
 
     def _account(self, scope: Scope) -> dict[str, Any]:
         """Who the caller is, for ``heroku auth:whoami`` (it prints ``email``): whoever holds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -287,6 +288,68 @@ def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
     assert "No such API endpoint: GET /apps/demo/config-vars" in result.stderr
     assert "Error ID: not_found" in result.stderr
     assert "    at " not in result.stderr
+
+
+def at_terminal(
+    heroku_cli: Path, env: dict[str, str], args: list[str], typed: list[tuple[str, str]]
+) -> str:
+    """What the CLI writes to a terminal (a pty) until it exits, each answer of ``typed`` typed
+    once its prompt has been written (heroku login -i reads only a terminal)."""
+    terminal, slave = os.openpty()
+    proc = subprocess.Popen(
+        [str(heroku_cli), *args], env=env, stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    out = b""
+    answers = iter(typed)
+    prompt, answer = next(answers, ("", ""))
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if prompt and prompt.encode() in out:
+                os.write(terminal, answer.encode() + b"\r")
+                out = out.replace(prompt.encode(), b"<answered>", 1)
+                prompt, answer = next(answers, ("", ""))
+            ready, _, _ = select.select([terminal], [], [], 1)
+            if not ready:
+                continue
+            try:
+                data = os.read(terminal, 4096)
+            except OSError:  # the CLI has exited: the terminal is closed
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(terminal)
+        proc.kill()
+        proc.wait(30)
+    return out.decode(errors="replace")
+
+
+def test_heroku_login_says_to_use_the_api_key(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
+) -> None:
+    """heroku login -i posts the email and password to /oauth/authorizations, which herolog
+    does not serve: the CLI prints a JSON error saying how to give it the key, not the
+    intake's plain 404 (about where drains post)."""
+    env = {k: v for k, v in cli_env(shared_server, tmp_path).items() if k != "HEROKU_API_KEY"}
+    typed = [("? Email", "me@example.com"), ("? Password", KEY)]
+    printed = at_terminal(heroku_cli, env, ["login", "-i"], typed)
+    assert printed.count("<answered>") == 2  # it asked for both
+    said = " ".join(printed.replace("\u203a", " ").split())  # as one line, unwrapped
+    assert "drains post to" not in said
+    assert "No such API endpoint: POST /oauth/authorizations" in said
+    host = shared_server.url.removeprefix("http://")
+    assert f"HEROKU_API_KEY, or as the password of machine {host} in ~/.netrc." in said
+    # As it says: the key in ~/.netrc, the CLI reads logs without HEROKU_API_KEY.
+    netrc = Path(env["HOME"]) / ".netrc"
+    netrc.parent.mkdir(exist_ok=True)
+    netrc.write_text(f"machine {host}\n  login me@example.com\n  password {KEY}\n")
+    netrc.chmod(0o600)
+    result = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "5")
 
 
 def test_heroku_logs_over_https_with_a_certificate_of_ones_own(

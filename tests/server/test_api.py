@@ -794,6 +794,7 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
         "/account/features",  # heroku labs
         "/users/~/apps",  # heroku apps
         "/teams",  # heroku teams
+        "/oauth/authorizations",  # heroku login -i
     ],
 )
 def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None:
@@ -805,6 +806,18 @@ def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None
     assert error["id"] == "not_found"
     assert error["message"].startswith("No such API endpoint: GET /")
     assert httpx.get(api.url + path).status_code == 401  # without the key: nothing to learn
+
+
+def test_heroku_login_on_a_keyless_server_is_told_it_needs_none(
+    make_server: ServerFactory,
+) -> None:
+    response = httpx.post(make_server().url + "/oauth/authorizations", json={})
+    assert response.status_code == 404
+    assert response.json() == {
+        "id": "not_found",
+        "message": "No such API endpoint: POST /oauth/authorizations: herolog serve has no"
+        " logins, and without --api-key needs none.",
+    }
 
 
 def test_other_unknown_paths_keep_the_intakes_plain_404(api: Running) -> None:
