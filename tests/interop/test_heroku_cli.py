@@ -194,6 +194,34 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         stdout.close()
 
 
+def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
+    heroku_cli: Path, tmp_path: Path
+) -> None:
+    """Log sessions live in serve's memory: the CLI's reconnect finds no server (or, once
+    one is back, no session), and it exits 1 with its own message (README)."""
+    with running_server(tmp_path / "logs.db", api_key=KEY) as running:
+        import_example(running)
+        proc = subprocess.Popen(
+            [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail"],
+            env=cli_env(running, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert (
+            proc.stdout.readline().rstrip("\n") == herolog_logs(running, "-a", "demo", "-n", "1")[0]
+        )
+    try:
+        assert proc.wait(30) == 1
+        said = " ".join(proc.communicate()[1].replace("\u203a", " ").split())
+        assert "Logs eventsource failed with:" in said
+        assert "ECONNREFUSED" in said
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
 def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
     env = cli_env(server, tmp_path)
     url = "https://user:pass@logs.example.com/drain?dd-api-key=abc"
