@@ -102,6 +102,37 @@ def test_heroku_logs_prints_what_herolog_logs_prints(
     assert result.stdout.splitlines() == expected
 
 
+def test_heroku_logs_trims_each_message_and_drops_blank_lines(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """What the CLI prints differently from herolog logs, as the README says: it trims the
+    spaces at both ends of a message (its first line's, which it colours; and the end of
+    each batch) and drops blank lines."""
+    messages = ["   indented", "trailing   ", "first\n\n  second line  \nlast"]
+    frames = [
+        f"<190>1 2026-11-21T10:00:0{i}+00:00 host app web.1 - {m}\n" for i, m in enumerate(messages)
+    ]
+    body = b"".join(b"%d %s" % (len(f.encode()), f.encode()) for f in frames)
+    assert server.post("spaces", body).status_code == 204
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "spaces")
+    assert result.returncode == 0, result.stderr
+    assert herolog_logs(server, "-a", "spaces") == [
+        "2026-11-21T10:00:00+00:00 app[web.1]:    indented",
+        "2026-11-21T10:00:01+00:00 app[web.1]: trailing   ",
+        "2026-11-21T10:00:02+00:00 app[web.1]: first",
+        "",
+        "  second line  ",
+        "last",
+    ]
+    assert result.stdout.splitlines() == [
+        "2026-11-21T10:00:00+00:00 app[web.1]: indented",
+        "2026-11-21T10:00:01+00:00 app[web.1]: trailing",
+        "2026-11-21T10:00:02+00:00 app[web.1]: first",
+        "  second line  ",
+        "last",
+    ]
+
+
 def test_heroku_logs_n_over_the_history_prints_the_whole_history(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
