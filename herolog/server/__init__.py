@@ -414,10 +414,17 @@ class Server:
             )
         elif config.api_key is not None:
             local = f"{scheme}://127.0.0.1:{self.http_port}"
+            if config.host in ("0.0.0.0", "::"):  # 127.0.0.1 among the addresses
+                cli = f"only as HEROKU_HOST={local}, on this machine or through ssh -L"
+            else:  # one address, not 127.0.0.1: the CLI takes no HEROKU_HOST naming it
+                cli = (
+                    f"only through a tunnel (ssh -N -L 8514:{shown_host}:{self.http_port} HOST,"
+                    f" then HEROKU_HOST={scheme}://127.0.0.1:8514)"
+                )
             lines.append(
                 f"Platform API on {api}: HEROLOG_API_KEY=... herolog logs --server URL -a APP;"
-                f" the heroku CLI only as HEROKU_HOST={local}, on this machine or through"
-                " ssh -L (with any other HEROKU_HOST it sends HEROKU_API_KEY to api.heroku.com)"
+                f" the heroku CLI {cli} (with any other HEROKU_HOST it sends HEROKU_API_KEY to"
+                " api.heroku.com)"
             )
         elif is_loopback(config.host):
             lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")

@@ -6,14 +6,17 @@ CLI colours nothing when its stdout is not a terminal, and neither does herolog)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import select
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -409,6 +412,65 @@ def test_heroku_login_says_to_use_the_api_key(
     result = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "5")
+
+
+@contextmanager
+def tunnel(target: tuple[str, int]) -> Iterator[int]:
+    """A port on 127.0.0.1 whose connections are passed on to ``target``, as ssh -L's are."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def connect(client: socket.socket) -> None:
+        with client, socket.create_connection(target) as server:
+            back = threading.Thread(target=pipe, args=(server, client), daemon=True)
+            back.start()
+            pipe(client, server)
+            back.join(60)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                threading.Thread(target=connect, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_the_banner_sends_the_heroku_cli_where_serve_listens(
+    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """serve on one address that is not 127.0.0.1 (::1 here; a private interface's alike):
+    the CLI takes no HEROKU_HOST naming it, and 127.0.0.1 is not served, so the banner sends
+    the CLI through a tunnel to that address, not to 127.0.0.1 on this machine."""
+    running = import_example(make_server(host="::1", api_key=KEY))
+    port = running.server.http_port
+    assert port is not None
+    (line,) = [text for text in running.server.banner() if text.startswith("Platform API")]
+    assert "on this machine" not in line
+    assert f"ssh -N -L 8514:[::1]:{port} HOST, then HEROKU_HOST=http://127.0.0.1:8514" in line
+    # What the banner used to say: 127.0.0.1 on this machine, where nothing listens.
+    env = cli_env(running, tmp_path)
+    local = f"http://127.0.0.1:{port}"
+    refused = heroku(heroku_cli, {**env, "HEROKU_HOST": local}, "logs", "-a", "demo")
+    assert refused.returncode != 0
+    assert "ECONNREFUSED" in refused.stderr
+    # Where the banner sends it, through a tunnel (what ssh -L does, here in a thread), works.
+    with tunnel(("::1", port)) as tunnelled:
+        through = f"http://127.0.0.1:{tunnelled}"
+        env = {**env, "HEROKU_HOST": through, "HEROKU_PARTICLEBOARD_URL": through}
+        result = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
 
 
 def test_heroku_logs_over_https_with_a_certificate_of_ones_own(
