@@ -41,6 +41,9 @@ _HEAD = 4096
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
 _SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>")
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
+_COLOUR = re.compile("\x1b\\[[0-9;:]*m")
+"""A colour (SGR) sequence, as `heroku logs` with FORCE_COLOR and `herolog logs --color
+always` write them."""
 
 
 @dataclass
@@ -383,6 +386,10 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
                 number += 1
                 text = raw.removesuffix(b"\r").decode("utf-8", "replace")
                 parsed = parse_heroku_line(text)
+                if parsed is None and text.startswith("\x1b["):
+                    # Saved in colour: the header's and the message's colours are the
+                    # output's, which a message's own cannot be told from.
+                    parsed = parse_heroku_line(_COLOUR.sub("", text))
                 if parsed is not None:
                     if pending is not None:
                         done.append(complete(pending))

@@ -43,6 +43,25 @@ def test_import_heroku_text_round_trips_through_logs(tmp_path: Path) -> None:
     assert result.stdout == EXAMPLE.read_text()
 
 
+def test_heroku_logs_output_saved_with_its_colours_imports_as_without_them() -> None:
+    """`heroku logs` with FORCE_COLOR, `herolog logs --color always`, or a terminal's session
+    log save each header coloured, and parts of messages too: the lines are those of the
+    output without colours, not unknown[unknown] lines of escape sequences."""
+    invoke("import", str(EXAMPLE), "-a", "demo")
+    coloured = invoke("logs", "-a", "demo", "-n", "1500", "--color", "always")[1]
+    assert coloured.count("\x1b[") > 37
+    # As the heroku CLI colours a header and a router line's values (chalk's sequences).
+    coloured += (
+        "\x1b[32m2024-03-05T09:15:00.000001+00:00 heroku[router]:\x1b[39m"
+        " \x1b[2mstatus=\x1b[22m\x1b[32m200\x1b[39m\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "copy", input=coloured.encode())
+    assert (code, err) == (0, "Imported 38 lines into copy (heroku format).\n")
+    assert invoke("logs", "-a", "copy", "-n", "1500")[1] == EXAMPLE.read_text() + (
+        "2024-03-05T09:15:00.000001+00:00 heroku[router]: status=200\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "said", "as_syslog"),
     [
