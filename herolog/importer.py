@@ -95,6 +95,30 @@ class LineTooLong(ValueError):
         self.message = message
 
 
+class NotRead(ValueError):
+    """An input in a form import does not read (another compression, UTF-16): read as text
+    it would be stored as lines of binary bytes. ``convert`` is the command that makes it
+    one import reads."""
+
+    def __init__(self, what: str, convert: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.convert = convert
+
+
+_NOT_READ = [
+    (re.compile(rb"BZh[1-9]1AY&SY"), "bzip2-compressed", "bzip2 -dc"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz-compressed", "xz -dc"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd-compressed", "zstd -dc"),
+    (re.compile(rb"PK\x03\x04"), "a zip archive", "unzip -p"),
+    (
+        re.compile(rb"\xff\xfe|\xfe\xff"),
+        "UTF-16 text (as Windows PowerShell's > writes)",
+        "iconv -f UTF-16 -t UTF-8",
+    ),
+]
+
+
 class ImportInterrupted(Exception):
     """Ctrl-C stopped the import; ``result`` says what it stored, as for ImportFailed."""
 
@@ -140,7 +164,8 @@ def import_stream(
     A Logplex stream that breaks its framing, a line of text over MAX_LINE, a read or a
     commit that fails, raise ImportFailed: the lines before the break are stored (each
     chunk commits on its own so a big import does not hold the store's write lock), nothing
-    after it, and its result's ``bytes_stored`` says where in the input that is.
+    after it, and its result's ``bytes_stored`` says where in the input that is. An input
+    in a form it does not read (bzip2, UTF-16, ...) raises NotRead before storing anything.
     """
     try:
         first = stream.read(CHUNK_SIZE)
@@ -157,6 +182,9 @@ def import_stream(
         except (OSError, EOFError, zlib.error) as error:
             nothing = ImportResult("heroku", compressed=True)
             raise ImportFailed(_unreadable(error), nothing) from None
+    for magic, what, convert in _NOT_READ:
+        if magic.match(first):
+            raise NotRead(what, convert)
     skipped = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # a BOM, from some Windows editors
     result = ImportResult(
         fmt or detect_format(first[skipped:4096]),

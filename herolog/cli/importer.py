@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import sys
 from typing import BinaryIO, cast
@@ -39,6 +40,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         Format,
         ImportFailed,
         ImportInterrupted,
+        NotRead,
         import_stream,
         imported_before,
     )
@@ -56,6 +58,16 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
                 result = import_stream(file, store, app, chosen, advance)
         else:
             result = import_stream(file, store, app, chosen)
+    except NotRead as error:
+        name = getattr(file, "name", "-")
+        if name in ("-", "<stdin>"):
+            name, convert = "standard input", f"... | {error.convert} |"
+        else:
+            convert = f"{error.convert} {shlex.quote(name)} |"
+        raise click.ClickException(
+            f"{name}: {error.what}, which herolog import does not read:"
+            f" {convert} herolog import - -a {app}"
+        ) from None
     except ImportInterrupted as error:
         # Quiet as any Ctrl-C, but for what it stored: the rest can be imported on its own.
         click.echo(f"{getattr(file, 'name', '-')}: {error}", err=True)

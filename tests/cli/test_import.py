@@ -383,6 +383,62 @@ def test_a_gzip_compressed_input_is_read_decompressed(tmp_path: Path) -> None:
     assert [x.split(": ")[1] for x in stored("body")] == ["0", "1", "2"]
 
 
+_UTF16 = "UTF-16 text (as Windows PowerShell's > writes)"
+
+
+@pytest.mark.parametrize(
+    ("form", "what", "convert"),
+    [
+        ("bzip2", "bzip2-compressed", "bzip2 -dc"),
+        ("xz", "xz-compressed", "xz -dc"),
+        ("zstd", "zstd-compressed", "zstd -dc"),
+        ("zip", "a zip archive", "unzip -p"),
+        ("utf-16-le", _UTF16, "iconv -f UTF-16 -t UTF-8"),
+        ("utf-16-be", _UTF16, "iconv -f UTF-16 -t UTF-8"),
+    ],
+)
+def test_an_input_in_a_form_import_does_not_read_is_refused_naming_how_to_read_it(
+    tmp_path: Path, form: str, what: str, convert: str
+) -> None:
+    """logrotate compresses with bzip2, xz or zstd when told to, and Windows PowerShell
+    saves `heroku logs > demo.log` as UTF-16: read as text, each was stored as lines of
+    binary bytes, unknown[unknown], that pushed the app's real lines out of its history."""
+    import bz2
+    import lzma
+    import zipfile
+
+    text = EXAMPLE.read_bytes()
+    path = tmp_path / f"demo.{form}"
+    if form == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("demo.log", text)
+    else:
+        path.write_bytes(
+            {
+                "bzip2": lambda: bz2.compress(text),
+                "xz": lambda: lzma.compress(text),
+                # A zstd frame holding its 9 bytes as they are (a raw block).
+                "zstd": lambda: bytes.fromhex("28b52ffd2009490000") + text[:9],
+                "utf-16-le": lambda: b"\xff\xfe" + text.decode().encode(form),
+                "utf-16-be": lambda: b"\xfe\xff" + text.decode().encode(form),
+            }[form]()
+        )
+    assert invoke("import", str(EXAMPLE), "-a", "demo")[0] == 0
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (
+        1,
+        f"Error: {path}: {what}, which herolog import does not read:"
+        f" {convert} {path} | herolog import - -a demo\n",
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=path.read_bytes())
+    assert (code, err) == (
+        1,
+        f"Error: standard input: {what}, which herolog import does not read:"
+        f" ... | {convert} | herolog import - -a demo\n",
+    )
+    assert invoke("logs", "-a", "demo", "-n", "1500")[1] == text.decode()
+
+
 def test_a_cut_off_or_damaged_gzip_input_stops_the_import_with_what_came_before(
     tmp_path: Path,
 ) -> None:
