@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
+import json
 import re
 import signal
 import sqlite3
@@ -41,6 +43,8 @@ _HEAD = 4096
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
 _SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>")
 _JSON_START = re.compile(rb"[ \t\r\n]*\{")
+_CUT_HEADER = re.compile(r"[0-9]{4}-[!-~]*(?: [!-Z\\^-~]*(?:\[[!-Z\\^-~]*\]?)?)?")
+"""The start of a heroku header, up to before its ``:``."""
 _COLOUR = re.compile("\x1b\\[[0-9;:]*m")
 """A colour (SGR) sequence, as `heroku logs` with FORCE_COLOR and `herolog logs --color
 always` write them."""
@@ -59,6 +63,9 @@ class ImportResult:
     (a file that is not a log at all, say)."""
     compressed: bool = False
     """The input is gzip: the offsets above are in what it decompresses to."""
+    cut_off: str | None = None
+    """The piece of a line the input ended in, left out: a heroku header or a JSON object
+    without its end, as a capture cut off leaves it."""
 
 
 class ImportFailed(Exception):
@@ -193,9 +200,14 @@ def import_stream(
         compressed=compressed,
     )
     chunks = _chunks(first[skipped:], read)
-    parse = {"logplex": _logplex, "syslog": _syslog, "heroku": _heroku, "json": _json}[
-        result.format
-    ]
+    cut_off: list[str] = []
+    parsers: dict[Format, Callable[[Iterator[bytes]], _Parsed]] = {
+        "logplex": _logplex,
+        "syslog": _syslog,
+        "heroku": functools.partial(_heroku, cut_off=cut_off),
+        "json": functools.partial(_json, cut_off=cut_off),
+    }
+    parse = parsers[result.format]
     try:
         for size, lines, done, unknown in parse(chunks):
             with _ctrl_c_held_back():
@@ -220,6 +232,7 @@ def import_stream(
         raise ImportFailed(error, result) from None
     except (EOFError, zlib.error) as error:  # a gzip input cut off or damaged
         raise ImportFailed(_unreadable(error), result) from None
+    result.cut_off = cut_off[0] if cut_off else None
     return result
 
 
@@ -362,8 +375,9 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
         yield size, lines, end, _undescribed(lines)
 
 
-def _json(chunks: Iterator[bytes]) -> _Parsed:
-    """``herolog logs --json`` output: a line that is not one is kept whole."""
+def _json(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
+    """``herolog logs --json`` output: a line that is not one is kept whole, but for half a
+    JSON object the input ends in, which goes to ``cut_off``."""
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
         lines = []
@@ -372,6 +386,9 @@ def _json(chunks: Iterator[bytes]) -> _Parsed:
             if not raw.strip():
                 continue
             line = parse_json_line(raw)
+            if line is None and size == 0 and raw.lstrip().startswith(b"{") and _cut(raw):
+                cut_off.append(raw.decode("utf-8", "replace"))
+                continue
             if line is None:
                 line = kept_whole(raw.removesuffix(b"\r").decode("utf-8", "replace"), received)
                 unknown += 1
@@ -379,13 +396,23 @@ def _json(chunks: Iterator[bytes]) -> _Parsed:
         yield size, lines, end, unknown
 
 
-def _heroku(chunks: Iterator[bytes]) -> _Parsed:
+def _cut(raw: bytes) -> bool:
+    """Whether a line is not JSON at all (half an object), rather than other JSON."""
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+def _heroku(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
     """``heroku logs`` text: a line without a header continues the message before it.
 
     The heroku CLI prints a message's embedded newlines as they are, so a traceback spans
     several lines of which only the first has a header. Lines before any header are kept
     as ``unknown`` lines. A message that grows past MAX_LINE with the lines that continue
-    it raises LineTooLong, naming its first line.
+    it raises LineTooLong, naming its first line. A header the input ends in the middle of
+    goes to ``cut_off``: it holds no message, and continues none.
     """
     pending: LogLine | None = None
     undescribed = False  # pending has no header: kept whole, as unknown[unknown]
@@ -418,6 +445,9 @@ def _heroku(chunks: Iterator[bytes]) -> _Parsed:
                     # Saved in colour: the header's and the message's colours are the
                     # output's, which a message's own cannot be told from.
                     parsed = parse_heroku_line(_COLOUR.sub("", text))
+                if parsed is None and size == 0 and _CUT_HEADER.fullmatch(_COLOUR.sub("", text)):
+                    cut_off.append(text)  # the input's last line, without its line end
+                    continue
                 if parsed is not None:
                     if pending is not None:
                         done.append(complete(pending))

@@ -86,6 +86,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         name = getattr(file, "name", "-")
         source = "standard input" if name in ("-", "<stdin>") else name
         click.echo(f"Nothing imported: {source} holds no log lines.", err=True)
+        _say_cut_off(result.cut_off)
         return
     lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"
     click.echo(f"Imported {lines} into {app} ({result.format} format).", err=True)
@@ -100,6 +101,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
             f"{some} stored as unknown[unknown], kept whole: {_UNDESCRIBED[result.format]}.",
             err=True,
         )
+    _say_cut_off(result.cut_off)
     if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server
         click.echo(
             f"They are in the local store ({store.path}): herolog import does not send lines"
@@ -110,6 +112,16 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         click.echo(
             f"The store keeps the newest {store.history:,} lines per app;"
             " keep more with: herolog store history N",
+            err=True,
+        )
+
+
+def _say_cut_off(piece: str | None) -> None:
+    if piece is not None:
+        shown = piece if len(piece) <= 80 else f"{piece[:80]}..."
+        click.echo(
+            f"The input ends in the middle of a line, as a capture cut off does: {shown!r} is"
+            " left out.",
             err=True,
         )
 

@@ -154,6 +154,64 @@ def test_continuation_lines_join_the_message_before_them() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        "2024-03-05T09:14:09.1",
+        "2024-03-05T09:14:09.418233+00:00 ap",
+        "2024-03-05T09:14:09.418233+00:00 app[web",
+        "2024-03-05T09:14:09.418233+00:00 app[web.1]",
+    ],
+)
+def test_a_capture_cut_off_in_a_header_leaves_the_message_before_it_whole(cut: str) -> None:
+    """`heroku logs --tail > demo.log` stopped, or copied while it wrote, can end in the
+    middle of a header: that piece, which holds no message, was taken as a line continuing
+    the message before it, which it was not."""
+    text = (
+        "2024-03-05T09:14:07.418233+00:00 app[web.1]: Traceback:\n  a\n"
+        f"2024-03-05T09:14:08.418233+00:00 app[web.1]: last whole\n{cut}"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text.encode())
+    assert (code, err) == (
+        0,
+        "Imported 2 lines into demo (heroku format).\n"
+        f"The input ends in the middle of a line, as a capture cut off does: {cut!r} is left"
+        " out.\n",
+    )
+    assert stored("demo") == [
+        "2024-03-05T09:14:07.418233+00:00 app[web.1]: Traceback:\n  a",
+        "2024-03-05T09:14:08.418233+00:00 app[web.1]: last whole",
+    ]
+    # With nothing before it, and a last line that continues its message as it may.
+    code, _, err = invoke("import", "-", "-a", "alone", input=cut.encode())
+    assert (code, err) == (
+        0,
+        "Nothing imported: standard input holds no log lines.\n"
+        f"The input ends in the middle of a line, as a capture cut off does: {cut!r} is left"
+        " out.\n",
+    )
+    code, _, err = invoke("import", "-", "-a", "more", input=text[: -len(cut)].encode() + b"  b")
+    assert (code, err) == (0, "Imported 2 lines into more (heroku format).\n")
+    assert stored("more")[-1] == "2024-03-05T09:14:08.418233+00:00 app[web.1]: last whole\n  b"
+
+
+def test_a_json_capture_cut_off_mid_line_leaves_the_piece_out() -> None:
+    """`herolog logs --json --tail > demo.ndjson` stopped mid-line ends in half a JSON object,
+    which was stored whole as an unknown[unknown] line."""
+    one = b'{"timestamp":"2024-03-05T09:14:07Z","source":"app","dyno":"web.1","message":"a"}\n'
+    code, _, err = invoke("import", "-", "-a", "demo", input=one + one[:40])
+    assert (code, err) == (
+        0,
+        "Imported 1 line into demo (json format).\n"
+        "The input ends in the middle of a line, as a capture cut off does:"
+        f" {one[:40].decode()!r} is left out.\n",
+    )
+    assert stored("demo") == ["2024-03-05T09:14:07Z app[web.1]: a"]
+    # A last line without its line end, but whole, is taken.
+    code, _, err = invoke("import", "-", "-a", "whole", input=one + one.rstrip())
+    assert (code, err) == (0, "Imported 2 lines into whole (json format).\n")
+
+
 def test_a_message_of_several_lines_under_an_unknown_header_imports_back_whole() -> None:
     """herolog logs prints an unknown[unknown] line's message as any other: its lines after
     the first continue it on import, as for any header."""
