@@ -47,6 +47,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     from herolog.store import open_store
 
     app = checked_app(app)
+    name = getattr(file, "name", "-")
+    name = "standard input" if name in ("-", "<stdin>") else name
     store = open_store()
     size = _size(file)
     chosen = None if fmt == "auto" else cast(Format, fmt)
@@ -54,14 +56,13 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         if sys.stderr.isatty() and size is not None and size > 4 << 20:
             from herolog.cli.progress import bytes_progress
 
-            with bytes_progress(size, f"Importing {file.name}") as advance:
+            with bytes_progress(size, f"Importing {name}") as advance:
                 result = import_stream(file, store, app, chosen, advance)
         else:
             result = import_stream(file, store, app, chosen)
     except NotRead as error:
-        name = getattr(file, "name", "-")
-        if name in ("-", "<stdin>"):
-            name, convert = "standard input", f"... | {error.convert} |"
+        if name == "standard input":
+            convert = f"... | {error.convert} |"
         else:
             convert = f"{error.convert} {shlex.quote(name)} |"
         raise click.ClickException(
@@ -70,11 +71,11 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         ) from None
     except ImportInterrupted as error:
         # Quiet as any Ctrl-C, but for what it stored: the rest can be imported on its own.
-        click.echo(f"{getattr(file, 'name', '-')}: {error}", err=True)
+        click.echo(f"{name}: {error}", err=True)
         raise Interrupted from None
     except ImportFailed as error:
         if not isinstance(error.error, sqlite3.DatabaseError):
-            raise click.ClickException(f"{getattr(file, 'name', '-')}: {error}") from None
+            raise click.ClickException(f"{name}: {error}") from None
         # The store failed (a full disk): said as any command says it, and what it took.
         message = store_failed(error.error)
         if error.result.lines:
@@ -83,9 +84,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     if not result.lines:
         # Said plainly: "Imported 0 lines into demo", and then `logs -a demo` saying there
         # is no such app, reads as if the lines had gone somewhere.
-        name = getattr(file, "name", "-")
-        source = "standard input" if name in ("-", "<stdin>") else name
-        click.echo(f"Nothing imported: {source} holds no log lines.", err=True)
+        click.echo(f"Nothing imported: {name} holds no log lines.", err=True)
         _say_cut_off(result.cut_off)
         return
     lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"

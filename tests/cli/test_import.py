@@ -646,6 +646,23 @@ def test_large_import_in_chunks_as_a_real_process(tmp_path: Path) -> None:
     assert stored("big")[-1].endswith("line 29999 " + "x" * 100)
 
 
+@pytest.mark.subprocess
+def test_standard_input_is_named_as_such_when_an_import_from_it_fails() -> None:
+    """Python names it <stdin>, which the import printed as if it were a file's name, where
+    an empty standard input is said to be standard input."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "demo"],
+        input=frame([b"<190>1 2024-03-05T09:14:07Z host app web.1 - one\n"]) + b"BAD",
+        capture_output=True,
+        env=herolog_env(),
+    )
+    assert (proc.returncode, proc.stderr.decode()) == (
+        1,
+        "Error: standard input: frame 2 at byte 52: expected an octet count, found 'BAD'; the"
+        " line before it was imported (the input's first 52 bytes), nothing after it\n",
+    )
+
+
 def test_the_progress_bar_shows_a_file_name_as_text(tmp_path: Path, herolog_home: Path) -> None:
     """On a terminal, a big import shows a progress bar naming the file; brackets in the
     name are text, not rich markup (a closing tag that matches nothing would raise)."""
@@ -1066,6 +1083,6 @@ def test_an_input_without_newlines_is_refused_in_bounded_memory(compressed: bool
     assert int(out) < 250 << 10, out  # KiB
     assert proc.returncode == 1, err
     assert err == (
-        f"Error: <stdin>: line 1 at byte 0: a line over the {MAX_LINE}-byte limit is not a log"
+        f"Error: standard input: line 1 at byte 0: a line over the {MAX_LINE}-byte limit is not a log"
         " line; the 0 lines before it were imported, nothing after it\n"
     )
