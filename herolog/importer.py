@@ -61,6 +61,8 @@ class ImportResult:
     unknown: int = 0
     """Lines stored as ``unknown[unknown]``: kept whole, as the format did not describe them
     (a file that is not a log at all, say)."""
+    first_unknown: int = 0
+    """The line of the input (of a Logplex body, the frame) the first of them is."""
     compressed: bool = False
     """The input is gzip: the offsets above are in what it decompresses to."""
     cut_off: str | None = None
@@ -209,11 +211,12 @@ def import_stream(
     }
     parse = parsers[result.format]
     try:
-        for size, lines, done, unknown in parse(chunks):
+        for size, lines, done, unknown, first_unknown in parse(chunks):
             with _ctrl_c_held_back():
                 if lines:
                     result.lines += sum(store.append([Batch(app, lines)]))
                     result.unknown += unknown
+                    result.first_unknown = result.first_unknown or first_unknown
                 result.bytes_read += size
                 result.bytes_stored = skipped + done
             if progress is not None:
@@ -296,25 +299,28 @@ def _chunks(first: bytes, read: Callable[[int], bytes]) -> Iterator[bytes]:
         chunk = read(CHUNK_SIZE)
 
 
-_Parsed = Iterator[tuple[int, list[LogLine], int, int]]
+_Parsed = Iterator[tuple[int, list[LogLine], int, int, int]]
 """For each chunk read: its size, the lines it completed, the offset in the input before
-which every line has now been given, and after which none, and how many of those lines the
+which every line has now been given, and after which none, how many of those lines the
 format did not describe (kept whole as ``unknown[unknown]``; not those whose own header says
-``unknown``, as ``herolog logs`` prints such lines)."""
+``unknown``, as ``herolog logs`` prints such lines), and the line of the input (of a Logplex
+body, the frame) the first of those is, else 0."""
 
 
-def _undescribed(lines: list[LogLine]) -> int:
-    """Syslog messages whose header could not be read: those have no PRI, as no read one
-    lacks."""
-    return sum(1 for line in lines if line.pri is None)
+def _undescribed(lines: list[LogLine], first: int) -> tuple[int, int]:
+    """Syslog messages whose header could not be read (those have no PRI, as no read one
+    lacks), and the number of the first, ``lines[0]`` being number ``first``."""
+    undescribed = [i for i, line in enumerate(lines) if line.pri is None]
+    return len(undescribed), first + undescribed[0] if undescribed else 0
 
 
 def _logplex(chunks: Iterator[bytes]) -> _Parsed:
     decoder = FrameDecoder()
     for chunk in chunks:
+        before = decoder.frames
         # On a framing error feed returns the frames before it; the next call raises.
         lines = decoder.feed(chunk, Received.at())
-        yield len(chunk), lines, decoder.consumed, _undescribed(lines)
+        yield len(chunk), lines, decoder.consumed, *_undescribed(lines, before + 1)
     decoder.close()  # Logplex frames only: nothing may be left over
 
 
@@ -367,22 +373,31 @@ def _head(pieces: list[bytes]) -> bytes:
 
 
 def _syslog(chunks: Iterator[bytes]) -> _Parsed:
+    number = 0  # the lines read, blank ones too
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
-        lines = [
-            parse_syslog(raw.removesuffix(b"\r"), received) for raw in raw_lines if raw.strip()
-        ]
-        yield size, lines, end, _undescribed(lines)
+        lines = []
+        first = 0
+        for raw in raw_lines:
+            number += 1
+            if raw.strip():
+                line = parse_syslog(raw.removesuffix(b"\r"), received)
+                if line.pri is None:
+                    first = first or number
+                lines.append(line)
+        yield size, lines, end, _undescribed(lines, 0)[0], first
 
 
 def _json(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
     """``herolog logs --json`` output: a line that is not one is kept whole, but for half a
     JSON object the input ends in, which goes to ``cut_off``."""
+    number = 0  # the lines read, blank ones too
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
         lines = []
-        unknown = 0
+        unknown = first = 0
         for raw in raw_lines:
+            number += 1
             if not raw.strip():
                 continue
             line = parse_json_line(raw)
@@ -392,8 +407,9 @@ def _json(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
             if line is None:
                 line = kept_whole(raw.removesuffix(b"\r").decode("utf-8", "replace"), received)
                 unknown += 1
+                first = first or number
             lines.append(line)
-        yield size, lines, end, unknown
+        yield size, lines, end, unknown, first
 
 
 def _cut(raw: bytes) -> bool:
@@ -431,6 +447,7 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
 
     pending_at = pos = end = 0  # where pending starts in the input; where the next line does
     pending_line = number = 0  # the line pending starts at; the lines read
+    first = 0  # the first line kept whole
     try:
         for size, raw_lines, end in _split_lines(chunks):
             received = Received.at()
@@ -456,27 +473,27 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
                 elif pending is not None and not undescribed:
                     fresh.append(text)
                     if pos - 1 - pending_at > MAX_LINE:
-                        yield size, done, pending_at, unknown
+                        yield size, done, pending_at, unknown, first
                         raise LineTooLong(pending_line, pending_at, message=True)
                 elif text.strip():
                     if pending is not None:
                         done.append(complete(pending))
                         unknown += undescribed
                     pending, undescribed = kept_whole(text, received), True
-                    pending_at, pending_line = start, number
+                    pending_at, pending_line, first = start, number, first or number
             if fresh:
                 more.append("\n".join(fresh))
                 fresh.clear()
-            yield size, done, end if pending is None else pending_at, unknown
+            yield size, done, end if pending is None else pending_at, unknown, first
     except LineTooLong as error:
         if error.message or pending is None:
             raise
         if not undescribed and not _has_header(error.head):  # it continues pending
             raise LineTooLong(pending_line, pending_at, message=True) from None
-        yield 0, [complete(pending)], error.offset, int(undescribed)
+        yield 0, [complete(pending)], error.offset, int(undescribed), first
         raise
     if pending is not None:
-        yield 0, [complete(pending)], end, int(undescribed)
+        yield 0, [complete(pending)], end, int(undescribed), first
 
 
 def _has_header(head: bytes) -> bool:

@@ -92,12 +92,17 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     if result.unknown:
         # Said at once: a file that is not a log (or not in the format detected) would
         # otherwise show up later as a page of unknown[unknown] lines.
+        where = ""
         if result.unknown == result.lines:
             some = "All of them are" if result.lines > 1 else "It is"
         else:
             some = f"{result.unknown:,} of them {'is' if result.unknown == 1 else 'are'}"
+            at = f"{'frame' if result.format == 'logplex' else 'line'} {result.first_unknown}"
+            where = f" ({at} of the input)"
+            if result.unknown > 1:
+                where = f" (the first at {at} of the input)"
         click.echo(
-            f"{some} stored as unknown[unknown], kept whole: {_UNDESCRIBED[result.format]}.",
+            f"{some} stored as unknown[unknown], kept whole{where}: {_UNDESCRIBED[result.format]}.",
             err=True,
         )
     _say_cut_off(result.cut_off)

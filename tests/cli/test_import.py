@@ -65,12 +65,16 @@ def test_heroku_logs_output_saved_with_its_colours_imports_as_without_them() -> 
 @pytest.mark.parametrize(
     ("text", "said", "as_syslog"),
     [
-        (b"hello\nworld\n", "All of them are", "All of them are"),
-        (b"hello\n", "It is", "It is"),
+        (
+            b"hello\nworld\n",
+            "All of them are stored as unknown[unknown], kept whole",
+            "All of them are",
+        ),
+        (b"hello\n", "It is stored as unknown[unknown], kept whole", "It is"),
         (
             b"not a log line\n2024-03-05T09:14:07.418233+00:00 app[web.1]: one\n"
             b"also not\n  a continuation of it\n",
-            "1 of them is",
+            "1 of them is stored as unknown[unknown], kept whole (line 1 of the input)",
             "All of them are",
         ),
     ],
@@ -81,14 +85,39 @@ def test_lines_kept_as_unknown_are_said_at_once(text: bytes, said: str, as_syslo
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
     assert code == 0, err
     assert err.splitlines()[1] == (
-        f"{said} stored as unknown[unknown], kept whole: no `TIMESTAMP SOURCE[DYNO]:` header,"
-        " as heroku logs output has."
+        f"{said}: no `TIMESTAMP SOURCE[DYNO]:` header, as heroku logs output has."
     )
     code, _, err = invoke("import", "-", "-a", "demo", "--format", "syslog", input=text)
     assert code == 0, err
     assert err.splitlines()[1] == (
         f"{as_syslog} stored as unknown[unknown], kept whole: not RFC 5424 syslog."
     )
+
+
+@pytest.mark.parametrize("fmt", ["syslog", "json", "logplex"])
+def test_lines_kept_as_unknown_among_others_are_said_with_where_the_first_is(fmt: str) -> None:
+    """Two lines of 5,000 that a sender mangled were said to be 2 of them, to be looked
+    for by reading all 5,000: the line (of a Logplex body, the frame) of the first is said."""
+    good = {
+        "syslog": b"<13>1 2024-03-05T09:14:07Z host app web.1 - - fine\n",
+        "json": b'{"timestamp":"2024-03-05T09:14:07Z","source":"app","dyno":"web.1","message":"x"}\n',
+        "logplex": frame([b"<13>1 2024-03-05T09:14:07Z host app web.1 - - fine\n"]),
+    }[fmt]
+    bad = frame([b"not syslog\n"]) if fmt == "logplex" else b"not a log line\n"
+    blank = b"" if fmt == "logplex" else b"\n"  # counted as a line, though none is stored
+    text = good * 2 + blank + bad + good * 4997 + bad + good
+    code, _, err = invoke("import", "-", "-a", "demo", "--format", fmt, input=text)
+    where = "frame 3" if fmt == "logplex" else "line 4"
+    assert code == 0, err
+    assert err.splitlines()[1].startswith(
+        f"2 of them are stored as unknown[unknown], kept whole (the first at {where} of the"
+        " input): "
+    ), err
+    code, _, err = invoke("import", "-", "-a", "one", "--format", fmt, input=good + bad)
+    where = "frame 2" if fmt == "logplex" else "line 2"
+    assert err.splitlines()[1].startswith(
+        f"1 of them is stored as unknown[unknown], kept whole ({where} of the input): "
+    ), err
 
 
 @pytest.mark.parametrize(
