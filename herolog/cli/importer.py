@@ -140,8 +140,8 @@ def _size(file: BinaryIO) -> int | None:
 
 _UNDESCRIBED = {
     "heroku": "no `TIMESTAMP SOURCE[DYNO]:` header, as heroku logs output has",
-    "syslog": "not RFC 5424 syslog",
-    "logplex": "frames that are not RFC 5424 syslog messages",
+    "syslog": "not syslog (RFC 5424 or 3164)",
+    "logplex": "frames that are not syslog messages (RFC 5424 or 3164)",
     "json": "not herolog logs --json output",
 }
 """Why lines of each format end up as unknown[unknown]."""

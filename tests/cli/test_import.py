@@ -90,7 +90,7 @@ def test_lines_kept_as_unknown_are_said_at_once(text: bytes, said: str, as_syslo
     code, _, err = invoke("import", "-", "-a", "demo", "--format", "syslog", input=text)
     assert code == 0, err
     assert err.splitlines()[1] == (
-        f"{as_syslog} stored as unknown[unknown], kept whole: not RFC 5424 syslog."
+        f"{as_syslog} stored as unknown[unknown], kept whole: not syslog (RFC 5424 or 3164)."
     )
 
 
@@ -112,6 +112,13 @@ def test_lines_kept_as_unknown_among_others_are_said_with_where_the_first_is(fmt
     assert err.splitlines()[1].startswith(
         f"2 of them are stored as unknown[unknown], kept whole (the first at {where} of the"
         " input): "
+    ), err
+    assert err.splitlines()[1].endswith(
+        {
+            "syslog": "): not syslog (RFC 5424 or 3164).",
+            "json": "): not herolog logs --json output.",
+            "logplex": "): frames that are not syslog messages (RFC 5424 or 3164).",
+        }[fmt]
     ), err
     code, _, err = invoke("import", "-", "-a", "one", "--format", fmt, input=good + bad)
     where = "frame 2" if fmt == "logplex" else "line 2"
