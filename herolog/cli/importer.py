@@ -28,8 +28,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     """Load saved logs into the store.
 
     Reads what `heroku logs` printed, a raw Logplex (application/logplex-1) body,
-    newline-separated RFC 5424 syslog, or what `herolog logs --json` printed, gzip-compressed
-    or not; the format is detected unless --format says it.
+    newline-separated syslog (RFC 5424 or RFC 3164), or what `herolog logs --json` printed,
+    gzip-compressed or not; the format is detected unless --format says it.
 
     \b
     heroku logs -a demo -n 1500 > demo.log && herolog import demo.log -a demo

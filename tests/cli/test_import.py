@@ -353,6 +353,12 @@ def test_import_detects_bsd_syslog(tmp_path: Path, first: bytes) -> None:
     ]
 
 
+def test_the_help_names_both_forms_of_syslog_it_reads() -> None:
+    code, out, _ = invoke("import", "--help")
+    assert code == 0
+    assert "newline-separated syslog (RFC 5424 or RFC 3164)" in " ".join(out.split())
+
+
 def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     path = tmp_path / "syslog.txt"
     path.write_bytes(
