@@ -50,6 +50,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     name = getattr(file, "name", "-")
     name = "standard input" if name in ("-", "<stdin>") else name
     store = open_store()
+    # What the app holds: an import past the history takes the place of its oldest lines.
+    had = min(next((x.lines for x in store.apps() if x.name == app), 0), store.history)
     size = _size(file)
     chosen = None if fmt == "auto" else cast(Format, fmt)
     try:
@@ -112,9 +114,15 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
             " to $HEROLOG_URL; herolog logs reads them with HEROLOG_URL unset.",
             err=True,
         )
-    if result.lines > store.history:
+    if had + result.lines > store.history:
+        if result.lines > store.history:
+            gone = f"the first {result.lines - store.history:,} of these are not kept"
+            gone += f", nor the {had:,} {app} had" if had else ""
+        else:
+            made_room = had + result.lines - store.history
+            gone = f"the oldest {made_room:,} {app} had made room for these"
         click.echo(
-            f"The store keeps the newest {store.history:,} lines per app;"
+            f"The store keeps the newest {store.history:,} lines per app: {gone};"
             " keep more with: herolog store history N",
             err=True,
         )

@@ -652,8 +652,37 @@ def test_import_says_when_history_drops_lines(tmp_path: Path) -> None:
     path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(1600)))
     code, _, err = invoke("import", str(path))
     assert code == 0
-    assert "keeps the newest 1,500 lines per app" in err
+    assert err.splitlines()[1] == (
+        "The store keeps the newest 1,500 lines per app: the first 100 of these are not kept;"
+        " keep more with: herolog store history N"
+    )
     assert len(stored()) == 1500
+
+
+def test_import_says_when_it_pushes_an_apps_own_lines_out_of_its_history(tmp_path: Path) -> None:
+    """An import into an app that has lines takes the place of its oldest once the two are
+    more than the history, which it said only when the import alone was."""
+    assert invoke("store", "history", "100")[0] == 0
+    path = tmp_path / "sixty.txt"
+    path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(60)))
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (0, "Imported 60 lines into demo (heroku format).\n")
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (
+        0,
+        "Imported 60 lines into demo (heroku format).\n"
+        "The store keeps the newest 100 lines per app: the oldest 20 demo had made room for"
+        " these; keep more with: herolog store history N\n",
+    )
+    path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(150)))
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (
+        0,
+        "Imported 150 lines into demo (heroku format).\n"
+        "The store keeps the newest 100 lines per app: the first 50 of these are not kept, nor"
+        " the 100 demo had; keep more with: herolog store history N\n",
+    )
+    assert stored("demo")[0].endswith(": 50")
 
 
 def test_missing_file_is_a_usage_error() -> None:
