@@ -203,18 +203,19 @@ def import_stream(
     )
     chunks = _chunks(first[skipped:], read)
     cut_off: list[str] = []
+    attributes: list[dict[str, str] | None] = []  # of each line a json chunk gives, if any has
     parsers: dict[Format, Callable[[Iterator[bytes]], _Parsed]] = {
         "logplex": _logplex,
         "syslog": _syslog,
         "heroku": functools.partial(_heroku, cut_off=cut_off),
-        "json": functools.partial(_json, cut_off=cut_off),
+        "json": functools.partial(_json, cut_off=cut_off, attributes=attributes),
     }
     parse = parsers[result.format]
     try:
         for size, lines, done, unknown, first_unknown in parse(chunks):
             with _ctrl_c_held_back():
                 if lines:
-                    result.lines += sum(store.append([Batch(app, lines)]))
+                    result.lines += sum(store.append(_batches(app, lines, attributes)))
                     result.unknown += unknown
                     result.first_unknown = result.first_unknown or first_unknown
                 result.bytes_read += size
@@ -290,6 +291,22 @@ def _ctrl_c_held_back() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:
         raise KeyboardInterrupt
+
+
+def _batches(
+    app: str, lines: list[LogLine], attributes: list[dict[str, str] | None]
+) -> list[Batch]:
+    """The lines in one batch, or, given the attributes of each, in one for each run of
+    lines with the same."""
+    if not attributes:
+        return [Batch(app, lines)]
+    batches = []
+    start = 0
+    for i in range(1, len(lines) + 1):
+        if i == len(lines) or attributes[i] != attributes[start]:
+            batches.append(Batch(app, lines[start:i], attributes[start]))
+            start = i
+    return batches
 
 
 def _chunks(first: bytes, read: Callable[[int], bytes]) -> Iterator[bytes]:
@@ -388,13 +405,17 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
         yield size, lines, end, _undescribed(lines, 0)[0], first
 
 
-def _json(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
+def _json(
+    chunks: Iterator[bytes], cut_off: list[str], attributes: list[dict[str, str] | None]
+) -> _Parsed:
     """``herolog logs --json`` output: a line that is not one is kept whole, but for half a
-    JSON object the input ends in, which goes to ``cut_off``."""
+    JSON object the input ends in, which goes to ``cut_off``. Before each yield,
+    ``attributes`` has those of each line given, or nothing if none has any."""
     number = 0  # the lines read, blank ones too
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
-        lines = []
+        lines: list[LogLine] = []
+        attributes.clear()
         unknown = first = 0
         for raw in raw_lines:
             number += 1
@@ -404,12 +425,38 @@ def _json(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
             if line is None and size == 0 and raw.lstrip().startswith(b"{") and _cut(raw):
                 cut_off.append(raw.decode("utf-8", "replace"))
                 continue
+            attrs = None
             if line is None:
                 line = kept_whole(raw.removesuffix(b"\r").decode("utf-8", "replace"), received)
                 unknown += 1
                 first = first or number
+            elif _ATTRIBUTES.search(raw):
+                attrs = _attributes(raw)
+            if attrs is not None or attributes:
+                if not attributes:  # the first with some: those before have none
+                    attributes.extend([None] * len(lines))
+                attributes.append(attrs)
             lines.append(line)
         yield size, lines, end, unknown, first
+
+
+_ATTRIBUTES = re.compile(rb'"attributes"\s*:\s*\{\s*"')
+"""A line with attributes: herolog writes ``{}`` for none, a line not to read twice."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _attributes(raw: bytes) -> dict[str, str] | None:
+    """The attributes of a line of ``logs --json`` output (the drain URL's query parameters),
+    which parse_json_line leaves out; a value other than a string is none."""
+    value = json.loads(raw).get("attributes")
+    if not isinstance(value, dict):
+        return None
+    kept = {
+        _SURROGATE.sub("\ufffd", k): _SURROGATE.sub("\ufffd", v)
+        for k, v in value.items()
+        if isinstance(v, str)
+    }
+    return kept or None
 
 
 def _cut(raw: bytes) -> bool:

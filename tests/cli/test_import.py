@@ -606,6 +606,43 @@ def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
     assert invoke("logs", "-a", "second")[1] == invoke("logs", "-a", "first")[1]
 
 
+def test_logs_json_output_imports_back_with_the_attributes_of_its_lines(tmp_path: Path) -> None:
+    """The drain URL's query parameters (?ddsource=heroku&env=prod) that lines came with were
+    left out: a store moved with logs --json | import lost them."""
+    line = LogLine("2024-03-05T09:14:07Z", "", "app", "web.1", "m", 190, "host", None)
+    open_store().append(
+        [
+            Batch(
+                "first", [line._replace(message="a"), line._replace(message="b")], {"env": "prod"}
+            ),
+            Batch("first", [line._replace(message="c")]),
+            Batch(
+                "first", [line._replace(message="d")], {"ddsource": "heroku", "\u00e9": "\u2713"}
+            ),
+        ]
+    )
+    out = invoke("logs", "-a", "first", "--json")[1]
+    assert '"attributes":{"env":"prod"}' in out
+    # A value that is not a string, which herolog never writes, is not an attribute.
+    out += (
+        "not json\n"
+        '{"timestamp":"2024-03-05T09:14:07Z","source":"app","dyno":"web.1","message":"e",'
+        '"attributes":{"n":1,"ok":"yes","bad":"\\ud800"}}\n'
+    )
+    code, _, err = invoke("import", "-", "-a", "second", input=out.encode())
+    assert code == 0, err
+    assert err.startswith("Imported 6 lines into second (json format).\n")
+    again = [json.loads(x) for x in invoke("logs", "-a", "second", "--json")[1].splitlines()]
+    assert [(x["message"], x["attributes"]) for x in again] == [
+        ("a", {"env": "prod"}),
+        ("b", {"env": "prod"}),
+        ("c", {}),
+        ("d", {"ddsource": "heroku", "\u00e9": "\u2713"}),
+        ("not json", {}),
+        ("e", {"ok": "yes", "bad": "\ufffd"}),
+    ]
+
+
 def test_json_lines_that_are_not_logs_json_output_are_kept_whole() -> None:
     text = b'{"level": "info", "msg": "an app\'s own JSON"}\n[1, 2]\n{"id": 1, "message": \n'
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
