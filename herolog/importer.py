@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gzip
 import io
+import itertools
 import json
 import re
 import signal
@@ -341,10 +342,12 @@ def _logplex(chunks: Iterator[bytes]) -> _Parsed:
     decoder.close()  # Logplex frames only: nothing may be left over
 
 
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes], int]]:
+def _split_lines(
+    chunks: Iterator[bytes], end_of_line: bytes = b"\n"
+) -> Iterator[tuple[int, list[bytes], int]]:
     """Complete lines of each chunk, the last at the end of input, without their ``\n`` (a
     ``\r`` before it is left to the caller: it counts in where the next line starts), and
-    the offset past them.
+    the offset past them. (With ``end_of_line`` NUL, messages that end so.)
 
     A line over MAX_LINE raises LineTooLong once read that far, before it is put together,
     after the lines before it are given.
@@ -353,14 +356,14 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes], in
     rest_size = end = number = 0  # number: the lines given so far
     for chunk in chunks:
         start, end = end - rest_size, end + len(chunk)  # start: where rest begins
-        if b"\n" not in chunk:
+        if end_of_line not in chunk:
             rest.append(chunk)
             rest_size += len(chunk)
             if rest_size > MAX_LINE:
                 raise LineTooLong(number + 1, start, _head(rest))
             yield len(chunk), [], start
             continue
-        lines = chunk.split(b"\n")
+        lines = chunk.split(end_of_line)
         if rest_size + len(lines[0]) > MAX_LINE:
             raise LineTooLong(number + 1, start, _head([*rest, lines[0]]))
         if rest:
@@ -390,17 +393,31 @@ def _head(pieces: list[bytes]) -> bytes:
 
 
 def _syslog(chunks: Iterator[bytes]) -> _Parsed:
-    number = 0  # the lines read, blank ones too
-    for size, raw_lines, end in _split_lines(chunks):
+    """Syslog messages, a line each, or each ending with a NUL, as Python's SysLogHandler
+    sends them (and serve's syslog port reads them): then a newline is the message's (a
+    traceback's lines)."""
+    head = next(chunks, b"")
+    nul_ended = b"\0" in head
+    number = 1  # the line of the input the next message starts at
+    for size, raw_lines, end in _split_lines(
+        itertools.chain([head] if head else [], chunks), b"\0" if nul_ended else b"\n"
+    ):
         received = Received.at()
         lines = []
         first = 0
         for raw in raw_lines:
-            number += 1
-            if raw.strip():
-                line = parse_syslog(raw.removesuffix(b"\r"), received)
+            line_number = number
+            if nul_ended:
+                message = raw.lstrip(b" \t\r\n")
+                line_number += raw.count(b"\n", 0, len(raw) - len(message))
+                number += raw.count(b"\n")
+            else:
+                message = raw.removesuffix(b"\r")
+                number += 1
+            if message.strip():
+                line = parse_syslog(message, received)
                 if line.pri is None:
-                    first = first or number
+                    first = first or line_number
                 lines.append(line)
         yield size, lines, end, _undescribed(lines, 0)[0], first
 

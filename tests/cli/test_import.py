@@ -353,6 +353,51 @@ def test_import_detects_bsd_syslog(tmp_path: Path, first: bytes) -> None:
     ]
 
 
+def test_a_capture_of_pythons_syslog_handler_over_tcp_imports_message_by_message(
+    tmp_path: Path,
+) -> None:
+    """Python's SysLogHandler ends each message with a NUL, not a newline, as serve's syslog
+    port reads it: a capture of what it sent (nc -l 5140 > capture.log) was one line, every
+    message after the first glued to it with its NULs, and a traceback's lines were taken
+    for messages of their own."""
+    import logging.handlers
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    handler = logging.handlers.SysLogHandler(listener.getsockname(), socktype=socket.SOCK_STREAM)
+    handler.ident = "worker: "
+    logger = logging.getLogger("test_import.syslog_capture")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        connection, _ = listener.accept()
+        logger.warning("first")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed")
+        logger.warning("last")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    with connection, listener:
+        connection.settimeout(10)
+        capture = b""
+        while chunk := connection.recv(65536):
+            capture += chunk
+    assert capture.count(b"\0") == 3
+    path = tmp_path / "capture.log"
+    path.write_bytes(capture)
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (0, "Imported 3 lines into demo (syslog format).\n")
+    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    assert [(x.source, x.pri) for x in lines] == [("worker", 12), ("worker", 11), ("worker", 12)]
+    assert lines[0].message == "first"
+    assert lines[1].message.startswith("failed\nTraceback (most recent call last):\n")
+    assert lines[1].message.endswith("\nValueError: boom")
+    assert lines[2].message == "last"
+
+
 def test_the_help_names_both_forms_of_syslog_it_reads() -> None:
     code, out, _ = invoke("import", "--help")
     assert code == 0
