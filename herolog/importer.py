@@ -415,7 +415,7 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
                 message = raw.removesuffix(b"\r")
                 number += 1
             if message.strip():
-                line = parse_syslog(message, received)
+                line = parse_syslog(message, received, saved=True)
                 if line.pri is None:
                     first = first or line_number
                 lines.append(line)

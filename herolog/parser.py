@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from itertools import repeat
 from operator import add, itemgetter, sub
@@ -261,16 +261,20 @@ def _all_utc_micros(stamps: tuple[str, ...]) -> bool:
     return all(map(timestamps.is_canonical_seconds, set(map(_seconds_of, stamps))))
 
 
-def parse_syslog(message: bytes, received: Received | None = None) -> LogLine:
+def parse_syslog(
+    message: bytes, received: Received | None = None, *, saved: bool = False
+) -> LogLine:
     """One syslog message without framing (one line of newline-framed syslog, say).
 
     A message whose header cannot be read is kept whole as an ``unknown[unknown]`` line.
+    ``saved``: it was logged before ``received`` (an import), which a time without a year
+    is then not read as after.
     """
     text = message.decode("latin-1")
     end = len(text)
     if text.endswith("\n"):
         end -= 2 if text.endswith("\r\n") else 1
-    return _parse_message(text, 0, end, received or Received.at())
+    return _parse_message(text, 0, end, received or Received.at(), saved=saved)
 
 
 _JSON_NAME = re.compile(r"[!-~]+")
@@ -607,7 +611,9 @@ def _shorten(text: str) -> str:
     return _utf8(text[:16]) + ("..." if len(text) > 16 else "")
 
 
-def _parse_message(text: str, start: int, end: int, received: Received) -> LogLine:
+def _parse_message(
+    text: str, start: int, end: int, received: Received, *, saved: bool = False
+) -> LogLine:
     """One syslog message occupying ``text[start:end]`` (no framing, no trailing newline)."""
     m = _HEADER.match(text, start, end)
     if m is not None:
@@ -627,7 +633,7 @@ def _parse_message(text: str, start: int, end: int, received: Received) -> LogLi
             return LogLine(
                 timestamp, instant, source, dyno, message, int(pri), hostname, structured_data
             )
-    bsd = _parse_bsd_message(text, start, end, received)
+    bsd = _parse_bsd_message(text, start, end, received, saved)
     if bsd is not None:
         return bsd
     message = text[start:end]
@@ -636,7 +642,9 @@ def _parse_message(text: str, start: int, end: int, received: Received) -> LogLi
     return kept_whole(message, received)
 
 
-def _parse_bsd_message(text: str, start: int, end: int, received: Received) -> LogLine | None:
+def _parse_bsd_message(
+    text: str, start: int, end: int, received: Received, saved: bool = False
+) -> LogLine | None:
     """An RFC 3164 message occupying ``text[start:end]``, or None if it is not one."""
     m = _BSD_MESSAGE.match(text, start, end)
     if m is None:
@@ -647,17 +655,19 @@ def _parse_bsd_message(text: str, start: int, end: int, received: Received) -> L
     if month is not None:
         # No year and no zone: read as rsyslog reads it, in this machine's zone and this
         # year, but for December's lines in January (last year's) and January's in December.
+        # A saved line was logged before its import: the last such day, not one to come.
         arrived = timestamps.from_instant(received.time).astimezone()
         year = arrived.year
-        if arrived.month == 1 and month == "Dec":
+        if not saved and arrived.month == 1 and month == "Dec":
             year -= 1
-        elif arrived.month == 12 and month == "Jan":
+        elif not saved and arrived.month == 12 and month == "Jan":
             year += 1
         micros = int(fraction.ljust(6, "0")) if fraction else 0
         try:
-            moment = datetime(
-                year, _MONTHS[month], int(day), int(hour), int(minute), int(second), micros
-            ).astimezone()
+            time = (_MONTHS[month], int(day), int(hour), int(minute), int(second), micros)
+            moment = datetime(year, *time).astimezone()
+            if saved and moment > arrived + _A_DAY:  # a day: its sender's zone may be ahead
+                moment = datetime(year - 1, *time).astimezone()
         except (ValueError, OverflowError):  # Feb 29 of another year, 25:00:00
             return None
         timestamp = moment.isoformat()
@@ -672,6 +682,9 @@ def _parse_bsd_message(text: str, start: int, end: int, received: Received) -> L
     if not message.isascii():
         message = _utf8_message(message)
     return LogLine(timestamp, instant, tag, pid or "-", message, int(pri), hostname, None)
+
+
+_A_DAY = timedelta(days=1)
 
 
 def kept_whole(message: str, received: Received) -> LogLine:

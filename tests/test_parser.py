@@ -725,6 +725,30 @@ def test_bsd_syslog_is_read_as_rsyslog_reads_it(
     assert counted == line
 
 
+@pytest.mark.usefixtures("new_york")
+@pytest.mark.parametrize(
+    ("imported", "logged", "expected"),
+    [
+        ("2026-03-05T12:00:00-05:00", "Nov 20 10:00:00", "2025-11-20T10:00:00-05:00"),
+        ("2026-12-05T12:00:00-05:00", "Jan  9 10:00:00", "2026-01-09T10:00:00-05:00"),
+        ("2026-01-02T12:00:00-05:00", "Dec 31 23:00:00", "2025-12-31T23:00:00-05:00"),
+        ("2026-03-05T12:00:00-05:00", "Mar  5 09:00:00", "2026-03-05T09:00:00-05:00"),
+        # A sender's zone ahead of this machine's: hours ahead is this year's.
+        ("2026-03-05T12:00:00-05:00", "Mar  5 23:00:00", "2026-03-05T23:00:00-05:00"),
+        ("2026-07-05T12:00:00-04:00", "Jan 20 10:00:00", "2026-01-20T10:00:00-05:00"),
+        ("2026-02-05T12:00:00-05:00", "Jul 20 10:00:00", "2025-07-20T10:00:00-04:00"),
+    ],
+)
+def test_a_saved_bsd_syslog_line_is_read_in_the_last_year_that_is_not_after_it(
+    imported: str, logged: str, expected: str
+) -> None:
+    from datetime import datetime
+
+    received = Received.at(datetime.fromisoformat(imported))
+    message = f"<13>{logged} myhost billing[42]: paid".encode()
+    assert parse_syslog(message, received, saved=True).timestamp == expected
+
+
 @pytest.mark.parametrize(
     "message",
     [

@@ -398,6 +398,21 @@ def test_a_capture_of_pythons_syslog_handler_over_tcp_imports_message_by_message
     assert lines[2].message == "last"
 
 
+@pytest.mark.parametrize("days_ago", [363, 200, 40])
+def test_an_rfc_3164_line_without_a_year_is_read_as_one_from_the_past(days_ago: int) -> None:
+    """A saved line comes from before its import: one of a later month and day than the
+    import's (last November's, imported in March) was put in the year of the import, months
+    in the future, as a line received live is (where that is the sender's clock)."""
+    from datetime import datetime, timedelta
+
+    logged = (datetime.now().astimezone() - timedelta(days=days_ago)).replace(microsecond=0)
+    text = f"<13>{logged:%b} {logged.day:2d} {logged:%H:%M:%S} myhost billing[42]: paid\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=text.encode())
+    assert (code, err) == (0, "Imported 1 line into demo (syslog format).\n")
+    (line,) = open_store().last(LineFilter(app="demo"), 9)[0]
+    assert line.timestamp == logged.isoformat()
+
+
 def test_the_help_names_both_forms_of_syslog_it_reads() -> None:
     code, out, _ = invoke("import", "--help")
     assert code == 0
