@@ -66,6 +66,11 @@ class ImportResult:
     """The line of the input (of a Logplex body, the frame) the first of them is."""
     compressed: bool = False
     """The input is gzip: the offsets above are in what it decompresses to."""
+    not_utf8: int = 0
+    """Lines of text input (heroku, syslog) with bytes that are not UTF-8, stored as U+FFFD:
+    an input in another encoding, as no output of Heroku's or herolog's has them."""
+    first_not_utf8: int = 0
+    """The first of those lines."""
     cut_off: str | None = None
     """The piece of a line the input ended in, left out: a heroku header or a JSON object
     without its end, as a capture cut off leaves it."""
@@ -204,11 +209,12 @@ def import_stream(
     )
     chunks = _chunks(first[skipped:], read)
     cut_off: list[str] = []
+    not_utf8 = [0, 0]  # lines with bytes that are not UTF-8, and the first of them
     attributes: list[dict[str, str] | None] = []  # of each line a json chunk gives, if any has
     parsers: dict[Format, Callable[[Iterator[bytes]], _Parsed]] = {
         "logplex": _logplex,
-        "syslog": _syslog,
-        "heroku": functools.partial(_heroku, cut_off=cut_off),
+        "syslog": functools.partial(_syslog, not_utf8=not_utf8),
+        "heroku": functools.partial(_heroku, cut_off=cut_off, not_utf8=not_utf8),
         "json": functools.partial(_json, cut_off=cut_off, attributes=attributes),
     }
     parse = parsers[result.format]
@@ -238,6 +244,7 @@ def import_stream(
     except (EOFError, zlib.error) as error:  # a gzip input cut off or damaged
         raise ImportFailed(_unreadable(error), result) from None
     result.cut_off = cut_off[0] if cut_off else None
+    result.not_utf8, result.first_not_utf8 = not_utf8
     return result
 
 
@@ -392,10 +399,11 @@ def _head(pieces: list[bytes]) -> bytes:
     return head
 
 
-def _syslog(chunks: Iterator[bytes]) -> _Parsed:
+def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
     """Syslog messages, a line each, or each ending with a NUL, as Python's SysLogHandler
     sends them (and serve's syslog port reads them): then a newline is the message's (a
-    traceback's lines)."""
+    traceback's lines). ``not_utf8`` counts those with bytes that are not UTF-8, and has
+    the line of the first."""
     head = next(chunks, b"")
     nul_ended = b"\0" in head
     number = 1  # the line of the input the next message starts at
@@ -415,6 +423,9 @@ def _syslog(chunks: Iterator[bytes]) -> _Parsed:
                 message = raw.removesuffix(b"\r")
                 number += 1
             if message.strip():
+                if not message.isascii() and not _is_utf8(message):
+                    not_utf8[0] += 1
+                    not_utf8[1] = not_utf8[1] or line_number
                 line = parse_syslog(message, received, saved=True)
                 if line.pri is None:
                     first = first or line_number
@@ -476,6 +487,14 @@ def _attributes(raw: bytes) -> dict[str, str] | None:
     return kept or None
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _cut(raw: bytes) -> bool:
     """Whether a line is not JSON at all (half an object), rather than other JSON."""
     try:
@@ -485,14 +504,15 @@ def _cut(raw: bytes) -> bool:
     return False
 
 
-def _heroku(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
+def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) -> _Parsed:
     """``heroku logs`` text: a line without a header continues the message before it.
 
     The heroku CLI prints a message's embedded newlines as they are, so a traceback spans
     several lines of which only the first has a header. Lines before any header are kept
     as ``unknown`` lines. A message that grows past MAX_LINE with the lines that continue
     it raises LineTooLong, naming its first line. A header the input ends in the middle of
-    goes to ``cut_off``: it holds no message, and continues none.
+    goes to ``cut_off``: it holds no message, and continues none. ``not_utf8`` counts the
+    lines with bytes that are not UTF-8, and has the first.
     """
     pending: LogLine | None = None
     undescribed = False  # pending has no header: kept whole, as unknown[unknown]
@@ -520,7 +540,12 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str]) -> _Parsed:
             for raw in raw_lines:
                 start, pos = pos, pos + len(raw) + 1
                 number += 1
-                text = raw.removesuffix(b"\r").decode("utf-8", "replace")
+                try:
+                    text = raw.removesuffix(b"\r").decode()
+                except UnicodeDecodeError:
+                    text = raw.removesuffix(b"\r").decode("utf-8", "replace")
+                    not_utf8[0] += 1
+                    not_utf8[1] = not_utf8[1] or number
                 parsed = parse_heroku_line(text)
                 if parsed is None and text.startswith("\x1b["):
                     # Saved in colour: the header's and the message's colours are the

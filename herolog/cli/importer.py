@@ -107,6 +107,26 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
             f"{some} stored as unknown[unknown], kept whole{where}: {_UNDESCRIBED[result.format]}.",
             err=True,
         )
+    if result.not_utf8:
+        # Said, as no output of Heroku's or herolog's has such bytes: a file in another
+        # encoding, whose characters can still be had whole.
+        if result.not_utf8 == 1:
+            which = f"Line {result.first_not_utf8} of the input holds"
+        else:
+            which = f"{result.not_utf8:,} lines of the input hold"
+        where = f" (the first is line {result.first_not_utf8})" if result.not_utf8 > 1 else ""
+        convert = "iconv -f latin1 -t utf-8"
+        if name == "standard input":
+            command = f"... | {convert} |"
+        elif result.compressed:
+            command = f"zcat {shlex.quote(name)} | {convert} |"
+        else:
+            command = f"{convert} {shlex.quote(name)} |"
+        click.echo(
+            f"{which} bytes that are not UTF-8, stored as U+FFFD{where}; an input in Latin-1"
+            f" imports as it was with: {command} herolog import - -a {app}",
+            err=True,
+        )
     _say_cut_off(result.cut_off)
     if os.environ.get("HEROLOG_URL"):  # logs, drain and run would use the server
         click.echo(

@@ -522,6 +522,52 @@ def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "header"),
+    [
+        ("heroku", "2024-03-05T09:14:07Z app[web.1]: "),
+        ("syslog", "<13>1 2024-03-05T09:14:07Z h app web.1 - - "),
+    ],
+)
+def test_bytes_that_are_not_utf_8_are_said_with_how_to_convert_the_input(
+    tmp_path: Path, fmt: str, header: str
+) -> None:
+    """A file saved in Latin-1 (caf\xe9) had each such character stored as U+FFFD without a
+    word; the import says so, where, and the command that reads it whole."""
+    path = tmp_path / "latin-1.log"
+    lines = [f"{header}{word}" for word in ("plain", "café", "ok ✓", "naïve", "end")]
+    text = (
+        b"\n".join(
+            x.encode("latin-1", "replace") if i != 2 else x.encode() for i, x in enumerate(lines)
+        )
+        + b"\n"
+    )
+    path.write_bytes(text)
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (
+        0,
+        f"Imported 5 lines into demo ({fmt} format).\n"
+        "2 lines of the input hold bytes that are not UTF-8, stored as U+FFFD (the first is"
+        " line 2); an input in Latin-1 imports as it was with:"
+        f" iconv -f latin1 -t utf-8 {path} | herolog import - -a demo\n",
+    )
+    assert [x.split(": ", 1)[1] for x in stored("demo")] == [
+        "plain",
+        "caf\ufffd",
+        "ok \u2713",
+        "na\ufffdve",
+        "end",
+    ]
+    code, _, err = invoke("import", "-", "-a", "one", input=text.split(b"\n")[1] + b"\n")
+    assert (code, err) == (
+        0,
+        f"Imported 1 line into one ({fmt} format).\n"
+        "Line 1 of the input holds bytes that are not UTF-8, stored as U+FFFD; an input in"
+        " Latin-1 imports as it was with: ... | iconv -f latin1 -t utf-8 | herolog import - -a"
+        " one\n",
+    )
+
+
 def test_a_gzip_compressed_input_is_read_decompressed(tmp_path: Path) -> None:
     """Rotated logs are gzipped (logrotate's compress): each format reads as it does plain,
     from a file or stdin, also two gzip files one after the other (cat a.gz b.gz), instead
