@@ -399,13 +399,18 @@ def _head(pieces: list[bytes]) -> bytes:
     return head
 
 
+_NUL_ENDED = re.compile(rb"\0[ \t\r\n]*(?:(?=<)|\Z)")
+_NEWLINE_ENDED = re.compile(rb"[^\0\r\n]\r?\n(?=<)")
+
+
 def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
     """Syslog messages, a line each, or each ending with a NUL, as Python's SysLogHandler
     sends them (and serve's syslog port reads them): then a newline is the message's (a
     traceback's lines). ``not_utf8`` counts those with bytes that are not UTF-8, and has
     the line of the first."""
     head = next(chunks, b"")
-    nul_ended = b"\0" in head
+    # More messages ending with a NUL than with a newline: not a NUL inside a line.
+    nul_ended = b"\0" in head and len(_NUL_ENDED.findall(head)) > len(_NEWLINE_ENDED.findall(head))
     number = 1  # the line of the input the next message starts at
     for size, raw_lines, end in _split_lines(
         itertools.chain([head] if head else [], chunks), b"\0" if nul_ended else b"\n"

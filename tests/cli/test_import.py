@@ -413,6 +413,17 @@ def test_an_rfc_3164_line_without_a_year_is_read_as_one_from_the_past(days_ago: 
     assert line.timestamp == logged.isoformat()
 
 
+def test_a_nul_inside_a_line_of_newline_framed_syslog_ends_no_message() -> None:
+    text = (
+        b"<13>1 2024-03-05T09:14:07Z h app web.1 - - a\0b\n"
+        b"<13>1 2024-03-05T09:14:08Z h app web.1 - - c\n"
+        b"<13>1 2024-03-05T09:14:09Z h app web.1 - - d\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 3 lines into demo (syslog format).\n")
+    assert [x.split(": ", 1)[1] for x in stored("demo")] == ["a\0b", "c", "d"]
+
+
 def test_the_help_names_both_forms_of_syslog_it_reads() -> None:
     code, out, _ = invoke("import", "--help")
     assert code == 0
