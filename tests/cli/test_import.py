@@ -845,6 +845,13 @@ def test_missing_file_is_a_usage_error() -> None:
     assert "No such file or directory" in err
 
 
+def test_a_directory_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = invoke("import", str(tmp_path), "-a", "demo")
+    assert code == 2
+    assert err.endswith(f"Error: Invalid value for 'FILE|-': '{tmp_path}': Is a directory\n")
+    assert open_store().apps() == []
+
+
 @pytest.mark.subprocess
 def test_large_import_in_chunks_as_a_real_process(tmp_path: Path) -> None:
     path = tmp_path / "big.txt"
