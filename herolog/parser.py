@@ -352,6 +352,7 @@ class FrameDecoder:
         self._need = 0
         self._awaiting_newline = False
         self._nul_ended = False
+        self._nul_may_follow = False  # only a newline-framed message may be followed by NULs
         self._error: FramingError | None = None
 
     @property
@@ -407,8 +408,10 @@ class FrameDecoder:
         # RFC 6587 3.4.2: some senders end messages with NUL instead (syslog-ng reads both).
         # Looked for once a chunk: a message is searched for a NUL only if there is one.
         nul_ends = self.newline_framing and "\0" in text
-        between = _WHITESPACE_OR_NUL if nul_ends else _WHITESPACE
         while True:
+            # Whether a NUL may come here depends on the message before, not on where the
+            # reads cut the stream: a NUL after an octet-counted frame is garbage.
+            between = _WHITESPACE_OR_NUL if nul_ends and self._nul_may_follow else _WHITESPACE
             pos = between.match(text, pos).end()  # type: ignore[union-attr]
             if pos == size:
                 return pos
@@ -446,6 +449,7 @@ class FrameDecoder:
                     self._nul_ended = True
                 out.append(_parse_message(text, pos, stop, received))
                 self._frames += 1
+                self._nul_may_follow = True
                 pos = end + 1
                 continue
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
@@ -460,6 +464,7 @@ class FrameDecoder:
                 if lines is not None:
                     out += lines
                     self._frames += len(lines)
+                    self._nul_may_follow = False
                     pos = cut
                     continue
             lines, consumed, next_frame = _parse_frames(
@@ -474,6 +479,8 @@ class FrameDecoder:
             )
             out += lines
             self._frames = next_frame - 1
+            if lines:
+                self._nul_may_follow = False
             if consumed == pos:  # a frame cut off by the end of what arrived so far
                 return pos
             pos = consumed
@@ -484,7 +491,7 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         rest = self._buffer.decode("latin-1")
-        between = _WHITESPACE_OR_NUL if self.newline_framing else _WHITESPACE
+        between = _WHITESPACE_OR_NUL if self._nul_may_follow else _WHITESPACE
         skipped = between.match(rest).end()  # type: ignore[union-attr]
         if skipped == len(rest):
             return []
@@ -532,8 +539,7 @@ def _parse_frames(
             rest = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
             if rest == size:
                 return out, size, frame_no
-            # A NUL too: between newline-framed messages, the caller's to skip.
-            if stop_at_message and text[rest] in "<\0":
+            if stop_at_message and text[rest] == "<":
                 return out, rest, frame_no
             if not final and _may_be_partial_count(text, rest):
                 return out, pos, frame_no

@@ -795,6 +795,23 @@ def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stre
     assert [x.message for x in decoder.close(RECEIVED)] == ["two"]
 
 
+def test_nuls_may_follow_a_newline_framed_message_and_no_octet_counted_frame() -> None:
+    """As a NUL-ending sender's trailer they are nothing; after an octet-counted frame,
+    garbage: either way however the reads cut the stream."""
+    framed = b"12 <14>app: two"
+    for cuts in ([framed + b"\0" * 10], [framed, b"\0" * 10]):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        with pytest.raises(FramingError, match="expected an octet count"):
+            [decoder.feed(cut, RECEIVED) for cut in [*cuts, b"\0"]]
+    for cuts in (
+        [b"<14>app: one\n" + b"\0" * 10 + framed],
+        [b"<14>app: one\n", b"\0" * 10, framed],
+    ):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = [x for cut in cuts for x in decoder.feed(cut, RECEIVED)]
+        assert [x.message for x in lines] == ["one", "two"]
+
+
 def test_newline_senders_still_end_messages_at_newlines() -> None:
     """Without a NUL-ended message first, a line that starts no message is not syslog."""
     decoder = FrameDecoder(65536, newline_framing=True)
