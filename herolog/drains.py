@@ -442,7 +442,7 @@ class RemoteRegistry:
         from herolog.remote import RemoteError, api_client, refused, unreachable
 
         try:
-            with api_client(self.api_key) as client:
+            with api_client(self.base, self.api_key) as client:
                 response = client.request(method, self.base + path, json=body)
         except RemoteError as error:
             raise DrainError(str(error)) from None

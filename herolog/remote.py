@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from herolog import __version__, timestamps
@@ -82,7 +82,85 @@ def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str,
     return body
 
 
-def api_client(api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:
+class Proxy(NamedTuple):
+    url: str
+    variable: str
+    """The environment variable it came from, as it is spelt there: ``$HTTPS_PROXY``."""
+
+
+def proxy_for(server: str) -> Proxy | None:
+    """The proxy the environment names for ``server`` ($HTTPS_PROXY or $HTTP_PROXY by its
+    scheme, else $ALL_PROXY; none for a host $NO_PROXY names), as curl and httpx choose it;
+    none for this machine's loopback, which a proxy cannot reach (its own is another)."""
+    import ipaddress
+    import os
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxies = urllib.request.getproxies_environment()
+    scheme = next((name for name in (parts.scheme, "all") if proxies.get(name)), None)
+    if loopback or scheme is None or _no_proxy(host, port, proxies.get("no", "")):
+        return None
+    # getproxies_environment reads both spellings, the lower-case one winning.
+    variable = next(
+        (name for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY") if os.environ.get(name)),
+        f"{scheme.upper()}_PROXY",
+    )
+    url = proxies[scheme]
+    return Proxy(url if "://" in url else f"http://{url}", f"${variable}")
+
+
+def _no_proxy(host: str, port: int, no_proxy: str) -> bool:
+    """Whether $NO_PROXY names ``host``, as curl reads it: ``*``, or a host and the domains
+    under it (``example.com`` and ``.example.com`` alike), either with a ``:PORT``."""
+    for entry in (item.strip() for item in no_proxy.lower().split(",")):
+        if entry == "*":
+            return True
+        name, only_port = entry, None
+        head, _, tail = entry.rpartition(":")
+        if tail.isdigit() and (entry.count(":") == 1 or head.endswith("]")):
+            name, only_port = head, int(tail)
+        name = name.strip("[]").lstrip(".")
+        if name and only_port in (None, port) and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def http_client(server: str, **settings: Any) -> httpx.Client:
+    """An httpx client for ``server``, through the proxy :func:`proxy_for` names (a
+    RemoteError for one it cannot use: httpx's own choice raised a traceback for those)."""
+    import httpx
+
+    from herolog.drains import mask_url
+
+    proxy = proxy_for(server)
+    if proxy is None:
+        # A transport of its own: httpx would otherwise go by the environment's proxies.
+        return httpx.Client(transport=httpx.HTTPTransport(), **settings)
+    scheme = proxy.url.partition("://")[0].lower()
+    why = None
+    if scheme.startswith("socks"):
+        why = "herolog cannot use SOCKS proxies"
+    elif scheme not in ("http", "https"):
+        why = "not an http:// or https:// URL"
+    if why is None:
+        try:
+            return httpx.Client(proxy=proxy.url, **settings)
+        except (ValueError, httpx.InvalidURL) as error:
+            why = str(error)
+    raise RemoteError(
+        f"cannot use the proxy {mask_url(proxy.url)} from {proxy.variable}: {why}", final=True
+    )
+
+
+def api_client(server: str, api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:
     """An HTTP client that talks to a herolog serve's Platform API as the heroku CLI does."""
     import httpx
 
@@ -100,7 +178,9 @@ def api_client(api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:
     # auth of its own: $HEROLOG_URL may carry the intake's --auth for herolog run, and the
     # key must still be what the API gets. httpx.Auth() itself adds nothing.
     auth = httpx.Auth() if api_key else None
-    return httpx.Client(headers=headers, auth=auth, timeout=httpx.Timeout(10.0, read=read_timeout))
+    return http_client(
+        server, headers=headers, auth=auth, timeout=httpx.Timeout(10.0, read=read_timeout)
+    )
 
 
 def refused(base: str, response: httpx.Response, doing: str, app: str | None) -> RemoteError:
@@ -152,7 +232,15 @@ def _no_such_app(message: str) -> bool:
 
 
 def unreachable(base: str, error: Exception) -> RemoteError:
+    from herolog.drains import mask_url
+
     reason = _reason(error)
+    proxy = proxy_for(base)
+    if proxy is not None:  # what could not be reached may well be the proxy
+        return RemoteError(
+            f"cannot reach {base} through the proxy {mask_url(proxy.url)} ({proxy.variable}):"
+            f" {reason}"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         # serve --certfile with a certificate of one's own is the usual way to get here.
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
@@ -197,7 +285,7 @@ class RemoteLogs:
     def run(self) -> None:
         import httpx
 
-        with api_client(self.api_key, READ_TIMEOUT_S) as client:
+        with api_client(self.base, self.api_key, READ_TIMEOUT_S) as client:
             reason = "the server closed the stream"
             url = None  # stays so if --until passes while waiting for the app
             try:
@@ -414,7 +502,8 @@ class IntakeSender:
         """The server's URL for messages: without its password."""
         self.sleep = sleep
         # Logplex's own limits: 3 s to connect, 5 s for the request.
-        self.client = httpx.Client(
+        self.client = http_client(
+            base,
             timeout=httpx.Timeout(5.0, connect=3.0),
             headers={
                 "Content-Type": "application/logplex-1",

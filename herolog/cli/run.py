@@ -49,7 +49,10 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
     if server:
         from herolog.remote import IntakeSender, RemoteError
 
-        sender = IntakeSender(server, app)
+        try:
+            sender = IntakeSender(server, app)
+        except RemoteError as error:  # a proxy it cannot use
+            raise click.ClickException(str(error)) from None
         try:
             sender.check()  # a server that will not take the lines: before the command starts
             exited = run_dyno(command, dyno, sender.send, echo=not quiet)

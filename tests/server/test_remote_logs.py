@@ -160,6 +160,71 @@ def test_connection_refused_names_the_url() -> None:
     assert err.strip() == f"Error: cannot reach http://127.0.0.1:{port}: connection refused"
 
 
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: nobody listens there
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_server_on_this_machine_is_not_asked_for_through_a_proxy(
+    remote: Running, variable: str
+) -> None:
+    """A proxy cannot reach this machine's loopback (its own is another): a corporate
+    $HTTP_PROXY must not make a serve on 127.0.0.1 unreachable."""
+    env = {"HEROLOG_API_KEY": KEY, variable: f"http://127.0.0.1:{closed_port()}"}
+    code, out, err = run("logs", "--server", remote.url, "-a", "other", env=env)
+    assert (code, err) == (0, "")
+    assert out == "2024-03-05T09:00:06.000000+00:00 app[web.1]: from other\n"
+    url = remote.url.replace("127.0.0.1", "localhost")
+    code, out, err = run("drain", "list", "--server", url, "-a", "other", env=env)
+    assert (code, out, err) == (0, "other has no drains.\n", "")
+
+
+@pytest.mark.parametrize(
+    ("variable", "proxy", "why"),
+    [
+        ("ALL_PROXY", "socks5://127.0.0.1:1080", "herolog cannot use SOCKS proxies"),
+        ("all_proxy", "socks://127.0.0.1:1080/", "herolog cannot use SOCKS proxies"),
+        ("HTTPS_PROXY", "ftp://proxy.example.com", "not an http:// or https:// URL"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("command", "after"), [(["logs"], []), (["drain", "list"], []), (["run"], ["--", "true"])]
+)
+def test_a_proxy_herolog_cannot_use_is_one_line(
+    command: list[str], after: list[str], variable: str, proxy: str, why: str
+) -> None:
+    """GNOME's manual proxy setting exports all_proxy=socks://...: a traceback before."""
+    server = "https://logs.example.com:8514"
+    code, out, err = run(*command, "--server", server, *after, env={variable: proxy})
+    assert (code, out) == (1, "")
+    assert err == f"Error: cannot use the proxy {proxy} from ${variable}: {why}\n"
+
+
+def test_an_unreachable_proxy_is_named_not_the_server() -> None:
+    port = closed_port()
+    env = {"HTTP_PROXY": f"http://user:pr0xy-pw@127.0.0.1:{port}", "HEROLOG_API_KEY": KEY}
+    for args in (["logs"], ["drain", "list"]):
+        code, out, err = run(*args, "--server", "http://logs.example.com:8514", env=env)
+        assert (code, out) == (1, "")
+        assert err == (
+            "Error: cannot reach http://logs.example.com:8514 through the proxy"
+            f" http://user:***@127.0.0.1:{port} ($HTTP_PROXY): connection refused\n"
+        )
+
+
+@pytest.mark.parametrize("no_proxy", [".example.invalid", "other, example.invalid:8514", "*"])
+def test_no_proxy_is_honoured(no_proxy: str) -> None:
+    env = {"HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": no_proxy}
+    code, _out, err = run("logs", "--server", "http://logs.example.invalid:8514", env=env)
+    assert code == 1
+    assert err.startswith("Error: cannot reach http://logs.example.invalid:8514: ")
+    assert "proxy" not in err
+
+
 def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     running = make_server()
     code, _, err = run("logs", "--server", running.url + "/elsewhere", "-a", "demo")
