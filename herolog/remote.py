@@ -193,9 +193,9 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
         message, error_id = str(error["message"]), error.get("id")
     except (ValueError, KeyError, TypeError, AttributeError):
         # Not herolog's JSON (another server's, a proxy's): one line, and no page of HTML.
-        if response.headers.get("content-type", "").startswith("text/html"):
+        if _is_web_page(response):
             shown_status = f"{status} {response.reason_phrase}".strip()
-            message = "it answered with a web page, not as herolog serve does"
+            message = WEB_PAGE
         else:
             message = (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
     if status == 401 and "Authorization" not in response.request.headers:
@@ -225,6 +225,14 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
         error = RemoteError(f"{base} could not {doing} ({shown_status}): {message}")
     error.not_found = not_found
     return error
+
+
+WEB_PAGE = "it answered with a web page, not as herolog serve does"
+
+
+def _is_web_page(response: httpx.Response) -> bool:
+    """An error page (a proxy's, another server's): HTML over many lines, not a reason."""
+    return str(response.headers.get("content-type", "")).startswith("text/html")
 
 
 def _no_such_app(message: str) -> bool:
@@ -592,6 +600,8 @@ class IntakeSender:
     def _refusal(self, response: httpx.Response) -> RemoteError:
         status = response.status_code
         message = (response.text.strip().splitlines() or ["no reason"])[0][:200]
+        if _is_web_page(response):
+            message = WEB_PAGE
         reason = f"{status} {response.reason_phrase}".strip()
         if status == 401:
             return RemoteError(

@@ -384,3 +384,43 @@ def test_a_server_that_is_not_herolog_serve_stops_the_run_before_the_command(
         " is it a herolog serve?\n"
     )
     assert not marker.exists()
+
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+
+
+def test_a_proxy_s_error_page_is_not_quoted_as_the_reason(tmp_path: Path) -> None:
+    """nginx in front of a serve that is down: its page's first line, <html>, said nothing."""
+    import http.server
+
+    class BadGateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(NGINX_502)))
+            self.end_headers()
+            self.wfile.write(NGINX_502)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BadGateway)
+    threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    marker = tmp_path / "ran"
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        proc = run(tmp_path / "client", "--server", url, "--", "touch", str(marker))
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: {url} refused the lines (502 Bad Gateway): it answered with a web page,"
+        " not as herolog serve does\n"
+    )
+    assert not marker.exists()
