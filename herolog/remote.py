@@ -410,7 +410,7 @@ class RemoteLogs:
                 return False
             if response.status_code != 200:
                 response.read()
-                raise self._refused(response, "read the log session")
+                raise self._session_refused(response, url)
             try:
                 for lines in self._events(httpx_sse.EventSource(response).iter_sse()):
                     self.renderer.write(lines)
@@ -450,6 +450,26 @@ class RemoteLogs:
 
     def _refused(self, response: httpx.Response, doing: str) -> RemoteError:
         return refused(self.shown, response, doing, self.request.wanted.app)
+
+    def _session_refused(self, response: httpx.Response, url: str) -> RemoteError:
+        """The error for a session URL that did not answer: where it is, when that is not
+        under the --server URL (without its secret)."""
+        import httpx
+
+        from herolog.drains import mask_url
+
+        here, there = httpx.URL(self.base), httpx.URL(url)
+        prefix = here.path.rstrip("/")
+        under = there.path.startswith(prefix + "/")
+        if (there.scheme, there.host, there.port) == (here.scheme, here.host, here.port) and under:
+            return self._refused(response, "read the log session")
+        where = str(there.copy_with(query=None, fragment=None))
+        error = self._refused(response, f"read the log session at {mask_url(where)}")
+        # serve makes session URLs from the Host it was asked at, without a proxy's path.
+        if prefix and not under:
+            hint = f"behind a proxy at {prefix}, give serve --public-url {self.shown}"
+            error.args = (f"{error} ({hint})",)
+        return error
 
     def _unreachable(self, session_url: str | None, error: Exception) -> RemoteError:
         """The server, or the session's own host when that is another one (the server's

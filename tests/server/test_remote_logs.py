@@ -896,6 +896,95 @@ def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactor
         )
 
 
+@pytest.fixture
+def proxy_at_a_path() -> Iterator[SimpleNamespace]:
+    """A reverse proxy (``url``) serving ``upstream`` (set it) under /herolog/, as nginx's
+    ``location /herolog/ { proxy_pass http://127.0.0.1:8514/; proxy_set_header Host $host; }``
+    does, and a 404 page elsewhere. It passes whole answers on, enough for a history."""
+    import httpx
+
+    where = SimpleNamespace(url="", upstream="")
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._pass_on(b"")
+
+        def do_POST(self) -> None:
+            self._pass_on(self.rfile.read(int(self.headers["Content-Length"])))
+
+        def _pass_on(self, body: bytes) -> None:
+            if not self.path.startswith("/herolog/"):
+                page = b"<html><body><h1>404 Not Found</h1></body></html>"
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+            answer = httpx.request(
+                self.command,
+                where.upstream + self.path.removeprefix("/herolog"),
+                headers=headers,
+                content=body,
+                timeout=10,
+            )
+            self.send_response(answer.status_code)
+            for name in ("Content-Type", "X-Herolog-Stream"):
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    where.url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    yield where
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_a_server_behind_a_proxy_at_a_path_says_to_give_it_public_url(
+    make_server: ServerFactory, proxy_at_a_path: SimpleNamespace
+) -> None:
+    """serve hands out session URLs at the Host it was asked at, which has no /herolog/ in
+    it: the proxy's 404 page for it said nothing of why, nor where it had been asked."""
+    running = make_server(api_key=KEY)
+    fill(running.server.config.store_path, "demo", line("x"))
+    proxy_at_a_path.upstream = running.url
+    proxy = proxy_at_a_path.url
+    code, out, err = run(
+        "logs", "--server", f"{proxy}/herolog/", "-a", "demo", env={"HEROLOG_API_KEY": KEY}
+    )
+    assert (code, out) == (1, "")
+    at = re.escape(proxy)
+    assert re.fullmatch(
+        rf"Error: {at}/herolog could not read the log session at {at}/sessions/[^?\s]+"
+        r" \(404 Not Found\): it answered with a web page, not as herolog serve does \(behind"
+        rf" a proxy at /herolog, give serve --public-url {at}/herolog\)\n",
+        err,
+    ), err
+    assert "sig=" not in err  # the session's secret
+
+
+def test_public_url_with_a_path_serves_a_proxy_at_that_path(
+    make_server: ServerFactory, proxy_at_a_path: SimpleNamespace
+) -> None:
+    proxy = proxy_at_a_path.url
+    running = make_server(api_key=KEY, public_url=f"{proxy}/herolog")
+    fill(running.server.config.store_path, "demo", line("x"))
+    proxy_at_a_path.upstream = running.url
+    code, out, err = run(
+        "logs", "--server", f"{proxy}/herolog", "-a", "demo", env={"HEROLOG_API_KEY": KEY}
+    )
+    assert (code, err) == (0, "")
+    assert out == "2024-03-05T09:00:00.000000+00:00 app[web.1]: x\n"
+
+
 def test_the_wrong_scheme_for_the_server_says_which_to_use(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
