@@ -217,6 +217,10 @@ BAD_URLS = [
     "http://xn--zz.example.com",
     "http://u:p\udcff@logs.example.com",  # bytes that are not UTF-8
     "http://logs.example.com/\udcff",
+    # herolog adds its paths to the URL: they would land in the query or the fragment.
+    "http://logs.example.com:8514/?app=demo",
+    "https://logs.example.com#insecure",
+    "http://logs.example.com/herolog/?",
 ]
 
 
