@@ -198,6 +198,7 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
             message = WEB_PAGE
         else:
             message = (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
+    message = _unquoted(message, response.request)
     if status == 401 and "Authorization" not in response.request.headers:
         return RemoteError(
             f"{base} needs an API key (401): set HEROLOG_API_KEY to its --api-key", final=True
@@ -228,6 +229,24 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
 
 
 WEB_PAGE = "it answered with a web page, not as herolog serve does"
+
+
+def _unquoted(text: str, request: httpx.Request) -> str:
+    """``text``, from the server's answer to ``request``, without the credentials the
+    request carried: a server that echoes requests (a proxy's debug page) quotes them."""
+    import base64
+    import binascii
+    import contextlib
+
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    secrets = [token]
+    if scheme.lower() == "basic":
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            secrets.append(base64.b64decode(token, validate=True).decode().partition(":")[2])
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _is_web_page(response: httpx.Response) -> bool:
@@ -622,6 +641,7 @@ class IntakeSender:
         message = (response.text.strip().splitlines() or ["no reason"])[0][:200]
         if _is_web_page(response):
             message = WEB_PAGE
+        message = _unquoted(message, response.request)
         reason = f"{status} {response.reason_phrase}".strip()
         if status == 401:
             return RemoteError(

@@ -225,6 +225,49 @@ def test_no_proxy_is_honoured(no_proxy: str) -> None:
     assert "proxy" not in err
 
 
+@pytest.mark.parametrize(
+    "command", [["logs"], ["logs", "-t"], ["drain", "list"], ["run", "--", "true"]], ids=" ".join
+)
+def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
+    command: list[str],
+) -> None:
+    """Its answer's first line is the reason shown: an echo service, or a proxy's debug
+    page, quotes the request's Authorization header, the API key or the intake's
+    password (as Basic)."""
+    import base64
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = f"you sent Authorization: {self.headers['Authorization']}\n".encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=echo.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    key, password = "api-k3y-in-full", "pa55word-in-full"
+    url = f"http://drain:{password}@127.0.0.1:{echo.server_address[1]}"
+    try:
+        head, after = (command, []) if command[0] != "run" else (["run"], command[1:])
+        code, _out, err = run(*head, "--server", url, *after, env={"HEROLOG_API_KEY": key})
+    finally:
+        echo.shutdown()
+        echo.server_close()
+    assert code == 1
+    assert "you sent Authorization" in err  # the reason is still shown
+    basic = base64.b64encode(f"drain:{password}".encode()).decode()
+    for secret in (key, password, basic):
+        assert secret not in err
+
+
 def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     running = make_server()
     code, _, err = run("logs", "--server", running.url + "/elsewhere", "-a", "demo")
