@@ -259,15 +259,17 @@ def _no_such_app(message: str) -> bool:
 
 
 def unreachable(base: str, error: Exception) -> RemoteError:
+    import httpx
+
     from herolog.drains import mask_url
 
     reason = _reason(error)
     proxy = proxy_for(base)
+    via = "" if proxy is None else f" through the proxy {mask_url(proxy.url)} ({proxy.variable})"
+    if isinstance(error, httpx.ReadTimeout):  # it is there, but hung (or stopped with Ctrl-Z)
+        return RemoteError(f"{base} took the connection{via} but did not answer (timed out)")
     if proxy is not None:  # what could not be reached may well be the proxy
-        return RemoteError(
-            f"cannot reach {base} through the proxy {mask_url(proxy.url)} ({proxy.variable}):"
-            f" {reason}"
-        )
+        return RemoteError(f"cannot reach {base}{via}: {reason}")
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         # serve --certfile with a certificate of one's own is the usual way to get here.
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"

@@ -268,6 +268,25 @@ def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
         assert secret not in err
 
 
+def test_a_server_that_takes_the_connection_but_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung server (or one stopped with Ctrl-Z) is reached: "cannot reach" it, after 45 s,
+    sent the user checking the URL and the firewall."""
+    import socket
+
+    from herolog import remote
+
+    monkeypatch.setattr(remote, "READ_TIMEOUT_S", 0.3)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()  # the kernel takes connections; nobody reads them
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        code, out, err = run("logs", "--server", url, "-a", "demo")
+    assert (code, out) == (1, "")
+    assert err == f"Error: {url} took the connection but did not answer (timed out)\n"
+
+
 def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     running = make_server()
     code, _, err = run("logs", "--server", running.url + "/elsewhere", "-a", "demo")
