@@ -143,7 +143,7 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
     proxy = proxy_for(server)
     if proxy is None:
         # A transport of its own: httpx would otherwise go by the environment's proxies.
-        return httpx.Client(transport=httpx.HTTPTransport(), **settings)
+        return httpx.Client(transport=_transport(), **settings)
     scheme = proxy.url.partition("://")[0].lower()
     why = None
     if scheme.startswith("socks"):
@@ -152,12 +152,29 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
         why = "not an http:// or https:// URL"
     if why is None:
         try:
-            return httpx.Client(proxy=proxy.url, **settings)
+            return httpx.Client(proxy=proxy.url, transport=_transport(), **settings)
         except (ValueError, httpx.InvalidURL) as error:
             why = str(error)
     raise RemoteError(
         f"cannot use the proxy {mask_url(proxy.url)} from {proxy.variable}: {why}", final=True
     )
+
+
+def _transport() -> httpx.HTTPTransport:
+    """httpx's transport, which trusts $SSL_CERT_FILE (or $SSL_CERT_DIR) instead of the
+    system's CAs: one it cannot read is a RemoteError, not a traceback."""
+    import os
+
+    import httpx
+
+    try:
+        return httpx.HTTPTransport()
+    except OSError as error:  # ssl.SSLError too: a file that holds no certificate
+        variable = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
+        why = error.strerror or str(error)
+        raise RemoteError(
+            f"cannot use ${variable} ({os.environ.get(variable)}): {why}", final=True
+        ) from None
 
 
 def api_client(server: str, api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:

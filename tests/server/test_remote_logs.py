@@ -1078,3 +1078,22 @@ def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
     assert "set SSL_CERT_FILE to its PEM file" in err
     code, _, err = run("logs", env={**env, "SSL_CERT_FILE": str(cafile)})
     assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("command", "after"), [(["logs"], []), (["drain", "list"], []), (["run"], ["--", "true"])]
+)
+def test_an_ssl_cert_file_that_cannot_be_read_is_one_line(
+    command: list[str], after: list[str], tmp_path: Path
+) -> None:
+    """A typo in $SSL_CERT_FILE was a traceback, for http:// servers too."""
+    missing, not_pem = tmp_path / "nope.pem", tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    for path, why in ((missing, "No such file or directory"), (not_pem, "no certificate")):
+        code, out, err = run(
+            *command, "--server", "http://127.0.0.1:8514", *after, env={"SSL_CERT_FILE": str(path)}
+        )
+        assert (code, out) == (1, "")
+        assert err.startswith(f"Error: cannot use $SSL_CERT_FILE ({path}): "), err
+        assert why in err
+        assert len(err.splitlines()) == 1
