@@ -287,7 +287,11 @@ def unreachable(base: str, error: Exception) -> RemoteError:
         return RemoteError(f"{base} took the connection{via} but did not answer (timed out)")
     if proxy is not None:  # what could not be reached may well be the proxy
         return RemoteError(f"cannot reach {base}{via}: {reason}")
-    if "CERTIFICATE_VERIFY_FAILED" in reason:
+    if "Hostname mismatch" in reason or "IP address mismatch" in reason:
+        # Trusted, but for other names: trusting it again would not help.
+        host = httpx.URL(base).host
+        reason += f" (the certificate is not for {host}: use a name it is for in the URL)"
+    elif "CERTIFICATE_VERIFY_FAILED" in reason:
         # serve --certfile with a certificate of one's own is the usual way to get here.
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
     elif "WRONG_VERSION_NUMBER" in reason and base.startswith("https:"):

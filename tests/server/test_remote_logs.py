@@ -1097,3 +1097,23 @@ def test_an_ssl_cert_file_that_cannot_be_read_is_one_line(
         assert err.startswith(f"Error: cannot use $SSL_CERT_FILE ({path}): "), err
         assert why in err
         assert len(err.splitlines()) == 1
+
+
+def test_a_certificate_for_other_names_says_so_not_to_trust_it(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Trusted already, the certificate is for 127.0.0.1, not localhost: setting
+    $SSL_CERT_FILE, as the hint said, could not help."""
+    certfile, keyfile, cafile = own_certificate(tmp_path)
+    running = make_server(api_key=KEY, certfile=certfile, keyfile=keyfile)
+    url = running.url.replace("127.0.0.1", "localhost")
+    env = {"HEROLOG_API_KEY": KEY, "SSL_CERT_FILE": str(cafile)}
+    for command in (["logs"], ["drain", "list"]):
+        code, _, err = run(*command, "--server", url, env=env)
+        assert code == 1
+        (message,) = err.splitlines()
+        assert message.startswith(f"Error: cannot reach {url}: ")
+        assert "SSL_CERT_FILE" not in message
+        assert message.endswith(
+            "(the certificate is not for localhost: use a name it is for in the URL)"
+        ), message
