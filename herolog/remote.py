@@ -216,7 +216,9 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
         else:
             message = (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
     message = _unquoted(message, response.request)
-    if status == 401 and "Authorization" not in response.request.headers:
+    # The key goes as a Bearer token; Basic auth is a URL's user-info (the intake's --auth).
+    sent_key = response.request.headers.get("Authorization", "").startswith("Bearer ")
+    if status == 401 and not sent_key:
         return RemoteError(
             f"{base} needs an API key (401): set HEROLOG_API_KEY to its --api-key", final=True
         )

@@ -135,6 +135,22 @@ def test_errors_are_one_line(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["logs"], ["drain", "list"]])
+def test_no_api_key_with_intake_credentials_in_the_url_says_to_set_one(
+    remote: Running, command: list[str]
+) -> None:
+    """One $HEROLOG_URL for run (the --auth credentials in it) and logs: without
+    $HEROLOG_API_KEY, httpx sent those as Basic auth, and the 401 read "refused the API key:
+    check HEROLOG_API_KEY", of a key nobody had set."""
+    url = remote.url.replace("http://", "http://drain:s3cret@")
+    code, out, err = run(*command, env={"HEROLOG_URL": url})
+    assert (code, out) == (1, "")
+    assert err == (
+        "Error: http://drain:***@" + remote.url.removeprefix("http://") + " needs an API key"
+        " (401): set HEROLOG_API_KEY to its --api-key\n"
+    )
+
+
 def test_an_unknown_app_from_herolog_app_says_where_it_came_from(remote: Running) -> None:
     env = herolog_env(HEROLOG_APP="nope", HEROLOG_API_KEY=KEY)
     done = subprocess.run(
