@@ -24,6 +24,8 @@ from herolog.parser import LogLine, format_syslog, frame
 from herolog.render import STREAM_ENDS, Renderer, decode_record
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 SEND_TRIES = 3
@@ -143,7 +145,8 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
     proxy = proxy_for(server)
     if proxy is None:
         # A transport of its own: httpx would otherwise go by the environment's proxies.
-        return httpx.Client(transport=_transport(), **settings)
+        trusted = _trusted()
+        return httpx.Client(transport=httpx.HTTPTransport(verify=trusted), **settings)
     scheme = proxy.url.partition("://")[0].lower()
     why = None
     if scheme.startswith("socks"):
@@ -152,7 +155,7 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
         why = "not an http:// or https:// URL"
     if why is None:
         try:
-            return httpx.Client(proxy=proxy.url, transport=_transport(), **settings)
+            return httpx.Client(proxy=proxy.url, verify=_trusted(), **settings)
         except (ValueError, httpx.InvalidURL) as error:
             why = str(error)
     raise RemoteError(
@@ -160,20 +163,23 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
     )
 
 
-def _transport() -> httpx.HTTPTransport:
-    """httpx's transport, which trusts $SSL_CERT_FILE (or $SSL_CERT_DIR) instead of the
-    system's CAs: one it cannot read is a RemoteError, not a traceback."""
+def _trusted() -> ssl.SSLContext:
+    """What https:// servers are checked against: the system's CAs, as curl and serve's
+    drains check them (httpx would trust certifi's bundle), or $SSL_CERT_FILE's (else
+    $SSL_CERT_DIR's) alone when set, as httpx reads them. One that cannot be read is a
+    RemoteError, not a traceback."""
     import os
+    import ssl
 
-    import httpx
-
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = None if cafile else os.environ.get("SSL_CERT_DIR") or None
     try:
-        return httpx.HTTPTransport()
+        return ssl.create_default_context(cafile=cafile, capath=capath)
     except OSError as error:  # ssl.SSLError too: a file that holds no certificate
-        variable = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
+        variable = "SSL_CERT_FILE" if cafile else "SSL_CERT_DIR"
         why = error.strerror or str(error)
         raise RemoteError(
-            f"cannot use ${variable} ({os.environ.get(variable)}): {why}", final=True
+            f"cannot use ${variable} ({cafile or capath}): {why}", final=True
         ) from None
 
 

@@ -1133,3 +1133,37 @@ def test_a_certificate_for_other_names_says_so_not_to_trust_it(
         assert message.endswith(
             "(the certificate is not for localhost: use a name it is for in the URL)"
         ), message
+
+
+def test_https_servers_are_checked_against_the_systems_cas(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the README says and serve's https:// drains do: not against certifi's bundle,
+    which httpx trusts by default, so that a serve whose certificate comes from a CA the
+    system trusts (a company's own, installed with update-ca-certificates) is reached as
+    curl reaches it. $SSL_CERT_FILE, when set, is all that is trusted, as for httpx."""
+    import ssl
+
+    from herolog.remote import api_client, http_client
+
+    def cas(context: ssl.SSLContext) -> list[str]:
+        return sorted(repr((c["subject"], c["serialNumber"])) for c in context.get_ca_certs())
+
+    def trusted(client: Any) -> list[str]:
+        transport = getattr(client, "_transport", client)
+        return cas(transport._pool._ssl_context)
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    system = cas(ssl.create_default_context())
+    with api_client("https://logs.example.com", None) as client:
+        assert trusted(client) == system
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    with http_client("https://logs.example.com") as client:  # through the proxy too
+        (proxied,) = client._mounts.values()
+        assert trusted(proxied) == system
+    monkeypatch.delenv("HTTPS_PROXY")
+    _, _, cafile = own_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+    with api_client("https://logs.example.com", None) as client:
+        assert trusted(client) == cas(ssl.create_default_context(cafile=str(cafile)))
