@@ -135,32 +135,44 @@ def _no_proxy(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
-def http_client(server: str, **settings: Any) -> httpx.Client:
-    """An httpx client for ``server``, through the proxy :func:`proxy_for` names (a
-    RemoteError for one it cannot use: httpx's own choice raised a traceback for those)."""
-    import httpx
-
+def usable_proxy(server: str) -> Proxy | None:
+    """The proxy :func:`proxy_for` names for ``server``; a RemoteError for one herolog
+    cannot use (httpx's own choice raised a traceback for those)."""
     from herolog.drains import mask_url
 
     proxy = proxy_for(server)
     if proxy is None:
-        # A transport of its own: httpx would otherwise go by the environment's proxies.
-        trusted = _trusted()
-        return httpx.Client(transport=httpx.HTTPTransport(verify=trusted), **settings)
+        return None
     scheme = proxy.url.partition("://")[0].lower()
     why = None
     if scheme.startswith("socks"):
         why = "herolog cannot use SOCKS proxies"
     elif scheme not in ("http", "https"):
         why = "not an http:// or https:// URL"
-    if why is None:
+    else:
+        import httpx
+
         try:
-            return httpx.Client(proxy=proxy.url, verify=_trusted(), **settings)
+            httpx.Proxy(proxy.url)
         except (ValueError, httpx.InvalidURL) as error:
             why = str(error)
-    raise RemoteError(
-        f"cannot use the proxy {mask_url(proxy.url)} from {proxy.variable}: {why}", final=True
-    )
+    if why is not None:
+        raise RemoteError(
+            f"cannot use the proxy {mask_url(proxy.url)} from {proxy.variable}: {why}", final=True
+        )
+    return proxy
+
+
+def http_client(server: str, **settings: Any) -> httpx.Client:
+    """An httpx client for ``server``, through the proxy :func:`usable_proxy` names."""
+    import httpx
+
+    proxy = usable_proxy(server)
+    if proxy is None:
+        # A transport of its own: httpx would otherwise go by the environment's proxies.
+        trusted = _trusted()
+        return httpx.Client(transport=httpx.HTTPTransport(verify=trusted), **settings)
+    return httpx.Client(proxy=proxy.url, verify=_trusted(), **settings)
 
 
 def _trusted() -> ssl.SSLContext:

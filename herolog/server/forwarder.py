@@ -625,7 +625,15 @@ class HTTPDrain(DrainWorker):
             from urllib.parse import unquote
 
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        from herolog.remote import RemoteError, usable_proxy
+
+        try:  # chosen as curl and herolog's own commands choose it, loopback never proxied
+            proxy = usable_proxy(drain.url)
+        except RemoteError as error:
+            raise ValueError(str(error)) from None
         self.client = httpx.AsyncClient(
+            proxy=None if proxy is None else proxy.url,
+            trust_env=False,
             auth=auth,
             timeout=httpx.Timeout(timing.timeout_s, connect=min(5.0, timing.timeout_s)),
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),

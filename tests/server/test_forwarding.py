@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import ssl
 import threading
@@ -741,3 +742,32 @@ def test_https_drains_get_no_frame_ending_in_a_carriage_return(
         assert "".join(got[3:]) == long
     finally:
         sink.close()
+
+
+def test_https_drains_go_through_the_environment_s_proxy_as_curl_would(
+    make_server: ServerFactory, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy in serve's environment is for drains elsewhere, as $NO_PROXY and curl have
+    it: not for this machine's loopback (the dead proxy here would cost the sink every
+    line). One herolog cannot use (SOCKS, as GNOME exports) made a traceback of serve's
+    start-up, with any drain in the store; it costs only the drains that would use it."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    store = SQLiteStore.open(Path(os.environ["HEROLOG_HOME"]) / "logs.db")
+    try:
+        store.add_drain("elsewhere", "https://logs.example.com/in")
+    finally:
+        store.close()
+    running = make_server()
+    add_drain(running, "demo", sink.url())
+    for name in ("HTTP_PROXY", "ALL_PROXY"):  # taken at the drains' start; not the test's
+        monkeypatch.delenv(name)
+    post(running, "demo", numbered(2))
+    wait_until(lambda: len(sink.delivered()) == 1, what="delivery past the proxy")
+    post(running, "elsewhere", numbered(1))
+    (far,) = [w for w in running.server.app.forwarder.workers.values() if w.drain.app != "demo"]
+    wait_until(lambda: far.delivery.dropped == 1, what="the batch the proxy cannot take")
+    assert far.delivery.last_error == (
+        "the drain URL cannot be used: cannot use the proxy socks5://127.0.0.1:1080 from"
+        " $ALL_PROXY: herolog cannot use SOCKS proxies"
+    )
