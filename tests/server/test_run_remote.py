@@ -353,33 +353,46 @@ def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: Server
     assert refused.value.unsent == 700
 
 
-def test_a_server_that_is_not_herolog_serve_stops_the_run_before_the_command(
-    tmp_path: Path,
-) -> None:
-    """Any web server may answer 200 to a POST; the lines would be lost without a word."""
+def run_against(answer: tuple[int, str, bytes], client_home: Path) -> tuple[str, Path, str]:
+    """``herolog run --server`` a web server that answers every POST with ``answer``
+    (status, content type, body), as another server than herolog serve would: its URL,
+    the file the command makes if it runs, and herolog's stderr (after exit status 1)."""
     import http.server
 
-    class TakesAnything(http.server.BaseHTTPRequestHandler):
+    status, content_type, body = answer
+
+    class Answering(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TakesAnything)
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=other.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    marker = tmp_path / "ran"
+    marker = client_home.parent / "ran"
     try:
         url = f"http://127.0.0.1:{other.server_address[1]}"
-        proc = run(tmp_path / "client", "--server", url, "--", "touch", str(marker))
+        proc = run(client_home, "--server", url, "--", "touch", str(marker))
     finally:
         other.shutdown()
         other.server_close()
     assert proc.returncode == 1
-    assert proc.stderr == (
+    return url, marker, proc.stderr
+
+
+def test_a_server_that_is_not_herolog_serve_stops_the_run_before_the_command(
+    tmp_path: Path,
+) -> None:
+    """Any web server may answer 200 to a POST; the lines would be lost without a word."""
+    url, marker, err = run_against((200, "", b""), tmp_path / "client")
+    assert err == (
         f"Error: {url} took the lines but did not answer as herolog serve does (204):"
         " is it a herolog serve?\n"
     )
@@ -395,31 +408,8 @@ NGINX_502 = (
 
 def test_a_proxy_s_error_page_is_not_quoted_as_the_reason(tmp_path: Path) -> None:
     """nginx in front of a serve that is down: its page's first line, <html>, said nothing."""
-    import http.server
-
-    class BadGateway(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(502)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(NGINX_502)))
-            self.end_headers()
-            self.wfile.write(NGINX_502)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BadGateway)
-    threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    marker = tmp_path / "ran"
-    try:
-        url = f"http://127.0.0.1:{proxy.server_address[1]}"
-        proc = run(tmp_path / "client", "--server", url, "--", "touch", str(marker))
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-    assert proc.returncode == 1
-    assert proc.stderr == (
+    url, marker, err = run_against((502, "text/html", NGINX_502), tmp_path / "client")
+    assert err == (
         f"Error: {url} refused the lines (502 Bad Gateway): it answered with a web page,"
         " not as herolog serve does\n"
     )
