@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from herolog import timestamps
 
@@ -81,11 +82,29 @@ class ServerURLType(click.ParamType[str, Any]):
         return text
 
 
+class EnvOption(click.Option):
+    """An option that can come from the environment: a bad value from there names the
+    variable, which was set in a profile or a unit file, not typed as the option."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return super().get_error_hint(ctx) + from_the_environment(ctx, self)
+
+
+def from_the_environment(ctx: click.Context | None, param: click.Parameter) -> str:
+    """`` (from $VARIABLE)`` when ``param``'s value came from its environment variable."""
+    if ctx is None or param.name is None or not isinstance(param.envvar, str):
+        return ""
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return ""
+    return f" (from ${param.envvar})"
+
+
 def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
     """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it."""
     return click.option(
         "-a",
         "--app",
+        cls=EnvOption,
         envvar="HEROLOG_APP",
         default=default,
         show_default=default is not None,
@@ -97,7 +116,9 @@ def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
 def server_option(help: str) -> Callable[[F], F]:
     """``--server``, from ``$HEROLOG_URL`` when not given: the server to work on, not the
     local store."""
-    return click.option("--server", envvar="HEROLOG_URL", type=ServerURLType(), help=help)
+    return click.option(
+        "--server", cls=EnvOption, envvar="HEROLOG_URL", type=ServerURLType(), help=help
+    )
 
 
 def checked_app(app: str) -> str:
@@ -105,7 +126,10 @@ def checked_app(app: str) -> str:
     from herolog.store import APP_NAME_RULE, valid_app_name
 
     if not valid_app_name(app):
-        raise click.BadParameter(f"{app!r} is not an app name: {APP_NAME_RULE}", param_hint="'-a'")
+        ctx = click.get_current_context(silent=True)
+        given = next((p for p in ctx.command.params if p.name == "app"), None) if ctx else None
+        hint = "'-a'" + (from_the_environment(ctx, given) if given else "")
+        raise click.BadParameter(f"{app!r} is not an app name: {APP_NAME_RULE}", param_hint=hint)
     return app
 
 

@@ -1,19 +1,25 @@
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
+from herolog.cli.options import EnvOption
+
+# Each takes HEROLOG_ and its name from the environment too.
+option = functools.partial(click.option, cls=EnvOption)
+
 
 @click.command(short_help="Receive Heroku drains; serve the Platform API for logs.")
-@click.option(
+@option(
     "--host",
     envvar="HEROLOG_HOST",
     default="127.0.0.1",
     show_default=True,
     help="Address to listen on. Anything but loopback needs --auth.",
 )
-@click.option(
+@option(
     "--port",
     envvar="HEROLOG_PORT",
     type=click.IntRange(0, 65535),
@@ -21,13 +27,13 @@ import click
     show_default=True,
     help="HTTP port for HTTPS drains; 0 picks a free one.",
 )
-@click.option(
+@option(
     "--syslog-port",
     envvar="HEROLOG_SYSLOG_PORT",
     type=click.IntRange(0, 65535),
     help="Also accept syslog drains over TCP (TLS with --certfile) on this port.",
 )
-@click.option(
+@option(
     "--syslog-app",
     envvar="HEROLOG_SYSLOG_APP",
     default="default",
@@ -35,7 +41,7 @@ import click
     metavar="APP",
     help="The app syslog lines are stored under.",
 )
-@click.option(
+@option(
     "--syslog-max-connections",
     envvar="HEROLOG_SYSLOG_MAX_CONNECTIONS",
     type=click.IntRange(min=1),
@@ -44,43 +50,43 @@ import click
     metavar="N",
     help="Syslog connections open at once; more are closed as they arrive.",
 )
-@click.option(
+@option(
     "--auth",
     envvar="HEROLOG_AUTH",
     metavar="USER:PASSWORD",
     help="Basic auth the drain intake requires (put it in the drain URL).",
 )
-@click.option(
+@option(
     "--api-key",
     envvar="HEROLOG_API_KEY",
     metavar="KEY",
     help="Token the Platform API and /stats require (HEROKU_API_KEY for the heroku CLI).",
 )
-@click.option(
+@option(
     "--public-url",
     envvar="HEROLOG_PUBLIC_URL",
     metavar="URL",
     help="Base URL clients reach this server at, for log-session URLs (default: from Host).",
 )
-@click.option(
+@option(
     "--certfile",
     envvar="HEROLOG_CERTFILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TLS certificate (PEM): serve HTTPS and syslog+tls.",
 )
-@click.option(
+@option(
     "--keyfile",
     envvar="HEROLOG_KEYFILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TLS private key (PEM) for --certfile.",
 )
-@click.option(
+@option(
     "--history",
     envvar="HEROLOG_HISTORY",
     type=click.IntRange(1, 10_000_000),
     help="Lines kept per app (sets the store's history).",
 )
-@click.option(
+@option(
     "--max-body",
     envvar="HEROLOG_MAX_BODY",
     type=click.IntRange(min=1024),
@@ -88,7 +94,7 @@ import click
     show_default=True,
     help="Largest drain POST body in bytes, after gzip.",
 )
-@click.option(
+@option(
     "--body-timeout",
     envvar="HEROLOG_BODY_TIMEOUT",
     type=click.FloatRange(min=0, min_open=True, max=86400),
@@ -97,7 +103,7 @@ import click
     metavar="SECONDS",
     help="Answer 408 to a request whose body is still arriving this long after its headers.",
 )
-@click.option(
+@option(
     "--header-timeout",
     envvar="HEROLOG_HEADER_TIMEOUT",
     type=click.FloatRange(min=0, min_open=True, max=86400),
@@ -106,7 +112,7 @@ import click
     metavar="SECONDS",
     help="Answer 408 and close a connection whose request headers take longer than this.",
 )
-@click.option(
+@option(
     "--drain-buffer",
     envvar="HEROLOG_DRAIN_BUFFER",
     type=click.IntRange(min=1),
@@ -115,7 +121,7 @@ import click
     metavar="LINES",
     help="Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).",
 )
-@click.option(
+@option(
     "--insecure-no-auth",
     is_flag=True,
     envvar="HEROLOG_INSECURE_NO_AUTH",

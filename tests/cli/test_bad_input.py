@@ -185,6 +185,35 @@ def test_bad_values_are_usage_errors(args: list[str], message: str) -> None:
     assert message in one_error_line(err)
 
 
+@pytest.mark.parametrize(
+    ("args", "variable", "value", "hint"),
+    [
+        (["logs"], "HEROLOG_URL", "ftp://logs.example.com", "'--server'"),
+        (["drain", "list"], "HEROLOG_URL", "logs.example.com:8514", "'--server'"),
+        (["run", "true"], "HEROLOG_URL", "not a url", "'--server'"),
+        (["serve"], "HEROLOG_PORT", "80a", "'--port'"),
+        (["serve"], "HEROLOG_BODY_TIMEOUT", "soon", "'--body-timeout'"),
+        (["serve"], "HEROLOG_CERTFILE", "/no/such/cert.pem", "'--certfile'"),
+        (["run", "true"], "HEROLOG_APP", "my app", "'-a'"),
+        (["import", "-"], "HEROLOG_APP", "my app", "'-a'"),
+        (["drain", "add", "https://logs.example.com/x"], "HEROLOG_APP", "my/app", "'-a'"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_a_bad_value_from_the_environment_names_the_variable(
+    args: list[str], variable: str, value: str, hint: str
+) -> None:
+    """A variable set in a profile or a unit file long ago, not the option never typed."""
+    code, err = invoke(*args, env={variable: value})
+    assert code == 2, err
+    assert one_error_line(err).startswith(f"Error: Invalid value for {hint} (from ${variable}):")
+    words = 2 if args[0] == "drain" else 1  # the command's own, before its arguments
+    flag = [hint.strip("'"), value]
+    code, err = invoke(*args[:words], *flag, *args[words:])
+    assert code == 2, err
+    assert one_error_line(err).startswith(f"Error: Invalid value for {hint}:"), err
+
+
 def test_a_directory_given_as_the_file_to_import(tmp_path: Path) -> None:
     code, err = invoke("import", str(tmp_path))
     assert code == 2
