@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from herolog.cli.options import app_option, checked_app, server_option
+from herolog.cli.options import ServerURLType, app_option, checked_app, server_option
 
 if TYPE_CHECKING:
     from herolog.drains import Registry
@@ -54,22 +54,28 @@ def attempt(work: Callable[[], T], server: str | None) -> T:
         raise click.ClickException(message) from None
 
 
-def list_options(function: F) -> F:
+def list_options(checked: bool = True) -> Callable[[F], F]:
     """The options of ``drain list``, which ``drain`` alone takes too (as ``heroku drains -a``)."""
-    function = server_option(_SERVER_HELP)(function)
-    function = click.option(
-        "--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json."
-    )(function)
-    function = click.option(
-        "--json", "json_output", is_flag=True, help="Print the drains as a JSON list."
-    )(function)
-    return app_option("Only this app (default: every app).")(function)
+
+    def decorate(function: F) -> F:
+        function = server_option(_SERVER_HELP, checked)(function)
+        function = click.option(
+            "--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json."
+        )(function)
+        function = click.option(
+            "--json", "json_output", is_flag=True, help="Print the drains as a JSON list."
+        )(function)
+        return app_option("Only this app (default: every app).")(function)
+
+    return decorate
 
 
 @click.group(
     invoke_without_command=True, short_help="Add, list and remove the drains serve forwards to."
 )
-@list_options
+# Its --server is checked only without a subcommand: with one, the subcommand's own is the
+# one used, and a $HEROLOG_URL it overrides is not the group's to refuse.
+@list_options(checked=False)
 @click.pass_context
 def drain(
     ctx: click.Context,
@@ -88,12 +94,16 @@ def drain(
     herolog drain -a demo
     herolog drain remove d.0b7c6a0e-... -a demo
     """
+    from click.core import ParameterSource
+
     if ctx.invoked_subcommand is None:
+        if server:
+            param = next(p for p in ctx.command.params if p.name == "server")
+            server = ServerURLType()(server, param, ctx)
         ctx.invoke(
             list_drains, app=app, json_output=json_output, show_secrets=show_secrets, server=server
         )
         return
-    from click.core import ParameterSource
 
     for param in ctx.command.params:
         if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
@@ -127,7 +137,7 @@ def add(
 
 
 @drain.command("list")
-@list_options
+@list_options()
 def list_drains(
     app: str | None = None,
     json_output: bool = False,

@@ -113,11 +113,17 @@ def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
     )
 
 
-def server_option(help: str) -> Callable[[F], F]:
+def server_option(help: str, checked: bool = True) -> Callable[[F], F]:
     """``--server``, from ``$HEROLOG_URL`` when not given: the server to work on, not the
-    local store."""
+    local store. Not ``checked``, the value is left for the command to check (with
+    ``ServerURLType()(value, param, ctx)``) when it uses it."""
     return click.option(
-        "--server", cls=EnvOption, envvar="HEROLOG_URL", type=ServerURLType(), help=help
+        "--server",
+        cls=EnvOption,
+        envvar="HEROLOG_URL",
+        type=ServerURLType() if checked else None,
+        metavar="URL",
+        help=help,
     )
 
 

@@ -425,3 +425,25 @@ def test_plain_drain_lists_the_drains_of_herolog_url(
         code, out, _ = run("drain", env={**remote, "HEROLOG_APP": "two"})
         assert out.startswith("=== Drains\n\nhttps://two.example/x (d.")
         assert "one.example" not in out
+
+
+def test_a_subcommands_server_wins_over_a_bad_herolog_url() -> None:
+    """`drain list --server ''` (the local store) with a $HEROLOG_URL that is no URL: the
+    flag wins, as for `logs`, though `drain` alone, which reads $HEROLOG_URL, refuses it."""
+    bad = {"HEROLOG_URL": "logs.example.com:8514"}
+    code, out, err = run(
+        "drain", "add", "https://a.example/x", "-a", "one", "--server", "", env=bad
+    )
+    assert (code, out) == (0, "Successfully added drain https://a.example/x\n"), err
+    code, out, err = run("drain", "list", "--server", "", env=bad)
+    assert (code, out.splitlines()[0]) == (0, "=== one Drains"), err
+    code, out, err = run(
+        "drain", "remove", "https://a.example/x", "-a", "one", "--server", "", env=bad
+    )
+    assert (code, out) == (0, "Successfully removed drain https://a.example/x\n"), err
+    code, _, err = run("drain", env=bad)
+    assert code == 2
+    assert "Invalid value for '--server' (from $HEROLOG_URL): 'logs.example.com:8514'" in err
+    code, _, err = run("drain", "--server", "ftp://logs.example.com")
+    assert code == 2
+    assert "Invalid value for '--server': 'ftp://logs.example.com' is not a server URL" in err
