@@ -15,7 +15,45 @@ if TYPE_CHECKING:
     from herolog.render import Renderer
 
 
-@click.command()
+_OTHER_NAMES = {"-f": "--tail", "--follow": "--tail", "--lines": "--num"}
+"""What tail -f, journalctl, docker logs and kubectl logs call options of herolog logs."""
+
+
+class LogsCommand(click.Command):
+    """herolog logs, telling its options from what other log tools call them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            rest = super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            # click's own guess takes --follow for --color and --lines for --since.
+            import difflib
+
+            name = error.option_name
+            names = [o for p in self.params for o in p.opts if o.startswith("--")]
+            close = difflib.get_close_matches(name, [*names, *_OTHER_NAMES], n=1)
+            meant = _OTHER_NAMES.get(name) or (
+                _OTHER_NAMES.get(close[0], close[0]) if close else None
+            )
+            if meant is None:
+                raise
+            raise click.NoSuchOption(
+                name, f"No such option {name!r}. Did you mean {meant!r}?", ctx=ctx
+            ) from None
+        if ctx.args:
+            extra = " ".join(ctx.args)
+            message = f"Got unexpected extra argument{'s' * (len(ctx.args) > 1)} ({extra})"
+            if ctx.params.get("tail") and extra.isascii() and extra.isdecimal():
+                # docker logs --tail N and kubectl logs --tail N: the number of lines
+                message += (
+                    f": -t/--tail takes no number; -n {extra} --tail shows the last {extra} lines,"
+                    " then new ones"
+                )
+            ctx.fail(message)
+        return rest
+
+
+@click.command(cls=LogsCommand, context_settings={"allow_extra_args": True})
 @app_option("Only this app (default: all apps, merged; or $HEROLOG_APP).")
 @click.option(
     "-n",

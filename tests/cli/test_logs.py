@@ -118,6 +118,38 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
     assert "HEROLOG_APP" not in err
 
 
+@pytest.mark.parametrize(
+    ("typed", "error"),
+    [
+        # tail -f, journalctl, docker logs and kubectl logs: click offered --color for it
+        (["--follow"], "No such option '--follow'. Did you mean '--tail'?"),
+        (["-a", "demo", "-f"], "No such option '-f'. Did you mean '--tail'?"),
+        (["--lines", "5"], "No such option '--lines'. Did you mean '--num'?"),  # not --since
+        (["--folow"], "No such option '--folow'. Did you mean '--tail'?"),
+        (["--sinse", "1h"], "No such option '--sinse'. Did you mean '--since'?"),
+        # docker logs --tail N: the number was told as an argument from nowhere
+        (
+            ["--tail", "100"],
+            "Got unexpected extra argument (100): -t/--tail takes no number; -n 100 --tail"
+            " shows the last 100 lines, then new ones",
+        ),
+        (
+            ["-a", "demo", "-t", "5"],
+            "Got unexpected extra argument (5): -t/--tail takes no number; -n 5 --tail shows"
+            " the last 5 lines, then new ones",
+        ),
+        (["demo"], "Got unexpected extra argument (demo)"),
+        (["-t", "x", "y"], "Got unexpected extra arguments (x y)"),
+    ],
+)
+def test_the_names_other_log_tools_give_options_are_told_apart(
+    demo: SQLiteStore, typed: list[str], error: str
+) -> None:
+    code, out, err = run("logs", *typed)
+    assert (code, out) == (2, "")
+    assert err.endswith(f"Error: {error}\n"), err
+
+
 def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
     """The id the Platform API hands out (and heroku -a takes), in either case."""
     from herolog.drains import app_id
