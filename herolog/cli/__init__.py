@@ -92,6 +92,11 @@ class Interrupted(Exception):
 def _exits() -> Iterator[None]:
     try:
         yield
+    except click.exceptions.NoArgsIsHelpError as error:
+        # `herolog`, `herolog store`: help asked for, as `heroku` alone asks, not a mistake.
+        with _exits():  # into a full disk or a closed pipe, as any output
+            click.echo(error.ctx.get_help(), color=error.ctx.color)
+        raise click.exceptions.Exit(0) from None
     except KeyboardInterrupt:
         raise Interrupted from None
     except BrokenPipeError:

@@ -92,6 +92,40 @@ def test_a_mistyped_command_names_the_one_meant(typed: list[str], meant: str) ->
     assert invoke("frobnicate")[0] == 2
 
 
+@pytest.mark.parametrize("words", [[], ["store"]], ids=["herolog", "herolog store"])
+def test_a_group_alone_prints_its_help_as_help_does(words: list[str]) -> None:
+    """As `heroku`, `docker` and `kubectl` alone do: on stdout (`herolog | less`), exit 0,
+    where click printed it as an error, on stderr with exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", *words],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    helped = subprocess.run(
+        [sys.executable, "-m", "herolog", *words, "--help"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert proc.stdout == helped.stdout
+    assert proc.stdout.startswith(f"Usage: herolog {' '.join([*words, ''])}[OPTIONS] COMMAND")
+    with Path("/dev/full").open("w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", *words],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=herolog_env(),
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert one_error_line(proc.stderr) == "Error: cannot write the output: No space left on device"
+
+
 def test_run_takes_no_unknown_flags_of_its_own_but_passes_its_commands_on() -> None:
     """``herolog run --quite -- cmd`` (a typo) used to try to run ``--quite``."""
     code, err = invoke("run", "--quite", "--", sys.executable, "-c", "pass")
