@@ -157,6 +157,9 @@ zpty -w z "compadd () { builtin compadd -O __hits \"\$@\"; print -rl -- \$__hits
 zpty -w z "print -r -- RE''ADY"
 zpty -r z out '*READY*'
 zpty -w -n z "$2"$'\t'
+# What is typed while the completion runs could cut it short, on a slow machine: wait for
+# what it offers (20 s at most) before the next line.
+for i in {1..400}; do [[ -s $3 ]] && break; sleep 0.05; done
 zpty -w z $'\x15print -r -- DO\'\'NE'
 zpty -r z out '*DONE*'
 zpty -d z
