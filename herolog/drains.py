@@ -519,9 +519,27 @@ def mask_url(url: str) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` (an error a drain answered, say) without the secrets of ``url`` in it."""
+    """``text`` (an error a drain answered, say) without the secrets of ``url`` in it, and
+    without a character that is not printable (see :func:`printable`)."""
     for secret in sorted(_secrets(url), key=len, reverse=True):
         for form in {secret, unquote(secret)}:
             if len(form) >= 3:
                 text = text.replace(form, "***")
-    return text
+    return printable(text)
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable written as an escape (``\\x1b``,
+    ``\\u202e``): a drain's answer is quoted in serve's log and in drain list, read in a
+    terminal, which its escape sequences would otherwise drive (write the clipboard, clear
+    the screen, set the title), as its bidirectional controls would reorder what is shown."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -171,7 +171,7 @@ def list_drains(
 def describe(drain: Drain, forwarded: bool = True) -> str:
     """``URL (TOKEN)`` as heroku drains prints it, and a line on its delivery; ``forwarded``
     is whether a herolog serve forwards the store's drains now."""
-    from herolog.drains import api_time, mask_url
+    from herolog.drains import api_time, mask_url, printable
 
     state = drain.delivery
     parts = [f"delivered {state.delivered:,}", f"dropped {state.dropped:,}"]
@@ -183,7 +183,8 @@ def describe(drain: Drain, forwarded: bool = True) -> str:
         parts.append("retrying" if state.retrying else "ok")  # now; the last error may be old
     if state.last_error:
         when = api_time(state.last_error_at) if state.last_error_at else "?"
-        parts.append(f"last error {when}: {state.last_error}")
+        # A store an older herolog wrote, or a server's answer, may hold any text.
+        parts.append(f"last error {when}: {printable(state.last_error)}")
     shown = ", ".join(part for part in parts if part)
     return f"{mask_url(drain.url)} ({drain.token})\n  {shown}"
 

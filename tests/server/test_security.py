@@ -342,3 +342,32 @@ def test_https_and_syslog_tls_take_only_strong_ciphers(
             _handshake(port, cafile, "eNULL:aNULL:@SECLEVEL=0")
     trusting = ssl.create_default_context(cafile=str(cafile))
     assert running.post("demo", body("over TLS"), verify=trusting).status_code == 204
+
+
+def test_a_drains_answer_cannot_drive_the_terminal(make_server: ServerFactory) -> None:
+    """A drain's error answer is quoted in serve's log and in drain list, which people read
+    in a terminal: its control characters (an escape sequence that writes the clipboard,
+    clears the screen or sets the title; a \\r that overwrites the line) are shown escaped,
+    not sent to the terminal as they are."""
+    sink = HTTPSink(
+        statuses=[400],
+        reply=b"\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2Jbad \xe2\x80\xae batch \xc2\x9b2J\n",
+    )
+    try:
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.1))
+        token = add_drain(running, "demo", sink.url("/in"))
+        post(running, "demo", numbered(1))
+        worker = next(
+            w for w in running.server.app.forwarder.workers.values() if w.drain.token == token
+        )
+        wait_until(lambda: worker.last_error, what="the drain to refuse the batch")
+        wait_until(lambda: "is failing" in running.log.getvalue(), what="serve to say so")
+        wait_until(lambda: "last error" in invoke("drain", "list")[1], what="the error saved")
+        code, listed, err = invoke("drain", "list")
+        assert code == 0, err
+    finally:
+        sink.close()
+    shown = r"400 Bad Request: \x1b]52;c;cm0gLXJmIH4=\x07\x1b[2Jbad \u202e batch \x9b2J"
+    for output in (listed, running.log.getvalue()):
+        assert shown in output
+        assert not any(ch in output for ch in "\x1b\x07\x9b\u202e")
