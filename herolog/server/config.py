@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from herolog.server.http import same_secret
 from herolog.store import APP_NAME_RULE, valid_app_name
 
 DEFAULT_PORT = 8514
@@ -94,6 +95,14 @@ class ServeConfig:
         if self.api_key and not (self.api_key.isascii() and self.api_key.isprintable()):
             # What herolog logs --server sends, and the heroku CLI can put in a header.
             raise ConfigError("--api-key must be printable ASCII, as API keys are")
+        if self.api_key and self.auth and same_secret(self.api_key, self.auth.password):
+            # The API takes Basic auth with the key as its password, and every drain URL
+            # (in Heroku's drain list, a dashboard) carries --auth's: it would open the API.
+            raise ConfigError(
+                "--api-key must not be the password of --auth: drain URLs carry that password,"
+                " and with it the Platform API would read every log and add drains; give each"
+                " its own secret"
+            )
         if not is_loopback(self.host) and self.auth is None and not self.insecure_no_auth:
             raise ConfigError(
                 f"refusing to listen on {self.host} without --auth: anyone who can reach it"

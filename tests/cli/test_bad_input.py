@@ -181,6 +181,11 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", *UNTAKEN, "--auth", "\udcff:p"], "--auth must be UTF-8 text"),
         (["serve", *UNTAKEN, "--api-key", "k\udcff"], "--api-key must be printable ASCII"),
         (["serve", *UNTAKEN, "--api-key", "kü"], "--api-key must be printable ASCII"),
+        # The API also takes Basic auth with the key as the password: drain URLs carry --auth's.
+        (
+            ["serve", *UNTAKEN, "--auth", "drain:s3cret", "--api-key", "s3cret"],
+            "--api-key must not be the password of --auth",
+        ),
         (["serve", *UNTAKEN, "--public-url", "http://\udcff.example"], "--public-url must be"),
         (["serve", "--host", "a" * 64, "--auth", "u:p"], "is not a host name"),
         (["logs", "-g", "a{1,99999999999}"], "is not a valid regular expression"),
