@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -123,10 +124,19 @@ def drain(
 def add(
     url: str, app: str | None, json_output: bool, show_secrets: bool, server: str | None
 ) -> None:
-    """Forward an app's lines to URL (https, http, syslog, syslog+tcp, syslog+tls)."""
+    """Forward an app's lines to URL (https, http, syslog, syslog+tcp, syslog+tls).
+
+    URL - reads it from standard input, where ps and the shell's history do not see it."""
     from herolog.drains import drain_object, mask_url
 
     name = app_name(app)
+    if url == "-":
+        try:
+            url = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise BadInput("the drain URL on standard input is not UTF-8 text") from None
+        if not url:
+            raise BadInput("no drain URL on standard input (drain add - reads one line)")
     added, warning = attempt(lambda: registry(server).add(name, url), server)
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)

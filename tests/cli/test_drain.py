@@ -447,3 +447,48 @@ def test_a_subcommands_server_wins_over_a_bad_herolog_url() -> None:
     code, _, err = run("drain", "--server", "ftp://logs.example.com")
     assert code == 2
     assert "Invalid value for '--server': 'ftp://logs.example.com' is not a server URL" in err
+
+
+def test_a_url_read_from_standard_input_stays_off_the_command_line(
+    where: dict[str, str],
+) -> None:
+    """`ps` shows every user the command lines of every process, and the shell keeps them
+    in its history: with `-`, the URL and its secrets come from standard input instead."""
+    import subprocess
+    import sys
+
+    from tests.helpers import herolog_env
+
+    def add(stdin: str | bytes, **env: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "drain", "add", "-", "-a", "demo"],
+            input=stdin if isinstance(stdin, bytes) else stdin.encode(),
+            capture_output=True,
+            env=herolog_env(**where, **env),
+            timeout=60,
+        )
+        return subprocess.CompletedProcess(
+            proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        )
+
+    added = add(SECRET_URL + "\n")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"Successfully added drain {MASKED_URL}\n"
+    code, out, err = run("drain", "list", "--json", "--show-secrets", env=where)
+    assert code == 0, err
+    assert [d["url"] for d in json.loads(out)] == [SECRET_URL]
+    for stdin in ("", "\n"):
+        refused = add(stdin)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1] == (
+            "Error: no drain URL on standard input (drain add - reads one line)"
+        )
+    # Not UTF-8: in a UTF-8 locale, refused as such; in the C locale (its bytes escaped), as
+    # no URL.
+    refused = add(b"https://logs.example.com/\xff\n", PYTHONIOENCODING="utf-8:strict")
+    assert refused.returncode == 2
+    assert refused.stderr == "Error: the drain URL on standard input is not UTF-8 text\n"
+    refused = add(b"https://logs.example.com/\xff\n", LC_ALL="C")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("Error: not a URL: ")
+    assert refused.stderr.count("\n") == 1
