@@ -261,7 +261,8 @@ class DrainWorker:
         self._ahead = 0
         self._ahead_through = 0
         self.retrying = False
-        self.last_error = drain.delivery.last_error
+        saved = drain.delivery.last_error  # an older herolog's may hold escape sequences
+        self.last_error = None if saved is None else drains.printable(saved)
         self.last_error_at = drain.delivery.last_error_at
         self.untold = _Tally(drain.delivery.untold, drain.delivery.untold_since)
         """Drops no L10 line has told the drain of: the next batch opens with one."""
