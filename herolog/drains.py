@@ -395,8 +395,10 @@ class RemoteRegistry:
         response = self._response(
             "POST", f"/apps/{quote(app, safe='')}/log-drains", app, "add the drain", {"url": url}
         )
-        # The warning the heroku CLI prints from the same header.
-        return self._drain(self._json(response)), response.headers.get("warning-message")
+        # The warning the heroku CLI prints from the same header: a server's text, for a
+        # terminal (see printable).
+        warning = response.headers.get("warning-message")
+        return self._drain(self._json(response)), None if warning is None else printable(warning)
 
     def list(self, app: str | None) -> list[Drain]:
         path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"

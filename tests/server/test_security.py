@@ -410,3 +410,55 @@ def test_an_error_a_drain_answered_before_the_upgrade_is_reported_escaped(
     report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
     assert len(report) == 1
     assert report[0].endswith(r"(last error: 400 Bad Request: \x1b]0;owned\x07)")
+
+
+def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None:
+    """`drain add --server` prints the Warning-Message the server answers with (as the
+    heroku CLI does); a server that is not to be trusted, or a proxy in between, could
+    write control characters (C1's CSI, a bidirectional override) into it."""
+    import http.server
+    import json
+    import threading
+
+    from herolog.drains import drain_object
+    from herolog.store import SQLiteStore
+
+    store = SQLiteStore.open(herolog_home / "elsewhere.db")
+    try:
+        answer = json.dumps(drain_object(store.add_drain("demo", "https://x.example/in")))
+    finally:
+        store.close()
+
+    class Warns(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = answer.encode()
+            self.wfile.write(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                b"Warning-Message: new \xc2\x9b2J app \xe2\x80\xae here\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Warns)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, _, err = invoke(
+            "drain",
+            "add",
+            "https://x.example/in",
+            "-a",
+            "demo",
+            "--server",
+            url,
+            env={"HEROLOG_API_KEY": "k"},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, err
+    assert err == "Warning: new \\x9b2J app \\u202e here\n"
