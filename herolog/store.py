@@ -1199,7 +1199,7 @@ def _why(path: Path, error: sqlite3.Error) -> str:
             return f"{error} (its directory {path.parent} cannot be written)"
         if fs.f_bavail == 0 and "full" not in str(error):
             return f"{error} (its file system is full)"
-        if not os.access(path, os.W_OK):
+        if not _writable(path):
             return f"{error} (its file cannot be written by this user)"
     return str(error)
 

@@ -119,9 +119,11 @@ def forget(app: str, confirm: str | None) -> None:
     try:
         deleted = open_store().forget_app(name)
     except HasDrains as error:
-        them = "a drain forwards it (remove it" if error.drains == 1 else "them"
-        if error.drains > 1:
-            them = f"{error.drains} drains forward it (remove them"
+        them = (
+            "a drain forwards it (remove it"
+            if error.drains == 1
+            else f"{error.drains} drains forward it (remove them"
+        )
         raise click.ClickException(
             f"{name} is kept: {them} first: herolog drain list -a {name})"
         ) from None
