@@ -168,11 +168,10 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
     import httpx
 
     proxy = usable_proxy(server)
-    if proxy is None:
-        # A transport of its own: httpx would otherwise go by the environment's proxies.
-        trusted = _trusted()
-        return httpx.Client(transport=httpx.HTTPTransport(verify=trusted), **settings)
-    return httpx.Client(proxy=proxy.url, verify=_trusted(), **settings)
+    # Not httpx's own choice from the environment (trust_env), as serve's drains do too.
+    return httpx.Client(
+        proxy=None if proxy is None else proxy.url, trust_env=False, verify=_trusted(), **settings
+    )
 
 
 def _trusted() -> ssl.SSLContext:
