@@ -76,7 +76,7 @@ import queue  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from typing import IO  # noqa: E402
+from typing import IO, Any  # noqa: E402
 
 
 def herolog_env(**extra: str) -> dict[str, str]:
@@ -87,6 +87,25 @@ def herolog_env(**extra: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(extra)
     return env
+
+
+def herolog_process(
+    *args: str, env: dict[str, str] | None = None, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python -m herolog ARGS`` run to its end, in the test's environment (``env`` added to
+    it): its status and output as text, captured unless ``options`` send them elsewhere;
+    nothing on its standard input unless ``options`` give some."""
+    if "stdout" not in options and "stderr" not in options:
+        options["capture_output"] = True
+    if "input" not in options:
+        options.setdefault("stdin", subprocess.DEVNULL)
+    options.setdefault("timeout", 30)
+    return subprocess.run(
+        [sys.executable, "-m", "herolog", *args],
+        text=True,
+        env=herolog_env(**(env or {})),
+        **options,
+    )
 
 
 class Child:

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from herolog.cli import cli
 from herolog.drains import new_app_warning
 from herolog.store import open_store
-from tests.helpers import SERVE_POLL_S, fill, herolog_env
+from tests.helpers import SERVE_POLL_S, fill, herolog_env, herolog_process
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -96,32 +96,13 @@ def test_a_mistyped_command_names_the_one_meant(typed: list[str], meant: str) ->
 def test_a_group_alone_prints_its_help_as_help_does(words: list[str]) -> None:
     """As `heroku`, `docker` and `kubectl` alone do: on stdout (`herolog | less`), exit 0,
     where click printed it as an error, on stderr with exit 2."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", *words],
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=60,
-    )
+    proc = herolog_process(*words, timeout=60)
     assert (proc.returncode, proc.stderr) == (0, "")
-    helped = subprocess.run(
-        [sys.executable, "-m", "herolog", *words, "--help"],
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=60,
-    )
+    helped = herolog_process(*words, "--help", timeout=60)
     assert proc.stdout == helped.stdout
     assert proc.stdout.startswith(f"Usage: herolog {' '.join([*words, ''])}[OPTIONS] COMMAND")
     with Path("/dev/full").open("w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", *words],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=herolog_env(),
-            timeout=60,
-        )
+        proc = herolog_process(*words, stdout=full, stderr=subprocess.PIPE, timeout=60)
     assert proc.returncode == 1
     assert one_error_line(proc.stderr) == "Error: cannot write the output: No space left on device"
 
@@ -399,14 +380,7 @@ def test_output_that_cannot_be_written_is_one_line(herolog_home: Path, args: lis
     fill(store, "demo", ["one", "two"])
     store.close()
     with Path("/dev/full").open("w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", *args],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=herolog_env(),
-            timeout=60,
-        )
+        proc = herolog_process(*args, stdout=full, stderr=subprocess.PIPE, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == "Error: cannot write the output: No space left on device\n"
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.store import open_store
-from tests.helpers import fill, herolog_env
+from tests.helpers import fill, herolog_env, herolog_process
 from tests.server.conftest import ServerFactory
 
 
@@ -120,14 +120,7 @@ def test_run_on_a_store_it_may_not_write_does_not_run_the_command(herolog_home: 
     store.close()
     marker = herolog_home.parent / "ran"
     with unwritable(path, 0o440):
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", "run", "--", "touch", str(marker)],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        proc = herolog_process("run", "--", "touch", str(marker))
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
         f"Error: cannot write to the store {path}: its file is read-only to this user"
@@ -139,13 +132,7 @@ def test_a_herolog_home_that_is_a_file_is_named_as_such_by_writers(tmp_path: Pat
     """mkdir's "File exists" read as if the store's directory were there and fine."""
     home = tmp_path / "home"
     home.write_text("")
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", "store", "history", "5"],
-        capture_output=True,
-        text=True,
-        env=herolog_env(HEROLOG_HOME=str(home)),
-        timeout=30,
-    )
+    proc = herolog_process("store", "history", "5", env={"HEROLOG_HOME": str(home)})
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
         f"Error: cannot create the store's directory {home}: it is there, and not a directory"
@@ -157,13 +144,7 @@ def test_lowering_the_history_keeps_the_file_s_size_until_a_vacuum(herolog_home:
     stopped) gives it back, leaving a store herolog reads and writes as before."""
 
     def herolog(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", *args],
-            capture_output=True,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        proc = herolog_process(*args)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -276,14 +257,7 @@ def test_store_forget_asks_for_the_name_on_a_terminal(
     terminal, its_end = os.openpty()
     try:
         os.write(terminal, typed.encode() + b"\n")
-        done = subprocess.run(
-            [sys.executable, "-m", "herolog", "store", "forget", "demo"],
-            stdin=its_end,
-            capture_output=True,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        done = herolog_process("store", "forget", "demo", stdin=its_end)
     finally:
         os.close(its_end)
         os.close(terminal)

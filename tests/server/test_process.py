@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
-from tests.helpers import herolog_env, invoke
+from tests.helpers import herolog_env, herolog_process, invoke
 from tests.server.conftest import ServeProcess, own_certificate
 
 
@@ -338,14 +338,7 @@ def test_a_store_it_may_not_write_is_refused_at_start(herolog_home: Path) -> Non
     path = herolog_home / "logs.db"
     store_lines(path, "demo", line("kept"))
     with unwritable(path, stat.S_IRUSR):
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", "serve", "--port", "0"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        proc = herolog_process("serve", "--port", "0")
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
         f"Error: cannot write to the store {path}: its file is read-only to this user"
