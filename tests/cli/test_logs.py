@@ -24,7 +24,7 @@ from herolog.logs import follow, read_after
 from herolog.parser import LogLine
 from herolog.render import TextRenderer
 from herolog.store import Batch, SQLiteStore, StoredLine, open_store
-from tests.helpers import Child, fill, herolog_env, invoke, line, shell_job
+from tests.helpers import Child, fill, herolog_env, herolog_process, invoke, line, shell_job
 
 run = invoke
 
@@ -170,13 +170,7 @@ def test_an_app_is_found_by_its_id_as_well(demo: SQLiteStore) -> None:
 def test_a_tail_of_an_id_before_the_store_is_made_is_refused(herolog_home: Path) -> None:
     """With no store yet there is no app, so no id either: the tail would wait for ever."""
     an_id = "6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10"
-    done = subprocess.run(
-        [sys.executable, "-m", "herolog", "logs", "-t", "-a", an_id],
-        env=herolog_env(),
-        capture_output=True,
-        text=True,
-        timeout=15,
-    )
+    done = herolog_process("logs", "-t", "-a", an_id, timeout=15)
     assert done.returncode == 1
     assert f"no app named {an_id!r}, nor one with that id (it has no apps yet)" in done.stderr
     assert done.stderr.count("\n") == 1
@@ -190,13 +184,7 @@ def test_a_tail_of_an_app_no_app_can_be_named_is_refused(herolog_home: Path, mad
     if made:
         fill(open_store(), "demo", ["x"])
     for app in ("my app", "demo/logs", "a" * 101):
-        done = subprocess.run(
-            [sys.executable, "-m", "herolog", "logs", "-t", "-a", app],
-            env=herolog_env(),
-            capture_output=True,
-            text=True,
-            timeout=15,
-        )
+        done = herolog_process("logs", "-t", "-a", app, timeout=15)
         assert done.returncode == 1, app
         assert f"has no app named {app!r}, and no app can have that name (app names are" in (
             done.stderr
