@@ -128,6 +128,71 @@ def check_url(url: str) -> str:
     return url
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80, "syslog+tls": 6514}
+_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def drain_key(url: str) -> tuple[str, ...] | None:
+    """What makes two drain URLs the same drain: ``url`` normalized as RFC 3986 (6.2.2,
+    6.2.3) says, the scheme and host in lower case (a name IDNA-encoded as its drain's
+    connection encodes it, without a trailing dot; an IPv6 address compressed), without its
+    scheme's default port, unreserved characters unescaped, an empty HTTP path ``/``, and
+    ``syslog+tcp`` as ``syslog``. The user-info, path, query and fragment are otherwise
+    compared as written: case matters there. None for a URL :func:`check_url` refuses."""
+    try:
+        check_url(url)
+    except DrainURLError:
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "syslog+tcp":
+        scheme = "syslog"  # as syslog://, plain TCP
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        try:
+            if scheme in HTTP_SCHEMES:  # as httpx encodes it (IDNA 2008)
+                import httpx
+
+                host = httpx.URL(f"https://{host}/").raw_host.decode("ascii")
+            else:  # as the resolver does (IDNA 2003)
+                host = host.encode("idna").decode("ascii")
+        except (ValueError, UnicodeError):
+            pass  # check_url took it: compared as it is
+        host = host.lower()
+    port = parts.port
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+    path = parts.path
+    if scheme in HTTP_SCHEMES:
+        path = path or "/"
+    elif path == "/":
+        path = ""
+    return (
+        scheme,
+        "" if userinfo is None else "@" + _unescaped(userinfo),
+        host,
+        "" if port is None else str(port),
+        _unescaped(path),
+        _unescaped(parts.query),
+        _unescaped(parts.fragment),
+    )
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with its escaped unreserved characters unescaped, and the hex digits of the
+    other escapes in upper case (RFC 3986, 6.2.2.1 and 6.2.2.2)."""
+
+    def one(m: re.Match[str]) -> str:
+        ch = chr(int(m.group(1), 16))
+        return ch if ch in _UNRESERVED else "%" + m.group(1).upper()
+
+    return _ESCAPED.sub(one, text)
+
+
 def mask_loosely(url: str) -> str:
     """``url`` masked for an error message: as it may not be a URL at all, everything from
     its scheme (or its start) to its last ``@`` goes (a password may hold ``/``, ``?``,
@@ -345,8 +410,11 @@ class LocalRegistry:
             name = app if info is None else info.name
             try:
                 added = counted(store, [store.add_drain(name, url)])[0]
-            except DrainExists:
-                raise DrainError(f"{name} already has the drain {mask_url(url)}") from None
+            except DrainExists as exists:
+                message = f"{name} already has the drain {mask_url(exists.url)}"
+                if exists.url != url:
+                    message += f" ({mask_url(url)} is the same URL written another way)"
+                raise DrainError(message) from None
             return added, new_app_warning(name) if info is None else None
 
         return using_store(self.store_path, add, create=True)

@@ -230,7 +230,12 @@ class Drain(NamedTuple):
 
 
 class DrainExists(StoreError):
-    """The app already has a drain with this URL."""
+    """The app already has a drain with this URL, or with one that is the same written
+    another way: ``url``, as it was written."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class Store(Protocol):
@@ -933,11 +938,13 @@ class SQLiteStore:
     def add_drain(self, app: str, url: str) -> Drain:
         """Register a drain for ``app`` (which comes into being if it is new).
 
-        Raises DrainExists if the app already has one with this URL.
+        Raises DrainExists if the app already has one with this URL, or one that is the
+        same drain written another way (see :func:`herolog.drains.drain_key`).
         """
         import uuid
 
         from herolog import timestamps
+        from herolog.drains import drain_key
 
         now = timestamps.to_instant(timestamps.now())
         with self._write() as db:
@@ -952,6 +959,10 @@ class SQLiteStore:
                 Delivery(through=_newest_id(db)),
             )
             app_id, _ = self._app(app, now)
+            key = drain_key(url)
+            for (known,) in db.execute("SELECT url FROM drains WHERE app_id = ?", (app_id,)):
+                if known == url or (key is not None and drain_key(known) == key):
+                    raise DrainExists(f"{app} already has a drain for {known}", known)
             try:
                 db.execute(
                     "INSERT INTO drains (id, token, app_id, url, created_at, updated_at,"
@@ -959,7 +970,7 @@ class SQLiteStore:
                     (drain.id, drain.token, app_id, url, now, now, drain.delivery.through),
                 )
             except sqlite3.IntegrityError:
-                raise DrainExists(f"{app} already has a drain for {url}") from None
+                raise DrainExists(f"{app} already has a drain for {url}", url) from None
             self._drains_changed()
         return drain
 
@@ -1026,8 +1037,17 @@ class SQLiteStore:
         return int(deleted)
 
     def find_drain(self, app: str, key: str) -> Drain | None:
-        """The app's drain whose URL, token or id is ``key``, or None."""
-        return next((d for d in self.drains(app) if key in (d.url, d.token, d.id)), None)
+        """The app's drain whose URL, token or id is ``key``, or None. A URL written another
+        way finds the drain too, unless the app has two such (a store of an older herolog
+        may): then only the one written so is found."""
+        from herolog.drains import drain_key
+
+        found = self.drains(app)
+        drain = next((d for d in found if key in (d.url, d.token, d.id)), None)
+        if drain is None and (same := drain_key(key)) is not None:
+            alike = [d for d in found if drain_key(d.url) == same]
+            drain = alike[0] if len(alike) == 1 else None
+        return drain
 
     def remove_drain(self, app: str, key: str) -> Drain | None:
         """Remove the app's drain whose URL, token or id is ``key``; None if there is none."""

@@ -554,6 +554,33 @@ def test_drain_registry(tmp_path: Path) -> None:
     assert reader.drains_changed() == store.drains_changed()
 
 
+def test_a_store_holding_one_drain_twice_keeps_working(tmp_path: Path) -> None:
+    """An older herolog registered https://Example.com:443/x and https://example.com/x
+    as two drains: both stay, each removable as written or by its token."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    first = store.add_drain("demo", "https://Example.com:443/x")
+    with pytest.raises(DrainExists) as refused:
+        store.add_drain("demo", "https://example.com/x")
+    assert refused.value.url == "https://Example.com:443/x"
+    with closing(sqlite3.connect(path)) as db, db:  # as the older herolog did
+        db.execute(
+            "INSERT INTO drains (id, token, app_id, url, created_at, updated_at, through_id)"
+            " SELECT 'id-2', 'd.2', app_id, 'https://example.com/x', created_at, updated_at, 0"
+            " FROM drains"
+        )
+    assert [d.url for d in store.drains("demo")] == [first.url, "https://example.com/x"]
+    # A third way of writing it is either of them: not taken for one of them.
+    assert store.find_drain("demo", "https://EXAMPLE.com/x") is None
+    assert store.remove_drain("demo", "https://EXAMPLE.com/x") is None
+    with pytest.raises(DrainExists):
+        store.add_drain("demo", "https://EXAMPLE.com/x")
+    assert store.remove_drain("demo", "https://example.com/x") is not None
+    assert store.find_drain("demo", "https://EXAMPLE.com/x") == first  # the one left
+    assert store.remove_drain("demo", first.token) == first
+    assert store.drains("demo") == []
+
+
 def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None:
     store = SQLiteStore.open(tmp_path / "logs.db")
     store.set_history(3)

@@ -262,6 +262,57 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("first", "again"),
+    [
+        ("https://Example.com:443/x", "https://example.com/x"),
+        ("HTTPS://logs.example.com", "https://logs.example.com/"),
+        ("https://logs.example.com./x", "https://logs.example.com/x"),
+        ("https://logs.example.com/%7Euser/x", "https://logs.example.com/~user/x"),
+        ("https://b\u00fccher.example/x", "https://xn--bcher-kva.example/x"),
+        ("http://[0:0::1]:80/x", "http://[::1]/x"),
+        ("syslog+tls://logs.example.com:6514", "syslog+tls://LOGS.example.com"),
+        ("syslog://logs.example.com:514", "syslog+tcp://logs.example.com:514/"),
+    ],
+    ids=["host-case-port", "scheme-empty-path", "dot", "percent", "idna", "ipv6", "tls", "tcp"],
+)
+def test_a_url_written_another_way_is_the_same_drain(
+    where: dict[str, str], first: str, again: str
+) -> None:
+    assert run("drain", "add", first, "-a", "demo", env=where)[0] == 0
+    code, out, err = run("drain", "add", again, "-a", "demo", env=where)
+    assert (code, out) == (1, "")
+    assert len(err.strip().splitlines()) == 1
+    assert "already" in err
+    listed = json.loads(run("drain", "list", "--json", env=where)[1])
+    assert [d["url"] for d in listed] == [first]  # as the user typed it
+    # Removing it by the other form finds it.
+    code, out, _ = run("drain", "remove", again, "-a", "demo", env=where)
+    assert (code, out) == (0, f"Successfully removed drain {first}\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "other"),
+    [
+        ("https://logs.example.com/X", "https://logs.example.com/x"),
+        ("https://user:a@logs.example.com/x", "https://User:a@logs.example.com/x"),
+        ("https://logs.example.com/x?a=1", "https://logs.example.com/x?A=1"),
+        ("https://logs.example.com:8443/x", "https://logs.example.com/x"),
+        ("http://logs.example.com/x", "https://logs.example.com/x"),
+        ("https://logs.example.com/a%2Fb", "https://logs.example.com/a/b"),
+        ("syslog+tls://logs.example.com", "syslog+tls://logs.example.com#insecure"),
+    ],
+    ids=["path-case", "user", "query", "port", "scheme", "reserved-escape", "fragment"],
+)
+def test_urls_that_differ_where_it_matters_are_two_drains(
+    where: dict[str, str], first: str, other: str
+) -> None:
+    assert run("drain", "add", first, "-a", "demo", env=where)[0] == 0
+    assert run("drain", "add", other, "-a", "demo", env=where)[0] == 0
+    listed = json.loads(run("drain", "list", "--json", "--show-secrets", env=where)[1])
+    assert [d["url"] for d in listed] == [first, other]
+
+
+@pytest.mark.parametrize(
     ("url", "message"),
     [
         ("ftp://logs.example.com/x", "unsupported drain URL scheme 'ftp'"),
