@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from herolog.cli.options import EnvOption
+
+if TYPE_CHECKING:
+    from herolog.server.config import ConfigError
 
 # Each takes HEROLOG_ and its name from the environment too.
 option = functools.partial(click.option, cls=EnvOption)
@@ -157,8 +161,8 @@ def serve(
     HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
     from herolog import config
-    from herolog.server import ConfigError, ServeConfig, Server
-    from herolog.server.config import Credentials
+    from herolog.server import ServeConfig, Server
+    from herolog.server.config import ConfigError, Credentials
 
     try:
         settings = ServeConfig(
@@ -183,5 +187,28 @@ def serve(
         server = Server(settings)
         server.bind()
     except ConfigError as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(from_the_environment(error)) from None
     server.run()
+
+
+def from_the_environment(error: ConfigError) -> str:
+    """``error``'s message, saying which of the options it is about came from the environment
+    (a profile, a unit file), not typed: after the option where it names it, else at its end."""
+    import re
+
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    message, trailer = str(error), []
+    for param in ctx.command.params:
+        if param.name is None or not isinstance(param.envvar, str):
+            continue
+        if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+            continue
+        option = param.opts[0]
+        if named := re.search(rf"{re.escape(option)}(?![\w-])", message):
+            at = named.end()
+            message = f"{message[:at]} (from ${param.envvar}){message[at:]}"
+        elif option in error.about:
+            trailer.append(f"{option} came from ${param.envvar}")
+    return message + (f" ({'; '.join(trailer)})" if trailer else "")

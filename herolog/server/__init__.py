@@ -282,7 +282,9 @@ class Server:
         self.http_port = int(self._socket.getsockname()[1])
         if self.config.syslog_port is not None:
             try:
-                self._syslog_socket = listen(self.config.host, self.config.syslog_port)
+                self._syslog_socket = listen(
+                    self.config.host, self.config.syslog_port, "--syslog-port"
+                )
             except ConfigError:
                 self._socket.close()
                 raise
@@ -466,16 +468,24 @@ def raise_open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for ``host:port`` (0 picks a free port); ConfigError if not."""
+def listen(host: str, port: int, option: str = "--port") -> socket.socket:
+    """A listening TCP socket for ``host:port`` (0 picks a free port); ConfigError if not,
+    about ``--host`` and ``option``, the port's."""
+    about = ("--host", option)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+        except OSError:
+            sock.close()  # an embedder (run_in_thread) goes on: not left to the collector
+            raise
     except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters
-        raise ConfigError(f"cannot listen on {host}:{port}: {host!r} is not a host name") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {host!r} is not a host name", about
+        ) from None
     except OSError as error:
         why = error.strerror or str(error)
         if error.errno == errno.EACCES and 0 < port < 1024:
@@ -483,7 +493,7 @@ def listen(host: str, port: int) -> socket.socket:
                 " (a port below 1024 needs root or CAP_NET_BIND_SERVICE: in a systemd unit,"
                 " AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen above 1023 behind a proxy)"
             )
-        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}", about) from None
     sock.setblocking(False)
     return sock
 

@@ -21,7 +21,13 @@ DEFAULT_SYSLOG_MAX_CONNECTIONS = 10_000
 
 
 class ConfigError(ValueError):
-    """A configuration that must not start: the message says why and what to do."""
+    """A configuration that must not start: the message says why and what to do. ``about``:
+    the options whose values it is about that it does not name (``--host`` in "cannot listen
+    on HOST:PORT")."""
+
+    def __init__(self, message: str, about: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.about = about
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ class ServeConfig:
             raise ConfigError(
                 f"refusing to listen on {self.host} without --auth: anyone who can reach it"
                 " could write logs. Give --auth USER:PASSWORD (and put the same credentials"
-                " in the drain URL), or --insecure-no-auth if a proxy in front checks them."
+                " in the drain URL), or --insecure-no-auth if a proxy in front checks them.",
+                about=("--host",),
             )
         if self.public_url is not None:
             if not self.public_url.startswith(("http://", "https://")):
@@ -199,7 +206,8 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
         ) from None
     except OSError as error:
         raise ConfigError(
-            f"cannot read {error.filename or 'the TLS files'}: {error.strerror or error}"
+            f"cannot read {error.filename or 'the TLS files'}: {error.strerror or error}",
+            about=("--certfile", "--keyfile"),
         ) from None
     return context
 

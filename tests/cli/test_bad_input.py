@@ -234,6 +234,89 @@ def test_a_bad_value_from_the_environment_names_the_variable(
     assert one_error_line(err).startswith(f"Error: Invalid value for {hint}:"), err
 
 
+@pytest.mark.parametrize(
+    ("env", "typed", "error"),
+    [
+        (
+            {"HEROLOG_AUTH": "drain"},
+            ["--auth", "drain"],
+            "Error: --auth{} takes USER:PASSWORD, both non-empty",
+        ),
+        (
+            {"HEROLOG_API_KEY": "k\x01y"},
+            ["--api-key", "k\x01y"],
+            "Error: --api-key{} must be printable ASCII, as API keys are",
+        ),
+        (
+            {"HEROLOG_PUBLIC_URL": "ftp://logs.example.com"},
+            ["--public-url", "ftp://logs.example.com"],
+            "Error: --public-url{} must start with http:// or https://",
+        ),
+        (
+            {"HEROLOG_SYSLOG_PORT": "8514"},
+            ["--syslog-port", "8514"],
+            "Error: --syslog-port{} and --port are both 8514:",
+        ),
+        (
+            {"HEROLOG_SYSLOG_APP": "my/app"},
+            ["--syslog-app", "my/app"],
+            "Error: --syslog-app{} 'my/app' is not an app name:",
+        ),
+        (
+            {"HEROLOG_AUTH": "drain:same", "HEROLOG_API_KEY": "same"},
+            ["--auth", "drain:same", "--api-key", "same"],
+            "Error: --api-key{1} must not be the password of --auth{0}:",
+        ),
+        (
+            {"HEROLOG_HOST": "0.0.0.0"},
+            ["--host", "0.0.0.0"],
+            "Error: refusing to listen on 0.0.0.0 without --auth:",
+        ),
+        (
+            {"HEROLOG_HOST": "a..b", "HEROLOG_INSECURE_NO_AUTH": "1"},
+            ["--host", "a..b", "--insecure-no-auth"],
+            "Error: cannot listen on a..b:8514: 'a..b' is not a host name",
+        ),
+    ],
+    ids=["auth", "api-key", "public-url", "syslog-port", "syslog-app", "same", "host", "bad-host"],
+)
+def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variable(
+    env: dict[str, str], typed: list[str], error: str
+) -> None:
+    """Not only click's checks of a value: those of the whole configuration too."""
+    names = list(env)
+    code, err = invoke("serve", env=env)
+    assert code == 2, err
+    line = one_error_line(err)
+    if "{" in error:
+        sources = [f" (from ${name})" for name in names]
+        assert line.startswith(error.format(*sources))
+    else:  # the option is not named: said after the error
+        option = typed[0]
+        assert line.startswith(error)
+        assert line.endswith(f" ({option} came from ${names[0]})")
+    code, err = invoke("serve", *typed)
+    assert code == 2, err
+    line = one_error_line(err)
+    assert "$" not in line
+    assert line.startswith(error.replace("{0}", "").replace("{1}", "").replace("{}", ""))
+
+
+def test_a_serve_port_in_use_from_the_environment_names_the_variable() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = invoke("serve", env={"HEROLOG_PORT": str(port)})
+        assert code == 2, err
+        line = one_error_line(err)
+        assert line.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
+        assert line.endswith(" (--port came from $HEROLOG_PORT)")
+        code, err = invoke("serve", "--syslog-port", str(port), env={"HEROLOG_PORT": "0"})
+        assert code == 2, err
+        assert one_error_line(err).endswith(f":{port}: Address already in use")
+
+
 def test_a_directory_given_as_the_file_to_import(tmp_path: Path) -> None:
     code, err = invoke("import", str(tmp_path))
     assert code == 2
