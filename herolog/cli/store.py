@@ -1,8 +1,22 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
+
+
+def local_only(command: str, path: Path) -> None:
+    """Say that ``command`` works on the local store when $HEROLOG_URL is set: logs, drain
+    and run follow it to a server, and what this one shows or does must not pass for the
+    server's. First, before anything is done or asked."""
+    if os.environ.get("HEROLOG_URL"):
+        click.echo(
+            f"herolog {command} works on the local store ({path}), not on the server of"
+            " $HEROLOG_URL (logs, drain and run --server use a server)",
+            err=True,
+        )
 
 
 @click.command()
@@ -14,7 +28,9 @@ def apps(json_output: bool) -> None:
     from herolog import config
     from herolog.store import open_existing
 
-    store = open_existing(config.store_path())
+    path = config.store_path()
+    local_only("apps", path)
+    store = open_existing(path)
     found = store.apps() if store is not None else []
     if json_output:
         click.echo(json.dumps([app._asdict() for app in found], indent=2))
@@ -36,6 +52,7 @@ def info(json_output: bool) -> None:
     from herolog.store import DEFAULT_HISTORY, open_existing
 
     path = config.store_path()
+    local_only("store info", path)
     opened = open_existing(path)
     found = opened.apps() if opened is not None else []
     details = {
@@ -73,6 +90,7 @@ def history(lines: int | None) -> None:
     from herolog import config
     from herolog.store import DEFAULT_HISTORY, open_existing, open_store
 
+    local_only("store history", config.store_path())
     if lines is None:
         existing = open_existing(config.store_path())
         click.echo(existing.history if existing is not None else DEFAULT_HISTORY)
@@ -101,6 +119,7 @@ def forget(app: str, confirm: str | None) -> None:
     from herolog.store import HasDrains, open_existing, open_store
 
     path = config.store_path()
+    local_only("store forget", path)
     existing = open_existing(path)
     info = find_app(existing, app) if existing is not None else None
     if info is None:

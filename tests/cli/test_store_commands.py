@@ -293,3 +293,37 @@ def test_store_forget_while_serve_takes_the_app_s_lines(make_server: ServerFacto
         "after 0",
         "after 1",
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["apps"],
+        ["apps", "--json"],
+        ["store", "info"],
+        ["store", "history"],
+        ["store", "history", "2000"],
+        ["store", "forget", "demo", "--confirm", "demo"],
+    ],
+    ids=" ".join,
+)
+def test_the_store_commands_say_they_work_locally_with_herolog_url_set(
+    herolog_home: Path, args: list[str]
+) -> None:
+    """logs, drain and run follow $HEROLOG_URL to a server; apps and store have only the
+    local store: run where $HEROLOG_URL is exported, they must not pass for the server's."""
+    fill(open_store(), "demo", ["x"])
+    env = herolog_env(HEROLOG_URL="http://127.0.0.1:9")
+    done = herolog_process(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    said = (
+        f"herolog {args[0] if args[0] == 'apps' else ' '.join(args[:2])} works on the local"
+        f" store ({herolog_home / 'logs.db'}), not on the server of $HEROLOG_URL"
+        " (logs, drain and run --server use a server)\n"
+    )
+    assert done.stderr.startswith(said)  # before anything is done, or asked
+    if args == ["apps"]:
+        assert done.stdout == "demo\n"  # what a script reads is as it was
+    env["HEROLOG_URL"] = ""  # set empty: the local store is meant
+    done = herolog_process(*args, env=env)
+    assert "HEROLOG_URL" not in done.stderr
