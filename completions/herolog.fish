@@ -33,6 +33,28 @@ function __herolog_command_after --argument-names wanted
     end
 end
 
+# herolog _values KIND: the dynos, sources or process types of the -a app's newest
+# lines in the local store (of every app's without -a, or $HEROLOG_APP's)
+function __herolog_values --argument-names kind
+    set -l words (commandline -opc)
+    set -l app
+    for i in (seq 2 (count $words))
+        switch $words[$i]
+            case -a --app
+                set app $words[(math $i + 1)]
+            case '--app=*'
+                set app (string replace -- --app= '' $words[$i])
+            case '-a?*'
+                set app (string sub -s 3 -- $words[$i])
+        end
+    end
+    if test -n "$app"
+        herolog _values $kind --app=$app 2>/dev/null
+    else
+        herolog _values $kind 2>/dev/null
+    end
+end
+
 complete -c herolog -f
 complete -c herolog -n '__herolog_using "herolog"' -a apps -d 'List the apps in the store, one name per line'
 complete -c herolog -n '__herolog_using "herolog"' -a completion -d 'Print the completion script for SHELL: bash, zsh or fish'
@@ -76,9 +98,9 @@ complete -c herolog -n '__herolog_using "herolog import"' -F
 complete -c herolog -n '__herolog_using "herolog logs"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'Only this app (default: all apps, merged; or $HEROLOG_APP).'
 complete -c herolog -n '__herolog_using "herolog logs"' -s n -l num -x -d 'How many lines of history to show (default 100).'
 complete -c herolog -n '__herolog_using "herolog logs"' -s t -l tail -d 'Keep showing new lines as they arrive.'
-complete -c herolog -n '__herolog_using "herolog logs"' -s s -l source -x -d 'Only this source: app, heroku, ...'
-complete -c herolog -n '__herolog_using "herolog logs"' -s d -l dyno -l dyno-name -x -d 'Only this dyno: web.1, or web for every web dyno.'
-complete -c herolog -n '__herolog_using "herolog logs"' -s p -l process-type -l ps -x -d 'Only this process type: web, worker, ...'
+complete -c herolog -n '__herolog_using "herolog logs"' -s s -l source -x -a '(__herolog_values sources)' -d 'Only this source: app, heroku, ...'
+complete -c herolog -n '__herolog_using "herolog logs"' -s d -l dyno -l dyno-name -x -a '(__herolog_values dynos)' -d 'Only this dyno: web.1, or web for every web dyno.'
+complete -c herolog -n '__herolog_using "herolog logs"' -s p -l process-type -l ps -x -a '(__herolog_values types)' -d 'Only this process type: web, worker, ...'
 complete -c herolog -n '__herolog_using "herolog logs"' -l since -x -d 'Only lines from this time on: 10m, 2h, 1d or ISO 8601.'
 complete -c herolog -n '__herolog_using "herolog logs"' -l until -x -d 'Only lines before this time; ends --tail when it passes.'
 complete -c herolog -n '__herolog_using "herolog logs"' -s g -l grep -x -d 'Only messages matching REGEX (repeat: any of them).'
@@ -89,7 +111,7 @@ complete -c herolog -n '__herolog_using "herolog logs"' -l force-colors -d 'Same
 complete -c herolog -n '__herolog_using "herolog logs"' -l server -x -d 'Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.'
 complete -c herolog -n '__herolog_using "herolog logs"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog run"' -s a -l app -x -a '(herolog apps 2>/dev/null)' -d 'The app the lines belong to (or $HEROLOG_APP).'
-complete -c herolog -n '__herolog_using "herolog run"' -s d -l dyno -x -d 'The dyno name: web.1, worker.2, ...'
+complete -c herolog -n '__herolog_using "herolog run"' -s d -l dyno -x -a '(__herolog_values dynos)' -d 'The dyno name: web.1, worker.2, ...'
 complete -c herolog -n '__herolog_using "herolog run"' -s q -l quiet -d 'Store the output without also printing it.'
 complete -c herolog -n '__herolog_using "herolog run"' -l server -x -d 'Send the lines to this herolog serve\'s drain intake (credentials of its --auth in the URL), not to the local store.'
 complete -c herolog -n '__herolog_using "herolog run"' -s h -l help -d 'Show help'

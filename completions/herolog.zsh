@@ -9,6 +9,15 @@ __herolog_app_names() {
     _describe 'app' apps
 }
 
+# herolog _values KIND: the dynos, sources or process types of the -a app's newest
+# lines in the local store (of every app's without -a, or $HEROLOG_APP's)
+__herolog_values() {
+    local app=${opt_args[-a]:-${opt_args[--app]}}
+    local -a values
+    values=(${(f)"$(herolog _values $1 ${app:+--app=$app} 2>/dev/null)"})
+    compadd -a values
+}
+
 _herolog() {
     local curcontext="$curcontext" state line
     typeset -A opt_args
@@ -111,9 +120,9 @@ _herolog_logs() {
         '(-a --app)'{-a,--app=}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '(-n --num)'{-n,--num=}'[How many lines of history to show (default 100).]:INTEGER RANGE: ' \
         '(-t --tail)'{-t,--tail}'[Keep showing new lines as they arrive.]' \
-        '(-s --source)'{-s,--source=}'[Only this source\: app, heroku, ...]:SOURCE: ' \
-        '(-d --dyno --dyno-name)'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO: ' \
-        '(-p --process-type --ps)'{-p,--process-type=,--ps=}'[Only this process type\: web, worker, ...]:TYPE: ' \
+        '(-s --source)'{-s,--source=}'[Only this source\: app, heroku, ...]:SOURCE:{__herolog_values sources}' \
+        '(-d --dyno --dyno-name)'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO:{__herolog_values dynos}' \
+        '(-p --process-type --ps)'{-p,--process-type=,--ps=}'[Only this process type\: web, worker, ...]:TYPE:{__herolog_values types}' \
         '--since=[Only lines from this time on\: 10m, 2h, 1d or ISO 8601.]:TIME: ' \
         '--until=[Only lines before this time; ends --tail when it passes.]:TIME: ' \
         '(-g --grep)'{-g,--grep=}'[Only messages matching REGEX (repeat\: any of them).]:REGEX: ' \
@@ -128,7 +137,7 @@ _herolog_logs() {
 _herolog_run() {
     _arguments -S \
         '(-a --app)'{-a,--app=}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '(-d --dyno)'{-d,--dyno=}'[The dyno name\: web.1, worker.2, ...]:DYNO: ' \
+        '(-d --dyno)'{-d,--dyno=}'[The dyno name\: web.1, worker.2, ...]:DYNO:{__herolog_values dynos}' \
         '(-q --quiet)'{-q,--quiet}'[Store the output without also printing it.]' \
         '--server=[Send the lines to this herolog serve'\''s drain intake (credentials of its --auth in the URL), not to the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \

@@ -927,6 +927,24 @@ class SQLiteStore:
         rows = self._db.execute("SELECT name, lines, created_at FROM apps ORDER BY name").fetchall()
         return [AppInfo(*row) for row in rows]
 
+    def recent_names(self, app: str | None, lines: int = 2000) -> list[tuple[str, str]]:
+        """The (source, dyno) pairs of the newest ``lines`` lines of ``app`` (of every app:
+        None), for shell completion: a read of the index's last entries, however large the
+        store."""
+        if not self._schema_ready():
+            return []
+        if app is None:
+            newest = "SELECT source, dyno FROM lines ORDER BY id DESC LIMIT ?"
+            params: tuple[object, ...] = (lines,)
+        else:
+            newest = (
+                "SELECT source, dyno FROM lines WHERE app_id = (SELECT id FROM apps WHERE"
+                " name = ?) ORDER BY id DESC LIMIT ?"
+            )
+            params = (app, lines)
+        rows = self._db.execute(f"SELECT DISTINCT source, dyno FROM ({newest})", params)
+        return [(str(source), str(dyno)) for source, dyno in rows.fetchall()]
+
     def app(self, name: str) -> AppInfo | None:
         if not self._schema_ready():
             return None

@@ -146,6 +146,50 @@ def test_after_run_dashdash_the_words_are_the_commands_own(tmp_path: Path) -> No
     assert "--almost-all" in fish_complete("herolog run -- ls --almost-al")
 
 
+def test_dynos_sources_and_process_types_come_from_the_app_s_recent_lines(
+    herolog_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store()
+    fill(store, "demo", ["x"], dyno="web.1")
+    fill(store, "demo", ["x"], dyno="web.2")
+    fill(store, "demo", ["x"], source="heroku", dyno="router")
+    fill(store, "demo", ["x"], dyno="worker.1")
+    fill(store, "other", ["x"], source="postgres", dyno="heroku-postgres")
+    every = ["heroku-postgres", "router", "web", "web.1", "web.2", "worker", "worker.1"]
+    for complete in (bash_complete, fish_complete):
+        assert complete("herolog logs -a demo -d w") == every[2:]
+        assert complete("herolog logs -a demo --dyno web.") == ["web.1", "web.2"]
+        assert complete("herolog logs -a demo -s ") == ["app", "heroku"]
+        assert complete("herolog logs -a other -s ") == ["postgres"]
+        assert complete("herolog logs -a demo -p ") == ["web", "worker"]
+        assert complete("herolog logs -d ") == every  # every app's, as logs shows them all
+        assert complete("herolog logs -s ") == ["app", "heroku", "postgres"]
+        assert complete("herolog logs -a nosuchapp -d ") == []
+    assert bash_complete("herolog logs --app = other -d ") == ["heroku-postgres"]
+    assert bash_complete("herolog logs -aother -d ") == ["heroku-postgres"]
+    assert fish_complete("herolog logs --app=other -d ") == ["heroku-postgres"]
+    hits = tmp_path / "zsh-hits"
+    assert {"web.1", "web.2"} <= set(zsh_complete("herolog logs -a demo -d web.", hits))
+    assert "heroku" in zsh_complete("herolog logs -a demo -s h", hits)
+    assert "heroku-postgres" in zsh_complete("herolog logs --app=other -d h", hits)
+    # $HEROLOG_APP, as logs takes it
+    monkeypatch.setenv("HEROLOG_APP", "other")
+    assert bash_complete("herolog logs -d ") == ["heroku-postgres"]
+
+
+def test_dyno_completion_fails_quietly(herolog_home: Path) -> None:
+    """No store, or a file that is no store: nothing offered, nothing said."""
+    assert bash_complete("herolog logs -d ") == []
+    herolog_home.mkdir(parents=True, exist_ok=True)
+    (herolog_home / "logs.db").write_text("not a database\n" * 100)
+    assert bash_complete("herolog logs -d ") == []
+    assert fish_complete("herolog logs -s ") == []
+    done = subprocess.run(
+        ["herolog", "_values", "dynos"], env=herolog_env(), capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def zsh_complete(line: str, hits: Path) -> list[str]:
     """What zsh's completion offers for ``line``: an interactive zsh on a pseudo-terminal
     (zpty) is typed the line and a TAB, with compadd recording what it is given."""

@@ -25,6 +25,7 @@ _COMMANDS = {
     "apps": ("store", "apps"),
     "store": ("store", "store"),
     "completion": ("completion", "completion"),
+    "_values": ("completion", "values"),
 }
 """Each command's module under herolog.cli and its name there."""
 
