@@ -52,6 +52,21 @@ def store_lines(path: Path, app: str, *lines: LogLine) -> None:
         store.close()
 
 
+def run_out_forwarding_lease(path: Path) -> None:
+    """Bring the store's forwarding lease to the state its 10 s leave it in when the serve
+    holding it was killed: run out, still naming that serve. A dead serve's lease running out
+    in real time is tested in test_store; waiting it out cost each test that needs it 10 s."""
+    store = SQLiteStore.open(path)
+    try:
+        held = store._lease("forwarding")
+        assert held is not None, "no serve holds the forwarding lease"
+        assert store.leased("forwarding")
+        assert store.lease("forwarding", held[0], -1) is None
+        assert not store.leased("forwarding")
+    finally:
+        store.close()
+
+
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run a herolog command in-process: its exit status, stdout and stderr."""
     from click.testing import CliRunner

@@ -766,6 +766,19 @@ def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: 
     assert store.find_drain("demo", drain.token) == drain._replace(delivery=state)
 
 
+def test_a_lease_its_holder_stops_renewing_runs_out_and_another_takes_it(tmp_path: Path) -> None:
+    """What the next serve meets after a serve holding the forwarding lease was killed."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    assert store.lease("forwarding", "killed", 0.3) is None
+    assert store.lease("forwarding", "next", 10) == "killed"
+    assert store.leased("forwarding")
+    time.sleep(0.35)
+    assert not store.leased("forwarding")
+    assert store.lease("forwarding", "next", 10) is None
+    assert store.lease("forwarding", "killed", 10) == "next"
+    store.close()
+
+
 def test_only_the_forwarding_lease_holder_saves_drain_positions(tmp_path: Path) -> None:
     """A server whose lease ran out and went to another (it was stalled, say) must not put
     its older position back over the newer one the other saves."""

@@ -27,7 +27,7 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
-from tests.helpers import herolog_env, invoke, store_lines
+from tests.helpers import herolog_env, invoke, run_out_forwarding_lease, store_lines
 from tests.server.conftest import Running, ServeProcess
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_drain_faults import (
@@ -208,7 +208,8 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
         before_restart = len(slow.delivered_lines())
         assert before_restart < total
         second = ServeProcess("--port", "0")
-        # It takes over once the dead server's lease runs out (10 s).
+        # It takes over once the dead server's lease runs out (10 s, here at once).
+        run_out_forwarding_lease(store_path)
         wait_until(
             lambda: saved(store_path, token).through >= newest,
             timeout=120,

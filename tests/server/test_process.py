@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
-from tests.helpers import herolog_env, herolog_process, invoke
+from tests.helpers import herolog_env, herolog_process, invoke, run_out_forwarding_lease
 from tests.server.conftest import ServeProcess, own_certificate
 
 
@@ -287,9 +287,9 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
 def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
-    """The killed serve could not hand its drains back: its lease runs out (10 s). The next
-    one must not send the operator looking for a process that is gone, and says when it
-    forwards."""
+    """The killed serve could not hand its drains back: its lease runs out (10 s, here at
+    once). The next one must not send the operator looking for a process that is gone, and
+    says when it forwards."""
     from tests.server.sinks import HTTPSink, wait_until
 
     sink = HTTPSink()
@@ -313,6 +313,7 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
             " ended without handing them over: this one forwards them once its lease on them"
             " runs out, within 10 s"
         ) in banner
+        run_out_forwarding_lease(herolog_home / "logs.db")
         with httpx.Client() as client:
             assert post(client, second.url, "after") == 204
         wait_until(
