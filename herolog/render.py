@@ -198,13 +198,18 @@ def _shown(m: re.Match[str]) -> str:
     return m[1] or f"\\x{ord(m[0]):02x}"
 
 
-def for_terminal(text: str) -> str:
+def for_terminal(text: str, *, line_goes_on: bool = False) -> str:
     """``text`` fit for a terminal: the control characters that anyone sending a line could
     use to drive it (set its title, clear it, write the clipboard, overwrite the header with
-    a \\r) shown as ``\\x1b`` escapes; tabs, newlines and colours kept, as less -R does."""
+    a \\r) shown as ``\\x1b`` escapes; tabs, newlines and colours kept, as less -R does.
+    ``line_goes_on``: ``text`` is a run of a line that more text follows, so a \\r that ends
+    it does not end the line."""
     if text.isprintable():
         return text
-    return _CONTROL.sub(_shown, text)
+    shown = _CONTROL.sub(_shown, text)
+    if line_goes_on and shown.endswith("\r"):
+        return shown[:-1] + "\\x0d"
+    return shown
 
 
 class TextRenderer:
@@ -546,9 +551,14 @@ class ColorRenderer:
         out = []
         for line in lines:
             kept_escapes = False
-            for text, style in colored_parts(line):
+            parts = colored_parts(line)
+            whole = "".join(text for text, _ in parts) if self.terminal else ""
+            end = 0
+            for text, style in parts:
                 if self.terminal:
-                    text = for_terminal(text)
+                    end += len(text)
+                    goes_on = whole[end : end + 1] not in ("", "\n")
+                    text = for_terminal(text, line_goes_on=goes_on)
                     kept_escapes = kept_escapes or "\x1b" in text
                 out.append(self._render(text, style) if style else text)
             out.append(f"{_RESET}\n" if kept_escapes else "\n")

@@ -762,6 +762,25 @@ def test_a_message_cannot_send_a_terminal_control_sequences(
 
 
 @pytest.mark.subprocess
+def test_a_carriage_return_inside_a_coloured_line_cannot_overwrite_its_header(
+    store: SQLiteStore,
+) -> None:
+    """Colour cuts a router line into runs at its spaces, and an access line before its
+    HTTP version: a \r that ended a run was kept as if it ended the line, and what came
+    after it overwrote the header."""
+    fill(store, "demo", ["at=info path=/ \rheroku[api]: fake"], source="heroku", dyno="router")
+    fill(store, "demo", ['1.2.3.4 "GET /a\rHTTP/1.1" 200'], dyno="web.1")
+    fill(store, "demo", ["at=info windows\r"], source="heroku", dyno="router")
+    code, data = on_a_terminal("logs")
+    assert code == 0
+    text = data.decode()
+    assert text.count("\\x0d") == 2, text
+    closing = "windows\x1b[0m\r\r\n"  # a line's closing \r does no harm
+    assert closing in text
+    assert "\r" not in text.replace(closing, "").replace("\r\n", "")  # the terminal's \n
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_an_output_encoding_that_cannot_carry_a_line_escapes_it(
     store: SQLiteStore, encoding: str
