@@ -53,12 +53,18 @@ def to_json_object(line: StoredLine) -> dict[str, Any]:
 
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 """What JSON leaves raw but str.splitlines ends a line at, as JSON escapes."""
+_RAW_IN_JSON = str.maketrans(
+    {**_LINE_BREAKS, **{code: f"\\u{code:04x}" for code in range(0x80, 0xA0)}}
+)
+"""The line breaks above, and the C1 controls that JSON leaves raw and terminals obey
+(U+009B as ESC [, U+009D as ESC ]), as JSON escapes."""
 
 
 def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
-    """One NDJSON record, one line for any line splitter (a script's str.splitlines too)."""
+    """One NDJSON record, one line for any line splitter (a script's str.splitlines too),
+    with no control character a terminal would obey."""
     text = json.dumps(to_json_object(line), ensure_ascii=ascii_only, separators=(",", ":"))
-    return text if text.isascii() else text.translate(_LINE_BREAKS)
+    return text if text.isascii() else text.translate(_RAW_IN_JSON)
 
 
 def encode_record(line: StoredLine) -> str:
@@ -570,7 +576,7 @@ def renderer_for(
     stream: IO[str], *, json_output: bool, color: bool, terminal: bool = False
 ) -> Renderer:
     """``terminal``: the stream is a terminal, which a message's control characters could
-    drive; they are shown escaped there (JSON escapes them anyway)."""
+    drive; they are shown escaped there (JSON output escapes them always)."""
     if json_output:
         return JsonRenderer(stream)
     if isinstance(stream, io.TextIOWrapper) and not writes_unicode(stream):

@@ -363,6 +363,25 @@ def test_json_records_are_one_line_for_any_line_splitter(store: SQLiteStore) -> 
     assert "caf\u00e9 \u65e5" in out  # other characters stay as they are, in UTF-8
 
 
+@pytest.mark.subprocess
+def test_json_escapes_the_control_characters_json_leaves_raw(store: SQLiteStore) -> None:
+    """JSON escapes only the controls below U+0020: the C1 ones (U+009B is a CSI, U+009D an
+    OSC, which terminals take as ESC [ and ESC ]) came out raw, so --json on a terminal
+    let whoever sent a line clear it, set its title or write its clipboard."""
+    message = "clear \x9b2J title \x9d0;pwned\x9c del\x7f nel\x85 caf\u00e9"
+    fill(store, "demo", [message])
+    code, data = on_a_terminal("logs", "--json")
+    assert code == 0
+    text = data.decode()
+    for raw in ("\x9b", "\x9d", "\x9c", "\x85"):
+        assert raw not in text, raw
+    assert json.loads(text)["message"] == message
+    assert "\\u009b2J title \\u009d0;pwned\\u009c" in text
+    # Into a pipe too: the same JSON, for a reader that shows it on a terminal (less, tail).
+    proc = herolog_process("logs", "--json")
+    assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", text.replace("\r\n", "\n"))
+
+
 @pytest.mark.parametrize(
     ("args", "env", "colored"),
     [
