@@ -572,11 +572,22 @@ class ColorRenderer:
         self.stream.flush()
 
 
+def _block_on(stream: IO[str]) -> None:
+    """Make writes to ``stream`` wait for room again, where another program sharing it set
+    O_NONBLOCK (an ssh in the background, on a terminal): Python's buffered writes drop what
+    does not fit at once there, with no error."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        if not os.get_blocking(fd):
+            os.set_blocking(fd, True)
+
+
 def renderer_for(
     stream: IO[str], *, json_output: bool, color: bool, terminal: bool = False
 ) -> Renderer:
     """``terminal``: the stream is a terminal, which a message's control characters could
     drive; they are shown escaped there (JSON output escapes them always)."""
+    _block_on(stream)
     if json_output:
         return JsonRenderer(stream)
     if isinstance(stream, io.TextIOWrapper) and not writes_unicode(stream):

@@ -533,6 +533,39 @@ def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore, args: list[
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("args", [[], ["--json"], ["--color", "always"]])
+def test_an_output_left_non_blocking_gets_every_line(demo: SQLiteStore, args: list[str]) -> None:
+    """A pipe or a terminal that another program sharing it set O_NONBLOCK on (an ssh in the
+    background does so to its terminal): Python's buffered writes drop what the pipe cannot
+    take at once, without an error, and herolog exited 0 with a part of the lines."""
+    import fcntl
+
+    demo.set_history(5000)
+    fill(demo, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
+    read_end, write_end = os.pipe()
+    flags = fcntl.fcntl(write_end, fcntl.F_GETFL)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    with closing(os.fdopen(read_end, "rb")) as reader:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "logs", "-a", "big", "-n", "3000", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=herolog_env(),
+        )
+        os.close(write_end)
+        try:
+            time.sleep(0.5)  # the pipe fills up before anything is read from it
+            out = reader.read()
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert (proc.returncode, err) == (0, b"")
+    lines = out.decode().splitlines()
+    assert len(lines) == 3000
+    assert "line 2999 " in lines[-1]
+
+
+@pytest.mark.subprocess
 def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -> None:
     """`for app in a b; do herolog logs -t -a $app; done`: a Ctrl-C stops the loop, as it
     does around GNU tail -f. herolog dies of the SIGINT; exiting 130 would tell the shell it
