@@ -111,14 +111,14 @@ def _exits() -> Iterator[None]:
     except OSError as error:
         # Files herolog opens are reported where it opens them, with their names; these
         # errors without a name come from writing the output (`> /dev/full`, a full disk,
-        # a terminal that has gone).
+        # a terminal that has gone, `1<file`: an output open only for reading).
         if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
             raise
         _drop_stdout()
         raise click.ClickException(f"cannot write the output: {error.strerror}") from None
 
 
-_OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
 
 def _drop_stdout() -> None:

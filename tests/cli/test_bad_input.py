@@ -468,6 +468,19 @@ def test_output_that_cannot_be_written_is_one_line(herolog_home: Path, args: lis
     assert proc.stderr == "Error: cannot write the output: No space left on device\n"
 
 
+@pytest.mark.parametrize("args", [["logs"], ["logs", "--json"], ["logs", "-t"], ["apps"]])
+def test_an_output_open_only_for_reading_is_one_line(herolog_home: Path, args: list[str]) -> None:
+    """`herolog logs 1<file` or `>&0` (a mistyped redirection): every write fails with
+    EBADF, which came out as a traceback; cat says 'write error: Bad file descriptor'."""
+    store = open_store()
+    fill(store, "demo", ["one", "two"])
+    store.close()
+    with Path(os.devnull).open("rb") as read_only:
+        proc = herolog_process(*args, stdout=read_only, stderr=subprocess.PIPE, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == "Error: cannot write the output: Bad file descriptor\n"
+
+
 def test_an_input_that_cannot_be_read_is_one_line(herolog_home: Path) -> None:
     """Reading /proc/self/mem from its start fails with EIO: a read error mid-file."""
     code, err = invoke("import", "/proc/self/mem", "-a", "demo")
