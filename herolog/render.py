@@ -91,12 +91,14 @@ def encode_record(line: StoredLine) -> str:
 
 
 def _pipe_fd(stream: IO[str]) -> int | None:
-    """The file descriptor under ``stream`` if it is a pipe's writing end, else None."""
+    """The file descriptor under ``stream`` if it is a pipe's writing end, or a socket (what
+    node gives the processes it starts for a pipe), else None."""
     import stat
 
     try:
         fd = stream.fileno()
-        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+        mode = os.fstat(fd).st_mode
+        return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -533,6 +533,31 @@ def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore, args: list[
 
 
 @pytest.mark.subprocess
+def test_a_quiet_tail_into_a_socket_ends_when_its_reader_goes(demo: SQLiteStore) -> None:
+    """Node's child processes write to a socket, not a pipe: the tail ends when the reader
+    closes it too, as GNU tail -f does, not at the next line (which may be hours away)."""
+    import socket
+
+    reader, writer = socket.socketpair()
+    with closing(reader), closing(writer):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "logs", "-t", "-n", "1"],
+            stdout=writer.fileno(),
+            stderr=subprocess.PIPE,
+            env=herolog_env(),
+        )
+        writer.close()
+        try:
+            with reader.makefile("rb") as lines:
+                assert b"other 59" in lines.readline()
+            reader.close()
+            _, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    assert (proc.returncode, err) == (0, b"")
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args", [[], ["--json"], ["--color", "always"]])
 def test_an_output_left_non_blocking_gets_every_line(demo: SQLiteStore, args: list[str]) -> None:
     """A pipe or a terminal that another program sharing it set O_NONBLOCK on (an ssh in the

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -452,6 +453,31 @@ def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
     first, code, err = first_line_then_close(remote.url, "-a", "demo", "-t")
     assert b"at=info" in first
     assert (code, err) == (0, b"")
+
+
+@pytest.mark.subprocess
+def test_a_quiet_remote_tail_into_a_socket_ends_when_its_reader_goes(remote: Running) -> None:
+    """Node's child processes write to a socket, not a pipe: the tail ends when the reader
+    closes it too, not at the next line."""
+    import socket
+
+    reader, writer = socket.socketpair()
+    with closing(reader), closing(writer):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", "demo", "-t"],
+            stdout=writer.fileno(),
+            stderr=subprocess.PIPE,
+            env=herolog_env(HEROLOG_API_KEY=KEY),
+        )
+        writer.close()
+        try:
+            with reader.makefile("rb") as lines:
+                assert b"at=info" in lines.readline()
+            reader.close()
+            _, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    assert (proc.returncode, err) == (0, b"")
 
 
 @pytest.mark.subprocess
