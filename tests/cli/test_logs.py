@@ -680,6 +680,24 @@ def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
     assert [x.message for x in lines[1:]] == [f"new {i}" for i in range(20, 30)]
 
 
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_the_l11_line_is_a_json_record_as_the_readme_describes_it(
+    store: SQLiteStore, app: str | None
+) -> None:
+    """It is no stored line: id 0 (a script resuming after the last id it saw must skip
+    it), and the app of the tail, none for a tail of every app."""
+    from herolog.render import format_json
+
+    store.set_history(10)
+    fill(store, "demo", [f"n{i}" for i in range(30)])
+    lines, _ = read_after(store, 0, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
+    record = json.loads(format_json(lines[0]))
+    assert record["message"].startswith("Error L11 (Tail buffer overflow)")
+    assert (record["id"], record["app"]) == (0, app or "")
+    assert (record["source"], record["dyno"], record["attributes"]) == ("heroku", "logplex", {})
+    assert json.loads(format_json(lines[1]))["id"] == 21
+
+
 def test_tail_with_num_zero_shows_only_new_lines_and_picks_up_new_dynos(demo: SQLiteStore) -> None:
     child = Child("logs", "-n", "0", "-t", "-p", "clock")
     try:
