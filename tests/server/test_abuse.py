@@ -386,7 +386,9 @@ def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(strict:
         start = time.monotonic()
         sock.sendall(second[:20])
         assert answers_on(sock) == [204, 408]
-        assert HEADER_TIMEOUT <= time.monotonic() - start < 10
+        # Not measured from the first request or the connection: the timeout's own length
+        # (less the millisecond asyncio may fire a timer early; 0.99998 s was seen).
+        assert HEADER_TIMEOUT - 0.01 <= time.monotonic() - start < 10
     assert [x.message for x in strict.lines("demo")] == ["first 0"]
 
 
