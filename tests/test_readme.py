@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,34 @@ def test_a_group_s_help_lists_each_command_s_summary_whole(group: Cmd) -> None:
     assert result.exit_code == 0, result.output
     commands = result.output.split("\nCommands:\n")[1]
     assert "..." not in commands, commands
+
+
+CI_RUN = Path(__file__).parent.parent / ".ci" / "run"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        ("quick-start", "no test command in README.md"),
+        ("test-command", "no quick start in README.md"),
+    ],
+)
+def test_ci_says_which_readme_command_is_missing_before_it_does_anything(
+    tmp_path: Path, kept: str, message: str
+) -> None:
+    """A README whose block .ci/run reads was renamed or lost: CI stops saying so, before it
+    installs tools or deletes .venv, not with status 1 and nothing printed."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(CI_RUN, tmp_path / ".ci" / "run")
+    (tmp_path / "README.md").write_text(f"<!-- {kept} -->\n```sh\ntrue\n```\n<!-- /{kept} -->\n")
+    (tmp_path / ".venv").mkdir()
+    proc = subprocess.run(
+        ["bash", str(tmp_path / ".ci" / "run")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"{message}\n")
+    assert (tmp_path / ".venv").is_dir()
