@@ -11,6 +11,9 @@ writer can be as fast: answering at once keeps the groups small.)
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import herolog.server
 from herolog.__main__ import main
 from herolog.server.writer import Writer
@@ -22,4 +25,7 @@ class PipelineWriter(Writer):
 
 if __name__ == "__main__":
     herolog.server.Writer = PipelineWriter  # type: ignore[attr-defined]  # what Server starts
+    # The writer process is started with -P, without the current directory on sys.path.
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     main()

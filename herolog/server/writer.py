@@ -80,6 +80,16 @@ on a request after 5 s."""
 _WATCH_EVERY_S = 1.0
 
 
+def _loaded_from_cwd() -> bool:
+    """Whether this herolog is the current directory's (a checkout run as python -m herolog).
+    Elsewhere the writer is started with -P: -m puts the current directory first on sys.path,
+    and a folder named herolog there (a clone of another version) would be the writer."""
+    try:
+        return Path(__file__).resolve().parents[2] == Path.cwd().resolve()
+    except OSError:  # the current directory was deleted
+        return False
+
+
 class Writer:
     """The serve side: starts the writer process and hands it work (asyncio)."""
 
@@ -118,6 +128,7 @@ class Writer:
         ours, theirs = socket.socketpair()
         args = [
             sys.executable,
+            *([] if _loaded_from_cwd() else ["-P"]),
             "-m",
             self.process_module,
             str(theirs.fileno()),

@@ -260,6 +260,41 @@ def test_the_example_systemd_unit_starts_serve(
 
 
 @pytest.mark.subprocess
+def test_serve_started_in_a_folder_holding_a_herolog_package_runs_its_own_writer(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """From a clone of another version, or a folder others can write to: the store writer
+    is the installed herolog's, as serve is, not the one in the current directory."""
+    planted = tmp_path / "herolog"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("")
+    ran = tmp_path / "ran"
+    (planted / "store_writer.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\nraise SystemExit(1)\n"
+    )
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("herolog")), "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=herolog_env(),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        err = proc.stderr.readline()
+        assert err.startswith("herolog serve: HTTPS drain intake on http://127.0.0.1:"), err
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, "Traceback" in rest) == (0, False), err + rest
+    assert not ran.exists()
+
+
+@pytest.mark.subprocess
 def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
