@@ -64,7 +64,9 @@ _HEROKU_LINE = re.compile(r"([!-~]+) ([!-Z\\^-~]+)\[([!-Z\\^-~]+)\]:(?: |$)")
 # SysLogHandler send: <PRI>, a TIMESTAMP (Mmm dd hh:mm:ss; RFC 3339 from rsyslog's
 # RSYSLOG_ForwardFormat) and a HOSTNAME, each of which some senders leave out, then
 # TAG[PID]: or TAG: (rsyslog leaves the colon out after an RFC 5424 sender's [PID]). The
-# TAG and PID become SOURCE and DYNO, printable ASCII as those are.
+# TAG and PID become SOURCE and DYNO, printable ASCII as those are. A HOSTNAME ends in a
+# letter or digit, as rsyslog's do (or is an address in brackets), so without one a "TAG:"
+# or "TAG[PID]:" is not read as it.
 _MONTHS = {
     name: number
     for number, name in enumerate(
@@ -74,7 +76,8 @@ _MONTHS = {
 _BSD_MESSAGE = re.compile(
     r"<([0-9]{1,3})>"
     rf"(?:(?:({'|'.join(_MONTHS)}) ([ 0-9]?[0-9]) ([0-9]{{2}}):([0-9]{{2}}):([0-9]{{2}})"
-    r"(?:\.([0-9]{1,6}))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+)) (?:([!-~]+) )?)?"
+    r"(?:\.([0-9]{1,6}))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+))"
+    r" (?:([!-~]*[0-9A-Za-z]|\[[!-~]+\]) )?)?"
     r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:)(?: |$)"
 )
 

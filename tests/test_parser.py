@@ -699,6 +699,40 @@ def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "<22>Jan  1 00:00:01 postfix/smtpd[7]: connect from x",
             ("2026-01-01T00:00:01-05:00", "postfix/smtpd", "7", None, 22, "connect from x"),
         ),
+        # No HOSTNAME, and a colon in the message: a word ending in ":" is a TAG, never a
+        # HOSTNAME (rsyslog's hostnames end in a letter or digit)
+        (
+            "<20>Jan  1 00:00:01 postfix/smtpd[7]: warning: hostname x does not resolve",
+            (
+                "2026-01-01T00:00:01-05:00",
+                "postfix/smtpd",
+                "7",
+                None,
+                20,
+                "warning: hostname x does not resolve",
+            ),
+        ),
+        # Docker's syslog log driver by default (its tag the container's id), TCP too
+        (
+            "<27>Mar  5 09:14:07 3f2c1d4e5b6a[4711]: Error: connection refused",
+            (
+                "2026-03-05T09:14:07-05:00",
+                "3f2c1d4e5b6a",
+                "4711",
+                None,
+                27,
+                "Error: connection refused",
+            ),
+        ),
+        (
+            "<11>Mar  5 09:14:07 billing: error: card declined",
+            ("2026-03-05T09:14:07-05:00", "billing", "-", None, 11, "error: card declined"),
+        ),
+        # an address in brackets, as some devices send their HOSTNAME
+        (
+            "<13>Mar  5 09:14:07 [10.0.0.7] sshd[9]: x",
+            ("2026-03-05T09:14:07-05:00", "sshd", "9", "[10.0.0.7]", 13, "x"),
+        ),
         # Python's SysLogHandler, with an ident or a formatter: no time, no HOSTNAME
         (
             "<12>myapp: with ident",
@@ -747,6 +781,27 @@ def test_a_saved_bsd_syslog_line_is_read_in_the_last_year_that_is_not_after_it(
     received = Received.at(datetime.fromisoformat(imported))
     message = f"<13>{logged} myhost billing[42]: paid".encode()
     assert parse_syslog(message, received, saved=True).timestamp == expected
+
+
+bsd_tags = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":[]"),
+    min_size=1,
+    max_size=12,
+)
+
+
+bsd_messages = messages | st.builds("{}: {}".format, bsd_tags, messages)  # "warning: ..."
+
+
+@given(bsd_tags, st.none() | bsd_tags, st.sampled_from([None, "myhost", "10.0.0.7"]), bsd_messages)
+def test_what_a_bsd_message_says_never_changes_its_tag_or_hostname(
+    tag: str, pid: str | None, hostname: str | None, message: str
+) -> None:
+    head = f"{hostname} " if hostname else ""
+    head += f"{tag}[{pid}]:" if pid else f"{tag}:"
+    line = parse_syslog(f"<13>Mar  5 09:14:07 {head} {message}".encode(), RECEIVED)
+    got = (line.hostname, line.source, line.dyno, line.message)
+    assert got == (hostname, tag, pid or "-", message)
 
 
 @pytest.mark.parametrize(
