@@ -118,7 +118,7 @@ _herolog_import() {
 _herolog_logs() {
     _arguments \
         '(-a --app)'{-a,--app=}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
-        '(-n --num)'{-n,--num=}'[How many lines of history to show (default 100).]:INTEGER RANGE: ' \
+        '(-n --num)'{-n,--num=}'[How many lines of history to show (default 100).]:N: ' \
         '(-t --tail)'{-t,--tail}'[Keep showing new lines as they arrive.]' \
         '(-s --source)'{-s,--source=}'[Only this source\: app, heroku, ...]:SOURCE:{__herolog_values sources}' \
         '(-d --dyno --dyno-name)'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO:{__herolog_values dynos}' \
@@ -146,9 +146,9 @@ _herolog_run() {
 
 _herolog_serve() {
     _arguments \
-        '--host=[Address to listen on. Anything but loopback needs --auth.]:TEXT: ' \
-        '--port=[HTTP port for HTTPS drains; 0 picks a free one.]:INTEGER RANGE: ' \
-        '--syslog-port=[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:INTEGER RANGE: ' \
+        '--host=[Address to listen on. Anything but loopback needs --auth.]:HOST: ' \
+        '--port=[HTTP port for HTTPS drains; 0 picks a free one.]:N: ' \
+        '--syslog-port=[Also accept syslog drains over TCP (TLS with --certfile) on this port.]:N: ' \
         '--syslog-app=[The app syslog lines are stored under.]:APP: ' \
         '--syslog-max-connections=[Syslog connections open at once; more are closed as they arrive.]:N: ' \
         '--auth=[Basic auth the drain intake requires (put it in the drain URL).]:USER\:PASSWORD: ' \
@@ -156,8 +156,8 @@ _herolog_serve() {
         '--public-url=[Base URL clients reach this server at, for log-session URLs (default\: from Host).]:URL: ' \
         '--certfile=[TLS certificate (PEM)\: serve HTTPS and syslog+tls.]:FILE:_files' \
         '--keyfile=[TLS private key (PEM) for --certfile.]:FILE:_files' \
-        '--history=[Lines kept per app (sets the store'\''s history).]:INTEGER RANGE: ' \
-        '--max-body=[Largest drain POST body in bytes, after gzip.]:INTEGER RANGE: ' \
+        '--history=[Lines kept per app (sets the store'\''s history).]:N: ' \
+        '--max-body=[Largest drain POST body in bytes, after gzip.]:BYTES: ' \
         '--body-timeout=[Answer 408 to a request whose body is still arriving this long after its headers.]:SECONDS: ' \
         '--header-timeout=[Answer 408 and close a connection whose request headers take longer than this.]:SECONDS: ' \
         '--drain-buffer=[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \

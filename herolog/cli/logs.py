@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from herolog.cli.options import RegexType, TimeType, app_option, server_option
+from herolog.cli.options import Integer, RegexType, TimeType, app_option, server_option
 
 if TYPE_CHECKING:
     from herolog.logs import LogsRequest
@@ -58,7 +58,8 @@ class LogsCommand(click.Command):
 @click.option(
     "-n",
     "--num",
-    type=click.IntRange(min=0),
+    type=Integer(min=0),
+    metavar="N",
     help="How many lines of history to show (default 100).",
 )
 @click.option("-t", "--tail", is_flag=True, help="Keep showing new lines as they arrive.")

@@ -14,6 +14,17 @@ from herolog import timestamps
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Integer(click.IntRange):
+    """click's IntRange, named as what it takes: its own name, "integer range", made a value
+    that is no number "not a valid integer range" and the metavar INTEGER RANGE."""
+
+    name = "integer"
+
+
+class Number(click.FloatRange):
+    name = "number"
+
+
 class TimeType(click.ParamType[str, Any]):
     """``10m``, ``2h``, ``1d``, ``now`` or an ISO 8601 time, as an instant string."""
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from herolog.cli.options import EnvOption
+from herolog.cli.options import EnvOption, Integer, Number
 
 if TYPE_CHECKING:
     from herolog.server.config import ConfigError
@@ -21,20 +21,23 @@ option = functools.partial(click.option, cls=EnvOption)
     envvar="HEROLOG_HOST",
     default="127.0.0.1",
     show_default=True,
+    metavar="HOST",
     help="Address to listen on. Anything but loopback needs --auth.",
 )
 @option(
     "--port",
     envvar="HEROLOG_PORT",
-    type=click.IntRange(0, 65535),
+    type=Integer(0, 65535),
     default=8514,
+    metavar="N",
     show_default=True,
     help="HTTP port for HTTPS drains; 0 picks a free one.",
 )
 @option(
     "--syslog-port",
     envvar="HEROLOG_SYSLOG_PORT",
-    type=click.IntRange(0, 65535),
+    type=Integer(0, 65535),
+    metavar="N",
     help="Also accept syslog drains over TCP (TLS with --certfile) on this port.",
 )
 @option(
@@ -48,7 +51,7 @@ option = functools.partial(click.option, cls=EnvOption)
 @option(
     "--syslog-max-connections",
     envvar="HEROLOG_SYSLOG_MAX_CONNECTIONS",
-    type=click.IntRange(min=1),
+    type=Integer(min=1),
     default=10_000,
     show_default=True,
     metavar="N",
@@ -87,21 +90,23 @@ option = functools.partial(click.option, cls=EnvOption)
 @option(
     "--history",
     envvar="HEROLOG_HISTORY",
-    type=click.IntRange(1, 10_000_000),
+    type=Integer(1, 10_000_000),
+    metavar="N",
     help="Lines kept per app (sets the store's history).",
 )
 @option(
     "--max-body",
     envvar="HEROLOG_MAX_BODY",
-    type=click.IntRange(min=1024),
+    type=Integer(min=1024),
     default=5 << 20,
     show_default=True,
+    metavar="BYTES",
     help="Largest drain POST body in bytes, after gzip.",
 )
 @option(
     "--body-timeout",
     envvar="HEROLOG_BODY_TIMEOUT",
-    type=click.FloatRange(min=0, min_open=True, max=86400),
+    type=Number(min=0, min_open=True, max=86400),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -110,7 +115,7 @@ option = functools.partial(click.option, cls=EnvOption)
 @option(
     "--header-timeout",
     envvar="HEROLOG_HEADER_TIMEOUT",
-    type=click.FloatRange(min=0, min_open=True, max=86400),
+    type=Number(min=0, min_open=True, max=86400),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
@@ -119,7 +124,7 @@ option = functools.partial(click.option, cls=EnvOption)
 @option(
     "--drain-buffer",
     envvar="HEROLOG_DRAIN_BUFFER",
-    type=click.IntRange(min=1),
+    type=Integer(min=1),
     default=1024,
     show_default=True,
     metavar="LINES",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from herolog.cli.options import Integer
+
 
 def local_only(command: str, path: Path) -> None:
     """Say that ``command`` works on the local store when $HEROLOG_URL is set: logs, drain
@@ -76,7 +78,7 @@ def info(json_output: bool) -> None:
 
 
 @store.command(short_help="Show or set how many lines the store keeps per app.")
-@click.argument("lines", type=click.IntRange(min=1, max=10_000_000), required=False)
+@click.argument("lines", type=Integer(min=1, max=10_000_000), required=False)
 def history(lines: int | None) -> None:
     """Show or set how many lines the store keeps per app (Heroku keeps 1500).
 

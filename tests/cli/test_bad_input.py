@@ -206,6 +206,36 @@ def test_bad_values_are_usage_errors(args: list[str], message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "option", "metavar", "kind"),
+    [
+        (["logs"], ["-n"], "-n, --num N", "integer"),
+        (["serve"], ["--host", "127.0.0.1", "--port"], "--host HOST", "integer"),
+        (["serve"], ["--port"], "--port N", "integer"),
+        (["serve"], ["--syslog-port"], "--syslog-port N", "integer"),
+        (["serve"], ["--history"], "--history N", "integer"),
+        (["serve"], ["--max-body"], "--max-body BYTES", "integer"),
+        (["serve"], ["--syslog-max-connections"], "--syslog-max-connections N", "integer"),
+        (["serve"], ["--drain-buffer"], "--drain-buffer LINES", "integer"),
+        (["serve"], ["--body-timeout"], "--body-timeout SECONDS", "number"),
+        (["store", "history"], [], "[LINES]", "integer"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_a_number_option_says_what_it_takes(
+    command: list[str], option: list[str], metavar: str, kind: str
+) -> None:
+    """As the README's tables write them, not click's INTEGER RANGE, and a value that is no
+    number is not 'a valid integer range': nobody gave a range."""
+    helped = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200)
+    assert helped.exit_code == 0, helped.output
+    assert metavar in helped.output
+    assert "RANGE" not in helped.output
+    code, err = invoke(*command, *option, "1k")
+    assert code == 2, err
+    assert one_error_line(err).endswith(f": '1k' is not a valid {kind}."), err
+
+
+@pytest.mark.parametrize(
     ("args", "variable", "value", "hint"),
     [
         (["logs"], "HEROLOG_URL", "ftp://logs.example.com", "'--server'"),
