@@ -477,7 +477,10 @@ class Server:
                 " api.heroku.com)"
             )
         elif is_loopback(config.host):
-            lines.append(f"Platform API on {api} (no --api-key: open to this machine only)")
+            line = f"Platform API on {api} (no --api-key: open to this machine only)"
+            if heroku_cli_takes(api):
+                line += f": HEROKU_HOST={api} heroku logs -a APP"
+            lines.append(line)
         else:
             lines.append("Platform API off: give --api-key to read logs from other machines")
         add = f"add a drain with: heroku drains:add '{intake}/apps/APP/logs' -a APP"

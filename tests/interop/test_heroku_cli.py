@@ -446,6 +446,23 @@ def tunnel(target: tuple[str, int]) -> Iterator[int]:
         listener.close()
 
 
+def test_the_banner_of_a_serve_without_a_key_gives_the_heroku_cli_command(
+    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A bare ``herolog serve``, a newcomer's first: its API needs no key on this machine,
+    and the command its banner gives, as given (no HEROKU_API_KEY), prints the app's lines."""
+    running = import_example(make_server())
+    (line,) = [text for text in running.server.banner() if text.startswith("Platform API")]
+    command = line.rpartition(": ")[2]
+    assert command == f"HEROKU_HOST={running.url} heroku logs -a APP", line
+    env = cli_env(running, tmp_path)
+    del env["HEROKU_API_KEY"]
+    env["HEROKU_HOST"] = command.split()[0].partition("=")[2]
+    result = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
+
+
 def test_the_banner_sends_the_heroku_cli_where_serve_listens(
     heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
 ) -> None:
