@@ -226,7 +226,10 @@ class _Uvicorn(uvicorn.Server):
             yield
         finally:
             for sig, handler in originals.items():
-                signal.signal(sig, handler)
+                # Stopped (by a signal or stop()), the process is about to exit: a second
+                # Ctrl-C coming once the shutdown is done must not make a clean stop a death
+                # by SIGINT (it did for two Ctrl-Cs 20 ms apart).
+                signal.signal(sig, signal.SIG_IGN if self.should_exit else handler)
 
 
 def has_terminal() -> bool:

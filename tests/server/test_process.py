@@ -548,6 +548,23 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
 
 
 @pytest.mark.subprocess
+def test_a_second_sigint_after_the_shutdown_is_done_still_exits_0(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    """Two Ctrl-Cs in quick succession, the second landing once an idle serve's shutdown is
+    done: it must not turn a clean stop into a death by SIGINT (19 times in 20 with 20 ms
+    between them, when serve put back Python's own SIGINT handler as it finished)."""
+    for gap in (0.0, 0.01, 0.02, 0.03, 0.05):
+        server = serve_process("--port", "0")
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.finish()
+        assert code == 0, f"{gap} s apart: {err}"
+        assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
 def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
