@@ -167,6 +167,7 @@ class HerologApp:
             if not self.writer.running:  # a load balancer should send drains elsewhere
                 raise HTTPError(503, "the store writer is not running", [(b"retry-after", b"1")])
             if stalled := self.writer.stalled_for:
+                self.writer.report_stall()
                 message = f"the store writer has not answered for {stalled:.0f} s"
                 raise HTTPError(503, message, [(b"retry-after", b"5")])
             if self.writer.failure is not None:

@@ -175,17 +175,25 @@ class Writer:
                 say(f"herolog serve: the store writer answers again, after {waited:.0f} s")
                 self._stall_reported = False
             self._oldest, self._oldest_since = oldest, loop.time()
-        elif not self._stall_reported and (waited := self.stalled_for):
-            waiting = len(self._pending)
-            requests = "request" if waiting == 1 else "requests"
-            say(
-                f"herolog serve: the store writer has not answered for {waited:.0f} s"
-                f" ({waiting:,} {requests} waiting; /healthz answers 503 meanwhile)"
-            )
-            self._stall_reported = True
+        else:
+            self.report_stall()
         self._watch = (
             None if self._stopping else loop.call_later(_WATCH_EVERY_S, self._watch_for_stalls)
         )
+
+    def report_stall(self) -> None:
+        """Say on serve's log, once a stall, that the writer has stalled (past STALL_S). The
+        watch looks every second; /healthz calls it too, so that no 503 it answers for a
+        stall comes before the log says so."""
+        if self._stall_reported or not (waited := self.stalled_for):
+            return
+        waiting = len(self._pending)
+        requests = "request" if waiting == 1 else "requests"
+        say(
+            f"herolog serve: the store writer has not answered for {waited:.0f} s"
+            f" ({waiting:,} {requests} waiting; /healthz answers 503 meanwhile)"
+        )
+        self._stall_reported = True
 
     # Plain functions returning the future, not coroutines: a coroutine per request would
     # be one more frame to create and to resume on the intake's hot path.
