@@ -115,8 +115,9 @@ def stop_report(dropped: int, left: int) -> str:
     """What serve's log says of a drain that stopped with lines it had not delivered."""
     parts = []
     if left:
+        them = "them" if left != 1 else "it"
         parts.append(
-            f"{_lines(left)} not delivered yet: the next herolog serve on this store sends them"
+            f"{_lines(left)} not delivered yet: the next herolog serve on this store sends {them}"
         )
     if dropped:
         parts.append(f"{_lines(dropped)} dropped as its buffer overflowed (told with L10)")

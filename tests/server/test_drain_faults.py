@@ -809,3 +809,13 @@ def test_a_drain_url_no_worker_can_use_spoils_nothing_else(
         assert settled(running, good).delivered == 10
     finally:
         sink.close()
+
+
+def test_the_stop_report_counts_one_line_as_one() -> None:
+    assert stop_report(0, 1) == (
+        "1 line not delivered yet: the next herolog serve on this store sends it"
+    )
+    assert stop_report(1, 2) == (
+        "2 lines not delivered yet: the next herolog serve on this store sends them;"
+        " 1 line dropped as its buffer overflowed (told with L10)"
+    )
