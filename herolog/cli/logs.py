@@ -215,5 +215,15 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
         if error.no_app:
             message += _from_the_environment()
         if error.usage:
-            raise click.UsageError(message) from None
+            raise click.UsageError(_named_as_options(message)) from None
         raise click.ClickException(message) from None
+
+
+_OPTIONS = {"lines": "-n", "dynos": "-d", "source": "-s", "since": "--since", "until": "--until"}
+
+
+def _named_as_options(message: str) -> str:
+    """A server's refusal of a log session, naming the option a field came from: the API's
+    "lines: 1,501 is more than ..." is -n's."""
+    field, colon, rest = message.partition(": ")
+    return f"{_OPTIONS[field]} {rest}" if colon and field in _OPTIONS else message

@@ -121,8 +121,8 @@ def test_the_api_key_wins_over_intake_credentials_in_the_url(remote: Running) ->
             ["-a", "demo", "-n", "1501"],
             {"HEROLOG_API_KEY": KEY},
             2,
-            "1,501 is more than the 1,500 lines the store keeps per app (raise that on the"
-            " server: herolog serve --history 1501)",
+            "Error: -n 1,501 is more than the 1,500 lines the store keeps per app (raise that"
+            " on the server: herolog serve --history 1501)",
         ),
     ],
 )
