@@ -83,7 +83,7 @@ class ServerURLType(click.ParamType[str, Any]):
         host = url.raw_host.decode("ascii")  # as it is sent: a bad one fails only in connecting
         if url.scheme not in ("http", "https") or not valid_host(host) or (url.port or 1) > 65535:
             shown = mask_loosely(text)
-            self.fail(f"{shown!r} is not a server URL: http(s)://HOST[:PORT]", param, ctx)
+            self.fail(f"{shown!r} is not a server URL: http(s)://HOST[:PORT][/PATH]", param, ctx)
         if b"?" in url.raw_path or url.fragment or str(url).endswith("#"):
             # herolog adds its paths (/apps/APP/log-sessions) to the URL: after a ? or a #
             # they would be a query or a fragment, and every request went to the same path.

@@ -518,7 +518,11 @@ def test_remote_json_tail_pipes_into_jq_like_readers(make_server: ServerFactory)
     ("server", "env", "message"),
     [
         ("http://[::1", {}, "not a server URL"),
-        ("ftp://example.com", {}, "'ftp://example.com' is not a server URL"),
+        (
+            "ftp://example.com",
+            {},
+            "'ftp://example.com' is not a server URL: http(s)://HOST[:PORT][/PATH]",
+        ),
     ],
 )
 def test_bad_server_settings(server: str, env: dict[str, str], message: str) -> None:
