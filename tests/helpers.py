@@ -222,3 +222,28 @@ def shell_job(script: str) -> subprocess.Popen[str]:
         env=herolog_env(),
         start_new_session=True,
     )
+
+
+def first_line_into_a_socket(args: list[str], env: dict[str, str]) -> tuple[bytes, int, bytes]:
+    """Run ``herolog ARGS`` (a tail) with its output a socket, as node gives the processes it
+    starts; read its first line and close the socket: that line, then the exit status and
+    stderr of herolog, which is to end at that close."""
+    import socket
+
+    reader, writer = socket.socketpair()
+    with contextlib.closing(reader), contextlib.closing(writer):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", *args],
+            stdout=writer.fileno(),
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        writer.close()
+        try:
+            with reader.makefile("rb") as lines:
+                first = lines.readline()
+            reader.close()
+            _, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    return first, proc.returncode, err

@@ -24,7 +24,16 @@ from herolog.logs import follow, read_after
 from herolog.parser import LogLine
 from herolog.render import TextRenderer
 from herolog.store import Batch, SQLiteStore, StoredLine, open_store
-from tests.helpers import Child, fill, herolog_env, herolog_process, invoke, line, shell_job
+from tests.helpers import (
+    Child,
+    fill,
+    first_line_into_a_socket,
+    herolog_env,
+    herolog_process,
+    invoke,
+    line,
+    shell_job,
+)
 
 run = invoke
 
@@ -536,25 +545,9 @@ def test_pipe_to_head_exits_0_without_a_traceback(demo: SQLiteStore, args: list[
 def test_a_quiet_tail_into_a_socket_ends_when_its_reader_goes(demo: SQLiteStore) -> None:
     """Node's child processes write to a socket, not a pipe: the tail ends when the reader
     closes it too, as GNU tail -f does, not at the next line (which may be hours away)."""
-    import socket
-
-    reader, writer = socket.socketpair()
-    with closing(reader), closing(writer):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", "logs", "-t", "-n", "1"],
-            stdout=writer.fileno(),
-            stderr=subprocess.PIPE,
-            env=herolog_env(),
-        )
-        writer.close()
-        try:
-            with reader.makefile("rb") as lines:
-                assert b"other 59" in lines.readline()
-            reader.close()
-            _, err = proc.communicate(timeout=10)
-        finally:
-            proc.kill()
-    assert (proc.returncode, err) == (0, b"")
+    first, code, err = first_line_into_a_socket(["logs", "-t", "-n", "1"], herolog_env())
+    assert b"other 59" in first
+    assert (code, err) == (0, b"")
 
 
 @pytest.mark.subprocess

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,15 @@ import pytest
 
 from herolog import timestamps
 from herolog.server import ServeConfig, Server, run_in_thread
-from tests.helpers import SERVE_POLL_S, Child, herolog_env, invoke, line, store_lines
+from tests.helpers import (
+    SERVE_POLL_S,
+    Child,
+    first_line_into_a_socket,
+    herolog_env,
+    invoke,
+    line,
+    store_lines,
+)
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 from tests.server.sinks import wait_until
 
@@ -459,25 +466,11 @@ def test_a_quiet_remote_tail_ends_when_its_reader_goes(remote: Running) -> None:
 def test_a_quiet_remote_tail_into_a_socket_ends_when_its_reader_goes(remote: Running) -> None:
     """Node's child processes write to a socket, not a pipe: the tail ends when the reader
     closes it too, not at the next line."""
-    import socket
-
-    reader, writer = socket.socketpair()
-    with closing(reader), closing(writer):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", "logs", "--server", remote.url, "-a", "demo", "-t"],
-            stdout=writer.fileno(),
-            stderr=subprocess.PIPE,
-            env=herolog_env(HEROLOG_API_KEY=KEY),
-        )
-        writer.close()
-        try:
-            with reader.makefile("rb") as lines:
-                assert b"at=info" in lines.readline()
-            reader.close()
-            _, err = proc.communicate(timeout=10)
-        finally:
-            proc.kill()
-    assert (proc.returncode, err) == (0, b"")
+    first, code, err = first_line_into_a_socket(
+        ["logs", "--server", remote.url, "-a", "demo", "-t"], herolog_env(HEROLOG_API_KEY=KEY)
+    )
+    assert b"at=info" in first
+    assert (code, err) == (0, b"")
 
 
 @pytest.mark.subprocess
