@@ -600,6 +600,11 @@ def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None
     store.release_trim_hold("s2")
     fill(store, "demo", ["i"])
     assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i"]
+    g = store.last(LineFilter(), 10)[0][0].id
+    store.hold_trim("s1", store.newest_id(), seconds=60)
+    store.hold_trim("s2", g - 1, seconds=60)  # a second server has not handed out g yet
+    fill(store, "demo", ["j"])
+    assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i", "j"]  # the lowest counts
 
 
 def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
