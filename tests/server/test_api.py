@@ -113,6 +113,8 @@ def test_app_object_and_unknown_app(shared_api: Running) -> None:
         {},
         {"Authorization": "Bearer wrong"},
         {"Authorization": f"Bearer {KEY}x"},
+        {"Authorization": f"Bearer {KEY[:-1]}"},
+        {"Authorization": f"Bearer {KEY[:-1]}X"},
         {"Authorization": "Basic " + base64.b64encode(b":wrong").decode()},
     ],
 )
