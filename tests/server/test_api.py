@@ -137,6 +137,13 @@ def test_basic_auth_with_the_key_as_password(shared_api: Running) -> None:
     assert response.status_code == 200
 
 
+def test_the_key_s_scheme_is_case_insensitive(shared_api: Running) -> None:
+    """As RFC 9110 has it: a client (or a proxy) writing 'bearer' is let in."""
+    for scheme in ("bearer", "BEARER"):
+        headers = {"Authorization": f"{scheme} {KEY}"}
+        assert httpx.get(f"{shared_api.url}/apps/demo", headers=headers).status_code == 200
+
+
 def test_intake_credentials_do_not_open_the_api(make_server: ServerFactory) -> None:
     running = make_server(api_key=KEY, auth=_creds())
     response = httpx.get(f"{running.url}/apps/demo", auth=("drain", "s3cret"))
