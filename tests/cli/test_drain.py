@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from herolog.drains import new_app_warning
+from herolog.filters import LineFilter
 from herolog.store import Delivery, open_store
-from tests.helpers import invoke
+from tests.helpers import fill, invoke
 from tests.server.conftest import ServerFactory, running_server
 
 KEY = "drain-key"
@@ -203,6 +204,29 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
     code, out, _ = run("drain", "-a", "demo", env=where)
     assert code == 0
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
+
+
+def test_waiting_counts_the_lines_trimmed_past_the_position_less_the_drops_ahead() -> None:
+    """delivered + dropped + waiting is every line the app stored since the drain was added:
+    those the ring buffer trimmed before a server read them are waiting too (the next one
+    counts them as dropped), and drops past the position are not counted twice."""
+    code, out, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json")
+    assert code == 0
+    store = open_store()
+    try:
+        store.set_history(5)
+        fill(store, "demo", [f"line {i}" for i in range(10)])
+        assert len(store.last(LineFilter(), 100)[0]) == 5
+        code, listed, _ = run("drain", "list", "-a", "demo", "--json")
+        assert json.loads(listed)[0]["delivery"]["waiting"] == 10
+        # A server delivered the first line (id 1) and dropped one past it.
+        state = Delivery(1, 1, False, None, None, through=1, dropped_ahead=1)
+        assert store.save_deliveries({json.loads(out)["id"]: state})
+    finally:
+        store.close()
+    code, out, _ = run("drain", "list", "-a", "demo", "--json")
+    assert code == 0
+    assert json.loads(out)[0]["delivery"]["waiting"] == 8
 
 
 def test_an_app_is_named_by_its_id_too(where: dict[str, str]) -> None:
