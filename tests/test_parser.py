@@ -416,6 +416,15 @@ def test_frame_decoder_refuses_oversized_frames_without_buffering_them() -> None
         decoder.feed(b"1000000000 <190>1", RECEIVED)
 
 
+def test_a_frame_of_the_limit_is_taken_and_one_byte_more_refused() -> None:
+    header = b"<190>1 2024-03-05T09:14:07Z host app web.1 - "
+    at_limit = header + b"x" * (1000 - len(header))
+    (got,) = FrameDecoder(max_frame=1000).feed(frame([at_limit]), RECEIVED)
+    assert got.message == "x" * (1000 - len(header))
+    with pytest.raises(FramingError, match="a frame of 1001 bytes is over the 1000-byte limit"):
+        FrameDecoder(max_frame=1000).feed(frame([at_limit + b"x"]), RECEIVED)
+
+
 def test_frame_decoder_close_reports_a_cut_off_frame() -> None:
     decoder = FrameDecoder()
     decoder.feed(b"30 <190>1 2024", RECEIVED)
