@@ -37,3 +37,16 @@ def herolog_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield home
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def no_child_left() -> Iterator[None]:
+    """The herolog commands a test started (Child) do not outlive it."""
+    from tests.helpers import CHILDREN
+
+    yield
+    while CHILDREN:
+        child = CHILDREN.pop()
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.communicate()

@@ -123,6 +123,11 @@ def herolog_process(
     )
 
 
+CHILDREN: list[Child] = []
+"""Every Child a test started: those still running when it ends are killed (a test that
+failed before it stopped its ``logs --tail`` left it running for the rest of the run)."""
+
+
 class Child:
     """A running ``herolog`` command whose output lines are read with timeouts."""
 
@@ -138,6 +143,7 @@ class Child:
             stderr=subprocess.PIPE,
             env=env or herolog_env(),
         )
+        CHILDREN.append(self)
         self.lines: queue.Queue[str | None] = queue.Queue()
         if self.proc.stdout is not None:
             threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
