@@ -67,6 +67,9 @@ def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:
         # particleboard.heroku.com/account, unless this points elsewhere (README).
         HEROKU_PARTICLEBOARD_URL=server.url,
         DISABLE_TELEMETRY="true",
+        # Each fresh HOME has the CLI start a detached 'heroku update --autoupdate', which
+        # asks Heroku's servers for a newer CLI and can outlive the test by far.
+        HEROKU_DISABLE_AUTOUPDATE="1",
         NO_COLOR="1",
     )
     return env
