@@ -78,8 +78,9 @@ def syslog_ng(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[
     conf.write_text(
         "@version: 3.38\n"
         "options { threaded(yes); };\n"
-        f'source s {{ network(ip("127.0.0.1") port({port}) transport("tcp")'
-        " flags(syslog-protocol)); };\n"
+        # syslog(), not network(): network() frames by newline, so each octet count would
+        # be taken as the start of an RFC 3164 line and the header left in the message.
+        f'source s {{ syslog(ip("127.0.0.1") port({port}) transport("tcp")); }};\n'
         f'destination d {{ file("{out}" template("${{MESSAGE}}\\n")); }};\n'
         "log { source(s); destination(d); };\n"
     )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from bench.tools import Unavailable, heroku_cli
+from bench.corpus import syslog_messages
+from bench.ingest import free_port
+from bench.syslog_peers import PACKAGES, TOKEN, file_has, rsyslog, send, syslog_ng, wait_port
+from bench.tools import Unavailable, heroku_cli, unpack
+from herolog.parser import frame
 
 
 def fake_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> Path:
@@ -46,3 +51,31 @@ def test_no_npm_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     fake_node(tmp_path, monkeypatch, "v22.1.0")
     with pytest.raises(Unavailable, match="installed with npm, and there is none"):
         heroku_cli()
+
+
+def test_the_syslog_peers_parse_each_octet_counted_frame_as_herolog_does(tmp_path: Path) -> None:
+    """bench.syslog_peers compares herolog with peers doing the same work: each frame taken
+    by its octet count and parsed as RFC 5424, its message alone written to the file."""
+    try:
+        root = unpack("peers", PACKAGES, ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"])
+    except Unavailable as error:
+        pytest.fail(
+            f"bench.syslog_peers runs Debian's rsyslog and syslog-ng, and {error}", pytrace=False
+        )
+    messages = [
+        m.replace(b" host ", f" {TOKEN} ".encode(), 1).replace(b" - ", b" - - ", 1)
+        for m in syslog_messages(50)
+    ]
+    wanted = [m.split(b" ", 7)[7].decode() for m in messages]
+    for name, start in (("rsyslog", rsyslog), ("syslog-ng", syslog_ng)):
+        work = tmp_path / name
+        work.mkdir()
+        port, out = free_port(), work / "out.log"
+        peer = start(root, work, port, out)
+        try:
+            wait_port(port)
+            send(port, frame(messages), file_has(out, len(messages)), timeout=30)
+        finally:
+            peer.send_signal(signal.SIGTERM)
+            peer.wait(30)
+        assert out.read_text().splitlines() == [w.rstrip("\n") for w in wanted], name
