@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.corpus import syslog_messages
-from bench.ingest import free_port
+from bench.corpus import bodies, syslog_messages
+from bench.ingest import free_port, ingest_run, lua, wait_up
 from bench.syslog_peers import PACKAGES, TOKEN, file_has, rsyslog, send, syslog_ng, wait_port
 from bench.tools import Unavailable, heroku_cli, unpack
 from herolog.parser import frame
@@ -79,3 +82,27 @@ def test_the_syslog_peers_parse_each_octet_counted_frame_as_herolog_does(tmp_pat
             peer.send_signal(signal.SIGTERM)
             peer.wait(30)
         assert out.read_text().splitlines() == [w.rstrip("\n") for w in wanted], name
+
+
+def test_ingest_counts_the_answered_lines_the_store_does_not_hold(tmp_path: Path) -> None:
+    """A server answering 2xx without storing (bench.pipeline_serve's writer stores nothing)
+    is not credited with throughput: bench.ingest's run says how many lines are missing."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.pipeline_serve", "serve", "--port", str(port)],
+        env={**os.environ, "HEROLOG_HOME": str(tmp_path / "home")},
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{url}/healthz")
+        body = tmp_path / "one.body"
+        body.write_bytes(bodies(1, 1)[0])
+        run = ingest_run(url, lua(body, tmp_path), 1, connections=2, seconds=1)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert run.answered > 0
+    assert run.committed == 0
+    assert run.missing == run.answered
