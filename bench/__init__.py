@@ -8,6 +8,34 @@ bench/results.json.
 from __future__ import annotations
 
 import json
+import os
+import platform
+from pathlib import Path
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        ram = f"{int(memory) / 1024 / 1024:.1f} GB RAM"
+    except OSError:
+        ram = "unknown RAM"
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {ram}, {platform.system()} {platform.release()},"
+        f" Python {platform.python_version()}"
+    )
+
+
+def measured_with(*programs: str) -> None:
+    """Print what the figures below were measured with, and on what machine."""
+    from herolog import __version__
+
+    print(f"measured with herolog {__version__}", *programs, sep=", ", end="")
+    print(f"; on {machine()}")
 
 
 def result(

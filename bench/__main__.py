@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,23 +35,6 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("tail_latency", [], ["--lines", "200"]),
     ("soak", [], ["--seconds", "70"]),
 ]
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-        ram = f"{int(memory) / 1024 / 1024:.1f} GB RAM"
-    except OSError:
-        ram = "unknown RAM"
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {ram}, {platform.system()} {platform.release()},"
-        f" Python {platform.python_version()}"
-    )
 
 
 def main() -> None:

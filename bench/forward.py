@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import httpx
+import uvicorn
 
-from bench import result, tools
+from bench import measured_with, result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, memory, wait_up, wrk
 
@@ -67,6 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     body = bodies(100, 100)[0]
     tools.require_wrk("bench.forward")
+    measured_with(tools.wrk_version(), f"uvicorn {uvicorn.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         script = lua(_write(work / "hundred.body", body), work)

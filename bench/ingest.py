@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import httpx
+import uvicorn
 
-from bench import result, tools
+from bench import measured_with, result, tools
 from bench.corpus import bodies, syslog_messages
 from herolog.parser import Received, frame, parse_logplex
 
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--syslog-lines", type=int, default=1_000_000)
     args = parser.parse_args()
     tools.require_wrk("bench.ingest")
+    measured_with(tools.wrk_version(), f"uvicorn {uvicorn.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         one, hundred = work / "one.body", work / "hundred.body"

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import result, tools
+from bench import measured_with, result, tools
 from bench.corpus import bodies
 from herolog.filters import LineFilter
 from herolog.parser import parse_logplex
@@ -89,6 +89,8 @@ def compare_with_heroku(herolog: str, heroku: str, env: dict[str, str], runs: in
         "HEROLOG_API_KEY": "bench",
         "DISABLE_TELEMETRY": "true",
     }
+    named = tools.version("official heroku CLI", [heroku, "--version"], cli_env)
+    print(f"heroku: {named} ({heroku})")
     commands = {
         "heroku logs -a app0 -n 1500 | cat": f"{heroku} logs -a app0 -n 1500 | cat",
         "herolog logs --server URL -a app0 -n 1500 | cat": (
@@ -117,7 +119,7 @@ def compare_with_heroku(herolog: str, heroku: str, env: dict[str, str], runs: in
         "herolog logs -a app0 -n 1500 vs heroku logs (same server)",
         ours * 1000,
         "ms",
-        peer="official heroku CLI 11.10.0",
+        peer=named,
         ratio=ours / theirs,
         target="<= 0.05x the heroku CLI's time (20x faster)",
         met=theirs / ours >= 20,
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--heroku", help="the official heroku CLI to compare with")
     parser.add_argument("--heroku-runs", type=int, default=5)
     args = parser.parse_args()
+    measured_with()
     herolog = shutil.which("herolog", path=str(Path(sys.executable).parent)) or "herolog"
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)

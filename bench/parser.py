@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from bench import result
+from bench import measured_with, result
 from bench.corpus import bodies
 from herolog.parser import LogLine, Received, parse_logplex
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
+    measured_with()
     data = bodies(args.frames, 100)
     size = sum(map(len, data))
     received = Received.at()

@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from bench import result, tools
+from bench import measured_with, result, tools
 from bench.corpus import bodies
 from bench.ingest import committed, free_port, lua, wait_up
 from bench.tail_latency import percentile
@@ -460,6 +460,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
     tools.require_wrk("bench.soak")
+    measured_with(tools.wrk_version())
     with tempfile.TemporaryDirectory(prefix="herolog-soak-") as tmp:
         failed = Soak(Path(tmp), seconds, args).run()
     if failed:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import result, tools
+from bench import measured_with, result, tools
 from bench.corpus import syslog_messages
 from bench.ingest import committed, free_port, wait_up
 from herolog.parser import frame
@@ -170,6 +170,15 @@ def main() -> None:
     problems: dict[str, str] = {}
     if root is None:
         problems = {"rsyslog": why, "syslog-ng": why}
+        named = {"rsyslog": "rsyslog", "syslog-ng": "syslog-ng"}
+        measured_with()
+    else:
+        env, sbin = tools.library_env(root), root / "usr/sbin"
+        named = {
+            "rsyslog": tools.version("rsyslog", [sbin / "rsyslogd", "-v"], env),
+            "syslog-ng": tools.version("syslog-ng", [sbin / "syslog-ng", "--version"], env),
+        }
+        measured_with(*named.values())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         http, syslog_port = free_port(), free_port()
@@ -227,7 +236,7 @@ def main() -> None:
             f"syslog, one TCP connection, {args.lines:,} frames",
             args.lines / ours,
             "lines/s",
-            peer=name,
+            peer=named[name],
             ratio=theirs / ours,
             target=f">= {wanted}x {name}",
             met=theirs / ours >= wanted,

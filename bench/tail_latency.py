@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import httpx
+import uvicorn
 
-from bench import result
+from bench import measured_with, result
 from bench.ingest import free_port, wait_up
 from herolog.parser import frame
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100)
     args = parser.parse_args()
+    measured_with(f"uvicorn {uvicorn.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {**os.environ, "HEROLOG_HOME": str(Path(tmp) / "home"), "HEROLOG_API_KEY": "k"}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -57,6 +59,23 @@ def library_env(root: Path) -> dict[str, str]:
         **os.environ,
         "LD_LIBRARY_PATH": os.pathsep.join([*dirs, os.environ.get("LD_LIBRARY_PATH", "")]),
     }
+
+
+def version(name: str, command: Sequence[str | Path], env: dict[str, str] | None = None) -> str:
+    """``name`` and the version ``command`` says it is (e.g. 'rsyslog 8.2302.0')."""
+    try:
+        told = subprocess.run(
+            [str(part) for part in command], capture_output=True, text=True, env=env, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{name} (version unknown)"
+    m = re.search(r"\d+\.\d+[\w.+~-]*", told.stdout + "\n" + told.stderr)
+    return f"{name} {m.group(0)}" if m else f"{name} (version unknown)"
+
+
+def wrk_version() -> str:
+    program, env = wrk()
+    return version("wrk", [program, "-v"], env)
 
 
 @functools.cache

@@ -15,12 +15,13 @@ figures are medians.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench import result
+from bench import measured_with, result
 from bench.corpus import syslog_messages
 from bench.syslog_peers import TOKEN
 from herolog import store_writer
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    measured_with(f"SQLite {sqlite3.sqlite_version}")
     data = frame(
         m.replace(b" host ", f" {TOKEN} ".encode(), 1).replace(b" - ", b" - - ", 1)
         for m in syslog_messages(args.lines)

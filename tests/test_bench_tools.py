@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from bench.corpus import bodies, syslog_messages
 from bench.ingest import free_port, ingest_run, lua, wait_up
 from bench.syslog_peers import PACKAGES, TOKEN, file_has, rsyslog, send, syslog_ng, wait_port
-from bench.tools import Unavailable, heroku_cli, unpack
+from bench.tools import Unavailable, heroku_cli, library_env, unpack, version
 from herolog.parser import frame
 
 
@@ -106,3 +107,20 @@ def test_ingest_counts_the_answered_lines_the_store_does_not_hold(tmp_path: Path
     assert run.answered > 0
     assert run.committed == 0
     assert run.missing == run.answered
+
+
+def test_the_peers_are_named_with_the_versions_measured(tmp_path: Path) -> None:
+    """A peer's row names the version that ran (``--heroku PATH`` may be any heroku CLI)."""
+    try:
+        root = unpack("peers", PACKAGES, ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"])
+        heroku = heroku_cli()
+    except Unavailable as error:
+        pytest.fail(f"the benchmarks' peers could not be had: {error}", pytrace=False)
+    env = library_env(root)
+    rsyslogd, syslog_ng_program = root / "usr/sbin/rsyslogd", root / "usr/sbin/syslog-ng"
+    assert re.fullmatch(r"rsyslog 8\.\d+\.\d+\S*", version("rsyslog", [rsyslogd, "-v"], env))
+    assert re.fullmatch(
+        r"syslog-ng 3\.\d+\.\d+\S*", version("syslog-ng", [syslog_ng_program, "--version"], env)
+    )
+    assert version("heroku CLI", [heroku, "--version"]) == "heroku CLI 11.10.0"
+    assert version("nothing", [tmp_path / "absent", "--version"]) == "nothing (version unknown)"
