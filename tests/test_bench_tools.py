@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -124,3 +125,32 @@ def test_the_peers_are_named_with_the_versions_measured(tmp_path: Path) -> None:
     )
     assert version("heroku CLI", [heroku, "--version"]) == "heroku CLI 11.10.0"
     assert version("nothing", [tmp_path / "absent", "--version"]) == "nothing (version unknown)"
+
+
+def test_a_syslog_peer_that_cannot_be_had_gets_a_row_saying_why(tmp_path: Path) -> None:
+    """Without apt-get the peers cannot be fetched: herolog is measured all the same, and
+    the table python -m bench writes has its figure, with a row per peer saying why not."""
+    (tmp_path / "bin").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.syslog_peers", "--rounds", "1", "--lines", "300"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PATH": str(tmp_path / "bin"), "XDG_CACHE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(x[7:]) for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    why = "needs apt-get and dpkg (Debian or Ubuntu)"
+    assert [(r["name"], r["unit"], r["peer"], r["ratio"], r["met"]) for r in rows] == [
+        (
+            "syslog, one TCP connection, 300 frames",
+            "lines/s",
+            f"{name}: not measured: {why}",
+            None,
+            None,
+        )
+        for name in ("rsyslog", "syslog-ng")
+    ]
+    assert all(r["value"] > 0 for r in rows)
+    assert f"  rsyslog   : not measured: {why}\n" in done.stdout
