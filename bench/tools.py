@@ -57,7 +57,10 @@ def library_env(root: Path) -> dict[str, str]:
     dirs = sorted({str(p.parent) for p in root.rglob("*.so*")})
     return {
         **os.environ,
-        "LD_LIBRARY_PATH": os.pathsep.join([*dirs, os.environ.get("LD_LIBRARY_PATH", "")]),
+        # An empty entry would be the current directory.
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            filter(None, [*dirs, os.environ.get("LD_LIBRARY_PATH")])
+        ),
     }
 
 

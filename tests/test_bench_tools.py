@@ -154,3 +154,16 @@ def test_a_syslog_peer_that_cannot_be_had_gets_a_row_saying_why(tmp_path: Path) 
     ]
     assert all(r["value"] > 0 for r in rows)
     assert f"  rsyslog   : not measured: {why}\n" in done.stdout
+
+
+def test_an_unpacked_program_loads_no_library_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty entry in LD_LIBRARY_PATH is the current directory: a peer run from the
+    wrong folder would load whatever libraries lay there."""
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "usr/lib/libfoo.so.1").touch()
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    assert library_env(tmp_path)["LD_LIBRARY_PATH"] == str(tmp_path / "usr/lib")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/lib")
+    assert library_env(tmp_path)["LD_LIBRARY_PATH"] == f"{tmp_path / 'usr/lib'}:/opt/lib"
