@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,15 +59,28 @@ def test_no_npm_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         heroku_cli()
 
 
-def test_the_syslog_peers_parse_each_octet_counted_frame_as_herolog_does(tmp_path: Path) -> None:
-    """bench.syslog_peers compares herolog with peers doing the same work: each frame taken
-    by its octet count and parsed as RFC 5424, its message alone written to the file."""
+def peers_root() -> Path:
+    """rsyslog and syslog-ng as bench.syslog_peers runs them."""
+    programs = ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"]
     try:
-        root = unpack("peers", PACKAGES, ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"])
+        try:
+            return unpack("peers", PACKAGES, programs)
+        except Unavailable:
+            if os.geteuid() != 0 or shutil.which("apt-get") is None:
+                raise
+            # A new machine may not have Debian's package lists yet.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            return unpack("peers", PACKAGES, programs)
     except Unavailable as error:
         pytest.fail(
             f"bench.syslog_peers runs Debian's rsyslog and syslog-ng, and {error}", pytrace=False
         )
+
+
+def test_the_syslog_peers_parse_each_octet_counted_frame_as_herolog_does(tmp_path: Path) -> None:
+    """bench.syslog_peers compares herolog with peers doing the same work: each frame taken
+    by its octet count and parsed as RFC 5424, its message alone written to the file."""
+    root = peers_root()
     messages = [
         m.replace(b" host ", f" {TOKEN} ".encode(), 1).replace(b" - ", b" - - ", 1)
         for m in syslog_messages(50)
@@ -112,8 +126,8 @@ def test_ingest_counts_the_answered_lines_the_store_does_not_hold(tmp_path: Path
 
 def test_the_peers_are_named_with_the_versions_measured(tmp_path: Path) -> None:
     """A peer's row names the version that ran (``--heroku PATH`` may be any heroku CLI)."""
+    root = peers_root()
     try:
-        root = unpack("peers", PACKAGES, ["usr/sbin/rsyslogd", "usr/sbin/syslog-ng"])
         heroku = heroku_cli()
     except Unavailable as error:
         pytest.fail(f"the benchmarks' peers could not be had: {error}", pytrace=False)
