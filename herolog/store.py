@@ -1121,6 +1121,12 @@ class SQLiteStore:
         return file_identity(self.path) != self._identity
 
     def close(self) -> None:
+        if not self._immutable and self.replaced():
+            # The last connection to close writes the -wal into the store's file, but SQLite
+            # skips that for a file that has moved (`mv logs.db old.db` under a tail): the
+            # lines of the commands that ended while this one had it open would stay behind.
+            with contextlib.suppress(sqlite3.Error):  # a reader's read-only connection
+                self.checkpoint()
         self._db.close()
 
 

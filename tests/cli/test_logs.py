@@ -764,6 +764,37 @@ def test_tail_keeps_going_when_the_store_is_replaced(demo: SQLiteStore, herolog_
 
 
 @pytest.mark.subprocess
+def test_a_store_moved_aside_under_a_tail_keeps_its_newest_lines(
+    demo: SQLiteStore, herolog_home: Path
+) -> None:
+    """`mv logs.db old.db` with a tail open: a command that wrote and ended while the tail
+    had the store open left its lines in the -wal (the last connection writes them into the
+    file as it closes, and that was the tail's). SQLite does not do so for a file that has
+    moved: the tail closing it left them in a -wal beside the path, and the file moved aside
+    without them (the store's tables too, for one that had never been closed)."""
+    path = herolog_home / "logs.db"
+    demo.close()
+    child = Child("logs", "-n", "0", "--tail")
+    try:
+        child.wait_for_open(str(path))
+        done = herolog_process("run", "-a", "demo", "--", "echo", "the newest line")
+        assert done.returncode == 0, done.stderr
+        assert child.read_lines(5)[2].endswith(": the newest line")
+        assert Path(f"{path}-wal").stat().st_size > 0  # not in the store's file yet
+        path.rename(herolog_home / "old.db")
+        child.wait_for_close(str(herolog_home / "old.db"))  # it has seen the store go
+    finally:
+        child.stop(signal.SIGINT)
+    with closing(SQLiteStore.open(herolog_home / "old.db", create=False)) as moved:
+        lines, _ = moved.last(LineFilter(app="demo"), 3)
+    assert [x.message for x in lines] == [
+        "the newest line",
+        "Process exited with status 0",
+        "State changed from up to complete",
+    ]
+
+
+@pytest.mark.subprocess
 def test_tail_until_ends_when_the_time_passes(store: SQLiteStore) -> None:
     from datetime import timedelta
 
