@@ -224,16 +224,21 @@ def follow(
         current = store.version()
         if current != version:
             version = current
-            last_id = _drain(store, last_id, wanted, renderer, shown)
-            shown = now
+            last_id, shown = _drain(store, last_id, wanted, renderer, shown)
         sleep(poll_interval)
 
 
-def _drain(store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, shown: str) -> int:
-    """Write the lines after ``last_id``; the id to go on after."""
+def _drain(
+    store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, shown: str
+) -> tuple[int, str]:
+    """Write the lines after ``last_id``; the id to go on after, and when the tail last read
+    (from then on it has missed nothing: a reader slower than the lines is told of what it
+    lost while it wrote a batch as lost since it read that batch)."""
     while True:
+        read_at = timestamps.to_instant(timestamps.now())
         lines, next_id = read_after(store, last_id, wanted, _FOLLOW_BATCH, shown)
         renderer.write(lines)
+        shown = read_at
         if next_id == last_id:
-            return last_id
+            return last_id, shown
         last_id = next_id

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -1080,3 +1081,35 @@ def test_a_filtered_tail_that_keeps_up_is_not_told_of_lost_lines(
             sleep=next_poll,
         )
     assert [x.split(": ", 1)[1] for x in out.getvalue().splitlines()] == ["deploy done"]
+
+
+def test_each_l11_of_a_slow_reader_counts_from_the_lines_it_read_last(store: SQLiteStore) -> None:
+    """A terminal slower than the lines arrive: the tail reads a batch, is held up writing
+    it while more are trimmed, reads on and tells of those with another L11. Each said the
+    drops were 'since' the time the tail had looked before the first batch, minutes ago
+    after a long burst: the same drops told twice, to the eye."""
+    store.set_history(10)
+    _, start = store.last(LineFilter(), 0)
+    fill(store, "demo", [f"a{i}" for i in range(30)])  # 20 trimmed before the tail reads
+    bursts = [[f"b{i}" for i in range(30)], [f"c{i}" for i in range(30)]]
+    shown: list[StoredLine] = []
+
+    class SlowTerminal:
+        def write(self, lines: Sequence[StoredLine]) -> None:
+            shown.extend(lines)
+            if lines and bursts:
+                time.sleep(1.1)  # while the terminal takes them, 20 more go
+                fill(store, "demo", bursts.pop(0))
+
+    def next_poll(seconds: float) -> None:
+        raise _Done
+
+    looked = "2026-01-02T03:04:05.000000Z"
+    with pytest.raises(_Done):
+        follow(store.path, store, start, LineFilter(), SlowTerminal(), looked, sleep=next_poll)
+    overflows = [x.message for x in shown if x.id == 0]
+    assert [m.split(" dropped ")[1].split(" since ")[0] for m in overflows] == ["20 messages"] * 3
+    since = [m.split(" since ")[1] for m in overflows]
+    assert since[0] == "2026-01-02T03:04:05+00:00."
+    assert since[0] < since[1] < since[2]
+    assert [x.message for x in shown if x.id][-10:] == [f"c{i}" for i in range(20, 30)]
