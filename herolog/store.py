@@ -358,6 +358,11 @@ class SQLiteStore:
                 # SQLite would open it read-only and still make a -wal and -shm beside it,
                 # this user's, which the owner's writers then cannot write.
                 return cls._open_read_only(path)
+            if _full(path) and not Path(f"{path}-shm").exists():
+                # Nothing has it open (no -shm), and SQLite could not make the -shm it
+                # reads a WAL store with: trying left an empty -wal that every later
+                # reader would need one for too.
+                return cls._open_read_only(path)
         try:
             db = _connect(path, f"mode={'rwc' if create else 'rw'}")
         except sqlite3.OperationalError as error:
@@ -1270,6 +1275,14 @@ def _connect(path: Path, options: str) -> sqlite3.Connection:
 def _read_only_file_system(path: Path) -> bool:
     try:
         return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _full(path: Path) -> bool:
+    """Whether the store's file system has no room left for this user."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
     except OSError:
         return False
 

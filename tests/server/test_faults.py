@@ -298,6 +298,9 @@ else:
     if kind == "stored+full":
         made = [sys.executable, "-m", "herolog", "store", "history", "1500"]
         subprocess.run(made, check=True, capture_output=True)
+    if kind == "lines+full":
+        made = [sys.executable, "-m", "herolog", "run", "-a", "demo", "--", "echo", "kept"]
+        subprocess.run(made, check=True, capture_output=True)
     if kind.endswith("full"):
         with open(os.path.join(home, "filler"), "wb", buffering=0) as filler:
             try:
@@ -317,7 +320,7 @@ sys.exit(code)
 def contained(how: str, home: Path, out: Path | None, *argv: str) -> list[str]:
     """The command line running ``herolog ARGV`` with HEROLOG_HOME on a tmpfs of its own
     (``tmpfs:SIZE``; ``full:SIZE`` already full; ``stored+full:SIZE`` full after a store was
-    made there) or a read-only bind mount (``ro``); the store files are copied to ``out``
+    made there, ``lines+full:SIZE`` after a few lines were stored in it) or a read-only bind mount (``ro``); the store files are copied to ``out``
     when it ends."""
     probe = subprocess.run([*NAMESPACE, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
@@ -768,6 +771,28 @@ def test_a_store_on_a_read_only_file_system_is_read_by_logs(herolog_home: Path) 
     )
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[web.1]: kept\n")
+
+
+def test_a_store_on_a_full_file_system_is_read_by_logs_and_a_tail(herolog_home: Path) -> None:
+    """A full disk is when one reads the logs most. A store that nothing has open has no
+    -shm beside it, which SQLite's readers of a WAL store make and share: SQLite could not
+    create one there, and `herolog logs` failed, 'cannot open the store ...: disk I/O error
+    (its file system is full)'."""
+    from datetime import timedelta
+
+    from herolog import timestamps
+
+    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
+    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
+    proc = subprocess.run(
+        contained("lines+full:1m", herolog_home, None, *command),
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.endswith(" app[run.1]: kept\n")
 
 
 def test_a_request_racing_the_writers_death_is_refused_and_later_ones_are_stored(
