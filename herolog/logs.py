@@ -124,6 +124,7 @@ def show_logs(
     on_waiting: Callable[[], None] | None = None,
     poll_interval: float = POLL_INTERVAL_S,
     reader_gone: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Print the history, then follow the store if asked to, until interrupted or ``until``.
 
@@ -176,6 +177,7 @@ def show_logs(
         started,
         poll_interval=poll_interval,
         reader_gone=reader_gone,
+        say=say,
     )
 
 
@@ -190,6 +192,7 @@ def follow(
     poll_interval: float = POLL_INTERVAL_S,
     sleep: Callable[[float], None] = time.sleep,
     reader_gone: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Write lines stored after ``last_id`` as they arrive.
 
@@ -197,9 +200,11 @@ def follow(
     what it received since the old one was last seen (``confirmed_at``): that covers both a
     store created after the tail started and one swapped out underneath it. With
     ``wanted.until`` the tail ends once the clock passes it; it ends with BrokenPipeError
-    once ``reader_gone`` says the output's reader has gone.
+    once ``reader_gone`` says the output's reader has gone. ``say`` tells of a store that
+    went and of the new one followed then.
     """
     version: int | None = None
+    lost = ""  # "replaced", then "gone" while there is no store at the path
     shown = confirmed_at  # when the tail was last known to have missed nothing
     while True:
         if reader_gone():
@@ -212,12 +217,18 @@ def follow(
             return
         if store is not None and store.replaced():
             store.close()
-            store = None
+            store, lost = None, "replaced"
         if store is None:
             store = open_existing(path)
             if store is None:
+                if lost == "replaced":
+                    say(f"the store {path} was moved or deleted; waiting for a new one...")
+                    lost = "gone"
                 sleep(poll_interval)
                 continue
+            if lost:
+                say(f"following the new store {path}")
+                lost = ""
             last_id = store.last_id_received_before(confirmed_at)
             version = None
         confirmed_at = now

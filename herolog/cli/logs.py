@@ -179,6 +179,7 @@ def logs(
             renderer,
             on_waiting=waiting,
             reader_gone=render.reader_gone(sys.stdout),
+            say=lambda message: click.echo(f"herolog: {message}", err=True),
         )
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None

@@ -765,6 +765,31 @@ def test_tail_keeps_going_when_the_store_is_replaced(demo: SQLiteStore, herolog_
 
 
 @pytest.mark.subprocess
+def test_a_tail_says_when_its_store_goes_and_when_it_follows_a_new_one(
+    demo: SQLiteStore, herolog_home: Path
+) -> None:
+    """A store deleted or moved aside (serve stops then, by itself) left the tail silent, as
+    if the apps had gone quiet, for as long as no new store came: GNU tail -F says so."""
+    path = herolog_home / "logs.db"
+    demo.close()
+    child = Child("logs", "-n", "0", "--tail")
+    try:
+        child.wait_for_open(str(path))
+        path.rename(herolog_home / "old.db")
+        child.wait_for_close(str(herolog_home / "old.db"))
+        with closing(open_store()) as new:
+            fill(new, "demo", ["in the new store"])
+        assert [x.split(": ")[1] for x in child.read_lines(1)] == ["in the new store"]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+    assert code == -signal.SIGINT
+    assert err.splitlines() == [
+        f"herolog: the store {path} was moved or deleted; waiting for a new one...",
+        f"herolog: following the new store {path}",
+    ]
+
+
+@pytest.mark.subprocess
 def test_a_store_moved_aside_under_a_tail_keeps_its_newest_lines(
     demo: SQLiteStore, herolog_home: Path
 ) -> None:
