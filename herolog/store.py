@@ -1130,8 +1130,11 @@ class SQLiteStore:
             # The last connection to close writes the -wal into the store's file, but SQLite
             # skips that for a file that has moved (`mv logs.db old.db` under a tail): the
             # lines of the commands that ended while this one had it open would stay behind.
+            # Emptied too, if nothing else has the file open (no waiting: as PASSIVE if it
+            # does): the -wal stays beside the path, and a store put there would read it.
             with contextlib.suppress(sqlite3.Error):  # a reader's read-only connection
-                self.checkpoint()
+                self._db.execute("PRAGMA busy_timeout = 0")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
 

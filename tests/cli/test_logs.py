@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -818,6 +819,49 @@ def test_a_store_moved_aside_under_a_tail_keeps_its_newest_lines(
         "Process exited with status 0",
         "State changed from up to complete",
     ]
+
+
+@pytest.mark.subprocess
+def test_a_store_put_in_place_of_another_under_a_tail_is_read_whole(
+    demo: SQLiteStore, herolog_home: Path
+) -> None:
+    """`mv backup.db logs.db` (a backup put back, the file alone) with a tail open: the old
+    store's -wal stayed beside the path, still holding the pages that commands wrote while
+    the tail had the store open, and whoever opened the new file next read it through them:
+    'row 1 missing from index', the new store corrupt."""
+    path = herolog_home / "logs.db"
+    demo.close()
+    with closing(SQLiteStore.open(herolog_home / "backup" / "logs.db")) as backup:
+        fill(backup, "restored", ["from the backup"])
+    child = Child("logs", "-n", "0", "--tail")
+    try:
+        child.wait_for_open(str(path))
+        script = "for i in $(seq 300); do echo line $i; done"
+        for app in ("demo", "other"):
+            done = herolog_process("run", "-a", app, "--", "sh", "-c", script)
+            assert done.returncode == 0, done.stderr
+        assert Path(f"{path}-wal").stat().st_size > 100_000
+        (herolog_home / "backup" / "logs.db").replace(path)
+
+        def holds_the_old_one() -> bool:
+            for fd in Path(f"/proc/{child.proc.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    if str(fd.readlink()) == f"{path} (deleted)":
+                        return True
+            return False
+
+        deadline = time.monotonic() + 15
+        while holds_the_old_one():
+            assert time.monotonic() < deadline, "the tail kept the old store open"
+            time.sleep(0.02)
+        child.wait_for_open(str(path))  # the new one
+    finally:
+        child.stop(signal.SIGINT)
+    with closing(SQLiteStore.open(path, create=False)) as restored:
+        assert restored._db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert [app.name for app in restored.apps()] == ["restored"]
+        lines, _ = restored.last(LineFilter(), 10)
+    assert [x.message for x in lines] == ["from the backup"]
 
 
 @pytest.mark.subprocess
