@@ -858,6 +858,7 @@ class Forwarder:
         self._changed: int | None = None
         self._saved: dict[str, Delivery] = {}
         self._task: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Future[None] | None = None
         self._notices: set[asyncio.Task[object]] = set()
         self._subscribed = False
         self._hurried = False
@@ -929,6 +930,8 @@ class Forwarder:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
         if self._subscribed:
             await self.broadcaster.catch_up()
             self.broadcaster.unsubscribe(self)
@@ -991,7 +994,10 @@ class Forwarder:
             try:
                 if time.monotonic() - self._claimed_at >= LEASE_S / 4:
                     await self._claim()
-                await self._reload()
+                # Shielded from a stop: a reload cut off between making a new drain's worker
+                # and telling it where its live lines start left it unable to deliver any.
+                self._reloading = asyncio.ensure_future(self._reload())
+                await asyncio.shield(self._reloading)
                 if ticks * RELOAD_INTERVAL_S >= SAVE_INTERVAL_S:
                     ticks = 0
                     await self._save()

@@ -771,3 +771,39 @@ def test_https_drains_go_through_the_environment_s_proxy_as_curl_would(
         "the drain URL cannot be used: cannot use the proxy socks5://127.0.0.1:1080 from"
         " $ALL_PROXY: herolog cannot use SOCKS proxies"
     )
+
+
+def test_a_stop_while_a_new_drain_is_being_taken_up_still_delivers_its_lines(
+    herolog_home: Path, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain added just before a stop: the drain registry's reload had made its worker and
+    was subscribing to new lines when the stop cancelled it, so the worker never learned
+    where its live lines start and stopped without delivering any (the flake of the test
+    above once serve stopped at once; here the subscribing is held up to make it certain)."""
+    import asyncio
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+    from herolog.server.broadcast import Broadcaster, LineSink
+
+    subscribing = threading.Event()
+    original = Broadcaster.subscribe
+
+    async def slow_subscribe(self: Broadcaster, subscriber: LineSink) -> int | None:
+        subscribing.set()
+        await asyncio.sleep(0.5)
+        return await original(self, subscriber)
+
+    monkeypatch.setattr(Broadcaster, "subscribe", slow_subscribe)
+    log = io.StringIO()
+    server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=log)
+    stop = run_in_thread(server)
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    try:
+        store.add_drain("demo", sink.url())
+    finally:
+        store.close()
+    assert subscribing.wait(10), "the server did not take the drain up"
+    store_lines(herolog_home / "logs.db", "demo", *numbered(500))
+    stop()
+    assert len(sink.delivered_lines()) == 500, log.getvalue()
