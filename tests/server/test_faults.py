@@ -320,8 +320,8 @@ sys.exit(code)
 def contained(how: str, home: Path, out: Path | None, *argv: str) -> list[str]:
     """The command line running ``herolog ARGV`` with HEROLOG_HOME on a tmpfs of its own
     (``tmpfs:SIZE``; ``full:SIZE`` already full; ``stored+full:SIZE`` full after a store was
-    made there, ``lines+full:SIZE`` after a few lines were stored in it) or a read-only bind mount (``ro``); the store files are copied to ``out``
-    when it ends."""
+    made there, ``lines+full:SIZE`` after a few lines were stored in it) or a read-only bind
+    mount (``ro``); the store files are copied to ``out`` when it ends."""
     probe = subprocess.run([*NAMESPACE, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.fail(
@@ -330,6 +330,20 @@ def contained(how: str, home: Path, out: Path | None, *argv: str) -> list[str]:
         )
     home.mkdir(exist_ok=True)
     return [*NAMESPACE, sys.executable, "-c", CONTAINED, how, str(home), str(out or "-"), *argv]
+
+
+def run_contained(
+    how: str, home: Path, *argv: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``herolog ARGV`` run to its end as :func:`contained` sets it up, its output captured."""
+    return subprocess.run(
+        contained(how, home, None, *argv),
+        capture_output=True,
+        text=True,
+        input=input,
+        env=herolog_env(),
+        timeout=60,
+    )
 
 
 class ContainedServe:
@@ -741,13 +755,8 @@ def test_a_store_on_a_read_only_or_full_file_system_is_a_clear_error(
 
     if how == "ro":
         store_lines(herolog_home / "logs.db", "demo", line("kept"))
-    proc = subprocess.run(
-        contained(how, herolog_home, None, *command),
-        capture_output=True,
-        text=True,
-        input="2024-03-05T09:14:07+00:00 app[web.1]: hello\n",
-        env=herolog_env(),
-        timeout=60,
+    proc = run_contained(
+        how, herolog_home, *command, input="2024-03-05T09:14:07+00:00 app[web.1]: hello\n"
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
@@ -762,13 +771,7 @@ def test_a_store_on_a_read_only_file_system_is_read_by_logs(herolog_home: Path) 
     from tests.helpers import line, store_lines
 
     store_lines(herolog_home / "logs.db", "demo", line("kept"))
-    proc = subprocess.run(
-        contained("ro", herolog_home, None, "logs"),
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=60,
-    )
+    proc = run_contained("ro", herolog_home, "logs")
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[web.1]: kept\n")
 
@@ -784,13 +787,7 @@ def test_a_store_on_a_full_file_system_is_read_by_logs_and_a_tail(herolog_home: 
 
     until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
     command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
-    proc = subprocess.run(
-        contained("lines+full:1m", herolog_home, None, *command),
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=60,
-    )
+    proc = run_contained("lines+full:1m", herolog_home, *command)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[run.1]: kept\n")
 

@@ -21,7 +21,7 @@ from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, SQLiteStore, StoredLine
 from tests.helpers import line, store_lines
-from tests.server.conftest import Running, ServerFactory
+from tests.server.conftest import Running, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
 
@@ -540,35 +540,28 @@ def _cut(text: str, size: int) -> list[str]:
 def test_shutdown_flushes_and_reports_what_is_left(
     make_server: ServerFactory, herolog_home: Path
 ) -> None:
-    import io
-
-    from herolog.server import ServeConfig, Server, run_in_thread
-
     slow = HTTPSink(hang=threading.Event())
     dead = HTTPSink(then=503)
     try:
-        log = io.StringIO()
         # The dead drain takes the whole flush: 2 s of it, not the default 5.
-        config = ServeConfig(
-            store_path=herolog_home / "logs.db", port=0, drain_timing=DrainTiming(flush_s=2.0)
-        )
-        server = Server(config, log=log)
-        stop = run_in_thread(server)
-        running = Running(server, log)
-        add_drain(running, "demo", slow.url())
-        add_drain(running, "demo", dead.url())
-        post(running, "demo", numbered(4))
-        wait_until(lambda: dead.requests, what="a failing attempt")
-        workers = server.app.forwarder.workers
+        timing = DrainTiming(flush_s=2.0)
+        with running_server(herolog_home / "logs.db", drain_timing=timing) as running:
+            add_drain(running, "demo", slow.url())
+            add_drain(running, "demo", dead.url())
+            post(running, "demo", numbered(4))
+            wait_until(lambda: dead.requests, what="a failing attempt")
+            workers = running.server.app.forwarder.workers
 
-        def answer_once_flushing() -> None:
-            """The slow drain answers only once the server is stopping: delivered by the
-            flush, or not at all."""
-            wait_until(lambda: any(w.stopping for w in list(workers.values())), what="the flush")
-            slow.hang.set()  # type: ignore[union-attr]
+            def answer_once_flushing() -> None:
+                """The slow drain answers only once the server is stopping: delivered by the
+                flush, or not at all."""
+                wait_until(
+                    lambda: any(w.stopping for w in list(workers.values())), what="the flush"
+                )
+                slow.hang.set()  # type: ignore[union-attr]
 
-        threading.Thread(target=answer_once_flushing, daemon=True).start()
-        stop()
+            threading.Thread(target=answer_once_flushing, daemon=True).start()
+        log = running.log
         assert [x.message for x in slow.delivered_lines()] == [f"line {i}" for i in range(4)]
         report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
         assert len(report) == 1
@@ -648,18 +641,11 @@ def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
 def test_lines_stored_just_before_stopping_are_delivered(
     herolog_home: Path, sink: HTTPSink
 ) -> None:
-    import io
-
-    from herolog.server import ServeConfig, Server, run_in_thread
-
-    server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=io.StringIO())
-    stop = run_in_thread(server)
-    running = Running(server, io.StringIO())
-    add_drain(running, "demo", sink.url())
-    running.server.app.broadcaster.poll_interval = 60  # only the shutdown catch-up can find them
-
-    store_lines(herolog_home / "logs.db", "demo", *numbered(500))
-    stop()
+    with running_server(herolog_home / "logs.db") as running:
+        add_drain(running, "demo", sink.url())
+        # Only the shutdown's catch-up can find them.
+        running.server.app.broadcaster.poll_interval = 60
+        store_lines(herolog_home / "logs.db", "demo", *numbered(500))
     assert len(sink.delivered_lines()) == 500
 
 
@@ -781,9 +767,7 @@ def test_a_stop_while_a_new_drain_is_being_taken_up_still_delivers_its_lines(
     where its live lines start and stopped without delivering any (the flake of the test
     above once serve stopped at once; here the subscribing is held up to make it certain)."""
     import asyncio
-    import io
 
-    from herolog.server import ServeConfig, Server, run_in_thread
     from herolog.server.broadcast import Broadcaster, LineSink
 
     subscribing = threading.Event()
@@ -795,15 +779,12 @@ def test_a_stop_while_a_new_drain_is_being_taken_up_still_delivers_its_lines(
         return await original(self, subscriber)
 
     monkeypatch.setattr(Broadcaster, "subscribe", slow_subscribe)
-    log = io.StringIO()
-    server = Server(ServeConfig(store_path=herolog_home / "logs.db", port=0), log=log)
-    stop = run_in_thread(server)
-    store = SQLiteStore.open(herolog_home / "logs.db")
-    try:
-        store.add_drain("demo", sink.url())
-    finally:
-        store.close()
-    assert subscribing.wait(10), "the server did not take the drain up"
-    store_lines(herolog_home / "logs.db", "demo", *numbered(500))
-    stop()
-    assert len(sink.delivered_lines()) == 500, log.getvalue()
+    with running_server(herolog_home / "logs.db") as running:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        assert subscribing.wait(10), "the server did not take the drain up"
+        store_lines(herolog_home / "logs.db", "demo", *numbered(500))
+    assert len(sink.delivered_lines()) == 500, running.log.getvalue()

@@ -23,7 +23,12 @@ from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
 from tests.helpers import herolog_env, invoke, line
-from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
+from tests.server.conftest import (
+    ServeProcess,
+    ServerFactory,
+    own_certificate,
+    running_server,
+)
 from tests.server.sinks import HTTPSink, wait_until
 from tests.server.test_api import Tail, session, store_lines
 from tests.server.test_forwarding import add_drain, numbered, post
@@ -378,10 +383,8 @@ def test_an_error_a_drain_answered_before_the_upgrade_is_reported_escaped(
 ) -> None:
     """An error saved by an older herolog, which quoted a drain's answer as it came, is
     shown escaped in serve's report of what a drain left undelivered at a stop too."""
-    import io
     import threading
 
-    from herolog.server import ServeConfig, Server, run_in_thread
     from herolog.store import Delivery, SQLiteStore
 
     sink = HTTPSink(hang=threading.Event())  # takes the batch and never answers
@@ -393,21 +396,15 @@ def test_an_error_a_drain_answered_before_the_upgrade_is_reported_escaped(
             store.save_deliveries({added.id: saved._replace(through=added.delivery.through)})
         finally:
             store.close()
-        log = io.StringIO()
-        config = ServeConfig(
-            store_path=herolog_home / "logs.db", port=0, drain_timing=DrainTiming(flush_s=0.5)
-        )
-        server = Server(config, log=log)
-        stop = run_in_thread(server)
-        running = Running(server, log)
-        post(running, "demo", numbered(2))
-        wait_until(lambda: sink.arrived, what="the batch the drain holds")
-        stop()
+        timing = DrainTiming(flush_s=0.5)
+        with running_server(herolog_home / "logs.db", drain_timing=timing) as running:
+            post(running, "demo", numbered(2))
+            wait_until(lambda: sink.arrived, what="the batch the drain holds")
     finally:
         assert sink.hang is not None
         sink.hang.set()
         sink.close()
-    report = [x for x in log.getvalue().splitlines() if "not delivered" in x]
+    report = [x for x in running.log.getvalue().splitlines() if "not delivered" in x]
     assert len(report) == 1
     assert report[0].endswith(r"(last error: 400 Bad Request: \x1b]0;owned\x07)")
 
