@@ -92,9 +92,10 @@ def history(lines: int | None) -> None:
     from herolog import config
     from herolog.store import DEFAULT_HISTORY, open_existing, open_store
 
-    local_only("store history", config.store_path())
+    path = config.store_path()
+    local_only("store history", path)
     if lines is None:
-        existing = open_existing(config.store_path())
+        existing = open_existing(path)
         click.echo(existing.history if existing is not None else DEFAULT_HISTORY)
         return
     open_store().set_history(lines)
