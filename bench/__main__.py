@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,11 +49,11 @@ def main() -> None:
         command = [sys.executable, "-m", f"bench.{name}", *(quick if args.quick else full)]
         print(f"+ {' '.join(command[1:])}", file=sys.stderr, flush=True)
         began = time.monotonic()
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-        output = [x for x in done.stdout.splitlines() if not x.startswith("RESULT ")]
-        results = [json.loads(x[7:]) for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode != 0:
-            output.append(f"(exited {done.returncode}: {done.stderr.strip()[-500:]})")
+        stdout, failed = run(command)
+        output = [x for x in stdout.splitlines() if not x.startswith("RESULT ")]
+        results = [json.loads(x[7:]) for x in stdout.splitlines() if x.startswith("RESULT ")]
+        if failed:
+            output.append(f"({failed})")
         runs.append(
             {
                 "command": "python -m " + " ".join(command[2:]),
@@ -60,11 +62,41 @@ def main() -> None:
                 "results": results,
             }
         )
+        # After each benchmark, so that a later one failing or the run being stopped keeps
+        # what the earlier ones measured.
+        write(started, runs, quick=args.quick)
+    print("wrote BENCHMARKS.md and bench/results.json", file=sys.stderr)
+
+
+def run(command: list[str], timeout_s: float = 3600) -> tuple[str, str | None]:
+    """A benchmark's output, and why it failed (None if it did not).
+
+    In a process group of its own: one stopped for taking too long takes the servers
+    and load generators it started with it, where they would disturb the next."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        return stdout, f"stopped after {timeout_s:g} s"
+    if proc.returncode != 0:
+        return stdout, f"exited {proc.returncode}: {stderr.strip()[-500:]}"
+    return stdout, None
+
+
+def write(started: str, runs: list[dict[str, object]], *, quick: bool) -> None:
     (ROOT / "bench" / "results.json").write_text(
         json.dumps({"date": started, "machine": machine(), "runs": runs}, indent=2) + "\n"
     )
-    (ROOT / "BENCHMARKS.md").write_text(report(started, runs, quick=args.quick))
-    print("wrote BENCHMARKS.md and bench/results.json", file=sys.stderr)
+    (ROOT / "BENCHMARKS.md").write_text(report(started, runs, quick=quick))
 
 
 def report(started: str, runs: list[dict[str, object]], *, quick: bool) -> str:

@@ -181,3 +181,32 @@ def test_an_unpacked_program_loads_no_library_from_the_current_directory(
     assert library_env(tmp_path)["LD_LIBRARY_PATH"] == str(tmp_path / "usr/lib")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/lib")
     assert library_env(tmp_path)["LD_LIBRARY_PATH"] == f"{tmp_path / 'usr/lib'}:/opt/lib"
+
+
+def test_a_benchmark_that_overruns_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    """``python -m bench`` keeps what a benchmark printed before it was stopped for taking
+    too long, and the servers it started go with it."""
+    from bench.__main__ import run
+
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('RESULT {}', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    out, failed = run([sys.executable, "-c", script], timeout_s=2)
+    assert out == "RESULT {}\n"
+    assert failed == "stopped after 2 s"
+    child = int(pid_file.read_text())
+    # Killed with its group; reaped by init, or a zombie until then: not sleeping on.
+    state = Path(f"/proc/{child}/stat")
+    assert not state.exists() or state.read_text().split()[2] == "Z"
+
+
+def test_a_benchmark_that_fails_says_how(tmp_path: Path) -> None:
+    from bench.__main__ import run
+
+    out, failed = run([sys.executable, "-c", "print('half'); raise SystemExit('no wrk')"])
+    assert (out, failed) == ("half\n", "exited 1: no wrk")
