@@ -69,20 +69,25 @@ def _normalize_slow(timestamp: str) -> str | None:
     m = _RFC3339.fullmatch(timestamp)
     if m is None:
         return None
+    try:
+        return _rfc3339_instant(m, "Z")
+    except (ValueError, OverflowError):
+        return None
+
+
+def _rfc3339_instant(m: re.Match[str], offset: str) -> str:
+    """The instant string of an ``_RFC3339`` match, ``offset`` (``""``: local time) for one
+    without; ValueError for no such date or time, OverflowError for one out of range."""
     sec = m["sec"]
     frac = (m["frac"] or "")[:6]
     if sec == "60":  # a leap second: the last representable instant of that minute
         sec, frac = "59", "999999"
-    tz = m["tz"] or "Z"
+    tz = m["tz"] or offset
     if tz in ("Z", "z"):
         tz = "+00:00"
-    elif ":" not in tz:
+    elif tz and ":" not in tz:
         tz = tz[:3] + ":" + tz[3:]
-    text = f"{m['date']}T{m['time']}:{sec}.{frac:0<6}{tz}"
-    try:
-        return to_instant(datetime.fromisoformat(text))
-    except (ValueError, OverflowError):
-        return None
+    return to_instant(datetime.fromisoformat(f"{m['date']}T{m['time']}:{sec}.{frac:0<6}{tz}"))
 
 
 def to_instant(moment: datetime) -> str:
@@ -122,9 +127,9 @@ def parse_user_time(text: str, reference: datetime | None = None) -> str:
     """The instant string for a ``--since``/``--until`` value.
 
     Accepts relative durations before now (``90s``, ``10m``, ``2h``, ``1d``, ``1w``,
-    ``1h30m``), ``now``, and ISO 8601 dates or date-times; a date-time without an
-    offset is local time, as with ``docker logs --since``. Raises ValueError with a
-    message fit for a usage error.
+    ``1h30m``), ``now``, and ISO 8601 dates or date-times (RFC 3339 timestamps as the
+    intake reads them); a date or date-time without an offset is local time, as with
+    ``docker logs --since``. Raises ValueError with a message fit for a usage error.
     """
     try:
         return _parse_user_time(text, reference)
@@ -144,6 +149,11 @@ def _parse_user_time(text: str, reference: datetime | None) -> str:
     if pos and pos == len(value):
         return to_instant(moment - timedelta(seconds=seconds))
     try:
+        # As the intake reads a timestamp (a leap second, a lower-case t or z), so that one
+        # copied from a line selects it; ISO 8601's other forms (dates, minutes) after.
+        m = _RFC3339.fullmatch(value)
+        if m is not None:
+            return _rfc3339_instant(m, "")
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(

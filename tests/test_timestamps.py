@@ -4,6 +4,8 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from herolog.parser import Received
 from herolog.timestamps import normalize, parse_user_time, to_heroku, to_instant
@@ -37,6 +39,27 @@ def test_naive_user_times_are_local(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     assert parse_user_time("2024-03-05T09:00", NOW) == "2024-03-05T14:00:00.000000Z"
+
+
+@given(
+    st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9998, 1, 1)),
+    st.sampled_from("Tt"),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-0800", "+1400"]),
+    st.booleans(),
+)
+@example(datetime(2016, 12, 31, 23, 59, 59), "T", 0, "Z", True)
+@example(datetime(2016, 12, 31, 23, 59, 59, 250000), "t", 2, "z", True)
+def test_user_times_take_every_timestamp_the_intake_takes(
+    moment: datetime, separator: str, digits: int, offset: str, leap: bool
+) -> None:
+    """--since and --until read a timestamp as the intake does: the same instant string,
+    for the forms RFC 3339 allows and senders use (a leap second, lower-case t and z)."""
+    second = "60" if leap and moment.second == 59 else f"{moment.second:02d}"
+    fraction = f".{moment.microsecond:06d}{moment.microsecond % 7}"[: digits + 1] if digits else ""
+    stamp = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M}:{second}{fraction}{offset}"
+    assert normalize(stamp) is not None
+    assert parse_user_time(stamp, NOW) == normalize(stamp)
 
 
 @pytest.mark.parametrize("bad", ["yesterday-ish", "10", "10 parsecs", "", "m10", "2024-13-01"])

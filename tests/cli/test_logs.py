@@ -265,6 +265,31 @@ def test_since_and_until(store: SQLiteStore) -> None:
     assert [x.split(": ")[1] for x in paris.stdout.splitlines()] == ["8", "9"]
 
 
+def test_since_and_until_take_the_timestamps_lines_are_stored_with(store: SQLiteStore) -> None:
+    """A timestamp copied from the output selects its line: a leap second and a lower-case
+    t or z, which RFC 3339 allows and the intake takes, were refused (exit 2)."""
+    stamps = [
+        "2016-12-31T23:59:59.5Z",
+        "2016-12-31T23:59:60Z",
+        "2016-12-31t23:59:60.25z",
+        "2017-01-01T00:00:00+00:00",
+    ]
+    text = "".join(f"{stamp} app[web.1]: {i}\n" for i, stamp in enumerate(stamps))
+    imported = herolog_process("import", "-", "-a", "demo", input=text)
+    assert imported.returncode == 0, imported.stderr
+
+    def messages(*args: str) -> list[str]:
+        result = herolog_process("logs", *args)
+        assert result.returncode == 0, result.stderr
+        return [x.split(": ")[1] for x in result.stdout.splitlines()]
+
+    assert messages("--since", stamps[1]) == ["1", "2", "3"]
+    assert messages("--since", stamps[2]) == ["1", "2", "3"]
+    assert messages("--since", "2016-12-31t23:59:59.5z") == ["0", "1", "2", "3"]
+    assert messages("--until", stamps[2]) == ["0"]
+    assert messages("--until", "2016-12-31t23:59:60") == ["0"]  # local time: UTC here
+
+
 def test_relative_since_counts_back_from_now(store: SQLiteStore) -> None:
     from herolog import timestamps
 
