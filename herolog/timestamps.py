@@ -97,8 +97,24 @@ def to_instant(moment: datetime) -> str:
 
 def to_heroku(moment: datetime) -> str:
     """A timestamp the way Logplex writes them: microseconds and ``+00:00``."""
+    if moment.tzinfo is None:
+        moment = _local(moment)
     # Not strftime: its %Y does not pad years before 1000 to four digits everywhere.
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_TWO_DAYS = timedelta(days=2)
+
+
+def _local(moment: datetime) -> datetime:
+    """A naive datetime as local time, aware."""
+    try:
+        return moment.astimezone()
+    except (ValueError, OverflowError):
+        # Python looks up the zone's offsets a day either side, past year 1 or 9999 there:
+        # the offset two days in is the one (OverflowError if UTC is then out of range).
+        shift = _TWO_DAYS if moment.year == 1 else -_TWO_DAYS
+        return (moment + shift).astimezone() - shift
 
 
 def heroku_to_instant(timestamp: str) -> str:

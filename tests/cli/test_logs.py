@@ -290,6 +290,34 @@ def test_since_and_until_take_the_timestamps_lines_are_stored_with(store: SQLite
     assert messages("--until", "2016-12-31t23:59:60") == ["0"]  # local time: UTC here
 
 
+@pytest.mark.parametrize(
+    ("zone", "args", "shown"),
+    [
+        ("UTC", ["--since", "0001-01-01"], ["0", "1"]),
+        ("UTC", ["--since", "0001-01-01T00:00:00"], ["0", "1"]),
+        ("Asia/Tokyo", ["--until", "9999-12-31T20:00"], ["0", "1"]),
+        ("America/New_York", ["--since", "0001-01-02", "--until", "9999-12-31"], ["0", "1"]),
+        ("Asia/Tokyo", ["--since", "0001-01-01"], "'0001-01-01' is outside the times herolog"),
+        ("Asia/Tokyo", ["--since", "0001-01-01T08:59"], "'0001-01-01T08:59' is outside the"),
+    ],
+)
+def test_local_times_at_the_ends_of_the_calendar(
+    store: SQLiteStore, zone: str, args: list[str], shown: list[str] | str
+) -> None:
+    """A local time within a day of year 1 or 9999 was refused with Python's own words
+    ('year 0 is out of range'), even where it is an instant herolog can hold (midnight of
+    0001-01-01 in UTC): those are taken, and one that is not said to be out of range."""
+    fill(store, "demo", ["0", "1"])
+    result = herolog_process("logs", *args, env={"TZ": zone})
+    if isinstance(shown, list):
+        assert (result.returncode, result.stderr) == (0, "")
+        assert [x.split(": ")[1] for x in result.stdout.splitlines()] == shown
+    else:
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1].startswith("Error: Invalid value for '--since': ")
+        assert shown in result.stderr
+
+
 def test_relative_since_counts_back_from_now(store: SQLiteStore) -> None:
     from herolog import timestamps
 
