@@ -672,12 +672,9 @@ def _parse_bsd_message(
         elif not saved and arrived.month == 12 and month == "Jan":
             year += 1
         micros = int(fraction.ljust(6, "0")) if fraction else 0
-        try:
-            time = (_MONTHS[month], int(day), int(hour), int(minute), int(second), micros)
-            moment = datetime(year, *time).astimezone()
-            if saved and moment > arrived + _A_DAY:  # a day: its sender's zone may be ahead
-                moment = datetime(year - 1, *time).astimezone()
-        except (ValueError, OverflowError):  # Feb 29 of another year, 25:00:00
+        time = (_MONTHS[month], int(day), int(hour), int(minute), int(second), micros)
+        moment = _bsd_moment(year, time, arrived + _A_DAY if saved else None)
+        if moment is None:  # Feb 29 of another year, 25:00:00
             return None
         timestamp = moment.isoformat()
     elif rfc3339 is not None:
@@ -694,6 +691,22 @@ def _parse_bsd_message(
 
 
 _A_DAY = timedelta(days=1)
+
+
+def _bsd_moment(
+    year: int, time: tuple[int, int, int, int, int, int], latest: datetime | None
+) -> datetime | None:
+    """An RFC 3164 time in this machine's zone, in ``year``; with ``latest`` (a saved
+    line's), in the last year from ``year`` back that has that day and puts it no later
+    (29 February: up to eight years back). None if no year does."""
+    for candidate in range(year, year - (9 if latest else 1), -1):
+        try:
+            moment = datetime(candidate, *time).astimezone()
+        except (ValueError, OverflowError):
+            continue
+        if latest is None or moment <= latest:  # a day: its sender's zone may be ahead
+            return moment
+    return None
 
 
 def kept_whole(message: str, received: Received) -> LogLine:

@@ -413,6 +413,27 @@ def test_an_rfc_3164_line_without_a_year_is_read_as_one_from_the_past(days_ago: 
     assert line.timestamp == logged.isoformat()
 
 
+def test_an_rfc_3164_line_of_29_february_is_read_in_the_last_leap_year() -> None:
+    """Imported in a year without a 29 February (a 2024 log imported in 2025), such a line
+    was stored whole as unknown[unknown] and told of as 'not syslog'."""
+    from datetime import datetime, timedelta
+
+    latest = datetime.now().astimezone() + timedelta(days=1)
+    year = next(
+        y
+        for y in range(latest.year, latest.year - 9, -1)
+        if y % 4 == 0
+        and (y % 100 != 0 or y % 400 == 0)
+        and datetime(y, 2, 29, 10).astimezone() <= latest
+    )
+    text = b"<13>Feb 29 10:00:00 myhost billing[42]: leap\n<13>Mar  1 10:00:00 h billing: x\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 2 lines into demo (syslog format).\n")
+    leap, _ = open_store().last(LineFilter(app="demo"), 9)[0]
+    assert (leap.source, leap.message) == ("billing", "leap")
+    assert leap.timestamp == datetime(year, 2, 29, 10).astimezone().isoformat()
+
+
 def test_a_nul_inside_a_line_of_newline_framed_syslog_ends_no_message() -> None:
     text = (
         b"<13>1 2024-03-05T09:14:07Z h app web.1 - - a\0b\n"
