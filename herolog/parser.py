@@ -701,7 +701,7 @@ def _bsd_moment(
     (29 February: up to eight years back). None if no year does."""
     for candidate in range(year, year - (9 if latest else 1), -1):
         try:
-            moment = datetime(candidate, *time).astimezone()
+            moment = timestamps.local(datetime(candidate, *time))
         except (ValueError, OverflowError):
             continue
         if latest is None or moment <= latest:  # a day: its sender's zone may be ahead

@@ -98,7 +98,7 @@ def to_instant(moment: datetime) -> str:
 def to_heroku(moment: datetime) -> str:
     """A timestamp the way Logplex writes them: microseconds and ``+00:00``."""
     if moment.tzinfo is None:
-        moment = _local(moment)
+        moment = local(moment)
     # Not strftime: its %Y does not pad years before 1000 to four digits everywhere.
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -106,15 +106,21 @@ def to_heroku(moment: datetime) -> str:
 _TWO_DAYS = timedelta(days=2)
 
 
-def _local(moment: datetime) -> datetime:
-    """A naive datetime as local time, aware."""
+def local(moment: datetime) -> datetime:
+    """A naive datetime as local time, aware, as zoneinfo reads one (PEP 495): a time the
+    clocks go through twice is the first, one they skip has the offset from before."""
     try:
-        return moment.astimezone()
+        aware = moment.astimezone()
     except (ValueError, OverflowError):
         # Python looks up the zone's offsets a day either side, past year 1 or 9999 there:
         # the offset two days in is the one (OverflowError if UTC is then out of range).
         shift = _TWO_DAYS if moment.year == 1 else -_TWO_DAYS
-        return (moment + shift).astimezone() - shift
+        aware = (moment + shift).astimezone() - shift
+    if aware.replace(tzinfo=None) != moment:
+        # Skipped (02:30 as 02:00 became 03:00): Python gives it the offset after, which
+        # puts it an hour before the change (01:30), and its offset is the one before.
+        aware = moment.replace(tzinfo=aware.tzinfo)
+    return aware
 
 
 def heroku_to_instant(timestamp: str) -> str:

@@ -789,6 +789,10 @@ def test_bsd_syslog_is_read_as_rsyslog_reads_it(
         ("2028-02-20T12:00:00-05:00", "Feb 29 10:00:00", "2024-02-29T10:00:00-05:00"),
         ("2028-03-01T12:00:00-05:00", "Feb 29 10:00:00", "2028-02-29T10:00:00-05:00"),
         ("2101-03-01T12:00:00-05:00", "Feb 29 10:00:00", "2096-02-29T10:00:00-05:00"),
+        # In the hour the clocks skip, as zoneinfo reads it: the sender's digits, the offset
+        # before (it was 01:30 an hour earlier, with the offset after).
+        ("2026-03-10T12:00:00-04:00", "Mar  8 02:30:00", "2026-03-08T02:30:00-05:00"),
+        ("2026-11-10T12:00:00-05:00", "Nov  1 01:30:00", "2026-11-01T01:30:00-04:00"),
     ],
 )
 def test_a_saved_bsd_syslog_line_is_read_in_the_last_year_that_is_not_after_it(

@@ -62,6 +62,29 @@ def test_user_times_take_every_timestamp_the_intake_takes(
     assert parse_user_time(stamp, NOW) == normalize(stamp)
 
 
+@pytest.mark.parametrize(
+    "zone", ["America/New_York", "Europe/Dublin", "Australia/Lord_Howe", "America/Santiago"]
+)
+def test_local_user_times_across_a_dst_change_are_read_as_zoneinfo_reads_them(
+    monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """A local time in the hour the clocks skip (--since 2026-03-08T02:30 in New York) was
+    read with the offset after, an hour before the times that follow the change: lines of
+    01:59 were at or after it. As PEP 495 and zoneinfo read it, it takes the offset before
+    (03:30 EDT); a time the clocks go through twice is the first."""
+    from zoneinfo import ZoneInfo
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    moment, wrong = datetime(2026, 1, 1), []
+    while moment.year == 2026:  # every half hour of a year: each DST change, whole
+        expected = to_instant(moment.replace(tzinfo=ZoneInfo(zone)))
+        if parse_user_time(moment.isoformat(timespec="minutes"), NOW) != expected:
+            wrong.append(moment)
+        moment += timedelta(minutes=30)
+    assert wrong == []
+
+
 @pytest.mark.parametrize("bad", ["yesterday-ish", "10", "10 parsecs", "", "m10", "2024-13-01"])
 def test_bad_user_times(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a time"):

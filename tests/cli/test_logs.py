@@ -290,6 +290,19 @@ def test_since_and_until_take_the_timestamps_lines_are_stored_with(store: SQLite
     assert messages("--until", "2016-12-31t23:59:60") == ["0"]  # local time: UTC here
 
 
+def test_since_a_local_time_the_clocks_skip(herolog_home: Path) -> None:
+    """In New York 02:00 became 03:00 on 8 March 2026: --since 02:30 was read as 06:30 UTC,
+    before the change, and showed the line of 01:59:59; it is 02:30 EST, 03:30 EDT."""
+    text = "".join(
+        f"{stamp} app[web.1]: {stamp}\n"
+        for stamp in ("2026-03-08T06:59:59Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z")
+    )
+    assert herolog_process("import", "-", "-a", "demo", input=text).returncode == 0
+    result = herolog_process("logs", "--since", "2026-03-08T02:30", env={"TZ": "America/New_York"})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "2026-03-08T07:30:00Z app[web.1]: 2026-03-08T07:30:00Z\n"
+
+
 @pytest.mark.parametrize(
     ("zone", "args", "shown"),
     [
