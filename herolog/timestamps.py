@@ -179,7 +179,8 @@ def _parse_user_time(text: str, reference: datetime | None) -> str:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a time: use a duration like 10m, 2h or 1d, "
-            "or an ISO 8601 time like 2024-03-05T09:14:07Z"
+            f"{text!r} is not a time: use now, a duration before now (90s, 10m, 2h, 1d, 1w,"
+            " 1h30m), or an ISO 8601 date or date-time (2024-03-05, 2024-03-05T09:14,"
+            " 2024-03-05T09:14:07Z), local time without an offset"
         ) from None
     return to_instant(parsed)

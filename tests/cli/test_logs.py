@@ -291,6 +291,17 @@ def test_since_and_until_take_the_timestamps_lines_are_stored_with(store: SQLite
     assert messages("--until", "2016-12-31t23:59:60") == ["0"]  # local time: UTC here
 
 
+def test_a_time_that_is_none_names_every_form_time_takes() -> None:
+    """It named durations and one date-time: not now, weeks and seconds, or a date alone."""
+    code, out, err = run("logs", "--since", "yesterday")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        "Error: Invalid value for '--since': 'yesterday' is not a time: use now, a duration"
+        " before now (90s, 10m, 2h, 1d, 1w, 1h30m), or an ISO 8601 date or date-time"
+        " (2024-03-05, 2024-03-05T09:14, 2024-03-05T09:14:07Z), local time without an offset"
+    )
+
+
 @pytest.mark.skipif(shutil.which("jq") is None, reason="needs jq")
 def test_json_times_read_as_the_readme_says(herolog_home: Path) -> None:
     """--json's times have microseconds, which jq's fromdateiso8601 refuses: the README's way
