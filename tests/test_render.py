@@ -4,11 +4,18 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from random import Random
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from herolog.filters import LineFilter
+from herolog.parser import parse_heroku_line, parse_json_line
 from herolog.render import (
     CODE,
     DIM,
@@ -21,12 +28,13 @@ from herolog.render import (
     color_wanted,
     colored_parts,
     duration_style,
+    format_json,
     format_text,
     header_color,
     identifier,
     status_style,
 )
-from herolog.store import StoredLine
+from herolog.store import Batch, SQLiteStore, StoredLine
 
 
 def stored(message: str, source: str = "app", dyno: str = "web.1") -> StoredLine:
@@ -287,3 +295,51 @@ def test_a_long_web_line_is_coloured_in_time_linear_in_its_length() -> None:
         parts = colored_parts(stored(message))
         assert time.monotonic() - started < 2
         assert "".join(text for text, _ in parts) == format_text(stored(message))
+
+
+@given(
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9998, 12, 30)),
+    st.sampled_from("Tt"),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-0800", "+1400"]),
+    st.booleans(),
+)
+@example(datetime(2016, 12, 31, 23, 59, 59, 999999), "T", 9, "Z", True)
+@example(datetime(2024, 3, 5, 9, 14, 7, 1), "t", 6, "-0800", False)
+@settings(max_examples=60, deadline=None)
+def test_times_survive_the_store_rendering_and_import_to_the_microsecond(
+    moment: datetime, separator: str, digits: int, offset: str, leap: bool
+) -> None:
+    """A timestamp is shown as sent, text and --json alike, and reads back (herolog import)
+    as the same line; --json's time is its instant in UTC, to the microsecond (digits past
+    six cut off, a leap second the last microsecond of its minute)."""
+    leap = leap and moment.second == 59
+    nanos = f"{moment.microsecond:06d}{moment.microsecond % 1000:03d}"
+    stamp = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M}:{'60' if leap else f'{moment:%S}'}"
+    stamp += f".{nanos[:digits]}" if digits else ""
+    stamp += offset
+    sign = -1 if offset[0] == "-" else 1
+    hours, minutes = (int(offset[1:3]), int(offset[-2:])) if len(offset) > 1 else (0, 0)
+    zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    micros = 999999 if leap else int(nanos[: min(digits, 6)].ljust(6, "0"))
+    expected = moment.replace(microsecond=micros, tzinfo=zone).astimezone(UTC)
+
+    parsed = parse_heroku_line(f"{stamp} app[web.1]: hi")
+    assert parsed is not None
+    with tempfile.TemporaryDirectory() as directory:
+        store = SQLiteStore.open(Path(directory) / "logs.db")
+        try:
+            store.append([Batch("demo", [parsed])])
+            (line,), _ = store.last(LineFilter(), 9)
+        finally:
+            store.close()
+    assert line.timestamp == stamp
+    assert datetime.fromisoformat(line.time) == expected
+    text, record = format_text(line), format_json(line)
+    assert text == f"{stamp} app[web.1]: hi"
+    assert json.loads(record)["timestamp"] == stamp
+    assert datetime.fromisoformat(json.loads(record)["time"]) == expected
+    assert parse_heroku_line(text) == parsed
+    again = parse_json_line(record.encode())
+    assert again is not None
+    assert again[:3] == parsed[:3]
