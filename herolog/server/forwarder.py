@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import os
 import random
 import re
@@ -87,6 +88,32 @@ CATCH_UP_BYTES = 1 << 20
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
+
+
+def trusting_context(insecure: bool = False) -> ssl.SSLContext:
+    """The client context of the system's CAs (or $SSL_CERT_FILE's, $SSL_CERT_DIR's), one
+    for every drain: each holds its own copy of the CAs (0.8 MB), so that hundreds of drains
+    cost hundreds of MB. A new one once those change (update-ca-certificates, say)."""
+    paths = ssl.get_default_verify_paths()
+    stamps = []
+    for where in (paths.cafile, paths.capath):
+        try:
+            info = Path(where).stat() if where else None
+        except OSError:
+            info = None
+        stamps.append(None if info is None else (info.st_ino, info.st_mtime_ns, info.st_size))
+    return _trusting(paths.cafile, paths.capath, tuple(stamps), insecure)
+
+
+@functools.lru_cache(maxsize=4)
+def _trusting(
+    cafile: str | None, capath: str | None, stamps: tuple[object, ...], insecure: bool
+) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class DeliveryError(Exception):
@@ -647,7 +674,7 @@ class HTTPDrain(DrainWorker):
             follow_redirects=False,
             # The system's CAs (or $SSL_CERT_FILE's), as syslog+tls drains trust, not the
             # certifi bundle httpx trusts by default.
-            verify=ssl.create_default_context(),
+            verify=trusting_context(),
         )
 
     # Receivers of Logplex's HTTPS form, Vector's heroku_logs among them, split a body at
@@ -726,13 +753,6 @@ class SyslogDrain(DrainWorker):
     def encode(self, line: StoredLine) -> bytes:
         return format_syslog(line, self.hostname)
 
-    def _context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     async def _connect(self) -> asyncio.StreamWriter:
         if self._streams is not None:
             reader, writer = self._streams
@@ -744,7 +764,7 @@ class SyslogDrain(DrainWorker):
                 reader, writer = await asyncio.open_connection(
                     self.host,
                     self.port,
-                    ssl=self._context() if self.tls else None,
+                    ssl=trusting_context(self.insecure) if self.tls else None,
                     server_hostname=self.host if self.tls else None,
                 )
         except ssl.SSLCertVerificationError as error:

@@ -21,7 +21,7 @@ from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, SQLiteStore, StoredLine
 from tests.helpers import line, store_lines
-from tests.server.conftest import Running, ServerFactory, running_server
+from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
 
@@ -788,3 +788,48 @@ def test_a_stop_while_a_new_drain_is_being_taken_up_still_delivers_its_lines(
         assert subscribing.wait(10), "the server did not take the drain up"
         store_lines(herolog_home / "logs.db", "demo", *numbered(500))
     assert len(sink.delivered_lines()) == 500, running.log.getvalue()
+
+
+def rss_kb(pid: int) -> int:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    assert m
+    return int(m.group(1))
+
+
+@pytest.mark.subprocess
+def test_hundreds_of_drains_share_the_trusted_certificates(
+    herolog_home: Path, sink: HTTPSink, ca: trustme.CA
+) -> None:
+    """Each context of the system's CAs holds about 0.8 MB: a copy for every drain made 200
+    drains cost serve 170 MB. HTTP drains and syslog+tls connections share one."""
+    listener = tls_sink(ca)
+    server = ServeProcess("--port", "0")
+    try:
+        post_to = f"{server.url}/apps/demo/logs"
+        logplex = {"Content-Type": "application/logplex-1"}
+        body = frame([format_syslog(line("before"))])
+        assert httpx.post(post_to, content=body, headers=logplex).status_code == 204
+        time.sleep(1)  # serve's first second: the forwarder's reads of the store
+        before = rss_kb(server.proc.pid)
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            for i in range(150):
+                store.add_drain("demo", sink.url(f"/{i}"))
+            for i in range(50):  # one of a URL an app
+                store.add_drain(f"tls-{i}", f"syslog+tls://127.0.0.1:{listener.port}#insecure")
+        finally:
+            store.close()
+        time.sleep(2)  # taken up within a second
+        # A line for every drain: each HTTP drain has its client, each syslog one its connection.
+        body = frame([format_syslog(line("after"))])
+        for app in ["demo", *(f"tls-{i}" for i in range(50))]:
+            answer = httpx.post(f"{server.url}/apps/{app}/logs", content=body, headers=logplex)
+            assert answer.status_code == 204
+        wait_until(lambda: len(sink.delivered()) >= 150, timeout=60, what="the drains up")
+        wait_until(lambda: len(listener.lines()) >= 50, timeout=60, what="syslog+tls drains")
+        grown = rss_kb(server.proc.pid) - before
+        assert grown < 40_000, f"200 drains cost serve {grown:,} kB"
+    finally:
+        server.proc.terminate()
+        server.finish()
+        listener.close()
