@@ -98,9 +98,15 @@ class _Uvicorn(uvicorn.Server):
     traceback when the loop closes). A third Ctrl-C exits there and then.
     """
 
-    def __init__(self, config: uvicorn.Config, end_streams: Callable[[], Awaitable[None]]):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        end_streams: Callable[[], Awaitable[None]],
+        handshake_timeout: float = 60.0,
+    ):
         super().__init__(config)
         self._end_streams = end_streams
+        self._handshake_timeout = handshake_timeout
         self.on_force_exit: list[Callable[[], None]] = []
         """Called in the event loop at the second Ctrl-C: stop waiting for anything else."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,6 +123,36 @@ class _Uvicorn(uvicorn.Server):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), 0.1)
             should_exit = await self.on_tick(counter)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's, but the listeners' TLS handshakes time out after ``handshake_timeout``
+        (uvicorn leaves asyncio's 60 s: a client that never finishes its handshake would
+        hold a file for a minute, before the header timeout starts)."""
+        await super().startup(sockets=[])  # the application's startup; no listener
+        if self.should_exit or sockets is None:
+            return
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+            return protocol
+
+        for sock in sockets:
+            self.servers.append(
+                await loop.create_server(
+                    create_protocol,
+                    sock=sock,
+                    ssl=config.ssl,
+                    backlog=config.backlog,
+                    ssl_handshake_timeout=self._handshake_timeout if config.ssl else None,
+                )
+            )
 
     def wake(self) -> None:
         """Have the main loop look at ``should_exit`` now (from any thread)."""
@@ -286,7 +322,8 @@ class Server:
             server_header=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-        self._uvicorn = _Uvicorn(uvicorn_config, self._stopping)
+        # The header timeout bounds the TLS handshake too, as on the syslog+tls port.
+        self._uvicorn = _Uvicorn(uvicorn_config, self._stopping, config.header_timeout)
         self._stopping_said = False
         self._uvicorn.on_force_exit.append(self.app.forwarder.hurry)
         if config.syslog_port is not None:
