@@ -141,6 +141,10 @@ class SyslogServer:
         self.hang_up()
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
+        # Those held back for the rest of their interval: a serve started again within it
+        # would never say them.
+        self._refusals.flush()
+        self._closures.flush()
 
     def hang_up(self) -> None:
         """Close every connection now, without reading what is left (a second Ctrl-C)."""
@@ -415,6 +419,10 @@ class _Throttled:
         elif not self._scheduled:  # the ones held back are reported when it is time
             self._scheduled = True
             asyncio.get_running_loop().call_later(self._report_at - now, self._report)
+
+    def flush(self) -> None:
+        """Say now what is held back (serve is stopping)."""
+        self._report()
 
     def _report(self) -> None:
         self._scheduled = False

@@ -685,3 +685,38 @@ def test_pythons_syslog_handler_logging_a_traceback(served: Running) -> None:
     assert (after.source, after.message) == ("billing", "still logging")
     assert closures(served) == []
 
+
+@pytest.mark.subprocess
+def test_closures_and_refusals_held_back_are_said_when_serve_stops(herolog_home: Path) -> None:
+    """What waits for the end of its minute to be said is said when serve stops before
+    then: a serve restarted within the minute would otherwise never tell of it."""
+    server = ServeProcess("--port", "0", "--syslog-port", "0", "--syslog-max-connections", "1")
+    try:
+        m = re.search(r"syslog drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner))
+        assert m, server.banner
+        port = int(m.group(1))
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+                bad.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                assert closed_by_server(bad)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            kept.sendall(syslog_frames("kept"))
+            wait_for(lambda: stored(herolog_home) == ["kept"])
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+                    assert closed_by_server(extra)
+            server.proc.send_signal(signal.SIGTERM)
+            code, err = server.finish()
+    finally:
+        server.proc.kill()
+        server.finish()
+    assert code == 0, err
+    said = [x for x in err.splitlines() if "closed" in x or "refused" in x]
+    assert len(said) == 4, said
+    assert said[0].startswith("herolog serve: closed a syslog connection for what it sent")
+    assert said[1].startswith("herolog serve: refused a syslog connection (the last from")
+    # the ones within the minute, said as serve stops
+    assert sorted(x.split(" (")[0] for x in said[2:]) == [
+        "herolog serve: closed 2 syslog connections for what they sent",
+        "herolog serve: refused 2 syslog connections",
+    ], said
