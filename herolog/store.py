@@ -9,6 +9,7 @@ timeout with ``BEGIN IMMEDIATE`` (up to BUSY_TIMEOUT_S, then "database is locked
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -368,7 +369,7 @@ class SQLiteStore:
         except sqlite3.OperationalError as error:
             if not create and not path.exists():
                 raise FileNotFoundError(path) from error
-            raise StoreError(f"cannot open the store {path}: {error}") from error
+            raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
         store = cls(path, db)
         try:
             store._prepare(create)
@@ -1243,6 +1244,8 @@ def unusable_store(path: Path, error: object) -> str:
 
 def _why(path: Path, error: sqlite3.Error) -> str:
     """SQLite's message, and the likely cause when SQLite's own says little."""
+    if files := _out_of_files():
+        return f"{error} ({files})"
     with contextlib.suppress(OSError):
         fs = os.statvfs(path.parent)
         if fs.f_flag & os.ST_RDONLY:
@@ -1273,6 +1276,19 @@ def _connect(path: Path, options: str) -> sqlite3.Connection:
         check_same_thread=False,
         cached_statements=2 * _ROWS_PER_INSERT + 64,  # the INSERTs for every row count
     )
+
+
+def _out_of_files() -> str | None:
+    """Why this process can open no more files, if it cannot (SQLite says only that it
+    cannot open the database, as it would of a path that is not there)."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as error:
+        if error.errno == errno.EMFILE:
+            return "this process has reached its open-file limit, ulimit -n"
+        if error.errno == errno.ENFILE:
+            return "the system has reached its open-file limit, fs.file-max"
+    return None
 
 
 def _read_only_file_system(path: Path) -> bool:

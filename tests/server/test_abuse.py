@@ -741,6 +741,46 @@ def test_syslog_connections_leave_the_http_intake_files(herolog_home: Path) -> N
 
 
 @pytest.mark.subprocess
+def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> None:
+    """With every file its limit allows held by connections, serve cannot open the store
+    for the API: the 503 says that the limit is what is wrong (SQLite's own words, "unable
+    to open database file", read as a store that is not there or not allowed), and once
+    connections close it answers again."""
+    server = ServeProcess("--port", "0", open_files=64)
+    api = {"Accept": "application/vnd.heroku+json; version=3"}
+    try:
+        with httpx.Client(timeout=30) as client, ExitStack() as stack:
+            # The app, and a kept-alive connection to ask on.
+            logplex = {"Content-Type": "application/logplex-1"}
+            posted = client.post(
+                f"{server.url}/apps/demo/logs", content=body("hi"), headers=logplex
+            )
+            assert posted.status_code == 204
+            fds = Path(f"/proc/{server.proc.pid}/fd")
+            for _ in range(100):  # more than fit: serve closes the rest as they come
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            answer = client.get(f"{server.url}/apps/demo", headers=api)
+            assert answer.status_code == 503, answer.text
+            message = answer.json()["message"]
+            assert "open-file limit" in message, message
+            assert "ulimit -n" in message, message
+            stack.close()
+            wait_for(lambda: len(list(fds.iterdir())) < 40)
+            answer = client.get(f"{server.url}/apps/demo", headers=api)
+            assert answer.status_code == 200, answer.text
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def _port(server: ServeProcess) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+@pytest.mark.subprocess
 def test_tls_syslog_connections_count_from_before_their_handshake(tmp_path: Path) -> None:
     """On the syslog+tls port, a connection counts from when it is accepted: clients that
     connect and never start TLS (each holding a descriptor until the handshake times out)
