@@ -197,7 +197,7 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
     if logplex_form:
         if hosts.count("host") != n:
             return None
-    elif columns[7].count("-") != n or "host" in hosts or "" in hosts:
+    elif columns[7].count("-") != n or "host" in hosts or "" in hosts or "-" in hosts:
         return None
     if "" in sources or "" in dynos:
         return None
@@ -312,6 +312,8 @@ def parse_json_line(line: bytes) -> LogLine | None:
     ):
         return None
     instant = timestamps.normalize(timestamp)
+    if hostname == "-":  # written by a herolog that kept a nil HOSTNAME as "-"
+        hostname = None
     structured_data = None if sd is None else format_structured_data(sd)
     if instant is None or structured_data == "":
         return None
@@ -567,6 +569,8 @@ def _parse_frames(
         _, pri, timestamp, hostname, source, dyno, _msgid = m.groups()
         instant = normalize(timestamp) if pri is not None and m.end() <= end else None
         if instant is not None and int(pri) <= MAX_PRI:
+            if hostname == "-":  # RFC 5424's nil: the sender gave none
+                hostname = None
             # One trailing LF is framing (Logplex adds it); a CR before it is the message's.
             message = text[m.end() : end]
             if message[-1:] == "\n":
@@ -631,6 +635,8 @@ def _parse_message(
         if instant is not None and int(pri) <= MAX_PRI:
             if timestamp == "-":
                 timestamp = received.timestamp
+            if hostname == "-":
+                hostname = None
             message = text[m.end() : end]
             structured_data = None
             if hostname != "host":

@@ -31,7 +31,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -126,8 +126,17 @@ NOTICE_HOST = "herolog"
 _NOTICES = f"""
 CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}';
 """
+# RFC 5424's nil HOSTNAME, which herolog stored as the host name "-" before schema 7.
+_NIL_HOSTNAMES = "UPDATE lines SET hostname = NULL WHERE hostname = '-'"
 # What brings a store from each older schema version to the next.
-_MIGRATIONS = {1: _FRAMES, 2: _DRAINS, 3: _DRAIN_POSITIONS, 4: _DRAIN_UNTOLD, 5: _NOTICES}
+_MIGRATIONS = {
+    1: _FRAMES,
+    2: _DRAINS,
+    3: _DRAIN_POSITIONS,
+    4: _DRAIN_UNTOLD,
+    5: _NOTICES,
+    6: _NIL_HOSTNAMES,
+}
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
 _INSERT = (
@@ -140,9 +149,13 @@ runs without the GIL, where executemany takes the GIL back after every row: with
 busy Python thread in the process (the server's event loop) that is the difference between
 thousands and hundreds of thousands of lines a second."""
 _SELECT = (
-    "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, hostname,"
+    "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, {hostname},"
     " structured_data, attributes, received_at FROM lines JOIN apps ON apps.id = lines.app_id"
 )
+_SELECTS = {
+    True: _SELECT.format(hostname="hostname"),
+    False: _SELECT.format(hostname="nullif(hostname, '-')"),  # read before schema 7
+}
 
 
 class StoreError(Exception):
@@ -809,7 +822,7 @@ class SQLiteStore:
         with self._read() as db:
             newest = _newest_id(db)
             if count > 0:
-                sql = f"{_SELECT}{where} ORDER BY lines.id DESC"
+                sql = f"{self._select()}{where} ORDER BY lines.id DESC"
                 if not wanted.has_patterns:
                     sql += f" LIMIT {int(count)}"
                 cursor = db.execute(sql, params)
@@ -838,7 +851,7 @@ class SQLiteStore:
         with self._consistent():
             db = self._db
             rows = db.execute(
-                f"{_SELECT}{where} ORDER BY lines.id LIMIT {int(limit)}", params
+                f"{self._select()}{where} ORDER BY lines.id LIMIT {int(limit)}", params
             ).fetchall()
             lines = [StoredLine(*row) for row in rows]
             if len(lines) < int(limit):
@@ -892,7 +905,7 @@ class SQLiteStore:
         size = 0
         with self._read() as db:
             cursor = db.execute(
-                f"{_SELECT} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
+                f"{self._select()} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
                 " AND lines.id > ? AND lines.id <= ? ORDER BY lines.id",
                 (app, after, upto),
             )
@@ -1094,6 +1107,10 @@ class SQLiteStore:
 
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _select(self) -> str:
+        """The SELECT of lines for this store's schema (a reader does not upgrade it)."""
+        return _SELECTS[self._schema_version() >= 7]
 
     def _knows_trims(self) -> bool:
         """Whether apps remember how far they have been trimmed (apps.trimmed_through):

@@ -635,6 +635,7 @@ _ADDED_BY = {
     4: ["drains.through_id", "drains.dropped_ahead", "apps.trimmed_through"],
     5: ["drains.untold", "drains.untold_since"],
     6: ["index lines_notices"],
+    7: [],
 }
 """The columns (and indexes) each schema version added."""
 
@@ -728,6 +729,33 @@ def test_a_version_4_store_made_before_apps_kept_their_trims_is_read_and_upgrade
     assert upgraded.waiting == 2  # "f", "g"
     # Its lines trimmed so far are counted as before the upgrade: up to "d" (id 4).
     assert writer.trimmed_between(0, 8, "demo") == 4
+
+
+def test_a_version_6_store_s_nil_hostnames_read_as_none_and_are_upgraded(tmp_path: Path) -> None:
+    """Before schema 7 a syslog sender's nil HOSTNAME ("-") was stored as the host name
+    "-": read from such a store, and once a writer upgrades it, it is None, as the parser
+    now gives it."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "demo", ["heroku's"])
+    store.append(
+        [Batch("demo", [line("nil")._replace(hostname=None), line("dash")._replace(hostname="-")])]
+    )
+    store.close()
+    as_older_herolog_left_it(path, 6)
+
+    def stored() -> list[str | None]:
+        rows = sqlite3.connect(path).execute("SELECT hostname FROM lines ORDER BY id")
+        return [hostname for (hostname,) in rows]
+
+    assert stored() == ["host", None, "-"]
+    reader = SQLiteStore.open(path, create=False)
+    assert [x.hostname for x in reader.last(LineFilter(), 10)[0]] == ["host", None, None]
+    assert stored() == ["host", None, "-"]  # readers change nothing
+    writer = SQLiteStore.open(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert stored() == ["host", None, None]
+    assert [x.hostname for x in writer.last(LineFilter(), 10)[0]] == ["host", None, None]
 
 
 def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_upgrade(

@@ -744,6 +744,26 @@ def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
     assert invoke("logs", "-a", "second")[1] == invoke("logs", "-a", "first")[1]
 
 
+def test_an_older_herolog_s_nil_hostname_imports_as_none(tmp_path: Path) -> None:
+    """An older herolog printed a syslog sender's nil HOSTNAME as "hostname": "-"."""
+    record = {
+        "timestamp": "2024-03-05T09:14:07Z",
+        "source": "billing",
+        "dyno": "42",
+        "message": "no host",
+        "pri": 13,
+        "hostname": "-",
+        "structured_data": None,
+    }
+    path = tmp_path / "old.ndjson"
+    path.write_text(json.dumps(record) + "\n")
+    code, _, err = invoke("import", str(path), "-a", "old")
+    assert code == 0, err
+    code, out, _ = invoke("logs", "-a", "old", "--json")
+    assert code == 0
+    assert json.loads(out)["hostname"] is None
+
+
 def test_logs_json_output_imports_back_with_the_attributes_of_its_lines(tmp_path: Path) -> None:
     """The drain URL's query parameters (?ddsource=heroku&env=prod) that lines came with were
     left out: a store moved with logs --json | import lost them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import logging.handlers
 import os
@@ -23,6 +24,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
+from tests.helpers import herolog_process
 from tests.server.conftest import Running, ServeProcess, ServerFactory
 from tests.server.test_process import stored
 
@@ -720,3 +722,19 @@ def test_closures_and_refusals_held_back_are_said_when_serve_stops(herolog_home:
         "herolog serve: closed 2 syslog connections for what they sent",
         "herolog serve: refused 2 syslog connections",
     ], said
+
+
+def test_a_nil_hostname_is_no_hostname(served: Running) -> None:
+    """RFC 5424's NILVALUE says the sender has no HOSTNAME to give (Vector's syslog source
+    leaves the field out): it was stored as the host name "-", which `herolog logs --json`
+    printed as "hostname": "-"."""
+    with connect(served) as sock:
+        sock.sendall(b"<13>1 2024-03-05T09:14:07Z - billing 42 - - no host\n")
+        sock.sendall(frame([b"<13>1 - - a - - -"]))  # every nil field there is, octet-counted
+        wait_for(lambda: len(served.lines()) == 2)
+    lines = served.lines("default")
+    assert [(x.source, x.hostname) for x in lines] == [("billing", None), ("a", None)]
+    shown = herolog_process("logs", "-a", "default", "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(x) for x in shown.stdout.splitlines()]
+    assert [(x["message"], x["hostname"]) for x in records] == [("no host", None), ("", None)]
