@@ -95,8 +95,8 @@ def check_forwarded(line: LogLine) -> None:
         sent = line._replace(pri=190 if line.pri is None else line.pri, hostname=hostname)
         if not _RFC5424_TIMESTAMP.fullmatch(line.timestamp):
             sent = sent._replace(timestamp=line.time[:26] + "+00:00")
-        if hostname == "host":
-            sent = sent._replace(structured_data=None)
+        if hostname == "host":  # Logplex's form: no structured data, MSGID nil
+            sent = sent._replace(structured_data=None, msgid=None)
         assert back == sent
 
 
@@ -268,7 +268,7 @@ def assert_stored(stored: list[StoredLine], expected: list[LogLine]) -> None:
         # A line without a readable timestamp takes the time received: the server's, not ours.
         timestamp = line.timestamp if line.timestamp != RECEIVED.timestamp else got.timestamp
         fields = (got.source, got.dyno, got.message, got.pri, got.hostname, got.structured_data)
-        assert (got.timestamp, *fields) == (timestamp, *line[2:])
+        assert (got.timestamp, *fields, got.msgid) == (timestamp, *line[2:])
 
 
 def check_syslog_intake(port: int, store: SQLiteStore, app: str, chunks: list[bytes]) -> int:

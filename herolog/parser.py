@@ -98,6 +98,9 @@ class LogLine(NamedTuple):
     pri: int | None
     hostname: str | None
     structured_data: str | None
+    msgid: str | None = None
+    """RFC 5424's MSGID; None for its nil value, and from senders that have none (Logplex's
+    HTTPS form, BSD syslog, ``heroku logs`` text)."""
 
 
 class FramingError(ValueError):
@@ -131,7 +134,7 @@ def own_line(source: str, dyno: str, message: str, pri: int | None) -> LogLine:
     """A line herolog writes itself, stamped now in Heroku's form: ``herolog run``'s output
     and lifecycle lines, Logplex's L10 and L11 notices."""
     now = Received.at()
-    return LogLine(now.timestamp, now.time, source, dyno, message, pri, "host", None)
+    return LogLine(now.timestamp, now.time, source, dyno, message, pri, "host", None, None)
 
 
 def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:
@@ -213,7 +216,9 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
             return None
     if not text.isascii():
         messages = tuple(m if m.isascii() else _utf8_message(m) for m in messages)
-    rows = zip(stamps, instants, sources, dynos, messages, pri_values, hosts, repeat(None))
+    rows = zip(
+        stamps, instants, sources, dynos, messages, pri_values, hosts, repeat(None), repeat(None)
+    )
     return list(map(_make_line, rows))
 
 
@@ -248,7 +253,7 @@ def _parse_one_frame(text: str) -> list[LogLine] | None:
     message = message[:-1]
     if not message.isascii():
         message = _utf8_message(message)
-    return [LogLine(stamp, instant, source, dyno, message, pri, host, None)]
+    return [LogLine(stamp, instant, source, dyno, message, pri, host, None, None)]
 
 
 def _all_utc_micros(stamps: tuple[str, ...]) -> bool:
@@ -296,9 +301,9 @@ def parse_json_line(line: bytes) -> LogLine | None:
         return None
     if not isinstance(record, dict):
         return None
-    timestamp, source, dyno, message, pri, hostname, sd = map(
+    timestamp, source, dyno, message, pri, hostname, sd, msgid = map(
         record.get,
-        ("timestamp", "source", "dyno", "message", "pri", "hostname", "structured_data"),
+        ("timestamp", "source", "dyno", "message", "pri", "hostname", "structured_data", "msgid"),
     )
     if not (
         isinstance(timestamp, str)
@@ -309,6 +314,7 @@ def parse_json_line(line: bytes) -> LogLine | None:
         and _JSON_NAME.fullmatch(dyno)
         and (pri is None or (type(pri) is int and 0 <= pri <= MAX_PRI))
         and (hostname is None or (isinstance(hostname, str) and _JSON_NAME.fullmatch(hostname)))
+        and (msgid is None or (isinstance(msgid, str) and _JSON_NAME.fullmatch(msgid)))
     ):
         return None
     instant = timestamps.normalize(timestamp)
@@ -321,7 +327,7 @@ def parse_json_line(line: bytes) -> LogLine | None:
         message = _SURROGATE.sub("\ufffd", message)
         if structured_data is not None:
             structured_data = _SURROGATE.sub("\ufffd", structured_data)
-    return LogLine(timestamp, instant, source, dyno, message, pri, hostname, structured_data)
+    return LogLine(timestamp, instant, source, dyno, message, pri, hostname, structured_data, msgid)
 
 
 def parse_heroku_line(line: str) -> LogLine | None:
@@ -333,7 +339,7 @@ def parse_heroku_line(line: str) -> LogLine | None:
     instant = timestamps.normalize(timestamp)
     if instant is None:
         return None
-    return LogLine(timestamp, instant, source, dyno, line[m.end() :], None, None, None)
+    return LogLine(timestamp, instant, source, dyno, line[m.end() :], None, None, None, None)
 
 
 class FrameDecoder:
@@ -566,11 +572,13 @@ def _parse_frames(
                 base + m.start(1),
                 out,
             )
-        _, pri, timestamp, hostname, source, dyno, _msgid = m.groups()
+        _, pri, timestamp, hostname, source, dyno, msgid = m.groups()
         instant = normalize(timestamp) if pri is not None and m.end() <= end else None
         if instant is not None and int(pri) <= MAX_PRI:
             if hostname == "-":  # RFC 5424's nil: the sender gave none
                 hostname = None
+            if msgid == "-":
+                msgid = None
             # One trailing LF is framing (Logplex adds it); a CR before it is the message's.
             message = text[m.end() : end]
             if message[-1:] == "\n":
@@ -584,7 +592,17 @@ def _parse_frames(
                 message = _utf8_message(message)
             append(
                 _make_line(
-                    (timestamp, instant, source, dyno, message, int(pri), hostname, structured_data)
+                    (
+                        timestamp,
+                        instant,
+                        source,
+                        dyno,
+                        message,
+                        int(pri),
+                        hostname,
+                        structured_data,
+                        msgid,
+                    )
                 )
             )
         else:
@@ -630,13 +648,15 @@ def _parse_message(
     """One syslog message occupying ``text[start:end]`` (no framing, no trailing newline)."""
     m = _HEADER.match(text, start, end)
     if m is not None:
-        pri, timestamp, hostname, source, dyno, _msgid = m.groups()
+        pri, timestamp, hostname, source, dyno, msgid = m.groups()
         instant = normalize_or_nil(timestamp, received)
         if instant is not None and int(pri) <= MAX_PRI:
             if timestamp == "-":
                 timestamp = received.timestamp
             if hostname == "-":
                 hostname = None
+            if msgid == "-":
+                msgid = None
             message = text[m.end() : end]
             structured_data = None
             if hostname != "host":
@@ -646,7 +666,15 @@ def _parse_message(
             if not message.isascii():
                 message = _utf8_message(message)
             return LogLine(
-                timestamp, instant, source, dyno, message, int(pri), hostname, structured_data
+                timestamp,
+                instant,
+                source,
+                dyno,
+                message,
+                int(pri),
+                hostname,
+                structured_data,
+                msgid,
             )
     bsd = _parse_bsd_message(text, start, end, received, saved)
     if bsd is not None:
@@ -693,7 +721,7 @@ def _parse_bsd_message(
     message = text[m.end() : end]
     if not message.isascii():
         message = _utf8_message(message)
-    return LogLine(timestamp, instant, tag, pid or "-", message, int(pri), hostname, None)
+    return LogLine(timestamp, instant, tag, pid or "-", message, int(pri), hostname, None, None)
 
 
 _A_DAY = timedelta(days=1)
@@ -717,7 +745,9 @@ def _bsd_moment(
 
 def kept_whole(message: str, received: Received) -> LogLine:
     """A line no format describes, kept whole as ``unknown[unknown]`` at the time it came."""
-    return LogLine(received.timestamp, received.time, UNKNOWN, UNKNOWN, message, None, None, None)
+    return LogLine(
+        received.timestamp, received.time, UNKNOWN, UNKNOWN, message, None, None, None, None
+    )
 
 
 def normalize_or_nil(timestamp: str, received: Received) -> str | None:
@@ -862,6 +892,8 @@ class SyslogFields(Protocol):
     def pri(self) -> int | None: ...
     @property
     def structured_data(self) -> str | None: ...
+    @property
+    def msgid(self) -> str | None: ...
 
 
 # RFC 5424's TIMESTAMP (6.2.3): upper-case T and Z, at most six digits of fraction, the
@@ -873,8 +905,8 @@ _RFC5424_TIMESTAMP = re.compile(
 
 
 def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
-    """One line as a syslog message: Logplex's form for ``host``, RFC 5424 otherwise (the
-    timestamp as sent, unless RFC 5424 does not allow it).
+    """One line as a syslog message: Logplex's form for ``host`` (its MSGID always nil),
+    RFC 5424 otherwise (the timestamp as sent, unless RFC 5424 does not allow it).
 
     The message ends in the usual framing newline, except a message ending in ``\r``: a
     receiver that reads ``\r\n`` as a line end even in a counted frame (herolog did, once)
@@ -892,7 +924,7 @@ def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
         head = f"<{pri}>1 {timestamp} host {line.source} {line.dyno} -"
     else:
         sd = line.structured_data or "-"
-        head = f"<{pri}>1 {timestamp} {hostname} {line.source} {line.dyno} - {sd}"
+        head = f"<{pri}>1 {timestamp} {hostname} {line.source} {line.dyno} {line.msgid or '-'} {sd}"
     end = "" if line.message.endswith("\r") else "\n"
     # A leading U+FEFF would be read back as RFC 5424's byte order mark: mark it as one.
     bom = "\ufeff" if line.message[:1] == "\ufeff" else ""

@@ -39,6 +39,7 @@ def to_json_object(line: StoredLine) -> dict[str, Any]:
         "message": line.message,
         "pri": line.pri,
         "hostname": line.hostname,
+        "msgid": line.msgid,
         "structured_data": (
             parse_structured_data(line.structured_data) if line.structured_data else None
         ),
@@ -69,25 +70,25 @@ def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
 
 def encode_record(line: StoredLine) -> str:
     """A line as ``herolog logs --server`` receives it: every stored field, in order, on one
-    line for any line splitter (some SSE clients split as str.splitlines does)."""
-    return json.dumps(
-        [
-            line.id,
-            line.app,
-            line.timestamp,
-            line.time,
-            line.source,
-            line.dyno,
-            line.message,
-            line.pri,
-            line.hostname,
-            line.structured_data,
-            line.attributes,
-            line.received_at,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).translate(_LINE_BREAKS)
+    line for any line splitter (some SSE clients split as str.splitlines does). The MSGID,
+    last, only when the line has one: an older herolog reads the other lines still."""
+    fields = [
+        line.id,
+        line.app,
+        line.timestamp,
+        line.time,
+        line.source,
+        line.dyno,
+        line.message,
+        line.pri,
+        line.hostname,
+        line.structured_data,
+        line.attributes,
+        line.received_at,
+    ]
+    if line.msgid is not None:
+        fields.append(line.msgid)
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
 
 
 def _pipe_fd(stream: IO[str]) -> int | None:
@@ -160,9 +161,12 @@ that one that just stops was cut off (the server stopped) and is not the whole h
 def decode_record(data: str) -> StoredLine:
     """The inverse of :func:`encode_record`; ValueError for anything else."""
     fields = json.loads(data)
-    if not isinstance(fields, list) or len(fields) != len(_RECORD_TYPES):
+    if not isinstance(fields, list) or len(fields) not in (
+        len(_RECORD_TYPES) - 1,
+        len(_RECORD_TYPES),
+    ):
         raise ValueError("not a herolog log record")
-    for value, kinds in zip(fields, _RECORD_TYPES, strict=True):
+    for value, kinds in zip(fields, _RECORD_TYPES, strict=False):
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise ValueError("not a herolog log record")
         if isinstance(value, str) and not value.isascii():
@@ -187,6 +191,7 @@ _RECORD_TYPES: tuple[type | tuple[type, ...], ...] = (
     _OPTIONAL_STR,  # structured_data
     _OPTIONAL_STR,  # attributes
     str,  # received_at
+    str,  # msgid, sent only when the line has one
 )
 """What each field of a record must be: a server sending anything else is not herolog."""
 

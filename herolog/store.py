@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
-from operator import itemgetter
+from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -31,7 +31,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -128,6 +128,8 @@ CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}
 """
 # RFC 5424's nil HOSTNAME, which herolog stored as the host name "-" before schema 7.
 _NIL_HOSTNAMES = "UPDATE lines SET hostname = NULL WHERE hostname = '-'"
+# RFC 5424's MSGID, which herolog dropped before schema 8 (adding a column rewrites no row).
+_MSGIDS = "ALTER TABLE lines ADD COLUMN msgid TEXT"
 # What brings a store from each older schema version to the next.
 _MIGRATIONS = {
     1: _FRAMES,
@@ -136,12 +138,13 @@ _MIGRATIONS = {
     4: _DRAIN_UNTOLD,
     5: _NOTICES,
     6: _NIL_HOSTNAMES,
+    7: _MSGIDS,
 }
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
 _INSERT = (
     "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data,"
-    " app_id, attributes, received_at) VALUES "
+    " msgid, app_id, attributes, received_at) VALUES "
 )
 _ROWS_PER_INSERT = 256
 """Lines per INSERT statement. One statement for many rows binds them all in C and then
@@ -150,11 +153,13 @@ busy Python thread in the process (the server's event loop) that is the differen
 thousands and hundreds of thousands of lines a second."""
 _SELECT = (
     "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, {hostname},"
-    " structured_data, attributes, received_at FROM lines JOIN apps ON apps.id = lines.app_id"
+    " structured_data, attributes, received_at, {msgid}"
+    " FROM lines JOIN apps ON apps.id = lines.app_id"
 )
-_SELECTS = {
-    True: _SELECT.format(hostname="hostname"),
-    False: _SELECT.format(hostname="nullif(hostname, '-')"),  # read before schema 7
+_SELECTS = {  # by schema version, which a reader does not upgrade
+    8: _SELECT.format(hostname="hostname", msgid="msgid"),
+    7: _SELECT.format(hostname="hostname", msgid="NULL"),
+    0: _SELECT.format(hostname="nullif(hostname, '-')", msgid="NULL"),
 }
 
 
@@ -187,11 +192,13 @@ class StoredLine(NamedTuple):
     attributes: str | None
     """A JSON object as text, or None: decoded only by the outputs that show it."""
     received_at: str
+    msgid: str | None = None
+    """Last, where a record of ``herolog logs --server`` from an older server has none."""
 
 
 def unstored(app: str, line: LogLine) -> StoredLine:
     """``line`` in the form the store gives lines, for one that is shown, not stored."""
-    return StoredLine(0, app, *line, None, line.time)
+    return StoredLine(0, app, *line[:-1], None, line.time, line.msgid)
 
 
 class Batch(NamedTuple):
@@ -459,7 +466,14 @@ class SQLiteStore:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise sqlite3.DatabaseError("it has tables but no herolog schema")
                 _execute_script(
-                    db, _SCHEMA + _FRAMES + _DRAINS + _DRAIN_POSITIONS + _DRAIN_UNTOLD + _NOTICES
+                    db,
+                    _SCHEMA
+                    + _FRAMES
+                    + _DRAINS
+                    + _DRAIN_POSITIONS
+                    + _DRAIN_UNTOLD
+                    + _NOTICES
+                    + _MSGIDS,
                 )
             else:
                 if version == 4 and not self._knows_trims():
@@ -1110,7 +1124,8 @@ class SQLiteStore:
 
     def _select(self) -> str:
         """The SELECT of lines for this store's schema (a reader does not upgrade it)."""
-        return _SELECTS[self._schema_version() >= 7]
+        version = self._schema_version()
+        return _SELECTS[version if version >= 7 else 0]
 
     def _knows_trims(self) -> bool:
         """Whether apps remember how far they have been trimmed (apps.trimmed_through):
@@ -1163,25 +1178,29 @@ def _insert_lines(
     for start in range(0, len(lines), _ROWS_PER_INSERT):
         part = lines[start : start + _ROWS_PER_INSERT]
         # Binding None goes through sqlite3's adapter lookup, slower than any other value:
-        # a run of lines without structured data (Heroku's own) writes NULL into the SQL.
-        if list(map(_structured_data_of, part)).count(None) == len(part):
-            rows = chain.from_iterable(map(_without_structured_data, part))
+        # a run of lines without structured data or MSGID (Heroku's own) writes NULLs into
+        # the SQL.
+        count = len(part)
+        if countOf(map(_sd_of, part), None) == count == countOf(map(_msgid_of, part), None):
+            rows = chain.from_iterable(map(_without_last_two, part))
             db.execute(_insert_statement(len(part), False), (*shared, *rows))
         else:
             db.execute(_insert_statement(len(part), True), (*shared, *chain.from_iterable(part)))
 
 
-_structured_data_of = itemgetter(len(LogLine._fields) - 1)
-_without_structured_data = itemgetter(slice(0, len(LogLine._fields) - 1))
+# LogLine ends with structured_data and msgid.
+_sd_of = itemgetter(len(LogLine._fields) - 2)
+_msgid_of = itemgetter(len(LogLine._fields) - 1)
+_without_last_two = itemgetter(slice(0, len(LogLine._fields) - 2))
 
 
 @functools.cache
-def _insert_statement(rows: int, structured_data: bool) -> str:
+def _insert_statement(rows: int, every_field: bool) -> str:
     # The shared values are bound once, as ?1-?3, and every row refers to them: binding
-    # fewer values makes inserting about a fifth faster. Without structured data, each row
-    # has NULL in its place (see _insert_lines).
-    fields = len(LogLine._fields) - (0 if structured_data else 1)
-    nil = "" if structured_data else ", NULL"
+    # fewer values makes inserting about a fifth faster. Without structured data or MSGID,
+    # each row has NULLs in their place (see _insert_lines).
+    fields = len(LogLine._fields) - (0 if every_field else 2)
+    nil = "" if every_field else ", NULL, NULL"
     values = (
         "(" + ", ".join(f"?{4 + row * fields + k}" for k in range(fields)) + nil + ", ?1, ?2, ?3)"
         for row in range(rows)

@@ -636,6 +636,7 @@ _ADDED_BY = {
     5: ["drains.untold", "drains.untold_since"],
     6: ["index lines_notices"],
     7: [],
+    8: ["lines.msgid"],
 }
 """The columns (and indexes) each schema version added."""
 
@@ -756,6 +757,47 @@ def test_a_version_6_store_s_nil_hostnames_read_as_none_and_are_upgraded(tmp_pat
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert stored() == ["host", None, None]
     assert [x.hostname for x in writer.last(LineFilter(), 10)[0]] == ["host", None, None]
+
+
+def test_a_version_7_store_is_read_without_msgids_and_upgraded_to_keep_them(
+    tmp_path: Path,
+) -> None:
+    """Schema 8 keeps a line's RFC 5424 MSGID: a store from before has none to give, is
+    read as it is, and once a writer upgrades it keeps the MSGIDs of the lines that come."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "demo", ["old"])
+    store.close()
+    as_older_herolog_left_it(path, 7)
+    reader = SQLiteStore.open(path, create=False)
+    assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == [("old", None)]
+    writer = SQLiteStore.open(path)
+    tagged = line("tagged")._replace(hostname="myhost", msgid="INVOICE")
+    writer.append([Batch("demo", [tagged, line("plain")])])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    expected = [("old", None), ("tagged", "INVOICE"), ("plain", None)]
+    assert [(x.message, x.msgid) for x in writer.last(LineFilter(), 10)[0]] == expected
+    assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == expected
+
+
+def test_msgids_and_structured_data_are_stored_in_any_mix(store: SQLiteStore) -> None:
+    """Runs of lines without either are inserted with NULLs written into the statement."""
+    plain = line("plain")
+    mixed = [
+        plain,
+        plain._replace(message="sd", structured_data='[a@1 k="v"]'),
+        plain._replace(message="msgid", msgid="ID"),
+        plain._replace(message="both", structured_data='[a@1 k="v"]', msgid="ID2"),
+    ]
+    store.append([Batch("demo", mixed), Batch("demo", [plain], {"a": "1"})])
+    got = [(x.message, x.structured_data, x.msgid) for x in store.last(LineFilter(), 10)[0]]
+    assert got == [
+        ("plain", None, None),
+        ("sd", '[a@1 k="v"]', None),
+        ("msgid", None, "ID"),
+        ("both", '[a@1 k="v"]', "ID2"),
+        ("plain", None, None),
+    ]
 
 
 def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_upgrade(

@@ -718,7 +718,7 @@ def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
     sd = b'[origin ip="10.0.0.1" ip="10.0.0.2"][x@1 k="a\\]b\\"c\\\\d"][origin software="s"]'
     body = frame(
         [
-            b"<13>1 2024-03-05T09:14:07.1+05:45 myhost billing 42 - " + sd + b" paid\n",
+            b"<13>1 2024-03-05T09:14:07.1+05:45 myhost billing 42 INVOICE " + sd + b" paid\n",
             b"<190>1 2024-03-05T09:14:08.418233+00:00 host app web.1 - two\nlines \xc3\xa9\n",
             b"<13>Mar  5 09:14:07 host tag: bsd",
         ]
@@ -741,6 +741,7 @@ def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
         ]
 
     assert kept(again) == kept(out)
+    assert [x["msgid"] for x in kept(again)] == ["INVOICE", None, None]
     assert invoke("logs", "-a", "second")[1] == invoke("logs", "-a", "first")[1]
 
 

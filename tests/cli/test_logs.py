@@ -441,6 +441,7 @@ def test_json_output_schema(store: SQLiteStore) -> None:
         "message",
         "pri",
         "hostname",
+        "msgid",
         "structured_data",
         "received_at",
         "attributes",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import shutil
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -20,7 +23,7 @@ from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.store import Delivery, SQLiteStore, StoredLine
-from tests.helpers import line, store_lines
+from tests.helpers import herolog_process, line, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
@@ -833,3 +836,52 @@ def test_hundreds_of_drains_share_the_trusted_certificates(
         server.proc.terminate()
         server.finish()
         listener.close()
+
+
+def test_a_syslog_sender_s_msgid_is_kept_shown_and_forwarded(make_server: ServerFactory) -> None:
+    """RFC 5424's MSGID (`logger --msgid`, an RFC 5424 sender's type of message) was
+    dropped at the intake: `herolog logs --json` had no trace of it and a syslog drain got
+    `-` in its place. It is kept, as rsyslog and Vector's syslog source keep it, shown as
+    "msgid" and forwarded to syslog drains; HTTPS drains get Logplex's form, whose MSGID is
+    always `-`."""
+    running = make_server(syslog_port=0, syslog_app="demo")
+    listener = SyslogSink()
+    sink = HTTPSink()
+    try:
+        token = add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        add_drain(running, "demo", sink.url())
+        logger = shutil.which("logger")
+        assert logger, "this test uses util-linux's `logger`: install it (apt-get install bsdutils)"
+        port = str(running.syslog_port)
+        for msgid in ("INVOICE", None):
+            subprocess.run(
+                [logger, "--tcp", "--octet-count", "--rfc5424", "-n", "127.0.0.1", "-P", port]
+                + ["-t", "billing", "--id=4711", "--sd-id", "meta@32473", "--sd-param", 'n="7"']
+                + (["--msgid", msgid] if msgid else [])
+                + [f"paid {msgid}"],
+                check=True,
+                timeout=10,
+            )
+        wait_until(lambda: len(running.lines("demo")) == 2, what="the lines")
+        assert [x.msgid for x in running.lines("demo")] == ["INVOICE", None]
+        for shown in (
+            herolog_process("logs", "-a", "demo", "--json"),
+            herolog_process("logs", "-a", "demo", "--json", "--server", running.url),
+        ):
+            assert shown.returncode == 0, shown.stderr
+            records = [json.loads(x) for x in shown.stdout.splitlines()]
+            assert [(x["message"], x.get("msgid", "left out")) for x in records] == [
+                ("paid INVOICE", "INVOICE"),
+                ("paid None", None),
+            ]
+        wait_until(lambda: len(listener.lines()) == 2, what="the syslog copy")
+        for sent_id in (b"INVOICE", b"-"):
+            # logger marks its time with timeQuality (isSynced as the clock is)
+            wanted = rb' %s billing 4711 %s \[timeQuality [^]]*\]\[meta@32473 n="7"\] paid '
+            assert re.search(wanted % (token.encode(), sent_id), listener.data), listener.data
+        wait_until(lambda: len(sink.delivered_lines()) == 2, what="the HTTPS copy")
+        body = b"".join(r.body for r in sink.delivered())
+        assert body.count(b" host billing 4711 - paid ") == 2, body
+    finally:
+        listener.close()
+        sink.close()
