@@ -1,4 +1,4 @@
-"""The part of the Heroku Platform API that ``heroku logs`` and ``heroku drains`` use.
+"""The part of the Heroku Platform API that ``heroku logs``, ``drains`` and ``apps --all`` use.
 
 Apps, log sessions (read as server-sent events from their secret ``logplex_url``) and log
 drains, answered the way api.heroku.com answers, so the official CLI works unmodified with
@@ -15,7 +15,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from herolog import drains, timestamps
@@ -38,6 +38,7 @@ from herolog.server.http import (
 from herolog.server.sessions import LogSession, Reader, SessionError, Sessions, TooManySessions
 from herolog.store import (
     MAX_HISTORY,
+    AppInfo,
     DrainExists,
     SQLiteStore,
     StoreError,
@@ -48,6 +49,7 @@ from herolog.store import (
 T = TypeVar("T")
 
 _ACCOUNT = "/account"
+_APPS = "/apps"
 _APP = re.compile(r"/apps/([^/]+)")
 _LOG_SESSIONS = re.compile(r"(?:/apps/([^/]+))?/log-sessions")
 _DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
@@ -138,10 +140,16 @@ class PlatformAPI:
                 app = _app_name(unquote(raw.group(1).decode("latin-1")))
                 key = unquote(raw.group(2).decode("latin-1"))
                 await _respond(send, 200, await self._drain(app, key, remove=method == "DELETE"))
+            elif path == _APPS:
+                _allow(method, "GET")
+                self._authorize(scope)
+                found, headers, more = await self._list_apps(_apps_range(scope), scope)
+                # 206 while apps remain past the page (Heroku's), with the Next-Range to ask.
+                await _respond(send, 206 if more else 200, found, headers)
             elif m := _APP.fullmatch(path):
                 _allow(method, "GET")
                 self._authorize(scope)
-                await _respond(send, 200, await self._app(_app_name(m.group(1))))
+                await _respond(send, 200, await self._app(_app_name(m.group(1)), scope))
             elif path == _ACCOUNT:
                 _allow(method, "GET")
                 self._authorize(scope)
@@ -206,8 +214,8 @@ class PlatformAPI:
         said = f"No such API endpoint: {method} {path}"
         if not path.startswith("/oauth"):
             return (
-                f"{said} (herolog serves the calls of heroku logs, heroku drains and heroku"
-                " auth:whoami)."
+                f"{said} (herolog serves the calls of heroku logs, heroku drains, heroku apps"
+                " --all and heroku auth:whoami)."
             )
         # heroku login -i (and logout): the CLI keeps a login in ~/.netrc, under the host
         # and port it was given in HEROKU_HOST, the Host it sent.
@@ -235,18 +243,36 @@ class PlatformAPI:
     async def _in_store(self, work: Callable[[SQLiteStore], T]) -> T:
         return await asyncio.to_thread(using_store, self.store_path, work)
 
-    async def _app(self, ref: str) -> dict[str, Any]:
+    async def _app(self, ref: str, scope: Scope) -> dict[str, Any]:
         info = await self._in_store(lambda store: drains.find_app(store, ref))
         if info is None:
             raise _not_found("app")
-        created = drains.api_time(info.created_at)
-        return {
-            "id": drains.app_id(info.name),
-            "name": info.name,
-            "generation": {"id": drains.app_id("generation:cedar"), "name": "cedar"},
-            "created_at": created,
-            "updated_at": created,
-        }
+        return _app_object(info, self._account(scope))
+
+    async def _list_apps(
+        self, wanted: _Range, scope: Scope
+    ) -> tuple[list[dict[str, Any]], list[tuple[bytes, bytes]], bool]:
+        """A page of the apps, the headers that say where it is, and whether more follow."""
+        found = await self._in_store(lambda store: store.apps())
+        keyed = sorted(
+            ((drains.app_id(a.name) if wanted.field == "id" else a.name, a) for a in found),
+            key=lambda pair: pair[0],
+            reverse=wanted.desc,
+        )
+        inside = [(key, info) for key, info in keyed if wanted.holds(key)]
+        page = inside[: wanted.max]
+        headers = [(b"accept-ranges", b"id, name")]
+        if page:
+            shown = f"{wanted.field} {page[0][0]}..{page[-1][0]}; max={wanted.max}"
+            headers.append((b"content-range", shown.encode()))
+        more = len(inside) > len(page)
+        if more:
+            end = f"{wanted.last}{'[' * wanted.last_open}" if wanted.last else ""
+            order = ", order=desc" if wanted.desc else ""
+            after = f"{wanted.field} ]{page[-1][0]}..{end}; max={wanted.max}{order}"
+            headers.append((b"next-range", after.encode()))
+        owner = self._account(scope)
+        return [_app_object(info, owner) for _, info in page], headers, more
 
     async def _create_session(
         self, app: str | None, body: dict[str, Any], scope: Scope
@@ -401,6 +427,90 @@ class PlatformAPI:
             return drains.drain_object(drains.counted(store, [drain])[0])
 
         return await self._in_store(work)
+
+
+def _app_object(info: AppInfo, owner: dict[str, Any]) -> dict[str, Any]:
+    """An app as GET /apps/APP and GET /apps show it: Heroku's fields the heroku CLI reads
+    (``heroku apps`` lists those whose ``owner`` is the account of GET /account: whoever holds
+    the key, who has every app), and herolog's ``lines``, how many the store holds."""
+    created = drains.api_time(info.created_at)
+    return {
+        "id": drains.app_id(info.name),
+        "name": info.name,
+        "generation": {"id": drains.app_id("generation:cedar"), "name": "cedar"},
+        "created_at": created,
+        "updated_at": created,
+        "owner": owner,
+        "lines": info.lines,
+    }
+
+
+DEFAULT_PAGE = 200
+MAX_PAGE = 1000
+"""Heroku's page sizes: 200 apps when the Range gives no max, 1000 at most."""
+
+
+class _Range(NamedTuple):
+    """A Platform API Range: ``name ..``, ``id ]LAST..; max=N``, ``name A..B[; order=desc``
+    (``]`` and ``[`` leave the bound out)."""
+
+    field: str
+    first: str = ""
+    first_open: bool = False
+    last: str = ""
+    last_open: bool = False
+    max: int = DEFAULT_PAGE
+    desc: bool = False
+
+    def holds(self, key: str) -> bool:
+        def before(a: str, b: str) -> bool:
+            return a > b if self.desc else a < b
+
+        starts = (
+            not self.first or before(self.first, key) or (key == self.first and not self.first_open)
+        )
+        ends = not self.last or before(key, self.last) or (key == self.last and not self.last_open)
+        return starts and ends
+
+
+def _apps_range(scope: Scope) -> _Range:
+    """The Range of a GET /apps (all of them by name without one); a 416 for one that is
+    not the API's."""
+    given = header(scope, b"range")
+    if given is None:
+        return _Range("name")
+    text = given.decode("latin-1").strip()
+    bad = APIError(
+        416,
+        "requested_range_not_satisfiable",
+        f"Cannot page the apps by the Range {text[:100]!r}: give 'name ..; max=N' or"
+        f" 'id ..; max=N' (N from 1 to {MAX_PAGE}; ', order=desc' for the other way), or a"
+        " Next-Range this server sent.",
+    )
+    spec, _, settings = text.partition(";")
+    field, _, bounds = spec.strip().partition(" ")
+    bounds = bounds.strip()
+    if field not in ("id", "name") or ".." not in bounds or any(c.isspace() for c in bounds):
+        raise bad
+    first_open, last_open = bounds.startswith("]"), bounds.endswith("[")
+    bounds = bounds[first_open : len(bounds) - last_open]
+    first, _, last = bounds.partition("..")
+    if field == "id":
+        first, last = first.lower(), last.lower()
+    wanted = _Range(field, first, first_open, last, last_open)
+    for setting in filter(None, (s.strip() for s in re.split(r"[;,]", settings))):
+        key, _, value = (part.strip() for part in setting.partition("="))
+        digits = value.lstrip("0")
+        if key == "max" and value.isascii() and value.isdigit() and digits:
+            # Past 1000 is 1000; int() would refuse a number of over 4,300 digits.
+            wanted = wanted._replace(
+                max=MAX_PAGE if len(digits) > 4 else min(int(digits), MAX_PAGE)
+            )
+        elif key == "order" and value in ("asc", "desc"):
+            wanted = wanted._replace(desc=value == "desc")
+        else:
+            raise bad
+    return wanted
 
 
 def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSession:

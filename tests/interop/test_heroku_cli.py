@@ -25,6 +25,8 @@ from click.testing import CliRunner
 from herolog import drains as drains_module
 from herolog.cli import cli
 from herolog.server import sessions
+from herolog.store import Batch, SQLiteStore
+from tests.helpers import line
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 
 KEY = "interop-key"
@@ -323,6 +325,30 @@ def test_heroku_auth_whoami_names_the_server(
     assert wrong.returncode != 0
     assert wrong.stdout == ""
     assert "Invalid credentials provided" in wrong.stderr
+
+
+def test_heroku_apps_all_lists_every_app_page_by_page(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """heroku apps --all: GET /apps, whose answers the CLI follows from page to page by their
+    Next-Range (200 apps a page), and prints under the account's name, as owner of them all;
+    --json prints the app objects."""
+    added = [f"app-{i:03d}" for i in range(204)]
+    store = SQLiteStore.open(server.server.config.store_path)
+    try:
+        store.append([Batch(name, [line("hello")]) for name in added])
+    finally:
+        store.close()
+    names = sorted(["demo", *added])
+    env = cli_env(server, tmp_path)
+    result = heroku(heroku_cli, env, "apps", "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["=== herolog@127.0.0.1 Apps", "", *names]
+    listed = heroku(heroku_cli, env, "apps", "-A", "--json")
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert [app["name"] for app in found] == names
+    assert found[-1]["lines"] == 37  # demo, the example's
 
 
 def test_heroku_run_and_ps_say_herolog_has_no_dynos(

@@ -18,6 +18,7 @@ import httpx
 import httpx_sse
 import pytest
 
+from herolog import drains
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as sessions_module
@@ -790,7 +791,6 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
 @pytest.mark.parametrize(
     "path",
     [
-        "/apps",
         "/apps/",
         "/apps/demo/dynos",
         "/apps/demo/logs/extra",
@@ -1021,3 +1021,122 @@ def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
     assert [d["url"] for d in httpx.get(base, headers=AUTH).json()] == [
         "https://logs.example.com/x"
     ]
+
+
+def test_get_apps_lists_every_app_as_get_apps_app_shows_it(herolog_home: Path) -> None:
+    """GET /apps (heroku apps --all, herolog apps --server): the objects GET /apps/APP
+    answers, in name order, with Heroku's Accept-Ranges; called as ASGI, in-process."""
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0, api_key=KEY)
+    for name, count in (("zeta", 1), ("alpha", 3), ("demo", 2)):
+        append_lines(config.store_path, name, *(line(f"{name} {i}") for i in range(count)))
+    app = HerologApp(config, Writer(config.store_path, config.history))
+
+    async def call() -> tuple[httpx.Response, list[Any], httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            listed = await client.get("/apps", headers=AUTH)
+            each = [(await client.get(f"/apps/{n}", headers=AUTH)).json() for n in ("alpha",)]
+            refused = await client.get("/apps")
+        await app.broadcaster.close()
+        return listed, each, refused
+
+    listed, (alpha,), refused = asyncio.run(call())
+    assert listed.status_code == 200
+    assert listed.headers["accept-ranges"] == "id, name"
+    assert "next-range" not in listed.headers
+    found = listed.json()
+    assert [a["name"] for a in found] == ["alpha", "demo", "zeta"]
+    assert [a["lines"] for a in found] == [3, 2, 1]
+    assert found[0] == alpha
+    assert set(alpha) == {"id", "name", "generation", "created_at", "updated_at", "owner", "lines"}
+    # The account GET /account names (heroku apps lists the apps whose owner it is).
+    assert alpha["owner"] == {"id": drains.app_id("account:herolog"), "email": "herolog@127.0.0.1"}
+    assert refused.status_code == 401
+    assert refused.json()["id"] == "unauthorized"
+
+
+def _page(running: Running, wanted: str | None) -> httpx.Response:
+    headers = dict(AUTH) if wanted is None else {**AUTH, "Range": wanted}
+    return httpx.get(running.url + "/apps", headers=headers)
+
+
+def test_get_apps_pages_by_range_as_heroku_does(api: Running) -> None:
+    """Range: name ..; max=N answers 206 with a Content-Range and a Next-Range while apps
+    remain, which the next request sends back as its Range (the heroku CLI follows it); the
+    last page is a 200 without one."""
+    names = ["demo", "e1", "e2", "e3", "e4"]
+    for name in names[1:]:
+        store_lines(api, name, line("x"))
+    first = _page(api, "name ..; max=2;")
+    assert first.status_code == 206
+    assert [a["name"] for a in first.json()] == ["demo", "e1"]
+    assert first.headers["content-range"] == "name demo..e1; max=2"
+    assert first.headers["next-range"] == "name ]e1..; max=2"
+    second = _page(api, first.headers["next-range"])
+    assert second.status_code == 206
+    assert [a["name"] for a in second.json()] == ["e2", "e3"]
+    last = _page(api, second.headers["next-range"])
+    assert last.status_code == 200
+    assert [a["name"] for a in last.json()] == ["e4"]
+    assert "next-range" not in last.headers
+    assert last.headers["content-range"] == "name e4..e4; max=2"
+    # By id, as the heroku CLI's own paginator asks ("id ..; max=200;"), and downwards.
+    ids, wanted = [], "id ..; max=3"
+    while True:
+        page = _page(api, wanted)
+        ids += [a["id"] for a in page.json()]
+        if page.status_code == 200:
+            break
+        wanted = page.headers["next-range"]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    down = _page(api, "name ..; max=3, order=desc")
+    assert [a["name"] for a in down.json()] == ["e4", "e3", "e2"]
+    rest = _page(api, down.headers["next-range"])
+    assert [a["name"] for a in rest.json()] == ["e1", "demo"]
+    assert rest.status_code == 200
+    assert [a["name"] for a in _page(api, "name e1..e3[").json()] == ["e1", "e2"]
+    assert [a["name"] for a in _page(api, "name ]e3..").json()] == ["e4"]
+    assert _page(api, "name ]e4..").json() == []
+    whole = _page(api, None)  # no Range: all of them (up to 200), in name order
+    assert whole.status_code == 200
+    assert [a["name"] for a in whole.json()] == names
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        "bytes=0-100",
+        "created_at ..",
+        "name",
+        "name ..; max=0",
+        "name ..; max=x",
+        "name ..; max=-1",
+        "name ..; to=3",
+        "name ..; order=up",
+    ],
+)
+def test_a_range_get_apps_cannot_follow_is_a_416(shared_api: Running, wanted: str) -> None:
+    response = _page(shared_api, wanted)
+    assert response.status_code == 416
+    error = response.json()
+    assert error["id"] == "requested_range_not_satisfiable"
+    assert "name ..; max=" in error["message"]
+
+
+def test_get_apps_takes_get_and_head_only(shared_api: Running) -> None:
+    response = httpx.post(shared_api.url + "/apps", json={"name": "new"}, headers=AUTH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    head = httpx.head(shared_api.url + "/apps", headers=AUTH)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert _headers(head) == _headers(_page(shared_api, None))
+
+
+def test_a_max_over_heroku_s_1000_is_1000(shared_api: Running) -> None:
+    for given in ("1001", "0001000", "9" * 5000):
+        page = _page(shared_api, f"name ..; max={given}")
+        assert page.status_code == 200
+        assert page.headers["content-range"] == "name demo..demo; max=1000"
+    assert _page(shared_api, "name ..; max=007").headers["content-range"].endswith("; max=7")
