@@ -35,36 +35,39 @@ _herolog() {
         "herolog")
             COMPREPLY=($(compgen -W "-V --version -h --help apps completion drain import logs run serve store" -- "$cur")) ;;
         "herolog apps")
-            COMPREPLY=($(compgen -W "--json -h --help" -- "$cur")) ;;
+            case "$prev" in
+                --server) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--json --server -h --help" -- "$cur")) ;;
         "herolog completion")
             COMPREPLY=($(compgen -W "-h --help bash zsh fish" -- "$cur")) ;;
         "herolog drain")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help add list remove" -- "$cur")) ;;
         "herolog drain add")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
         "herolog drain list")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
         "herolog drain remove")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-a --app --server -h --help" -- "$cur")) ;;
         "herolog import")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --format) COMPREPLY=($(compgen -W "auto heroku logplex syslog json" -- "$cur")); return ;;
             esac
             if [[ "$cur" != -* ]]; then
@@ -73,7 +76,7 @@ _herolog() {
             COMPREPLY=($(compgen -W "-a --app --format -h --help" -- "$cur")) ;;
         "herolog logs")
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 -n|--num) COMPREPLY=(); return ;;
                 -s|--source) COMPREPLY=(); local value; while IFS= read -r value; do [[ $value == "$cur"* ]] && COMPREPLY+=("$value"); done < <(__herolog_values sources); return ;;
                 -d|--dyno|--dyno-name) COMPREPLY=(); local value; while IFS= read -r value; do [[ $value == "$cur"* ]] && COMPREPLY+=("$value"); done < <(__herolog_values dynos); return ;;
@@ -99,7 +102,7 @@ _herolog() {
                 return
             done
             case "$prev" in
-                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps 2>/dev/null); return ;;
+                -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 -d|--dyno) COMPREPLY=(); local value; while IFS= read -r value; do [[ $value == "$cur"* ]] && COMPREPLY+=("$value"); done < <(__herolog_values dynos); return ;;
                 --server) COMPREPLY=(); return ;;
             esac

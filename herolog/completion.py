@@ -194,7 +194,7 @@ def _bash(tree: Cmd) -> str:
                 action = (
                     "COMPREPLY=(); local app; while IFS= read -r app; do"
                     ' [[ $app == "$cur"* ]] && COMPREPLY+=("$app");'
-                    " done < <(herolog apps 2>/dev/null)"
+                    " done < <(herolog apps --server= 2>/dev/null)"
                 )
             elif opt.kind in VALUE_KINDS:
                 action = (
@@ -244,7 +244,7 @@ def _zsh(tree: Cmd) -> str:
         "",
         "__herolog_app_names() {",
         "    local -a apps",
-        '    apps=(${(f)"$(herolog apps 2>/dev/null)"})',
+        '    apps=(${(f)"$(herolog apps --server= 2>/dev/null)"})',
         "    _describe 'app' apps",
         "}",
         "",
@@ -398,7 +398,7 @@ def _fish(tree: Cmd) -> str:
             spec = f"complete -c herolog {when} {names.strip()}"
             if opt.takes_value:
                 if opt.kind == "app":
-                    spec += " -x -a '(herolog apps 2>/dev/null)'"
+                    spec += " -x -a '(herolog apps --server= 2>/dev/null)'"
                 elif opt.kind in VALUE_KINDS:
                     spec += f" -x -a '(__herolog_values {opt.kind})'"
                 elif opt.kind == "choice":

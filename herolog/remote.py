@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from herolog.store import AppInfo
+
 SEND_TRIES = 3
 """Tries for a batch sent to a drain intake, as Logplex makes them."""
 SEND_RETRY_S = 0.25
@@ -321,6 +323,79 @@ def unreachable(base: str, error: Exception) -> RemoteError:
         # What a TLS server does with a plain-HTTP request: it closes or resets.
         reason += " (a server of HTTPS closes a plain-HTTP connection so: try https://)"
     return RemoteError(f"cannot reach {base}: {reason}")
+
+
+APPS_PAGE = 1000
+"""Apps asked for in each GET /apps (the Platform API's largest page)."""
+
+
+def list_apps(server: str, api_key: str | None) -> list[AppInfo]:
+    """The apps of a herolog serve (``herolog apps --server``), by name, through its
+    ``GET /apps``, page after page as its Next-Range says."""
+    import httpx
+
+    from herolog.drains import mask_url
+
+    base = server.rstrip("/")
+    shown = mask_url(base)
+    wanted = f"name ..; max={APPS_PAGE}"
+    asked = {wanted}
+    found: list[AppInfo] = []
+    with api_client(base, api_key) as client:
+        while True:
+            try:
+                response = client.get(base + "/apps", headers={"Range": wanted})
+            except httpx.InvalidURL as error:
+                raise RemoteError(f"not a server URL: {shown} ({error})") from None
+            except httpx.TransportError as error:
+                raise unreachable(shown, error) from None
+            if response.status_code not in (200, 206):
+                raise _apps_refused(shown, response)
+            found += _apps_in(shown, response)
+            after = response.headers.get("next-range")
+            if response.status_code == 200 or not after:
+                return sorted(found, key=lambda app: app.name)
+            if after in asked:  # it would go round for ever
+                raise RemoteError(f"{shown} sent the same page of apps again ({after!r})")
+            asked.add(after)
+            wanted = after
+
+
+def _apps_refused(shown: str, response: httpx.Response) -> RemoteError:
+    """A herolog serve from before GET /apps answers it as a path of its API it does not
+    serve: that, rather than the 404 itself, is what to say."""
+    try:
+        error = response.json()
+        message = str(error["message"]) if error.get("id") == "not_found" else ""
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        message = ""
+    said = "No such API endpoint: GET /apps"
+    if response.status_code == 404 and (message == said or message.startswith(said + " ")):
+        return RemoteError(
+            f"{shown} cannot list its apps (GET /apps is a 404 there): it is a herolog serve"
+            " older than this herolog, without that call; upgrade it (logs and drain --server"
+            " work with it as it is)"
+        )
+    return refused(shown, response, "list the apps", None)
+
+
+def _apps_in(shown: str, response: httpx.Response) -> list[AppInfo]:
+    from herolog.store import AppInfo, valid_app_name
+
+    try:
+        answer = response.json()
+        apps = [AppInfo(obj["name"], obj["lines"], obj["created_at"]) for obj in answer]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        apps = None
+    if apps is None or not all(
+        isinstance(app.name, str)
+        and valid_app_name(app.name)
+        and type(app.lines) is int
+        and isinstance(app.created_at, str)
+        for app in apps
+    ):
+        raise RemoteError(f"{shown} did not answer with a list of apps: is it a herolog serve?")
+    return apps
 
 
 class RemoteLogs:

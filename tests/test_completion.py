@@ -29,7 +29,7 @@ def shell_path(name: str) -> str:
     return path
 
 
-def bash_complete(line: str) -> list[str]:
+def bash_complete(line: str, **env: str) -> list[str]:
     words = line.split(" ")
     script = (
         f"source {COMPLETIONS / 'herolog.bash'}\n"
@@ -40,7 +40,7 @@ def bash_complete(line: str) -> list[str]:
         [shell_path("bash"), "-c", script],
         capture_output=True,
         text=True,
-        env=herolog_env(),
+        env=herolog_env(**env),
         check=True,
     )
     return [x for x in proc.stdout.splitlines() if x]
@@ -110,6 +110,13 @@ def test_bash_completes_app_names_as_text_and_never_runs_them(
     )
     assert bash_complete("herolog logs -a $") == [f"$(touch {marker})"]
     assert not marker.exists()
+
+
+def test_app_names_complete_from_the_store_with_herolog_url_set(herolog_home: Path) -> None:
+    """herolog apps follows $HEROLOG_URL to a server: a TAB must not wait on a network (here
+    a server that is not there), and the names are the store's, as the README says."""
+    fill(open_store(), "demo", ["x"])
+    assert bash_complete("herolog logs -a d", HEROLOG_URL="http://127.0.0.1:9") == ["demo"]
 
 
 def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> None:

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import click
 
-from herolog.cli.options import Integer
+from herolog.cli.options import Integer, server_option
 
 
 def local_only(command: str, path: Path) -> None:
-    """Say that ``command`` works on the local store when $HEROLOG_URL is set: logs, drain
-    and run follow it to a server, and what this one shows or does must not pass for the
-    server's. First, before anything is done or asked."""
+    """Say that ``command`` works on the local store when $HEROLOG_URL is set: apps, logs,
+    drain and run follow it to a server, and what this one shows or does must not pass for
+    the server's. First, before anything is done or asked."""
     if os.environ.get("HEROLOG_URL"):
         click.echo(
             f"herolog {command} works on the local store ({path}), not on the server of"
-            " $HEROLOG_URL (logs, drain and run --server use a server)",
+            " $HEROLOG_URL (apps, logs, drain and run --server use a server)",
             err=True,
         )
 
@@ -25,15 +25,24 @@ def local_only(command: str, path: Path) -> None:
 @click.option(
     "--json", "json_output", is_flag=True, help="Names, line counts and creation times as JSON."
 )
-def apps(json_output: bool) -> None:
-    """List the apps in the store, one name per line."""
+@server_option("List this herolog serve's apps (API key from $HEROLOG_API_KEY), not the store's.")
+def apps(json_output: bool, server: str | None) -> None:
+    """List the apps in the store (or on a server), one name per line."""
     from herolog import config
-    from herolog.store import open_existing
+    from herolog.store import AppInfo, open_existing
 
-    path = config.store_path()
-    local_only("apps", path)
-    store = open_existing(path)
-    found = store.apps() if store is not None else []
+    found: list[AppInfo]
+    if server:
+        from herolog.drains import scrub
+        from herolog.remote import RemoteError, list_apps
+
+        try:
+            found = list_apps(server, os.environ.get("HEROLOG_API_KEY") or None)
+        except RemoteError as error:
+            raise click.ClickException(scrub(str(error), server)) from None  # its password
+    else:
+        store = open_existing(config.store_path())
+        found = store.apps() if store is not None else []
     if json_output:
         click.echo(json.dumps([app._asdict() for app in found], indent=2))
     else:

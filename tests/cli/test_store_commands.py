@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from herolog.cli import cli
 from herolog.store import open_store
 from tests.helpers import fill, herolog_env, herolog_process
-from tests.server.conftest import ServerFactory
+from tests.server.conftest import ServerFactory, running_server
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -298,8 +298,6 @@ def test_store_forget_while_serve_takes_the_app_s_lines(make_server: ServerFacto
 @pytest.mark.parametrize(
     "args",
     [
-        ["apps"],
-        ["apps", "--json"],
         ["store", "info"],
         ["store", "history"],
         ["store", "history", "2000"],
@@ -310,20 +308,129 @@ def test_store_forget_while_serve_takes_the_app_s_lines(make_server: ServerFacto
 def test_the_store_commands_say_they_work_locally_with_herolog_url_set(
     herolog_home: Path, args: list[str]
 ) -> None:
-    """logs, drain and run follow $HEROLOG_URL to a server; apps and store have only the
-    local store: run where $HEROLOG_URL is exported, they must not pass for the server's."""
+    """apps, logs, drain and run follow $HEROLOG_URL to a server; store has only the local
+    store: run where $HEROLOG_URL is exported, it must not pass for the server's."""
     fill(open_store(), "demo", ["x"])
     env = herolog_env(HEROLOG_URL="http://127.0.0.1:9")
     done = herolog_process(*args, env=env)
     assert done.returncode == 0, done.stderr
     said = (
-        f"herolog {args[0] if args[0] == 'apps' else ' '.join(args[:2])} works on the local"
-        f" store ({herolog_home / 'logs.db'}), not on the server of $HEROLOG_URL"
-        " (logs, drain and run --server use a server)\n"
+        f"herolog {' '.join(args[:2])} works on the local store ({herolog_home / 'logs.db'}),"
+        " not on the server of $HEROLOG_URL (apps, logs, drain and run --server use a server)\n"
     )
     assert done.stderr.startswith(said)  # before anything is done, or asked
-    if args == ["apps"]:
-        assert done.stdout == "demo\n"  # what a script reads is as it was
     env["HEROLOG_URL"] = ""  # set empty: the local store is meant
     done = herolog_process(*args, env=env)
     assert "HEROLOG_URL" not in done.stderr
+
+
+KEY = "apps-key"
+
+
+def test_apps_server_lists_the_server_s_apps_page_by_page(herolog_home: Path) -> None:
+    """herolog apps --server (and $HEROLOG_URL) lists the apps of the server, another store
+    than the local one here, in the same forms as locally; a server's GET /apps pages 1,000
+    apps at most, and the pages are followed."""
+    from herolog.store import Batch, SQLiteStore
+    from tests.helpers import line
+
+    fill(open_store(), "local-only", ["x"])
+    path = herolog_home.parent / "elsewhere" / "logs.db"
+    names = [f"app-{i:04d}" for i in range(1001)]
+    store = SQLiteStore.open(path)
+    try:
+        store.append([Batch(name, [line("x")]) for name in names])
+        store.append([Batch("app-0007", [line("y"), line("z")])])
+    finally:
+        store.close()
+    with running_server(path, api_key=KEY) as running:
+        key = {"HEROLOG_API_KEY": KEY}
+        done = herolog_process("apps", "--server", running.url, env=key)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout.splitlines() == names
+        done = herolog_process("apps", "--json", env={**key, "HEROLOG_URL": running.url})
+        assert (done.returncode, done.stderr) == (0, "")
+        found = json.loads(done.stdout)
+        assert len(found) == 1001
+        assert found[7]["name"] == "app-0007"
+        assert found[7]["lines"] == 3
+        assert set(found[7]) == {"name", "lines", "created_at"}
+        assert found[7]["created_at"].endswith("Z")
+        # --server '' is the local store, $HEROLOG_URL or not.
+        local = herolog_process("apps", "--server", "", env={**key, "HEROLOG_URL": running.url})
+        assert local.stdout == "local-only\n"
+
+
+def test_apps_server_errors_are_one_line(herolog_home: Path) -> None:
+    with running_server(herolog_home / "logs.db", api_key=KEY) as running:
+        url = running.url
+        for env, said in [
+            ({}, f"{url} needs an API key (401): set HEROLOG_API_KEY to its --api-key"),
+            (
+                {"HEROLOG_API_KEY": "wrong"},
+                f"{url} refused the API key (401): check HEROLOG_API_KEY",
+            ),
+        ]:
+            done = herolog_process("apps", "--server", url, env=env)
+            assert (done.returncode, done.stdout) == (1, "")
+            assert done.stderr == f"Error: {said}\n"
+    done = herolog_process("apps", "--server", "http://127.0.0.1:9")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "Error: cannot reach http://127.0.0.1:9: connection refused\n"
+    done = herolog_process("apps", "--server", "ftp://x")
+    assert done.returncode == 2
+    assert "'ftp://x' is not a server URL" in done.stderr
+
+
+def test_apps_server_says_when_the_server_is_an_older_herolog_serve(herolog_home: Path) -> None:
+    """A herolog serve from before GET /apps answers it with its JSON 404 for a path of the
+    API's it does not serve: it is told as that, not as a failure of this one."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    older = (
+        b'{"id": "not_found", "message": "No such API endpoint: GET /apps (herolog serves the'
+        b' calls of heroku logs, heroku drains and heroku auth:whoami)."}\n'
+    )
+
+    class Older(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(older)))
+            self.end_headers()
+            self.wfile.write(older)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Older)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = herolog_process("apps", "--server", url, env={"HEROLOG_API_KEY": KEY})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"Error: {url} cannot list its apps (GET /apps is a 404 there): it is a herolog serve"
+        " older than this herolog, without that call; upgrade it (logs and drain --server work"
+        " with it as it is)\n"
+    )
+
+
+def test_apps_server_with_a_wrong_path_is_not_taken_for_an_older_serve(
+    herolog_home: Path,
+) -> None:
+    """A --server URL with a path that is not the server's (the drain URL serve prints)."""
+    with running_server(herolog_home / "logs.db", api_key=KEY) as running:
+        wrong = running.url + "/apps/demo/logs"
+        done = herolog_process("apps", "--server", wrong, env={"HEROLOG_API_KEY": KEY})
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(
+        f"Error: {wrong} could not list the apps (404): No such API endpoint: GET"
+        " /apps/demo/logs/apps"
+    )
+    assert "older" not in done.stderr
