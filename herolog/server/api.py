@@ -1,4 +1,4 @@
-"""The part of the Heroku Platform API that ``heroku logs``, ``drains`` and ``apps --all`` use.
+"""The part of the Heroku Platform API that ``heroku logs``, ``drains`` and ``apps`` use.
 
 Apps, log sessions (read as server-sent events from their secret ``logplex_url``) and log
 drains, answered the way api.heroku.com answers, so the official CLI works unmodified with
@@ -50,6 +50,8 @@ T = TypeVar("T")
 
 _ACCOUNT = "/account"
 _APPS = "/apps"
+_MY_APPS = "/users/~/apps"
+"""heroku apps: the apps of the caller, the account of /account, which has every app."""
 _APP = re.compile(r"/apps/([^/]+)")
 _LOG_SESSIONS = re.compile(r"(?:/apps/([^/]+))?/log-sessions")
 _DRAINS = re.compile(r"/apps/([^/]+)/log-drains")
@@ -140,7 +142,7 @@ class PlatformAPI:
                 app = _app_name(unquote(raw.group(1).decode("latin-1")))
                 key = unquote(raw.group(2).decode("latin-1"))
                 await _respond(send, 200, await self._drain(app, key, remove=method == "DELETE"))
-            elif path == _APPS:
+            elif path in (_APPS, _MY_APPS):
                 _allow(method, "GET")
                 self._authorize(scope)
                 found, headers, more = await self._list_apps(_apps_range(scope), scope)
@@ -215,7 +217,7 @@ class PlatformAPI:
         if not path.startswith("/oauth"):
             return (
                 f"{said} (herolog serves the calls of heroku logs, heroku drains, heroku apps"
-                " --all and heroku auth:whoami)."
+                " and heroku auth:whoami)."
             )
         # heroku login -i (and logout): the CLI keeps a login in ~/.netrc, under the host
         # and port it was given in HEROKU_HOST, the Host it sent.

@@ -327,12 +327,12 @@ def test_heroku_auth_whoami_names_the_server(
     assert "Invalid credentials provided" in wrong.stderr
 
 
-def test_heroku_apps_all_lists_every_app_page_by_page(
+def test_heroku_apps_lists_every_app_page_by_page(
     heroku_cli: Path, server: Running, tmp_path: Path
 ) -> None:
     """heroku apps --all: GET /apps, whose answers the CLI follows from page to page by their
     Next-Range (200 apps a page), and prints under the account's name, as owner of them all;
-    --json prints the app objects."""
+    heroku apps (GET /users/~/apps, the account's apps) the same; --json the app objects."""
     added = [f"app-{i:03d}" for i in range(204)]
     store = SQLiteStore.open(server.server.config.store_path)
     try:
@@ -344,6 +344,7 @@ def test_heroku_apps_all_lists_every_app_page_by_page(
     result = heroku(heroku_cli, env, "apps", "--all")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["=== herolog@127.0.0.1 Apps", "", *names]
+    assert heroku(heroku_cli, env, "apps").stdout == result.stdout  # the account's: all
     listed = heroku(heroku_cli, env, "apps", "-A", "--json")
     assert listed.returncode == 0, listed.stderr
     found = json.loads(listed.stdout)

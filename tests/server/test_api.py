@@ -801,7 +801,8 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
         "/apps/demo/caf%C3%A9/%FF%FE",
         "/account/",
         "/account/features",  # heroku labs
-        "/users/~/apps",  # heroku apps
+        "/users/~",
+        "/users/someone@example.com/apps",
         "/teams",  # heroku teams
         "/oauth/authorizations",  # heroku login -i
     ],
@@ -1140,3 +1141,18 @@ def test_a_max_over_heroku_s_1000_is_1000(shared_api: Running) -> None:
         assert page.status_code == 200
         assert page.headers["content-range"] == "name demo..demo; max=1000"
     assert _page(shared_api, "name ..; max=007").headers["content-range"].endswith("; max=7")
+
+
+def test_the_caller_s_apps_are_every_app(api: Running) -> None:
+    """heroku apps (without --all) asks GET /users/~/apps, the apps of the account GET
+    /account names, which owns them all: the same answer as GET /apps, pages too."""
+    store_lines(api, "alpha", line("x"))
+    for wanted in (None, "name ..; max=1"):
+        headers = dict(AUTH) if wanted is None else {**AUTH, "Range": wanted}
+        mine = httpx.get(api.url + "/users/~/apps", headers=headers)
+        every = httpx.get(api.url + "/apps", headers=headers)
+        assert mine.status_code == every.status_code == (200 if wanted is None else 206)
+        assert mine.json() == every.json()
+        assert [a["name"] for a in mine.json()] == ["alpha", "demo"][: 2 if wanted is None else 1]
+        assert _headers(mine) == _headers(every)
+    assert httpx.get(api.url + "/users/~/apps").status_code == 401
