@@ -103,7 +103,7 @@ class PlatformAPI:
 
         The API's paths are ``/account``, ``/apps``, ``/log-sessions``, ``/log-drains``,
         ``/sessions`` and everything under them, but the intake's ``/apps/APP/logs`` (routed
-        before this).
+        before this); and any path asked for Heroku's JSON, as the heroku CLI asks.
 
         HEAD is answered wherever GET is, as GET is (RFC 9110): :class:`HerologApp` drops the
         body, and a log session is not read (nor used up) by it."""
@@ -615,11 +615,18 @@ def _host_name(value: bytes | None) -> str:
 
 
 def _is_api_call(scope: Scope) -> bool:
-    """A request to a path of the API's, unless it carries a drain's batch: a drain URL with
-    a wrong path gets the intake's plain-text 404, which says where drains post."""
-    if not _API_PATHS.fullmatch(scope["path"]):
+    """A request to a path of the API's, or asked for Heroku's JSON as the heroku CLI asks
+    (heroku addons: GET /addons), unless it carries a drain's batch: a drain URL with a
+    wrong path gets the intake's plain-text 404, which says where drains post."""
+    if media_type(header(scope, b"content-type")) == LOGPLEX_TYPE_BYTES:
         return False
-    return media_type(header(scope, b"content-type")) != LOGPLEX_TYPE_BYTES
+    if _API_PATHS.fullmatch(scope["path"]):
+        return True
+    accepted = (header(scope, b"accept") or b"").split(b",")
+    return any(media_type(kind) == _HEROKU_JSON for kind in accepted)
+
+
+_HEROKU_JSON = b"application/vnd.heroku+json"
 
 
 def _allow(method: str, *allowed: str) -> None:

@@ -380,6 +380,11 @@ def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
     assert "No such API endpoint: GET /apps/demo/config-vars" in result.stderr
     assert "Error ID: not_found" in result.stderr
     assert "    at " not in result.stderr
+    # Outside the API's own paths too (heroku addons: GET /addons).
+    result = heroku(heroku_cli, cli_env(server, tmp_path), "addons")
+    assert result.returncode != 0
+    assert "No such API endpoint: GET /addons" in result.stderr
+    assert "drains post to" not in result.stderr
 
 
 def at_terminal(

@@ -844,6 +844,24 @@ def test_other_unknown_paths_keep_the_intakes_plain_404(api: Running) -> None:
     assert httpx.get(f"{api.url}/stats", headers=AUTH).json()["responses"]["404"] == 2
 
 
+@pytest.mark.parametrize("path", ["/regions", "/addons", "/spaces/foo", "/pipelines", "/x"])
+def test_any_path_asked_as_the_heroku_cli_asks_is_a_json_404(
+    shared_api: Running, path: str
+) -> None:
+    """heroku addons, regions, spaces, pipelines ask paths outside the API's own: asked with
+    Heroku's Accept, as the CLI asks, they get the API's JSON 404, which says what herolog
+    serves, not the intake's plain text about where drains post."""
+    heroku = {"Accept": "application/vnd.heroku+json; version=3"}
+    response = httpx.get(shared_api.url + path, headers={**AUTH, **heroku})
+    assert response.status_code == 404
+    assert response.json()["id"] == "not_found"
+    assert response.json()["message"].startswith(f"No such API endpoint: GET {path} (herolog")
+    assert httpx.get(shared_api.url + path, headers=heroku).status_code == 401
+    assert "drains post to" in httpx.get(shared_api.url + path, headers=AUTH).text
+    among = {"Accept": "application/json, application/vnd.heroku+json; version=3"}
+    assert httpx.get(shared_api.url + path, headers={**AUTH, **among}).json()["id"] == "not_found"
+
+
 def test_a_client_that_vanishes_mid_tail_frees_its_session(api: Running) -> None:
     url = httpx.URL(session(api, lines=0, tail=True))
     with socket.create_connection((url.host, url.port)) as sock:
