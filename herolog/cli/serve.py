@@ -167,12 +167,12 @@ def serve(
     """
     from herolog import config
     from herolog.server import ServeConfig, Server
-    from herolog.server.config import ConfigError, Credentials
+    from herolog.server.config import ConfigError, Credentials, listen_host
 
     try:
         settings = ServeConfig(
             store_path=config.store_path(),
-            host=host,
+            host=listen_host(host),
             port=port,
             syslog_port=syslog_port,
             syslog_app=syslog_app,

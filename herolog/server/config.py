@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,28 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def listen_host(value: str) -> str:
+    """``--host`` as given, as the address to listen on: an IPv6 address may come in
+    brackets, as URLs write it (``[::1]``). ConfigError for a URL or a port with it, which
+    would otherwise be looked up as a name (or refused as a public address without --auth)."""
+    if "://" in value:
+        raise ConfigError(f"--host takes an address or a host name, not a URL: {value!r}")
+    host, port = value, None
+    if bracketed := re.fullmatch(r"\[([^\]]*)\](?::(.*))?", value):
+        host, port = bracketed[1], bracketed[2]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(
+                f"--host takes only an IPv6 address in brackets, not {host!r}"
+            ) from None
+    elif value.count(":") == 1:  # an IPv6 address has two at least
+        host, port = value.split(":")
+    if port is not None:
+        raise ConfigError(f"--host takes no port: give --host {host} --port {port}")
+    return host
 
 
 def url_host(host: str, port: int | None = None) -> str:

@@ -735,6 +735,72 @@ def test_bad_serve_options(args: list[str], message: str) -> None:
 
 
 @pytest.mark.subprocess
+def test_an_ipv6_host_in_brackets_is_listened_on(herolog_home: Path) -> None:
+    """[::1], as URLs write it (and as serve prints it): the address, loopback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "serve", "--host", "[::1]", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        m = re.fullmatch(
+            r"herolog serve: HTTPS drain intake on http://\[::1\]:(\d+)/apps/APP/logs\n", first
+        )
+        assert m, first + proc.stderr.read()
+        assert httpx.get(f"http://[::1]:{m[1]}/healthz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, "Traceback" in rest) == (0, False), rest
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("host", "env", "message"),
+    [
+        ("127.0.0.1:9000", {}, "--host takes no port: give --host 127.0.0.1 --port 9000"),
+        ("[::1]:9000", {}, "--host takes no port: give --host ::1 --port 9000"),
+        (
+            "",
+            {"HEROLOG_HOST": "0.0.0.0:8514"},
+            "--host (from $HEROLOG_HOST) takes no port: give --host 0.0.0.0 --port 8514",
+        ),
+        (
+            "https://logs.example.com",
+            {},
+            "--host takes an address or a host name, not a URL: 'https://logs.example.com'",
+        ),
+        (
+            "[logs.example.com]",
+            {},
+            "--host takes only an IPv6 address in brackets, not 'logs.example.com'",
+        ),
+    ],
+)
+def test_a_host_with_a_port_or_a_scheme_is_a_usage_error(
+    herolog_home: Path, host: str, env: dict[str, str], message: str
+) -> None:
+    """As gunicorn's --bind or a URL writes them: not a name to look up, nor a public
+    address to refuse without --auth."""
+    given = ["--host", host] if host else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0", *given],
+        capture_output=True,
+        text=True,
+        env=herolog_env(**env),
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, f"Error: {message}")
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("problem", "message"),
     [
