@@ -31,6 +31,7 @@ from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
     ServeConfig,
+    certificate_warning,
     is_loopback,
     tls_context,
     url_host,
@@ -310,6 +311,7 @@ class Server:
         self._socket: socket.socket | None = None
         self._syslog_socket: socket.socket | None = None
         self._tls: ssl.SSLContext | None = None
+        self._certificate_warning: str | None = None
         limits = RequestLimits(
             config.header_timeout, config.body_timeout, config.max_body, stats=self.stats
         )
@@ -357,6 +359,7 @@ class Server:
             # Here, not once uvicorn runs: a bad pair is a ConfigError, not a traceback.
             self._tls = tls_context(self.config.certfile, self.config.keyfile)
             self._uvicorn_config.tls = self._tls
+            self._certificate_warning = certificate_warning(self.config.certfile)
         store = SQLiteStore.open(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one
@@ -472,6 +475,8 @@ class Server:
         scheme = "https" if config.tls else "http"
         shown_host = url_host(config.host)
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
+        if self._certificate_warning is not None:
+            lines.append(self._certificate_warning)
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         # Percent-encoded, as a URL must carry them (and as Logplex and httpx decode them).
         userinfo = f"{quote(config.auth.user, safe='')}:PASSWORD@" if config.auth else ""

@@ -7,6 +7,7 @@ import math
 import re
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -240,3 +241,57 @@ def _certificates_in(path: Path) -> int:
         return path.read_bytes().count(b"-----BEGIN CERTIFICATE-----")
     except OSError:
         return 0
+
+
+def certificate_warning(certfile: Path, now: datetime | None = None) -> str | None:
+    """What to say of the server's certificate (the first in ``certfile``) if it is out of
+    its validity: OpenSSL loads it all the same, and clients refuse it."""
+    try:
+        pem = certfile.read_text("ascii", errors="replace")
+        begin = pem.index("-----BEGIN CERTIFICATE-----")
+        end = pem.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+        not_before, not_after = _validity(ssl.PEM_cert_to_DER_cert(pem[begin:end]))
+    except (OSError, ValueError, IndexError):  # loaded by OpenSSL, so not likely: say nothing
+        return None
+    now = now or datetime.now(UTC)
+    refused = "Heroku and every client that checks it refuse it"
+    if now > not_after:
+        return (
+            f"the certificate in {certfile} expired on {not_after:%Y-%m-%d %H:%M} UTC:"
+            f" {refused} (renew it, then restart serve)"
+        )
+    if now < not_before:
+        return (
+            f"the certificate in {certfile} is not valid until {not_before:%Y-%m-%d %H:%M} UTC"
+            f" (is this machine's clock right?): {refused} until then"
+        )
+    return None
+
+
+def _validity(der: bytes) -> tuple[datetime, datetime]:
+    """notBefore and notAfter of a DER certificate (RFC 5280, 4.1): the standard library
+    reads them only from a peer's certificate."""
+
+    def element(at: int) -> tuple[int, int, int]:
+        """The tag, the start of the contents and their end, of the element at ``at``."""
+        tag, size = der[at], der[at + 1]
+        at += 2
+        if size & 0x80:
+            count = size & 0x7F
+            size, at = int.from_bytes(der[at : at + count]), at + count
+        return tag, at, at + size
+
+    tbs = element(element(0)[1])[1]  # Certificate, then TBSCertificate: its contents
+    tag, _, end = element(tbs)
+    at = end if tag == 0xA0 else tbs  # the version, [0], is optional
+    for _ in range(3):  # serialNumber, signature, issuer
+        at = element(at)[2]
+    at = element(at)[1]  # validity
+    times = []
+    for _ in range(2):
+        tag, start, end = element(at)
+        # UTCTime (YYMMDDHHMMSSZ) until 2049, GeneralizedTime (YYYYMMDDHHMMSSZ) after.
+        shape = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
+        times.append(datetime.strptime(der[start:end].decode("ascii"), shape).replace(tzinfo=UTC))
+        at = end
+    return times[0], times[1]

@@ -850,6 +850,53 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("when", ["expired", "not yet valid", "valid"])
+def test_a_certificate_out_of_its_validity_is_said_at_start(
+    herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """Heroku refuses it, and Logplex's failures show nowhere on this side: serve says so as
+    it starts, naming the date (of the server's certificate, the first of the chain)."""
+    import datetime
+
+    day = datetime.timedelta(days=1)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    not_before, not_after = {
+        "expired": (now - 90 * day, now - 3 * day),
+        "not yet valid": (now + 2 * day, now + 90 * day),
+        "valid": (now - day, now + 90 * day),
+    }[when]
+    issued = (
+        trustme.CA()
+        .create_child_ca()
+        .issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
+    )
+    certfile, keyfile = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certfile.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    server = serve_process("--port", "0", "--certfile", str(certfile), "--keyfile", str(keyfile))
+    said = [line for line in server.banner if line.startswith("herolog serve: the certificate")]
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+    shown = f"{not_after if when == 'expired' else not_before:%Y-%m-%d %H:%M} UTC"
+    assert (
+        said
+        == {
+            "expired": [
+                f"herolog serve: the certificate in {certfile} expired on {shown}: Heroku and"
+                " every client that checks it refuse it (renew it, then restart serve)\n"
+            ],
+            "not yet valid": [
+                f"herolog serve: the certificate in {certfile} is not valid until {shown} (is this"
+                " machine's clock right?): Heroku and every client that checks it refuse it"
+                " until then\n"
+            ],
+            "valid": [],
+        }[when]
+    )
+
+
 def writer_pid(server: ServeProcess) -> int:
     pid = server.proc.pid
     (writer,) = map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
