@@ -190,10 +190,19 @@ def serve(
             insecure_no_auth=insecure_no_auth,
         )
         server = Server(settings)
-        server.bind()
     except ConfigError as error:
         raise click.UsageError(from_the_environment(error)) from None
+    try:
+        server.bind()
+    except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
+        raise CannotStart(from_the_environment(error)) from None
     server.run()
+
+
+class CannotStart(click.ClickException):
+    """What serve was given cannot be used here: one line, and the status of a usage error."""
+
+    exit_code = 2
 
 
 def from_the_environment(error: ConfigError) -> str:
