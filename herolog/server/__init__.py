@@ -313,7 +313,11 @@ class Server:
         self._tls: ssl.SSLContext | None = None
         self._certificate_warning: str | None = None
         limits = RequestLimits(
-            config.header_timeout, config.body_timeout, config.max_body, stats=self.stats
+            config.header_timeout,
+            config.body_timeout,
+            config.max_body,
+            stats=self.stats,
+            log=self.log,
         )
         self._uvicorn_config = uvicorn_config = _Config(
             self.app,

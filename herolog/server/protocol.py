@@ -16,11 +16,13 @@ pyproject.toml caps uvicorn at the newest release the suite has passed on.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Literal
+import sys
+from typing import Any, ClassVar, Literal, TextIO
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from herolog.server.app import Stats
+from herolog.server.syslog import TLS_HANDSHAKE, Throttled, from_peer
 
 MAX_HEADER_BYTES = 64 << 10
 """Request line and headers, at most (nginx allows 32 KiB, Node 16 KiB)."""
@@ -39,6 +41,7 @@ class RequestLimits:
         max_body: int,
         max_header_bytes: int = MAX_HEADER_BYTES,
         stats: Stats | None = None,
+        log: TextIO | None = None,
     ) -> None:
         self.timeouts: dict[Waiting, float] = {"headers": header_timeout, "body": body_timeout}
         self.max_header_bytes = max_header_bytes
@@ -47,6 +50,8 @@ class RequestLimits:
         ``max_body``), chunk framing, and trailers, which httptools adds to the headers."""
         self.stats = stats
         """Where refusals are counted (``GET /stats``)."""
+        self.tls_clients = Throttled(log if log is not None else sys.stderr, _say_tls_client)
+        """Connections that began a TLS handshake: this port serves plain HTTP."""
         self._tick = min(1.0, header_timeout / 4, body_timeout / 4)
         self._waiting: dict[LimitedHttpToolsProtocol, tuple[float, Waiting]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -120,6 +125,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._chunk = size = len(data)
         scope: object | None = self.scope  # uvicorn's annotations say never None; they are
+        if scope is None and data[:1] == TLS_HANDSHAKE:  # as the connection's first request
+            # An https:// URL for a serve without --certfile. The plain answer is what tells
+            # the client (OpenSSL's "wrong version number") that this port speaks plain HTTP.
+            self.limits.tls_clients.add(from_peer(self.transport.get_extra_info("peername")), "")
+            self.refuse(400, "this port serves plain HTTP, not TLS: use http://")
+            return
         super().data_received(data)
         cycle: RequestResponseCycle | None = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the headers are all here
@@ -206,11 +217,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
 }
+
+
+def _say_tls_client(count: int, peer: str, _: str) -> str:
+    what = "a connection that" if count == 1 else f"{count:,} connections that each"
+    where = (f" ({peer})" if count == 1 else f" (the last {peer})") if peer else ""
+    return (
+        f"herolog serve: closed {what} began a TLS handshake{where}: this port serves plain"
+        " HTTP (drain URLs to it start http://; for https://, give serve --certfile and"
+        " --keyfile)"
+    )
 
 
 def _refusal(status: int, message: str) -> Any:

@@ -80,8 +80,8 @@ class SyslogServer:
         """Connections open at once, at most: each holds a file descriptor, and the HTTP
         intake needs some too (rsyslog and syslog-ng have such a limit as well)."""
         self.log = log if log is not None else sys.stderr
-        self._refusals = _Throttled(self.log, self._say_refused)
-        self._closures = _Throttled(self.log, _say_closed)
+        self._refusals = Throttled(self.log, self._say_refused)
+        self._closures = Throttled(self.log, _say_closed)
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
@@ -225,7 +225,7 @@ class SyslogServer:
             )
         except ssl.SSLError as error:  # what the client sent: said, as garbage is
             self.stats.syslog_connections_broken += 1
-            self._closures.add(_from(peer), _handshake_failed(error))
+            self._closures.add(from_peer(peer), _handshake_failed(error))
             return
         except OSError:  # a late handshake, or a client gone before it: closed
             return
@@ -312,13 +312,13 @@ class SyslogServer:
             self._streams.pop(stream_id, None)
             if why:  # once a connection: the chunks after a break repeat it
                 self.stats.syslog_connections_broken += 1
-                self._closures.add(_from(transport.get_extra_info("peername")), why)
+                self._closures.add(from_peer(transport.get_extra_info("peername")), why)
 
     def _refused(self, peer: tuple[str, int] | None) -> None:
         """Say that a connection over the limit was closed before reading from it (or its
         handshake): counted, at most once every REFUSALS_REPORTED_EVERY_S."""
         self.stats.syslog_connections_refused += 1
-        self._refusals.add(_from(peer), "")
+        self._refusals.add(from_peer(peer), "")
 
     def _say_refused(self, count: int, peer: str, _: str) -> str:
         what = "a syslog connection" if count == 1 else f"{count:,} syslog connections"
@@ -378,7 +378,7 @@ class SyslogServer:
         return result.broken
 
 
-def _from(peer: tuple[str, int] | None) -> str:
+def from_peer(peer: tuple[str, int] | None) -> str:
     return f"from {peer[0]} port {peer[1]}" if peer else ""
 
 
@@ -396,7 +396,7 @@ def _say_closed(count: int, peer: str, why: str) -> str:
     return f"herolog serve: closed {count:,} syslog connections for what they sent{where}: {why}"
 
 
-class _Throttled:
+class Throttled:
     """Events said on serve's log at most once every REFUSALS_REPORTED_EVERY_S: the first
     at once, those that come within the interval together once it is over, counted and
     told by the last of them."""

@@ -898,6 +898,40 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
     )
 
 
+@pytest.mark.subprocess
+def test_a_tls_client_on_the_plain_http_port_is_named_on_stderr(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """An https:// drain URL (or a load balancer speaking TLS to it) for a serve without
+    --certfile: Heroku's drain fails, and uvicorn's 'Invalid HTTP request received.' says
+    nothing of why."""
+    import ssl
+
+    server = serve_process("--port", "0")
+    port = int(server.url.rsplit(":", 1)[1])
+    for _ in range(2):  # the second is counted, said a minute later
+        hello = ssl.create_default_context().wrap_bio(
+            ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
+        )
+        with pytest.raises(ssl.SSLWantReadError):
+            hello.do_handshake()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(outgoing.read())
+            # Plain HTTP, which tells the client's TLS library what it reached.
+            assert sock.recv(100).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+    (said,) = [line for line in err.splitlines() if "handshake" in line or "Invalid" in line]
+    assert re.fullmatch(
+        r"herolog serve: closed a connection that began a TLS handshake \(from 127\.0\.0\.1"
+        r" port \d+\): this port serves plain HTTP \(drain URLs to it start http://; for"
+        r" https://, give serve --certfile and --keyfile\)",
+        said,
+    ), err
+
+
 def writer_pid(server: ServeProcess) -> int:
     pid = server.proc.pid
     (writer,) = map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
