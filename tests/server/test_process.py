@@ -260,6 +260,36 @@ def test_the_example_systemd_unit_starts_serve(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("problem", ["a port in use", "a bad --auth"])
+def test_the_example_systemd_unit_does_not_restart_what_cannot_start(
+    herolog_home: Path, tmp_path: Path, problem: str
+) -> None:
+    """Restart=on-failure would start it again at once, five times, and leave the unit
+    'start-limit-hit' where systemctl status should show serve's own error."""
+    unit = SERVICE_UNIT.read_text()
+    command = re.search(r"^ExecStart=\S+ serve (.*)$", unit, flags=re.M)
+    assert command, unit
+    prevented = re.search(r"^RestartPreventExitStatus=(.*)$", unit, flags=re.M)
+    assert prevented, "the unit restarts serve for a setting it cannot start with"
+    args = re.sub(r"--certfile \S+ --keyfile \S+ ?", "", command[1])
+    args = re.sub(r"--syslog-port \d+", "--syslog-port 0", args)
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1] if problem == "a port in use" else 0
+        auth = "drain" if problem == "a bad --auth" else "drain:s3cret"
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "serve", *args.split(), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=herolog_env(HEROLOG_AUTH=auth),
+            timeout=30,
+        )
+    assert proc.returncode != 0, proc.stderr
+    assert str(proc.returncode) in prevented[1].split(), proc.stderr
+
+
+@pytest.mark.subprocess
 def test_serve_started_in_a_folder_holding_a_herolog_package_runs_its_own_writer(
     herolog_home: Path, tmp_path: Path
 ) -> None:
