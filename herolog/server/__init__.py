@@ -593,7 +593,7 @@ def listen(host: str, port: int, option: str = "--port") -> socket.socket:
                 " (a port below 1024 needs root or CAP_NET_BIND_SERVICE: in a systemd unit,"
                 " AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen above 1023 behind a proxy)"
             )
-        raise ConfigError(f"cannot listen on {host}:{port}: {why}", about) from None
+        raise ConfigError(f"cannot listen on {url_host(host, port)}: {why}", about) from None
     sock.setblocking(False)
     return sock
 

@@ -711,6 +711,26 @@ def test_a_busy_port_is_a_clear_error(option: str) -> None:
 
 
 @pytest.mark.subprocess
+def test_a_busy_ipv6_port_is_named_as_a_url_writes_it() -> None:
+    """[::1]:8514, not ::1:8514, which reads as the address ::1:8514 with no port."""
+    with socket.socket(socket.AF_INET6) as busy:
+        busy.bind(("::1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "serve", "--host", "::1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=herolog_env(),
+            timeout=30,
+        )
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"Error: cannot listen on [::1]:{port}: Address already in use\n",
+    )
+
+
+@pytest.mark.subprocess
 def test_a_privileged_port_without_the_right_to_it_says_what_gives_it() -> None:
     """As an unprivileged user (nobody, when the tests run as root), as a systemd unit with
     User= runs serve."""
