@@ -23,6 +23,7 @@ from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from herolog import __version__
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, Received
 
@@ -435,7 +436,11 @@ class SQLiteStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} was written by a newer herolog (schema {version})")
+            raise StoreError(
+                f"{self.path} was written by a newer herolog (store schema {version};"
+                f" herolog {__version__} reads schema {SCHEMA_VERSION} and older): upgrade"
+                " herolog to use it"
+            )
         # Readers read any known schema (the lines table has not changed); writers upgrade.
         if version == SCHEMA_VERSION or (version and not create):
             self._ready = True

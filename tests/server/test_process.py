@@ -413,6 +413,30 @@ def test_a_store_it_may_not_write_is_refused_at_start(herolog_home: Path) -> Non
 
 
 @pytest.mark.subprocess
+def test_a_store_of_a_newer_herolog_is_refused_saying_what_to_do(herolog_home: Path) -> None:
+    """An older herolog run on a store a newer one upgraded (a rollback, an old venv first
+    on PATH): nothing in it is changed, and the error says what would read it."""
+    import sqlite3
+
+    from herolog import __version__
+    from herolog.store import SCHEMA_VERSION
+    from tests.helpers import line, store_lines
+
+    path = herolog_home / "logs.db"
+    store_lines(path, "demo", line("kept"))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.commit()
+    proc = herolog_process("serve", "--port", "0")
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        f"Error: {path} was written by a newer herolog (store schema {SCHEMA_VERSION + 1};"
+        f" herolog {__version__} reads schema {SCHEMA_VERSION} and older): upgrade herolog"
+        " to use it\n",
+    )
+
+
+@pytest.mark.subprocess
 def test_a_hangup_of_the_whole_job_stops_serve_gracefully(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
