@@ -788,6 +788,25 @@ class SQLiteStore:
                 holds.append(int(line_id))
         return min(holds) if holds else None
 
+    def keep_log_sessions(self, records: Sequence[tuple[str, str]]) -> None:
+        """Keep tail sessions (id, what rebuilds it) for the next server on this store."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [(f"log_session:{session_id}", record) for session_id, record in records],
+            )
+
+    def take_log_sessions(self) -> list[str]:
+        """The tail sessions kept by :meth:`keep_log_sessions`, which no other server
+        then gets."""
+        # Every key that starts "log_session:" (";" is the character after ":").
+        where = "WHERE key >= 'log_session:' AND key < 'log_session;'"
+        with self._write() as db:
+            records = [str(value) for (value,) in db.execute(f"SELECT value FROM meta {where}")]
+            db.execute(f"DELETE FROM meta {where}")
+        return records
+
     def lease(self, name: str, owner: str, seconds: float) -> str | None:
         """Take or renew the lease ``name`` for ``owner`` for ``seconds``: None when
         ``owner`` holds it now, else the owner who does. For work only one server may do

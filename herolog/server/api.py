@@ -35,7 +35,14 @@ from herolog.server.http import (
     media_type,
     read_body,
 )
-from herolog.server.sessions import LogSession, Reader, SessionError, Sessions, TooManySessions
+from herolog.server.sessions import (
+    END_FOR_RESTART,
+    LogSession,
+    Reader,
+    SessionError,
+    Sessions,
+    TooManySessions,
+)
 from herolog.store import (
     MAX_HISTORY,
     AppInfo,
@@ -366,8 +373,11 @@ class PlatformAPI:
             # Ended for a reader still there too (another took the session over, the server
             # is stopping): the answer is ended properly, not cut off with an error.
             if not gone:
+                # serve is stopping: its tails are kept for the next serve, which a client
+                # coming back too soon would not find listening yet.
+                end = END_FOR_RESTART if self.sessions.closing.is_set() else b""
                 with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
         except OSError:  # the client went away mid-write
             reader.stop()
         except Exception as error:  # the answer has started: all that is left is to end it

@@ -84,7 +84,9 @@ class HerologApp:
         self.writer = writer
         self.stats = stats or Stats()
         self.broadcaster = Broadcaster(config.store_path)
-        self.sessions = Sessions(config.store_path, broadcaster=self.broadcaster)
+        self.sessions = Sessions(
+            config.store_path, broadcaster=self.broadcaster, api_key=config.api_key
+        )
         self.api = PlatformAPI(config, self.sessions)
         self.forwarder = Forwarder(
             config.store_path,
@@ -107,6 +109,7 @@ class HerologApp:
     async def startup(self) -> None:
         await self.writer.start()
         await self.forwarder.start()
+        await self.sessions.start()
         for hook in self._on_startup:
             await hook()
 

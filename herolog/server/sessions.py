@@ -6,13 +6,21 @@ lines as the store receives them. One :class:`Broadcaster` reads new lines from 
 for every tail session at once and hands each session the lines it wants, into a bounded
 buffer: a reader that cannot keep up loses lines, told by Heroku's L11 line, instead of
 holding up the server or its memory.
+
+A serve that stops keeps its tail sessions in the store, and the next serve on it takes
+them: a client coming back to the same URL (the heroku CLI's EventSource does) goes on
+after the last line it got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import secrets
+import sqlite3
+import sys
 import time
 import uuid
 from collections import deque
@@ -22,12 +30,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from herolog import timestamps
-from herolog.filters import LineFilter
+from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import overflow_line, read_after
 from herolog.render import encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
-from herolog.store import StoredLine, using_store
+from herolog.store import StoredLine, StoreError, using_store
 
 SESSION_TTL_S = 300.0
 """A session nobody is reading expires after this long, as Logplex's do."""
@@ -39,6 +47,12 @@ TAIL_BUFFER_BYTES = 16 << 20
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
+RESTART_RETRY_MS = 5000
+"""...and as a stream ends because serve is stopping: time for a restarted serve to listen
+again, since the heroku CLI gives up at the first reconnect that finds no server."""
+END_FOR_RESTART = f"retry: {RESTART_RETRY_MS}\n\n".encode()
+_KEY_ROUNDS = 100_000
+"""PBKDF2 rounds of the API key's fingerprint kept with the sessions handed over."""
 PASSED_EVERY_S = 1.0
 """At most this often a tail that only had lines it does not want says how far it has got
 (an event with an id and no lines): a reader that reconnects resumes after them, and the
@@ -79,6 +93,9 @@ class LogSession:
     as_json: bool = False
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    digest: str = field(default="", repr=False)
+    """The secret's SHA-256: what a request's is compared with, and what the store keeps
+    of a session handed over to the next serve (which never knows the secret itself)."""
     created_at: str = field(default_factory=lambda: timestamps.to_instant(timestamps.now()))
     last_sent: int | None = None
     """The id of the last line sent (or the store's position after the history)."""
@@ -87,6 +104,10 @@ class LogSession:
     reader: Reader | None = None
     left_at: str | None = None
     """When its last reader went: a reader resuming it may have missed lines since."""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = _digest(self.secret)
 
 
 class Subscriber:
@@ -230,8 +251,11 @@ class Sessions:
         keepalive: float = KEEPALIVE_S,
         poll_interval: float = POLL_INTERVAL_S,
         broadcaster: Broadcaster | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.store_path = store_path
+        self.api_key = api_key
+        """Sessions are handed over only to a serve with the same API key (or none)."""
         self.ttl = ttl
         self.tail_buffer = tail_buffer
         self.tail_bytes = tail_bytes
@@ -251,7 +275,7 @@ class Sessions:
     def get(self, session_id: str, secret: str) -> LogSession | None:
         self.expire()
         session = self._sessions.get(session_id)
-        if session is None or not same_secret(secret, session.secret):
+        if session is None or not same_secret(_digest(secret), session.digest):
             return None
         return session
 
@@ -263,6 +287,29 @@ class Sessions:
         for session in list(self._sessions.values()):
             if session.reader is None and session.idle_since < deadline:
                 del self._sessions[session.id]
+
+    async def start(self) -> None:
+        """Take the tail sessions the serve before this one kept in the store (close)."""
+        try:
+            records = await asyncio.to_thread(
+                using_store, self.store_path, lambda store: store.take_log_sessions()
+            )
+        except (StoreError, sqlite3.Error, OSError) as error:
+            print(
+                f"herolog serve: cannot take over the tail sessions of the serve before: {error}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if not records:
+            return
+        taken = await asyncio.to_thread(_rebuilt, records, self.api_key)
+        now, idle = time.time(), time.monotonic()
+        for session, expires in taken:
+            left = min(expires - now, self.ttl)
+            if left > 0 and len(self._sessions) < MAX_SESSIONS:
+                session.idle_since = idle - (self.ttl - left)
+                self._sessions[session.id] = session
 
     async def stream(
         self, session: LogSession, write: Write, reader: Reader, last_event_id: int | None
@@ -429,8 +476,121 @@ class Sessions:
             if not self._readers:
                 break
             await asyncio.sleep(0.01)
+        await self._hand_over()
         if self._own_broadcaster:
             await self.broadcaster.close()
+
+    async def _hand_over(self) -> None:
+        """Keep the tail sessions in the store for the next serve on it: each expires there
+        as it would have here, ``ttl`` after its last reader went."""
+        self.expire()
+        tails = [session for session in self._sessions.values() if session.tail]
+        if not tails:
+            return
+        now, idle = time.time(), time.monotonic()
+        left_at = timestamps.to_instant(timestamps.now())
+        expiring = [
+            (session, now + self.ttl - (0.0 if session.reader else idle - session.idle_since))
+            for session in tails
+        ]
+        salt = secrets.token_bytes(16)
+        fingerprint = await asyncio.to_thread(_key_fingerprint, self.api_key, salt)
+        records = _records(expiring, left_at, salt, fingerprint)
+        try:
+            await asyncio.to_thread(
+                using_store, self.store_path, lambda store: store.keep_log_sessions(records)
+            )
+        except (StoreError, sqlite3.Error, OSError) as error:
+            print(
+                f"herolog serve: cannot keep the {len(tails):,} tail session(s) for the next"
+                f" serve (their readers will find them gone): {error}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _key_fingerprint(api_key: str | None, salt: bytes) -> str:
+    # Slow to compute: the store keeps it, and an API key may be a weak password.
+    key = (api_key or "").encode("utf-8")
+    return hashlib.pbkdf2_hmac("sha256", key, salt, _KEY_ROUNDS).hex()
+
+
+def _records(
+    expiring: Sequence[tuple[LogSession, float]], left_at: str, salt: bytes, fingerprint: str
+) -> list[tuple[str, str]]:
+    """What rebuilds each session (and when it expires, a Unix time), as JSON."""
+    records = []
+    for session, expires in expiring:
+        wanted = session.wanted
+        record = {
+            "version": 1,
+            "id": session.id,
+            "digest": session.digest,
+            "salt": salt.hex(),
+            "key": fingerprint,
+            "expires": expires,
+            "app": wanted.app,
+            "source": wanted.source,
+            "dynos": list(wanted.dynos),
+            "since": wanted.since,
+            "until": wanted.until,
+            "grep": [pattern.pattern for pattern in wanted.grep],
+            "exclude": [pattern.pattern for pattern in wanted.exclude],
+            "lines": session.lines,
+            "json": session.as_json,
+            "created_at": session.created_at,
+            "last_sent": session.last_sent,
+            "left_at": left_at if session.reader else session.left_at,
+        }
+        records.append((session.id, json.dumps(record)))
+    return records
+
+
+def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSession, float]]:
+    """The sessions of :func:`_records` made with the same API key, with when each expires.
+    Any other record is dropped."""
+    fingerprints: dict[str, str] = {}
+    rebuilt = []
+    for text in records:
+        try:
+            record = json.loads(text)
+            salt = record["salt"]
+            if salt not in fingerprints:
+                fingerprints[salt] = _key_fingerprint(api_key, bytes.fromhex(salt))
+            if record["version"] != 1 or not same_secret(record["key"], fingerprints[salt]):
+                continue
+            if not isinstance(record["digest"], str):
+                continue
+            wanted = LineFilter(
+                app=record["app"],
+                source=record["source"],
+                dynos=tuple(record["dynos"]),
+                since=record["since"],
+                until=record["until"],
+                grep=tuple(compile_pattern(pattern) for pattern in record["grep"]),
+                exclude=tuple(compile_pattern(pattern) for pattern in record["exclude"]),
+            )
+            session = LogSession(
+                wanted,
+                record["lines"],
+                True,
+                as_json=record["json"],
+                id=record["id"],
+                secret="",
+                digest=record["digest"],
+                created_at=record["created_at"],
+                last_sent=record["last_sent"],
+                used=True,
+                left_at=record["left_at"],
+            )
+            rebuilt.append((session, float(record["expires"])))
+        except (ValueError, KeyError, TypeError, AttributeError, re.error, RecursionError):
+            continue  # not one this herolog wrote
+    return rebuilt
 
 
 def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int]:

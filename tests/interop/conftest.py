@@ -19,4 +19,4 @@ def heroku_cli() -> Path:
         pytest.fail(f"the interop tests run the official heroku CLI, and {error}", pytrace=False)
 
 
-from tests.server.conftest import make_server  # noqa: E402, F401  (a real server on port 0)
+from tests.server.conftest import make_server, serve_process  # noqa: E402, F401  (real servers)

@@ -11,14 +11,16 @@ import json
 import os
 import queue
 import select
+import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -27,7 +29,13 @@ from herolog.cli import cli
 from herolog.server import sessions
 from herolog.store import Batch, SQLiteStore
 from tests.helpers import line
-from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
+from tests.server.conftest import (
+    Running,
+    ServeProcess,
+    ServerFactory,
+    own_certificate,
+    running_server,
+)
 
 KEY = "interop-key"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -59,7 +67,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]
         yield import_example(running)
 
 
-def cli_env(server: Running, tmp_path: Path, key: str = KEY) -> dict[str, str]:
+def cli_env(server: Running | ServeProcess, tmp_path: Path, key: str = KEY) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEROKU_", "FORCE_COLOR"))}
     env.update(
         HOME=str(tmp_path / "heroku-home"),  # the CLI keeps its config and caches here
@@ -233,11 +241,90 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         stdout.close()
 
 
+def frames(*messages: str, second: int = 0) -> bytes:
+    """A Logplex body of app[web.1] lines, one a microsecond after the other."""
+    framed = [
+        b"<190>1 2026-11-21T10:00:%02d.%06d+00:00 host app web.1 - %s\n"
+        % (second, i + 1, message.encode())
+        for i, message in enumerate(messages)
+    ]
+    return b"".join(b"%d %s" % (len(f), f) for f in framed)
+
+
+def post_to(url: str, body: bytes) -> None:
+    response = httpx.post(
+        f"{url}/apps/demo/logs", content=body, headers={"Content-Type": "application/logplex-1"}
+    )
+    assert response.status_code == 204, response.text
+
+
+@pytest.mark.subprocess
+def test_heroku_logs_tail_goes_on_through_a_serve_restart(
+    heroku_cli: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """serve stopped (SIGTERM) and started again on its port and store, as systemd restarts
+    it: the CLI's EventSource comes back to the same session URL with the id of the last line
+    it got, and the new serve goes on from there, every line printed once (README)."""
+    first = serve_process("--port", "0", "--api-key", KEY)
+    post_to(first.url, frames("before"))
+    proc = subprocess.Popen(
+        [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail"],
+        env=cli_env(first, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def read() -> None:
+        for text in stdout:
+            printed.put(text.rstrip("\n").split(": ", 1)[-1])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert printed.get(timeout=60) == "before"
+        post_to(first.url, frames("live", second=1))
+        assert printed.get(timeout=30) == "live"
+        # Stored, and maybe not yet sent when serve stops.
+        post_to(first.url, frames(*[f"as it stops {i}" for i in range(3)], second=2))
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.finish()[0] == 0
+        down = tmp_path / "down.txt"
+        down.write_text(
+            "".join(
+                f"2026-11-21T10:00:03.00000{i}+00:00 app[web.1]: while down {i}\n" for i in range(3)
+            )
+        )
+        result = CliRunner().invoke(cli, ["import", str(down), "-a", "demo"])
+        assert result.exit_code == 0, result.output
+        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
+        post_to(second.url, frames("after", second=4))
+        got = [printed.get(timeout=30) for _ in range(7)]
+        assert got == [
+            *[f"as it stops {i}" for i in range(3)],
+            *[f"while down {i}" for i in range(3)],
+            "after",
+        ]
+        post_to(second.url, frames("later", second=5))
+        assert printed.get(timeout=30) == "later"
+        time.sleep(0.5)
+        assert printed.empty()
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        reader.join(10)
+    assert "Error" not in err, err
+
+
 def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
     heroku_cli: Path, tmp_path: Path
 ) -> None:
-    """Log sessions live in serve's memory: the CLI's reconnect finds no server (or, once
-    one is back, no session), and it exits 1 with its own message (README)."""
+    """serve stopped, and not started again: the CLI's reconnect finds no server, and it
+    exits 1 with its own message (README)."""
     with running_server(tmp_path / "logs.db", api_key=KEY) as running:
         import_example(running)
         proc = subprocess.Popen(

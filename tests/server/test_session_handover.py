@@ -1,0 +1,142 @@
+"""Tail sessions outliving serve: kept in the store as it stops, taken by the next serve."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herolog.server.sessions import RESTART_RETRY_MS
+from tests.helpers import line
+from tests.server.conftest import Running, running_server
+from tests.server.test_api import KEY, Tail, session, store_demo, store_lines, wait_for
+
+
+def on(running: Running, url: str) -> str:
+    """``url``, a session URL of a serve before, at ``running`` (another port)."""
+    path = url.split("/sessions/", 1)[1]
+    return f"{running.url}/sessions/{path}"
+
+
+def test_the_next_serve_on_the_store_goes_on_with_a_tail_session(herolog_home: Path) -> None:
+    path = herolog_home / "logs.db"
+    with running_server(path, api_key=KEY) as first:
+        store_demo(first)
+        url = session(first, lines=1, tail=True, dyno="web")
+        tail = Tail(url)
+        try:
+            assert tail.wait_for(1) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
+            store_lines(first, "demo", line("seen", second=10))
+            assert tail.wait_for(2)[1].endswith(": seen")
+            last_id = tail.ids[-1]
+        finally:
+            tail.close()
+        store_lines(first, "demo", line("unseen", second=11))
+    store_lines(first, "demo", line("while down", second=12), line("no", dyno="worker.1"))
+    store_lines(first, "other", line("another app's", second=12))
+    with running_server(path, api_key=KEY) as second:
+        again = Tail(on(second, url), **{"Last-Event-ID": last_id})
+        try:
+            assert again.wait_for(2) == [
+                "2024-03-05T09:00:11.000000+00:00 app[web.1]: unseen",
+                "2024-03-05T09:00:12.000000+00:00 app[web.1]: while down",
+            ]
+            store_lines(second, "demo", line("after", second=13), line("no", dyno="worker.1"))
+            assert again.wait_for(3)[2] == "2024-03-05T09:00:13.000000+00:00 app[web.1]: after"
+            time.sleep(0.3)
+            assert len(again.lines) == 3
+        finally:
+            again.close()
+
+
+def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(herolog_home: Path) -> None:
+    """The heroku CLI gives up at the first reconnect that finds no server: it is to wait
+    for a restarted serve to listen again."""
+    received: list[bytes] = []
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        url = session(first, lines=1, tail=True)
+
+        def read() -> None:
+            with httpx.stream("GET", url, timeout=30) as response:
+                received.extend(response.iter_raw())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        wait_for(lambda: first.server.app.sessions._readers)
+    reader.join(30)
+    body = b"".join(received)
+    assert b"ERROR: boom" in body
+    assert body.endswith(f"retry: {RESTART_RETRY_MS}\n\n".encode())
+
+
+def read_once(url: str) -> list[str]:
+    tail = Tail(url)
+    try:
+        return tail.wait_for(1)
+    finally:
+        tail.close()
+
+
+def status_at_the_next_serve(
+    herolog_home: Path, url: str, *, wait: float = 0.0, **options: Any
+) -> int:
+    time.sleep(wait)
+    with running_server(herolog_home / "logs.db", **options) as second:
+        return httpx.get(on(second, url), headers={"Last-Event-ID": "1"}).status_code
+
+
+def test_a_session_handed_over_needs_its_own_secret(herolog_home: Path) -> None:
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        store_lines(first, "other", line("another app's"))
+        url = session(first, lines=1, tail=True)
+        others = session(first, "other", lines=1, tail=True)
+        read_once(url)
+        read_once(others)
+    secret = url.rsplit("=", 1)[1]
+    altered = url[:-1] + ("A" if not url.endswith("A") else "B")
+    another_app = url.replace(secret, others.rsplit("=", 1)[1])
+    assert status_at_the_next_serve(herolog_home, altered, api_key=KEY) == 404
+    assert status_at_the_next_serve(herolog_home, another_app, api_key=KEY) == 404
+    # The next serve took both (and kept them for the next again): each is its app's only.
+    with running_server(herolog_home / "logs.db", api_key=KEY) as third:
+        store_lines(third, "other", line("for other only", second=30))
+        store_lines(third, "demo", line("for demo only", second=31))
+        assert read_once(on(third, others)) == [
+            "2024-03-05T09:00:30.000000+00:00 app[web.1]: for other only"
+        ]
+        assert read_once(on(third, url)) == [
+            "2024-03-05T09:00:31.000000+00:00 app[web.1]: for demo only"
+        ]
+
+
+def test_a_session_nobody_read_for_its_ttl_is_not_handed_over(herolog_home: Path) -> None:
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        url = session(first, lines=1, tail=True)
+        read_once(url)
+        first.server.app.sessions.ttl = 0.5
+    assert status_at_the_next_serve(herolog_home, url, wait=1.0, api_key=KEY) == 404
+
+
+def test_a_serve_with_another_api_key_takes_no_session(herolog_home: Path) -> None:
+    """A restart with a new key (the old one leaked) ends every session, as before."""
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        url = session(first, lines=1, tail=True)
+        read_once(url)
+    assert status_at_the_next_serve(herolog_home, url, api_key="a-new-key") == 404
+    # Nor a serve without one; and the sessions are not left for a later serve.
+    assert status_at_the_next_serve(herolog_home, url) == 404
+    assert status_at_the_next_serve(herolog_home, url, api_key=KEY) == 404
+
+
+def test_a_one_off_session_is_not_handed_over(herolog_home: Path) -> None:
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        url = session(first, lines=1)
+    assert status_at_the_next_serve(herolog_home, url, api_key=KEY) == 404
