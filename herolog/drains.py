@@ -46,13 +46,15 @@ def is_overflow_notice(line: StoredLine) -> bool:
     return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
 
 
-def unaccounted(store: SQLiteStore, app: str, after: int, upto: int) -> int:
-    """``app``'s lines with ids in (``after``, ``upto``] that a drain at ``after`` has yet to
-    deliver or count as dropped: those the store holds (but herolog's own L10 lines, which
-    are not forwarded), and those the ring buffer trimmed, which catching up counts as
-    dropped."""
+def unaccounted(
+    store: SQLiteStore, app: str, after: int, upto: int, mark: int | None = None
+) -> int:
+    """``app``'s lines with ids in (``after``, ``upto``] that a drain at ``after`` (whose mark
+    is ``mark``: see SQLiteStore.lines_through) has yet to deliver or count as dropped: those
+    the store holds (but herolog's own L10 lines, which are not forwarded), and those the
+    ring buffer trimmed, which catching up counts as dropped."""
     kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE[1])
-    return kept + store.trimmed_between(after, upto, app)
+    return kept + store.trimmed_past(app, after, upto, mark)[0]
 
 
 def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
@@ -67,7 +69,7 @@ def counted(store: SQLiteStore, found: list[Drain]) -> list[Drain]:
         newest = store.newest_id()
         for drain in found:
             state = drain.delivery
-            past = unaccounted(store, drain.app, state.through, newest)
+            past = unaccounted(store, drain.app, state.through, newest, state.through_lines)
             result.append(drain._replace(waiting=max(0, past - state.dropped_ahead)))
     return result
 

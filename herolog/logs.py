@@ -98,22 +98,35 @@ def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
 
 
 def read_after(
-    store: Store, last_id: int, wanted: LineFilter, limit: int, missed_since: str
-) -> tuple[list[StoredLine], int]:
-    """A tail's next lines after ``last_id`` (at most ``limit``) and the id to go on after.
-    Lines of the span the ring buffer trimmed before the tail got to them are told first with
-    Heroku's L11 line (``missed_since``: when the tail was last known to have missed none),
-    for local tails and the server's alike."""
+    store: Store,
+    last_id: int,
+    wanted: LineFilter,
+    limit: int,
+    missed_since: str,
+    mark: int | None = None,
+) -> tuple[list[StoredLine], int, int | None]:
+    """A tail's next lines after ``last_id`` (at most ``limit``), the id to go on after and
+    its mark. Lines of the span the ring buffer trimmed before the tail got to them are told
+    first with Heroku's L11 line (``missed_since``: when the tail was last known to have
+    missed none), for local tails and the server's alike. For a tail of one app, ``mark`` is
+    the store's :meth:`~herolog.store.SQLiteStore.lines_through` ``last_id``, which makes the
+    count exact where other apps' lines were trimmed too (None if not known)."""
     # Both in one snapshot: a trim committed between them (serve, run, import writing on)
     # would count the lines just read as lost too.
     with store.snapshot():
         lines, next_id = store.after(last_id, wanted, limit)
         # Every id of the span came back (an unfiltered tail keeping up): none is missing.
         whole = next_id - last_id == len(lines)
-        trimmed = 0 if whole else store.trimmed_between(last_id, next_id, wanted.app)
+        if wanted.app is None:
+            trimmed = 0 if whole else store.trimmed_between(last_id, next_id)
+        elif whole:
+            trimmed = 0
+            mark = None if mark is None else mark + len(lines)
+        else:
+            trimmed, mark = store.trimmed_past(wanted.app, last_id, next_id, mark)
     if trimmed:
         lines.insert(0, overflow_line(wanted.app, trimmed, missed_since))
-    return lines, next_id
+    return lines, next_id, mark
 
 
 def show_logs(
@@ -141,6 +154,7 @@ def show_logs(
             store.close()
         raise HistoryExceeded(num, history)
     last_id = 0
+    mark: int | None = None
     app = request.wanted.app
     if store is not None:
         lines, last_id = store.last(request.wanted, num)
@@ -157,6 +171,8 @@ def show_logs(
                 known = [known.name for known in store.apps()]
                 store.close()
                 raise UnknownApp(path, app, known, an_id=an_id)
+        if request.tail and request.wanted.app is not None:
+            mark = store.lines_through(request.wanted.app, last_id)
         renderer.write(lines)
     elif app is not None and (not request.tail or not may_yet_come(app)):
         from herolog.drains import looks_like_id
@@ -178,6 +194,7 @@ def show_logs(
         poll_interval=poll_interval,
         reader_gone=reader_gone,
         say=say,
+        mark=mark,
     )
 
 
@@ -193,8 +210,10 @@ def follow(
     sleep: Callable[[float], None] = time.sleep,
     reader_gone: Callable[[], bool] = lambda: False,
     say: Callable[[str], None] = lambda _: None,
+    mark: int | None = None,
 ) -> None:
-    """Write lines stored after ``last_id`` as they arrive.
+    """Write lines stored after ``last_id`` (whose mark, for a tail of one app, is ``mark``:
+    see :func:`read_after`) as they arrive.
 
     When no store exists yet, or the file is deleted or replaced, waits for one and shows
     what it received since the old one was last seen (``confirmed_at``): that covers both a
@@ -212,7 +231,7 @@ def follow(
         now = timestamps.to_instant(timestamps.now())
         if wanted.until is not None and now >= wanted.until:
             if store is not None:
-                _drain(store, last_id, wanted, renderer, shown)
+                _drain(store, last_id, wanted, renderer, shown, mark)
                 store.close()
             return
         if store is not None and store.replaced():
@@ -230,26 +249,32 @@ def follow(
                 say(f"following the new store {path}")
                 lost = ""
             last_id = store.last_id_received_before(confirmed_at)
+            mark = None if wanted.app is None else store.lines_through(wanted.app, last_id)
             version = None
         confirmed_at = now
         current = store.version()
         if current != version:
             version = current
-            last_id, shown = _drain(store, last_id, wanted, renderer, shown)
+            last_id, shown, mark = _drain(store, last_id, wanted, renderer, shown, mark)
         sleep(poll_interval)
 
 
 def _drain(
-    store: Store, last_id: int, wanted: LineFilter, renderer: Renderer, shown: str
-) -> tuple[int, str]:
-    """Write the lines after ``last_id``; the id to go on after, and when the tail last read
+    store: Store,
+    last_id: int,
+    wanted: LineFilter,
+    renderer: Renderer,
+    shown: str,
+    mark: int | None,
+) -> tuple[int, str, int | None]:
+    """Write the lines after ``last_id``; the id to go on after, when the tail last read
     (from then on it has missed nothing: a reader slower than the lines is told of what it
-    lost while it wrote a batch as lost since it read that batch)."""
+    lost while it wrote a batch as lost since it read that batch), and the id's mark."""
     while True:
         read_at = timestamps.to_instant(timestamps.now())
-        lines, next_id = read_after(store, last_id, wanted, _FOLLOW_BATCH, shown)
+        lines, next_id, mark = read_after(store, last_id, wanted, _FOLLOW_BATCH, shown, mark)
         renderer.write(lines)
         shown = read_at
         if next_id == last_id:
-            return last_id, shown
+            return last_id, shown, mark
         last_id = next_id

@@ -32,7 +32,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -116,9 +116,20 @@ _DRAIN_UNTOLD = """
 ALTER TABLE drains ADD COLUMN untold INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE drains ADD COLUMN untold_since TEXT;
 """
-_UPDATE_APP = "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through, ?) WHERE id = ?"
-"""An app's line count after a write, and how far its lines have been trimmed (0: no
-further than before)."""
+# How many of each app's lines have been trimmed, ever (since the store counted them): with
+# trimming taking an app's oldest lines first, the count of the app's lines up to an id is
+# this plus its lines kept up to there (see SQLiteStore.lines_through). A drain's
+# ``through_lines`` is that count at its position (NULL where it is not known).
+_TRIM_COUNTS = """
+ALTER TABLE apps ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE drains ADD COLUMN through_lines INTEGER;
+"""
+_UPDATE_APP = (
+    "UPDATE apps SET lines = ?, trimmed_through = max(trimmed_through, ?), trimmed = trimmed + ?"
+    " WHERE id = ?"
+)
+"""An app's line count after a write, how far its lines have been trimmed (0: no further
+than before), and how many were trimmed."""
 NOTICE_HOST = "herolog"
 """The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
 # herolog's own notices (L10 lines), a handful among millions: counting an app's lines that
@@ -140,6 +151,7 @@ _MIGRATIONS = {
     5: _NOTICES,
     6: _NIL_HOSTNAMES,
     7: _MSGIDS,
+    8: _TRIM_COUNTS,
 }
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
@@ -234,6 +246,8 @@ class Delivery(NamedTuple):
     dropped_ahead: int = 0
     untold: int = 0
     untold_since: str | None = None
+    through_lines: int | None = None
+    """:meth:`SQLiteStore.lines_through` the position: None where it is not known."""
 
 
 class Drain(NamedTuple):
@@ -297,6 +311,19 @@ class Store(Protocol):
     def trimmed_between(self, after: int, upto: int, app: str | None = None) -> int:
         """Lines with ids in (``after``, ``upto``] that the ring buffer has trimmed (of
         ``app``'s span, when given: exact for a store of one app, at most that otherwise)."""
+        ...
+
+    def trimmed_past(
+        self, app: str, after: int, upto: int, mark: int | None
+    ) -> tuple[int, int | None]:
+        """``app``'s lines with ids in (``after``, ``upto``] that the ring buffer has trimmed,
+        and the mark of ``upto``, given ``mark``, that of ``after`` (see
+        :meth:`SQLiteStore.trimmed_past`)."""
+        ...
+
+    def lines_through(self, app: str, upto: int) -> int | None:
+        """A reader's mark of ``upto``, for counting what is trimmed past it (see
+        :meth:`SQLiteStore.lines_through`)."""
         ...
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
@@ -478,7 +505,9 @@ class SQLiteStore:
                     + _DRAIN_POSITIONS
                     + _DRAIN_UNTOLD
                     + _NOTICES
-                    + _MSGIDS,
+                    + _MSGIDS
+                    + ";"
+                    + _TRIM_COUNTS,
                 )
             else:
                 if version == 4 and not self._knows_trims():
@@ -558,8 +587,8 @@ class SQLiteStore:
             )
             for app_id, count in db.execute("SELECT id, lines FROM apps").fetchall():
                 if count > lines:
-                    _, trimmed_through = self._trim(app_id, count - lines)
-                    db.execute(_UPDATE_APP, (lines, trimmed_through, app_id))
+                    trimmed, trimmed_through = self._trim(app_id, count - lines)
+                    db.execute(_UPDATE_APP, (lines, trimmed_through, trimmed, app_id))
         self._history = lines
 
     def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
@@ -598,12 +627,12 @@ class SQLiteStore:
                 _insert_lines(db, (app_id, attributes, rx.time), lines)
             hold = self._trim_hold(rx.time)
             for app_id, before, after in apps.values():
-                trimmed_through = 0
+                trimmed = trimmed_through = 0
                 if after > history:
                     trimmed, trimmed_through = self._trim(app_id, after - history, hold)
                     after -= trimmed
                 if after != before or trimmed_through:
-                    db.execute(_UPDATE_APP, (after, trimmed_through, app_id))
+                    db.execute(_UPDATE_APP, (after, trimmed_through, trimmed, app_id))
         return stored
 
     def _new_frames(self, batches: list[Batch], apps: dict[str, list[int]], now: str) -> list[bool]:
@@ -931,6 +960,70 @@ class SQLiteStore:
         ).fetchone()[0]
         return int(upto - after - present)
 
+    def lines_through(self, app: str, upto: int) -> int | None:
+        """How many lines ``app`` has stored with ids up to ``upto``, ever (counted from when
+        the store began to count its trims: the difference of two is exact), a reader's
+        mark of its position; None where the store cannot tell: an older schema's, or some
+        of the app's lines past ``upto`` have been trimmed."""
+        if not self._schema_ready() or self._schema_version() < 9:
+            return None
+        with self._consistent():
+            row = self._db.execute(
+                "SELECT id, trimmed, lines, trimmed_through FROM apps WHERE name = ?", (app,)
+            ).fetchone()
+            if row is None:
+                return 0
+            app_id, trimmed, lines, trimmed_through = row
+            if trimmed_through > upto:
+                return None
+            # Trimming takes the oldest lines first, so every line trimmed lies below
+            # ``upto``: counted from the newest, which is where readers mostly are.
+            later = self._db.execute(
+                "SELECT count(*) FROM lines WHERE app_id = ? AND id > ?", (app_id, upto)
+            ).fetchone()[0]
+        return int(trimmed + lines - later)
+
+    def trimmed_past(
+        self, app: str, after: int, upto: int, mark: int | None
+    ) -> tuple[int, int | None]:
+        """``app``'s lines with ids in (``after``, ``upto``] that the ring buffer has trimmed,
+        and :meth:`lines_through` ``upto`` (None where not known), given ``mark``, that of
+        ``after`` (None if not known). Exact with a mark, unless some of the app's lines
+        past ``upto`` are gone too; else :meth:`trimmed_between`'s count, at most that."""
+        if upto <= after or not self._schema_ready():
+            return 0, mark
+        counts = self._schema_version() >= 9
+        with self._consistent():
+            row = self._db.execute(
+                "SELECT id, (SELECT min(id) FROM lines WHERE app_id = apps.id),"
+                f" {'trimmed_through' if self._knows_trims() else 'NULL'},"
+                f" {'trimmed' if counts else 'NULL'} FROM apps WHERE name = ?",
+                (app,),
+            ).fetchone()
+            if row is None:  # no such app: it has stored nothing
+                return 0, 0 if counts else None
+            app_id, oldest, through, trimmed = row
+            if (oldest is not None and oldest <= after + 1) or (
+                through is not None and through <= after
+            ):
+                gone: int | None = 0  # trimming takes the oldest first: none past ``after``
+            elif mark is not None and trimmed is not None and through <= upto:
+                # None of the app's lines up to ``after`` is kept (they are below those
+                # trimmed), nor is any past ``upto`` trimmed: what was trimmed past
+                # ``after`` is every trimmed line but those up to it, which were ``mark``.
+                gone = trimmed - mark if trimmed >= mark else None
+            else:
+                gone = None
+            if gone is None:
+                return self.trimmed_between(after, upto, app), self.lines_through(app, upto)
+            if mark is None:
+                return gone, self.lines_through(app, upto)
+            kept = self._db.execute(
+                "SELECT count(*) FROM lines WHERE app_id = ? AND id > ? AND id <= ?",
+                (app_id, after, upto),
+            ).fetchone()[0]
+        return gone, mark + gone + int(kept)
+
     def app_lines(
         self, app: str, after: int, upto: int, max_lines: int, max_bytes: int
     ) -> tuple[list[StoredLine], int]:
@@ -941,8 +1034,8 @@ class SQLiteStore:
             return [], max(after, upto)
         found: list[StoredLine] = []
         size = 0
-        with self._read() as db:
-            cursor = db.execute(
+        with self._consistent():
+            cursor = self._db.execute(
                 f"{self._select()} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
                 " AND lines.id > ? AND lines.id <= ? ORDER BY lines.id",
                 (app, after, upto),
@@ -1034,6 +1127,8 @@ class SQLiteStore:
                 Delivery(through=_newest_id(db)),
             )
             app_id, _ = self._app(app, now)
+            through_lines = self.lines_through(app, drain.delivery.through)
+            drain = drain._replace(delivery=drain.delivery._replace(through_lines=through_lines))
             key = drain_key(url)
             for (known,) in db.execute("SELECT url FROM drains WHERE app_id = ?", (app_id,)):
                 if known == url or (key is not None and drain_key(known) == key):
@@ -1041,8 +1136,17 @@ class SQLiteStore:
             try:
                 db.execute(
                     "INSERT INTO drains (id, token, app_id, url, created_at, updated_at,"
-                    " through_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (drain.id, drain.token, app_id, url, now, now, drain.delivery.through),
+                    " through_id, through_lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        drain.id,
+                        drain.token,
+                        app_id,
+                        url,
+                        now,
+                        now,
+                        drain.delivery.through,
+                        through_lines,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise DrainExists(f"{app} already has a drain for {url}", url) from None
@@ -1055,9 +1159,11 @@ class SQLiteStore:
             return []
         position = "through_id, dropped_ahead" if version >= 4 else "0, 0"
         untold = "untold, untold_since" if version >= 5 else "0, NULL"
+        through_lines = "through_lines" if version >= 9 else "NULL"
         sql = (
             "SELECT drains.id, token, apps.name, url, drains.created_at, updated_at,"
-            f" delivered, dropped, retrying, last_error, last_error_at, {position}, {untold}"
+            f" delivered, dropped, retrying, last_error, last_error_at, {position}, {untold},"
+            f" {through_lines}"
             " FROM drains JOIN apps ON apps.id = drains.app_id"
         )
         params: tuple[str, ...] = ()
@@ -1087,7 +1193,7 @@ class SQLiteStore:
             db.executemany(
                 "UPDATE drains SET delivered = ?, dropped = ?, retrying = ?, last_error = ?,"
                 " last_error_at = ?, through_id = ?, dropped_ahead = ?, untold = ?,"
-                " untold_since = ? WHERE id = ?",
+                " untold_since = ?, through_lines = ? WHERE id = ?",
                 [(*delivery, drain_id) for drain_id, delivery in deliveries.items()],
             )
         return True
@@ -1149,7 +1255,7 @@ class SQLiteStore:
     def _select(self) -> str:
         """The SELECT of lines for this store's schema (a reader does not upgrade it)."""
         version = self._schema_version()
-        return _SELECTS[version if version >= 7 else 0]
+        return _SELECTS[min(version, 8) if version >= 7 else 0]
 
     def _knows_trims(self) -> bool:
         """Whether apps remember how far they have been trimmed (apps.trimmed_through):

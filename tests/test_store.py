@@ -637,6 +637,7 @@ _ADDED_BY = {
     6: ["index lines_notices"],
     7: [],
     8: ["lines.msgid"],
+    9: ["apps.trimmed", "drains.through_lines"],
 }
 """The columns (and indexes) each schema version added."""
 
@@ -909,6 +910,43 @@ def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_pat
     fill(store, "quiet", ["q3"])  # q1 goes: its id is all quiet has lost
     assert store.trimmed_between(0, 12, "quiet") == 1
     assert store.trimmed_between(1, 12, "quiet") == 0
+
+
+def test_trimmed_past_a_mark_counts_the_app_s_own_trims_by_writes_and_by_store_history(
+    tmp_path: Path,
+) -> None:
+    """Another app's lines trimmed among the app's count for nothing once the reader has
+    its mark; without one (a position from before schema 9) it is the ids missing, as
+    before, and an upgraded store's marks work from then on."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "quiet", ["q0"])
+    mark = store.lines_through("quiet", store.newest_id())
+    after = store.newest_id()
+    for i in range(6):  # q1..q6 with busy lines between them
+        fill(store, "quiet", [f"q{i + 1}"])
+        fill(store, "busy", [f"b{i}.{k}" for k in range(10)])
+    store.set_history(2)  # q1..q4 go, and most of busy's lines
+    newest = store.newest_id()
+    assert store.trimmed_past("quiet", after, newest, mark) == (4, (mark or 0) + 6)
+    assert store.trimmed_past("quiet", after, newest, None)[0] > 4  # the ids missing
+    fill(store, "quiet", ["q7"])  # q5 goes, in a write this time
+    assert store.trimmed_past("quiet", after, store.newest_id(), mark)[0] == 5
+    store.close()
+    as_older_herolog_left_it(path, 8)
+    older = SQLiteStore.open(path, create=False)  # a reader does not upgrade it
+    assert older.lines_through("quiet", older.newest_id()) is None
+    assert older.trimmed_past("quiet", after, older.newest_id(), mark)[0] > 5
+    older.close()
+    writer = SQLiteStore.open(path)
+    fill(writer, "busy", ["upgrades it"])
+    mark = writer.lines_through("quiet", writer.newest_id())
+    after = writer.newest_id()
+    for i in range(3):
+        fill(writer, "quiet", [f"r{i}"])
+        fill(writer, "busy", [f"c{i}.{k}" for k in range(10)])
+    assert writer.trimmed_past("quiet", after, writer.newest_id(), mark)[0] == 1
+    writer.close()
 
 
 def test_a_reader_that_may_not_write_the_store_leaves_no_files_beside_it(tmp_path: Path) -> None:

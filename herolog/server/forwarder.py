@@ -251,6 +251,8 @@ class _Pending:
     attempts: int = 0
     told: _Tally = field(default_factory=_Tally)
     """The drops the L10 line that opens the batch tells of (none: it has none)."""
+    mark: tuple[int, int | None] | None = None
+    """The id just before its first line read back from the store, and that id's mark."""
 
 
 class DrainWorker:
@@ -277,10 +279,17 @@ class DrainWorker:
         self.dropped = drain.delivery.dropped - drain.delivery.dropped_ahead
         self.through = drain.delivery.through
         """Every line of the app up to this id has been delivered or dropped (monotonic)."""
+        self.mark = drain.delivery.through_lines
+        """The store's count of the app's lines up to ``through`` (SQLiteStore.lines_through),
+        from which catching up counts exactly what was trimmed past it; None if not known."""
         self.live_after: int | None = None
         """Lines above this id are handed over live; None until the forwarder says."""
         self.read_through = self.through
         """Catch-up has read (or counted as trimmed) every line of the app up to this id."""
+        self.read_mark = self.mark
+        """``read_through``'s mark."""
+        self._marks: deque[int | None] = deque()
+        """The mark of the id before each line of the backlog."""
         self.seen = self.through
         """Every line of the app up to this id has been handed over."""
         self._skip_through = self.through
@@ -308,6 +317,7 @@ class DrainWorker:
     @property
     def delivery(self) -> Delivery:
         through = self._reached()  # only reads: tests call it from another thread
+        mark = self._mark(through)
         ahead = self._ahead if self._ahead_through > through else 0
         # Drops past the position are not told (the next server delivers those lines);
         # an L10 line on its way is, in case it never arrives.
@@ -325,6 +335,7 @@ class DrainWorker:
             ahead,
             untold.count,
             untold.since if untold.count else None,
+            mark,
         )
 
     @property
@@ -339,8 +350,29 @@ class DrainWorker:
     def _position(self) -> int:
         """The newest id such that every line of the app up to it has been delivered or
         dropped: just before the oldest line still held or still to be read."""
-        self.through = self._reached()
+        through = self._reached()
+        if through != self.through:
+            self.through, self.mark = through, self._mark(through)
         return self.through
+
+    def _mark(self, position: int) -> int | None:
+        """``position``'s mark, where the worker knows it: at its position as it was, before
+        a line read back from the store, or where catching up has read to. Live lines'
+        positions are looked up in the store as the state is saved (see learn_mark)."""
+        if position == self.through:
+            return self.mark
+        if self.pending is not None and self.pending.mark and self.pending.mark[0] == position:
+            return self.pending.mark[1]
+        if self.backlog and self._marks and self.backlog[0].id - 1 == position:
+            return self._marks[0]
+        if position == self.read_through:
+            return self.read_mark
+        return None
+
+    def learn_mark(self, position: int, mark: int | None) -> None:
+        """The store's mark of ``position``, a position this worker has reached."""
+        if mark is not None and position >= self.through and position == self._reached():
+            self.through, self.mark = position, mark
 
     def _reached(self) -> int:
         """:meth:`_position`, without keeping it."""
@@ -442,6 +474,7 @@ class DrainWorker:
             self.live_after = None
             self.pending = None
             self.backlog.clear()
+            self._marks.clear()
             self.buffer.clear()
             self.size = 0
         self.retrying = False
@@ -509,8 +542,11 @@ class DrainWorker:
             self.notice(self.drain.app, overflow_message(noticed, since))
         size = 0
         backlog = self.backlog
+        if backlog:
+            batch.mark = (backlog[0].id - 1, self._marks[0])
         while backlog and (size < BATCH_BYTES or not lines):
             line = backlog.popleft()
+            self._marks.popleft()
             size += _cost(line)
             lines.append(line)
         buffer = self.buffer if not self.catching_up else deque()
@@ -584,21 +620,29 @@ class DrainWorker:
         has trimmed meanwhile count as dropped); nothing is held in the store between reads."""
         assert self.live_after is not None
         assert self.store_path is not None
-        app, after, upto = self.drain.app, self.read_through, self.live_after
+        app, after, upto, mark = self.drain.app, self.read_through, self.live_after, self.read_mark
 
-        def read(store: SQLiteStore) -> tuple[list[StoredLine], int, int]:
-            lines, through = store.app_lines(app, after, upto, CATCH_UP_LINES, CATCH_UP_BYTES)
-            gap_through = lines[0].id - 1 if lines else through
-            return lines, through, store.trimmed_between(after, gap_through, app)
+        def read(store: SQLiteStore) -> tuple[list[StoredLine], int, tuple[int, int | None]]:
+            with store.snapshot():  # a trim between the two would count lines read as gone
+                lines, through = store.app_lines(app, after, upto, CATCH_UP_LINES, CATCH_UP_BYTES)
+                gap_through = lines[0].id - 1 if lines else through
+                return lines, through, store.trimmed_past(app, after, gap_through, mark)
 
         try:
-            lines, through, trimmed = await asyncio.to_thread(using_store, self.store_path, read)
+            lines, through, (trimmed, mark) = await asyncio.to_thread(
+                using_store, self.store_path, read
+            )
         except (sqlite3.Error, StoreError, OSError) as error:
             self._failed(f"cannot read the store to catch up: {error}")
             await asyncio.sleep(self.timing.backoff_cap_s)
             return
-        self.backlog.extend(line for line in lines if not is_overflow_notice(line))
-        self.read_through = through
+        # Each line's mark: every line of the app's in the span was read (L10 lines too).
+        for line in lines:
+            if not is_overflow_notice(line):
+                self.backlog.append(line)
+                self._marks.append(mark)
+            mark = None if mark is None else mark + 1
+        self.read_through, self.read_mark = through, mark
         # Trimmed lines lie before the first line read, so behind the position it gives.
         self._overflow(trimmed, lines[0].id - 1 if lines else through)
 
@@ -607,10 +651,11 @@ class DrainWorker:
         None if the store cannot say."""
         assert self.live_after is not None
         assert self.store_path is not None
-        app, after, upto = self.drain.app, self.read_through, self.live_after
+        app, after, upto, mark = self.drain.app, self.read_through, self.live_after, self.read_mark
 
         def count(store: SQLiteStore) -> int:
-            return drains.unaccounted(store, app, after, upto)
+            with store.snapshot():
+                return drains.unaccounted(store, app, after, upto, mark)
 
         try:
             return await asyncio.to_thread(using_store, self.store_path, count)
@@ -1081,11 +1126,26 @@ class Forwarder:
         changed = {k: v for k, v in states.items() if self._saved.get(k) != v}
         if not changed:
             return
+        # Positions among the live lines, whose marks the store has: looked up before the
+        # write (a mark, once known, holds), and not for a drain still catching up (a count
+        # of every line it has yet to read).
+        unmarked = {
+            k: (self.workers[k].drain.app, v.through)
+            for k, v in changed.items()
+            if v.through_lines is None and not self.workers[k].catching_up
+        }
 
-        lease = ("forwarding", self.owner)
-        saved = await asyncio.to_thread(
-            using_store, self.store_path, lambda s: s.save_deliveries(changed, lease=lease)
-        )
+        def save(store: SQLiteStore) -> bool:
+            for drain_id, (app, through) in unmarked.items():
+                mark = store.lines_through(app, through)
+                changed[drain_id] = changed[drain_id]._replace(through_lines=mark)
+            return store.save_deliveries(changed, lease=("forwarding", self.owner))
+
+        saved = await asyncio.to_thread(using_store, self.store_path, save)
+        for drain_id in unmarked:
+            if (worker := self.workers.get(drain_id)) is not None:
+                state = changed[drain_id]
+                worker.learn_mark(state.through, state.through_lines)
         if saved:
             self._saved.update(changed)
         else:  # another server forwards now: claim again at the next tick, and stand down

@@ -605,5 +605,5 @@ def _read_after(
     store_path: Path, cursor: int, wanted: LineFilter, missed_since: str
 ) -> tuple[list[StoredLine], int]:
     return using_store(
-        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since)
+        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since)[:2]
     )

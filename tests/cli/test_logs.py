@@ -744,6 +744,32 @@ def test_a_tail_that_falls_behind_the_history_is_told_how_many_lines_it_lost(
     assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"n{i}" for i in range(80, 100)]
 
 
+@pytest.mark.subprocess
+def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s(
+    herolog_home: Path, store: SQLiteStore
+) -> None:
+    """The quiet app's trimmed lines have a busy app's, trimmed too, among them: L11 counts
+    the quiet app's alone."""
+    store.set_history(10)
+    fill(store, "quiet", ["before"])
+    child = Child("logs", "-a", "quiet", "-n", "0", "--tail")
+    try:
+        child.wait_for_open(str(store.path))
+        os.kill(child.proc.pid, signal.SIGSTOP)  # a reader that cannot keep up
+        try:
+            for n in range(6):  # 30 lines of the quiet app, 20 trimmed before it reads
+                fill(store, "quiet", [f"q{i}" for i in range(5 * n, 5 * n + 5)])
+                fill(store, "busy", [f"b{i}" for i in range(50)])
+        finally:
+            os.kill(child.proc.pid, signal.SIGCONT)
+        shown = child.read_lines(11)
+        child.assert_quiet_for(0.3)
+    finally:
+        child.stop(signal.SIGINT)
+    assert "This tail session dropped 20 messages since" in shown[0]
+    assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"q{i}" for i in range(20, 30)]
+
+
 @pytest.mark.parametrize("app", [None, "demo"])
 def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
     store: SQLiteStore, app: str | None
@@ -766,7 +792,7 @@ def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
 
     tail = Busy.open(store.path, create=False)
     try:
-        lines, _ = read_after(tail, start, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
+        lines, _, _ = read_after(tail, start, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
     finally:
         tail.close()
         writer.close()
@@ -784,7 +810,7 @@ def test_the_l11_line_is_a_json_record_as_the_readme_describes_it(
 
     store.set_history(10)
     fill(store, "demo", [f"n{i}" for i in range(30)])
-    lines, _ = read_after(store, 0, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
+    lines, _, _ = read_after(store, 0, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
     record = json.loads(format_json(lines[0]))
     assert record["message"].startswith("Error L11 (Tail buffer overflow)")
     assert (record["id"], record["app"]) == (0, app or "")

@@ -543,3 +543,60 @@ def test_live_lines_dropped_while_catching_up_are_not_told_until_final(
         "Error L10 (output buffer overflow): 5 messages dropped"
     ]
     assert left == 25 + 20  # 16..40 still to deliver, and the 20 live lines
+
+
+def interleaved(path: Path, quiet: int, busy: int, rounds: int, start: int = 0) -> None:
+    """``rounds`` writes of ``quiet`` lines of the app "quiet", each followed by ``busy``
+    lines of "busy": a quiet app's stretch of trimmed lines has the busy one's among them."""
+    for n in range(rounds):
+        store_lines(path, "quiet", *numbered(quiet, start=start + n * quiet))
+        store_lines(path, "busy", *numbered(busy, start=n * busy))
+
+
+def drain_list(token: str) -> dict[str, int]:
+    code, out, err = invoke("drain", "list", "-a", "quiet", "--json")
+    assert code == 0, err
+    (found,) = [d for d in json.loads(out) if d["token"] == token]
+    return found["delivery"]  # type: ignore[no-any-return]
+
+
+def test_a_quiet_app_s_drain_is_told_only_of_its_own_lines_trimmed_while_it_fell_behind(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path
+) -> None:
+    """Another app's lines trimmed from the same stretch are not the drain's: the L10 count,
+    dropped and waiting are the quiet app's lines that were trimmed, exactly, before a
+    server, while its sink is down, and across a stop; delivered + dropped + waiting is
+    every line of the app's since the drain was added."""
+    dead = HTTPSink(then=503)
+    try:
+        set_history(store_path, 20)
+        token = add_drain(store_path, "quiet", dead.url())
+        interleaved(store_path, 5, 50, 6)  # 30 quiet lines, 10 of them trimmed
+        waiting = drain_list(token)
+        assert (waiting["delivered"], waiting["dropped"], waiting["waiting"]) == (0, 0, 30)
+        running, stop = start(history=20)
+        drain = worker(running, token)
+        wait_until(lambda: dead.arrived >= 2, what="failing attempts")
+        # The first catch-up read has counted its trimmed lines, and the app's history
+        # tells of them.
+        wait_until(lambda: history_l10(running, "quiet") == [10], what="the L10 line")
+        # The lines the drain holds are trimmed from the store as 19 more come (with the
+        # L10 line, 20 lines newer than them).
+        interleaved(store_path, 19, 50, 1, start=30)
+        assert [x.message for x in stored(store_path, "quiet")] == [
+            f"line {i}" for i in range(30, 49)
+        ]
+        wait_until(lambda: drain.delivery == saved(store_path, token), what="the state saved")
+        stop()
+        state = drain_list(token)
+        assert (state["delivered"], state["dropped"], state["waiting"]) == (0, 10, 39)
+        dead.then = 204
+        running, _ = start(history=20)
+        final = settled(running, token)
+        assert (final.delivered, final.dropped) == (19, 30)
+        got = dead.delivered_lines()
+        assert app_messages(got) == [f"line {i}" for i in range(30, 49)]
+        assert sum(l10_counts(got)) == 30
+        assert drain_list(token)["waiting"] == 0
+    finally:
+        dead.close()
