@@ -422,6 +422,9 @@ class RemoteLogs:
         self.on_reconnecting = on_reconnecting
         self.sleep = sleep
         self.last_id: str | None = None
+        self.mark: tuple[str, str] | None = None
+        """An id and its mark, from the server's "mark" event: sent back with the id as the
+        tail resumes, so that the lines trimmed meanwhile are counted as the app's alone."""
         self.ended = False
         """The server said the stream is over (the history is whole, or a tail's --until
         passed): no reconnecting."""
@@ -534,8 +537,12 @@ class RemoteLogs:
         import httpx_sse
 
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.request.tail and self.request.wanted.app is not None:
+            headers["Herolog-Mark"] = "-"  # "mark" events, please
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
+            if self.mark is not None and self.mark[0] == self.last_id:
+                headers["Herolog-Mark"] = self.mark[1]
         # The session URL carries its own secret, and may be on another host (a proxy's
         # --public-url): the API key is not sent there, as the heroku CLI sends none.
         request = client.build_request("GET", url, headers=headers)
@@ -578,6 +585,10 @@ class RemoteLogs:
                 self.last_id = event.id
             if event.event == "end":
                 self.ended = True
+            if event.event == "mark":
+                line_id, _, mark = event.data.partition(" ")
+                if all(x.isascii() and x.isdigit() for x in (line_id, mark)):
+                    self.mark = (line_id, mark)
             if event.event in ("", "message") and event.data:
                 try:
                     yield [decode_record(data) for data in event.data.split("\n") if data]

@@ -354,6 +354,13 @@ class PlatformAPI:
             last_event_id = int(given)
         await send(start)
         reader = Reader()
+        # herolog's client asks for "mark" events, and sends back its Last-Event-ID's.
+        asked = header(scope, b"herolog-mark")
+        if asked is not None:
+            reader.wants_marks = True
+            asked = asked.strip()
+            if last_event_id is not None and asked.isdigit() and len(asked) < 20:
+                reader.marked = (last_event_id, int(asked))
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})

@@ -35,7 +35,7 @@ from herolog.logs import overflow_line, read_after
 from herolog.render import encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
-from herolog.store import StoredLine, StoreError, using_store
+from herolog.store import SQLiteStore, StoredLine, StoreError, using_store
 
 SESSION_TTL_S = 300.0
 """A session nobody is reading expires after this long, as Logplex's do."""
@@ -133,6 +133,8 @@ class Subscriber:
         """Lines up to this id were sent already (by the catch-up): not wanted again."""
         self.passed_by = 0.0
         """When lines that are not wanted next wake the reader, to say how far it has got."""
+        self.counted = 0
+        """Lines taken in past ``floor``, those dropped since too."""
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         wanted = self.wanted
@@ -142,6 +144,7 @@ class Subscriber:
         for line in lines:
             if line.id <= floor or not wanted.matches(line):
                 continue
+            self.counted += 1
             buffer.append(line)
             self.size += _cost(line)
             added = True
@@ -188,6 +191,14 @@ class Reader:
         """The last event id sent: where the client resumes if it reconnects."""
         self.told_at = 0.0
         """When the last event went (time.monotonic)."""
+        self.marked: tuple[int, int] | None = None
+        """An id and its mark (SQLiteStore.lines_through), for a session of one app: from a
+        "mark" event herolog's client was sent, and sends back as it resumes."""
+        self.wants_marks = False
+        """The client asked for "mark" events (herolog's does; other clients get none)."""
+
+    def mark_of(self, position: int) -> int | None:
+        return self.marked[1] if self.marked and self.marked[0] == position else None
 
     def told_of(self, event_id: int) -> None:
         """An event with ``event_id`` has been sent."""
@@ -337,7 +348,7 @@ class Sessions:
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
-                lines, newest = await reader.until_stopped(
+                lines, newest, mark = await reader.until_stopped(
                     asyncio.to_thread(_read_last, self.store_path, session), send, self.keepalive
                 )
                 await self._send(session, reader, send, lines)
@@ -345,6 +356,7 @@ class Sessions:
                 # that it has an id to resume after.
                 if reader.cursor != newest or not lines:
                     await self._tell(session, reader, send, newest, always=True)
+                await self._mark(session, reader, send, newest, mark)
             if session.tail:
                 await self._tail(session, send, reader)
             else:
@@ -364,6 +376,9 @@ class Sessions:
 
     async def _tail(self, session: LogSession, send: Write, reader: Reader) -> None:
         wanted = session.wanted
+        # A tail of one app that gets every line of it: its lines, and how many it lost,
+        # are every line of the app's, from which the mark of each id it gets to follows.
+        whole_app = wanted.app is not None and wanted == LineFilter(app=wanted.app)
         subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, self.tail_bytes)
         try:
             # Inside the try: a reader that stops while this waits is subscribed already.
@@ -375,22 +390,34 @@ class Sessions:
                 subscriber.stale = False
                 cursor = reader.cursor
                 since = session.left_at or session.created_at
-                lines, last = await reader.until_stopped(
-                    asyncio.to_thread(_read_after, self.store_path, cursor, wanted, since),
+                mark = reader.mark_of(cursor)
+                lines, last, mark = await reader.until_stopped(
+                    asyncio.to_thread(_read_after, self.store_path, cursor, wanted, since, mark),
                     send,
                     self.keepalive,
                 )
-                await self._send(session, reader, send, lines)
+                # Of one app with nothing else asked, the last line read is the app's last
+                # line up to ``last``: its mark is ``last``'s.
+                await self._send(session, reader, send, lines, mark if whole_app else None)
                 if last == cursor and not subscriber.stale:
                     break
                 self._sent(session, reader, last)
+                if mark is not None:
+                    reader.marked = (last, mark)
             # Lines the catch-up looked at and did not want: the client resumes after them.
             await self._tell(session, reader, send, reader.cursor)
+            if reader.told == reader.cursor:  # where the client resumes from now
+                mark = reader.mark_of(reader.cursor)
+                await self._mark(session, reader, send, reader.cursor, mark)
             subscriber.live = True
             subscriber.floor = reader.cursor
             buffer = subscriber.buffer
             while buffer and buffer[0].id <= reader.cursor:
                 subscriber.size -= _cost(buffer.popleft())
+            # From here the mark of where the broadcaster has got to (past the floor) is
+            # the floor's and every line handed over since: what a whole app's tail gets.
+            base = reader.mark_of(reader.cursor) if whole_app and not subscriber.stale else None
+            subscriber.counted = len(buffer)
             while not reader.stopped.is_set():
                 timeout = self.keepalive
                 if wanted.until is not None:
@@ -411,23 +438,33 @@ class Sessions:
                 lines = subscriber.take()
                 # Every line up to it that this tail wants is in ``lines`` (or told dropped).
                 passed = self.broadcaster.position
+                mark = None
+                if base is not None and passed >= subscriber.floor:
+                    mark = base + subscriber.counted
                 if subscriber.dropped:
                     assert subscriber.dropped_since is not None
                     lines.insert(
                         0, overflow_line(wanted.app, subscriber.dropped, subscriber.dropped_since)
                     )
                     subscriber.dropped = 0
-                await self._send(session, reader, send, lines)
-                await self._tell(session, reader, send, passed, every=PASSED_EVERY_S)
+                await self._send(session, reader, send, lines, mark)
+                if await self._tell(session, reader, send, passed, every=PASSED_EVERY_S):
+                    await self._mark(session, reader, send, passed, mark)
         finally:
             self.broadcaster.unsubscribe(subscriber)
 
     async def _send(
-        self, session: LogSession, reader: Reader, send: Write, lines: Sequence[StoredLine]
+        self,
+        session: LogSession,
+        reader: Reader,
+        send: Write,
+        lines: Sequence[StoredLine],
+        mark: int | None = None,
     ) -> None:
         """Send lines as SSE events of up to ``_EVENT_LINES`` lines (and about _EVENT_BYTES),
         each with the id of its own last line, so that a client reconnecting with
-        Last-Event-ID resumes after it."""
+        Last-Event-ID resumes after it. ``mark`` is the last line's, where each line but an
+        L11 is the app's next: each event's mark follows."""
         start = 0
         while start < len(lines):
             end, size = start + 1, len(lines[start].message)
@@ -439,6 +476,8 @@ class Sessions:
             await send(encode_event(part, event_id, as_json=session.as_json))
             reader.told_of(event_id)
             self._sent(session, reader, event_id)
+            if mark is not None and part[-1].id:
+                await self._mark(session, reader, send, event_id, mark - (len(lines) - end))
             start = end
 
     async def _tell(
@@ -450,14 +489,27 @@ class Sessions:
         *,
         always: bool = False,
         every: float = 0.0,
-    ) -> None:
+    ) -> bool:
         """Give the client ``line_id`` to resume after (an event without lines), unless
         it has a later one, or had an event less than ``every`` seconds ago: every line up
-        to it that the session wants has been sent."""
-        if always or (line_id > reader.told and time.monotonic() - reader.told_at >= every):
+        to it that the session wants has been sent. Whether it was given."""
+        told = always or (line_id > reader.told and time.monotonic() - reader.told_at >= every)
+        if told:
             await send(f"id: {line_id}\n\n".encode())
             reader.told_of(line_id)
         self._sent(session, reader, line_id)
+        return told
+
+    @staticmethod
+    async def _mark(
+        session: LogSession, reader: Reader, send: Write, line_id: int, mark: int | None
+    ) -> None:
+        """Give herolog's client ``line_id``'s mark, to send back with it as it resumes: with
+        it, what the ring buffer trimmed meanwhile is counted as the app's lines alone."""
+        if mark is not None and session.tail and session.wanted.app is not None:
+            reader.marked = (line_id, mark)
+            if reader.wants_marks:
+                await send(f"event: mark\ndata: {line_id} {mark}\n\n".encode())
 
     @staticmethod
     def _sent(session: LogSession, reader: Reader, line_id: int) -> None:
@@ -593,8 +645,14 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
     return rebuilt
 
 
-def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int]:
-    return using_store(store_path, lambda store: store.last(session.wanted, session.lines))
+def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int, int | None]:
+    def read(store: SQLiteStore) -> tuple[list[StoredLine], int, int | None]:
+        lines, newest = store.last(session.wanted, session.lines)
+        app = session.wanted.app
+        mark = store.lines_through(app, newest) if app is not None and session.tail else None
+        return lines, newest, mark
+
+    return using_store(store_path, read)
 
 
 def _newest(store_path: Path) -> int:
@@ -602,8 +660,8 @@ def _newest(store_path: Path) -> int:
 
 
 def _read_after(
-    store_path: Path, cursor: int, wanted: LineFilter, missed_since: str
-) -> tuple[list[StoredLine], int]:
+    store_path: Path, cursor: int, wanted: LineFilter, missed_since: str, mark: int | None
+) -> tuple[list[StoredLine], int, int | None]:
     return using_store(
-        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since)[:2]
+        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since, mark)
     )

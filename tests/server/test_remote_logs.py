@@ -726,6 +726,39 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
 
 
 @pytest.mark.subprocess
+def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_trimmed(
+    herolog_home: Path,
+) -> None:
+    """A busy app's lines were trimmed among the quiet app's while the server was down: the
+    L11 line counts the quiet app's alone (the server's "mark" of the last id the tail got,
+    which it sends back, tells them apart)."""
+    path = herolog_home / "logs.db"
+
+    server, stop = serve(path, history=10)
+    fill(path, "quiet", line("before", second=0))
+    child, port = remote_logs(server, "-a", "quiet", "-t")
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: before")
+        wait_until_live(server)
+        fill(path, "quiet", *[line(f"live {i}", second=1) for i in range(3)])
+        fill(path, "busy", *[line(f"busy {i}", second=1) for i in range(20)])
+        assert [x.split(": ", 1)[1] for x in child.read_lines(3)] == ["live 0", "live 1", "live 2"]
+        stop()
+        for n in range(6):  # 30 lines of the quiet app, 20 trimmed before the tail is back
+            fill(path, "quiet", *[line(f"q{i}", second=2) for i in range(5 * n, 5 * n + 5)])
+            fill(path, "busy", *[line(f"busy {i}", second=2) for i in range(50)])
+        server, stop = serve(path, port, history=10)
+        got = child.read_lines(11)
+        assert "This tail session dropped 20 messages since" in got[0], got[0]
+        assert [x.split(": ", 1)[1] for x in got[1:]] == [f"q{i}" for i in range(20, 30)]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, _ = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT  # 130 in a shell
+
+
+@pytest.mark.subprocess
 def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_want(
     herolog_home: Path,
 ) -> None:
