@@ -323,8 +323,9 @@ class SyslogServer:
     def _say_refused(self, count: int, peer: str, _: str) -> str:
         what = "a syslog connection" if count == 1 else f"{count:,} syslog connections"
         last = f" (the last {peer})" if peer else ""
+        are = "is" if self.max_connections == 1 else "are"
         return (
-            f"herolog serve: refused {what}{last}: {self.max_connections:,} are open"
+            f"herolog serve: refused {what}{last}: {self.max_connections:,} {are} open"
             " (--syslog-max-connections)"
         )
 

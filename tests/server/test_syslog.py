@@ -341,6 +341,18 @@ def test_connections_over_the_limit_are_closed_and_reported(
             sock.close()
 
 
+def test_a_limit_of_one_connection_is_said_in_the_singular(make_server: ServerFactory) -> None:
+    running = make_server(syslog_port=0, syslog_max_connections=1)
+    with connect(running) as kept:
+        kept.sendall(syslog_frames("kept"))
+        wait_for(lambda: len(running.lines()) == 1)
+        with connect(running) as extra:
+            assert closed_by_server(extra)
+        wait_for(lambda: "refused" in running.log.getvalue())
+    refused = [x for x in running.log.getvalue().splitlines() if "refused" in x]
+    assert refused[0].endswith(": 1 is open (--syslog-max-connections)"), refused
+
+
 @pytest.fixture
 def certificates(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
     ca = trustme.CA()
