@@ -219,6 +219,8 @@ def from_the_environment(error: ConfigError) -> str:
             continue
         if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
             continue
+        if isinstance(param, click.Option) and param.is_flag and not ctx.params.get(param.name):
+            continue  # HEROLOG_INSECURE_NO_AUTH=no gave nothing the message could be about
         option = param.opts[0]
         if named := re.search(rf"{re.escape(option)}(?![\w-])", message):
             at = named.end()

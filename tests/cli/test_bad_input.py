@@ -332,6 +332,18 @@ def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variab
     assert line.startswith(error.replace("{0}", "").replace("{1}", "").replace("{}", ""))
 
 
+@pytest.mark.parametrize("value", ["no", "0", "false", "off"])
+def test_a_false_insecure_no_auth_in_the_environment_is_not_named_as_given(value: str) -> None:
+    """The refusal advises --insecure-no-auth; a variable saying no did not give it."""
+    env = {"HEROLOG_INSECURE_NO_AUTH": value}
+    code, err = invoke("serve", "--host", "0.0.0.0", env=env)
+    assert code == 2, err
+    line = one_error_line(err)
+    assert line.startswith("Error: refusing to listen on 0.0.0.0 without --auth:")
+    assert "or --insecure-no-auth if a proxy in front checks them." in line
+    assert "$HEROLOG_INSECURE_NO_AUTH" not in line
+
+
 def test_a_serve_port_in_use_from_the_environment_names_the_variable() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
