@@ -323,6 +323,8 @@ def parse_json_line(line: bytes) -> LogLine | None:
     structured_data = None if sd is None else format_structured_data(sd)
     if instant is None or structured_data == "":
         return None
+    if timestamp[10:11] == " ":  # RFC 3339 allows it; a header or a syslog frame does not
+        timestamp = f"{timestamp[:10]}T{timestamp[11:]}"
     if b"\\u" in line or not line.isascii():  # a lone surrogate: half a pair is no character
         message = _SURROGATE.sub("\ufffd", message)
         if structured_data is not None:

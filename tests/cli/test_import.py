@@ -813,6 +813,22 @@ def test_json_lines_that_are_not_logs_json_output_are_kept_whole() -> None:
     assert [x.split(": ", 1)[1] for x in stored("demo")] == [x.decode() for x in text.splitlines()]
 
 
+def test_a_json_timestamp_with_a_space_for_its_t_imports_in_the_t_form() -> None:
+    """RFC 3339 lets a space stand for the T (as PostgreSQL and SQLite write times): kept so,
+    the heroku text header had a space in it, which no import, nor a syslog frame, takes."""
+    text = (
+        b'{"timestamp": "2024-03-05 09:14:07.5+01:00", "source": "app", "dyno": "web.1",'
+        b' "message": "hi"}\n'
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 1 line into demo (json format).\n")
+    out = invoke("logs", "-a", "demo")[1]
+    assert out == "2024-03-05T09:14:07.5+01:00 app[web.1]: hi\n"
+    code, _, err = invoke("import", "-", "-a", "again", input=out.encode())
+    assert (code, err) == (0, "Imported 1 line into again (heroku format).\n")
+    assert stored("again") == ["2024-03-05T09:14:07.5+01:00 app[web.1]: hi"]
+
+
 @pytest.mark.parametrize(
     "escaped",
     [b"\\ud800", b"\\udfff", b"\\ud83d x", b"\xed\xa0\x80"],  # lone surrogates; raw too
