@@ -670,6 +670,15 @@ async def _read_json(receive: Receive, scope: Scope) -> dict[str, Any]:
     kind = media_type(header(scope, b"content-type"))
     if kind != _JSON and not kind.endswith(b"+json"):
         raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
+    encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
+    if encoding not in (b"", b"identity"):  # RFC 9110: a 415, naming the codings taken
+        coding = encoding.decode("latin-1")
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"Send the body uncompressed (no Content-Encoding: {coding}).",
+            [(b"accept-encoding", b"identity")],
+        )
     try:
         body = json.loads(raw)
         # Lone surrogates ("\ud800") are valid JSON but not text that can be stored.

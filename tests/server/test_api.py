@@ -995,6 +995,34 @@ def test_odd_json_is_a_clean_error(shared_api: Running, body: bytes, status: int
         assert response.json()["id"] == "bad_request"
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_json_body_is_refused_as_such(shared_api: Running, encoding: str) -> None:
+    """Not 'not valid JSON text' for JSON that is: RFC 9110's 415, with the codings taken."""
+    import gzip
+
+    body = gzip.compress(b'{"url": "https://logs.example/compressed"}')
+    for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
+        response = httpx.post(
+            shared_api.url + path,
+            content=body,
+            headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        assert response.status_code == 415, response.text
+        assert response.headers["accept-encoding"] == "identity"
+        assert response.json() == {
+            "id": "unsupported_media_type",
+            "message": f"Send the body uncompressed (no Content-Encoding: {encoding}).",
+        }
+    drains = httpx.get(shared_api.url + "/apps/demo/log-drains", headers=AUTH).json()
+    assert "https://logs.example/compressed" not in [x["url"] for x in drains]
+    response = httpx.post(  # identity is no coding at all
+        shared_api.url + "/apps/demo/log-sessions",
+        content=b'{"lines": 1}',
+        headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "identity"},
+    )
+    assert response.status_code == 201, response.text
+
+
 def test_odd_session_requests(shared_api: Running) -> None:
     url = session(shared_api, lines=1)
     # Not an id SQLite can hold: ignored, the history comes, no error. Nor one past the
