@@ -908,7 +908,8 @@ _RFC5424_TIMESTAMP = re.compile(
 
 def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
     """One line as a syslog message: Logplex's form for ``host`` (its MSGID always nil),
-    RFC 5424 otherwise (the timestamp as sent, unless RFC 5424 does not allow it).
+    RFC 5424 otherwise (the timestamp as sent, unless RFC 5424 does not allow it, and
+    APP-NAME, PROCID and MSGID cut to its 48, 128 and 32 characters).
 
     The message ends in the usual framing newline, except a message ending in ``\r``: a
     receiver that reads ``\r\n`` as a line end even in a counted frame (herolog did, once)
@@ -925,8 +926,11 @@ def format_syslog(line: SyslogFields, hostname: str = "host") -> bytes:
     if hostname == "host":
         head = f"<{pri}>1 {timestamp} host {line.source} {line.dyno} -"
     else:
+        # RFC 5424's limits, which a strict receiver's parser refuses a frame over, where the
+        # intake keeps a sender's whole: the first characters, as syslog-ng's parser keeps.
+        app, procid, msgid = line.source[:48], line.dyno[:128], (line.msgid or "-")[:32]
         sd = line.structured_data or "-"
-        head = f"<{pri}>1 {timestamp} {hostname} {line.source} {line.dyno} {line.msgid or '-'} {sd}"
+        head = f"<{pri}>1 {timestamp} {hostname} {app} {procid} {msgid} {sd}"
     end = "" if line.message.endswith("\r") else "\n"
     # A leading U+FEFF would be read back as RFC 5424's byte order mark: mark it as one.
     bom = "\ufeff" if line.message[:1] == "\ufeff" else ""

@@ -334,6 +334,57 @@ def test_a_syslog_drain_gets_rfc5424_timestamps_from_lenient_senders(
         listener.close()
 
 
+# RFC 5424's header, as a strict parser reads it (go-syslog's, in Telegraf's syslog input):
+# HOSTNAME up to 255 printable characters, APP-NAME 48, PROCID 128, MSGID 32.
+RFC5424_HEADER = re.compile(
+    rb"<[0-9]{1,3}>1 [!-~]+ [!-~]{1,255} [!-~]{1,48} [!-~]{1,128} [!-~]{1,32} (?:-|\[)"
+)
+
+
+def test_a_syslog_drain_gets_header_fields_no_longer_than_rfc5424_allows(
+    make_server: ServerFactory,
+) -> None:
+    """A sender's APP-NAME, PROCID or MSGID longer than RFC 5424 allows is stored whole, and
+    was forwarded so, which a strict receiver refuses: a syslog drain gets the first 48, 128
+    and 32 characters, as syslog-ng's parser keeps them; HTTPS drains, Logplex's form, which
+    another herolog reads whole, get them whole."""
+    listener = SyslogSink()
+    sink = HTTPSink()
+    try:
+        running = make_server()
+        add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        add_drain(running, "demo", sink.url())
+        app, procid, msgid = "a" * 47 + "bc", "p" * 127 + "qr", "m" * 31 + "no"
+        body = frame(
+            [
+                f"<13>1 2024-03-05T09:14:07Z myhost {app} {procid} {msgid} - long\n".encode(),
+                b"<13>1 2024-03-05T09:14:07Z myhost billing 42 INVOICE - short\n",
+            ]
+        )
+        assert running.post("demo", body).status_code == 204
+        stored = running.lines("demo")
+        assert [(x.source, x.dyno, x.msgid) for x in stored] == [
+            (app, procid, msgid),
+            ("billing", "42", "INVOICE"),
+        ]
+        wait_until(lambda: len(listener.lines()) == 2, what="syslog lines")
+        frames = bytes(listener.data).split(b"\n")[:2]
+        assert all(RFC5424_HEADER.match(x.split(b" ", 1)[1]) for x in frames), frames
+        got = listener.lines()
+        assert [(x.source, x.dyno, x.msgid, x.message) for x in got] == [
+            (app[:48], procid[:128], msgid[:32], "long"),
+            ("billing", "42", "INVOICE", "short"),
+        ]
+        wait_until(lambda: len(sink.delivered_lines()) == 2, what="the HTTPS copy")
+        assert [(x.source, x.dyno) for x in sink.delivered_lines()] == [
+            (app, procid),
+            ("billing", "42"),
+        ]
+    finally:
+        listener.close()
+        sink.close()
+
+
 @pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
