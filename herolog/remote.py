@@ -67,7 +67,8 @@ class RemoteError(Exception):
 def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str, Any]:
     """The log-sessions request for ``request``: Heroku's fields and herolog's own filters."""
     wanted = request.wanted
-    body: dict[str, Any] = {"tail": request.tail, "format": "json"}
+    # A serve older than MSGIDs ignores record_fields; a newer one sends them only if asked.
+    body: dict[str, Any] = {"tail": request.tail, "format": "json", "record_fields": ["msgid"]}
     num = request.num if lines is None else lines
     if num is not None:
         body["lines"] = num

@@ -68,10 +68,11 @@ def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
     return text if text.isascii() else text.translate(_RAW_IN_JSON)
 
 
-def encode_record(line: StoredLine) -> str:
+def encode_record(line: StoredLine, *, msgid: bool = True) -> str:
     """A line as ``herolog logs --server`` receives it: every stored field, in order, on one
     line for any line splitter (some SSE clients split as str.splitlines does). The MSGID,
-    last, only when the line has one: an older herolog reads the other lines still."""
+    last, only when the line has one and ``msgid``: an older herolog, which does not ask
+    for it, stops at a record of 13 fields."""
     fields = [
         line.id,
         line.app,
@@ -86,7 +87,7 @@ def encode_record(line: StoredLine) -> str:
         line.attributes,
         line.received_at,
     ]
-    if line.msgid is not None:
+    if msgid and line.msgid is not None:
         fields.append(line.msgid)
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
 

@@ -535,7 +535,8 @@ def _apps_range(scope: Scope) -> _Range:
 def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSession:
     """The session a log-sessions body asks for: Heroku's fields (``lines``, ``tail``,
     ``source``, ``dyno``, and ``type``, a process type) and herolog's own (``process_type``,
-    ``dynos``, ``since``, ``until``, ``grep``, ``exclude``, ``format``)."""
+    ``dynos``, ``since``, ``until``, ``grep``, ``exclude``, ``format``, and
+    ``record_fields``, the optional fields of records the client reads)."""
     lines = body.get("lines")
     if lines is None:
         lines = default_num(history)
@@ -558,6 +559,9 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
     tail = body.get("tail", False)
     if not isinstance(tail, bool):
         raise SessionError("tail must be true or false")
+    fields = body.get("record_fields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise SessionError("record_fields must be a list of field names")
     dynos = [_text(body, key) for key in ("dyno", "process_type", "type")]
     extra = body.get("dynos", [])
     if not isinstance(extra, list) or not all(isinstance(d, str) and d for d in extra):
@@ -579,7 +583,7 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
         grep=_patterns(body, "grep"),
         exclude=_patterns(body, "exclude"),
     )
-    return LogSession(wanted, lines, tail, as_json=output == "json")
+    return LogSession(wanted, lines, tail, as_json=output == "json", msgid="msgid" in fields)
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:

@@ -91,6 +91,8 @@ class LogSession:
     lines: int
     tail: bool
     as_json: bool = False
+    msgid: bool = False
+    """Whether its records may carry a MSGID: only a client that asks reads a 13th field."""
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     digest: str = field(default="", repr=False)
@@ -236,13 +238,15 @@ class Reader:
             stop.cancel()
 
 
-def encode_event(lines: Sequence[StoredLine], event_id: int, *, as_json: bool) -> bytes:
+def encode_event(
+    lines: Sequence[StoredLine], event_id: int, *, as_json: bool, msgid: bool = False
+) -> bytes:
     """An SSE ``message`` event holding ``lines``: Heroku's text lines (each of a message's
     own lines its own ``data:`` field), or herolog's JSON records, one per ``data:``."""
     out = [f"id: {event_id}\n"]
     for line in lines:
         if as_json:
-            out.append(f"data: {encode_record(line)}\n")
+            out.append(f"data: {encode_record(line, msgid=msgid)}\n")
         else:
             out.extend(f"data: {part}\n" for part in _NEWLINES.split(format_text(line)))
     out.append("\n")
@@ -473,7 +477,7 @@ class Sessions:
                 end += 1
             part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
-            await send(encode_event(part, event_id, as_json=session.as_json))
+            await send(encode_event(part, event_id, as_json=session.as_json, msgid=session.msgid))
             reader.told_of(event_id)
             self._sent(session, reader, event_id)
             if mark is not None and part[-1].id:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import socket
 import threading
 import time
@@ -253,6 +254,38 @@ def test_json_records_carry_every_field(shared_api: Running) -> None:
     records = [decode_record(d) for e in events for d in e.data.split("\n") if d]
     assert len(records) == 1
     assert records[0] == shared_api.lines("demo")[-1]
+
+
+def record_data(url: str) -> list[str]:
+    """The records of a session's history, as data lines."""
+    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+        events = [event for event in es.iter_sse() if event.event == "message"]
+    return [d for e in events for d in e.data.split("\n") if d]
+
+
+def test_an_older_herolog_gets_records_without_the_msgid_it_cannot_read(api: Running) -> None:
+    """herolog logs --server before MSGIDs took records of exactly 12 fields, and stopped at
+    a 13th ('sent a line herolog cannot read'): only a client asking for the MSGID
+    (record_fields, which an older serve ignores) gets it."""
+    store_lines(api, "demo", line("paid", second=7)._replace(msgid="INVOICE"))
+    # The body an older herolog posted (session_body before c648cd4), and how it read records.
+    old = record_data(session(api, lines=2, tail=False, format="json"))
+    fields = [json.loads(x) for x in old]
+    assert [len(x) for x in fields] == [12, 12], old
+    assert [x[6] for x in fields] == ["ERROR: boom", "paid"]
+    new = record_data(session(api, lines=2, tail=False, format="json", record_fields=["msgid"]))
+    assert [(decode_record(x).message, decode_record(x).msgid) for x in new] == [
+        ("ERROR: boom", None),
+        ("paid", "INVOICE"),
+    ]
+    assert len(json.loads(new[1])) == 13
+    response = httpx.post(
+        api.url + "/apps/demo/log-sessions",
+        json={"format": "json", "record_fields": "msgid"},
+        headers=AUTH,
+    )
+    assert response.status_code == 422
+    assert response.json()["message"] == "record_fields must be a list of field names"
 
 
 def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) -> None:
