@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
 
 import uvicorn
@@ -308,8 +308,8 @@ class Server:
         self.http_port: int | None = None
         self.syslog_port: int | None = None
         self.started = threading.Event()
-        self._socket: socket.socket | None = None
-        self._syslog_socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._syslog_sockets: list[socket.socket] = []
         self._tls: ssl.SSLContext | None = None
         self._certificate_warning: str | None = None
         limits = RequestLimits(
@@ -372,28 +372,28 @@ class Server:
             store.check_writable()
         finally:
             store.close()
-        self._socket = listen(self.config.host, self.config.port)
-        self.http_port = int(self._socket.getsockname()[1])
+        self._sockets = listen(self.config.host, self.config.port)
+        self.http_port = int(self._sockets[0].getsockname()[1])
         if self.config.syslog_port is not None:
             try:
-                self._syslog_socket = listen(
+                self._syslog_sockets = listen(
                     self.config.host, self.config.syslog_port, "--syslog-port"
                 )
             except ConfigError:
-                self._socket.close()
+                for sock in self._sockets:
+                    sock.close()
                 raise
-            self.syslog_port = int(self._syslog_socket.getsockname()[1])
+            self.syslog_port = int(self._syslog_sockets[0].getsockname()[1])
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM/SIGHUP or :meth:`stop`; then finish requests and commit."""
-        if self._socket is None:
+        if not self._sockets:
             self.bind()
-        assert self._socket is not None
         quiet, repeats = _DropStartupFailure(), _QuietRepeats()
         logging.getLogger("uvicorn.error").addFilter(quiet)
         logging.getLogger("uvicorn.error").addFilter(repeats)
         try:
-            self._uvicorn.run(sockets=[self._socket])
+            self._uvicorn.run(sockets=self._sockets)
         except SystemExit:
             # uvicorn exits (status 3) when the application cannot start: say why, once.
             if self.app.startup_error is None:
@@ -405,9 +405,8 @@ class Server:
         finally:
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             logging.getLogger("uvicorn.error").removeFilter(repeats)
-            self._socket.close()
-            if self._syslog_socket is not None:
-                self._syslog_socket.close()
+            for sock in self._sockets + self._syslog_sockets:
+                sock.close()
         if self.failure is not None:
             raise StoreError(self.failure)
 
@@ -458,9 +457,8 @@ class Server:
 
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
-        assert self._syslog_socket is not None
         # The header timeout also bounds the handshake: a silent client holds no connection.
-        await self.syslog.start(self._syslog_socket, self._tls, self.config.header_timeout)
+        await self.syslog.start(self._syslog_sockets, self._tls, self.config.header_timeout)
 
     async def _announce(self) -> None:
         lines = self.banner()
@@ -568,34 +566,82 @@ def raise_open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def listen(host: str, port: int, option: str = "--port") -> socket.socket:
-    """A listening TCP socket for ``host:port`` (0 picks a free port); ConfigError if not,
-    about ``--host`` and ``option``, the port's."""
+def listen(host: str, port: int, option: str = "--port") -> list[socket.socket]:
+    """Listening TCP sockets for ``host:port``, one for each address ``host`` resolves to,
+    as nginx and rsyslog listen (Debian's localhost is ::1, then 127.0.0.1: a client may
+    connect to either), on one port (0 picks a free one); ConfigError if not, about
+    ``--host`` and ``option``, the port's. An address this machine does not have (::1 in a
+    container without IPv6) is passed over if another is not."""
     about = ("--host", option)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-        except OSError:
-            sock.close()  # an embedder (run_in_thread) goes on: not left to the collector
-            raise
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters
         raise ConfigError(
             f"cannot listen on {host}:{port}: {host!r} is not a host name", about
         ) from None
     except OSError as error:
-        why = error.strerror or str(error)
-        if error.errno == errno.EACCES and 0 < port < 1024:
-            why += (
-                " (a port below 1024 needs root or CAP_NET_BIND_SERVICE: in a systemd unit,"
-                " AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen above 1023 behind a proxy)"
-            )
+        why = _why(error, port)
         raise ConfigError(f"cannot listen on {url_host(host, port)}: {why}", about) from None
+    addresses = list(dict.fromkeys((family, address) for family, *_, address in found))
+    several = len(addresses) > 1
+    retries = 4 if port == 0 and several else 0
+    while True:
+        sockets: list[socket.socket] = []
+        chosen: int = port
+        unavailable: tuple[OSError, str] | None = None
+        for family, address in addresses:
+            try:
+                sockets.append(_listening(family, (address[0], chosen, *address[2:]), several))
+            except OSError as error:
+                if several and error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    unavailable = unavailable or (error, str(address[0]))
+                    continue
+                for sock in sockets:
+                    sock.close()  # an embedder (run_in_thread) goes on: not left to the collector
+                # The free port the first address got may be taken at another: pick again.
+                if error.errno == errno.EADDRINUSE and chosen != port and retries > 0:
+                    retries -= 1
+                    break
+                raise _cannot(host, str(address[0]), chosen, error, about, several) from None
+            chosen = int(sockets[-1].getsockname()[1])
+        else:
+            if sockets:
+                return sockets
+            assert unavailable is not None
+            raise _cannot(host, unavailable[1], chosen, unavailable[0], about, several) from None
+
+
+def _listening(family: int, address: tuple[Any, ...], v6only: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6only and family == socket.AF_INET6:  # :: beside 0.0.0.0: each its own family
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
+
+
+def _cannot(
+    host: str, address: str, port: int, error: OSError, about: tuple[str, ...], several: bool
+) -> ConfigError:
+    """The error of an address ``host`` resolved to: named, when it has several."""
+    where = f"{url_host(address, port)} ({host})" if several else url_host(host, port)
+    return ConfigError(f"cannot listen on {where}: {_why(error, port)}", about)
+
+
+def _why(error: OSError, port: int) -> str:
+    why = error.strerror or str(error)
+    if error.errno == errno.EACCES and 0 < port < 1024:
+        why += (
+            " (a port below 1024 needs root or CAP_NET_BIND_SERVICE: in a systemd unit,"
+            " AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen above 1023 behind a proxy)"
+        )
+    return why
 
 
 def run_in_thread(server: Server, timeout: float = 30.0) -> Callable[[], None]:

@@ -85,8 +85,8 @@ class SyslogServer:
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
-        self._server: asyncio.Server | None = None
-        self._accepting: asyncio.Task[None] | None = None
+        self._servers: list[asyncio.Server] = []
+        self._accepting: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
         """The TLS connections still in their handshake, which hang_up() cancels."""
@@ -104,15 +104,25 @@ class SyslogServer:
         self._handshake_timeout = 60.0
 
     async def start(
-        self, sock: socket.socket, context: ssl.SSLContext | None, handshake_timeout: float = 60.0
+        self,
+        sockets: list[socket.socket],
+        context: ssl.SSLContext | None,
+        handshake_timeout: float = 60.0,
     ) -> None:
-        """Serve connections on a listening socket (bound by serve before it starts); a TLS
-        handshake not done within ``handshake_timeout`` seconds closes the connection."""
+        """Serve connections on listening sockets (bound by serve before it starts, one for
+        each address of --host); a TLS handshake not done within ``handshake_timeout``
+        seconds closes the connection."""
         self._tls, self._handshake_timeout = context, handshake_timeout
-        if context is None:
+        for sock in sockets:
+            await self._start(sock)
+
+    async def _start(self, sock: socket.socket) -> None:
+        if self._tls is None:
             # start_server listens again, with asyncio's backlog of 100 unless told otherwise.
-            self._server = await asyncio.start_server(
-                self._connection, sock=sock, limit=READ_SIZE, backlog=BACKLOG
+            self._servers.append(
+                await asyncio.start_server(
+                    self._connection, sock=sock, limit=READ_SIZE, backlog=BACKLOG
+                )
             )
         else:
             # A TLS connection counts from when it is accepted (one in its handshake holds a
@@ -122,16 +132,17 @@ class SyslogServer:
             # ClientHello it reads is lost to the handshake, which waits for it until the
             # timeout (asyncio and uvloop alike: cpython#142352, uvloop#707). So serve
             # accepts them itself, and the handshake is the first to read each socket.
-            self._accepting = asyncio.ensure_future(self._accept(sock))
+            self._accepting.append(asyncio.ensure_future(self._accept(sock)))
 
     async def stop(self) -> None:
         """Stop accepting; read each connection until it is quiet (what was sent before the
         stop), and close it once what it sent is stored."""
-        if self._server is not None:
-            self._server.close()
-        if self._accepting is not None:
-            self._accepting.cancel()  # and the listener is closed, as Server.close() does
-            await asyncio.wait({self._accepting})
+        for server in self._servers:
+            server.close()
+        for accepting in self._accepting:
+            accepting.cancel()  # and the listener is closed, as Server.close() does
+        if self._accepting:
+            await asyncio.wait(self._accepting)
         self._stopping = True
         for stop in self._stop_reading:
             if not stop.done():

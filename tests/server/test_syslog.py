@@ -16,7 +16,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -351,6 +353,96 @@ def test_a_limit_of_one_connection_is_said_in_the_singular(make_server: ServerFa
         wait_for(lambda: "refused" in running.log.getvalue())
     refused = [x for x in running.log.getvalue().splitlines() if "refused" in x]
     assert refused[0].endswith(": 1 is open (--syslog-max-connections)"), refused
+
+
+def resolving_localhost_as_debian_does(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
+    """localhost as Debian's /etc/hosts has it, ::1 first, then 127.0.0.1 (this machine's
+    has 127.0.0.1 alone, and no name here resolves to both): in this process only."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "localhost":
+            return real(host, port, *args, **kwargs)
+        found = []
+        for address in addresses:
+            found += real(address, port, *args, **kwargs)
+        return found
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_host_name_is_listened_on_at_every_address_it_resolves_to(
+    make_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    certificates: tuple[trustme.CA, Path, Path],
+    tls: bool,
+) -> None:
+    """--host localhost listened on ::1 alone, where Debian's localhost is first, so that
+    rsyslog (or curl) sending to 127.0.0.1 was refused: serve listens on each of its
+    addresses, as nginx and rsyslog do, both ports on each (one port number for all)."""
+    resolving_localhost_as_debian_does(monkeypatch, "::1", "127.0.0.1")
+    _, certfile, keyfile = certificates
+    files = {"certfile": certfile, "keyfile": keyfile} if tls else {}
+    running = make_server(host="localhost", syslog_port=0, syslog_app="demo", **files)
+    http, syslog = running.server.http_port, running.syslog_port
+    assert http is not None
+    assert syslog is not None
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its name is 127.0.0.1
+    scheme = "https" if tls else "http"
+    for address in ("::1", "127.0.0.1"):
+        url = f"{scheme}://{'[::1]' if ':' in address else address}:{http}/apps/demo/logs"
+        body = syslog_frames(f"http to {address}")
+        response = httpx.post(
+            url, content=body, headers={"Content-Type": "application/logplex-1"}, verify=context
+        )
+        assert response.status_code == 204, response.text
+        with socket.create_connection((address, syslog), timeout=10) as raw:
+            if tls:
+                with context.wrap_socket(raw) as sock:
+                    sock.sendall(syslog_frames(f"syslog to {address}"))
+            else:
+                raw.sendall(syslog_frames(f"syslog to {address}"))
+    wait_for(lambda: len(running.lines("demo")) == 4)
+    assert sorted(messages(running)) == [
+        "http to 127.0.0.1",
+        "http to ::1",
+        "syslog to 127.0.0.1",
+        "syslog to ::1",
+    ]
+
+
+def test_an_address_of_a_host_name_that_is_taken_is_named(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herolog.server import ServeConfig, Server
+    from herolog.server.config import ConfigError
+
+    resolving_localhost_as_debian_does(monkeypatch, "::1", "127.0.0.1")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = ServeConfig(store_path=herolog_home / "logs.db", host="localhost", port=port)
+        server = Server(config)
+        with pytest.raises(ConfigError) as raised:
+            server.bind()
+    assert str(raised.value) == (
+        f"cannot listen on 127.0.0.1:{port} (localhost): Address already in use"
+    )
+    with socket.socket(socket.AF_INET6) as free:  # and what it bound before is closed
+        free.bind(("::1", port))
+
+
+def test_an_address_of_a_host_name_this_machine_does_not_have_is_passed_over(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's /etc/hosts names ::1 where IPv6 is off: no client reaches it there."""
+    resolving_localhost_as_debian_does(monkeypatch, "192.0.2.1", "127.0.0.1")
+    running = make_server(host="localhost")
+    assert running.post("demo", syslog_frames("here")).status_code == 204
+    assert messages(running) == ["here"]
 
 
 @pytest.fixture
