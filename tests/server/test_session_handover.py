@@ -140,3 +140,37 @@ def test_a_one_off_session_is_not_handed_over(herolog_home: Path) -> None:
         store_demo(first)
         url = session(first, lines=1)
     assert status_at_the_next_serve(herolog_home, url, api_key=KEY) == 404
+
+
+def test_what_a_session_was_asked_for_is_what_the_next_serve_gives() -> None:
+    """Every setting of a tail session comes back from what the store keeps of it: its
+    filters, its format, and the optional record fields its client reads (MSGID)."""
+    import re
+
+    from herolog.filters import LineFilter
+    from herolog.server.sessions import LogSession, _key_fingerprint, _rebuilt, _records
+
+    wanted = LineFilter(
+        app="demo",
+        source="app",
+        dynos=("web", "worker.2"),
+        since="2024-03-05T09:00:00.000000Z",
+        until="2024-03-06T09:00:00.000000Z",
+        grep=(re.compile("error|warn"),),
+        exclude=(re.compile("health"),),
+    )
+    before = LogSession(wanted, 25, True, as_json=True, msgid=True, last_sent=41)
+    salt = b"0123456789abcdef"
+    records = _records(
+        [(before, 1e12)], "2024-03-05T10:00:00.000000Z", salt, _key_fingerprint(KEY, salt)
+    )
+    [(after, expires)] = _rebuilt([text for _, text in records], KEY)
+    assert expires == 1e12
+    assert after.wanted == wanted
+    assert (after.id, after.digest, after.lines, after.tail) == (
+        before.id,
+        before.digest,
+        25,
+        True,
+    )
+    assert (after.as_json, after.msgid, after.last_sent) == (True, True, 41)
