@@ -89,7 +89,8 @@ def check_syslog_line(line: LogLine, raw: bytes, *, counted: bool) -> None:
 
 def check_forwarded(line: LogLine) -> None:
     """A stored line, as a drain gets it (either form), parses back to the same line (its
-    timestamp in RFC 5424's form where it was not)."""
+    timestamp in RFC 5424's form where it was not; in a syslog drain's form, APP-NAME,
+    PROCID and MSGID cut to RFC 5424's lengths)."""
     for hostname in ("host", "d.fc6b856b-3332-4546-93de-7d0ee272c3bd"):
         (back,) = parse_logplex(frame([format_syslog(line, hostname)]), RECEIVED)
         sent = line._replace(pri=190 if line.pri is None else line.pri, hostname=hostname)
@@ -97,6 +98,9 @@ def check_forwarded(line: LogLine) -> None:
             sent = sent._replace(timestamp=line.time[:26] + "+00:00")
         if hostname == "host":  # Logplex's form: no structured data, MSGID nil
             sent = sent._replace(structured_data=None, msgid=None)
+        else:
+            msgid = None if line.msgid is None else line.msgid[:32]
+            sent = sent._replace(source=line.source[:48], dyno=line.dyno[:128], msgid=msgid)
         assert back == sent
 
 
