@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
+
+from hypothesis import strategies as st
 
 from herolog.parser import LogLine, Received
 from herolog.store import Batch, SQLiteStore, StoredLine
+
+RFC3339_PARTS = (
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9998, 1, 1)),
+    st.sampled_from("Tt"),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-0800", "+1400"]),
+    st.booleans(),
+)
+"""What :func:`rfc3339` takes, drawn: every form of RFC 3339 timestamp the intake takes."""
+
+
+def rfc3339(moment: datetime, separator: str, digits: int, offset: str, leap: bool) -> str:
+    """``moment`` in one of RFC 3339's forms: ``separator`` T or t, ``digits`` of fraction
+    (0 to 9, past the microsecond made up), ``offset``, and a leap second if ``leap`` and
+    the moment's second is 59."""
+    second = "60" if leap and moment.second == 59 else f"{moment.second:02d}"
+    nanos = f"{moment.microsecond:06d}{moment.microsecond % 1000:03d}"
+    fraction = f".{nanos[:digits]}" if digits else ""
+    return f"{moment:%Y-%m-%d}{separator}{moment:%H:%M}:{second}{fraction}{offset}"
+
 
 SERVE_POLL_S = 0.01
 """How often the tests' socketserver servers look for shutdown(): it waits up to one

@@ -12,7 +12,6 @@ from random import Random
 
 import pytest
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from herolog.filters import LineFilter
 from herolog.parser import parse_heroku_line, parse_json_line
@@ -35,6 +34,7 @@ from herolog.render import (
     status_style,
 )
 from herolog.store import Batch, SQLiteStore, StoredLine
+from tests.helpers import RFC3339_PARTS, rfc3339
 
 
 def stored(message: str, source: str = "app", dyno: str = "web.1") -> StoredLine:
@@ -297,13 +297,7 @@ def test_a_long_web_line_is_coloured_in_time_linear_in_its_length() -> None:
         assert "".join(text for text, _ in parts) == format_text(stored(message))
 
 
-@given(
-    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9998, 12, 30)),
-    st.sampled_from("Tt"),
-    st.integers(0, 9),
-    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-0800", "+1400"]),
-    st.booleans(),
-)
+@given(*RFC3339_PARTS)
 @example(datetime(2016, 12, 31, 23, 59, 59, 999999), "T", 9, "Z", True)
 @example(datetime(2024, 3, 5, 9, 14, 7, 1), "t", 6, "-0800", False)
 @settings(max_examples=60, deadline=None)
@@ -313,11 +307,9 @@ def test_times_survive_the_store_rendering_and_import_to_the_microsecond(
     """A timestamp is shown as sent, text and --json alike, and reads back (herolog import)
     as the same line; --json's time is its instant in UTC, to the microsecond (digits past
     six cut off, a leap second the last microsecond of its minute)."""
+    stamp = rfc3339(moment, separator, digits, offset, leap)
     leap = leap and moment.second == 59
     nanos = f"{moment.microsecond:06d}{moment.microsecond % 1000:03d}"
-    stamp = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M}:{'60' if leap else f'{moment:%S}'}"
-    stamp += f".{nanos[:digits]}" if digits else ""
-    stamp += offset
     sign = -1 if offset[0] == "-" else 1
     hours, minutes = (int(offset[1:3]), int(offset[-2:])) if len(offset) > 1 else (0, 0)
     zone = timezone(sign * timedelta(hours=hours, minutes=minutes))

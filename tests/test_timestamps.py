@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import example, given
-from hypothesis import strategies as st
 
 from herolog.parser import Received
 from herolog.timestamps import normalize, parse_user_time, to_heroku, to_instant
+from tests.helpers import RFC3339_PARTS, rfc3339
 
 NOW = datetime(2024, 3, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -41,13 +41,7 @@ def test_naive_user_times_are_local(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_user_time("2024-03-05T09:00", NOW) == "2024-03-05T14:00:00.000000Z"
 
 
-@given(
-    st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9998, 1, 1)),
-    st.sampled_from("Tt"),
-    st.integers(0, 9),
-    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-0800", "+1400"]),
-    st.booleans(),
-)
+@given(*RFC3339_PARTS)
 @example(datetime(2016, 12, 31, 23, 59, 59), "T", 0, "Z", True)
 @example(datetime(2016, 12, 31, 23, 59, 59, 250000), "t", 2, "z", True)
 def test_user_times_take_every_timestamp_the_intake_takes(
@@ -55,9 +49,7 @@ def test_user_times_take_every_timestamp_the_intake_takes(
 ) -> None:
     """--since and --until read a timestamp as the intake does: the same instant string,
     for the forms RFC 3339 allows and senders use (a leap second, lower-case t and z)."""
-    second = "60" if leap and moment.second == 59 else f"{moment.second:02d}"
-    fraction = f".{moment.microsecond:06d}{moment.microsecond % 7}"[: digits + 1] if digits else ""
-    stamp = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M}:{second}{fraction}{offset}"
+    stamp = rfc3339(moment, separator, digits, offset, leap)
     assert normalize(stamp) is not None
     assert parse_user_time(stamp, NOW) == normalize(stamp)
 
