@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import compileall
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # exec, so they start as from a terminal.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Under PYTHONDONTWRITEBYTECODE (set in many container images) no herolog process leaves
+    # its bytecode behind, so each of the hundreds the tests start (serve, its store writer,
+    # every command) compiled herolog's modules anew: half of a serve's start. Compiled once
+    # here, they read it; a module changed since is compiled again, as Python does.
+    if sys.flags.dont_write_bytecode:
+        import herolog
+
+        compileall.compile_dir(Path(herolog.__file__).parent, quiet=1)
 
 
 @pytest.fixture(autouse=True)
