@@ -80,6 +80,9 @@ def cli_env(server: Running | ServeProcess, tmp_path: Path, key: str = KEY) -> d
         # Each fresh HOME has the CLI start a detached 'heroku update --autoupdate', which
         # asks Heroku's servers for a newer CLI and can outlive the test by far.
         HEROKU_DISABLE_AUTOUPDATE="1",
+        # And its first command in a HOME starts a detached node process that asks
+        # registry.npmjs.org for the newest version (a network call and 0.2 s of CPU a test).
+        HEROKU_SKIP_NEW_VERSION_CHECK="true",
         NO_COLOR="1",
     )
     return env
