@@ -164,17 +164,17 @@ def test_heroku_logs_n_over_the_history_prints_the_whole_history(
 
 
 def test_heroku_logs_exits_once_the_history_is_printed(
-    heroku_cli: Path, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    heroku_cli: Path, shared_server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CLI's EventSource arms its reconnect timer (the stream's ``retry``, 3 s when none
     is sent) as a history ends, and node stays up until it fires, whatever the CLI printed:
     a one-off stream sets it to 0 as it ends. The tail's reconnect delay is raised here to
     10 s, so a CLI that waited for it cannot pass for one held up by a busy machine."""
     monkeypatch.setattr(sessions, "RETRY_MS", 10_000)
-    expected = herolog_logs(server, "-a", "demo", "-n", "5")
+    expected = herolog_logs(shared_server, "-a", "demo", "-n", "5")
     with subprocess.Popen(
         [str(heroku_cli), "logs", "-a", "demo", "-n", "5"],
-        env=cli_env(server, tmp_path),
+        env=cli_env(shared_server, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -189,19 +189,15 @@ def test_heroku_logs_exits_once_the_history_is_printed(
         assert time.monotonic() - printed < 5
 
 
-def test_heroku_logs_and_drains_take_the_apps_id(
-    heroku_cli: Path, server: Running, tmp_path: Path
+def test_heroku_logs_takes_the_apps_id(
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
-    """As on Heroku, -a takes the id the API hands out (GET /apps/demo, a drain's app.id)."""
-    env = cli_env(server, tmp_path)
+    """As on Heroku, -a takes the id the API hands out (GET /apps/demo, a drain's app.id);
+    drains:add takes it too (test_heroku_drains)."""
     app_id = drains_module.app_id("demo")
-    result = heroku(heroku_cli, env, "logs", "-a", app_id, "-n", "5")
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", app_id, "-n", "5")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == herolog_logs(server, "-a", "demo", "-n", "5")
-    added = heroku(heroku_cli, env, "drains:add", "https://logs.example.com/x", "-a", app_id)
-    assert added.returncode == 0, added.stderr
-    listed = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
-    assert [d["app"] for d in json.loads(listed.stdout)] == [{"id": app_id, "name": "demo"}]
+    assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "5")
 
 
 def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
@@ -354,13 +350,16 @@ def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
 def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
     env = cli_env(server, tmp_path)
     url = "https://user:pass@logs.example.com/drain?dd-api-key=abc"
-    added = heroku(heroku_cli, env, "drains:add", url, "-a", "demo")
+    # Added by the app's id, as on Heroku -a takes it (GET /apps/demo, a drain's app.id).
+    app_id = drains_module.app_id("demo")
+    added = heroku(heroku_cli, env, "drains:add", url, "-a", app_id)
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == f"Successfully added drain {url}"
     listed = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
     assert listed.returncode == 0, listed.stderr
     drains = json.loads(listed.stdout)
     assert [d["url"] for d in drains] == [url]
+    assert [d["app"] for d in drains] == [{"id": app_id, "name": "demo"}]
     token = drains[0]["token"]
     assert token.startswith("d.")
     text = heroku(heroku_cli, env, "drains", "-a", "demo")
@@ -461,17 +460,17 @@ def test_heroku_run_and_ps_say_herolog_has_no_dynos(
 
 
 def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
-    heroku_cli: Path, server: Running, tmp_path: Path
+    heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
     """heroku config calls GET /apps/demo/config-vars: the CLI shows Heroku's JSON error as
     it shows api.heroku.com's, not a raw HTTP 404 with a plain-text body."""
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "config", "-a", "demo")
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "config", "-a", "demo")
     assert result.returncode != 0
     assert "No such API endpoint: GET /apps/demo/config-vars" in result.stderr
     assert "Error ID: not_found" in result.stderr
     assert "    at " not in result.stderr
     # Outside the API's own paths too (heroku addons: GET /addons).
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "addons")
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "addons")
     assert result.returncode != 0
     assert "No such API endpoint: GET /addons" in result.stderr
     assert "drains post to" not in result.stderr
