@@ -390,7 +390,7 @@ class SQLiteStore:
                         f"cannot write to the store {path}: its file is read-only to this user"
                     )
                 for beside in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-                    if beside.exists() and not _writable(beside):
+                    if _unwritable_file(beside):
                         raise StoreError(
                             f"cannot write to the store {path}: {beside} is read-only to this user"
                         )
@@ -1474,6 +1474,21 @@ def _full(path: Path) -> bool:
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _unwritable_file(path: Path) -> bool:
+    """Whether the file at ``path`` is there and this user may not write to it. The last
+    connection to close deletes a store's -wal and -shm, and another's opening makes them
+    anew: one that is not the same file before and after access() was not refused."""
+    try:
+        before = path.stat()
+        if _writable(path):
+            return False
+        after = path.stat()
+    except OSError:  # not there (any more)
+        return False
+    same = (before.st_dev, before.st_ino, before.st_ctime_ns)
+    return same == (after.st_dev, after.st_ino, after.st_ctime_ns)
 
 
 def _read_only_directory(path: Path) -> bool:

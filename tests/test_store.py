@@ -408,6 +408,34 @@ def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -
             assert [app.lines for app in store.apps()] == [1] * 6
 
 
+def test_a_store_whose_wal_another_process_closes_meanwhile_is_opened(tmp_path: Path) -> None:
+    """The last connection to close (`herolog logs` ending, a run exiting) deletes the -wal
+    file: a process opening the store as it did saw the file there, then asked whether it
+    could write to it, and was told 'logs.db-wal is read-only to this user'."""
+    path = tmp_path / "logs.db"
+    SQLiteStore.open(path).close()
+    churn = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from herolog.store import SQLiteStore
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            SQLiteStore.open(Path({str(path)!r})).close()
+        """
+    )
+    other = subprocess.Popen([sys.executable, "-c", churn], stderr=subprocess.PIPE, text=True)
+    try:
+        opened = 0
+        while other.poll() is None:
+            SQLiteStore.open(path).close()
+            opened += 1
+    finally:
+        _, err = other.communicate(timeout=60)
+    assert other.returncode == 0, err
+    assert opened > 100  # the two did overlap
+
+
 def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
     first = store.append([Batch("demo", [line("a"), line("b")], frame_id="F1")])
     assert first == [2]
