@@ -379,15 +379,17 @@ def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -
     """serve and `herolog run` (or two runs) started together on a new HEROLOG_HOME: the
     switch of the new file to WAL mode, which SQLite does not wait for, failed as 'database
     is locked' in one of them as another read or switched it."""
-    rounds, start = 40, time.time() + 2
+    rounds = 40
     child = textwrap.dedent(
         f"""
         import sys, time
         from pathlib import Path
         from herolog.store import Batch, SQLiteStore
         from tests.helpers import line
+        print("ready", flush=True)
+        start = float(sys.stdin.readline())
         for attempt in range({rounds}):
-            go = {start} + attempt * 0.1
+            go = start + attempt * 0.1
             time.sleep(max(0, go - time.time() - 0.005))
             while time.time() < go:
                 pass
@@ -397,9 +399,24 @@ def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", child, str(k)], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", child, str(k)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(6)
     ]
+    # Every one has imported what it needs before the first round: all six start it together.
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=120)[1]
+    start = time.time() + 0.2
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start}\n")
+        proc.stdin.flush()
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
