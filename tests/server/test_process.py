@@ -278,12 +278,8 @@ def test_the_example_systemd_unit_does_not_restart_what_cannot_start(
         busy.listen()
         port = busy.getsockname()[1] if problem == "a port in use" else 0
         auth = "drain" if problem == "a bad --auth" else "drain:s3cret"
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", "serve", *args.split(), "--port", str(port)],
-            capture_output=True,
-            text=True,
-            env=herolog_env(HEROLOG_AUTH=auth),
-            timeout=30,
+        proc = herolog_process(
+            "serve", *args.split(), "--port", str(port), env={"HEROLOG_AUTH": auth}
         )
     assert proc.returncode != 0, proc.stderr
     assert str(proc.returncode) in prevented[1].split(), proc.stderr
@@ -683,13 +679,7 @@ def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
     [(["--host", "0.0.0.0"], {}), ([], {"HEROLOG_HOST": "0.0.0.0"}), (["--host", "::"], {})],
 )
 def test_public_address_without_auth_is_refused(args: list[str], env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", "serve", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        env=herolog_env(**env),
-        timeout=30,
-    )
+    proc = herolog_process("serve", "--port", "0", *args, env=env)
     assert proc.returncode == 2
     assert "without --auth" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -720,13 +710,7 @@ def test_a_busy_port_is_a_clear_error(option: str) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         ports = {"--port": "0", "--syslog-port": "0", option: str(port)}
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", "serve", *(x for kv in ports.items() for x in kv)],
-            capture_output=True,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        proc = herolog_process("serve", *(x for kv in ports.items() for x in kv))
     # One line, as a journal shows it: no usage and --help hint, which has nothing for it.
     assert (proc.returncode, proc.stderr) == (
         2,
@@ -741,13 +725,7 @@ def test_a_busy_ipv6_port_is_named_as_a_url_writes_it() -> None:
         busy.bind(("::1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "herolog", "serve", "--host", "::1", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            env=herolog_env(),
-            timeout=30,
-        )
+        proc = herolog_process("serve", "--host", "::1", "--port", str(port))
     assert (proc.returncode, proc.stderr) == (
         2,
         f"Error: cannot listen on [::1]:{port}: Address already in use\n",
@@ -798,13 +776,7 @@ def test_a_privileged_port_without_the_right_to_it_says_what_gives_it() -> None:
     ],
 )
 def test_bad_serve_options(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", "serve", *args],
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=30,
-    )
+    proc = herolog_process("serve", *args)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -866,13 +838,7 @@ def test_a_host_with_a_port_or_a_scheme_is_a_usage_error(
     """As gunicorn's --bind or a URL writes them: not a name to look up, nor a public
     address to refuse without --auth."""
     given = ["--host", host] if host else []
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", "serve", "--port", "0", *given],
-        capture_output=True,
-        text=True,
-        env=herolog_env(**env),
-        timeout=30,
-    )
+    proc = herolog_process("serve", "--port", "0", *given, env=env)
     assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, f"Error: {message}")
 
 
@@ -910,13 +876,11 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
             )
         )
     tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "herolog", "serve", "--port", "0", *tls],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=herolog_env(),
-        timeout=30,
+    proc = herolog_process(
+        "serve",
+        "--port",
+        "0",
+        *tls,
         start_new_session=True,  # no terminal for OpenSSL to ask a passphrase on
     )
     assert proc.returncode == 2, proc.stderr
