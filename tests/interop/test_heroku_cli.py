@@ -200,24 +200,45 @@ def test_heroku_logs_takes_the_apps_id(
     assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "5")
 
 
+class HerokuTail:
+    """``heroku logs ARGS`` running, each line it prints put on ``lines`` as it comes; what it
+    said on stderr is ``stderr`` once :meth:`stop` has ended it."""
+
+    def __init__(self, heroku_cli: Path, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(heroku_cli), "logs", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stdout, stderr = self.proc.stdout, self.proc.stderr
+        assert stdout is not None
+        assert stderr is not None
+        self._stdout, self._stderr = stdout, stderr
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr = ""
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for text in self._stdout:
+            self.lines.put(text.rstrip("\n"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._reader.join(10)  # it has read to the end of the output
+        self.stderr = self._stderr.read()
+        self._stdout.close()
+        self._stderr.close()
+
+
 def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail", "-d", "web"],
-        env=cli_env(server, tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    tail = HerokuTail(
+        heroku_cli, cli_env(server, tmp_path), "-a", "demo", "-n", "1", "--tail", "-d", "web"
     )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-
-    def read() -> None:
-        for text in stdout:
-            lines.put(text.rstrip("\n"))
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    lines = tail.lines
     try:
         first = lines.get(timeout=60)
         assert [first] == herolog_logs(server, "-a", "demo", "-n", "1", "-d", "web")
@@ -234,10 +255,7 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         time.sleep(0.5)
         assert lines.empty()
     finally:
-        proc.terminate()
-        proc.wait(30)
-        reader.join(10)
-        stdout.close()
+        tail.stop()
 
 
 def frames(*messages: str, second: int = 0) -> bytes:
@@ -266,27 +284,16 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     it got, and the new serve goes on from there, every line printed once (README)."""
     first = serve_process("--port", "0", "--api-key", KEY)
     post_to(first.url, frames("before"))
-    proc = subprocess.Popen(
-        [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail"],
-        env=cli_env(first, tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    printed: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
+    tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
 
-    def read() -> None:
-        for text in stdout:
-            printed.put(text.rstrip("\n").split(": ", 1)[-1])
+    def printed(timeout: float = 30) -> str:
+        """The next line's message."""
+        return tail.lines.get(timeout=timeout).split(": ", 1)[-1]
 
-    reader = threading.Thread(target=read)
-    reader.start()
     try:
-        assert printed.get(timeout=60) == "before"
+        assert printed(60) == "before"
         post_to(first.url, frames("live", second=1))
-        assert printed.get(timeout=30) == "live"
+        assert printed() == "live"
         # Stored, and maybe not yet sent when serve stops.
         post_to(first.url, frames(*[f"as it stops {i}" for i in range(3)], second=2))
         first.proc.send_signal(signal.SIGTERM)
@@ -301,22 +308,20 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
         assert result.exit_code == 0, result.output
         second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
         post_to(second.url, frames("after", second=4))
-        got = [printed.get(timeout=30) for _ in range(7)]
+        got = [printed() for _ in range(7)]
         assert got == [
             *[f"as it stops {i}" for i in range(3)],
             *[f"while down {i}" for i in range(3)],
             "after",
         ]
         post_to(second.url, frames("later", second=5))
-        assert printed.get(timeout=30) == "later"
+        assert printed() == "later"
         time.sleep(0.5)
-        assert printed.empty()
-        assert proc.poll() is None
+        assert tail.lines.empty()
+        assert tail.proc.poll() is None
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-        reader.join(10)
-    assert "Error" not in err, err
+        tail.stop()
+    assert "Error" not in tail.stderr, tail.stderr
 
 
 def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
