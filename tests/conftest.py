@@ -65,4 +65,4 @@ def no_child_left() -> Iterator[None]:
         child = CHILDREN.pop()
         if child.proc.poll() is None:
             child.proc.kill()
-            child.proc.communicate()
+        child.proc.communicate()  # closes its pipes too

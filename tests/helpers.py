@@ -235,8 +235,12 @@ class Child:
             self.proc.send_signal(sig)
         try:
             _, err = self.proc.communicate(timeout=timeout)
-        finally:
+        except subprocess.TimeoutExpired:
+            # Its pipes closed now: left to the garbage collector, they fail a later test
+            # with an unraisable-exception warning.
             self.proc.kill()
+            self.proc.communicate()
+            raise
         return self.proc.returncode, err.decode()
 
 

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -266,6 +267,46 @@ def test_a_signal_before_the_command_has_started_reaches_it(
         signal.signal(signal.SIGTERM, previous)
     assert missed == []
     assert status == 128 + signal.SIGTERM
+
+
+def test_a_signal_caught_just_before_the_wait_still_reaches_the_command(
+    herolog_home: Path,
+) -> None:
+    """Python runs a signal's handler between two steps of its own, never inside a blocking
+    call: one caught just before herolog's wait for the command must not wait for the command
+    to end. Caught by another thread here (a thread of the test's, which lets SIGTERM
+    through), the main thread is left exactly as it was by one that came too late for its
+    last look: blocked, the handler not run. Before the fix the command slept its 30 s and
+    exited 0 (one run in thirty, under load, in CI)."""
+    from herolog.parser import LogLine
+    from herolog.run import run_dyno
+
+    up = threading.Event()
+
+    def sink(lines: list[LogLine]) -> None:
+        if any(line.message == "ready" for line in lines):
+            up.set()
+
+    def signal_from_another_thread() -> None:
+        if up.wait(timeout=30):
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    missed: list[int] = []  # herolog's handler not in place: the signal would end pytest
+    previous = signal.signal(signal.SIGTERM, lambda sig, _frame: missed.append(sig))
+    sender = threading.Thread(target=signal_from_another_thread)
+    sender.start()
+    try:
+        command = ["sh", "-c", "echo ready; sleep 30; echo after"]
+        status = run_dyno(command, "run.1", sink, echo=False).status
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        up.set()
+        sender.join()
+    assert missed == []
+    assert status == 128 + signal.SIGTERM
+    # What herolog set up for its wait is gone with it.
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
 
 
 @pytest.mark.subprocess
