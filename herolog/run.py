@@ -365,11 +365,12 @@ def _woken(_sig: int, _frame: object) -> None:
 
 @contextlib.contextmanager
 def _signals_for_this_thread() -> Iterator[None]:
-    """Threads started inside take none of the signals herolog passes on. The kernel gives a
-    signal to any thread that does not block it, and one given to another thread would leave
-    the main thread waiting for the command, where Python runs the handler, for ever: the
-    command would never hear of it (seen after a Ctrl-Z and fg)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    """Threads started inside take none of the signals herolog passes on, nor SIGCHLD. The
+    kernel gives a signal to any thread that does not block it, and Python runs handlers in
+    the main thread only, which waits for the command (see _wait): there they are handled at
+    once (a Ctrl-Z and fg given to another thread once went unheard), and the readers' and
+    the store's system calls are not interrupted."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED_SIGNALS, signal.SIGCHLD})
     try:
         yield
     finally:
