@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
-from herolog.server import sessions
+from herolog.server import api, sessions
 from herolog.store import Batch, SQLiteStore
 from tests.helpers import line
 from tests.server.conftest import (
@@ -325,10 +325,13 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
 
 
 def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
-    heroku_cli: Path, tmp_path: Path
+    heroku_cli: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """serve stopped, and not started again: the CLI's reconnect finds no server, and it
     exits 1 with its own message (README)."""
+    # The stream ends asking the CLI to come back in 5 s, room for a restart (the test
+    # above): this test's CLI comes back to a server that is not restarted, as well sooner.
+    monkeypatch.setattr(api, "END_FOR_RESTART", b"retry: 200\n\n")
     with running_server(tmp_path / "logs.db", api_key=KEY) as running:
         import_example(running)
         proc = subprocess.Popen(
