@@ -702,6 +702,33 @@ def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_tail_started_with_signals_blocked_still_stops_on_them(
+    demo: SQLiteStore, sig: signal.Signals
+) -> None:
+    """A signal mask is inherited across exec: a tail started by a CI runner or a
+    supervisor with SIGINT and SIGTERM blocked in its thread (not ignored: nohup ignores)
+    kept them pending and ran on after Ctrl-C or a stop, until SIGKILL."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "logs", "-t", "-n", "1", "-a", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"2024-03-05T09:00:59")  # the tail is on
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert (proc.returncode, err) == (-sig, b"")
+
+
+@pytest.mark.subprocess
 def test_tail_shows_history_then_new_lines_as_they_land(demo: SQLiteStore) -> None:
     child = Child("logs", "-a", "other", "-n", "2", "--tail")
     try:

@@ -704,3 +704,26 @@ def test_ctrl_c_stops_a_shell_loop_running_herolog_as_it_stops_one_running_the_c
     assert exits == [f"Process exited with status {128 + signal.SIGINT}"] + [
         "Process exited with status 0"
     ] * bool(after)
+
+
+@pytest.mark.subprocess
+def test_signals_blocked_by_the_parent_are_unblocked_for_herolog_and_its_command(
+    herolog_home: Path,
+) -> None:
+    """A signal mask, unlike a handler, is inherited across exec: a parent that blocked
+    SIGCHLD or SIGTERM in the thread that started herolog (a CI runner's, a supervisor
+    reading them from a signalfd) passed that on. herolog's wait for the command wakes on
+    SIGCHLD: it waited for ever after the command exited; and a dyno's command starts with
+    nothing blocked."""
+    blocked = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    command = ["sh", "-c", "sleep 0.5; exec grep SigBlk /proc/self/status"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "run", "--", *command],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=15,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["SigBlk:", "0" * 16]

@@ -547,6 +547,36 @@ def refuses_connections(url: str) -> bool:
 
 
 @pytest.mark.subprocess
+def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path) -> None:
+    """A signal mask is inherited across exec: a serve started by a CI runner or a
+    supervisor with SIGTERM blocked in its thread kept every SIGTERM pending and served on,
+    until SIGKILL ended it with its drains' positions unsaved."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked),
+    )
+    try:
+        assert proc.stderr is not None
+        for line in iter(proc.stderr.readline, ""):
+            if "add a drain with" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert "herolog serve: stopping: " in err
+
+
+@pytest.mark.subprocess
 def test_a_request_under_way_at_sigterm_is_finished_and_stored(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
