@@ -24,6 +24,12 @@ from typing import Any
 from herolog.parser import FramingError, Received, parse_logplex
 from herolog.store import Batch, SQLiteStore, StoreError
 
+STOP_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""What serve stops on, and the writer ignores: serve tells it to stop once its requests are
+done. The writer starts with them blocked (serve starts it so), until it ignores them."""
+
 MAX_GROUP_JOBS = 2000
 """Jobs per transaction at most, so one huge group cannot hold the write lock for long."""
 FRAME_ID_WINDOW_S = 3600
@@ -233,9 +239,8 @@ def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
 if __name__ == "__main__":
     # The parent handles SIGINT/SIGTERM/SIGHUP and tells the writer to stop when its
     # requests are done; a Ctrl-C (or a closed terminal) reaching the whole process group
-    # must not cut that short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # must not cut that short. Any that came while they were blocked is dropped here.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     sys.exit(main(sys.argv[1:]))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from typing import Any, NamedTuple, cast
 
 from herolog.parser import LogLine
 from herolog.store import StoreError
-from herolog.store_writer import HEADER, pack, say
+from herolog.store_writer import HEADER, STOP_SIGNALS, pack, say
 
 HANDOFF_JOBS = 8
 """Jobs sent to the writer in one message at most. Clients answered by one commit send
@@ -136,7 +137,14 @@ class Writer:
         ]
         if self._set_history is not None:
             args.append(str(self._set_history))
-        self._proc = subprocess.Popen(args, pass_fds=[theirs.fileno()])
+        # Started with them blocked, until it ignores them: a Ctrl-C reaching the whole job,
+        # or systemd's stop reaching every process of the unit, would otherwise kill it
+        # while Python starts and its imports run.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._proc = subprocess.Popen(args, pass_fds=[theirs.fileno()])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         theirs.close()
         loop = asyncio.get_running_loop()
         channel = self._channel = _Channel(loop, self._receive, self._writer_gone)

@@ -577,6 +577,41 @@ def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_store_writer_starts_stops_serve_cleanly(
+    herolog_home: Path, sig: signal.Signals
+) -> None:
+    """A Ctrl-C reaches the whole job, and systemd's stop every process of the unit: the
+    store writer too, which ignores them, but only once its imports are done (0.1 s). One
+    sent then killed it with a KeyboardInterrupt traceback, and serve exited 1 with 'cannot
+    use the store ...: the store writer exited with 1', of a store that was fine."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,
+    )
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 15
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert children.read_text().split(), "no store writer started"
+        time.sleep(0.02)  # into the writer's start
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "store writer" not in err
+
+
+@pytest.mark.subprocess
 def test_a_request_under_way_at_sigterm_is_finished_and_stored(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
