@@ -34,6 +34,9 @@ SEND_TRIES = 3
 """Tries for a batch sent to a drain intake, as Logplex makes them."""
 SEND_RETRY_S = 0.25
 """The wait before the second try; it doubles for each one after."""
+STOPPED_SEND_S = 5.0
+"""Once a command stopped by a signal herolog passed on (Ctrl-C, SIGTERM) has exited, how
+long the lines left have to reach the server, as serve gives its drains as it stops."""
 SEND_BATCH_BYTES = 100_000
 """A batch is closed once its messages reach this size (Logplex batches about 100 KB)."""
 READ_TIMEOUT_S = 45.0
@@ -677,6 +680,8 @@ class IntakeSender:
         self.shown = mask_url(base)
         """The server's URL for messages: without its password."""
         self.sleep = sleep
+        self._deadline: float | None = None
+        """Set by :meth:`hurry`: no try starts after it, and none lasts past it."""
         # Logplex's own limits: 3 s to connect, 5 s for the request.
         self.client = http_client(
             base,
@@ -695,6 +700,11 @@ class IntakeSender:
                 f"{self.shown} took the lines but did not answer as herolog serve does"
                 " (204): is it a herolog serve?"
             )
+
+    def hurry(self) -> None:
+        """The command was stopped: what is left has STOPPED_SEND_S to be sent, where a
+        server that has stopped answering would hold herolog for every batch's tries."""
+        self._deadline = time.monotonic() + STOPPED_SEND_S
 
     def send(self, lines: Sequence[LogLine]) -> None:
         """Post ``lines``, in batches of about 100 KB as Logplex makes them; RemoteError
@@ -741,8 +751,19 @@ class IntakeSender:
 
         headers = {"Logplex-Msg-Count": str(count), "Logplex-Frame-Id": uuid.uuid4().hex.upper()}
         for attempt in range(1, SEND_TRIES + 1):
+            timeout = self.client.timeout
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise RemoteError(
+                        f"{self.shown} had not taken them {STOPPED_SEND_S:g} s after the"
+                        " command was stopped"
+                    )
+                timeout = httpx.Timeout(min(5.0, left), connect=min(3.0, left))
             try:
-                response = self.client.post(self.target, content=body, headers=headers)
+                response = self.client.post(
+                    self.target, content=body, headers=headers, timeout=timeout
+                )
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
             except httpx.TransportError as error:
@@ -754,7 +775,10 @@ class IntakeSender:
                 retry = response.status_code in (408, 429) or response.status_code >= 500
             if not retry or attempt == SEND_TRIES:
                 raise failure
-            self.sleep(SEND_RETRY_S * 2 ** (attempt - 1))
+            wait = SEND_RETRY_S * 2 ** (attempt - 1)
+            if self._deadline is not None:
+                wait = max(0.0, min(wait, self._deadline - time.monotonic()))
+            self.sleep(wait)
         raise AssertionError("unreachable")
 
     def close(self) -> None:

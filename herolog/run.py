@@ -165,6 +165,7 @@ def run_dyno(
     echo: bool = True,
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
+    on_stopped: Callable[[], object] = lambda: None,
 ) -> Exited:
     """Run ``command``, storing its output as ``app[DYNO]``; returns how it exited.
 
@@ -172,7 +173,8 @@ def run_dyno(
     own, without a terminal as on a dyno (so a Ctrl-C in the terminal reaches it exactly once,
     and a read of /dev/tty fails instead of stopping it). A signal's death is
     status 128 + N, as in a shell; a command that cannot be started is 127 (not found) or
-    126 (not executable).
+    126 (not executable). ``on_stopped`` is called once a command that herolog passed a
+    SIGTERM or SIGINT on to has exited: the sink is to hurry then.
     """
     out = stdout or sys.stdout.buffer
     err = stderr or sys.stderr.buffer
@@ -295,6 +297,8 @@ def run_dyno(
         exited.set()
         for timer in stopping:
             timer.cancel()
+        if stopping:
+            on_stopped()
         # The dyno ends with its command: what it left running is told to stop, and what
         # it writes meanwhile is read for the grace.
         _forward(proc, signal.SIGTERM)

@@ -55,7 +55,7 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
             raise click.ClickException(str(error)) from None
         try:
             sender.check()  # a server that will not take the lines: before the command starts
-            exited = run_dyno(command, dyno, sender.send, echo=not quiet)
+            exited = run_dyno(command, dyno, sender.send, echo=not quiet, on_stopped=sender.hurry)
         except RemoteError as error:
             raise click.ClickException(str(error)) from None
         finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -206,6 +208,83 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
     assert proc.stderr == (
         "herolog run: could not store 40,004 of 40,004 lines:"
         f" {url} refused the lines (503 Service Unavailable): no reason\n"
+    )
+
+
+@pytest.mark.subprocess
+def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
+    tmp_path: Path,
+) -> None:
+    """A server that takes the run's first post, then answers no more: after a Ctrl-C the
+    command ended at once, and herolog sat silent for 30 s, trying the lines' batch and the
+    exit's three times each (5 s a try, as Logplex). Stopped, a dyno's lines left have 5 s,
+    as serve's drains have as it stops; then herolog says what was lost and dies of the
+    SIGINT."""
+    import http.server
+
+    released = threading.Event()
+
+    class Hangs(http.server.BaseHTTPRequestHandler):
+        posts = 0
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            Hangs.posts += 1
+            if Hangs.posts > 1:
+                released.wait(60)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    hanging = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hangs)
+    threading.Thread(target=hanging.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    url = f"http://127.0.0.1:{hanging.server_address[1]}"
+    command = (  # dies of a Ctrl-C, as a shell's command does
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "herolog",
+            "run",
+            "--server",
+            url,
+            "--",
+            sys.executable,
+            "-c",
+            command,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "up\n"
+        os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=40)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+        proc.communicate()
+        released.set()
+        hanging.shutdown()
+        hanging.server_close()
+    assert proc.returncode == -signal.SIGINT
+    assert took < 12
+    assert err == (
+        f"herolog run: could not store 5 of 5 lines: {url} had not taken them 5 s after the"
+        " command was stopped\n"
     )
 
 
