@@ -186,6 +186,8 @@ def import_stream(
         first = stream.read(CHUNK_SIZE)
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
+    except KeyboardInterrupt:  # a pipe's first MiB not all come: said as a later Ctrl-C is
+        raise ImportInterrupted(ImportResult("heroku")) from None
     compressed = first[:2] == _GZIP_MAGIC
     read: Callable[[int], bytes] = stream.read
     position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
@@ -197,6 +199,8 @@ def import_stream(
         except (OSError, EOFError, zlib.error) as error:
             nothing = ImportResult("heroku", compressed=True)
             raise ImportFailed(_unreadable(error), nothing) from None
+        except KeyboardInterrupt:
+            raise ImportInterrupted(ImportResult("heroku", compressed=True)) from None
     for magic, what, convert in _NOT_READ:
         if magic.match(first):
             raise NotRead(what, convert)

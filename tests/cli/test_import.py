@@ -1185,6 +1185,44 @@ def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path
     assert stored("demo") == [x.removesuffix("\n") for x in lines]
 
 
+def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
+    herolog_home: Path,
+) -> None:
+    """`producer | herolog import - -a demo`, stopped with Ctrl-C before a whole chunk (1 MiB)
+    came: herolog died without a word, where a Ctrl-C later says what went in. The lines
+    read are not stored (the chunk had not been committed): said so, they are imported
+    again whole."""
+    import fcntl
+    import termios
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "demo"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"2024-03-05T09:14:07+00:00 app[web.1]: one\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        waiting = bytearray(4)
+        # Read from the pipe: herolog is in its first read, waiting for the rest of the chunk.
+        while fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, waiting) or any(waiting):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGINT
+    assert err == (
+        b"standard input: interrupted; the 0 lines before it were imported, nothing after it\n"
+    )
+    assert not (herolog_home / "logs.db").exists() or stored("demo") == []
+
+
 @pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
 def test_a_line_longer_than_many_chunks_imports_whole(
     fmt: Format, monkeypatch: pytest.MonkeyPatch
