@@ -221,6 +221,20 @@ class _Uvicorn(uvicorn.Server):
             for hurry in self.on_force_exit:
                 self._loop.call_soon_threadsafe(hurry)
 
+    def _hung_up(self, sig: int, frame: FrameType | None) -> None:
+        """The terminal closed (or someone sent SIGHUP): stop. Where serve's output went to
+        that terminal, every write now fails with EIO, its "stopping" line first, which cut
+        the shutdown short: it goes to /dev/null, as nobody is left to read it."""
+        for fd in (1, 2):  # stdout, stderr
+            try:
+                os.write(fd, b"")
+            except OSError as error:
+                if error.errno == errno.EIO:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+        self.handle_exit(sig, frame)
+
     def _no_reload(self, sig: int, frame: FrameType | None) -> None:
         def say() -> None:
             print(
@@ -257,7 +271,7 @@ class _Uvicorn(uvicorn.Server):
         }
         hangup = getattr(signal, "SIGHUP", None)
         if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-            handlers[hangup] = self.handle_exit if has_terminal() else self._no_reload
+            handlers[hangup] = self._hung_up if has_terminal() else self._no_reload
         originals = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             yield

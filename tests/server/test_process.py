@@ -465,6 +465,66 @@ def test_the_terminal_closing_stops_serve_gracefully(
 
 
 @pytest.mark.subprocess
+def test_the_terminal_serve_writes_to_closing_stops_it_gracefully(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """serve run in a terminal writes to it: once the terminal has closed (a window, an ssh
+    session), each write there fails with EIO. The first, 'stopping: ...', failed serve's
+    shutdown with a traceback nobody could see, before it kept its tail sessions for the
+    next serve (a heroku logs --tail then found none: 'Log stream timed out'), and serve
+    exited 1."""
+    import fcntl
+    import select
+    import termios
+
+    terminal, slave = os.openpty()
+
+    def prepare() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as from a terminal, not under nohup
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=herolog_env(),
+        preexec_fn=prepare,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        said = b""
+        deadline = time.monotonic() + 30
+        while b"add a drain with" not in said:
+            assert time.monotonic() < deadline, said
+            if select.select([terminal], [], [], 1)[0]:
+                said += os.read(terminal, 4096)
+        port = re.findall(rb"127\.0\.0\.1:(\d+)/", said)[0].decode()
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client() as client:
+            assert post(client, url, "typed") == 204
+            made = client.post(f"{url}/apps/demo/log-sessions", json={"tail": True, "lines": 1})
+            assert made.status_code == 201, made.text
+            session = made.json()["logplex_url"].split("/sessions/", 1)[1]
+        os.close(terminal)  # the window closes
+        terminal = -1
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        proc.kill()
+        proc.wait()
+    assert_stored_whole(herolog_home, ["typed"])
+    # The tail session was kept for the next serve, as at any stop.
+    again = serve_process("--port", "0")
+    with httpx.stream("GET", f"{again.url}/sessions/{session}", timeout=10) as tail:
+        assert tail.status_code == 200
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.finish()[0] == 0
+
+
+@pytest.mark.subprocess
 def test_a_hangup_without_a_terminal_leaves_serve_serving(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
