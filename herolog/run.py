@@ -345,6 +345,9 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
     os.set_blocking(wakeup_w, False)
     previous_fd = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     previous_chld = signal.signal(signal.SIGCHLD, _woken)
+    # Blocked by a caller (herolog's own command unblocks all as it starts), it would
+    # leave the poll asleep for ever.
+    previous_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     try:
         waiting = select.poll()
         waiting.register(wakeup_r, select.POLLIN)
@@ -356,6 +359,7 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
                 os.read(wakeup_r, 4096)
         return returncode
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         if previous_chld is not None:  # None: one set outside Python, which stays unknown
             signal.signal(signal.SIGCHLD, previous_chld)
         signal.set_wakeup_fd(previous_fd)

@@ -310,6 +310,24 @@ def test_a_signal_caught_just_before_the_wait_still_reaches_the_command(
 
 
 @pytest.mark.subprocess
+def test_run_dyno_waits_for_its_command_under_a_mask_blocking_sigchld(herolog_home: Path) -> None:
+    """The wait wakes on SIGCHLD: a program calling run_dyno with SIGCHLD blocked in its
+    main thread (as it may have for reasons of its own) still gets the command's end."""
+    script = (
+        "import signal, sys\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})\n"
+        "from herolog.run import run_dyno\n"
+        "exited = run_dyno(['sh', '-c', 'sleep 0.5; exit 3'], 'run.1', lambda lines: None, echo=False)\n"
+        "print(exited.status, signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, ()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "True"]  # its own mask given back as it was
+
+
+@pytest.mark.subprocess
 def test_output_without_a_newline_is_shown_as_it_comes(herolog_home: Path, tmp_path: Path) -> None:
     """A prompt or a progress bar reaches the terminal before its line ends (here: the
     command ends its line only once the test has seen the start of it); the store gets the
