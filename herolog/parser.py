@@ -63,10 +63,12 @@ _HEROKU_LINE = re.compile(r"([!-~]+) ([!-Z\\^-~]+)\[([!-Z\\^-~]+)\]:(?: |$)")
 # RFC 3164 (BSD) syslog, which rsyslog forwards by default and logger --rfc3164 and Python's
 # SysLogHandler send: <PRI>, a TIMESTAMP (Mmm dd hh:mm:ss; RFC 3339 from rsyslog's
 # RSYSLOG_ForwardFormat) and a HOSTNAME, each of which some senders leave out, then
-# TAG[PID]: or TAG: (rsyslog leaves the colon out after an RFC 5424 sender's [PID]). The
-# TAG and PID become SOURCE and DYNO, printable ASCII as those are. A HOSTNAME ends in a
-# letter or digit, as rsyslog's do (or is an address in brackets), so without one a "TAG:"
-# or "TAG[PID]:" is not read as it.
+# TAG[PID]: or TAG: (rsyslog leaves the colon out after an RFC 5424 sender's [PID], and
+# sends the APP-NAME alone, "TAG ", for its nil PROCID: a TAG ends at a space too, as RFC
+# 3164 and rsyslog read one, where a TIMESTAMP and HOSTNAME came first). The TAG and PID
+# become SOURCE and DYNO, printable ASCII as those are. A HOSTNAME ends in a letter or
+# digit, as rsyslog's do (or is an address in brackets), so without one a "TAG:" or
+# "TAG[PID]:" is not read as it.
 _MONTHS = {
     name: number
     for number, name in enumerate(
@@ -78,7 +80,7 @@ _BSD_MESSAGE = re.compile(
     rf"(?:(?:({'|'.join(_MONTHS)}) ([ 0-9]?[0-9]) ([0-9]{{2}}):([0-9]{{2}}):([0-9]{{2}})"
     r"(?:\.([0-9]{1,6}))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+))"
     r" (?:([!-~]*[0-9A-Za-z]|\[[!-~]+\]) )?)?"
-    r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:)(?: |$)"
+    r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:|(?(9)(?= |$)|(?!)))(?: |$)"
 )
 
 _LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)')

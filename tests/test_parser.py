@@ -707,6 +707,20 @@ def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "<156>2026-01-02T03:04:01.262031+00:00 vm billing[24561] via rsyslog",
             ("2026-01-02T03:04:01.262031+00:00", "billing", "24561", "vm", 156, "via rsyslog"),
         ),
+        # rsyslog's RFC 3164 templates for an RFC 5424 sender with no PROCID (util-linux's
+        # logger --rfc5424 without --id): the APP-NAME alone, no colon, as its %syslogtag%
+        (
+            "<13>Mar  5 09:14:07 myhost billing invoice paid",
+            ("2026-03-05T09:14:07-05:00", "billing", "-", "myhost", 13, "invoice paid"),
+        ),
+        (
+            "<156>2026-01-02T03:04:01.262031+00:00 vm billing via: rsyslog",
+            ("2026-01-02T03:04:01.262031+00:00", "billing", "-", "vm", 156, "via: rsyslog"),
+        ),
+        (
+            "<13>Mar  5 09:14:07 myhost billing",
+            ("2026-03-05T09:14:07-05:00", "billing", "-", "myhost", 13, ""),
+        ),
         # no HOSTNAME (a local sender's form); a tag with a slash
         (
             "<22>Jan  1 00:00:01 postfix/smtpd[7]: connect from x",
@@ -830,7 +844,8 @@ def test_what_a_bsd_message_says_never_changes_its_tag_or_hostname(
     "message",
     [
         "<14>plain handler message",  # Python's SysLogHandler, no ident: no tag
-        "<13>Mar  5 09:14:07 myhost no tag here",
+        "<13>Mar  5 09:14:07 no-tag-or-hostname",  # a TAG without ":" follows a HOSTNAME
+        "<13>Mar  5 09:14:07 myhost billing[1 unclosed",
         "<13>Feb 29 09:14:07 myhost leap[1]: not in 2026",
         "<13>2024-13-45T09:14:07Z myhost app[1]: a bad date",
         "<192>Mar  5 09:14:07 myhost app[1]: PRI over 191",

@@ -169,3 +169,28 @@ def test_rsyslog_forwards_over_tls(
         send_both_kinds(port)
         check_stored(running, tmp_path, template)
     assert "closed" not in running.log.getvalue()
+
+
+@pytest.mark.parametrize("template", ["RSYSLOG_TraditionalForwardFormat", "RSYSLOG_ForwardFormat"])
+def test_rsyslog_forwards_a_message_with_no_procid(
+    make_server: ServerFactory, rsyslog_root: Path, tmp_path: Path, template: str
+) -> None:
+    """An RFC 5424 sender's message with the nil PROCID (util-linux's logger --rfc5424
+    without --id) goes out of rsyslog's RFC 3164 templates with its APP-NAME alone as the
+    TAG, no brackets and no colon (`<13>Mar  5 09:14:07 myhost billing invoice paid`),
+    which herolog stored whole as an unknown[unknown] line, `<13>` and all."""
+    running = make_server(syslog_port=0)
+    port = free_port()
+    now = datetime.now().astimezone()
+    with forwarding_to(
+        rsyslog_root, tmp_path, port, f'port="{running.syslog_port}" template="{template}"'
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"<13>1 {now.isoformat()} myhost billing - - - invoice paid\n".encode())
+        deadline = time.monotonic() + 30
+        while not running.lines():
+            assert time.monotonic() < deadline, (tmp_path / "rsyslog.err").read_text()
+            time.sleep(0.05)
+    (line,) = running.lines("default")
+    got = (line.source, line.dyno, line.pri, line.hostname, line.message)
+    assert got == ("billing", "-", 13, "myhost", "invoice paid")
