@@ -12,6 +12,7 @@ see :class:`IntakeSender`.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -181,23 +182,53 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
 
 
 def _trusted() -> ssl.SSLContext:
-    """What https:// servers are checked against: the system's CAs, as curl and serve's
-    drains check them (httpx would trust certifi's bundle), or $SSL_CERT_FILE's (else
-    $SSL_CERT_DIR's) alone when set, as httpx reads them. One that cannot be read is a
-    RemoteError, not a traceback."""
+    """:func:`trusting_context`, once $SSL_CERT_FILE, when set, is known to be readable: one
+    that is not is a RemoteError, not a traceback (OpenSSL would pass over it unsaid)."""
     import os
     import ssl
 
     cafile = os.environ.get("SSL_CERT_FILE") or None
-    capath = None if cafile else os.environ.get("SSL_CERT_DIR") or None
-    try:
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    except OSError as error:  # ssl.SSLError too: a file that holds no certificate
-        variable = "SSL_CERT_FILE" if cafile else "SSL_CERT_DIR"
-        why = error.strerror or str(error)
-        raise RemoteError(
-            f"cannot use ${variable} ({cafile or capath}): {why}", final=True
-        ) from None
+    if cafile is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
+        except OSError as error:  # ssl.SSLError too: a file that holds no certificate
+            why = error.strerror or str(error)
+            raise RemoteError(f"cannot use $SSL_CERT_FILE ({cafile}): {why}", final=True) from None
+    return trusting_context()
+
+
+def trusting_context(insecure: bool = False) -> ssl.SSLContext:
+    """The client context every https:// and syslog+tls:// connection herolog makes is
+    checked with: the system's CAs, as curl checks them (not certifi's bundle, which httpx
+    would trust), with $SSL_CERT_FILE and $SSL_CERT_DIR in place of the system's file and
+    directory of them, as OpenSSL reads them. One context for all (serve's drains share it:
+    each holds its own copy of the CAs, 0.8 MB, so that hundreds of drains cost hundreds of
+    MB), and a new one once those change (update-ca-certificates, say)."""
+    import ssl
+    from pathlib import Path
+
+    paths = ssl.get_default_verify_paths()
+    stamps = []
+    for where in (paths.cafile, paths.capath):
+        try:
+            info = Path(where).stat() if where else None
+        except OSError:
+            info = None
+        stamps.append(None if info is None else (info.st_ino, info.st_mtime_ns, info.st_size))
+    return _trusting(paths.cafile, paths.capath, tuple(stamps), insecure)
+
+
+@functools.lru_cache(maxsize=4)
+def _trusting(
+    cafile: str | None, capath: str | None, stamps: tuple[object, ...], insecure: bool
+) -> ssl.SSLContext:
+    import ssl
+
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def api_client(server: str, api_key: str | None, read_timeout: float = 30.0) -> httpx.Client:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import functools
 import os
 import random
 import re
@@ -49,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 from herolog import __version__, drains, timestamps
 from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
+from herolog.remote import trusting_context
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
 from herolog.store import (
@@ -88,32 +88,6 @@ CATCH_UP_BYTES = 1 << 20
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
-
-
-def trusting_context(insecure: bool = False) -> ssl.SSLContext:
-    """The client context of the system's CAs (or $SSL_CERT_FILE's, $SSL_CERT_DIR's), one
-    for every drain: each holds its own copy of the CAs (0.8 MB), so that hundreds of drains
-    cost hundreds of MB. A new one once those change (update-ca-certificates, say)."""
-    paths = ssl.get_default_verify_paths()
-    stamps = []
-    for where in (paths.cafile, paths.capath):
-        try:
-            info = Path(where).stat() if where else None
-        except OSError:
-            info = None
-        stamps.append(None if info is None else (info.st_ino, info.st_mtime_ns, info.st_size))
-    return _trusting(paths.cafile, paths.capath, tuple(stamps), insecure)
-
-
-@functools.lru_cache(maxsize=4)
-def _trusting(
-    cafile: str | None, capath: str | None, stamps: tuple[object, ...], insecure: bool
-) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class DeliveryError(Exception):

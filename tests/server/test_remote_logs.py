@@ -1152,6 +1152,38 @@ def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
     assert (code, err) == (0, "")
 
 
+def test_ssl_cert_dir_is_trusted_beside_ssl_cert_file_as_serve_s_drains_trust_it(
+    make_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With both set, herolog logs --server trusted $SSL_CERT_FILE's CAs alone (as httpx
+    reads them) where serve's drains, as OpenSSL, Python and Go read them, trust both: a
+    server whose CA is in $SSL_CERT_DIR was refused by one and trusted by the other."""
+    import shutil
+    import socket
+
+    from herolog.remote import trusting_context
+
+    openssl = shutil.which("openssl")
+    assert openssl, "this test hashes a CA directory with `openssl rehash`: install openssl"
+    certfile, keyfile, cafile = own_certificate(tmp_path)
+    directory = tmp_path / "cas"
+    directory.mkdir()
+    shutil.copy(cafile, directory / "own.pem")
+    subprocess.run([openssl, "rehash", str(directory)], check=True, timeout=30)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, _, other_ca = own_certificate(other)
+    running = make_server(api_key=KEY, certfile=certfile, keyfile=keyfile)
+    env = {"SSL_CERT_FILE": str(other_ca), "SSL_CERT_DIR": str(directory)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = int(running.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        trusting_context().wrap_socket(sock, server_hostname="127.0.0.1").close()
+    code, _, err = run("logs", env={**env, "HEROLOG_URL": running.url, "HEROLOG_API_KEY": KEY})
+    assert (code, err) == (0, "")
+
+
 @pytest.mark.parametrize(
     ("command", "after"), [(["logs"], []), (["drain", "list"], []), (["run"], ["--", "true"])]
 )
@@ -1197,7 +1229,7 @@ def test_https_servers_are_checked_against_the_systems_cas(
     """As the README says and serve's https:// drains do: not against certifi's bundle,
     which httpx trusts by default, so that a serve whose certificate comes from a CA the
     system trusts (a company's own, installed with update-ca-certificates) is reached as
-    curl reaches it. $SSL_CERT_FILE, when set, is all that is trusted, as for httpx."""
+    curl reaches it. $SSL_CERT_FILE, when set, in place of the system's file of CAs."""
     import ssl
 
     from herolog.remote import api_client, http_client
