@@ -47,6 +47,8 @@ __all__ = ["ConfigError", "ServeConfig", "Server"]
 GRACEFUL_SHUTDOWN_S = 30
 STORE_WATCH_S = 1.0
 """How often serve checks that its store's file is still at the store's path."""
+OPEN_FILES_WATCH_S = 1.0
+"""How often serve looks whether it has run out of open files."""
 FORCED_EXIT_S = 2
 
 
@@ -85,6 +87,75 @@ class _QuietRepeats(logging.Filter):
         if held := self._held.pop(message, 0):
             record.msg, record.args = f"{message} (and {held:,} more since the last one)", None
         return True
+
+
+class _OpenFiles:
+    """Says on serve's log that it has run out of open files, and that it has them again:
+    new connections cannot be taken meanwhile, and neither event loop says so (uvloop's
+    libuv accepts and closes them unsaid; asyncio's leaves them waiting and logs a traceback
+    for every accept it tries, thousands a second, which this takes the place of). Looked at
+    every OPEN_FILES_WATCH_S, with a file opened and closed (its own: closing a copy of
+    another's descriptor, whose number a closed listener may have passed on to the store,
+    would drop the process's locks on that file); said once a minute at most."""
+
+    def __init__(self, log: TextIO, limit: int | None) -> None:
+        self.log = log
+        self.limit = limit
+        self.short = False
+        self._said = False
+        self._quiet_until = 0.0
+
+    def exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's exception handler: its accept loop out of files is this."""
+        error = context.get("exception")
+        if context.get("message") == "socket.accept() out of system resource" and isinstance(
+            error, OSError
+        ):
+            self.out(error)
+        else:
+            loop.default_exception_handler(context)
+
+    def look(self) -> None:
+        try:
+            os.close(os.open(os.devnull, os.O_RDONLY))
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                self.out(error)
+            return
+        if self.short:
+            self.short = False
+            if self._said:
+                self._said = False
+                print(
+                    "herolog serve: open files to spare again: taking new connections",
+                    file=self.log,
+                    flush=True,
+                )
+
+    def out(self, error: OSError) -> None:
+        if self.short:
+            return
+        self.short = True
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        self._quiet_until = now + 60
+        self._said = True
+        if error.errno == errno.ENFILE:
+            which = "the system's are all open: raise fs.file-max"
+        elif self.limit is not None:
+            which = (
+                f"all {self.limit:,} this process may have open: raise its limit, ulimit -n,"
+                " or LimitNOFILE= in a systemd unit"
+            )
+        else:
+            which = "ulimit -n"
+        print(
+            f"herolog serve: out of open files ({which}): new connections cannot be taken"
+            " until others close",
+            file=self.log,
+            flush=True,
+        )
 
 
 class _Uvicorn(uvicorn.Server):
@@ -360,6 +431,10 @@ class Server:
             self._uvicorn.on_force_exit.append(self.syslog.hang_up)
         self.app.on_startup(self._watch_store_file)
         self.app.on_shutdown(self._stop_watching_store_file)
+        self._open_files = _OpenFiles(self.log, None)
+        self._open_files_watch: asyncio.TimerHandle | None = None
+        self.app.on_startup(self._watch_open_files)
+        self.app.on_shutdown(self._stop_watching_open_files)
         self.app.on_startup(self._announce)
         self.failure: str | None = None
         """Why serve stopped of its own accord (run raises StoreError with it)."""
@@ -369,6 +444,7 @@ class Server:
         """Open the listening sockets now, so a busy port is a clear error before anything
         runs (ConfigError), as is an unusable store (StoreError)."""
         files = raise_open_file_limit()
+        self._open_files.limit = files
         if self.syslog is not None and files is not None:
             # Half the files at most, so that a flood of syslog connections leaves the
             # HTTP intake, the store and the drains theirs.
@@ -468,6 +544,21 @@ class Server:
     async def _stop_watching_store_file(self) -> None:
         if self._store_watch is not None:
             self._store_watch.cancel()
+
+    async def _watch_open_files(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(self._open_files.exception)
+
+        def look() -> None:
+            self._open_files.look()
+            self._open_files_watch = loop.call_later(OPEN_FILES_WATCH_S, look)
+
+        self._open_files_watch = loop.call_later(OPEN_FILES_WATCH_S, look)
+
+    async def _stop_watching_open_files(self) -> None:
+        if self._open_files_watch is not None:
+            self._open_files_watch.cancel()
 
     async def _start_syslog(self) -> None:
         assert self.syslog is not None

@@ -776,6 +776,49 @@ def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> N
     assert "Traceback" not in err
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_out_of_open_files_serve_says_so_in_one_line(
+    herolog_home: Path, tmp_path: Path, loop: str
+) -> None:
+    """Out of open files, serve's new connections were closed as they came (uvloop's libuv
+    accepts and closes them) with not a word in its log, or, on asyncio's own loop (where
+    uvloop is not installed), left waiting with a traceback for every accept it tried
+    ("socket.accept() out of system resource": 12,276 in 5 s, which filled the pipe of
+    serve's stderr). serve says it once, with the limit to raise, and once when it has
+    files again."""
+    env = herolog_env()
+    if loop == "asyncio":  # a uvloop that cannot be imported: uvicorn takes asyncio's loop
+        missing = tmp_path / "no-uvloop" / "uvloop"
+        missing.mkdir(parents=True)
+        (missing / "__init__.py").write_text('raise ImportError("not installed")\n')
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(missing.parent), os.environ.get("PYTHONPATH")])
+        )
+    server = ServeProcess("--port", "0", env=env, open_files=64)
+    try:
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        with ExitStack() as stack:
+            for _ in range(100):  # more than fit
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            time.sleep(2.5)  # asyncio tries its accept again every second
+        wait_for(lambda: len(list(fds.iterdir())) < 40)
+        assert post_ok(server.url)
+        time.sleep(1.5)  # a look at the open files once they are there again
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "out of system resource" not in err, err
+    said = [x for x in err.splitlines() if "open files" in x and "raise its hard limit" not in x]
+    assert len(said) == 2, err
+    assert said[0].startswith("herolog serve: out of open files (all 64 "), said
+    assert "ulimit -n" in said[0], said
+    assert said[1].startswith("herolog serve: open files to spare again"), said
+
+
 def _port(server: ServeProcess) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
