@@ -235,6 +235,27 @@ def test_host_form_never_has_structured_data() -> None:
     assert (line.structured_data, line.message) == (None, '[a x="1"] m')
 
 
+def test_structured_data_names_over_32_characters_are_message_and_forwarded_as_it() -> None:
+    """RFC 5424 lets an SD-ID or a PARAM-NAME have 32 characters at most, and a strict
+    receiver (syslog-ng) refuses a frame whose STRUCTURED-DATA has a longer one: such an
+    element is message text, which a syslog drain gets after a nil STRUCTURED-DATA, a frame
+    every receiver takes whole (rsyslog 8.2302 reads it so)."""
+    head = "<13>1 2024-03-05T09:14:07Z"
+    longest = "x" * 29 + "@12"
+    assert len(longest) == 32
+    (line,) = parse_logplex(body_of(f'{head} myhost user 1 - [{longest} a="b"] hi\n'), RECEIVED)
+    assert (line.structured_data, line.message) == (f'[{longest} a="b"]', "hi")
+    for sd in (
+        f'[{longest}4 a="b"]',
+        f'[ok@1 {"p" * 33}="b"]',
+        f'[ok@1 a="b"][{longest}4 c="d"]',
+    ):
+        (line,) = parse_logplex(body_of(f"{head} myhost user 1 - {sd} hi\n"), RECEIVED)
+        assert (line.structured_data, line.message) == (None, f"{sd} hi")
+        sent = format_syslog(line, "d.token")
+        assert sent == f"{head} d.token user 1 - - {sd} hi\n".encode()
+
+
 def test_structured_data_values_unescape() -> None:
     sd = r'[meta seq="518"][origin ip="10.0.0.8" note="a \"quoted\" \] value"]'
     assert parse_structured_data(sd) == {
