@@ -183,18 +183,27 @@ def http_client(server: str, **settings: Any) -> httpx.Client:
 
 def _trusted() -> ssl.SSLContext:
     """:func:`trusting_context`, once $SSL_CERT_FILE, when set, is known to be readable: one
-    that is not is a RemoteError, not a traceback (OpenSSL would pass over it unsaid)."""
+    that is not is a RemoteError, not a traceback."""
+    problem = ssl_cert_file_problem()
+    if problem is not None:
+        raise RemoteError(problem, final=True)
+    return trusting_context()
+
+
+def ssl_cert_file_problem() -> str | None:
+    """Why $SSL_CERT_FILE, when set, cannot be used (OpenSSL would pass over it unsaid),
+    in one line; None if it can, or is not set."""
     import os
     import ssl
 
     cafile = os.environ.get("SSL_CERT_FILE") or None
-    if cafile is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
-        except OSError as error:  # ssl.SSLError too: a file that holds no certificate
-            why = error.strerror or str(error)
-            raise RemoteError(f"cannot use $SSL_CERT_FILE ({cafile}): {why}", final=True) from None
-    return trusting_context()
+    if cafile is None:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
+    except OSError as error:  # ssl.SSLError too: a file that holds no certificate
+        return f"cannot use $SSL_CERT_FILE ({cafile}): {error.strerror or error}"
+    return None
 
 
 def trusting_context(insecure: bool = False) -> ssl.SSLContext:

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import uvicorn
 
 from herolog.interrupt import die_of_sigint
+from herolog.remote import ssl_cert_file_problem
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
@@ -397,6 +398,7 @@ class Server:
         self._syslog_sockets: list[socket.socket] = []
         self._tls: ssl.SSLContext | None = None
         self._certificate_warning: str | None = None
+        self._trust_warning: str | None = None
         limits = RequestLimits(
             config.header_timeout,
             config.body_timeout,
@@ -454,6 +456,7 @@ class Server:
             self._tls = tls_context(self.config.certfile, self.config.keyfile)
             self._uvicorn_config.tls = self._tls
             self._certificate_warning = certificate_warning(self.config.certfile)
+        self._trust_warning = ssl_cert_file_problem()
         store = SQLiteStore.open(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one
@@ -584,6 +587,10 @@ class Server:
         lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
         if self._certificate_warning is not None:
             lines.append(self._certificate_warning)
+        if self._trust_warning is not None:
+            lines.append(
+                f"{self._trust_warning}: https:// and syslog+tls:// drains are checked without it"
+            )
         public = "YOUR-HOST" if not is_loopback(config.host) else shown_host
         # Percent-encoded, as a URL must carry them (and as Logplex and httpx decode them).
         userinfo = f"{quote(config.auth.user, safe='')}:PASSWORD@" if config.auth else ""

@@ -1062,6 +1062,31 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
 
 
 @pytest.mark.subprocess
+def test_an_ssl_cert_file_serve_cannot_read_is_said_as_it_starts(
+    herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """OpenSSL passes over an $SSL_CERT_FILE it cannot read, unsaid: a typo in a unit's
+    Environment= had every drain to a CA of one's own fail its certificate check, with no
+    word of why, where herolog's commands refuse it in one line. serve says so as it starts
+    (and starts: drains the system's CAs check still deliver)."""
+    missing, not_pem = tmp_path / "nope.pem", tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    for path, why in ((missing, "No such file or directory"), (not_pem, "no certificate")):
+        server = serve_process("--port", "0", env=herolog_env(SSL_CERT_FILE=str(path)))
+        said = [line for line in server.banner if "SSL_CERT_FILE" in line]
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+        assert (code, "Traceback" in err) == (0, False), err
+        assert len(said) == 1, server.banner
+        assert said[0].startswith(f"herolog serve: cannot use $SSL_CERT_FILE ({path}): "), said
+        assert why in said[0], said
+        assert said[0].endswith(": https:// and syslog+tls:// drains are checked without it\n"), (
+            said
+        )
+    assert not any("SSL_CERT_FILE" in line for line in serve_process("--port", "0").banner)
+
+
+@pytest.mark.subprocess
 def test_a_tls_client_on_the_plain_http_port_is_named_on_stderr(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
