@@ -196,6 +196,7 @@ def _from_the_environment() -> str:
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
     from herolog import render
     from herolog.drains import scrub
+    from herolog.interrupt import interruptibly
     from herolog.remote import RemoteError, RemoteLogs
 
     def reconnecting(reason: str) -> None:
@@ -210,7 +211,7 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
     )
     try:
         with render.exit_when_reader_gone(sys.stdout):
-            remote.run()
+            interruptibly(remote.run)
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password
         if error.no_app:

@@ -725,6 +725,71 @@ def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     assert code == -signal.SIGINT  # 130 in a shell
 
 
+CATCHER = """
+import os, signal, sys, threading
+
+def catch() -> None:
+    os.read(0, 1)  # the test says when
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=catch, daemon=True).start()
+from herolog.__main__ import main
+main()
+"""
+"""``python -c CATCHER ARGS``: herolog ARGS, with a thread that catches a SIGINT of its own
+as soon as a byte comes on its standard input."""
+
+
+def asleep(pid: int) -> bool:
+    """Whether the main thread of process ``pid`` stays asleep in a blocking call for a few
+    looks 0.1 s apart (Linux)."""
+    for _ in range(3):
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] != "S":
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.subprocess
+def test_a_ctrl_c_caught_just_before_a_quiet_tail_s_read_ends_it_at_once(
+    herolog_home: Path,
+) -> None:
+    """Python runs a signal's handler between two steps of its own, never inside a blocking
+    call: a Ctrl-C caught as the tail went back to reading the stream (a line had just come)
+    must not wait for the stream's next bytes. Caught by another thread here, the main thread
+    is left exactly as it is by one that came too late for its last look: asleep in the read,
+    the handler not run. Before the fix the tail went on until the server's keep-alive,
+    15 s later."""
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    url = f"http://127.0.0.1:{server.http_port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CATCHER, "logs", "--server", url, "-a", "demo", "-n", "1", "-t"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(HEROLOG_API_KEY=KEY),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout.readline().endswith(b" app[web.1]: before\n")
+        wait_until_live(server)
+        wait_until(lambda: asleep(proc.pid), what="herolog to wait for the stream")
+        proc.stdin.write(b"x")
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        stop()
+    assert proc.returncode == -signal.SIGINT, err
+    assert err == b""
+
+
 @pytest.mark.subprocess
 def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_trimmed(
     herolog_home: Path,
