@@ -472,6 +472,8 @@ class RemoteLogs:
         self.ended = False
         """The server said the stream is over (the history is whole, or a tail's --until
         passed): no reconnecting."""
+        self.events = 0
+        """Events read, of every stream so far."""
 
     def run(self) -> None:
         import httpx
@@ -503,6 +505,7 @@ class RemoteLogs:
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
+            events = self.events
             try:
                 if not self._read(client, url, resuming=True):  # gone: the server restarted
                     # Without a line id to resume after, nothing was shown yet: start over.
@@ -519,6 +522,12 @@ class RemoteLogs:
                     raise
                 reason, announce = str(error), False
                 delay = min(delay * 2, BACKOFF_CAP_S)
+                continue
+            if self.events - events <= 1:
+                # Its one event, if any, the "come back later" of a serve that is stopping
+                # (its listener still open while it hands its sessions over): the same
+                # outage, not the end of one and the start of the next.
+                announce, delay = False, min(delay * 2, BACKOFF_CAP_S)
                 continue
             reason, announce, delay = "the server closed the stream", True, BACKOFF_START_S
 
@@ -625,6 +634,7 @@ class RemoteLogs:
 
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
+            self.events += 1
             if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
                 self.last_id = event.id
             if event.event == "end":

@@ -900,6 +900,57 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
     assert err.count("reconnecting...") == 1, err
 
 
+@pytest.mark.subprocess
+def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(herolog_home: Path) -> None:
+    """A stopping serve answers a tail that comes back to it before its listener has closed
+    (it hands its sessions over first, a store write) with an empty stream that says "come
+    back later": that is the same outage, not one that ended and another that began. Under
+    load the hand-over outlasted the tail's first 0.25 s wait, and the tail said
+    "reconnecting..." twice for one restart; here a store lock held by another process
+    (a backup, say) holds the hand-over up."""
+    path = herolog_home / "logs.db"
+
+    server, stop = serve(path)
+    fill(path, "demo", line("before", second=0))
+    child, port = remote_logs(server, "-a", "demo", "-t")
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: before")
+        wait_until_live(server)
+        lock = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_STORE, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert lock.stdout is not None
+            assert lock.stdout.readline() == b"locked\n"
+            stopping = threading.Thread(target=stop)
+            stopping.start()
+            time.sleep(2)  # the tail comes back meanwhile, every 0.25 s, 0.5 s, 1 s
+        finally:
+            lock.communicate(b"", timeout=10)
+        stopping.join()
+        server, stop = serve(path, port)
+        fill(path, "demo", line("after", second=1))
+        assert child.read_lines(1) == ["2024-03-05T09:00:01.000000+00:00 app[web.1]: after"]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT  # 130 in a shell
+    assert err.count("reconnecting...") == 1, err
+
+
+HOLD_THE_STORE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+db.rollback()
+"""
+"""Holds the store's write lock from another process until its standard input ends."""
+
+
 class _RestartedServer(http.server.BaseHTTPRequestHandler):
     """Not herolog: its first session ends before sending any event id (the server stopped
     at once) and is then gone (404); the next session holds one line."""
