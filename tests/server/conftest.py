@@ -176,7 +176,9 @@ class ServeProcess:
             self.banner.append(line)
             if "add a drain with" in line:
                 break
-        m = re.search(r"(https?)://[^:/ ]+:(\d+)/", "".join(self.banner))
+        # The intake's own line: a drain's "catching up" line, with the drain's URL, can
+        # come before the banner.
+        m = re.search(r"HTTPS drain intake on (https?)://\S+:(\d+)/apps/", "".join(self.banner))
         assert m, self.banner
         self.url = f"{m.group(1)}://127.0.0.1:{m.group(2)}"
 
