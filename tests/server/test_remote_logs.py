@@ -31,7 +31,7 @@ from tests.helpers import (
     store_lines,
 )
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
-from tests.server.sinks import wait_until
+from tests.server.sinks import connections_to, wait_until
 
 KEY = "remote-key"
 
@@ -1073,7 +1073,10 @@ def test_a_tail_waiting_for_its_app_outlives_a_server_restart(herolog_home: Path
     server, stop = serve(path)
     child, port = remote_logs(server, "-a", "fresh", "-t")
     try:
-        time.sleep(1.5)
+        # Asked, and answered: a stop answers a request under way. Not a guess at how long
+        # the tail takes to start, which on a busy machine was more than the 1.5 s given.
+        wait_until(lambda: connections_to(port), what="the tail to ask for its app")
+        time.sleep(0.5)
         stop()
         time.sleep(1.5)
         assert child.proc.poll() is None, child.stop()[1]
