@@ -29,7 +29,7 @@ from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from tests.helpers import herolog_env, invoke, run_out_forwarding_lease, store_lines
 from tests.server.conftest import Running, ServeProcess
-from tests.server.sinks import HTTPSink, wait_until
+from tests.server.sinks import HANG, HTTPSink, wait_until
 from tests.server.test_drain_faults import (
     QUICK,
     app_messages,
@@ -184,7 +184,10 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
     """serve is killed while it delivers what it took in: the next one resumes from the
     position the first last saved (once a second), so the only lines the drain gets twice
     are from after it."""
-    slow = HTTPSink(delay=0.2)
+    # Three batches delivered, the next one never answered: the first server has saved a
+    # position short of the end when it is killed, however long the test takes to see it (a
+    # drain merely slow, 0.2 s a batch, had taken every line by then on a busy machine).
+    slow = HTTPSink(statuses=[204] * 3, then=HANG)
     first: ServeProcess | None = None
     second: ServeProcess | None = None
     try:
@@ -207,7 +210,7 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
         assert 0 < at_kill.through < newest, "the first server was not killed mid-way"
         before_restart = len(slow.delivered_lines())
         assert before_restart < total
-        slow.delay = 0  # slow for the first server, to be killed mid-way; the next may be quick
+        slow.then = 204  # stalled for the first server, to be killed mid-way
         second = ServeProcess("--port", "0")
         # It takes over once the dead server's lease runs out (10 s, here at once).
         run_out_forwarding_lease(store_path)
