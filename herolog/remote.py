@@ -474,6 +474,9 @@ class RemoteLogs:
         passed): no reconnecting."""
         self.events = 0
         """Events read, of every stream so far."""
+        self.told_to_wait = False
+        """The stream read last asked the client to wait before it came back (SSE's
+        retry field): a serve that is stopping says so, and nothing else."""
 
     def run(self) -> None:
         import httpx
@@ -505,7 +508,7 @@ class RemoteLogs:
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
-            events = self.events
+            events, self.told_to_wait = self.events, False
             try:
                 if not self._read(client, url, resuming=True):  # gone: the server restarted
                     # Without a line id to resume after, nothing was shown yet: start over.
@@ -523,10 +526,11 @@ class RemoteLogs:
                 reason, announce = str(error), False
                 delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
-            if self.events - events <= 1:
-                # Its one event, if any, the "come back later" of a serve that is stopping
-                # (its listener still open while it hands its sessions over): the same
-                # outage, not the end of one and the start of the next.
+            if self.told_to_wait and self.events - events <= 1:
+                # Its one event the "come back later" of a serve that is stopping (its
+                # listener still open while it hands its sessions over): the same outage,
+                # not the end of one and the start of the next. A stream ended with no
+                # event at all (a proxy's idle timeout on a quiet app) is not that.
                 announce, delay = False, min(delay * 2, BACKOFF_CAP_S)
                 continue
             reason, announce, delay = "the server closed the stream", True, BACKOFF_START_S
@@ -635,6 +639,8 @@ class RemoteLogs:
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
             self.events += 1
+            if event.retry is not None and not event.data:
+                self.told_to_wait = True
             if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
                 self.last_id = event.id
             if event.event == "end":

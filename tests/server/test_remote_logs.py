@@ -689,7 +689,9 @@ def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
 
     request = LogsRequest(LineFilter())
     logs = RemoteLogs("http://127.0.0.1:1", None, request, renderer=None)  # type: ignore[arg-type]
-    events = [SimpleNamespace(id=i, event="", data="") for i in ("7", "é", "", "8x")]
+    from httpx_sse import ServerSentEvent
+
+    events = [ServerSentEvent(id=i, event="", data="") for i in ("7", "é", "", "8x")]
     assert list(logs._events(iter(events))) == []
     assert logs.last_id == "7"
 
@@ -1008,6 +1010,52 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
         server.server_close()
     # Nothing was shown from the first session: the second one asks for the same history.
     assert [post["lines"] for post in handler.posts] == [7, 7]
+
+
+class _IdleCutServer(_RestartedServer):
+    """Not herolog: behind a proxy that cuts a quiet stream (an idle timeout), each stream
+    of the one session ends: the first after a line, the second with nothing but a
+    keep-alive, and the third holds a second line."""
+
+    def do_GET(self) -> None:
+        type(self).gets.append(self.path)
+        n = len(self.gets)
+        record = [*GOOD[:5], "web.1", *GOOD_TAIL]
+        record[0], record[6] = n, f"line {n}"
+        body = (
+            b": keep-alive\n\n" if n == 2 else f"id: {n}\ndata: {json.dumps(record)}\n\n".encode()
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        if n < 3:  # the third stays open: the tail stays on it
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if n >= 3:
+            self.wfile.flush()
+            time.sleep(30)
+
+
+@pytest.mark.subprocess
+def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() -> None:
+    """Only a stopping serve's "come back later" (a stream of nothing but SSE's retry) is
+    taken for the same outage: a stream cut with no event at all, as a proxy's idle timeout
+    cuts a quiet app's, is said as a drop each time, and retried at once, not after a wait
+    that grows to 5 s."""
+    handler: type[_IdleCutServer] = type("Handler", (_IdleCutServer,), {"posts": [], "gets": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    child = Child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
+    try:
+        lines = child.read_lines(2)
+    finally:
+        _, err = child.stop(signal.SIGINT)
+        server.shutdown()
+        server.server_close()
+    assert [x.rsplit(" ", 1)[-1] for x in lines] == ["1", "3"]
+    assert err.count("reconnecting...") == 2, err
 
 
 @pytest.mark.subprocess
