@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -606,13 +607,10 @@ def refuses_connections(url: str) -> bool:
     return False
 
 
-@pytest.mark.subprocess
-def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path) -> None:
-    """A signal mask is inherited across exec: a serve started by a CI runner or a
-    supervisor with SIGTERM blocked in its thread kept every SIGTERM pending and served on,
-    until SIGKILL ended it with its drains' positions unsaved."""
-    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    proc = subprocess.Popen(
+def serve_in_a_session(**options: Any) -> subprocess.Popen[str]:
+    """``herolog serve --port 0`` in a session (and process group) of its own, its standard
+    error read as text."""
+    return subprocess.Popen(
         [sys.executable, "-m", "herolog", "serve", "--port", "0"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -620,8 +618,17 @@ def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path
         text=True,
         env=herolog_env(),
         start_new_session=True,
-        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked),
+        **options,
     )
+
+
+@pytest.mark.subprocess
+def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path) -> None:
+    """A signal mask is inherited across exec: a serve started by a CI runner or a
+    supervisor with SIGTERM blocked in its thread kept every SIGTERM pending and served on,
+    until SIGKILL ended it with its drains' positions unsaved."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    proc = serve_in_a_session(preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked))
     try:
         assert proc.stderr is not None
         for line in iter(proc.stderr.readline, ""):
@@ -645,15 +652,7 @@ def test_a_stop_while_the_store_writer_starts_stops_serve_cleanly(
     store writer too, which ignores them, but only once its imports are done (0.1 s). One
     sent then killed it with a KeyboardInterrupt traceback, and serve exited 1 with 'cannot
     use the store ...: the store writer exited with 1', of a store that was fine."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "serve", "--port", "0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(),
-        start_new_session=True,
-    )
+    proc = serve_in_a_session()
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
         deadline = time.monotonic() + 15
