@@ -6,7 +6,7 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -24,20 +24,55 @@ def die_of_sigint() -> NoReturn:
     os._exit(130)  # only if SIGINT is blocked: nothing else is left to do
 
 
+class Wakeup:
+    """Sleeps until a signal Python handles comes, or one of ``fds`` is readable.
+
+    Python runs a signal's handler between its own steps, never inside a blocking call: one
+    that comes just before a blocking wait (waitpid, a quiet stream's read) would wait for
+    the wait's end. The handler's C part writes to the signal wakeup fd at once, which this
+    sleeps on, so the handler runs as soon as the sleep returns."""
+
+    def __init__(self, read_fd: int) -> None:
+        self._read_fd = read_fd
+        self._waiting = select.poll()
+        self._waiting.register(read_fd, select.POLLIN)
+
+    def watch(self, fd: int) -> None:
+        self._waiting.register(fd, select.POLLIN)
+
+    def sleep(self) -> set[int]:
+        """The watched fds that are readable (none when a signal woke it)."""
+        ready = {fd for fd, _ in self._waiting.poll()}
+        if self._read_fd in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._read_fd, 4096)
+        return ready - {self._read_fd}
+
+
+@contextlib.contextmanager
+def woken_by_signals() -> Iterator[Wakeup]:
+    """A :class:`Wakeup` while inside, in the main thread (where Python runs handlers)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        yield Wakeup(read_fd)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 def interruptibly(work: Callable[[], T]) -> T:
     """``work()``, in a thread of its own while the main thread sleeps on the signal wakeup
-    fd: a Ctrl-C ends it at once whenever it comes. Python runs a signal's handler between
-    its own steps, never inside a blocking call: one that comes as ``work`` goes back to a
-    blocking read (a quiet tail's) would wait for the read's next bytes; the wakeup fd is
-    written to by the handler's C part, and wakes the main thread in any case."""
+    fd (see :class:`Wakeup`): a Ctrl-C ends it at once whenever it comes, where it would
+    wait for a quiet tail's next bytes."""
     if threading.current_thread() is not threading.main_thread():
         return work()
     done: list[T] = []
     failed: list[BaseException] = []
-    wakeup_r, wakeup_w = os.pipe()
     ended_r, ended_w = os.pipe()
-    for fd in (wakeup_r, wakeup_w):
-        os.set_blocking(fd, False)
 
     def run() -> None:
         try:
@@ -49,19 +84,14 @@ def interruptibly(work: Callable[[], T]) -> T:
                 os.write(ended_w, b".")
             os.close(ended_w)
 
-    previous_fd = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     try:
-        threading.Thread(target=run, name="herolog-work", daemon=True).start()
-        waiting = select.poll()
-        waiting.register(wakeup_r, select.POLLIN)
-        waiting.register(ended_r, select.POLLIN)
-        while not any(fd == ended_r for fd, _ in waiting.poll()):
-            with contextlib.suppress(BlockingIOError):
-                os.read(wakeup_r, 4096)
+        with woken_by_signals() as wakeup:
+            wakeup.watch(ended_r)
+            threading.Thread(target=run, name="herolog-work", daemon=True).start()
+            while ended_r not in wakeup.sleep():
+                pass
     finally:
-        signal.set_wakeup_fd(previous_fd)
-        for fd in (wakeup_r, wakeup_w, ended_r):
-            os.close(fd)
+        os.close(ended_r)
     if failed:
         raise failed[0]
     return done[0]

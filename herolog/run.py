@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NamedTuple
 
+from herolog.interrupt import woken_by_signals
 from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
@@ -335,36 +336,25 @@ def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
-    """``proc.wait()``, woken by every signal herolog handles. A signal that comes between
-    Python's last look for one and the blocking wait runs its handler only once the wait is
-    over: a SIGTERM would reach the command when it exits of its own accord (seen one run in
-    thirty under load). Python's C handler writes to the wakeup fd instead, which this waits on
-    along with SIGCHLD for the command's exit."""
-    wakeup_r, wakeup_w = os.pipe()
-    os.set_blocking(wakeup_r, False)
-    os.set_blocking(wakeup_w, False)
-    previous_fd = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    """``proc.wait()``, woken by every signal herolog handles (see
+    :class:`herolog.interrupt.Wakeup`: a SIGTERM that came just before a plain wait would
+    reach the command only once it had exited of its own accord, seen one run in thirty
+    under load), and by SIGCHLD for the command's exit."""
     previous_chld = signal.signal(signal.SIGCHLD, _woken)
     # Blocked by a caller (herolog's own command unblocks all as it starts), it would
-    # leave the poll asleep for ever.
+    # leave the sleep for ever.
     previous_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     try:
-        waiting = select.poll()
-        waiting.register(wakeup_r, select.POLLIN)
-        # Polled after the handler is in place: an exit before it is seen here, one after
-        # it wakes the poll.
-        while (returncode := proc.poll()) is None:
-            waiting.poll()
-            with contextlib.suppress(BlockingIOError):
-                os.read(wakeup_r, 4096)
-        return returncode
+        with woken_by_signals() as wakeup:
+            # Looked at after the handler is in place: an exit before it is seen here, one
+            # after it wakes the sleep.
+            while (returncode := proc.poll()) is None:
+                wakeup.sleep()
+            return returncode
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         if previous_chld is not None:  # None: one set outside Python, which stays unknown
             signal.signal(signal.SIGCHLD, previous_chld)
-        signal.set_wakeup_fd(previous_fd)
-        os.close(wakeup_r)
-        os.close(wakeup_w)
 
 
 def _woken(_sig: int, _frame: object) -> None:
