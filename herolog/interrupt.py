@@ -25,7 +25,7 @@ def die_of_sigint() -> NoReturn:
 
 
 class Wakeup:
-    """Sleeps until a signal Python handles comes, or one of ``fds`` is readable.
+    """Sleeps until a signal Python handles comes, or a watched fd is readable.
 
     Python runs a signal's handler between its own steps, never inside a blocking call: one
     that comes just before a blocking wait (waitpid, a quiet stream's read) would wait for

@@ -472,8 +472,8 @@ class RemoteLogs:
         self.ended = False
         """The server said the stream is over (the history is whole, or a tail's --until
         passed): no reconnecting."""
-        self.events = 0
-        """Events read, of every stream so far."""
+        self.stream_events = 0
+        """Events read of the stream read last."""
         self.told_to_wait = False
         """The stream read last asked the client to wait before it came back (SSE's
         retry field): a serve that is stopping says so, and nothing else."""
@@ -508,7 +508,7 @@ class RemoteLogs:
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
-            events, self.told_to_wait = self.events, False
+            self.stream_events, self.told_to_wait = 0, False
             try:
                 if not self._read(client, url, resuming=True):  # gone: the server restarted
                     # Without a line id to resume after, nothing was shown yet: start over.
@@ -526,7 +526,7 @@ class RemoteLogs:
                 reason, announce = str(error), False
                 delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
-            if self.told_to_wait and self.events - events <= 1:
+            if self.told_to_wait and self.stream_events == 1:
                 # Its one event the "come back later" of a serve that is stopping (its
                 # listener still open while it hands its sessions over): the same outage,
                 # not the end of one and the start of the next. A stream ended with no
@@ -638,7 +638,7 @@ class RemoteLogs:
 
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
-            self.events += 1
+            self.stream_events += 1
             if event.retry is not None and not event.data:
                 self.told_to_wait = True
             if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
@@ -815,7 +815,10 @@ class IntakeSender:
                         f"{self.shown} had not taken them {STOPPED_SEND_S:g} s after the"
                         " command was stopped"
                     )
-                timeout = httpx.Timeout(min(5.0, left), connect=min(3.0, left))
+                usual = self.client.timeout  # None: no limit of its own, so ``left``
+                timeout = httpx.Timeout(
+                    min(usual.read or left, left), connect=min(usual.connect or left, left)
+                )
             try:
                 response = self.client.post(
                     self.target, content=body, headers=headers, timeout=timeout
