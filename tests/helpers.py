@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -111,6 +111,7 @@ def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) ->
 import contextlib  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -213,6 +214,15 @@ class Child:
                     return
             time.sleep(0.02)
         raise AssertionError(f"herolog still had {path} open after {timeout}s")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The command stopped (SIGSTOP) while inside: a reader that cannot keep up."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def read_lines(self, count: int, timeout: float = 10.0) -> list[str]:
         got = []

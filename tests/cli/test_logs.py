@@ -754,11 +754,8 @@ def test_a_tail_that_falls_behind_the_history_is_told_how_many_lines_it_lost(
     child = Child("logs", "-n", "0", "--tail", *(["-a", app] if app else []))
     try:
         child.wait_for_open(str(store.path))
-        os.kill(child.proc.pid, signal.SIGSTOP)  # a reader that cannot keep up
-        try:
+        with child.paused():  # a reader that cannot keep up
             fill(store, "demo", [f"n{i}" for i in range(100)])  # 80 trimmed before it reads
-        finally:
-            os.kill(child.proc.pid, signal.SIGCONT)
         shown = child.read_lines(21)
         child.assert_quiet_for(0.3)
     finally:
@@ -782,13 +779,10 @@ def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s
     child = Child("logs", "-a", "quiet", "-n", "0", "--tail")
     try:
         child.wait_for_open(str(store.path))
-        os.kill(child.proc.pid, signal.SIGSTOP)  # a reader that cannot keep up
-        try:
+        with child.paused():  # a reader that cannot keep up
             for n in range(6):  # 30 lines of the quiet app, 20 trimmed before it reads
                 fill(store, "quiet", [f"q{i}" for i in range(5 * n, 5 * n + 5)])
                 fill(store, "busy", [f"b{i}" for i in range(50)])
-        finally:
-            os.kill(child.proc.pid, signal.SIGCONT)
         shown = child.read_lines(11)
         child.assert_quiet_for(0.3)
     finally:

@@ -607,11 +607,11 @@ def refuses_connections(url: str) -> bool:
     return False
 
 
-def serve_in_a_session(**options: Any) -> subprocess.Popen[str]:
-    """``herolog serve --port 0`` in a session (and process group) of its own, its standard
-    error read as text."""
+def serve_in_a_session(*args: str, **options: Any) -> subprocess.Popen[str]:
+    """``herolog serve --port 0 ARGS`` in a session (and process group) of its own, its
+    standard error read as text."""
     return subprocess.Popen(
-        [sys.executable, "-m", "herolog", "serve", "--port", "0"],
+        [sys.executable, "-m", "herolog", "serve", "--port", "0", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -909,13 +909,7 @@ def test_bad_serve_options(args: list[str], message: str) -> None:
 @pytest.mark.subprocess
 def test_an_ipv6_host_in_brackets_is_listened_on(herolog_home: Path) -> None:
     """[::1], as URLs write it (and as serve prints it): the address, loopback."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "serve", "--host", "[::1]", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(),
-        start_new_session=True,
-    )
+    proc = serve_in_a_session("--host", "[::1]")
     try:
         assert proc.stderr is not None
         first = proc.stderr.readline()
