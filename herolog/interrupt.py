@@ -6,10 +6,15 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
+
+STOP_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""What serve stops on, and its store writer ignores."""
 
 
 def die_of_sigint() -> NoReturn:
@@ -62,6 +67,29 @@ def woken_by_signals() -> Iterator[Wakeup]:
         signal.set_wakeup_fd(previous)
         os.close(read_fd)
         os.close(write_fd)
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """:data:`STOP_SIGNALS` held (blocked in this thread) while inside, for whoever installs
+    their handlers to let through (``release_stops``); any still held come as it leaves.
+
+    A stop that comes while a server is still starting (Python importing it, binding its
+    ports) then ends it cleanly, as it would a moment later, instead of killing it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_stops(signals: Iterable[int]) -> None:
+    """Let held ``signals`` through, to the handlers just installed for them."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
 
 def interruptibly(work: Callable[[], T]) -> T:

@@ -21,14 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from herolog.interrupt import STOP_SIGNALS
 from herolog.parser import FramingError, Received, parse_logplex
 from herolog.store import Batch, SQLiteStore, StoreError
-
-STOP_SIGNALS = frozenset(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-"""What serve stops on, and the writer ignores: serve tells it to stop once its requests are
-done. The writer starts with them blocked (serve starts it so), until it ignores them."""
 
 MAX_GROUP_JOBS = 2000
 """Jobs per transaction at most, so one huge group cannot hold the write lock for long."""

@@ -165,38 +165,43 @@ def serve(
     heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
     HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
-    from herolog import config
-    from herolog.server import ServeConfig, Server
-    from herolog.server.config import ConfigError, Credentials, listen_host
+    from herolog.interrupt import stops_held
 
-    try:
-        settings = ServeConfig(
-            store_path=config.store_path(),
-            host=listen_host(host),
-            port=port,
-            syslog_port=syslog_port,
-            syslog_app=syslog_app,
-            syslog_max_connections=syslog_max_connections,
-            auth=Credentials.parse(auth) if auth else None,
-            api_key=api_key or None,
-            public_url=public_url or None,
-            certfile=certfile,
-            keyfile=keyfile,
-            history=history,
-            max_body=max_body,
-            body_timeout=body_timeout,
-            header_timeout=header_timeout,
-            drain_buffer=drain_buffer,
-            insecure_no_auth=insecure_no_auth,
-        )
-        server = Server(settings)
-    except ConfigError as error:
-        raise click.UsageError(from_the_environment(error)) from None
-    try:
-        server.bind()
-    except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
-        raise CannotStart(from_the_environment(error)) from None
-    server.run()
+    # Until serve's handlers are in (imports take a few hundred ms), a stop is held, not
+    # fatal: systemd's stop or a Ctrl-C right after the start ends serve cleanly, status 0.
+    with stops_held():
+        from herolog import config
+        from herolog.server import ServeConfig, Server
+        from herolog.server.config import ConfigError, Credentials, listen_host
+
+        try:
+            settings = ServeConfig(
+                store_path=config.store_path(),
+                host=listen_host(host),
+                port=port,
+                syslog_port=syslog_port,
+                syslog_app=syslog_app,
+                syslog_max_connections=syslog_max_connections,
+                auth=Credentials.parse(auth) if auth else None,
+                api_key=api_key or None,
+                public_url=public_url or None,
+                certfile=certfile,
+                keyfile=keyfile,
+                history=history,
+                max_body=max_body,
+                body_timeout=body_timeout,
+                header_timeout=header_timeout,
+                drain_buffer=drain_buffer,
+                insecure_no_auth=insecure_no_auth,
+            )
+            server = Server(settings)
+        except ConfigError as error:
+            raise click.UsageError(from_the_environment(error)) from None
+        try:
+            server.bind()
+        except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
+            raise CannotStart(from_the_environment(error)) from None
+        server.run()
 
 
 class CannotStart(click.ClickException):

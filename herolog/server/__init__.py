@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import uvicorn
 
-from herolog.interrupt import die_of_sigint
+from herolog.interrupt import die_of_sigint, release_stops
 from herolog.remote import ssl_cert_file_problem
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
@@ -345,6 +345,7 @@ class _Uvicorn(uvicorn.Server):
         if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
             handlers[hangup] = self._hung_up if has_terminal() else self._no_reload
         originals = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        release_stops(handlers)  # one that came while serve started stops it now
         try:
             yield
         finally:

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from herolog.interrupt import STOP_SIGNALS
 from herolog.parser import LogLine
 from herolog.store import StoreError
-from herolog.store_writer import HEADER, STOP_SIGNALS, pack, say
+from herolog.store_writer import HEADER, pack, say
 
 HANDOFF_JOBS = 8
 """Jobs sent to the writer in one message at most. Clients answered by one commit send

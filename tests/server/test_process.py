@@ -670,6 +670,40 @@ def test_a_stop_while_the_store_writer_starts_stops_serve_cleanly(
     assert "store writer" not in err
 
 
+def _blocked_signals(pid: int) -> set[int]:
+    blocked = re.search(r"^SigBlk:\s*([0-9a-f]+)$", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert blocked, f"no SigBlk in /proc/{pid}/status"
+    mask = int(blocked[1], 16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_serve_imports_and_binds_stops_it_cleanly(
+    herolog_home: Path, sig: signal.Signals
+) -> None:
+    """Before serve's handlers were in (its imports, a few hundred ms), a SIGTERM killed it
+    (status 143) and a Ctrl-C ended it with 130: systemd's stop right after a start, or a
+    Ctrl-C typed as it starts, was a failed stop. serve holds them until it can stop."""
+    proc = serve_in_a_session()
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 15
+        while sig not in _blocked_signals(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        # Not the moment serve blocks them to start its store writer: before that.
+        assert not children.read_text().split(), f"serve never held {sig.name} while starting"
+        assert sig in _blocked_signals(proc.pid), f"serve never held {sig.name} while starting"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert "herolog serve: stopping: " in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.subprocess
 def test_a_request_under_way_at_sigterm_is_finished_and_stored(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
