@@ -83,7 +83,9 @@ _BSD_MESSAGE = re.compile(
     r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:|(?(9)(?= |$)|(?!)))(?: |$)"
 )
 
-_LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)')
+# The quoted value as [^"\\]*(?:\\.[^"\\]*)*, not (?:[^"\\]|\\.)*: the same matches, without
+# a trip round a group for each character (--json parses every router line with it).
+_LOGFMT_PAIR = re.compile(r'[ \t]*([^ \t="]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^ \t"]*))(?=[ \t]|$)')
 _BACKSLASH_ESCAPE = re.compile(r"\\(.)")
 
 
@@ -809,7 +811,7 @@ def parse_structured_data(structured_data: str) -> dict[str, dict[str, str | lis
     for sd_id, params in _SD_ELEMENT.findall(structured_data):
         element = elements.setdefault(sd_id, {})
         for name, raw in _SD_PARAMS.findall(params):
-            value = _SD_ESCAPE.sub(r"\1", raw)
+            value = _SD_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
             before = element.get(name)
             if before is None:
                 element[name] = value
@@ -856,6 +858,8 @@ def parse_fields(message: str) -> dict[str, Any] | None:
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return None
         return value if isinstance(value, dict) else None
+    if "=" not in stripped:  # no pair: most app lines, turned away before any regex
+        return None
     fields: dict[str, Any] = {}
     pos, size = 0, len(stripped)
     while pos < size:
@@ -863,7 +867,12 @@ def parse_fields(message: str) -> dict[str, Any] | None:
         if m is None:
             return None
         key, quoted, bare = m.groups()
-        fields[key] = _BACKSLASH_ESCAPE.sub(r"\1", quoted) if quoted is not None else bare
+        if quoted is None:
+            fields[key] = bare
+        elif "\\" in quoted:
+            fields[key] = _BACKSLASH_ESCAPE.sub(r"\1", quoted)
+        else:
+            fields[key] = quoted
         pos = m.end()
     return fields or None
 

@@ -12,9 +12,10 @@ from random import Random
 
 import pytest
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from herolog.filters import LineFilter
-from herolog.parser import parse_heroku_line, parse_json_line
+from herolog.parser import parse_heroku_line, parse_json_line, parse_structured_data
 from herolog.render import (
     CODE,
     DIM,
@@ -335,3 +336,171 @@ def test_times_survive_the_store_rendering_and_import_to_the_microsecond(
     again = parse_json_line(record.encode())
     assert again is not None
     assert again[:3] == parsed[:3]
+
+
+# What --json writes, as the README's schema states it: the record as a dict, then json.dumps.
+# format_json writes the same text by a faster road; this is the road it must agree with.
+
+_REFERENCE_LOGFMT_PAIR = re.compile(
+    r'[ \t]*([^ \t="]+)=(?:"((?:[^"\\]|\\.)*)"|([^ \t"]*))(?=[ \t]|$)'
+)
+
+
+def _not_strict_json(constant: str) -> object:
+    raise ValueError(constant)
+
+
+def reference_fields(message: str) -> dict[str, object] | None:
+    """The README's ``fields``: logfmt pairs, or a JSON object that strict JSON can carry."""
+    stripped = message.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped, parse_constant=_not_strict_json)
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode()  # 1e999, \ud800
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None
+    fields: dict[str, object] = {}
+    pos = 0
+    while pos < len(stripped):
+        m = _REFERENCE_LOGFMT_PAIR.match(stripped, pos)
+        if m is None:
+            return None
+        key, quoted, bare = m.groups()
+        fields[key] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        pos = m.end()
+    return fields or None
+
+
+def reference_json(line: StoredLine, *, ascii_only: bool) -> str:
+    record: dict[str, object] = {
+        "id": line.id,
+        "app": line.app,
+        "timestamp": line.timestamp,
+        "time": line.time,
+        "source": line.source,
+        "dyno": line.dyno,
+        "message": line.message,
+        "pri": line.pri,
+        "hostname": line.hostname,
+        "msgid": line.msgid,
+        "structured_data": (
+            parse_structured_data(line.structured_data) if line.structured_data else None
+        ),
+        "received_at": line.received_at,
+        "attributes": json.loads(line.attributes) if line.attributes else {},
+    }
+    fields = reference_fields(line.message)
+    if fields is not None:
+        record["fields"] = fields
+    text = json.dumps(record, ensure_ascii=ascii_only, separators=(",", ":"))
+    # U+0085, U+2028, U+2029 and the other C1 controls as \u escapes, as the README says.
+    return re.sub("[\x80-\x9f\u2028\u2029]", lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
+_TRICKY = 'a=b "\\{}[]\t\n\r\x00\x1b\x7f\x85\x9b\x9d\u2028\u2029\u00e9\u65e5\U0001f600'
+texts = st.text(st.sampled_from(_TRICKY) | st.characters(), max_size=12)
+# A stored message has no lone surrogate (the intake decodes UTF-8 with replacement).
+message_texts = st.text(
+    st.sampled_from(_TRICKY) | st.characters(exclude_categories=["Cs"]), max_size=12
+)
+
+
+def quoted(value: str, specials: str = '\\"') -> str:
+    for special in specials:
+        value = value.replace(special, "\\" + special)
+    return f'"{value}"'
+
+
+logfmt = st.lists(
+    st.tuples(
+        st.text(st.sampled_from('ab_.-"=\\{\u00e9\u2028\x85'), min_size=1, max_size=6),
+        message_texts.map(quoted) | message_texts.map(lambda v: f'"{v}"') | message_texts,
+        st.sampled_from([" ", "  ", "\t", " \t"]),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda pairs: "".join(f"{key}={value}{gap}" for key, value, gap in pairs))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+json_objects = st.builds(
+    lambda fields, ascii, gap: gap + json.dumps(fields, ensure_ascii=ascii) + gap,
+    st.dictionaries(texts, json_values, max_size=4),
+    st.booleans(),
+    st.sampled_from(["", " ", "\t", "\n"]),
+)
+messages = (
+    message_texts | logfmt | json_objects | st.builds(lambda a, b: a + b, message_texts, logfmt)
+)
+
+SD_ESCAPED = '\\"]'
+
+
+def structured_data_text(elements: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    """RFC 5424 STRUCTURED-DATA, its values escaped as serve keeps them."""
+    return "".join(
+        f"[{sd_id}"
+        + "".join(f" {name}={quoted(value, SD_ESCAPED)}" for name, value in params)
+        + "]"
+        for sd_id, params in elements
+    )
+
+
+sd_names = st.text(st.sampled_from("abc@1=x"), min_size=1, max_size=5)
+structured_data = st.lists(
+    st.tuples(sd_names, st.lists(st.tuples(sd_names, message_texts), max_size=3)), max_size=3
+).map(structured_data_text)
+stored_lines = st.builds(
+    StoredLine,
+    id=st.integers(0, 2**63 - 1),
+    app=texts,
+    timestamp=texts,
+    time=texts,
+    source=texts,
+    dyno=texts,
+    message=messages,
+    pri=st.none() | st.integers(0, 191),
+    hostname=st.none() | texts,
+    structured_data=st.none() | st.just("") | structured_data | message_texts,
+    attributes=st.none()
+    | st.just("")
+    | st.builds(json.dumps, st.dictionaries(texts, texts, max_size=3), ensure_ascii=st.booleans()),
+    received_at=texts,
+    msgid=st.none() | texts,
+)
+
+
+@given(stored_lines, st.booleans())
+@example(
+    stored(
+        'at=info method=GET path="/a \\"b\\"" host=x.example.com fwd="198.51.100.7"'
+        " dyno=web.1 connect=0ms service=12ms status=200 bytes=99 protocol=https"
+    ),
+    False,
+)
+@example(stored("nel\x85 csi\x9b2J ls\u2028ps\u2029 caf\u00e9 \u65e5 k=v"), True)
+@example(stored('{"n": 1.5, "nan": NaN}'), False)
+@example(stored('a="no escape: \\\n" b=1'), False)  # not logfmt: \ before a newline
+@example(stored('  {"deep": [[[1e999]]]}'), False)
+@example(stored('{"lone": "\\ud800"} '), True)
+@example(stored('{"nested": ' + "[" * 100_000 + "]" * 100_000 + "}"), False)
+@example(
+    stored("x=1")._replace(
+        structured_data='[origin ip="10.0.0.1"][origin ip="10.0.0.2" q="a\\]b"]',
+        attributes='{"ddsource":"heroku","env":"pr\u00f6d"}',
+        msgid="ID47",
+        pri=None,
+        hostname=None,
+    ),
+    True,
+)
+@settings(max_examples=400)
+def test_json_records_are_the_readme_schema_dumped_by_json(
+    line: StoredLine, ascii_only: bool
+) -> None:
+    """format_json writes its records without building them as dicts for json.dumps: every
+    byte must be what json.dumps of the README's schema writes, for any line."""
+    assert format_json(line, ascii_only=ascii_only) == reference_json(line, ascii_only=ascii_only)
