@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     # name, arguments, --quick arguments
     ("parser", [], ["--rounds", "3"]),
+    ("render", [], ["--rounds", "3", "--lines", "20000"]),
     ("writer", [], ["--rounds", "3", "--lines", "100000"]),
     ("logs_startup", [], ["--runs", "5", "--heroku-runs", "2"]),
     ("ingest", [], ["--rounds", "1", "--seconds", "3", "--syslog-lines", "200000"]),
