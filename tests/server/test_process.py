@@ -622,6 +622,15 @@ def serve_in_a_session(*args: str, **options: Any) -> subprocess.Popen[str]:
     )
 
 
+def stops_cleanly_on(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Send ``sig`` to serve, which must stop the clean way: saying so, status 0."""
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "herolog serve: stopping: " in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.subprocess
 def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path) -> None:
     """A signal mask is inherited across exec: a serve started by a CI runner or a
@@ -634,13 +643,10 @@ def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path
         for line in iter(proc.stderr.readline, ""):
             if "add a drain with" in line:
                 break
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        stops_cleanly_on(proc, signal.SIGTERM)
     finally:
         proc.kill()
         proc.communicate()
-    assert proc.returncode == 0, err
-    assert "herolog serve: stopping: " in err
 
 
 @pytest.mark.subprocess
@@ -694,14 +700,10 @@ def test_a_stop_while_serve_imports_and_binds_stops_it_cleanly(
         # Not the moment serve blocks them to start its store writer: before that.
         assert not children.read_text().split(), f"serve never held {sig.name} while starting"
         assert sig in _blocked_signals(proc.pid), f"serve never held {sig.name} while starting"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=15)
+        stops_cleanly_on(proc, sig)
     finally:
         proc.kill()
         proc.communicate()
-    assert proc.returncode == 0, err
-    assert "herolog serve: stopping: " in err
-    assert "Traceback" not in err
 
 
 @pytest.mark.subprocess
