@@ -80,23 +80,19 @@ def encode_record(line: StoredLine, *, msgid: bool = True) -> str:
     line for any line splitter (some SSE clients split as str.splitlines does). The MSGID,
     last, only when the line has one and ``msgid``: an older herolog, which does not ask
     for it, stops at a record of 13 fields."""
-    fields = [
-        line.id,
-        line.app,
-        line.timestamp,
-        line.time,
-        line.source,
-        line.dyno,
-        line.message,
-        line.pri,
-        line.hostname,
-        line.structured_data,
-        line.attributes,
-        line.received_at,
-    ]
-    if msgid and line.msgid is not None:
-        fields.append(line.msgid)
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
+    # Written field by field, not as json.dumps of a list: the same text (the tests check it)
+    # in a quarter of the time, which is most of what serve spends on a --server tail's line.
+    string = encode_basestring
+    pri, hostname, sd, attributes = line.pri, line.hostname, line.structured_data, line.attributes
+    text = (
+        f"[{line.id},{string(line.app)},{string(line.timestamp)},{string(line.time)},"
+        f"{string(line.source)},{string(line.dyno)},{string(line.message)},"
+        f"{'null' if pri is None else pri},{'null' if hostname is None else string(hostname)},"
+        f"{'null' if sd is None else string(sd)},"
+        f"{'null' if attributes is None else string(attributes)},{string(line.received_at)}"
+        f"{',' + string(line.msgid) if msgid and line.msgid is not None else ''}]"
+    )
+    return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
 def _pipe_fd(stream: IO[str]) -> int | None:

@@ -27,7 +27,9 @@ from herolog.render import (
     body_parts,
     color_wanted,
     colored_parts,
+    decode_record,
     duration_style,
+    encode_record,
     format_json,
     format_text,
     header_color,
@@ -504,3 +506,34 @@ def test_json_records_are_the_readme_schema_dumped_by_json(
     """format_json writes its records without building them as dicts for json.dumps: every
     byte must be what json.dumps of the README's schema writes, for any line."""
     assert format_json(line, ascii_only=ascii_only) == reference_json(line, ascii_only=ascii_only)
+
+
+@given(stored_lines, st.booleans())
+@example(stored('nel\x85 ls\u2028ps\u2029 csi\x9b caf\u00e9 \u65e5 "q" \\ \t\n\x00'), True)
+@example(
+    stored("x=1")._replace(
+        structured_data='[origin ip="10.0.0.1"]', attributes='{"a":"b"}', msgid="ID47", pri=None
+    ),
+    False,
+)
+@settings(max_examples=400)
+def test_records_sent_to_herolog_clients_are_the_fields_dumped_by_json(
+    line: StoredLine, msgid: bool
+) -> None:
+    """encode_record writes a --server record without json.dumps of its fields: every byte
+    must be what json.dumps of them writes, the line breaks str.splitlines would split at
+    escaped, and the MSGID there only when asked for and the line has one."""
+    fields: list[object] = list(line[:12])
+    if msgid and line.msgid is not None:
+        fields.append(line.msgid)
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    expected = re.sub("[\x85\u2028\u2029]", lambda m: f"\\u{ord(m[0]):04x}", text)
+    record = encode_record(line, msgid=msgid)
+    assert record == expected
+    assert len(record.splitlines()) == 1
+    # What herolog's client reads back: a store's attributes are an object, and its texts
+    # have no lone surrogate (UTF-8 decoded with replacement).
+    if line.attributes != "" and not any(
+        0xD800 <= ord(c) < 0xE000 for c in "".join(map(str, line))
+    ):
+        assert decode_record(record) == line._replace(msgid=line.msgid if msgid else None)
