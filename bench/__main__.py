@@ -36,6 +36,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("forward", ["--drain-buffer", "10000"], ["--drain-buffer", "10000", "--rounds", "1"]),
     ("forward", [], ["--rounds", "1"]),
     ("tail_latency", [], ["--lines", "200"]),
+    ("tail_ceiling", [], ["--rounds", "1", "--seconds", "2"]),
     ("soak", [], ["--seconds", "70"]),
 ]
 
