@@ -75,7 +75,9 @@ def stops_held() -> Iterator[None]:
     their handlers to let through (``release_stops``); any still held come as it leaves.
 
     A stop that comes while a server is still starting (Python importing it, binding its
-    ports) then ends it cleanly, as it would a moment later, instead of killing it."""
+    ports) then ends it cleanly, as it would a moment later, instead of killing it; and a
+    process started inside starts with them blocked (serve's store writer, until it ignores
+    them)."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return

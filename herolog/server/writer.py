@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from herolog.interrupt import STOP_SIGNALS
+from herolog.interrupt import stops_held
 from herolog.parser import LogLine
 from herolog.store import StoreError
 from herolog.store_writer import HEADER, pack, say
@@ -141,11 +140,8 @@ class Writer:
         # Started with them blocked, until it ignores them: a Ctrl-C reaching the whole job,
         # or systemd's stop reaching every process of the unit, would otherwise kill it
         # while Python starts and its imports run.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with stops_held():
             self._proc = subprocess.Popen(args, pass_fds=[theirs.fileno()])
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         theirs.close()
         loop = asyncio.get_running_loop()
         channel = self._channel = _Channel(loop, self._receive, self._writer_gone)
