@@ -407,9 +407,11 @@ class Server:
             stats=self.stats,
             log=self.log,
         )
+        self.http_protocol = protocol_class(limits, self.app)
+        """The HTTP protocol, which answers the app's drain POSTs itself."""
         self._uvicorn_config = uvicorn_config = _Config(
             self.app,
-            http=protocol_class(limits),
+            http=self.http_protocol,
             lifespan="on",
             log_level="warning",
             access_log=False,  # URLs may carry secrets (dd-api-key=...); never log them

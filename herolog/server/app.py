@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from herolog.server.api import PlatformAPI
@@ -37,7 +37,7 @@ from herolog.server.http import (
     same_secret,
 )
 from herolog.server.sessions import Sessions
-from herolog.server.writer import BadBody, Writer, WriterStopped
+from herolog.server.writer import BadBody, Stored, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
 MAX_QUERY = 8 << 10
@@ -225,12 +225,11 @@ class HerologApp:
         if not (given and ok_user and ok_password):
             raise _unauthorized(refusal)
 
-    async def _intake(self, app: str, scope: Scope, receive: Receive, send: Send) -> None:
-        self.stats.requests += 1
+    def admit(self, app: str, headers: dict[bytes, bytes], query: bytes) -> Admitted:
+        """The checks a drain POST passes before its body is read: HTTPError for the first
+        it fails. ``headers`` has the first of any repeated header (as :func:`header`)."""
         if not valid_app_name(app):
             raise HTTPError(400, APP_NAME_RULE)
-        # One pass over the headers (the first of a repeated one counts, as in header()).
-        headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
         if from_browser(headers.get(b"origin"), headers.get(b"sec-fetch-site")):
             # A web page open on this machine could otherwise write to a loopback intake
             # without --auth (through a name of its own rebound to 127.0.0.1).
@@ -245,18 +244,15 @@ class HerologApp:
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):
             raise HTTPError(415, "Content-Encoding must be gzip or none")
-        query = scope.get("query_string", b"")
         if len(query) > MAX_QUERY:
             raise HTTPError(414, f"the query string is over the {MAX_QUERY:,}-byte limit")
-        limit = self.config.max_body
         declared = headers.get(b"content-length")
         if declared is not None and encoding == b"identity":
             if not declared.isdigit():
                 raise HTTPError(400, "Content-Length is not a number")
             digits = declared.lstrip(b"0")  # int() refuses over 4,300 digits, zeros too
-            if len(digits) > 19 or int(digits or b"0") > limit:
-                raise body_too_large(limit)
-        body = await read_body(receive, limit, gzip=encoding == b"gzip")
+            if len(digits) > 19 or int(digits or b"0") > self.config.max_body:
+                raise body_too_large(self.config.max_body)
         token = headers.get(b"logplex-drain-token")
         if token is not None and token.decode("latin-1") in self.forwarder.tokens:
             # Stored, it would be forwarded again, for ever: refused, the drain drops it.
@@ -266,20 +262,19 @@ class HerologApp:
                 " a drain must not point back at a server of the store it forwards from",
             )
         frame_id = headers.get(b"logplex-frame-id")
-        attributes = (
-            dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else None
+        return Admitted(
+            app,
+            encoding == b"gzip",
+            dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) or None
+            if query
+            else None,
+            frame_id.decode("latin-1") if frame_id else None,
+            headers.get(b"logplex-msg-count"),
         )
-        try:
-            stored = await self.writer.write_body(
-                app, body, attributes or None, frame_id.decode("latin-1") if frame_id else None
-            )
-        except BadBody as error:
-            raise HTTPError(400, f"bad logplex framing: {error}") from None
-        except WriterStopped as error:
-            raise HTTPError(503, f"{error}; retry", [(b"retry-after", b"1")]) from None
-        except StoreError as error:  # the store refused the batch: Logplex should retry
-            raise HTTPError(503, str(error), [(b"retry-after", b"5")]) from None
-        count = headers.get(b"logplex-msg-count")
+
+    def stored(self, batch: Admitted, stored: Stored) -> None:
+        """Count a drain POST whose body the writer has stored (or found stored before)."""
+        count = batch.msg_count
         # A count of over 4,300 digits, which int() refuses, is as wrong as any other.
         if count is not None and (
             not count.isdigit() or len(count) > 20 or int(count) != stored.parsed
@@ -292,6 +287,17 @@ class HerologApp:
         else:
             self.stats.batches_stored += 1
             self.stats.lines_stored += stored.lines
+
+    async def _intake(self, app: str, scope: Scope, receive: Receive, send: Send) -> None:
+        self.stats.requests += 1
+        # One pass over the headers (the first of a repeated one counts, as in header()).
+        batch = self.admit(app, dict(reversed(scope["headers"])), scope.get("query_string", b""))
+        body = await read_body(receive, self.config.max_body, gzip=batch.gzip)
+        try:
+            stored = await self.writer.write_body(app, body, batch.attributes, batch.frame_id)
+        except (BadBody, WriterStopped, StoreError) as error:
+            raise not_stored(error) from None
+        self.stored(batch, stored)
         await self._respond(send, 204, "")
 
     async def _respond(
@@ -303,12 +309,44 @@ class HerologApp:
         content_type: bytes = b"text/plain; charset=utf-8",
     ) -> None:
         self.stats.responses[status] += 1
-        body = b"" if status == 204 else (text if text.endswith("\n") else text + "\n").encode()
-        out = list(headers or [])
-        if status != 204:
-            out += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        out, body = plain_answer(status, text, headers, content_type)
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+def plain_answer(
+    status: int,
+    text: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of an answer of ``text`` (none for a 204), ended by a newline."""
+    body = b"" if status == 204 else (text if text.endswith("\n") else text + "\n").encode()
+    out = list(headers or [])
+    if status != 204:
+        out += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    return out, body
+
+
+class Admitted(NamedTuple):
+    """A drain POST that passed :meth:`HerologApp.admit`: what storing its body needs."""
+
+    app: str
+    gzip: bool
+    attributes: dict[str, str] | None
+    """Of the drain URL's query, for every line."""
+    frame_id: str | None
+    msg_count: bytes | None
+
+
+def not_stored(error: BadBody | WriterStopped | StoreError) -> HTTPError:
+    """The answer to a drain POST whose body the writer did not store."""
+    if isinstance(error, BadBody):
+        return HTTPError(400, f"bad logplex framing: {error}")
+    if isinstance(error, WriterStopped):
+        return HTTPError(503, f"{error}; retry", [(b"retry-after", b"1")])
+    # The store refused the batch (a full disk): Logplex should retry.
+    return HTTPError(503, str(error), [(b"retry-after", b"5")])
 
 
 def _read_only(method: str) -> None:

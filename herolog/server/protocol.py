@@ -7,27 +7,42 @@ connecting) would hold a connection, and a file descriptor, for ever. Nor does i
 headers: httptools gathers a header's value in memory until it ends. Logplex sends a few
 hundred bytes of headers and its body at once, so the limits cost drains nothing.
 
-This leans on uvicorn's protocol beyond its public settings (the request cycle it keeps and
-its parser callbacks); tests/server/test_abuse.py and test_protocol.py drive each limit
-through a real server, so an upgrade of uvicorn that moves them fails there, and
-pyproject.toml caps uvicorn at the newest release the suite has passed on.
+It also answers the commonest request itself, a drain POST that passes the intake's checks
+(see _DrainPost).
+
+This leans on uvicorn's protocol beyond its public settings (the request cycle it keeps, its
+parser callbacks, its status lines and default headers); tests/server/test_abuse.py,
+test_protocol.py and test_drain_post.py drive each limit and the drain POST path through a
+real server, so an upgrade of uvicorn that moves them fails there, and pyproject.toml caps
+uvicorn at the newest release the suite has passed on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import sys
 from typing import Any, ClassVar, Literal, TextIO
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
-from herolog.server.app import Stats
+from herolog.server.app import Admitted, HerologApp, Stats, not_stored, plain_answer
+from herolog.server.http import HTTPError
 from herolog.server.syslog import TLS_HANDSHAKE, Throttled, from_peer
+from herolog.server.writer import BadBody, Stored, WriterStopped
+from herolog.store import StoreError
 
 MAX_HEADER_BYTES = 64 << 10
 """Request line and headers, at most (nginx allows 32 KiB, Node 16 KiB)."""
 
 Waiting = Literal["headers", "body"]
+_DRAIN_POST_URL = re.compile(rb"/apps/([^/?#%\x00-\x20\x7f-\xff]+)/logs/?(?:\?([^#]*))?")
+"""A drain URL with nothing in it that uvicorn would decode (``%``)."""
 
 
 class RequestLimits:
@@ -101,6 +116,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[RequestLimits]
+    intake: ClassVar[HerologApp | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,12 +129,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         """What arrived after the chunk in which the current request's headers ended."""
         self._waiting: Waiting | None = None
+        self._drain_post: Admitted | None = None
+        """The drain POST whose body is arriving, when the protocol answers it."""
+        self._drain_body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._wait("headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._drain_post is not None and self.intake is not None:
+            self._drain_post = None  # its body never came whole: nothing of it is stored
+            self.intake.stats.responses[499] += 1
         self.limits.forget(self)
         super().connection_lost(exc)
 
@@ -180,7 +202,111 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 finally:
                     self.app = app
                 return
-        super().on_headers_complete()
+        if self.intake is None or not self._take_drain_post(self.intake):
+            super().on_headers_complete()
+
+    def _take_drain_post(self, intake: HerologApp) -> bool:
+        """Whether this request is a drain POST that passes the intake's checks, which the
+        protocol then answers itself (see :class:`_DrainPost`)."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.expect_100_continue:
+            return False  # uvicorn queues a pipelined request; 100-continue is its to send
+        parser = self.parser
+        if (
+            parser.get_method() != b"POST"
+            or parser.get_http_version() != "1.1"
+            or parser.should_upgrade()
+        ):
+            return False
+        url = _DRAIN_POST_URL.fullmatch(self.url)
+        if url is None:
+            return False
+        headers = dict(reversed(self.headers))  # the first of a repeated header, as the app
+        if b"content-length" not in headers or b"transfer-encoding" in headers:
+            return False
+        try:
+            batch = intake.admit(url[1].decode("ascii"), headers, url[2] or b"")
+        except HTTPError:
+            return False  # the app answers it, after the same checks
+        if batch.gzip:
+            return False
+        intake.stats.requests += 1
+        self.cycle = _DrainPost(self.scope, parser.should_keep_alive())  # type: ignore[assignment]
+        self._drain_post = batch
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        if self._drain_post is None:
+            super().on_body(body)
+        else:
+            self._drain_body.append(body)
+
+    def on_message_complete(self) -> None:
+        batch = self._drain_post
+        if batch is None:
+            super().on_message_complete()
+            return
+        assert self.intake is not None
+        self._drain_post = None
+        cycle: _DrainPost = self.cycle  # type: ignore[assignment]
+        cycle.more_body = False
+        body = b"".join(self._drain_body)
+        self._drain_body.clear()
+        stored = self.intake.writer.write_body(batch.app, body, batch.attributes, batch.frame_id)
+        stored.add_done_callback(functools.partial(self._answer_drain_post, cycle, batch))
+
+    def _answer_drain_post(
+        self, cycle: _DrainPost, batch: Admitted, stored: asyncio.Future[Stored]
+    ) -> None:
+        assert self.intake is not None
+        error = stored.exception()
+        if error is None:
+            self.intake.stored(batch, stored.result())
+            status = 204
+        elif isinstance(error, BadBody | WriterStopped | StoreError):
+            refusal = not_stored(error)
+            status = refusal.status
+        else:  # as uvicorn answers an application's exception
+            self.logger.error("Exception in the drain intake", exc_info=error)
+            refusal = HTTPError(500, "Internal Server Error")
+            status = 500
+            cycle.keep_alive = False
+        self.intake.stats.responses[status] += 1
+        if cycle.disconnected:
+            return
+        if status == 204:
+            answer = self._no_content(cycle.keep_alive)
+        else:
+            headers, body = plain_answer(status, str(refusal), refusal.headers)
+            answer = self._answer(status, headers, body, keep_alive=cycle.keep_alive)
+        self.transport.write(answer)
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _answer(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, keep_alive: bool
+    ) -> bytes:
+        """The bytes uvicorn would write for this answer (its status line and default
+        headers first, ``connection: close`` when the connection is not kept)."""
+        parts = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        return b"".join(parts)
+
+    def _no_content(self, keep_alive: bool) -> bytes:
+        """The 204 answer, made again only when uvicorn's default headers change (its
+        ``date`` header, every second)."""
+        defaults = self.server_state.default_headers
+        made = _NO_CONTENT.get(keep_alive)
+        if made is None or made[0] is not defaults:
+            answer = self._answer(204, [], b"", keep_alive=keep_alive)
+            made = _NO_CONTENT[keep_alive] = (defaults, answer)
+        return made[1]
 
     def _wait(self, what: Waiting) -> None:
         self._waiting = what
@@ -214,6 +340,55 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 % (status, _REASONS[status], len(text), text)
             )
         self.transport.close()
+
+
+class _DrainPost:
+    """The request cycle of a drain POST that the protocol answers itself.
+
+    A drain POST that passes the intake's checks (``HerologApp.admit``), with its body's
+    length declared and not gzipped, is answered here rather than by an ASGI task: its body
+    goes to the writer when it is in, and the answer is written when the writer's future is
+    done. Logplex posts one small batch at a time under light load, and for such a POST an
+    ASGI request cycle (a task, a scope, receive and send coroutines, uvicorn's checks of
+    each message) cost serve about as much CPU as everything else it does for it. Every
+    other request, and a drain POST that fails a check, goes to the app, which makes the
+    same checks and answers the same bytes.
+
+    Has what uvicorn's protocol and :class:`LimitedHttpToolsProtocol` read of a cycle.
+    """
+
+    __slots__ = (
+        "disconnected",
+        "keep_alive",
+        "more_body",
+        "response_complete",
+        "response_started",
+        "scope",
+    )
+
+    def __init__(self, scope: object, keep_alive: bool) -> None:
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+
+    @property
+    def message_event(self) -> _NoWaiter:
+        return _NO_WAITER
+
+
+class _NoWaiter:
+    """A cycle's event, which uvicorn sets when the connection goes: no task waits here."""
+
+    def set(self) -> None:
+        pass
+
+
+_NO_WAITER = _NoWaiter()
+_NO_CONTENT: dict[bool, tuple[object, bytes]] = {}
+"""The 204 answer, by whether the connection is kept, and the default headers it has."""
 
 
 _REASONS = {
@@ -251,6 +426,11 @@ def _refusal(status: int, message: str) -> Any:
     return refuse
 
 
-def protocol_class(limits: RequestLimits) -> type[LimitedHttpToolsProtocol]:
-    """The protocol class for one server (uvicorn's ``http`` setting) with its limits."""
-    return type("HerologHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+def protocol_class(
+    limits: RequestLimits, intake: HerologApp | None = None
+) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class for one server (uvicorn's ``http`` setting) with its limits, and
+    the app whose drain POSTs it answers itself (see :class:`_DrainPost`)."""
+    return type(
+        "HerologHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "intake": intake}
+    )
