@@ -92,18 +92,24 @@ local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
 local random = io.open("/dev/urandom", "rb")
-local prefix = random:read(12):gsub(".", function(c) return string.format("%02X", c:byte()) end)
+local seed = random:read(4)
 random:close()
-local sent = 0
+math.randomseed(((seed:byte(1) * 256 + seed:byte(2)) * 256 + seed:byte(3)) * 256 + seed:byte(4))
+local top = 0x7FFFFFFF
 function request()
-  sent = sent + 1
-  wrk.headers["Logplex-Frame-Id"] = prefix .. string.format("%08X", sent)
+  wrk.headers["Logplex-Frame-Id"] = string.format(
+    "%08X%08X%08X%08X",
+    math.random(0, top), math.random(0, top), math.random(0, top), math.random(0, top)
+  )
   return wrk.format()
 end
 """
 """What Logplex sends with each POST (reference/logplex.md), a fresh Frame-Id included: the
-intake looks each one up and remembers it in the batch's transaction. The id's random part
-is new in every wrk run (and thread), so no run's batches pass for another's retries."""
+intake looks each one up and remembers it in the batch's transaction. Each id is 32 random
+hex digits, as Logplex's look (``09C557EAFCFB6CF2740EE62F62971098``): ids that share a
+prefix and count up would sit next to each other in any index of them, which real ones do
+not. The generator is seeded anew in every wrk run (and thread), so no run's batches pass
+for another's retries."""
 
 
 def lua(body: Path, directory: Path) -> Path:
