@@ -32,7 +32,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _READ_CHUNK = 2000
@@ -73,6 +73,28 @@ CREATE TABLE frames (
 ) WITHOUT ROWID;
 CREATE INDEX frames_by_time ON frames (received_at);
 """
+# Since schema 10 the ids are appended in arrival order: the random ids of a group landed
+# on as many leaf pages of ``frames``, each written at COMMIT. A store looks them up in
+# memory (see _FrameIds); ``meta.frame_ids_pruned`` is the row up to which they have been
+# pruned, and ``meta.frame_ids_forgotten`` counts other deletions of them (forget_app), so
+# that another process's memory follows both.
+_FRAME_IDS = """
+CREATE TABLE frame_ids (
+    id INTEGER PRIMARY KEY,
+    app_id INTEGER NOT NULL,
+    frame_id TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX frame_ids_by_time ON frame_ids (received_at);
+"""
+_FRAMES_APPENDED = (
+    _FRAME_IDS
+    + """
+INSERT INTO frame_ids (app_id, frame_id, received_at)
+    SELECT app_id, frame_id, received_at FROM frames ORDER BY received_at;
+DROP TABLE frames;
+"""
+)
 # The drain registry: where each app's lines are forwarded. ``meta.drains_changed`` counts
 # changes, so that a running server notices another process adding or removing a drain.
 _DRAINS = """
@@ -152,6 +174,7 @@ _MIGRATIONS = {
     6: _NIL_HOSTNAMES,
     7: _MSGIDS,
     8: _TRIM_COUNTS,
+    9: _FRAMES_APPENDED,
 }
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
@@ -159,6 +182,13 @@ _INSERT = (
     "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, structured_data,"
     " msgid, app_id, attributes, received_at) VALUES "
 )
+_SETTINGS = (
+    "SELECT (SELECT value FROM meta WHERE key = 'history'),"
+    " (SELECT value FROM meta WHERE key = 'frame_ids_forgotten'),"
+    " (SELECT value FROM meta WHERE key = 'frame_ids_pruned')"
+)
+"""What each write of lines reads first, in one statement (see _known_frame_ids): a third
+of the time of ``key IN (...)``, which builds a table of the keys each time."""
 _ROWS_PER_INSERT = 256
 """Lines per INSERT statement. One statement for many rows binds them all in C and then
 runs without the GIL, where executemany takes the GIL back after every row: with another
@@ -341,6 +371,46 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class _FrameIds:
+    """The Frame-Ids of a store's ``frame_ids`` table, in memory: by app id, each id with its
+    row, each app's in the order of their rows (arrival order)."""
+
+    def __init__(self, forgotten: str | None, pruned: int) -> None:
+        self.by_app: dict[int, dict[str, int]] = {}
+        self.through = pruned
+        """Every row up to this one is here or pruned; a row added after it has a higher id."""
+        self.forgotten = forgotten
+        """``meta.frame_ids_forgotten`` as these were read."""
+        self.pruned = pruned
+        """``meta.frame_ids_pruned`` as these were pruned to."""
+
+    def take(self, rows: Iterable[tuple[int, int, str]]) -> None:
+        """Rows in id order, all after ``through``."""
+        by_app = self.by_app
+        for row_id, app_id, frame_id in rows:
+            ids = by_app.get(app_id)
+            if ids is None:
+                ids = by_app[app_id] = {}
+            ids[frame_id] = row_id
+            self.through = row_id
+
+    def prune(self, upto: int) -> None:
+        """Drop the rows up to ``upto``: each app's first ones, so only those are visited."""
+        for app_id, ids in list(self.by_app.items()):
+            gone = []
+            for frame_id, row_id in ids.items():
+                if row_id > upto:
+                    break
+                gone.append(frame_id)
+            if len(gone) == len(ids):
+                del self.by_app[app_id]
+            else:
+                for frame_id in gone:
+                    del ids[frame_id]
+        self.pruned = max(self.pruned, upto)
+        self.through = max(self.through, upto)
+
+
 class SQLiteStore:
     """A store in one SQLite file."""
 
@@ -348,6 +418,8 @@ class SQLiteStore:
         self.path = path
         self._db = connection
         self._history: int | None = None
+        self._frame_ids: _FrameIds | None = None
+        """Loaded by the first batch with a Frame-Id, and kept up to date by each one after."""
         self._identity = file_identity(path)
         self._ready = False
         self._immutable = False
@@ -500,7 +572,7 @@ class SQLiteStore:
                 _execute_script(
                     db,
                     _SCHEMA
-                    + _FRAMES
+                    + _FRAME_IDS
                     + _DRAINS
                     + _DRAIN_POSITIONS
                     + _DRAIN_UNTOLD
@@ -596,15 +668,18 @@ class SQLiteStore:
         batches = list(batches)
         stored = [0] * len(batches)
         with self._write() as db:
-            self._history = None  # another process may have changed it
-            history = self.history
+            # Another process may have changed any of them.
+            history_set, forgotten, pruned = db.execute(_SETTINGS).fetchone()
+            history = self._history = int(history_set or DEFAULT_HISTORY)
             # Per app for this transaction: [id, lines before, lines after].
             apps: dict[str, list[int]] = {}
             for batch in batches:
                 if batch.lines and batch.app not in apps:
                     app_id, count = self._app(batch.app, rx.time)
                     apps[batch.app] = [app_id, count, count]
-            keep = self._new_frames(batches, apps, rx.time)
+            keep, remembered = self._new_frames(
+                batches, apps, rx.time, (forgotten, int(pruned or 0))
+            )
             # Consecutive batches of one app with the same attributes are inserted together,
             # in arrival order: a group of small batches costs little more than one large one.
             runs: list[tuple[tuple[int, str | None], list[LogLine]]] = []
@@ -633,38 +708,62 @@ class SQLiteStore:
                     after -= trimmed
                 if after != before or trimmed_through:
                     db.execute(_UPDATE_APP, (after, trimmed_through, trimmed, app_id))
+        # Only once committed: a transaction rolled back must leave none of its ids behind.
+        if remembered and self._frame_ids is not None:
+            self._frame_ids.take(remembered)
         return stored
 
-    def _new_frames(self, batches: list[Batch], apps: dict[str, list[int]], now: str) -> list[bool]:
+    def _new_frames(
+        self,
+        batches: list[Batch],
+        apps: dict[str, list[int]],
+        now: str,
+        forgetting: tuple[str | None, int],
+    ) -> tuple[list[bool], list[tuple[int, int, str]]]:
         """Which batches to store: not those whose Frame-Id this app has already stored
-        (now or in this same group), and remember the ids of the rest."""
+        (now or in this same group); and the rows that remember the ids of the rest."""
         keep = [True] * len(batches)
         wanted: dict[int, dict[str, list[int]]] = {}
         for i, batch in enumerate(batches):
             if batch.frame_id is not None and batch.lines:
                 by_id = wanted.setdefault(apps[batch.app][0], {})
                 by_id.setdefault(batch.frame_id, []).append(i)
+        if not wanted:
+            return keep, []
+        known = self._known_frame_ids(*forgetting)
         remembered = []
+        row_id = known.through
         for app_id, by_id in wanted.items():
-            ids = list(by_id)
-            seen: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT frame_id FROM frames WHERE app_id = ? AND frame_id IN ({marks})"
-                seen.update(row[0] for row in self._db.execute(query, (app_id, *chunk)))
+            seen = known.by_app.get(app_id, {})
             for frame_id, indices in by_id.items():
                 for retry in indices[1:]:
                     keep[retry] = False
                 if frame_id in seen:
                     keep[indices[0]] = False
                 else:
-                    remembered.append((app_id, frame_id, now))
-        if remembered:
-            self._db.executemany(
-                "INSERT INTO frames (app_id, frame_id, received_at) VALUES (?, ?, ?)", remembered
+                    row_id += 1
+                    remembered.append((row_id, app_id, frame_id))
+        for start in range(0, len(remembered), _ROWS_PER_INSERT):
+            part = remembered[start : start + _ROWS_PER_INSERT]
+            self._db.execute(_frame_ids_statement(len(part)), (now, *chain.from_iterable(part)))
+        return keep, remembered
+
+    def _known_frame_ids(self, forgotten: str | None, pruned: int) -> _FrameIds:
+        """The store's Frame-Ids, brought up to date with what other processes did since this
+        one last looked (inside the write transaction, so nobody else changes them now), as
+        ``meta.frame_ids_forgotten`` and ``meta.frame_ids_pruned`` say."""
+        known = self._frame_ids
+        if known is None or known.forgotten != forgotten:
+            known = self._frame_ids = _FrameIds(forgotten, pruned)
+        elif pruned > known.pruned:
+            known.prune(pruned)
+        known.take(
+            self._db.execute(
+                "SELECT id, app_id, frame_id FROM frame_ids WHERE id > ? ORDER BY id",
+                (known.through,),
             )
-        return keep
+        )
+        return known
 
     def probe(self) -> None:
         """Write a mebibyte and free it again: whether the store can take batches (a health
@@ -729,13 +828,18 @@ class SQLiteStore:
         return sum(_file_size(Path(f"{self.path}{end}")) for end in ("", "-wal", "-shm"))
 
     def forget_frame_ids(
-        self, older_than_s: float, keep_at_most: int, keep_for_s: float = 0
+        self,
+        older_than_s: float,
+        keep_at_most: int,
+        keep_for_s: float = 0,
     ) -> None:
         """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, and, of
         those stored more than ``keep_for_s`` ago, all but about the newest ``keep_at_most``.
 
-        Ids stored in the same transaction as the cut-off one are kept: remembering a few
-        more is harmless, forgetting one could store its retry twice.
+        The ids go in arrival order, a range of rows: an id is kept while one that came
+        before it is, so that its transaction's others are kept with the one that decides,
+        and one stored late with an early time (another process's) lives a little longer.
+        Remembering a few more is harmless, forgetting one could store its retry twice.
         """
         from datetime import timedelta
 
@@ -745,11 +849,38 @@ class SQLiteStore:
         cutoff = timestamps.to_instant(now - timedelta(seconds=older_than_s))
         recent = timestamps.to_instant(now - timedelta(seconds=keep_for_s))
         with self._write() as db:
-            db.execute("DELETE FROM frames WHERE received_at < ?", (cutoff,))
+            oldest, newest = db.execute(
+                "SELECT (SELECT min(id) FROM frame_ids), (SELECT max(id) FROM frame_ids)"
+            ).fetchone()
+            if newest is None:
+                return
+
+            def first_since(instant: str) -> int:
+                row = db.execute(
+                    "SELECT id FROM frame_ids WHERE received_at >= ?"
+                    " ORDER BY received_at, id LIMIT 1",
+                    (instant,),
+                ).fetchone()
+                return int(newest) + 1 if row is None else int(row[0])
+
+            def newest_but(count: int) -> int:
+                if newest - oldest < count:
+                    return 0  # no more rows than that
+                row = db.execute(
+                    "SELECT id FROM frame_ids ORDER BY id DESC LIMIT 1 OFFSET ?", (count - 1,)
+                ).fetchone()
+                return 0 if row is None else int(row[0])
+
+            kept = first_since(cutoff)
+            kept = max(kept, min(newest_but(max(keep_at_most, 1)), first_since(recent)))
+            if kept <= oldest:
+                return
+            db.execute("DELETE FROM frame_ids WHERE id < ?", (kept,))
             db.execute(
-                "DELETE FROM frames WHERE received_at < ? AND received_at <"
-                " (SELECT received_at FROM frames ORDER BY received_at DESC LIMIT 1 OFFSET ?)",
-                (recent, max(keep_at_most - 1, 0)),
+                "INSERT INTO meta (key, value) VALUES ('frame_ids_pruned', ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (kept - 1,),
             )
 
     def _app(self, name: str, now: str) -> tuple[int, int]:
@@ -1213,7 +1344,11 @@ class SQLiteStore:
             if drains:
                 raise HasDrains(name, int(drains))
             deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
-            db.execute("DELETE FROM frames WHERE app_id = ?", (app_id,))
+            if db.execute("DELETE FROM frame_ids WHERE app_id = ?", (app_id,)).rowcount:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('frame_ids_forgotten', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
         return int(deleted)
 
@@ -1336,6 +1471,12 @@ def _insert_statement(rows: int, every_field: bool) -> str:
         for row in range(rows)
     )
     return _INSERT + ", ".join(values)
+
+
+@functools.cache
+def _frame_ids_statement(rows: int) -> str:
+    values = (f"(?{2 + row * 3}, ?{3 + row * 3}, ?{4 + row * 3}, ?1)" for row in range(rows))
+    return "INSERT INTO frame_ids (id, app_id, frame_id, received_at) VALUES " + ", ".join(values)
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:

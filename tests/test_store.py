@@ -487,7 +487,7 @@ def test_old_frame_ids_are_forgotten(store: SQLiteStore) -> None:
     ]  # forgotten: stored again
     assert store.append([Batch("demo", [line("new")], frame_id="NEW")]) == [0]  # still remembered
     store.forget_frame_ids(older_than_s=10**9, keep_at_most=1)
-    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM frames").fetchone()[0]
+    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM frame_ids").fetchone()[0]
     assert count == 1
 
 
@@ -511,6 +511,89 @@ def test_the_writer_remembers_frame_ids_at_least_as_long_as_logplex_needs() -> N
     assert store_writer.FRAME_ID_KEEP_S >= 600
     assert store_writer.FRAME_ID_WINDOW_S >= store_writer.FRAME_ID_KEEP_S
     assert store_writer.FRAME_ID_MAX >= 100_000
+
+
+def test_frame_ids_are_forgotten_in_arrival_order(store: SQLiteStore) -> None:
+    """A range of rows goes: one stored after a young one is kept, whatever its time."""
+    now = datetime.now(UTC)
+    for name, minutes in (("old", 90), ("young", 5), ("late", 90)):
+        store.append(
+            [Batch("demo", [line(name)], frame_id=name)],
+            Received.at(now - timedelta(minutes=minutes)),
+        )
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    again = [Batch("demo", [line(name)], frame_id=name) for name in ("old", "young", "late")]
+    assert store.append(again) == [1, 0, 0]
+
+
+def test_frame_ids_stored_through_one_store_are_seen_by_another_on_the_same_file(
+    tmp_path: Path,
+) -> None:
+    """Two SQLiteStores stand for two processes (two servers, or serve and the CLI): each
+    keeps the ids in memory, and follows what the other adds and deletes."""
+    path = tmp_path / "logs.db"
+    one, two = SQLiteStore.open(path), SQLiteStore.open(path)
+    assert one.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
+    assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [0]  # loads them
+    assert one.append([Batch("demo", [line("b")], frame_id="B")]) == [1]
+    assert two.append([Batch("demo", [line("b")], frame_id="B")]) == [0]  # takes in the new
+    assert two.append([Batch("other", [line("c")], frame_id="C")]) == [1]
+    assert one.append([Batch("other", [line("c")], frame_id="C")]) == [0]
+    # Forgetting the app deletes its ids; the name again gets the same app id.
+    (demo_id,) = sqlite3.connect(path).execute("SELECT id FROM apps WHERE name = 'demo'").fetchone()
+    one.forget_app("other")
+    one.forget_app("demo")
+    assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
+    (again_id,) = (
+        sqlite3.connect(path).execute("SELECT id FROM apps WHERE name = 'demo'").fetchone()
+    )
+    assert again_id == demo_id
+    assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
+    assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
+    assert messages(two.last(LineFilter(app="demo"), 10)) == ["new", "a"]
+    # Ids pruned through one are forgotten by the other.
+    one.forget_frame_ids(older_than_s=0, keep_at_most=0)
+    assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
+    assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
+
+
+def test_a_store_opened_after_every_frame_id_was_pruned_adds_ids_the_others_see(
+    tmp_path: Path,
+) -> None:
+    """Rows pruned to the last leave the table empty: the next store's rows must still come
+    after those the first one has taken in, or it would never read them."""
+    path = tmp_path / "logs.db"
+    first = SQLiteStore.open(path)
+    for tag in ("A", "B", "C"):
+        first.append([Batch("demo", [line(tag)], frame_id=tag)])
+    first.forget_frame_ids(older_than_s=0, keep_at_most=0)
+    later = SQLiteStore.open(path)
+    assert later.append([Batch("demo", [line("D")], frame_id="D")]) == [1]
+    assert first.append([Batch("demo", [line("D")], frame_id="D")]) == [0]
+    assert later.append([Batch("demo", [line("E")], frame_id="E")]) == [1]
+    assert first.append([Batch("demo", [line("E")], frame_id="E")]) == [0]
+
+
+def test_a_batch_that_failed_to_be_stored_leaves_its_frame_id_unremembered(
+    store: SQLiteStore,
+) -> None:
+    """Its ids are inserted before its lines: the INSERT of the lines fails (as on a full
+    disk), the transaction rolls back, and Logplex's retry must then be stored."""
+    assert store.append([Batch("demo", [line("loaded")], frame_id="L")]) == [1]
+    db = sqlite3.connect(store.path)
+    db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON lines WHEN NEW.message = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    db.commit()
+    boom = [Batch("demo", [line("boom")], frame_id="B"), Batch("demo", [line("x")], frame_id="X")]
+    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+        store.append(boom)
+    db.execute("DROP TRIGGER full")
+    db.commit()
+    assert db.execute("SELECT frame_id FROM frame_ids").fetchall() == [("L",)]
+    assert store.append(boom) == [1, 1]
+    assert store.append(boom) == [0, 0]
 
 
 def test_a_store_opened_while_it_is_being_created_is_never_taken_for_another_programs(
@@ -683,8 +766,9 @@ _ADDED_BY = {
     7: [],
     8: ["lines.msgid"],
     9: ["apps.trimmed", "drains.through_lines"],
+    10: ["table frame_ids"],
 }
-"""The columns (and indexes) each schema version added."""
+"""The columns (and indexes, and tables) each schema version added."""
 
 
 def as_older_herolog_left_it(path: Path, version: int) -> None:
@@ -694,6 +778,13 @@ def as_older_herolog_left_it(path: Path, version: int) -> None:
         for column in _ADDED_BY[later]:
             if column.startswith("index "):
                 db.execute(f"DROP INDEX {column.removeprefix('index ')}")
+                continue
+            if column == "table frame_ids":  # the ids were kept in frames before
+                from herolog.store import _FRAMES
+
+                db.executescript(_FRAMES)
+                db.execute("INSERT INTO frames SELECT app_id, frame_id, received_at FROM frame_ids")
+                db.execute("DROP TABLE frame_ids")
                 continue
             table, name = column.split(".")
             db.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
@@ -803,6 +894,35 @@ def test_a_version_6_store_s_nil_hostnames_read_as_none_and_are_upgraded(tmp_pat
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert stored() == ["host", None, None]
     assert [x.hostname for x in writer.last(LineFilter(), 10)[0]] == ["host", None, None]
+
+
+def test_a_version_9_store_s_frame_ids_are_still_remembered_when_upgraded(tmp_path: Path) -> None:
+    """Schema 10 keeps the ids in arrival order, in frame_ids, and in memory: the ids of
+    frames are copied over in the order they came, and retries of them are still refused."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    now = datetime.now(UTC)
+    for tag, app, minutes in (("Z-old", "demo", 90), ("A-young", "demo", 5), ("A-young", "b", 1)):
+        store.append(
+            [Batch(app, [line(tag)], frame_id=tag)], Received.at(now - timedelta(minutes=minutes))
+        )
+    store.close()
+    as_older_herolog_left_it(path, 9)
+    db = sqlite3.connect(path)
+    assert sorted(db.execute("SELECT frame_id FROM frames")) == [
+        ("A-young",),
+        ("A-young",),
+        ("Z-old",),
+    ]
+    writer = SQLiteStore.open(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "frames" not in tables
+    retries = [Batch("demo", [line("r")], frame_id=t) for t in ("Z-old", "A-young", "new")]
+    assert writer.append([*retries, Batch("b", [line("r")], frame_id="A-young")]) == [0, 0, 1, 0]
+    # In the order they came (Z-old first), so that the oldest are pruned first.
+    writer.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    assert writer.append(retries) == [1, 0, 0]
 
 
 def test_a_version_7_store_is_read_without_msgids_and_upgraded_to_keep_them(

@@ -681,7 +681,7 @@ def frame_ids(path: Path) -> set[str]:
     import sqlite3
 
     with sqlite3.connect(path) as db:
-        return {row[0] for row in db.execute("SELECT frame_id FROM frames")}
+        return {row[0] for row in db.execute("SELECT frame_id FROM frame_ids")}
 
 
 def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
@@ -712,6 +712,30 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
         "herolog serve: storing works again",
     ]
     assert "old" not in frame_ids(path)  # the prune after the space came back did it
+
+
+def test_a_batch_refused_on_a_full_disk_is_stored_when_logplex_retries_it(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    """The writer keeps the Frame-Ids in memory: the id of a batch whose commit failed must
+    not stay there, or its retry would be answered as a duplicate and never stored."""
+    path = herolog_home / "logs.db"
+    writer = writer_process(path)
+    assert writer.receive()[0] == "ready"
+    assert writer.store(1, "before") == ("ok", (3, 3))  # the writer has the ids in memory
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    assert writer.store(2, "retried")[0] == "error"
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    assert writer.store(3, "retried") == ("ok", (3, 3))
+    assert writer.store(4, "retried") == ("ok", (0, 3))
+    assert writer.store(5, "before") == ("ok", (0, 3))
+    code, err = writer.finish()
+    assert code == 0, err
+    assert frame_ids(path) == {"before", "retried"}
+    assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home)) == {
+        "before": 3,
+        "retried": 3,
+    }
 
 
 def test_a_writer_whose_stderr_is_closed_goes_on_storing(
