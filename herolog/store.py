@@ -832,9 +832,11 @@ class SQLiteStore:
         older_than_s: float,
         keep_at_most: int,
         keep_for_s: float = 0,
+        keep_at_most_ever: int | None = None,
     ) -> None:
-        """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, and, of
-        those stored more than ``keep_for_s`` ago, all but about the newest ``keep_at_most``.
+        """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, of those
+        stored more than ``keep_for_s`` ago all but about the newest ``keep_at_most``, and
+        all but the newest ``keep_at_most_ever``.
 
         The ids go in arrival order, a range of rows: an id is kept while one that came
         before it is, so that its transaction's others are kept with the one that decides,
@@ -873,6 +875,8 @@ class SQLiteStore:
 
             kept = first_since(cutoff)
             kept = max(kept, min(newest_but(max(keep_at_most, 1)), first_since(recent)))
+            if keep_at_most_ever is not None:
+                kept = max(kept, newest_but(max(keep_at_most_ever, 1)))
             if kept <= oldest:
                 return
             db.execute("DELETE FROM frame_ids WHERE id < ?", (kept,))

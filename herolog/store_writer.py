@@ -35,6 +35,10 @@ FRAME_ID_KEEP_S = 600
 """Ids older than this beyond the newest FRAME_ID_MAX are forgotten before the hour is up:
 under a flood of batches the table holds ten minutes of them, not an hour, and every id is
 still remembered for ten minutes."""
+FRAME_ID_CAP = 1_000_000
+"""Ids beyond the newest this many are forgotten however young, so that a flood of small
+batches cannot grow the writer's memory (see SQLiteStore._frame_ids) without bound: at
+20,000 batches a second that is still 50 s of them."""
 PRUNE_EVERY_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
@@ -195,7 +199,9 @@ def main(argv: list[str]) -> int:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 with contextlib.suppress(sqlite3.Error):  # a full disk: next time
-                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX, FRAME_ID_KEEP_S)
+                    store.forget_frame_ids(
+                        FRAME_ID_WINDOW_S, FRAME_ID_MAX, FRAME_ID_KEEP_S, FRAME_ID_CAP
+                    )
             if time.monotonic() >= next_wal_check:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:

@@ -511,6 +511,20 @@ def test_the_writer_remembers_frame_ids_at_least_as_long_as_logplex_needs() -> N
     assert store_writer.FRAME_ID_KEEP_S >= 600
     assert store_writer.FRAME_ID_WINDOW_S >= store_writer.FRAME_ID_KEEP_S
     assert store_writer.FRAME_ID_MAX >= 100_000
+    assert store_writer.FRAME_ID_CAP >= store_writer.FRAME_ID_MAX
+
+
+def test_beyond_the_newest_so_many_frame_ids_even_young_ones_are_forgotten(
+    store: SQLiteStore,
+) -> None:
+    """The writer's memory of ids is bounded under a flood, ten minutes or not."""
+    for i in range(5):
+        store.append([Batch("demo", [line(str(i))], frame_id=f"F{i}")])
+    store.forget_frame_ids(3600, keep_at_most=100, keep_for_s=600, keep_at_most_ever=2)
+    again = [Batch("demo", [line(str(i))], frame_id=f"F{i}") for i in range(5)]
+    assert store.append(again) == [1, 1, 1, 0, 0]
+    remembered = sqlite3.connect(store.path).execute("SELECT frame_id FROM frame_ids ORDER BY id")
+    assert [row[0] for row in remembered] == ["F3", "F4", "F0", "F1", "F2"]
 
 
 def test_frame_ids_are_forgotten_in_arrival_order(store: SQLiteStore) -> None:
