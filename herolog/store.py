@@ -377,6 +377,7 @@ class _FrameIds:
 
     def __init__(self, forgotten: str | None, pruned: int) -> None:
         self.by_app: dict[int, dict[str, int]] = {}
+        self.size = 0
         self.through = pruned
         """Every row up to this one is here or pruned; a row added after it has a higher id."""
         self.forgotten = forgotten
@@ -391,6 +392,8 @@ class _FrameIds:
             ids = by_app.get(app_id)
             if ids is None:
                 ids = by_app[app_id] = {}
+            if frame_id not in ids:
+                self.size += 1
             ids[frame_id] = row_id
             self.through = row_id
 
@@ -402,6 +405,7 @@ class _FrameIds:
                 if row_id > upto:
                     break
                 gone.append(frame_id)
+            self.size -= len(gone)
             if len(gone) == len(ids):
                 del self.by_app[app_id]
             else:
@@ -827,16 +831,14 @@ class SQLiteStore:
         start with its own, as the logs.db.broken of a store moved aside)."""
         return sum(_file_size(Path(f"{self.path}{end}")) for end in ("", "-wal", "-shm"))
 
-    def forget_frame_ids(
-        self,
-        older_than_s: float,
-        keep_at_most: int,
-        keep_for_s: float = 0,
-        keep_at_most_ever: int | None = None,
-    ) -> None:
-        """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, of those
-        stored more than ``keep_for_s`` ago all but about the newest ``keep_at_most``, and
-        all but the newest ``keep_at_most_ever``.
+    @property
+    def frame_ids_held(self) -> int:
+        """Frame-Ids this store holds in memory (pruned ones go at its next write)."""
+        return 0 if self._frame_ids is None else self._frame_ids.size
+
+    def forget_frame_ids(self, older_than_s: float, keep_at_most: int) -> None:
+        """Forget the Frame-Ids of batches stored more than ``older_than_s`` ago, and all but
+        the newest ``keep_at_most``.
 
         The ids go in arrival order, a range of rows: an id is kept while one that came
         before it is, so that its transaction's others are kept with the one that decides,
@@ -849,7 +851,6 @@ class SQLiteStore:
 
         now = timestamps.now()
         cutoff = timestamps.to_instant(now - timedelta(seconds=older_than_s))
-        recent = timestamps.to_instant(now - timedelta(seconds=keep_for_s))
         with self._write() as db:
             oldest, newest = db.execute(
                 "SELECT (SELECT min(id) FROM frame_ids), (SELECT max(id) FROM frame_ids)"
@@ -873,10 +874,7 @@ class SQLiteStore:
                 ).fetchone()
                 return 0 if row is None else int(row[0])
 
-            kept = first_since(cutoff)
-            kept = max(kept, min(newest_but(max(keep_at_most, 1)), first_since(recent)))
-            if keep_at_most_ever is not None:
-                kept = max(kept, newest_but(max(keep_at_most_ever, 1)))
+            kept = max(first_since(cutoff), newest_but(max(keep_at_most, 1)))
             if kept <= oldest:
                 return
             db.execute("DELETE FROM frame_ids WHERE id < ?", (kept,))

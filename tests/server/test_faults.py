@@ -714,6 +714,27 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
     assert "old" not in frame_ids(path)  # the prune after the space came back did it
 
 
+def test_a_flood_of_frame_ids_is_pruned_before_the_next_prune_is_due(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    """The writer holds the ids in memory: past its cap by the slack, it prunes at once."""
+    path = herolog_home / "logs.db"
+    writer = writer_process(
+        path, "w.PRUNE_EVERY_S = 3600; w.FRAME_ID_MAX = 10; w.FRAME_ID_SLACK = 5"
+    )
+    assert writer.receive()[0] == "ready"
+    for n in range(15):
+        assert writer.store(n, f"id-{n}")[0] == "ok"
+    assert len(frame_ids(path)) == 15  # within the slack: nothing pruned
+    time.sleep(1.1)  # at most one early prune a second
+    assert writer.store(15, "id-15")[0] == "ok"  # holding 16 > 10 + 5: pruned to 10 after it
+    assert frame_ids(path) == {f"id-{n}" for n in range(6, 16)}
+    assert writer.store(16, "id-3") == ("ok", (3, 3))  # a forgotten id is stored again
+    assert writer.store(17, "id-15") == ("ok", (0, 3))  # a kept one is not
+    code, err = writer.finish()
+    assert code == 0, err
+
+
 def test_a_batch_refused_on_a_full_disk_is_stored_when_logplex_retries_it(
     herolog_home: Path, writer_process: Callable[..., WriterProcess]
 ) -> None:
