@@ -5,8 +5,11 @@
 Starts `herolog serve` (history at the store's maximum, so that nothing is trimmed and every
 line can be counted afterwards) with two drains on each app it ingests into: a healthy HTTP
 sink, and one that flaps (up, 500s, up, port closed, each for --flap seconds; bench.soak_sink).
-Three tail readers follow every app from the start: `herolog logs --tail`, the same with
---json, and `herolog logs --tail --server URL`; `herolog logs -n 1500` runs in a loop.
+Before anything else, one-line batches to soak-fill fill the writer's memory of Frame-Ids
+to its bound (125,000 ids, about 20 MB), which would otherwise grow through the first
+minutes and pass for a leak in the RSS check. Three tail readers follow every app from the
+start: `herolog logs --tail`, the same with --json, and `herolog logs --tail --server URL`;
+`herolog logs -n 1500` runs in a loop.
 
 First wrk (one thread, 16 connections, 100-frame bodies) posts unpaced for --calibrate
 seconds: the maximum with all of that running. Then it posts for M minutes (default 10) at
@@ -60,12 +63,14 @@ from bench.ingest import committed, free_port, lua, wait_up
 from bench.tail_latency import percentile
 from herolog.parser import frame
 from herolog.store import MAX_HISTORY, NOTICE_HOST
+from herolog.store_writer import FRAME_ID_MAX, FRAME_ID_SLACK
 
 CONNECTIONS = 16
 FRAMES = 100
 BYTES_PER_LINE = 250
 """What a corpus line takes in the store (measured: about 234 bytes, indexes included)."""
 PROBE_APP = "soak-probe"
+WARM_APP = "soak-fill"
 _PROBE = re.compile(rb"soak-probe (\d+)")
 _L11 = re.compile(rb"Error L11 \(Tail buffer overflow\) -> This tail session dropped (\d+) ")
 _TROUBLE = ("database is locked", "Traceback")
@@ -532,7 +537,8 @@ class Soak:
         return checks.failed
 
     def start(self) -> None:
-        """The sinks, the drains of soak-1, serve, and the three tail readers."""
+        """The sinks, the drains of soak-1, serve, its memory of Frame-Ids filled, and the
+        three tail readers."""
         self._add_drains("soak-1")
         ports = [str(p) for p in (self.control_port, *self.sink_ports)]
         self._procs.append(
@@ -560,12 +566,39 @@ class Soak:
         wait_up(f"{self.url}/healthz")
         wait_up(self.control)
         self._writer = writer_pid(serve.pid)
+        self.fill_frame_ids()
         tail = [*self.herolog, "logs", "-n", "0", "--tail"]
         self.readers = [
             Reader("local", tail, self.env),
             Reader("local --json", [*tail, "--json"], self.env),
             Reader("--server", [*tail, "--server", self.url], self.env),
         ]
+
+    def fill_frame_ids(self) -> None:
+        """Post one-line batches, each with a Frame-Id of its own, to WARM_APP until the
+        writer holds as many ids as it keeps: its memory of them is bounded, but until it is
+        full it grows, which the RSS check (the last third against the first) would take for
+        a leak. Before the readers start, so they have none of these lines to show."""
+        body = self.work / "one.body"
+        body.write_bytes(frame([syslog_line("soak-fill")]))
+        script = lua(body, self.work)
+        program, env = tools.wrk()
+        wanted = FRAME_ID_MAX + FRAME_ID_SLACK + 1_000  # and pruned once
+        while committed(self.url)[0] < wanted:
+            subprocess.run(
+                [
+                    program,
+                    "-t1",
+                    "-c16",
+                    "-d5s",
+                    "-s",
+                    str(script),
+                    f"{self.url}/apps/{WARM_APP}/logs",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
 
     @property
     def serve(self) -> subprocess.Popen[bytes]:
