@@ -140,6 +140,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._drain_post is not None and self.intake is not None:
             self._drain_post = None  # its body never came whole: nothing of it is stored
+            self._drain_body.clear()
             self.intake.stats.responses[499] += 1
         self.limits.forget(self)
         super().connection_lost(exc)
@@ -211,6 +212,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.expect_100_continue:
             return False  # uvicorn queues a pipelined request; 100-continue is its to send
+        if self.flow.write_paused:
+            return False  # a client not reading its answers: the app's send waits for it
         parser = self.parser
         if (
             parser.get_method() != b"POST"
@@ -259,26 +262,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self, cycle: _DrainPost, batch: Admitted, stored: asyncio.Future[Stored]
     ) -> None:
         assert self.intake is not None
-        error = stored.exception()
+        error: BaseException | None
+        if stored.cancelled():  # nothing cancels them today; a hung connection if it did
+            error = WriterStopped("the store writer stopped")
+        else:
+            error = stored.exception()
         if error is None:
             self.intake.stored(batch, stored.result())
             status = 204
         elif isinstance(error, BadBody | WriterStopped | StoreError):
             refusal = not_stored(error)
             status = refusal.status
-        else:  # as uvicorn answers an application's exception
+        else:  # answered as uvicorn answers an application's exception, and counted
             self.logger.error("Exception in the drain intake", exc_info=error)
-            refusal = HTTPError(500, "Internal Server Error")
             status = 500
             cycle.keep_alive = False
         self.intake.stats.responses[status] += 1
-        if cycle.disconnected:
+        # uvicorn marks only the newest cycle of a connection gone: with a request queued
+        # behind this one, this cycle never hears of it.
+        if cycle.disconnected or self.transport.is_closing():
             return
         if status == 204:
             answer = self._no_content(cycle.keep_alive)
+        elif status == 500:
+            answer = self._answer(
+                500, _SERVER_ERROR_HEADERS, b"Internal Server Error", keep_alive=True
+            )
         else:
             headers, body = plain_answer(status, str(refusal), refusal.headers)
             answer = self._answer(status, headers, body, keep_alive=cycle.keep_alive)
+        cycle.response_started = True
         self.transport.write(answer)
         cycle.response_complete = True
         if not cycle.keep_alive:
@@ -387,6 +400,12 @@ class _NoWaiter:
 
 
 _NO_WAITER = _NoWaiter()
+_SERVER_ERROR_HEADERS = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"21"),
+    (b"connection", b"close"),
+]
+"""uvicorn's answer to an application's exception (RequestResponseCycle.send_500_response)."""
 _NO_CONTENT: dict[bool, tuple[object, bytes]] = {}
 """The 204 answer, by whether the connection is kept, and the default headers it has."""
 

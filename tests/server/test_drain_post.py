@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import socket
 import time
@@ -226,6 +227,42 @@ def test_an_unexpected_failure_of_the_writer_is_a_500_that_closes_the_connection
         sock.sendall(request(body("unlucky")))
         answer = read_until_closed(sock)
     assert status(answer) == 500
-    assert answer.endswith(b"\r\n\r\nInternal Server Error\n")
+    assert answer.endswith(b"\r\n\r\nInternal Server Error")  # uvicorn's own answer
     assert b"connection: close" in answer
     assert counts(direct)["responses"] == {"500": 1}
+
+
+def test_a_client_gone_while_its_batch_commits_leaves_it_stored_and_counted(
+    pair: tuple[Running, Running], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Gone alone, or with another request queued behind its batch (uvicorn reads nothing
+    more from the connection then, so it learns of the close only when it writes, and the
+    queued request is still served): the batches are stored and counted, and nothing goes
+    wrong in serve."""
+    direct = pair[0]
+    writer = direct.server.writer
+    store = writer.write_body
+
+    def slow(*args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        stored = store(*args)
+        loop.call_later(
+            0.5, lambda: stored.add_done_callback(lambda f: answer.set_result(f.result()))
+        )
+        return answer
+
+    monkeypatch.setattr(writer, "write_body", slow)
+    for behind in (b"", request(body("queued"))):
+        with socket.create_connection(("127.0.0.1", direct.server.http_port or 0), 30) as sock:
+            sock.sendall(request(body("left")) + behind)
+            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while direct.server.stats.responses[204] < 3:
+        assert time.monotonic() < deadline, "the batches were never answered"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert [message for _, message, _ in stored(direct)] == ["left 0", "left 0", "queued 0"]
+    assert counts(direct)["responses"] == {"204": 3}
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
