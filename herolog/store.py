@@ -859,14 +859,15 @@ class SQLiteStore:
                 return
 
             def first_since(instant: str) -> int:
-                row = db.execute(
-                    "SELECT id FROM frame_ids WHERE received_at >= ?"
-                    " ORDER BY received_at, id LIMIT 1",
-                    (instant,),
+                """The first row, in arrival order, with a time at or after ``instant``."""
+                (first,) = db.execute(
+                    "SELECT min(id) FROM frame_ids WHERE received_at >= ?", (instant,)
                 ).fetchone()
-                return int(newest) + 1 if row is None else int(row[0])
+                return int(newest) + 1 if first is None else int(first)
 
             def newest_but(count: int) -> int:
+                if count <= 0:
+                    return int(newest) + 1
                 if newest - oldest < count:
                     return 0  # no more rows than that
                 row = db.execute(
@@ -874,7 +875,7 @@ class SQLiteStore:
                 ).fetchone()
                 return 0 if row is None else int(row[0])
 
-            kept = max(first_since(cutoff), newest_but(max(keep_at_most, 1)))
+            kept = max(first_since(cutoff), newest_but(keep_at_most))
             if kept <= oldest:
                 return
             db.execute("DELETE FROM frame_ids WHERE id < ?", (kept,))

@@ -181,6 +181,10 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):  # serve may have died meanwhile
             connection.send(("failed", str(error)))
         return 1
+    # Before the first batch loads the ids into memory: a store upgraded from schema 9 may
+    # hold ten minutes of them at any rate, millions.
+    with contextlib.suppress(sqlite3.Error):  # a full disk: the next prune
+        store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
     stopped = threading.Event()
     checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
     checkpointer.start()

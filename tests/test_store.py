@@ -525,6 +525,22 @@ def test_frame_ids_are_forgotten_in_arrival_order(store: SQLiteStore) -> None:
     assert store.append(again) == [1, 0, 0]
 
 
+def test_frame_ids_within_the_hour_are_kept_before_a_late_one_of_earlier_time(
+    store: SQLiteStore,
+) -> None:
+    """A row stored last with an earlier time (a clock stepped back, another process's late
+    commit) does not take the rows before it with it."""
+    now = datetime.now(UTC)
+    for name, minutes in (("a", 30), ("b", 20), ("c", 50)):
+        store.append(
+            [Batch("demo", [line(name)], frame_id=name)],
+            Received.at(now - timedelta(minutes=minutes)),
+        )
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    again = [Batch("demo", [line(name)], frame_id=name) for name in ("a", "b", "c")]
+    assert store.append(again) == [0, 0, 0]
+
+
 def test_frame_ids_stored_through_one_store_are_seen_by_another_on_the_same_file(
     tmp_path: Path,
 ) -> None:

@@ -6,6 +6,7 @@ one small batch at a time under light load), so it is handled without a framewor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -40,6 +41,10 @@ from herolog.server.sessions import Sessions
 from herolog.server.writer import BadBody, Stored, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
+MAX_FRAME_ID = 64
+"""Longer Logplex-Frame-Ids are remembered by their SHA-256: the store writer keeps every
+id it remembers in memory, and a sender's ids of kilobytes would take gigabytes of it
+(Logplex's are 32 hex digits)."""
 MAX_QUERY = 8 << 10
 """Longest drain URL query string: its parameters are attached to every line."""
 _INTAKE_PATH = re.compile(r"/apps/([^/]+)/logs/?")
@@ -262,6 +267,8 @@ class HerologApp:
                 " a drain must not point back at a server of the store it forwards from",
             )
         frame_id = headers.get(b"logplex-frame-id")
+        if frame_id is not None and len(frame_id) > MAX_FRAME_ID:
+            frame_id = b"sha256:" + hashlib.sha256(frame_id).hexdigest().encode()
         return Admitted(
             app,
             encoding == b"gzip",

@@ -735,6 +735,26 @@ def test_a_flood_of_frame_ids_is_pruned_before_the_next_prune_is_due(
     assert code == 0, err
 
 
+def test_the_writer_prunes_frame_ids_before_it_loads_them(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    """A store upgraded from schema 9 may hold millions of ids: the writer holds at most its
+    cap of them in memory from its first batch on."""
+    from herolog.parser import LogLine
+    from herolog.store import Batch
+
+    path = herolog_home / "logs.db"
+    other = SQLiteStore.open(path)
+    row = LogLine("-", "-", "app", "web.1", "x", None, None, None)
+    other.append([Batch("demo", [row], None, f"id-{n}") for n in range(30)])
+    other.close()
+    writer = writer_process(path, "w.FRAME_ID_MAX = 10")
+    assert writer.receive()[0] == "ready"
+    assert frame_ids(path) == {f"id-{n}" for n in range(20, 30)}
+    code, err = writer.finish()
+    assert code == 0, err
+
+
 def test_a_batch_refused_on_a_full_disk_is_stored_when_logplex_retries_it(
     herolog_home: Path, writer_process: Callable[..., WriterProcess]
 ) -> None:

@@ -269,6 +269,22 @@ def test_retried_frame_id_is_stored_once(served: Running) -> None:
     assert served.server.stats.duplicate_batches == 2
 
 
+def test_a_long_frame_id_is_remembered_by_its_digest(served: Running) -> None:
+    """The writer holds every remembered id in memory: a sender's ids of kilobytes each
+    must not cost it kilobytes each."""
+    long_id = "F" * 60_000
+    for _ in range(2):
+        headers = {"Logplex-Frame-Id": long_id}
+        assert served.post("demo", body("long id"), headers=headers).status_code == 204
+    near = {"Logplex-Frame-Id": long_id[:-1] + "E"}  # another id: stored
+    assert served.post("demo", body("near"), headers=near).status_code == 204
+    assert [line.message for line in served.lines()] == ["long id 0", "near 0"]
+    with sqlite3.connect(served.server.config.store_path) as db:
+        remembered = [row[0] for row in db.execute("SELECT frame_id FROM frame_ids ORDER BY id")]
+    assert [len(frame_id) for frame_id in remembered] == [71, 71]
+    assert all(frame_id.startswith("sha256:") for frame_id in remembered)
+
+
 def test_missing_logplex_headers_are_fine_and_wrong_counts_are_counted(served: Running) -> None:
     assert served.post("demo", body("a", n=2)).status_code == 204
     assert (
