@@ -512,33 +512,28 @@ def test_beyond_the_newest_so_many_frame_ids_even_young_ones_are_forgotten(
     assert [row[0] for row in remembered] == ["F3", "F4", "F0", "F1", "F2"]
 
 
-def test_frame_ids_are_forgotten_in_arrival_order(store: SQLiteStore) -> None:
-    """A range of rows goes: one stored after a young one is kept, whatever its time."""
-    now = datetime.now(UTC)
-    for name, minutes in (("old", 90), ("young", 5), ("late", 90)):
-        store.append(
-            [Batch("demo", [line(name)], frame_id=name)],
-            Received.at(now - timedelta(minutes=minutes)),
-        )
-    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
-    again = [Batch("demo", [line(name)], frame_id=name) for name in ("old", "young", "late")]
-    assert store.append(again) == [1, 0, 0]
-
-
-def test_frame_ids_within_the_hour_are_kept_before_a_late_one_of_earlier_time(
-    store: SQLiteStore,
+@pytest.mark.parametrize(
+    ("minutes_ago", "stored_again"),
+    [
+        # A range of rows goes: one stored after a young one is kept, whatever its time.
+        ({"old": 90, "young": 5, "late": 90}, [1, 0, 0]),
+        # A row stored last with an earlier time (a clock stepped back, another process's
+        # late commit) does not take the rows of the hour before it with it.
+        ({"a": 30, "b": 20, "c": 50}, [0, 0, 0]),
+    ],
+)
+def test_frame_ids_are_forgotten_in_arrival_order(
+    store: SQLiteStore, minutes_ago: dict[str, int], stored_again: list[int]
 ) -> None:
-    """A row stored last with an earlier time (a clock stepped back, another process's late
-    commit) does not take the rows before it with it."""
     now = datetime.now(UTC)
-    for name, minutes in (("a", 30), ("b", 20), ("c", 50)):
+    for name, minutes in minutes_ago.items():
         store.append(
             [Batch("demo", [line(name)], frame_id=name)],
             Received.at(now - timedelta(minutes=minutes)),
         )
     store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
-    again = [Batch("demo", [line(name)], frame_id=name) for name in ("a", "b", "c")]
-    assert store.append(again) == [0, 0, 0]
+    again = [Batch("demo", [line(name)], frame_id=name) for name in minutes_ago]
+    assert store.append(again) == stored_again
 
 
 def test_frame_ids_stored_through_one_store_are_seen_by_another_on_the_same_file(
