@@ -9,6 +9,7 @@ import io
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -266,3 +267,36 @@ def test_a_client_gone_while_its_batch_commits_leaves_it_stored_and_counted(
     assert counts(direct)["responses"] == {"204": 3}
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_while_the_transport_is_full_a_drain_post_waits_for_the_client_to_read(
+    pair: tuple[Running, Running],
+) -> None:
+    """A client that does not read its answers fills the transport's buffer, and the
+    transport tells the protocol (pause_writing): the next drain POST goes to the app, whose
+    send waits until the client has read (resume_writing), rather than adding to the pile."""
+    server = pair[0].server
+    with socket.create_connection(("127.0.0.1", server.http_port or 0), 30) as sock:
+        sock.sendall(request(body("first")))
+        answers(sock, 1)
+        (protocol,) = server._uvicorn.server_state.connections
+
+        def in_loop(call: Callable[[], None]) -> None:
+            done = threading.Event()
+
+            def run() -> None:
+                call()
+                done.set()
+
+            protocol.loop.call_soon_threadsafe(run)
+            assert done.wait(10)
+
+        in_loop(protocol.pause_writing)
+        sock.sendall(request(body("while full")))
+        sock.settimeout(1)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)
+        assert [message for _, message, _ in stored(pair[0])] == ["first 0", "while full 0"]
+        in_loop(protocol.resume_writing)
+        sock.settimeout(30)
+        assert status(answers(sock, 1)[0]) == 204
