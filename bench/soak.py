@@ -582,23 +582,9 @@ class Soak:
         body = self.work / "one.body"
         body.write_bytes(frame([syslog_line("soak-fill")]))
         script = lua(body, self.work)
-        program, env = tools.wrk()
         wanted = FRAME_ID_MAX + FRAME_ID_SLACK + 1_000  # and pruned once
         while committed(self.url)[0] < wanted:
-            subprocess.run(
-                [
-                    program,
-                    "-t1",
-                    "-c16",
-                    "-d5s",
-                    "-s",
-                    str(script),
-                    f"{self.url}/apps/{WARM_APP}/logs",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                check=True,
-            )
+            run_wrk(self.url, script, WARM_APP, 5, None)
 
     @property
     def serve(self) -> subprocess.Popen[bytes]:

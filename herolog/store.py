@@ -1284,7 +1284,7 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError:
                 raise DrainExists(f"{app} already has a drain for {url}", url) from None
-            self._drains_changed()
+            self._count_up("drains_changed")
         return drain
 
     def drains(self, app: str | None = None) -> list[Drain]:
@@ -1348,10 +1348,7 @@ class SQLiteStore:
                 raise HasDrains(name, int(drains))
             deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
             if db.execute("DELETE FROM frame_ids WHERE app_id = ?", (app_id,)).rowcount:
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('frame_ids_forgotten', '1')"
-                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                )
+                self._count_up("frame_ids_forgotten")
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
         return int(deleted)
 
@@ -1374,17 +1371,19 @@ class SQLiteStore:
             drain = self.find_drain(app, key)
             if drain is not None:
                 self._db.execute("DELETE FROM drains WHERE id = ?", (drain.id,))
-                self._drains_changed()
+                self._count_up("drains_changed")
         return drain
 
     def drains_changed(self) -> int:
         """A number that changes whenever any process adds or removes a drain."""
         return int(self._meta("drains_changed") or 0)
 
-    def _drains_changed(self) -> None:
+    def _count_up(self, key: str) -> None:
+        """Add one to the counter ``meta.key``, by which other processes notice a change."""
         self._db.execute(
-            "INSERT INTO meta (key, value) VALUES ('drains_changed', '1')"
-            " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            "INSERT INTO meta (key, value) VALUES (?, '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (key,),
         )
 
     def _schema_version(self) -> int:

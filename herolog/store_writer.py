@@ -183,8 +183,7 @@ def main(argv: list[str]) -> int:
         return 1
     # Before the first batch loads the ids into memory: a store upgraded from schema 9 may
     # hold ten minutes of them at any rate, millions.
-    with contextlib.suppress(sqlite3.Error):  # a full disk: the next prune
-        store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
+    _prune_frame_ids(store)
     stopped = threading.Event()
     checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
     checkpointer.start()
@@ -208,8 +207,7 @@ def main(argv: list[str]) -> int:
             if time.monotonic() >= next_prune:
                 pruned_at = time.monotonic()
                 next_prune = pruned_at + PRUNE_EVERY_S
-                with contextlib.suppress(sqlite3.Error):  # a full disk: next time
-                    store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
+                _prune_frame_ids(store)
             if time.monotonic() >= next_wal_check:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:
@@ -228,6 +226,12 @@ def main(argv: list[str]) -> int:
             say(f"herolog serve: final checkpoint failed: {error}")
         store.close()
     return 0
+
+
+def _prune_frame_ids(store: SQLiteStore) -> None:
+    """Forget the Frame-Ids the writer no longer keeps (FRAME_ID_WINDOW_S, FRAME_ID_MAX)."""
+    with contextlib.suppress(sqlite3.Error):  # a full disk: the next prune
+        store.forget_frame_ids(FRAME_ID_WINDOW_S, FRAME_ID_MAX)
 
 
 def _report(path: Path, results: list[tuple[Any, ...]], failing: bool) -> bool:
