@@ -8,9 +8,12 @@ import gzip
 import io
 import itertools
 import json
+import os
 import re
+import select
 import signal
 import sqlite3
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -40,6 +43,14 @@ times longer (a control character is written ``\u0001``). A file without newline
 gzip that decompresses to one, is read no further than this."""
 _HEAD = 4096
 """How much of a line over MAX_LINE is kept: enough to tell whether it has a header."""
+GATHER_S = 0.005
+"""How long a read of a pipe waits for more before the chunk it has is stored: a writer such
+as ``cat`` refills the pipe within microseconds, so a fast input is still stored a MiB at a
+time, and a live one (``heroku logs --tail |``) line by line as it comes."""
+QUIET_S = 1.0
+"""How long a pipe's input has been quiet before the ``heroku logs`` message it ends with is
+stored: until then the next line may continue it. Vector's multiline ``timeout_ms`` (1,000 ms
+by default) decides in the same way."""
 
 _LOGPLEX_START = re.compile(rb"[ \t\r\n]*[0-9]+ <[0-9]{1,3}>")
 _SYSLOG_START = re.compile(rb"[ \t\r\n]*<[0-9]{1,3}>")
@@ -182,14 +193,15 @@ def import_stream(
     after it, and its result's ``bytes_stored`` says where in the input that is. An input
     in a form it does not read (bzip2, UTF-16, ...) raises NotRead before storing anything.
     """
+    live = _arriving(stream)
     try:
-        first = stream.read(CHUNK_SIZE)
+        first = stream.read(CHUNK_SIZE) if live is None else live.first()
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
     except KeyboardInterrupt:  # a pipe's first MiB not all come: said as a later Ctrl-C is
         raise ImportInterrupted(ImportResult("heroku")) from None
     compressed = first[:2] == _GZIP_MAGIC
-    read: Callable[[int], bytes] = stream.read
+    read: Callable[[int], bytes] = stream.read if live is None else live.read
     position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
     if compressed:  # rotated logs are gzipped: read what they hold
         raw = _Rejoined(first, stream)
@@ -211,7 +223,7 @@ def import_stream(
         bytes_stored=skipped,
         compressed=compressed,
     )
-    chunks = _chunks(first[skipped:], read)
+    chunks = _chunks(first[skipped:], read, None if live is None or compressed else live.quiet)
     cut_off: list[str] = []
     not_utf8 = [0, 0]  # lines with bytes that are not UTF-8, and the first of them
     attributes: list[dict[str, str] | None] = []  # of each line a json chunk gives, if any has
@@ -321,11 +333,70 @@ def _batches(
     return batches
 
 
-def _chunks(first: bytes, read: Callable[[int], bytes]) -> Iterator[bytes]:
+def _chunks(
+    first: bytes, read: Callable[[int], bytes], quiet: Callable[[], bool] | None = None
+) -> Iterator[bytes]:
+    """The input a chunk at a time; with ``quiet``, an empty chunk when it says the input has
+    gone quiet (see _heroku)."""
     chunk = first
     while chunk:
         yield chunk
+        if quiet is not None and quiet():
+            yield b""
         chunk = read(CHUNK_SIZE)
+
+
+class _Arriving:
+    """An input read as its writer writes it (a pipe, a terminal, a socket): each chunk is
+    what has arrived, up to CHUNK_SIZE, so that its lines are stored as they come rather than
+    a MiB at a time (``heroku logs --tail | herolog import -``)."""
+
+    def __init__(self, stream: BinaryIO, fd: int) -> None:
+        # read1: what the buffer holds, else one read of the descriptor, which returns what
+        # the pipe has; read() would wait for all of the size asked.
+        self._read1: Callable[[int], bytes] = stream.read1  # type: ignore[attr-defined]
+        self._fd = fd
+
+    def _ready(self, timeout: float) -> bool:
+        return bool(select.select([self._fd], [], [], timeout)[0])
+
+    def read(self, size: int) -> bytes:
+        """Waits for the first bytes, then takes what else comes within GATHER_S of the last,
+        up to ``size``; empty at the end of the input."""
+        parts = [self._read1(size)]
+        got = len(parts[0])
+        while parts[-1] and got < size and self._ready(GATHER_S):
+            parts.append(self._read1(size - got))
+            got += len(parts[-1])
+        return b"".join(parts)
+
+    def first(self) -> bytes:
+        """The first chunk: at least a line, or _HEAD bytes, to tell the format from."""
+        chunk = self.read(CHUNK_SIZE)
+        while chunk and len(chunk) < _HEAD and b"\n" not in chunk and b"\0" not in chunk:
+            more = self.read(CHUNK_SIZE - len(chunk))
+            if not more:
+                break
+            chunk += more
+        return chunk
+
+    def quiet(self) -> bool:
+        """Whether nothing more arrives within QUIET_S."""
+        return not self._ready(QUIET_S)
+
+
+def _arriving(stream: BinaryIO) -> _Arriving | None:
+    """The input as an _Arriving if it is a pipe, a terminal or a socket; None for a file."""
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):  # io.BytesIO: io.UnsupportedOperation
+        return None
+    if not hasattr(stream, "read1") or not (
+        stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+    ):
+        return None
+    return _Arriving(stream, fd)
 
 
 _Parsed = Iterator[tuple[int, list[LogLine], int, int, int]]
@@ -546,6 +617,11 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) ->
             received = Received.at()
             done: list[LogLine] = []
             unknown = 0
+            if not size and not raw_lines and pending is not None:
+                # The input went quiet (see QUIET_S): no line is coming to continue pending.
+                done.append(complete(pending))
+                unknown += undescribed
+                pending = None
             for raw in raw_lines:
                 start, pos = pos, pos + len(raw) + 1
                 number += 1

@@ -29,11 +29,13 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
 
     Reads what `heroku logs` printed, a raw Logplex (application/logplex-1) body,
     newline-separated syslog (RFC 5424 or RFC 3164), or what `herolog logs --json` printed,
-    gzip-compressed or not; the format is detected unless --format says it.
+    gzip-compressed or not; the format is detected unless --format says it. From a pipe,
+    lines are stored as they come.
 
     \b
     heroku logs -a demo -n 1500 > demo.log && herolog import demo.log -a demo
     herolog import - -a demo < drain-body.bin
+    heroku logs -a demo --tail | herolog import - -a demo
     """
     from herolog.cli import store_failed
     from herolog.importer import (

@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -1188,10 +1190,9 @@ def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path
 def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
     herolog_home: Path,
 ) -> None:
-    """`producer | herolog import - -a demo`, stopped with Ctrl-C before a whole chunk (1 MiB)
-    came: herolog died without a word, where a Ctrl-C later says what went in. The lines
-    read are not stored (the chunk had not been committed): said so, they are imported
-    again whole."""
+    """`producer | herolog import - -a demo`, stopped with Ctrl-C before its first line was
+    whole: herolog died without a word, where a Ctrl-C later says what went in. Nothing was
+    stored: said so, the input is imported again whole."""
     import fcntl
     import termios
 
@@ -1203,11 +1204,11 @@ def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
     )
     assert proc.stdin is not None
     try:
-        proc.stdin.write(b"2024-03-05T09:14:07+00:00 app[web.1]: one\n")
+        proc.stdin.write(b"2024-03-05T09:14:07+00:00 app[web.1]: the first line, not ended")
         proc.stdin.flush()
         deadline = time.monotonic() + 30
         waiting = bytearray(4)
-        # Read from the pipe: herolog is in its first read, waiting for the rest of the chunk.
+        # Read from the pipe: herolog is in its first read, waiting for the rest of the line.
         while fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, waiting) or any(waiting):
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -1221,6 +1222,144 @@ def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
         b"standard input: interrupted; the 0 lines before it were imported, nothing after it\n"
     )
     assert not (herolog_home / "logs.db").exists() or stored("demo") == []
+
+
+class _Pipe:
+    """A real pipe that a thread of the test writes while import_stream reads it."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        self.stream = os.fdopen(read_end, "rb")
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def feed(self, script: Callable[[int], None]) -> None:
+        """Run ``script(write_end)`` in a thread, closing the pipe after it."""
+
+        def run() -> None:
+            try:
+                script(self._write_end)
+            except BaseException as error:  # said by the test's thread, after the import
+                self.failure = error
+            finally:
+                os.close(self._write_end)
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+
+    def join(self) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout=60)
+        self.stream.close()
+        if self.failure is not None:
+            raise self.failure
+
+
+def _wait_for(app: str, count: int, seconds: float = 30.0) -> list[str]:
+    """The app's messages once it has ``count``; AssertionError if that takes ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while len(found := messages(app)) < count:
+        assert time.monotonic() < deadline, f"{app} has {found} after {seconds} s"
+        time.sleep(0.02)
+    return found
+
+
+@pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
+def test_lines_from_a_pipe_are_stored_as_they_arrive(
+    fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`heroku logs --tail | herolog import -`: each line is in the store while the pipe is
+    still open, not once a MiB has come or the writer has stopped. A heroku message is
+    stored once the next line shows it whole, or once the input has been quiet a while."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "QUIET_S", 0.2)
+    pipe = _Pipe()
+    seen: list[list[str]] = []
+
+    def tail(out: int) -> None:
+        os.write(out, _a_line(fmt, 1, b"one") + _a_line(fmt, 2, b"two"))
+        seen.append(_wait_for("live", 2))
+        os.write(out, _a_line(fmt, 3, b"three"))
+        seen.append(_wait_for("live", 3))
+
+    pipe.feed(tail)
+    result = importer.import_stream(pipe.stream, open_store(), "live", fmt)
+    pipe.join()
+    assert seen == [["one", "two"], ["one", "two", "three"]]
+    assert (result.lines, result.format) == (3, fmt)
+
+
+def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input_goes_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A traceback's lines come in writes of their own: the message waits for them while the
+    input is not quiet (QUIET_S), as Vector's multiline timeout does, and is stored whole."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "QUIET_S", 60.0)
+    pipe = _Pipe()
+
+    def traceback(out: int) -> None:
+        os.write(out, b"2024-03-05T09:14:07Z app[web.1]: Traceback (most recent call last):\n")
+        time.sleep(0.2)  # a pause longer than a read gathers for (GATHER_S)
+        os.write(out, b'  File "app.py", line 1\n')
+        time.sleep(0.2)
+        os.write(out, b"2024-03-05T09:14:08Z app[web.1]: next\n")
+
+    pipe.feed(traceback)
+    importer.import_stream(pipe.stream, open_store(), "live", "heroku")
+    pipe.join()
+    assert messages("live") == [
+        'Traceback (most recent call last):\n  File "app.py", line 1',
+        "next",
+    ]
+
+
+def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
+    """A writer that sends its first line in pieces: the format is not told from the first
+    few bytes (``<4`` is no syslog priority yet)."""
+    from herolog import importer
+
+    pipe = _Pipe()
+
+    def pieces(out: int) -> None:
+        os.write(out, b"<4")
+        time.sleep(0.2)
+        os.write(out, b"0>1 2024-03-05T09:14:07Z host app web.1 - one\n")
+
+    pipe.feed(pieces)
+    result = importer.import_stream(pipe.stream, open_store(), "live")
+    pipe.join()
+    assert (result.format, messages("live")) == ("syslog", ["one"])
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_ends_an_import_from_a_live_pipe_with_its_lines_stored() -> None:
+    """The way a `heroku logs --tail | herolog import -` ends: what had come is stored,
+    and the message says how much, exit status 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "live"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    assert proc.stdin is not None
+    try:
+        lines = b"".join(_a_line("syslog", i, b"line %d" % i) for i in range(3))
+        proc.stdin.write(lines)
+        proc.stdin.flush()
+        assert _wait_for("live", 3) == ["line 0", "line 1", "line 2"]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGINT
+    assert err.decode() == (
+        "standard input: interrupted; the 3 lines before it were imported (the input's first"
+        f" {len(lines)} bytes), nothing after it\n"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
