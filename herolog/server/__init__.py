@@ -337,10 +337,13 @@ class _Uvicorn(uvicorn.Server):
         # before it commits its drains' positions and hands back their lease. Unless it is
         # ignored already: under nohup, serve is to outlive the terminal. Without a
         # terminal (systemd), a SIGHUP is an operator asking for a reload, as of rsyslog.
+        # SIGINT likewise: a shell script's `herolog serve &` starts it with Ctrl-C ignored,
+        # so that the Ctrl-C that stops the script leaves it serving, as it does a C program.
         handlers: dict[int, Callable[[int, FrameType | None], None]] = {
-            signal.SIGINT: self.handle_exit,
-            signal.SIGTERM: self.handle_exit,
+            signal.SIGTERM: self.handle_exit
         }
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            handlers[signal.SIGINT] = self.handle_exit
         hangup = getattr(signal, "SIGHUP", None)
         if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
             handlers[hangup] = self._hung_up if has_terminal() else self._no_reload

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -580,6 +581,44 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.mark.subprocess
+def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_home: Path) -> None:
+    """A shell without job control (a script) starts `herolog serve &` with SIGINT ignored,
+    so that the Ctrl-C that stops the script leaves it serving, as it leaves a C program
+    that does not ask for the signal: serve keeps it ignored, and stops on SIGTERM."""
+    proc = subprocess.Popen(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m herolog serve --port 0 & echo $!; wait"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        serve = int(proc.stdout.readline())
+        banner = ""
+        for line in iter(proc.stderr.readline, ""):
+            banner += line
+            if "add a drain with" in line:
+                break
+        port = re.findall(r"127\.0\.0\.1:(\d+)/", banner)[0]
+        os.kill(serve, signal.SIGINT)
+        time.sleep(1)
+        assert proc.poll() is None, "serve stopped on a SIGINT it was started with ignored"
+        with httpx.Client() as client:
+            assert post(client, f"http://127.0.0.1:{port}", "after") == 204
+        os.kill(serve, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert_stored_whole(herolog_home, ["after"])
 
 
 def start_post(url: str, body: bytes) -> socket.socket:
