@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ GATHER_S = 0.005
 """How long a read of a pipe waits for more before the chunk it has is stored: a writer such
 as ``cat`` refills the pipe within microseconds, so a fast input is still stored a MiB at a
 time, and a live one (``heroku logs --tail |``) line by line as it comes."""
+GATHER_MAX_S = 0.1
+"""The longest a read of a pipe gathers for: a writer that never pauses for GATHER_S (the
+tail of a busy app, a line every millisecond) has its lines stored ten times a second, not
+once a MiB has come, which a Ctrl-C before it would lose."""
 QUIET_S = 1.0
 """How long a pipe's input has been quiet before the ``heroku logs`` message it ends with is
 stored: until then the next line may continue it. Vector's multiline ``timeout_ms`` (1,000 ms
@@ -362,10 +367,11 @@ class _Arriving:
 
     def read(self, size: int) -> bytes:
         """Waits for the first bytes, then takes what else comes within GATHER_S of the last,
-        up to ``size``; empty at the end of the input."""
+        up to ``size`` and for up to GATHER_MAX_S; empty at the end of the input."""
         parts = [self._read1(size)]
         got = len(parts[0])
-        while parts[-1] and got < size and self._ready(GATHER_S):
+        until = time.monotonic() + GATHER_MAX_S
+        while parts[-1] and got < size and time.monotonic() < until and self._ready(GATHER_S):
             parts.append(self._read1(size - got))
             got += len(parts[-1])
         return b"".join(parts)

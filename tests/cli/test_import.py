@@ -1290,6 +1290,48 @@ def test_lines_from_a_pipe_are_stored_as_they_arrive(
     assert (result.lines, result.format) == (3, fmt)
 
 
+_BUSY_TAIL = """
+import os, sys, time
+written = 0
+while not os.path.exists(sys.argv[1]) and written < int(sys.argv[2]):
+    written += os.write(1, b"2024-03-05T09:14:07Z app[web.1]: %-60d\\n" % written)
+    time.sleep(0.0002)
+sys.exit(0 if os.path.exists(sys.argv[1]) else 1)
+"""
+
+
+@pytest.mark.subprocess
+def test_lines_from_a_pipe_that_never_pauses_are_stored_before_a_mib_has_come(
+    tmp_path: Path,
+) -> None:
+    """The tail of a busy app, thousands of lines a second: no pause as long as a read
+    gathers for (GATHER_S) comes. Its lines were stored only once a MiB had come (ten
+    thousand lines, seconds), and a Ctrl-C before that lost them all."""
+    from herolog.importer import CHUNK_SIZE
+
+    seen = tmp_path / "seen"
+    tail = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_TAIL, str(seen), str(CHUNK_SIZE)], stdout=subprocess.PIPE
+    )
+    assert tail.stdout is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "live"],
+        stdin=tail.stdout,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+    tail.stdout.close()
+    try:
+        _wait_for("live", 1, seconds=120)
+        seen.touch()
+        assert tail.wait(timeout=30) == 0, "nothing was stored before a MiB had come"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        tail.kill()
+        proc.kill()
+        proc.communicate()
+
+
 def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input_goes_quiet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
