@@ -377,9 +377,15 @@ class _Arriving:
         return b"".join(parts)
 
     def first(self) -> bytes:
-        """The first chunk: at least a line, or _HEAD bytes, to tell the format from."""
+        """The first chunk: at least a line that is not blank, or _HEAD bytes, to tell the
+        format from."""
         chunk = self.read(CHUNK_SIZE)
-        while chunk and len(chunk) < _HEAD and b"\n" not in chunk and b"\0" not in chunk:
+        while (
+            chunk
+            and len(chunk) < _HEAD
+            and b"\n" not in chunk.lstrip(b" \t\r\n")
+            and b"\0" not in chunk
+        ):
             more = self.read(CHUNK_SIZE - len(chunk))
             if not more:
                 break

@@ -1376,6 +1376,25 @@ def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
     assert (result.format, messages("live")) == ("syslog", ["one"])
 
 
+def test_the_format_of_a_pipe_is_not_told_from_blank_lines_before_its_first_line() -> None:
+    """A writer that sends a blank line first: the format was told from it alone (heroku,
+    as nothing else matches), and the syslog lines after it were stored as unknown[unknown]
+    lines, where the same input from a file is syslog."""
+    from herolog import importer
+
+    pipe = _Pipe()
+
+    def blank_first(out: int) -> None:
+        os.write(out, b"\r\n")
+        time.sleep(0.2)
+        os.write(out, b"<40>1 2024-03-05T09:14:07Z host app web.1 - one\n")
+
+    pipe.feed(blank_first)
+    result = importer.import_stream(pipe.stream, open_store(), "live")
+    pipe.join()
+    assert (result.format, result.unknown, messages("live")) == ("syslog", 0, ["one"])
+
+
 @pytest.mark.subprocess
 def test_ctrl_c_ends_an_import_from_a_live_pipe_with_its_lines_stored() -> None:
     """The way a `heroku logs --tail | herolog import -` ends: what had come is stored,
