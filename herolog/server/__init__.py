@@ -517,7 +517,9 @@ class Server:
         """The first step of the shutdown: say so, since it can take a while, then end the
         log sessions' streams."""
         if not self._stopping_said:
-            again = " (Ctrl-C again to stop at once)" if has_terminal() else ""
+            # Not when SIGINT is ignored (a script's `herolog serve &`): no Ctrl-C reaches it.
+            ctrl_c = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+            again = " (Ctrl-C again to stop at once)" if ctrl_c and has_terminal() else ""
             print(
                 "herolog serve: stopping: answering the requests under way (up to"
                 f" {GRACEFUL_SHUTDOWN_S} s) and handing the drains what they hold{again}",
