@@ -363,7 +363,12 @@ class _Arriving:
         self._fd = fd
 
     def _ready(self, timeout: float) -> bool:
-        return bool(select.select([self._fd], [], [], timeout)[0])
+        try:
+            return bool(select.select([self._fd], [], [], timeout)[0])
+        except ValueError:  # a descriptor over select's limit (1023), which poll does not have
+            waiting = select.poll()
+            waiting.register(self._fd, select.POLLIN)
+            return bool(waiting.poll(timeout * 1000))
 
     def read(self, size: int) -> bytes:
         """Waits for the first bytes, then takes what else comes within GATHER_S of the last,

@@ -1395,6 +1395,37 @@ def test_the_format_of_a_pipe_is_not_told_from_blank_lines_before_its_first_line
     assert (result.format, result.unknown, messages("live")) == ("syslog", 0, ["one"])
 
 
+def test_a_pipe_on_a_descriptor_over_selects_limit_is_read() -> None:
+    """select() takes no descriptor over 1023: an import in a process with that many open
+    (a parent that leaks them) ended in a traceback (ValueError: filedescriptor out of range
+    in select())."""
+    import resource
+
+    from herolog import importer
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if soft <= high:
+        if hard != resource.RLIM_INFINITY and hard <= high:
+            pytest.skip(f"the hard limit on open files ({hard}) is under {high}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    pipe = _Pipe()
+
+    def one(out: int) -> None:
+        os.write(out, _a_line("heroku", 1, b"one"))
+
+    try:
+        os.dup2(pipe.stream.fileno(), high)
+        pipe.stream.close()
+        pipe.stream = os.fdopen(high, "rb")
+        pipe.feed(one)
+        result = importer.import_stream(pipe.stream, open_store(), "live")
+        pipe.join()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (result.lines, messages("live")) == (1, ["one"])
+
+
 @pytest.mark.subprocess
 def test_ctrl_c_ends_an_import_from_a_live_pipe_with_its_lines_stored() -> None:
     """The way a `heroku logs --tail | herolog import -` ends: what had come is stored,
