@@ -383,14 +383,17 @@ class _Arriving:
 
     def first(self) -> bytes:
         """The first chunk: at least a line that is not blank, or _HEAD bytes, to tell the
-        format from."""
+        format from; of syslog, up to the first message's end, which tells whether messages
+        end with a newline or a NUL, unless the input goes quiet (QUIET_S) before it."""
         chunk = self.read(CHUNK_SIZE)
-        while (
-            chunk
-            and len(chunk) < _HEAD
-            and b"\n" not in chunk.lstrip(b" \t\r\n")
-            and b"\0" not in chunk
-        ):
+        while chunk and len(chunk) < _HEAD and b"\0" not in chunk:
+            text = chunk.lstrip(b" \t\r\n")
+            # A syslog line may be the first of a message that ends with a NUL (a traceback
+            # sent over TCP, in pieces): a newline ends it once the next message follows.
+            if b"\n" in text and (
+                not text.startswith(b"<") or _NEWLINE_ENDED.search(text) or not self._ready(QUIET_S)
+            ):
+                break
             more = self.read(CHUNK_SIZE - len(chunk))
             if not more:
                 break

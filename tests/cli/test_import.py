@@ -1376,6 +1376,31 @@ def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
     assert (result.format, messages("live")) == ("syslog", ["one"])
 
 
+def test_syslog_ending_with_nuls_from_a_pipe_keeps_a_message_sent_in_pieces() -> None:
+    """`nc -l 5140 | herolog import -` of Python's SysLogHandler over TCP: a traceback longer
+    than a TCP segment comes in pieces. Its first line came alone, the NUL that ends the
+    message not yet: the messages were taken to end with newlines, the traceback's lines
+    stored as unknown[unknown] lines, where the same input from a file imports whole."""
+    from herolog import importer
+
+    pipe = _Pipe()
+
+    def pieces(out: int) -> None:
+        os.write(out, b"<11>1 2024-03-05T09:14:07Z host app web.1 - Traceback (most recent call")
+        os.write(out, b" last):\n")
+        time.sleep(0.2)
+        os.write(out, b'  File "app.py", line 1\0<11>1 2024-03-05T09:14:08Z host app web.1 - two\0')
+
+    pipe.feed(pieces)
+    result = importer.import_stream(pipe.stream, open_store(), "live")
+    pipe.join()
+    assert (result.format, result.unknown) == ("syslog", 0)
+    assert messages("live") == [
+        'Traceback (most recent call last):\n  File "app.py", line 1',
+        "two",
+    ]
+
+
 def test_the_format_of_a_pipe_is_not_told_from_blank_lines_before_its_first_line() -> None:
     """A writer that sends a blank line first: the format was told from it alone (heroku,
     as nothing else matches), and the syslog lines after it were stored as unknown[unknown]
