@@ -1432,7 +1432,9 @@ def test_a_pipe_on_a_descriptor_over_selects_limit_is_read() -> None:
     high = 1500
     if soft <= high:
         if hard != resource.RLIM_INFINITY and hard <= high:
-            pytest.skip(f"the hard limit on open files ({hard}) is under {high}")
+            pytest.fail(
+                f"needs a hard limit on open files over {high} (it is {hard}): ulimit -Hn 4096"
+            )
         resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
     pipe = _Pipe()
 
