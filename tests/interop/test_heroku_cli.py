@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from herolog import drains as drains_module
 from herolog.cli import cli
 from herolog.server import api, sessions
 from herolog.store import Batch, SQLiteStore
-from tests.helpers import line
+from tests.helpers import herolog_env, line
 from tests.server.conftest import (
     Running,
     ServeProcess,
@@ -256,6 +257,58 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         assert lines.empty()
     finally:
         tail.stop()
+
+
+@pytest.mark.subprocess
+def test_heroku_logs_tail_piped_into_herolog_import_keeps_a_live_copy(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """The README's `heroku logs --tail | herolog import -`: the lines the official CLI
+    prints are in the copy while the tail runs, as `herolog logs` prints the original's, and
+    the import ends with the tail."""
+    heroku = subprocess.Popen(
+        [str(heroku_cli), "logs", "-a", "demo", "-n", "5", "--tail"],
+        env=cli_env(server, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert heroku.stdout is not None
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", "-", "-a", "copy"],
+        stdin=heroku.stdout,
+        stderr=subprocess.PIPE,
+        env=herolog_env(**home(server)),
+    )
+    heroku.stdout.close()
+
+    def copied(count: int) -> list[str]:
+        deadline = time.monotonic() + 60
+        while True:
+            result = CliRunner().invoke(cli, ["logs", "-a", "copy", "-n", "100"], env=home(server))
+            if result.exit_code == 0 and len(lines := result.stdout.splitlines()) >= count:
+                return lines
+            assert time.monotonic() < deadline, (result.output, heroku.poll(), copying.poll())
+            time.sleep(0.05)
+
+    try:
+        assert copied(5) == herolog_logs(server, "-a", "demo", "-n", "5")
+        assert (
+            server.post("demo", frames("posted while", "the tail ran", second=30)).status_code
+            == 204
+        )
+        assert copied(7) == herolog_logs(server, "-a", "demo", "-n", "7")
+        assert copying.poll() is None  # still copying
+        heroku.terminate()
+        _, err = copying.communicate(timeout=30)
+    finally:
+        heroku.kill()
+        heroku.wait()
+        copying.kill()
+        copying.communicate()
+    assert (copying.returncode, err.decode()) == (
+        0,
+        "Imported 7 lines into copy (heroku format).\n",
+    )
 
 
 def frames(*messages: str, second: int = 0) -> bytes:
