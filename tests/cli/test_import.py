@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.filters import LineFilter
-from herolog.importer import Format
+from herolog.importer import Format, ImportResult
 from herolog.parser import LogLine, Received, format_syslog, frame
 from herolog.store import Batch, Store, open_store
 from tests.helpers import herolog_env
@@ -1264,6 +1264,26 @@ def _wait_for(app: str, count: int, seconds: float = 30.0) -> list[str]:
     return found
 
 
+def _import_written(*pieces: bytes | float, fmt: Format | None = None) -> ImportResult:
+    """import_stream of a real pipe that a thread writes ``pieces`` to, pausing as long as a
+    number among them says."""
+    from herolog import importer
+
+    pipe = _Pipe()
+
+    def write(out: int) -> None:
+        for piece in pieces:
+            if isinstance(piece, float):
+                time.sleep(piece)
+            else:
+                os.write(out, piece)
+
+    pipe.feed(write)
+    result = importer.import_stream(pipe.stream, open_store(), "live", fmt)
+    pipe.join()
+    return result
+
+
 @pytest.mark.parametrize("fmt", ["heroku", "syslog", "json"])
 def test_lines_from_a_pipe_are_stored_as_they_arrive(
     fmt: Format, monkeypatch: pytest.MonkeyPatch
@@ -1340,18 +1360,14 @@ def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input
     from herolog import importer
 
     monkeypatch.setattr(importer, "QUIET_S", 60.0)
-    pipe = _Pipe()
-
-    def traceback(out: int) -> None:
-        os.write(out, b"2024-03-05T09:14:07Z app[web.1]: Traceback (most recent call last):\n")
-        time.sleep(0.2)  # a pause longer than a read gathers for (GATHER_S)
-        os.write(out, b'  File "app.py", line 1\n')
-        time.sleep(0.2)
-        os.write(out, b"2024-03-05T09:14:08Z app[web.1]: next\n")
-
-    pipe.feed(traceback)
-    importer.import_stream(pipe.stream, open_store(), "live", "heroku")
-    pipe.join()
+    _import_written(
+        b"2024-03-05T09:14:07Z app[web.1]: Traceback (most recent call last):\n",
+        0.2,  # a pause longer than a read gathers for (GATHER_S)
+        b'  File "app.py", line 1\n',
+        0.2,
+        b"2024-03-05T09:14:08Z app[web.1]: next\n",
+        fmt="heroku",
+    )
     assert messages("live") == [
         'Traceback (most recent call last):\n  File "app.py", line 1',
         "next",
@@ -1361,18 +1377,7 @@ def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input
 def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
     """A writer that sends its first line in pieces: the format is not told from the first
     few bytes (``<4`` is no syslog priority yet)."""
-    from herolog import importer
-
-    pipe = _Pipe()
-
-    def pieces(out: int) -> None:
-        os.write(out, b"<4")
-        time.sleep(0.2)
-        os.write(out, b"0>1 2024-03-05T09:14:07Z host app web.1 - one\n")
-
-    pipe.feed(pieces)
-    result = importer.import_stream(pipe.stream, open_store(), "live")
-    pipe.join()
+    result = _import_written(b"<4", 0.2, b"0>1 2024-03-05T09:14:07Z host app web.1 - one\n")
     assert (result.format, messages("live")) == ("syslog", ["one"])
 
 
@@ -1381,19 +1386,12 @@ def test_syslog_ending_with_nuls_from_a_pipe_keeps_a_message_sent_in_pieces() ->
     than a TCP segment comes in pieces. Its first line came alone, the NUL that ends the
     message not yet: the messages were taken to end with newlines, the traceback's lines
     stored as unknown[unknown] lines, where the same input from a file imports whole."""
-    from herolog import importer
-
-    pipe = _Pipe()
-
-    def pieces(out: int) -> None:
-        os.write(out, b"<11>1 2024-03-05T09:14:07Z host app web.1 - Traceback (most recent call")
-        os.write(out, b" last):\n")
-        time.sleep(0.2)
-        os.write(out, b'  File "app.py", line 1\0<11>1 2024-03-05T09:14:08Z host app web.1 - two\0')
-
-    pipe.feed(pieces)
-    result = importer.import_stream(pipe.stream, open_store(), "live")
-    pipe.join()
+    result = _import_written(
+        b"<11>1 2024-03-05T09:14:07Z host app web.1 - Traceback (most recent call",
+        b" last):\n",
+        0.2,
+        b'  File "app.py", line 1\0<11>1 2024-03-05T09:14:08Z host app web.1 - two\0',
+    )
     assert (result.format, result.unknown) == ("syslog", 0)
     assert messages("live") == [
         'Traceback (most recent call last):\n  File "app.py", line 1',
@@ -1405,18 +1403,7 @@ def test_the_format_of_a_pipe_is_not_told_from_blank_lines_before_its_first_line
     """A writer that sends a blank line first: the format was told from it alone (heroku,
     as nothing else matches), and the syslog lines after it were stored as unknown[unknown]
     lines, where the same input from a file is syslog."""
-    from herolog import importer
-
-    pipe = _Pipe()
-
-    def blank_first(out: int) -> None:
-        os.write(out, b"\r\n")
-        time.sleep(0.2)
-        os.write(out, b"<40>1 2024-03-05T09:14:07Z host app web.1 - one\n")
-
-    pipe.feed(blank_first)
-    result = importer.import_stream(pipe.stream, open_store(), "live")
-    pipe.join()
+    result = _import_written(b"\r\n", 0.2, b"<40>1 2024-03-05T09:14:07Z host app web.1 - one\n")
     assert (result.format, result.unknown, messages("live")) == ("syslog", 0, ["one"])
 
 

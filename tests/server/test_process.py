@@ -585,18 +585,25 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
 
 @pytest.mark.subprocess
 def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_home: Path) -> None:
-    """A shell without job control (a script) starts `herolog serve &` with SIGINT ignored,
-    so that the Ctrl-C that stops the script leaves it serving, as it leaves a C program
-    that does not ask for the signal: serve keeps it ignored, and stops on SIGTERM."""
+    """A shell without job control (a script, here run from a terminal) starts `herolog
+    serve &` with SIGINT ignored, so that the Ctrl-C that stops the script leaves it serving,
+    as it leaves a C program that does not ask for the signal: serve keeps it ignored, stops
+    on SIGTERM, and does not offer a Ctrl-C to stop at once that it would ignore."""
+    import fcntl
+    import termios
+
+    terminal, slave = os.openpty()
     proc = subprocess.Popen(
         ["bash", "-c", f"{shlex.quote(sys.executable)} -m herolog serve --port 0 & echo $!; wait"],
-        stdin=subprocess.DEVNULL,
+        stdin=slave,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=herolog_env(),
+        preexec_fn=lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0),
         start_new_session=True,
     )
+    os.close(slave)
     try:
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -617,47 +624,13 @@ def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_h
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert_stored_whole(herolog_home, ["after"])
-
-
-@pytest.mark.subprocess
-def test_serve_that_keeps_sigint_ignored_does_not_offer_a_ctrl_c_to_stop_at_once() -> None:
-    """A script run from a terminal starts `herolog serve &` with SIGINT ignored: stopped
-    (SIGTERM), it said "(Ctrl-C again to stop at once)", which it then ignored."""
-    import fcntl
-    import termios
-
-    terminal, slave = os.openpty()
-    proc = subprocess.Popen(
-        ["bash", "-c", f"{shlex.quote(sys.executable)} -m herolog serve --port 0 & echo $!; wait"],
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(),
-        preexec_fn=lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0),
-        start_new_session=True,
-    )
-    os.close(slave)
-    try:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        serve = int(proc.stdout.readline())
-        for line in iter(proc.stderr.readline, ""):
-            if "add a drain with" in line:
-                break
-        os.kill(serve, signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
         os.close(terminal)
     assert [line for line in err.splitlines() if "stopping" in line] == [
         "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
         " the drains what they hold"
     ]
+    assert_stored_whole(herolog_home, ["after"])
 
 
 def start_post(url: str, body: bytes) -> socket.socket:
