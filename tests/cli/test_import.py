@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import IO, cast
 
 import pytest
 from click.testing import CliRunner
@@ -1147,6 +1147,16 @@ def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: 
     assert len(stored("demo")) > 0
 
 
+def importing(*args: str, stdin: int | IO[bytes] = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """``herolog import ARGS`` running in a process of its own, its stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "herolog", "import", *args],
+        stdin=stdin,
+        stderr=subprocess.PIPE,
+        env=herolog_env(),
+    )
+
+
 def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path) -> None:
     """A Ctrl-C stops an import as a failure does: the message says how far it got, and
     importing the rest from there stores every line once."""
@@ -1157,12 +1167,7 @@ def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path
     ]
     data = "".join(lines).encode()
     assert len(data) > 1 << 20  # more than one chunk: the second read waits on the pipe
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "import", "-", "-a", "demo", "--format", "heroku"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=herolog_env(),
-    )
+    proc = importing("-", "-a", "demo", "--format", "heroku")
     assert proc.stdin is not None
     proc.stdin.write(data[: (1 << 20) + 5000])
     proc.stdin.flush()
@@ -1196,12 +1201,7 @@ def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
     import fcntl
     import termios
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "import", "-", "-a", "demo"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=herolog_env(),
-    )
+    proc = importing("-", "-a", "demo")
     assert proc.stdin is not None
     try:
         proc.stdin.write(b"2024-03-05T09:14:07+00:00 app[web.1]: the first line, not ended")
@@ -1334,12 +1334,7 @@ def test_lines_from_a_pipe_that_never_pauses_are_stored_before_a_mib_has_come(
         [sys.executable, "-c", _BUSY_TAIL, str(seen), str(CHUNK_SIZE)], stdout=subprocess.PIPE
     )
     assert tail.stdout is not None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "import", "-", "-a", "live"],
-        stdin=tail.stdout,
-        stderr=subprocess.PIPE,
-        env=herolog_env(),
-    )
+    proc = importing("-", "-a", "live", stdin=tail.stdout)
     tail.stdout.close()
     try:
         _wait_for("live", 1, seconds=120)
@@ -1444,12 +1439,7 @@ def test_a_pipe_on_a_descriptor_over_selects_limit_is_read() -> None:
 def test_ctrl_c_ends_an_import_from_a_live_pipe_with_its_lines_stored() -> None:
     """The way a `heroku logs --tail | herolog import -` ends: what had come is stored,
     and the message says how much, exit status 130."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "import", "-", "-a", "live"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=herolog_env(),
-    )
+    proc = importing("-", "-a", "live")
     assert proc.stdin is not None
     try:
         lines = b"".join(_a_line("syslog", i, b"line %d" % i) for i in range(3))

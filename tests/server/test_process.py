@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -565,12 +565,7 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
     )
     try:
         assert proc.stderr is not None
-        banner = ""
-        for line in iter(proc.stderr.readline, ""):
-            banner += line
-            if "add a drain with" in line:
-                break
-        port = re.findall(r"127\.0\.0\.1:(\d+)/", banner)[0]
+        port = port_from_banner(proc.stderr)
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
         assert proc.poll() is None, "nohup's SIGHUP disposition was overridden"
@@ -608,12 +603,7 @@ def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_h
         assert proc.stdout is not None
         assert proc.stderr is not None
         serve = int(proc.stdout.readline())
-        banner = ""
-        for line in iter(proc.stderr.readline, ""):
-            banner += line
-            if "add a drain with" in line:
-                break
-        port = re.findall(r"127\.0\.0\.1:(\d+)/", banner)[0]
+        port = port_from_banner(proc.stderr)
         os.kill(serve, signal.SIGINT)
         time.sleep(1)
         assert proc.poll() is None, "serve stopped on a SIGINT it was started with ignored"
@@ -631,6 +621,16 @@ def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_h
         " the drains what they hold"
     ]
     assert_stored_whole(herolog_home, ["after"])
+
+
+def port_from_banner(stderr: IO[str]) -> str:
+    """The HTTP port that serve's banner, read from its stderr up to its end, names."""
+    banner = ""
+    for line in iter(stderr.readline, ""):
+        banner += line
+        if "add a drain with" in line:
+            break
+    return str(re.findall(r"127\.0\.0\.1:(\d+)/", banner)[0])
 
 
 def start_post(url: str, body: bytes) -> socket.socket:
@@ -691,9 +691,7 @@ def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path
     proc = serve_in_a_session(preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked))
     try:
         assert proc.stderr is not None
-        for line in iter(proc.stderr.readline, ""):
-            if "add a drain with" in line:
-                break
+        port_from_banner(proc.stderr)
         stops_cleanly_on(proc, signal.SIGTERM)
     finally:
         proc.kill()
