@@ -34,6 +34,7 @@ from herolog.server.config import (
     ServeConfig,
     certificate_warning,
     is_loopback,
+    resolve,
     tls_context,
     url_host,
 )
@@ -693,16 +694,7 @@ def listen(host: str, port: int, option: str = "--port") -> list[socket.socket]:
     ``--host`` and ``option``, the port's. An address this machine does not have (::1 in a
     container without IPv6) is passed over if another is not."""
     about = ("--host", option)
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {host!r} is not a host name", about
-        ) from None
-    except OSError as error:
-        why = _why(error, port)
-        raise ConfigError(f"cannot listen on {url_host(host, port)}: {why}", about) from None
-    addresses = list(dict.fromkeys((family, address) for family, *_, address in found))
+    addresses = resolve(host, port, about)
     several = len(addresses) > 1
     retries = 4 if port == 0 and several else 0
     while True:

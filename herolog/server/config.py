@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from herolog.server.http import same_secret
@@ -112,6 +114,7 @@ class ServeConfig:
                 " its own secret"
             )
         if not is_loopback(self.host) and self.auth is None and not self.insecure_no_auth:
+            resolve(self.host, self.port, ("--host",))  # a misspelt name: not a public address
             raise ConfigError(
                 f"refusing to listen on {self.host} without --auth: anyone who can reach it"
                 " could write logs. Give --auth USER:PASSWORD (and put the same credentials"
@@ -177,6 +180,21 @@ def listen_host(value: str) -> str:
     if port is not None:
         raise ConfigError(f"--host takes no port: give --host {host} --port {port}")
     return host
+
+
+def resolve(host: str, port: int, about: tuple[str, ...]) -> list[tuple[int, tuple[Any, ...]]]:
+    """The addresses ``host:port`` resolves to, each with its family, in the resolver's
+    order; ConfigError, about the options ``about``, for a name that resolves to none."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {host!r} is not a host name", about
+        ) from None
+    except OSError as error:
+        why = error.strerror or str(error)
+        raise ConfigError(f"cannot listen on {url_host(host, port)}: {why}", about) from None
+    return list(dict.fromkeys((family, address) for family, *_, address in found))
 
 
 def url_host(host: str, port: int | None = None) -> str:

@@ -156,6 +156,9 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", "--public-url", "https://logs.example.com:port"], "--public-url"),
         (["serve", "--public-url", "https:///herolog"], "--public-url"),
         (["serve", "--host", "logs..example.com", "--auth", "u:p"], "is not a host name"),
+        # A misspelt name is not a public address to refuse without --auth.
+        (["serve", "--host", "logs..example.com"], "'logs..example.com' is not a host name"),
+        (["serve", "--host", "locahost.invalid"], "cannot listen on locahost.invalid:8514: "),
         (["serve", "--host", "\udcff", "--auth", "u:p"], "'\\udcff' is not a host name"),
         # Bytes that are not UTF-8, on an address serve cannot take should they be taken.
         (["serve", *UNTAKEN, "--auth", "u:p\udcff"], "--auth must be UTF-8 text"),
