@@ -626,6 +626,11 @@ class Server:
         history = self.writer.history
         lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
         api = f"{scheme}://{shown_host}:{self.http_port}"
+        # One address, not 127.0.0.1: the CLI takes no HEROKU_HOST naming it.
+        tunnel = (
+            f"only through a tunnel (ssh -N -L 8514:{shown_host}:{self.http_port} HOST,"
+            f" then HEROKU_HOST={scheme}://127.0.0.1:8514)"
+        )
         if config.api_key is not None and heroku_cli_takes(api):
             lines.append(
                 f"Platform API on {api}: HEROKU_HOST={api} HEROKU_API_KEY=... heroku logs -a APP"
@@ -634,11 +639,8 @@ class Server:
             local = f"{scheme}://127.0.0.1:{self.http_port}"
             if config.host in ("0.0.0.0", "::"):  # 127.0.0.1 among the addresses
                 cli = f"only as HEROKU_HOST={local}, on this machine or through ssh -L"
-            else:  # one address, not 127.0.0.1: the CLI takes no HEROKU_HOST naming it
-                cli = (
-                    f"only through a tunnel (ssh -N -L 8514:{shown_host}:{self.http_port} HOST,"
-                    f" then HEROKU_HOST={scheme}://127.0.0.1:8514)"
-                )
+            else:
+                cli = tunnel
             lines.append(
                 f"Platform API on {api}: HEROLOG_API_KEY=... herolog logs --server URL -a APP;"
                 f" the heroku CLI {cli} (with any other HEROKU_HOST it sends HEROKU_API_KEY to"
@@ -648,6 +650,8 @@ class Server:
             line = f"Platform API on {api} (no --api-key: open to this machine only)"
             if heroku_cli_takes(api):
                 line += f": HEROKU_HOST={api} heroku logs -a APP"
+            else:
+                line += f": the heroku CLI {tunnel}"
             lines.append(line)
         else:
             lines.append("Platform API off: give --api-key to read logs from other machines")

@@ -650,17 +650,19 @@ def test_the_banner_of_a_serve_without_a_key_gives_the_heroku_cli_command(
     assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
 
 
+@pytest.mark.parametrize("api_key", [KEY, None], ids=["api-key", "no-api-key"])
 def test_the_banner_sends_the_heroku_cli_where_serve_listens(
-    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
+    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path, api_key: str | None
 ) -> None:
     """serve on one address that is not 127.0.0.1 (::1 here; a private interface's alike):
     the CLI takes no HEROKU_HOST naming it, and 127.0.0.1 is not served, so the banner sends
-    the CLI through a tunnel to that address, not to 127.0.0.1 on this machine."""
-    running = import_example(make_server(host="::1", api_key=KEY))
+    the CLI through a tunnel to that address, not to 127.0.0.1 on this machine. Without a
+    key too, whose API is open to the tunnel's connections, which come from this machine."""
+    running = import_example(make_server(host="::1", api_key=api_key))
     port = running.server.http_port
     assert port is not None
     (line,) = [text for text in running.server.banner() if text.startswith("Platform API")]
-    assert "on this machine" not in line
+    assert f"127.0.0.1:{port}" not in line
     assert f"ssh -N -L 8514:[::1]:{port} HOST, then HEROKU_HOST=http://127.0.0.1:8514" in line
     # What the banner used to say: 127.0.0.1 on this machine, where nothing listens (the CLI
     # sent there fails with ECONNREFUSED, after retries that took it 7 s).
