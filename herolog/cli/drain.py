@@ -133,10 +133,18 @@ def add(
     if url == "-":
         try:
             url = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
+            # Not from a terminal, where the user would have to type Ctrl-D: a script's
+            # second URL, added by nobody, must not go unsaid.
+            more = "" if not sys.stdin or sys.stdin.isatty() else sys.stdin.read()
         except UnicodeDecodeError:
             raise BadInput("the drain URL on standard input is not UTF-8 text") from None
         if not url:
             raise BadInput("no drain URL on standard input (drain add - reads one line)")
+        if more.strip():
+            raise BadInput(
+                "standard input holds more than one line, and drain add - reads one URL:"
+                " add each drain with a command of its own"
+            )
     added, warning = attempt(lambda: registry(server).add(name, url), server)
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)

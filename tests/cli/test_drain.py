@@ -558,6 +558,16 @@ def test_a_url_read_from_standard_input_stays_off_the_command_line(
         assert refused.stderr.strip().splitlines()[-1] == (
             "Error: no drain URL on standard input (drain add - reads one line)"
         )
+    # A script's two URLs: neither is added, rather than the second going unsaid.
+    refused = add(f"{SECRET_URL}x\nsyslog+tls://logs.example.com:6514\n")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "Error: standard input holds more than one line, and drain add - reads one URL: add"
+        " each drain with a command of its own\n",
+    )
+    assert add(f"{SECRET_URL}y\r\n\n").returncode == 0  # blank lines after it are no URL
+    code, out, err = run("drain", "list", "--json", "--show-secrets", env=where)
+    assert [d["url"] for d in json.loads(out)] == [SECRET_URL, f"{SECRET_URL}y"]
     # Not UTF-8: in a UTF-8 locale, refused as such; in the C locale (its bytes escaped), as
     # no URL.
     refused = add(b"https://logs.example.com/\xff\n", PYTHONIOENCODING="utf-8:strict")
