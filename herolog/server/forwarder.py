@@ -767,6 +767,7 @@ class SyslogDrain(DrainWorker):
         self.insecure = parts.fragment == "insecure"
         self.hostname = drain.token
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._listening: asyncio.Task[None] | None = None
         self._told_certificate = False
 
     def encode(self, line: StoredLine) -> bytes:
@@ -802,6 +803,10 @@ class SyslogDrain(DrainWorker):
             raise DeliveryError(message, retry=True) from None
         self._told_certificate = False
         self._streams = (reader, writer)
+        # A receiver may talk back (a greeting, an error a frame): left unread, what it said
+        # keeps at_eof() false once it has closed, and the next batch would go into the
+        # closed connection, lost.
+        self._listening = asyncio.create_task(_ignore(reader))
         return writer
 
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
@@ -816,6 +821,10 @@ class SyslogDrain(DrainWorker):
             raise DeliveryError(f"connection lost: {reason}", retry=True) from None
 
     async def close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.gather(self._listening, return_exceptions=True)
+            self._listening = None
         if self._streams is not None:
             writer = self._streams[1]
             self._streams = None
@@ -829,6 +838,13 @@ class SyslogDrain(DrainWorker):
                 writer.transport.abort()
             except (OSError, ssl.SSLError):
                 pass
+
+
+async def _ignore(reader: asyncio.StreamReader) -> None:
+    """Read what a syslog receiver sends, to no purpose but seeing when it closes."""
+    with contextlib.suppress(OSError, ssl.SSLError):
+        while await reader.read(65536):
+            pass
 
 
 class UnusableDrain(DrainWorker):

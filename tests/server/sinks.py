@@ -178,7 +178,9 @@ class SyslogSink:
 
     ``resets``: the first this many connections are reset once they have brought some
     bytes, which are lost (a receiver that crashes). ``hang``: connections read nothing
-    until it is set (a receiver that accepts and stalls).
+    until it is set (a receiver that accepts and stalls). ``greeting``: sent on each new
+    connection (a receiver that talks back). ``reads``: a connection is closed after this
+    many reads.
     """
 
     def __init__(
@@ -188,6 +190,8 @@ class SyslogSink:
         resets: int = 0,
         hang: threading.Event | None = None,
         port: int = 0,
+        greeting: bytes = b"",
+        reads: int | None = None,
     ) -> None:
         self.streams: list[bytearray] = []
         self.connections = 0
@@ -214,12 +218,16 @@ class SyslogSink:
                     if sink.hang is not None:
                         sink.hang.wait(60)
                     with conn:
-                        while chunk := conn.recv(65536):
+                        if greeting:
+                            conn.sendall(greeting)
+                        left = reads
+                        while (left is None or left > 0) and (chunk := conn.recv(65536)):
                             if doomed:
                                 reset(conn)
                                 return
                             with sink.lock:
                                 stream += chunk
+                            left = None if left is None else left - 1
                 except OSError:
                     pass
 

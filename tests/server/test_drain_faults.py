@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import io
 import json
 import logging
@@ -360,6 +361,36 @@ def test_a_syslog_receiver_that_resets_connections(make_server: ServerFactory) -
         got = app_messages(listener.lines())
         assert_in_order_once(got, sent)
         assert len(got) <= state.delivered
+    finally:
+        listener.close()
+
+
+def test_a_syslog_receiver_that_talks_back_and_closes_after_each_frame(
+    make_server: ServerFactory,
+) -> None:
+    """A receiver that greets each connection (or answers a frame) and closes it once it has
+    read: what it said must not keep herolog from seeing the close, or the next batch goes
+    into the closed connection, lost, and counts as delivered."""
+    listener = SyslogSink(greeting=b"hello\n", reads=1)
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", f"syslog://127.0.0.1:{listener.port}")
+        sent = numbered(5)
+
+        def closed_after(count: int) -> bool:
+            got = len(app_messages(listener.lines()))
+            return got == count and connections_to(listener.port) == 0
+
+        for count, one in enumerate(sent, 1):
+            post(running, "demo", [one])
+            wait_until(
+                functools.partial(closed_after, count),
+                what=f"line {count} on a connection the receiver then closed",
+            )
+        state = assert_books_balance(running, "demo", token, sent)
+        assert state.delivered == len(sent)
+        assert app_messages(listener.lines()) == [x.message for x in sent]
+        assert listener.connections == len(sent)
     finally:
         listener.close()
 
