@@ -712,25 +712,6 @@ class HTTPDrain(DrainWorker):
         try:
             request = self.client.build_request("POST", self.target, content=body, headers=headers)
             response = await self.client.send(request, stream=True)
-            try:
-                status = response.status_code
-                if 200 <= status < 300:
-                    # httpx keeps a connection for the next batch only once the answer has
-                    # been read to its end; a drain that answers at length gets a new one.
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read > ERROR_BODY_BYTES:
-                            break
-                    return
-                # Only the start of an error answer: a drain's reply must not cost memory.
-                start = b""
-                async for chunk in response.aiter_bytes():
-                    start += chunk
-                    if len(start) >= ERROR_BODY_BYTES:
-                        break
-            finally:
-                await response.aclose()
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
@@ -741,6 +722,30 @@ class HTTPDrain(DrainWorker):
             if isinstance(error, httpx.NetworkError | httpx.RemoteProtocolError):
                 reason = f"connection to {self.netloc} lost: {reason}"
             raise DeliveryError(reason, retry=True) from None
+        status = response.status_code
+        start = b""
+        # The status is the drain's answer: an answer's body cut short or never finished
+        # changes nothing (a 2xx retried would reach the drain twice, a 400 be sent again).
+        with contextlib.suppress(httpx.HTTPError):
+            try:
+                if 200 <= status < 300:
+                    # httpx keeps a connection for the next batch only once the answer has
+                    # been read to its end; a drain that answers at length gets a new one.
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > ERROR_BODY_BYTES:
+                            break
+                else:
+                    # Only the start of an error answer: a drain's reply must not cost memory.
+                    async for chunk in response.aiter_bytes():
+                        start += chunk
+                        if len(start) >= ERROR_BODY_BYTES:
+                            break
+            finally:
+                await response.aclose()
+        if 200 <= status < 300:
+            return
         reason = f"{status} {response.reason_phrase}".strip()
         text = start[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
         detail = text.splitlines()[0][:200] if text else ""

@@ -68,6 +68,9 @@ class HTTPSink:
     context: ssl.SSLContext | None = None
     delay: float = 0.0
     """Seconds each answer waits: a drain that takes its time."""
+    cut_short: bool = False
+    """Answers that are not 204 end halfway through their body, the connection closed: a
+    drain that dies as it answers."""
 
     def __post_init__(self) -> None:
         sink = self
@@ -115,7 +118,9 @@ class HTTPSink:
                     return
                 reply = b"" if status == 204 else sink.reply
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(reply)))
+                length = len(reply) * 2 if sink.cut_short else len(reply)
+                self.send_header("Content-Length", str(length))
+                self.close_connection = self.close_connection or sink.cut_short
                 if status != 204:
                     for name, value in sink.reply_headers.items():
                         self.send_header(name, value)

@@ -184,6 +184,25 @@ def test_an_http_drain_that_drops_connections_is_told_of_as_such(
         sink.close()
 
 
+def test_an_answer_cut_short_is_what_its_status_says(make_server: ServerFactory) -> None:
+    """A drain that dies as it answers has answered with its status line: a 200 is delivered
+    (sent again, the batch would reach the drain twice), a 400 refused (not sent again)."""
+    sink = HTTPSink(statuses=[400], then=200, cut_short=True)
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", sink.url())
+        sent = send(running, "demo", 1, 2)
+        wait_until(lambda: sink.requests, what="the refused batch")
+        sent += send(running, "demo", 1, 3, start=2)
+        state = assert_books_balance(running, "demo", token, sent, refused=2)
+        assert (state.delivered, state.dropped) == (3, 2)
+        assert [r.status for r in sink.requests] == [400, 200]
+        assert app_messages(sink.delivered_lines()) == [x.message for x in sent[2:]]
+        assert state.last_error == "400 Bad Request: sink says no"
+    finally:
+        sink.close()
+
+
 def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
     make_server: ServerFactory,
 ) -> None:
