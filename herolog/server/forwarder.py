@@ -798,13 +798,13 @@ class SyslogDrain(DrainWorker):
                 self.notice(
                     self.drain.app,
                     f"Error L14 (certificate validation error): drain {self.drain.token}"
-                    f" {self.host}:{self.port}: {error.verify_message or error.reason}",
+                    f" {url_host(self.host, self.port)}: {error.verify_message or error.reason}",
                 )
             message = f"TLS certificate rejected: {error.verify_message}"
             raise DeliveryError(message, retry=True) from None
         except (OSError, TimeoutError, ssl.SSLError) as error:
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
-            message = f"cannot connect to {self.host}:{self.port}: {reason}"
+            message = f"cannot connect to {url_host(self.host, self.port)}: {reason}"
             raise DeliveryError(message, retry=True) from None
         self._told_certificate = False
         self._streams = (reader, writer)

@@ -360,6 +360,20 @@ def test_a_syslog_drain_that_is_down_then_comes_back(make_server: ServerFactory)
         listener.close()
 
 
+def test_a_syslog_drain_to_an_ipv6_address_names_it_in_brackets(
+    make_server: ServerFactory,
+) -> None:
+    """As its URL writes it, and as an HTTP drain's errors do: ``::1:514`` reads as an
+    address and no port."""
+    port = free_port()
+    running = make_server()
+    token = add_drain(running, "demo", f"syslog://[::1]:{port}")
+    send(running, "demo", 1, 1)
+    drain = worker(running, token)
+    wait_until(lambda: drain.last_error, what="the drain to fail")
+    assert str(drain.last_error).startswith(f"cannot connect to [::1]:{port}: ")
+
+
 def test_a_syslog_receiver_that_resets_connections(make_server: ServerFactory) -> None:
     """Syslog has no acknowledgements: what a receiver loses when it crashes was handed to
     TCP and counts as delivered (as with Logplex). The books still balance, nothing arrives
