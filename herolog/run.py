@@ -255,6 +255,11 @@ def run_dyno(
         for sig in FORWARDED_SIGNALS
         if signal.getsignal(sig) != signal.SIG_IGN
     }
+    # Not SIGCHLD: ignored (kept so across exec from a parent that ignores it), it has the
+    # kernel reap the command as it exits, before its status is read (Python then says 0),
+    # and the command would start with it ignored, unlike on a dyno.
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         try:
             proc = _start(

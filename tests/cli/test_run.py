@@ -745,3 +745,30 @@ def test_signals_blocked_by_the_parent_are_unblocked_for_herolog_and_its_command
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["SigBlk:", "0" * 16]
+
+
+@pytest.mark.subprocess
+def test_a_sigchld_ignored_by_the_parent_neither_loses_the_status_nor_reaches_the_command(
+    herolog_home: Path,
+) -> None:
+    """An ignored SIGCHLD, like an ignored SIGHUP, is kept across exec (from a daemon that
+    ignores it so as not to have to reap its children): the kernel then reaps the command as
+    it exits, and one that exited before herolog waited for it was taken to have exited 0. A
+    dyno's command starts with SIGCHLD not ignored."""
+
+    def ignoring_sigchld(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "herolog", "run", "--", *command],
+            capture_output=True,
+            text=True,
+            env=herolog_env(),
+            timeout=15,
+            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN),
+        )
+
+    proc = ignoring_sigchld("false")
+    assert (proc.returncode, proc.stderr) == (1, "")
+    assert stored()[-2][2] == "Process exited with status 1"
+    proc = ignoring_sigchld("grep", "^SigIgn:", "/proc/self/status")
+    ignored = int(proc.stdout.split()[1], 16)
+    assert not ignored & 1 << (signal.SIGCHLD - 1)
