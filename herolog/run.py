@@ -21,6 +21,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from herolog.interrupt import woken_by_signals
@@ -307,12 +308,12 @@ def run_dyno(
             on_stopped()
         # The dyno ends with its command: what it left running is told to stop, and what
         # it writes meanwhile is read for the grace.
-        _forward(proc, signal.SIGTERM)
+        _end_session(proc, signal.SIGTERM)
         ended.now()
         for reader in readers:
             reader.join()
         ended.close()
-        _forward(proc, signal.SIGKILL)
+        _end_session(proc, signal.SIGKILL)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -385,6 +386,33 @@ def _forward(proc: subprocess.Popen[bytes], sig: int) -> None:
     # would send it.
     with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just exited
         os.killpg(proc.pid, sig)
+
+
+def _end_session(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """``sig`` to every process group of the command's session, the dyno's: those a command
+    with job control of its own (a shell's ``set -m``) started are the dyno's too."""
+    for group in _session_groups(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+
+
+def _session_groups(session: int) -> set[int]:
+    """The process groups in ``session``, as /proc lists them; without /proc (not Linux),
+    only its leader's."""
+    groups = {session}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_bytes()
+            except OSError:  # gone meanwhile
+                continue
+            # After the command name, which may hold anything: state ppid pgrp session ...
+            fields = stat[stat.rfind(b")") + 1 :].split()
+            if len(fields) > 3 and int(fields[3]) == session:
+                groups.add(int(fields[2]))
+    return groups
 
 
 class _Ended:

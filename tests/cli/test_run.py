@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shlex
@@ -231,6 +232,32 @@ def test_the_processes_a_command_leaves_behind_end_with_the_dyno(
     group = int(proc.stdout.split()[0])
     assert wait_for_no_group(group), "the command's processes outlived the run"
     assert "bye" in [x[2] for x in stored()]
+
+
+@pytest.mark.subprocess
+def test_the_processes_a_command_put_in_groups_of_their_own_end_with_the_dyno(
+    herolog_home: Path,
+) -> None:
+    """A command with job control of its own (a shell's `set -m`) starts processes in groups
+    of their own, in the dyno's session still: they end with the dyno too (they were left
+    running). Only a session of their own leaves them alone."""
+    script = (
+        "import subprocess\n"
+        "quiet = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.DEVNULL}\n"
+        "job = subprocess.Popen(['sleep', '300'], process_group=0, **quiet)\n"
+        "daemon = subprocess.Popen(['sleep', '300'], start_new_session=True, **quiet)\n"
+        "print(job.pid, daemon.pid)\n"
+    )
+    proc = run("--", sys.executable, "-c", script)
+    job, daemon = map(int, proc.stdout.split())
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert wait_for_no_group(job), "a process of the dyno's session outlived the run"
+        os.killpg(daemon, 0)  # still there: not the dyno's
+    finally:
+        for group in (job, daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
 
 @pytest.mark.subprocess
