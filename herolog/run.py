@@ -313,6 +313,7 @@ def run_dyno(
         for reader in readers:
             reader.join()
         ended.close()
+        _await_session(proc.pid, ended.deadline)  # those whose output goes elsewhere too
         _end_session(proc, signal.SIGKILL)
     finally:
         for sig, handler in previous.items():
@@ -396,22 +397,42 @@ def _end_session(proc: subprocess.Popen[bytes], sig: int) -> None:
             os.killpg(group, sig)
 
 
-def _session_groups(session: int) -> set[int]:
-    """The process groups in ``session``, as /proc lists them; without /proc (not Linux),
-    only its leader's."""
-    groups = {session}
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
+def _await_session(session: int, deadline: float) -> None:
+    """Until no process is left in ``session``, or ``deadline``."""
+    while time.monotonic() < deadline:
+        for group in _session_groups(session):
             try:
-                stat = Path(entry.path, "stat").read_bytes()
-            except OSError:  # gone meanwhile
+                os.killpg(group, 0)
+            except ProcessLookupError:
                 continue
-            # After the command name, which may hold anything: state ppid pgrp session ...
-            fields = stat[stat.rfind(b")") + 1 :].split()
-            if len(fields) > 3 and int(fields[3]) == session:
-                groups.add(int(fields[2]))
+            except PermissionError:  # there, though not herolog's to signal
+                pass
+            break
+        else:
+            return
+        time.sleep(0.02)
+
+
+def _session_groups(session: int) -> set[int]:
+    """The process groups in ``session``, as /proc lists them, of its processes that have
+    not exited (a zombie waits only for its parent); without /proc (not Linux), its
+    leader's."""
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return {session}
+    groups = set()
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        # After the command name, which may hold anything: state ppid pgrp session ...
+        fields = stat[stat.rfind(b")") + 1 :].split()
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == session:
+            groups.add(int(fields[2]))
     return groups
 
 

@@ -235,6 +235,23 @@ def test_the_processes_a_command_leaves_behind_end_with_the_dyno(
 
 
 @pytest.mark.subprocess
+def test_the_processes_a_command_leaves_behind_have_the_grace_to_end_on_sigterm(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """Those whose output goes elsewhere (a server logging to a file) too: the SIGKILL comes
+    once the grace is over, not as soon as the dyno's output has ended."""
+    armed, done = tmp_path / "armed", tmp_path / "done"
+    script = (
+        f"(trap 'sleep 0.2; : > {done}; exit 0' TERM; : > {armed};"
+        " while :; do sleep 0.05; done) > /dev/null 2>&1 &"
+        f" while [ ! -e {armed} ]; do sleep 0.01; done"
+    )
+    proc = run("--", "sh", "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert done.exists(), "SIGKILL came before the grace was over"
+
+
+@pytest.mark.subprocess
 def test_the_processes_a_command_put_in_groups_of_their_own_end_with_the_dyno(
     herolog_home: Path,
 ) -> None:
