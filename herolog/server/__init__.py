@@ -334,6 +334,10 @@ class _Uvicorn(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        # SIGCHLD ignored by a parent (so as not to reap its children) is kept so across exec:
+        # the kernel would then reap the store writer as it exits, its status unread.
+        if signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         # SIGHUP too: a closed terminal (an ssh session ending) would otherwise kill serve
         # before it commits its drains' positions and hands back their lease. Unless it is
         # ignored already: under nohup, serve is to outlive the terminal. Without a

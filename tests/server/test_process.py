@@ -683,6 +683,25 @@ def stops_cleanly_on(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
 
 
 @pytest.mark.subprocess
+def test_serve_started_with_sigchld_ignored_reads_its_writer_s_exit_status() -> None:
+    """A parent that ignores SIGCHLD (so as not to reap its children) passes that on through
+    exec, and the kernel then reaps serve's store writer as it exits: its status read as 0,
+    and a writer killed by the OOM killer was said to have exited with status 0."""
+    proc = serve_in_a_session(preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    try:
+        assert proc.stderr is not None
+        port_from_banner(proc.stderr)
+        (writer,) = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+        os.kill(writer, signal.SIGKILL)
+        said = next(line for line in iter(proc.stderr.readline, "") if "restarting" in line)
+        assert said == "herolog serve: the store writer exited with status -9; restarting it\n"
+        stops_cleanly_on(proc, signal.SIGTERM)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.subprocess
 def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path) -> None:
     """A signal mask is inherited across exec: a serve started by a CI runner or a
     supervisor with SIGTERM blocked in its thread kept every SIGTERM pending and served on,
