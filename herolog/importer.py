@@ -203,7 +203,7 @@ def import_stream(
         first = stream.read(CHUNK_SIZE) if live is None else live.first()
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
-    except KeyboardInterrupt:  # a pipe's first MiB not all come: said as a later Ctrl-C is
+    except KeyboardInterrupt:  # a pipe's first line not all come: said as a later Ctrl-C is
         raise ImportInterrupted(ImportResult("heroku")) from None
     compressed = first[:2] == _GZIP_MAGIC
     read: Callable[[int], bytes] = stream.read if live is None else live.read
