@@ -540,6 +540,10 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
     lines = body.get("lines")
     if lines is None:
         lines = default_num(history)
+    elif isinstance(lines, float) and lines.is_integer():
+        # JSON.stringify writes numbers from 1e21 up with an exponent: the heroku CLI sends
+        # -n 1000000000000000000000 as 1e+21, which is a whole number all the same.
+        lines = int(lines)
     if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
         raise SessionError("lines must be a whole number, 0 or more")
     output = body.get("format", "text")

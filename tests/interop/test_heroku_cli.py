@@ -153,13 +153,13 @@ def test_heroku_logs_trims_each_message_and_drops_blank_lines(
     ]
 
 
+@pytest.mark.parametrize("num", ["5000", "1000000000000000000000"])
 def test_heroku_logs_n_over_the_history_prints_the_whole_history(
-    heroku_cli: Path, shared_server: Running, tmp_path: Path
+    heroku_cli: Path, shared_server: Running, tmp_path: Path, num: str
 ) -> None:
-    """As on Heroku, where -n 5000 gives the 1,500 lines Logplex keeps."""
-    result = heroku(
-        heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", "demo", "-n", "5000"
-    )
+    """As on Heroku, where -n 5000 gives the 1,500 lines Logplex keeps. The CLI sends
+    10**21 and up as JSON with an exponent (1e+21): a whole number too."""
+    result = heroku(heroku_cli, cli_env(shared_server, tmp_path), "logs", "-a", "demo", "-n", num)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == herolog_logs(shared_server, "-a", "demo", "-n", "1500")
 

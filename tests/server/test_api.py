@@ -311,6 +311,7 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
         ({"lines": 1501, "format": "json"}, "1,500 lines"),
         ({"lines": -1}, "lines must be"),
         ({"lines": "5"}, "lines must be"),
+        ({"lines": 1.5}, "lines must be"),
         ({"tail": "yes"}, "tail must be"),
         ({"source": 5}, "source must be"),
         ({"grep": ["("]}, "bad regular expression"),
