@@ -153,6 +153,46 @@ def test_heroku_logs_trims_each_message_and_drops_blank_lines(
     ]
 
 
+def test_heroku_logs_ends_a_line_at_each_carriage_return(
+    heroku_cli: Path, server: Running, tmp_path: Path
+) -> None:
+    """An event stream cannot carry a CR (it ends a field there, as LF does): serve sends
+    the text on either side of one as lines of their own, which the CLI prints so, where
+    herolog logs writes the message as it was sent. JavaScript's trim() takes other Unicode
+    white space off a message's ends too, a no-break space's."""
+    messages = ["progress 50%\r100%", "crlf\r\nnext", "ends in cr\r", "\u00a0nbsp\u00a0"]
+    frames = [
+        f"<190>1 2026-11-21T10:00:0{i}+00:00 host app web.1 - {m}\n" for i, m in enumerate(messages)
+    ]
+    body = b"".join(b"%d %s" % (len(f.encode()), f.encode()) for f in frames)
+    assert server.post("cr", body).status_code == 204
+    # Bytes: in text mode, a CR the CLI printed would read as a line end too.
+    result = subprocess.run(
+        [str(heroku_cli), "logs", "-a", "cr"],
+        env=cli_env(server, tmp_path),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = CliRunner().invoke(cli, ["logs", "-a", "cr"], env=home(server))
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout_bytes.decode() == (  # .stdout would make each CRLF an LF
+        "2026-11-21T10:00:00+00:00 app[web.1]: progress 50%\r100%\n"
+        "2026-11-21T10:00:01+00:00 app[web.1]: crlf\r\nnext\n"
+        "2026-11-21T10:00:02+00:00 app[web.1]: ends in cr\r\n"
+        "2026-11-21T10:00:03+00:00 app[web.1]: \u00a0nbsp\u00a0\n"
+    )
+    assert result.stdout.decode().split("\n") == [
+        "2026-11-21T10:00:00+00:00 app[web.1]: progress 50%",
+        "100%",
+        "2026-11-21T10:00:01+00:00 app[web.1]: crlf",
+        "next",
+        "2026-11-21T10:00:02+00:00 app[web.1]: ends in cr",
+        "2026-11-21T10:00:03+00:00 app[web.1]: nbsp",
+        "",
+    ]
+
+
 @pytest.mark.parametrize("num", ["5000", "1000000000000000000000"])
 def test_heroku_logs_n_over_the_history_prints_the_whole_history(
     heroku_cli: Path, shared_server: Running, tmp_path: Path, num: str
