@@ -47,9 +47,10 @@ TAIL_BUFFER_BYTES = 16 << 20
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
-RESTART_RETRY_MS = 5000
+RESTART_RETRY_MS = 10_000
 """...and as a stream ends because serve is stopping: time for a restarted serve to listen
-again, since the heroku CLI gives up at the first reconnect that finds no server."""
+again, since the heroku CLI gives up at the first reconnect that finds no server. The serve
+that stops gives its drains 5 s of it (all 5 where one cannot deliver) before it exits."""
 END_FOR_RESTART = f"retry: {RESTART_RETRY_MS}\n\n".encode()
 _KEY_ROUNDS = 100_000
 """PBKDF2 rounds of the API key's fingerprint kept with the sessions handed over."""

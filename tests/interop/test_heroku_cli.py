@@ -37,6 +37,7 @@ from tests.server.conftest import (
     own_certificate,
     running_server,
 )
+from tests.server.test_remote_logs import closed_port
 
 KEY = "interop-key"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -417,12 +418,50 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     assert "Error" not in tail.stderr, tail.stderr
 
 
+@pytest.mark.subprocess
+def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_time(
+    heroku_cli: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """A serve that stops gives its drains 5 s to deliver what they hold, all 5 where one
+    cannot (README), after it ended the streams; the next serve, as systemd restarts it,
+    listens only after that. The CLI, told when to come back, must find it there: it gives
+    up at its first reconnect that finds no server."""
+    first = serve_process("--port", "0", "--api-key", KEY)
+    post_to(first.url, frames("before"))
+    response = httpx.post(
+        f"{first.url}/apps/demo/log-drains",
+        json={"url": f"http://127.0.0.1:{closed_port()}/drain"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert response.status_code == 201, response.text
+    tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
+
+    def printed(timeout: float = 30) -> str:
+        return tail.lines.get(timeout=timeout).split(": ", 1)[-1]
+
+    try:
+        assert printed(60) == "before"
+        post_to(first.url, frames("held by the drain", second=1))
+        assert printed() == "held by the drain"
+        first.proc.send_signal(signal.SIGTERM)
+        code, said = first.finish()
+        assert code == 0, said
+        assert "1 line not delivered yet" in said  # it waited for the drain
+        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
+        post_to(second.url, frames("after", second=2))
+        assert printed() == "after"
+        assert tail.proc.poll() is None
+    finally:
+        tail.stop()
+    assert "Error" not in tail.stderr, tail.stderr
+
+
 def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
     heroku_cli: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """serve stopped, and not started again: the CLI's reconnect finds no server, and it
     exits 1 with its own message (README)."""
-    # The stream ends asking the CLI to come back in 5 s, room for a restart (the test
+    # The stream ends asking the CLI to come back in 10 s, room for a restart (the tests
     # above): this test's CLI comes back to a server that is not restarted, as well sooner.
     monkeypatch.setattr(api, "END_FOR_RESTART", b"retry: 200\n\n")
     with running_server(tmp_path / "logs.db", api_key=KEY) as running:
