@@ -147,6 +147,13 @@ class SyslogServer:
         for stop in self._stop_reading:
             if not stop.done():
                 stop.set_result(None)
+        if self._handshakes and not self._hanging_up:
+            # A client still in its handshake has sent nothing to store yet: one whose next
+            # flight was sent before the stop finishes it now, and reads until quiet; one
+            # quiet as long (a health check) would hold the stop until STOP_READING_S.
+            await asyncio.wait(self._handshakes, timeout=QUIET_AT_STOP_S)
+            for handshake in list(self._handshakes):
+                handshake.cancel()
         if self._connections and not self._hanging_up:
             await asyncio.wait(self._connections, timeout=STOP_READING_S)
         self.hang_up()

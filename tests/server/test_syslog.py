@@ -557,6 +557,45 @@ def test_a_tls_handshake_that_stalls_is_cut_off_after_the_header_timeout(
             assert sock.recv(100) == b""
 
 
+def test_a_client_that_has_not_begun_its_tls_handshake_does_not_hold_up_the_stop(
+    herolog_home: Path,
+    certificates: tuple[trustme.CA, Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client connected to the syslog+tls port that has sent nothing (a health check, a
+    port scan) has nothing to store: serve stopping closes it once it is quiet, as it does
+    a connection past its handshake, where it waited for it until STOP_READING_S (5 s at
+    every stop) or the handshake's timeout, both made long here."""
+    import io
+
+    from herolog.server import ServeConfig, Server, run_in_thread
+    from herolog.server import syslog as syslog_module
+
+    monkeypatch.setattr(syslog_module, "STOP_READING_S", 600.0)
+    _, certfile, keyfile = certificates
+    config = ServeConfig(
+        store_path=herolog_home / "logs.db",
+        port=0,
+        syslog_port=0,
+        certfile=certfile,
+        keyfile=keyfile,
+        header_timeout=600.0,
+    )
+    server = Server(config, log=io.StringIO())
+    stop = run_in_thread(server)
+    syslog = server.syslog
+    assert syslog is not None
+    assert server.syslog_port is not None
+    try:
+        with socket.create_connection(("127.0.0.1", server.syslog_port), timeout=20) as idle:
+            wait_for(lambda: bool(syslog._handshakes))
+            server.stop()
+            with contextlib.suppress(ConnectionResetError):
+                assert idle.recv(100) == b""
+    finally:
+        stop()
+
+
 @pytest.mark.subprocess
 def test_a_client_hello_sent_before_serve_accepts_the_connection_reaches_the_handshake(
     herolog_home: Path, certificates: tuple[trustme.CA, Path, Path]
