@@ -309,7 +309,7 @@ class SyslogServer:
                     self._let_in()  # the next in turn, if there is still room
                     if not data:
                         break
-        except (ConnectionError, ssl.SSLError):
+        except OSError:  # a reset, a TLS error, or what serve sent on it timing out: its end
             pass
         finally:
             self._stop_reading.discard(stop)

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -594,6 +595,80 @@ def test_a_client_that_has_not_begun_its_tls_handshake_does_not_hold_up_the_stop
                 assert idle.recv(100) == b""
     finally:
         stop()
+
+
+VANISHING_CLIENT = """
+import gc, io, socket, ssl, subprocess, sys, time
+from pathlib import Path
+from herolog.server import ServeConfig, Server, run_in_thread
+
+def sh(command):
+    subprocess.run(command, shell=True, check=True)
+
+sh("ip link set lo up; ip addr add 10.1.1.1/32 dev lo; ip addr add 10.1.1.2/32 dev lo")
+sh("sysctl -qw net.ipv4.tcp_retries2=1")  # what serve sends times out in a second, not 15 min
+config = ServeConfig(
+    store_path=Path(sys.argv[1]), host="10.1.1.1", insecure_no_auth=True, port=0,
+    syslog_port=0, certfile=Path(sys.argv[2]), keyfile=Path(sys.argv[3]),
+)
+server = Server(config, log=io.StringIO())
+stop = run_in_thread(server)
+client = ssl.create_default_context()
+client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = client.wrap_bio(incoming, outgoing)
+raw = socket.socket()
+raw.bind(("10.1.1.2", 0))
+raw.connect(("10.1.1.1", server.syslog_port))
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    raw.sendall(outgoing.read())
+while True:
+    incoming.write(raw.recv(65536))
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        pass
+# The client's network goes: nothing serve sends reaches it from now on (local addresses are
+# looked up in table local, rule 0, before any other rule unless it is moved after them).
+sh("ip rule add pref 100 lookup local; ip rule del pref 0")
+sh("ip rule add pref 5 to 10.1.1.2 lookup 50; ip route add blackhole default table 50")
+raw.sendall(outgoing.read())  # its Finished: serve answers with TLS 1.3 session tickets
+deadline = time.monotonic() + 20
+while server.syslog._connections and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("finished" if not server.syslog._connections else "still open", flush=True)
+gc.collect()
+stop()
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+    reason="needs root, unshare and ip, for a network namespace of its own",
+)
+def test_a_tls_client_whose_network_goes_after_its_handshake_leaves_no_traceback(
+    tmp_path: Path, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """Serve writes on a syslog+tls connection (its handshake, TLS 1.3 session tickets): a
+    client whose network goes (no reset) has that time out, and the read raised
+    TimeoutError, which is no ConnectionError, out of the handler: `Task exception was never
+    retrieved` and a traceback on serve's stderr. It is the end of that stream, as a reset
+    is. Run in a network namespace of its own, where its routes cannot affect anyone."""
+    _, certfile, keyfile = certificates
+    paths = [str(tmp_path / "logs.db"), str(certfile), str(keyfile)]
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", VANISHING_CLIENT, *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "finished\n"
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.subprocess
