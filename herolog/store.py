@@ -483,10 +483,11 @@ class SQLiteStore:
                 # SQLite would open it read-only and still make a -wal and -shm beside it,
                 # this user's, which the owner's writers then cannot write.
                 return cls._open_read_only(path)
-            if _full(path) and not Path(f"{path}-shm").exists():
-                # Nothing has it open (no -shm), and SQLite could not make the -shm it
-                # reads a WAL store with: trying left an empty -wal that every later
-                # reader would need one for too.
+            if _full(path) and not _shm_in_use(path):
+                # Nothing has it open (no -shm, or the stub of one that a writer refused
+                # by the full disk left), and SQLite could not make the -shm it reads a WAL store
+                # with: trying left an empty -wal that every later reader would need one
+                # for too.
                 return cls._open_read_only(path)
         try:
             db = _connect(path, f"mode={'rwc' if create else 'rw'}")
@@ -516,7 +517,7 @@ class SQLiteStore:
         file system: the file is read as it is. With one, SQLite reads the -shm read-only,
         where it can.
         """
-        wal = Path(f"{path}-wal").exists()
+        wal = Path(f"{path}-wal").exists() and _shm_in_use(path)
         try:
             db = _connect(path, f"mode=ro{'' if wal else '&immutable=1'}")
             store = cls(path, db)
@@ -1411,7 +1412,7 @@ class SQLiteStore:
 
     def version(self) -> int:
         # Changes whenever another connection commits: a cheap way to poll for new lines.
-        if self._immutable and Path(f"{self.path}-wal").exists():
+        if self._immutable and Path(f"{self.path}-wal").exists() and _shm_in_use(self.path):
             # Read as unchanging (a read-only file system with no writer then), and a
             # writer outside the mount has opened it since: read it as it changes.
             db = _connect(self.path, "mode=ro")
@@ -1672,6 +1673,14 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _shm_in_use(path: Path) -> bool:
+    """Whether the store's -shm is one its connections share. SQLite makes it 3 bytes
+    first and then its first 32 KiB page: a connection refused by a full disk in between
+    leaves the 3 bytes, with an empty -wal, and a reader that took them for a writer's
+    failed ('disk I/O error') until the disk had room."""
+    return _file_size(Path(f"{path}-shm")) >= 32768
 
 
 def open_existing(path: Path) -> SQLiteStore | None:

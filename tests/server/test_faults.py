@@ -298,7 +298,7 @@ else:
     if kind == "stored+full":
         made = [sys.executable, "-m", "herolog", "store", "history", "1500"]
         subprocess.run(made, check=True, capture_output=True)
-    if kind == "lines+full":
+    if kind.endswith("lines+full"):
         made = [sys.executable, "-m", "herolog", "run", "-a", "demo", "--", "echo", "kept"]
         subprocess.run(made, check=True, capture_output=True)
     if kind.endswith("full"):
@@ -308,6 +308,9 @@ else:
                     filler.write(bytes(4096))
             except OSError:
                 pass
+    if kind.startswith("refused+"):
+        refused = [sys.executable, "-m", "herolog", "store", "history", "10"]
+        assert subprocess.run(refused, capture_output=True).returncode == 1
 code = subprocess.call([sys.executable, "-m", "herolog", *argv])
 if out != "-":
     for name in os.listdir(home):
@@ -320,7 +323,8 @@ sys.exit(code)
 def contained(how: str, home: Path, out: Path | None, *argv: str) -> list[str]:
     """The command line running ``herolog ARGV`` with HEROLOG_HOME on a tmpfs of its own
     (``tmpfs:SIZE``; ``full:SIZE`` already full; ``stored+full:SIZE`` full after a store was
-    made there, ``lines+full:SIZE`` after a few lines were stored in it) or a read-only bind
+    made there, ``lines+full:SIZE`` after a few lines were stored in it,
+    ``refused+lines+full:SIZE`` and then a write refused by the full disk) or a read-only bind
     mount (``ro``); the store files are copied to ``out`` when it ends."""
     probe = subprocess.run([*NAMESPACE, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
@@ -855,6 +859,23 @@ def test_a_store_on_a_full_file_system_is_read_by_logs_and_a_tail(herolog_home: 
     until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
     command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
     proc = run_contained("lines+full:1m", herolog_home, *command)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.endswith(" app[run.1]: kept\n")
+
+
+def test_a_store_on_a_full_file_system_is_read_after_a_write_was_refused(
+    herolog_home: Path,
+) -> None:
+    """A writer refused by the full disk (`store history`, `import`, `run`) left a 3-byte
+    -shm and an empty -wal: every reader after it took them for a writer's and failed,
+    'cannot open the store ...: disk I/O error (its file system is full)'."""
+    from datetime import timedelta
+
+    from herolog import timestamps
+
+    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
+    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
+    proc = run_contained("refused+lines+full:1m", herolog_home, *command)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[run.1]: kept\n")
 
