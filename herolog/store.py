@@ -517,7 +517,7 @@ class SQLiteStore:
         file system: the file is read as it is. With one, SQLite reads the -shm read-only,
         where it can.
         """
-        wal = Path(f"{path}-wal").exists() and _shm_in_use(path)
+        wal = _wal_to_read(path)
         try:
             db = _connect(path, f"mode=ro{'' if wal else '&immutable=1'}")
             store = cls(path, db)
@@ -1412,7 +1412,7 @@ class SQLiteStore:
 
     def version(self) -> int:
         # Changes whenever another connection commits: a cheap way to poll for new lines.
-        if self._immutable and Path(f"{self.path}-wal").exists() and _shm_in_use(self.path):
+        if self._immutable and _wal_to_read(self.path):
             # Read as unchanging (a read-only file system with no writer then), and a
             # writer outside the mount has opened it since: read it as it changes.
             db = _connect(self.path, "mode=ro")
@@ -1681,6 +1681,13 @@ def _shm_in_use(path: Path) -> bool:
     leaves the 3 bytes, with an empty -wal, and a reader that took them for a writer's
     failed ('disk I/O error') until the disk had room."""
     return _file_size(Path(f"{path}-shm")) >= 32768
+
+
+def _wal_to_read(path: Path) -> bool:
+    """Whether a reader must read the store's WAL, not only its file: one with frames in it
+    (a copy of a store whose -shm was left behind, say), or one a writer has open. Not the
+    empty -wal and stub -shm that a writer refused by a full disk leaves."""
+    return _file_size(Path(f"{path}-wal")) > 0 or _shm_in_use(path)
 
 
 def open_existing(path: Path) -> SQLiteStore | None:
