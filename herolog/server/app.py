@@ -304,6 +304,11 @@ class HerologApp:
             stored = await self.writer.write_body(app, body, batch.attributes, batch.frame_id)
         except (BadBody, WriterStopped, StoreError) as error:
             raise not_stored(error) from None
+        except Exception:
+            # uvicorn answers it 500, without telling the app: counted as the protocol's
+            # drain POST path counts it.
+            self.stats.responses[500] += 1
+            raise
         self.stored(batch, stored)
         await self._respond(send, 204, "")
 

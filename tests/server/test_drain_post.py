@@ -216,21 +216,23 @@ def test_a_drain_post_is_answered_without_the_app(
 def test_an_unexpected_failure_of_the_writer_is_a_500_that_closes_the_connection(
     pair: tuple[Running, Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    direct = pair[0]
-
     def broken(*args: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_exception(RuntimeError("a bug"))
         return future
 
-    monkeypatch.setattr(direct.server.writer, "write_body", broken)
-    with socket.create_connection(("127.0.0.1", direct.server.http_port or 0), 30) as sock:
+    for running in pair:
+        monkeypatch.setattr(running.server.writer, "write_body", broken)
+
+    def send(sock: socket.socket) -> list[bytes]:
         sock.sendall(request(body("unlucky")))
-        answer = read_until_closed(sock)
+        return [read_until_closed(sock)]
+
+    (answer,) = both_ways(pair, send)
     assert status(answer) == 500
     assert answer.endswith(b"\r\n\r\nInternal Server Error")  # uvicorn's own answer
     assert b"connection: close" in answer
-    assert counts(direct)["responses"] == {"500": 1}
+    assert counts(pair[0])["responses"] == {"500": 1}
 
 
 def test_a_client_gone_while_its_batch_commits_leaves_it_stored_and_counted(
