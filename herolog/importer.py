@@ -391,7 +391,7 @@ class _Arriving:
             # A syslog line may be the first of a message that ends with a NUL (a traceback
             # sent over TCP, in pieces): a newline ends it once the next message follows.
             if b"\n" in text and (
-                not text.startswith(b"<") or _NEWLINE_ENDED.search(text) or not self._ready(QUIET_S)
+                not text.startswith(b"<") or _NEWLINE_ENDED.search(text) or self.quiet()
             ):
                 break
             more = self.read(CHUNK_SIZE - len(chunk))

@@ -399,18 +399,18 @@ def _end_session(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 def _await_session(session: int, deadline: float) -> None:
     """Until no process is left in ``session``, or ``deadline``."""
-    while time.monotonic() < deadline:
-        for group in _session_groups(session):
-            try:
-                os.killpg(group, 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:  # there, though not herolog's to signal
-                pass
-            break
-        else:
-            return
+    while time.monotonic() < deadline and any(map(_group_alive, _session_groups(session))):
         time.sleep(0.02)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, though not herolog's to signal
+        pass
+    return True
 
 
 def _session_groups(session: int) -> set[int]:

@@ -484,10 +484,10 @@ class SQLiteStore:
                 # this user's, which the owner's writers then cannot write.
                 return cls._open_read_only(path)
             if _full(path) and not _shm_in_use(path):
-                # Nothing has it open (no -shm, or the stub of one that a writer refused
-                # by the full disk left), and SQLite could not make the -shm it reads a WAL store
-                # with: trying left an empty -wal that every later reader would need one
-                # for too.
+                # Nothing has it open (no -shm, or the stub of one that a writer refused by
+                # the full disk left), and SQLite could not make the -shm it reads a WAL
+                # store with: trying left an empty -wal that every later reader would need
+                # one for too.
                 return cls._open_read_only(path)
         try:
             db = _connect(path, f"mode={'rwc' if create else 'rw'}")

@@ -847,7 +847,7 @@ class SyslogDrain(DrainWorker):
 
 async def _ignore(reader: asyncio.StreamReader) -> None:
     """Read what a syslog receiver sends, to no purpose but seeing when it closes."""
-    with contextlib.suppress(OSError, ssl.SSLError):
+    with contextlib.suppress(OSError):  # a reset, a TLS error (ssl.SSLError is one)
         while await reader.read(65536):
             pass
 
