@@ -1147,6 +1147,14 @@ def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: 
     assert len(stored("demo")) > 0
 
 
+def ctrl_c(proc: subprocess.Popen[bytes]) -> bytes:
+    """Ctrl-C's SIGINT to ``proc``, which must die of it; what it said on stderr."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT, err
+    return err
+
+
 def importing(*args: str, stdin: int | IO[bytes] = subprocess.PIPE) -> subprocess.Popen[bytes]:
     """``herolog import ARGS`` running in a process of its own, its stderr piped."""
     return subprocess.Popen(
@@ -1175,10 +1183,8 @@ def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path
     while not stored("demo"):  # the first chunk is committed; the import waits for more
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    err = ctrl_c(proc)
     proc.stdin.close()
-    assert proc.returncode == -signal.SIGINT
     found = re.search(
         rb"the ([\d,]+) lines before it were imported \(the input's first (\d+) bytes\)", err
     )
@@ -1212,12 +1218,10 @@ def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
         while fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, waiting) or any(waiting):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        err = ctrl_c(proc)
     finally:
         proc.kill()
         proc.communicate()
-    assert proc.returncode == -signal.SIGINT
     assert err == (
         b"standard input: interrupted; the 0 lines before it were imported, nothing after it\n"
     )
@@ -1446,12 +1450,10 @@ def test_ctrl_c_ends_an_import_from_a_live_pipe_with_its_lines_stored() -> None:
         proc.stdin.write(lines)
         proc.stdin.flush()
         assert _wait_for("live", 3) == ["line 0", "line 1", "line 2"]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        err = ctrl_c(proc)
     finally:
         proc.kill()
         proc.communicate()
-    assert proc.returncode == -signal.SIGINT
     assert err.decode() == (
         "standard input: interrupted; the 3 lines before it were imported (the input's first"
         f" {len(lines)} bytes), nothing after it\n"

@@ -267,6 +267,10 @@ class HerokuTail:
         for text in self._stdout:
             self.lines.put(text.rstrip("\n"))
 
+    def message(self, timeout: float = 30) -> str:
+        """The message of the next line it prints."""
+        return self.lines.get(timeout=timeout).split(": ", 1)[-1]
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
@@ -380,14 +384,10 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     post_to(first.url, frames("before"))
     tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
 
-    def printed(timeout: float = 30) -> str:
-        """The next line's message."""
-        return tail.lines.get(timeout=timeout).split(": ", 1)[-1]
-
     try:
-        assert printed(60) == "before"
+        assert tail.message(60) == "before"
         post_to(first.url, frames("live", second=1))
-        assert printed() == "live"
+        assert tail.message() == "live"
         # Stored, and maybe not yet sent when serve stops.
         post_to(first.url, frames(*[f"as it stops {i}" for i in range(3)], second=2))
         first.proc.send_signal(signal.SIGTERM)
@@ -402,14 +402,14 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
         assert result.exit_code == 0, result.output
         second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
         post_to(second.url, frames("after", second=4))
-        got = [printed() for _ in range(7)]
+        got = [tail.message() for _ in range(7)]
         assert got == [
             *[f"as it stops {i}" for i in range(3)],
             *[f"while down {i}" for i in range(3)],
             "after",
         ]
         post_to(second.url, frames("later", second=5))
-        assert printed() == "later"
+        assert tail.message() == "later"
         time.sleep(0.5)
         assert tail.lines.empty()
         assert tail.proc.poll() is None
@@ -436,20 +436,17 @@ def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_
     assert response.status_code == 201, response.text
     tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
 
-    def printed(timeout: float = 30) -> str:
-        return tail.lines.get(timeout=timeout).split(": ", 1)[-1]
-
     try:
-        assert printed(60) == "before"
+        assert tail.message(60) == "before"
         post_to(first.url, frames("held by the drain", second=1))
-        assert printed() == "held by the drain"
+        assert tail.message() == "held by the drain"
         first.proc.send_signal(signal.SIGTERM)
         code, said = first.finish()
         assert code == 0, said
         assert "1 line not delivered yet" in said  # it waited for the drain
         second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
         post_to(second.url, frames("after", second=2))
-        assert printed() == "after"
+        assert tail.message() == "after"
         assert tail.proc.poll() is None
     finally:
         tail.stop()
