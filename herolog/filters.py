@@ -41,8 +41,15 @@ def compile_pattern(text: str) -> re.Pattern[str]:
 
 
 def _check(pattern: re.Pattern[str]) -> None:
+    items = list(_walk(_parse(pattern.pattern, pattern.flags), None, repeated=False))
+    # A group's own flags ((?i:a), (?s:.)) make its characters match more: two first
+    # characters are compared with every such flag any group turns on, which can only find
+    # more overlaps than the group's own flags would.
+    widening = re.IGNORECASE | re.DOTALL
     flags = pattern.flags
-    items = list(_walk(_parse(pattern.pattern, flags), None, repeated=False))
+    for op, arg, _, _ in items:
+        if op is _c.SUBPATTERN:
+            flags |= arg[1] & widening
     if any(
         op is _c.BRANCH and repeated and _ambiguous(arg[1], after, flags)
         for op, arg, repeated, after in items

@@ -122,6 +122,10 @@ REFUSED = [
     (r"(.+\.)+$", REPEATS_A_REPETITION),  # . matches the dot too
     (r"(?i)(a+A)+c", REPEATS_A_REPETITION),
     (r"(a+[ab])+c", REPEATS_A_REPETITION),
+    # A group's own flags: its a matches A, its . a newline
+    (r"(?:(?i:a)|A)+c", REPEATS_A_CHOICE),
+    (r"(?i:(a+A)+)c", REPEATS_A_REPETITION),
+    (r"(?:(?s:.)|\n)+c", REPEATS_A_CHOICE),
 ]
 FINE = [
     r"status=5\d\d",
@@ -153,6 +157,7 @@ FINE = [
     r"(\w+\s)+$",  # no character is both a word character and a space
     r"(\s?\w)+",
     r"(?i)([a-z]+[0-9])+x",
+    r"(?i:error) (\d+\.){3}\d+",
 ]
 
 
