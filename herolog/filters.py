@@ -202,9 +202,10 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
     state = _parser.State()
     state.flags = flags
     if one[0] is _c.LITERAL:
-        if other[0] is _c.LITERAL:
-            a, b = chr(one[1]), chr(other[1])
-            return a == b or bool(flags & re.IGNORECASE and a.casefold() == b.casefold())
+        if other[0] is _c.LITERAL and not flags & re.IGNORECASE:
+            return bool(one[1] == other[1])
+        # Cases as re folds them, not as str.casefold does: I, i, \u0130 and \u0131 match
+        # one another, where casefold keeps the dotless and the dotted i apart.
         matcher = _compiler.compile(_parser.SubPattern(state, [other]), flags)
         return matcher.match(chr(one[1])) is not None
     # Two classes (\w and \s, [a-z] and /): a character that both match, among them all.

@@ -126,6 +126,9 @@ REFUSED = [
     (r"(?:(?i:a)|A)+c", REPEATS_A_CHOICE),
     (r"(?i:(a+A)+)c", REPEATS_A_REPETITION),
     (r"(?:(?s:.)|\n)+c", REPEATS_A_CHOICE),
+    # Cases as re folds them: I and i match the dotless \u0131 too, as casefold does not say
+    (r"(?i)(ib|\u0131b)+c", REPEATS_A_CHOICE),
+    (r"(?i)(\u0131+I)+c", REPEATS_A_REPETITION),
 ]
 FINE = [
     r"status=5\d\d",
