@@ -165,9 +165,12 @@ def _parse_user_time(text: str, reference: datetime | None) -> str:
     if value.lower() == "now":
         return to_instant(moment)
     pos, seconds = 0, 0
-    while m := _RELATIVE.match(value, pos):
-        seconds += int(m.group(1)) * _UNITS[m.group(2).lower()]
-        pos = m.end()
+    try:
+        while m := _RELATIVE.match(value, pos):
+            seconds += int(m.group(1)) * _UNITS[m.group(2).lower()]
+            pos = m.end()
+    except ValueError:  # more digits than int() reads (4,300), where years end at 9999
+        raise OverflowError from None
     if pos and pos == len(value):
         return to_instant(moment - timedelta(seconds=seconds))
     try:

@@ -582,6 +582,7 @@ def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(
         (("--color", "sometimes"), "'sometimes' is not one of"),
         (("--since", "1000000d"), "outside the times herolog can handle"),
         (("--since", "99999999999999999999d"), "outside the times herolog can handle"),
+        (("--since", "9" * 5000 + "s"), "outside the times herolog can handle"),
         (("--until", "9999-12-31T23:59:59-01:00"), "outside the times herolog can handle"),
     ],
 )
