@@ -410,6 +410,20 @@ def test_grep_and_exclude(demo: SQLiteStore) -> None:
     ]
 
 
+@pytest.mark.subprocess
+def test_a_pattern_python_warns_of_is_taken_without_the_warning(demo: SQLiteStore) -> None:
+    """[[o] is a class of [ and o, for which re warns that a later Python may read a nested
+    set: the warning came out on stderr with herolog's source lines, twice, before the lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "-g", "^[[o]ther 59"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [x.split(": ")[1] for x in done.stdout.splitlines()] == ["other 59"]
+
+
 def test_json_output_schema(store: SQLiteStore) -> None:
     store.append(
         [
