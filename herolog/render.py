@@ -31,11 +31,19 @@ def format_text(line: StoredLine) -> str:
 
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 """What JSON leaves raw but str.splitlines ends a line at, as JSON escapes."""
+_BIDI_OVERRIDES = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+"""Unicode's bidirectional embeddings, overrides and isolates: a terminal that does bidi
+(VTE, Konsole, mlterm) shows the text after one reordered, so a line could show words in
+another order than it holds them (Trojan Source). The implicit marks (U+200E, U+200F),
+which right-to-left text uses and which cannot reorder its letters, stay."""
 _RAW_IN_JSON = str.maketrans(
-    {**_LINE_BREAKS, **{code: f"\\u{code:04x}" for code in range(0x80, 0xA0)}}
+    {
+        **_LINE_BREAKS,
+        **{code: f"\\u{code:04x}" for code in [*range(0x80, 0xA0), *_BIDI_OVERRIDES]},
+    }
 )
-"""The line breaks above, and the C1 controls that JSON leaves raw and terminals obey
-(U+009B as ESC [, U+009D as ESC ]), as JSON escapes."""
+"""The line breaks above, the C1 controls that JSON leaves raw and terminals obey (U+009B
+as ESC [, U+009D as ESC ]), and the bidirectional overrides, as JSON escapes."""
 
 
 _ENCODERS = {
@@ -206,13 +214,18 @@ class Renderer(Protocol):
         ...
 
 
-_CONTROL = re.compile(r"(\x1b\[[0-9;:]*m|\r(?=\n|\Z))|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(
+    r"(\x1b\[[0-9;:]*m|\r(?=\n|\Z))|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
 _RESET = "\x1b[0m"
 
 
 def _shown(m: re.Match[str]) -> str:
     # A colour (SGR) sequence, or the \r a CRLF sender ends its lines with, does no harm.
-    return m[1] or f"\\x{ord(m[0]):02x}"
+    if m[1]:
+        return m[1]
+    code = ord(m[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def for_terminal(text: str, *, line_goes_on: bool = False) -> str:

@@ -1112,6 +1112,32 @@ def test_a_message_cannot_send_a_terminal_control_sequences(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("args", [(), ("--color", "never"), ("--json",)])
+def test_a_message_cannot_reorder_what_the_terminal_shows(
+    store: SQLiteStore, args: tuple[str, ...]
+) -> None:
+    """Unicode's bidirectional overrides and isolates went to the terminal raw, and one that
+    does bidi (GNOME Terminal, Konsole) showed what followed one in another order than it was
+    sent; the marks right-to-left text uses (U+200E, U+200F) are text, and stay."""
+    overrides = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    message = f"user=admin{overrides} \u05e9\u05dc\u05d5\u05dd\u200f ok\u200e"
+    fill(store, "demo", [message], dyno="web.1")
+    code, data = on_a_terminal("logs", *args)
+    assert code == 0
+    text = data.decode()
+    for raw in overrides:
+        assert raw not in text, hex(ord(raw))
+    escaped = "\\u202a\\u202b\\u202c\\u202d\\u202e\\u2066\\u2067\\u2068\\u2069"
+    assert f"user=admin{escaped} \u05e9\u05dc\u05d5\u05dd\u200f ok\u200e" in text
+    if args == ("--json",):
+        assert json.loads(text)["message"] == message
+    # Into a pipe text is as it was sent; JSON escapes them there too, as it does C1 controls.
+    code, out, _ = run("logs", *args)
+    assert code == 0
+    assert (message in out) is (args != ("--json",))
+
+
+@pytest.mark.subprocess
 def test_a_carriage_return_inside_a_coloured_line_cannot_overwrite_its_header(
     store: SQLiteStore,
 ) -> None:
