@@ -9,6 +9,7 @@ a crash) imports the parser and the store, not uvicorn and the app.
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import select
 import signal
@@ -136,12 +137,20 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
         if kind == "stop":
             stop = True
         elif kind == "body":
-            _, _, app, attributes, frame_id, body = job
+            _, _, app, attributes, frame_id, body, max_attributes = job
             try:
                 lines = parse_logplex(body, received)
             except FramingError as error:
                 results.append((job_id, "framing", str(error)))
                 continue
+            # Every line stores the attributes whole: a body of tiny frames behind a long
+            # query string would otherwise write thousands of times its size to the disk.
+            if attributes and max_attributes is not None:
+                each = len(json.dumps(attributes, ensure_ascii=False).encode())
+                if each * len(lines) > max_attributes:
+                    refusal = _attributes_too_large(len(lines), each, max_attributes)
+                    results.append((job_id, "attributes", refusal))
+                    continue
             waiting.append((job_id, len(batches), len(lines)))
             batches.append(Batch(app, lines, attributes, frame_id))
         elif kind == "lines":
@@ -165,6 +174,13 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
                 (job_id, "ok", (stored[index], parsed)) for job_id, index, parsed in waiting
             ]
     return results, stop
+
+
+def _attributes_too_large(lines: int, each: int, limit: int) -> str:
+    return (
+        f"the drain URL's query parameters ({each:,} bytes) on each of the body's {lines:,}"
+        f" lines come to over the {limit:,}-byte limit: shorten the query string"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -396,7 +396,7 @@ class Server:
         self.config = config
         self.log = log if log is not None else sys.stderr
         self.stats = Stats()
-        self.writer = Writer(config.store_path, config.history)
+        self.writer = Writer(config.store_path, config.history, config.max_body)
         self.app = HerologApp(config, self.writer, self.stats)
         self.app.forwarder.log = self.log
         self.syslog: SyslogServer | None = None

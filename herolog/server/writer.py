@@ -47,6 +47,11 @@ class BadBody(ValueError):
     """A drain body that cannot be framed: nothing of it was stored."""
 
 
+class AttributesTooLarge(BadBody):
+    """A drain body whose lines, each carrying the drain URL's query parameters, would
+    store more than the body limit of them: nothing of it was stored."""
+
+
 class Stored(NamedTuple):
     lines: int
     """Lines stored: 0 for a batch whose Frame-Id was seen before."""
@@ -57,13 +62,13 @@ class Stored(NamedTuple):
 
 
 # The protocol: length-prefixed pickles of lists. To the writer: jobs
-#   (job_id, "body", app, attributes, frame_id, body)
+#   (job_id, "body", app, attributes, frame_id, body, max_attributes)
 #   (job_id, "lines", app, rows)        rows: parsed lines, see plain_rows
 #   (job_id, "probe")                   a write that stores no line (SQLiteStore.probe)
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
 #   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
-#   (job_id, "error", message)
+#   (job_id, "attributes", message), (job_id, "error", message)
 # Only builtins cross the socket: the writer process runs as __main__. The framing and
 # say() live in herolog.store_writer, which the writer process imports without the server.
 
@@ -97,8 +102,12 @@ class Writer:
     process_module = "herolog.store_writer"
     """What the writer process runs (``python -m``), speaking the protocol above."""
 
-    def __init__(self, path: Path, history: int | None = None) -> None:
+    def __init__(
+        self, path: Path, history: int | None = None, max_attributes: int | None = None
+    ) -> None:
         self.path = path
+        self.max_attributes = max_attributes
+        """Most bytes of attributes a body's lines may carry together (None: no limit)."""
         self.history: int | None = history
         """The store's history: the one asked for until the writer has started, then the
         one it reported."""
@@ -205,8 +214,10 @@ class Writer:
     def write_body(
         self, app: str, body: bytes, attributes: dict[str, str] | None, frame_id: str | None
     ) -> asyncio.Future[Stored]:
-        """Parse and store a Logplex body; BadBody if its framing is broken."""
-        return self._submit("body", app, attributes, frame_id, body)
+        """Parse and store a Logplex body; BadBody if its framing is broken,
+        AttributesTooLarge if its lines would carry more than ``max_attributes`` bytes of
+        ``attributes``."""
+        return self._submit("body", app, attributes, frame_id, body, self.max_attributes)
 
     def write_lines(self, app: str, lines: Sequence[LogLine]) -> asyncio.Future[Stored]:
         """Store lines parsed already (from a syslog stream)."""
@@ -274,6 +285,8 @@ class Writer:
                 future.set_result(Stored(*value))
             elif status == "framing":
                 future.set_exception(BadBody(value))
+            elif status == "attributes":
+                future.set_exception(AttributesTooLarge(value))
             else:
                 self.failure = value
                 future.set_exception(StoreError(value))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import logging
 import os
 import re
@@ -472,6 +473,38 @@ def test_huge_query_strings_are_refused(guarded: Running) -> None:
     (kept,) = guarded.lines("demo")
     assert kept.attributes is not None
     assert len(kept.attributes) > MAX_QUERY - 10
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
+def test_a_query_string_on_thousands_of_tiny_frames_is_refused(
+    make_server: ServerFactory, zipped: bool
+) -> None:
+    """Every line stores the drain URL's query parameters whole: 30,000 three-byte frames
+    behind an 8 KB query string, a 90 KB body, wrote 256 MB to the store (a 900 KB one 2.5
+    GB, and the store's file kept the space). The lines' attributes together may be no
+    more than --max-body, through the protocol's drain POST path and the app's alike."""
+    running = make_server(max_body=100_000)
+    query = {"a": "x" * 998}  # {"a": "xxx..."}: 1,007 bytes on each line
+    tiny = b"1 x" * 100  # 100 lines: 100,700 bytes of attributes
+    headers = {"Content-Encoding": "gzip"} if zipped else {}
+
+    def post(payload: bytes) -> httpx.Response:
+        sent = gzip.compress(payload) if zipped else payload
+        return running.post("demo", sent, headers=headers, params=query)
+
+    refused = post(tiny)
+    assert refused.status_code == 413, refused.text
+    assert "(1,007 bytes) on each of the body's 100 lines" in refused.text
+    assert "over the 100,000-byte limit" in refused.text
+    assert running.lines("demo") == []
+    assert running.server.stats.responses[413] == 1
+    assert post(tiny[:-3]).status_code == 204  # 99 lines: 99,693 bytes
+    assert len(running.lines("demo")) == 99
+    # Without a query string, the same body is only its lines.
+    assert (
+        running.post("demo", gzip.compress(tiny) if zipped else tiny, headers=headers).status_code
+        == 204
+    )
 
 
 BAD_APP_NAMES = [

@@ -653,7 +653,7 @@ class WriterProcess:
         return pickle.loads(data[HEADER.size :])
 
     def store(self, job_id: int, tag: str) -> tuple[Any, ...]:
-        self.sock.sendall(pack([(job_id, "body", "demo", None, tag, batch(tag, 3))]))
+        self.sock.sendall(pack([(job_id, "body", "demo", None, tag, batch(tag, 3), None)]))
         (result,) = self.receive()
         assert result[0] == job_id
         return tuple(result[1:])
