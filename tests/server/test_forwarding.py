@@ -197,6 +197,29 @@ def test_a_400_drops_the_batch_at_once_and_records_why(make_server: ServerFactor
         picky.close()
 
 
+def test_a_redirect_is_not_followed_and_drops_the_batch(make_server: ServerFactory) -> None:
+    """A drain's answer must not send its lines, and the Basic credentials of its URL,
+    somewhere else: to the server's loopback, or its cloud's metadata address."""
+    elsewhere = HTTPSink()
+    moved = HTTPSink(statuses=[307], reply_headers={"Location": f"{elsewhere.url()}/stolen"})
+    try:
+        running = make_server()
+        add_drain(running, "demo", moved.url().replace("://", "://u:drain-pass@"))
+        post(running, "demo", numbered(3))
+        wait_until(lambda: moved.requests, what="the redirected batch")
+        post(running, "demo", numbered(2, start=3))
+        wait_until(lambda: moved.delivered(), what="the next batch")
+        assert [r.status for r in moved.requests] == [307, 204]
+        assert [x.message for x in moved.delivered_lines()] == ["line 3", "line 4"]
+        assert elsewhere.arrived == 0
+        state = _saved_delivery(running)
+        assert (state.dropped, state.delivered) == (3, 2)
+        assert state.last_error == "307 Temporary Redirect: sink says no"
+    finally:
+        moved.close()
+        elsewhere.close()
+
+
 @pytest.mark.parametrize("into", ["the same app", "another app", "a second server"])
 def test_a_drain_pointing_back_at_its_own_store_does_not_loop(
     make_server: ServerFactory, into: str
