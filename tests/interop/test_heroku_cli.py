@@ -127,31 +127,51 @@ def test_heroku_logs_trims_each_message_and_drops_blank_lines(
     heroku_cli: Path, server: Running, tmp_path: Path
 ) -> None:
     """What the CLI prints differently from herolog logs, as the README says: it trims the
-    spaces at both ends of a message (its first line's, which it colours; and the end of
-    each batch) and drops blank lines."""
-    messages = ["   indented", "trailing   ", "first\n\n  second line  \nlast"]
+    spaces at both ends of a message (its first line's, which it colours, a later line's
+    that looks like a header too; and the end of each batch), closes up the white space of
+    a router line, which it splits into key=value pairs, and drops blank lines. With
+    HEROKU_LOGS_COLOR=0 it colours nothing, and only the blank lines go."""
+    messages = [
+        ("app", "web.1", "   indented"),
+        ("app", "web.1", "trailing   "),
+        ("app", "web.1", "first\n\n  second line  \nfoo[bar]:   like a header  \nlast"),
+        ("heroku", "router", 'at=info method=GET  path="/a  b"\tstatus=200'),
+        ("app", "web.1", "the batch's last"),
+    ]
     frames = [
-        f"<190>1 2026-11-21T10:00:0{i}+00:00 host app web.1 - {m}\n" for i, m in enumerate(messages)
+        f"<190>1 2026-11-21T10:00:0{i}+00:00 host {source} {dyno} - {m}\n"
+        for i, (source, dyno, m) in enumerate(messages)
     ]
     body = b"".join(b"%d %s" % (len(f.encode()), f.encode()) for f in frames)
     assert server.post("spaces", body).status_code == 204
-    result = heroku(heroku_cli, cli_env(server, tmp_path), "logs", "-a", "spaces")
+    env = cli_env(server, tmp_path)
+    result = heroku(heroku_cli, env, "logs", "-a", "spaces")
     assert result.returncode == 0, result.stderr
-    assert herolog_logs(server, "-a", "spaces") == [
+    expected = [
         "2026-11-21T10:00:00+00:00 app[web.1]:    indented",
         "2026-11-21T10:00:01+00:00 app[web.1]: trailing   ",
         "2026-11-21T10:00:02+00:00 app[web.1]: first",
         "",
         "  second line  ",
+        "foo[bar]:   like a header  ",
         "last",
+        '2026-11-21T10:00:03+00:00 heroku[router]: at=info method=GET  path="/a  b"\tstatus=200',
+        "2026-11-21T10:00:04+00:00 app[web.1]: the batch's last",
     ]
+    assert herolog_logs(server, "-a", "spaces") == expected
     assert result.stdout.splitlines() == [
         "2026-11-21T10:00:00+00:00 app[web.1]: indented",
         "2026-11-21T10:00:01+00:00 app[web.1]: trailing",
         "2026-11-21T10:00:02+00:00 app[web.1]: first",
         "  second line  ",
+        "foo[bar]: like a header",
         "last",
+        '2026-11-21T10:00:03+00:00 heroku[router]: at=info method=GET path="/a b" status=200',
+        "2026-11-21T10:00:04+00:00 app[web.1]: the batch's last",
     ]
+    uncoloured = heroku(heroku_cli, {**env, "HEROKU_LOGS_COLOR": "0"}, "logs", "-a", "spaces")
+    assert uncoloured.returncode == 0, uncoloured.stderr
+    assert uncoloured.stdout.splitlines() == [line for line in expected if line]
 
 
 def test_heroku_logs_ends_a_line_at_each_carriage_return(
