@@ -293,29 +293,24 @@ def writes_unicode(stream: IO[str]) -> bool:
 def color_wanted(choice: str, force_colors: bool, isatty: bool, env: Mapping[str, str]) -> bool:
     """Whether to colour: the flags, then the environment, then whether stdout is a terminal.
 
-    Explicit flags win over the environment (as no-color.org asks); ``NO_COLOR``,
-    ``HEROKU_LOGS_COLOR=0`` and ``HEROKU_COLOR=0`` switch colour off, and ``FORCE_COLOR``
-    switches it on (or off, for ``0``/``false``) like the heroku CLI reads it.
+    Explicit flags win over the environment (as no-color.org asks). Then, as the heroku CLI
+    11 reads the environment: ``HEROKU_LOGS_COLOR=0`` and ``HEROKU_COLOR=0`` switch colour
+    off; ``FORCE_COLOR`` switches it on whatever else is set, unless it is exactly ``0`` or
+    ``false``; ``NO_COLOR`` and ``TERM=dumb`` switch it off.
     """
     if choice == "always" or force_colors:
         return True
     if choice == "never":
         return False
-    if env.get("NO_COLOR"):
-        return False
     if env.get("HEROKU_LOGS_COLOR") == "0" or env.get("HEROKU_COLOR") == "0":
-        return False
-    if env.get("TERM") == "dumb" and "FORCE_COLOR" not in env:  # as the heroku CLI reads it
         return False
     force = env.get("FORCE_COLOR")
     if force is not None:
-        value = force.strip().lower()
-        if value == "false":
-            return False
-        digits = value.removeprefix("-")
-        if digits.isascii() and digits.isdecimal():  # a number: on when more than 0
-            return not value.startswith("-") and digits.strip("0") != ""
-        return True  # "", "true", "yes", anything else: as the heroku CLI reads it
+        return force not in ("0", "false")
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("TERM") == "dumb":
+        return False
     return isatty
 
 

@@ -515,7 +515,7 @@ def test_json_escapes_the_control_characters_json_leaves_raw(store: SQLiteStore)
         ((), {"FORCE_COLOR": "1"}, True),
         ((), {"FORCE_COLOR": "0"}, False),
         (("--color", "never"), {"FORCE_COLOR": "1"}, False),
-        ((), {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        ((), {"FORCE_COLOR": "1", "NO_COLOR": "1"}, True),  # as in the heroku CLI
         ((), {"FORCE_COLOR": "1", "HEROKU_LOGS_COLOR": "0"}, False),
         ((), {"FORCE_COLOR": "1", "HEROKU_COLOR": "0"}, False),
         (("--color", "always"), {"NO_COLOR": "1"}, True),
