@@ -88,7 +88,7 @@ _herolog() {
                 --color) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors --server -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-a --app -n --num -t --tail -s --source -d --dyno --dyno-name -p --process-type --ps --since --until -g --grep -x --exclude --json --color --force-colors --no-color --server -h --help" -- "$cur")) ;;
         "herolog run")
             for ((i = 2; i < COMP_CWORD; i++)); do
                 [[ ${COMP_WORDS[i]} == -- ]] || continue

@@ -109,6 +109,7 @@ complete -c herolog -n '__herolog_using "herolog logs"' -s x -l exclude -x -d 'L
 complete -c herolog -n '__herolog_using "herolog logs"' -l json -d 'One JSON object per line (NDJSON).'
 complete -c herolog -n '__herolog_using "herolog logs"' -l color -x -a 'auto always never' -d 'Colour the output.'
 complete -c herolog -n '__herolog_using "herolog logs"' -l force-colors -d 'Same as --color always (the heroku CLI\'s flag).'
+complete -c herolog -n '__herolog_using "herolog logs"' -l no-color -d 'Same as --color never (the heroku CLI\'s flag).'
 complete -c herolog -n '__herolog_using "herolog logs"' -l server -x -d 'Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.'
 complete -c herolog -n '__herolog_using "herolog logs"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog run"' -s a -l app -x -a '(herolog apps --server= 2>/dev/null)' -d 'The app the lines belong to (or $HEROLOG_APP).'

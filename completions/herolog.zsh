@@ -131,6 +131,7 @@ _herolog_logs() {
         '--json[One JSON object per line (NDJSON).]' \
         '--color=[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \
+        '--no-color[Same as --color never (the heroku CLI'\''s flag).]' \
         '--server=[Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }

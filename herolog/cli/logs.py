@@ -111,6 +111,7 @@ class LogsCommand(click.Command):
 @click.option(
     "--force-colors", is_flag=True, help="Same as --color always (the heroku CLI's flag)."
 )
+@click.option("--no-color", is_flag=True, help="Same as --color never (the heroku CLI's flag).")
 @server_option("Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.")
 def logs(
     app: str | None,
@@ -126,6 +127,7 @@ def logs(
     json_output: bool,
     color: str,
     force_colors: bool,
+    no_color: bool,
     server: str | None,
 ) -> None:
     """Show the last lines of logs, and follow new ones with --tail.
@@ -142,6 +144,11 @@ def logs(
     from herolog.filters import LineFilter
     from herolog.logs import HistoryExceeded, LogsRequest, UnknownApp, show_logs
 
+    if no_color:
+        if force_colors or color == "always":
+            given = "--force-colors" if force_colors else "--color always"
+            raise click.UsageError(f"--no-color and {given} contradict each other")
+        color = "never"
     if since is not None and until is not None and since >= until:
         # journalctl's check too: an empty answer would look like a quiet app.
         raise click.UsageError(

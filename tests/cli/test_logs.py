@@ -519,6 +519,7 @@ def test_json_escapes_the_control_characters_json_leaves_raw(store: SQLiteStore)
         ((), {"FORCE_COLOR": "1", "HEROKU_LOGS_COLOR": "0"}, False),
         ((), {"FORCE_COLOR": "1", "HEROKU_COLOR": "0"}, False),
         (("--color", "always"), {"NO_COLOR": "1"}, True),
+        (("--no-color",), {"FORCE_COLOR": "1"}, False),
     ],
 )
 def test_colour_switches(
@@ -551,6 +552,15 @@ def test_default_num_follows_a_small_history(store: SQLiteStore) -> None:
     fill(store, "demo", [str(i) for i in range(80)])
     assert len(output()) == 50
     assert run("logs", "-n", "51")[0] == 2
+
+
+@pytest.mark.parametrize("other", [("--force-colors",), ("--color", "always")])
+def test_no_color_with_a_flag_for_colour_is_a_usage_error(
+    demo: SQLiteStore, other: tuple[str, ...]
+) -> None:
+    code, out, err = run("logs", "--no-color", *other)
+    assert (code, out) == (2, "")
+    assert f"--no-color and {' '.join(other)} contradict each other" in err
 
 
 def test_colour_never_reads_log_text_as_markup(store: SQLiteStore) -> None:
