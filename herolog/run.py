@@ -453,6 +453,18 @@ class _Ended:
         os.close(self._write)
 
 
+def _stop_echoing(echo: IO[bytes]) -> None:
+    """Point the output a write failed on at /dev/null: the bytes its buffer still holds
+    would fail again in the interpreter's last flush, which says 'Exception ignored' and
+    exits 120 in place of the command's status."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, echo.fileno())
+        finally:
+            os.close(devnull)
+
+
 def _pump(
     pipe: IO[bytes] | None,
     echo: IO[bytes] | None,
@@ -494,6 +506,7 @@ def _pump(
                 echo.write(data)
                 echo.flush()
             except OSError:  # herolog's own output was closed (`| head`): keep storing
+                _stop_echoing(echo)
                 echo = None
         *lines, rest = (rest + data).split(b"\n")
         for raw in lines:

@@ -194,6 +194,39 @@ def test_closed_output_does_not_stop_the_command_or_the_storing(herolog_home: Pa
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("output", ["pipe", "/dev/full"], ids=["| head -1", "> /dev/full"])
+def test_an_output_that_fails_leaves_the_commands_status(
+    herolog_home: Path, tmp_path: Path, output: str
+) -> None:
+    """Without PYTHONUNBUFFERED (set for the command, not for herolog) herolog's output is
+    buffered: what a failed write left in the buffer failed again in the interpreter's last
+    flush, which printed 'Exception ignored ... BrokenPipeError' and exited 120, not 3. The
+    command writes its second line once the reader has gone, in a write small enough to be
+    buffered."""
+    script = "import sys; print('line 0'); sys.stdin.readline(); print('line 1'); sys.exit(3)"
+    env = herolog_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    with (tmp_path / "stderr").open("w+") as err, Path("/dev/full").open("w") as full:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "run", "--", sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if output == "pipe" else full,
+            stderr=err,
+            env=env,
+        )
+        assert proc.stdin is not None
+        if proc.stdout is not None:  # `| head -1`
+            assert proc.stdout.readline() == b"line 0\n"
+            proc.stdout.close()
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 3
+        err.seek(0)
+        assert err.read() == ""
+    assert [line[2] for line in stored()[-4:-2]] == ["line 0", "line 1"]
+
+
+@pytest.mark.subprocess
 def test_the_run_ends_with_its_command_not_with_background_children(herolog_home: Path) -> None:
     proc = run("--", "sh", "-c", "sleep 30 & echo started")  # would take 30 s if it waited
     assert proc.returncode == 0
