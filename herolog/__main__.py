@@ -3,7 +3,6 @@
 import os
 import signal
 import sys
-from pathlib import Path
 
 from herolog.interrupt import die_of_sigint
 
@@ -17,11 +16,18 @@ def main() -> None:
     if hasattr(signal, "pthread_sigmask"):  # not on Windows
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
     # Started with a standard stream closed (`herolog logs >&-`): Python leaves it None,
-    # which every write would trip over. Reading nothing and writing nowhere is what a
-    # shell's own commands do then.
-    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+    # which every write would trip over. A closed stdin reads nothing and a closed stderr
+    # takes the errors nowhere, but output written to a closed stdout fails with EBADF,
+    # as cat's and ls's does (`write error: Bad file descriptor`), not an empty success:
+    # a read-only /dev/null, as `1<file` leaves it. Each takes its own descriptor, so that
+    # no file opened later (the store) lands on it.
+    for name, flags, mode in (
+        ("stdin", os.O_RDONLY, "r"),
+        ("stdout", os.O_RDONLY, "w"),
+        ("stderr", os.O_WRONLY, "w"),
+    ):
         if getattr(sys, name) is None:
-            setattr(sys, name, Path(os.devnull).open(mode))  # noqa: SIM115 (for good)
+            setattr(sys, name, os.fdopen(os.open(os.devnull, flags), mode))
     # The imports happen in here so that a Ctrl-C while they load ends quietly too.
     try:
         from herolog.cli import Interrupted, cli

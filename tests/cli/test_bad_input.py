@@ -526,6 +526,45 @@ def test_an_output_open_only_for_reading_is_one_line(herolog_home: Path, args: l
     assert proc.stderr == "Error: cannot write the output: Bad file descriptor\n"
 
 
+def with_stdout_closed(*args: str) -> subprocess.CompletedProcess[str]:
+    """``herolog ARGS >&-``, as a shell starts it."""
+    command = [sys.executable, "-m", "herolog", *args]
+    return subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [["logs"], ["logs", "--json"], ["logs", "-t"], ["apps"]])
+def test_a_closed_output_is_one_line(herolog_home: Path, args: list[str]) -> None:
+    """`herolog logs >&-`: it printed nothing and exited 0, which reads as an empty store
+    (a tail went on writing nowhere); cat, ls and a shell's echo say 'write error: Bad file
+    descriptor' and fail, as herolog does for `1<file`."""
+    store = open_store()
+    fill(store, "demo", ["one", "two"])
+    store.close()
+    proc = with_stdout_closed(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == "Error: cannot write the output: Bad file descriptor\n"
+
+
+def test_a_closed_output_fails_only_a_write(herolog_home: Path) -> None:
+    """As `cat /dev/null >&-` succeeds: nothing to write is no error, and a run stores its
+    command's output and ends with its status, as with `| head`."""
+    store = open_store()
+    fill(store, "demo", ["one", "two"])
+    store.close()
+    proc = with_stdout_closed("logs", "-n", "0")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    proc = with_stdout_closed("run", "-a", "demo", "--", "sh", "-c", "echo three; exit 3")
+    assert (proc.returncode, proc.stderr) == (3, "")
+    assert "app[run.1]: three\n" in herolog_process("logs", "-a", "demo").stdout
+
+
 def test_an_input_that_cannot_be_read_is_one_line(herolog_home: Path) -> None:
     """Reading /proc/self/mem from its start fails with EIO: a read error mid-file."""
     code, err = invoke("import", "/proc/self/mem", "-a", "demo")
