@@ -1019,3 +1019,43 @@ def test_a_scanner_does_not_flood_the_log(herolog_home: Path) -> None:
     assert err.count("Invalid HTTP request received.") == 1, err
     assert err.count("Unsupported upgrade request.") == 1, err
     assert "pip install" not in err, err
+
+
+@pytest.mark.subprocess
+def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """serve accepts syslog+tls connections itself (see SyslogServer._start): with no file
+    left to accept one into, it says so once and tries again, rather than stop accepting
+    them for good; the client waiting meanwhile is accepted once files are free, and its
+    lines are stored."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, open_files=64)
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    try:
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        with ExitStack() as stack:
+            for _ in range(100):  # more than fit, over HTTP: syslog may take only half
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            # Queued in the listen backlog; serve cannot accept it while the files are taken.
+            waiting = socket.create_connection(("127.0.0.1", syslog_port(server)), 30)
+            time.sleep(2.5)  # serve tries its accept again every second meanwhile
+        with trusted.wrap_socket(waiting, server_hostname="127.0.0.1") as client:
+            client.sendall(syslog_frames("after the files came back"))
+            wait_for(lambda: stored(herolog_home) == ["after the files came back"], 30)
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "stopped accepting syslog connections" not in err, err
+    said = [x for x in err.splitlines() if "cannot accept syslog connections" in x]
+    assert len(said) == 1, err
+    assert "Too many open files" in said[0], said
