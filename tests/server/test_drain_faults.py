@@ -83,7 +83,9 @@ def settled(running: Running, token: str, timeout: float = 30.0) -> Delivery:
 
     def done() -> bool:
         handed = broadcaster.position >= newest
+        # A drain still catching up looks idle while it reads its next lines from the store.
         idle = not drain.buffer and drain.pending is None and not drain.untold.count
+        idle = idle and drain.live_after is not None and not drain.catching_up
         return handed and idle and saved(running, token) == drain.delivery
 
     wait_until(done, timeout, what="the drain to deliver everything and save its state")
