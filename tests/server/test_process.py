@@ -323,6 +323,34 @@ def test_serve_started_in_a_folder_holding_a_herolog_package_runs_its_own_writer
 
 
 @pytest.mark.subprocess
+def test_serve_started_in_a_deleted_folder_starts_its_writer_and_stores(
+    herolog_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell left in a folder removed meanwhile (a release directory replaced by a
+    deploy): serve asks whether its herolog is the current directory's to start its writer
+    with -P or without, and a current directory that is not there must not stop it."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    server = ServeProcess("--port", "0", env=herolog_env())
+    monkeypatch.undo()  # back in a folder that is there, for the rest of the test
+    try:
+        answer = httpx.post(
+            f"{server.url}/apps/demo/logs",
+            content=batch("from nowhere"),
+            headers={"Content-Type": "application/logplex-1", "Logplex-Msg-Count": "10"},
+            timeout=30,
+        )
+        assert answer.status_code == 204, answer.text
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
+    assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home)) == {"from nowhere": 10}
+
+
+@pytest.mark.subprocess
 def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
