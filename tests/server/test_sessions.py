@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from herolog.filters import LineFilter
+from herolog.server.broadcast import Broadcaster
 from herolog.server.sessions import LogSession, Reader, Sessions
-from herolog.store import Batch, SQLiteStore
+from herolog.store import Batch, SQLiteStore, StoredLine
 from tests.helpers import line
 
 
@@ -166,3 +168,56 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
     assert [d.split(": ", 1)[1] for d in data] == [f"own {i}" for i in range(40)]
     bare_ids = [chunk for chunk in written if re.fullmatch(rb"id: \d+\n\n", chunk)]
     assert len(bare_ids) <= took + 2, (len(bare_ids), took)
+
+
+def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
+    herolog_home: Path,
+) -> None:
+    """The broadcaster's read failing (here: the store moved away for a moment) is retried:
+    its subscribers get the lines committed once it can read again, none lost or twice."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.append([Batch("demo", [line("before")])])
+    store.close()
+    got: list[str] = []
+
+    class Sink:
+        def push(self, lines: Sequence[StoredLine]) -> None:
+            got.extend(x.message for x in lines)
+
+    def append(message: str) -> None:
+        writer = SQLiteStore.open(path)
+        try:
+            writer.append([Batch("demo", [line(message)])])
+        finally:
+            writer.close()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"got {got}")
+
+    async def scenario() -> None:
+        broadcaster = Broadcaster(path, poll_interval=0.01)
+        sink = Sink()
+        await broadcaster.subscribe(sink)
+        await asyncio.to_thread(append, "live")
+        await until(lambda: got == ["live"])
+        files = [
+            Path(f"{path}{end}") for end in ("", "-wal", "-shm") if Path(f"{path}{end}").exists()
+        ]
+        for file in files:
+            file.rename(f"{file}.away")
+        broadcaster.nudge()
+        await asyncio.sleep(0.5)  # several reads fail meanwhile
+        for file in files:
+            Path(f"{file}.away").rename(file)
+        await asyncio.to_thread(append, "after")
+        broadcaster.nudge()
+        await until(lambda: got == ["live", "after"])
+        broadcaster.unsubscribe(sink)
+        await broadcaster.close()
+
+    asyncio.run(scenario())
