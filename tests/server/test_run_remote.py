@@ -420,6 +420,26 @@ def test_a_line_refused_as_too_large_costs_only_itself(
     assert refused.value.unsent == 1
 
 
+def test_a_too_large_line_among_others_in_a_batch_costs_only_itself(
+    make_server: ServerFactory,
+) -> None:
+    """A line over the server's --max-body but under the ~100 KB a batch holds goes in a
+    batch with others: the batch's 413 has it sent line by line, and only that line is
+    lost (its own 413), the lines around it stored, in order."""
+    server = make_server(max_body=60_000)
+    before = made(200)  # 20 KB: with the large one, a batch of about 90 KB
+    large = made(1, size=70_000)[0]
+    after = made(10)
+    sender = IntakeSender(server.url, "demo")
+    try:
+        with pytest.raises(RemoteError, match=r"413 Request Entity Too Large") as refused:
+            sender.send([*before, large, *after])
+    finally:
+        sender.close()
+    assert [x.message for x in server.lines("demo")] == [x.message for x in [*before, *after]]
+    assert refused.value.unsent == 1
+
+
 def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: ServerFactory) -> None:
     server = make_server(max_body=120_000)
     lines = made(700)
