@@ -419,6 +419,59 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
     assert "Traceback" not in err
 
 
+@pytest.mark.subprocess
+def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
+    herolog_home: Path,
+) -> None:
+    """A proxy in front of serve answers 502 while serve is down: a tail resuming then is
+    refused (not cut off), and goes on trying, backing off, until serve answers again; it
+    says reconnecting once for the whole outage and loses no line."""
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    child, port = remote_logs(server, "-a", "demo", "-n", "1", "--tail")
+    refused = threading.Event()
+
+    class BadGateway(http.server.BaseHTTPRequestHandler):
+        answered = 0
+
+        def do_GET(self) -> None:
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            BadGateway.answered += 1
+            if BadGateway.answered >= 3:
+                refused.set()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    try:
+        assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[web.1]: before"]
+        stop()
+        fill(path, "demo", line("while down", second=1))
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", port), BadGateway)
+        threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+        try:
+            assert refused.wait(30), f"the tail gave up after {BadGateway.answered} 502s"
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+        server, stop = serve(path, port)
+        fill(path, "demo", line("after restart", second=2))
+        assert [x.split(": ", 1)[1] for x in child.read_lines(2)] == [
+            "while down",
+            "after restart",
+        ]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT
+    assert err.count("reconnecting...") == 1, err
+    assert "Traceback" not in err
+
+
 def first_line_then_close(server: str, *args: str) -> tuple[bytes, int, bytes]:
     """`herolog logs --server SERVER ARGS | head -1`: the first line, then the status and
     stderr of herolog (which must end by itself, no line arriving meanwhile)."""
