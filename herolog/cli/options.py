@@ -22,7 +22,16 @@ class Integer(click.IntRange):
 
 
 class Number(click.FloatRange):
+    """click's FloatRange, which lets nan through (no comparison with it is true): refused
+    here, so that it is said as any other bad value, naming its option and variable."""
+
     name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:  # nan
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+        return number
 
 
 class TimeType(click.ParamType[str, Any]):
