@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from herolog.server.writer import HANDOFF_JOBS, Stored, Writer
+from herolog.server.writer import HANDOFF_JOBS, Stored, Writer, _Channel
 from herolog.store import PROBE_BYTES, StoreError
+from herolog.store_writer import pack
 from tests.server.test_process import batch, stored
 
 
@@ -145,3 +146,27 @@ def test_a_restarted_writer_keeps_the_history_set_while_serve_ran(
     assert store.history == 5000
     assert store.apps()[0].lines == 40
     assert len(stored(herolog_home)) == 40
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 1000], ids=lambda n: f"{n}-byte reads")
+def test_serve_s_end_puts_together_the_writer_s_messages_however_they_are_read(
+    piece: int,
+) -> None:
+    """The socket may hand serve a message in parts, or the end of one with the start of
+    the next (a group's results are one message of any size): each is read whole, once."""
+    hello = ("ready", 1500)
+    results = [
+        [(1, "ok", (3, 3))],
+        [(2, "framing", "bad frame"), (3, "ok", (0, 3))],
+        [(n, "ok", (1, 1)) for n in range(4, 2004)],  # a full group's answer
+    ]
+    data = pack(hello) + b"".join(pack(r) for r in results)
+
+    async def read() -> tuple[Any, list[Any]]:
+        got: list[Any] = []
+        channel = _Channel(asyncio.get_running_loop(), got.append, lambda: None)
+        for start in range(0, len(data), piece):
+            channel.data_received(data[start : start + piece])
+        return await channel.hello, got
+
+    assert asyncio.run(read()) == (hello, results)
