@@ -119,8 +119,10 @@ from typing import IO, Any  # noqa: E402
 
 
 def herolog_env(**extra: str) -> dict[str, str]:
-    """The environment for a child herolog: the test's HEROLOG_HOME, no colour settings."""
-    unset = ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "TERM")  # TERM=dumb turns colour off
+    """The environment for a child herolog: the test's HEROLOG_HOME, no colour settings, and
+    Python's output buffered as a user's is (a PYTHONUNBUFFERED in the test's environment
+    hid a status lost to the last flush of herolog run's stdout)."""
+    unset = ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "TERM", "PYTHONUNBUFFERED")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     # The shells in completion tests call `herolog`: the one installed beside this Python.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
