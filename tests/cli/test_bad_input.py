@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.drains import new_app_warning
+from herolog.filters import LineFilter
 from herolog.store import open_store
 from tests.helpers import SERVE_POLL_S, fill, herolog_env, herolog_process
 
@@ -565,6 +566,53 @@ def test_a_closed_output_fails_only_a_write(herolog_home: Path) -> None:
     proc = with_stdout_closed("run", "-a", "demo", "--", "sh", "-c", "echo three; exit 3")
     assert (proc.returncode, proc.stderr) == (3, "")
     assert "app[run.1]: three\n" in herolog_process("logs", "-a", "demo").stdout
+
+
+@pytest.mark.parametrize(
+    ("closed", "args", "status", "out", "stored"),
+    [
+        ((0,), ["import", "-", "-a", "demo"], 0, "", []),
+        ((2,), ["logs", "-a", "demo", "-n", "1"], 0, ": two\n", []),
+        ((2,), ["import", "IMPORTED", "-a", "demo"], 0, "", ["three"]),
+        ((0, 1, 2), ["logs", "-a", "demo"], 1, "", []),
+    ],
+    ids=["import - <&-", "logs 2>&-", "import 2>&-", "logs <&- >&- 2>&-"],
+)
+def test_a_closed_input_or_error_stream_reads_nothing_and_writes_nowhere(
+    herolog_home: Path,
+    closed: tuple[int, ...],
+    args: list[str],
+    status: int,
+    out: str,
+    stored: list[str],
+) -> None:
+    """Started with a standard stream closed, as a shell's `<&-` or a daemon's launcher
+    leaves it: Python has None for it, which was a traceback (AttributeError,
+    "Was not able to determine binary stream for sys.stdin"). A closed input reads as
+    empty and a closed stderr takes the errors nowhere; a closed stdout still fails the
+    command that has lines to write (test_a_closed_output_is_one_line)."""
+    store = open_store()
+    fill(store, "demo", ["one", "two"])
+    store.close()
+    imported = herolog_home / "imported.log"
+    imported.write_text("2024-03-05T09:00:00+00:00 app[web.1]: three\n")
+    args = [str(imported) if arg == "IMPORTED" else arg for arg in args]
+
+    def close() -> None:
+        for fd in closed:
+            os.close(fd)
+
+    proc = herolog_process(*args, preexec_fn=close, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout.endswith(out)
+    assert bool(proc.stdout) == bool(out)
+    assert "Traceback" not in proc.stderr
+    store = open_store()
+    try:
+        messages = [x.message for x in store.last(LineFilter(app="demo"), 10)[0]]
+    finally:
+        store.close()
+    assert messages == ["one", "two", *stored]
 
 
 def test_an_input_that_cannot_be_read_is_one_line(herolog_home: Path) -> None:
