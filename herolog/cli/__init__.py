@@ -9,7 +9,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -92,6 +92,22 @@ class Interrupted(Exception):
 @contextlib.contextmanager
 def _exits() -> Iterator[None]:
     try:
+        with _errors():
+            yield
+    except click.ClickException as error:
+        # Shown here rather than by click, whose own showing of it to a stderr that has no
+        # reader left (`herolog logs -a x 2>&1 | true`) is a traceback-like warning and
+        # status 120 from the interpreter's last flush, in place of the error's status.
+        try:
+            error.show()
+        except BrokenPipeError:
+            _drop(sys.stderr)
+        raise click.exceptions.Exit(error.exit_code) from None
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
         yield
     except click.exceptions.NoArgsIsHelpError as error:
         # `herolog`, `herolog store`: help asked for, as `heroku` alone asks, not a mistake.
@@ -102,7 +118,7 @@ def _exits() -> Iterator[None]:
         raise Interrupted from None
     except BrokenPipeError:
         # `herolog logs | head`: the reader is done, which is not an error.
-        _drop_stdout()
+        _drop(sys.stdout)
         raise click.exceptions.Exit(0) from None
     except StoreError as error:
         raise click.ClickException(str(error)) from None
@@ -114,17 +130,18 @@ def _exits() -> Iterator[None]:
         # a terminal that has gone, `1<file`: an output open only for reading).
         if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
             raise
-        _drop_stdout()
+        _drop(sys.stdout)
         raise click.ClickException(f"cannot write the output: {error.strerror}") from None
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
 
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail."""
+def _drop(stream: TextIO) -> None:
+    """Point ``stream`` at /dev/null, so that the interpreter's final flush cannot fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def store_failed(error: sqlite3.DatabaseError) -> str:

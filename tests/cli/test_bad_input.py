@@ -555,6 +555,28 @@ def test_a_closed_output_is_one_line(herolog_home: Path, args: list[str]) -> Non
     assert proc.stderr == "Error: cannot write the output: Bad file descriptor\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [(["logs", "-a", "nosuch"], 1), (["logs", "-n", "99999"], 2), (["nosuchcommand"], 2)],
+    ids=["unknown app", "usage", "unknown command"],
+)
+def test_an_error_whose_reader_has_gone_keeps_its_status(
+    herolog_home: Path, args: list[str], status: int
+) -> None:
+    """`herolog logs -a x 2>&1 | true`: the error could not be shown, and click's showing of
+    it failed on, to the interpreter's last flush: status 120 for any error."""
+    store = open_store()
+    fill(store, "demo", ["one"])
+    store.close()
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = herolog_process(*args, stdout=write, stderr=write, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == status
+
+
 def test_a_closed_output_fails_only_a_write(herolog_home: Path) -> None:
     """As `cat /dev/null >&-` succeeds: nothing to write is no error, and a run stores its
     command's output and ends with its status, as with `| head`."""
