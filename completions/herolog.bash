@@ -71,7 +71,7 @@ _herolog() {
                 --format) COMPREPLY=($(compgen -W "auto heroku logplex syslog json" -- "$cur")); return ;;
             esac
             if [[ "$cur" != -* ]]; then
-                compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return
+                compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return
             fi
             COMPREPLY=($(compgen -W "-a --app --format -h --help" -- "$cur")) ;;
         "herolog logs")
@@ -97,7 +97,7 @@ _herolog() {
                 elif ((i + 1 == COMP_CWORD)); then
                     COMPREPLY=($(compgen -c -- "$cur"))
                 else
-                    compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur"))
+                    compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- "$cur")
                 fi
                 return
             done
@@ -117,8 +117,8 @@ _herolog() {
                 --auth) COMPREPLY=(); return ;;
                 --api-key) COMPREPLY=(); return ;;
                 --public-url) COMPREPLY=(); return ;;
-                --certfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --keyfile) compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --certfile) compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+                --keyfile) compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
                 --history) COMPREPLY=(); return ;;
                 --max-body) COMPREPLY=(); return ;;
                 --body-timeout) COMPREPLY=(); return ;;

@@ -126,6 +126,10 @@ def generate(command: click.Command, shell: str) -> str:
 
 # bash -------------------------------------------------------------------------------------
 
+# mapfile, not COMPREPLY=($(compgen -f ...)): that splits a name at its spaces and globs one
+# like [x].log into another file's name.
+_BASH_FILES = 'compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- "$cur")'
+
 
 def _bash(tree: Cmd) -> str:
     groups = [c for c in _all(tree) if c.subcommands]
@@ -179,7 +183,7 @@ def _bash(tree: Cmd) -> str:
                 "                elif ((i + 1 == COMP_CWORD)); then",
                 '                    COMPREPLY=($(compgen -c -- "$cur"))',
                 "                else",
-                '                    compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur"))',
+                f"                    {_BASH_FILES}",
                 "                fi",
                 "                return",
                 "            done",
@@ -205,7 +209,7 @@ def _bash(tree: Cmd) -> str:
             elif opt.kind == "choice":
                 action = f'COMPREPLY=($(compgen -W "{" ".join(opt.choices)}" -- "$cur"))'
             elif opt.kind == "file":
-                action = 'compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur"))'
+                action = _BASH_FILES
             else:
                 action = "COMPREPLY=()"
             value_cases.append(f"                {pattern}) {action}; return ;;")
@@ -216,7 +220,7 @@ def _bash(tree: Cmd) -> str:
         if cmd.file_argument:
             out += [
                 '            if [[ "$cur" != -* ]]; then',
-                '                compopt -o filenames; COMPREPLY=($(compgen -f -- "$cur")); return',
+                f"                {_BASH_FILES}; return",
                 "            fi",
             ]
         out.append(f'            COMPREPLY=($(compgen -W "{" ".join(words)}" -- "$cur")) ;;')

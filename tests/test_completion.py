@@ -153,6 +153,19 @@ def test_after_run_dashdash_the_words_are_the_commands_own(tmp_path: Path) -> No
     assert "--almost-all" in fish_complete("herolog run -- ls --almost-al")
 
 
+def test_bash_completes_file_names_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file name with a space is one word, and one with a glob's brackets is not another
+    file's that the brackets match."""
+    names = ["old logs.txt", "[x].log", "x.log"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    for line in ("herolog import ", "herolog serve --certfile ", "herolog run -- sh "):
+        assert sorted(bash_complete(line)) == sorted(names), line
+
+
 def test_dynos_sources_and_process_types_come_from_the_app_s_recent_lines(
     herolog_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
