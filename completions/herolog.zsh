@@ -48,7 +48,7 @@ _herolog() {
 _herolog_apps() {
     _arguments \
         '--json[Names, line counts and creation times as JSON.]' \
-        '--server=[List this herolog serve'\''s apps (API key from $HEROLOG_API_KEY), not the store'\''s.]:URL: ' \
+        '--server=[List this herolog serve'\''s apps (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the store'\''s.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
@@ -62,10 +62,10 @@ _herolog_drain() {
     local curcontext="$curcontext" state line
     typeset -A opt_args
     _arguments -C \
-        '(-a --app)'{-a,--app=}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '(-a --app)'{-a,--app=}'[Only this app (default\: every app, or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '--json[Print the drains as a JSON list.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \
         '1: :->command' \
         '*:: :->args'
@@ -88,23 +88,23 @@ _herolog_drain_add() {
         '(-a --app)'{-a,--app=}'[The app whose lines go to URL (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
         '--json[Print the drain as JSON.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_drain_list() {
     _arguments \
-        '(-a --app)'{-a,--app=}'[Only this app (default\: every app).]:APP:__herolog_app_names' \
+        '(-a --app)'{-a,--app=}'[Only this app (default\: every app, or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '--json[Print the drains as a JSON list.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
-        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
 _herolog_drain_remove() {
     _arguments \
         '(-a --app)'{-a,--app=}'[The app the drain belongs to (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
-        '--server=[Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
@@ -132,7 +132,7 @@ _herolog_logs() {
         '--color=[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \
         '--no-color[Same as --color never (the heroku CLI'\''s flag).]' \
-        '--server=[Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
+        '--server=[Read from this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
 
@@ -141,7 +141,7 @@ _herolog_run() {
         '(-a --app)'{-a,--app=}'[The app the lines belong to (or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '(-d --dyno)'{-d,--dyno=}'[The dyno name\: web.1, worker.2, ...]:DYNO:{__herolog_values dynos}' \
         '(-q --quiet)'{-q,--quiet}'[Store the output without also printing it.]' \
-        '--server=[Send the lines to this herolog serve'\''s drain intake (credentials of its --auth in the URL), not to the local store.]:URL: ' \
+        '--server=[Send the lines to this herolog serve'\''s drain intake (or $HEROLOG_URL'\''s; credentials of its --auth in the URL), not to the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]' \
         '*::command:_normal'
 }

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -37,6 +38,31 @@ def test_every_command_and_option_is_documented(cmd: Cmd) -> None:
 def test_readme_commands_ci_runs_are_present() -> None:
     assert "<!-- test-command -->" in README
     assert "<!-- quick-start -->" in README
+
+
+def click_command(cmd: Cmd) -> click.Command:
+    command: click.Command = cli
+    for name in cmd.path[1:]:
+        assert isinstance(command, click.Group)
+        found = command.get_command(click.Context(command), name)
+        assert found is not None, cmd.key
+        command = found
+    return command
+
+
+# serve's help says it of all its options at once: each reads HEROLOG_ and its name.
+READ_FROM_THE_ENVIRONMENT = [c for c in ALL if c.path[1:2] != ["serve"]]
+
+
+@pytest.mark.parametrize(
+    "cmd", READ_FROM_THE_ENVIRONMENT, ids=[c.key for c in READ_FROM_THE_ENVIRONMENT]
+)
+def test_an_option_the_environment_can_give_names_its_variable_in_its_help(cmd: Cmd) -> None:
+    """Else its help tells a default the variable changes: `drain list` without -a lists
+    $HEROLOG_APP's drains, not every app's, and `logs` reads $HEROLOG_URL's server."""
+    for param in click_command(cmd).params:
+        if isinstance(param, click.Option) and isinstance(param.envvar, str):
+            assert f"${param.envvar}" in (param.help or ""), f"{cmd.key} {param.opts[0]}"
 
 
 GROUPS = [c for c in ALL if c.subcommands]

@@ -27,7 +27,10 @@ F = TypeVar("F", bound=Callable[..., object])
 T = TypeVar("T")
 
 
-_SERVER_HELP = "Work on this herolog serve (API key from $HEROLOG_API_KEY), not the local store."
+_SERVER_HELP = (
+    "Work on this herolog serve (or $HEROLOG_URL's; API key from $HEROLOG_API_KEY), not the"
+    " local store."
+)
 
 
 def app_name(app: str | None) -> str:
@@ -66,7 +69,7 @@ def list_options(checked: bool = True) -> Callable[[F], F]:
         function = click.option(
             "--json", "json_output", is_flag=True, help="Print the drains as a JSON list."
         )(function)
-        return app_option("Only this app (default: every app).")(function)
+        return app_option("Only this app (default: every app, or $HEROLOG_APP).")(function)
 
     return decorate
 

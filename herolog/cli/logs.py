@@ -112,7 +112,10 @@ class LogsCommand(click.Command):
     "--force-colors", is_flag=True, help="Same as --color always (the heroku CLI's flag)."
 )
 @click.option("--no-color", is_flag=True, help="Same as --color never (the heroku CLI's flag).")
-@server_option("Read from this herolog serve (API key from $HEROLOG_API_KEY), not the local store.")
+@server_option(
+    "Read from this herolog serve (or $HEROLOG_URL's; API key from $HEROLOG_API_KEY), not the"
+    " local store."
+)
 def logs(
     app: str | None,
     num: int | None,

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Store the output without also printing it.")
 @server_option(
-    "Send the lines to this herolog serve's drain intake (credentials of its --auth in the"
-    " URL), not to the local store."
+    "Send the lines to this herolog serve's drain intake (or $HEROLOG_URL's; credentials of"
+    " its --auth in the URL), not to the local store."
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str, ...]) -> None:

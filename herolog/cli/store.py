@@ -25,7 +25,10 @@ def local_only(command: str, path: Path) -> None:
 @click.option(
     "--json", "json_output", is_flag=True, help="Names, line counts and creation times as JSON."
 )
-@server_option("List this herolog serve's apps (API key from $HEROLOG_API_KEY), not the store's.")
+@server_option(
+    "List this herolog serve's apps (or $HEROLOG_URL's; API key from $HEROLOG_API_KEY), not"
+    " the store's."
+)
 def apps(json_output: bool, server: str | None) -> None:
     """List the apps in the store (or on a server), one name per line."""
     from herolog import config
