@@ -50,8 +50,9 @@ class HerologGroup(click.Group):
             return super().resolve_command(ctx, args)
         import difflib
 
+        shown = [command for command in _COMMANDS if not command.startswith("_")]
         meant = _HEROKU_NAMES.get(name) or next(
-            iter(difflib.get_close_matches(name, _COMMANDS, n=1)), None
+            iter(difflib.get_close_matches(name, shown, n=1)), None
         )
         if meant is not None:
             ctx.fail(f"No such command {name!r}. Did you mean 'herolog {meant}'?")

@@ -93,6 +93,13 @@ def test_a_mistyped_command_names_the_one_meant(typed: list[str], meant: str) ->
     assert invoke("frobnicate")[0] == 2
 
 
+@pytest.mark.parametrize("typed", ["values", "_value"])
+def test_a_mistyped_command_is_not_told_of_the_hidden_one(typed: str) -> None:
+    """_values is the completion scripts', hidden from --help: not one to point a user to."""
+    code, err = invoke(typed, "dynos")
+    assert (code, one_error_line(err)) == (2, f"Error: No such command {typed!r}.")
+
+
 @pytest.mark.parametrize("words", [[], ["store"]], ids=["herolog", "herolog store"])
 def test_a_group_alone_prints_its_help_as_help_does(words: list[str]) -> None:
     """As `heroku`, `docker` and `kubectl` alone do: on stdout (`herolog | less`), exit 0,
