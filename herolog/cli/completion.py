@@ -24,7 +24,8 @@ def completion(shell: str) -> None:
 
 @click.command(hidden=True)
 @click.argument("kind", type=click.Choice(VALUE_KINDS))
-@app_option("The app whose lines are read (default: every app's, or $HEROLOG_APP).")
+# Not checked: a TAB after an -a of bytes that are not UTF-8 offers nothing, and says nothing.
+@app_option("The app whose lines are read (default: every app's, or $HEROLOG_APP).", checked=False)
 def values(kind: str, app: str | None) -> None:
     """Print the dyno names, sources or process types of the app's newest lines in the
     local store, one a line: what the completion scripts offer for logs -d, -s and -p.
@@ -46,7 +47,7 @@ def values(kind: str, app: str | None) -> None:
             pairs = store.recent_names(None if info is None else info.name)
         finally:
             store.close()
-    except (StoreError, sqlite3.Error, OSError):
+    except (StoreError, sqlite3.Error, OSError, UnicodeEncodeError):
         return
     if kind == "sources":
         found = {source for source, _ in pairs}

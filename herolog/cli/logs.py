@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from herolog.cli.options import Integer, RegexType, TimeType, app_option, server_option
+from herolog.cli.options import (
+    Integer,
+    NameType,
+    RegexType,
+    TimeType,
+    app_option,
+    server_option,
+)
 
 if TYPE_CHECKING:
     from herolog.logs import LogsRequest
@@ -63,12 +70,19 @@ class LogsCommand(click.Command):
     help="How many lines of history to show (default 100).",
 )
 @click.option("-t", "--tail", is_flag=True, help="Keep showing new lines as they arrive.")
-@click.option("-s", "--source", metavar="SOURCE", help="Only this source: app, heroku, ...")
+@click.option(
+    "-s",
+    "--source",
+    type=NameType("a source"),
+    metavar="SOURCE",
+    help="Only this source: app, heroku, ...",
+)
 @click.option(
     "-d",
     "--dyno",
     "--dyno-name",
     "dyno",
+    type=NameType("a dyno name"),
     metavar="DYNO",
     help="Only this dyno: web.1, or web for every web dyno.",
 )
@@ -77,6 +91,7 @@ class LogsCommand(click.Command):
     "--process-type",
     "--ps",
     "process_type",
+    type=NameType("a process type"),
     metavar="TYPE",
     help="Only this process type: web, worker, ...",
 )

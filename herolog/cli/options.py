@@ -102,6 +102,24 @@ class ServerURLType(click.ParamType[str, Any]):
         return text
 
 
+class NameType(click.ParamType[str, Any]):
+    """A name the store is asked for (an app, a source, a dyno): text, not bytes that are not
+    UTF-8, which no line's name holds and which SQLite cannot be given."""
+
+    name = "text"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{text!r} is not {self.what}: it holds bytes that are not UTF-8", param, ctx)
+        return text
+
+
 class EnvOption(click.Option):
     """An option that can come from the environment: a bad value from there names the
     variable, which was set in a profile or a unit file, not typed as the option."""
@@ -119,13 +137,15 @@ def from_the_environment(ctx: click.Context | None, param: click.Parameter) -> s
     return f" (from ${param.envvar})"
 
 
-def app_option(help: str, default: str | None = None) -> Callable[[F], F]:
-    """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it."""
+def app_option(help: str, default: str | None = None, checked: bool = True) -> Callable[[F], F]:
+    """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it.
+    Not ``checked``, a value that is not UTF-8 is left for the command."""
     return click.option(
         "-a",
         "--app",
         cls=EnvOption,
         envvar="HEROLOG_APP",
+        type=NameType("an app name") if checked else None,
         default=default,
         show_default=default is not None,
         metavar="APP",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from herolog.cli.options import Integer, server_option
+from herolog.cli.options import Integer, NameType, server_option
 
 
 def local_only(command: str, path: Path) -> None:
@@ -115,7 +115,7 @@ def history(lines: int | None) -> None:
 
 
 @store.command(short_help="Delete an app and all of its lines from the store.")
-@click.argument("app")
+@click.argument("app", type=NameType("an app name"))
 @click.option("--confirm", metavar="APP", help="The app's name again, for scripts: no question.")
 def forget(app: str, confirm: str | None) -> None:
     """Delete an app and all of its lines from the store, as heroku apps:destroy does.

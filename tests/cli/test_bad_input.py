@@ -218,6 +218,45 @@ def test_bad_values_are_usage_errors(args: list[str], message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["logs", "-a", "de\udcffmo"],
+            "Invalid value for '-a' / '--app': 'de\\udcffmo' is not an app",
+        ),
+        (["logs", "-t", "-a", "de\udcffmo"], "'de\\udcffmo' is not an app name: it holds bytes"),
+        (
+            ["logs", "-s", "\udcff"],
+            "Invalid value for '-s' / '--source': '\\udcff' is not a source",
+        ),
+        (["logs", "-d", "web\udcff"], "'web\\udcff' is not a dyno name: it holds bytes"),
+        (["logs", "-p", "web\udcff"], "'web\\udcff' is not a process type: it holds bytes"),
+        (["store", "forget", "de\udcffmo"], "'de\\udcffmo' is not an app name: it holds bytes"),
+        (["drain", "list", "-a", "\udcff"], "'\\udcff' is not an app name: it holds bytes"),
+    ],
+    ids=lambda value: " ".join(value[:-1]) if isinstance(value, list) else None,
+)
+def test_a_name_with_bytes_that_are_not_utf8_is_a_usage_error(
+    herolog_home: Path, args: list[str], message: str
+) -> None:
+    """Bytes a terminal in another encoding typed: no line's name has them, and SQLite cannot
+    be asked for them (the query raised UnicodeEncodeError)."""
+    fill(open_store(), "demo", ["x"])
+    code, err = invoke(*args)
+    assert code == 2, err
+    assert message in one_error_line(err)
+
+
+def test_an_app_with_bytes_that_are_not_utf8_from_the_environment_names_it(
+    herolog_home: Path,
+) -> None:
+    fill(open_store(), "demo", ["x"])
+    code, err = invoke("logs", env={"HEROLOG_APP": "de\udcffmo"})
+    assert code == 2, err
+    assert "'-a' / '--app' (from $HEROLOG_APP): 'de\\udcffmo' is not an app name" in err
+
+
+@pytest.mark.parametrize(
     ("command", "option", "metavar", "kind"),
     [
         (["logs"], ["-n"], "-n, --num N", "integer"),
