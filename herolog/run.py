@@ -192,7 +192,7 @@ def run_dyno(
     flusher = _Flusher(sink)
     with _signals_for_this_thread():
         flusher.start()
-    flusher.put(platform(f"Starting process with command `{shlex.join(command)}`"))
+    flusher.put(platform(f"Starting process with command `{shlex.join(map(_text, command))}`"))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
     env["DYNO"] = dyno
@@ -273,7 +273,7 @@ def run_dyno(
             )
         except OSError as error:
             status = 127 if isinstance(error, FileNotFoundError) else 126
-            message = f"{shlex.quote(command[0])}: {error.strerror or error}"
+            message = f"{shlex.quote(_text(command[0]))}: {error.strerror or error}"
             err.write(f"herolog run: {message}\n".encode())
             err.flush()
             flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
@@ -325,6 +325,13 @@ def run_dyno(
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
         err.write(f"herolog run: could not store {lost}: {flusher.error}\n".encode())
     return Exited(status, -returncode if returncode < 0 else None)
+
+
+def _text(arg: str) -> str:
+    """A word of the command as its lines say it: bytes of it that are not UTF-8 (a file
+    name in another encoding, which Python holds as surrogates the store cannot take) as
+    U+FFFD, as _store has the output's."""
+    return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:

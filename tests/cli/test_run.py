@@ -87,6 +87,22 @@ def test_a_missing_command_is_127(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
+def test_an_argument_of_bytes_that_are_not_utf8_costs_no_line(herolog_home: Path) -> None:
+    """A file name in another encoding: U+FFFD in the dyno manager's line, as bytes of the
+    output are stored, not a line the store cannot take, which took the others with it."""
+    proc = run("--", sys.executable, "-c", "print('hi')", "caf\udce9.log")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hi\n", "")
+    command = shlex.join([sys.executable, "-c", "print('hi')", "caf\ufffd.log"])
+    assert stored()[0][2] == f"Starting process with command `{command}`"
+    assert ("app", "run.1", "hi", 190) in stored()
+    proc = run("--", "no-such-\udcff")
+    assert proc.returncode == 127
+    shown = shlex.quote("no-such-\ufffd")
+    assert proc.stderr == f"herolog run: {shown}: No such file or directory\n"
+    assert stored()[-1][2] == "State changed from starting to complete"
+
+
+@pytest.mark.subprocess
 def test_an_empty_command_name_is_not_found(herolog_home: Path) -> None:
     proc = run("--", "")
     assert proc.returncode == 127  # as in a shell: exec would say 126 (a directory on PATH)
