@@ -441,8 +441,7 @@ class SQLiteStore:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             except FileExistsError:  # mkdir's "File exists" reads as if all were well
                 raise StoreError(
-                    f"cannot create the store's directory {path.parent}: it is there, and not a"
-                    " directory"
+                    f"cannot create the store's directory {path.parent}: {_in_the_way(path.parent)}"
                 ) from None
             except OSError as error:
                 raise StoreError(
@@ -1599,6 +1598,20 @@ def _out_of_files() -> str | None:
         if error.errno == errno.ENFILE:
             return "the system has reached its open-file limit, fs.file-max"
     return None
+
+
+def _in_the_way(directory: Path) -> str:
+    """What stands where ``directory`` or one of its parents should be: a file, a symbolic
+    link to nothing (a disk that is not mounted), or a loop of links."""
+    there = next((p for p in (directory, *directory.parents) if os.path.lexists(p)), directory)
+    it = "it" if there == directory else str(there)
+    try:
+        there.stat()
+    except FileNotFoundError:
+        return f"{it} is a symbolic link to {there.readlink()}, which is not there"
+    except OSError as error:  # a loop of links
+        return ("" if there == directory else f"{there}: ") + (error.strerror or str(error))
+    return f"{it} is there, and not a directory"
 
 
 def _read_only_file_system(path: Path) -> bool:

@@ -139,6 +139,24 @@ def test_a_herolog_home_that_is_a_file_is_named_as_such_by_writers(tmp_path: Pat
     ]
 
 
+@pytest.mark.parametrize("below", ["", "herolog"], ids=["the home", "its parent"])
+def test_a_herolog_home_behind_a_dangling_symlink_is_named_as_such_by_writers(
+    tmp_path: Path, below: str
+) -> None:
+    """A link to a disk that is not mounted: it is there, but what it points to is not, and
+    the directory was not there with a file in its place."""
+    link, target = tmp_path / "data", tmp_path / "unmounted" / "data"
+    link.symlink_to(target)
+    home = link / below if below else link
+    proc = herolog_process("store", "history", "5", env={"HEROLOG_HOME": str(home)})
+    assert proc.returncode == 1, proc.stderr
+    it = "it" if home == link else str(link)
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot create the store's directory {home}: {it} is a symbolic link to"
+        f" {target}, which is not there"
+    ]
+
+
 def test_lowering_the_history_keeps_the_file_s_size_until_a_vacuum(herolog_home: Path) -> None:
     """As the README says: the space is kept for the lines to come, and VACUUM (serve
     stopped) gives it back, leaving a store herolog reads and writes as before."""
