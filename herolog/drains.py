@@ -488,7 +488,7 @@ class RemoteRegistry:
             answer = self._call("DELETE", path, None, "remove the drain")
         except DrainError as error:
             if error.missing:
-                raise DrainError(not_there(app, key, self.list(None))) from None
+                raise DrainError(not_there(app, key, self.list(None)), missing=True) from None
             raise
         return self._drain(answer)
 

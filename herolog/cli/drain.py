@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from herolog.cli.options import ServerURLType, app_option, checked_app, server_option
+from herolog.cli.options import (
+    ServerURLType,
+    app_option,
+    came_from_the_environment,
+    checked_app,
+    server_option,
+)
 
 if TYPE_CHECKING:
     from herolog.drains import Registry
@@ -55,6 +61,8 @@ def attempt(work: Callable[[], T], server: str | None) -> T:
         message = scrub(str(error), server) if server else str(error)  # its password
         if error.usage:
             raise BadInput(message) from None
+        if not error.missing and error.status != 422:  # not an answer about the app or drain
+            message += came_from_the_environment("server")
         raise click.ClickException(message) from None
 
 

@@ -6,7 +6,6 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from click.core import ParameterSource
 
 from herolog.cli.options import (
     Integer,
@@ -14,6 +13,7 @@ from herolog.cli.options import (
     RegexType,
     TimeType,
     app_option,
+    came_from_the_environment,
     server_option,
 )
 
@@ -209,13 +209,7 @@ def logs(
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
     except UnknownApp as error:
-        raise click.ClickException(str(error) + _from_the_environment()) from None
-
-
-def _from_the_environment() -> str:
-    """Where an unknown app came from, when no -a on the command line named it."""
-    source = click.get_current_context().get_parameter_source("app")
-    return " (-a came from $HEROLOG_APP)" if source is ParameterSource.ENVIRONMENT else ""
+        raise click.ClickException(str(error) + came_from_the_environment("app")) from None
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
@@ -239,11 +233,10 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
             interruptibly(remote.run)
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password
-        if error.no_app:
-            message += _from_the_environment()
         if error.usage:
             raise click.UsageError(_named_as_options(message)) from None
-        raise click.ClickException(message) from None
+        about = ("app", "server") if error.no_app else ("server",)
+        raise click.ClickException(message + came_from_the_environment(*about)) from None
 
 
 _OPTIONS = {"lines": "-n", "dynos": "-d", "source": "-s", "since": "--since", "until": "--until"}

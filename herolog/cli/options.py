@@ -137,6 +137,24 @@ def from_the_environment(ctx: click.Context | None, param: click.Parameter) -> s
     return f" (from ${param.envvar})"
 
 
+def came_from_the_environment(*names: str) -> str:
+    """`` (-a came from $HEROLOG_APP; --server came from $HEROLOG_URL)``: which of the
+    current command's parameters ``names`` their variables gave, for an error about them
+    that does not name them (an unknown app, a server that cannot be reached)."""
+    ctx: click.Context | None = click.get_current_context()
+    said = []
+    for name in names:
+        # `herolog drain` alone runs `drain list` with the values the group was given.
+        given = ctx
+        while given is not None and given.get_parameter_source(name) is None:
+            given = given.parent
+        if given is None or given.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
+            continue
+        param = next(p for p in given.command.params if p.name == name)
+        said.append(f"{param.opts[0]} came from ${param.envvar}")
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def app_option(help: str, default: str | None = None, checked: bool = True) -> Callable[[F], F]:
     """``-a/--app``, from ``$HEROLOG_APP`` when not given, as in every command that has it.
     Not ``checked``, a value that is not UTF-8 is left for the command."""

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 import click
 
 from herolog.cli import Interrupted
-from herolog.cli.options import app_option, checked_app, checked_dyno, server_option
+from herolog.cli.options import (
+    app_option,
+    came_from_the_environment,
+    checked_app,
+    checked_dyno,
+    server_option,
+)
 
 if TYPE_CHECKING:
     from herolog.parser import LogLine
@@ -52,12 +58,12 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
         try:
             sender = IntakeSender(server, app)
         except RemoteError as error:  # a proxy it cannot use
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(str(error) + came_from_the_environment("server")) from None
         try:
             sender.check()  # a server that will not take the lines: before the command starts
             exited = run_dyno(command, dyno, sender.send, echo=not quiet, on_stopped=sender.hurry)
         except RemoteError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(str(error) + came_from_the_environment("server")) from None
         finally:
             sender.close()
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from herolog.cli.options import Integer, NameType, server_option
+from herolog.cli.options import Integer, NameType, came_from_the_environment, server_option
 
 
 def local_only(command: str, path: Path) -> None:
@@ -42,7 +42,8 @@ def apps(json_output: bool, server: str | None) -> None:
         try:
             found = list_apps(server, os.environ.get("HEROLOG_API_KEY") or None)
         except RemoteError as error:
-            raise click.ClickException(scrub(str(error), server)) from None  # its password
+            message = scrub(str(error), server)  # its password
+            raise click.ClickException(message + came_from_the_environment("server")) from None
     else:
         store = open_existing(config.store_path())
         found = store.apps() if store is not None else []

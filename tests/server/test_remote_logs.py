@@ -155,7 +155,7 @@ def test_no_api_key_with_intake_credentials_in_the_url_says_to_set_one(
     assert (code, out) == (1, "")
     assert err == (
         "Error: http://drain:***@" + remote.url.removeprefix("http://") + " needs an API key"
-        " (401): set HEROLOG_API_KEY to its --api-key\n"
+        " (401): set HEROLOG_API_KEY to its --api-key (--server came from $HEROLOG_URL)\n"
     )
 
 
@@ -190,6 +190,26 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])  # closed again: nobody listens there
+
+
+@pytest.mark.parametrize(
+    "args", [["logs"], ["apps"], ["drain"], ["drain", "list"], ["run", "true"]], ids=" ".join
+)
+def test_a_server_from_herolog_url_that_cannot_be_reached_says_where_it_came_from(
+    args: list[str],
+) -> None:
+    """A variable set in a profile long ago, as -a from $HEROLOG_APP is said: else a
+    `herolog logs` that goes to the network, unasked, reads as herolog's mistake."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    code, _, err = run(*args, env={"HEROLOG_URL": url})
+    said = f"Error: cannot reach {url}: connection refused"
+    assert (code, err) == (1, f"{said} (--server came from $HEROLOG_URL)\n")
+    code, _, err = (
+        run(*args[:-1], "--server", url, args[-1])
+        if args[0] == "run"
+        else run(*args, "--server", url)
+    )
+    assert (code, err) == (1, f"{said}\n")
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
@@ -1356,7 +1376,7 @@ def test_the_wrong_scheme_for_the_server_says_which_to_use(
             assert code == 1
             (message,) = err.splitlines()
             assert message.startswith(f"Error: cannot reach {url}: ")
-            assert message.endswith(hint), message
+            assert message.endswith(f"{hint} (--server came from $HEROLOG_URL)"), message
 
 
 def test_a_certificate_of_ones_own_is_trusted_with_ssl_cert_file(
