@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import click
@@ -107,3 +108,15 @@ def test_ci_says_which_readme_command_is_missing_before_it_does_anything(
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"{message}\n")
     assert (tmp_path / ".venv").is_dir()
+
+
+def test_the_uvicorn_releases_the_readme_names_are_those_pyproject_asks_for() -> None:
+    """The floor moved to 0.41 (a SIGTERM during start-up) and the README still said 0.30."""
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    wanted = [d for d in pyproject["project"]["dependencies"] if d.startswith("uvicorn")]
+    asked = re.fullmatch(r"uvicorn>=(\d+\.\d+),<0\.(\d+)", wanted[0])
+    assert asked is not None, wanted
+    floor, cap = asked.groups()
+    said = re.search(r"a uvicorn release its test suite has passed on \((\S+) to (\S+)\)", README)
+    assert said is not None
+    assert said.groups() == (floor, f"0.{int(cap) - 1}")
