@@ -120,3 +120,33 @@ def test_the_uvicorn_releases_the_readme_names_are_those_pyproject_asks_for() ->
     said = re.search(r"a uvicorn release its test suite has passed on \((\S+) to (\S+)\)", README)
     assert said is not None
     assert said.groups() == (floor, f"0.{int(cap) - 1}")
+
+
+BENCHMARKS = (Path(__file__).parent.parent / "BENCHMARKS.md").read_text()
+
+# A figure in a benchmark's output in BENCHMARKS.md, and the README's words for it, rounded
+# to hundreds or thousands as the Performance table writes them.
+HEADLINE_FIGURES = [
+    (r"herolog parse_logplex :\s+([\d,]+) frames/s", "{} frames/s"),
+    (r"--json \(JsonRenderer\) :\s+([\d,]+) lines/s", "{} lines/s"),
+    (r"1,000,000 octet-counted frames: ([\d,]+) lines/s", "**{} lines/s**"),
+    (r"herolog   :\s+([\d,]+) lines/s", "**{} lines/s**"),
+    (r"\(([\d,]+) lines/s\), [\d,]+ dropped by the drain buffer", "{} lines/s delivered"),
+    (r"soak: 10.0 minutes at ([\d,]+) lines/s", "{} lines/s ("),
+]
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    HEADLINE_FIGURES,
+    ids=["parser", "render", "ingest-syslog", "syslog-peers", "forward", "soak"],
+)
+def test_the_performance_table_quotes_the_run_benchmarks_md_holds(output: str, said: str) -> None:
+    """The table says its figures are BENCHMARKS.md's run: the --json rendering row kept the
+    run before's after every other row had moved on."""
+    performance = README.split("\n## Performance\n")[1].split("\n## ")[0]
+    found = re.search(output, BENCHMARKS)
+    assert found is not None, output
+    figure = int(found.group(1).replace(",", ""))
+    either = [said.format(f"{round(figure, digits):,}") for digits in (-2, -3)]
+    assert any(words in performance for words in either), either
