@@ -150,3 +150,13 @@ def test_the_performance_table_quotes_the_run_benchmarks_md_holds(output: str, s
     figure = int(found.group(1).replace(",", ""))
     either = [said.format(f"{round(figure, digits):,}") for digits in (-2, -3)]
     assert any(words in performance for words in either), either
+
+
+def test_the_reliability_table_s_soak_is_the_one_benchmarks_md_holds() -> None:
+    """Its row said it was the last run, and kept the run before's figures when the
+    Performance table moved on to the next."""
+    stored = re.search(r"\[ok\] ([\d,]+) lines stored after the readers started", BENCHMARKS)
+    assert stored is not None
+    soak = [row for row in README.splitlines() if row.startswith("| soak |")]
+    assert len(soak) == 1
+    assert f"every reader accounted for all {stored.group(1)} lines" in soak[0]
