@@ -160,3 +160,44 @@ def test_the_reliability_table_s_soak_is_the_one_benchmarks_md_holds() -> None:
     soak = [row for row in README.splitlines() if row.startswith("| soak |")]
     assert len(soak) == 1
     assert f"every reader accounted for all {stored.group(1)} lines" in soak[0]
+
+
+SERVE = click_command(next(c for c in ALL if c.path[1:] == ["serve"]))
+SERVE_OPTIONS = [p for p in SERVE.params if isinstance(p, click.Option)]
+
+
+def serve_row(option: click.Option) -> str:
+    """The row of serve's table that has the option (--keyfile shares --certfile's)."""
+    table = README.split("\n| option | environment | meaning |\n")[1].split("\n\n")[0]
+    rows = [r for r in table.splitlines() if re.match(rf"\| [^|]*`{option.opts[0]}[ `]", r)]
+    assert len(rows) == 1, option.opts[0]
+    return rows[0]
+
+
+@pytest.mark.parametrize("option", SERVE_OPTIONS, ids=[p.opts[0] for p in SERVE_OPTIONS])
+def test_serve_s_table_names_each_option_s_variable(option: click.Option) -> None:
+    assert f"`{option.envvar}`" in serve_row(option)
+
+
+# The README's words for each default serve's table gives, and what they stand for.
+SERVE_DEFAULTS = {
+    "--host": ("(default `127.0.0.1`", "127.0.0.1"),
+    "--port": ("(default 8514)", 8514),
+    "--syslog-app": ("(default `default`)", "default"),
+    "--syslog-max-connections": ("(default 10,000,", 10_000),
+    "--drain-buffer": ("(default 1024,", 1024),
+    "--max-body": ("(default 5 MiB)", 5 << 20),
+    "--body-timeout": ("(default 30)", 30.0),
+    "--header-timeout": ("(default 10)", 10.0),
+}
+
+
+@pytest.mark.parametrize("option", SERVE_OPTIONS, ids=[p.opts[0] for p in SERVE_OPTIONS])
+def test_serve_s_table_gives_each_option_s_default(option: click.Option) -> None:
+    said, default = SERVE_DEFAULTS.get(option.opts[0], (None, None))
+    row = serve_row(option)
+    if said is None:
+        assert "(default " not in row, "a default SERVE_DEFAULTS does not know"
+    else:
+        assert said in row
+        assert option.default == default
