@@ -56,7 +56,7 @@ function __herolog_values --argument-names kind
 end
 
 complete -c herolog -f
-complete -c herolog -n '__herolog_using "herolog"' -a apps -d 'List the apps in the store (or on a server), one name per line'
+complete -c herolog -n '__herolog_using "herolog"' -a apps -d 'List the apps in the store (or on a server), one a line'
 complete -c herolog -n '__herolog_using "herolog"' -a completion -d 'Print the completion script for SHELL: bash, zsh or fish'
 complete -c herolog -n '__herolog_using "herolog"' -a drain -d 'Add, list and remove the drains serve forwards to'
 complete -c herolog -n '__herolog_using "herolog"' -a import -d 'Load saved logs into the store'

@@ -29,7 +29,7 @@ _herolog() {
     case $state in
         command)
             local -a commands
-            commands=('apps:List the apps in the store (or on a server), one name per line' 'completion:Print the completion script for SHELL\: bash, zsh or fish' 'drain:Add, list and remove the drains serve forwards to' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output' 'serve:Receive Heroku drains; serve the Platform API for logs' 'store:Look at the store, set how much it keeps, or forget an app')
+            commands=('apps:List the apps in the store (or on a server), one a line' 'completion:Print the completion script for SHELL\: bash, zsh or fish' 'drain:Add, list and remove the drains serve forwards to' 'import:Load saved logs into the store' 'logs:Show the last lines of logs, and follow new ones with --tail' 'run:Run a command as a local dyno, storing its output' 'serve:Receive Heroku drains; serve the Platform API for logs' 'store:Look at the store, set how much it keeps, or forget an app')
             _describe 'command' commands ;;
         args)
             case $words[1] in

@@ -73,7 +73,9 @@ GROUPS = [c for c in ALL if c.subcommands]
 def test_a_group_s_help_lists_each_command_s_summary_whole(group: Cmd) -> None:
     """``herolog --help`` is a newcomer's first screen: click cuts a summary that does not fit
     80 columns off with '...', mid-sentence."""
-    result = CliRunner().invoke(cli, [*group.path[1:], "--help"], terminal_width=80)
+    # Outside a test click wraps help at 78 of 80 columns (2 kept free), CliRunner at what
+    # it is given: at 80, it passed a summary that `herolog --help` cut off.
+    result = CliRunner().invoke(cli, [*group.path[1:], "--help"], terminal_width=78)
     assert result.exit_code == 0, result.output
     commands = result.output.split("\nCommands:\n")[1]
     assert "..." not in commands, commands

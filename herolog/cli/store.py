@@ -21,7 +21,7 @@ def local_only(command: str, path: Path) -> None:
         )
 
 
-@click.command()
+@click.command(short_help="List the apps in the store (or on a server), one a line.")
 @click.option(
     "--json", "json_output", is_flag=True, help="Names, line counts and creation times as JSON."
 )
