@@ -258,6 +258,16 @@ def test_gzip_bodies_and_bombs(make_server: ServerFactory) -> None:
     assert len(running.lines()) == 20
 
 
+def test_content_encoding_is_case_insensitive(served: Running) -> None:
+    """RFC 9110 8.4.1: content codings are case-insensitive; a sender's "GZIP" is gzip."""
+    plain = body("shouted", n=3)
+    response = served.post("demo", gzip.compress(plain), headers={"Content-Encoding": "GZIP"})
+    assert response.status_code == 204
+    response = served.post("demo", plain, headers={"Content-Encoding": "Identity"})
+    assert response.status_code == 204
+    assert [line.message for line in served.lines()] == [f"shouted {i}" for i in range(3)] * 2
+
+
 def test_retried_frame_id_is_stored_once(served: Running) -> None:
     headers = {"Logplex-Frame-Id": "09C557EAFCFB6CF2740EE62F62971098", "Logplex-Msg-Count": "3"}
     for _ in range(3):
