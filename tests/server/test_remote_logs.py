@@ -270,6 +270,22 @@ def test_no_proxy_is_honoured(no_proxy: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "no_proxy", ["ample.invalid", "example.invalid:9999", "logs.example.invalid.other"]
+)
+def test_no_proxy_does_not_name_other_hosts(no_proxy: str) -> None:
+    """As curl reads it: an entry is a host and the domains under it, not the end of a name,
+    and with a port it names that port only."""
+    port = closed_port()
+    env = {"HTTP_PROXY": f"http://127.0.0.1:{port}", "NO_PROXY": no_proxy}
+    code, _out, err = run("logs", "--server", "http://logs.example.invalid:8514", env=env)
+    assert code == 1
+    assert err == (
+        "Error: cannot reach http://logs.example.invalid:8514 through the proxy"
+        f" http://127.0.0.1:{port} ($HTTP_PROXY): connection refused\n"
+    )
+
+
+@pytest.mark.parametrize(
     "command", [["logs"], ["logs", "-t"], ["drain", "list"], ["run", "--", "true"]], ids=" ".join
 )
 def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
