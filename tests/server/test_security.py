@@ -216,6 +216,9 @@ def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory)
         session(running, lines=1)  # creating another expires what is due
         post(running, "demo", numbered(1))
         assert tail.wait_for(2)[-1].endswith("line 0")
+        # and is still there to resume, as a reader whose connection dropped does
+        with httpx.stream("GET", url, timeout=10) as resumed:
+            assert resumed.status_code == 200
     finally:
         tail.close()
     wait_until(lambda: not sessions._readers, what="the reader to go")
