@@ -239,11 +239,13 @@ def test_default_lines_and_all_apps(api: Running) -> None:
 
 
 def test_embedded_newlines_become_data_lines(api: Running) -> None:
-    store_lines(api, "demo", line("Traceback:\n  File x\r\n  boom"))
+    # A lone \r ends an SSE line too: sent as it is, what follows it would be lost.
+    store_lines(api, "demo", line("Traceback:\n  File x\r\n  boom\r50%"))
     assert read_text(session(api, lines=1)) == [
         "2024-03-05T09:00:00.000000+00:00 app[web.1]: Traceback:",
         "  File x",
         "  boom",
+        "50%",
     ]
 
 
