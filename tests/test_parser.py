@@ -21,6 +21,7 @@ from herolog.parser import (
     frame,
     parse_fields,
     parse_heroku_line,
+    parse_json_line,
     parse_logplex,
     parse_structured_data,
     parse_syslog,
@@ -86,10 +87,14 @@ def test_only_the_newline_is_framing_in_a_counted_frame() -> None:
 
 
 def test_a_message_ending_in_carriage_return_survives_framing() -> None:
+    """Its frame goes without the framing newline: a receiver that reads \\r\\n as a line
+    end even in a counted frame (herolog did, once) would lose the \\r."""
     original = LogLine(
         "2024-03-05T09:14:07Z", "", "app", "web.1", "progress 50%\r", 190, "host", None
     )
-    (parsed,) = parse_logplex(frame([format_syslog(original)]), RECEIVED)
+    sent = format_syslog(original)
+    assert sent == b"<190>1 2024-03-05T09:14:07Z host app web.1 - progress 50%\r"
+    (parsed,) = parse_logplex(frame([sent]), RECEIVED)
     assert parsed.message == "progress 50%\r"
 
 
@@ -817,6 +822,7 @@ def test_bsd_syslog_is_read_as_rsyslog_reads_it(
         ("2026-03-05T12:00:00-05:00", "Mar  5 09:00:00", "2026-03-05T09:00:00-05:00"),
         # A sender's zone ahead of this machine's: hours ahead is this year's.
         ("2026-03-05T12:00:00-05:00", "Mar  5 23:00:00", "2026-03-05T23:00:00-05:00"),
+        ("2026-03-05T12:00:00-05:00", "Mar  6 12:00:00", "2026-03-06T12:00:00-05:00"),  # a day
         ("2026-07-05T12:00:00-04:00", "Jan 20 10:00:00", "2026-01-20T10:00:00-05:00"),
         ("2026-02-05T12:00:00-05:00", "Jul 20 10:00:00", "2025-07-20T10:00:00-04:00"),
         # 29 February: the last year that has one (it was kept whole as unknown[unknown]).
@@ -824,6 +830,8 @@ def test_bsd_syslog_is_read_as_rsyslog_reads_it(
         ("2028-02-20T12:00:00-05:00", "Feb 29 10:00:00", "2024-02-29T10:00:00-05:00"),
         ("2028-03-01T12:00:00-05:00", "Feb 29 10:00:00", "2028-02-29T10:00:00-05:00"),
         ("2101-03-01T12:00:00-05:00", "Feb 29 10:00:00", "2096-02-29T10:00:00-05:00"),
+        # Eight years back: 2100 has no 29 February.
+        ("2104-02-20T12:00:00-05:00", "Feb 29 10:00:00", "2096-02-29T10:00:00-05:00"),
         # In the hour the clocks skip, as zoneinfo reads it: the sender's digits, the offset
         # before (it was 01:30 an hour earlier, with the offset after).
         ("2026-03-10T12:00:00-04:00", "Mar  8 02:30:00", "2026-03-08T02:30:00-05:00"),
@@ -936,3 +944,54 @@ def test_newline_senders_still_end_messages_at_newlines() -> None:
     decoder.feed(b"<14>app: one\x00<14>app: two\n", RECEIVED)
     with pytest.raises(FramingError, match="a line of more than 100 bytes"):
         decoder.feed(b"x\n" * 60, RECEIVED)  # a continuation is bounded as a line is
+
+
+def test_a_message_keeps_its_leading_spaces_after_structured_data() -> None:
+    """Only the one SP that ends STRUCTURED-DATA is framing: an indented line (a traceback's
+    ``  File ...``) keeps its indentation, with or without structured data before it."""
+    head = "<13>1 2024-03-05T09:14:07Z myhost user 1 -"
+    lines = parse_logplex(
+        body_of(
+            f'{head} [meta sequenceId="7"]   File "app.py", line 3\n',
+            f'{head} -   File "app.py", line 3\n',
+        ),
+        RECEIVED,
+    )
+    assert [(x.structured_data, x.message) for x in lines] == [
+        ('[meta sequenceId="7"]', '  File "app.py", line 3'),
+        (None, '  File "app.py", line 3'),
+    ]
+
+
+def test_fields_of_a_message_with_whitespace_around_it() -> None:
+    """A CRLF sender's message keeps its \\r, and a logger may pad or indent one: the
+    fields are those of the logfmt or JSON inside."""
+    assert parse_fields("at=info status=200 path=/\r") == {
+        "at": "info",
+        "status": "200",
+        "path": "/",
+    }
+    assert parse_fields('  {"level": "warn"}\r') == {"level": "warn"}
+
+
+def test_json_lines_keep_every_pri_syslog_has() -> None:
+    """0 (kern.emerg) to 191 (local7.debug), or none: a --json line with any other is not
+    herolog's output."""
+    record = {"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1"}
+    for pri in (0, 191, None):
+        line = parse_json_line(json.dumps({**record, "message": "x", "pri": pri}).encode())
+        assert line is not None
+        assert line.pri == pri
+    for bad in (-1, 192, True, 1.0):
+        assert parse_json_line(json.dumps({**record, "message": "x", "pri": bad}).encode()) is None
+
+
+def test_a_stream_s_last_message_ends_at_a_carriage_return_too() -> None:
+    """A CRLF sender's last message, cut off before its \\n by the end of the stream, loses
+    the \\r as the messages before it did."""
+    decoder = FrameDecoder(newline_framing=True)
+    line = b"<190>1 2024-03-05T09:14:07Z host app web.1 - "
+    assert [x.message for x in decoder.feed(line + b"one\r\n" + line + b"two\r", RECEIVED)] == [
+        "one"
+    ]
+    assert [x.message for x in decoder.close(RECEIVED)] == ["two"]
