@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -34,6 +35,7 @@ from herolog.render import (
     format_text,
     header_color,
     identifier,
+    renderer_for,
     status_style,
 )
 from herolog.store import Batch, SQLiteStore, StoredLine
@@ -108,6 +110,11 @@ def test_header_colours_preset_and_stable_across_processes() -> None:
         ("304", INFO),
         ("404", WARNING),
         ("503", FAILURE),
+        ("299", SUCCESS),
+        ("300", INFO),
+        ("400", WARNING),
+        ("500", FAILURE),
+        ("600", None),
         ("101", None),
         ("", None),
     ],
@@ -124,6 +131,11 @@ def test_status_colours(value: str, style: str | None) -> None:
         ("1840ms", WARNING),
         ("9000ms", FAILURE),
         ("30000ms", "bold " + FAILURE),
+        ("99ms", SUCCESS),
+        ("100ms", INFO),
+        ("500ms", WARNING),
+        ("5000ms", FAILURE),
+        ("10000ms", "bold " + FAILURE),
         ("", None),
         ("0ms", SUCCESS),
     ],
@@ -542,3 +554,15 @@ def test_records_sent_to_herolog_clients_are_the_fields_dumped_by_json(
         0xD800 <= ord(c) < 0xE000 for c in "".join(map(str, line))
     ):
         assert decode_record(record) == line._replace(msgid=line.msgid if msgid else None)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-8-sig"])
+def test_json_output_in_any_utf_encoding_keeps_characters_as_they_are(encoding: str) -> None:
+    """Only an output encoding that cannot carry every character (ascii, latin-1) gets
+    JSON's \\u escapes: PYTHONIOENCODING=utf-16 can carry them all."""
+    buffer = io.BytesIO()
+    out = io.TextIOWrapper(buffer, encoding=encoding)
+    renderer_for(out, json_output=True, color=False).write([stored("caf\u00e9 \U0001f44d")])
+    record = buffer.getvalue().decode(encoding)
+    assert '"message":"caf\u00e9 \U0001f44d"' in record
+    assert json.loads(record)["message"] == "caf\u00e9 \U0001f44d"
