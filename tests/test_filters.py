@@ -161,6 +161,7 @@ FINE = [
     r"(\s?\w)+",
     r"(?i)([a-z]+[0-9])+x",
     r"(?i:error) (\d+\.){3}\d+",
+    r"([0-9a-f]{2})+$",  # a fixed count ends in one place: hex bytes
 ]
 
 
