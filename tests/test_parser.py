@@ -326,6 +326,9 @@ def test_heroku_text_lines() -> None:
     empty = parse_heroku_line("2024-03-05T09:14:07Z app[web.1]:")
     assert empty is not None
     assert empty.message == ""
+    padded = parse_heroku_line("2024-03-05T09:14:07Z app[web.1]:  indented, trailing \t")
+    assert padded is not None
+    assert padded.message == " indented, trailing \t"  # all but the separating space
     assert parse_heroku_line('  File "app.py", line 9') is None
     assert parse_heroku_line("yesterday app[web.1]: x") is None
 
