@@ -32,6 +32,7 @@ DYNOS = [
     "web-api",
     "web-1",
     "web-7d9f8c6b5-X2KQZ",
+    "web-7D9F8C6B5-x2kqz",
     "web-7d9f8c6b5-x2kq",
     "web--x2kqz",
     "web-7d9.f8c6b5-x2kqz",
