@@ -383,6 +383,15 @@ def test_bad_urls_exit_2_and_register_nothing(
     assert json.loads(run("drain", "list", "--json", env=where_refused)[1]) == []
 
 
+def test_a_url_of_the_longest_length_is_taken(where: dict[str, str]) -> None:
+    start = "https://logs.example.com/x?k="
+    url = start + "v" * (8192 - len(start))  # "over 8,192 characters" is refused, not this
+    code, _, err = run("drain", "add", url, "-a", "demo", env=where)
+    assert (code, err) == (0, f"Warning: {new_app_warning('demo')}\n")
+    listed = json.loads(run("drain", "list", "--json", env=where)[1])
+    assert [d["url"] for d in listed] == [url]
+
+
 def test_removing_what_is_not_there(where: dict[str, str]) -> None:
     run("drain", "add", "https://a.example/x", "-a", "demo", env=where)
     code, _, err = run("drain", "remove", "d.nope", "-a", "demo", env=where)
