@@ -84,7 +84,7 @@ def check_url(url: str) -> str:
     shown = mask_loosely(url)
     if len(url) > MAX_URL:
         raise DrainURLError(f"the drain URL is over {MAX_URL:,} characters: {shown[:60]}...")
-    if not url or url != url.strip() or any(ch.isspace() or not ch.isprintable() for ch in url):
+    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise DrainURLError(f"not a URL: {shown!r}")
     try:
         url.encode("utf-8")
