@@ -100,6 +100,18 @@ def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> N
         assert "S3CRET" not in out
 
 
+def test_a_secret_parameter_is_masked_whatever_the_case_of_its_name(
+    where: dict[str, str],
+) -> None:
+    url = "https://intake.example.com/v1/input?DD-API-KEY=S3CRET&Auth_Token=S3CRET2&ddsource=x"
+    code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
+    assert code == 0
+    masked = "https://intake.example.com/v1/input?DD-API-KEY=***&Auth_Token=***&ddsource=x"
+    assert out == f"Successfully added drain {masked}\n"
+    code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
+    assert [d["url"] for d in json.loads(out)] == [masked]
+
+
 def test_a_token_in_the_path_is_masked_as_a_password_is(where: dict[str, str]) -> None:
     """Sumo Logic's and Loggly's drain URLs carry their token in the path."""
     token = "ZaVnC4dhaV2a8sjKuH8lN1cmWZS_XbMqA9aQ8bQ-Kp4ZXrx3GxiPvN6HTyGWa0q3_lSWR2wXqY=="
