@@ -362,6 +362,7 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         ("syslog://logs.example.com:5l4", "port must be 1 to 65535"),
         ("https://u:pa?ss@logs.example.com/x", "has an @ after its host"),
         ("https://10.0.0.256/x", "host is not a valid host name"),
+        ("https://10.0.0.0x100/x", "host is not a valid host name"),  # as inet_aton reads it
         ("syslog+tls://192.168.1.10.5:6514", "host is not a valid host name"),
         # "logs" in full-width letters, as an IME may type them
         ("https://\uff4c\uff4f\uff47\uff53.example.com/x", "host is not a valid host name"),
@@ -379,6 +380,7 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         "port-typo",
         "question-mark-in-password",
         "ipv4-typo",
+        "ipv4-hex-typo",
         "ipv4-too-long",
         "idna-fullwidth",
         "huge",
