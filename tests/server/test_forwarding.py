@@ -557,7 +557,9 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
     try:
         add_drain(first, "demo", f"syslog://127.0.0.1:{second.syslog_port}")
         add_drain(first, "demo", sink.url())
-        long = "é" + "x" * 69_999 + "ü" * 5_000  # 80,001 bytes: cut between characters
+        # 80,001 bytes, cut between characters: at 80,000 in the second byte of U+0140
+        # (C5 80), which is the lowest a continuation byte can be.
+        long = "é" + "x" * 69_999 + "\u0140" * 5_000
         sent = [line("before"), line(long), line("after")]
         post(first, "demo", sent)
         pieces = ["before", *_cut(long, 10_000), "after"]
