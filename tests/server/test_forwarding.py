@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,35 @@ def test_a_drain_down_long_enough_gets_an_exact_l10(make_server: ServerFactory) 
         # the sink records a batch before the worker reads its 204.
         wait_until(lambda: drain.delivery.delivered == 11, what="the count of delivered lines")
         assert drain.delivery.last_error == "503 Service Unavailable: sink says no"
+    finally:
+        down.close()
+
+
+def test_a_second_overflow_is_told_since_its_own_first_drop(make_server: ServerFactory) -> None:
+    """An L10 line tells of the drops since the first after the last L10 line, as Logplex's."""
+    down = HTTPSink(then=503)
+    try:
+        running = make_server(drain_buffer=10)
+        add_drain(running, "demo", down.url())
+
+        def overflow(start: int, delivered: int) -> None:
+            down.then = 503
+            asked = len(down.requests)
+            post(running, "demo", numbered(1, start=start))  # the batch in flight, retried
+            wait_until(lambda: len(down.requests) >= asked + 2, what="retries")
+            post(running, "demo", numbered(99, start=start + 1))
+            drain = next(iter(running.server.app.forwarder.workers.values()))
+            wait_until(lambda: drain.untold.count + len(drain.buffer) == 99, what="the 99 lines")
+            down.then = 204
+            wait_until(lambda: drain.delivery.delivered == delivered, what="the delivery")
+
+        overflow(0, 11)
+        overflow(100, 22)
+        told = [x.message for x in down.delivered_lines() if x.dyno == "logplex"]
+        prefix = "Error L10 (output buffer overflow): 89 messages dropped since "
+        assert [x[: len(prefix)] for x in told] == [prefix, prefix]
+        first, second = (datetime.fromisoformat(x[len(prefix) : -1]) for x in told)
+        assert second > first
     finally:
         down.close()
 
