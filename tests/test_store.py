@@ -472,6 +472,12 @@ def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
 
 def test_empty_batches_store_nothing(store: SQLiteStore) -> None:
     assert store.append([Batch("demo", []), Batch("demo", [line("x")])]) == [0, 1]
+    # With a Frame-Id (an empty POST carries one), for an app the store has not had too: the
+    # id is not taken, as nothing was stored under it.
+    stored = store.append([Batch("new", [], frame_id="F1"), Batch("demo", [], frame_id="F1")])
+    assert stored == [0, 0]
+    assert store.append([Batch("demo", [line("y")], frame_id="F1")]) == [1]
+    assert [app.name for app in store.apps()] == ["demo"]
 
 
 def test_old_frame_ids_are_forgotten(store: SQLiteStore) -> None:
