@@ -545,6 +545,35 @@ def test_an_l10_line_the_stop_kept_from_a_drain_opens_the_next_serve_s_first_bat
         drain.close()
 
 
+def test_the_l10_line_of_a_refused_batch_goes_again_without_waiting_for_a_line(
+    herolog_home: Path,
+) -> None:
+    """The drain refuses (400) the batch that opens with the L10 line, and the app says
+    nothing more: the L10 line goes again alone, not with the app's next line, whenever
+    that comes."""
+    drain = HTTPSink(then=503)
+    try:
+        running, stop = small_buffers(herolog_home)
+        try:
+            token = add_drain(running, "demo", drain.url())
+            sent = send(running, "demo", 1, 5)
+            wait_until(lambda: drain.arrived >= 2, what="failing attempts")
+            send(running, "demo", 10, 10, start=5)  # the buffer keeps the last 10
+            wait_until(lambda: worker(running, token).dropped == 90, what="the overflow")
+            with drain.lock:
+                drain.statuses = [204, 400]  # the batch retried, then the L10 and the 10
+                drain.then = 204
+            wait_until(lambda: l10_counts(drain.delivered_lines()), what="the L10 line again")
+        finally:
+            stop()
+        assert [r.status for r in drain.requests][-3:] == [204, 400, 204]
+        got = drain.delivered_lines()
+        assert l10_counts(got) == [90]
+        assert app_messages(got) == [x.message for x in sent]
+    finally:
+        drain.close()
+
+
 def resumed(home: Path, drain: HTTPSink, token: str, sent: Sequence[LogLine]) -> Running:
     """The drain back up and a new server on the store: it delivers every line of ``sent``,
     in order and once each, all of it waiting in the store since the last server stopped.
