@@ -695,10 +695,10 @@ def test_bad_drain_urls_are_422(shared_api: Running, url: str) -> None:
     ],
 )
 def test_a_405_says_which_methods_the_path_takes(
-    api: Running, method: str, path: str, allow: str, message: str
+    shared_api: Running, method: str, path: str, allow: str, message: str
 ) -> None:
     """RFC 9110: a 405 carries Allow, listing what the path does accept, HEAD wherever GET."""
-    response = httpx.request(method, api.url + path, headers=AUTH)
+    response = httpx.request(method, shared_api.url + path, headers=AUTH)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
     assert response.json() == {"id": "method_not_allowed", "message": message}
@@ -843,15 +843,16 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
         "/oauth/authorizations",  # heroku login -i
     ],
 )
-def test_unknown_api_paths_are_heroku_json_404s(api: Running, path: str) -> None:
+def test_unknown_api_paths_are_heroku_json_404s(shared_api: Running, path: str) -> None:
     """The heroku CLI prints the message of a JSON error; a text/plain 404 it cannot."""
-    response = httpx.get(api.url + path, headers=AUTH)
+    response = httpx.get(shared_api.url + path, headers=AUTH)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     error = response.json()
     assert error["id"] == "not_found"
     assert error["message"].startswith("No such API endpoint: GET /")
-    assert httpx.get(api.url + path).status_code == 401  # without the key: nothing to learn
+    # Without the key: nothing to learn.
+    assert httpx.get(shared_api.url + path).status_code == 401
 
 
 def test_heroku_login_on_a_keyless_server_is_told_it_needs_none(
