@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -48,6 +49,27 @@ def where_refused(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "local":
         return {}
     return {"HEROLOG_URL": request.getfixturevalue("shared_server"), "HEROLOG_API_KEY": KEY}
+
+
+@pytest.fixture(scope="module")
+def url_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module's tests that compare drain URLs: each adds its drains to
+    an app of its own there (a server of their own cost each half a second)."""
+    with running_server(tmp_path_factory.mktemp("urls") / "logs.db", api_key=KEY) as running:
+        yield running.url
+
+
+APPS = itertools.count()
+
+
+@pytest.fixture(params=["local", "server"])
+def where_with_app(request: pytest.FixtureRequest) -> tuple[dict[str, str], str]:
+    """As ``where``, with the app the test is to add its drains to: on a server, one of its
+    own on the server the module's URL tests share."""
+    if request.param == "local":
+        return {}, "demo"
+    env = {"HEROLOG_URL": request.getfixturevalue("url_server"), "HEROLOG_API_KEY": KEY}
+    return env, f"urls-{next(APPS)}"
 
 
 def test_add_list_remove(where: dict[str, str]) -> None:
@@ -312,17 +334,18 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
     ids=["host-case-port", "scheme-empty-path", "dot", "percent", "idna", "ipv6", "tls", "tcp"],
 )
 def test_a_url_written_another_way_is_the_same_drain(
-    where: dict[str, str], first: str, again: str
+    where_with_app: tuple[dict[str, str], str], first: str, again: str
 ) -> None:
-    assert run("drain", "add", first, "-a", "demo", env=where)[0] == 0
-    code, out, err = run("drain", "add", again, "-a", "demo", env=where)
+    where, app = where_with_app
+    assert run("drain", "add", first, "-a", app, env=where)[0] == 0
+    code, out, err = run("drain", "add", again, "-a", app, env=where)
     assert (code, out) == (1, "")
     assert len(err.strip().splitlines()) == 1
     assert "already" in err
     listed = json.loads(run("drain", "list", "--json", env=where)[1])
-    assert [d["url"] for d in listed] == [first]  # as the user typed it
+    assert [d["url"] for d in listed if d["app"]["name"] == app] == [first]  # as typed
     # Removing it by the other form finds it.
-    code, out, _ = run("drain", "remove", again, "-a", "demo", env=where)
+    code, out, _ = run("drain", "remove", again, "-a", app, env=where)
     assert (code, out) == (0, f"Successfully removed drain {first}\n")
 
 
@@ -340,12 +363,13 @@ def test_a_url_written_another_way_is_the_same_drain(
     ids=["path-case", "user", "query", "port", "scheme", "reserved-escape", "fragment"],
 )
 def test_urls_that_differ_where_it_matters_are_two_drains(
-    where: dict[str, str], first: str, other: str
+    where_with_app: tuple[dict[str, str], str], first: str, other: str
 ) -> None:
-    assert run("drain", "add", first, "-a", "demo", env=where)[0] == 0
-    assert run("drain", "add", other, "-a", "demo", env=where)[0] == 0
+    where, app = where_with_app
+    assert run("drain", "add", first, "-a", app, env=where)[0] == 0
+    assert run("drain", "add", other, "-a", app, env=where)[0] == 0
     listed = json.loads(run("drain", "list", "--json", "--show-secrets", env=where)[1])
-    assert [d["url"] for d in listed] == [first, other]
+    assert [d["url"] for d in listed if d["app"]["name"] == app] == [first, other]
 
 
 @pytest.mark.parametrize(
