@@ -107,6 +107,14 @@ class LogLine(NamedTuple):
     HTTPS form, BSD syslog, ``heroku logs`` text)."""
 
 
+class TooManyLines(ValueError):
+    """A body of more frames than the caller takes at once: none of it is parsed past them."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"over {limit:,} lines")
+        self.limit = limit
+
+
 class FramingError(ValueError):
     """An octet-counted body that cannot be split into frames: none of a drain POST's
     body is stored; a stream (syslog, import) keeps the frames before the error."""
@@ -141,19 +149,22 @@ def own_line(source: str, dyno: str, message: str, pri: int | None) -> LogLine:
     return LogLine(now.timestamp, now.time, source, dyno, message, pri, "host", None, None)
 
 
-def parse_logplex(body: bytes, received: Received | None = None) -> list[LogLine]:
-    """Every frame of an ``application/logplex-1`` body, or FramingError for the whole body."""
+def parse_logplex(
+    body: bytes, received: Received | None = None, max_lines: int | None = None
+) -> list[LogLine]:
+    """Every frame of an ``application/logplex-1`` body, or FramingError for the whole body;
+    TooManyLines, as soon as it is seen, for a body of more than ``max_lines`` frames."""
     text = body.decode("latin-1")
     newlines = text.count("\n", 0, 4096)
     if newlines >= _BULK_MIN_FRAMES:
-        lines = _parse_plain_body(text)
+        lines = _parse_plain_body(text, max_lines)
         if lines is not None:
             return lines
     elif newlines == 1:
         lines = _parse_one_frame(text)
         if lines is not None:
             return lines
-    lines, _, _ = _parse_frames(text, 0, True, received or Received.at(), 1, 0)
+    lines, _, _ = _parse_frames(text, 0, True, received or Received.at(), 1, 0, max_lines=max_lines)
     return lines
 
 
@@ -168,7 +179,7 @@ _dot_of = itemgetter(19)
 _up_to_micros = itemgetter(slice(0, 26))
 
 
-def _parse_plain_body(text: str) -> list[LogLine] | None:
+def _parse_plain_body(text: str, max_lines: int | None = None) -> list[LogLine] | None:
     """The lines of a body in one of Heroku's exact forms, or None to leave it to the loop.
 
     Heroku sends ``COUNT <PRI>1 TS host SOURCE DYNO - MSG\n`` to HTTPS drains and
@@ -182,6 +193,8 @@ def _parse_plain_body(text: str) -> list[LogLine] | None:
     if "\r" in text or text[-1:] != "\n":
         return None
     frames = text[:-1].split("\n")
+    if max_lines is not None and len(frames) > max_lines:
+        return None  # the frame loop says so where it finds them, as for any body
     first = frames[0].split(" ", 4)
     logplex_form = len(first) > 3 and first[3] == "host"
     width = 8 if logplex_form else 9  # the syslog form has a nil STRUCTURED-DATA field too
@@ -538,6 +551,7 @@ def _parse_frames(
     base: int,
     max_frame: int | None = None,
     stop_at_message: bool = False,
+    max_lines: int | None = None,
 ) -> tuple[list[LogLine], int, int]:
     """Frames of ``text`` from ``pos``: (lines, position consumed up to, next frame number).
 
@@ -561,6 +575,8 @@ def _parse_frames(
             if not final and _may_be_partial_count(text, rest):
                 return out, pos, frame_no
             raise _framing_error(_describe_bad_count(text, rest), frame_no, base + rest, out)
+        if max_lines is not None and frame_no > max_lines:
+            raise TooManyLines(max_lines)
         start = m.end(1) + 1
         count = int(m.group(1))
         end = start + count

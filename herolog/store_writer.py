@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from herolog.interrupt import STOP_SIGNALS
-from herolog.parser import FramingError, Received, parse_logplex
+from herolog.parser import FramingError, Received, TooManyLines, parse_logplex
 from herolog.store import Batch, SQLiteStore, StoreError
 
 MAX_GROUP_JOBS = 2000
@@ -47,6 +47,10 @@ WAL_RESTART_BYTES = 64 << 20
 WAL_RESTART_WAIT_S = 0.2
 """How long a restart of the WAL waits for readers, holding up commits meanwhile."""
 RECV_BYTES = 1 << 20
+MAX_BODY_LINES = 100_000
+"""Lines a drain body may hold: Logplex posts about 100 KB at most (some 700 lines), and
+herolog's own senders as much; a 5 MiB body of three-byte frames, 5 KB gzipped, held the
+writer, and every other request's commit, for 15 s."""
 
 HEADER = struct.Struct("!I")
 """Each message's length, before its pickle (both ways)."""
@@ -139,9 +143,12 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
         elif kind == "body":
             _, _, app, attributes, frame_id, body, max_attributes = job
             try:
-                lines = parse_logplex(body, received)
+                lines = parse_logplex(body, received, MAX_BODY_LINES)
             except FramingError as error:
                 results.append((job_id, "framing", str(error)))
+                continue
+            except TooManyLines as error:
+                results.append((job_id, "too large", _too_many_lines(error.limit)))
                 continue
             # Every line stores the attributes whole: a body of tiny frames behind a long
             # query string would otherwise write thousands of times its size to the disk.
@@ -149,7 +156,7 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
                 each = len(json.dumps(attributes, ensure_ascii=False).encode())
                 if each * len(lines) > max_attributes:
                     refusal = _attributes_too_large(len(lines), each, max_attributes)
-                    results.append((job_id, "attributes", refusal))
+                    results.append((job_id, "too large", refusal))
                     continue
             waiting.append((job_id, len(batches), len(lines)))
             batches.append(Batch(app, lines, attributes, frame_id))
@@ -174,6 +181,10 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
                 (job_id, "ok", (stored[index], parsed)) for job_id, index, parsed in waiting
             ]
     return results, stop
+
+
+def _too_many_lines(limit: int) -> str:
+    return f"the body holds over {limit:,} lines, the most a body may: send smaller batches"
 
 
 def _attributes_too_large(lines: int, each: int, limit: int) -> str:

@@ -17,6 +17,7 @@ from herolog.parser import (
     FramingError,
     LogLine,
     Received,
+    TooManyLines,
     format_syslog,
     frame,
     parse_fields,
@@ -702,6 +703,28 @@ def test_bulk_path_takes_plain_logplex_bodies() -> None:
     assert parsed is not None
     assert [p.message for p in parsed] == [f"m {i} é" for i in range(5)]
     assert {p.time for p in parsed} == {"2024-03-05T09:14:07.418233Z"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        frame(
+            format_syslog(
+                LogLine("2024-03-05T09:14:07Z", "", "app", "web.1", f"m {i}", 190, "host", None)
+            )
+            for i in range(20)
+        ),
+        b"1 x" * 20,
+    ],
+    ids=["Heroku's form", "tiny frames"],
+)
+def test_a_body_of_more_lines_than_asked_for_is_refused(body: bytes) -> None:
+    """A drain body of more frames than the writer takes (it passes its limit) is refused
+    where the frame past the limit begins, on the bulk path as in the frame loop."""
+    assert len(parse_logplex(body, max_lines=20)) == 20
+    assert len(parse_logplex(body)) == 20
+    with pytest.raises(TooManyLines, match="over 19 lines"):
+        parse_logplex(body, max_lines=19)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from herolog.server.http import (
     same_secret,
 )
 from herolog.server.sessions import Sessions
-from herolog.server.writer import AttributesTooLarge, BadBody, Stored, Writer, WriterStopped
+from herolog.server.writer import BadBody, BodyTooLarge, Stored, Writer, WriterStopped
 from herolog.store import APP_NAME_RULE, StoreError, valid_app_name
 
 MAX_FRAME_ID = 64
@@ -353,7 +353,7 @@ class Admitted(NamedTuple):
 
 def not_stored(error: BadBody | WriterStopped | StoreError) -> HTTPError:
     """The answer to a drain POST whose body the writer did not store."""
-    if isinstance(error, AttributesTooLarge):
+    if isinstance(error, BodyTooLarge):
         return HTTPError(413, str(error))
     if isinstance(error, BadBody):
         return HTTPError(400, f"bad logplex framing: {error}")

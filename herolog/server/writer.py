@@ -47,9 +47,10 @@ class BadBody(ValueError):
     """A drain body that cannot be framed: nothing of it was stored."""
 
 
-class AttributesTooLarge(BadBody):
-    """A drain body whose lines, each carrying the drain URL's query parameters, would
-    store more than the body limit of them: nothing of it was stored."""
+class BodyTooLarge(BadBody):
+    """A drain body that would store too much: more lines than a body may hold, or lines
+    that, each carrying the drain URL's query parameters, would store more than the body
+    limit of them. Nothing of it was stored."""
 
 
 class Stored(NamedTuple):
@@ -68,7 +69,7 @@ class Stored(NamedTuple):
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
 #   (job_id, "ok", (lines, parsed)), (job_id, "framing", message),
-#   (job_id, "attributes", message), (job_id, "error", message)
+#   (job_id, "too large", message), (job_id, "error", message)
 # Only builtins cross the socket: the writer process runs as __main__. The framing and
 # say() live in herolog.store_writer, which the writer process imports without the server.
 
@@ -215,8 +216,8 @@ class Writer:
         self, app: str, body: bytes, attributes: dict[str, str] | None, frame_id: str | None
     ) -> asyncio.Future[Stored]:
         """Parse and store a Logplex body; BadBody if its framing is broken,
-        AttributesTooLarge if its lines would carry more than ``max_attributes`` bytes of
-        ``attributes``."""
+        BodyTooLarge if it holds more lines than a body may, or its lines would carry more
+        than ``max_attributes`` bytes of ``attributes``."""
         return self._submit("body", app, attributes, frame_id, body, self.max_attributes)
 
     def write_lines(self, app: str, lines: Sequence[LogLine]) -> asyncio.Future[Stored]:
@@ -285,8 +286,8 @@ class Writer:
                 future.set_result(Stored(*value))
             elif status == "framing":
                 future.set_exception(BadBody(value))
-            elif status == "attributes":
-                future.set_exception(AttributesTooLarge(value))
+            elif status == "too large":
+                future.set_exception(BodyTooLarge(value))
             else:
                 self.failure = value
                 future.set_exception(StoreError(value))

@@ -507,6 +507,34 @@ def test_a_query_string_on_thousands_of_tiny_frames_is_refused(
     )
 
 
+@pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
+def test_a_body_of_more_lines_than_a_body_may_hold_is_refused(
+    make_server: ServerFactory, zipped: bool
+) -> None:
+    """A 5 MiB body of three-byte frames, 5 KB gzipped, held the writer (and every other
+    request's commit) for 15 s: a body may hold 100,000 lines, more than Logplex or herolog's
+    own senders put in one, and one over that is refused before its lines are stored."""
+    from herolog.store_writer import MAX_BODY_LINES
+
+    running = make_server()
+    headers = {"Content-Encoding": "gzip"} if zipped else {}
+
+    def post(lines: int) -> httpx.Response:
+        body = b"1 x" * lines
+        return running.post("demo", gzip.compress(body) if zipped else body, headers=headers)
+
+    refused = post(MAX_BODY_LINES + 1)
+    assert refused.status_code == 413, refused.text
+    assert (
+        refused.text
+        == "the body holds over 100,000 lines, the most a body may: send smaller batches\n"
+    )
+    assert running.lines("demo") == []
+    assert post(MAX_BODY_LINES).status_code == 204
+    assert [x.message for x in running.lines("demo")[-2:]] == ["x", "x"]
+    assert running.server.stats.responses[413] == 1
+
+
 BAD_APP_NAMES = [
     b"%2e%2e",
     b"%2E%2E",
