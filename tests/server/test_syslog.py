@@ -231,6 +231,7 @@ def test_a_flood_of_tiny_messages_keeps_a_bounded_share_of_the_writer(
     # Stopping, the server goes on reading what the floods left in its receive buffers
     # (megabytes of 3-byte messages) for STOP_READING_S: 5 s of this test's teardown, which
     # is not what it is about (test_process.py's never-pausing client checks that limit).
+    # The teardown still takes seconds: every line serve had read is stored before it stops.
     monkeypatch.setattr(syslog_module, "STOP_READING_S", 0.1)
     syslog = served.server.syslog
     assert syslog is not None
