@@ -1,4 +1,5 @@
-"""How herolog ends on a Ctrl-C: by the signal, as a shell expects of a command."""
+"""How herolog ends: on a Ctrl-C by the signal, as a shell expects of a command, and
+quietly when its output has gone."""
 
 import contextlib
 import os
@@ -7,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -15,6 +16,18 @@ STOP_SIGNALS = frozenset(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 """What serve stops on, and its store writer ignores."""
+
+
+def write_nowhere(stream: IO[Any]) -> None:
+    """Point ``stream`` at /dev/null once a write to it has failed (its reader gone, a full
+    disk): what its buffer still holds would fail again in the interpreter's last flush,
+    which says 'Exception ignored' and exits 120 in place of herolog's own status."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
 
 
 def die_of_sigint() -> NoReturn:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from herolog.interrupt import woken_by_signals
+from herolog.interrupt import woken_by_signals, write_nowhere
 from herolog.parser import LogLine, own_line
 
 FLUSH_INTERVAL_S = 0.05
@@ -460,18 +460,6 @@ class _Ended:
         os.close(self._write)
 
 
-def _stop_echoing(echo: IO[bytes]) -> None:
-    """Point the output a write failed on at /dev/null: the bytes its buffer still holds
-    would fail again in the interpreter's last flush, which says 'Exception ignored' and
-    exits 120 in place of the command's status."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, echo.fileno())
-        finally:
-            os.close(devnull)
-
-
 def _pump(
     pipe: IO[bytes] | None,
     echo: IO[bytes] | None,
@@ -513,7 +501,7 @@ def _pump(
                 echo.write(data)
                 echo.flush()
             except OSError:  # herolog's own output was closed (`| head`): keep storing
-                _stop_echoing(echo)
+                write_nowhere(echo)
                 echo = None
         *lines, rest = (rest + data).split(b"\n")
         for raw in lines:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
-import os
 import sqlite3
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from herolog import __version__
+from herolog.interrupt import write_nowhere
 from herolog.store import StoreError, unusable_store
 
 _COMMANDS = {
@@ -102,7 +102,7 @@ def _exits() -> Iterator[None]:
         try:
             error.show()
         except BrokenPipeError:
-            _drop(sys.stderr)
+            write_nowhere(sys.stderr)
         raise click.exceptions.Exit(error.exit_code) from None
 
 
@@ -119,7 +119,7 @@ def _errors() -> Iterator[None]:
         raise Interrupted from None
     except BrokenPipeError:
         # `herolog logs | head`: the reader is done, which is not an error.
-        _drop(sys.stdout)
+        write_nowhere(sys.stdout)
         raise click.exceptions.Exit(0) from None
     except StoreError as error:
         raise click.ClickException(str(error)) from None
@@ -131,18 +131,11 @@ def _errors() -> Iterator[None]:
         # a terminal that has gone, `1<file`: an output open only for reading).
         if error.filename is not None or error.errno not in _OUTPUT_ERRORS:
             raise
-        _drop(sys.stdout)
+        write_nowhere(sys.stdout)
         raise click.ClickException(f"cannot write the output: {error.strerror}") from None
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
-
-
-def _drop(stream: TextIO) -> None:
-    """Point ``stream`` at /dev/null, so that the interpreter's final flush cannot fail."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, stream.fileno())
-    os.close(devnull)
 
 
 def store_failed(error: sqlite3.DatabaseError) -> str:
