@@ -399,44 +399,31 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
     assert httpx.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
 
 
-@pytest.mark.parametrize("max_body", [120_000, 60_000], ids=["batches fit", "batches too big"])
+@pytest.mark.parametrize(
+    ("max_body", "before", "size"),
+    [(120_000, 700, 150_000), (60_000, 700, 150_000), (60_000, 200, 70_000)],
+    ids=["batches fit", "batches too big", "among others in a batch"],
+)
 def test_a_line_refused_as_too_large_costs_only_itself(
-    make_server: ServerFactory, max_body: int
+    make_server: ServerFactory, max_body: int, before: int, size: int
 ) -> None:
-    """A server whose --max-body is under the ~100 KB batches run sends, too: they are sent
-    again line by line."""
+    """A line over the server's --max-body is lost alone (its own 413), the lines around it
+    stored, in order: one over the ~100 KB a batch holds goes in a batch of its own; a
+    server whose --max-body is under the batches run sends has them sent again line by
+    line; and a smaller one goes in a batch with others (200 lines of 20 KB and it, about
+    90 KB), whose 413 has that batch sent line by line."""
     server = make_server(max_body=max_body)
-    lines = made(700)
-    huge = made(1, size=150_000)[0]
+    lines = made(before)
+    large = made(1, size=size)[0]
     after = made(10)
     sender = IntakeSender(server.url, "demo")
     try:
         with pytest.raises(RemoteError, match=r"413 Request Entity Too Large") as refused:
-            sender.send([*lines, huge, *after])
+            sender.send([*lines, large, *after])
     finally:
         sender.close()
     stored = [x.message for x in server.lines("demo")]
     assert stored == [x.message for x in [*lines, *after]]
-    assert refused.value.unsent == 1
-
-
-def test_a_too_large_line_among_others_in_a_batch_costs_only_itself(
-    make_server: ServerFactory,
-) -> None:
-    """A line over the server's --max-body but under the ~100 KB a batch holds goes in a
-    batch with others: the batch's 413 has it sent line by line, and only that line is
-    lost (its own 413), the lines around it stored, in order."""
-    server = make_server(max_body=60_000)
-    before = made(200)  # 20 KB: with the large one, a batch of about 90 KB
-    large = made(1, size=70_000)[0]
-    after = made(10)
-    sender = IntakeSender(server.url, "demo")
-    try:
-        with pytest.raises(RemoteError, match=r"413 Request Entity Too Large") as refused:
-            sender.send([*before, large, *after])
-    finally:
-        sender.close()
-    assert [x.message for x in server.lines("demo")] == [x.message for x in [*before, *after]]
     assert refused.value.unsent == 1
 
 
