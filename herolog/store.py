@@ -249,7 +249,8 @@ class Batch(NamedTuple):
 
     app: str
     lines: Sequence[LogLine]
-    attributes: Mapping[str, str] | None = None
+    attributes: Mapping[str, str] | str | None = None
+    """Or, as text, the JSON object the store keeps: serve's writer has it already."""
     frame_id: str | None = None
     """Logplex-Frame-Id: a batch whose id the store has seen for this app is not stored."""
 
@@ -691,11 +692,11 @@ class SQLiteStore:
                 if not batch.lines or not keep[i]:
                     continue
                 app = apps[batch.app]
-                attributes = (
-                    json.dumps(dict(batch.attributes), ensure_ascii=False)
-                    if batch.attributes
-                    else None
-                )
+                attributes = batch.attributes
+                if not isinstance(attributes, str):
+                    attributes = (
+                        json.dumps(dict(attributes), ensure_ascii=False) if attributes else None
+                    )
                 if runs and runs[-1][0] == (app[0], attributes):
                     runs[-1][1].extend(batch.lines)
                 else:

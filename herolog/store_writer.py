@@ -153,7 +153,8 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
             # Every line stores the attributes whole: a body of tiny frames behind a long
             # query string would otherwise write thousands of times its size to the disk.
             if attributes and max_attributes is not None:
-                each = len(json.dumps(attributes, ensure_ascii=False).encode())
+                attributes = json.dumps(attributes, ensure_ascii=False)
+                each = len(attributes.encode())
                 if each * len(lines) > max_attributes:
                     refusal = _attributes_too_large(len(lines), each, max_attributes)
                     results.append((job_id, "too large", refusal))

@@ -240,11 +240,16 @@ def test_attributes_are_stored_per_batch(store: SQLiteStore) -> None:
         [
             Batch("demo", [line("a")], {"ddsource": "heroku", "env": "prod"}),
             Batch("demo", [line("b")]),
+            # As serve's writer hands them over: the JSON text it measured, kept as it is.
+            Batch("demo", [line("c")], '{"team":"café"}'),
+            Batch("demo", [line("d")], '{"team":"café"}'),
         ]
     )
-    first, second = store.last(LineFilter(), 10)[0]
+    first, second, third, fourth = store.last(LineFilter(), 10)[0]
     assert decode_attributes(first) == {"ddsource": "heroku", "env": "prod"}
+    assert first.attributes == '{"ddsource": "heroku", "env": "prod"}'
     assert decode_attributes(second) == {}
+    assert third.attributes == fourth.attributes == '{"team":"café"}'
 
 
 def test_one_append_of_many_batches_keeps_each_ones_app_and_attributes(
