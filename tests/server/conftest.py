@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from herolog.filters import LineFilter
-from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.store import SQLiteStore, StoredLine
 from tests.helpers import herolog_env
 from tests.server.sinks import HTTPSink
@@ -107,6 +107,15 @@ def own_certificate(directory: Path) -> tuple[Path, Path, Path]:
     issued.private_key_pem.write_to_path(str(keyfile))
     ca.cert_pem.write_to_path(str(cafile))
     return certfile, keyfile, cafile
+
+
+@pytest.fixture
+def quick_forwarder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process servers look for new drains (every 0.5 s in serve) and save the drains'
+    state (every second) ten times as often: for tests that wait for those and are about
+    neither how often they come nor a serve process, each of whose waits cost that much."""
+    monkeypatch.setattr(forwarder, "RELOAD_INTERVAL_S", forwarder.RELOAD_INTERVAL_S / 10)
+    monkeypatch.setattr(forwarder, "SAVE_INTERVAL_S", forwarder.SAVE_INTERVAL_S / 10)
 
 
 @pytest.fixture

@@ -46,6 +46,9 @@ Stop = Callable[[], None]
 LOGPLEX = {"Content-Type": "application/logplex-1"}
 
 
+pytestmark = pytest.mark.usefixtures("quick_forwarder")
+
+
 @pytest.fixture
 def store_path(herolog_home: Path) -> Path:
     return herolog_home / "logs.db"

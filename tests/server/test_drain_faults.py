@@ -56,6 +56,9 @@ QUICK = DrainTiming(timeout_s=0.5, backoff_base_s=0.02, backoff_cap_s=0.1, flush
 L10 = re.compile(r"Error L10 \(output buffer overflow\): (\d+) messages dropped since \S+\.")
 
 
+pytestmark = pytest.mark.usefixtures("quick_forwarder")
+
+
 @pytest.fixture
 def make_server(make_server: ServerFactory) -> ServerFactory:
     return lambda **options: make_server(**{"drain_timing": QUICK, **options})

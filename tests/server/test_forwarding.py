@@ -21,12 +21,16 @@ import trustme
 
 from herolog import __version__
 from herolog.parser import LogLine, format_syslog, frame
+from herolog.server import forwarder
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
+from herolog.server.forwarder import RELOAD_INTERVAL_S
 from herolog.store import Delivery, SQLiteStore, StoredLine
 from tests.helpers import herolog_process, line, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
+
+pytestmark = pytest.mark.usefixtures("quick_forwarder")
 
 
 @pytest.fixture
@@ -533,7 +537,11 @@ def test_https_drains_trust_the_systems_cas_as_syslog_tls_drains_do(
         untrusted.close()
 
 
-def test_drains_added_and_removed_while_running(make_server: ServerFactory, sink: HTTPSink) -> None:
+def test_drains_added_and_removed_while_running(
+    make_server: ServerFactory, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's own interval: that a drain is taken up within a second is what this checks
+    monkeypatch.setattr(forwarder, "RELOAD_INTERVAL_S", RELOAD_INTERVAL_S)
     running = make_server()
     post(running, "demo", numbered(1))
     store = SQLiteStore.open(running.server.config.store_path)
