@@ -51,7 +51,7 @@ from tests.server.sinks import (
 from tests.server.test_faults import the_writer
 from tests.server.test_forwarding import add_drain, numbered, post
 
-QUICK = DrainTiming(timeout_s=0.5, backoff_base_s=0.02, backoff_cap_s=0.1, flush_s=1.0)
+QUICK = DrainTiming(timeout_s=0.5, backoff_base_s=0.02, backoff_cap_s=0.1, flush_s=0.5)
 """Every wait of the real drain timing, shortened: a minute of outage takes a second."""
 L10 = re.compile(r"Error L10 \(output buffer overflow\): (\d+) messages dropped since \S+\.")
 
@@ -616,7 +616,7 @@ def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
     """The forwarding lease is renewed as the stop begins, for longer than the flush: no
     renewal runs during it, and a lease that ran out meanwhile would let a second server
     deliver the lines this one is still trying to (twice). Once stopped, it is released."""
-    monkeypatch.setattr(forwarder, "LEASE_S", 0.5)
+    monkeypatch.setattr(forwarder, "LEASE_S", 0.25)
 
     def another_server_claims() -> str | None:
         store = SQLiteStore.open(herolog_home / "logs.db")
@@ -627,7 +627,7 @@ def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
 
     dead = HTTPSink(then=503)
     config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
-    server = Server(replace(config, drain_timing=replace(QUICK, flush_s=3.0)), log=io.StringIO())
+    server = Server(replace(config, drain_timing=replace(QUICK, flush_s=2.0)), log=io.StringIO())
     stopper = threading.Thread(target=run_in_thread(server))
     try:
         running = Running(server, io.StringIO())
@@ -638,7 +638,7 @@ def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
         assert renewals is not None
         stopper.start()
         wait_until(renewals.done, what="the stop to end the lease's renewals")
-        time.sleep(1.5)  # three leases' worth into the flush
+        time.sleep(0.75)  # three leases' worth into the flush
         assert stopper.is_alive(), "the flush ended early"
         assert another_server_claims() == server.app.forwarder.owner
     finally:
