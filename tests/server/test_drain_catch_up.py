@@ -23,7 +23,7 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.parser import format_syslog, frame
-from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
@@ -297,8 +297,13 @@ def test_serve_stopped_at_any_moment_costs_a_drain_nothing(
 
 
 def test_a_second_server_taking_over_from_a_stopped_first_leaves_no_gap(
-    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+    start: Callable[..., tuple[Running, Stop]],
+    store_path: Path,
+    sink: HTTPSink,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The second server looks for the lease a quarter of it apart: 0.5 s, not serve's 2.5.
+    monkeypatch.setattr(forwarder, "LEASE_S", 2.0)
     token = add_drain(store_path, "demo", sink.url())
     first, stop_first = start()
     wait_until(lambda: first.server.app.forwarder.workers, what="the first server to forward")
