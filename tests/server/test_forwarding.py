@@ -476,11 +476,18 @@ def test_a_bad_certificate_produces_l14_and_insecure_skips_the_check(
     try:
         # The untrusted drain still fails when the server stops: a short flush for it, not
         # the default 5 s of teardown (nothing here is about stopping).
-        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.5))
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.1))
         add_drain(running, "demo", f"syslog+tls://127.0.0.1:{listener.port}")
         post(running, "demo", numbered(2))
         wait_until(lambda: any("L14" in x for x in history(running, "demo")), what="the L14 line")
-        time.sleep(1.0)  # several more failing attempts: still one L14 for this stretch
+        (drain,) = running.server.app.forwarder.workers.values()
+
+        def attempts() -> int:
+            return drain.pending.attempts if drain.pending is not None else 0
+
+        tried = attempts()
+        # several more failing attempts: still one L14 for this stretch
+        wait_until(lambda: attempts() >= tried + 3, what="more failing attempts")
         l14 = [x for x in history(running, "demo") if "L14" in x]
         assert len(l14) == 1
         assert l14[0].startswith(
@@ -513,7 +520,7 @@ def test_https_drains_trust_the_systems_cas_as_syslog_tls_drains_do(
     untrusted = HTTPSink(context=context)
     try:
         # Short flushes: the untrusted drain still fails when the server stops.
-        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.5))
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.1))
         token = add_drain(running, "demo", untrusted.url())
         drain = next(
             w for w in running.server.app.forwarder.workers.values() if w.drain.token == token
@@ -660,8 +667,8 @@ def test_shutdown_flushes_and_reports_what_is_left(
     slow = HTTPSink(hang=threading.Event())
     dead = HTTPSink(then=503)
     try:
-        # The dead drain takes the whole flush: 2 s of it, not the default 5.
-        timing = DrainTiming(flush_s=2.0)
+        # The dead drain takes the whole flush: 1 s of it, not the default 5.
+        timing = DrainTiming(flush_s=1.0)
         with running_server(herolog_home / "logs.db", drain_timing=timing) as running:
             add_drain(running, "demo", slow.url())
             add_drain(running, "demo", dead.url())
