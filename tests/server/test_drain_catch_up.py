@@ -214,9 +214,10 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
         before_restart = len(slow.delivered_lines())
         assert before_restart < total
         slow.then = 204  # stalled for the first server, to be killed mid-way
-        second = ServeProcess("--port", "0")
-        # It takes over once the dead server's lease runs out (10 s, here at once).
+        # The next server takes over once the dead server's lease runs out (10 s, here at
+        # once, before it starts: started first, it would look again only 2.5 s later).
         run_out_forwarding_lease(store_path)
+        second = ServeProcess("--port", "0")
         wait_until(
             lambda: saved(store_path, token).through >= newest,
             timeout=120,
