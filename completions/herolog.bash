@@ -124,8 +124,9 @@ _herolog() {
                 --body-timeout) COMPREPLY=(); return ;;
                 --header-timeout) COMPREPLY=(); return ;;
                 --drain-buffer) COMPREPLY=(); return ;;
+                --drain-flush-timeout) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --syslog-max-connections --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --insecure-no-auth -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--host --port --syslog-port --syslog-app --syslog-max-connections --auth --api-key --public-url --certfile --keyfile --history --max-body --body-timeout --header-timeout --drain-buffer --drain-flush-timeout --insecure-no-auth -h --help" -- "$cur")) ;;
         "herolog store")
             COMPREPLY=($(compgen -W "-h --help forget history info" -- "$cur")) ;;
         "herolog store forget")

@@ -133,6 +133,7 @@ complete -c herolog -n '__herolog_using "herolog serve"' -l max-body -x -d 'Larg
 complete -c herolog -n '__herolog_using "herolog serve"' -l body-timeout -x -d 'Answer 408 to a request whose body is still arriving this long after its headers.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l header-timeout -x -d 'Answer 408 and close a connection whose request headers take longer than this.'
 complete -c herolog -n '__herolog_using "herolog serve"' -l drain-buffer -x -d 'Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).'
+complete -c herolog -n '__herolog_using "herolog serve"' -l drain-flush-timeout -x -d 'As serve stops, how long drains get to deliver what they hold (the rest waits).'
 complete -c herolog -n '__herolog_using "herolog serve"' -l insecure-no-auth -d 'Allow a public --host without --auth (a proxy in front checks it).'
 complete -c herolog -n '__herolog_using "herolog serve"' -s h -l help -d 'Show help'
 complete -c herolog -n '__herolog_using "herolog store"' -a forget -d 'Delete an app and all of its lines from the store'

@@ -163,6 +163,7 @@ _herolog_serve() {
         '--body-timeout=[Answer 408 to a request whose body is still arriving this long after its headers.]:SECONDS: ' \
         '--header-timeout=[Answer 408 and close a connection whose request headers take longer than this.]:SECONDS: ' \
         '--drain-buffer=[Lines each drain holds while it cannot deliver (then the oldest are dropped\: L10).]:LINES: ' \
+        '--drain-flush-timeout=[As serve stops, how long drains get to deliver what they hold (the rest waits).]:SECONDS: ' \
         '--insecure-no-auth[Allow a public --host without --auth (a proxy in front checks it).]' \
         '(- *)'{-h,--help}'[Show help]'
 }

@@ -188,6 +188,7 @@ SERVE_DEFAULTS = {
     "--syslog-app": ("(default `default`)", "default"),
     "--syslog-max-connections": ("(default 10,000,", 10_000),
     "--drain-buffer": ("(default 1024,", 1024),
+    "--drain-flush-timeout": ("(default 5;", 5.0),
     "--max-body": ("(default 5 MiB)", 5 << 20),
     "--body-timeout": ("(default 30)", 30.0),
     "--header-timeout": ("(default 10)", 10.0),

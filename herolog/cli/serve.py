@@ -131,6 +131,15 @@ option = functools.partial(click.option, cls=EnvOption)
     help="Lines each drain holds while it cannot deliver (then the oldest are dropped: L10).",
 )
 @option(
+    "--drain-flush-timeout",
+    envvar="HEROLOG_DRAIN_FLUSH_TIMEOUT",
+    type=Number(min=0, max=86400),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="As serve stops, how long drains get to deliver what they hold (the rest waits).",
+)
+@option(
     "--insecure-no-auth",
     is_flag=True,
     envvar="HEROLOG_INSECURE_NO_AUTH",
@@ -152,6 +161,7 @@ def serve(
     body_timeout: float,
     header_timeout: float,
     drain_buffer: int,
+    drain_flush_timeout: float,
     insecure_no_auth: bool,
 ) -> None:
     """Receive Heroku log drains (HTTPS and syslog) and serve the Platform API for logs.
@@ -172,7 +182,7 @@ def serve(
     with stops_held():
         from herolog import config
         from herolog.server import ServeConfig, Server
-        from herolog.server.config import ConfigError, Credentials, listen_host
+        from herolog.server.config import ConfigError, Credentials, DrainTiming, listen_host
 
         try:
             settings = ServeConfig(
@@ -192,6 +202,7 @@ def serve(
                 body_timeout=body_timeout,
                 header_timeout=header_timeout,
                 drain_buffer=drain_buffer,
+                drain_timing=DrainTiming(flush_s=drain_flush_timeout),
                 insecure_no_auth=insecure_no_auth,
             )
             server = Server(settings)

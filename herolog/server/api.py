@@ -36,12 +36,12 @@ from herolog.server.http import (
     read_body,
 )
 from herolog.server.sessions import (
-    END_FOR_RESTART,
     LogSession,
     Reader,
     SessionError,
     Sessions,
     TooManySessions,
+    end_for_restart,
 )
 from herolog.store import (
     MAX_HISTORY,
@@ -382,7 +382,8 @@ class PlatformAPI:
             if not gone:
                 # serve is stopping: its tails are kept for the next serve, which a client
                 # coming back too soon would not find listening yet.
-                end = END_FOR_RESTART if self.sessions.closing.is_set() else b""
+                closing = self.sessions.closing.is_set()
+                end = end_for_restart(self.config.drain_timing.flush_s) if closing else b""
                 with contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": end, "more_body": False})
         except OSError:  # the client went away mid-write

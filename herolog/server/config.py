@@ -57,6 +57,8 @@ class DrainTiming:
     retry_after_cap_s: float = 60.0
     """The longest a drain's Retry-After is waited for."""
     flush_s: float = 5.0
+    """As serve stops (``--drain-flush-timeout``); the stream of a tail that the stop ends
+    asks its client to come back after it, and 5 s more."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class ServeConfig:
             raise ConfigError("the body timeout must be a number of seconds more than 0")
         if not (self.header_timeout > 0 and math.isfinite(self.header_timeout)):
             raise ConfigError("the header timeout must be a number of seconds more than 0")
+        if not (0 <= self.drain_timing.flush_s <= 86400):  # nan and inf too
+            raise ConfigError("the drain flush timeout must be a number of seconds, 0 to 86400")
 
 
 def _utf8(text: str) -> bool:

@@ -47,11 +47,18 @@ TAIL_BUFFER_BYTES = 16 << 20
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
-RESTART_RETRY_MS = 10_000
-"""...and as a stream ends because serve is stopping: time for a restarted serve to listen
-again, since the heroku CLI gives up at the first reconnect that finds no server. The serve
-that stops gives its drains 5 s of it (all 5 where one cannot deliver) before it exits."""
-END_FOR_RESTART = f"retry: {RESTART_RETRY_MS}\n\n".encode()
+RESTART_MARGIN_MS = 5_000
+"""As a stream ends because serve is stopping, it asks the client to come back after the
+drains' flush (``--drain-flush-timeout``, all of it where a drain cannot deliver) and this
+much more: time for a restarted serve to listen again, since the heroku CLI gives up at the
+first reconnect that finds no server."""
+
+
+def end_for_restart(flush_s: float) -> bytes:
+    """The end of a stream that serve's stop ends: ``retry`` 10,000 ms for the default flush."""
+    return f"retry: {round(flush_s * 1000) + RESTART_MARGIN_MS}\n\n".encode()
+
+
 _KEY_ROUNDS = 100_000
 """PBKDF2 rounds of the API key's fingerprint kept with the sessions handed over."""
 PASSED_EVERY_S = 1.0

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from herolog.cli import cli
 from herolog.cli.serve import serve
 from herolog.server import ServeConfig, Server
-from herolog.server.config import Credentials
+from herolog.server.config import Credentials, DrainTiming
 
 # option, value given, ServeConfig attribute, value expected there. "{cert}" and "{key}"
 # stand for files the test writes; the other of the pair is given as an option.
@@ -33,6 +33,7 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("--body-timeout", "7.5", "body_timeout", 7.5),
     ("--header-timeout", "3", "header_timeout", 3.0),
     ("--drain-buffer", "99", "drain_buffer", 99),
+    ("--drain-flush-timeout", "0.5", "drain_timing", DrainTiming(flush_s=0.5)),
     ("--insecure-no-auth", "1", "insecure_no_auth", True),
 ]
 

@@ -27,7 +27,8 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
-from herolog.server import api, sessions
+from herolog.server import sessions
+from herolog.server.config import DrainTiming
 from herolog.store import Batch, SQLiteStore
 from tests.helpers import herolog_env, line
 from tests.server.conftest import (
@@ -399,8 +400,9 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
 ) -> None:
     """serve stopped (SIGTERM) and started again on its port and store, as systemd restarts
     it: the CLI's EventSource comes back to the same session URL with the id of the last line
-    it got, and the new serve goes on from there, every line printed once (README)."""
-    first = serve_process("--port", "0", "--api-key", KEY)
+    it got, and the new serve goes on from there, every line printed once (README). No drain
+    flush to wait for (the test below has one): the CLI is asked back in 5 s, not 10."""
+    first = serve_process("--port", "0", "--api-key", KEY, "--drain-flush-timeout", "0")
     post_to(first.url, frames("before"))
     tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
 
@@ -478,10 +480,12 @@ def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
 ) -> None:
     """serve stopped, and not started again: the CLI's reconnect finds no server, and it
     exits 1 with its own message (README)."""
-    # The stream ends asking the CLI to come back in 10 s, room for a restart (the tests
-    # above): this test's CLI comes back to a server that is not restarted, as well sooner.
-    monkeypatch.setattr(api, "END_FOR_RESTART", b"retry: 200\n\n")
-    with running_server(tmp_path / "logs.db", api_key=KEY) as running:
+    # The stream ends asking the CLI to come back after the drains' flush and 5 s more, room
+    # for a restart (the tests above): this test's CLI comes back to a server that is not
+    # restarted, as well sooner.
+    monkeypatch.setattr(sessions, "RESTART_MARGIN_MS", 200)
+    timing = DrainTiming(flush_s=0)
+    with running_server(tmp_path / "logs.db", api_key=KEY, drain_timing=timing) as running:
         import_example(running)
         proc = subprocess.Popen(
             [str(heroku_cli), "logs", "-a", "demo", "-n", "1", "--tail"],

@@ -263,7 +263,10 @@ def test_serve_stopped_at_any_moment_costs_a_drain_nothing(
             refusing = round_ % 3 == 1
             drain.then = 503 if refusing else 204
             buffer = "100" if refusing else "100000"  # refusing: overflows behind its batch
-            server = serve_process("--port", "0", "--history", "1000000", "--drain-buffer", buffer)
+            server = serve_process(
+                *("--port", "0", "--history", "1000000", "--drain-buffer", buffer),
+                *("--drain-flush-timeout", "0.5"),  # a refusing drain takes all of it
+            )
             load = Load(server.url, 2, prefix=f"r{round_}")
             time.sleep(rng.uniform(0.3, 1.2))
             server.proc.send_signal(signal.SIGINT)

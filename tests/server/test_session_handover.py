@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from herolog.server.sessions import RESTART_RETRY_MS
+from herolog.server.config import DrainTiming
 from tests.helpers import line
 from tests.server.conftest import Running, running_server
 from tests.server.test_api import KEY, Tail, session, store_demo, store_lines, wait_for
@@ -52,11 +53,16 @@ def test_the_next_serve_on_the_store_goes_on_with_a_tail_session(herolog_home: P
             again.close()
 
 
-def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(herolog_home: Path) -> None:
+@pytest.mark.parametrize(
+    ("timing", "retry"), [(DrainTiming(), b"10000"), (DrainTiming(flush_s=2.5), b"7500")]
+)
+def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(
+    herolog_home: Path, timing: DrainTiming, retry: bytes
+) -> None:
     """The heroku CLI gives up at the first reconnect that finds no server: it is to wait
-    for a restarted serve to listen again."""
+    for the drains' flush (--drain-flush-timeout) and for a restarted serve to listen again."""
     received: list[bytes] = []
-    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+    with running_server(herolog_home / "logs.db", api_key=KEY, drain_timing=timing) as first:
         store_demo(first)
         url = session(first, lines=1, tail=True)
 
@@ -70,7 +76,7 @@ def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(herolog_home: P
         wait_for(lambda: b"ERROR: boom" in b"".join(received))
     reader.join(30)
     body = b"".join(received)
-    assert body.endswith(f"retry: {RESTART_RETRY_MS}\n\n".encode())
+    assert body.endswith(b"retry: " + retry + b"\n\n")
 
 
 def read_once(url: str) -> list[str]:
