@@ -20,7 +20,10 @@ from typing import Any, ClassVar
 import pytest
 
 from herolog import timestamps
+from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server import sessions as server_sessions
+from herolog.store import SQLiteStore
 from tests.helpers import (
     SERVE_POLL_S,
     Child,
@@ -405,6 +408,20 @@ def wait_until_live(server: Server) -> None:
     wait_until(
         lambda: any(getattr(s, "live", False) for s in list(subscribers)), what="the tail to start"
     )
+
+
+def newest_id(path: Path) -> int:
+    store = SQLiteStore.open(path, create=False)
+    try:
+        return store.last(LineFilter(), 1)[1]
+    finally:
+        store.close()
+
+
+def told_past(server: Server, line_id: int) -> bool:
+    """Whether a tail session of ``server`` has sent its client an id to resume after that
+    is ``line_id`` or later."""
+    return any(reader.told >= line_id for reader in list(server.app.sessions._readers))
 
 
 def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[], None]]:
@@ -916,10 +933,13 @@ def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_t
 
 @pytest.mark.subprocess
 def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_want(
-    herolog_home: Path,
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lines a -g tail does not want, trimmed before a restart, were not lost to it: it
     resumes past them, with no L11 line, as a local tail does."""
+    # How often a tail is told how far it has got is test_sessions' to check; waiting out
+    # its second three times here cost 4.5 s.
+    monkeypatch.setattr(server_sessions, "PASSED_EVERY_S", 0.05)
     path = herolog_home / "logs.db"
 
     server, stop = serve(path, history=50)
@@ -930,7 +950,9 @@ def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_wa
         wait_until_live(server)
         for _ in range(3):  # handed out to the tail, then trimmed by the next ones
             fill(path, "demo", *[line(f"fine {i}", second=1) for i in range(100)])
-            time.sleep(1.5)
+            wait_until(
+                lambda: told_past(server, newest_id(path)), what="the tail to be told past them"
+            )
         stop()
         server, stop = serve(path, port, history=50)
         fill(path, "demo", line("ERROR after", second=2))
