@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import queue
 import re
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
 from herolog.store import SQLiteStore
 from tests.helpers import (
+    CHILDREN,
     SERVE_POLL_S,
     Child,
     first_line_into_a_socket,
@@ -34,7 +36,7 @@ from tests.helpers import (
     store_lines,
 )
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
-from tests.server.sinks import connections_to, wait_until
+from tests.server.sinks import wait_until
 
 KEY = "remote-key"
 
@@ -410,6 +412,24 @@ def wait_until_live(server: Server) -> None:
     )
 
 
+def asked_for_missing(monkeypatch: pytest.MonkeyPatch, name: str) -> list[None]:
+    """A list to which a server in this process adds an item each time it is asked for app
+    ``name`` and has none (as a tail waiting for it asks, again and again)."""
+    from herolog import drains
+
+    find_app = drains.find_app
+    missed: list[None] = []
+
+    def spy(store: SQLiteStore, ref: str) -> Any:
+        info = find_app(store, ref)
+        if info is None and ref == name:
+            missed.append(None)
+        return info
+
+    monkeypatch.setattr(drains, "find_app", spy)
+    return missed
+
+
 def newest_id(path: Path) -> int:
     store = SQLiteStore.open(path, create=False)
     try:
@@ -432,13 +452,42 @@ def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[
     return server, run_in_thread(server)
 
 
+QUICK = """
+from herolog import remote
+remote.BACKOFF_START_S, remote.BACKOFF_CAP_S, remote.WAIT_FOR_APP_S = 0.02, 0.2, 0.05
+from herolog.__main__ import main
+main()
+"""
+"""``python -c QUICK ARGS``: herolog ARGS, its remote tail waiting less between tries
+(backing off from 0.02 s to 0.2 s, not 0.25 s to 5 s; asking for an app it waits for every
+0.05 s, not every second). What a tail does through an outage is the same; waiting out the
+real intervals cost each test that uses it a second or more."""
+
+
+class QuickChild(Child):
+    """A :class:`Child` running ``python -c QUICK ARGS``."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", QUICK, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        CHILDREN.append(self)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+
 def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
-    """``herolog logs --server`` of ``server`` with ``args``, running, and the server's port
-    (for a server started again where it was)."""
+    """``herolog logs --server`` of ``server`` with ``args``, running (its waits between
+    tries cut: :data:`QUICK`), and the server's port (for a server started again where it
+    was)."""
     port = server.http_port
     assert port is not None
     url = f"http://127.0.0.1:{port}"
-    return Child("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY)), port
+    return QuickChild("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY)), port
 
 
 @pytest.mark.subprocess
@@ -1014,7 +1063,9 @@ def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) 
 
 
 @pytest.mark.subprocess
-def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(herolog_home: Path) -> None:
+def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stopping serve answers a tail that comes back to it before its listener has closed
     (it hands its sessions over first, a store write) with an empty stream that says "come
     back later": that is the same outage, not one that ended and another that began. Under
@@ -1029,6 +1080,16 @@ def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(herolog_ho
     try:
         assert child.read_lines(1)[0].endswith(" app[web.1]: before")
         wait_until_live(server)
+        sessions = server.app.sessions
+        stream = sessions.stream
+        came_back: list[None] = []
+
+        def spy(*args: Any) -> Any:
+            if sessions.closing.is_set():
+                came_back.append(None)
+            return stream(*args)
+
+        monkeypatch.setattr(sessions, "stream", spy)
         lock = subprocess.Popen(
             [sys.executable, "-c", HOLD_THE_STORE, str(path)],
             stdin=subprocess.PIPE,
@@ -1039,7 +1100,9 @@ def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(herolog_ho
             assert lock.stdout.readline() == b"locked\n"
             stopping = threading.Thread(target=stop)
             stopping.start()
-            time.sleep(2)  # the tail comes back meanwhile, every 0.25 s, 0.5 s, 1 s
+            wait_until(
+                lambda: len(came_back) >= 2, what="the tail to come back to the stopping serve"
+            )
         finally:
             lock.communicate(b"", timeout=10)
         stopping.join()
@@ -1171,16 +1234,19 @@ def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() 
 
 @pytest.mark.subprocess
 def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
-    make_server: ServerFactory,
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As in local mode: -a APP --tail for an app with no line yet (a new deployment's)
     waits for its first line instead of failing; without --tail it is an error."""
     running = make_server(api_key=KEY)
     fill(running.server.config.store_path, "other", line("not this app"))
+    missed = asked_for_missing(monkeypatch, "fresh")
     env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = Child("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
+    child = QuickChild("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
     try:
-        time.sleep(1.5)
+        wait_until(
+            lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"
+        )
         assert child.proc.poll() is None, child.stop()[1]
         fill(running.server.config.store_path, "fresh", line("first", second=1))
         assert child.read_lines(1, timeout=15) == [
@@ -1196,7 +1262,7 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
 @pytest.mark.subprocess
 @pytest.mark.parametrize("num", [["-n", "0"], ["-n", "1"], []])
 def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
-    make_server: ServerFactory, num: list[str]
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, num: list[str]
 ) -> None:
     """Every line of an app the tail waited for came after the tail started, so each is
     shown, as in local mode, whatever -n asks of the history: none is left behind in the
@@ -1204,10 +1270,13 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
     running = make_server(api_key=KEY)
     path = running.server.config.store_path
     fill(path, "other", line("not this app"))
+    missed = asked_for_missing(monkeypatch, "fresh")
     env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = Child("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
+    child = QuickChild("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
     try:
-        time.sleep(1.5)
+        wait_until(
+            lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"
+        )
         assert child.proc.poll() is None, child.stop()[1]
         fill(path, "fresh", *[line(f"first {i}", second=1) for i in range(3)])
         assert [x.split(": ", 1)[1] for x in child.read_lines(3, timeout=15)] == [
@@ -1224,20 +1293,22 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
 
 
 @pytest.mark.subprocess
-def test_a_tail_waiting_for_its_app_outlives_a_server_restart(herolog_home: Path) -> None:
+def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The server has answered (it has no such app yet): a restart while the tail waits is
     a drop like any other, not the end of the tail."""
     path = herolog_home / "logs.db"
     fill(path, "other", line("not this app"))
+    missed = asked_for_missing(monkeypatch, "fresh")
     server, stop = serve(path)
     child, port = remote_logs(server, "-a", "fresh", "-t")
     try:
         # Asked, and answered: a stop answers a request under way. Not a guess at how long
         # the tail takes to start, which on a busy machine was more than the 1.5 s given.
-        wait_until(lambda: connections_to(port), what="the tail to ask for its app")
-        time.sleep(0.5)
+        wait_until(lambda: missed, what="the tail to ask for its app")
         stop()
-        time.sleep(1.5)
+        time.sleep(1.0)  # the tail tries (QUICK) 0.02 s, 0.04 s, ... 0.2 s apart meanwhile
         assert child.proc.poll() is None, child.stop()[1]
         server, stop = serve(path, port)
         fill(path, "fresh", line("first", second=1))
