@@ -201,10 +201,12 @@ def closed_port() -> int:
     "args", [["logs"], ["apps"], ["drain"], ["drain", "list"], ["run", "true"]], ids=" ".join
 )
 def test_a_server_from_herolog_url_that_cannot_be_reached_says_where_it_came_from(
-    args: list[str],
+    args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A variable set in a profile long ago, as -a from $HEROLOG_APP is said: else a
     `herolog logs` that goes to the network, unasked, reads as herolog's mistake."""
+    # run tries its first batch three times, 0.25 s and 0.5 s apart: not what is tested here.
+    monkeypatch.setattr("herolog.remote.SEND_RETRY_S", 0.01)
     url = f"http://127.0.0.1:{closed_port()}"
     code, _, err = run(*args, env={"HEROLOG_URL": url})
     said = f"Error: cannot reach {url}: connection refused"
