@@ -50,7 +50,9 @@ def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Pa
             batch = [line(f"n{i}") for i in range(start, start + 20)]
             await asyncio.to_thread(store.append, [Batch("demo", batch)])
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)  # the broadcaster hands out all 1000; 50 fit
+        newest = store.last(LineFilter(), 1)[1]
+        while sessions.broadcaster.position < newest:  # it hands out all 1000; 50 fit
+            await asyncio.sleep(0.01)
         gate.set()
         await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
         for _ in range(200):
