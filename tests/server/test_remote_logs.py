@@ -595,15 +595,22 @@ def first_line_then_close(server: str, *args: str) -> tuple[bytes, int, bytes]:
     return first, proc.returncode, err
 
 
+@pytest.fixture(scope="module")
+def five_thousand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A server whose app ``demo`` has 5,000 lines, more than a pipe holds: for the tests
+    that only read them (each filling a server of its own cost it half a second)."""
+    path = tmp_path_factory.mktemp("five-thousand") / "logs.db"
+    with running_server(path, api_key=KEY, history=10_000) as running:
+        fill(path, "demo", *(line(f"n{i} " + "x" * 100) for i in range(5000)))
+        yield running
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize("args", [["-n", "5000"], ["-n", "5000", "--json"], ["-t", "-n", "5000"]])
-def test_remote_logs_into_head_end_quietly(make_server: ServerFactory, args: list[str]) -> None:
+def test_remote_logs_into_head_end_quietly(five_thousand: Running, args: list[str]) -> None:
     """More lines than a pipe holds, into `head -1`: exit 0, nothing on stderr, each time
     (the reader's going is noticed while lines are being written and read too)."""
-    running = make_server(api_key=KEY, history=10_000)
-    fill(
-        running.server.config.store_path, "demo", *(line(f"n{i} " + "x" * 100) for i in range(5000))
-    )
+    running = five_thousand
     for _ in range(4):
         first, code, err = first_line_then_close(running.url, "-a", "demo", *args)
         assert b"n0 " in first
