@@ -162,7 +162,7 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
         "sys.exit(5)\n"
     )
     url = running.url.replace("http://", f"http://u:{PASSWORD}@")
-    herolog = [sys.executable, "-m", "herolog", "run", "--server", url, "-q", "--"]
+    herolog = [sys.executable, "-c", QUICK, "run", "--server", url, "-q", "--"]
     child = subprocess.Popen(
         [*herolog, sys.executable, "-c", script],
         stderr=subprocess.PIPE,
