@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from herolog.filters import LineFilter
 from herolog.server.broadcast import Broadcaster
 from herolog.server.sessions import LogSession, Reader, Sessions
@@ -173,7 +175,7 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
 
 
 def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
-    herolog_home: Path,
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broadcaster's read failing (here: the store moved away for a moment) is retried:
     its subscribers get the lines committed once it can read again, none lost or twice."""
@@ -203,6 +205,14 @@ def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
 
     async def scenario() -> None:
         broadcaster = Broadcaster(path, poll_interval=0.01)
+        close_store = broadcaster._close_store
+        failed: list[None] = []  # the broadcaster closes its store after a read that failed
+
+        def closing() -> None:
+            failed.append(None)
+            close_store()
+
+        monkeypatch.setattr(broadcaster, "_close_store", closing)
         sink = Sink()
         await broadcaster.subscribe(sink)
         await asyncio.to_thread(append, "live")
@@ -212,8 +222,9 @@ def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
         ]
         for file in files:
             file.rename(f"{file}.away")
+        failed.clear()
         broadcaster.nudge()
-        await asyncio.sleep(0.5)  # several reads fail meanwhile
+        await until(lambda: len(failed) >= 3)  # several reads fail meanwhile
         for file in files:
             Path(f"{file}.away").rename(file)
         await asyncio.to_thread(append, "after")
