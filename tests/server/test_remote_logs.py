@@ -1184,7 +1184,7 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = Child("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
+    child = QuickChild("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
     try:
         assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
     finally:
@@ -1230,7 +1230,7 @@ def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() 
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = Child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
+    child = QuickChild("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
     try:
         lines = child.read_lines(2)
     finally:
