@@ -149,6 +149,19 @@ def herolog_process(
     )
 
 
+def quick_herolog(**waits: float) -> list[str]:
+    """The command line of a herolog whose waits in ``herolog.remote`` are ``waits``
+    (``SEND_RETRY_S=0.01``): the same main(), for tests of what a failure or an outage does,
+    not of how long herolog waits through it."""
+    from herolog import remote
+
+    unknown = [name for name in waits if not hasattr(remote, name)]
+    assert not unknown, f"herolog.remote has no {unknown}"
+    sets = "".join(f"remote.{name} = {value!r}\n" for name, value in waits.items())
+    code = f"from herolog import remote\n{sets}from herolog.__main__ import main\nmain()\n"
+    return [sys.executable, "-c", code]
+
+
 CHILDREN: list[Child] = []
 """Every Child a test started: those still running when it ends are killed (a test that
 failed before it stopped its ``logs --tail`` left it running for the rest of the run)."""
@@ -162,9 +175,12 @@ class Child:
         *args: str,
         env: dict[str, str] | None = None,
         stdout: int | IO[bytes] = subprocess.PIPE,
+        command: list[str] | None = None,
     ) -> None:
+        """``command``: what runs herolog (``quick_herolog()``'s), ``python -m herolog``
+        if None."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", *args],
+            [*(command or [sys.executable, "-m", "herolog"]), *args],
             stdout=stdout,
             stderr=subprocess.PIPE,
             env=env or herolog_env(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import queue
 import re
 import signal
 import subprocess
@@ -26,13 +25,13 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
 from herolog.store import SQLiteStore
 from tests.helpers import (
-    CHILDREN,
     SERVE_POLL_S,
     Child,
     first_line_into_a_socket,
     herolog_env,
     invoke,
     line,
+    quick_herolog,
     store_lines,
 )
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
@@ -454,32 +453,16 @@ def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[
     return server, run_in_thread(server)
 
 
-QUICK = """
-from herolog import remote
-remote.BACKOFF_START_S, remote.BACKOFF_CAP_S, remote.WAIT_FOR_APP_S = 0.02, 0.2, 0.05
-from herolog.__main__ import main
-main()
-"""
-"""``python -c QUICK ARGS``: herolog ARGS, its remote tail waiting less between tries
-(backing off from 0.02 s to 0.2 s, not 0.25 s to 5 s; asking for an app it waits for every
-0.05 s, not every second). What a tail does through an outage is the same; waiting out the
-real intervals cost each test that uses it a second or more."""
+QUICK = quick_herolog(BACKOFF_START_S=0.02, BACKOFF_CAP_S=0.2, WAIT_FOR_APP_S=0.05)
+"""herolog with its remote tail waiting less between tries (backing off from 0.02 s to
+0.2 s, not 0.25 s to 5 s; asking for an app it waits for every 0.05 s, not every second).
+What a tail does through an outage is the same; waiting out the real intervals cost each
+test that uses it a second or more."""
 
 
-class QuickChild(Child):
-    """A :class:`Child` running ``python -c QUICK ARGS``."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", QUICK, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        CHILDREN.append(self)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+def quick_child(*args: str, env: dict[str, str]) -> Child:
+    """``herolog ARGS`` running as :data:`QUICK`."""
+    return Child(*args, env=env, command=QUICK)
 
 
 def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
@@ -489,7 +472,8 @@ def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
     port = server.http_port
     assert port is not None
     url = f"http://127.0.0.1:{port}"
-    return QuickChild("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY)), port
+    child = quick_child("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY))
+    return child, port
 
 
 @pytest.mark.subprocess
@@ -1184,7 +1168,7 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = QuickChild("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
+    child = quick_child("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
     try:
         assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
     finally:
@@ -1230,7 +1214,7 @@ def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() 
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = QuickChild("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
+    child = quick_child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
     try:
         lines = child.read_lines(2)
     finally:
@@ -1251,7 +1235,7 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
     fill(running.server.config.store_path, "other", line("not this app"))
     missed = asked_for_missing(monkeypatch, "fresh")
     env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = QuickChild("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
+    child = quick_child("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
     try:
         wait_until(
             lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"
@@ -1281,7 +1265,7 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
     fill(path, "other", line("not this app"))
     missed = asked_for_missing(monkeypatch, "fresh")
     env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = QuickChild("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
+    child = quick_child("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
     try:
         wait_until(
             lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"

@@ -21,7 +21,7 @@ from herolog.parser import LogLine, Received
 from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
-from tests.helpers import SERVE_POLL_S, herolog_env
+from tests.helpers import SERVE_POLL_S, herolog_env, quick_herolog
 from tests.server.conftest import Running, ServerFactory
 
 PASSWORD = "s3cret-pa55"
@@ -39,20 +39,15 @@ def run(client_home: Path, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-QUICK = """
-from herolog import remote
-remote.SEND_RETRY_S = 0.01
-from herolog.__main__ import main
-main()
-"""
-"""``python -c QUICK ARGS``: herolog ARGS, retrying a batch 0.01 s and 0.02 s after a try
-that failed, not 0.25 s and 0.5 s: for tests of what a failure costs, not of those waits."""
+QUICK = quick_herolog(SEND_RETRY_S=0.01)
+"""herolog retrying a batch 0.01 s and 0.02 s after a try that failed, not 0.25 s and 0.5 s:
+for tests of what a failure costs, not of those waits."""
 
 
 def run_quick(client_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """:func:`run` with :data:`QUICK`'s retries."""
     return subprocess.run(
-        [sys.executable, "-c", QUICK, "run", *args],
+        [*QUICK, "run", *args],
         capture_output=True,
         text=True,
         env=herolog_env(HEROLOG_HOME=str(client_home)),
@@ -162,7 +157,7 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
         "sys.exit(5)\n"
     )
     url = running.url.replace("http://", f"http://u:{PASSWORD}@")
-    herolog = [sys.executable, "-c", QUICK, "run", "--server", url, "-q", "--"]
+    herolog = [*QUICK, "run", "--server", url, "-q", "--"]
     child = subprocess.Popen(
         [*herolog, sys.executable, "-c", script],
         stderr=subprocess.PIPE,
