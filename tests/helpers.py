@@ -308,3 +308,29 @@ def first_line_into_a_socket(args: list[str], env: dict[str, str]) -> tuple[byte
         finally:
             proc.kill()
     return first, proc.returncode, err
+
+
+_SET_CONSTANTS = """\
+import importlib, json, os, sys
+if sys.orig_argv[1:3] == ["-m", "herolog"]:
+    for name, value in json.loads(os.environ["HEROLOG_TEST_CONSTANTS"]).items():
+        module, attribute = name.rsplit(".", 1)
+        setattr(importlib.import_module(module), attribute, value)
+"""
+
+
+def constants_env(directory: Path, constants: dict[str, float]) -> dict[str, str]:
+    """The environment (:func:`herolog_env`'s) for a ``python -m herolog`` process whose
+    module ``constants`` (``{"herolog.server.writer.STALL_S": 1.0}``) are set as a
+    monkeypatch sets them in this process, by a ``sitecustomize`` written to ``directory``:
+    for a test of a process (signals, exit status, stderr) that would otherwise sit through a
+    wait at its default. No other Python it starts (the store writer) is touched."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(_SET_CONSTANTS)
+    paths = [str(directory), os.environ.get("PYTHONPATH", "")]
+    return herolog_env(
+        PYTHONPATH=os.pathsep.join(filter(None, paths)),
+        HEROLOG_TEST_CONSTANTS=json.dumps(constants),
+    )
