@@ -30,7 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
-from tests.helpers import herolog_env, herolog_process, invoke, run_out_forwarding_lease
+from tests.helpers import (
+    constants_env,
+    herolog_env,
+    herolog_process,
+    invoke,
+    run_out_forwarding_lease,
+)
 from tests.server.conftest import ServeProcess, own_certificate
 
 
@@ -1306,11 +1312,18 @@ def test_syslog_lines_sent_before_sigterm_are_stored(
 @pytest.mark.subprocess
 @pytest.mark.parametrize("signals", [["SIGTERM"], ["SIGINT", "SIGINT"]], ids=["once", "twice"])
 def test_a_syslog_client_that_never_pauses_does_not_hold_shutdown(
-    herolog_home: Path, serve_process: Callable[..., ServeProcess], signals: list[str]
+    herolog_home: Path,
+    tmp_path: Path,
+    serve_process: Callable[..., ServeProcess],
+    signals: list[str],
 ) -> None:
-    """Stopping reads a connection until it is quiet, but not for ever (5 s at most); a
-    second Ctrl-C stops reading at once."""
-    server = serve_process("--port", "0", "--syslog-port", "0")
+    """Stopping reads a connection until it is quiet, but not for ever (5 s at most: 0.5 s
+    here, where a single stop would wait it out); a second Ctrl-C stops reading at once."""
+    env = None
+    if len(signals) == 1:
+        cap = {"herolog.server.syslog.STOP_READING_S": 0.5}
+        env = constants_env(tmp_path / "constants", cap)
+    server = serve_process("--port", "0", "--syslog-port", "0", env=env)
     port = int(re.search(r"drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner)).group(1))  # type: ignore[union-attr]
     endless = socket.create_connection(("127.0.0.1", port), timeout=30)
     stop_sending = threading.Event()
