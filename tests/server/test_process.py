@@ -99,6 +99,13 @@ class Load:
                 except httpx.HTTPError:
                     return
 
+    def wait_for(self, batches: int) -> None:
+        """Wait until ``batches`` have been acknowledged: the load is under way."""
+        deadline = time.monotonic() + 30
+        while len(self.acknowledged) < batches:
+            assert time.monotonic() < deadline, f"{len(self.acknowledged)} batches acknowledged"
+            time.sleep(0.01)
+
     def stop(self) -> list[str]:
         self._stop.set()
         for thread in self._threads:
@@ -134,7 +141,7 @@ def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
 ) -> None:
     server = serve_process("--port", "0", "--history", "100000")
     load = Load(server.url, workers=8)
-    time.sleep(1.5)
+    load.wait_for(200)
     server.proc.kill()
     acknowledged = load.stop()
     server.finish()
@@ -161,7 +168,7 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
 ) -> None:
     server = serve_process("--port", "0", "--history", "100000", terminal=True)
     load = Load(server.url, workers=4)
-    time.sleep(1.0)
+    load.wait_for(100)
     server.proc.send_signal(sig)
     code, err = server.finish()
     acknowledged = load.stop()
