@@ -1402,9 +1402,10 @@ def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
             "db.execute('BEGIN')\n"
             "db.execute('SELECT count(*) FROM lines').fetchone()\n"
             "print('reading', flush=True)\n"
-            "time.sleep(5)\n",
+            "sys.stdin.read()\n",
             str(herolog_home / "logs.db"),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -1419,12 +1420,17 @@ def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
             )
             for _ in range(16):  # 70 MB: past the WAL's size for a restart
                 assert post(content=batch("x" * 9000, 500)).status_code == 204
+            # Held on past the big posts for longer than the writer's second between looks
+            # at the WAL's size: it tries a restart meanwhile.
             worst = 0.0
-            while reader.poll() is None:
+            held_until = time.monotonic() + 1.5
+            while time.monotonic() < held_until:
                 started = time.monotonic()
                 assert post(content=batch("small", 1)).status_code == 204
                 worst = max(worst, time.monotonic() - started)
                 time.sleep(0.02)
+            reader.communicate(timeout=30)  # its stdin closed: it lets go
+            assert reader.returncode == 0
             wal = herolog_home / "logs.db-wal"
             deadline = time.monotonic() + 5
             while wal.stat().st_size > 64 << 20 and time.monotonic() < deadline:
