@@ -32,7 +32,7 @@ from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import SQLiteStore
-from tests.helpers import herolog_env
+from tests.helpers import constants_env, herolog_env
 from tests.server.conftest import Running, ServeProcess, ServerFactory
 from tests.server.test_intake import body
 from tests.server.test_process import stored
@@ -847,15 +847,15 @@ def test_out_of_open_files_serve_says_so_in_one_line(
     uvloop is not installed), left waiting with a traceback for every accept it tried
     ("socket.accept() out of system resource": 12,276 in 5 s, which filled the pipe of
     serve's stderr). serve says it once, with the limit to raise, and once when it has
-    files again."""
-    env = herolog_env()
+    files again. Its look at them, and asyncio's accept tried again, come every 0.1 s here
+    rather than every second: the waits below hold more of them than before."""
+    faster = {"herolog.server.OPEN_FILES_WATCH_S": 0.1, "asyncio.constants.ACCEPT_RETRY_DELAY": 0.1}
+    env = constants_env(tmp_path / "constants", faster)
     if loop == "asyncio":  # a uvloop that cannot be imported: uvicorn takes asyncio's loop
         missing = tmp_path / "no-uvloop" / "uvloop"
         missing.mkdir(parents=True)
         (missing / "__init__.py").write_text('raise ImportError("not installed")\n')
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(missing.parent), os.environ.get("PYTHONPATH")])
-        )
+        env["PYTHONPATH"] = os.pathsep.join([str(missing.parent), env["PYTHONPATH"]])
     server = ServeProcess("--port", "0", env=env, open_files=64)
     try:
         fds = Path(f"/proc/{server.proc.pid}/fd")
@@ -863,10 +863,10 @@ def test_out_of_open_files_serve_says_so_in_one_line(
             for _ in range(100):  # more than fit
                 stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
             wait_for(lambda: len(list(fds.iterdir())) >= 64)
-            time.sleep(2.5)  # asyncio tries its accept again every second
+            time.sleep(0.5)  # asyncio tries its accept again every 0.1 s
         wait_for(lambda: len(list(fds.iterdir())) < 40)
         assert post_ok(server.url)
-        time.sleep(1.5)  # a look at the open files once they are there again
+        time.sleep(0.5)  # a look at the open files once they are there again
     finally:
         server.proc.terminate()
         code, err = server.finish()
@@ -1063,7 +1063,9 @@ def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
     cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
     cert.private_key_pem.write_to_path(str(keyfile))
     tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
-    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, open_files=64)
+    # Accepts tried again every 0.1 s rather than every second: more in the wait below.
+    env = constants_env(tmp_path / "constants", {"herolog.server.syslog.ACCEPT_RETRY_S": 0.1})
+    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, env=env, open_files=64)
     trusted = ssl.create_default_context()
     ca.configure_trust(trusted)
     try:
@@ -1074,7 +1076,7 @@ def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
             wait_for(lambda: len(list(fds.iterdir())) >= 64)
             # Queued in the listen backlog; serve cannot accept it while the files are taken.
             waiting = socket.create_connection(("127.0.0.1", syslog_port(server)), 30)
-            time.sleep(2.5)  # serve tries its accept again every second meanwhile
+            time.sleep(0.5)  # serve tries its accept again every 0.1 s meanwhile
         with trusted.wrap_socket(waiting, server_hostname="127.0.0.1") as client:
             client.sendall(syslog_frames("after the files came back"))
             wait_for(lambda: stored(herolog_home) == ["after the files came back"], 30)
