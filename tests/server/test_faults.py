@@ -284,6 +284,9 @@ def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
 
 # A full disk, a read-only store ---------------------------------------------------------
 
+IN_A_SECOND = "IN_A_SECOND"
+"""In the ARGV of :func:`contained`: the time a second after the command starts, for a tail's
+--until (one set before, by the test, has to leave room for the set-up's commands too)."""
 NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
 """A mount namespace of the command's own: its mounts vanish with it, whatever happens."""
 CONTAINED = r"""
@@ -311,6 +314,11 @@ else:
     if kind.startswith("refused+"):
         refused = [sys.executable, "-m", "herolog", "store", "history", "10"]
         assert subprocess.run(refused, capture_output=True).returncode == 1
+if "IN_A_SECOND" in argv:
+    from datetime import timedelta
+    from herolog import timestamps
+    soon = timestamps.to_instant(timestamps.now() + timedelta(seconds=1))
+    argv = [soon if arg == "IN_A_SECOND" else arg for arg in argv]
 code = subprocess.call([sys.executable, "-m", "herolog", *argv])
 if out != "-":
     for name in os.listdir(home):
@@ -325,7 +333,8 @@ def contained(how: str, home: Path, out: Path | None, *argv: str) -> list[str]:
     (``tmpfs:SIZE``; ``full:SIZE`` already full; ``stored+full:SIZE`` full after a store was
     made there, ``lines+full:SIZE`` after a few lines were stored in it,
     ``refused+lines+full:SIZE`` and then a write refused by the full disk) or a read-only bind
-    mount (``ro``); the store files are copied to ``out`` when it ends."""
+    mount (``ro``); the store files are copied to ``out`` when it ends. :data:`IN_A_SECOND`
+    in ARGV is the time a second after ARGV's command starts."""
     probe = subprocess.run([*NAMESPACE, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.fail(
@@ -863,12 +872,7 @@ def test_a_store_on_a_full_file_system_is_read_by_logs_and_a_tail(herolog_home: 
     -shm beside it, which SQLite's readers of a WAL store make and share: SQLite could not
     create one there, and `herolog logs` failed, 'cannot open the store ...: disk I/O error
     (its file system is full)'."""
-    from datetime import timedelta
-
-    from herolog import timestamps
-
-    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
-    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
+    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", IN_A_SECOND]
     proc = run_contained("lines+full:1m", herolog_home, *command)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[run.1]: kept\n")
@@ -880,12 +884,7 @@ def test_a_store_on_a_full_file_system_is_read_after_a_write_was_refused(
     """A writer refused by the full disk (`store history`, `import`, `run`) left a 3-byte
     -shm and an empty -wal: every reader after it took them for a writer's and failed,
     'cannot open the store ...: disk I/O error (its file system is full)'."""
-    from datetime import timedelta
-
-    from herolog import timestamps
-
-    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=5))
-    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", until]
+    command = ["logs", "-n", "1", "-s", "app", "--tail", "--until", IN_A_SECOND]
     proc = run_contained("refused+lines+full:1m", herolog_home, *command)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.endswith(" app[run.1]: kept\n")
