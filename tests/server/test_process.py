@@ -392,11 +392,12 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
 
 @pytest.mark.subprocess
 def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
-    herolog_home: Path, serve_process: Callable[..., ServeProcess]
+    herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
     """The killed serve could not hand its drains back: its lease runs out (10 s, here at
     once). The next one must not send the operator looking for a process that is gone, and
-    says when it forwards."""
+    says when it forwards. That one's own lease is 2 s, not 10: it tries to take the lease a
+    quarter of that apart, 0.5 s rather than 2.5."""
     from tests.server.sinks import HTTPSink, wait_until
 
     sink = HTTPSink()
@@ -412,13 +413,14 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
         wait_until(lambda: len(sink.delivered_lines()) == 10, what="the first delivery")
         first.proc.kill()
         assert first.finish()[0] == -signal.SIGKILL
-        second = serve_process("--port", "0")
+        lease = {"herolog.server.forwarder.LEASE_S": 2.0}
+        second = serve_process("--port", "0", env=constants_env(tmp_path / "constants", lease))
         banner = "".join(second.banner)
         assert f"another herolog serve (pid {first.proc.pid}) forwards" not in banner
         assert (
             f"the herolog serve that forwarded this store's drains (pid {first.proc.pid})"
             " ended without handing them over: this one forwards them once its lease on them"
-            " runs out, within 10 s"
+            " runs out, within 2 s"
         ) in banner
         run_out_forwarding_lease(herolog_home / "logs.db")
         with httpx.Client() as client:
