@@ -109,6 +109,7 @@ def fill(store: SQLiteStore, app: str, messages: list[str], **kwargs: object) ->
 
 
 import contextlib  # noqa: E402
+import importlib  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
 import signal  # noqa: E402
@@ -149,19 +150,6 @@ def herolog_process(
     )
 
 
-def quick_herolog(**waits: float) -> list[str]:
-    """The command line of a herolog whose waits in ``herolog.remote`` are ``waits``
-    (``SEND_RETRY_S=0.01``): the same main(), for tests of what a failure or an outage does,
-    not of how long herolog waits through it."""
-    from herolog import remote
-
-    unknown = [name for name in waits if not hasattr(remote, name)]
-    assert not unknown, f"herolog.remote has no {unknown}"
-    sets = "".join(f"remote.{name} = {value!r}\n" for name, value in waits.items())
-    code = f"from herolog import remote\n{sets}from herolog.__main__ import main\nmain()\n"
-    return [sys.executable, "-c", code]
-
-
 CHILDREN: list[Child] = []
 """Every Child a test started: those still running when it ends are killed (a test that
 failed before it stopped its ``logs --tail`` left it running for the rest of the run)."""
@@ -175,12 +163,9 @@ class Child:
         *args: str,
         env: dict[str, str] | None = None,
         stdout: int | IO[bytes] = subprocess.PIPE,
-        command: list[str] | None = None,
     ) -> None:
-        """``command``: what runs herolog (``quick_herolog()``'s), ``python -m herolog``
-        if None."""
         self.proc = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "herolog"]), *args],
+            [sys.executable, "-m", "herolog", *args],
             stdout=stdout,
             stderr=subprocess.PIPE,
             env=env or herolog_env(),
@@ -319,18 +304,31 @@ if sys.orig_argv[1:3] == ["-m", "herolog"]:
 """
 
 
-def constants_env(directory: Path, constants: dict[str, float]) -> dict[str, str]:
-    """The environment (:func:`herolog_env`'s) for a ``python -m herolog`` process whose
-    module ``constants`` (``{"herolog.server.writer.STALL_S": 1.0}``) are set as a
-    monkeypatch sets them in this process, by a ``sitecustomize`` written to ``directory``:
-    for a test of a process (signals, exit status, stderr) that would otherwise sit through a
-    wait at its default. No other Python it starts (the store writer) is touched."""
-    import json
+_constants_dir: Path | None = None
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sitecustomize.py").write_text(_SET_CONSTANTS)
-    paths = [str(directory), os.environ.get("PYTHONPATH", "")]
+
+def constants_env(constants: dict[str, float], **extra: str) -> dict[str, str]:
+    """The environment (:func:`herolog_env`'s, with ``extra``) of a ``python -m herolog``
+    whose module ``constants`` (``{"herolog.server.writer.STALL_S": 1.0}``) are set as a
+    monkeypatch sets them in this process, by a ``sitecustomize`` on its path: for a test of
+    a process (signals, exit status, stderr, an outage) that would otherwise sit through a
+    wait at its default. No other Python it starts (the store writer) is touched."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    global _constants_dir
+    if _constants_dir is None:
+        _constants_dir = Path(tempfile.mkdtemp(prefix="herolog-constants-"))
+        atexit.register(shutil.rmtree, _constants_dir, ignore_errors=True)
+        (_constants_dir / "sitecustomize.py").write_text(_SET_CONSTANTS)
+    for name in constants:  # a misspelt one would be set and change nothing
+        module, attribute = name.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), attribute), f"no {name}"
+    paths = [str(_constants_dir), extra.pop("PYTHONPATH", os.environ.get("PYTHONPATH", ""))]
     return herolog_env(
+        **extra,
         PYTHONPATH=os.pathsep.join(filter(None, paths)),
         HEROLOG_TEST_CONSTANTS=json.dumps(constants),
     )

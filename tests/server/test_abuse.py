@@ -850,7 +850,7 @@ def test_out_of_open_files_serve_says_so_in_one_line(
     files again. Its look at them, and asyncio's accept tried again, come every 0.1 s here
     rather than every second: the waits below hold more of them than before."""
     faster = {"herolog.server.OPEN_FILES_WATCH_S": 0.1, "asyncio.constants.ACCEPT_RETRY_DELAY": 0.1}
-    env = constants_env(tmp_path / "constants", faster)
+    env = constants_env(faster)
     if loop == "asyncio":  # a uvloop that cannot be imported: uvicorn takes asyncio's loop
         missing = tmp_path / "no-uvloop" / "uvloop"
         missing.mkdir(parents=True)
@@ -1064,7 +1064,7 @@ def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
     cert.private_key_pem.write_to_path(str(keyfile))
     tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
     # Accepts tried again every 0.1 s rather than every second: more in the wait below.
-    env = constants_env(tmp_path / "constants", {"herolog.server.syslog.ACCEPT_RETRY_S": 0.1})
+    env = constants_env({"herolog.server.syslog.ACCEPT_RETRY_S": 0.1})
     server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, env=env, open_files=64)
     trusted = ssl.create_default_context()
     ca.configure_trust(trusted)

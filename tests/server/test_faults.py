@@ -455,7 +455,7 @@ def test_a_stalled_writer_fails_healthz_and_is_reported(
     1 s rather than STALL_S's 5, looked for every 0.2 s rather than every second: nothing
     here depends on either."""
     faster = {"herolog.server.writer.STALL_S": 1.0, "herolog.server.writer._WATCH_EVERY_S": 0.2}
-    env = constants_env(tmp_path / "constants", faster)
+    env = constants_env(faster)
     server = serve("--port", "0", env=env)
     writer = the_writer(herolog_home / "logs.db")
     with httpx.Client(timeout=60) as client:

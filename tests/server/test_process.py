@@ -372,7 +372,7 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     every batch it acknowledged is in the file moved. (Looked for every 0.1 s rather than
     every second, which nothing here depends on.)"""
     watch = {"herolog.server.STORE_WATCH_S": 0.1}
-    env = constants_env(tmp_path / "constants", watch)
+    env = constants_env(watch)
     server = serve_process("--port", "0", "--history", "100000", env=env)
     load = Load(server.url, workers=2)
     load.wait_for(50)
@@ -414,7 +414,7 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
         first.proc.kill()
         assert first.finish()[0] == -signal.SIGKILL
         lease = {"herolog.server.forwarder.LEASE_S": 2.0}
-        second = serve_process("--port", "0", env=constants_env(tmp_path / "constants", lease))
+        second = serve_process("--port", "0", env=constants_env(lease))
         banner = "".join(second.banner)
         assert f"another herolog serve (pid {first.proc.pid}) forwards" not in banner
         assert (
@@ -1334,7 +1334,7 @@ def test_a_syslog_client_that_never_pauses_does_not_hold_shutdown(
     env = None
     if len(signals) == 1:
         cap = {"herolog.server.syslog.STOP_READING_S": 0.5}
-        env = constants_env(tmp_path / "constants", cap)
+        env = constants_env(cap)
     server = serve_process("--port", "0", "--syslog-port", "0", env=env)
     port = int(re.search(r"drain intake on 127\.0\.0\.1:(\d+)", "".join(server.banner)).group(1))  # type: ignore[union-attr]
     endless = socket.create_connection(("127.0.0.1", port), timeout=30)

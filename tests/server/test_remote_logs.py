@@ -27,11 +27,11 @@ from herolog.store import SQLiteStore
 from tests.helpers import (
     SERVE_POLL_S,
     Child,
+    constants_env,
     first_line_into_a_socket,
     herolog_env,
     invoke,
     line,
-    quick_herolog,
     store_lines,
 )
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
@@ -453,16 +453,20 @@ def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[
     return server, run_in_thread(server)
 
 
-QUICK = quick_herolog(BACKOFF_START_S=0.02, BACKOFF_CAP_S=0.2, WAIT_FOR_APP_S=0.05)
+QUICK = {
+    "herolog.remote.BACKOFF_START_S": 0.02,
+    "herolog.remote.BACKOFF_CAP_S": 0.2,
+    "herolog.remote.WAIT_FOR_APP_S": 0.05,
+}
 """herolog with its remote tail waiting less between tries (backing off from 0.02 s to
 0.2 s, not 0.25 s to 5 s; asking for an app it waits for every 0.05 s, not every second).
 What a tail does through an outage is the same; waiting out the real intervals cost each
 test that uses it a second or more."""
 
 
-def quick_child(*args: str, env: dict[str, str]) -> Child:
-    """``herolog ARGS`` running as :data:`QUICK`."""
-    return Child(*args, env=env, command=QUICK)
+def quick_child(*args: str, **env: str) -> Child:
+    """``herolog ARGS`` running with :data:`QUICK`'s waits, ``env`` added to its environment."""
+    return Child(*args, env=constants_env(QUICK, **env))
 
 
 def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
@@ -472,7 +476,7 @@ def remote_logs(server: Server, *args: str) -> tuple[Child, int]:
     port = server.http_port
     assert port is not None
     url = f"http://127.0.0.1:{port}"
-    child = quick_child("logs", "--server", url, *args, env=herolog_env(HEROLOG_API_KEY=KEY))
+    child = quick_child("logs", "--server", url, *args, HEROLOG_API_KEY=KEY)
     return child, port
 
 
@@ -1168,7 +1172,7 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = quick_child("logs", "--server", url, "-a", "demo", "-t", "-n", "7", env=herolog_env())
+    child = quick_child("logs", "--server", url, "-a", "demo", "-t", "-n", "7")
     try:
         assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
     finally:
@@ -1214,7 +1218,7 @@ def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() 
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = quick_child("logs", "--server", url, "-a", "demo", "-t", env=herolog_env())
+    child = quick_child("logs", "--server", url, "-a", "demo", "-t")
     try:
         lines = child.read_lines(2)
     finally:
@@ -1234,8 +1238,7 @@ def test_a_tail_of_an_app_the_server_has_not_had_yet_waits_for_it(
     running = make_server(api_key=KEY)
     fill(running.server.config.store_path, "other", line("not this app"))
     missed = asked_for_missing(monkeypatch, "fresh")
-    env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = quick_child("logs", "--server", running.url, "-a", "fresh", "-t", env=env)
+    child = quick_child("logs", "--server", running.url, "-a", "fresh", "-t", HEROLOG_API_KEY=KEY)
     try:
         wait_until(
             lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"
@@ -1264,8 +1267,9 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
     path = running.server.config.store_path
     fill(path, "other", line("not this app"))
     missed = asked_for_missing(monkeypatch, "fresh")
-    env = herolog_env(HEROLOG_API_KEY=KEY)
-    child = quick_child("logs", "--server", running.url, "-a", "fresh", "-t", *num, env=env)
+    child = quick_child(
+        "logs", "--server", running.url, "-a", "fresh", "-t", *num, HEROLOG_API_KEY=KEY
+    )
     try:
         wait_until(
             lambda: len(missed) >= 2, what="the tail, told there is no such app, to ask again"

@@ -21,7 +21,7 @@ from herolog.parser import LogLine, Received
 from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
-from tests.helpers import SERVE_POLL_S, herolog_env, quick_herolog
+from tests.helpers import SERVE_POLL_S, constants_env, herolog_env
 from tests.server.conftest import Running, ServerFactory
 
 PASSWORD = "s3cret-pa55"
@@ -39,7 +39,7 @@ def run(client_home: Path, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-QUICK = quick_herolog(SEND_RETRY_S=0.01)
+QUICK = {"herolog.remote.SEND_RETRY_S": 0.01}
 """herolog retrying a batch 0.01 s and 0.02 s after a try that failed, not 0.25 s and 0.5 s:
 for tests of what a failure costs, not of those waits."""
 
@@ -47,10 +47,10 @@ for tests of what a failure costs, not of those waits."""
 def run_quick(client_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """:func:`run` with :data:`QUICK`'s retries."""
     return subprocess.run(
-        [*QUICK, "run", *args],
+        [sys.executable, "-m", "herolog", "run", *args],
         capture_output=True,
         text=True,
-        env=herolog_env(HEROLOG_HOME=str(client_home)),
+        env=constants_env(QUICK, HEROLOG_HOME=str(client_home)),
         timeout=60,
     )
 
@@ -157,12 +157,12 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
         "sys.exit(5)\n"
     )
     url = running.url.replace("http://", f"http://u:{PASSWORD}@")
-    herolog = [*QUICK, "run", "--server", url, "-q", "--"]
+    herolog = [sys.executable, "-m", "herolog", "run", "--server", url, "-q", "--"]
     child = subprocess.Popen(
         [*herolog, sys.executable, "-c", script],
         stderr=subprocess.PIPE,
         text=True,
-        env=herolog_env(HEROLOG_HOME=str(tmp_path / "client")),
+        env=constants_env(QUICK, HEROLOG_HOME=str(tmp_path / "client")),
     )
     try:
         deadline = time.monotonic() + 20
