@@ -206,13 +206,13 @@ def test_session_urls_carry_a_long_random_secret(make_server: ServerFactory) -> 
 def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory) -> None:
     running = make_server()
     sessions = running.server.app.sessions
-    sessions.ttl = 0.5
+    sessions.ttl = 0.2
     store_lines(running, "demo", line("hi"))
     url = session(running, lines=1, tail=True)
     tail = Tail(url)
     try:
         tail.wait_for(1)
-        time.sleep(1.0)  # read for longer than the TTL: a session being read stays
+        time.sleep(0.4)  # read for longer than the TTL: a session being read stays
         session(running, lines=1)  # creating another expires what is due
         post(running, "demo", numbered(1))
         assert tail.wait_for(2)[-1].endswith("line 0")
@@ -222,7 +222,7 @@ def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory)
     finally:
         tail.close()
     wait_until(lambda: not sessions._readers, what="the reader to go")
-    time.sleep(0.8)
+    time.sleep(0.3)
     gone = httpx.get(url)
     assert gone.status_code == 404
     assert gone.json()["id"] == "not_found"
