@@ -394,7 +394,7 @@ def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -
         print("ready", flush=True)
         start = float(sys.stdin.readline())
         for attempt in range({rounds}):
-            go = start + attempt * 0.1
+            go = start + attempt * 0.05
             time.sleep(max(0, go - time.time() - 0.005))
             while time.time() < go:
                 pass
