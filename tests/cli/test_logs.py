@@ -683,12 +683,20 @@ def test_an_output_left_non_blocking_gets_every_line(demo: SQLiteStore, args: li
     background does so to its terminal): Python's buffered writes drop what the pipe cannot
     take at once, without an error, and herolog exited 0 with a part of the lines."""
     import fcntl
+    import struct
+    import termios
 
     demo.set_history(5000)
     fill(demo, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
     read_end, write_end = os.pipe()
     flags = fcntl.fcntl(write_end, fcntl.F_GETFL)
     fcntl.fcntl(write_end, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    capacity = fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ)
+
+    def full() -> bool:
+        held = fcntl.ioctl(read_end, termios.FIONREAD, bytes(4))
+        return bool(struct.unpack("i", held)[0] >= capacity)
+
     with closing(os.fdopen(read_end, "rb")) as reader:
         proc = subprocess.Popen(
             [sys.executable, "-m", "herolog", "logs", "-a", "big", "-n", "3000", *args],
@@ -698,7 +706,10 @@ def test_an_output_left_non_blocking_gets_every_line(demo: SQLiteStore, args: li
         )
         os.close(write_end)
         try:
-            time.sleep(0.5)  # the pipe fills up before anything is read from it
+            # The pipe fills up before anything is read from it.
+            deadline = time.monotonic() + 10
+            while not full() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
             out = reader.read()
             _, err = proc.communicate(timeout=30)
         finally:
