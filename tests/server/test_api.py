@@ -400,7 +400,7 @@ def test_session_url_needs_its_secret_and_is_single_use(shared_api: Running) -> 
 def test_unused_sessions_expire(api: Running) -> None:
     api.server.app.sessions.ttl = 0.2
     url = session(api, lines=1)
-    time.sleep(0.5)
+    time.sleep(0.3)
     assert httpx.get(url).status_code == 404
 
 
