@@ -568,8 +568,7 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
     """The store is busy (another writer holds it) while the command writes more than herolog
     keeps waiting and exits: the lines still waiting when it exits are stored, not cut off
     once the run's grace for output still on its way is over."""
-    from herolog.run import EXIT_GRACE_S
-
+    grace = 0.2  # not run's 1 s: what is tested is that the lines outlast it, however long
     open_store().close()
     done = tmp_path / "done"
     script = (
@@ -577,13 +576,13 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
         "for i in range(15_000): sys.stdout.write(f'line {i}\\n')\n"
         f"sys.stdout.flush(); open({str(done)!r}, 'w').close()\n"
     )
-    other, runner = run_while_the_store_is_held(herolog_home, script)
+    other, runner = run_while_the_store_is_held(herolog_home, script, grace=grace)
     try:
         deadline = time.monotonic() + 30
         while not done.exists():
             assert time.monotonic() < deadline, "the command did not get to its end"
             time.sleep(0.02)
-        time.sleep(EXIT_GRACE_S + 0.5)
+        time.sleep(grace + 0.5)
         other.execute("COMMIT")
         assert runner.wait(60) == 0
     finally:
@@ -594,14 +593,22 @@ def test_output_written_before_the_command_exits_is_stored_however_slow_the_stor
 
 
 def run_while_the_store_is_held(
-    home: Path, script: str
+    home: Path, script: str, *, grace: float | None = None
 ) -> tuple[sqlite3.Connection, subprocess.Popen[bytes]]:
     """Another connection holding the store's write lock (``BEGIN IMMEDIATE``: COMMIT it to
-    let go), and ``herolog run -q -- python -c SCRIPT`` started meanwhile."""
+    let go), and ``herolog run -q -- python -c SCRIPT`` started meanwhile; with ``grace``,
+    its EXIT_GRACE_S (set as a test's monkeypatch would, in the process's own herolog)."""
     other = sqlite3.connect(home / "logs.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
+    herolog = [sys.executable, "-m", "herolog"]
+    if grace is not None:
+        herolog[1:] = [
+            "-c",
+            f"import herolog.run; herolog.run.EXIT_GRACE_S = {grace!r}\n"
+            "from herolog.__main__ import main; main()",
+        ]
     runner = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
+        [*herolog, "run", "-q", "--", sys.executable, "-c", script],
         env=herolog_env(),
     )
     return other, runner
