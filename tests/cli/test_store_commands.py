@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.store import open_store
-from tests.helpers import fill, herolog_env, herolog_process
+from tests.helpers import SERVE_POLL_S, fill, herolog_env, herolog_process
 from tests.server.conftest import ServerFactory, running_server
 
 
@@ -423,7 +423,7 @@ def test_apps_server_says_when_the_server_is_an_older_herolog_serve(herolog_home
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Older)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -22,7 +22,7 @@ import trustme
 from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
-from tests.helpers import herolog_env, invoke, line
+from tests.helpers import SERVE_POLL_S, herolog_env, invoke, line
 from tests.server.conftest import (
     ServeProcess,
     ServerFactory,
@@ -457,7 +457,7 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Warns)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         code, _, err = invoke(
