@@ -644,12 +644,13 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
 
     other, runner = run_while_the_store_is_held(herolog_home, script)
     try:
-        # Past what herolog keeps waiting, and held up: its lines wait for the store.
+        # Past what herolog keeps waiting, and held up: its lines wait for the store (the
+        # command writes 100 lines in microseconds while it is not).
         deadline, seen = time.monotonic() + 30, -1
         while seen != lines_written() or seen <= MAX_WAITING:
             assert time.monotonic() < deadline, "the command's output was not held up"
             seen = lines_written()
-            time.sleep(0.5)
+            time.sleep(0.2)
         runner.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10  # the store stays busy all that time
         while not got.exists():
