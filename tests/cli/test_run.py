@@ -16,7 +16,7 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import Child, herolog_env, shell_job
+from tests.helpers import Child, constants_env, herolog_env, shell_job
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -600,16 +600,9 @@ def run_while_the_store_is_held(
     its EXIT_GRACE_S (set as a test's monkeypatch would, in the process's own herolog)."""
     other = sqlite3.connect(home / "logs.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    herolog = [sys.executable, "-m", "herolog"]
-    if grace is not None:
-        herolog[1:] = [
-            "-c",
-            f"import herolog.run; herolog.run.EXIT_GRACE_S = {grace!r}\n"
-            "from herolog.__main__ import main; main()",
-        ]
     runner = subprocess.Popen(
-        [*herolog, "run", "-q", "--", sys.executable, "-c", script],
-        env=herolog_env(),
+        [sys.executable, "-m", "herolog", "run", "-q", "--", sys.executable, "-c", script],
+        env=herolog_env() if grace is None else constants_env({"herolog.run.EXIT_GRACE_S": grace}),
     )
     return other, runner
 
