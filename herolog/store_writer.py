@@ -39,8 +39,11 @@ a second (one Logplex drain posting one small batch at a time) this is 17 minute
 the 20,000 a second of bench.ingest still 5 s, longer than Logplex's retries take."""
 FRAME_ID_SLACK = FRAME_ID_MAX // 4
 """Ids held past FRAME_ID_MAX that have them pruned before PRUNE_EVERY_S is up (at most
-once a second): at 20,000 batches a second, 30 s of ids would be six times FRAME_ID_MAX."""
+every EARLY_PRUNE_S): at 20,000 batches a second, 30 s of ids would be six times
+FRAME_ID_MAX."""
 PRUNE_EVERY_S = 30.0
+EARLY_PRUNE_S = 1.0
+"""A prune that fails (a full disk) is not retried for every group."""
 CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
 """Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
@@ -229,9 +232,7 @@ def main(argv: list[str]) -> int:
             if stop:
                 break
             if store.frame_ids_held > FRAME_ID_MAX + FRAME_ID_SLACK:
-                # At most once a second: a prune that fails (a full disk) is not retried for
-                # every group.
-                next_prune = min(next_prune, pruned_at + 1.0)
+                next_prune = min(next_prune, pruned_at + EARLY_PRUNE_S)
             if time.monotonic() >= next_prune:
                 pruned_at = time.monotonic()
                 next_prune = pruned_at + PRUNE_EVERY_S

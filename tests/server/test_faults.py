@@ -746,13 +746,14 @@ def test_a_flood_of_frame_ids_is_pruned_before_the_next_prune_is_due(
     """The writer holds the ids in memory: past its cap by the slack, it prunes at once."""
     path = herolog_home / "logs.db"
     writer = writer_process(
-        path, "w.PRUNE_EVERY_S = 3600; w.FRAME_ID_MAX = 10; w.FRAME_ID_SLACK = 5"
+        path,
+        "w.PRUNE_EVERY_S = 3600; w.FRAME_ID_MAX = 10; w.FRAME_ID_SLACK = 5; w.EARLY_PRUNE_S = 0.2",
     )
     assert writer.receive()[0] == "ready"
     for n in range(15):
         assert writer.store(n, f"id-{n}")[0] == "ok"
     assert len(frame_ids(path)) == 15  # within the slack: nothing pruned
-    time.sleep(1.1)  # at most one early prune a second
+    time.sleep(0.3)  # at most one early prune every EARLY_PRUNE_S
     assert writer.store(15, "id-15")[0] == "ok"  # holding 16 > 10 + 5: pruned to 10 after it
     # The prune comes after the answer, before the writer takes its next jobs.
     assert writer.store(16, "id-3") == ("ok", (3, 3))  # a forgotten id is stored again
