@@ -527,7 +527,8 @@ class Server:
             again = " (Ctrl-C again to stop at once)" if ctrl_c and has_terminal() else ""
             print(
                 "herolog serve: stopping: answering the requests under way (up to"
-                f" {GRACEFUL_SHUTDOWN_S} s) and handing the drains what they hold{again}",
+                f" {GRACEFUL_SHUTDOWN_S} s) and handing the drains what they hold (up to"
+                f" {self.config.drain_timing.flush_s:g} s){again}",
                 file=self.log,
                 flush=True,
             )

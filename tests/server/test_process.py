@@ -178,7 +178,7 @@ def test_graceful_shutdown_finishes_requests_and_exits_0(
     stopping = [line for line in err.splitlines() if "stopping" in line]
     assert stopping == [
         "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
-        " the drains what they hold (Ctrl-C again to stop at once)"
+        " the drains what they hold (up to 5 s) (Ctrl-C again to stop at once)"
     ]
     assert_stored_whole(herolog_home, acknowledged)
 
@@ -193,7 +193,8 @@ def test_a_systemd_notify_unit_hears_ready_then_stopping(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind("\0" + name[1:] if abstract else name)
         manager.settimeout(30)
-        server = serve_process("--port", "0", env=herolog_env(NOTIFY_SOCKET=name))
+        env = herolog_env(NOTIFY_SOCKET=name)
+        server = serve_process("--port", "0", "--drain-flush-timeout", "2.5", env=env)
         ready = manager.recv(4096).decode()
         assert ready == f"READY=1\nSTATUS=HTTPS drain intake on {server.url}/apps/APP/logs"
         assert httpx.get(f"{server.url}/healthz").status_code == 200
@@ -204,7 +205,7 @@ def test_a_systemd_notify_unit_hears_ready_then_stopping(
     # Under systemd there is no terminal to press Ctrl-C in.
     assert err.splitlines()[-1] == (
         "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
-        " the drains what they hold"
+        " the drains what they hold (up to 2.5 s)"
     )
 
 
@@ -269,7 +270,7 @@ def test_the_example_systemd_unit_starts_serve(
     # Under systemd there is no terminal to press Ctrl-C in.
     assert err.splitlines()[-1] == (
         "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
-        " the drains what they hold"
+        " the drains what they hold (up to 5 s)"
     )
     assert "syslog+tls drain intake" in err
 
@@ -664,7 +665,7 @@ def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_h
         os.close(terminal)
     assert [line for line in err.splitlines() if "stopping" in line] == [
         "herolog serve: stopping: answering the requests under way (up to 30 s) and handing"
-        " the drains what they hold"
+        " the drains what they hold (up to 5 s)"
     ]
     assert_stored_whole(herolog_home, ["after"])
 
