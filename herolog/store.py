@@ -457,6 +457,8 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot create the store {path}: {error.strerror or error}"
                 ) from error
+            if not _readable(path):
+                raise StoreError(_unreadable(path))
             if not _read_only_file_system(path):
                 # SQLite would open it read-only, make a -wal and -shm of this user's beside
                 # it, and refuse only the first write: run would have run its command. A
@@ -479,6 +481,8 @@ class SQLiteStore:
                 raise StoreError(
                     f"cannot open the store {path}: {error.strerror or error}"
                 ) from None
+            if not _readable(path):
+                raise StoreError(_unreadable(path))
             if not _writable(path):
                 # SQLite would open it read-only and still make a -wal and -shm beside it,
                 # this user's, which the owner's writers then cannot write.
@@ -1632,6 +1636,15 @@ def _full(path: Path) -> bool:
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _readable(path: Path) -> bool:
+    return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _unreadable(path: Path) -> str:
+    # SQLite says only "unable to open database file"; the store is not read-only either.
+    return f"cannot open the store {path}: its file cannot be read by this user"
 
 
 def _unwritable_file(path: Path) -> bool:

@@ -332,3 +332,27 @@ def constants_env(constants: dict[str, float], **extra: str) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join(filter(None, paths)),
         HEROLOG_TEST_CONSTANTS=json.dumps(constants),
     )
+
+
+def bound_by_file_modes(command: list[str]) -> list[str]:
+    """``command`` run so that file modes stop it, as they stop a user: as it is, or, when
+    the tests run as root, as root without the capabilities (CAP_DAC_OVERRIDE and the rest)
+    that let it pass them. Still uid 0, it reaches the test's files and this Python (under a
+    ``/root`` of 0700, say) as their owner; a file of mode 000 is closed to it."""
+    if os.geteuid() != 0:
+        return command
+    import shutil
+
+    import pytest
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("as root this test needs setpriv (util-linux) to drop root's capabilities")
+    return [
+        setpriv,
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--",
+        *command,
+    ]

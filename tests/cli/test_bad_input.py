@@ -27,7 +27,7 @@ from herolog.cli import cli
 from herolog.drains import new_app_warning
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import SERVE_POLL_S, fill, herolog_env, herolog_process
+from tests.helpers import SERVE_POLL_S, bound_by_file_modes, fill, herolog_env, herolog_process
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -843,13 +843,13 @@ def test_a_zero_byte_store_is_a_new_empty_store(herolog_home: Path) -> None:
     assert result.stdout.endswith("app[web.1]: hello\n")
 
 
-@pytest.fixture
-def unreadable_store(herolog_home: Path) -> Path:
-    """A store path herolog cannot open: mode 000, or, for root (whom modes do not stop),
-    a directory where the file should be."""
+@pytest.fixture(params=["mode 000", "a directory"])
+def unreadable_store(herolog_home: Path, request: pytest.FixtureRequest) -> Path:
+    """A store path herolog cannot open: a file of mode 000, or a directory where the file
+    should be."""
     herolog_home.mkdir()
     path = herolog_home / "logs.db"
-    if os.geteuid() == 0:
+    if request.param == "a directory":
         path.mkdir()
     else:
         path.write_bytes(b"")
@@ -859,10 +859,21 @@ def unreadable_store(herolog_home: Path) -> Path:
 
 @pytest.mark.parametrize("command", STORE_COMMANDS, ids=str)
 def test_an_unreadable_store_is_one_line_naming_it(unreadable_store: Path, command: str) -> None:
-    code, err = invoke(*STORE_COMMANDS[command], stdin=b"<13>1 - h a p - - x\n")
-    assert code == 1, err
-    line = one_error_line(err)
+    """Writers said of a file of mode 000 that it was read-only, and readers that it could
+    not be written. Run where the mode binds: as root, without root's capabilities."""
+    proc = subprocess.run(
+        bound_by_file_modes([sys.executable, "-m", "herolog", *STORE_COMMANDS[command]]),
+        input="<13>1 - h a p - - x\n",
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=30,
+    )
+    assert proc.returncode == 1, proc.stderr
+    line = one_error_line(proc.stderr)
     assert line.startswith(f"Error: cannot open the store {unreadable_store}: "), line
+    if unreadable_store.is_file():
+        assert line.endswith(": its file cannot be read by this user"), line
 
 
 def a_store_with_a_drain(herolog_home: Path) -> Path:
