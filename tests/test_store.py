@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -456,6 +457,37 @@ def test_a_store_whose_wal_another_process_closes_meanwhile_is_opened(tmp_path: 
         _, err = other.communicate(timeout=60)
     assert other.returncode == 0, err
     assert opened > 100  # the two did overlap
+
+
+def test_a_wal_made_anew_while_access_looks_at_it_is_not_called_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The churn above at its narrowest, which two processes hit too rarely to test: the
+    -wal goes (the last connection closing) just before access() looks, so it fails, and
+    another process's opening makes a new one before the second look. access() is the real
+    one, on a file really gone; only the moment is chosen."""
+    path = tmp_path / "logs.db"
+    SQLiteStore.open(path).close()
+    wal, anew = Path(f"{path}-wal"), tmp_path / "anew"
+    wal.write_bytes(b"")
+    anew.write_bytes(b"")  # made while the old one is there: another inode for certain
+    real_access = os.access
+    looked: list[bool] = []
+
+    def access(target: str | os.PathLike[str], mode: int, **kwargs: bool) -> bool:
+        if Path(target) != wal:
+            return real_access(target, mode, **kwargs)
+        wal.unlink()
+        try:
+            found = real_access(target, mode, **kwargs)
+            looked.append(found)
+            return found
+        finally:
+            anew.rename(wal)
+
+    monkeypatch.setattr(os, "access", access)
+    SQLiteStore.open(path).close()
+    assert looked == [False]
 
 
 def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
