@@ -153,9 +153,11 @@ def test_signals_are_passed_on_once(herolog_home: Path) -> None:
 
 @pytest.mark.subprocess
 def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> None:
-    child = Child(
-        "run", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"
-    )
+    # Short sleeps: a SIGINT that comes after 'up' but just before Python's sleep begins (the
+    # command preempted there on a busy machine) is handled only once that sleep is over, as
+    # it would be after a terminal's Ctrl-C: a sleep of 30 s outlasted the test's wait.
+    script = "import time\nprint('up', flush=True)\nfor _ in range(300): time.sleep(0.1)"
+    child = Child("run", "--", sys.executable, "-c", script)
     assert child.read_lines(1) == ["up"]
     child.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends: Python dies of KeyboardInterrupt
     code, _ = child.stop()
