@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -113,6 +113,19 @@ def test_an_app_the_store_has_never_had_is_an_error_as_heroku_logs_makes_it(
     assert run("logs", "-a", "other", "-s", "nosuchsource") == (0, "", "")
 
 
+@pytest.mark.parametrize("apps", [10, 11])
+def test_an_unknown_app_names_ten_of_the_store_s_apps_and_says_if_there_are_more(
+    store: SQLiteStore, apps: int
+) -> None:
+    names = [f"app{i:02}" for i in range(apps)]
+    for name in names:
+        fill(store, name, ["a line"])
+    code, _, err = run("logs", "-a", "missing")
+    assert code == 1
+    more = ", ..." if apps > 10 else ""
+    assert f"(its apps: {', '.join(names[:10])}{more}; --tail waits" in err
+
+
 def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteStore) -> None:
     """No -a was typed: without a word on $HEROLOG_APP (exported for herolog run, say),
     the error names an app the user never asked for."""
@@ -151,6 +164,7 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
             " the last 5 lines, then new ones",
         ),
         (["demo"], "Got unexpected extra argument (demo)"),
+        (["100"], "Got unexpected extra argument (100)"),  # no --tail: no word of it
         (["-t", "x", "y"], "Got unexpected extra arguments (x y)"),
     ],
 )
@@ -805,14 +819,17 @@ def test_a_tail_that_falls_behind_the_history_is_told_how_many_lines_it_lost(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("by_id", [False, True])
 def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s(
-    herolog_home: Path, store: SQLiteStore
+    herolog_home: Path, store: SQLiteStore, by_id: bool
 ) -> None:
     """The quiet app's trimmed lines have a busy app's, trimmed too, among them: L11 counts
-    the quiet app's alone."""
+    the quiet app's alone; so it does for a tail of the app named by its id."""
+    from herolog.drains import app_id
+
     store.set_history(10)
     fill(store, "quiet", ["before"])
-    child = Child("logs", "-a", "quiet", "-n", "0", "--tail")
+    child = Child("logs", "-a", app_id("quiet") if by_id else "quiet", "-n", "0", "--tail")
     try:
         child.wait_for_open(str(store.path))
         with child.paused():  # a reader that cannot keep up
@@ -825,6 +842,37 @@ def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s
         child.stop(signal.SIGINT)
     assert "This tail session dropped 20 messages since" in shown[0]
     assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"q{i}" for i in range(20, 30)]
+
+
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_single_line_lost_is_told_too(store: SQLiteStore, app: str | None) -> None:
+    store.set_history(10)
+    fill(store, "demo", [f"n{i}" for i in range(11)])
+    lines, _, _ = read_after(store, 0, LineFilter(app=app), 1000, "2026-01-02T03:04:05Z")
+    assert "This tail session dropped 1 messages since" in lines[0].message
+    assert [x.message for x in lines[1:]] == [f"n{i}" for i in range(1, 11)]
+
+
+def test_a_tail_of_one_app_that_kept_up_then_fell_behind_counts_only_what_it_lost(
+    store: SQLiteStore,
+) -> None:
+    """The lines it read while it kept up (every id of the span its app's) are not counted
+    among those trimmed once it falls behind, other apps' lines trimmed alongside."""
+    store.set_history(10)
+    fill(store, "quiet", ["before"])
+    _, last_id = store.last(LineFilter(), 0)
+    mark = store.lines_through("quiet", last_id)
+    wanted = LineFilter(app="quiet")
+    looked = "2026-01-02T03:04:05Z"
+    fill(store, "quiet", [f"k{i}" for i in range(5)])
+    lines, last_id, mark = read_after(store, last_id, wanted, 1000, looked, mark)
+    assert [x.message for x in lines] == [f"k{i}" for i in range(5)]
+    for n in range(6):  # 30 lines of the quiet app, 20 trimmed before it reads
+        fill(store, "quiet", [f"q{i}" for i in range(5 * n, 5 * n + 5)])
+        fill(store, "busy", [f"b{i}" for i in range(50)])
+    lines, _, _ = read_after(store, last_id, wanted, 1000, looked, mark)
+    assert "This tail session dropped 20 messages since" in lines[0].message
+    assert [x.message for x in lines[1:]] == [f"q{i}" for i in range(20, 30)]
 
 
 @pytest.mark.parametrize("app", [None, "demo"])
@@ -960,6 +1008,7 @@ def test_a_tail_says_when_its_store_goes_and_when_it_follows_a_new_one(
         child.wait_for_open(str(path))
         path.rename(herolog_home / "old.db")
         child.wait_for_close(str(herolog_home / "old.db"))
+        child.assert_quiet_for(0.3)  # polls for a store while there is none: said once
         with closing(open_store()) as new:
             fill(new, "demo", ["in the new store"])
         assert [x.split(": ")[1] for x in child.read_lines(1)] == ["in the new store"]
@@ -1317,6 +1366,72 @@ def test_plain_logs_does_not_import_rich_httpx_or_server_code(demo: SQLiteStore)
 
 class _Done(Exception):
     pass
+
+
+def test_a_store_moved_into_place_shows_only_what_it_received_after_the_tail_last_looked(
+    store: SQLiteStore, herolog_home: Path
+) -> None:
+    """Not what it received since the tail started: the old store was there, and read,
+    until it was replaced."""
+    elsewhere = herolog_home / "elsewhere.db"
+    _, start = store.last(LineFilter(), 0)
+    out = io.StringIO()
+    polls = 0
+
+    def next_poll(seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 1:  # after the tail started, while it still reads its own store
+            with closing(open_store(elsewhere)) as other:
+                fill(other, "demo", ["received elsewhere"])
+            time.sleep(0.01)  # the tail's next look is at a later instant
+        elif polls == 3:
+            elsewhere.replace(store.path)
+        elif polls == 5:
+            with closing(open_store()) as new:
+                fill(new, "demo", ["received after the move"])
+        elif polls > 6:
+            raise _Done
+
+    with pytest.raises(_Done):
+        follow(
+            store.path,
+            store,
+            start,
+            LineFilter(),
+            TextRenderer(out),
+            timestamps.to_instant(timestamps.now()),
+            sleep=next_poll,
+        )
+    assert [x.split(": ", 1)[1] for x in out.getvalue().splitlines()] == ["received after the move"]
+
+
+def test_a_tail_that_ends_at_until_shows_the_lines_stored_since_it_last_looked(
+    store: SQLiteStore,
+) -> None:
+    until = timestamps.to_instant(timestamps.now() + timedelta(seconds=1))
+    _, start = store.last(LineFilter(), 0)
+    out = io.StringIO()
+    polls = 0
+
+    def next_poll(seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:  # the tail has read once: lines come, and --until passes
+            fill(store, "demo", ["just before the end"])
+            while timestamps.to_instant(timestamps.now()) < until:
+                time.sleep(0.05)
+
+    follow(
+        store.path,
+        store,
+        start,
+        LineFilter(until=until),
+        TextRenderer(out),
+        timestamps.to_instant(timestamps.now()),
+        sleep=next_poll,
+    )
+    assert [x.split(": ", 1)[1] for x in out.getvalue().splitlines()] == ["just before the end"]
 
 
 @pytest.mark.parametrize(
