@@ -227,17 +227,27 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
     where: dict[str, str],
 ) -> None:
     """Its time as the Platform API writes times (whole seconds, Z), in either mode."""
-    code, out, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json", env=where)
+    code, added, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json", env=where)
     assert code == 0
     store = open_store()  # the server's store too
     try:
         failed = Delivery(3, 0, True, "503 Service Unavailable", "2026-12-04T10:00:01.123456Z")
-        assert store.save_deliveries({json.loads(out)["id"]: failed})
+        assert store.save_deliveries({json.loads(added)["id"]: failed})
     finally:
         store.close()
     code, out, _ = run("drain", "-a", "demo", env=where)
     assert code == 0
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
+    # A store an older herolog wrote may hold an error without its time.
+    store = open_store()
+    try:
+        untimed = Delivery(3, 0, True, "503 Service Unavailable", None)
+        assert store.save_deliveries({json.loads(added)["id"]: untimed})
+    finally:
+        store.close()
+    code, out, _ = run("drain", "-a", "demo", env=where)
+    assert code == 0
+    assert out.endswith(", last error ?: 503 Service Unavailable\n"), out
 
 
 def test_waiting_counts_the_lines_trimmed_past_the_position_less_the_drops_ahead() -> None:
@@ -277,6 +287,7 @@ def test_an_app_is_named_by_its_id_too(where: dict[str, str]) -> None:
     assert code == 1
     assert "already" in err
     assert app_id not in err  # locally: "demo already has the drain ..."
+    assert "HEROLOG_URL" not in err  # an answer about the drain, not about the server
     assert run("drain", "remove", "https://b.example/y", "-a", app_id, env=where)[0] == 0
     code, out, _ = run("drain", "--json", env=where)
     assert [(d["app"]["name"], d["url"]) for d in json.loads(out)] == [
