@@ -248,6 +248,16 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
     code, out, _ = run("drain", "-a", "demo", env=where)
     assert code == 0
     assert out.endswith(", last error ?: 503 Service Unavailable\n"), out
+    # A drain's answer is any text: its escape sequences must not drive the terminal.
+    store = open_store()
+    try:
+        hostile = Delivery(3, 0, True, "502 \x1b]0;owned\x07\x1b[2J", "2026-12-04T10:00:01Z")
+        assert store.save_deliveries({json.loads(added)["id"]: hostile})
+    finally:
+        store.close()
+    code, out, _ = run("drain", "-a", "demo", env=where)
+    assert code == 0
+    assert out.endswith(", last error 2026-12-04T10:00:01Z: 502 \\x1b]0;owned\\x07\\x1b[2J\n"), out
 
 
 def test_waiting_counts_the_lines_trimmed_past_the_position_less_the_drops_ahead() -> None:
