@@ -58,7 +58,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         line("at=info method=GET path=/ status=200", source="heroku", dyno="router", second=1),
         line("hello [not markup]", second=2),
         line("Traceback:\n  boom", dyno="web.2", second=3),
-        line("tick", dyno="worker.1", second=4),
+        line("tick", dyno="worker.1", second=4)._replace(msgid="TICK"),  # in --json
         line("ERROR: failed", dyno="webby.1", second=5),
     )
     fill(path, "other", line("from other", second=6))
