@@ -276,6 +276,24 @@ def test_no_proxy_is_honoured(no_proxy: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("server", "no_proxy"),
+    [
+        ("http://logs.example.invalid", "example.invalid:80"),
+        ("https://logs.example.invalid", "example.invalid:443"),
+    ],
+)
+def test_no_proxy_with_a_port_names_a_url_without_one_by_its_scheme_s_port(
+    server: str, no_proxy: str
+) -> None:
+    variable = "HTTPS_PROXY" if server.startswith("https:") else "HTTP_PROXY"
+    env = {variable: f"http://127.0.0.1:{closed_port()}", "NO_PROXY": no_proxy}
+    code, _out, err = run("logs", "--server", server, env=env)
+    assert code == 1
+    assert err.startswith(f"Error: cannot reach {server}: ")
+    assert "proxy" not in err
+
+
+@pytest.mark.parametrize(
     "no_proxy", ["ample.invalid", "example.invalid:9999", "logs.example.invalid.other"]
 )
 def test_no_proxy_does_not_name_other_hosts(no_proxy: str) -> None:
