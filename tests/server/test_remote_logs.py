@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +23,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
-from herolog.store import SQLiteStore
+from herolog.store import SQLiteStore, StoredLine
 from tests.helpers import (
     SERVE_POLL_S,
     Child,
@@ -527,6 +527,49 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
     assert code == -signal.SIGINT  # 130 in a shell
     assert err.count("reconnecting...") == 1, err
     assert "Traceback" not in err
+
+
+def test_a_tail_backs_off_while_the_server_cannot_be_reached(herolog_home: Path) -> None:
+    """Each try it makes of a server that is down waits twice as long as the one before, up
+    to BACKOFF_CAP_S, rather than asking four times a second for as long as it is down."""
+    from herolog.logs import LogsRequest
+    from herolog.remote import RemoteLogs
+    from herolog.render import TextRenderer
+
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    shown = threading.Event()
+    stopped = threading.Thread(target=lambda: (shown.wait(10), stop()))
+    stopped.start()
+    waits: list[float] = []
+
+    class Shown(TextRenderer):
+        def write(self, lines: Sequence[StoredLine]) -> None:
+            if lines:
+                shown.set()
+
+    def sleep(seconds: float) -> None:
+        stopped.join()  # down: each try after this one is refused its connection
+        waits.append(seconds)
+        if len(waits) == 7:
+            raise _Given
+
+    request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
+    remote = RemoteLogs(
+        f"http://127.0.0.1:{server.http_port}", KEY, request, Shown(io.StringIO()), sleep=sleep
+    )
+    try:
+        with pytest.raises(_Given):
+            remote.run()
+    finally:
+        shown.set()
+        stopped.join()
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+class _Given(Exception):
+    pass
 
 
 @pytest.mark.subprocess
