@@ -69,9 +69,26 @@ def test_defaults_and_quiet(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("dyno", ["scheduler.1", "release.2"])
+def test_scheduler_and_release_dynos_complete_as_one_off_dynos(
+    herolog_home: Path, dyno: str
+) -> None:
+    """Heroku's one-off dynos are run, scheduler and release ones: ended unasked, they
+    complete rather than crash."""
+    proc = run("-q", "-d", dyno, "--", sys.executable, "-c", "pass")
+    assert proc.returncode == 0, proc.stderr
+    assert [x[1:3] for x in stored()[-2:]] == [
+        (dyno, "Process exited with status 0"),
+        (dyno, "State changed from up to complete"),
+    ]
+
+
+@pytest.mark.subprocess
 def test_options_after_the_command_belong_to_it(herolog_home: Path) -> None:
     proc = run("--", sys.executable, "-c", "import sys; print(sys.argv[1:])", "-a", "--dyno")
     assert proc.stdout == "['-a', '--dyno']\n"
+    proc = run(sys.executable, "-c", "import sys; print(sys.argv[1:])", "-a", "--dyno")
+    assert proc.stdout == "['-a', '--dyno']\n", proc.stderr  # no --: the command starts it
 
 
 @pytest.mark.subprocess
@@ -123,6 +140,31 @@ def test_a_script_without_a_shebang_runs_with_sh_as_env_and_timeout_run_it(
         f"ran {script} with one",
         "Process exited with status 3",
     ]
+    by_name = subprocess.run(  # found on PATH, as execvp finds it, from another directory
+        [sys.executable, "-m", "herolog", "run", "--", "job", "two"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"),
+        cwd="/",
+        timeout=60,
+    )
+    assert (by_name.returncode, by_name.stdout) == (3, f"ran {script} with two\n")
+
+
+@pytest.mark.subprocess
+def test_a_pipe_on_stdin_is_passed_on_to_the_command(herolog_home: Path) -> None:
+    """Only a terminal is kept from it (stdin /dev/null, as on a dyno): `producer | herolog
+    run -- consumer` gives the consumer its input."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "run", "--", "cat"],
+        input="piped in\n",
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "piped in\n")
+    assert ("app", "run.1", "piped in", 190) in stored()
 
 
 @pytest.mark.subprocess
@@ -172,7 +214,8 @@ def test_a_command_killed_by_a_signal_exits_128_plus_n(herolog_home: Path) -> No
     child.proc.send_signal(signal.SIGTERM)
     code, _ = child.stop()
     assert code == 128 + signal.SIGTERM
-    assert [x[:3] for x in stored()[-3:]] == [  # what Heroku writes for a dyno stopped
+    assert [x[:3] for x in stored()[-4:]] == [  # what Heroku writes for a dyno stopped
+        ("heroku", "run.1", "State changed from starting to up"),  # no `up to down`: a one-off
         ("heroku", "run.1", "Stopping all processes with SIGTERM"),
         ("heroku", "run.1", f"Process exited with status {128 + signal.SIGTERM}"),
         ("heroku", "run.1", "State changed from up to complete"),
@@ -475,6 +518,16 @@ def test_a_long_line_is_stored_in_pieces_as_heroku_splits_it(herolog_home: Path)
     assert "".join(pieces) == text
     assert all(len(p.encode()) <= 10_000 for p in pieces)
     assert len(pieces) == 3
+
+
+@pytest.mark.subprocess
+def test_a_blank_line_is_a_line_and_one_of_the_limit_is_one_piece(herolog_home: Path) -> None:
+    """Every line the command ends is stored, an empty one too; one of exactly 10,000 bytes
+    whole, with no empty piece after it."""
+    script = "print('a'); print(); print('y' * 10_000); print('b')"
+    proc = run("-q", "--", sys.executable, "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert [x[2] for x in stored() if x[0] == "app"] == ["a", "", "y" * 10_000, "b"]
 
 
 @pytest.mark.subprocess
