@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +65,21 @@ def test_heroku_logs_output_saved_with_its_colours_imports_as_without_them() -> 
     )
 
 
+def test_a_header_coloured_with_colon_separated_parameters_imports_as_without_them() -> None:
+    """ITU T.416's form of a 256-colour or RGB sequence (`ESC[38:5:208m`, `ESC[38:2::0:128:0m`),
+    as some terminals and tools write it, is a colour too."""
+    text = (
+        b"\x1b[38:5:208m2024-03-05T09:14:07Z app[web.1]:\x1b[39m one\n"
+        b"\x1b[38:2::0:128:0m2024-03-05T09:14:08Z heroku[router]:\x1b[39m two\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 2 lines into demo (heroku format).\n")
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: one",
+        "2024-03-05T09:14:08Z heroku[router]: two",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "said", "as_syslog"),
     [
@@ -73,6 +89,12 @@ def test_heroku_logs_output_saved_with_its_colours_imports_as_without_them() -> 
             "All of them are",
         ),
         (b"hello\n", "It is stored as unknown[unknown], kept whole", "It is"),
+        (
+            b"not a log line\nnor this\n2024-03-05T09:14:07.418233+00:00 app[web.1]: one\n",
+            "2 of them are stored as unknown[unknown], kept whole (the first at line 1 of the"
+            " input)",
+            "All of them are",
+        ),
         (
             b"not a log line\n2024-03-05T09:14:07.418233+00:00 app[web.1]: one\n"
             b"also not\n  a continuation of it\n",
@@ -97,9 +119,14 @@ def test_lines_kept_as_unknown_are_said_at_once(text: bytes, said: str, as_syslo
 
 
 @pytest.mark.parametrize("fmt", ["syslog", "json", "logplex"])
-def test_lines_kept_as_unknown_among_others_are_said_with_where_the_first_is(fmt: str) -> None:
+def test_lines_kept_as_unknown_among_others_are_said_with_where_the_first_is(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two lines of 5,000 that a sender mangled were said to be 2 of them, to be looked
     for by reading all 5,000: the line (of a Logplex body, the frame) of the first is said."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 4096)  # the first, and the second, chunks apart
     good = {
         "syslog": b"<13>1 2024-03-05T09:14:07Z host app web.1 - - fine\n",
         "json": b'{"timestamp":"2024-03-05T09:14:07Z","source":"app","dyno":"web.1","message":"x"}\n',
@@ -231,6 +258,21 @@ def test_a_capture_cut_off_in_a_header_leaves_the_message_before_it_whole(cut: s
     code, _, err = invoke("import", "-", "-a", "more", input=text[: -len(cut)].encode() + b"  b")
     assert (code, err) == (0, "Imported 2 lines into more (heroku format).\n")
     assert stored("more")[-1] == "2024-03-05T09:14:08.418233+00:00 app[web.1]: last whole\n  b"
+
+
+def test_a_line_like_the_start_of_a_header_inside_the_input_continues_a_message() -> None:
+    """Only the input's last line, without its line end, can be a header cut off: one
+    before that (a date a message printed on a line of its own) is the message's."""
+    text = (
+        b"2024-03-05T09:14:07Z app[web.1]: report of\n2024-03-05\n2024-03-05T09:14:08Z app\n"
+        b"2024-03-05T09:14:09Z app[web.1]: next\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 2 lines into demo (heroku format).\n")
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: report of\n2024-03-05\n2024-03-05T09:14:08Z app",
+        "2024-03-05T09:14:09Z app[web.1]: next",
+    ]
 
 
 def test_a_json_capture_cut_off_mid_line_leaves_the_piece_out() -> None:
@@ -400,6 +442,20 @@ def test_a_capture_of_pythons_syslog_handler_over_tcp_imports_message_by_message
     assert lines[2].message == "last"
 
 
+def test_a_message_ending_with_a_nul_is_said_at_the_line_it_starts_on() -> None:
+    """Newlines between messages that end with a NUL count in the line a message is said
+    to be at."""
+    text = b"<13>1 2024-03-05T09:14:07Z h app web.1 - - one\0\n\nnot syslog\0"
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err.splitlines()[1:]) == (
+        0,
+        [
+            "1 of them is stored as unknown[unknown], kept whole (line 3 of the input): not"
+            " syslog (RFC 5424 or 3164)."
+        ],
+    )
+
+
 @pytest.mark.parametrize("days_ago", [363, 200, 40])
 def test_an_rfc_3164_line_without_a_year_is_read_as_one_from_the_past(days_ago: int) -> None:
     """A saved line comes from before its import: one of a later month and day than the
@@ -436,15 +492,19 @@ def test_an_rfc_3164_line_of_29_february_is_read_in_the_last_leap_year() -> None
     assert leap.timestamp == datetime(year, 2, 29, 10).astimezone().isoformat()
 
 
-def test_a_nul_inside_a_line_of_newline_framed_syslog_ends_no_message() -> None:
+@pytest.mark.parametrize("count", [3, 1])
+def test_a_nul_inside_a_line_of_newline_framed_syslog_ends_no_message(count: int) -> None:
+    """Of one line alone too, where no message ends in either way before another starts."""
     text = (
         b"<13>1 2024-03-05T09:14:07Z h app web.1 - - a\0b\n"
         b"<13>1 2024-03-05T09:14:08Z h app web.1 - - c\n"
         b"<13>1 2024-03-05T09:14:09Z h app web.1 - - d\n"
     )
+    text = b"".join(text.splitlines(keepends=True)[:count])
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
-    assert (code, err) == (0, "Imported 3 lines into demo (syslog format).\n")
-    assert [x.split(": ", 1)[1] for x in stored("demo")] == ["a\0b", "c", "d"]
+    lines = f"{count} line{'s' * (count != 1)}"
+    assert (code, err) == (0, f"Imported {lines} into demo (syslog format).\n")
+    assert [x.split(": ", 1)[1] for x in stored("demo")] == ["a\0b", "c", "d"][:count]
 
 
 def test_the_help_names_both_forms_of_syslog_it_reads() -> None:
@@ -544,12 +604,42 @@ def test_a_frame_over_1_mib_stops_the_import_after_storing_what_came_before(
     assert len(stored("demo")) == before
 
 
-def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        (
+            "heroku",
+            b"2024-03-05T09:14:07Z app[web.1]: first\r\n2024-03-05T09:14:08Z app[web.1]: second\r\n",
+        ),
+        (
+            "syslog",
+            b"<190>1 2024-03-05T09:14:07Z host app web.1 - first\r\n"
+            b"<190>1 2024-03-05T09:14:08Z host app web.1 - second\r\n",
+        ),
+        (
+            "json",
+            b'{"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1",'
+            b' "message": "first"}\r\n'
+            b'{"timestamp": "2024-03-05T09:14:08Z", "source": "app", "dyno": "web.1",'
+            b' "message": "second"}\r\n',
+        ),
+        (
+            "logplex",
+            frame(
+                [
+                    b"<190>1 2024-03-05T09:14:07Z host app web.1 - first",
+                    b"<190>1 2024-03-05T09:14:08Z host app web.1 - second",
+                ]
+            ),
+        ),
+    ],
+)
+def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path, fmt: str, text: bytes) -> None:
+    """Nor does it hide the format: what follows it is what tells the format."""
     path = tmp_path / "windows.txt"
-    path.write_bytes(
-        b"\xef\xbb\xbf2024-03-05T09:14:07Z app[web.1]: first\r\n2024-03-05T09:14:08Z app[web.1]: second\r\n"
-    )
-    assert invoke("import", str(path), "-a", "demo")[0] == 0
+    path.write_bytes(b"\xef\xbb\xbf" + text)
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (0, f"Imported 2 lines into demo ({fmt} format).\n")
     assert stored("demo") == [
         "2024-03-05T09:14:07Z app[web.1]: first",
         "2024-03-05T09:14:08Z app[web.1]: second",
@@ -600,6 +690,17 @@ def test_bytes_that_are_not_utf_8_are_said_with_how_to_convert_the_input(
         " Latin-1 imports as it was with: ... | iconv -f latin1 -t utf-8 | herolog import - -a"
         " one\n",
     )
+    import gzip
+
+    packed = tmp_path / "latin-1.log.gz"  # iconv of the file would convert gzip's bytes
+    packed.write_bytes(gzip.compress(text))
+    code, _, err = invoke("import", str(packed), "-a", "packed")
+    assert (code, err.splitlines()[-1]) == (
+        0,
+        "2 lines of the input hold bytes that are not UTF-8, stored as U+FFFD (the first is"
+        " line 2); an input in Latin-1 imports as it was with:"
+        f" zcat {packed} | iconv -f latin1 -t utf-8 | herolog import - -a packed",
+    )
 
 
 def test_a_gzip_compressed_input_is_read_decompressed(tmp_path: Path) -> None:
@@ -648,7 +749,7 @@ def test_an_input_in_a_form_import_does_not_read_is_refused_naming_how_to_read_i
     import zipfile
 
     text = EXAMPLE.read_bytes()
-    path = tmp_path / f"demo.{form}"
+    path = tmp_path / f"saved demo.{form}"  # a name to quote in the command
     if form == "zip":
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("demo.log", text)
@@ -668,7 +769,7 @@ def test_an_input_in_a_form_import_does_not_read_is_refused_naming_how_to_read_i
     assert (code, err) == (
         1,
         f"Error: {path}: {what}, which herolog import does not read:"
-        f" {convert} {path} | herolog import - -a demo\n",
+        f" {convert} {shlex.quote(str(path))} | herolog import - -a demo\n",
     )
     code, _, err = invoke("import", "-", "-a", "demo", input=path.read_bytes())
     assert (code, err) == (
@@ -804,8 +905,17 @@ def test_logs_json_output_imports_back_with_the_attributes_of_its_lines(tmp_path
     ]
 
 
-def test_json_lines_that_are_not_logs_json_output_are_kept_whole() -> None:
-    text = b'{"level": "info", "msg": "an app\'s own JSON"}\n[1, 2]\n{"id": 1, "message": \n'
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_json_lines_that_are_not_logs_json_output_are_kept_whole(end: bytes) -> None:
+    """Without the \\r of a \\r\\n line end, as lines of text are."""
+    text = end.join(
+        [
+            b'{"level": "info", "msg": "an app\'s own JSON"}',
+            b"[1, 2]",
+            b'{"id": 1, "message": ',
+            b"",
+        ]
+    )
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
     assert code == 0, err
     assert err.splitlines() == [
@@ -897,6 +1007,16 @@ def test_import_says_when_it_pushes_an_apps_own_lines_out_of_its_history(tmp_pat
         " the 100 demo had; keep more with: herolog store history N\n",
     )
     assert stored("demo")[0].endswith(": 50")
+    path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(100)))
+    code, _, err = invoke("import", str(path), "-a", "exact")  # fills the history: all kept
+    assert (code, err) == (0, "Imported 100 lines into exact (heroku format).\n")
+    code, _, err = invoke("import", str(path), "-a", "exact")  # all kept, none of its own
+    assert (code, err) == (
+        0,
+        "Imported 100 lines into exact (heroku format).\n"
+        "The store keeps the newest 100 lines per app: the oldest 100 exact had made room for"
+        " these; keep more with: herolog store history N\n",
+    )
 
 
 def test_missing_file_is_a_usage_error() -> None:
@@ -1396,6 +1516,25 @@ def test_syslog_ending_with_nuls_from_a_pipe_keeps_a_message_sent_in_pieces() ->
         'Traceback (most recent call last):\n  File "app.py", line 1',
         "two",
     ]
+
+
+@pytest.mark.subprocess
+def test_a_first_message_ending_with_a_nul_from_a_pipe_is_stored_before_the_next_comes() -> None:
+    """A NUL ends the first message of `nc -l 5140 | herolog import -`, and tells the
+    format: the message is stored then, not once another one has come."""
+    proc = importing("-", "-a", "live")
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"<11>1 2024-03-05T09:14:07Z host app web.1 - one\0")
+        proc.stdin.flush()
+        assert _wait_for("live", 1) == ["one"]
+        _, err = proc.communicate(b"<11>1 2024-03-05T09:14:08Z host app web.1 - two\0", 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, err) == (0, b"Imported 2 lines into live (syslog format).\n")
+    assert messages("live") == ["one", "two"]
 
 
 def test_the_format_of_a_pipe_is_not_told_from_blank_lines_before_its_first_line() -> None:
