@@ -518,6 +518,11 @@ def test_a_long_line_is_stored_in_pieces_as_heroku_splits_it(herolog_home: Path)
     assert "".join(pieces) == text
     assert all(len(p.encode()) <= 10_000 for p in pieces)
     assert len(pieces) == 3
+    # Bytes that are not UTF-8 hold no character to keep whole: cut at 10,000 still.
+    script = "import sys; sys.stdout.buffer.write(b'\\x80' * 20_000 + b'\\n')"
+    result = run("-q", "-a", "binary", "--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert [x[2] for x in stored("binary") if x[0] == "app"] == ["\ufffd" * 10_000] * 2
 
 
 @pytest.mark.subprocess
@@ -540,8 +545,9 @@ def test_a_crlf_line_end_is_not_stored_as_part_of_the_line(herolog_home: Path) -
         "out = sys.stdout.buffer\n"
         "out.write(b'done\\r\\n10%\\r50%\\r\\r\\n'); out.flush()\n"
         # a line of 10,000 bytes, whose \r herolog has seen (and cut the line after) before
-        # the \n: one piece, not a second, empty one
+        # the \n, and another \r in a read of its own: one piece, not a second, empty one
         "out.write(b'y' * 10_000 + b'\\r'); out.flush(); time.sleep(0.3)\n"
+        "out.write(b'\\r'); out.flush(); time.sleep(0.3)\n"
         "out.write(b'\\nlast\\r')\n"
     )
     proc = subprocess.run(
@@ -551,7 +557,7 @@ def test_a_crlf_line_end_is_not_stored_as_part_of_the_line(herolog_home: Path) -
         timeout=60,
     )
     assert proc.returncode == 0
-    assert proc.stdout == b"done\r\n10%\r50%\r\r\n" + b"y" * 10_000 + b"\r\nlast\r"  # shown as is
+    assert proc.stdout == b"done\r\n10%\r50%\r\r\n" + b"y" * 10_000 + b"\r\r\nlast\r"  # shown as is
     assert [x[2] for x in stored() if x[0] == "app"] == ["done", "10%\r50%", "y" * 10_000, "last"]
 
 
