@@ -443,6 +443,23 @@ def test_a_line_refused_as_too_large_costs_only_itself(
     assert refused.value.unsent == 1
 
 
+@pytest.mark.subprocess
+def test_a_quiet_run_counts_only_the_line_refused_as_too_large_as_lost(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The lines sent with it in a batch were stored: `could not store 1 of 7 lines`, not
+    the whole batch's count."""
+    server = make_server(max_body=5_000)
+    script = "print('a'); print('x' * 8_000); print('b')"
+    proc = run_quick(
+        tmp_path, "--server", server.url, "-q", "-a", "demo", "--", sys.executable, "-c", script
+    )
+    assert (proc.returncode, proc.stdout) == (0, "")  # -q: stored, not shown
+    assert proc.stderr.startswith("herolog run: could not store 1 of 7 lines: "), proc.stderr
+    assert "413 Request Entity Too Large" in proc.stderr
+    assert [x[2] for x in seen(server) if x[0] == "app"] == ["a", "b"]
+
+
 def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: ServerFactory) -> None:
     server = make_server(max_body=120_000)
     lines = made(700)
