@@ -276,12 +276,24 @@ def test_an_output_that_fails_leaves_the_commands_status(
             env=env,
         )
         assert proc.stdin is not None
-        if proc.stdout is not None:  # `| head -1`
-            assert proc.stdout.readline() == b"line 0\n"
-            proc.stdout.close()
-        proc.stdin.write(b"\n")
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 3
+        try:
+            if proc.stdout is not None:  # `| head -1`
+                # A failure, not a hang, if the line is held back (a command's output
+                # buffered, say).
+                ready, _, _ = select.select([proc.stdout], [], [], 30)
+                assert ready, "herolog run wrote nothing in 30 s"
+                assert proc.stdout.readline() == b"line 0\n"
+                proc.stdout.close()
+            proc.stdin.write(b"\n")
+            proc.stdin.close()
+            assert proc.wait(timeout=60) == 3
+        finally:
+            if proc.poll() is None:  # the command, reading stdin, ends at its close
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
         err.seek(0)
         assert err.read() == ""
     assert [line[2] for line in stored()[-4:-2]] == ["line 0", "line 1"]
