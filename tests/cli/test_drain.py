@@ -229,34 +229,26 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
     """Its time as the Platform API writes times (whole seconds, Z), in either mode."""
     code, added, _ = run("drain", "add", "https://a.example/x", "-a", "demo", "--json", env=where)
     assert code == 0
-    store = open_store()  # the server's store too
-    try:
-        failed = Delivery(3, 0, True, "503 Service Unavailable", "2026-12-04T10:00:01.123456Z")
-        assert store.save_deliveries({json.loads(added)["id"]: failed})
-    finally:
-        store.close()
-    code, out, _ = run("drain", "-a", "demo", env=where)
-    assert code == 0
+
+    def listed(error: str, at: str | None) -> str:
+        """``drain -a demo``'s output once the drain's last error is ``error`` at ``at``."""
+        store = open_store()  # the server's store too
+        try:
+            failed = Delivery(3, 0, True, error, at)
+            assert store.save_deliveries({json.loads(added)["id"]: failed})
+        finally:
+            store.close()
+        code, out, _ = run("drain", "-a", "demo", env=where)
+        assert code == 0
+        return out
+
+    out = listed("503 Service Unavailable", "2026-12-04T10:00:01.123456Z")
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
     # A store an older herolog wrote may hold an error without its time.
-    store = open_store()
-    try:
-        untimed = Delivery(3, 0, True, "503 Service Unavailable", None)
-        assert store.save_deliveries({json.loads(added)["id"]: untimed})
-    finally:
-        store.close()
-    code, out, _ = run("drain", "-a", "demo", env=where)
-    assert code == 0
+    out = listed("503 Service Unavailable", None)
     assert out.endswith(", last error ?: 503 Service Unavailable\n"), out
     # A drain's answer is any text: its escape sequences must not drive the terminal.
-    store = open_store()
-    try:
-        hostile = Delivery(3, 0, True, "502 \x1b]0;owned\x07\x1b[2J", "2026-12-04T10:00:01Z")
-        assert store.save_deliveries({json.loads(added)["id"]: hostile})
-    finally:
-        store.close()
-    code, out, _ = run("drain", "-a", "demo", env=where)
-    assert code == 0
+    out = listed("502 \x1b]0;owned\x07\x1b[2J", "2026-12-04T10:00:01Z")
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 502 \\x1b]0;owned\\x07\\x1b[2J\n"), out
 
 
