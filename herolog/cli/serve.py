@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from herolog.cli.options import EnvOption, Integer, Number
+from herolog.cli.options import (
+    EnvOption,
+    Integer,
+    Number,
+    came_from_the_environment,
+    from_the_environment,
+)
 
 if TYPE_CHECKING:
     from herolog.server.config import ConfigError
@@ -207,11 +213,11 @@ def serve(
             )
             server = Server(settings)
         except ConfigError as error:
-            raise click.UsageError(from_the_environment(error)) from None
+            raise click.UsageError(where_from(error)) from None
         try:
             server.bind()
         except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
-            raise CannotStart(from_the_environment(error)) from None
+            raise CannotStart(where_from(error)) from None
         server.run()
 
 
@@ -221,26 +227,22 @@ class CannotStart(click.ClickException):
     exit_code = 2
 
 
-def from_the_environment(error: ConfigError) -> str:
+def where_from(error: ConfigError) -> str:
     """``error``'s message, saying which of the options it is about came from the environment
     (a profile, a unit file), not typed: after the option where it names it, else at its end."""
     import re
 
-    from click.core import ParameterSource
-
     ctx = click.get_current_context()
-    message, trailer = str(error), []
+    message, unnamed = str(error), []
     for param in ctx.command.params:
-        if param.name is None or not isinstance(param.envvar, str):
-            continue
-        if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        said = from_the_environment(ctx, param)
+        if not said or param.name is None:
             continue
         if isinstance(param, click.Option) and param.is_flag and not ctx.params.get(param.name):
             continue  # HEROLOG_INSECURE_NO_AUTH=no gave nothing the message could be about
         option = param.opts[0]
         if named := re.search(rf"{re.escape(option)}(?![\w-])", message):
-            at = named.end()
-            message = f"{message[:at]} (from ${param.envvar}){message[at:]}"
+            message = message[: named.end()] + said + message[named.end() :]
         elif option in error.about:
-            trailer.append(f"{option} came from ${param.envvar}")
-    return message + (f" ({'; '.join(trailer)})" if trailer else "")
+            unnamed.append(param.name)
+    return message + came_from_the_environment(*unnamed)
