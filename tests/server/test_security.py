@@ -228,16 +228,6 @@ def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory)
 
 
 @pytest.fixture
-def quick_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The in-thread server's forwarder looks for new drains and saves their state every
-    50 ms, not every 0.5 s and 1 s: what these tests check does not hang on how often."""
-    from herolog.server import forwarder
-
-    monkeypatch.setattr(forwarder, "RELOAD_INTERVAL_S", 0.05)
-    monkeypatch.setattr(forwarder, "SAVE_INTERVAL_S", 0.05)
-
-
-@pytest.fixture
 def https_sink(tmp_path: Path) -> Iterator[tuple[HTTPSink, Path]]:
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -253,7 +243,7 @@ def test_https_drains_verify_certificates(
     make_server: ServerFactory,
     https_sink: tuple[HTTPSink, Path],
     monkeypatch: pytest.MonkeyPatch,
-    quick_registry: None,
+    quick_forwarder: None,
 ) -> None:
     sink, ca_file = https_sink
     running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.1, flush_s=0.1))
@@ -363,7 +353,7 @@ def test_https_and_syslog_tls_take_only_strong_ciphers(
 
 
 def test_a_drains_answer_cannot_drive_the_terminal(
-    make_server: ServerFactory, quick_registry: None
+    make_server: ServerFactory, quick_forwarder: None
 ) -> None:
     """A drain's error answer is quoted in serve's log and in drain list, which people read
     in a terminal: its control characters (an escape sequence that writes the clipboard,
