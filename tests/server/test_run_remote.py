@@ -28,29 +28,22 @@ PASSWORD = "s3cret-pa55"
 SCRIPT = "import sys; print('hello [out]'); print('oops', file=sys.stderr); sys.exit(3)"
 
 
-def run(client_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``herolog run`` in a child process whose own store is ``client_home``'s."""
-    return subprocess.run(
-        [sys.executable, "-m", "herolog", "run", *args],
-        capture_output=True,
-        text=True,
-        env=herolog_env(HEROLOG_HOME=str(client_home), **env),
-        timeout=60,
-    )
-
-
 QUICK = {"herolog.remote.SEND_RETRY_S": 0.01}
 """herolog retrying a batch 0.01 s and 0.02 s after a try that failed, not 0.25 s and 0.5 s:
 for tests of what a failure costs, not of those waits."""
 
 
-def run_quick(client_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """:func:`run` with :data:`QUICK`'s retries."""
+def run(
+    client_home: Path, *args: str, constants: dict[str, float] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``herolog run`` in a child process whose own store is ``client_home``'s (with
+    ``constants`` set in it: :func:`tests.helpers.constants_env`)."""
+    home = {"HEROLOG_HOME": str(client_home), **env}
     return subprocess.run(
         [sys.executable, "-m", "herolog", "run", *args],
         capture_output=True,
         text=True,
-        env=constants_env(QUICK, HEROLOG_HOME=str(client_home)),
+        env=constants_env(constants, **home) if constants else herolog_env(**home),
         timeout=60,
     )
 
@@ -117,7 +110,7 @@ def test_a_server_that_cannot_be_reached_stops_the_run_before_the_command(tmp_pa
         port = sock.getsockname()[1]
     marker = tmp_path / "ran"
     url = f"http://drain:{PASSWORD}@127.0.0.1:{port}"
-    proc = run_quick(tmp_path, "--server", url, "--", "touch", str(marker))
+    proc = run(tmp_path, "--server", url, "--", "touch", str(marker), constants=QUICK)
     assert proc.returncode == 1
     assert (
         proc.stderr
@@ -215,7 +208,9 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
     )
     url = f"http://127.0.0.1:{failing.server_address[1]}"
     try:
-        proc = run_quick(tmp_path, "--server", url, "-q", "--", sys.executable, "-c", script)
+        proc = run(
+            tmp_path, "--server", url, "-q", "--", sys.executable, "-c", script, constants=QUICK
+        )
     finally:
         failing.shutdown()
         failing.server_close()
@@ -451,9 +446,8 @@ def test_a_quiet_run_counts_only_the_line_refused_as_too_large_as_lost(
     the whole batch's count."""
     server = make_server(max_body=5_000)
     script = "print('a'); print('x' * 8_000); print('b')"
-    proc = run_quick(
-        tmp_path, "--server", server.url, "-q", "-a", "demo", "--", sys.executable, "-c", script
-    )
+    command = ("--", sys.executable, "-c", script)
+    proc = run(tmp_path, "--server", server.url, "-q", "-a", "demo", *command, constants=QUICK)
     assert (proc.returncode, proc.stdout) == (0, "")  # -q: stored, not shown
     assert proc.stderr.startswith("herolog run: could not store 1 of 7 lines: "), proc.stderr
     assert "413 Request Entity Too Large" in proc.stderr
@@ -498,7 +492,7 @@ def run_against(answer: tuple[int, str, bytes], client_home: Path) -> tuple[str,
     marker = client_home.parent / "ran"
     try:
         url = f"http://127.0.0.1:{other.server_address[1]}"
-        proc = run_quick(client_home, "--server", url, "--", "touch", str(marker))
+        proc = run(client_home, "--server", url, "--", "touch", str(marker), constants=QUICK)
     finally:
         other.shutdown()
         other.server_close()
