@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.corpus import bodies, syslog_messages
+from bench.forward import paced_delay
 from bench.ingest import free_port, ingest_run, lua, wait_up
 from bench.syslog_peers import PACKAGES, TOKEN, file_has, rsyslog, send, syslog_ng, wait_port
 from bench.tools import Unavailable, heroku_cli, library_env, unpack, version
@@ -222,3 +223,16 @@ def test_a_benchmark_that_fails_says_how(tmp_path: Path) -> None:
 
     out, failed = run([sys.executable, "-c", "print('half'); raise SystemExit('no wrk')"])
     assert (out, failed) == ("half\n", "exited 1: no wrk")
+
+
+def test_the_paced_wait_leaves_room_for_the_answers_own_time() -> None:
+    # 16 connections at 500 requests/s: each posts every 32 ms.
+    assert paced_delay(16, 500) == pytest.approx(32)
+    # Waiting 32 ms reached 400 requests/s (40 ms a request): the answers took 8 ms.
+    assert paced_delay(16, 500, 32, 400) == pytest.approx(24)
+    # Waiting 24 ms reached 500: the wait was right, and stays.
+    assert paced_delay(16, 500, 24, 500) == pytest.approx(24)
+    # Answers slower than the whole interval: no wait, however slow they were.
+    assert paced_delay(16, 500, 10, 100) == 0
+    # A run that answered nothing measured nothing.
+    assert paced_delay(16, 500, 10, 0) == pytest.approx(32)
