@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -1034,6 +1036,107 @@ def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_t
         child.assert_quiet_for(1.0)
     finally:
         code, _ = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT  # 130 in a shell
+
+
+class DropAfter:
+    """A TCP relay in front of a serve that drops the connection (as a network drop does)
+    right after passing on the chunk of the server's stream that holds ``words``, before
+    whatever the server sent after it, and then holds the connections that come next until
+    :meth:`release`."""
+
+    def __init__(self, upstream: int, words: bytes) -> None:
+        self.upstream = upstream
+        self.words = words
+        self.dropped = threading.Event()
+        self.released = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        cutting = not self.dropped.is_set()
+        if not cutting:
+            self.released.wait()
+        with (
+            client,
+            socket.create_connection(("127.0.0.1", self.upstream)) as server,
+            contextlib.suppress(OSError),  # the tail stopped at the end of the test
+        ):
+            threading.Thread(target=self._pass, args=(client, server), daemon=True).start()
+            seen, passed = b"", 0
+            while chunk := server.recv(1 << 16):
+                seen += chunk
+                at = seen.find(self.words) if cutting else -1
+                event_end = seen.find(b"\n\n", at) if at >= 0 else -1
+                chunk_end = seen.find(b"\r\n", event_end) if event_end >= 0 else -1
+                end = chunk_end + 2 if chunk_end >= 0 else len(seen)
+                client.sendall(seen[passed:end])
+                passed = end
+                if chunk_end >= 0:
+                    self.dropped.set()
+                    for end_of in (client, server):  # close() alone leaves _pass's recv
+                        end_of.shutdown(socket.SHUT_RDWR)
+                    return
+
+    @staticmethod
+    def _pass(client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(1 << 16):
+                server.sendall(chunk)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.released.set()
+        self.listener.close()
+
+
+@pytest.mark.subprocess
+def test_a_tail_dropped_before_its_last_line_s_mark_counts_only_the_lines_trimmed_since(
+    herolog_home: Path,
+) -> None:
+    """The connection dropped after a line's event and before the server's "mark" of it:
+    the mark the tail holds is the line before's. Sent back with the last line's id, it would
+    have the server count that line, which the tail printed, as lost too (6, not 5)."""
+    path = herolog_home / "logs.db"
+
+    server, stop = serve(path, history=5)
+    fill(path, "demo", line("before", second=0))
+    port = server.http_port
+    assert port is not None
+    relay = DropAfter(port, b"the last line before the drop")
+    child = quick_child(
+        "logs", "--server", f"http://127.0.0.1:{relay.port}", "-a", "demo", "-t",
+        HEROLOG_API_KEY=KEY,
+    )  # fmt: skip
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: before")
+        wait_until_live(server)
+        fill(path, "demo", line("the last line before the drop", second=1))
+        assert child.read_lines(1)[0].endswith(" app[web.1]: the last line before the drop")
+        assert relay.dropped.wait(10)
+        stop()  # a serve that runs keeps the lines it has not handed out yet from trimming
+        fill(path, "demo", *[line(f"while away {i}", second=2) for i in range(10)])
+        server, stop = serve(path, port, history=5)
+        relay.release()
+        got = child.read_lines(6)
+        assert "This tail session dropped 5 messages since" in got[0], got[0]
+        assert [x.split(": ", 1)[1] for x in got[1:]] == [f"while away {i}" for i in range(5, 10)]
+        child.assert_quiet_for(1.0)
+    finally:
+        code, _ = child.stop(signal.SIGINT)
+        relay.close()
         stop()
     assert code == -signal.SIGINT  # 130 in a shell
 
