@@ -275,6 +275,16 @@ def test_a_line_like_the_start_of_a_header_inside_the_input_continues_a_message(
     ]
 
 
+def test_a_last_line_no_header_can_start_continues_its_message() -> None:
+    """A last line without its line end that starts as a header does but goes on as no
+    header can (its one pair of brackets is the dyno's, and only the ':' comes after it) is
+    the message's own, not a header cut off: it is kept, and nothing is said of it."""
+    text = b"2024-03-05T09:14:07Z app[web.1]: report of\n2024-03-05 [a][b]"
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 1 line into demo (heroku format).\n")
+    assert stored("demo") == ["2024-03-05T09:14:07Z app[web.1]: report of\n2024-03-05 [a][b]"]
+
+
 def test_a_json_capture_cut_off_mid_line_leaves_the_piece_out() -> None:
     """`herolog logs --json --tail > demo.ndjson` stopped mid-line ends in half a JSON object,
     which was stored whole as an unknown[unknown] line."""
