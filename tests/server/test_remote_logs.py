@@ -465,10 +465,12 @@ def told_past(server: Server, line_id: int) -> bool:
     return any(reader.told >= line_id for reader in list(server.app.sessions._readers))
 
 
-def serve(path: Path, port: int = 0, **options: Any) -> tuple[Server, Callable[[], None]]:
+def serve(
+    path: Path, port: int = 0, api_key: str = KEY, **options: Any
+) -> tuple[Server, Callable[[], None]]:
     """A real server on the store at ``path`` (on ``port``: to start one again where it was),
     and what stops it."""
-    config = ServeConfig(store_path=path, port=port, api_key=KEY, **options)
+    config = ServeConfig(store_path=path, port=port, api_key=api_key, **options)
     server = Server(config, log=io.StringIO())
     return server, run_in_thread(server)
 
@@ -1481,6 +1483,31 @@ def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
         stop()
     assert code == -signal.SIGINT  # 130 in a shell
     assert err.count("reconnecting...") == 1, err
+
+
+@pytest.mark.subprocess
+def test_a_tail_waiting_for_its_app_stops_when_the_server_comes_back_with_another_key(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart while the tail waits for its app is a drop like any other, but a serve
+    back with another --api-key refuses the tail's key, which asking again cannot change:
+    the tail stops with the refused key's error and exit status 1, as at its start."""
+    path = herolog_home / "logs.db"
+    fill(path, "other", line("not this app"))
+    missed = asked_for_missing(monkeypatch, "fresh")
+    server, stop = serve(path)
+    child, port = remote_logs(server, "-a", "fresh", "-t")
+    try:
+        wait_until(lambda: missed, what="the tail to ask for its app")
+        stop()
+        server, stop = serve(path, port, api_key="another-key")
+        code, err = child.stop(timeout=15)
+    finally:
+        stop()
+    assert code == 1, err
+    assert err.splitlines()[-1] == (
+        f"Error: http://127.0.0.1:{port} refused the API key (401): check HEROLOG_API_KEY"
+    )
 
 
 @pytest.mark.subprocess
