@@ -543,12 +543,11 @@ class DrainWorker:
                     await self.wake.wait()
                     continue
                 if not self.backlog and self.catching_up:
-                    if not self._announced:
+                    unread = await self._read_backlog(count=not self._announced)
+                    if unread is not None:
                         self._announced = True
-                        unread = await self._count_unread()
                         if unread:
                             self.say(f"drain {self._named}: catching up on {_lines(unread)}")
-                    await self._read_backlog()
                     continue
                 if not self.backlog and not self.buffer and not self.untold.count:
                     if self.stopping:
@@ -589,27 +588,33 @@ class DrainWorker:
         if _real(batch.lines):
             self.untold.add(batch.told.count, batch.told.since)
 
-    async def _read_backlog(self) -> None:
+    async def _read_backlog(self, *, count: bool = False) -> int | None:
         """Read the next of the app's lines to catch up from the store (lines the ring buffer
-        has trimmed meanwhile count as dropped); nothing is held in the store between reads."""
+        has trimmed meanwhile count as dropped); nothing is held in the store between reads.
+        With ``count``, also how many lines there are to catch up on in all (as
+        :meth:`_count_unread` counts them), in the same opening of the store: a serve
+        starting hundreds of drains opens it half as often before the first delivers."""
         assert self.live_after is not None
         assert self.store_path is not None
         app, after, upto, mark = self.drain.app, self.read_through, self.live_after, self.read_mark
 
-        def read(store: SQLiteStore) -> tuple[list[StoredLine], int, tuple[int, int | None]]:
+        def read(
+            store: SQLiteStore,
+        ) -> tuple[list[StoredLine], int, tuple[int, int | None], int | None]:
             with store.snapshot():  # a trim between the two would count lines read as gone
+                unread = drains.unaccounted(store, app, after, upto, mark) if count else None
                 lines, through = store.app_lines(app, after, upto, CATCH_UP_LINES, CATCH_UP_BYTES)
                 gap_through = lines[0].id - 1 if lines else through
-                return lines, through, store.trimmed_past(app, after, gap_through, mark)
+                return lines, through, store.trimmed_past(app, after, gap_through, mark), unread
 
         try:
-            lines, through, (trimmed, mark) = await asyncio.to_thread(
+            lines, through, (trimmed, mark), unread = await asyncio.to_thread(
                 using_store, self.store_path, read
             )
         except (sqlite3.Error, StoreError, OSError) as error:
             self._failed(f"cannot read the store to catch up: {error}")
             await asyncio.sleep(self.timing.backoff_cap_s)
-            return
+            return None
         # Each line's mark: every line of the app's in the span was read (L10 lines too).
         for line in lines:
             if not is_overflow_notice(line):
@@ -619,6 +624,7 @@ class DrainWorker:
         self.read_through, self.read_mark = through, mark
         # Trimmed lines lie before the first line read, so behind the position it gives.
         self._overflow(trimmed, lines[0].id - 1 if lines else through)
+        return unread
 
     async def _count_unread(self) -> int | None:
         """The app's lines that catch-up has yet to read (as at a stop), trimmed ones too;

@@ -26,7 +26,7 @@ from herolog.parser import format_syslog, frame
 from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
-from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
+from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, using_store
 from tests.helpers import herolog_env, invoke, run_out_forwarding_lease, store_lines
 from tests.server.conftest import Running, ServeProcess
 from tests.server.sinks import HANG, HTTPSink, wait_until
@@ -178,6 +178,40 @@ def test_lines_stored_while_no_server_runs_are_delivered_in_order_when_serve_sta
     )
     stop()
     assert len(sink.delivered_lines()) == len(live) + len(offline)
+
+
+def test_a_drain_starting_to_catch_up_opens_the_store_once_to_count_and_read(
+    start: Callable[..., tuple[Running, Stop]],
+    store_path: Path,
+    sink: HTTPSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A serve starting with hundreds of drains opens the store for each in turn, on a few
+    # threads, before any delivers: the count its "catching up" line tells comes from the
+    # opening that reads its first lines, not one of its own.
+    apps = [f"app{i}" for i in range(5)]
+    tokens = [add_drain(store_path, app, sink.url(f"/{app}")) for app in apps]
+    for app in apps:
+        store_lines(store_path, app, *numbered(3))
+    opened: list[str] = []
+
+    def counted(path: Path, work: Callable[[SQLiteStore], object], **options: bool) -> object:
+        opened.append(work.__qualname__)
+        return using_store(path, work, **options)
+
+    monkeypatch.setattr(forwarder, "using_store", counted)
+    running, stop = start()
+    wait_until(lambda: len(sink.delivered_lines()) == 3 * len(apps), what="the stored lines")
+    stop()
+    assert sorted(r.path for r in sink.delivered()) == [f"/{app}" for app in apps]
+    by_workers = [name for name in opened if name.startswith("DrainWorker.")]
+    assert by_workers == ["DrainWorker._read_backlog.<locals>.read"] * len(apps)
+    told = [x for x in running.log.getvalue().splitlines() if "catching up" in x]
+    expected = []
+    for token, app in zip(tokens, apps, strict=True):
+        drain = f"drain {token} of app {app} ({sink.url(f'/{app}')})"
+        expected.append(f"herolog serve: {drain}: catching up on 3 lines")
+    assert sorted(told) == sorted(expected)
 
 
 @pytest.mark.subprocess
