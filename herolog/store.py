@@ -35,7 +35,6 @@ MAX_HISTORY = 10_000_000
 SCHEMA_VERSION = 10
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
-_READ_CHUNK = 2000
 _FIR_REST = "[0-9a-z]*-" + "[0-9a-z]" * 5
 """filters.FIR_DYNO_REST as a GLOB, with the two NOT GLOBs of _where."""
 
@@ -1028,23 +1027,9 @@ class SQLiteStore:
         with self._read() as db:
             newest = _newest_id(db)
             if count > 0:
-                sql = f"{self._select()}{where} ORDER BY lines.id DESC"
-                if not wanted.has_patterns:
-                    sql += f" LIMIT {int(count)}"
-                cursor = db.execute(sql, params)
-                if not wanted.has_patterns:
-                    found = [StoredLine(*row) for row in cursor]
-                while len(found) < count:
-                    rows = cursor.fetchmany(_READ_CHUNK)
-                    if not rows:
-                        break
-                    for row in rows:
-                        line = StoredLine(*row)
-                        if wanted.matches_patterns(line.message):
-                            found.append(line)
-                            if len(found) == count:
-                                break
-                cursor.close()
+                sql = f"{self._select()}{where} ORDER BY lines.id DESC LIMIT {int(count)}"
+                with _searching(db, wanted):
+                    found = [StoredLine(*row) for row in db.execute(sql, params)]
         found.reverse()
         return found, newest
 
@@ -1054,7 +1039,7 @@ class SQLiteStore:
         if not self._schema_ready():
             return [], line_id
         where, params = _where(wanted, after=line_id)
-        with self._consistent():
+        with self._consistent(), _searching(self._db, wanted):
             db = self._db
             rows = db.execute(
                 f"{self._select()}{where} ORDER BY lines.id LIMIT {int(limit)}", params
@@ -1067,8 +1052,6 @@ class SQLiteStore:
                 last_id = max(line_id, _newest_id(db))
             else:
                 last_id = lines[-1].id
-        if wanted.has_patterns:
-            lines = [line for line in lines if wanted.matches_patterns(line.message)]
         return lines, last_id
 
     def newest_id(self) -> int:
@@ -1540,7 +1523,67 @@ def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]
     if wanted.until is not None:
         clauses.append("time < ?")
         params.append(wanted.until)
+    for patterns, function, negated in (
+        (wanted.grep, _GREP, ""),
+        (wanted.exclude, _EXCLUDE, "NOT "),
+    ):
+        if patterns:
+            plain = [pattern.pattern for pattern in patterns if _is_plain(pattern)]
+            found = ["instr(message, ?) > 0"] * len(plain)
+            if len(plain) < len(patterns):
+                found.append(f"{function}(message)")
+            clauses.append(f"{negated}({' OR '.join(found)})")
+            params += plain
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+_GREP, _EXCLUDE = "herolog_grep", "herolog_exclude"
+"""The SQL functions :func:`_where` calls for the ``--grep`` and ``--exclude`` patterns that
+are regular expressions (see :func:`_searching`)."""
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
+
+
+def _is_plain(pattern: re.Pattern[str]) -> bool:
+    """Whether ``pattern`` matches its own text and nothing else: SQLite's instr() then finds
+    it, in C, where a regular expression costs a call into Python for every line (a
+    --grep over two million lines: 0.4 s against 0.9)."""
+    return pattern.flags == re.UNICODE and _REGEX_SYNTAX.isdisjoint(pattern.pattern)
+
+
+@contextmanager
+def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
+    """Give ``db`` the SQL functions that :func:`_where` calls for ``wanted``'s regular
+    expressions, for the statements run inside.
+
+    SQLite reports only that such a function failed, and Python's sqlite3 drops what it
+    raised, a Ctrl-C's KeyboardInterrupt among them: that is raised again here."""
+    raised: list[BaseException] = []
+    for patterns, name in ((wanted.grep, _GREP), (wanted.exclude, _EXCLUDE)):
+        searches = [pattern.search for pattern in patterns if not _is_plain(pattern)]
+        if searches:
+            db.create_function(name, 1, _search_all(searches, raised), deterministic=True)
+    try:
+        yield
+    except sqlite3.OperationalError:
+        if raised:
+            raise raised[0] from None
+        raise
+
+
+def _search_all(
+    searches: Sequence[Callable[[str], re.Match[str] | None]], raised: list[BaseException]
+) -> Callable[[str], bool]:
+    def found(message: str) -> bool:
+        try:
+            for search in searches:  # noqa: SIM110 (any() of a generator: slower, every line)
+                if search(message) is not None:
+                    return True
+            return False
+        except BaseException as error:
+            raised.append(error)
+            raise
+
+    return found
 
 
 def _drain_fields(row: Sequence[Any]) -> tuple[str, str, str, str, str, str, Delivery]:

@@ -38,7 +38,19 @@ DYNOS = [
     "web--x2kqz",
     "web-7d9.f8c6b5-x2kqz",
 ]
-WORDS = ["GET", "boom", "web", "ok"]
+WORDS = ["GET", "boom", "web", "ok", "a.b", "aXb", "é", "a\x00b", ""]
+PATTERNS = [
+    *WORDS,
+    # Regular expressions: the store searches these in Python, the plain text in SQLite.
+    "GE.",
+    "^ok",
+    "(?i)get",
+    "bo+m",
+    "web|ok",
+    r"k \d$",
+    r"a\.b",
+    "[é]",
+]
 
 lines = st.lists(
     st.tuples(
@@ -57,8 +69,8 @@ filters = st.builds(
     dynos=st.lists(st.sampled_from(DYNOS), max_size=2).map(tuple),
     since=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
     until=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
-    grep=st.lists(st.sampled_from(WORDS).map(re.compile), max_size=2).map(tuple),
-    exclude=st.lists(st.sampled_from(WORDS).map(re.compile), max_size=1).map(tuple),
+    grep=st.lists(st.sampled_from(PATTERNS).map(re.compile), max_size=2).map(tuple),
+    exclude=st.lists(st.sampled_from(PATTERNS).map(re.compile), max_size=2).map(tuple),
 )
 
 

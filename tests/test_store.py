@@ -287,13 +287,12 @@ def test_one_append_of_many_batches_keeps_each_ones_app_and_attributes(
 def test_after_continues_past_lines_that_do_not_match(store: SQLiteStore) -> None:
     fill(store, "demo", ["a", "b"])
     start = store.newest_id()
-    fill(store, "demo", ["skip 1", "skip 2", "c", "d"])
+    fill(store, "demo", ["skip 1", "skip 2", "c", "d", "skip 3"])
     wanted = LineFilter(exclude=(re.compile("skip"),))
-    found, last_id = store.after(start, wanted, limit=2)
-    assert (found, last_id) == ([], start + 2)
-    found, last_id = store.after(last_id, wanted, limit=2)
-    assert [x.message for x in found] == ["c", "d"]
-    assert store.after(last_id, LineFilter(), limit=2) == ([], last_id)
+    found, last_id = store.after(start, wanted, limit=2)  # the limit counts lines found
+    assert ([x.message for x in found], last_id) == (["c", "d"], start + 4)
+    assert store.after(last_id, wanted, limit=2) == ([], start + 5)  # skipped to the newest
+    assert store.after(start + 5, LineFilter(), limit=2) == ([], start + 5)
     assert [x.message for x in store.after(start, LineFilter(source="heroku"))[0]] == []
 
 

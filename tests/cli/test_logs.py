@@ -752,6 +752,21 @@ def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -
 
 
 @pytest.mark.subprocess
+def test_ctrl_c_during_a_slow_grep_ends_it_by_the_signal(
+    herolog_home: Path, store: SQLiteStore
+) -> None:
+    """SQLite calls into Python for each line a regular expression is searched in, and
+    Python's sqlite3 drops what such a call raises: the KeyboardInterrupt of a Ctrl-C
+    during the search would have become SQLite's 'user-defined function raised exception'."""
+    store.set_history(5000)
+    fill(store, "demo", ["a" * 1000] * 5000)  # a.*Z backtracks through each: seconds in all
+    child = Child("logs", "-a", "demo", "--grep", "a.*Z")
+    child.wait_for_open(str(herolog_home / "logs.db"))
+    code, err = child.stop(signal.SIGINT)
+    assert (code, err) == (-signal.SIGINT, "")
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_tail_started_with_signals_blocked_still_stops_on_them(
     demo: SQLiteStore, sig: signal.Signals
