@@ -104,17 +104,19 @@ def read_after(
     limit: int,
     missed_since: str,
     mark: int | None = None,
+    upto: int | None = None,
 ) -> tuple[list[StoredLine], int, int | None]:
-    """A tail's next lines after ``last_id`` (at most ``limit``), the id to go on after and
-    its mark. Lines of the span the ring buffer trimmed before the tail got to them are told
-    first with Heroku's L11 line (``missed_since``: when the tail was last known to have
-    missed none), for local tails and the server's alike. For a tail of one app, ``mark`` is
-    the store's :meth:`~herolog.store.SQLiteStore.lines_through` ``last_id``, which makes the
-    count exact where other apps' lines were trimmed too (None if not known)."""
+    """A tail's next lines after ``last_id`` (at most ``limit``, and none past ``upto``), the
+    id to go on after and its mark. Lines of the span the ring buffer trimmed before the tail
+    got to them are told first with Heroku's L11 line (``missed_since``: when the tail was
+    last known to have missed none), for local tails and the server's alike. For a tail of
+    one app, ``mark`` is the store's :meth:`~herolog.store.SQLiteStore.lines_through`
+    ``last_id``, which makes the count exact where other apps' lines were trimmed too (None
+    if not known)."""
     # Both in one snapshot: a trim committed between them (serve, run, import writing on)
     # would count the lines just read as lost too.
     with store.snapshot():
-        lines, next_id = store.after(last_id, wanted, limit)
+        lines, next_id = store.after(last_id, wanted, limit, upto)
         # Every id of the span came back (an unfiltered tail keeping up): none is missing.
         whole = next_id - last_id == len(lines)
         if wanted.app is None:
@@ -157,15 +159,15 @@ def show_logs(
     mark: int | None = None
     app = request.wanted.app
     if store is not None:
-        lines, last_id = store.last(request.wanted, num)
-        if not lines and app is not None:
+        first, last_id = store.first_of_last(request.wanted, num)
+        if first is None and app is not None:
             from herolog.drains import find_app, looks_like_id
 
             info = find_app(store, app)
             an_id = looks_like_id(app)
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
-                lines, last_id = store.last(request.wanted, num)
+                first, last_id = store.first_of_last(request.wanted, num)
             elif info is None and (not request.tail or not may_yet_come(app)):
                 # A tail waits for an app's first line, of one that may yet come.
                 known = [known.name for known in store.apps()]
@@ -173,7 +175,8 @@ def show_logs(
                 raise UnknownApp(path, app, known, an_id=an_id)
         if request.tail and request.wanted.app is not None:
             mark = store.lines_through(request.wanted.app, last_id)
-        renderer.write(lines)
+        if first is not None:
+            _write_history(store, first - 1, last_id, request.wanted, renderer, started)
     elif app is not None and (not request.tail or not may_yet_come(app)):
         from herolog.drains import looks_like_id
 
@@ -196,6 +199,24 @@ def show_logs(
         say=say,
         mark=mark,
     )
+
+
+def _write_history(
+    store: Store,
+    after: int,
+    upto: int,
+    wanted: LineFilter,
+    renderer: Renderer,
+    started: str,
+) -> None:
+    """Write the matching lines with ids in (``after``, ``upto``] a part at a time: a
+    history of millions of lines is never held whole (``-n 2000000`` held 2 GB). Lines the
+    ring buffer trims before they are read (a store filling faster than they are written)
+    are told with L11, as to a tail."""
+    while after < upto:
+        lines, after, _ = read_after(store, after, wanted, _FOLLOW_BATCH, started, upto=upto)
+        if lines:
+            renderer.write(lines)
 
 
 def follow(

@@ -324,10 +324,17 @@ class Store(Protocol):
         """The last ``count`` matching lines, oldest first, and the newest id in the store."""
         ...
 
+    def first_of_last(self, wanted: LineFilter, count: int) -> tuple[int | None, int]:
+        """The id of the oldest of the last ``count`` matching lines (None if none match)
+        and the newest id in the store, in one snapshot: :meth:`after` reads those lines
+        from there, a part at a time, where :meth:`last` holds them all at once."""
+        ...
+
     def after(
-        self, line_id: int, wanted: LineFilter, limit: int = 1000
+        self, line_id: int, wanted: LineFilter, limit: int = 1000, upto: int | None = None
     ) -> tuple[list[StoredLine], int]:
-        """Matching lines with ids above ``line_id``, and the id to continue after."""
+        """Matching lines with ids above ``line_id`` (and at most ``upto``), and the id to
+        continue after."""
         ...
 
     def last_id_received_before(self, instant: str) -> int:
@@ -1033,12 +1040,24 @@ class SQLiteStore:
         found.reverse()
         return found, newest
 
+    def first_of_last(self, wanted: LineFilter, count: int) -> tuple[int | None, int]:
+        where, params = _where(wanted)
+        if not self._schema_ready():
+            return None, 0
+        with self._read() as db, _searching(db, wanted):
+            newest = _newest_id(db)
+            if count <= 0:
+                return None, newest
+            last = f"SELECT lines.id FROM lines{where} ORDER BY lines.id DESC LIMIT {int(count)}"
+            first = db.execute(f"SELECT min(id) FROM ({last})", params).fetchone()[0]
+        return first, newest
+
     def after(
-        self, line_id: int, wanted: LineFilter, limit: int = 1000
+        self, line_id: int, wanted: LineFilter, limit: int = 1000, upto: int | None = None
     ) -> tuple[list[StoredLine], int]:
         if not self._schema_ready():
             return [], line_id
-        where, params = _where(wanted, after=line_id)
+        where, params = _where(wanted, after=line_id, upto=upto)
         with self._consistent(), _searching(self._db, wanted):
             db = self._db
             rows = db.execute(
@@ -1049,7 +1068,8 @@ class SQLiteStore:
                 # Every line up to the newest was looked at, matching or not: a filtered
                 # reader goes on from there, and the lines it skipped are not "trimmed
                 # before it got to them" (L11) once the ring buffer drops them.
-                last_id = max(line_id, _newest_id(db))
+                newest = _newest_id(db)
+                last_id = max(line_id, newest if upto is None else min(newest, upto))
             else:
                 last_id = lines[-1].id
         return lines, last_id
@@ -1494,12 +1514,17 @@ def _newest_id(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0)
 
 
-def _where(wanted: LineFilter, after: int | None = None) -> tuple[str, list[Any]]:
+def _where(
+    wanted: LineFilter, after: int | None = None, upto: int | None = None
+) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if after is not None:
         clauses.append("lines.id > ?")
         params.append(after)
+    if upto is not None:
+        clauses.append("lines.id <= ?")
+        params.append(upto)
     if wanted.app is not None:
         clauses.append("lines.app_id = (SELECT id FROM apps WHERE name = ?)")
         params.append(wanted.app)

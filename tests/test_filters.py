@@ -86,19 +86,25 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(rows=lines, wanted=filters)
+@given(rows=lines, wanted=filters, count=st.integers(0, 35))
 # Cases a random draw may miss (and did, in 2 of 5 runs without the example database): a
 # dyno's name only starting with the type, and a line on either bound of the time range.
-@example(rows=[("demo", "app", dyno, "ok", 0) for dyno in DYNOS], wanted=LineFilter(dynos=("web",)))
+@example(
+    rows=[("demo", "app", dyno, "ok", 0) for dyno in DYNOS],
+    wanted=LineFilter(dynos=("web",)),
+    count=3,
+)
 @example(
     rows=[("demo", "app", "web.1", "ok", second) for second in (4, 5, 6)],
     wanted=LineFilter(since="2024-03-05T09:00:05.000000Z", until="2024-03-05T09:00:06.000000Z"),
+    count=1,
 )
 def test_matches_agrees_with_the_store(
     tmp_path: Path,
     empty_store: Path,
     rows: list[tuple[str, str, str, str, int]],
     wanted: LineFilter,
+    count: int,
 ) -> None:
     path = tmp_path / "filters.db"
     shutil.copyfile(empty_store, path)
@@ -112,6 +118,14 @@ def test_matches_agrees_with_the_store(
         by_store = [x.id for x in store.after(0, wanted, 1000)[0]]
         assert [x.id for x in everything if wanted.matches(x)] == by_store
         assert [x.id for x in store.last(wanted, 1000)[0]] == by_store
+        # The last `count`, read a part at a time up to a bound as `herolog logs` reads them.
+        last_ids = by_store[-count:] if count else []
+        first, newest = store.first_of_last(wanted, count)
+        assert (first, newest) == (last_ids[0] if last_ids else None, len(rows))
+        if first is not None:
+            upto = len(rows) - 1
+            from_first = store.after(first - 1, wanted, 1000, upto=upto)[0]
+            assert [x.id for x in from_first] == [i for i in last_ids if i <= upto]
     finally:
         store.close()
 

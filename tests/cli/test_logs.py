@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from herolog import timestamps
+from herolog import logs, timestamps
 from herolog.cli import cli
 from herolog.filters import LineFilter
-from herolog.logs import follow, read_after
+from herolog.logs import LogsRequest, follow, read_after, show_logs
 from herolog.parser import LogLine
 from herolog.render import TextRenderer
 from herolog.store import Batch, SQLiteStore, StoredLine, open_store
@@ -904,9 +904,9 @@ def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
 
     class Busy(SQLiteStore):
         def after(
-            self, line_id: int, wanted: LineFilter, limit: int = 1000
+            self, line_id: int, wanted: LineFilter, limit: int = 1000, upto: int | None = None
         ) -> tuple[list[StoredLine], int]:
-            found = super().after(line_id, wanted, limit)
+            found = super().after(line_id, wanted, limit, upto)
             fill(writer, "demo", [f"later {i}" for i in range(10)])  # trims new 20-29
             return found
 
@@ -918,6 +918,59 @@ def test_a_tail_counts_as_lost_only_lines_trimmed_before_it_read(
         writer.close()
     assert "dropped 20 messages" in lines[0].message
     assert [x.message for x in lines[1:]] == [f"new {i}" for i in range(20, 30)]
+
+
+class Parts:
+    """A renderer that keeps the messages of each write, and runs ``then`` after the first."""
+
+    def __init__(self, then: Callable[[], None] = lambda: None) -> None:
+        self.parts: list[list[str]] = []
+        self.then = then
+
+    def write(self, lines: Sequence[StoredLine]) -> None:
+        self.parts.append([x.message for x in lines])
+        if len(self.parts) == 1:
+            self.then()
+
+
+def test_a_long_history_is_written_a_part_at_a_time_up_to_where_the_store_was(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-n 2000000 held every line before writing the first (2 GB); lines stored while it
+    writes are not its to show (-n 10 | wc -l is 10)."""
+    monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    for i in range(30):
+        fill(store, "demo", [f"d{i}"])
+        fill(store, "other", [f"o{i}"])
+    writer = open_store()
+    parts = Parts(then=lambda: fill(writer, "demo", ["stored while it writes"]))
+    try:
+        show_logs(store.path, LogsRequest(LineFilter(app="demo"), num=10), parts)
+    finally:
+        writer.close()
+    assert parts.parts == [
+        ["d20", "d21", "d22", "d23"],
+        ["d24", "d25", "d26", "d27"],
+        ["d28", "d29"],
+    ]
+
+
+def test_history_trimmed_while_it_is_written_is_told_with_l11(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    store.set_history(12)
+    fill(store, "demo", [f"d{i}" for i in range(12)])
+    writer = open_store()
+    parts = Parts(then=lambda: fill(writer, "demo", [f"more {i}" for i in range(6)]))
+    try:  # the six trim d0-d5, of which d4 and d5 are not written yet
+        show_logs(store.path, LogsRequest(LineFilter(app="demo"), num=12), parts)
+    finally:
+        writer.close()
+    assert parts.parts[0] == ["d0", "d1", "d2", "d3"]
+    assert "This tail session dropped 2 messages since" in parts.parts[1][0]
+    assert parts.parts[1][1:] + parts.parts[2] == [f"d{i}" for i in range(6, 12)]
+    assert len(parts.parts) == 3
 
 
 @pytest.mark.parametrize("app", [None, "demo"])
