@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import gzip
@@ -236,7 +237,7 @@ def import_stream(
         "logplex": _logplex,
         "syslog": functools.partial(_syslog, not_utf8=not_utf8),
         "heroku": functools.partial(_heroku, cut_off=cut_off, not_utf8=not_utf8),
-        "json": functools.partial(_json, cut_off=cut_off, attributes=attributes),
+        "json": functools.partial(_json, cut_off=cut_off, attributes=attributes, not_utf8=not_utf8),
     }
     parse = parsers[result.format]
     try:
@@ -534,11 +535,15 @@ def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
 
 
 def _json(
-    chunks: Iterator[bytes], cut_off: list[str], attributes: list[dict[str, str] | None]
+    chunks: Iterator[bytes],
+    cut_off: list[str],
+    attributes: list[dict[str, str] | None],
+    not_utf8: list[int],
 ) -> _Parsed:
     """``herolog logs --json`` output: a line that is not one is kept whole, but for half a
     JSON object the input ends in, which goes to ``cut_off``. Before each yield,
-    ``attributes`` has those of each line given, or nothing if none has any."""
+    ``attributes`` has those of each line given, or nothing if none has any. ``not_utf8``
+    counts the lines with bytes that are not UTF-8, and has the first."""
     number = 0  # the lines read, blank ones too
     for size, raw_lines, end in _split_lines(chunks):
         received = Received.at()
@@ -549,6 +554,12 @@ def _json(
             number += 1
             if not raw.strip():
                 continue
+            if not raw.isascii() and not _is_json_text(raw):
+                # json.loads refuses the whole line for them: each becomes U+FFFD instead,
+                # as in the other formats.
+                raw = raw.decode("utf-8", _AS_JSON_READS).encode("utf-8", "surrogatepass")
+                not_utf8[0] += 1
+                not_utf8[1] = not_utf8[1] or number
             line = parse_json_line(raw)
             if line is None and size == 0 and raw.lstrip().startswith(b"{") and _cut(raw):
                 cut_off.append(raw.decode("utf-8", "replace"))
@@ -593,6 +604,29 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _is_json_text(raw: bytes) -> bool:
+    """Whether json.loads reads ``raw``: UTF-8, halves of UTF-16 pairs (ED A0 80) too."""
+    try:
+        raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _replace_all_but_surrogates(error: UnicodeError) -> tuple[str, int]:
+    """As "replace", but half a UTF-16 pair passes, as json.loads reads it (parse_json_line
+    makes it one U+FFFD, where "replace" would make three)."""
+    assert isinstance(error, UnicodeDecodeError)
+    half = error.object[error.start : error.start + 3]
+    if len(half) == 3 and half[0] == 0xED and 0xA0 <= half[1] <= 0xBF and half[2] >> 6 == 2:
+        return half.decode("utf-8", "surrogatepass"), error.start + 3
+    return "\ufffd", error.end
+
+
+_AS_JSON_READS = "herolog-json-replace"
+codecs.register_error(_AS_JSON_READS, _replace_all_but_surrogates)
 
 
 def _cut(raw: bytes) -> bool:

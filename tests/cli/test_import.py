@@ -974,6 +974,33 @@ def test_a_lone_surrogate_in_json_imports_as_a_replacement_character(escaped: by
     assert lines[1].structured_data == f'[x@1 k="\ufffd{rest}"]'
 
 
+def test_bytes_that_are_not_utf_8_in_json_import_as_replacement_characters() -> None:
+    """A --json line with bytes that are not UTF-8 (a Latin-1 é, half a character, an
+    overlong /) was stored whole as an unknown[unknown] line said to be no --json output,
+    where the same bytes in any other format cost the line only those characters. Each
+    becomes U+FFFD as decoding with "replace" makes it, half a UTF-16 pair as above, and
+    the import says so as for text."""
+    head = b'{"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1", '
+    text = (
+        head + b'"message": "before"}\n'
+        + head + b'"message": "caf\xe9 \xe6\x97 \xc0\xaf \\ud800 \xed\xa0\x80"}\n'
+        + head + b'"message": "after \xff"}\n'
+    )  # fmt: skip
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (
+        0,
+        "Imported 3 lines into demo (json format).\n"
+        "2 lines of the input hold bytes that are not UTF-8, stored as U+FFFD (the first is"
+        " line 2); an input in Latin-1 imports as it was with: ... | iconv -f latin1 -t utf-8"
+        " | herolog import - -a demo\n",
+    )
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: before",
+        "2024-03-05T09:14:07Z app[web.1]: caf\ufffd \ufffd \ufffd\ufffd \ufffd \ufffd",
+        "2024-03-05T09:14:07Z app[web.1]: after \ufffd",
+    ]
+
+
 def test_format_can_be_forced(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("<190>1 2024-03-05T09:14:07Z host app web.1 - hi\n")
