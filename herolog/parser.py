@@ -464,8 +464,10 @@ class FrameDecoder:
                         end = nul if nul >= 0 else newline
                         continue
                     break
-                # The limit holds whether the newline came in the same chunk or not.
-                if (end - pos if end >= 0 else size - pos) > self.max_frame:
+                # The limit holds whether the newline came in the same chunk or not, and is
+                # the message's: the \r of a \r\n (or one a \n may still follow) is framing.
+                last = end if end >= 0 else size
+                if last - pos - (text[last - 1] == "\r") > self.max_frame:
                     raise FramingError(
                         f"a line of more than {self.max_frame} bytes",
                         self._frames + 1,

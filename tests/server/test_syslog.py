@@ -161,18 +161,21 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
     assert messages(running) == ["first line"]
 
 
-@pytest.mark.parametrize("framing", ["octet-counted", "newline"])
+@pytest.mark.parametrize("framing", ["octet-counted", "newline", "crlf"])
 def test_a_message_over_64_kib_closes_the_connection_after_what_came_before(
     served: Running, framing: str
 ) -> None:
+    """The limit is the message's: the \\r of a CRLF sender's line end is framing, which
+    counted against it had a message of 64 KiB close the connection."""
     from herolog.server.syslog import MAX_FRAME
 
     head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
     big = head + b"x" * (MAX_FRAME + 1 - len(head))
     just_fits = head + b"y" * (MAX_FRAME - len(head))
     with connect(served) as sock:
-        if framing == "newline":
-            sock.sendall(just_fits + b"\n" + big + b"\n" + head + b"after\n")
+        if framing != "octet-counted":
+            end = b"\r\n" if framing == "crlf" else b"\n"
+            sock.sendall(just_fits + end + big + end + head + b"after" + end)
         else:
             sock.sendall(frame([just_fits, big, head + b"after"]))
         assert sock.recv(100) == b""  # the server hung up
