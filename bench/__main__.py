@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("render", [], ["--rounds", "3", "--lines", "20000"]),
     ("writer", [], ["--rounds", "3", "--lines", "100000"]),
     ("logs_startup", [], ["--runs", "5", "--heroku-runs", "2"]),
+    ("search", [], ["--lines", "200000", "--runs", "3"]),
     ("ingest", [], ["--rounds", "1", "--seconds", "3", "--syslog-lines", "200000"]),
     ("syslog_peers", [], ["--rounds", "1", "--lines", "200000"]),
     ("forward", ["--drain-buffer", "10000"], ["--drain-buffer", "10000", "--rounds", "1"]),
