@@ -360,13 +360,25 @@ class Sessions:
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
-                lines, newest, mark = await reader.until_stopped(
-                    asyncio.to_thread(_read_last, self.store_path, session), send, self.keepalive
+                first, newest, mark = await reader.until_stopped(
+                    asyncio.to_thread(_history, self.store_path, session), send, self.keepalive
                 )
-                await self._send(session, reader, send, lines)
+                # A part at a time, as `herolog logs` writes it: -n 2000000 held 2 GB here.
+                position, sent = newest if first is None else first - 1, False
+                while position < newest:
+                    lines, position, _ = await reader.until_stopped(
+                        asyncio.to_thread(
+                            _read_after, self.store_path, position, session.wanted,
+                            session.created_at, None, newest,
+                        ),
+                        send,
+                        self.keepalive,
+                    )  # fmt: skip
+                    await self._send(session, reader, send, lines)
+                    sent = sent or bool(lines)
                 # Tell the client where the history ended (id: 0 for an empty store), so
                 # that it has an id to resume after.
-                if reader.cursor != newest or not lines:
+                if reader.cursor != newest or not sent:
                     await self._tell(session, reader, send, newest, always=True)
                 await self._mark(session, reader, send, newest, mark)
             if session.tail:
@@ -659,12 +671,15 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
     return rebuilt
 
 
-def _read_last(store_path: Path, session: LogSession) -> tuple[list[StoredLine], int, int | None]:
-    def read(store: SQLiteStore) -> tuple[list[StoredLine], int, int | None]:
-        lines, newest = store.last(session.wanted, session.lines)
+def _history(store_path: Path, session: LogSession) -> tuple[int | None, int, int | None]:
+    """Where the session's history begins (see SQLiteStore.first_of_last), the newest id,
+    and that id's mark for a tail of one app."""
+
+    def read(store: SQLiteStore) -> tuple[int | None, int, int | None]:
+        first, newest = store.first_of_last(session.wanted, session.lines)
         app = session.wanted.app
         mark = store.lines_through(app, newest) if app is not None and session.tail else None
-        return lines, newest, mark
+        return first, newest, mark
 
     return using_store(store_path, read)
 
@@ -674,8 +689,14 @@ def _newest(store_path: Path) -> int:
 
 
 def _read_after(
-    store_path: Path, cursor: int, wanted: LineFilter, missed_since: str, mark: int | None
+    store_path: Path,
+    cursor: int,
+    wanted: LineFilter,
+    missed_since: str,
+    mark: int | None,
+    upto: int | None = None,
 ) -> tuple[list[StoredLine], int, int | None]:
     return using_store(
-        store_path, lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since, mark)
+        store_path,
+        lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since, mark, upto),
     )

@@ -228,6 +228,36 @@ def test_history_with_filters_before_the_limit(shared_api: Running) -> None:
     ]
 
 
+def test_a_history_is_read_from_the_store_and_sent_a_part_at_a_time(
+    api: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-n 2000000 held every line in serve's memory before the first was sent (2 GB): the
+    history is read as a tail reads, _READ_BATCH lines at a time, each part its own event,
+    up to where the store was when the stream began."""
+    monkeypatch.setattr(sessions_module, "_READ_BATCH", 2)
+    read_after = sessions_module._read_after
+
+    def and_store_one(*args: Any) -> Any:
+        read = read_after(*args)
+        append_lines(api.server.config.store_path, "demo", line("stored while it is sent"))
+        return read
+
+    monkeypatch.setattr(sessions_module, "_read_after", and_store_one)
+    url = session(api, lines=5)
+    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+        events = [(e.id, e.data) for e in es.iter_sse() if e.event == "message" and e.data]
+    assert [data.count("\n") + 1 for _, data in events] == [2, 2, 1]
+    assert [int(event_id) for event_id, _ in events] == [3, 5, 6]
+    texts = [part.split(": ", 1)[1] for _, data in events for part in data.split("\n")]
+    assert texts == [
+        "hello from web.1",
+        "hello from web.2",
+        "worker tick",
+        "webby is not web",
+        "ERROR: boom",
+    ]
+
+
 def test_default_lines_and_all_apps(api: Running) -> None:
     store_lines(api, "other", line("from another app", second=9))
     assert len(read_text(session(api))) == 6
