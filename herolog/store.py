@@ -901,7 +901,15 @@ class SQLiteStore:
         row = self._db.execute("SELECT id, lines FROM apps WHERE name = ?", (name,)).fetchone()
         if row is not None:
             return int(row[0]), int(row[1])
-        cursor = self._db.execute("INSERT INTO apps (name, created_at) VALUES (?, ?)", (name, now))
+        # An app made anew after ``store forget`` counts the old one's lines as trimmed, so
+        # that a tail of it that had not shown them all is told of them (L11), and the marks
+        # it took (``lines_through``) still count from the same start.
+        forgotten = self._meta(f"forgotten:{name}")
+        trimmed, trimmed_through = (int(n) for n in (forgotten or "0 0").split())
+        cursor = self._db.execute(
+            "INSERT INTO apps (name, created_at, trimmed, trimmed_through) VALUES (?, ?, ?, ?)",
+            (name, now, trimmed, trimmed_through),
+        )
         assert cursor.lastrowid is not None
         return cursor.lastrowid, 0
 
@@ -1345,16 +1353,26 @@ class SQLiteStore:
         went, or None if the store has no such app. An app that drains forward is kept:
         HasDrains (its drains are removed first, by choice)."""
         with self._write() as db:
-            row = db.execute("SELECT id FROM apps WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT id, trimmed, trimmed_through FROM apps WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 return None
-            (app_id,) = row
+            app_id, trimmed, trimmed_through = row
             (drains,) = db.execute(
                 "SELECT count(*) FROM drains WHERE app_id = ?", (app_id,)
             ).fetchone()
             if drains:
                 raise HasDrains(name, int(drains))
+            (newest,) = db.execute(
+                "SELECT max(id) FROM lines WHERE app_id = ?", (app_id,)
+            ).fetchone()
             deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"forgotten:{name}", f"{trimmed + deleted} {max(trimmed_through, newest or 0)}"),
+            )
             if db.execute("DELETE FROM frame_ids WHERE app_id = ?", (app_id,)).rowcount:
                 self._count_up("frame_ids_forgotten")
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))

@@ -859,6 +859,51 @@ def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s
     assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"q{i}" for i in range(20, 30)]
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_tail_is_told_of_the_lines_of_an_app_forgotten_before_it_showed_them(
+    herolog_home: Path, store: SQLiteStore, app: str | None
+) -> None:
+    """herolog store forget while the tail is behind; lines for the app come again after."""
+    fill(store, "demo", ["before"])
+    child = Child("logs", "-n", "0", "--tail", *(["-a", app] if app else []))
+    try:
+        child.wait_for_open(str(store.path))
+        with child.paused():
+            fill(store, "demo", [f"n{i}" for i in range(10)])
+            assert store.forget_app("demo") == 11
+            fill(store, "demo", [f"a{i}" for i in range(3)])
+        shown = child.read_lines(4)
+        child.assert_quiet_for(0.3)
+    finally:
+        child.stop(signal.SIGINT)
+    assert "This tail session dropped 10 messages since" in shown[0]
+    assert [x.split(": ", 1)[1] for x in shown[1:]] == ["a0", "a1", "a2"]
+
+
+def test_a_tail_of_an_app_forgotten_and_made_anew_counts_its_trimmed_lines_exactly(
+    store: SQLiteStore,
+) -> None:
+    """The tail's mark, taken before the forget, still counts from where the new app's do,
+    and another app's lines trimmed alongside are not counted."""
+    store.set_history(10)
+    fill(store, "quiet", [f"k{i}" for i in range(5)])
+    _, last_id = store.last(LineFilter(), 0)
+    mark = store.lines_through("quiet", last_id)
+    wanted = LineFilter(app="quiet")
+    looked = "2026-01-02T03:04:05Z"
+    store.forget_app("quiet")
+    for n in range(6):  # 30 lines of the quiet app made anew, 20 trimmed before it reads
+        fill(store, "quiet", [f"q{i}" for i in range(5 * n, 5 * n + 5)])
+        fill(store, "busy", [f"b{i}" for i in range(50)])
+    lines, last_id, mark = read_after(store, last_id, wanted, 1000, looked, mark)
+    assert "This tail session dropped 20 messages since" in lines[0].message
+    assert [x.message for x in lines[1:]] == [f"q{i}" for i in range(20, 30)]
+    fill(store, "quiet", [f"r{i}" for i in range(15)])
+    lines, _, _ = read_after(store, last_id, wanted, 1000, looked, mark)
+    assert "This tail session dropped 5 messages since" in lines[0].message
+
+
 @pytest.mark.parametrize("app", [None, "demo"])
 def test_a_single_line_lost_is_told_too(store: SQLiteStore, app: str | None) -> None:
     store.set_history(10)
