@@ -24,6 +24,9 @@ from herolog.store import (
 
 POLL_INTERVAL_S = 0.05
 _FOLLOW_BATCH = 1000
+HELD_LINES = 10_000
+"""A history of up to this many lines is read in one query and held; a longer one is read a
+part at a time (see :func:`find_history`)."""
 
 
 DEFAULT_NUM = 100
@@ -159,7 +162,7 @@ def show_logs(
     mark: int | None = None
     app = request.wanted.app
     if store is not None:
-        first, last_id = store.first_of_last(request.wanted, num)
+        held, first, last_id = find_history(store, request.wanted, num)
         if first is None and app is not None:
             from herolog.drains import find_app, looks_like_id
 
@@ -167,7 +170,7 @@ def show_logs(
             an_id = looks_like_id(app)
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
-                first, last_id = store.first_of_last(request.wanted, num)
+                held, first, last_id = find_history(store, request.wanted, num)
             elif info is None and (not request.tail or not may_yet_come(app)):
                 # A tail waits for an app's first line, of one that may yet come.
                 known = [known.name for known in store.apps()]
@@ -175,7 +178,9 @@ def show_logs(
                 raise UnknownApp(path, app, known, an_id=an_id)
         if request.tail and request.wanted.app is not None:
             mark = store.lines_through(request.wanted.app, last_id)
-        if first is not None:
+        if held is not None:
+            renderer.write(held)
+        elif first is not None:
             _write_history(store, first - 1, last_id, request.wanted, renderer, started)
     elif app is not None and (not request.tail or not may_yet_come(app)):
         from herolog.drains import looks_like_id
@@ -199,6 +204,21 @@ def show_logs(
         say=say,
         mark=mark,
     )
+
+
+def find_history(
+    store: Store, wanted: LineFilter, count: int
+) -> tuple[list[StoredLine] | None, int | None, int]:
+    """The last ``count`` matching lines, oldest first, if they may be held (at most
+    HELD_LINES), else None; the id of the first of them (None if none match); and the newest
+    id in the store. A long history is not held, but read a part at a time from its first
+    line (``-n 2000000`` held 2 GB); that reads it twice, once to find where it begins,
+    which a short one, usually behind a filter that is slow to check (``--grep``), is spared."""
+    if count <= HELD_LINES:
+        lines, newest = store.last(wanted, count)
+        return lines, lines[0].id if lines else None, newest
+    first, newest = store.first_of_last(wanted, count)
+    return None, first, newest
 
 
 def _write_history(

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from herolog import timestamps
 from herolog.filters import LineFilter, compile_pattern
-from herolog.logs import overflow_line, read_after
+from herolog.logs import find_history, overflow_line, read_after
 from herolog.render import encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
@@ -360,11 +360,15 @@ class Sessions:
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
-                first, newest, mark = await reader.until_stopped(
+                held, first, newest, mark = await reader.until_stopped(
                     asyncio.to_thread(_history, self.store_path, session), send, self.keepalive
                 )
-                # A part at a time, as `herolog logs` writes it: -n 2000000 held 2 GB here.
-                position, sent = newest if first is None else first - 1, False
+                if held is not None:
+                    await self._send(session, reader, send, held)
+                # A long one a part at a time, as `herolog logs` writes it: -n 2000000 held
+                # 2 GB here.
+                position = newest if first is None or held is not None else first - 1
+                sent = bool(held)
                 while position < newest:
                     lines, position, _ = await reader.until_stopped(
                         asyncio.to_thread(
@@ -671,15 +675,17 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
     return rebuilt
 
 
-def _history(store_path: Path, session: LogSession) -> tuple[int | None, int, int | None]:
-    """Where the session's history begins (see SQLiteStore.first_of_last), the newest id,
-    and that id's mark for a tail of one app."""
+def _history(
+    store_path: Path, session: LogSession
+) -> tuple[list[StoredLine] | None, int | None, int, int | None]:
+    """The session's history as :func:`herolog.logs.find_history` finds it, and the mark of
+    its newest id for a tail of one app."""
 
-    def read(store: SQLiteStore) -> tuple[int | None, int, int | None]:
-        first, newest = store.first_of_last(session.wanted, session.lines)
+    def read(store: SQLiteStore) -> tuple[list[StoredLine] | None, int | None, int, int | None]:
+        held, first, newest = find_history(store, session.wanted, session.lines)
         app = session.wanted.app
         mark = store.lines_through(app, newest) if app is not None and session.tail else None
-        return first, newest, mark
+        return held, first, newest, mark
 
     return using_store(store_path, read)
 

@@ -984,6 +984,7 @@ def test_a_long_history_is_written_a_part_at_a_time_up_to_where_the_store_was(
     """-n 2000000 held every line before writing the first (2 GB); lines stored while it
     writes are not its to show (-n 10 | wc -l is 10)."""
     monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    monkeypatch.setattr(logs, "HELD_LINES", 9)
     for i in range(30):
         fill(store, "demo", [f"d{i}"])
         fill(store, "other", [f"o{i}"])
@@ -998,12 +999,17 @@ def test_a_long_history_is_written_a_part_at_a_time_up_to_where_the_store_was(
         ["d24", "d25", "d26", "d27"],
         ["d28", "d29"],
     ]
+    # A history that may be held is read in one query (a --grep is checked once) and held.
+    held = Parts()
+    show_logs(store.path, LogsRequest(LineFilter(app="demo"), num=9), held)
+    assert held.parts == [[f"d{i}" for i in range(22, 30)] + ["stored while it writes"]]
 
 
 def test_history_trimmed_while_it_is_written_is_told_with_l11(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    monkeypatch.setattr(logs, "HELD_LINES", 11)
     store.set_history(12)
     fill(store, "demo", [f"d{i}" for i in range(12)])
     writer = open_store()

@@ -19,7 +19,7 @@ import httpx
 import httpx_sse
 import pytest
 
-from herolog import drains
+from herolog import drains, logs
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as sessions_module
@@ -235,6 +235,7 @@ def test_a_history_is_read_from_the_store_and_sent_a_part_at_a_time(
     history is read as a tail reads, _READ_BATCH lines at a time, each part its own event,
     up to where the store was when the stream began."""
     monkeypatch.setattr(sessions_module, "_READ_BATCH", 2)
+    monkeypatch.setattr(logs, "HELD_LINES", 4)
     read_after = sessions_module._read_after
 
     def and_store_one(*args: Any) -> Any:
