@@ -282,3 +282,26 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+class Relay:
+    """A TCP listener on a free port in front of a server's ``upstream`` port: each
+    connection to it is handed to :meth:`_serve` in a thread of its own, which decides what
+    passes. Close it with ``listener.close()``."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError

@@ -37,7 +37,7 @@ from tests.helpers import (
     store_lines,
 )
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
-from tests.server.sinks import wait_until
+from tests.server.sinks import Relay, wait_until
 
 KEY = "remote-key"
 
@@ -1042,28 +1042,17 @@ def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_t
     assert code == -signal.SIGINT  # 130 in a shell
 
 
-class DropAfter:
+class DropAfter(Relay):
     """A TCP relay in front of a serve that drops the connection (as a network drop does)
     right after passing on the chunk of the server's stream that holds ``words``, before
     whatever the server sent after it, and then holds the connections that come next until
     :meth:`release`."""
 
     def __init__(self, upstream: int, words: bytes) -> None:
-        self.upstream = upstream
         self.words = words
         self.dropped = threading.Event()
         self.released = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(upstream)
 
     def _serve(self, client: socket.socket) -> None:
         cutting = not self.dropped.is_set()

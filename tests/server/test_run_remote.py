@@ -23,6 +23,7 @@ from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
 from tests.helpers import SERVE_POLL_S, constants_env, herolog_env
 from tests.server.conftest import Running, ServerFactory
+from tests.server.sinks import Relay
 
 PASSWORD = "s3cret-pa55"
 SCRIPT = "import sys; print('hello [out]'); print('oops', file=sys.stderr); sys.exit(3)"
@@ -299,27 +300,16 @@ def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
     )
 
 
-class AnswerDropper:
+class AnswerDropper(Relay):
     """A TCP proxy in front of a herolog serve: it passes each request on whole, records the
     size of its body, and for the first ``drop`` requests closes the client's connection
     instead of passing the server's answer back (the server has stored the batch; its
     sender never hears so)."""
 
     def __init__(self, upstream: int, drop: int) -> None:
-        self.upstream = upstream
         self.drop = drop
         self.bodies: list[int] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(upstream)
 
     def _serve(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
