@@ -438,6 +438,19 @@ def test_a_pattern_python_warns_of_is_taken_without_the_warning(demo: SQLiteStor
     assert [x.split(": ")[1] for x in done.stdout.splitlines()] == ["other 59"]
 
 
+@pytest.mark.subprocess
+def test_a_pattern_of_a_byte_that_is_not_utf8_matches_no_message(store: SQLiteStore) -> None:
+    """A byte that is not UTF-8 on the command line reaches herolog as a lone surrogate,
+    which no stored message holds: SQLite could not be given it to search for (a
+    traceback, exit 1)."""
+    fill(store, "demo", ["caf\xe9", "plain"])
+    found = herolog_process("logs", "-g", "\udce9")  # the byte E9 alone
+    assert (found.returncode, found.stdout, found.stderr) == (0, "", "")
+    kept = herolog_process("logs", "-g", "a", "-x", "\udce9")
+    assert kept.returncode == 0, kept.stderr
+    assert [x.split(": ")[1] for x in kept.stdout.splitlines()] == ["caf\xe9", "plain"]
+
+
 def test_json_output_schema(store: SQLiteStore) -> None:
     store.append(
         [
