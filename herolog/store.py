@@ -333,8 +333,8 @@ class Store(Protocol):
     def after(
         self, line_id: int, wanted: LineFilter, limit: int = 1000, upto: int | None = None
     ) -> tuple[list[StoredLine], int]:
-        """Matching lines with ids above ``line_id`` (and at most ``upto``), and the id to
-        continue after."""
+        """Matching lines with ids above ``line_id`` (and at most ``upto``, an id the store
+        has had), and the id to continue after."""
         ...
 
     def last_id_received_before(self, instant: str) -> int:
@@ -1076,8 +1076,9 @@ class SQLiteStore:
                 # Every line up to the newest was looked at, matching or not: a filtered
                 # reader goes on from there, and the lines it skipped are not "trimmed
                 # before it got to them" (L11) once the ring buffer drops them.
-                newest = _newest_id(db)
-                last_id = max(line_id, newest if upto is None else min(newest, upto))
+                # Up to ``upto`` even past the newest: the newest lines may have been
+                # forgotten (store forget), and their ids are never used again.
+                last_id = max(line_id, _newest_id(db) if upto is None else upto)
             else:
                 last_id = lines[-1].id
         return lines, last_id

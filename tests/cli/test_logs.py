@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -1034,6 +1035,41 @@ def test_history_trimmed_while_it_is_written_is_told_with_l11(
     assert parts.parts[0] == ["d0", "d1", "d2", "d3"]
     assert "This tail session dropped 2 messages since" in parts.parts[1][0]
     assert parts.parts[1][1:] + parts.parts[2] == [f"d{i}" for i in range(6, 12)]
+    assert len(parts.parts) == 3
+
+
+def test_a_long_history_ends_when_its_newest_lines_are_forgotten_while_it_is_written(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It reads up to the newest id the store had when it began: store forget of the app
+    that held the newest lines took that id away, and herolog logs read on for ever."""
+    monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    monkeypatch.setattr(logs, "HELD_LINES", 5)
+    fill(store, "demo", [f"d{i}" for i in range(10)])
+    fill(store, "other", [f"o{i}" for i in range(5)])
+    reads = 0
+
+    def counted(*args: Any, **kwargs: Any) -> tuple[list[StoredLine], int, int | None]:
+        nonlocal reads
+        reads += 1
+        assert reads <= 10, "the history is read on and on"
+        return read_after(*args, **kwargs)
+
+    monkeypatch.setattr(logs, "read_after", counted)
+    writer = open_store()
+
+    def forget() -> None:
+        assert writer.forget_app("other") == 5
+
+    parts = Parts(then=forget)
+    try:
+        show_logs(store.path, LogsRequest(LineFilter(), num=15), parts)
+    finally:
+        writer.close()
+    assert parts.parts[:2] == [["d0", "d1", "d2", "d3"], ["d4", "d5", "d6", "d7"]]
+    # The forgotten lines, which it was to show, are told as trimmed ones are.
+    assert "This tail session dropped 5 messages since" in parts.parts[2][0]
+    assert parts.parts[2][1:] == ["d8", "d9"]
     assert len(parts.parts) == 3
 
 
