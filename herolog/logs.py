@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -108,6 +108,7 @@ def read_after(
     missed_since: str,
     mark: int | None = None,
     upto: int | None = None,
+    oldest: Mapping[int, int] | None = None,
 ) -> tuple[list[StoredLine], int, int | None]:
     """A tail's next lines after ``last_id`` (at most ``limit``, and none past ``upto``), the
     id to go on after and its mark. Lines of the span the ring buffer trimmed before the tail
@@ -115,7 +116,9 @@ def read_after(
     last known to have missed none), for local tails and the server's alike. For a tail of
     one app, ``mark`` is the store's :meth:`~herolog.store.SQLiteStore.lines_through`
     ``last_id``, which makes the count exact where other apps' lines were trimmed too (None
-    if not known)."""
+    if not known). A history of every app gives ``oldest``, the store's
+    :meth:`~herolog.store.SQLiteStore.oldest_ids` where it began: only the lines trimmed
+    since are told, not those trimmed before among the lines it shows."""
     # Both in one snapshot: a trim committed between them (serve, run, import writing on)
     # would count the lines just read as lost too.
     with store.snapshot():
@@ -123,7 +126,12 @@ def read_after(
         # Every id of the span came back (an unfiltered tail keeping up): none is missing.
         whole = next_id - last_id == len(lines)
         if wanted.app is None:
-            trimmed = 0 if whole else store.trimmed_between(last_id, next_id)
+            if whole:
+                trimmed = 0
+            elif oldest is not None:
+                trimmed = store.trimmed_since(oldest, last_id, next_id)
+            else:
+                trimmed = store.trimmed_between(last_id, next_id)
         elif whole:
             trimmed = 0
             mark = None if mark is None else mark + len(lines)
@@ -162,7 +170,7 @@ def show_logs(
     mark: int | None = None
     app = request.wanted.app
     if store is not None:
-        held, first, last_id = find_history(store, request.wanted, num)
+        held, first, last_id, oldest = find_history(store, request.wanted, num)
         if first is None and app is not None:
             from herolog.drains import find_app, looks_like_id
 
@@ -170,7 +178,7 @@ def show_logs(
             an_id = looks_like_id(app)
             if info is not None and info.name != app:  # the app's id, as Heroku takes it
                 request = replace(request, wanted=replace(request.wanted, app=info.name))
-                held, first, last_id = find_history(store, request.wanted, num)
+                held, first, last_id, oldest = find_history(store, request.wanted, num)
             elif info is None and (not request.tail or not may_yet_come(app)):
                 # A tail waits for an app's first line, of one that may yet come.
                 known = [known.name for known in store.apps()]
@@ -181,7 +189,7 @@ def show_logs(
         if held is not None:
             renderer.write(held)
         elif first is not None:
-            _write_history(store, first - 1, last_id, request.wanted, renderer, started)
+            _write_history(store, first - 1, last_id, request.wanted, renderer, started, oldest)
     elif app is not None and (not request.tail or not may_yet_come(app)):
         from herolog.drains import looks_like_id
 
@@ -208,17 +216,21 @@ def show_logs(
 
 def find_history(
     store: Store, wanted: LineFilter, count: int
-) -> tuple[list[StoredLine] | None, int | None, int]:
+) -> tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None]:
     """The last ``count`` matching lines, oldest first, if they may be held (at most
-    HELD_LINES), else None; the id of the first of them (None if none match); and the newest
-    id in the store. A long history is not held, but read a part at a time from its first
-    line (``-n 2000000`` held 2 GB); that reads it twice, once to find where it begins,
-    which a short one, usually behind a filter that is slow to check (``--grep``), is spared."""
+    HELD_LINES), else None; the id of the first of them (None if none match); the newest
+    id in the store; and, for a long history of every app, each app's oldest line (the
+    ``oldest`` of :func:`read_after`). A long history is not held, but read a part at a
+    time from its first line (``-n 2000000`` held 2 GB); that reads it twice, once to find
+    where it begins, which a short one, usually behind a filter that is slow to check
+    (``--grep``), is spared."""
     if count <= HELD_LINES:
         lines, newest = store.last(wanted, count)
-        return lines, lines[0].id if lines else None, newest
-    first, newest = store.first_of_last(wanted, count)
-    return None, first, newest
+        return lines, lines[0].id if lines else None, newest, None
+    with store.snapshot():
+        first, newest = store.first_of_last(wanted, count)
+        oldest = store.oldest_ids() if wanted.app is None else None
+    return None, first, newest, oldest
 
 
 def _write_history(
@@ -228,13 +240,16 @@ def _write_history(
     wanted: LineFilter,
     renderer: Renderer,
     started: str,
+    oldest: dict[int, int] | None,
 ) -> None:
     """Write the matching lines with ids in (``after``, ``upto``] a part at a time: a
     history of millions of lines is never held whole (``-n 2000000`` held 2 GB). Lines the
     ring buffer trims before they are read (a store filling faster than they are written)
     are told with L11, as to a tail."""
     while after < upto:
-        lines, after, _ = read_after(store, after, wanted, _FOLLOW_BATCH, started, upto=upto)
+        lines, after, _ = read_after(
+            store, after, wanted, _FOLLOW_BATCH, started, upto=upto, oldest=oldest
+        )
         if lines:
             renderer.write(lines)
 

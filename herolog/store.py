@@ -358,6 +358,16 @@ class Store(Protocol):
         :meth:`SQLiteStore.trimmed_past`)."""
         ...
 
+    def oldest_ids(self) -> dict[int, int]:
+        """The id of each app's oldest kept line, by the app's own id: where
+        :meth:`trimmed_since` counts from."""
+        ...
+
+    def trimmed_since(self, oldest: Mapping[int, int], after: int, upto: int) -> int:
+        """Lines with ids in (``after``, ``upto``] that were kept when :meth:`oldest_ids`
+        gave ``oldest`` and have been trimmed since (see :meth:`SQLiteStore.trimmed_since`)."""
+        ...
+
     def lines_through(self, app: str, upto: int) -> int | None:
         """A reader's mark of ``upto``, for counting what is trimmed past it (see
         :meth:`SQLiteStore.lines_through`)."""
@@ -1052,7 +1062,8 @@ class SQLiteStore:
         where, params = _where(wanted)
         if not self._schema_ready():
             return None, 0
-        with self._read() as db, _searching(db, wanted):
+        with self._consistent(), _searching(self._db, wanted):
+            db = self._db
             newest = _newest_id(db)
             if count <= 0:
                 return None, newest
@@ -1110,6 +1121,42 @@ class SQLiteStore:
             "SELECT count(*) FROM lines WHERE id > ? AND id <= ?", (after, upto)
         ).fetchone()[0]
         return int(upto - after - present)
+
+    def oldest_ids(self) -> dict[int, int]:
+        if not self._schema_ready():
+            return {}
+        rows = self._db.execute(
+            "SELECT id, (SELECT min(id) FROM lines WHERE app_id = apps.id) FROM apps"
+        ).fetchall()
+        return {app_id: oldest for app_id, oldest in rows if oldest is not None}
+
+    def trimmed_since(self, oldest: Mapping[int, int], after: int, upto: int) -> int:
+        """Lines with ids in (``after``, ``upto``] that were kept when :meth:`oldest_ids`
+        gave ``oldest`` and have been trimmed (or forgotten) since: a history of every app
+        that began then is told of those, and not of the lines other apps had had trimmed
+        among the ones it shows. Trimming takes an app's oldest lines first, so each app's
+        lost lines lie between its oldest line then and its oldest now: the ids missing
+        there (exact for a store of one app, at most that otherwise)."""
+        if upto <= after or not oldest:
+            return 0
+        now = self.oldest_ids()
+        spans = []
+        for app_id, first in oldest.items():
+            kept = now.get(app_id)
+            low, high = max(first, after + 1), upto if kept is None else min(upto, kept - 1)
+            if low <= high:
+                spans.append((low, high))
+        gone, reached = 0, after
+        for low, high in sorted(spans):
+            low = max(low, reached + 1)
+            if low > high:
+                continue
+            present = self._db.execute(
+                "SELECT count(*) FROM lines WHERE id >= ? AND id <= ?", (low, high)
+            ).fetchone()[0]
+            gone += high - low + 1 - int(present)
+            reached = high
+        return gone
 
     def lines_through(self, app: str, upto: int) -> int | None:
         """How many lines ``app`` has stored with ids up to ``upto``, ever (counted from when

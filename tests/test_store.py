@@ -1129,6 +1129,24 @@ def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_pat
     assert store.trimmed_between(1, 12, "quiet") == 0
 
 
+def test_trimmed_since_counts_only_what_was_kept_when_the_oldest_ids_were_taken(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(2)
+    for i in range(4):  # a0 b0 a1 b1 ... (ids 1-8): a0, b0, a1 and b1 trimmed
+        store.append([Batch("a", [line(f"a{i}")]), Batch("b", [line(f"b{i}")])])
+    oldest = store.oldest_ids()
+    assert store.trimmed_between(0, 8) == 4
+    assert store.trimmed_since(oldest, 0, 8) == 0
+    store.append([Batch("a", [line("a4")]), Batch("b", [line("b4")])])  # a2 and b2 go
+    assert store.trimmed_since(oldest, 0, 10) == 2
+    assert store.trimmed_since(oldest, 5, 10) == 1  # b2 alone past a2's id
+    assert store.forget_app("b") == 2  # b3 and b4, ids 8 and 10
+    assert store.trimmed_since(oldest, 0, 10) == 4
+    assert store.trimmed_since(oldest, 7, 10) == 2
+
+
 def test_trimmed_past_a_mark_counts_the_app_s_own_trims_by_writes_and_by_store_history(
     tmp_path: Path,
 ) -> None:

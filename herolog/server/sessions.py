@@ -360,7 +360,7 @@ class Sessions:
             elif session.tail and session.last_sent is not None:
                 reader.cursor = session.last_sent
             else:
-                held, first, newest, mark = await reader.until_stopped(
+                held, first, newest, oldest, mark = await reader.until_stopped(
                     asyncio.to_thread(_history, self.store_path, session), send, self.keepalive
                 )
                 if held is not None:
@@ -373,7 +373,7 @@ class Sessions:
                     lines, position, _ = await reader.until_stopped(
                         asyncio.to_thread(
                             _read_after, self.store_path, position, session.wanted,
-                            session.created_at, None, newest,
+                            session.created_at, None, newest, oldest,
                         ),
                         send,
                         self.keepalive,
@@ -677,15 +677,17 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
 
 def _history(
     store_path: Path, session: LogSession
-) -> tuple[list[StoredLine] | None, int | None, int, int | None]:
+) -> tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None, int | None]:
     """The session's history as :func:`herolog.logs.find_history` finds it, and the mark of
     its newest id for a tail of one app."""
 
-    def read(store: SQLiteStore) -> tuple[list[StoredLine] | None, int | None, int, int | None]:
-        held, first, newest = find_history(store, session.wanted, session.lines)
+    def read(
+        store: SQLiteStore,
+    ) -> tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None, int | None]:
+        held, first, newest, oldest = find_history(store, session.wanted, session.lines)
         app = session.wanted.app
         mark = store.lines_through(app, newest) if app is not None and session.tail else None
-        return held, first, newest, mark
+        return held, first, newest, oldest, mark
 
     return using_store(store_path, read)
 
@@ -701,8 +703,11 @@ def _read_after(
     missed_since: str,
     mark: int | None,
     upto: int | None = None,
+    oldest: dict[int, int] | None = None,
 ) -> tuple[list[StoredLine], int, int | None]:
     return using_store(
         store_path,
-        lambda store: read_after(store, cursor, wanted, _READ_BATCH, missed_since, mark, upto),
+        lambda store: read_after(
+            store, cursor, wanted, _READ_BATCH, missed_since, mark, upto, oldest
+        ),
     )

@@ -1019,8 +1019,9 @@ def test_a_long_history_is_written_a_part_at_a_time_up_to_where_the_store_was(
     assert held.parts == [[f"d{i}" for i in range(22, 30)] + ["stored while it writes"]]
 
 
+@pytest.mark.parametrize("app", [None, "demo"])
 def test_history_trimmed_while_it_is_written_is_told_with_l11(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, app: str | None
 ) -> None:
     monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
     monkeypatch.setattr(logs, "HELD_LINES", 11)
@@ -1029,13 +1030,29 @@ def test_history_trimmed_while_it_is_written_is_told_with_l11(
     writer = open_store()
     parts = Parts(then=lambda: fill(writer, "demo", [f"more {i}" for i in range(6)]))
     try:  # the six trim d0-d5, of which d4 and d5 are not written yet
-        show_logs(store.path, LogsRequest(LineFilter(app="demo"), num=12), parts)
+        show_logs(store.path, LogsRequest(LineFilter(app=app), num=12), parts)
     finally:
         writer.close()
     assert parts.parts[0] == ["d0", "d1", "d2", "d3"]
     assert "This tail session dropped 2 messages since" in parts.parts[1][0]
     assert parts.parts[1][1:] + parts.parts[2] == [f"d{i}" for i in range(6, 12)]
     assert len(parts.parts) == 3
+
+
+def test_a_long_history_of_every_app_is_not_told_of_lines_trimmed_before_it_began(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy app's lines trimmed long ago lie among a quiet app's that the history shows:
+    each part was told of those it spanned with L11, as though the history had lost them."""
+    monkeypatch.setattr(logs, "_FOLLOW_BATCH", 4)
+    monkeypatch.setattr(logs, "HELD_LINES", 5)
+    store.set_history(8)
+    for i in range(8):
+        fill(store, "quiet", [f"q{i}"])
+        fill(store, "busy", [f"b{i}"] * 3)  # 16 of the 24 trimmed, among q0-q5
+    parts = Parts()
+    show_logs(store.path, LogsRequest(LineFilter(grep=(re.compile("q"),)), num=8), parts)
+    assert parts.parts == [["q0", "q1", "q2", "q3"], ["q4", "q5", "q6", "q7"]]
 
 
 def test_a_long_history_ends_when_its_newest_lines_are_forgotten_while_it_is_written(

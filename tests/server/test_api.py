@@ -259,6 +259,26 @@ def test_a_history_is_read_from_the_store_and_sent_a_part_at_a_time(
     ]
 
 
+def test_a_long_history_of_every_app_is_not_told_of_lines_trimmed_before_it_began(
+    api: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy app's lines trimmed long ago lie among a quiet app's that the history sends:
+    each part was told of those it spanned with L11, as though the client had lost them."""
+    monkeypatch.setattr(sessions_module, "_READ_BATCH", 4)
+    monkeypatch.setattr(logs, "HELD_LINES", 5)
+    path = api.server.config.store_path
+    store = SQLiteStore.open(path)
+    try:
+        store.set_history(8)
+    finally:
+        store.close()
+    for i in range(8):
+        append_lines(path, "quiet", line(f"q{i}"))
+        append_lines(path, "busy", *[line(f"b{i}")] * 3)  # 16 of the 24 trimmed
+    sent = read_text(session(api, app=None, lines=8, grep=["q"]))
+    assert [text.split(": ", 1)[1] for text in sent] == [f"q{i}" for i in range(8)]
+
+
 def test_default_lines_and_all_apps(api: Running) -> None:
     store_lines(api, "other", line("from another app", second=9))
     assert len(read_text(session(api))) == 6
