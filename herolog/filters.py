@@ -274,10 +274,6 @@ class LineFilter:
     grep: tuple[re.Pattern[str], ...] = ()
     exclude: tuple[re.Pattern[str], ...] = ()
 
-    @property
-    def has_patterns(self) -> bool:
-        return bool(self.grep or self.exclude)
-
     def matches(self, line: FilteredLine) -> bool:
         """Whether ``line`` passes every filter: what the store's queries select, for lines
         already in hand (a server handing new lines to its tail sessions)."""
