@@ -1619,9 +1619,9 @@ def _where(
         (wanted.exclude, _EXCLUDE, "NOT "),
     ):
         if patterns:
-            plain = [pattern.pattern for pattern in patterns if _is_plain(pattern)]
+            plain, regexes = _split(patterns)
             found = ["instr(message, ?) > 0"] * len(plain)
-            if len(plain) < len(patterns):
+            if regexes:
                 found.append(f"{function}(message)")
             clauses.append(f"{negated}({' OR '.join(found)})")
             params += plain
@@ -1633,6 +1633,22 @@ _GREP, _EXCLUDE = "herolog_grep", "herolog_exclude"
 are regular expressions (see :func:`_searching`)."""
 _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _split(
+    patterns: Sequence[re.Pattern[str]],
+) -> tuple[list[str], list[Callable[[str], re.Match[str] | None]]]:
+    """The text of the patterns that are plain (see :func:`_is_plain`), for instr(), and the
+    search of the others, for the SQL function :func:`_searching` gives the query: one
+    split, which both must agree on."""
+    plain: list[str] = []
+    regexes: list[Callable[[str], re.Match[str] | None]] = []
+    for pattern in patterns:
+        if _is_plain(pattern):
+            plain.append(pattern.pattern)
+        else:
+            regexes.append(pattern.search)
+    return plain, regexes
 
 
 def _is_plain(pattern: re.Pattern[str]) -> bool:
@@ -1657,7 +1673,7 @@ def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
     raised, a Ctrl-C's KeyboardInterrupt among them: that is raised again here."""
     raised: list[BaseException] = []
     for patterns, name in ((wanted.grep, _GREP), (wanted.exclude, _EXCLUDE)):
-        searches = [pattern.search for pattern in patterns if not _is_plain(pattern)]
+        _, searches = _split(patterns)
         if searches:
             db.create_function(name, 1, _search_all(searches, raised), deterministic=True)
     try:
