@@ -99,6 +99,12 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wanted=LineFilter(since="2024-03-05T09:00:05.000000Z", until="2024-03-05T09:00:06.000000Z"),
     count=1,
 )
+# A regular expression that its own text would not find: taken as plain text, it finds none.
+@example(
+    rows=[("demo", "app", "web.1", "GET", 0), ("demo", "app", "web.1", "a.b", 0)],
+    wanted=LineFilter(grep=(re.compile("GE."),), exclude=(re.compile("a.b"),)),
+    count=2,
+)
 def test_matches_agrees_with_the_store(
     tmp_path: Path,
     empty_store: Path,
