@@ -884,6 +884,20 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def _load_for(new: Sequence[Drain]) -> None:
+    """Import and build what the workers of ``new`` drains will use (worker_for), once."""
+    for drain in new:
+        with contextlib.suppress(ValueError):  # a URL worker_for finds unusable
+            parts = urlsplit(drain.url)
+            scheme = parts.scheme.lower()
+            if scheme in drains.HTTP_SCHEMES:
+                import httpx  # noqa: F401
+
+                trusting_context()
+            elif scheme == "syslog+tls":
+                trusting_context(parts.fragment == "insecure")
+
+
 def worker_for(
     drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
 ) -> DrainWorker:
@@ -1097,15 +1111,19 @@ class Forwarder:
                 # A drain removed, or forwarding handed over: its state is not saved
                 # again, so no L10 line tells of what it had left either.
                 await self.workers.pop(drain_id).stop(0, tell=False)
+        new = [drain for drain in registered if drain.id not in self.workers]
+        if new:
+            # Off the event loop, which answers the intake meanwhile: the first drain of a
+            # kind loads what it needs (httpx 0.13 s, the trusted certificates 0.04 s).
+            await asyncio.to_thread(_load_for, new)
         started = []
-        for drain in registered:
-            if drain.id not in self.workers:
-                worker = worker_for(drain, self.capacity, self._notice, self.timing)
-                worker.say = self._say
-                worker.store_path = self.store_path
-                self.workers[drain.id] = worker
-                worker.start()
-                started.append(worker)
+        for drain in new:
+            worker = worker_for(drain, self.capacity, self._notice, self.timing)
+            worker.say = self._say
+            worker.store_path = self.store_path
+            self.workers[drain.id] = worker
+            worker.start()
+            started.append(worker)
         by_app: dict[str, list[DrainWorker]] = {}
         for worker in self.workers.values():
             by_app.setdefault(worker.drain.app, []).append(worker)

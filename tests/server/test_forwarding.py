@@ -26,7 +26,7 @@ from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import RELOAD_INTERVAL_S
 from herolog.store import Delivery, SQLiteStore, StoredLine
-from tests.helpers import herolog_process, line, store_lines
+from tests.helpers import herolog_env, herolog_process, line, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
@@ -567,6 +567,65 @@ def test_drains_added_and_removed_while_running(
     finally:
         store.close()
     assert [x.message for x in sink.delivered_lines()] == ["line 1"]
+
+
+_THREAD_SPY = """
+import ssl
+import sys
+import threading
+
+def _note(what):
+    with open({report!r}, "a") as out:
+        out.write(f"{{what}} {{threading.current_thread().name}}\\n")
+
+class _Imports:
+    def find_spec(self, name, path=None, target=None):
+        if name == "httpx":
+            _note("httpx")
+
+sys.meta_path.insert(0, _Imports())
+
+def _noted(method):
+    def load(self, *args, **kwargs):
+        _note("certificates")
+        return method(self, *args, **kwargs)
+    return load
+
+ssl.SSLContext.load_default_certs = _noted(ssl.SSLContext.load_default_certs)
+ssl.SSLContext.load_verify_locations = _noted(ssl.SSLContext.load_verify_locations)
+"""
+
+
+def test_a_drain_added_while_serving_is_loaded_for_off_the_event_loop(
+    tmp_path: Path, herolog_home: Path, sink: HTTPSink
+) -> None:
+    """The first HTTP drain imported httpx and loaded the trusted certificates in serve's
+    event loop, 0.17 s in which no request was answered."""
+    spy, report = tmp_path / "spy", tmp_path / "loaded"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(_THREAD_SPY.format(report=str(report)))
+    server = ServeProcess("--port", "0", env=herolog_env(PYTHONPATH=str(spy)))
+    try:
+        # What serve checked as it started (a $SSL_CERT_FILE that cannot be read) is not in
+        # question: it answered no request yet.
+        before = report.read_text().splitlines() if report.exists() else []
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        wait_until(lambda: len(report.read_text().splitlines()) > len(before), what="loading")
+        body = frame([format_syslog(line("after"))])
+        logplex = {"Content-Type": "application/logplex-1"}
+        answer = httpx.post(f"{server.url}/apps/demo/logs", content=body, headers=logplex)
+        assert answer.status_code == 204
+        wait_until(lambda: sink.delivered_lines(), what="delivery")
+    finally:
+        server.proc.terminate()
+        server.finish()
+    loaded = report.read_text().splitlines()[len(before) :]
+    assert {row.split()[0] for row in loaded} == {"httpx", "certificates"}, loaded
+    assert not [row for row in loaded if row.endswith(" MainThread")], loaded
 
 
 def test_lines_round_trip_through_a_second_herolog(
