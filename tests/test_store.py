@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1253,3 +1254,39 @@ def test_a_writer_is_told_which_of_the_store_s_files_it_may_not_write(tmp_path: 
     writer = SQLiteStore.open(path)
     fill(writer, "demo", ["b"])
     assert messages(writer.last(LineFilter(), 10)) == ["a", "b"]
+
+
+def test_an_app_with_most_of_the_store_s_lines_is_read_by_scan_another_through_its_index(
+    store: SQLiteStore,
+) -> None:
+    """SQLite, with no statistics to go by, read both through lines_by_app: for an app whose
+    lines are most of the rows, looking each one up in the table costs more than reading past
+    the other apps' (--grep over an app of 2,000,000 lines: 0.73 s, against 0.31 by scan)."""
+    fill(store, "big", [f"b{i}" for i in range(30)])
+    fill(store, "small", [f"s{i}" for i in range(10)])
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+
+    def plan(read: Callable[[], object]) -> str:
+        """How SQLite reads the lines for ``read``: its query's plan, in one line."""
+        statements.clear()
+        read()
+        query = next(s for s in statements if "FROM lines" in s and "ORDER BY lines.id" in s)
+        return " / ".join(row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+
+    big, small = LineFilter(app="big", grep=(re.compile("b1"),)), LineFilter(app="small")
+    assert messages(store.last(big, 3)) == ["b17", "b18", "b19"]
+    assert messages(store.after(0, small, 3)) == ["s0", "s1", "s2"]
+    # The table in id order: the whole of it, or from the first id after.
+    assert "SCAN lines" in plan(lambda: store.last(big, 3))
+    assert "SEARCH lines USING INTEGER PRIMARY KEY" in plan(lambda: store.after(0, big, 3))
+    for read in (lambda: store.last(big, 3), lambda: store.first_of_last(big, 3)):
+        assert "lines_by_app" not in plan(read)
+    assert "lines_by_app" not in plan(lambda: store.after(0, big, 3))
+    assert "SCAN lines" in plan(lambda: store.first_of_last(big, 3))
+    for read in (lambda: store.last(small, 3), lambda: store.after(0, small, 3)):
+        assert "USING INDEX lines_by_app" in plan(read)
+    # Only ids, of the app alone: the index holds them all, and no row is read at all.
+    assert "COVERING INDEX lines_by_app" in plan(lambda: store.first_of_last(small, 3))
+    assert "COVERING INDEX lines_by_app" in plan(lambda: store.first_of_last(LineFilter("big"), 3))
+    store._db.set_trace_callback(None)
