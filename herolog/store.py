@@ -924,6 +924,8 @@ class SQLiteStore:
         # it took (``lines_through``) still count from the same start.
         forgotten = self._meta(f"forgotten:{name}")
         trimmed, trimmed_through = (int(n) for n in (forgotten or "0 0").split())
+        if forgotten is not None:  # the new row holds them now (forget_app writes them back)
+            self._db.execute("DELETE FROM meta WHERE key = ?", (f"forgotten:{name}",))
         cursor = self._db.execute(
             "INSERT INTO apps (name, created_at, trimmed, trimmed_through) VALUES (?, ?, ?, ?)",
             (name, now, trimmed, trimmed_through),

@@ -1290,3 +1290,22 @@ def test_an_app_with_most_of_the_store_s_lines_is_read_by_scan_another_through_i
     assert "COVERING INDEX lines_by_app" in plan(lambda: store.first_of_last(small, 3))
     assert "COVERING INDEX lines_by_app" in plan(lambda: store.first_of_last(LineFilter("big"), 3))
     store._db.set_trace_callback(None)
+
+
+def test_an_app_made_anew_takes_over_what_its_forgotten_namesake_counted(
+    store: SQLiteStore,
+) -> None:
+    """Its row holds the counts from then on, and the store keeps no note of them apart."""
+    fill(store, "quiet", ["a", "b"])
+    store.forget_app("quiet")
+    fill(store, "quiet", ["c"])
+    store.forget_app("quiet")
+    fill(store, "quiet", ["d"])
+    _, newest = store.last(LineFilter(), 0)
+    assert store.lines_through("quiet", newest) == 4  # a, b and c forgotten, then d
+    notes = store._db.execute("SELECT key FROM meta WHERE key LIKE 'forgotten:%'").fetchall()
+    assert notes == []
+    store.forget_app("quiet")
+    assert [key for (key,) in store._db.execute("SELECT key FROM meta")].count(
+        "forgotten:quiet"
+    ) == 1
