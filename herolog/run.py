@@ -92,7 +92,8 @@ class _Flusher:
         self._dropping = threading.Lock()
 
     def start(self) -> None:
-        self._thread.start()
+        with _signals_for_this_thread():
+            self._thread.start()
 
     def put(self, line: LogLine) -> None:
         """Wait for room while the store is slow; not while it fails, which may take a
@@ -190,8 +191,6 @@ def run_dyno(
         return platform(f"State changed from {before} to {after}")
 
     flusher = _Flusher(sink)
-    with _signals_for_this_thread():
-        flusher.start()
     flusher.put(platform(f"Starting process with command `{shlex.join(map(_text, command))}`"))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # Python commands would otherwise hold lines back
@@ -270,8 +269,10 @@ def run_dyno(
                 stdin=subprocess.DEVNULL if sys.stdin is None or sys.stdin.isatty() else None,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_ended_with(os.getpid()),
             )
         except OSError as error:
+            flusher.start()
             status = 127 if isinstance(error, FileNotFoundError) else 126
             message = f"{shlex.quote(_text(command[0]))}: {error.strerror or error}"
             err.write(f"herolog run: {message}\n".encode())
@@ -280,6 +281,7 @@ def run_dyno(
             put_end(status, "starting")
             flusher.close()
             return Exited(status)
+        flusher.start()
         flusher.put(state("starting", "up"))
         started.append(proc)
         while early:
@@ -332,6 +334,27 @@ def _text(arg: str) -> str:
     name in another encoding, which Python holds as surrogates the store cannot take) as
     U+FFFD, as _store has the output's."""
     return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _ended_with(herolog: int) -> Callable[[], None] | None:
+    """On Linux, what the command's process runs before its exec to have the kernel send it
+    SIGTERM when ``herolog`` ends, even by SIGKILL or the OOM killer, which leave nobody to
+    pass a signal on: a command that prints nothing would run on unwatched (one that prints
+    dies of the closed pipe). Run while herolog has no thread but the one starting it, as
+    Python's docs ask of a preexec_fn: another thread's locks are not copied taken into it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    set_death_signal = 1  # PR_SET_PDEATHSIG
+
+    def end_with_herolog() -> None:
+        prctl(set_death_signal, signal.SIGTERM)
+        if os.getppid() != herolog:  # it ended before this took hold
+            os._exit(128 + signal.SIGTERM)
+
+    return end_with_herolog
 
 
 def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:

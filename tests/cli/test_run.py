@@ -952,3 +952,19 @@ def test_a_sigchld_ignored_by_the_parent_neither_loses_the_status_nor_reaches_th
     proc = ignoring_sigchld("grep", "^SigIgn:", "/proc/self/status")
     ignored = int(proc.stdout.split()[1], 16)
     assert not ignored & 1 << (signal.SIGCHLD - 1)
+
+
+@pytest.mark.subprocess
+def test_a_command_that_prints_nothing_ends_when_herolog_is_killed(herolog_home: Path) -> None:
+    """Killed with SIGKILL (or by the OOM killer), herolog passes nothing on: the kernel
+    sends the command SIGTERM, which it would otherwise outlive, reparented, for good."""
+    script = "import os, time; print(os.getpid(), flush=True); time.sleep(300)"
+    child = Child("run", "--", sys.executable, "-c", script)
+    (pid,) = map(int, child.read_lines(1))
+    try:
+        child.proc.kill()
+        child.stop(timeout=15)
+        assert wait_for_no_group(pid), "the command outlived herolog"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
