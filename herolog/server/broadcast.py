@@ -7,10 +7,10 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from herolog.filters import LineFilter
 from herolog.store import SQLiteStore, StoredLine, StoreError
@@ -25,6 +25,19 @@ HOLD_FOR_S = 30.0
 class LineSink(Protocol):
     def push(self, lines: Sequence[StoredLine]) -> None:
         """Take new lines, in store order, without waiting: a sink must never hold up others."""
+        ...
+
+
+@runtime_checkable
+class FilteredSink(Protocol):
+    """A sink of the lines ``wanted`` passes (of its ``app``'s, with one), which the
+    broadcaster chooses for it off the event loop."""
+
+    wanted: LineFilter
+
+    def push(self, lines: Sequence[StoredLine], chosen: Sequence[StoredLine] | None = None) -> None:
+        """Take ``lines``, of which ``chosen`` are those ``wanted`` passes (None: not
+        chosen yet)."""
         ...
 
 
@@ -130,26 +143,30 @@ class Broadcaster:
         """Read what is new and hand it out; whether there was anything."""
         async with self._reading:
             loop = asyncio.get_running_loop()
-            lines, position = await loop.run_in_executor(self._executor, self._read_new)
+            filters = {s.wanted for s in self.subscribers if isinstance(s, FilteredSink)}
+            lines, position, by_app, chosen = await loop.run_in_executor(
+                self._executor, self._read_new, filters
+            )
             self.position = position
             if lines:
-                self._hand_out(lines)
+                self._hand_out(lines, by_app, chosen)
             return bool(lines)
 
-    def _hand_out(self, lines: list[StoredLine]) -> None:
-        # A subscriber with an ``app`` gets only that app's lines: sorting them out once
-        # keeps the cost per subscriber to the lines it wants.
-        by_app: dict[str, list[StoredLine]] | None = None
+    def _hand_out(
+        self,
+        lines: list[StoredLine],
+        by_app: dict[str, list[StoredLine]],
+        chosen: dict[LineFilter, list[StoredLine]],
+    ) -> None:
         for subscriber in list(self.subscribers):
             app = getattr(subscriber, "app", None)
-            if app is None:
-                subscriber.push(lines)
+            part = lines if app is None else by_app.get(app)
+            if not part:
                 continue
-            if by_app is None:
-                by_app = {}
-                for line in lines:
-                    by_app.setdefault(line.app, []).append(line)
-            if part := by_app.get(app):
+            if isinstance(subscriber, FilteredSink):
+                # None for one subscribed during the read: it chooses them itself.
+                subscriber.push(part, chosen.get(subscriber.wanted))
+            else:
                 subscriber.push(part)
 
     def _open(self) -> SQLiteStore:
@@ -182,12 +199,32 @@ class Broadcaster:
     def _newest(self) -> int:
         return self._open().newest_id()
 
-    def _read_new(self) -> tuple[list[StoredLine], int]:
+    def _read_new(
+        self, filters: Set[LineFilter]
+    ) -> tuple[
+        list[StoredLine], int, dict[str, list[StoredLine]], dict[LineFilter, list[StoredLine]]
+    ]:
+        """The lines that are new and where they end, those lines by app, and the lines
+        each of ``filters`` passes."""
         store = self._open()
         version = store.version()
         if version == self._version:
-            return [], self.position
+            return [], self.position, {}, {}
         lines, position = store.after(self.position, LineFilter(), _READ_BATCH)
         if position == self.position:  # caught up: poll again only when something commits
             self._version = version
-        return lines, position
+        # Sorted out here, not in the event loop: a subscriber with an ``app`` gets only
+        # that app's lines, and each tail's filter takes 1 to 5 ms a read of 2,000 lines
+        # (20 tails, 0.1 s in which the intake went unanswered).
+        by_app: dict[str, list[StoredLine]] = {}
+        for line in lines:
+            by_app.setdefault(line.app, []).append(line)
+        chosen = {
+            wanted: [
+                line
+                for line in (lines if wanted.app is None else by_app.get(wanted.app, ()))
+                if wanted.matches(line)
+            ]
+            for wanted in filters
+        }
+        return lines, position, by_app, chosen

@@ -146,13 +146,16 @@ class Subscriber:
         self.counted = 0
         """Lines taken in past ``floor``, those dropped since too."""
 
-    def push(self, lines: Sequence[StoredLine]) -> None:
-        wanted = self.wanted
+    def push(self, lines: Sequence[StoredLine], chosen: Sequence[StoredLine] | None = None) -> None:
+        """Take new lines, of which ``chosen`` are those ``wanted`` passes (chosen here if
+        not given: the broadcaster chooses them off the event loop)."""
+        if chosen is None:
+            chosen = [line for line in lines if self.wanted.matches(line)]
         buffer = self.buffer
         floor = self.floor
         added = False
-        for line in lines:
-            if line.id <= floor or not wanted.matches(line):
+        for line in chosen:
+            if line.id <= floor:
                 continue
             self.counted += 1
             buffer.append(line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from herolog.filters import LineFilter
 from herolog.server.broadcast import Broadcaster
 from herolog.server.sessions import LogSession, Reader, Sessions
 from herolog.store import Batch, SQLiteStore, StoredLine
-from tests.helpers import line
+from tests.helpers import line, store_lines
 
 
 def _events(chunks: list[bytes]) -> tuple[list[str], list[int]]:
@@ -172,6 +173,53 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
     assert [d.split(": ", 1)[1] for d in data] == [f"own {i}" for i in range(40)]
     bare_ids = [chunk for chunk in written if re.fullmatch(rb"id: \d+\n\n", chunk)]
     assert len(bare_ids) <= took + 2, (len(bare_ids), took)
+
+
+def test_the_broadcaster_chooses_the_lines_of_each_tail_off_the_event_loop(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tail's filter looked at every line the broadcaster read in serve's event loop: a
+    read of 2,000 lines with 20 tails, 0.1 s in which no request was answered."""
+    path = herolog_home / "logs.db"
+    SQLiteStore.open(path).close()
+    looked_at: list[tuple[str, str]] = []
+    matches = LineFilter.matches
+
+    def noted(self: LineFilter, line: StoredLine) -> bool:
+        looked_at.append((threading.current_thread().name, line.message))
+        return matches(self, line)
+
+    monkeypatch.setattr(LineFilter, "matches", noted)
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path, poll_interval=0.01)
+        wanted = LineFilter(app="demo", grep=(re.compile("GET"),))
+        session = LogSession(wanted, lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        while not any(getattr(s, "live", False) for s in sessions.broadcaster.subscribers):
+            await asyncio.sleep(0.01)
+        lines = [line("GET /a"), line("POST /b"), line("GET /c")]
+        await asyncio.to_thread(store_lines, path, "demo", *lines)
+        for _ in range(500):
+            if len(_events(written)[0]) == 2:
+                break
+            await asyncio.sleep(0.01)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written
+
+    data, _ = _events(asyncio.run(scenario()))
+    assert [d.split(": ", 1)[1] for d in data] == ["GET /a", "GET /c"]
+    assert sorted(message for _, message in looked_at) == ["GET /a", "GET /c", "POST /b"]
+    assert not [x for x in looked_at if x[0] == threading.main_thread().name], looked_at
 
 
 def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
