@@ -1934,7 +1934,3 @@ def open_store(path: Path | None = None, *, create: bool = True) -> SQLiteStore:
     from herolog import config
 
     return SQLiteStore.open(path or config.store_path(), create=create)
-
-
-def decode_attributes(line: StoredLine) -> dict[str, Any]:
-    return json.loads(line.attributes) if line.attributes else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +65,11 @@ def fixture_view(lines: Iterable[LogLine | StoredLine]) -> list[dict[str, object
         }
         for x in lines
     ]
+
+
+def decode_attributes(line: StoredLine) -> dict[str, str]:
+    """The attributes the store keeps with ``line``, decoded."""
+    return json.loads(line.attributes) if line.attributes else {}
 
 
 def store_lines(path: Path, app: str, *lines: LogLine) -> None:

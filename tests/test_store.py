@@ -28,10 +28,9 @@ from herolog.store import (
     SQLiteStore,
     StoredLine,
     StoreError,
-    decode_attributes,
     open_store,
 )
-from tests.helpers import RECEIVED, fill, line
+from tests.helpers import RECEIVED, decode_attributes, fill, line
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
-from herolog.store import PROBE_BYTES, decode_attributes
-from tests.helpers import fixture_view
+from herolog.store import PROBE_BYTES
+from tests.helpers import decode_attributes, fixture_view
 from tests.server.conftest import Running, ServerFactory, running_server
 
 CASES: list[dict[str, Any]] = json.loads(
