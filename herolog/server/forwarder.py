@@ -63,15 +63,14 @@ from herolog.store import (
     using_store,
 )
 
-DEFAULT_BUFFER = 1024
-"""Lines a drain holds while it cannot deliver, as Logplex's drains do."""
 HANDOFF_LINES = 2000
 """While a drain delivers, lines handed to it at once may briefly sit past its buffer: the
 limit is applied to what is left when it takes its next batch, so a burst handed over in one
 go costs nothing if the drain keeps up. This many more is the ceiling in between. While it
 retries, the buffer is the buffer."""
 BUFFER_BYTES = 32 << 20
-"""...and a drain never holds more than about this many bytes of lines."""
+"""A drain never holds more than about this many bytes of lines, whatever its buffer's
+length (``serve --drain-buffer``)."""
 ERROR_BODY_BYTES = 4096
 BATCH_BYTES = 100_000
 RELOAD_INTERVAL_S = 0.5
@@ -666,9 +665,7 @@ class DrainWorker:
 class HTTPDrain(DrainWorker):
     """POSTs Logplex bodies, as Logplex does to HTTPS drains."""
 
-    def __init__(
-        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
-    ) -> None:
+    def __init__(self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming) -> None:
         super().__init__(drain, capacity, notice, timing)
         import httpx
 
@@ -768,9 +765,7 @@ class HTTPDrain(DrainWorker):
 class SyslogDrain(DrainWorker):
     """Octet-counted syslog over one persistent TCP or TLS connection."""
 
-    def __init__(
-        self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
-    ) -> None:
+    def __init__(self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming) -> None:
         super().__init__(drain, capacity, notice, timing)
         parts = urlsplit(drain.url)
         self.tls = parts.scheme.lower() == "syslog+tls"
@@ -910,9 +905,7 @@ def _load_http_client() -> None:
     asyncio.run(httpx.AsyncClient(trust_env=False, verify=trusting_context()).aclose())
 
 
-def worker_for(
-    drain: Drain, capacity: int, notice: Notice, timing: DrainTiming = DEFAULT_TIMING
-) -> DrainWorker:
+def worker_for(drain: Drain, capacity: int, notice: Notice, timing: DrainTiming) -> DrainWorker:
     try:
         if urlsplit(drain.url).scheme.lower() in drains.HTTP_SCHEMES:
             return HTTPDrain(drain, capacity, notice, timing)
@@ -930,16 +923,16 @@ class Forwarder:
         broadcaster: Broadcaster,
         store_notice: Callable[[str, bytes], Awaitable[object]],
         *,
-        capacity: int = DEFAULT_BUFFER,
-        timing: DrainTiming = DEFAULT_TIMING,
-        log: TextIO | None = None,
+        capacity: int,
+        timing: DrainTiming,
     ) -> None:
         self.store_path = store_path
         self.broadcaster = broadcaster
         self.store_notice = store_notice
         self.capacity = capacity
         self.timing = timing
-        self.log = log
+        self.log: TextIO | None = None
+        """Where serve's log goes (the server sets it)."""
         self.workers: dict[str, DrainWorker] = {}
         self._by_app: dict[str, list[DrainWorker]] = {}
         self.tokens: frozenset[str] = frozenset()
