@@ -29,6 +29,8 @@ from herolog.store import (
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
 SCHEMES = HTTP_SCHEMES + SYSLOG_SCHEMES
+FORWARDING_LEASE = "forwarding"
+"""The store's lease held by the serve that forwards its drains (SQLiteStore.lease)."""
 _APP_NAMESPACE = uuid.UUID("6f1c3c59-3a4e-4c4f-9a7e-2b8f4c1d9e10")
 
 
@@ -446,7 +448,7 @@ class LocalRegistry:
         if store is None:
             return False
         try:
-            return store.leased("forwarding")
+            return store.leased(FORWARDING_LEASE)
         finally:
             store.close()
 

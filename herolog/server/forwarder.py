@@ -962,9 +962,7 @@ class Forwarder:
         """Forward only while holding the store's forwarding lease: two servers on one
         store would otherwise deliver every line twice."""
         self._claimed_at = time.monotonic()
-        holder = await asyncio.to_thread(
-            using_store, self.store_path, lambda s: s.lease("forwarding", self.owner, LEASE_S)
-        )
+        holder = await self._lease(LEASE_S)
         active = holder is None
         if active != self.active:
             if active and self.active is False:
@@ -1055,14 +1053,19 @@ class Forwarder:
         False if another holds it already. A store that cannot be written says nothing: the
         flush goes ahead on the lease as it stands."""
         try:
-            holder = await asyncio.to_thread(
-                using_store,
-                self.store_path,
-                lambda s: s.lease("forwarding", self.owner, flush_timeout + LEASE_S),
-            )
+            holder = await self._lease(flush_timeout + LEASE_S)
         except (sqlite3.Error, StoreError, OSError):
             return True
         return holder is None
+
+    async def _lease(self, seconds: float) -> str | None:
+        """Take or renew the forwarding lease for ``seconds``: None, or the owner who holds
+        it (see SQLiteStore.lease)."""
+        return await asyncio.to_thread(
+            using_store,
+            self.store_path,
+            lambda store: store.lease(drains.FORWARDING_LEASE, self.owner, seconds),
+        )
 
     def hurry(self) -> None:
         """A second Ctrl-C: the drains' flush stops now (or is skipped); what they have not
@@ -1092,7 +1095,7 @@ class Forwarder:
                 self._say(f"drain registry: {type(error).__name__}: {error}")
 
     def _release_lease(self, store: SQLiteStore) -> None:
-        store.release_lease("forwarding", self.owner)
+        store.release_lease(drains.FORWARDING_LEASE, self.owner)
 
     def _say(self, message: str) -> None:
         if self.log is not None:
@@ -1167,7 +1170,7 @@ class Forwarder:
             for drain_id, (app, through) in unmarked.items():
                 mark = store.lines_through(app, through)
                 changed[drain_id] = changed[drain_id]._replace(through_lines=mark)
-            return store.save_deliveries(changed, lease=("forwarding", self.owner))
+            return store.save_deliveries(changed, lease=(drains.FORWARDING_LEASE, self.owner))
 
         saved = await asyncio.to_thread(using_store, self.store_path, save)
         for drain_id in unmarked:
