@@ -66,6 +66,7 @@ PASSED_EVERY_S = 1.0
 (an event with an id and no lines): a reader that reconnects resumes after them, and the
 store's trimming them since is not told as lines it lost (L11)."""
 _EVENT_LINES = 200
+"""Lines one SSE event holds at most..."""
 _EVENT_BYTES = 1 << 20
 """...and about this many bytes of messages: a reader that does not read holds up to one
 event in the server's socket buffer, on top of its tail buffer."""
@@ -250,7 +251,7 @@ class Reader:
 
 
 def encode_event(
-    lines: Sequence[StoredLine], event_id: int, *, as_json: bool, msgid: bool = False
+    lines: Sequence[StoredLine], event_id: int, *, as_json: bool, msgid: bool
 ) -> bytes:
     """An SSE ``message`` event holding ``lines``: Heroku's text lines (each of a message's
     own lines its own ``data:`` field), or herolog's JSON records, one per ``data:``."""
@@ -271,10 +272,7 @@ class Sessions:
         self,
         store_path: Path,
         *,
-        ttl: float = SESSION_TTL_S,
         tail_buffer: int = TAIL_BUFFER,
-        tail_bytes: int = TAIL_BUFFER_BYTES,
-        keepalive: float = KEEPALIVE_S,
         poll_interval: float = POLL_INTERVAL_S,
         broadcaster: Broadcaster | None = None,
         api_key: str | None = None,
@@ -282,10 +280,9 @@ class Sessions:
         self.store_path = store_path
         self.api_key = api_key
         """Sessions are handed over only to a serve with the same API key (or none)."""
-        self.ttl = ttl
+        self.ttl = SESSION_TTL_S
         self.tail_buffer = tail_buffer
-        self.tail_bytes = tail_bytes
-        self.keepalive = keepalive
+        self.keepalive = KEEPALIVE_S
         self.broadcaster = broadcaster or Broadcaster(store_path, poll_interval)
         self._own_broadcaster = broadcaster is None
         self.closing = asyncio.Event()
@@ -410,7 +407,7 @@ class Sessions:
         # A tail of one app that gets every line of it: its lines, and how many it lost,
         # are every line of the app's, from which the mark of each id it gets to follows.
         whole_app = wanted.app is not None and wanted == LineFilter(app=wanted.app)
-        subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, self.tail_bytes)
+        subscriber = Subscriber(wanted, self.tail_buffer, reader.wake, TAIL_BUFFER_BYTES)
         try:
             # Inside the try: a reader that stops while this waits is subscribed already.
             if await reader.until_stopped(self.broadcaster.subscribe(subscriber)) is None:
