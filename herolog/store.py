@@ -151,6 +151,10 @@ _UPDATE_APP = (
 )
 """An app's line count after a write, how far its lines have been trimmed (0: no further
 than before), and how many were trimmed."""
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 NOTICE_HOST = "herolog"
 """The HOSTNAME of the lines herolog writes itself, so they can be told from Heroku's."""
 # herolog's own notices (L10 lines), a handful among millions: counting an app's lines that
@@ -685,11 +689,7 @@ class SQLiteStore:
         if not 1 <= lines <= MAX_HISTORY:
             raise ValueError(f"history must be between 1 and {MAX_HISTORY:,} lines")
         with self._write() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('history', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(lines),),
-            )
+            db.execute(_SET_META, ("history", str(lines)))
             for app_id, count in db.execute("SELECT id, lines FROM apps").fetchall():
                 if count > lines:
                     trimmed, trimmed_through = self._trim(app_id, count - lines)
@@ -968,11 +968,7 @@ class SQLiteStore:
         Each ``owner`` (a server) has its own hold; the lowest counts.
         """
         with self._write() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (f"trim_hold:{owner}", f"{line_id} {_instant_in(seconds)}"),
-            )
+            db.execute(_SET_META, (f"trim_hold:{owner}", f"{line_id} {_instant_in(seconds)}"))
 
     def release_trim_hold(self, owner: str) -> None:
         with self._write() as db:
@@ -994,9 +990,7 @@ class SQLiteStore:
         """Keep tail sessions (id, what rebuilds it) for the next server on this store."""
         with self._write() as db:
             db.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [(f"log_session:{session_id}", record) for session_id, record in records],
+                _SET_META, [(f"log_session:{session_id}", record) for session_id, record in records]
             )
 
     def take_log_sessions(self) -> list[str]:
@@ -1022,11 +1016,7 @@ class SQLiteStore:
                 holder, until = held
                 if holder != owner and until > now:
                     return holder
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (f"lease:{name}", f"{owner} {_instant_in(seconds)}"),
-            )
+            db.execute(_SET_META, (f"lease:{name}", f"{owner} {_instant_in(seconds)}"))
         return None
 
     def release_lease(self, name: str, owner: str) -> None:
@@ -1431,8 +1421,7 @@ class SQLiteStore:
             ).fetchone()
             deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
             db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                _SET_META,
                 (f"forgotten:{name}", f"{trimmed + deleted} {max(trimmed_through, newest or 0)}"),
             )
             if db.execute("DELETE FROM frame_ids WHERE app_id = ?", (app_id,)).rowcount:
