@@ -132,7 +132,9 @@ def check_url(url: str) -> str:
     return url
 
 
-_DEFAULT_PORTS = {"https": 443, "http": 80, "syslog+tls": 6514}
+SYSLOG_TLS_PORT = 6514
+"""RFC 5425's port for syslog over TLS: what a syslog+tls drain URL without a port means."""
+_DEFAULT_PORTS = {"https": 443, "http": 80, "syslog+tls": SYSLOG_TLS_PORT}
 _ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 

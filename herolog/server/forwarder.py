@@ -76,7 +76,6 @@ BATCH_BYTES = 100_000
 RELOAD_INTERVAL_S = 0.5
 SAVE_INTERVAL_S = 1.0
 DEFAULT_TIMING = DrainTiming()
-SYSLOG_TLS_PORT = 6514
 LEASE_S = 10.0
 MAX_MESSAGE = 10_000
 """A drain gets a longer message in pieces of at most this many bytes, as Heroku splits a
@@ -770,7 +769,7 @@ class SyslogDrain(DrainWorker):
         parts = urlsplit(drain.url)
         self.tls = parts.scheme.lower() == "syslog+tls"
         self.host = parts.hostname or ""
-        self.port = parts.port or SYSLOG_TLS_PORT
+        self.port = parts.port or drains.SYSLOG_TLS_PORT
         self.insecure = parts.fragment == "insecure"
         self.hostname = drain.token
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
