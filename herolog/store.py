@@ -317,13 +317,8 @@ class DrainExists(StoreError):
 
 
 class Store(Protocol):
-    """What reading and appending lines need of a store (logs, import, run): the drain
+    """What reading and appending lines need of a store (logs, import): the drain
     registry, leases and trim holds that serve uses are SQLiteStore's alone."""
-
-    @property
-    def history(self) -> int:
-        """Lines kept per app."""
-        ...
 
     def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
         """Store every batch in one transaction (all or nothing).
@@ -392,10 +387,6 @@ class Store(Protocol):
     def replaced(self) -> bool:
         """Whether the store at this location is no longer the one that was opened."""
         ...
-
-    def apps(self) -> list[AppInfo]: ...
-
-    def set_history(self, lines: int) -> None: ...
 
     def close(self) -> None: ...
 

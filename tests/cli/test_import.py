@@ -1263,7 +1263,6 @@ def test_a_failed_import_names_the_offset_to_import_the_rest_from(
     whole = importer.import_stream(io.BytesIO(data), store, "whole", fmt)
 
     class FailingStore:
-        history = store.history
         commits = 0
 
         def append(self, batches: list[Batch], received: Received | None = None) -> list[int]:
