@@ -1002,13 +1002,12 @@ class Forwarder:
             for worker in workers:
                 worker.saw(position)
 
-    async def stop(self, flush_timeout: float | None = None) -> None:
-        """Forward what was stored, give the drains ``flush_timeout`` seconds (default: the
-        timing's ``flush_s``) to deliver it, then save where each stopped and say on the log
-        what it left for the next server (and what its buffer dropped, which an L10 line in
-        the app's history tells of too). Call it while the writer runs."""
-        if flush_timeout is None:
-            flush_timeout = self.timing.flush_s
+    async def stop(self) -> None:
+        """Forward what was stored, give the drains the timing's ``flush_s`` seconds to
+        deliver it, then save where each stopped and say on the log what it left for the
+        next server (and what its buffer dropped, which an L10 line in the app's history
+        tells of too). Call it while the writer runs."""
+        flush_timeout = self.timing.flush_s
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
