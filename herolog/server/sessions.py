@@ -675,15 +675,14 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
     return rebuilt
 
 
-def _history(
-    store_path: Path, session: LogSession
-) -> tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None, int | None]:
+_History = tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None, int | None]
+
+
+def _history(store_path: Path, session: LogSession) -> _History:
     """The session's history as :func:`herolog.logs.find_history` finds it, and the mark of
     its newest id for a tail of one app."""
 
-    def read(
-        store: SQLiteStore,
-    ) -> tuple[list[StoredLine] | None, int | None, int, dict[int, int] | None, int | None]:
+    def read(store: SQLiteStore) -> _History:
         held, first, newest, oldest = find_history(store, session.wanted, session.lines)
         app = session.wanted.app
         mark = store.lines_through(app, newest) if app is not None and session.tail else None
