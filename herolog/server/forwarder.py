@@ -44,12 +44,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
 from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
-from herolog.remote import trusting_context
+from herolog.remote import RemoteError, trusting_context, usable_proxy
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
 from herolog.store import (
@@ -673,11 +673,7 @@ class HTTPDrain(DrainWorker):
         self.target = urlunsplit((parts.scheme, self.netloc, parts.path or "/", parts.query, ""))
         auth = None
         if parts.username is not None or parts.password is not None:
-            from urllib.parse import unquote
-
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-        from herolog.remote import RemoteError, usable_proxy
-
         try:  # chosen as curl and herolog's own commands choose it, loopback never proxied
             proxy = usable_proxy(drain.url)
         except RemoteError as error:
