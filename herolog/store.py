@@ -1043,8 +1043,7 @@ class SQLiteStore:
         with self._read() as db:
             newest = _newest_id(db)
             if count > 0:
-                select = self._select(wanted.app)
-                sql = f"{select}{where} ORDER BY lines.id DESC LIMIT {int(count)}"
+                sql = f"{self._select(wanted)}{where} ORDER BY lines.id DESC LIMIT {int(count)}"
                 with _searching(db, wanted):
                     found = [StoredLine(*row) for row in db.execute(sql, params)]
         found.reverse()
@@ -1059,9 +1058,7 @@ class SQLiteStore:
             newest = _newest_id(db)
             if count <= 0:
                 return None, newest
-            # Only ids: the index covers a filter of the app alone, and no row is read.
-            alone = wanted == LineFilter(app=wanted.app)
-            lines = "lines" if alone else self._lines(wanted.app)
+            lines = self._lines(wanted)
             last = f"SELECT lines.id FROM {lines}{where} ORDER BY lines.id DESC LIMIT {int(count)}"
             first = db.execute(f"SELECT min(id) FROM ({last})", params).fetchone()[0]
         return first, newest
@@ -1075,7 +1072,7 @@ class SQLiteStore:
         with self._consistent(), _searching(self._db, wanted):
             db = self._db
             rows = db.execute(
-                f"{self._select(wanted.app)}{where} ORDER BY lines.id LIMIT {int(limit)}", params
+                f"{self._select(wanted)}{where} ORDER BY lines.id LIMIT {int(limit)}", params
             ).fetchall()
             lines = [StoredLine(*row) for row in rows]
             if len(lines) < int(limit):
@@ -1228,8 +1225,9 @@ class SQLiteStore:
         found: list[StoredLine] = []
         size = 0
         with self._consistent():
+            select = self._select(LineFilter(app=app))
             cursor = self._db.execute(
-                f"{self._select(app)} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
+                f"{select} WHERE lines.app_id = (SELECT id FROM apps WHERE name = ?)"
                 " AND lines.id > ? AND lines.id <= ? ORDER BY lines.id",
                 (app, after, upto),
             )
@@ -1457,17 +1455,20 @@ class SQLiteStore:
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _select(self, app: str | None) -> str:
+    def _select(self, wanted: LineFilter) -> str:
         """The SELECT of lines for this store's schema (a reader does not upgrade it), to read
-        ``app``'s rows (every app's: None)."""
+        the rows ``wanted`` passes."""
         version = self._schema_version()
-        return _SELECTS[min(version, 8) if version >= 7 else 0].format(lines=self._lines(app))
+        return _SELECTS[min(version, 8) if version >= 7 else 0].format(lines=self._lines(wanted))
 
-    def _lines(self, app: str | None) -> str:
-        """The FROM of a query that reads ``app``'s rows: by scan for an app that holds most
-        of the store's lines (SCAN_SHARE), where SQLite, which has no statistics to tell,
-        would go through lines_by_app."""
-        if app is None:
+    def _lines(self, wanted: LineFilter) -> str:
+        """The FROM of a query that reads the rows ``wanted`` passes: by scan for a filter of
+        an app that holds most of the store's lines (SCAN_SHARE), where SQLite, which has no
+        statistics to tell, would go through lines_by_app. Not for the app alone: each row
+        the index leads to is one wanted, where a scan reads past every line of the other
+        apps newer than the app's (all of them, for an app gone quiet)."""
+        app = wanted.app
+        if app is None or wanted == LineFilter(app=app):
             return "lines"
         row = self._db.execute(
             "SELECT lines, (SELECT sum(lines) FROM apps) FROM apps WHERE name = ?", (app,)
