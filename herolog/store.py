@@ -210,11 +210,11 @@ _SELECTS = {  # by schema version, which a reader does not upgrade
 
 
 SCAN_SHARE = 0.5
-"""An app that holds this share of the store's lines or more has them read by a scan of the
-table, not through lines_by_app: they are most of its rows, and looking each one up from the
-index costs more than reading past the other apps' (``--grep`` over an app of 2,000,000
-lines alone in its store: 0.73 s through the index, 0.31 s by scan; with as many lines of
-another app, 0.33 and 0.26 s)."""
+"""A filtered read of an app that holds this share of the store's lines or more is made by a
+scan of the table, not through lines_by_app: the app's lines are most of its rows, and
+looking each one up from the index costs more than reading past the other apps' (``--grep``
+over an app of 2,000,000 lines alone in its store: 0.73 s through the index, 0.31 s by scan;
+with as many lines of another app, 0.33 and 0.26 s). See SQLiteStore._lines."""
 
 
 class StoreError(Exception):
