@@ -344,12 +344,18 @@ def _ended_with(herolog: int) -> Callable[[], None] | None:
     Python's docs ask of a preexec_fn: another thread's locks are not copied taken into it."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
+    try:
+        import ctypes
 
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # a Python built without ctypes, say
+        return None
     set_death_signal = 1  # PR_SET_PDEATHSIG
+    caught = signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
 
     def end_with_herolog() -> None:
+        if caught:  # herolog's handler, copied: a SIGTERM before the exec would be lost in it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         prctl(set_death_signal, signal.SIGTERM)
         if os.getppid() != herolog:  # it ended before this took hold
             os._exit(128 + signal.SIGTERM)

@@ -968,3 +968,27 @@ def test_a_command_that_prints_nothing_ends_when_herolog_is_killed(herolog_home:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.subprocess
+def test_a_python_without_ctypes_runs_commands_without_the_kernel_s_signal(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """ctypes is optional in a Python build: without it, herolog run works as before."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoCtypes:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ctypes':\n"
+        "            raise ImportError('No module named ctypes')\n"
+        "sys.meta_path.insert(0, _NoCtypes())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "run", "--", "echo", "hello"],
+        capture_output=True,
+        text=True,
+        env=herolog_env(PYTHONPATH=str(tmp_path)),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hello\n", "")
+    assert ("app", "run.1", "hello", 190) in stored()
