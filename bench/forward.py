@@ -177,7 +177,8 @@ def main() -> None:
             f"  {app:6} drain: {med[f'{app} ingest']:9,.0f} lines/s committed,"
             f" {med[f'{app} forwarded']:9,.0f} lines/s delivered"
             f" ({med[f'{app} forwarded'] / med['plain ingest']:.2f}x ingest alone),"
-            f" {med[f'{app} lost']:,.0f} lost,"
+            f" {med[f'{app} lost']:,.0f} lost"
+            f" ({', '.join(f'{lost:,.0f}' for lost in results[f'{app} lost'])} by round),"
             f" last line {med[f'{app} lag']:.2f} s after the last post"
         )
     print(f"  RSS: {rss}")
