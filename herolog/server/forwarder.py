@@ -84,6 +84,11 @@ intake closes a connection at one over 64 KiB, losing what follows it)."""
 CATCH_UP_LINES = 2000
 CATCH_UP_BYTES = 1 << 20
 """A read of catch-up lines holds at most about this many lines and bytes of messages."""
+CATCH_UP_READS = 1
+"""Catch-up reads of the store running at once, of all the drains together: each builds its
+lines in Python on a thread, and several at once held the GIL from the event loop and from
+each other. 20 drains catching up on 100,000 lines each: serve's /healthz p99 5.5-6.2 ms
+against 11-13 ms for reads on every free thread, and 1.2-1.8 times the batches delivered."""
 
 Notice = Callable[[str, str], None]
 """Store a ``heroku[logplex]`` line with this message in this app's history."""
@@ -247,6 +252,8 @@ class DrainWorker:
         """Lines read back from the store while catching up, delivered before the buffer."""
         self.store_path: Path | None = None
         """Where catch-up reads from (the forwarder's store)."""
+        self.reads = asyncio.Semaphore(CATCH_UP_READS)
+        """Taken for each catch-up read: the forwarder gives its drains one to share."""
         self.delivered = drain.delivery.delivered
         # Drops past the saved position are of lines this worker meets again.
         self.dropped = drain.delivery.dropped - drain.delivery.dropped_ahead
@@ -607,9 +614,10 @@ class DrainWorker:
                 return lines, through, store.trimmed_past(app, after, gap_through, mark), unread
 
         try:
-            lines, through, (trimmed, mark), unread = await asyncio.to_thread(
-                using_store, self.store_path, read
-            )
+            async with self.reads:
+                lines, through, (trimmed, mark), unread = await asyncio.to_thread(
+                    using_store, self.store_path, read
+                )
         except (sqlite3.Error, StoreError, OSError) as error:
             self._failed(f"cannot read the store to catch up: {error}")
             await asyncio.sleep(self.timing.backoff_cap_s)
@@ -924,6 +932,7 @@ class Forwarder:
         self.store_path = store_path
         self.broadcaster = broadcaster
         self.store_notice = store_notice
+        self._reads = asyncio.Semaphore(CATCH_UP_READS)
         self.capacity = capacity
         self.timing = timing
         self.log: TextIO | None = None
@@ -1127,6 +1136,7 @@ class Forwarder:
         for worker in made:
             worker.say = self._say
             worker.store_path = self.store_path
+            worker.reads = self._reads
             self.workers[worker.drain.id] = worker
             worker.start()
             started.append(worker)

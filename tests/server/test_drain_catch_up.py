@@ -12,11 +12,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -212,6 +214,42 @@ def test_a_drain_starting_to_catch_up_opens_the_store_once_to_count_and_read(
         drain = f"drain {token} of app {app} ({sink.url(f'/{app}')})"
         expected.append(f"herolog serve: {drain}: catching up on 3 lines")
     assert sorted(told) == sorted(expected)
+
+
+def test_drains_catching_up_read_the_store_one_at_a_time(
+    start: Callable[..., tuple[Running, Stop]],
+    store_path: Path,
+    sink: HTTPSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads on every free thread held the GIL from the event loop and from each other: 20
+    drains catching up made serve answer its slowest requests twice as late."""
+    apps = [f"app{i}" for i in range(5)]
+    for app in apps:
+        add_drain(store_path, app, sink.url(f"/{app}"))
+        store_lines(store_path, app, *numbered(3))
+    reading, most = 0, 0
+    counting = threading.Lock()
+    app_lines = SQLiteStore.app_lines
+
+    def read(store: SQLiteStore, *args: Any) -> tuple[list[StoredLine], int]:
+        nonlocal reading, most
+        with counting:
+            reading += 1
+            most = max(most, reading)
+        time.sleep(0.05)  # long enough for the other drains' reads to start, were they free
+        try:
+            return app_lines(store, *args)
+        finally:
+            with counting:
+                reading -= 1
+
+    monkeypatch.setattr(SQLiteStore, "app_lines", read)
+    _, stop = start()
+    wait_until(lambda: len(sink.delivered_lines()) == 3 * len(apps), what="the stored lines")
+    stop()
+    assert most == forwarder.CATCH_UP_READS == 1
+    assert sorted(r.path for r in sink.delivered()) == [f"/{app}" for app in apps]
 
 
 @pytest.mark.subprocess
