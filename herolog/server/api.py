@@ -89,11 +89,8 @@ class APIError(Exception):
         self.headers = headers or []
 
 
-def _app_named(store: SQLiteStore, ref: str | None) -> str | None:
-    """The name of the app ``ref`` (a name or an id) refers to, None for none asked for; 404
-    if it is no app's."""
-    if ref is None:
-        return None
+def _app_named(store: SQLiteStore, ref: str) -> str:
+    """The name of the app ``ref`` (a name or an id) refers to; 404 if it is no app's."""
     info = drains.find_app(store, ref)
     if info is None:
         raise _not_found("app")
@@ -300,7 +297,7 @@ class PlatformAPI:
         ref = None if app is None else _app_name(app)
 
         def check(store: SQLiteStore) -> LogSession:
-            name = _app_named(store, ref)
+            name = None if ref is None else _app_named(store, ref)
             # Here, off the event loop: the patterns of a body of 64 KB take up to 0.4 s
             # to compile.
             return _session_from(body, name, store.history)
@@ -406,7 +403,8 @@ class PlatformAPI:
 
     async def _list_drains(self, ref: str | None) -> list[dict[str, Any]]:
         def work(store: SQLiteStore) -> list[dict[str, Any]]:
-            found = drains.counted(store, store.drains(_app_named(store, ref)))
+            name = None if ref is None else _app_named(store, ref)
+            found = drains.counted(store, store.drains(name))
             return [drains.drain_object(drain) for drain in found]
 
         return await self._in_store(work)
@@ -437,13 +435,11 @@ class PlatformAPI:
 
     async def _drain(self, ref: str, key: str, *, remove: bool) -> dict[str, Any]:
         def work(store: SQLiteStore) -> dict[str, Any]:
-            info = drains.find_app(store, ref)
-            if info is None:
-                raise _not_found("app")
+            name = _app_named(store, ref)
             if remove:
-                drain = store.remove_drain(info.name, key)
+                drain = store.remove_drain(name, key)
             else:
-                drain = store.find_drain(info.name, key)
+                drain = store.find_drain(name, key)
             if drain is None:
                 raise _not_found("drain")
             return drains.drain_object(drains.counted(store, [drain])[0])
