@@ -24,6 +24,34 @@ def _events(chunks: list[bytes]) -> tuple[list[str], list[int]]:
     return data, ids
 
 
+class LiveTail:
+    """A tail session of ``wanted`` streamed to a client that takes every event at once
+    (``written``), started and live (subscribed to the broadcaster) once :meth:`start` returns."""
+
+    def __init__(self, path: Path, wanted: LineFilter) -> None:
+        self.sessions = Sessions(path, poll_interval=0.01)
+        self.session = LogSession(wanted, lines=0, tail=True)
+        self.sessions.add(self.session)
+        self.written: list[bytes] = []
+        self.reader = Reader()
+
+    async def start(self) -> None:
+        async def write(data: bytes) -> None:
+            self.written.append(data)
+
+        stream = self.sessions.stream(self.session, write, self.reader, None)
+        self._task = asyncio.create_task(stream)
+        subscribers = self.sessions.broadcaster.subscribers
+        while not any(getattr(s, "live", False) for s in subscribers):
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> list[bytes]:
+        self.reader.stop()
+        await self._task
+        await self.sessions.close()
+        return self.written
+
+
 def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
@@ -139,18 +167,8 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
     store.append([Batch("demo", [line("before")])])
 
     async def scenario() -> tuple[list[bytes], float]:
-        sessions = Sessions(path, poll_interval=0.01)
-        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
-        sessions.add(session)
-        written: list[bytes] = []
-
-        async def write(data: bytes) -> None:
-            written.append(data)
-
-        reader = Reader()
-        task = asyncio.create_task(sessions.stream(session, write, reader, None))
-        while not any(getattr(s, "live", False) for s in sessions.broadcaster.subscribers):
-            await asyncio.sleep(0.01)
+        tail = LiveTail(path, LineFilter(app="demo"))
+        await tail.start()
         loop = asyncio.get_running_loop()
         started = loop.time()
         for i in range(40):  # each of its own lines with another app's after it
@@ -158,14 +176,11 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
             await asyncio.to_thread(store.append, [Batch("other", [line(f"other {i}")])])
             await asyncio.sleep(0.05)
         for _ in range(200):
-            if any(b"own 39" in chunk for chunk in written):
+            if any(b"own 39" in chunk for chunk in tail.written):
                 break
             await asyncio.sleep(0.02)
         took = loop.time() - started
-        reader.stop()
-        await task
-        await sessions.close()
-        return written, took
+        return await tail.stop(), took
 
     written, took = asyncio.run(scenario())
     store.close()
@@ -192,29 +207,15 @@ def test_the_broadcaster_chooses_the_lines_of_each_tail_off_the_event_loop(
     monkeypatch.setattr(LineFilter, "matches", noted)
 
     async def scenario() -> list[bytes]:
-        sessions = Sessions(path, poll_interval=0.01)
-        wanted = LineFilter(app="demo", grep=(re.compile("GET"),))
-        session = LogSession(wanted, lines=0, tail=True)
-        sessions.add(session)
-        written: list[bytes] = []
-
-        async def write(data: bytes) -> None:
-            written.append(data)
-
-        reader = Reader()
-        task = asyncio.create_task(sessions.stream(session, write, reader, None))
-        while not any(getattr(s, "live", False) for s in sessions.broadcaster.subscribers):
-            await asyncio.sleep(0.01)
+        tail = LiveTail(path, LineFilter(app="demo", grep=(re.compile("GET"),)))
+        await tail.start()
         lines = [line("GET /a"), line("POST /b"), line("GET /c")]
         await asyncio.to_thread(store_lines, path, "demo", *lines)
         for _ in range(500):
-            if len(_events(written)[0]) == 2:
+            if len(_events(tail.written)[0]) == 2:
                 break
             await asyncio.sleep(0.01)
-        reader.stop()
-        await task
-        await sessions.close()
-        return written
+        return await tail.stop()
 
     data, _ = _events(asyncio.run(scenario()))
     assert [d.split(": ", 1)[1] for d in data] == ["GET /a", "GET /c"]
