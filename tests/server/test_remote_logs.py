@@ -1444,13 +1444,9 @@ def test_a_tail_that_waited_for_its_app_shows_every_line_of_it(
     assert (code, err) == (-signal.SIGINT, "")
 
 
-@pytest.mark.subprocess
-def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
-    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The server has answered (it has no such app yet): a restart while the tail waits is
-    a drop like any other, not the end of the tail."""
-    path = herolog_home / "logs.db"
+def tail_left_waiting(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Child, int]:
+    """A `herolog logs -a fresh -t` through a server that has answered it has no such app
+    yet, and that server stopped since; the tail and the port to start the next on."""
     fill(path, "other", line("not this app"))
     missed = asked_for_missing(monkeypatch, "fresh")
     server, stop = serve(path)
@@ -1459,10 +1455,23 @@ def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
         # Asked, and answered: a stop answers a request under way. Not a guess at how long
         # the tail takes to start, which on a busy machine was more than the 1.5 s given.
         wait_until(lambda: missed, what="the tail to ask for its app")
+    finally:
         stop()
-        time.sleep(1.0)  # the tail tries (QUICK) 0.02 s, 0.04 s, ... 0.2 s apart meanwhile
-        assert child.proc.poll() is None, child.stop()[1]
-        server, stop = serve(path, port)
+    return child, port
+
+
+@pytest.mark.subprocess
+def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server has answered (it has no such app yet): a restart while the tail waits is
+    a drop like any other, not the end of the tail."""
+    path = herolog_home / "logs.db"
+    child, port = tail_left_waiting(path, monkeypatch)
+    time.sleep(1.0)  # the tail tries (QUICK) 0.02 s, 0.04 s, ... 0.2 s apart meanwhile
+    assert child.proc.poll() is None, child.stop()[1]
+    _, stop = serve(path, port)
+    try:
         fill(path, "fresh", line("first", second=1))
         assert child.read_lines(1, timeout=15) == [
             "2024-03-05T09:00:01.000000+00:00 app[web.1]: first"
@@ -1482,14 +1491,9 @@ def test_a_tail_waiting_for_its_app_stops_when_the_server_comes_back_with_anothe
     back with another --api-key refuses the tail's key, which asking again cannot change:
     the tail stops with the refused key's error and exit status 1, as at its start."""
     path = herolog_home / "logs.db"
-    fill(path, "other", line("not this app"))
-    missed = asked_for_missing(monkeypatch, "fresh")
-    server, stop = serve(path)
-    child, port = remote_logs(server, "-a", "fresh", "-t")
+    child, port = tail_left_waiting(path, monkeypatch)
+    _, stop = serve(path, port, api_key="another-key")
     try:
-        wait_until(lambda: missed, what="the tail to ask for its app")
-        stop()
-        server, stop = serve(path, port, api_key="another-key")
         code, err = child.stop(timeout=15)
     finally:
         stop()
