@@ -10,7 +10,8 @@ answer, shortened by the answers' own time as the run before measured it):
   - one HTTP drain (bench.sink answering 204, counting Logplex-Msg-Count),
   - one syslog drain (the same sink's TCP listener, counting octet-counted frames).
 A drained run counts the lines the sink received once it stops growing, the time from the
-first post to the last line delivered, and the lines dropped (committed minus delivered).
+first post to the last line delivered, and the lines lost (committed minus delivered), next
+to those herolog counts as dropped (`drain list`; each one told with L10): the two agree.
 Figures are medians of the rounds; the target (at least 50,000 lines/s to one HTTP drain, none
 lost, while ingesting at that rate) is read from the HTTP drain's paced runs. Then one
 unpaced run (wrk -c16) shows how far ingest and HTTP forwarding go together: ingest then
@@ -21,6 +22,7 @@ does. Needs wrk (apt-get install wrk).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -81,6 +83,34 @@ def settle(sink: str, kind: str, timeout: float = 60) -> tuple[int, float]:
     return last, grew
 
 
+def dropped(herolog: list[str], env: dict[str, str], app: str) -> int:
+    """The lines ``app``'s drain has dropped, by herolog's own count (``drain list``)."""
+    out = subprocess.run(
+        [*herolog, "drain", "list", "--json", "-a", app],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(json.loads(out)[0]["delivery"]["dropped"])
+
+
+def committed_when_quiet(url: str, quiet_s: float = 0.3, timeout: float = 10) -> int:
+    """Lines stored from drain POSTs, once no more are coming in: requests wrk had in flight
+    as it stopped are committed after it exits, and a count read before they were would
+    put them in the next run's, another app's: lines its drain never had, counted as lost."""
+    last, since = committed(url)[0], time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        count = committed(url)[0]
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -132,8 +162,9 @@ def main() -> None:
             delays = dict.fromkeys(("plain", "http", "syslog"), delay)
             for _ in range(args.rounds):
                 for app in delays:
-                    before, _ = committed(url)
+                    before = committed_when_quiet(url)
                     sent_before = sink_counts(sink_url)
+                    dropped_before = 0 if app == "plain" else dropped(herolog, env, app)
                     start = time.monotonic()
                     reached = pace(
                         f"{url}/apps/{app}/logs", script, delays[app], args.seconds, CONNECTIONS
@@ -146,21 +177,25 @@ def main() -> None:
                     if app == "plain":
                         continue
                     count, last = settle(sink_url, app)
-                    delivered = count - sent_before[app]
+                    told_l10 = sink_counts(sink_url)[f"{app} L10"] - sent_before[f"{app} L10"]
+                    delivered = count - sent_before[app] - told_l10
                     # Requests still in flight when the pacing stopped are committed by now:
                     # counted in neither or in both, never in one only.
                     stored = committed(url)[0] - before
                     results.setdefault(f"{app} forwarded", []).append(delivered / (last - start))
                     results.setdefault(f"{app} lost", []).append(stored - delivered)
+                    told = dropped(herolog, env, app) - dropped_before
+                    results.setdefault(f"{app} told", []).append(told)
                     results.setdefault(f"{app} lag", []).append(max(0.0, last - start - ingest_s))
             rss = memory(serve.pid)
-            before, _ = committed(url)
+            before = committed_when_quiet(url)
             sent_before = sink_counts(sink_url)
             start = time.monotonic()
             wrk(f"{url}/apps/http/logs", script, CONNECTIONS, int(args.seconds))
             count, last = settle(sink_url, "http")
             stored = committed(url)[0] - before  # after settling, as for the paced runs
-            unpaced = (stored, count - sent_before["http"], last - start)
+            told_l10 = sink_counts(sink_url)["http L10"] - sent_before["http L10"]
+            unpaced = (stored, count - sent_before["http"] - told_l10, last - start)
         finally:
             for proc in (serve, sink):
                 proc.terminate()
@@ -178,7 +213,9 @@ def main() -> None:
             f" {med[f'{app} forwarded']:9,.0f} lines/s delivered"
             f" ({med[f'{app} forwarded'] / med['plain ingest']:.2f}x ingest alone),"
             f" {med[f'{app} lost']:,.0f} lost"
-            f" ({', '.join(f'{lost:,.0f}' for lost in results[f'{app} lost'])} by round),"
+            f" ({', '.join(f'{lost:,.0f}' for lost in results[f'{app} lost'])} by round;"
+            f" dropped by herolog's count:"
+            f" {', '.join(f'{told:,.0f}' for told in results[f'{app} told'])}),"
             f" last line {med[f'{app} lag']:.2f} s after the last post"
         )
     print(f"  RSS: {rss}")

@@ -12,15 +12,21 @@ from typing import Any
 
 import uvicorn
 
-from bench.bare_app import read_all
+counts = {"http": 0, "syslog": 0, "requests": 0, "http L10": 0, "syslog L10": 0}
+"""Lines received, and of them herolog's own L10 lines (told drops, not stored lines)."""
 
-counts = {"http": 0, "syslog": 0, "requests": 0}
+L10 = b"Error L10 (output buffer overflow)"
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    await read_all(receive)
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
     if scope["method"] == "GET":
         body = json.dumps(counts).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -29,6 +35,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = dict(scope["headers"])
     counts["http"] += int(headers.get(b"logplex-msg-count", b"0"))
     counts["requests"] += 1
+    counts["http L10"] += body.count(L10)
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
@@ -49,6 +56,7 @@ async def syslog(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 break
             counts["syslog"] += 1
             at = end
+        counts["syslog L10"] += data.count(L10, 0, at)
         pending = data[at:]
     writer.close()
 
