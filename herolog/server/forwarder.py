@@ -790,11 +790,14 @@ class SyslogDrain(DrainWorker):
                 return writer
             await self.close()
         try:
+            # Off the loop: once the system's CAs change, the next context loads them anew
+            # (40 ms, in which serve would answer nothing).
+            context = await asyncio.to_thread(trusting_context, self.insecure) if self.tls else None
             async with asyncio.timeout(self.timing.timeout_s):
                 reader, writer = await asyncio.open_connection(
                     self.host,
                     self.port,
-                    ssl=trusting_context(self.insecure) if self.tls else None,
+                    ssl=context,
                     server_hostname=self.host if self.tls else None,
                 )
         except ssl.SSLCertVerificationError as error:

@@ -638,6 +638,45 @@ def test_a_drain_added_while_serving_is_made_off_the_event_loop(
     assert not [row for row in loaded if row.endswith(" MainThread")], loaded
 
 
+def test_a_syslog_tls_drain_s_certificates_are_looked_up_off_the_event_loop(
+    tmp_path: Path, herolog_home: Path, ca: trustme.CA
+) -> None:
+    """Each connection of a syslog+tls drain looked up the system's certificates in serve's
+    event loop, and loaded them there once they had changed (40 ms, in which no request was
+    answered)."""
+    spy, report, ca_file = tmp_path / "spy", tmp_path / "loaded", tmp_path / "ca.pem"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(_THREAD_SPY.format(report=str(report)))
+    ca.cert_pem.write_to_path(str(ca_file))
+    listener = tls_sink(ca)
+    env = herolog_env(PYTHONPATH=str(spy), SSL_CERT_FILE=str(ca_file))
+    server = ServeProcess("--port", "0", env=env)
+    try:
+        before = report.read_text().splitlines() if report.exists() else []
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", f"syslog+tls://127.0.0.1:{listener.port}")
+        finally:
+            store.close()
+        body = frame([format_syslog(line("over TLS"))])
+        logplex = {"Content-Type": "application/logplex-1"}
+        # Until the drain is taken up, the line is stored before it: post until one arrives.
+        wait_until(
+            lambda: (
+                httpx.post(f"{server.url}/apps/demo/logs", content=body, headers=logplex).is_success
+                and bool(listener.lines())
+            ),
+            what="a line over TLS",
+        )
+    finally:
+        server.proc.terminate()
+        server.finish()
+        listener.close()
+    loaded = report.read_text().splitlines()[len(before) :]
+    assert "lookup" in {row.split()[0] for row in loaded}, loaded
+    assert not [row for row in loaded if row.endswith(" MainThread")], loaded
+
+
 def test_lines_round_trip_through_a_second_herolog(
     make_server: ServerFactory, herolog_home: Path
 ) -> None:
