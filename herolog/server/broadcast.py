@@ -59,6 +59,11 @@ class Broadcaster:
         self.subscribers: set[LineSink] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="herolog-broadcast")
         self._store: SQLiteStore | None = None
+        # The hold is a write, which waits its turn behind the store writer's commits (20 to
+        # 50 ms under load): on a thread and connection of its own, reads do not wait for it.
+        self._hold_executor = ThreadPoolExecutor(1, thread_name_prefix="herolog-trim-hold")
+        self._hold_store: SQLiteStore | None = None
+        self._hold_write: asyncio.Future[None] | None = None
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
@@ -107,8 +112,12 @@ class Broadcaster:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         loop = asyncio.get_running_loop()
+        if self._hold_write is not None:
+            await asyncio.gather(self._hold_write, return_exceptions=True)
         with contextlib.suppress(sqlite3.Error, StoreError, OSError):
-            await loop.run_in_executor(self._executor, self._release)
+            await loop.run_in_executor(self._hold_executor, self._release)
+        await loop.run_in_executor(self._hold_executor, self._close_hold_store)
+        self._hold_executor.shutdown(wait=False)
         await loop.run_in_executor(self._executor, self._close_store)
 
     async def _run(self) -> None:
@@ -119,11 +128,13 @@ class Broadcaster:
                 if not started:
                     self.position = await loop.run_in_executor(self._executor, self._newest)
                     self._first = self.position
-                    await loop.run_in_executor(self._executor, self._hold)
+                    # In place before any line is read: lines are trimmed in the
+                    # transaction that adds them.
+                    self._held_at = time.monotonic()
+                    await loop.run_in_executor(self._hold_executor, self._hold, self.position)
                     started = True
                     self._started.set()
-                if time.monotonic() - self._held_at > HOLD_EVERY_S:
-                    await loop.run_in_executor(self._executor, self._hold)
+                self._renew_hold(loop)
                 self._nudged.clear()
                 found = await self._read_and_deliver()
             except (sqlite3.Error, StoreError, OSError):
@@ -169,6 +180,19 @@ class Broadcaster:
             else:
                 subscriber.push(part)
 
+    def _renew_hold(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Move the hold up to the position every HOLD_EVERY_S, without waiting for it: a
+        hold behind the position only keeps more lines for a while."""
+        if self._hold_write is not None:
+            if not self._hold_write.done():
+                return
+            if self._hold_write.exception() is not None:
+                self._held_at = 0.0  # the store was briefly unwritable: again at once
+            self._hold_write = None
+        if time.monotonic() - self._held_at > HOLD_EVERY_S:
+            self._held_at = time.monotonic()
+            self._hold_write = loop.run_in_executor(self._hold_executor, self._hold, self.position)
+
     def _open(self) -> SQLiteStore:
         if self._store is None or self._store.replaced():
             self._close_store()
@@ -181,19 +205,32 @@ class Broadcaster:
             self._store.close()
             self._store = None
 
-    def _hold(self) -> None:
-        """Tell the store not to trim what has not been handed out yet (lines are trimmed
-        in the transaction that adds them, so the hold must be there before they come);
-        a write, so only when the position moved or the hold would lapse."""
-        self._held_at = time.monotonic()
-        if self._holding != self.position or self._hold_renewed < time.monotonic():
-            self._open().hold_trim(self.owner, self.position, HOLD_FOR_S)
-            self._holding = self.position
+    def _open_for_holds(self) -> SQLiteStore:
+        if self._hold_store is None or self._hold_store.replaced():
+            self._close_hold_store()
+            self._hold_store = SQLiteStore.open(self.store_path, create=False)
+        return self._hold_store
+
+    def _close_hold_store(self) -> None:
+        if self._hold_store is not None:
+            self._hold_store.close()
+            self._hold_store = None
+
+    def _hold(self, position: int) -> None:
+        """Tell the store not to trim lines above ``position``, which have not been handed
+        out yet; a write, so only when the position moved or the hold would lapse."""
+        if self._holding != position or self._hold_renewed < time.monotonic():
+            try:
+                self._open_for_holds().hold_trim(self.owner, position, HOLD_FOR_S)
+            except (sqlite3.Error, StoreError, OSError):
+                self._close_hold_store()
+                raise
+            self._holding = position
             self._hold_renewed = time.monotonic() + HOLD_FOR_S / 3
 
     def _release(self) -> None:
         if self._holding is not None:
-            self._open().release_trim_hold(self.owner)
+            self._open_for_holds().release_trim_hold(self.owner)
             self._holding = None
 
     def _newest(self) -> int:

@@ -842,6 +842,37 @@ def test_a_burst_beyond_the_history_is_forwarded_whole(
     wait_until(trimmed, what="the history trimmed back to 50")
 
 
+def test_lines_reach_the_drains_while_the_trim_hold_waits_its_turn(
+    make_server: ServerFactory, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broadcaster moves its trim hold up every HOLD_EVERY_S, a write that waits behind
+    the store writer's commits (20 to 50 ms at a time under load); its reads of new lines,
+    and every drain and tail with them, waited for it."""
+    holds: list[int] = []
+    release = threading.Event()
+    hold_trim = SQLiteStore.hold_trim
+
+    def slow_hold(store: SQLiteStore, owner: str, line_id: int, seconds: float) -> None:
+        holds.append(line_id)
+        if len(holds) > 1:  # the one in place before the first read goes through
+            release.wait(30)
+        hold_trim(store, owner, line_id, seconds)
+
+    monkeypatch.setattr(SQLiteStore, "hold_trim", slow_hold)
+    try:
+        running = make_server()
+        add_drain(running, "demo", sink.url())
+        post(running, "demo", numbered(1))
+        wait_until(lambda: len(holds) > 1, what="the hold moved up, and waiting")
+        post(running, "demo", numbered(3, start=1))
+        wait_until(lambda: len(sink.delivered_lines()) == 4, what="lines while the hold waits")
+        assert not release.is_set()
+        assert len(holds) == 2  # one write at a time: no more queue up behind the waiting one
+    finally:
+        release.set()
+    assert [x.message for x in sink.delivered_lines()] == [f"line {i}" for i in range(4)]
+
+
 def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
     make_server: ServerFactory, sink: HTTPSink
 ) -> None:
