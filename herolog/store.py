@@ -958,8 +958,10 @@ class SQLiteStore:
         Lines go later, once the hold moves on or lapses (a server that died holds nothing).
         Each ``owner`` (a server) has its own hold; the lowest counts.
         """
+        start, until = _term(seconds)
         with self._write() as db:
-            db.execute(_SET_META, (f"trim_hold:{owner}", f"{line_id} {_instant_in(seconds)}"))
+            # The start last: an older herolog reads "UNTIL START" as a time after UNTIL.
+            db.execute(_SET_META, (f"trim_hold:{owner}", f"{line_id} {until} {start}"))
 
     def release_trim_hold(self, owner: str) -> None:
         with self._write() as db:
@@ -971,10 +973,20 @@ class SQLiteStore:
         rows = self._db.execute(
             "SELECT value FROM meta WHERE key >= 'trim_hold:' AND key < 'trim_hold;'"
         )
+        current = None
         for (value,) in rows:
-            line_id, _, until = str(value).partition(" ")
-            if until > now:
-                holds.append(int(line_id))
+            line_id, _, term = str(value).partition(" ")
+            until, _, start = term.partition(" ")  # no start: an older herolog's
+            if until <= now:
+                continue
+            if start > now:  # lines received before the hold was taken, or a clock set back
+                if current is None:
+                    from herolog import timestamps
+
+                    current = timestamps.to_instant(timestamps.now())
+                if start > current:
+                    continue
+            holds.append(int(line_id))
         return min(holds) if holds else None
 
     def keep_log_sessions(self, records: Sequence[tuple[str, str]]) -> None:
@@ -1001,13 +1013,13 @@ class SQLiteStore:
         from herolog import timestamps
 
         now = timestamps.to_instant(timestamps.now())
+        start, until = _term(seconds)
         with self._write() as db:
             held = self._lease(name)
-            if held is not None:
-                holder, until = held
-                if holder != owner and until > now:
-                    return holder
-            db.execute(_SET_META, (f"lease:{name}", f"{owner} {_instant_in(seconds)}"))
+            if held is not None and held[0] != owner and _in_force(held, now):
+                return held[0]
+            # The start before the end: an older herolog reads "OWNER START" as the owner.
+            db.execute(_SET_META, (f"lease:{name}", f"{owner} {start} {until}"))
         return None
 
     def release_lease(self, name: str, owner: str) -> None:
@@ -1020,15 +1032,19 @@ class SQLiteStore:
         from herolog import timestamps
 
         held = self._lease(name)
-        return held is not None and held[1] > timestamps.to_instant(timestamps.now())
+        return held is not None and _in_force(held, timestamps.to_instant(timestamps.now()))
 
-    def _lease(self, name: str) -> tuple[str, str] | None:
-        """Who holds the lease ``name`` and until when (it may have run out), or None."""
+    def _lease(self, name: str) -> tuple[str, str, str] | None:
+        """Who holds the lease ``name``, from and until when (it may have run out), or None.
+        The start is "" for a lease an older herolog took, which kept only its end."""
         value = self._meta(f"lease:{name}")
         if value is None:
             return None
-        holder, _, until = value.rpartition(" ")
-        return holder, until
+        rest, _, until = value.rpartition(" ")
+        holder, _, start = rest.rpartition(" ")
+        if not _INSTANT.fullmatch(start):
+            holder, start = rest, ""
+        return holder, start, until
 
     def _holds(self, name: str, owner: str) -> bool:
         """Whether ``owner`` was the last to take the lease ``name`` (run out or not)."""
@@ -1843,6 +1859,7 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 APP_NAME_RULE = "app names are letters, digits, '.', '_' and '-' (100 at most)"
 
@@ -1852,12 +1869,26 @@ def valid_app_name(name: str) -> bool:
     return bool(_APP_NAME.fullmatch(name)) and ".." not in name
 
 
-def _instant_in(seconds: float) -> str:
+def _term(seconds: float) -> tuple[str, str]:
+    """From and until when a lease or trim hold taken now for ``seconds`` is in force: it ends
+    ``seconds`` from now, and starts as long before, so that another process whose clock
+    reads a moment behind finds it in force, and a clock set back by more (a fast clock
+    corrected) does not leave a killed serve's lease or hold in force that much longer."""
     from datetime import timedelta
 
     from herolog import timestamps
 
-    return timestamps.to_instant(timestamps.now() + timedelta(seconds=seconds))
+    now = timestamps.now()
+    return (
+        timestamps.to_instant(now - timedelta(seconds=abs(seconds))),
+        timestamps.to_instant(now + timedelta(seconds=seconds)),
+    )
+
+
+def _in_force(held: tuple[str, str, str], now: str) -> bool:
+    """Whether a lease (holder, start, until) is in force at ``now``."""
+    _, start, until = held
+    return start <= now < until
 
 
 def _file_size(path: Path) -> int:

@@ -1072,6 +1072,84 @@ def test_a_lease_its_holder_stops_renewing_runs_out_and_another_takes_it(tmp_pat
     store.close()
 
 
+def turn_clock(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
+    """Step the wall clock the store reads (as NTP or an admin would) by ``by``."""
+    from herolog import timestamps
+
+    real = timestamps.now
+    monkeypatch.setattr(timestamps, "now", lambda: real() + by)
+
+
+def test_a_lease_taken_before_the_clock_was_turned_back_runs_out_in_its_own_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serve killed holding the forwarding lease, then the clock set back an hour (a fast
+    clock corrected): the next serve forwards once the lease's 10 s are up, not an hour on."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    assert store.lease("forwarding", "killed", 10) is None
+    turn_clock(monkeypatch, -timedelta(hours=1))
+    assert not store.leased("forwarding")
+    assert store.lease("forwarding", "next", 10) is None
+    # Its own lease, taken on the clock as it is now, holds as ever.
+    assert store.leased("forwarding")
+    assert store.lease("forwarding", "killed", 10) == "next"
+    store.close()
+
+
+def test_a_lease_a_little_behind_the_clock_of_the_one_who_took_it_still_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes read the clock a moment apart: a lease just taken by one is no less held
+    for the other whose reading came first."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    assert store.lease("forwarding", "first", 10) is None
+    turn_clock(monkeypatch, -timedelta(seconds=5))
+    assert store.leased("forwarding")
+    assert store.lease("forwarding", "second", 10) == "first"
+    store.close()
+
+
+def test_leases_and_trim_holds_an_older_herolog_took_hold_until_they_end(tmp_path: Path) -> None:
+    """Its values name no start: ``OWNER UNTIL``, ``LINE UNTIL``."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(1)
+    fill(store, "demo", ["a"])
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [
+                ("lease:forwarding", "older 2999-01-01T00:00:00.000000Z"),
+                ("trim_hold:older", "0 2999-01-01T00:00:00.000000Z"),
+            ],
+        )
+    assert store.leased("forwarding")
+    assert store.lease("forwarding", "next", 10) == "older"
+    fill(store, "demo", ["b"])
+    assert messages(store.last(LineFilter(), 10)) == ["a", "b"]
+    store.close()
+
+
+def test_a_trim_hold_taken_before_the_clock_was_turned_back_holds_no_longer_than_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serve killed holding lines back from the trim, then the clock set back an hour: the
+    history goes back to its size within the hold's time, not an hour on."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(3)
+    fill(store, "demo", ["a", "b"])
+    store.hold_trim("killed", store.newest_id(), seconds=30)
+    fill(store, "demo", ["c", "d", "e"])
+    assert messages(store.last(LineFilter(), 10)) == ["c", "d", "e"]
+    turn_clock(monkeypatch, -timedelta(hours=1))
+    fill(store, "demo", ["f"])
+    assert messages(store.last(LineFilter(), 10)) == ["d", "e", "f"]
+    # One taken on the clock as it is now holds as ever: a serve that has handed out d.
+    store.hold_trim("live", store.newest_id() - 2, seconds=30)
+    fill(store, "demo", ["g", "h"])
+    assert messages(store.last(LineFilter(), 10)) == ["e", "f", "g", "h"]
+    store.close()
+
+
 def test_only_the_forwarding_lease_holder_saves_drain_positions(tmp_path: Path) -> None:
     """A server whose lease ran out and went to another (it was stalled, say) must not put
     its older position back over the newer one the other saves."""
