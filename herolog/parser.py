@@ -730,11 +730,15 @@ def _parse_bsd_message(
         elif not saved and arrived.month == 12 and month == "Jan":
             year += 1
         micros = int(fraction.ljust(6, "0")) if fraction else 0
-        time = (_MONTHS[month], int(day), int(hour), int(minute), int(second), micros)
+        leap = second == "60"
+        seconds = 59 if leap else int(second)
+        time = (_MONTHS[month], int(day), int(hour), int(minute), seconds, micros)
         moment = _bsd_moment(year, time, arrived + _A_DAY if saved else None)
         if moment is None:  # Feb 29 of another year, 25:00:00
             return None
         timestamp = moment.isoformat()
+        if leap:  # as the sender wrote it; normalize reads it as an RFC 3339 one
+            timestamp = f"{timestamp[:17]}60{timestamp[19:]}"
     elif rfc3339 is not None:
         timestamp = rfc3339
     else:  # Python's SysLogHandler sends no time: the time it came

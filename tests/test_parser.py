@@ -753,6 +753,16 @@ def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "<14>Dec 24 23:59:59 myhost billing: it: has colons",
             ("2025-12-24T23:59:59-05:00", "billing", "-", "myhost", 14, "it: has colons"),
         ),
+        # A leap second (it was kept whole as unknown[unknown]): as in an RFC 3339 timestamp,
+        # the last microsecond of its minute.
+        (
+            "<13>Dec 31 18:59:60 myhost billing[42]: leap",
+            ("2025-12-31T18:59:60-05:00", "billing", "42", "myhost", 13, "leap"),
+        ),
+        (
+            "<13>Dec 31 18:59:60.25 myhost billing[42]: leap",
+            ("2025-12-31T18:59:60.250000-05:00", "billing", "42", "myhost", 13, "leap"),
+        ),
         # rsyslog's RSYSLOG_ForwardFormat: RFC 3339 time, and an RFC 5424 sender's tag
         # without its colon
         (
