@@ -35,6 +35,9 @@ MAX_HISTORY = 10_000_000
 SCHEMA_VERSION = 10
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
+_CLOCK_STEP_MIN_S = 1.0
+"""How far the wall clock must get ahead of the monotonic one between two reads to be taken
+for a step (NTP slews smaller errors)."""
 _FIR_REST = "[0-9a-z]*-" + "[0-9a-z]" * 5
 """filters.FIR_DYNO_REST as a GLOB, with the two NOT GLOBs of _where."""
 
@@ -444,6 +447,10 @@ class SQLiteStore:
         self._history: int | None = None
         self._frame_ids: _FrameIds | None = None
         """Loaded by the first batch with a Frame-Id, and kept up to date by each one after."""
+        self._clock_read: tuple[float, float] | None = None
+        """The monotonic and wall clocks at the last :meth:`forget_frame_ids`."""
+        self._clock_steps: list[tuple[float, float]] = []
+        """When (monotonic) the wall clock was seen set forward since, and by how much."""
         self._identity = file_identity(path)
         self._ready = False
         self._immutable = False
@@ -863,14 +870,16 @@ class SQLiteStore:
         The ids go in arrival order, a range of rows: an id is kept while one that came
         before it is, so that its transaction's others are kept with the one that decides,
         and one stored late with an early time (another process's) lives a little longer.
-        Remembering a few more is harmless, forgetting one could store its retry twice.
+        Remembering a few more is harmless, forgetting one could store its retry twice: the
+        ids from before the wall clock was set forward are kept as much longer.
         """
         from datetime import timedelta
 
         from herolog import timestamps
 
         now = timestamps.now()
-        cutoff = timestamps.to_instant(now - timedelta(seconds=older_than_s))
+        stepped = self._stepped_forward(now.timestamp(), older_than_s)
+        cutoff = timestamps.to_instant(now - timedelta(seconds=older_than_s + stepped))
         with self._write() as db:
             oldest, newest = db.execute(
                 "SELECT (SELECT min(id) FROM frame_ids), (SELECT max(id) FROM frame_ids)"
@@ -905,6 +914,20 @@ class SQLiteStore:
                 " SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
                 (kept - 1,),
             )
+
+    def _stepped_forward(self, wall: float, within: float) -> float:
+        """The seconds the wall clock was set forward (a slow clock corrected) within the last
+        ``within`` seconds, as calls see it from one to the next: the ids received before
+        that look that much older than they are."""
+        monotonic = time.monotonic()
+        if self._clock_read is not None:
+            then, then_wall = self._clock_read
+            step = (wall - then_wall) - (monotonic - then)
+            if step > _CLOCK_STEP_MIN_S:
+                self._clock_steps.append((monotonic, step))
+        self._clock_read = (monotonic, wall)
+        self._clock_steps = [(at, s) for at, s in self._clock_steps if at > monotonic - within]
+        return sum(step for _, step in self._clock_steps)
 
     def _app(self, name: str, now: str) -> tuple[int, int]:
         row = self._db.execute("SELECT id, lines FROM apps WHERE name = ?", (name,)).fetchone()

@@ -1109,6 +1109,24 @@ def test_a_lease_a_little_behind_the_clock_of_the_one_who_took_it_still_holds(
     store.close()
 
 
+def test_frame_ids_outlive_the_wall_clock_set_forward(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer prunes every 30 s: one just after the clock was set forward two hours (a
+    slow clock corrected) must not forget the ids of the hour before, whose batches Logplex
+    may still retry. They go once an hour has passed by the monotonic clock."""
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)  # the writer's last prune
+    store.append([Batch("demo", [line("a")], frame_id="A")])
+    turn_clock(monkeypatch, timedelta(hours=2))
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    assert store.append([Batch("demo", [line("a")], frame_id="A")]) == [0]
+    monotonic = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: monotonic() + 3601)
+    turn_clock(monkeypatch, timedelta(seconds=3601))
+    store.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+    assert store.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
+
+
 def test_leases_and_trim_holds_an_older_herolog_took_hold_until_they_end(tmp_path: Path) -> None:
     """Its values name no start: ``OWNER UNTIL``, ``LINE UNTIL``."""
     store = SQLiteStore.open(tmp_path / "logs.db")
