@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import functools
 import os
 import random
@@ -722,7 +723,7 @@ class HTTPDrain(DrainWorker):
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
-            reason = str(error) or type(error).__name__
+            reason = _out_of_files(error) or str(error) or type(error).__name__
             raise DeliveryError(f"cannot connect to {self.netloc}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__  # a reset is a bare ReadError
@@ -812,6 +813,7 @@ class SyslogDrain(DrainWorker):
             raise DeliveryError(message, retry=True) from None
         except (OSError, TimeoutError, ssl.SSLError) as error:
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
+            reason = _out_of_files(error) or reason
             message = f"cannot connect to {url_host(self.host, self.port)}: {reason}"
             raise DeliveryError(message, retry=True) from None
         self._told_certificate = False
@@ -851,6 +853,23 @@ class SyslogDrain(DrainWorker):
                 writer.transport.abort()
             except (OSError, ssl.SSLError):
                 pass
+
+
+def _out_of_files(error: BaseException) -> str | None:
+    """What to say of a connection serve could not open for want of a file descriptor (the
+    OSError behind ``error``, where httpx says only "All connection attempts failed"), or
+    None: it is serve's limit that is reached, not the drain that is down, and one looking
+    at the drain would find nothing wrong with it."""
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno == errno.EMFILE:
+            return "serve is out of open files (raise its limit, ulimit -n)"
+        if isinstance(cause, OSError) and cause.errno == errno.ENFILE:
+            return "the system is out of open files (raise fs.file-max)"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 async def _ignore(reader: asyncio.StreamReader) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import logging
 import os
+import queue
 import re
 import resource
 import select
@@ -31,9 +32,10 @@ from herolog.server import _QuietRepeats
 from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
-from herolog.store import SQLiteStore
+from herolog.store import Delivery, SQLiteStore
 from tests.helpers import constants_env, herolog_env
 from tests.server.conftest import Running, ServeProcess, ServerFactory
+from tests.server.sinks import HTTPSink, SyslogSink
 from tests.server.test_intake import body
 from tests.server.test_process import stored
 from tests.server.test_syslog import (
@@ -1089,3 +1091,98 @@ def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
     said = [x for x in err.splitlines() if "cannot accept syslog connections" in x]
     assert len(said) == 1, err
     assert "Too many open files" in said[0], said
+
+
+def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
+    """The next line of serve's log with ``wanted`` in it (those before it are read, and
+    ``finish`` no longer returns them), or an AssertionError after ``timeout`` seconds: read
+    in a thread, so that a line that never comes fails the test rather than hang it."""
+    assert server.proc.stderr is not None
+    stderr = server.proc.stderr
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(stderr.readline, ""):
+            lines.put(line)
+            if wanted in line:
+                return
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    read_so_far: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"serve did not say {wanted!r}: {read_so_far}") from None
+        assert line, f"serve ended before it said {wanted!r}: {read_so_far}"
+        read_so_far.append(line)
+        if wanted in line:
+            return line
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("kind", ["https", "syslog"])
+def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
+    herolog_home: Path, kind: str
+) -> None:
+    """A drain that has to connect while serve has no file to spare cannot: its error said
+    that the drain could not be reached (httpx's "All connection attempts failed"), which
+    sent one looking at the drain, where nothing is wrong. It says that serve is out of open
+    files, retries, and delivers the line, none dropped, once connections have closed."""
+    with ExitStack() as stack:
+        sink: HTTPSink | SyslogSink
+        if kind == "https":
+            sink = HTTPSink()
+            url = sink.url()
+        else:
+            sink = SyslogSink()
+            url = f"syslog://127.0.0.1:{sink.port}"
+        stack.callback(sink.close)
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", url)  # no lines yet: no connection to the drain yet
+        finally:
+            store.close()
+        server = ServeProcess("--port", "0", open_files=64)
+        stack.callback(server.finish)
+        stack.callback(server.proc.kill)
+        client = stack.enter_context(httpx.Client(timeout=30))
+        assert client.get(f"{server.url}/healthz").status_code == 200  # kept alive
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        with ExitStack() as flood:
+            for _ in range(100):  # more than fit: serve closes the rest as they come
+                flood.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            posted = client.post(
+                f"{server.url}/apps/demo/logs",
+                content=body("at the limit"),
+                headers={"Content-Type": "application/logplex-1"},
+            )
+            assert posted.status_code == 204
+            failing = first_said(server, "is failing")
+        assert failing.rstrip().endswith(
+            f"is failing: cannot connect to 127.0.0.1:{sink.port}: serve is out of open"
+            " files (raise its limit, ulimit -n)"
+        ), failing
+        if isinstance(sink, HTTPSink):
+            wait_for(lambda: [x.message for x in sink.delivered_lines()] == ["at the limit 0"])
+        else:
+            wait_for(lambda: [x.message for x in sink.lines()] == ["at the limit 0"])
+        first_said(server, "delivers again")
+
+        def delivery() -> Delivery:
+            store = SQLiteStore.open(herolog_home / "logs.db", create=False)
+            try:
+                return store.drains("demo")[0].delivery
+            finally:
+                store.close()
+
+        wait_for(lambda: delivery().delivered == 1)
+        assert delivery().dropped == 0
+        assert "serve is out of open files" in str(delivery().last_error)
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err
