@@ -110,10 +110,16 @@ class _OpenFiles:
     def exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's exception handler: its accept loop out of files is this."""
         error = context.get("exception")
-        if context.get("message") == "socket.accept() out of system resource" and isinstance(
-            error, OSError
-        ):
+        message = str(context.get("message", ""))
+        if message == "socket.accept() out of system resource" and isinstance(error, OSError):
             self.out(error)
+        elif isinstance(error, ValueError) and message.startswith(
+            "Exception in callback BaseSelectorEventLoop._start_serving("
+        ):
+            # An accept it put off for a second, tried on a listener closed since (serve
+            # stopping): nothing to accept. One for every accept of the backlog that failed
+            # (cpython#151615), thousands of tracebacks at a stop.
+            pass
         else:
             loop.default_exception_handler(context)
 

@@ -34,7 +34,7 @@ from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import Delivery, SQLiteStore
 from tests.helpers import constants_env, herolog_env
-from tests.server.conftest import Running, ServeProcess, ServerFactory
+from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
 from tests.server.sinks import HTTPSink, SyslogSink
 from tests.server.test_intake import body
 from tests.server.test_process import stored
@@ -853,11 +853,8 @@ def test_out_of_open_files_serve_says_so_in_one_line(
     rather than every second: the waits below hold more of them than before."""
     faster = {"herolog.server.OPEN_FILES_WATCH_S": 0.1, "asyncio.constants.ACCEPT_RETRY_DELAY": 0.1}
     env = constants_env(faster)
-    if loop == "asyncio":  # a uvloop that cannot be imported: uvicorn takes asyncio's loop
-        missing = tmp_path / "no-uvloop" / "uvloop"
-        missing.mkdir(parents=True)
-        (missing / "__init__.py").write_text('raise ImportError("not installed")\n')
-        env["PYTHONPATH"] = os.pathsep.join([str(missing.parent), env["PYTHONPATH"]])
+    if loop == "asyncio":
+        without_uvloop(env, tmp_path)
     server = ServeProcess("--port", "0", env=env, open_files=64)
     try:
         fds = Path(f"/proc/{server.proc.pid}/fd")
@@ -880,6 +877,15 @@ def test_out_of_open_files_serve_says_so_in_one_line(
     assert said[0].startswith("herolog serve: out of open files (all 64 "), said
     assert "ulimit -n" in said[0], said
     assert said[1].startswith("herolog serve: open files to spare again"), said
+
+
+def without_uvloop(env: dict[str, str], directory: Path) -> None:
+    """Have the serve started with ``env`` find a uvloop that cannot be imported, as where it
+    is not installed: uvicorn takes asyncio's own loop."""
+    missing = directory / "no-uvloop" / "uvloop"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text('raise ImportError("not installed")\n')
+    env["PYTHONPATH"] = os.pathsep.join([str(missing.parent), env.get("PYTHONPATH", "")])
 
 
 def _port(server: ServeProcess) -> int:
@@ -1186,3 +1192,64 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
         code, err = server.finish()
     assert code == 0, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_out_of_open_files_serve_does_not_spin_and_stops_cleanly(
+    herolog_home: Path, tmp_path: Path, loop: str
+) -> None:
+    """With no file left to accept a connection into, and connections waiting on both its
+    listeners (HTTP, and syslog+tls, which serve accepts itself), serve does not try its
+    accepts again in a loop: uvloop accepts and closes them, asyncio's loop and serve's
+    syslog+tls listener try again a second later. A loop trying at once would take the whole
+    of a core; serve takes a few hundredths of a second in 2 s (less than half: a busy
+    machine gives a spinning serve less CPU, never an idle one more). Stopped then, as one
+    restarts a serve out of files, it exits 0 with no traceback: on asyncio's loop, the
+    accepts it had yet to try again each printed one once their listeners had closed
+    (thousands: cpython#151615 schedules one for every accept of the backlog that failed),
+    in a stop that lasts longer than the second they wait, here for a drain that cannot
+    deliver its line."""
+    certfile, keyfile, cafile = own_certificate(tmp_path)
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile), "--drain-flush-timeout", "2"]
+    gone = HTTPSink()
+    gone.close()  # nothing listens on its port: the drain retries until serve stops
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    try:
+        store.add_drain("demo", gone.url())
+    finally:
+        store.close()
+    env = herolog_env()
+    if loop == "asyncio":
+        without_uvloop(env, tmp_path)
+    server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, env=env, open_files=64)
+    try:
+        posted = httpx.post(
+            f"{server.url}/apps/demo/logs",
+            content=body("for a drain that is gone"),
+            headers={"Content-Type": "application/logplex-1"},
+            verify=ssl.create_default_context(cafile=str(cafile)),
+            timeout=30,
+        )
+        assert posted.status_code == 204
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        with ExitStack() as stack:
+            for _ in range(100):  # more than fit
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            for _ in range(5):  # each listener with some in its queue
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+                port = syslog_port(server)
+                stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
+            before = cpu_seconds(server.proc.pid)
+            time.sleep(2)
+            busy = cpu_seconds(server.proc.pid) - before
+            assert busy < 1.0, f"serve used {busy:.2f} s of CPU in 2 s out of open files"
+            server.proc.terminate()
+            code, err = server.finish()
+    finally:
+        server.proc.kill()
+        server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "1 line not delivered yet" in err.rstrip().splitlines()[-1], err
