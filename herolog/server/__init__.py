@@ -52,6 +52,10 @@ STORE_WATCH_S = 1.0
 OPEN_FILES_WATCH_S = 1.0
 """How often serve looks whether it has run out of open files."""
 FORCED_EXIT_S = 2
+MIN_OPEN_FILES = 32
+"""The fewest open files serve starts with: about 15 are its own (the store, the writer's
+pipes, the listeners, the event loop's), the rest for connections. With fewer it failed
+half-way, on a traceback (its event loop could not be made) or a store it 'cannot use'."""
 
 
 class _DropStartupFailure(logging.Filter):
@@ -463,6 +467,12 @@ class Server:
         """Open the listening sockets now, so a busy port is a clear error before anything
         runs (ConfigError), as is an unusable store (StoreError)."""
         files = raise_open_file_limit()
+        if files is not None and files < MIN_OPEN_FILES:
+            raise ConfigError(
+                f"serve may have only {files} files open (ulimit -Hn), and needs at least"
+                f" {MIN_OPEN_FILES}, about 15 of them its own: raise the limit (ulimit -n, or"
+                " LimitNOFILE= in a systemd unit)"
+            )
         self._open_files.limit = files
         if self.syslog is not None and files is not None:
             # Half the files at most, so that a flood of syslog connections leaves the

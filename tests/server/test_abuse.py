@@ -33,7 +33,7 @@ from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import Delivery, SQLiteStore
-from tests.helpers import constants_env, herolog_env
+from tests.helpers import constants_env, herolog_env, herolog_process
 from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
 from tests.server.sinks import HTTPSink, SyslogSink
 from tests.server.test_intake import body
@@ -1253,3 +1253,63 @@ def test_out_of_open_files_serve_does_not_spin_and_stops_cleanly(
     assert code == 0, err
     assert "Traceback" not in err, err
     assert "1 line not delivered yet" in err.rstrip().splitlines()[-1], err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("limit", [8, 16, 31])
+def test_too_few_open_files_to_start_is_one_line(herolog_home: Path, limit: int) -> None:
+    """Under a limit on open files too low to work with, serve failed half-way: with 8 a
+    traceback (uvloop's loop could not be made) and an abort, with 16 'cannot use the store
+    PATH: Too many open files'. It says, in one line and with the status of a setting it
+    cannot start with, what the limit is and what it needs."""
+    proc = herolog_process(
+        "serve",
+        "--port",
+        "0",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: serve may have only {limit} files open (ulimit -Hn), and needs at least 32,"
+        " about 15 of them its own: raise the limit (ulimit -n, or LimitNOFILE= in a systemd"
+        " unit)"
+    ]
+    assert not (herolog_home / "logs.db").exists()
+
+
+@pytest.mark.subprocess
+def test_the_fewest_open_files_serve_starts_with_are_enough(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """At the limit serve needs, it starts with everything on (syslog+tls, a drain) and
+    stores and forwards what it is sent."""
+    certfile, keyfile, cafile = own_certificate(tmp_path)
+    sink = HTTPSink()
+    try:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+        server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, open_files=32)
+        try:
+            posted = httpx.post(
+                f"{server.url}/apps/demo/logs",
+                content=body("at the fewest files"),
+                headers={"Content-Type": "application/logplex-1"},
+                verify=ssl.create_default_context(cafile=str(cafile)),
+                timeout=30,
+            )
+            assert posted.status_code == 204
+            wait_for(
+                lambda: [x.message for x in sink.delivered_lines()] == ["at the fewest files 0"]
+            )
+        finally:
+            server.proc.terminate()
+            code, err = server.finish()
+    finally:
+        sink.close()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert stored(herolog_home) == ["at the fewest files 0"]
