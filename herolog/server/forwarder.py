@@ -36,6 +36,7 @@ import functools
 import os
 import random
 import re
+import socket
 import sqlite3
 import ssl
 import time
@@ -864,12 +865,24 @@ def _out_of_files(error: BaseException) -> str | None:
     seen: set[int] = set()
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno == errno.EMFILE:
-            return "serve is out of open files (raise its limit, ulimit -n)"
-        if isinstance(cause, OSError) and cause.errno == errno.ENFILE:
-            return "the system is out of open files (raise fs.file-max)"
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+            return _OUT_OF_FILES[cause.errno]
+        if isinstance(cause, socket.gaierror):
+            # The resolver could not open its files (/etc/hosts, its socket to the name
+            # server) either, which it tells as a name not known: is that it?
+            try:
+                os.close(os.open(os.devnull, os.O_RDONLY))
+            except OSError as probe:
+                return _OUT_OF_FILES.get(probe.errno or 0)
+            return None
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+_OUT_OF_FILES = {
+    errno.EMFILE: "serve is out of open files (raise its limit, ulimit -n)",
+    errno.ENFILE: "the system is out of open files (raise fs.file-max)",
+}
 
 
 async def _ignore(reader: asyncio.StreamReader) -> None:

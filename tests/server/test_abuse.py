@@ -1130,21 +1130,24 @@ def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["https", "syslog"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
-    herolog_home: Path, kind: str
+    herolog_home: Path, kind: str, host: str
 ) -> None:
     """A drain that has to connect while serve has no file to spare cannot: its error said
-    that the drain could not be reached (httpx's "All connection attempts failed"), which
-    sent one looking at the drain, where nothing is wrong. It says that serve is out of open
-    files, retries, and delivers the line, none dropped, once connections have closed."""
+    that the drain could not be reached (httpx's "All connection attempts failed"), or, for
+    a drain named by its host name, that the name was not known (the resolver cannot open
+    its files either), which sent one looking at the drain or the DNS, where nothing is
+    wrong. It says that serve is out of open files, retries, and delivers the line, none
+    dropped, once connections have closed."""
     with ExitStack() as stack:
         sink: HTTPSink | SyslogSink
         if kind == "https":
             sink = HTTPSink()
-            url = sink.url()
+            url = sink.url().replace("127.0.0.1", host)
         else:
             sink = SyslogSink()
-            url = f"syslog://127.0.0.1:{sink.port}"
+            url = f"syslog://{host}:{sink.port}"
         stack.callback(sink.close)
         store = SQLiteStore.open(herolog_home / "logs.db")
         try:
@@ -1169,7 +1172,7 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
             assert posted.status_code == 204
             failing = first_said(server, "is failing")
         assert failing.rstrip().endswith(
-            f"is failing: cannot connect to 127.0.0.1:{sink.port}: serve is out of open"
+            f"is failing: cannot connect to {host}:{sink.port}: serve is out of open"
             " files (raise its limit, ulimit -n)"
         ), failing
         if isinstance(sink, HTTPSink):
