@@ -364,8 +364,12 @@ def unreachable(base: str, error: Exception) -> RemoteError:
     elif base.startswith("http:") and (
         "without sending a response" in reason or "reset by peer" in reason
     ):
-        # What a TLS server does with a plain-HTTP request: it closes or resets.
-        reason += " (a server of HTTPS closes a plain-HTTP connection so: try https://)"
+        # What a TLS server does with a plain-HTTP request: it closes or resets. So does a
+        # serve with no file left to take the connection with, whatever the scheme.
+        reason += (
+            " (a server of HTTPS closes a plain-HTTP connection so: try https://; so does a"
+            " herolog serve out of open files, which its log says)"
+        )
     return RemoteError(f"cannot reach {base}: {reason}")
 
 

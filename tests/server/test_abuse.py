@@ -1316,3 +1316,32 @@ def test_the_fewest_open_files_serve_starts_with_are_enough(
     assert code == 0, err
     assert "Traceback" not in err, err
     assert stored(herolog_home) == ["at the fewest files 0"]
+
+
+@pytest.mark.subprocess
+def test_out_of_open_files_a_client_is_not_told_only_to_try_https(herolog_home: Path) -> None:
+    """A serve out of open files closes a new connection as it comes, as a server of HTTPS
+    closes a plain-HTTP one: herolog's commands with --server told the user to try https://
+    alone, which a plain-HTTP serve refuses too. They name the serve's open files as well."""
+    server = ServeProcess("--port", "0", open_files=64)
+    try:
+        assert post_ok(server.url)
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        with ExitStack() as stack:
+            for _ in range(100):  # more than fit
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            for command in (["logs", "-a", "http"], ["apps"]):
+                proc = herolog_process(*command, "--server", server.url)
+                assert proc.returncode == 1, proc.stderr
+                (message,) = proc.stderr.splitlines()
+                assert message.startswith(f"Error: cannot reach {server.url}: "), message
+                assert message.endswith(
+                    "(a server of HTTPS closes a plain-HTTP connection so: try https://; so"
+                    " does a herolog serve out of open files, which its log says)"
+                ), message
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err

@@ -1659,7 +1659,11 @@ def test_the_wrong_scheme_for_the_server_says_which_to_use(
     )
     for url, hint in (
         (plain.url.replace("http:", "https:"), "(it answers plain HTTP: use http://)"),
-        (tls.url.replace("https:", "http:"), "closes a plain-HTTP connection so: try https://)"),
+        (
+            tls.url.replace("https:", "http:"),
+            "closes a plain-HTTP connection so: try https://; so does a herolog serve out of"
+            " open files, which its log says)",
+        ),
     ):
         for command in (["logs"], ["drain", "list"]):
             code, _, err = run(*command, env={"HEROLOG_URL": url, "HEROLOG_API_KEY": KEY})
