@@ -81,6 +81,15 @@ def store_lines(path: Path, app: str, *lines: LogLine) -> None:
         store.close()
 
 
+def store_drain(path: Path, app: str, url: str) -> None:
+    """Register a drain of ``app`` in the store at ``path`` (as ``herolog drain add`` would)."""
+    store = SQLiteStore.open(path)
+    try:
+        store.add_drain(app, url)
+    finally:
+        store.close()
+
+
 def run_out_forwarding_lease(path: Path) -> None:
     """Bring the store's forwarding lease to the state its 10 s leave it in when the serve
     holding it was killed: run out, still naming that serve. A dead serve's lease running out

@@ -33,7 +33,7 @@ from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.store import Delivery, SQLiteStore
-from tests.helpers import constants_env, herolog_env, herolog_process
+from tests.helpers import constants_env, herolog_env, herolog_process, store_drain
 from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
 from tests.server.sinks import HTTPSink, SyslogSink
 from tests.server.test_intake import body
@@ -892,6 +892,17 @@ def _port(server: ServeProcess) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
+def _post_over_tls(server: ServeProcess, text: str, cafile: Path) -> httpx.Response:
+    """POST one line to an HTTPS serve whose certificate ``cafile`` signed."""
+    return httpx.post(
+        f"{server.url}/apps/demo/logs",
+        content=body(text),
+        headers={"Content-Type": "application/logplex-1"},
+        verify=ssl.create_default_context(cafile=str(cafile)),
+        timeout=30,
+    )
+
+
 @pytest.mark.subprocess
 def test_tls_syslog_connections_count_from_before_their_handshake(tmp_path: Path) -> None:
     """On the syslog+tls port, a connection counts from when it is accepted: clients that
@@ -1149,11 +1160,8 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
             sink = SyslogSink()
             url = f"syslog://{host}:{sink.port}"
         stack.callback(sink.close)
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", url)  # no lines yet: no connection to the drain yet
-        finally:
-            store.close()
+        # No lines yet: no connection to the drain yet.
+        store_drain(herolog_home / "logs.db", "demo", url)
         server = ServeProcess("--port", "0", open_files=64)
         stack.callback(server.finish)
         stack.callback(server.proc.kill)
@@ -1217,24 +1225,13 @@ def test_out_of_open_files_serve_does_not_spin_and_stops_cleanly(
     tls = ["--certfile", str(certfile), "--keyfile", str(keyfile), "--drain-flush-timeout", "2"]
     gone = HTTPSink()
     gone.close()  # nothing listens on its port: the drain retries until serve stops
-    store = SQLiteStore.open(herolog_home / "logs.db")
-    try:
-        store.add_drain("demo", gone.url())
-    finally:
-        store.close()
+    store_drain(herolog_home / "logs.db", "demo", gone.url())
     env = herolog_env()
     if loop == "asyncio":
         without_uvloop(env, tmp_path)
     server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, env=env, open_files=64)
     try:
-        posted = httpx.post(
-            f"{server.url}/apps/demo/logs",
-            content=body("for a drain that is gone"),
-            headers={"Content-Type": "application/logplex-1"},
-            verify=ssl.create_default_context(cafile=str(cafile)),
-            timeout=30,
-        )
-        assert posted.status_code == 204
+        assert _post_over_tls(server, "for a drain that is gone", cafile).status_code == 204
         fds = Path(f"/proc/{server.proc.pid}/fd")
         with ExitStack() as stack:
             for _ in range(100):  # more than fit
@@ -1289,22 +1286,11 @@ def test_the_fewest_open_files_serve_starts_with_are_enough(
     certfile, keyfile, cafile = own_certificate(tmp_path)
     sink = HTTPSink()
     try:
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", sink.url())
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", sink.url())
         tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)]
         server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, open_files=32)
         try:
-            posted = httpx.post(
-                f"{server.url}/apps/demo/logs",
-                content=body("at the fewest files"),
-                headers={"Content-Type": "application/logplex-1"},
-                verify=ssl.create_default_context(cafile=str(cafile)),
-                timeout=30,
-            )
-            assert posted.status_code == 204
+            assert _post_over_tls(server, "at the fewest files", cafile).status_code == 204
             wait_for(
                 lambda: [x.message for x in sink.delivered_lines()] == ["at the fewest files 0"]
             )

@@ -26,7 +26,7 @@ from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import RELOAD_INTERVAL_S
 from herolog.store import Delivery, SQLiteStore, StoredLine
-from tests.helpers import herolog_env, herolog_process, line, store_lines
+from tests.helpers import herolog_env, herolog_process, line, store_drain, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
@@ -618,11 +618,7 @@ def test_a_drain_added_while_serving_is_made_off_the_event_loop(
         # What serve checked as it started (a $SSL_CERT_FILE that cannot be read) is not in
         # question: it answered no request yet.
         before = report.read_text().splitlines() if report.exists() else []
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", sink.url())
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", sink.url())
         wait_until(lambda: len(report.read_text().splitlines()) > len(before), what="loading")
         body = frame([format_syslog(line("after"))])
         logplex = {"Content-Type": "application/logplex-1"}
@@ -653,11 +649,7 @@ def test_a_syslog_tls_drain_s_certificates_are_looked_up_off_the_event_loop(
     server = ServeProcess("--port", "0", env=env)
     try:
         before = report.read_text().splitlines() if report.exists() else []
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", f"syslog+tls://127.0.0.1:{listener.port}")
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", f"syslog+tls://127.0.0.1:{listener.port}")
         body = frame([format_syslog(line("over TLS"))])
         logplex = {"Content-Type": "application/logplex-1"}
         # Until the drain is taken up, the line is stored before it: post until one arrives.
@@ -1043,11 +1035,7 @@ def test_a_stop_while_a_new_drain_is_being_taken_up_still_delivers_its_lines(
 
     monkeypatch.setattr(Broadcaster, "subscribe", slow_subscribe)
     with running_server(herolog_home / "logs.db") as running:
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", sink.url())
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", sink.url())
         assert subscribing.wait(10), "the server did not take the drain up"
         store_lines(herolog_home / "logs.db", "demo", *numbered(500))
     assert len(sink.delivered_lines()) == 500, running.log.getvalue()
