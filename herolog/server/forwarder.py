@@ -921,15 +921,14 @@ def process_exists(pid: int) -> bool:
 def _made(
     new: Sequence[Drain], capacity: int, notice: Notice, timing: DrainTiming
 ) -> list[DrainWorker]:
-    """The workers of ``new`` drains (worker_for), and what they will load loaded: made off
-    the event loop."""
+    """The workers of ``new`` drains (worker_for), and what HTTP drains will load loaded:
+    made off the event loop. (A syslog+tls drain takes its certificates as it connects, in
+    a thread of its own.)"""
     workers = []
     for drain in new:
         worker = worker_for(drain, capacity, notice, timing)
         if isinstance(worker, HTTPDrain):
             _load_http_client()
-        elif isinstance(worker, SyslogDrain) and worker.tls:
-            trusting_context(worker.insecure)
         workers.append(worker)
     return workers
 
