@@ -478,9 +478,10 @@ class RemoteLogs:
         passed): no reconnecting."""
         self.stream_events = 0
         """Events read of the stream read last."""
-        self.told_to_wait = False
-        """The stream read last asked the client to wait before it came back (SSE's
-        retry field): a serve that is stopping says so, and nothing else."""
+        self.waits = 0
+        """Events of the stream read last that only asked the client to wait before it came
+        back (SSE's retry field): a serve that is stopping, or that cannot read its store,
+        sends nothing else."""
 
     def run(self) -> None:
         import httpx
@@ -512,7 +513,7 @@ class RemoteLogs:
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
-            self.stream_events, self.told_to_wait = 0, False
+            self.stream_events, self.waits = 0, 0
             try:
                 if not self._read(client, url, resuming=True):  # gone: the server restarted
                     # Without a line id to resume after, nothing was shown yet: start over.
@@ -530,11 +531,12 @@ class RemoteLogs:
                 reason, announce = str(error), False
                 delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
-            if self.told_to_wait and self.stream_events == 1:
-                # Its one event the "come back later" of a serve that is stopping (its
-                # listener still open while it hands its sessions over): the same outage,
-                # not the end of one and the start of the next. A stream ended with no
-                # event at all (a proxy's idle timeout on a quiet app) is not that.
+            if self.stream_events and self.waits == self.stream_events:
+                # Nothing but "come back later", from a serve that is stopping (its listener
+                # still open while it hands its sessions over) or that cannot read its store:
+                # the same outage, not the end of one and the start of the next. A stream
+                # ended with no event at all (a proxy's idle timeout on a quiet app) is not
+                # that.
                 announce, delay = False, min(delay * 2, BACKOFF_CAP_S)
                 continue
             reason, announce, delay = "the server closed the stream", True, BACKOFF_START_S
@@ -644,7 +646,7 @@ class RemoteLogs:
         for event in events:
             self.stream_events += 1
             if event.retry is not None and not event.data:
-                self.told_to_wait = True
+                self.waits += 1
             if event.id.isascii() and event.id.isdigit():  # herolog's ids; a header value
                 self.last_id = event.id
             if event.event == "end":

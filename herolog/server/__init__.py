@@ -28,6 +28,7 @@ import uvicorn
 
 from herolog.interrupt import die_of_sigint, release_stops
 from herolog.remote import ssl_cert_file_problem
+from herolog.server.api import CUT_OFF
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
@@ -63,6 +64,16 @@ class _DropStartupFailure(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "Application startup failed. Exiting."
+
+
+class _DropCutOff(logging.Filter):
+    """uvicorn's error for an answer left unfinished, where herolog cut it off on purpose
+    (a log session's history that could not be read) and has said why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            CUT_OFF.get() and record.getMessage().startswith("ASGI callable returned without")
+        )
 
 
 class _QuietRepeats(logging.Filter):
@@ -509,9 +520,9 @@ class Server:
         """Serve until SIGINT/SIGTERM/SIGHUP or :meth:`stop`; then finish requests and commit."""
         if not self._sockets:
             self.bind()
-        quiet, repeats = _DropStartupFailure(), _QuietRepeats()
-        logging.getLogger("uvicorn.error").addFilter(quiet)
-        logging.getLogger("uvicorn.error").addFilter(repeats)
+        filters = (_DropStartupFailure(), _DropCutOff(), _QuietRepeats())
+        for log_filter in filters:
+            logging.getLogger("uvicorn.error").addFilter(log_filter)
         try:
             self._uvicorn.run(sockets=self._sockets)
         except SystemExit:
@@ -523,8 +534,8 @@ class Server:
             message = error if path in error else f"cannot use the store {path}: {error}"
             raise StoreError(message) from None
         finally:
-            logging.getLogger("uvicorn.error").removeFilter(quiet)
-            logging.getLogger("uvicorn.error").removeFilter(repeats)
+            for log_filter in filters:
+                logging.getLogger("uvicorn.error").removeFilter(log_filter)
             for sock in self._sockets + self._syslog_sockets:
                 sock.close()
         if self.failure is not None:

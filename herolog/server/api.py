@@ -14,6 +14,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,6 +37,7 @@ from herolog.server.http import (
     read_body,
 )
 from herolog.server.sessions import (
+    FAILED_RETRY_MS,
     LogSession,
     Reader,
     SessionError,
@@ -43,6 +45,7 @@ from herolog.server.sessions import (
     TooManySessions,
     end_for_restart,
 )
+from herolog.server.throttle import Throttled
 from herolog.store import (
     MAX_HISTORY,
     AppInfo,
@@ -71,6 +74,19 @@ _API_PATHS = re.compile(
 """Where the API answers every request, with a JSON 404 for paths it does not know."""
 _MAX_JSON_BODY = 64 << 10
 _JSON = b"application/json"
+
+CUT_OFF: ContextVar[bool] = ContextVar("CUT_OFF", default=False)
+"""Set in a request whose answer was cut off on purpose: uvicorn's error for an answer left
+unfinished is then not said (serve's log has said why)."""
+
+
+def _say_failed_reads(count: int, session_id: str, why: str) -> str:
+    if count == 1:
+        return f"herolog serve: log session {session_id} failed: {why}"
+    return (
+        f"herolog serve: {count:,} more reads of log sessions failed (the last, of"
+        f" {session_id}: {why})"
+    )
 
 
 class APIError(Exception):
@@ -108,6 +124,9 @@ class PlatformAPI:
     def __init__(self, config: ServeConfig, sessions: Sessions) -> None:
         self.config = config
         self.sessions = sessions
+        self.failed_reads = Throttled(sys.stderr, _say_failed_reads)
+        """Log sessions that could not be read: a tail's client comes back every few
+        seconds while the store cannot be read, and each would say so again."""
 
     @property
     def store_path(self) -> Path:
@@ -394,8 +413,19 @@ class PlatformAPI:
         except OSError:  # the client went away mid-write
             reader.stop()
         except Exception as error:  # the answer has started: all that is left is to end it
-            print(f"herolog serve: log session {session.id} failed: {error!r}", file=sys.stderr)
+            # The store's own errors say what is wrong; anything else is named by its type.
+            why = str(error) if isinstance(error, (StoreError, sqlite3.Error)) else ""
+            self.failed_reads.add(session.id, why or f"{type(error).__name__}: {error}")
             reader.stop()
+            if session.tail and not gone:
+                # Ended properly, a tail's client comes back and resumes after its last
+                # line (the heroku CLI dies on a stream cut off). A history's is cut off:
+                # ended properly, part of it would pass for the whole.
+                end = f"retry: {FAILED_RETRY_MS}\n\n".encode()
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
+            else:
+                CUT_OFF.set(True)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -120,6 +120,7 @@ class HerologApp:
 
     async def shutdown(self) -> None:
         await self.sessions.close()
+        self.api.failed_reads.flush()
         for hook in reversed(self._on_shutdown):
             await hook()
         # The intake is closed: forward what it stored, while the writer can still store

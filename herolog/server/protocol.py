@@ -33,7 +33,8 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from herolog.server.app import Admitted, HerologApp, Stats, not_stored, plain_answer
 from herolog.server.http import HTTPError
-from herolog.server.syslog import TLS_HANDSHAKE, Throttled, from_peer
+from herolog.server.syslog import TLS_HANDSHAKE, from_peer
+from herolog.server.throttle import Throttled
 from herolog.server.writer import BadBody, Stored, WriterStopped
 from herolog.store import StoreError
 

@@ -47,6 +47,9 @@ TAIL_BUFFER_BYTES = 16 << 20
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
+FAILED_RETRY_MS = 5_000
+"""Sent as a tail's stream ends because the store could not be read (serve out of open
+files, say): its client comes back this much later, and resumes after its last line."""
 RESTART_MARGIN_MS = 5_000
 """As a stream ends because serve is stopping, it asks the client to come back after the
 drains' flush (``--drain-flush-timeout``, all of it where a drain cannot deliver) and this

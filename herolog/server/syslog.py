@@ -16,7 +16,6 @@ import itertools
 import socket
 import ssl
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
@@ -25,6 +24,7 @@ from typing import TextIO
 from herolog.parser import FrameDecoder, FramingError, LogLine, Received
 from herolog.server.app import Stats
 from herolog.server.config import DEFAULT_SYSLOG_MAX_CONNECTIONS
+from herolog.server.throttle import Throttled
 from herolog.server.writer import Stored, Writer
 
 _hostname = attrgetter("hostname")
@@ -44,10 +44,6 @@ QUIET_AT_STOP_S = 0.1
 sent before the stop is in the kernel's buffers), then closes it..."""
 STOP_READING_S = 5.0
 """...or after this long, for a client that does not pause."""
-REFUSALS_REPORTED_EVERY_S = 60.0
-"""Connections refused for being over the limit, and those closed for what they sent, are
-reported at most this often, counted: a client retrying in a loop must not flood serve's
-log."""
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
@@ -334,7 +330,7 @@ class SyslogServer:
 
     def _refused(self, peer: tuple[str, int] | None) -> None:
         """Say that a connection over the limit was closed before reading from it (or its
-        handshake): counted, at most once every REFUSALS_REPORTED_EVERY_S."""
+        handshake): counted, at most once a minute (Throttled)."""
         self.stats.syslog_connections_refused += 1
         self._refusals.add(from_peer(peer), "")
 
@@ -413,40 +409,3 @@ def _say_closed(count: int, peer: str, why: str) -> str:
         return f"herolog serve: closed a syslog connection for what it sent{where}: {why}"
     where = f" (the last {peer})" if peer else ""
     return f"herolog serve: closed {count:,} syslog connections for what they sent{where}: {why}"
-
-
-class Throttled:
-    """Events said on serve's log at most once every REFUSALS_REPORTED_EVERY_S: the first
-    at once, those that come within the interval together once it is over, counted and
-    told by the last of them."""
-
-    def __init__(self, log: TextIO, say: Callable[[int, str, str], str]) -> None:
-        self.log = log
-        self.say = say
-        """The line for (how many, the last one's peer, the last one's reason)."""
-        self._unreported = 0
-        self._last = ("", "")
-        self._report_at = 0.0
-        self._scheduled = False
-
-    def add(self, peer: str, why: str) -> None:
-        self._unreported += 1
-        self._last = (peer, why)
-        now = time.monotonic()
-        if now >= self._report_at:
-            self._report()
-        elif not self._scheduled:  # the ones held back are reported when it is time
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(self._report_at - now, self._report)
-
-    def flush(self) -> None:
-        """Say now what is held back (serve is stopping)."""
-        self._report()
-
-    def _report(self) -> None:
-        self._scheduled = False
-        count, self._unreported = self._unreported, 0
-        if not count:
-            return
-        self._report_at = time.monotonic() + REFUSALS_REPORTED_EVERY_S
-        print(self.say(count, *self._last), file=self.log, flush=True)

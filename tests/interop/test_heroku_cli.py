@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,9 +28,10 @@ from click.testing import CliRunner
 
 from herolog import drains as drains_module
 from herolog.cli import cli
+from herolog.server import api as api_module
 from herolog.server import sessions
 from herolog.server.config import DrainTiming
-from herolog.store import Batch, SQLiteStore
+from herolog.store import Batch, SQLiteStore, StoreError
 from tests.helpers import herolog_env, line
 from tests.server.conftest import (
     Running,
@@ -323,6 +325,36 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         assert lines.empty()
     finally:
         tail.stop()
+
+
+def test_heroku_logs_tail_comes_back_when_serve_could_not_read_the_store(
+    heroku_cli: Path, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tail session serve cannot read the store for (out of open files, say) ends its
+    stream properly, asking the CLI to come back: cut off, the CLI would die with
+    "terminated: other side closed" (it reconnects only after a proper end)."""
+    history = sessions._history
+    failures: list[None] = []
+
+    def failing(*args: Any) -> Any:
+        if not failures:
+            failures.append(None)
+            raise StoreError("cannot open the store: unable to open database file")
+        return history(*args)
+
+    monkeypatch.setattr(sessions, "_history", failing)
+    monkeypatch.setattr(api_module, "FAILED_RETRY_MS", 200)
+    tail = HerokuTail(heroku_cli, cli_env(server, tmp_path), "-a", "demo", "-n", "1", "--tail")
+    try:
+        first = tail.lines.get(timeout=60)
+        assert failures
+        assert [first] == herolog_logs(server, "-a", "demo", "-n", "1")
+        assert server.post("demo", frames("after coming back", second=40)).status_code == 204
+        assert tail.message() == "after coming back"
+        assert tail.proc.poll() is None
+    finally:
+        tail.stop()
+    assert "eventsource failed" not in tail.stderr, tail.stderr
 
 
 @pytest.mark.subprocess

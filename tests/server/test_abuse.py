@@ -32,6 +32,7 @@ from herolog.server import _QuietRepeats
 from herolog.server.app import MAX_QUERY
 from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
+from herolog.server.sessions import FAILED_RETRY_MS
 from herolog.store import Delivery, SQLiteStore
 from tests.helpers import constants_env, herolog_env, herolog_process, store_drain
 from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
@@ -837,6 +838,69 @@ def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> N
         code, err = server.finish()
     assert code == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
+def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
+    herolog_home: Path,
+) -> None:
+    """A log session that cannot read the store (serve out of open files) ends a tail's
+    stream properly, asking its client to come back (the heroku CLI reconnects only after
+    such an end, and dies on a stream cut off), and cuts a history's off, since a proper
+    end would pass for the whole of it. Serve says so in one line, not again at each
+    reconnect, and without uvicorn's error for a response left unfinished."""
+    server = ServeProcess("--port", "0", open_files=64)
+    api = {"Accept": "application/vnd.heroku+json; version=3"}
+    try:
+        with httpx.Client(timeout=30) as client, ExitStack() as stack:
+            logplex = {"Content-Type": "application/logplex-1"}
+            posted = client.post(
+                f"{server.url}/apps/demo/logs", content=body("hi"), headers=logplex
+            )
+            assert posted.status_code == 204
+
+            def session(tail: bool) -> str:
+                made = client.post(
+                    f"{server.url}/apps/demo/log-sessions",
+                    json={"tail": tail, "lines": 10},
+                    headers=api,
+                )
+                assert made.status_code == 201, made.text
+                return str(made.json()["logplex_url"])
+
+            tail, history = session(True), session(False)
+            fds = Path(f"/proc/{server.proc.pid}/fd")
+            for _ in range(100):
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            for _ in range(3):  # a tail coming back while serve is still out of files
+                ended = client.get(tail)
+                assert ended.status_code == 200
+                assert "data:" not in ended.text, ended.text
+                assert ended.text.endswith(f"retry: {FAILED_RETRY_MS}\n\n"), ended.text
+            # Last: uvicorn closes the connection of a response cut off.
+            with pytest.raises(httpx.RemoteProtocolError):
+                client.get(history)
+            stack.close()
+            wait_for(lambda: len(list(fds.iterdir())) < 40)
+            with client.stream("GET", tail) as back:
+                got = ""
+                for text in back.iter_text():
+                    got += text
+                    if "hi" in got:
+                        break
+            assert "hi" in got
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "ASGI callable returned without completing response" not in err, err
+    said = [line for line in err.splitlines() if "log session" in line]
+    assert len(said) == 2, err  # the first at once; the others together, as serve stops
+    assert "open-file limit" in said[0], said
+    assert "StoreError" not in said[0], said
+    assert said[1].startswith("herolog serve: 3 more reads of log sessions failed"), said
 
 
 @pytest.mark.subprocess

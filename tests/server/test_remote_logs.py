@@ -25,7 +25,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
-from herolog.store import SQLiteStore, StoredLine
+from herolog.store import SQLiteStore, StoredLine, StoreError
 from tests.helpers import (
     SERVE_POLL_S,
     Child,
@@ -1265,6 +1265,40 @@ def test_a_tail_back_at_a_serve_still_stopping_says_reconnecting_once(
         code, err = child.stop(signal.SIGINT)
         stop()
     assert code == -signal.SIGINT  # 130 in a shell
+    assert err.count("reconnecting...") == 1, err
+
+
+@pytest.mark.subprocess
+def test_a_tail_serve_cannot_read_the_store_for_says_reconnecting_once(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serve that cannot read its store for a tail (out of open files, say) ends the
+    stream asking the client to come back: each of those is the same outage, said once and
+    backed off from, and the tail's lines come once the store can be read again."""
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    history = server_sessions._history
+    failures: list[None] = []
+
+    def failing(*args: Any) -> Any:
+        if len(failures) < 3:
+            failures.append(None)
+            raise StoreError(f"cannot open the store {path}: unable to open database file")
+        return history(*args)
+
+    monkeypatch.setattr(server_sessions, "_history", failing)
+    server, stop = serve(path)
+    child, _ = remote_logs(server, "-a", "demo", "-t")
+    try:
+        assert child.read_lines(1)[0].endswith(" app[web.1]: before")
+        assert len(failures) == 3
+        wait_until_live(server)
+        fill(path, "demo", line("after", second=1))
+        assert child.read_lines(1) == ["2024-03-05T09:00:01.000000+00:00 app[web.1]: after"]
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+    assert code == -signal.SIGINT
     assert err.count("reconnecting...") == 1, err
 
 

@@ -126,11 +126,11 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
     """A sender whose messages are refused (an rsyslog sending some other framing, a line
     continuing a multi-line message) must not lose them without a word: serve says why it
     hung up, at most once an interval, counting the others, as it does refusals."""
-    from herolog.server import syslog as syslog_module
+    from herolog.server import throttle
 
     # Not a minute, but room enough for the two connections below to come within it on a
     # busy machine (they take milliseconds): they are to be told together.
-    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 1.0)
+    monkeypatch.setattr(throttle, "REPORTED_EVERY_S", 1.0)
     running = make_server(syslog_port=0)
 
     def closures() -> list[str]:
@@ -308,9 +308,9 @@ def closed_by_server(sock: socket.socket, wait: float | None = None) -> bool:
 def test_connections_over_the_limit_are_closed_and_reported(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from herolog.server import syslog as syslog_module
+    from herolog.server import throttle
 
-    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 1.0)  # not a minute
+    monkeypatch.setattr(throttle, "REPORTED_EVERY_S", 1.0)  # not a minute
     running = make_server(syslog_port=0, syslog_max_connections=3)
     syslog = running.server.syslog
     assert syslog is not None
@@ -855,9 +855,9 @@ def test_plain_syslog_and_failed_handshakes_on_the_tls_port_are_said_and_counted
     """`logger --tcp` or a syslog:// drain sent to the syslog+tls port, and a client that
     refuses serve's certificate, had their connections closed without a word: nothing
     stored, nothing on serve's stderr, nothing in /stats."""
-    from herolog.server import syslog as syslog_module
+    from herolog.server import throttle
 
-    monkeypatch.setattr(syslog_module, "REFUSALS_REPORTED_EVERY_S", 0.0)
+    monkeypatch.setattr(throttle, "REPORTED_EVERY_S", 0.0)
     ca, certfile, keyfile = certificates
     running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
     with connect(running) as plain:
