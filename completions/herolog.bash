@@ -52,7 +52,7 @@ _herolog() {
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-a --app --json --show-secrets --server -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-a --app --json --show-secrets --if-missing --server -h --help" -- "$cur")) ;;
         "herolog drain list")
             case "$prev" in
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
@@ -64,7 +64,7 @@ _herolog() {
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;
                 --server) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-a --app --server -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-a --app --if-exists --server -h --help" -- "$cur")) ;;
         "herolog import")
             case "$prev" in
                 -a|--app) COMPREPLY=(); local app; while IFS= read -r app; do [[ $app == "$cur"* ]] && COMPREPLY+=("$app"); done < <(herolog apps --server= 2>/dev/null); return ;;

@@ -88,6 +88,7 @@ _herolog_drain_add() {
         '(-a --app)'{-a,--app=}'[The app whose lines go to URL (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
         '--json[Print the drain as JSON.]' \
         '--show-secrets[Do not mask passwords and keys in --json.]' \
+        '--if-missing[If the app has the drain already, say so (--json\: print it) and exit 0.]' \
         '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }
@@ -104,6 +105,7 @@ _herolog_drain_list() {
 _herolog_drain_remove() {
     _arguments \
         '(-a --app)'{-a,--app=}'[The app the drain belongs to (default\: $HEROLOG_APP, else default).]:APP:__herolog_app_names' \
+        '--if-exists[If the app has no such drain, say so and exit 0.]' \
         '--server=[Work on this herolog serve (or $HEROLOG_URL'\''s; API key from $HEROLOG_API_KEY), not the local store.]:URL: ' \
         '(- *)'{-h,--help}'[Show help]'
 }

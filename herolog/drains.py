@@ -349,12 +349,15 @@ class DrainError(Exception):
         usage: bool = False,
         status: int | None = None,
         missing: bool = False,
+        exists: bool = False,
     ) -> None:
         super().__init__(message)
         self.usage = usage
         self.status = status
         self.missing = missing
-        """The server said the app or drain is not there (not: it has no such path)."""
+        """The app or drain is not there (a server said so: not that it has no such path)."""
+        self.exists = exists
+        """The app has the drain already."""
         self.no_app = False
         """The server has no app of the name asked for."""
 
@@ -376,6 +379,11 @@ class Registry(Protocol):
         ...
 
     def list(self, app: str | None) -> list[Drain]: ...
+
+    def find(self, app: str, key: str) -> Drain:
+        """The app's drain whose URL (written any way add takes as the same), token or id is
+        ``key``."""
+        ...
 
     def remove(self, app: str, key: str) -> Drain: ...
 
@@ -420,7 +428,7 @@ class LocalRegistry:
                 message = f"{name} already has the drain {mask_url(exists.url)}"
                 if exists.url != url:
                     message += f" ({mask_url(url)} is the same URL written another way)"
-                raise DrainError(message) from None
+                raise DrainError(message, exists=True) from None
             return added, new_app_warning(name) if info is None else None
 
         return using_store(self.store_path, add, create=True)
@@ -434,6 +442,17 @@ class LocalRegistry:
         finally:
             store.close()
 
+    def find(self, app: str, key: str) -> Drain:
+        def find(store: SQLiteStore) -> tuple[str, Drain | None]:
+            name = _named(store, app)
+            drain = store.find_drain(name, key)
+            return name, None if drain is None else counted(store, [drain])[0]
+
+        name, drain = using_store(self.store_path, find, create=True)
+        if drain is None:
+            raise DrainError(not_there(name, key, self.list(None)), missing=True)
+        return drain
+
     def remove(self, app: str, key: str) -> Drain:
         def remove(store: SQLiteStore) -> tuple[str, Drain | None]:
             name = _named(store, app)
@@ -441,7 +460,7 @@ class LocalRegistry:
 
         name, drain = using_store(self.store_path, remove, create=True)
         if drain is None:
-            raise DrainError(not_there(name, key, self.list(None)))
+            raise DrainError(not_there(name, key, self.list(None)), missing=True)
         return drain
 
     def forwarded(self) -> bool:
@@ -486,10 +505,16 @@ class RemoteRegistry:
             raise DrainError(f"{self.shown} did not answer with a list of drains")
         return [self._drain(obj) for obj in answer]
 
+    def find(self, app: str, key: str) -> Drain:
+        return self._one("GET", app, key, "look up the drain")
+
     def remove(self, app: str, key: str) -> Drain:
+        return self._one("DELETE", app, key, "remove the drain")
+
+    def _one(self, method: str, app: str, key: str, doing: str) -> Drain:
         path = f"/apps/{quote(app, safe='')}/log-drains/{quote(key, safe='')}"
         try:
-            answer = self._call("DELETE", path, None, "remove the drain")
+            answer = self._call(method, path, None, doing)
         except DrainError as error:
             if error.missing:
                 raise DrainError(not_there(app, key, self.list(None)), missing=True) from None
@@ -529,9 +554,13 @@ class RemoteRegistry:
         if not 200 <= response.status_code < 300:
             problem: RemoteError = refused(self.shown, response, doing, app)
             # A URL the app already has is a conflict, not a usage error: exit 1, as locally.
-            usage = problem.usage and "already been taken" not in str(problem)
+            exists = "already been taken" in str(problem)
             failed = DrainError(
-                str(problem), usage=usage, status=response.status_code, missing=problem.not_found
+                str(problem),
+                usage=problem.usage and not exists,
+                status=response.status_code,
+                missing=problem.not_found,
+                exists=exists,
             )
             failed.no_app = problem.no_app
             raise failed

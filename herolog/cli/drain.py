@@ -103,6 +103,7 @@ def drain(
     \b
     herolog drain add 'https://logs.example.com/heroku?api_key=KEY' -a demo
     herolog drain add syslog+tls://logs.example.com:6514 -a demo --json | jq -r .token
+    herolog drain add "$URL" -a demo --if-missing       # from a provisioning script
     herolog drain -a demo
     herolog drain remove d.0b7c6a0e-... -a demo
     """
@@ -131,14 +132,24 @@ def drain(
 @app_option(f"The app whose lines go to URL (default: $HEROLOG_APP, else {DEFAULT_APP}).")
 @click.option("--json", "json_output", is_flag=True, help="Print the drain as JSON.")
 @click.option("--show-secrets", is_flag=True, help="Do not mask passwords and keys in --json.")
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="If the app has the drain already, say so (--json: print it) and exit 0.",
+)
 @server_option(_SERVER_HELP)
 def add(
-    url: str, app: str | None, json_output: bool, show_secrets: bool, server: str | None
+    url: str,
+    app: str | None,
+    json_output: bool,
+    show_secrets: bool,
+    if_missing: bool,
+    server: str | None,
 ) -> None:
     """Forward an app's lines to URL (https, http, syslog, syslog+tcp, syslog+tls).
 
     URL - reads it from standard input, where ps and the shell's history do not see it."""
-    from herolog.drains import drain_object, mask_url
+    from herolog.drains import DrainError, drain_object, mask_url
 
     name = app_name(app)
     if url == "-":
@@ -156,13 +167,25 @@ def add(
                 "standard input holds more than one line, and drain add - reads one URL:"
                 " add each drain with a command of its own"
             )
-    added, warning = attempt(lambda: registry(server).add(name, url), server)
+    drains = registry(server)
+
+    def add_it() -> tuple[Drain, str | None, bool]:
+        try:
+            return (*drains.add(name, url), True)
+        except DrainError as error:
+            if not (if_missing and error.exists):
+                raise
+        return drains.find(name, url), None, False
+
+    added, warning, new = attempt(add_it, server)
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)
     if json_output:
         click.echo(json.dumps(drain_object(added, show_secrets=show_secrets), indent=2))
-    else:
+    elif new:
         click.echo(f"Successfully added drain {mask_url(added.url)}")
+    else:
+        click.echo(f"{added.app} already has the drain {mask_url(added.url)}")
 
 
 @drain.command("list")
@@ -221,11 +244,25 @@ def describe(drain: Drain, forwarded: bool = True) -> str:
 @drain.command("remove")
 @click.argument("url_or_token", metavar="URL|TOKEN")
 @app_option(f"The app the drain belongs to (default: $HEROLOG_APP, else {DEFAULT_APP}).")
+@click.option("--if-exists", is_flag=True, help="If the app has no such drain, say so and exit 0.")
 @server_option(_SERVER_HELP)
-def remove(url_or_token: str, app: str | None, server: str | None) -> None:
+def remove(url_or_token: str, app: str | None, if_exists: bool, server: str | None) -> None:
     """Stop forwarding to a drain, given its URL or token."""
-    from herolog.drains import mask_url
+    from herolog.drains import DrainError, mask_url
 
     name = app_name(app)
-    removed = attempt(lambda: registry(server).remove(name, url_or_token), server)
-    click.echo(f"Successfully removed drain {mask_url(removed.url)}")
+    drains = registry(server)
+
+    def remove_it() -> Drain | str:
+        try:
+            return drains.remove(name, url_or_token)
+        except DrainError as error:
+            if not (if_exists and error.missing):
+                raise
+            return str(error)
+
+    removed = attempt(remove_it, server)
+    if isinstance(removed, str):
+        click.echo(removed)
+    else:
+        click.echo(f"Successfully removed drain {mask_url(removed.url)}")

@@ -332,6 +332,44 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
     assert len(json.loads(run("drain", "list", "--json", env=where)[1])) == 1
 
 
+def test_a_provisioning_script_adds_and_removes_a_drain_with_each_run(
+    where: dict[str, str],
+) -> None:
+    """--if-missing and --if-exists: run twice, a script's add and remove succeed both
+    times (exit 0), and the token a script reads from --json is the drain's each time."""
+    code, out, _ = run(
+        "drain", "add", SECRET_URL, "-a", "demo", "--if-missing", "--json", env=where
+    )
+    assert code == 0
+    token = json.loads(out)["token"]
+    for _ in range(2):
+        code, out, err = run(
+            "drain", "add", SECRET_URL, "-a", "demo", "--if-missing", "--json", env=where
+        )
+        assert (code, err) == (0, "")
+        again = json.loads(out)
+        assert again["token"] == token
+        assert again["url"] == MASKED_URL
+    code, out, err = run("drain", "add", SECRET_URL, "-a", "demo", "--if-missing", env=where)
+    assert (code, out, err) == (0, f"demo already has the drain {MASKED_URL}\n", "")
+    # Written another way, it is the same drain, shown as it was first written.
+    other_way = SECRET_URL.replace("intake.example.com", "INTAKE.example.com:443")
+    code, out, _ = run("drain", "add", other_way, "-a", "demo", "--if-missing", env=where)
+    assert (code, out) == (0, f"demo already has the drain {MASKED_URL}\n")
+    assert len(json.loads(run("drain", "list", "--json", env=where)[1])) == 1
+    # Anything but the drain being there already is still an error.
+    code, _, err = run("drain", "add", "ftp://x", "-a", "demo", "--if-missing", env=where)
+    assert code == 2
+    code, out, _ = run("drain", "remove", SECRET_URL, "-a", "demo", "--if-exists", env=where)
+    assert (code, out) == (0, f"Successfully removed drain {MASKED_URL}\n")
+    for _ in range(2):
+        code, out, err = run("drain", "remove", SECRET_URL, "-a", "demo", "--if-exists", env=where)
+        assert (code, out, err) == (0, f"demo has no drain {MASKED_URL}\n", "")
+    code, out, _ = run("drain", "remove", token, "-a", "nosuchapp", "--if-exists", env=where)
+    assert (code, out) == (0, f"nosuchapp has no drain {token}\n")
+    assert json.loads(run("drain", "list", "--json", env=where)[1]) == []
+
+
 @pytest.mark.parametrize(
     ("first", "again"),
     [
