@@ -237,6 +237,20 @@ def _trusting(
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif cafile and stamps[0] is not None and not context.cert_store_stats()["x509"]:
+        # OpenSSL passes over a file it cannot open: a serve out of open files would keep
+        # (here, and in its drains) a context without the CAs, which rejects every
+        # certificate until they change. Raised, it is not kept, and the next call loads them.
+        import errno
+
+        try:
+            context.load_verify_locations(cafile=cafile)
+        except OSError as error:  # ssl.SSLError is one: a file that holds no certificate
+            if not isinstance(error, ssl.SSLError) and error.errno in (
+                errno.EMFILE,
+                errno.ENFILE,
+            ):
+                raise
     return context
 
 

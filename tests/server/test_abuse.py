@@ -1204,29 +1204,40 @@ def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("kind", ["https", "syslog"])
+@pytest.mark.parametrize("kind", ["https", "syslog", "syslog+tls"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
-    herolog_home: Path, kind: str, host: str
+    herolog_home: Path, tmp_path: Path, kind: str, host: str
 ) -> None:
     """A drain that has to connect while serve has no file to spare cannot: its error said
     that the drain could not be reached (httpx's "All connection attempts failed"), or, for
     a drain named by its host name, that the name was not known (the resolver cannot open
     its files either), which sent one looking at the drain or the DNS, where nothing is
     wrong. It says that serve is out of open files, retries, and delivers the line, none
-    dropped, once connections have closed."""
+    dropped, once connections have closed. A syslog+tls drain, which looks up the
+    certificates it trusts as it connects, took none from the file it could not open, kept
+    that, and rejected its receiver's certificate from then on."""
+    env = herolog_env()
     with ExitStack() as stack:
         sink: HTTPSink | SyslogSink
         if kind == "https":
             sink = HTTPSink()
             url = sink.url().replace("127.0.0.1", host)
-        else:
+        elif kind == "syslog":
             sink = SyslogSink()
             url = f"syslog://{host}:{sink.port}"
+        else:
+            ca, cafile = trustme.CA(), tmp_path / "ca.pem"
+            ca.cert_pem.write_to_path(str(cafile))
+            env["SSL_CERT_FILE"] = str(cafile)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+            sink = SyslogSink(context)
+            url = f"syslog+tls://{host}:{sink.port}"
         stack.callback(sink.close)
         # No lines yet: no connection to the drain yet.
         store_drain(herolog_home / "logs.db", "demo", url)
-        server = ServeProcess("--port", "0", open_files=64)
+        server = ServeProcess("--port", "0", env=env, open_files=64)
         stack.callback(server.finish)
         stack.callback(server.proc.kill)
         client = stack.enter_context(httpx.Client(timeout=30))
