@@ -1146,7 +1146,7 @@ class Forwarder:
         found = await asyncio.to_thread(using_store, self.store_path, read)
         if found is None:
             return
-        self._changed, registered = found
+        changed, registered = found
         self.tokens = frozenset(drain.token for drain in registered)
         if not self.active:
             registered = []
@@ -1167,6 +1167,9 @@ class Forwarder:
             if new
             else []
         )
+        # Only now: a reload whose workers could not be made (serve out of open files) is
+        # done again at the next look, not passed over as read until the drains change.
+        self._changed = changed
         for worker in made:
             worker.say = self._say
             worker.store_path = self.store_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
@@ -632,6 +633,29 @@ def test_a_drain_added_while_serving_is_made_off_the_event_loop(
     loads = {"httpx", "httpcore", "anyio._backends._asyncio", "certificates", "lookup"}
     assert {row.split()[0] for row in loaded} == loads, loaded
     assert not [row for row in loaded if row.endswith(" MainThread")], loaded
+
+
+def test_a_drain_whose_worker_could_not_be_made_is_taken_up_at_the_next_look(
+    make_server: ServerFactory, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making a new drain's worker can fail for want of a file (the certificates it trusts,
+    its client's event loop, with serve out of open files): the registry was taken as read
+    all the same, and the drain was not taken up until it changed again."""
+    made = forwarder._made
+    calls: list[int] = []
+
+    def out_of_files_once(*args: object, **kwargs: object) -> list[forwarder.DrainWorker]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return made(*args, **kwargs)  # type: ignore[arg-type]
+
+    running = make_server()
+    monkeypatch.setattr(forwarder, "_made", out_of_files_once)
+    add_drain(running, "demo", sink.url())
+    assert len(calls) == 2
+    post(running, "demo", numbered(2))
+    wait_until(lambda: len(sink.delivered_lines()) == 2, what="the lines")
 
 
 def test_a_syslog_tls_drain_s_certificates_are_looked_up_off_the_event_loop(
