@@ -1243,6 +1243,34 @@ def test_trimmed_since_counts_only_what_was_kept_when_the_oldest_ids_were_taken(
     assert store.trimmed_since(oldest, 7, 10) == 2
 
 
+def test_trimmed_since_a_span_with_no_line_missing_costs_the_same_however_many_apps(
+    tmp_path: Path,
+) -> None:
+    """A filtered history of every app calls trimmed_since for each batch it reads: over
+    lines none of which are gone, its work (SQLite's VM steps) is that of the span alone,
+    not of each app in the store (10 apps or 1,000, the same)."""
+
+    def steps(apps: int) -> int:
+        store = SQLiteStore.open(tmp_path / f"{apps}.db")
+        store.append([Batch(f"app{i}", [line("x")]) for i in range(apps)])
+        after = store.newest_id()
+        store.append([Batch("app0", [line(f"y{i}") for i in range(20)])])
+        oldest = store.oldest_ids()
+        counted = [0]
+
+        def step() -> int:
+            counted[0] += 1
+            return 0  # carry on
+
+        store._db.set_progress_handler(step, 1)
+        assert store.trimmed_since(oldest, after, store.newest_id()) == 0
+        store._db.set_progress_handler(None, 1)
+        store.close()
+        return counted[0]
+
+    assert steps(1000) == steps(10)
+
+
 def test_trimmed_past_a_mark_counts_the_app_s_own_trims_by_writes_and_by_store_history(
     tmp_path: Path,
 ) -> None:
