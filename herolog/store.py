@@ -1315,6 +1315,34 @@ class SQLiteStore:
         rows = self._db.execute("SELECT name, lines, created_at FROM apps ORDER BY name").fetchall()
         return [AppInfo(*row) for row in rows]
 
+    def apps_by_name(
+        self,
+        first: str,
+        last: str,
+        *,
+        first_open: bool = False,
+        last_open: bool = False,
+        desc: bool = False,
+        limit: int,
+    ) -> list[AppInfo]:
+        """Up to ``limit`` apps in name order (``desc``: the other way) from ``first`` to
+        ``last`` ("": from the first app, to the last; open: that name left out), as a
+        Platform API Range asks: a range of the names' index, however many apps there are."""
+        if not self._schema_ready():
+            return []
+        clauses, params = [], []
+        for bound, open_, above in ((first, first_open, not desc), (last, last_open, desc)):
+            if bound:
+                clauses.append(f"name {'>' if above else '<'}{'' if open_ else '='} ?")
+                params.append(bound)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT name, lines, created_at FROM apps{where}"
+            f" ORDER BY name{' DESC' if desc else ''} LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [AppInfo(*row) for row in rows]
+
     def recent_names(self, app: str | None, lines: int = 2000) -> list[tuple[str, str]]:
         """The (source, dyno) pairs of the newest ``lines`` lines of ``app`` (of every app:
         None), for shell completion: a read of the index's last entries, however large the

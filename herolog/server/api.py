@@ -289,13 +289,30 @@ class PlatformAPI:
         self, wanted: _Range, scope: Scope
     ) -> tuple[list[dict[str, Any]], list[tuple[bytes, bytes]], bool]:
         """A page of the apps, the headers that say where it is, and whether more follow."""
-        found = await self._in_store(lambda store: store.apps())
-        keyed = sorted(
-            ((drains.app_id(a.name) if wanted.field == "id" else a.name, a) for a in found),
-            key=lambda pair: pair[0],
-            reverse=wanted.desc,
-        )
-        inside = [(key, info) for key, info in keyed if wanted.holds(key)]
+        inside: list[tuple[str, AppInfo]]
+        if wanted.field == "name":
+            # The page alone (and one more, to know whether more follow): the heroku CLI
+            # reads thousands of apps 200 at a time, and reading them all for each page
+            # took 5 s for 20,000 apps.
+            def page_of(store: SQLiteStore) -> list[AppInfo]:
+                return store.apps_by_name(
+                    wanted.first,
+                    wanted.last,
+                    first_open=wanted.first_open,
+                    last_open=wanted.last_open,
+                    desc=wanted.desc,
+                    limit=wanted.max + 1,
+                )
+
+            inside = [(info.name, info) for info in await self._in_store(page_of)]
+        else:  # ids are made from the names: sorted by them, every app is needed
+            found = await self._in_store(lambda store: store.apps())
+            keyed = sorted(
+                ((drains.app_id(a.name), a) for a in found),
+                key=lambda pair: pair[0],
+                reverse=wanted.desc,
+            )
+            inside = [(key, info) for key, info in keyed if wanted.holds(key)]
         page = inside[: wanted.max]
         headers = [(b"accept-ranges", b"id, name")]
         if page:

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import httpx_sse
 import pytest
 
 from herolog import drains, logs
+from herolog import store as store_module
 from herolog.filters import compile_pattern
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
@@ -28,7 +30,7 @@ from herolog.server import api as api_module
 from herolog.server import sessions as sessions_module
 from herolog.server.app import HerologApp
 from herolog.server.writer import Writer
-from herolog.store import AppInfo, SQLiteStore
+from herolog.store import AppInfo, Batch, SQLiteStore
 from tests.helpers import invoke, line
 from tests.helpers import store_lines as append_lines
 from tests.server.conftest import Running, ServerFactory, running_server
@@ -1257,6 +1259,62 @@ def test_get_apps_pages_by_range_as_heroku_does(api: Running) -> None:
     whole = _page(api, None)  # no Range: all of them (up to 200), in name order
     assert whole.status_code == 200
     assert [a["name"] for a in whole.json()] == names
+
+
+def test_a_page_of_apps_by_name_reads_the_page_not_every_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heroku CLI lists apps 200 a page by name: a page is a range of the names' index,
+    whose work (SQLite's VM steps, every statement of the request) is the same with 20 apps
+    in the store or 400; and the pages hold what they held, each app once, in order."""
+    steps = [0]
+    real_connect = store_module._connect
+
+    def counting(path: Path, options: str) -> sqlite3.Connection:
+        db = real_connect(path, options)
+
+        def step() -> int:
+            steps[0] += 1
+            return 0  # carry on
+
+        db.set_progress_handler(step, 1)
+        return db
+
+    def served(apps: int, ranges: list[str]) -> list[tuple[int, list[str], int]]:
+        config = ServeConfig(store_path=tmp_path / f"{apps}.db", port=0, api_key=KEY)
+        store = SQLiteStore.open(config.store_path)
+        store.append([Batch(f"app-{i:03d}", [line("x")]) for i in range(apps)])
+        store.close()
+        app = HerologApp(config, Writer(config.store_path, config.history))
+
+        async def call() -> list[tuple[int, list[str], int]]:
+            transport = httpx.ASGITransport(app=app)
+            found = []
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                for wanted in ranges:
+                    steps[0] = 0
+                    page = await c.get("/apps", headers={**AUTH, "Range": wanted})
+                    found.append((page.status_code, [a["name"] for a in page.json()], steps[0]))
+            await app.broadcaster.close()
+            return found
+
+        monkeypatch.setattr(store_module, "_connect", counting)
+        try:
+            return asyncio.run(call())
+        finally:
+            monkeypatch.setattr(store_module, "_connect", real_connect)
+
+    ranges = ["name ]app-004..; max=3", "name app-010..; max=2, order=desc", "name ]app-017.."]
+    small, large = served(20, ranges), served(400, ranges)
+    assert [page[:2] for page in small] == [
+        (206, ["app-005", "app-006", "app-007"]),
+        (206, ["app-010", "app-009"]),
+        (200, ["app-018", "app-019"]),
+    ]
+    assert [page[:2] for page in large[:2]] == [page[:2] for page in small[:2]]
+    assert [page[2] for page in large[:2]] == [page[2] for page in small[:2]]
+    assert large[2][0] == 206  # 382 apps past app-017, the first 200 of them
+    assert len(large[2][1]) == 200
 
 
 @pytest.mark.parametrize(
