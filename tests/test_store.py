@@ -1168,6 +1168,22 @@ def test_a_trim_hold_taken_before_the_clock_was_turned_back_holds_no_longer_than
     store.close()
 
 
+def test_a_batch_received_long_before_a_live_hold_was_taken_keeps_to_it(
+    tmp_path: Path,
+) -> None:
+    """A batch stored a minute after it was received (a writer that stalled) comes before
+    the start of a hold taken meanwhile, on a clock that was not set back: the hold keeps
+    the lines the server has not handed out all the same."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(3)
+    fill(store, "demo", ["a", "b", "c"])
+    store.hold_trim("live", store.newest_id() - 2, seconds=30)  # a server has handed out a
+    late = Received.at(datetime.now(UTC) - timedelta(minutes=1))
+    store.append([Batch("demo", [line("d"), line("e")])], late)
+    assert messages(store.last(LineFilter(), 10)) == ["b", "c", "d", "e"]
+    store.close()
+
+
 def test_only_the_forwarding_lease_holder_saves_drain_positions(tmp_path: Path) -> None:
     """A server whose lease ran out and went to another (it was stalled, say) must not put
     its older position back over the newer one the other saves."""
