@@ -31,10 +31,13 @@ _hostname = attrgetter("hostname")
 READ_SIZE = 1 << 16
 BACKLOG = 2048
 """Connections the kernel queues before they are accepted (uvicorn's default, for HTTP)."""
-MAX_FRAME = 64 << 10
+MAX_FRAME = (64 << 10) + (1 << 10)
 """The longest syslog message a connection may send; longer closes the connection. Logplex
-splits lines at about 10 KB and rsyslog's default is 8 KiB: this bounds what an idle
-connection may hold in memory half-received."""
+splits lines at about 10 KB and rsyslog's default is 8 KiB; syslog-ng reads messages of up
+to 64 KiB, header and all (its log-msg-size()), and forwards them with a header of its own,
+which may be longer (a local program's 65,536-byte datagram left its syslog() destination as
+a 65,574-byte frame): 64 KiB and 1 KiB for that header. This bounds what an idle connection
+may hold in memory half-received."""
 MAX_LINES_IN_FLIGHT = 20_000
 """Lines of every syslog connection together waiting for the writer, at most (give or take
 one read's worth): drain POSTs share the writer, and must not wait behind a flood of tiny

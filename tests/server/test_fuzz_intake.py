@@ -83,7 +83,7 @@ def test_fuzzed_syslog_streams_store_what_the_decoder_decodes(make_server: Serve
     @example([b"<190>1 - h app web.1 - a\n12 <190>1 - h ", b"a b - x\n<190>1 - h a b - y"])
     @example([b"99999", b"9999999 <190>1"])  # a frame past the limit: refused, not buffered
     @example([b"5 <190>1 - h a b - ", b"\n"])
-    @example([b"<190>1 - h a b - ok\n<190>1 - h a b - " + b"x" * 70_000 + b"\n"])  # > 64 KiB
+    @example([b"<190>1 - h a b - ok\n<190>1 - h a b - " + b"x" * 70_000 + b"\n"])  # > 65 KiB
     def send(chunks: list[bytes]) -> None:
         stored.append(properties.check_syslog_intake(port, store, "fuzz-syslog", chunks))
 

@@ -162,11 +162,11 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
 
 
 @pytest.mark.parametrize("framing", ["octet-counted", "newline", "crlf"])
-def test_a_message_over_64_kib_closes_the_connection_after_what_came_before(
+def test_a_message_over_the_limit_closes_the_connection_after_what_came_before(
     served: Running, framing: str
 ) -> None:
     """The limit is the message's: the \\r of a CRLF sender's line end is framing, which
-    counted against it had a message of 64 KiB close the connection."""
+    counted against it had a message at the limit close the connection."""
     from herolog.server.syslog import MAX_FRAME
 
     head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
@@ -181,6 +181,32 @@ def test_a_message_over_64_kib_closes_the_connection_after_what_came_before(
         assert sock.recv(100) == b""  # the server hung up
     wait_for(lambda: len(served.lines()) == 1)
     assert messages(served) == ["y" * (MAX_FRAME - len(head))]
+
+
+@pytest.mark.parametrize("destination", ["syslog", "network"])
+def test_the_longest_message_syslog_ng_forwards_is_stored(
+    served: Running, destination: str
+) -> None:
+    """syslog-ng reads messages of up to 64 KiB (log-msg-size()'s default), header and all,
+    and forwards them with its own header: a local program's 65,536-byte datagram left its
+    syslog() destination as a 65,574-byte frame (its network() one as a 65,539-byte line),
+    over the 64 KiB limit serve had, which closed the connection and lost both it and what
+    syslog-ng had sent after it. These are the bytes syslog-ng 3.38 sent."""
+    text = "x" * (65536 - len("<14>Dec  6 21:56:05 billing[4711]: "))
+    if destination == "syslog":
+        head = '<14>1 2026-12-06T21:56:05+05:30 vm billing 4711 - [meta sequenceId="{}"] '
+        # It ends each frame with a newline, and counts it.
+        data = frame([f"{head.format(1)}{text}\n".encode(), f"{head.format(2)}after\n".encode()])
+        assert data.startswith(b"65574 ")
+    else:
+        head = "<14>Dec  6 21:56:05 vm billing[4711]: "
+        data = f"{head}{text}\n{head}after\n".encode()
+        assert data.index(b"\n") == 65539
+    with connect(served) as sock:
+        sock.sendall(data)
+        wait_for(lambda: len(served.lines()) == 2)
+    assert messages(served) == [text, "after"]
+    assert "closed" not in served.log.getvalue()
 
 
 def test_a_message_cut_off_by_a_connection_reset_is_not_stored(served: Running) -> None:
