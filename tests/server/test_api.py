@@ -1253,6 +1253,14 @@ def test_get_apps_pages_by_range_as_heroku_does(api: Running) -> None:
     rest = _page(api, down.headers["next-range"])
     assert [a["name"] for a in rest.json()] == ["e1", "demo"]
     assert rest.status_code == 200
+    # Downwards, the last name is the lowest: kept, or left out with "[", in the Next-Range too.
+    down = _page(api, "name e3..e1; order=desc")
+    assert [a["name"] for a in down.json()] == ["e3", "e2", "e1"]
+    down = _page(api, "name ]e4..e1[; max=1, order=desc")
+    assert [a["name"] for a in down.json()] == ["e3"]
+    assert down.headers["next-range"] == "name ]e3..e1[; max=1, order=desc"
+    rest = _page(api, down.headers["next-range"])
+    assert (rest.status_code, [a["name"] for a in rest.json()]) == (200, ["e2"])
     assert [a["name"] for a in _page(api, "name e1..e3[").json()] == ["e1", "e2"]
     assert [a["name"] for a in _page(api, "name ]e3..").json()] == ["e4"]
     assert _page(api, "name ]e4..").json() == []
