@@ -44,6 +44,11 @@ _STARTS_NEXT = "<\0\r\n"
 """What may follow the newline that ends a NUL-ending sender's message: the next message,
 or more of its trailer. A line starting with a digit is no octet count from such a sender
 (a traceback's "2 retries left")."""
+_BLANK = re.compile(r"[ \t\r\0]*")
+_BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+")
+_CONTINUES = re.compile(r"[ \t\r\0]*+(?![<\n]|[0-9]{1,12} <|\Z)")
+"""A line after a newline-framed message that starts none (see FrameDecoder): not blank,
+nor a message's ``<``, nor an octet-counted frame's count."""
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -365,7 +370,9 @@ class FrameDecoder:
     """Incremental RFC 6587 decoder for streams: syslog over TCP, files on import.
 
     Octet-counted frames always; with ``newline_framing`` also messages that start with
-    ``<`` and end at a newline (or a NUL), message by message, as syslog senders may mix them.
+    ``<`` and end at a newline (or a NUL), message by message, as syslog senders may mix them,
+    and after such a message, lines that start none (its own line breaks, from a sender that
+    does not octet-count it), each a line with its header.
     ``feed`` returns the lines of every message completed so far; ``close`` checks that the
     stream did not end inside one. When a chunk breaks the framing, ``feed`` still returns
     the messages before the break, and the next ``feed`` or ``close`` raises the
@@ -383,6 +390,9 @@ class FrameDecoder:
         self._awaiting_newline = False
         self._nul_ended = False
         self._nul_may_follow = False  # only a newline-framed message may be followed by NULs
+        self._previous: LogLine | None = None
+        """The newline-framed message just decoded, whose header a line after it that
+        starts no message takes."""
         self._error: FramingError | None = None
 
     @property
@@ -439,6 +449,16 @@ class FrameDecoder:
         # Looked for once a chunk: a message is searched for a NUL only if there is one.
         nul_ends = self.newline_framing and "\0" in text
         while True:
+            # Most often the next message starts at once: nothing to look at.
+            if self._previous is not None and pos < size and text[pos] != "<":
+                pos = _BLANK_LINES.match(text, pos).end()  # type: ignore[union-attr]
+                if _CONTINUES.match(text, pos):
+                    pos = self._continuation(text, pos, out)
+                    if pos < 0:
+                        return -pos - 1
+                    continue
+                if _BLANK.fullmatch(text, pos):  # a line still to come: keep its indentation
+                    return pos
             # Whether a NUL may come here depends on the message before, not on where the
             # reads cut the stream: a NUL after an octet-counted frame is garbage.
             between = _WHITESPACE_OR_NUL if nul_ends and self._nul_may_follow else _WHITESPACE
@@ -482,6 +502,7 @@ class FrameDecoder:
                 out.append(_parse_message(text, pos, stop, received))
                 self._frames += 1
                 self._nul_may_follow = True
+                self._previous = None if self._nul_ended else out[-1]
                 pos = end + 1
                 continue
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
@@ -497,6 +518,7 @@ class FrameDecoder:
                     out += lines
                     self._frames += len(lines)
                     self._nul_may_follow = False
+                    self._previous = None
                     pos = cut
                     continue
             lines, consumed, next_frame = _parse_frames(
@@ -513,16 +535,55 @@ class FrameDecoder:
             self._frames = next_frame - 1
             if lines:
                 self._nul_may_follow = False
+                self._previous = None
             if consumed == pos:  # a frame cut off by the end of what arrived so far
                 return pos
             pos = consumed
 
+    def _continuation(self, text: str, pos: int, out: list[LogLine]) -> int:
+        """Decode the line at ``pos`` that continues the newline-framed message before it
+        (a sender that does not octet-count a message with line breaks in it: syslog-ng's
+        network(), a script writing to a socket) as a line of its own with that message's
+        header, as Heroku stores each line of a dyno's output; where it ends, or, when its
+        newline has not come yet, -1 - ``pos``."""
+        assert self._previous is not None
+        end = text.find("\n", pos)
+        # The first message of a sender that ends them with a NUL (Python's SysLogHandler)
+        # ends at its first newline, since none has ended with a NUL yet: its last line does.
+        nul = text.find("\0", pos, end if end >= 0 else len(text))
+        if nul >= 0:
+            end = nul
+        last = end if end >= 0 else len(text)
+        if last - pos - (text[last - 1] == "\r") > self.max_frame:
+            raise FramingError(
+                f"a line of more than {self.max_frame} bytes", self._frames + 1, self._offset + pos
+            )
+        if end < 0:
+            self._awaiting_newline = True
+            return -1 - pos
+        out.append(self._continued(text[pos : end - 1 if text[end - 1] == "\r" else end]))
+        self._frames += 1
+        if nul >= 0:
+            self._nul_ended = True
+            self._previous = None
+        return end + 1
+
+    def _continued(self, message: str) -> LogLine:
+        assert self._previous is not None
+        if not message.isascii():
+            message = _utf8_message(message)
+        return self._previous._replace(message=message, structured_data=None)
+
     def close(self, received: Received | None = None) -> list[LogLine]:
         """The end of the stream: a last newline-framed message may lack its newline (it
-        is returned); an octet-counted frame may not be cut off (FramingError)."""
+        is returned, as is a line that continues one); an octet-counted frame may not be cut
+        off (FramingError)."""
         if self._error is not None:
             raise self._error
         rest = self._buffer.decode("latin-1")
+        if self._previous is not None and _CONTINUES.match(rest):
+            self._frames += 1
+            return [self._continued(rest.removesuffix("\r"))]
         between = _WHITESPACE_OR_NUL if self._nul_may_follow else _WHITESPACE
         skipped = between.match(rest).end()  # type: ignore[union-attr]
         if skipped == len(rest):
@@ -540,7 +601,7 @@ class FrameDecoder:
 
 def _pending_frame_size(buffer: bytearray) -> int:
     """How many buffered bytes the next frame needs before parsing it is worth trying."""
-    m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) ", buffer)
+    m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) (?=<)", buffer)
     return m.end() + int(m.group(1)) if m else 0
 
 

@@ -428,14 +428,20 @@ def test_syslog_stream_mixes_both_framings_message_by_message() -> None:
 
 
 def test_syslog_stream_garbage_keeps_what_came_before() -> None:
+    """Garbage where a message or an octet-counted frame must start breaks the framing;
+    what came before it is kept."""
+    good = b"<13>1 2024-03-05T09:14:08Z h u - - - fine"
+    framed = b"%d %s" % (len(good), good)
     decoder = FrameDecoder(newline_framing=True)
-    good = b"<13>1 2024-03-05T09:14:08Z h u - - - fine\n"
-    assert [x.message for x in decoder.feed(good * 2 + b"GET / HTTP/1.1\r\n", RECEIVED)] == [
+    assert [x.message for x in decoder.feed(framed * 2 + b"GET / HTTP/1.1\r\n", RECEIVED)] == [
         "fine",
         "fine",
     ]
     with pytest.raises(FramingError, match="frame 3 at byte"):
         decoder.close()
+    decoder = FrameDecoder(newline_framing=True)
+    with pytest.raises(FramingError, match="frame 1 at byte 0"):
+        decoder.feed(b"GET / HTTP/1.1\r\n" + good + b"\n", RECEIVED)
 
 
 def test_syslog_stream_refuses_endless_lines() -> None:
@@ -970,16 +976,100 @@ def test_nuls_may_follow_a_newline_framed_message_and_no_octet_counted_frame() -
 
 
 def test_newline_senders_still_end_messages_at_newlines() -> None:
-    """Without a NUL-ended message first, a line that starts no message is not syslog."""
+    """Without a NUL-ended message first, a message ends at its newline, not held for what
+    follows: a line after it that starts no message is a line of its own (see below)."""
     decoder = FrameDecoder(65536, newline_framing=True)
     lines = decoder.feed(b"<14>app: first\n", RECEIVED)  # not held for what follows
     assert [x.message for x in lines] == ["first"]
-    with pytest.raises(FramingError):
-        decoder.feed(b"second line\x00", RECEIVED)
+    lines = decoder.feed(b"second line\n", RECEIVED)
+    assert [(x.source, x.message) for x in lines] == [("app", "second line")]
     decoder = FrameDecoder(100, newline_framing=True)
     decoder.feed(b"<14>app: one\x00<14>app: two\n", RECEIVED)
     with pytest.raises(FramingError, match="a line of more than 100 bytes"):
         decoder.feed(b"x\n" * 60, RECEIVED)  # a continuation is bounded as a line is
+
+
+def test_a_line_after_a_newline_framed_message_that_starts_none_takes_its_header() -> None:
+    """A sender that does not octet-count a message with line breaks in it (syslog-ng's
+    network(), a script writing to a socket) sends its other lines as they are: each is a
+    line of its own with that message's header, as Heroku stores each line of a dyno's
+    output, its indentation kept; blank lines are dropped, and a line that starts a message
+    or an octet-counted frame is one, however the stream is cut."""
+    stream = (
+        b"<11>Mar  5 09:14:07 vm job[42]: Traceback (most recent call last):\n"
+        b'  File "job.py", line 3, in <module>\r\n'
+        b"\n"
+        b"404 Not Found: 2 retries left, caf\xc3\xa9\n"
+        b'<13>1 2024-03-05T09:14:08Z vm web 7 - [x@1 a="b"] second\n'
+        b"  its own line\n"
+        b"45 <13>1 2024-03-05T09:14:09Z vm api 8 - framed\n"
+        b"<13>1 2024-03-05T09:14:10Z vm web 7 - last\n"
+        b"  cut off"
+    )
+    expected = [
+        ("job", "42", 11, "vm", None, "Traceback (most recent call last):"),
+        ("job", "42", 11, "vm", None, '  File "job.py", line 3, in <module>'),
+        ("job", "42", 11, "vm", None, "404 Not Found: 2 retries left, caf\u00e9"),
+        ("web", "7", 13, "vm", '[x@1 a="b"]', "second"),
+        ("web", "7", 13, "vm", None, "  its own line"),
+        ("api", "8", 13, "vm", None, "framed"),
+        ("web", "7", 13, "vm", None, "last"),
+        ("web", "7", 13, "vm", None, "  cut off"),
+    ]
+    for size in (len(stream), 1, 7, 40):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = []
+        for start in range(0, len(stream), size):
+            lines += decoder.feed(stream[start : start + size], RECEIVED)
+        lines += decoder.close()
+        got = [(x.source, x.dyno, x.pri, x.hostname, x.structured_data, x.message) for x in lines]
+        assert got == expected, size
+        assert lines[1].timestamp == lines[0].timestamp
+        assert decoder.frames == len(expected)
+
+
+def test_a_nul_ending_senders_first_message_of_several_lines_ends_at_its_nul() -> None:
+    """Python's SysLogHandler ends each message with a NUL, which is known only once its
+    first message has ended: a traceback in that one is stored a line at a time up to the
+    NUL, and the messages after it whole, as always."""
+    stream = (
+        b"<11>job: Traceback (most recent call last):\n"
+        b'  File "job.py", line 3\n'
+        b"ValueError: bad\x00"
+        b"<11>job: again\n  indented\x00"
+        b"<14>job: next\x00"
+    )
+    for size in (len(stream), 1, 5):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = []
+        for start in range(0, len(stream), size):
+            lines += decoder.feed(stream[start : start + size], RECEIVED)
+        lines += decoder.close()
+        assert [(x.source, x.message) for x in lines] == [
+            ("job", "Traceback (most recent call last):"),
+            ("job", '  File "job.py", line 3'),
+            ("job", "ValueError: bad"),
+            ("job", "again\n  indented"),
+            ("job", "next"),
+        ], size
+
+
+def test_a_line_after_an_octet_counted_frame_must_start_a_message() -> None:
+    """Octet counting (Heroku's framing) carries line breaks in its frames: a line after a
+    frame that starts no message is not syslog, and ends the stream there."""
+    message = b"<13>1 2024-03-05T09:14:07Z vm web 7 - one\ntwo"
+    decoder = FrameDecoder(65536, newline_framing=True)
+    lines = decoder.feed(b"%d %s  three\n" % (len(message), message), RECEIVED)
+    assert [x.message for x in lines] == ["one\ntwo"]
+    with pytest.raises(FramingError, match="expected an octet count"):
+        decoder.close()
+
+
+def test_a_continued_line_is_bounded_as_a_message_is() -> None:
+    decoder = FrameDecoder(100, newline_framing=True)
+    decoder.feed(b"<14>app: one\n", RECEIVED)
+    with pytest.raises(FramingError, match="a line of more than 100 bytes"):
+        decoder.feed(b"x" * 101 + b"\n", RECEIVED)
 
 
 def test_a_message_keeps_its_leading_spaces_after_structured_data() -> None:

@@ -146,7 +146,7 @@ def local_hostname() -> str:
     return socket.gethostname().partition(".")[0]
 
 
-def log_locally(relay: Relay, moment: datetime, multiline: bool) -> list[Sent]:
+def log_locally(relay: Relay, moment: datetime) -> list[Sent]:
     """Log what local programs do, as glibc's syslog(3) writes it to /dev/log
     (``<PRI>Mmm dd hh:mm:ss TAG[PID]: MESSAGE``, no HOSTNAME)."""
     stamp = f"{moment:%b} {moment.day:2} {moment:%H:%M:%S}"
@@ -162,9 +162,8 @@ def log_locally(relay: Relay, moment: datetime, multiline: bool) -> list[Sent]:
         ("web[3]", Sent('[x@1 a="b"] is no structured data', "web", "3", 14, host)),
         ("billing[4711]", Sent("reçu 42 € — 東京 ✓", "billing", "4711", 14, host)),
     ]
-    if multiline:
-        traceback = 'Traceback (most recent call last):\n  File "job.py", line 3\nValueError: bad'
-        programs.append(("worker[12]", Sent(traceback, "worker", "12", 11, host)))
+    traceback = 'Traceback (most recent call last):\n  File "job.py", line 3\nValueError: bad'
+    programs.append(("worker[12]", Sent(traceback, "worker", "12", 11, host)))
     # The longest message syslog-ng reads by default: its datagram is LOG_MSG_SIZE bytes.
     head = f"<14>{stamp} billing[4711]: ".encode()
     long = "x" * (LOG_MSG_SIZE - len(head) - len("end.")) + "end."
@@ -237,7 +236,9 @@ def forward_and_check(
 ) -> None:
     moment = datetime.now().astimezone().replace(microsecond=0)
     with relaying(root, work, destination) as relay:
-        sent = log_locally(relay, moment, multiline=rfc5424)
+        sent = log_locally(relay, moment)
+        if not rfc5424:  # newline-framed: each line of a message stored with its header
+            sent = [s._replace(message=line) for s in sent for line in s.message.split("\n")]
         sent.append(relay_rfc5424(relay, moment))
         records = stored_as_json(running, relay, len(sent))
         check_lines(records, sent, moment, rfc5424)
@@ -280,8 +281,10 @@ def test_syslog_ng_forwards_rfc5424_over_tls(
 def test_syslog_ng_forwards_rfc3164_over_tcp(
     make_server: ServerFactory, syslog_ng_root: Path, tmp_path: Path
 ) -> None:
-    """network() frames by newline, and sends a message's newlines as they are: a message of
-    several lines would close the connection at its second (README), and is not sent."""
+    """network() frames by newline, and sends a message's newlines as they are: each line
+    of a traceback is stored as a line of its own with the message's header, as Heroku
+    stores a dyno's lines (serve closed the connection at the second line, and the
+    messages syslog-ng had sent after it were lost)."""
     running = make_server(syslog_port=0)
     destination = f'network("127.0.0.1" port({running.syslog_port}) transport("tcp"));'
     forward_and_check(running, syslog_ng_root, tmp_path, destination, rfc5424=False)

@@ -124,8 +124,9 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sender whose messages are refused (an rsyslog sending some other framing, a line
-    continuing a multi-line message) must not lose them without a word: serve says why it
-    hung up, at most once an interval, counting the others, as it does refusals."""
+    after an octet-counted frame that is none) must not lose them without a word: serve
+    says why it hung up, at most once an interval, counting the others, as it does
+    refusals."""
     from herolog.server import throttle
 
     # Not a minute, but room enough for the two connections below to come within it on a
@@ -137,14 +138,16 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
         said = running.log.getvalue().splitlines()
         return [x for x in said if x.startswith("herolog serve: closed")]
 
-    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
-    with connect(running) as sock:  # a message of two lines, newline-framed
-        sock.sendall(head + b"first line\nsecond line\n")
+    first = b"<13>1 2024-03-05T09:14:07Z myhost user - - - first line"
+    framed = b"%d %s" % (len(first), first)
+    with connect(running) as sock:  # an octet-counted frame, then a line that is none
+        sock.sendall(framed + b"second line\n")
         assert closed_by_server(sock)
     wait_for(lambda: len(closures()) == 1)
     assert re.fullmatch(
         r"herolog serve: closed a syslog connection for what it sent \(from 127\.0\.0\.1 port"
-        r" \d+\): frame 2 at byte 56: expected an octet count, found 'second line\\n'",
+        rf" \d+\): frame 2 at byte {len(framed)}: expected an octet count, found 'second"
+        r" line\\n'",
         closures()[0],
     ), closures()
     for _ in range(2):
