@@ -44,11 +44,13 @@ _STARTS_NEXT = "<\0\r\n"
 """What may follow the newline that ends a NUL-ending sender's message: the next message,
 or more of its trailer. A line starting with a digit is no octet count from such a sender
 (a traceback's "2 retries left")."""
-_BLANK = re.compile(r"[ \t\r\0]*")
+_UNDECIDED = re.compile(r"[ \t\r\0]*+[0-9]{0,12} ?\Z")
+"""The start of a line that may yet be a continued line's (its indentation) or an octet
+count's: what follows it decides."""
 _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+")
-_CONTINUES = re.compile(r"[ \t\r\0]*+(?![<\n]|[0-9]{1,12} <|\Z)")
+_CONTINUES = re.compile(r"[ \t\r\0]*+(?![<\n]|[0-9]{1,12} <|[0-9]{0,12} ?\Z)")
 """A line after a newline-framed message that starts none (see FrameDecoder): not blank,
-nor a message's ``<``, nor an octet-counted frame's count."""
+nor a message's ``<``, nor an octet-counted frame's count, nor what may still become one."""
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -457,7 +459,7 @@ class FrameDecoder:
                     if pos < 0:
                         return -pos - 1
                     continue
-                if _BLANK.fullmatch(text, pos):  # a line still to come: keep its indentation
+                if _UNDECIDED.match(text, pos):
                     return pos
             # Whether a NUL may come here depends on the message before, not on where the
             # reads cut the stream: a NUL after an octet-counted frame is garbage.
