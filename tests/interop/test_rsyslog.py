@@ -8,8 +8,6 @@ stopped by its own pid."""
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -20,8 +18,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from bench.tools import Unavailable, library_env, unpack
+from bench.tools import library_env
 from herolog import timestamps
+from tests.interop.conftest import debian_package, free_port
 from tests.server.conftest import Running, ServerFactory
 
 PACKAGES = ["rsyslog", "rsyslog-gnutls", "libestr0", "libfastjson4"]
@@ -29,24 +28,7 @@ PACKAGES = ["rsyslog", "rsyslog-gnutls", "libestr0", "libfastjson4"]
 
 @pytest.fixture(scope="session")
 def rsyslog_root() -> Path:
-    try:
-        try:
-            return unpack("rsyslog", PACKAGES, ["usr/sbin/rsyslogd"])
-        except Unavailable:
-            if os.geteuid() != 0 or shutil.which("apt-get") is None:
-                raise
-            # A new machine may not have Debian's package lists yet.
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-            return unpack("rsyslog", PACKAGES, ["usr/sbin/rsyslogd"])
-    except Unavailable as error:
-        pytest.fail(f"the rsyslog interop tests run Debian's rsyslog, and {error}", pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return debian_package("rsyslog", PACKAGES, "usr/sbin/rsyslogd", "Debian's rsyslog")
 
 
 @contextlib.contextmanager

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -25,9 +23,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from bench.tools import Unavailable, library_env, unpack
+from bench.tools import library_env
 from herolog.parser import frame
 from tests.helpers import herolog_process
+from tests.interop.conftest import debian_package, free_port
 from tests.server.conftest import Running, ServerFactory, own_certificate
 
 PACKAGES = ["syslog-ng-core", "libivykis0", "libnet1", "libwrap0"]
@@ -41,27 +40,8 @@ RELAYED_HOST = "app1.example.com"
 
 @pytest.fixture(scope="session")
 def syslog_ng_root() -> Path:
-    try:
-        try:
-            return unpack("syslog-ng", PACKAGES, ["usr/sbin/syslog-ng"])
-        except Unavailable:
-            if os.geteuid() != 0 or shutil.which("apt-get") is None:
-                raise
-            # A new machine may not have Debian's package lists yet.
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-            return unpack("syslog-ng", PACKAGES, ["usr/sbin/syslog-ng"])
-    except Unavailable as error:
-        pytest.fail(
-            f"the syslog-ng interop tests run Debian's syslog-ng (syslog-ng-core), and {error}",
-            pytrace=False,
-        )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    what = "Debian's syslog-ng (syslog-ng-core)"
+    return debian_package("syslog-ng", PACKAGES, "usr/sbin/syslog-ng", what)
 
 
 class Relay(NamedTuple):

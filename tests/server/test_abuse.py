@@ -804,6 +804,22 @@ def test_syslog_connections_leave_the_http_intake_files(herolog_home: Path) -> N
     assert "refused a syslog connection" in err or "syslog connections (the last" in err
 
 
+def _post_hi(client: httpx.Client, server: ServeProcess) -> None:
+    logplex = {"Content-Type": "application/logplex-1"}
+    posted = client.post(f"{server.url}/apps/demo/logs", content=body("hi"), headers=logplex)
+    assert posted.status_code == 204
+
+
+def _use_up_open_files(server: ServeProcess, stack: ExitStack) -> Path:
+    """Connections that take every file ``server``'s limit of 64 allows (held in ``stack``);
+    where its open files are listed."""
+    fds = Path(f"/proc/{server.proc.pid}/fd")
+    for _ in range(100):  # more than fit: serve closes the rest as they come
+        stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
+    wait_for(lambda: len(list(fds.iterdir())) >= 64)
+    return fds
+
+
 @pytest.mark.subprocess
 def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> None:
     """With every file its limit allows held by connections, serve cannot open the store
@@ -814,16 +830,8 @@ def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> N
     api = {"Accept": "application/vnd.heroku+json; version=3"}
     try:
         with httpx.Client(timeout=30) as client, ExitStack() as stack:
-            # The app, and a kept-alive connection to ask on.
-            logplex = {"Content-Type": "application/logplex-1"}
-            posted = client.post(
-                f"{server.url}/apps/demo/logs", content=body("hi"), headers=logplex
-            )
-            assert posted.status_code == 204
-            fds = Path(f"/proc/{server.proc.pid}/fd")
-            for _ in range(100):  # more than fit: serve closes the rest as they come
-                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
-            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            _post_hi(client, server)  # the app, and a kept-alive connection to ask on
+            fds = _use_up_open_files(server, stack)
             answer = client.get(f"{server.url}/apps/demo", headers=api)
             assert answer.status_code == 503, answer.text
             message = answer.json()["message"]
@@ -853,11 +861,7 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
     api = {"Accept": "application/vnd.heroku+json; version=3"}
     try:
         with httpx.Client(timeout=30) as client, ExitStack() as stack:
-            logplex = {"Content-Type": "application/logplex-1"}
-            posted = client.post(
-                f"{server.url}/apps/demo/logs", content=body("hi"), headers=logplex
-            )
-            assert posted.status_code == 204
+            _post_hi(client, server)
 
             def session(tail: bool) -> str:
                 made = client.post(
@@ -869,10 +873,7 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
                 return str(made.json()["logplex_url"])
 
             tail, history = session(True), session(False)
-            fds = Path(f"/proc/{server.proc.pid}/fd")
-            for _ in range(100):
-                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
-            wait_for(lambda: len(list(fds.iterdir())) >= 64)
+            fds = _use_up_open_files(server, stack)
             for _ in range(3):  # a tail coming back while serve is still out of files
                 ended = client.get(tail)
                 assert ended.status_code == 200
