@@ -44,11 +44,12 @@ _STARTS_NEXT = "<\0\r\n"
 """What may follow the newline that ends a NUL-ending sender's message: the next message,
 or more of its trailer. A line starting with a digit is no octet count from such a sender
 (a traceback's "2 retries left")."""
-_UNDECIDED = re.compile(r"[ \t\r\0]*+[0-9]{0,12} ?\Z")
+_UNDECIDED = re.compile(r"[ \t\r]*+[0-9]{0,12} ?\Z")
 """The start of a line that may yet be a continued line's (its indentation) or an octet
 count's: what follows it decides."""
-_BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+")
-_CONTINUES = re.compile(r"[ \t\r\0]*+(?![<\n]|[0-9]{1,12} <|[0-9]{0,12} ?\Z)")
+_BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
+"""Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
+_CONTINUES = re.compile(r"[ \t\r]*+(?![<\n]|[0-9]{1,12} <|[0-9]{0,12} ?\Z)")
 """A line after a newline-framed message that starts none (see FrameDecoder): not blank,
 nor a message's ``<``, nor an octet-counted frame's count, nor what may still become one."""
 
