@@ -471,6 +471,7 @@ class RemoteLogs:
         renderer: Renderer,
         *,
         on_reconnecting: Callable[[str], None] = lambda reason: None,
+        on_begun: Callable[[], None] = lambda: None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from herolog.drains import mask_url
@@ -482,6 +483,9 @@ class RemoteLogs:
         self.request = request
         self.renderer = renderer
         self.on_reconnecting = on_reconnecting
+        self.on_begun = on_begun
+        """Called once a stream is open, or a tail waits for its app: from then on the
+        output's reader going ends herolog (an error found before keeps its status)."""
         self.sleep = sleep
         self.last_id: str | None = None
         self.mark: tuple[str, str] | None = None
@@ -594,6 +598,7 @@ class RemoteLogs:
                 down = True
             if self._until_passed():
                 return None
+            self.on_begun()
             self.sleep(wait)
 
     def _create_session(self, client: httpx.Client, body: dict[str, Any]) -> str:
@@ -631,6 +636,7 @@ class RemoteLogs:
             if response.status_code != 200:
                 response.read()
                 raise self._session_refused(response, url)
+            self.on_begun()
             try:
                 for lines in self._events(httpx_sse.EventSource(response).iter_sse()):
                     self.renderer.write(lines)

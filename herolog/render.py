@@ -130,10 +130,12 @@ def reader_gone(stream: IO[str]) -> Callable[[], bool]:
 
 
 @contextlib.contextmanager
-def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
+def exit_when_reader_gone(stream: IO[str]) -> Iterator[Callable[[], None]]:
     """For output into a pipe, around work that has nothing to finish (reading from a
     server): exit 0 as soon as the reader at the pipe's other end goes, even while waiting
-    on the network (``logs --server -t | head``), as GNU ``tail -f`` does.
+    on the network (``logs --server -t | head``), as GNU ``tail -f`` does; but only once the
+    function it yields has been called (the work has begun), so that an error found before
+    (an unknown app, a refused key) keeps its status, as it does locally.
 
     A thread waits for the pipe's POLLERR and ends the process: the main thread may be
     blocked in a read that no check between reads would interrupt, and an exception
@@ -142,9 +144,10 @@ def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
     import select
     import threading
 
+    begun = threading.Event()
     fd = _pipe_fd(stream)
     if fd is None:
-        yield
+        yield begun.set
         return
     watching = threading.Event()
     watching.set()
@@ -153,6 +156,7 @@ def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
         poller = select.poll()
         poller.register(fd, 0)
         poller.poll()
+        begun.wait()
         if watching.is_set():
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.flush()
@@ -160,9 +164,10 @@ def exit_when_reader_gone(stream: IO[str]) -> Iterator[None]:
 
     threading.Thread(target=watch, name="herolog-reader-gone", daemon=True).start()
     try:
-        yield
+        yield begun.set
     finally:
         watching.clear()
+        begun.set()  # the watcher, if it is waiting for it, then ends without exiting
 
 
 STREAM_ENDS = ("x-herolog-stream", "ends-with-event")

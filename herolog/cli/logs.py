@@ -221,15 +221,16 @@ def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:
     def reconnecting(reason: str) -> None:
         click.echo(f"herolog: {scrub(reason, server)}; reconnecting...", err=True)
 
-    remote = RemoteLogs(
-        server,
-        os.environ.get("HEROLOG_API_KEY") or None,
-        request,
-        renderer,
-        on_reconnecting=reconnecting,
-    )
     try:
-        with render.exit_when_reader_gone(sys.stdout):
+        with render.exit_when_reader_gone(sys.stdout) as begun:
+            remote = RemoteLogs(
+                server,
+                os.environ.get("HEROLOG_API_KEY") or None,
+                request,
+                renderer,
+                on_reconnecting=reconnecting,
+                on_begun=begun,
+            )
             interruptibly(remote.run)
     except RemoteError as error:
         message = scrub(str(error), server)  # the URL may carry a password

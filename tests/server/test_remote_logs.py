@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -688,6 +689,46 @@ def test_a_quiet_remote_tail_into_a_socket_ends_when_its_reader_goes(remote: Run
     )
     assert b"at=info" in first
     assert (code, err) == (0, b"")
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("args", "env", "status", "said"),
+    [
+        (["-a", "demo"], {}, 1, "needs an API key (401)"),
+        (["-a", "nope"], {"HEROLOG_API_KEY": KEY}, 1, "has no app named 'nope'"),
+        (["-a", "demo", "-n", "1501"], {"HEROLOG_API_KEY": KEY}, 2, "is more than the 1,500"),
+        (["-a", "nope", "-t"], {"HEROLOG_API_KEY": KEY}, 0, ""),  # waits, until the reader goes
+    ],
+    ids=["no key", "unknown app", "usage", "tail of an app to come"],
+)
+def test_a_remote_error_whose_reader_has_gone_keeps_its_status(
+    remote: Running, args: list[str], env: dict[str, str], status: int, said: str
+) -> None:
+    """`herolog logs --server URL -a typo | true`: 0 and nothing said, as though the reader
+    had had every line, where locally it is the error and 1; the reader's going ended herolog
+    before the server was asked. An error found first keeps its status, as locally."""
+    for server in (remote.url, f"http://127.0.0.1:{closed_port()}"):
+        if server != remote.url and status != 1:
+            continue
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "herolog", "logs", "--server", server, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=write,
+                stderr=subprocess.PIPE,
+                env=herolog_env(**env),
+                text=True,
+                timeout=30,
+            )
+        finally:
+            os.close(write)
+        told = said if server == remote.url else "connection refused"
+        assert proc.returncode == status, proc.stderr
+        assert (told in proc.stderr) if told else proc.stderr == ""
+        assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.subprocess
