@@ -40,10 +40,11 @@ _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _WHITESPACE_OR_NUL = re.compile(r"[ \t\r\n\0]*")
 """Between newline-framed messages: a sender ending them with a newline and a NUL has sent
 no message between the two."""
-_STARTS_NEXT = "<\0\r\n"
-"""What may follow the newline that ends a NUL-ending sender's message: the next message,
-or more of its trailer. A line starting with a digit is no octet count from such a sender
-(a traceback's "2 retries left")."""
+_STARTS_NEXT = "<\0"
+"""What may follow the newline (and blank lines) that end a NUL-ending sender's message: the
+next message, or more of its trailer. A line starting with a digit is no octet count from
+such a sender (a traceback's "2 retries left")."""
+_EMPTY_LINES = re.compile(r"(?:[ \t\r]*+\n)*+")
 _UNDECIDED = re.compile(r"[ \t\r]*+[0-9]{0,12} ?\Z")
 """The start of a line that may yet be a continued line's (its indentation) or an octet
 count's: what follows it decides."""
@@ -477,13 +478,15 @@ class FrameDecoder:
                 # A sender that has ended a message with a NUL (Python's SysLogHandler) ends
                 # them all so, and a newline in one (a traceback) is its content: a line
                 # after it that starts no message continues it, to its NUL.
+                # Blank lines are a message's too (between a chained exception's tracebacks):
+                # what follows them says whether it has ended.
                 while self._nul_ended and end >= 0 and text[end] == "\n":
-                    after = text[end + 1 : end + 2]
-                    if not after:  # what follows is still to come
+                    after = _EMPTY_LINES.match(text, end + 1).end()  # type: ignore[union-attr]
+                    if after == size:  # what follows is still to come
                         end = -2
-                    elif after not in _STARTS_NEXT:
-                        newline = text.find("\n", end + 1)
-                        nul = text.find("\0", end + 1, newline if newline >= 0 else size)
+                    elif text[after] not in _STARTS_NEXT:
+                        newline = text.find("\n", after)
+                        nul = text.find("\0", after, newline if newline >= 0 else size)
                         end = nul if nul >= 0 else newline
                         continue
                     break
@@ -593,7 +596,8 @@ class FrameDecoder:
             return []
         if self.newline_framing and rest[skipped] == "<":
             if self._nul_ended:  # a message waiting for what followed its newline
-                rest = rest.removesuffix("\n")
+                blank = rest.find("\n", len(rest.rstrip(" \t\r\n")))
+                rest = rest[:blank] if blank >= 0 else rest
             end = len(rest) - 1 if rest.endswith("\r") else len(rest)
             self._frames += 1
             return [_parse_message(rest, skipped, end, received or Received.at())]

@@ -958,6 +958,33 @@ def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stre
     assert [x.message for x in decoder.close(RECEIVED)] == ["two"]
 
 
+def test_a_nul_ending_senders_message_keeps_its_blank_lines_however_the_stream_is_cut() -> None:
+    """A chained exception Python's SysLogHandler logs has blank lines between its
+    tracebacks: they are the message's, up to its NUL (they cut it, and the line after them
+    broke the stream); blank lines before the next message's ``<``, or at the end, are not."""
+    stream = (
+        b"<14>app: starting\x00"
+        b"<11>app[7]: failed\nTraceback (most recent call last):\nKeyError: 'k'\n\n"
+        b"The above exception was the direct cause of the following exception:\r\n  \n"
+        b"Traceback (most recent call last):\nValueError: x\x00"
+        b"<12>app: newline ended\n\r\n \n<12>app: last\n\n"
+    )
+    expected = [
+        "starting",
+        "failed\nTraceback (most recent call last):\nKeyError: 'k'\n\n"
+        "The above exception was the direct cause of the following exception:\r\n  \n"
+        "Traceback (most recent call last):\nValueError: x",
+        "newline ended",
+        "last",
+    ]
+    for cut in range(len(stream) + 1):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+        lines += decoder.close(RECEIVED)
+        assert [x.message for x in lines] == expected, cut
+        assert decoder.frames == len(expected)
+
+
 def test_nuls_may_follow_a_newline_framed_message_and_no_octet_counted_frame() -> None:
     """As a NUL-ending sender's trailer they are nothing; after an octet-counted frame,
     garbage: either way however the reads cut the stream."""

@@ -943,6 +943,34 @@ def test_pythons_syslog_handler_logging_a_traceback(served: Running) -> None:
     assert closures(served) == []
 
 
+def test_pythons_syslog_handler_logging_a_chained_exception(served: Running) -> None:
+    """A chained exception (``raise ... from``, or one raised while handling another) has
+    blank lines between its tracebacks: Python's SysLogHandler's message was cut at the
+    first of them, the rest taken for garbage and the connection closed, so that every line
+    the program logged after it was lost. A blank line does not end a NUL-ending sender's
+    message; only its NUL does."""
+    with pythons_syslog_handler(served, "billing") as (python, handler):
+        handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+        python.warning("starting")
+        try:
+            try:
+                raise KeyError("invoice 88")
+            except KeyError as error:
+                raise ValueError("no such invoice") from error
+        except ValueError:
+            python.exception("invoice 88 failed")
+        python.warning("still logging")
+        wait_for(lambda: len(served.lines()) == 3 or bool(closures(served)))
+    assert closures(served) == [], messages(served)
+    first, failed, after = served.lines("default")
+    assert first.message == "starting"
+    assert (failed.source, failed.dyno, failed.pri) == ("billing", str(os.getpid()), 11)
+    assert failed.message.startswith("invoice 88 failed\nTraceback (most recent call last):\n")
+    assert "\nKeyError: 'invoice 88'\n\nThe above exception was the direct cause" in failed.message
+    assert failed.message.endswith("\nValueError: no such invoice")
+    assert (after.source, after.message) == ("billing", "still logging")
+
+
 @pytest.mark.subprocess
 def test_closures_and_refusals_held_back_are_said_when_serve_stops(herolog_home: Path) -> None:
     """What waits for the end of its minute to be said is said when serve stops before
