@@ -40,19 +40,24 @@ _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _WHITESPACE_OR_NUL = re.compile(r"[ \t\r\n\0]*")
 """Between newline-framed messages: a sender ending them with a newline and a NUL has sent
 no message between the two."""
-_STARTS_NEXT = "<\0"
-"""What may follow the newline (and blank lines) that end a NUL-ending sender's message: the
-next message, or more of its trailer. A line starting with a digit is no octet count from
-such a sender (a traceback's "2 retries left")."""
+_STARTS_NEXT = re.compile(r"\0|<[0-9]{1,3}>|(<[0-9]{0,3}\Z)")
+"""What, after the newline (and blank lines) that end a NUL-ending sender's message, shows
+that it has ended: the next message's PRI, or more of its trailer; or, matching the group,
+what may still become a PRI. A line starting with a digit is no octet count from such a
+sender (a traceback's "2 retries left"), nor one with a ``<`` of no PRI (an HTML body)."""
 _EMPTY_LINES = re.compile(r"(?:[ \t\r]*+\n)*+")
-_UNDECIDED = re.compile(r"[ \t\r]*+[0-9]{0,12} ?\Z")
-"""The start of a line that may yet be a continued line's (its indentation) or an octet
-count's: what follows it decides."""
+_PRI = re.compile(r"<[0-9]{1,3}>")
+_UNDECIDED = re.compile(r"[ \t\r]*+(?:[0-9]{0,12} ?|(?:[0-9]{1,12} )?<[0-9]{0,3})\Z")
+"""The start of a line that may yet be a continued line's (its indentation), an octet
+count's or a message's PRI: what follows it decides."""
 _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
 """Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
-_CONTINUES = re.compile(r"[ \t\r]*+(?![<\n]|[0-9]{1,12} <|[0-9]{0,12} ?\Z)")
+_CONTINUES = re.compile(
+    r"[ \t\r]*+(?!\n|(?:[0-9]{1,12} )?<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
+)
 """A line after a newline-framed message that starts none (see FrameDecoder): not blank,
-nor a message's ``<``, nor an octet-counted frame's count, nor what may still become one."""
+nor a message's PRI (``<13>``; a line of HTML is no message), nor an octet-counted frame's
+count before one, nor what may still become either."""
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -482,9 +487,10 @@ class FrameDecoder:
                 # what follows them says whether it has ended.
                 while self._nul_ended and end >= 0 and text[end] == "\n":
                     after = _EMPTY_LINES.match(text, end + 1).end()  # type: ignore[union-attr]
-                    if after == size:  # what follows is still to come
-                        end = -2
-                    elif text[after] not in _STARTS_NEXT:
+                    ended = _STARTS_NEXT.match(text, after)
+                    if after == size or (ended and ended.group(1) is not None):
+                        end = -2  # what follows is still to come
+                    elif not ended:
                         newline = text.find("\n", after)
                         nul = text.find("\0", after, newline if newline >= 0 else size)
                         end = nul if nul >= 0 else newline
@@ -503,12 +509,19 @@ class FrameDecoder:
                     self._awaiting_newline = end == -1
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
+                line = _parse_message(text, pos, stop, received)
+                # A `<` of no PRI (`<html>`) starts no message: a line of the one before.
+                if line.pri is None and self._previous is not None and not _PRI.match(text, pos):
+                    line = self._continued(text[pos:stop])
+                else:
+                    self._previous = line
                 if text[end] == "\0":
                     self._nul_ended = True
-                out.append(_parse_message(text, pos, stop, received))
+                if self._nul_ended:
+                    self._previous = None
+                out.append(line)
                 self._frames += 1
                 self._nul_may_follow = True
-                self._previous = None if self._nul_ended else out[-1]
                 pos = end + 1
                 continue
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
@@ -608,7 +621,7 @@ class FrameDecoder:
 
 def _pending_frame_size(buffer: bytearray) -> int:
     """How many buffered bytes the next frame needs before parsing it is worth trying."""
-    m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) (?=<)", buffer)
+    m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) (?=<[0-9]{1,3}>)", buffer)
     return m.end() + int(m.group(1)) if m else 0
 
 

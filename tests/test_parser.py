@@ -1055,6 +1055,39 @@ def test_a_line_after_a_newline_framed_message_that_starts_none_takes_its_header
         assert decoder.frames == len(expected)
 
 
+def test_a_line_that_starts_with_lt_or_digits_and_lt_but_no_pri_is_continued() -> None:
+    """Only a PRI starts a message (`<13>`), and an octet count only before one: a line of
+    a message's own that starts with `<` (an HTML body) was taken for a message with no
+    header, and the lines after it took that; one that starts with digits and `<` (an
+    asyncio task listed) for an octet count, which ate what followed and broke the stream.
+    Newline-framed as rsyslog forwards it, and from a NUL-ending sender, however the stream
+    is cut."""
+    body = [
+        "GET /orders failed, body:",
+        "<html>",
+        "  <body>Not Found</body>",
+        "</html>",
+        "0 <Task pending name='Task-1' coro=<main() running>>",
+        "12 <Task pending>",
+        "<1",
+    ]
+    head = b"<11>Mar  5 09:14:07 myhost worker[12]: "
+    text = "\n".join(body).encode()
+    after = b"<14>Mar  5 09:14:08 myhost worker[12]: after it"
+    newline_framed = head + text + b"\n" + after + b"\n"
+    nul_ended = head + b"first\x00" + head + text + b"\x00" + after + b"\x00"
+    for stream, expected in (
+        (newline_framed, [*body, "after it"]),
+        (nul_ended, ["first", "\n".join(body), "after it"]),
+    ):
+        for cut in range(len(stream) + 1):
+            decoder = FrameDecoder(65536, newline_framing=True)
+            lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+            lines += decoder.close(RECEIVED)
+            got = [(x.source, x.dyno, x.message) for x in lines]
+            assert got == [("worker", "12", message) for message in expected], cut
+
+
 def test_a_nul_ending_senders_first_message_of_several_lines_ends_at_its_nul() -> None:
     """Python's SysLogHandler ends each message with a NUL, which is known only once its
     first message has ended: a traceback in that one is stored a line at a time up to the

@@ -8,6 +8,7 @@ stopped by its own pid."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import time
@@ -20,6 +21,8 @@ import trustme
 
 from bench.tools import library_env
 from herolog import timestamps
+from herolog.parser import frame
+from tests.helpers import herolog_process
 from tests.interop.conftest import debian_package, free_port
 from tests.server.conftest import Running, ServerFactory
 
@@ -33,12 +36,21 @@ def rsyslog_root() -> Path:
 
 @contextlib.contextmanager
 def forwarding_to(
-    root: Path, work: Path, port: int, action: str, ca: Path | None = None
+    root: Path,
+    work: Path,
+    port: int,
+    action: str,
+    ca: Path | None = None,
+    *,
+    escape_control_characters: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """rsyslogd taking newline-framed syslog on ``port`` and forwarding it with ``action``,
-    stopped at the end."""
+    """rsyslogd taking syslog on ``port`` (newline-framed or octet-counted) and forwarding
+    it with ``action``, stopped at the end; without ``escape_control_characters``, as a
+    user has it who wants a traceback's line breaks kept (rsyslog writes them as #012)."""
     modules = next(root.rglob("imptcp.so")).parent
     ca_file = f' DefaultNetstreamDriverCAFile="{ca}"' if ca else ""
+    if not escape_control_characters:
+        ca_file += ' parser.escapeControlCharactersOnReceive="off"'
     (work / "rsyslog.conf").write_text(
         f'global(workDirectory="{work}"{ca_file})\n'
         f'module(load="{modules}/imptcp.so")\n'
@@ -176,3 +188,55 @@ def test_rsyslog_forwards_a_message_with_no_procid(
     (line,) = running.lines("default")
     got = (line.source, line.dyno, line.pri, line.hostname, line.message)
     assert got == ("billing", "-", 13, "myhost", "invoice paid")
+
+
+def test_rsyslog_forwards_a_message_of_several_lines_newline_framed(
+    make_server: ServerFactory, rsyslog_root: Path, tmp_path: Path
+) -> None:
+    """rsyslog keeping control characters forwards a message of several lines with its
+    default framing (TCP_Framing="traditional") as it is, newline-framed: each line is
+    stored with the message's header. A line that started with `<` (an HTML body) was taken
+    for a message of its own, with no header, and so were the lines after it; one that
+    started with digits and `<` (an asyncio task listed) for an octet count, which ate what
+    followed and closed the connection, losing the messages rsyslog sent after it."""
+    running = make_server(syslog_port=0)
+    port = free_port()
+    now = datetime.now().astimezone().replace(microsecond=0)
+    stamp = f"{now:%b} {now.day:2} {now:%H:%M:%S}"
+    body = [
+        "GET /orders failed, body:",
+        "<html>",
+        "  <body>Not Found</body>",
+        "</html>",
+        "tasks still pending:",
+        "0 <Task pending name='Task-1' coro=<main() running>>",
+        "12 <Task pending name='Task-2'>",
+    ]
+    messages = [(11, "\n".join(body)), (14, "after it")]
+    action = f'port="{running.syslog_port}" TCP_Framing="traditional"'
+    with forwarding_to(
+        rsyslog_root, tmp_path, port, action, escape_control_characters=False
+    ) as proc:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            # octet-counted into rsyslog, so that the line breaks reach it as they are
+            sock.sendall(
+                frame(
+                    f"<{pri}>{stamp} myhost worker[12]: {text}".encode() for pri, text in messages
+                )
+            )
+        deadline = time.monotonic() + 30
+        while len(running.lines()) < len(body) + 1 and "closed" not in running.log.getvalue():
+            said = (tmp_path / "rsyslog.err").read_text()
+            assert proc.poll() is None, said
+            assert time.monotonic() < deadline, said
+            time.sleep(0.05)
+    assert "closed" not in running.log.getvalue(), running.log.getvalue()
+    shown = herolog_process("logs", "--json", "-n", "100")
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(record) for record in shown.stdout.splitlines()]
+    got = [(r["source"], r["dyno"], r["pri"], r["hostname"], r["message"]) for r in records]
+    assert got == [
+        *[("worker", "12", 11, "myhost", line) for line in body],
+        ("worker", "12", 14, "myhost", "after it"),
+    ]
+    assert {r["timestamp"] for r in records} == {now.isoformat()}
