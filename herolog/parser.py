@@ -52,6 +52,8 @@ _UNDECIDED = re.compile(r"[ \t\r]*+(?:[0-9]{0,12} ?|(?:[0-9]{1,12} )?<[0-9]{0,3}
 count's or a message's PRI: what follows it decides."""
 _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
 """Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
+_STARTS_MESSAGE = re.compile(r"[ \t\r]*+(?:[0-9]{1,12} )?<[0-9]{1,3}>")
+"""A message's PRI, or an octet-counted frame's count before one."""
 _CONTINUES = re.compile(
     r"[ \t\r]*+(?!\n|(?:[0-9]{1,12} )?<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
 )
@@ -600,7 +602,8 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         rest = self._buffer.decode("latin-1")
-        if self._previous is not None and _CONTINUES.match(rest):
+        # Nothing more will come: what might have become a PRI or a count has not.
+        if self._previous is not None and rest.strip(" \t\r") and not _STARTS_MESSAGE.match(rest):
             self._frames += 1
             return [self._continued(rest.removesuffix("\r"))]
         between = _WHITESPACE_OR_NUL if self._nul_may_follow else _WHITESPACE

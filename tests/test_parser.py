@@ -1088,6 +1088,37 @@ def test_a_line_that_starts_with_lt_or_digits_and_lt_but_no_pri_is_continued() -
             assert got == [("worker", "12", message) for message in expected], cut
 
 
+@pytest.mark.parametrize(
+    ("last", "stored"),
+    [
+        (b"42", "42"),
+        (b" 7 ", " 7 "),
+        (b"0 ", "0 "),
+        (b"404 <html", "404 <html"),
+        (b"12 <1", "12 <1"),
+        (b"<1", "<1"),
+        (b"  \r", None),
+    ],
+)
+def test_a_last_line_without_its_newline_that_could_have_become_a_count_is_continued(
+    last: bytes, stored: str | None
+) -> None:
+    """At the end of a stream a line that could still have become an octet count or a PRI
+    (digits, `12 <1`), had more come, is what it is, a line of the message before it: it
+    was taken for a frame cut off, lost, and the stream said to be broken."""
+    stream = b"<13>Mar  5 09:14:07 vm job[42]: result:\n" + last
+    for cut in range(len(stream) + 1):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+        lines += decoder.close(RECEIVED)
+        got = [(x.source, x.message) for x in lines]
+        assert got == [("job", "result:"), *([("job", stored)] if stored else [])], cut
+    decoder = FrameDecoder(65536, newline_framing=True)
+    decoder.feed(b"<13>Mar  5 09:14:07 vm job[42]: result:\n17 <13>cut off", RECEIVED)
+    with pytest.raises(FramingError, match="ends inside a frame"):
+        decoder.close(RECEIVED)  # a count before a PRI is a frame, and this one is cut off
+
+
 def test_a_nul_ending_senders_first_message_of_several_lines_ends_at_its_nul() -> None:
     """Python's SysLogHandler ends each message with a NUL, which is known only once its
     first message has ended: a traceback in that one is stored a line at a time up to the

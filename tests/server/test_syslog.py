@@ -101,6 +101,22 @@ def test_a_nul_ends_a_message_as_a_newline_does(served: Running) -> None:
     ]
 
 
+def test_a_last_line_of_digits_without_its_newline_is_stored(served: Running) -> None:
+    """A script writing a message of several lines to the socket, the last without its
+    newline (`printf '<13>... result:\\n42'`), and closing it: the "42" was taken for an
+    octet count cut off, lost, and the stream said to be broken."""
+    with connect(served) as sock:
+        sock.sendall(b"<13>Mar  5 09:14:07 vm job[42]: result:\n42")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # serve has read it all and closed its side
+    wait_for(lambda: len(served.lines()) == 2 or bool(closures(served)))
+    assert closures(served) == []
+    assert [(x.source, x.dyno, x.message) for x in served.lines()] == [
+        ("job", "42", "result:"),
+        ("job", "42", "42"),
+    ]
+
+
 def test_frames_split_across_packets(served: Running) -> None:
     data = syslog_frames(*[f"piece {i}" for i in range(50)])
     with connect(served) as sock:
