@@ -41,6 +41,10 @@ EXTRA_MESSAGES = [
     # and test_fuzz.py's examples have them).
     b"<156>2024-03-05T09:14:07.262031+00:00 vm billing[24561] via rsyslog\n",
     b"<12>myapp: with ident\x00",
+    # Lines of a message sent as they are (syslog-ng's network(), rsyslog, a script), and a
+    # NUL-ending sender's (Python's SysLogHandler) chained exception, blank lines and all.
+    b"<11>job[42]: failed:\n<html>\n  <body>x</body>\n0 <Task pending>\n12 <1\n42",
+    b"<11>job: Traceback:\nKeyError: 'k'\n\nThe above exception:\r\n \nValueError: x\x00",
 ]
 
 _COUNT = re.compile(rb"[ \t\r\n]*([0-9]{1,12}) ")
