@@ -52,14 +52,15 @@ _UNDECIDED = re.compile(r"[ \t\r]*+(?:[0-9]{0,12} ?|(?:[0-9]{1,12} )?<[0-9]{0,3}
 count's or a message's PRI: what follows it decides."""
 _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
 """Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
-_STARTS_MESSAGE = re.compile(r"[ \t\r]*+(?:[0-9]{1,12} )?<[0-9]{1,3}>")
-"""A message's PRI, or an octet-counted frame's count before one."""
+_STARTS_MESSAGE = re.compile(r"[ \t\r]*+<[0-9]{1,3}>")
+"""A message's PRI, after what may come between messages."""
 _CONTINUES = re.compile(
-    r"[ \t\r]*+(?!\n|(?:[0-9]{1,12} )?<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
+    r"[ \t\r]*+(?!\n|<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
 )
-"""A line after a newline-framed message that starts none (see FrameDecoder): not blank,
-nor a message's PRI (``<13>``; a line of HTML is no message), nor an octet-counted frame's
-count before one, nor what may still become either."""
+"""A line after a newline-framed message that may start none (see FrameDecoder): not
+blank, nor a message's PRI (``<13>``; a line of HTML is no message), nor what may still
+become one or an octet count; unless it starts a frame (_starts_frame)."""
+_FRAME_START = re.compile(r"[ \t\r]*+([0-9]{1,12}) (<[0-9]{1,3}>)")
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -463,7 +464,7 @@ class FrameDecoder:
             # Most often the next message starts at once: nothing to look at.
             if self._previous is not None and pos < size and text[pos] != "<":
                 pos = _BLANK_LINES.match(text, pos).end()  # type: ignore[union-attr]
-                if _CONTINUES.match(text, pos):
+                if _CONTINUES.match(text, pos) and not _starts_frame(text, pos):
                     pos = self._continuation(text, pos, out)
                     if pos < 0:
                         return -pos - 1
@@ -603,7 +604,12 @@ class FrameDecoder:
             raise self._error
         rest = self._buffer.decode("latin-1")
         # Nothing more will come: what might have become a PRI or a count has not.
-        if self._previous is not None and rest.strip(" \t\r") and not _STARTS_MESSAGE.match(rest):
+        if (
+            self._previous is not None
+            and rest.strip(" \t\r")
+            and not _STARTS_MESSAGE.match(rest)
+            and not _starts_frame(rest, 0)
+        ):
             self._frames += 1
             return [self._continued(rest.removesuffix("\r"))]
         between = _WHITESPACE_OR_NUL if self._nul_may_follow else _WHITESPACE
@@ -620,6 +626,15 @@ class FrameDecoder:
         raise FramingError(
             "the input ends inside a frame", self._frames + 1, self._offset + skipped
         )
+
+
+def _starts_frame(text: str, pos: int) -> bool:
+    """Whether an octet-counted frame that starts with a PRI starts at ``pos`` (after a
+    newline-framed message, what a line must begin with to be one): a count too short to
+    hold its PRI is none, so that this is known from the frame's own bytes, wherever the
+    stream is cut."""
+    m = _FRAME_START.match(text, pos)
+    return m is not None and int(m[1]) >= len(m[2])
 
 
 def _pending_frame_size(buffer: bytearray) -> int:

@@ -71,6 +71,7 @@ def test_true_counts_frame_any_message_content(messages: list[bytes]) -> None:
 @example(([b"<14>a: x\n1", b"7 <14>1 - h a b - y"], True, 1 << 20))  # a count, cut
 @example(([b"<14>a: x\n0 ", b"8 y\n"], True, 1 << 20))  # a continued line, cut
 @example(([b"<14>a: x\n", b"\x00two\r\nthree\n"], True, 1 << 20))  # a NUL, then lines
+@example(([b"<14>a: x\n4 <190", b">1 y\n"], True, 1 << 20))  # a count short of its PRI
 def test_any_split_of_a_stream_decodes_like_the_whole(
     stream: tuple[list[bytes], bool, int],
 ) -> None:
