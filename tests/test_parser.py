@@ -936,6 +936,24 @@ NUL_STREAM = (
 )
 
 
+def cut_in_two(stream: bytes, cut: int) -> tuple[list[LogLine], FrameDecoder]:
+    """What a syslog connection's decoder gives for ``stream`` read in two parts, cut at
+    ``cut``, and the decoder, not closed."""
+    decoder = FrameDecoder(65536, newline_framing=True)
+    lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+    return lines, decoder
+
+
+def in_chunks(stream: bytes, size: int) -> tuple[list[LogLine], FrameDecoder]:
+    """What a syslog connection's decoder gives for ``stream`` read ``size`` bytes at a
+    time, then closed, and the decoder."""
+    decoder = FrameDecoder(65536, newline_framing=True)
+    lines = []
+    for start in range(0, len(stream), size):
+        lines += decoder.feed(stream[start : start + size], RECEIVED)
+    return lines + decoder.close(), decoder
+
+
 def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stream_is_cut() -> None:
     """Python's SysLogHandler ends messages with a NUL; a traceback it logs has newlines:
     once a message has ended with a NUL, a line that starts no message continues the one
@@ -949,8 +967,7 @@ def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stre
         "next\n2 retries left",
     ]
     for cut in range(len(NUL_STREAM) + 1):
-        decoder = FrameDecoder(65536, newline_framing=True)
-        lines = decoder.feed(NUL_STREAM[:cut], RECEIVED) + decoder.feed(NUL_STREAM[cut:], RECEIVED)
+        lines, decoder = cut_in_two(NUL_STREAM, cut)
         assert [x.message for x in lines] == expected, cut
         assert decoder.close(RECEIVED) == []
     decoder = FrameDecoder(65536, newline_framing=True)
@@ -978,8 +995,7 @@ def test_a_nul_ending_senders_message_keeps_its_blank_lines_however_the_stream_i
         "last",
     ]
     for cut in range(len(stream) + 1):
-        decoder = FrameDecoder(65536, newline_framing=True)
-        lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+        lines, decoder = cut_in_two(stream, cut)
         lines += decoder.close(RECEIVED)
         assert [x.message for x in lines] == expected, cut
         assert decoder.frames == len(expected)
@@ -1044,11 +1060,7 @@ def test_a_line_after_a_newline_framed_message_that_starts_none_takes_its_header
         ("web", "7", 13, "vm", None, "  cut off"),
     ]
     for size in (len(stream), 1, 7, 40):
-        decoder = FrameDecoder(65536, newline_framing=True)
-        lines = []
-        for start in range(0, len(stream), size):
-            lines += decoder.feed(stream[start : start + size], RECEIVED)
-        lines += decoder.close()
+        lines, decoder = in_chunks(stream, size)
         got = [(x.source, x.dyno, x.pri, x.hostname, x.structured_data, x.message) for x in lines]
         assert got == expected, size
         assert lines[1].timestamp == lines[0].timestamp
@@ -1081,8 +1093,7 @@ def test_a_line_that_starts_with_lt_or_digits_and_lt_but_no_pri_is_continued() -
         (nul_ended, ["first", "\n".join(body), "after it"]),
     ):
         for cut in range(len(stream) + 1):
-            decoder = FrameDecoder(65536, newline_framing=True)
-            lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+            lines, decoder = cut_in_two(stream, cut)
             lines += decoder.close(RECEIVED)
             got = [(x.source, x.dyno, x.message) for x in lines]
             assert got == [("worker", "12", message) for message in expected], cut
@@ -1108,8 +1119,7 @@ def test_a_last_line_without_its_newline_that_could_have_become_a_count_is_conti
     was taken for a frame cut off, lost, and the stream said to be broken."""
     stream = b"<13>Mar  5 09:14:07 vm job[42]: result:\n" + last
     for cut in range(len(stream) + 1):
-        decoder = FrameDecoder(65536, newline_framing=True)
-        lines = decoder.feed(stream[:cut], RECEIVED) + decoder.feed(stream[cut:], RECEIVED)
+        lines, decoder = cut_in_two(stream, cut)
         lines += decoder.close(RECEIVED)
         got = [(x.source, x.message) for x in lines]
         assert got == [("job", "result:"), *([("job", stored)] if stored else [])], cut
@@ -1131,11 +1141,7 @@ def test_a_nul_ending_senders_first_message_of_several_lines_ends_at_its_nul() -
         b"<14>job: next\x00"
     )
     for size in (len(stream), 1, 5):
-        decoder = FrameDecoder(65536, newline_framing=True)
-        lines = []
-        for start in range(0, len(stream), size):
-            lines += decoder.feed(stream[start : start + size], RECEIVED)
-        lines += decoder.close()
+        lines, _ = in_chunks(stream, size)
         assert [(x.source, x.message) for x in lines] == [
             ("job", "Traceback (most recent call last):"),
             ("job", '  File "job.py", line 3'),
