@@ -7,6 +7,7 @@ import base64
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
@@ -443,22 +444,24 @@ class LocalRegistry:
             store.close()
 
     def find(self, app: str, key: str) -> Drain:
-        def find(store: SQLiteStore) -> tuple[str, Drain | None]:
-            name = _named(store, app)
+        def find(store: SQLiteStore, name: str) -> Drain | None:
             drain = store.find_drain(name, key)
-            return name, None if drain is None else counted(store, [drain])[0]
+            return None if drain is None else counted(store, [drain])[0]
 
-        name, drain = using_store(self.store_path, find, create=True)
-        if drain is None:
-            raise DrainError(not_there(name, key, self.list(None)), missing=True)
-        return drain
+        return self._one(app, key, find)
 
     def remove(self, app: str, key: str) -> Drain:
-        def remove(store: SQLiteStore) -> tuple[str, Drain | None]:
-            name = _named(store, app)
-            return name, store.remove_drain(name, key)
+        return self._one(app, key, lambda store, name: store.remove_drain(name, key))
 
-        name, drain = using_store(self.store_path, remove, create=True)
+    def _one(self, app: str, key: str, work: Callable[[SQLiteStore, str], Drain | None]) -> Drain:
+        """What ``work`` does with the app's drain ``key`` (given the app's name), or the
+        error naming the apps that have it."""
+
+        def one(store: SQLiteStore) -> tuple[str, Drain | None]:
+            name = _named(store, app)
+            return name, work(store, name)
+
+        name, drain = using_store(self.store_path, one, create=True)
         if drain is None:
             raise DrainError(not_there(name, key, self.list(None)), missing=True)
         return drain
