@@ -27,6 +27,8 @@ from herolog.parser import (
     FramingError,
     LogLine,
     Received,
+    continued,
+    continues_message,
     kept_whole,
     parse_heroku_line,
     parse_json_line,
@@ -503,35 +505,87 @@ def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
     """Syslog messages, a line each, or each ending with a NUL, as Python's SysLogHandler
     sends them (and serve's syslog port reads them): then a newline is the message's (a
     traceback's lines). ``not_utf8`` counts those with bytes that are not UTF-8, and has
-    the line of the first."""
+    the line of the first.
+
+    A line that starts no message continues the one before it, and is stored as serve stores
+    it, with its header: a message waits for the line after it, as one in ``heroku logs``
+    text does, so that an import resumed where a failed one stopped starts with a message.
+    """
     head = next(chunks, b"")
     # More messages ending with a NUL than with a newline: not a NUL inside a line.
     nul_ended = b"\0" in head and len(_NUL_ENDED.findall(head)) > len(_NEWLINE_ENDED.findall(head))
     number = 1  # the line of the input the next message starts at
-    for size, raw_lines, end in _split_lines(
-        itertools.chain([head] if head else [], chunks), b"\0" if nul_ended else b"\n"
-    ):
-        received = Received.at()
-        lines = []
-        first = 0
-        for raw in raw_lines:
-            line_number = number
-            if nul_ended:
-                message = raw.lstrip(b" \t\r\n")
-                line_number += raw.count(b"\n", 0, len(raw) - len(message))
-                number += raw.count(b"\n")
-            else:
-                message = raw.removesuffix(b"\r")
-                number += 1
-            if message.strip():
+    previous: LogLine | None = None  # the message the next line may continue
+    lines: list[LogLine] = []  # read, not given yet: those from ``held`` on wait (see above)
+    whole: list[tuple[int, int]] = []  # of those kept whole: where in lines, the input's line
+    held = held_at = held_size = 0  # lines[held:] wait; where they start in the input; bytes
+    pos = end = 0  # where the next line starts in the input; where the lines read end
+
+    def given(upto: int) -> tuple[list[LogLine], int, int]:
+        """The lines up to ``upto``, taken out; how many are kept whole, and the first's line."""
+        nonlocal lines, whole
+        out, lines = lines[:upto], lines[upto:]
+        kept = [at for i, at in whole if i < upto]
+        whole = [(i - upto, at) for i, at in whole if i >= upto]
+        return out, len(kept), kept[0] if kept else 0
+
+    try:
+        for size, raw_lines, end in _split_lines(
+            itertools.chain([head] if head else [], chunks), b"\0" if nul_ended else b"\n"
+        ):
+            received = Received.at()
+            if not size and not raw_lines:  # the input went quiet: nothing continues it now
+                held = len(lines)
+            for raw in raw_lines:
+                line_number, start, pos = number, pos, pos + len(raw) + 1
+                if nul_ended:
+                    message = raw.lstrip(b" \t\r\n")
+                    line_number += raw.count(b"\n", 0, len(raw) - len(message))
+                    number += raw.count(b"\n")
+                else:
+                    message = raw.removesuffix(b"\r")
+                    number += 1
+                if not message.strip():
+                    continue
                 if not message.isascii() and not _is_utf8(message):
                     not_utf8[0] += 1
                     not_utf8[1] = not_utf8[1] or line_number
-                line = parse_syslog(message, received, saved=True)
+                # Most lines start with a PRI and a header that reads: messages, quickly told.
+                line = parse_syslog(message, received, saved=True) if message[:1] == b"<" else None
+                if nul_ended:
+                    line = line or parse_syslog(message, received, saved=True)
+                    held = len(lines) + 1
+                elif (
+                    previous is not None
+                    and (line is None or line.pri is None)
+                    and continues_message(text := message.decode("latin-1"))
+                ):
+                    line = continued(previous, text)
+                    held_size += len(raw)
+                    if held == len(lines) or held_size > CHUNK_SIZE:  # not held without end
+                        held = len(lines) + 1
+                else:
+                    if line is None:
+                        if message.lstrip(b" \t")[:1] == b"<":
+                            message = message.lstrip(b" \t")  # as serve's syslog port reads it
+                        line = parse_syslog(message, received, saved=True)
+                    previous = line
+                    held, held_at, held_size = len(lines), start, len(raw)
                 if line.pri is None:
-                    first = first or line_number
+                    whole.append((len(lines), line_number))
                 lines.append(line)
-        yield size, lines, end, _undescribed(lines, 0)[0], first
+            offset = end if held == len(lines) else held_at
+            out, count, first = given(held)
+            held = 0
+            yield size, out, offset, count, first
+    except LineTooLong as error:
+        if lines:  # the lines before the one too long are stored
+            out, count, first = given(len(lines))
+            yield 0, out, error.offset, count, first
+        raise
+    if lines:
+        out, count, first = given(len(lines))
+        yield 0, out, end, count, first
 
 
 def _json(

@@ -592,9 +592,7 @@ class FrameDecoder:
 
     def _continued(self, message: str) -> LogLine:
         assert self._previous is not None
-        if not message.isascii():
-            message = _utf8_message(message)
-        return self._previous._replace(message=message, structured_data=None)
+        return continued(self._previous, message)
 
     def close(self, received: Received | None = None) -> list[LogLine]:
         """The end of the stream: a last newline-framed message may lack its newline (it
@@ -604,12 +602,7 @@ class FrameDecoder:
             raise self._error
         rest = self._buffer.decode("latin-1")
         # Nothing more will come: what might have become a PRI or a count has not.
-        if (
-            self._previous is not None
-            and rest.strip(" \t\r")
-            and not _STARTS_MESSAGE.match(rest)
-            and not _starts_frame(rest, 0)
-        ):
+        if self._previous is not None and continues_message(rest):
             self._frames += 1
             return [self._continued(rest.removesuffix("\r"))]
         between = _WHITESPACE_OR_NUL if self._nul_may_follow else _WHITESPACE
@@ -626,6 +619,26 @@ class FrameDecoder:
         raise FramingError(
             "the input ends inside a frame", self._frames + 1, self._offset + skipped
         )
+
+
+def continues_message(line: str) -> bool:
+    """Whether a whole line of newline-framed syslog (without its newline) that follows a
+    message is one of that message's own lines, as FrameDecoder reads them: not blank, and
+    starting no message of its own (a PRI after any indentation, or an octet count before
+    one)."""
+    if line[:1] == "<":  # most often a message, which is quicker told
+        return _PRI.match(line) is None
+    return (
+        bool(line.strip(" \t\r")) and not _STARTS_MESSAGE.match(line) and not _starts_frame(line, 0)
+    )
+
+
+def continued(previous: LogLine, message: str) -> LogLine:
+    """``message`` (latin-1 text, as decoded from the stream), a line that continues
+    ``previous``'s message, as a line of its own with that message's header."""
+    if not message.isascii():
+        message = _utf8_message(message)
+    return previous._replace(message=message, structured_data=None)
 
 
 def _starts_frame(text: str, pos: int) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import operator
 import os
 import re
 import shlex
@@ -17,12 +18,14 @@ from typing import IO, cast
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from herolog.cli import cli
 from herolog.filters import LineFilter
 from herolog.importer import Format, ImportResult
 from herolog.parser import LogLine, Received, format_syslog, frame
-from herolog.store import Batch, Store, open_store
+from herolog.store import Batch, Store, StoredLine, open_store
 from tests.helpers import herolog_env
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -132,7 +135,10 @@ def test_lines_kept_as_unknown_among_others_are_said_with_where_the_first_is(
         "json": b'{"timestamp":"2024-03-05T09:14:07Z","source":"app","dyno":"web.1","message":"x"}\n',
         "logplex": frame([b"<13>1 2024-03-05T09:14:07Z host app web.1 - - fine\n"]),
     }[fmt]
-    bad = frame([b"not syslog\n"]) if fmt == "logplex" else b"not a log line\n"
+    # In syslog a line with no PRI continues the message before it: a mangled one has a PRI.
+    bad = {"logplex": frame([b"not syslog\n"]), "syslog": b"<13>not a log line\n"}.get(
+        fmt, b"not a log line\n"
+    )
     blank = b"" if fmt == "logplex" else b"\n"  # counted as a line, though none is stored
     text = good * 2 + blank + bad + good * 4997 + bad + good
     code, _, err = invoke("import", "-", "-a", "demo", "--format", fmt, input=text)
@@ -528,7 +534,7 @@ def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     path.write_bytes(
         b'<13>1 2024-03-05T09:14:07Z myhost billing 4711 - [meta seq="1"] paid\n'
         b"<190>1 2024-03-05T09:14:08Z host app web.1 - hi\r\n"
-        b"not syslog at all\n"
+        b"<13>not a header\n"
     )
     code, _, err = invoke("import", str(path), "-a", "demo")
     assert code == 0, err
@@ -537,8 +543,85 @@ def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     assert [(x.source, x.dyno, x.message, x.structured_data) for x in lines] == [
         ("billing", "4711", "paid", '[meta seq="1"]'),
         ("app", "web.1", "hi", None),
-        ("unknown", "unknown", "not syslog at all", None),
+        ("unknown", "unknown", "<13>not a header", None),
     ]
+
+
+def test_a_line_that_starts_no_syslog_message_is_stored_with_the_header_of_the_one_before() -> None:
+    """A traceback's lines, as syslog-ng's network() and a script writing to a socket send
+    them and a capture of those keeps them (`nc -l 5140 > capture.log`), were stored as
+    unknown[unknown] lines where serve stores them as the message's own, with its header."""
+    text = (
+        b"<11>1 2024-03-05T09:14:07Z vm worker 12 - - Traceback (most recent call last):\n"
+        b'  File "job.py", line 3, in <module>\n'
+        b"\n"
+        b"ValueError: bad\r\n"
+        b"<14>Mar  5 09:14:08 vm worker[12]: next\n"
+        b"<html>\n"
+    )
+    code, _, err = invoke("import", "-", "-a", "demo", input=text)
+    assert (code, err) == (0, "Imported 5 lines into demo (syslog format).\n")
+    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    assert [(x.timestamp, x.source, x.dyno, x.pri, x.hostname, x.message) for x in lines] == [
+        ("2024-03-05T09:14:07Z", "worker", "12", 11, "vm", "Traceback (most recent call last):"),
+        ("2024-03-05T09:14:07Z", "worker", "12", 11, "vm", '  File "job.py", line 3, in <module>'),
+        ("2024-03-05T09:14:07Z", "worker", "12", 11, "vm", "ValueError: bad"),
+        (lines[3].timestamp, "worker", "12", 14, "vm", "next"),
+        (lines[3].timestamp, "worker", "12", 14, "vm", "<html>"),
+    ]
+
+
+_syslog_messages = st.builds(
+    "{}<{}>1 2024-03-05T09:14:0{}Z vm {} {} - {} {}".format,
+    st.sampled_from(["", " ", "\t"]),
+    st.integers(0, 191),
+    st.integers(0, 9),
+    st.sampled_from(["app", "worker"]),
+    st.sampled_from(["web.1", "12"]),
+    st.sampled_from(["-", '[meta seq="1"]']),
+    st.text(st.characters(blacklist_characters="\n\r\0", blacklist_categories=["Cs"])),
+)
+_own_lines = ['  File "x.py", line 1', "ValueError: bad", "<html>", "\t</body>", "0 <Task x>"]
+_other_lines = [
+    "42",
+    "<1",
+    "12 <1",
+    "",
+    "  ",
+    "<13>no header",
+    "<999>1 2024-03-05T09:14:00Z v a b - -",
+]
+_syslog_lines = _syslog_messages | st.sampled_from(_own_lines + _other_lines)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=_syslog_messages, rest=st.lists(_syslog_lines, max_size=12), crlf=st.booleans())
+def test_newline_framed_syslog_imports_as_serve_stores_it(
+    first: str, rest: list[str], crlf: bool
+) -> None:
+    """One parser for every input: what serve's syslog port stores of a stream, an import of
+    a capture of it stores alike, line for line, whether each line starts a message, goes on
+    with one or is blank."""
+    from herolog import importer
+    from herolog.parser import FrameDecoder
+
+    data = "".join(f"{line}\r\n" if crlf else f"{line}\n" for line in [first, *rest]).encode()
+    decoder = FrameDecoder(newline_framing=True)
+    received = Received.at()
+    served = decoder.feed(data, received) + decoder.close(received)
+    store = open_store()
+    app = f"import{next(_examples)}"
+    importer.import_stream(io.BytesIO(data), store, app, "syslog")
+    imported = store.last(LineFilter(app=app), 99)[0]
+
+    def fields(line: LogLine | StoredLine) -> tuple[object, ...]:
+        fields = operator.attrgetter(*LogLine._fields)(line)
+        return fields if line.pri is not None else fields[2:]  # kept whole: the time of arrival
+
+    assert list(map(fields, imported)) == list(map(fields, served))
+
+
+_examples = itertools.count()
 
 
 def test_structured_data_in_json_output_undoes_only_rfc5424_escapes(tmp_path: Path) -> None:
@@ -1527,6 +1610,35 @@ def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input
         'Traceback (most recent call last):\n  File "app.py", line 1',
         "next",
     ]
+
+
+def test_a_syslog_message_from_a_pipe_is_stored_once_quiet_and_a_line_after_keeps_its_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A newline-framed message waits for the line after it, which may continue it, until
+    the input goes quiet; a line that comes after that still takes its header, as serve's
+    syslog port gives it one however late it comes."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "QUIET_S", 0.2)
+    pipe = _Pipe()
+    seen: list[list[str]] = []
+
+    def tail(out: int) -> None:
+        os.write(out, b"<11>1 2024-03-05T09:14:07Z vm worker 12 - - Traceback:\n")
+        seen.append(_wait_for("live", 1))
+        os.write(out, b"ValueError: bad\n")
+        seen.append(_wait_for("live", 2))
+
+    pipe.feed(tail)
+    result = importer.import_stream(pipe.stream, open_store(), "live", "syslog")
+    pipe.join()
+    assert seen == [["Traceback:"], ["Traceback:", "ValueError: bad"]]
+    assert (result.lines, result.unknown) == (2, 0)
+    lines = open_store().last(LineFilter(app="live"), 9)[0]
+    assert {(x.timestamp, x.source, x.dyno, x.pri) for x in lines} == {
+        ("2024-03-05T09:14:07Z", "worker", "12", 11)
+    }
 
 
 def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
