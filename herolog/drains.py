@@ -477,6 +477,12 @@ class LocalRegistry:
             store.close()
 
 
+MAX_ESCAPED_KEY = 2000
+"""The longest drain key a request's path carries: a longer URL, escaped (a non-ASCII
+character takes 6 to 12 bytes), could be over what a proxy takes in a request line (nginx: 8
+KiB) or httpx in a URL, and is looked for in its app's list of drains instead."""
+
+
 class RemoteRegistry:
     """The drains of a herolog serve, through its Platform API."""
 
@@ -515,7 +521,10 @@ class RemoteRegistry:
         return self._one("DELETE", app, key, "remove the drain")
 
     def _one(self, method: str, app: str, key: str, doing: str) -> Drain:
-        path = f"/apps/{quote(app, safe='')}/log-drains/{quote(key, safe='')}"
+        escaped = quote(key, safe="")
+        if len(escaped) > MAX_ESCAPED_KEY:
+            escaped = quote(self._id_of(app, key), safe="")
+        path = f"/apps/{quote(app, safe='')}/log-drains/{escaped}"
         try:
             answer = self._call(method, path, None, doing)
         except DrainError as error:
@@ -523,6 +532,14 @@ class RemoteRegistry:
                 raise DrainError(not_there(app, key, self.list(None)), missing=True) from None
             raise
         return self._drain(answer)
+
+    def _id_of(self, app: str, url: str) -> str:
+        """The id of ``app``'s drain ``url`` (or that URL written another way), from its list."""
+        same = drain_key(url)
+        for drain in self.list(app):
+            if drain.url == url or (same is not None and drain_key(drain.url) == same):
+                return drain.id
+        raise DrainError(not_there(app, url, self.list(None)), missing=True)
 
     def forwarded(self) -> bool:
         return True  # a server answered: it, or the one it leaves forwarding to, forwards

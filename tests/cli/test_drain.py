@@ -481,6 +481,24 @@ def test_a_url_of_the_longest_length_is_taken(where: dict[str, str]) -> None:
     assert [d["url"] for d in listed] == [url]
 
 
+def test_a_long_url_of_characters_that_are_escaped_is_found_and_removed(
+    where_with_app: tuple[dict[str, str], str],
+) -> None:
+    """Through a server the drain is named in the request's path, escaped: a URL within the
+    8,192-character limit grew to 96 KB there, over httpx's limit, and finding or removing it
+    failed with `not a server URL: http://127.0.0.1:PORT (URL too long)`."""
+    env, app = where_with_app
+    url = "https://logs.example.com/" + "\N{GRINNING FACE}" * 8000
+    assert run("drain", "add", url, "-a", app, env=env)[0] == 0
+    code, out, err = run("drain", "add", url, "-a", app, "--if-missing", "--json", env=env)
+    assert (code, json.loads(out)["url"]) == (0, url), err
+    written_otherwise = url.replace("logs.example.com", "LOGS.example.com:443")
+    code, out, err = run("drain", "remove", written_otherwise, "-a", app, env=env)
+    assert (code, out) == (0, f"Successfully removed drain {url}\n"), err
+    code, _, err = run("drain", "remove", url, "-a", app, env=env)
+    assert (code, err) == (1, f"Error: {app} has no drain {url}\n")
+
+
 def test_removing_what_is_not_there(where: dict[str, str]) -> None:
     run("drain", "add", "https://a.example/x", "-a", "demo", env=where)
     code, _, err = run("drain", "remove", "d.nope", "-a", "demo", env=where)
