@@ -416,37 +416,38 @@ class PlatformAPI:
             reader.stop()
 
         watcher = asyncio.create_task(watch())
+        failed = False
         try:
             await self.sessions.stream(session, write, reader, last_event_id)
-            # Ended for a reader still there too (another took the session over, the server
-            # is stopping): the answer is ended properly, not cut off with an error.
-            if not gone:
-                # serve is stopping: its tails are kept for the next serve, which a client
-                # coming back too soon would not find listening yet.
-                closing = self.sessions.closing.is_set()
-                end = end_for_restart(self.config.drain_timing.flush_s) if closing else b""
-                with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": end, "more_body": False})
         except OSError:  # the client went away mid-write
             reader.stop()
+            return
         except Exception as error:  # the answer has started: all that is left is to end it
             # The store's own errors say what is wrong; anything else is named by its type.
             why = str(error) if isinstance(error, (StoreError, sqlite3.Error)) else ""
             self.failed_reads.add(session.id, why or f"{type(error).__name__}: {error}")
             reader.stop()
-            if session.tail and not gone:
-                # Ended properly, a tail's client comes back and resumes after its last
-                # line (the heroku CLI dies on a stream cut off). A history's is cut off:
-                # ended properly, part of it would pass for the whole.
-                end = f"retry: {FAILED_RETRY_MS}\n\n".encode()
-                with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": end, "more_body": False})
-            else:
+            if not session.tail:  # ended properly, part of a history would pass for all of it
                 CUT_OFF.set(True)
+                return
+            # Ended properly, a tail's client comes back and resumes after its last line
+            # (the heroku CLI dies on a stream cut off).
+            failed = True
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # Ended for a reader still there too (another took the session over, the server is
+        # stopping, a read failed): the answer is ended properly, not cut off with an error.
+        if not gone:
+            if self.sessions.closing.is_set():
+                # Its tails are kept for the next serve, which a client coming back too soon
+                # would not find listening yet.
+                end = end_for_restart(self.config.drain_timing.flush_s)
+            else:
+                end = f"retry: {FAILED_RETRY_MS}\n\n".encode() if failed else b""
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": end, "more_body": False})
 
     async def _list_drains(self, ref: str | None) -> list[dict[str, Any]]:
         def work(store: SQLiteStore) -> list[dict[str, Any]]:

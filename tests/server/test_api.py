@@ -1377,3 +1377,37 @@ def test_the_caller_s_apps_are_every_app(api: Running) -> None:
         assert [a["name"] for a in mine.json()] == ["alpha", "demo"][: 2 if wanted is None else 1]
         assert _headers(mine) == _headers(every)
     assert httpx.get(api.url + "/users/~/apps").status_code == 401
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_tail_whose_read_fails_is_asked_back_later_and_after_a_restart_if_serve_is_stopping(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch, stopping: bool
+) -> None:
+    """A tail's stream that a failed read of the store ends is ended properly, asking its
+    client back in FAILED_RETRY_MS; when serve is stopping meanwhile, after the restart's
+    delay, as any tail serve's stop ends: the failure's 5 s had the heroku CLI find no
+    server yet and give up. Called as ASGI, in-process: a read that fails as serve stops
+    cannot be timed in a real one."""
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0, api_key=KEY)
+    append_lines(config.store_path, "demo", line("hi"))
+    app = HerologApp(config, Writer(config.store_path, config.history))
+
+    async def failing(*args: object) -> None:
+        if stopping:
+            app.sessions.closing.set()
+        raise store_module.StoreError("cannot read the store: out of open files")
+
+    async def call() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            made = await client.post(
+                "/apps/demo/log-sessions", json={"tail": True, "lines": 10}, headers=AUTH
+            )
+            monkeypatch.setattr(app.sessions, "stream", failing)
+            text = (await client.get(made.json()["logplex_url"])).text
+        await app.broadcaster.close()
+        return text
+
+    restart = sessions_module.end_for_restart(config.drain_timing.flush_s).decode()
+    failed = f"retry: {sessions_module.FAILED_RETRY_MS}\n\n"
+    assert asyncio.run(call()) == (restart if stopping else failed)
