@@ -129,6 +129,12 @@ TARGETS = [
         _plain(lambda stream: properties.check_decoder(*stream)),
     ),
     Target(
+        "import-syslog",
+        "herolog import of syslog lines: the same however read, and resumable at its offsets",
+        strategies.import_syslog_inputs(),
+        _plain(properties.check_import_syslog),
+    ),
+    Target(
         "syslog",
         "parse_syslog on any bytes: one line, never an exception",
         strategies.syslog_messages(),

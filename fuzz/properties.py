@@ -12,6 +12,7 @@ from functools import partial
 
 import httpx
 
+from herolog import importer
 from herolog.filters import LineFilter
 from herolog.parser import (  # _parse_frames: the reference the bulk path must agree with
     MAX_PRI,
@@ -206,6 +207,39 @@ def check_decoder(chunks: list[bytes], newline_framing: bool, max_frame: int) ->
         except FramingError as body_error:
             expected = body_error.parsed, (body_error.frame, body_error.offset)
         assert whole == expected
+
+
+def _imported(chunks: list[bytes]) -> tuple[list[LogLine], int, list[tuple[int, int]]]:
+    """What an import of newline-separated syslog read from ``chunks``: its lines (their times
+    left out, which may be those of the import), how many it kept whole, and each offset it
+    said its lines so far end at, with how many lines those were."""
+    lines: list[LogLine] = []
+    whole = 0
+    offsets = []
+    for _, given, offset, unknown, _ in importer._syslog(iter(chunks), [0, 0]):
+        lines += [line._replace(timestamp="", time="") for line in given]
+        whole += unknown
+        offsets.append((offset, len(lines)))
+    return lines, whole, offsets
+
+
+def check_import_syslog(chunks: list[bytes]) -> None:
+    """``herolog import`` of newline-separated syslog stores the same lines however its
+    input is cut into chunks (a pipe's reads), and from each offset it says its lines end at
+    (where a failed import is to be resumed from), an import of the rest stores the lines
+    after them, none twice: each continued line keeps the header of its message."""
+    body = b"".join(chunks)
+    lines, whole, offsets = _imported([body])
+    assert sum(line.pri is None for line in lines) == whole
+    cut, cut_whole, _ = _imported(chunks)  # an empty chunk: a pipe gone quiet, lines given
+    assert (cut, cut_whole) == (lines, whole)
+    # A file, which an import is resumed on, does not go quiet: a line of a message given as
+    # a pipe went quiet keeps its header, which a resumed import could not know.
+    _, _, cut_offsets = _imported([chunk for chunk in chunks if chunk])
+    assert [count for _, count in cut_offsets] == sorted(count for _, count in cut_offsets)
+    for offset, count in {*offsets, *cut_offsets}:
+        assert 0 <= offset <= len(body)
+        assert _imported([body[offset:]])[0] == lines[count:], offset
 
 
 def check_parse_syslog(message: bytes) -> None:

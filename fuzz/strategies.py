@@ -431,6 +431,39 @@ def intake_posts(draw: st.DrawFn) -> tuple[bytes, bool, int]:
 
 
 @st.composite
+def import_syslog_inputs(draw: st.DrawFn) -> list[bytes]:
+    """Newline-separated syslog as a file or pipe holds it, in the chunks it is read in:
+    mutated messages, lines of their own between them (a traceback's, an HTML body's), blank
+    lines, no NUL (which would have the import read messages as NUL-ended)."""
+    parts = []
+    for _ in range(draw(st.integers(0, 10))):
+        if draw(st.integers(0, 2)):
+            parts.append(draw(mutated_message(big=False)).rstrip(b"\n"))
+        else:
+            parts.append(draw(st.sampled_from(CONTINUED_LINES)))
+    ending = draw(st.sampled_from([b"\n", b"\r\n"]))
+    body = b"".join(part + ending for part in parts).replace(b"\0", b"")
+    if body and draw(st.booleans()):
+        body = body[: draw(st.integers(0, len(body)))]  # a capture cut off
+    return draw(stream_chunks(body))
+
+
+CONTINUED_LINES = [
+    b'  File "app.py", line 7, in <module>',
+    b"ValueError: bad",
+    b"<html>",
+    b"0 <Task pending>",
+    b"12 <1",
+    b"42",
+    b"",
+    b"  \t",
+    b"\t</body>",
+    b"<13>not a header",
+    b"83 <40>1 2024-03-05T09:14:07Z host app web.1 - counted",
+]
+
+
+@st.composite
 def syslog_streams(draw: st.DrawFn) -> list[bytes]:
     """A syslog connection's bytes, both framings mixed, in the chunks they are sent in."""
     return draw(stream_chunks(draw(logplex_bodies(newline=True))))

@@ -79,6 +79,18 @@ def test_any_split_of_a_stream_decodes_like_the_whole(
 
 
 @FUZZ
+@given(strategies.import_syslog_inputs())
+@example([b'<14>a: x\n  File "a.py"\n<1', b"3>a: y\nz\n"])  # a PRI cut between reads
+@example([b"<14>a: x\r", b"\nmore\r\n"])  # a CRLF cut between reads
+@example([b"junk\n<14>a: x\n  more\n"])  # lines before any message
+@example([b"<14>a: x\n  F", b""])  # a pipe gone quiet before a message's line ends
+def test_an_import_of_syslog_lines_reads_alike_however_cut_and_resumes_at_its_offsets(
+    chunks: list[bytes],
+) -> None:
+    properties.check_import_syslog(chunks)
+
+
+@FUZZ
 @given(strategies.syslog_messages())
 @example(b"")
 @example(b"\r\n")
