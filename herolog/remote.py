@@ -41,7 +41,7 @@ long the lines left have to reach the server, as serve gives its drains as it st
 SEND_BATCH_BYTES = 100_000
 """A batch is closed once its messages reach this size (Logplex batches about 100 KB)."""
 READ_TIMEOUT_S = 45.0
-"""The server sends a keep-alive every 15 s: this much silence means the connection is dead."""
+"""The server sends a keep-alive every 5 s: this much silence means the connection is dead."""
 BACKOFF_START_S = 0.25
 BACKOFF_CAP_S = 5.0
 WAIT_FOR_APP_S = 1.0

@@ -44,7 +44,10 @@ TAIL_BUFFER = 10_000
 """Lines a tail session holds for a reader that is behind; past it, lines are dropped (L11)."""
 TAIL_BUFFER_BYTES = 16 << 20
 """...and at most about this many bytes of them."""
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 5.0
+"""A quiet stream sends a comment this often: a proxy in front cuts a response that sends
+nothing for its idle timeout (nginx's proxy_read_timeout, 60 s; 10 s on some load
+balancers), and the heroku CLI dies at such a cut."""
 RETRY_MS = 1000
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
 FAILED_RETRY_MS = 5_000

@@ -1,0 +1,222 @@
+"""nginx in front of herolog serve, as its users put it there: TLS at nginx (trustme's
+certificates), serve on loopback behind it, with the bare `proxy_pass` a first configuration
+has, or with what README says to add. The stand-ins elsewhere imitate a proxy; this is
+nginx's own handling of what passes: its body limit, its URI normalization, its idle
+timeout on a quiet stream, the headers it adds.
+
+nginx is Debian's own package, fetched with `apt-get download` and unpacked into a cache
+folder (bench/tools.py), run in the foreground with a prefix, pid file, temp paths and logs
+of its own under the test's folder, and stopped by its own pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from bench.tools import library_env
+from tests.helpers import herolog_env
+from tests.interop.conftest import debian_package, free_port
+from tests.interop.test_heroku_cli import cli_env
+from tests.server.conftest import Running, ServerFactory, own_certificate
+
+KEY = "nginx-key"
+
+
+@pytest.fixture(scope="session")
+def nginx_root() -> Path:
+    return debian_package("nginx", ["nginx"], "usr/sbin/nginx", "Debian's nginx")
+
+
+class Proxy(NamedTuple):
+    """A running nginx: its HTTPS URL, the CA its certificate is from, and its logs."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    cafile: Path
+    work: Path
+
+    def requests(self) -> list[str]:
+        """The access log's lines: a request is logged once it has ended."""
+        log = self.work / "access.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def said(self) -> str:
+        return (self.work / "error.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def proxying(
+    root: Path, work: Path, port: int, locations: str, server: str = ""
+) -> Iterator[Proxy]:
+    """nginx on ``port`` of 127.0.0.1 with TLS, its server block holding ``server`` and
+    ``locations``; stopped at the end."""
+    work.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile, cafile = own_certificate(work)
+    # As root, nginx's workers would run as nobody, who cannot enter the test's folder.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = " ".join(
+        f"{kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi")
+    )
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes 1;\npid {work / 'nginx.pid'};\n"
+        f"lock_file {work / 'nginx.lock'};\nerror_log {work / 'error.log'} info;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n"
+        f"  access_log {work / 'access.log'};\n"
+        f"  {temp} uwsgi_temp_path {work / 'uwsgi'}; scgi_temp_path {work / 'scgi'};\n"
+        "  server {\n"
+        f"    listen 127.0.0.1:{port} ssl;\n"
+        f"    ssl_certificate {certfile}; ssl_certificate_key {keyfile};\n"
+        f"    {server}\n{locations}\n"
+        "  }\n"
+        "}\n"
+    )
+    nginx = root / "usr/sbin/nginx"
+    with (work / "nginx.err").open("wb") as err:  # the child has its own copy
+        proc = subprocess.Popen(
+            [str(nginx), "-p", str(work), "-c", str(conf), "-e", str(work / "error.log")],
+            env=library_env(root),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    proxy = Proxy(proc, f"https://127.0.0.1:{port}", cafile, work)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            said = (work / "nginx.err").read_text(errors="replace")
+            if (work / "error.log").exists():
+                said += proxy.said()
+            raise AssertionError(
+                "nginx did not start (one of its libraries missing? apt-get install nginx"
+                f" brings them):\n{said}"
+            )
+        time.sleep(0.05)
+    try:
+        yield proxy
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def post_line(running: Running, message: str, app: str = "demo") -> None:
+    """A line as Logplex posts it, straight to serve."""
+    syslog = f"<190>1 2026-12-06T10:00:00+00:00 host app web.1 - {message}".encode()
+    response = running.post(app, b"%d %s" % (len(syslog), syslog))
+    assert response.status_code == 204, response.text
+
+
+def heroku_env(proxy: Proxy, running: Running, tmp_path: Path) -> dict[str, str]:
+    """The heroku CLI's environment for the API through ``proxy``."""
+    env = cli_env(running, tmp_path, KEY)
+    env.update(
+        HEROKU_HOST=proxy.url,
+        HEROKU_PARTICLEBOARD_URL=proxy.url,
+        NODE_EXTRA_CA_CERTS=str(proxy.cafile),
+    )
+    return env
+
+
+class Tail:
+    """A ``--tail`` running in a child process, its output lines read as they come."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        import queue
+        import threading
+
+        self.proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.err: list[str] = []
+
+        def read_out() -> None:
+            assert self.proc.stdout is not None
+            for raw in self.proc.stdout:
+                self.lines.put(raw.rstrip("\n"))
+            self.lines.put(None)
+
+        def read_err() -> None:
+            assert self.proc.stderr is not None
+            self.err.extend(self.proc.stderr)
+
+        self.readers = [
+            threading.Thread(target=read_out, daemon=True),
+            threading.Thread(target=read_err, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def next_line(self, timeout: float = 15) -> str | None:
+        """Its next line of output; None if it ended first."""
+        return self.lines.get(timeout=timeout)
+
+    def stop(self) -> str:
+        """Stop it; what it said on stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self.readers:
+            reader.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return "".join(self.err)
+
+
+def line_of(message: str) -> str:
+    return f"2026-12-06T10:00:00+00:00 app[web.1]: {message}"
+
+
+def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
+    make_server: ServerFactory, nginx_root: Path, heroku_cli: Path, tmp_path: Path
+) -> None:
+    """A proxy or load balancer in front cuts a response that has sent nothing for a while
+    (nginx's proxy_read_timeout, 60 s by default; 10 s on some load balancers): serve's
+    keep-alive every 15 s let a 10 s one cut every quiet tail, and the heroku CLI then dies
+    (`Logs eventsource failed with: undefined TypeError: terminated: other side closed`)."""
+    port = free_port()
+    running = make_server(api_key=KEY, public_url=f"https://127.0.0.1:{port}")
+    post_line(running, "first")
+    location = f"location / {{ proxy_pass {running.url}; proxy_read_timeout 10s; }}"
+    with proxying(nginx_root, tmp_path / "nginx", port, location) as proxy:
+        heroku = Tail(
+            [str(heroku_cli), "logs", "-a", "demo", "--tail", "-n", "1"],
+            heroku_env(proxy, running, tmp_path),
+        )
+        herolog = Tail(
+            [sys.executable, "-m", "herolog", "logs", "--server", proxy.url, "-a", "demo", "-t"],
+            herolog_env(HEROLOG_API_KEY=KEY, SSL_CERT_FILE=str(proxy.cafile)),
+        )
+        try:
+            for tail in (heroku, herolog):
+                assert tail.next_line() == line_of("first"), tail.stop()
+            time.sleep(12)  # quiet for longer than the proxy_read_timeout
+            post_line(running, "after a quiet while")
+            for tail in (heroku, herolog):
+                assert tail.next_line() == line_of("after a quiet while"), tail.stop()
+        finally:
+            said = [heroku.stop(), herolog.stop()]
+        assert "reconnecting" not in said[1], said
+        assert "timed out" not in proxy.said(), proxy.said()
