@@ -42,6 +42,9 @@ SEND_BATCH_BYTES = 100_000
 """A batch is closed once its messages reach this size (Logplex batches about 100 KB)."""
 READ_TIMEOUT_S = 45.0
 """The server sends a keep-alive every 5 s: this much silence means the connection is dead."""
+OPENING_RETRY_MS = 1000
+"""The ``retry`` every herolog stream opens with (serve's RETRY_MS): not a "come back later",
+which a stopping serve asks for with a longer one as the stream ends."""
 BACKOFF_START_S = 0.25
 BACKOFF_CAP_S = 5.0
 WAIT_FOR_APP_S = 1.0
@@ -494,8 +497,11 @@ class RemoteLogs:
         self.ended = False
         """The server said the stream is over (the history is whole, or a tail's --until
         passed): no reconnecting."""
+        self.opened = False
+        """The stream read last was answered (200): a cut after that is a drop of its own,
+        not the outage before it going on."""
         self.stream_events = 0
-        """Events read of the stream read last."""
+        """Events read of the stream read last, but for the retry it opens with."""
         self.waits = 0
         """Events of the stream read last that only asked the client to wait before it came
         back (SSE's retry field): a serve that is stopping, or that cannot read its store,
@@ -531,7 +537,7 @@ class RemoteLogs:
             if announce:
                 self.on_reconnecting(reason)
             self.sleep(delay)
-            self.stream_events, self.waits = 0, 0
+            self.opened, self.stream_events, self.waits = False, 0, 0
             try:
                 if not self._read(client, url, resuming=True):  # gone: the server restarted
                     # Without a line id to resume after, nothing was shown yet: start over.
@@ -540,8 +546,11 @@ class RemoteLogs:
                     if not self._read(client, url, resuming=True):
                         raise RemoteError(f"{self.shown} lost the new log session at once")
             except httpx.TransportError as error:
-                reason, announce = _reason(error), False
-                delay = min(delay * 2, BACKOFF_CAP_S)
+                reason = _reason(error)
+                if self.opened:  # cut once answered: a proxy's idle timeout on a quiet app
+                    announce, delay = True, BACKOFF_START_S
+                else:
+                    announce, delay = False, min(delay * 2, BACKOFF_CAP_S)
                 continue
             except RemoteError as error:
                 if error.final:
@@ -553,8 +562,8 @@ class RemoteLogs:
                 # Nothing but "come back later", from a serve that is stopping (its listener
                 # still open while it hands its sessions over) or that cannot read its store:
                 # the same outage, not the end of one and the start of the next. A stream
-                # ended with no event at all (a proxy's idle timeout on a quiet app) is not
-                # that.
+                # ended with no event but the retry it opens with (a proxy's idle timeout on a
+                # quiet app) is not that.
                 announce, delay = False, min(delay * 2, BACKOFF_CAP_S)
                 continue
             reason, announce, delay = "the server closed the stream", True, BACKOFF_START_S
@@ -636,6 +645,7 @@ class RemoteLogs:
             if response.status_code != 200:
                 response.read()
                 raise self._session_refused(response, url)
+            self.opened = True
             self.on_begun()
             try:
                 for lines in self._events(httpx_sse.EventSource(response).iter_sse()):
@@ -664,6 +674,9 @@ class RemoteLogs:
 
     def _events(self, events: Iterator[Any]) -> Iterator[list[Any]]:
         for event in events:
+            opening = self.stream_events == 0 and event.retry == OPENING_RETRY_MS
+            if opening and not (event.data or event.id or event.event != "message"):
+                continue
             self.stream_events += 1
             if event.retry is not None and not event.data:
                 self.waits += 1

@@ -28,6 +28,7 @@ from tests.helpers import herolog_env
 from tests.interop.conftest import debian_package, free_port
 from tests.interop.test_heroku_cli import cli_env
 from tests.server.conftest import Running, ServerFactory, own_certificate
+from tests.server.sinks import wait_until
 
 KEY = "nginx-key"
 
@@ -220,3 +221,38 @@ def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
             said = [heroku.stop(), herolog.stop()]
         assert "reconnecting" not in said[1], said
         assert "timed out" not in proxy.said(), proxy.said()
+
+
+def test_a_tail_a_proxy_keeps_cutting_says_each_cut_and_comes_back_at_once(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """Under a proxy_read_timeout shorter than the keep-alive, nginx cuts a quiet tail's
+    stream every second (its chunked answer closed without its last chunk). After its first
+    reconnection, `herolog logs --server --tail` took each such cut for the outage going on:
+    said nothing, and backed off to 5 s between tries, so that a line could wait 5 s to be
+    shown, and a serve that died later was not said at all."""
+    port = free_port()
+    running = make_server(api_key=KEY, public_url=f"https://127.0.0.1:{port}")
+    post_line(running, "first")
+    location = f"location / {{ proxy_pass {running.url}; proxy_read_timeout 1s; }}"
+    with proxying(nginx_root, tmp_path / "nginx", port, location) as proxy:
+        tail = Tail(
+            [sys.executable, "-m", "herolog", "logs", "--server", proxy.url, "-a", "demo", "-t"],
+            herolog_env(HEROLOG_API_KEY=KEY, SSL_CERT_FILE=str(proxy.cafile)),
+        )
+        try:
+            assert tail.next_line() == line_of("first"), tail.stop()
+
+            def cuts() -> int:
+                return sum(" /sessions/" in request for request in proxy.requests())
+
+            wait_until(lambda: cuts() >= 4, what="nginx to cut the quiet stream four times")
+            wait_until(
+                lambda: "".join(tail.err).count("reconnecting...") >= 3,
+                what=f"each cut to be said: {tail.err}",
+            )
+            post_line(running, "after the cuts")
+            assert tail.next_line() == line_of("after the cuts"), tail.stop()
+        finally:
+            err = tail.stop()
+        assert all(said.endswith("reconnecting...\n") for said in err.splitlines(True)), err

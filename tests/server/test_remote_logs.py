@@ -1416,34 +1416,49 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
 class _IdleCutServer(_RestartedServer):
     """Not herolog: behind a proxy that cuts a quiet stream (an idle timeout), each stream
     of the one session ends: the first after a line, the second with nothing but a
-    keep-alive, and the third holds a second line."""
+    keep-alive, and the third holds a second line. Each opens with ``retry: 1000`` as
+    serve's do; ``cut`` ends the first two as nginx does at its proxy_read_timeout, its
+    chunked answer closed without its last chunk, where without it they end whole."""
+
+    cut: ClassVar[bool] = False
 
     def do_GET(self) -> None:
         type(self).gets.append(self.path)
         n = len(self.gets)
         record = [*GOOD[:5], "web.1", *GOOD_TAIL]
         record[0], record[6] = n, f"line {n}"
-        body = (
-            b": keep-alive\n\n" if n == 2 else f"id: {n}\ndata: {json.dumps(record)}\n\n".encode()
-        )
+        event = f"id: {n}\ndata: {json.dumps(record)}\n\n".encode()
+        body = b"retry: 1000\n\n" + (b": keep-alive\n\n" if n == 2 else event)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        if n < 3:  # the third stays open: the tail stays on it
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        if n >= 3:
+        if n >= 3:  # the third stays open: the tail stays on it
+            self.end_headers()
+            self.wfile.write(body)
             self.wfile.flush()
             time.sleep(30)
+        elif self.cut:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
 
 @pytest.mark.subprocess
-def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time() -> None:
+@pytest.mark.parametrize("cut", [False, True], ids=["ended", "cut"])
+def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time(cut: bool) -> None:
     """Only a stopping serve's "come back later" (a stream of nothing but SSE's retry) is
     taken for the same outage: a stream cut with no event at all, as a proxy's idle timeout
     cuts a quiet app's, is said as a drop each time, and retried at once, not after a wait
-    that grows to 5 s."""
-    handler: type[_IdleCutServer] = type("Handler", (_IdleCutServer,), {"posts": [], "gets": []})
+    that grows to 5 s. The ``retry: 1000`` every serve stream opens with made the quiet
+    one pass for "come back later", and a stream nginx cut (an error reading it) was taken
+    for the outage going on, once a tail had reconnected: both backed off, silently."""
+    handler: type[_IdleCutServer] = type(
+        "Handler", (_IdleCutServer,), {"posts": [], "gets": [], "cut": cut}
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
