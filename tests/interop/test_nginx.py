@@ -11,6 +11,7 @@ of its own under the test's folder, and stopped by its own pid."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -256,3 +257,64 @@ def test_a_tail_a_proxy_keeps_cutting_says_each_cut_and_comes_back_at_once(
         finally:
             err = tail.stop()
         assert all(said.endswith("reconnecting...\n") for said in err.splitlines(True)), err
+
+
+def herolog(*args: str, proxy: Proxy) -> subprocess.CompletedProcess[str]:
+    """``herolog ARGS`` run to its end, trusting ``proxy``'s certificate, with the API key."""
+    return subprocess.run(
+        [sys.executable, "-m", "herolog", *args],
+        env=herolog_env(HEROLOG_API_KEY=KEY, SSL_CERT_FILE=str(proxy.cafile)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def heroku(heroku_cli: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(heroku_cli), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_drains_and_logs_through_a_proxy_pass_with_a_path(
+    make_server: ServerFactory, nginx_root: Path, heroku_cli: Path, tmp_path: Path
+) -> None:
+    """A proxy_pass with a path after the port, as serving herolog under /herolog/ needs
+    (and as many a configuration has it at / too), has nginx pass each path decoded, its
+    slashes merged: a drain removed by its URL was not found (404 for `heroku drains:remove
+    URL`; `herolog drain remove --server` said the app had no such drain, and that it had
+    it). Logs, with --public-url at the path, come through the proxy."""
+    port = free_port()
+    proxied = f"https://127.0.0.1:{port}/herolog"
+    running = make_server(api_key=KEY, public_url=proxied)
+    post_line(running, "hello")
+    upstream = f"{running.url}/"
+    locations = (
+        f"location /herolog/ {{ proxy_pass {upstream}; }}\n"
+        f"location / {{ proxy_pass {upstream}; }}"  # the heroku CLI takes no path
+    )
+    with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
+        url = "https://drain:p%40ss@sink.example/logs?dest=a&b=1"
+        added = herolog("drain", "add", "--server", proxied, "-a", "demo", url, proxy=proxy)
+        assert added.returncode == 0, added.stderr
+        listed = herolog("drain", "list", "--server", proxied, "-a", "demo", proxy=proxy)
+        assert "sink.example" in listed.stdout, listed
+        removed = herolog("drain", "remove", "--server", proxied, "-a", "demo", url, proxy=proxy)
+        assert (removed.returncode, removed.stderr) == (0, ""), removed.stderr
+
+        env = heroku_env(proxy, running, tmp_path)
+        syslog = "syslog+tls://logs.example.com:6514"
+        result = heroku(heroku_cli, env, "drains:add", syslog, "-a", "demo")
+        assert result.returncode == 0, result.stderr
+        result = heroku(heroku_cli, env, "drains", "-a", "demo", "--json")
+        assert [drain["url"] for drain in json.loads(result.stdout)] == [syslog], result
+        result = heroku(heroku_cli, env, "drains:remove", syslog, "-a", "demo")
+        assert result.returncode == 0, result.stderr
+        assert f"Successfully removed drain {syslog}" in result.stdout, result
+
+        shown = herolog("logs", "--server", proxied, "-a", "demo", proxy=proxy)
+        assert (shown.returncode, shown.stdout) == (0, line_of("hello") + "\n"), shown.stderr
+        result = heroku(heroku_cli, env, "logs", "-a", "demo")
+        assert (result.returncode, result.stdout) == (0, line_of("hello") + "\n"), result.stderr
+        sessions = [r for r in proxy.requests() if " /herolog/sessions/" in r]
+        assert len(sessions) == 2, proxy.requests()  # both read it through nginx

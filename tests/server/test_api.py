@@ -677,6 +677,40 @@ def test_drains_crud(api: Running) -> None:
     assert missing.json()["id"] == "not_found"
 
 
+def test_a_drain_url_as_a_proxy_passes_it_decoded_finds_the_drain(api: Running) -> None:
+    """nginx's proxy_pass with a path after the port (`proxy_pass http://127.0.0.1:8514/;`,
+    as a proxy serving herolog under /herolog/ has it) passes a request's path decoded, its
+    runs of slashes merged: DELETE .../log-drains/https%3A%2F%2F... arrives as
+    .../log-drains/https:/..., and the drain was not found (`heroku drains:remove URL`,
+    `herolog drain remove --server URL`: 404). Two drains that the merging makes alike are
+    neither found so."""
+    base = f"{api.url}/apps/demo/log-drains"
+    urls = [
+        "https://u:p@sink.example/x?y=1",
+        "syslog+tls://logs.example.com:6514",
+        "https://sink.example/a//b",
+        "https://sink.example/a/b",
+    ]
+    added = [httpx.post(base, json={"url": url}, headers=AUTH).json() for url in urls]
+    # As nginx passes them: decoded, slashes merged, "?" escaped again.
+    for drain, passed in zip(
+        added[:2],
+        ["https:/u:p@sink.example/x%3Fy=1", "syslog+tls:/logs.example.com:6514"],
+        strict=True,
+    ):
+        assert httpx.get(f"{base}/{passed}", headers=AUTH).json() == drain
+        assert httpx.delete(f"{base}/{passed}", headers=AUTH).json() == drain
+    for method in ("GET", "DELETE"):
+        alike = httpx.request(method, f"{base}/https:/sink.example/a/b", headers=AUTH)
+        assert alike.status_code == 404
+    assert httpx.get(base, headers=AUTH).json() == added[2:]
+    # One left of the two: a URL so merged finds it, one written whole finds only itself.
+    assert httpx.delete(f"{base}/{added[3]['token']}", headers=AUTH).status_code == 200
+    written = httpx.get(f"{base}/{quote(urls[3], safe='')}", headers=AUTH)
+    assert written.status_code == 404
+    assert httpx.get(f"{base}/https:/sink.example/a/b", headers=AUTH).json() == added[2]
+
+
 def test_an_app_id_works_where_its_name_does(api: Running) -> None:
     """As on Heroku (/apps/{app_id_or_name}): the ids herolog hands out (GET /apps/APP, a
     drain's app.id) are taken back, in any case."""
