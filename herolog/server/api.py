@@ -219,18 +219,20 @@ class PlatformAPI:
         key = self.config.api_key
         if key is None:
             if is_loopback(self.config.host):
-                if not is_loopback(_host_name(header(scope, b"host"))):
-                    raise APIError(
-                        403, "forbidden", "Without --api-key, use a loopback address (127.0.0.1)."
-                    )
                 # A reverse proxy on this machine connects from loopback, often with a
                 # loopback Host too (nginx's default): its clients are not this machine's.
+                # Said first: behind one, the Host is the proxy's name, and "use a loopback
+                # address" would tell its user the wrong thing.
                 if any(name in _PROXY_HEADERS for name, _ in scope["headers"]):
                     raise APIError(
                         403,
                         "forbidden",
                         "Without --api-key, the Platform API answers this machine only, not"
                         " requests through a proxy: give herolog serve an --api-key.",
+                    )
+                if not is_loopback(_host_name(header(scope, b"host"))):
+                    raise APIError(
+                        403, "forbidden", "Without --api-key, use a loopback address (127.0.0.1)."
                     )
                 return
             raise APIError(

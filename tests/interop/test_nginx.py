@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import httpx
 import pytest
 
 from bench.tools import library_env
@@ -318,3 +320,37 @@ def test_drains_and_logs_through_a_proxy_pass_with_a_path(
         assert (result.returncode, result.stdout) == (0, line_of("hello") + "\n"), result.stderr
         sessions = [r for r in proxy.requests() if " /herolog/sessions/" in r]
         assert len(sessions) == 2, proxy.requests()  # both read it through nginx
+
+
+def test_the_keyless_api_answers_nothing_nginx_passes_with_forwarding_headers(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """Without --api-key, serve tells a proxy's requests by the headers a proxy adds. nginx
+    adds X-Forwarded-For only when told to, as most configurations do, with their own name
+    as the Host (`proxy_set_header Host $host`): 403, saying to give serve a key (it said
+    "use a loopback address (127.0.0.1)" for such a Host). A bare proxy_pass adds none, and
+    its requests pass for this machine's, as README says."""
+    port = free_port()
+    running = make_server()
+    post_line(running, "hello")
+    headers = (
+        "proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+    )
+    locations = (
+        f"location /told/ {{ proxy_pass {running.url}/; {headers} }}\n"
+        f"location /bare/ {{ proxy_pass {running.url}/; }}"
+    )
+    with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
+        verify = ssl.create_default_context(cafile=proxy.cafile)
+        for host in ("127.0.0.1", "logs.example.com"):
+            told = httpx.get(f"{proxy.url}/told/apps", headers={"Host": host}, verify=verify)
+            assert told.status_code == 403, told.text
+            assert told.json()["message"] == (
+                "Without --api-key, the Platform API answers this machine only, not requests"
+                " through a proxy: give herolog serve an --api-key."
+            )
+        bare = httpx.get(f"{proxy.url}/bare/apps", verify=verify)
+        assert [app["name"] for app in bare.json()] == ["demo"]
+        shown = herolog("logs", "--server", f"{proxy.url}/told", "-a", "demo", proxy=proxy)
+        assert shown.returncode == 1
+        assert "give herolog serve an --api-key" in shown.stderr, shown.stderr

