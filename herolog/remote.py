@@ -719,16 +719,21 @@ class RemoteLogs:
 
     def _unreachable(self, session_url: str | None, error: Exception) -> RemoteError:
         """The server, or the session's own host when that is another one (the server's
-        --public-url): the API has answered, so naming its URL would mislead."""
+        --public-url, or the Host a proxy passed it): the API has answered, so naming its
+        URL would mislead."""
         import httpx
 
         if session_url is not None:
             here, there = httpx.URL(self.base), httpx.URL(session_url)
             if (there.scheme, there.host, there.port) != (here.scheme, here.host, here.port):
                 origin = httpx.URL(scheme=there.scheme, host=there.host, port=there.port)
+                # Behind a proxy without --public-url, that Host is the proxy's upstream
+                # (127.0.0.1:8514 for a bare proxy_pass), which no client elsewhere reaches.
                 return RemoteError(
-                    f"cannot reach {origin}, where {self.shown} serves its log sessions"
-                    f" (its --public-url): {_reason(error)}"
+                    f"cannot reach {origin}, where {self.shown} serves its log sessions:"
+                    f" {_reason(error)} (serve makes their URLs from its --public-url, or"
+                    " without one from the Host it is asked at: behind a proxy, give it"
+                    f" --public-url {self.shown})"
                 )
         return unreachable(self.shown, error)
 

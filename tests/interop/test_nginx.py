@@ -59,11 +59,9 @@ class Proxy(NamedTuple):
 
 
 @contextlib.contextmanager
-def proxying(
-    root: Path, work: Path, port: int, locations: str, server: str = ""
-) -> Iterator[Proxy]:
-    """nginx on ``port`` of 127.0.0.1 with TLS, its server block holding ``server`` and
-    ``locations``; stopped at the end."""
+def proxying(root: Path, work: Path, port: int, locations: str, http: str = "") -> Iterator[Proxy]:
+    """nginx on ``port`` of 127.0.0.1 with TLS, its server block holding ``locations``, its
+    http block ``http`` too; stopped at the end."""
     work.mkdir(parents=True, exist_ok=True)
     certfile, keyfile, cafile = own_certificate(work)
     # As root, nginx's workers would run as nobody, who cannot enter the test's folder.
@@ -79,10 +77,11 @@ def proxying(
         "http {\n"
         f"  access_log {work / 'access.log'};\n"
         f"  {temp} uwsgi_temp_path {work / 'uwsgi'}; scgi_temp_path {work / 'scgi'};\n"
+        f"  {http}\n"
         "  server {\n"
         f"    listen 127.0.0.1:{port} ssl;\n"
         f"    ssl_certificate {certfile}; ssl_certificate_key {keyfile};\n"
-        f"    {server}\n{locations}\n"
+        f"{locations}\n"
         "  }\n"
         "}\n"
     )
@@ -354,3 +353,28 @@ def test_the_keyless_api_answers_nothing_nginx_passes_with_forwarding_headers(
         shown = herolog("logs", "--server", f"{proxy.url}/told", "-a", "demo", proxy=proxy)
         assert shown.returncode == 1
         assert "give herolog serve an --api-key" in shown.stderr, shown.stderr
+
+
+def test_a_proxy_without_public_url_is_said_to_need_it(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """serve makes its log-session URLs from the Host it is asked at, without --public-url:
+    behind nginx, its upstream's name (`proxy_pass http://herolog;` of an `upstream herolog`
+    block sends `Host: herolog`) or 127.0.0.1:PORT (a bare proxy_pass, which a client on
+    another machine cannot reach). The error named the URL and said it came from serve's
+    --public-url, which the user had not given."""
+    port = free_port()
+    running = make_server(api_key=KEY)
+    post_line(running, "hello")
+    upstream = f"upstream herolog {{ server {running.url.removeprefix('http://')}; }}"
+    location = "location / { proxy_pass http://herolog; }"
+    with proxying(nginx_root, tmp_path / "nginx", port, location, upstream) as proxy:
+        shown = herolog("logs", "--server", proxy.url, "-a", "demo", proxy=proxy)
+    assert shown.returncode == 1
+    assert shown.stderr.startswith(
+        f"Error: cannot reach http://herolog, where {proxy.url} serves its log sessions: "
+    ), shown.stderr
+    assert shown.stderr.endswith(
+        f" (serve makes their URLs from its --public-url, or without one from the Host it is"
+        f" asked at: behind a proxy, give it --public-url {proxy.url})\n"
+    ), shown.stderr

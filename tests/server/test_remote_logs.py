@@ -1646,7 +1646,9 @@ def test_a_session_url_that_cannot_be_reached_is_named(make_server: ServerFactor
         assert (code, out) == (1, "")
         assert err.strip() == (
             f"Error: cannot reach http://127.0.0.1:{port}, where {running.url} serves its log"
-            " sessions (its --public-url): connection refused"
+            " sessions: connection refused (serve makes their URLs from its --public-url, or"
+            " without one from the Host it is asked at: behind a proxy, give it --public-url"
+            f" {running.url})"
         )
 
 
