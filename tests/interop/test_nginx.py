@@ -11,8 +11,10 @@ of its own under the test's folder, and stopped by its own pid."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -27,6 +29,7 @@ import httpx
 import pytest
 
 from bench.tools import library_env
+from herolog.server.config import Credentials
 from tests.helpers import herolog_env
 from tests.interop.conftest import debian_package, free_port
 from tests.interop.test_heroku_cli import cli_env
@@ -34,6 +37,7 @@ from tests.server.conftest import Running, ServerFactory, own_certificate
 from tests.server.sinks import wait_until
 
 KEY = "nginx-key"
+README = Path(__file__).parents[2] / "README.md"
 
 
 @pytest.fixture(scope="session")
@@ -378,3 +382,82 @@ def test_a_proxy_without_public_url_is_said_to_need_it(
         f" (serve makes their URLs from its --public-url, or without one from the Host it is"
         f" asked at: behind a proxy, give it --public-url {proxy.url})\n"
     ), shown.stderr
+
+
+def readme_server(upstream: str) -> str:
+    """README's nginx server block, with serve at ``upstream``: all but where it listens and
+    its certificate, which :func:`proxying` gives."""
+    found = re.search(r"```nginx\nserver \{\n(.*?)\}\n```", README.read_text(), re.DOTALL)
+    assert found, "README has no nginx server block"
+    kept = [
+        line
+        for line in found.group(1).splitlines()
+        if not re.match(r"\s*(listen|server_name|ssl_certificate)\b", line)
+    ]
+    assert "http://127.0.0.1:8514;" in "\n".join(kept), kept
+    return "\n".join(kept).replace("http://127.0.0.1:8514", upstream)
+
+
+def frames(messages: list[str]) -> bytes:
+    """A body of Logplex frames, one a message."""
+    syslogs = [f"<190>1 2026-12-06T10:00:00+00:00 host app web.1 - {m}".encode() for m in messages]
+    return b"".join(b"%d %s" % (len(syslog), syslog) for syslog in syslogs)
+
+
+def test_heroku_drains_post_through_readmes_nginx(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """Logplex's posts through README's server block, credentials in the drain URL passed on
+    to serve's --auth: plain and gzip bodies, a retry with the same Logplex-Frame-Id stored
+    once, wrong credentials serve's 401, and a body of 2 MiB, which nginx's own limit of
+    1 MiB refuses with its 413 page (a location keeping nginx's default shows it). Then
+    `herolog logs --server` reads them through it, its session at --public-url."""
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    running = make_server(auth=Credentials("drain", "s3cret"), api_key=KEY, public_url=url)
+    locations = readme_server(running.url) + (
+        f"\nlocation /nginx-default/ {{ proxy_pass {running.url}/; client_max_body_size 1m; }}"
+    )
+    with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
+        client = httpx.Client(
+            verify=ssl.create_default_context(cafile=proxy.cafile), auth=("drain", "s3cret")
+        )
+        with client:
+
+            def post(body: bytes, frame_id: str, path: str = "/", **headers: str) -> httpx.Response:
+                sent = {
+                    "Content-Type": "application/logplex-1",
+                    "Logplex-Msg-Count": str(body.count(b"<190>")),
+                    "Logplex-Frame-Id": frame_id,
+                    "User-Agent": "Logplex/v123",
+                    **headers,
+                }
+                return client.post(f"{url}{path}apps/demo/logs", content=body, headers=sent)
+
+            assert post(frames(["plain"]), "A1").status_code == 204
+            gzipped = gzip.compress(frames(["gzipped"]))
+            assert post(gzipped, "A2", **{"Content-Encoding": "gzip"}).status_code == 204
+            assert post(frames(["retried"]), "A3").status_code == 204
+            assert post(frames(["retried"]), "A3").status_code == 204
+            refused = client.post(
+                f"{url}/apps/demo/logs",
+                content=frames(["wrong password"]),
+                headers={"Content-Type": "application/logplex-1"},
+                auth=("drain", "wrong"),
+            )
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith('Basic realm="herolog"')
+            big = frames([f"{i:04} " + "x" * 2100 for i in range(1000)])
+            assert 2 << 20 < len(big) < running.server.config.max_body
+            too_big = post(big, "A4", "/nginx-default/")
+            assert too_big.status_code == 413
+            assert "<title>413 Request Entity Too Large</title>" in too_big.text
+            assert post(big, "A4").status_code == 204
+        stored = [line.message for line in running.lines("demo")]
+        assert stored[:3] == ["plain", "gzipped", "retried"]
+        assert len(stored) == 1003  # under the history of 1,500
+
+        shown = herolog("logs", "--server", url, "-a", "demo", "-n", "2", proxy=proxy)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[-1].endswith("0999 " + "x" * 2100)
+        assert any(" /sessions/" in request for request in proxy.requests())
