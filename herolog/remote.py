@@ -285,17 +285,25 @@ def refused(base: str, response: httpx.Response, doing: str, app: str | None) ->
     error_id = None
     status = response.status_code
     shown_status = str(status)
+    web_page = False
     try:
         error = response.json()
         message, error_id = str(error["message"]), error.get("id")
     except (ValueError, KeyError, TypeError, AttributeError):
         # Not herolog's JSON (another server's, a proxy's): one line, and no page of HTML.
-        if _is_web_page(response):
+        if web_page := _is_web_page(response):
             shown_status = f"{status} {response.reason_phrase}".strip()
             message = WEB_PAGE
         else:
             message = (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
     message = _unquoted(message, response.request)
+    if status == 401 and web_page:  # not serve's: a proxy asking for its own credentials
+        return RemoteError(
+            f"{base} asked for credentials of its own ({shown_status}), with a web page, not as"
+            " herolog serve does: a proxy in front that checks the drains' credentials"
+            " (nginx's auth_basic) must leave the API to serve's --api-key",
+            final=True,
+        )
     # The key goes as a Bearer token; Basic auth is a URL's user-info (the intake's --auth).
     sent_key = response.request.headers.get("Authorization", "").startswith("Bearer ")
     if status == 401 and not sent_key:

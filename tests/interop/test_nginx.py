@@ -461,3 +461,43 @@ def test_heroku_drains_post_through_readmes_nginx(
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.splitlines()[-1].endswith("0999 " + "x" * 2100)
         assert any(" /sessions/" in request for request in proxy.requests())
+
+
+def test_a_proxy_that_checks_the_drains_credentials_itself(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """nginx's auth_basic in front of a serve without --auth, as README's
+    --insecure-no-auth has it: over the intake's location only, posts need the drain's
+    credentials and the API its key. Over everything (`location /`, as a first
+    configuration has it), nginx answers the API's calls with its own 401 page, and herolog
+    said `refused the API key (401): check HEROLOG_API_KEY`, of a key that was right."""
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    running = make_server(api_key=KEY, public_url=url)
+    (tmp_path / "htpasswd").write_text("drain:{PLAIN}s3cret\n")
+    checked = f"auth_basic herolog; auth_basic_user_file {tmp_path / 'htpasswd'};"
+    locations = (
+        f"location ~ ^/apps/[^/]+/logs$ {{ proxy_pass {running.url}; {checked} }}\n"
+        f"location /all/ {{ proxy_pass {running.url}/; {checked} }}\n"
+        f"location / {{ proxy_pass {running.url}; }}"
+    )
+    with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
+        verify = ssl.create_default_context(cafile=proxy.cafile)
+        for auth, status in ((("drain", "s3cret"), 204), (("drain", "wrong"), 401), (None, 401)):
+            posted = httpx.post(
+                f"{url}/apps/demo/logs",
+                content=frames([f"auth {auth}"]),
+                headers={"Content-Type": "application/logplex-1"},
+                auth=auth,
+                verify=verify,
+            )
+            assert posted.status_code == status, posted.text
+        shown = herolog("logs", "--server", url, "-a", "demo", proxy=proxy)
+        assert (shown.returncode, shown.stdout) == (0, line_of("auth ('drain', 's3cret')") + "\n")
+        shown = herolog("logs", "--server", f"{url}/all", "-a", "demo", proxy=proxy)
+    assert (shown.returncode, shown.stdout) == (1, "")
+    assert shown.stderr == (
+        f"Error: {url}/all asked for credentials of its own (401 Unauthorized), with a web page,"
+        " not as herolog serve does: a proxy in front that checks the drains' credentials"
+        " (nginx's auth_basic) must leave the API to serve's --api-key\n"
+    )
