@@ -36,6 +36,7 @@ from herolog.server.config import (
     certificate_warning,
     is_loopback,
     resolve,
+    syslog_tls_context,
     tls_context,
     url_host,
 )
@@ -427,6 +428,7 @@ class Server:
         self._sockets: list[socket.socket] = []
         self._syslog_sockets: list[socket.socket] = []
         self._tls: ssl.SSLContext | None = None
+        self._syslog_tls: ssl.SSLContext | None = None
         self._certificate_warning: str | None = None
         self._trust_warning: str | None = None
         limits = RequestLimits(
@@ -493,6 +495,8 @@ class Server:
             # Here, not once uvicorn runs: a bad pair is a ConfigError, not a traceback.
             self._tls = tls_context(self.config.certfile, self.config.keyfile)
             self._uvicorn_config.tls = self._tls
+            if self.syslog is not None:
+                self._syslog_tls = syslog_tls_context(self.config.certfile, self.config.keyfile)
             self._certificate_warning = certificate_warning(self.config.certfile)
         self._trust_warning = ssl_cert_file_problem()
         store = SQLiteStore.open(self.config.store_path)
@@ -607,7 +611,7 @@ class Server:
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
         # The header timeout also bounds the handshake: a silent client holds no connection.
-        await self.syslog.start(self._syslog_sockets, self._tls, self.config.header_timeout)
+        await self.syslog.start(self._syslog_sockets, self._syslog_tls, self.config.header_timeout)
 
     async def _announce(self) -> None:
         lines = self.banner()

@@ -258,6 +258,16 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
     return context
 
 
+def syslog_tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """The syslog+tls listener's context: one that sends no TLS 1.3 session tickets. A
+    syslog client reads nothing, and one that closes with them unread (an application's
+    logging handler, a script) has its kernel reset the connection, upon which Linux drops
+    what serve had not read yet of what it sent."""
+    context = tls_context(certfile, keyfile)
+    context.num_tickets = 0
+    return context
+
+
 def _certificates_in(path: Path) -> int:
     try:
         return path.read_bytes().count(b"-----BEGIN CERTIFICATE-----")

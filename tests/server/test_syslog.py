@@ -589,6 +589,32 @@ def test_syslog_over_tls_and_https_intake(
     assert "not over tls" not in messages(running)
 
 
+def test_a_tls_client_that_sends_and_closes_at_once_has_all_it_sent_stored(
+    make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """A TLS client that logs a few messages and closes its socket without reading
+    (Python's rfc5424-logging-handler closed, a script): had serve sent TLS 1.3 session
+    tickets after the handshake, those unread bytes would make the client's kernel reset
+    the connection, and Linux then drops what serve had not read yet. Of 20 such
+    connections, without the change, most lost every message after their first."""
+    ca, certfile, keyfile = certificates
+    running = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    assert running.syslog_port is not None
+    for n in range(20):
+        raw = socket.create_connection(("127.0.0.1", running.syslog_port), timeout=10)
+        tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        for i in range(3):
+            tls.sendall(syslog_frames(f"connection {n} message {i}"))
+        tls.close()  # without close_notify, and without reading anything
+    syslog = running.server.syslog
+    assert syslog is not None
+    wait_for(lambda: running.server.stats.syslog_connections == 20 and not syslog._connections)
+    expected = [f"connection {n} message {i}" for n in range(20) for i in range(3)]
+    assert sorted(messages(running)) == sorted(expected)
+
+
 @pytest.mark.parametrize("port", ["syslog", "https"])
 def test_a_tls_handshake_that_stalls_is_cut_off_after_the_header_timeout(
     make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path], port: str
@@ -649,7 +675,11 @@ def test_a_client_that_has_not_begun_its_tls_handshake_does_not_hold_up_the_stop
 VANISHING_CLIENT = """
 import gc, io, socket, ssl, subprocess, sys, time
 from pathlib import Path
+import herolog.server
 from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server.config import tls_context
+
+herolog.server.syslog_tls_context = tls_context  # one that sends session tickets
 
 def sh(command):
     subprocess.run(command, shell=True, check=True)
@@ -698,11 +728,13 @@ stop()
 def test_a_tls_client_whose_network_goes_after_its_handshake_leaves_no_traceback(
     tmp_path: Path, certificates: tuple[trustme.CA, Path, Path]
 ) -> None:
-    """Serve writes on a syslog+tls connection (its handshake, TLS 1.3 session tickets): a
-    client whose network goes (no reset) has that time out, and the read raised
-    TimeoutError, which is no ConnectionError, out of the handler: `Task exception was never
-    retrieved` and a traceback on serve's stderr. It is the end of that stream, as a reset
-    is. Run in a network namespace of its own, where its routes cannot affect anyone."""
+    """Serve writes on a syslog+tls connection (its handshake; TLS 1.3 session tickets
+    until it stopped sending them, which this test has it send, as something written after
+    the handshake): a client whose network goes (no reset) has that time out, and the read
+    raised TimeoutError, which is no ConnectionError, out of the handler: `Task exception
+    was never retrieved` and a traceback on serve's stderr. It is the end of that stream, as
+    a reset is. Run in a network namespace of its own, where its routes cannot affect
+    anyone."""
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if unshare is None or ip is None:
         pytest.fail(
