@@ -1,9 +1,9 @@
 """Applications logging straight to herolog serve's syslog port from their own logging
-library, as their users configure them: Node's winston with winston-syslog, Java's log4j2
+library, as their users configure them: Node's winston with winston-syslog and pino with pino-syslog, Java's log4j2
 (its Syslog and Socket appenders with the RFC 5424 layout) and Python's
 rfc5424-logging-handler, over TCP and TLS.
 
-Each sender is the real library, installed once into a cache folder: winston-syslog with
+Each sender is the real library, installed once into a cache folder: the Node ones with
 npm, log4j2 from Debian's package (apt-get download, as rsyslog is), rfc5424-logging-handler
 with pip into a folder of its own (no project dependency). Each test runs a real serve with
 --syslog-port, has the library log what an application logs (levels, structured data, an
@@ -13,8 +13,10 @@ what `herolog logs --json` shows, field by field."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,7 +34,10 @@ from tests.interop.conftest import debian_package, free_port
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
 
 SENDERS = Path(__file__).parent / "senders"
-WINSTON = ["winston@3.19.0", "winston-syslog@2.7.1"]
+NODE_PACKAGES = [
+    *("winston@3.19.0", "winston-syslog@2.7.1"),
+    *("pino@10.4.0", "pino-syslog@4.0.0", "pino-socket@8.0.0"),
+]
 RFC5424_HANDLER = "rfc5424-logging-handler==1.4.3"
 LOG4J2 = "usr/share/java/log4j-core.jar"
 NON_ASCII = "naïve café ☕ 日本語 — ünïcödé"
@@ -50,30 +55,37 @@ def install_failed(what: str, why: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def winston_modules() -> Path:
-    """A folder whose node_modules holds winston and winston-syslog, installed with npm."""
+def node_packages() -> Path:
+    """A folder whose node_modules holds winston, winston-syslog, pino, pino-syslog and
+    pino-socket, installed with npm."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         install_failed(
-            "winston-syslog", "it needs Node.js and npm: install them (apt-get install nodejs npm)"
+            "winston-syslog and pino-syslog",
+            "they need Node.js and npm: install them (apt-get install nodejs npm)",
         )
-    where = cache("-".join(WINSTON).replace("@", "-"))
-    if (where / "node_modules" / "winston-syslog").is_dir():
+    # A folder of its own for each set of versions.
+    where = cache(
+        "node-senders-" + hashlib.sha256(" ".join(NODE_PACKAGES).encode()).hexdigest()[:12]
+    )
+    installed = where / "node_modules" / ".installed"
+    if installed.exists():
         return where
     where.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [str(npm), "install", "--no-audit", "--no-fund", "--loglevel=error", *WINSTON],
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES],
         cwd=where,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    if done.returncode != 0 or not (where / "node_modules" / "winston-syslog").is_dir():
+    if done.returncode != 0:
         install_failed(
-            "winston-syslog",
-            f"npm install {' '.join(WINSTON)} failed (exit {done.returncode}); it needs the npm"
-            f" registry once, then uses the copy in {where}:\n{done.stderr[-2000:]}",
+            "winston-syslog and pino-syslog",
+            f"npm install {' '.join(NODE_PACKAGES)} failed (exit {done.returncode}); it needs"
+            f" the npm registry once, then uses the copy in {where}:\n{done.stderr[-2000:]}",
         )
+    installed.touch()
     return where
 
 
@@ -208,8 +220,8 @@ def check_times(got: list[dict[str, Any]]) -> None:
         assert timedelta(seconds=-1) < arrived - sent < timedelta(seconds=30), record
 
 
-def winston(modules: Path, options: dict[str, Any], zone: str | None = None) -> Sender:
-    env = {**os.environ, "NODE_PATH": str(modules / "node_modules")}
+def winston(packages: Path, options: dict[str, Any], zone: str | None = None) -> Sender:
+    env = {**os.environ, "NODE_PATH": str(packages / "node_modules")}
     if zone:
         env["TZ"] = zone
     command = ["node", str(SENDERS / "winston_send.js"), json.dumps(options)]
@@ -236,7 +248,7 @@ def winston_options(port: int, kind: str, protocol: str = "tcp4") -> dict[str, A
     [("RFC5424", "tcp4"), ("BSD", "tcp4"), ("RFC5424", "tls4"), ("BSD", "tls4")],
 )
 def test_winston_syslog(
-    make_server: ServerFactory, winston_modules: Path, tmp_path: Path, kind: str, protocol: str
+    make_server: ServerFactory, node_packages: Path, tmp_path: Path, kind: str, protocol: str
 ) -> None:
     """What winston logs through winston-syslog, RFC 5424 or BSD, over TCP or TLS, is
     stored with its app name, pid, host name and severity; an error's stack, newline-framed,
@@ -252,7 +264,7 @@ def test_winston_syslog(
         options["protocolOptions"] = {"ca": cafile.read_text()}
     # glossy, which writes winston-syslog's RFC 5424 timestamps, writes the time of day in
     # UTC and the offset of the local zone: right only in UTC.
-    sender = winston(winston_modules, options, zone="UTC" if kind == "RFC5424" else None)
+    sender = winston(node_packages, options, zone="UTC" if kind == "RFC5424" else None)
     with sending_as(sender):
         sender.ask(json.dumps({"level": "info", "message": "invoice 88 paid"}))
         sender.ask(json.dumps({"level": "warning", "message": "disk 91% full"}))
@@ -283,12 +295,12 @@ def test_winston_syslog(
 
 
 def test_winston_syslog_reconnects_to_a_restarted_serve(
-    herolog_home: Path, winston_modules: Path
+    herolog_home: Path, node_packages: Path
 ) -> None:
     """A serve restarted on the same port gets what winston-syslog queued while it was
     down, and what it logs after, on the connection it makes again."""
     port = free_port()
-    sender = winston(winston_modules, winston_options(port, "RFC5424"), zone="UTC")
+    sender = winston(node_packages, winston_options(port, "RFC5424"), zone="UTC")
     store = herolog_home / "logs.db"
     with sending_as(sender):
         with running_server(store, syslog_port=port) as first:
@@ -537,4 +549,50 @@ def test_rfc5424_logging_handler(
     assert {(r["source"], r["dyno"], r["hostname"]) for r in got} == {
         ("billing", "web.1", "myhost")
     }
+    check_times(got)
+
+
+def test_pino_syslog(make_server: ServerFactory, node_packages: Path) -> None:
+    """pino's way to syslog: the application's JSON lines piped through pino-syslog (RFC
+    5424, newline-framed with --newline) and pino-socket over TCP. Each line is stored with
+    the app name, the process's pid and host name and the severity of its level, and its
+    JSON read into `fields`, an error's stack in it (one line of JSON)."""
+    running = make_server(syslog_port=0)
+    tools = node_packages / "node_modules" / ".bin"
+    app = [str(SENDERS / "pino_app.js"), str(BURST), str(LONG), NON_ASCII]
+    pipeline = (
+        f"node {shlex.join(app)}"
+        f" | {tools / 'pino-syslog'} --appname billing --newline"
+        f" | {tools / 'pino-socket'} --mode tcp --address 127.0.0.1 --port {running.syslog_port}"
+    )
+    sent = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {pipeline}"],
+        env={**os.environ, "NODE_PATH": str(node_packages / "node_modules")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    deadline = time.monotonic() + 30
+    while len(running.lines()) < 5 + BURST:
+        assert time.monotonic() < deadline, running.log.getvalue()
+        time.sleep(0.05)
+    assert "closed" not in running.log.getvalue(), running.log.getvalue()
+    got = records()
+    assert [(r["pri"] - LOCAL0, r["fields"]["msg"]) for r in got] == [
+        (INFO, "invoice 88 paid"),
+        (WARNING, "disk 91% full"),
+        (ERROR, "could not pay"),
+        (INFO, NON_ASCII),
+        (INFO, "x" * LONG),
+        *[(INFO, f"burst {i}") for i in range(BURST)],
+    ]
+    assert [json.loads(r["message"]) for r in got] == [r["fields"] for r in got]
+    assert got[1]["fields"]["order"] == 88
+    assert got[2]["fields"]["err"]["stack"].startswith("Error: card declined\n    at ")
+    pid, hostname = got[0]["fields"]["pid"], got[0]["fields"]["hostname"]
+    fields = {
+        (r["source"], r["dyno"], r["hostname"], r["msgid"], r["structured_data"]) for r in got
+    }
+    assert fields == {("billing", str(pid), hostname, None, None)}
     check_times(got)
