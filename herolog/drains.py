@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,13 +25,13 @@ from herolog.store import (
     open_existing,
     using_store,
 )
+from herolog.store import app_id as app_id  # made in the store, which indexes it
 
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
 SCHEMES = HTTP_SCHEMES + SYSLOG_SCHEMES
 FORWARDING_LEASE = "forwarding"
 """The store's lease held by the serve that forwards its drains (SQLiteStore.lease)."""
-_APP_NAMESPACE = uuid.UUID("6f1c3c59-3a4e-4c4f-9a7e-2b8f4c1d9e10")
 
 
 class DrainURLError(ValueError):
@@ -259,11 +258,6 @@ def _http_host(host: str) -> bool:
     return True
 
 
-def app_id(name: str) -> str:
-    """A stable id for an app, shaped like Heroku's (a UUID)."""
-    return str(uuid.uuid5(_APP_NAMESPACE, name))
-
-
 _ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -276,8 +270,7 @@ def find_app(store: SQLiteStore, ref: str) -> AppInfo | None:
     (``/apps/{app_id_or_name}``). A name comes first, as herolog's names may look like ids."""
     info = store.app(ref)
     if info is None and looks_like_id(ref):
-        wanted = ref.lower()
-        info = next((app for app in store.apps() if app_id(app.name) == wanted), None)
+        info = store.app_by_id(ref)
     return info
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -32,7 +33,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 BUSY_TIMEOUT_S = 30.0
 PROBE_BYTES = 1 << 20
 _CLOCK_STEP_MIN_S = 1.0
@@ -40,6 +41,8 @@ _CLOCK_STEP_MIN_S = 1.0
 for a step (NTP slews smaller errors)."""
 _FIR_REST = "[0-9a-z]*-" + "[0-9a-z]" * 5
 """filters.FIR_DYNO_REST as a GLOB, with the two NOT GLOBs of _where."""
+
+_APP_NAMESPACE = uuid.UUID("6f1c3c59-3a4e-4c4f-9a7e-2b8f4c1d9e10")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -170,6 +173,14 @@ CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}
 _NIL_HOSTNAMES = "UPDATE lines SET hostname = NULL WHERE hostname = '-'"
 # RFC 5424's MSGID, which herolog dropped before schema 8 (adding a column rewrites no row).
 _MSGIDS = "ALTER TABLE lines ADD COLUMN msgid TEXT"
+# Each app's id in the Platform API (app_id of its name), so that an app is found by its id,
+# and apps are paged by id, through an index: hashing every name took 0.1 s a lookup with
+# 20,000 apps. Connections have app_id as herolog_app_id (see _connect).
+_APP_IDS = """
+ALTER TABLE apps ADD COLUMN api_id TEXT;
+UPDATE apps SET api_id = herolog_app_id(name);
+CREATE INDEX apps_by_api_id ON apps (api_id);
+"""
 # What brings a store from each older schema version to the next.
 _MIGRATIONS = {
     1: _FRAMES,
@@ -181,6 +192,7 @@ _MIGRATIONS = {
     7: _MSGIDS,
     8: _TRIM_COUNTS,
     9: _FRAMES_APPENDED,
+    10: _APP_IDS,
 }
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
@@ -578,6 +590,8 @@ class SQLiteStore:
         # Readers read any known schema (the lines table has not changed); writers upgrade.
         if version == SCHEMA_VERSION or (version and not create):
             self._ready = True
+            if create and version == SCHEMA_VERSION:
+                self._fill_app_ids()
             return
         if version == 0 and tables:
             # Another program's database: refused before anything in it (its journal mode
@@ -614,7 +628,8 @@ class SQLiteStore:
                     + _NOTICES
                     + _MSGIDS
                     + ";"
-                    + _TRIM_COUNTS,
+                    + _TRIM_COUNTS
+                    + _APP_IDS,
                 )
             else:
                 if version == 4 and not self._knows_trims():
@@ -625,6 +640,16 @@ class SQLiteStore:
                     _execute_script(db, _MIGRATIONS[step])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
+
+    def _fill_app_ids(self) -> None:
+        """Give their ids to apps an older herolog added, still running when this store was
+        upgraded (a serve started before)."""
+        # A store this cannot read or write (corrupt, locked) fails where it is used, as it
+        # did before: herolog run still runs its command.
+        with contextlib.suppress(sqlite3.DatabaseError):
+            if self._db.execute("SELECT 1 FROM apps WHERE api_id IS NULL").fetchone():
+                with self._write() as db:
+                    db.execute("UPDATE apps SET api_id = herolog_app_id(name) WHERE api_id IS NULL")
 
     def _schema_ready(self) -> bool:
         """False only for a reader that opened a store before its writer committed the schema."""
@@ -941,8 +966,9 @@ class SQLiteStore:
         if forgotten is not None:  # the new row holds them now (forget_app writes them back)
             self._db.execute("DELETE FROM meta WHERE key = ?", (f"forgotten:{name}",))
         cursor = self._db.execute(
-            "INSERT INTO apps (name, created_at, trimmed, trimmed_through) VALUES (?, ?, ?, ?)",
-            (name, now, trimmed, trimmed_through),
+            "INSERT INTO apps (name, api_id, created_at, trimmed, trimmed_through)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name, app_id(name), now, trimmed, trimmed_through),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid, 0
@@ -1315,8 +1341,9 @@ class SQLiteStore:
         rows = self._db.execute("SELECT name, lines, created_at FROM apps ORDER BY name").fetchall()
         return [AppInfo(*row) for row in rows]
 
-    def apps_by_name(
+    def apps_by(
         self,
+        key: str,
         first: str,
         last: str,
         *,
@@ -1324,24 +1351,40 @@ class SQLiteStore:
         last_open: bool = False,
         desc: bool = False,
         limit: int,
-    ) -> list[AppInfo]:
-        """Up to ``limit`` apps in name order (``desc``: the other way) from ``first`` to
-        ``last`` ("": from the first app, to the last; open: that name left out), as a
-        Platform API Range asks: a range of the names' index, however many apps there are."""
+    ) -> list[tuple[str, AppInfo]]:
+        """Up to ``limit`` apps in the order of ``key`` ("name", or "id": :func:`app_id`;
+        ``desc``: the other way) from ``first`` to ``last`` ("": from the first app, to the
+        last; open: that one left out), each with its key, as a Platform API Range asks: a
+        range of the key's index, however many apps there are."""
         if not self._schema_ready():
             return []
+        column = "name" if key == "name" else self._api_id()
         clauses, params = [], []
         for bound, open_, above in ((first, first_open, not desc), (last, last_open, desc)):
             if bound:
-                clauses.append(f"name {'>' if above else '<'}{'' if open_ else '='} ?")
+                clauses.append(f"{column} {'>' if above else '<'}{'' if open_ else '='} ?")
                 params.append(bound)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
-            f"SELECT name, lines, created_at FROM apps{where}"
-            f" ORDER BY name{' DESC' if desc else ''} LIMIT ?",
+            f"SELECT {column}, name, lines, created_at FROM apps{where}"
+            f" ORDER BY {column}{' DESC' if desc else ''} LIMIT ?",
             (*params, limit),
         ).fetchall()
-        return [AppInfo(*row) for row in rows]
+        return [(str(row[0]), AppInfo(*row[1:])) for row in rows]
+
+    def app_by_id(self, api_id: str) -> AppInfo | None:
+        """The app whose Platform API id (:func:`app_id` of its name) is ``api_id``."""
+        if not self._schema_ready():
+            return None
+        row = self._db.execute(
+            f"SELECT name, lines, created_at FROM apps WHERE {self._api_id()} = ?",
+            (api_id.lower(),),
+        ).fetchone()
+        return AppInfo(*row) if row else None
+
+    def _api_id(self) -> str:
+        """The apps' ids: indexed from schema 11 on, which a reader does not upgrade to."""
+        return "api_id" if self._schema_version() >= 11 else "herolog_app_id(name)"
 
     def recent_names(self, app: str | None, lines: int = 2000) -> list[tuple[str, str]]:
         """The (source, dyno) pairs of the newest ``lines`` lines of ``app`` (of every app:
@@ -1375,8 +1418,6 @@ class SQLiteStore:
         Raises DrainExists if the app already has one with this URL, or one that is the
         same drain written another way (see :func:`herolog.drains.drain_key`).
         """
-        import uuid
-
         from herolog import timestamps
         from herolog.drains import drain_key
 
@@ -1833,7 +1874,7 @@ def _unopened(path: Path, error: sqlite3.DatabaseError) -> StoreError:
 
 
 def _connect(path: Path, options: str) -> sqlite3.Connection:
-    return sqlite3.connect(
+    db = sqlite3.connect(
         f"{path.absolute().as_uri()}?{options}",
         uri=True,
         timeout=BUSY_TIMEOUT_S,
@@ -1841,6 +1882,13 @@ def _connect(path: Path, options: str) -> sqlite3.Connection:
         check_same_thread=False,
         cached_statements=2 * _ROWS_PER_INSERT + 64,  # the INSERTs for every row count
     )
+    db.create_function("herolog_app_id", 1, app_id, deterministic=True)
+    return db
+
+
+def app_id(name: str) -> str:
+    """A stable id for an app, shaped like Heroku's (a UUID)."""
+    return str(uuid.uuid5(_APP_NAMESPACE, name))
 
 
 def _out_of_files() -> str | None:

@@ -28,6 +28,7 @@ from herolog.store import (
     SQLiteStore,
     StoredLine,
     StoreError,
+    app_id,
     open_store,
 )
 from tests.helpers import RECEIVED, decode_attributes, fill, line
@@ -819,6 +820,7 @@ _ADDED_BY = {
     8: ["lines.msgid"],
     9: ["apps.trimmed", "drains.through_lines"],
     10: ["table frame_ids"],
+    11: ["index apps_by_api_id", "apps.api_id"],
 }
 """The columns (and indexes, and tables) each schema version added."""
 
@@ -975,6 +977,52 @@ def test_a_version_9_store_s_frame_ids_are_still_remembered_when_upgraded(tmp_pa
     # In the order they came (Z-old first), so that the oldest are pruned first.
     writer.forget_frame_ids(older_than_s=3600, keep_at_most=100)
     assert writer.append(retries) == [1, 0, 0]
+
+
+def test_a_version_10_store_s_apps_are_found_by_id_through_an_index_once_upgraded(
+    tmp_path: Path,
+) -> None:
+    """Schema 11 keeps each app's Platform API id in an index: a reader of a schema 10 store
+    finds an app by id by hashing the names, as before; a writer upgrades it, filling in the
+    ids of the apps it has, and gives new apps theirs (and those an older herolog still
+    running added meanwhile, at its next start)."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    fill(store, "demo", ["a"])
+    fill(store, "other", ["b"])
+    store.close()
+    as_older_herolog_left_it(path, 10)
+    plan = "EXPLAIN QUERY PLAN SELECT name FROM apps WHERE api_id = ?"
+
+    def found(store: SQLiteStore, name: str) -> str | None:
+        info = store.app_by_id(app_id(name).upper())
+        return None if info is None else info.name
+
+    with closing(SQLiteStore.open(path, create=False)) as reader:
+        assert (found(reader, "demo"), found(reader, "nothing")) == ("demo", None)
+        assert [key for key, _ in reader.apps_by("id", "", "", limit=5)] == sorted(
+            [app_id("demo"), app_id("other")]
+        )
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 10
+    writer = SQLiteStore.open(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert dict(db.execute("SELECT name, api_id FROM apps")) == {
+        "demo": app_id("demo"),
+        "other": app_id("other"),
+    }
+    assert "USING INDEX apps_by_api_id (api_id=?)" in db.execute(plan, ("x",)).fetchone()[3]
+    fill(writer, "new", ["c"])
+    assert (found(writer, "demo"), found(writer, "new")) == ("demo", "new")
+    assert [info.name for _, info in writer.apps_by("id", app_id("new"), "", limit=1)] == ["new"]
+    writer.close()
+    # An app an older herolog added after the upgrade (a serve started before it).
+    db.execute("INSERT INTO apps (name, created_at) VALUES ('older', '2026-01-01')")
+    db.commit()
+    with closing(SQLiteStore.open(path, create=False)) as reader:
+        assert found(reader, "older") is None
+    with closing(SQLiteStore.open(path)) as writer:
+        assert found(writer, "older") == "older"
 
 
 def test_a_version_7_store_is_read_without_msgids_and_upgraded_to_keep_them(

@@ -291,30 +291,22 @@ class PlatformAPI:
         self, wanted: _Range, scope: Scope
     ) -> tuple[list[dict[str, Any]], list[tuple[bytes, bytes]], bool]:
         """A page of the apps, the headers that say where it is, and whether more follow."""
-        inside: list[tuple[str, AppInfo]]
-        if wanted.field == "name":
-            # The page alone (and one more, to know whether more follow): the heroku CLI
-            # reads thousands of apps 200 at a time, and reading them all for each page
-            # took 5 s for 20,000 apps.
-            def page_of(store: SQLiteStore) -> list[AppInfo]:
-                return store.apps_by_name(
-                    wanted.first,
-                    wanted.last,
-                    first_open=wanted.first_open,
-                    last_open=wanted.last_open,
-                    desc=wanted.desc,
-                    limit=wanted.max + 1,
-                )
 
-            inside = [(info.name, info) for info in await self._in_store(page_of)]
-        else:  # ids are made from the names: sorted by them, every app is needed
-            found = await self._in_store(lambda store: store.apps())
-            keyed = sorted(
-                ((drains.app_id(a.name), a) for a in found),
-                key=lambda pair: pair[0],
-                reverse=wanted.desc,
+        # The page alone (and one more, to know whether more follow), from an index of the
+        # names or of the ids: the heroku CLI reads thousands of apps 200 at a time, and
+        # reading them all for each page took 5 s for 20,000 apps (12.6 s by id).
+        def page_of(store: SQLiteStore) -> list[tuple[str, AppInfo]]:
+            return store.apps_by(
+                wanted.field,
+                wanted.first,
+                wanted.last,
+                first_open=wanted.first_open,
+                last_open=wanted.last_open,
+                desc=wanted.desc,
+                limit=wanted.max + 1,
             )
-            inside = [(key, info) for key, info in keyed if wanted.holds(key)]
+
+        inside = await self._in_store(page_of)
         page = inside[: wanted.max]
         headers = [(b"accept-ranges", b"id, name")]
         if page:
@@ -529,16 +521,6 @@ class _Range(NamedTuple):
     last_open: bool = False
     max: int = DEFAULT_PAGE
     desc: bool = False
-
-    def holds(self, key: str) -> bool:
-        def before(a: str, b: str) -> bool:
-            return a > b if self.desc else a < b
-
-        starts = (
-            not self.first or before(self.first, key) or (key == self.first and not self.first_open)
-        )
-        ends = not self.last or before(key, self.last) or (key == self.last and not self.last_open)
-        return starts and ends
 
 
 def _apps_range(scope: Scope) -> _Range:

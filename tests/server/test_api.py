@@ -1309,12 +1309,14 @@ def test_get_apps_pages_by_range_as_heroku_does(api: Running) -> None:
     assert [a["name"] for a in whole.json()] == names
 
 
-def test_a_page_of_apps_by_name_reads_the_page_not_every_app(
+def test_a_page_of_apps_or_an_app_by_id_reads_those_not_every_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The heroku CLI lists apps 200 a page by name: a page is a range of the names' index,
-    whose work (SQLite's VM steps, every statement of the request) is the same with 20 apps
-    in the store or 400; and the pages hold what they held, each app once, in order."""
+    """The heroku CLI lists apps 200 a page by name, other clients by id, and an app is
+    asked for by name or by id: a page is a range of the names' or the ids' index, and an
+    app one entry of it, whose work (SQLite's VM steps, every statement of the request) is
+    the same with 20 apps in the store or 400; and the pages hold what they held, each app
+    once, in order."""
     steps = [0]
     real_connect = store_module._connect
 
@@ -1328,7 +1330,7 @@ def test_a_page_of_apps_by_name_reads_the_page_not_every_app(
         db.set_progress_handler(step, 1)
         return db
 
-    def served(apps: int, ranges: list[str]) -> list[tuple[int, list[str], int]]:
+    def served(apps: int, asked: list[tuple[str, str]]) -> list[tuple[int, list[str], int]]:
         config = ServeConfig(store_path=tmp_path / f"{apps}.db", port=0, api_key=KEY)
         store = SQLiteStore.open(config.store_path)
         store.append([Batch(f"app-{i:03d}", [line("x")]) for i in range(apps)])
@@ -1339,10 +1341,12 @@ def test_a_page_of_apps_by_name_reads_the_page_not_every_app(
             transport = httpx.ASGITransport(app=app)
             found = []
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-                for wanted in ranges:
+                for path, wanted in asked:
                     steps[0] = 0
-                    page = await c.get("/apps", headers={**AUTH, "Range": wanted})
-                    found.append((page.status_code, [a["name"] for a in page.json()], steps[0]))
+                    page = await c.get(path, headers={**AUTH, "Range": wanted})
+                    body = page.json()
+                    names = [a["name"] for a in body] if path == "/apps" else [body["name"]]
+                    found.append((page.status_code, names, steps[0]))
             await app.broadcaster.close()
             return found
 
@@ -1352,17 +1356,36 @@ def test_a_page_of_apps_by_name_reads_the_page_not_every_app(
         finally:
             monkeypatch.setattr(store_module, "_connect", real_connect)
 
-    ranges = ["name ]app-004..; max=3", "name app-010..; max=2, order=desc", "name ]app-017.."]
-    small, large = served(20, ranges), served(400, ranges)
-    assert [page[:2] for page in small] == [
-        (206, ["app-005", "app-006", "app-007"]),
-        (206, ["app-010", "app-009"]),
-        (200, ["app-018", "app-019"]),
+    def by_id(apps: int) -> list[tuple[str, str]]:
+        return sorted((drains.app_id(f"app-{i:03d}"), f"app-{i:03d}") for i in range(apps))
+
+    low, high = by_id(20)[4][0], by_id(20)[10][0]
+    asked = [
+        ("/apps", "name ]app-004..; max=3"),
+        ("/apps", "name app-010..; max=2, order=desc"),
+        ("/apps", f"id ]{low}..; max=3"),
+        ("/apps", f"id {high.upper()}..; max=2, order=desc"),
+        (f"/apps/{drains.app_id('app-007')}", ""),
+        ("/apps/app-007", ""),
+        ("/apps", "name ]app-017.."),
     ]
-    assert [page[:2] for page in large[:2]] == [page[:2] for page in small[:2]]
-    assert [page[2] for page in large[:2]] == [page[2] for page in small[:2]]
-    assert large[2][0] == 206  # 382 apps past app-017, the first 200 of them
-    assert len(large[2][1]) == 200
+    small, large = served(20, asked), served(400, asked)
+    for apps, pages in ((20, small), (400, large)):
+        ids = by_id(apps)
+        above = [name for key, name in ids if key > low][:3]
+        below = [name for key, name in reversed(ids) if key <= high][:2]
+        assert [page[:2] for page in pages[:6]] == [
+            (206, ["app-005", "app-006", "app-007"]),
+            (206, ["app-010", "app-009"]),
+            (206, above),
+            (206, below),
+            (200, ["app-007"]),
+            (200, ["app-007"]),
+        ]
+    assert small[6][:2] == (200, ["app-018", "app-019"])
+    assert [page[2] for page in large[:6]] == [page[2] for page in small[:6]]
+    assert large[6][0] == 206  # 382 apps past app-017, the first 200 of them
+    assert len(large[6][1]) == 200
 
 
 @pytest.mark.parametrize(
