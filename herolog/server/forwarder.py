@@ -8,7 +8,8 @@ the app's own history gets too. HTTP(S) drains get octet-counted Logplex POSTs; 
 drains one persistent TCP or TLS connection. What each drain has done is saved in the store,
 where ``herolog drain list`` reads it.
 
-Each drain also has a position in the store, saved with that state every second: every line
+Each drain also has a position in the store, saved with that state every second (once it has
+passed a line of its app since, or its state changed otherwise) and as serve stops: every line
 of its app up to it delivered or counted as dropped. A worker's position is just before the
 oldest line it still holds, or has still to read back; with nothing held, the broadcaster's.
 A worker that starts (serve starts, takes over, or gets a new drain) is told where its live
@@ -295,6 +296,9 @@ class DrainWorker:
         """Where the drain's failing and recovering are told (serve's log)."""
         self._failing = False
         self._announced = False
+        self.passed_own = False
+        """Lines of its app (herolog's own L10 lines too) were handed over or read back since
+        its state was last saved: its position may have passed some."""
 
     @property
     def delivery(self) -> Delivery:
@@ -624,6 +628,7 @@ class DrainWorker:
             self._failed(f"cannot read the store to catch up: {error}")
             await asyncio.sleep(self.timing.backoff_cap_s)
             return None
+        self.passed_own = self.passed_own or bool(lines)
         # Each line's mark: every line of the app's in the span was read (L10 lines too).
         for line in lines:
             if not is_overflow_notice(line):
@@ -856,6 +861,11 @@ class SyslogDrain(DrainWorker):
                 pass
 
 
+def _moved_alone(state: Delivery, saved: Delivery) -> bool:
+    """Whether a drain's ``state`` is the ``saved`` one but for its position."""
+    return state._replace(through=saved.through, through_lines=saved.through_lines) == saved
+
+
 def _out_of_files(error: BaseException) -> str | None:
     """What to say of a connection serve could not open for want of a file descriptor (the
     OSError behind ``error``, where httpx says only "All connection attempts failed"), or
@@ -1029,11 +1039,15 @@ class Forwarder:
         by_app = self._by_app
         grouped: dict[str, list[StoredLine]] = {}
         for line in lines:
-            if line.app in by_app and not is_overflow_notice(line):
-                grouped.setdefault(line.app, []).append(line)
+            if line.app in by_app:
+                app_lines = grouped.setdefault(line.app, [])
+                if not is_overflow_notice(line):
+                    app_lines.append(line)
         for app, app_lines in grouped.items():
             for worker in by_app[app]:
-                worker.push(app_lines)
+                worker.passed_own = True
+                if app_lines:
+                    worker.push(app_lines)
         # What the broadcaster has handed out includes the lines of no drain's (herolog's
         # own L10, other apps'): every drain's position may pass them.
         position = self.broadcaster.position
@@ -1075,7 +1089,7 @@ class Forwarder:
                     file=self.log,
                     flush=True,
                 )
-        await self._save()
+        await self._save(every=True)
         if self.active:
             with contextlib.suppress(sqlite3.Error, StoreError, OSError):
                 await asyncio.to_thread(using_store, self.store_path, self._release_lease)
@@ -1171,6 +1185,7 @@ class Forwarder:
         # done again at the next look, not passed over as read until the drains change.
         self._changed = changed
         for worker in made:
+            self._saved[worker.drain.id] = worker.drain.delivery  # as the store has it
             worker.say = self._say
             worker.store_path = self.store_path
             worker.reads = self._reads
@@ -1193,9 +1208,21 @@ class Forwarder:
             for worker in started:
                 worker.follow(live_after)
 
-    async def _save(self) -> None:
-        states = {drain_id: w.delivery for drain_id, w in self.workers.items()}
-        changed = {k: v for k, v in states.items() if self._saved.get(k) != v}
+    async def _save(self, *, every: bool = False) -> None:
+        """Save the state of each drain that changed, but of those whose position alone moved,
+        past lines of other apps only (``every``: those too, as serve stops)."""
+        # Every drain's position passes every app's lines, but one that has met none of its
+        # own since it was saved is as good where it was: its app has no line in between.
+        # With thousands of drains, saving each every second cost as many writes (and a
+        # look-up of each one's mark) whatever they got.
+        changed: dict[str, Delivery] = {}
+        for drain_id, each in self.workers.items():
+            state, before = each.delivery, self._saved.get(drain_id)
+            if before is None or (
+                state != before and (every or each.passed_own or not _moved_alone(state, before))
+            ):
+                changed[drain_id] = state
+                each.passed_own = False
         if not changed:
             return
         # Positions among the live lines, whose marks the store has: looked up before the

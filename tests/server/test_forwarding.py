@@ -8,11 +8,13 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -942,6 +944,56 @@ def test_one_server_per_store_forwards(make_server: ServerFactory, sink: HTTPSin
     )
     assert not second.server.app.forwarder.workers
     assert "forwards this store's drains" in second.log.getvalue()
+
+
+def test_a_drain_is_saved_again_once_its_position_passes_a_line_of_its_app(
+    herolog_home: Path, sink: HTTPSink
+) -> None:
+    """Every drain's position passes every app's lines, but a drain's state is saved again
+    only once it has passed a line of its own app (thousands of drains were each written
+    every second while any app got lines): a trigger in the store counts each UPDATE of a
+    drain's row. As serve stops, every drain's position is saved."""
+    path = herolog_home / "logs.db"
+    with running_server(path) as running:
+        busy = add_drain(running, "busy", sink.url())
+        quiet = add_drain(running, "quiet", sink.url())
+        with closing(sqlite3.connect(path)) as db:
+            db.executescript(
+                """
+                CREATE TABLE saves (token TEXT);
+                CREATE TRIGGER count_saves AFTER UPDATE ON drains
+                    BEGIN INSERT INTO saves VALUES (new.token); END;
+                """
+            )
+
+            def saves(token: str) -> int:
+                return int(
+                    db.execute("SELECT count(*) FROM saves WHERE token = ?", (token,)).fetchone()[0]
+                )
+
+            def post_and_see_it_saved(start: int) -> None:
+                before = saves(busy)
+                post(running, "busy", numbered(2, start=start))
+                wait_until(lambda: saves(busy) > before, what="the busy drain saved")
+
+            for start in range(0, 8, 2):
+                post_and_see_it_saved(start)
+            assert saves(quiet) == 0
+            # A line of its own app that no drain is sent (herolog's own L10, which another
+            # drain of the app left): its position passed one of the app's lines.
+            notice = "Error L10 (output buffer overflow): 1 messages dropped since 2024-03-05."
+            response = running.post("quiet", frame([format_syslog(line(notice), "herolog")]))
+            assert response.status_code == 204
+            wait_until(lambda: saves(quiet) == 1, what="the quiet drain saved")
+            with closing(SQLiteStore.open(path)) as store:
+                (state,) = (d.delivery for d in store.drains() if d.token == quiet)
+                assert (state.delivered, state.through) == (0, running.lines("quiet")[-1].id)
+            post(running, "busy", numbered(2, start=8))
+            wait_until(lambda: len(sink.delivered_lines()) == 10, what="the last lines")
+    with closing(SQLiteStore.open(path)) as store:
+        position = {d.token: d.delivery.through for d in store.drains()}
+        assert position[quiet] == position[busy] == store.newest_id()
+        assert [d.delivery.delivered for d in store.drains()] == [10, 0]
 
 
 def test_a_burst_to_a_drain_that_keeps_up_costs_nothing(
