@@ -281,6 +281,13 @@ class Batch(NamedTuple):
     """Logplex-Frame-Id: a batch whose id the store has seen for this app is not stored."""
 
 
+class OldestIds(dict[int, int]):
+    """Each app's oldest kept line, by the app's own id (see SQLiteStore.oldest_ids), and how
+    many apps the store had forgotten then."""
+
+    forgotten = 0
+
+
 class AppInfo(NamedTuple):
     name: str
     lines: int
@@ -1179,21 +1186,26 @@ class SQLiteStore:
         ).fetchone()[0]
         return int(upto - after - present)
 
-    def oldest_ids(self) -> dict[int, int]:
+    def oldest_ids(self) -> OldestIds:
+        found = OldestIds()
         if not self._schema_ready():
-            return {}
-        rows = self._db.execute(
-            "SELECT id, (SELECT min(id) FROM lines WHERE app_id = apps.id) FROM apps"
-        ).fetchall()
-        return {app_id: oldest for app_id, oldest in rows if oldest is not None}
+            return found
+        with self._consistent():
+            rows = self._db.execute(
+                "SELECT id, (SELECT min(id) FROM lines WHERE app_id = apps.id) FROM apps"
+            ).fetchall()
+            found.update((app_id, oldest) for app_id, oldest in rows if oldest is not None)
+            found.forgotten = int(self._meta("apps_forgotten") or 0)
+        return found
 
     def trimmed_since(self, oldest: Mapping[int, int], after: int, upto: int) -> int:
         """Lines with ids in (``after``, ``upto``] that were kept when :meth:`oldest_ids`
         gave ``oldest`` and have been trimmed (or forgotten) since: a history of every app
         that began then is told of those, and not of the lines other apps had had trimmed
         among the ones it shows. Trimming takes an app's oldest lines first, so each app's
-        lost lines lie between its oldest line then and its oldest now: the ids missing
-        there (exact for a store of one app, at most that otherwise)."""
+        lost lines lie between its oldest line then and its oldest now, and none above the
+        newest it has had trimmed: the ids missing there (exact for a store of one app, at
+        most that otherwise)."""
         if upto <= after or not oldest:
             return 0
         # Those lines are ids missing from the span: with none missing (a filtered history,
@@ -1204,13 +1216,28 @@ class SQLiteStore:
         ).fetchone()[0]
         if present == upto - after:
             return 0
-        now = self.oldest_ids()
         spans = []
-        for app_id, first in oldest.items():
-            kept = now.get(app_id)
-            low, high = max(first, after + 1), upto if kept is None else min(upto, kept - 1)
-            if low <= high:
-                spans.append((low, high))
+        forgotten = int(self._meta("apps_forgotten") or 0)
+        if getattr(oldest, "forgotten", None) == forgotten and self._schema_version() >= 11:
+            # No app forgotten since (counted from schema 11 on): only those trimmed past
+            # ``after`` can have lost lines of the span, a scan of the apps' rows. Looking
+            # up each app's oldest line for each batch took 7 ms with 2,000 apps and 91 ms
+            # with 20,000, 3 to 30 times the batch, wherever a span had ids missing (other
+            # apps' trimmed lines, those of an app forgotten before).
+            rows = self._db.execute(
+                "SELECT id, trimmed_through FROM apps WHERE trimmed_through > ?", (after,)
+            )
+            for app_id, through in rows:
+                first = oldest.get(app_id)
+                if first is not None and first <= through:
+                    spans.append((max(first, after + 1), min(upto, through)))
+        else:
+            now = self.oldest_ids()
+            for app_id, first in oldest.items():
+                kept = now.get(app_id)
+                low, high = max(first, after + 1), upto if kept is None else min(upto, kept - 1)
+                if low <= high:
+                    spans.append((low, high))
         gone, reached = 0, after
         for low, high in sorted(spans):
             low = max(low, reached + 1)
@@ -1532,6 +1559,7 @@ class SQLiteStore:
             if db.execute("DELETE FROM frame_ids WHERE app_id = ?", (app_id,)).rowcount:
                 self._count_up("frame_ids_forgotten")
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
+            self._count_up("apps_forgotten")  # for readers of oldest_ids
         return int(deleted)
 
     def find_drain(self, app: str, key: str) -> Drain | None:

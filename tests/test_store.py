@@ -1307,6 +1307,47 @@ def test_trimmed_since_counts_only_what_was_kept_when_the_oldest_ids_were_taken(
     assert store.trimmed_since(oldest, 7, 10) == 2
 
 
+def test_trimmed_since_a_span_with_ids_missing_from_before_reads_no_app_s_lines(
+    tmp_path: Path,
+) -> None:
+    """A history of every app calls trimmed_since for each batch with ids missing, which,
+    in a store whose apps lose lines at different rates or after store forget, is every
+    batch: it reads the apps' rows (those trimmed past the span's start), not each app's
+    oldest line (7 ms a batch with 2,000 apps), unless an app was forgotten since the
+    history began. An app's lost lines lie at or below the newest it has had trimmed: ids
+    another app lost above it are not counted for it."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(10)
+    for name in ("a", "c", "a", "c", "b", "b", "a", "c"):  # ids 1-8
+        store.append([Batch(name, [line(name)])])
+    assert store.forget_app("b") == 2  # ids 5 and 6
+    oldest = store.oldest_ids()
+    statements: list[str] = []
+
+    def since(after: int) -> int:
+        store._db.set_trace_callback(statements.append)
+        try:
+            return store.trimmed_since(oldest, after, 8)
+        finally:
+            store._db.set_trace_callback(None)
+
+    assert since(0) == 0
+    store.set_history(1)  # a loses ids 1 and 3, c 2 and 4
+    assert (since(0), since(4)) == (4, 0)
+    plans = [
+        row[3]
+        for sql in statements
+        if sql.startswith("SELECT")
+        for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}")
+    ]
+    assert "SCAN apps" in plans
+    assert not [plan for plan in plans if "lines_by_app" in plan]
+    assert store.forget_app("c") == 1  # since the history began: each app looked up
+    statements.clear()
+    assert since(0) == 7  # a's 1 and 3, c's 2, 4 and 8; b's 5 and 6 among them (at most)
+    assert any("SELECT min(id) FROM lines WHERE app_id" in sql for sql in statements)
+
+
 def test_trimmed_since_a_span_with_no_line_missing_costs_the_same_however_many_apps(
     tmp_path: Path,
 ) -> None:
