@@ -1620,10 +1620,18 @@ class SQLiteStore:
         app = wanted.app
         if app is None or wanted == LineFilter(app=app):
             return "lines"
+        # The store holds at least the lines of its first hundred apps, which mostly tell
+        # already: summing every app's took 0.85 ms for each read with 20,000 apps, a sixth
+        # of a filtered history of 1,500 lines.
         row = self._db.execute(
-            "SELECT lines, (SELECT sum(lines) FROM apps) FROM apps WHERE name = ?", (app,)
+            "SELECT lines, (SELECT sum(lines) FROM (SELECT lines FROM apps LIMIT 100))"
+            " FROM apps WHERE name = ?",
+            (app,),
         ).fetchone()
-        if row is None or not row[1] or row[0] < row[1] * SCAN_SHARE:
+        if row is None or row[0] < row[1] * SCAN_SHARE:
+            return "lines"
+        total = self._db.execute("SELECT sum(lines) FROM apps").fetchone()[0]
+        if not total or row[0] < total * SCAN_SHARE:
             return "lines"
         return "lines NOT INDEXED"
 
