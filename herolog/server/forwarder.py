@@ -200,6 +200,13 @@ def _real(lines: Sequence[StoredLine]) -> int:
     return sum(1 for line in lines if line.id)
 
 
+class _Handed:
+    """Every line up to ``position`` has been handed over to the drains (those of other apps
+    and of none too): every drain's position may pass the lines of no drain's."""
+
+    position = 0
+
+
 @dataclass
 class _Tally:
     """Drops not told of yet, and when the first of them was."""
@@ -275,6 +282,8 @@ class DrainWorker:
         """The mark of the id before each line of the backlog."""
         self.seen = self.through
         """Every line of the app up to this id has been handed over."""
+        self.handed = _Handed()
+        """How far the forwarder has handed lines out, to every drain (its workers share it)."""
         self._skip_through = self.through
         """Lines up to this id are not the drain's: stored before it was added, or before
         the position it resumes from."""
@@ -373,7 +382,8 @@ class DrainWorker:
             oldest = self.read_through + 1
         if oldest is None and self.buffer:
             oldest = self.buffer[0].id
-        return max(self.through, self.seen if oldest is None else oldest - 1)
+        seen = max(self.seen, self.handed.position)
+        return max(self.through, seen if oldest is None else oldest - 1)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"herolog-drain-{self.drain.token}")
@@ -384,10 +394,6 @@ class DrainWorker:
         self.live_after = live_after
         self.seen = max(self.seen, live_after)
         self.wake.set()
-
-    def saw(self, position: int) -> None:
-        """Every line up to ``position`` has been handed over (those of other apps too)."""
-        self.seen = max(self.seen, position)
 
     def push(self, lines: Sequence[StoredLine]) -> None:
         if lines and lines[0].id <= self._skip_through:
@@ -990,6 +996,7 @@ class Forwarder:
         two apps draining into each other), and its lines are in the store already."""
         self._changed: int | None = None
         self._saved: dict[str, Delivery] = {}
+        self._handed = _Handed()
         self._task: asyncio.Task[None] | None = None
         self._reloading: asyncio.Future[None] | None = None
         self._notices: set[asyncio.Task[object]] = set()
@@ -1049,11 +1056,9 @@ class Forwarder:
                 if app_lines:
                     worker.push(app_lines)
         # What the broadcaster has handed out includes the lines of no drain's (herolog's
-        # own L10, other apps'): every drain's position may pass them.
-        position = self.broadcaster.position
-        for workers in by_app.values():
-            for worker in workers:
-                worker.saw(position)
+        # own L10, other apps'): every drain's position may pass them. Told once, to all:
+        # telling each of 2,000 drains took 3 ms a batch stored, in the event loop.
+        self._handed.position = max(self._handed.position, self.broadcaster.position)
 
     async def stop(self) -> None:
         """Forward what was stored, give the drains the timing's ``flush_s`` seconds to
@@ -1186,6 +1191,7 @@ class Forwarder:
         self._changed = changed
         for worker in made:
             self._saved[worker.drain.id] = worker.drain.delivery  # as the store has it
+            worker.handed = self._handed
             worker.say = self._say
             worker.store_path = self.store_path
             worker.reads = self._reads

@@ -5,6 +5,7 @@ delivered or counted as dropped (and told with L10), in store order.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import random
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -27,7 +29,8 @@ from herolog.filters import LineFilter
 from herolog.parser import format_syslog, frame
 from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.server.broadcast import HOLD_EVERY_S
-from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker
+from herolog.server.config import DrainTiming
+from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker, Forwarder
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, using_store
 from tests.helpers import herolog_env, invoke, run_out_forwarding_lease, store_lines
 from tests.server.conftest import Running, ServeProcess
@@ -559,6 +562,49 @@ def test_a_drain_still_catching_up_at_shutdown_leaves_the_rest_to_the_next_serve
         assert app_messages(dead.delivered_lines()) == [x.message for x in sent]
     finally:
         dead.close()
+
+
+def test_a_batch_handed_to_the_drains_costs_the_same_however_many_drains_there_are(
+    tmp_path: Path,
+) -> None:
+    """Every drain's position passes each line handed out, its app's or not: the forwarder
+    tells them all at once, where it told each one (3 ms a batch stored with 2,000 drains,
+    in the event loop). The Python calls of handing one app's line over are as many with
+    10 drains of other apps as with 1,000, and every drain's position is past it."""
+
+    async def handed(drains: int) -> tuple[int, set[int]]:
+        broadcaster: Any = SimpleNamespace(position=0)
+
+        async def store_notice(app: str, body: bytes) -> None:
+            pass
+
+        forwarding = Forwarder(
+            tmp_path / "logs.db", broadcaster, store_notice, capacity=10, timing=DrainTiming()
+        )
+        for i in range(drains):
+            drain = Drain(f"id{i}", f"d.{i}", f"app{i}", "http://127.0.0.1:9/", "now", "now")
+            worker = DrainWorker(drain, capacity=10, notice=lambda app, message: None)
+            worker.handed = forwarding._handed  # as Forwarder._reload gives it
+            worker.follow(0)
+            forwarding.workers[drain.id] = worker
+            forwarding._by_app[drain.app] = [worker]
+        line = StoredLine(7, "app0", "t", "t", "app", "web.1", "hi", 14, "h", None, None, "t")
+        broadcaster.position = 7
+        calls = [0]
+
+        def count(frame: object, event: str, arg: object) -> None:
+            calls[0] += event in ("call", "c_call")
+
+        sys.setprofile(count)
+        try:
+            forwarding.push([line])
+        finally:
+            sys.setprofile(None)
+        return calls[0], {w.delivery.through for w in list(forwarding.workers.values())[1:]}
+
+    few, many = asyncio.run(handed(10)), asyncio.run(handed(1000))
+    assert few[1] == many[1] == {7}
+    assert few[0] == many[0]
 
 
 def test_a_drain_position_never_passes_the_batch_it_is_sending() -> None:
