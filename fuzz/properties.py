@@ -159,24 +159,35 @@ def check_well_framed(messages: list[bytes]) -> None:
         assert decode([body], newline_framing, DEFAULT_MAX_FRAME) == (lines, None)
 
 
-def decode(chunks: list[bytes], newline_framing: bool, max_frame: int) -> Outcome:
+def decode(
+    chunks: list[bytes], newline_framing: bool, max_frame: int, cut_long: bool = False
+) -> Outcome:
     """Feed ``chunks`` to a FrameDecoder, then close it; stop at the first FramingError."""
-    decoder = FrameDecoder(max_frame, newline_framing=newline_framing)
+    return _decode_and_cuts(chunks, newline_framing, max_frame, cut_long)[0]
+
+
+def _decode_and_cuts(
+    chunks: list[bytes], newline_framing: bool, max_frame: int, cut_long: bool
+) -> tuple[Outcome, list[int]]:
+    """decode(), and the sizes of the messages the decoder said it cut."""
+    decoder = FrameDecoder(max_frame, newline_framing=newline_framing, cut_long=cut_long)
     lines: list[LogLine] = []
+    cuts: list[int] = []
     try:
         for chunk in chunks:
             lines += decoder.feed(chunk, RECEIVED)
+            cuts += decoder.take_cuts()
         lines += decoder.close(RECEIVED)
     except FramingError as caught:
         error = caught
     else:
         assert decoder.frames == len(lines)
-        return lines, None
+        return (lines, None), cuts + decoder.take_cuts()
     if decoder.error is not None:  # met by feed: nothing after the break is decoded
         assert decoder.error is error
         for again in (partial(decoder.feed, b"1 x", RECEIVED), partial(decoder.close, RECEIVED)):
             assert _raised(again) is error
-    return lines, (error.frame, error.offset)
+    return (lines, (error.frame, error.offset)), cuts + decoder.take_cuts()
 
 
 def _raised(call: Callable[[], object]) -> BaseException | None:
@@ -187,12 +198,17 @@ def _raised(call: Callable[[], object]) -> BaseException | None:
     return None
 
 
-def check_decoder(chunks: list[bytes], newline_framing: bool, max_frame: int) -> None:
+def check_decoder(
+    chunks: list[bytes], newline_framing: bool, max_frame: int, cut_long: bool = False
+) -> None:
     """However a stream is cut into chunks, it decodes as if it came whole; only
-    FramingError is raised; the lines before a break are those of the stream up to it."""
+    FramingError is raised; the lines before a break are those of the stream up to it.
+    Cutting long messages (``cut_long``) changes nothing before the first one over the
+    limit, and cuts the same messages, to no more than the limit, however the stream is cut
+    (inside a count, at the limit, in what is skipped)."""
     body = b"".join(chunks)
-    whole = decode([body], newline_framing, max_frame)
-    assert decode(chunks, newline_framing, max_frame) == whole
+    whole, whole_cuts = _decode_and_cuts([body], newline_framing, max_frame, cut_long)
+    assert _decode_and_cuts(chunks, newline_framing, max_frame, cut_long) == (whole, whole_cuts)
     lines, error = whole
     for line in lines:
         check_line(line)
@@ -200,8 +216,15 @@ def check_decoder(chunks: list[bytes], newline_framing: bool, max_frame: int) ->
         frame_no, offset = error
         assert 0 <= offset <= len(body)
         assert len(lines) == frame_no - 1
-        assert decode([body[:offset]], newline_framing, max_frame) == (lines, None)
-    if not newline_framing and max_frame == DEFAULT_MAX_FRAME:
+        assert decode([body[:offset]], newline_framing, max_frame, cut_long) == (lines, None)
+    if cut_long:
+        assert all(size > max_frame for size in whole_cuts), whole_cuts
+        refused, refused_error = decode([body], newline_framing, max_frame)
+        if refused_error is None:  # nothing over the limit: nothing cut
+            assert (whole, whole_cuts) == ((refused, None), [])
+        else:  # the same lines up to the first message over the limit
+            assert lines[: refused_error[0] - 1] == refused
+    if not newline_framing and max_frame == DEFAULT_MAX_FRAME and not cut_long:
         try:
             expected: Outcome = parse_logplex(body, RECEIVED), None
         except FramingError as body_error:
@@ -315,7 +338,7 @@ def check_syslog_intake(port: int, store: SQLiteStore, app: str, chunks: list[by
     Returns the number of lines stored."""
     from herolog.server.syslog import MAX_FRAME  # serve's limit, lower than the decoder's
 
-    expected, _ = decode([b"".join(chunks)], True, MAX_FRAME)
+    expected, _ = decode([b"".join(chunks)], True, MAX_FRAME, cut_long=True)
     before = store.newest_id()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         try:

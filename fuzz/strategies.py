@@ -143,7 +143,7 @@ TIMESTAMPS = [
 ]
 LINE_ENDS = [b"\n", b"\r\n", b"\r", b"\n\n", b"\r\r\n", b"\n\r", b""]
 # Sizes around the 64 KiB frames Logplex may send.
-BIG_SIZES = [65535, 65536, 65537]
+BIG_SIZES = [65535, 65536, 65537, 70_000]  # 70,000: over serve's syslog limit
 HUGE_COUNTS = [
     10**12 - 1,
     10**12,  # 13 digits: more than a count may have
@@ -413,11 +413,24 @@ DECODER_LIMITS = [1 << 20, 65536, 200, 40]
 
 
 @st.composite
-def decoder_streams(draw: st.DrawFn) -> tuple[list[bytes], bool, int]:
-    """(chunks, newline_framing, max_frame) for a FrameDecoder: syslog streams mix framings."""
+def decoder_streams(draw: st.DrawFn) -> tuple[list[bytes], bool, int, bool]:
+    """(chunks, newline_framing, max_frame, cut_long) for a FrameDecoder: syslog streams mix
+    framings; one that cuts long messages is also read in chunks that end about where a
+    message reaches the limit."""
     newline_framing = draw(st.booleans())
     body = draw(logplex_bodies(newline=newline_framing))
-    return draw(stream_chunks(body)), newline_framing, draw(st.sampled_from(DECODER_LIMITS))
+    max_frame = draw(st.sampled_from(DECODER_LIMITS))
+    cut_long = draw(st.booleans())
+    chunks = draw(stream_chunks(body))
+    if cut_long and draw(st.booleans()):
+        starts = [m.start() for m in re.finditer(rb"<", body)][:50]
+        near = [s + max_frame + d for s in starts for d in (-1, 0, 1, 2)]
+        near = [at for at in near if 0 < at < len(body)]
+        if near:
+            cuts = set(draw(st.lists(st.sampled_from(near), max_size=6)))
+            edges = sorted({0, len(body), *cuts, *itertools.accumulate(map(len, chunks))})
+            chunks = [body[a:b] for a, b in itertools.pairwise(edges)]
+    return chunks, newline_framing, max_frame, cut_long
 
 
 @st.composite

@@ -61,6 +61,13 @@ _CONTINUES = re.compile(
 blank, nor a message's PRI (``<13>``; a line of HTML is no message), nor what may still
 become one or an octet count; unless it starts a frame (_starts_frame)."""
 _FRAME_START = re.compile(r"[ \t\r]*+([0-9]{1,12}) (<[0-9]{1,3}>)")
+_OVER_LIMIT = re.compile(r"([0-9]{1,12}) ")
+_CUT_OFF_PRI = re.compile(r"<[0-9]{0,3}\Z")
+MAX_CUT_FRAME = 64 << 20
+"""The largest octet count a decoder that cuts long messages takes (the first ``max_frame``
+bytes kept, the rest skipped): a count past it is no syslog message, and skipping it would
+swallow the rest of the stream."""
+_TERMINATORS = re.compile(r"[\n\0]")
 
 # RFC 5424 STRUCTURED-DATA: SD-NAME is PRINTUSASCII except '=', ']', '"' and space.
 _SD_NAME = r"[!#-<>-\\^-~]{1,32}"
@@ -378,6 +385,9 @@ def parse_heroku_line(line: str) -> LogLine | None:
     return LogLine(timestamp, instant, source, dyno, line[m.end() :], None, None, None, None)
 
 
+_NOT_SKIPPING, _SKIPPING_TEXT, _SKIPPING_LINE_START, _SKIPPING_INDENT = range(4)
+
+
 class FrameDecoder:
     """Incremental RFC 6587 decoder for streams: syslog over TCP, files on import.
 
@@ -390,11 +400,33 @@ class FrameDecoder:
     the messages before the break, and the next ``feed`` or ``close`` raises the
     FramingError, so a stream keeps what was good before it. Frame numbers and byte offsets
     in errors count from the start of the stream.
+
+    A message over ``max_frame`` is a FramingError, unless ``cut_long``: then its first
+    ``max_frame`` bytes (back to the start of a UTF-8 character) are its line, the rest of it
+    is skipped as it arrives, never buffered, and the stream goes on (``take_cuts`` says the
+    sizes of the messages cut). An octet count over MAX_CUT_FRAME, or one that no PRI
+    follows, is still a FramingError: skipping it would swallow the stream.
     """
 
-    def __init__(self, max_frame: int = 1 << 20, *, newline_framing: bool = False) -> None:
+    def __init__(
+        self, max_frame: int = 1 << 20, *, newline_framing: bool = False, cut_long: bool = False
+    ) -> None:
         self.max_frame = max_frame
         self.newline_framing = newline_framing
+        self.cut_long = cut_long
+        self._skip_count = 0
+        """Bytes of an octet-counted frame cut at the limit still to skip."""
+        self._skip_line = _NOT_SKIPPING
+        """Where the rest of a newline-framed message cut at the limit is being skipped."""
+        self._cut_start = 0
+        """Where in the stream the newline-framed message being skipped starts."""
+        self._cut_size = 0
+        """Its size if it ends at the newline last skipped (a sender that ends messages with
+        a NUL: what follows the newline says)."""
+        self._cut_cr = False
+        """Whether the last byte of it skipped in an earlier read is a CR (framing, before a
+        newline)."""
+        self._cut_sizes: list[int] = []
         self._buffer = bytearray()
         self._offset = 0
         self._frames = 0
@@ -423,9 +455,31 @@ class FrameDecoder:
         """The framing error met so far, if any: nothing after it will be decoded."""
         return self._error
 
+    def take_cuts(self) -> list[int]:
+        """The sizes of the messages cut at the limit since the last call (``cut_long``); a
+        newline-framed one is told once its end has come."""
+        cuts, self._cut_sizes = self._cut_sizes, []
+        return cuts
+
     def feed(self, data: bytes, received: Received | None = None) -> list[LogLine]:
         if self._error is not None:
             raise self._error
+        if self._skip_count and not self._buffer:  # the rest of a frame cut: never buffered
+            taken = min(self._skip_count, len(data))
+            self._skip_count -= taken
+            self._offset += taken
+            data = data[taken:]
+            if not data:
+                return []
+        elif (
+            self._skip_line == _SKIPPING_TEXT
+            and not self._buffer
+            and b"\n" not in data
+            and b"\0" not in data
+        ):
+            self._offset += len(data)
+            self._cut_cr = data.endswith(b"\r") if data else self._cut_cr
+            return []
         self._buffer += data
         if len(self._buffer) < self._need:
             return []
@@ -450,7 +504,7 @@ class FrameDecoder:
             raise
         del self._buffer[:pos]
         self._offset += pos
-        self._need = _pending_frame_size(self._buffer)
+        self._need = _pending_frame_size(self._buffer, self.max_frame if self.cut_long else None)
         return out
 
     def _decode(self, text: str, received: Received, out: list[LogLine]) -> int:
@@ -461,6 +515,16 @@ class FrameDecoder:
         # Looked for once a chunk: a message is searched for a NUL only if there is one.
         nul_ends = self.newline_framing and "\0" in text
         while True:
+            if self._skip_count:
+                taken = min(self._skip_count, size - pos)
+                self._skip_count -= taken
+                pos += taken
+                if self._skip_count:
+                    return pos
+            if self._skip_line != _NOT_SKIPPING:
+                pos = self._skip_rest(text, pos)
+                if self._skip_line != _NOT_SKIPPING:
+                    return pos
             # Most often the next message starts at once: nothing to look at.
             if self._previous is not None and pos < size and text[pos] != "<":
                 pos = _BLANK_LINES.match(text, pos).end()  # type: ignore[union-attr]
@@ -501,13 +565,18 @@ class FrameDecoder:
                     break
                 # The limit holds whether the newline came in the same chunk or not, and is
                 # the message's: the \r of a \r\n (or one a \n may still follow) is framing.
+                # (Not quite for a NUL-ending sender's message followed by more than the
+                # limit of blank lines, undecided, in one chunk: counted as its own.)
                 last = end if end >= 0 else size
                 if last - pos - (text[last - 1] == "\r") > self.max_frame:
-                    raise FramingError(
-                        f"a line of more than {self.max_frame} bytes",
-                        self._frames + 1,
-                        self._offset + pos,
-                    )
+                    if not self.cut_long:
+                        raise FramingError(
+                            f"a line of more than {self.max_frame} bytes",
+                            self._frames + 1,
+                            self._offset + pos,
+                        )
+                    pos = self._cut_line(text, pos, received, out)
+                    continue
                 if end < 0:
                     self._awaiting_newline = end == -1
                     return pos
@@ -552,12 +621,19 @@ class FrameDecoder:
                 self._offset,
                 self.max_frame,
                 stop_at_message=self.newline_framing,
+                stop_over_limit=self.cut_long,
             )
             out += lines
             self._frames = next_frame - 1
             if lines:
                 self._nul_may_follow = False
                 self._previous = None
+            over = _OVER_LIMIT.match(text, consumed) if self.cut_long else None
+            if over is not None and int(over[1]) > self.max_frame:
+                kept = self._cut_frame(text, over, received, out)
+                if kept is not None:
+                    pos = kept
+                    continue
             if consumed == pos:  # a frame cut off by the end of what arrived so far
                 return pos
             pos = consumed
@@ -577,9 +653,17 @@ class FrameDecoder:
             end = nul
         last = end if end >= 0 else len(text)
         if last - pos - (text[last - 1] == "\r") > self.max_frame:
-            raise FramingError(
-                f"a line of more than {self.max_frame} bytes", self._frames + 1, self._offset + pos
-            )
+            if not self.cut_long:
+                raise FramingError(
+                    f"a line of more than {self.max_frame} bytes",
+                    self._frames + 1,
+                    self._offset + pos,
+                )
+            stop = _utf8_cut(text, pos, pos + self.max_frame)
+            out.append(self._continued(text[pos:stop]))
+            self._frames += 1
+            self._cut_start, self._skip_line = self._offset + pos, _SKIPPING_TEXT
+            return pos + self.max_frame
         if end < 0:
             self._awaiting_newline = True
             return -1 - pos
@@ -589,6 +673,104 @@ class FrameDecoder:
             self._nul_ended = True
             self._previous = None
         return end + 1
+
+    def _cut_line(self, text: str, pos: int, received: Received, out: list[LogLine]) -> int:
+        """Decode the first ``max_frame`` bytes of the newline-framed message at ``pos``,
+        which is longer, as its line, and skip the rest of it: where the part kept ends."""
+        stop = _utf8_cut(text, pos, pos + self.max_frame)
+        line = _parse_message(text, pos, stop, received)
+        if line.pri is None and self._previous is not None and not _PRI.match(text, pos):
+            line = self._continued(text[pos:stop])
+        elif not self._nul_ended:
+            self._previous = line
+        out.append(line)
+        self._frames += 1
+        self._nul_may_follow = True
+        self._cut_start, self._skip_line = self._offset + pos, _SKIPPING_TEXT
+        return pos + self.max_frame
+
+    def _skip_rest(self, text: str, pos: int) -> int:
+        """Skip what arrived of a newline-framed message cut at the limit, from ``pos``, to
+        where it ends as ``_decode`` ends one (for a sender that ends messages with a NUL,
+        a newline ends it only when blank lines and the next message's PRI or a NUL follow):
+        where that is, or how far it could skip."""
+        size = len(text)
+        while pos < size:
+            if self._skip_line == _SKIPPING_TEXT:
+                found = _TERMINATORS.search(text, pos)
+                if found is None:
+                    self._cut_cr = text[-1] == "\r"
+                    return size
+                end = found.start()
+                nul = text[end] == "\0"
+                cr = not nul and (text[end - 1] == "\r" if end else self._cut_cr)
+                self._cut_size = self._offset + end - cr - self._cut_start
+                if nul or not self._nul_ended:
+                    self._end_skip(nul)
+                    return end + 1
+                self._skip_line = _SKIPPING_LINE_START
+                pos = end + 1
+                continue
+            char = text[pos]
+            if char == "\n":
+                self._skip_line = _SKIPPING_LINE_START
+            elif char in " \t\r":
+                if self._skip_line == _SKIPPING_LINE_START:
+                    self._skip_line = _SKIPPING_INDENT
+            elif char == "\0":
+                if self._skip_line == _SKIPPING_INDENT:  # it ends at this NUL, not the newline
+                    self._cut_size = self._offset + pos - self._cut_start
+                self._cut_sizes.append(self._cut_size)
+                self._skip_line = _NOT_SKIPPING
+                return pos + 1
+            elif self._skip_line == _SKIPPING_LINE_START and char == "<":
+                if _PRI.match(text, pos):
+                    self._cut_sizes.append(self._cut_size)  # it ended at the newline
+                    self._skip_line = _NOT_SKIPPING
+                    return pos
+                if _CUT_OFF_PRI.match(text, pos):
+                    return pos  # what follows says
+                self._skip_line, self._cut_cr = _SKIPPING_TEXT, False
+            else:
+                self._skip_line, self._cut_cr = _SKIPPING_TEXT, False
+            pos += 1
+        return pos
+
+    def _end_skip(self, nul: bool) -> None:
+        """The message being skipped has ended (at a NUL, or else a newline)."""
+        self._cut_sizes.append(self._cut_size)
+        self._skip_line = _NOT_SKIPPING
+        if nul:
+            self._nul_ended = True
+            self._previous = None
+
+    def _cut_frame(
+        self, text: str, over: re.Match[str], received: Received, out: list[LogLine]
+    ) -> int | None:
+        """Decode the first ``max_frame`` bytes of the octet-counted frame ``over`` starts,
+        whose count is over the limit, as its line and skip the rest of it: where the part kept
+        ends; None while its PRI or those bytes have not all arrived. FramingError for a
+        count that no PRI follows or past MAX_CUT_FRAME."""
+        count, start = int(over[1]), over.end()
+        if count <= MAX_CUT_FRAME and not _PRI.match(text, start):
+            if _CUT_OFF_PRI.match(text, start) or start == len(text):
+                return None
+        elif count <= MAX_CUT_FRAME:
+            if len(text) - start < self.max_frame:
+                return None
+            stop = _utf8_cut(text, start, start + self.max_frame)
+            out.append(_parse_message(text, start, stop, received))
+            self._frames += 1
+            self._nul_may_follow = False
+            self._previous = None
+            self._skip_count = count - self.max_frame
+            self._cut_sizes.append(count)
+            return start + self.max_frame
+        raise FramingError(
+            f"a frame of {count} bytes is over the {self.max_frame}-byte limit",
+            self._frames + 1,
+            self._offset + over.start(),
+        )
 
     def _continued(self, message: str) -> LogLine:
         assert self._previous is not None
@@ -600,6 +782,14 @@ class FrameDecoder:
         off (FramingError)."""
         if self._error is not None:
             raise self._error
+        if self._skip_count:  # the rest of a frame cut at the limit never came
+            return []
+        if self._skip_line != _NOT_SKIPPING:  # the end of the stream ends the message cut
+            if self._skip_line == _SKIPPING_TEXT:
+                self._cut_size = self._offset + len(self._buffer) - self._cut_cr - self._cut_start
+            self._cut_sizes.append(self._cut_size)
+            self._skip_line = _NOT_SKIPPING
+            return []
         rest = self._buffer.decode("latin-1")
         # Nothing more will come: what might have become a PRI or a count has not.
         if self._previous is not None and continues_message(rest):
@@ -650,10 +840,31 @@ def _starts_frame(text: str, pos: int) -> bool:
     return m is not None and int(m[1]) >= len(m[2])
 
 
-def _pending_frame_size(buffer: bytearray) -> int:
-    """How many buffered bytes the next frame needs before parsing it is worth trying."""
+def _pending_frame_size(buffer: bytearray, cut_at: int | None = None) -> int:
+    """How many buffered bytes the next frame needs before parsing it is worth trying (of a
+    frame cut at ``cut_at`` bytes, those)."""
     m = re.match(rb"[ \t\r\n]*([0-9]{1,12}) (?=<[0-9]{1,3}>)", buffer)
-    return m.end() + int(m.group(1)) if m else 0
+    if m is None:
+        return 0
+    count = int(m.group(1))
+    return m.end() + (count if cut_at is None else min(count, cut_at))
+
+
+def _utf8_cut(text: str, start: int, end: int) -> int:
+    """Where to cut ``text[start:end]`` (latin-1 text of UTF-8 bytes) so as not to split a
+    character at ``end``: at the start of one the cut would leave incomplete."""
+    for back in range(1, 4):
+        at = end - back
+        if at < start:
+            break
+        byte = ord(text[at])
+        if byte < 0x80:
+            break
+        if byte >= 0xC0:  # a character's first byte: is all of it before the cut?
+            if back < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4):
+                return at
+            break
+    return end
 
 
 def _parse_frames(
@@ -666,12 +877,14 @@ def _parse_frames(
     max_frame: int | None = None,
     stop_at_message: bool = False,
     max_lines: int | None = None,
+    stop_over_limit: bool = False,
 ) -> tuple[list[LogLine], int, int]:
     """Frames of ``text`` from ``pos``: (lines, position consumed up to, next frame number).
 
     With ``final`` false a frame cut off by the end of ``text`` is left for later instead
     of being an error. With ``stop_at_message`` a newline-framed message (``<PRI>...``)
-    where a count should be ends the run instead of being an error.
+    where a count should be ends the run instead of being an error; with
+    ``stop_over_limit`` so does a count over ``max_frame``, at its first digit.
     """
     out: list[LogLine] = []
     append = out.append
@@ -695,6 +908,8 @@ def _parse_frames(
         count = int(m.group(1))
         end = start + count
         if count == 0 or (max_frame is not None and count > max_frame):
+            if stop_over_limit and count:
+                return out, m.start(1), frame_no
             reason = "a zero octet count" if count == 0 else f"a frame of {count} bytes"
             if count:
                 reason += f" is over the {max_frame}-byte limit"

@@ -63,17 +63,30 @@ def test_true_counts_frame_any_message_content(messages: list[bytes]) -> None:
 
 @FUZZ
 @given(strategies.decoder_streams())
-@example(([b"<190>1 - host a b - x\r", b"\n12 <190>1 - h a b - y", b"\n"], True, 1 << 20))
-@example(([b"99999999", b"99999 x"], False, 1 << 20))
-@example(([b"<14>a: x\x00<11>a: y\n", b"Trace\n  back\x00<1", b"2>a: z\n", b"\n"], True, 200))
-@example(([b"<14>a: x\x00<11>a: y\nTrace\n", b"12 <14>1 - h a b - c"], True, 40))
-@example(([b"5 <1>a\n", b"\x00<14>1 - h a b - c\n"], True, 1 << 20))  # a NUL after a count
-@example(([b"<14>a: x\n1", b"7 <14>1 - h a b - y"], True, 1 << 20))  # a count, cut
-@example(([b"<14>a: x\n0 ", b"8 y\n"], True, 1 << 20))  # a continued line, cut
-@example(([b"<14>a: x\n", b"\x00two\r\nthree\n"], True, 1 << 20))  # a NUL, then lines
-@example(([b"<14>a: x\n4 <190", b">1 y\n"], True, 1 << 20))  # a count short of its PRI
+@example(([b"<190>1 - host a b - x\r", b"\n12 <190>1 - h a b - y", b"\n"], True, 1 << 20, False))
+@example(([b"99999999", b"99999 x"], False, 1 << 20, False))
+@example(
+    ([b"<14>a: x\x00<11>a: y\n", b"Trace\n  back\x00<1", b"2>a: z\n", b"\n"], True, 200, False)
+)
+@example(([b"<14>a: x\x00<11>a: y\nTrace\n", b"12 <14>1 - h a b - c"], True, 40, False))
+@example(([b"5 <1>a\n", b"\x00<14>1 - h a b - c\n"], True, 1 << 20, False))  # a NUL after a count
+@example(([b"<14>a: x\n1", b"7 <14>1 - h a b - y"], True, 1 << 20, False))  # a count, cut
+@example(([b"<14>a: x\n0 ", b"8 y\n"], True, 1 << 20, False))  # a continued line, cut
+@example(([b"<14>a: x\n", b"\x00two\r\nthree\n"], True, 1 << 20, False))  # a NUL, then lines
+@example(([b"<14>a: x\n4 <190", b">1 y\n"], True, 1 << 20, False))  # a count short of its PRI
+# Cutting long messages: a read ends at the limit, in a count, in what is skipped
+@example(([b"<14>a: " + b"x" * 33, b"y" + b"z" * 9, b"z\n<14>a: next\n"], True, 40, True))
+@example(([b"1", b"00 <14>a: " + b"x" * 30, b"x" * 63 + b"<14>a: n\n"], True, 40, True))
+@example(([b"100 <14>a: " + b"x" * 33, b"x" * 60, b"5 <1>a\n"], False, 40, True))
+@example(([b"<14>a: " + b"x" * 32 + "\u00e9".encode() + b"tail\n<14>a: n\n"], True, 40, True))
+@example(([b"<14>a: x\0<14>a: " + b"y" * 50 + b"\n  \n<1", b"4>a: z\0"], True, 40, True))
+@example(([b"<14>a: x\0<14>a: " + b"y" * 50 + b"\n  <14>a: y\n\0<14>a: z\0"], True, 40, True))
+@example(([b"<14>a: x\n" + b"  " + b"t" * 60 + b"\n<14>a: y\n"], True, 40, True))
+@example(([b"67108865 <14>a: x", b"y" * 100], True, 40, True))  # over 64 MiB: an error
+@example(([b"100 x" + b"y" * 99, b"5 <1>a\n"], True, 40, True))  # no PRI: an error
+@example(([b"1000 <14>a: " + b"x" * 100], True, 40, True))  # the stream ends in what is skipped
 def test_any_split_of_a_stream_decodes_like_the_whole(
-    stream: tuple[list[bytes], bool, int],
+    stream: tuple[list[bytes], bool, int, bool],
 ) -> None:
     properties.check_decoder(*stream)
 

@@ -465,6 +465,99 @@ def test_a_frame_of_the_limit_is_taken_and_one_byte_more_refused() -> None:
         FrameDecoder(max_frame=1000).feed(frame([at_limit + b"x"]), RECEIVED)
 
 
+def cut_decoder(max_frame: int = 100) -> FrameDecoder:
+    return FrameDecoder(max_frame, newline_framing=True, cut_long=True)
+
+
+def test_a_decoder_that_cuts_long_messages_keeps_their_start_and_goes_on() -> None:
+    header = b"<190>1 2024-03-05T09:14:07Z host app web.1 - "
+    big = header + b"x" * 500
+    after = header + b"after"
+    decoder = cut_decoder()
+    lines = decoder.feed(frame([big, after]) + big + b"\r\n" + after + b"\n", RECEIVED)
+    kept = "x" * (100 - len(header))
+    assert [(x.source, x.message) for x in lines] == [("app", kept), ("app", "after")] * 2
+    assert decoder.take_cuts() == [len(big), len(big)]  # a CRLF's CR is framing
+    assert decoder.take_cuts() == []
+    assert decoder.close(RECEIVED) == []
+
+
+def test_a_message_is_cut_between_utf8_characters() -> None:
+    header = b"<190>1 2024-03-05T09:14:07Z host app web.1 - "
+    for before in range(4):  # the limit falls on each byte of a four-byte character
+        message = header + b"x" * (100 - len(header) - before) + "\U0001f600".encode() * 10
+        for framed in (frame([message]), message + b"\n"):
+            (line,) = cut_decoder().feed(framed, RECEIVED)
+            assert line.message == "x" * (100 - len(header) - before)
+
+
+def test_what_is_skipped_is_never_buffered() -> None:
+    """A count of 64 MiB fed a read at a time: the decoder holds about a read, not the
+    frame (a limit of a MiB, so that what it does hold shows)."""
+    import tracemalloc
+
+    header = b"<190>1 2024-03-05T09:14:07Z host app web.1 - "
+    decoder = cut_decoder(1 << 20)
+    tracemalloc.start()
+    try:
+        chunk = b"x" * (1 << 16)
+        lines = decoder.feed(b"%d " % (64 << 20) + header + chunk[len(header) :], RECEIVED)
+        for _ in range((64 << 20) // len(chunk) - 1):
+            lines += decoder.feed(chunk, RECEIVED)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [len(x.message) for x in lines] == [(1 << 20) - len(header)]
+    assert peak < 4 << 20
+    assert decoder.feed(frame([header + b"after"]), RECEIVED)[0].message == "after"
+    assert decoder.take_cuts() == [64 << 20]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"%d <190>1 x" % ((64 << 20) + 1),  # past any message
+        b"500 " + b"y" * 600,  # no PRI
+        b"500 <1x" + b"y" * 600,
+    ],
+)
+def test_a_decoder_that_cuts_long_messages_still_refuses_counts_it_cannot_skip(
+    data: bytes,
+) -> None:
+    with pytest.raises(FramingError, match=r"frame 1 at byte 0: a frame of [0-9]+ bytes is over"):
+        cut_decoder().feed(data, RECEIVED)
+    assert cut_decoder().feed(b"500 <1", RECEIVED) == []  # the rest of a PRI may yet come
+
+
+def test_a_continued_line_over_the_limit_is_cut_with_its_messages_header() -> None:
+    decoder = cut_decoder()
+    lines = decoder.feed(b"<14>app: one\n" + b"  " + b"t" * 200 + b"\n<14>app: two\n", RECEIVED)
+    assert [(x.source, x.message) for x in lines] == [
+        ("app", "one"),
+        ("app", "  " + "t" * 98),
+        ("app", "two"),
+    ]
+    assert decoder.take_cuts() == [202]
+
+
+def test_a_nul_ending_senders_message_is_skipped_to_where_it_ends() -> None:
+    """Its newlines are its own unless blank lines and a PRI (or a NUL) follow: an indented
+    PRI is a line of its traceback, so the skipping goes on past it."""
+    decoder = cut_decoder(40)
+    stream = b"<14>a: x\0<14>a: " + b"y" * 50 + b"\n  <13>more\n\n<1", b"4>a: next\0"
+    lines = decoder.feed(stream[0], RECEIVED) + decoder.feed(stream[1], RECEIVED)
+    assert [x.message for x in lines] == ["x", "y" * 33, "next"]
+    assert decoder.take_cuts() == [len(b"<14>a: " + b"y" * 50 + b"\n  <13>more")]
+
+
+def test_the_end_of_the_stream_ends_what_is_being_skipped() -> None:
+    for data, size in ((b"1000 <14>a: " + b"x" * 200, 1000), (b"<14>a: " + b"x" * 200, 207)):
+        decoder = cut_decoder()
+        assert len(decoder.feed(data, RECEIVED)) == 1
+        assert decoder.close(RECEIVED) == []
+        assert decoder.take_cuts() == [size]
+
+
 def test_frame_decoder_close_reports_a_cut_off_frame() -> None:
     decoder = FrameDecoder()
     decoder.feed(b"30 <190>1 2024", RECEIVED)

@@ -62,8 +62,11 @@ class Stats:
     syslog_connections: int = 0
     syslog_connections_refused: int = 0
     syslog_connections_broken: int = 0
-    """Closed for what they sent: not syslog, a message over the limit, a cut-off frame."""
+    """Closed for what they sent: not syslog, an octet count past any message, a cut-off
+    frame."""
     syslog_lines: int = 0
+    syslog_messages_cut: int = 0
+    """Stored cut to the limit, the rest of them skipped (herolog.server.syslog.MAX_FRAME)."""
     responses: Counter[int] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -77,6 +80,7 @@ class Stats:
             "syslog_connections_refused": self.syslog_connections_refused,
             "syslog_connections_broken": self.syslog_connections_broken,
             "syslog_lines": self.syslog_lines,
+            "syslog_messages_cut": self.syslog_messages_cut,
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
         }
 

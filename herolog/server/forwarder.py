@@ -83,7 +83,7 @@ LEASE_S = 10.0
 MAX_MESSAGE = 10_000
 """A drain gets a longer message in pieces of at most this many bytes, as Heroku splits a
 dyno's long lines (Logplex's own input refuses frames over 10 KB, and herolog's syslog
-intake closes a connection at one over 65 KiB, losing what follows it)."""
+intake cuts one over 65 KiB to its first 65 KiB)."""
 CATCH_UP_LINES = 2000
 CATCH_UP_BYTES = 1 << 20
 """A read of catch-up lines holds at most about this many lines and bytes of messages."""

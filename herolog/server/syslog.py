@@ -32,12 +32,14 @@ READ_SIZE = 1 << 16
 BACKLOG = 2048
 """Connections the kernel queues before they are accepted (uvicorn's default, for HTTP)."""
 MAX_FRAME = (64 << 10) + (1 << 10)
-"""The longest syslog message a connection may send; longer closes the connection. Logplex
-splits lines at about 10 KB and rsyslog's default is 8 KiB; syslog-ng reads messages of up
-to 64 KiB, header and all (its log-msg-size()), and forwards them with a header of its own,
-which may be longer (a local program's 65,536-byte datagram left its syslog() destination as
-a 65,574-byte frame): 64 KiB and 1 KiB for that header. This bounds what an idle connection
-may hold in memory half-received."""
+"""The longest syslog message stored: a longer one is cut to its first MAX_FRAME bytes, the
+rest of it skipped, and the connection goes on (rsyslog's oversizeMode="truncate"; closing
+it lost what the sender logged next while it reconnected). Logplex splits lines at about
+10 KB and rsyslog's default is 8 KiB; syslog-ng reads messages of up to 64 KiB, header and
+all (its log-msg-size()), and forwards them with a header of its own, which may be longer (a
+local program's 65,536-byte datagram left its syslog() destination as a 65,574-byte frame):
+64 KiB and 1 KiB for that header. This bounds what an idle connection may hold in memory
+half-received."""
 MAX_LINES_IN_FLIGHT = 20_000
 """Lines of every syslog connection together waiting for the writer, at most (give or take
 one read's worth): drain POSTs share the writer, and must not wait behind a flood of tiny
@@ -81,6 +83,7 @@ class SyslogServer:
         self.log = log if log is not None else sys.stderr
         self._refusals = Throttled(self.log, self._say_refused)
         self._closures = Throttled(self.log, _say_closed)
+        self._cuts = Throttled(self.log, _say_cut)
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
@@ -162,6 +165,7 @@ class SyslogServer:
         # would never say them.
         self._refusals.flush()
         self._closures.flush()
+        self._cuts.flush()
 
     def hang_up(self) -> None:
         """Close every connection now, without reading what is left (a second Ctrl-C)."""
@@ -256,7 +260,9 @@ class SyslogServer:
         stream_id = next(self._ids)
         self._streams[stream_id] = transport  # hang_up() closes it
         self.stats.syslog_connections += 1
-        decoder = FrameDecoder(MAX_FRAME, newline_framing=True)
+        # Cut, not refused: a message over the limit costs its own tail, not the connection.
+        decoder = FrameDecoder(MAX_FRAME, newline_framing=True, cut_long=True)
+        peer = from_peer(transport.get_extra_info("peername"))
         pending: set[asyncio.Future[Stored]] = set()
         read: asyncio.Future[bytes] | None = None
         held: bytes | None = None  # read, and waiting for room among the lines in flight
@@ -304,7 +310,7 @@ class SyslogServer:
                 if let_in and held is not None:
                     # The writer stores the chunks of a connection in the order they are sent.
                     data, held = held, None
-                    pending.add(self._send(decoder, data))
+                    pending.add(self._send(decoder, data, peer))
                     self._let_in()  # the next in turn, if there is still room
                     if not data:
                         break
@@ -329,7 +335,7 @@ class SyslogServer:
             self._streams.pop(stream_id, None)
             if why:  # once a connection: the chunks after a break repeat it
                 self.stats.syslog_connections_broken += 1
-                self._closures.add(from_peer(transport.get_extra_info("peername")), why)
+                self._closures.add(peer, why)
 
     def _refused(self, peer: tuple[str, int] | None) -> None:
         """Say that a connection over the limit was closed before reading from it (or its
@@ -346,7 +352,7 @@ class SyslogServer:
             " (--syslog-max-connections)"
         )
 
-    def _send(self, decoder: FrameDecoder, data: bytes) -> asyncio.Future[Stored]:
+    def _send(self, decoder: FrameDecoder, data: bytes, peer: str) -> asyncio.Future[Stored]:
         """Parse the next bytes of a stream (b"" at its end) and store what they complete."""
         received = Received.at()
         broken = None
@@ -354,6 +360,9 @@ class SyslogServer:
             lines = decoder.feed(data, received) if data else decoder.close(received)
         except FramingError as error:
             lines, broken = [], str(error)
+        for size in decoder.take_cuts():
+            self.stats.syslog_messages_cut += 1
+            self._cuts.add(peer, f"{size:,}")
         if decoder.error is not None:  # the lines before it are stored; the rest is refused
             broken = str(decoder.error)
         if broken is not None and decoder.consumed == 0 and data[:1] == TLS_HANDSHAKE:
@@ -404,6 +413,15 @@ def _handshake_failed(error: ssl.SSLError) -> str:
     if error.reason in _NOT_TLS:
         return "not TLS, and this port takes syslog over TLS only (syslog+tls://)"
     return f"TLS handshake failed: {error.reason or error}"
+
+
+def _say_cut(count: int, peer: str, size: str) -> str:
+    limit = f"to the {MAX_FRAME:,}-byte limit"
+    if count == 1:
+        where = f" ({peer})" if peer else ""
+        return f"herolog serve: cut a syslog message of {size} bytes {limit}{where}"
+    where = f", {peer}" if peer else ""
+    return f"herolog serve: cut {count:,} syslog messages {limit} (the last of {size} bytes{where})"
 
 
 def _say_closed(count: int, peer: str, why: str) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from typing import Any, NoReturn
 import pytest
 
 from bench.tools import cache
+from herolog.server.syslog import MAX_FRAME
 from tests.helpers import herolog_process
 from tests.interop.conftest import debian_package, free_port
 from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
@@ -42,7 +44,10 @@ RFC5424_HANDLER = "rfc5424-logging-handler==1.4.3"
 LOG4J2 = "usr/share/java/log4j-core.jar"
 NON_ASCII = "naïve café ☕ 日本語 — ünïcödé"
 LONG = 60_000
-"""A long message's length: under the 64 KiB serve takes, with room for its header."""
+"""A long message's length: under the 65 KiB serve stores whole, with room for its header."""
+OVER = 100_000
+"""A message over that limit (a stack trace of nested causes): cut, and the rest of it
+skipped, as serve goes on with what follows it."""
 BURST = 500
 LOCAL0 = 16 * 8
 """The PRI of a message of facility local0, the one these senders are set to, less its
@@ -472,7 +477,8 @@ try:
 except ValueError:
     log.exception("could not pay")
 log.info(sys.argv[4])
-log.info("x" * int(sys.argv[5]))
+for size in sys.argv[5].split(","):
+    log.info("x" * int(size))
 for i in range(int(sys.argv[6])):
     log.info("burst %d", i)
 handler.close()
@@ -494,7 +500,9 @@ def test_rfc5424_logging_handler(
     """What Python's rfc5424-logging-handler sends over TCP or TLS is stored with its app
     name, PROCID, host name, severity, MSGID and structured data, the UTF-8 BOM it puts
     before each message left out; a traceback is one message where octet-counted, and its
-    line breaks are the two characters `\\n` the handler writes where not."""
+    line breaks are the two characters `\\n` the handler writes where not. A message over
+    serve's limit is cut, and nothing logged after it is lost (the connection closed at it, and
+    the handler's next message was lost while it reconnected)."""
     cafile = ""
     if tls:
         certfile, keyfile, ca = own_certificate(tmp_path)
@@ -512,7 +520,7 @@ def test_rfc5424_logging_handler(
             framing,
             cafile,
             NON_ASCII,
-            str(LONG),
+            f"{LONG},{OVER}",
             str(BURST),
         ],
         env={**os.environ, "PYTHONPATH": str(rfc5424_handler)},
@@ -527,6 +535,9 @@ def test_rfc5424_logging_handler(
         assert time.monotonic() < deadline, running.log.getvalue()
         time.sleep(0.05)
     assert "closed" not in running.log.getvalue(), running.log.getvalue()
+    said = running.log.getvalue()
+    # Its size is the message's, header and all.
+    assert re.search(r"cut a syslog message of 100,[0-9]{3} bytes to ", said), said
     got = records()
     (traceback,) = (r["message"] for r in got if r["pri"] == LOCAL0 + ERROR)
     lines = traceback.split("\n" if framing == "FRAMING_OCTET_COUNTING" else "\\n")
@@ -544,8 +555,10 @@ def test_rfc5424_logging_handler(
         (ERROR, traceback, None, region),
         (INFO, NON_ASCII, None, region),
         (INFO, "x" * LONG, None, region),
+        (INFO, "x" * len(got[5]["message"]), None, region),
         *[(INFO, f"burst {i}", None, region) for i in range(BURST)],
     ]
+    assert MAX_FRAME - 200 < len(got[5]["message"]) < MAX_FRAME  # less its header
     assert {(r["source"], r["dyno"], r["hostname"]) for r in got} == {
         ("billing", "web.1", "myhost")
     }

@@ -180,26 +180,115 @@ def test_a_connection_closed_for_what_it_sent_is_said_and_counted(
     assert messages(running) == ["first line"]
 
 
-@pytest.mark.parametrize("framing", ["octet-counted", "newline", "crlf"])
-def test_a_message_over_the_limit_closes_the_connection_after_what_came_before(
+@pytest.mark.parametrize("framing", ["octet-counted", "newline", "crlf", "nul"])
+def test_a_message_over_the_limit_is_cut_and_the_connection_goes_on(
     served: Running, framing: str
 ) -> None:
-    """The limit is the message's: the \\r of a CRLF sender's line end is framing, which
-    counted against it had a message at the limit close the connection."""
+    """A message over the limit (a Java stack trace with nested causes, a logged JSON
+    document) closed the connection, and what the sender logged while it reconnected was lost
+    too (log4j2: the next 3 messages). Now its first MAX_FRAME bytes are stored, cut between
+    characters, the rest is skipped however many reads it takes, and the connection goes on,
+    as rsyslog's oversizeMode="truncate" does. The limit is the message's: the \\r of a CRLF
+    sender's line end is framing, and a message at the limit is whole."""
     from herolog.server.syslog import MAX_FRAME
 
     head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
-    big = head + b"x" * (MAX_FRAME + 1 - len(head))
     just_fits = head + b"y" * (MAX_FRAME - len(head))
+    # 69,999 bytes, the limit falling inside an "\u00e9" (two bytes): cut before it.
+    room = MAX_FRAME - len(head) - 1
+    big = head + b"x" * room + "\u00e9".encode() * ((70_000 - len(head) - room) // 2)
+    after = [head + b"after %d" % i for i in range(3)]
+    if framing == "octet-counted":
+        data = frame([just_fits, big, *after[:2]])
+    else:
+        end = {"newline": b"\n", "crlf": b"\r\n", "nul": b"\0"}[framing]
+        data = b"".join(m + end for m in [just_fits, big, *after[:2]])
     with connect(served) as sock:
-        if framing != "octet-counted":
-            end = b"\r\n" if framing == "crlf" else b"\n"
-            sock.sendall(just_fits + end + big + end + head + b"after" + end)
-        else:
-            sock.sendall(frame([just_fits, big, head + b"after"]))
-        assert sock.recv(100) == b""  # the server hung up
-    wait_for(lambda: len(served.lines()) == 1)
-    assert messages(served) == ["y" * (MAX_FRAME - len(head))]
+        for at in range(0, len(data), 1000):  # the big one over 70 sends
+            sock.sendall(data[at : at + 1000])
+        wait_for(lambda: len(served.lines()) == 4)
+        # The connection is still open: what is sent next on it is stored too.
+        sock.sendall(frame([after[2]]) if framing == "octet-counted" else after[2] + end)
+        wait_for(lambda: len(served.lines()) == 5)
+    shown = herolog_process("logs", "-a", "default", "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(x) for x in shown.stdout.splitlines()]
+    assert [x["message"] for x in records] == [
+        "y" * (MAX_FRAME - len(head)),
+        "x" * room,
+        "after 0",
+        "after 1",
+        "after 2",
+    ]
+    assert [(x["source"], x["hostname"]) for x in records] == [("user", "myhost")] * 5
+    (said,) = [x for x in served.log.getvalue().splitlines() if "syslog message" in x]
+    assert re.fullmatch(
+        rf"herolog serve: cut a syslog message of {len(big):,} bytes to the {MAX_FRAME:,}-byte"
+        r" limit \(from 127\.0\.0\.1 port \d+\)",
+        said,
+    ), said
+    assert "closed" not in served.log.getvalue()
+    stats = served.server.stats.as_dict()
+    assert (stats["syslog_messages_cut"], stats["syslog_connections_broken"]) == (1, 0)
+
+
+def test_messages_cut_are_said_at_most_once_an_interval(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that logs one long message after another must not flood serve's log."""
+    from herolog.server import throttle
+    from herolog.server.syslog import MAX_FRAME
+
+    monkeypatch.setattr(throttle, "REPORTED_EVERY_S", 1.0)  # not a minute, as above
+    running = make_server(syslog_port=0)
+    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
+    sizes = [70_000, 80_000, 90_000]
+    with connect(running) as sock:
+        sock.sendall(b"".join(head + b"x" * (size - len(head)) + b"\n" for size in sizes))
+        wait_for(lambda: len(running.lines()) == 3)
+
+    def cuts() -> list[str]:
+        return [x for x in running.log.getvalue().splitlines() if "syslog message" in x]
+
+    wait_for(lambda: len(cuts()) == 2, 30)  # the last two together, once the interval is over
+    assert cuts()[0].startswith("herolog serve: cut a syslog message of 70,000 bytes")
+    assert re.fullmatch(
+        rf"herolog serve: cut 2 syslog messages to the {MAX_FRAME:,}-byte limit \(the last of"
+        r" 90,000 bytes, from 127\.0\.0\.1 port \d+\)",
+        cuts()[1],
+    ), cuts()
+    assert running.server.stats.as_dict()["syslog_messages_cut"] == 3
+
+
+@pytest.mark.parametrize(
+    ("count", "why"),
+    [
+        (64 << 20, "over the 66560-byte limit"),  # the largest cut is 64 MiB
+        ((64 << 20) + 1, "a frame of 67108865 bytes is over the 66560-byte limit"),
+        (70_000, "a frame of 70000 bytes is over the 66560-byte limit"),  # no PRI follows
+    ],
+)
+def test_an_octet_count_past_any_message_still_closes_the_connection(
+    served: Running, count: int, why: str
+) -> None:
+    """Skipping a frame of such a count would swallow the connection's data for good."""
+    from herolog.server.syslog import MAX_FRAME
+
+    head = b"<13>1 2024-03-05T09:14:07Z myhost user - - - "
+    message = head if count == 64 << 20 else b"not syslog "
+    with connect(served) as sock:
+        sock.sendall(frame([head + b"before"]) + b"%d " % count + message)
+        if count == 64 << 20:  # cut, the rest of its count skipped, and the connection goes on
+            sock.sendall(b"x" * (count - len(message)) + frame([head + b"after"]))
+            wait_for(lambda: len(served.lines()) == 3, 60)
+            assert messages(served) == ["before", "x" * (MAX_FRAME - len(head)), "after"]
+            assert "closed" not in served.log.getvalue()
+            return
+        sock.sendall(b"x" * 70_000)
+        assert closed_by_server(sock)
+    wait_for(lambda: "closed a syslog connection" in served.log.getvalue())
+    assert why in served.log.getvalue()
+    assert messages(served) == ["before"]
 
 
 @pytest.mark.parametrize("destination", ["syslog", "network"])
