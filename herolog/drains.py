@@ -527,11 +527,16 @@ class RemoteRegistry:
         return self._drain(answer)
 
     def _id_of(self, app: str, url: str) -> str:
-        """The id of ``app``'s drain ``url`` (or that URL written another way), from its list."""
+        """The id of ``app``'s drain ``url`` (or that URL written another way), from its list,
+        as the server finds it (SQLiteStore.find_drain): of two drains written alike, which
+        a store of an older herolog may hold, only the one written so."""
+        found = self.list(app)
         same = drain_key(url)
-        for drain in self.list(app):
-            if drain.url == url or (same is not None and drain_key(drain.url) == same):
-                return drain.id
+        alike = [d for d in found if d.url == url] or [
+            d for d in found if same is not None and drain_key(d.url) == same
+        ]
+        if len(alike) == 1:
+            return alike[0].id
         raise DrainError(not_there(app, url, self.list(None)), missing=True)
 
     def forwarded(self) -> bool:

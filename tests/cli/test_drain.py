@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -497,6 +499,31 @@ def test_a_long_url_of_characters_that_are_escaped_is_found_and_removed(
     assert (code, out) == (0, f"Successfully removed drain {url}\n"), err
     code, _, err = run("drain", "remove", url, "-a", app, env=env)
     assert (code, err) == (1, f"Error: {app} has no drain {url}\n")
+
+
+def test_a_long_url_removes_the_drain_written_so_of_two_an_older_herolog_kept(
+    where: dict[str, str], herolog_home: Path
+) -> None:
+    """A store an older herolog filled may hold two drains whose URLs differ in the host's
+    case only: removing one by its URL removes that one, through a server too, where a URL
+    too long for a request's path is looked for in the app's list (which took the first
+    drain of the two that was the same drain, the other one); written a third way, neither."""
+    url = "https://logs.example.com/" + "\N{GRINNING FACE}" * 8000
+    kept = url.replace("logs.example.com", "LOGS.example.com")
+    assert run("drain", "add", kept, "-a", "demo", env=where)[0] == 0
+    with closing(sqlite3.connect(herolog_home / "logs.db")) as db, db:
+        db.execute(
+            "INSERT INTO drains (id, token, app_id, url, created_at, updated_at)"
+            " SELECT 'an-older-one', 'd.older', app_id, ?, created_at, updated_at FROM drains",
+            (url,),
+        )
+    third = url.replace("logs.example.com", "Logs.example.com")
+    code, _, err = run("drain", "remove", third, "-a", "demo", env=where)
+    assert (code, err) == (1, f"Error: demo has no drain {third}\n")
+    code, out, err = run("drain", "remove", url, "-a", "demo", env=where)
+    assert (code, out) == (0, f"Successfully removed drain {url}\n"), err
+    listed = json.loads(run("drain", "list", "--json", env=where)[1])
+    assert [d["url"] for d in listed] == [kept]
 
 
 def test_removing_what_is_not_there(where: dict[str, str]) -> None:
