@@ -790,16 +790,21 @@ def test_the_banner_sends_the_heroku_cli_where_serve_listens(
     the CLI takes no HEROKU_HOST naming it, and 127.0.0.1 is not served, so the banner sends
     the CLI through a tunnel to that address, not to 127.0.0.1 on this machine. Without a
     key too, whose API is open to the tunnel's connections, which come from this machine."""
-    running = import_example(make_server(host="::1", api_key=api_key))
-    port = running.server.http_port
-    assert port is not None
-    (line,) = [text for text in running.server.banner() if text.startswith("Platform API")]
-    assert f"127.0.0.1:{port}" not in line
-    assert f"ssh -N -L 8514:[::1]:{port} HOST, then HEROKU_HOST=http://127.0.0.1:8514" in line
-    # What the banner used to say: 127.0.0.1 on this machine, where nothing listens (the CLI
-    # sent there fails with ECONNREFUSED, after retries that took it 7 s).
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    # 127.0.0.1 at serve's port number is held here, bound and not listening: a listener of
+    # another program that the kernel had given the same number (it gives ::1's apart) once
+    # answered there, and serve listening on it too would fail to start.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        running = import_example(make_server(host="::1", port=port, api_key=api_key))
+        assert running.server.http_port == port
+        (line,) = [text for text in running.server.banner() if text.startswith("Platform API")]
+        assert f"127.0.0.1:{port}" not in line
+        assert f"ssh -N -L 8514:[::1]:{port} HOST, then HEROKU_HOST=http://127.0.0.1:8514" in line
+        # What the banner used to say: 127.0.0.1 on this machine, where nothing listens (the
+        # CLI sent there fails with ECONNREFUSED, after retries that took it 7 s).
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
     env = cli_env(running, tmp_path)
     # Where the banner sends it, through a tunnel (what ssh -L does, here in a thread), works.
     with tunnel(("::1", port)) as tunnelled:
