@@ -7,6 +7,8 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,30 @@ def debian_package(name: str, packages: list[str], program: str, what: str) -> P
             return unpack(name, packages, [program])
     except Unavailable as error:
         pytest.fail(f"the {name} interop tests run {what}, and {error}", pytrace=False)
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    failed: Callable[[], str],
+    ready: Callable[[], bool] = lambda: True,
+) -> None:
+    """Until a daemon ``proc`` started accepts connections on 127.0.0.1:``port`` and is
+    ``ready``; if it ends or 30 s pass first, it is killed and the test fails with what
+    ``failed`` says (what the daemon said, and what to install)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if ready():
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(failed())
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import pytest
 from bench.tools import library_env
 from herolog.server.config import Credentials
 from tests.helpers import herolog_env
-from tests.interop.conftest import debian_package, free_port
+from tests.interop.conftest import debian_package, free_port, wait_listening
 from tests.interop.test_heroku_cli import cli_env
 from tests.server.conftest import Running, ServerFactory, own_certificate
 from tests.server.sinks import wait_until
@@ -98,24 +97,17 @@ def proxying(root: Path, work: Path, port: int, locations: str, http: str = "") 
             stderr=err,
         )
     proxy = Proxy(proc, f"https://127.0.0.1:{port}", cafile, work)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            said = (work / "nginx.err").read_text(errors="replace")
-            if (work / "error.log").exists():
-                said += proxy.said()
-            raise AssertionError(
-                "nginx did not start (one of its libraries missing? apt-get install nginx"
-                f" brings them):\n{said}"
-            )
-        time.sleep(0.05)
+
+    def failed() -> str:
+        said = (work / "nginx.err").read_text(errors="replace")
+        if (work / "error.log").exists():
+            said += proxy.said()
+        return (
+            "nginx did not start (one of its libraries missing? apt-get install nginx brings"
+            f" them):\n{said}"
+        )
+
+    wait_listening(proc, port, failed)
     try:
         yield proxy
     finally:

@@ -23,7 +23,7 @@ from bench.tools import library_env
 from herolog import timestamps
 from herolog.parser import frame
 from tests.helpers import herolog_process
-from tests.interop.conftest import debian_package, free_port
+from tests.interop.conftest import debian_package, free_port, wait_listening
 from tests.server.conftest import Running, ServerFactory
 
 PACKAGES = ["rsyslog", "rsyslog-gnutls", "libestr0", "libfastjson4"]
@@ -68,16 +68,7 @@ def forwarding_to(
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError((work / "rsyslog.err").read_text()) from None
-            time.sleep(0.05)
+    wait_listening(proc, port, lambda: (work / "rsyslog.err").read_text())
     try:
         yield proc
     finally:

@@ -26,7 +26,7 @@ import pytest
 from bench.tools import library_env
 from herolog.parser import frame
 from tests.helpers import herolog_process
-from tests.interop.conftest import debian_package, free_port
+from tests.interop.conftest import debian_package, free_port, wait_listening
 from tests.server.conftest import Running, ServerFactory, own_certificate
 
 PACKAGES = ["syslog-ng-core", "libivykis0", "libnet1", "libwrap0"]
@@ -86,22 +86,15 @@ def relaying(root: Path, work: Path, destination: str) -> Iterator[Relay]:
             stderr=err,
         )
     relay = Relay(proc, dev_log, port, errors)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            if dev_log.exists():
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(
-                "syslog-ng did not start (one of its libraries missing? apt-get install"
-                f" syslog-ng-core brings them):\n{relay.said()}"
-            )
-        time.sleep(0.05)
+    wait_listening(
+        proc,
+        port,
+        lambda: (
+            "syslog-ng did not start (one of its libraries missing? apt-get install"
+            f" syslog-ng-core brings them):\n{relay.said()}"
+        ),
+        dev_log.exists,
+    )
     try:
         yield relay
     finally:
