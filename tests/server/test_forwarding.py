@@ -720,8 +720,9 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
 ) -> None:
     """Logplex sends no message over 10,000 bytes (Heroku splits longer lines, and its
     input refuses frames over 10 KB); the intake stores lines of up to 1 MiB. Forwarded
-    whole, one of 70 KB closed a second herolog's syslog connection (its limit is 65 KiB),
-    and the lines sent after it on that connection were lost, though counted delivered."""
+    whole, one of 70 KB is over a second herolog's syslog limit (65 KiB): it closed that
+    connection, and the lines sent after it were lost, though counted delivered; it would
+    now be cut there. In pieces, all of it arrives."""
     first = make_server()
     second = make_server(store_path=herolog_home / "second.db", syslog_port=0, syslog_app="copy")
     sink = HTTPSink()
