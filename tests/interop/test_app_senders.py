@@ -408,6 +408,7 @@ def test_log4j2(
             "structured order paid",
             "mdc with the request's id",
             f"long {LONG}",
+            f"long {OVER}",
             f"burst {BURST}",
         ]:
             sender.ask(asked)
@@ -416,7 +417,10 @@ def test_log4j2(
             lambda messages: messages.count(f"burst {BURST - 1}") == len(appenders),
             sender,
         )
+    # The message over serve's limit is cut, and the connection goes on: it closed, and
+    # log4j2 lost what it logged while it connected again (3 messages, 1.5 s).
     assert "closed" not in running.log.getvalue(), running.log.getvalue()
+    assert "cut" in running.log.getvalue(), running.log.getvalue()
     source = (SENDERS / "Log4j2Send.java").read_text().splitlines()
     thrown = next(n for n, line in enumerate(source, 1) if 'case "error"' in line)
     stack = [
@@ -429,6 +433,8 @@ def test_log4j2(
     got = records()
     for name in appenders:
         mine = [r for r in got if r["source"] == f"billing-{name}"]
+        cut = mine[len(mine) - BURST - 1]["message"]
+        assert MAX_FRAME - 300 < len(cut) < MAX_FRAME, len(cut)  # less its header
         errors = [(ERROR, line, "Audit", None) for line in stack]
         if name != "newline":  # octet-counted: the stack trace is one message
             errors = [(ERROR, "\n".join(stack), "Audit", None)]
@@ -442,6 +448,7 @@ def test_log4j2(
             (INFO, "order paid", "Paid", {"order@32473": {"id": "88", "note": 'said "yes" [ok]'}}),
             (INFO, "with the request's id", "Audit", {"mdc@32473": {"request_id": "r-42"}}),
             (INFO, "x" * LONG, "Audit", None),
+            (INFO, "x" * len(cut), "Audit", None),
             *[(INFO, f"burst {i}", "Audit", None) for i in range(BURST)],
         ], name
         assert {(r["dyno"], r["hostname"]) for r in mine} == {(str(sender.proc.pid), hostname)}
