@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
@@ -137,6 +137,30 @@ SYSLOG_TLS_PORT = 6514
 _DEFAULT_PORTS = {"https": 443, "http": 80, "syslog+tls": SYSLOG_TLS_PORT}
 _ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def find_drain(drains: Sequence[Drain], key: str) -> Drain | None:
+    """The drain of ``drains`` (one app's) whose URL, token or id is ``key``, or None. A URL
+    written another way (:func:`drain_key`) finds the drain too, unless two are alike so (a
+    store of an older herolog may hold such): then only the one written so is found. So does a
+    URL with its runs of slashes merged (``https:/host/x``), as nginx passes a path when its
+    proxy_pass has one of its own (``proxy_pass http://127.0.0.1:8514/;``), unless two drains
+    are alike so."""
+    drain = next((d for d in drains if key in (d.url, d.token, d.id)), None)
+    if drain is None and (same := drain_key(key)) is not None:
+        alike = [d for d in drains if drain_key(d.url) == same]
+        drain = alike[0] if len(alike) == 1 else None
+    if drain is None and _MERGED.match(key):
+        merged = _SLASHES.sub("/", key)
+        alike = [d for d in drains if _SLASHES.sub("/", d.url) == merged]
+        drain = alike[0] if len(alike) == 1 else None
+    return drain
+
+
+_SLASHES = re.compile("/+")
+"""A run of slashes, which nginx merges in a path it passes decoded..."""
+_MERGED = re.compile("[A-Za-z][A-Za-z0-9+.-]*:/(?!/)")
+"""...so that a URL's ``scheme://`` arrives as ``scheme:/``, as no URL is written."""
 
 
 def drain_key(url: str) -> tuple[str, ...] | None:
@@ -527,17 +551,12 @@ class RemoteRegistry:
         return self._drain(answer)
 
     def _id_of(self, app: str, url: str) -> str:
-        """The id of ``app``'s drain ``url`` (or that URL written another way), from its list,
-        as the server finds it (SQLiteStore.find_drain): of two drains written alike, which
-        a store of an older herolog may hold, only the one written so."""
-        found = self.list(app)
-        same = drain_key(url)
-        alike = [d for d in found if d.url == url] or [
-            d for d in found if same is not None and drain_key(d.url) == same
-        ]
-        if len(alike) == 1:
-            return alike[0].id
-        raise DrainError(not_there(app, url, self.list(None)), missing=True)
+        """The id of ``app``'s drain ``url`` (or that URL written another way), found in its
+        list as the server finds it."""
+        drain = find_drain(self.list(app), url)
+        if drain is None:
+            raise DrainError(not_there(app, url, self.list(None)), missing=True)
+        return drain.id
 
     def forwarded(self) -> bool:
         return True  # a server answered: it, or the one it leaves forwarding to, forwards

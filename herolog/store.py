@@ -1563,23 +1563,11 @@ class SQLiteStore:
         return int(deleted)
 
     def find_drain(self, app: str, key: str) -> Drain | None:
-        """The app's drain whose URL, token or id is ``key``, or None. A URL written another
-        way finds the drain too, unless the app has two such (a store of an older herolog
-        may): then only the one written so is found. So does a URL with its runs of slashes
-        merged (``https:/host/x``), as nginx passes a path when its proxy_pass has one of
-        its own (``proxy_pass http://127.0.0.1:8514/;``), unless two drains are alike so."""
-        from herolog.drains import drain_key
+        """The app's drain whose URL, token or id is ``key``, or None (see
+        :func:`herolog.drains.find_drain`)."""
+        from herolog.drains import find_drain
 
-        found = self.drains(app)
-        drain = next((d for d in found if key in (d.url, d.token, d.id)), None)
-        if drain is None and (same := drain_key(key)) is not None:
-            alike = [d for d in found if drain_key(d.url) == same]
-            drain = alike[0] if len(alike) == 1 else None
-        if drain is None and _MERGED.match(key):
-            merged = _SLASHES.sub("/", key)
-            alike = [d for d in found if _SLASHES.sub("/", d.url) == merged]
-            drain = alike[0] if len(alike) == 1 else None
-        return drain
+        return find_drain(self.drains(app), key)
 
     def remove_drain(self, app: str, key: str) -> Drain | None:
         """Remove the app's drain whose URL, token or id is ``key``; None if there is none."""
@@ -1800,10 +1788,6 @@ _GREP, _EXCLUDE = "herolog_grep", "herolog_exclude"
 are regular expressions (see :func:`_searching`)."""
 _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SLASHES = re.compile("/+")
-"""A run of slashes, which nginx merges in a path it passes decoded..."""
-_MERGED = re.compile("[A-Za-z][A-Za-z0-9+.-]*:/(?!/)")
-"""...so that a URL's ``scheme://`` arrives as ``scheme:/``, as no URL is written."""
 
 
 def _split(
