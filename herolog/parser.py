@@ -581,19 +581,9 @@ class FrameDecoder:
                     self._awaiting_newline = end == -1
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
-                line = _parse_message(text, pos, stop, received)
-                # A `<` of no PRI (`<html>`) starts no message: a line of the one before.
-                if line.pri is None and self._previous is not None and not _PRI.match(text, pos):
-                    line = self._continued(text[pos:stop])
-                else:
-                    self._previous = line
                 if text[end] == "\0":
                     self._nul_ended = True
-                if self._nul_ended:
-                    self._previous = None
-                out.append(line)
-                self._frames += 1
-                self._nul_may_follow = True
+                self._message(text, pos, stop, received, out)
                 pos = end + 1
                 continue
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
@@ -674,18 +664,26 @@ class FrameDecoder:
             self._previous = None
         return end + 1
 
-    def _cut_line(self, text: str, pos: int, received: Received, out: list[LogLine]) -> int:
-        """Decode the first ``max_frame`` bytes of the newline-framed message at ``pos``,
-        which is longer, as its line, and skip the rest of it: where the part kept ends."""
-        stop = _utf8_cut(text, pos, pos + self.max_frame)
+    def _message(
+        self, text: str, pos: int, stop: int, received: Received, out: list[LogLine]
+    ) -> None:
+        """Decode the newline-framed message ``text[pos:stop]`` into ``out``."""
         line = _parse_message(text, pos, stop, received)
+        # A `<` of no PRI (`<html>`) starts no message: a line of the one before.
         if line.pri is None and self._previous is not None and not _PRI.match(text, pos):
             line = self._continued(text[pos:stop])
-        elif not self._nul_ended:
+        else:
             self._previous = line
+        if self._nul_ended:  # a NUL ends its messages: none continues on the next line
+            self._previous = None
         out.append(line)
         self._frames += 1
         self._nul_may_follow = True
+
+    def _cut_line(self, text: str, pos: int, received: Received, out: list[LogLine]) -> int:
+        """Decode the first ``max_frame`` bytes of the newline-framed message at ``pos``,
+        which is longer, as its line, and skip the rest of it: where the part kept ends."""
+        self._message(text, pos, _utf8_cut(text, pos, pos + self.max_frame), received, out)
         self._cut_start, self._skip_line = self._offset + pos, _SKIPPING_TEXT
         return pos + self.max_frame
 
