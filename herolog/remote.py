@@ -22,7 +22,7 @@ from urllib.parse import quote
 from herolog import __version__, timestamps
 from herolog.logs import LogsRequest, may_yet_come
 from herolog.parser import LogLine, format_syslog, frame
-from herolog.render import STREAM_ENDS, Renderer, decode_record
+from herolog.render import OPENING_RETRY_MS, STREAM_ENDS, Renderer, decode_record
 
 if TYPE_CHECKING:
     import ssl
@@ -42,9 +42,6 @@ SEND_BATCH_BYTES = 100_000
 """A batch is closed once its messages reach this size (Logplex batches about 100 KB)."""
 READ_TIMEOUT_S = 45.0
 """The server sends a keep-alive every 5 s: this much silence means the connection is dead."""
-OPENING_RETRY_MS = 1000
-"""The ``retry`` every herolog stream opens with (serve's RETRY_MS): not a "come back later",
-which a stopping serve asks for with a longer one as the stream ends."""
 BACKOFF_START_S = 0.25
 BACKOFF_CAP_S = 5.0
 WAIT_FOR_APP_S = 1.0

@@ -170,6 +170,10 @@ def exit_when_reader_gone(stream: IO[str]) -> Iterator[Callable[[], None]]:
         begun.set()  # the watcher, if it is waiting for it, then ends without exiting
 
 
+OPENING_RETRY_MS = 1000
+"""The SSE ``retry`` every log session stream herolog serves opens with: a tail client that
+loses the stream comes back this soon. Not a "come back later", which a serve that stops or
+cannot read its store asks for with a longer one as the stream ends."""
 STREAM_ENDS = ("x-herolog-stream", "ends-with-event")
 """A header of every log session stream herolog serves: it ends with an ``event: end``, so
 that one that just stops was cut off (the server stopped) and is not the whole history."""

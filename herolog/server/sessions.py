@@ -32,7 +32,7 @@ from typing import TypeVar
 from herolog import timestamps
 from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import find_history, overflow_line, read_after
-from herolog.render import encode_record, format_text
+from herolog.render import OPENING_RETRY_MS, encode_record, format_text
 from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
 from herolog.server.http import same_secret
 from herolog.store import SQLiteStore, StoredLine, StoreError, using_store
@@ -48,7 +48,7 @@ KEEPALIVE_S = 5.0
 """A quiet stream sends a comment this often: a proxy in front cuts a response that sends
 nothing for its idle timeout (nginx's proxy_read_timeout, 60 s; 10 s on some load
 balancers), and the heroku CLI dies at such a cut."""
-RETRY_MS = 1000
+RETRY_MS = OPENING_RETRY_MS
 """Sent as the SSE ``retry`` field: a tail client that loses the stream comes back this soon."""
 FAILED_RETRY_MS = 5_000
 """Sent as a tail's stream ends because the store could not be read (serve out of open
