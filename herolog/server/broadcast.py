@@ -106,6 +106,10 @@ class Broadcaster:
                 return
 
     async def close(self) -> None:
+        """Stop handing out lines, release the trim hold, close the store and the threads
+        (a second call does nothing)."""
+        if self._closed:
+            return
         self._closed = True
         self.subscribers.clear()
         if self._task is not None:
@@ -119,6 +123,7 @@ class Broadcaster:
         await loop.run_in_executor(self._hold_executor, self._close_hold_store)
         self._hold_executor.shutdown(wait=False)
         await loop.run_in_executor(self._executor, self._close_store)
+        self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

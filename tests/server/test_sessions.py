@@ -223,6 +223,42 @@ def test_the_broadcaster_chooses_the_lines_of_each_tail_off_the_event_loop(
     assert not [x for x in looked_at if x[0] == threading.main_thread().name], looked_at
 
 
+def test_a_closed_broadcaster_leaves_no_thread_and_closes_again_quietly(herolog_home: Path) -> None:
+    """Closing ends the broadcaster's two threads (the lines' reader and the trim hold's
+    writer), and a second close, as a stopping server's sessions and its app both make,
+    does nothing."""
+    path = herolog_home / "logs.db"
+    store_lines(path, "demo", line("x"))
+    got: list[str] = []
+
+    class Sink:
+        def push(self, lines: Sequence[StoredLine]) -> None:
+            got.extend(x.message for x in lines)
+
+    def threads() -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t.name.startswith(("herolog-broadcast", "herolog-trim-hold"))
+        ]
+
+    async def scenario() -> list[threading.Thread]:
+        broadcaster = Broadcaster(path, poll_interval=0.01)
+        await broadcaster.subscribe(Sink())
+        started = threads()
+        await broadcaster.close()
+        await broadcaster.close()
+        assert await broadcaster.subscribe(Sink()) is None
+        return started
+
+    before = set(threads())
+    started = [t for t in asyncio.run(scenario()) if t not in before]
+    assert len(started) == 2
+    for thread in started:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), thread.name
+
+
 def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
