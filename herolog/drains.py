@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 if TYPE_CHECKING:
     import httpx  # imported where used: herolog logs starts without it
 
+from herolog.store import FORWARDING_LEASE as FORWARDING_LEASE  # an older serve's, too
 from herolog.store import (
     NOTICE_HOST,
     AppInfo,
@@ -30,8 +31,6 @@ from herolog.store import app_id as app_id  # made in the store, which indexes i
 HTTP_SCHEMES = ("https", "http")
 SYSLOG_SCHEMES = ("syslog", "syslog+tcp", "syslog+tls")
 SCHEMES = HTTP_SCHEMES + SYSLOG_SCHEMES
-FORWARDING_LEASE = "forwarding"
-"""The store's lease held by the serve that forwards its drains (SQLiteStore.lease)."""
 
 
 class DrainURLError(ValueError):

@@ -35,6 +35,9 @@ DEFAULT_HISTORY = 1500
 MAX_HISTORY = 10_000_000
 SCHEMA_VERSION = 11
 BUSY_TIMEOUT_S = 30.0
+FORWARDING_LEASE = "forwarding"
+"""The store's lease held by the serve that forwards its drains (SQLiteStore.lease): every
+herolog serve since schema 3 takes it as it starts and renews it while it runs."""
 PROBE_BYTES = 1 << 20
 _CLOCK_STEP_MIN_S = 1.0
 """How far the wall clock must get ahead of the monotonic one between two reads to be taken
@@ -639,6 +642,7 @@ class SQLiteStore:
                     + _APP_IDS,
                 )
             else:
+                self._refuse_under_older_serve(version)
                 if version == 4 and not self._knows_trims():
                     # The first schema 4 (a6cfecd) had no apps.trimmed_through, which was
                     # added to it later without a version of its own.
@@ -647,6 +651,28 @@ class SQLiteStore:
                     _execute_script(db, _MIGRATIONS[step])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
+
+    def _refuse_under_older_serve(self, version: int) -> None:
+        """Leave the store at its schema while the older herolog serve that wrote it runs.
+
+        That serve goes on with the connections it has, but every one it opens after an
+        upgrade refuses the newer schema, and it says nothing of it: it would stop following
+        the drains added and removed, and stop saving their positions (the next serve would
+        deliver every line since to them again), and its stop would end in a traceback.
+        """
+        from herolog import timestamps
+
+        held = self._lease(FORWARDING_LEASE)
+        if held is None or not _in_force(held, timestamps.to_instant(timestamps.now())):
+            return
+        pid = held[0].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or not process_exists(int(pid)):
+            return  # killed: it runs no longer, whatever its lease says
+        raise StoreError(
+            f"{self.path} is in use by an older herolog serve (pid {pid}; store schema"
+            f" {version}), which cannot go on once this herolog upgrades it to schema"
+            f" {SCHEMA_VERSION}: restart that serve with this herolog first"
+        )
 
     def _fill_app_ids(self) -> None:
         """Give their ids to apps an older herolog added, still running when this store was
@@ -2020,6 +2046,18 @@ def _term(seconds: float) -> tuple[str, str]:
         timestamps.to_instant(now - timedelta(seconds=abs(seconds))),
         timestamps.to_instant(now + timedelta(seconds=seconds)),
     )
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (as far as this one can tell: one it
+    may not signal exists all the same)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _in_force(held: tuple[str, str, str], now: str) -> bool:

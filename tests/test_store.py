@@ -31,7 +31,7 @@ from herolog.store import (
     app_id,
     open_store,
 )
-from tests.helpers import RECEIVED, decode_attributes, fill, line
+from tests.helpers import RECEIVED, decode_attributes, fill, herolog_process, line
 
 
 @pytest.fixture
@@ -845,6 +845,76 @@ def as_older_herolog_left_it(path: Path, version: int) -> None:
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()
     db.close()
+
+
+def _schema_10_store(path: Path) -> None:
+    """A store as herolog at schema 10 made it (its real CREATE statements), with one line."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript((Path(__file__).parent / "fixtures" / "schema-10.sql").read_text())
+        with db:
+            db.execute(
+                "INSERT INTO apps (name, lines, created_at) VALUES ('demo', 1, ?)", (RECEIVED.time,)
+            )
+            db.execute(
+                "INSERT INTO lines (timestamp, time, source, dyno, message, app_id, received_at)"
+                " VALUES (?, ?, 'app', 'web.1', 'kept', 1, ?)",
+                ("2026-12-06T10:00:00+00:00", "2026-12-06T10:00:00.000000Z", RECEIVED.time),
+            )
+
+
+def test_no_writer_upgrades_the_store_of_an_older_serve_still_running(
+    herolog_home: Path,
+) -> None:
+    """``pip install -U herolog`` under a running serve, then ``herolog drain add``: the old
+    serve went on with the connections it had, but each one it opened after the upgrade
+    refused the newer schema, silently. It forwarded to a drain removed, never to one added,
+    saved no drain position (the next serve delivered every line since a second time), and
+    its stop ended in a traceback. Writers now leave such a store alone, in one line."""
+    herolog_home.mkdir()
+    path = herolog_home / "logs.db"
+    _schema_10_store(path)
+    # The older serve: a live process holding the forwarding lease, as it renews it.
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    now = datetime.now(UTC)
+    start, until = (
+        (now + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for s in (-10, 10)
+    )
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('lease:forwarding', ?)",
+            (f"{serve.pid}.7f3a {start} {until}",),
+        )
+    try:
+        for command in (
+            ["drain", "add", "https://logs.example.com/x", "-a", "demo"],
+            ["run", "-a", "demo", "--", sys.executable, "-c", "print('ran')"],
+            ["store", "history", "10"],
+        ):
+            done = herolog_process(*command)
+            assert (done.returncode, done.stdout) == (1, ""), command
+            assert done.stderr == (
+                f"Error: {path} is in use by an older herolog serve (pid {serve.pid}; store"
+                " schema 10), which cannot go on once this herolog upgrades it to schema"
+                f" {SCHEMA_VERSION}: restart that serve with this herolog first\n"
+            )
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 10
+            assert db.execute("SELECT count(*) FROM drains").fetchone()[0] == 0
+        read = herolog_process("logs", "-a", "demo")  # readers read it as it is
+        assert (read.returncode, read.stdout) == (0, "2026-12-06T10:00:00+00:00 app[web.1]: kept\n")
+    finally:
+        serve.communicate(b"")
+    # Gone (stopped, or killed with its lease still in force): the upgrade goes ahead.
+    done = herolog_process("drain", "add", "https://logs.example.com/x", "-a", "demo")
+    assert done.returncode == 0, done.stderr
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store = SQLiteStore.open(path, create=False)
+    assert messages(store.last(LineFilter(), 10)) == ["kept"]
+    store.close()
 
 
 def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_path: Path) -> None:

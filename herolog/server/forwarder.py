@@ -62,6 +62,7 @@ from herolog.store import (
     SQLiteStore,
     StoredLine,
     StoreError,
+    process_exists,
     unstored,
     using_store,
 )
@@ -920,18 +921,6 @@ class UnusableDrain(DrainWorker):
 
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
         raise DeliveryError(self.reason, retry=False)
-
-
-def process_exists(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (as far as this one can tell: one it
-    may not signal exists all the same)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _made(
