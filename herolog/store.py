@@ -550,6 +550,9 @@ class SQLiteStore:
         store = cls(path, db)
         try:
             store._prepare(create)
+        except StoreError:
+            db.close()  # not left open in a process that goes on (serve, a test)
+            raise
         except sqlite3.DatabaseError as error:
             db.close()
             if isinstance(error, sqlite3.OperationalError):

@@ -321,8 +321,13 @@ def test_a_store_from_a_newer_herolog_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 99")
     db.commit()
-    with pytest.raises(StoreError, match="newer herolog"):
-        SQLiteStore.open(path)
+    db.close()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="newer herolog"):
+            SQLiteStore.open(path, create=create)
+    # Not left open in the process, which goes on (serve's API, a writer's restart).
+    held = [fd for fd in Path("/proc/self/fd").iterdir() if fd.resolve() == path.resolve()]
+    assert held == []
 
 
 def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Path) -> None:
