@@ -40,6 +40,7 @@ import re
 import socket
 import sqlite3
 import ssl
+import sys
 import time
 import uuid
 from collections import deque
@@ -85,6 +86,9 @@ MAX_MESSAGE = 10_000
 """A drain gets a longer message in pieces of at most this many bytes, as Heroku splits a
 dyno's long lines (Logplex's own input refuses frames over 10 KB, and herolog's syslog
 intake cuts one over 65 KiB to its first 65 KiB)."""
+ACK_POLL_S = 0.02
+"""A syslog drain looks this often, at the longest, whether the receiver has acknowledged a
+batch it wrote (first after 1 ms, then twice as long each time)."""
 CATCH_UP_LINES = 2000
 CATCH_UP_BYTES = 1 << 20
 """A read of catch-up lines holds at most about this many lines and bytes of messages."""
@@ -843,6 +847,12 @@ class SyslogDrain(DrainWorker):
             writer.write(frame(self.messages(lines)))
             async with asyncio.timeout(self.timing.timeout_s * 3):
                 await writer.drain()
+                # Written is not delivered: a receiver whose host died or whose network went
+                # silent (no reset) leaves the bytes in the kernel's send queue, where they
+                # were lost without a word while every later batch "succeeded" behind them.
+                # The batch is delivered once the receiver's TCP has acknowledged all of it;
+                # otherwise it is sent again on a new connection.
+                await _acknowledged(writer.transport)
         except (OSError, TimeoutError) as error:
             await self.close()
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
@@ -900,6 +910,47 @@ _OUT_OF_FILES = {
     errno.EMFILE: "serve is out of open files (raise its limit, ulimit -n)",
     errno.ENFILE: "the system is out of open files (raise fs.file-max)",
 }
+
+
+def _unacknowledged(transport: asyncio.WriteTransport) -> int:
+    """Bytes written to a connection that its receiver has not acknowledged: those asyncio
+    still holds and those in the kernel's send queue (where the system cannot say how many
+    the kernel holds, only asyncio's). ConnectionError if the connection is gone: a reset
+    empties the send queue of what it lost."""
+    if transport.is_closing():
+        raise ConnectionError("the connection was closed")
+    held = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is None or _TIOCOUTQ is None:
+        return int(held)
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+        queued = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError):  # no TCP_INFO, or no send queue to ask (not Linux)
+        return int(held)
+    if state not in _SENDING_STATES:
+        raise ConnectionError("the connection was reset")
+    return int(held) + int.from_bytes(queued, sys.byteorder, signed=True)
+
+
+async def _acknowledged(transport: asyncio.WriteTransport) -> None:
+    """Until the receiver has acknowledged every byte written to ``transport``."""
+    pause = 0.001
+    while _unacknowledged(transport):
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, ACK_POLL_S)
+
+
+try:
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ  # SIOCOUTQ on a socket: unacknowledged bytes
+    _TCP_INFO = socket.TCP_INFO  # whose first byte is the connection's state
+except (ImportError, AttributeError):
+    _TIOCOUTQ = None
+_SENDING_STATES = {1, 8}
+"""TCP_ESTABLISHED, and TCP_CLOSE_WAIT (the receiver closed its side after reading)."""
 
 
 async def _ignore(reader: asyncio.StreamReader) -> None:

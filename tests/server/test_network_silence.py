@@ -1,0 +1,179 @@
+"""serve with peers whose network goes silent: a host that dies, a cable pulled, a firewall
+that drops, a NAT that forgets the connection. No reset, no end of stream: packets go
+nowhere. Loopback answers a dead peer with a reset at once, so each test runs in a network
+namespace of its own (a user namespace too: no root needed), where the peer's address is
+routed into a blackhole and out of it again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import own_certificate
+
+SILENCE = """
+import socket, subprocess
+
+def sh(command):
+    subprocess.run(command, shell=True, check=True)
+
+# serve at 10.1.1.1, its peer at 10.1.1.2; local addresses are looked up in table local
+# (rule 0) before any other rule unless it is moved after them.
+sh("ip link set lo up; ip addr add 10.1.1.1/32 dev lo; ip addr add 10.1.1.2/32 dev lo")
+sh("ip rule add pref 100 lookup local; ip rule del pref 0")
+
+def silent():
+    # Whatever is sent to the peer goes nowhere, its answers included (it sends from 10.1.1.2).
+    sh("ip rule add pref 5 to 10.1.1.2 lookup 50; ip route add blackhole default table 50")
+
+def heard():
+    sh("ip rule del pref 5; ip route del blackhole default table 50")
+"""
+
+DEAD_RECEIVER = (
+    SILENCE
+    + """
+import io, sys, threading, time
+from pathlib import Path
+from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.server.config import DrainTiming
+from herolog.store import SQLiteStore
+
+store_path = Path(sys.argv[1])
+receiver = socket.create_server(("10.1.1.2", 0))
+received, connections, dead, gone = [], [], set(), threading.Event()
+
+tls = None
+if len(sys.argv) > 2:
+    import ssl
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sys.argv[2], sys.argv[3])
+
+def receive():
+    while True:
+        conn, _ = receiver.accept()
+        threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+def read(conn):
+    data = b""
+    if tls is not None:
+        conn.settimeout(10)
+        conn = tls.wrap_socket(conn, server_side=True)
+    connections.append(conn)
+    conn.settimeout(0.05)
+    try:
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                if conn in dead:  # closed here, where no recv() holds it open
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\1" + bytes(7))
+                    conn.close()
+                    gone.set()
+                    return
+                continue
+            if not chunk:
+                return
+            data += chunk
+            while b" " in data:
+                size, rest = data.split(b" ", 1)
+                if len(rest) < int(size):
+                    break
+                received.append(rest[: int(size)].split()[-1].decode())
+                data = rest[int(size):]
+    except OSError:
+        pass
+
+threading.Thread(target=receive, daemon=True).start()
+store = SQLiteStore.open(store_path)
+scheme, fragment = ("syslog+tls", "#insecure") if tls else ("syslog", "")
+store.add_drain("default", f"{scheme}://10.1.1.2:{receiver.getsockname()[1]}{fragment}")
+store.close()
+timing = DrainTiming(timeout_s=0.5, backoff_base_s=0.05, backoff_cap_s=0.2)
+config = ServeConfig(store_path=store_path, port=0, syslog_port=0, drain_timing=timing)
+log = io.StringIO()
+server = Server(config, log=log)
+stop = run_in_thread(server)
+sender = socket.create_connection(("127.0.0.1", server.syslog_port))
+
+def send(first, last):
+    for n in range(first, last + 1):
+        message = f"<14>1 - host app web.1 - - line{n}".encode()
+        sender.sendall(b"%d %s" % (len(message), message))
+
+def until(done, seconds):
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done()
+
+(worker,) = server.app.forwarder.workers.values()
+send(1, 5)
+assert until(lambda: len(received) == 5, 10), received
+silent()
+send(6, 10)
+# The receiver's host dies: what it had not acknowledged is gone with it, and its
+# connection, whose reset goes nowhere either.
+said = until(lambda: worker.last_error is not None, 8)
+dead.add(connections[0])
+assert gone.wait(5)
+heard()
+more = 11
+while not until(lambda: any(int(x[4:]) > 10 for x in received), 0.5) and more < 80:
+    send(more, more)
+    more += 1
+stop()
+failing = [x.split(": ", 2)[-1] for x in log.getvalue().splitlines() if "is failing" in x]
+print(failing[0] if said else "nothing told")
+print(" ".join(x for x in received if int(x[4:]) <= 10))
+"""
+)
+
+
+def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by Python in a network namespace of its own; fails the test, saying
+    what to install, if one cannot be had."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        pytest.fail(
+            "needs unshare (util-linux) and ip (iproute2: apt-get install iproute2), for a"
+            " network namespace of its own"
+        )
+    namespace = [unshare, "--user", "--map-root-user", "--net"]
+    probe = subprocess.run([*namespace, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(
+            "needs user and network namespaces (unshare --user --map-root-user --net:"
+            f" {probe.stderr.strip()}); allow them (sysctl kernel.unprivileged_userns_clone=1,"
+            " or kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    done = subprocess.run(
+        [*namespace, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("scheme", ["syslog", "syslog+tls"])
+def test_a_syslog_drain_whose_receiver_goes_silent_loses_no_line(
+    tmp_path: Path, scheme: str
+) -> None:
+    """A syslog drain's batch went into the kernel's send queue and counted as delivered:
+    with the receiver's host gone silent, every batch after it too, for as long as the queue
+    took them (minutes at a few lines a second), and none of them ever arrived: no error, no
+    L10 line, the drain "ok". A batch is delivered once the receiver's TCP has acknowledged
+    it: one that is not within the drain's timeout is told as a failure and sent again on a
+    new connection once the receiver is back."""
+    tls = [str(path) for path in own_certificate(tmp_path)[:2]] if scheme == "syslog+tls" else []
+    done = in_namespace(DEAD_RECEIVER, str(tmp_path / "logs.db"), *tls)
+    told, lines = done.stdout.splitlines()
+    assert told == "connection lost: timed out", done.stdout
+    assert lines.split() == [f"line{n}" for n in range(1, 11)], done.stdout
