@@ -11,6 +11,7 @@ one fast connection is limited by the writer's core, so its work is split betwee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import socket
@@ -52,6 +53,15 @@ STOP_READING_S = 5.0
 MAX_IN_FLIGHT = 8
 """Batches a connection may have waiting for the writer before it stops reading: enough
 to keep the writer busy, few enough that a fast sender cannot fill memory."""
+KEEPALIVE_IDLE_S = 60
+"""A syslog connection quiet this long is probed with TCP keep-alives: a sender whose host
+died, whose network went silent or whose NAT forgot the connection sends no reset, and serve,
+which only reads, would hold its connection (a file, its half-read message, a place among
+--syslog-max-connections) for ever..."""
+KEEPALIVE_INTERVAL_S = 15
+KEEPALIVE_PROBES = 4
+"""...and closed once this many probes, this far apart, got no answer: about 2 minutes after
+the sender went. A live sender's system answers them however long its program is quiet."""
 ACCEPT_RETRY_S = 1.0
 """Out of file descriptors (or memory), the TLS listener tries accepting again after this
 long, as asyncio's own listener does; the connection waits in the kernel's queue."""
@@ -184,6 +194,7 @@ class SyslogServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        keep_alive(out.get_extra_info("socket"))
         try:
             await self._read(reader, out.transport)
         finally:
@@ -221,6 +232,7 @@ class SyslogServer:
                     conn.close()  # before its handshake, which would cost more than this
                     self._refused(peer)
                     continue
+                keep_alive(conn)
                 connection = asyncio.ensure_future(self._tls_connection(conn, peer))
                 self._connections.add(connection)
                 connection.add_done_callback(self._connections.discard)
@@ -430,3 +442,19 @@ def _say_closed(count: int, peer: str, why: str) -> str:
         return f"herolog serve: closed a syslog connection for what it sent{where}: {why}"
     where = f" (the last {peer})" if peer else ""
     return f"herolog serve: closed {count:,} syslog connections for what they sent{where}: {why}"
+
+
+def keep_alive(sock: socket.socket | None) -> None:
+    """Have the system probe ``sock``'s peer while it is quiet, and end the connection once
+    it does not answer (KEEPALIVE_IDLE_S), where it can."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # a socket already reset; an option not known here
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+            ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        ):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -177,3 +177,64 @@ def test_a_syslog_drain_whose_receiver_goes_silent_loses_no_line(
     told, lines = done.stdout.splitlines()
     assert told == "connection lost: timed out", done.stdout
     assert lines.split() == [f"line{n}" for n in range(1, 11)], done.stdout
+
+
+DEAD_SENDER = (
+    SILENCE
+    + """
+import io, ssl, sys, time
+from pathlib import Path
+from herolog.server import ServeConfig, Server, run_in_thread
+from herolog.filters import LineFilter
+from herolog.server import syslog
+from herolog.store import SQLiteStore
+
+syslog.KEEPALIVE_IDLE_S, syslog.KEEPALIVE_INTERVAL_S, syslog.KEEPALIVE_PROBES = 1, 1, 2
+tls = dict(certfile=Path(sys.argv[2]), keyfile=Path(sys.argv[3])) if len(sys.argv) > 2 else {}
+config = ServeConfig(
+    store_path=Path(sys.argv[1]), host="10.1.1.1", insecure_no_auth=True, port=0,
+    syslog_port=0, **tls
+)
+server = Server(config, log=io.StringIO())
+stop = run_in_thread(server)
+
+def until(done, seconds):
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done()
+
+def stored():
+    store = SQLiteStore.open(config.store_path)
+    try:
+        return len(store.last(LineFilter(), 10)[0])
+    finally:
+        store.close()
+
+sender = socket.socket()
+sender.bind(("10.1.1.2", 0))
+sender.connect(("10.1.1.1", server.syslog_port))
+if tls:
+    client = ssl.create_default_context()
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    sender = client.wrap_socket(sender)
+sender.sendall(b"<14>1 - host app web.1 - - before the sender's host died\\n")
+assert until(lambda: stored() == 1, 10)
+assert len(server.syslog._connections) == 1
+silent()  # and the sender sends nothing more: serve only reads, and hears nothing
+print("released" if until(lambda: not server.syslog._connections, 10) else "still held")
+stop()
+"""
+)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("scheme", ["syslog", "syslog+tls"])
+def test_a_syslog_sender_whose_host_dies_is_let_go(tmp_path: Path, scheme: str) -> None:
+    """A sender whose host died, or whose network or NAT forgot the connection, sends no
+    reset: serve, which only reads a syslog connection, held it for ever (its file, what it
+    had half-sent, one of --syslog-max-connections, which enough of them would fill). TCP
+    keep-alives now find such a peer gone once it has been quiet a while."""
+    tls = [str(path) for path in own_certificate(tmp_path)[:2]] if scheme == "syslog+tls" else []
+    done = in_namespace(DEAD_SENDER, str(tmp_path / "logs.db"), *tls)
+    assert done.stdout == "released\n", done.stdout
