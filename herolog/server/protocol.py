@@ -20,8 +20,10 @@ uvicorn at the newest release the suite has passed on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
+import socket
 import sys
 from typing import Any, ClassVar, Literal, TextIO
 
@@ -38,6 +40,13 @@ from herolog.server.throttle import Throttled
 from herolog.server.writer import BadBody, Stored, WriterStopped
 from herolog.store import StoreError
 
+UNACKNOWLEDGED_S = 120.0
+"""The system closes an HTTP connection once what serve sent on it has gone unacknowledged
+this long (TCP_USER_TIMEOUT): a tail's reader whose host vanished (a laptop closed, a network
+gone silent) sends no reset, and its stream, with the session and up to a tail buffer of
+lines, was held until the kernel gave up retransmitting, about 15 minutes. herolog logs gives
+a stream up after 45 s without a keep-alive, and resumes it on a new one; readers on the
+same machine (the heroku CLI through ssh -L or a proxy) are on loopback, which never waits."""
 MAX_HEADER_BYTES = 64 << 10
 """Request line and headers, at most (nginx allows 32 KiB, Node 16 KiB)."""
 
@@ -136,6 +145,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            with contextlib.suppress(OSError):  # gone already, or not TCP (a Unix socket)
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(UNACKNOWLEDGED_S * 1000)
+                )
         self._wait("headers")
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -238,3 +238,53 @@ def test_a_syslog_sender_whose_host_dies_is_let_go(tmp_path: Path, scheme: str) 
     tls = [str(path) for path in own_certificate(tmp_path)[:2]] if scheme == "syslog+tls" else []
     done = in_namespace(DEAD_SENDER, str(tmp_path / "logs.db"), *tls)
     assert done.stdout == "released\n", done.stdout
+
+
+VANISHED_READER = (
+    SILENCE
+    + """
+import io, sys, time
+from pathlib import Path
+import httpx
+from herolog.server import ServeConfig, Server, protocol, run_in_thread, sessions
+from tests.helpers import line, store_lines
+
+protocol.UNACKNOWLEDGED_S, sessions.KEEPALIVE_S = 1.0, 0.2
+store_lines(Path(sys.argv[1]), "demo", line("a line before the tail"))
+config = ServeConfig(
+    store_path=Path(sys.argv[1]), host="10.1.1.1", insecure_no_auth=True, port=0, api_key="k"
+)
+server = Server(config, log=io.StringIO())
+stop = run_in_thread(server)
+base = f"http://10.1.1.1:{server.http_port}"
+answer = httpx.post(
+    f"{base}/apps/demo/log-sessions", json={"tail": True}, headers={"Authorization": "Bearer k"}
+)
+path = answer.json()["logplex_url"].split(str(server.http_port), 1)[1]
+reader = socket.socket()
+reader.bind(("10.1.1.2", 0))
+reader.connect(("10.1.1.1", server.http_port))
+reader.sendall(f"GET {path} HTTP/1.1\\r\\nHost: 10.1.1.1\\r\\n\\r\\n".encode())
+got = b""
+while b"a line before the tail" not in got:
+    got += reader.recv(65536)
+readers = server.app.sessions._readers
+assert len(readers) == 1
+silent()  # the reader's host is gone: its keep-alives go unacknowledged
+
+deadline = time.monotonic() + 10
+while readers and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("released" if not readers else "still held")
+stop()
+"""
+)
+
+
+@pytest.mark.subprocess
+def test_a_tail_whose_reader_vanished_is_let_go(tmp_path: Path) -> None:
+    """A tail's reader whose host vanished (a laptop closed, a network gone silent) sends no
+    reset: serve kept its stream, its session and a tail buffer of lines until the kernel
+    gave up retransmitting, about 15 minutes. What serve sends now times out on its own."""
+    done = in_namespace(VANISHED_READER, str(tmp_path / "logs.db"))
+    assert done.stdout == "released\n", done.stdout
