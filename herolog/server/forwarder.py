@@ -737,6 +737,8 @@ class HTTPDrain(DrainWorker):
         try:
             request = self.client.build_request("POST", self.target, content=body, headers=headers)
             response = await self.client.send(request, stream=True)
+        except httpx.ConnectTimeout:  # a host that is down or gone silent: said as such
+            raise DeliveryError(f"cannot connect to {self.netloc}: timed out", retry=True) from None
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host

@@ -927,3 +927,33 @@ def test_the_stop_report_counts_one_line_as_one() -> None:
         "2 lines not delivered yet: the next herolog serve on this store sends them;"
         " 1 line dropped as its buffer overflowed (told with L10)"
     )
+
+
+def test_an_https_drain_whose_host_does_not_answer_its_connection_says_so(
+    make_server: ServerFactory,
+) -> None:
+    """A drain host that is down or gone silent drops the connection's SYN, as a listener
+    whose queue of connections is full does: that was told as a bare "timed out", the words
+    of a drain that took the batch and did not answer, where a syslog drain says it cannot
+    connect."""
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)
+    queued = []
+    try:
+        port = full.getsockname()[1]
+        # The listener is never accepted from: once its queue is full, its SYNs go unanswered.
+        for _ in range(8):
+            attempt = socket.socket()
+            attempt.setblocking(False)
+            queued.append(attempt)
+            attempt.connect_ex(("127.0.0.1", port))
+        running = make_server(drain_timing=replace(QUICK, timeout_s=0.5))
+        token = add_drain(running, "demo", f"http://127.0.0.1:{port}/logs")
+        post(running, "demo", [line("to a host that does not answer")])
+        drain = worker(running, token)
+        wait_until(lambda: drain.last_error is not None, what="the drain's first failure")
+        assert drain.last_error == f"cannot connect to 127.0.0.1:{port}: timed out"
+        assert drain.delivered == 0
+    finally:
+        for attempt in queued:
+            attempt.close()
+        full.close()
