@@ -528,7 +528,7 @@ class RemoteLogs:
                 # A tail that has started carries on through a drop; anything else ends here.
                 if not (self.request.tail and self.last_id is not None):
                     raise self._unreachable(url, error) from None
-                reason = _reason(error)
+                reason = _dropped(error)
             if self.request.tail and url is not None and not self.ended:
                 self._keep_tailing(client, url, reason)
 
@@ -551,7 +551,7 @@ class RemoteLogs:
                     if not self._read(client, url, resuming=True):
                         raise RemoteError(f"{self.shown} lost the new log session at once")
             except httpx.TransportError as error:
-                reason = _reason(error)
+                reason = _dropped(error)
                 if self.opened:  # cut once answered: a proxy's idle timeout on a quiet app
                     announce, delay = True, BACKOFF_START_S
                 else:
@@ -597,7 +597,7 @@ class RemoteLogs:
             except httpx.TransportError as error:
                 if not waited:
                     raise
-                lost: str | None = _reason(error)
+                lost: str | None = _dropped(error)
             except RemoteError as error:
                 if not (waits and (error.no_app or (waited and not error.final))):
                     raise
@@ -662,7 +662,7 @@ class RemoteLogs:
             except httpx.TransportError as error:
                 if self.request.tail:
                     raise  # it reconnects and resumes
-                raise self._cut_short(_reason(error)) from None
+                raise self._cut_short(_dropped(error)) from None
             # herolog's streams say their end: one that just stops was cut off (the server
             # stopped). Other servers' end as the heroku CLI takes them, whole.
             if not (self.request.tail or self.ended) and _says_its_end(response):
@@ -761,6 +761,17 @@ def _reason(error: Exception) -> str:
     if isinstance(error, httpx.TimeoutException):
         return "timed out"
     return str(error) or type(error).__name__
+
+
+def _dropped(error: Exception) -> str:
+    """Why a tail's connection counts as dropped, as it says so: a server that has sent
+    nothing for READ_TIMEOUT_S (not even the keep-alive it sends every 5 s) is gone quiet,
+    which a bare "timed out" does not tell."""
+    import httpx
+
+    if isinstance(error, httpx.ReadTimeout):
+        return f"the server has said nothing for {READ_TIMEOUT_S:g} s"
+    return _reason(error)
 
 
 class IntakeSender:

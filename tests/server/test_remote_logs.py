@@ -1881,3 +1881,62 @@ def test_https_servers_are_checked_against_the_systems_cas(
     monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
     with api_client("https://logs.example.com", None) as client:
         assert trusted(client) == cas(ssl.create_default_context(cafile=str(cafile)))
+
+
+class GoesSilent(Relay):
+    """A TCP relay in front of a serve: the connections open when :meth:`silence` is called
+    pass nothing more of what the server sends, and stay open (a network gone silent: a cable
+    pulled, a NAT that forgot the connection, no reset and no FIN); later ones pass it all."""
+
+    def __init__(self, upstream: int) -> None:
+        self.generation = 0
+        super().__init__(upstream)
+
+    def silence(self) -> None:
+        self.generation += 1
+
+    def _serve(self, client: socket.socket) -> None:
+        born = self.generation
+        with (
+            client,
+            socket.create_connection(("127.0.0.1", self.upstream)) as server,
+            contextlib.suppress(OSError),  # the tail gave the connection up, or stopped
+        ):
+            threading.Thread(target=DropAfter._pass, args=(client, server), daemon=True).start()
+            while chunk := server.recv(1 << 16):
+                if born == self.generation:
+                    client.sendall(chunk)
+
+
+@pytest.mark.subprocess
+def test_a_tail_whose_server_goes_silent_says_so_and_resumes(herolog_home: Path) -> None:
+    """A stream on which nothing comes any more, not even serve's keep-alive, counts as
+    dropped once READ_TIMEOUT_S has passed: the tail said only "timed out; reconnecting...",
+    which tells nothing of what timed out. It says how long the server has said nothing,
+    and resumes on a new connection after its last line."""
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    server.app.sessions.keepalive = 0.2  # well within the tail's timeout, here 1 s
+    assert server.http_port is not None
+    relay = GoesSilent(server.http_port)
+    env = constants_env({**QUICK, "herolog.remote.READ_TIMEOUT_S": 1.0}, HEROLOG_API_KEY=KEY)
+    url = f"http://127.0.0.1:{relay.port}"
+    child = Child("logs", "--server", url, "-a", "demo", "-n", "1", "--tail", env=env)
+    try:
+        assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[web.1]: before"]
+        wait_until_live(server)
+        relay.silence()
+        fill(path, "demo", line("while silent", second=1))
+        assert child.read_lines(1) == ["2024-03-05T09:00:01.000000+00:00 app[web.1]: while silent"]
+        fill(path, "demo", line("after", second=2))
+        assert child.read_lines(1) == ["2024-03-05T09:00:02.000000+00:00 app[web.1]: after"]
+        child.assert_quiet_for(0.5)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        stop()
+        relay.listener.close()
+    assert code == -signal.SIGINT
+    assert err.count("herolog: the server has said nothing for 1 s; reconnecting...\n") == 1, err
+    assert "timed out" not in err, err
+    assert "Traceback" not in err, err
