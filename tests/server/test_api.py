@@ -84,6 +84,15 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield store_demo(running)
 
 
+@pytest.fixture(scope="module")
+def shared_keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A server without an API key and a line of app demo's, one for the module's tests that
+    change nothing on it, as ``shared_api``."""
+    with running_server(tmp_path_factory.mktemp("keyless") / "logs.db") as running:
+        store_lines(running, "demo", line("hi"))
+        yield running
+
+
 def session(running: Running, app: str | None = "demo", **body: Any) -> str:
     path = f"/apps/{app}/log-sessions" if app else "/log-sessions"
     response = httpx.post(running.url + path, json=body, headers=AUTH)
@@ -164,10 +173,8 @@ def test_api_off_on_a_public_address_without_a_key(make_server: ServerFactory) -
     assert "--api-key" in response.json()["message"]
 
 
-def test_api_open_on_loopback_without_a_key(make_server: ServerFactory) -> None:
-    running = make_server()
-    store_lines(running, "demo", line("hi"))
-    assert httpx.get(f"{running.url}/apps/demo").status_code == 200
+def test_api_open_on_loopback_without_a_key(shared_keyless: Running) -> None:
+    assert httpx.get(f"{shared_keyless.url}/apps/demo").status_code == 200
 
 
 def _creds() -> Any:
@@ -735,7 +742,8 @@ def test_an_app_id_works_where_its_name_does(api: Running) -> None:
     assert sorted(a.name for a in api_store_apps(api)) == ["demo", "other"]
 
 
-def test_an_unknown_app_id_is_not_found(api: Running) -> None:
+def test_an_unknown_app_id_is_not_found(shared_api: Running) -> None:
+    api = shared_api
     unknown = "6f1c3c59-0000-4c4f-9a7e-2b8f4c1d9e10"
     for method, path in [
         ("GET", f"/apps/{unknown}"),
@@ -1077,10 +1085,9 @@ def test_stopping_with_a_reader_that_does_not_read(
     ],
 )
 def test_browsers_cannot_drive_a_keyless_api(
-    make_server: ServerFactory, headers: dict[str, str]
+    shared_keyless: Running, headers: dict[str, str]
 ) -> None:
-    running = make_server()
-    store_lines(running, "demo", line("hi"))
+    running = shared_keyless
     response = httpx.post(
         f"{running.url}/apps/demo/log-drains",
         content=b'{"url": "https://evil.example/steal"}',
@@ -1101,15 +1108,14 @@ def test_browsers_cannot_drive_a_keyless_api(
     ],
 )
 def test_a_keyless_api_takes_nothing_through_a_proxy(
-    make_server: ServerFactory, proxy_header: dict[str, str]
+    shared_keyless: Running, proxy_header: dict[str, str]
 ) -> None:
     """A reverse proxy on this machine (nginx's `proxy_pass http://127.0.0.1:8514`, which
     sends `Host: 127.0.0.1:8514` unless told otherwise) would open the keyless API, drains'
     credentials and all, to whoever can reach the proxy. One that passes its own name on
     (`proxy_set_header Host $host`, as most configurations do) got "use a loopback address
     (127.0.0.1)", wrong advice behind a proxy: it is told to give serve a key too."""
-    running = make_server()
-    store_lines(running, "demo", line("hi"))
+    running = shared_keyless
     host = {"Host": f"127.0.0.1:{running.server.http_port}"}
     for name in (host, {"Host": "logs.example.com"}):
         added = httpx.post(
