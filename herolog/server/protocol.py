@@ -24,6 +24,7 @@ import contextlib
 import functools
 import re
 import socket
+import struct
 import sys
 from typing import Any, ClassVar, Literal, TextIO
 
@@ -40,13 +41,14 @@ from herolog.server.throttle import Throttled
 from herolog.server.writer import BadBody, Stored, WriterStopped
 from herolog.store import StoreError
 
-UNACKNOWLEDGED_S = 120.0
-"""The system closes an HTTP connection once what serve sent on it has gone unacknowledged
-this long (TCP_USER_TIMEOUT): a tail's reader whose host vanished (a laptop closed, a network
-gone silent) sends no reset, and its stream, with the session and up to a tail buffer of
-lines, was held until the kernel gave up retransmitting, about 15 minutes. herolog logs gives
-a stream up after 45 s without a keep-alive, and resumes it on a new one; readers on the
-same machine (the heroku CLI through ssh -L or a proxy) are on loopback, which never waits."""
+UNACKNOWLEDGED_S = 180.0
+"""serve lets an HTTP connection go once what it sent there has waited this long with nothing
+at all heard from the client's system: a tail's reader whose host vanished (a laptop closed,
+a network gone silent) sends no reset, and its stream, with the session and up to a tail
+buffer of lines, was held until the kernel gave up retransmitting, about 15 minutes. A client
+that only stopped reading (a pager paused on a history) is kept however long it pauses: its
+system answers the probes of its closed window, at most 2 minutes apart. (TCP_USER_TIMEOUT
+would not tell the two apart: it cuts off a closed window too.)"""
 MAX_HEADER_BYTES = 64 << 10
 """Request line and headers, at most (nginx allows 32 KiB, Node 16 KiB)."""
 
@@ -80,6 +82,8 @@ class RequestLimits:
         self._tick = min(1.0, header_timeout / 4, body_timeout / 4)
         self._waiting: dict[LimitedHttpToolsProtocol, tuple[float, Waiting]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._open: set[LimitedHttpToolsProtocol] = set()
+        self._silence_timer: asyncio.TimerHandle | None = None
 
     def watch(self, protocol: LimitedHttpToolsProtocol, what: Waiting) -> None:
         """Start the clock on ``protocol``'s request headers or body (the protocol calls it
@@ -91,6 +95,30 @@ class RequestLimits:
 
     def forget(self, protocol: LimitedHttpToolsProtocol) -> None:
         self._waiting.pop(protocol, None)
+
+    def opened(self, protocol: LimitedHttpToolsProtocol) -> None:
+        """Watch ``protocol``'s connection for a client gone silent (UNACKNOWLEDGED_S)."""
+        if _LAST_ACK is None:
+            return
+        self._open.add(protocol)
+        if self._silence_timer is None:
+            loop = asyncio.get_running_loop()
+            self._silence_timer = loop.call_later(UNACKNOWLEDGED_S / 6, self._let_silent_go)
+
+    def closed(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self._open.discard(protocol)
+
+    def _let_silent_go(self) -> None:
+        self._silence_timer = None
+        for protocol in list(self._open):
+            sock = protocol.transport.get_extra_info("socket")
+            if sock is not None and unheard_s(sock) >= UNACKNOWLEDGED_S:
+                with contextlib.suppress(OSError):  # a reset: its send queue is freed now
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                protocol.transport.abort()
+        if self._open:
+            loop = asyncio.get_running_loop()
+            self._silence_timer = loop.call_later(UNACKNOWLEDGED_S / 6, self._let_silent_go)
 
     def count(self, status: int) -> None:
         if self.stats is not None:
@@ -145,12 +173,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
-            with contextlib.suppress(OSError):  # gone already, or not TCP (a Unix socket)
-                sock.setsockopt(
-                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(UNACKNOWLEDGED_S * 1000)
-                )
+        self.limits.opened(self)
         self._wait("headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,6 +182,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._drain_body.clear()
             self.intake.stats.responses[499] += 1
         self.limits.forget(self)
+        self.limits.closed(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -469,3 +493,31 @@ def protocol_class(
     return type(
         "HerologHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "intake": intake}
     )
+
+
+def unheard_s(sock: socket.socket) -> float:
+    """Seconds since the peer's system last acknowledged anything on ``sock`` while bytes sent
+    there (or waiting to be) are unacknowledged; 0 with none, or where the system cannot say."""
+    if _LAST_ACK is None:
+        return 0.0
+    try:
+        queued = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _LAST_ACK + 4)
+    except OSError:  # gone already, or not TCP (a Unix socket)
+        return 0.0
+    if not int.from_bytes(queued, sys.byteorder, signed=True) or len(info) < _LAST_ACK + 4:
+        return 0.0
+    return int.from_bytes(info[_LAST_ACK : _LAST_ACK + 4], sys.byteorder) / 1000
+
+
+_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on, 0 s: closing sends a reset and frees what the send queue holds."""
+_TIOCOUTQ = 0
+_LAST_ACK: int | None = None
+"""Where Linux's struct tcp_info has tcpi_last_ack_recv (ms since the peer's last ACK)."""
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _TIOCOUTQ = termios.TIOCOUTQ  # SIOCOUTQ on a socket: bytes not acknowledged yet
+    _LAST_ACK = 56

@@ -9,11 +9,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import own_certificate
+from herolog.server import protocol
+from herolog.store import SQLiteStore
+from tests.helpers import fill, herolog_env
+from tests.server.conftest import ServerFactory, own_certificate
 
 SILENCE = """
 import socket, subprocess
@@ -288,3 +292,37 @@ def test_a_tail_whose_reader_vanished_is_let_go(tmp_path: Path) -> None:
     gave up retransmitting, about 15 minutes. What serve sends now times out on its own."""
     done = in_namespace(VANISHED_READER, str(tmp_path / "logs.db"))
     assert done.stdout == "released\n", done.stdout
+
+
+@pytest.mark.subprocess
+def test_a_history_whose_reader_pauses_is_sent_whole(
+    make_server: ServerFactory, herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``herolog logs --server -n 30000 | less``, its reader on the first page a while: the
+    client stops reading, its window shuts, and its system answers serve's probes of it.
+    TCP_USER_TIMEOUT cut such a connection off all the same (Linux counts a shut window as
+    unacknowledged), and the history ended in "stopped sending the history before its end".
+    Only a client whose system answers nothing is let go. (The pause is longer than the
+    timeout, shorter than its doubled probes' gap: on loopback, 3.4 s by then.)"""
+    monkeypatch.setattr(protocol, "UNACKNOWLEDGED_S", 5.0)
+    herolog_home.mkdir()
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    store.set_history(100_000)
+    fill(store, "demo", [f"line {n} " + "x" * 300 for n in range(30_000)])
+    store.close()
+    running = make_server(insecure_no_auth=True, api_key="k")
+    command = ["logs", "--server", running.url, "-a", "demo", "-n", "30000"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "herolog", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=herolog_env(HEROLOG_API_KEY="k"),
+    ) as logs:
+        assert logs.stdout is not None
+        assert logs.stderr is not None
+        first = logs.stdout.readline()
+        time.sleep(9)  # the reader of the first page; serve fills the client's window
+        rest = logs.stdout.read()  # not communicate(): it passes by what readline() buffered
+        said = logs.stderr.read()
+    assert (logs.returncode, said.decode()) == (0, "")
+    assert (first + rest).count(b"\n") == 30_000
