@@ -41,10 +41,13 @@ def heard():
 DEAD_RECEIVER = (
     SILENCE
     + """
-import io, sys, threading, time
+import io, os, sys, threading, time
 from pathlib import Path
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import DrainTiming
+
+LAST = int(os.environ["BURST_LAST"])  # the last line of the burst sent into the silence
+PAD = "x" * 150 + " " if LAST > 10 else ""  # long lines: a burst of several batches
 from herolog.store import SQLiteStore
 
 store_path = Path(sys.argv[1])
@@ -106,7 +109,7 @@ sender = socket.create_connection(("127.0.0.1", server.syslog_port))
 
 def send(first, last):
     for n in range(first, last + 1):
-        message = f"<14>1 - host app web.1 - - line{n}".encode()
+        message = f"<14>1 - host app web.1 - - {PAD}line{n}".encode()
         sender.sendall(b"%d %s" % (len(message), message))
 
 def until(done, seconds):
@@ -119,21 +122,21 @@ def until(done, seconds):
 send(1, 5)
 assert until(lambda: len(received) == 5, 10), received
 silent()
-send(6, 10)
+send(6, LAST)
 # The receiver's host dies: what it had not acknowledged is gone with it, and its
 # connection, whose reset goes nowhere either.
 said = until(lambda: worker.last_error is not None, 8)
 dead.add(connections[0])
 assert gone.wait(5)
 heard()
-more = 11
-while not until(lambda: any(int(x[4:]) > 10 for x in received), 0.5) and more < 80:
+more = LAST + 1
+while not until(lambda: any(int(x[4:]) > LAST for x in received), 0.5) and more < LAST + 70:
     send(more, more)
     more += 1
 stop()
 failing = [x.split(": ", 2)[-1] for x in log.getvalue().splitlines() if "is failing" in x]
 print(failing[0] if said else "nothing told")
-print(" ".join(x for x in received if int(x[4:]) <= 10))
+print(" ".join(x for x in received if int(x[4:]) <= LAST))
 """
 )
 
@@ -167,20 +170,23 @@ def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("scheme", ["syslog", "syslog+tls"])
+@pytest.mark.parametrize("last", [10, 1000], ids=["a batch", "a burst of batches"])
 def test_a_syslog_drain_whose_receiver_goes_silent_loses_no_line(
-    tmp_path: Path, scheme: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, last: int
 ) -> None:
     """A syslog drain's batch went into the kernel's send queue and counted as delivered:
     with the receiver's host gone silent, every batch after it too, for as long as the queue
     took them (minutes at a few lines a second), and none of them ever arrived: no error, no
     L10 line, the drain "ok". A batch is delivered once the receiver's TCP has acknowledged
-    it: one that is not within the drain's timeout is told as a failure and sent again on a
-    new connection once the receiver is back."""
+    it, or, while more lines wait (a burst, here 200 KB), once the next batch finds it
+    acknowledged: one that is not within the drain's timeout is told as a failure, and sent
+    again on a new connection once the receiver is back, with those after it."""
+    monkeypatch.setenv("BURST_LAST", str(last))
     tls = [str(path) for path in own_certificate(tmp_path)[:2]] if scheme == "syslog+tls" else []
     done = in_namespace(DEAD_RECEIVER, str(tmp_path / "logs.db"), *tls)
     told, lines = done.stdout.splitlines()
     assert told == "connection lost: timed out", done.stdout
-    assert lines.split() == [f"line{n}" for n in range(1, 11)], done.stdout
+    assert lines.split() == [f"line{n}" for n in range(1, last + 1)], done.stdout
 
 
 DEAD_SENDER = (
