@@ -242,6 +242,8 @@ class _Pending:
     lines: list[StoredLine]
     frame_id: str
     attempts: int = 0
+    data: bytes = b""
+    """The batch as written (a syslog drain's, which may write it again)."""
     told: _Tally = field(default_factory=_Tally)
     """The drops the L10 line that opens the batch tells of (none: it has none)."""
     mark: tuple[int, int | None] | None = None
@@ -323,8 +325,9 @@ class DrainWorker:
         # an L10 line on its way is, in case it never arrives.
         untold = _Tally()
         untold.add(self.untold.count - ahead, self.untold.since)
-        if self.pending is not None:
-            untold.add(self.pending.told.count, self.pending.told.since)
+        for batch in [*self.held, self.pending]:
+            if batch is not None:
+                untold.add(batch.told.count, batch.told.since)
         return Delivery(
             self.delivered,
             self.dropped,
@@ -341,7 +344,17 @@ class DrainWorker:
     @property
     def undelivered(self) -> int:
         pending = _real(self.pending.lines) if self.pending else 0
-        return len(self.buffer) + len(self.backlog) + pending
+        held = sum(_real(batch.lines) for batch in self.held)
+        return len(self.buffer) + len(self.backlog) + pending + held
+
+    @property
+    def held(self) -> list[_Pending]:
+        """Batches :meth:`deliver` took but the drain has not confirmed yet, oldest first: the
+        position stays before them, and they count as delivered once confirmed."""
+        return []
+
+    def _forget_held(self) -> None:
+        """Serve stops: what :attr:`held` holds is left to the next server."""
 
     @property
     def catching_up(self) -> bool:
@@ -361,8 +374,9 @@ class DrainWorker:
         positions are looked up in the store as the state is saved (see learn_mark)."""
         if position == self.through:
             return self.mark
-        if self.pending is not None and self.pending.mark and self.pending.mark[0] == position:
-            return self.pending.mark[1]
+        for batch in [*self.held, self.pending]:
+            if batch is not None and batch.mark and batch.mark[0] == position:
+                return batch.mark[1]
         if self.backlog and self._marks and self.backlog[0].id - 1 == position:
             return self._marks[0]
         if position == self.read_through:
@@ -379,8 +393,9 @@ class DrainWorker:
         if self.live_after is None:
             return self.through
         oldest: int | None = None
-        if self.pending is not None:
-            oldest = next((line.id for line in self.pending.lines if line.id), None)
+        for batch in [*self.held, self.pending]:
+            if batch is not None and oldest is None:
+                oldest = next((line.id for line in batch.lines if line.id), None)
         if oldest is None and self.backlog:
             oldest = self.backlog[0].id
         if oldest is None and self.catching_up:
@@ -453,8 +468,9 @@ class DrainWorker:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.close()
         left = 0
-        if self.pending is not None:  # cut off: the L10 line opening it never arrived
-            self.untold.add(self.pending.told.count, self.pending.told.since)
+        for batch in [*self.held, self.pending]:  # cut off: the L10 line opening it never arrived
+            if batch is not None:
+                self.untold.add(batch.told.count, batch.told.since)
         if self.live_after is not None:
             left = self.undelivered
             if self.catching_up and tell:
@@ -470,6 +486,7 @@ class DrainWorker:
                 self._ahead = 0
             self.live_after = None
             self.pending = None
+            self._forget_held()
             self.backlog.clear()
             self._marks.clear()
             self.buffer.clear()
@@ -596,7 +613,8 @@ class DrainWorker:
                 self._failed(f"{type(error).__name__}: {error}")
                 self._refused(batch)
             else:
-                self.delivered += _real(batch.lines)
+                if not any(held is batch for held in self.held):
+                    self.delivered += _real(batch.lines)
                 if self._failing:
                     self._failing = False
                     self.say(f"drain {self._named} delivers again")
@@ -799,10 +817,10 @@ class SyslogDrain(DrainWorker):
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._listening: asyncio.Task[None] | None = None
         self._told_certificate = False
-        self._unconfirmed: list[bytes] = []
-        """The batches written on this connection that its receiver may not have acknowledged
-        yet (the last one delivered; those before it, until their acknowledgement is seen)."""
-        self._resend: list[bytes] = []
+        self._unconfirmed: list[_Pending] = []
+        """The batches written on this connection that :meth:`deliver` returned from before
+        its receiver had acknowledged them (see held)."""
+        self._resend: list[_Pending] = []
         """Batches of a connection given up that its receiver had not acknowledged: written
         first on the next one."""
 
@@ -849,32 +867,46 @@ class SyslogDrain(DrainWorker):
         self._listening = asyncio.create_task(_ignore(reader))
         return writer
 
+    @property
+    def held(self) -> list[_Pending]:
+        return [*self._resend, *self._unconfirmed]
+
+    def _forget_held(self) -> None:
+        self._resend, self._unconfirmed = [], []
+
+    def _confirm(self) -> None:
+        """The batches on this connection that were held are acknowledged: delivered."""
+        self.delivered += sum(_real(batch.lines) for batch in self._unconfirmed)
+        self._unconfirmed = []
+
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
         writer = await self._connect()
-        data = frame(self.messages(lines))
-        batches, self._resend = [*self._resend, data], []
-        self._unconfirmed += batches
+        batch = self.pending
+        if batch is None or batch.lines is not lines:  # not the worker's: held by none
+            batch = _Pending(list(lines), frame_id)
+        batch.data = frame(self.messages(lines))
+        resend, self._resend = self._resend, []
+        self._unconfirmed += resend
         try:
-            for batch in batches:
-                writer.write(batch)
+            for each in [*resend, batch]:
+                writer.write(each.data)
             async with asyncio.timeout(self.timing.timeout_s * 3):
                 await writer.drain()
                 # Written is not delivered: a receiver whose host died or whose network went
                 # silent (no reset) leaves the bytes in the kernel's send queue, where they
                 # were lost without a word while every later batch "succeeded" behind them.
                 # So every batch before this one must have been acknowledged by the
-                # receiver's TCP, and this one too unless more lines wait: then the next
-                # batch's wait tells of it (a receiver delays its acknowledgement up to 40 ms,
-                # and waiting for it before each batch cost a drain at 55,000 lines/s a
-                # twentieth of its lines). Those not acknowledged are sent again on a new
-                # connection.
-                await _acknowledged(writer.transport, allowed=len(data))
-                del self._unconfirmed[:-1]
-                if await _acknowledged(writer.transport, unless=self._more_waiting):
-                    self._unconfirmed = []
+                # receiver's TCP, and this one too unless more lines wait: then it is held
+                # (see held) and the next batch's wait tells of it (a receiver delays its
+                # acknowledgement up to 40 ms, and waiting for it before each batch cost a
+                # drain at 55,000 lines/s a twentieth of its lines). Those not acknowledged
+                # are sent again on a new connection.
+                await _acknowledged(writer.transport, allowed=len(batch.data))
+                self._confirm()
+                if not await _acknowledged(writer.transport, unless=self._more_waiting):
+                    self._unconfirmed = [batch]
         except (OSError, TimeoutError) as error:
-            self._unconfirmed.pop()  # the retry sends it again
-            await self._give_up()
+            await self._give_up()  # the retry sends this batch again
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
             raise DeliveryError(f"connection lost: {reason}", retry=True) from None
 
@@ -889,9 +921,8 @@ class SyslogDrain(DrainWorker):
                 unacknowledged = _unacknowledged(self._streams[1].transport)
             except ConnectionError:
                 unacknowledged = 1
-            if unacknowledged:
-                self._resend = self._unconfirmed + self._resend
-        self._unconfirmed = []
+            if not unacknowledged:
+                self._confirm()
         await self.close()
 
     async def close(self) -> None:
@@ -905,7 +936,10 @@ class SyslogDrain(DrainWorker):
                 with contextlib.suppress(OSError, TimeoutError):
                     async with asyncio.timeout(min(1.0, self.timing.timeout_s)):
                         await _acknowledged(writer.transport)
-            self._unconfirmed = []
+                        self._confirm()
+            # Not acknowledged: written first on the next connection, or, as serve stops,
+            # left to the next server.
+            self._resend, self._unconfirmed = [*self._unconfirmed, *self._resend], []
             self._streams = None
             writer.close()
             try:
