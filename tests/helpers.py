@@ -127,11 +127,14 @@ import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from typing import IO, Any  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 def herolog_env(**extra: str) -> dict[str, str]:
@@ -371,3 +374,30 @@ def bound_by_file_modes(command: list[str]) -> list[str]:
         "--",
         *command,
     ]
+
+
+def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by Python in a network namespace of its own; fails the test, saying
+    what to install, if one cannot be had."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        pytest.fail(
+            "needs unshare (util-linux) and ip (iproute2: apt-get install iproute2), for a"
+            " network namespace of its own"
+        )
+    namespace = [unshare, "--user", "--map-root-user", "--net"]
+    probe = subprocess.run([*namespace, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(
+            "needs user and network namespaces (unshare --user --map-root-user --net:"
+            f" {probe.stderr.strip()}); allow them (sysctl kernel.unprivileged_userns_clone=1,"
+            " or kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    done = subprocess.run(
+        [*namespace, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done

@@ -6,7 +6,6 @@ routed into a blackhole and out of it again."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from herolog.server import protocol
 from herolog.store import SQLiteStore
-from tests.helpers import fill, herolog_env
+from tests.helpers import fill, herolog_env, in_namespace
 from tests.server.conftest import ServerFactory, own_certificate
 
 SILENCE = """
@@ -139,33 +138,6 @@ print(failing[0] if said else "nothing told")
 print(" ".join(x for x in received if int(x[4:]) <= LAST))
 """
 )
-
-
-def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``script`` run by Python in a network namespace of its own; fails the test, saying
-    what to install, if one cannot be had."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare is None or ip is None:
-        pytest.fail(
-            "needs unshare (util-linux) and ip (iproute2: apt-get install iproute2), for a"
-            " network namespace of its own"
-        )
-    namespace = [unshare, "--user", "--map-root-user", "--net"]
-    probe = subprocess.run([*namespace, "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.fail(
-            "needs user and network namespaces (unshare --user --map-root-user --net:"
-            f" {probe.stderr.strip()}); allow them (sysctl kernel.unprivileged_userns_clone=1,"
-            " or kernel.apparmor_restrict_unprivileged_userns=0)"
-        )
-    done = subprocess.run(
-        [*namespace, sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.mark.subprocess

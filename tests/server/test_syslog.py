@@ -13,7 +13,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
-from tests.helpers import herolog_process
+from tests.helpers import herolog_process, in_namespace
 from tests.server.conftest import Running, ServeProcess, ServerFactory
 from tests.server.test_process import stored
 
@@ -824,23 +823,8 @@ def test_a_tls_client_whose_network_goes_after_its_handshake_leaves_no_traceback
     was never retrieved` and a traceback on serve's stderr. It is the end of that stream, as
     a reset is. Run in a network namespace of its own, where its routes cannot affect
     anyone."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare is None or ip is None:
-        pytest.fail(
-            "needs unshare (util-linux) and ip (iproute2: apt-get install iproute2), for a"
-            " network namespace of its own"
-        )
     _, certfile, keyfile = certificates
-    paths = [str(tmp_path / "logs.db"), str(certfile), str(keyfile)]
-    # A user namespace too: no root needed to make and route a network namespace.
-    namespace = [unshare, "--user", "--map-root-user", "--net"]
-    done = subprocess.run(
-        [*namespace, sys.executable, "-c", VANISHING_CLIENT, *paths],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = in_namespace(VANISHING_CLIENT, str(tmp_path / "logs.db"), str(certfile), str(keyfile))
     assert done.stdout == "finished\n"
     assert "Traceback" not in done.stderr, done.stderr
 
