@@ -19,7 +19,7 @@ from tests.helpers import fill, herolog_env, in_namespace
 from tests.server.conftest import ServerFactory, own_certificate
 
 SILENCE = """
-import socket, subprocess
+import socket, subprocess, threading
 
 def sh(command):
     subprocess.run(command, shell=True, check=True)
@@ -35,6 +35,24 @@ def silent():
 
 def heard():
     sh("ip rule del pref 5; ip route del blackhole default table 50")
+
+def last_words(data, received):
+    # the last word of each whole octet-counted frame of data onto received; returns the rest
+    while b" " in data:
+        size, rest = data.split(b" ", 1)
+        if len(rest) < int(size):
+            break
+        received.append(rest[: int(size)].split()[-1].decode())
+        data = rest[int(size):]
+    return data
+
+def each_connection(listener, handle):
+    # handle(conn) for each connection to listener, in a thread of its own
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
 """
 
 DEAD_RECEIVER = (
@@ -59,11 +77,6 @@ if len(sys.argv) > 2:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[2], sys.argv[3])
 
-def receive():
-    while True:
-        conn, _ = receiver.accept()
-        threading.Thread(target=read, args=(conn,), daemon=True).start()
-
 def read(conn):
     data = b""
     if tls is not None:
@@ -84,17 +97,11 @@ def read(conn):
                 continue
             if not chunk:
                 return
-            data += chunk
-            while b" " in data:
-                size, rest = data.split(b" ", 1)
-                if len(rest) < int(size):
-                    break
-                received.append(rest[: int(size)].split()[-1].decode())
-                data = rest[int(size):]
+            data = last_words(data + chunk, received)
     except OSError:
         pass
 
-threading.Thread(target=receive, daemon=True).start()
+each_connection(receiver, read)
 store = SQLiteStore.open(store_path)
 scheme, fragment = ("syslog+tls", "#insecure") if tls else ("syslog", "")
 store.add_drain("default", f"{scheme}://10.1.1.2:{receiver.getsockname()[1]}{fragment}")
@@ -174,24 +181,13 @@ store_path = Path(sys.argv[1])
 receiver = socket.create_server(("10.1.1.2", 0))
 received = []
 
-def receive():
-    while True:
-        conn, _ = receiver.accept()
-        threading.Thread(target=read, args=(conn,), daemon=True).start()
-
 def read(conn):
     data = b""
     with conn:
         while chunk := conn.recv(65536):
-            data += chunk
-            while b" " in data:
-                size, rest = data.split(b" ", 1)
-                if len(rest) < int(size):
-                    break
-                received.append(rest[: int(size)].split()[-1].decode())
-                data = rest[int(size):]
+            data = last_words(data + chunk, received)
 
-threading.Thread(target=receive, daemon=True).start()
+each_connection(receiver, read)
 store = SQLiteStore.open(store_path)
 store.add_drain("default", f"syslog://10.1.1.2:{receiver.getsockname()[1]}")
 store.close()
