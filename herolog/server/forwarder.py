@@ -40,7 +40,6 @@ import re
 import socket
 import sqlite3
 import ssl
-import sys
 import time
 import uuid
 from collections import deque
@@ -54,6 +53,7 @@ from herolog import __version__, drains, timestamps
 from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.remote import RemoteError, trusting_context, usable_proxy
+from herolog.server import tcp
 from herolog.server.broadcast import Broadcaster
 from herolog.server.config import DrainTiming, url_host
 from herolog.store import (
@@ -994,18 +994,14 @@ def _unacknowledged(transport: asyncio.WriteTransport) -> int:
     empties the send queue of what it lost."""
     if transport.is_closing():
         raise ConnectionError("the connection was closed")
-    held = transport.get_write_buffer_size()
+    held = int(transport.get_write_buffer_size())
     sock = transport.get_extra_info("socket")
-    if sock is None or _TIOCOUTQ is None:
-        return int(held)
-    try:
-        state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
-        queued = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, AttributeError):  # no TCP_INFO, or no send queue to ask (not Linux)
-        return int(held)
-    if state not in _SENDING_STATES:
+    told = None if sock is None else tcp.sending(sock)
+    if told is None:
+        return held
+    if not told.open:
         raise ConnectionError("the connection was reset")
-    return int(held) + int.from_bytes(queued, sys.byteorder, signed=True)
+    return held + told.unacknowledged
 
 
 async def _acknowledged(
@@ -1022,18 +1018,6 @@ async def _acknowledged(
         await asyncio.sleep(pause)
         pause = min(pause * 2, ACK_POLL_S)
     return True
-
-
-try:
-    import fcntl
-    import termios
-
-    _TIOCOUTQ: int | None = termios.TIOCOUTQ  # SIOCOUTQ on a socket: unacknowledged bytes
-    _TCP_INFO = socket.TCP_INFO  # whose first byte is the connection's state
-except (ImportError, AttributeError):
-    _TIOCOUTQ = None
-_SENDING_STATES = {1, 8}
-"""TCP_ESTABLISHED, and TCP_CLOSE_WAIT (the receiver closed its side after reading)."""
 
 
 async def _ignore(reader: asyncio.StreamReader) -> None:

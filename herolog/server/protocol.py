@@ -34,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from herolog.server import tcp
 from herolog.server.app import Admitted, HerologApp, Stats, not_stored, plain_answer
 from herolog.server.http import HTTPError
 from herolog.server.syslog import TLS_HANDSHAKE, from_peer
@@ -98,7 +99,7 @@ class RequestLimits:
 
     def opened(self, protocol: LimitedHttpToolsProtocol) -> None:
         """Watch ``protocol``'s connection for a client gone silent (UNACKNOWLEDGED_S)."""
-        if _LAST_ACK is None:
+        if not tcp.TELLS:
             return
         self._open.add(protocol)
         if self._silence_timer is None:
@@ -112,7 +113,8 @@ class RequestLimits:
         self._silence_timer = None
         for protocol in list(self._open):
             sock = protocol.transport.get_extra_info("socket")
-            if sock is not None and unheard_s(sock) >= UNACKNOWLEDGED_S:
+            told = None if sock is None else tcp.sending(sock)
+            if told is not None and told.unacknowledged and told.unheard_s >= UNACKNOWLEDGED_S:
                 with contextlib.suppress(OSError):  # a reset: its send queue is freed now
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
                 protocol.transport.abort()
@@ -495,29 +497,5 @@ def protocol_class(
     )
 
 
-def unheard_s(sock: socket.socket) -> float:
-    """Seconds since the peer's system last acknowledged anything on ``sock`` while bytes sent
-    there (or waiting to be) are unacknowledged; 0 with none, or where the system cannot say."""
-    if _LAST_ACK is None:
-        return 0.0
-    try:
-        queued = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _LAST_ACK + 4)
-    except OSError:  # gone already, or not TCP (a Unix socket)
-        return 0.0
-    if not int.from_bytes(queued, sys.byteorder, signed=True) or len(info) < _LAST_ACK + 4:
-        return 0.0
-    return int.from_bytes(info[_LAST_ACK : _LAST_ACK + 4], sys.byteorder) / 1000
-
-
 _RESET = struct.pack("ii", 1, 0)
 """SO_LINGER on, 0 s: closing sends a reset and frees what the send queue holds."""
-_TIOCOUTQ = 0
-_LAST_ACK: int | None = None
-"""Where Linux's struct tcp_info has tcpi_last_ack_recv (ms since the peer's last ACK)."""
-if sys.platform.startswith("linux"):
-    import fcntl
-    import termios
-
-    _TIOCOUTQ = termios.TIOCOUTQ  # SIOCOUTQ on a socket: bytes not acknowledged yet
-    _LAST_ACK = 56
