@@ -832,7 +832,7 @@ class SyslogDrain(DrainWorker):
             reader, writer = self._streams
             if not reader.at_eof() and not writer.is_closing():
                 return writer
-            await self._give_up()
+            await self.close()
         try:
             # Off the loop: once the system's CAs change, the next context loads them anew
             # (40 ms, in which serve would answer nothing).
@@ -906,24 +906,12 @@ class SyslogDrain(DrainWorker):
                 if not await _acknowledged(writer.transport, unless=self._more_waiting):
                     self._unconfirmed = [batch]
         except (OSError, TimeoutError) as error:
-            await self._give_up()  # the retry sends this batch again
+            await self.close()  # the retry sends this batch again
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
             raise DeliveryError(f"connection lost: {reason}", retry=True) from None
 
     def _more_waiting(self) -> bool:
         return bool(self.buffer or self.backlog or self.catching_up)
-
-    async def _give_up(self) -> None:
-        """Close a connection that failed, keeping what its receiver may not have got for
-        the next one."""
-        if self._unconfirmed and self._streams is not None:
-            try:
-                unacknowledged = _unacknowledged(self._streams[1].transport)
-            except ConnectionError:
-                unacknowledged = 1
-            if not unacknowledged:
-                self._confirm()
-        await self.close()
 
     async def close(self) -> None:
         if self._listening is not None:
@@ -932,7 +920,7 @@ class SyslogDrain(DrainWorker):
             self._listening = None
         if self._streams is not None:
             writer = self._streams[1]
-            if self._unconfirmed:  # serve stopping: the last batch's acknowledgement
+            if self._unconfirmed:  # a moment more for the held batches' acknowledgement
                 with contextlib.suppress(OSError, TimeoutError):
                     async with asyncio.timeout(min(1.0, self.timing.timeout_s)):
                         await _acknowledged(writer.transport)
