@@ -663,14 +663,10 @@ class SQLiteStore:
         the drains added and removed, and stop saving their positions (the next serve would
         deliver every line since to them again), and its stop would end in a traceback.
         """
-        from herolog import timestamps
-
-        held = self._lease(FORWARDING_LEASE)
-        if held is None or not _in_force(held, timestamps.to_instant(timestamps.now())):
-            return
-        pid = held[0].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or not process_exists(int(pid)):
-            return  # killed: it runs no longer, whatever its lease says
+        held = self._lease_in_force(FORWARDING_LEASE)
+        pid = None if held is None else owner_pid(held[0])
+        if pid is None or pid == os.getpid() or not process_exists(pid):
+            return  # none, or killed: it runs no longer, whatever its lease says
         raise StoreError(
             f"{self.path} is in use by an older herolog serve (pid {pid}; store schema"
             f" {version}), which cannot go on once this herolog upgrades it to schema"
@@ -1114,10 +1110,14 @@ class SQLiteStore:
 
     def leased(self, name: str) -> bool:
         """Whether someone holds the lease ``name`` now (it has not run out)."""
+        return self._lease_in_force(name) is not None
+
+    def _lease_in_force(self, name: str) -> tuple[str, str, str] | None:
+        """Who holds the lease ``name``, from and until when, if it has not run out."""
         from herolog import timestamps
 
         held = self._lease(name)
-        return held is not None and _in_force(held, timestamps.to_instant(timestamps.now()))
+        return held if held and _in_force(held, timestamps.to_instant(timestamps.now())) else None
 
     def _lease(self, name: str) -> tuple[str, str, str] | None:
         """Who holds the lease ``name``, from and until when (it may have run out), or None.
@@ -2049,6 +2049,12 @@ def _term(seconds: float) -> tuple[str, str]:
         timestamps.to_instant(now - timedelta(seconds=abs(seconds))),
         timestamps.to_instant(now + timedelta(seconds=seconds)),
     )
+
+
+def owner_pid(owner: str) -> int | None:
+    """The process of a lease's or trim hold's ``owner`` (``PID.RANDOM``), if it names one."""
+    pid = owner.split(".")[0]
+    return int(pid) if pid.isdigit() else None
 
 
 def process_exists(pid: int) -> bool:

@@ -63,6 +63,7 @@ from herolog.store import (
     SQLiteStore,
     StoredLine,
     StoreError,
+    owner_pid,
     process_exists,
     unstored,
     using_store,
@@ -1124,8 +1125,8 @@ class Forwarder:
 
     @staticmethod
     def _held_by(holder: str | None) -> str:
-        pid = holder.split(".")[0] if holder else "?"
-        if pid.isdigit() and not process_exists(int(pid)):
+        pid = owner_pid(holder) if holder else None
+        if pid is not None and not process_exists(pid):
             # Killed (kill -9, the OOM killer): its lease has to run out first.
             return (
                 f"the herolog serve that forwarded this store's drains (pid {pid}) ended"
@@ -1133,7 +1134,7 @@ class Forwarder:
                 f" runs out, within {LEASE_S:.0f} s"
             )
         return (
-            f"another herolog serve (pid {pid}) forwards this store's drains; this one takes"
+            f"another herolog serve (pid {pid or '?'}) forwards this store's drains; this one takes"
             " over if that one stops"
         )
 
