@@ -144,8 +144,10 @@ def find_drain(drains: Sequence[Drain], key: str) -> Drain | None:
     store of an older herolog may hold such): then only the one written so is found. So does a
     URL with its runs of slashes merged (``https:/host/x``), as nginx passes a path when its
     proxy_pass has one of its own (``proxy_pass http://127.0.0.1:8514/;``), unless two drains
-    are alike so."""
+    are alike so. An id is found in upper case too, as an app's is (:func:`find_app`)."""
     drain = next((d for d in drains if key in (d.url, d.token, d.id)), None)
+    if drain is None and looks_like_id(key):
+        drain = next((d for d in drains if d.id == key.lower()), None)
     if drain is None and (same := drain_key(key)) is not None:
         alike = [d for d in drains if drain_key(d.url) == same]
         drain = alike[0] if len(alike) == 1 else None

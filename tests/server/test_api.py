@@ -684,6 +684,17 @@ def test_drains_crud(api: Running) -> None:
     assert missing.json()["id"] == "not_found"
 
 
+def test_a_drain_s_id_is_found_in_upper_case_as_an_app_s_is(api: Running) -> None:
+    """A UUID is one in either case: an app's id was found in upper case, a drain's was not
+    (404 "Couldn't find that drain.") for GET or DELETE .../log-drains/ID."""
+    base = f"{api.url}/apps/demo/log-drains"
+    drain = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
+    upper = drain["id"].upper()
+    assert httpx.get(f"{base}/{upper}", headers=AUTH).json() == drain
+    assert httpx.delete(f"{base}/{upper}", headers=AUTH).json() == drain
+    assert httpx.get(base, headers=AUTH).json() == []
+
+
 def test_a_drain_url_as_a_proxy_passes_it_decoded_finds_the_drain(api: Running) -> None:
     """nginx's proxy_pass with a path after the port (`proxy_pass http://127.0.0.1:8514/;`,
     as a proxy serving herolog under /herolog/ has it) passes a request's path decoded, its
