@@ -2027,7 +2027,10 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 _INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-APP_NAME_RULE = "app names are letters, digits, '.', '_' and '-' (100 at most)"
+APP_NAME_RULE = (
+    "app names are letters, digits, '.', '_' and '-' (100 at most),"
+    " starting with a letter or digit, without '..'"
+)
 
 
 def valid_app_name(name: str) -> bool:

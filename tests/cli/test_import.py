@@ -1245,9 +1245,23 @@ def test_an_app_name_the_store_refuses_is_a_usage_error(herolog_home: Path) -> N
     assert code == 2
     assert err.splitlines()[-1] == (
         "Error: Invalid value for '-a': 'my app' is not an app name:"
-        " app names are letters, digits, '.', '_' and '-' (100 at most)"
+        " app names are letters, digits, '.', '_' and '-' (100 at most), starting with a"
+        " letter or digit, without '..'"
     )
     assert not (herolog_home / "logs.db").exists()
+
+
+@pytest.mark.parametrize("name", [".hidden", "_x", "a..b"])
+def test_an_app_name_refused_for_its_first_character_or_two_dots_says_why(
+    herolog_home: Path, name: str
+) -> None:
+    """Each was refused as not 'letters, digits, '.', '_' and '-'', which it is."""
+    code, _, err = invoke("import", str(EXAMPLE), "-a", name)
+    assert code == 2
+    assert err.splitlines()[-1] == (
+        f"Error: Invalid value for '-a': {name!r} is not an app name: app names are letters,"
+        " digits, '.', '_' and '-' (100 at most), starting with a letter or digit, without '..'"
+    )
 
 
 def test_a_store_that_fails_mid_import_says_how_many_lines_it_took(

@@ -127,7 +127,8 @@ def test_a_bad_app_name_is_a_usage_error_in_both_modes(guarded: Running, tmp_pat
         assert proc.returncode == 2
         assert proc.stderr.splitlines()[-1] == (
             "Error: Invalid value for '-a': 'no/such' is not an app name:"
-            " app names are letters, digits, '.', '_' and '-' (100 at most)"
+            " app names are letters, digits, '.', '_' and '-' (100 at most), starting with a"
+            " letter or digit, without '..'"
         )
 
 
