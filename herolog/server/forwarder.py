@@ -714,8 +714,11 @@ class HTTPDrain(DrainWorker):
         import httpx
 
         parts = urlsplit(drain.url)
-        self.netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
-        self.target = urlunsplit((parts.scheme, self.netloc, parts.path or "/", parts.query, ""))
+        netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
+        self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        # What errors name: the port connected to, given in the URL or not, as syslog's do.
+        default = 443 if parts.scheme == "https" else 80
+        self.peer = url_host(parts.hostname or "", parts.port or default)
         auth = None
         if parts.username is not None or parts.password is not None:
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
@@ -757,16 +760,16 @@ class HTTPDrain(DrainWorker):
             request = self.client.build_request("POST", self.target, content=body, headers=headers)
             response = await self.client.send(request, stream=True)
         except httpx.ConnectTimeout:  # a host that is down or gone silent: said as such
-            raise DeliveryError(f"cannot connect to {self.netloc}: timed out", retry=True) from None
+            raise DeliveryError(f"cannot connect to {self.peer}: timed out", retry=True) from None
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
             reason = _out_of_files(error) or str(error) or type(error).__name__
-            raise DeliveryError(f"cannot connect to {self.netloc}: {reason}", retry=True) from None
+            raise DeliveryError(f"cannot connect to {self.peer}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__  # a reset is a bare ReadError
             if isinstance(error, httpx.NetworkError | httpx.RemoteProtocolError):
-                reason = f"connection to {self.netloc} lost: {reason}"
+                reason = f"connection to {self.peer} lost: {reason}"
             raise DeliveryError(reason, retry=True) from None
         status = response.status_code
         start = b""

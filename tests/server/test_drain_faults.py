@@ -389,6 +389,22 @@ def test_a_syslog_drain_to_an_ipv6_address_names_it_in_brackets(
     assert str(drain.last_error).startswith(f"cannot connect to [::1]:{port}: ")
 
 
+def test_an_http_drain_s_errors_name_the_port_its_url_leaves_out(
+    make_server: ServerFactory,
+) -> None:
+    """``https://HOST/...`` connects to port 443 and ``http://HOST/...`` to 80: the error says
+    which, as a syslog drain's does (``cannot connect to example.org`` left it to guess)."""
+    with socket.socket() as probe:
+        refused = probe.connect_ex(("127.0.0.1", 80)) != 0
+    assert refused, "this test needs nothing listening on 127.0.0.1:80"
+    running = make_server(drain_timing=replace(QUICK, flush_s=0.1))
+    token = add_drain(running, "demo", "http://127.0.0.1/logs")
+    send(running, "demo", 1, 1)
+    drain = worker(running, token)
+    wait_until(lambda: drain.last_error, what="the drain to fail")
+    assert str(drain.last_error).startswith("cannot connect to 127.0.0.1:80: "), drain.last_error
+
+
 def test_a_syslog_receiver_that_resets_connections(make_server: ServerFactory) -> None:
     """Syslog has no acknowledgements: what a receiver loses when it crashes was handed to
     TCP and counts as delivered (as with Logplex). The books still balance, nothing arrives
