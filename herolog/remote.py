@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from herolog import __version__, timestamps
 from herolog.logs import LogsRequest, may_yet_come
@@ -104,7 +104,6 @@ def proxy_for(server: str) -> Proxy | None:
     import ipaddress
     import os
     import urllib.request
-    from urllib.parse import urlsplit
 
     parts = urlsplit(server)
     host = (parts.hostname or "").lower()
@@ -795,6 +794,7 @@ class IntakeSender:
         self.target = f"{base}/apps/{quote(app, safe='')}/logs"
         self.shown = mask_url(base)
         """The server's URL for messages: without its password."""
+        self.has_credentials = "@" in urlsplit(base).netloc
         self.sleep = sleep
         self._deadline: float | None = None
         """Set by :meth:`hurry`: no try starts after it, and none lasts past it."""
@@ -916,6 +916,11 @@ class IntakeSender:
         message = _unquoted(message, response.request)
         reason = f"{status} {response.reason_phrase}".strip()
         if status == 401:
+            if self.has_credentials:
+                return RemoteError(
+                    f"{self.shown} refused the lines ({reason}): the credentials in the URL"
+                    " are not those of its --auth"
+                )
             return RemoteError(
                 f"{self.shown} refused the lines ({reason}): give the credentials of its --auth"
                 " in the URL, https://USER:PASSWORD@HOST"
