@@ -629,7 +629,9 @@ class Server:
         config = self.config
         scheme = "https" if config.tls else "http"
         shown_host = url_host(config.host)
-        lines = [f"HTTPS drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"]
+        lines = [
+            f"{scheme.upper()} drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"
+        ]
         if self._certificate_warning is not None:
             lines.append(self._certificate_warning)
         if self._trust_warning is not None:

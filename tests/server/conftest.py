@@ -187,7 +187,7 @@ class ServeProcess:
                 break
         # The intake's own line: a drain's "catching up" line, with the drain's URL, can
         # come before the banner.
-        m = re.search(r"HTTPS drain intake on (https?)://\S+:(\d+)/apps/", "".join(self.banner))
+        m = re.search(r"HTTPS? drain intake on (https?)://\S+:(\d+)/apps/", "".join(self.banner))
         assert m, self.banner
         self.url = f"{m.group(1)}://127.0.0.1:{m.group(2)}"
 

@@ -378,7 +378,7 @@ class ContainedServe:
             assert line, f"serve did not start: {banner}{self.finish()[1]}"
             banner += line
         self.banner = banner
-        port = re.findall(r"HTTPS drain intake on http://127\.0\.0\.1:(\d+)/", banner)[0]
+        port = re.findall(r"HTTP drain intake on http://127\.0\.0\.1:(\d+)/", banner)[0]
         self.url = f"http://127.0.0.1:{port}"  # not a drain's, in a line before the banner
         found = re.findall(r"syslog drain intake on 127\.0\.0\.1:(\d+)", banner)
         self.syslog_port = int(found[0]) if found else None

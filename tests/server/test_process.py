@@ -196,7 +196,7 @@ def test_a_systemd_notify_unit_hears_ready_then_stopping(
         env = herolog_env(NOTIFY_SOCKET=name)
         server = serve_process("--port", "0", "--drain-flush-timeout", "2.5", env=env)
         ready = manager.recv(4096).decode()
-        assert ready == f"READY=1\nSTATUS=HTTPS drain intake on {server.url}/apps/APP/logs"
+        assert ready == f"READY=1\nSTATUS=HTTP drain intake on {server.url}/apps/APP/logs"
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         server.proc.send_signal(signal.SIGTERM)
         assert manager.recv(4096) == b"STOPPING=1"
@@ -325,7 +325,7 @@ def test_serve_started_in_a_folder_holding_a_herolog_package_runs_its_own_writer
     try:
         assert proc.stderr is not None
         err = proc.stderr.readline()
-        assert err.startswith("herolog serve: HTTPS drain intake on http://127.0.0.1:"), err
+        assert err.startswith("herolog serve: HTTP drain intake on http://127.0.0.1:"), err
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     finally:
@@ -1065,7 +1065,7 @@ def test_an_ipv6_host_in_brackets_is_listened_on(herolog_home: Path) -> None:
         assert proc.stderr is not None
         first = proc.stderr.readline()
         m = re.fullmatch(
-            r"herolog serve: HTTPS drain intake on http://\[::1\]:(\d+)/apps/APP/logs\n", first
+            r"herolog serve: HTTP drain intake on http://\[::1\]:(\d+)/apps/APP/logs\n", first
         )
         assert m, first + proc.stderr.read()
         assert httpx.get(f"http://[::1]:{m[1]}/healthz").status_code == 200
