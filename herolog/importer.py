@@ -68,6 +68,8 @@ _CUT_HEADER = re.compile(r"[0-9]{4}-[!-~]*(?: [!-Z\\^-~]*(?:\[[!-Z\\^-~]*\]?)?)?
 _COLOUR = re.compile("\x1b\\[[0-9;:]*m")
 """A colour (SGR) sequence, as `heroku logs` with FORCE_COLOR and `herolog logs --color
 always` write them."""
+_HALF_COLOUR = re.compile("\x1b(?:\\[[0-9;:]*)?\\Z")
+"""The start of a colour sequence, which a capture cut off in the middle of one ends in."""
 
 
 @dataclass
@@ -740,13 +742,19 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) ->
                     not_utf8[0] += 1
                     not_utf8[1] = not_utf8[1] or number
                 parsed = parse_heroku_line(text)
-                if parsed is None and text.startswith("\x1b["):
+                if parsed is None and text.startswith("\x1b"):
                     # Saved in colour: the header's and the message's colours are the
-                    # output's, which a message's own cannot be told from.
-                    parsed = parse_heroku_line(_COLOUR.sub("", text))
-                if parsed is None and size == 0 and _CUT_HEADER.fullmatch(_COLOUR.sub("", text)):
-                    cut_off.append(text)  # the input's last line, without its line end
-                    continue
+                    # output's, which a message's own cannot be told from. The input's last
+                    # line, without its line end, may stop in the middle of one.
+                    uncoloured = _COLOUR.sub("", text)
+                    if size == 0:
+                        uncoloured = _HALF_COLOUR.sub("", uncoloured)
+                    parsed = parse_heroku_line(uncoloured)
+                if parsed is None and size == 0:  # the input's last line, without its line end
+                    piece = _HALF_COLOUR.sub("", _COLOUR.sub("", text))
+                    if (text and not piece) or _CUT_HEADER.fullmatch(piece):
+                        cut_off.append(text)
+                        continue
                 if parsed is not None:
                     if pending is not None:
                         done.append(complete(pending))

@@ -266,6 +266,43 @@ def test_a_capture_cut_off_in_a_header_leaves_the_message_before_it_whole(cut: s
     assert stored("more")[-1] == "2024-03-05T09:14:08.418233+00:00 app[web.1]: last whole\n  b"
 
 
+@pytest.mark.parametrize(
+    ("cut", "last"),
+    [
+        # In the header's colour, before any of it: the piece holds nothing.
+        ("\x1b", None),
+        ("\x1b[1;3", None),
+        ("\x1b[1;32m", None),
+        # In the reset after its ':', as the uncoloured header ending there is: a line.
+        ("\x1b[1;32m2024-03-05T09:14:09Z app[web.1]:\x1b", ""),
+        ("\x1b[1;32m2024-03-05T09:14:09Z app[web.1]:\x1b[0", ""),
+        # In a colour of the message: what came of it, without half a sequence.
+        ("\x1b[1;32m2024-03-05T09:14:09Z app[web.1]:\x1b[0m exited with \x1b[3", "exited with "),
+    ],
+)
+def test_a_coloured_capture_cut_off_in_a_colour_sequence_imports_as_one_without(
+    cut: str, last: str | None
+) -> None:
+    """`FORCE_COLOR=1 heroku logs --tail > demo.log` cut off in the middle of a colour
+    sequence: the piece, escape bytes and the header before them, was added to the message
+    before it as a line continuing it, where the input without colours cut at the same
+    place leaves it out or stores the line it starts."""
+    text = "\x1b[1;32m2024-03-05T09:14:08Z app[web.1]:\x1b[0m last whole\n  and its second line\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=(text + cut).encode())
+    said = (
+        f"The input ends in the middle of a line, as a capture cut off does: {cut!r} is left out."
+    )
+    lines = "2 lines" if last is not None else "1 line"
+    assert (code, err) == (
+        0,
+        f"Imported {lines} into demo (heroku format).\n" + (said + "\n" if last is None else ""),
+    )
+    expected = ["2024-03-05T09:14:08Z app[web.1]: last whole\n  and its second line"]
+    if last is not None:
+        expected.append(f"2024-03-05T09:14:09Z app[web.1]: {last}")
+    assert stored("demo") == expected
+
+
 def test_a_line_like_the_start_of_a_header_inside_the_input_continues_a_message() -> None:
     """Only the input's last line, without its line end, can be a header cut off: one
     before that (a date a message printed on a line of its own) is the message's."""
