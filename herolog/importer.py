@@ -752,8 +752,9 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) ->
                     parsed = parse_heroku_line(uncoloured)
                 if parsed is None and size == 0:  # the input's last line, without its line end
                     piece = _HALF_COLOUR.sub("", _COLOUR.sub("", text))
-                    if (text and not piece) or _CUT_HEADER.fullmatch(piece):
-                        cut_off.append(text)
+                    if not piece or _CUT_HEADER.fullmatch(piece):
+                        if text:  # else a "\r" whose "\n" never came: no line at all
+                            cut_off.append(text)
                         continue
                 if parsed is not None:
                     if pending is not None:

@@ -303,6 +303,18 @@ def test_a_coloured_capture_cut_off_in_a_colour_sequence_imports_as_one_without(
     assert stored("demo") == expected
 
 
+def test_a_capture_with_crlf_cut_off_between_cr_and_lf_adds_no_line_to_its_message() -> None:
+    """A capture with Windows line ends cut off after a line's `\\r`, before its `\\n`: that
+    `\\r` was read as a line continuing the message before it, which gained a `\\n`."""
+    text = b"2024-03-05T09:14:07Z app[web.1]: one\r\n2024-03-05T09:14:08Z app[web.1]: two\r\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=text + b"\r")
+    assert (code, err) == (0, "Imported 2 lines into demo (heroku format).\n")
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: one",
+        "2024-03-05T09:14:08Z app[web.1]: two",
+    ]
+
+
 def test_a_line_like_the_start_of_a_header_inside_the_input_continues_a_message() -> None:
     """Only the input's last line, without its line end, can be a header cut off: one
     before that (a date a message printed on a line of its own) is the message's."""
