@@ -50,7 +50,9 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
 
     app = checked_app(app)
     name = getattr(file, "name", "-")
-    name = "standard input" if name in ("-", "<stdin>") else name
+    # A stdin closed at the start is /dev/null opened in its place, named by its descriptor.
+    if name in ("-", "<stdin>") or not isinstance(name, str):
+        name = "standard input"
     store = open_store()
     # What the app holds: an import past the history takes the place of its oldest lines.
     had = min(next((x.lines for x in store.apps() if x.name == app), 0), store.history)

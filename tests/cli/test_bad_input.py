@@ -686,6 +686,16 @@ def test_a_closed_input_or_error_stream_reads_nothing_and_writes_nowhere(
     assert messages == ["one", "two", *stored]
 
 
+def test_a_closed_input_is_named_standard_input(herolog_home: Path) -> None:
+    """`herolog import - <&-` said "Nothing imported: 0 holds no log lines.", naming the
+    descriptor of the /dev/null that stands in for the closed input."""
+    proc = herolog_process("import", "-", "-a", "demo", preexec_fn=lambda: os.close(0))
+    assert (proc.returncode, proc.stderr) == (
+        0,
+        "Nothing imported: standard input holds no log lines.\n",
+    )
+
+
 def test_an_input_that_cannot_be_read_is_one_line(herolog_home: Path) -> None:
     """Reading /proc/self/mem from its start fails with EIO: a read error mid-file."""
     code, err = invoke("import", "/proc/self/mem", "-a", "demo")
