@@ -226,7 +226,7 @@ def import_stream(
     for magic, what, convert in _NOT_READ:
         if magic.match(first):
             raise NotRead(what, convert)
-    skipped = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # a BOM, from some Windows editors
+    skipped = 3 if first.startswith(_BOM) else 0  # a BOM, from some Windows editors
     result = ImportResult(
         fmt or detect_format(first[skipped:4096]),
         bytes_read=skipped,
@@ -275,6 +275,9 @@ def import_stream(
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+"""UTF-8's byte order mark. Files that start with one and are joined (``cat a.log b.log``)
+have one at the start of a line: a header follows it, not content."""
 
 
 class _Rejoined:
@@ -547,6 +550,8 @@ def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
                 else:
                     message = raw.removesuffix(b"\r")
                     number += 1
+                if message.startswith(b"\xef\xbb\xbf<"):  # see _BOM
+                    message = message[3:]
                 if not message.strip():
                     continue
                 if not message.isascii() and not _is_utf8(message):
@@ -742,6 +747,8 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) ->
                     not_utf8[0] += 1
                     not_utf8[1] = not_utf8[1] or number
                 parsed = parse_heroku_line(text)
+                if parsed is None and text[:1] == "\ufeff":  # see _BOM
+                    parsed = parse_heroku_line(text[1:])
                 if parsed is None and text.startswith("\x1b"):
                     # Saved in colour: the header's and the message's colours are the
                     # output's, which a message's own cannot be told from. The input's last

@@ -791,6 +791,28 @@ def test_a_leading_byte_order_mark_is_not_content(tmp_path: Path, fmt: str, text
 @pytest.mark.parametrize(
     ("fmt", "header"),
     [
+        ("heroku", b"2024-03-05T09:14:0%dZ app[web.1]: "),
+        ("syslog", b"<190>1 2024-03-05T09:14:0%dZ host app web.1 - "),
+    ],
+)
+def test_files_that_start_with_a_byte_order_mark_import_joined(fmt: str, header: bytes) -> None:
+    """`cat a.log b.log | herolog import -` of captures that each start with a BOM (Windows
+    PowerShell 5.1's Out-File -Encoding utf8, Notepad): the second file's first line has one
+    before its header, and was taken for a line continuing the message before it, its own
+    header and all, under that message's time. (In `--json` output it already was not.)"""
+    a = b"\xef\xbb\xbf" + header % 7 + b"first\r\n"
+    b = b"\xef\xbb\xbf" + header % 8 + b"second\r\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=a + b)
+    assert (code, err) == (0, f"Imported 2 lines into demo ({fmt} format).\n")
+    assert stored("demo") == [
+        "2024-03-05T09:14:07Z app[web.1]: first",
+        "2024-03-05T09:14:08Z app[web.1]: second",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "header"),
+    [
         ("heroku", "2024-03-05T09:14:07Z app[web.1]: "),
         ("syslog", "<13>1 2024-03-05T09:14:07Z h app web.1 - - "),
     ],
