@@ -798,6 +798,8 @@ class IntakeSender:
         self.sleep = sleep
         self._deadline: float | None = None
         """Set by :meth:`hurry`: no try starts after it, and none lasts past it."""
+        self._stopped = "the command"
+        """What was stopped, for the message of lines the deadline cost."""
         # Logplex's own limits: 3 s to connect, 5 s for the request.
         self.client = http_client(
             base,
@@ -817,9 +819,11 @@ class IntakeSender:
                 " (204): is it a herolog serve?"
             )
 
-    def hurry(self) -> None:
-        """The command was stopped: what is left has STOPPED_SEND_S to be sent, where a
-        server that has stopped answering would hold herolog for every batch's tries."""
+    def hurry(self, stopped: str = "the command") -> None:
+        """``stopped`` (the command, or herolog once the command had exited) was stopped:
+        what is left has STOPPED_SEND_S to be sent, where a server that has stopped
+        answering would hold herolog for every batch's tries."""
+        self._stopped = stopped
         self._deadline = time.monotonic() + STOPPED_SEND_S
 
     def send(self, lines: Sequence[LogLine]) -> None:
@@ -872,8 +876,8 @@ class IntakeSender:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
                     raise RemoteError(
-                        f"{self.shown} had not taken them {STOPPED_SEND_S:g} s after the"
-                        " command was stopped"
+                        f"{self.shown} had not taken them {STOPPED_SEND_S:g} s after"
+                        f" {self._stopped} was stopped"
                     )
                 usual = self.client.timeout  # None: no limit of its own, so ``left``
                 timeout = httpx.Timeout(

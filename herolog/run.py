@@ -158,6 +158,9 @@ class Exited(NamedTuple):
     died_of: int | None = None
     """The signal the command died of: a shell that gets a Ctrl-C stops its script only if
     its command died of SIGINT too, not if it handled it and exited 130."""
+    stopped_by: int | None = None
+    """A SIGTERM or SIGINT herolog got once the command had exited of its own accord, while
+    what it wrote was being stored: a Ctrl-C then ends herolog by its SIGINT all the same."""
 
 
 def run_dyno(
@@ -168,7 +171,7 @@ def run_dyno(
     echo: bool = True,
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
-    on_stopped: Callable[[], object] = lambda: None,
+    on_stopped: Callable[[str], object] = lambda _stopped: None,
 ) -> Exited:
     """Run ``command``, storing its output as ``app[DYNO]``; returns how it exited.
 
@@ -177,7 +180,9 @@ def run_dyno(
     and a read of /dev/tty fails instead of stopping it). A signal's death is
     status 128 + N, as in a shell; a command that cannot be started is 127 (not found) or
     126 (not executable). ``on_stopped`` is called once a command that herolog passed a
-    SIGTERM or SIGINT on to has exited: the sink is to hurry then.
+    SIGTERM or SIGINT on to has exited, with ``"the command"``, or with ``"herolog"`` when
+    one comes once the command has exited of its own accord (while what it wrote is still
+    being stored): the sink is to hurry then. Another after that ends herolog at once.
     """
     out = stdout or sys.stdout.buffer
     err = stderr or sys.stderr.buffer
@@ -201,6 +206,8 @@ def run_dyno(
     early: list[int] = []
     stopping: list[threading.Timer] = []
     exited = threading.Event()
+    late: list[int] = []
+    """A SIGTERM or SIGINT that came once the command had exited of its own accord."""
 
     def put_end(status: int, state_was: str) -> None:
         """The command's end, and the dyno's last state: a one-off dyno completes; another
@@ -221,9 +228,24 @@ def run_dyno(
             flusher.put_now(platform(message))
         _forward(started[0], signal.SIGKILL)
 
+    def finishing(sig: int) -> None:
+        """A signal once the command has exited, while what it wrote is read and stored,
+        which a failing server can make last half a minute: a first SIGTERM or Ctrl-C has
+        the sink hurry, as a stopped command's lines do, and one after that (or after the
+        command was stopped) ends herolog at once."""
+        if sig not in STOPPING_SIGNALS:
+            return
+        if stopping or late:
+            _end_at_once(sig)
+        late.append(sig)
+        on_stopped("herolog")
+
     def forward(sig: int, _frame: object) -> None:
+        if exited.is_set():
+            finishing(sig)
         if not started:
-            early.append(sig)
+            if not exited.is_set():
+                early.append(sig)
             return
         stop = sig in STOPPING_SIGNALS and not stopping and not exited.is_set()
         if stop:
@@ -272,6 +294,9 @@ def run_dyno(
                 preexec_fn=_ended_with(os.getpid()),
             )
         except OSError as error:
+            exited.set()
+            while early:
+                forward(early.pop(0), None)
             flusher.start()
             status = 127 if isinstance(error, FileNotFoundError) else 126
             message = f"{shlex.quote(_text(command[0]))}: {error.strerror or error}"
@@ -280,7 +305,7 @@ def run_dyno(
             flusher.put(own_line("app", dyno, message, APP_ERR_PRI))
             put_end(status, "starting")
             flusher.close()
-            return Exited(status)
+            return Exited(status, stopped_by=next(iter(late), None))
         flusher.start()
         flusher.put(state("starting", "up"))
         started.append(proc)
@@ -307,7 +332,7 @@ def run_dyno(
         for timer in stopping:
             timer.cancel()
         if stopping:
-            on_stopped()
+            on_stopped("the command")
         # The dyno ends with its command: what it left running is told to stop, and what
         # it writes meanwhile is read for the grace.
         _end_session(proc, signal.SIGTERM)
@@ -317,16 +342,26 @@ def run_dyno(
         ended.close()
         _await_session(proc.pid, ended.deadline)  # those whose output goes elsewhere too
         _end_session(proc, signal.SIGKILL)
+        status = 128 - returncode if returncode < 0 else returncode
+        put_end(status, "up")
+        # Under herolog's handlers still: a Ctrl-C while the last lines are sent hurries
+        # them and has what is lost said, rather than ending herolog without a word.
+        flusher.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    status = 128 - returncode if returncode < 0 else returncode
-    put_end(status, "up")
-    flusher.close()
     if flusher.error is not None:
         lost = f"{flusher.lost:,} of {flusher.lines:,} lines"
         err.write(f"herolog run: could not store {lost}: {flusher.error}\n".encode())
-    return Exited(status, -returncode if returncode < 0 else None)
+    return Exited(status, -returncode if returncode < 0 else None, next(iter(late), None))
+
+
+def _end_at_once(sig: int) -> None:
+    """End herolog by ``sig`` now, from its handler: a Ctrl-C as every Ctrl-C ends it."""
+    if sig == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
 
 
 def _text(arg: str) -> str:

@@ -68,9 +68,10 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
             sender.close()
     else:
         exited = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
-    if exited.died_of == signal.SIGINT:
+    if signal.SIGINT in (exited.died_of, exited.stopped_by):
         # A Ctrl-C: herolog dies of it as the command did (and as a shell would), so that
-        # a shell running herolog stops its script too.
+        # a shell running herolog stops its script too; so it does of one that came while
+        # the lines of a command that had exited were being sent.
         raise Interrupted
     click.get_current_context().exit(exited.status)
 

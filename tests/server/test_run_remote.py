@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import shlex
 import signal
 import socket
@@ -305,6 +307,86 @@ def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
         f"herolog run: could not store 5 of 5 lines: {url} had not taken them 5 s after the"
         " command was stopped\n"
     )
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("sig", "lines"),
+    [(signal.SIGTERM, 1), (signal.SIGTERM, 15_000), (signal.SIGINT, 1)],
+    ids=["sigterm-while-sending", "sigterm-while-reading", "ctrl-c-while-sending"],
+)
+def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
+    tmp_path: Path, sig: signal.Signals, lines: int
+) -> None:
+    """A server that takes the run's first post, then answers no more, and a command that
+    has exited of its own accord: herolog goes on sending its lines (up to half a minute).
+    A SIGTERM or a Ctrl-C then was lost on the command's process group, gone, while the
+    lines were still being read (15,000 of them, for a queue of 10,000), and ended herolog
+    without a word of the lines lost while the last were sent; it hurries them as a stopped
+    command's, and herolog says what was lost, exiting with the command's status (dying of
+    a Ctrl-C's SIGINT)."""
+    import http.server
+
+    released = threading.Event()
+
+    class Hangs(http.server.BaseHTTPRequestHandler):
+        posts = 0
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            Hangs.posts += 1
+            if Hangs.posts > 1:
+                released.wait(60)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    hanging = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hangs)
+    threading.Thread(target=hanging.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    url = f"http://127.0.0.1:{hanging.server_address[1]}"
+    pid_file = tmp_path / "pid"
+    herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
+    command = (
+        "import os, sys\n"
+        f"print('x\\n' * {lines}, end='', flush=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+    )
+    proc = subprocess.Popen(
+        [*herolog, sys.executable, "-c", command],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.02)
+        command_pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            while True:  # until herolog has the command's status
+                os.kill(command_pid, 0)
+                assert time.monotonic() < deadline, "the command never exited"
+                time.sleep(0.02)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate()
+        released.set()
+        hanging.shutdown()
+        hanging.server_close()
+    assert proc.returncode == (-signal.SIGINT if sig == signal.SIGINT else 0)
+    # herolog's, or the command's had the signal come as herolog read its status
+    assert re.fullmatch(
+        f"herolog run: could not store {lines + 4:,} of {lines + 4:,} lines: {url} had not"
+        " taken them 5 s after (herolog|the command) was stopped\n",
+        err,
+    ), err
 
 
 class AnswerDropper(Relay):
