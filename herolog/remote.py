@@ -394,6 +394,11 @@ def unreachable(base: str, error: Exception) -> RemoteError:
     return RemoteError(f"cannot reach {base}: {reason}")
 
 
+def unreadable(base: str, error: Exception) -> RemoteError:
+    """An answer whose body is not what its Content-Encoding says (gzip of a plain page)."""
+    return RemoteError(f"{base} answered with a body that is not in its Content-Encoding: {error}")
+
+
 APPS_PAGE = 1000
 """Apps asked for in each GET /apps (the Platform API's largest page)."""
 
@@ -889,6 +894,8 @@ class IntakeSender:
                 )
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
+            except httpx.DecodingError as error:  # a proxy's glitch, maybe: as a network error
+                failure, retry = unreadable(self.shown, error), True
             except httpx.TransportError as error:
                 failure, retry = unreachable(self.shown, error), True
             else:

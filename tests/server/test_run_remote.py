@@ -545,10 +545,13 @@ def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: Server
     assert refused.value.unsent == 700
 
 
-def run_against(answer: tuple[int, str, bytes], client_home: Path) -> tuple[str, Path, str]:
+def run_against(
+    answer: tuple[int, str, bytes], client_home: Path, headers: dict[str, str] | None = None
+) -> tuple[str, Path, str]:
     """``herolog run --server`` a web server that answers every POST with ``answer``
-    (status, content type, body), as another server than herolog serve would: its URL,
-    the file the command makes if it runs, and herolog's stderr (after exit status 1)."""
+    (status, content type, body) and ``headers``, as another server than herolog serve
+    would: its URL, the file the command makes if it runs, and herolog's stderr (after exit
+    status 1)."""
     import http.server
 
     status, content_type, body = answer
@@ -559,6 +562,8 @@ def run_against(answer: tuple[int, str, bytes], client_home: Path) -> tuple[str,
             self.send_response(status)
             if content_type:
                 self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -604,5 +609,18 @@ def test_a_proxy_s_error_page_is_not_quoted_as_the_reason(tmp_path: Path) -> Non
     assert err == (
         f"Error: {url} refused the lines (502 Bad Gateway): it answered with a web page,"
         " not as herolog serve does\n"
+    )
+    assert not marker.exists()
+
+
+def test_an_answer_whose_body_is_not_in_its_content_encoding_is_one_line(tmp_path: Path) -> None:
+    """A proxy that says gzip of a body that is not: httpx's DecodingError, which is no
+    TransportError, was a traceback."""
+    url, marker, err = run_against(
+        (502, "text/plain", b"Bad Gateway"), tmp_path / "client", {"Content-Encoding": "gzip"}
+    )
+    assert err == (
+        f"Error: {url} answered with a body that is not in its Content-Encoding: Error -3"
+        " while decompressing data: incorrect header check\n"
     )
     assert not marker.exists()
