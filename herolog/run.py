@@ -42,6 +42,8 @@ MAX_WAITING = 10_000
 """Lines waiting for the store, at most: past that, reading the command's output waits,
 and so does the command (as with any pipe), instead of herolog's memory growing; unless
 the store failed the last batch, when a line that finds no room is dropped instead."""
+MAX_WAITING_BYTES = 10_000_000
+"""The same for the characters of the lines waiting: 10,000 of MAX_LINE would be 100 MB."""
 READ_SIZE = 1 << 16
 APP_PRI = 190  # local7.info: what Heroku gives app output
 APP_ERR_PRI = 187  # local7.err for what the command writes to stderr
@@ -65,6 +67,24 @@ it raises costs the whole batch, unless the error's ``unsent`` says how many of 
 
 
 class _Lines(queue.Queue["LogLine | None"]):
+    """Full once MAX_WAITING lines wait, or MAX_WAITING_BYTES of their messages."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._chars = 0
+
+    def _qsize(self) -> int:
+        return max(len(self.queue), self._chars * MAX_WAITING // MAX_WAITING_BYTES)
+
+    def _put(self, item: LogLine | None) -> None:
+        super()._put(item)
+        self._chars += 0 if item is None else len(item.message)
+
+    def _get(self) -> LogLine | None:
+        item = super()._get()
+        self._chars -= 0 if item is None else len(item.message)
+        return item
+
     def put_now(self, item: LogLine | None) -> None:
         """Put ``item`` without waiting for room, past the queue's size."""
         with self.mutex:

@@ -600,6 +600,36 @@ def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_h
     assert (last[2], exit_line[2]) == ("line 299999 of the burst", "Process exited with status 0")
 
 
+@pytest.mark.subprocess
+def test_a_burst_of_long_lines_waits_before_filling_memory(herolog_home: Path) -> None:
+    """10,000 lines waiting for the store are 25 MB of herolog's memory when they are
+    short, but 100 MB when they are of Heroku's 10,000 bytes (a JSON log with a payload, a
+    line of hundreds of MB without a newline, stored in pieces of that): lines wait up to
+    10 MB of them too."""
+    script = (
+        "import sys\nline = 'x' * 9_999 + '\\n'\n"
+        "for i in range(20_000): sys.stdout.write(line)\nprint('last')"
+    )
+    measure = (
+        "import resource, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-m', 'herolog', 'run', '-q', '--', sys.executable, '-c', {script!r}], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", measure],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout) / 1024
+    # About 50 MB here; 144 MB with only the count of lines waiting bounded.
+    assert peak_mb < 75, f"herolog run peaked at {peak_mb:.0f} MB"
+    *_, last, exit_line, _ = stored()
+    assert (last[2], exit_line[2]) == ("last", "Process exited with status 0")
+
+
 def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
