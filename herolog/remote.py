@@ -421,6 +421,8 @@ def list_apps(server: str, api_key: str | None) -> list[AppInfo]:
                 response = client.get(base + "/apps", headers={"Range": wanted})
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {shown} ({error})") from None
+            except httpx.DecodingError as error:
+                raise unreadable(shown, error) from None
             except httpx.TransportError as error:
                 raise unreachable(shown, error) from None
             if response.status_code not in (200, 206):
@@ -528,13 +530,18 @@ class RemoteLogs:
                     self._read(client, url)
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
+            except httpx.DecodingError as error:  # not a drop: the same again would follow
+                raise unreadable(self.shown, error) from None
             except httpx.TransportError as error:
                 # A tail that has started carries on through a drop; anything else ends here.
                 if not (self.request.tail and self.last_id is not None):
                     raise self._unreachable(url, error) from None
                 reason = _dropped(error)
             if self.request.tail and url is not None and not self.ended:
-                self._keep_tailing(client, url, reason)
+                try:
+                    self._keep_tailing(client, url, reason)
+                except httpx.DecodingError as error:
+                    raise unreadable(self.shown, error) from None
 
     def _keep_tailing(self, client: httpx.Client, url: str, reason: str) -> None:
         """Reconnect after every end of the stream, resuming after the last line received."""

@@ -414,6 +414,57 @@ def test_a_server_that_answers_with_a_web_page_is_one_line(
     )
 
 
+@pytest.fixture
+def gzip_liar() -> Iterator[str]:
+    """A server (a proxy's glitch, say) whose every answer says gzip of a body that is not."""
+
+    class Lying(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"id": "not gzip"}'
+            self.send_response(201 if self.command == "POST" else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["apps"],
+        ["logs", "-a", "demo"],
+        ["logs", "-t", "-a", "demo"],
+        ["drain", "list", "-a", "demo"],
+        ["drain", "add", "https://sink.example/x", "-a", "demo"],
+        ["drain", "remove", "https://sink.example/x", "-a", "demo"],
+    ],
+)
+def test_an_answer_whose_body_is_not_in_its_content_encoding_is_one_line(
+    gzip_liar: str, args: list[str]
+) -> None:
+    """httpx's DecodingError is no TransportError: every --server command but run's gave a
+    traceback for it."""
+    code, out, err = run(*args, "--server", gzip_liar)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: {gzip_liar} answered with a body that is not in its Content-Encoding:"
+        " Error -3 while decompressing data: incorrect header check\n"
+    )
+
+
 def test_a_drain_url_given_as_the_server_is_not_taken_for_an_unknown_app(
     make_server: ServerFactory,
 ) -> None:
