@@ -573,13 +573,9 @@ def test_a_crlf_line_end_is_not_stored_as_part_of_the_line(herolog_home: Path) -
     assert [x[2] for x in stored() if x[0] == "app"] == ["done", "10%\r50%", "y" * 10_000, "last"]
 
 
-@pytest.mark.subprocess
-def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_home: Path) -> None:
-    """The command is held back (as by any pipe) while lines wait for the store, instead
-    of herolog keeping them all: the peak memory of the run stays small."""
-    script = (
-        "import sys\nw = sys.stdout.write\nfor i in range(300_000): w(f'line {i} of the burst\\n')"
-    )
+def run_peak_mb(script: str) -> float:
+    """The peak memory, in MB, of ``herolog run -q`` of a Python ``script``, which must
+    exit 0."""
     measure = (
         "import resource, subprocess, sys\n"
         f"subprocess.run([sys.executable, '-m', 'herolog', 'run', '-q', '--', sys.executable, '-c', {script!r}], check=True)\n"
@@ -593,7 +589,17 @@ def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_h
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    peak_mb = int(done.stdout) / 1024
+    return int(done.stdout) / 1024
+
+
+@pytest.mark.subprocess
+def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_home: Path) -> None:
+    """The command is held back (as by any pipe) while lines wait for the store, instead
+    of herolog keeping them all: the peak memory of the run stays small."""
+    script = (
+        "import sys\nw = sys.stdout.write\nfor i in range(300_000): w(f'line {i} of the burst\\n')"
+    )
+    peak_mb = run_peak_mb(script)
     # 27 MB here; 68 MB with the lines waiting for the store unbounded (MAX_WAITING raised).
     assert peak_mb < 45, f"herolog run peaked at {peak_mb:.0f} MB"
     *_, last, exit_line, _ = stored()
@@ -610,20 +616,7 @@ def test_a_burst_of_long_lines_waits_before_filling_memory(herolog_home: Path) -
         "import sys\nline = 'x' * 9_999 + '\\n'\n"
         "for i in range(20_000): sys.stdout.write(line)\nprint('last')"
     )
-    measure = (
-        "import resource, subprocess, sys\n"
-        f"subprocess.run([sys.executable, '-m', 'herolog', 'run', '-q', '--', sys.executable, '-c', {script!r}], check=True)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", measure],
-        capture_output=True,
-        text=True,
-        env=herolog_env(),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    peak_mb = int(done.stdout) / 1024
+    peak_mb = run_peak_mb(script)
     # About 50 MB here; 144 MB with only the count of lines waiting bounded.
     assert peak_mb < 75, f"herolog run peaked at {peak_mb:.0f} MB"
     *_, last, exit_line, _ = stored()

@@ -232,15 +232,10 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
     )
 
 
-@pytest.mark.subprocess
-def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
-    tmp_path: Path,
-) -> None:
-    """A server that takes the run's first post, then answers no more: after a Ctrl-C the
-    command ended at once, and herolog sat silent for 30 s, trying the lines' batch and the
-    exit's three times each (5 s a try, as Logplex). Stopped, a dyno's lines left have 5 s,
-    as serve's drains have as it stops; then herolog says what was lost and dies of the
-    SIGINT."""
+@contextlib.contextmanager
+def answers_once() -> Iterator[str]:
+    """The URL of a server that takes the first POST (run's check) and answers no other
+    until the block ends."""
     import http.server
 
     released = threading.Event()
@@ -262,45 +257,59 @@ def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
 
     hanging = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hangs)
     threading.Thread(target=hanging.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    url = f"http://127.0.0.1:{hanging.server_address[1]}"
-    command = (  # dies of a Ctrl-C, as a shell's command does
-        "import signal, time\n"
-        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
-        "print('up', flush=True)\n"
-        "time.sleep(30)\n"
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "herolog",
-            "run",
-            "--server",
-            url,
-            "--",
-            sys.executable,
-            "-c",
-            command,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
-        start_new_session=True,
-    )
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "up\n"
-        os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C
-        stopped = time.monotonic()
-        _, err = proc.communicate(timeout=40)
-        took = time.monotonic() - stopped
+        yield f"http://127.0.0.1:{hanging.server_address[1]}"
     finally:
-        proc.kill()
-        proc.communicate()
         released.set()
         hanging.shutdown()
         hanging.server_close()
+
+
+@pytest.mark.subprocess
+def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
+    tmp_path: Path,
+) -> None:
+    """A server that takes the run's first post, then answers no more: after a Ctrl-C the
+    command ended at once, and herolog sat silent for 30 s, trying the lines' batch and the
+    exit's three times each (5 s a try, as Logplex). Stopped, a dyno's lines left have 5 s,
+    as serve's drains have as it stops; then herolog says what was lost and dies of the
+    SIGINT."""
+    with answers_once() as url:
+        command = (  # dies of a Ctrl-C, as a shell's command does
+            "import signal, time\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "print('up', flush=True)\n"
+            "time.sleep(30)\n"
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "herolog",
+                "run",
+                "--server",
+                url,
+                "--",
+                sys.executable,
+                "-c",
+                command,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "up\n"
+            os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C
+            stopped = time.monotonic()
+            _, err = proc.communicate(timeout=40)
+            took = time.monotonic() - stopped
+        finally:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == -signal.SIGINT
     assert took < 12
     assert err == (
@@ -325,61 +334,37 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
     without a word of the lines lost while the last were sent; it hurries them as a stopped
     command's, and herolog says what was lost, exiting with the command's status (dying of
     a Ctrl-C's SIGINT)."""
-    import http.server
-
-    released = threading.Event()
-
-    class Hangs(http.server.BaseHTTPRequestHandler):
-        posts = 0
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            Hangs.posts += 1
-            if Hangs.posts > 1:
-                released.wait(60)
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    hanging = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hangs)
-    threading.Thread(target=hanging.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    url = f"http://127.0.0.1:{hanging.server_address[1]}"
-    pid_file = tmp_path / "pid"
-    herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
-    command = (
-        "import os, sys\n"
-        f"print('x\\n' * {lines}, end='', flush=True)\n"
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-    )
-    proc = subprocess.Popen(
-        [*herolog, sys.executable, "-c", command],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (pid_file.exists() and pid_file.read_text()):
-            assert time.monotonic() < deadline, "the command never ran"
-            time.sleep(0.02)
-        command_pid = int(pid_file.read_text())
-        with contextlib.suppress(ProcessLookupError):
-            while True:  # until herolog has the command's status
-                os.kill(command_pid, 0)
-                assert time.monotonic() < deadline, "the command never exited"
+    with answers_once() as url:
+        pid_file = tmp_path / "pid"
+        herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
+        command = (
+            "import os, sys\n"
+            f"print('x\\n' * {lines}, end='', flush=True)\n"
+            f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        )
+        proc = subprocess.Popen(
+            [*herolog, sys.executable, "-c", command],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (pid_file.exists() and pid_file.read_text()):
+                assert time.monotonic() < deadline, "the command never ran"
                 time.sleep(0.02)
-        os.killpg(proc.pid, sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.communicate()
-        released.set()
-        hanging.shutdown()
-        hanging.server_close()
+            command_pid = int(pid_file.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                while True:  # until herolog has the command's status
+                    os.kill(command_pid, 0)
+                    assert time.monotonic() < deadline, "the command never exited"
+                    time.sleep(0.02)
+            os.killpg(proc.pid, sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == (-signal.SIGINT if sig == signal.SIGINT else 0)
     # herolog's, or the command's had the signal come as herolog read its status
     assert re.fullmatch(
