@@ -92,10 +92,9 @@ def may_yet_come(app: str) -> bool:
 def overflow_line(app: str | None, dropped: int, since: str) -> StoredLine:
     """Heroku's L11 line, for a tail that lost lines its reader was too slow for; ``since``
     is an instant string, shown as Logplex does (``2011-05-03T17:35:00+00:00``)."""
-    shown = timestamps.from_instant(since).isoformat(timespec="seconds")
     message = (
         "Error L11 (Tail buffer overflow) -> "
-        f"This tail session dropped {dropped} messages since {shown}."
+        f"This tail session dropped {dropped} messages since {timestamps.logplex_seconds(since)}."
     )
     return unstored(app or "", own_line("heroku", "logplex", message, LOGPLEX_PRI))
 

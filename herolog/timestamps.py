@@ -128,6 +128,12 @@ def heroku_to_instant(timestamp: str) -> str:
     return timestamp[:26] + "Z"
 
 
+def logplex_seconds(moment: str) -> str:
+    """An instant string or a :func:`to_heroku` timestamp as Logplex writes the time its L10
+    and L11 lines give: whole seconds and ``+00:00`` (``2013-04-17T19:04:46+00:00``)."""
+    return from_instant(moment).isoformat(timespec="seconds")
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 

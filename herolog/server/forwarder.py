@@ -118,7 +118,10 @@ def logplex_line(app: str, message: str) -> StoredLine:
 
 
 def overflow_message(dropped: int, since: str) -> str:
-    return f"Error L10 (output buffer overflow): {dropped} messages dropped since {since}."
+    """Logplex's L10 message; ``since`` is a :func:`timestamps.to_heroku` timestamp, given
+    in whole seconds as Logplex gives it (and herolog's L11 line)."""
+    shown = timestamps.logplex_seconds(since)
+    return f"Error L10 (output buffer overflow): {dropped} messages dropped since {shown}."
 
 
 def _cost(line: StoredLine) -> int:

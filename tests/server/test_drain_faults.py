@@ -38,6 +38,7 @@ from herolog.server.forwarder import (
     stop_report,
 )
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
+from herolog.timestamps import logplex_seconds
 from tests.helpers import invoke, line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import (
@@ -813,7 +814,7 @@ def test_drops_no_batch_holds_back_are_told_at_shutdown_and_to_the_drain_by_the_
     again.push([stored_line(i) for i in range(91, 96)])
     batch = again._next_batch()
     assert l10(batch.lines[0].message) == 90
-    assert batch.lines[0].message.endswith(f"since {state.untold_since}.")
+    assert batch.lines[0].message.endswith(f"since {logplex_seconds(state.untold_since)}.")
     assert [x.id for x in batch.lines[1:]] == [91, 92, 93, 94, 95]
     assert [l10(m) for m in told] == [90]
     assert again.delivery.untold == 90  # until that batch is delivered
