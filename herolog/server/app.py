@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from herolog.server.api import PlatformAPI
-from herolog.server.broadcast import Broadcaster
+from herolog.server.broadcast import MAX_BEHIND, Broadcaster
 from herolog.server.config import ServeConfig
 from herolog.server.forwarder import Forwarder
 from herolog.server.http import (
@@ -92,7 +92,10 @@ class HerologApp:
         self.config = config
         self.writer = writer
         self.stats = stats or Stats()
-        self.broadcaster = Broadcaster(config.store_path)
+        # Never skipping lines a drain's buffer would have room for.
+        self.broadcaster = Broadcaster(
+            config.store_path, max_behind=max(MAX_BEHIND, 2 * config.drain_buffer)
+        )
         self.sessions = Sessions(
             config.store_path, broadcaster=self.broadcaster, api_key=config.api_key
         )

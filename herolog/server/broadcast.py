@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,6 +21,35 @@ _READ_BATCH = 2000
 HOLD_EVERY_S = 0.25
 """How often the store is told which lines have been handed out (so it may trim them)."""
 HOLD_FOR_S = 30.0
+MAX_BEHIND = 100_000
+"""A broadcaster further behind the store's newest line than this (serve short of CPU
+under a sustained intake) skips to the newest: its subscribers are told how many of their
+lines it skipped, as drops (L10, L11), and stay live, as Logplex's buffers do."""
+
+
+class Skipped:
+    """Lines the broadcaster skipped, ids in (``after``, ``through``]: each subscriber
+    counts those it would have been handed."""
+
+    def __init__(
+        self, after: int, through: int, by_app: Mapping[str, Sequence[int]], notices: Set[int]
+    ) -> None:
+        self.after = after
+        self.through = through
+        self.by_app = by_app
+        self.notices = notices
+
+    def count(self, app: str | None, above: int = 0, *, notices: bool = True) -> int:
+        """The skipped lines of ``app`` (of every app: None) with ids above ``above``;
+        without ``notices``, herolog's own L10 lines not counted."""
+        total = 0
+        spans = self.by_app.values() if app is None else [self.by_app.get(app, ())]
+        for ids in spans:
+            start = bisect.bisect_right(ids, above)
+            total += len(ids) - start
+            if not notices and self.notices:
+                total -= sum(1 for line_id in ids[start:] if line_id in self.notices)
+        return total
 
 
 class LineSink(Protocol):
@@ -49,9 +79,15 @@ class Broadcaster:
     :meth:`nudge` skips the wait when the server knows it has just committed something.
     """
 
-    def __init__(self, store_path: Path, poll_interval: float = POLL_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        poll_interval: float = POLL_INTERVAL_S,
+        max_behind: int = MAX_BEHIND,
+    ) -> None:
         self.store_path = store_path
         self.poll_interval = poll_interval
+        self.max_behind = max_behind
         self.position = 0
         """Every line up to this id has been handed out."""
         self._first = 0
@@ -97,12 +133,14 @@ class Broadcaster:
         self._nudged.set()
 
     async def catch_up(self) -> None:
-        """Hand out everything committed so far, now (a server that is stopping)."""
+        """Hand out everything committed so far, now (a server that is stopping), unless
+        that is over ``max_behind`` lines: those wait in the store for the next server, whose
+        drains catch up on them, rather than holding up the stop while they are read."""
         if self._task is None or self._task.done() or not self._started.is_set():
             return
         while True:
             self._version = None
-            if not await self._read_and_deliver():
+            if not await self._read_and_deliver(skip=False):
                 return
 
     async def close(self) -> None:
@@ -155,18 +193,25 @@ class Broadcaster:
                 except TimeoutError:
                     pass
 
-    async def _read_and_deliver(self) -> bool:
-        """Read what is new and hand it out; whether there was anything."""
+    async def _read_and_deliver(self, *, skip: bool = True) -> bool:
+        """Read what is new and hand it out (skipping to the newest line if over
+        ``max_behind`` behind; without ``skip``, reading nothing then); whether there was
+        anything."""
         async with self._reading:
             loop = asyncio.get_running_loop()
             filters = {s.wanted for s in self.subscribers if isinstance(s, FilteredSink)}
-            lines, position, by_app, chosen = await loop.run_in_executor(
-                self._executor, self._read_new, filters
+            lines, position, by_app, chosen, skipped = await loop.run_in_executor(
+                self._executor, self._read_new, filters, skip
             )
             self.position = position
+            if skipped is not None:
+                for subscriber in list(self.subscribers):
+                    tell = getattr(subscriber, "skip", None)
+                    if tell is not None:  # a sink without it takes what is handed out
+                        tell(skipped)
             if lines:
                 self._hand_out(lines, by_app, chosen)
-            return bool(lines)
+            return bool(lines) or skipped is not None
 
     def _hand_out(
         self,
@@ -242,18 +287,31 @@ class Broadcaster:
         return self._open().newest_id()
 
     def _read_new(
-        self, filters: Set[LineFilter]
+        self, filters: Set[LineFilter], skip: bool = True
     ) -> tuple[
-        list[StoredLine], int, dict[str, list[StoredLine]], dict[LineFilter, list[StoredLine]]
+        list[StoredLine],
+        int,
+        dict[str, list[StoredLine]],
+        dict[LineFilter, list[StoredLine]],
+        Skipped | None,
     ]:
-        """The lines that are new and where they end, those lines by app, and the lines
-        each of ``filters`` passes."""
+        """The lines that are new and where they end, those lines by app, the lines each
+        of ``filters`` passes, and the lines skipped to get to them (see MAX_BEHIND)."""
         store = self._open()
         version = store.version()
         if version == self._version:
-            return [], self.position, {}, {}
-        lines, position = store.after(self.position, LineFilter(), _READ_BATCH)
-        if position == self.position:  # caught up: poll again only when something commits
+            return [], self.position, {}, {}, None
+        start, skipped = self.position, None
+        newest = store.newest_id()
+        if newest - start > self.max_behind:
+            if not skip:
+                return [], self.position, {}, {}, None
+            # Counted, not read: ids alone cost a tenth of what reading the lines does.
+            by_app_ids, notices = store.ids_between(start, newest)
+            skipped = Skipped(start, newest, by_app_ids, notices)
+            start = newest
+        lines, position = store.after(start, LineFilter(), _READ_BATCH)
+        if position == start:  # caught up: poll again only when something commits
             self._version = version
         # Sorted out here, not in the event loop: a subscriber with an ``app`` gets only
         # that app's lines, and each tail's filter takes 1 to 5 ms a read of 2,000 lines
@@ -269,4 +327,4 @@ class Broadcaster:
             ]
             for wanted in filters
         }
-        return lines, position, by_app, chosen
+        return lines, position, by_app, chosen, skipped

@@ -54,7 +54,7 @@ from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.remote import RemoteError, trusting_context, usable_proxy
 from herolog.server import tcp
-from herolog.server.broadcast import Broadcaster
+from herolog.server.broadcast import Broadcaster, Skipped
 from herolog.server.config import DrainTiming, url_host
 from herolog.store import (
     NOTICE_HOST,
@@ -426,6 +426,17 @@ class DrainWorker:
         self.size += sum(_cost(line) for line in lines)
         self._limit(self.capacity if self.retrying else self.capacity + HANDOFF_LINES)
         self.wake.set()
+
+    def skip(self, skipped: Skipped) -> None:
+        """The broadcaster skipped lines: this drain's are dropped (L10), as its buffer
+        drops lines, the skipped span being newer than anything it holds."""
+        if self.live_after is None:
+            return  # not following yet: it catches up from the store, skipped lines too
+        above = max(self._skip_through, self.live_after)
+        dropped = skipped.count(self.drain.app, above, notices=False)
+        if dropped:
+            self._overflow(dropped, skipped.through)
+            self.wake.set()
 
     def _limit(self, lines: int) -> None:
         """Drop the oldest waiting lines past ``lines`` (or past the byte limit), counted."""
@@ -1160,6 +1171,14 @@ class Forwarder:
         # What the broadcaster has handed out includes the lines of no drain's (herolog's
         # own L10, other apps'): every drain's position may pass them. Told once, to all:
         # telling each of 2,000 drains took 3 ms a batch stored, in the event loop.
+        self._handed.position = max(self._handed.position, self.broadcaster.position)
+
+    def skip(self, skipped: Skipped) -> None:
+        for app, workers in self._by_app.items():
+            if skipped.by_app.get(app):
+                for worker in workers:
+                    worker.passed_own = True
+                    worker.skip(skipped)
         self._handed.position = max(self._handed.position, self.broadcaster.position)
 
     async def stop(self) -> None:

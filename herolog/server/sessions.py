@@ -33,7 +33,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import find_history, overflow_line, read_after
 from herolog.render import OPENING_RETRY_MS, encode_record, format_text
-from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster
+from herolog.server.broadcast import POLL_INTERVAL_S, Broadcaster, Skipped
 from herolog.server.http import same_secret
 from herolog.store import SQLiteStore, StoredLine, StoreError, using_store
 
@@ -180,6 +180,21 @@ class Subscriber:
             self.wake.set()
         elif lines and self.live and time.monotonic() >= self.passed_by:
             self.passed_by = time.monotonic() + PASSED_EVERY_S
+            self.wake.set()
+
+    def skip(self, skipped: Skipped) -> None:
+        """The broadcaster skipped lines: those of this tail's past ``floor`` are dropped
+        (L11), every line of its app (or of every app) counted, as for lines the ring
+        buffer trimmed: with filters, at most that many were lost."""
+        if not self.live:
+            self.stale = True  # the catch-up reads them from the store
+            return
+        dropped = skipped.count(self.app, self.floor)
+        if dropped:
+            if not self.dropped:
+                self.dropped_since = timestamps.to_instant(timestamps.now())
+            self.dropped += dropped
+            self.counted += dropped
             self.wake.set()
 
     def take(self) -> list[StoredLine]:

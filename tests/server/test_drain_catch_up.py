@@ -28,7 +28,7 @@ import pytest
 from herolog.filters import LineFilter
 from herolog.parser import format_syslog, frame
 from herolog.server import ServeConfig, Server, forwarder, run_in_thread
-from herolog.server.broadcast import HOLD_EVERY_S
+from herolog.server.broadcast import HOLD_EVERY_S, Skipped
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker, Forwarder
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, using_store
@@ -677,6 +677,43 @@ def test_live_lines_dropped_while_catching_up_are_not_told_until_final(
         "Error L10 (output buffer overflow): 5 messages dropped"
     ]
     assert left == 25 + 20  # 16..40 still to deliver, and the 20 live lines
+
+
+def test_lines_the_broadcaster_skips_while_a_drain_catches_up_are_given_back_at_a_stop(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live lines the broadcaster skipped (serve far behind, short of CPU) count as the
+    drain's buffer's drops: while it catches up they lie past its position, so a stop
+    gives them back to the next server, which delivers them, and no L10 line tells of
+    them before the position passes them."""
+    monkeypatch.setattr(forwarder, "CATCH_UP_LINES", 5)
+    store = SQLiteStore.open(store_path)
+    store.set_history(100_000)
+    drain = store.add_drain("demo", "http://127.0.0.1:9/")
+    store_lines(store_path, "demo", *numbered(40))  # ids 1..40: to catch up on
+    live_after = store.newest_id()
+    store_lines(store_path, "other", *numbered(7))
+    store_lines(store_path, "demo", *numbered(20, start=40))  # skipped, with other's 7
+    newest = store.newest_id()
+    skipped = Skipped(live_after, newest, *store.ids_between(live_after, newest))
+
+    async def scenario() -> tuple[list[str], tuple[int, int], Delivery]:
+        told: list[str] = []
+        held = DrainWorker(drain, 5, lambda app, message: told.append(message))
+        held.store_path = store_path
+        held.follow(live_after)
+        await held._read_backlog()
+        held.pending = held._next_batch()  # 1..5 in flight
+        held.skip(skipped)
+        assert (held.dropped, held._ahead) == (20, 20)
+        held.delivered, held.pending = 5, None  # 1..5 delivered
+        return told, await held.stop(0, tell=True), held.delivery
+
+    told, (dropped, left), state = asyncio.run(scenario())
+    store.close()
+    assert told == []
+    assert (state.delivered, state.dropped, state.through, state.dropped_ahead) == (5, 0, 5, 0)
+    assert (dropped, left) == (0, 35 + 20)  # 6..40 still to deliver, and the 20 skipped
 
 
 def interleaved(path: Path, quiet: int, busy: int, rounds: int, start: int = 0) -> None:

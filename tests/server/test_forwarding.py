@@ -23,12 +23,13 @@ import pytest
 import trustme
 
 from herolog import __version__
+from herolog.drains import counted as drains_counted
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server import forwarder
 from herolog.server.broadcast import HOLD_EVERY_S
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import RELOAD_INTERVAL_S
-from herolog.store import Delivery, SQLiteStore, StoredLine
+from herolog.store import Batch, Delivery, SQLiteStore, StoredLine
 from tests.helpers import herolog_env, herolog_process, line, store_drain, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
@@ -925,6 +926,39 @@ def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
         down.close()
 
 
+def test_a_broadcaster_far_behind_skips_to_the_newest_and_the_drain_counts_them_dropped(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """Serve short of CPU reads lines back more slowly than it stores them: a broadcaster
+    more than ``max_behind`` lines behind skips to the newest line instead of falling ever
+    further behind, and each drain counts its app's lines skipped as dropped (L10), as its
+    buffer's drops, so that delivered + dropped is still what its app ingested."""
+    running = make_server()
+    token = add_drain(running, "demo", sink.url())
+    path = running.server.config.store_path
+    broadcaster = running.server.app.broadcaster
+    broadcaster.max_behind = 100
+    # One commit of 300 lines of the drain's app among 200 of another's: 500 behind at once.
+    store = SQLiteStore.open(path)
+    try:
+        store.append([Batch("other", numbered(200)), Batch("demo", numbered(300))])
+        newest = store.newest_id()
+    finally:
+        store.close()
+    wait_until(lambda: broadcaster.position >= newest, what="the broadcaster past them")
+    post(running, "demo", numbered(5, start=300))
+    workers = running.server.app.forwarder.workers.values()
+    (worker,) = (w for w in workers if w.drain.token == token)
+    wait_until(lambda: worker.delivered + worker.dropped == 305, what="every line accounted")
+    assert (worker.delivered, worker.dropped) == (5, 300)
+    wait_until(lambda: len(sink.delivered_lines()) == 6, what="the L10 line and the 5 lines")
+    messages = [x.message for x in sink.delivered_lines()]
+    assert re.fullmatch(
+        r"Error L10 \(output buffer overflow\): 300 messages dropped .*", messages[0]
+    )
+    assert messages[1:] == [f"line {i}" for i in range(300, 305)]
+
+
 def test_lines_stored_just_before_stopping_are_delivered(
     herolog_home: Path, sink: HTTPSink
 ) -> None:
@@ -934,6 +968,29 @@ def test_lines_stored_just_before_stopping_are_delivered(
         running.server.app.broadcaster.poll_interval = 60
         store_lines(herolog_home / "logs.db", "demo", *numbered(500))
     assert len(sink.delivered_lines()) == 500
+
+
+def test_a_stop_leaves_lines_far_behind_to_the_next_server_rather_than_reading_them(
+    herolog_home: Path, sink: HTTPSink
+) -> None:
+    """As serve stops, the broadcaster hands out what was stored since it last read, unless
+    that is over ``max_behind`` lines (serve was short of CPU): reading millions of lines
+    then held the stop up for as long as that took (23 s for 1.4 million), past the drains'
+    flush timeout. They wait in the store, and the next server's drain delivers them."""
+    path = herolog_home / "logs.db"
+    with running_server(path) as running:
+        add_drain(running, "demo", sink.url())
+        broadcaster = running.server.app.broadcaster
+        broadcaster.poll_interval = 60  # only the shutdown's catch-up can find them
+        broadcaster.max_behind = 100
+        store_lines(path, "demo", *numbered(500))
+    assert sink.delivered_lines() == []
+    with closing(SQLiteStore.open(path)) as store:
+        (drain,) = drains_counted(store, store.drains("demo"))
+        assert (drain.delivery.delivered, drain.delivery.dropped, drain.waiting) == (0, 0, 500)
+    with running_server(path):
+        wait_until(lambda: len(sink.delivered_lines()) == 500, what="the next server's delivery")
+    assert [x.message for x in sink.delivered_lines()] == [f"line {i}" for i in range(500)]
 
 
 def test_one_server_per_store_forwards(make_server: ServerFactory, sink: HTTPSink) -> None:

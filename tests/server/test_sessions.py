@@ -113,6 +113,47 @@ def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Pa
     assert numbers[-1] == 999  # the newest are kept, the oldest dropped
 
 
+def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_it_lost(
+    herolog_home: Path,
+) -> None:
+    """A broadcaster more than ``max_behind`` lines behind (serve short of CPU) skips to the
+    newest line: a tail is told with L11 how many of its lines were skipped (those of its
+    app alone, exactly), and goes on with the lines that follow."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        demo = LiveTail(path, LineFilter(app="demo"))
+        every = LiveTail(path, LineFilter())
+        await demo.start()
+        await every.start()
+        for tail in (demo, every):
+            tail.sessions.broadcaster.max_behind = 100
+        batches = [Batch("other", [line(f"o{i}") for i in range(200)])]
+        batches.append(Batch("demo", [line(f"n{i}") for i in range(300)]))
+        await asyncio.to_thread(store.append, batches)
+        newest = store.last(LineFilter(), 1)[1]
+        for tail in (demo, every):
+            while tail.sessions.broadcaster.position < newest:
+                await asyncio.sleep(0.01)
+        await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
+        for _ in range(500):
+            if all(any(b"after" in chunk for chunk in t.written) for t in (demo, every)):
+                break
+            await asyncio.sleep(0.02)
+        return await demo.stop(), await every.stop()
+
+    for chunks, lost in zip(asyncio.run(scenario()), (300, 500), strict=True):
+        data, _ = _events(chunks)
+        overflow = [d for d in data if "L11" in d]
+        assert len(overflow) == 1, data
+        assert f"This tail session dropped {lost} messages since" in overflow[0]
+        assert [d.split(": ", 1)[1] for d in data if "L11" not in d] == ["after"]
+    store.close()
+
+
 def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
