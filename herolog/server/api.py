@@ -365,14 +365,22 @@ class PlatformAPI:
         session = self.sessions.get(session_id, secret)
         if session is None or (session.used and not session.tail):
             raise APIError(404, "not_found", "This log session does not exist or has expired.")
+        # Server-sent events for a client that asks for them (the heroku CLI's EventSource,
+        # herolog's own); to any other (curl, an API library reading the URL as Platform
+        # API clients were told to), the lines as Logplex sent them: text, one a line.
+        plain = b"text/event-stream" not in (header(scope, b"accept") or b"").lower()
         start = {
             "type": "http.response.start",
             "status": 200,
             "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (
+                    b"content-type",
+                    b"text/%s; charset=utf-8" % (b"plain" if plain else b"event-stream"),
+                ),
                 (b"cache-control", b"no-cache"),
+                (b"vary", b"accept"),
                 (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-                _ENDS_HEADER,
+                *([] if plain else [_ENDS_HEADER]),
             ],
         }
         if head:  # what a GET would get, but the session is neither read nor used up
@@ -398,6 +406,8 @@ class PlatformAPI:
                 reader.marked = (last_event_id, int(asked))
 
         async def write(data: bytes) -> None:
+            if plain and not (data := plain_lines(data)):
+                return
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
         gone = False
@@ -440,6 +450,7 @@ class PlatformAPI:
                 end = end_for_restart(self.config.drain_timing.flush_s)
             else:
                 end = f"retry: {FAILED_RETRY_MS}\n\n".encode() if failed else b""
+            end = plain_lines(end) if plain else end
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": end, "more_body": False})
 
@@ -647,6 +658,18 @@ def _app_name(name: str) -> str:
 
 
 _ENDS_HEADER = (STREAM_ENDS[0].encode(), STREAM_ENDS[1].encode())
+
+
+def plain_lines(events: bytes) -> bytes:
+    """The lines that whole SSE ``message`` events carry, one a line (a message of several
+    lines in as many), for a client of a log session that did not ask for events: what
+    Logplex sent. Ids, retries, comments and herolog's named events carry none."""
+    out: list[bytes] = []
+    for event in events.split(b"\n\n"):
+        fields = event.split(b"\n")
+        if not any(field.startswith(b"event:") for field in fields):
+            out.extend(field[6:] + b"\n" for field in fields if field.startswith(b"data: "))
+    return b"".join(out)
 
 
 _PROXY_HEADERS = frozenset(

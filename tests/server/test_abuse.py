@@ -875,7 +875,7 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
             tail, history = session(True), session(False)
             fds = _use_up_open_files(server, stack)
             for _ in range(3):  # a tail coming back while serve is still out of files
-                ended = client.get(tail)
+                ended = client.get(tail, headers={"Accept": "text/event-stream"})
                 assert ended.status_code == 200
                 assert "data:" not in ended.text, ended.text
                 assert ended.text.endswith(f"retry: {FAILED_RETRY_MS}\n\n"), ended.text

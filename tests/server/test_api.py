@@ -37,6 +37,8 @@ from tests.server.conftest import Running, ServerFactory, running_server
 
 KEY = "k3y-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+EVENTS = {"Accept": "text/event-stream"}
+"""What the heroku CLI's EventSource and herolog's own client ask a log session for."""
 
 
 def store_lines(running: Running, app: str, *lines: Any) -> None:
@@ -362,7 +364,7 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
     store_lines(api, "demo", line(message))
     url = session(api, lines=1, format="json")
     with httpx.Client() as client:
-        response = client.get(url)
+        response = client.get(url, headers=EVENTS)
     assert response.status_code == 200
     assert response.text.splitlines() == response.text.split("\n")[:-1]
     data = [x[6:] for x in response.text.split("\n") if x.startswith("data: ")]
@@ -603,7 +605,7 @@ def test_keepalive_comments(make_server: ServerFactory) -> None:
     url = httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
         "logplex_url"
     ]
-    with httpx.stream("GET", url, timeout=10) as response:
+    with httpx.stream("GET", url, headers=EVENTS, timeout=10) as response:
         seen = b""
         for chunk in response.iter_bytes():
             seen += chunk
@@ -936,9 +938,36 @@ def test_the_app_itself_sends_no_body_for_head(herolog_home: Path) -> None:
     assert {body for _, body in seen} == {b""}
 
 
+def test_a_client_that_asks_for_no_events_gets_the_lines_as_text(shared_api: Running) -> None:
+    """curl, or an API library reading the logplex_url as the Platform API's documents say
+    (an HTTP GET, then reading the socket), asks for no events: it gets the lines as
+    Logplex sent them, what herolog logs prints, not SSE's fields."""
+    url = session(shared_api, lines=6)
+    response = httpx.get(url)  # Accept: */*
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["vary"] == "accept"
+    home = str(shared_api.server.config.store_path.parent)
+    code, local, _ = invoke("logs", "-a", "demo", "-n", "6", env={"HEROLOG_HOME": home})
+    assert code == 0
+    assert len(local.splitlines()) == 6
+    assert response.text == local
+
+
+def test_a_tail_read_as_text_follows_new_lines(api: Running) -> None:
+    url = session(api, lines=1, tail=True)
+    with httpx.stream("GET", url, headers={"Accept": "text/plain"}, timeout=10) as response:
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        lines = response.iter_lines()
+        assert next(lines).endswith(" app[web.1]: ERROR: boom")
+        store_lines(api, "demo", line("a message of\ntwo lines", second=7))
+        assert next(lines).endswith(" app[web.1]: a message of")
+        assert next(lines) == "two lines"
+
+
 def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) -> None:
     url = session(shared_api, lines=1)
-    head = httpx.head(url)
+    head = httpx.head(url, headers=EVENTS)
     assert head.status_code == 200
     assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert head.content == b""
@@ -1487,7 +1516,7 @@ def test_a_tail_whose_read_fails_is_asked_back_later_and_after_a_restart_if_serv
                 "/apps/demo/log-sessions", json={"tail": True, "lines": 10}, headers=AUTH
             )
             monkeypatch.setattr(app.sessions, "stream", failing)
-            text = (await client.get(made.json()["logplex_url"])).text
+            text = (await client.get(made.json()["logplex_url"], headers=EVENTS)).text
         await app.broadcaster.close()
         return text
 

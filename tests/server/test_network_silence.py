@@ -323,7 +323,7 @@ path = answer.json()["logplex_url"].split(str(server.http_port), 1)[1]
 reader = socket.socket()
 reader.bind(("10.1.1.2", 0))
 reader.connect(("10.1.1.1", server.http_port))
-reader.sendall(f"GET {path} HTTP/1.1\\r\\nHost: 10.1.1.1\\r\\n\\r\\n".encode())
+reader.sendall(f"GET {path} HTTP/1.1\\r\\nHost: 10.1.1.1\\r\\nAccept: text/event-stream\\r\\n\\r\\n".encode())
 got = b""
 while b"a line before the tail" not in got:
     got += reader.recv(65536)

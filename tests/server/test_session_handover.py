@@ -13,7 +13,7 @@ import pytest
 from herolog.server.config import DrainTiming
 from tests.helpers import line
 from tests.server.conftest import Running, running_server
-from tests.server.test_api import KEY, Tail, session, store_demo, store_lines, wait_for
+from tests.server.test_api import EVENTS, KEY, Tail, session, store_demo, store_lines, wait_for
 
 
 def on(running: Running, url: str) -> str:
@@ -67,7 +67,7 @@ def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(
         url = session(first, lines=1, tail=True)
 
         def read() -> None:
-            with httpx.stream("GET", url, timeout=30) as response:
+            with httpx.stream("GET", url, headers=EVENTS, timeout=30) as response:
                 received.extend(response.iter_raw())
 
         reader = threading.Thread(target=read)

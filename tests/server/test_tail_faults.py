@@ -42,7 +42,7 @@ class SlowReader:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.socket.settimeout(30)
         self.socket.connect((target.host, target.port))
-        request = f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\n\r\n"
+        request = f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
         self.socket.sendall(request.encode())
         self.raw = b""
 
@@ -263,9 +263,7 @@ def test_a_garbage_last_event_id_is_ignored(make_server: ServerFactory) -> None:
     for n, value in enumerate(garbage):
         store_lines(running, "demo", line(f"while away {n}"))
         with socket.create_connection((raw.host, raw.port), timeout=10) as sock:
-            request = (
-                f"GET {raw.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {value}\r\n\r\n"
-            )
+            request = f"GET {raw.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: {value}\r\n\r\n"
             sock.sendall(request.encode())
             seen = b""
             while f"while away {n}\n".encode() not in seen:
