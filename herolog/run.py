@@ -256,6 +256,8 @@ def run_dyno(
         if sig not in STOPPING_SIGNALS:
             return
         if stopping or late:
+            if started:  # what the command left running goes too: its SIGKILL would not come
+                _end_session(started[0], signal.SIGKILL)
             _end_at_once(sig)
         late.append(sig)
         on_stopped("herolog")

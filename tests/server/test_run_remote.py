@@ -232,10 +232,10 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
     )
 
 
-@contextlib.contextmanager
-def answers_once() -> Iterator[str]:
-    """The URL of a server that takes the first POST (run's check) and answers no other
-    until the block ends."""
+@pytest.fixture
+def stops_answering() -> Iterator[str]:
+    """The URL of a server that takes the run's first post (its check), then answers no
+    more (for a minute)."""
     import http.server
 
     released = threading.Event()
@@ -267,49 +267,49 @@ def answers_once() -> Iterator[str]:
 
 @pytest.mark.subprocess
 def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
-    tmp_path: Path,
+    tmp_path: Path, stops_answering: str
 ) -> None:
     """A server that takes the run's first post, then answers no more: after a Ctrl-C the
     command ended at once, and herolog sat silent for 30 s, trying the lines' batch and the
     exit's three times each (5 s a try, as Logplex). Stopped, a dyno's lines left have 5 s,
     as serve's drains have as it stops; then herolog says what was lost and dies of the
     SIGINT."""
-    with answers_once() as url:
-        command = (  # dies of a Ctrl-C, as a shell's command does
-            "import signal, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
-            "print('up', flush=True)\n"
-            "time.sleep(30)\n"
-        )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "herolog",
-                "run",
-                "--server",
-                url,
-                "--",
-                sys.executable,
-                "-c",
-                command,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=herolog_env(HEROLOG_HOME=str(tmp_path)),
-            start_new_session=True,
-        )
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == "up\n"
-            os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C
-            stopped = time.monotonic()
-            _, err = proc.communicate(timeout=40)
-            took = time.monotonic() - stopped
-        finally:
-            proc.kill()
-            proc.communicate()
+    url = stops_answering
+    command = (  # dies of a Ctrl-C, as a shell's command does
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "herolog",
+            "run",
+            "--server",
+            url,
+            "--",
+            sys.executable,
+            "-c",
+            command,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "up\n"
+        os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=40)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+        proc.communicate()
     assert proc.returncode == -signal.SIGINT
     assert took < 12
     assert err == (
@@ -325,7 +325,7 @@ def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
     ids=["sigterm-while-sending", "sigterm-while-reading", "ctrl-c-while-sending"],
 )
 def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
-    tmp_path: Path, sig: signal.Signals, lines: int
+    tmp_path: Path, stops_answering: str, sig: signal.Signals, lines: int
 ) -> None:
     """A server that takes the run's first post, then answers no more, and a command that
     has exited of its own accord: herolog goes on sending its lines (up to half a minute).
@@ -334,37 +334,37 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
     without a word of the lines lost while the last were sent; it hurries them as a stopped
     command's, and herolog says what was lost, exiting with the command's status (dying of
     a Ctrl-C's SIGINT)."""
-    with answers_once() as url:
-        pid_file = tmp_path / "pid"
-        herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
-        command = (
-            "import os, sys\n"
-            f"print('x\\n' * {lines}, end='', flush=True)\n"
-            f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-        )
-        proc = subprocess.Popen(
-            [*herolog, sys.executable, "-c", command],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=herolog_env(HEROLOG_HOME=str(tmp_path)),
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not (pid_file.exists() and pid_file.read_text()):
-                assert time.monotonic() < deadline, "the command never ran"
+    url = stops_answering
+    pid_file = tmp_path / "pid"
+    herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
+    command = (
+        "import os, sys\n"
+        f"print('x\\n' * {lines}, end='', flush=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+    )
+    proc = subprocess.Popen(
+        [*herolog, sys.executable, "-c", command],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.02)
+        command_pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            while True:  # until herolog has the command's status
+                os.kill(command_pid, 0)
+                assert time.monotonic() < deadline, "the command never exited"
                 time.sleep(0.02)
-            command_pid = int(pid_file.read_text())
-            with contextlib.suppress(ProcessLookupError):
-                while True:  # until herolog has the command's status
-                    os.kill(command_pid, 0)
-                    assert time.monotonic() < deadline, "the command never exited"
-                    time.sleep(0.02)
-            os.killpg(proc.pid, sig)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-            proc.communicate()
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate()
     assert proc.returncode == (-signal.SIGINT if sig == signal.SIGINT else 0)
     # herolog's, or the command's had the signal come as herolog read its status
     assert re.fullmatch(
@@ -372,6 +372,79 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
         " taken them 5 s after (herolog|the command) was stopped\n",
         err,
     ), err
+
+
+@pytest.mark.subprocess
+def test_a_second_signal_once_the_command_has_exited_ends_what_it_left_running_too(
+    tmp_path: Path, stops_answering: str
+) -> None:
+    """A command that has exited of its own accord, leaving a process running that does
+    not end on the SIGTERM its dyno's end brings, and lines still being read for a server
+    that has stopped answering: a second signal ended herolog at once, before the SIGKILL
+    that comes once the output is read, and that process ran on, unwatched."""
+    ready, told, pids = tmp_path / "ready", tmp_path / "told", tmp_path / "pids"
+    left_running = (  # says it was told to stop (herolog has the command's status by then)
+        "import pathlib, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: pathlib.Path({str(told)!r}).touch())\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(300)\n"
+    )
+    command = (
+        "import os, pathlib, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"left = subprocess.Popen([sys.executable, '-c', {left_running!r}],\n"
+        "    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"while not pathlib.Path({str(ready)!r}).exists(): time.sleep(0.01)\n"
+        "print('x\\n' * 15_000, end='', flush=True)\n"
+        f"open({str(pids)!r} + '.new', 'w').write(f'{{os.getpid()}} {{left.pid}}')\n"
+        f"os.replace({str(pids)!r} + '.new', {str(pids)!r})\n"
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "herolog", "run", "-q", "--server", stops_answering),
+            *("--", sys.executable, "-c", command),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        start_new_session=True,
+    )
+    left = None
+    try:
+        deadline = time.monotonic() + 30
+        while not pids.exists():
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.02)
+        left = int(pids.read_text().split()[1])
+        while not told.exists():
+            assert time.monotonic() < deadline, "what the command left running was not told"
+            time.sleep(0.02)
+        # Two signals that are not one pending twice: whichever is handled second ends it.
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (-signal.SIGTERM, -signal.SIGINT), (proc.returncode, err)
+        deadline = time.monotonic() + 10
+        while process_state(left) not in ("Z", "gone"):
+            assert time.monotonic() < deadline, "what the command left running runs on"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.communicate()
+        with contextlib.suppress(OSError):  # still that process, not a pid taken again since
+            if (
+                left is not None
+                and str(told).encode() in Path(f"/proc/{left}/cmdline").read_bytes()
+            ):
+                os.kill(left, signal.SIGKILL)
+
+
+def process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 class AnswerDropper(Relay):
