@@ -747,21 +747,23 @@ def _heroku(chunks: Iterator[bytes], cut_off: list[str], not_utf8: list[int]) ->
                     not_utf8[0] += 1
                     not_utf8[1] = not_utf8[1] or number
                 parsed = parse_heroku_line(text)
-                if parsed is None and text[:1] == "\ufeff":  # see _BOM
-                    parsed = parse_heroku_line(text[1:])
-                if parsed is None and text.startswith("\x1b"):
+                bom = text[:1] == "\ufeff"  # see _BOM
+                bare = text[1:] if bom else text
+                if parsed is None and bom:
+                    parsed = parse_heroku_line(bare)
+                if parsed is None and bare.startswith("\x1b"):
                     # Saved in colour: the header's and the message's colours are the
                     # output's, which a message's own cannot be told from. The input's last
                     # line, without its line end, may stop in the middle of one.
-                    uncoloured = _COLOUR.sub("", text)
+                    uncoloured = _COLOUR.sub("", bare)
                     if size == 0:
                         uncoloured = _HALF_COLOUR.sub("", uncoloured)
                     parsed = parse_heroku_line(uncoloured)
                 if parsed is None and size == 0:  # the input's last line, without its line end
-                    piece = _HALF_COLOUR.sub("", _COLOUR.sub("", text))
+                    piece = _HALF_COLOUR.sub("", _COLOUR.sub("", bare))
                     if not piece or _CUT_HEADER.fullmatch(piece):
-                        if text:  # else a "\r" whose "\n" never came: no line at all
-                            cut_off.append(text)
+                        if bare:  # else a "\r" whose "\n" never came (or a BOM): no line
+                            cut_off.append(bare)
                         continue
                 if parsed is not None:
                     if pending is not None:

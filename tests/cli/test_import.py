@@ -811,6 +811,39 @@ def test_files_that_start_with_a_byte_order_mark_import_joined(fmt: str, header:
 
 
 @pytest.mark.parametrize(
+    ("second", "imported", "said"),
+    [
+        # Cut off in its first header: left out and said, as at the input's start.
+        (b"2024-03-05T09:1", "1 line", "'2024-03-05T09:1' is left out."),
+        # A capture with nothing in it but its BOM: no line at all.
+        (b"", "1 line", None),
+        # Saved in colour: a line of its own.
+        (b"\x1b[1;32m2024-03-05T09:14:08Z app[web.1]:\x1b[0m second\n", "2 lines", None),
+    ],
+    ids=["cut-in-its-header", "empty", "in-colour"],
+)
+def test_a_byte_order_mark_in_joined_captures_is_no_content_in_any_line(
+    second: bytes, imported: str, said: str | None
+) -> None:
+    """`cat a.log b.log` of captures that each start with a BOM, b.log cut off in its first
+    header, or empty, or saved in colour: the BOM and what followed it were added to the
+    last message of a.log as a line continuing it ('first\\n\\ufeff2024-03-05T09:1'), where
+    at the input's start the BOM is passed over and the cut header left out and said."""
+    a = b"\xef\xbb\xbf2024-03-05T09:14:07Z app[web.1]: first\n"
+    code, _, err = invoke("import", "-", "-a", "demo", input=a + b"\xef\xbb\xbf" + second)
+    expected_err = f"Imported {imported} into demo (heroku format).\n"
+    if said is not None:
+        expected_err += (
+            f"The input ends in the middle of a line, as a capture cut off does: {said}\n"
+        )
+    assert (code, err) == (0, expected_err)
+    expected = ["2024-03-05T09:14:07Z app[web.1]: first"]
+    if imported == "2 lines":
+        expected.append("2024-03-05T09:14:08Z app[web.1]: second")
+    assert stored("demo") == expected
+
+
+@pytest.mark.parametrize(
     ("fmt", "header"),
     [
         ("heroku", "2024-03-05T09:14:07Z app[web.1]: "),
