@@ -15,6 +15,7 @@ after the last line it got.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import json
 import re
@@ -152,6 +153,9 @@ class Subscriber:
         """When lines that are not wanted next wake the reader, to say how far it has got."""
         self.counted = 0
         """Lines taken in past ``floor``, those dropped since too."""
+        self.gaps: deque[tuple[int, int, str]] = deque()
+        """Lines skipped (see :meth:`skip`) newer than lines still in the buffer: the id
+        they follow, how many, and since when."""
 
     def push(self, lines: Sequence[StoredLine], chosen: Sequence[StoredLine] | None = None) -> None:
         """Take new lines, of which ``chosen`` are those ``wanted`` passes (chosen here if
@@ -176,6 +180,10 @@ class Subscriber:
                     self.dropped += 1
                 else:
                     self.stale = True
+        # A skip whose older lines are all dropped now lies before every line left.
+        while self.gaps and (not buffer or buffer[0].id > self.gaps[0][0]):
+            _, count, since = self.gaps.popleft()
+            self._drop(count, since)
         if added:
             self.wake.set()
         elif lines and self.live and time.monotonic() >= self.passed_by:
@@ -190,12 +198,29 @@ class Subscriber:
             self.stale = True  # the catch-up reads them from the store
             return
         dropped = skipped.count(self.app, self.floor)
-        if dropped:
-            if not self.dropped:
-                self.dropped_since = timestamps.to_instant(timestamps.now())
-            self.dropped += dropped
-            self.counted += dropped
-            self.wake.set()
+        if not dropped:
+            return
+        self.counted += dropped
+        now = timestamps.to_instant(timestamps.now())
+        buffer = self.buffer
+        if buffer and buffer[0].id <= skipped.after:
+            # Newer than lines still waiting: told after them, where they were lost, so
+            # that each event's id (where its client resumes) and mark are its own lines'.
+            if self.gaps and buffer[-1].id <= self.gaps[-1][0]:
+                after, count, since = self.gaps.pop()
+                self.gaps.append((after, count + dropped, since))
+            else:
+                self.gaps.append((skipped.after, dropped, now))
+        else:
+            self._drop(dropped, now)
+        self.wake.set()
+
+    def _drop(self, count: int, since: str) -> None:
+        """Count ``count`` lines older than any in the buffer as dropped (the L11 line
+        that opens what is sent next)."""
+        if not self.dropped or (self.dropped_since is not None and since < self.dropped_since):
+            self.dropped_since = since
+        self.dropped += count
 
     def take(self) -> list[StoredLine]:
         lines = list(self.buffer)
@@ -206,6 +231,33 @@ class Subscriber:
 
 def _cost(line: StoredLine) -> int:
     return len(line.message) + 200  # the other fields, roughly
+
+
+def _parted(
+    app: str | None,
+    lines: list[StoredLine],
+    gaps: Sequence[tuple[int, int, str]],
+    mark: int | None,
+) -> list[tuple[list[StoredLine], int | None]]:
+    """``lines`` cut where lines were skipped among them (Subscriber.gaps), each part after
+    the first opening with the L11 line of its gap, and the mark of each part's last line,
+    ``mark`` being the last line's."""
+    ids = [line.id for line in lines]
+    cut: list[tuple[tuple[int, int, str] | None, list[StoredLine]]] = []
+    start, opening = 0, None
+    for gap in gaps:
+        end = bisect.bisect_right(ids, gap[0], lo=start)
+        cut.append((opening, lines[start:end]))
+        start, opening = end, gap
+    cut.append((opening, lines[start:]))
+    parts: list[tuple[list[StoredLine], int | None]] = []
+    for before, part in reversed(cut):
+        told = [] if before is None else [overflow_line(app, before[1], before[2])]
+        parts.append((told + part, mark))
+        if mark is not None:
+            mark -= len(part) + (0 if before is None else before[1])
+    parts.reverse()
+    return parts
 
 
 class Stopped(Exception):
@@ -485,18 +537,21 @@ class Sessions:
                         await send(b": keep-alive\n\n")
                 reader.wake.clear()
                 lines = subscriber.take()
+                gaps, subscriber.gaps = subscriber.gaps, deque()
                 # Every line up to it that this tail wants is in ``lines`` (or told dropped).
                 passed = self.broadcaster.position
                 mark = None
                 if base is not None and passed >= subscriber.floor:
                     mark = base + subscriber.counted
+                parts = _parted(wanted.app, lines, gaps, mark)
                 if subscriber.dropped:
                     assert subscriber.dropped_since is not None
-                    lines.insert(
+                    parts[0][0].insert(
                         0, overflow_line(wanted.app, subscriber.dropped, subscriber.dropped_since)
                     )
                     subscriber.dropped = 0
-                await self._send(session, reader, send, lines, mark)
+                for part, part_mark in parts:
+                    await self._send(session, reader, send, part, part_mark)
                 if await self._tell(session, reader, send, passed, every=PASSED_EVERY_S):
                     await self._mark(session, reader, send, passed, mark)
         finally:

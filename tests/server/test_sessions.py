@@ -154,6 +154,73 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     store.close()
 
 
+def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: Path) -> None:
+    """Lines the broadcaster skips are newer than those a slow reader's tail still holds:
+    the L11 line telling of them comes after those, so that an event's id (where a client
+    resumes with Last-Event-ID) is never past lines told as lost, and the mark of each
+    event (herolog's client counts what was trimmed from it) is its own last line's, not
+    that plus the lines skipped after it (which the tail once sent with the L11 line first)."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path, poll_interval=0.01)
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+        gate = asyncio.Event()
+        gate.set()
+
+        async def write(data: bytes) -> None:
+            await gate.wait()  # a client whose socket is full: the write waits
+            written.append(data)
+
+        reader = Reader()
+        reader.wants_marks = True
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        broadcaster = sessions.broadcaster
+        while not any(getattr(s, "live", False) for s in broadcaster.subscribers):
+            await asyncio.sleep(0.01)
+        gate.clear()
+
+        async def append(name: str, count: int) -> None:
+            batch = [line(f"{name}{i}") for i in range(count)]
+            await asyncio.to_thread(store.append, [Batch("demo", batch)])
+            newest = store.newest_id()
+            while broadcaster.position < newest:
+                await asyncio.sleep(0.01)
+
+        await append("a", 10)  # taken: the write of its event waits
+        await asyncio.sleep(0.05)
+        await append("b", 250)  # waiting in the tail's buffer
+        broadcaster.max_behind = 100
+        await append("c", 500)  # skipped
+        await append("d", 5)
+        gate.set()
+        for _ in range(300):
+            if any(b"d4" in chunk for chunk in written):
+                break
+            await asyncio.sleep(0.02)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written
+
+    text = b"".join(asyncio.run(scenario())).decode()
+    data, _ = _events([text.encode()])
+    shown = [d.split(": ", 1)[1] for d in data if ": " in d]
+    at = next(i for i, d in enumerate(shown) if "L11" in d)
+    assert "This tail session dropped 500 messages since" in shown[at]
+    assert shown[at - 1 : at + 2 : 2] == ["b249", "d0"]
+    marks = [(int(i), int(m)) for i, m in re.findall(r"^data: (\d+) (\d+)$", text, re.M)]
+    assert len(marks) > 3
+    for line_id, mark in marks:
+        assert store.lines_through("demo", line_id) == mark, (line_id, mark)
+    store.close()
+
+
 def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
