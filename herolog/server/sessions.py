@@ -500,16 +500,21 @@ class Sessions:
                 # Of one app with nothing else asked, the last line read is the app's last
                 # line up to ``last``: its mark is ``last``'s.
                 await self._send(session, reader, send, lines, mark if whole_app else None)
-                if last == cursor and not subscriber.stale:
-                    break
+                caught_up = last == cursor and not subscriber.stale
+                if caught_up:
+                    # Lines the catch-up looked at and did not want: the client resumes
+                    # after them.
+                    await self._tell(session, reader, send, reader.cursor)
+                    if reader.told == reader.cursor:  # where the client resumes from now
+                        mark = reader.mark_of(reader.cursor)
+                        await self._mark(session, reader, send, reader.cursor, mark)
+                    # Dropped (or skipped) while those were sent: read the store again.
+                    if not subscriber.stale:
+                        break
+                    continue
                 self._sent(session, reader, last)
                 if mark is not None:
                     reader.marked = (last, mark)
-            # Lines the catch-up looked at and did not want: the client resumes after them.
-            await self._tell(session, reader, send, reader.cursor)
-            if reader.told == reader.cursor:  # where the client resumes from now
-                mark = reader.mark_of(reader.cursor)
-                await self._mark(session, reader, send, reader.cursor, mark)
             subscriber.live = True
             subscriber.floor = reader.cursor
             buffer = subscriber.buffer

@@ -221,6 +221,60 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: P
     store.close()
 
 
+def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(herolog_home: Path) -> None:
+    """A tail not live yet is told of lines the broadcaster skips (or drops) by reading the
+    store again; a skip while it was sending where its catch-up ended (its mark, its id)
+    came after the last look and was passed over: 500 lines neither shown nor told (L11)."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        sessions = Sessions(path, poll_interval=0.01)
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+        gate, held = asyncio.Event(), asyncio.Event()
+        marks = 0
+
+        async def write(data: bytes) -> None:
+            nonlocal marks
+            if data.startswith(b"event: mark"):
+                marks += 1
+                if marks == 2:  # the tail's, as its catch-up ends, before it goes live
+                    held.set()
+                    await gate.wait()
+            written.append(data)
+
+        reader = Reader()
+        reader.wants_marks = True
+        broadcaster = sessions.broadcaster
+        broadcaster.max_behind = 100
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        await held.wait()
+        batch = [line(f"c{i}") for i in range(500)]
+        await asyncio.to_thread(store.append, [Batch("demo", batch)])
+        newest = store.newest_id()
+        while broadcaster.position < newest:  # skipped
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
+        for _ in range(300):
+            if any(b"after" in chunk for chunk in written):
+                break
+            await asyncio.sleep(0.02)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written
+
+    data, _ = _events(asyncio.run(scenario()))
+    store.close()
+    shown = [d.split(": ", 1)[1] for d in data if ": " in d]  # not the marks
+    assert shown == [f"c{i}" for i in range(500)] + ["after"]
+
+
 def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
