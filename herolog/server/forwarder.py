@@ -93,6 +93,10 @@ batch it wrote (first after 1 ms, then twice as long each time)."""
 CATCH_UP_LINES = 2000
 CATCH_UP_BYTES = 1 << 20
 """A read of catch-up lines holds at most about this many lines and bytes of messages."""
+FAILING_SAID_EVERY_S = 60.0
+"""A drain's failing is said on serve's log at most once in this many seconds: a drain that
+fails now and then (a receiver answering 429 or 503 to a batch in ten, delivered on the
+retry) told every stretch and every recovery, two lines a batch, thousands an hour."""
 CATCH_UP_READS = 1
 """Catch-up reads of the store running at once, of all the drains together: each builds its
 lines in Python on a thread, and several at once held the GIL from the event loop and from
@@ -139,6 +143,10 @@ def stop_report(dropped: int, left: int) -> str:
     if dropped:
         parts.append(f"{_lines(dropped)} dropped as its buffer overflowed (told with L10)")
     return "; ".join(parts)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count:,} times"
 
 
 def _lines(count: int) -> str:
@@ -315,6 +323,13 @@ class DrainWorker:
         self.say: Callable[[str], None] = lambda message: None
         """Where the drain's failing and recovering are told (serve's log)."""
         self._failing = False
+        self._failing_said = False
+        """Whether serve's log told of this stretch of failures: then it tells of its end."""
+        self._quiet_until = 0.0
+        """Until then, a new stretch of failures is counted, not said (FAILING_SAID_EVERY_S)."""
+        self._unsaid = 0
+        """Stretches of failures begun since the last said, not said (the last may go on)."""
+        self._unsaid_report: asyncio.TimerHandle | None = None
         self._announced = False
         self.passed_own = False
         """Lines of its app (herolog's own L10 lines too) were handed over or read back since
@@ -481,6 +496,10 @@ class DrainWorker:
             if not self._task.done():
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if tell:
+            self._say_unsaid()
+        elif self._unsaid_report is not None:  # a drain removed: nothing more of it
+            self._unsaid_report.cancel()
         await self.close()
         left = 0
         for batch in [*self.held, self.pending]:  # cut off: the L10 line opening it never arrived
@@ -632,7 +651,9 @@ class DrainWorker:
                     self.delivered += _real(batch.lines)
                 if self._failing:
                     self._failing = False
-                    self.say(f"drain {self._named} delivers again")
+                    if self._failing_said:
+                        self._failing_said = False
+                        self.say(f"drain {self._named} delivers again")
             self.retrying = False
             self.pending = None
 
@@ -711,9 +732,45 @@ class DrainWorker:
     def _failed(self, message: str) -> None:
         self.last_error = drains.scrub(message, self.drain.url)
         self.last_error_at = timestamps.to_instant(timestamps.now())
-        if not self._failing:  # once a stretch of failures, not once an attempt
-            self._failing = True
-            self.say(f"drain {self._named} is failing: {self.last_error}")
+        if self._failing:  # once a stretch of failures, not once an attempt
+            return
+        self._failing = True
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._say_failing(f"is failing: {self.last_error}")
+            return
+        # Failing again soon after it was said: counted, and said once the interval is over.
+        self._unsaid += 1
+        if self._unsaid_report is None:
+            loop = asyncio.get_running_loop()
+            self._unsaid_report = loop.call_later(self._quiet_until - now, self._say_unsaid)
+
+    def _say_failing(self, what: str) -> None:
+        self._failing_said = True
+        self._quiet_until = time.monotonic() + FAILING_SAID_EVERY_S
+        self.say(f"drain {self._named} {what}")
+
+    def _say_unsaid(self) -> None:
+        """Say the stretches of failures held back (the interval is over, or serve stops)."""
+        if self._unsaid_report is not None:
+            self._unsaid_report.cancel()
+            self._unsaid_report = None
+        count, self._unsaid = self._unsaid, 0
+        if not count:
+            return
+        if not self._failing:
+            self._failing_said = False
+            self._say_failing(
+                f"failed again and delivered again {_times(count)} in the last minute"
+                f" (last error: {self.last_error})"
+            )
+        elif count == 1:
+            self._say_failing(f"is failing again: {self.last_error}")
+        else:
+            self._say_failing(
+                f"is failing again: {self.last_error} (after failing and delivering again"
+                f" {_times(count - 1)} in the last minute)"
+            )
 
     @property
     def _named(self) -> str:

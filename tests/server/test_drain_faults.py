@@ -974,3 +974,69 @@ def test_an_https_drain_whose_host_does_not_answer_its_connection_says_so(
         for attempt in queued:
             attempt.close()
         full.close()
+
+
+def drain_said(log: io.StringIO, token: str) -> list[str]:
+    """What serve's log said of the drain ``token``, without its name."""
+    return [x.split(") ", 1)[1] for x in log.getvalue().splitlines() if token in x]
+
+
+def test_a_drain_that_fails_now_and_then_is_told_of_once_a_minute_not_once_a_batch(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver that refuses a batch now and then (a 503 or 429 in ten, each delivered on
+    its retry) had serve's log tell of every stretch of failures and every recovery: two
+    lines a batch, which at a few batches a second is thousands an hour in the journal. The
+    first stretch is told, and its end; those that come within the minute after are counted,
+    and told together when it is over, or, here, as serve stops."""
+    monkeypatch.setattr(forwarder, "FAILING_SAID_EVERY_S", 3600.0)
+    flaky = HTTPSink(statuses=[503, 204] * 10)
+    try:
+        config = ServeConfig(store_path=herolog_home / "logs.db", port=0, drain_timing=QUICK)
+        log = io.StringIO()
+        server = Server(config, log=log)
+        stop = run_in_thread(server)
+        running = Running(server, log)
+        token = add_drain(running, "demo", flaky.url())
+        for n in range(10):
+            post(running, "demo", numbered(1, start=n))
+            wait_until(lambda n=n: len(flaky.delivered()) == n + 1, what=f"batch {n}")  # type: ignore[misc]
+        assert [r.status for r in flaky.requests] == [503, 204] * 10
+        assert drain_said(running.log, token) == [
+            "is failing: 503 Service Unavailable: sink says no",
+            "delivers again",
+        ]
+        stop_soon(stop)
+        assert drain_said(running.log, token)[2:] == [
+            "failed again and delivered again 9 times in the last minute"
+            " (last error: 503 Service Unavailable: sink says no)"
+        ]
+    finally:
+        flaky.close()
+
+
+def test_a_drain_failing_again_within_the_minute_is_told_of_when_it_is_over(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stretch of failures that began within the minute after the last told, and still
+    goes on when it is over, is told then, and so is its end."""
+    monkeypatch.setattr(forwarder, "FAILING_SAID_EVERY_S", 0.5)
+    flaky = HTTPSink(statuses=[503, 204, 429, 204], then=500)
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", flaky.url())
+        for n in range(3):
+            post(running, "demo", numbered(1, start=n))
+            wait_until(lambda n=n: len(flaky.delivered()) >= min(n + 1, 2), what=f"batch {n}")  # type: ignore[misc]
+        wait_until(lambda: len(drain_said(running.log, token)) == 3, what="the stretch told")
+        flaky.then = 204
+        wait_until(lambda: len(drain_said(running.log, token)) == 4, what="its end told")
+        assert drain_said(running.log, token) == [
+            "is failing: 503 Service Unavailable: sink says no",
+            "delivers again",
+            "is failing again: 500 Internal Server Error: sink says no (after failing and"
+            " delivering again once in the last minute)",
+            "delivers again",
+        ]
+    finally:
+        flaky.close()
