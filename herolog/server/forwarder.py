@@ -835,7 +835,7 @@ class HTTPDrain(DrainWorker):
         except httpx.TimeoutException:
             raise DeliveryError("timed out", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
-            reason = _out_of_files(error) or str(error) or type(error).__name__
+            reason = _out_of_files(error) or _refusal(error) or str(error) or type(error).__name__
             raise DeliveryError(f"cannot connect to {self.peer}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__  # a reset is a bare ReadError
@@ -1019,6 +1019,28 @@ class SyslogDrain(DrainWorker):
 def _moved_alone(state: Delivery, saved: Delivery) -> bool:
     """Whether a drain's ``state`` is the ``saved`` one but for its position."""
     return state._replace(through=saved.through, through_lines=saved.through_lines) == saved
+
+
+def _refusal(error: BaseException) -> str | None:
+    """Why each address of a drain refused its connection (``[Errno 111] Connection
+    refused``), as a syslog drain's error says it, where httpx says only "All connection
+    attempts failed" for a drain that is down, one whose network is unreachable and one
+    behind a firewall that rejects alike; None if the error is not that."""
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and str(cause) == "All connection attempts failed":
+            found = cause.__cause__ or cause.__context__
+            each = found.exceptions if isinstance(found, BaseExceptionGroup) else (found,)
+            reasons = [
+                f"[Errno {x.errno}] {os.strerror(x.errno)}"
+                for x in each
+                if isinstance(x, OSError) and not isinstance(x, ssl.SSLError) and x.errno
+            ]
+            return "; ".join(dict.fromkeys(reasons)) or None
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _out_of_files(error: BaseException) -> str | None:

@@ -1040,3 +1040,20 @@ def test_a_drain_failing_again_within_the_minute_is_told_of_when_it_is_over(
         ]
     finally:
         flaky.close()
+
+
+def test_an_http_drain_that_is_refused_says_so(make_server: ServerFactory) -> None:
+    """httpx says "All connection attempts failed" of a drain whose port is closed, whose
+    network is unreachable, or behind a firewall that rejects, alike: serve's log and
+    ``drain list`` said only that, where a syslog drain's error says why, as nginx's and
+    rsyslog's do."""
+    port = free_port()
+    running = make_server(drain_timing=replace(QUICK, flush_s=0.1))
+    token = add_drain(running, "demo", f"http://127.0.0.1:{port}/logs")
+    send(running, "demo", 1, 1)
+    drain = worker(running, token)
+    wait_until(lambda: drain.last_error, what="the drain to fail")
+    refused = f"cannot connect to 127.0.0.1:{port}: [Errno 111] Connection refused"
+    assert drain.last_error == refused
+    wait_until(lambda: drain_said(running.log, token), what="serve to say so")
+    assert drain_said(running.log, token) == [f"is failing: {refused}"]
