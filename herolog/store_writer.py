@@ -127,6 +127,8 @@ def _checkpoints(path: Path, stopped: threading.Event) -> None:
                     say(f"herolog serve: checkpoint failed, retrying: {error}")
                 failing = True
             else:
+                if failing:  # as a full disk that was freed: the WAL stops growing
+                    say(f"herolog serve: checkpoints work again (store {path})")
                 failing = False
     finally:
         store.close()

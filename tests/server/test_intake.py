@@ -474,6 +474,8 @@ def test_writer_with_descriptors_past_1023(make_server: ServerFactory) -> None:
 def test_checkpoints_go_on_after_a_failure(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A failed checkpoint is said once, and so is the first that works after it: serve's
+    log said the failure and never its end."""
     import threading
 
     from herolog import store_writer
@@ -501,3 +503,6 @@ def test_checkpoints_go_on_after_a_failure(
     assert len(calls) >= 5
     err = capsys.readouterr().err
     assert err.count("checkpoint failed, retrying: database or disk is full") == 1
+    # and its end, once: one who freed the disk learns that the WAL stops growing
+    assert err.count("checkpoints work again") == 1
+    assert err.index("checkpoint failed") < err.index("checkpoints work again")
