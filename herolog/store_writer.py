@@ -48,6 +48,10 @@ CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
 """Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
 WAL_RESTART_WAIT_S = 0.2
+CHECKPOINT_TROUBLE_SAID_EVERY_S = 60.0
+"""Checkpoints failing are said at most once in this many seconds: on a full disk they fail
+and pass by turns (one with nothing to copy passes), and the WAL restarts, tried every
+CHECKPOINT_EVERY_S while batches come, each said its failure, a line a second."""
 """How long a restart of the WAL waits for readers, holding up commits meanwhile."""
 RECV_BYTES = 1 << 20
 MAX_BODY_LINES = 100_000
@@ -113,23 +117,55 @@ class _Connection:
             self.buffer += self._incoming[:size]
 
 
-def _checkpoints(path: Path, stopped: threading.Event) -> None:
+class _CheckpointTrouble:
+    """The checkpointer's checkpoints and the writer's WAL restarts failing (a full disk: the
+    WAL grows meanwhile), said once, and their working again, once it was said: at most once
+    every CHECKPOINT_TROUBLE_SAID_EVERY_S, as they fail and pass by turns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._failing = False
+        self._said = False
+        self._quiet_until = 0.0
+
+    def failed(self, what: str, error: sqlite3.Error) -> None:
+        with self._lock:
+            if self._failing:
+                return
+            self._failing = True
+            now = time.monotonic()
+            if now < self._quiet_until:
+                return
+            self._said = True
+            self._quiet_until = now + CHECKPOINT_TROUBLE_SAID_EVERY_S
+        say(f"herolog serve: {what} failed, retrying: {error}")
+
+    def worked(self) -> None:
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+            said, self._said = self._said, False
+        if said:  # as a full disk that was freed: the WAL stops growing
+            say(f"herolog serve: checkpoints work again (store {self.path})")
+
+
+def _checkpoints(
+    path: Path, stopped: threading.Event, trouble: _CheckpointTrouble | None = None
+) -> None:
     """Checkpoint every second until stopped. A failure (a full disk, say) is reported and
     retried: with automatic checkpoints off, giving up would let the WAL grow for good."""
+    trouble = trouble or _CheckpointTrouble(path)
     store = SQLiteStore.open(path)
-    failing = False
     try:
         while not stopped.wait(CHECKPOINT_EVERY_S):
             try:
                 store.checkpoint()
             except sqlite3.Error as error:
-                if not failing:
-                    say(f"herolog serve: checkpoint failed, retrying: {error}")
-                failing = True
+                trouble.failed("checkpoint", error)
             else:
-                if failing:  # as a full disk that was freed: the WAL stops growing
-                    say(f"herolog serve: checkpoints work again (store {path})")
-                failing = False
+                trouble.worked()
     finally:
         store.close()
 
@@ -218,7 +254,10 @@ def main(argv: list[str]) -> int:
     # hold ten minutes of them at any rate, millions.
     _prune_frame_ids(store)
     stopped = threading.Event()
-    checkpointer = threading.Thread(target=_checkpoints, args=(Path(argv[1]), stopped), daemon=True)
+    trouble = _CheckpointTrouble(Path(argv[1]))
+    checkpointer = threading.Thread(
+        target=_checkpoints, args=(Path(argv[1]), stopped, trouble), daemon=True
+    )
     checkpointer.start()
     pruned_at = time.monotonic()
     next_prune = pruned_at + PRUNE_EVERY_S
@@ -243,9 +282,10 @@ def main(argv: list[str]) -> int:
                 next_wal_check = time.monotonic() + CHECKPOINT_EVERY_S
                 if store.wal_size() > WAL_RESTART_BYTES:
                     try:
-                        store.restart_wal(WAL_RESTART_WAIT_S)  # a reader holds on: next time
+                        if store.restart_wal(WAL_RESTART_WAIT_S):  # a reader holds on: next time
+                            trouble.worked()
                     except sqlite3.Error as error:
-                        say(f"herolog serve: WAL restart failed: {error}")
+                        trouble.failed("WAL restart", error)
     except (BrokenPipeError, ConnectionResetError):
         pass  # serve went away
     finally:

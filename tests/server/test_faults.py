@@ -740,6 +740,41 @@ def test_pruning_frame_ids_on_a_full_disk_does_not_crash_the_writer(
     assert "old" not in frame_ids(path)  # the prune after the space came back did it
 
 
+def test_checkpoints_failing_on_a_full_disk_are_said_once_not_each_time(
+    herolog_home: Path, writer_process: Callable[..., WriterProcess]
+) -> None:
+    """On a full disk, with the WAL past the size at which the writer restarts it, each
+    restart failed and said so, a line a second while batches came (each check here), and
+    the checkpointer's checkpoints, which pass with nothing to copy, said every failure that
+    followed one that passed. They are one fault, said once (at most once a minute)."""
+    path = herolog_home / "logs.db"
+    writer = writer_process(
+        path,
+        "w.WAL_RESTART_BYTES = 0; w.CHECKPOINT_EVERY_S = 0.01;"
+        " w.CHECKPOINT_TROUBLE_SAID_EVERY_S = 3600",
+    )
+    assert writer.receive()[0] == "ready"
+    for n in range(3):
+        assert writer.store(n, f"before {n}")[0] == "ok"
+    size = path.stat().st_size
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    for n in range(3, 30):
+        writer.store(n, f"full {n}" * 50)
+        time.sleep(0.02)  # past CHECKPOINT_EVERY_S: the next batch tries a WAL restart
+    resource.prlimit(writer.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    assert writer.store(99, "after")[0] == "ok"
+    code, err = writer.finish()
+    assert code == 0, err
+    said = [
+        x
+        for x in err.splitlines()
+        if x.startswith(("herolog serve: checkpoint", "herolog serve: WAL"))
+    ]
+    assert len(said) in (1, 2), err
+    assert re.fullmatch(r"herolog serve: (checkpoint|WAL restart) failed, retrying: .+", said[0])
+    assert said[1:] in ([], [f"herolog serve: checkpoints work again (store {path})"])
+
+
 def test_a_flood_of_frame_ids_is_pruned_before_the_next_prune_is_due(
     herolog_home: Path, writer_process: Callable[..., WriterProcess]
 ) -> None:
