@@ -759,11 +759,11 @@ class DrainWorker:
         if not count:
             return
         if not self._failing:
-            self._failing_said = False
             self._say_failing(
                 f"failed again and delivered again {_times(count)} in the last minute"
                 f" (last error: {self.last_error})"
             )
+            self._failing_said = False  # those stretches are over: no end of them to tell
         elif count == 1:
             self._say_failing(f"is failing again: {self.last_error}")
         else:

@@ -1057,3 +1057,35 @@ def test_an_http_drain_that_is_refused_says_so(make_server: ServerFactory) -> No
     assert drain.last_error == refused
     wait_until(lambda: drain_said(running.log, token), what="serve to say so")
     assert drain_said(running.log, token) == [f"is failing: {refused}"]
+
+
+def test_a_stretch_counted_after_a_summary_gets_no_end_of_its_own(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A summary of stretches that are over leaves nothing to end: one more stretch, failed
+    and delivered within the interval after it, was followed by 'delivers again' for a
+    failure never told, before its own summary."""
+    monkeypatch.setattr(forwarder, "FAILING_SAID_EVERY_S", 3.0)
+    flaky = HTTPSink(statuses=[503, 204, 503, 204, 503, 204])
+    try:
+        running = make_server()
+        token = add_drain(running, "demo", flaky.url())
+        for n in range(2):
+            post(running, "demo", numbered(1, start=n))
+            wait_until(lambda n=n: len(flaky.delivered()) == n + 1, what=f"batch {n}")  # type: ignore[misc]
+        wait_until(lambda: len(drain_said(running.log, token)) == 3, what="the summary")
+        post(running, "demo", numbered(1, start=2))
+        wait_until(lambda: len(flaky.delivered()) == 3, what="batch 2")
+        wait_until(lambda: len(drain_said(running.log, token)) >= 4, what="its summary")
+        summary = (
+            "failed again and delivered again once in the last minute"
+            " (last error: 503 Service Unavailable: sink says no)"
+        )
+        assert drain_said(running.log, token) == [
+            "is failing: 503 Service Unavailable: sink says no",
+            "delivers again",
+            summary,
+            summary,
+        ]
+    finally:
+        flaky.close()
