@@ -1392,13 +1392,16 @@ class SQLiteStore:
                 count -= int(self._db.execute(notices, params).fetchone()[0])
         return count
 
-    def ids_between(self, after: int, upto: int) -> tuple[dict[str, array[int]], set[int]]:
+    def ids_between(
+        self, after: int, upto: int
+    ) -> tuple[dict[str, array[int]], dict[str, array[int]]]:
         """The ids of the lines with ids in (``after``, ``upto``], by app and in order, and
-        which of them are herolog's own L10 lines (which drains are not sent): what a
+        those of them that are herolog's own L10 lines (which drains are not sent), by app
+        and in order too: what a
         reader that skips those lines counts of them, at any point of the span, without
         reading them (8 bytes an id: a skip of millions takes megabytes, not a hundred)."""
         by_app: dict[str, array[int]] = {}
-        notices: set[int] = set()
+        notices: dict[str, array[int]] = {}
         if upto <= after or not self._schema_ready():
             return by_app, notices
         with self._consistent():
@@ -1414,7 +1417,7 @@ class SQLiteStore:
                     ids = by_app[names[app_id]] = array("q")
                 ids.append(line_id)
                 if notice:
-                    notices.add(line_id)
+                    notices.setdefault(names[app_id], array("q")).append(line_id)
         return by_app, notices
 
     def apps(self) -> list[AppInfo]:

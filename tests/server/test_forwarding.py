@@ -26,10 +26,10 @@ from herolog import __version__
 from herolog.drains import counted as drains_counted
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server import forwarder
-from herolog.server.broadcast import HOLD_EVERY_S
+from herolog.server.broadcast import HOLD_EVERY_S, Skipped
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import RELOAD_INTERVAL_S
-from herolog.store import Batch, Delivery, SQLiteStore, StoredLine
+from herolog.store import NOTICE_HOST, Batch, Delivery, SQLiteStore, StoredLine
 from tests.helpers import herolog_env, herolog_process, line, store_drain, store_lines
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
@@ -957,6 +957,33 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_the_drain_counts_them_
         r"Error L10 \(output buffer overflow\): 300 messages dropped .*", messages[0]
     )
     assert messages[1:] == [f"line {i}" for i in range(300, 305)]
+
+
+def test_a_skip_counts_each_app_s_lines_and_herolog_s_own_l10_lines_apart(
+    herolog_home: Path,
+) -> None:
+    """What a skip tells each subscriber: a drain counts its app's lines skipped but for
+    herolog's own L10 lines (which drains are not sent), a tail every line of its app, or of
+    every app; each from where it had got to."""
+    store = SQLiteStore.open(herolog_home / "logs.db")
+    try:
+        notice = line("Error L10 (output buffer overflow): 7 messages dropped since T.")
+        store.append([Batch("demo", numbered(3)), Batch("other", numbered(2))])
+        start = store.newest_id()
+        store.append([Batch("demo", numbered(4))])
+        store.append([Batch("demo", [notice._replace(hostname=NOTICE_HOST)])])
+        store.append([Batch("other", numbered(5)), Batch("demo", numbered(2))])
+        skipped = Skipped(start, store.newest_id(), *store.ids_between(start, store.newest_id()))
+    finally:
+        store.close()
+    assert skipped.count("demo") == 7
+    assert skipped.count("demo", notices=False) == 6
+    assert skipped.count("other") == 5
+    assert skipped.count(None) == 12
+    assert skipped.count("nobody") == 0
+    assert skipped.count("demo", start + 4) == 3  # past the four: the notice and two lines
+    assert skipped.count("demo", start + 4, notices=False) == 2
+    assert skipped.count("demo", start + 5, notices=False) == 2
 
 
 def test_lines_stored_just_before_stopping_are_delivered(
