@@ -832,8 +832,9 @@ class HTTPDrain(DrainWorker):
             response = await self.client.send(request, stream=True)
         except httpx.ConnectTimeout:  # a host that is down or gone silent: said as such
             raise DeliveryError(f"cannot connect to {self.peer}: timed out", retry=True) from None
-        except httpx.TimeoutException:
-            raise DeliveryError("timed out", retry=True) from None
+        except httpx.TimeoutException:  # sending, or waiting for the answer
+            waited = f"{self.timing.timeout_s:g} s"
+            raise DeliveryError(f"{self.peer} timed out ({waited})", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
             reason = _out_of_files(error) or _refusal(error) or str(error) or type(error).__name__
             raise DeliveryError(f"cannot connect to {self.peer}: {reason}", retry=True) from None

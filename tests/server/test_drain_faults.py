@@ -180,6 +180,22 @@ def test_an_http_drain_that_hangs_resets_and_answers_5xx(make_server: ServerFact
         healthy.close()
 
 
+def test_an_http_drain_that_does_not_answer_is_told_of_with_its_host_and_the_wait(
+    make_server: ServerFactory,
+) -> None:
+    """Not as a bare "timed out", which named neither the receiver nor how long it had."""
+    sink = HTTPSink(then=HANG)
+    try:
+        running = make_server(drain_timing=replace(QUICK, timeout_s=0.3, flush_s=0.1))
+        token = add_drain(running, "demo", sink.url())
+        send(running, "demo", 1, 1)
+        drain = worker(running, token)
+        wait_until(lambda: drain.last_error, what="the drain to time out")
+        assert drain.last_error == f"127.0.0.1:{sink.port} timed out (0.3 s)"
+    finally:
+        sink.close()
+
+
 def test_an_http_drain_that_drops_connections_is_told_of_as_such(
     make_server: ServerFactory,
 ) -> None:
