@@ -52,6 +52,14 @@ class LiveTail:
         return self.written
 
 
+async def until_written(written: list[bytes], text: bytes, tries: int = 300) -> None:
+    """Until ``text`` is in what a stream wrote, or ``tries`` waits of 20 ms have passed."""
+    for _ in range(tries):
+        if any(text in chunk for chunk in written):
+            return
+        await asyncio.sleep(0.02)
+
+
 def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Path) -> None:
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
@@ -86,10 +94,7 @@ def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Pa
             await asyncio.sleep(0.01)
         gate.set()
         await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
-        for _ in range(200):
-            if any(b"after" in chunk for chunk in written):
-                break
-            await asyncio.sleep(0.02)
+        await until_written(written, b"after", 200)
         reader.stop()
         await task
         await sessions.close()
@@ -199,10 +204,7 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: P
         await append("c", 500)  # skipped
         await append("d", 5)
         gate.set()
-        for _ in range(300):
-            if any(b"d4" in chunk for chunk in written):
-                break
-            await asyncio.sleep(0.02)
+        await until_written(written, b"d4", 300)
         reader.stop()
         await task
         await sessions.close()
@@ -260,10 +262,7 @@ def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(herolog_home:
             await asyncio.sleep(0.01)
         gate.set()
         await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
-        for _ in range(300):
-            if any(b"after" in chunk for chunk in written):
-                break
-            await asyncio.sleep(0.02)
+        await until_written(written, b"after", 300)
         reader.stop()
         await task
         await sessions.close()
@@ -303,10 +302,7 @@ def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path)
         )
         task = asyncio.create_task(sessions.stream(session, write, reader, resume_after))
         await writer
-        for _ in range(500):
-            if any(b"new4999" in chunk for chunk in written):
-                break
-            await asyncio.sleep(0.02)
+        await until_written(written, b"new4999", 500)
         reader.stop()
         await task
         await sessions.close()
