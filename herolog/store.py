@@ -746,10 +746,13 @@ class SQLiteStore:
             raise ValueError(f"history must be between 1 and {MAX_HISTORY:,} lines")
         with self._write() as db:
             db.execute(_SET_META, ("history", str(lines)))
+            # Lines a running serve has not read back yet are held, as from any trim: gone
+            # under its reader, which reads on past them, no drain counted them at all.
+            hold = self._trim_hold(Received.at().time)
             for app_id, count in db.execute("SELECT id, lines FROM apps").fetchall():
                 if count > lines:
-                    trimmed, trimmed_through = self._trim(app_id, count - lines)
-                    db.execute(_UPDATE_APP, (lines, trimmed_through, trimmed, app_id))
+                    trimmed, trimmed_through = self._trim(app_id, count - lines, hold)
+                    db.execute(_UPDATE_APP, (count - trimmed, trimmed_through, trimmed, app_id))
         self._history = lines
 
     def append(self, batches: Iterable[Batch], received: Received | None = None) -> list[int]:
