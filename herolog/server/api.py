@@ -397,6 +397,7 @@ class PlatformAPI:
             last_event_id = int(given)
         await send(start)
         reader = Reader()
+        reader.plain = plain
         # herolog's client asks for "mark" events, and sends back its Last-Event-ID's.
         asked = header(scope, b"herolog-mark")
         if asked is not None:

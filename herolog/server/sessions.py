@@ -86,6 +86,7 @@ _READ_BATCH = 2000
 END_OF_HISTORY = b"retry: 0\nevent: end\ndata: history\n\n"
 END_OF_TAIL = b"event: end\ndata: until\n\n"
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_LINE_FEEDS = re.compile(r"\n")
 
 Write = Callable[[bytes], Awaitable[None]]
 T = TypeVar("T")
@@ -283,6 +284,8 @@ class Reader:
         "mark" event herolog's client was sent, and sends back as it resumes."""
         self.wants_marks = False
         """The client asked for "mark" events (herolog's does; other clients get none)."""
+        self.plain = False
+        """The client asked for no events: the API turns them into text (plain_lines)."""
 
     def mark_of(self, position: int) -> int | None:
         return self.marked[1] if self.marked and self.marked[0] == position else None
@@ -324,16 +327,25 @@ class Reader:
 
 
 def encode_event(
-    lines: Sequence[StoredLine], event_id: int, *, as_json: bool, msgid: bool
+    lines: Sequence[StoredLine],
+    event_id: int,
+    *,
+    as_json: bool,
+    msgid: bool,
+    plain: bool = False,
 ) -> bytes:
     """An SSE ``message`` event holding ``lines``: Heroku's text lines (each of a message's
-    own lines its own ``data:`` field), or herolog's JSON records, one per ``data:``."""
+    own lines its own ``data:`` field), or herolog's JSON records, one per ``data:``.
+    ``plain``: for a client that gets the fields' text, not events (plain_lines): a
+    carriage return, which ends an event stream's line, is kept as ``herolog logs`` keeps
+    it, and the fields are split at newlines only."""
     out = [f"id: {event_id}\n"]
+    split = _LINE_FEEDS.split if plain else _NEWLINES.split
     for line in lines:
         if as_json:
             out.append(f"data: {encode_record(line, msgid=msgid)}\n")
         else:
-            out.extend(f"data: {part}\n" for part in _NEWLINES.split(format_text(line)))
+            out.extend(f"data: {part}\n" for part in split(format_text(line)))
     out.append("\n")
     return "".join(out).encode("utf-8", "surrogateescape")
 
@@ -582,7 +594,15 @@ class Sessions:
                 end += 1
             part = lines[start:end]
             event_id = max((line.id for line in part), default=0) or reader.cursor
-            await send(encode_event(part, event_id, as_json=session.as_json, msgid=session.msgid))
+            await send(
+                encode_event(
+                    part,
+                    event_id,
+                    as_json=session.as_json,
+                    msgid=session.msgid,
+                    plain=reader.plain,
+                )
+            )
             reader.told_of(event_id)
             self._sent(session, reader, event_id)
             if mark is not None and part[-1].id:
