@@ -997,8 +997,8 @@ class SQLiteStore:
         # An app made anew after ``store forget`` counts the old one's lines as trimmed, so
         # that a tail of it that had not shown them all is told of them (L11), and the marks
         # it took (``lines_through``) still count from the same start.
-        forgotten = self._meta(f"forgotten:{name}")
-        trimmed, trimmed_through = (int(n) for n in (forgotten or "0 0").split())
+        forgotten = self._forgotten(name)
+        trimmed, trimmed_through = forgotten or (0, 0)
         if forgotten is not None:  # the new row holds them now (forget_app writes them back)
             self._db.execute("DELETE FROM meta WHERE key = ?", (f"forgotten:{name}",))
         cursor = self._db.execute(
@@ -1008,6 +1008,15 @@ class SQLiteStore:
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid, 0
+
+    def _forgotten(self, name: str) -> tuple[int, int] | None:
+        """For an app forgotten and not made anew: how many lines it had stored, ever (its
+        ``trimmed`` then), and the newest id among them (its ``trimmed_through``)."""
+        forgotten = self._meta(f"forgotten:{name}")
+        if forgotten is None:
+            return None
+        trimmed, trimmed_through = (int(n) for n in forgotten.split())
+        return trimmed, trimmed_through
 
     def _trim(self, app_id: int, excess: int, hold: int | None = None) -> tuple[int, int]:
         """Drop the app's oldest ``excess`` lines, but none above ``hold``; how many went,
@@ -1294,8 +1303,9 @@ class SQLiteStore:
             row = self._db.execute(
                 "SELECT id, trimmed, lines, trimmed_through FROM apps WHERE name = ?", (app,)
             ).fetchone()
-            if row is None:
-                return 0
+            if row is None:  # none stored, or all forgotten: every one up to its newest
+                total, newest = self._forgotten(app) or (0, 0)
+                return None if newest > upto else total
             app_id, trimmed, lines, trimmed_through = row
             if trimmed_through > upto:
                 return None
@@ -1323,8 +1333,21 @@ class SQLiteStore:
                 f" {'trimmed' if counts else 'NULL'} FROM apps WHERE name = ?",
                 (app,),
             ).fetchone()
-            if row is None:  # no such app: it has stored nothing
-                return 0, 0 if counts else None
+            if row is None:
+                forgotten = self._forgotten(app)
+                if forgotten is None:  # no such app: it has stored nothing
+                    return 0, 0 if counts else None
+                # Forgotten (store forget) and not made anew yet: every line it had is gone,
+                # none past the newest. A mark of 0 here, as for an app never had, counted
+                # the lines the tail had shown as lost again once the app was made anew.
+                total, newest = forgotten
+                if newest <= after:
+                    return 0, total
+                if mark is not None and newest <= upto and total >= mark:
+                    return total - mark, total
+                return self.trimmed_between(after, min(upto, newest)), (
+                    total if newest <= upto else None
+                )
             app_id, oldest, through, trimmed = row
             if (oldest is not None and oldest <= after + 1) or (
                 through is not None and through <= after

@@ -918,6 +918,36 @@ def test_a_tail_of_an_app_forgotten_and_made_anew_counts_its_trimmed_lines_exact
     assert "This tail session dropped 5 messages since" in lines[0].message
 
 
+@pytest.mark.parametrize("unshown", [0, 4])
+def test_a_tail_that_reads_while_its_app_is_forgotten_counts_none_of_its_lines_twice(
+    store: SQLiteStore, unshown: int
+) -> None:
+    """The tail reads (another app's lines came) between the forget and the app's next line:
+    it is told of the forgotten lines it had not shown, and its mark stays the app's, so the
+    app made anew counts only its own trimmed lines. With a mark of 0 there, every line the
+    app had had counted as lost again (the 5 shown, each forget and remake once more)."""
+    store.set_history(10)
+    fill(store, "quiet", [f"k{i}" for i in range(5)])  # shown
+    _, last_id = store.last(LineFilter(), 0)
+    mark = store.lines_through("quiet", last_id)
+    wanted = LineFilter(app="quiet")
+    looked = "2026-01-02T03:04:05Z"
+    for cycle in range(3):
+        fill(store, "quiet", [f"u{i}" for i in range(unshown)])
+        store.forget_app("quiet")
+        fill(store, "busy", ["b"])
+        lines, last_id, mark = read_after(store, last_id, wanted, 1000, looked, mark)
+        told = [f"This tail session dropped {unshown} messages"] if unshown else []
+        assert [x.message.split("-> ")[1].split(" since")[0] for x in lines] == told
+        assert mark == store.lines_through("quiet", last_id)
+        for n in range(6):  # 30 lines of the quiet app made anew, 20 trimmed before it reads
+            fill(store, "quiet", [f"q{i}" for i in range(5 * n, 5 * n + 5)])
+            fill(store, "busy", [f"b{i}" for i in range(50)])
+        lines, last_id, mark = read_after(store, last_id, wanted, 1000, looked, mark)
+        assert "This tail session dropped 20 messages since" in lines[0].message, cycle
+        assert [x.message for x in lines[1:]] == [f"q{i}" for i in range(20, 30)]
+
+
 @pytest.mark.parametrize("app", [None, "demo"])
 def test_a_single_line_lost_is_told_too(store: SQLiteStore, app: str | None) -> None:
     store.set_history(10)
