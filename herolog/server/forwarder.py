@@ -43,7 +43,7 @@ import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -1027,10 +1027,7 @@ def _refusal(error: BaseException) -> str | None:
     refused``), as a syslog drain's error says it, where httpx says only "All connection
     attempts failed" for a drain that is down, one whose network is unreachable and one
     behind a firewall that rejects alike; None if the error is not that."""
-    cause: BaseException | None = error
-    seen: set[int] = set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(error):
         if isinstance(cause, OSError) and str(cause) == "All connection attempts failed":
             found = cause.__cause__ or cause.__context__
             each = found.exceptions if isinstance(found, BaseExceptionGroup) else (found,)
@@ -1040,8 +1037,17 @@ def _refusal(error: BaseException) -> str | None:
                 if isinstance(x, OSError) and not isinstance(x, ssl.SSLError) and x.errno
             ]
             return "; ".join(dict.fromkeys(reasons)) or None
-        cause = cause.__cause__ or cause.__context__
     return None
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what caused it (or was being handled as it came), and so on back."""
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _out_of_files(error: BaseException) -> str | None:
@@ -1049,10 +1055,7 @@ def _out_of_files(error: BaseException) -> str | None:
     OSError behind ``error``, where httpx says only "All connection attempts failed"), or
     None: it is serve's limit that is reached, not the drain that is down, and one looking
     at the drain would find nothing wrong with it."""
-    cause: BaseException | None = error
-    seen: set[int] = set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(error):
         if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
             return _OUT_OF_FILES[cause.errno]
         if isinstance(cause, socket.gaierror):
@@ -1063,7 +1066,6 @@ def _out_of_files(error: BaseException) -> str | None:
             except OSError as probe:
                 return _OUT_OF_FILES.get(probe.errno or 0)
             return None
-        cause = cause.__cause__ or cause.__context__
     return None
 
 
