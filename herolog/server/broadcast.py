@@ -49,13 +49,17 @@ class Skipped:
         """The skipped lines of ``app`` (of every app: None) with ids above ``above``;
         without ``notices``, herolog's own L10 lines not counted. By bisection: every drain
         of an app counts, hundreds of them in the event loop."""
-        apps = self.by_app if app is None else [app]
         total = 0
-        for name in apps:
-            for ids, sign in ((self.by_app.get(name, ()), 1), (self.notices.get(name, ()), -1)):
-                if sign == 1 or not notices:
-                    total += sign * (len(ids) - bisect.bisect_right(ids, above))
+        for name in self.by_app if app is None else [app]:
+            total += _above(self.by_app.get(name, ()), above)
+            if not notices:
+                total -= _above(self.notices.get(name, ()), above)
         return total
+
+
+def _above(ids: Sequence[int], above: int) -> int:
+    """How many of ``ids``, in order, are over ``above``."""
+    return len(ids) - bisect.bisect_right(ids, above)
 
 
 class LineSink(Protocol):
