@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from herolog.faults import Fault
 from herolog.interrupt import STOP_SIGNALS
 from herolog.parser import FramingError, Received, TooManyLines, parse_logplex
 from herolog.store import Batch, SQLiteStore, StoreError
@@ -48,11 +49,11 @@ CHECKPOINT_EVERY_S = 1.0
 WAL_RESTART_BYTES = 64 << 20
 """Past this, the writer restarts the WAL between commits (see SQLiteStore.restart_wal)."""
 WAL_RESTART_WAIT_S = 0.2
+"""How long a restart of the WAL waits for readers, holding up commits meanwhile."""
 CHECKPOINT_TROUBLE_SAID_EVERY_S = 60.0
 """Checkpoints failing are said at most once in this many seconds: on a full disk they fail
 and pass by turns (one with nothing to copy passes), and the WAL restarts, tried every
 CHECKPOINT_EVERY_S while batches come, each said its failure, a line a second."""
-"""How long a restart of the WAL waits for readers, holding up commits meanwhile."""
 RECV_BYTES = 1 << 20
 MAX_BODY_LINES = 100_000
 """Lines a drain body may hold: Logplex posts about 100 KB at most (some 700 lines), and
@@ -124,30 +125,14 @@ class _CheckpointTrouble:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._failing = False
-        self._said = False
-        self._quiet_until = 0.0
+        self._fault = Fault(CHECKPOINT_TROUBLE_SAID_EVERY_S)
 
     def failed(self, what: str, error: sqlite3.Error) -> None:
-        with self._lock:
-            if self._failing:
-                return
-            self._failing = True
-            now = time.monotonic()
-            if now < self._quiet_until:
-                return
-            self._said = True
-            self._quiet_until = now + CHECKPOINT_TROUBLE_SAID_EVERY_S
-        say(f"herolog serve: {what} failed, retrying: {error}")
+        if self._fault.began():
+            say(f"herolog serve: {what} failed, retrying: {error}")
 
     def worked(self) -> None:
-        with self._lock:
-            if not self._failing:
-                return
-            self._failing = False
-            said, self._said = self._said, False
-        if said:  # as a full disk that was freed: the WAL stops growing
+        if self._fault.ended():  # as a full disk that was freed: the WAL stops growing
             say(f"herolog serve: checkpoints work again (store {self.path})")
 
 

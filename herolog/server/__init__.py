@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import uvicorn
 
+from herolog.faults import Fault
 from herolog.interrupt import die_of_sigint, release_stops
 from herolog.remote import ssl_cert_file_problem
 from herolog.server.api import CUT_OFF
@@ -119,9 +120,7 @@ class _OpenFiles:
     def __init__(self, log: TextIO, limit: int | None) -> None:
         self.log = log
         self.limit = limit
-        self.short = False
-        self._said = False
-        self._quiet_until = 0.0
+        self._short = Fault(60)
 
     def exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's exception handler: its accept loop out of files is this."""
@@ -146,25 +145,16 @@ class _OpenFiles:
             if error.errno in (errno.EMFILE, errno.ENFILE):
                 self.out(error)
             return
-        if self.short:
-            self.short = False
-            if self._said:
-                self._said = False
-                print(
-                    "herolog serve: open files to spare again: taking new connections",
-                    file=self.log,
-                    flush=True,
-                )
+        if self._short.ended():
+            print(
+                "herolog serve: open files to spare again: taking new connections",
+                file=self.log,
+                flush=True,
+            )
 
     def out(self, error: OSError) -> None:
-        if self.short:
+        if not self._short.began():
             return
-        self.short = True
-        now = time.monotonic()
-        if now < self._quiet_until:
-            return
-        self._quiet_until = now + 60
-        self._said = True
         if error.errno == errno.ENFILE:
             which = "the system's are all open: raise fs.file-max"
         elif self.limit is not None:
