@@ -578,7 +578,7 @@ class RemoteRegistry:
     ) -> httpx.Response:
         import httpx
 
-        from herolog.remote import RemoteError, api_client, refused, unreachable, unreadable
+        from herolog.remote import RemoteError, api_client, refused, unreachable
 
         try:
             with api_client(self.base, self.api_key) as client:
@@ -587,9 +587,7 @@ class RemoteRegistry:
             raise DrainError(str(error)) from None
         except httpx.InvalidURL as error:
             raise DrainError(f"not a server URL: {self.shown} ({error})") from None
-        except httpx.DecodingError as error:
-            raise DrainError(str(unreadable(self.shown, error))) from None
-        except httpx.TransportError as error:
+        except (httpx.TransportError, httpx.DecodingError) as error:
             raise DrainError(str(unreachable(self.shown, error))) from None
         if not 200 <= response.status_code < 300:
             problem: RemoteError = refused(self.shown, response, doing, app)

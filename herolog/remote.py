@@ -362,10 +362,15 @@ def _no_such_app(message: str) -> bool:
 
 
 def unreachable(base: str, error: Exception) -> RemoteError:
+    """What to say of a request to ``base`` that failed with ``error``: a transport error
+    (it could not be reached, or its answer was cut off), or an answer that could not be
+    decoded (:func:`unreadable`)."""
     import httpx
 
     from herolog.drains import mask_url
 
+    if isinstance(error, httpx.DecodingError):
+        return unreadable(base, error)
     reason = _reason(error)
     proxy = proxy_for(base)
     via = "" if proxy is None else f" through the proxy {mask_url(proxy.url)} ({proxy.variable})"
@@ -421,9 +426,7 @@ def list_apps(server: str, api_key: str | None) -> list[AppInfo]:
                 response = client.get(base + "/apps", headers={"Range": wanted})
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {shown} ({error})") from None
-            except httpx.DecodingError as error:
-                raise unreadable(shown, error) from None
-            except httpx.TransportError as error:
+            except (httpx.TransportError, httpx.DecodingError) as error:
                 raise unreachable(shown, error) from None
             if response.status_code not in (200, 206):
                 raise _apps_refused(shown, response)
@@ -901,9 +904,8 @@ class IntakeSender:
                 )
             except httpx.InvalidURL as error:
                 raise RemoteError(f"not a server URL: {self.shown} ({error})") from None
-            except httpx.DecodingError as error:  # a proxy's glitch, maybe: as a network error
-                failure, retry = unreadable(self.shown, error), True
-            except httpx.TransportError as error:
+            # An answer that cannot be decoded is a proxy's glitch, maybe: as a network error.
+            except (httpx.TransportError, httpx.DecodingError) as error:
                 failure, retry = unreachable(self.shown, error), True
             else:
                 if response.is_success:
