@@ -278,6 +278,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 """UTF-8's byte order mark. Files that start with one and are joined (``cat a.log b.log``)
 have one at the start of a line: a header follows it, not content."""
+_BOM_PRI = _BOM + b"<"
+"""A syslog line's start after one."""
 
 
 class _Rejoined:
@@ -550,8 +552,8 @@ def _syslog(chunks: Iterator[bytes], not_utf8: list[int]) -> _Parsed:
                 else:
                     message = raw.removesuffix(b"\r")
                     number += 1
-                if message.startswith(b"\xef\xbb\xbf<"):  # see _BOM
-                    message = message[3:]
+                if message.startswith(_BOM_PRI):
+                    message = message[len(_BOM) :]
                 if not message.strip():
                     continue
                 if not message.isascii() and not _is_utf8(message):
