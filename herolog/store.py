@@ -1423,9 +1423,9 @@ class SQLiteStore:
     ) -> tuple[dict[str, array[int]], dict[str, array[int]]]:
         """The ids of the lines with ids in (``after``, ``upto``], by app and in order, and
         those of them that are herolog's own L10 lines (which drains are not sent), by app
-        and in order too: what a
-        reader that skips those lines counts of them, at any point of the span, without
-        reading them (8 bytes an id: a skip of millions takes megabytes, not a hundred)."""
+        and in order too: what a reader that skips those lines counts of them, at any point
+        of the span, without reading them (8 bytes an id: a skip of millions takes
+        megabytes, not a hundred)."""
         by_app: dict[str, array[int]] = {}
         notices: dict[str, array[int]] = {}
         if upto <= after or not self._schema_ready():

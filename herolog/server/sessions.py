@@ -86,7 +86,6 @@ _READ_BATCH = 2000
 END_OF_HISTORY = b"retry: 0\nevent: end\ndata: history\n\n"
 END_OF_TAIL = b"event: end\ndata: until\n\n"
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-_LINE_FEEDS = re.compile(r"\n")
 
 Write = Callable[[bytes], Awaitable[None]]
 T = TypeVar("T")
@@ -340,12 +339,13 @@ def encode_event(
     carriage return, which ends an event stream's line, is kept as ``herolog logs`` keeps
     it, and the fields are split at newlines only."""
     out = [f"id: {event_id}\n"]
-    split = _LINE_FEEDS.split if plain else _NEWLINES.split
     for line in lines:
         if as_json:
             out.append(f"data: {encode_record(line, msgid=msgid)}\n")
         else:
-            out.extend(f"data: {part}\n" for part in split(format_text(line)))
+            text = format_text(line)
+            parts = text.split("\n") if plain else _NEWLINES.split(text)
+            out.extend(f"data: {part}\n" for part in parts)
     out.append("\n")
     return "".join(out).encode("utf-8", "surrogateescape")
 
