@@ -32,7 +32,7 @@ from herolog.server import api as api_module
 from herolog.server import sessions
 from herolog.server.config import DrainTiming
 from herolog.store import Batch, SQLiteStore, StoreError
-from tests.helpers import herolog_env, line
+from tests.helpers import constants_env, herolog_env, line
 from tests.server.conftest import (
     Running,
     ServeProcess,
@@ -433,8 +433,10 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     """serve stopped (SIGTERM) and started again on its port and store, as systemd restarts
     it: the CLI's EventSource comes back to the same session URL with the id of the last line
     it got, and the new serve goes on from there, every line printed once (README). No drain
-    flush to wait for (the test below has one): the CLI is asked back in 5 s, not 10."""
-    first = serve_process("--port", "0", "--api-key", KEY, "--drain-flush-timeout", "0")
+    flush to wait for (the test below has one): the CLI is asked back after the margin alone,
+    here 3 s (RESTART_MARGIN_MS; 5 by default), ample for a serve to start."""
+    env = constants_env({"herolog.server.sessions.RESTART_MARGIN_MS": 3000})
+    first = serve_process("--port", "0", "--api-key", KEY, "--drain-flush-timeout", "0", env=env)
     post_to(first.url, frames("before"))
     tail = HerokuTail(heroku_cli, cli_env(first, tmp_path), "-a", "demo", "-n", "1", "--tail")
 
@@ -454,7 +456,7 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
         )
         result = CliRunner().invoke(cli, ["import", str(down), "-a", "demo"])
         assert result.exit_code == 0, result.output
-        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
+        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY, env=env)
         post_to(second.url, frames("after", second=4))
         got = [tail.message() for _ in range(7)]
         assert got == [
@@ -479,8 +481,10 @@ def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_
     """A serve that stops gives its drains 5 s to deliver what they hold, all 5 where one
     cannot (README), after it ended the streams; the next serve, as systemd restarts it,
     listens only after that. The CLI, told when to come back, must find it there: it gives
-    up at its first reconnect that finds no server."""
-    first = serve_process("--port", "0", "--api-key", KEY)
+    up at its first reconnect that finds no server. Here a 1 s flush and a 3 s margin
+    (RESTART_MARGIN_MS), not 5 and 5."""
+    env = constants_env({"herolog.server.sessions.RESTART_MARGIN_MS": 3000})
+    first = serve_process("--port", "0", "--api-key", KEY, "--drain-flush-timeout", "1", env=env)
     post_to(first.url, frames("before"))
     response = httpx.post(
         f"{first.url}/apps/demo/log-drains",
@@ -498,7 +502,7 @@ def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_
         code, said = first.finish()
         assert code == 0, said
         assert "1 line not delivered yet" in said  # it waited for the drain
-        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY)
+        second = serve_process("--port", first.url.rsplit(":", 1)[1], "--api-key", KEY, env=env)
         post_to(second.url, frames("after", second=2))
         assert tail.message() == "after"
         assert tail.proc.poll() is None
