@@ -357,9 +357,11 @@ def test_a_history_whose_reader_pauses_is_sent_whole(
     client stops reading, its window shuts, and its system answers serve's probes of it.
     TCP_USER_TIMEOUT cut such a connection off all the same (Linux counts a shut window as
     unacknowledged), and the history ended in "stopped sending the history before its end".
-    Only a client whose system answers nothing is let go. (The pause is longer than the
-    timeout, shorter than its doubled probes' gap: on loopback, 3.4 s by then.)"""
-    monkeypatch.setattr(protocol, "UNACKNOWLEDGED_S", 5.0)
+    Only a client whose system answers nothing is let go. (Here a 2 s timeout and a 3.5 s
+    pause: longer than the timeout, and short enough that the probes' doubling gap, on
+    loopback, is still under it; with a 0.4 s timeout the gap outgrows it and the history is
+    cut off.)"""
+    monkeypatch.setattr(protocol, "UNACKNOWLEDGED_S", 2.0)
     herolog_home.mkdir()
     store = SQLiteStore.open(herolog_home / "logs.db")
     store.set_history(100_000)
@@ -376,7 +378,7 @@ def test_a_history_whose_reader_pauses_is_sent_whole(
         assert logs.stdout is not None
         assert logs.stderr is not None
         first = logs.stdout.readline()
-        time.sleep(9)  # the reader of the first page; serve fills the client's window
+        time.sleep(3.5)  # the reader of the first page; serve fills the client's window
         rest = logs.stdout.read()  # not communicate(): it passes by what readline() buffered
         said = logs.stderr.read()
     assert (logs.returncode, said.decode()) == (0, "")
