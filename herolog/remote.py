@@ -35,6 +35,8 @@ SEND_TRIES = 3
 """Tries for a batch sent to a drain intake, as Logplex makes them."""
 SEND_RETRY_S = 0.25
 """The wait before the second try; it doubles for each one after."""
+SEND_TIMEOUT_S = 5.0
+"""How long a batch's request may take, as Logplex's (which has 3 s to connect)."""
 STOPPED_SEND_S = 5.0
 """Once a command stopped by a signal herolog passed on (Ctrl-C, SIGTERM) has exited, how
 long the lines left have to reach the server, as serve gives its drains as it stops."""
@@ -815,10 +817,9 @@ class IntakeSender:
         """Set by :meth:`hurry`: no try starts after it, and none lasts past it."""
         self._stopped = "the command"
         """What was stopped, for the message of lines the deadline cost."""
-        # Logplex's own limits: 3 s to connect, 5 s for the request.
         self.client = http_client(
             base,
-            timeout=httpx.Timeout(5.0, connect=3.0),
+            timeout=httpx.Timeout(SEND_TIMEOUT_S, connect=3.0),
             headers={
                 "Content-Type": "application/logplex-1",
                 "User-Agent": f"herolog/{__version__}",

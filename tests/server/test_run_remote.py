@@ -317,6 +317,9 @@ def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
     )
 
 
+HURRIED = {"herolog.remote.STOPPED_SEND_S": 1.0, "herolog.remote.SEND_TIMEOUT_S": 1.0}
+
+
 def leaving_one_running(lines: int, folder: Path, *, stays: bool) -> str:
     """A command (Python) that prints ``lines`` lines and exits, leaving a process running
     that touches ``folder``/told at the SIGTERM herolog sends what a command left as it
@@ -373,7 +376,8 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
     lines were still being read (15,000 of them, for a queue of 10,000), and ended herolog
     without a word of the lines lost while the last were sent; it hurries them as a stopped
     command's, and herolog says what was lost, exiting with the command's status (dying of
-    a Ctrl-C's SIGINT)."""
+    a Ctrl-C's SIGINT). Hurried here for 1 s, a request's own limit 1 s too (STOPPED_SEND_S
+    and SEND_TIMEOUT_S; the test above has the 5 s of each)."""
     url = stops_answering
     herolog = [sys.executable, "-m", "herolog", "run", "-q", "--server", url, "--"]
     command = leaving_one_running(lines, tmp_path, stays=False)
@@ -381,7 +385,7 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
         [*herolog, sys.executable, "-c", command],
         stderr=subprocess.PIPE,
         text=True,
-        env=herolog_env(HEROLOG_HOME=str(tmp_path)),
+        env=constants_env(HURRIED, HEROLOG_HOME=str(tmp_path)),
         start_new_session=True,
     )
     try:
@@ -394,7 +398,7 @@ def test_a_signal_once_the_command_has_exited_hurries_the_lines_left(
     assert proc.returncode == (-signal.SIGINT if sig == signal.SIGINT else 0)
     assert err == (
         f"herolog run: could not store {lines + 4:,} of {lines + 4:,} lines: {url} had not"
-        " taken them 5 s after herolog was stopped\n"
+        " taken them 1 s after herolog was stopped\n"
     )
 
 
