@@ -10,7 +10,7 @@ from pathlib import Path
 from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LOGPLEX_PRI, own_line
-from herolog.render import Renderer
+from herolog.render import Renderer, counted
 from herolog.store import (
     APP_NAME_RULE,
     DEFAULT_HISTORY,
@@ -54,7 +54,7 @@ class HistoryExceeded(ValueError):
         else:
             how = f"a store keeps at most {MAX_HISTORY:,}: herolog store history {MAX_HISTORY}"
         super().__init__(
-            f"{num:,} is more than the {history:,} lines the store keeps per app ({how})"
+            f"{num:,} is more than the {counted(history, 'line')} the store keeps per app ({how})"
         )
 
 

@@ -29,6 +29,12 @@ def format_text(line: StoredLine) -> str:
     return f"{line.timestamp} {line.source}[{line.dyno}]: {line.message}"
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` and its noun as herolog's messages say a number: ``1 line``, ``1,500
+    lines`` (a store may keep one line per app, a drain hold one, an import bring one)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 """What JSON leaves raw but str.splitlines ends a line at, as JSON escapes."""
 _BIDI_OVERRIDES = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]

@@ -215,9 +215,10 @@ def _too_many_lines(limit: int) -> str:
 
 
 def _attributes_too_large(lines: int, each: int, limit: int) -> str:
+    on = "the body's one line" if lines == 1 else f"each of the body's {lines:,} lines"
     return (
-        f"the drain URL's query parameters ({each:,} bytes) on each of the body's {lines:,}"
-        f" lines come to over the {limit:,}-byte limit: shorten the query string"
+        f"the drain URL's query parameters ({each:,} bytes) on {on} come to over the"
+        f" {limit:,}-byte limit: shorten the query string"
     )
 
 

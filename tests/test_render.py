@@ -28,6 +28,7 @@ from herolog.render import (
     body_parts,
     color_wanted,
     colored_parts,
+    counted,
     decode_record,
     duration_style,
     encode_record,
@@ -566,3 +567,20 @@ def test_json_output_in_any_utf_encoding_keeps_characters_as_they_are(encoding: 
     record = buffer.getvalue().decode(encoding)
     assert '"message":"caf\u00e9 \U0001f44d"' in record
     assert json.loads(record)["message"] == "caf\u00e9 \U0001f44d"
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "plural", "said"),
+    [
+        (0, "line", None, "0 lines"),
+        (1, "line", None, "1 line"),
+        (2, "line", None, "2 lines"),
+        (1500, "line", None, "1,500 lines"),
+        (1, "match", "matches", "1 match"),
+        (3, "match", "matches", "3 matches"),
+    ],
+)
+def test_counted_says_one_in_the_singular_and_thousands_with_commas(
+    count: int, noun: str, plural: str | None, said: str
+) -> None:
+    assert counted(count, noun, plural) == said

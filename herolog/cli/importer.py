@@ -46,6 +46,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         import_stream,
         imported_before,
     )
+    from herolog.render import counted
     from herolog.store import open_store
 
     app = checked_app(app)
@@ -93,8 +94,8 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         click.echo(f"Nothing imported: {name} holds no log lines.", err=True)
         _say_cut_off(result.cut_off)
         return
-    lines = f"{result.lines:,} line{'s' * (result.lines != 1)}"
-    click.echo(f"Imported {lines} into {app} ({result.format} format).", err=True)
+    imported = counted(result.lines, "line")
+    click.echo(f"Imported {imported} into {app} ({result.format} format).", err=True)
     if result.unknown:
         # Said at once: a file that is not a log (or not in the format detected) would
         # otherwise show up later as a page of unknown[unknown] lines.
@@ -140,13 +141,21 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         )
     if had + result.lines > store.history:
         if result.lines > store.history:
-            gone = f"the first {result.lines - store.history:,} of these are not kept"
-            gone += f", nor the {had:,} {app} had" if had else ""
+            not_kept = result.lines - store.history
+            gone = (
+                "the first of these is not kept"
+                if not_kept == 1
+                else f"the first {not_kept:,} of these are not kept"
+            )
+            if had:
+                gone += f", nor the line {app} had" if had == 1 else f", nor the {had:,} {app} had"
         else:
             made_room = had + result.lines - store.history
-            gone = f"the oldest {made_room:,} {app} had made room for these"
+            oldest = "the oldest line" if made_room == 1 else f"the oldest {made_room:,}"
+            these = "these" if result.lines > 1 else "it"
+            gone = f"{oldest} {app} had made room for {these}"
         click.echo(
-            f"The store keeps the newest {store.history:,} lines per app: {gone};"
+            f"The store keeps the newest {counted(store.history, 'line')} per app: {gone};"
             " keep more with: herolog store history N",
             err=True,
         )

@@ -51,9 +51,11 @@ class LogsCommand(click.Command):
             extra = " ".join(ctx.args)
             message = f"Got unexpected extra argument{'s' * (len(ctx.args) > 1)} ({extra})"
             if ctx.params.get("tail") and extra.isascii() and extra.isdecimal():
-                # docker logs --tail N and kubectl logs --tail N: the number of lines
+                # docker logs --tail N and kubectl logs --tail N: the number of lines (as
+                # typed: int() refuses over 4,300 digits)
+                last = "line" if extra.lstrip("0") == "1" else f"{extra} lines"
                 message += (
-                    f": -t/--tail takes no number; -n {extra} --tail shows the last {extra} lines,"
+                    f": -t/--tail takes no number; -n {extra} --tail shows the last {last},"
                     " then new ones"
                 )
             ctx.fail(message)

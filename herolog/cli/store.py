@@ -64,16 +64,18 @@ def store() -> None:
 def info(json_output: bool) -> None:
     """Where the store is, how much it keeps per app, and what it holds."""
     from herolog import config
+    from herolog.render import counted
     from herolog.store import DEFAULT_HISTORY, open_existing
 
     path = config.store_path()
     local_only("store info", path)
     opened = open_existing(path)
     found = opened.apps() if opened is not None else []
+    history = opened.history if opened is not None else DEFAULT_HISTORY
     details = {
         "path": str(path),
         "exists": opened is not None,
-        "history": opened.history if opened is not None else DEFAULT_HISTORY,
+        "history": history,
         "bytes": opened.disk_size() if opened is not None else 0,
         "apps": [{"name": a.name, "lines": a.lines, "created_at": a.created_at} for a in found],
     }
@@ -81,7 +83,7 @@ def info(json_output: bool) -> None:
         click.echo(json.dumps(details, indent=2))
         return
     click.echo(f"Store:   {path}{'' if opened else ' (not created yet)'}")
-    click.echo(f"History: {details['history']:,} lines per app")
+    click.echo(f"History: {counted(history, 'line')} per app")
     click.echo(f"Size:    {details['bytes']:,} bytes")
     if found:
         width = max(len(a.name) for a in found)
@@ -103,6 +105,7 @@ def history(lines: int | None) -> None:
     herolog store history 100000     keep 100,000 lines per app
     """
     from herolog import config
+    from herolog.render import counted
     from herolog.store import DEFAULT_HISTORY, open_existing, open_store
 
     path = config.store_path()
@@ -112,7 +115,7 @@ def history(lines: int | None) -> None:
         click.echo(existing.history if existing is not None else DEFAULT_HISTORY)
         return
     open_store().set_history(lines)
-    click.echo(f"The store keeps {lines:,} lines per app.", err=True)
+    click.echo(f"The store keeps {counted(lines, 'line')} per app.", err=True)
 
 
 @store.command(short_help="Delete an app and all of its lines from the store.")
@@ -132,6 +135,7 @@ def forget(app: str, confirm: str | None) -> None:
 
     from herolog import config
     from herolog.drains import find_app
+    from herolog.render import counted
     from herolog.store import HasDrains, open_existing, open_store
 
     path = config.store_path()
@@ -144,10 +148,11 @@ def forget(app: str, confirm: str | None) -> None:
     if confirm is None:
         if not sys.stdin.isatty():
             raise click.ClickException(
-                f"forgetting {name} deletes its {_lines(info.lines)}: run again with"
+                f"forgetting {name} deletes its {counted(info.lines, 'line')}: run again with"
                 f" --confirm {name}"
             )
-        click.echo(f"This deletes {name} and its {_lines(info.lines)} from {path}.", err=True)
+        lines = counted(info.lines, "line")
+        click.echo(f"This deletes {name} and its {lines} from {path}.", err=True)
         confirm = click.prompt(f"To go on, type {name}", err=True, default="", show_default=False)
     if confirm != name:
         raise click.ClickException(f"{confirm!r} is not {name!r}: nothing deleted")
@@ -164,8 +169,4 @@ def forget(app: str, confirm: str | None) -> None:
         ) from None
     if deleted is None:  # another process forgot it meanwhile
         raise click.ClickException(f"the store {path} has no app named {name!r}")
-    click.echo(f"Forgot {name} and its {_lines(deleted)}.", err=True)
-
-
-def _lines(count: int) -> str:
-    return f"{count:,} line{'s' * (count != 1)}"
+    click.echo(f"Forgot {name} and its {counted(deleted, 'line')}.", err=True)

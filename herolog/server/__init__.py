@@ -29,6 +29,7 @@ import uvicorn
 from herolog.faults import Fault
 from herolog.interrupt import die_of_sigint, release_stops
 from herolog.remote import ssl_cert_file_problem
+from herolog.render import counted
 from herolog.server.api import CUT_OFF
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
@@ -652,7 +653,8 @@ class Server:
                     " (raise its hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit)"
                 )
         history = self.writer.history
-        lines.append(f"store {config.store_path}, keeping {history:,} lines per app")
+        assert history is not None  # the writer has started, and said what it is
+        lines.append(f"store {config.store_path}, keeping {counted(history, 'line')} per app")
         api = f"{scheme}://{shown_host}:{self.http_port}"
         # One address, not 127.0.0.1: the CLI takes no HEROKU_HOST naming it.
         tunnel = (

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from herolog import drains, timestamps
 from herolog.filters import LineFilter, compile_pattern
 from herolog.logs import default_num
-from herolog.render import STREAM_ENDS
+from herolog.render import STREAM_ENDS, counted
 from herolog.server.config import ServeConfig, is_loopback, url_host
 from herolog.server.http import (
     LOGPLEX_TYPE_BYTES,
@@ -600,7 +600,8 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
         else:  # herolog logs --server: told, as in local mode (exit 2)
             most = min(lines, MAX_HISTORY)
             raise SessionError(
-                f"lines: {lines:,} is more than the {history:,} lines the store keeps per app"
+                f"lines: {lines:,} is more than the {counted(history, 'line')} the store keeps"
+                " per app"
                 f" (raise that on the server: herolog serve --history {most})"
             )
     tail = body.get("tail", False)

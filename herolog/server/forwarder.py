@@ -53,6 +53,7 @@ from herolog import __version__, drains, timestamps
 from herolog.drains import is_overflow_notice
 from herolog.parser import LOGPLEX_PRI, format_syslog, frame, own_line
 from herolog.remote import RemoteError, trusting_context, usable_proxy
+from herolog.render import counted
 from herolog.server import tcp
 from herolog.server.broadcast import Broadcaster, Skipped
 from herolog.server.config import DrainTiming, url_host
@@ -138,19 +139,17 @@ def stop_report(dropped: int, left: int) -> str:
     if left:
         them = "them" if left != 1 else "it"
         parts.append(
-            f"{_lines(left)} not delivered yet: the next herolog serve on this store sends {them}"
+            f"{counted(left, 'line')} not delivered yet: the next herolog serve on this store"
+            f" sends {them}"
         )
     if dropped:
-        parts.append(f"{_lines(dropped)} dropped as its buffer overflowed (told with L10)")
+        overflowed = "dropped as its buffer overflowed (told with L10)"
+        parts.append(f"{counted(dropped, 'line')} {overflowed}")
     return "; ".join(parts)
 
 
 def _times(count: int) -> str:
     return "once" if count == 1 else f"{count:,} times"
-
-
-def _lines(count: int) -> str:
-    return f"{count:,} line{'s' * (count != 1)}"
 
 
 def backoff_limit(attempts: int, timing: DrainTiming) -> float:
@@ -621,7 +620,8 @@ class DrainWorker:
                     if unread is not None:
                         self._announced = True
                         if unread:
-                            self.say(f"drain {self._named}: catching up on {_lines(unread)}")
+                            unread_lines = counted(unread, "line")
+                            self.say(f"drain {self._named}: catching up on {unread_lines}")
                     continue
                 if not self.backlog and not self.buffer and not self.untold.count:
                     if self.stopping:

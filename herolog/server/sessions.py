@@ -682,9 +682,14 @@ class Sessions:
                 using_store, self.store_path, lambda store: store.keep_log_sessions(records)
             )
         except (StoreError, sqlite3.Error, OSError) as error:
+            them = (
+                "the tail session for the next serve (its reader will find it gone)"
+                if len(tails) == 1
+                else f"the {len(tails):,} tail sessions for the next serve (their readers will"
+                " find them gone)"
+            )
             print(
-                f"herolog serve: cannot keep the {len(tails):,} tail session(s) for the next"
-                f" serve (their readers will find them gone): {error}",
+                f"herolog serve: cannot keep {them}: {error}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -1243,6 +1243,48 @@ def test_import_says_when_it_pushes_an_apps_own_lines_out_of_its_history(tmp_pat
     )
 
 
+def test_what_the_history_drops_is_said_in_the_singular_for_one_line(tmp_path: Path) -> None:
+    """A history of 1 line (store history 1) and imports of 1 and 2 lines: '1 line', 'the
+    first of these is not kept', 'the line demo had', where each said '1 lines' or 'the
+    first 1 of these are not kept'."""
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("2024-03-05T09:14:07Z app[web.1]: 1\n")
+    two.write_text("2024-03-05T09:14:07Z app[web.1]: 1\n2024-03-05T09:14:08Z app[web.1]: 2\n")
+    keep = "; keep more with: herolog store history N\n"
+    assert invoke("store", "history", "1")[0] == 0
+    assert invoke("import", str(one), "-a", "demo") == (
+        0,
+        "",
+        "Imported 1 line into demo (heroku format).\n",
+    )
+    assert invoke("import", str(one), "-a", "demo")[2] == (
+        "Imported 1 line into demo (heroku format).\n"
+        f"The store keeps the newest 1 line per app: the oldest line demo had made room for it{keep}"
+    )
+    assert invoke("import", str(two), "-a", "demo")[2] == (
+        "Imported 2 lines into demo (heroku format).\n"
+        "The store keeps the newest 1 line per app: the first of these is not kept, nor the"
+        f" line demo had{keep}"
+    )
+    assert invoke("store", "history", "2")[0] == 0
+    assert invoke("import", str(two), "-a", "two")[0] == 0
+    assert invoke("import", str(one), "-a", "two")[2] == (
+        "Imported 1 line into two (heroku format).\n"
+        f"The store keeps the newest 2 lines per app: the oldest line two had made room for it{keep}"
+    )
+    assert invoke("import", str(two), "-a", "two")[2] == (
+        "Imported 2 lines into two (heroku format).\n"
+        f"The store keeps the newest 2 lines per app: the oldest 2 two had made room for these{keep}"
+    )
+    three = tmp_path / "three.txt"
+    three.write_text(two.read_text() + "2024-03-05T09:14:09Z app[web.1]: 3\n")
+    assert invoke("import", str(three), "-a", "two")[2] == (
+        "Imported 3 lines into two (heroku format).\n"
+        "The store keeps the newest 2 lines per app: the first of these is not kept, nor the 2"
+        f" two had{keep}"
+    )
+
+
 def test_missing_file_is_a_usage_error() -> None:
     code, _, err = invoke("import", "/nonexistent/file.log")
     assert code == 2

@@ -164,6 +164,16 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
             "Got unexpected extra argument (5): -t/--tail takes no number; -n 5 --tail shows"
             " the last 5 lines, then new ones",
         ),
+        (
+            ["-t", "1"],
+            "Got unexpected extra argument (1): -t/--tail takes no number; -n 1 --tail shows"
+            " the last line, then new ones",
+        ),
+        (
+            ["-t", "2"],
+            "Got unexpected extra argument (2): -t/--tail takes no number; -n 2 --tail shows"
+            " the last 2 lines, then new ones",
+        ),
         (["demo"], "Got unexpected extra argument (demo)"),
         (["100"], "Got unexpected extra argument (100)"),  # no --tail: no word of it
         (["-t", "x", "y"], "Got unexpected extra arguments (x y)"),
@@ -604,6 +614,16 @@ def test_num_above_history_is_a_usage_error(demo: SQLiteStore) -> None:
     assert "herolog store history 1501" in err
     demo.set_history(5000)
     assert run("logs", "-n", "5000")[0] == 0
+
+
+@pytest.mark.parametrize(("history", "kept"), [(1, "1 line"), (2, "2 lines")])
+def test_num_above_a_short_history_says_it_in_the_singular_for_one_line(
+    demo: SQLiteStore, history: int, kept: str
+) -> None:
+    demo.set_history(history)
+    code, _, err = run("logs", "-n", "3")
+    assert code == 2
+    assert f"3 is more than the {kept} the store keeps per app (" in err
 
 
 def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(

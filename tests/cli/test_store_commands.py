@@ -54,6 +54,16 @@ def test_store_info_says_1_line_of_an_app_with_one(herolog_home: Path) -> None:
     assert out.endswith("Apps:\n  one          1 line\n  two          2 lines\n"), out
 
 
+@pytest.mark.parametrize(("history", "said"), [(1, "1 line"), (2, "2 lines")])
+def test_a_history_of_one_line_is_said_in_the_singular(
+    herolog_home: Path, history: int, said: str
+) -> None:
+    code, _, err = invoke("store", "history", str(history))
+    assert (code, err) == (0, f"The store keeps {said} per app.\n")
+    code, out, _ = invoke("store", "info")
+    assert f"History: {said} per app\n" in out
+
+
 def test_store_info_counts_the_store_s_own_files_only(herolog_home: Path) -> None:
     """A store moved aside (as the error for a broken one says: logs.db.broken) or a copy
     beside it is not part of the store's size."""

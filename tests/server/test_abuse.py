@@ -510,6 +510,20 @@ def test_a_query_string_on_thousands_of_tiny_frames_is_refused(
     )
 
 
+@pytest.mark.parametrize(
+    ("frames", "said"), [(1, "on the body's one line"), (2, "on each of the body's 2 lines")]
+)
+def test_a_query_string_too_long_for_one_line_is_said_in_the_singular(
+    make_server: ServerFactory, frames: int, said: str
+) -> None:
+    running = make_server(max_body=1024)
+    refused = running.post("demo", b"1 x" * frames, params={"a": "x" * 1100})
+    assert refused.status_code == 413, refused.text
+    assert f"the drain URL's query parameters (1,109 bytes) {said} come to over the" in (
+        refused.text
+    )
+
+
 @pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
 def test_a_body_of_more_lines_than_a_body_may_hold_is_refused(
     make_server: ServerFactory, zipped: bool

@@ -396,6 +396,20 @@ def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message
     assert message in response.json()["message"]
 
 
+@pytest.mark.parametrize(("history", "kept"), [(1, "1 line"), (2, "2 lines")])
+def test_more_lines_than_a_history_of_one_is_said_in_the_singular(
+    make_server: ServerFactory, history: int, kept: str
+) -> None:
+    running = make_server(api_key=KEY, history=history)
+    body = {"lines": 3, "format": "json"}  # herolog logs --server's: text gets the history
+    response = httpx.post(f"{running.url}/log-sessions", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["message"] == (
+        f"lines: 3 is more than the {kept} the store keeps per app (raise that on the server:"
+        " herolog serve --history 3)"
+    )
+
+
 def test_a_sessions_patterns_are_compiled_off_the_event_loop(
     shared_api: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -376,6 +376,16 @@ def test_history_option_sets_the_store(make_server: ServerFactory) -> None:
     assert "keeping 5 lines per app" in running.log.getvalue()
 
 
+@pytest.mark.parametrize(("history", "kept"), [(1, "1 line"), (2, "2 lines")])
+def test_the_start_up_line_of_a_history_of_one_says_1_line(
+    make_server: ServerFactory, history: int, kept: str
+) -> None:
+    running = make_server(history=history)
+    assert f"herolog serve: store {running.server.config.store_path}, keeping {kept} per app\n" in (
+        running.log.getvalue()
+    )
+
+
 def test_a_dead_store_writer_is_restarted(served: Running) -> None:
     import os
     import signal

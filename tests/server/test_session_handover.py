@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,18 @@ import httpx
 import pytest
 
 from herolog.server.config import DrainTiming
-from tests.helpers import line
-from tests.server.conftest import Running, running_server
-from tests.server.test_api import EVENTS, KEY, Tail, session, store_demo, store_lines, wait_for
+from tests.helpers import constants_env, line
+from tests.server.conftest import Running, ServeProcess, running_server
+from tests.server.test_api import (
+    AUTH,
+    EVENTS,
+    KEY,
+    Tail,
+    session,
+    store_demo,
+    store_lines,
+    wait_for,
+)
 
 
 def on(running: Running, url: str) -> str:
@@ -146,6 +156,32 @@ def test_a_one_off_session_is_not_handed_over(herolog_home: Path) -> None:
         store_demo(first)
         url = session(first, lines=1)
     assert status_at_the_next_serve(herolog_home, url, api_key=KEY) == 404
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("tails", "said"),
+    [
+        (1, "cannot keep the tail session for the next serve (its reader will find it gone)"),
+        (2, "cannot keep the 2 tail sessions for the next serve (their readers will find them"),
+    ],
+)
+def test_tail_sessions_serve_cannot_keep_are_counted_in_the_singular_for_one(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess], tails: int, said: str
+) -> None:
+    """The store moved away under serve (which then stops) cannot keep its tail sessions:
+    said as '1 tail session', where it said 'tail session(s)'. (The store looked for every
+    0.1 s rather than every second.)"""
+    env = constants_env({"herolog.server.STORE_WATCH_S": 0.1}, HEROLOG_API_KEY=KEY)
+    server = serve_process("--port", "0", env=env)
+    for _ in range(tails):
+        answer = httpx.post(f"{server.url}/log-sessions", json={"tail": True}, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+    (herolog_home / "logs.db").rename(herolog_home / "moved.db")
+    code, err = server.finish()
+    assert code == 1, err
+    assert f"herolog serve: {said}" in err
+    assert "(s)" not in err
 
 
 def test_what_a_session_was_asked_for_is_what_the_next_serve_gives() -> None:
