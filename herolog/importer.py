@@ -118,9 +118,9 @@ class LineTooLong(ValueError):
 
     def __init__(self, line: int, offset: int, head: bytes = b"", *, message: bool = False):
         what = (
-            f"a message over the {MAX_LINE}-byte limit, with the lines that continue it,"
+            f"a message over the {MAX_LINE:,}-byte limit, with the lines that continue it,"
             if message
-            else f"a line over the {MAX_LINE}-byte limit"
+            else f"a line over the {MAX_LINE:,}-byte limit"
         )
         super().__init__(f"line {line} at byte {offset}: {what} is not a log line")
         self.line = line

@@ -571,7 +571,7 @@ class FrameDecoder:
                 if last - pos - (text[last - 1] == "\r") > self.max_frame:
                     if not self.cut_long:
                         raise FramingError(
-                            f"a line of more than {self.max_frame} bytes",
+                            f"a line of more than {self.max_frame:,} bytes",
                             self._frames + 1,
                             self._offset + pos,
                         )
@@ -645,7 +645,7 @@ class FrameDecoder:
         if last - pos - (text[last - 1] == "\r") > self.max_frame:
             if not self.cut_long:
                 raise FramingError(
-                    f"a line of more than {self.max_frame} bytes",
+                    f"a line of more than {self.max_frame:,} bytes",
                     self._frames + 1,
                     self._offset + pos,
                 )
@@ -765,7 +765,7 @@ class FrameDecoder:
             self._cut_sizes.append(count)
             return start + self.max_frame
         raise FramingError(
-            f"a frame of {count} bytes is over the {self.max_frame}-byte limit",
+            f"a frame of {count:,} bytes is over the {self.max_frame:,}-byte limit",
             self._frames + 1,
             self._offset + over.start(),
         )
@@ -908,15 +908,15 @@ def _parse_frames(
         if count == 0 or (max_frame is not None and count > max_frame):
             if stop_over_limit and count:
                 return out, m.start(1), frame_no
-            reason = "a zero octet count" if count == 0 else f"a frame of {count} bytes"
+            reason = "a zero octet count" if count == 0 else f"a frame of {count:,} bytes"
             if count:
-                reason += f" is over the {max_frame}-byte limit"
+                reason += f" is over the {max_frame:,}-byte limit"
             raise _framing_error(reason, frame_no, base + m.start(1), out)
         if end > size:
             if not final:
                 return out, pos, frame_no
             raise _framing_error(
-                f"octet count {count} runs past the end of the body ({size - start} bytes left)",
+                f"octet count {count} runs past the end of the body ({size - start:,} bytes left)",
                 frame_no,
                 base + m.start(1),
                 out,

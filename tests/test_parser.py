@@ -143,6 +143,13 @@ OK_FRAME = b"%d %s" % (len(OK), OK)
         (b"9" * 5000 + b" <190>1 x", 1, 0, "more than 12 digits"),
         (OK_FRAME + b"1234567890123 x", 2, len(OK_FRAME), "more than 12 digits"),
         (OK_FRAME + b"%d %s" % (len(OK) + 1, OK), 2, len(OK_FRAME), "runs past the end"),
+        # The count as sent, what is left with a thousands separator as sizes are written
+        (
+            b"20000 <190>1 " + b"x" * 1993,
+            1,
+            0,
+            "count 20000 runs past the end of the body (2,000 bytes left)",
+        ),
         # A count that lands mid-message: the next frame does not start with a count.
         (OK_FRAME + b"10 " + OK, 3, len(OK_FRAME) + 3 + 10, "not a number followed by a space"),
     ],
@@ -452,7 +459,7 @@ def test_syslog_stream_refuses_endless_lines() -> None:
 
 def test_frame_decoder_refuses_oversized_frames_without_buffering_them() -> None:
     decoder = FrameDecoder(max_frame=1000)
-    with pytest.raises(FramingError, match="over the 1000-byte limit"):
+    with pytest.raises(FramingError, match="over the 1,000-byte limit"):
         decoder.feed(b"1000000000 <190>1", RECEIVED)
 
 
@@ -461,7 +468,7 @@ def test_a_frame_of_the_limit_is_taken_and_one_byte_more_refused() -> None:
     at_limit = header + b"x" * (1000 - len(header))
     (got,) = FrameDecoder(max_frame=1000).feed(frame([at_limit]), RECEIVED)
     assert got.message == "x" * (1000 - len(header))
-    with pytest.raises(FramingError, match="a frame of 1001 bytes is over the 1000-byte limit"):
+    with pytest.raises(FramingError, match="a frame of 1,001 bytes is over the 1,000-byte limit"):
         FrameDecoder(max_frame=1000).feed(frame([at_limit + b"x"]), RECEIVED)
 
 
@@ -524,7 +531,7 @@ def test_what_is_skipped_is_never_buffered() -> None:
 def test_a_decoder_that_cuts_long_messages_still_refuses_counts_it_cannot_skip(
     data: bytes,
 ) -> None:
-    with pytest.raises(FramingError, match=r"frame 1 at byte 0: a frame of [0-9]+ bytes is over"):
+    with pytest.raises(FramingError, match=r"frame 1 at byte 0: a frame of [0-9,]+ bytes is over"):
         cut_decoder().feed(data, RECEIVED)
     assert cut_decoder().feed(b"500 <1", RECEIVED) == []  # the rest of a PRI may yet come
 

@@ -740,7 +740,7 @@ def test_a_frame_over_1_mib_stops_the_import_after_storing_what_came_before(
     assert code == 1
     assert err == (
         f"Error: {path}: frame {before + 1} at byte {before * len(good)}: a frame of"
-        f" {len(huge)} bytes is over the 1048576-byte limit; the {before:,} lines before"
+        f" {len(huge):,} bytes is over the 1,048,576-byte limit; the {before:,} lines before"
         f" it were imported (the input's first {before * len(good)} bytes), nothing after it\n"
     )
     assert len(stored("demo")) == before
@@ -1969,7 +1969,7 @@ def test_a_line_over_the_limit_stops_the_import_after_the_lines_before_it(
     code, _, err = invoke("import", str(path), "-a", "demo", "--format", fmt)
     assert (code, err) == (
         1,
-        f"Error: {path}: line 6 at byte {len(before)}: a line over the 1000-byte limit is"
+        f"Error: {path}: line 6 at byte {len(before)}: a line over the 1,000-byte limit is"
         f" not a log line; the 5 lines before it were imported (the input's first"
         f" {len(before)} bytes), nothing after it\n",
     )
@@ -2003,7 +2003,7 @@ def test_a_message_whose_continuation_lines_add_up_past_the_limit_stops_the_impo
     code, _, err = invoke("import", str(path), "-a", "demo")
     assert (code, err) == (
         1,
-        f"Error: {path}: line 4 at byte {len(before)}: a message over the 1000-byte limit,"
+        f"Error: {path}: line 4 at byte {len(before)}: a message over the 1,000-byte limit,"
         " with the lines that continue it, is not a log line; the 3 lines before it were"
         f" imported (the input's first {len(before)} bytes), nothing after it\n",
     )
@@ -2095,6 +2095,6 @@ def test_an_input_without_newlines_is_refused_in_bounded_memory(compressed: bool
     assert int(out) < 250 << 10, out  # KiB
     assert proc.returncode == 1, err
     assert err == (
-        f"Error: standard input: line 1 at byte 0: a line over the {MAX_LINE}-byte limit is not a log"
+        f"Error: standard input: line 1 at byte 0: a line over the {MAX_LINE:,}-byte limit is not a log"
         " line; the 0 lines before it were imported, nothing after it\n"
     )

@@ -262,9 +262,10 @@ def test_messages_cut_are_said_at_most_once_an_interval(
 @pytest.mark.parametrize(
     ("count", "why"),
     [
-        (64 << 20, "over the 66560-byte limit"),  # the largest cut is 64 MiB
-        ((64 << 20) + 1, "a frame of 67108865 bytes is over the 66560-byte limit"),
-        (70_000, "a frame of 70000 bytes is over the 66560-byte limit"),  # no PRI follows
+        (64 << 20, "over the 66,560-byte limit"),  # the largest cut is 64 MiB
+        # written as the cut's "to the 66,560-byte limit" writes it, where it said 66560
+        ((64 << 20) + 1, "a frame of 67,108,865 bytes is over the 66,560-byte limit"),
+        (70_000, "a frame of 70,000 bytes is over the 66,560-byte limit"),  # no PRI follows
     ],
 )
 def test_an_octet_count_past_any_message_still_closes_the_connection(
