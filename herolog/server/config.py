@@ -124,15 +124,18 @@ class ServeConfig:
                 about=("--host",),
             )
         if self.public_url is not None:
+            from herolog.drains import mask_loosely
+
+            shown = f"--public-url {mask_loosely(self.public_url)!r}"  # what was typed
             if not self.public_url.startswith(("http://", "https://")):
-                raise ConfigError("--public-url must start with http:// or https://")
+                raise ConfigError(f"{shown} must start with http:// or https://")
             try:
                 parts = urlsplit(self.public_url)
                 parts.port  # noqa: B018 (raises ValueError for a port that is not one)
             except ValueError as error:
-                raise ConfigError(f"--public-url is not a URL: {error}") from None
+                raise ConfigError(f"{shown} is not a URL: {error}") from None
             if not parts.hostname:
-                raise ConfigError("--public-url has no host name")
+                raise ConfigError(f"{shown} has no host name")
         if self.syslog_port == self.port != 0:
             raise ConfigError(
                 f"--syslog-port and --port are both {self.port}: drains and syslog need a port each"

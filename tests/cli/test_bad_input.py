@@ -164,9 +164,22 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", "--drain-flush-timeout", "nan"], "'--drain-flush-timeout': 'nan' is not a"),
         (["serve", "--history", "0"], "'--history'"),
         (["serve", "--certfile", "/no/such/cert.pem"], "does not exist"),
-        (["serve", "--public-url", "ftp://logs.example.com"], "--public-url"),
-        (["serve", "--public-url", "https://logs.example.com:port"], "--public-url"),
-        (["serve", "--public-url", "https:///herolog"], "--public-url"),
+        (
+            ["serve", "--public-url", "ftp://logs.example.com"],
+            "Error: --public-url 'ftp://logs.example.com' must start with http:// or https://",
+        ),
+        (
+            ["serve", "--public-url", "https://logs.example.com:port"],
+            "Error: --public-url 'https://logs.example.com:port' is not a URL: Port could not be",
+        ),
+        (
+            ["serve", "--public-url", "https:///herolog"],
+            "Error: --public-url 'https:///herolog' has no host name",
+        ),
+        (  # named without its password, as every URL in an error is
+            ["serve", "--public-url", "ftp://me:s3cret@logs.example.com"],
+            "Error: --public-url 'ftp://***@logs.example.com' must start with http://",
+        ),
         (["serve", "--host", "logs..example.com", "--auth", "u:p"], "is not a host name"),
         # A misspelt name is not a public address to refuse without --auth.
         (["serve", "--host", "logs..example.com"], "'logs..example.com' is not a host name"),
@@ -335,7 +348,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(
         (
             {"HEROLOG_PUBLIC_URL": "ftp://logs.example.com"},
             ["--public-url", "ftp://logs.example.com"],
-            "Error: --public-url{} must start with http:// or https://",
+            "Error: --public-url{} 'ftp://logs.example.com' must start with http:// or https://",
         ),
         (
             {"HEROLOG_SYSLOG_PORT": "8514"},
