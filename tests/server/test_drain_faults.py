@@ -1081,7 +1081,7 @@ def test_a_stretch_counted_after_a_summary_gets_no_end_of_its_own(
     """A summary of stretches that are over leaves nothing to end: one more stretch, failed
     and delivered within the interval after it, was followed by 'delivers again' for a
     failure never told, before its own summary."""
-    monkeypatch.setattr(forwarder, "FAILING_SAID_EVERY_S", 3.0)
+    monkeypatch.setattr(forwarder, "FAILING_SAID_EVERY_S", 1.5)
     flaky = HTTPSink(statuses=[503, 204, 503, 204, 503, 204])
     try:
         running = make_server()
