@@ -1816,7 +1816,15 @@ def _journal_mode_wal(db: sqlite3.Connection) -> str:
 
 
 def _newest_id(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0)
+    # The newest id given out, not the newest kept: the newest lines may have been forgotten
+    # (store forget), and a reader or drain starting below their ids would count them as lost.
+    return int(db.execute(_NEWEST_ID).fetchone()[0] or 0)
+
+
+_NEWEST_ID = (
+    "SELECT max(coalesce((SELECT max(id) FROM lines), 0),"
+    " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'lines'), 0))"
+)
 
 
 def _where(

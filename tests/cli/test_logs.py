@@ -915,6 +915,27 @@ def test_a_tail_is_told_of_the_lines_of_an_app_forgotten_before_it_showed_them(
     assert [x.split(": ", 1)[1] for x in shown[1:]] == ["a0", "a1", "a2"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_tail_begun_after_a_forget_is_told_nothing_of_the_lines_forgotten(
+    herolog_home: Path, store: SQLiteStore, app: str | None
+) -> None:
+    """The forgotten lines were the store's newest: a tail that began after the forget
+    starts past their ids, and does not count them as lines it lost once new ones come."""
+    fill(store, "other", ["o"])
+    fill(store, "demo", [f"n{i}" for i in range(10)])
+    assert store.forget_app("demo") == 10
+    child = Child("logs", "-n", "0", "--tail", *(["-a", app] if app else []))
+    try:
+        child.wait_for_open(str(store.path))
+        fill(store, "demo", [f"a{i}" for i in range(3)])
+        shown = child.read_lines(3)
+        child.assert_quiet_for(0.3)
+    finally:
+        child.stop(signal.SIGINT)
+    assert [x.split(": ", 1)[1] for x in shown] == ["a0", "a1", "a2"]
+
+
 def test_a_tail_of_an_app_forgotten_and_made_anew_counts_its_trimmed_lines_exactly(
     store: SQLiteStore,
 ) -> None:

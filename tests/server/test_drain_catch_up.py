@@ -459,6 +459,31 @@ def test_a_drain_added_while_no_server_runs_gets_nothing_from_before_it(
     assert (state.delivered, state.dropped) == (5, 0)
 
 
+def test_a_drain_of_an_app_made_anew_after_a_forget_counts_none_of_the_old_lines(
+    start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
+) -> None:
+    """The forgotten app's lines were the store's newest: the drain added after the forget
+    starts past their ids, so neither drain list nor serve counts them (as waiting, then
+    dropped with an L10 line) among the lines of the app made anew."""
+    store_lines(store_path, "other", *numbered(3))
+    store_lines(store_path, "demo", *numbered(10))
+    assert invoke("store", "forget", "demo", "--confirm", "demo")[0] == 0
+    code, out, err = invoke("drain", "add", sink.url(), "-a", "demo", "--json")
+    assert code == 0, err
+    token = json.loads(out)["token"]
+    store_lines(store_path, "demo", *numbered(5, start=10))
+    code, out, err = invoke("drain", "list", "-a", "demo", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["delivery"]["waiting"] == 5
+    running, _ = start()
+    wait_until(lambda: len(sink.delivered_lines()) >= 5, what="the lines after the drain")
+    state = settled(running, token)
+    assert app_messages(sink.delivered_lines()) == [f"line {i}" for i in range(10, 15)]
+    assert l10_counts(sink.delivered_lines()) == []
+    assert (state.delivered, state.dropped) == (5, 0)
+    assert history_l10(running, "demo") == []
+
+
 def test_catch_up_lines_are_delivered_before_live_ones(
     start: Callable[..., tuple[Running, Stop]], store_path: Path
 ) -> None:
