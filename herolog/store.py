@@ -1056,6 +1056,7 @@ class SQLiteStore:
         with self._write() as db:
             # The start last: an older herolog reads "UNTIL START" as a time after UNTIL.
             db.execute(_SET_META, (f"trim_hold:{owner}", f"{line_id} {until} {start}"))
+            self._prune_unread_forgotten(self._trim_hold(Received.at().time))
 
     def release_trim_hold(self, owner: str) -> None:
         with self._write() as db:
@@ -1635,6 +1636,18 @@ class SQLiteStore:
             (newest,) = db.execute(
                 "SELECT max(id) FROM lines WHERE app_id = ?", (app_id,)
             ).fetchone()
+            hold = self._trim_hold(Received.at().time)
+            self._prune_unread_forgotten(hold)
+            if hold is not None and newest is not None and newest > hold:
+                # Lines a running serve has not read back yet: its tails are told of them
+                # (L11) from this note, as they are of lines trimmed (see unread_forgotten).
+                unread = db.execute(
+                    "SELECT id FROM lines WHERE app_id = ? AND id > ? ORDER BY id", (app_id, hold)
+                )
+                db.execute(
+                    _SET_META,
+                    (f"{_UNREAD_FORGOTTEN}{newest:020d}", f"{name} {_id_ranges(unread)}"),
+                )
             deleted = db.execute("DELETE FROM lines WHERE app_id = ?", (app_id,)).rowcount
             db.execute(
                 _SET_META,
@@ -1645,6 +1658,36 @@ class SQLiteStore:
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             self._count_up("apps_forgotten")  # for readers of oldest_ids
         return int(deleted)
+
+    def unread_forgotten(self, after: int, upto: int) -> dict[str, array[int]]:
+        """The ids in (``after``, ``upto``] of lines that ``store forget`` deleted before the
+        serve holding them from the ring buffer had read them back (:meth:`hold_trim`), by
+        app and in order: the broadcaster, reading on past them, tells its tails of them."""
+        found: dict[str, array[int]] = {}
+        if upto <= after or not self._schema_ready():
+            return found
+        rows = self._db.execute(
+            "SELECT value FROM meta WHERE key > ? AND key < ? ORDER BY key",
+            (f"{_UNREAD_FORGOTTEN}{after:020d}", f"{_UNREAD_FORGOTTEN[:-1]};"),
+        )
+        for (value,) in rows:
+            name, *ranges = str(value).split(" ")
+            ids = found.setdefault(name, array("q"))
+            for span in ranges:
+                low, _, high = span.partition("-")
+                ids.extend(range(max(int(low), after + 1), min(int(high or low), upto) + 1))
+        for name, ids in found.items():
+            found[name] = array("q", sorted(ids))
+        return {name: ids for name, ids in found.items() if ids}
+
+    def _prune_unread_forgotten(self, hold: int | None) -> None:
+        """Drop the notes of :meth:`unread_forgotten` that every serve has read past (all of
+        them with no serve holding lines)."""
+        upto = f"{_UNREAD_FORGOTTEN}{hold + 1:020d}" if hold is not None else None
+        self._db.execute(
+            "DELETE FROM meta WHERE key >= ? AND key < ?",
+            (_UNREAD_FORGOTTEN, upto or f"{_UNREAD_FORGOTTEN[:-1]};"),
+        )
 
     def find_drain(self, app: str, key: str) -> Drain | None:
         """The app's drain whose URL, token or id is ``key``, or None (see
@@ -1819,6 +1862,23 @@ def _newest_id(db: sqlite3.Connection) -> int:
     # The newest id given out, not the newest kept: the newest lines may have been forgotten
     # (store forget), and a reader or drain starting below their ids would count them as lost.
     return int(db.execute(_NEWEST_ID).fetchone()[0] or 0)
+
+
+_UNREAD_FORGOTTEN = "unread_forgotten:"
+"""The meta keys of :meth:`SQLiteStore.unread_forgotten`'s notes, each followed by the
+newest id it holds (20 digits, so that keys sort as ids do)."""
+
+
+def _id_ranges(rows: Iterable[tuple[int]]) -> str:
+    """Ids in order as runs, ``LOW-HIGH`` or ``ID``, space-separated: an app's lines mostly
+    come in runs of consecutive ids, a batch's."""
+    runs: list[list[int]] = []
+    for (line_id,) in rows:
+        if runs and runs[-1][1] == line_id - 1:
+            runs[-1][1] = line_id
+        else:
+            runs.append([line_id, line_id])
+    return " ".join(f"{low}-{high}" if high > low else str(low) for low, high in runs)
 
 
 _NEWEST_ID = (

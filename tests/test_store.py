@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -791,6 +792,33 @@ def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None
     store.hold_trim("s2", g - 1, seconds=60)  # a second server has not handed out g yet
     fill(store, "demo", ["j"])
     assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i", "j"]  # the lowest counts
+
+
+def test_a_forget_notes_the_lines_a_server_had_not_read_until_every_server_has(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    fill(store, "demo", ["a", "b"])  # ids 1 and 2
+    store.hold_trim("s1", store.newest_id(), seconds=60)  # handed out
+    fill(store, "demo", ["c"])
+    fill(store, "other", ["o"])
+    fill(store, "demo", ["d", "e"])  # ids 3, 5 and 6 not read yet
+    assert store.forget_app("demo") == 5
+    assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6])}
+    assert store.unread_forgotten(3, 5) == {"demo": array("q", [5])}
+    store.hold_trim("s2", 4, seconds=60)
+    fill(store, "demo", ["f"])
+    assert store.forget_app("demo") == 1  # id 7, above both holds
+    assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6, 7])}
+    store.hold_trim("s1", 6, seconds=60)  # past the first forget's, but s2 is not
+    assert store.unread_forgotten(2, 10) == {"demo": array("q", [3, 5, 6, 7])}
+    store.hold_trim("s2", 6, seconds=60)  # both past it: its note goes
+    assert store.unread_forgotten(0, 10) == {"demo": array("q", [7])}
+    store.release_trim_hold("s1")
+    store.release_trim_hold("s2")
+    fill(store, "demo", ["g"])
+    assert store.forget_app("demo") == 1  # no server reading: nothing is noted
+    assert store.unread_forgotten(0, 10) == {}
 
 
 def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:

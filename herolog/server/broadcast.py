@@ -57,6 +57,22 @@ class Skipped:
         return total
 
 
+def _with_forgotten(
+    skipped: Skipped | None, after: int, through: int, forgotten: Mapping[str, Sequence[int]]
+) -> Skipped | None:
+    """``skipped`` (None: nothing skipped) with the ids of lines forgotten in (``after``,
+    ``through``] before they were read added, as lines skipped."""
+    if not forgotten:
+        return skipped
+    by_app: dict[str, Sequence[int]] = dict(forgotten)
+    notices: Mapping[str, Sequence[int]] = {}
+    if skipped is not None:
+        notices = skipped.notices
+        for app, ids in skipped.by_app.items():
+            by_app[app] = sorted([*ids, *by_app[app]]) if app in by_app else ids
+    return Skipped(after, through, by_app, notices)
+
+
 def _above(ids: Sequence[int], above: int) -> int:
     """How many of ``ids``, in order, are over ``above``."""
     return len(ids) - bisect.bisect_right(ids, above)
@@ -312,15 +328,28 @@ class Broadcaster:
         if version == self._version:
             return [], self.position, {}, {}, None
         start, skipped = self.position, None
-        newest = store.newest_id()
-        if newest - start > self.max_behind:
-            if not skip:
-                return [], self.position, {}, {}, None
-            # Counted, not read: ids alone cost a tenth of what reading the lines does.
-            by_app_ids, notices = store.ids_between(start, newest)
-            skipped = Skipped(start, newest, by_app_ids, notices)
-            start = newest
-        lines, position = store.after(start, LineFilter(), _READ_BATCH)
+        # One snapshot: a forget committed between the reads would have its lines read
+        # and told as forgotten unread too.
+        with store.snapshot():
+            newest = store.newest_id()
+            if newest - start > self.max_behind:
+                if not skip:
+                    return [], self.position, {}, {}, None
+                # Counted, not read: ids alone cost a tenth of what reading the lines does.
+                by_app_ids, notices = store.ids_between(start, newest)
+                skipped = Skipped(start, newest, by_app_ids, notices)
+                start = newest
+            lines, position = store.after(start, LineFilter(), _READ_BATCH)
+            read = len(lines) + (0 if skipped is None else skipped.count(None))
+            if position - self.position > read:
+                # Ids missing: lines trimmed or forgotten (store forget) before they were
+                # read. Trims wait for the hold; a forget does not, and notes the lines.
+                skipped = _with_forgotten(
+                    skipped,
+                    self.position,
+                    position,
+                    store.unread_forgotten(self.position, position),
+                )
         if position == start:  # caught up: poll again only when something commits
             self._version = version
         # Sorted out here, not in the event loop: a subscriber with an ``app`` gets only

@@ -37,7 +37,13 @@ from tests.helpers import (
     line,
     store_lines,
 )
-from tests.server.conftest import Running, ServerFactory, own_certificate, running_server
+from tests.server.conftest import (
+    Running,
+    ServeProcess,
+    ServerFactory,
+    own_certificate,
+    running_server,
+)
 from tests.server.sinks import Relay, wait_until
 
 KEY = "remote-key"
@@ -1991,3 +1997,48 @@ def test_a_tail_whose_server_goes_silent_says_so_and_resumes(herolog_home: Path)
     assert err.count("herolog: the server has said nothing for 1 s; reconnecting...\n") == 1, err
     assert "timed out" not in err, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("app", [None, "demo"])
+def test_a_tail_is_told_of_the_lines_of_an_app_forgotten_before_serve_read_them(
+    herolog_home: Path, serve_process: Callable[..., ServeProcess], app: str | None
+) -> None:
+    """store forget deletes lines serve has not read back yet (serve stopped here, short of
+    CPU under load): its tails, of every app and of that one, are told of them with L11, as
+    local tails are, and not of the other app's lines, which they get."""
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server = serve_process("--port", "0")
+    child = quick_child(
+        "logs", "--server", server.url, "-n", "0", "--tail", *(["-a", app] if app else [])
+    )
+    try:
+        # Shown once the tail is live: lines now go to it through serve's broadcaster.
+        wait_until(
+            lambda: fill(path, "demo", line("live", second=1)) or not child.lines.empty(),
+            what="the tail to be live",
+        )
+        fill(path, "demo", line("ready", second=1))
+        while not child.read_lines(1)[0].endswith(": ready"):  # every "live" line shown
+            pass
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            fill(path, "demo", *[line(f"unread {i}", second=2) for i in range(10)])
+            fill(path, "other", line("other", second=3))
+            assert invoke("store", "forget", "demo", "--confirm", "demo")[0] == 0
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        fill(path, "demo", line("anew", second=4))
+        got = child.read_lines(2 if app else 3)
+        child.assert_quiet_for(0.5)
+    finally:
+        child.stop(signal.SIGINT)
+        server.proc.send_signal(signal.SIGTERM)
+        server.finish()
+    assert re.fullmatch(
+        r"\S+ heroku\[logplex\]: Error L11 \(Tail buffer overflow\) -> This tail session"
+        r" dropped 10 messages since \S+\.",
+        got[0],
+    ), got
+    assert [x.split(": ", 1)[1] for x in got[1:]] == ([] if app else ["other"]) + ["anew"]
