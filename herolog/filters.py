@@ -79,7 +79,8 @@ def _check(pattern: re.Pattern[str]) -> None:
 
 
 # What can come after a point of the pattern, as far as the outermost repeat around it:
-#   ("seq", items, then)     the rest of a sequence, then what follows it
+#   ("seq", items, i, then)  a sequence from its item i on, then what follows it (an index,
+#                            not a copy of the rest: a long pattern's check stays linear)
 #   ("loop", body, then)     a repeat's end: its body again, or (unless then is None: the
 #                            outermost repeat, which ends once) what follows the repeat
 #   ("any",)                 anything (inside a lookaround)
@@ -93,7 +94,7 @@ def _walk(items: Any, then: _Follow, *, repeated: bool) -> Iterator[tuple[Any, A
     come after it."""
     items = list(items)
     for i, (op, arg) in enumerate(items):
-        after: _Follow = ("seq", items[i + 1 :], then)
+        after: _Follow = ("seq", items, i + 1, then)
         yield op, arg, repeated, after
         inner, inner_repeated = after, repeated
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
@@ -124,18 +125,19 @@ def _next_firsts(then: _Follow) -> list[tuple[Any, Any]] | None:
     firsts: list[tuple[Any, Any]] = []
     while then is not None:
         if then[0] == "seq":
-            first, empty = _first(then[1])
+            first, empty = _first(then[1], then[2])
             firsts += first
             if not empty:
                 return firsts
+            then = then[3]
         elif then[0] == "loop":
             first, empty = _first(then[1])
             if empty:
                 return None
             firsts += first
+            then = then[2]
         else:
             return None
-        then = then[2]
     return firsts
 
 
@@ -171,11 +173,12 @@ _ANYTHING = (None, None)
 """A first character that could be any character at all."""
 
 
-def _first(items: Any) -> tuple[list[tuple[Any, Any]], bool]:
-    """The parser items that can match the first character of what ``items`` matches, and
-    whether ``items`` can match the empty string."""
+def _first(items: Any, start: int = 0) -> tuple[list[tuple[Any, Any]], bool]:
+    """The parser items that can match the first character of what ``items`` (from its item
+    ``start`` on) matches, and whether that can match the empty string."""
     firsts: list[tuple[Any, Any]] = []
-    for op, arg in items:
+    for index in range(start, len(items)):
+        op, arg = items[index]
         if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY):
             return [*firsts, (op, arg)], False
         if op is _c.SUBPATTERN:

@@ -281,3 +281,34 @@ def test_the_patterns_taken_never_backtrack_for_ever() -> None:
         pytest.fail(f"taken, and still searching after 180 s: {out.splitlines()[-1]}")
     assert child.returncode == 0
     assert out.splitlines() == taken
+
+
+@pytest.mark.subprocess
+def test_a_long_pattern_is_checked_in_time_linear_in_its_length() -> None:
+    """200,000 characters (a --grep's own, or a log session's filter under the server's
+    64 KB body) of literal text, of small groups and of text in a repeat: the check took
+    time quadratic in the pattern's length (20,000 characters of text 6 s, these about ten
+    minutes each), a second or two now. Each runs in a child, named before it runs, which
+    is killed if the whole takes more than 30 s."""
+    script = (
+        "from herolog.filters import compile_pattern\n"
+        "text = 'GET /api/items id=42 ' * 10_000\n"
+        "patterns = {\n"
+        "    'text': text,\n"
+        "    'groups': '(a)' * 33_334 + '(?:b)' * 20_000,\n"
+        "    'text in a repeat': '(?:' + text + ')+',\n"
+        "}\n"
+        "for name, pattern in patterns.items():\n"
+        "    print(name, flush=True)\n"
+        "    assert len(pattern) >= 200_000\n"
+        "    assert compile_pattern(pattern).pattern == pattern\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        pytest.fail(f"still checking after 30 s: {out.splitlines()[-1]}")
+    assert child.returncode == 0
+    assert out.splitlines() == ["text", "groups", "text in a repeat"]
