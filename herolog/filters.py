@@ -43,6 +43,7 @@ def compile_pattern(text: str) -> re.Pattern[str]:
             _check(pattern)
         finally:
             _every_character.cache_clear()
+            _known_overlaps.clear()
     return pattern
 
 
@@ -208,11 +209,27 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
         return True
     if one[0] is not _c.LITERAL:
         one, other = other, one
+    if one[0] is _c.LITERAL and other[0] is _c.LITERAL and not flags & re.IGNORECASE:
+        return bool(one[1] == other[1])
+    low, high = sorted((repr(one), repr(other)))
+    key = (low, high, flags)
+    known = _known_overlaps.get(key)
+    if known is None:
+        known = _known_overlaps[key] = _compared(one, other, flags)
+    return known
+
+
+_known_overlaps: dict[tuple[str, str, int], bool] = {}
+"""_overlap's answers for the pattern being checked, then emptied: a long pattern compares
+the same few items again and again (\\w and \\s in each of a hundred (?:\\w+\\s)+), and
+telling two classes apart searches every code point, tens of milliseconds each time."""
+
+
+def _compared(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
+    """_overlap's answer for a literal (if either is one: ``one``) or two classes."""
     state = _parser.State()
     state.flags = flags
     if one[0] is _c.LITERAL:
-        if other[0] is _c.LITERAL and not flags & re.IGNORECASE:
-            return bool(one[1] == other[1])
         # Cases as re folds them, not as str.casefold does: I, i, \u0130 and \u0131 match
         # one another, where casefold keeps the dotless and the dotted i apart.
         matcher = _compiler.compile(_parser.SubPattern(state, [other]), flags)
