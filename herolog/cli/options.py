@@ -85,6 +85,13 @@ class ServerURLType(click.ParamType[str, Any]):
         except UnicodeEncodeError:
             why = "it holds bytes that are not UTF-8"
             self.fail(f"{mask_loosely(text)!r} is not a server URL: {why}", param, ctx)
+        authority = re.split("[/?#]", text.partition("://")[2], maxsplit=1)[0]
+        host_and_port = authority.rpartition("@")[2]
+        if host_and_port.startswith("[") and "]" not in host_and_port:
+            # httpx would take the address's last colon for the port's ("Invalid port: ':1'")
+            shown = mask_loosely(text)
+            why = "its IPv6 address has no closing bracket, as in http://[::1]:8514"
+            self.fail(f"{shown!r} is not a server URL: {why}", param, ctx)
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL as error:

@@ -502,6 +502,26 @@ def test_a_bad_server_url_for_run_is_a_usage_error_before_the_command(
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        # httpx took the address's last colon for the port's: (Invalid port: ':1')
+        ("http://[::1", "its IPv6 address has no closing bracket, as in http://[::1]:8514"),
+        ("https://[fe80::1/herolog", "its IPv6 address has no closing bracket"),
+        ("http://u:S3CRET@[::1:8514", "its IPv6 address has no closing bracket"),
+    ],
+)
+def test_a_bad_server_url_says_what_is_wrong(url: str, why: str) -> None:
+    for how in ("flag", "environment"):
+        args = ["logs", "--server", url] if how == "flag" else ["logs"]
+        env = {"HEROLOG_URL": url} if how == "environment" else None
+        code, err = invoke(*args, env=env)
+        assert code == 2, (how, err)
+        error = one_error_line(err)
+        assert "is not a server URL: " + why in error, how
+        assert "S3CRET" not in err
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
