@@ -76,6 +76,8 @@ class ServerURLType(click.ParamType[str, Any]):
         text = str(value)
         if not text:  # HEROLOG_URL= or --server "": the local store
             return text
+        from urllib.parse import urlsplit
+
         import httpx
 
         from herolog.drains import mask_loosely, valid_host
@@ -97,9 +99,18 @@ class ServerURLType(click.ParamType[str, Any]):
         except httpx.InvalidURL as error:
             self.fail(f"{mask_loosely(text)!r} is not a server URL ({error})", param, ctx)
         host = url.raw_host.decode("ascii")  # as it is sent: a bad one fails only in connecting
-        if url.scheme not in ("http", "https") or not valid_host(host) or (url.port or 1) > 65535:
+        if url.scheme not in ("http", "https") or not valid_host(host):
             shown = mask_loosely(text)
             self.fail(f"{shown!r} is not a server URL: http(s)://HOST[:PORT][/PATH]", param, ctx)
+        try:
+            # As proxy_for reads it, where a ValueError was a traceback: httpx takes -1 and
+            # 99999 for ports, and +80 or " 80" for none.
+            port = urlsplit(text).port
+        except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            shown = mask_loosely(text)
+            self.fail(f"{shown!r} is not a server URL: its port must be 1 to 65535", param, ctx)
         if b"?" in url.raw_path or url.fragment or str(url).endswith("#"):
             # herolog adds its paths (/apps/APP/log-sessions) to the URL: after a ? or a #
             # they would be a query or a fragment, and every request went to the same path.

@@ -453,6 +453,8 @@ BAD_URLS = [
     "http://[::1",
     "http://256.0.0.1",
     "http://logs.example.com:99999",
+    "http://logs.example.com:0",
+    "http://logs.example.com:-1",
     "http://logs.example.com:port",
     "http://logs..example.com:8514",
     "http://" + "a" * 64 + ".example.com",
@@ -509,6 +511,14 @@ def test_a_bad_server_url_for_run_is_a_usage_error_before_the_command(
         ("http://[::1", "its IPv6 address has no closing bracket, as in http://[::1]:8514"),
         ("https://[fe80::1/herolog", "its IPv6 address has no closing bracket"),
         ("http://u:S3CRET@[::1:8514", "its IPv6 address has no closing bracket"),
+        # One over the range was said to be no server URL, without why; 0 was tried.
+        ("http://127.0.0.1:99999", "its port must be 1 to 65535"),
+        ("http://[::1]:65536/herolog", "its port must be 1 to 65535"),
+        ("http://u:S3CRET@127.0.0.1:0", "its port must be 1 to 65535"),
+        # Taken by httpx, and a traceback where the proxy settings read the port.
+        ("http://127.0.0.1:-1", "its port must be 1 to 65535"),
+        ("http://127.0.0.1:+8514", "its port must be 1 to 65535"),
+        ("http://127.0.0.1: 8514", "its port must be 1 to 65535"),
     ],
 )
 def test_a_bad_server_url_says_what_is_wrong(url: str, why: str) -> None:
