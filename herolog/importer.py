@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import functools
-import gzip
 import io
 import itertools
 import json
@@ -98,12 +97,13 @@ class ImportResult:
 
 
 class ImportFailed(Exception):
-    """The input broke off (framing that cannot be parsed, a line over MAX_LINE, a read or a
-    commit that failed); what came before it is stored: ``result`` says how much."""
+    """The input broke off (framing that cannot be parsed, a line over MAX_LINE, gzip that
+    is cut off or damaged, a read or a commit that failed); what came before it is stored:
+    ``result`` says how much."""
 
     def __init__(
         self,
-        error: FramingError | LineTooLong | OSError | sqlite3.DatabaseError,
+        error: FramingError | LineTooLong | GzipBroken | OSError | sqlite3.DatabaseError,
         result: ImportResult,
     ) -> None:
         why = f"cannot read it: {error.strerror or error}" if isinstance(error, OSError) else error
@@ -129,6 +129,11 @@ class LineTooLong(ValueError):
         """The line's first bytes (up to _HEAD), for the heroku format to tell whether it
         has a header of its own or continues the message before it."""
         self.message = message
+
+
+class GzipBroken(ValueError):
+    """A gzip input that ends, or stops being gzip, before its end: what decompressed
+    before it is the input, as ``gzip -dc`` gives it."""
 
 
 class NotRead(ValueError):
@@ -213,14 +218,15 @@ def import_stream(
     compressed = first[:2] == _GZIP_MAGIC
     read: Callable[[int], bytes] = stream.read if live is None else live.read
     position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
+    gunzip: _Gunzip | None = None
     if compressed:  # rotated logs are gzipped: read what they hold
         raw = _Rejoined(first, stream)
-        read, position = gzip.GzipFile(fileobj=raw, mode="rb").read, raw.position
+        gunzip = _Gunzip(raw)
+        read, position = gunzip.read, raw.position
         try:
             first = read(CHUNK_SIZE)
-        except (OSError, EOFError, zlib.error) as error:
-            nothing = ImportResult("heroku", compressed=True)
-            raise ImportFailed(_unreadable(error), nothing) from None
+        except OSError as error:
+            raise ImportFailed(error, ImportResult("heroku", compressed=True)) from None
         except KeyboardInterrupt:
             raise ImportInterrupted(ImportResult("heroku", compressed=True)) from None
     for magic, what, convert in _NOT_READ:
@@ -267,10 +273,10 @@ def import_stream(
         raise ImportFailed(error, result) from None
     except (OSError, sqlite3.DatabaseError) as error:
         raise ImportFailed(error, result) from None
-    except (EOFError, zlib.error) as error:  # a gzip input cut off or damaged
-        raise ImportFailed(_unreadable(error), result) from None
     result.cut_off = cut_off[0] if cut_off else None
     result.not_utf8, result.first_not_utf8 = not_utf8
+    if gunzip is not None and gunzip.broken is not None:  # all before it is stored now
+        raise ImportFailed(gunzip.broken, result)
     return result
 
 
@@ -307,8 +313,98 @@ class _Rejoined:
         raise io.UnsupportedOperation("seek")  # GzipFile seeks only to go back: never here
 
 
-def _unreadable(error: OSError | EOFError | zlib.error) -> OSError:
-    return error if isinstance(error, OSError) else OSError(str(error))
+_GZIP_PIECE = 1 << 14
+"""How much of a gzip input is decompressed at a time: zlib copies what follows a member
+for the next one, and a piece found damaged is decompressed again a byte at a time."""
+
+
+class _Gunzip:
+    """A gzip input decompressed, its members one after another (``cat a.gz b.gz``), as
+    ``gzip -dc`` reads it: NUL bytes after a member are padding, and an input that is cut off,
+    damaged, or followed by bytes that are not gzip ends where it does, every byte
+    decompressed before it given (GzipFile.read lost what it had decompressed in the call that
+    met it), and ``broken`` saying why. A read of the input that fails raises once what came
+    before it is given."""
+
+    def __init__(self, raw: _Rejoined) -> None:
+        self._raw = raw
+        self._decoder: zlib._Decompress | None = None  # None between members
+        self._input = b""  # read, not decompressed yet
+        self._at = 0  # where _input starts in the input
+        self._failed: OSError | None = None
+        self.broken: GzipBroken | None = None
+
+    def read(self, size: int) -> bytes:
+        out: list[bytes] = []
+        got = 0
+        while got < size and self.broken is None and self._failed is None:
+            if self._decoder is None:  # a member ended, or none began yet
+                padded = len(self._input)
+                self._input = self._input.lstrip(b"\0")
+                self._at += padded - len(self._input)
+                if len(self._input) < len(_GZIP_MAGIC) and self._read():
+                    continue
+                if not self._input:
+                    break  # the end of the input
+                if not self._input.startswith(_GZIP_MAGIC):
+                    self.broken = GzipBroken(
+                        f"not gzip from byte {self._at} on, which was not read"
+                        " (gzip -dc ignores such trailing garbage)"
+                    )
+                    break
+                self._decoder = zlib.decompressobj(wbits=31)
+            if not self._input and not self._read():
+                if self._failed is None:
+                    self.broken = GzipBroken(
+                        f"the gzip data is cut off at byte {self._at}, before its end"
+                        " (gzip -dc: unexpected end of file)"
+                    )
+                break
+            data = self._inflate(self._decoder, size - got)
+            out.append(data)
+            got += len(data)
+        if self._failed is not None and not out:
+            raise self._failed
+        return b"".join(out)
+
+    def _read(self) -> bool:
+        """Whether more input came."""
+        try:
+            more = self._raw.read(_GZIP_PIECE)
+        except OSError as error:
+            self._failed = error
+            return False
+        self._input += more
+        return bool(more)
+
+    def _inflate(self, decoder: zlib._Decompress, size: int) -> bytes:
+        """Up to about ``size`` bytes more of the member, and all of them before damage."""
+        before = decoder.copy()
+        try:
+            data = decoder.decompress(self._input, size)
+        except zlib.error as error:
+            data, at = _before_damage(before, self._input)
+            reason = str(error).removeprefix("Error -3 while decompressing data: ")
+            at += self._at
+            self.broken = GzipBroken(f"damaged gzip data at byte {at}: {reason}")
+            return data
+        rest = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+        self._at += len(self._input) - len(rest)
+        self._input = rest
+        if decoder.eof:
+            self._decoder = None
+        return data
+
+
+def _before_damage(decoder: zlib._Decompress, damaged: bytes) -> tuple[bytes, int]:
+    """What ``damaged`` decompresses to before zlib finds it damaged, and where it does."""
+    out = []
+    for at in range(len(damaged)):
+        try:
+            out.append(decoder.decompress(damaged[at : at + 1]))
+        except zlib.error:
+            return b"".join(out), at
+    return b"".join(out), len(damaged)  # not met again: never so
 
 
 @contextlib.contextmanager

@@ -81,6 +81,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         click.echo(f"{name}: {error}", err=True)
         raise Interrupted from None
     except ImportFailed as error:
+        _say_cut_off(error.result.cut_off)  # a gzip input cut off in a header, say
         if not isinstance(error.error, sqlite3.DatabaseError):
             raise click.ClickException(f"{name}: {error}") from None
         # The store failed (a full disk): said as any command says it, and what it took.

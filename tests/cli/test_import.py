@@ -977,38 +977,162 @@ def test_an_input_in_a_form_import_does_not_read_is_refused_naming_how_to_read_i
     assert invoke("logs", "-a", "demo", "-n", "1500")[1] == text.decode()
 
 
-def test_a_cut_off_or_damaged_gzip_input_stops_the_import_with_what_came_before(
-    tmp_path: Path,
+def _numbered(count: int) -> bytes:
+    """``count`` heroku lines of 40 bytes each, numbered from 0."""
+    return b"".join(b"2024-03-05T09:14:07Z app[web.1]: %06d\n" % i for i in range(count))
+
+
+def _gunzipped(data: bytes) -> bytes:
+    """What zlib decompresses of one gzip member before it ends or is found damaged, a byte
+    fed at a time (as gzip -dc prints it, but for its last partial window)."""
+    import zlib
+
+    decoder = zlib.decompressobj(wbits=31)
+    out = []
+    for i in range(len(data)):
+        try:
+            out.append(decoder.decompress(data[i : i + 1]))
+        except zlib.error:
+            break
+    return b"".join(out)
+
+
+def _messages(text: bytes) -> list[str]:
+    """The messages of _numbered lines, the last perhaps cut off, as import stores them."""
+    return [x.partition(b": ")[2].decode() for x in text.split(b"\n") if b": " in x]
+
+
+def _said_cut_off(text: bytes) -> str:
+    """What the import says of the piece of a header ``text`` ends in, if it does."""
+    piece = text.rpartition(b"\n")[2]
+    if not piece or b": " in piece:
+        return ""
+    return (
+        f"The input ends in the middle of a line, as a capture cut off does: {piece.decode()!r}"
+        " is left out.\n"
+    )
+
+
+@pytest.mark.parametrize("garbage", [b"junk", b"\x1f", b"\0\0junk", b"\x1fx"])
+def test_a_gzip_input_with_trailing_garbage_stores_every_line_and_says_where_it_stopped(
+    tmp_path: Path, garbage: bytes
 ) -> None:
+    """`gzip -dc` prints all of such a file and warns of the rest ('trailing garbage
+    ignored'), which a disk that filled while logrotate compressed, or a download with
+    something after it, leaves: GzipFile.read raised BadGzipFile on it and every line it had
+    decompressed in that read was lost (nothing stored of a file of one chunk)."""
     import gzip
 
     from herolog.importer import CHUNK_SIZE
 
-    assert invoke("store", "history", "100000")[0] == 0
-    line = b"2024-03-05T09:14:07Z app[web.1]: %06d\n"
-    size = len(line % 0)
-    text = b"".join(line % i for i in range(CHUNK_SIZE * 2 // size))
+    assert invoke("store", "history", "200000")[0] == 0
+    for count in (1, 3 * CHUNK_SIZE // 40):  # past the first chunk too
+        text = _numbered(count)
+        packed = gzip.compress(text, compresslevel=1)
+        path = tmp_path / "demo.log.gz"
+        path.write_bytes(packed + garbage)
+        at = len(packed) + len(garbage) - len(garbage.lstrip(b"\0"))  # NULs are padding
+        lines = "the line" if count == 1 else f"the {count:,} lines"
+        for app, source in ((f"file{count}", str(path)), (f"stdin{count}", "-")):
+            code, _, err = invoke(
+                "import", source, "-a", app, input=path.read_bytes() if source == "-" else None
+            )
+            name = path if source == str(path) else "standard input"
+            assert (code, err) == (
+                1,
+                f"Error: {name}: not gzip from byte {at} on, which was not read (gzip -dc"
+                f" ignores such trailing garbage); {lines} before it {'was' if count == 1 else 'were'}"
+                f" imported (the first {len(text)} bytes of the input decompressed), nothing"
+                " after it\n",
+            )
+            assert _messages(text) == [x.split(": ")[1] for x in stored(app)]
+
+
+def test_a_gzip_input_padded_with_nul_bytes_imports_as_gzip_reads_it(tmp_path: Path) -> None:
+    """gzip -dc reads past NUL bytes after a member, between members too, and says nothing;
+    an empty member is one too, and a gzip of an empty file holds no lines."""
+    import gzip
+
+    text = _numbered(4)
+    path = tmp_path / "padded.log.gz"
+    path.write_bytes(
+        gzip.compress(text[:40])
+        + b"\0" * 3
+        + gzip.compress(b"")
+        + gzip.compress(text[40:])
+        + b"\0" * 100
+    )
+    code, _, err = invoke("import", str(path), "-a", "demo")
+    assert (code, err) == (0, "Imported 4 lines into demo (heroku format).\n")
+    assert _messages(text) == [x.split(": ")[1] for x in stored("demo")]
+    path.write_bytes(gzip.compress(b""))
+    code, _, err = invoke("import", str(path), "-a", "empty")
+    assert (code, err) == (0, f"Nothing imported: {path} holds no log lines.\n")
+    path.write_bytes(b"")
+    assert invoke("import", str(path), "-a", "empty")[:2] == (0, "")
+
+
+def test_a_cut_off_or_damaged_gzip_input_stores_every_line_that_decompressed(
+    tmp_path: Path,
+) -> None:
+    """A gzip file cut off (copied while logrotate wrote it, a full disk) or damaged: the
+    lines before the break are stored, as `zcat FILE | herolog import -` stores them, the
+    piece of a line it ends in too, and the import stops saying where in the file. Before,
+    what the last read had decompressed was lost: up to a chunk of lines."""
+    import gzip
+
+    from herolog.importer import CHUNK_SIZE
+
+    assert invoke("store", "history", "200000")[0] == 0
+    text = _numbered(3 * CHUNK_SIZE // 40)
     packed = gzip.compress(text, compresslevel=1)
     path = tmp_path / "cut.log.gz"
-    path.write_bytes(packed[: len(packed) * 3 // 4])
-    code, _, err = invoke("import", str(path), "-a", "demo")
-    assert code == 1
-    assert err.startswith(
-        f"Error: {path}: cannot read it: Compressed file ended before the end-of-stream marker"
-    ), err
-    stored_lines = len(stored("demo"))
-    assert 0 < stored_lines < len(text) // size  # the chunks before the cut
-    assert err.endswith(
-        f"; the {stored_lines:,} lines before it were imported (the first"
-        f" {stored_lines * size} bytes of the input decompressed), nothing after it\n"
-    ), err
+    cut = packed[: len(packed) * 3 // 4]
+    path.write_bytes(cut)
+    got = _gunzipped(cut)
+    assert CHUNK_SIZE < len(got) < len(text)
+    code, _, err = invoke("import", str(path), "-a", "cut")
+    lines = len(_messages(got))
+    assert (code, err) == (
+        1,
+        f"{_said_cut_off(got)}Error: {path}: the gzip data is cut off at byte {len(cut)}, before its end (gzip -dc:"
+        f" unexpected end of file); the {lines:,} lines before it were imported (the first"
+        f" {len(got)} bytes of the input decompressed), nothing after it\n",
+    )
+    assert [x.split(": ")[1] for x in stored("cut")] == _messages(got)
+    # As the same bytes from zcat: the lines of a pipe that ends there.
+    assert invoke("import", "-", "-a", "zcat", input=got)[0] == 0
+    assert stored("zcat") == stored("cut")
+
     damaged = bytearray(packed)
     damaged[len(packed) // 2 : len(packed) // 2 + 64] = b"\xff" * 64
     path.write_bytes(bytes(damaged))
+    got = _gunzipped(bytes(damaged))
+    assert CHUNK_SIZE < len(got) < len(text)
+    # The last bytes zlib gives before it finds the damage may be of the damage: as zcat's.
+    assert invoke("import", "-", "-a", "zcat-damaged", input=got)[0] == 0
+    lines = len(stored("zcat-damaged"))
+    assert lines > CHUNK_SIZE // 40
     code, _, err = invoke("import", str(path), "-a", "damaged")
     assert code == 1
-    assert err.startswith(f"Error: {path}: cannot read it: "), err
-    assert "Traceback" not in err
+    assert re.fullmatch(
+        re.escape(_said_cut_off(got))
+        + f"Error: {re.escape(str(path))}: damaged gzip data at byte [0-9]+: [^;]+; the"
+        f" {lines:,} lines before it were imported \\(the first {len(got)} bytes of the input"
+        " decompressed\\), nothing after it\n",
+        err,
+    ), err
+    assert stored("damaged") == stored("zcat-damaged")
+
+    # A cut in a header: that piece is left out, and said, as of a capture cut off.
+    path.write_bytes(gzip.compress(_numbered(2) + b"2024-03-05T09:1")[:-8])
+    code, _, err = invoke("import", str(path), "-a", "header")
+    assert code == 1
+    assert err.startswith(
+        "The input ends in the middle of a line, as a capture cut off does: '2024-03-05T09:1'"
+        f" is left out.\nError: {path}: the gzip data is cut off at byte "
+    ), err
+    assert len(stored("header")) == 2
 
 
 def test_logs_json_output_imports_back_with_every_field(tmp_path: Path) -> None:
