@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import functools
 import io
 import itertools
@@ -11,16 +10,15 @@ import json
 import os
 import re
 import select
-import signal
 import sqlite3
 import stat
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
+from herolog.interrupt import ctrl_c_held_back
 from herolog.parser import (
     FrameDecoder,
     FramingError,
@@ -252,7 +250,7 @@ def import_stream(
     parse = parsers[result.format]
     try:
         for size, lines, done, unknown, first_unknown in parse(chunks):
-            with _ctrl_c_held_back():
+            with ctrl_c_held_back():
                 if lines:
                     result.lines += sum(store.append(_batches(app, lines, attributes)))
                     result.unknown += unknown
@@ -405,27 +403,6 @@ def _before_damage(decoder: zlib._Decompress, damaged: bytes) -> tuple[bytes, in
         except zlib.error:
             return b"".join(out), at
     return b"".join(out), len(damaged)  # not met again: never so
-
-
-@contextlib.contextmanager
-def _ctrl_c_held_back() -> Iterator[None]:
-    """A Ctrl-C during the block raises KeyboardInterrupt at its end: between a commit and
-    its count it would leave the result short of lines the store holds, and a second import
-    of the rest would store them twice."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def _batches(

@@ -138,3 +138,48 @@ def interruptibly(work: Callable[[], T]) -> T:
     if failed:
         raise failed[0]
     return done[0]
+
+
+class _HeldBack:
+    caught: list[int] | None = None
+    """The Ctrl-Cs the ctrl_c_held_back block being run holds back; None outside one."""
+
+
+_HELD_BACK = _HeldBack()
+
+
+@contextlib.contextmanager
+def ctrl_c_held_back() -> Iterator[None]:
+    """A Ctrl-C during the block raises KeyboardInterrupt at its end (between a commit and
+    its count it would leave the count short of what the store holds), or in the store's
+    wait for its write lock, where nothing is written yet (see :func:`ctrl_c_held`)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    caught: list[int] = []
+    _HELD_BACK.caught = caught
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _HELD_BACK.caught = None
+    if caught:
+        raise KeyboardInterrupt
+
+
+def ctrl_c_ends_waits() -> bool:
+    """Whether a Ctrl-C raises KeyboardInterrupt here: in the main thread, by Python's own
+    handler, or held back (then :func:`ctrl_c_held` says it came)."""
+    return threading.current_thread() is threading.main_thread() and (
+        _HELD_BACK.caught is not None
+        or signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+
+
+def ctrl_c_held() -> bool:
+    """Whether a Ctrl-C came that ctrl_c_held_back holds back."""
+    return bool(_HELD_BACK.caught)

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from herolog import __version__
 from herolog.filters import LineFilter
+from herolog.interrupt import ctrl_c_ends_waits, ctrl_c_held
 from herolog.parser import LogLine, Received
 
 T = TypeVar("T")
@@ -36,6 +37,9 @@ DEFAULT_HISTORY = 1500
 MAX_HISTORY = 10_000_000
 SCHEMA_VERSION = 11
 BUSY_TIMEOUT_S = 30.0
+WAIT_STEP_S = 0.1
+"""How long SQLite waits for the write lock at a time where a Ctrl-C must end the wait
+(see SQLiteStore._begin_immediate): Python hears signals between its steps."""
 FORWARDING_LEASE = "forwarding"
 """The store's lease held by the serve that forwards its drains (SQLiteStore.lease): every
 herolog serve since schema 3 takes it as it starts and renews it while it runs."""
@@ -692,7 +696,7 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin_immediate()
         try:
             yield self._db
         except BaseException:
@@ -702,6 +706,33 @@ class SQLiteStore:
                 self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_S for another writer to be done.
+
+        SQLite's wait sleeps in C, where Python runs no signal handler: a Ctrl-C while
+        another process held the write lock waited for the lock or the timeout, 30 s, and the
+        command then failed. Where a Ctrl-C raises KeyboardInterrupt, the wait is Python's, in
+        steps of WAIT_STEP_S, and ends with one, nothing written (a Ctrl-C held back for a
+        commit's count too: there is no commit yet)."""
+        if not ctrl_c_ends_waits():
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        self._db.execute(f"PRAGMA busy_timeout = {int(WAIT_STEP_S * 1000)}")
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() >= deadline:
+                        raise
+                if ctrl_c_held():
+                    raise KeyboardInterrupt
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

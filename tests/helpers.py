@@ -401,3 +401,14 @@ def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def until_waiting_for_the_write_lock(pid: int) -> None:
+    """Until process ``pid`` sleeps (Linux /proc): SQLite's wait for a lock sleeps, where an
+    import reading its input, parsing or storing does not."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while "nanosleep" not in Path(f"/proc/{pid}/wchan").read_text():
+        assert time.monotonic() < deadline, "it did not wait for the store's write lock"
+        time.sleep(0.02)

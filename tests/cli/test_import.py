@@ -26,7 +26,7 @@ from herolog.filters import LineFilter
 from herolog.importer import Format, ImportResult
 from herolog.parser import LogLine, Received, format_syslog, frame
 from herolog.store import Batch, Store, StoredLine, open_store
-from tests.helpers import herolog_env
+from tests.helpers import constants_env, herolog_env, until_waiting_for_the_write_lock
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
 
@@ -1678,13 +1678,15 @@ def ctrl_c(proc: subprocess.Popen[bytes]) -> bytes:
     return err
 
 
-def importing(*args: str, stdin: int | IO[bytes] = subprocess.PIPE) -> subprocess.Popen[bytes]:
+def importing(
+    *args: str, stdin: int | IO[bytes] = subprocess.PIPE, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``herolog import ARGS`` running in a process of its own, its stderr piped."""
     return subprocess.Popen(
         [sys.executable, "-m", "herolog", "import", *args],
         stdin=stdin,
         stderr=subprocess.PIPE,
-        env=herolog_env(),
+        env=env or herolog_env(),
     )
 
 
@@ -1749,6 +1751,50 @@ def test_ctrl_c_while_the_first_chunk_is_read_says_nothing_was_imported(
         b"standard input: interrupted; the 0 lines before it were imported, nothing after it\n"
     )
     assert not (herolog_home / "logs.db").exists() or stored("demo") == []
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_while_another_process_writes_to_the_store_ends_the_import_at_once(
+    herolog_home: Path,
+) -> None:
+    """Another process holding the store's write lock (a second import, a store forget, the
+    sqlite3 shell's BEGIN IMMEDIATE): SQLite waits for it in C, where Python runs no signal
+    handler, so a Ctrl-C waited up to its 30 s busy timeout, and the import then failed with
+    'database is locked', exit status 1. It ends at once as any Ctrl-C does, saying what
+    was stored, and the rest imports from the offset it gives. (The busy timeout made an
+    hour: the old wait would outlast the test's.)"""
+    import sqlite3
+
+    lines = [b"2024-03-05T09:14:07.%06d+00:00 app[web.1]: line %d\n" % (i, i) for i in range(4)]
+    env = constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0})
+    proc = importing("-", "-a", "demo", "--format", "heroku", env=env)
+    assert proc.stdin is not None
+    other = None
+    try:
+        proc.stdin.write(b"".join(lines[:2]))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while len(stored("demo")) < 2:  # the second once the input has gone quiet
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        proc.stdin.write(b"".join(lines[2:]))
+        proc.stdin.flush()
+        until_waiting_for_the_write_lock(proc.pid)
+        err = ctrl_c(proc)
+    finally:
+        if other is not None:
+            other.close()
+        proc.kill()
+        proc.communicate()
+    offset = len(b"".join(lines[:2]))
+    assert err == (
+        b"standard input: interrupted; the 2 lines before it were imported (the input's first"
+        b" %d bytes), nothing after it\n" % offset
+    )
+    assert invoke("import", "-", "-a", "demo", input=b"".join(lines)[offset:])[0] == 0
+    assert stored("demo") == [x.decode().removesuffix("\n") for x in lines]
 
 
 class _Pipe:

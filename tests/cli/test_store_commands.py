@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,14 @@ from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.store import open_store
-from tests.helpers import SERVE_POLL_S, fill, herolog_env, herolog_process
+from tests.helpers import (
+    SERVE_POLL_S,
+    constants_env,
+    fill,
+    herolog_env,
+    herolog_process,
+    until_waiting_for_the_write_lock,
+)
 from tests.server.conftest import ServerFactory, running_server
 
 
@@ -91,6 +99,46 @@ def test_store_history_show_and_set(herolog_home: Path) -> None:
         assert code == 2, bad
         assert "Error: " in err
         assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["store", "history", "5000"],
+        ["store", "forget", "demo", "--confirm", "demo"],
+        ["drain", "add", "-a", "demo", "syslog://127.0.0.1:9"],
+    ],
+    ids=["history", "forget", "drain-add"],
+)
+def test_a_ctrl_c_ends_a_command_waiting_for_another_process_s_write_at_once(
+    herolog_home: Path, args: list[str]
+) -> None:
+    """SQLite waits for another writer's lock in C, where Python runs no signal handler: a
+    Ctrl-C waited up to the 30 s busy timeout, and the command then failed, 'database is
+    locked', exit status 1, where it ends by the SIGINT at once, having written nothing. (The
+    busy timeout made an hour: the old wait would outlast the test's.)"""
+    fill(open_store(), "demo", ["x"])
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", *args],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+    )
+    try:
+        until_waiting_for_the_write_lock(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        other.close()
+        proc.kill()
+        proc.communicate()
+    assert (proc.returncode, err) == (-signal.SIGINT, b"")
+    store = open_store()
+    assert (store.history, [(x.name, x.lines) for x in store.apps()]) == (1500, [("demo", 1)])
+    assert store.drains("demo") == []
 
 
 def test_python_dash_m_and_version() -> None:
