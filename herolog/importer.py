@@ -218,7 +218,7 @@ def import_stream(
     position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
     gunzip: _Gunzip | None = None
     if compressed:  # rotated logs are gzipped: read what they hold
-        raw = _Rejoined(first, stream)
+        raw = _Rejoined(first, read)
         gunzip = _Gunzip(raw)
         read, position = gunzip.read, raw.position
         try:
@@ -290,7 +290,7 @@ class _Rejoined:
     """A stream whose first bytes were read already, whole again (for GzipFile), counting
     what has been read of it."""
 
-    def __init__(self, first: bytes, rest: BinaryIO) -> None:
+    def __init__(self, first: bytes, rest: Callable[[int], bytes]) -> None:
         self._first = first
         self._rest = rest
         self._read = 0
@@ -300,7 +300,7 @@ class _Rejoined:
             data = self._first if size < 0 else self._first[:size]
             self._first = self._first[len(data) :]
         else:
-            data = self._rest.read(size)
+            data = self._rest(size)
         self._read += len(data)
         return data
 
@@ -445,18 +445,25 @@ class _Arriving:
         self._read1: Callable[[int], bytes] = stream.read1  # type: ignore[attr-defined]
         self._fd = fd
 
-    def _ready(self, timeout: float) -> bool:
+    def _ready(self, timeout: float | None) -> bool:
         try:
             return bool(select.select([self._fd], [], [], timeout)[0])
         except ValueError:  # a descriptor over select's limit (1023), which poll does not have
             waiting = select.poll()
             waiting.register(self._fd, select.POLLIN)
-            return bool(waiting.poll(timeout * 1000))
+            return bool(waiting.poll(None if timeout is None else timeout * 1000))
 
     def read(self, size: int) -> bytes:
         """Waits for the first bytes, then takes what else comes within GATHER_S of the last,
         up to ``size`` and for up to GATHER_MAX_S; empty at the end of the input."""
-        parts = [self._read1(size)]
+        first = self._read1(size)
+        if not first and not os.get_blocking(self._fd):
+            # Left non-blocking (O_NONBLOCK, by a parent, or on a terminal as node leaves
+            # it), a descriptor reads nothing also while its writer has nothing yet: that
+            # ended the import there, the writer's next lines cut off by a broken pipe.
+            self._ready(None)
+            first = self._read1(size)
+        parts = [first]
         got = len(parts[0])
         until = time.monotonic() + GATHER_MAX_S
         while parts[-1] and got < size and time.monotonic() < until and self._ready(GATHER_S):

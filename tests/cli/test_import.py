@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -1881,6 +1882,51 @@ def test_lines_from_a_pipe_are_stored_as_they_arrive(
     pipe.join()
     assert seen == [["one", "two"], ["one", "two", "three"]]
     assert (result.lines, result.format) == (3, fmt)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_pipe_left_non_blocking_is_read_to_its_end_not_to_its_first_pause(
+    compressed: bool,
+) -> None:
+    """A standard input left non-blocking (O_NONBLOCK, by the program that started herolog,
+    or on a terminal, as node leaves one) reads nothing while its writer has nothing yet,
+    as at its end: the import ended at the writer's first pause, exit status 0, and the
+    writer's next lines met a broken pipe; a gzip input was a traceback. (The waits for a
+    pipe to go quiet made none, so that the pause is all the writer's.)"""
+    import fcntl
+    import gzip
+    import termios
+
+    lines = [b"2024-03-05T09:14:07Z app[web.1]: line %d\n" % i for i in range(6)]
+    parts = [b"".join(lines[:3]), b"".join(lines[3:])]
+    if compressed:
+        parts = [gzip.compress(x) for x in parts]
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    env = constants_env({"herolog.importer.QUIET_S": 0.0, "herolog.importer.GATHER_S": 0.0})
+    proc = importing("-", "-a", "demo", stdin=read_end, env=env)
+    os.close(read_end)
+    try:
+        os.write(write_end, parts[0])
+        deadline = time.monotonic() + 30
+        waiting = bytearray(4)
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        # Until it has read all of it and waits for more, or has ended.
+        while proc.poll() is None and (
+            fcntl.ioctl(write_end, termios.FIONREAD, waiting)
+            or any(waiting)
+            or not re.search("select|poll", wchan.read_text())
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with contextlib.suppress(BrokenPipeError):
+            os.write(write_end, parts[1])
+    finally:
+        os.close(write_end)
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (0, b"Imported 6 lines into demo (heroku format).\n")
+    assert [x.split(": ")[1] for x in stored("demo")] == [f"line {i}" for i in range(6)]
 
 
 _BUSY_TAIL = """
