@@ -207,14 +207,14 @@ def import_stream(
     in a form it does not read (bzip2, UTF-16, ...) raises NotRead before storing anything.
     """
     live = _arriving(stream)
+    read: Callable[[int], bytes] = _not_shrinking(stream) if live is None else live.read
     try:
-        first = stream.read(CHUNK_SIZE) if live is None else live.first()
+        first = read(CHUNK_SIZE) if live is None else live.first()
     except OSError as error:
         raise ImportFailed(error, ImportResult("heroku")) from None
     except KeyboardInterrupt:  # a pipe's first line not all come: said as a later Ctrl-C is
         raise ImportInterrupted(ImportResult("heroku")) from None
     compressed = first[:2] == _GZIP_MAGIC
-    read: Callable[[int], bytes] = stream.read if live is None else live.read
     position: Callable[[], int] | None = None  # for progress, in the input as it is on disk
     gunzip: _Gunzip | None = None
     if compressed:  # rotated logs are gzipped: read what they hold
@@ -432,6 +432,35 @@ def _chunks(
         if quiet is not None and quiet():
             yield b""
         chunk = read(CHUNK_SIZE)
+
+
+def _not_shrinking(stream: BinaryIO) -> Callable[[int], bytes]:
+    """``stream.read``, which for a file raises OSError once the file has shrunk: emptied by
+    logrotate's copytruncate while it was imported, its next read found the end, the lines
+    after not read and not said to be, or, once the application had written past where the
+    import was, read its new lines from the middle of one, stored joined to an old one's
+    start. (Written past the size it had, between two reads, it cannot be told.)"""
+    try:
+        fd = stream.fileno()
+        status = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):  # io.BytesIO: io.UnsupportedOperation
+        return stream.read
+    if not stat.S_ISREG(status.st_mode):
+        return stream.read
+    largest = status.st_size
+
+    def read(size: int) -> bytes:
+        nonlocal largest
+        now = os.fstat(fd).st_size
+        if now < largest:
+            raise OSError(
+                f"the file shrank from {largest} to {now} bytes while it was read, as"
+                " logrotate's copytruncate empties a log it rotates"
+            )
+        largest = now
+        return stream.read(size)
+
+    return read
 
 
 class _Arriving:

@@ -1929,6 +1929,58 @@ def test_a_pipe_left_non_blocking_is_read_to_its_end_not_to_its_first_pause(
     assert [x.split(": ")[1] for x in stored("demo")] == [f"line {i}" for i in range(6)]
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("written_again", [0, 30_000], ids=["emptied", "written-again"])
+def test_a_file_that_shrinks_while_it_is_imported_stops_the_import(
+    herolog_home: Path, tmp_path: Path, written_again: int
+) -> None:
+    """logrotate's copytruncate empties a log while it may be being imported: the import
+    ended at the next read, exit status 0, as if the file had ended there (its last line
+    said to be a capture cut off), or, the application having written past where it was,
+    read on from the middle of a new line, stored joined to an old one's start. It stops
+    as a read error does, saying so, with the lines read before it stored. (The import is
+    held between its first chunk and its second by the store's write lock, taken here.)"""
+    import sqlite3
+
+    from herolog.importer import CHUNK_SIZE
+
+    open_store().set_history(100_000)
+    line = b"2024-03-05T09:14:07Z app[web.1]: line %06d\n"
+    path = tmp_path / "app.log"
+    path.write_bytes(b"".join(line % i for i in range(3 * CHUNK_SIZE // len(line % 0))))
+    size = path.stat().st_size
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    proc = importing(str(path), "-a", "demo", stdin=subprocess.DEVNULL)
+    try:
+        until_waiting_for_the_write_lock(proc.pid)  # with its first chunk read
+        with path.open("r+b") as log:
+            log.truncate(0)
+        with path.open("ab") as log:
+            log.write(
+                b"".join(
+                    b"2024-03-05T09:15:00Z app[web.1]: new %06d\n" % i for i in range(written_again)
+                )
+            )
+        other.rollback()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        other.close()
+        proc.kill()
+        proc.communicate()
+    kept = stored("demo")
+    first = len(line % 0) * len(kept)
+    assert (proc.returncode, err.decode()) == (
+        1,
+        f"Error: {path}: cannot read it: the file shrank from {size} to {path.stat().st_size}"
+        " bytes while it was read, as logrotate's copytruncate empties a log it rotates; the"
+        f" {len(kept):,} lines before it were imported (the input's first {first} bytes),"
+        " nothing after it\n",
+    )
+    assert first <= CHUNK_SIZE
+    assert kept == [(line % i).decode().removesuffix("\n") for i in range(len(kept))]
+
+
 _BUSY_TAIL = """
 import os, sys, time
 written = 0
