@@ -472,7 +472,15 @@ class _Arriving:
         # read1: what the buffer holds, else one read of the descriptor, which returns what
         # the pipe has; read() would wait for all of the size asked.
         self._read1: Callable[[int], bytes] = stream.read1  # type: ignore[attr-defined]
+        # The descriptor itself, for one left non-blocking: read1 gives b"" both at the end
+        # and while nothing has come yet. (read1 keeps nothing in the buffer: the raw reads
+        # miss no byte of it.)
+        self._raw: Callable[[int], bytes | None] | None = getattr(
+            getattr(stream, "raw", None), "read", None
+        )
         self._fd = fd
+        self._ended = False
+        """A read found the end: a terminal's (Ctrl-D) is read once, and not found again."""
 
     def _ready(self, timeout: float | None) -> bool:
         try:
@@ -485,20 +493,30 @@ class _Arriving:
     def read(self, size: int) -> bytes:
         """Waits for the first bytes, then takes what else comes within GATHER_S of the last,
         up to ``size`` and for up to GATHER_MAX_S; empty at the end of the input."""
-        first = self._read1(size)
-        if not first and not os.get_blocking(self._fd):
-            # Left non-blocking (O_NONBLOCK, by a parent, or on a terminal as node leaves
-            # it), a descriptor reads nothing also while its writer has nothing yet: that
-            # ended the import there, the writer's next lines cut off by a broken pipe.
-            self._ready(None)
-            first = self._read1(size)
-        parts = [first]
+        parts = [self._read_some(size)]
         got = len(parts[0])
         until = time.monotonic() + GATHER_MAX_S
         while parts[-1] and got < size and time.monotonic() < until and self._ready(GATHER_S):
-            parts.append(self._read1(size - got))
+            parts.append(self._read_some(size - got))
             got += len(parts[-1])
         return b"".join(parts)
+
+    def _read_some(self, size: int) -> bytes:
+        """One read: what has come, waiting for the first of it; empty at the end."""
+        if self._ended:
+            return b""
+        if self._raw is None or os.get_blocking(self._fd):
+            data = self._read1(size)
+            self._ended = not data
+            return data
+        # Left non-blocking (O_NONBLOCK, by a parent, or on a terminal as node leaves it), a
+        # descriptor reads nothing also while its writer has nothing yet: read1's b"" ended
+        # the import at the writer's first pause, and waiting for the descriptor after one
+        # missed a terminal's end of input (Ctrl-D), which is read once: a second was needed.
+        while (got := self._raw(size)) is None:
+            self._ready(None)
+        self._ended = not got
+        return got
 
     def first(self) -> bytes:
         """The first chunk: at least a line that is not blank, or _HEAD bytes, to tell the

@@ -1930,6 +1930,55 @@ def test_a_pipe_left_non_blocking_is_read_to_its_end_not_to_its_first_pause(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("blocking", [False, True], ids=["non-blocking", "blocking"])
+@pytest.mark.parametrize("apart", [True, False], ids=["typed-apart", "pasted-together"])
+def test_a_terminal_s_ctrl_d_ends_the_import_at_once(
+    herolog_home: Path, blocking: bool, apart: bool
+) -> None:
+    """A terminal's end of input (Ctrl-D) is read once. Left non-blocking (as node leaves
+    one), the terminal reads nothing also while nothing has been typed: the import took a
+    Ctrl-D typed while it stored the line before for that, and waited for more until a second
+    Ctrl-D; and one read in the wait for more of a chunk (pasted with the line before it)
+    was missed on any terminal. (The import is held in its first commit by the store's write
+    lock, taken here, while the Ctrl-D is typed.)"""
+    import pty
+    import sqlite3
+
+    open_store()
+    controller, terminal = pty.openpty()
+    os.set_blocking(terminal, blocking)
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    proc = importing(
+        "-", "-a", "demo", stdin=terminal, env=constants_env({"herolog.importer.QUIET_S": 0.0})
+    )
+    try:
+        typed = b"2024-03-05T09:14:07Z app[web.1]: typed\n"
+        if apart:
+            other.execute("BEGIN IMMEDIATE")
+            os.write(controller, typed)
+            until_waiting_for_the_write_lock(proc.pid)  # with the line read
+            os.write(controller, b"\x04")  # Ctrl-D
+            other.rollback()
+        else:
+            os.write(controller, typed + b"\x04")
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.write(controller, b"\x04")  # the second Ctrl-D it waited for
+            proc.communicate(timeout=30)
+            pytest.fail("one Ctrl-D did not end the import: it took a second")
+    finally:
+        other.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(terminal)
+        os.close(controller)
+    assert (proc.returncode, err) == (0, b"Imported 1 line into demo (heroku format).\n")
+    assert [x.split(": ")[1] for x in stored("demo")] == ["typed"]
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("written_again", [0, 30_000], ids=["emptied", "written-again"])
 def test_a_file_that_shrinks_while_it_is_imported_stops_the_import(
     herolog_home: Path, tmp_path: Path, written_again: int
