@@ -352,6 +352,12 @@ class _Gunzip:
                     break
                 self._decoder = zlib.decompressobj(wbits=31)
             if not self._input and not self._read():
+                # zlib may still hold output of input it took (a read that got what it asked
+                # for stopped it there): gzip -dc gives those bytes too.
+                pending = self._decoder.flush()
+                if pending:
+                    out.append(pending)
+                    got += len(pending)
                 if self._failed is None:
                     self.broken = GzipBroken(
                         f"the gzip data is cut off at byte {self._at}, before its end"
