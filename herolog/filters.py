@@ -40,14 +40,57 @@ def compile_pattern(text: str) -> re.Pattern[str]:
         warnings.simplefilter("ignore", FutureWarning)
         pattern = re.compile(text)
         try:
-            _check(pattern)
+            _check(pattern, _Budget())
         finally:
             _every_character.cache_clear()
             _known_overlaps.clear()
     return pattern
 
 
-def _check(pattern: re.Pattern[str]) -> None:
+CHECK_STEPS = 300_000
+"""The steps a pattern's check may take (see _Budget): looking at an item for what can
+follow another, comparing two first items, and telling a literal from a class
+(_COMPARING_A_LITERAL steps) or two classes apart (_COMPARING_CLASSES). The worst patterns
+within it, a repeat around 387 optional characters, 774 branches, or 19 pairs of classes
+told apart, took 0.3-0.5 s to check on this project's 2-core machine (0.66 s once, busy);
+what grows only linearly with a pattern's length is not counted (200,000 characters of
+text, 0.5 s)."""
+
+_COMPARING_A_LITERAL = 30
+"""What telling a literal from a class costs in steps (compiling a pattern, about 35 µs,
+against about a microsecond for the other steps), or two literals with IGNORECASE."""
+
+_COMPARING_CLASSES = 15_000
+"""What telling two classes apart costs in steps (searching every code point, 15-20 ms)."""
+
+TOO_COMPLEX = (
+    "it is too long or too complex to check that it cannot backtrack for ever (a repeat"
+    " around hundreds of optional items or branches, each compared with those after it):"
+    " put fewer of them inside the repeat, like a character class ([abc]*) for a run of"
+    " optional characters, or give each part of a choice between such parts (A|B) its own"
+    " --grep or --exclude (a line matches if any does)"
+)
+
+
+class _Budget:
+    """The steps one compile_pattern call's check has left: its own object, as a server
+    checks patterns in several threads at once. Repeats around many optional items or
+    branches take time quadratic in their number (each is compared with every one after
+    it): 8,000 optional characters took 34 s, and a log session's filter of 64 KB held a
+    server's worker for minutes."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, steps: int = CHECK_STEPS) -> None:
+        self.left = steps
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise SlowPattern(TOO_COMPLEX)
+
+
+def _check(pattern: re.Pattern[str], budget: _Budget) -> None:
     items = list(_walk(_parse(pattern.pattern, pattern.flags), None, repeated=False))
     # A group's own flags ((?i:a), (?s:.)) make its characters match more: two first
     # characters are compared with every such flag any group turns on, which can only find
@@ -58,7 +101,7 @@ def _check(pattern: re.Pattern[str]) -> None:
         if op is _c.SUBPATTERN:
             flags |= arg[1] & widening
     if any(
-        op is _c.BRANCH and repeated and _ambiguous(arg[1], after, flags)
+        op is _c.BRANCH and repeated and _ambiguous(arg[1], after, flags, budget)
         for op, arg, repeated, after in items
     ):
         raise SlowPattern(
@@ -70,7 +113,7 @@ def _check(pattern: re.Pattern[str]) -> None:
         op in (_c.MAX_REPEAT, _c.MIN_REPEAT)
         and repeated
         and arg[0] != arg[1]
-        and not _decided([_first(arg[2])], after, flags)
+        and not _decided([_first(arg[2], budget)], after, flags, budget)
         for op, arg, repeated, after in items
     ):
         raise SlowPattern(
@@ -120,19 +163,19 @@ def _walk(items: Any, then: _Follow, *, repeated: bool) -> Iterator[tuple[Any, A
             yield from _walk(part, inner, repeated=inner_repeated)
 
 
-def _next_firsts(then: _Follow) -> list[tuple[Any, Any]] | None:
+def _next_firsts(then: _Follow, budget: _Budget) -> list[tuple[Any, Any]] | None:
     """The items that can match the first character after a point (None: anything, or the
     end of a round that can match nothing)."""
     firsts: list[tuple[Any, Any]] = []
     while then is not None:
         if then[0] == "seq":
-            first, empty = _first(then[1], then[2])
+            first, empty = _first(then[1], budget, then[2])
             firsts += first
             if not empty:
                 return firsts
             then = then[3]
         elif then[0] == "loop":
-            first, empty = _first(then[1])
+            first, empty = _first(then[1], budget)
             if empty:
                 return None
             firsts += first
@@ -142,23 +185,25 @@ def _next_firsts(then: _Follow) -> list[tuple[Any, Any]] | None:
     return firsts
 
 
-def _decided(choices: list[tuple[list[Any], bool]], then: _Follow, flags: int) -> bool:
+def _decided(
+    choices: list[tuple[list[Any], bool]], then: _Follow, flags: int, budget: _Budget
+) -> bool:
     """Whether the next character decides between going on with one of ``choices`` (the
     first items of each, and whether it can match nothing) and what comes after."""
     if any(empty for _, empty in choices):
         return False
-    following = _next_firsts(then)
+    following = _next_firsts(then, budget)
     return following is not None and not any(
-        _overlap(x, y, flags) for first, _ in choices for x in first for y in following
+        _overlap(x, y, flags, budget) for first, _ in choices for x in first for y in following
     )
 
 
-def _ambiguous(branches: list[Any], then: _Follow, flags: int) -> bool:
-    arms = [_first(branch) for branch in branches]
+def _ambiguous(branches: list[Any], then: _Follow, flags: int, budget: _Budget) -> bool:
+    arms = [_first(branch, budget) for branch in branches]
     if sum(empty for _, empty in arms) > 1:
         return True
     if any(
-        _overlap(x, y, flags)
+        _overlap(x, y, flags, budget)
         for i, (one, _) in enumerate(arms)
         for other, _ in arms[i + 1 :]
         for x in one
@@ -167,44 +212,47 @@ def _ambiguous(branches: list[Any], then: _Follow, flags: int) -> bool:
         return True
     # A branch that can match nothing leaves the choice to what follows, as x? does.
     taking = [(first, False) for first, empty in arms if not empty]
-    return any(empty for _, empty in arms) and not _decided(taking, then, flags)
+    return any(empty for _, empty in arms) and not _decided(taking, then, flags, budget)
 
 
 _ANYTHING = (None, None)
 """A first character that could be any character at all."""
 
 
-def _first(items: Any, start: int = 0) -> tuple[list[tuple[Any, Any]], bool]:
+def _first(items: Any, budget: _Budget, start: int = 0) -> tuple[list[tuple[Any, Any]], bool]:
     """The parser items that can match the first character of what ``items`` (from its item
     ``start`` on) matches, and whether that can match the empty string."""
     firsts: list[tuple[Any, Any]] = []
     for index in range(start, len(items)):
+        budget.spend(1)
         op, arg = items[index]
         if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY):
             return [*firsts, (op, arg)], False
         if op is _c.SUBPATTERN:
-            first, empty = _first(arg[3])
+            first, empty = _first(arg[3], budget)
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
-            first, empty = _first(arg[2])
+            first, empty = _first(arg[2], budget)
             empty = empty or arg[0] == 0
         elif op is _c.ATOMIC_GROUP:
-            first, empty = _first(arg)
+            first, empty = _first(arg, budget)
         elif op is _c.BRANCH:
-            arms = [_first(branch) for branch in arg[1]]
+            arms = [_first(branch, budget) for branch in arg[1]]
             first = [item for arm, _ in arms for item in arm]
             empty = any(arm_empty for _, arm_empty in arms)
         elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
             first, empty = [], True
         else:  # a back-reference, a conditional group: anything, or nothing
             first, empty = [_ANYTHING], True
+        budget.spend(len(first))  # copied into each group around it
         firsts += first
         if not empty:
             return firsts, False
     return firsts, True
 
 
-def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
+def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int, budget: _Budget) -> bool:
     """Whether two first items can match the same character (yes, when unsure)."""
+    budget.spend(1)
     if one is _ANYTHING or other is _ANYTHING:
         return True
     if one[0] is not _c.LITERAL:
@@ -215,6 +263,7 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:
     key = (low, high, flags)
     known = _known_overlaps.get(key)
     if known is None:
+        budget.spend(_COMPARING_A_LITERAL if one[0] is _c.LITERAL else _COMPARING_CLASSES)
         known = _known_overlaps[key] = _compared(one, other, flags)
     return known
 

@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,102 @@ def test_two_classes_are_compared_once_a_pattern(monkeypatch: pytest.MonkeyPatch
     assert len(compiled) == 2  # \w with \s, \d with the dot
     with pytest.raises(re.error, match=REPEATS_A_REPETITION):
         compile_pattern(r"(?:\w+\s)+" * 100 + r"(?:\w+\s?)+")
+
+
+TOO_COMPLEX = "it is too long or too complex to check that it cannot backtrack for ever"
+
+
+def optional_characters(count: int) -> str:
+    """A repeat around ``count`` distinct optional characters: each is compared with every
+    one after it, which the next character decides, so the check takes them all."""
+    return "(?:" + "".join(chr(0x4E00 + i) + "?" for i in range(count)) + "x)+"
+
+
+def distinct_branches(count: int) -> str:
+    return "(?:" + "|".join(chr(0x4E00 + i) + "a" for i in range(count)) + ")+"
+
+
+@pytest.mark.subprocess
+def test_a_pattern_too_complex_to_check_is_refused_in_time() -> None:
+    """A repeat around thousands of optional characters or branches was checked in time
+    quadratic in their number (8,000 optional characters 34 s, a log session's 64 KB filter
+    minutes of a server's worker), and so were many pairs of classes told apart (tens of
+    milliseconds each). The check stops once it has spent CHECK_STEPS and refuses the
+    pattern. Each runs in a child, named before it runs, which is killed if the whole takes
+    more than 30 s."""
+    script = (
+        "import re\n"
+        "from herolog.filters import compile_pattern\n"
+        f"patterns = {{\n"
+        f"    'optional characters': {optional_characters(8_000)!r},\n"
+        f"    'branches': {distinct_branches(8_000)!r},\n"
+        "    'classes': ''.join(\n"
+        "        f'(?:[{chr(0x4E00 + 2 * i)}{chr(0x4E01 + 2 * i)}]+[{chr(0x5E00 + 2 * i)}"
+        "{chr(0x5E01 + 2 * i)}])+' for i in range(4_000)\n"
+        "    ),\n"
+        "}\n"
+        "for name, pattern in patterns.items():\n"
+        "    print(name, flush=True)\n"
+        "    try:\n"
+        "        compile_pattern(pattern)\n"
+        "    except re.error as error:\n"
+        f"        assert str(error).startswith({TOO_COMPLEX!r}), error\n"
+        "    else:\n"
+        "        raise AssertionError(name + ' taken')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        pytest.fail(f"still checking after 30 s: {out.splitlines()[-1]}")
+    assert child.returncode == 0
+    assert out.splitlines() == ["optional characters", "branches", "classes"]
+
+
+def test_the_check_s_budget_is_counted_per_pattern() -> None:
+    """1,000 optional characters spend the budget, and are refused without the rest of the
+    check (it took 2 s); 300 are taken."""
+    steps = filters_module.CHECK_STEPS
+    assert _steps(optional_characters(300)) < steps < _steps(optional_characters(1_000))
+    assert compile_pattern(optional_characters(300))
+    with pytest.raises(filters_module.SlowPattern, match=TOO_COMPLEX):
+        compile_pattern(optional_characters(1_000))
+
+
+def _steps(text: str) -> int:
+    budget = filters_module._Budget(10**12)
+    try:
+        filters_module._check(re.compile(text), budget)
+    except filters_module.SlowPattern:
+        pass  # refused for what it repeats: the steps up to there
+    finally:
+        filters_module._every_character.cache_clear()
+        filters_module._known_overlaps.clear()
+    return 10**12 - budget.left
+
+
+def test_long_ordinary_patterns_are_within_the_check_s_budget() -> None:
+    """200,000 characters of text, 60,000 of (?:\\w+\\s)+, an alternation of 500 UUIDs:
+    the check's steps grow with the repeats' optional items and branches, not with length.
+    The UUIDs inside a repeat are refused, as they were before the budget, for their
+    branches' common first characters (0-9a-f), in a few hundred steps."""
+    rng = random.Random(5)
+    ids = "|".join(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(500))
+    taken = ["GET /api/items id=42 " * 10_000, r"(?:\w+\s)+" * 6_000, ids]
+    for text in taken:
+        assert _steps(text) < filters_module.CHECK_STEPS // 5
+        assert compile_pattern(text).pattern == text
+    assert _steps(f"(?:{ids})+") < 1_000
+    with pytest.raises(re.error, match=REPEATS_A_CHOICE):
+        compile_pattern(f"(?:{ids})+")
+
+
+def test_patterns_are_checked_in_several_threads_at_once() -> None:
+    """Each check has its own budget (a server checks patterns in its worker threads): four
+    at once, each spending most of one, are all taken."""
+    text = optional_characters(300)
+    assert _steps(text) > filters_module.CHECK_STEPS // 2
+    with ThreadPoolExecutor(4) as pool:
+        assert [p.pattern for p in pool.map(compile_pattern, [text] * 4)] == [text] * 4

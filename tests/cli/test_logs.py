@@ -651,6 +651,10 @@ def test_num_above_what_any_store_keeps_suggests_a_history_it_can_keep(
         # A pattern is shown as typed: repr's doubled backslashes are not in it.
         (("-g", r"\d+("), r"'\d+(' is not a valid regular expression"),
         (("-x", "(a|aa)*"), "'(a|aa)*' is refused: it repeats a choice"),
+        (
+            ("-g", "(?:" + "".join(chr(0x4E00 + i) + "?" for i in range(2_000)) + "x)+"),
+            "x)+' is refused: it is too long or too complex to check",
+        ),
         (("--color", "sometimes"), "'sometimes' is not one of"),
         (("--since", "1000000d"), "outside the times herolog can handle"),
         (("--since", "99999999999999999999d"), "outside the times herolog can handle"),
