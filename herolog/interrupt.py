@@ -183,3 +183,28 @@ def ctrl_c_ends_waits() -> bool:
 def ctrl_c_held() -> bool:
     """Whether a Ctrl-C came that ctrl_c_held_back holds back."""
     return bool(_HELD_BACK.caught)
+
+
+@contextlib.contextmanager
+def ctrl_c_recorded(raised: list[BaseException]) -> Iterator[None]:
+    """A Ctrl-C during the block also has its KeyboardInterrupt put in ``raised``, for code
+    that calls Python from C which drops what the call raises (an SQL function: a Ctrl-C
+    that comes between two of its calls is raised as the next begins, before any handler
+    of its own can see it). Only where Python's own handler would raise it."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def interrupted(signum: int, frame: Any) -> NoReturn:
+        error = KeyboardInterrupt()
+        raised.append(error)
+        raise error
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

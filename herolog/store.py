@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from herolog import __version__
 from herolog.filters import LineFilter
-from herolog.interrupt import ctrl_c_ends_waits, ctrl_c_held
+from herolog.interrupt import ctrl_c_ends_waits, ctrl_c_held, ctrl_c_recorded
 from herolog.parser import LogLine, Received
 
 T = TypeVar("T")
@@ -2008,18 +2008,22 @@ def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
     expressions, for the statements run inside.
 
     SQLite reports only that such a function failed, and Python's sqlite3 drops what it
-    raised, a Ctrl-C's KeyboardInterrupt among them: that is raised again here."""
+    raised, a Ctrl-C's KeyboardInterrupt among them: that is raised again here. One that
+    came between two calls is raised as the next begins, outside what it can catch: the
+    handler records it then (a Ctrl-C of a --grep over a large store said 'user-defined
+    function raised exception', exit status 1)."""
     raised: list[BaseException] = []
     for patterns, name in ((wanted.grep, _GREP), (wanted.exclude, _EXCLUDE)):
         _, searches = _split(patterns)
         if searches:
             db.create_function(name, 1, _search_all(searches, raised), deterministic=True)
-    try:
-        yield
-    except sqlite3.OperationalError:
-        if raised:
-            raise raised[0] from None
-        raise
+    with ctrl_c_recorded(raised):
+        try:
+            yield
+        except sqlite3.OperationalError:
+            if raised:
+                raise raised[0] from None
+            raise
 
 
 def _search_all(
