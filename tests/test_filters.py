@@ -286,6 +286,20 @@ def test_the_patterns_taken_never_backtrack_for_ever() -> None:
     assert out.splitlines() == taken
 
 
+def checked_in_30_s(script: str) -> list[str]:
+    """The lines ``script`` prints, run by a child Python that is killed, failing the test
+    with the last line it printed, if it takes more than 30 s."""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        pytest.fail(f"still checking after 30 s: {out.splitlines()[-1]}")
+    assert child.returncode == 0
+    return out.splitlines()
+
+
 @pytest.mark.subprocess
 def test_a_long_pattern_is_checked_in_time_linear_in_its_length() -> None:
     """200,000 characters (a --grep's own, or a log session's filter under the server's
@@ -306,15 +320,7 @@ def test_a_long_pattern_is_checked_in_time_linear_in_its_length() -> None:
         "    assert len(pattern) >= 200_000\n"
         "    assert compile_pattern(pattern).pattern == pattern\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = child.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        out, _ = child.communicate()
-        pytest.fail(f"still checking after 30 s: {out.splitlines()[-1]}")
-    assert child.returncode == 0
-    assert out.splitlines() == ["text", "groups", "text in a repeat"]
+    assert checked_in_30_s(script) == ["text", "groups", "text in a repeat"]
 
 
 def test_two_classes_are_compared_once_a_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,15 +385,7 @@ def test_a_pattern_too_complex_to_check_is_refused_in_time() -> None:
         "    else:\n"
         "        raise AssertionError(name + ' taken')\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = child.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        out, _ = child.communicate()
-        pytest.fail(f"still checking after 30 s: {out.splitlines()[-1]}")
-    assert child.returncode == 0
-    assert out.splitlines() == ["optional characters", "branches", "classes"]
+    assert checked_in_30_s(script) == ["optional characters", "branches", "classes"]
 
 
 def test_the_check_s_budget_is_counted_per_pattern() -> None:
