@@ -43,7 +43,6 @@ def compile_pattern(text: str) -> re.Pattern[str]:
             _check(pattern, _Budget())
         finally:
             _every_character.cache_clear()
-            _known_overlaps.clear()
     return pattern
 
 
@@ -73,16 +72,20 @@ TOO_COMPLEX = (
 
 
 class _Budget:
-    """The steps one compile_pattern call's check has left: its own object, as a server
-    checks patterns in several threads at once. Repeats around many optional items or
-    branches take time quadratic in their number (each is compared with every one after
-    it): 8,000 optional characters took 34 s, and a log session's filter of 64 KB held a
-    server's worker for minutes."""
+    """The steps one compile_pattern call's check has left, and the answers it has found:
+    its own object, as a server checks patterns in several threads at once. Repeats around
+    many optional items or branches take time quadratic in their number (each is compared
+    with every one after it): 8,000 optional characters took 34 s, and a log session's
+    filter of 64 KB held a server's worker for minutes."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "overlaps")
 
     def __init__(self, steps: int = CHECK_STEPS) -> None:
         self.left = steps
+        self.overlaps: dict[tuple[str, str, int], bool] = {}
+        """_overlap's answers: a long pattern compares the same few items again and again
+        (\\w and \\s in each of a hundred (?:\\w+\\s)+), and telling two classes apart
+        searches every code point, tens of milliseconds each time."""
 
     def spend(self, steps: int) -> None:
         self.left -= steps
@@ -261,17 +264,11 @@ def _overlap(one: tuple[Any, Any], other: tuple[Any, Any], flags: int, budget: _
         return bool(one[1] == other[1])
     low, high = sorted((repr(one), repr(other)))
     key = (low, high, flags)
-    known = _known_overlaps.get(key)
+    known = budget.overlaps.get(key)
     if known is None:
         budget.spend(_COMPARING_A_LITERAL if one[0] is _c.LITERAL else _COMPARING_CLASSES)
-        known = _known_overlaps[key] = _compared(one, other, flags)
+        known = budget.overlaps[key] = _compared(one, other, flags)
     return known
-
-
-_known_overlaps: dict[tuple[str, str, int], bool] = {}
-"""_overlap's answers for the pattern being checked, then emptied: a long pattern compares
-the same few items again and again (\\w and \\s in each of a hundred (?:\\w+\\s)+), and
-telling two classes apart searches every code point, tens of milliseconds each time."""
 
 
 def _compared(one: tuple[Any, Any], other: tuple[Any, Any], flags: int) -> bool:

@@ -406,7 +406,6 @@ def _steps(text: str) -> int:
         pass  # refused for what it repeats: the steps up to there
     finally:
         filters_module._every_character.cache_clear()
-        filters_module._known_overlaps.clear()
     return 10**12 - budget.left
 
 
