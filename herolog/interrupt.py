@@ -140,6 +140,14 @@ def interruptibly(work: Callable[[], T]) -> T:
     return done[0]
 
 
+def _python_raises_ctrl_c() -> bool:
+    """Whether a Ctrl-C raises KeyboardInterrupt here: the main thread, Python's own handler."""
+    return (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+
+
 class _HeldBack:
     caught: list[int] | None = None
     """The Ctrl-Cs the ctrl_c_held_back block being run holds back; None outside one."""
@@ -153,10 +161,7 @@ def ctrl_c_held_back() -> Iterator[None]:
     """A Ctrl-C during the block raises KeyboardInterrupt at its end (between a commit and
     its count it would leave the count short of what the store holds), or in the store's
     wait for its write lock, where nothing is written yet (see :func:`ctrl_c_held`)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    if not _python_raises_ctrl_c():
         yield
         return
     caught: list[int] = []
@@ -174,10 +179,8 @@ def ctrl_c_held_back() -> Iterator[None]:
 def ctrl_c_ends_waits() -> bool:
     """Whether a Ctrl-C raises KeyboardInterrupt here: in the main thread, by Python's own
     handler, or held back (then :func:`ctrl_c_held` says it came)."""
-    return threading.current_thread() is threading.main_thread() and (
-        _HELD_BACK.caught is not None
-        or signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
+    held = _HELD_BACK.caught is not None and threading.current_thread() is threading.main_thread()
+    return held or _python_raises_ctrl_c()
 
 
 def ctrl_c_held() -> bool:
@@ -191,10 +194,7 @@ def ctrl_c_recorded(raised: list[BaseException]) -> Iterator[None]:
     that calls Python from C which drops what the call raises (an SQL function: a Ctrl-C
     that comes between two of its calls is raised as the next begins, before any handler
     of its own can see it). Only where Python's own handler would raise it."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    if not _python_raises_ctrl_c():
         yield
         return
 
