@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import io
 import itertools
 import json
 import os
@@ -287,7 +286,7 @@ _BOM_PRI = _BOM + b"<"
 
 
 class _Rejoined:
-    """A stream whose first bytes were read already, whole again (for GzipFile), counting
+    """A stream whose first bytes were read already, whole again (for _Gunzip), counting
     what has been read of it."""
 
     def __init__(self, first: bytes, rest: Callable[[int], bytes]) -> None:
@@ -306,9 +305,6 @@ class _Rejoined:
 
     def position(self) -> int:
         return self._read
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        raise io.UnsupportedOperation("seek")  # GzipFile seeks only to go back: never here
 
 
 _GZIP_PIECE = 1 << 14
