@@ -1699,7 +1699,7 @@ class SQLiteStore:
             return found
         rows = self._db.execute(
             "SELECT value FROM meta WHERE key > ? AND key < ? ORDER BY key",
-            (f"{_UNREAD_FORGOTTEN}{after:020d}", f"{_UNREAD_FORGOTTEN[:-1]};"),
+            (f"{_UNREAD_FORGOTTEN}{after:020d}", _UNREAD_FORGOTTEN_END),
         )
         for (value,) in rows:
             name, *ranges = str(value).split(" ")
@@ -1717,7 +1717,7 @@ class SQLiteStore:
         upto = f"{_UNREAD_FORGOTTEN}{hold + 1:020d}" if hold is not None else None
         self._db.execute(
             "DELETE FROM meta WHERE key >= ? AND key < ?",
-            (_UNREAD_FORGOTTEN, upto or f"{_UNREAD_FORGOTTEN[:-1]};"),
+            (_UNREAD_FORGOTTEN, upto or _UNREAD_FORGOTTEN_END),
         )
 
     def find_drain(self, app: str, key: str) -> Drain | None:
@@ -1898,6 +1898,8 @@ def _newest_id(db: sqlite3.Connection) -> int:
 _UNREAD_FORGOTTEN = "unread_forgotten:"
 """The meta keys of :meth:`SQLiteStore.unread_forgotten`'s notes, each followed by the
 newest id it holds (20 digits, so that keys sort as ids do)."""
+_UNREAD_FORGOTTEN_END = _UNREAD_FORGOTTEN[:-1] + ";"
+"""The first key after every one of those (";" sorts right after ":")."""
 
 
 def _id_ranges(rows: Iterable[tuple[int]]) -> str:
