@@ -7,7 +7,7 @@ import errno
 import importlib
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -72,12 +72,15 @@ class HerologGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
+        given = tuple(args)
         # The root's --help and --version print while its context is made.
-        with _exits():
-            return super().make_context(info_name, args, parent, **extra)
+        with _exits(given):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[_ARGS] = given  # every subcommand's context shares its meta
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _exits():
+        with _exits(ctx.meta.get(_ARGS, ())):
             result = super().invoke(ctx)
             # Written out here, so that a failing write is reported below rather than by
             # the interpreter's last flush (a traceback-like warning and status 120).
@@ -90,12 +93,20 @@ class Interrupted(Exception):
     point, which ends herolog by the SIGINT itself."""
 
 
+_ARGS = "herolog.args"
+"""Where the root's context keeps the command line's arguments."""
+
+
 @contextlib.contextmanager
-def _exits() -> Iterator[None]:
+def _exits(args: Sequence[str] = ()) -> Iterator[None]:
     try:
         with _errors():
             yield
     except click.ClickException as error:
+        if isinstance(error, click.UsageError):
+            # Final to type checkers only: the subclass (BadParameter, NoSuchOption...)
+            # builds the line shown from it.
+            error.message = _without_secrets(error.message, args)  # type: ignore[misc]
         # Shown here rather than by click, whose own showing of it to a stderr that has no
         # reader left (`herolog logs -a x 2>&1 | true`) is a traceback-like warning and
         # status 120 from the interpreter's last flush, in place of the error's status.
@@ -133,6 +144,29 @@ def _errors() -> Iterator[None]:
             raise
         write_nowhere(sys.stdout)
         raise click.ClickException(f"cannot write the output: {error.strerror}") from None
+
+
+def _without_secrets(message: str, args: Sequence[str]) -> str:
+    """``message`` with the credentials of each URL among ``args`` masked. click's usage
+    errors quote arguments as they were given (an extra one, a subcommand it does not know,
+    an option's bad value), and a drain URL's password would go from there into the logs of
+    the script, CI job or cloud-init run that gave it."""
+    from herolog.drains import mask_loosely
+
+    values = set(args)
+    for arg in args:
+        if arg.startswith("--"):
+            values.add(arg.partition("=")[2])  # --app=VALUE
+        elif arg.startswith("-"):
+            values.add(arg[2:])  # -aVALUE
+    for value in sorted(values, key=len, reverse=True):
+        if "://" not in value:  # not a URL: a --grep pattern holding "@", say
+            continue
+        masked = mask_loosely(value)
+        if masked != value:
+            for form in {value, repr(value)[1:-1]}:  # click quotes some with repr
+                message = message.replace(form, masked)
+    return message
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}

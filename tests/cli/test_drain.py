@@ -620,6 +620,29 @@ def test_errors_do_not_show_secrets(where_refused: dict[str, str]) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("drain", "add", "https://b.example.com", SECRET_URL, "-a", "demo"),  # two URLs
+        ("drain", "remove", SECRET_URL, SECRET_URL, "-a", "demo"),
+        ("drain", SECRET_URL, "-a", "demo"),  # add left out
+        (SECRET_URL,),
+        ("drain", "add", "https://b.example.com", "-a", SECRET_URL),  # the two swapped
+        ("drain", "add", "https://b.example.com", f"--app={SECRET_URL}"),
+        ("drain", "add", "https://b.example.com", f"-a{SECRET_URL}"),
+    ],
+)
+def test_usage_errors_mask_the_urls_they_quote(args: tuple[str, ...]) -> None:
+    """click's usage errors quote an argument as it was given: an extra one, a subcommand
+    it does not know, an option's bad value. A script's mistake put the drain URL's
+    password and API key in its log."""
+    code, out, err = run(*args)
+    assert code == 2, err
+    assert "hunter2" not in err + out
+    assert "0123456789abcdef" not in err + out
+    assert "https://***@intake.example.com/v1/input?dd-api-key=***&ddsource=heroku" in err
+
+
 def test_plain_drain_lists_the_drains_of_herolog_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
