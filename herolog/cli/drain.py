@@ -127,6 +127,26 @@ def drain(
             )
 
 
+def from_standard_input(command: str, what: str) -> str:
+    """The drain URL (or token) of ``drain COMMAND -``: one line of standard input, where
+    neither ps nor the shell's history sees the secrets a URL carries."""
+    try:
+        given = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
+        # Not from a terminal, where the user would have to type Ctrl-D: a script's
+        # second URL, added or removed by nobody, must not go unsaid.
+        more = "" if not sys.stdin or sys.stdin.isatty() else sys.stdin.read()
+    except UnicodeDecodeError:
+        raise BadInput("the drain URL on standard input is not UTF-8 text") from None
+    if not given:
+        raise BadInput(f"no drain {what} on standard input (drain {command} - reads one line)")
+    if more.strip():
+        raise BadInput(
+            f"standard input holds more than one line, and drain {command} - reads one {what}:"
+            f" {command} each drain with a command of its own"
+        )
+    return given
+
+
 @drain.command("add", short_help="Forward an app's lines to URL (https, http or syslog).")
 @click.argument("url")
 @app_option(f"The app whose lines go to URL (default: $HEROLOG_APP, else {DEFAULT_APP}).")
@@ -153,20 +173,7 @@ def add(
 
     name = app_name(app)
     if url == "-":
-        try:
-            url = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
-            # Not from a terminal, where the user would have to type Ctrl-D: a script's
-            # second URL, added by nobody, must not go unsaid.
-            more = "" if not sys.stdin or sys.stdin.isatty() else sys.stdin.read()
-        except UnicodeDecodeError:
-            raise BadInput("the drain URL on standard input is not UTF-8 text") from None
-        if not url:
-            raise BadInput("no drain URL on standard input (drain add - reads one line)")
-        if more.strip():
-            raise BadInput(
-                "standard input holds more than one line, and drain add - reads one URL:"
-                " add each drain with a command of its own"
-            )
+        url = from_standard_input("add", "URL")
     drains = registry(server)
 
     def add_it() -> tuple[Drain, str | None, bool]:
@@ -247,10 +254,15 @@ def describe(drain: Drain, forwarded: bool = True) -> str:
 @click.option("--if-exists", is_flag=True, help="If the app has no such drain, say so and exit 0.")
 @server_option(_SERVER_HELP)
 def remove(url_or_token: str, app: str | None, if_exists: bool, server: str | None) -> None:
-    """Stop forwarding to a drain, given its URL or token."""
+    """Stop forwarding to a drain, given its URL or token.
+
+    URL|TOKEN - reads it from standard input, where ps and the shell's history do not see
+    it."""
     from herolog.drains import DrainError, mask_url
 
     name = app_name(app)
+    if url_or_token == "-":
+        url_or_token = from_standard_input("remove", "URL or token")
     drains = registry(server)
 
     def remove_it() -> Drain | str:

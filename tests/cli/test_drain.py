@@ -743,3 +743,50 @@ def test_a_url_read_from_standard_input_stays_off_the_command_line(
     assert refused.returncode == 2
     assert refused.stderr.startswith("Error: not a URL: ")
     assert refused.stderr.count("\n") == 1
+
+
+def test_a_drain_is_removed_by_a_url_read_from_standard_input(where: dict[str, str]) -> None:
+    """A script that kept the URL off the command line as it added the drain can remove it
+    the same way: `drain remove -` took the `-` for the drain's URL ("demo has no drain
+    -"), so the URL and its secrets had to go where ps shows them."""
+    import subprocess
+    import sys
+
+    from tests.helpers import herolog_env
+
+    def with_stdin(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "herolog", "drain", *args, "-", "-a", "demo"],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=herolog_env(**where),
+            timeout=60,
+        )
+
+    assert with_stdin(SECRET_URL + "\n", "add").returncode == 0
+    removed = with_stdin(SECRET_URL + "\n", "remove")
+    assert (removed.returncode, removed.stdout) == (0, f"Successfully removed drain {MASKED_URL}\n")
+    code, out, err = run("drain", "list", "--json", env=where)
+    assert (code, json.loads(out)) == (0, []), err
+    again = with_stdin(SECRET_URL + "\n", "remove")
+    assert (again.returncode, again.stderr) == (1, f"Error: demo has no drain {MASKED_URL}\n")
+    again = with_stdin(SECRET_URL + "\n", "remove", "--if-exists")
+    assert (again.returncode, again.stdout) == (0, f"demo has no drain {MASKED_URL}\n")
+    # By token too, and one line only, as drain add - reads it.
+    added = with_stdin(SECRET_URL + "\n", "add", "--json")
+    token = json.loads(added.stdout)["token"]
+    refused = with_stdin(f"{token}\n{SECRET_URL}\n", "remove")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "Error: standard input holds more than one line, and drain remove - reads one URL or"
+        " token: remove each drain with a command of its own\n",
+    )
+    refused = with_stdin("\n", "remove")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "Error: no drain URL or token on standard input (drain remove - reads one line)\n",
+    )
+    assert with_stdin(token + "\n", "remove").returncode == 0
+    code, out, err = run("drain", "list", "--json", env=where)
+    assert (code, json.loads(out)) == (0, []), err
