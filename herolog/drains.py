@@ -479,7 +479,10 @@ class LocalRegistry:
             name = _named(store, app)
             return name, work(store, name)
 
-        name, drain = using_store(self.store_path, one, create=True)
+        if _missing(self.store_path):  # no drains: a remove makes no store to say so
+            name, drain = app, None
+        else:
+            name, drain = using_store(self.store_path, one, create=True)
         if drain is None:
             raise DrainError(not_there(name, key, self.list(None)), missing=True)
         return drain
@@ -493,6 +496,18 @@ class LocalRegistry:
             return store.leased(FORWARDING_LEASE)
         finally:
             store.close()
+
+
+def _missing(path: Path) -> bool:
+    """Whether there is no file at ``path`` (not: one that cannot be looked at, which
+    opening it says)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 MAX_ESCAPED_KEY = 2000

@@ -533,6 +533,42 @@ def test_removing_what_is_not_there(where: dict[str, str]) -> None:
     assert err == "Error: demo has no drain d.nope\n"
 
 
+def test_removing_from_no_store_makes_none(herolog_home: Path, tmp_path: Path) -> None:
+    """A teardown script's drain remove --if-exists on a machine with no store yet made an
+    empty store (and its directory) to say the drain was not there; where the directory
+    could not be made, it failed (exit 1) where there was plainly no drain."""
+    for extra, status, shown in (((), 1, "err"), (("--if-exists",), 0, "out")):
+        code, out, err = run("drain", "remove", "https://a.example/x", "-a", "demo", *extra)
+        assert (code, {"out": out, "err": err}[shown]) == (
+            status,
+            f"{'Error: ' if status else ''}demo has no drain https://a.example/x\n",
+        )
+    assert not herolog_home.exists()
+    import subprocess
+    import sys
+
+    from tests.helpers import bound_by_file_modes, herolog_env
+
+    closed = tmp_path / "read-only"
+    closed.mkdir(mode=0o555)
+    command = [sys.executable, "-m", "herolog", "drain", "remove", "d.x", "--if-exists"]
+    proc = subprocess.run(
+        bound_by_file_modes(command),
+        capture_output=True,
+        text=True,
+        env=herolog_env(HEROLOG_HOME=str(closed / "home")),
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "default has no drain d.x\n", "")
+    # A file where the store's directory should be is not taken for no store: it is said.
+    (tmp_path / "a-file").write_text("")
+    env = {"HEROLOG_HOME": str(tmp_path / "a-file" / "h")}
+    code, out, err = run("drain", "remove", "d.x", "--if-exists", env=env)
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: cannot create the store's directory ")
+    assert err.count("\n") == 1
+
+
 def test_removing_a_drain_of_another_app_names_that_app(where: dict[str, str]) -> None:
     code, out, _ = run("drain", "add", SECRET_URL, "-a", "demo", "--json", env=where)
     token = json.loads(out)["token"]
