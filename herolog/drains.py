@@ -420,6 +420,15 @@ def not_there(app: str, key: str, drains: list[Drain]) -> str:
     return message
 
 
+def already_has(app: str, known: str, url: str) -> str:
+    """The error for adding ``url`` to ``app``, which has the drain ``known`` already (the
+    same URL, or the same written another way)."""
+    message = f"{app} already has the drain {mask_url(known)}"
+    if known != url:
+        message += f" ({mask_url(url)} is the same URL written another way)"
+    return message
+
+
 def _checked(url: str) -> str:
     try:
         return check_url(url)
@@ -444,10 +453,7 @@ class LocalRegistry:
             try:
                 added = counted(store, [store.add_drain(name, url)])[0]
             except DrainExists as exists:
-                message = f"{name} already has the drain {mask_url(exists.url)}"
-                if exists.url != url:
-                    message += f" ({mask_url(url)} is the same URL written another way)"
-                raise DrainError(message, exists=True) from None
+                raise DrainError(already_has(name, exists.url, url), exists=True) from None
             return added, new_app_warning(name) if info is None else None
 
         return using_store(self.store_path, add, create=True)
@@ -527,9 +533,20 @@ class RemoteRegistry:
 
     def add(self, app: str, url: str) -> tuple[Drain, str | None]:
         _checked(url)
-        response = self._response(
-            "POST", f"/apps/{quote(app, safe='')}/log-drains", app, "add the drain", {"url": url}
-        )
+        path = f"/apps/{quote(app, safe='')}/log-drains"
+        try:
+            response = self._response("POST", path, app, "add the drain", {"url": url})
+        except DrainError as error:
+            if not error.exists:
+                raise
+            # The API's words are Heroku's, "Url has already been taken": say which app and
+            # drain, as locally, for the log of a script that adds several.
+            try:
+                known = self.find(app, url)
+            except DrainError:  # removed since: the server's words, then
+                raise error from None
+            message = already_has(known.app, known.url, url)
+            raise DrainError(message, status=error.status, exists=True) from None
         # The warning the heroku CLI prints from the same header: a server's text, for a
         # terminal (see printable).
         warning = response.headers.get("warning-message")
