@@ -97,6 +97,12 @@ def check_url(url: str) -> str:
         raise DrainURLError(
             f"not a URL: {shown} (no scheme; use {', '.join(s + '://' for s in SCHEMES)})"
         )
+    if scheme not in SCHEMES and url[len(scheme) + 1 :].isdigit():
+        # HOST:PORT, as Papertrail gives its destinations, which urlsplit reads as a
+        # scheme of HOST: no URL at all.
+        raise DrainURLError(
+            f"not a URL: {shown} (no scheme; use {', '.join(s + '://' for s in SCHEMES)})"
+        )
     if scheme not in SCHEMES:
         raise DrainURLError(
             f"unsupported drain URL scheme {parts.scheme!r} in {shown}:"

@@ -451,6 +451,9 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         # "logs" in full-width letters, as an IME may type them
         ("https://\uff4c\uff4f\uff47\uff53.example.com/x", "host is not a valid host name"),
         ("https://logs.example.com/x?k=" + "v" * 9000, "is over 8,192 characters"),
+        # Papertrail's HOST:PORT, once taken for a URL of the scheme logs7.papertrailapp.com
+        ("logs7.papertrailapp.com:12345", "not a URL: logs7.papertrailapp.com:12345 (no scheme"),
+        ("localhost:5514", "not a URL: localhost:5514 (no scheme"),
     ],
     ids=[
         "ftp",
@@ -468,6 +471,8 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         "ipv4-too-long",
         "idna-fullwidth",
         "huge",
+        "host-and-port",
+        "localhost-and-port",
     ],
 )
 def test_bad_urls_exit_2_and_register_nothing(
