@@ -290,6 +290,7 @@ def _http_host(host: str) -> bool:
 
 
 _ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_TOKEN = re.compile(r"d\." + _ID.pattern)
 
 
 def looks_like_id(ref: str) -> bool:
@@ -522,12 +523,6 @@ def _missing(path: Path) -> bool:
     return False
 
 
-MAX_ESCAPED_KEY = 2000
-"""The longest drain key a request's path carries: a longer URL, escaped (a non-ASCII
-character takes 6 to 12 bytes), could be over what a proxy takes in a request line (nginx: 8
-KiB) or httpx in a URL, and is looked for in its app's list of drains instead."""
-
-
 class RemoteRegistry:
     """The drains of a herolog serve, through its Platform API."""
 
@@ -558,10 +553,10 @@ class RemoteRegistry:
         warning = response.headers.get("warning-message")
         return self._drain(self._json(response)), None if warning is None else printable(warning)
 
-    def list(self, app: str | None) -> list[Drain]:
+    def list(self, app: str | None, doing: str = "list the drains") -> list[Drain]:
         path = f"/apps/{quote(app, safe='')}/log-drains" if app is not None else "/log-drains"
         try:
-            answer = self._call("GET", path, app, "list the drains")
+            answer = self._call("GET", path, app, doing)
         except DrainError as error:
             if error.no_app:  # as locally: an app comes into being with its first drain
                 return []
@@ -577,10 +572,19 @@ class RemoteRegistry:
         return self._one("DELETE", app, key, "remove the drain")
 
     def _one(self, method: str, app: str, key: str, doing: str) -> Drain:
-        escaped = quote(key, safe="")
-        if len(escaped) > MAX_ESCAPED_KEY:
-            escaped = quote(self._id_of(app, key), safe="")
-        path = f"/apps/{quote(app, safe='')}/log-drains/{escaped}"
+        named = key
+        if not (looks_like_id(key) or _TOKEN.fullmatch(key)):
+            # A URL goes in no request's path, where a proxy in front would write its
+            # secrets to its access log (and a long one, escaped, would be over what a proxy
+            # or httpx takes): it is looked for in the app's list, as the server finds it,
+            # and the drain named by its id.
+            drain = find_drain(self.list(app, doing), key)
+            if drain is None:
+                raise DrainError(not_there(app, key, self.list(None)), missing=True)
+            if method == "GET":
+                return drain
+            named = drain.id
+        path = f"/apps/{quote(app, safe='')}/log-drains/{quote(named, safe='')}"
         try:
             answer = self._call(method, path, None, doing)
         except DrainError as error:
@@ -588,14 +592,6 @@ class RemoteRegistry:
                 raise DrainError(not_there(app, key, self.list(None)), missing=True) from None
             raise
         return self._drain(answer)
-
-    def _id_of(self, app: str, url: str) -> str:
-        """The id of ``app``'s drain ``url`` (or that URL written another way), found in its
-        list as the server finds it."""
-        drain = find_drain(self.list(app), url)
-        if drain is None:
-            raise DrainError(not_there(app, url, self.list(None)), missing=True)
-        return drain.id
 
     def forwarded(self) -> bool:
         return True  # a server answered: it, or the one it leaves forwarding to, forwards

@@ -322,6 +322,50 @@ def test_drains_and_logs_through_a_proxy_pass_with_a_path(
         assert len(sessions) == 2, proxy.requests()  # both read it through nginx
 
 
+def test_drain_urls_stay_out_of_the_proxys_access_log(
+    make_server: ServerFactory, nginx_root: Path, tmp_path: Path
+) -> None:
+    """herolog drain --server looked a drain up, and removed it, by its URL in the request's
+    path (`DELETE /apps/demo/log-drains/https%3A%2F%2Fdrain%3Ap%2540ss%40...`), which a proxy
+    in front writes to its access log: the drain's password and API key, kept out of serve's
+    own log and masked in every output, were in nginx's. They go by the drain's id."""
+    port = free_port()
+    proxied = f"https://127.0.0.1:{port}"
+    running = make_server(api_key=KEY, public_url=proxied)
+    with proxying(
+        nginx_root, tmp_path / "nginx", port, f"location / {{ proxy_pass {running.url}; }}"
+    ) as proxy:
+        url = "https://drain:p%40ss@sink.example/logs?api_key=K3Y-0f-the-drain&b=1"
+        for args in (
+            (url,),
+            (url, "--if-missing"),  # looked up: it is there
+            (url.replace("sink.example", "SINK.example:443"), "--if-missing", "--json"),
+        ):
+            added = herolog("drain", "add", "--server", proxied, "-a", "demo", *args, proxy=proxy)
+            assert added.returncode == 0, added.stderr
+        again = herolog("drain", "add", "--server", proxied, "-a", "demo", url, proxy=proxy)
+        assert again.returncode == 1  # the error names it: looked up too
+        for key in (url, url.replace("sink.example", "sink.example."), url):
+            removed = herolog(
+                "drain",
+                "remove",
+                "--server",
+                proxied,
+                "-a",
+                "demo",
+                key,
+                "--if-exists",
+                proxy=proxy,
+            )
+            assert removed.returncode == 0, removed.stderr
+        listed = herolog("drain", "list", "--server", proxied, "--json", proxy=proxy)
+        assert json.loads(listed.stdout) == []
+        requests = proxy.requests()
+        assert sum(" /apps/demo/log-drains" in r for r in requests) >= 8, requests
+        for secret in ("p%40ss", "p%2540ss", "p@ss", "K3Y-0f-the-drain"):
+            assert not [r for r in requests if secret in r], secret
+
+
 def test_the_keyless_api_answers_nothing_nginx_passes_with_forwarding_headers(
     make_server: ServerFactory, nginx_root: Path, tmp_path: Path
 ) -> None:
