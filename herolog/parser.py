@@ -54,6 +54,8 @@ _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
 """Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
 _STARTS_MESSAGE = re.compile(r"[ \t\r]*+<[0-9]{1,3}>")
 """A message's PRI, after what may come between messages."""
+_NULS = re.compile(r"\0*+")
+_LINE_END = re.compile(r"[ \t\r]*+\n")
 _CONTINUES = re.compile(
     r"[ \t\r]*+(?!\n|<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
 )
@@ -437,6 +439,15 @@ class FrameDecoder:
         self._previous: LogLine | None = None
         """The newline-framed message just decoded, whose header a line after it that
         starts no message takes."""
+        self._nul_end: int | None = None
+        """Where in the stream the NUL that ended the last message is followed, while what
+        follows it is still to be read (see _after_nul)..."""
+        self._nul_line: LogLine | None = None
+        """...that message (its line, or a cut message's first part)..."""
+        self._nul_ended_before = False
+        """...and whether a NUL had ended a message before it."""
+        self._cut_message: LogLine | None = None
+        """The line kept of the newline-framed message being skipped past the limit."""
         self._error: FramingError | None = None
 
     @property
@@ -525,6 +536,11 @@ class FrameDecoder:
                 pos = self._skip_rest(text, pos)
                 if self._skip_line != _NOT_SKIPPING:
                     return pos
+            if self._nul_end == self._offset + pos:
+                after = self._after_nul(text, pos)
+                if after is None:
+                    return pos
+                pos = after
             # Most often the next message starts at once: nothing to look at.
             if self._previous is not None and pos < size and text[pos] != "<":
                 pos = _BLANK_LINES.match(text, pos).end()  # type: ignore[union-attr]
@@ -581,9 +597,12 @@ class FrameDecoder:
                     self._awaiting_newline = end == -1
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
+                nul_ended = self._nul_ended
                 if text[end] == "\0":
                     self._nul_ended = True
                 self._message(text, pos, stop, received, out)
+                if text[end] == "\0":
+                    self._ended_at_nul(end, out[-1], nul_ended)
                 pos = end + 1
                 continue
             # A run of octet-counted frames: whole if it is plain Logplex, else frame by frame.
@@ -652,6 +671,7 @@ class FrameDecoder:
             stop = _utf8_cut(text, pos, pos + self.max_frame)
             out.append(self._continued(text[pos:stop]))
             self._frames += 1
+            self._cut_message = out[-1]
             self._cut_start, self._skip_line = self._offset + pos, _SKIPPING_TEXT
             return pos + self.max_frame
         if end < 0:
@@ -660,9 +680,38 @@ class FrameDecoder:
         out.append(self._continued(text[pos : end - 1 if text[end - 1] == "\r" else end]))
         self._frames += 1
         if nul >= 0:
+            self._ended_at_nul(end, out[-1], self._nul_ended)
             self._nul_ended = True
             self._previous = None
         return end + 1
+
+    def _ended_at_nul(self, nul: int, line: LogLine, nul_ended: bool) -> None:
+        """The message ``line`` ended at the NUL at ``nul``; a NUL had ended one before it
+        if ``nul_ended``. What follows the NUL is still to be read (_after_nul)."""
+        self._nul_end = self._offset + nul + 1
+        self._nul_line = line
+        self._nul_ended_before = nul_ended
+
+    def _after_nul(self, text: str, pos: int) -> int | None:
+        """Read what follows, at ``pos``, the NUL that ended the last message: where to go
+        on from, or None while it is still to come. After any more NULs, a newline, a PRI or
+        an octet count shows a sender that ends its messages with NULs; other text was the
+        message's own (a C string's buffer, from a sender that ends them with a newline),
+        and is a line after it that starts no message, the sender not taken for one that
+        ends them so."""
+        text_at = _NULS.match(text, pos).end()  # type: ignore[union-attr]
+        if _UNDECIDED.match(text, text_at):
+            return None
+        self._nul_end = None
+        if (
+            _LINE_END.match(text, text_at)
+            or _STARTS_MESSAGE.match(text, text_at)
+            or _starts_frame(text, text_at)
+        ):
+            return pos
+        self._nul_ended = self._nul_ended_before
+        self._previous = self._nul_line
+        return text_at
 
     def _message(
         self, text: str, pos: int, stop: int, received: Received, out: list[LogLine]
@@ -684,6 +733,7 @@ class FrameDecoder:
         """Decode the first ``max_frame`` bytes of the newline-framed message at ``pos``,
         which is longer, as its line, and skip the rest of it: where the part kept ends."""
         self._message(text, pos, _utf8_cut(text, pos, pos + self.max_frame), received, out)
+        self._cut_message = out[-1]
         self._cut_start, self._skip_line = self._offset + pos, _SKIPPING_TEXT
         return pos + self.max_frame
 
@@ -704,7 +754,7 @@ class FrameDecoder:
                 cr = not nul and (text[end - 1] == "\r" if end else self._cut_cr)
                 self._cut_size = self._offset + end - cr - self._cut_start
                 if nul or not self._nul_ended:
-                    self._end_skip(nul)
+                    self._end_skip(end if nul else None)
                     return end + 1
                 self._skip_line = _SKIPPING_LINE_START
                 pos = end + 1
@@ -718,8 +768,7 @@ class FrameDecoder:
             elif char == "\0":
                 if self._skip_line == _SKIPPING_INDENT:  # it ends at this NUL, not the newline
                     self._cut_size = self._offset + pos - self._cut_start
-                self._cut_sizes.append(self._cut_size)
-                self._skip_line = _NOT_SKIPPING
+                self._end_skip(pos)
                 return pos + 1
             elif self._skip_line == _SKIPPING_LINE_START and char == "<":
                 if _PRI.match(text, pos):
@@ -734,11 +783,13 @@ class FrameDecoder:
             pos += 1
         return pos
 
-    def _end_skip(self, nul: bool) -> None:
-        """The message being skipped has ended (at a NUL, or else a newline)."""
+    def _end_skip(self, nul: int | None) -> None:
+        """The message being skipped has ended (at the NUL at ``nul``, or else a newline)."""
         self._cut_sizes.append(self._cut_size)
         self._skip_line = _NOT_SKIPPING
-        if nul:
+        if nul is not None:
+            assert self._cut_message is not None
+            self._ended_at_nul(nul, self._cut_message, self._nul_ended)
             self._nul_ended = True
             self._previous = None
 
@@ -790,6 +841,9 @@ class FrameDecoder:
             return []
         rest = self._buffer.decode("latin-1")
         # Nothing more will come: what might have become a PRI or a count has not.
+        if self._nul_end == self._offset and continues_message(rest.lstrip("\0")):
+            rest = rest.lstrip("\0")
+            self._previous = self._nul_line  # text on the line of the NUL that ended it
         if self._previous is not None and continues_message(rest):
             self._frames += 1
             return [self._continued(rest.removesuffix("\r"))]

@@ -1318,3 +1318,69 @@ def test_a_stream_s_last_message_ends_at_a_carriage_return_too() -> None:
         "one"
     ]
     assert [x.message for x in decoder.close(RECEIVED)] == ["two"]
+
+
+def test_a_nul_inside_a_newline_framed_message_costs_neither_its_text_nor_the_stream() -> None:
+    """A NUL ends a newline-framed message (RFC 6587's other trailer), but one with text
+    right after it on its line was the message's own (a script writing a C string's
+    buffer, a binary field): that text was taken for a frame with no octet count, which
+    ended the stream there, losing the rest of the line and every message after it. It is
+    stored as a line continuing the message, as a line of it after a newline is, and the
+    sender is not taken for one that ends its messages with NULs: its next message, ended
+    by a newline, is not held for what follows, and its lines are lines of their own."""
+    head = b"<13>1 2024-03-05T09:14:07Z h app web.1 - - "
+    stream = (
+        head
+        + b"a\x00b\x00c\n"
+        + head
+        + b"next\n  indented\n"
+        + head
+        + b"x\x00<html> ok\n"
+        + head
+        + b"y\x002 retries\n"
+        + head
+        + b"w\x00\x00\x00padded\n"  # a buffer's NULs are dropped
+        + head
+        + b"z\x00\x00"  # NULs before a message are trailers
+        + head
+        + b"last"
+    )
+    expected = [
+        "a",
+        "b",
+        "c",
+        "next",
+        "  indented",
+        "x",
+        "<html> ok",
+        "y",
+        "2 retries",
+        "w",
+        "padded",
+        "z",
+        "last",
+    ]
+    for cut in range(len(stream) + 1):
+        lines, decoder = cut_in_two(stream, cut)
+        assert [x.message for x in lines] == expected[:-1], cut
+        lines += decoder.close(RECEIVED)
+        assert [(x.source, x.dyno, x.hostname, x.message) for x in lines] == [
+            ("app", "web.1", "h", m) for m in expected
+        ], cut
+        assert decoder.frames == len(expected)
+    for tail, message in ((b"b", "b"), (b"12", "12"), (b"<1", "<1"), (b"\x00\x00b", "b")):
+        decoder = FrameDecoder(65536, newline_framing=True)
+        lines = decoder.feed(head + b"a\x00" + tail, RECEIVED) + decoder.close(RECEIVED)
+        assert [x.message for x in lines] == ["a", message], tail
+    # A NUL with a newline or a PRI after it (and any NULs) shows a sender that ends its
+    # messages so: a line of its next message is that message's.
+    decoder = FrameDecoder(65536, newline_framing=True)
+    lines = decoder.feed(head + b"a\x00\n" + head + b"b\n  more\x00" + head + b"c\x00", RECEIVED)
+    assert [x.message for x in lines] == ["a", "b\n  more", "c"]
+    # Past the limit: the message is cut there, the rest of it up to the NUL skipped.
+    long = head + b"x" * 200 + b"\x00after\n" + head + b"next\n"
+    for cut in range(len(long) + 1):
+        decoder = FrameDecoder(100, newline_framing=True, cut_long=True)
+        lines = decoder.feed(long[:cut], RECEIVED) + decoder.feed(long[cut:], RECEIVED)
+        assert [x.message for x in lines] == ["x" * 57, "after", "next"], cut
+        assert decoder.take_cuts() == [len(head) + 200]

@@ -100,6 +100,30 @@ def test_a_nul_ends_a_message_as_a_newline_does(served: Running) -> None:
     ]
 
 
+def test_a_nul_inside_a_newline_framed_message_keeps_its_text_and_the_connection(
+    served: Running,
+) -> None:
+    """A script logging a C string's buffer, newline-framed, sent a NUL inside a message:
+    the text after it was taken for a frame with no octet count and the connection closed
+    (`expected an octet count, found 'rest of it...'`), losing it and what came after. It
+    is a line of the message, with its header, and the messages after it are stored as
+    they come."""
+    head = b"<13>1 2024-03-05T09:14:07Z myhost job 42 - - "
+    with connect(served) as sock:
+        sock.sendall(head + b"name=abc\x00\x00\xff junk after the NUL\n")
+        sock.sendall(head + b"next\n")
+        wait_for(lambda: len(served.lines()) == 3 or bool(closures(served)))
+        sock.sendall(head + b"on the same connection\n")
+        wait_for(lambda: len(served.lines()) == 4 or bool(closures(served)))
+    assert closures(served) == []
+    assert [(x.source, x.dyno, x.hostname, x.message) for x in served.lines()] == [
+        ("job", "42", "myhost", "name=abc"),
+        ("job", "42", "myhost", "\ufffd junk after the NUL"),
+        ("job", "42", "myhost", "next"),
+        ("job", "42", "myhost", "on the same connection"),
+    ]
+
+
 def test_a_last_line_of_digits_without_its_newline_is_stored(served: Running) -> None:
     """A script writing a message of several lines to the socket, the last without its
     newline (`printf '<13>... result:\\n42'`), and closing it: the "42" was taken for an
