@@ -104,7 +104,7 @@ _MONTHS = {
 _BSD_MESSAGE = re.compile(
     r"<([0-9]{1,3})>"
     rf"(?:(?:({'|'.join(_MONTHS)}) ([ 0-9]?[0-9]) ([0-9]{{2}}):([0-9]{{2}}):([0-9]{{2}})"
-    r"(?:\.([0-9]{1,6}))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+))"
+    r"(?:\.([0-9]+))?|([0-9]{4}-[0-9]{2}-[0-9]{2}T[!-~]+))"
     r" (?:([!-~]*[0-9A-Za-z]|\[[!-~]+\]) )?)?"
     r"([!-9;-Z\\^-~]+)(?:\[([!-Z\\^-~]+)\]:?|:|(?(9)(?= |$)|(?!)))(?: |$)"
 )
@@ -1108,7 +1108,7 @@ def _parse_bsd_message(
             year -= 1
         elif not saved and arrived.month == 12 and month == "Jan":
             year += 1
-        micros = int(fraction.ljust(6, "0")) if fraction else 0
+        micros = int(fraction[:6].ljust(6, "0")) if fraction else 0  # as RFC 3339's
         leap = second == "60"
         seconds = 59 if leap else int(second)
         time = (_MONTHS[month], int(day), int(hour), int(minute), seconds, micros)

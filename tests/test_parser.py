@@ -869,6 +869,16 @@ def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "<13>Dec 31 18:59:60.25 myhost billing[42]: leap",
             ("2025-12-31T18:59:60.250000-05:00", "billing", "42", "myhost", 13, "leap"),
         ),
+        # Go's time.StampNano and .NET's seven digits (it was kept whole as unknown[unknown],
+        # as more than six were): truncated to microseconds, as an RFC 3339 one's are
+        (
+            "<13>Mar  5 09:14:07.123456789 myhost billing[42]: nanoseconds",
+            ("2026-03-05T09:14:07.123456-05:00", "billing", "42", "myhost", 13, "nanoseconds"),
+        ),
+        (
+            "<13>Mar  5 09:14:07.9999999 myhost billing[42]: ticks",
+            ("2026-03-05T09:14:07.999999-05:00", "billing", "42", "myhost", 13, "ticks"),
+        ),
         # rsyslog's RSYSLOG_ForwardFormat: RFC 3339 time, and an RFC 5424 sender's tag
         # without its colon
         (
