@@ -446,6 +446,11 @@ class FrameDecoder:
         """...that message (its line, or a cut message's first part)..."""
         self._nul_ended_before = False
         """...and whether a NUL had ended a message before it."""
+        self._scanned: int | None = None
+        """Where in the stream the last newline is that a NUL-ending sender's message still
+        to end was read up to, all before it the message's: the next read goes on from
+        there, not from the message's start, which for a message arriving a line at a time
+        looked at each of its lines again at each read."""
         self._cut_message: LogLine | None = None
         """The line kept of the newline-framed message being skipped past the limit."""
         self._error: FramingError | None = None
@@ -558,17 +563,24 @@ class FrameDecoder:
             if pos == size:
                 return pos
             if self.newline_framing and text[pos] == "<":
-                end = text.find("\n", pos)
-                if nul_ends:
-                    nul = text.find("\0", pos, end if end >= 0 else size)
-                    if nul >= 0:
-                        end = nul
+                resume = -1 if self._scanned is None else self._scanned - self._offset
+                self._scanned = None
+                if resume > pos:  # as far as the last read found this message to go on
+                    end = resume
+                else:
+                    end = text.find("\n", pos)
+                    if nul_ends:
+                        nul = text.find("\0", pos, end if end >= 0 else size)
+                        if nul >= 0:
+                            end = nul
                 # A sender that has ended a message with a NUL (Python's SysLogHandler) ends
                 # them all so, and a newline in one (a traceback) is its content: a line
                 # after it that starts no message continues it, to its NUL.
                 # Blank lines are a message's too (between a chained exception's tracebacks):
                 # what follows them says whether it has ended.
+                scanned = -1
                 while self._nul_ended and end >= 0 and text[end] == "\n":
+                    scanned = end
                     after = _EMPTY_LINES.match(text, end + 1).end()  # type: ignore[union-attr]
                     ended = _STARTS_NEXT.match(text, after)
                     if after == size or (ended and ended.group(1) is not None):
@@ -595,6 +607,8 @@ class FrameDecoder:
                     continue
                 if end < 0:
                     self._awaiting_newline = end == -1
+                    if scanned > pos:
+                        self._scanned = self._offset + scanned
                     return pos
                 stop = end - 1 if text[end - 1] == "\r" else end
                 nul_ended = self._nul_ended

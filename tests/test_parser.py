@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from herolog import timestamps
+from herolog import parser, timestamps
 from herolog.parser import (
     FrameDecoder,
     FramingError,
@@ -1394,3 +1395,36 @@ def test_a_nul_inside_a_newline_framed_message_costs_neither_its_text_nor_the_st
         lines = decoder.feed(long[:cut], RECEIVED) + decoder.feed(long[cut:], RECEIVED)
         assert [x.message for x in lines] == ["x" * 57, "after", "next"], cut
         assert decoder.take_cuts() == [len(head) + 200]
+
+
+class _Counted:
+    """A compiled pattern that counts the matches asked of it."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        self.calls += 1
+        return self.pattern.match(text, pos)
+
+
+def test_a_nul_ending_senders_message_arriving_a_line_at_a_time_is_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message of a sender that ends them with NULs waits for its NUL, and each read that
+    brought more of it looked again at every line of it from its start: a message of 30,000
+    short lines, sent a line at a time (a sender keeping each read small, some 50 bytes a
+    second), cost serve 40 ms a read by its end, each of its connections a core's worth.
+    Each line is now looked at once, whatever the reads."""
+    lines = 2_000
+    seen = _Counted(parser._STARTS_NEXT)
+    monkeypatch.setattr(parser, "_STARTS_NEXT", seen)
+    decoder = FrameDecoder(65536, newline_framing=True)
+    assert [x.message for x in decoder.feed(b"<14>app: first\x00<14>app: traceback", RECEIVED)] == [
+        "first"
+    ]
+    for number in range(lines):
+        assert decoder.feed(b"\n  line %d" % number, RECEIVED) == []
+    (line,) = decoder.feed(b"\x00", RECEIVED)
+    assert line.message == "traceback" + "".join(f"\n  line {n}" for n in range(lines))
+    assert seen.calls <= 2 * lines, seen.calls
