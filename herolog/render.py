@@ -257,10 +257,55 @@ def for_terminal(text: str, *, line_goes_on: bool = False) -> str:
     return shown
 
 
+def writer_for(stream: IO[str]) -> Callable[[str], None]:
+    """A function that writes text to ``stream`` and flushes it, every character of it.
+
+    Another program sharing the output (an ssh or node started in the same terminal while a
+    tail runs) can set O_NONBLOCK on it at any time, for every program sharing it; a full
+    output then makes Python's buffered writes fail, or drop what does not fit without an
+    error. So text for a file descriptor is written to it here, waiting for room."""
+    if isinstance(stream, io.TextIOWrapper):
+        with contextlib.suppress(OSError, ValueError):  # no descriptor: over a BytesIO
+            return _descriptor_writer(stream, stream.fileno())
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
+def _descriptor_writer(stream: io.TextIOWrapper, fd: int) -> Callable[[str], None]:
+    import codecs
+
+    # Incremental, as the stream's own: a UTF-16 output has one byte order mark, at its start.
+    encode = codecs.getincrementalencoder(stream.encoding)(stream.errors or "strict").encode
+
+    def write_all(text: str) -> None:
+        stream.flush()  # whatever was written to the stream itself goes first
+        data = memoryview(encode(text))
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                _wait_for_room(fd)
+
+    return write_all
+
+
+def _wait_for_room(fd: int) -> None:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)  # POLLERR and POLLHUP end it too: the write then fails
+    poller.poll()
+
+
 class TextRenderer:
     def __init__(self, stream: IO[str], *, terminal: bool = False) -> None:
         self.stream = stream
         self.terminal = terminal
+        self._write = writer_for(stream)
 
     def write(self, lines: Sequence[StoredLine]) -> None:
         if not lines:
@@ -269,8 +314,7 @@ class TextRenderer:
             text = "".join(_terminal_line(format_text(line)) for line in lines)
         else:
             text = "".join(f"{format_text(line)}\n" for line in lines)
-        self.stream.write(text)
-        self.stream.flush()
+        self._write(text)
 
 
 def _terminal_line(text: str) -> str:
@@ -289,10 +333,7 @@ class JsonRenderer(TextRenderer):
     def write(self, lines: Sequence[StoredLine]) -> None:
         if lines:
             ascii_only = self.ascii_only
-            self.stream.write(
-                "".join(f"{format_json(line, ascii_only=ascii_only)}\n" for line in lines)
-            )
-            self.stream.flush()
+            self._write("".join(f"{format_json(line, ascii_only=ascii_only)}\n" for line in lines))
 
 
 def writes_unicode(stream: IO[str]) -> bool:
@@ -566,6 +607,7 @@ class ColorRenderer:
 
         self.stream = stream
         self.terminal = terminal
+        self._write = writer_for(stream)
         detected = Console(file=stream, force_terminal=True).color_system
         systems = {
             "standard": ColorSystem.STANDARD,
@@ -602,8 +644,7 @@ class ColorRenderer:
                     kept_escapes = kept_escapes or "\x1b" in text
                 out.append(self._render(text, style) if style else text)
             out.append(f"{_RESET}\n" if kept_escapes else "\n")
-        self.stream.write("".join(out))
-        self.stream.flush()
+        self._write("".join(out))
 
 
 def _block_on(stream: IO[str]) -> None:

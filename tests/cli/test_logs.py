@@ -773,6 +773,57 @@ def test_an_output_left_non_blocking_gets_every_line(demo: SQLiteStore, args: li
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("args", [["--color", "never"], [], ["--json"]])
+def test_a_terminal_made_non_blocking_during_a_tail_gets_every_line(
+    store: SQLiteStore, args: list[str]
+) -> None:
+    """Another program started in the same terminal while a tail runs (an ssh, node) sets
+    O_NONBLOCK on it, for every program sharing it: the check at herolog's start had passed,
+    and once the terminal was full (slow, or held with Ctrl-S) Python's buffered writes
+    failed, a BlockingIOError traceback that ended the tail after 78 of these lines, or
+    dropped what did not fit without an error, the tail going on without those lines."""
+    import fcntl
+    import struct
+    import termios
+
+    store.set_history(5000)
+    fill(store, "big", ["first"])
+    leader, follower = pty.openpty()
+    child = Child("logs", "-t", "-a", "big", "-n", "1", *args, stdout=follower)
+
+    def waiting() -> int:
+        held = fcntl.ioctl(leader, termios.FIONREAD, bytes(4))
+        return int(struct.unpack("i", held)[0])
+
+    data = b""
+    try:
+        while b"first" not in data and select.select([leader], [], [], 15)[0]:
+            data += os.read(leader, 65536)
+        assert b"first" in data, data  # the tail has begun
+        flags = fcntl.fcntl(follower, fcntl.F_GETFL)
+        fcntl.fcntl(follower, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        fill(store, "big", [f"line {i} " + "x" * 200 for i in range(3000)])
+        # Nothing is read until the terminal has filled up and the tail has stopped writing.
+        held, still, deadline = -1, 0, time.monotonic() + 30
+        while still < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = waiting()
+            still = still + 1 if now == held and now > 0 else 0
+            held = now
+        while b"line 2999 " not in data and select.select([leader], [], [], 15)[0]:
+            data += os.read(leader, 65536)
+    finally:
+        code, err = child.stop(signal.SIGINT)
+        os.close(leader)
+        os.close(follower)
+    assert (code, err) == (-signal.SIGINT, "")
+    shown = data.decode().split("\r\n")
+    lines = [text for text in shown if "line " in text]
+    assert len(lines) == 3000, (len(lines), lines[-1:])
+    assert all(f"line {i} " in text for i, text in enumerate(lines))
+
+
+@pytest.mark.subprocess
 def test_ctrl_c_on_a_tail_stops_the_shell_script_running_it(demo: SQLiteStore) -> None:
     """`for app in a b; do herolog logs -t -a $app; done`: a Ctrl-C stops the loop, as it
     does around GNU tail -f. herolog dies of the SIGINT; exiting 130 would tell the shell it
