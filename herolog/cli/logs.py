@@ -169,6 +169,8 @@ def logs(
             given = "--force-colors" if force_colors else "--color always"
             raise click.UsageError(f"--no-color and {given} contradict each other")
         color = "never"
+    elif force_colors and color == "never":
+        raise click.UsageError("--force-colors and --color never contradict each other")
     if since is not None and until is not None and since >= until:
         # journalctl's check too: an empty answer would look like a quiet app.
         raise click.UsageError(

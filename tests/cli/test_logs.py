@@ -601,6 +601,19 @@ def test_no_color_with_a_flag_for_colour_is_a_usage_error(
     assert f"--no-color and {' '.join(other)} contradict each other" in err
 
 
+@pytest.mark.parametrize(
+    "args", [("--force-colors", "--color", "never"), ("--color", "never", "--force-colors")]
+)
+def test_force_colors_with_color_never_is_a_usage_error(
+    demo: SQLiteStore, args: tuple[str, ...]
+) -> None:
+    """As --no-color is with --force-colors: the flag for colour won, and --color never,
+    asked for as plainly, was dropped without a word."""
+    code, out, err = run("logs", *args)
+    assert (code, out) == (2, "")
+    assert "--force-colors and --color never contradict each other" in err
+
+
 def test_colour_never_reads_log_text_as_markup(store: SQLiteStore) -> None:
     fill(store, "demo", ["[red]not red[/red] [link=x]y[/link] :smile:"])
     _, out, _ = run("logs", "--color", "always")
