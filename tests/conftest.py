@@ -27,6 +27,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # its bytecode behind, so each of the hundreds the tests start (serve, its store writer,
     # every command) compiled herolog's modules anew: half of a serve's start. Compiled once
     # here, they read it; a module changed since is compiled again, as Python does.
+    # The default run leaves out the slow tests (restarts, silences waited out, floods,
+    # resources run out, more runs of the heroku CLI): `pytest -m slow` runs them, and
+    # `-m "slow or not slow"` all. A test named on the command line (path::name) runs.
+    if not config.option.markexpr and not any("::" in arg for arg in config.args):
+        config.option.markexpr = "not slow"
     if sys.flags.dont_write_bytecode:
         import herolog
 

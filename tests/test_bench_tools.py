@@ -185,6 +185,7 @@ def test_an_unpacked_program_loads_no_library_from_the_current_directory(
     assert library_env(tmp_path)["LD_LIBRARY_PATH"] == f"{tmp_path / 'usr/lib'}:/opt/lib"
 
 
+@pytest.mark.slow
 def test_a_benchmark_that_overruns_is_stopped_with_what_it_started(tmp_path: Path) -> None:
     """``python -m bench`` keeps what a benchmark printed before it was stopped for taking
     too long, and the servers it started go with it."""

@@ -39,6 +39,7 @@ def test_every_command_and_option_is_documented(cmd: Cmd) -> None:
 def test_readme_commands_ci_runs_are_present() -> None:
     assert "<!-- test-command -->" in README
     assert "<!-- quick-start -->" in README
+    assert "<!-- slow-command -->" in README
 
 
 def click_command(cmd: Cmd) -> click.Command:
@@ -86,20 +87,23 @@ CI_RUN = Path(__file__).parent.parent / ".ci" / "run"
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
-    ("kept", "message"),
+    ("missing", "message"),
     [
-        ("quick-start", "no test command in README.md"),
-        ("test-command", "no quick start in README.md"),
+        ("test-command", "no test command in README.md"),
+        ("quick-start", "no quick start in README.md"),
+        ("slow-command", "no slow test command in README.md"),
     ],
 )
 def test_ci_says_which_readme_command_is_missing_before_it_does_anything(
-    tmp_path: Path, kept: str, message: str
+    tmp_path: Path, missing: str, message: str
 ) -> None:
     """A README whose block .ci/run reads was renamed or lost: CI stops saying so, before it
     installs tools or deletes .venv, not with status 1 and nothing printed."""
     (tmp_path / ".ci").mkdir()
     shutil.copy(CI_RUN, tmp_path / ".ci" / "run")
-    (tmp_path / "README.md").write_text(f"<!-- {kept} -->\n```sh\ntrue\n```\n<!-- /{kept} -->\n")
+    kept = [b for b in ("test-command", "quick-start", "slow-command") if b != missing]
+    readme = "".join(f"<!-- {b} -->\n```sh\ntrue\n```\n<!-- /{b} -->\n" for b in kept)
+    (tmp_path / "README.md").write_text(readme)
     (tmp_path / ".venv").mkdir()
     proc = subprocess.run(
         ["bash", str(tmp_path / ".ci" / "run")],

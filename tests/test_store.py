@@ -387,6 +387,7 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
     assert store.newest_id() == 2 * 300 * 20
 
 
+@pytest.mark.slow
 def test_processes_creating_the_store_at_once_never_see_locked(tmp_path: Path) -> None:
     """serve and `herolog run` (or two runs) started together on a new HEROLOG_HOME: the
     switch of the new file to WAL mode, which SQLite does not wait for, failed as 'database
@@ -655,6 +656,7 @@ def test_a_batch_that_failed_to_be_stored_leaves_its_frame_id_unremembered(
     assert store.append(boom) == [0, 0]
 
 
+@pytest.mark.slow
 def test_a_store_opened_while_it_is_being_created_is_never_taken_for_another_programs(
     tmp_path: Path,
 ) -> None:

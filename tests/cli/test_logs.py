@@ -868,6 +868,7 @@ def test_ctrl_c_during_a_slow_grep_ends_it_by_the_signal(
     assert (code, err) == (-signal.SIGINT, "")
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_ctrl_c_between_two_lines_of_a_grep_ends_it_by_the_signal(
     herolog_home: Path, store: SQLiteStore

@@ -236,6 +236,7 @@ def test_lines_reach_a_tail_while_the_command_runs(herolog_home: Path) -> None:
         runner.stop(signal.SIGTERM)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_closed_output_does_not_stop_the_command_or_the_storing(herolog_home: Path) -> None:
     script = "for i in range(100000): print(f'line {i}')"
@@ -592,6 +593,7 @@ def run_peak_mb(script: str) -> float:
     return int(done.stdout) / 1024
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_home: Path) -> None:
     """The command is held back (as by any pipe) while lines wait for the store, instead
@@ -606,6 +608,7 @@ def test_a_burst_faster_than_the_store_waits_instead_of_filling_memory(herolog_h
     assert (last[2], exit_line[2]) == ("line 299999 of the burst", "Process exited with status 0")
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_burst_of_long_lines_waits_before_filling_memory(herolog_home: Path) -> None:
     """10,000 lines waiting for the store are 25 MB of herolog's memory when they are

@@ -299,6 +299,7 @@ def test_winston_syslog(
     check_times(got)
 
 
+@pytest.mark.slow
 def test_winston_syslog_reconnects_to_a_restarted_serve(
     herolog_home: Path, node_packages: Path
 ) -> None:

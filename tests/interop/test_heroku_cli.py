@@ -109,11 +109,12 @@ def herolog_logs(server: Running, *args: str) -> list[str]:
     "args",
     [
         ["-n", "5"],
-        ["-n", "40"],
-        ["-n", "10", "-s", "heroku"],
-        ["-n", "10", "-d", "router"],
-        ["-n", "10", "-p", "web"],
         ["-n", "3", "-s", "app", "-d", "web.1"],
+        # Each a run of the heroku CLI, which takes two seconds to start.
+        pytest.param(["-n", "40"], marks=pytest.mark.slow),
+        pytest.param(["-n", "10", "-s", "heroku"], marks=pytest.mark.slow),
+        pytest.param(["-n", "10", "-d", "router"], marks=pytest.mark.slow),
+        pytest.param(["-n", "10", "-p", "web"], marks=pytest.mark.slow),
     ],
 )
 def test_heroku_logs_prints_what_herolog_logs_prints(
@@ -217,6 +218,7 @@ def test_heroku_logs_ends_a_line_at_each_carriage_return(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num", ["5000", "1000000000000000000000"])
 def test_heroku_logs_n_over_the_history_prints_the_whole_history(
     heroku_cli: Path, shared_server: Running, tmp_path: Path, num: str
@@ -254,6 +256,7 @@ def test_heroku_logs_exits_once_the_history_is_printed(
         assert time.monotonic() - printed < 5
 
 
+@pytest.mark.slow
 def test_heroku_logs_takes_the_apps_id(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
@@ -327,6 +330,7 @@ def test_heroku_logs_tail(heroku_cli: Path, server: Running, tmp_path: Path) -> 
         tail.stop()
 
 
+@pytest.mark.slow
 def test_heroku_logs_tail_comes_back_when_serve_could_not_read_the_store(
     heroku_cli: Path, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,6 +361,7 @@ def test_heroku_logs_tail_comes_back_when_serve_could_not_read_the_store(
     assert "eventsource failed" not in tail.stderr, tail.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_heroku_logs_tail_piped_into_herolog_import_keeps_a_live_copy(
     heroku_cli: Path, server: Running, tmp_path: Path
@@ -426,6 +431,7 @@ def post_to(url: str, body: bytes) -> None:
     assert response.status_code == 204, response.text
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     heroku_cli: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
@@ -474,6 +480,7 @@ def test_heroku_logs_tail_goes_on_through_a_serve_restart(
     assert "Error" not in tail.stderr, tail.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_time(
     heroku_cli: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
@@ -511,6 +518,7 @@ def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_
     assert "Error" not in tail.stderr, tail.stderr
 
 
+@pytest.mark.slow
 def test_heroku_logs_tail_ends_with_an_error_when_serve_stops(
     heroku_cli: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -602,6 +610,7 @@ def test_unknown_app_is_a_clean_error(
     assert "    at " not in result.stderr
 
 
+@pytest.mark.slow
 def test_heroku_auth_whoami_names_the_server(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
@@ -615,6 +624,7 @@ def test_heroku_auth_whoami_names_the_server(
     assert "Invalid credentials provided" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_heroku_apps_lists_every_app_page_by_page(
     heroku_cli: Path, server: Running, tmp_path: Path
 ) -> None:
@@ -640,6 +650,7 @@ def test_heroku_apps_lists_every_app_page_by_page(
     assert found[-1]["lines"] == 37  # demo, the example's
 
 
+@pytest.mark.slow
 def test_heroku_run_and_ps_say_herolog_has_no_dynos(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
@@ -658,6 +669,7 @@ def test_heroku_run_and_ps_say_herolog_has_no_dynos(
         assert "    at " not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_endpoint_herolog_does_not_serve_is_a_clean_error(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
@@ -712,6 +724,7 @@ def at_terminal(
     return out.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_heroku_login_says_to_use_the_api_key(
     heroku_cli: Path, shared_server: Running, tmp_path: Path
 ) -> None:
@@ -769,6 +782,7 @@ def tunnel(target: tuple[str, int]) -> Iterator[int]:
         listener.close()
 
 
+@pytest.mark.slow
 def test_the_banner_of_a_serve_without_a_key_gives_the_heroku_cli_command(
     heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
 ) -> None:
@@ -786,6 +800,7 @@ def test_the_banner_of_a_serve_without_a_key_gives_the_heroku_cli_command(
     assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api_key", [KEY, None], ids=["api-key", "no-api-key"])
 def test_the_banner_sends_the_heroku_cli_where_serve_listens(
     heroku_cli: Path, make_server: ServerFactory, tmp_path: Path, api_key: str | None
@@ -819,6 +834,7 @@ def test_the_banner_sends_the_heroku_cli_where_serve_listens(
     assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
 
 
+@pytest.mark.slow
 def test_heroku_logs_over_https_with_a_certificate_of_ones_own(
     heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
 ) -> None:

@@ -190,6 +190,7 @@ def line_of(message: str) -> str:
 
 
 def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
+@pytest.mark.slow
     make_server: ServerFactory, nginx_root: Path, heroku_cli: Path, tmp_path: Path
 ) -> None:
     """A proxy or load balancer in front cuts a response that has sent nothing for a while
@@ -226,6 +227,7 @@ def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
 
 
 def test_a_tail_a_proxy_keeps_cutting_says_each_cut_and_comes_back_at_once(
+@pytest.mark.slow
     make_server: ServerFactory, nginx_root: Path, tmp_path: Path
 ) -> None:
     """Under a proxy_read_timeout shorter than the keep-alive, nginx cuts a quiet tail's

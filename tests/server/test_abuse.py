@@ -173,6 +173,7 @@ def guarded(make_server: ServerFactory) -> Running:
 
 
 def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Running) -> None:
+@pytest.mark.slow
     payload = body("never complete", n=3)
     with bystander(guarded, (USER, PASSWORD)) as others:
         start = time.monotonic()
@@ -277,6 +278,7 @@ def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(
 
 
 def test_trickling_bodies_are_cut_off_while_others_are_served(guarded: Running) -> None:
+@pytest.mark.slow
     port = guarded.server.http_port or 0
     payload = body("trickled", n=20)
 
@@ -381,6 +383,7 @@ def test_trickled_headers_do_not_move_the_deadline(strict: Running) -> None:
 
 
 def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(strict: Running) -> None:
+@pytest.mark.slow
     first = post_request(b"/apps/demo/logs", body("first"), authorization=None, close=False)
     second = post_request(b"/apps/demo/logs", body("second"), authorization=None)
     with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
@@ -724,6 +727,7 @@ def wait_until_accepted(client: httpx.Client, url: str, connections: int) -> Non
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
     """serve lifts its soft limit on open files to the hard limit: started with 1024, it
     holds 10,000 idle connections (its default limit), stores a working one's lines, and
@@ -919,6 +923,7 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_out_of_open_files_serve_says_so_in_one_line(
     herolog_home: Path, tmp_path: Path, loop: str
@@ -1219,6 +1224,7 @@ def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["https", "syslog", "syslog+tls"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
@@ -1296,6 +1302,7 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_out_of_open_files_serve_does_not_spin_and_stops_cleanly(
     herolog_home: Path, tmp_path: Path, loop: str

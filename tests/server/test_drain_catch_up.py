@@ -255,6 +255,7 @@ def test_drains_catching_up_read_the_store_one_at_a_time(
     assert sorted(r.path for r in sink.delivered()) == [f"/{app}" for app in apps]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_once(
     store_path: Path,
@@ -319,6 +320,7 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
         slow.close()
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_serve_stopped_at_any_moment_costs_a_drain_nothing(
     store_path: Path, serve_process: Callable[..., ServeProcess]
@@ -504,6 +506,7 @@ def test_catch_up_lines_are_delivered_before_live_ones(
         slow.close()
 
 
+@pytest.mark.slow
 def test_a_dead_drain_catching_up_does_not_stop_trimming_and_the_books_balance(
     start: Callable[..., tuple[Running, Stop]], store_path: Path
 ) -> None:
@@ -554,6 +557,7 @@ def test_a_dead_drain_catching_up_does_not_stop_trimming_and_the_books_balance(
         dead.close()
 
 
+@pytest.mark.slow
 def test_a_drain_still_catching_up_at_shutdown_leaves_the_rest_to_the_next_server(
     start: Callable[..., tuple[Running, Stop]], store_path: Path
 ) -> None:
@@ -798,6 +802,7 @@ def test_a_quiet_app_s_drain_is_told_only_of_its_own_lines_trimmed_while_it_fell
         dead.close()
 
 
+@pytest.mark.slow
 def test_lowering_the_history_under_a_running_serve_costs_its_drains_nothing_uncounted(
     start: Callable[..., tuple[Running, Stop]], store_path: Path, sink: HTTPSink
 ) -> None:

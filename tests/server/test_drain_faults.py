@@ -148,6 +148,7 @@ def send(running: Running, app: str, bodies: int, size: int, start: int = 0) -> 
     return sent
 
 
+@pytest.mark.slow
 def test_an_http_drain_that_hangs_resets_and_answers_5xx(make_server: ServerFactory) -> None:
     """One batch meets every failure in turn (a request that is never answered is timed
     out), and is retried with the same Logplex-Frame-Id until it is taken."""
@@ -279,6 +280,7 @@ def test_overflow_in_several_stretches_gives_one_l10_per_stretch(
         sink.close()
 
 
+@pytest.mark.slow
 def test_a_drain_gone_for_a_long_while_comes_back_within_the_backoff_cap(
     make_server: ServerFactory,
 ) -> None:
@@ -315,6 +317,7 @@ def test_a_drain_gone_for_a_long_while_comes_back_within_the_backoff_cap(
         sink.close()
 
 
+@pytest.mark.slow
 def test_a_drain_asking_to_retry_after_a_while_is_given_that_while(
     make_server: ServerFactory,
 ) -> None:
@@ -476,6 +479,7 @@ def test_a_syslog_receiver_that_talks_back_and_closes_after_each_frame(
         listener.close()
 
 
+@pytest.mark.slow
 def test_a_syslog_receiver_that_stalls_costs_one_connection_at_a_time(
     make_server: ServerFactory,
 ) -> None:
@@ -653,6 +657,7 @@ def stop_soon(stop: Callable[[], None]) -> None:
     assert took < QUICK.flush_s + 5, f"stopping took {took:.1f} s"
 
 
+@pytest.mark.slow
 def test_no_other_server_takes_over_forwarding_while_a_stopping_one_flushes(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1075,6 +1080,7 @@ def test_an_http_drain_that_is_refused_says_so(make_server: ServerFactory) -> No
     assert drain_said(running.log, token) == [f"is failing: {refused}"]
 
 
+@pytest.mark.slow
 def test_a_stretch_counted_after_a_summary_gets_no_end_of_its_own(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

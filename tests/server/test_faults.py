@@ -204,6 +204,7 @@ class Clients:
 
 
 def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
+@pytest.mark.slow
     herolog_home: Path, serve: Callable[..., ServeProcess]
 ) -> None:
     seed = int(os.environ.get("HEROLOG_CRASH_SEED") or random.randrange(1 << 30))
@@ -447,6 +448,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 
 def test_a_stalled_writer_fails_healthz_and_is_reported(
+@pytest.mark.slow
     herolog_home: Path, tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:
     """A writer that stops answering (a hung disk, another program holding the store's lock,

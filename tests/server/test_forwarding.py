@@ -1219,6 +1219,7 @@ def test_hundreds_of_drains_share_the_trusted_certificates(
 ) -> None:
     """Each context of the system's CAs holds about 0.8 MB: a copy for every drain made 200
     drains cost serve 170 MB. HTTP drains and syslog+tls connections share one."""
+@pytest.mark.slow
     listener = tls_sink(ca)
     server = ServeProcess("--port", "0")
     try:

@@ -18,6 +18,9 @@ from herolog.store import SQLiteStore
 from tests.helpers import fill, herolog_env, in_namespace
 from tests.server.conftest import ServerFactory, own_certificate
 
+# Each waits out a silence (keepalive probes, a write deadline): seconds apiece.
+pytestmark = pytest.mark.slow
+
 SILENCE = """
 import socket, subprocess, threading
 

@@ -136,6 +136,7 @@ def test_kill_9_right_after_a_2xx_loses_nothing(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -392,6 +393,7 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
     herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -574,6 +576,7 @@ def test_the_terminal_serve_writes_to_closing_stops_it_gracefully(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_hangup_without_a_terminal_leaves_serve_serving(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -601,6 +604,7 @@ def test_a_hangup_without_a_terminal_leaves_serve_serving(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
     proc = subprocess.Popen(
         ["nohup", sys.executable, "-m", "herolog", "serve", "--port", "0"],
@@ -626,6 +630,7 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_home: Path) -> None:
     """A shell without job control (a script, here run from a terminal) starts `herolog
     serve &` with SIGINT ignored, so that the Ctrl-C that stops the script leaves it serving,
@@ -841,6 +846,7 @@ def test_a_request_under_way_at_sigterm_is_finished_and_stored(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -873,6 +879,7 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_second_sigint_after_the_shutdown_is_done_still_exits_0(
     serve_process: Callable[..., ServeProcess],
 ) -> None:
@@ -890,6 +897,7 @@ def test_a_second_sigint_after_the_shutdown_is_done_still_exits_0(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -925,6 +933,7 @@ def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
     serve_process: Callable[..., ServeProcess],
 ) -> None:
@@ -1391,6 +1400,7 @@ def test_shutdown_with_open_syslog_connections_is_clean(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
     herolog_home: Path,
 ) -> None:

@@ -635,6 +635,7 @@ class _Given(Exception):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
     herolog_home: Path,
 ) -> None:
@@ -942,6 +943,7 @@ def test_a_history_that_stops_short_of_its_end_is_an_error(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_server_that_stops_half_way_through_a_history_is_an_error(herolog_home: Path) -> None:
     """`herolog logs --server` reading more history than the sockets hold when the server
     stops: what came is printed, then a one-line error and exit 1."""
@@ -1012,6 +1014,7 @@ def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     herolog_home: Path,
 ) -> None:
@@ -1108,6 +1111,7 @@ def test_a_ctrl_c_caught_just_before_a_quiet_tail_s_read_ends_it_at_once(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_trimmed(
     herolog_home: Path,
 ) -> None:
@@ -1192,6 +1196,7 @@ class DropAfter(Relay):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_tail_dropped_before_its_last_line_s_mark_counts_only_the_lines_trimmed_since(
     herolog_home: Path,
 ) -> None:
@@ -1231,6 +1236,7 @@ def test_a_tail_dropped_before_its_last_line_s_mark_counts_only_the_lines_trimme
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_want(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1286,6 +1292,7 @@ def test_a_tail_ends_where_the_server_says_its_until_passed(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) -> None:
     """A tail started before the server had any line still gets an id to resume after (0):
     when the server restarts (its sessions gone) it resumes from there, with -n 0 too,
@@ -1608,6 +1615,7 @@ def tail_left_waiting(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Chil
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1965,6 +1973,7 @@ class GoesSilent(Relay):
                     client.sendall(chunk)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_tail_whose_server_goes_silent_says_so_and_resumes(herolog_home: Path) -> None:
     """A stream on which nothing comes any more, not even serve's keep-alive, counts as

@@ -184,6 +184,7 @@ def test_a_server_gone_mid_run_costs_the_later_lines_not_the_command(
     assert [x[2] for x in seen(running, "default")][-1] == "before"
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -> None:
     """A server that takes the run's first post, then answers each batch 503 after a while
@@ -264,6 +265,7 @@ def stops_answering() -> Iterator[str]:
         hanging.server_close()
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_ctrl_c_waits_5_s_at_most_for_a_server_that_has_stopped_answering(
     tmp_path: Path, stops_answering: str
@@ -361,6 +363,7 @@ def until_told(folder: Path) -> int:
     return int((folder / "pids").read_text().split()[1])
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("sig", "lines"),

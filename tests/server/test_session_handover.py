@@ -130,6 +130,7 @@ def test_a_session_handed_over_needs_its_own_secret(herolog_home: Path) -> None:
         ]
 
 
+@pytest.mark.slow
 def test_a_session_nobody_read_for_its_ttl_is_not_handed_over(herolog_home: Path) -> None:
     with running_server(herolog_home / "logs.db", api_key=KEY) as first:
         store_demo(first)

@@ -315,6 +315,7 @@ def test_resume_catches_up_from_the_store_without_duplicates(herolog_home: Path)
     assert ids == sorted(ids)
 
 
+@pytest.mark.slow
 def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path) -> None:
     """A tail of one app on a server where another app logs as well: the events without lines
     that give the client where to resume past lines it did not want come at most once a

@@ -378,6 +378,7 @@ def test_a_message_cut_off_by_the_server_stopping_is_not_stored(herolog_home: Pa
         store.close()
 
 
+@pytest.mark.slow
 def test_a_flood_of_tiny_messages_keeps_a_bounded_share_of_the_writer(
     served: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,6 +464,7 @@ def closed_by_server(sock: socket.socket, wait: float | None = None) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_connections_over_the_limit_are_closed_and_reported(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -836,6 +838,7 @@ gc.collect()
 stop()
 """
 
+@pytest.mark.slow
 
 @pytest.mark.subprocess
 def test_a_tls_client_whose_network_goes_after_its_handshake_leaves_no_traceback(
