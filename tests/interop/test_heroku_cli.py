@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -32,6 +31,7 @@ from herolog.server import api as api_module
 from herolog.server import sessions
 from herolog.server.config import DrainTiming
 from herolog.store import Batch, SQLiteStore, StoreError
+from tests import web
 from tests.helpers import constants_env, herolog_env, line
 from tests.server.conftest import (
     Running,
@@ -425,7 +425,7 @@ def frames(*messages: str, second: int = 0) -> bytes:
 
 
 def post_to(url: str, body: bytes) -> None:
-    response = httpx.post(
+    response = web.post(
         f"{url}/apps/demo/logs", content=body, headers={"Content-Type": "application/logplex-1"}
     )
     assert response.status_code == 204, response.text
@@ -493,7 +493,7 @@ def test_heroku_logs_tail_goes_on_through_a_restart_that_gives_a_dead_drain_its_
     env = constants_env({"herolog.server.sessions.RESTART_MARGIN_MS": 3000})
     first = serve_process("--port", "0", "--api-key", KEY, "--drain-flush-timeout", "1", env=env)
     post_to(first.url, frames("before"))
-    response = httpx.post(
+    response = web.post(
         f"{first.url}/apps/demo/log-drains",
         json={"url": f"http://127.0.0.1:{closed_port()}/drain"},
         headers={"Authorization": f"Bearer {KEY}"},
@@ -580,8 +580,8 @@ def test_heroku_drains(heroku_cli: Path, server: Running, tmp_path: Path) -> Non
     # and its URL can be added again.
     drains_api = f"{server.url}/apps/demo/log-drains"
     auth = {"Authorization": f"Bearer {KEY}"}
-    assert httpx.get(drains_api, headers=auth).json() == []
-    assert httpx.post(drains_api, json={"url": url}, headers=auth).status_code == 201
+    assert web.get(drains_api, headers=auth).json() == []
+    assert web.post(drains_api, json={"url": url}, headers=auth).status_code == 201
     # An app the store has not had (a typo, as likely as not) is taken, with the warning
     # the CLI prints from the answer's Warning-Message header.
     typo = heroku(heroku_cli, env, "drains:add", url, "-a", "demmo")

@@ -30,6 +30,7 @@ import pytest
 from bench.tools import library_env
 from herolog.server import sessions
 from herolog.server.config import Credentials
+from tests import web
 from tests.helpers import herolog_env
 from tests.interop.conftest import debian_package, free_port, wait_listening
 from tests.interop.test_heroku_cli import cli_env
@@ -189,8 +190,8 @@ def line_of(message: str) -> str:
     return f"2026-12-06T10:00:00+00:00 app[web.1]: {message}"
 
 
-def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
 @pytest.mark.slow
+def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
     make_server: ServerFactory, nginx_root: Path, heroku_cli: Path, tmp_path: Path
 ) -> None:
     """A proxy or load balancer in front cuts a response that has sent nothing for a while
@@ -226,8 +227,8 @@ def test_a_quiet_tail_outlives_a_load_balancers_idle_timeout(
         assert "timed out" not in proxy.said(), proxy.said()
 
 
-def test_a_tail_a_proxy_keeps_cutting_says_each_cut_and_comes_back_at_once(
 @pytest.mark.slow
+def test_a_tail_a_proxy_keeps_cutting_says_each_cut_and_comes_back_at_once(
     make_server: ServerFactory, nginx_root: Path, tmp_path: Path
 ) -> None:
     """Under a proxy_read_timeout shorter than the keep-alive, nginx cuts a quiet tail's
@@ -389,13 +390,13 @@ def test_the_keyless_api_answers_nothing_nginx_passes_with_forwarding_headers(
     with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
         verify = ssl.create_default_context(cafile=proxy.cafile)
         for host in ("127.0.0.1", "logs.example.com"):
-            told = httpx.get(f"{proxy.url}/told/apps", headers={"Host": host}, verify=verify)
+            told = web.get(f"{proxy.url}/told/apps", headers={"Host": host}, verify=verify)
             assert told.status_code == 403, told.text
             assert told.json()["message"] == (
                 "Without --api-key, the Platform API answers this machine only, not requests"
                 " through a proxy: give herolog serve an --api-key."
             )
-        bare = httpx.get(f"{proxy.url}/bare/apps", verify=verify)
+        bare = web.get(f"{proxy.url}/bare/apps", verify=verify)
         assert [app["name"] for app in bare.json()] == ["demo"]
         shown = herolog("logs", "--server", f"{proxy.url}/told", "-a", "demo", proxy=proxy)
         assert shown.returncode == 1
@@ -462,7 +463,7 @@ def test_heroku_drains_post_through_readmes_nginx(
         f"\nlocation /nginx-default/ {{ proxy_pass {running.url}/; client_max_body_size 1m; }}"
     )
     with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
-        client = httpx.Client(
+        client = web.Client(
             verify=ssl.create_default_context(cafile=proxy.cafile), auth=("drain", "s3cret")
         )
         with client:
@@ -527,7 +528,7 @@ def test_a_proxy_that_checks_the_drains_credentials_itself(
     with proxying(nginx_root, tmp_path / "nginx", port, locations) as proxy:
         verify = ssl.create_default_context(cafile=proxy.cafile)
         for auth, status in ((("drain", "s3cret"), 204), (("drain", "wrong"), 401), (None, 401)):
-            posted = httpx.post(
+            posted = web.post(
                 f"{url}/apps/demo/logs",
                 content=frames([f"auth {auth}"]),
                 headers={"Content-Type": "application/logplex-1"},

@@ -6,7 +6,6 @@ import os
 import re
 import resource
 import signal
-import ssl
 import subprocess
 import sys
 import termios
@@ -24,12 +23,9 @@ import trustme
 from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, forwarder, run_in_thread
 from herolog.store import SQLiteStore, StoredLine
+from tests import web
 from tests.helpers import herolog_env
 from tests.server.sinks import HTTPSink
-
-PLAIN_HTTP = ssl.create_default_context()
-"""Passed as ``verify`` on requests to http:// URLs, where it is never used: without it httpx
-builds a TLS context (loading the CA bundle, 30 ms) for every request, even a plain HTTP one."""
 
 
 class Running:
@@ -51,9 +47,7 @@ class Running:
         **kwargs: Any,
     ) -> httpx.Response:
         sent = {"Content-Type": "application/logplex-1", **(headers or {})}
-        if self.url.startswith("http:"):
-            kwargs.setdefault("verify", PLAIN_HTTP)
-        return httpx.post(f"{self.url}/apps/{app}/logs", content=body, headers=sent, **kwargs)
+        return web.post(f"{self.url}/apps/{app}/logs", content=body, headers=sent, **kwargs)
 
     def lines(self, app: str | None = None) -> list[StoredLine]:
         store = SQLiteStore.open(self.server.config.store_path, create=False)

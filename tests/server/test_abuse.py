@@ -34,6 +34,7 @@ from herolog.server.config import Credentials
 from herolog.server.protocol import MAX_HEADER_BYTES
 from herolog.server.sessions import FAILED_RETRY_MS
 from herolog.store import Delivery, SQLiteStore
+from tests import web
 from tests.helpers import constants_env, herolog_env, herolog_process, store_drain
 from tests.server.conftest import Running, ServeProcess, ServerFactory, own_certificate
 from tests.server.sinks import HTTPSink, SyslogSink
@@ -172,8 +173,8 @@ def guarded(make_server: ServerFactory) -> Running:
 # Lying Content-Length and slow bodies ------------------------------------------------
 
 
-def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Running) -> None:
 @pytest.mark.slow
+def test_a_body_shorter_than_its_content_length_times_out_with_408(guarded: Running) -> None:
     payload = body("never complete", n=3)
     with bystander(guarded, (USER, PASSWORD)) as others:
         start = time.monotonic()
@@ -277,8 +278,8 @@ def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(
     assert len(guarded.lines("demo")) == 2
 
 
-def test_trickling_bodies_are_cut_off_while_others_are_served(guarded: Running) -> None:
 @pytest.mark.slow
+def test_trickling_bodies_are_cut_off_while_others_are_served(guarded: Running) -> None:
     port = guarded.server.http_port or 0
     payload = body("trickled", n=20)
 
@@ -382,8 +383,8 @@ def test_trickled_headers_do_not_move_the_deadline(strict: Running) -> None:
     assert strict.lines("demo") == []
 
 
-def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(strict: Running) -> None:
 @pytest.mark.slow
+def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(strict: Running) -> None:
     first = post_request(b"/apps/demo/logs", body("first"), authorization=None, close=False)
     second = post_request(b"/apps/demo/logs", body("second"), authorization=None)
     with socket.create_connection(("127.0.0.1", strict.server.http_port or 0), timeout=30) as sock:
@@ -726,8 +727,8 @@ def wait_until_accepted(client: httpx.Client, url: str, connections: int) -> Non
         time.sleep(0.005)
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
     """serve lifts its soft limit on open files to the hard limit: started with 1024, it
     holds 10,000 idle connections (its default limit), stores a working one's lines, and
@@ -752,7 +753,7 @@ def test_ten_thousand_idle_syslog_connections(herolog_home: Path) -> None:
         assert m, limits
         assert int(m.group(1)) == int(m.group(2)) == hard, limits
         port = syslog_port(server)
-        client = stack.enter_context(httpx.Client(timeout=30))
+        client = stack.enter_context(web.Client(timeout=30))
         idle: list[socket.socket] = []
         while len(idle) < wanted:
             # In steps the listen backlog takes whole, however slowly serve is scheduled.
@@ -801,7 +802,7 @@ def test_syslog_connections_leave_the_http_intake_files(herolog_home: Path) -> N
             for _ in range(200):
                 sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
                 flood.append(sock)
-            with httpx.Client(timeout=30) as client:
+            with web.Client(timeout=30) as client:
                 wait_until_accepted(client, server.url, 64)
                 deadline = time.monotonic() + 30
                 refused = 0
@@ -847,7 +848,7 @@ def test_out_of_open_files_the_api_says_so_and_recovers(herolog_home: Path) -> N
     server = ServeProcess("--port", "0", open_files=64)
     api = {"Accept": "application/vnd.heroku+json; version=3"}
     try:
-        with httpx.Client(timeout=30) as client, ExitStack() as stack:
+        with web.Client(timeout=30) as client, ExitStack() as stack:
             _post_hi(client, server)  # the app, and a kept-alive connection to ask on
             fds = _use_up_open_files(server, stack)
             answer = client.get(f"{server.url}/apps/demo", headers=api)
@@ -878,7 +879,7 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
     server = ServeProcess("--port", "0", open_files=64)
     api = {"Accept": "application/vnd.heroku+json; version=3"}
     try:
-        with httpx.Client(timeout=30) as client, ExitStack() as stack:
+        with web.Client(timeout=30) as client, ExitStack() as stack:
             _post_hi(client, server)
 
             def session(tail: bool) -> str:
@@ -922,8 +923,8 @@ def test_out_of_open_files_a_tail_is_asked_back_and_a_history_cut_off(
     assert said[1].startswith("herolog serve: 3 more reads of log sessions failed"), said
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_out_of_open_files_serve_says_so_in_one_line(
     herolog_home: Path, tmp_path: Path, loop: str
@@ -978,7 +979,7 @@ def _port(server: ServeProcess) -> int:
 
 def _post_over_tls(server: ServeProcess, text: str, cafile: Path) -> httpx.Response:
     """POST one line to an HTTPS serve whose certificate ``cafile`` signed."""
-    return httpx.post(
+    return web.post(
         f"{server.url}/apps/demo/logs",
         content=body(text),
         headers={"Content-Type": "application/logplex-1"},
@@ -1009,7 +1010,7 @@ def test_tls_syslog_connections_count_from_before_their_handshake(tmp_path: Path
                 stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
                 for _ in range(200)
             ]
-            with httpx.Client(timeout=30, verify=trusted) as client:
+            with web.Client(timeout=30, verify=trusted) as client:
                 deadline = time.monotonic() + 30
                 refused = 0
                 while refused < 200 - 64:
@@ -1089,7 +1090,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def post_ok(url: str) -> bool:
-    response = httpx.post(
+    response = web.post(
         f"{url}/apps/http/logs",
         content=body("over http"),
         headers={"Content-Type": "application/logplex-1"},
@@ -1223,8 +1224,8 @@ def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
             return line
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["https", "syslog", "syslog+tls"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
@@ -1261,7 +1262,7 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
         server = ServeProcess("--port", "0", env=env, open_files=64)
         stack.callback(server.finish)
         stack.callback(server.proc.kill)
-        client = stack.enter_context(httpx.Client(timeout=30))
+        client = stack.enter_context(web.Client(timeout=30))
         assert client.get(f"{server.url}/healthz").status_code == 200  # kept alive
         fds = Path(f"/proc/{server.proc.pid}/fd")
         with ExitStack() as flood:
@@ -1301,8 +1302,8 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
     assert "Traceback" not in err, err
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_out_of_open_files_serve_does_not_spin_and_stops_cleanly(
     herolog_home: Path, tmp_path: Path, loop: str

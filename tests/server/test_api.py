@@ -31,6 +31,7 @@ from herolog.server import sessions as sessions_module
 from herolog.server.app import HerologApp
 from herolog.server.writer import Writer
 from herolog.store import AppInfo, Batch, SQLiteStore
+from tests import web
 from tests.helpers import invoke, line
 from tests.helpers import store_lines as append_lines
 from tests.server.conftest import Running, ServerFactory, running_server
@@ -97,7 +98,7 @@ def shared_keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 def session(running: Running, app: str | None = "demo", **body: Any) -> str:
     path = f"/apps/{app}/log-sessions" if app else "/log-sessions"
-    response = httpx.post(running.url + path, json=body, headers=AUTH)
+    response = web.post(running.url + path, json=body, headers=AUTH)
     assert response.status_code == 201, response.text
     return str(response.json()["logplex_url"])
 
@@ -105,22 +106,22 @@ def session(running: Running, app: str | None = "demo", **body: Any) -> str:
 def read_text(url: str, **headers: str) -> list[str]:
     """What the heroku CLI prints for a session: the data lines of its message events (it
     ignores others, such as the ``event: end`` closing a history)."""
-    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url, headers=headers) as es:
+    with web.Client() as client, httpx_sse.connect_sse(client, "GET", url, headers=headers) as es:
         assert es.response.status_code == 200
         events = [event for event in es.iter_sse() if event.event == "message"]
         return [part for event in events for part in event.data.split("\n") if part]
 
 
 def test_app_object_and_unknown_app(shared_api: Running) -> None:
-    response = httpx.get(f"{shared_api.url}/apps/demo", headers=AUTH)
+    response = web.get(f"{shared_api.url}/apps/demo", headers=AUTH)
     assert response.status_code == 200
     app = response.json()
     assert app["name"] == "demo"
     assert app["generation"]["name"] == "cedar"
     assert len(app["id"]) == 36
     assert app["created_at"].endswith("Z")
-    assert httpx.get(f"{shared_api.url}/apps/demo", headers=AUTH).json()["id"] == app["id"]
-    missing = httpx.get(f"{shared_api.url}/apps/nope", headers=AUTH)
+    assert web.get(f"{shared_api.url}/apps/demo", headers=AUTH).json()["id"] == app["id"]
+    missing = web.get(f"{shared_api.url}/apps/nope", headers=AUTH)
     assert missing.status_code == 404
     assert missing.json() == {"id": "not_found", "message": "Couldn't find that app."}
 
@@ -144,14 +145,14 @@ def test_api_key_required(shared_api: Running, headers: dict[str, str]) -> None:
         ("POST", "/apps/demo/log-drains"),
         ("DELETE", "/apps/demo/log-drains/x"),
     ]:
-        response = httpx.request(method, shared_api.url + path, headers=headers, json={})
+        response = web.request(method, shared_api.url + path, headers=headers, json={})
         assert response.status_code == 401, (method, path)
         assert response.json()["id"] == "unauthorized"
 
 
 def test_basic_auth_with_the_key_as_password(shared_api: Running) -> None:
     """For curl users: curl -u :KEY."""
-    response = httpx.get(f"{shared_api.url}/apps/demo", auth=("", KEY))
+    response = web.get(f"{shared_api.url}/apps/demo", auth=("", KEY))
     assert response.status_code == 200
 
 
@@ -159,24 +160,24 @@ def test_the_key_s_scheme_is_case_insensitive(shared_api: Running) -> None:
     """As RFC 9110 has it: a client (or a proxy) writing 'bearer' is let in."""
     for scheme in ("bearer", "BEARER"):
         headers = {"Authorization": f"{scheme} {KEY}"}
-        assert httpx.get(f"{shared_api.url}/apps/demo", headers=headers).status_code == 200
+        assert web.get(f"{shared_api.url}/apps/demo", headers=headers).status_code == 200
 
 
 def test_intake_credentials_do_not_open_the_api(make_server: ServerFactory) -> None:
     running = make_server(api_key=KEY, auth=_creds())
-    response = httpx.get(f"{running.url}/apps/demo", auth=("drain", "s3cret"))
+    response = web.get(f"{running.url}/apps/demo", auth=("drain", "s3cret"))
     assert response.status_code == 401
 
 
 def test_api_off_on_a_public_address_without_a_key(make_server: ServerFactory) -> None:
     running = make_server(host="0.0.0.0", auth=_creds())
-    response = httpx.get(f"{running.url}/apps/demo")
+    response = web.get(f"{running.url}/apps/demo")
     assert response.status_code == 403
     assert "--api-key" in response.json()["message"]
 
 
 def test_api_open_on_loopback_without_a_key(shared_keyless: Running) -> None:
-    assert httpx.get(f"{shared_keyless.url}/apps/demo").status_code == 200
+    assert web.get(f"{shared_keyless.url}/apps/demo").status_code == 200
 
 
 def _creds() -> Any:
@@ -188,35 +189,35 @@ def _creds() -> Any:
 def test_account_names_the_server(shared_api: Running) -> None:
     """heroku auth:whoami prints the account's email: herolog has no accounts, so it names
     the server, at the host the caller reached it at; without the key, a 401."""
-    response = httpx.get(f"{shared_api.url}/account", headers=AUTH)
+    response = web.get(f"{shared_api.url}/account", headers=AUTH)
     assert response.status_code == 200
     account = response.json()
     assert account == {"id": account["id"], "email": "herolog@127.0.0.1"}
     assert len(account["id"]) == 36
-    assert httpx.get(f"{shared_api.url}/account", headers=AUTH).json() == account
+    assert web.get(f"{shared_api.url}/account", headers=AUTH).json() == account
     for host, email in [
         ("localhost:8514", "herolog@localhost"),
         ("[::1]:8514", "herolog@[::1]"),
         ("Logs.Example.com", "herolog@logs.example.com"),
     ]:
-        named = httpx.get(f"{shared_api.url}/account", headers={**AUTH, "Host": host})
+        named = web.get(f"{shared_api.url}/account", headers={**AUTH, "Host": host})
         assert named.json() == {"id": account["id"], "email": email}
-    broken = httpx.get(f"{shared_api.url}/account", headers={**AUTH, "Host": "[::1"})
+    broken = web.get(f"{shared_api.url}/account", headers={**AUTH, "Host": "[::1"})
     assert broken.status_code == 200  # no host to name: whatever it says, but not a 500
-    refused = httpx.get(f"{shared_api.url}/account")
+    refused = web.get(f"{shared_api.url}/account")
     assert refused.status_code == 401
     assert refused.json()["id"] == "unauthorized"
-    head = httpx.head(f"{shared_api.url}/account", headers=AUTH)
+    head = web.head(f"{shared_api.url}/account", headers=AUTH)
     assert head.status_code == 200
     assert head.headers["content-length"] == response.headers["content-length"]
-    changed = httpx.patch(f"{shared_api.url}/account", headers=AUTH, json={})
+    changed = web.patch(f"{shared_api.url}/account", headers=AUTH, json={})
     assert changed.status_code == 405
     assert changed.headers["allow"] == "GET, HEAD"
 
 
 def test_account_names_the_public_url(make_server: ServerFactory) -> None:
     running = make_server(api_key=KEY, public_url="https://logs.example.com:8514/")
-    response = httpx.get(f"{running.url}/account", headers=AUTH)
+    response = web.get(f"{running.url}/account", headers=AUTH)
     assert response.json()["email"] == "herolog@logs.example.com"
 
 
@@ -259,7 +260,7 @@ def test_a_history_is_read_from_the_store_and_sent_a_part_at_a_time(
 
     monkeypatch.setattr(sessions_module, "_read_after", and_store_one)
     url = session(api, lines=5)
-    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+    with web.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
         events = [(e.id, e.data) for e in es.iter_sse() if e.event == "message" and e.data]
     assert [data.count("\n") + 1 for _, data in events] == [2, 2, 1]
     assert [int(event_id) for event_id, _ in events] == [3, 5, 6]
@@ -316,7 +317,7 @@ def test_embedded_newlines_become_data_lines(api: Running) -> None:
 
 def test_json_records_carry_every_field(shared_api: Running) -> None:
     url = session(shared_api, lines=1, format="json")
-    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+    with web.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
         events = [event for event in es.iter_sse() if event.event == "message"]
     records = [decode_record(d) for e in events for d in e.data.split("\n") if d]
     assert len(records) == 1
@@ -325,7 +326,7 @@ def test_json_records_carry_every_field(shared_api: Running) -> None:
 
 def record_data(url: str) -> list[str]:
     """The records of a session's history, as data lines."""
-    with httpx.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
+    with web.Client() as client, httpx_sse.connect_sse(client, "GET", url) as es:
         events = [event for event in es.iter_sse() if event.event == "message"]
     return [d for e in events for d in e.data.split("\n") if d]
 
@@ -346,7 +347,7 @@ def test_an_older_herolog_gets_records_without_the_msgid_it_cannot_read(api: Run
         ("paid", "INVOICE"),
     ]
     assert len(json.loads(new[1])) == 13
-    response = httpx.post(
+    response = web.post(
         api.url + "/apps/demo/log-sessions",
         json={"format": "json", "record_fields": "msgid"},
         headers=AUTH,
@@ -363,7 +364,7 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
     message = "a\u2028b\u2029c\u0085d"
     store_lines(api, "demo", line(message))
     url = session(api, lines=1, format="json")
-    with httpx.Client() as client:
+    with web.Client() as client:
         response = client.get(url, headers=EVENTS)
     assert response.status_code == 200
     assert response.text.splitlines() == response.text.split("\n")[:-1]
@@ -396,7 +397,7 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
     ],
 )
 def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message: str) -> None:
-    response = httpx.post(f"{shared_api.url}/apps/demo/log-sessions", json=body, headers=AUTH)
+    response = web.post(f"{shared_api.url}/apps/demo/log-sessions", json=body, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
     assert message in response.json()["message"]
@@ -408,7 +409,7 @@ def test_more_lines_than_a_history_of_one_is_said_in_the_singular(
 ) -> None:
     running = make_server(api_key=KEY, history=history)
     body = {"lines": 3, "format": "json"}  # herolog logs --server's: text gets the history
-    response = httpx.post(f"{running.url}/log-sessions", json=body, headers=AUTH)
+    response = web.post(f"{running.url}/log-sessions", json=body, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["message"] == (
         f"lines: 3 is more than the {kept} the store keeps per app (raise that on the server:"
@@ -444,7 +445,7 @@ def test_too_many_open_sessions_is_a_limit_not_a_bad_request(
     monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 2)
     session(api)
     session(api)
-    response = httpx.post(f"{api.url}/apps/demo/log-sessions", json={}, headers=AUTH)
+    response = web.post(f"{api.url}/apps/demo/log-sessions", json={}, headers=AUTH)
     assert response.status_code == 429
     assert response.json() == {"id": "rate_limit", "message": "too many open log sessions (2)"}
     code, out, err = invoke("logs", "--server", api.url, "-a", "demo", env={"HEROLOG_API_KEY": KEY})
@@ -464,20 +465,20 @@ def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(
 
 def test_bad_json_body(shared_api: Running) -> None:
     sent = {**AUTH, "Content-Type": "application/json"}
-    response = httpx.post(f"{shared_api.url}/apps/demo/log-sessions", content=b"{", headers=sent)
+    response = web.post(f"{shared_api.url}/apps/demo/log-sessions", content=b"{", headers=sent)
     assert response.status_code == 400
     assert response.json()["id"] == "bad_request"
 
 
 def test_session_for_unknown_app(shared_api: Running) -> None:
-    response = httpx.post(f"{shared_api.url}/apps/nope/log-sessions", json={}, headers=AUTH)
+    response = web.post(f"{shared_api.url}/apps/nope/log-sessions", json={}, headers=AUTH)
     assert response.status_code == 404
 
 
 def test_session_url_honours_host_and_public_url(
     shared_api: Running, make_server: ServerFactory
 ) -> None:
-    response = httpx.post(
+    response = web.post(
         f"{shared_api.url}/apps/demo/log-sessions",
         json={},
         headers={**AUTH, "Host": "logs.example:8514"},
@@ -485,17 +486,17 @@ def test_session_url_honours_host_and_public_url(
     assert response.json()["logplex_url"].startswith("http://logs.example:8514/sessions/")
     public = make_server(public_url="https://logs.example.com/")
     store_lines(public, "demo", line("hi"))
-    url = httpx.post(f"{public.url}/apps/demo/log-sessions", json={}).json()["logplex_url"]
+    url = web.post(f"{public.url}/apps/demo/log-sessions", json={}).json()["logplex_url"]
     assert url.startswith("https://logs.example.com/sessions/")
 
 
 def test_session_url_needs_its_secret_and_is_single_use(shared_api: Running) -> None:
     url = session(shared_api, lines=1)
     wrong = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
-    assert httpx.get(wrong).status_code == 404
-    assert httpx.get(url.split("?")[0]).status_code == 404
+    assert web.get(wrong).status_code == 404
+    assert web.get(url.split("?")[0]).status_code == 404
     assert len(read_text(url)) == 1
-    gone = httpx.get(url)
+    gone = web.get(url)
     assert gone.status_code == 404
     assert gone.json()["id"] == "not_found"
 
@@ -504,7 +505,7 @@ def test_unused_sessions_expire(api: Running) -> None:
     api.server.app.sessions.ttl = 0.2
     url = session(api, lines=1)
     time.sleep(0.3)
-    assert httpx.get(url).status_code == 404
+    assert web.get(url).status_code == 404
 
 
 def wait_for(condition: Any, timeout: float = 10) -> None:
@@ -525,7 +526,7 @@ class Tail:
         """Why the stream ended, if it was cut off rather than ended by the server."""
         self.connected = threading.Event()
         self._socket: socket.socket | None = None
-        self._client = httpx.Client(timeout=30)
+        self._client = web.Client(timeout=30)
         self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
         self._thread.start()
 
@@ -622,10 +623,10 @@ def test_keepalive_comments(make_server: ServerFactory) -> None:
     running = make_server()
     running.server.app.sessions.keepalive = 0.1
     store_lines(running, "demo", line("hi"))
-    url = httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
+    url = web.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
         "logplex_url"
     ]
-    with httpx.stream("GET", url, headers=EVENTS, timeout=10) as response:
+    with web.stream("GET", url, headers=EVENTS, timeout=10) as response:
         seen = b""
         for chunk in response.iter_bytes():
             seen += chunk
@@ -644,7 +645,7 @@ def test_stopping_the_server_ends_tail_streams(
     stop = run_in_thread(server)
     running = Running(server, __import__("io").StringIO())
     store_lines(running, "demo", line("hi"))
-    url = httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
+    url = web.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
         "logplex_url"
     ]
     tail = Tail(url)
@@ -659,9 +660,9 @@ def test_stopping_the_server_ends_tail_streams(
 
 def test_drains_crud(api: Running) -> None:
     base = f"{api.url}/apps/demo/log-drains"
-    assert httpx.get(base, headers=AUTH).json() == []
+    assert web.get(base, headers=AUTH).json() == []
     url = "https://user:pw@logs.example.com/drain?dd-api-key=abc"
-    added = httpx.post(base, json={"url": url}, headers=AUTH)
+    added = web.post(base, json={"url": url}, headers=AUTH)
     assert added.status_code == 201
     drain = added.json()
     assert drain["url"] == url
@@ -669,7 +670,7 @@ def test_drains_crud(api: Running) -> None:
     assert len(drain["token"]) == 38
     assert drain["addon"] is None
     assert drain["app"]["name"] == "demo"
-    assert drain["app"]["id"] == httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
+    assert drain["app"]["id"] == web.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
     assert set(drain) == {
         "id",
         "token",
@@ -688,20 +689,18 @@ def test_drains_crud(api: Running) -> None:
         "last_error_at": None,
         "waiting": 0,
     }
-    again = httpx.post(base, json={"url": url}, headers=AUTH)
+    again = web.post(base, json={"url": url}, headers=AUTH)
     assert again.status_code == 422
     assert again.json()["message"] == "Url has already been taken"
-    second = httpx.post(
-        base, json={"url": "syslog+tls://logs.example.com:6514"}, headers=AUTH
-    ).json()
-    assert [d["url"] for d in httpx.get(base, headers=AUTH).json()] == [url, second["url"]]
-    removed = httpx.delete(f"{base}/{quote(url, safe='')}", headers=AUTH)
+    second = web.post(base, json={"url": "syslog+tls://logs.example.com:6514"}, headers=AUTH).json()
+    assert [d["url"] for d in web.get(base, headers=AUTH).json()] == [url, second["url"]]
+    removed = web.delete(f"{base}/{quote(url, safe='')}", headers=AUTH)
     assert removed.status_code == 200
     assert removed.json() == drain
-    by_token = httpx.delete(f"{base}/{second['token']}", headers=AUTH)
+    by_token = web.delete(f"{base}/{second['token']}", headers=AUTH)
     assert by_token.json()["id"] == second["id"]
-    assert httpx.get(base, headers=AUTH).json() == []
-    missing = httpx.delete(f"{base}/{second['token']}", headers=AUTH)
+    assert web.get(base, headers=AUTH).json() == []
+    missing = web.delete(f"{base}/{second['token']}", headers=AUTH)
     assert missing.status_code == 404
     assert missing.json()["id"] == "not_found"
 
@@ -710,11 +709,11 @@ def test_a_drain_s_id_is_found_in_upper_case_as_an_app_s_is(api: Running) -> Non
     """A UUID is one in either case: an app's id was found in upper case, a drain's was not
     (404 "Couldn't find that drain.") for GET or DELETE .../log-drains/ID."""
     base = f"{api.url}/apps/demo/log-drains"
-    drain = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
+    drain = web.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
     upper = drain["id"].upper()
-    assert httpx.get(f"{base}/{upper}", headers=AUTH).json() == drain
-    assert httpx.delete(f"{base}/{upper}", headers=AUTH).json() == drain
-    assert httpx.get(base, headers=AUTH).json() == []
+    assert web.get(f"{base}/{upper}", headers=AUTH).json() == drain
+    assert web.delete(f"{base}/{upper}", headers=AUTH).json() == drain
+    assert web.get(base, headers=AUTH).json() == []
 
 
 def test_a_drain_url_as_a_proxy_passes_it_decoded_finds_the_drain(api: Running) -> None:
@@ -731,47 +730,47 @@ def test_a_drain_url_as_a_proxy_passes_it_decoded_finds_the_drain(api: Running) 
         "https://sink.example/a//b",
         "https://sink.example/a/b",
     ]
-    added = [httpx.post(base, json={"url": url}, headers=AUTH).json() for url in urls]
+    added = [web.post(base, json={"url": url}, headers=AUTH).json() for url in urls]
     # As nginx passes them: decoded, slashes merged, "?" escaped again.
     for drain, passed in zip(
         added[:2],
         ["https:/u:p@sink.example/x%3Fy=1", "syslog+tls:/logs.example.com:6514"],
         strict=True,
     ):
-        assert httpx.get(f"{base}/{passed}", headers=AUTH).json() == drain
-        assert httpx.delete(f"{base}/{passed}", headers=AUTH).json() == drain
+        assert web.get(f"{base}/{passed}", headers=AUTH).json() == drain
+        assert web.delete(f"{base}/{passed}", headers=AUTH).json() == drain
     for method in ("GET", "DELETE"):
-        alike = httpx.request(method, f"{base}/https:/sink.example/a/b", headers=AUTH)
+        alike = web.request(method, f"{base}/https:/sink.example/a/b", headers=AUTH)
         assert alike.status_code == 404
-    assert httpx.get(base, headers=AUTH).json() == added[2:]
+    assert web.get(base, headers=AUTH).json() == added[2:]
     # One left of the two: a URL so merged finds it, one written whole finds only itself.
-    assert httpx.delete(f"{base}/{added[3]['token']}", headers=AUTH).status_code == 200
-    written = httpx.get(f"{base}/{quote(urls[3], safe='')}", headers=AUTH)
+    assert web.delete(f"{base}/{added[3]['token']}", headers=AUTH).status_code == 200
+    written = web.get(f"{base}/{quote(urls[3], safe='')}", headers=AUTH)
     assert written.status_code == 404
-    assert httpx.get(f"{base}/https:/sink.example/a/b", headers=AUTH).json() == added[2]
+    assert web.get(f"{base}/https:/sink.example/a/b", headers=AUTH).json() == added[2]
 
 
 def test_an_app_id_works_where_its_name_does(api: Running) -> None:
     """As on Heroku (/apps/{app_id_or_name}): the ids herolog hands out (GET /apps/APP, a
     drain's app.id) are taken back, in any case."""
     store_lines(api, "other", line("not demo's", second=9))
-    app = httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()
+    app = web.get(f"{api.url}/apps/demo", headers=AUTH).json()
     app_id = app["id"]
     for ref in (app_id, app_id.upper()):
-        assert httpx.get(f"{api.url}/apps/{ref}", headers=AUTH).json() == app
+        assert web.get(f"{api.url}/apps/{ref}", headers=AUTH).json() == app
     assert read_text(session(api, app_id, lines=1)) == [
         "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
     ]
     base = f"{api.url}/apps/{app_id}/log-drains"
-    added = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+    added = web.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
     assert added.status_code == 201
     drain = added.json()
     assert drain["app"] == {"id": app_id, "name": "demo"}
-    assert httpx.get(base, headers=AUTH).json() == [drain]
-    assert httpx.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == [drain]
-    assert httpx.get(f"{base}/{drain['token']}", headers=AUTH).json() == drain
-    assert httpx.delete(f"{base}/{drain['token']}", headers=AUTH).json() == drain
-    assert httpx.get(f"{api.url}/log-drains", headers=AUTH).json() == []
+    assert web.get(base, headers=AUTH).json() == [drain]
+    assert web.get(f"{api.url}/apps/demo/log-drains", headers=AUTH).json() == [drain]
+    assert web.get(f"{base}/{drain['token']}", headers=AUTH).json() == drain
+    assert web.delete(f"{base}/{drain['token']}", headers=AUTH).json() == drain
+    assert web.get(f"{api.url}/log-drains", headers=AUTH).json() == []
     assert sorted(a.name for a in api_store_apps(api)) == ["demo", "other"]
 
 
@@ -784,32 +783,32 @@ def test_an_unknown_app_id_is_not_found(shared_api: Running) -> None:
         ("GET", f"/apps/{unknown}/log-drains"),
         ("DELETE", f"/apps/{unknown}/log-drains/d.x"),
     ]:
-        response = httpx.request(method, api.url + path, headers=AUTH, json={})
+        response = web.request(method, api.url + path, headers=AUTH, json={})
         assert response.status_code == 404, (method, path)
         assert response.json() == {"id": "not_found", "message": "Couldn't find that app."}
     # A drain for an id no app has is refused, not given to a new app of that name: the id
     # has a typo in it, as likely as not.
     drain = {"url": "https://logs.example.com/x"}
-    response = httpx.post(f"{api.url}/apps/{unknown}/log-drains", headers=AUTH, json=drain)
+    response = web.post(f"{api.url}/apps/{unknown}/log-drains", headers=AUTH, json=drain)
     assert response.status_code == 404
     assert unknown not in [app.name for app in api_store_apps(api)]
 
 
 def test_an_app_named_like_an_id_keeps_its_name(api: Running) -> None:
     """herolog's names may look like UUIDs (Heroku's may not): a name is looked up first."""
-    demo_id = httpx.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
+    demo_id = web.get(f"{api.url}/apps/demo", headers=AUTH).json()["id"]
     store_lines(api, demo_id, line("stored under a name that is demo's id"))
-    app = httpx.get(f"{api.url}/apps/{demo_id}", headers=AUTH).json()
+    app = web.get(f"{api.url}/apps/{demo_id}", headers=AUTH).json()
     assert app["name"] == demo_id
     assert app["id"] != demo_id
 
 
 def test_a_drain_brings_its_app_into_being(api: Running) -> None:
-    response = httpx.post(
+    response = web.post(
         f"{api.url}/apps/fresh/log-drains", json={"url": "https://x.example/logs"}, headers=AUTH
     )
     assert response.status_code == 201
-    assert httpx.get(f"{api.url}/apps/fresh", headers=AUTH).status_code == 200
+    assert web.get(f"{api.url}/apps/fresh", headers=AUTH).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -825,10 +824,10 @@ def test_a_drain_brings_its_app_into_being(api: Running) -> None:
     ],
 )
 def test_bad_drain_urls_are_422(shared_api: Running, url: str) -> None:
-    response = httpx.post(f"{shared_api.url}/apps/demo/log-drains", json={"url": url}, headers=AUTH)
+    response = web.post(f"{shared_api.url}/apps/demo/log-drains", json={"url": url}, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
-    assert httpx.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+    assert web.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
 
 
 @pytest.mark.parametrize(
@@ -847,7 +846,7 @@ def test_a_405_says_which_methods_the_path_takes(
     shared_api: Running, method: str, path: str, allow: str, message: str
 ) -> None:
     """RFC 9110: a 405 carries Allow, listing what the path does accept, HEAD wherever GET."""
-    response = httpx.request(method, shared_api.url + path, headers=AUTH)
+    response = web.request(method, shared_api.url + path, headers=AUTH)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
     assert response.json() == {"id": "method_not_allowed", "message": message}
@@ -871,8 +870,8 @@ def test_head_is_answered_as_get_is_without_a_body(
     """RFC 9110 section 9.3.2: HEAD gets GET's status and headers, and no body; without the
     key, the same 401."""
     for headers, expected in [(AUTH, status), ({}, 401)]:
-        get = httpx.get(shared_api.url + path, headers=headers)
-        head = httpx.head(shared_api.url + path, headers=headers)
+        get = web.get(shared_api.url + path, headers=headers)
+        head = web.head(shared_api.url + path, headers=headers)
         assert get.status_code == expected
         assert head.status_code == get.status_code
         assert _headers(head) == _headers(get)
@@ -881,12 +880,12 @@ def test_head_is_answered_as_get_is_without_a_body(
 
 def test_head_on_a_drain_finds_it_and_leaves_it(api: Running) -> None:
     base = f"{api.url}/apps/demo/log-drains"
-    drain = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
+    drain = web.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH).json()
     for key in (drain["token"], drain["id"], quote(drain["url"], safe="")):
-        head = httpx.head(f"{base}/{key}", headers=AUTH)
+        head = web.head(f"{base}/{key}", headers=AUTH)
         assert head.status_code == 200
-        assert _headers(head) == _headers(httpx.get(f"{base}/{key}", headers=AUTH))
-    assert httpx.get(base, headers=AUTH).json() == [drain]
+        assert _headers(head) == _headers(web.get(f"{base}/{key}", headers=AUTH))
+    assert web.get(base, headers=AUTH).json() == [drain]
 
 
 def _headers(response: httpx.Response) -> dict[str, str]:
@@ -963,7 +962,7 @@ def test_a_client_that_asks_for_no_events_gets_the_lines_as_text(shared_api: Run
     (an HTTP GET, then reading the socket), asks for no events: it gets the lines as
     Logplex sent them, what herolog logs prints, not SSE's fields."""
     url = session(shared_api, lines=6)
-    response = httpx.get(url)  # Accept: */*
+    response = web.get(url)  # Accept: */*
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
     assert response.headers["vary"] == "accept"
@@ -976,7 +975,7 @@ def test_a_client_that_asks_for_no_events_gets_the_lines_as_text(shared_api: Run
 
 def test_a_tail_read_as_text_follows_new_lines(api: Running) -> None:
     url = session(api, lines=1, tail=True)
-    with httpx.stream("GET", url, headers={"Accept": "text/plain"}, timeout=10) as response:
+    with web.stream("GET", url, headers={"Accept": "text/plain"}, timeout=10) as response:
         assert response.headers["content-type"] == "text/plain; charset=utf-8"
         lines = response.iter_lines()
         assert next(lines).endswith(" app[web.1]: ERROR: boom")
@@ -987,15 +986,15 @@ def test_a_tail_read_as_text_follows_new_lines(api: Running) -> None:
 
 def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) -> None:
     url = session(shared_api, lines=1)
-    head = httpx.head(url, headers=EVENTS)
+    head = web.head(url, headers=EVENTS)
     assert head.status_code == 200
     assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert head.content == b""
-    assert httpx.head(url.replace("sig=", "sig=x")).status_code == 404  # the secret counts
+    assert web.head(url.replace("sig=", "sig=x")).status_code == 404  # the secret counts
     assert read_text(url) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
-    assert httpx.head(url).status_code == 404  # a GET used it up
+    assert web.head(url).status_code == 404  # a GET used it up
     for path in ("/apps/demo/log-sessions", "/log-sessions"):  # HEAD creates none
-        refused = httpx.head(shared_api.url + path, headers=AUTH)
+        refused = web.head(shared_api.url + path, headers=AUTH)
         assert refused.status_code == 405
         assert refused.headers["allow"] == "POST"
 
@@ -1021,20 +1020,20 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
 )
 def test_unknown_api_paths_are_heroku_json_404s(shared_api: Running, path: str) -> None:
     """The heroku CLI prints the message of a JSON error; a text/plain 404 it cannot."""
-    response = httpx.get(shared_api.url + path, headers=AUTH)
+    response = web.get(shared_api.url + path, headers=AUTH)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     error = response.json()
     assert error["id"] == "not_found"
     assert error["message"].startswith("No such API endpoint: GET /")
     # Without the key: nothing to learn.
-    assert httpx.get(shared_api.url + path).status_code == 401
+    assert web.get(shared_api.url + path).status_code == 401
 
 
 def test_heroku_login_on_a_keyless_server_is_told_it_needs_none(
     make_server: ServerFactory,
 ) -> None:
-    response = httpx.post(make_server().url + "/oauth/authorizations", json={})
+    response = web.post(make_server().url + "/oauth/authorizations", json={})
     assert response.status_code == 404
     assert response.json() == {
         "id": "not_found",
@@ -1046,15 +1045,15 @@ def test_heroku_login_on_a_keyless_server_is_told_it_needs_none(
 def test_other_unknown_paths_keep_the_intakes_plain_404(api: Running) -> None:
     """Outside the API's paths, and for a drain's batch anywhere, the answer is the intake's:
     plain text saying where drains post, counted in /stats."""
-    outside = httpx.get(f"{api.url}/nothing", headers=AUTH)
-    drain = httpx.post(  # a drain URL missing its final s
+    outside = web.get(f"{api.url}/nothing", headers=AUTH)
+    drain = web.post(  # a drain URL missing its final s
         f"{api.url}/apps/demo/log", content=b"", headers={"Content-Type": "application/logplex-1"}
     )
     for response in (outside, drain):
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("text/plain")
         assert "drains post to /apps/APP/logs" in response.text
-    assert httpx.get(f"{api.url}/stats", headers=AUTH).json()["responses"]["404"] == 2
+    assert web.get(f"{api.url}/stats", headers=AUTH).json()["responses"]["404"] == 2
 
 
 @pytest.mark.parametrize("path", ["/regions", "/addons", "/spaces/foo", "/pipelines", "/x"])
@@ -1065,14 +1064,14 @@ def test_any_path_asked_as_the_heroku_cli_asks_is_a_json_404(
     Heroku's Accept, as the CLI asks, they get the API's JSON 404, which says what herolog
     serves, not the intake's plain text about where drains post."""
     heroku = {"Accept": "application/vnd.heroku+json; version=3"}
-    response = httpx.get(shared_api.url + path, headers={**AUTH, **heroku})
+    response = web.get(shared_api.url + path, headers={**AUTH, **heroku})
     assert response.status_code == 404
     assert response.json()["id"] == "not_found"
     assert response.json()["message"].startswith(f"No such API endpoint: GET {path} (herolog")
-    assert httpx.get(shared_api.url + path, headers=heroku).status_code == 401
-    assert "drains post to" in httpx.get(shared_api.url + path, headers=AUTH).text
+    assert web.get(shared_api.url + path, headers=heroku).status_code == 401
+    assert "drains post to" in web.get(shared_api.url + path, headers=AUTH).text
     among = {"Accept": "application/json, application/vnd.heroku+json; version=3"}
-    assert httpx.get(shared_api.url + path, headers={**AUTH, **among}).json()["id"] == "not_found"
+    assert web.get(shared_api.url + path, headers={**AUTH, **among}).json()["id"] == "not_found"
 
 
 def test_a_client_that_vanishes_mid_tail_frees_its_session(api: Running) -> None:
@@ -1118,9 +1117,7 @@ def test_stopping_with_a_reader_that_does_not_read(
     running = Running(server, io.StringIO())
     store_lines(running, "demo", line("hi"))
     url = httpx.URL(
-        httpx.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()[
-            "logplex_url"
-        ]
+        web.post(f"{running.url}/apps/demo/log-sessions", json={"tail": True}).json()["logplex_url"]
     )
     with socket.create_connection((url.host, url.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -1148,13 +1145,13 @@ def test_browsers_cannot_drive_a_keyless_api(
     shared_keyless: Running, headers: dict[str, str]
 ) -> None:
     running = shared_keyless
-    response = httpx.post(
+    response = web.post(
         f"{running.url}/apps/demo/log-drains",
         content=b'{"url": "https://evil.example/steal"}',
         headers=headers,
     )
     assert response.status_code in (403, 415)
-    assert httpx.get(f"{running.url}/apps/demo/log-drains").json() == []
+    assert web.get(f"{running.url}/apps/demo/log-drains").json() == []
 
 
 @pytest.mark.parametrize(
@@ -1178,7 +1175,7 @@ def test_a_keyless_api_takes_nothing_through_a_proxy(
     running = shared_keyless
     host = {"Host": f"127.0.0.1:{running.server.http_port}"}
     for name in (host, {"Host": "logs.example.com"}):
-        added = httpx.post(
+        added = web.post(
             f"{running.url}/apps/demo/log-drains",
             json={"url": "https://evil.example/steal"},
             headers={**name, **proxy_header},
@@ -1188,9 +1185,9 @@ def test_a_keyless_api_takes_nothing_through_a_proxy(
             "Without --api-key, the Platform API answers this machine only, not requests"
             " through a proxy: give herolog serve an --api-key."
         )
-        listed = httpx.get(f"{running.url}/apps/demo/log-drains", headers={**name, **proxy_header})
+        listed = web.get(f"{running.url}/apps/demo/log-drains", headers={**name, **proxy_header})
         assert listed.status_code == 403
-    assert httpx.get(f"{running.url}/apps/demo/log-drains", headers=host).json() == []
+    assert web.get(f"{running.url}/apps/demo/log-drains", headers=host).json() == []
 
 
 @pytest.mark.parametrize(
@@ -1203,7 +1200,7 @@ def test_a_keyless_api_takes_nothing_through_a_proxy(
 )
 def test_odd_json_is_a_clean_error(shared_api: Running, body: bytes, status: int) -> None:
     for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
-        response = httpx.post(
+        response = web.post(
             shared_api.url + path,
             content=body,
             headers={**AUTH, "Content-Type": "application/json"},
@@ -1219,7 +1216,7 @@ def test_a_compressed_json_body_is_refused_as_such(shared_api: Running, encoding
 
     body = gzip.compress(b'{"url": "https://logs.example/compressed"}')
     for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
-        response = httpx.post(
+        response = web.post(
             shared_api.url + path,
             content=body,
             headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": encoding},
@@ -1230,9 +1227,9 @@ def test_a_compressed_json_body_is_refused_as_such(shared_api: Running, encoding
             "id": "unsupported_media_type",
             "message": f"Send the body uncompressed (no Content-Encoding: {encoding}).",
         }
-    drains = httpx.get(shared_api.url + "/apps/demo/log-drains", headers=AUTH).json()
+    drains = web.get(shared_api.url + "/apps/demo/log-drains", headers=AUTH).json()
     assert "https://logs.example/compressed" not in [x["url"] for x in drains]
-    response = httpx.post(  # identity is no coding at all
+    response = web.post(  # identity is no coding at all
         shared_api.url + "/apps/demo/log-sessions",
         content=b'{"lines": 1}',
         headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "identity"},
@@ -1251,7 +1248,7 @@ def test_odd_session_requests(shared_api: Running) -> None:
         url = session(shared_api, lines=1)
     url = session(shared_api, lines=1, tail=True)
     base, _, _ = url.partition("?")
-    assert httpx.get(base + "?sig=%C3%A9").status_code == 404
+    assert web.get(base + "?sig=%C3%A9").status_code == 404
 
 
 def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
@@ -1268,7 +1265,7 @@ def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
     holder = sqlite3.connect(api.server.config.store_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        refused = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+        refused = web.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -1280,11 +1277,9 @@ def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
     assert capsys.readouterr().err == (
         "herolog serve: the Platform API cannot use the store: database is locked\n"
     )
-    added = httpx.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
+    added = web.post(base, json={"url": "https://logs.example.com/x"}, headers=AUTH)
     assert added.status_code == 201
-    assert [d["url"] for d in httpx.get(base, headers=AUTH).json()] == [
-        "https://logs.example.com/x"
-    ]
+    assert [d["url"] for d in web.get(base, headers=AUTH).json()] == ["https://logs.example.com/x"]
 
 
 def test_get_apps_lists_every_app_as_get_apps_app_shows_it(herolog_home: Path) -> None:
@@ -1321,7 +1316,7 @@ def test_get_apps_lists_every_app_as_get_apps_app_shows_it(herolog_home: Path) -
 
 def _page(running: Running, wanted: str | None) -> httpx.Response:
     headers = dict(AUTH) if wanted is None else {**AUTH, "Range": wanted}
-    return httpx.get(running.url + "/apps", headers=headers)
+    return web.get(running.url + "/apps", headers=headers)
 
 
 def test_get_apps_pages_by_range_as_heroku_does(api: Running) -> None:
@@ -1479,10 +1474,10 @@ def test_a_range_get_apps_cannot_follow_is_a_416(shared_api: Running, wanted: st
 
 
 def test_get_apps_takes_get_and_head_only(shared_api: Running) -> None:
-    response = httpx.post(shared_api.url + "/apps", json={"name": "new"}, headers=AUTH)
+    response = web.post(shared_api.url + "/apps", json={"name": "new"}, headers=AUTH)
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
-    head = httpx.head(shared_api.url + "/apps", headers=AUTH)
+    head = web.head(shared_api.url + "/apps", headers=AUTH)
     assert head.status_code == 200
     assert head.content == b""
     assert _headers(head) == _headers(_page(shared_api, None))
@@ -1502,13 +1497,13 @@ def test_the_caller_s_apps_are_every_app(api: Running) -> None:
     store_lines(api, "alpha", line("x"))
     for wanted in (None, "name ..; max=1"):
         headers = dict(AUTH) if wanted is None else {**AUTH, "Range": wanted}
-        mine = httpx.get(api.url + "/users/~/apps", headers=headers)
-        every = httpx.get(api.url + "/apps", headers=headers)
+        mine = web.get(api.url + "/users/~/apps", headers=headers)
+        every = web.get(api.url + "/apps", headers=headers)
         assert mine.status_code == every.status_code == (200 if wanted is None else 206)
         assert mine.json() == every.json()
         assert [a["name"] for a in mine.json()] == ["alpha", "demo"][: 2 if wanted is None else 1]
         assert _headers(mine) == _headers(every)
-    assert httpx.get(api.url + "/users/~/apps").status_code == 401
+    assert web.get(api.url + "/users/~/apps").status_code == 401
 
 
 @pytest.mark.parametrize("stopping", [False, True])

@@ -22,7 +22,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
 from herolog.filters import LineFilter
@@ -32,6 +31,7 @@ from herolog.server.broadcast import HOLD_EVERY_S, Skipped
 from herolog.server.config import DrainTiming
 from herolog.server.forwarder import CATCH_UP_LINES, DrainWorker, Forwarder
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine, using_store
+from tests import web
 from tests.helpers import herolog_env, invoke, run_out_forwarding_lease, store_lines
 from tests.server.conftest import Running, ServeProcess
 from tests.server.sinks import HANG, HTTPSink, wait_until
@@ -276,7 +276,7 @@ def test_after_kill_9_the_next_server_delivers_what_the_store_holds_at_least_onc
         sent = numbered(total)
         for begin in range(0, total, 1000):
             body = frame(format_syslog(x) for x in sent[begin : begin + 1000])
-            answer = httpx.post(f"{first.url}/apps/demo/logs", content=body, headers=LOGPLEX)
+            answer = web.post(f"{first.url}/apps/demo/logs", content=body, headers=LOGPLEX)
             assert answer.status_code == 204, answer.text
         ids = {x.message: x.id for x in stored(store_path, "demo")}
         newest = max(ids.values())

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 
 from herolog.parser import LogLine
@@ -39,6 +38,7 @@ from herolog.server.forwarder import (
 )
 from herolog.store import Delivery, Drain, SQLiteStore, StoredLine
 from herolog.timestamps import logplex_seconds
+from tests import web
 from tests.helpers import invoke, line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import (
@@ -134,7 +134,7 @@ def assert_books_balance(
     assert state.retrying is False
     told = state.dropped - refused
     wait_until(lambda: sum(history_l10(running, app)) == told, what="the L10 lines")
-    api = httpx.get(f"{running.url}/apps/{app}/log-drains").json()
+    api = web.get(f"{running.url}/apps/{app}/log-drains").json()
     shown = next(d["delivery"] for d in api if d["token"] == token)
     assert (shown["delivered"], shown["dropped"]) == (state.delivered, state.dropped)
     assert shown["waiting"] == 0

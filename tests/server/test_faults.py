@@ -33,6 +33,7 @@ import pytest
 from herolog.filters import LineFilter
 from herolog.store import SQLiteStore
 from herolog.store_writer import HEADER, pack
+from tests import web
 from tests.helpers import constants_env, herolog_env
 from tests.server.conftest import ServeProcess
 from tests.server.test_process import batch, stored
@@ -161,7 +162,7 @@ class Clients:
 
     def _send(self, worker: int) -> None:
         rng = random.Random(self._seed * 1000 + worker)
-        with httpx.Client(timeout=30) as client:
+        with web.Client(timeout=30) as client:
             for i in range(10**9):
                 if self._done.is_set():
                     return
@@ -203,8 +204,8 @@ class Clients:
             thread.join()
 
 
-def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
 @pytest.mark.slow
+def test_crash_rounds_keep_every_acknowledged_batch_whole_and_retries_once(
     herolog_home: Path, serve: Callable[..., ServeProcess]
 ) -> None:
     seed = int(os.environ.get("HEROLOG_CRASH_SEED") or random.randrange(1 << 30))
@@ -434,7 +435,7 @@ def fill(path: Path) -> None:
 
 
 def stats(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/stats", timeout=30)
+    response = web.get(f"{url}/stats", timeout=30)
     assert response.status_code == 200
     result: dict[str, Any] = response.json()
     return result
@@ -447,8 +448,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         time.sleep(0.05)
 
 
-def test_a_stalled_writer_fails_healthz_and_is_reported(
 @pytest.mark.slow
+def test_a_stalled_writer_fails_healthz_and_is_reported(
     herolog_home: Path, tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:
     """A writer that stops answering (a hung disk, another program holding the store's lock,
@@ -460,7 +461,7 @@ def test_a_stalled_writer_fails_healthz_and_is_reported(
     env = constants_env(faster)
     server = serve("--port", "0", env=env)
     writer = the_writer(herolog_home / "logs.db")
-    with httpx.Client(timeout=60) as client:
+    with web.Client(timeout=60) as client:
         assert client.get(f"{server.url}/healthz").status_code == 200
         os.kill(writer, signal.SIGSTOP)
         try:
@@ -518,7 +519,7 @@ def test_a_writer_that_cannot_restart_says_so_once_and_when_it_can(
         time.sleep(0.005)
     with store.open("r+b") as file:
         file.write(header)
-    with httpx.Client(timeout=30) as client:
+    with web.Client(timeout=30) as client:
         wait_for(lambda: client.get(f"{server.url}/healthz").status_code == 200, "a writer")
     server.proc.send_signal(signal.SIGTERM)
     code, err = server.finish()
@@ -547,7 +548,7 @@ def test_a_full_disk_answers_503_and_recovers_without_a_restart(
     assert server.syslog_port is not None
     serve_pid = server.serve_pid
     syslog_line = "<13>1 2024-03-05T09:14:07Z h u - - - syslog {}\n"
-    with httpx.Client(timeout=30) as client:
+    with web.Client(timeout=30) as client:
 
         def post(tag: str) -> httpx.Response:
             headers = {**LOGPLEX, "Logplex-Frame-Id": tag}
@@ -621,7 +622,7 @@ def test_a_failed_big_batch_names_the_disk_error_and_stopping_while_full_is_clea
     herolog_home: Path, serve: Callable[..., ServeProcess]
 ) -> None:
     server = serve("--port", "0", "--history", "100000")
-    with httpx.Client(timeout=60) as client:
+    with web.Client(timeout=60) as client:
 
         def post(tag: str, lines: int) -> httpx.Response:
             headers = {**LOGPLEX, "Logplex-Frame-Id": tag}

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 
 from fuzz import properties, strategies
 from herolog.store import SQLiteStore
+from tests import web
 from tests.server.conftest import ServerFactory
 
 MESSAGE = b"<190>1 2024-03-05T09:14:07.418233+00:00 host app web.1 - "
@@ -25,7 +26,7 @@ def intake(make_server: ServerFactory) -> Iterator[tuple[httpx.Client, SQLiteSto
     running = make_server()
     store = SQLiteStore.open(running.server.config.store_path, create=False)
     try:
-        with httpx.Client(base_url=running.url, timeout=60) as client:
+        with web.Client(base_url=running.url, timeout=60) as client:
             yield client, store
     finally:
         store.close()

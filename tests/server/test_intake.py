@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
 from herolog.store import PROBE_BYTES
+from tests import web
 from tests.helpers import decode_attributes, fixture_view
 from tests.server.conftest import Running, ServerFactory, running_server
 
@@ -82,16 +82,16 @@ def test_healthz_404_405(served: Running) -> None:
     # A healthy server answers without writing (a failing one writes a probe: test_faults).
     wal = Path(f"{served.server.config.store_path}-wal")
     before = wal.stat().st_size
-    assert httpx.get(f"{served.url}/healthz").status_code == 200
+    assert web.get(f"{served.url}/healthz").status_code == 200
     assert wal.stat().st_size - before < PROBE_BYTES
-    missing = httpx.post(f"{served.url}/nope")
+    missing = web.post(f"{served.url}/nope")
     assert missing.status_code == 404
     assert "/apps/APP/logs" in missing.text
-    wrong = httpx.get(f"{served.url}/apps/demo/logs")
+    wrong = web.get(f"{served.url}/apps/demo/logs")
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "POST"
     for path in ("/healthz", "/stats"):
-        posted = httpx.post(f"{served.url}{path}")
+        posted = web.post(f"{served.url}{path}")
         assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
         assert posted.text == "use GET or HEAD\n"
 
@@ -102,20 +102,20 @@ def test_head_where_get_works(make_server: ServerFactory) -> None:
     running = make_server(api_key="k")
     key = {"Authorization": "Bearer k"}
     for path, headers in [("/healthz", {}), ("/stats", key), ("/stats", {})]:
-        get = httpx.get(running.url + path, headers=headers)
-        head = httpx.head(running.url + path, headers=headers)
+        get = web.get(running.url + path, headers=headers)
+        head = web.head(running.url + path, headers=headers)
         assert head.status_code == get.status_code, path
         assert head.headers["content-type"] == get.headers["content-type"]
         assert head.headers.get("www-authenticate") == get.headers.get("www-authenticate")
         assert head.content == b""
-    assert httpx.head(f"{running.url}/stats", headers=key).status_code == 200
-    assert httpx.head(f"{running.url}/stats").status_code == 401
+    assert web.head(f"{running.url}/stats", headers=key).status_code == 200
+    assert web.head(f"{running.url}/stats").status_code == 401
     for path in ("/healthz", "/stats"):
-        wrong = httpx.put(running.url + path, headers=key)
+        wrong = web.put(running.url + path, headers=key)
         assert wrong.status_code == 405
         assert wrong.headers["allow"] == "GET, HEAD"
     for method in ("GET", "HEAD"):
-        intake = httpx.request(method, f"{running.url}/apps/demo/logs")
+        intake = web.request(method, f"{running.url}/apps/demo/logs")
         assert intake.status_code == 405
         assert intake.headers["allow"] == "POST"
 
@@ -133,7 +133,7 @@ def test_head_where_get_works(make_server: ServerFactory) -> None:
 def test_content_type(shared: Running, content_type: str | None, status: int) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     before = len(shared.lines())
-    response = httpx.post(f"{shared.url}/apps/demo/logs", content=body("x"), headers=headers)
+    response = web.post(f"{shared.url}/apps/demo/logs", content=body("x"), headers=headers)
     assert response.status_code == status
     if status == 415:
         assert "application/logplex-1" in response.text
@@ -157,7 +157,7 @@ def test_basic_auth(make_server: ServerFactory) -> None:
     assert running.lines() == []
     # what a drain URL like https://drain:s3cret%20pass@host/... sends
     url = f"http://drain:s3cret%20pass@127.0.0.1:{running.server.http_port}/apps/demo/logs"
-    ok = httpx.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
+    ok = web.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
     assert ok.status_code == 204
     assert len(running.lines()) == 1
     assert "s3cret" not in running.log.getvalue()
@@ -176,7 +176,7 @@ def test_the_drain_url_in_the_banner_works_with_any_credentials(
     assert "percent-encoded" in command
     assert "dr%40in%20x:PASSWORD@" in url
     url = url.replace("PASSWORD", quote(password, safe=""), 1).replace("APP", "demo")
-    sent = httpx.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
+    sent = web.post(url, content=body("x"), headers={"Content-Type": "application/logplex-1"})
     assert sent.status_code == 204
     assert len(running.lines()) == 1
     assert password not in running.log.getvalue()
@@ -324,7 +324,7 @@ def test_missing_logplex_headers_are_fine_and_wrong_counts_are_counted(served: R
     many = {"Logplex-Msg-Count": "9" * 5000}
     assert served.post("demo", body("d", n=2), headers=many).status_code == 204
     assert len(served.lines()) == 8
-    stats = httpx.get(f"{served.url}/stats").json()
+    stats = web.get(f"{served.url}/stats").json()
     assert stats["msg_count_mismatches"] == 3
     assert stats["lines_stored"] == 8
 
@@ -338,7 +338,7 @@ def test_bad_app_names(shared: Running, app: str) -> None:
 
 
 def test_concurrent_requests_are_all_stored(served: Running) -> None:
-    with httpx.Client() as client, ThreadPoolExecutor(16) as pool:
+    with web.Client() as client, ThreadPoolExecutor(16) as pool:
 
         def send(i: int) -> int:
             response = client.post(
@@ -356,16 +356,14 @@ def test_concurrent_requests_are_all_stored(served: Running) -> None:
 
 def test_stats_need_the_api_key_when_there_is_one(make_server: ServerFactory) -> None:
     running = make_server(api_key="k3y")
-    assert httpx.get(f"{running.url}/stats").status_code == 401
+    assert web.get(f"{running.url}/stats").status_code == 401
     assert (
-        httpx.get(f"{running.url}/stats", headers={"Authorization": "Bearer nope"}).status_code
-        == 401
+        web.get(f"{running.url}/stats", headers={"Authorization": "Bearer nope"}).status_code == 401
     )
     assert (
-        httpx.get(f"{running.url}/stats", headers={"Authorization": "Bearer k3y"}).status_code
-        == 200
+        web.get(f"{running.url}/stats", headers={"Authorization": "Bearer k3y"}).status_code == 200
     )
-    assert httpx.get(f"{running.url}/stats", auth=("", "k3y")).status_code == 200
+    assert web.get(f"{running.url}/stats", auth=("", "k3y")).status_code == 200
     assert running.post("demo", body("x")).status_code == 204  # the intake does not need it
 
 
@@ -438,7 +436,7 @@ def test_gzip_bodies_of_too_many_members_are_refused(served: Running) -> None:
 
 
 def test_app_names_are_not_decoded_twice(served: Running) -> None:
-    response = httpx.post(
+    response = web.post(
         f"{served.url}/apps/%2541bc/logs",
         content=body("x"),
         headers={"Content-Type": "application/logplex-1"},
@@ -467,7 +465,7 @@ def test_writer_with_descriptors_past_1023(make_server: ServerFactory) -> None:
         deadline = time.monotonic() + 20
         health = []
         while time.monotonic() < deadline:
-            health.append(httpx.get(f"{running.url}/healthz").status_code)
+            health.append(web.get(f"{running.url}/healthz").status_code)
             if health[-1] == 200 and running.server.writer._proc is not process:
                 break
             time.sleep(0.02)

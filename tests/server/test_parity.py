@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from hypothesis import example, given, settings
@@ -24,8 +23,9 @@ from hypothesis import strategies as st
 from fuzz import strategies
 from herolog.cli import cli
 from herolog.parser import FramingError, LogLine, Received, frame, parse_logplex
+from tests import web
 from tests.helpers import RFC3339_PARTS, rfc3339, store_lines
-from tests.server.conftest import PLAIN_HTTP, Running, running_server
+from tests.server.conftest import Running, running_server
 
 KEY = "parity-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -206,9 +206,9 @@ def plain_session(running: Running, args: list[str]) -> bytes:
         body[key] = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"--{key}=")]
     app = options.get("app")
     path = f"/apps/{app}/log-sessions" if app else "/log-sessions"
-    made = httpx.post(running.url + path, json=body, headers=AUTH, verify=PLAIN_HTTP)
+    made = web.post(running.url + path, json=body, headers=AUTH)
     assert made.status_code == 201, made.text
-    got = httpx.get(made.json()["logplex_url"], verify=PLAIN_HTTP, timeout=30)
+    got = web.get(made.json()["logplex_url"], timeout=30)
     assert got.status_code == 200
     assert got.headers["content-type"] == "text/plain; charset=utf-8"
     return got.content

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
+from tests import web
 from tests.helpers import (
     constants_env,
     herolog_env,
@@ -88,7 +89,7 @@ class Load:
             thread.start()
 
     def _send(self, worker: int) -> None:
-        with httpx.Client(timeout=10) as client:
+        with web.Client(timeout=10) as client:
             for i in range(100_000):
                 if self._stop.is_set():
                     return
@@ -127,7 +128,7 @@ def test_kill_9_right_after_a_2xx_loses_nothing(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
     server = serve_process("--port", "0", "--history", "100000")
-    with httpx.Client() as client:
+    with web.Client() as client:
         for i in range(100):
             assert post(client, server.url, f"b{i}") == 204
     server.proc.kill()
@@ -135,8 +136,8 @@ def test_kill_9_right_after_a_2xx_loses_nothing(
     assert len(stored(herolog_home)) == 1000
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -154,7 +155,7 @@ def test_kill_9_under_load_keeps_every_acknowledged_batch_whole(
     assert set(per_batch.values()) == {10}, "a batch was stored in part"
     # and a restarted server ignores a retry of a batch stored before the kill
     again = serve_process("--port", "0")
-    with httpx.Client() as client:
+    with web.Client() as client:
         assert post(client, again.url, acknowledged[0]) == 204
     again.proc.send_signal(signal.SIGTERM)
     assert again.finish()[0] == 0
@@ -198,7 +199,7 @@ def test_a_systemd_notify_unit_hears_ready_then_stopping(
         server = serve_process("--port", "0", "--drain-flush-timeout", "2.5", env=env)
         ready = manager.recv(4096).decode()
         assert ready == f"READY=1\nSTATUS=HTTP drain intake on {server.url}/apps/APP/logs"
-        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert web.get(f"{server.url}/healthz").status_code == 200
         server.proc.send_signal(signal.SIGTERM)
         assert manager.recv(4096) == b"STOPPING=1"
         code, err = server.finish()
@@ -216,7 +217,7 @@ def test_a_notify_socket_nobody_listens_on_does_not_stop_serve(
 ) -> None:
     env = herolog_env(NOTIFY_SOCKET=str(tmp_path / "gone"))
     server = serve_process("--port", "0", env=env)
-    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert web.get(f"{server.url}/healthz").status_code == 200
     server.proc.send_signal(signal.SIGTERM)
     code, err = server.finish()
     assert (code, "Traceback" in err) == (0, False), err
@@ -351,7 +352,7 @@ def test_serve_started_in_a_deleted_folder_starts_its_writer_and_stores(
     server = ServeProcess("--port", "0", env=herolog_env())
     monkeypatch.undo()  # back in a folder that is there, for the rest of the test
     try:
-        answer = httpx.post(
+        answer = web.post(
             f"{server.url}/apps/demo/logs",
             content=batch("from nowhere"),
             headers={"Content-Type": "application/logplex-1", "Logplex-Msg-Count": "10"},
@@ -392,8 +393,8 @@ def test_a_store_moved_away_under_serve_stops_it_with_what_it_took(
     assert_stored_whole(herolog_home, acknowledged)
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
     herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -411,7 +412,7 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
         finally:
             store.close()
         first = serve_process("--port", "0")
-        with httpx.Client() as client:
+        with web.Client() as client:
             assert post(client, first.url, "before") == 204
         wait_until(lambda: len(sink.delivered_lines()) == 10, what="the first delivery")
         first.proc.kill()
@@ -426,7 +427,7 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
             " runs out, within 2 s"
         ) in banner
         run_out_forwarding_lease(herolog_home / "logs.db")
-        with httpx.Client() as client:
+        with web.Client() as client:
             assert post(client, second.url, "after") == 204
         wait_until(
             lambda: any(x.message.startswith("after ") for x in sink.delivered_lines()),
@@ -507,7 +508,7 @@ def test_the_terminal_closing_stops_serve_gracefully(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
     server = serve_process("--port", "0", terminal=True)
-    with httpx.Client() as client:
+    with web.Client() as client:
         assert post(client, server.url, "typed") == 204
     server.hang_up()  # the kernel sends SIGHUP to the terminal's session
     assert server.proc.wait(timeout=30) == 0
@@ -553,7 +554,7 @@ def test_the_terminal_serve_writes_to_closing_stops_it_gracefully(
                 said += os.read(terminal, 4096)
         port = re.findall(rb"127\.0\.0\.1:(\d+)/", said)[0].decode()
         url = f"http://127.0.0.1:{port}"
-        with httpx.Client() as client:
+        with web.Client() as client:
             assert post(client, url, "typed") == 204
             made = client.post(f"{url}/apps/demo/log-sessions", json={"tail": True, "lines": 1})
             assert made.status_code == 201, made.text
@@ -569,14 +570,14 @@ def test_the_terminal_serve_writes_to_closing_stops_it_gracefully(
     assert_stored_whole(herolog_home, ["typed"])
     # The tail session was kept for the next serve, as at any stop.
     again = serve_process("--port", "0")
-    with httpx.stream("GET", f"{again.url}/sessions/{session}", timeout=10) as tail:
+    with web.stream("GET", f"{again.url}/sessions/{session}", timeout=10) as tail:
         assert tail.status_code == 200
     again.proc.send_signal(signal.SIGTERM)
     assert again.finish()[0] == 0
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_hangup_without_a_terminal_leaves_serve_serving(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -588,7 +589,7 @@ def test_a_hangup_without_a_terminal_leaves_serve_serving(
         server.proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
     assert server.proc.poll() is None, "serve stopped on a SIGHUP without a terminal"
-    with httpx.Client() as client:
+    with web.Client() as client:
         assert client.get(f"{server.url}/healthz").status_code == 200
         assert post(client, server.url, "after") == 204
     server.proc.send_signal(signal.SIGTERM)
@@ -603,8 +604,8 @@ def test_a_hangup_without_a_terminal_leaves_serve_serving(
     assert_stored_whole(herolog_home, ["after"])
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
     proc = subprocess.Popen(
         ["nohup", sys.executable, "-m", "herolog", "serve", "--port", "0"],
@@ -620,7 +621,7 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
         assert proc.poll() is None, "nohup's SIGHUP disposition was overridden"
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert web.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -629,8 +630,8 @@ def test_serve_under_nohup_outlives_a_hangup(herolog_home: Path) -> None:
         proc.communicate()
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_home: Path) -> None:
     """A shell without job control (a script, here run from a terminal) starts `herolog
     serve &` with SIGINT ignored, so that the Ctrl-C that stops the script leaves it serving,
@@ -659,7 +660,7 @@ def test_serve_started_in_the_background_of_a_script_outlives_a_ctrl_c(herolog_h
         os.kill(serve, signal.SIGINT)
         time.sleep(1)
         assert proc.poll() is None, "serve stopped on a SIGINT it was started with ignored"
-        with httpx.Client() as client:
+        with web.Client() as client:
             assert post(client, f"http://127.0.0.1:{port}", "after") == 204
         os.kill(serve, signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -845,8 +846,8 @@ def test_a_request_under_way_at_sigterm_is_finished_and_stored(
     assert Counter(m.rsplit(" ", 1)[0] for m in stored(herolog_home))["late"] == 10
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -878,8 +879,8 @@ def test_a_second_sigint_cuts_requests_off_but_still_commits_and_exits_0(
     assert again.finish()[0] == 0
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_sigint_after_the_shutdown_is_done_still_exits_0(
     serve_process: Callable[..., ServeProcess],
 ) -> None:
@@ -896,8 +897,8 @@ def test_a_second_sigint_after_the_shutdown_is_done_still_exits_0(
         assert "Traceback" not in err
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     herolog_home: Path, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -912,7 +913,7 @@ def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     finally:
         store.close()
     server = serve_process("--port", "0")
-    with httpx.Client() as client:
+    with web.Client() as client:
         assert post(client, server.url, "dead") == 204
     server.proc.send_signal(signal.SIGINT)
     started = time.monotonic()
@@ -932,8 +933,8 @@ def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     assert (state["delivered"], state["dropped"], state["waiting"]) == (0, 0, 10)
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_third_sigint_exits_at_once_from_a_shutdown_that_hangs(
     serve_process: Callable[..., ServeProcess],
 ) -> None:
@@ -1077,7 +1078,7 @@ def test_an_ipv6_host_in_brackets_is_listened_on(herolog_home: Path) -> None:
             r"herolog serve: HTTP drain intake on http://\[::1\]:(\d+)/apps/APP/logs\n", first
         )
         assert m, first + proc.stderr.read()
-        assert httpx.get(f"http://[::1]:{m[1]}/healthz").status_code == 200
+        assert web.get(f"http://[::1]:{m[1]}/healthz").status_code == 200
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     finally:
@@ -1260,7 +1261,7 @@ def test_a_tls_client_on_the_plain_http_port_is_named_on_stderr(
             sock.sendall(outgoing.read())
             # Plain HTTP, which tells the client's TLS library what it reached.
             assert sock.recv(100).startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert web.get(f"{server.url}/healthz").status_code == 200
     server.proc.send_signal(signal.SIGTERM)
     code, err = server.finish()
     assert (code, "Traceback" in err) == (0, False), err
@@ -1399,8 +1400,8 @@ def test_shutdown_with_open_syslog_connections_is_clean(
     assert stored(herolog_home) == ["kept"]
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
     herolog_home: Path,
 ) -> None:
@@ -1428,7 +1429,7 @@ def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
     try:
         assert reader.stdout is not None
         assert reader.stdout.readline() == "reading\n"
-        with httpx.Client(timeout=30) as client:
+        with web.Client(timeout=30) as client:
             post = functools.partial(
                 client.post,
                 f"{server.url}/apps/demo/logs",

@@ -27,6 +27,7 @@ from herolog.filters import LineFilter
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
 from herolog.store import SQLiteStore, StoredLine, StoreError
+from tests import web
 from tests.helpers import (
     SERVE_POLL_S,
     Child,
@@ -634,8 +635,8 @@ class _Given(Exception):
     pass
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
     herolog_home: Path,
 ) -> None:
@@ -942,8 +943,8 @@ def test_a_history_that_stops_short_of_its_end_is_an_error(
     )
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_server_that_stops_half_way_through_a_history_is_an_error(herolog_home: Path) -> None:
     """`herolog logs --server` reading more history than the sockets hold when the server
     stops: what came is printed, then a one-line error and exit 1."""
@@ -1013,8 +1014,8 @@ def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
     assert logs.last_id == "7"
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_tail_back_after_its_lines_were_trimmed_is_told_how_many_with_l11(
     herolog_home: Path,
 ) -> None:
@@ -1110,8 +1111,8 @@ def test_a_ctrl_c_caught_just_before_a_quiet_tail_s_read_ends_it_at_once(
     assert err == b""
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_quiet_app_s_tail_back_after_a_restart_is_told_only_of_its_own_lines_trimmed(
     herolog_home: Path,
 ) -> None:
@@ -1195,8 +1196,8 @@ class DropAfter(Relay):
         self.listener.close()
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_tail_dropped_before_its_last_line_s_mark_counts_only_the_lines_trimmed_since(
     herolog_home: Path,
 ) -> None:
@@ -1235,8 +1236,8 @@ def test_a_tail_dropped_before_its_last_line_s_mark_counts_only_the_lines_trimme
     assert code == -signal.SIGINT  # 130 in a shell
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_filtered_tail_back_after_a_restart_is_not_told_of_lines_it_did_not_want(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1291,8 +1292,8 @@ def test_a_tail_ends_where_the_server_says_its_until_passed(
     assert (code, err) == (0, "")
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_tail_of_an_empty_store_outlives_a_server_restart(herolog_home: Path) -> None:
     """A tail started before the server had any line still gets an id to resume after (0):
     when the server restarts (its sessions gone) it resumes from there, with -n 0 too,
@@ -1614,8 +1615,8 @@ def tail_left_waiting(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Chil
     return child, port
 
 
-@pytest.mark.subprocess
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_tail_waiting_for_its_app_outlives_a_server_restart(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1722,7 +1723,6 @@ def proxy_at_a_path() -> Iterator[SimpleNamespace]:
     """A reverse proxy (``url``) serving ``upstream`` (set it) under /herolog/, as nginx's
     ``location /herolog/ { proxy_pass http://127.0.0.1:8514/; proxy_set_header Host $host; }``
     does, and a 404 page elsewhere. It passes whole answers on, enough for a history."""
-    import httpx
 
     where = SimpleNamespace(url="", upstream="")
 
@@ -1743,7 +1743,7 @@ def proxy_at_a_path() -> Iterator[SimpleNamespace]:
                 self.wfile.write(page)
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
-            answer = httpx.request(
+            answer = web.request(
                 self.command,
                 where.upstream + self.path.removeprefix("/herolog"),
                 headers=headers,

@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from herolog.parser import LogLine, Received
 from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
+from tests import web
 from tests.helpers import SERVE_POLL_S, constants_env, herolog_env
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import Relay
@@ -524,7 +524,7 @@ def test_a_batch_stored_but_not_acknowledged_is_stored_once(
         sender.close()
     assert dropper.bodies[0] == dropper.bodies[1] > 0  # the same batch, sent twice
     assert [x.message[:6] for x in served.lines("demo")] == ["000000", "000001", "000002"]
-    stats = httpx.get(f"{served.url}/stats").json()
+    stats = web.get(f"{served.url}/stats").json()
     assert stats["duplicate_batches"] == 1
 
 
@@ -550,7 +550,7 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
     finally:
         sender.close()
     assert waits == []
-    assert httpx.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
+    assert web.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
 
 
 @pytest.mark.parametrize(

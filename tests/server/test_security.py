@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-import httpx
 import pytest
 import trustme
 
 from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
+from tests import web
 from tests.helpers import SERVE_POLL_S, herolog_env, invoke, line
 from tests.server.conftest import (
     ServeProcess,
@@ -94,7 +94,7 @@ def test_secrets_appear_in_no_output_of_serve_or_the_commands(
         logplex = {"Content-Type": "application/logplex-1"}
 
         def send(*messages: str) -> None:
-            answer = httpx.post(
+            answer = web.post(
                 intake, content=body(*messages), headers=logplex, auth=("drain", INTAKE_PASSWORD)
             )
             assert answer.status_code == 204
@@ -108,16 +108,16 @@ def test_secrets_appear_in_no_output_of_serve_or_the_commands(
         for i in range(5):
             send(*[f"line {i}.{j}" for j in range(5)])
         for auth in [None, ("drain", "wrong"), ("drain", INTAKE_PASSWORD + "x")]:
-            refused = httpx.post(intake, content=body("no"), headers=logplex, auth=auth)
+            refused = web.post(intake, content=body("no"), headers=logplex, auth=auth)
             assert refused.status_code == 401
             outputs.append(refused.text)
         for key in [None, "wrong", API_KEY + "x"]:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             for path in ("/apps/demo/log-drains", "/stats", "/apps/demo"):
-                refused = httpx.get(server.url + path, headers=headers)
+                refused = web.get(server.url + path, headers=headers)
                 assert refused.status_code == 401, path
                 outputs.append(refused.text)
-        stats = httpx.get(f"{server.url}/stats", headers={"Authorization": f"Bearer {API_KEY}"})
+        stats = web.get(f"{server.url}/stats", headers={"Authorization": f"Bearer {API_KEY}"})
         assert stats.status_code == 200
         outputs.append(stats.text)
 
@@ -197,9 +197,9 @@ def test_session_urls_carry_a_long_random_secret(make_server: ServerFactory) -> 
     for secret in secrets:  # 43 characters of base64url: 256 random bits
         assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", secret), secret
     # One session's secret opens no other session.
-    assert httpx.get(urls[0].replace(secrets[0], secrets[1])).status_code == 404
-    assert httpx.get(urls[0].replace(secrets[0], secrets[0][:-1])).status_code == 404
-    assert httpx.get(urls[0]).status_code == 200
+    assert web.get(urls[0].replace(secrets[0], secrets[1])).status_code == 404
+    assert web.get(urls[0].replace(secrets[0], secrets[0][:-1])).status_code == 404
+    assert web.get(urls[0]).status_code == 200
 
 
 def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory) -> None:
@@ -216,13 +216,13 @@ def test_a_tail_session_expires_once_nobody_reads_it(make_server: ServerFactory)
         post(running, "demo", numbered(1))
         assert tail.wait_for(2)[-1].endswith("line 0")
         # and is still there to resume, as a reader whose connection dropped does
-        with httpx.stream("GET", url, timeout=10) as resumed:
+        with web.stream("GET", url, timeout=10) as resumed:
             assert resumed.status_code == 200
     finally:
         tail.close()
     wait_until(lambda: not sessions._readers, what="the reader to go")
     time.sleep(0.3)
-    gone = httpx.get(url)
+    gone = web.get(url)
     assert gone.status_code == 404
     assert gone.json()["id"] == "not_found"
 
@@ -271,17 +271,17 @@ def test_api_answers_are_never_stored_by_a_cache(make_server: ServerFactory) -> 
     drains = f"{running.url}/apps/demo/log-drains"
     url = f"https://user:{DRAIN_PASSWORD}@logs.example/in?api_key={DRAIN_KEY}"
     answers = [
-        httpx.post(drains, json={"url": url}, headers=auth),
-        httpx.get(drains, headers=auth),
-        httpx.get(f"{running.url}/log-drains", headers=auth),
-        httpx.get(f"{drains}/{quote(url, safe='')}", headers=auth),
-        httpx.head(drains, headers=auth),
-        httpx.post(f"{running.url}/apps/demo/log-sessions", json={}, headers=auth),
-        httpx.get(f"{running.url}/apps/demo", headers=auth),
-        httpx.get(f"{running.url}/account", headers=auth),
-        httpx.get(drains),  # 401
-        httpx.get(f"{running.url}/apps/nope/log-drains", headers=auth),  # 404
-        httpx.get(f"{running.url}/sessions/{'0' * 8}-0000-0000-0000-{'0' * 12}?sig=x"),  # 404
+        web.post(drains, json={"url": url}, headers=auth),
+        web.get(drains, headers=auth),
+        web.get(f"{running.url}/log-drains", headers=auth),
+        web.get(f"{drains}/{quote(url, safe='')}", headers=auth),
+        web.head(drains, headers=auth),
+        web.post(f"{running.url}/apps/demo/log-sessions", json={}, headers=auth),
+        web.get(f"{running.url}/apps/demo", headers=auth),
+        web.get(f"{running.url}/account", headers=auth),
+        web.get(drains),  # 401
+        web.get(f"{running.url}/apps/nope/log-drains", headers=auth),  # 404
+        web.get(f"{running.url}/sessions/{'0' * 8}-0000-0000-0000-{'0' * 12}?sig=x"),  # 404
     ]
     assert DRAIN_PASSWORD in answers[1].text
     for answer in answers:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from herolog.server.config import DrainTiming
+from tests import web
 from tests.helpers import constants_env, line
 from tests.server.conftest import Running, ServeProcess, running_server
 from tests.server.test_api import (
@@ -77,7 +77,7 @@ def test_a_stream_ended_by_a_stop_has_its_client_come_back_later(
         url = session(first, lines=1, tail=True)
 
         def read() -> None:
-            with httpx.stream("GET", url, headers=EVENTS, timeout=30) as response:
+            with web.stream("GET", url, headers=EVENTS, timeout=30) as response:
                 received.extend(response.iter_raw())
 
         reader = threading.Thread(target=read)
@@ -102,7 +102,7 @@ def status_at_the_next_serve(
 ) -> int:
     time.sleep(wait)
     with running_server(herolog_home / "logs.db", **options) as second:
-        return httpx.get(on(second, url), headers={"Last-Event-ID": "1"}).status_code
+        return web.get(on(second, url), headers={"Last-Event-ID": "1"}).status_code
 
 
 def test_a_session_handed_over_needs_its_own_secret(herolog_home: Path) -> None:
@@ -176,7 +176,7 @@ def test_tail_sessions_serve_cannot_keep_are_counted_in_the_singular_for_one(
     env = constants_env({"herolog.server.STORE_WATCH_S": 0.1}, HEROLOG_API_KEY=KEY)
     server = serve_process("--port", "0", env=env)
     for _ in range(tails):
-        answer = httpx.post(f"{server.url}/log-sessions", json={"tail": True}, headers=AUTH)
+        answer = web.post(f"{server.url}/log-sessions", json={"tail": True}, headers=AUTH)
         assert answer.status_code == 201, answer.text
     (herolog_home / "logs.db").rename(herolog_home / "moved.db")
     code, err = server.finish()

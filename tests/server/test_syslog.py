@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trustme
 
@@ -26,6 +25,7 @@ from herolog import timestamps
 from herolog.filters import LineFilter
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server.config import Credentials
+from tests import web
 from tests.helpers import herolog_process, in_namespace
 from tests.server.conftest import Running, ServeProcess, ServerFactory
 from tests.server.test_process import stored
@@ -559,7 +559,7 @@ def test_a_host_name_is_listened_on_at_every_address_it_resolves_to(
     for address in ("::1", "127.0.0.1"):
         url = f"{scheme}://{'[::1]' if ':' in address else address}:{http}/apps/demo/logs"
         body = syslog_frames(f"http to {address}")
-        response = httpx.post(
+        response = web.post(
             url, content=body, headers={"Content-Type": "application/logplex-1"}, verify=context
         )
         assert response.status_code == 204, response.text
@@ -684,11 +684,10 @@ def test_syslog_over_tls_and_https_intake(
         tls.sendall(syslog_frames("over tls"))
     wait_for(lambda: messages(running) == ["over tls"])
     # the HTTP intake is HTTPS with the same certificate
-    import httpx
 
     verify = ssl.create_default_context()
     ca.configure_trust(verify)
-    response = httpx.post(
+    response = web.post(
         f"https://127.0.0.1:{running.server.http_port}/apps/demo/logs",
         content=syslog_frames("over https", hostname="host"),
         headers={"Content-Type": "application/logplex-1"},
@@ -838,8 +837,8 @@ gc.collect()
 stop()
 """
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_tls_client_whose_network_goes_after_its_handshake_leaves_no_traceback(
     tmp_path: Path, certificates: tuple[trustme.CA, Path, Path]

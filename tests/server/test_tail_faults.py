@@ -16,6 +16,7 @@ from herolog.filters import LineFilter
 from herolog.parser import format_syslog, frame
 from herolog.server.sessions import LogSession, Reader, Sessions, Subscriber
 from herolog.store import Batch, SQLiteStore
+from tests import web
 from tests.helpers import line
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import reset
@@ -135,7 +136,7 @@ def test_a_reader_that_stops_reading_holds_up_nobody_and_is_told_what_it_lost(
             # has these, however quickly they are posted.
             fast.wait_for(start + 100)
         assert most <= 100  # what waits for the slow reader is bounded by its buffer
-        assert httpx.get(f"{running.url}/healthz").status_code == 200
+        assert web.get(f"{running.url}/healthz").status_code == 200
         got = fast.wait_for(count, timeout=60)
         assert [x.split(": ", 1)[1].split()[0] for x in got] == [f"n{i}" for i in range(count)]
         # The last lines may be among those the slow reader lost: once it has caught up

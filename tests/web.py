@@ -1,0 +1,30 @@
+"""httpx's request functions for the tests, with one TLS context for all: httpx makes a new
+one for every request and client it is not given one for (loading the trusted CAs, 25-30
+ms), even for an http:// URL, where it is never used; across the suite that was half a
+minute. A request that needs a context of its own (an https:// server with a CA of the
+test's) passes ``verify`` as with httpx."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from typing import Any
+
+import httpx
+
+PLAIN_HTTP = ssl.create_default_context()
+"""The context passed as ``verify`` where a test does not pass its own."""
+
+get = functools.partial(httpx.get, verify=PLAIN_HTTP)
+post = functools.partial(httpx.post, verify=PLAIN_HTTP)
+put = functools.partial(httpx.put, verify=PLAIN_HTTP)
+patch = functools.partial(httpx.patch, verify=PLAIN_HTTP)
+delete = functools.partial(httpx.delete, verify=PLAIN_HTTP)
+head = functools.partial(httpx.head, verify=PLAIN_HTTP)
+options = functools.partial(httpx.options, verify=PLAIN_HTTP)
+request = functools.partial(httpx.request, verify=PLAIN_HTTP)
+stream = functools.partial(httpx.stream, verify=PLAIN_HTTP)
+
+
+def Client(**settings: Any) -> httpx.Client:
+    return httpx.Client(**{"verify": PLAIN_HTTP, **settings})
