@@ -12,6 +12,7 @@ see :class:`IntakeSender`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import uuid
@@ -200,6 +201,12 @@ def ssl_cert_file_problem() -> str | None:
     cafile = os.environ.get("SSL_CERT_FILE") or None
     if cafile is None:
         return None
+    # The context connections are checked with holds the file's certificates if OpenSSL
+    # could read them, and is kept: no second reading of the file (a system's CAs take
+    # 20-30 ms), which every `logs --server` and every serve's start paid.
+    with contextlib.suppress(OSError):
+        if trusting_context().cert_store_stats()["x509"]:
+            return None
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
     except OSError as error:  # ssl.SSLError too: a file that holds no certificate
