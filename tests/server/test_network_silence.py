@@ -319,7 +319,7 @@ config = ServeConfig(
 server = Server(config, log=io.StringIO())
 stop = run_in_thread(server)
 base = f"http://10.1.1.1:{server.http_port}"
-answer = web.post(
+answer = httpx.post(
     f"{base}/apps/demo/log-sessions", json={"tail": True}, headers={"Authorization": "Bearer k"}
 )
 path = answer.json()["logplex_url"].split(str(server.http_port), 1)[1]
