@@ -1016,7 +1016,7 @@ def _said_cut_off(text: bytes) -> str:
 
 @pytest.mark.parametrize("garbage", [b"junk", b"\x1f", b"\0\0junk", b"\x1fx"])
 def test_a_gzip_input_with_trailing_garbage_stores_every_line_and_says_where_it_stopped(
-    tmp_path: Path, garbage: bytes
+    tmp_path: Path, garbage: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`gzip -dc` prints all of such a file and warns of the rest ('trailing garbage
     ignored'), which a disk that filled while logrotate compressed, or a download with
@@ -1024,8 +1024,10 @@ def test_a_gzip_input_with_trailing_garbage_stores_every_line_and_says_where_it_
     decompressed in that read was lost (nothing stored of a file of one chunk)."""
     import gzip
 
-    from herolog.importer import CHUNK_SIZE
+    from herolog import importer
 
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 1 << 16)  # a sixteenth of the lines to cross
+    CHUNK_SIZE = importer.CHUNK_SIZE
     assert invoke("store", "history", "200000")[0] == 0
     for count in (1, 3 * CHUNK_SIZE // 40):  # past the first chunk too
         text = _numbered(count)
@@ -1074,7 +1076,7 @@ def test_a_gzip_input_padded_with_nul_bytes_imports_as_gzip_reads_it(tmp_path: P
 
 
 def test_a_cut_off_or_damaged_gzip_input_stores_every_line_that_decompressed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A gzip file cut off (copied while logrotate wrote it, a full disk) or damaged: the
     lines before the break are stored, as `zcat FILE | herolog import -` stores them, the
@@ -1082,8 +1084,10 @@ def test_a_cut_off_or_damaged_gzip_input_stores_every_line_that_decompressed(
     what the last read had decompressed was lost: up to a chunk of lines."""
     import gzip
 
-    from herolog.importer import CHUNK_SIZE
+    from herolog import importer
 
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 1 << 16)
+    CHUNK_SIZE = importer.CHUNK_SIZE
     assert invoke("store", "history", "200000")[0] == 0
     text = _numbered(3 * CHUNK_SIZE // 40)
     packed = gzip.compress(text, compresslevel=1)
