@@ -301,6 +301,7 @@ def checked_in_30_s(script: str) -> list[str]:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow  # patterns of 200,000 characters
 def test_a_long_pattern_is_checked_in_time_linear_in_its_length() -> None:
     """200,000 characters (a --grep's own, or a log session's filter under the server's
     64 KB body) of literal text, of small groups and of text in a repeat: the check took
@@ -409,6 +410,7 @@ def _steps(text: str) -> int:
     return 10**12 - budget.left
 
 
+@pytest.mark.slow  # patterns of 200,000 characters
 def test_long_ordinary_patterns_are_within_the_check_s_budget() -> None:
     """200,000 characters of text, 60,000 of (?:\\w+\\s)+, an alternation of 500 UUIDs:
     the check's steps grow with the repeats' optional items and branches, not with length.
