@@ -339,6 +339,18 @@ def test_heroku_text_lines() -> None:
     assert padded is not None
     assert padded.message == " indented, trailing \t"  # all but the separating space
     assert parse_heroku_line('  File "app.py", line 9') is None
+
+
+def test_a_heroku_line_whose_source_holds_brackets_is_read_back() -> None:
+    """An RFC 5424 APP-NAME may hold brackets (logger --rfc5424 -t 'billing[77]' sends the
+    tag as it is): herolog logs shows it as billing[77][-]:, which import kept whole as an
+    unknown[unknown] line. The first [DYNO]: ends the header."""
+    line = parse_heroku_line("2024-03-05T09:14:07Z billing[77][-]: charged [x]: 3")
+    assert line is not None
+    assert (line.source, line.dyno, line.message) == ("billing[77]", "-", "charged [x]: 3")
+    line = parse_heroku_line("2024-03-05T09:14:07Z app[web.1]: a[b]: c")
+    assert line is not None
+    assert (line.source, line.dyno, line.message) == ("app", "web.1", "a[b]: c")
     assert parse_heroku_line("yesterday app[web.1]: x") is None
 
 

@@ -50,6 +50,18 @@ def test_import_heroku_text_round_trips_through_logs(tmp_path: Path) -> None:
     assert result.stdout == EXAMPLE.read_text()
 
 
+def test_a_source_holding_brackets_round_trips_through_logs() -> None:
+    """A syslog APP-NAME with brackets (logger --rfc5424 -t 'billing[77]') is shown as
+    billing[77][-]:, and that output imports back as the same line."""
+    syslog = b"<14>1 2024-03-05T09:14:07Z h billing[77] - - charged\n"
+    assert invoke("import", "-", "-a", "first", input=syslog)[0] == 0
+    shown = invoke("logs", "-a", "first")[1]
+    assert shown == "2024-03-05T09:14:07Z billing[77][-]: charged\n"
+    code, _, err = invoke("import", "-", "-a", "again", input=shown.encode())
+    assert (code, err) == (0, "Imported 1 line into again (heroku format).\n")
+    assert stored("again") == stored("first")
+
+
 def test_heroku_logs_output_saved_with_its_colours_imports_as_without_them() -> None:
     """`heroku logs` with FORCE_COLOR, `herolog logs --color always`, or a terminal's session
     log save each header coloured, and parts of messages too: the lines are those of the
