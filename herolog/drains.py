@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 if TYPE_CHECKING:
     import httpx  # imported where used: herolog logs starts without it
@@ -664,7 +664,7 @@ def _secrets(url: str) -> list[str]:
     if m := _USERINFO.match(url):
         user, sep, password = m.group(2).partition(":")
         found.append(password if sep else m.group(2))
-        basic = f"{unquote(user)}:{unquote(password)}".encode("utf-8", "surrogateescape")
+        basic = unquote_to_bytes(user) + b":" + unquote_to_bytes(password)  # as sent
         found.append(base64.b64encode(basic).decode())  # a drain may quote its headers
     for m in _PARAM.finditer(url):
         if _SECRET_PARAM.search(unquote(m.group(2))):

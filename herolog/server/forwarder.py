@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
 from herolog.drains import is_overflow_notice
@@ -792,7 +792,9 @@ class HTTPDrain(DrainWorker):
         self.peer = url_host(parts.hostname or "", parts.port or default)
         auth = None
         if parts.username is not None or parts.password is not None:
-            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            # The bytes the user-info's escapes stand for, as curl sends them: a password in
+            # another charset than UTF-8 (%E4 for a Latin-1 ä) must not become U+FFFD.
+            auth = (unquote_to_bytes(parts.username or ""), unquote_to_bytes(parts.password or ""))
         try:  # chosen as curl and herolog's own commands choose it, loopback never proxied
             proxy = usable_proxy(drain.url)
         except RemoteError as error:

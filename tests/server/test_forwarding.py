@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from herolog import __version__
+from herolog import __version__, drains
 from herolog.drains import counted as drains_counted
 from herolog.parser import LogLine, format_syslog, frame
 from herolog.server import forwarder
@@ -112,6 +112,23 @@ def test_http_drain_gets_every_line_in_order_with_logplex_headers(
         frame_ids.add(headers["logplex-frame-id"])
         assert re.fullmatch(rb"(\d+ <\d+>1 \S+ host \S+ \S+ - [^\n]*(\n[^\n]*)*\n?)+", request.body)
     assert len(frame_ids) == len(sink.delivered())
+
+
+def test_an_http_drain_sends_the_bytes_its_user_info_escapes_stand_for(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """A password in another charset than UTF-8 (Latin-1's ä, %E4) went as U+FFFD's bytes
+    (EF BF BD), where curl sends the byte itself: a receiver holding that password (nginx's
+    auth_basic) answered 401, and every batch was dropped."""
+    running = make_server()
+    add_drain(running, "demo", sink.url("/in", "us%C3%A9r:p%E4ss%2F%FF"))
+    post(running, "demo", [line("one")])
+    wait_until(lambda: len(sink.delivered()) == 1, what="the batch")
+    sent = sink.delivered()[0].headers["Authorization"]
+    assert base64.b64decode(sent.removeprefix("Basic ")) == b"us\xc3\xa9r:p\xe4ss/\xff"
+    # A drain that quotes the header in its error has it blanked out, as it was sent.
+    url = sink.url("/in", "us%C3%A9r:p%E4ss%2F%FF")
+    assert drains.scrub(f"401: bad credentials {sent}", url) == "401: bad credentials Basic ***"
 
 
 def test_an_http_drain_keeps_its_connection_between_batches(
