@@ -179,8 +179,9 @@ class Exited(NamedTuple):
     """The signal the command died of: a shell that gets a Ctrl-C stops its script only if
     its command died of SIGINT too, not if it handled it and exited 130."""
     stopped_by: int | None = None
-    """A SIGTERM or SIGINT herolog got once the command had exited of its own accord, while
-    what it wrote was being stored: a Ctrl-C then ends herolog by its SIGINT all the same."""
+    """A SIGTERM or SIGINT herolog got once the command had exited of its own accord (or,
+    where the sink can give up, once it had exited at all), while what it wrote was being
+    stored: a Ctrl-C then ends herolog by its SIGINT all the same."""
 
 
 def run_dyno(
@@ -192,6 +193,8 @@ def run_dyno(
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
     on_stopped: Callable[[str], object] = lambda _stopped: None,
+    on_ended: Callable[[], object] = lambda: None,
+    give_up: Callable[[], object] | None = None,
 ) -> Exited:
     """Run ``command``, storing its output as ``app[DYNO]``; returns how it exited.
 
@@ -203,6 +206,10 @@ def run_dyno(
     SIGTERM or SIGINT on to has exited, with ``"the command"``, or with ``"herolog"`` when
     one comes once the command has exited of its own accord (while what it wrote is still
     being stored): the sink is to hurry then. Another after that ends herolog at once.
+    With ``give_up``, the first SIGTERM or SIGINT once the command has exited (the second
+    Ctrl-C, after the one the command was stopped by) calls it instead, for the sink to stop
+    waiting and lose what waits, counted; another after that ends herolog at once.
+    ``on_ended`` is called as the command exits: herolog is what is waited for from then on.
     """
     out = stdout or sys.stdout.buffer
     err = stderr or sys.stderr.buffer
@@ -252,8 +259,14 @@ def run_dyno(
         """A signal once the command has exited, while what it wrote is read and stored,
         which a failing server can make last half a minute: a first SIGTERM or Ctrl-C has
         the sink hurry, as a stopped command's lines do, and one after that (or after the
-        command was stopped) ends herolog at once."""
+        command was stopped) ends herolog at once; where the sink can give up (the local
+        store, waiting for another process's lock), the first has it do so instead, even
+        after a stop, and says what is lost where hurrying could not."""
         if sig not in STOPPING_SIGNALS:
+            return
+        if give_up is not None and not late:
+            late.append(sig)
+            give_up()
             return
         if stopping or late:
             if started:  # what the command left running goes too: its SIGKILL would not come
@@ -317,6 +330,7 @@ def run_dyno(
             )
         except OSError as error:
             exited.set()
+            on_ended()
             while early:
                 forward(early.pop(0), None)
             flusher.start()
@@ -351,6 +365,7 @@ def run_dyno(
                 reader.start()
         returncode = _wait(proc)
         exited.set()
+        on_ended()
         for timer in stopping:
             timer.cancel()
         if stopping:

@@ -40,6 +40,9 @@ BUSY_TIMEOUT_S = 30.0
 WAIT_STEP_S = 0.1
 """How long SQLite waits for the write lock at a time where a Ctrl-C must end the wait
 (see SQLiteStore._begin_immediate): Python hears signals between its steps."""
+LOCK_WAIT_SAID_AFTER_S = 1.0
+"""How long a command waits for another process's write lock before it says so: a commit
+of serve's or of another import takes milliseconds, a wait past this is a long holder's."""
 FORWARDING_LEASE = "forwarding"
 """The store's lease held by the serve that forwards its drains (SQLiteStore.lease): every
 herolog serve since schema 3 takes it as it starts and renews it while it runs."""
@@ -482,6 +485,11 @@ class SQLiteStore:
         self._ready = False
         self._immutable = False
         """Read as a file nothing writes (read-only file system, no writer then)."""
+        self.lock_wait: Callable[[float], object] | None = None
+        """Called between the steps of a wait for another process's write lock with the
+        seconds waited (see :meth:`_begin_immediate`), to say that the command waits; what it
+        raises ends the wait before BUSY_TIMEOUT_S, nothing written, where no Ctrl-C would
+        (herolog run's flusher thread)."""
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> SQLiteStore:
@@ -714,11 +722,13 @@ class SQLiteStore:
         another process held the write lock waited for the lock or the timeout, 30 s, and the
         command then failed. Where a Ctrl-C raises KeyboardInterrupt, the wait is Python's, in
         steps of WAIT_STEP_S, and ends with one, nothing written (a Ctrl-C held back for a
-        commit's count too: there is no commit yet)."""
-        if not ctrl_c_ends_waits():
+        commit's count too: there is no commit yet); so it is where :attr:`lock_wait` is set,
+        which hears of each step."""
+        if self.lock_wait is None and not ctrl_c_ends_waits():
             self._db.execute("BEGIN IMMEDIATE")
             return
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        start = time.monotonic()
+        deadline = start + BUSY_TIMEOUT_S
         self._db.execute(f"PRAGMA busy_timeout = {int(WAIT_STEP_S * 1000)}")
         try:
             while True:
@@ -729,6 +739,8 @@ class SQLiteStore:
                     busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
                     if not busy or time.monotonic() >= deadline:
                         raise
+                if self.lock_wait is not None:
+                    self.lock_wait(time.monotonic() - start)
                 if ctrl_c_held():
                     raise KeyboardInterrupt
         finally:

@@ -412,3 +412,24 @@ def until_waiting_for_the_write_lock(pid: int) -> None:
     while "nanosleep" not in Path(f"/proc/{pid}/wchan").read_text():
         assert time.monotonic() < deadline, "it did not wait for the store's write lock"
         time.sleep(0.02)
+
+
+def line_within(stream: IO[bytes], timeout: float = 30.0) -> bytes:
+    """The next line of a child's pipe ``stream`` (empty at its end), read a byte at a time
+    past Python's buffer, so that what is left stays for ``communicate``; AssertionError if
+    it has not come whole within ``timeout`` (a readline would wait for ever)."""
+    import select
+    import time
+
+    fd = stream.fileno()
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no whole line within {timeout} s, only {line!r}"
+        if select.select([fd], [], [], remaining)[0]:
+            byte = os.read(fd, 1)
+            if not byte:
+                break
+            line += byte
+    return line

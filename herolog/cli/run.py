@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -67,7 +68,10 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
         finally:
             sender.close()
     else:
-        exited = run_dyno(command, dyno, _local_sink(app), echo=not quiet)
+        sink = _LocalSink(app)
+        exited = run_dyno(
+            command, dyno, sink, echo=not quiet, on_ended=sink.ended, give_up=sink.give_up
+        )
     if signal.SIGINT in (exited.died_of, exited.stopped_by):
         # A Ctrl-C: herolog dies of it as the command did (and as a shell would), so that
         # a shell running herolog stops its script too; so it does of one that came while
@@ -76,20 +80,84 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
     click.get_current_context().exit(exited.status)
 
 
-def _local_sink(app: str) -> Callable[[list[LogLine]], None]:
-    import sqlite3
+class _LocalSink:
+    """The lines' way into the local store, from run's flusher thread, which no Ctrl-C
+    reaches: while another process holds the store's write lock (an import, a store forget,
+    the sqlite3 shell's BEGIN IMMEDIATE) each batch waits up to BUSY_TIMEOUT_S, the command
+    running on. Once it has exited, herolog is what the user waits for: it says so, waits up
+    to BUSY_TIMEOUT_S from then (not that again for each batch left, nor less for one that
+    was waiting already), and gives up at a Ctrl-C (give_up)."""
 
-    from herolog.cli import store_failed
-    from herolog.store import Batch, StoreError, open_store
+    def __init__(self, app: str) -> None:
+        from herolog.store import open_store
 
-    store = open_store()
+        self._app = app
+        self._store = open_store()
+        self._store.lock_wait = self._waiting
+        self._ended: float | None = None
+        self._given_up = False
+        self._said = False
 
-    def append(lines: list[LogLine]) -> None:
+    def __call__(self, lines: list[LogLine]) -> None:
+        import sqlite3
+
+        from herolog.cli import store_failed
+        from herolog.store import Batch, StoreError
+
+        store = self._store
         if store.replaced():  # lines committed to the old file go where nothing reads them
             raise StoreError(f"the store {store.path} was moved or deleted while the command ran")
-        try:
-            store.append([Batch(app, lines)])
-        except sqlite3.DatabaseError as error:  # say which file, and what to do about it
-            raise StoreError(store_failed(error)) from None
+        while True:
+            try:
+                store.append([Batch(self._app, lines)])
+                return
+            except sqlite3.DatabaseError as error:  # say which file, and what to do about it
+                busy = getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                # A wait that began before the command ended has the time after it too:
+                # _waiting ends the next one then, or at a Ctrl-C.
+                if not busy or not self._waits_on():
+                    raise StoreError(store_failed(error)) from None
 
-    return append
+    def ended(self) -> None:
+        self._ended = time.monotonic()
+
+    def give_up(self) -> None:
+        self._given_up = True
+
+    def _waits_on(self) -> bool:
+        """Whether a wait for the lock goes on past its own BUSY_TIMEOUT_S: once the command
+        has ended, until BUSY_TIMEOUT_S after that, unless given up."""
+        from herolog.store import BUSY_TIMEOUT_S
+
+        return (
+            self._ended is not None
+            and not self._given_up
+            and time.monotonic() - self._ended < BUSY_TIMEOUT_S
+        )
+
+    def _waiting(self, seconds: float) -> None:
+        """The store's lock_wait: between the steps of a wait for the write lock."""
+        from herolog.interrupt import write_nowhere
+        from herolog.store import BUSY_TIMEOUT_S, LOCK_WAIT_SAID_AFTER_S, StoreError
+
+        path = self._store.path
+        if self._given_up:
+            raise StoreError(
+                f"gave up waiting for the write lock of the store {path}, which another"
+                " process holds"
+            )
+        if self._ended is None:  # the command runs on meanwhile, its lines waiting
+            return
+        if time.monotonic() - self._ended >= BUSY_TIMEOUT_S:
+            raise StoreError(f"cannot use the store {path}: database is locked")
+        if seconds >= LOCK_WAIT_SAID_AFTER_S and not self._said:
+            self._said = True
+            try:
+                sys.stderr.write(
+                    f"herolog run: another process holds the store's write lock ({path}):"
+                    f" waiting up to {BUSY_TIMEOUT_S:g} s for it to store the command's last"
+                    " lines; Ctrl-C gives up on them\n"
+                )
+                sys.stderr.flush()
+            except OSError:  # a stderr gone (2>&1 | head) costs no lines: what it says goes
+                write_nowhere(sys.stderr)

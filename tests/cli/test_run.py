@@ -16,7 +16,7 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import Child, constants_env, herolog_env, shell_job
+from tests.helpers import Child, constants_env, herolog_env, line_within, shell_job
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -1018,3 +1018,122 @@ def test_a_python_without_ctypes_runs_commands_without_the_kernel_s_signal(
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hello\n", "")
     assert ("app", "run.1", "hello", 190) in stored()
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("command", "signals", "status"),
+    [
+        # A Ctrl-C stops the command, then herolog waits; a second gives up
+        ("echo ready; exec sleep 30", 2, 130),
+        # The command exits of its own accord: herolog waits for the lock to go...
+        ("echo ready", 0, 0),
+        # ... or a first Ctrl-C gives up
+        ("echo ready", 1, 0),
+    ],
+    ids=["ctrl-c-twice", "exited-then-released", "exited-then-ctrl-c"],
+)
+def test_a_store_locked_by_another_process_is_waited_for_out_loud_and_a_ctrl_c_gives_up(
+    herolog_home: Path, command: str, signals: int, status: int
+) -> None:
+    """Another process holds the store's write lock (the sqlite3 shell's BEGIN IMMEDIATE, a
+    long import): once the command has ended, herolog's flusher waited for it where no
+    Ctrl-C reaches, 30 s a batch left, without a word; a second Ctrl-C ended herolog without
+    saying what it lost. It now says what it waits for, once; a Ctrl-C then gives up, saying
+    how many lines were not stored, and dies of it; the lock let go, every line is stored
+    once. (The busy timeout made an hour: the old wait would outlast the test's.)"""
+    open_store().close()
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+        start_new_session=True,  # a terminal's foreground job, which its Ctrl-C reaches
+    )
+    path = herolog_home / "logs.db"
+    waiting = (
+        f"herolog run: another process holds the store's write lock ({path}): waiting up to"
+        " 3600 s for it to store the command's last lines; Ctrl-C gives up on them\n"
+    ).encode()
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert line_within(proc.stdout) == b"ready\n"
+        if signals == 2:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert line_within(proc.stderr) == waiting
+        if signals:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            other.execute("COMMIT")
+        _, err = proc.communicate(timeout=30)
+    finally:
+        other.close()
+        proc.kill()
+        proc.communicate()
+    lines = [
+        "Starting process with command `sh -c '...'`",
+        "State changed from starting to up",
+        "ready",
+        f"Process exited with status {status}",
+        "State changed from up to complete",
+    ]
+    if signals:
+        assert proc.returncode == -signal.SIGINT
+        assert err.decode() == (
+            f"herolog run: could not store {len(lines)} of {len(lines)} lines: gave up waiting"
+            f" for the write lock of the store {path}, which another process holds\n"
+        )
+        assert stored() == []
+    else:
+        assert (proc.returncode, err) == (0, b"")
+        lines[0] = lines[0].replace("...", command)
+        assert [x[2] for x in stored()] == lines
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_lines_that_waited_for_the_lock_while_the_command_ran_have_the_whole_wait_after_it(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """The first batch has waited for another process's write lock since the command began;
+    the command ends, and the lock goes within the busy timeout of that end but past the
+    timeout of the batch's own wait: herolog waited each batch's timeout, and lost that
+    batch (the dyno's start and its first line) a moment before the lock went. Once the
+    command has ended, the wait lasts the timeout from then, for every line."""
+    timeout = 8.0  # the store's busy timeout: 2 to 3 s of margin below, either way
+    go = tmp_path / "go"
+    open_store().close()
+    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    command = f"echo ready; while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.05; done"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": timeout}),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert line_within(proc.stdout) == b"ready\n"
+        time.sleep(5)  # the first batch has waited as long
+        go.touch()
+        assert line_within(proc.stderr).startswith(b"herolog run: another process holds")
+        time.sleep(5)  # past the first batch's timeout, well within the end's
+        other.execute("COMMIT")
+        _, err = proc.communicate(timeout=30)
+    finally:
+        other.close()
+        proc.kill()
+        proc.communicate()
+    assert (proc.returncode, err) == (0, b"")
+    assert [x[2] for x in stored()] == [
+        f"Starting process with command `sh -c {shlex.quote(command)}`",
+        "State changed from starting to up",
+        "ready",
+        "Process exited with status 0",
+        "State changed from up to complete",
+    ]
