@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -103,10 +104,10 @@ def _exits(args: Sequence[str] = ()) -> Iterator[None]:
         with _errors():
             yield
     except click.ClickException as error:
-        if isinstance(error, click.UsageError):
-            # Final to type checkers only: the subclass (BadParameter, NoSuchOption...)
-            # builds the line shown from it.
-            error.message = _without_secrets(error.message, args)  # type: ignore[misc]
+        # Any error may quote a value as given (-a URL: "has no app named ..."). Final to
+        # type checkers only: the subclass (BadParameter, NoSuchOption...) builds the line
+        # shown from it.
+        error.message = _without_secrets(error.message, args)  # type: ignore[misc]
         # Shown here rather than by click, whose own showing of it to a stderr that has no
         # reader left (`herolog logs -a x 2>&1 | true`) is a traceback-like warning and
         # status 120 from the interpreter's last flush, in place of the error's status.
@@ -153,12 +154,17 @@ def _without_secrets(message: str, args: Sequence[str]) -> str:
     the script, CI job or cloud-init run that gave it."""
     from herolog.drains import mask_loosely
 
-    values = set(args)
+    # An option's value may come from the environment too ($HEROLOG_APP, $HEROLOG_URL).
+    given = [*args, *(v for k, v in os.environ.items() if k.startswith("HEROLOG_"))]
+    values = set(given)
     for arg in args:
         if arg.startswith("--"):
             values.add(arg.partition("=")[2])  # --app=VALUE
         elif arg.startswith("-"):
             values.add(arg[2:])  # -aVALUE
+            if "://" in arg:  # in a group of flags, -taVALUE: the value follows any letter
+                flags = len(arg) - len(arg[1:].lstrip(_LETTERS))
+                values.update(arg[i:] for i in range(3, flags + 1))
     for value in sorted(values, key=len, reverse=True):
         if "://" not in value:  # not a URL: a --grep pattern holding "@", say
             continue
@@ -168,6 +174,8 @@ def _without_secrets(message: str, args: Sequence[str]) -> str:
                 message = message.replace(form, masked)
     return message
 
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 

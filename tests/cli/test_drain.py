@@ -691,6 +691,29 @@ def test_usage_errors_mask_the_urls_they_quote(args: tuple[str, ...]) -> None:
     assert "https://***@intake.example.com/v1/input?dd-api-key=***&ddsource=heroku" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "status"),
+    [
+        (("logs", f"-tn{SECRET_URL}"), {}, 2),  # the value glued to a group of flags
+        (("logs", f"-ta{SECRET_URL}"), {}, 1),
+        (("drain", "list"), {"HEROLOG_APP": SECRET_URL}, 2),  # from the environment
+        (("logs",), {"HEROLOG_APP": SECRET_URL}, 1),
+        (("logs", "-a", SECRET_URL), {}, 1),  # no usage error: 'has no app named ...'
+    ],
+)
+def test_errors_mask_urls_given_in_a_group_of_flags_or_the_environment(
+    args: tuple[str, ...], env: dict[str, str], status: int
+) -> None:
+    """An option's value glued to a group of short flags, or taken from $HEROLOG_APP, and
+    an error that is no usage error but quotes -a's value, still put the URL's password in
+    the script's log."""
+    code, out, err = run(*args, env=env)
+    assert code == status, err
+    assert "hunter2" not in err + out
+    assert "0123456789abcdef" not in err + out
+    assert "https://***@intake.example.com/v1/input?dd-api-key=***&ddsource=heroku" in err
+
+
 def test_plain_drain_lists_the_drains_of_herolog_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
