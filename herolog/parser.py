@@ -84,9 +84,10 @@ _REGISTERED_SD_IDS = frozenset({"timeQuality", "origin", "meta"})
 
 # SOURCE and DYNO are APP-NAME and PROCID, printable ASCII as in RFC 5424: a name with any
 # other character could not go to a drain, so such a line has no header. The first [DYNO]:
-# ends the header, and SOURCE is all before it, brackets too: an APP-NAME may hold them
-# (logger --rfc5424 -t 'billing[77]' sends the tag whole), shown as billing[77][-]:.
-_HEROKU_LINE = re.compile(r"([!-~]+) ([!-~]+?)\[([!-Z\\^-~]+)\]:(?: |$)")
+# ends the header, and SOURCE is all before it, brackets too, but for a first one: an
+# APP-NAME may hold them (logger --rfc5424 -t 'billing[77]' sends the tag whole), shown as
+# billing[77][-]:, where an app's own `[INFO][main]: started` is no header.
+_HEROKU_LINE = re.compile(r"([!-~]+) ([!-Z\\^-~][!-~]*?)\[([!-Z\\^-~]+)\]:(?: |$)")
 
 # RFC 3164 (BSD) syslog, which rsyslog forwards by default and logger --rfc3164 and Python's
 # SysLogHandler send: <PRI>, a TIMESTAMP (Mmm dd hh:mm:ss; RFC 3339 from rsyslog's

@@ -351,6 +351,8 @@ def test_a_heroku_line_whose_source_holds_brackets_is_read_back() -> None:
     line = parse_heroku_line("2024-03-05T09:14:07Z app[web.1]: a[b]: c")
     assert line is not None
     assert (line.source, line.dyno, line.message) == ("app", "web.1", "a[b]: c")
+    # An app's own line after a timestamp, as a Java logger writes one, is no header.
+    assert parse_heroku_line("2024-03-05T09:14:07Z [INFO][main]: started") is None
     assert parse_heroku_line("yesterday app[web.1]: x") is None
 
 
