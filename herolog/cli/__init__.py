@@ -7,6 +7,7 @@ import errno
 import importlib
 import os
 import sqlite3
+import string
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -163,7 +164,7 @@ def _without_secrets(message: str, args: Sequence[str]) -> str:
         elif arg.startswith("-"):
             values.add(arg[2:])  # -aVALUE
             if "://" in arg:  # in a group of flags, -taVALUE: the value follows any letter
-                flags = len(arg) - len(arg[1:].lstrip(_LETTERS))
+                flags = len(arg) - len(arg[1:].lstrip(string.ascii_letters))
                 values.update(arg[i:] for i in range(3, flags + 1))
     for value in sorted(values, key=len, reverse=True):
         if "://" not in value:  # not a URL: a --grep pattern holding "@", say
@@ -174,8 +175,6 @@ def _without_secrets(message: str, args: Sequence[str]) -> str:
                 message = message.replace(form, masked)
     return message
 
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
