@@ -47,9 +47,12 @@ what may still become a PRI. A line starting with a digit is no octet count from
 sender (a traceback's "2 retries left"), nor one with a ``<`` of no PRI (an HTML body)."""
 _EMPTY_LINES = re.compile(r"(?:[ \t\r]*+\n)*+")
 _PRI = re.compile(r"<[0-9]{1,3}>")
-_UNDECIDED = re.compile(r"[ \t\r]*+(?:[0-9]{0,12} ?|(?:[0-9]{1,12} )?<[0-9]{0,3})\Z")
+_UNDECIDED = re.compile(
+    r"(?:[ \t\r]*+(?:[0-9]{0,12} ?|(?:[0-9]{1,12} )?<[0-9]{0,3})|[ \t\r\0]*+)\Z"
+)
 """The start of a line that may yet be a continued line's (its indentation), an octet
-count's or a message's PRI: what follows it decides."""
+count's or a message's PRI, or a blank line (NULs too: see _BLANK_LINES) whose newline is
+still to come: what follows it decides."""
 _BLANK_LINES = re.compile(r"(?:[ \t\r\0]*+\n)*+\0*+")
 """Blank lines, and NULs (a message's trailer, from a sender that ends them with both)."""
 _STARTS_MESSAGE = re.compile(r"[ \t\r]*+<[0-9]{1,3}>")
@@ -57,11 +60,13 @@ _STARTS_MESSAGE = re.compile(r"[ \t\r]*+<[0-9]{1,3}>")
 _NULS = re.compile(r"\0*+")
 _LINE_END = re.compile(r"[ \t\r]*+\n")
 _CONTINUES = re.compile(
-    r"[ \t\r]*+(?!\n|<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
+    r"(?![ \t\r\0]*+(?:\n|\Z))"
+    r"[ \t\r]*+(?!<[0-9]{1,3}>|(?:[0-9]{1,12} )?<[0-9]{0,3}\Z|[0-9]{0,12} ?\Z)"
 )
 """A line after a newline-framed message that may start none (see FrameDecoder): not
-blank, nor a message's PRI (``<13>``; a line of HTML is no message), nor what may still
-become one or an octet count; unless it starts a frame (_starts_frame)."""
+blank (NULs among its spaces too, or not yet known not to be), nor a message's PRI
+(``<13>``; a line of HTML is no message), nor what may still become one or an octet count;
+unless it starts a frame (_starts_frame)."""
 _FRAME_START = re.compile(r"[ \t\r]*+([0-9]{1,12}) (<[0-9]{1,3}>)")
 _OVER_LIMIT = re.compile(r"([0-9]{1,12}) ")
 _CUT_OFF_PRI = re.compile(r"<[0-9]{0,3}\Z")
@@ -888,7 +893,9 @@ def continues_message(line: str) -> bool:
     if line[:1] == "<":  # most often a message, which is quicker told
         return _PRI.match(line) is None
     return (
-        bool(line.strip(" \t\r")) and not _STARTS_MESSAGE.match(line) and not _starts_frame(line, 0)
+        bool(line.strip(" \t\r\0"))
+        and not _STARTS_MESSAGE.match(line)
+        and not _starts_frame(line, 0)
     )
 
 

@@ -1079,6 +1079,26 @@ def in_chunks(stream: bytes, size: int) -> tuple[list[LogLine], FrameDecoder]:
     return lines + decoder.close(), decoder
 
 
+@pytest.mark.parametrize(
+    ("stream", "messages"),
+    [
+        (b"<13>m\x00\r\x00\t\n\n<13>n\n", ["<13>m", "<13>n"]),
+        (b"<13>a\n\t\x00\n<13>b\n", ["<13>a", "<13>b"]),
+        (b"<13>a\n \x00\t\x00\n3\n", ["<13>a", "3"]),
+    ],
+)
+def test_a_line_of_spaces_and_nuls_is_blank_however_the_stream_is_cut(
+    stream: bytes, messages: list[str]
+) -> None:
+    """Read whole, a line of nothing but spaces, tabs, CRs and NULs is a blank one; read a
+    byte at a time, its NUL arrived before its newline and ended it as a line of its own:
+    an empty line more, or a sender taken for one that ends messages with NULs and the rest
+    of the connection a framing error."""
+    for size in (len(stream), 1, 2, 3):
+        lines, _ = in_chunks(stream, size)
+        assert [x.message for x in lines] == messages, size
+
+
 def test_a_nul_ending_sender_keeps_the_newlines_of_its_messages_however_the_stream_is_cut() -> None:
     """Python's SysLogHandler ends messages with a NUL; a traceback it logs has newlines:
     once a message has ended with a NUL, a line that starts no message continues the one
