@@ -327,24 +327,25 @@ def test_a_time_that_is_none_names_every_form_time_takes() -> None:
     )
 
 
-@pytest.mark.skipif(shutil.which("jq") is None, reason="needs jq")
 def test_json_times_read_as_the_readme_says(herolog_home: Path) -> None:
     """--json's times have microseconds, which jq's fromdateiso8601 refuses: the README's way
     round that gives the Unix time, and Python reads them as they are."""
+    jq = shutil.which("jq")
+    assert jq, "this test runs the README's jq: install it (apt-get install jq)"
     text = "2024-03-05T10:14:07.654321+01:00 app[web.1]: hi\n"
     assert herolog_process("import", "-", "-a", "demo", input=text).returncode == 0
     (record,) = map(json.loads, herolog_process("logs", "--json").stdout.splitlines())
     moment = datetime.fromisoformat(record["time"])
     assert moment == datetime(2024, 3, 5, 9, 14, 7, 654321, tzinfo=UTC)
     assert datetime.fromisoformat(record["received_at"]).tzinfo == UTC
-    jq = subprocess.run(
-        ["jq", '.time[:19] + "Z" | fromdateiso8601'],
+    done = subprocess.run(
+        [jq, '.time[:19] + "Z" | fromdateiso8601'],
         input=json.dumps(record),
         capture_output=True,
         text=True,
         check=True,
     )
-    assert jq.stdout == f"{int(moment.timestamp())}\n"
+    assert done.stdout == f"{int(moment.timestamp())}\n"
 
 
 def test_since_a_local_time_the_clocks_skip(herolog_home: Path) -> None:
