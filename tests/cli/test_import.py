@@ -888,7 +888,7 @@ def test_bytes_that_are_not_utf_8_are_said_with_how_to_convert_the_input(
         f"Imported 5 lines into demo ({fmt} format).\n"
         "2 lines of the input hold bytes that are not UTF-8, stored as U+FFFD (the first is"
         " line 2); an input in Latin-1 imports as it was with:"
-        f" iconv -f latin1 -t utf-8 {path} | herolog import - -a demo\n",
+        f" iconv -f latin1 -t utf-8 {shlex.quote(str(path))} | herolog import - -a demo\n",
     )
     assert [x.split(": ", 1)[1] for x in stored("demo")] == [
         "plain",
@@ -914,7 +914,7 @@ def test_bytes_that_are_not_utf_8_are_said_with_how_to_convert_the_input(
         0,
         "2 lines of the input hold bytes that are not UTF-8, stored as U+FFFD (the first is"
         " line 2); an input in Latin-1 imports as it was with:"
-        f" zcat {packed} | iconv -f latin1 -t utf-8 | herolog import - -a packed",
+        f" zcat {shlex.quote(str(packed))} | iconv -f latin1 -t utf-8 | herolog import - -a packed",
     )
 
 
