@@ -90,6 +90,10 @@ def cli_env(server: Running | ServeProcess, tmp_path: Path, key: str = KEY) -> d
         HEROKU_SKIP_NEW_VERSION_CHECK="true",
         NO_COLOR="1",
     )
+    # The CLI asks even 127.0.0.1 through a proxy in $HTTP_PROXY (set on many a CI runner),
+    # where $NO_PROXY does not name it (README).
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = ",".join(filter(None, [env.get(name), "127.0.0.1", "localhost"]))
     return env
 
 
