@@ -84,21 +84,24 @@ def syslog_ng(root: Path, work: Path, port: int, out: Path) -> subprocess.Popen[
         f'destination d {{ file("{out}" template("${{MESSAGE}}\\n")); }};\n'
         "log { source(s); destination(d); };\n"
     )
+    # Its files named from where it runs: syslog-ng takes no argument that is not ASCII
+    # ('Invalid byte sequence in conversion input'), and $TMPDIR's path may have some.
     return subprocess.Popen(
         [
             str(root / "usr/sbin/syslog-ng"),
             "-F",
             "-f",
-            str(conf),
+            conf.name,
             "--module-path",
             str(modules),
             "-p",
-            str(work / "syslog-ng.pid"),
+            "syslog-ng.pid",
             "-R",
-            str(work / "syslog-ng.persist"),
+            "syslog-ng.persist",
             "-c",
-            str(work / "syslog-ng.ctl"),
+            "syslog-ng.ctl",
         ],
+        cwd=work,
         env=tools.library_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

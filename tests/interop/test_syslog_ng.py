@@ -74,13 +74,15 @@ def relaying(root: Path, work: Path, destination: str) -> Iterator[Relay]:
     )
     errors = work / "syslog-ng.err"
     with errors.open("wb") as err:  # the child has its own copy
+        # Its files named from where it runs: syslog-ng takes no argument that is not ASCII
+        # ('Invalid byte sequence in conversion input'), and TMPDIR's path may have some.
         proc = subprocess.Popen(
             [
                 str(root / "usr/sbin/syslog-ng"),
-                *("-F", "-e", "-f", str(conf), "--module-path", str(modules)),
-                *("-p", str(work / "syslog-ng.pid"), "-R", str(work / "syslog-ng.persist")),
-                *("-c", str(work / "syslog-ng.ctl")),
+                *("-F", "-e", "-f", conf.name, "--module-path", str(modules)),
+                *("-p", "syslog-ng.pid", "-R", "syslog-ng.persist", "-c", "syslog-ng.ctl"),
             ],
+            cwd=work,
             env={**library_env(root), "TZ": ZONE},
             stdout=subprocess.DEVNULL,
             stderr=err,
