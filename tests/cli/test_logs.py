@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -1603,7 +1604,8 @@ def read_only_home(home: Path, command: str) -> list[str]:
         pytest.fail(
             "needs unshare, from util-linux (apt-get install util-linux), to mount a read-only file system"
         )
-    mount = f"mount --bind {home} {home} && mount -o remount,bind,ro {home}"
+    quoted = shlex.quote(str(home))
+    mount = f"mount --bind {quoted} {quoted} && mount -o remount,bind,ro {quoted}"
     namespace = [unshare, "--user", "--map-root-user", "--mount", "sh", "-c"]
     probe = subprocess.run([*namespace, mount], capture_output=True)
     if probe.returncode != 0:
@@ -1611,7 +1613,7 @@ def read_only_home(home: Path, command: str) -> list[str]:
             "needs unprivileged user and mount namespaces (unshare --user --map-root-user"
             f" --mount) for a read-only file system: {probe.stderr.decode().strip()}"
         )
-    return [*namespace, f"{mount} && cd {home} && {command}"]
+    return [*namespace, f"{mount} && cd {quoted} && {command}"]
 
 
 def in_read_only_home(home: Path, command: str) -> subprocess.CompletedProcess[str]:

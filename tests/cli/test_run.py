@@ -362,11 +362,11 @@ def test_the_processes_a_command_leaves_behind_have_the_grace_to_end_on_sigterm(
     once the grace is over, not as soon as the dyno's output has ended."""
     armed, done = tmp_path / "armed", tmp_path / "done"
     script = (
-        f"(trap 'sleep 0.2; : > {done}; exit 0' TERM; : > {armed};"
+        """(trap 'sleep 0.2; : > "$2"; exit 0' TERM; : > "$1";"""
         " while :; do sleep 0.05; done) > /dev/null 2>&1 &"
-        f" while [ ! -e {armed} ]; do sleep 0.01; done"
+        """ while [ ! -e "$1" ]; do sleep 0.01; done"""
     )
-    proc = run("--", "sh", "-c", script)
+    proc = run("--", "sh", "-c", script, "sh", str(armed), str(done))
     assert proc.returncode == 0, proc.stderr
     assert done.exists(), "SIGKILL came before the grace was over"
 

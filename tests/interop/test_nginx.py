@@ -71,21 +71,23 @@ def proxying(root: Path, work: Path, port: int, locations: str, http: str = "") 
     certfile, keyfile, cafile = own_certificate(work)
     # As root, nginx's workers would run as nobody, who cannot enter the test's folder.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = " ".join(
-        f"{kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi")
-    )
+
+    def at(name: str | Path) -> str:  # a path in quotes: TMPDIR's may hold a space
+        return f'"{work / name}"'
+
+    temp = " ".join(f"{kind}_temp_path {at(kind)};" for kind in ("client_body", "proxy", "fastcgi"))
     conf = work / "nginx.conf"
     conf.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {work / 'nginx.pid'};\n"
-        f"lock_file {work / 'nginx.lock'};\nerror_log {work / 'error.log'} info;\n"
+        f"{user}daemon off;\nworker_processes 1;\npid {at('nginx.pid')};\n"
+        f"lock_file {at('nginx.lock')};\nerror_log {at('error.log')} info;\n"
         "events { worker_connections 64; }\n"
         "http {\n"
-        f"  access_log {work / 'access.log'};\n"
-        f"  {temp} uwsgi_temp_path {work / 'uwsgi'}; scgi_temp_path {work / 'scgi'};\n"
+        f"  access_log {at('access.log')};\n"
+        f"  {temp} uwsgi_temp_path {at('uwsgi')}; scgi_temp_path {at('scgi')};\n"
         f"  {http}\n"
         "  server {\n"
         f"    listen 127.0.0.1:{port} ssl;\n"
-        f"    ssl_certificate {certfile}; ssl_certificate_key {keyfile};\n"
+        f"    ssl_certificate {at(certfile)}; ssl_certificate_key {at(keyfile)};\n"
         f"{locations}\n"
         "  }\n"
         "}\n"
@@ -519,7 +521,7 @@ def test_a_proxy_that_checks_the_drains_credentials_itself(
     url = f"https://127.0.0.1:{port}"
     running = make_server(api_key=KEY, public_url=url)
     (tmp_path / "htpasswd").write_text("drain:{PLAIN}s3cret\n")
-    checked = f"auth_basic herolog; auth_basic_user_file {tmp_path / 'htpasswd'};"
+    checked = f'auth_basic herolog; auth_basic_user_file "{tmp_path / "htpasswd"}";'
     locations = (
         f"location ~ ^/apps/[^/]+/logs$ {{ proxy_pass {running.url}; {checked} }}\n"
         f"location /all/ {{ proxy_pass {running.url}/; {checked} }}\n"

@@ -254,8 +254,9 @@ def test_the_example_systemd_unit_starts_serve(
     certfile, keyfile, _ = own_certificate(tmp_path)
     for name, pem in re.findall(r"^LoadCredential=([^:]+):\S+/(\S+)$", unit, flags=re.M):
         shutil.copy({"fullchain.pem": certfile, "privkey.pem": keyfile}[pem], credentials / name)
-    args = command[1].replace("%d", str(credentials))
-    args = re.sub(r"--syslog-port \d+", "--syslog-port 0", args)
+    # Split as systemd splits it, before %d is put in its words (TMPDIR's path may hold a space).
+    args = re.sub(r"--syslog-port \d+", "--syslog-port 0", command[1]).split()
+    args = [arg.replace("%d", str(credentials)) for arg in args]
     environment = dict(re.findall(r"^#\s+(HEROLOG_\w+)=(\S+)$", unit, flags=re.M))
     assert "HEROLOG_AUTH" in environment  # a public address takes nothing less
     name = str(tmp_path / "notify")
@@ -263,7 +264,7 @@ def test_the_example_systemd_unit_starts_serve(
         manager.bind(name)
         manager.settimeout(30)
         env = herolog_env(**environment, NOTIFY_SOCKET=name)
-        server = serve_process(*args.split(), "--port", "0", env=env)
+        server = serve_process(*args, "--port", "0", env=env)
         assert manager.recv(4096).startswith(b"READY=1\nSTATUS=HTTPS drain intake on https://")
         server.proc.send_signal(signal.SIGTERM)
         assert manager.recv(4096) == b"STOPPING=1"
