@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import select
 import signal
@@ -72,8 +73,18 @@ def pack(value: Any) -> bytes:
 def say(message: str) -> None:
     """One line to serve's stderr, which the writer process shares: if its reader has gone
     (``herolog serve 2>&1 | head``), storing goes on all the same."""
-    with contextlib.suppress(OSError, ValueError):
+    try:
         print(message, file=sys.stderr, flush=True)
+    except ValueError:
+        pass
+    except OSError:
+        # What the failed write left in stderr's buffer would fail again as Python exits,
+        # making the writer's status 120 (unless PYTHONUNBUFFERED is set): send it, and
+        # all after it, nowhere, as Python's documentation on SIGPIPE does.
+        with contextlib.suppress(OSError, ValueError):
+            nowhere = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(nowhere, sys.stderr.fileno())
+            os.close(nowhere)
 
 
 class _Connection:

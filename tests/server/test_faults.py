@@ -661,6 +661,7 @@ class WriterProcess:
             pass_fds=[theirs.fileno()],
             stderr=subprocess.PIPE,
             text=True,
+            env=herolog_env(),  # its output buffered as serve's writer's is
         )
         theirs.close()
         self.sock = ours
