@@ -136,6 +136,13 @@ from typing import IO, Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+PROXY_VARIABLES = tuple(
+    case(name)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    for case in (str.lower, str.upper)
+)
+"""The environment's proxy settings, both spellings: a test of one clears the machine's."""
+
 
 def herolog_env(**extra: str) -> dict[str, str]:
     """The environment for a child herolog: the test's HEROLOG_HOME, no colour settings, and

@@ -30,7 +30,14 @@ from herolog.server.config import DrainTiming
 from herolog.server.forwarder import RELOAD_INTERVAL_S
 from herolog.store import NOTICE_HOST, Batch, Delivery, SQLiteStore, StoredLine
 from tests import web
-from tests.helpers import herolog_env, herolog_process, line, store_drain, store_lines
+from tests.helpers import (
+    PROXY_VARIABLES,
+    herolog_env,
+    herolog_process,
+    line,
+    store_drain,
+    store_lines,
+)
 from tests.server.conftest import Running, ServeProcess, ServerFactory, running_server
 from tests.server.sinks import HTTPSink, SyslogSink, wait_until
 
@@ -1181,6 +1188,8 @@ def test_https_drains_go_through_the_environment_s_proxy_as_curl_would(
     it: not for this machine's loopback (the dead proxy here would cost the sink every
     line). One herolog cannot use (SOCKS, as GNOME exports) made a traceback of serve's
     start-up, with any drain in the store; it costs only the drains that would use it."""
+    for name in PROXY_VARIABLES:  # this machine's own would be used instead
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
     store = SQLiteStore.open(Path(os.environ["HEROLOG_HOME"]) / "logs.db")

@@ -29,6 +29,7 @@ from herolog.server import sessions as server_sessions
 from herolog.store import SQLiteStore, StoredLine, StoreError
 from tests import web
 from tests.helpers import (
+    PROXY_VARIABLES,
     SERVE_POLL_S,
     Child,
     constants_env,
@@ -255,9 +256,16 @@ def test_a_server_on_this_machine_is_not_asked_for_through_a_proxy(
     ("command", "after"), [(["logs"], []), (["drain", "list"], []), (["run"], ["--", "true"])]
 )
 def test_a_proxy_herolog_cannot_use_is_one_line(
-    command: list[str], after: list[str], variable: str, proxy: str, why: str
+    command: list[str],
+    after: list[str],
+    variable: str,
+    proxy: str,
+    why: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """GNOME's manual proxy setting exports all_proxy=socks://...: a traceback before."""
+    for name in PROXY_VARIABLES:  # this machine's $HTTPS_PROXY would come first
+        monkeypatch.delenv(name, raising=False)
     server = "https://logs.example.com:8514"
     code, out, err = run(*command, "--server", server, *after, env={variable: proxy})
     assert (code, out) == (1, "")
