@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 import select
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from herolog.faults import Fault
-from herolog.interrupt import STOP_SIGNALS
+from herolog.interrupt import STOP_SIGNALS, write_nowhere
 from herolog.parser import FramingError, Received, TooManyLines, parse_logplex
 from herolog.store import Batch, SQLiteStore, StoreError
 
@@ -79,12 +78,8 @@ def say(message: str) -> None:
         pass
     except OSError:
         # What the failed write left in stderr's buffer would fail again as Python exits,
-        # making the writer's status 120 (unless PYTHONUNBUFFERED is set): send it, and
-        # all after it, nowhere, as Python's documentation on SIGPIPE does.
-        with contextlib.suppress(OSError, ValueError):
-            nowhere = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(nowhere, sys.stderr.fileno())
-            os.close(nowhere)
+        # making the writer's status 120 (unless PYTHONUNBUFFERED is set).
+        write_nowhere(sys.stderr)
 
 
 class _Connection:
