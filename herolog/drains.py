@@ -93,13 +93,8 @@ def check_url(url: str) -> str:
     except (ValueError, UnicodeError):
         raise DrainURLError(f"not a valid URL: {shown}") from None
     scheme = parts.scheme.lower()
-    if not scheme:
-        raise DrainURLError(
-            f"not a URL: {shown} (no scheme; use {', '.join(s + '://' for s in SCHEMES)})"
-        )
-    if scheme not in SCHEMES and url[len(scheme) + 1 :].isdigit():
-        # HOST:PORT, as Papertrail gives its destinations, which urlsplit reads as a
-        # scheme of HOST: no URL at all.
+    # HOST:PORT, as Papertrail gives its destinations, urlsplit reads as a scheme of HOST.
+    if not scheme or (scheme not in SCHEMES and url[len(scheme) + 1 :].isdigit()):
         raise DrainURLError(
             f"not a URL: {shown} (no scheme; use {', '.join(s + '://' for s in SCHEMES)})"
         )
