@@ -410,6 +410,27 @@ def in_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+@contextlib.contextmanager
+def write_lock_held(store_path: Path) -> Iterator[Any]:
+    """Another connection holding the store's write lock for the block, as the sqlite3
+    shell's ``BEGIN IMMEDIATE`` or a long import holds it: ``execute("COMMIT")`` on it lets
+    go sooner. Closed at the block's end (a sqlite3.Connection)."""
+    import sqlite3
+
+    other = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield other
+    finally:
+        other.close()
+
+
+def ended(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if it still runs and reap it, its pipes closed: a test's cleanup."""
+    proc.kill()
+    proc.communicate()
+
+
 def until_waiting_for_the_write_lock(pid: int) -> None:
     """Until process ``pid`` sleeps (Linux /proc): SQLite's wait for a lock sleeps, where an
     import reading its input, parsing or storing does not."""

@@ -29,9 +29,11 @@ from herolog.parser import LogLine, Received, format_syslog, frame
 from herolog.store import Batch, Store, StoredLine, open_store
 from tests.helpers import (
     constants_env,
+    ended,
     herolog_env,
     line_within,
     until_waiting_for_the_write_lock,
+    write_lock_held,
 )
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
@@ -1854,32 +1856,28 @@ def test_an_import_waiting_for_another_process_s_write_lock_says_so_once(
     """Another process holding the store's write lock had the import sit silent up to 30 s
     (then fail), looking stuck: it says what it waits for, once, and what a Ctrl-C does;
     the lock let go, every line is imported once."""
-    import sqlite3
 
     lines = [b"2024-03-05T09:14:07.%06d+00:00 app[web.1]: line %d\n" % (i, i) for i in range(3)]
     saved = tmp_path / "demo.log"
     saved.write_bytes(b"".join(lines))
     open_store().close()
     path = herolog_home / "logs.db"
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
     env = constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0})
-    proc = importing(str(saved), "-a", "demo", stdin=subprocess.DEVNULL, env=env)
-    try:
-        assert proc.stderr is not None
-        assert (
-            line_within(proc.stderr)
-            == (
-                f"Another process holds the store's write lock ({path}): waiting up to 3600 s for"
-                " it; Ctrl-C stops the import.\n"
-            ).encode()
-        )
-        other.execute("COMMIT")
-        _, err = proc.communicate(timeout=30)
-    finally:
-        other.close()
-        proc.kill()
-        proc.communicate()
+    with write_lock_held(path) as other:
+        proc = importing(str(saved), "-a", "demo", stdin=subprocess.DEVNULL, env=env)
+        try:
+            assert proc.stderr is not None
+            assert (
+                line_within(proc.stderr)
+                == (
+                    f"Another process holds the store's write lock ({path}): waiting up to"
+                    " 3600 s for it; Ctrl-C stops the import.\n"
+                ).encode()
+            )
+            other.execute("COMMIT")
+            _, err = proc.communicate(timeout=30)
+        finally:
+            ended(proc)
     assert (proc.returncode, err) == (0, b"Imported 3 lines into demo (heroku format).\n")
     assert stored("demo") == [x.decode().removesuffix("\n") for x in lines]
 

@@ -16,7 +16,15 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import Child, constants_env, herolog_env, line_within, shell_job
+from tests.helpers import (
+    Child,
+    constants_env,
+    ended,
+    herolog_env,
+    line_within,
+    shell_job,
+    write_lock_held,
+)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -1043,36 +1051,33 @@ def test_a_store_locked_by_another_process_is_waited_for_out_loud_and_a_ctrl_c_g
     how many lines were not stored, and dies of it; the lock let go, every line is stored
     once. (The busy timeout made an hour: the old wait would outlast the test's.)"""
     open_store().close()
-    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
-        start_new_session=True,  # a terminal's foreground job, which its Ctrl-C reaches
-    )
     path = herolog_home / "logs.db"
     waiting = (
         f"herolog run: another process holds the store's write lock ({path}): waiting up to"
         " 3600 s for it to store the command's last lines; Ctrl-C gives up on them\n"
     ).encode()
-    try:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        assert line_within(proc.stdout) == b"ready\n"
-        if signals == 2:
-            os.killpg(proc.pid, signal.SIGINT)
-        assert line_within(proc.stderr) == waiting
-        if signals:
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            other.execute("COMMIT")
-        _, err = proc.communicate(timeout=30)
-    finally:
-        other.close()
-        proc.kill()
-        proc.communicate()
+    with write_lock_held(path) as other:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+            start_new_session=True,  # a terminal's foreground job, which its Ctrl-C reaches
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            assert line_within(proc.stdout) == b"ready\n"
+            if signals == 2:
+                os.killpg(proc.pid, signal.SIGINT)
+            assert line_within(proc.stderr) == waiting
+            if signals:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                other.execute("COMMIT")
+            _, err = proc.communicate(timeout=30)
+        finally:
+            ended(proc)
     lines = [
         "Starting process with command `sh -c '...'`",
         "State changed from starting to up",
@@ -1106,29 +1111,26 @@ def test_lines_that_waited_for_the_lock_while_the_command_ran_have_the_whole_wai
     timeout = 8.0  # the store's busy timeout: 2 to 3 s of margin below, either way
     go = tmp_path / "go"
     open_store().close()
-    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
     command = f"echo ready; while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.05; done"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": timeout}),
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        assert line_within(proc.stdout) == b"ready\n"
-        time.sleep(5)  # the first batch has waited as long
-        go.touch()
-        assert line_within(proc.stderr).startswith(b"herolog run: another process holds")
-        time.sleep(5)  # past the first batch's timeout, well within the end's
-        other.execute("COMMIT")
-        _, err = proc.communicate(timeout=30)
-    finally:
-        other.close()
-        proc.kill()
-        proc.communicate()
+    with write_lock_held(herolog_home / "logs.db") as other:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", "run", "--", "sh", "-c", command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": timeout}),
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            assert line_within(proc.stdout) == b"ready\n"
+            time.sleep(5)  # the first batch has waited as long
+            go.touch()
+            assert line_within(proc.stderr).startswith(b"herolog run: another process holds")
+            time.sleep(5)  # past the first batch's timeout, well within the end's
+            other.execute("COMMIT")
+            _, err = proc.communicate(timeout=30)
+        finally:
+            ended(proc)
     assert (proc.returncode, err) == (0, b"")
     assert [x[2] for x in stored()] == [
         f"Starting process with command `sh -c {shlex.quote(command)}`",
