@@ -439,13 +439,18 @@ def _checked(url: str) -> str:
 
 
 class LocalRegistry:
-    def __init__(self, store_path: Path) -> None:
+    def __init__(
+        self, store_path: Path, lock_wait: Callable[[float], object] | None = None
+    ) -> None:
         self.store_path = store_path
+        self.lock_wait = lock_wait
+        """The stores' lock_wait (see SQLiteStore.lock_wait) for the changes it makes."""
 
     def add(self, app: str, url: str) -> tuple[Drain, str | None]:
         _checked(url)
 
         def add(store: SQLiteStore) -> tuple[Drain, str | None]:
+            store.lock_wait = self.lock_wait
             info = find_app(store, app)
             if info is None and looks_like_id(app):
                 # As the API: an id of no app has a typo in it, as likely as not; a new
@@ -484,6 +489,7 @@ class LocalRegistry:
         error naming the apps that have it."""
 
         def one(store: SQLiteStore) -> tuple[str, Drain | None]:
+            store.lock_wait = self.lock_wait
             name = _named(store, app)
             return name, work(store, name)
 

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import string
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -177,6 +177,29 @@ def _without_secrets(message: str, args: Sequence[str]) -> str:
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
+
+
+def lock_waits_said(path: object, then: str) -> Callable[[float], None]:
+    """A store's lock_wait that says once a wait, when a wait for another process's write
+    lock (an import, a store forget, the sqlite3 shell's BEGIN IMMEDIATE) has lasted
+    LOCK_WAIT_SAID_AFTER_S, that the command waits up to BUSY_TIMEOUT_S and what a Ctrl-C
+    does (``then``): it would otherwise sit silent meanwhile, looking stuck. Once a wait: an
+    import of a live tail may meet several."""
+    from herolog.store import BUSY_TIMEOUT_S, LOCK_WAIT_SAID_AFTER_S
+
+    message = (
+        f"Another process holds the store's write lock ({path}): waiting up to"
+        f" {BUSY_TIMEOUT_S:g} s for it; Ctrl-C {then}."
+    )
+    last = [0.0]
+
+    def waiting(seconds: float) -> None:
+        before = last[0] if seconds >= last[0] else 0.0  # less: a wait of its own
+        if before < LOCK_WAIT_SAID_AFTER_S <= seconds:
+            click.echo(message, err=True)
+        last[0] = seconds
+
+    return waiting
 
 
 def store_failed(error: sqlite3.DatabaseError) -> str:

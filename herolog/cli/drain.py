@@ -43,13 +43,17 @@ def app_name(app: str | None) -> str:
     return checked_app(DEFAULT_APP if app is None else app)
 
 
-def registry(server: str | None) -> Registry:
+def registry(server: str | None, then: str = "stops the command") -> Registry:
+    """The drains of ``server``, or of the local store; ``then`` is what a Ctrl-C does while
+    the command waits for another process's write lock on the store."""
     from herolog import config
+    from herolog.cli import lock_waits_said
     from herolog.drains import LocalRegistry, RemoteRegistry
 
     if server:
         return RemoteRegistry(server, os.environ.get("HEROLOG_API_KEY") or None)
-    return LocalRegistry(config.store_path())
+    path = config.store_path()
+    return LocalRegistry(path, lock_wait=lock_waits_said(path, then))
 
 
 def attempt(work: Callable[[], T], server: str | None) -> T:
@@ -174,7 +178,7 @@ def add(
     name = app_name(app)
     if url == "-":
         url = from_standard_input("add", "URL")
-    drains = registry(server)
+    drains = registry(server, "adds nothing")
 
     def add_it() -> tuple[Drain, str | None, bool]:
         try:
@@ -263,7 +267,7 @@ def remove(url_or_token: str, app: str | None, if_exists: bool, server: str | No
     name = app_name(app)
     if url_or_token == "-":
         url_or_token = from_standard_input("remove", "URL or token")
-    drains = registry(server)
+    drains = registry(server, "removes nothing")
 
     def remove_it() -> Drain | str:
         try:

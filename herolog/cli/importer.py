@@ -4,7 +4,6 @@ import os
 import shlex
 import sqlite3
 import sys
-from collections.abc import Callable
 from typing import BinaryIO, cast
 
 import click
@@ -38,7 +37,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     herolog import - -a demo < drain-body.bin
     heroku logs -a demo --tail | herolog import - -a demo
     """
-    from herolog.cli import store_failed
+    from herolog.cli import lock_waits_said, store_failed
     from herolog.importer import (
         Format,
         ImportFailed,
@@ -48,7 +47,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
         imported_before,
     )
     from herolog.render import counted
-    from herolog.store import BUSY_TIMEOUT_S, open_store
+    from herolog.store import open_store
 
     app = checked_app(app)
     name = getattr(file, "name", "-")
@@ -56,10 +55,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     if name in ("-", "<stdin>") or not isinstance(name, str):
         name = "standard input"
     store = open_store()
-    store.lock_wait = _said_once_a_wait(
-        f"Another process holds the store's write lock ({store.path}): waiting up to"
-        f" {BUSY_TIMEOUT_S:g} s for it; Ctrl-C stops the import."
-    )
+    store.lock_wait = lock_waits_said(store.path, "stops the import")
     # What the app holds: an import past the history takes the place of its oldest lines.
     had = min(next((x.lines for x in store.apps() if x.name == app), 0), store.history)
     size = _size(file)
@@ -165,23 +161,6 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
             " keep more with: herolog store history N",
             err=True,
         )
-
-
-def _said_once_a_wait(message: str) -> Callable[[float], None]:
-    """A store's lock_wait that says ``message`` once a wait for the write lock has lasted
-    LOCK_WAIT_SAID_AFTER_S (once a wait: an import of a live tail may meet several), where
-    the import would otherwise sit silent, up to 30 s, while it looks stuck."""
-    from herolog.store import LOCK_WAIT_SAID_AFTER_S
-
-    last = [0.0]
-
-    def waiting(seconds: float) -> None:
-        before = last[0] if seconds >= last[0] else 0.0  # less: a wait of its own
-        if before < LOCK_WAIT_SAID_AFTER_S <= seconds:
-            click.echo(message, err=True)
-        last[0] = seconds
-
-    return waiting
 
 
 def _say_cut_off(piece: str | None) -> None:

@@ -114,7 +114,11 @@ def history(lines: int | None) -> None:
         existing = open_existing(path)
         click.echo(existing.history if existing is not None else DEFAULT_HISTORY)
         return
-    open_store().set_history(lines)
+    from herolog.cli import lock_waits_said
+
+    store = open_store()
+    store.lock_wait = lock_waits_said(store.path, "leaves the history as it was")
+    store.set_history(lines)
     click.echo(f"The store keeps {counted(lines, 'line')} per app.", err=True)
 
 
@@ -134,6 +138,7 @@ def forget(app: str, confirm: str | None) -> None:
     import sys
 
     from herolog import config
+    from herolog.cli import lock_waits_said
     from herolog.drains import find_app
     from herolog.render import counted
     from herolog.store import HasDrains, open_existing, open_store
@@ -157,7 +162,9 @@ def forget(app: str, confirm: str | None) -> None:
     if confirm != name:
         raise click.ClickException(f"{confirm!r} is not {name!r}: nothing deleted")
     try:
-        deleted = open_store().forget_app(name)
+        store = open_store()
+        store.lock_wait = lock_waits_said(store.path, f"leaves {name} as it was")
+        deleted = store.forget_app(name)
     except HasDrains as error:
         them = (
             "a drain forwards it (remove it"

@@ -16,10 +16,13 @@ from herolog.store import open_store
 from tests.helpers import (
     SERVE_POLL_S,
     constants_env,
+    ended,
     fill,
     herolog_env,
     herolog_process,
-    until_waiting_for_the_write_lock,
+    line_within,
+    store_drain,
+    write_lock_held,
 )
 from tests.server.conftest import ServerFactory, running_server
 
@@ -103,42 +106,51 @@ def test_store_history_show_and_set(herolog_home: Path) -> None:
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
-    "args",
+    ("args", "then"),
     [
-        ["store", "history", "5000"],
-        ["store", "forget", "demo", "--confirm", "demo"],
-        ["drain", "add", "-a", "demo", "syslog://127.0.0.1:9"],
+        (["store", "history", "5000"], "leaves the history as it was"),
+        (["store", "forget", "demo", "--confirm", "demo"], "leaves demo as it was"),
+        (["drain", "add", "-a", "demo", "syslog://127.0.0.1:9"], "adds nothing"),
+        (["drain", "remove", "-a", "demo", "syslog://127.0.0.1:7"], "removes nothing"),
     ],
-    ids=["history", "forget", "drain-add"],
+    ids=["history", "forget", "drain-add", "drain-remove"],
 )
-def test_a_ctrl_c_ends_a_command_waiting_for_another_process_s_write_at_once(
-    herolog_home: Path, args: list[str]
+def test_a_command_waiting_for_another_process_s_write_lock_says_so_and_a_ctrl_c_ends_it(
+    herolog_home: Path, args: list[str], then: str
 ) -> None:
-    """SQLite waits for another writer's lock in C, where Python runs no signal handler: a
-    Ctrl-C waited up to the 30 s busy timeout, and the command then failed, 'database is
-    locked', exit status 1, where it ends by the SIGINT at once, having written nothing. (The
-    busy timeout made an hour: the old wait would outlast the test's.)"""
+    """Another process holding the store's write lock (an import, the sqlite3 shell's BEGIN
+    IMMEDIATE) had these commands sit silent up to 30 s, looking stuck: each says once what
+    it waits for and what a Ctrl-C does. SQLite waits for the lock in C, where Python runs no
+    signal handler: a Ctrl-C waited out the busy timeout, and the command then failed,
+    'database is locked', exit status 1, where it ends by the SIGINT at once, having written
+    nothing. (The busy timeout made an hour: the old wait would outlast the test's.)"""
     fill(open_store(), "demo", ["x"])
-    other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herolog", *args],
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
-    )
-    try:
-        until_waiting_for_the_write_lock(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        other.close()
-        proc.kill()
-        proc.communicate()
+    store_drain(herolog_home / "logs.db", "demo", "syslog://127.0.0.1:7")
+    path = herolog_home / "logs.db"
+    with write_lock_held(path):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", *args],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+        )
+        try:
+            assert proc.stderr is not None
+            assert (
+                line_within(proc.stderr)
+                == (
+                    f"Another process holds the store's write lock ({path}): waiting up to 3600 s"
+                    f" for it; Ctrl-C {then}.\n"
+                ).encode()
+            )
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            ended(proc)
     assert (proc.returncode, err) == (-signal.SIGINT, b"")
     store = open_store()
     assert (store.history, [(x.name, x.lines) for x in store.apps()]) == (1500, [("demo", 1)])
-    assert store.drains("demo") == []
+    assert [x.url for x in store.drains("demo")] == ["syslog://127.0.0.1:7"]
 
 
 def test_python_dash_m_and_version() -> None:
