@@ -192,7 +192,9 @@ def add(
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)
     if json_output:
-        click.echo(json.dumps(drain_object(added, show_secrets=show_secrets), indent=2))
+        # Whether this run added it: a provisioning script's "changed", as Ansible's.
+        shown = {**drain_object(added, show_secrets=show_secrets), "added": new}
+        click.echo(json.dumps(shown, indent=2))
     elif new:
         click.echo(f"Successfully added drain {mask_url(added.url)}")
     else:

@@ -345,11 +345,12 @@ def test_a_provisioning_script_adds_and_removes_a_drain_with_each_run(
     where: dict[str, str],
 ) -> None:
     """--if-missing and --if-exists: run twice, a script's add and remove succeed both
-    times (exit 0), and the token a script reads from --json is the drain's each time."""
+    times (exit 0), and the token a script reads from --json is the drain's each time, with
+    whether that run added it."""
     code, out, _ = run(
         "drain", "add", SECRET_URL, "-a", "demo", "--if-missing", "--json", env=where
     )
-    assert code == 0
+    assert (code, json.loads(out)["added"]) == (0, True)
     token = json.loads(out)["token"]
     for _ in range(2):
         code, out, err = run(
@@ -357,8 +358,7 @@ def test_a_provisioning_script_adds_and_removes_a_drain_with_each_run(
         )
         assert (code, err) == (0, "")
         again = json.loads(out)
-        assert again["token"] == token
-        assert again["url"] == MASKED_URL
+        assert (again["token"], again["url"], again["added"]) == (token, MASKED_URL, False)
     code, out, err = run("drain", "add", SECRET_URL, "-a", "demo", "--if-missing", env=where)
     assert (code, out, err) == (0, f"demo already has the drain {MASKED_URL}\n", "")
     # Written another way, it is the same drain, shown as it was first written.
