@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 from herolog.store import FORWARDING_LEASE as FORWARDING_LEASE  # an older serve's, too
 from herolog.store import (
-    NOTICE_HOST,
     AppInfo,
     Delivery,
     Drain,
@@ -37,14 +36,11 @@ class DrainURLError(ValueError):
     """A drain URL herolog cannot deliver to; the message says why."""
 
 
-OVERFLOW_NOTICE = (NOTICE_HOST, "Error L10 ")
-"""The HOSTNAME and the start of the message of herolog's own L10 lines."""
-
-
 def is_overflow_notice(line: StoredLine) -> bool:
     """herolog's own L10 line is for the one drain that dropped lines: it is not forwarded
-    to the app's drains again (Heroku's own L10 lines, arriving as input, are)."""
-    return line.hostname == OVERFLOW_NOTICE[0] and line.message.startswith(OVERFLOW_NOTICE[1])
+    to the app's drains again (Heroku's own L10 lines, and another herolog's, arriving as
+    input, are)."""
+    return bool(line.own)
 
 
 def unaccounted(
@@ -54,7 +50,7 @@ def unaccounted(
     is ``mark``: see SQLiteStore.lines_through) has yet to deliver or count as dropped: those
     the store holds (but herolog's own L10 lines, which are not forwarded), and those the
     ring buffer trimmed, which catching up counts as dropped."""
-    kept = store.count_app_lines(app, after, upto, unless=OVERFLOW_NOTICE[1])
+    kept = store.count_app_lines(app, after, upto, notices=False)
     return kept + store.trimmed_past(app, after, upto, mark)[0]
 
 

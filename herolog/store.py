@@ -35,7 +35,7 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
 MAX_HISTORY = 10_000_000
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 BUSY_TIMEOUT_S = 30.0
 WAIT_STEP_S = 0.1
 """How long SQLite waits for the write lock at a time where a Ctrl-C must end the wait
@@ -180,6 +180,17 @@ NOTICE_HOST = "herolog"
 _NOTICES = f"""
 CREATE INDEX lines_notices ON lines (app_id, id) WHERE hostname = '{NOTICE_HOST}';
 """
+# Since schema 12 herolog's own notices are marked as such (own = 1) rather than told by
+# their HOSTNAME and message: an L10 line of another herolog's, forwarded to this one by a
+# drain, has both too, and is the app's like any other line, for its drains to hear of. In
+# an older store, every such line was taken for this herolog's own, and still is.
+_OLD_OWN = f"hostname = '{NOTICE_HOST}' AND substr(message, 1, 10) = 'Error L10 '"
+_OWN_NOTICES = f"""
+ALTER TABLE lines ADD COLUMN own INTEGER;
+UPDATE lines SET own = 1 WHERE {_OLD_OWN};
+DROP INDEX lines_notices;
+CREATE INDEX lines_notices ON lines (app_id, id) WHERE own = 1;
+"""
 # RFC 5424's nil HOSTNAME, which herolog stored as the host name "-" before schema 7.
 _NIL_HOSTNAMES = "UPDATE lines SET hostname = NULL WHERE hostname = '-'"
 # RFC 5424's MSGID, which herolog dropped before schema 8 (adding a column rewrites no row).
@@ -204,6 +215,7 @@ _MIGRATIONS = {
     8: _TRIM_COUNTS,
     9: _FRAMES_APPENDED,
     10: _APP_IDS,
+    11: _OWN_NOTICES,
 }
 # Column order: LogLine's fields, then (app_id, attributes, received_at), which a batch's
 # lines share (see _insert_statement).
@@ -225,13 +237,14 @@ busy Python thread in the process (the server's event loop) that is the differen
 thousands and hundreds of thousands of lines a second."""
 _SELECT = (
     "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, {hostname},"
-    " structured_data, attributes, received_at, {msgid}"
+    " structured_data, attributes, received_at, {msgid}, {own}"
     " FROM {{lines}} JOIN apps ON apps.id = lines.app_id"
 )
 _SELECTS = {  # by schema version, which a reader does not upgrade
-    8: _SELECT.format(hostname="hostname", msgid="msgid"),
-    7: _SELECT.format(hostname="hostname", msgid="NULL"),
-    0: _SELECT.format(hostname="nullif(hostname, '-')", msgid="NULL"),
+    12: _SELECT.format(hostname="hostname", msgid="msgid", own="own"),
+    8: _SELECT.format(hostname="hostname", msgid="msgid", own=_OLD_OWN),
+    7: _SELECT.format(hostname="hostname", msgid="NULL", own=_OLD_OWN),
+    0: _SELECT.format(hostname="nullif(hostname, '-')", msgid="NULL", own=_OLD_OWN),
 }
 
 
@@ -273,7 +286,10 @@ class StoredLine(NamedTuple):
     """A JSON object as text, or None: decoded only by the outputs that show it."""
     received_at: str
     msgid: str | None = None
-    """Last, where a record of ``herolog logs --server`` from an older server has none."""
+    """Where a record of ``herolog logs --server`` from an older server has none."""
+    own: int | None = None
+    """1 for herolog's own notices: the L10 lines it writes into the app's history for the
+    one drain that dropped lines, which the app's drains are not sent."""
 
 
 def unstored(app: str, line: LogLine) -> StoredLine:
@@ -290,6 +306,8 @@ class Batch(NamedTuple):
     """Or, as text, the JSON object the store keeps: serve's writer has it already."""
     frame_id: str | None = None
     """Logplex-Frame-Id: a batch whose id the store has seen for this app is not stored."""
+    own: bool = False
+    """Whether these are herolog's own notices (StoredLine.own)."""
 
 
 class OldestIds(dict[int, int]):
@@ -655,7 +673,8 @@ class SQLiteStore:
                     + _MSGIDS
                     + ";"
                     + _TRIM_COUNTS
-                    + _APP_IDS,
+                    + _APP_IDS
+                    + _OWN_NOTICES,
                 )
             else:
                 self._refuse_under_older_serve(version)
@@ -817,7 +836,7 @@ class SQLiteStore:
             )
             # Consecutive batches of one app with the same attributes are inserted together,
             # in arrival order: a group of small batches costs little more than one large one.
-            runs: list[tuple[tuple[int, str | None], list[LogLine]]] = []
+            runs: list[tuple[tuple[int, str | None, bool], list[LogLine]]] = []
             for i, batch in enumerate(batches):
                 if not batch.lines or not keep[i]:
                     continue
@@ -827,14 +846,18 @@ class SQLiteStore:
                     attributes = (
                         json.dumps(dict(attributes), ensure_ascii=False) if attributes else None
                     )
-                if runs and runs[-1][0] == (app[0], attributes):
+                if runs and runs[-1][0] == (app[0], attributes, batch.own):
                     runs[-1][1].extend(batch.lines)
                 else:
-                    runs.append(((app[0], attributes), list(batch.lines)))
+                    runs.append(((app[0], attributes, batch.own), list(batch.lines)))
                 app[2] += len(batch.lines)
                 stored[i] = len(batch.lines)
-            for (app_id, attributes), lines in runs:
+            for (app_id, attributes, own), lines in runs:
                 _insert_lines(db, (app_id, attributes, rx.time), lines)
+                if own:  # a notice or two: marked after, the common INSERT left as it is
+                    newest = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    marked = "UPDATE lines SET own = 1 WHERE id > ? AND id <= ?"
+                    db.execute(marked, (newest - len(lines), newest))
             hold = self._trim_hold(rx.time)
             for app_id, before, after in apps.values():
                 trimmed = trimmed_through = 0
@@ -1442,10 +1465,9 @@ class SQLiteStore:
             cursor.close()
         return found, found[-1].id
 
-    def count_app_lines(self, app: str, after: int, upto: int, *, unless: str = "") -> int:
+    def count_app_lines(self, app: str, after: int, upto: int, *, notices: bool = True) -> int:
         """How many of ``app``'s lines with ids in (``after``, ``upto``] the store holds;
-        with ``unless``, not counting herolog's own notices (NOTICE_HOST's lines) whose
-        message starts with it."""
+        without ``notices``, not counting herolog's own (StoredLine.own)."""
         if upto <= after or not self._schema_ready():
             return 0
         span = (
@@ -1454,12 +1476,13 @@ class SQLiteStore:
         )
         with self._consistent():
             count = int(self._db.execute(span, (app, after, upto)).fetchone()[0])
-            if unless:
-                # The host as a literal, as lines_notices has it: SQLite uses a partial
-                # index only for a query whose WHERE names its condition, not a parameter.
-                notices = f"{span} AND hostname = '{NOTICE_HOST}' AND substr(message, 1, ?) = ?"
-                params = (app, after, upto, len(unless), unless)
-                count -= int(self._db.execute(notices, params).fetchone()[0])
+            if not notices:
+                # Literals, as lines_notices has them: SQLite uses a partial index only for
+                # a query whose WHERE names its condition, not parameters.
+                own = "own = 1" if self._schema_version() >= 12 else _OLD_OWN
+                count -= int(
+                    self._db.execute(f"{span} AND {own}", (app, after, upto)).fetchone()[0]
+                )
         return count
 
     def ids_between(
@@ -1476,10 +1499,10 @@ class SQLiteStore:
             return by_app, notices
         with self._consistent():
             names = dict(self._db.execute("SELECT id, name FROM apps").fetchall())
+            own = "own = 1" if self._schema_version() >= 12 else _OLD_OWN
             rows = self._db.execute(
-                "SELECT app_id, id, hostname = ? AND substr(message, 1, ?) = ? FROM lines"
-                " WHERE id > ? AND id <= ? ORDER BY id",
-                (NOTICE_HOST, len("Error L10 "), "Error L10 ", after, upto),
+                f"SELECT app_id, id, {own} FROM lines WHERE id > ? AND id <= ? ORDER BY id",
+                (after, upto),
             )
             for app_id, line_id, notice in rows:
                 ids = by_app.get(names[app_id])
@@ -1767,7 +1790,8 @@ class SQLiteStore:
         """The SELECT of lines for this store's schema (a reader does not upgrade it), to read
         the rows ``wanted`` passes."""
         version = self._schema_version()
-        return _SELECTS[min(version, 8) if version >= 7 else 0].format(lines=self._lines(wanted))
+        chosen = max(known for known in _SELECTS if known <= version)
+        return _SELECTS[chosen].format(lines=self._lines(wanted))
 
     def _lines(self, wanted: LineFilter) -> str:
         """The FROM of a query that reads the rows ``wanted`` passes: by scan for a filter of

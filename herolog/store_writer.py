@@ -197,6 +197,15 @@ def _handle(store: SQLiteStore, jobs: list[tuple[Any, ...]]) -> tuple[list[tuple
             _, _, app, rows = job
             waiting.append((job_id, len(batches), len(rows)))
             batches.append(Batch(app, rows))
+        elif kind == "notice":
+            _, _, app, body = job
+            try:
+                rows = parse_logplex(body, received, MAX_BODY_LINES)
+            except (FramingError, TooManyLines) as error:  # framed by herolog: not met
+                results.append((job_id, "framing", str(error)))
+                continue
+            waiting.append((job_id, len(batches), len(rows)))
+            batches.append(Batch(app, rows, own=True))
         elif kind == "probe":
             try:
                 store.probe()

@@ -856,6 +856,7 @@ _ADDED_BY = {
     9: ["apps.trimmed", "drains.through_lines"],
     10: ["table frame_ids"],
     11: ["index apps_by_api_id", "apps.api_id"],
+    12: ["own notices"],
 }
 """The columns (and indexes, and tables) each schema version added."""
 
@@ -863,8 +864,15 @@ _ADDED_BY = {
 def as_older_herolog_left_it(path: Path, version: int) -> None:
     """Take the store at ``path`` back to schema ``version`` (3 or later)."""
     db = sqlite3.connect(path)
-    for later in range(version + 1, SCHEMA_VERSION + 1):
+    for later in range(SCHEMA_VERSION, version, -1):
         for column in _ADDED_BY[later]:
+            if column == "own notices":  # told by their HOSTNAME and message before
+                from herolog.store import _NOTICES
+
+                db.execute("DROP INDEX lines_notices")
+                db.execute("ALTER TABLE lines DROP COLUMN own")
+                db.executescript(_NOTICES)
+                continue
             if column.startswith("index "):
                 db.execute(f"DROP INDEX {column.removeprefix('index ')}")
                 continue
@@ -1181,7 +1189,7 @@ def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_up
     store.add_drain("demo", "https://x.example/logs")
     fill(store, "demo", ["a", "b"])
     notice = line("Error L10 (output buffer overflow): 3 messages dropped since x.")
-    store.append([Batch("demo", [notice._replace(hostname=NOTICE_HOST)])])
+    store.append([Batch("demo", [notice._replace(hostname=NOTICE_HOST)], own=True)])
     fill(store, "demo", ["c"])
     store.close()
 
@@ -1198,6 +1206,36 @@ def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_up
     fill(writer, "demo", ["d"])
     assert "lines_notices" in indexes()
     assert counted(writer, writer.drains())[0].waiting == 4
+
+
+def test_herolog_s_own_l10_lines_in_a_version_11_store_stay_its_own_and_new_ones_are_marked(
+    tmp_path: Path,
+) -> None:
+    """Until schema 12 herolog told its own L10 lines by their HOSTNAME (herolog) and message,
+    which another herolog's L10 lines have too (imported from its `logs --json`): those were
+    never sent to the app's drains. A store of then, read as it is or upgraded, still has
+    its own lines as its own (not sent, not waiting); a line with both that comes after is
+    the app's, waiting for the drain like any other."""
+    path = tmp_path / "logs.db"
+    store = SQLiteStore.open(path)
+    store.add_drain("demo", "https://x.example/logs")
+    fill(store, "demo", ["a"])
+    notice = line("Error L10 (output buffer overflow): 3 messages dropped since x.")
+    notice = notice._replace(hostname=NOTICE_HOST)
+    store.append([Batch("demo", [notice], own=True)])
+    store.close()
+
+    def owns(store: SQLiteStore) -> list[bool]:
+        return [bool(x.own) for x in store.last(LineFilter(app="demo"), 10)[0]]
+
+    as_older_herolog_left_it(path, 11)
+    reader = SQLiteStore.open(path, create=False)
+    assert (owns(reader), counted(reader, reader.drains())[0].waiting) == ([False, True], 1)
+    writer = SQLiteStore.open(path)
+    writer.append([Batch("demo", [notice])])
+    assert owns(writer) == [False, True, False]
+    assert counted(writer, writer.drains())[0].waiting == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: Path) -> None:
@@ -1371,12 +1409,14 @@ def test_app_lines_reads_a_span_of_one_app_in_bounded_pieces(tmp_path: Path) -> 
     assert store.app_lines("demo", 19, 19, 100, 100) == ([], 19)
     assert store.count_app_lines("demo", 2, 15) == 7
     fill(store, "demo", ["Error L10 (output buffer overflow): 1 messages dropped since x."])
-    store.append([Batch("demo", [line("Error L10 (x)")._replace(hostname="herolog")])])
+    store.append([Batch("demo", [line("Error L10 (x)")._replace(hostname="herolog")], own=True)])
+    # Another herolog's L10 line, which its drain brought: the app's like any other.
+    store.append([Batch("demo", [line("Error L10 (y)")._replace(hostname="herolog")])])
     newest = store.newest_id()
-    assert store.count_app_lines("demo", 0, newest) == 12
-    assert store.count_app_lines("demo", 0, newest, unless="Error L10 ") == 11
+    assert store.count_app_lines("demo", 0, newest) == 13
+    assert store.count_app_lines("demo", 0, newest, notices=False) == 12
     with store.snapshot():  # in the caller's snapshot, as drains.counted reads it
-        assert store.count_app_lines("demo", 0, newest, unless="Error L10 ") == 11
+        assert store.count_app_lines("demo", 0, newest, notices=False) == 12
 
 
 def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_path: Path) -> None:

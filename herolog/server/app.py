@@ -103,7 +103,7 @@ class HerologApp:
         self.forwarder = Forwarder(
             config.store_path,
             self.broadcaster,
-            lambda app, body: writer.write_body(app, body, None, None),
+            writer.write_notice,
             capacity=config.drain_buffer,
             timing=config.drain_timing,
         )

@@ -1171,7 +1171,7 @@ class Forwarder:
         self,
         store_path: Path,
         broadcaster: Broadcaster,
-        store_notice: Callable[[str, bytes], Awaitable[object]],
+        store_notice: Callable[[str, bytes, bool], Awaitable[object]],
         *,
         capacity: int,
         timing: DrainTiming,
@@ -1465,7 +1465,10 @@ class Forwarder:
         """Store a ``heroku[logplex]`` line in the app's history, through the shared parser."""
         line = own_line("heroku", "logplex", message, LOGPLEX_PRI)
         body = frame([format_syslog(line, NOTICE_HOST)])
-        task = asyncio.ensure_future(self.store_notice(app, body))
+        # An L10 line tells the one drain that dropped lines, which gets its own at the head
+        # of its next batch; an L14 line is the app's to forward, as Heroku's are.
+        own = message.startswith("Error L10 ")
+        task = asyncio.ensure_future(self.store_notice(app, body, own))
         self._notices.add(task)
         task.add_done_callback(self._stored)
 

@@ -65,6 +65,7 @@ class Stored(NamedTuple):
 # The protocol: length-prefixed pickles of lists. To the writer: jobs
 #   (job_id, "body", app, attributes, frame_id, body, max_attributes)
 #   (job_id, "lines", app, rows)        rows: parsed lines, see plain_rows
+#   (job_id, "notice", app, body)       herolog's own notice (StoredLine.own), a Logplex body
 #   (job_id, "probe")                   a write that stores no line (SQLiteStore.probe)
 #   (0, "stop")
 # From the writer: ("ready", history) or ("failed", message) once, then lists of results
@@ -219,6 +220,13 @@ class Writer:
         BodyTooLarge if it holds more lines than a body may, or its lines would carry more
         than ``max_attributes`` bytes of ``attributes``."""
         return self._submit("body", app, attributes, frame_id, body, self.max_attributes)
+
+    def write_notice(self, app: str, body: bytes, own: bool) -> asyncio.Future[Stored]:
+        """Store herolog's notice (a Logplex body of one line); ``own``: marked as herolog's
+        own (StoredLine.own), which the app's drains are not sent."""
+        if not own:
+            return self.write_body(app, body, None, None)
+        return self._submit("notice", app, body)
 
     def write_lines(self, app: str, lines: Sequence[LogLine]) -> asyncio.Future[Stored]:
         """Store lines parsed already (from a syslog stream)."""

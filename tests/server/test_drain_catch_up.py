@@ -604,7 +604,7 @@ def test_a_batch_handed_to_the_drains_costs_the_same_however_many_drains_there_a
     async def handed(drains: int) -> tuple[int, set[int]]:
         broadcaster: Any = SimpleNamespace(position=0)
 
-        async def store_notice(app: str, body: bytes) -> None:
+        async def store_notice(app: str, body: bytes, own: bool) -> None:
             pass
 
         forwarding = Forwarder(

@@ -935,7 +935,7 @@ def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
     try:
         running = make_server(drain_buffer=5)
         add_drain(running, "demo", down.url())
-        add_drain(running, "demo", sink.url())
+        healthy_token = add_drain(running, "demo", sink.url())
         post(running, "demo", numbered(1))
         wait_until(lambda: len(down.requests) >= 2, what="retries")
         post(running, "demo", numbered(20, start=1))
@@ -948,10 +948,32 @@ def test_l10_goes_to_the_drain_that_dropped_and_heroku_l10_is_forwarded(
             pri=172,
         )
         post(running, "demo", [heroku_l10])
-        wait_until(lambda: len(sink.delivered_lines()) == 22, what="the healthy drain's lines")
+        # An L10 line with herolog's HOSTNAME that is not this herolog's own (another
+        # herolog's, from its `logs --json` imported, or sent over syslog by a host of that
+        # name): the app's line, which its drains are sent as any other.
+        herolog_l10 = line(
+            "Error L10 (output buffer overflow): 3 messages dropped since 2024-03-05T09:00:01+00:00.",
+            source="heroku",
+            dyno="logplex",
+            pri=172,
+        )
+        response = running.post("demo", frame([format_syslog(herolog_l10, "herolog")]))
+        assert response.status_code == 204
+        assert running.lines("demo")[-1].hostname == "herolog"
+        wait_until(lambda: len(sink.delivered_lines()) == 23, what="the healthy drain's lines")
         time.sleep(0.3)
         healthy = [x.message for x in sink.delivered_lines()]
-        assert healthy == [f"line {i}" for i in range(21)] + [heroku_l10.message]
+        assert healthy == [f"line {i}" for i in range(21)] + [
+            heroku_l10.message,
+            herolog_l10.message,
+        ]
+
+        def delivery() -> dict[str, object]:
+            drains = web.get(f"{running.url}/apps/demo/log-drains").json()
+            return next(d["delivery"] for d in drains if d["token"] == healthy_token)
+
+        wait_until(lambda: delivery()["delivered"] == 23, what="the delivery saved")
+        assert delivery()["waiting"] == 0
     finally:
         down.close()
 
@@ -1001,7 +1023,7 @@ def test_a_skip_counts_each_app_s_lines_and_herolog_s_own_l10_lines_apart(
         store.append([Batch("demo", numbered(3)), Batch("other", numbered(2))])
         start = store.newest_id()
         store.append([Batch("demo", numbered(4))])
-        store.append([Batch("demo", [notice._replace(hostname=NOTICE_HOST)])])
+        store.append([Batch("demo", [notice._replace(hostname=NOTICE_HOST)], own=True)])
         store.append([Batch("other", numbered(5)), Batch("demo", numbered(2))])
         skipped = Skipped(start, store.newest_id(), *store.ids_between(start, store.newest_id()))
     finally:
@@ -1102,8 +1124,10 @@ def test_a_drain_is_saved_again_once_its_position_passes_a_line_of_its_app(
             # A line of its own app that no drain is sent (herolog's own L10, which another
             # drain of the app left): its position passed one of the app's lines.
             notice = "Error L10 (output buffer overflow): 1 messages dropped since 2024-03-05."
-            response = running.post("quiet", frame([format_syslog(line(notice), "herolog")]))
-            assert response.status_code == 204
+            with closing(SQLiteStore.open(path)) as store:
+                store.append(
+                    [Batch("quiet", [line(notice)._replace(hostname="herolog")], own=True)]
+                )
             wait_until(lambda: saves(quiet) == 1, what="the quiet drain saved")
             with closing(SQLiteStore.open(path)) as store:
                 (state,) = (d.delivery for d in store.drains() if d.token == quiet)
