@@ -659,8 +659,9 @@ def _secrets(url: str) -> list[str]:
     parameters."""
     found = []
     if m := _USERINFO.match(url):
-        user, sep, password = m.group(2).partition(":")
-        found.append(password if sep else m.group(2))
+        user, _, password = m.group(2).partition(":")
+        # An empty password leaves the user as the secret: a token sent as curl -u TOKEN:.
+        found.append(password or user)
         basic = unquote_to_bytes(user) + b":" + unquote_to_bytes(password)  # as sent
         found.append(base64.b64encode(basic).decode())  # a drain may quote its headers
     for m in _PARAM.finditer(url):
@@ -678,8 +679,10 @@ def mask_url(url: str) -> str:
     masked as well."""
 
     def userinfo(m: re.Match[str]) -> str:
-        user, sep, _ = m.group(2).partition(":")
-        return f"{m.group(1)}{user}:***@" if sep else f"{m.group(1)}***@"
+        user, sep, password = m.group(2).partition(":")
+        if password:
+            return f"{m.group(1)}{user}:***@"
+        return f"{m.group(1)}***{sep}@"  # a lone token, or one with an empty password
 
     def param(m: re.Match[str]) -> str:
         if m.group(3) and _SECRET_PARAM.search(unquote(m.group(2))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import sqlite3
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from herolog.drains import new_app_warning
+from herolog.drains import new_app_warning, scrub
 from herolog.filters import LineFilter
 from herolog.store import Delivery, open_store
 from tests.helpers import fill, invoke
@@ -122,6 +123,25 @@ def test_a_password_holding_at_signs_is_masked_whole(where: dict[str, str]) -> N
         assert code == 0
         assert "https://user:***@logs.example.com/x" in out
         assert "S3CRET" not in out
+
+
+def test_a_token_sent_as_the_user_with_an_empty_password_is_masked(
+    where: dict[str, str],
+) -> None:
+    """curl -u TOKEN: (an API key as the user, no password) is written TOKEN:@ in a URL: the
+    user is then the secret, as a lone TOKEN@ is."""
+    url = "https://S3CRET-T0KEN:@logs.example.com/x"
+    code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
+    assert code == 0
+    assert out == "Successfully added drain https://***:@logs.example.com/x\n"
+    for args in (["list"], ["list", "--json"]):
+        code, out, _ = run("drain", *args, "-a", "demo", env=where)
+        assert code == 0
+        assert "https://***:@logs.example.com/x" in out
+        assert "S3CRET" not in out
+    basic = base64.b64encode(b"S3CRET-T0KEN:").decode()
+    answer = f"401: S3CRET-T0KEN (Basic {basic}) refused"
+    assert scrub(answer, url) == "401: *** (Basic ***) refused"
 
 
 def test_a_secret_parameter_is_masked_whatever_the_case_of_its_name(
