@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import time
 import uuid
 from array import array
@@ -2176,6 +2177,26 @@ def _full(path: Path) -> bool:
         return os.statvfs(path.parent).f_bavail == 0
     except OSError:
         return False
+
+
+def open_to_everyone(path: Path) -> str | None:
+    """What to say of a store of this user's that every user of the machine may read, or
+    None. herolog makes its stores 0600, but a file made otherwise keeps its mode: one an
+    older herolog made, a copy put in its place (sqlite3's .backup writes 0644 under a umask
+    of 022), and the drain URLs in it carry passwords. Said, not changed: a mode given on
+    purpose (0640, a group that reads the logs) stands."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    # A file system that ignores modes shows the user's own files as 0777: nothing to mend.
+    if not mode & stat.S_IROTH or mode == 0o777 or info.st_uid != os.geteuid():
+        return None
+    return (
+        f"the store {path} can be read by every user of this machine (mode {mode:04o}), and"
+        f" drain URLs in it carry passwords: chmod 600 it (640 for a group that reads the logs)"
+    )
 
 
 def _writable(path: Path) -> bool:

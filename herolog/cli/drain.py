@@ -191,6 +191,12 @@ def add(
     added, warning, new = attempt(add_it, server)
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)
+    if not server:  # a password, as likely as not, now in the store's file
+        from herolog import config
+        from herolog.store import open_to_everyone
+
+        if (readable := open_to_everyone(config.store_path())) is not None:
+            click.echo(f"Warning: {readable}", err=True)
     if json_output:
         # Whether this run added it: a provisioning script's "changed", as Ansible's.
         shown = {**drain_object(added, show_secrets=show_secrets), "added": new}

@@ -46,7 +46,7 @@ from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.systemd import notify
 from herolog.server.writer import Writer
-from herolog.store import SQLiteStore, StoreError, file_identity
+from herolog.store import SQLiteStore, StoreError, file_identity, open_to_everyone
 
 __all__ = ["ConfigError", "ServeConfig", "Server"]
 
@@ -422,6 +422,7 @@ class Server:
         self._syslog_tls: ssl.SSLContext | None = None
         self._certificate_warning: str | None = None
         self._trust_warning: str | None = None
+        self._store_warning: str | None = None
         limits = RequestLimits(
             config.header_timeout,
             config.body_timeout,
@@ -491,6 +492,7 @@ class Server:
             self._certificate_warning = certificate_warning(self.config.certfile)
         self._trust_warning = ssl_cert_file_problem()
         store = SQLiteStore.open(self.config.store_path)
+        self._store_warning = open_to_everyone(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one
             # line (sqlite3.DatabaseError for the command to report), not in the writer.
@@ -655,6 +657,8 @@ class Server:
         history = self.writer.history
         assert history is not None  # the writer has started, and said what it is
         lines.append(f"store {config.store_path}, keeping {counted(history, 'line')} per app")
+        if self._store_warning is not None:
+            lines.append(self._store_warning)
         api = f"{scheme}://{shown_host}:{self.http_port}"
         # One address, not 127.0.0.1: the CLI takes no HEROKU_HOST naming it.
         tunnel = (

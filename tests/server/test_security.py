@@ -9,9 +9,11 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -464,3 +466,35 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
         server.server_close()
     assert code == 0, err
     assert err == "Warning: new \\x9b2J app \\u202e here\n"
+
+
+def test_a_store_every_user_can_read_is_said_not_changed(
+    herolog_home: Path, make_server: ServerFactory
+) -> None:
+    """herolog makes its stores 0600; one made otherwise (a copy put in place: sqlite3's
+    .backup writes 0644 under a umask of 022) keeps its mode, and with drain passwords in it
+    that is said where a secret goes in (drain add) and as serve starts."""
+    store = herolog_home / "logs.db"
+    code, _, err = invoke("drain", "add", "https://u:pw@logs.example/", "-a", "demo")
+    assert (code, "every user" in err) == (0, False)  # herolog's own: 0600
+    assert "every user" not in "\n".join(make_server().server.banner())
+    saved_umask = os.umask(0o022)
+    try:
+        copy = herolog_home / "copy.db"
+        with closing(sqlite3.connect(store)) as source, closing(sqlite3.connect(copy)) as to:
+            source.backup(to)
+    finally:
+        os.umask(saved_umask)
+    copy.replace(store)
+    said = (
+        f"the store {store} can be read by every user of this machine (mode 0644), and drain"
+        " URLs in it carry passwords: chmod 600 it (640 for a group that reads the logs)"
+    )
+    code, _, err = invoke("drain", "add", "https://u:pw@logs.example/2", "-a", "demo")
+    assert (code, err) == (0, f"Warning: {said}\n")
+    assert said in make_server().server.banner()
+    assert store.stat().st_mode & 0o777 == 0o644  # a mode given on purpose stands
+    store.chmod(0o640)  # a group that reads the logs: as the README has it, not said
+    code, _, err = invoke("drain", "add", "https://u:pw@logs.example/3", "-a", "demo")
+    assert (code, err) == (0, "")
+    assert not any("every user" in line for line in make_server().server.banner())
