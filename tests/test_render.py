@@ -490,6 +490,7 @@ stored_lines = st.builds(
     | st.builds(json.dumps, st.dictionaries(texts, texts, max_size=3), ensure_ascii=st.booleans()),
     received_at=texts,
     msgid=st.none() | texts,
+    own=st.none(),  # the store's own mark, which no output carries
 )
 
 
