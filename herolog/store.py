@@ -24,14 +24,15 @@ from contextlib import contextmanager
 from itertools import chain
 from operator import countOf, itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from herolog import __version__
 from herolog.filters import LineFilter
 from herolog.interrupt import ctrl_c_ends_waits, ctrl_c_held, ctrl_c_recorded
-from herolog.parser import LogLine, Received
+from herolog.parser import MAX_PRI, LogLine, Received
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_HISTORY = 1500
 """Lines kept per app unless the store says otherwise: Logplex's own history."""
@@ -231,21 +232,34 @@ _SETTINGS = (
 )
 """What each write of lines reads first, in one statement (see _known_frame_ids): a third
 of the time of ``key IN (...)``, which builds a table of the keys each time."""
+_TEXT_COLUMNS = ("timestamp", "time", "source", "dyno", "message", "received_at")
+_MESSAGE = "ifnull(CAST(message AS TEXT), '')"
+"""The message as the filters of :func:`_where` read it (see _SELECT)."""
 _ROWS_PER_INSERT = 256
 """Lines per INSERT statement. One statement for many rows binds them all in C and then
 runs without the GIL, where executemany takes the GIL back after every row: with another
 busy Python thread in the process (the server's event loop) that is the difference between
 thousands and hundreds of thousands of lines a second."""
+# Each column as herolog writes it, whatever another program put there (the sqlite3 shell,
+# a table rebuilt by hand): a BLOB as the text of its bytes, a NULL in a NOT NULL column as
+# "", a pri that is no syslog PRI as unknown; as fast as the columns alone, within the
+# machine's noise (`logs -n 1000000`). Text that is not UTF-8 is read by _reads_any_text.
 _SELECT = (
-    "SELECT lines.id, apps.name, timestamp, time, source, dyno, message, pri, {hostname},"
-    " structured_data, attributes, received_at, {msgid}, {own}"
-    " FROM {{lines}} JOIN apps ON apps.id = lines.app_id"
+    "SELECT lines.id, {name}, {timestamp}, {time}, {source}, {dyno}, {message},"
+    f" CASE WHEN typeof(pri) = 'integer' AND pri BETWEEN 0 AND {MAX_PRI} THEN pri END,"
+    " {{hostname}}, {structured_data},"
+    " {attributes}, {received_at}, {{msgid}}, {{own}}"
+    " FROM {{{{lines}}}} JOIN apps ON apps.id = lines.app_id"
+).format(
+    name="ifnull(CAST(apps.name AS TEXT), '')",
+    **{c: f"ifnull(CAST({c} AS TEXT), '')" for c in _TEXT_COLUMNS},
+    **{c: f"CAST({c} AS TEXT)" for c in ("structured_data", "attributes")},
 )
 _SELECTS = {  # by schema version, which a reader does not upgrade
-    12: _SELECT.format(hostname="hostname", msgid="msgid", own="own"),
-    8: _SELECT.format(hostname="hostname", msgid="msgid", own=_OLD_OWN),
-    7: _SELECT.format(hostname="hostname", msgid="NULL", own=_OLD_OWN),
-    0: _SELECT.format(hostname="nullif(hostname, '-')", msgid="NULL", own=_OLD_OWN),
+    12: _SELECT.format(hostname="CAST(hostname AS TEXT)", msgid="CAST(msgid AS TEXT)", own="own"),
+    8: _SELECT.format(hostname="CAST(hostname AS TEXT)", msgid="CAST(msgid AS TEXT)", own=_OLD_OWN),
+    7: _SELECT.format(hostname="CAST(hostname AS TEXT)", msgid="NULL", own=_OLD_OWN),
+    0: _SELECT.format(hostname="nullif(CAST(hostname AS TEXT), '-')", msgid="NULL", own=_OLD_OWN),
 }
 
 
@@ -487,6 +501,41 @@ class _FrameIds:
         self.through = max(self.through, upto)
 
 
+_UNDECODABLE = "Could not decode to UTF-8"
+"""How Python's sqlite3 begins the error for a column whose text is not UTF-8."""
+_UNCONVERTED = "user-defined function raised exception"
+"""SQLite's error for a function of :func:`_searching`'s whose argument Python could not
+convert (text that is not UTF-8): what the functions raise themselves is raised instead."""
+_REPLACING = functools.partial(str, encoding="utf-8", errors="replace")
+
+
+def _reads_any_text(
+    method: Callable[Concatenate[SQLiteStore, P], T],
+) -> Callable[Concatenate[SQLiteStore, P], T]:
+    """A read of lines that reads text that is not UTF-8 (put there by another program: the
+    intake stores U+FFFD for such bytes) as the intake would have, with U+FFFD, where Python's
+    sqlite3 refuses the whole read: one such line stopped every reader of the store, serve's
+    tails and drains too. Read again so, once one is met: a text_factory of Python's own
+    would take 70% longer over every read."""
+
+    @functools.wraps(method)
+    def read(store: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.OperationalError as error:
+            if store._lenient or not str(error).startswith((_UNDECODABLE, _UNCONVERTED)):
+                raise
+        store._lenient = True
+        store._db.text_factory = _REPLACING
+        try:
+            return method(store, *args, **kwargs)
+        finally:
+            store._lenient = False
+            store._db.text_factory = str
+
+    return read
+
+
 class SQLiteStore:
     """A store in one SQLite file."""
 
@@ -504,6 +553,8 @@ class SQLiteStore:
         self._ready = False
         self._immutable = False
         """Read as a file nothing writes (read-only file system, no writer then)."""
+        self._lenient = False
+        """Reading text that is not UTF-8 (see _reads_any_text)."""
         self.lock_wait: Callable[[float], object] | None = None
         """Called between the steps of a wait for another process's write lock with the
         seconds waited (see :meth:`_begin_immediate`), to say that the command waits; what it
@@ -1217,8 +1268,9 @@ class SQLiteStore:
         held = self._lease(name)
         return held is not None and held[0] == owner
 
+    @_reads_any_text
     def last(self, wanted: LineFilter, count: int) -> tuple[list[StoredLine], int]:
-        where, params = _where(wanted)
+        where, params = _where(wanted, lenient=self._lenient)
         found: list[StoredLine] = []
         if not self._schema_ready():
             return found, 0
@@ -1226,16 +1278,17 @@ class SQLiteStore:
             newest = _newest_id(db)
             if count > 0:
                 sql = f"{self._select(wanted)}{where} ORDER BY lines.id DESC LIMIT {int(count)}"
-                with _searching(db, wanted):
+                with _searching(db, wanted, lenient=self._lenient):
                     found = [StoredLine(*row) for row in db.execute(sql, params)]
         found.reverse()
         return found, newest
 
+    @_reads_any_text
     def first_of_last(self, wanted: LineFilter, count: int) -> tuple[int | None, int]:
-        where, params = _where(wanted)
+        where, params = _where(wanted, lenient=self._lenient)
         if not self._schema_ready():
             return None, 0
-        with self._consistent(), _searching(self._db, wanted):
+        with self._consistent(), _searching(self._db, wanted, lenient=self._lenient):
             db = self._db
             newest = _newest_id(db)
             if count <= 0:
@@ -1245,13 +1298,14 @@ class SQLiteStore:
             first = db.execute(f"SELECT min(id) FROM ({last})", params).fetchone()[0]
         return first, newest
 
+    @_reads_any_text
     def after(
         self, line_id: int, wanted: LineFilter, limit: int = 1000, upto: int | None = None
     ) -> tuple[list[StoredLine], int]:
         if not self._schema_ready():
             return [], line_id
-        where, params = _where(wanted, after=line_id, upto=upto)
-        with self._consistent(), _searching(self._db, wanted):
+        where, params = _where(wanted, after=line_id, upto=upto, lenient=self._lenient)
+        with self._consistent(), _searching(self._db, wanted, lenient=self._lenient):
             db = self._db
             rows = db.execute(
                 f"{self._select(wanted)}{where} ORDER BY lines.id LIMIT {int(limit)}", params
@@ -1438,6 +1492,7 @@ class SQLiteStore:
             ).fetchone()[0]
         return gone, mark + gone + int(kept)
 
+    @_reads_any_text
     def app_lines(
         self, app: str, after: int, upto: int, max_lines: int, max_bytes: int
     ) -> tuple[list[StoredLine], int]:
@@ -1958,8 +2013,11 @@ _NEWEST_ID = (
 
 
 def _where(
-    wanted: LineFilter, after: int | None = None, upto: int | None = None
+    wanted: LineFilter, after: int | None = None, upto: int | None = None, *, lenient: bool = False
 ) -> tuple[str, list[Any]]:
+    """The WHERE of a read of the lines ``wanted`` passes; ``lenient``: one that gives the
+    functions of :func:`_searching` each message as its bytes, which they decode (text that
+    is not UTF-8, which Python's sqlite3 cannot give them as text)."""
     clauses: list[str] = []
     params: list[Any] = []
     if after is not None:
@@ -1997,9 +2055,10 @@ def _where(
     ):
         if patterns:
             plain, regexes = _split(patterns)
-            found = ["instr(message, ?) > 0"] * len(plain)
+            found = [f"instr({_MESSAGE}, ?) > 0"] * len(plain)
             if regexes:
-                found.append(f"{function}(message)")
+                argument = f"CAST({_MESSAGE} AS BLOB)" if lenient else _MESSAGE
+                found.append(f"{function}({argument})")
             clauses.append(f"{negated}({' OR '.join(found)})")
             params += plain
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
@@ -2042,7 +2101,9 @@ def _is_plain(pattern: re.Pattern[str]) -> bool:
 
 
 @contextmanager
-def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
+def _searching(
+    db: sqlite3.Connection, wanted: LineFilter, *, lenient: bool = False
+) -> Iterator[None]:
     """Give ``db`` the SQL functions that :func:`_where` calls for ``wanted``'s regular
     expressions, for the statements run inside.
 
@@ -2055,7 +2116,8 @@ def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
     for patterns, name in ((wanted.grep, _GREP), (wanted.exclude, _EXCLUDE)):
         _, searches = _split(patterns)
         if searches:
-            db.create_function(name, 1, _search_all(searches, raised), deterministic=True)
+            found = _search_all(searches, raised, lenient)
+            db.create_function(name, 1, found, deterministic=True)
     with ctrl_c_recorded(raised):
         try:
             yield
@@ -2066,10 +2128,14 @@ def _searching(db: sqlite3.Connection, wanted: LineFilter) -> Iterator[None]:
 
 
 def _search_all(
-    searches: Sequence[Callable[[str], re.Match[str] | None]], raised: list[BaseException]
-) -> Callable[[str], bool]:
-    def found(message: str) -> bool:
+    searches: Sequence[Callable[[str], re.Match[str] | None]],
+    raised: list[BaseException],
+    lenient: bool = False,
+) -> Callable[[Any], bool]:
+    def found(message: Any) -> bool:
         try:
+            if lenient:  # the message's bytes (see _where)
+                message = _REPLACING(message)
             for search in searches:  # noqa: SIM110 (any() of a generator: slower, every line)
                 if search(message) is not None:
                     return True

@@ -1853,3 +1853,58 @@ def test_each_l11_of_a_slow_reader_counts_from_the_lines_it_read_last(store: SQL
     assert since[0] == "2026-01-02T03:04:05+00:00."
     assert since[0] < since[1] < since[2]
     assert [x.message for x in shown if x.id][-10:] == [f"c{i}" for i in range(20, 30)]
+
+
+def tampered(path: Path, *updates: str) -> None:
+    """Change the store's rows as another program would (the sqlite3 shell, a script's
+    sqlite3 module): each of ``updates`` an SQL statement, none of them herolog's."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        for update in updates:
+            db.execute(update)
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_rows_another_program_wrote_are_shown_as_the_intake_would_have_stored_them(
+    store: SQLiteStore,
+) -> None:
+    """Text that is not UTF-8 stopped every read of the store ('Could not decode to UTF-8
+    column'), a BLOB showed as Python's b'...' (and --json and a --grep regex ended in a
+    traceback), a pri that is no number made --json print `"pri":abc`. Shown as the intake
+    would have stored them: bytes that are not UTF-8 as U+FFFD, a pri it could not read as
+    none."""
+    fill(store, "demo", ["first", "second", "third", "fourth", "fifth"])
+    tampered(
+        store.path,
+        "UPDATE lines SET message = X'68656cff6c6f' WHERE id = 1",  # a BLOB, not UTF-8
+        "UPDATE lines SET message = CAST(X'68656cfe6c6f' AS TEXT), dyno = CAST(X'ff' AS TEXT)"
+        " WHERE id = 2",
+        "UPDATE lines SET source = CAST('worker' AS BLOB), pri = 'abc' WHERE id = 3",
+        "UPDATE lines SET pri = 1e400, hostname = X'ff' WHERE id = 4",
+    )
+    at = line("").timestamp
+    assert output("-a", "demo") == [
+        f"{at} app[web.1]: hel\ufffdlo",
+        f"{at} app[\ufffd]: hel\ufffdlo",
+        f"{at} worker[web.1]: third",
+        f"{at} app[web.1]: fourth",
+        f"{at} app[web.1]: fifth",
+    ]
+    records = [json.loads(x) for x in output("-a", "demo", "--json")]
+    assert [(x["message"], x["source"], x["pri"], x["hostname"]) for x in records] == [
+        ("hel\ufffdlo", "app", 190, "host"),
+        ("hel\ufffdlo", "app", 190, "host"),
+        ("third", "worker", None, "host"),
+        ("fourth", "app", None, "\ufffd"),
+        ("fifth", "app", 190, "host"),
+    ]
+    for grep in (["-g", "h.l"], ["-g", "hel"], ["-x", "t|f"]):  # regexes and plain text
+        assert [x.split(": ")[1] for x in output(*grep)] == ["hel\ufffdlo", "hel\ufffdlo"]
+    assert output("-n", "2", "-g", "t.i|l.l") == [
+        f"{at} app[\ufffd]: hel\ufffdlo",
+        f"{at} worker[web.1]: third",
+    ]

@@ -34,6 +34,7 @@ from tests.helpers import (
     PROXY_VARIABLES,
     herolog_env,
     herolog_process,
+    invoke,
     line,
     store_drain,
     store_lines,
@@ -119,6 +120,33 @@ def test_http_drain_gets_every_line_in_order_with_logplex_headers(
         frame_ids.add(headers["logplex-frame-id"])
         assert re.fullmatch(rb"(\d+ <\d+>1 \S+ host \S+ \S+ - [^\n]*(\n[^\n]*)*\n?)+", request.body)
     assert len(frame_ids) == len(sink.delivered())
+
+
+def test_a_line_another_program_stored_holds_up_no_drain_nor_history(
+    make_server: ServerFactory, sink: HTTPSink
+) -> None:
+    """A line whose text is not UTF-8 (written with the sqlite3 shell, say) stopped serve's
+    reader: no drain nor tail got another line, silently ('waiting', 'ok'), the history
+    through the API ended at its start, and serve's stop was a traceback. It goes as the
+    intake would have stored it, with U+FFFD."""
+    running = make_server()
+    add_drain(running, "demo", sink.url("/in"))
+    post(running, "demo", [line("before")])
+    wait_until(lambda: sink.delivered_lines(), what="the first line")
+    with closing(sqlite3.connect(running.server.config.store_path)) as db:
+        db.execute(
+            "INSERT INTO lines (timestamp, time, source, dyno, message, pri, hostname, app_id,"
+            " received_at) SELECT timestamp, time, source, dyno, CAST(X'62ff64' AS TEXT), pri,"
+            " hostname, app_id, received_at FROM lines ORDER BY id DESC LIMIT 1"
+        )
+        db.execute("UPDATE apps SET lines = lines + 1 WHERE name = 'demo'")
+        db.commit()
+    post(running, "demo", [line("after")])
+    wait_until(lambda: len(sink.delivered_lines()) >= 3, what="the lines after it")
+    assert [x.message for x in sink.delivered_lines()] == ["before", "b\ufffdd", "after"]
+    code, out, err = invoke("logs", "--server", running.url, "-a", "demo")
+    assert (code, err) == (0, "")
+    assert [x.split(": ", 1)[1] for x in out.splitlines()] == ["before", "b\ufffdd", "after"]
 
 
 def test_an_http_drain_sends_the_bytes_its_user_info_escapes_stand_for(
