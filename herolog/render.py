@@ -86,7 +86,18 @@ def format_json(line: StoredLine, *, ascii_only: bool = False) -> str:
 @functools.lru_cache(maxsize=64)
 def _attributes_json(attributes: str, ascii_only: bool) -> str:
     # Every line a drain sent carries the same attributes (its URL's query parameters).
-    return _ENCODERS[ascii_only].encode(json.loads(attributes))
+    return _ENCODERS[ascii_only].encode(json.loads(attributes)) if _an_object(attributes) else "{}"
+
+
+@functools.lru_cache(maxsize=64)
+def _an_object(attributes: str) -> bool:
+    """Whether a line's stored attributes are a JSON object, as herolog writes them: another
+    program's ('{bad', '[1]') are shown as none, where --json ended in a traceback or printed
+    an array, and a --server client refused the record."""
+    try:
+        return isinstance(json.loads(attributes), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def encode_record(line: StoredLine, *, msgid: bool = True) -> str:
@@ -103,7 +114,8 @@ def encode_record(line: StoredLine, *, msgid: bool = True) -> str:
         f"{string(line.source)},{string(line.dyno)},{string(line.message)},"
         f"{'null' if pri is None else pri},{'null' if hostname is None else string(hostname)},"
         f"{'null' if sd is None else string(sd)},"
-        f"{'null' if attributes is None else string(attributes)},{string(line.received_at)}"
+        f"{string(attributes) if attributes and _an_object(attributes) else 'null'},"
+        f"{string(line.received_at)}"
         f"{',' + string(line.msgid) if msgid and line.msgid is not None else ''}]"
     )
     return text if text.isascii() else text.translate(_LINE_BREAKS)

@@ -10,11 +10,13 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -1004,6 +1006,26 @@ def test_records_that_are_not_herolog_s_are_one_line(
     assert code == 1
     assert out == ""
     assert err == f"Error: {url} sent a line herolog cannot read\n"
+
+
+def test_attributes_another_program_stored_are_shown_as_none(make_server: ServerFactory) -> None:
+    """Attributes that are not a JSON object (written with the sqlite3 shell, say) ended
+    --json in a traceback, or printed an array, and a server sent them on as they were, so
+    that every --server client read of the history failed ('sent a line herolog cannot
+    read'). Shown as none, locally and through the server."""
+    running = make_server(api_key=KEY)
+    path = running.server.config.store_path
+    fill(path, "demo", *(line(f"line {i}", second=i) for i in range(4)))
+    with closing(sqlite3.connect(path)) as db:
+        for line_id, attributes in ((1, "{bad"), (2, "[1, 2]"), (3, ""), (4, '{"k": "v"}')):
+            db.execute("UPDATE lines SET attributes = ? WHERE id = ?", (attributes, line_id))
+        db.commit()
+    for where in (home(running), {"HEROLOG_API_KEY": KEY, "HEROLOG_URL": running.url}):
+        code, out, err = run("logs", "-a", "demo", "--json", env=where)
+        assert (code, err) == (0, ""), where
+        assert [json.loads(x)["attributes"] for x in out.splitlines()] == [{}, {}, {}, {"k": "v"}]
+        code, out, err = run("logs", "-a", "demo", env=where)
+        assert (code, err, len(out.splitlines())) == (0, "", 4), where
 
 
 def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
