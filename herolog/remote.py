@@ -270,6 +270,10 @@ def api_client(server: str, api_key: str | None, read_timeout: float = 30.0) -> 
         "Accept": "application/vnd.heroku+json; version=3",
         "User-Agent": f"herolog/{__version__}",
     }
+    # The spaces around a header's value are not part of it (RFC 9110; serve reads the key
+    # without them), and httpx refuses to send a value that ends in one, in an error that
+    # quotes the key: a key set with a space after it is sent without.
+    api_key = api_key.strip(" ") if api_key else api_key
     if api_key:
         if not api_key.isascii() or not api_key.isprintable():
             raise RemoteError(

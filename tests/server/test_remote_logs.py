@@ -858,6 +858,20 @@ def test_a_key_that_is_not_ascii(remote: Running) -> None:
     assert "HEROLOG_API_KEY must be printable ASCII" in err
 
 
+@pytest.mark.parametrize("command", [["logs"], ["apps"], ["drain", "list"]], ids=" ".join)
+def test_a_key_with_spaces_around_it_is_sent_without_them(
+    remote: Running, command: list[str]
+) -> None:
+    """A key written to a profile or an env file with a space after it: the request never
+    left ('cannot reach URL: Illegal header value b'Bearer KEY '', exit 1), and the error
+    showed the key."""
+    code, _, err = run(*command, "--server", remote.url, env={"HEROLOG_API_KEY": f" {KEY} "})
+    assert code == 0, err
+    code, _, err = run(*command, "--server", remote.url, env={"HEROLOG_API_KEY": "   "})
+    assert code == 1
+    assert "needs an API key (401): set HEROLOG_API_KEY" in err
+
+
 def test_app_names_are_sent_encoded(remote: Running) -> None:
     code, _, err = run("logs", "--server", remote.url, "-a", "x?y", env={"HEROLOG_API_KEY": KEY})
     assert code == 1
