@@ -107,6 +107,13 @@ class ServeConfig:
         if self.api_key and not (self.api_key.isascii() and self.api_key.isprintable()):
             # What herolog logs --server sends, and the heroku CLI can put in a header.
             raise ConfigError("--api-key must be printable ASCII, as API keys are")
+        if self.api_key and self.api_key.strip(" ") != self.api_key:
+            # An Authorization header's value comes without the spaces around it (h11 strips
+            # them): a heroku CLI or herolog logs sending this key would get 401 every time.
+            raise ConfigError(
+                "--api-key must not begin or end with a space: clients send it in a header,"
+                " which does not carry the spaces around its value"
+            )
         if self.api_key and self.auth and same_secret(self.api_key, self.auth.password):
             # The API takes Basic auth with the key as its password, and every drain URL
             # (in Heroku's drain list, a dashboard) carries --auth's: it would open the API.

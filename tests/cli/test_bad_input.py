@@ -190,6 +190,9 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", *UNTAKEN, "--auth", "\udcff:p"], "--auth must be UTF-8 text"),
         (["serve", *UNTAKEN, "--api-key", "k\udcff"], "--api-key must be printable ASCII"),
         (["serve", *UNTAKEN, "--api-key", "kü"], "--api-key must be printable ASCII"),
+        # No Authorization header carries them: every request with the key would get 401.
+        (["serve", *UNTAKEN, "--api-key", "s3cret "], "--api-key must not begin or end with a"),
+        (["serve", *UNTAKEN, "--api-key", " s3cret"], "--api-key must not begin or end with a"),
         # The API also takes Basic auth with the key as the password: drain URLs carry --auth's.
         (
             ["serve", *UNTAKEN, "--auth", "drain:s3cret", "--api-key", "s3cret"],
@@ -398,6 +401,17 @@ def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variab
     line = one_error_line(err)
     assert "$" not in line
     assert line.startswith(error.replace("{0}", "").replace("{1}", "").replace("{}", ""))
+
+
+def test_an_api_key_with_a_space_around_it_from_the_environment_is_refused() -> None:
+    """An env file's HEROLOG_API_KEY='s3cret ' started serve, and every API request, whose
+    Authorization header comes without the space, got 401: the heroku CLI's, herolog's."""
+    code, err = invoke("serve", *UNTAKEN, env={"HEROLOG_API_KEY": "s3cret "})
+    assert code == 2, err
+    assert one_error_line(err) == (
+        "Error: --api-key (from $HEROLOG_API_KEY) must not begin or end with a space: clients"
+        " send it in a header, which does not carry the spaces around its value"
+    )
 
 
 @pytest.mark.parametrize("value", ["no", "0", "false", "off"])
