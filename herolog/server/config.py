@@ -136,6 +136,16 @@ class ServeConfig:
             shown = f"--public-url {mask_loosely(self.public_url)!r}"  # what was typed
             if not self.public_url.startswith(("http://", "https://")):
                 raise ConfigError(f"{shown} must start with http:// or https://")
+            # Log-session URLs are this URL followed by a path, which after a ?, a # or a
+            # space (an env file's trailing one) is no path: every heroku logs would fail.
+            # urlsplit passes tabs and newlines over without a word.
+            if any(ch.isspace() or not ch.isprintable() for ch in self.public_url):
+                raise ConfigError(f"{shown} holds a space or a control character, as no URL does")
+            if "?" in self.public_url or "#" in self.public_url:
+                raise ConfigError(
+                    f"{shown} must be http(s)://HOST[:PORT][/PATH], with no ?query or #fragment:"
+                    " herolog adds its paths to it"
+                )
             try:
                 parts = urlsplit(self.public_url)
                 parts.port  # noqa: B018 (raises ValueError for a port that is not one)

@@ -403,6 +403,31 @@ def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variab
     assert line.startswith(error.replace("{0}", "").replace("{1}", "").replace("{}", ""))
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://logs.example.com ", "holds a space or a control character, as no URL does"),
+        ("https://logs.example.com\n", "holds a space or a control character, as no URL does"),
+        ("https://logs.example.com/my logs", "holds a space or a control character"),
+        ("https://logs.example.com/?via=proxy", "must be http(s)://HOST[:PORT][/PATH], with no"),
+        ("https://logs.example.com/#top", "must be http(s)://HOST[:PORT][/PATH], with no ?query"),
+        ("https://logs.example.com?", "must be http(s)://HOST[:PORT][/PATH], with no ?query"),
+    ],
+)
+def test_a_public_url_that_paths_cannot_follow_is_refused(url: str, why: str) -> None:
+    """serve started, and the log sessions it handed out were the URL and a path
+    ('https://logs.example.com/?via=proxy/sessions/ID?sig=...'), which no client could read:
+    'could not read the log session (404)' from every heroku logs and herolog logs --server."""
+    code, err = invoke("serve", *UNTAKEN, env={"HEROLOG_PUBLIC_URL": url})
+    assert code == 2, err
+    assert one_error_line(err).startswith(
+        f"Error: --public-url (from $HEROLOG_PUBLIC_URL) {url!r} {why}"
+    )
+    code, err = invoke("serve", *UNTAKEN, "--public-url", url)
+    assert code == 2, err
+    assert one_error_line(err).startswith(f"Error: --public-url {url!r} {why}")
+
+
 def test_an_api_key_with_a_space_around_it_from_the_environment_is_refused() -> None:
     """An env file's HEROLOG_API_KEY='s3cret ' started serve, and every API request, whose
     Authorization header comes without the space, got 401: the heroku CLI's, herolog's."""
