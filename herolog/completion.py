@@ -136,7 +136,9 @@ def _bash(tree: Cmd) -> str:
     paths = " | ".join(f'"{sub.key}"' for g in groups for sub in g.subcommands)
     out = [
         f"# {_HEADER.format(shell='bash')}",
-        "# Install: herolog completion bash > ~/.local/share/bash-completion/completions/herolog",
+        "# Install where bash-completion (which must be loaded) looks for it:",
+        "# herolog completion bash >"
+        ' "${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions/herolog"',
         "",
         "# herolog _values KIND: the dynos, sources or process types of the -a app's newest",
         "# lines in the local store (of every app's without -a, or $HEROLOG_APP's)",
@@ -334,7 +336,7 @@ def _fish(tree: Cmd) -> str:
     paths = " ".join(f"'{sub.key}'" for g in groups for sub in g.subcommands)
     out = [
         f"# {_HEADER.format(shell='fish')}",
-        "# Install: herolog completion fish > ~/.config/fish/completions/herolog.fish",
+        "# Install, in fish: herolog completion fish > $__fish_config_dir/completions/herolog.fish",
         "",
         "function __herolog_using --argument-names wanted",
         "    set -l words (commandline -opc)",

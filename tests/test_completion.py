@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -284,3 +287,65 @@ def test_zsh_script_loads_and_registers() -> None:
         "__herolog_app_names: function",
     ]
     assert proc.stderr == ""
+
+
+BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
+"""bash-completion's loader, which looks for the bash script where the README puts it."""
+
+
+def readme_install_commands() -> str:
+    section = (COMPLETIONS.parent / "README.md").read_text().split("\n## Shell completions\n")[1]
+    return section.split("```sh\n")[1].split("```")[0]
+
+
+@pytest.fixture
+def unspaced_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, or under a TMPDIR with a space in its path a directory in /tmp:
+    bash-completion 2.11 (Debian 12's) splits the path of a user's directory of completions
+    at its spaces, and finds nothing in a home that has one."""
+    if not any(ch.isspace() for ch in str(tmp_path)):
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/tmp") as unspaced:
+        yield Path(unspaced)
+
+
+@pytest.mark.parametrize("xdg", [False, True], ids=["default", "XDG_DATA_HOME and XDG_CONFIG_HOME"])
+def test_the_readme_s_install_puts_each_script_where_its_shell_loads_it(
+    unspaced_tmp_path: Path, xdg: bool
+) -> None:
+    """With $XDG_DATA_HOME or $XDG_CONFIG_HOME set, bash-completion and fish do not look in
+    ~/.local/share and ~/.config, where the README put the scripts: no TAB completed."""
+    assert BASH_COMPLETION.exists(), (
+        "bash-completion is needed for this test: install it (apt-get install bash-completion)"
+    )
+    tmp_path = unspaced_tmp_path
+    home = tmp_path / "home"
+    home.mkdir()
+    unset = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "BASH_COMPLETION_USER_DIR")
+    env = {k: v for k, v in herolog_env(HOME=str(home)).items() if k not in unset}
+    if xdg:
+        env |= {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+
+    def shell(*argv: str) -> str:
+        done = subprocess.run(
+            [shell_path(argv[0]), *argv[1:]],
+            cwd=COMPLETIONS.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shell("bash", "-e", "-c", readme_install_commands())
+    loaded = shell(
+        "bash", "-c", f"source {BASH_COMPLETION}; __load_completion herolog; complete -p herolog"
+    )
+    assert loaded == "complete -F _herolog herolog\n"
+    # ~/.zshrc's fpath+=(~/.zfunc), as the README says, and compinit after it.
+    dump = shlex.quote(str(tmp_path / "zcompdump"))
+    zsh = f"fpath+=(~/.zfunc); autoload -U compinit; compinit -u -d {dump}"
+    assert shell("zsh", "-f", "-c", f"{zsh}; print -r -- $_comps[herolog]") == "_herolog\n"
+    assert "logs\t" in shell("fish", "-c", "complete -C'herolog lo'")

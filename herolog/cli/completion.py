@@ -12,9 +12,10 @@ def completion(shell: str) -> None:
     """Print the completion script for SHELL (see the README to install it).
 
     \b
-    herolog completion bash > ~/.local/share/bash-completion/completions/herolog
+    dir="${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions"
+    herolog completion bash > "$dir/herolog"
     herolog completion zsh > ~/.zfunc/_herolog
-    herolog completion fish > ~/.config/fish/completions/herolog.fish
+    herolog completion fish > $__fish_config_dir/completions/herolog.fish   # in fish
     """
     from herolog.cli import cli
     from herolog.completion import generate
