@@ -30,6 +30,31 @@ def write_nowhere(stream: IO[Any]) -> None:
             os.close(devnull)
 
 
+class OrNowhere:
+    """A text stream that a failed write (its reader gone, a full disk) points at /dev/null
+    (:func:`write_nowhere`) rather than raising: serve's stderr, where a line that nobody
+    can read must not end what serve was doing as it said it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            write_nowhere(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            write_nowhere(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def die_of_sigint() -> NoReturn:
     """End as a Ctrl-C ends GNU tail or the heroku CLI: by the signal, quietly. A shell
     running herolog in a script stops the script then; an exit with status 130 would tell

@@ -181,7 +181,15 @@ def serve(
     heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
     HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
-    from herolog.interrupt import stops_held
+    import sys
+    from typing import TextIO, cast
+
+    from herolog.interrupt import OrNowhere, stops_held
+
+    # Once nobody reads serve's stderr (`herolog serve 2>&1 | head`, a tee that was killed),
+    # a line said there, a drain's "is failing" or "stopping: ...", failed with EPIPE and
+    # ended the drain's delivery or the shutdown where it was said.
+    sys.stderr = cast(TextIO, OrNowhere(sys.stderr))
 
     # Until serve's handlers are in (imports take a few hundred ms), a stop is held, not
     # fatal: systemd's stop or a Ctrl-C right after the start ends serve cleanly, status 0.

@@ -1463,3 +1463,47 @@ def test_a_reader_holding_the_store_for_seconds_does_not_stall_the_intake(
     assert code == 0, err
     assert "has not answered" not in err
     assert worst < 1.5
+
+
+@pytest.mark.subprocess
+def test_a_serve_whose_stderr_has_lost_its_reader_goes_on_forwarding_and_hands_over(
+    herolog_home: Path,
+) -> None:
+    """`herolog serve 2>&1 | head`, a `| tee` killed, an ssh session's pipe: a line serve
+    had to say then failed with EPIPE where it was said. A drain's 'is failing' ended its
+    delivery (its lines waited for the next serve, `drain list` saying 'ok'), and the
+    'stopping: ...' line ended the shutdown before the drains were handed over (the next
+    serve waited out the lease: 'ended without handing them over')."""
+    from tests.server.sinks import HTTPSink, wait_until
+
+    sink = HTTPSink(statuses=[500])  # the drain fails once, and serve has that to say
+    try:
+        store = SQLiteStore.open(herolog_home / "logs.db")
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        server = ServeProcess("--port", "0")
+        try:
+            assert server.proc.stderr is not None
+            server.proc.stderr.close()  # its reader has gone
+            with web.Client() as client:
+                assert post(client, server.url, "said") == 204
+            wait_until(
+                lambda: any(x.message.startswith("said ") for x in sink.delivered_lines()),
+                timeout=30,
+                what="the delivery after the drain failed",
+            )
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=30) == 0
+        finally:
+            server.proc.kill()
+            server.proc.wait()
+        again = ServeProcess("--port", "0")
+        again.proc.send_signal(signal.SIGTERM)
+        code, err = again.finish()
+    finally:
+        sink.close()
+    assert code == 0, err
+    assert "without handing them over" not in err
+    assert_stored_whole(herolog_home, ["said"])
