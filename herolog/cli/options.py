@@ -87,6 +87,11 @@ class ServerURLType(click.ParamType[str, Any]):
         except UnicodeEncodeError:
             why = "it holds bytes that are not UTF-8"
             self.fail(f"{mask_loosely(text)!r} is not a server URL: {why}", param, ctx)
+        if any(ch.isspace() or not ch.isprintable() for ch in text):
+            # A profile's or an env file's HEROLOG_URL='http://127.0.0.1:8514 ': said to have
+            # a port out of range, and after a path ('.../ ') every request was a 404.
+            why = "it holds a space or a control character, as no URL does"
+            self.fail(f"{mask_loosely(text)!r} is not a server URL: {why}", param, ctx)
         authority = re.split("[/?#]", text.partition("://")[2], maxsplit=1)[0]
         host_and_port = authority.rpartition("@")[2]
         if host_and_port.startswith("[") and "]" not in host_and_port:

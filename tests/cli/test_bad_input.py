@@ -504,6 +504,7 @@ BAD_URLS = [
     "http://logs.example.com:8514/?app=demo",
     "https://logs.example.com#insecure",
     "http://logs.example.com/herolog/?",
+    "http://logs.example.com/herolog ",
 ]
 
 
@@ -557,7 +558,14 @@ def test_a_bad_server_url_for_run_is_a_usage_error_before_the_command(
         # Taken by httpx, and a traceback where the proxy settings read the port.
         ("http://127.0.0.1:-1", "its port must be 1 to 65535"),
         ("http://127.0.0.1:+8514", "its port must be 1 to 65535"),
-        ("http://127.0.0.1: 8514", "its port must be 1 to 65535"),
+        # A space (an env file's trailing one) was a port out of range, and after a path
+        # taken, every request a 404 ('No such API endpoint: GET / /apps').
+        ("http://127.0.0.1: 8514", "it holds a space or a control character, as no URL does"),
+        ("http://127.0.0.1:8514 ", "it holds a space or a control character, as no URL does"),
+        ("http://logs.example.com/ ", "it holds a space or a control character"),
+        (" http://logs.example.com", "it holds a space or a control character"),
+        ("http://u:S3CRET x@logs.example.com/", "it holds a space or a control character"),
+        ("http://logs.example.com\t", "it holds a space or a control character"),
     ],
 )
 def test_a_bad_server_url_says_what_is_wrong(url: str, why: str) -> None:
