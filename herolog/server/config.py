@@ -209,6 +209,11 @@ def listen_host(value: str) -> str:
 def resolve(host: str, port: int, about: tuple[str, ...]) -> list[tuple[int, tuple[Any, ...]]]:
     """The addresses ``host:port`` resolves to, each with its family, in the resolver's
     order; ConfigError, about the options ``about``, for a name that resolves to none."""
+    if any(ch.isspace() or not ch.isprintable() for ch in host):
+        # An env file's HEROLOG_HOST='127.0.0.1 ': the resolver's "Name or service not known"
+        # hid the space in 'cannot listen on 127.0.0.1 :8514'.
+        shown = host if host.isprintable() else repr(host)  # one line
+        raise ConfigError(f"cannot listen on {shown}:{port}: {host!r} is not a host name", about)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except UnicodeError:  # from the IDNA codec: an empty label (a..b), one over 63 characters

@@ -185,6 +185,7 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", "--host", "logs..example.com"], "'logs..example.com' is not a host name"),
         (["serve", "--host", "locahost.invalid"], "cannot listen on locahost.invalid:8514: "),
         (["serve", "--host", "\udcff", "--auth", "u:p"], "'\\udcff' is not a host name"),
+        (["serve", "--host", "localhost\n", "--auth", "u:p"], "'localhost\\n' is not a host"),
         # Bytes that are not UTF-8, on an address serve cannot take should they be taken.
         (["serve", *UNTAKEN, "--auth", "u:p\udcff"], "--auth must be UTF-8 text"),
         (["serve", *UNTAKEN, "--auth", "\udcff:p"], "--auth must be UTF-8 text"),
@@ -378,8 +379,23 @@ def test_a_bad_value_from_the_environment_names_the_variable(
             ["--host", "a..b", "--insecure-no-auth"],
             "Error: cannot listen on a..b:8514: 'a..b' is not a host name",
         ),
+        (  # an env file's trailing space: 'cannot listen on 127.0.0.1 :8514: Name or service...'
+            {"HEROLOG_HOST": "127.0.0.1 "},
+            ["--host", "127.0.0.1 "],
+            "Error: cannot listen on 127.0.0.1 :8514: '127.0.0.1 ' is not a host name",
+        ),
     ],
-    ids=["auth", "api-key", "public-url", "syslog-port", "syslog-app", "same", "host", "bad-host"],
+    ids=[
+        "auth",
+        "api-key",
+        "public-url",
+        "syslog-port",
+        "syslog-app",
+        "same",
+        "host",
+        "bad-host",
+        "spaced-host",
+    ],
 )
 def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variable(
     env: dict[str, str], typed: list[str], error: str
