@@ -35,6 +35,7 @@ from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
     ConfigError,
     ServeConfig,
+    TLSFiles,
     certificate_warning,
     is_loopback,
     resolve,
@@ -485,11 +486,12 @@ class Server:
             self.syslog.max_connections = max(1, min(self.syslog.max_connections, files // 2))
         if self.config.certfile and self.config.keyfile:
             # Here, not once uvicorn runs: a bad pair is a ConfigError, not a traceback.
-            self._tls = tls_context(self.config.certfile, self.config.keyfile)
+            tls_files = TLSFiles.read(self.config.certfile, self.config.keyfile)
+            self._tls = tls_context(tls_files)
             self._uvicorn_config.tls = self._tls
             if self.syslog is not None:
-                self._syslog_tls = syslog_tls_context(self.config.certfile, self.config.keyfile)
-            self._certificate_warning = certificate_warning(self.config.certfile)
+                self._syslog_tls = syslog_tls_context(tls_files)
+            self._certificate_warning = certificate_warning(tls_files)
         self._trust_warning = ssl_cert_file_problem()
         store = SQLiteStore.open(self.config.store_path)
         self._store_warning = open_to_everyone(self.config.store_path)

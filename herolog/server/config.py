@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
+import os
 import re
 import socket
 import ssl
+import stat
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,19 +254,68 @@ def _no_passphrase() -> str:
     raise _NeedsPassphrase
 
 
-def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+@dataclass(frozen=True)
+class TLSFiles:
+    """``--certfile`` and ``--keyfile`` and what they hold, each read once: one may be a pipe
+    (bash's ``<(...)``, a FIFO a secrets manager writes into), which the second reading of
+    it would find empty or wait on for ever."""
+
+    certfile: Path
+    keyfile: Path
+    cert: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def read(cls, certfile: Path, keyfile: Path) -> TLSFiles:
+        return cls(certfile, keyfile, _read("--certfile", certfile), _read("--keyfile", keyfile))
+
+
+def _read(option: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read {option} {path}: {error.strerror or error}", about=(option,)
+        ) from None
+
+
+@contextlib.contextmanager
+def _loadable(files: TLSFiles) -> Iterator[tuple[str, str]]:
+    """Paths OpenSSL can read the certificate and key at: a regular file's own (OpenSSL reads
+    it again), else, where Linux has them, a file in memory holding what was read (a key is
+    written to no disk)."""
+    paths, fds = [str(files.certfile), str(files.keyfile)], []
+    try:
+        for at, data in enumerate((files.cert, files.key)):
+            path = (files.certfile, files.keyfile)[at]
+            if sys.platform != "linux" or stat.S_ISREG(path.stat().st_mode):
+                continue
+            fd = os.memfd_create("herolog-tls")
+            fds.append(fd)
+            with open(fd, "wb", closefd=False) as memory:
+                memory.write(data)
+            paths[at] = f"/proc/self/fd/{fd}"
+        yield paths[0], paths[1]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def tls_context(files: TLSFiles) -> ssl.SSLContext:
     """A server's TLS context for the certificate and key; ConfigError, saying what is wrong
     with them, if they cannot be used (never a prompt for a passphrase)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certfile, keyfile = files.certfile, files.keyfile
     try:
-        context.load_cert_chain(certfile, keyfile, password=_no_passphrase)
+        with _loadable(files) as (cert, key):
+            context.load_cert_chain(cert, key, password=_no_passphrase)
     except _NeedsPassphrase:
         raise ConfigError(
             f"the key in {keyfile} is encrypted: give --keyfile a key without a passphrase"
             f" (openssl pkey -in {keyfile} -out plain-key.pem)"
         ) from None
     except ssl.SSLError as error:
-        if error.reason == "KEY_VALUES_MISMATCH" and _certificates_in(certfile) > 1:
+        if error.reason == "KEY_VALUES_MISMATCH" and files.cert.count(_BEGIN) > 1:
             # OpenSSL takes the first one for the server's: a chain written CA first fails.
             why = (
                 "the key is not the key of its first certificate (put the server's"
@@ -283,32 +337,30 @@ def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
     return context
 
 
-def syslog_tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+def syslog_tls_context(files: TLSFiles) -> ssl.SSLContext:
     """The syslog+tls listener's context: one that sends no TLS 1.3 session tickets. A
     syslog client reads nothing, and one that closes with them unread (an application's
     logging handler, a script) has its kernel reset the connection, upon which Linux drops
     what serve had not read yet of what it sent."""
-    context = tls_context(certfile, keyfile)
+    context = tls_context(files)
     context.num_tickets = 0
     return context
 
 
-def _certificates_in(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"-----BEGIN CERTIFICATE-----")
-    except OSError:
-        return 0
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
 
 
-def certificate_warning(certfile: Path, now: datetime | None = None) -> str | None:
-    """What to say of the server's certificate (the first in ``certfile``) if it is out of
+def certificate_warning(files: TLSFiles, now: datetime | None = None) -> str | None:
+    """What to say of the server's certificate (the first in ``--certfile``) if it is out of
     its validity: OpenSSL loads it all the same, and clients refuse it."""
+    certfile = files.certfile
     try:
-        pem = certfile.read_text("ascii", errors="replace")
-        begin = pem.index("-----BEGIN CERTIFICATE-----")
-        end = pem.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
-        not_before, not_after = _validity(ssl.PEM_cert_to_DER_cert(pem[begin:end]))
-    except (OSError, ValueError, IndexError):  # loaded by OpenSSL, so not likely: say nothing
+        begin = files.cert.index(_BEGIN)
+        end = files.cert.index(_END, begin) + len(_END)
+        pem = files.cert[begin:end].decode("ascii")
+        not_before, not_after = _validity(ssl.PEM_cert_to_DER_cert(pem))
+    except (ValueError, IndexError):  # loaded by OpenSSL, so not likely: say nothing
         return None
     now = now or datetime.now(UTC)
     refused = "Heroku and every client that checks it refuse it"

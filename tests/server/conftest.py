@@ -135,6 +135,7 @@ class ServeProcess:
         stdout: IO[bytes] | int = subprocess.DEVNULL,
         open_files: int | None = None,
         terminal: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         """``open_files``: the process's soft and hard limit on open files (ulimit -n).
         ``terminal``: run it in a session of its own whose controlling terminal is a pty
@@ -164,6 +165,7 @@ class ServeProcess:
                 env=env or herolog_env(),
                 preexec_fn=prepare,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         finally:
             if slave is not None:

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -1214,6 +1215,66 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
             "valid": [],
         }[when]
     )
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("when", ["valid", "expired"])
+def test_the_certificate_and_key_may_come_through_pipes(herolog_home: Path, when: str) -> None:
+    """As bash's --certfile <(...) --keyfile <(...) gives them (a key kept off the disk), or
+    a FIFO a secrets manager writes: serve reads each once, for HTTPS, syslog+tls and the
+    check of the dates alike. Read again, the pipe was empty ('they must be a PEM certificate
+    and its PEM private key', exit 2, with --syslog-port; the expiry unsaid without), and a
+    FIFO was waited on for ever, with SIGTERM held until serve is ready."""
+    import datetime
+
+    day = datetime.timedelta(days=1)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    not_after = now + 90 * day if when == "valid" else now - 3 * day
+    ca = trustme.CA()
+    issued = ca.create_child_ca().issue_cert(
+        "127.0.0.1", not_before=now - 100 * day, not_after=not_after
+    )
+    pipes = []
+    for data in (
+        b"".join(pem.bytes() for pem in issued.cert_chain_pems),
+        issued.private_key_pem.bytes(),
+    ):
+        read_end, write_end = os.pipe()
+        os.write(write_end, data)  # a few KB: the pipe holds them
+        os.close(write_end)
+        pipes.append(read_end)
+    certfile, keyfile = (f"/dev/fd/{fd}" for fd in pipes)
+    tls = ["--certfile", certfile, "--keyfile", keyfile]
+    try:
+        server = ServeProcess("--port", "0", "--syslog-port", "0", *tls, pass_fds=tuple(pipes))
+    finally:
+        for fd in pipes:
+            os.close(fd)
+    try:
+        said = [line for line in server.banner if line.startswith("herolog serve: the certificate")]
+        syslog_port = int(
+            re.findall(r"syslog\+tls drain intake on 127.0.0.1:(\d+)", "".join(server.banner))[0]
+        )
+        if when == "expired":
+            assert said == [
+                f"herolog serve: the certificate in {certfile} expired on {not_after:%Y-%m-%d %H:%M}"
+                " UTC: Heroku and every client that checks it refuse it (renew it, then restart"
+                " serve)\n"
+            ]
+        else:
+            assert said == []
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            assert web.get(server.url + "/healthz", verify=context).status_code == 200
+            with (
+                socket.create_connection(("127.0.0.1", syslog_port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls_socket,
+            ):
+                assert tls_socket.version() is not None
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.finish()
+    assert (code, "Traceback" in err) == (0, False), err
 
 
 @pytest.mark.subprocess
