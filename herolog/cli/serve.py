@@ -84,13 +84,17 @@ option = functools.partial(click.option, cls=EnvOption)
 @option(
     "--certfile",
     envvar="HEROLOG_CERTFILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    # Read as serve starts, which says why it cannot in one line: click's check says a file
+    # in a folder serve may not enter (certbot's live/, 0700) "does not exist".
+    type=click.Path(readable=False, path_type=Path),
+    metavar="FILE",
     help="TLS certificate (PEM): serve HTTPS and syslog+tls.",
 )
 @option(
     "--keyfile",
     envvar="HEROLOG_KEYFILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(readable=False, path_type=Path),
+    metavar="FILE",
     help="TLS private key (PEM) for --certfile.",
 )
 @option(

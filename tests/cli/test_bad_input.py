@@ -163,7 +163,10 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", "--drain-flush-timeout", "inf"], "'--drain-flush-timeout'"),
         (["serve", "--drain-flush-timeout", "nan"], "'--drain-flush-timeout': 'nan' is not a"),
         (["serve", "--history", "0"], "'--history'"),
-        (["serve", "--certfile", "/no/such/cert.pem"], "does not exist"),
+        (
+            ["serve", "--certfile", "/no/such/cert.pem", "--keyfile", "/no/such/key.pem"],
+            "Error: cannot read --certfile /no/such/cert.pem: No such file or directory",
+        ),
         (
             ["serve", "--public-url", "ftp://logs.example.com"],
             "Error: --public-url 'ftp://logs.example.com' must start with http:// or https://",
@@ -315,7 +318,6 @@ def test_a_number_option_says_what_it_takes(
         (["serve"], "HEROLOG_PORT", "80a", "'--port'"),
         (["serve"], "HEROLOG_BODY_TIMEOUT", "soon", "'--body-timeout'"),
         (["serve"], "HEROLOG_HEADER_TIMEOUT", "nan", "'--header-timeout'"),
-        (["serve"], "HEROLOG_CERTFILE", "/no/such/cert.pem", "'--certfile'"),
         (["run", "true"], "HEROLOG_APP", "my app", "'-a'"),
         (["import", "-"], "HEROLOG_APP", "my app", "'-a'"),
         (["drain", "add", "https://logs.example.com/x"], "HEROLOG_APP", "my/app", "'-a'"),
@@ -384,6 +386,11 @@ def test_a_bad_value_from_the_environment_names_the_variable(
             ["--host", "127.0.0.1 "],
             "Error: cannot listen on 127.0.0.1 :8514: '127.0.0.1 ' is not a host name",
         ),
+        (
+            {"HEROLOG_CERTFILE": "/no/such/cert.pem", "HEROLOG_KEYFILE": "/no/such/key.pem"},
+            ["--certfile", "/no/such/cert.pem", "--keyfile", "/no/such/key.pem"],
+            "Error: cannot read --certfile{} /no/such/cert.pem: No such file or directory",
+        ),
     ],
     ids=[
         "auth",
@@ -395,6 +402,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(
         "host",
         "bad-host",
         "spaced-host",
+        "certfile",
     ],
 )
 def test_a_serve_setting_from_the_environment_that_cannot_start_names_the_variable(

@@ -1171,6 +1171,60 @@ def test_unusable_tls_files_are_one_line_errors(tmp_path: Path, problem: str, me
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("problem", "option", "why"),
+    [
+        ("missing", "--certfile", "No such file or directory"),
+        ("a directory", "--keyfile", "Is a directory"),
+        ("unreadable", "--keyfile", "Permission denied"),
+        ("in a folder serve may not enter", "--certfile", "Permission denied"),
+    ],
+)
+def test_tls_files_serve_cannot_read_are_one_line_errors(
+    problem: str, option: str, why: str
+) -> None:
+    """As a systemd unit with User= runs serve (nobody, when the tests run as root): certbot
+    keeps its files in live/ and archive/, folders only root may enter, where click's check
+    said the file 'does not exist', after its usage lines."""
+    folder = Path(tempfile.mkdtemp(prefix="herolog-tls-"))
+    folder.chmod(0o777)
+    certfile, keyfile, _ = own_certificate(folder)
+    files = {"--certfile": certfile, "--keyfile": keyfile}
+    if problem == "missing":
+        files[option].unlink()
+    elif problem == "a directory":
+        files[option].unlink()
+        files[option].mkdir()
+    elif problem == "unreadable":
+        files[option].chmod(0)
+    else:
+        locked = folder / "live"
+        locked.mkdir()
+        files[option] = files[option].rename(locked / files[option].name)
+        locked.chmod(0)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    serve = [sys.executable, "-m", "herolog", "serve", "--port", "0"]
+    tls = ["--certfile", str(files["--certfile"]), "--keyfile", str(files["--keyfile"])]
+    try:
+        proc = subprocess.run(
+            [*as_nobody, *serve, *tls] if os.geteuid() == 0 else [*serve, *tls],
+            capture_output=True,
+            text=True,
+            env=herolog_env(HEROLOG_HOME=str(folder)),
+            cwd=folder,
+            timeout=30,
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / "live").chmod(0o700)  # for rmtree
+        shutil.rmtree(folder, ignore_errors=True)
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"Error: cannot read {option} {files[option]}: {why}\n",
+    )
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("when", ["expired", "not yet valid", "valid"])
 def test_a_certificate_out_of_its_validity_is_said_at_start(
     herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
