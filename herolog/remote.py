@@ -395,6 +395,13 @@ def unreachable(base: str, error: Exception) -> RemoteError:
         # Trusted, but for other names: trusting it again would not help.
         host = httpx.URL(base).host
         reason += f" (the certificate is not for {host}: use a name it is for in the URL)"
+    elif "certificate has expired" in reason:  # trusted, maybe, but out of its dates
+        reason += (
+            " (a certificate the server sent is past its expiry date: renew it and restart"
+            " the server, or check this machine's clock)"
+        )
+    elif "certificate is not yet valid" in reason:
+        reason += " (a certificate the server sent is not valid yet: check this machine's clock)"
     elif "CERTIFICATE_VERIFY_FAILED" in reason:
         # serve --certfile with a certificate of one's own is the usual way to get here.
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"

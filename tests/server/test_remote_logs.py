@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+import trustme
 
 from herolog import timestamps
 from herolog.filters import LineFilter
@@ -1956,6 +1957,40 @@ def test_a_certificate_for_other_names_says_so_not_to_trust_it(
         assert message.endswith(
             "(the certificate is not for localhost: use a name it is for in the URL)"
         ), message
+
+
+@pytest.mark.parametrize("when", ["expired", "not yet valid"])
+def test_a_certificate_out_of_its_dates_says_so_not_to_trust_it(
+    make_server: ServerFactory, tmp_path: Path, when: str
+) -> None:
+    """Its CA trusted already ($SSL_CERT_FILE): the hint to set $SSL_CERT_FILE, which the
+    error gave after OpenSSL's 'certificate has expired', could not help."""
+    day, now = timedelta(days=1), datetime.now(UTC)
+    not_before, not_after = (
+        (now - 90 * day, now - 3 * day) if when == "expired" else (now + 3 * day, now + 90 * day)
+    )
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    running = make_server(api_key=KEY, certfile=certfile, keyfile=keyfile)
+    env = {"HEROLOG_API_KEY": KEY, "SSL_CERT_FILE": str(cafile)}
+    hint = {
+        "expired": "(a certificate the server sent is past its expiry date: renew it and"
+        " restart the server, or check this machine's clock)",
+        "not yet valid": "(a certificate the server sent is not valid yet: check this machine's"
+        " clock)",
+    }[when]
+    for command, after in ((["logs"], []), (["drain", "list"], []), (["run"], ["--", "true"])):
+        code, _, err = run(*command, "--server", running.url, *after, env=env)
+        assert code == 1
+        (message,) = err.splitlines()
+        assert message.startswith(f"Error: cannot reach {running.url}: "), message
+        assert f"certificate is {when}" in message or f"certificate has {when}" in message
+        assert "SSL_CERT_FILE" not in message
+        assert message.endswith(hint), message
 
 
 def test_https_servers_are_checked_against_the_systems_cas(
