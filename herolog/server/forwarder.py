@@ -838,7 +838,13 @@ class HTTPDrain(DrainWorker):
             waited = f"{self.timing.timeout_s:g} s"
             raise DeliveryError(f"{self.peer} timed out ({waited})", retry=True) from None
         except httpx.ConnectError as error:  # its own words do not name the host
-            reason = _out_of_files(error) or _refusal(error) or str(error) or type(error).__name__
+            reason = (
+                _out_of_files(error)
+                or _refusal(error)
+                or _cut_handshake(error)
+                or str(error)
+                or type(error).__name__
+            )
             raise DeliveryError(f"cannot connect to {self.peer}: {reason}", retry=True) from None
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__  # a reset is a bare ReadError
@@ -934,7 +940,8 @@ class SyslogDrain(DrainWorker):
             raise DeliveryError(message, retry=True) from None
         except (OSError, TimeoutError, ssl.SSLError) as error:
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
-            reason = _out_of_files(error) or reason
+            cut = _cut_handshake(error) if self.tls else None
+            reason = _out_of_files(error) or cut or reason
             message = f"cannot connect to {url_host(self.host, self.port)}: {reason}"
             raise DeliveryError(message, retry=True) from None
         self._told_certificate = False
@@ -1039,6 +1046,17 @@ def _refusal(error: BaseException) -> str | None:
                 if isinstance(x, OSError) and not isinstance(x, ssl.SSLError) and x.errno
             ]
             return "; ".join(dict.fromkeys(reasons)) or None
+    return None
+
+
+def _cut_handshake(error: BaseException) -> str | None:
+    """What to say of a TLS handshake that the receiver ended by closing or resetting the
+    connection, as a port that takes no TLS does (a plain syslog one), where httpx says only
+    "ConnectError" and asyncio raises a bare ConnectionResetError(); None if it is not that.
+    A connection refused, or reset, before it opened is a ConnectionRefusedError."""
+    for cause in _causes(error):
+        if isinstance(cause, ssl.SSLEOFError | ConnectionResetError | ConnectionAbortedError):
+            return "the connection was closed during the TLS handshake (does the port take TLS?)"
     return None
 
 

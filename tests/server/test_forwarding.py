@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -562,6 +564,49 @@ def test_a_bad_certificate_produces_l14_and_insecure_skips_the_check(
         )
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "syslog+tls"])
+@pytest.mark.parametrize("receiver", ["serve's plain syslog port", "a port that closes"])
+def test_a_tls_drain_whose_receiver_ends_the_handshake_says_so(
+    make_server: ServerFactory, tmp_path: Path, scheme: str, receiver: str
+) -> None:
+    """A TLS drain to a port that takes no TLS (serve's plain syslog port, as syslog+tls://
+    for syslog://), which closes or resets the connection on the ClientHello: the error
+    named no cause ('cannot connect to 127.0.0.1:PORT: ' for syslog+tls, from asyncio's bare
+    ConnectionResetError(); '...: ConnectError' for https, httpx's), in drain list and
+    serve's log. Never a fallback to plain text: the receiver stores nothing."""
+    plain: Running | None = None
+    closer = socket.create_server(("127.0.0.1", 0))
+    if receiver == "a port that closes":
+
+        def close_each() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    closer.accept()[0].close()
+
+        threading.Thread(target=close_each, daemon=True).start()
+        port = closer.getsockname()[1]
+    else:
+        plain = make_server(store_path=tmp_path / "receiver.db", syslog_port=0)
+        assert plain.server.syslog_port is not None
+        port = plain.server.syslog_port
+    try:
+        # The drain still fails when the server stops: a short flush for it.
+        running = make_server(drain_timing=DrainTiming(backoff_cap_s=0.2, flush_s=0.1))
+        url = f"{scheme}://127.0.0.1:{port}" + ("/x" if scheme == "https" else "")
+        add_drain(running, "demo", url)
+        post(running, "demo", numbered(1))
+        (drain,) = running.server.app.forwarder.workers.values()
+        wait_until(lambda: drain.last_error is not None, what="the drain to fail")
+        assert drain.last_error == (
+            f"cannot connect to 127.0.0.1:{port}: the connection was closed during the TLS"
+            " handshake (does the port take TLS?)"
+        )
+        if plain is not None:
+            assert plain.server.app.stats.syslog_lines == 0
+    finally:
+        closer.close()
 
 
 def cas(context: ssl.SSLContext) -> list[str]:
