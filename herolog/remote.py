@@ -407,6 +407,9 @@ def unreachable(base: str, error: Exception) -> RemoteError:
         reason += " (to trust your own CA or certificate, set SSL_CERT_FILE to its PEM file)"
     elif "WRONG_VERSION_NUMBER" in reason and base.startswith("https:"):
         reason += " (it answers plain HTTP: use http://)"
+    elif base.startswith("https:") and ("UNEXPECTED_EOF" in reason or "reset by peer" in reason):
+        # Closed on the ClientHello: a port of something else, a syslog listener's say.
+        reason += " (it closed the connection during the TLS handshake: is this its HTTPS port?)"
     elif base.startswith("http:") and (
         "without sending a response" in reason or "reset by peer" in reason
     ):

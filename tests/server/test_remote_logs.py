@@ -1855,12 +1855,16 @@ def test_the_wrong_scheme_for_the_server_says_which_to_use(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
     certfile, keyfile, _ = own_certificate(tmp_path)
-    plain = make_server(api_key=KEY)
+    plain = make_server(api_key=KEY, syslog_port=0)
     tls = make_server(
         api_key=KEY, certfile=certfile, keyfile=keyfile, store_path=tmp_path / "tls.db"
     )
     for url, hint in (
         (plain.url.replace("http:", "https:"), "(it answers plain HTTP: use http://)"),
+        (  # its syslog port, which closes a connection that sends no syslog
+            f"https://127.0.0.1:{plain.syslog_port}",
+            "(it closed the connection during the TLS handshake: is this its HTTPS port?)",
+        ),
         (
             tls.url.replace("https:", "http:"),
             "closes a plain-HTTP connection so: try https://; so does a herolog serve out of"
