@@ -642,7 +642,8 @@ class RemoteRegistry:
             raise DrainError(f"{self.shown} did not answer with JSON") from None
 
 
-_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|passwd|pwd|auth|signature|sig)")
+# InfluxDB 1.x takes its password as ?p=, others as ?pass=.
+_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|pass|pwd|auth|sig)|^p$")
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
 # Up to the netloc's last "@", as urlsplit and httpx read it: a password may hold "@".
 _USERINFO = re.compile(rf"^({_SCHEME})([^/?#]*)@")

@@ -147,10 +147,16 @@ def test_a_token_sent_as_the_user_with_an_empty_password_is_masked(
 def test_a_secret_parameter_is_masked_whatever_the_case_of_its_name(
     where: dict[str, str],
 ) -> None:
-    url = "https://intake.example.com/v1/input?DD-API-KEY=S3CRET&Auth_Token=S3CRET2&ddsource=x"
+    url = (
+        "https://intake.example.com/v1/input?DD-API-KEY=S3CRET&Auth_Token=S3CRET2&ddsource=x"
+        "&u=me&p=S3CRET3&Pass=S3CRET4"  # InfluxDB 1.x's user and password, and another's
+    )
     code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
     assert code == 0
-    masked = "https://intake.example.com/v1/input?DD-API-KEY=***&Auth_Token=***&ddsource=x"
+    masked = (
+        "https://intake.example.com/v1/input?DD-API-KEY=***&Auth_Token=***&ddsource=x"
+        "&u=me&p=***&Pass=***"
+    )
     assert out == f"Successfully added drain {masked}\n"
     code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
     assert [d["url"] for d in json.loads(out)] == [masked]
