@@ -137,8 +137,8 @@ def _bash(tree: Cmd) -> str:
     out = [
         f"# {_HEADER.format(shell='bash')}",
         "# Install where bash-completion (which must be loaded) looks for it:",
-        "# herolog completion bash >"
-        ' "${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions/herolog"',
+        '# dir="${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions"',
+        '# mkdir -p "$dir" && herolog completion bash > "$dir/herolog"',
         "",
         "# herolog _values KIND: the dynos, sources or process types of the -a app's newest",
         "# lines in the local store (of every app's without -a, or $HEROLOG_APP's)",
@@ -245,7 +245,7 @@ def _zsh(tree: Cmd) -> str:
     out = [
         "#compdef herolog",
         f"# {_HEADER.format(shell='zsh')}",
-        "# Install: herolog completion zsh > ~/.zfunc/_herolog",
+        "# Install: mkdir -p ~/.zfunc && herolog completion zsh > ~/.zfunc/_herolog",
         "# and put fpath+=(~/.zfunc) before compinit in ~/.zshrc",
         "",
         "__herolog_app_names() {",
@@ -336,7 +336,8 @@ def _fish(tree: Cmd) -> str:
     paths = " ".join(f"'{sub.key}'" for g in groups for sub in g.subcommands)
     out = [
         f"# {_HEADER.format(shell='fish')}",
-        "# Install, in fish: herolog completion fish > $__fish_config_dir/completions/herolog.fish",
+        "# Install, in fish: mkdir -p $__fish_config_dir/completions",
+        "# herolog completion fish > $__fish_config_dir/completions/herolog.fish",
         "",
         "function __herolog_using --argument-names wanted",
         "    set -l words (commandline -opc)",

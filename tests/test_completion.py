@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from herolog.cli import cli
 from herolog.completion import SHELLS, generate
@@ -310,28 +313,36 @@ def unspaced_tmp_path(tmp_path: Path) -> Iterator[Path]:
         yield Path(unspaced)
 
 
-@pytest.mark.parametrize("xdg", [False, True], ids=["default", "XDG_DATA_HOME and XDG_CONFIG_HOME"])
-def test_the_readme_s_install_puts_each_script_where_its_shell_loads_it(
-    unspaced_tmp_path: Path, xdg: bool
-) -> None:
-    """With $XDG_DATA_HOME or $XDG_CONFIG_HOME set, bash-completion and fish do not look in
-    ~/.local/share and ~/.config, where the README put the scripts: no TAB completed."""
-    assert BASH_COMPLETION.exists(), (
-        "bash-completion is needed for this test: install it (apt-get install bash-completion)"
-    )
-    tmp_path = unspaced_tmp_path
-    home = tmp_path / "home"
-    home.mkdir()
-    unset = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "BASH_COMPLETION_USER_DIR")
-    env = {k: v for k, v in herolog_env(HOME=str(home)).items() if k not in unset}
-    if xdg:
-        env |= {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+XDG = pytest.mark.parametrize(
+    "xdg", [False, True], ids=["default", "XDG_DATA_HOME and XDG_CONFIG_HOME"]
+)
 
-    def shell(*argv: str) -> str:
+
+class Home:
+    """A user's fresh home under ``tmp_path`` (and XDG directories beside it, if ``xdg``),
+    with the shells to run install commands in it and to check that each shell loads what
+    they installed."""
+
+    def __init__(self, tmp_path: Path, xdg: bool) -> None:
+        assert BASH_COMPLETION.exists(), (
+            "bash-completion is needed for this test: install it (apt-get install bash-completion)"
+        )
+        self.tmp_path = tmp_path
+        home = tmp_path / "home"
+        home.mkdir(parents=True)
+        unset = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "BASH_COMPLETION_USER_DIR")
+        self.env = {k: v for k, v in herolog_env(HOME=str(home)).items() if k not in unset}
+        if xdg:
+            self.env |= {
+                "XDG_DATA_HOME": str(tmp_path / "data"),
+                "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            }
+
+    def shell(self, *argv: str) -> str:
         done = subprocess.run(
             [shell_path(argv[0]), *argv[1:]],
             cwd=COMPLETIONS.parent,
-            env=env,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=30,
@@ -339,13 +350,61 @@ def test_the_readme_s_install_puts_each_script_where_its_shell_loads_it(
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    shell("bash", "-e", "-c", readme_install_commands())
-    loaded = shell(
-        "bash", "-c", f"source {BASH_COMPLETION}; __load_completion herolog; complete -p herolog"
-    )
-    assert loaded == "complete -F _herolog herolog\n"
-    # ~/.zshrc's fpath+=(~/.zfunc), as the README says, and compinit after it.
-    dump = shlex.quote(str(tmp_path / "zcompdump"))
-    zsh = f"fpath+=(~/.zfunc); autoload -U compinit; compinit -u -d {dump}"
-    assert shell("zsh", "-f", "-c", f"{zsh}; print -r -- $_comps[herolog]") == "_herolog\n"
-    assert "logs\t" in shell("fish", "-c", "complete -C'herolog lo'")
+    def assert_each_shell_loads_herolog_s_completion(self) -> None:
+        loaded = self.shell(
+            "bash",
+            "-c",
+            f"source {BASH_COMPLETION}; __load_completion herolog; complete -p herolog",
+        )
+        assert loaded == "complete -F _herolog herolog\n"
+        # ~/.zshrc's fpath+=(~/.zfunc), as the README says, and compinit after it.
+        dump = shlex.quote(str(self.tmp_path / "zcompdump"))
+        zsh = f"fpath+=(~/.zfunc); autoload -U compinit; compinit -u -d {dump}"
+        assert self.shell("zsh", "-f", "-c", f"{zsh}; print -r -- $_comps[herolog]") == "_herolog\n"
+        assert "logs\t" in self.shell("fish", "-c", "complete -C'herolog lo'")
+
+
+@XDG
+def test_the_readme_s_install_puts_each_script_where_its_shell_loads_it(
+    unspaced_tmp_path: Path, xdg: bool
+) -> None:
+    """With $XDG_DATA_HOME or $XDG_CONFIG_HOME set, bash-completion and fish do not look in
+    ~/.local/share and ~/.config, where the README put the scripts: no TAB completed."""
+    home = Home(unspaced_tmp_path, xdg)
+    home.shell("bash", "-e", "-c", readme_install_commands())
+    home.assert_each_shell_loads_herolog_s_completion()
+
+
+def help_install_commands() -> dict[str, str]:
+    """The install commands ``herolog completion --help`` shows, by the shell they are typed
+    in: bash's and zsh's lines in bash, fish's after its ``# in fish:``."""
+    shown = CliRunner().invoke(cli, ["completion", "--help"], terminal_width=78).output
+    block = shown.split("\n\n")[2]
+    posix, fish = block.split("# in fish:\n")
+    return {"bash": textwrap.dedent(posix), "fish": textwrap.dedent(fish)}
+
+
+def script_install_commands(shell: str) -> str:
+    """The commands in the install lines at the head of the committed script for ``shell``."""
+    header = (COMPLETIONS / FILES[shell]).read_text().split("\n\n")[0]
+    lines = [line.removeprefix("# ") for line in header.splitlines()]
+    lines = [re.sub(r"^Install(, in fish)?: ", "", line) for line in lines]
+    commands = [line for line in lines if re.match(r"dir=|mkdir |herolog completion \w+ >", line)]
+    return "".join(f"{line}\n" for line in commands)
+
+
+@XDG
+def test_the_install_lines_of_the_help_and_the_scripts_run_in_a_new_home(
+    unspaced_tmp_path: Path, xdg: bool
+) -> None:
+    """They wrote into folders a new home does not have yet (~/.zfunc, bash-completion's and
+    fish's completions), and failed there: 'No such file or directory'."""
+    home = Home(unspaced_tmp_path / "help", xdg)
+    for name, commands in help_install_commands().items():
+        home.shell(name, "-c", commands if name == "fish" else f"set -e\n{commands}")
+    home.assert_each_shell_loads_herolog_s_completion()
+    home = Home(unspaced_tmp_path / "scripts", xdg)
+    for shell in ("bash", "zsh", "fish"):
+        assert "herolog completion" in script_install_commands(shell), shell
+        home.shell(shell, "-c", script_install_commands(shell))
+    home.assert_each_shell_loads_herolog_s_completion()

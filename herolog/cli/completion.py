@@ -13,9 +13,11 @@ def completion(shell: str) -> None:
 
     \b
     dir="${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions"
-    herolog completion bash > "$dir/herolog"
-    herolog completion zsh > ~/.zfunc/_herolog
-    herolog completion fish > $__fish_config_dir/completions/herolog.fish   # in fish
+    mkdir -p "$dir" && herolog completion bash > "$dir/herolog"
+    mkdir -p ~/.zfunc && herolog completion zsh > ~/.zfunc/_herolog
+    # in fish:
+    mkdir -p $__fish_config_dir/completions
+    herolog completion fish > $__fish_config_dir/completions/herolog.fish
     """
     from herolog.cli import cli
     from herolog.completion import generate
