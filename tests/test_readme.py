@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import sqlite3
 import subprocess
 import tomllib
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from herolog.cli import cli
 from herolog.completion import Cmd, command_tree
+from herolog.store import SCHEMA_VERSION, open_store
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -228,3 +231,56 @@ def test_serve_s_table_gives_each_option_s_default(option: click.Option) -> None
     else:
         assert said in row
         assert option.default == default
+
+
+def quoted_in_readme(message: str) -> bool:
+    """Whether README quotes ``message`` whole, as `message`, wherever its lines break."""
+    return f"`{message}`" in " ".join(README.split())
+
+
+def said(result: Result, store: Path | None = None) -> str:
+    """The last line a command said on stderr (after click's usage lines, an import's count),
+    without click's 'Error: ', its store's path as README writes it (PATH)."""
+    line = result.stderr.splitlines()[-1].removeprefix("Error: ")
+    return line if store is None else line.replace(str(store), "PATH")
+
+
+def test_the_store_commands_note_on_herolog_url_is_quoted_whole(herolog_home: Path) -> None:
+    """README quoted its first half as the whole of it."""
+    result = CliRunner().invoke(cli, ["store", "info"], env={"HEROLOG_URL": "http://127.0.0.1:1"})
+    assert result.exit_code == 0, result.output
+    assert quoted_in_readme(said(result, herolog_home / "logs.db"))
+
+
+def test_a_bad_auth_from_the_environment_is_quoted_whole() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"], env={"HEROLOG_AUTH": "drain"})
+    assert result.exit_code == 2, result.output
+    assert quoted_in_readme(said(result))
+
+
+def test_a_store_of_a_newer_schema_is_refused_as_readme_says(herolog_home: Path) -> None:
+    """The example names this herolog's version and schema, and the next schema."""
+    open_store(herolog_home / "logs.db").close()
+    with contextlib.closing(sqlite3.connect(herolog_home / "logs.db")) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    result = CliRunner().invoke(cli, ["logs"])
+    assert result.exit_code == 1, result.output
+    assert quoted_in_readme(said(result, herolog_home / "logs.db"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.log", b""),
+        ("cut.log", b"2024-03-05T09:14:07+00:00 app[web.1]: ok\n2024-03-05T09:14:0"),
+    ],
+    ids=["empty", "cut off"],
+)
+def test_what_import_says_of_an_input_is_quoted_as_it_says_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: bytes
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the file's name as it is given, as in README's example
+    Path(name).write_bytes(content)
+    result = CliRunner().invoke(cli, ["import", name, "-a", "demo"])
+    assert result.exit_code == 0, result.output
+    assert quoted_in_readme(said(result)), said(result)
