@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import select
 import signal
 import socket
@@ -43,6 +44,7 @@ from tests.server.conftest import (
 from tests.server.test_remote_logs import closed_port
 
 KEY = "interop-key"
+README = Path(__file__).parents[2] / "README.md"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "heroku-logs.txt"
 
 
@@ -838,20 +840,44 @@ def test_the_banner_sends_the_heroku_cli_where_serve_listens(
     assert result.stdout.splitlines() == herolog_logs(running, "-a", "demo", "-n", "5")
 
 
+def readme_self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """cert.pem and key.pem in ``folder``, made by README's openssl command."""
+    command = re.search(r"^openssl req -x509 .*?-out cert\.pem$", README.read_text(), re.M | re.S)
+    assert command, "README has no openssl command for a self-signed certificate"
+    subprocess.run(
+        ["bash", "-e", "-c", command[0]], cwd=folder, capture_output=True, check=True, timeout=60
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "refusal"),
+    [
+        ("from a CA of one's own", "unable to verify the first certificate"),
+        ("self-signed, as README makes one", "self-signed certificate"),
+    ],
+)
 def test_heroku_logs_over_https_with_a_certificate_of_ones_own(
-    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path
+    heroku_cli: Path, make_server: ServerFactory, tmp_path: Path, kind: str, refusal: str
 ) -> None:
-    """serve --certfile with a certificate no system store trusts (trustme's CA): the CLI,
-    a Node program, trusts it once NODE_EXTRA_CA_CERTS names the CA (README), and refuses
-    it before."""
-    certfile, keyfile, cafile = own_certificate(tmp_path)
+    """serve --certfile with a certificate no system store trusts (trustme's CA, or
+    README's self-signed one): the CLI, a Node program, trusts it once NODE_EXTRA_CA_CERTS
+    names the CA (the certificate itself, self-signed), as README says, and before refuses it
+    in the words README quotes: it quoted the CA's case alone, which a self-signed
+    certificate does not give."""
+    if kind.startswith("self-signed"):
+        certfile, keyfile = readme_self_signed_certificate(tmp_path)
+        cafile = certfile
+    else:
+        certfile, keyfile, cafile = own_certificate(tmp_path)
     running = import_example(make_server(api_key=KEY, certfile=certfile, keyfile=keyfile))
     assert running.url.startswith("https://127.0.0.1:")
     env = {k: v for k, v in cli_env(running, tmp_path).items() if k != "NODE_EXTRA_CA_CERTS"}
     refused = heroku(heroku_cli, env, "logs", "-a", "demo", "-n", "5")
     assert refused.returncode != 0
-    assert "certificate" in refused.stderr.lower(), refused.stderr
+    assert f"Error: {refusal}\n" in refused.stderr, refused.stderr
+    assert f"`{refusal}`" in " ".join(README.read_text().split())
     trusted = heroku(heroku_cli, {**env, "NODE_EXTRA_CA_CERTS": str(cafile)}, "logs", "-a", "demo")
     assert trusted.returncode == 0, trusted.stderr
     assert trusted.stdout.splitlines() == herolog_logs(running, "-a", "demo")
