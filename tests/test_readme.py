@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -284,3 +285,31 @@ def test_what_import_says_of_an_input_is_quoted_as_it_says_it(
     result = CliRunner().invoke(cli, ["import", name, "-a", "demo"])
     assert result.exit_code == 0, result.output
     assert quoted_in_readme(said(result)), said(result)
+
+
+def slow_tests(path: Path) -> set[str]:
+    """The names of the tests in ``path`` that are marked slow (their decorators read as text)."""
+    found = re.findall(
+        r"((?:^@.*\n(?:^ .*\n)*)*)^(?:async )?def (test_\w+)", path.read_text(), re.M
+    )
+    return {name for decorators, name in found if "pytest.mark.slow" in decorators}
+
+
+def test_the_reliability_table_s_commands_run_the_tests_they_name() -> None:
+    """The crash rounds became slow tests, which the default run leaves out, and the table's
+    `-k crash_rounds` without -m collected nothing: 'no tests collected (21 deselected)'."""
+    table = README.split("\n## Reliability\n")[1].split("\n\n| what |")[1].split("\n\n")[0]
+    commands = re.findall(r"`(?:\w+=\S+ )*\.venv/bin/pytest ([^`]*)`", table)
+    assert len(commands) >= 5, commands
+    for command in commands:
+        words = shlex.split(command)
+        files = [Path(__file__).parent.parent / w for w in words if w.startswith("tests/")]
+        assert files, command
+        slow = {name for path in files for name in slow_tests(path)}
+        if "-k" in words:
+            named = words[words.index("-k") + 1]
+            assert named.isidentifier(), f"{command}: -k of one word, which this test reads"
+            slow = {name for name in slow if named in name}
+        marks = words[words.index("-m") + 1] if "-m" in words else "not slow"
+        if slow and "-k" in words:
+            assert marks in ("slow", "slow or not slow"), f"{command} leaves out {sorted(slow)}"

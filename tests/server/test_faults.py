@@ -1,7 +1,7 @@
 """Faults under `herolog serve`: kill -9 at random moments, a full disk, a read-only store.
 
 The crash campaign runs HEROLOG_CRASH_ROUNDS rounds (5 by default); a long one:
-``HEROLOG_CRASH_ROUNDS=200 .venv/bin/pytest tests/server/test_faults.py -k crash -s``.
+``HEROLOG_CRASH_ROUNDS=200 .venv/bin/pytest -m slow tests/server/test_faults.py -k crash -s``.
 
 Full disks are real: a small tmpfs mounted in a private mount namespace of the server
 (``unshare``, util-linux), which nothing outside it sees and which goes away with it, or a
