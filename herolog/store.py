@@ -241,13 +241,13 @@ runs without the GIL, where executemany takes the GIL back after every row: with
 busy Python thread in the process (the server's event loop) that is the difference between
 thousands and hundreds of thousands of lines a second."""
 # Each column as herolog writes it, whatever another program put there (the sqlite3 shell):
-# a BLOB as the text of its bytes, a pri that is no syslog PRI (text, out of range) as
-# unknown. Text that is not UTF-8 is read by _reads_any_text. Counted in instructions
-# (callgrind, 20,000 rows fetched), this costs 5.6% of a plain fetch; ifnull() of each NOT
-# NULL column and a CASE on typeof(pri) would have cost 8.9%.
+# a BLOB as the text of its bytes, a pri that is no syslog PRI (text, a fraction, out of
+# range) as unknown. Text that is not UTF-8 is read by _reads_any_text. Counted in
+# instructions (callgrind, 20,000 rows fetched), this costs 5.6% of a plain fetch; ifnull()
+# of each NOT NULL column and a CASE for pri would have cost 8.9%.
 _SELECT = (
     "SELECT lines.id, {name}, {timestamp}, {time}, {source}, {dyno}, {message},"
-    f" iif(pri BETWEEN 0 AND {MAX_PRI}, pri, NULL),"
+    f" iif(typeof(pri) = 'integer' AND pri BETWEEN 0 AND {MAX_PRI}, pri, NULL),"
     " {{hostname}}, {structured_data},"
     " {attributes}, {received_at}, {{msgid}}, {{own}}"
     " FROM {{{{lines}}}} JOIN apps ON apps.id = lines.app_id"

@@ -2134,3 +2134,25 @@ def test_a_tail_is_told_of_the_lines_of_an_app_forgotten_before_serve_read_them(
         got[0],
     ), got
     assert [x.split(": ", 1)[1] for x in got[1:]] == ([] if app else ["other"]) + ["anew"]
+
+
+def test_a_pri_another_program_stored_as_a_fraction_is_shown_as_none(
+    make_server: ServerFactory,
+) -> None:
+    """A pri that is a REAL within 0 to 191 (12.5, with the sqlite3 shell) passed the
+    SELECT's range check: --json printed "pri":12.5, which no syslog PRI is, and a server
+    sent it on, so that every --server client read of the history failed ('sent a line
+    herolog cannot read'). Shown as none, as any pri that is no syslog priority."""
+    running = make_server(api_key=KEY)
+    path = running.server.config.store_path
+    fill(path, "demo", *(line(f"line {i}", second=i) for i in range(3)))
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE lines SET pri = 12.5 WHERE id = 1")
+        db.execute("UPDATE lines SET pri = 13.0 WHERE id = 2")  # stored as the integer 13
+        db.commit()
+    for where in (home(running), {"HEROLOG_API_KEY": KEY, "HEROLOG_URL": running.url}):
+        code, out, err = run("logs", "-a", "demo", "--json", env=where)
+        assert (code, err) == (0, ""), where
+        assert [json.loads(x)["pri"] for x in out.splitlines()] == [None, 13, 190], where
+        code, out, err = run("logs", "-a", "demo", env=where)
+        assert (code, err, len(out.splitlines())) == (0, "", 3), where
