@@ -270,13 +270,26 @@ class TLSFiles:
         return cls(certfile, keyfile, _read("--certfile", certfile), _read("--keyfile", keyfile))
 
 
+MAX_TLS_FILE = 1 << 20
+"""The most ``--certfile`` or ``--keyfile`` may hold, 1 MiB: a certificate with its chain, or
+a key, is a few KB, and a file given by mistake (a log, /dev/zero) is not read whole."""
+
+
 def _read(option: str, path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_TLS_FILE + 1)
     except OSError as error:
         raise ConfigError(
             f"cannot read {option} {path}: {error.strerror or error}", about=(option,)
         ) from None
+    if len(data) > MAX_TLS_FILE:
+        raise ConfigError(
+            f"cannot use {option} {path}: it holds over {MAX_TLS_FILE >> 20} MiB, where a PEM"
+            " certificate with its chain, or a key, is a few KB",
+            about=(option,),
+        )
+    return data
 
 
 @contextlib.contextmanager

@@ -1225,6 +1225,46 @@ def test_tls_files_serve_cannot_read_are_one_line_errors(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("option", ["--certfile", "--keyfile"])
+@pytest.mark.parametrize("given", ["/dev/zero", "a 2 MiB log"])
+def test_a_tls_file_too_large_for_one_is_a_one_line_error(
+    herolog_home: Path, tmp_path: Path, option: str, given: str
+) -> None:
+    """Read whole as serve started: /dev/zero, a file that never ends, took memory until
+    MemoryError, a traceback and exit 1 (here, under a 1 GiB limit; without one, the
+    machine's memory), where OpenSSL had refused it. Read up to 1 MiB, which no chain or key
+    needs; a large file given by mistake (a log) says so too."""
+    import resource
+
+    certfile, keyfile, _ = own_certificate(tmp_path)
+    files = {"--certfile": str(certfile), "--keyfile": str(keyfile)}
+    if given == "/dev/zero":
+        files[option] = "/dev/zero"
+    else:
+        large = tmp_path / "serve.log"
+        large.write_bytes(b"herolog serve: listening\n" * (2 * 1024 * 1024 // 25 + 1))
+        files[option] = str(large)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    tls = ["--certfile", files["--certfile"], "--keyfile", files["--keyfile"]]
+    proc = subprocess.run(
+        [sys.executable, "-m", "herolog", "serve", "--port", "0", *tls],
+        capture_output=True,
+        text=True,
+        env=herolog_env(),
+        timeout=60,
+        preexec_fn=limited,
+    )
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"Error: cannot use {option} {files[option]}: it holds over 1 MiB, where a PEM"
+        " certificate with its chain, or a key, is a few KB\n",
+    )
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("when", ["expired", "not yet valid", "valid"])
 def test_a_certificate_out_of_its_validity_is_said_at_start(
     herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
