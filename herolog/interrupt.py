@@ -126,6 +126,48 @@ def stops_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class StopCame(Exception):
+    """A stop that :func:`stops_held` held came while :func:`unless_stopped` waited."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def unless_stopped(work: Callable[[], T]) -> T:
+    """``work()``, a wait that may last for ever (the open and the read of a FIFO that no
+    one writes yet, a terminal), ended by a stop that :func:`stops_held` holds: StopCame.
+    Held, a Ctrl-C or systemd's SIGTERM did nothing, and only SIGKILL ended it. In a thread
+    of its own (which starts with them held too) while this one waits for them."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ()) if _can_wait() else set()
+    # Not one that is ignored (nohup's SIGHUP), which the kernel keeps pending while held.
+    held = {s for s in STOP_SIGNALS & blocked if signal.getsignal(s) != signal.SIG_IGN}
+    if not held:
+        return work()
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as error:  # for this thread to raise
+            failed.append(error)
+
+    worker = threading.Thread(target=run, name="herolog-read", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        came = signal.sigtimedwait(held, 0.05)
+        if came is not None:
+            raise StopCame(came.si_signo)
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _can_wait() -> bool:
+    return hasattr(signal, "sigtimedwait") and threading.current_thread() is threading.main_thread()
+
+
 def release_stops(signals: Iterable[int]) -> None:
     """Let held ``signals`` through, to the handlers just installed for them."""
     if hasattr(signal, "pthread_sigmask"):

@@ -188,7 +188,7 @@ def serve(
     import sys
     from typing import TextIO, cast
 
-    from herolog.interrupt import OrNowhere, stops_held
+    from herolog.interrupt import OrNowhere, StopCame, stops_held
 
     # Once nobody reads serve's stderr (`herolog serve 2>&1 | head`, a tee that was killed),
     # a line said there, a drain's "is failing" or "stopping: ...", failed with EPIPE and
@@ -230,6 +230,9 @@ def serve(
             server.bind()
         except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
             raise CannotStart(where_from(error)) from None
+        except StopCame as stop:  # reading --certfile or --keyfile from a pipe no one wrote
+            print(f"herolog serve: stopping: {stop} before it started", file=sys.stderr)
+            return
         server.run()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from herolog.interrupt import unless_stopped
 from herolog.server.http import same_secret
 from herolog.store import APP_NAME_RULE, valid_app_name
 
@@ -276,9 +277,12 @@ a key, is a few KB, and a file given by mistake (a log, /dev/zero) is not read w
 
 
 def _read(option: str, path: Path) -> bytes:
-    try:
+    def read() -> bytes:
         with path.open("rb") as file:
-            data = file.read(MAX_TLS_FILE + 1)
+            return file.read(MAX_TLS_FILE + 1)
+
+    try:
+        data = read() if _regular(path) else unless_stopped(read)
     except OSError as error:
         raise ConfigError(
             f"cannot read {option} {path}: {error.strerror or error}", about=(option,)
@@ -290,6 +294,13 @@ def _read(option: str, path: Path) -> bytes:
             about=(option,),
         )
     return data
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # to fail as it is read, saying why
 
 
 @contextlib.contextmanager

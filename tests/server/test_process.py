@@ -1225,6 +1225,41 @@ def test_tls_files_serve_cannot_read_are_one_line_errors(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
+    herolog_home: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A FIFO whose writer has not written yet (a secrets manager still starting, a bash
+    <(...) waiting on a prompt) was read with serve's stops held, as it starts: a Ctrl-C or
+    systemd's stop did nothing, for ever, and only SIGKILL ended it. Now either ends serve
+    as a stop while it starts does, saying so, status 0."""
+    certfile, _, _ = own_certificate(tmp_path)
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
+    writer = None
+    try:
+        deadline = time.monotonic() + 15
+        while writer is None and proc.poll() is None and time.monotonic() < deadline:
+            try:  # opens once serve has the FIFO open to read it
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.01)
+        assert writer is not None, "serve never opened the FIFO"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+        if writer is not None:
+            os.close(writer)
+    assert (proc.returncode, err) == (
+        0,
+        f"herolog serve: stopping: {sig.name} before it started\n",
+    )
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("option", ["--certfile", "--keyfile"])
 @pytest.mark.parametrize("given", ["/dev/zero", "a 2 MiB log"])
 def test_a_tls_file_too_large_for_one_is_a_one_line_error(
