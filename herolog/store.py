@@ -526,9 +526,9 @@ def _reads_any_text(
         except sqlite3.OperationalError as error:
             if store._lenient or not str(error).startswith((_UNDECODABLE, _UNCONVERTED)):
                 raise
-        store._lenient = True
-        store._db.text_factory = _REPLACING
-        try:
+        try:  # set inside: a Ctrl-C between the two would leave the store lenient
+            store._lenient = True
+            store._db.text_factory = _REPLACING
             return method(store, *args, **kwargs)
         finally:
             store._lenient = False
