@@ -607,7 +607,15 @@ def test_a_second_reader_takes_the_session_over(api: Running) -> None:
     first = Tail(url)
     assert first.connected.wait(10)
     sessions = api.server.app.sessions
-    wait_for(lambda: len(sessions._readers) == 1)
+    # Until the first reader has been told where its (empty) history ended: a second one
+    # that takes over before then reads the history anew, up to the newest line then, which
+    # on a busy machine could be the line stored below.
+    wait_for(
+        lambda: (
+            len(sessions._readers) == 1
+            and all(x.last_sent is not None for x in sessions._sessions.values())
+        )
+    )
     second = Tail(url)
     try:
         assert first.ended.wait(10), "the first reader's stream should end"
