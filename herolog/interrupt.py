@@ -140,8 +140,13 @@ def unless_stopped(work: Callable[[], T]) -> T:
     Held, a Ctrl-C or systemd's SIGTERM did nothing, and only SIGKILL ended it. In a thread
     of its own (which starts with them held too) while this one waits for them."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ()) if _can_wait() else set()
-    # Not one that is ignored (nohup's SIGHUP), which the kernel keeps pending while held.
+    # Not one that is ignored (nohup's SIGHUP), which the kernel keeps pending while held,
+    # nor a SIGHUP with no terminal to have hung up (systemd's reload): serve goes on, as
+    # it does once it runs, which then says so. Either stays pending for serve's handlers.
     held = {s for s in STOP_SIGNALS & blocked if signal.getsignal(s) != signal.SIG_IGN}
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup in held and not has_terminal():
+        held.discard(hangup)
     if not held:
         return work()
     done: list[T] = []
@@ -162,6 +167,15 @@ def unless_stopped(work: Callable[[], T]) -> T:
     if failed:
         raise failed[0]
     return done[0]
+
+
+def has_terminal() -> bool:
+    """Whether this process has a controlling terminal, one that can hang up."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _can_wait() -> bool:

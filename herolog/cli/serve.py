@@ -185,10 +185,11 @@ def serve(
     heroku drains:add 'https://drain:s3cret@logs.example.com:8514/apps/myapp/logs' -a myapp
     HEROKU_HOST=http://127.0.0.1:8514 heroku logs -a myapp --tail
     """
+    import signal
     import sys
     from typing import TextIO, cast
 
-    from herolog.interrupt import OrNowhere, StopCame, stops_held
+    from herolog.interrupt import STOP_SIGNALS, OrNowhere, StopCame, stops_held
 
     # Once nobody reads serve's stderr (`herolog serve 2>&1 | head`, a tee that was killed),
     # a line said there, a drain's "is failing" or "stopping: ...", failed with EPIPE and
@@ -231,6 +232,10 @@ def serve(
         except ConfigError as error:  # a port in use, TLS files that do not fit: no usage text
             raise CannotStart(where_from(error)) from None
         except StopCame as stop:  # reading --certfile or --keyfile from a pipe no one wrote
+            # One still held (a SIGHUP kept for serve to say it has nothing to reload) would
+            # kill serve as it leaves, by its default action: serve stops anyway.
+            for held in STOP_SIGNALS:
+                signal.signal(held, signal.SIG_IGN)
             print(f"herolog serve: stopping: {stop} before it started", file=sys.stderr)
             return
         server.run()

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import uvicorn
 
 from herolog.faults import Fault
-from herolog.interrupt import die_of_sigint, release_stops
+from herolog.interrupt import die_of_sigint, has_terminal, release_stops
 from herolog.remote import ssl_cert_file_problem
 from herolog.render import counted
 from herolog.server.api import CUT_OFF
@@ -376,15 +376,6 @@ class _Uvicorn(uvicorn.Server):
                 # Ctrl-C coming once the shutdown is done must not make a clean stop a death
                 # by SIGINT (it did for two Ctrl-Cs 20 ms apart).
                 signal.signal(sig, signal.SIG_IGN if self.should_exit else handler)
-
-
-def has_terminal() -> bool:
-    """Whether this process has a controlling terminal, one that can hang up."""
-    try:
-        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY))
-    except OSError:
-        return False
-    return True
 
 
 class _Config(uvicorn.Config):

@@ -1260,6 +1260,62 @@ def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
 
 
 @pytest.mark.subprocess
+@pytest.mark.parametrize("then", ["the key", "SIGTERM"])
+def test_a_hangup_without_a_terminal_while_serve_waits_on_a_tls_file_s_pipe_is_no_stop(
+    herolog_home: Path, tmp_path: Path, then: str
+) -> None:
+    """Without a terminal (systemd, setsid) a SIGHUP asks for a reload, and serve goes on,
+    saying it has nothing to reload, even as it starts: one while it waited on a FIFO
+    stopped it ('stopping: SIGHUP before it started', and Restart=on-failure does not start
+    it again). It goes on waiting, then serves once the key comes, or stops cleanly on a
+    SIGTERM, which the SIGHUP left for later must not turn into a death by SIGHUP."""
+    certfile, keyfile, _ = own_certificate(tmp_path)
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
+    assert proc.stderr is not None
+    writer = None
+    try:
+        deadline = time.monotonic() + 15
+        while writer is None and proc.poll() is None and time.monotonic() < deadline:
+            try:  # opens once serve has the FIFO open to read it
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.01)
+        assert writer is not None, "serve never opened the FIFO"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)  # for serve to have it before what follows
+        if then == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.write(writer, keyfile.read_bytes())
+            os.close(writer)
+            writer = None
+            said: list[str] = []
+            while not any("Platform API on" in line for line in said):
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                said.append(line)
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+        if writer is not None:
+            os.close(writer)
+    if then == "SIGTERM":
+        assert (proc.returncode, err) == (0, "herolog serve: stopping: SIGTERM before it started\n")
+    else:
+        err = "".join(said) + err
+        assert proc.returncode == 0, err
+        assert "before it started" not in err
+        hangup = "herolog serve: SIGHUP, with no terminal to have hung up: nothing to reload"
+        assert hangup in err, err
+        assert "herolog serve: stopping: answering the requests under way" in err
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("option", ["--certfile", "--keyfile"])
 @pytest.mark.parametrize("given", ["/dev/zero", "a 2 MiB log"])
 def test_a_tls_file_too_large_for_one_is_a_one_line_error(
