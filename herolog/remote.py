@@ -408,8 +408,12 @@ def unreachable(base: str, error: Exception) -> RemoteError:
     elif "WRONG_VERSION_NUMBER" in reason and base.startswith("https:"):
         reason += " (it answers plain HTTP: use http://)"
     elif base.startswith("https:") and ("UNEXPECTED_EOF" in reason or "reset by peer" in reason):
-        # Closed on the ClientHello: a port of something else, a syslog listener's say.
-        reason += " (it closed the connection during the TLS handshake: is this its HTTPS port?)"
+        # Closed on the ClientHello: a port of something else, a syslog listener's say; or a
+        # serve with no file left to take the connection with.
+        reason += (
+            " (it closed the connection during the TLS handshake: is this its HTTPS port? a"
+            " herolog serve out of open files does so too, which its log says)"
+        )
     elif base.startswith("http:") and (
         "without sending a response" in reason or "reset by peer" in reason
     ):

@@ -1863,7 +1863,8 @@ def test_the_wrong_scheme_for_the_server_says_which_to_use(
         (plain.url.replace("http:", "https:"), "(it answers plain HTTP: use http://)"),
         (  # its syslog port, which closes a connection that sends no syslog
             f"https://127.0.0.1:{plain.syslog_port}",
-            "(it closed the connection during the TLS handshake: is this its HTTPS port?)",
+            "(it closed the connection during the TLS handshake: is this its HTTPS port? a"
+            " herolog serve out of open files does so too, which its log says)",
         ),
         (
             tls.url.replace("https:", "http:"),
