@@ -268,7 +268,11 @@ class TLSFiles:
 
     @classmethod
     def read(cls, certfile: Path, keyfile: Path) -> TLSFiles:
-        return cls(certfile, keyfile, _read("--certfile", certfile), _read("--keyfile", keyfile))
+        cert = _read("--certfile", certfile)
+        # One file for both (a PEM of the certificate and its key, as HAProxy takes them):
+        # read once too, where a pipe's second reading would be empty.
+        key = cert if _same_file(certfile, keyfile) else _read("--keyfile", keyfile)
+        return cls(certfile, keyfile, cert, key)
 
 
 MAX_TLS_FILE = 1 << 20
@@ -294,6 +298,13 @@ def _read(option: str, path: Path) -> bytes:
             about=(option,),
         )
     return data
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
 
 
 def _regular(path: Path) -> bool:

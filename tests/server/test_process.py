@@ -1225,6 +1225,34 @@ def test_tls_files_serve_cannot_read_are_one_line_errors(
 
 
 @pytest.mark.subprocess
+def test_a_certificate_and_its_key_in_one_pipe_may_be_given_to_both(herolog_home: Path) -> None:
+    """One PEM of both, as HAProxy takes them, which serve takes for --certfile and
+    --keyfile alike from a file: from a pipe (a secrets manager's output on /dev/stdin), the
+    key's reading came second and found it empty, 'they must be a PEM certificate and its PEM
+    private key', exit 2, which they were. It is read once for both."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    read_end, write_end = os.pipe()
+    os.write(write_end, issued.cert_chain_pems[0].bytes() + issued.private_key_pem.bytes())
+    os.close(write_end)
+    both = f"/dev/fd/{read_end}"
+    try:
+        server = ServeProcess(
+            "--port", "0", "--certfile", both, "--keyfile", both, pass_fds=(read_end,)
+        )
+    finally:
+        os.close(read_end)
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        assert web.get(server.url + "/healthz", verify=context).status_code == 200
+    finally:
+        server.proc.terminate()
+        code, err = server.finish()
+    assert code == 0, err
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
     herolog_home: Path, tmp_path: Path, sig: signal.Signals
