@@ -443,6 +443,7 @@ class Server:
                 self.writer,
                 self.stats,
                 lambda: self.app.forwarder.tokens,
+                self.app.forwarder.loops_back,
                 max_connections=config.syslog_max_connections,
                 log=self.log,
             )

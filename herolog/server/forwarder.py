@@ -898,6 +898,8 @@ class SyslogDrain(DrainWorker):
         self.port = parts.port or drains.SYSLOG_TLS_PORT
         self.insecure = parts.fragment == "insecure"
         self.hostname = drain.token
+        self.looped: str | None = None
+        """Why its batches are dropped: it loops back (see loops_back)."""
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._listening: asyncio.Task[None] | None = None
         self._told_certificate = False
@@ -964,7 +966,18 @@ class SyslogDrain(DrainWorker):
         self.delivered += sum(_real(batch.lines) for batch in self._unconfirmed)
         self._unconfirmed = []
 
+    def loops_back(self) -> None:
+        """Lines of this drain came back to this serve's syslog listener, which refuses them
+        (the drain points at the serve that forwards it): its batches are dropped with why,
+        where they were counted as delivered (its TCP took them) while none was stored."""
+        self.looped = (
+            "its lines come back to this herolog serve's syslog port, which refuses them:"
+            " a drain must not point back at the server that forwards it"
+        )
+
     async def deliver(self, lines: Sequence[StoredLine], frame_id: str) -> None:
+        if self.looped is not None:
+            raise DeliveryError(self.looped, retry=False)
         writer = await self._connect()
         batch = self.pending
         if batch is None or batch.lines is not lines:  # not the worker's: held by none
@@ -1345,6 +1358,13 @@ class Forwarder:
             self.store_path,
             lambda store: store.lease(drains.FORWARDING_LEASE, self.owner, seconds),
         )
+
+    def loops_back(self, token: str) -> None:
+        """This serve's syslog listener got a line of the drain ``token``: if this serve
+        forwards it, the drain points back at it (see SyslogDrain.loops_back)."""
+        for worker in self.workers.values():
+            if worker.drain.token == token and isinstance(worker, SyslogDrain):
+                worker.loops_back()
 
     def hurry(self) -> None:
         """A second Ctrl-C: the drains' flush stops now (or is skipped); what they have not

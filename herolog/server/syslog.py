@@ -80,6 +80,7 @@ class SyslogServer:
         writer: Writer,
         stats: Stats,
         own_drains: Callable[[], frozenset[str]] = frozenset,
+        loops_back: Callable[[str], object] = lambda token: None,
         *,
         max_connections: int = DEFAULT_SYSLOG_MAX_CONNECTIONS,
         log: TextIO | None = None,
@@ -97,6 +98,8 @@ class SyslogServer:
         self.own_drains = own_drains
         """The tokens of the store's drains, which herolog's syslog drains send as their
         HOSTNAME: lines carrying one were forwarded from this same store."""
+        self.loops_back = loops_back
+        """Told the token of each such line's drain."""
         self._servers: list[asyncio.Server] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -387,6 +390,7 @@ class SyslogServer:
             # Stored, it would be forwarded again, for ever: the connection is closed.
             index = next(i for i, line in enumerate(lines) if line.hostname in tokens)
             broken = f"a line from this store's own drain {lines[index].hostname}"
+            self.loops_back(lines[index].hostname or "")
             del lines[index:]
         self._lines_in_flight += len(lines)
         return asyncio.ensure_future(self._store(lines, broken))

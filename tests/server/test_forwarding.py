@@ -351,6 +351,8 @@ def test_a_drain_pointing_back_at_its_own_store_does_not_loop(
 def test_a_syslog_drain_into_its_own_syslog_port_does_not_loop(
     make_server: ServerFactory,
 ) -> None:
+    """A syslog drain pointed at the syslog port of the serve that forwards it: its lines
+    come back with its token as their HOSTNAME, and are refused, the connection closed."""
     running = make_server(syslog_port=0, syslog_app="loop")
     add_drain(running, "loop", f"syslog://127.0.0.1:{running.syslog_port}")
     post(running, "loop", numbered(2))
@@ -364,6 +366,17 @@ def test_a_syslog_drain_into_its_own_syslog_port_does_not_loop(
     assert history(running, "loop") == ["app[web.1]: line 0", "app[web.1]: line 1"]
     token = worker.drain.token
     assert f"): a line from this store's own drain {token}" in running.log.getvalue()
+    # Its TCP took those two, counted as delivered; the batches after them are dropped with
+    # why, as an HTTP drain's refused ones are, where they were counted as delivered too
+    # while drain list said "ok".
+    post(running, "loop", numbered(3, start=2))
+    wait_until(lambda: worker.delivery.dropped == 3, what="the batch after it dropped")
+    assert (worker.delivery.delivered, worker.delivery.last_error) == (
+        2,
+        "its lines come back to this herolog serve's syslog port, which refuses them: a drain"
+        " must not point back at the server that forwards it",
+    )
+    assert len(history(running, "loop")) == 5
 
 
 def _saved_delivery(running: Running) -> Delivery:
