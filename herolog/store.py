@@ -45,6 +45,13 @@ WAIT_STEP_S = 0.1
 LOCK_WAIT_SAID_AFTER_S = 1.0
 """How long a command waits for another process's write lock before it says so: a commit
 of serve's or of another import takes milliseconds, a wait past this is a long holder's."""
+TRIM_STEP = 100_000
+"""The most lines one transaction of ``store history`` or ``store forget`` deletes: the
+write lock is given up between steps (about 0.3 s each), where one transaction for an app
+of 10,000,000 lines held it for 30 s and serve's intake answered 503 meanwhile."""
+TRIM_PAUSE_S = 0.1
+"""How long those commands leave the write lock free between steps: SQLite's wait for it
+(serve's writer's) looks again every 100 ms, and would rarely find it free otherwise."""
 FORWARDING_LEASE = "forwarding"
 """The store's lease held by the serve that forwards its drains (SQLiteStore.lease): every
 herolog serve since schema 3 takes it as it starts and renews it while it runs."""
@@ -859,6 +866,9 @@ class SQLiteStore:
     def set_history(self, lines: int) -> None:
         if not 1 <= lines <= MAX_HISTORY:
             raise ValueError(f"history must be between 1 and {MAX_HISTORY:,} lines")
+        for app_id, count in self._db.execute("SELECT id, lines FROM apps").fetchall():
+            if count - lines > TRIM_STEP:
+                self._trim_in_steps(app_id, lines)
         with self._write() as db:
             db.execute(_SET_META, ("history", str(lines)))
             # Lines a running serve has not read back yet are held, as from any trim: gone
@@ -1162,6 +1172,25 @@ class SQLiteStore:
             "DELETE FROM lines WHERE app_id = ? AND id <= ?", (app_id, cutoff)
         ).rowcount
         return int(trimmed), cutoff if trimmed else 0
+
+    def _trim_in_steps(self, app_id: int, keep: int) -> int:
+        """Trim the app's oldest lines, as a write past its history would, until at most
+        TRIM_STEP more than ``keep`` are left (for the caller's own transaction), in
+        transactions of TRIM_STEP lines with the write lock free between them, so that serve
+        stores what comes meanwhile. How many went; they stay trimmed if the caller stops."""
+        total = 0
+        while True:
+            with self._write() as db:
+                row = db.execute("SELECT lines FROM apps WHERE id = ?", (app_id,)).fetchone()
+                if row is None or row[0] - keep <= TRIM_STEP:
+                    return total
+                hold = self._trim_hold(Received.at().time)
+                trimmed, trimmed_through = self._trim(app_id, TRIM_STEP, hold)
+                if not trimmed:  # the rest is held for a serve (see hold_trim)
+                    return total
+                db.execute(_UPDATE_APP, (row[0] - trimmed, trimmed_through, trimmed, app_id))
+            total += trimmed
+            time.sleep(TRIM_PAUSE_S)
 
     def hold_trim(self, owner: str, line_id: int, seconds: float) -> None:
         """Keep lines above ``line_id`` for the next ``seconds``, past the history if need be.
@@ -1743,7 +1772,20 @@ class SQLiteStore:
     def forget_app(self, name: str) -> int | None:
         """Delete the app ``name``, its lines and the Frame-Ids it was sent; how many lines
         went, or None if the store has no such app. An app that drains forward is kept:
-        HasDrains (its drains are removed first, by choice)."""
+        HasDrains (its drains are removed first, by choice). A large app's oldest lines go
+        first, trimmed in steps (:meth:`_trim_in_steps`)."""
+        stepped = 0
+        if self._schema_ready():
+            with self._consistent():
+                row = self._db.execute(
+                    "SELECT id, lines, (SELECT count(*) FROM drains WHERE app_id = apps.id)"
+                    " FROM apps WHERE name = ?",
+                    (name,),
+                ).fetchone()
+            if row is not None and row[1] > TRIM_STEP:
+                if row[2]:
+                    raise HasDrains(name, int(row[2]))
+                stepped = self._trim_in_steps(row[0], 0)
         with self._write() as db:
             row = db.execute(
                 "SELECT id, trimmed, trimmed_through FROM apps WHERE name = ?", (name,)
@@ -1780,7 +1822,7 @@ class SQLiteStore:
                 self._count_up("frame_ids_forgotten")
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             self._count_up("apps_forgotten")  # for readers of oldest_ids
-        return int(deleted)
+        return stepped + int(deleted)
 
     def unread_forgotten(self, after: int, upto: int) -> dict[str, array[int]]:
         """The ids in (``after``, ``upto``] of lines that ``store forget`` deleted before the
