@@ -1403,16 +1403,26 @@ def test_the_fewest_open_files_serve_starts_with_are_enough(
 
 
 @pytest.mark.subprocess
-def test_out_of_open_files_an_https_client_is_not_told_only_to_check_the_port(
-    herolog_home: Path, tmp_path: Path
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_out_of_open_files_a_client_is_not_told_only_to_change_the_scheme_or_port(
+    herolog_home: Path, tmp_path: Path, scheme: str
 ) -> None:
-    """An HTTPS serve out of open files closes a new connection as it comes, on the client's
-    ClientHello: herolog's commands with an https:// --server asked whether that was its
-    HTTPS port, which it is. They name the serve's open files as well."""
+    """A serve out of open files closes a new connection as it comes, as a server of HTTPS
+    closes a plain-HTTP one, and as a port that takes no TLS closes on the ClientHello:
+    herolog's commands with --server told the user to try https:// alone, which a plain-HTTP
+    serve refuses too, or (https://) asked whether that was its HTTPS port, which it is.
+    They name the serve's open files as well."""
     certfile, keyfile, cafile = own_certificate(tmp_path)
-    tls = ("--certfile", str(certfile), "--keyfile", str(keyfile))
+    tls = ("--certfile", str(certfile), "--keyfile", str(keyfile)) if scheme == "https" else ()
     server = ServeProcess("--port", "0", *tls, open_files=64)
+    hint = {
+        "http": "(a server of HTTPS closes a plain-HTTP connection so: try https://; so does a"
+        " herolog serve out of open files, which its log says)",
+        "https": "(it closed the connection during the TLS handshake: is this its HTTPS port?"
+        " a herolog serve out of open files does so too, which its log says)",
+    }[scheme]
     try:
+        assert scheme == "https" or post_ok(server.url)  # it serves, before its files run out
         fds = Path(f"/proc/{server.proc.pid}/fd")
         with ExitStack() as stack:
             for _ in range(100):  # more than fit
@@ -1425,39 +1435,7 @@ def test_out_of_open_files_an_https_client_is_not_told_only_to_check_the_port(
                 assert proc.returncode == 1, proc.stderr
                 (message,) = proc.stderr.splitlines()
                 assert message.startswith(f"Error: cannot reach {server.url}: "), message
-                assert message.endswith(
-                    "(it closed the connection during the TLS handshake: is this its HTTPS"
-                    " port? a herolog serve out of open files does so too, which its log says)"
-                ), message
-    finally:
-        server.proc.terminate()
-        code, err = server.finish()
-    assert code == 0, err
-    assert "Traceback" not in err, err
-
-
-@pytest.mark.subprocess
-def test_out_of_open_files_a_client_is_not_told_only_to_try_https(herolog_home: Path) -> None:
-    """A serve out of open files closes a new connection as it comes, as a server of HTTPS
-    closes a plain-HTTP one: herolog's commands with --server told the user to try https://
-    alone, which a plain-HTTP serve refuses too. They name the serve's open files as well."""
-    server = ServeProcess("--port", "0", open_files=64)
-    try:
-        assert post_ok(server.url)
-        fds = Path(f"/proc/{server.proc.pid}/fd")
-        with ExitStack() as stack:
-            for _ in range(100):  # more than fit
-                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), 30))
-            wait_for(lambda: len(list(fds.iterdir())) >= 64)
-            for command in (["logs", "-a", "http"], ["apps"]):
-                proc = herolog_process(*command, "--server", server.url)
-                assert proc.returncode == 1, proc.stderr
-                (message,) = proc.stderr.splitlines()
-                assert message.startswith(f"Error: cannot reach {server.url}: "), message
-                assert message.endswith(
-                    "(a server of HTTPS closes a plain-HTTP connection so: try https://; so"
-                    " does a herolog serve out of open files, which its log says)"
-                ), message
+                assert message.endswith(hint), message
     finally:
         server.proc.terminate()
         code, err = server.finish()

@@ -1252,6 +1252,17 @@ def test_a_certificate_and_its_key_in_one_pipe_may_be_given_to_both(herolog_home
     assert code == 0, err
 
 
+def fifo_writer(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """The write end of ``fifo``, opened once serve (``proc``) has it open to read."""
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            time.sleep(0.01)
+    raise AssertionError("serve never opened the FIFO")
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
@@ -1267,13 +1278,7 @@ def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
     proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
     writer = None
     try:
-        deadline = time.monotonic() + 15
-        while writer is None and proc.poll() is None and time.monotonic() < deadline:
-            try:  # opens once serve has the FIFO open to read it
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                time.sleep(0.01)
-        assert writer is not None, "serve never opened the FIFO"
+        writer = fifo_writer(fifo, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
     finally:
@@ -1304,13 +1309,7 @@ def test_a_hangup_without_a_terminal_while_serve_waits_on_a_tls_file_s_pipe_is_n
     assert proc.stderr is not None
     writer = None
     try:
-        deadline = time.monotonic() + 15
-        while writer is None and proc.poll() is None and time.monotonic() < deadline:
-            try:  # opens once serve has the FIFO open to read it
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                time.sleep(0.01)
-        assert writer is not None, "serve never opened the FIFO"
+        writer = fifo_writer(fifo, proc)
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)  # for serve to have it before what follows
         if then == "SIGTERM":
