@@ -841,6 +841,7 @@ class HTTPDrain(DrainWorker):
             reason = (
                 _out_of_files(error)
                 or _refusal(error)
+                or _rejected_certificate(error)
                 or _cut_handshake(error)
                 or str(error)
                 or type(error).__name__
@@ -1059,6 +1060,16 @@ def _refusal(error: BaseException) -> str | None:
                 if isinstance(x, OSError) and not isinstance(x, ssl.SSLError) and x.errno
             ]
             return "; ".join(dict.fromkeys(reasons)) or None
+    return None
+
+
+def _rejected_certificate(error: BaseException) -> str | None:
+    """A receiver's certificate that failed verification, in the words a syslog+tls drain
+    says it in, where httpx's were OpenSSL's own ('[SSL: CERTIFICATE_VERIFY_FAILED]
+    certificate verify failed: ... (_ssl.c:1006)'); None if it is not that."""
+    for cause in _causes(error):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate rejected: {cause.verify_message or cause.reason}"
     return None
 
 
