@@ -1563,11 +1563,8 @@ class SQLiteStore:
         with self._consistent():
             count = int(self._db.execute(span, (app, after, upto)).fetchone()[0])
             if not notices:
-                # Literals, as lines_notices has them: SQLite uses a partial index only for
-                # a query whose WHERE names its condition, not parameters.
-                own = "own = 1" if self._schema_version() >= 12 else _OLD_OWN
                 count -= int(
-                    self._db.execute(f"{span} AND {own}", (app, after, upto)).fetchone()[0]
+                    self._db.execute(f"{span} AND {self._own()}", (app, after, upto)).fetchone()[0]
                 )
         return count
 
@@ -1585,9 +1582,8 @@ class SQLiteStore:
             return by_app, notices
         with self._consistent():
             names = dict(self._db.execute("SELECT id, name FROM apps").fetchall())
-            own = "own = 1" if self._schema_version() >= 12 else _OLD_OWN
             rows = self._db.execute(
-                f"SELECT app_id, id, {own} FROM lines WHERE id > ? AND id <= ? ORDER BY id",
+                f"SELECT app_id, id, {self._own()} FROM lines WHERE id > ? AND id <= ? ORDER BY id",
                 (after, upto),
             )
             for app_id, line_id, notice in rows:
@@ -1645,6 +1641,12 @@ class SQLiteStore:
             (api_id.lower(),),
         ).fetchone()
         return AppInfo(*row) if row else None
+
+    def _own(self) -> str:
+        """The condition of herolog's own L10 lines: marked from schema 12 on, which a reader
+        does not upgrade to. Literals, as lines_notices has them: SQLite uses a partial index
+        only for a query whose WHERE names its condition, not parameters."""
+        return "own = 1" if self._schema_version() >= 12 else _OLD_OWN
 
     def _api_id(self) -> str:
         """The apps' ids: indexed from schema 11 on, which a reader does not upgrade to."""
