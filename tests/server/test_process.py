@@ -38,6 +38,7 @@ from tests.helpers import (
     herolog_process,
     invoke,
     run_out_forwarding_lease,
+    store_drain,
 )
 from tests.server.conftest import ServeProcess, own_certificate
 
@@ -408,11 +409,7 @@ def test_after_kill_9_the_next_serve_says_the_dead_one_forwards_no_more(
 
     sink = HTTPSink()
     try:
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", sink.url())
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", sink.url())
         first = serve_process("--port", "0")
         with web.Client() as client:
             assert post(client, first.url, "before") == 204
@@ -909,11 +906,7 @@ def test_a_second_sigint_stops_waiting_for_a_dead_drain_and_keeps_its_lines(
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    store = SQLiteStore.open(herolog_home / "logs.db")
-    try:
-        store.add_drain("demo", f"http://127.0.0.1:{port}/dead")
-    finally:
-        store.close()
+    store_drain(herolog_home / "logs.db", "demo", f"http://127.0.0.1:{port}/dead")
     server = serve_process("--port", "0")
     with web.Client() as client:
         assert post(client, server.url, "dead") == 204
@@ -1751,11 +1744,7 @@ def test_a_serve_whose_stderr_has_lost_its_reader_goes_on_forwarding_and_hands_o
 
     sink = HTTPSink(statuses=[500])  # the drain fails once, and serve has that to say
     try:
-        store = SQLiteStore.open(herolog_home / "logs.db")
-        try:
-            store.add_drain("demo", sink.url())
-        finally:
-            store.close()
+        store_drain(herolog_home / "logs.db", "demo", sink.url())
         server = ServeProcess("--port", "0")
         try:
             assert server.proc.stderr is not None
