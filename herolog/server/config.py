@@ -323,7 +323,7 @@ def _loadable(files: TLSFiles) -> Iterator[tuple[str, str]]:
     try:
         for at, data in enumerate((files.cert, files.key)):
             path = (files.certfile, files.keyfile)[at]
-            if sys.platform != "linux" or stat.S_ISREG(path.stat().st_mode):
+            if sys.platform != "linux" or _regular(path):
                 continue
             fd = os.memfd_create("herolog-tls")
             fds.append(fd)
