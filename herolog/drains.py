@@ -81,7 +81,7 @@ def check_url(url: str) -> str:
     shown = mask_loosely(url)
     if len(url) > MAX_URL:
         raise DrainURLError(f"the drain URL is over {MAX_URL:,} characters: {shown[:60]}...")
-    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
+    if not url or spaced(url):
         raise DrainURLError(f"not a URL: {shown!r}")
     try:
         url.encode("utf-8")
@@ -234,6 +234,12 @@ def mask_loosely(url: str) -> str:
 _TO_LAST_AT = re.compile(r"(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?).*@", re.DOTALL)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+
+
+def spaced(text: str) -> bool:
+    """Whether ``text`` holds a space or a control character, as no URL or host name does
+    (an env file's trailing space; urlsplit passes tabs and newlines over without a word)."""
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
 
 
 def valid_host(host: str) -> bool:

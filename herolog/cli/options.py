@@ -80,14 +80,14 @@ class ServerURLType(click.ParamType[str, Any]):
 
         import httpx
 
-        from herolog.drains import mask_loosely, valid_host
+        from herolog.drains import mask_loosely, spaced, valid_host
 
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             why = "it holds bytes that are not UTF-8"
             self.fail(f"{mask_loosely(text)!r} is not a server URL: {why}", param, ctx)
-        if any(ch.isspace() or not ch.isprintable() for ch in text):
+        if spaced(text):
             # A profile's or an env file's HEROLOG_URL='http://127.0.0.1:8514 ': said to have
             # a port out of range, and after a path ('.../ ') every request was a 404.
             why = "it holds a space or a control character, as no URL does"

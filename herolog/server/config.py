@@ -137,15 +137,14 @@ class ServeConfig:
                 about=("--host",),
             )
         if self.public_url is not None:
-            from herolog.drains import mask_loosely
+            from herolog.drains import mask_loosely, spaced
 
             shown = f"--public-url {mask_loosely(self.public_url)!r}"  # what was typed
             if not self.public_url.startswith(("http://", "https://")):
                 raise ConfigError(f"{shown} must start with http:// or https://")
             # Log-session URLs are this URL followed by a path, which after a ?, a # or a
             # space (an env file's trailing one) is no path: every heroku logs would fail.
-            # urlsplit passes tabs and newlines over without a word.
-            if any(ch.isspace() or not ch.isprintable() for ch in self.public_url):
+            if spaced(self.public_url):
                 raise ConfigError(f"{shown} holds a space or a control character, as no URL does")
             if "?" in self.public_url or "#" in self.public_url:
                 raise ConfigError(
@@ -215,7 +214,9 @@ def listen_host(value: str) -> str:
 def resolve(host: str, port: int, about: tuple[str, ...]) -> list[tuple[int, tuple[Any, ...]]]:
     """The addresses ``host:port`` resolves to, each with its family, in the resolver's
     order; ConfigError, about the options ``about``, for a name that resolves to none."""
-    if any(ch.isspace() or not ch.isprintable() for ch in host):
+    from herolog.drains import spaced
+
+    if spaced(host):
         # An env file's HEROLOG_HOST='127.0.0.1 ': the resolver's "Name or service not known"
         # hid the space in 'cannot listen on 127.0.0.1 :8514'.
         shown = host if host.isprintable() else repr(host)  # one line
