@@ -50,6 +50,12 @@ class Credentials:
         user, sep, password = value.partition(":")
         if not sep or not user or not password:
             raise ConfigError("--auth takes USER:PASSWORD, both non-empty")
+        if re.search("[\x00-\x1f\x7f-\x9f]", value):
+            # An env file saved with CRLF line ends gives HEROLOG_AUTH a \r: serve started,
+            # and every drain got 401 with nothing on screen to say why.
+            raise ConfigError(
+                "--auth holds a control character (an env file's \\r?): no drain URL carries one"
+            )
         return cls(user, password)
 
 

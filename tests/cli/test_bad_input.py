@@ -347,6 +347,11 @@ def test_a_bad_value_from_the_environment_names_the_variable(
             "Error: --auth{} takes USER:PASSWORD, both non-empty",
         ),
         (
+            {"HEROLOG_AUTH": "drain:secret\r"},
+            ["--auth", "drain:secret\r"],
+            "Error: --auth{} holds a control character (an env file's \\r?): no drain URL carries",
+        ),
+        (
             {"HEROLOG_API_KEY": "k\x01y"},
             ["--api-key", "k\x01y"],
             "Error: --api-key{} must be printable ASCII, as API keys are",
@@ -394,6 +399,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(
     ],
     ids=[
         "auth",
+        "auth-crlf",
         "api-key",
         "public-url",
         "syslog-port",
