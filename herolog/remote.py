@@ -16,7 +16,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -100,10 +100,12 @@ class Proxy(NamedTuple):
     """The environment variable it came from, as it is spelt there: ``$HTTPS_PROXY``."""
 
 
-def proxy_for(server: str) -> Proxy | None:
+def proxy_for(server: str, proxies: Mapping[str, str] | None = None) -> Proxy | None:
     """The proxy the environment names for ``server`` ($HTTPS_PROXY or $HTTP_PROXY by its
     scheme, else $ALL_PROXY; none for a host $NO_PROXY names), as curl and httpx choose it;
-    none for this machine's loopback, which a proxy cannot reach (its own is another)."""
+    none for this machine's loopback, which a proxy cannot reach (its own is another).
+    ``proxies``: urllib's getproxies_environment() read once for many servers (serve's
+    drains): it goes through the whole environment."""
     import ipaddress
     import os
     import urllib.request
@@ -115,7 +117,8 @@ def proxy_for(server: str) -> Proxy | None:
     except ValueError:
         loopback = False
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxies = urllib.request.getproxies_environment()
+    if proxies is None:
+        proxies = urllib.request.getproxies_environment()
     scheme = next((name for name in (parts.scheme, "all") if proxies.get(name)), None)
     if loopback or scheme is None or _no_proxy(host, port, proxies.get("no", "")):
         return None
@@ -144,12 +147,12 @@ def _no_proxy(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
-def usable_proxy(server: str) -> Proxy | None:
+def usable_proxy(server: str, proxies: Mapping[str, str] | None = None) -> Proxy | None:
     """The proxy :func:`proxy_for` names for ``server``; a RemoteError for one herolog
     cannot use (httpx's own choice raised a traceback for those)."""
     from herolog.drains import mask_url
 
-    proxy = proxy_for(server)
+    proxy = proxy_for(server, proxies)
     if proxy is None:
         return None
     scheme = proxy.url.partition("://")[0].lower()

