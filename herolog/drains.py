@@ -452,7 +452,6 @@ class LocalRegistry:
         _checked(url)
 
         def add(store: SQLiteStore) -> tuple[Drain, str | None]:
-            store.lock_wait = self.lock_wait
             info = find_app(store, app)
             if info is None and looks_like_id(app):
                 # As the API: an id of no app has a typo in it, as likely as not; a new
@@ -465,7 +464,7 @@ class LocalRegistry:
                 raise DrainError(already_has(name, exists.url, url), exists=True) from None
             return added, new_app_warning(name) if info is None else None
 
-        return using_store(self.store_path, add, create=True)
+        return using_store(self.store_path, add, create=True, lock_wait=self.lock_wait)
 
     def list(self, app: str | None) -> list[Drain]:
         store = open_existing(self.store_path)
@@ -491,14 +490,13 @@ class LocalRegistry:
         error naming the apps that have it."""
 
         def one(store: SQLiteStore) -> tuple[str, Drain | None]:
-            store.lock_wait = self.lock_wait
             name = _named(store, app)
             return name, work(store, name)
 
         if _missing(self.store_path):  # no drains: a remove makes no store to say so
             name, drain = app, None
         else:
-            name, drain = using_store(self.store_path, one, create=True)
+            name, drain = using_store(self.store_path, one, create=True, lock_wait=self.lock_wait)
         if drain is None:
             raise DrainError(not_there(name, key, self.list(None)), missing=True)
         return drain

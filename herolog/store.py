@@ -570,8 +570,16 @@ class SQLiteStore:
         (herolog run's flusher thread)."""
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> SQLiteStore:
-        """Open the store at ``path``, creating it unless ``create`` is false.
+    def open(
+        cls,
+        path: Path,
+        *,
+        create: bool = True,
+        lock_wait: Callable[[float], object] | None = None,
+    ) -> SQLiteStore:
+        """Open the store at ``path``, creating it unless ``create`` is false, with
+        :attr:`lock_wait` set before it writes (creating the schema, or upgrading an older
+        store's, waits for the write lock as any change does).
 
         Raises FileNotFoundError when the file is missing and ``create`` is false, and
         StoreError when the file is not a usable herolog store.
@@ -639,6 +647,7 @@ class SQLiteStore:
                 raise FileNotFoundError(path) from error
             raise StoreError(f"cannot open the store {path}: {_why(path, error)}") from error
         store = cls(path, db)
+        store.lock_wait = lock_wait
         try:
             store._prepare(create)
         except StoreError:
@@ -2437,7 +2446,13 @@ def open_existing(path: Path) -> SQLiteStore | None:
         return None
 
 
-def using_store(path: Path, work: Callable[[SQLiteStore], T], *, create: bool = False) -> T:
+def using_store(
+    path: Path,
+    work: Callable[[SQLiteStore], T],
+    *,
+    create: bool = False,
+    lock_wait: Callable[[float], object] | None = None,
+) -> T:
     """Open the store at ``path``, do ``work`` with it, close it: one-off calls from a
     server's worker threads (a connection is cheap next to keeping one per thread).
 
@@ -2447,7 +2462,7 @@ def using_store(path: Path, work: Callable[[SQLiteStore], T], *, create: bool = 
     and with it lines the writer has answered for.
     """
     try:
-        store = SQLiteStore.open(path, create=create)
+        store = SQLiteStore.open(path, create=create, lock_wait=lock_wait)
     except FileNotFoundError:
         raise StoreError(f"the store {path} is gone (moved or deleted)") from None
     try:
@@ -2456,8 +2471,13 @@ def using_store(path: Path, work: Callable[[SQLiteStore], T], *, create: bool = 
         store.close()
 
 
-def open_store(path: Path | None = None, *, create: bool = True) -> SQLiteStore:
-    """The store at ``path`` (default: the one in ``HEROLOG_HOME``)."""
+def open_store(
+    path: Path | None = None,
+    *,
+    create: bool = True,
+    lock_wait: Callable[[float], object] | None = None,
+) -> SQLiteStore:
+    """The store at ``path`` (default: the one in ``HEROLOG_HOME``); see SQLiteStore.open."""
     from herolog import config
 
-    return SQLiteStore.open(path or config.store_path(), create=create)
+    return SQLiteStore.open(path or config.store_path(), create=create, lock_wait=lock_wait)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +34,17 @@ from herolog.store import (
     app_id,
     open_store,
 )
-from tests.helpers import RECEIVED, decode_attributes, fill, herolog_process, line
+from tests.helpers import (
+    RECEIVED,
+    constants_env,
+    decode_attributes,
+    ended,
+    fill,
+    herolog_process,
+    line,
+    line_within,
+    write_lock_held,
+)
 
 
 @pytest.fixture
@@ -1005,6 +1016,54 @@ def test_no_writer_upgrades_the_store_of_an_older_serve_still_running(
     store = SQLiteStore.open(path, create=False)
     assert messages(store.last(LineFilter(), 10)) == ["kept"]
     store.close()
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("args", "then"),
+    [
+        (["store", "history", "10"], "leaves the history as it was"),
+        (["drain", "add", "-a", "demo", "syslog://127.0.0.1:9"], "adds nothing"),
+        (["import", "-", "-a", "demo"], "stops the import"),
+        (["run", "-a", "demo", "--", sys.executable, "-c", "print('ran')"], "runs nothing"),
+    ],
+    ids=["history", "drain-add", "import", "run"],
+)
+def test_an_upgrade_waiting_for_another_process_s_write_lock_says_so(
+    herolog_home: Path, args: list[str], then: str
+) -> None:
+    """The first writer of a new herolog upgrades an older store, which waits for the write
+    lock as any change does. The commands that say so of a wait for their change sat
+    silent through this one, up to 30 s, looking stuck; a Ctrl-C ends it, the store left
+    at its schema (and run's command not run)."""
+    herolog_home.mkdir()
+    path = herolog_home / "logs.db"
+    _schema_10_store(path)
+    with write_lock_held(path):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+        )
+        try:
+            assert proc.stderr is not None
+            assert (
+                line_within(proc.stderr)
+                == (
+                    f"Another process holds the store's write lock ({path}): waiting up to 3600 s"
+                    f" for it; Ctrl-C {then}.\n"
+                ).encode()
+            )
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(b"", timeout=60)
+        finally:
+            ended(proc)
+    assert (proc.returncode, out, err) == (-signal.SIGINT, b"", b"")
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10
+        assert db.execute("SELECT count(*) FROM lines").fetchone()[0] == 1
 
 
 def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_path: Path) -> None:

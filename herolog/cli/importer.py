@@ -54,8 +54,10 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     # A stdin closed at the start is /dev/null opened in its place, named by its descriptor.
     if name in ("-", "<stdin>") or not isinstance(name, str):
         name = "standard input"
-    store = open_store()
-    store.lock_wait = lock_waits_said(store.path, "stops the import")
+    from herolog import config
+
+    path = config.store_path()
+    store = open_store(path, lock_wait=lock_waits_said(path, "stops the import"))
     # What the app holds: an import past the history takes the place of its oldest lines.
     had = min(next((x.lines for x in store.apps() if x.name == app), 0), store.history)
     size = _size(file)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from herolog.cli import Interrupted
+from herolog.cli import Interrupted, lock_waits_said
 from herolog.cli.options import (
     app_option,
     came_from_the_environment,
@@ -89,10 +89,12 @@ class _LocalSink:
     was waiting already), and gives up at a Ctrl-C (give_up)."""
 
     def __init__(self, app: str) -> None:
+        from herolog import config
         from herolog.store import open_store
 
         self._app = app
-        self._store = open_store()
+        path = config.store_path()
+        self._store = open_store(path, lock_wait=lock_waits_said(path, "runs nothing"))
         self._store.lock_wait = self._waiting
         self._ended: float | None = None
         self._given_up = False

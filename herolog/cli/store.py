@@ -116,8 +116,7 @@ def history(lines: int | None) -> None:
         return
     from herolog.cli import lock_waits_said
 
-    store = open_store()
-    store.lock_wait = lock_waits_said(store.path, "leaves the history as it was")
+    store = open_store(path, lock_wait=lock_waits_said(path, "leaves the history as it was"))
     store.set_history(lines)
     click.echo(f"The store keeps {counted(lines, 'line')} per app.", err=True)
 
@@ -162,8 +161,7 @@ def forget(app: str, confirm: str | None) -> None:
     if confirm != name:
         raise click.ClickException(f"{confirm!r} is not {name!r}: nothing deleted")
     try:
-        store = open_store()
-        store.lock_wait = lock_waits_said(store.path, f"leaves {name} as it was")
+        store = open_store(path, lock_wait=lock_waits_said(path, f"leaves {name} as it was"))
         deleted = store.forget_app(name)
     except HasDrains as error:
         them = (
