@@ -1661,6 +1661,7 @@ class SQLiteStore:
         """The apps' ids: indexed from schema 11 on, which a reader does not upgrade to."""
         return "api_id" if self._schema_version() >= 11 else "herolog_app_id(name)"
 
+    @_reads_any_text
     def recent_names(self, app: str | None, lines: int = 2000) -> list[tuple[str, str]]:
         """The (source, dyno) pairs of the newest ``lines`` lines of ``app`` (of every app:
         None), for shell completion: a read of the index's last entries, however large the

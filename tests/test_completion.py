@@ -3,10 +3,12 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import textwrap
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -214,6 +216,16 @@ def test_dyno_completion_fails_quietly(herolog_home: Path) -> None:
         ["herolog", "_values", "dynos"], env=herolog_env(), capture_output=True, text=True
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_dyno_completion_reads_past_a_name_that_is_not_utf_8(herolog_home: Path) -> None:
+    """A line another program wrote with a dyno of bytes that are not UTF-8 made Python's
+    sqlite3 refuse the whole read, and a TAB offered no dyno at all; it reads as the intake
+    would have stored it, U+FFFD for the bytes, and the others are offered."""
+    fill(open_store(), "demo", ["a", "b"])
+    with closing(sqlite3.connect(herolog_home / "logs.db")) as db, db:
+        db.execute("UPDATE lines SET dyno = CAST(x'776562ff2e32' AS TEXT) WHERE message = 'b'")
+    assert bash_complete("herolog logs -d ") == ["web", "web.1", "web\ufffd", "web\ufffd.2"]
 
 
 def zsh_complete(line: str, hits: Path) -> list[str]:
