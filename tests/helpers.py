@@ -425,6 +425,35 @@ def write_lock_held(store_path: Path) -> Iterator[Any]:
         other.close()
 
 
+def interrupted_in_lock_wait(path: Path, args: list[str], then: str) -> tuple[int, bytes]:
+    """``python -m herolog ARGS`` run while another connection holds the store's write
+    lock (the busy timeout an hour: the old silent wait would outlast the test): it must say
+    once that it waits and what a Ctrl-C does (``then``); a SIGINT is sent then. Its exit
+    status and what it wrote after that line, stdout and stderr together."""
+    with write_lock_held(path):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herolog", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
+        )
+        try:
+            assert proc.stderr is not None
+            assert (
+                line_within(proc.stderr)
+                == (
+                    f"Another process holds the store's write lock ({path}): waiting up to 3600 s"
+                    f" for it; Ctrl-C {then}.\n"
+                ).encode()
+            )
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            ended(proc)
+    return proc.returncode, out + err
+
+
 def ended(proc: subprocess.Popen[bytes]) -> None:
     """Kill ``proc`` if it still runs and reap it, its pipes closed: a test's cleanup."""
     proc.kill()

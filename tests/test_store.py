@@ -36,14 +36,11 @@ from herolog.store import (
 )
 from tests.helpers import (
     RECEIVED,
-    constants_env,
     decode_attributes,
-    ended,
     fill,
     herolog_process,
+    interrupted_in_lock_wait,
     line,
-    line_within,
-    write_lock_held,
 )
 
 
@@ -1039,28 +1036,7 @@ def test_an_upgrade_waiting_for_another_process_s_write_lock_says_so(
     herolog_home.mkdir()
     path = herolog_home / "logs.db"
     _schema_10_store(path)
-    with write_lock_held(path):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
-        )
-        try:
-            assert proc.stderr is not None
-            assert (
-                line_within(proc.stderr)
-                == (
-                    f"Another process holds the store's write lock ({path}): waiting up to 3600 s"
-                    f" for it; Ctrl-C {then}.\n"
-                ).encode()
-            )
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(b"", timeout=60)
-        finally:
-            ended(proc)
-    assert (proc.returncode, out, err) == (-signal.SIGINT, b"", b"")
+    assert interrupted_in_lock_wait(path, args, then) == (-signal.SIGINT, b"")
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 10
         assert db.execute("SELECT count(*) FROM lines").fetchone()[0] == 1

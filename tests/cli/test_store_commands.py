@@ -15,14 +15,11 @@ from herolog.cli import cli
 from herolog.store import open_store
 from tests.helpers import (
     SERVE_POLL_S,
-    constants_env,
-    ended,
     fill,
     herolog_env,
     herolog_process,
-    line_within,
+    interrupted_in_lock_wait,
     store_drain,
-    write_lock_held,
 )
 from tests.server.conftest import ServerFactory, running_server
 
@@ -127,27 +124,7 @@ def test_a_command_waiting_for_another_process_s_write_lock_says_so_and_a_ctrl_c
     fill(open_store(), "demo", ["x"])
     store_drain(herolog_home / "logs.db", "demo", "syslog://127.0.0.1:7")
     path = herolog_home / "logs.db"
-    with write_lock_held(path):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herolog", *args],
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=constants_env({"herolog.store.BUSY_TIMEOUT_S": 3600.0}),
-        )
-        try:
-            assert proc.stderr is not None
-            assert (
-                line_within(proc.stderr)
-                == (
-                    f"Another process holds the store's write lock ({path}): waiting up to 3600 s"
-                    f" for it; Ctrl-C {then}.\n"
-                ).encode()
-            )
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            ended(proc)
-    assert (proc.returncode, err) == (-signal.SIGINT, b"")
+    assert interrupted_in_lock_wait(path, args, then) == (-signal.SIGINT, b"")
     store = open_store()
     assert (store.history, [(x.name, x.lines) for x in store.apps()]) == (1500, [("demo", 1)])
     assert [x.url for x in store.drains("demo")] == ["syslog://127.0.0.1:7"]

@@ -200,7 +200,7 @@ def test_a_drain_starting_to_catch_up_opens_the_store_once_to_count_and_read(
         store_lines(store_path, app, *numbered(3))
     opened: list[str] = []
 
-    def counted(path: Path, work: Callable[[SQLiteStore], object], **options: bool) -> object:
+    def counted(path: Path, work: Callable[[SQLiteStore], object], **options: Any) -> object:
         opened.append(work.__qualname__)
         return using_store(path, work, **options)
 
