@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
@@ -33,10 +34,10 @@ from herolog.render import counted
 from herolog.server.api import CUT_OFF
 from herolog.server.app import HerologApp, Stats
 from herolog.server.config import (
+    CertificateDates,
     ConfigError,
     ServeConfig,
     TLSFiles,
-    certificate_warning,
     is_loopback,
     resolve,
     syslog_tls_context,
@@ -56,6 +57,8 @@ STORE_WATCH_S = 1.0
 """How often serve checks that its store's file is still at the store's path."""
 OPEN_FILES_WATCH_S = 1.0
 """How often serve looks whether it has run out of open files."""
+CERTIFICATE_WATCH_S = 3600.0
+"""The longest between two looks at the certificate's dates (see _watch_certificate)."""
 FORCED_EXIT_S = 2
 MIN_OPEN_FILES = 32
 """The fewest open files serve starts with: about 15 are its own (the store, the writer's
@@ -412,7 +415,10 @@ class Server:
         self._syslog_sockets: list[socket.socket] = []
         self._tls: ssl.SSLContext | None = None
         self._syslog_tls: ssl.SSLContext | None = None
-        self._certificate_warning: str | None = None
+        self._certificate: CertificateDates | None = None
+        self._certificate_state = "valid"
+        """What serve last said of its certificate's dates (CertificateDates.state)."""
+        self._certificate_watch: asyncio.TimerHandle | None = None
         self._trust_warning: str | None = None
         self._store_warning: str | None = None
         limits = RequestLimits(
@@ -456,6 +462,8 @@ class Server:
         self._open_files_watch: asyncio.TimerHandle | None = None
         self.app.on_startup(self._watch_open_files)
         self.app.on_shutdown(self._stop_watching_open_files)
+        self.app.on_startup(self._watch_certificate)
+        self.app.on_shutdown(self._stop_watching_certificate)
         self.app.on_startup(self._announce)
         self.failure: str | None = None
         """Why serve stopped of its own accord (run raises StoreError with it)."""
@@ -483,7 +491,7 @@ class Server:
             self._uvicorn_config.tls = self._tls
             if self.syslog is not None:
                 self._syslog_tls = syslog_tls_context(tls_files)
-            self._certificate_warning = certificate_warning(tls_files)
+            self._certificate = CertificateDates.of(tls_files)
         self._trust_warning = ssl_cert_file_problem()
         store = SQLiteStore.open(self.config.store_path)
         self._store_warning = open_to_everyone(self.config.store_path)
@@ -595,6 +603,38 @@ class Server:
         if self._open_files_watch is not None:
             self._open_files_watch.cancel()
 
+    async def _watch_certificate(self) -> None:
+        """Say when the certificate comes within EXPIRY_NOTICE_S of its expiry, and when it
+        expires, while serve runs: it reads the certificate only as it starts, so a renewal
+        that did not restart it would go on serving the old one, and every drain that checks
+        it (Heroku's) would stop, with nothing said on this side."""
+        certificate = self._certificate
+        if certificate is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def look() -> None:
+            now = datetime.now(UTC)
+            state = certificate.state(now)
+            if state != self._certificate_state:
+                self._certificate_state = state
+                warning = certificate.warning(now)
+                if warning is not None:
+                    print(f"herolog serve: {warning}", file=self.log, flush=True)
+            later(certificate.next_change(now))
+
+        def later(wait: float | None) -> None:
+            # Looked at within the hour whatever the wait: the wall clock may be set, or the
+            # machine suspended, meanwhile.
+            if wait is not None:
+                self._certificate_watch = loop.call_later(min(wait, CERTIFICATE_WATCH_S), look)
+
+        later(certificate.next_change())
+
+    async def _stop_watching_certificate(self) -> None:
+        if self._certificate_watch is not None:
+            self._certificate_watch.cancel()
+
     async def _start_syslog(self) -> None:
         assert self.syslog is not None
         # The header timeout also bounds the handshake: a silent client holds no connection.
@@ -619,8 +659,12 @@ class Server:
         lines = [
             f"{scheme.upper()} drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"
         ]
-        if self._certificate_warning is not None:
-            lines.append(self._certificate_warning)
+        if self._certificate is not None:
+            now = datetime.now(UTC)
+            warning = self._certificate.warning(now)
+            self._certificate_state = self._certificate.state(now)
+            if warning is not None:
+                lines.append(warning)
         if self._trust_warning is not None:
             lines.append(
                 f"{self._trust_warning}: https:// and syslog+tls:// drains are checked without it"

@@ -13,9 +13,9 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from herolog.interrupt import unless_stopped
@@ -393,30 +393,81 @@ _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
 
 
-def certificate_warning(files: TLSFiles, now: datetime | None = None) -> str | None:
-    """What to say of the server's certificate (the first in ``--certfile``) if it is out of
-    its validity: OpenSSL loads it all the same, and clients refuse it."""
-    certfile = files.certfile
-    try:
-        begin = files.cert.index(_BEGIN)
-        end = files.cert.index(_END, begin) + len(_END)
-        pem = files.cert[begin:end].decode("ascii")
-        not_before, not_after = _validity(ssl.PEM_cert_to_DER_cert(pem))
-    except (ValueError, IndexError):  # loaded by OpenSSL, so not likely: say nothing
+EXPIRY_NOTICE_S = 7 * 86400.0
+"""How long before its certificate expires serve says so: certbot renews 30 days before,
+and serve reads the certificate only as it starts."""
+
+
+class CertificateDates(NamedTuple):
+    """The validity of the server's certificate (the first in ``--certfile``)."""
+
+    certfile: Path
+    not_before: datetime
+    not_after: datetime
+
+    @classmethod
+    def of(cls, files: TLSFiles) -> CertificateDates | None:
+        try:
+            begin = files.cert.index(_BEGIN)
+            end = files.cert.index(_END, begin) + len(_END)
+            pem = files.cert[begin:end].decode("ascii")
+            return cls(files.certfile, *_validity(ssl.PEM_cert_to_DER_cert(pem)))
+        except (ValueError, IndexError):  # loaded by OpenSSL, so not likely: say nothing
+            return None
+
+    def state(self, now: datetime) -> str:
+        """``early``, ``valid``, ``expiring`` (within EXPIRY_NOTICE_S) or ``expired``."""
+        if now > self.not_after:
+            return "expired"
+        if now < self.not_before:
+            return "early"
+        left = (self.not_after - now).total_seconds()
+        return "expiring" if left <= EXPIRY_NOTICE_S else "valid"
+
+    def warning(self, now: datetime | None = None) -> str | None:
+        """What to say of the certificate if it is out of its validity (OpenSSL loads it
+        all the same, and clients refuse it) or about to be."""
+        now = now or datetime.now(UTC)
+        refused = "Heroku and every client that checks it refuse it"
+        state = self.state(now)
+        if state == "expired":
+            return (
+                f"the certificate in {self.certfile} expired on {self.not_after:%Y-%m-%d %H:%M}"
+                f" UTC: {refused} (renew it, then restart serve)"
+            )
+        if state == "early":
+            return (
+                f"the certificate in {self.certfile} is not valid until"
+                f" {self.not_before:%Y-%m-%d %H:%M} UTC (is this machine's clock right?):"
+                f" {refused} until then"
+            )
+        if state == "expiring":
+            left = (self.not_after - now).total_seconds()
+            return (
+                f"the certificate in {self.certfile} expires on {self.not_after:%Y-%m-%d %H:%M}"
+                f" UTC, {_within(left)}: renew it, then restart serve, which reads it only as"
+                " it starts"
+            )
         return None
-    now = now or datetime.now(UTC)
-    refused = "Heroku and every client that checks it refuse it"
-    if now > not_after:
-        return (
-            f"the certificate in {certfile} expired on {not_after:%Y-%m-%d %H:%M} UTC:"
-            f" {refused} (renew it, then restart serve)"
-        )
-    if now < not_before:
-        return (
-            f"the certificate in {certfile} is not valid until {not_before:%Y-%m-%d %H:%M} UTC"
-            f" (is this machine's clock right?): {refused} until then"
-        )
-    return None
+
+    def next_change(self, now: datetime | None = None) -> float | None:
+        """Seconds until :meth:`warning` says something else, or None once it never will."""
+        now = now or datetime.now(UTC)
+        for moment in (self.not_before, self.not_after - timedelta(seconds=EXPIRY_NOTICE_S)):
+            if now < moment:
+                return (moment - now).total_seconds()
+        if now <= self.not_after:
+            return (self.not_after - now).total_seconds() + 1.0  # past it, not at it
+        return None
+
+
+def _within(seconds: float) -> str:
+    """``in 3 days``, ``in 5 hours``, ``in 12 minutes``, rounded down."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"in {count} {unit}{'s' if count != 1 else ''}"
+    return "in less than a minute"
 
 
 def _validity(der: bytes) -> tuple[datetime, datetime]:

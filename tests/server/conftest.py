@@ -3,12 +3,14 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import queue
 import re
 import resource
 import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -192,6 +194,35 @@ class ServeProcess:
         assert self._terminal is not None, "started without terminal=True"
         os.close(self._terminal)
         self._terminal = None
+
+    def said(self, wanted: str, timeout: float = 30) -> str:
+        """The next line of serve's log with ``wanted`` in it (those before it are read, and
+        ``finish`` no longer returns them), or an AssertionError after ``timeout`` seconds:
+        read in a thread, so that a line that never comes fails the test rather than hang
+        it."""
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in iter(stderr.readline, ""):
+                lines.put(line)
+                if wanted in line:
+                    return
+            lines.put("")
+
+        threading.Thread(target=read, daemon=True).start()
+        read_so_far: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"serve did not say {wanted!r}: {read_so_far}") from None
+            assert line, f"serve ended before it said {wanted!r}: {read_so_far}"
+            read_so_far.append(line)
+            if wanted in line:
+                return line
 
     def finish(self, timeout: float = 30) -> tuple[int, str]:
         """Wait for the process to end (killing it if it will not); its status and stderr."""

@@ -10,7 +10,6 @@ import contextlib
 import gzip
 import logging
 import os
-import queue
 import re
 import resource
 import select
@@ -1195,35 +1194,6 @@ def test_out_of_open_files_a_tls_syslog_client_waits_and_is_then_accepted(
     assert "Too many open files" in said[0], said
 
 
-def first_said(server: ServeProcess, wanted: str, timeout: float = 30) -> str:
-    """The next line of serve's log with ``wanted`` in it (those before it are read, and
-    ``finish`` no longer returns them), or an AssertionError after ``timeout`` seconds: read
-    in a thread, so that a line that never comes fails the test rather than hang it."""
-    assert server.proc.stderr is not None
-    stderr = server.proc.stderr
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        for line in iter(stderr.readline, ""):
-            lines.put(line)
-            if wanted in line:
-                return
-        lines.put("")
-
-    threading.Thread(target=read, daemon=True).start()
-    read_so_far: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"serve did not say {wanted!r}: {read_so_far}") from None
-        assert line, f"serve ended before it said {wanted!r}: {read_so_far}"
-        read_so_far.append(line)
-        if wanted in line:
-            return line
-
-
 @pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["https", "syslog", "syslog+tls"])
@@ -1275,7 +1245,7 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
                 headers={"Content-Type": "application/logplex-1"},
             )
             assert posted.status_code == 204
-            failing = first_said(server, "is failing")
+            failing = server.said("is failing")
         assert failing.rstrip().endswith(
             f"is failing: cannot connect to {host}:{sink.port}: serve is out of open"
             " files (raise its limit, ulimit -n)"
@@ -1284,7 +1254,7 @@ def test_out_of_open_files_a_drain_blames_serve_and_delivers_once_it_has_them(
             wait_for(lambda: [x.message for x in sink.delivered_lines()] == ["at the limit 0"])
         else:
             wait_for(lambda: [x.message for x in sink.lines()] == ["at the limit 0"])
-        first_said(server, "delivers again")
+        server.said("delivers again")
 
         def delivery() -> Delivery:
             store = SQLiteStore.open(herolog_home / "logs.db", create=False)

@@ -1376,7 +1376,7 @@ def test_a_tls_file_too_large_for_one_is_a_one_line_error(
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("when", ["expired", "not yet valid", "valid"])
+@pytest.mark.parametrize("when", ["expired", "not yet valid", "expiring", "valid"])
 def test_a_certificate_out_of_its_validity_is_said_at_start(
     herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -1384,12 +1384,13 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
     it starts, naming the date (of the server's certificate, the first of the chain)."""
     import datetime
 
-    day = datetime.timedelta(days=1)
+    day, second = datetime.timedelta(days=1), datetime.timedelta(seconds=1)
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     not_before, not_after = {
         "expired": (now - 90 * day, now - 3 * day),
         "not yet valid": (now + 2 * day, now + 90 * day),
-        "valid": (now - day, now + 90 * day),
+        "expiring": (now - 80 * day, now + 3 * day + 3600 * second),
+        "valid": (now - day, now + 8 * day),
     }[when]
     issued = (
         trustme.CA()
@@ -1404,7 +1405,7 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
     server.proc.send_signal(signal.SIGTERM)
     code, err = server.finish()
     assert (code, "Traceback" in err) == (0, False), err
-    shown = f"{not_after if when == 'expired' else not_before:%Y-%m-%d %H:%M} UTC"
+    shown = f"{not_before if when == 'not yet valid' else not_after:%Y-%m-%d %H:%M} UTC"
     assert (
         said
         == {
@@ -1417,9 +1418,48 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
                 " machine's clock right?): Heroku and every client that checks it refuse it"
                 " until then\n"
             ],
+            "expiring": [
+                f"herolog serve: the certificate in {certfile} expires on {shown}, in 3 days:"
+                " renew it, then restart serve, which reads it only as it starts\n"
+            ],
             "valid": [],
         }[when]
     )
+
+
+@pytest.mark.subprocess
+def test_a_certificate_expiring_while_serve_runs_is_said_then(
+    herolog_home: Path, tmp_path: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """serve reads its certificate only as it starts: one renewed without a restart went on
+    being served past its expiry, and every drain that checks it (Heroku's) stopped, with
+    nothing said on this side. serve says so when it comes within a week of it (here, at
+    start), and again when it expires."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    not_after = now + datetime.timedelta(seconds=3)
+    issued = trustme.CA().issue_cert(
+        "127.0.0.1", not_before=now - datetime.timedelta(days=30), not_after=not_after
+    )
+    certfile, keyfile = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certfile.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    server = serve_process("--port", "0", "--certfile", str(certfile), "--keyfile", str(keyfile))
+    shown = f"{not_after:%Y-%m-%d %H:%M} UTC"
+    said = [line for line in server.banner if line.startswith("herolog serve: the certificate")]
+    assert said == [
+        f"herolog serve: the certificate in {certfile} expires on {shown}, in less than a"
+        " minute: renew it, then restart serve, which reads it only as it starts\n"
+    ]
+    assert server.said("the certificate in") == (
+        f"herolog serve: the certificate in {certfile} expired on {shown}: Heroku and every"
+        " client that checks it refuse it (renew it, then restart serve)\n"
+    )
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    # The banner's line; the expiry's was read by said(), and none came after it.
+    assert (code, "Traceback" in err, err.count("the certificate in")) == (0, False, 1), err
 
 
 @pytest.mark.subprocess
