@@ -283,6 +283,18 @@ class StoreError(Exception):
     """The store file is unusable: not a database, from a newer herolog, not writable."""
 
 
+class LeaseUnseen(StoreError):
+    """An older herolog serve's lease of the store's drains is in force, and its process
+    is not one this process can see: killed (its lease runs out by ``until``), or running
+    where this one cannot see it (another container, where its pid may even be this
+    one's, 1)."""
+
+    def __init__(self, message: str, pid: int | None, until: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.until = until
+
+
 class HasDrains(Exception):
     """An app that drains forward, which forgetting it would leave with nothing to send."""
 
@@ -765,13 +777,29 @@ class SQLiteStore:
         deliver every line since to them again), and its stop would end in a traceback.
         """
         held = self._lease_in_force(FORWARDING_LEASE)
-        pid = None if held is None else owner_pid(held[0])
-        if pid is None or pid == os.getpid() or not process_exists(pid):
-            return  # none, or killed: it runs no longer, whatever its lease says
-        raise StoreError(
-            f"{self.path} is in use by an older herolog serve (pid {pid}; store schema"
-            f" {version}), which cannot go on once this herolog upgrades it to schema"
-            f" {SCHEMA_VERSION}: restart that serve with this herolog first"
+        if held is None:
+            return
+        owner, _, until = held
+        pid = owner_pid(owner)
+        cannot_go_on = (
+            f"store schema {version}), which cannot go on once this herolog upgrades it to"
+            f" schema {SCHEMA_VERSION}"
+        )
+        if pid is not None and pid != os.getpid() and process_exists(pid):
+            raise StoreError(
+                f"{self.path} is in use by an older herolog serve (pid {pid}; {cannot_go_on}:"
+                " restart that serve with this herolog first"
+            )
+        # Killed, its lease not run out yet; or where this process cannot see it, which a
+        # lease renewed since shows (see LeaseUnseen).
+        raise LeaseUnseen(
+            f"{self.path} is leased until {until[:19].replace('T', ' ')} UTC to an older"
+            " herolog serve (pid"
+            f" {pid if pid is not None else '?'}, not one this process can see; {cannot_go_on}:"
+            " if it was killed, try again once its lease runs out; if it runs in another"
+            " container or on another machine, restart it with this herolog first",
+            pid,
+            until,
         )
 
     def _fill_app_ids(self) -> None:

@@ -42,6 +42,7 @@ from tests.helpers import (
     interrupted_in_lock_wait,
     line,
 )
+from tests.server.conftest import ServeProcess
 
 
 @pytest.fixture
@@ -1005,7 +1006,23 @@ def test_no_writer_upgrades_the_store_of_an_older_serve_still_running(
         assert (read.returncode, read.stdout) == (0, "2026-12-06T10:00:00+00:00 app[web.1]: kept\n")
     finally:
         serve.communicate(b"")
-    # Gone (stopped, or killed with its lease still in force): the upgrade goes ahead.
+    # Gone with its lease still in force: killed, or running where this process cannot see
+    # it (another container, where its pid may even be the command's own, 1). Refused
+    # until the lease runs out: one renewed meanwhile is a serve that runs elsewhere.
+    done = herolog_process("drain", "add", "https://logs.example.com/x", "-a", "demo")
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr == (
+        f"Error: {path} is leased until {until[:19].replace('T', ' ')} UTC to an older herolog"
+        f" serve (pid {serve.pid}, not one this process can see; store schema 10), which cannot"
+        f" go on once this herolog upgrades it to schema {SCHEMA_VERSION}: if it was killed, try"
+        " again once its lease runs out; if it runs in another container or on another"
+        " machine, restart it with this herolog first\n"
+    )
+    with closing(sqlite3.connect(path)) as db, db:  # the lease runs out
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'lease:forwarding'",
+            (f"{serve.pid}.7f3a {start} {start}",),
+        )
     done = herolog_process("drain", "add", "https://logs.example.com/x", "-a", "demo")
     assert done.returncode == 0, done.stderr
     with closing(sqlite3.connect(path)) as db:
@@ -1013,6 +1030,82 @@ def test_no_writer_upgrades_the_store_of_an_older_serve_still_running(
     store = SQLiteStore.open(path, create=False)
     assert messages(store.last(LineFilter(), 10)) == ["kept"]
     store.close()
+
+
+def _lease_of_a_serve_gone(path: Path, seconds: float, pid: int | None = None) -> tuple[int, str]:
+    """The forwarding lease of an older serve that is gone (its pid, reaped, is no process
+    here, as one in another container is not), in force for ``seconds`` more: its pid and
+    its end, as the lease has it. Given ``pid``, that serve's lease renewed."""
+    if pid is None:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        pid = gone.pid
+    now = datetime.now(UTC)
+    start, until = (
+        (now + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for s in (-10, seconds)
+    )
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('lease:forwarding', ?)",
+            (f"{pid}.7f3a {start} {until}",),
+        )
+    return pid, until
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("renewed", [False, True], ids=["killed", "elsewhere"])
+def test_serve_waits_for_the_lease_of_an_older_serve_it_cannot_see(
+    herolog_home: Path, renewed: bool
+) -> None:
+    """A serve restarted after its older self was killed (the OOM killer), with a newer
+    herolog installed, met that serve's lease still in force and upgraded the store at once,
+    as its pid was no process: so did one whose older serve ran in another container, which
+    then went on with a store it could not read. It waits for the lease to run out, and
+    upgrades the store then (refused, systemd's restarts meanwhile would hit its start
+    limit); a lease renewed meanwhile is a serve that runs, and the store is left to it."""
+    herolog_home.mkdir()
+    path = herolog_home / "logs.db"
+    _schema_10_store(path)
+    pid, until = _lease_of_a_serve_gone(path, 2.0)
+    renewing = threading.Event()
+
+    def renew() -> None:
+        while not renewing.wait(0.3):
+            _lease_of_a_serve_gone(path, 2.0, pid)
+
+    renewer = threading.Thread(target=renew)
+    if renewed:
+        renewer.start()
+    try:
+        done = herolog_process("serve", "--port", "0", timeout=60) if renewed else None
+        if not renewed:
+            server = ServeProcess("--port", "0")
+            server.proc.send_signal(signal.SIGTERM)
+            code, err = server.finish()
+            assert code == 0, err
+    finally:
+        renewing.set()
+        if renewed:
+            renewer.join()
+    if done is not None:
+        code, err = done.returncode, done.stderr
+    waiting = (
+        f"herolog serve: an older herolog serve (pid {pid}) that this process cannot see holds"
+        " the store's lease until "
+    )
+    assert err.startswith(waiting), err
+    if not renewed:
+        assert err.startswith(f"{waiting}{until[11:19]} UTC: waiting "), err
+    with closing(sqlite3.connect(path)) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    if renewed:
+        assert code == 1, err
+        assert err.splitlines()[-1].startswith(f"Error: {path} is leased until "), err
+        assert "not one this process can see; store schema 10)" in err
+        assert version == 10
+    else:
+        assert "HTTP drain intake on" in err
+        assert version == SCHEMA_VERSION
 
 
 @pytest.mark.subprocess

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 import uvicorn
 
 from herolog.faults import Fault
-from herolog.interrupt import die_of_sigint, has_terminal, release_stops
+from herolog.interrupt import die_of_sigint, has_terminal, release_stops, unless_stopped
 from herolog.remote import ssl_cert_file_problem
 from herolog.render import counted
 from herolog.server.api import CUT_OFF
@@ -48,7 +48,13 @@ from herolog.server.protocol import RequestLimits, protocol_class
 from herolog.server.syslog import BACKLOG, SyslogServer
 from herolog.server.systemd import notify
 from herolog.server.writer import Writer
-from herolog.store import SQLiteStore, StoreError, file_identity, open_to_everyone
+from herolog.store import (
+    LeaseUnseen,
+    SQLiteStore,
+    StoreError,
+    file_identity,
+    open_to_everyone,
+)
 
 __all__ = ["ConfigError", "ServeConfig", "Server"]
 
@@ -59,6 +65,8 @@ OPEN_FILES_WATCH_S = 1.0
 """How often serve looks whether it has run out of open files."""
 CERTIFICATE_WATCH_S = 3600.0
 """The longest between two looks at the certificate's dates (see _watch_certificate)."""
+LEASE_WAIT_S = 60.0
+"""The longest serve waits at start for an older serve's lease to run out (LeaseUnseen)."""
 FORCED_EXIT_S = 2
 MIN_OPEN_FILES = 32
 """The fewest open files serve starts with: about 15 are its own (the store, the writer's
@@ -493,7 +501,15 @@ class Server:
                 self._syslog_tls = syslog_tls_context(tls_files)
             self._certificate = CertificateDates.of(tls_files)
         self._trust_warning = ssl_cert_file_problem()
-        store = SQLiteStore.open(self.config.store_path)
+        try:
+            store = SQLiteStore.open(self.config.store_path)
+        except LeaseUnseen as unseen:
+            # A serve restarted after its older self was killed (the OOM killer, kill -9)
+            # with a newer herolog installed: refused until the lease ran out, systemd's
+            # restarts in the meantime would hit its start limit. One in another container
+            # renews its lease meanwhile, and is refused then.
+            self._await_lease(unseen)
+            store = SQLiteStore.open(self.config.store_path)
         self._store_warning = open_to_everyone(self.config.store_path)
         try:
             # What the store writer reads first: a store broken inside fails here, in one
@@ -514,6 +530,21 @@ class Server:
                     sock.close()
                 raise
             self.syslog_port = int(self._syslog_sockets[0].getsockname()[1])
+
+    def _await_lease(self, unseen: LeaseUnseen) -> None:
+        """Wait for the lease of the older serve that ``unseen`` tells of to run out (up to
+        LEASE_WAIT_S), saying so; a stop that comes meanwhile ends it (StopCame)."""
+        until = datetime.fromisoformat(unseen.until.replace("Z", "+00:00"))
+        wait = min(LEASE_WAIT_S, max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.5)
+        print(
+            f"herolog serve: an older herolog serve (pid {unseen.pid or '?'}) that this process"
+            f" cannot see holds the store's lease until {until:%H:%M:%S} UTC: waiting"
+            f" {wait:.0f} s for it to run out before upgrading the store (if that serve runs in"
+            " another container, restart it with this herolog instead)",
+            file=self.log,
+            flush=True,
+        )
+        unless_stopped(lambda: time.sleep(wait))
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM/SIGHUP or :meth:`stop`; then finish requests and commit."""
