@@ -394,8 +394,9 @@ _END = b"-----END CERTIFICATE-----"
 
 
 EXPIRY_NOTICE_S = 7 * 86400.0
-"""How long before its certificate expires serve says so: certbot renews 30 days before,
-and serve reads the certificate only as it starts."""
+"""How long before its certificate expires serve says so (a third of its lifetime for a
+shorter-lived one, as Let's Encrypt's six-day ones): certbot renews a 90-day certificate 30
+days before, and serve reads the certificate only as it starts."""
 
 
 class CertificateDates(NamedTuple):
@@ -416,13 +417,17 @@ class CertificateDates(NamedTuple):
             return None
 
     def state(self, now: datetime) -> str:
-        """``early``, ``valid``, ``expiring`` (within EXPIRY_NOTICE_S) or ``expired``."""
+        """``early``, ``valid``, ``expiring`` (within EXPIRY_NOTICE_S, or a third of its
+        lifetime) or ``expired``."""
         if now > self.not_after:
             return "expired"
         if now < self.not_before:
             return "early"
         left = (self.not_after - now).total_seconds()
-        return "expiring" if left <= EXPIRY_NOTICE_S else "valid"
+        return "expiring" if left <= self._notice_s() else "valid"
+
+    def _notice_s(self) -> float:
+        return min(EXPIRY_NOTICE_S, (self.not_after - self.not_before).total_seconds() / 3)
 
     def warning(self, now: datetime | None = None) -> str | None:
         """What to say of the certificate if it is out of its validity (OpenSSL loads it
@@ -453,7 +458,7 @@ class CertificateDates(NamedTuple):
     def next_change(self, now: datetime | None = None) -> float | None:
         """Seconds until :meth:`warning` says something else, or None once it never will."""
         now = now or datetime.now(UTC)
-        for moment in (self.not_before, self.not_after - timedelta(seconds=EXPIRY_NOTICE_S)):
+        for moment in (self.not_before, self.not_after - timedelta(seconds=self._notice_s())):
             if now < moment:
                 return (moment - now).total_seconds()
         if now <= self.not_after:

@@ -1376,7 +1376,9 @@ def test_a_tls_file_too_large_for_one_is_a_one_line_error(
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("when", ["expired", "not yet valid", "expiring", "valid"])
+@pytest.mark.parametrize(
+    "when", ["expired", "not yet valid", "expiring", "valid", "short-lived", "short-lived ending"]
+)
 def test_a_certificate_out_of_its_validity_is_said_at_start(
     herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
 ) -> None:
@@ -1391,6 +1393,9 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
         "not yet valid": (now + 2 * day, now + 90 * day),
         "expiring": (now - 80 * day, now + 3 * day + 3600 * second),
         "valid": (now - day, now + 8 * day),
+        # Let's Encrypt's six-day certificates: said within a third of their lifetime.
+        "short-lived": (now - day, now + 5 * day),
+        "short-lived ending": (now - 4 * day, now + day + 3600 * second),
     }[when]
     issued = (
         trustme.CA()
@@ -1423,6 +1428,11 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
                 " renew it, then restart serve, which reads it only as it starts\n"
             ],
             "valid": [],
+            "short-lived": [],
+            "short-lived ending": [
+                f"herolog serve: the certificate in {certfile} expires on {shown}, in 1 day:"
+                " renew it, then restart serve, which reads it only as it starts\n"
+            ],
         }[when]
     )
 
