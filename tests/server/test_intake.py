@@ -312,6 +312,22 @@ def test_a_long_frame_id_is_remembered_by_its_digest(served: Running) -> None:
     assert all(frame_id.startswith("sha256:") for frame_id in remembered)
 
 
+def test_a_frame_id_of_64_bytes_is_remembered_as_it_is_and_one_of_65_by_its_digest(
+    served: Running,
+) -> None:
+    """README: an id over 64 bytes is remembered by its SHA-256; one of 64 is not."""
+    for size in (64, 65):
+        headers = {"Logplex-Frame-Id": "A" * size}
+        for _ in range(2):
+            assert served.post("demo", body(f"id {size}"), headers=headers).status_code == 204
+    assert [line.message for line in served.lines()] == ["id 64 0", "id 65 0"]
+    with sqlite3.connect(served.server.config.store_path) as db:
+        remembered = [row[0] for row in db.execute("SELECT frame_id FROM frame_ids ORDER BY id")]
+    assert remembered[0] == "A" * 64
+    assert remembered[1].startswith("sha256:")
+    assert len(remembered[1]) == 71
+
+
 def test_missing_logplex_headers_are_fine_and_wrong_counts_are_counted(served: Running) -> None:
     assert served.post("demo", body("a", n=2)).status_code == 204
     assert (
@@ -360,11 +376,24 @@ def test_stats_need_the_api_key_when_there_is_one(make_server: ServerFactory) ->
     assert (
         web.get(f"{running.url}/stats", headers={"Authorization": "Bearer nope"}).status_code == 401
     )
-    assert (
-        web.get(f"{running.url}/stats", headers={"Authorization": "Bearer k3y"}).status_code == 200
-    )
+    ok = web.get(f"{running.url}/stats", headers={"Authorization": "Bearer k3y"})
+    assert ok.status_code == 200
+    assert ok.text.endswith("}\n")
+    assert not ok.text.endswith("\n\n")  # one newline ends it, as every answer
     assert web.get(f"{running.url}/stats", auth=("", "k3y")).status_code == 200
     assert running.post("demo", body("x")).status_code == 204  # the intake does not need it
+
+
+def test_stats_take_the_intake_credentials_when_there_is_no_api_key(
+    make_server: ServerFactory,
+) -> None:
+    """README: without --api-key, GET /stats takes the --auth credentials."""
+    running = make_server(auth=Credentials("drain", "s3cret"))
+    refused = web.get(f"{running.url}/stats")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Basic realm="herolog"'
+    assert web.get(f"{running.url}/stats", auth=("drain", "wrong")).status_code == 401
+    assert web.get(f"{running.url}/stats", auth=("drain", "s3cret")).status_code == 200
 
 
 def test_history_option_sets_the_store(make_server: ServerFactory) -> None:
