@@ -272,6 +272,20 @@ def test_gzip_bodies_and_bombs(make_server: ServerFactory) -> None:
     assert len(running.lines()) == 20
 
 
+def test_a_gzip_body_is_held_to_the_limit_as_sent_too(make_server: ServerFactory) -> None:
+    """README: a gzip body is over --max-body when what is sent is, as well as when what it
+    decodes to is: one that came out larger than its lines (stored blocks, text that does
+    not compress) is refused even though its lines fit."""
+    running = make_server(max_body=4096)
+    plain = body("x" * 308, n=11)
+    packed = gzip.compress(plain, compresslevel=0)
+    assert len(plain) <= 4096 < len(packed)
+    response = running.post("demo", packed, headers={"Content-Encoding": "gzip"})
+    assert (response.status_code, response.text) == (413, "the body is over the 4,096-byte limit\n")
+    assert running.lines() == []
+    assert running.post("demo", plain).status_code == 204
+
+
 def test_content_encoding_is_case_insensitive(served: Running) -> None:
     """RFC 9110 8.4.1: content codings are case-insensitive; a sender's "GZIP" is gzip."""
     plain = body("shouted", n=3)
