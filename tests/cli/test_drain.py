@@ -151,16 +151,26 @@ def test_a_secret_parameter_is_masked_whatever_the_case_of_its_name(
     url = (
         "https://intake.example.com/v1/input?DD-API-KEY=S3CRET&Auth_Token=S3CRET2&ddsource=x"
         "&u=me&p=S3CRET3&Pass=S3CRET4"  # InfluxDB 1.x's user and password, and another's
+        "&sig=S3CRET5&PWD=S3CRET6"  # an Azure SAS token's signature, a password
     )
     code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
     assert code == 0
     masked = (
         "https://intake.example.com/v1/input?DD-API-KEY=***&Auth_Token=***&ddsource=x"
-        "&u=me&p=***&Pass=***"
+        "&u=me&p=***&Pass=***&sig=***&PWD=***"
     )
     assert out == f"Successfully added drain {masked}\n"
     code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
     assert [d["url"] for d in json.loads(out)] == [masked]
+
+
+def test_an_empty_secret_parameter_is_shown_empty(where: dict[str, str]) -> None:
+    """A key left out (``?dd-api-key=$KEY`` with KEY unset) is nothing to mask: shown as
+    ``***``, it would pass for one that is there."""
+    url = "https://intake.example.com/v1/input?dd-api-key=&ddsource=heroku"
+    code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
+    assert (code, out) == (0, f"Successfully added drain {url}\n")
+    assert_listed_masked(where, url)
 
 
 def test_a_token_in_the_path_is_masked_as_a_password_is(where: dict[str, str]) -> None:
@@ -183,6 +193,20 @@ def test_a_token_in_the_path_is_masked_as_a_password_is(where: dict[str, str]) -
     ]
     code, out, _ = run("drain", "list", "-a", "demo", "--json", "--show-secrets", env=where)
     assert [d["url"] for d in json.loads(out)] == [sumo, loggly, words]
+
+
+def test_a_path_token_is_32_characters_or_more(where: dict[str, str]) -> None:
+    """README: a path segment of 32 or more letters, digits, -, _ or = with both letters and
+    digits among them is masked; one of 31 is not."""
+    token = "S3CRET" + "a1" * 13  # 32
+    short = "shortb" + "2b" * 12 + "2"  # 31
+    assert (len(token), len(short)) == (32, 31)
+    url = f"https://logs.example.com/in/{token}/{short}"
+    code, out, _ = run("drain", "add", url, "-a", "demo", env=where)
+    masked = f"https://logs.example.com/in/***/{short}"
+    assert (code, out) == (0, f"Successfully added drain {masked}\n")
+    code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
+    assert [d["url"] for d in json.loads(out)] == [masked]
 
 
 @pytest.mark.parametrize(
@@ -413,12 +437,23 @@ def test_a_provisioning_script_adds_and_removes_a_drain_with_each_run(
         ("HTTPS://logs.example.com", "https://logs.example.com/"),
         ("https://logs.example.com./x", "https://logs.example.com/x"),
         ("https://logs.example.com/%7Euser/x", "https://logs.example.com/~user/x"),
+        ("https://logs.example.com/a%2fb", "https://logs.example.com/a%2Fb"),
         ("https://b\u00fccher.example/x", "https://xn--bcher-kva.example/x"),
         ("http://[0:0::1]:80/x", "http://[::1]/x"),
         ("syslog+tls://logs.example.com:6514", "syslog+tls://LOGS.example.com"),
         ("syslog://logs.example.com:514", "syslog+tcp://logs.example.com:514/"),
     ],
-    ids=["host-case-port", "scheme-empty-path", "dot", "percent", "idna", "ipv6", "tls", "tcp"],
+    ids=[
+        "host-case-port",
+        "scheme-empty-path",
+        "dot",
+        "percent",
+        "escape-case",
+        "idna",
+        "ipv6",
+        "tls",
+        "tcp",
+    ],
 )
 def test_a_url_written_another_way_is_the_same_drain(
     where_with_app: tuple[dict[str, str], str], first: str, again: str
@@ -465,6 +500,7 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         ("ftp://logs.example.com/x", "unsupported drain URL scheme 'ftp'"),
         ("https:///path-only", "has no host"),
         ("syslog://logs.example.com:514/path", "takes no path"),
+        ("syslog://logs.example.com:514?x=1", "takes no path or query"),
         ("syslog+tcp://logs.example.com", "needs a port"),
         ("not a url", "not a URL"),
         ("https://logs.example.com:0/x", "port must be 1 to 65535"),
@@ -486,6 +522,7 @@ def test_urls_that_differ_where_it_matters_are_two_drains(
         "ftp",
         "no-host",
         "syslog-path",
+        "syslog-query",
         "syslog-port",
         "not-url",
         "port-0",
@@ -563,6 +600,16 @@ def test_a_long_url_removes_the_drain_written_so_of_two_an_older_herolog_kept(
     assert (code, out) == (0, f"Successfully removed drain {url}\n"), err
     listed = json.loads(run("drain", "list", "--json", env=where)[1])
     assert [d["url"] for d in listed] == [kept]
+
+
+def test_a_drain_is_found_by_its_id_in_upper_case_too(where: dict[str, str]) -> None:
+    """README: the drain's id works in either case, as an app's does."""
+    url = "https://logs.example.com/x"
+    code, out, _ = run("drain", "add", url, "-a", "demo", "--json", env=where)
+    assert code == 0
+    drain_id = json.loads(out)["id"]
+    code, out, _ = run("drain", "remove", drain_id.upper(), "-a", "demo", env=where)
+    assert (code, out) == (0, f"Successfully removed drain {url}\n")
 
 
 def test_removing_what_is_not_there(where: dict[str, str]) -> None:
