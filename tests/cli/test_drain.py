@@ -241,6 +241,7 @@ def test_plain_drain_lists_every_app(where: dict[str, str]) -> None:
     assert code == 0
     headers = [x for x in out.splitlines() if x.startswith("===")]
     assert headers == ["=== one Drains", "=== two Drains"]
+    assert "\n\n=== two Drains\n\nhttps://b.example/x (d." in out  # as heroku drains
 
 
 def test_plain_drain_works_on_the_server_of_herolog_url(tmp_path: Path) -> None:
@@ -287,7 +288,7 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
         """``drain -a demo``'s output once the drain's last error is ``error`` at ``at``."""
         store = open_store()  # the server's store too
         try:
-            failed = Delivery(3, 0, True, error, at)
+            failed = Delivery(12345, 0, True, error, at)
             assert store.save_deliveries({json.loads(added)["id"]: failed})
         finally:
             store.close()
@@ -297,6 +298,10 @@ def test_the_last_error_reads_the_same_locally_and_through_a_server(
 
     out = listed("503 Service Unavailable", "2026-12-04T10:00:01.123456Z")
     assert out.endswith(", last error 2026-12-04T10:00:01Z: 503 Service Unavailable\n"), out
+    assert "  delivered 12,345, dropped 0, " in out, out
+    # Failing now: retrying, where a server forwards it; locally, where none runs, not forwarded.
+    state = "retrying" if "HEROLOG_URL" in where else "not forwarded: no herolog serve runs"
+    assert f", {state}" in out, out
     # A store an older herolog wrote may hold an error without its time.
     out = listed("503 Service Unavailable", None)
     assert out.endswith(", last error ?: 503 Service Unavailable\n"), out
@@ -617,6 +622,14 @@ def test_removing_what_is_not_there(where: dict[str, str]) -> None:
     code, _, err = run("drain", "remove", "d.nope", "-a", "demo", env=where)
     assert code == 1
     assert err == "Error: demo has no drain d.nope\n"
+
+
+def test_if_exists_leaves_other_errors_errors() -> None:
+    """--if-exists takes a drain that is not there for done, not a server out of reach."""
+    args = ("drain", "remove", "https://a.example/x", "-a", "demo", "--if-exists")
+    code, out, err = run(*args, "--server", "http://127.0.0.1:9")
+    assert (code, out) == (1, "")
+    assert err == "Error: cannot reach http://127.0.0.1:9: connection refused\n"
 
 
 def test_removing_from_no_store_makes_none(herolog_home: Path, tmp_path: Path) -> None:
