@@ -150,6 +150,10 @@ UNTAKEN = ["--host", "192.0.2.1", "--insecure-no-auth"]
         (["serve", "--port", "-1"], "'--port'"),
         (["serve", "--syslog-port", "65536"], "'--syslog-port'"),
         (["serve", "--max-body", "10"], "'--max-body'"),
+        (
+            ["serve", "--history", "10000001"],
+            "'--history': 10000001 is not in the range 1<=x<=10000000",
+        ),
         (["serve", "--drain-buffer", "0"], "'--drain-buffer'"),
         (["serve", "--body-timeout", "0"], "'--body-timeout'"),
         (["serve", "--body-timeout", "soon"], "'--body-timeout'"),
@@ -491,6 +495,7 @@ def test_a_serve_port_in_use_from_the_environment_names_the_variable() -> None:
         line = one_error_line(err)
         assert line.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
         assert line.endswith(" (--port came from $HEROLOG_PORT)")
+        assert err == f"{line}\n"  # what serve was given, not how to call it: no usage text
         code, err = invoke("serve", "--syslog-port", str(port), env={"HEROLOG_PORT": "0"})
         assert code == 2, err
         assert one_error_line(err).endswith(f":{port}: Address already in use")
