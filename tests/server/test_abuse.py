@@ -421,10 +421,72 @@ def test_headers_over_the_limit_get_431(strict: Running, pieces: int, whole: boo
                 time.sleep(0.005)
         answer = read_until_closed(sock)
     assert status(answer) == 431
-    assert f"over the {MAX_HEADER_BYTES:,}-byte limit".encode() in answer
+    assert b"over the 65,536-byte limit" in answer  # README's 64 KiB
     assert strict.lines("demo") == []
     assert strict.server.stats.responses[431] == 1
     assert strict.server.stats.requests == 0
+
+
+def test_a_body_that_goes_on_with_a_tls_handshake_byte_is_no_tls_client(
+    make_server: ServerFactory,
+) -> None:
+    """Only a connection's first bytes can be a TLS handshake: the rest of a body, in a read
+    of its own, may begin with 0x16 (a control character in a message) and is stored."""
+    running = make_server()
+    message = "before\x16after"
+    payload = body(message)
+    split = payload.index(b"\x16")
+    with socket.create_connection(("127.0.0.1", running.server.http_port or 0), timeout=30) as sock:
+        sock.sendall(
+            b"POST /apps/demo/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/logplex-1\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload[:split])
+        )
+        time.sleep(0.2)  # in a read of its own, as it would come over a slow network
+        sock.sendall(payload[split:])
+        answer = read_until_closed(sock)
+    assert status(answer) == 204
+    assert [line.message for line in running.lines("demo")] == [f"{message} 0"]
+
+
+def send_padded_chunks(port: int, payload: bytes, padding: int) -> bytes:
+    """Post ``payload`` chunked, in 1 KiB chunks sent one at a time, each with a chunk
+    extension of ``padding`` bytes (RFC 9112 7.1.1), framing that is no part of the body;
+    what the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # refused, and closed, before the end
+            sock.sendall(
+                b"POST /apps/demo/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                b"Content-Type: application/logplex-1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for start in range(0, len(payload), 1024):
+                piece = payload[start : start + 1024]
+                sock.sendall(b"%x;pad=%s\r\n%s\r\n" % (len(piece), b"p" * padding, piece))
+                time.sleep(0.002)
+            sock.sendall(b"0\r\n\r\n")
+        return read_until_closed(sock)
+
+
+def test_what_follows_the_headers_may_be_twice_the_body_limit_and_no_more(
+    make_server: ServerFactory,
+) -> None:
+    """README: the connection is closed with a 413 once what follows the headers (the body
+    with its chunk framing) is over twice --max-body, with room for trailers (64 KiB); up to
+    that, a body within the limit is stored whatever its framing."""
+    running = make_server(max_body=64 << 10)
+    port = running.server.http_port or 0
+    payload = body("x" * 1000, n=60)
+    assert len(payload) <= 64 << 10
+    limit = 2 * (64 << 10) + (64 << 10)
+    # 60 chunks of 2.6 KiB: over --max-body and the 64 KiB, within the limit
+    assert status(send_padded_chunks(port, payload, 1600)) == 204
+    assert len(running.lines("demo")) == 60
+    # 60 chunks of 9 KiB: over the limit, even leaving out what the server's first read of
+    # the connection takes (up to 256 KiB), which is not counted
+    answer = send_padded_chunks(port, payload, 8000)
+    assert status(answer) == 413
+    assert answer.endswith(f"the request is over the {limit:,}-byte limit\n".encode())
+    assert len(running.lines("demo")) == 60
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first-header", "after-host"])
