@@ -148,6 +148,8 @@ def test_api_key_required(shared_api: Running, headers: dict[str, str]) -> None:
         response = web.request(method, shared_api.url + path, headers=headers, json={})
         assert response.status_code == 401, (method, path)
         assert response.json()["id"] == "unauthorized"
+        # RFC 9110 11.6.1: a 401 says which scheme would do
+        assert response.headers["www-authenticate"] == 'Bearer realm="herolog"'
 
 
 def test_basic_auth_with_the_key_as_password(shared_api: Running) -> None:
@@ -380,6 +382,7 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
         ({"lines": -1}, "lines must be"),
         ({"lines": "5"}, "lines must be"),
         ({"lines": 1.5}, "lines must be"),
+        ({"lines": True}, "lines must be"),  # JSON's true is no number, though Python's is
         ({"tail": "yes"}, "tail must be"),
         ({"source": 5}, "source must be"),
         ({"grep": ["("]}, "bad regular expression"),
@@ -998,6 +1001,9 @@ def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) ->
     assert head.status_code == 200
     assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert head.content == b""
+    assert head.headers["x-accel-buffering"] == "no"  # README: nginx passes a tail through
+    shouted = web.head(url, headers={"Accept": "Text/Event-Stream"})  # RFC 9110: any case
+    assert shouted.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert web.head(url.replace("sig=", "sig=x")).status_code == 404  # the secret counts
     assert read_text(url) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
     assert web.head(url).status_code == 404  # a GET used it up
@@ -1243,6 +1249,12 @@ def test_a_compressed_json_body_is_refused_as_such(shared_api: Running, encoding
         headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "identity"},
     )
     assert response.status_code == 201, response.text
+    response = web.post(  # Heroku's own JSON type, as an API client may label its body
+        shared_api.url + "/apps/demo/log-sessions",
+        content=b'{"lines": 1}',
+        headers={**AUTH, "Content-Type": "application/vnd.heroku+json; version=3"},
+    )
+    assert response.status_code == 201, response.text
 
 
 def test_odd_session_requests(shared_api: Running) -> None:
@@ -1254,6 +1266,9 @@ def test_odd_session_requests(shared_api: Running) -> None:
             "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
         ]
         url = session(shared_api, lines=1)
+    # An empty source or dyno (heroku logs -s "") is none given: no filter.
+    url = session(shared_api, lines=1, source="", dyno="")
+    assert read_text(url) == ["2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"]
     url = session(shared_api, lines=1, tail=True)
     base, _, _ = url.partition("?")
     assert web.get(base + "?sig=%C3%A9").status_code == 404
