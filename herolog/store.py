@@ -707,11 +707,7 @@ class SQLiteStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer herolog (store schema {version};"
-                f" herolog {__version__} reads schema {SCHEMA_VERSION} and older): upgrade"
-                " herolog to use it"
-            )
+            raise self._newer(version)
         # Readers read any known schema (the lines table has not changed); writers upgrade.
         if version == SCHEMA_VERSION or (version and not create):
             self._ready = True
@@ -757,7 +753,9 @@ class SQLiteStore:
                     + _APP_IDS
                     + _OWN_NOTICES,
                 )
-            else:
+            elif version > SCHEMA_VERSION:
+                raise self._newer(version)  # a newer herolog upgraded it while this one waited
+            elif version < SCHEMA_VERSION:  # not another writer of this herolog's meanwhile
                 self._refuse_under_older_serve(version)
                 if version == 4 and not self._knows_trims():
                     # The first schema 4 (a6cfecd) had no apps.trimmed_through, which was
@@ -767,6 +765,13 @@ class SQLiteStore:
                     _execute_script(db, _MIGRATIONS[step])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(
+            f"{self.path} was written by a newer herolog (store schema {version};"
+            f" herolog {__version__} reads schema {SCHEMA_VERSION} and older): upgrade"
+            " herolog to use it"
+        )
 
     def _refuse_under_older_serve(self, version: int) -> None:
         """Leave the store at its schema while the older herolog serve that wrote it runs.

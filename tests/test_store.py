@@ -1108,6 +1108,54 @@ def test_serve_waits_for_the_lease_of_an_older_serve_it_cannot_see(
         assert version == SCHEMA_VERSION
 
 
+@pytest.mark.parametrize("then", [SCHEMA_VERSION, SCHEMA_VERSION + 1], ids=["this", "newer"])
+def test_a_writer_upgrading_takes_the_store_as_the_writer_before_it_left_it(
+    tmp_path: Path, then: int
+) -> None:
+    """Two writers of a newer herolog opening an older store together (serve restarted
+    after pip install -U, and a drain add): the one that waited for the other's write lock
+    read the schema again there, and took this herolog's own serve, whose lease the other
+    took meanwhile, for an older one ('in use by an older herolog serve (...; store schema
+    12), which cannot go on once this herolog upgrades it to schema 12'); and over a newer
+    herolog's upgrade it set the store's schema back to its own. The schema the lock's
+    holder left is taken as it is: this herolog's, used; a newer one's, refused."""
+    path = tmp_path / "logs.db"
+    _schema_10_store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the other writer, as this one reads the schema
+    serving = subprocess.Popen(["sleep", "60"])  # the other's serve, a process that runs
+    waited: list[float] = []
+
+    def other_writer_done(seconds: float) -> None:
+        if waited:
+            return
+        waited.append(seconds)
+        if then == SCHEMA_VERSION:
+            holder.execute("ROLLBACK")
+            other = SQLiteStore.open(path)  # upgrades it
+            assert other.lease(store_module.FORWARDING_LEASE, f"{serving.pid}.7f3a", 10) is None
+            other.close()
+        else:
+            holder.execute(f"PRAGMA user_version = {then}")
+            holder.execute("COMMIT")
+
+    try:
+        if then == SCHEMA_VERSION:
+            store = SQLiteStore.open(path, lock_wait=other_writer_done)
+            assert store.history == DEFAULT_HISTORY
+            store.close()
+        else:
+            with pytest.raises(StoreError, match=f"newer herolog \\(store schema {then};"):
+                SQLiteStore.open(path, lock_wait=other_writer_done)
+    finally:
+        holder.close()
+        serving.kill()
+        serving.wait()
+    assert waited
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == then
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("args", "then"),
