@@ -2444,9 +2444,11 @@ def process_exists(pid: int) -> bool:
 
 
 def _in_force(held: tuple[str, str, str], now: str) -> bool:
-    """Whether a lease (holder, start, until) is in force at ``now``."""
+    """Whether a lease (holder, start, until) is in force at ``now``. An end that is no
+    instant (a value edited by hand) is none: compared as text, 'garbage' is later than any
+    instant, a lease for ever, which no serve would take over and no upgrade wait out."""
     _, start, until = held
-    return start <= now < until
+    return start <= now < until and _INSTANT.fullmatch(until) is not None
 
 
 def _file_size(path: Path) -> int:

@@ -1108,6 +1108,39 @@ def test_serve_waits_for_the_lease_of_an_older_serve_it_cannot_see(
         assert version == SCHEMA_VERSION
 
 
+@pytest.mark.subprocess
+def test_a_lease_whose_end_is_no_instant_is_in_force_for_no_one(herolog_home: Path) -> None:
+    """A forwarding lease whose end is not an instant (a value edited by hand) was in force
+    for ever, compared as text: a serve of a newer herolog met it on an older store and
+    ended in a traceback (datetime.fromisoformat of its end, to say how long it would wait),
+    every other writer was refused 'until garbage UTC', and on a store of this schema every
+    serve stood by for it. It is a lease run out."""
+    herolog_home.mkdir()
+    path = herolog_home / "logs.db"
+    _schema_10_store(path)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('lease:forwarding', ?)",
+            ("99999.7f3a garbage",),
+        )
+    server = ServeProcess("--port", "0")
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "leased" not in err, err
+    with closing(sqlite3.connect(path)) as db, db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('lease:forwarding', ?)",
+            ("99999.7f3a 2026-12-07T12:00:00.000000Z garbage",),
+        )
+    store = SQLiteStore.open(path)
+    assert not store.leased(store_module.FORWARDING_LEASE)
+    assert store.lease(store_module.FORWARDING_LEASE, "1.abcd", 10) is None
+    store.close()
+
+
 @pytest.mark.parametrize("then", [SCHEMA_VERSION, SCHEMA_VERSION + 1], ids=["this", "newer"])
 def test_a_writer_upgrading_takes_the_store_as_the_writer_before_it_left_it(
     tmp_path: Path, then: int
