@@ -497,8 +497,12 @@ def _validity(der: bytes) -> tuple[datetime, datetime]:
     times = []
     for _ in range(2):
         tag, start, end = element(at)
-        # UTCTime (YYMMDDHHMMSSZ) until 2049, GeneralizedTime (YYYYMMDDHHMMSSZ) after.
+        # UTCTime (YYMMDDHHMMSSZ) from 1950 to 2049, GeneralizedTime (YYYYMMDDHHMMSSZ)
+        # outside those years (RFC 5280, 4.1.2.5).
         shape = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
-        times.append(datetime.strptime(der[start:end].decode("ascii"), shape).replace(tzinfo=UTC))
+        moment = datetime.strptime(der[start:end].decode("ascii"), shape).replace(tzinfo=UTC)
+        if tag == 0x17 and moment.year >= 2050:  # strptime's %y: 69 to 99 only are 19YY
+            moment = moment.replace(year=moment.year - 100)
+        times.append(moment)
         at = end
     return times[0], times[1]

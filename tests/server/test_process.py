@@ -1377,7 +1377,16 @@ def test_a_tls_file_too_large_for_one_is_a_one_line_error(
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
-    "when", ["expired", "not yet valid", "expiring", "valid", "short-lived", "short-lived ending"]
+    "when",
+    [
+        "expired",
+        "not yet valid",
+        "expiring",
+        "valid",
+        "valid since 1955",
+        "short-lived",
+        "short-lived ending",
+    ],
 )
 def test_a_certificate_out_of_its_validity_is_said_at_start(
     herolog_home: Path, tmp_path: Path, when: str, serve_process: Callable[..., ServeProcess]
@@ -1393,6 +1402,9 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
         "not yet valid": (now + 2 * day, now + 90 * day),
         "expiring": (now - 80 * day, now + 3 * day + 3600 * second),
         "valid": (now - day, now + 8 * day),
+        # UTCTime's years 50 to 99 are 1950 to 1999 (RFC 5280), not 2050 to 2099: it was
+        # said to be 'not valid until 2055-01-01'.
+        "valid since 1955": (datetime.datetime(1955, 1, 1, tzinfo=datetime.UTC), now + 90 * day),
         # Let's Encrypt's six-day certificates: said within a third of their lifetime.
         "short-lived": (now - day, now + 5 * day),
         "short-lived ending": (now - 4 * day, now + day + 3600 * second),
@@ -1428,6 +1440,7 @@ def test_a_certificate_out_of_its_validity_is_said_at_start(
                 " renew it, then restart serve, which reads it only as it starts\n"
             ],
             "valid": [],
+            "valid since 1955": [],
             "short-lived": [],
             "short-lived ending": [
                 f"herolog serve: the certificate in {certfile} expires on {shown}, in 1 day:"
