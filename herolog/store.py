@@ -1262,8 +1262,8 @@ class SQLiteStore:
         for (value,) in rows:
             line_id, _, term = str(value).partition(" ")
             until, _, start = term.partition(" ")  # no start: an older herolog's
-            if until <= now:
-                continue
+            if until <= now or not _INSTANT.fullmatch(until) or not line_id.isdigit():
+                continue  # run out, or a value edited by hand: a hold for ever, a traceback
             if start > now:  # lines received before the hold was taken, or a clock set back
                 if current is None:
                     from herolog import timestamps

@@ -1594,6 +1594,23 @@ def test_leases_and_trim_holds_an_older_herolog_took_hold_until_they_end(tmp_pat
     store.close()
 
 
+@pytest.mark.parametrize(
+    "hold", ["0 garbage", "x 2999-01-01T00:00:00.000000Z", "0"], ids=["end", "line", "empty"]
+)
+def test_a_trim_hold_that_is_no_hold_holds_nothing(tmp_path: Path, hold: str) -> None:
+    """A trim hold edited by hand: one whose end is not an instant held the trim for ever
+    (compared as text, 'garbage' is later than any instant), and one whose line is not a
+    number made every append a traceback."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(1)
+    fill(store, "demo", ["a"])
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("INSERT INTO meta (key, value) VALUES ('trim_hold:edited', ?)", (hold,))
+    fill(store, "demo", ["b"])
+    assert messages(store.last(LineFilter(), 10)) == ["b"]
+    store.close()
+
+
 def test_a_trim_hold_taken_before_the_clock_was_turned_back_holds_no_longer_than_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
