@@ -223,6 +223,7 @@ def test_rfc5424_senders_nil_and_real_structured_data() -> None:
             "<13>1 2024-03-05T09:14:07Z myhost user - - [INFO] not sd\n",
             "<13>1 2024-03-05T09:14:07Z myhost user - - [exampleSDID@32473] private id\n",
             "<13>1 2024-03-05T09:14:07Z myhost user - - [origin] registered id\n",
+            "<13>1 2024-03-05T09:14:07Z myhost user - - [meta] registered too\n",
             '<13>1 2024-03-05T09:14:07Z myhost user - - [a x="1"]glued\n',
             '<13>1 2024-03-05T09:14:07Z myhost user - - [bad id="unterminated] msg\n',
             '<13>1 2024-03-05T09:14:07Z myhost user - - [a x="1"]\n',
@@ -236,6 +237,7 @@ def test_rfc5424_senders_nil_and_real_structured_data() -> None:
         (None, "[INFO] not sd"),
         ("[exampleSDID@32473]", "private id"),
         ("[origin]", "registered id"),
+        ("[meta]", "registered too"),
         (None, '[a x="1"]glued'),
         (None, '[bad id="unterminated] msg'),
         ('[a x="1"]', ""),
@@ -318,6 +320,19 @@ def test_parse_syslog_single_message() -> None:
         "-",
         "'su root' failed",
     )
+
+
+@pytest.mark.parametrize("pri", [0, 191])
+def test_a_syslog_message_keeps_every_pri_syslog_has(pri: int) -> None:
+    """0 (kern.emerg) to 191 (local7.debug), newline-framed or octet-counted alike."""
+    message = f"<{pri}>1 2024-03-05T09:14:07Z myhost app web.1 - - debug detail\n".encode()
+    for line in (parse_syslog(message), parse_logplex(frame([message]))[0]):
+        assert (line.pri, line.source, line.dyno, line.message) == (
+            pri,
+            "app",
+            "web.1",
+            "debug detail",
+        )
 
 
 def test_heroku_text_lines() -> None:
@@ -1352,6 +1367,18 @@ def test_json_lines_keep_every_pri_syslog_has() -> None:
         assert line.pri == pri
     for bad in (-1, 192, True, 1.0):
         assert parse_json_line(json.dumps({**record, "message": "x", "pri": bad}).encode()) is None
+
+
+def test_json_lines_structured_data_is_escaped_as_rfc_5424_asks() -> None:
+    """--json gives structured data's values unescaped; read back (an import), they are
+    escaped again, so that a backslash, quote or bracket in a value stays that value."""
+    value = 'C:\\new\\ "quoted" [x]\\'
+    record = {"timestamp": "2024-03-05T09:14:07Z", "source": "app", "dyno": "web.1"}
+    sd = {"x@1": {"path": value}}
+    line = parse_json_line(json.dumps({**record, "message": "m", "structured_data": sd}).encode())
+    assert line is not None
+    assert line.structured_data == r'[x@1 path="C:\\new\\ \"quoted\" [x\]\\"]'
+    assert parse_structured_data(line.structured_data) == sd
 
 
 def test_a_stream_s_last_message_ends_at_a_carriage_return_too() -> None:

@@ -1264,6 +1264,7 @@ def test_the_l11_line_is_a_json_record_as_the_readme_describes_it(
     assert record["message"].startswith("Error L11 (Tail buffer overflow)")
     assert (record["id"], record["app"]) == (0, app or "")
     assert (record["source"], record["dyno"], record["attributes"]) == ("heroku", "logplex", {})
+    assert record["pri"] == 172  # local5.warning, Logplex's own lines' (L10 too)
     assert json.loads(format_json(lines[1]))["id"] == 21
 
 
