@@ -89,7 +89,9 @@ def test_header_colours_preset_and_stable_across_processes() -> None:
     assert [
         header_color(n) for n in ("run", "router", "web", "postgres", "heroku-postgres")
     ] == list(HEADER_COLORS[:5])
-    assert header_color("worker") in HEADER_COLORS[5:]
+    # Any other name gets one of the five bold colours, never a preset's.
+    for name in ("worker", "clock", "scheduler", "release", "beat"):
+        assert header_color(name) in HEADER_COLORS[5:], name
     script = "from herolog.render import header_color; print(header_color('worker'), header_color('clock'))"
     runs = {
         subprocess.run(
@@ -160,6 +162,12 @@ def test_router_line_key_value_colours_keep_the_text_exactly() -> None:
     assert got["503"] == FAILURE
     assert got["at="] == DIM
     assert got['timeout"'] == DIM
+
+
+def test_router_connect_and_service_times_are_coloured_alike() -> None:
+    line = stored("connect=1ms service=650ms status=200", source="heroku", dyno="router")
+    got = styles(line)
+    assert (got["1ms"], got["650ms"]) == (SUCCESS, WARNING)
 
 
 @pytest.mark.parametrize(
@@ -555,6 +563,17 @@ def test_records_sent_to_herolog_clients_are_the_fields_dumped_by_json(
     # decoded with replacement).
     if not any(0xD800 <= ord(c) < 0xE000 for c in "".join(map(str, line))):
         assert decode_record(record) == line_sent._replace(msgid=line.msgid if msgid else None)
+
+
+@pytest.mark.parametrize("index", [0, 7])
+def test_a_record_with_true_or_false_for_a_number_is_no_herolog_record(index: int) -> None:
+    """JSON's true and false are no id or pri (Python's bools are ints): a server that
+    sends them is not herolog."""
+    fields = json.loads(encode_record(stored("hi")))
+    for value in (True, False):
+        fields[index] = value
+        with pytest.raises(ValueError, match="not a herolog log record"):
+            decode_record(json.dumps(fields))
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-8-sig"])

@@ -1511,7 +1511,7 @@ def test_a_message_cannot_send_a_terminal_control_sequences(
     message's colours are kept (apps colour their logs, and heroku logs shows them), and
     reset at the line's end."""
     evil = "title \x1b]0;pwned\x07 clear \x1b[2J hidden\rapp[api]: \x1b[31mred\x9b6n"
-    fill(store, "demo", [evil, "windows line\r"], dyno="web.1")
+    fill(store, "demo", [evil, "windows line\r", "tab\tkept del\x7f"], dyno="web.1")
     code, data = on_a_terminal("logs", *args)
     assert code == 0
     text = data.decode()
@@ -1521,6 +1521,7 @@ def test_a_message_cannot_send_a_terminal_control_sequences(
     assert shown in text
     assert "\x1b[31mred\\x9b6n\x1b[0m\r\n" in text  # the terminal's \r\n for \n
     assert "windows line\r\r\n" in text  # a line's closing \r does no harm
+    assert "tab\tkept del\\x7f\r\n" in text  # DEL is a control character too
     # Into a pipe the line stays exactly as it was sent.
     code, out, _ = run("logs")
     assert (code, out.count(f"app[web.1]: {evil}\n")) == (0, 1)
