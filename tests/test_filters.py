@@ -108,6 +108,12 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wanted=LineFilter(grep=(re.compile("GE."),), exclude=(re.compile("a.b"),)),
     count=2,
 )
+# A pattern found inside the message, not at its start; a source that starts another's name.
+@example(
+    rows=[("demo", "app", "web.1", "GET", 0), ("demo", "apps", "web.1", "GET", 0)],
+    wanted=LineFilter(source="app", grep=(re.compile(r"T \d"),)),
+    count=2,
+)
 def test_matches_agrees_with_the_store(
     tmp_path: Path,
     empty_store: Path,
@@ -178,6 +184,8 @@ REFUSED = [
     # Cases as re folds them: I and i match the dotless \u0131 too, as casefold does not say
     (r"(?i)(ib|\u0131b)+c", REPEATS_A_CHOICE),
     (r"(?i)(\u0131+I)+c", REPEATS_A_REPETITION),
+    # Classes that share only characters past the first 2,048 code points (hiragana are \w)
+    (r"(?:[\u3041-\u3093]+\w)+$", REPEATS_A_REPETITION),
 ]
 FINE = [
     r"status=5\d\d",
@@ -187,6 +195,7 @@ FINE = [
     r"(ab)+",
     r"(a*+)+",
     r"(?>a+)+",
+    r"(?:(a|a)++b)*c",  # a possessive repeat is never backtracked into, inside another too
     r"(a+)?",
     r"(?:\w+\s?)*+",  # the README's possessive form
     r"(foo|bar)+",
