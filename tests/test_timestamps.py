@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import example, given
 
-from herolog.parser import Received
+from herolog.parser import Received, parse_syslog
 from herolog.timestamps import normalize, parse_user_time, to_heroku, to_instant
 from tests.helpers import RFC3339_PARTS, rfc3339
 
 NOW = datetime(2024, 3, 5, 12, 0, 0, tzinfo=UTC)
+RECEIVED = Received("2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000006Z")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,11 @@ def test_local_user_times_across_a_dst_change_are_read_as_zoneinfo_reads_them(
     assert wrong == []
 
 
-@pytest.mark.parametrize("bad", ["yesterday-ish", "10", "10 parsecs", "", "m10", "2024-13-01"])
+@pytest.mark.parametrize(
+    "bad",
+    # A duration with more after it ("1h30": 30 what?) is no duration either.
+    ["yesterday-ish", "10", "10 parsecs", "", "m10", "2024-13-01", "1h30", "10m ago"],
+)
 def test_bad_user_times(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a time"):
         parse_user_time(bad, NOW)
@@ -102,6 +107,21 @@ def test_bad_user_times(bad: str) -> None:
 )
 def test_not_rfc3339(bad: str) -> None:
     assert normalize(bad) is None
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_timestamp_past_the_ends_of_the_calendar_in_utc_is_none(stamp: str) -> None:
+    """Year 1 or 9999 with an offset that takes it past them in UTC: a line with it is kept
+    whole, as one whose timestamp herolog cannot read, not an error of the intake."""
+    assert normalize(stamp) is None
+    message = f"<13>1 {stamp} myhost app web.1 - - hi"
+    line = parse_syslog(message.encode(), RECEIVED)
+    assert (line.source, line.dyno, line.message, line.time) == (
+        "unknown",
+        "unknown",
+        message,
+        RECEIVED.time,
+    )
 
 
 def test_instant_strings_sort_like_time() -> None:
