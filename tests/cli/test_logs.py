@@ -629,6 +629,10 @@ def test_num_above_history_is_a_usage_error(demo: SQLiteStore) -> None:
     assert "herolog store history 1501" in err
     demo.set_history(5000)
     assert run("logs", "-n", "5000")[0] == 0
+    # The most a store keeps may still be asked for: raise the history to it.
+    code, _, err = run("logs", "-n", "10000000")
+    assert code == 2
+    assert "(raise that with: herolog store history 10000000)" in err
 
 
 @pytest.mark.parametrize(("history", "kept"), [(1, "1 line"), (2, "2 lines")])
