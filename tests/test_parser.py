@@ -29,6 +29,7 @@ from herolog.parser import (
     parse_syslog,
 )
 from tests.helpers import fixture_view
+from tests.helpers import line as stored_line
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "logplex-cases.json").read_text()
@@ -270,6 +271,24 @@ def test_structured_data_names_over_32_characters_are_message_and_forwarded_as_i
         assert (line.structured_data, line.message) == (None, f"{sd} hi")
         sent = format_syslog(line, "d.token")
         assert sent == f"{head} d.token user 1 - - {sd} hi\n".encode()
+
+
+def test_a_line_sent_on_keeps_to_rfc_5424_s_field_limits_and_app_output_s_pri() -> None:
+    """What a drain receives: a line with no PRI goes as local7.info (190), as app output
+    does on Heroku; APP-NAME, PROCID and MSGID over RFC 5424's 48, 128 and 32 characters go
+    cut to them for a syslog drain, whose strict receivers refuse longer ones, and whole in
+    Logplex's form, which takes them. (A fuzz test drew such lines only now and then.)"""
+    base = stored_line("hi")
+    long = base._replace(pri=None, source="s" * 60, dyno="d" * 200, msgid="m" * 40)
+    head = f"1 {base.timestamp}"
+    assert format_syslog(long, "d.token") == (
+        f"<190>{head} d.token {'s' * 48} {'d' * 128} {'m' * 32} - hi\n".encode()
+    )
+    assert format_syslog(long) == f"<190>{head} host {'s' * 60} {'d' * 200} - hi\n".encode()
+    exact = base._replace(source="s" * 48, dyno="d" * 128, msgid="m" * 32)
+    assert format_syslog(exact, "d.token") == (
+        f"<190>{head} d.token {'s' * 48} {'d' * 128} {'m' * 32} - hi\n".encode()
+    )
 
 
 def test_structured_data_values_unescape() -> None:
