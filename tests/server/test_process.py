@@ -1461,7 +1461,8 @@ def test_a_certificate_expiring_while_serve_runs_is_said_then(
     import datetime
 
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    not_after = now + datetime.timedelta(seconds=3)
+    # Long enough for serve to start on a loaded machine before it expires.
+    not_after = now + datetime.timedelta(seconds=8)
     issued = trustme.CA().issue_cert(
         "127.0.0.1", not_before=now - datetime.timedelta(days=30), not_after=not_after
     )
