@@ -1032,6 +1032,11 @@ def test_no_writer_upgrades_the_store_of_an_older_serve_still_running(
     store.close()
 
 
+LEASE_LEFT_S = 5.0
+"""What is left of an older serve's lease as a test starts: long enough for a serve to start
+on a loaded machine before it runs out."""
+
+
 def _lease_of_a_serve_gone(path: Path, seconds: float, pid: int | None = None) -> tuple[int, str]:
     """The forwarding lease of an older serve that is gone (its pid, reaped, is no process
     here, as one in another container is not), in force for ``seconds`` more: its pid and
@@ -1066,12 +1071,12 @@ def test_serve_waits_for_the_lease_of_an_older_serve_it_cannot_see(
     herolog_home.mkdir()
     path = herolog_home / "logs.db"
     _schema_10_store(path)
-    pid, until = _lease_of_a_serve_gone(path, 2.0)
+    pid, until = _lease_of_a_serve_gone(path, LEASE_LEFT_S)
     renewing = threading.Event()
 
     def renew() -> None:
         while not renewing.wait(0.3):
-            _lease_of_a_serve_gone(path, 2.0, pid)
+            _lease_of_a_serve_gone(path, LEASE_LEFT_S, pid)
 
     renewer = threading.Thread(target=renew)
     if renewed:
