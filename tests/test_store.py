@@ -673,6 +673,20 @@ def test_frame_ids_stored_through_one_store_are_seen_by_another_on_the_same_file
     assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
 
 
+def test_every_frame_id_of_a_large_group_is_seen_by_the_next_process(tmp_path: Path) -> None:
+    """A group commit of more batches than one INSERT of ids takes (serve under load): a
+    retry of any of them, once serve has restarted, is not stored again."""
+    path = tmp_path / "logs.db"
+    one = SQLiteStore.open(path)
+    batches = [Batch("demo", [line(f"m{i}")], frame_id=f"F{i}") for i in range(600)]
+    assert one.append(batches) == [1] * 600
+    one.close()
+    two = SQLiteStore.open(path)
+    assert two.append(batches) == [0] * 600
+    assert two.apps()[0].lines == 600
+    two.close()
+
+
 def test_a_store_opened_after_every_frame_id_was_pruned_adds_ids_the_others_see(
     tmp_path: Path,
 ) -> None:
@@ -850,6 +864,44 @@ def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None
     store.hold_trim("s2", g - 1, seconds=60)  # a second server has not handed out g yet
     fill(store, "demo", ["j"])
     assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i", "j"]  # the lowest counts
+
+
+def test_a_mark_below_lines_a_trim_hold_keeps_or_at_the_newest_trimmed_is_exact(
+    tmp_path: Path,
+) -> None:
+    """An app past its history whose every line a server has yet to read back loses none of
+    them, and no trim is recorded for it: a reader's mark (lines_through) below them is
+    exact; so is one at the newest line a trim took."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    store.set_history(3)
+    fill(store, "other", ["o1", "o2", "o3"])
+    handed_out = store.newest_id()
+    store.hold_trim("s1", handed_out, seconds=60)
+    fill(store, "demo", ["a", "b", "c", "d"])
+    assert messages(store.last(LineFilter(app="demo"), 10)) == ["a", "b", "c", "d"]
+    assert store.lines_through("demo", handed_out - 1) == 0
+    assert store.lines_through("demo", store.newest_id()) == 4
+    store.release_trim_hold("s1")
+    fill(store, "demo", ["e"])  # a and b go now, the newest of them at the mark: still exact
+    b = handed_out + 2
+    assert messages(store.last(LineFilter(app="demo"), 10)) == ["c", "d", "e"]
+    assert store.lines_through("demo", b) == 2
+    store.close()
+
+
+def test_a_reader_behind_an_app_forgotten_counts_every_line_it_had_not_read_as_lost(
+    tmp_path: Path,
+) -> None:
+    """None of them trimmed before: the forgotten app's newest line is what bounds them,
+    before the app is made anew and after."""
+    store = SQLiteStore.open(tmp_path / "logs.db")
+    mark = store.lines_through("demo", 0)
+    fill(store, "demo", ["a", "b", "c"])
+    assert store.forget_app("demo") == 3
+    assert store.trimmed_past("demo", 0, store.newest_id(), mark) == (3, 3)
+    fill(store, "demo", ["d"])
+    assert store.trimmed_past("demo", 0, store.newest_id(), mark) == (3, 4)
+    store.close()
 
 
 def test_a_forget_notes_the_lines_a_server_had_not_read_until_every_server_has(
@@ -1521,6 +1573,9 @@ def test_a_lease_its_holder_stops_renewing_runs_out_and_another_takes_it(tmp_pat
     assert not store.leased("forwarding")
     assert store.lease("forwarding", "next", 10) is None
     assert store.lease("forwarding", "killed", 10) == "next"
+    assert store.lease("forwarding", "next", 10) is None  # renewed while in force
+    store.release_lease("forwarding", "killed")  # the killed one's, run out: not "next"'s
+    assert store.lease("forwarding", "third", 10) == "next"
     store.close()
 
 

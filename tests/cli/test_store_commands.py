@@ -101,6 +101,16 @@ def test_store_history_show_and_set(herolog_home: Path) -> None:
         assert "Traceback" not in err
 
 
+def test_lowering_the_history_by_one_line_drops_the_oldest(herolog_home: Path) -> None:
+    fill(open_store(), "demo", ["1", "2", "3"])
+    code, _, err = invoke("store", "history", "2")
+    assert (code, err) == (0, "The store keeps 2 lines per app.\n")
+    code, out, _ = invoke("store", "info")
+    assert out.endswith("Apps:\n  demo          2 lines\n"), out
+    shown = invoke("logs", "-a", "demo")[1]
+    assert [x.rsplit(" ", 1)[-1] for x in shown.splitlines()] == ["2", "3"], shown
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("args", "then"),
