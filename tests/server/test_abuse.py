@@ -589,6 +589,24 @@ def test_a_query_string_too_long_for_one_line_is_said_in_the_singular(
     )
 
 
+def test_query_parameters_may_come_to_max_body_exactly_counted_in_bytes(
+    make_server: ServerFactory,
+) -> None:
+    """The limit is on more than --max-body of attributes, counted as the bytes the store
+    writes: 100 lines of 1,000 bytes each under a 100,000-byte limit are stored; a query
+    string of two-byte characters, 1,001 bytes on each line although 505 characters, is
+    refused."""
+    running = make_server(max_body=100_000)
+    body = b"1 x" * 100
+    exact = running.post("demo", body, params={"a": "x" * 991})  # {"a": "x..."}: 1,000 bytes
+    assert exact.status_code == 204, exact.text
+    assert len(running.lines("demo")) == 100
+    wide = running.post("demo", body, params={"a": "\u00e9" * 496})
+    assert wide.status_code == 413, wide.text
+    assert "(1,001 bytes) on each of the body's 100 lines" in wide.text
+    assert len(running.lines("demo")) == 100
+
+
 @pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
 def test_a_body_of_more_lines_than_a_body_may_hold_is_refused(
     make_server: ServerFactory, zipped: bool
