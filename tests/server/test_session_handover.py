@@ -137,7 +137,26 @@ def test_a_session_nobody_read_for_its_ttl_is_not_handed_over(herolog_home: Path
         url = session(first, lines=1, tail=True)
         read_once(url)
         first.server.app.sessions.ttl = 0.5
-    assert status_at_the_next_serve(herolog_home, url, wait=1.0, api_key=KEY) == 404
+    assert status_at_the_next_serve(herolog_home, url, wait=0.0, api_key=KEY) == 404
+
+
+@pytest.mark.slow
+def test_a_session_handed_over_expires_when_it_would_have(herolog_home: Path) -> None:
+    """A tail session kept for the next serve expires there its TTL after its last reader
+    went, as it would have at the serve before: not a whole TTL after the handover, nor
+    after the next serve took it."""
+    ttl = 4.0
+    with running_server(herolog_home / "logs.db", api_key=KEY) as first:
+        store_demo(first)
+        first.server.app.sessions.ttl = ttl
+        url = session(first, lines=1, tail=True)
+        read_once(url)
+        left = time.monotonic()
+        time.sleep(ttl - 2)  # idle for half its TTL as it is handed over
+    with running_server(herolog_home / "logs.db", api_key=KEY) as second:
+        time.sleep(max(0.0, left + ttl + 0.2 - time.monotonic()))
+        gone = web.get(on(second, url), headers={"Last-Event-ID": "1"})
+        assert gone.status_code == 404
 
 
 def test_a_serve_with_another_api_key_takes_no_session(herolog_home: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -159,12 +161,16 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     store.close()
 
 
-def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: Path) -> None:
+@pytest.mark.parametrize("held", [250, 1])
+def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
+    herolog_home: Path, held: int
+) -> None:
     """Lines the broadcaster skips are newer than those a slow reader's tail still holds:
     the L11 line telling of them comes after those, so that an event's id (where a client
     resumes with Last-Event-ID) is never past lines told as lost, and the mark of each
     event (herolog's client counts what was trimmed from it) is its own last line's, not
-    that plus the lines skipped after it (which the tail once sent with the L11 line first)."""
+    that plus the lines skipped after it (which the tail once sent with the L11 line first).
+    One line held is the newest handed over before the skip: the skip comes after it too."""
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
     store.set_history(100_000)
@@ -199,7 +205,7 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: P
 
         await append("a", 10)  # taken: the write of its event waits
         await asyncio.sleep(0.05)
-        await append("b", 250)  # waiting in the tail's buffer
+        await append("b", held)  # waiting in the tail's buffer
         broadcaster.max_behind = 100
         await append("c", 500)  # skipped
         await append("d", 5)
@@ -215,7 +221,7 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: P
     shown = [d.split(": ", 1)[1] for d in data if ": " in d]
     at = next(i for i, d in enumerate(shown) if "L11" in d)
     assert "This tail session dropped 500 messages since" in shown[at]
-    assert shown[at - 1 : at + 2 : 2] == ["b249", "d0"]
+    assert shown[at - 1 : at + 2 : 2] == [f"b{held - 1}", "d0"]
     marks = [(int(i), int(m)) for i, m in re.findall(r"^data: (\d+) (\d+)$", text, re.M)]
     assert len(marks) > 3
     for line_id, mark in marks:
@@ -223,17 +229,87 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(herolog_home: P
     store.close()
 
 
-def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(herolog_home: Path) -> None:
+def test_lines_lost_in_two_seconds_are_told_since_the_first(herolog_home: Path) -> None:
+    """A reader that does not read loses lines its buffer drops, then lines the broadcaster
+    skips, then the buffer drops the lines held before that skip: the L11 line that tells of
+    them all gives when the first was lost, not when the last were."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> tuple[list[bytes], datetime]:
+        sessions = Sessions(path, tail_buffer=50, poll_interval=0.01)
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
+        sessions.add(session)
+        written: list[bytes] = []
+        gate = asyncio.Event()
+        gate.set()
+
+        async def write(data: bytes) -> None:
+            await gate.wait()  # a client whose socket is full: the write waits
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        broadcaster = sessions.broadcaster
+        while not any(getattr(s, "live", False) for s in broadcaster.subscribers):
+            await asyncio.sleep(0.01)
+        gate.clear()
+
+        async def append(name: str, count: int) -> None:
+            batch = [line(f"{name}{i}") for i in range(count)]
+            await asyncio.to_thread(store.append, [Batch("demo", batch)])
+            newest = store.newest_id()
+            while broadcaster.position < newest:
+                await asyncio.sleep(0.01)
+
+        await append("a", 1)  # taken: the write of its event waits
+        await asyncio.sleep(0.05)
+        await append("b", 100)  # 50 dropped
+        await asyncio.sleep(1 - time.time() % 1)  # L11 names whole seconds: the rest later
+        later = datetime.fromtimestamp(int(time.time()), UTC)
+        broadcaster.max_behind = 100
+        await append("c", 500)  # skipped, after the 50 held
+        broadcaster.max_behind = 100_000
+        await append("d", 50)  # the 50 held dropped: the skip is before every line held now
+        gate.set()
+        await until_written(written, b"d49", 300)
+        reader.stop()
+        await task
+        await sessions.close()
+        return written, later
+
+    chunks, later = asyncio.run(scenario())
+    store.close()
+    data, _ = _events(chunks)
+    shown = [d.split(": ", 1)[1] for d in data]
+    overflow = [d for d in shown if "L11" in d]
+    assert len(overflow) == 1, overflow
+    m = re.search(r"This tail session dropped 600 messages since (\S+)\.$", overflow[0])
+    assert m, overflow[0]
+    assert datetime.fromisoformat(m.group(1)) < later
+    assert [d for d in shown if "L11" not in d] == ["a0"] + [f"d{i}" for i in range(50)]
+
+
+@pytest.mark.parametrize("lost", ["skipped", "dropped"])
+def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(
+    herolog_home: Path, lost: str
+) -> None:
     """A tail not live yet is told of lines the broadcaster skips (or drops) by reading the
     store again; a skip while it was sending where its catch-up ended (its mark, its id)
-    came after the last look and was passed over: 500 lines neither shown nor told (L11)."""
+    came after the last look and was passed over: 500 lines neither shown nor told (L11).
+    So are the lines its buffer drops then, past its length: told as lost (L11) to no one,
+    they are the store's to send, and a tail that went live with the 50 it held lost 450."""
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
     store.set_history(100_000)
     store.append([Batch("demo", [line("before")])])
 
     async def scenario() -> list[bytes]:
-        sessions = Sessions(path, poll_interval=0.01)
+        sessions = Sessions(
+            path, poll_interval=0.01, tail_buffer=50 if lost == "dropped" else 10_000
+        )
         session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
         sessions.add(session)
         written: list[bytes] = []
@@ -252,13 +328,14 @@ def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(herolog_home:
         reader = Reader()
         reader.wants_marks = True
         broadcaster = sessions.broadcaster
-        broadcaster.max_behind = 100
+        if lost == "skipped":
+            broadcaster.max_behind = 100
         task = asyncio.create_task(sessions.stream(session, write, reader, None))
         await held.wait()
         batch = [line(f"c{i}") for i in range(500)]
         await asyncio.to_thread(store.append, [Batch("demo", batch)])
         newest = store.newest_id()
-        while broadcaster.position < newest:  # skipped
+        while broadcaster.position < newest:  # skipped, or handed over: 450 dropped
             await asyncio.sleep(0.01)
         gate.set()
         await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
