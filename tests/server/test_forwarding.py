@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -270,6 +270,63 @@ def test_a_second_overflow_is_told_since_its_own_first_drop(make_server: ServerF
         assert [x[: len(prefix)] for x in told] == [prefix, prefix]
         first, second = (datetime.fromisoformat(x[len(prefix) : -1]) for x in told)
         assert second > first
+    finally:
+        down.close()
+
+
+def test_lines_handed_over_behind_a_batch_in_flight_are_cut_to_the_buffer_after_it(
+    make_server: ServerFactory,
+) -> None:
+    """Lines handed over while a batch is in flight may pass the drain's buffer for a while;
+    as the next batch is taken, what waits behind it is cut to --drain-buffer lines, the
+    oldest dropped and told (L10). Lines of 100 KB make a batch of one line each."""
+    stuck = HTTPSink(hang=threading.Event())
+    try:
+        running = make_server(drain_buffer=10)
+        add_drain(running, "demo", stuck.url())
+        post(running, "demo", [line("first")])
+        wait_until(lambda: stuck.arrived, what="the batch in flight")
+        big = "x" * 100_000
+        for i in range(20):
+            post(running, "demo", [line(f"{i} {big}")])
+        drain = next(iter(running.server.app.forwarder.workers.values()))
+        wait_until(lambda: len(drain.buffer) == 20, what="the 20 lines")
+        assert stuck.hang is not None
+        stuck.hang.set()
+        wait_until(lambda: drain.delivery.delivered == 12, what="the delivery")
+        got = [x.message for x in stuck.delivered_lines()]
+        told = [x for x in got if x.startswith("Error L10 ")]
+        assert len(told) == 1
+        assert told[0].startswith("Error L10 (output buffer overflow): 9 messages dropped since ")
+        firsts = [x.split(" ")[0] for x in got if not x.startswith(("x", "Error L10 "))]
+        assert firsts == ["first", "0", *(str(i) for i in range(10, 20))]
+        assert drain.delivery.dropped == 9
+    finally:
+        stuck.close()
+
+
+def test_drops_in_two_seconds_are_told_since_the_first(make_server: ServerFactory) -> None:
+    """While a drain is down its buffer drops lines now and then: the one L10 line that tells
+    of them all, as the drain is back, gives when the first was dropped, not the last."""
+    down = HTTPSink(then=503)
+    try:
+        running = make_server(drain_buffer=10)
+        add_drain(running, "demo", down.url())
+        post(running, "demo", numbered(1))  # the batch in flight, retried
+        wait_until(lambda: len(down.requests) >= 2, what="retries")
+        drain = next(iter(running.server.app.forwarder.workers.values()))
+        post(running, "demo", numbered(20, start=1))
+        wait_until(lambda: drain.untold.count == 10, what="the first drops")
+        time.sleep(1 - time.time() % 1)  # L10 names whole seconds: the next drops in a later one
+        later = datetime.fromtimestamp(int(time.time()), UTC)
+        post(running, "demo", numbered(20, start=21))
+        wait_until(lambda: drain.untold.count == 30, what="the next drops")
+        down.then = 204
+        wait_until(lambda: drain.delivery.delivered == 11, what="the delivery")
+        told = [x.message for x in down.delivered_lines() if x.dyno == "logplex"]
+        prefix = "Error L10 (output buffer overflow): 30 messages dropped since "
+        assert [x[: len(prefix)] for x in told] == [prefix]
+        assert datetime.fromisoformat(told[0][len(prefix) : -1]) < later
     finally:
         down.close()
 
@@ -846,7 +903,8 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
     input refuses frames over 10 KB); the intake stores lines of up to 1 MiB. Forwarded
     whole, one of 70 KB is over a second herolog's syslog limit (65 KiB): it closed that
     connection, and the lines sent after it were lost, though counted delivered; it would
-    now be cut there. In pieces, all of it arrives."""
+    now be cut there. In pieces, all of it arrives; one of twice 10,000 bytes in two, and
+    one of fewer characters than that whose UTF-8 is over it (6,000 é, 12,000 bytes) too."""
     first = make_server()
     second = make_server(store_path=herolog_home / "second.db", syslog_port=0, syslog_app="copy")
     sink = HTTPSink()
@@ -856,9 +914,11 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
         # 80,001 bytes, cut between characters: at 80,000 in the second byte of U+0140
         # (C5 80), which is the lowest a continuation byte can be.
         long = "é" + "x" * 69_999 + "\u0140" * 5_000
-        sent = [line("before"), line(long), line("after")]
+        exact, wide = "y" * 20_000, "é" * 6_000
+        sent = [line("before"), line(long), line(exact), line(wide), line("after")]
         post(first, "demo", sent)
-        pieces = ["before", *_cut(long, 10_000), "after"]
+        pieces = ["before", *_cut(long, 10_000), *_cut(exact, 10_000), *_cut(wide, 10_000)]
+        pieces.append("after")
         wait_until(lambda: len(second.lines("copy")) >= len(pieces), what="the syslog copy")
         assert [x.message for x in second.lines("copy")] == pieces
         wait_until(lambda: len(sink.delivered_lines()) >= len(pieces), what="the HTTP copy")
@@ -866,7 +926,7 @@ def test_long_lines_go_to_drains_in_pieces_as_logplex_sends_them(
         for request in sink.delivered():
             assert request.headers["Logplex-Msg-Count"] == str(len(request.lines))
         workers = first.server.app.forwarder.workers.values()
-        wait_until(lambda: all(w.delivery.delivered == 3 for w in workers), what="the counts")
+        wait_until(lambda: all(w.delivery.delivered == 5 for w in workers), what="the counts")
         assert "closed a syslog connection" not in second.log.getvalue()
     finally:
         sink.close()
