@@ -275,15 +275,18 @@ def test_a_proxy_herolog_cannot_use_is_one_line(
     assert err == f"Error: cannot use the proxy {proxy} from ${variable}: {why}\n"
 
 
-def test_an_unreachable_proxy_is_named_not_the_server() -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_unreachable_proxy_is_named_not_the_server(scheme: str) -> None:
+    """A proxy reached over TLS (``https://``, as curl takes one) is used as one over plain
+    HTTP is, not refused as a proxy herolog cannot use."""
     port = closed_port()
-    env = {"HTTP_PROXY": f"http://user:pr0xy-pw@127.0.0.1:{port}", "HEROLOG_API_KEY": KEY}
+    env = {"HTTP_PROXY": f"{scheme}://user:pr0xy-pw@127.0.0.1:{port}", "HEROLOG_API_KEY": KEY}
     for args in (["logs"], ["drain", "list"]):
         code, out, err = run(*args, "--server", "http://logs.example.com:8514", env=env)
         assert (code, out) == (1, "")
         assert err == (
             "Error: cannot reach http://logs.example.com:8514 through the proxy"
-            f" http://user:***@127.0.0.1:{port} ($HTTP_PROXY): connection refused\n"
+            f" {scheme}://user:***@127.0.0.1:{port} ($HTTP_PROXY): connection refused\n"
         )
 
 

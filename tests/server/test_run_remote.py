@@ -554,6 +554,48 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
 
 
 @pytest.mark.parametrize(
+    ("statuses", "stored"), [([408, 503, 204], True), ([429, 502, 500, 204], False)]
+)
+def test_refusals_that_may_pass_later_are_tried_three_times(
+    statuses: list[int], stored: bool
+) -> None:
+    """408, 429 and 5xx are tried again, three tries in all as Logplex makes them, 0.25 s
+    and then 0.5 s after the try before, the batch keeping its Logplex-Frame-Id."""
+    import http.server
+
+    frame_ids: list[str] = []
+
+    class Answering(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            frame_ids.append(self.headers["Logplex-Frame-Id"])
+            self.send_response(statuses.pop(0))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=other.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
+    waits: list[float] = []
+    sender = IntakeSender(f"http://127.0.0.1:{other.server_address[1]}", "demo", sleep=waits.append)
+    try:
+        if stored:
+            sender.send(made(1))
+        else:
+            with pytest.raises(RemoteError, match=r"refused the lines \(500 Internal Server"):
+                sender.send(made(1))
+    finally:
+        sender.close()
+        other.shutdown()
+        other.server_close()
+    assert len(frame_ids) == 3
+    assert len(set(frame_ids)) == 1
+    assert waits == [0.25, 0.5]
+
+
+@pytest.mark.parametrize(
     ("max_body", "before", "size"),
     [(120_000, 700, 150_000), (60_000, 700, 150_000), (60_000, 200, 70_000)],
     ids=["batches fit", "batches too big", "among others in a batch"],
