@@ -496,6 +496,52 @@ def test_apps_server_says_when_the_server_is_an_older_herolog_serve(herolog_home
     )
 
 
+@pytest.mark.parametrize("next_range", [None, "name ..; max=1000"], ids=["none", "same"])
+def test_apps_server_ends_at_a_page_that_names_no_new_next(
+    herolog_home: Path, next_range: str | None
+) -> None:
+    """A server (a proxy's cache, another program) answering 206 with no Next-Range has
+    sent its last page; one naming the page it was asked for again would be asked for ever:
+    that is said, in one line."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    page = b'[{"name": "demo", "lines": 3, "created_at": "2026-12-07T10:00:00.000000Z"}]'
+    asked: list[str] = []
+
+    class Pages(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.headers["Range"])
+            self.send_response(206)
+            self.send_header("Content-Type", "application/json")
+            if next_range is not None:
+                self.send_header("Next-Range", next_range)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = herolog_process("apps", "--server", url, env={"HEROLOG_API_KEY": KEY}, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["name ..; max=1000"]
+    if next_range is None:
+        assert (done.returncode, done.stdout, done.stderr) == (0, "demo\n", "")
+    else:
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == (
+            f"Error: {url} sent the same page of apps again ('name ..; max=1000')\n"
+        )
+
+
 def test_apps_server_with_a_wrong_path_is_not_taken_for_an_older_serve(
     herolog_home: Path,
 ) -> None:
