@@ -14,7 +14,7 @@ import pytest
 
 from herolog.filters import LineFilter
 from herolog.server.broadcast import Broadcaster
-from herolog.server.sessions import LogSession, Reader, Sessions
+from herolog.server.sessions import TAIL_BUFFER, LogSession, Reader, Sessions
 from herolog.store import Batch, SQLiteStore, StoredLine
 from tests.helpers import line, store_lines
 
@@ -28,23 +28,52 @@ def _events(chunks: list[bytes]) -> tuple[list[str], list[int]]:
 
 class LiveTail:
     """A tail session of ``wanted`` streamed to a client that takes every event at once
-    (``written``), started and live (subscribed to the broadcaster) once :meth:`start` returns."""
+    (``written``), started and live (subscribed to the broadcaster) once :meth:`start` returns;
+    or, ``stalled``, one that stops reading then (its writes wait, as on a full socket) until
+    :meth:`release`."""
 
-    def __init__(self, path: Path, wanted: LineFilter) -> None:
-        self.sessions = Sessions(path, poll_interval=0.01)
+    def __init__(
+        self,
+        path: Path,
+        wanted: LineFilter,
+        *,
+        tail_buffer: int = TAIL_BUFFER,
+        marks: bool = False,
+        stalled: bool = False,
+    ) -> None:
+        self.sessions = Sessions(path, tail_buffer=tail_buffer, poll_interval=0.01)
         self.session = LogSession(wanted, lines=0, tail=True)
         self.sessions.add(self.session)
         self.written: list[bytes] = []
         self.reader = Reader()
+        self.reader.wants_marks = marks
+        self._stalled = stalled
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     async def start(self) -> None:
         async def write(data: bytes) -> None:
+            await self._reading.wait()
             self.written.append(data)
 
         stream = self.sessions.stream(self.session, write, self.reader, None)
         self._task = asyncio.create_task(stream)
         subscribers = self.sessions.broadcaster.subscribers
         while not any(getattr(s, "live", False) for s in subscribers):
+            await asyncio.sleep(0.01)
+        if self._stalled:
+            self._reading.clear()
+
+    def release(self) -> None:
+        self._reading.set()
+
+    async def append(self, store: SQLiteStore, name: str, count: int) -> None:
+        """``count`` lines ``NAME0``, ``NAME1``... appended to ``store``'s demo app, and
+        handed out by the broadcaster (to the tail, or skipped past it)."""
+        batch = [line(f"{name}{i}") for i in range(count)]
+        await asyncio.to_thread(store.append, [Batch("demo", batch)])
+        newest = store.newest_id()
+        while self.sessions.broadcaster.position < newest:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> list[bytes]:
@@ -69,38 +98,19 @@ def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Pa
     store.append([Batch("demo", [line("before")])])
 
     async def scenario() -> list[bytes]:
-        sessions = Sessions(path, tail_buffer=50, poll_interval=0.01)
-        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
-        sessions.add(session)
-        written: list[bytes] = []
-        gate = asyncio.Event()
-        gate.set()
-
-        async def write(data: bytes) -> None:
-            await gate.wait()  # a client whose socket is full: the write waits
-            written.append(data)
-
-        reader = Reader()
-        task = asyncio.create_task(sessions.stream(session, write, reader, None))
-        while not sessions.broadcaster.subscribers or not any(
-            getattr(s, "live", False) for s in sessions.broadcaster.subscribers
-        ):
-            await asyncio.sleep(0.01)
-        gate.clear()
+        tail = LiveTail(path, LineFilter(app="demo"), tail_buffer=50, stalled=True)
+        await tail.start()
         for start in range(0, 1000, 20):  # many commits: the buffer fills while nobody reads
             batch = [line(f"n{i}") for i in range(start, start + 20)]
             await asyncio.to_thread(store.append, [Batch("demo", batch)])
             await asyncio.sleep(0.01)
         newest = store.last(LineFilter(), 1)[1]
-        while sessions.broadcaster.position < newest:  # it hands out all 1000; 50 fit
+        while tail.sessions.broadcaster.position < newest:  # it hands out all 1000; 50 fit
             await asyncio.sleep(0.01)
-        gate.set()
+        tail.release()
         await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
-        await until_written(written, b"after", 200)
-        reader.stop()
-        await task
-        await sessions.close()
-        return written
+        await until_written(tail.written, b"after", 200)
+        return await tail.stop()
 
     data, _ = _events(asyncio.run(scenario()))
     store.close()
@@ -177,44 +187,17 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     store.append([Batch("demo", [line("before")])])
 
     async def scenario() -> list[bytes]:
-        sessions = Sessions(path, poll_interval=0.01)
-        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
-        sessions.add(session)
-        written: list[bytes] = []
-        gate = asyncio.Event()
-        gate.set()
-
-        async def write(data: bytes) -> None:
-            await gate.wait()  # a client whose socket is full: the write waits
-            written.append(data)
-
-        reader = Reader()
-        reader.wants_marks = True
-        task = asyncio.create_task(sessions.stream(session, write, reader, None))
-        broadcaster = sessions.broadcaster
-        while not any(getattr(s, "live", False) for s in broadcaster.subscribers):
-            await asyncio.sleep(0.01)
-        gate.clear()
-
-        async def append(name: str, count: int) -> None:
-            batch = [line(f"{name}{i}") for i in range(count)]
-            await asyncio.to_thread(store.append, [Batch("demo", batch)])
-            newest = store.newest_id()
-            while broadcaster.position < newest:
-                await asyncio.sleep(0.01)
-
-        await append("a", 10)  # taken: the write of its event waits
+        tail = LiveTail(path, LineFilter(app="demo"), marks=True, stalled=True)
+        await tail.start()
+        await tail.append(store, "a", 10)  # taken: the write of its event waits
         await asyncio.sleep(0.05)
-        await append("b", held)  # waiting in the tail's buffer
-        broadcaster.max_behind = 100
-        await append("c", 500)  # skipped
-        await append("d", 5)
-        gate.set()
-        await until_written(written, b"d4", 300)
-        reader.stop()
-        await task
-        await sessions.close()
-        return written
+        await tail.append(store, "b", held)  # waiting in the tail's buffer
+        tail.sessions.broadcaster.max_behind = 100
+        await tail.append(store, "c", 500)  # skipped
+        await tail.append(store, "d", 5)
+        tail.release()
+        await until_written(tail.written, b"d4", 300)
+        return await tail.stop()
 
     text = b"".join(asyncio.run(scenario())).decode()
     data, _ = _events([text.encode()])
@@ -239,46 +222,23 @@ def test_lines_lost_in_two_seconds_are_told_since_the_first(herolog_home: Path) 
     store.append([Batch("demo", [line("before")])])
 
     async def scenario() -> tuple[list[bytes], datetime]:
-        sessions = Sessions(path, tail_buffer=50, poll_interval=0.01)
-        session = LogSession(LineFilter(app="demo"), lines=0, tail=True)
-        sessions.add(session)
-        written: list[bytes] = []
-        gate = asyncio.Event()
-        gate.set()
-
-        async def write(data: bytes) -> None:
-            await gate.wait()  # a client whose socket is full: the write waits
-            written.append(data)
-
-        reader = Reader()
-        task = asyncio.create_task(sessions.stream(session, write, reader, None))
-        broadcaster = sessions.broadcaster
-        while not any(getattr(s, "live", False) for s in broadcaster.subscribers):
-            await asyncio.sleep(0.01)
-        gate.clear()
-
-        async def append(name: str, count: int) -> None:
-            batch = [line(f"{name}{i}") for i in range(count)]
-            await asyncio.to_thread(store.append, [Batch("demo", batch)])
-            newest = store.newest_id()
-            while broadcaster.position < newest:
-                await asyncio.sleep(0.01)
-
-        await append("a", 1)  # taken: the write of its event waits
+        tail = LiveTail(path, LineFilter(app="demo"), tail_buffer=50, stalled=True)
+        await tail.start()
+        broadcaster = tail.sessions.broadcaster
+        await tail.append(store, "a", 1)  # taken: the write of its event waits
         await asyncio.sleep(0.05)
-        await append("b", 100)  # 50 dropped
+        await tail.append(store, "b", 100)  # 50 dropped
         await asyncio.sleep(1 - time.time() % 1)  # L11 names whole seconds: the rest later
         later = datetime.fromtimestamp(int(time.time()), UTC)
         broadcaster.max_behind = 100
-        await append("c", 500)  # skipped, after the 50 held
+        await tail.append(store, "c", 500)  # skipped, after the 50 held
         broadcaster.max_behind = 100_000
-        await append("d", 50)  # the 50 held dropped: the skip is before every line held now
-        gate.set()
-        await until_written(written, b"d49", 300)
-        reader.stop()
-        await task
-        await sessions.close()
-        return written, later
+        await tail.append(
+            store, "d", 50
+        )  # the 50 held dropped: the skip is before every line held now
+        tail.release()
+        await until_written(tail.written, b"d49", 300)
+        return await tail.stop(), later
 
     chunks, later = asyncio.run(scenario())
     store.close()
