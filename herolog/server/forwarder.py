@@ -964,8 +964,7 @@ class SyslogDrain(DrainWorker):
                     f"Error L14 (certificate validation error): drain {self.drain.token}"
                     f" {url_host(self.host, self.port)}: {error.verify_message or error.reason}",
                 )
-            message = f"TLS certificate rejected: {error.verify_message}"
-            raise DeliveryError(message, retry=True) from None
+            raise DeliveryError(_rejection(error), retry=True) from None
         except (OSError, TimeoutError, ssl.SSLError) as error:
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
             cut = _cut_handshake(error) if self.tls else None
@@ -1094,8 +1093,13 @@ def _rejected_certificate(error: BaseException) -> str | None:
     certificate verify failed: ... (_ssl.c:1006)'); None if it is not that."""
     for cause in _causes(error):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS certificate rejected: {cause.verify_message or cause.reason}"
+            return _rejection(cause)
     return None
+
+
+def _rejection(error: ssl.SSLCertVerificationError) -> str:
+    """What an https:// and a syslog+tls:// drain alike say of a certificate that failed."""
+    return f"TLS certificate rejected: {error.verify_message or error.reason}"
 
 
 def _cut_handshake(error: BaseException) -> str | None:
