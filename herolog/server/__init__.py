@@ -425,7 +425,8 @@ class Server:
         self._syslog_tls: ssl.SSLContext | None = None
         self._certificate: CertificateDates | None = None
         self._certificate_state = "valid"
-        """What serve last said of its certificate's dates (CertificateDates.state)."""
+        """What serve last said of its certificate's dates (CertificateDates.state): the
+        banner's, as the watch starts just before it, then the watch's."""
         self._certificate_watch: asyncio.TimerHandle | None = None
         self._trust_warning: str | None = None
         self._store_warning: str | None = None
@@ -643,6 +644,7 @@ class Server:
         if certificate is None:
             return
         loop = asyncio.get_running_loop()
+        self._certificate_state = certificate.state(datetime.now(UTC))  # what the banner says
 
         def look() -> None:
             now = datetime.now(UTC)
@@ -690,12 +692,8 @@ class Server:
         lines = [
             f"{scheme.upper()} drain intake on {scheme}://{shown_host}:{self.http_port}/apps/APP/logs"
         ]
-        if self._certificate is not None:
-            now = datetime.now(UTC)
-            warning = self._certificate.warning(now)
-            self._certificate_state = self._certificate.state(now)
-            if warning is not None:
-                lines.append(warning)
+        if self._certificate is not None and (warning := self._certificate.warning()):
+            lines.append(warning)
         if self._trust_warning is not None:
             lines.append(
                 f"{self._trust_warning}: https:// and syslog+tls:// drains are checked without it"
