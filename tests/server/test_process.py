@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -1256,6 +1256,34 @@ def fifo_writer(fifo: Path, proc: subprocess.Popen[str]) -> int:
     raise AssertionError("serve never opened the FIFO")
 
 
+@contextlib.contextmanager
+def serve_waiting_on_a_key_fifo(
+    tmp_path: Path,
+) -> Iterator[tuple[subprocess.Popen[str], Callable[[], None]]]:
+    """serve started in a session of its own with ``--keyfile`` a FIFO, and waiting on it:
+    the process, and what writes the key into the FIFO and closes it. Killed and reaped at
+    the block's end, the FIFO closed."""
+    certfile, keyfile, _ = own_certificate(tmp_path)
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
+    writers: list[int] = []
+
+    def send_key() -> None:
+        writer = writers.pop()
+        os.write(writer, keyfile.read_bytes())
+        os.close(writer)
+
+    try:
+        writers.append(fifo_writer(fifo, proc))
+        yield proc, send_key
+    finally:
+        proc.kill()
+        proc.communicate()
+        for writer in writers:
+            os.close(writer)
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
@@ -1265,20 +1293,9 @@ def test_a_stop_while_serve_waits_on_a_tls_file_s_pipe_stops_it_cleanly(
     <(...) waiting on a prompt) was read with serve's stops held, as it starts: a Ctrl-C or
     systemd's stop did nothing, for ever, and only SIGKILL ended it. Now either ends serve
     as a stop while it starts does, saying so, status 0."""
-    certfile, _, _ = own_certificate(tmp_path)
-    fifo = tmp_path / "key.fifo"
-    os.mkfifo(fifo)
-    proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
-    writer = None
-    try:
-        writer = fifo_writer(fifo, proc)
+    with serve_waiting_on_a_key_fifo(tmp_path) as (proc, _):
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-        proc.communicate()
-        if writer is not None:
-            os.close(writer)
     assert (proc.returncode, err) == (
         0,
         f"herolog serve: stopping: {sig.name} before it started\n",
@@ -1295,22 +1312,14 @@ def test_a_hangup_without_a_terminal_while_serve_waits_on_a_tls_file_s_pipe_is_n
     stopped it ('stopping: SIGHUP before it started', and Restart=on-failure does not start
     it again). It goes on waiting, then serves once the key comes, or stops cleanly on a
     SIGTERM, which the SIGHUP left for later must not turn into a death by SIGHUP."""
-    certfile, keyfile, _ = own_certificate(tmp_path)
-    fifo = tmp_path / "key.fifo"
-    os.mkfifo(fifo)
-    proc = serve_in_a_session("--certfile", str(certfile), "--keyfile", str(fifo))
-    assert proc.stderr is not None
-    writer = None
-    try:
-        writer = fifo_writer(fifo, proc)
+    with serve_waiting_on_a_key_fifo(tmp_path) as (proc, send_key):
+        assert proc.stderr is not None
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)  # for serve to have it before what follows
         if then == "SIGTERM":
             proc.send_signal(signal.SIGTERM)
         else:
-            os.write(writer, keyfile.read_bytes())
-            os.close(writer)
-            writer = None
+            send_key()
             said: list[str] = []
             while not any("Platform API on" in line for line in said):
                 line = proc.stderr.readline()
@@ -1319,11 +1328,6 @@ def test_a_hangup_without_a_terminal_while_serve_waits_on_a_tls_file_s_pipe_is_n
                 said.append(line)
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.communicate()
-        if writer is not None:
-            os.close(writer)
     if then == "SIGTERM":
         assert (proc.returncode, err) == (0, "herolog serve: stopping: SIGTERM before it started\n")
     else:
