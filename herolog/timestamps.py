@@ -117,10 +117,17 @@ def local(moment: datetime) -> datetime:
         shift = _TWO_DAYS if moment.year == 1 else -_TWO_DAYS
         aware = (moment + shift).astimezone() - shift
     if aware.replace(tzinfo=None) != moment:
-        # Skipped (02:30 as 02:00 became 03:00): Python gives it the offset after, which
-        # puts it an hour before the change (01:30), and its offset is the one before.
-        aware = moment.replace(tzinfo=aware.tzinfo)
+        # Skipped (02:30 as 02:00 became 03:00). Python 3.11 gives it the offset from before
+        # the change, 3.12 and later the one from after; the other is the offset the
+        # instant that the first names is read with. The clocks went forward, so the offset
+        # from before is the smaller.
+        other = (moment - _offset(aware)).replace(tzinfo=UTC).astimezone()
+        aware = moment.replace(tzinfo=min(aware, other, key=_offset).tzinfo)
     return aware
+
+
+def _offset(moment: datetime) -> timedelta:
+    return moment.utcoffset() or timedelta()
 
 
 def heroku_to_instant(timestamp: str) -> str:
