@@ -1282,7 +1282,13 @@ def parse_fields(message: str) -> dict[str, Any] | None:
                 json.dumps(value, ensure_ascii=False).encode()
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return None
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return None
+        if stripped.count("{") + stripped.count("[") > FIELDS_DEPTH and _deeper_than(
+            value, FIELDS_DEPTH
+        ):
+            return None
+        return value
     if "=" not in stripped:  # no pair: most app lines, turned away before any regex
         return None
     fields: dict[str, Any] = {}
@@ -1300,6 +1306,28 @@ def parse_fields(message: str) -> dict[str, Any] | None:
             fields[key] = quoted
         pos = m.end()
     return fields or None
+
+
+FIELDS_DEPTH = 100
+"""The deepest a JSON message may nest and still have fields. jq 1.6 (Debian 12's, Ubuntu
+22.04's) refuses a record nested past 255 levels and stops reading the stream, losing every
+line after it; Python 3.11 refused past about 1,000 levels and 3.14 reads far deeper. Log
+formats nest a few levels."""
+
+
+def _deeper_than(value: dict[str, Any], depth: int) -> bool:
+    """Whether objects and arrays nest in ``value`` (itself one level) past ``depth``."""
+    level: list[Any] = [value]
+    for _ in range(depth):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _finite_float(text: str) -> float:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 
 from fuzz import properties, strategies
 from herolog.parser import (
+    FIELDS_DEPTH,
     FrameDecoder,
     FramingError,
     format_syslog,
@@ -167,6 +168,24 @@ def test_an_octet_counted_frame_over_the_limit_is_refused_on_the_bulk_path_too()
 )
 def test_messages_that_cannot_be_printed_as_json_have_no_fields(message: str) -> None:
     assert parse_fields(message) is None
+
+
+def nested(levels: int) -> str:
+    """A JSON object whose arrays take it ``levels`` deep, next to a flat field."""
+    return '{"ok": 1, "a": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+def test_json_nested_past_the_fields_depth_has_no_fields() -> None:
+    """Whether a deep message had fields hung on Python's version (3.14 reads what 3.11 could
+    not), and a record nested past 255 levels stops jq 1.6 reading any line after it."""
+    assert parse_fields(nested(FIELDS_DEPTH)) == json.loads(nested(FIELDS_DEPTH))
+    assert parse_fields(nested(FIELDS_DEPTH + 1)) is None
+    assert parse_fields(nested(3000)) is None
+    # Many brackets, little depth: fields.
+    wide = '{"a": [' + ", ".join(["[1]"] * (FIELDS_DEPTH + 10)) + "]}"
+    assert parse_fields(wide) == json.loads(wide)
+    deep_in_b = '{"a": [[1]], "b": ' + nested(FIELDS_DEPTH) + "}"
+    assert parse_fields(deep_in_b) is None
 
 
 def test_json_fields_keep_what_json_can_print() -> None:

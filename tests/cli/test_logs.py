@@ -349,6 +349,21 @@ def test_json_times_read_as_the_readme_says(herolog_home: Path) -> None:
     assert done.stdout == f"{int(moment.timestamp())}\n"
 
 
+def test_a_deeply_nested_json_message_does_not_stop_jq(herolog_home: Path) -> None:
+    """A message of JSON nested 300 levels had its fields in the record, past the 255 levels
+    jq 1.6 reads: jq stopped at it, and printed none of the lines after it."""
+    jq = shutil.which("jq")
+    assert jq, "this test runs jq on --json: install it (apt-get install jq)"
+    deep = '{"a": ' + "[" * 299 + "]" * 299 + "}"
+    text = f"2024-03-05T10:14:07Z app[web.1]: {deep}\n2024-03-05T10:14:08Z app[web.1]: after\n"
+    assert herolog_process("import", "-", "-a", "demo", input=text).returncode == 0
+    out = herolog_process("logs", "--json").stdout
+    first, _ = map(json.loads, out.splitlines())
+    assert (first["message"], "fields" in first) == (deep, False)
+    done = subprocess.run([jq, "-r", ".message | .[:6]"], input=out, capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, '{"a": \nafter\n', "")
+
+
 def test_since_a_local_time_the_clocks_skip(herolog_home: Path) -> None:
     """In New York 02:00 became 03:00 on 8 March 2026: --since 02:30 was read as 06:30 UTC,
     before the change, and showed the line of 01:59:59; it is 02:30 EST, 03:30 EDT."""
