@@ -159,58 +159,58 @@ def show_logs(
     """
     started = timestamps.to_instant(timestamps.now())
     store = open_existing(path)
-    history = store.history if store is not None else DEFAULT_HISTORY
-    num = default_num(history) if request.num is None else request.num
-    if num > history:
+    try:
+        history = store.history if store is not None else DEFAULT_HISTORY
+        num = default_num(history) if request.num is None else request.num
+        if num > history:
+            raise HistoryExceeded(num, history)
+        last_id = 0
+        mark: int | None = None
+        app = request.wanted.app
+        if store is not None:
+            held, first, last_id, oldest = find_history(store, request.wanted, num)
+            if first is None and app is not None:
+                from herolog.drains import find_app, looks_like_id
+
+                info = find_app(store, app)
+                an_id = looks_like_id(app)
+                if info is not None and info.name != app:  # the app's id, as Heroku takes it
+                    request = replace(request, wanted=replace(request.wanted, app=info.name))
+                    held, first, last_id, oldest = find_history(store, request.wanted, num)
+                elif info is None and (not request.tail or not may_yet_come(app)):
+                    # A tail waits for an app's first line, of one that may yet come.
+                    known = [known.name for known in store.apps()]
+                    raise UnknownApp(path, app, known, an_id=an_id)
+            if request.tail and request.wanted.app is not None:
+                mark = store.lines_through(request.wanted.app, last_id)
+            if held is not None:
+                renderer.write(held)
+            elif first is not None:
+                _write_history(store, first - 1, last_id, request.wanted, renderer, started, oldest)
+        elif app is not None and (not request.tail or not may_yet_come(app)):
+            from herolog.drains import looks_like_id
+
+            raise UnknownApp(path, app, [], an_id=looks_like_id(app))
+        if not request.tail:
+            return
+        if store is None and on_waiting is not None:
+            on_waiting()
+        followed, store = store, None  # follow closes it
+        follow(
+            path,
+            followed,
+            last_id,
+            request.wanted,
+            renderer,
+            started,
+            poll_interval=poll_interval,
+            reader_gone=reader_gone,
+            say=say,
+            mark=mark,
+        )
+    finally:
         if store is not None:
             store.close()
-        raise HistoryExceeded(num, history)
-    last_id = 0
-    mark: int | None = None
-    app = request.wanted.app
-    if store is not None:
-        held, first, last_id, oldest = find_history(store, request.wanted, num)
-        if first is None and app is not None:
-            from herolog.drains import find_app, looks_like_id
-
-            info = find_app(store, app)
-            an_id = looks_like_id(app)
-            if info is not None and info.name != app:  # the app's id, as Heroku takes it
-                request = replace(request, wanted=replace(request.wanted, app=info.name))
-                held, first, last_id, oldest = find_history(store, request.wanted, num)
-            elif info is None and (not request.tail or not may_yet_come(app)):
-                # A tail waits for an app's first line, of one that may yet come.
-                known = [known.name for known in store.apps()]
-                store.close()
-                raise UnknownApp(path, app, known, an_id=an_id)
-        if request.tail and request.wanted.app is not None:
-            mark = store.lines_through(request.wanted.app, last_id)
-        if held is not None:
-            renderer.write(held)
-        elif first is not None:
-            _write_history(store, first - 1, last_id, request.wanted, renderer, started, oldest)
-    elif app is not None and (not request.tail or not may_yet_come(app)):
-        from herolog.drains import looks_like_id
-
-        raise UnknownApp(path, app, [], an_id=looks_like_id(app))
-    if not request.tail:
-        if store is not None:
-            store.close()
-        return
-    if store is None and on_waiting is not None:
-        on_waiting()
-    follow(
-        path,
-        store,
-        last_id,
-        request.wanted,
-        renderer,
-        started,
-        poll_interval=poll_interval,
-        reader_gone=reader_gone,
-        say=say,
-        mark=mark,
-    )
 
 
 def find_history(
@@ -280,38 +280,41 @@ def follow(
     version: int | None = None
     lost = ""  # "replaced", then "gone" while there is no store at the path
     shown = confirmed_at  # when the tail was last known to have missed nothing
-    while True:
-        if reader_gone():
-            raise BrokenPipeError("the reader of the output has gone")
-        now = timestamps.to_instant(timestamps.now())
-        if wanted.until is not None and now >= wanted.until:
-            if store is not None:
-                _drain(store, last_id, wanted, renderer, shown, mark)
+    try:
+        while True:
+            if reader_gone():
+                raise BrokenPipeError("the reader of the output has gone")
+            now = timestamps.to_instant(timestamps.now())
+            if wanted.until is not None and now >= wanted.until:
+                if store is not None:
+                    _drain(store, last_id, wanted, renderer, shown, mark)
+                return
+            if store is not None and store.replaced():
                 store.close()
-            return
-        if store is not None and store.replaced():
-            store.close()
-            store, lost = None, "replaced"
-        if store is None:
-            store = open_existing(path)
+                store, lost = None, "replaced"
             if store is None:
-                if lost == "replaced":
-                    say(f"the store {path} was moved or deleted; waiting for a new one...")
-                    lost = "gone"
-                sleep(poll_interval)
-                continue
-            if lost:
-                say(f"following the new store {path}")
-                lost = ""
-            last_id = store.last_id_received_before(confirmed_at)
-            mark = None if wanted.app is None else store.lines_through(wanted.app, last_id)
-            version = None
-        confirmed_at = now
-        current = store.version()
-        if current != version:
-            version = current
-            last_id, shown, mark = _drain(store, last_id, wanted, renderer, shown, mark)
-        sleep(poll_interval)
+                store = open_existing(path)
+                if store is None:
+                    if lost == "replaced":
+                        say(f"the store {path} was moved or deleted; waiting for a new one...")
+                        lost = "gone"
+                    sleep(poll_interval)
+                    continue
+                if lost:
+                    say(f"following the new store {path}")
+                    lost = ""
+                last_id = store.last_id_received_before(confirmed_at)
+                mark = None if wanted.app is None else store.lines_through(wanted.app, last_id)
+                version = None
+            confirmed_at = now
+            current = store.version()
+            if current != version:
+                version = current
+                last_id, shown, mark = _drain(store, last_id, wanted, renderer, shown, mark)
+            sleep(poll_interval)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _drain(

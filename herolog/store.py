@@ -581,6 +581,12 @@ class SQLiteStore:
         raises ends the wait before BUSY_TIMEOUT_S, nothing written, where no Ctrl-C would
         (herolog run's flusher thread)."""
 
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @classmethod
     def open(
         cls,

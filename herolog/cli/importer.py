@@ -4,12 +4,15 @@ import os
 import shlex
 import sqlite3
 import sys
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import click
 
 from herolog.cli import Interrupted
 from herolog.cli.options import app_option, checked_app
+
+if TYPE_CHECKING:
+    from herolog.store import SQLiteStore
 
 
 @click.command("import")
@@ -37,16 +40,7 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     herolog import - -a demo < drain-body.bin
     heroku logs -a demo --tail | herolog import - -a demo
     """
-    from herolog.cli import lock_waits_said, store_failed
-    from herolog.importer import (
-        Format,
-        ImportFailed,
-        ImportInterrupted,
-        NotRead,
-        import_stream,
-        imported_before,
-    )
-    from herolog.render import counted
+    from herolog.cli import lock_waits_said
     from herolog.store import open_store
 
     app = checked_app(app)
@@ -57,7 +51,23 @@ def import_command(file: BinaryIO, app: str, fmt: str) -> None:
     from herolog import config
 
     path = config.store_path()
-    store = open_store(path, lock_wait=lock_waits_said(path, "stops the import"))
+    with open_store(path, lock_wait=lock_waits_said(path, "stops the import")) as store:
+        _import(store, file, name, app, fmt)
+
+
+def _import(store: SQLiteStore, file: BinaryIO, name: str, app: str, fmt: str) -> None:
+    """Import ``file`` (called ``name`` in what is said) into ``app`` of ``store``."""
+    from herolog.cli import store_failed
+    from herolog.importer import (
+        Format,
+        ImportFailed,
+        ImportInterrupted,
+        NotRead,
+        import_stream,
+        imported_before,
+    )
+    from herolog.render import counted
+
     # What the app holds: an import past the history takes the place of its oldest lines.
     had = min(next((x.lines for x in store.apps() if x.name == app), 0), store.history)
     size = _size(file)

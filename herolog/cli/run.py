@@ -72,6 +72,9 @@ def run(app: str, dyno: str, quiet: bool, server: str | None, command: tuple[str
         exited = run_dyno(
             command, dyno, sink, echo=not quiet, on_ended=sink.ended, give_up=sink.give_up
         )
+        # Not on the way out of an exception (herolog ended at once by a second Ctrl-C):
+        # the flusher thread may be storing a batch with the store then.
+        sink.close()
     if signal.SIGINT in (exited.died_of, exited.stopped_by):
         # A Ctrl-C: herolog dies of it as the command did (and as a shell would), so that
         # a shell running herolog stops its script too; so it does of one that came while
@@ -122,6 +125,9 @@ class _LocalSink:
 
     def ended(self) -> None:
         self._ended = time.monotonic()
+
+    def close(self) -> None:
+        self._store.close()
 
     def give_up(self) -> None:
         self._given_up = True

@@ -45,8 +45,11 @@ def apps(json_output: bool, server: str | None) -> None:
             message = scrub(str(error), server)  # its password
             raise click.ClickException(message + came_from_the_environment("server")) from None
     else:
+        found = []
         store = open_existing(config.store_path())
-        found = store.apps() if store is not None else []
+        if store is not None:
+            with store:
+                found = store.apps()
     if json_output:
         click.echo(json.dumps([app._asdict() for app in found], indent=2))
     else:
@@ -70,13 +73,15 @@ def info(json_output: bool) -> None:
     path = config.store_path()
     local_only("store info", path)
     opened = open_existing(path)
-    found = opened.apps() if opened is not None else []
-    history = opened.history if opened is not None else DEFAULT_HISTORY
+    found, history, size = [], DEFAULT_HISTORY, 0
+    if opened is not None:
+        with opened:
+            found, history, size = opened.apps(), opened.history, opened.disk_size()
     details = {
         "path": str(path),
         "exists": opened is not None,
         "history": history,
-        "bytes": opened.disk_size() if opened is not None else 0,
+        "bytes": size,
         "apps": [{"name": a.name, "lines": a.lines, "created_at": a.created_at} for a in found],
     }
     if json_output:
@@ -112,12 +117,16 @@ def history(lines: int | None) -> None:
     local_only("store history", path)
     if lines is None:
         existing = open_existing(path)
-        click.echo(existing.history if existing is not None else DEFAULT_HISTORY)
+        if existing is None:
+            click.echo(DEFAULT_HISTORY)
+            return
+        with existing:
+            click.echo(existing.history)
         return
     from herolog.cli import lock_waits_said
 
-    store = open_store(path, lock_wait=lock_waits_said(path, "leaves the history as it was"))
-    store.set_history(lines)
+    with open_store(path, lock_wait=lock_waits_said(path, "leaves the history as it was")) as store:
+        store.set_history(lines)
     click.echo(f"The store keeps {counted(lines, 'line')} per app.", err=True)
 
 
@@ -144,8 +153,11 @@ def forget(app: str, confirm: str | None) -> None:
 
     path = config.store_path()
     local_only("store forget", path)
+    info = None
     existing = open_existing(path)
-    info = find_app(existing, app) if existing is not None else None
+    if existing is not None:
+        with existing:
+            info = find_app(existing, app)
     if info is None:
         raise click.ClickException(f"the store {path} has no app named {app!r}")
     name = info.name
@@ -161,8 +173,8 @@ def forget(app: str, confirm: str | None) -> None:
     if confirm != name:
         raise click.ClickException(f"{confirm!r} is not {name!r}: nothing deleted")
     try:
-        store = open_store(path, lock_wait=lock_waits_said(path, f"leaves {name} as it was"))
-        deleted = store.forget_app(name)
+        with open_store(path, lock_wait=lock_waits_said(path, f"leaves {name} as it was")) as store:
+            deleted = store.forget_app(name)
     except HasDrains as error:
         them = (
             "a drain forwards it (remove it"
