@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,8 +46,9 @@ from tests.server.conftest import ServeProcess
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore.open(tmp_path / "logs.db")
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        yield store
 
 
 def messages(found: tuple[list[StoredLine], int]) -> list[str]:

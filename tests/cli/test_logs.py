@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,8 +50,9 @@ def output(*args: str) -> list[str]:
 
 
 @pytest.fixture
-def store(herolog_home: Path) -> SQLiteStore:
-    return open_store()
+def store(herolog_home: Path) -> Iterator[SQLiteStore]:
+    with open_store() as store:
+        yield store
 
 
 @pytest.fixture
