@@ -33,6 +33,7 @@ from herolog.parser import LogLine, format_syslog, frame
 from herolog.store import SQLiteStore
 from tests import web
 from tests.helpers import (
+    bound_by_file_modes,
     constants_env,
     herolog_env,
     herolog_process,
@@ -1014,8 +1015,9 @@ def test_a_busy_ipv6_port_is_named_as_a_url_writes_it() -> None:
 
 @pytest.mark.subprocess
 def test_a_privileged_port_without_the_right_to_it_says_what_gives_it() -> None:
-    """As an unprivileged user (nobody, when the tests run as root), as a systemd unit with
-    User= runs serve."""
+    """As an unprivileged user, as a systemd unit with User= runs serve (when the tests run
+    as root: root without its capabilities, which a Python under /root can still start, where
+    nobody could not)."""
     start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
     if start <= 1:
         pytest.fail(
@@ -1026,11 +1028,10 @@ def test_a_privileged_port_without_the_right_to_it_says_what_gives_it() -> None:
     port = 443 if start > 443 else start - 1
     home = Path(tempfile.mkdtemp(prefix="herolog-nobody-"))
     home.chmod(0o777)
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     serve = [sys.executable, "-m", "herolog", "serve", "--port", str(port)]
     try:
         proc = subprocess.run(
-            [*as_nobody, *serve] if os.geteuid() == 0 else serve,
+            bound_by_file_modes(serve),
             capture_output=True,
             text=True,
             env=herolog_env(HEROLOG_HOME=str(home)),
@@ -1195,12 +1196,11 @@ def test_tls_files_serve_cannot_read_are_one_line_errors(
         locked.mkdir()
         files[option] = files[option].rename(locked / files[option].name)
         locked.chmod(0)
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     serve = [sys.executable, "-m", "herolog", "serve", "--port", "0"]
     tls = ["--certfile", str(files["--certfile"]), "--keyfile", str(files["--keyfile"])]
     try:
         proc = subprocess.run(
-            [*as_nobody, *serve, *tls] if os.geteuid() == 0 else [*serve, *tls],
+            bound_by_file_modes([*serve, *tls]),
             capture_output=True,
             text=True,
             env=herolog_env(HEROLOG_HOME=str(folder)),
