@@ -119,9 +119,9 @@ def history(lines: int | None) -> None:
         existing = open_existing(path)
         if existing is None:
             click.echo(DEFAULT_HISTORY)
-            return
-        with existing:
-            click.echo(existing.history)
+        else:
+            with existing:
+                click.echo(existing.history)
         return
     from herolog.cli import lock_waits_said
 
