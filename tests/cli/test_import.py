@@ -45,7 +45,8 @@ def invoke(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
 
 
 def stored(app: str | None = None) -> list[str]:
-    lines, _ = open_store().last(LineFilter(app=app), 100_000)
+    with open_store() as store:
+        lines, _ = store.last(LineFilter(app=app), 100_000)
     return [f"{x.timestamp} {x.source}[{x.dyno}]: {x.message}" for x in lines]
 
 
@@ -219,7 +220,8 @@ def test_an_input_without_lines_says_nothing_was_imported(content: bytes) -> Non
     code, _, err = invoke("import", "-", "-a", "demo", input=content)
     assert code == 0, err
     assert err == "Nothing imported: standard input holds no log lines.\n"
-    assert "demo" not in [app.name for app in open_store().apps()]
+    with open_store() as store:
+        assert "demo" not in [app.name for app in store.apps()]
 
 
 def test_an_empty_file_is_named(tmp_path: Path) -> None:
@@ -231,11 +233,10 @@ def test_an_empty_file_is_named(tmp_path: Path) -> None:
 
 def test_continuation_lines_join_the_message_before_them() -> None:
     invoke("import", str(EXAMPLE), "-a", "demo")
-    (traceback,) = [
-        x
-        for x in open_store().last(LineFilter(dynos=("web.2",)), 100)[0]
-        if "Traceback" in x.message
-    ]
+    with open_store() as store:
+        (traceback,) = [
+            x for x in store.last(LineFilter(dynos=("web.2",)), 100)[0] if "Traceback" in x.message
+        ]
     assert traceback.message.splitlines() == [
         "Internal Server Error: /checkout",
         "Traceback (most recent call last):",
@@ -382,7 +383,8 @@ def test_a_message_of_several_lines_under_an_unknown_header_imports_back_whole()
     the first continue it on import, as for any header."""
     text = "2024-03-05T09:14:07.418233+00:00 unknown[unknown]: first\n  second\nthird\n"
     assert invoke("import", "-", "-a", "demo", input=text.encode())[0] == 0
-    (line,) = open_store().last(LineFilter(app="demo"), 100)[0]
+    with open_store() as store:
+        (line,) = store.last(LineFilter(app="demo"), 100)[0]
     assert (line.source, line.dyno, line.message) == (
         "unknown",
         "unknown",
@@ -398,7 +400,8 @@ def test_text_that_is_not_heroku_output_is_kept_line_by_line(tmp_path: Path) -> 
         "first plain line\n\nsecond plain line\r\n2024-03-05T09:14:07Z app[web.1]: real\ncontinued\n"
     )
     assert invoke("import", str(path))[0] == 0
-    lines = open_store().last(LineFilter(app="default"), 100)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(app="default"), 100)[0]
     assert [(x.source, x.message) for x in lines] == [
         ("unknown", "first plain line"),
         ("unknown", "second plain line"),
@@ -420,7 +423,8 @@ def test_a_header_naming_what_no_dyno_can_be_named_is_not_one(header: str) -> No
     )
     code, _, err = invoke("import", "-", "-a", "demo", input=text.encode())
     assert (code, err) == (0, "Imported 1 line into demo (heroku format).\n")
-    (line,) = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        (line,) = store.last(LineFilter(app="demo"), 9)[0]
     assert (line.source, line.dyno) == ("app", "web.1")
     assert invoke("logs", "-a", "demo")[1] == text
 
@@ -475,7 +479,8 @@ def test_import_detects_bsd_syslog(tmp_path: Path, first: bytes) -> None:
     code, _, err = invoke("import", str(path), "-a", "demo")
     assert code == 0, err
     assert "(syslog format)" in err
-    lines = open_store().last(LineFilter(), 10)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(), 10)[0]
     assert [(x.source, x.dyno, x.message) for x in lines] == [
         ("billing", "4711", "paid"),
         ("app", "web.1", "hi"),
@@ -519,7 +524,8 @@ def test_a_capture_of_pythons_syslog_handler_over_tcp_imports_message_by_message
     path.write_bytes(capture)
     code, _, err = invoke("import", str(path), "-a", "demo")
     assert (code, err) == (0, "Imported 3 lines into demo (syslog format).\n")
-    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(app="demo"), 9)[0]
     assert [(x.source, x.pri) for x in lines] == [("worker", 12), ("worker", 11), ("worker", 12)]
     assert lines[0].message == "first"
     assert lines[1].message.startswith("failed\nTraceback (most recent call last):\n")
@@ -552,7 +558,8 @@ def test_an_rfc_3164_line_without_a_year_is_read_as_one_from_the_past(days_ago: 
     text = f"<13>{logged:%b} {logged.day:2d} {logged:%H:%M:%S} myhost billing[42]: paid\n"
     code, _, err = invoke("import", "-", "-a", "demo", input=text.encode())
     assert (code, err) == (0, "Imported 1 line into demo (syslog format).\n")
-    (line,) = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        (line,) = store.last(LineFilter(app="demo"), 9)[0]
     assert line.timestamp == logged.isoformat()
 
 
@@ -572,7 +579,8 @@ def test_an_rfc_3164_line_of_29_february_is_read_in_the_last_leap_year() -> None
     text = b"<13>Feb 29 10:00:00 myhost billing[42]: leap\n<13>Mar  1 10:00:00 h billing: x\n"
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
     assert (code, err) == (0, "Imported 2 lines into demo (syslog format).\n")
-    leap, _ = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        leap, _ = store.last(LineFilter(app="demo"), 9)[0]
     assert (leap.source, leap.message) == ("billing", "leap")
     assert leap.timestamp == datetime(year, 2, 29, 10).astimezone().isoformat()
 
@@ -608,7 +616,8 @@ def test_import_newline_framed_syslog(tmp_path: Path) -> None:
     code, _, err = invoke("import", str(path), "-a", "demo")
     assert code == 0, err
     assert "(syslog format)" in err
-    lines = open_store().last(LineFilter(), 10)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(), 10)[0]
     assert [(x.source, x.dyno, x.message, x.structured_data) for x in lines] == [
         ("billing", "4711", "paid", '[meta seq="1"]'),
         ("app", "web.1", "hi", None),
@@ -630,7 +639,8 @@ def test_a_line_that_starts_no_syslog_message_is_stored_with_the_header_of_the_o
     )
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
     assert (code, err) == (0, "Imported 5 lines into demo (syslog format).\n")
-    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(app="demo"), 9)[0]
     assert [(x.timestamp, x.source, x.dyno, x.pri, x.hostname, x.message) for x in lines] == [
         ("2024-03-05T09:14:07Z", "worker", "12", 11, "vm", "Traceback (most recent call last):"),
         ("2024-03-05T09:14:07Z", "worker", "12", 11, "vm", '  File "job.py", line 3, in <module>'),
@@ -678,10 +688,10 @@ def test_newline_framed_syslog_imports_as_serve_stores_it(
     decoder = FrameDecoder(newline_framing=True)
     received = Received.at()
     served = decoder.feed(data, received) + decoder.close(received)
-    store = open_store()
     app = f"import{next(_examples)}"
-    importer.import_stream(io.BytesIO(data), store, app, "syslog")
-    imported = store.last(LineFilter(app=app), 99)[0]
+    with open_store() as store:
+        importer.import_stream(io.BytesIO(data), store, app, "syslog")
+        imported = store.last(LineFilter(app=app), 99)[0]
 
     def fields(line: LogLine | StoredLine) -> tuple[object, ...]:
         fields = operator.attrgetter(*LogLine._fields)(line)
@@ -1245,17 +1255,22 @@ def test_logs_json_output_imports_back_with_the_attributes_of_its_lines(tmp_path
     """The drain URL's query parameters (?ddsource=heroku&env=prod) that lines came with were
     left out: a store moved with logs --json | import lost them."""
     line = LogLine("2024-03-05T09:14:07Z", "", "app", "web.1", "m", 190, "host", None)
-    open_store().append(
-        [
-            Batch(
-                "first", [line._replace(message="a"), line._replace(message="b")], {"env": "prod"}
-            ),
-            Batch("first", [line._replace(message="c")]),
-            Batch(
-                "first", [line._replace(message="d")], {"ddsource": "heroku", "\u00e9": "\u2713"}
-            ),
-        ]
-    )
+    with open_store() as store:
+        store.append(
+            [
+                Batch(
+                    "first",
+                    [line._replace(message="a"), line._replace(message="b")],
+                    {"env": "prod"},
+                ),
+                Batch("first", [line._replace(message="c")]),
+                Batch(
+                    "first",
+                    [line._replace(message="d")],
+                    {"ddsource": "heroku", "\u00e9": "\u2713"},
+                ),
+            ]
+        )
     out = invoke("logs", "-a", "first", "--json")[1]
     assert '"attributes":{"env":"prod"}' in out
     # A value that is not a string, which herolog never writes, is not an attribute.
@@ -1331,7 +1346,8 @@ def test_a_lone_surrogate_in_json_imports_as_a_replacement_character(escaped: by
     )  # fmt: skip
     code, _, err = invoke("import", "-", "-a", "demo", input=text)
     assert (code, err) == (0, "Imported 3 lines into demo (json format).\n")
-    lines = open_store().last(LineFilter(app="demo"), 9)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(app="demo"), 9)[0]
     rest = " x" if b" x" in escaped else ""
     assert [x.message for x in lines] == ["before", f"bad \ufffd{rest} end", "after"]
     assert lines[1].structured_data == f'[x@1 k="\ufffd{rest}"]'
@@ -1471,7 +1487,8 @@ def test_a_directory_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = invoke("import", str(tmp_path), "-a", "demo")
     assert code == 2
     assert err.endswith(f"Error: Invalid value for 'FILE|-': '{tmp_path}': Is a directory\n")
-    assert open_store().apps() == []
+    with open_store() as store:
+        assert store.apps() == []
 
 
 @pytest.mark.subprocess
@@ -1557,8 +1574,8 @@ def test_import_stream_reports_the_bytes_read_to_its_progress_callback(tmp_path:
     path = tmp_path / "p.txt"
     path.write_text("".join(f"2024-03-05T09:14:07Z app[web.1]: {i}\n" for i in range(100)))
     seen: list[int] = []
-    with path.open("rb") as stream:
-        result = import_stream(stream, open_store(), "demo", progress=seen.append)
+    with path.open("rb") as stream, open_store() as store:
+        result = import_stream(stream, store, "demo", progress=seen.append)
     assert seen[-1] == path.stat().st_size == result.bytes_read
 
 
@@ -1678,34 +1695,34 @@ def test_a_failed_import_names_the_offset_to_import_the_rest_from(
 
     monkeypatch.setattr(importer, "CHUNK_SIZE", 50)  # lines and frames across chunks
     data = RESUMABLE[fmt]
-    store = open_store()
-    whole = importer.import_stream(io.BytesIO(data), store, "whole", fmt)
+    with open_store() as store:
+        whole = importer.import_stream(io.BytesIO(data), store, "whole", fmt)
 
-    class FailingStore:
-        commits = 0
+        class FailingStore:
+            commits = 0
 
-        def append(self, batches: list[Batch], received: Received | None = None) -> list[int]:
-            if self.commits == fail_at:
-                raise sqlite3.OperationalError("database or disk is full")
-            self.commits += 1
-            return store.append(batches, received)
+            def append(self, batches: list[Batch], received: Received | None = None) -> list[int]:
+                if self.commits == fail_at:
+                    raise sqlite3.OperationalError("database or disk is full")
+                self.commits += 1
+                return store.append(batches, received)
 
-    def kept(app: str) -> list[tuple[str, str, str]]:
-        return [(x.source, x.dyno, x.message) for x in store.last(LineFilter(app=app), 999)[0]]
+        def kept(app: str) -> list[tuple[str, str, str]]:
+            return [(x.source, x.dyno, x.message) for x in store.last(LineFilter(app=app), 999)[0]]
 
-    for fail_at in itertools.count():
-        app = f"resumed{fail_at}"
-        try:
-            importer.import_stream(io.BytesIO(data), cast(Store, FailingStore()), app, fmt)
-            break  # fewer commits than fail_at
-        except importer.ImportFailed as failed:
-            done, message = failed.result, str(failed)
-        if done.lines:
-            assert f"(the input's first {done.bytes_stored} bytes)" in message
-        rest = importer.import_stream(io.BytesIO(data[done.bytes_stored :]), store, app, fmt)
-        assert done.lines + rest.lines == whole.lines
-        assert kept(app) == kept("whole"), fail_at
-    assert fail_at > 30
+        for fail_at in itertools.count():
+            app = f"resumed{fail_at}"
+            try:
+                importer.import_stream(io.BytesIO(data), cast(Store, FailingStore()), app, fmt)
+                break  # fewer commits than fail_at
+            except importer.ImportFailed as failed:
+                done, message = failed.result, str(failed)
+            if done.lines:
+                assert f"(the input's first {done.bytes_stored} bytes)" in message
+            rest = importer.import_stream(io.BytesIO(data[done.bytes_stored :]), store, app, fmt)
+            assert done.lines + rest.lines == whole.lines
+            assert kept(app) == kept("whole"), fail_at
+        assert fail_at > 30
 
 
 def test_an_import_with_herolog_url_set_says_where_the_lines_went(herolog_home: Path) -> None:
@@ -1745,7 +1762,8 @@ def importing(
 def test_ctrl_c_says_what_was_imported_so_the_rest_can_follow(herolog_home: Path) -> None:
     """A Ctrl-C stops an import as a failure does: the message says how far it got, and
     importing the rest from there stores every line once."""
-    open_store().set_history(100_000)
+    with open_store() as store:
+        store.set_history(100_000)
     lines = [
         f"2024-03-05T09:14:07.{i:06d}+00:00 app[web.1]: line {i} {'x' * 60}\n"
         for i in range(20_000)
@@ -1937,7 +1955,8 @@ def _import_written(*pieces: bytes | float, fmt: Format | None = None) -> Import
                 os.write(out, piece)
 
     pipe.feed(write)
-    result = importer.import_stream(pipe.stream, open_store(), "live", fmt)
+    with open_store() as store:
+        result = importer.import_stream(pipe.stream, store, "live", fmt)
     pipe.join()
     return result
 
@@ -1962,7 +1981,8 @@ def test_lines_from_a_pipe_are_stored_as_they_arrive(
         seen.append(_wait_for("live", 3))
 
     pipe.feed(tail)
-    result = importer.import_stream(pipe.stream, open_store(), "live", fmt)
+    with open_store() as store:
+        result = importer.import_stream(pipe.stream, store, "live", fmt)
     pipe.join()
     assert seen == [["one", "two"], ["one", "two", "three"]]
     assert (result.lines, result.format) == (3, fmt)
@@ -2028,7 +2048,7 @@ def test_a_terminal_s_ctrl_d_ends_the_import_at_once(
     import pty
     import sqlite3
 
-    open_store()
+    open_store().close()
     controller, terminal = pty.openpty()
     os.set_blocking(terminal, blocking)
     other = sqlite3.connect(herolog_home / "logs.db", isolation_level=None)
@@ -2077,7 +2097,8 @@ def test_a_file_that_shrinks_while_it_is_imported_stops_the_import(
 
     from herolog.importer import CHUNK_SIZE
 
-    open_store().set_history(100_000)
+    with open_store() as store:
+        store.set_history(100_000)
     line = b"2024-03-05T09:14:07Z app[web.1]: line %06d\n"
     path = tmp_path / "app.log"
     path.write_bytes(b"".join(line % i for i in range(3 * CHUNK_SIZE // len(line % 0))))
@@ -2192,11 +2213,13 @@ def test_a_syslog_message_from_a_pipe_is_stored_once_quiet_and_a_line_after_keep
         seen.append(_wait_for("live", 2))
 
     pipe.feed(tail)
-    result = importer.import_stream(pipe.stream, open_store(), "live", "syslog")
+    with open_store() as store:
+        result = importer.import_stream(pipe.stream, store, "live", "syslog")
     pipe.join()
     assert seen == [["Traceback:"], ["Traceback:", "ValueError: bad"]]
     assert (result.lines, result.unknown) == (2, 0)
-    lines = open_store().last(LineFilter(app="live"), 9)[0]
+    with open_store() as store:
+        lines = store.last(LineFilter(app="live"), 9)[0]
     assert {(x.timestamp, x.source, x.dyno, x.pri) for x in lines} == {
         ("2024-03-05T09:14:07Z", "worker", "12", 11)
     }
@@ -2280,7 +2303,8 @@ def test_a_pipe_on_a_descriptor_over_selects_limit_is_read() -> None:
         pipe.stream.close()
         pipe.stream = os.fdopen(high, "rb")
         pipe.feed(one)
-        result = importer.import_stream(pipe.stream, open_store(), "live")
+        with open_store() as store:
+            result = importer.import_stream(pipe.stream, store, "live")
         pipe.join()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -2330,10 +2354,10 @@ def test_a_line_longer_than_many_chunks_imports_whole(
             for i, m in enumerate(["a", long, "b"])
         ),
     }[fmt]  # fmt: skip
-    store = open_store()
-    result = importer.import_stream(io.BytesIO(text.encode()), store, "demo", fmt)
-    assert (result.lines, result.bytes_stored) == (3, len(text))
-    assert [x.message for x in store.last(LineFilter(app="demo"), 9)[0]] == ["a", long, "b"]
+    with open_store() as store:
+        result = importer.import_stream(io.BytesIO(text.encode()), store, "demo", fmt)
+        assert (result.lines, result.bytes_stored) == (3, len(text))
+        assert [x.message for x in store.last(LineFilter(app="demo"), 9)[0]] == ["a", long, "b"]
 
 
 def _a_line(fmt: Format, i: int, message: bytes) -> bytes:
@@ -2347,7 +2371,8 @@ def _a_line(fmt: Format, i: int, message: bytes) -> bytes:
 
 
 def messages(app: str) -> list[str]:
-    return [x.message for x in open_store().last(LineFilter(app=app), 999)[0]]
+    with open_store() as store:
+        return [x.message for x in store.last(LineFilter(app=app), 999)[0]]
 
 
 @pytest.mark.parametrize("chunk", [64, 1 << 20], ids=["over many reads", "in one read"])
@@ -2447,7 +2472,8 @@ def test_a_line_of_the_real_limit_imports_whole() -> None:
         + b"x" * (MAX_LINE - len(header))
         + b"\n2024-03-05T09:14:08Z app[web.1]: b\n"
     )
-    result = import_stream(io.BytesIO(text), open_store(), "demo")
+    with open_store() as store:
+        result = import_stream(io.BytesIO(text), store, "demo")
     assert (result.lines, result.bytes_stored) == (3, len(text))
     assert [len(x) for x in messages("demo")] == [1, MAX_LINE - len(header), 1]
 
