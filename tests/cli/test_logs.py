@@ -221,7 +221,8 @@ def test_a_tail_of_an_app_no_app_can_be_named_is_refused(herolog_home: Path, mad
     """No intake takes an app of that name (a space, a slash: a typo, or a drain URL pasted
     whole), so a tail waiting for its first line would wait for ever."""
     if made:
-        fill(open_store(), "demo", ["x"])
+        with open_store() as store:
+            fill(store, "demo", ["x"])
     for app in ("my app", "demo/logs", "a" * 101):
         done = herolog_process("logs", "-t", "-a", app, timeout=15)
         assert done.returncode == 1, app
@@ -1317,7 +1318,8 @@ def test_tail_waits_for_a_store_that_does_not_exist_yet(herolog_home: Path) -> N
     child = Child("logs", "--tail", "-a", "demo")
     try:
         time.sleep(0.5)
-        fill(open_store(), "demo", ["first ever"])
+        with open_store() as store:
+            fill(store, "demo", ["first ever"])
         assert [x.split(": ")[1] for x in child.read_lines(1)] == ["first ever"]
     finally:
         code, err = child.stop(signal.SIGINT)
@@ -1482,7 +1484,8 @@ def test_on_a_terminal_waiting_message_and_colour(herolog_home: Path) -> None:
         # for without reading them: they are read with the rest when it stops.)
         assert child.proc.stderr is not None
         assert select.select([child.proc.stderr], [], [], 15)[0], "no waiting message"
-        fill(open_store(), "demo", ["coloured"], source="heroku", dyno="router")
+        with open_store() as store:
+            fill(store, "demo", ["coloured"], source="heroku", dyno="router")
         data = b""
         deadline = time.monotonic() + 10
         while b"coloured" not in data and time.monotonic() < deadline:
