@@ -38,10 +38,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def stored(app: str = "default") -> list[tuple[str, str, str, int | None]]:
-    return [
-        (x.source, x.dyno, x.message, x.pri)
-        for x in open_store().last(LineFilter(app=app), 1000)[0]
-    ]
+    with open_store() as store:
+        return [
+            (x.source, x.dyno, x.message, x.pri) for x in store.last(LineFilter(app=app), 1000)[0]
+        ]
 
 
 @pytest.mark.subprocess
@@ -761,7 +761,8 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
         other.close()
         status = runner.wait(60)
     assert status == 0
-    platform = open_store().last(LineFilter(app="default", source="heroku"), 3)[0]
+    with open_store() as store:
+        platform = store.last(LineFilter(app="default", source="heroku"), 3)[0]
     assert [x.message for x in platform] == [
         "Stopping all processes with SIGTERM",
         "Process exited with status 0",
