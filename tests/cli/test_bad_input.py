@@ -268,7 +268,8 @@ def test_a_name_with_bytes_that_are_not_utf8_is_a_usage_error(
 ) -> None:
     """Bytes a terminal in another encoding typed: no line's name has them, and SQLite cannot
     be asked for them (the query raised UnicodeEncodeError)."""
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     code, err = invoke(*args)
     assert code == 2, err
     assert message in one_error_line(err)
@@ -277,7 +278,8 @@ def test_a_name_with_bytes_that_are_not_utf8_is_a_usage_error(
 def test_an_app_with_bytes_that_are_not_utf8_from_the_environment_names_it(
     herolog_home: Path,
 ) -> None:
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     code, err = invoke("logs", env={"HEROLOG_APP": "de\udcffmo"})
     assert code == 2, err
     assert "'-a' / '--app' (from $HEROLOG_APP): 'de\\udcffmo' is not an app name" in err
