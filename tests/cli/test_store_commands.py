@@ -31,12 +31,12 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_apps_lists_names_and_json(herolog_home: Path) -> None:
     assert invoke("apps") == (0, "", "")
-    store = open_store()
-    fill(store, "zeta", ["z"])
-    fill(store, "alpha", ["a", "b"])
-    assert invoke("apps")[1] == "alpha\nzeta\n"
-    found = json.loads(invoke("apps", "--json")[1])
-    assert [(a["name"], a["lines"]) for a in found] == [("alpha", 2), ("zeta", 1)]
+    with open_store() as store:
+        fill(store, "zeta", ["z"])
+        fill(store, "alpha", ["a", "b"])
+        assert invoke("apps")[1] == "alpha\nzeta\n"
+        found = json.loads(invoke("apps", "--json")[1])
+        assert [(a["name"], a["lines"]) for a in found] == [("alpha", 2), ("zeta", 1)]
 
 
 def test_store_info(herolog_home: Path) -> None:
@@ -44,7 +44,8 @@ def test_store_info(herolog_home: Path) -> None:
     assert code == 0
     assert f"Store:   {herolog_home / 'logs.db'} (not created yet)" in out
     assert "History: 1,500 lines per app" in out
-    fill(open_store(), "demo", ["x", "y"])
+    with open_store() as store:
+        fill(store, "demo", ["x", "y"])
     code, out, _ = invoke("store", "info")
     assert "demo          2 lines" in out
     details = json.loads(invoke("store", "info", "--json")[1])
@@ -54,12 +55,12 @@ def test_store_info(herolog_home: Path) -> None:
 
 
 def test_store_info_says_1_line_of_an_app_with_one(herolog_home: Path) -> None:
-    store = open_store()
-    fill(store, "one", ["x"])
-    fill(store, "two", ["x", "y"])
-    code, out, _ = invoke("store", "info")
-    assert code == 0
-    assert out.endswith("Apps:\n  one          1 line\n  two          2 lines\n"), out
+    with open_store() as store:
+        fill(store, "one", ["x"])
+        fill(store, "two", ["x", "y"])
+        code, out, _ = invoke("store", "info")
+        assert code == 0
+        assert out.endswith("Apps:\n  one          1 line\n  two          2 lines\n"), out
 
 
 @pytest.mark.parametrize(("history", "said"), [(1, "1 line"), (2, "2 lines")])
@@ -75,25 +76,28 @@ def test_a_history_of_one_line_is_said_in_the_singular(
 def test_store_info_counts_the_store_s_own_files_only(herolog_home: Path) -> None:
     """A store moved aside (as the error for a broken one says: logs.db.broken) or a copy
     beside it is not part of the store's size."""
-    fill(open_store(), "demo", ["x", "y"])
-    own = ("logs.db", "logs.db-wal", "logs.db-shm")
-    (herolog_home / "logs.db.broken").write_bytes(b"\0" * 1_000_000)
-    (herolog_home / "logs.db.bak").write_bytes(b"\0" * 1_000_000)
-    details = json.loads(invoke("store", "info", "--json")[1])
-    assert details["bytes"] == sum(
-        (herolog_home / name).stat().st_size for name in own if (herolog_home / name).exists()
-    )
+    with open_store() as store:  # open, as serve keeps it: its -wal and -shm stay to be counted
+        fill(store, "demo", ["x", "y"])
+        own = ("logs.db", "logs.db-wal", "logs.db-shm")
+        (herolog_home / "logs.db.broken").write_bytes(b"\0" * 1_000_000)
+        (herolog_home / "logs.db.bak").write_bytes(b"\0" * 1_000_000)
+        details = json.loads(invoke("store", "info", "--json")[1])
+        assert details["bytes"] == sum(
+            (herolog_home / name).stat().st_size for name in own if (herolog_home / name).exists()
+        )
 
 
 def test_store_history_show_and_set(herolog_home: Path) -> None:
     assert invoke("store", "history")[1] == "1500\n"
     assert not (herolog_home / "logs.db").exists()
-    fill(open_store(), "demo", [str(i) for i in range(20)])
+    with open_store() as store:
+        fill(store, "demo", [str(i) for i in range(20)])
     code, _, err = invoke("store", "history", "5")
     assert code == 0
     assert "keeps 5 lines per app" in err
     assert invoke("store", "history")[1] == "5\n"
-    assert open_store().apps()[0].lines == 5
+    with open_store() as store:
+        assert store.apps()[0].lines == 5
     for bad in ("0", "-3", "lots", "10000001"):
         code, _, err = invoke("store", "history", bad)
         assert code == 2, bad
@@ -102,7 +106,8 @@ def test_store_history_show_and_set(herolog_home: Path) -> None:
 
 
 def test_lowering_the_history_by_one_line_drops_the_oldest(herolog_home: Path) -> None:
-    fill(open_store(), "demo", ["1", "2", "3"])
+    with open_store() as store:
+        fill(store, "demo", ["1", "2", "3"])
     code, _, err = invoke("store", "history", "2")
     assert (code, err) == (0, "The store keeps 2 lines per app.\n")
     code, out, _ = invoke("store", "info")
@@ -131,13 +136,14 @@ def test_a_command_waiting_for_another_process_s_write_lock_says_so_and_a_ctrl_c
     signal handler: a Ctrl-C waited out the busy timeout, and the command then failed,
     'database is locked', exit status 1, where it ends by the SIGINT at once, having written
     nothing. (The busy timeout made an hour: the old wait would outlast the test's.)"""
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     store_drain(herolog_home / "logs.db", "demo", "syslog://127.0.0.1:7")
     path = herolog_home / "logs.db"
     assert interrupted_in_lock_wait(path, args, then) == (-signal.SIGINT, b"")
-    store = open_store()
-    assert (store.history, [(x.name, x.lines) for x in store.apps()]) == (1500, [("demo", 1)])
-    assert [x.url for x in store.drains("demo")] == ["syslog://127.0.0.1:7"]
+    with open_store() as store:
+        assert (store.history, [(x.name, x.lines) for x in store.apps()]) == (1500, [("demo", 1)])
+        assert [x.url for x in store.drains("demo")] == ["syslog://127.0.0.1:7"]
 
 
 def test_python_dash_m_and_version() -> None:
@@ -281,46 +287,46 @@ def test_store_forget_deletes_one_app_and_the_frame_ids_it_was_sent(herolog_home
     from herolog.store import Batch
     from tests.helpers import line
 
-    store = open_store()
-    store.append([Batch("staging", [line("a"), line("b")], frame_id="f-1")])
-    fill(store, "prod", ["kept 1", "kept 2"])
-    assert invoke("store", "forget", "staging", "--confirm", "staging") == (
-        0,
-        "",
-        "Forgot staging and its 2 lines.\n",
-    )
-    assert invoke("apps")[1] == "prod\n"
-    lines, _ = store.last(LineFilter(), 10)
-    assert [(x.app, x.message) for x in lines] == [("prod", "kept 1"), ("prod", "kept 2")]
-    # A retry of a batch sent before is stored again: the app is new.
-    store.append([Batch("staging", [line("a again")], frame_id="f-1")])
-    assert [(a.name, a.lines) for a in store.apps()] == [("prod", 2), ("staging", 1)]
-    code, _, err = invoke("store", "forget", app_id("prod"), "--confirm", "prod")
-    assert (code, err) == (0, "Forgot prod and its 2 lines.\n")  # by its id, as -a takes it
+    with open_store() as store:
+        store.append([Batch("staging", [line("a"), line("b")], frame_id="f-1")])
+        fill(store, "prod", ["kept 1", "kept 2"])
+        assert invoke("store", "forget", "staging", "--confirm", "staging") == (
+            0,
+            "",
+            "Forgot staging and its 2 lines.\n",
+        )
+        assert invoke("apps")[1] == "prod\n"
+        lines, _ = store.last(LineFilter(), 10)
+        assert [(x.app, x.message) for x in lines] == [("prod", "kept 1"), ("prod", "kept 2")]
+        # A retry of a batch sent before is stored again: the app is new.
+        store.append([Batch("staging", [line("a again")], frame_id="f-1")])
+        assert [(a.name, a.lines) for a in store.apps()] == [("prod", 2), ("staging", 1)]
+        code, _, err = invoke("store", "forget", app_id("prod"), "--confirm", "prod")
+        assert (code, err) == (0, "Forgot prod and its 2 lines.\n")  # by its id, as -a takes it
 
 
 def test_store_forget_refuses_what_it_should_not_delete(herolog_home: Path) -> None:
-    store = open_store()
-    fill(store, "demo", ["x"])
-    code, _, err = invoke("store", "forget", "nosuch", "--confirm", "nosuch")
-    assert (code, err) == (
-        1,
-        f"Error: the store {herolog_home / 'logs.db'} has no app named 'nosuch'\n",
-    )
-    code, _, err = invoke("store", "forget", "demo", "--confirm", "dem")
-    assert (code, err) == (1, "Error: 'dem' is not 'demo': nothing deleted\n")
-    code, _, err = invoke("store", "forget", "demo")  # no terminal to ask on
-    assert (code, err) == (
-        1,
-        "Error: forgetting demo deletes its 1 line: run again with --confirm demo\n",
-    )
-    store.add_drain("demo", "https://logs.example.com/in")
-    code, _, err = invoke("store", "forget", "demo", "--confirm", "demo")
-    assert (code, err) == (
-        1,
-        "Error: demo is kept: a drain forwards it (remove it first: herolog drain list -a demo)\n",
-    )
-    assert [(a.name, a.lines) for a in store.apps()] == [("demo", 1)]
+    with open_store() as store:
+        fill(store, "demo", ["x"])
+        code, _, err = invoke("store", "forget", "nosuch", "--confirm", "nosuch")
+        assert (code, err) == (
+            1,
+            f"Error: the store {herolog_home / 'logs.db'} has no app named 'nosuch'\n",
+        )
+        code, _, err = invoke("store", "forget", "demo", "--confirm", "dem")
+        assert (code, err) == (1, "Error: 'dem' is not 'demo': nothing deleted\n")
+        code, _, err = invoke("store", "forget", "demo")  # no terminal to ask on
+        assert (code, err) == (
+            1,
+            "Error: forgetting demo deletes its 1 line: run again with --confirm demo\n",
+        )
+        store.add_drain("demo", "https://logs.example.com/in")
+        code, _, err = invoke("store", "forget", "demo", "--confirm", "demo")
+        assert (code, err) == (
+            1,
+            "Error: demo is kept: a drain forwards it (remove it first: herolog drain list -a demo)\n",
+        )
+        assert [(a.name, a.lines) for a in store.apps()] == [("demo", 1)]
 
 
 @pytest.mark.subprocess
@@ -328,7 +334,8 @@ def test_store_forget_refuses_what_it_should_not_delete(herolog_home: Path) -> N
 def test_store_forget_asks_for_the_name_on_a_terminal(
     herolog_home: Path, typed: str, gone: bool
 ) -> None:
-    fill(open_store(), "demo", ["x", "y"])
+    with open_store() as store:
+        fill(store, "demo", ["x", "y"])
     terminal, its_end = os.openpty()
     try:
         os.write(terminal, typed.encode() + b"\n")
@@ -342,11 +349,13 @@ def test_store_forget_asks_for_the_name_on_a_terminal(
     if gone:
         assert done.returncode == 0
         assert done.stderr.endswith("Forgot demo and its 2 lines.\n")
-        assert open_store().apps() == []
+        with open_store() as store:
+            assert store.apps() == []
     else:
         assert done.returncode == 1
         assert done.stderr.endswith("Error: '' is not 'demo': nothing deleted\n")
-        assert [a.name for a in open_store().apps()] == ["demo"]
+        with open_store() as store:
+            assert [a.name for a in store.apps()] == ["demo"]
 
 
 def test_store_forget_while_serve_takes_the_app_s_lines(make_server: ServerFactory) -> None:
@@ -385,7 +394,8 @@ def test_the_store_commands_say_they_work_locally_with_herolog_url_set(
 ) -> None:
     """apps, logs, drain and run follow $HEROLOG_URL to a server; store has only the local
     store: run where $HEROLOG_URL is exported, it must not pass for the server's."""
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     env = herolog_env(HEROLOG_URL="http://127.0.0.1:9")
     done = herolog_process(*args, env=env)
     assert done.returncode == 0, done.stderr
@@ -409,7 +419,8 @@ def test_apps_server_lists_the_server_s_apps_page_by_page(herolog_home: Path) ->
     from herolog.store import Batch, SQLiteStore
     from tests.helpers import line
 
-    fill(open_store(), "local-only", ["x"])
+    with open_store() as store:
+        fill(store, "local-only", ["x"])
     path = herolog_home.parent / "elsewhere" / "logs.db"
     names = [f"app-{i:04d}" for i in range(1001)]
     store = SQLiteStore.open(path)
