@@ -67,8 +67,9 @@ def fish_complete(line: str) -> list[str]:
 
 
 def test_bash_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
-    fill(open_store(), "demo", ["x"])
-    fill(open_store(), "dashboard", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
+        fill(store, "dashboard", ["x"])
     assert bash_complete("herolog ") == [
         "-V",
         "--version",
@@ -112,7 +113,8 @@ def test_bash_completes_app_names_as_text_and_never_runs_them(
     an older serve, whose --syslog-app took any name) must not run when completed."""
     marker = tmp_path / "ran"
     for name in (f"$(touch {marker})", f"`touch {marker}`", "demo"):
-        fill(open_store(), name, ["x"])
+        with open_store() as store:
+            fill(store, name, ["x"])
     assert sorted(bash_complete("herolog logs -a ")) == sorted(
         ["demo", f"$(touch {marker})", f"`touch {marker}`"]
     )
@@ -123,12 +125,14 @@ def test_bash_completes_app_names_as_text_and_never_runs_them(
 def test_app_names_complete_from_the_store_with_herolog_url_set(herolog_home: Path) -> None:
     """herolog apps follows $HEROLOG_URL to a server: a TAB must not wait on a network (here
     a server that is not there), and the names are the store's, as the README says."""
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     assert bash_complete("herolog logs -a d", HEROLOG_URL="http://127.0.0.1:9") == ["demo"]
 
 
 def test_fish_completes_commands_options_values_and_apps(herolog_home: Path) -> None:
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     assert fish_complete("herolog ") == [
         "apps",
         "completion",
@@ -177,32 +181,32 @@ def test_bash_completes_file_names_as_they_are(
 def test_dynos_sources_and_process_types_come_from_the_app_s_recent_lines(
     herolog_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store()
-    fill(store, "demo", ["x"], dyno="web.1")
-    fill(store, "demo", ["x"], dyno="web.2")
-    fill(store, "demo", ["x"], source="heroku", dyno="router")
-    fill(store, "demo", ["x"], dyno="worker.1")
-    fill(store, "other", ["x"], source="postgres", dyno="heroku-postgres")
-    every = ["heroku-postgres", "router", "web", "web.1", "web.2", "worker", "worker.1"]
-    for complete in (bash_complete, fish_complete):
-        assert complete("herolog logs -a demo -d w") == every[2:]
-        assert complete("herolog logs -a demo --dyno web.") == ["web.1", "web.2"]
-        assert complete("herolog logs -a demo -s ") == ["app", "heroku"]
-        assert complete("herolog logs -a other -s ") == ["postgres"]
-        assert complete("herolog logs -a demo -p ") == ["web", "worker"]
-        assert complete("herolog logs -d ") == every  # every app's, as logs shows them all
-        assert complete("herolog logs -s ") == ["app", "heroku", "postgres"]
-        assert complete("herolog logs -a nosuchapp -d ") == []
-    assert bash_complete("herolog logs --app = other -d ") == ["heroku-postgres"]
-    assert bash_complete("herolog logs -aother -d ") == ["heroku-postgres"]
-    assert fish_complete("herolog logs --app=other -d ") == ["heroku-postgres"]
-    hits = tmp_path / "zsh-hits"
-    assert {"web.1", "web.2"} <= set(zsh_complete("herolog logs -a demo -d web.", hits))
-    assert "heroku" in zsh_complete("herolog logs -a demo -s h", hits)
-    assert "heroku-postgres" in zsh_complete("herolog logs --app=other -d h", hits)
-    # $HEROLOG_APP, as logs takes it
-    monkeypatch.setenv("HEROLOG_APP", "other")
-    assert bash_complete("herolog logs -d ") == ["heroku-postgres"]
+    with open_store() as store:
+        fill(store, "demo", ["x"], dyno="web.1")
+        fill(store, "demo", ["x"], dyno="web.2")
+        fill(store, "demo", ["x"], source="heroku", dyno="router")
+        fill(store, "demo", ["x"], dyno="worker.1")
+        fill(store, "other", ["x"], source="postgres", dyno="heroku-postgres")
+        every = ["heroku-postgres", "router", "web", "web.1", "web.2", "worker", "worker.1"]
+        for complete in (bash_complete, fish_complete):
+            assert complete("herolog logs -a demo -d w") == every[2:]
+            assert complete("herolog logs -a demo --dyno web.") == ["web.1", "web.2"]
+            assert complete("herolog logs -a demo -s ") == ["app", "heroku"]
+            assert complete("herolog logs -a other -s ") == ["postgres"]
+            assert complete("herolog logs -a demo -p ") == ["web", "worker"]
+            assert complete("herolog logs -d ") == every  # every app's, as logs shows them all
+            assert complete("herolog logs -s ") == ["app", "heroku", "postgres"]
+            assert complete("herolog logs -a nosuchapp -d ") == []
+        assert bash_complete("herolog logs --app = other -d ") == ["heroku-postgres"]
+        assert bash_complete("herolog logs -aother -d ") == ["heroku-postgres"]
+        assert fish_complete("herolog logs --app=other -d ") == ["heroku-postgres"]
+        hits = tmp_path / "zsh-hits"
+        assert {"web.1", "web.2"} <= set(zsh_complete("herolog logs -a demo -d web.", hits))
+        assert "heroku" in zsh_complete("herolog logs -a demo -s h", hits)
+        assert "heroku-postgres" in zsh_complete("herolog logs --app=other -d h", hits)
+        # $HEROLOG_APP, as logs takes it
+        monkeypatch.setenv("HEROLOG_APP", "other")
+        assert bash_complete("herolog logs -d ") == ["heroku-postgres"]
 
 
 def test_dyno_completion_fails_quietly(herolog_home: Path) -> None:
@@ -222,7 +226,8 @@ def test_dyno_completion_reads_past_a_name_that_is_not_utf_8(herolog_home: Path)
     """A line another program wrote with a dyno of bytes that are not UTF-8 made Python's
     sqlite3 refuse the whole read, and a TAB offered no dyno at all; it reads as the intake
     would have stored it, U+FFFD for the bytes, and the others are offered."""
-    fill(open_store(), "demo", ["a", "b"])
+    with open_store() as store:
+        fill(store, "demo", ["a", "b"])
     with closing(sqlite3.connect(herolog_home / "logs.db")) as db, db:
         db.execute("UPDATE lines SET dyno = CAST(x'776562ff2e32' AS TEXT) WHERE message = 'b'")
     assert bash_complete("herolog logs -d ") == ["web", "web.1", "web\ufffd", "web\ufffd.2"]
@@ -274,7 +279,8 @@ def test_option_values_after_an_equals_sign_complete_too(
 ) -> None:
     """``--app=de<TAB>``, as click takes it: bash makes the ``=`` a word of its own, and
     zsh's _arguments completes it only for options declared ``--app=``."""
-    fill(open_store(), "demo", ["x"])
+    with open_store() as store:
+        fill(store, "demo", ["x"])
     assert bash_complete("herolog logs --app = de") == ["demo"]
     assert bash_complete("herolog logs --app =") == ["demo"]
     assert bash_complete("herolog logs --color = a") == ["auto", "always"]
