@@ -710,7 +710,7 @@ def writer_process() -> Iterator[Callable[..., WriterProcess]]:
 def frame_ids(path: Path) -> set[str]:
     import sqlite3
 
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return {row[0] for row in db.execute("SELECT frame_id FROM frame_ids")}
 
 
