@@ -9,6 +9,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -320,7 +321,7 @@ def test_a_long_frame_id_is_remembered_by_its_digest(served: Running) -> None:
     near = {"Logplex-Frame-Id": long_id[:-1] + "E"}  # another id: stored
     assert served.post("demo", body("near"), headers=near).status_code == 204
     assert [line.message for line in served.lines()] == ["long id 0", "near 0"]
-    with sqlite3.connect(served.server.config.store_path) as db:
+    with closing(sqlite3.connect(served.server.config.store_path)) as db:
         remembered = [row[0] for row in db.execute("SELECT frame_id FROM frame_ids ORDER BY id")]
     assert [len(frame_id) for frame_id in remembered] == [71, 71]
     assert all(frame_id.startswith("sha256:") for frame_id in remembered)
@@ -335,7 +336,7 @@ def test_a_frame_id_of_64_bytes_is_remembered_as_it_is_and_one_of_65_by_its_dige
         for _ in range(2):
             assert served.post("demo", body(f"id {size}"), headers=headers).status_code == 204
     assert [line.message for line in served.lines()] == ["id 64 0", "id 65 0"]
-    with sqlite3.connect(served.server.config.store_path) as db:
+    with closing(sqlite3.connect(served.server.config.store_path)) as db:
         remembered = [row[0] for row in db.execute("SELECT frame_id FROM frame_ids ORDER BY id")]
     assert remembered[0] == "A" * 64
     assert remembered[1].startswith("sha256:")
