@@ -142,10 +142,10 @@ def test_a_restarted_writer_keeps_the_history_set_while_serve_ran(
             await writer.stop()
 
     asyncio.run(main())
-    store = open_store()
-    assert store.history == 5000
-    assert store.apps()[0].lines == 40
-    assert len(stored(herolog_home)) == 40
+    with open_store() as store:
+        assert store.history == 5000
+        assert store.apps()[0].lines == 40
+        assert len(stored(herolog_home)) == 40
 
 
 @pytest.mark.parametrize("piece", [1, 3, 7, 1000], ids=lambda n: f"{n}-byte reads")
