@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,11 +56,18 @@ def messages(found: tuple[list[StoredLine], int]) -> list[str]:
     return [x.message for x in found[0]]
 
 
+def rows(path: Path, sql: str) -> list[Any]:
+    """What ``sql`` reads from the file at ``path``, as another program reads it: with a
+    connection of its own, closed after."""
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
 def test_open_store_uses_herolog_home(herolog_home: Path) -> None:
-    store = open_store()
-    assert store.path == herolog_home / "logs.db"
-    assert store.path.exists()
-    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with open_store() as store:
+        assert store.path == herolog_home / "logs.db"
+        assert store.path.exists()
+        assert rows(store.path, "PRAGMA journal_mode")[0][0] == "wal"
 
 
 def test_lines_come_back_in_arrival_order_with_growing_ids(store: SQLiteStore) -> None:
@@ -155,7 +163,7 @@ def test_ring_buffer_keeps_the_newest_lines_per_app(store: SQLiteStore) -> None:
     assert kept == [str(i) for i in range(100, 1600)]
     assert messages(store.last(LineFilter(app="small"), 10)) == ["only"]
     assert {a.name: a.lines for a in store.apps()} == {"big": 1500, "small": 1}
-    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM lines").fetchone()[0]
+    count = rows(store.path, "SELECT count(*) FROM lines")[0][0]
     assert count == 1501
 
 
@@ -165,7 +173,8 @@ def test_history_can_be_raised_and_lowered(store: SQLiteStore) -> None:
     assert len(store.last(LineFilter(), 100_000)[0]) == 3000
     store.set_history(10)
     assert messages(store.last(LineFilter(), 100)) == [str(i) for i in range(2990, 3000)]
-    assert SQLiteStore.open(store.path).history == 10
+    with SQLiteStore.open(store.path) as reopened:
+        assert reopened.history == 10
     with pytest.raises(ValueError, match="between 1 and"):
         store.set_history(0)
 
@@ -179,41 +188,43 @@ def test_a_large_trim_lets_another_writer_in_between_its_steps(
     stores between the steps, and the counts readers go by stay exact."""
     monkeypatch.setattr(store_module, "TRIM_STEP", 100)
     monkeypatch.setattr(store_module, "TRIM_PAUSE_S", 0.0)
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    store.set_history(100_000)
-    fill(store, "big", [str(i) for i in range(1050)])
-    fill(store, "huge", [str(i) for i in range(1050)])
-    other = SQLiteStore.open(store.path)
-    other._db.execute("PRAGMA busy_timeout = 0")  # the lock free, or "database is locked"
-    begun: list[str] = []
-    stored: list[int | str] = []
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        store.set_history(100_000)
+        fill(store, "big", [str(i) for i in range(1050)])
+        fill(store, "huge", [str(i) for i in range(1050)])
+        with SQLiteStore.open(store.path) as other:
+            other._db.execute("PRAGMA busy_timeout = 0")  # the lock free, or "database is locked"
+            begun: list[str] = []
+            stored: list[int | str] = []
 
-    def between_steps(sql: str) -> None:
-        if sql == "BEGIN IMMEDIATE":
-            if begun:  # a transaction of the command's has ended: the lock is free
-                try:
-                    stored.extend(other.append([Batch("small", [line("between")])]))
-                except sqlite3.OperationalError as error:
-                    stored.append(str(error))
-            begun.append(sql)
+            def between_steps(sql: str) -> None:
+                if sql == "BEGIN IMMEDIATE":
+                    if begun:  # a transaction of the command's has ended: the lock is free
+                        try:
+                            stored.extend(other.append([Batch("small", [line("between")])]))
+                        except sqlite3.OperationalError as error:
+                            stored.append(str(error))
+                    begun.append(sql)
 
-    store._db.set_trace_callback(between_steps)
-    try:
-        assert store.forget_app("huge") == 1050
-        assert len(stored) >= 9, stored
-        assert set(stored) == {1}, stored
-        stored.clear()
-        store.set_history(10)
-        assert len(stored) >= 9, stored
-        assert set(stored) == {1}, stored
-    finally:
-        store._db.set_trace_callback(None)
-    assert messages(store.last(LineFilter(app="big"), 100)) == [str(i) for i in range(1040, 1050)]
-    assert {a.name: a.lines for a in store.apps()} == {"big": 10, "small": 10}
-    # Every line of huge gone, counted as ever stored: a tail's L11 goes by these.
-    assert store.lines_through("huge", store.newest_id()) == 1050
-    assert store.lines_through("big", store.newest_id()) == 1050
-    assert store.trimmed_between(0, 2100) == 2100 - 10
+            store._db.set_trace_callback(between_steps)
+            try:
+                assert store.forget_app("huge") == 1050
+                assert len(stored) >= 9, stored
+                assert set(stored) == {1}, stored
+                stored.clear()
+                store.set_history(10)
+                assert len(stored) >= 9, stored
+                assert set(stored) == {1}, stored
+            finally:
+                store._db.set_trace_callback(None)
+            assert messages(store.last(LineFilter(app="big"), 100)) == [
+                str(i) for i in range(1040, 1050)
+            ]
+            assert {a.name: a.lines for a in store.apps()} == {"big": 10, "small": 10}
+            # Every line of huge gone, counted as ever stored: a tail's L11 goes by these.
+            assert store.lines_through("huge", store.newest_id()) == 1050
+            assert store.lines_through("big", store.newest_id()) == 1050
+            assert store.trimmed_between(0, 2100) == 2100 - 10
 
 
 def test_a_batch_larger_than_the_history_keeps_its_newest_lines(store: SQLiteStore) -> None:
@@ -368,7 +379,8 @@ def test_a_file_that_is_not_a_store_gives_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match=r"is not a usable herolog store .* move it aside"):
             SQLiteStore.open(path, create=create)
     other = tmp_path / "other.db"
-    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="no herolog schema"):
         SQLiteStore.open(other)
 
@@ -439,9 +451,9 @@ def test_writer_and_readers_in_separate_processes_never_see_locked(tmp_path: Pat
         assert proc.returncode == 0, err
         assert "locked" not in err
         assert out in (None, "ok\n")
-    store = SQLiteStore.open(path)
-    assert store.apps()[0].lines == 1500
-    assert store.newest_id() == 2 * 300 * 20
+    with SQLiteStore.open(path) as store:
+        assert store.apps()[0].lines == 1500
+        assert store.newest_id() == 2 * 300 * 20
 
 
 @pytest.mark.slow
@@ -567,8 +579,8 @@ def test_a_repeated_frame_id_is_stored_once_per_app(store: SQLiteStore) -> None:
         ]
     ) == [1, 1, 0]
     assert messages(store.last(LineFilter(), 10)) == ["a", "b", "c", "d"]
-    reopened = SQLiteStore.open(store.path)
-    assert reopened.append([Batch("demo", [line("a")], frame_id="F1")]) == [0]
+    with SQLiteStore.open(store.path) as reopened:
+        assert reopened.append([Batch("demo", [line("a")], frame_id="F1")]) == [0]
 
 
 def test_empty_batches_store_nothing(store: SQLiteStore) -> None:
@@ -594,7 +606,7 @@ def test_old_frame_ids_are_forgotten(store: SQLiteStore) -> None:
     ]  # forgotten: stored again
     assert store.append([Batch("demo", [line("new")], frame_id="NEW")]) == [0]  # still remembered
     store.forget_frame_ids(older_than_s=10**9, keep_at_most=1)
-    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM frame_ids").fetchone()[0]
+    count = rows(store.path, "SELECT count(*) FROM frame_ids")[0][0]
     assert count == 1
 
 
@@ -615,7 +627,7 @@ def test_beyond_the_newest_so_many_frame_ids_even_young_ones_are_forgotten(
     store.forget_frame_ids(3600, keep_at_most=2)
     again = [Batch("demo", [line(str(i))], frame_id=f"F{i}") for i in range(5)]
     assert store.append(again) == [1, 1, 1, 0, 0]
-    remembered = sqlite3.connect(store.path).execute("SELECT frame_id FROM frame_ids ORDER BY id")
+    remembered = rows(store.path, "SELECT frame_id FROM frame_ids ORDER BY id")
     assert [row[0] for row in remembered] == ["F3", "F4", "F0", "F1", "F2"]
 
 
@@ -649,29 +661,27 @@ def test_frame_ids_stored_through_one_store_are_seen_by_another_on_the_same_file
     """Two SQLiteStores stand for two processes (two servers, or serve and the CLI): each
     keeps the ids in memory, and follows what the other adds and deletes."""
     path = tmp_path / "logs.db"
-    one, two = SQLiteStore.open(path), SQLiteStore.open(path)
-    assert one.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
-    assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [0]  # loads them
-    assert one.append([Batch("demo", [line("b")], frame_id="B")]) == [1]
-    assert two.append([Batch("demo", [line("b")], frame_id="B")]) == [0]  # takes in the new
-    assert two.append([Batch("other", [line("c")], frame_id="C")]) == [1]
-    assert one.append([Batch("other", [line("c")], frame_id="C")]) == [0]
-    # Forgetting the app deletes its ids; the name again gets the same app id.
-    (demo_id,) = sqlite3.connect(path).execute("SELECT id FROM apps WHERE name = 'demo'").fetchone()
-    one.forget_app("other")
-    one.forget_app("demo")
-    assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
-    (again_id,) = (
-        sqlite3.connect(path).execute("SELECT id FROM apps WHERE name = 'demo'").fetchone()
-    )
-    assert again_id == demo_id
-    assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
-    assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
-    assert messages(two.last(LineFilter(app="demo"), 10)) == ["new", "a"]
-    # Ids pruned through one are forgotten by the other.
-    one.forget_frame_ids(older_than_s=0, keep_at_most=0)
-    assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
-    assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
+    with SQLiteStore.open(path) as one, SQLiteStore.open(path) as two:
+        assert one.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
+        assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [0]  # loads them
+        assert one.append([Batch("demo", [line("b")], frame_id="B")]) == [1]
+        assert two.append([Batch("demo", [line("b")], frame_id="B")]) == [0]  # takes in the new
+        assert two.append([Batch("other", [line("c")], frame_id="C")]) == [1]
+        assert one.append([Batch("other", [line("c")], frame_id="C")]) == [0]
+        # Forgetting the app deletes its ids; the name again gets the same app id.
+        ((demo_id,),) = rows(path, "SELECT id FROM apps WHERE name = 'demo'")
+        one.forget_app("other")
+        one.forget_app("demo")
+        assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
+        ((again_id,),) = rows(path, "SELECT id FROM apps WHERE name = 'demo'")
+        assert again_id == demo_id
+        assert two.append([Batch("demo", [line("a")], frame_id="A")]) == [1]
+        assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
+        assert messages(two.last(LineFilter(app="demo"), 10)) == ["new", "a"]
+        # Ids pruned through one are forgotten by the other.
+        one.forget_frame_ids(older_than_s=0, keep_at_most=0)
+        assert two.append([Batch("demo", [line("new")], frame_id="N")]) == [1]
+        assert one.append([Batch("demo", [line("new")], frame_id="N")]) == [0]
 
 
 def test_every_frame_id_of_a_large_group_is_seen_by_the_next_process(tmp_path: Path) -> None:
@@ -694,15 +704,15 @@ def test_a_store_opened_after_every_frame_id_was_pruned_adds_ids_the_others_see(
     """Rows pruned to the last leave the table empty: the next store's rows must still come
     after those the first one has taken in, or it would never read them."""
     path = tmp_path / "logs.db"
-    first = SQLiteStore.open(path)
-    for tag in ("A", "B", "C"):
-        first.append([Batch("demo", [line(tag)], frame_id=tag)])
-    first.forget_frame_ids(older_than_s=0, keep_at_most=0)
-    later = SQLiteStore.open(path)
-    assert later.append([Batch("demo", [line("D")], frame_id="D")]) == [1]
-    assert first.append([Batch("demo", [line("D")], frame_id="D")]) == [0]
-    assert later.append([Batch("demo", [line("E")], frame_id="E")]) == [1]
-    assert first.append([Batch("demo", [line("E")], frame_id="E")]) == [0]
+    with SQLiteStore.open(path) as first:
+        for tag in ("A", "B", "C"):
+            first.append([Batch("demo", [line(tag)], frame_id=tag)])
+        first.forget_frame_ids(older_than_s=0, keep_at_most=0)
+        with SQLiteStore.open(path) as later:
+            assert later.append([Batch("demo", [line("D")], frame_id="D")]) == [1]
+            assert first.append([Batch("demo", [line("D")], frame_id="D")]) == [0]
+            assert later.append([Batch("demo", [line("E")], frame_id="E")]) == [1]
+            assert first.append([Batch("demo", [line("E")], frame_id="E")]) == [0]
 
 
 def test_a_batch_that_failed_to_be_stored_leaves_its_frame_id_unremembered(
@@ -711,20 +721,23 @@ def test_a_batch_that_failed_to_be_stored_leaves_its_frame_id_unremembered(
     """Its ids are inserted before its lines: the INSERT of the lines fails (as on a full
     disk), the transaction rolls back, and Logplex's retry must then be stored."""
     assert store.append([Batch("demo", [line("loaded")], frame_id="L")]) == [1]
-    db = sqlite3.connect(store.path)
-    db.execute(
-        "CREATE TRIGGER full BEFORE INSERT ON lines WHEN NEW.message = 'boom'"
-        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-    )
-    db.commit()
-    boom = [Batch("demo", [line("boom")], frame_id="B"), Batch("demo", [line("x")], frame_id="X")]
-    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
-        store.append(boom)
-    db.execute("DROP TRIGGER full")
-    db.commit()
-    assert db.execute("SELECT frame_id FROM frame_ids").fetchall() == [("L",)]
-    assert store.append(boom) == [1, 1]
-    assert store.append(boom) == [0, 0]
+    with closing(sqlite3.connect(store.path)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON lines WHEN NEW.message = 'boom'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+        boom = [
+            Batch("demo", [line("boom")], frame_id="B"),
+            Batch("demo", [line("x")], frame_id="X"),
+        ]
+        with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+            store.append(boom)
+        db.execute("DROP TRIGGER full")
+        db.commit()
+        assert db.execute("SELECT frame_id FROM frame_ids").fetchall() == [("L",)]
+        assert store.append(boom) == [1, 1]
+        assert store.append(boom) == [0, 0]
 
 
 @pytest.mark.slow
@@ -751,7 +764,8 @@ def test_a_store_opened_while_it_is_being_created_is_never_taken_for_another_pro
 
         reader = threading.Thread(target=poll)
         reader.start()
-        fill(SQLiteStore.open(path), "demo", ["first"])
+        with SQLiteStore.open(path) as store:
+            fill(store, "demo", ["first"])
         time.sleep(0.002)
         created.set()
         reader.join()
@@ -773,98 +787,96 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_by_writers(tmp_path: Path)
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
-    reader = SQLiteStore.open(path, create=False)
-    assert messages(reader.last(LineFilter(), 10)) == ["from v1"]
-    assert (
-        sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
-    )  # readers change nothing
-    writer = SQLiteStore.open(path)
-    assert writer.append([Batch("old", [line("new")], frame_id="F")]) == [1]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert messages(writer.last(LineFilter(), 10)) == ["from v1", "new"]
-    assert reader.drains("old") == []  # an old reader sees the new table as empty
-    writer.add_drain("old", "https://x.example/logs")
-    assert [d.url for d in reader.drains("old")] == ["https://x.example/logs"]
+    with SQLiteStore.open(path, create=False) as reader:
+        assert messages(reader.last(LineFilter(), 10)) == ["from v1"]
+        assert rows(path, "PRAGMA user_version")[0][0] == 1  # readers change nothing
+        with SQLiteStore.open(path) as writer:
+            assert writer.append([Batch("old", [line("new")], frame_id="F")]) == [1]
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            assert messages(writer.last(LineFilter(), 10)) == ["from v1", "new"]
+            assert reader.drains("old") == []  # an old reader sees the new table as empty
+            writer.add_drain("old", "https://x.example/logs")
+            assert [d.url for d in reader.drains("old")] == ["https://x.example/logs"]
 
 
 def test_drain_registry(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    before = store.drains_changed()
-    first = store.add_drain("demo", "https://logs.example.com/a")
-    assert store.app("demo") is not None  # a drain brings its app into being
-    assert first.token.startswith("d.")
-    assert first.app == "demo"
-    second = store.add_drain("demo", "syslog+tls://logs.example.com:6514")
-    other = store.add_drain("other", "https://logs.example.com/a")  # same URL, other app: fine
-    assert store.drains_changed() == before + 3
-    with pytest.raises(DrainExists):
-        store.add_drain("demo", "https://logs.example.com/a")
-    assert store.drains_changed() == before + 3
-    assert store.drains("demo") == [first, second]
-    assert store.drains() == [first, second, other]
-    assert store.remove_drain("demo", "nothing") is None
-    assert store.remove_drain("demo", second.token) == second
-    assert store.remove_drain("demo", "https://logs.example.com/a") == first
-    assert store.drains("demo") == []
-    assert store.drains() == [other]
-    assert store.drains_changed() == before + 5
-    # Another process sees the change.
-    reader = SQLiteStore.open(tmp_path / "logs.db", create=False)
-    assert reader.drains() == [other]
-    assert reader.drains_changed() == store.drains_changed()
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        before = store.drains_changed()
+        first = store.add_drain("demo", "https://logs.example.com/a")
+        assert store.app("demo") is not None  # a drain brings its app into being
+        assert first.token.startswith("d.")
+        assert first.app == "demo"
+        second = store.add_drain("demo", "syslog+tls://logs.example.com:6514")
+        other = store.add_drain("other", "https://logs.example.com/a")  # same URL, other app: fine
+        assert store.drains_changed() == before + 3
+        with pytest.raises(DrainExists):
+            store.add_drain("demo", "https://logs.example.com/a")
+        assert store.drains_changed() == before + 3
+        assert store.drains("demo") == [first, second]
+        assert store.drains() == [first, second, other]
+        assert store.remove_drain("demo", "nothing") is None
+        assert store.remove_drain("demo", second.token) == second
+        assert store.remove_drain("demo", "https://logs.example.com/a") == first
+        assert store.drains("demo") == []
+        assert store.drains() == [other]
+        assert store.drains_changed() == before + 5
+        # Another process sees the change.
+        with SQLiteStore.open(tmp_path / "logs.db", create=False) as reader:
+            assert reader.drains() == [other]
+            assert reader.drains_changed() == store.drains_changed()
 
 
 def test_a_store_holding_one_drain_twice_keeps_working(tmp_path: Path) -> None:
     """An older herolog registered https://Example.com:443/x and https://example.com/x
     as two drains: both stay, each removable as written or by its token."""
     path = tmp_path / "logs.db"
-    store = SQLiteStore.open(path)
-    first = store.add_drain("demo", "https://Example.com:443/x")
-    with pytest.raises(DrainExists) as refused:
-        store.add_drain("demo", "https://example.com/x")
-    assert refused.value.url == "https://Example.com:443/x"
-    with closing(sqlite3.connect(path)) as db, db:  # as the older herolog did
-        db.execute(
-            "INSERT INTO drains (id, token, app_id, url, created_at, updated_at, through_id)"
-            " SELECT 'id-2', 'd.2', app_id, 'https://example.com/x', created_at, updated_at, 0"
-            " FROM drains"
-        )
-    assert [d.url for d in store.drains("demo")] == [first.url, "https://example.com/x"]
-    # A third way of writing it is either of them: not taken for one of them.
-    assert store.find_drain("demo", "https://EXAMPLE.com/x") is None
-    assert store.remove_drain("demo", "https://EXAMPLE.com/x") is None
-    with pytest.raises(DrainExists):
-        store.add_drain("demo", "https://EXAMPLE.com/x")
-    assert store.remove_drain("demo", "https://example.com/x") is not None
-    assert store.find_drain("demo", "https://EXAMPLE.com/x") == first  # the one left
-    assert store.remove_drain("demo", first.token) == first
-    assert store.drains("demo") == []
+    with SQLiteStore.open(path) as store:
+        first = store.add_drain("demo", "https://Example.com:443/x")
+        with pytest.raises(DrainExists) as refused:
+            store.add_drain("demo", "https://example.com/x")
+        assert refused.value.url == "https://Example.com:443/x"
+        with closing(sqlite3.connect(path)) as db, db:  # as the older herolog did
+            db.execute(
+                "INSERT INTO drains (id, token, app_id, url, created_at, updated_at, through_id)"
+                " SELECT 'id-2', 'd.2', app_id, 'https://example.com/x', created_at, updated_at, 0"
+                " FROM drains"
+            )
+        assert [d.url for d in store.drains("demo")] == [first.url, "https://example.com/x"]
+        # A third way of writing it is either of them: not taken for one of them.
+        assert store.find_drain("demo", "https://EXAMPLE.com/x") is None
+        assert store.remove_drain("demo", "https://EXAMPLE.com/x") is None
+        with pytest.raises(DrainExists):
+            store.add_drain("demo", "https://EXAMPLE.com/x")
+        assert store.remove_drain("demo", "https://example.com/x") is not None
+        assert store.find_drain("demo", "https://EXAMPLE.com/x") == first  # the one left
+        assert store.remove_drain("demo", first.token) == first
+        assert store.drains("demo") == []
 
 
 def test_a_trim_hold_keeps_unread_lines_past_the_history(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    store.set_history(3)
-    fill(store, "demo", ["a", "b"])
-    read_up_to = store.newest_id()
-    store.hold_trim("s1", read_up_to, seconds=60)  # a server has handed out a and b
-    fill(store, "demo", ["c", "d", "e", "f"])
-    # Only what was handed out may go: c..f stay although the history is 3.
-    assert messages(store.last(LineFilter(), 10)) == ["c", "d", "e", "f"]
-    store.hold_trim("s1", store.newest_id(), seconds=60)
-    fill(store, "demo", ["g"])
-    assert messages(store.last(LineFilter(), 10)) == ["e", "f", "g"]
-    store.hold_trim("s1", 0, seconds=-1)  # a hold that has lapsed holds nothing
-    fill(store, "demo", ["h"])
-    assert messages(store.last(LineFilter(), 10)) == ["f", "g", "h"]
-    store.hold_trim("s2", 0, seconds=60)
-    store.release_trim_hold("s2")
-    fill(store, "demo", ["i"])
-    assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i"]
-    g = store.last(LineFilter(), 10)[0][0].id
-    store.hold_trim("s1", store.newest_id(), seconds=60)
-    store.hold_trim("s2", g - 1, seconds=60)  # a second server has not handed out g yet
-    fill(store, "demo", ["j"])
-    assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i", "j"]  # the lowest counts
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        store.set_history(3)
+        fill(store, "demo", ["a", "b"])
+        read_up_to = store.newest_id()
+        store.hold_trim("s1", read_up_to, seconds=60)  # a server has handed out a and b
+        fill(store, "demo", ["c", "d", "e", "f"])
+        # Only what was handed out may go: c..f stay although the history is 3.
+        assert messages(store.last(LineFilter(), 10)) == ["c", "d", "e", "f"]
+        store.hold_trim("s1", store.newest_id(), seconds=60)
+        fill(store, "demo", ["g"])
+        assert messages(store.last(LineFilter(), 10)) == ["e", "f", "g"]
+        store.hold_trim("s1", 0, seconds=-1)  # a hold that has lapsed holds nothing
+        fill(store, "demo", ["h"])
+        assert messages(store.last(LineFilter(), 10)) == ["f", "g", "h"]
+        store.hold_trim("s2", 0, seconds=60)
+        store.release_trim_hold("s2")
+        fill(store, "demo", ["i"])
+        assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i"]
+        g = store.last(LineFilter(), 10)[0][0].id
+        store.hold_trim("s1", store.newest_id(), seconds=60)
+        store.hold_trim("s2", g - 1, seconds=60)  # a second server has not handed out g yet
+        fill(store, "demo", ["j"])
+        assert messages(store.last(LineFilter(), 10)) == ["g", "h", "i", "j"]  # the lowest counts
 
 
 def test_a_mark_below_lines_a_trim_hold_keeps_or_at_the_newest_trimmed_is_exact(
@@ -908,28 +920,28 @@ def test_a_reader_behind_an_app_forgotten_counts_every_line_it_had_not_read_as_l
 def test_a_forget_notes_the_lines_a_server_had_not_read_until_every_server_has(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    fill(store, "demo", ["a", "b"])  # ids 1 and 2
-    store.hold_trim("s1", store.newest_id(), seconds=60)  # handed out
-    fill(store, "demo", ["c"])
-    fill(store, "other", ["o"])
-    fill(store, "demo", ["d", "e"])  # ids 3, 5 and 6 not read yet
-    assert store.forget_app("demo") == 5
-    assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6])}
-    assert store.unread_forgotten(3, 5) == {"demo": array("q", [5])}
-    store.hold_trim("s2", 4, seconds=60)
-    fill(store, "demo", ["f"])
-    assert store.forget_app("demo") == 1  # id 7, above both holds
-    assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6, 7])}
-    store.hold_trim("s1", 6, seconds=60)  # past the first forget's, but s2 is not
-    assert store.unread_forgotten(2, 10) == {"demo": array("q", [3, 5, 6, 7])}
-    store.hold_trim("s2", 6, seconds=60)  # both past it: its note goes
-    assert store.unread_forgotten(0, 10) == {"demo": array("q", [7])}
-    store.release_trim_hold("s1")
-    store.release_trim_hold("s2")
-    fill(store, "demo", ["g"])
-    assert store.forget_app("demo") == 1  # no server reading: nothing is noted
-    assert store.unread_forgotten(0, 10) == {}
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        fill(store, "demo", ["a", "b"])  # ids 1 and 2
+        store.hold_trim("s1", store.newest_id(), seconds=60)  # handed out
+        fill(store, "demo", ["c"])
+        fill(store, "other", ["o"])
+        fill(store, "demo", ["d", "e"])  # ids 3, 5 and 6 not read yet
+        assert store.forget_app("demo") == 5
+        assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6])}
+        assert store.unread_forgotten(3, 5) == {"demo": array("q", [5])}
+        store.hold_trim("s2", 4, seconds=60)
+        fill(store, "demo", ["f"])
+        assert store.forget_app("demo") == 1  # id 7, above both holds
+        assert store.unread_forgotten(0, 10) == {"demo": array("q", [3, 5, 6, 7])}
+        store.hold_trim("s1", 6, seconds=60)  # past the first forget's, but s2 is not
+        assert store.unread_forgotten(2, 10) == {"demo": array("q", [3, 5, 6, 7])}
+        store.hold_trim("s2", 6, seconds=60)  # both past it: its note goes
+        assert store.unread_forgotten(0, 10) == {"demo": array("q", [7])}
+        store.release_trim_hold("s1")
+        store.release_trim_hold("s2")
+        fill(store, "demo", ["g"])
+        assert store.forget_app("demo") == 1  # no server reading: nothing is noted
+        assert store.unread_forgotten(0, 10) == {}
 
 
 def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
@@ -1281,18 +1293,18 @@ def test_a_version_3_store_s_drains_start_at_its_newest_line_when_upgraded(tmp_p
     store.add_drain("demo", "https://x.example/logs")
     store.close()
     as_older_herolog_left_it(path, 3)
-    reader = SQLiteStore.open(path, create=False)
-    (drain,) = reader.drains()
-    assert drain.delivery.through == 0  # a reader reads the old schema as it is
-    assert not reader.keeps_positions()
-    assert counted(reader, [drain]) == [drain]  # so no count of lines waiting for it
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
-    writer = SQLiteStore.open(path)
-    fill(writer, "demo", ["d"])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    (drain,) = writer.drains()
-    assert drain.delivery.through == 3  # the newest line when it was upgraded, not "d"
-    assert counted(writer, [drain])[0].waiting == 1  # "d"
+    with SQLiteStore.open(path, create=False) as reader:
+        (drain,) = reader.drains()
+        assert drain.delivery.through == 0  # a reader reads the old schema as it is
+        assert not reader.keeps_positions()
+        assert counted(reader, [drain]) == [drain]  # so no count of lines waiting for it
+        assert rows(path, "PRAGMA user_version")[0][0] == 3
+        with SQLiteStore.open(path) as writer:
+            fill(writer, "demo", ["d"])
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            (drain,) = writer.drains()
+            assert drain.delivery.through == 3  # the newest line when it was upgraded, not "d"
+            assert counted(writer, [drain])[0].waiting == 1  # "d"
 
 
 def test_a_version_4_store_s_drains_have_nothing_untold_when_upgraded(tmp_path: Path) -> None:
@@ -1303,16 +1315,16 @@ def test_a_version_4_store_s_drains_have_nothing_untold_when_upgraded(tmp_path: 
     store.save_deliveries({added.id: Delivery(1, 2, False, None, None, through=1)})
     store.close()
     as_older_herolog_left_it(path, 4)
-    reader = SQLiteStore.open(path, create=False)
-    (drain,) = reader.drains()
-    assert drain.delivery == Delivery(1, 2, False, None, None, through=1)
-    writer = SQLiteStore.open(path)
-    fill(writer, "demo", ["b"])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert writer.drains() == [drain]
-    told = Delivery(1, 5, False, None, None, 1, 0, 3, "2026-12-03T17:00:00+00:00")
-    writer.save_deliveries({drain.id: told})
-    assert reader.drains()[0].delivery == told
+    with SQLiteStore.open(path, create=False) as reader:
+        (drain,) = reader.drains()
+        assert drain.delivery == Delivery(1, 2, False, None, None, through=1)
+        with SQLiteStore.open(path) as writer:
+            fill(writer, "demo", ["b"])
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            assert writer.drains() == [drain]
+            told = Delivery(1, 5, False, None, None, 1, 0, 3, "2026-12-03T17:00:00+00:00")
+            writer.save_deliveries({drain.id: told})
+            assert reader.drains()[0].delivery == told
 
 
 def test_a_version_4_store_made_before_apps_kept_their_trims_is_read_and_upgraded(
@@ -1336,18 +1348,18 @@ def test_a_version_4_store_made_before_apps_kept_their_trims_is_read_and_upgrade
     db.execute("ALTER TABLE apps DROP COLUMN trimmed_through")
     db.commit()
     db.close()
-    reader = SQLiteStore.open(path, create=False)
-    assert messages(reader.last(LineFilter(), 10)) == ["d", "e", "q", "f"]
-    assert counted(reader, reader.drains())[0].waiting == 1  # "f"
-    writer = SQLiteStore.open(path)
-    fill(writer, "demo", ["g"])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert messages(writer.last(LineFilter(), 10)) == ["e", "q", "f", "g"]
-    (upgraded,) = counted(writer, writer.drains())
-    assert upgraded.delivery == state
-    assert upgraded.waiting == 2  # "f", "g"
-    # Its lines trimmed so far are counted as before the upgrade: up to "d" (id 4).
-    assert writer.trimmed_between(0, 8, "demo") == 4
+    with SQLiteStore.open(path, create=False) as reader:
+        assert messages(reader.last(LineFilter(), 10)) == ["d", "e", "q", "f"]
+        assert counted(reader, reader.drains())[0].waiting == 1  # "f"
+        with SQLiteStore.open(path) as writer:
+            fill(writer, "demo", ["g"])
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            assert messages(writer.last(LineFilter(), 10)) == ["e", "q", "f", "g"]
+            (upgraded,) = counted(writer, writer.drains())
+            assert upgraded.delivery == state
+            assert upgraded.waiting == 2  # "f", "g"
+            # Its lines trimmed so far are counted as before the upgrade: up to "d" (id 4).
+            assert writer.trimmed_between(0, 8, "demo") == 4
 
 
 def test_a_version_6_store_s_nil_hostnames_read_as_none_and_are_upgraded(tmp_path: Path) -> None:
@@ -1364,17 +1376,16 @@ def test_a_version_6_store_s_nil_hostnames_read_as_none_and_are_upgraded(tmp_pat
     as_older_herolog_left_it(path, 6)
 
     def stored() -> list[str | None]:
-        rows = sqlite3.connect(path).execute("SELECT hostname FROM lines ORDER BY id")
-        return [hostname for (hostname,) in rows]
+        return [hostname for (hostname,) in rows(path, "SELECT hostname FROM lines ORDER BY id")]
 
     assert stored() == ["host", None, "-"]
-    reader = SQLiteStore.open(path, create=False)
-    assert [x.hostname for x in reader.last(LineFilter(), 10)[0]] == ["host", None, None]
-    assert stored() == ["host", None, "-"]  # readers change nothing
-    writer = SQLiteStore.open(path)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert stored() == ["host", None, None]
-    assert [x.hostname for x in writer.last(LineFilter(), 10)[0]] == ["host", None, None]
+    with SQLiteStore.open(path, create=False) as reader:
+        assert [x.hostname for x in reader.last(LineFilter(), 10)[0]] == ["host", None, None]
+        assert stored() == ["host", None, "-"]  # readers change nothing
+        with SQLiteStore.open(path) as writer:
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            assert stored() == ["host", None, None]
+            assert [x.hostname for x in writer.last(LineFilter(), 10)[0]] == ["host", None, None]
 
 
 def test_a_version_9_store_s_frame_ids_are_still_remembered_when_upgraded(tmp_path: Path) -> None:
@@ -1389,21 +1400,28 @@ def test_a_version_9_store_s_frame_ids_are_still_remembered_when_upgraded(tmp_pa
         )
     store.close()
     as_older_herolog_left_it(path, 9)
-    db = sqlite3.connect(path)
-    assert sorted(db.execute("SELECT frame_id FROM frames")) == [
-        ("A-young",),
-        ("A-young",),
-        ("Z-old",),
-    ]
-    writer = SQLiteStore.open(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "frames" not in tables
-    retries = [Batch("demo", [line("r")], frame_id=t) for t in ("Z-old", "A-young", "new")]
-    assert writer.append([*retries, Batch("b", [line("r")], frame_id="A-young")]) == [0, 0, 1, 0]
-    # In the order they came (Z-old first), so that the oldest are pruned first.
-    writer.forget_frame_ids(older_than_s=3600, keep_at_most=100)
-    assert writer.append(retries) == [1, 0, 0]
+    with closing(sqlite3.connect(path)) as db:
+        assert sorted(db.execute("SELECT frame_id FROM frames")) == [
+            ("A-young",),
+            ("A-young",),
+            ("Z-old",),
+        ]
+        with SQLiteStore.open(path) as writer:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            tables = {
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            assert "frames" not in tables
+            retries = [Batch("demo", [line("r")], frame_id=t) for t in ("Z-old", "A-young", "new")]
+            assert writer.append([*retries, Batch("b", [line("r")], frame_id="A-young")]) == [
+                0,
+                0,
+                1,
+                0,
+            ]
+            # In the order they came (Z-old first), so that the oldest are pruned first.
+            writer.forget_frame_ids(older_than_s=3600, keep_at_most=100)
+            assert writer.append(retries) == [1, 0, 0]
 
 
 def test_a_version_10_store_s_apps_are_found_by_id_through_an_index_once_upgraded(
@@ -1430,26 +1448,28 @@ def test_a_version_10_store_s_apps_are_found_by_id_through_an_index_once_upgrade
         assert [key for key, _ in reader.apps_by("id", "", "", limit=5)] == sorted(
             [app_id("demo"), app_id("other")]
         )
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 10
-    writer = SQLiteStore.open(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert dict(db.execute("SELECT name, api_id FROM apps")) == {
-        "demo": app_id("demo"),
-        "other": app_id("other"),
-    }
-    assert "USING INDEX apps_by_api_id (api_id=?)" in db.execute(plan, ("x",)).fetchone()[3]
-    fill(writer, "new", ["c"])
-    assert (found(writer, "demo"), found(writer, "new")) == ("demo", "new")
-    assert [info.name for _, info in writer.apps_by("id", app_id("new"), "", limit=1)] == ["new"]
-    writer.close()
-    # An app an older herolog added after the upgrade (a serve started before it).
-    db.execute("INSERT INTO apps (name, created_at) VALUES ('older', '2026-01-01')")
-    db.commit()
-    with closing(SQLiteStore.open(path, create=False)) as reader:
-        assert found(reader, "older") is None
-    with closing(SQLiteStore.open(path)) as writer:
-        assert found(writer, "older") == "older"
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10
+        writer = SQLiteStore.open(path)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert dict(db.execute("SELECT name, api_id FROM apps")) == {
+            "demo": app_id("demo"),
+            "other": app_id("other"),
+        }
+        assert "USING INDEX apps_by_api_id (api_id=?)" in db.execute(plan, ("x",)).fetchone()[3]
+        fill(writer, "new", ["c"])
+        assert (found(writer, "demo"), found(writer, "new")) == ("demo", "new")
+        assert [info.name for _, info in writer.apps_by("id", app_id("new"), "", limit=1)] == [
+            "new"
+        ]
+        writer.close()
+        # An app an older herolog added after the upgrade (a serve started before it).
+        db.execute("INSERT INTO apps (name, created_at) VALUES ('older', '2026-01-01')")
+        db.commit()
+        with closing(SQLiteStore.open(path, create=False)) as reader:
+            assert found(reader, "older") is None
+        with closing(SQLiteStore.open(path)) as writer:
+            assert found(writer, "older") == "older"
 
 
 def test_a_version_7_store_is_read_without_msgids_and_upgraded_to_keep_them(
@@ -1462,15 +1482,15 @@ def test_a_version_7_store_is_read_without_msgids_and_upgraded_to_keep_them(
     fill(store, "demo", ["old"])
     store.close()
     as_older_herolog_left_it(path, 7)
-    reader = SQLiteStore.open(path, create=False)
-    assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == [("old", None)]
-    writer = SQLiteStore.open(path)
-    tagged = line("tagged")._replace(hostname="myhost", msgid="INVOICE")
-    writer.append([Batch("demo", [tagged, line("plain")])])
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    expected = [("old", None), ("tagged", "INVOICE"), ("plain", None)]
-    assert [(x.message, x.msgid) for x in writer.last(LineFilter(), 10)[0]] == expected
-    assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == expected
+    with SQLiteStore.open(path, create=False) as reader:
+        assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == [("old", None)]
+        with SQLiteStore.open(path) as writer:
+            tagged = line("tagged")._replace(hostname="myhost", msgid="INVOICE")
+            writer.append([Batch("demo", [tagged, line("plain")])])
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+            expected = [("old", None), ("tagged", "INVOICE"), ("plain", None)]
+            assert [(x.message, x.msgid) for x in writer.last(LineFilter(), 10)[0]] == expected
+            assert [(x.message, x.msgid) for x in reader.last(LineFilter(), 10)[0]] == expected
 
 
 def test_msgids_and_structured_data_are_stored_in_any_mix(store: SQLiteStore) -> None:
@@ -1508,18 +1528,19 @@ def test_a_version_5_store_counts_lines_waiting_the_same_before_and_after_its_up
     store.close()
 
     def indexes() -> set[str]:
-        rows = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-        return {name for (name,) in rows}
+        return {
+            name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
 
     assert "lines_notices" in indexes()
     as_older_herolog_left_it(path, 5)
     assert "lines_notices" not in indexes()
-    reader = SQLiteStore.open(path, create=False)
-    assert counted(reader, reader.drains())[0].waiting == 3  # a, b, c: not the L10 line
-    writer = SQLiteStore.open(path)
-    fill(writer, "demo", ["d"])
-    assert "lines_notices" in indexes()
-    assert counted(writer, writer.drains())[0].waiting == 4
+    with SQLiteStore.open(path, create=False) as reader:
+        assert counted(reader, reader.drains())[0].waiting == 3  # a, b, c: not the L10 line
+        with SQLiteStore.open(path) as writer:
+            fill(writer, "demo", ["d"])
+            assert "lines_notices" in indexes()
+            assert counted(writer, writer.drains())[0].waiting == 4
 
 
 def test_herolog_s_own_l10_lines_in_a_version_11_store_stay_its_own_and_new_ones_are_marked(
@@ -1543,25 +1564,25 @@ def test_herolog_s_own_l10_lines_in_a_version_11_store_stay_its_own_and_new_ones
         return [bool(x.own) for x in store.last(LineFilter(app="demo"), 10)[0]]
 
     as_older_herolog_left_it(path, 11)
-    reader = SQLiteStore.open(path, create=False)
-    assert (owns(reader), counted(reader, reader.drains())[0].waiting) == ([False, True], 1)
-    writer = SQLiteStore.open(path)
-    writer.append([Batch("demo", [notice])])
-    assert owns(writer) == [False, True, False]
-    assert counted(writer, writer.drains())[0].waiting == 2
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with SQLiteStore.open(path, create=False) as reader:
+        assert (owns(reader), counted(reader, reader.drains())[0].waiting) == ([False, True], 1)
+        with SQLiteStore.open(path) as writer:
+            writer.append([Batch("demo", [notice])])
+            assert owns(writer) == [False, True, False]
+            assert counted(writer, writer.drains())[0].waiting == 2
+            assert rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
 def test_a_new_drain_starts_at_the_newest_line_and_saves_its_position(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    assert store.add_drain("empty", "https://x.example/a").delivery.through == 0
-    fill(store, "demo", ["a", "b"])
-    fill(store, "other", ["c"])
-    drain = store.add_drain("demo", "https://x.example/b")
-    assert drain.delivery.through == store.newest_id() == 3
-    state = Delivery(5, 2, False, None, None, through=7, dropped_ahead=1)
-    store.save_deliveries({drain.id: state})
-    assert store.find_drain("demo", drain.token) == drain._replace(delivery=state)
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        assert store.add_drain("empty", "https://x.example/a").delivery.through == 0
+        fill(store, "demo", ["a", "b"])
+        fill(store, "other", ["c"])
+        drain = store.add_drain("demo", "https://x.example/b")
+        assert drain.delivery.through == store.newest_id() == 3
+        state = Delivery(5, 2, False, None, None, through=7, dropped_ahead=1)
+        store.save_deliveries({drain.id: state})
+        assert store.find_drain("demo", drain.token) == drain._replace(delivery=state)
 
 
 def test_a_lease_its_holder_stops_renewing_runs_out_and_another_takes_it(tmp_path: Path) -> None:
@@ -1712,78 +1733,80 @@ def test_a_batch_received_long_before_a_live_hold_was_taken_keeps_to_it(
 def test_only_the_forwarding_lease_holder_saves_drain_positions(tmp_path: Path) -> None:
     """A server whose lease ran out and went to another (it was stalled, say) must not put
     its older position back over the newer one the other saves."""
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    drain = store.add_drain("demo", "https://x.example/a")
-    assert store.lease("forwarding", "first", -1) is None  # taken, and already run out
-    assert store.lease("forwarding", "second", 10) is None
-    newer = Delivery(9, 0, False, None, None, through=9)
-    assert store.save_deliveries({drain.id: newer}, lease=("forwarding", "second"))
-    older = Delivery(4, 0, False, None, None, through=4)
-    assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "first"))
-    (found,) = store.drains()
-    assert found.delivery == newer
-    store.release_lease("forwarding", "second")
-    assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "second"))
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        drain = store.add_drain("demo", "https://x.example/a")
+        assert store.lease("forwarding", "first", -1) is None  # taken, and already run out
+        assert store.lease("forwarding", "second", 10) is None
+        newer = Delivery(9, 0, False, None, None, through=9)
+        assert store.save_deliveries({drain.id: newer}, lease=("forwarding", "second"))
+        older = Delivery(4, 0, False, None, None, through=4)
+        assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "first"))
+        (found,) = store.drains()
+        assert found.delivery == newer
+        store.release_lease("forwarding", "second")
+        assert not store.save_deliveries({drain.id: older}, lease=("forwarding", "second"))
 
 
 def test_app_lines_reads_a_span_of_one_app_in_bounded_pieces(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    for i in range(10):
-        fill(store, "demo", [f"d{i}"])
-        fill(store, "other", [f"o{i}"])
-    # demo's lines are the odd ids 1..19
-    lines, through = store.app_lines("demo", 2, 15, 3, 1 << 20)
-    assert [x.message for x in lines] == ["d1", "d2", "d3"]
-    assert through == lines[-1].id == 7
-    lines, through = store.app_lines("demo", through, 15, 100, 1 << 20)
-    assert [x.message for x in lines] == ["d4", "d5", "d6", "d7"]
-    assert through == 15  # the whole span read
-    lines, _ = store.app_lines("demo", 0, 19, 100, 5)  # about 5 bytes of messages
-    assert [x.message for x in lines] == ["d0", "d1", "d2"]
-    assert store.app_lines("demo", 19, 19, 100, 100) == ([], 19)
-    assert store.count_app_lines("demo", 2, 15) == 7
-    fill(store, "demo", ["Error L10 (output buffer overflow): 1 messages dropped since x."])
-    store.append([Batch("demo", [line("Error L10 (x)")._replace(hostname="herolog")], own=True)])
-    # Another herolog's L10 line, which its drain brought: the app's like any other.
-    store.append([Batch("demo", [line("Error L10 (y)")._replace(hostname="herolog")])])
-    newest = store.newest_id()
-    assert store.count_app_lines("demo", 0, newest) == 13
-    assert store.count_app_lines("demo", 0, newest, notices=False) == 12
-    with store.snapshot():  # in the caller's snapshot, as drains.counted reads it
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        for i in range(10):
+            fill(store, "demo", [f"d{i}"])
+            fill(store, "other", [f"o{i}"])
+        # demo's lines are the odd ids 1..19
+        lines, through = store.app_lines("demo", 2, 15, 3, 1 << 20)
+        assert [x.message for x in lines] == ["d1", "d2", "d3"]
+        assert through == lines[-1].id == 7
+        lines, through = store.app_lines("demo", through, 15, 100, 1 << 20)
+        assert [x.message for x in lines] == ["d4", "d5", "d6", "d7"]
+        assert through == 15  # the whole span read
+        lines, _ = store.app_lines("demo", 0, 19, 100, 5)  # about 5 bytes of messages
+        assert [x.message for x in lines] == ["d0", "d1", "d2"]
+        assert store.app_lines("demo", 19, 19, 100, 100) == ([], 19)
+        assert store.count_app_lines("demo", 2, 15) == 7
+        fill(store, "demo", ["Error L10 (output buffer overflow): 1 messages dropped since x."])
+        store.append(
+            [Batch("demo", [line("Error L10 (x)")._replace(hostname="herolog")], own=True)]
+        )
+        # Another herolog's L10 line, which its drain brought: the app's like any other.
+        store.append([Batch("demo", [line("Error L10 (y)")._replace(hostname="herolog")])])
+        newest = store.newest_id()
+        assert store.count_app_lines("demo", 0, newest) == 13
         assert store.count_app_lines("demo", 0, newest, notices=False) == 12
+        with store.snapshot():  # in the caller's snapshot, as drains.counted reads it
+            assert store.count_app_lines("demo", 0, newest, notices=False) == 12
 
 
 def test_trimmed_between_counts_no_ids_past_what_the_app_has_had_trimmed(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    store.set_history(2)
-    fill(store, "quiet", ["q1"])  # id 1
-    for i in range(10):
-        fill(store, "busy", [f"b{i}"])  # ids 2..11, all but the last two trimmed
-    fill(store, "quiet", ["q2"])  # id 12
-    assert store.trimmed_between(1, 11) == 8
-    assert store.trimmed_between(1, 11, "busy") == 8
-    assert store.trimmed_between(1, 11, "quiet") == 0  # quiet has lost nothing
-    fill(store, "quiet", ["q3"])  # q1 goes: its id is all quiet has lost
-    assert store.trimmed_between(0, 12, "quiet") == 1
-    assert store.trimmed_between(1, 12, "quiet") == 0
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        store.set_history(2)
+        fill(store, "quiet", ["q1"])  # id 1
+        for i in range(10):
+            fill(store, "busy", [f"b{i}"])  # ids 2..11, all but the last two trimmed
+        fill(store, "quiet", ["q2"])  # id 12
+        assert store.trimmed_between(1, 11) == 8
+        assert store.trimmed_between(1, 11, "busy") == 8
+        assert store.trimmed_between(1, 11, "quiet") == 0  # quiet has lost nothing
+        fill(store, "quiet", ["q3"])  # q1 goes: its id is all quiet has lost
+        assert store.trimmed_between(0, 12, "quiet") == 1
+        assert store.trimmed_between(1, 12, "quiet") == 0
 
 
 def test_trimmed_since_counts_only_what_was_kept_when_the_oldest_ids_were_taken(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    store.set_history(2)
-    for i in range(4):  # a0 b0 a1 b1 ... (ids 1-8): a0, b0, a1 and b1 trimmed
-        store.append([Batch("a", [line(f"a{i}")]), Batch("b", [line(f"b{i}")])])
-    oldest = store.oldest_ids()
-    assert store.trimmed_between(0, 8) == 4
-    assert store.trimmed_since(oldest, 0, 8) == 0
-    store.append([Batch("a", [line("a4")]), Batch("b", [line("b4")])])  # a2 and b2 go
-    assert store.trimmed_since(oldest, 0, 10) == 2
-    assert store.trimmed_since(oldest, 5, 10) == 1  # b2 alone past a2's id
-    assert store.forget_app("b") == 2  # b3 and b4, ids 8 and 10
-    assert store.trimmed_since(oldest, 0, 10) == 4
-    assert store.trimmed_since(oldest, 7, 10) == 2
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        store.set_history(2)
+        for i in range(4):  # a0 b0 a1 b1 ... (ids 1-8): a0, b0, a1 and b1 trimmed
+            store.append([Batch("a", [line(f"a{i}")]), Batch("b", [line(f"b{i}")])])
+        oldest = store.oldest_ids()
+        assert store.trimmed_between(0, 8) == 4
+        assert store.trimmed_since(oldest, 0, 8) == 0
+        store.append([Batch("a", [line("a4")]), Batch("b", [line("b4")])])  # a2 and b2 go
+        assert store.trimmed_since(oldest, 0, 10) == 2
+        assert store.trimmed_since(oldest, 5, 10) == 1  # b2 alone past a2's id
+        assert store.forget_app("b") == 2  # b3 and b4, ids 8 and 10
+        assert store.trimmed_since(oldest, 0, 10) == 4
+        assert store.trimmed_since(oldest, 7, 10) == 2
 
 
 def test_trimmed_since_a_span_with_ids_missing_from_before_reads_no_app_s_lines(
@@ -1795,36 +1818,36 @@ def test_trimmed_since_a_span_with_ids_missing_from_before_reads_no_app_s_lines(
     oldest line (7 ms a batch with 2,000 apps), unless an app was forgotten since the
     history began. An app's lost lines lie at or below the newest it has had trimmed: ids
     another app lost above it are not counted for it."""
-    store = SQLiteStore.open(tmp_path / "logs.db")
-    store.set_history(10)
-    for name in ("a", "c", "a", "c", "b", "b", "a", "c"):  # ids 1-8
-        store.append([Batch(name, [line(name)])])
-    assert store.forget_app("b") == 2  # ids 5 and 6
-    oldest = store.oldest_ids()
-    statements: list[str] = []
+    with SQLiteStore.open(tmp_path / "logs.db") as store:
+        store.set_history(10)
+        for name in ("a", "c", "a", "c", "b", "b", "a", "c"):  # ids 1-8
+            store.append([Batch(name, [line(name)])])
+        assert store.forget_app("b") == 2  # ids 5 and 6
+        oldest = store.oldest_ids()
+        statements: list[str] = []
 
-    def since(after: int) -> int:
-        store._db.set_trace_callback(statements.append)
-        try:
-            return store.trimmed_since(oldest, after, 8)
-        finally:
-            store._db.set_trace_callback(None)
+        def since(after: int) -> int:
+            store._db.set_trace_callback(statements.append)
+            try:
+                return store.trimmed_since(oldest, after, 8)
+            finally:
+                store._db.set_trace_callback(None)
 
-    assert since(0) == 0
-    store.set_history(1)  # a loses ids 1 and 3, c 2 and 4
-    assert (since(0), since(4)) == (4, 0)
-    plans = [
-        row[3]
-        for sql in statements
-        if sql.startswith("SELECT")
-        for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}")
-    ]
-    assert "SCAN apps" in plans
-    assert not [plan for plan in plans if "lines_by_app" in plan]
-    assert store.forget_app("c") == 1  # since the history began: each app looked up
-    statements.clear()
-    assert since(0) == 7  # a's 1 and 3, c's 2, 4 and 8; b's 5 and 6 among them (at most)
-    assert any("SELECT min(id) FROM lines WHERE app_id" in sql for sql in statements)
+        assert since(0) == 0
+        store.set_history(1)  # a loses ids 1 and 3, c 2 and 4
+        assert (since(0), since(4)) == (4, 0)
+        plans = [
+            row[3]
+            for sql in statements
+            if sql.startswith("SELECT")
+            for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}")
+        ]
+        assert "SCAN apps" in plans
+        assert not [plan for plan in plans if "lines_by_app" in plan]
+        assert store.forget_app("c") == 1  # since the history began: each app looked up
+        statements.clear()
+        assert since(0) == 7  # a's 1 and 3, c's 2, 4 and 8; b's 5 and 6 among them (at most)
+        assert any("SELECT min(id) FROM lines WHERE app_id" in sql for sql in statements)
 
 
 def test_trimmed_since_a_span_with_no_line_missing_costs_the_same_however_many_apps(
@@ -1958,9 +1981,9 @@ def test_a_writer_is_told_which_of_the_store_s_files_it_may_not_write(tmp_path: 
     assert str(refused.value) == (
         f"cannot write to the store {path}: {shm} is read-only to this user"
     )
-    writer = SQLiteStore.open(path)
-    fill(writer, "demo", ["b"])
-    assert messages(writer.last(LineFilter(), 10)) == ["a", "b"]
+    with SQLiteStore.open(path) as writer:
+        fill(writer, "demo", ["b"])
+        assert messages(writer.last(LineFilter(), 10)) == ["a", "b"]
 
 
 def big_and_small(store: SQLiteStore) -> Callable[[Callable[[], object]], str]:
@@ -2031,11 +2054,11 @@ def test_a_filtered_read_of_one_app_of_many_weighs_it_without_summing_every_app(
         return counted[0]
 
     assert steps(2000) == steps(200)
-    store = SQLiteStore.open(tmp_path / "big.db")
-    store.append([Batch(f"app{i:04d}", [line("x")]) for i in range(150)])
-    store.append([Batch("big", [line(f"b{i}") for i in range(200)])])
-    plan = big_and_small(store)  # and 30 more of big's, 10 of small's
-    assert "SCAN lines" in plan(lambda: store.last(LineFilter(app="big", source="app"), 3))
+    with SQLiteStore.open(tmp_path / "big.db") as store:
+        store.append([Batch(f"app{i:04d}", [line("x")]) for i in range(150)])
+        store.append([Batch("big", [line(f"b{i}") for i in range(200)])])
+        plan = big_and_small(store)  # and 30 more of big's, 10 of small's
+        assert "SCAN lines" in plan(lambda: store.last(LineFilter(app="big", source="app"), 3))
 
 
 def test_an_app_made_anew_takes_over_what_its_forgotten_namesake_counted(
