@@ -117,10 +117,10 @@ def local(moment: datetime) -> datetime:
         shift = _TWO_DAYS if moment.year == 1 else -_TWO_DAYS
         aware = (moment + shift).astimezone() - shift
     if aware.replace(tzinfo=None) != moment:
-        # Skipped (02:30 as 02:00 became 03:00). Python 3.11 gives it the offset from before
-        # the change, 3.12 and later the one from after; the other is the offset the
-        # instant that the first names is read with. The clocks went forward, so the offset
-        # from before is the smaller.
+        # Skipped (02:30 as 02:00 became 03:00). Python reads it with one of the two offsets
+        # and gives the instant with the other: 3.11 as 01:30 EST, 3.12 and later as 03:30
+        # EDT. Reading it with the offset given finds the other; the one from before the
+        # change (PEP 495's) is the smaller, the clocks having gone forward.
         other = (moment - _offset(aware)).replace(tzinfo=UTC).astimezone()
         aware = moment.replace(tzinfo=min(aware, other, key=_offset).tzinfo)
     return aware
