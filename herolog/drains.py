@@ -22,7 +22,7 @@ from herolog.store import (
     DrainExists,
     SQLiteStore,
     StoredLine,
-    open_existing,
+    read_existing,
     using_store,
 )
 from herolog.store import app_id as app_id  # made in the store, which indexes it
@@ -467,13 +467,10 @@ class LocalRegistry:
         return using_store(self.store_path, add, create=True, lock_wait=self.lock_wait)
 
     def list(self, app: str | None) -> list[Drain]:
-        store = open_existing(self.store_path)
-        if store is None:
-            return []
-        try:
+        def drains(store: SQLiteStore) -> list[Drain]:
             return counted(store, store.drains(None if app is None else _named(store, app)))
-        finally:
-            store.close()
+
+        return read_existing(self.store_path, drains, [])
 
     def find(self, app: str, key: str) -> Drain:
         def find(store: SQLiteStore, name: str) -> Drain | None:
@@ -503,13 +500,7 @@ class LocalRegistry:
 
     def forwarded(self) -> bool:
         """Whether a herolog serve forwards this store's drains now."""
-        store = open_existing(self.store_path)
-        if store is None:
-            return False
-        try:
-            return store.leased(FORWARDING_LEASE)
-        finally:
-            store.close()
+        return read_existing(self.store_path, lambda store: store.leased(FORWARDING_LEASE), False)
 
 
 def _missing(path: Path) -> bool:

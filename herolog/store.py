@@ -2488,6 +2488,16 @@ def open_existing(path: Path) -> SQLiteStore | None:
         return None
 
 
+def read_existing(path: Path, read: Callable[[SQLiteStore], T], otherwise: T) -> T:
+    """What ``read`` gives of the store at ``path``, closed after; ``otherwise`` when there
+    is none yet (never creates one)."""
+    store = open_existing(path)
+    if store is None:
+        return otherwise
+    with store:
+        return read(store)
+
+
 def using_store(
     path: Path,
     work: Callable[[SQLiteStore], T],
@@ -2507,10 +2517,8 @@ def using_store(
         store = SQLiteStore.open(path, create=create, lock_wait=lock_wait)
     except FileNotFoundError:
         raise StoreError(f"the store {path} is gone (moved or deleted)") from None
-    try:
+    with store:
         return work(store)
-    finally:
-        store.close()
 
 
 def open_store(

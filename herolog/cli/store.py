@@ -32,7 +32,7 @@ def local_only(command: str, path: Path) -> None:
 def apps(json_output: bool, server: str | None) -> None:
     """List the apps in the store (or on a server), one name per line."""
     from herolog import config
-    from herolog.store import AppInfo, open_existing
+    from herolog.store import AppInfo, SQLiteStore, read_existing
 
     found: list[AppInfo]
     if server:
@@ -45,11 +45,7 @@ def apps(json_output: bool, server: str | None) -> None:
             message = scrub(str(error), server)  # its password
             raise click.ClickException(message + came_from_the_environment("server")) from None
     else:
-        found = []
-        store = open_existing(config.store_path())
-        if store is not None:
-            with store:
-                found = store.apps()
+        found = read_existing(config.store_path(), SQLiteStore.apps, [])
     if json_output:
         click.echo(json.dumps([app._asdict() for app in found], indent=2))
     else:
@@ -111,17 +107,12 @@ def history(lines: int | None) -> None:
     """
     from herolog import config
     from herolog.render import counted
-    from herolog.store import DEFAULT_HISTORY, open_existing, open_store
+    from herolog.store import DEFAULT_HISTORY, open_store, read_existing
 
     path = config.store_path()
     local_only("store history", path)
     if lines is None:
-        existing = open_existing(path)
-        if existing is None:
-            click.echo(DEFAULT_HISTORY)
-        else:
-            with existing:
-                click.echo(existing.history)
+        click.echo(read_existing(path, lambda store: store.history, DEFAULT_HISTORY))
         return
     from herolog.cli import lock_waits_said
 
@@ -149,15 +140,11 @@ def forget(app: str, confirm: str | None) -> None:
     from herolog.cli import lock_waits_said
     from herolog.drains import find_app
     from herolog.render import counted
-    from herolog.store import HasDrains, open_existing, open_store
+    from herolog.store import HasDrains, open_store, read_existing
 
     path = config.store_path()
     local_only("store forget", path)
-    info = None
-    existing = open_existing(path)
-    if existing is not None:
-        with existing:
-            info = find_app(existing, app)
+    info = read_existing(path, lambda store: find_app(store, app), None)
     if info is None:
         raise click.ClickException(f"the store {path} has no app named {app!r}")
     name = info.name
