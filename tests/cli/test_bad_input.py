@@ -5,7 +5,6 @@ is wrong (naming the store and how to move it aside), never a traceback."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import random
@@ -15,7 +14,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +25,14 @@ from herolog.cli import cli
 from herolog.drains import new_app_warning
 from herolog.filters import LineFilter
 from herolog.store import open_store
-from tests.helpers import SERVE_POLL_S, bound_by_file_modes, fill, herolog_env, herolog_process
+from tests.helpers import (
+    QuietHandler,
+    bound_by_file_modes,
+    fill,
+    herolog_env,
+    herolog_process,
+    serving,
+)
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -635,7 +640,7 @@ def test_a_server_that_cannot_be_reached_is_one_line_without_its_password(
     assert f":{password}@" not in err
 
 
-class _NotHerolog(http.server.BaseHTTPRequestHandler):
+class _NotHerolog(QuietHandler):
     """A server that answers JSON, but not drain objects."""
 
     def _answer(self) -> None:
@@ -648,18 +653,11 @@ class _NotHerolog(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _answer
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def not_herolog() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotHerolog)
-    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
-    thread.start()
-    yield f"http://u:pw@127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_NotHerolog) as server:
+        yield f"http://u:pw@127.0.0.1:{server.port}"
 
 
 @pytest.mark.parametrize("command", [c for c in REMOTE_COMMANDS if c[0] == "drain"], ids=" ".join)

@@ -14,11 +14,12 @@ from click.testing import CliRunner
 from herolog.cli import cli
 from herolog.store import open_store
 from tests.helpers import (
-    SERVE_POLL_S,
+    QuietHandler,
     fill,
     herolog_env,
     herolog_process,
     interrupted_in_lock_wait,
+    serving,
     store_drain,
 )
 from tests.server.conftest import ServerFactory, running_server
@@ -471,15 +472,12 @@ def test_apps_server_errors_are_one_line(herolog_home: Path) -> None:
 def test_apps_server_says_when_the_server_is_an_older_herolog_serve(herolog_home: Path) -> None:
     """A herolog serve from before GET /apps answers it with its JSON 404 for a path of the
     API's it does not serve: it is told as that, not as a failure of this one."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     older = (
         b'{"id": "not_found", "message": "No such API endpoint: GET /apps (herolog serves the'
         b' calls of heroku logs, heroku drains and heroku auth:whoami)."}\n'
     )
 
-    class Older(BaseHTTPRequestHandler):
+    class Older(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(404)
             self.send_header("Content-Type", "application/json")
@@ -487,18 +485,9 @@ def test_apps_server_says_when_the_server_is_an_older_herolog_serve(herolog_home
             self.end_headers()
             self.wfile.write(older)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Older)
-    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Older) as server:
+        url = server.url
         done = herolog_process("apps", "--server", url, env={"HEROLOG_API_KEY": KEY})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
         f"Error: {url} cannot list its apps (GET /apps is a 404 there): it is a herolog serve"
@@ -514,13 +503,10 @@ def test_apps_server_ends_at_a_page_that_names_no_new_next(
     """A server (a proxy's cache, another program) answering 206 with no Next-Range has
     sent its last page; one naming the page it was asked for again would be asked for ever:
     that is said, in one line."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     page = b'[{"name": "demo", "lines": 3, "created_at": "2026-12-07T10:00:00.000000Z"}]'
     asked: list[str] = []
 
-    class Pages(BaseHTTPRequestHandler):
+    class Pages(QuietHandler):
         def do_GET(self) -> None:
             asked.append(self.headers["Range"])
             self.send_response(206)
@@ -531,18 +517,9 @@ def test_apps_server_ends_at_a_page_that_names_no_new_next(
             self.end_headers()
             self.wfile.write(page)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    thread = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Pages) as server:
+        url = server.url
         done = herolog_process("apps", "--server", url, env={"HEROLOG_API_KEY": KEY}, timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert asked == ["name ..; max=1000"]
     if next_range is None:
         assert (done.returncode, done.stdout, done.stderr) == (0, "demo\n", "")

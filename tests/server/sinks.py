@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from herolog.parser import FrameDecoder, LogLine, parse_logplex
-from tests.helpers import SERVE_POLL_S
+from tests.helpers import SERVE_POLL_S, LocalHTTPServer
 
 HANG = -1
 """As one of HTTPSink's statuses: read the request and never answer it."""
@@ -43,13 +43,6 @@ class Request:
     @property
     def lines(self) -> list[LogLine]:
         return parse_logplex(self.body)
-
-
-class _Listener(ThreadingHTTPServer):
-    # socketserver's backlog is 5: hundreds of drains connecting at once had SYNs dropped,
-    # and retried after 1 s and 3 s (150 drains up in 2.6-4.3 s, against about 1 s).
-    request_queue_size = 1024
-    daemon_threads = True
 
 
 @dataclass
@@ -83,7 +76,6 @@ class HTTPSink:
         sink = self
         self.lock = threading.Lock()
         self.closed = threading.Event()
-        self.open: set[socket.socket] = set()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -91,7 +83,6 @@ class HTTPSink:
             def setup(self) -> None:
                 super().setup()
                 with sink.lock:
-                    sink.open.add(self.connection)
                     sink.connections += 1
 
             def handle(self) -> None:
@@ -101,8 +92,6 @@ class HTTPSink:
                     super().handle()
 
             def finish(self) -> None:
-                with sink.lock:
-                    sink.open.discard(self.connection)
                 with contextlib.suppress(OSError):
                     super().finish()
 
@@ -143,26 +132,19 @@ class HTTPSink:
 
     def up(self) -> None:
         """Listen (again, on the same port once it had one)."""
-        self.server = _Listener(("127.0.0.1", self.port), self.handler)
-        if self.context is not None:
-            self.server.socket = self.context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        threading.Thread(
-            target=self.server.serve_forever, args=(SERVE_POLL_S,), daemon=True
-        ).start()
+        self.server = LocalHTTPServer(self.handler, self.port, self.context).start()
+        self.port = self.server.port
 
     def down(self) -> None:
         """Stop listening and drop every open connection: the drain refuses connections."""
         self.server.shutdown()
-        self.server.server_close()
-        with self.lock:
-            connections = list(self.open)
-        for conn in connections:
+        for conn in self.server.open_connections():
             # A handler thread still holds a kept-alive connection open (its reader keeps
             # the socket from closing): shutting it down ends the connection for both.
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             reset(conn)
+        self.server.server_close()
 
     def url(self, path: str = "/logs", userinfo: str = "", query: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
@@ -180,8 +162,7 @@ class HTTPSink:
         self.closed.set()
         if self.hang is not None:
             self.hang.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 class SyslogSink:

@@ -33,13 +33,14 @@ from herolog.store import SQLiteStore, StoredLine, StoreError
 from tests import web
 from tests.helpers import (
     PROXY_VARIABLES,
-    SERVE_POLL_S,
     Child,
+    QuietHandler,
     constants_env,
     first_line_into_a_socket,
     herolog_env,
     invoke,
     line,
+    serving,
     store_lines,
 )
 from tests.server.conftest import (
@@ -344,7 +345,7 @@ def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
     password (as Basic)."""
     import base64
 
-    class Echo(http.server.BaseHTTPRequestHandler):
+    class Echo(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             body = f"you sent Authorization: {self.headers['Authorization']}\n".encode()
@@ -356,19 +357,11 @@ def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
 
         do_GET = do_POST
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=echo.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     key, password = "api-k3y-in-full", "pa55word-in-full"
-    url = f"http://drain:{password}@127.0.0.1:{echo.server_address[1]}"
-    try:
+    with serving(Echo) as echo:
+        url = f"http://drain:{password}@127.0.0.1:{echo.port}"
         head, after = (command, []) if command[0] != "run" else (["run"], command[1:])
         code, _out, err = run(*head, "--server", url, *after, env={"HEROLOG_API_KEY": key})
-    finally:
-        echo.shutdown()
-        echo.server_close()
     assert code == 1
     assert "you sent Authorization" in err  # the reason is still shown
     basic = base64.b64encode(f"drain:{password}".encode()).decode()
@@ -411,13 +404,8 @@ def static_server(tmp_path: Path) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
-    )
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(functools.partial(Quiet, directory=str(tmp_path))) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("args", [["logs"], ["logs", "-t", "-a", "demo"], ["drain", "list"]])
@@ -439,7 +427,7 @@ def test_a_server_that_answers_with_a_web_page_is_one_line(
 def gzip_liar() -> Iterator[str]:
     """A server (a proxy's glitch, say) whose every answer says gzip of a body that is not."""
 
-    class Lying(http.server.BaseHTTPRequestHandler):
+    class Lying(QuietHandler):
         def answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             body = b'{"id": "not gzip"}'
@@ -452,14 +440,8 @@ def gzip_liar() -> Iterator[str]:
 
         do_GET = do_POST = do_DELETE = answer
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Lying) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize(
@@ -663,7 +645,7 @@ def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
     child, port = remote_logs(server, "-a", "demo", "-n", "1", "--tail")
     refused = threading.Event()
 
-    class BadGateway(http.server.BaseHTTPRequestHandler):
+    class BadGateway(QuietHandler):
         answered = 0
 
         def do_GET(self) -> None:
@@ -674,20 +656,12 @@ def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
             if BadGateway.answered >= 3:
                 refused.set()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
     try:
         assert child.read_lines(1) == ["2024-03-05T09:00:00.000000+00:00 app[web.1]: before"]
         stop()
         fill(path, "demo", line("while down", second=1))
-        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", port), BadGateway)
-        threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-        try:
+        with serving(BadGateway, port):
             assert refused.wait(30), f"the tail gave up after {BadGateway.answered} 502s"
-        finally:
-            proxy.shutdown()
-            proxy.server_close()
         server, stop = serve(path, port)
         fill(path, "demo", line("after restart", second=2))
         assert [x.split(": ", 1)[1] for x in child.read_lines(2)] == [
@@ -882,7 +856,7 @@ def test_app_names_are_sent_encoded(remote: Running) -> None:
     assert "has no app named 'x?y'" in err
 
 
-class _FakeServer(http.server.BaseHTTPRequestHandler):
+class _FakeServer(QuietHandler):
     """Not herolog: a session whose stream is ``records``; what each GET carried is kept."""
 
     records: ClassVar[list[str]] = []
@@ -913,18 +887,12 @@ class _FakeServer(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def fake_server() -> Iterator[tuple[str, type[_FakeServer]]]:
     handler = type("Handler", (_FakeServer,), {"records": [], "gets": [], "stream_headers": {}})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
+    with serving(handler) as server:
+        yield server.url, handler
 
 
 GOOD = [1, "demo", "2024-03-05T09:14:07+00:00", "2024-03-05T09:14:07.000000Z", "app", "web.1"]
@@ -1467,7 +1435,7 @@ db.rollback()
 """Holds the store's write lock from another process until its standard input ends."""
 
 
-class _RestartedServer(http.server.BaseHTTPRequestHandler):
+class _RestartedServer(QuietHandler):
     """Not herolog: its first session ends before sending any event id (the server stopped
     at once) and is then gone (404); the next session holds one line."""
 
@@ -1500,10 +1468,7 @@ class _RestartedServer(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         if self.path != "/stream1":
-            time.sleep(30)  # the tail stays on this one
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+            self.rfile.read(1)  # the tail stays on this one, until it hangs up
 
 
 @pytest.mark.subprocess
@@ -1511,17 +1476,12 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
     handler: type[_RestartedServer] = type(
         "Handler", (_RestartedServer,), {"posts": [], "gets": []}
     )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = quick_child("logs", "--server", url, "-a", "demo", "-t", "-n", "7")
-    try:
-        assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
-    finally:
-        child.stop(signal.SIGINT)
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as server:
+        child = quick_child("logs", "--server", server.url, "-a", "demo", "-t", "-n", "7")
+        try:
+            assert child.read_lines(1) == ["2024-03-05T09:14:07+00:00 app[web.1]: hi"]
+        finally:
+            child.stop(signal.SIGINT)
     # Nothing was shown from the first session: the second one asks for the same history.
     assert [post["lines"] for post in handler.posts] == [7, 7]
 
@@ -1548,7 +1508,7 @@ class _IdleCutServer(_RestartedServer):
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
-            time.sleep(30)
+            self.rfile.read(1)  # until the tail hangs up
         elif self.cut:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -1572,17 +1532,12 @@ def test_a_stream_a_proxy_cuts_with_no_event_is_a_reconnection_said_each_time(cu
     handler: type[_IdleCutServer] = type(
         "Handler", (_IdleCutServer,), {"posts": [], "gets": [], "cut": cut}
     )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    child = quick_child("logs", "--server", url, "-a", "demo", "-t")
-    try:
-        lines = child.read_lines(2)
-    finally:
-        _, err = child.stop(signal.SIGINT)
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as server:
+        child = quick_child("logs", "--server", server.url, "-a", "demo", "-t")
+        try:
+            lines = child.read_lines(2)
+        finally:
+            _, err = child.stop(signal.SIGINT)
     assert [x.rsplit(" ", 1)[-1] for x in lines] == ["1", "3"]
     assert err.count("reconnecting...") == 2, err
 
@@ -1774,7 +1729,7 @@ def proxy_at_a_path() -> Iterator[SimpleNamespace]:
 
     where = SimpleNamespace(url="", upstream="")
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
+    class Proxy(QuietHandler):
         def do_GET(self) -> None:
             self._pass_on(b"")
 
@@ -1806,15 +1761,9 @@ def proxy_at_a_path() -> Iterator[SimpleNamespace]:
             self.end_headers()
             self.wfile.write(answer.content)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    where.url = f"http://127.0.0.1:{proxy.server_address[1]}"
-    yield where
-    proxy.shutdown()
-    proxy.server_close()
+    with serving(Proxy) as proxy:
+        where.url = proxy.url
+        yield where
 
 
 def test_a_server_behind_a_proxy_at_a_path_says_to_give_it_public_url(

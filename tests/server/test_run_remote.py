@@ -23,7 +23,7 @@ from herolog.remote import SEND_BATCH_BYTES, IntakeSender, RemoteError
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server.config import Credentials
 from tests import web
-from tests.helpers import SERVE_POLL_S, constants_env, herolog_env
+from tests.helpers import QuietHandler, constants_env, herolog_env, serving
 from tests.server.conftest import Running, ServerFactory
 from tests.server.sinks import Relay
 
@@ -191,9 +191,8 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
     """A server that takes the run's first post, then answers each batch 503 after a while
     (each tried three times): what the command writes while the lines waiting fill up is
     dropped and counted, not waited for batch after batch (40,000 lines took minutes)."""
-    import http.server
 
-    class FailsSlowly(http.server.BaseHTTPRequestHandler):
+    class FailsSlowly(QuietHandler):
         posts = 0
 
         def do_POST(self) -> None:
@@ -205,11 +204,6 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    failing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailsSlowly)
-    threading.Thread(target=failing.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     took = tmp_path / "took"
     script = (
         "import sys, time\n"
@@ -217,14 +211,11 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
         "for i in range(40_000): print(f'line {i}')\n"
         f"open({str(took)!r}, 'w').write(str(time.monotonic() - started))\n"
     )
-    url = f"http://127.0.0.1:{failing.server_address[1]}"
-    try:
+    with serving(FailsSlowly) as failing:
+        url = failing.url
         proc = run(
             tmp_path, "--server", url, "-q", "--", sys.executable, "-c", script, constants=QUICK
         )
-    finally:
-        failing.shutdown()
-        failing.server_close()
     assert proc.returncode == 0
     assert float(took.read_text()) < 15
     assert proc.stderr == (
@@ -237,11 +228,9 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
 def stops_answering() -> Iterator[str]:
     """The URL of a server that takes the run's first post (its check), then answers no
     more (for a minute)."""
-    import http.server
-
     released = threading.Event()
 
-    class Hangs(http.server.BaseHTTPRequestHandler):
+    class Hangs(QuietHandler):
         posts = 0
 
         def do_POST(self) -> None:
@@ -253,17 +242,11 @@ def stops_answering() -> Iterator[str]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    hanging = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hangs)
-    threading.Thread(target=hanging.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{hanging.server_address[1]}"
-    finally:
-        released.set()
-        hanging.shutdown()
-        hanging.server_close()
+    with serving(Hangs) as hanging:
+        try:
+            yield hanging.url
+        finally:
+            released.set()
 
 
 @pytest.mark.slow
@@ -562,11 +545,9 @@ def test_refusals_that_may_pass_later_are_tried_three_times(
 ) -> None:
     """408, 429 and 5xx are tried again, three tries in all as Logplex makes them, 0.25 s
     and then 0.5 s after the try before, the batch keeping its Logplex-Frame-Id."""
-    import http.server
-
     frame_ids: list[str] = []
 
-    class Answering(http.server.BaseHTTPRequestHandler):
+    class Answering(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             frame_ids.append(self.headers["Logplex-Frame-Id"])
@@ -574,23 +555,17 @@ def test_refusals_that_may_pass_later_are_tried_three_times(
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    threading.Thread(target=other.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     waits: list[float] = []
-    sender = IntakeSender(f"http://127.0.0.1:{other.server_address[1]}", "demo", sleep=waits.append)
-    try:
-        if stored:
-            sender.send(made(1))
-        else:
-            with pytest.raises(RemoteError, match=r"refused the lines \(500 Internal Server"):
+    with serving(Answering) as other:
+        sender = IntakeSender(other.url, "demo", sleep=waits.append)
+        try:
+            if stored:
                 sender.send(made(1))
-    finally:
-        sender.close()
-        other.shutdown()
-        other.server_close()
+            else:
+                with pytest.raises(RemoteError, match=r"refused the lines \(500 Internal Server"):
+                    sender.send(made(1))
+        finally:
+            sender.close()
     assert len(frame_ids) == 3
     assert len(set(frame_ids)) == 1
     assert waits == [0.25, 0.5]
@@ -660,11 +635,9 @@ def run_against(
     (status, content type, body) and ``headers``, as another server than herolog serve
     would: its URL, the file the command makes if it runs, and herolog's stderr (after exit
     status 1)."""
-    import http.server
-
     status, content_type, body = answer
 
-    class Answering(http.server.BaseHTTPRequestHandler):
+    class Answering(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(status)
@@ -676,18 +649,10 @@ def run_against(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    threading.Thread(target=other.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
     marker = client_home.parent / "ran"
-    try:
-        url = f"http://127.0.0.1:{other.server_address[1]}"
+    with serving(Answering) as other:
+        url = other.url
         proc = run(client_home, "--server", url, "--", "touch", str(marker), constants=QUICK)
-    finally:
-        other.shutdown()
-        other.server_close()
     assert proc.returncode == 1
     return url, marker, proc.stderr
 

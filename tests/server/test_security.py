@@ -24,7 +24,7 @@ from herolog.drains import scrub
 from herolog.parser import format_syslog, frame
 from herolog.server.config import DrainTiming
 from tests import web
-from tests.helpers import SERVE_POLL_S, herolog_env, invoke, line
+from tests.helpers import QuietHandler, herolog_env, invoke, line, serving
 from tests.server.conftest import (
     ServeProcess,
     ServerFactory,
@@ -425,9 +425,7 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
     """`drain add --server` prints the Warning-Message the server answers with (as the
     heroku CLI does); a server that is not to be trusted, or a proxy in between, could
     write control characters (C1's CSI, a bidirectional override) into it."""
-    import http.server
     import json
-    import threading
 
     from herolog.drains import drain_object
     from herolog.store import SQLiteStore
@@ -438,7 +436,7 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
     finally:
         store.close()
 
-    class Warns(http.server.BaseHTTPRequestHandler):
+    class Warns(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             body = answer.encode()
@@ -449,13 +447,7 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
                 + body
             )
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Warns)
-    threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Warns) as server:
         code, _, err = invoke(
             "drain",
             "add",
@@ -463,12 +455,9 @@ def test_a_servers_warning_cannot_drive_the_terminal(herolog_home: Path) -> None
             "-a",
             "demo",
             "--server",
-            url,
+            server.url,
             env={"HEROLOG_API_KEY": "k"},
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     assert code == 0, err
     assert err == "Warning: new \\x9b2J app \\u202e here\n"
 
