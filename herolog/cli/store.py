@@ -72,7 +72,10 @@ def info(json_output: bool) -> None:
     found, history, size = [], DEFAULT_HISTORY, 0
     if opened is not None:
         with opened:
-            found, history, size = opened.apps(), opened.history, opened.disk_size()
+            found, history = opened.apps(), opened.history
+        # Measured once closed: this command's own -wal and -shm are gone then, unless
+        # another process (serve) holds the store open and they are part of its size.
+        size = opened.disk_size()
     details = {
         "path": str(path),
         "exists": opened is not None,

@@ -88,6 +88,15 @@ def test_store_info_counts_the_store_s_own_files_only(herolog_home: Path) -> Non
         )
 
 
+def test_store_info_of_a_store_nothing_has_open_is_its_file_alone(herolog_home: Path) -> None:
+    """Its own connection's -wal and -shm (32 KiB), which its close deletes, are not counted."""
+    with open_store() as store:
+        fill(store, "demo", ["x", "y"])
+    details = json.loads(invoke("store", "info", "--json")[1])
+    assert sorted(p.name for p in herolog_home.glob("logs.db*")) == ["logs.db"]
+    assert details["bytes"] == (herolog_home / "logs.db").stat().st_size
+
+
 def test_store_history_show_and_set(herolog_home: Path) -> None:
     assert invoke("store", "history")[1] == "1500\n"
     assert not (herolog_home / "logs.db").exists()
