@@ -1282,11 +1282,7 @@ def parse_fields(message: str) -> dict[str, Any] | None:
                 json.dumps(value, ensure_ascii=False).encode()
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return None
-        if not isinstance(value, dict):
-            return None
-        if stripped.count("{") + stripped.count("[") > FIELDS_DEPTH and _deeper_than(
-            value, FIELDS_DEPTH
-        ):
+        if not isinstance(value, dict) or nested_too_deep(stripped, value):
             return None
         return value
     if "=" not in stripped:  # no pair: most app lines, turned away before any regex
@@ -1313,6 +1309,12 @@ FIELDS_DEPTH = 100
 22.04's) refuses a record nested past 255 levels and stops reading the stream, losing every
 line after it; Python 3.11 refused past about 1,000 levels and 3.14 reads far deeper. Log
 formats nest a few levels."""
+
+
+def nested_too_deep(text: str, value: dict[str, Any]) -> bool:
+    """Whether ``value``, read from the JSON ``text``, nests past FIELDS_DEPTH. Only a text
+    with more brackets than that is walked, level by level."""
+    return text.count("{") + text.count("[") > FIELDS_DEPTH and _deeper_than(value, FIELDS_DEPTH)
 
 
 def _deeper_than(value: dict[str, Any], depth: int) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import IO, TYPE_CHECKING, Protocol
 
-from herolog.parser import parse_fields, parse_structured_data
+from herolog.parser import nested_too_deep, parse_fields, parse_structured_data
 from herolog.store import StoredLine
 
 if TYPE_CHECKING:
@@ -93,11 +93,13 @@ def _attributes_json(attributes: str, ascii_only: bool) -> str:
 def _an_object(attributes: str) -> bool:
     """Whether a line's stored attributes are a JSON object, as herolog writes them: another
     program's ('{bad', '[1]') are shown as none, where --json ended in a traceback or printed
-    an array, and a --server client refused the record."""
+    an array, and a --server client refused the record; so is an object nested past
+    FIELDS_DEPTH, which would stop jq 1.6 reading --json's stream, as a message's fields."""
     try:
-        return isinstance(json.loads(attributes), dict)
+        value = json.loads(attributes)
     except (ValueError, RecursionError):
         return False
+    return isinstance(value, dict) and not nested_too_deep(attributes, value)
 
 
 def encode_record(line: StoredLine, *, msgid: bool = True) -> str:

@@ -27,6 +27,7 @@ import trustme
 
 from herolog import timestamps
 from herolog.filters import LineFilter
+from herolog.parser import FIELDS_DEPTH
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import sessions as server_sessions
 from herolog.store import SQLiteStore, StoredLine, StoreError
@@ -1012,6 +1013,34 @@ def test_attributes_another_program_stored_are_shown_as_none(make_server: Server
         assert [json.loads(x)["attributes"] for x in out.splitlines()] == [{}, {}, {}, {"k": "v"}]
         code, out, err = run("logs", "-a", "demo", env=where)
         assert (code, err, len(out.splitlines())) == (0, "", 4), where
+
+
+def test_attributes_nested_past_the_fields_depth_are_shown_as_none(
+    make_server: ServerFactory,
+) -> None:
+    """An object another program stored as attributes, nested 300 levels, went into --json's
+    record as it was, past the 255 levels jq 1.6 reads: jq stopped at it, and printed none of
+    the lines after it. Shown as none, as a message nested so deep has no fields."""
+    import shutil
+
+    jq = shutil.which("jq")
+    assert jq, "this test runs jq on --json: install it (apt-get install jq)"
+    running = make_server(api_key=KEY)
+    path = running.server.config.store_path
+    fill(path, "demo", *(line(f"line {i}", second=i) for i in range(3)))
+    deep = '{"a": ' + "[" * 299 + "]" * 299 + "}"
+    kept = '{"a": ' + "[" * (FIELDS_DEPTH - 1) + "]" * (FIELDS_DEPTH - 1) + "}"
+    with closing(sqlite3.connect(path)) as db:
+        for line_id, attributes in ((1, deep), (2, kept)):
+            db.execute("UPDATE lines SET attributes = ? WHERE id = ?", (attributes, line_id))
+        db.commit()
+    for where in (home(running), {"HEROLOG_API_KEY": KEY, "HEROLOG_URL": running.url}):
+        code, out, err = run("logs", "-a", "demo", "--json", env=where)
+        assert (code, err) == (0, ""), where
+        shown = [json.loads(x)["attributes"] for x in out.splitlines()]
+        assert shown == [{}, json.loads(kept), {}], where
+        done = subprocess.run([jq, "-r", ".message"], input=out, capture_output=True, text=True)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "line 0\nline 1\nline 2\n", "")
 
 
 def test_an_event_id_that_is_not_herolog_s_is_not_sent_back() -> None:
