@@ -21,8 +21,10 @@ from tests.helpers import (
     constants_env,
     ended,
     herolog_env,
+    line,
     line_within,
     shell_job,
+    store_lines,
     write_lock_held,
 )
 
@@ -403,6 +405,32 @@ def test_the_processes_a_command_put_in_groups_of_their_own_end_with_the_dyno(
         for group in (job, daemon):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
+
+
+@pytest.mark.subprocess
+def test_a_store_moved_while_the_command_ran_keeps_what_others_stored_meanwhile(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """run left its store to the interpreter's exit, and SQLite does not write the -wal into
+    a file that has moved: a line another command stored while run had the store open was
+    missing from the moved file, and stayed in logs.db-wal beside the path, for a store put
+    there next to read. run's close writes it into the moved file and empties the -wal."""
+    store_lines(herolog_home / "logs.db", "demo", line("stored before"))
+    go = tmp_path / "go"
+    script = f"echo ready; while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.05; done; echo after"
+    child = Child("run", "--", "sh", "-c", script)
+    assert child.read_lines(1) == ["ready"]
+    store_lines(herolog_home / "logs.db", "demo", line("stored meanwhile"))
+    (herolog_home / "logs.db").rename(herolog_home / "old.db")
+    go.touch()
+    code, err = child.stop(timeout=30)
+    assert (code, "was moved or deleted while the command ran" in err) == (0, True)
+    uri = f"file:{herolog_home / 'old.db'}?mode=ro&immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        messages = [m for (m,) in db.execute("SELECT message FROM lines")]
+    assert {"stored before", "stored meanwhile"} <= set(messages)
+    wal = herolog_home / "logs.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
 
 
 @pytest.mark.subprocess
