@@ -339,8 +339,8 @@ def _handshake(port: int, cafile: Path, ciphers: str | None = None) -> str:
 def test_https_and_syslog_tls_take_only_strong_ciphers(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    """Both ports serve the one TLS context herolog makes (Python's defaults: TLS 1.2 at
-    least, forward secrecy and AEAD ciphers), not uvicorn's own for HTTPS, which before
+    """Both ports serve the one TLS context herolog makes (TLS 1.2 at least, SERVER_CIPHERS:
+    forward secrecy and AEAD ciphers), not uvicorn's own for HTTPS, which before
     uvicorn 0.48 took the cipher string "TLSv1": CBC ciphers with SHA-1 only for TLS 1.2,
     unencrypted (NULL) and anonymous ones among them."""
     certfile, keyfile, cafile = own_certificate(tmp_path)
