@@ -397,6 +397,10 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
         ),
         ({"since": "yesterday-ish"}, "since"),
         ({"format": "xml"}, "format"),
+        ({"dynos": "web.1"}, "dynos must be a list of dyno names"),
+        ({"dynos": ["web.1", ""]}, "dynos must be a list of dyno names"),
+        ({"grep": "ERROR"}, "grep must be a list of regular expressions"),
+        ({"exclude": [5]}, "exclude must be a list of regular expressions"),
     ],
 )
 def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message: str) -> None:
@@ -404,6 +408,95 @@ def test_bad_session_requests(shared_api: Running, body: dict[str, Any], message
     assert response.status_code == 422
     assert response.json()["id"] == "invalid_params"
     assert message in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body", [b"{}", b'{"url": 5}', b'{"url": null}', b'{"uri": "https://x.example/"}']
+)
+def test_a_drain_without_a_url_is_422_saying_what_to_send(shared_api: Running, body: bytes) -> None:
+    response = web.post(
+        f"{shared_api.url}/apps/demo/log-drains",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "id": "invalid_params",
+        "message": 'url is required: {"url": "https://..."}',
+    }
+    assert web.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"[]", b'["https://x.example/"]', b'"https://x.example/"', b"5", b"null"]
+)
+def test_json_that_is_not_an_object_is_400(shared_api: Running, body: bytes) -> None:
+    for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
+        response = web.post(
+            shared_api.url + path,
+            content=body,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, path
+        assert response.json() == {
+            "id": "bad_request",
+            "message": "The request body must be a JSON object.",
+        }
+    assert web.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+
+
+def test_a_json_body_over_64_kib_is_413(shared_api: Running) -> None:
+    """A body past the API's limit, however it comes (declared, or chunked), is refused
+    before it is read to its end: the API's bodies are a few bytes."""
+    body = json.dumps({"url": "https://logs.example/" + "x" * (64 << 10)}).encode()
+    for path in ("/apps/demo/log-drains", "/apps/demo/log-sessions"):
+        for content in (body, iter([body[:1000], body[1000:]])):
+            response = web.post(
+                shared_api.url + path,
+                content=content,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert response.status_code == 413, path
+            assert response.json() == {
+                "id": "request_too_large",
+                "message": "The request body is too large.",
+            }
+    assert web.get(f"{shared_api.url}/apps/demo/log-drains", headers=AUTH).json() == []
+
+
+@pytest.mark.parametrize("body", [b"", b" \r\n"])
+def test_a_session_asked_for_with_no_body_is_the_default_one(
+    shared_api: Running, body: bytes
+) -> None:
+    """No body, as a client of the Platform API's documents may send: the last 100 lines
+    (here the six of demo), not a tail, as {} asks."""
+    response = web.post(
+        f"{shared_api.url}/apps/demo/log-sessions",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    lines = read_text(response.json()["logplex_url"], **EVENTS)
+    assert [x.split(": ", 1)[1] for x in lines] == [
+        "GET /",
+        "hello from web.1",
+        "hello from web.2",
+        "worker tick",
+        "webby is not web",
+        "ERROR: boom",
+    ]
+
+
+def test_lines_written_with_an_exponent_are_a_whole_number(shared_api: Running) -> None:
+    """JSON.stringify writes 10**21 and up as 1e+21, as the heroku CLI sends -n
+    1000000000000000000000: more than the history, which it gets whole, as -n 5000 does."""
+    response = web.post(
+        f"{shared_api.url}/apps/demo/log-sessions",
+        content=b'{"lines": 1e+21}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    assert len(read_text(response.json()["logplex_url"], **EVENTS)) == 6
 
 
 @pytest.mark.parametrize(("history", "kept"), [(1, "1 line"), (2, "2 lines")])
