@@ -672,6 +672,104 @@ def test_a_server_that_answers_something_else_than_drains(
     assert ":pw@" not in line
 
 
+class _OtherServer(QuietHandler):
+    """A server that is not herolog: nginx's welcome page, a JSON API of another kind, a
+    site with no such path (404), or one whose log-session URL answers plain text."""
+
+    kind = "web page"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        status, kind, body = 200, "text/html", b"<html><body>Welcome to nginx!</body></html>"
+        if self.kind == "json":  # 201 to a POST, as an API creating something answers
+            status, kind, body = (
+                201 if self.command == "POST" else 200,
+                "application/json",
+                b'{"id": 1}',
+            )
+        elif self.kind == "404":
+            status, body = 404, b"<html><body>404 Not Found</body></html>"
+        elif self.kind == "plain stream":
+            if self.command == "POST":
+                url = f"http://127.0.0.1:{self.server.server_address[1]}/stream"
+                status, kind = 201, "application/json"
+                body = json.dumps({"logplex_url": url}).encode()
+            else:
+                kind, body = "text/plain", b"data: hello\n\n"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+
+@pytest.mark.parametrize(
+    ("kind", "command", "said"),
+    [
+        ("web page", ("apps",), "did not answer with a list of apps: is it a herolog serve?"),
+        ("json", ("apps",), "did not answer with a list of apps: is it a herolog serve?"),
+        (
+            "web page",
+            ("logs", "-a", "demo"),
+            "could not create a log session (200 OK): it answered with a web page,"
+            " not as herolog serve does",
+        ),
+        ("json", ("logs", "-a", "demo"), "is not a herolog server (no log session)"),
+        (
+            "plain stream",
+            ("logs", "-a", "demo"),
+            "did not answer with a log stream: Expected response header Content-Type to contain"
+            " 'text/event-stream', got 'text/plain'",
+        ),
+        ("web page", ("drain", "list", "-a", "demo"), "did not answer with JSON"),
+        ("json", ("drain", "list", "-a", "demo"), "did not answer with a list of drains"),
+    ],
+)
+def test_a_server_that_is_not_herolog_is_one_line_naming_it(
+    kind: str, command: tuple[str, ...], said: str
+) -> None:
+    """--server pointed at some other web server (a typo in the port, a site behind the same
+    name): exit 1 and one line that names the server, never a traceback."""
+    handler = type("Other", (_OtherServer,), {"kind": kind})
+    with serving(handler) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        code, err = invoke(*command, "--server", url)
+    assert code == 1, err
+    assert one_error_line(err) == f"Error: {url} {said}"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("404", "has no drain intake (404): is it a herolog serve?"),
+        (
+            "web page",
+            "took the lines but did not answer as herolog serve does (204): is it a herolog serve?",
+        ),
+    ],
+)
+def test_run_to_a_server_that_is_not_herolog_does_not_run_the_command(
+    tmp_path: Path, kind: str, said: str
+) -> None:
+    """The empty batch run --server posts first is refused, or taken as no herolog takes
+    it: one line, exit 1, and the command never runs (its lines would have gone nowhere)."""
+    ran = tmp_path / "ran"
+    handler = type("Other", (_OtherServer,), {"kind": kind})
+    with serving(handler) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        proc = herolog_process(
+            "run", "-a", "demo", "--server", url, "--", "sh", "-c", f"touch {ran}; echo hi"
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert one_error_line(proc.stderr) == f"Error: {url} {said}"
+    assert proc.stdout == ""
+    assert not ran.exists()
+
+
 # Output and input that fail -----------------------------------------------------------
 
 
