@@ -339,6 +339,29 @@ def test_store_forget_refuses_what_it_should_not_delete(herolog_home: Path) -> N
         assert [(a.name, a.lines) for a in store.apps()] == [("demo", 1)]
 
 
+def test_store_forget_of_a_large_app_a_drain_forwards_deletes_none_of_it(
+    herolog_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app of more than TRIM_STEP lines is deleted in steps, each its own transaction:
+    the drain that keeps it is looked for before the first, not only in the last, which
+    would have refused after the steps had deleted all but TRIM_STEP of its lines."""
+    from herolog import store as store_module
+    from herolog.filters import LineFilter
+
+    monkeypatch.setattr(store_module, "TRIM_STEP", 10)
+    with open_store() as store:
+        fill(store, "demo", [str(n) for n in range(25)])
+        store.add_drain("demo", "https://logs.example.com/in")
+        code, _, err = invoke("store", "forget", "demo", "--confirm", "demo")
+        assert (code, err) == (
+            1,
+            "Error: demo is kept: a drain forwards it (remove it first: herolog drain list -a demo)\n",
+        )
+        assert [(a.name, a.lines) for a in store.apps()] == [("demo", 25)]
+        lines, _ = store.last(LineFilter(app="demo"), 100)
+        assert [x.message for x in lines] == [str(n) for n in range(25)]
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize(("typed", "gone"), [("demo", True), ("", False)])
 def test_store_forget_asks_for_the_name_on_a_terminal(
