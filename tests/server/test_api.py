@@ -487,6 +487,31 @@ def test_a_session_asked_for_with_no_body_is_the_default_one(
     ]
 
 
+def test_a_session_asked_for_without_a_host_header_has_the_server_s_address(
+    shared_api: Running,
+) -> None:
+    """An HTTP/1.0 client sends no Host: the session's URL is built from the address the
+    request reached, which the client can then read it at."""
+    port = shared_api.server.http_port
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /apps/demo/log-sessions HTTP/1.0\r\n"
+            + f"Authorization: Bearer {KEY}\r\n".encode()
+            + b'Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{"lines": 2}'
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201 "), answer
+    url = json.loads(body)["logplex_url"]
+    assert url.startswith(f"http://127.0.0.1:{port}/sessions/"), url
+    assert [x.split(": ", 1)[1] for x in read_text(url, **EVENTS)] == [
+        "webby is not web",
+        "ERROR: boom",
+    ]
+
+
 def test_lines_written_with_an_exponent_are_a_whole_number(shared_api: Running) -> None:
     """JSON.stringify writes 10**21 and up as 1e+21, as the heroku CLI sends -n
     1000000000000000000000: more than the history, which it gets whole, as -n 5000 does."""
