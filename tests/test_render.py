@@ -211,6 +211,22 @@ def test_router_connect_and_service_times_are_coloured_alike() -> None:
             {"source=DATABASE sample#db_size=1bytes": DIM},
         ),
         (
+            "heroku-redis",
+            "app",
+            "source=REDIS sample#active-connections=3 sample#load-avg-1m=0.07",
+            {"source=REDIS sample#active-connections=3 sample#load-avg-1m=0.07": DIM},
+        ),
+        (
+            "postgres.1234",
+            "app",
+            "[DATABASE] [9-1] LOG: statement: CREATE TABLE users (id int)",
+            {
+                "[DATABASE] [9-1] LOG: statement: ": DIM,
+                "CREATE TABLE": "magenta",
+                " users (id int)": "cyan",
+            },
+        ),
+        (
             "web.1",
             "app",
             '10.1.2.3 - - [05/Mar/2024:09:14:07 +0000] "GET /a HTTP/1.1" 404 12 "-"',
