@@ -1049,6 +1049,28 @@ def test_a_saved_bsd_syslog_line_is_read_in_the_last_year_that_is_not_after_it(
     assert parse_syslog(message, received, saved=True).timestamp == expected
 
 
+@pytest.mark.usefixtures("new_york")
+@pytest.mark.parametrize(
+    ("arrived", "logged", "expected"),
+    [
+        # A sender's clock a little ahead across New Year: next year's January.
+        ("2026-12-31T23:59:58-05:00", "Jan  1 00:00:01", "2027-01-01T00:00:01-05:00"),
+        ("2027-01-01T00:00:02-05:00", "Dec 31 23:59:59", "2026-12-31T23:59:59-05:00"),
+        ("2026-12-15T12:00:00-05:00", "Dec 15 11:59:00", "2026-12-15T11:59:00-05:00"),
+    ],
+)
+def test_a_bsd_syslog_line_sent_across_new_year_is_read_in_its_year(
+    arrived: str, logged: str, expected: str
+) -> None:
+    """As rsyslog reads one: received in December, a January time is next year's; in
+    January, a December time last year's."""
+    from datetime import datetime
+
+    received = Received.at(datetime.fromisoformat(arrived))
+    message = f"<13>{logged} myhost billing[42]: paid".encode()
+    assert parse_syslog(message, received).timestamp == expected
+
+
 bsd_tags = st.text(
     st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":[]"),
     min_size=1,
