@@ -692,7 +692,7 @@ class _OtherServer(QuietHandler):
             status, body = 404, b"<html><body>404 Not Found</body></html>"
         elif self.kind == "plain stream":
             if self.command == "POST":
-                url = f"http://127.0.0.1:{self.server.server_address[1]}/stream"
+                url = f"http://{self.headers['Host']}/stream"
                 status, kind = 201, "application/json"
                 body = json.dumps({"logplex_url": url}).encode()
             else:
