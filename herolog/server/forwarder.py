@@ -802,13 +802,11 @@ class HTTPDrain(DrainWorker):
         capacity: int,
         notice: Notice,
         timing: DrainTiming,
-        surroundings: Surroundings | None = None,
+        surroundings: Surroundings,
     ) -> None:
         super().__init__(drain, capacity, notice, timing)
         import httpx
 
-        if surroundings is None:
-            surroundings = Surroundings.now()
         parts = urlsplit(drain.url)
         netloc = url_host(parts.hostname or "", parts.port)  # without the credentials
         self.target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
@@ -1232,7 +1230,7 @@ def worker_for(
     capacity: int,
     notice: Notice,
     timing: DrainTiming,
-    surroundings: Surroundings | None = None,
+    surroundings: Surroundings,
 ) -> DrainWorker:
     try:
         if urlsplit(drain.url).scheme.lower() in drains.HTTP_SCHEMES:
