@@ -1002,9 +1002,8 @@ class SyslogDrain(DrainWorker):
         if self.looped is not None:
             raise DeliveryError(self.looped, retry=False)
         writer = await self._connect()
-        batch = self.pending
-        if batch is None or batch.lines is not lines:  # not the worker's: held by none
-            batch = _Pending(list(lines), frame_id)
+        batch = self.pending  # the worker delivers the batch it holds, and only that
+        assert batch is not None
         batch.data = frame(self.messages(lines))
         resend, self._resend = self._resend, []
         self._unconfirmed += resend
