@@ -667,6 +667,13 @@ def test_the_banner_gives_heroku_host_only_where_the_heroku_cli_takes_it(
     assert suggested == [f"http://127.0.0.1:{port},"]
     assert "sends HEROKU_API_KEY to api.heroku.com" in banner
     assert "k3y" not in banner
+    # One address the heroku CLI does not take: a tunnel to it, named 127.0.0.1 at its end.
+    other = make_server(host="127.0.0.2", api_key="k3y")
+    port = other.server.http_port
+    banner = "\n".join(other.server.banner())
+    assert re.findall(r"HEROKU_HOST=(\S+)", banner) == ["http://127.0.0.1:8514)"]
+    assert f"the heroku CLI only through a tunnel (ssh -N -L 8514:127.0.0.2:{port} HOST," in banner
+    assert "k3y" not in banner
 
 
 def test_syslog_over_tls_and_https_intake(
