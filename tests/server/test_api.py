@@ -1113,6 +1113,22 @@ def test_a_tail_read_as_text_follows_new_lines(api: Running) -> None:
         assert next(lines) == "two lines"
 
 
+def test_a_tail_with_an_until_to_come_follows_new_lines_then_ends_there(api: Running) -> None:
+    """--until a moment ahead: the tail waits no longer than to it, takes the lines stored
+    meanwhile, and then ends, saying so (event: end, data: until)."""
+    from datetime import UTC, datetime, timedelta
+
+    until = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    url = session(api, lines=0, tail=True, until=until)
+    with web.stream("GET", url, headers=EVENTS, timeout=30) as response:
+        assert response.status_code == 200
+        store_lines(api, "demo", line("before the end", second=7))
+        text = response.read().decode()  # to the stream's end
+    data = [x[6:] for x in text.split("\n") if x.startswith("data: ")]
+    assert [x.split(": ", 1)[1] for x in data[:-1]] == ["before the end"]
+    assert text.endswith("event: end\ndata: until\n\n")
+
+
 def test_head_on_a_log_session_neither_reads_nor_uses_it(shared_api: Running) -> None:
     url = session(shared_api, lines=1)
     head = web.head(url, headers=EVENTS)
