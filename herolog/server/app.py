@@ -261,8 +261,8 @@ class HerologApp:
             raise HTTPError(414, f"the query string is over the {MAX_QUERY:,}-byte limit")
         declared = headers.get(b"content-length")
         if declared is not None and encoding == b"identity":
-            # Digits only: httptools answers 400 to any other Content-Length (a sign, 0x5,
-            # "5,5", a second one) before the request reaches this.
+            if not declared.isdigit():
+                raise HTTPError(400, "Content-Length is not a number")
             digits = declared.lstrip(b"0")  # int() refuses over 4,300 digits, zeros too
             if len(digits) > 19 or int(digits or b"0") > self.config.max_body:
                 raise body_too_large(self.config.max_body)

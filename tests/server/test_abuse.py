@@ -282,9 +282,9 @@ def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(
     [b"+5", b"-5", b"0x5", b"5,5", b"5 5", b"five", b"\xd9\xa5", b"", b"5\r\nContent-Length: 5"],
 )
 def test_a_content_length_that_is_not_a_number_is_400(guarded: Running, declared: bytes) -> None:
-    """The HTTP parser refuses it before the intake reads the header (whose own check for
-    digits, never reached, was taken out): 400, nothing stored, and a well-formed batch
-    after it is taken."""
+    """serve's HTTP parser (httptools) refuses it before the intake reads the header: 400,
+    nothing stored, and a well-formed batch after it is taken. The intake's own check for
+    digits stays for the app run under another ASGI server."""
     port = guarded.server.http_port or 0
     request = post_request(b"/apps/demo/logs", body("odd", n=1)).replace(
         b"Content-Length: %d" % len(body("odd", n=1)), b"Content-Length: " + declared
@@ -292,6 +292,35 @@ def test_a_content_length_that_is_not_a_number_is_400(guarded: Running, declared
     assert status(exchange(port, request)) == 400
     assert status(exchange(port, post_request(b"/apps/demo/logs", body("after", n=1)))) == 204
     assert [x.message.split()[0] for x in guarded.lines("demo")] == ["after"]
+
+
+def test_the_app_under_another_asgi_server_checks_content_length_itself(
+    herolog_home: Path,
+) -> None:
+    """The intake's own check, for the app run under an ASGI server whose HTTP parser lets
+    such a header through (here httpx's ASGI transport, which passes it as given)."""
+    import asyncio
+
+    from herolog.server.app import HerologApp
+    from herolog.server.config import ServeConfig
+    from herolog.server.writer import Writer
+
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0)
+    app = HerologApp(config, Writer(config.store_path, config.history))
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answer = await client.post(
+                "/apps/demo/logs",
+                content=body("odd", n=1),
+                headers={"Content-Type": "application/logplex-1", "Content-Length": "five"},
+            )
+        await app.broadcaster.close()
+        return answer
+
+    answer = asyncio.run(call())
+    assert (answer.status_code, answer.text) == (400, "Content-Length is not a number\n")
 
 
 @pytest.mark.slow
