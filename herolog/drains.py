@@ -554,7 +554,9 @@ class RemoteRegistry:
                 return []
             raise
         if not isinstance(answer, list):
-            raise DrainError(f"{self.shown} did not answer with a list of drains")
+            raise DrainError(
+                f"{self.shown} did not answer with a list of drains: is it a herolog serve?"
+            )
         return [self._drain(obj) for obj in answer]
 
     def find(self, app: str, key: str) -> Drain:
@@ -634,7 +636,9 @@ class RemoteRegistry:
         try:
             return response.json()
         except (ValueError, RecursionError):
-            raise DrainError(f"{self.shown} did not answer with JSON") from None
+            raise DrainError(
+                f"{self.shown} did not answer with JSON: is it a herolog serve?"
+            ) from None
 
 
 # InfluxDB 1.x takes its password as ?p=, others as ?pass=.

@@ -724,8 +724,16 @@ class _OtherServer(QuietHandler):
             "did not answer with a log stream: Expected response header Content-Type to contain"
             " 'text/event-stream', got 'text/plain'",
         ),
-        ("web page", ("drain", "list", "-a", "demo"), "did not answer with JSON"),
-        ("json", ("drain", "list", "-a", "demo"), "did not answer with a list of drains"),
+        (
+            "web page",
+            ("drain", "list", "-a", "demo"),
+            "did not answer with JSON: is it a herolog serve?",
+        ),
+        (
+            "json",
+            ("drain", "list", "-a", "demo"),
+            "did not answer with a list of drains: is it a herolog serve?",
+        ),
     ],
 )
 def test_a_server_that_is_not_herolog_is_one_line_naming_it(
