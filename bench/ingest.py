@@ -26,6 +26,7 @@ Needs wrk (apt-get install wrk). Peak RSS of the server is read from /proc.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
 import socket
@@ -145,6 +146,9 @@ def committed(url: str) -> tuple[int, int]:
     global _stats_client
     if _stats_client is None:
         _stats_client = httpx.Client(timeout=30, trust_env=False)
+        # Closed as the process ends, not left to be collected (with a ResourceWarning for
+        # its socket, at the end of a test run that called this).
+        atexit.register(_stats_client.close)
     stats = _stats_client.get(f"{url}/stats").json()
     return int(stats["lines_stored"]), int(stats["syslog_lines"])
 
