@@ -146,11 +146,20 @@ def committed(url: str) -> tuple[int, int]:
     global _stats_client
     if _stats_client is None:
         _stats_client = httpx.Client(timeout=30, trust_env=False)
-        # Closed as the process ends, not left to be collected (with a ResourceWarning for
-        # its socket, at the end of a test run that called this).
-        atexit.register(_stats_client.close)
     stats = _stats_client.get(f"{url}/stats").json()
     return int(stats["lines_stored"]), int(stats["syslog_lines"])
+
+
+def close_stats_client() -> None:
+    """Close :func:`committed`'s client (the next call makes a new one): a socket left to the
+    garbage collector is a ResourceWarning, after a test run's summary."""
+    global _stats_client
+    if _stats_client is not None:
+        _stats_client.close()
+        _stats_client = None
+
+
+atexit.register(close_stats_client)
 
 
 class Run(NamedTuple):

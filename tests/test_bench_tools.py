@@ -16,7 +16,7 @@ import pytest
 
 from bench.corpus import bodies, syslog_messages
 from bench.forward import paced_delay
-from bench.ingest import free_port, ingest_run, lua, wait_up
+from bench.ingest import close_stats_client, free_port, ingest_run, lua, wait_up
 from bench.syslog_peers import PACKAGES, TOKEN, file_has, rsyslog, send, syslog_ng, wait_port
 from bench.tools import Unavailable, heroku_cli, library_env, unpack, version
 from herolog.parser import frame
@@ -119,6 +119,7 @@ def test_ingest_counts_the_answered_lines_the_store_does_not_hold(tmp_path: Path
         body.write_bytes(bodies(1, 1)[0])
         run = ingest_run(url, lua(body, tmp_path), 1, connections=2, seconds=1)
     finally:
+        close_stats_client()
         server.terminate()
         server.wait(30)
     assert run.answered > 0
