@@ -47,7 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No socket the tests opened in this process is still open once they are done: one left
     open was only reported as Python exited, after the summary line, where nobody looks
-    (bench.ingest's /stats client did that for months)."""
+    (bench.ingest's /stats client did, in every run)."""
     gc.collect()
     left = [s for s in gc.get_objects() if isinstance(s, socket.socket) and s.fileno() != -1]
     if left and exitstatus == pytest.ExitCode.OK:
