@@ -277,12 +277,15 @@ def test_a_proxy_herolog_cannot_use_is_one_line(
     assert err == f"Error: cannot use the proxy {proxy} from ${variable}: {why}\n"
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_an_unreachable_proxy_is_named_not_the_server(scheme: str) -> None:
+@pytest.mark.parametrize(
+    ("given", "scheme"), [("http://", "http"), ("https://", "https"), ("", "http")]
+)
+def test_an_unreachable_proxy_is_named_not_the_server(given: str, scheme: str) -> None:
     """A proxy reached over TLS (``https://``, as curl takes one) is used as one over plain
-    HTTP is, not refused as a proxy herolog cannot use."""
+    HTTP is, not refused as a proxy herolog cannot use; one without a scheme (HOST:PORT, as
+    curl takes it too) is one over plain HTTP."""
     port = closed_port()
-    env = {"HTTP_PROXY": f"{scheme}://user:pr0xy-pw@127.0.0.1:{port}", "HEROLOG_API_KEY": KEY}
+    env = {"HTTP_PROXY": f"{given}user:pr0xy-pw@127.0.0.1:{port}", "HEROLOG_API_KEY": KEY}
     for args in (["logs"], ["drain", "list"]):
         code, out, err = run(*args, "--server", "http://logs.example.com:8514", env=env)
         assert (code, out) == (1, "")
@@ -338,12 +341,15 @@ def test_no_proxy_does_not_name_other_hosts(no_proxy: str) -> None:
 @pytest.mark.parametrize(
     "command", [["logs"], ["logs", "-t"], ["drain", "list"], ["run", "--", "true"]], ids=" ".join
 )
+@pytest.mark.parametrize(
+    ("key", "password"), [("api-k3y-in-full", "pa55word-in-full"), ("k3y", "pwd")], ids=str
+)
 def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
-    command: list[str],
+    command: list[str], key: str, password: str
 ) -> None:
     """Its answer's first line is the reason shown: an echo service, or a proxy's debug
     page, quotes the request's Authorization header, the API key or the intake's
-    password (as Basic)."""
+    password (as Basic); a key or a password of three characters too."""
     import base64
 
     class Echo(QuietHandler):
@@ -358,7 +364,6 @@ def test_a_server_that_quotes_the_credentials_back_does_not_get_them_printed(
 
         do_GET = do_POST
 
-    key, password = "api-k3y-in-full", "pa55word-in-full"
     with serving(Echo) as echo:
         url = f"http://drain:{password}@127.0.0.1:{echo.port}"
         head, after = (command, []) if command[0] != "run" else (["run"], command[1:])
@@ -630,6 +635,115 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(herolog_home: Path)
 
 class _Given(Exception):
     pass
+
+
+def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_home: Path) -> None:
+    """A tail waits for an app the server has not had yet, asking every WAIT_FOR_APP_S; the
+    serve behind a proxy goes down, and the proxy answers 502: that is an outage, said once
+    ("reconnecting"), with the tries backing off, not more of the app not being there yet."""
+    from herolog.logs import LogsRequest
+    from herolog.remote import RemoteLogs
+    from herolog.render import TextRenderer
+
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    port = server.http_port
+    assert port is not None
+    waits: list[float] = []
+    said: list[str] = []
+    stopped: list[bool] = []
+
+    class BadGateway(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with contextlib.ExitStack() as proxy:
+
+        def sleep(seconds: float) -> None:
+            if not waits:  # serve is down: the proxy answers in its place from now on
+                stopped.append(True)
+                stop()
+                proxy.enter_context(serving(BadGateway, port))
+            waits.append(seconds)
+            if len(waits) == 5:
+                raise _Given
+
+        request = LogsRequest(LineFilter(app="fresh"), 1, tail=True)
+        remote = RemoteLogs(
+            f"http://127.0.0.1:{port}",
+            KEY,
+            request,
+            TextRenderer(io.StringIO()),
+            on_reconnecting=said.append,
+            sleep=sleep,
+        )
+        try:
+            with pytest.raises(_Given):
+                remote.run()
+        finally:
+            if not stopped:
+                stop()
+    assert waits == [1.0, 0.25, 0.5, 1.0, 2.0]
+    assert len(said) == 1
+    assert "(502" in said[0], said
+
+
+def test_a_tail_backs_off_while_a_proxy_in_front_answers_502(herolog_home: Path) -> None:
+    """A proxy in front of a serve that is down answers each try 502: the tail waits twice
+    as long before each try as before the one before, up to BACKOFF_CAP_S, as it does while
+    the server cannot be reached, rather than asking the proxy four times a second."""
+    from herolog.logs import LogsRequest
+    from herolog.remote import RemoteLogs
+    from herolog.render import TextRenderer
+
+    path = herolog_home / "logs.db"
+    fill(path, "demo", line("before", second=0))
+    server, stop = serve(path)
+    port = server.http_port
+    assert port is not None
+    shown = threading.Event()
+    stopped = threading.Thread(target=lambda: (shown.wait(10), stop()))
+    stopped.start()
+    waits: list[float] = []
+
+    class BadGateway(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+    class Shown(TextRenderer):
+        def write(self, lines: Sequence[StoredLine]) -> None:
+            if lines:
+                shown.set()
+
+    with contextlib.ExitStack() as proxy:
+
+        def sleep(seconds: float) -> None:
+            if not waits:  # serve is down: the proxy answers in its place from now on
+                stopped.join()
+                proxy.enter_context(serving(BadGateway, port))
+            waits.append(seconds)
+            if len(waits) == 7:
+                raise _Given
+
+        request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
+        remote = RemoteLogs(
+            f"http://127.0.0.1:{port}", KEY, request, Shown(io.StringIO()), sleep=sleep
+        )
+        try:
+            with pytest.raises(_Given):
+                remote.run()
+        finally:
+            shown.set()
+            stopped.join()
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
 @pytest.mark.slow

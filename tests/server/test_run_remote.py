@@ -537,6 +537,30 @@ def test_refusals_that_retrying_cannot_mend_are_not_retried(served: Running) -> 
     assert web.get(f"{served.url}/stats").json()["responses"] == {"400": 1}
 
 
+@pytest.mark.parametrize("status", [200, 201, 202])
+def test_any_2xx_answer_is_a_batch_delivered(status: int) -> None:
+    """As Logplex takes a drain's answer: any 2xx is delivered, the batch neither retried
+    nor counted as lost (a proxy in front may answer 200 or 202 for serve's 204)."""
+    posts: list[int] = []
+
+    class Answering(QuietHandler):
+        def do_POST(self) -> None:
+            posts.append(int(self.headers["Logplex-Msg-Count"]))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    waits: list[float] = []
+    with serving(Answering) as other:
+        sender = IntakeSender(other.url, "demo", sleep=waits.append)
+        try:
+            sender.send(made(3))
+        finally:
+            sender.close()
+    assert (posts, waits) == ([3], [])
+
+
 @pytest.mark.parametrize(
     ("statuses", "stored"), [([408, 503, 204], True), ([429, 502, 500, 204], False)]
 )
@@ -626,6 +650,37 @@ def test_a_refused_batch_says_how_many_lines_were_not_stored(make_server: Server
     finally:
         sender.close()
     assert refused.value.unsent == 700
+
+
+@pytest.mark.parametrize(
+    ("answers", "sizes", "unsent"),
+    [([413, 400], [150_000, *[100] * 10], 11), ([413, 204, 400], [100, 100, 100], 2)],
+    ids=["after a line too large", "sent line by line"],
+)
+def test_a_refused_batch_counts_every_line_not_stored(
+    answers: list[int], sizes: list[int], unsent: int
+) -> None:
+    """A line lost to its own 413 is not stored either: once a later batch is refused, it
+    is counted with the lines of that batch. A batch sent line by line after its 413 counts
+    the lines from the one refused on, not those stored before it."""
+
+    class Answering(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(answers.pop(0))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    lines = [made(1, size=size)[0] for size in sizes]
+    with serving(Answering) as other:
+        sender = IntakeSender(other.url, "demo", sleep=lambda s: None)
+        try:
+            with pytest.raises(RemoteError, match=r"400 Bad Request") as refused:
+                sender.send(lines)
+        finally:
+            sender.close()
+    assert answers == []
+    assert refused.value.unsent == unsent
 
 
 def run_against(
