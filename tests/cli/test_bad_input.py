@@ -640,6 +640,32 @@ def test_a_server_that_cannot_be_reached_is_one_line_without_its_password(
     assert f":{password}@" not in err
 
 
+class _Redirecting(QuietHandler):
+    """A proxy that sends plain HTTP to its https:// URL, as nginx's `return 301` does."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(301)
+        self.send_header("Location", f"https://{self.headers['Host']}{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_DELETE = _answer
+
+
+@pytest.mark.parametrize("command", REMOTE_COMMANDS, ids=" ".join)
+def test_a_server_that_redirects_is_one_line_naming_its_answer(command: tuple[str, ...]) -> None:
+    """A redirect is not followed (it would take the API key elsewhere): the 301 is what
+    went wrong, not an answer that is no herolog serve's."""
+    with serving(_Redirecting) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        code, err = invoke(*command, "--server", url)
+    assert code == 1
+    line = one_error_line(err)
+    assert line.startswith(f"Error: {url} could not "), line
+    assert line.endswith(" (301): Moved Permanently"), line
+
+
 class _NotHerolog(QuietHandler):
     """A server that answers JSON, but not drain objects."""
 

@@ -397,6 +397,33 @@ def test_a_url_twice_is_an_error_not_a_duplicate(where: dict[str, str]) -> None:
     assert len(json.loads(run("drain", "list", "--json", env=where)[1])) == 1
 
 
+def test_a_url_taken_on_a_server_that_then_lists_no_such_drain_is_still_exit_1() -> None:
+    """A server answers "Url has already been taken" (422), and the drain is gone by the time
+    it is looked up to be named (removed meanwhile): the server's words are the error, with
+    the exit status of a URL the app has already, 1, not 2 (for a URL that is wrong)."""
+    from tests.helpers import QuietHandler, serving
+
+    class Taken(QuietHandler):
+        def _answer(self, status: int, body: bytes) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            taken = {"id": "invalid_params", "message": "Url has already been taken"}
+            self._answer(422, json.dumps(taken).encode())
+
+        def do_GET(self) -> None:
+            self._answer(200, b"[]")
+
+    with serving(Taken) as server:
+        code, out, err = run("drain", "add", SECRET_URL, "-a", "demo", "--server", server.url)
+    assert (code, out, err) == (1, "", "Error: Url has already been taken\n")
+
+
 def test_a_provisioning_script_adds_and_removes_a_drain_with_each_run(
     where: dict[str, str],
 ) -> None:
@@ -555,6 +582,45 @@ def test_bad_urls_exit_2_and_register_nothing(
     assert json.loads(run("drain", "list", "--json", env=where_refused)[1]) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://drain:s3cret-pa55@logs.example.com/x?token=t0ken&k=" + "v" * 9000,
+            "is over 8,192 characters: https://***@logs.example.com/x?token=***&k=v",
+        ),
+        (
+            "https://drain:s3cret-pa55@logs.example.com/x y?token=t0ken",
+            "not a URL: 'https://***@logs.example.com/x y?token=***'",
+        ),
+    ],
+    ids=["huge", "space"],
+)
+def test_a_bad_url_is_quoted_without_its_secrets(
+    where_refused: dict[str, str], url: str, message: str
+) -> None:
+    """A URL refused is quoted masked, as every URL in an error is: one read from standard
+    input too, which is not among the arguments that every error is masked of."""
+    import subprocess
+    import sys
+
+    from tests.helpers import herolog_env
+
+    for args, stdin in [((url,), None), (("-",), url + "\n")]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "herolog", "drain", "add", *args, "-a", "demo"],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=herolog_env(**where_refused),
+            timeout=60,
+        )
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert message in proc.stderr
+        assert "s3cret" not in proc.stderr
+        assert "t0ken" not in proc.stderr
+
+
 def test_a_url_of_the_longest_length_is_taken(where: dict[str, str]) -> None:
     start = "https://logs.example.com/x?k="
     url = start + "v" * (8192 - len(start))  # "over 8,192 characters" is refused, not this
@@ -670,17 +736,62 @@ def test_removing_from_no_store_makes_none(herolog_home: Path, tmp_path: Path) -
 
 def test_removing_a_drain_of_another_app_names_that_app(where: dict[str, str]) -> None:
     code, out, _ = run("drain", "add", SECRET_URL, "-a", "demo", "--json", env=where)
-    token = json.loads(out)["token"]
+    token, drain_id = json.loads(out)["token"], json.loads(out)["id"]
     code, _, err = run("drain", "remove", token, env=where)  # -a defaults to "default"
     assert code == 1
     assert err == (
         f"Error: default has no drain {token} (demo has it: herolog drain remove ... -a demo)\n"
+    )
+    code, _, err = run("drain", "remove", drain_id, "-a", "other", env=where)
+    assert code == 1
+    assert err == (
+        f"Error: other has no drain {drain_id} (demo has it: herolog drain remove ... -a demo)\n"
     )
     code, _, err = run("drain", "remove", SECRET_URL, "-a", "other", env=where)
     assert code == 1
     assert err.startswith(f"Error: other has no drain {MASKED_URL} (demo has it:")
     assert "hunter2" not in err
     assert run("drain", "remove", token, "-a", "demo", env=where)[0] == 0
+
+
+def test_waiting_a_server_did_not_count_stays_null_in_json() -> None:
+    """A serve on a store an older herolog wrote counts no `waiting`, null in its drain
+    objects (as the README says of the store): drain list --json through it says null too,
+    not that no line waits."""
+    from tests.helpers import QuietHandler, serving
+
+    drain_id = "0b7c6a0e-8a4b-4c61-9a3c-0c7e4f0d7a11"
+    drain = {
+        "id": drain_id,
+        "token": f"d.{drain_id}",
+        "url": "https://logs.example.com/x",
+        "addon": None,
+        "app": {"id": "5f0c6e0a-1b2c-4d3e-8f40-5a6b7c8d9e0f", "name": "demo"},
+        "created_at": "2024-03-05T09:14:07Z",
+        "updated_at": "2024-03-05T09:14:07Z",
+        "delivery": {
+            "delivered": 3,
+            "dropped": 0,
+            "retrying": False,
+            "last_error": None,
+            "last_error_at": None,
+            "waiting": None,
+        },
+    }
+
+    class Older(QuietHandler):
+        def do_GET(self) -> None:
+            body = json.dumps([drain]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serving(Older) as server:
+        code, out, err = run("drain", "list", "--json", "-a", "demo", "--server", server.url)
+    assert (code, err) == (0, "")
+    assert [d["delivery"] for d in json.loads(out)] == [drain["delivery"]]
 
 
 def test_the_local_registry_is_the_store(where: dict[str, str]) -> None:
