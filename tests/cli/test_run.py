@@ -567,6 +567,13 @@ def test_a_long_line_is_stored_in_pieces_as_heroku_splits_it(herolog_home: Path)
     assert "".join(pieces) == text
     assert all(len(p.encode()) <= 10_000 for p in pieces)
     assert len(pieces) == 3
+    # U+0100's second byte is 0x80, the lowest a continuation byte has: at byte 10,000 too.
+    text = "x" + "\u0100" * 6_000
+    result = run("-q", "-a", "low", "--", sys.executable, "-c", f"print({text!r})")
+    assert result.returncode == 0, result.stderr
+    pieces = [x[2] for x in stored("low") if x[0] == "app"]
+    assert "".join(pieces) == text
+    assert [len(p.encode()) for p in pieces] == [9_999, 2_002]
     # Bytes that are not UTF-8 hold no character to keep whole: cut at 10,000 still.
     script = "import sys; sys.stdout.buffer.write(b'\\x80' * 20_000 + b'\\n')"
     result = run("-q", "-a", "binary", "--", sys.executable, "-c", script)
@@ -1100,6 +1107,7 @@ def test_a_store_locked_by_another_process_is_waited_for_out_loud_and_a_ctrl_c_g
             if signals == 2:
                 os.killpg(proc.pid, signal.SIGINT)
             assert line_within(proc.stderr) == waiting
+            time.sleep(0.5)  # five steps of the wait for the lock: said once, not at each
             if signals:
                 os.killpg(proc.pid, signal.SIGINT)
             else:
