@@ -1027,6 +1027,20 @@ def _gunzipped(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def _damage_found_at(data: bytes) -> int:
+    """The byte of ``data``, one damaged gzip member, at which zlib fed a byte at a time
+    finds the damage."""
+    import zlib
+
+    decoder = zlib.decompressobj(wbits=31)
+    for i in range(len(data)):
+        try:
+            decoder.decompress(data[i : i + 1])
+        except zlib.error:
+            return i
+    raise AssertionError("not damaged")
+
+
 def _messages(text: bytes) -> list[str]:
     """The messages of _numbered lines, the last perhaps cut off, as import stores them."""
     return [x.partition(b": ")[2].decode() for x in text.split(b"\n") if b": " in x]
@@ -1150,8 +1164,8 @@ def test_a_cut_off_or_damaged_gzip_input_stores_every_line_that_decompressed(
     code, _, err = invoke("import", str(path), "-a", "damaged")
     assert code == 1
     assert re.fullmatch(
-        re.escape(_said_cut_off(got))
-        + f"Error: {re.escape(str(path))}: damaged gzip data at byte [0-9]+: [^;]+; the"
+        re.escape(_said_cut_off(got)) + f"Error: {re.escape(str(path))}: damaged gzip data at byte"
+        f" {_damage_found_at(bytes(damaged))}: [^;]+; the"
         f" {lines:,} lines before it were imported \\(the first {len(got)} bytes of the input"
         " decompressed\\), nothing after it\n",
         err,
@@ -1167,6 +1181,42 @@ def test_a_cut_off_or_damaged_gzip_input_stores_every_line_that_decompressed(
         f" is left out.\nError: {path}: the gzip data is cut off at byte "
     ), err
     assert len(stored("header")) == 2
+
+
+def test_a_gzip_input_whose_read_fails_stores_every_line_that_decompressed_before() -> None:
+    """A read of a gzip input that fails (EIO, a failing disk) ends the import once the lines
+    decompressed before it are stored: not those of the last read too."""
+    import errno
+    import gzip
+
+    from herolog import importer
+
+    text = _numbered(5_000)
+    packed = gzip.compress(text, compresslevel=1)
+    readable = len(packed) // 2
+
+    class Failing(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            left = readable - self.tell()
+            if left <= 0:
+                raise OSError(errno.EIO, "Input/output error")
+            return super().read(left if size is None or size < 0 else min(size, left))
+
+    got = _gunzipped(packed[:readable])
+    with open_store() as store:
+        store.set_history(100_000)
+    # The last whole line waits for the next, which may continue it, as in a plain input.
+    lines = got.count(b"\n") - 1
+    assert 0 < lines < 5_000
+    with open_store() as store, pytest.raises(importer.ImportFailed) as failed:
+        importer.import_stream(Failing(packed), store, "failing")
+    assert str(failed.value) == (
+        f"cannot read it: Input/output error; the {lines:,} lines before it were imported (the"
+        f" first {lines * 40} bytes of the input decompressed), nothing after it"
+    )
+    with open_store() as store:
+        kept = store.last(LineFilter(app="failing"), 5_000)[0]
+    assert [x.message for x in kept] == _messages(got)[:lines]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -1531,6 +1581,17 @@ def test_standard_input_is_named_as_such_when_an_import_from_it_fails() -> None:
         1,
         "Error: standard input: frame 2 at byte 52: expected an octet count, found 'BAD'; the"
         " line before it was imported (the input's first 52 bytes), nothing after it\n",
+    )
+
+
+def test_a_file_whose_read_fails_is_one_line_in_the_system_s_words(herolog_home: Path) -> None:
+    """A read that fails, as on a failing disk (here /proc/self/mem, whose first page no
+    process maps: EIO), is said as the system says it, without Python's [Errno N]."""
+    code, out, err = invoke("import", "/proc/self/mem", "-a", "demo")
+    assert (code, out) == (1, "")
+    assert err == (
+        "Error: /proc/self/mem: cannot read it: Input/output error; the 0 lines before it were"
+        " imported, nothing after it\n"
     )
 
 
@@ -2194,6 +2255,32 @@ def test_a_message_from_a_pipe_takes_the_lines_that_continue_it_before_the_input
     ]
 
 
+def test_a_heroku_line_without_a_header_from_a_pipe_is_counted_as_unknown_once_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line without a header, kept whole as unknown[unknown], waits as a message does for
+    a line that may continue it; stored because the input went quiet, it is counted among
+    the lines kept whole, as it is when the next line stores it."""
+    from herolog import importer
+
+    monkeypatch.setattr(importer, "QUIET_S", 0.2)
+    pipe = _Pipe()
+    seen: list[list[str]] = []
+
+    def tail(out: int) -> None:
+        os.write(out, b"no header here\n")
+        seen.append(_wait_for("live", 1))
+        os.write(out, _a_line("heroku", 2, b"two"))
+        seen.append(_wait_for("live", 2))
+
+    pipe.feed(tail)
+    with open_store() as store:
+        result = importer.import_stream(pipe.stream, store, "live", "heroku")
+    pipe.join()
+    assert seen == [["no header here"], ["no header here", "two"]]
+    assert (result.lines, result.unknown, result.first_unknown) == (2, 1, 1)
+
+
 def test_a_syslog_message_from_a_pipe_is_stored_once_quiet_and_a_line_after_keeps_its_header(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -2230,6 +2317,18 @@ def test_the_format_of_a_pipe_is_told_from_a_whole_first_line() -> None:
     few bytes (``<4`` is no syslog priority yet)."""
     result = _import_written(b"<4", 0.2, b"0>1 2024-03-05T09:14:07Z host app web.1 - one\n")
     assert (result.format, messages("live")) == ("syslog", ["one"])
+
+
+def test_gzip_members_from_a_pipe_join_when_the_next_comes_cut_in_its_magic() -> None:
+    """`cat a.gz b.gz |`, the pipe giving the second member's first byte alone: the member
+    is read once the rest of its magic comes, not taken for bytes after the gzip data."""
+    import gzip
+
+    one = gzip.compress(b"2024-03-05T09:14:07Z app[web.1]: one\n")
+    two = gzip.compress(b"2024-03-05T09:14:08Z app[web.1]: two\n")
+    result = _import_written(one + two[:1], 0.2, two[1:])
+    assert (result.compressed, result.lines) == (True, 2)
+    assert messages("live") == ["one", "two"]
 
 
 def test_syslog_ending_with_nuls_from_a_pipe_keeps_a_message_sent_in_pieces() -> None:
