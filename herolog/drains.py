@@ -81,8 +81,11 @@ def check_url(url: str) -> str:
     shown = mask_loosely(url)
     if len(url) > MAX_URL:
         raise DrainURLError(f"the drain URL is over {MAX_URL:,} characters: {shown[:60]}...")
-    if not url or spaced(url):
-        raise DrainURLError(f"not a URL: {shown!r}")
+    if not url:
+        raise DrainURLError("not a URL: ''")
+    if spaced(url):
+        # Said, not only shown: a masked secret hides the space that ends it (?token=abc ).
+        raise DrainURLError(f"not a URL (it holds a space or a control character): {shown!r}")
     try:
         url.encode("utf-8")
         parts = urlsplit(url)

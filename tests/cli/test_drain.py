@@ -591,10 +591,16 @@ def test_bad_urls_exit_2_and_register_nothing(
         ),
         (
             "https://drain:s3cret-pa55@logs.example.com/x y?token=t0ken",
-            "not a URL: 'https://***@logs.example.com/x y?token=***'",
+            "not a URL (it holds a space or a control character):"
+            " 'https://***@logs.example.com/x y?token=***'",
+        ),
+        (
+            "https://logs.example.com/x?token=t0ken ",
+            "not a URL (it holds a space or a control character):"
+            " 'https://logs.example.com/x?token=***'",
         ),
     ],
-    ids=["huge", "space"],
+    ids=["huge", "space", "trailing space"],
 )
 def test_a_bad_url_is_quoted_without_its_secrets(
     where_refused: dict[str, str], url: str, message: str
@@ -1010,7 +1016,7 @@ def test_a_url_read_from_standard_input_stays_off_the_command_line(
     assert refused.stderr == "Error: the drain URL on standard input is not UTF-8 text\n"
     refused = add(b"https://logs.example.com/\xff\n", LC_ALL="C")
     assert refused.returncode == 2
-    assert refused.stderr.startswith("Error: not a URL: ")
+    assert refused.stderr.startswith("Error: not a URL (it holds a space or a control character): ")
     assert refused.stderr.count("\n") == 1
 
 
