@@ -594,9 +594,13 @@ def test_tail_survives_a_server_restart_without_gaps_or_duplicates(herolog_home:
     assert "Traceback" not in err
 
 
-def test_a_tail_backs_off_while_the_server_cannot_be_reached(herolog_home: Path) -> None:
+@pytest.mark.parametrize("proxied", [False, True], ids=["down", "behind a proxy"])
+def test_a_tail_backs_off_while_the_server_cannot_be_reached(
+    herolog_home: Path, proxied: bool
+) -> None:
     """Each try it makes of a server that is down waits twice as long as the one before, up
-    to BACKOFF_CAP_S, rather than asking four times a second for as long as it is down."""
+    to BACKOFF_CAP_S, rather than asking four times a second for as long as it is down; the
+    same when a proxy in front of it answers each try 502."""
     from herolog.logs import LogsRequest
     from herolog.remote import RemoteLogs
     from herolog.render import TextRenderer
@@ -604,32 +608,47 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(herolog_home: Path)
     path = herolog_home / "logs.db"
     fill(path, "demo", line("before", second=0))
     server, stop = serve(path)
+    port = server.http_port
+    assert port is not None
     shown = threading.Event()
     stopped = threading.Thread(target=lambda: (shown.wait(10), stop()))
     stopped.start()
     waits: list[float] = []
+
+    class BadGateway(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
 
     class Shown(TextRenderer):
         def write(self, lines: Sequence[StoredLine]) -> None:
             if lines:
                 shown.set()
 
-    def sleep(seconds: float) -> None:
-        stopped.join()  # down: each try after this one is refused its connection
-        waits.append(seconds)
-        if len(waits) == 7:
-            raise _Given
+    with contextlib.ExitStack() as proxy:
 
-    request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
-    remote = RemoteLogs(
-        f"http://127.0.0.1:{server.http_port}", KEY, request, Shown(io.StringIO()), sleep=sleep
-    )
-    try:
-        with pytest.raises(_Given):
-            remote.run()
-    finally:
-        shown.set()
-        stopped.join()
+        def sleep(seconds: float) -> None:
+            if not waits:  # down: each try after this one is refused, or answered 502
+                stopped.join()
+                if proxied:
+                    proxy.enter_context(serving(BadGateway, port))
+            waits.append(seconds)
+            if len(waits) == 7:
+                raise _Given
+
+        request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
+        remote = RemoteLogs(
+            f"http://127.0.0.1:{port}", KEY, request, Shown(io.StringIO()), sleep=sleep
+        )
+        try:
+            with pytest.raises(_Given):
+                remote.run()
+        finally:
+            shown.set()
+            stopped.join()
     assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
@@ -690,60 +709,6 @@ def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_hom
     assert waits == [1.0, 0.25, 0.5, 1.0, 2.0]
     assert len(said) == 1
     assert "(502" in said[0], said
-
-
-def test_a_tail_backs_off_while_a_proxy_in_front_answers_502(herolog_home: Path) -> None:
-    """A proxy in front of a serve that is down answers each try 502: the tail waits twice
-    as long before each try as before the one before, up to BACKOFF_CAP_S, as it does while
-    the server cannot be reached, rather than asking the proxy four times a second."""
-    from herolog.logs import LogsRequest
-    from herolog.remote import RemoteLogs
-    from herolog.render import TextRenderer
-
-    path = herolog_home / "logs.db"
-    fill(path, "demo", line("before", second=0))
-    server, stop = serve(path)
-    port = server.http_port
-    assert port is not None
-    shown = threading.Event()
-    stopped = threading.Thread(target=lambda: (shown.wait(10), stop()))
-    stopped.start()
-    waits: list[float] = []
-
-    class BadGateway(QuietHandler):
-        def do_GET(self) -> None:
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_POST = do_GET
-
-    class Shown(TextRenderer):
-        def write(self, lines: Sequence[StoredLine]) -> None:
-            if lines:
-                shown.set()
-
-    with contextlib.ExitStack() as proxy:
-
-        def sleep(seconds: float) -> None:
-            if not waits:  # serve is down: the proxy answers in its place from now on
-                stopped.join()
-                proxy.enter_context(serving(BadGateway, port))
-            waits.append(seconds)
-            if len(waits) == 7:
-                raise _Given
-
-        request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
-        remote = RemoteLogs(
-            f"http://127.0.0.1:{port}", KEY, request, Shown(io.StringIO()), sleep=sleep
-        )
-        try:
-            with pytest.raises(_Given):
-                remote.run()
-        finally:
-            shown.set()
-            stopped.join()
-    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
 @pytest.mark.slow
