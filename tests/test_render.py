@@ -438,8 +438,13 @@ def reference_json(line: StoredLine, *, ascii_only: bool) -> str:
     if fields is not None:
         record["fields"] = fields
     text = json.dumps(record, ensure_ascii=ascii_only, separators=(",", ":"))
-    # U+0085, U+2028, U+2029 and the other C1 controls as \u escapes, as the README says.
-    return re.sub("[\x80-\x9f\u2028\u2029]", lambda m: f"\\u{ord(m[0]):04x}", text)
+    # U+0085, U+2028, U+2029, the other C1 controls and the bidirectional overrides and
+    # isolates as \u escapes, as the README says.
+    return re.sub(
+        "[\x80-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]",
+        lambda m: f"\\u{ord(m[0]):04x}",
+        text,
+    )
 
 
 _TRICKY = 'a=b "\\{}[]\t\n\r\x00\x1b\x7f\x85\x9b\x9d\u2028\u2029\u00e9\u65e5\U0001f600'
