@@ -506,6 +506,12 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def answer_empty(self, status: int) -> None:
+        """Answer ``status`` with no body."""
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
 
 class LocalHTTPServer(ThreadingHTTPServer):
     """A test's HTTP server on 127.0.0.1 (HTTPS with ``context``) that leaves nothing open.

@@ -615,14 +615,6 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(
     stopped.start()
     waits: list[float] = []
 
-    class BadGateway(QuietHandler):
-        def do_GET(self) -> None:
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_POST = do_GET
-
     class Shown(TextRenderer):
         def write(self, lines: Sequence[StoredLine]) -> None:
             if lines:
@@ -634,7 +626,7 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(
             if not waits:  # down: each try after this one is refused, or answered 502
                 stopped.join()
                 if proxied:
-                    proxy.enter_context(serving(BadGateway, port))
+                    proxy.enter_context(serving(_BadGateway, port))
             waits.append(seconds)
             if len(waits) == 7:
                 raise _Given
@@ -656,6 +648,16 @@ class _Given(Exception):
     pass
 
 
+class _BadGateway(QuietHandler):
+    """A proxy in front of a serve that is down: 502 to every request."""
+
+    def do_GET(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.answer_empty(502)
+
+    do_POST = do_GET
+
+
 def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_home: Path) -> None:
     """A tail waits for an app the server has not had yet, asking every WAIT_FOR_APP_S; the
     serve behind a proxy goes down, and the proxy answers 502: that is an outage, said once
@@ -673,20 +675,13 @@ def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_hom
     said: list[str] = []
     stopped: list[bool] = []
 
-    class BadGateway(QuietHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
     with contextlib.ExitStack() as proxy:
 
         def sleep(seconds: float) -> None:
             if not waits:  # serve is down: the proxy answers in its place from now on
                 stopped.append(True)
                 stop()
-                proxy.enter_context(serving(BadGateway, port))
+                proxy.enter_context(serving(_BadGateway, port))
             waits.append(seconds)
             if len(waits) == 5:
                 raise _Given
@@ -729,9 +724,7 @@ def test_tail_keeps_trying_through_a_proxy_s_502_while_the_server_restarts(
         answered = 0
 
         def do_GET(self) -> None:
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(502)
             BadGateway.answered += 1
             if BadGateway.answered >= 3:
                 refused.set()

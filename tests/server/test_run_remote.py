@@ -200,9 +200,7 @@ def test_a_server_failing_mid_run_does_not_hold_the_command_up(tmp_path: Path) -
             FailsSlowly.posts += 1
             if FailsSlowly.posts > 1:
                 time.sleep(0.4)
-            self.send_response(204 if FailsSlowly.posts == 1 else 503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(204 if FailsSlowly.posts == 1 else 503)
 
     took = tmp_path / "took"
     script = (
@@ -238,9 +236,7 @@ def stops_answering() -> Iterator[str]:
             Hangs.posts += 1
             if Hangs.posts > 1:
                 released.wait(60)
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(204)
 
     with serving(Hangs) as hanging:
         try:
@@ -547,9 +543,7 @@ def test_any_2xx_answer_is_a_batch_delivered(status: int) -> None:
         def do_POST(self) -> None:
             posts.append(int(self.headers["Logplex-Msg-Count"]))
             self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(status)
 
     waits: list[float] = []
     with serving(Answering) as other:
@@ -575,9 +569,7 @@ def test_refusals_that_may_pass_later_are_tried_three_times(
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             frame_ids.append(self.headers["Logplex-Frame-Id"])
-            self.send_response(statuses.pop(0))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(statuses.pop(0))
 
     waits: list[float] = []
     with serving(Answering) as other:
@@ -667,9 +659,7 @@ def test_a_refused_batch_counts_every_line_not_stored(
     class Answering(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(answers.pop(0))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer_empty(answers.pop(0))
 
     lines = [made(1, size=size)[0] for size in sizes]
     with serving(Answering) as other:
