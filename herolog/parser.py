@@ -127,7 +127,8 @@ class LogLine(NamedTuple):
     """One log line as parsed, before the store gives it an id, an app and a receive time."""
 
     timestamp: str
-    """As the sender wrote it; shown verbatim."""
+    """As the sender wrote it (an RFC 3164 one, with no year or zone, as the date-time it is
+    read as); shown verbatim."""
     time: str
     """The same instant as a UTC instant string (see :mod:`herolog.timestamps`)."""
     source: str
