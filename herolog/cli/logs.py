@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from herolog.render import Renderer
 
 
-_OTHER_NAMES = {"-f": "--tail", "--follow": "--tail", "--lines": "--num"}
+_OTHER_NAMES = {
+    "-f": "--tail",
+    "--follow": "--tail",
+    "--lines": "--num",
+    "-o": "--json",
+    "--output": "--json",
+}
 """What tail -f, journalctl, docker logs and kubectl logs call options of herolog logs."""
 
 

@@ -155,6 +155,9 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
         (["--lines", "5"], "No such option '--lines'. Did you mean '--num'?"),  # not --since
         (["--folow"], "No such option '--folow'. Did you mean '--tail'?"),
         (["--sinse", "1h"], "No such option '--sinse'. Did you mean '--since'?"),
+        # journalctl -o json: click offered nothing
+        (["-o", "json"], "No such option '-o'. Did you mean '--json'?"),
+        (["--output=json"], "No such option '--output'. Did you mean '--json'?"),
         # docker logs --tail N: the number was told as an argument from nowhere
         (
             ["--tail", "100"],
