@@ -64,6 +64,16 @@ class LogsCommand(click.Command):
                     f": -t/--tail takes no number; -n {extra} --tail shows the last {last},"
                     " then new ones"
                 )
+            elif (
+                len(ctx.args) == 1
+                and not extra.isdecimal()
+                and ctx.get_parameter_source("app") != click.core.ParameterSource.COMMANDLINE
+            ):
+                from herolog.store import valid_app_name
+
+                # docker logs NAME and kubectl logs NAME: the app, typed where they take it
+                if valid_app_name(extra):
+                    message += f": the app is given with -a, as heroku logs takes it: -a {extra}"
             ctx.fail(message)
         return rest
 

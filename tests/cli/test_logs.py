@@ -179,7 +179,19 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
             "Got unexpected extra argument (2): -t/--tail takes no number; -n 2 --tail shows"
             " the last 2 lines, then new ones",
         ),
-        (["demo"], "Got unexpected extra argument (demo)"),
+        # docker logs NAME and kubectl logs NAME: the app, where herolog takes none
+        (
+            ["demo"],
+            "Got unexpected extra argument (demo): the app is given with -a, as heroku logs"
+            " takes it: -a demo",
+        ),
+        (
+            ["-t", "web-api"],
+            "Got unexpected extra argument (web-api): the app is given with -a, as heroku logs"
+            " takes it: -a web-api",
+        ),
+        (["-a", "demo", "web.1"], "Got unexpected extra argument (web.1)"),  # not the app
+        (["my app"], "Got unexpected extra argument (my app)"),  # no app's name
         (["100"], "Got unexpected extra argument (100)"),  # no --tail: no word of it
         (["-t", "x", "y"], "Got unexpected extra arguments (x y)"),
     ],
