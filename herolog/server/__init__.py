@@ -711,8 +711,12 @@ class Server:
         if self.syslog_port is not None:
             kind = "syslog+tls" if config.tls else "syslog"
             where = f"{shown_host}:{self.syslog_port}"
+            # logger -n HOST sends UDP unless told --tcp, and a datagram nobody takes is lost
+            # unsaid: the sender exits 0 and the line is nowhere.
+            transport = "" if config.tls else ", TCP only"
             lines.append(
-                f"{kind} drain intake on {where} (lines go to app {config.syslog_app!r}):"
+                f"{kind} drain intake on {where}{transport}"
+                f" (lines go to app {config.syslog_app!r}):"
                 f" heroku drains:add {kind}://{public}:{self.syslog_port} -a APP"
             )
             allowed = self.syslog.max_connections if self.syslog else 0

@@ -650,6 +650,20 @@ def test_the_banner_gives_the_drain_urls(
     assert "s3cret" not in banner
 
 
+def test_the_banner_says_the_plain_syslog_port_takes_tcp_only(
+    make_server: ServerFactory, certificates: tuple[trustme.CA, Path, Path]
+) -> None:
+    """util-linux's logger -n HOST -P PORT sends UDP unless given --tcp: its lines were lost
+    with exit status 0, and nothing in the banner said which the port takes."""
+    plain = make_server(syslog_port=0)
+    said = f"syslog drain intake on 127.0.0.1:{plain.syslog_port}, TCP only (lines go to app"
+    assert said in "\n".join(plain.server.banner())
+    _, certfile, keyfile = certificates
+    tls = make_server(syslog_port=0, certfile=certfile, keyfile=keyfile)
+    said = f"syslog+tls drain intake on 127.0.0.1:{tls.syslog_port} (lines go to app"
+    assert said in "\n".join(tls.server.banner())
+
+
 def test_the_banner_gives_heroku_host_only_where_the_heroku_cli_takes_it(
     make_server: ServerFactory,
 ) -> None:
