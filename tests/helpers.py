@@ -208,8 +208,9 @@ class Child:
             self.lines.put(raw.decode().rstrip("\n"))
         self.lines.put(None)
 
-    def wait_for_open(self, path: str, timeout: float = 15.0) -> None:
-        """Wait until the child has ``path`` open (Linux /proc), plus a moment to use it."""
+    def wait_for_open(self, path: str, timeout: float = 15.0, settle: float = 0.3) -> None:
+        """Wait until the child has ``path`` open (Linux /proc), plus ``settle`` seconds to
+        use it."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -217,7 +218,7 @@ class Child:
         while time.monotonic() < deadline:
             try:
                 if any(str(fd.readlink()) == path for fd in fds.iterdir()):
-                    time.sleep(0.3)
+                    time.sleep(settle)
                     return
             except OSError:
                 pass
