@@ -215,7 +215,8 @@ def checked_app(app: str) -> str:
     if not valid_app_name(app):
         ctx = click.get_current_context(silent=True)
         given = next((p for p in ctx.command.params if p.name == "app"), None) if ctx else None
-        hint = "'-a'" + (from_the_environment(ctx, given) if given else "")
+        # As click names it for a value its type refuses: '-a' / '--app'.
+        hint = given.get_error_hint(ctx) if ctx and given else "'-a' / '--app'"
         raise click.BadParameter(f"{app!r} is not an app name: {APP_NAME_RULE}", param_hint=hint)
     return app
 

@@ -329,9 +329,9 @@ def test_a_number_option_says_what_it_takes(
         (["serve"], "HEROLOG_PORT", "80a", "'--port'"),
         (["serve"], "HEROLOG_BODY_TIMEOUT", "soon", "'--body-timeout'"),
         (["serve"], "HEROLOG_HEADER_TIMEOUT", "nan", "'--header-timeout'"),
-        (["run", "true"], "HEROLOG_APP", "my app", "'-a'"),
-        (["import", "-"], "HEROLOG_APP", "my app", "'-a'"),
-        (["drain", "add", "https://logs.example.com/x"], "HEROLOG_APP", "my/app", "'-a'"),
+        (["run", "true"], "HEROLOG_APP", "my app", "'-a' / '--app'"),
+        (["import", "-"], "HEROLOG_APP", "my app", "'-a' / '--app'"),
+        (["drain", "add", "https://logs.example.com/x"], "HEROLOG_APP", "my/app", "'-a' / '--app'"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -343,7 +343,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(
     assert code == 2, err
     assert one_error_line(err).startswith(f"Error: Invalid value for {hint} (from ${variable}):")
     words = 2 if args[0] == "drain" else 1  # the command's own, before its arguments
-    flag = [hint.strip("'"), value]
+    flag = [hint.split(" / ")[0].strip("'"), value]  # '-a' / '--app': -a
     code, err = invoke(*args[:words], *flag, *args[words:])
     assert code == 2, err
     assert one_error_line(err).startswith(f"Error: Invalid value for {hint}:"), err

@@ -1644,7 +1644,7 @@ def test_an_app_name_the_store_refuses_is_a_usage_error(herolog_home: Path) -> N
     code, _, err = invoke("import", str(EXAMPLE), "-a", "my app")
     assert code == 2
     assert err.splitlines()[-1] == (
-        "Error: Invalid value for '-a': 'my app' is not an app name:"
+        "Error: Invalid value for '-a' / '--app': 'my app' is not an app name:"
         " app names are letters, digits, '.', '_' and '-' (100 at most), starting with a"
         " letter or digit, without '..'"
     )
@@ -1659,7 +1659,7 @@ def test_an_app_name_refused_for_its_first_character_or_two_dots_says_why(
     code, _, err = invoke("import", str(EXAMPLE), "-a", name)
     assert code == 2
     assert err.splitlines()[-1] == (
-        f"Error: Invalid value for '-a': {name!r} is not an app name: app names are letters,"
+        f"Error: Invalid value for '-a' / '--app': {name!r} is not an app name: app names are letters,"
         " digits, '.', '_' and '-' (100 at most), starting with a letter or digit, without '..'"
     )
 

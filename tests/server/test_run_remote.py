@@ -134,7 +134,7 @@ def test_a_bad_app_name_is_a_usage_error_in_both_modes(guarded: Running, tmp_pat
         proc = run(tmp_path, *server, "-a", "no/such", "--", "true")
         assert proc.returncode == 2
         assert proc.stderr.splitlines()[-1] == (
-            "Error: Invalid value for '-a': 'no/such' is not an app name:"
+            "Error: Invalid value for '-a' / '--app': 'no/such' is not an app name:"
             " app names are letters, digits, '.', '_' and '-' (100 at most), starting with a"
             " letter or digit, without '..'"
         )
