@@ -214,6 +214,9 @@ def checked_app(app: str) -> str:
 
     if not valid_app_name(app):
         ctx = click.get_current_context(silent=True)
+        # drain alone invokes drain list in a context of its own, handed the group's -a.
+        while ctx and ctx.parent and ctx.get_parameter_source("app") is None:
+            ctx = ctx.parent
         given = next((p for p in ctx.command.params if p.name == "app"), None) if ctx else None
         # As click names it for a value its type refuses: '-a' / '--app'.
         hint = given.get_error_hint(ctx) if ctx and given else "'-a' / '--app'"

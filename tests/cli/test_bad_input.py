@@ -332,6 +332,9 @@ def test_a_number_option_says_what_it_takes(
         (["run", "true"], "HEROLOG_APP", "my app", "'-a' / '--app'"),
         (["import", "-"], "HEROLOG_APP", "my app", "'-a' / '--app'"),
         (["drain", "add", "https://logs.example.com/x"], "HEROLOG_APP", "my/app", "'-a' / '--app'"),
+        (["drain", "list"], "HEROLOG_APP", "my/app", "'-a' / '--app'"),
+        # drain alone runs drain list's callback, given the group's -a
+        (["drain"], "HEROLOG_APP", "my/app", "'-a' / '--app'"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
