@@ -22,14 +22,11 @@ if TYPE_CHECKING:
     from herolog.render import Renderer
 
 
-_OTHER_NAMES = {
-    "-f": "--tail",
-    "--follow": "--tail",
-    "--lines": "--num",
-    "-o": "--json",
-    "--output": "--json",
-}
+_OTHER_NAMES = {"-f": "--tail", "--follow": "--tail", "--lines": "--num"}
 """What tail -f, journalctl, docker logs and kubectl logs call options of herolog logs."""
+_OTHER_FORMATS = {"-o": "--json", "--output": "--json"}
+"""journalctl's -o json, told only when typed so: as a near miss, --output would take
+--color-output (jq's) from --color."""
 
 
 class LogsCommand(click.Command):
@@ -45,8 +42,10 @@ class LogsCommand(click.Command):
             name = error.option_name
             names = [o for p in self.params for o in p.opts if o.startswith("--")]
             close = difflib.get_close_matches(name, [*names, *_OTHER_NAMES], n=1)
-            meant = _OTHER_NAMES.get(name) or (
-                _OTHER_NAMES.get(close[0], close[0]) if close else None
+            meant = (
+                _OTHER_NAMES.get(name)
+                or _OTHER_FORMATS.get(name)
+                or (_OTHER_NAMES.get(close[0], close[0]) if close else None)
             )
             if meant is None:
                 raise

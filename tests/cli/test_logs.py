@@ -158,6 +158,9 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
         # journalctl -o json: click offered nothing
         (["-o", "json"], "No such option '-o'. Did you mean '--json'?"),
         (["--output=json"], "No such option '--output'. Did you mean '--json'?"),
+        (["-ojson"], "No such option '-o'. Did you mean '--json'?"),
+        # ...but a near miss of it is not: jq's --color-output is --color
+        (["--color-output"], "No such option '--color-output'. Did you mean '--color'?"),
         # docker logs --tail N: the number was told as an argument from nowhere
         (
             ["--tail", "100"],
