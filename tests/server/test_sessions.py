@@ -212,6 +212,42 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     store.close()
 
 
+def test_two_skips_past_lines_a_tail_still_holds_are_told_in_one_l11_line(
+    herolog_home: Path,
+) -> None:
+    """The broadcaster skips twice while a slow reader's tail still holds lines: the reader
+    is told of both skips in one L11 line after those lines, with the count of both, as
+    Logplex tells of lines lost together, not in an L11 line for each skip."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        tail = LiveTail(path, LineFilter(app="demo"), stalled=True)
+        await tail.start()
+        await tail.append(store, "a", 10)  # taken: the write of its event waits
+        await asyncio.sleep(0.05)
+        await tail.append(store, "b", 5)  # waiting in the tail's buffer
+        tail.sessions.broadcaster.max_behind = 100
+        await tail.append(store, "c", 300)  # skipped
+        await tail.append(store, "e", 200)  # skipped too
+        tail.sessions.broadcaster.max_behind = 100_000
+        await tail.append(store, "d", 5)
+        tail.release()
+        await until_written(tail.written, b"d4", 300)
+        return await tail.stop()
+
+    text = b"".join(asyncio.run(scenario())).decode()
+    data, _ = _events([text.encode()])
+    shown = [d.split(": ", 1)[1] for d in data if ": " in d]
+    told = [i for i, d in enumerate(shown) if "L11" in d]
+    assert len(told) == 1, shown
+    assert "This tail session dropped 500 messages since" in shown[told[0]]
+    assert shown[told[0] - 1 : told[0] + 2 : 2] == ["b4", "d0"]
+    store.close()
+
+
 def test_lines_lost_in_two_seconds_are_told_since_the_first(herolog_home: Path) -> None:
     """A reader that does not read loses lines its buffer drops, then lines the broadcaster
     skips, then the buffer drops the lines held before that skip: the L11 line that tells of
