@@ -1449,6 +1449,30 @@ def test_a_store_locked_past_its_busy_timeout_is_a_503_not_a_traceback(
     assert [d["url"] for d in web.get(base, headers=AUTH).json()] == ["https://logs.example.com/x"]
 
 
+def test_a_store_moved_away_under_the_api_is_a_503_that_names_it(herolog_home: Path) -> None:
+    """The store's file moved or deleted under serve (serve stops a second later, which this
+    in-process app does not): a call meanwhile is answered with Heroku's JSON error, a 503
+    that may be retried and says where the store was, not a 500."""
+    config = ServeConfig(store_path=herolog_home / "logs.db", port=0, api_key=KEY)
+    store_demo_lines(config.store_path)
+    app = HerologApp(config, Writer(config.store_path, config.history))
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            config.store_path.rename(herolog_home / "moved.db")
+            answer = await client.get("/apps/demo/log-drains", headers=AUTH)
+        await app.broadcaster.close()
+        return answer
+
+    answer = asyncio.run(call())
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "id": "unavailable",
+        "message": f"the store {config.store_path} is gone (moved or deleted)",
+    }
+
+
 def test_get_apps_lists_every_app_as_get_apps_app_shows_it(herolog_home: Path) -> None:
     """GET /apps (heroku apps --all, herolog apps --server): the objects GET /apps/APP
     answers, in name order, with Heroku's Accept-Ranges; called as ASGI, in-process."""
