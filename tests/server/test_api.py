@@ -538,6 +538,17 @@ def test_more_lines_than_a_history_of_one_is_said_in_the_singular(
     )
 
 
+def test_more_lines_than_serve_can_keep_asks_for_the_most_it_can(shared_api: Running) -> None:
+    """herolog logs --server -n over the most serve's --history takes: the 422 says to raise
+    the history to that most, not to a number serve would refuse."""
+    body = {"lines": 10**12, "format": "json"}
+    response = web.post(f"{shared_api.url}/log-sessions", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["message"].endswith(
+        f"(raise that on the server: herolog serve --history {store_module.MAX_HISTORY})"
+    )
+
+
 def test_a_sessions_patterns_are_compiled_off_the_event_loop(
     shared_api: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
