@@ -1665,6 +1665,7 @@ def test_a_page_of_apps_or_an_app_by_id_reads_those_not_every_app(
         "name ..; max=-1",
         "name ..; to=3",
         "name ..; order=up",
+        "name demo ..zeta",  # a space in the bounds: no name or id has one
     ],
 )
 def test_a_range_get_apps_cannot_follow_is_a_416(shared_api: Running, wanted: str) -> None:
