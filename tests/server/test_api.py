@@ -245,6 +245,17 @@ def test_history_with_filters_before_the_limit(shared_api: Running) -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["dyno", "process_type", "type"])
+def test_a_session_s_process_type_may_come_under_any_of_its_names(
+    shared_api: Running, key: str
+) -> None:
+    """dyno (the heroku CLI's -d and -p), process_type (herolog logs --server -p) and type,
+    which serve takes as a third name for it, each keep the session to that dyno's lines."""
+    assert read_text(session(shared_api, lines=10, **{key: "worker"})) == [
+        "2024-03-05T09:00:04.000000+00:00 app[worker.1]: worker tick"
+    ]
+
+
 def test_a_history_is_read_from_the_store_and_sent_a_part_at_a_time(
     api: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
