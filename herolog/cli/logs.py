@@ -55,26 +55,36 @@ class LogsCommand(click.Command):
         if ctx.args:
             extra = " ".join(ctx.args)
             message = f"Got unexpected extra argument{'s' * (len(ctx.args) > 1)} ({extra})"
-            if ctx.params.get("tail") and extra.isascii() and extra.isdecimal():
-                # docker logs --tail N and kubectl logs --tail N: the number of lines (as
-                # typed: int() refuses over 4,300 digits)
-                last = "line" if extra.lstrip("0") == "1" else f"{extra} lines"
-                message += (
-                    f": -t/--tail takes no number; -n {extra} --tail shows the last {last},"
-                    " then new ones"
-                )
-            elif (
-                len(ctx.args) == 1
-                and not extra.isdecimal()
-                and ctx.get_parameter_source("app") != click.core.ParameterSource.COMMANDLINE
-            ):
-                from herolog.store import valid_app_name
-
-                # docker logs NAME and kubectl logs NAME: the app, typed where they take it
-                if valid_app_name(extra):
-                    message += f": the app is given with -a, as heroku logs takes it: -a {extra}"
-            ctx.fail(message)
+            ctx.fail(message + _extra_argument_hint(ctx, extra))
         return rest
+
+
+def _extra_argument_hint(ctx: click.Context, extra: str) -> str:
+    """What a word herolog logs takes no place for was likely meant as, from how other log
+    tools take their arguments (``: ...``), or nothing."""
+    if ctx.params.get("tail") and extra.isascii() and extra.isdecimal():
+        # docker logs --tail N and kubectl logs --tail N: the number of lines (as typed:
+        # int() refuses over 4,300 digits)
+        last = "line" if extra.lstrip("0") == "1" else f"{extra} lines"
+        return (
+            f": -t/--tail takes no number; -n {extra} --tail shows the last {last}, then new ones"
+        )
+    if len(ctx.args) != 1 or extra.isdecimal():
+        return ""
+    from herolog.store import valid_app_name
+    from herolog.timestamps import parse_user_time
+
+    try:
+        parse_user_time(extra)
+    except ValueError:
+        pass
+    else:  # 1h could be an app's name, but a time is the likelier meaning
+        return f": a time is given with --since or --until: --since {extra}"
+    typed = ctx.get_parameter_source("app") == click.core.ParameterSource.COMMANDLINE
+    if not typed and valid_app_name(extra):
+        # docker logs NAME and kubectl logs NAME: the app, typed where they take it
+        return f": the app is given with -a, as heroku logs takes it: -a {extra}"
+    return ""
 
 
 @click.command(cls=LogsCommand, context_settings={"allow_extra_args": True})

@@ -193,6 +193,22 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
             "Got unexpected extra argument (web-api): the app is given with -a, as heroku logs"
             " takes it: -a web-api",
         ),
+        # ...and a time, where docker logs --since and journalctl --since take one
+        (
+            ["1h"],
+            "Got unexpected extra argument (1h): a time is given with --since or --until:"
+            " --since 1h",
+        ),
+        (
+            ["2024-03-05"],
+            "Got unexpected extra argument (2024-03-05): a time is given with --since or"
+            " --until: --since 2024-03-05",
+        ),
+        (
+            ["-a", "demo", "10m"],
+            "Got unexpected extra argument (10m): a time is given with --since or --until:"
+            " --since 10m",
+        ),
         (["-a", "demo", "web.1"], "Got unexpected extra argument (web.1)"),  # not the app
         (["my app"], "Got unexpected extra argument (my app)"),  # no app's name
         (["100"], "Got unexpected extra argument (100)"),  # no --tail: no word of it
