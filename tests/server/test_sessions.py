@@ -171,6 +171,45 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     store.close()
 
 
+def test_a_skip_over_an_app_forgotten_unread_and_made_anew_tells_of_both(
+    herolog_home: Path,
+) -> None:
+    """Serve falls behind (short of CPU) while ``store forget`` deletes lines of an app it
+    has not read back yet, and the app, made anew, gets more lines than serve may fall
+    behind by: the broadcaster skips to the newest, and the app's tail is told with one L11
+    line of every line it lost, the forgotten ones and the new ones skipped, not of one
+    kind alone."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        tail = LiveTail(path, LineFilter(app="demo"))
+        await tail.start()
+        broadcaster = tail.sessions.broadcaster
+        broadcaster.max_behind = 100
+        # While it reads nothing, as a serve stopped short of CPU.
+        async with broadcaster._reading:
+            store.append([Batch("demo", [line(f"unread{i}") for i in range(10)])])
+            assert store.forget_app("demo") == 11
+            store.append([Batch("demo", [line(f"anew{i}") for i in range(200)])])
+        broadcaster.nudge()
+        newest = store.newest_id()
+        while broadcaster.position < newest:
+            await asyncio.sleep(0.01)
+        await tail.append(store, "after", 1)
+        await until_written(tail.written, b"after0", 300)
+        return await tail.stop()
+
+    data, _ = _events(asyncio.run(scenario()))
+    store.close()
+    overflow = [d for d in data if "L11" in d]
+    assert len(overflow) == 1, data
+    assert "This tail session dropped 210 messages since" in overflow[0]
+    assert [d.split(": ", 1)[1] for d in data if "L11" not in d] == ["after0"]
+
+
 @pytest.mark.parametrize("held", [250, 1])
 def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     herolog_home: Path, held: int
