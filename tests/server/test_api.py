@@ -27,6 +27,7 @@ from herolog.filters import compile_pattern
 from herolog.render import decode_record
 from herolog.server import ServeConfig, Server, run_in_thread
 from herolog.server import api as api_module
+from herolog.server import forwarder as forwarder_module
 from herolog.server import sessions as sessions_module
 from herolog.server.app import HerologApp
 from herolog.server.writer import Writer
@@ -35,6 +36,7 @@ from tests import web
 from tests.helpers import invoke, line
 from tests.helpers import store_lines as append_lines
 from tests.server.conftest import Running, ServerFactory, running_server
+from tests.server.sinks import HTTPSink, wait_until
 
 KEY = "k3y-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -730,6 +732,38 @@ def test_tail_streams_new_lines_then_resumes_by_last_event_id(api: Running) -> N
         assert len(again.lines) == 1
     finally:
         again.close()
+
+
+def test_a_drain_added_under_a_running_tail_gets_the_lines_before_it_was_taken_up(
+    make_server: ServerFactory, sink: HTTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve takes a new drain up at its next look for drains: the lines its app got in
+    between are read back from the store for it. A tail running already had them handed out
+    before that (its broadcaster was reading): the drain was told its live lines started
+    where that tail's did, and never got them."""
+    # A look every two seconds, not serve's half: the lines are handed out before it.
+    monkeypatch.setattr(forwarder_module, "RELOAD_INTERVAL_S", 2.0)
+    running = store_demo(make_server(api_key=KEY))
+    tail = Tail(session(running, lines=0, tail=True))
+    try:
+        # Live once it shows one: its broadcaster hands out what is stored.
+        def shows_one() -> bool:
+            store_lines(running, "demo", line("live", second=10))
+            return bool(tail.lines)
+
+        wait_until(shows_one, what="the tail to be live")
+        shown = len(tail.lines)
+        store = SQLiteStore.open(running.server.config.store_path)
+        try:
+            store.add_drain("demo", sink.url())
+        finally:
+            store.close()
+        store_lines(running, "demo", line("meanwhile", second=11))
+        tail.wait_for(shown + 1)
+        wait_until(lambda: sink.delivered_lines(), what="the drain's delivery")
+    finally:
+        tail.close()
+    assert [x.message for x in sink.delivered_lines()] == ["meanwhile"]
 
 
 def test_tail_reconnect_without_last_event_id_does_not_replay(api: Running) -> None:
