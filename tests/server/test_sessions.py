@@ -171,6 +171,27 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     store.close()
 
 
+def test_a_broadcaster_just_max_behind_reads_every_line(herolog_home: Path) -> None:
+    """A broadcaster skips only when it is more than ``max_behind`` lines behind: just that
+    many behind, a tail gets every line, and no L11 line."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        tail = LiveTail(path, LineFilter(app="demo"))
+        await tail.start()
+        tail.sessions.broadcaster.max_behind = 100
+        await tail.append(store, "n", 100)  # one commit: 100 behind at once
+        await until_written(tail.written, b"n99", 300)
+        return await tail.stop()
+
+    data, _ = _events(asyncio.run(scenario()))
+    store.close()
+    assert [d.split(": ", 1)[1] for d in data] == [f"n{i}" for i in range(100)]
+
+
 def test_a_skip_over_an_app_forgotten_unread_and_made_anew_tells_of_both(
     herolog_home: Path,
 ) -> None:
