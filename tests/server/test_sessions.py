@@ -217,7 +217,9 @@ def test_a_skip_over_an_app_forgotten_unread_and_made_anew_tells_of_both(
             store.append([Batch("demo", [line(f"anew{i}") for i in range(200)])])
         broadcaster.nudge()
         newest = store.newest_id()
+        deadline = asyncio.get_running_loop().time() + 30
         while broadcaster.position < newest:
+            assert asyncio.get_running_loop().time() < deadline, "the broadcaster did not catch up"
             await asyncio.sleep(0.01)
         await tail.append(store, "after", 1)
         await until_written(tail.written, b"after0", 300)
