@@ -598,6 +598,19 @@ def test_too_many_open_sessions_is_a_limit_not_a_bad_request(
     assert "could not create a log session (429): too many open log sessions (2)" in err
 
 
+def test_a_history_read_leaves_room_for_another_session(
+    api: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session without --tail ends once its history has been read: scripts that run
+    heroku logs (or herolog logs --server) one after another are not refused for sessions
+    they are done with, as if they were still open."""
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 2)
+    for _ in range(5):
+        assert read_text(session(api, lines=1)) == [
+            "2024-03-05T09:00:06.000000+00:00 app[web.1]: ERROR: boom"
+        ]
+
+
 def test_the_heroku_cli_asking_for_more_than_the_history_gets_all_of_it(
     shared_api: Running,
 ) -> None:
