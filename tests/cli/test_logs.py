@@ -1038,6 +1038,44 @@ def test_a_tail_of_a_quiet_app_is_told_of_its_own_lines_trimmed_not_a_busy_app_s
 
 
 @pytest.mark.subprocess
+@pytest.mark.xfail(
+    strict=True,
+    reason="a tail begun on a store of schema 8 or older keeps no mark of its position (the"
+    " store counted no trims then), and gets none once a writer upgrades the store: its L11"
+    " counts the busy app's lines trimmed among the quiet app's too",
+)
+def test_a_tail_begun_on_an_older_store_counts_its_app_s_lines_alone_once_it_is_upgraded(
+    herolog_home: Path,
+) -> None:
+    """The README: a tail of one app of several counts at most the lines it lost in a store
+    an older herolog wrote, "until a command that writes upgrades it". Here the first
+    writer upgrades the store before any line the tail shows or loses is stored, yet the
+    tail, begun before, told 70 lines lost where the quiet app lost 40 (found by a stress
+    run of tails against concurrent imports and `store history` on an upgraded store)."""
+    from tests.test_store import as_older_herolog_left_it
+
+    with open_store() as store:
+        fill(store, "quiet", ["before"])
+        fill(store, "busy", ["before"])
+        path = store.path
+    as_older_herolog_left_it(path, 8)
+    child = Child("logs", "-a", "quiet", "-n", "0", "--tail")
+    try:
+        child.wait_for_open(str(path))
+        with child.paused(), open_store() as store:  # the writer upgrades the store
+            for n in range(5):  # 50 lines of the quiet app, 40 trimmed before it reads
+                fill(store, "quiet", [f"q{i}" for i in range(10 * n, 10 * n + 10)])
+                fill(store, "busy", [f"b{i}" for i in range(10)])
+            store.set_history(10)
+        shown = child.read_lines(11)
+        child.assert_quiet_for(0.3)
+    finally:
+        child.stop(signal.SIGINT)
+    assert [x.split(": ", 1)[1] for x in shown[1:]] == [f"q{i}" for i in range(40, 50)]
+    assert "This tail session dropped 40 messages since" in shown[0]
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("app", [None, "demo"])
 def test_a_tail_is_told_of_the_lines_of_an_app_forgotten_before_it_showed_them(
     herolog_home: Path, store: SQLiteStore, app: str | None
