@@ -613,3 +613,43 @@ def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
         await broadcaster.close()
 
     asyncio.run(scenario())
+
+
+def test_a_tail_read_for_longer_than_the_ttl_can_be_resumed_once_its_reader_goes(
+    herolog_home: Path,
+) -> None:
+    """A session expires when nobody has read it for its ttl (5 minutes), counted from when
+    its last reader went: a `heroku logs --tail` that ran for an hour and lost its
+    connection comes back to its session, not to a 404."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.append([Batch("demo", [line("before")])])
+    store.close()
+
+    async def scenario() -> tuple[LogSession | None, LogSession]:
+        sessions = Sessions(path, poll_interval=0.01)
+        # Made (and read since) twice the ttl ago.
+        made = time.monotonic() - 2 * sessions.ttl
+        session = LogSession(LineFilter(app="demo"), lines=0, tail=True, idle_since=made)
+        sessions.add(session)
+        reader = Reader()
+
+        async def write(data: bytes) -> None:
+            pass
+
+        task = asyncio.create_task(sessions.stream(session, write, reader, None))
+        subscribers = sessions.broadcaster.subscribers
+        for _ in range(500):  # until it is live
+            if any(getattr(s, "live", False) for s in subscribers):
+                break
+            await asyncio.sleep(0.01)
+        reader.stop()
+        await task
+        assert session.reader is None
+        again = sessions.get(session.id, session.secret)
+        await sessions.close()
+        return again, session
+
+    again, session = asyncio.run(scenario())
+    assert again is session
+
