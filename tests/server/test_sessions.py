@@ -653,3 +653,56 @@ def test_a_tail_read_for_longer_than_the_ttl_can_be_resumed_once_its_reader_goes
     again, session = asyncio.run(scenario())
     assert again is session
 
+
+def test_lines_trimmed_while_nobody_read_a_tail_are_told_since_its_reader_went(
+    herolog_home: Path,
+) -> None:
+    """A tail made long ago whose reader went (the network dropped, serve restarted), and
+    whose lines the ring buffer trimmed before it came back: the L11 line says they were
+    lost since the reader went, not since the session was made."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(10)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> tuple[list[bytes], datetime]:
+        first = Sessions(path, poll_interval=0.01)
+        made = "2024-03-05T09:00:00.000000Z"
+        session = LogSession(LineFilter(app="demo"), lines=1, tail=True, created_at=made)
+        first.add(session)
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        reader = Reader()
+        task = asyncio.create_task(first.stream(session, write, reader, None))
+        await until_written(written, b"before")
+        _, ids = _events(written)
+        went = datetime.fromtimestamp(int(time.time()), UTC)
+        reader.stop()
+        await task
+        await first.close()  # hands the session over to the next
+        await asyncio.to_thread(store.append, [Batch("demo", [line(f"n{i}") for i in range(30)])])
+        second = Sessions(path, poll_interval=0.01)
+        await second.start()
+        again = second.get(session.id, session.secret)
+        assert again is not None
+        written.clear()
+        reader = Reader()
+        task = asyncio.create_task(second.stream(again, write, reader, ids[-1]))
+        await until_written(written, b"n29")
+        reader.stop()
+        await task
+        await second.close()
+        return written, went
+
+    chunks, went = asyncio.run(scenario())
+    store.close()
+    data, _ = _events(chunks)
+    overflow = [d for d in data if "L11" in d]
+    assert len(overflow) == 1, data
+    m = re.search(r"dropped 20 messages since (\S+)\.$", overflow[0])
+    assert m, overflow[0]
+    assert datetime.fromisoformat(m.group(1)) >= went
+    assert [d.split(": ", 1)[1] for d in data if "L11" not in d] == [f"n{i}" for i in range(20, 30)]
