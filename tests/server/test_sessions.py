@@ -553,6 +553,31 @@ def test_a_closed_broadcaster_leaves_no_thread_and_closes_again_quietly(herolog_
         assert not thread.is_alive(), thread.name
 
 
+def test_a_closed_broadcaster_no_longer_keeps_lines_past_the_history(herolog_home: Path) -> None:
+    """While it runs, the broadcaster keeps the lines it has not handed out from the ring
+    buffer's trimming (its trim hold); a serve that stops lets them go at once, not half a
+    minute later: a `herolog import` after it keeps the history and no more."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(10)
+    store.append([Batch("demo", [line("before")])])
+
+    class Sink:
+        def push(self, lines: Sequence[StoredLine]) -> None:
+            pass
+
+    async def scenario() -> None:
+        broadcaster = Broadcaster(path, poll_interval=0.01)
+        await broadcaster.subscribe(Sink())  # its hold is in place once this returns
+        await broadcaster.close()
+
+    asyncio.run(scenario())
+    store.append([Batch("demo", [line(f"n{i}") for i in range(30)])])
+    kept = [x.message for x in store.last(LineFilter(), 100)[0]]
+    store.close()
+    assert kept == [f"n{i}" for i in range(20, 30)]
+
+
 def test_the_broadcaster_carries_on_after_the_store_was_briefly_unreadable(
     herolog_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
