@@ -202,6 +202,7 @@ def test_account_names_the_server(shared_api: Running) -> None:
     for host, email in [
         ("localhost:8514", "herolog@localhost"),
         ("[::1]:8514", "herolog@[::1]"),
+        ("::1", "herolog@[::1]"),  # an IPv6 address without brackets: no port to take off
         ("Logs.Example.com", "herolog@logs.example.com"),
     ]:
         named = web.get(f"{shared_api.url}/account", headers={**AUTH, "Host": host})
