@@ -171,6 +171,35 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     store.close()
 
 
+def test_each_mark_a_tail_is_sent_past_a_skip_is_its_own_id_s(herolog_home: Path) -> None:
+    """herolog's client is sent the mark of each id it may resume after (how many lines of
+    the app the store had up to it), to count what the ring buffer trims meanwhile: past a
+    skip of the broadcaster's, the id of the event that tells of it (L11) is where the tail
+    was, and it gets no mark of where the broadcaster got to, which would undercount."""
+    path = herolog_home / "logs.db"
+    store = SQLiteStore.open(path)
+    store.set_history(100_000)
+    store.append([Batch("demo", [line("before")])])
+
+    async def scenario() -> list[bytes]:
+        tail = LiveTail(path, LineFilter(app="demo"), marks=True)
+        await tail.start()
+        tail.sessions.broadcaster.max_behind = 100
+        await tail.append(store, "n", 300)  # skipped
+        await asyncio.to_thread(store.append, [Batch("demo", [line("after")])])
+        await until_written(tail.written, b"after")
+        return await tail.stop()
+
+    text = b"".join(asyncio.run(scenario())).decode()
+    marks = [
+        (int(a), int(b)) for a, b in re.findall(r"^event: mark\ndata: (\d+) (\d+)$", text, re.M)
+    ]
+    counted = [(at, store.lines_through("demo", at)) for at, _ in marks]
+    store.close()
+    assert marks
+    assert counted == marks
+
+
 def test_a_broadcaster_just_max_behind_reads_every_line(herolog_home: Path) -> None:
     """A broadcaster skips only when it is more than ``max_behind`` lines behind: just that
     many behind, a tail gets every line, and no L11 line."""
