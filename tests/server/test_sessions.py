@@ -91,11 +91,18 @@ async def until_written(written: list[bytes], text: bytes, tries: int = 300) -> 
         await asyncio.sleep(0.02)
 
 
-def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Path) -> None:
+def demo_of_one_line(herolog_home: Path) -> tuple[Path, SQLiteStore]:
+    """A store whose app demo has one line, ``before``, and room for 100,000 (no trimming
+    but where a test asks for it)."""
     path = herolog_home / "logs.db"
     store = SQLiteStore.open(path)
     store.set_history(100_000)
     store.append([Batch("demo", [line("before")])])
+    return path, store
+
+
+def test_a_slow_reader_loses_lines_and_is_told_exactly_how_many(herolog_home: Path) -> None:
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"), tail_buffer=50, stalled=True)
@@ -136,10 +143,7 @@ def test_a_broadcaster_far_behind_skips_to_the_newest_and_tells_each_tail_what_i
     """A broadcaster more than ``max_behind`` lines behind (serve short of CPU) skips to the
     newest line: a tail is told with L11 how many of its lines were skipped (those of its
     app alone, exactly), and goes on with the lines that follow."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> tuple[list[bytes], list[bytes]]:
         demo = LiveTail(path, LineFilter(app="demo"))
@@ -176,10 +180,7 @@ def test_each_mark_a_tail_is_sent_past_a_skip_is_its_own_id_s(herolog_home: Path
     the app the store had up to it), to count what the ring buffer trims meanwhile: past a
     skip of the broadcaster's, the id of the event that tells of it (L11) is where the tail
     was, and it gets no mark of where the broadcaster got to, which would undercount."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"), marks=True)
@@ -203,10 +204,7 @@ def test_each_mark_a_tail_is_sent_past_a_skip_is_its_own_id_s(herolog_home: Path
 def test_a_broadcaster_just_max_behind_reads_every_line(herolog_home: Path) -> None:
     """A broadcaster skips only when it is more than ``max_behind`` lines behind: just that
     many behind, a tail gets every line, and no L11 line."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"))
@@ -229,10 +227,7 @@ def test_a_skip_over_an_app_forgotten_unread_and_made_anew_tells_of_both(
     behind by: the broadcaster skips to the newest, and the app's tail is told with one L11
     line of every line it lost, the forgotten ones and the new ones skipped, not of one
     kind alone."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"))
@@ -272,10 +267,7 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     event (herolog's client counts what was trimmed from it) is its own last line's, not
     that plus the lines skipped after it (which the tail once sent with the L11 line first).
     One line held is the newest handed over before the skip: the skip comes after it too."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"), marks=True, stalled=True)
@@ -309,10 +301,7 @@ def test_two_skips_past_lines_a_tail_still_holds_are_told_in_one_l11_line(
     """The broadcaster skips twice while a slow reader's tail still holds lines: the reader
     is told of both skips in one L11 line after those lines, with the count of both, as
     Logplex tells of lines lost together, not in an L11 line for each skip."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         tail = LiveTail(path, LineFilter(app="demo"), stalled=True)
@@ -343,10 +332,7 @@ def test_lines_lost_in_two_seconds_are_told_since_the_first(herolog_home: Path) 
     """A reader that does not read loses lines its buffer drops, then lines the broadcaster
     skips, then the buffer drops the lines held before that skip: the L11 line that tells of
     them all gives when the first was lost, not when the last were."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> tuple[list[bytes], datetime]:
         tail = LiveTail(path, LineFilter(app="demo"), tail_buffer=50, stalled=True)
@@ -388,10 +374,7 @@ def test_lines_skipped_as_a_tail_goes_live_are_read_from_the_store(
     came after the last look and was passed over: 500 lines neither shown nor told (L11).
     So are the lines its buffer drops then, past its length: told as lost (L11) to no one,
     they are the store's to send, and a tail that went live with the 50 it held lost 450."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> list[bytes]:
         sessions = Sessions(
@@ -484,10 +467,7 @@ def test_a_tail_says_how_far_it_has_got_at_most_once_a_second(herolog_home: Path
     """A tail of one app on a server where another app logs as well: the events without lines
     that give the client where to resume past lines it did not want come at most once a
     second, not after every batch of its own."""
-    path = herolog_home / "logs.db"
-    store = SQLiteStore.open(path)
-    store.set_history(100_000)
-    store.append([Batch("demo", [line("before")])])
+    path, store = demo_of_one_line(herolog_home)
 
     async def scenario() -> tuple[list[bytes], float]:
         tail = LiveTail(path, LineFilter(app="demo"))
