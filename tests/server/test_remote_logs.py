@@ -613,7 +613,6 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(
     shown = threading.Event()
     stopped = threading.Thread(target=lambda: (shown.wait(10), stop()))
     stopped.start()
-    waits: list[float] = []
 
     class Shown(TextRenderer):
         def write(self, lines: Sequence[StoredLine]) -> None:
@@ -621,16 +620,8 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(
                 shown.set()
 
     with contextlib.ExitStack() as proxy:
-
-        def sleep(seconds: float) -> None:
-            if not waits:  # down: each try after this one is refused, or answered 502
-                stopped.join()
-                if proxied:
-                    proxy.enter_context(serving(_BadGateway, port))
-            waits.append(seconds)
-            if len(waits) == 7:
-                raise _Given
-
+        # Down: each try after the first wait is refused, or answered 502.
+        sleep = _Outage(stopped.join, 7, (proxy, port) if proxied else None)
         request = LogsRequest(LineFilter(app="demo"), 1, tail=True)
         remote = RemoteLogs(
             f"http://127.0.0.1:{port}", KEY, request, Shown(io.StringIO()), sleep=sleep
@@ -641,11 +632,36 @@ def test_a_tail_backs_off_while_the_server_cannot_be_reached(
         finally:
             shown.set()
             stopped.join()
-    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert sleep.waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
 class _Given(Exception):
     pass
+
+
+class _Outage:
+    """RemoteLogs' sleep for a serve that goes down at the first wait: ``down`` stops it, a
+    proxy answering 502 takes its port where ``proxy`` (an exit stack and the port) is
+    given, and the ``tries``-th wait ends the run with _Given. ``waits``: each wait asked."""
+
+    def __init__(
+        self,
+        down: Callable[[], object],
+        tries: int,
+        proxy: tuple[contextlib.ExitStack, int] | None,
+    ) -> None:
+        self.down, self.tries, self.proxy = down, tries, proxy
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        if not self.waits:
+            self.down()
+            if self.proxy is not None:
+                stack, port = self.proxy
+                stack.enter_context(serving(_BadGateway, port))
+        self.waits.append(seconds)
+        if len(self.waits) == self.tries:
+            raise _Given
 
 
 class _BadGateway(QuietHandler):
@@ -671,21 +687,11 @@ def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_hom
     server, stop = serve(path)
     port = server.http_port
     assert port is not None
-    waits: list[float] = []
     said: list[str] = []
-    stopped: list[bool] = []
 
     with contextlib.ExitStack() as proxy:
-
-        def sleep(seconds: float) -> None:
-            if not waits:  # serve is down: the proxy answers in its place from now on
-                stopped.append(True)
-                stop()
-                proxy.enter_context(serving(_BadGateway, port))
-            waits.append(seconds)
-            if len(waits) == 5:
-                raise _Given
-
+        # serve is down: the proxy answers in its place from the first wait on.
+        sleep = _Outage(stop, 5, (proxy, port))
         request = LogsRequest(LineFilter(app="fresh"), 1, tail=True)
         remote = RemoteLogs(
             f"http://127.0.0.1:{port}",
@@ -699,9 +705,9 @@ def test_a_tail_waiting_for_its_app_says_a_proxy_s_502_and_backs_off(herolog_hom
             with pytest.raises(_Given):
                 remote.run()
         finally:
-            if not stopped:
+            if not sleep.waits:  # never down
                 stop()
-    assert waits == [1.0, 0.25, 0.5, 1.0, 2.0]
+    assert sleep.waits == [1.0, 0.25, 0.5, 1.0, 2.0]
     assert len(said) == 1
     assert "(502" in said[0], said
 
