@@ -257,6 +257,32 @@ def test_a_skip_over_an_app_forgotten_unread_and_made_anew_tells_of_both(
     assert [d.split(": ", 1)[1] for d in data if "L11" not in d] == ["after0"]
 
 
+async def _held_then_skipped(
+    path: Path,
+    store: SQLiteStore,
+    held: int,
+    skipped: list[tuple[str, int]],
+    *,
+    marks: bool = False,
+) -> str:
+    """What a slow reader's tail of demo writes when, with 10 lines ``a`` taken and ``held``
+    lines ``b`` in its buffer, the broadcaster (at most 100 behind) skips each batch of
+    ``skipped`` (a name and a count of lines), and 5 lines ``d`` come after."""
+    tail = LiveTail(path, LineFilter(app="demo"), marks=marks, stalled=True)
+    await tail.start()
+    await tail.append(store, "a", 10)  # taken: the write of its event waits
+    await asyncio.sleep(0.05)
+    await tail.append(store, "b", held)  # waiting in the tail's buffer
+    tail.sessions.broadcaster.max_behind = 100
+    for name, count in skipped:
+        await tail.append(store, name, count)  # skipped
+    tail.sessions.broadcaster.max_behind = 100_000
+    await tail.append(store, "d", 5)
+    tail.release()
+    await until_written(tail.written, b"d4", 300)
+    return b"".join(await tail.stop()).decode()
+
+
 @pytest.mark.parametrize("held", [250, 1])
 def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     herolog_home: Path, held: int
@@ -268,21 +294,7 @@ def test_a_skip_past_lines_a_tail_still_holds_is_told_after_them(
     that plus the lines skipped after it (which the tail once sent with the L11 line first).
     One line held is the newest handed over before the skip: the skip comes after it too."""
     path, store = demo_of_one_line(herolog_home)
-
-    async def scenario() -> list[bytes]:
-        tail = LiveTail(path, LineFilter(app="demo"), marks=True, stalled=True)
-        await tail.start()
-        await tail.append(store, "a", 10)  # taken: the write of its event waits
-        await asyncio.sleep(0.05)
-        await tail.append(store, "b", held)  # waiting in the tail's buffer
-        tail.sessions.broadcaster.max_behind = 100
-        await tail.append(store, "c", 500)  # skipped
-        await tail.append(store, "d", 5)
-        tail.release()
-        await until_written(tail.written, b"d4", 300)
-        return await tail.stop()
-
-    text = b"".join(asyncio.run(scenario())).decode()
+    text = asyncio.run(_held_then_skipped(path, store, held, [("c", 500)], marks=True))
     data, _ = _events([text.encode()])
     shown = [d.split(": ", 1)[1] for d in data if ": " in d]
     at = next(i for i, d in enumerate(shown) if "L11" in d)
@@ -302,23 +314,7 @@ def test_two_skips_past_lines_a_tail_still_holds_are_told_in_one_l11_line(
     is told of both skips in one L11 line after those lines, with the count of both, as
     Logplex tells of lines lost together, not in an L11 line for each skip."""
     path, store = demo_of_one_line(herolog_home)
-
-    async def scenario() -> list[bytes]:
-        tail = LiveTail(path, LineFilter(app="demo"), stalled=True)
-        await tail.start()
-        await tail.append(store, "a", 10)  # taken: the write of its event waits
-        await asyncio.sleep(0.05)
-        await tail.append(store, "b", 5)  # waiting in the tail's buffer
-        tail.sessions.broadcaster.max_behind = 100
-        await tail.append(store, "c", 300)  # skipped
-        await tail.append(store, "e", 200)  # skipped too
-        tail.sessions.broadcaster.max_behind = 100_000
-        await tail.append(store, "d", 5)
-        tail.release()
-        await until_written(tail.written, b"d4", 300)
-        return await tail.stop()
-
-    text = b"".join(asyncio.run(scenario())).decode()
+    text = asyncio.run(_held_then_skipped(path, store, 5, [("c", 300), ("e", 200)]))
     data, _ = _events([text.encode()])
     shown = [d.split(": ", 1)[1] for d in data if ": " in d]
     told = [i for i, d in enumerate(shown) if "L11" in d]
