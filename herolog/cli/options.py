@@ -167,15 +167,21 @@ def came_from_the_environment(*names: str) -> str:
     ctx: click.Context | None = click.get_current_context()
     said = []
     for name in names:
-        # `herolog drain` alone runs `drain list` with the values the group was given.
-        given = ctx
-        while given is not None and given.get_parameter_source(name) is None:
-            given = given.parent
+        given = _given(ctx, name)
         if given is None or given.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
             continue
         param = next(p for p in given.command.params if p.name == name)
         said.append(f"{param.opts[0]} came from ${param.envvar}")
     return f" ({'; '.join(said)})" if said else ""
+
+
+def _given(ctx: click.Context | None, name: str) -> click.Context | None:
+    """``ctx``, or the nearest of its parents, that was given parameter ``name`` (None if
+    none was): `herolog drain` alone runs `drain list` in a context of its own, with the
+    values the group was given."""
+    while ctx is not None and ctx.get_parameter_source(name) is None:
+        ctx = ctx.parent
+    return ctx
 
 
 def app_option(help: str, default: str | None = None, checked: bool = True) -> Callable[[F], F]:
@@ -213,10 +219,8 @@ def checked_app(app: str) -> str:
     from herolog.store import APP_NAME_RULE, valid_app_name
 
     if not valid_app_name(app):
-        ctx = click.get_current_context(silent=True)
-        # drain alone invokes drain list in a context of its own, handed the group's -a.
-        while ctx and ctx.parent and ctx.get_parameter_source("app") is None:
-            ctx = ctx.parent
+        current = click.get_current_context(silent=True)
+        ctx = _given(current, "app") or current
         given = next((p for p in ctx.command.params if p.name == "app"), None) if ctx else None
         # As click names it for a value its type refuses: '-a' / '--app'.
         hint = given.get_error_hint(ctx) if ctx and given else "'-a' / '--app'"
