@@ -123,13 +123,13 @@ _herolog_logs() {
         '(-a --app)'{-a,--app=}'[Only this app (default\: all apps, merged; or $HEROLOG_APP).]:APP:__herolog_app_names' \
         '(-n --num)'{-n,--num=}'[How many lines of history to show (default 100).]:N: ' \
         '(-t --tail)'{-t,--tail}'[Keep showing new lines as they arrive.]' \
-        '(-s --source)'{-s,--source=}'[Only this source\: app, heroku, ...]:SOURCE:{__herolog_values sources}' \
-        '(-d --dyno --dyno-name)'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno.]:DYNO:{__herolog_values dynos}' \
-        '(-p --process-type --ps)'{-p,--process-type=,--ps=}'[Only this process type\: web, worker, ...]:TYPE:{__herolog_values types}' \
+        '*'{-s,--source=}'[Only this source\: app, heroku, ... (repeat\: any of them).]:SOURCE:{__herolog_values sources}' \
+        '*'{-d,--dyno=,--dyno-name=}'[Only this dyno\: web.1, or web for every web dyno (repeat\: any of them).]:DYNO:{__herolog_values dynos}' \
+        '*'{-p,--process-type=,--ps=}'[Only this process type\: web, worker, ... (repeat\: any of them).]:TYPE:{__herolog_values types}' \
         '--since=[Only lines from this time on\: 10m, 2h, 1d or ISO 8601.]:TIME: ' \
         '--until=[Only lines before this time; ends --tail when it passes.]:TIME: ' \
-        '(-g --grep)'{-g,--grep=}'[Only messages matching REGEX (repeat\: any of them).]:REGEX: ' \
-        '(-x --exclude)'{-x,--exclude=}'[Leave out messages matching REGEX (repeatable).]:REGEX: ' \
+        '*'{-g,--grep=}'[Only messages matching REGEX (repeat\: any of them).]:REGEX: ' \
+        '*'{-x,--exclude=}'[Leave out messages matching REGEX (repeatable).]:REGEX: ' \
         '--json[One JSON object per line (NDJSON).]' \
         '--color=[Colour the output.]:CHOICE:(auto always never)' \
         '--force-colors[Same as --color always (the heroku CLI'\''s flag).]' \

@@ -27,6 +27,7 @@ class Opt:
     kind: str  # "app", "choice", "file", one of VALUE_KINDS or "other": how to complete it
     choices: list[str] = field(default_factory=list)
     metavar: str = "VALUE"
+    repeatable: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +97,7 @@ def command_tree(command: click.Command, path: list[str] | None = None) -> Cmd:
                 kind=kind,
                 choices=choices,
                 metavar=param.metavar or param.type.name.upper(),
+                repeatable=param.multiple,
             )
         )
     subcommands = []
@@ -268,7 +270,10 @@ def _zsh(tree: Cmd) -> str:
         for opt in cmd.options:
             # "--app=": the value in the next word or after an =, as click takes it.
             names = [f"{n}=" if opt.takes_value and n in opt.longs else n for n in opt.names]
-            if len(names) > 1:
+            # zsh offers an option once unless it is marked "*", as one given again may be.
+            if opt.repeatable:
+                spec = f"'*'{{{','.join(names)}}}'" if len(names) > 1 else f"'*{names[0]}"
+            elif len(names) > 1:
                 spec = f"'({' '.join(opt.names)})'{{{','.join(names)}}}'"
             else:
                 spec = f"'{names[0]}"

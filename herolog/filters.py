@@ -323,18 +323,20 @@ class FilteredLine(Protocol):
 class LineFilter:
     """Filters are ANDed; each is applied before any line limit.
 
-    ``dynos`` holds names from ``--dyno`` and ``--process-type``: each matches a dyno
-    exactly, as a prefix followed by ``.`` (``web`` matches ``web.1``, not ``webby.1``), or
-    as the process type of a Fir dyno's name (``web`` matches ``web-7d9f8c6b5-x2kqz``, not
-    ``web-api-7d9f8c6b5-x2kqz``; see fir_dyno_rest).
+    ``sources``: a line's source must be one of them (when there are any). ``dynos`` holds
+    groups of names, from ``--dyno`` and from ``--process-type``: a line's dyno must match a
+    name of every group. A name matches a dyno exactly, as a prefix followed by ``.``
+    (``web`` matches ``web.1``, not ``webby.1``), or as the process type of a Fir dyno's
+    name (``web`` matches ``web-7d9f8c6b5-x2kqz``, not ``web-api-7d9f8c6b5-x2kqz``; see
+    FIR_DYNO_REST).
     ``since`` is inclusive and ``until`` exclusive; both are instant strings. A line passes
     the patterns when it matches any ``grep`` pattern (if there are any) and no ``exclude``
     pattern; patterns are searched in the message.
     """
 
     app: str | None = None
-    source: str | None = None
-    dynos: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    dynos: tuple[tuple[str, ...], ...] = ()
     since: str | None = None
     until: str | None = None
     grep: tuple[re.Pattern[str], ...] = ()
@@ -345,10 +347,11 @@ class LineFilter:
         already in hand (a server handing new lines to its tail sessions)."""
         if self.app is not None and line.app != self.app:
             return False
-        if self.source is not None and line.source != self.source:
+        if self.sources and line.source not in self.sources:
             return False
-        if not all(dyno_matches(dyno, line.dyno) for dyno in self.dynos):
-            return False
+        for names in self.dynos:
+            if not any(dyno_matches(name, line.dyno) for name in names):
+                return False
         if self.since is not None and line.time < self.since:
             return False
         if self.until is not None and line.time >= self.until:

@@ -79,10 +79,12 @@ def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str,
     num = request.num if lines is None else lines
     if num is not None:
         body["lines"] = num
-    if wanted.source is not None:
-        body["source"] = wanted.source
+    # Several names go as a list, which a serve from before repeated filters refuses (422)
+    # rather than take for a name, or for names that must all match.
+    if wanted.sources:
+        body["source"] = wanted.sources[0] if len(wanted.sources) == 1 else list(wanted.sources)
     if wanted.dynos:
-        body["dynos"] = list(wanted.dynos)
+        body["dynos"] = [names[0] if len(names) == 1 else list(names) for names in wanted.dynos]
     if wanted.since is not None:
         body["since"] = wanted.since
     if wanted.until is not None:

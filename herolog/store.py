@@ -2123,20 +2123,24 @@ def _where(
     if wanted.app is not None:
         clauses.append("lines.app_id = (SELECT id FROM apps WHERE name = ?)")
         params.append(wanted.app)
-    if wanted.source is not None:
-        clauses.append("source = ?")
-        params.append(wanted.source)
-    for dyno in wanted.dynos:
-        # "web", anything starting "web." (the range ["web.", "web/") is that prefix), or
-        # "web-" (the range ["web-", "web.")) and then filters.FIR_DYNO_REST, as GLOBs.
-        clauses.append(
-            "(dyno = ? OR (dyno >= ? AND dyno < ?)"
-            " OR (dyno >= ? AND dyno < ? AND substr(dyno, ?) GLOB ?"
-            " AND NOT substr(dyno, ?) GLOB '*[^0-9a-z-]*' AND NOT substr(dyno, ?) GLOB '*-*-*'))"
-        )
-        rest = len(dyno) + 2
-        params += [dyno, dyno + ".", dyno + "/", dyno + "-", dyno + ".", rest, _FIR_REST]
-        params += [rest, rest]
+    if wanted.sources:
+        clauses.append(f"source IN ({', '.join('?' * len(wanted.sources))})")
+        params += wanted.sources
+    for names in wanted.dynos:
+        found = []
+        for dyno in names:
+            # "web", anything starting "web." (the range ["web.", "web/") is that prefix), or
+            # "web-" (the range ["web-", "web.")) and then filters.FIR_DYNO_REST, as GLOBs.
+            found.append(
+                "dyno = ? OR (dyno >= ? AND dyno < ?)"
+                " OR (dyno >= ? AND dyno < ? AND substr(dyno, ?) GLOB ?"
+                " AND NOT substr(dyno, ?) GLOB '*[^0-9a-z-]*'"
+                " AND NOT substr(dyno, ?) GLOB '*-*-*')"
+            )
+            rest = len(dyno) + 2
+            params += [dyno, dyno + ".", dyno + "/", dyno + "-", dyno + ".", rest, _FIR_REST]
+            params += [rest, rest]
+        clauses.append(f"({' OR '.join(found)})" if found else "0")
     if wanted.since is not None:
         clauses.append("time >= ?")
         params.append(wanted.since)

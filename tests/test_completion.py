@@ -204,6 +204,9 @@ def test_dynos_sources_and_process_types_come_from_the_app_s_recent_lines(
         assert {"web.1", "web.2"} <= set(zsh_complete("herolog logs -a demo -d web.", hits))
         assert "heroku" in zsh_complete("herolog logs -a demo -s h", hits)
         assert "heroku-postgres" in zsh_complete("herolog logs --app=other -d h", hits)
+        # Given again (any of them), as --grep may be: zsh offers an option once unless told.
+        assert "web.2" in zsh_complete("herolog logs -a demo -d web.1 -d web.", hits)
+        assert "--source" in zsh_complete("herolog logs -s app --sou", hits)
         # $HEROLOG_APP, as logs takes it
         monkeypatch.setenv("HEROLOG_APP", "other")
         assert bash_complete("herolog logs -d ") == ["heroku-postgres"]

@@ -68,8 +68,11 @@ lines = st.lists(
 filters = st.builds(
     LineFilter,
     app=st.none() | st.sampled_from(APPS),
-    source=st.none() | st.sampled_from(SOURCES),
-    dynos=st.lists(st.sampled_from(DYNOS), max_size=2).map(tuple),
+    sources=st.lists(st.sampled_from(SOURCES), max_size=2, unique=True).map(tuple),
+    dynos=st.lists(
+        st.lists(st.sampled_from(DYNOS), min_size=1, max_size=2, unique=True).map(tuple),
+        max_size=2,
+    ).map(tuple),
     since=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
     until=st.none() | st.integers(0, 20).map(lambda s: f"2024-03-05T09:00:{s:02d}.000000Z"),
     grep=st.lists(st.sampled_from(PATTERNS).map(re.compile), max_size=2).map(tuple),
@@ -94,7 +97,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # dyno's name only starting with the type, and a line on either bound of the time range.
 @example(
     rows=[("demo", "app", dyno, "ok", 0) for dyno in DYNOS],
-    wanted=LineFilter(dynos=("web",)),
+    wanted=LineFilter(dynos=(("web",),)),
     count=3,
 )
 @example(
@@ -111,7 +114,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # A pattern found inside the message, not at its start; a source that starts another's name.
 @example(
     rows=[("demo", "app", "web.1", "GET", 0), ("demo", "apps", "web.1", "GET", 0)],
-    wanted=LineFilter(source="app", grep=(re.compile(r"T \d"),)),
+    wanted=LineFilter(sources=("app",), grep=(re.compile(r"T \d"),)),
     count=2,
 )
 def test_matches_agrees_with_the_store(

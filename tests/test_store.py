@@ -95,7 +95,7 @@ def test_last_n_applies_filters_before_the_limit(store: SQLiteStore) -> None:
         store.append(
             [Batch("demo", [line(f"app {i}"), line(f"router {i}", source="heroku", dyno="router")])]
         )
-    found = messages(store.last(LineFilter(source="app"), 20))
+    found = messages(store.last(LineFilter(sources=("app",)), 20))
     assert found == [f"app {i}" for i in range(30, 50)]
     assert messages(store.last(LineFilter(grep=(re.compile("router 4"),)), 3)) == [
         "router 47",
@@ -107,14 +107,14 @@ def test_last_n_applies_filters_before_the_limit(store: SQLiteStore) -> None:
 def test_dyno_filter_is_exact_or_dotted_prefix(store: SQLiteStore) -> None:
     for dyno in ["web.1", "web.12", "webby.1", "web", "web-1", "worker.1", "web.1.2"]:
         fill(store, "demo", [dyno], dyno=dyno)
-    assert messages(store.last(LineFilter(dynos=("web",)), 100)) == [
+    assert messages(store.last(LineFilter(dynos=(("web",),)), 100)) == [
         "web.1",
         "web.12",
         "web",
         "web.1.2",
     ]
-    assert messages(store.last(LineFilter(dynos=("web.1",)), 100)) == ["web.1", "web.1.2"]
-    assert messages(store.last(LineFilter(dynos=("web", "web.12")), 100)) == ["web.12"]
+    assert messages(store.last(LineFilter(dynos=(("web.1",),)), 100)) == ["web.1", "web.1.2"]
+    assert messages(store.last(LineFilter(dynos=(("web",), ("web.12",))), 100)) == ["web.12"]
 
 
 def test_a_process_type_matches_its_fir_dynos(store: SQLiteStore) -> None:
@@ -129,13 +129,46 @@ def test_a_process_type_matches_its_fir_dynos(store: SQLiteStore) -> None:
     ]
     for dyno in dynos:
         fill(store, "demo", [dyno], dyno=dyno)
-    assert messages(store.last(LineFilter(dynos=("web",)), 100)) == [
+    assert messages(store.last(LineFilter(dynos=(("web",),)), 100)) == [
         "web-7d9f8c6b5-x2kqz",
         "web-5f6d7c8b9-abcde",
     ]
-    assert messages(store.last(LineFilter(dynos=("web-api",)), 100)) == ["web-api-7d9f8c6b5-x2kqz"]
-    assert messages(store.last(LineFilter(dynos=("web-7d9f8c6b5-x2kqz",)), 100)) == [
+    assert messages(store.last(LineFilter(dynos=(("web-api",),)), 100)) == [
+        "web-api-7d9f8c6b5-x2kqz"
+    ]
+    assert messages(store.last(LineFilter(dynos=(("web-7d9f8c6b5-x2kqz",),)), 100)) == [
         "web-7d9f8c6b5-x2kqz"
+    ]
+
+
+def test_names_in_one_group_are_any_of_them_and_every_group_must_match(
+    store: SQLiteStore,
+) -> None:
+    """-d web.1 -d worker (one group), -p web (another), -s app -s heroku (any source)."""
+    for dyno in ["web.1", "web.2", "worker.1", "router"]:
+        fill(store, "demo", [dyno], dyno=dyno)
+    fill(store, "demo", ["heroku web.1"], source="heroku", dyno="web.1")
+    fill(store, "demo", ["other web.1"], source="other", dyno="web.1")
+
+    def shown(wanted: LineFilter) -> list[str]:
+        return messages(store.last(wanted, 100))
+
+    assert shown(LineFilter(dynos=(("web.1", "worker"),))) == [
+        "web.1",
+        "worker.1",
+        "heroku web.1",
+        "other web.1",
+    ]
+    assert shown(LineFilter(dynos=(("web.1", "worker"), ("web",)))) == [
+        "web.1",
+        "heroku web.1",
+        "other web.1",
+    ]
+    assert shown(LineFilter(sources=("heroku", "other"))) == ["heroku web.1", "other web.1"]
+    assert shown(LineFilter(sources=("app", "heroku"), dynos=(("web.1", "router"),))) == [
+        "web.1",
+        "router",
+        "heroku web.1",
     ]
 
 
@@ -363,7 +396,7 @@ def test_after_continues_past_lines_that_do_not_match(store: SQLiteStore) -> Non
     assert ([x.message for x in found], last_id) == (["c", "d"], start + 4)
     assert store.after(last_id, wanted, limit=2) == ([], start + 5)  # skipped to the newest
     assert store.after(start + 5, LineFilter(), limit=2) == ([], start + 5)
-    assert [x.message for x in store.after(start, LineFilter(source="heroku"))[0]] == []
+    assert [x.message for x in store.after(start, LineFilter(sources=("heroku",)))[0]] == []
 
 
 def test_reading_a_missing_store_does_not_create_it(tmp_path: Path) -> None:
@@ -2058,7 +2091,7 @@ def test_a_filtered_read_of_one_app_of_many_weighs_it_without_summing_every_app(
         store.append([Batch(f"app{i:04d}", [line("x")]) for i in range(150)])
         store.append([Batch("big", [line(f"b{i}") for i in range(200)])])
         plan = big_and_small(store)  # and 30 more of big's, 10 of small's
-        assert "SCAN lines" in plan(lambda: store.last(LineFilter(app="big", source="app"), 3))
+        assert "SCAN lines" in plan(lambda: store.last(LineFilter(app="big", sources=("app",)), 3))
 
 
 def test_an_app_made_anew_takes_over_what_its_forgotten_namesake_counted(

@@ -102,7 +102,8 @@ def _extra_argument_hint(ctx: click.Context, extra: str) -> str:
     "--source",
     type=NameType("a source"),
     metavar="SOURCE",
-    help="Only this source: app, heroku, ...",
+    multiple=True,
+    help="Only this source: app, heroku, ... (repeat: any of them).",
 )
 @click.option(
     "-d",
@@ -111,7 +112,8 @@ def _extra_argument_hint(ctx: click.Context, extra: str) -> str:
     "dyno",
     type=NameType("a dyno name"),
     metavar="DYNO",
-    help="Only this dyno: web.1, or web for every web dyno.",
+    multiple=True,
+    help="Only this dyno: web.1, or web for every web dyno (repeat: any of them).",
 )
 @click.option(
     "-p",
@@ -120,7 +122,8 @@ def _extra_argument_hint(ctx: click.Context, extra: str) -> str:
     "process_type",
     type=NameType("a process type"),
     metavar="TYPE",
-    help="Only this process type: web, worker, ...",
+    multiple=True,
+    help="Only this process type: web, worker, ... (repeat: any of them).",
 )
 @click.option(
     "--since", type=TimeType(), help="Only lines from this time on: 10m, 2h, 1d or ISO 8601."
@@ -162,9 +165,9 @@ def logs(
     app: str | None,
     num: int | None,
     tail: bool,
-    source: str | None,
-    dyno: str | None,
-    process_type: str | None,
+    source: tuple[str, ...],
+    dyno: tuple[str, ...],
+    process_type: tuple[str, ...],
     since: str | None,
     until: str | None,
     grep: tuple[re.Pattern[str], ...],
@@ -203,8 +206,9 @@ def logs(
         )
     wanted = LineFilter(
         app=app,
-        source=source or None,  # an empty one filters nothing, as in heroku logs
-        dynos=tuple(name for name in (dyno, process_type) if name),
+        # An empty name filters nothing, as in heroku logs.
+        sources=_names(source),
+        dynos=tuple(names for names in (_names(dyno), _names(process_type)) if names),
         since=since,
         until=until,
         grep=grep,
@@ -239,6 +243,11 @@ def logs(
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
     except UnknownApp as error:
         raise click.ClickException(str(error) + came_from_the_environment("app")) from None
+
+
+def _names(given: tuple[str, ...]) -> tuple[str, ...]:
+    """An option's names, each once, without the empty ones."""
+    return tuple(dict.fromkeys(name for name in given if name))
 
 
 def _show_remote(server: str, request: LogsRequest, renderer: Renderer) -> None:

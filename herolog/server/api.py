@@ -610,10 +610,17 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
     fields = body.get("record_fields", [])
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise SessionError("record_fields must be a list of field names")
-    dynos = [_text(body, key) for key in ("dyno", "process_type", "type")]
+    dynos = [(name,) for key in ("dyno", "process_type", "type") if (name := _text(body, key))]
     extra = body.get("dynos", [])
-    if not isinstance(extra, list) or not all(isinstance(d, str) and d for d in extra):
-        raise SessionError("dynos must be a list of dyno names")
+    if not isinstance(extra, list):
+        raise SessionError(_DYNOS_ERROR)
+    for item in extra:
+        if isinstance(item, str) and item:
+            dynos.append((item,))
+        elif isinstance(item, list) and item and all(isinstance(d, str) and d for d in item):
+            dynos.append(tuple(dict.fromkeys(item)))
+        else:
+            raise SessionError(_DYNOS_ERROR)
     times = {}
     for key in ("since", "until"):
         value = _text(body, key)
@@ -624,8 +631,8 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
                 raise SessionError(f"{key}: {error}") from None
     wanted = LineFilter(
         app=app,
-        source=_text(body, "source"),
-        dynos=tuple(dict.fromkeys([d for d in dynos if d] + extra)),
+        sources=_sources(body),
+        dynos=tuple(dict.fromkeys(dynos)),
         since=times.get("since"),
         until=times.get("until"),
         grep=_patterns(body, "grep"),
@@ -641,6 +648,20 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise SessionError(f"{key} must be a string")
     return value
+
+
+_DYNOS_ERROR = "dynos must be a list of dyno names, or of lists of them (any of a list)"
+
+
+def _sources(body: dict[str, Any]) -> tuple[str, ...]:
+    value = body.get("source")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SessionError("source must be a string or a list of strings (any of them)")
+    return tuple(dict.fromkeys(v for v in value if v))  # an empty one filters nothing
 
 
 def _patterns(body: dict[str, Any], key: str) -> tuple[re.Pattern[str], ...]:

@@ -713,15 +713,15 @@ def _records(
     for session, expires in expiring:
         wanted = session.wanted
         record = {
-            "version": 1,
+            "version": 2,
             "id": session.id,
             "digest": session.digest,
             "salt": salt.hex(),
             "key": fingerprint,
             "expires": expires,
             "app": wanted.app,
-            "source": wanted.source,
-            "dynos": list(wanted.dynos),
+            "sources": list(wanted.sources),
+            "dynos": [list(names) for names in wanted.dynos],
             "since": wanted.since,
             "until": wanted.until,
             "grep": [pattern.pattern for pattern in wanted.grep],
@@ -748,14 +748,20 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
             salt = record["salt"]
             if salt not in fingerprints:
                 fingerprints[salt] = _key_fingerprint(api_key, bytes.fromhex(salt))
-            if record["version"] != 1 or not same_secret(record["key"], fingerprints[salt]):
+            version = record["version"]
+            if version not in (1, 2) or not same_secret(record["key"], fingerprints[salt]):
                 continue
             if not isinstance(record["digest"], str):
                 continue
+            if version == 1:  # written by a serve from before repeated filters
+                sources = [record["source"]] if record["source"] is not None else []
+                dynos = [[name] for name in record["dynos"]]
+            else:
+                sources, dynos = record["sources"], record["dynos"]
             wanted = LineFilter(
                 app=record["app"],
-                source=record["source"],
-                dynos=tuple(record["dynos"]),
+                sources=tuple(sources),
+                dynos=tuple(tuple(names) for names in dynos),
                 since=record["since"],
                 until=record["until"],
                 grep=tuple(compile_pattern(pattern) for pattern in record["grep"]),

@@ -235,7 +235,9 @@ def test_continuation_lines_join_the_message_before_them() -> None:
     invoke("import", str(EXAMPLE), "-a", "demo")
     with open_store() as store:
         (traceback,) = [
-            x for x in store.last(LineFilter(dynos=("web.2",)), 100)[0] if "Traceback" in x.message
+            x
+            for x in store.last(LineFilter(dynos=(("web.2",),)), 100)[0]
+            if "Traceback" in x.message
         ]
     assert traceback.message.splitlines() == [
         "Internal Server Error: /checkout",

@@ -295,6 +295,26 @@ def test_dyno_and_process_type_prefix_matching(store: SQLiteStore) -> None:
     assert [x.split(": ")[1] for x in output("-d", "web", "-p", "worker")] == []
 
 
+def test_a_repeated_dyno_process_type_or_source_is_any_of_them(store: SQLiteStore) -> None:
+    """As journalctl's -u twice, not the last one alone (click's default for an option
+    given twice) nor an error (the heroku CLI's): -d and -p each still narrow the other."""
+    for dyno in ["web.1", "web.2", "worker.1", "clock.1"]:
+        fill(store, "demo", [dyno], dyno=dyno)
+    fill(store, "demo", ["router"], source="heroku", dyno="router")
+
+    def dynos(*args: str) -> list[str]:
+        return [x.split(": ")[1] for x in output(*args)]
+
+    assert dynos("-d", "web.1", "-d", "worker.1") == ["web.1", "worker.1"]
+    assert dynos("-p", "worker", "--ps", "clock") == ["worker.1", "clock.1"]
+    assert dynos("-d", "web.2", "-d", "worker.1", "-p", "web") == ["web.2"]
+    assert dynos("-s", "heroku", "-s", "app", "-d", "router", "-d", "clock") == [
+        "clock.1",
+        "router",
+    ]
+    assert dynos("-d", "", "-d", "web.2") == ["web.2"]  # the empty one filters nothing
+
+
 def test_source_is_exact(demo: SQLiteStore) -> None:
     assert len(output("-s", "heroku", "-n", "1500")) == 60
     assert output("-s", "hero") == []
@@ -1878,8 +1898,8 @@ def test_a_tail_that_ends_at_until_shows_the_lines_stored_since_it_last_looked(
 @pytest.mark.parametrize(
     "wanted",
     [
-        LineFilter(dynos=("web",)),
-        LineFilter(source="app", dynos=("web",)),
+        LineFilter(dynos=(("web",),)),
+        LineFilter(sources=("app",), dynos=(("web",),)),
         LineFilter(grep=(re.compile("deploy"),)),
     ],
     ids=["dyno", "source-and-dyno", "grep"],

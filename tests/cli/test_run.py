@@ -797,7 +797,7 @@ def test_a_sigterm_reaches_the_command_at_once_while_the_store_is_busy(
         status = runner.wait(60)
     assert status == 0
     with open_store() as store:
-        platform = store.last(LineFilter(app="default", source="heroku"), 3)[0]
+        platform = store.last(LineFilter(app="default", sources=("heroku",)), 3)[0]
     assert [x.message for x in platform] == [
         "Stopping all processes with SIGTERM",
         "Process exited with status 0",

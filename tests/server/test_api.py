@@ -248,6 +248,29 @@ def test_history_with_filters_before_the_limit(shared_api: Running) -> None:
     ]
 
 
+def test_a_list_of_sources_or_of_dynos_is_any_of_them(shared_api: Running) -> None:
+    """herolog logs --server -s A -s B, or -d X -d Y: a list in ``source``, or a list among
+    ``dynos`` (each of whose items must match, as -d and -p both must)."""
+
+    def dynos_of(**body: Any) -> list[str]:
+        shown = read_text(session(shared_api, lines=10, **body))
+        return [text.split(" ", 1)[1].split(":", 1)[0] for text in shown]
+
+    assert dynos_of(source=["heroku", "app"]) == [
+        "heroku[router]",
+        "app[web.1]",
+        "app[web.2]",
+        "app[worker.1]",
+        "app[webby.1]",
+        "app[web.1]",
+    ]
+    assert dynos_of(source=["heroku", ""]) == ["heroku[router]"]
+    assert dynos_of(dynos=[["worker", "router"]]) == ["heroku[router]", "app[worker.1]"]
+    # -d web.2 -d worker.1 -p web: web.2 only; the heroku CLI's dyno is one more item.
+    assert dynos_of(dynos=[["web.2", "worker.1"], "web"]) == ["app[web.2]"]
+    assert dynos_of(dynos=[["web.2", "worker.1"]], dyno="worker") == ["app[worker.1]"]
+
+
 @pytest.mark.parametrize("key", ["dyno", "process_type", "type"])
 def test_a_session_s_process_type_may_come_under_any_of_its_names(
     shared_api: Running, key: str
@@ -411,8 +434,14 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
         ),
         ({"since": "yesterday-ish"}, "since"),
         ({"format": "xml"}, "format"),
-        ({"dynos": "web.1"}, "dynos must be a list of dyno names"),
+        ({"source": {"app": 1}}, "source must be a string or a list of strings"),
+        ({"source": ["app", 5]}, "source must be a string or a list of strings"),
+        ({"dynos": "web.1"}, "dynos must be a list of dyno names, or of lists of them"),
         ({"dynos": ["web.1", ""]}, "dynos must be a list of dyno names"),
+        ({"dynos": [[]]}, "dynos must be a list of dyno names"),
+        ({"dynos": [["web.1", ""]]}, "dynos must be a list of dyno names"),
+        ({"dynos": [["web.1", ["worker"]]]}, "dynos must be a list of dyno names"),
+        ({"dynos": [5]}, "dynos must be a list of dyno names"),
         ({"grep": "ERROR"}, "grep must be a list of regular expressions"),
         ({"exclude": [5]}, "exclude must be a list of regular expressions"),
     ],

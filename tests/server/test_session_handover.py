@@ -216,8 +216,8 @@ def test_what_a_session_was_asked_for_is_what_the_next_serve_gives() -> None:
 
     wanted = LineFilter(
         app="demo",
-        source="app",
-        dynos=("web", "worker.2"),
+        sources=("app", "heroku"),
+        dynos=(("web", "worker.2"), ("web.1",)),
         since="2024-03-05T09:00:00.000000Z",
         until="2024-03-06T09:00:00.000000Z",
         grep=(re.compile("error|warn"),),
@@ -238,3 +238,25 @@ def test_what_a_session_was_asked_for_is_what_the_next_serve_gives() -> None:
         True,
     )
     assert (after.as_json, after.msgid, after.last_sent) == (True, True, 41)
+
+
+def test_a_session_kept_by_a_serve_from_before_repeated_filters_comes_back() -> None:
+    """Its record (version 1) held one source and dyno names that must all match."""
+    import json
+
+    from herolog.filters import LineFilter
+    from herolog.server.sessions import LogSession, _key_fingerprint, _rebuilt, _records
+
+    salt = b"0123456789abcdef"
+    session = LogSession(LineFilter(app="demo"), 25, True)
+    [(_, text)] = _records(
+        [(session, 1e12)], "2024-03-05T10:00:00.000000Z", salt, _key_fingerprint(KEY, salt)
+    )
+    record = json.loads(text)
+    del record["sources"]
+    record.update(version=1, source="app", dynos=["web", "web.1"])
+    [(after, _)] = _rebuilt([json.dumps(record)], KEY)
+    assert after.wanted == LineFilter(app="demo", sources=("app",), dynos=(("web",), ("web.1",)))
+    record.update(source=None, dynos=[])
+    [(after, _)] = _rebuilt([json.dumps(record)], KEY)
+    assert after.wanted == LineFilter(app="demo")
