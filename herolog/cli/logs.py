@@ -242,7 +242,10 @@ def logs(
     except HistoryExceeded as error:
         raise click.BadParameter(str(error), param_hint="'-n' / '--num'") from None
     except UnknownApp as error:
-        raise click.ClickException(str(error) + came_from_the_environment("app")) from None
+        message, origin = str(error), came_from_the_environment("app")
+        if origin and message.endswith(")"):  # one parenthesis, not two back to back
+            message, origin = f"{message[:-1]}; {origin[2:]}", ""
+        raise click.ClickException(message + origin) from None
 
 
 def _names(given: tuple[str, ...]) -> tuple[str, ...]:

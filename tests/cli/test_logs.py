@@ -138,8 +138,8 @@ def test_an_unknown_app_from_herolog_app_says_where_it_came_from(demo: SQLiteSto
     )
     assert done.returncode == 1
     assert done.stderr.rstrip().endswith(
-        "has no app named 'missing' (its apps: demo, other; --tail waits for its first line)"
-        " (-a came from $HEROLOG_APP)"
+        "has no app named 'missing' (its apps: demo, other; --tail waits for its first line;"
+        " -a came from $HEROLOG_APP)"
     )
     code, _, err = run("logs", "-a", "missing")  # typed: nothing to add
     assert code == 1
