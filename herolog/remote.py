@@ -666,7 +666,15 @@ class RemoteLogs:
         path = f"/apps/{quote(app, safe='')}/log-sessions" if app is not None else "/log-sessions"
         response = client.post(self.base + path, json=body)
         if response.status_code != 201:
-            raise self._refused(response, "create a log session")
+            error = self._refused(response, "create a log session")
+            if error.usage and str(error) in _BEFORE_REPEATED_FILTERS:
+                raise RemoteError(
+                    f"{self.shown} takes -s, -d and -p once each ({error}): it is a herolog"
+                    " serve older than this herolog, from before they could be repeated;"
+                    " upgrade it, or give each of them once",
+                    final=True,
+                )
+            raise error
         try:
             return str(response.json()["logplex_url"])
         except (ValueError, KeyError, TypeError, RecursionError):
@@ -791,6 +799,14 @@ class RemoteLogs:
     def _until_passed(self) -> bool:
         until = self.request.wanted.until
         return until is not None and timestamps.seconds_until(until) <= 0
+
+
+_BEFORE_REPEATED_FILTERS = frozenset(
+    {"source must be a string", "dynos must be a list of dyno names"}
+)
+"""How a serve from before repeated filters refuses the lists that carry them (see
+session_body): its 422 alone reads as a mistake of the command line's, which the same
+command line against a newer serve is not."""
 
 
 def _says_its_end(response: httpx.Response) -> bool:

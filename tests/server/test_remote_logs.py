@@ -401,6 +401,45 @@ def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     assert "could not create a log session (404)" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["-s", "app", "-s", "heroku"], "source must be a string"),
+        (["-t", "-d", "web.1", "-p", "web", "-p", "worker"], "dynos must be a list of dyno names"),
+    ],
+    ids=["source", "process-type"],
+)
+def test_repeated_filters_against_a_serve_from_before_them(args: list[str], said: str) -> None:
+    """Such a serve refuses the lists that carry them with a 422 of its own words, which
+    alone read as a mistake of the command line (exit 2, its usage): the serve is said to
+    be older, and what to do."""
+
+    class Older(QuietHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            # As its _session_from checked them: dynos first, then source.
+            if not all(isinstance(dyno, str) and dyno for dyno in body.get("dynos", [])):
+                message = "dynos must be a list of dyno names"
+            else:
+                assert not isinstance(body.get("source"), str)
+                message = "source must be a string"
+            answer = json.dumps({"id": "invalid_params", "message": message}).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    with serving(Older) as older:
+        code, out, err = run("logs", "--server", older.url, "-a", "demo", *args)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: {older.url} takes -s, -d and -p once each ({said}): it is a herolog serve"
+        " older than this herolog, from before they could be repeated; upgrade it, or give"
+        " each of them once\n"
+    )
+
+
 @pytest.fixture
 def static_server(tmp_path: Path) -> Iterator[str]:
     """``python -m http.server``: a server that answers, but not as herolog's does."""
