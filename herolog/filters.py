@@ -319,6 +319,13 @@ class FilteredLine(Protocol):
     def message(self) -> str: ...
 
 
+MAX_TERMS = 100
+"""The most sources, dyno names (of -d and -p together), grep and exclude patterns a filter
+holds, each: every one is a term of the store's query, which SQLite refuses past a depth of
+1,000 terms (about 330 dyno names, or 1,000 plain texts to grep), and plans in a time that
+grows faster than their number."""
+
+
 @dataclass(frozen=True, slots=True)
 class LineFilter:
     """Filters are ANDed; each is applied before any line limit.
@@ -357,6 +364,17 @@ class LineFilter:
         if self.until is not None and line.time >= self.until:
             return False
         return self.matches_patterns(line.message)
+
+    def over_limit(self) -> str | None:
+        """The first of ``sources``, ``dynos`` (their names in all), ``grep`` and
+        ``exclude`` that holds more than MAX_TERMS, if one does."""
+        counts = {
+            "sources": len(self.sources),
+            "dynos": sum(len(names) for names in self.dynos),
+            "grep": len(self.grep),
+            "exclude": len(self.exclude),
+        }
+        return next((name for name, count in counts.items() if count > MAX_TERMS), None)
 
     def matches_patterns(self, message: str) -> bool:
         if self.grep and not any(p.search(message) for p in self.grep):

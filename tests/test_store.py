@@ -172,6 +172,33 @@ def test_names_in_one_group_are_any_of_them_and_every_group_must_match(
     ]
 
 
+def test_a_filter_of_as_many_terms_as_it_may_hold_is_a_query_sqlite_takes(
+    store: SQLiteStore,
+) -> None:
+    """MAX_TERMS of each at once: SQLite refuses an expression more than 1,000 deep."""
+    from herolog.filters import MAX_TERMS
+
+    fill(store, "demo", ["v7 here"], dyno="d7", source="s7")
+
+    def names(prefix: str) -> tuple[str, ...]:
+        return tuple(f"{prefix}{n}" for n in range(MAX_TERMS))
+
+    wanted = LineFilter(
+        app="demo",
+        sources=names("s"),
+        dynos=(names("d"),),  # one group: the longest chain of ORs
+        grep=tuple(re.compile(text) for text in names("v")),
+        exclude=tuple(re.compile(text) for text in names("x")),
+        since="2024-03-05T00:00:00.000000Z",
+        until="2024-03-06T00:00:00.000000Z",
+    )
+    assert wanted.over_limit() is None
+    assert messages(store.last(wanted, 10)) == ["v7 here"]
+    assert [x.message for x in store.after(0, wanted, 10)[0]] == ["v7 here"]
+    assert store.first_of_last(wanted, 10)[0] is not None
+    assert LineFilter(dynos=(names("d"), ("x",))).over_limit() == "dynos"
+
+
 def test_time_filters_since_inclusive_until_exclusive(store: SQLiteStore) -> None:
     for second in range(10):
         fill(store, "demo", [str(second)], second=second)

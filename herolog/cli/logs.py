@@ -189,7 +189,7 @@ def logs(
     herolog logs --server https://logs.example.com:8514 -a demo --tail
     """
     from herolog import config, render
-    from herolog.filters import LineFilter
+    from herolog.filters import MAX_TERMS, LineFilter
     from herolog.logs import HistoryExceeded, LogsRequest, UnknownApp, show_logs
 
     if no_color:
@@ -214,6 +214,10 @@ def logs(
         grep=grep,
         exclude=exclude,
     )
+    over = wanted.over_limit()
+    if over is not None:
+        given = {"sources": "-s", "dynos": "-d and -p", "grep": "-g", "exclude": "-x"}[over]
+        raise click.UsageError(f"{given}: at most {MAX_TERMS} names or patterns (in all)")
     stdout_isatty = sys.stdout.isatty()
     renderer = render.renderer_for(
         sys.stdout,

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from herolog import drains, timestamps
-from herolog.filters import LineFilter, compile_pattern
+from herolog.filters import MAX_TERMS, LineFilter, compile_pattern
 from herolog.logs import default_num
 from herolog.render import STREAM_ENDS, counted
 from herolog.server.config import ServeConfig, is_loopback, url_host
@@ -638,6 +638,12 @@ def _session_from(body: dict[str, Any], app: str | None, history: int) -> LogSes
         grep=_patterns(body, "grep"),
         exclude=_patterns(body, "exclude"),
     )
+    over = wanted.over_limit()
+    if over is not None:
+        within = {"sources": "source", "dynos": "dyno, process_type, type and dynos"}.get(
+            over, over
+        )
+        raise SessionError(f"at most {MAX_TERMS} names or patterns in {within} (in all)")
     return LogSession(wanted, lines, tail, as_json=output == "json", msgid="msgid" in fields)
 
 
@@ -655,13 +661,13 @@ _DYNOS_ERROR = "dynos must be a list of dyno names, or of lists of them (any of 
 
 def _sources(body: dict[str, Any]) -> tuple[str, ...]:
     value = body.get("source")
-    if value is None:
+    if value is None or value == "":  # the heroku CLI's, as an empty -s: no filter
         return ()
     if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SessionError("source must be a string or a list of strings (any of them)")
-    return tuple(dict.fromkeys(v for v in value if v))  # an empty one filters nothing
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SessionError("source must be a string or a list of source names (any of them)")
+    return tuple(dict.fromkeys(value))
 
 
 def _patterns(body: dict[str, Any], key: str) -> tuple[re.Pattern[str], ...]:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from herolog import timestamps
 from herolog.filters import LineFilter, compile_pattern
@@ -712,16 +712,13 @@ def _records(
     records = []
     for session, expires in expiring:
         wanted = session.wanted
-        record = {
-            "version": 2,
+        record: dict[str, Any] = {
             "id": session.id,
             "digest": session.digest,
             "salt": salt.hex(),
             "key": fingerprint,
             "expires": expires,
             "app": wanted.app,
-            "sources": list(wanted.sources),
-            "dynos": [list(names) for names in wanted.dynos],
             "since": wanted.since,
             "until": wanted.until,
             "grep": [pattern.pattern for pattern in wanted.grep],
@@ -733,6 +730,15 @@ def _records(
             "last_sent": session.last_sent,
             "left_at": left_at if session.reader else session.left_at,
         }
+        if len(wanted.sources) <= 1 and all(len(names) == 1 for names in wanted.dynos):
+            # Version 1, which a serve from before repeated filters reads too (downgraded to).
+            record["version"] = 1
+            record["source"] = wanted.sources[0] if wanted.sources else None
+            record["dynos"] = [names[0] for names in wanted.dynos]
+        else:
+            record["version"] = 2
+            record["sources"] = list(wanted.sources)
+            record["dynos"] = [list(names) for names in wanted.dynos]
         records.append((session.id, json.dumps(record)))
     return records
 
@@ -753,11 +759,13 @@ def _rebuilt(records: Sequence[str], api_key: str | None) -> list[tuple[LogSessi
                 continue
             if not isinstance(record["digest"], str):
                 continue
-            if version == 1:  # written by a serve from before repeated filters
+            if version == 1:  # no filter given twice (or a serve from before them wrote it)
                 sources = [record["source"]] if record["source"] is not None else []
                 dynos = [[name] for name in record["dynos"]]
             else:
                 sources, dynos = record["sources"], record["dynos"]
+            if not all(isinstance(names, list) for names in dynos):
+                continue
             wanted = LineFilter(
                 app=record["app"],
                 sources=tuple(sources),

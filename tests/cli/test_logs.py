@@ -315,6 +315,22 @@ def test_a_repeated_dyno_process_type_or_source_is_any_of_them(store: SQLiteStor
     assert dynos("-d", "", "-d", "web.2") == ["web.2"]  # the empty one filters nothing
 
 
+def test_more_names_or_patterns_than_the_store_s_query_takes_are_a_usage_error(
+    demo: SQLiteStore,
+) -> None:
+    """SQLite refuses a query past a depth of 1,000 terms, about 330 dyno names: 'cannot
+    use the store' would blame the store for it."""
+    hundred = [arg for n in range(100) for arg in ("-d", f"web.{n}")]
+    code, out, err = run("logs", "-a", "demo", *hundred, "-p", "worker")
+    assert (code, out) == (2, "")
+    assert err.endswith("Error: -d and -p: at most 100 names or patterns (in all)\n")
+    for flag in ("-s", "-g", "-x"):
+        code, out, err = run("logs", *[arg for n in range(101) for arg in (flag, f"v{n}")])
+        assert (code, out) == (2, ""), flag
+        assert f"Error: {flag}: at most 100" in err
+    assert run("logs", "-a", "demo", "-n", "1", *hundred)[0] == 0
+
+
 def test_source_is_exact(demo: SQLiteStore) -> None:
     assert len(output("-s", "heroku", "-n", "1500")) == 60
     assert output("-s", "hero") == []

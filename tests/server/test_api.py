@@ -264,7 +264,7 @@ def test_a_list_of_sources_or_of_dynos_is_any_of_them(shared_api: Running) -> No
         "app[webby.1]",
         "app[web.1]",
     ]
-    assert dynos_of(source=["heroku", ""]) == ["heroku[router]"]
+    assert dynos_of(source=["heroku", "heroku"]) == ["heroku[router]"]
     assert dynos_of(dynos=[["worker", "router"]]) == ["heroku[router]", "app[worker.1]"]
     # -d web.2 -d worker.1 -p web: web.2 only; the heroku CLI's dyno is one more item.
     assert dynos_of(dynos=[["web.2", "worker.1"], "web"]) == ["app[web.2]"]
@@ -434,8 +434,15 @@ def test_json_records_hold_no_character_a_line_splitter_breaks_on(api: Running) 
         ),
         ({"since": "yesterday-ish"}, "since"),
         ({"format": "xml"}, "format"),
-        ({"source": {"app": 1}}, "source must be a string or a list of strings"),
-        ({"source": ["app", 5]}, "source must be a string or a list of strings"),
+        ({"source": {"app": 1}}, "source must be a string or a list of source names"),
+        ({"source": ["app", 5]}, "source must be a string or a list of source names"),
+        ({"source": ["app", ""]}, "source must be a string or a list of source names"),
+        ({"source": [f"s{n}" for n in range(101)]}, "at most 100 names or patterns in source"),
+        (
+            {"dynos": [[f"web.{n}" for n in range(100)]], "dyno": "web"},
+            "at most 100 names or patterns in dyno, process_type, type and dynos (in all)",
+        ),
+        ({"grep": [f"w{n}" for n in range(101)]}, "at most 100 names or patterns in grep"),
         ({"dynos": "web.1"}, "dynos must be a list of dyno names, or of lists of them"),
         ({"dynos": ["web.1", ""]}, "dynos must be a list of dyno names"),
         ({"dynos": [[]]}, "dynos must be a list of dyno names"),

@@ -240,23 +240,34 @@ def test_what_a_session_was_asked_for_is_what_the_next_serve_gives() -> None:
     assert (after.as_json, after.msgid, after.last_sent) == (True, True, 41)
 
 
-def test_a_session_kept_by_a_serve_from_before_repeated_filters_comes_back() -> None:
-    """Its record (version 1) held one source and dyno names that must all match."""
+def test_a_session_with_no_filter_given_twice_is_kept_as_a_serve_before_them_kept_it() -> None:
+    """As a record of version 1 (one source, dyno names that must all match), which a serve
+    from before repeated filters reads too, so that going back to one keeps the sessions;
+    one holding a list is of version 2, which such a serve drops (its client asks anew)."""
     import json
 
     from herolog.filters import LineFilter
     from herolog.server.sessions import LogSession, _key_fingerprint, _rebuilt, _records
 
     salt = b"0123456789abcdef"
-    session = LogSession(LineFilter(app="demo"), 25, True)
-    [(_, text)] = _records(
-        [(session, 1e12)], "2024-03-05T10:00:00.000000Z", salt, _key_fingerprint(KEY, salt)
-    )
-    record = json.loads(text)
-    del record["sources"]
-    record.update(version=1, source="app", dynos=["web", "web.1"])
-    [(after, _)] = _rebuilt([json.dumps(record)], KEY)
-    assert after.wanted == LineFilter(app="demo", sources=("app",), dynos=(("web",), ("web.1",)))
-    record.update(source=None, dynos=[])
-    [(after, _)] = _rebuilt([json.dumps(record)], KEY)
-    assert after.wanted == LineFilter(app="demo")
+    fingerprint = _key_fingerprint(KEY, salt)
+
+    def kept(wanted: LineFilter) -> dict[str, Any]:
+        [(_, text)] = _records(
+            [(LogSession(wanted, 25, True), 1e12)], "2024-03-05T10:00:00.000000Z", salt, fingerprint
+        )
+        [(after, _)] = _rebuilt([text], KEY)
+        assert after.wanted == wanted
+        record: dict[str, Any] = json.loads(text)
+        return record
+
+    single = kept(LineFilter(app="demo", sources=("app",), dynos=(("web",), ("web.1",))))
+    assert (single["version"], single["source"], single["dynos"]) == (1, "app", ["web", "web.1"])
+    assert "sources" not in single
+    none = kept(LineFilter(app="demo"))
+    assert (none["version"], none["source"], none["dynos"]) == (1, None, [])
+    listed = kept(LineFilter(app="demo", dynos=(("web", "worker"),)))
+    assert (listed["version"], listed["sources"], listed["dynos"]) == (2, [], [["web", "worker"]])
+    assert "source" not in listed
+    listed["dynos"] = ["web"]  # not a list of names: not a record this herolog wrote
+    assert _rebuilt([json.dumps(listed)], KEY) == []
