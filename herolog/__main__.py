@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from herolog.interrupt import die_of_sigint
+from herolog.interrupt import STOP_SIGNALS, die_of_sigint
 
 
 def main() -> None:
@@ -12,9 +12,12 @@ def main() -> None:
     # signals in the thread that started herolog (a CI runner, a supervisor reading them
     # from a signalfd) would keep a Ctrl-C or a SIGTERM from it for ever, and the SIGCHLD
     # that run's wait wakes on. Nothing blocked, as systemd and tini start processes; a
-    # signal ignored (nohup's SIGHUP) stays ignored.
+    # signal ignored (nohup's SIGHUP) stays ignored. But serve's stops, held from here
+    # until its handlers let them through: a SIGTERM while the CLI's imports ran (0.1 s: a
+    # script's trap stopping the serve it had just started) killed it, status 143.
     if hasattr(signal, "pthread_sigmask"):  # not on Windows
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        serving = sys.argv[1:2] == ["serve"]  # the root group has no options to come first
+        signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS if serving else ())
     # Started with a standard stream closed (`herolog logs >&-`): Python leaves it None,
     # which every write would trip over. A closed stdin reads nothing and a closed stderr
     # takes the errors nowhere, but output written to a closed stdout fails with EBADF,

@@ -772,6 +772,30 @@ def test_serve_started_with_sigterm_blocked_still_stops_on_it(herolog_home: Path
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_before_the_cli_s_imports_are_done_stops_serve_cleanly(
+    herolog_home: Path, sig: signal.Signals
+) -> None:
+    """Serve held its stops from its own command on, not while the CLI was imported before
+    it (0.1 s): a script's trap stopping the serve it had just started (`herolog serve &
+    pid=$!`, a step failing at once) killed it by the SIGTERM, 143 in `wait`'s status, where
+    the README says a stop while serve starts ends it the clean way. The signal is sent with
+    the child's mask blocking it, so that it is pending as herolog's code begins, as one that
+    comes during the imports is."""
+    blocked = {sig}
+    proc = serve_in_a_session(preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked))
+    try:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert "herolog serve: stopping: " in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_the_store_writer_starts_stops_serve_cleanly(
     herolog_home: Path, sig: signal.Signals
 ) -> None:
