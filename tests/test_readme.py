@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from herolog.cli import cli
 from herolog.completion import Cmd, command_tree
 from herolog.store import SCHEMA_VERSION, open_store
+from tests.helpers import herolog_env
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -313,3 +314,27 @@ def test_the_reliability_table_s_commands_run_the_tests_they_name() -> None:
         marks = words[words.index("-m") + 1] if "-m" in words else "not slow"
         if slow and "-k" in words:
             assert marks in ("slow", "slow or not slow"), f"{command} leaves out {sorted(slow)}"
+
+
+@pytest.mark.subprocess
+def test_the_script_that_starts_serve_and_waits_for_its_start_up_lines_runs(
+    herolog_home: Path, tmp_path: Path
+) -> None:
+    """A script starting serve with --port 0 had the README's word only that the port is
+    'shown in the start-up lines', not which line, nor that serve is ready once they are
+    out: it retried its first request, or read the port from a first line that can be
+    another. The README's script runs as written, under `set -euo pipefail`."""
+    start = README.index("This script, which\n`tests/test_readme.py` runs")
+    script = README[start:].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert shutil.which("curl"), "install curl (apt-get install curl): the README's script uses it"
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=tmp_path,
+        env=herolog_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", ""), done
+    log = (tmp_path / "serve.log").read_text()
+    assert "herolog serve: stopping: " in log
