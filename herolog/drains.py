@@ -318,9 +318,12 @@ def api_time(instant: str) -> str:
     return instant[:19] + "Z"
 
 
-def drain_object(drain: Drain, *, show_secrets: bool = True) -> dict[str, Any]:
+def drain_object(
+    drain: Drain, *, show_secrets: bool = True, forwarded: bool = True
+) -> dict[str, Any]:
     """A drain as the Platform API (and ``herolog drain --json``) shows it: Heroku's fields,
-    and herolog's ``delivery``: what the server has done for it."""
+    and herolog's ``delivery``: what the server has done for it, and ``forwarded``, whether
+    a herolog serve forwards the store's drains now (one answering the API does)."""
     delivery = drain.delivery
     return {
         "id": drain.id,
@@ -337,6 +340,7 @@ def drain_object(drain: Drain, *, show_secrets: bool = True) -> dict[str, Any]:
             "last_error": delivery.last_error,
             "last_error_at": delivery.last_error_at and api_time(delivery.last_error_at),
             "waiting": drain.waiting,
+            "forwarded": forwarded,
         },
     }
 

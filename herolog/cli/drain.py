@@ -198,8 +198,12 @@ def add(
         if (readable := open_to_everyone(config.store_path())) is not None:
             click.echo(f"Warning: {readable}", err=True)
     if json_output:
+        forwarded = attempt(drains.forwarded, server)
         # Whether this run added it: a provisioning script's "changed", as Ansible's.
-        shown = {**drain_object(added, show_secrets=show_secrets), "added": new}
+        shown = {
+            **drain_object(added, show_secrets=show_secrets, forwarded=forwarded),
+            "added": new,
+        }
         click.echo(json.dumps(shown, indent=2))
     elif new:
         click.echo(f"Successfully added drain {mask_url(added.url)}")
@@ -221,14 +225,14 @@ def list_drains(
     only = None if app is None else app_name(app)
     drains = registry(server)
     found = attempt(lambda: drains.list(only), server)
-    if json_output:
-        objects = [drain_object(d, show_secrets=show_secrets) for d in found]
-        click.echo(json.dumps(objects, indent=2))
-        return
     if not found:
-        click.echo(f"{app} has no drains." if app else "No drains.")
+        click.echo("[]" if json_output else f"{app} has no drains." if app else "No drains.")
         return
     forwarded = attempt(drains.forwarded, server)
+    if json_output:
+        objects = [drain_object(d, show_secrets=show_secrets, forwarded=forwarded) for d in found]
+        click.echo(json.dumps(objects, indent=2))
+        return
     apps = sorted({d.app for d in found})
     for name in apps:
         if name != apps[0]:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,9 @@ def test_add_list_remove(where: dict[str, str]) -> None:
     code, out, _ = run("drain", "list", "-a", "demo", "--json", env=where)
     listed = json.loads(out)
     assert [d["url"] for d in listed] == [MASKED_URL, "syslog+tls://logs.example.com:6514"]
+    # What "not forwarded" says in the text: a serve forwards them (one answered), or none.
+    assert [d["delivery"]["forwarded"] for d in listed] == [bool(where)] * 2
+    assert added["delivery"]["forwarded"] is bool(where)
     code, out, _ = run("drain", "list", "-a", "demo", "--json", "--show-secrets", env=where)
     assert json.loads(out)[0]["url"] == SECRET_URL
     code, out, _ = run("drain", "remove", added["token"], "-a", "demo", env=where)
@@ -767,7 +771,7 @@ def test_waiting_a_server_did_not_count_stays_null_in_json() -> None:
     from tests.helpers import QuietHandler, serving
 
     drain_id = "0b7c6a0e-8a4b-4c61-9a3c-0c7e4f0d7a11"
-    drain = {
+    drain: dict[str, Any] = {
         "id": drain_id,
         "token": f"d.{drain_id}",
         "url": "https://logs.example.com/x",
@@ -797,7 +801,8 @@ def test_waiting_a_server_did_not_count_stays_null_in_json() -> None:
     with serving(Older) as server:
         code, out, err = run("drain", "list", "--json", "-a", "demo", "--server", server.url)
     assert (code, err) == (0, "")
-    assert [d["delivery"] for d in json.loads(out)] == [drain["delivery"]]
+    # forwarded: a server answered, which forwards (or leaves it to the one that does)
+    assert [d["delivery"] for d in json.loads(out)] == [{**drain["delivery"], "forwarded": True}]
 
 
 def test_the_local_registry_is_the_store(where: dict[str, str]) -> None:

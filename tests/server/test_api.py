@@ -923,6 +923,7 @@ def test_drains_crud(api: Running) -> None:
         "last_error": None,
         "last_error_at": None,
         "waiting": 0,
+        "forwarded": True,
     }
     again = web.post(base, json={"url": url}, headers=AUTH)
     assert again.status_code == 422

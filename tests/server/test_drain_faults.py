@@ -543,6 +543,8 @@ def test_what_a_dead_drain_holds_at_shutdown_waits_for_the_next_server(
         code, out, _ = invoke("drain", "list", "-a", "demo")
         assert code == 0
         assert f"delivered 0, dropped 0, waiting {len(sent)}, not forwarded: no herolog" in out
+        code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
+        assert json.loads(out)[0]["delivery"]["forwarded"] is False
 
         again = resumed(herolog_home, dead, token, sent)
         code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
@@ -622,6 +624,27 @@ def test_the_l10_line_of_a_refused_batch_goes_again_without_waiting_for_a_line(
         assert app_messages(got) == [x.message for x in sent]
     finally:
         drain.close()
+
+
+def test_drain_list_json_says_whether_a_serve_forwards_the_store_s_drains(
+    herolog_home: Path,
+) -> None:
+    """``forwarded``, as the text's "not forwarded: no herolog serve runs on this store":
+    true while a serve holds the store's forwarding, false once it has stopped."""
+
+    def forwarded() -> bool:
+        code, out, _ = invoke("drain", "list", "-a", "demo", "--json")
+        assert code == 0
+        return bool(json.loads(out)[0]["delivery"]["forwarded"])
+
+    assert invoke("drain", "add", "https://logs.example.com/x", "-a", "demo")[0] == 0
+    assert forwarded() is False
+    _, stop = small_buffers(herolog_home)
+    try:
+        wait_until(forwarded, what="the serve's forwarding, in drain list --json")
+    finally:
+        stop()
+    assert forwarded() is False
 
 
 def resumed(home: Path, drain: HTTPSink, token: str, sent: Sequence[LogLine]) -> Running:
