@@ -33,6 +33,7 @@ class LogsCommand(click.Command):
     """herolog logs, telling its options from what other log tools call them."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
         try:
             rest = super().parse_args(ctx, args)
         except click.NoSuchOption as error:
@@ -56,6 +57,11 @@ class LogsCommand(click.Command):
             extra = " ".join(ctx.args)
             message = f"Got unexpected extra argument{'s' * (len(ctx.args) > 1)} ({extra})"
             ctx.fail(message + _extra_argument_hint(ctx, extra))
+        # click keeps the last -a of several; -s, -d and -p given twice are any of them, and
+        # so two apps would read as both. The order of the options given says how many.
+        order = self.make_parser(ctx).parse_args(args=given)[2]
+        if sum(param.name == "app" for param in order) > 1:
+            ctx.fail("-a/--app given more than once: logs shows one app, or every app without -a")
         return rest
 
 

@@ -315,6 +315,26 @@ def test_a_repeated_dyno_process_type_or_source_is_any_of_them(store: SQLiteStor
     assert dynos("-d", "", "-d", "web.2") == ["web.2"]  # the empty one filters nothing
 
 
+def test_an_app_given_twice_is_a_usage_error(demo: SQLiteStore) -> None:
+    """Where -s, -d and -p given twice are any of them, two -a would read as both apps;
+    click would show the last alone."""
+    for args in (["-a", "demo", "-a", "other"], ["--app=demo", "-n", "1", "-a", "demo"]):
+        code, out, err = run("logs", *args)
+        assert (code, out) == (2, ""), args
+        assert err.endswith(
+            "Error: -a/--app given more than once: logs shows one app, or every app without -a\n"
+        )
+    env = herolog_env(HEROLOG_APP="other")  # and one -a typed: that one, as before
+    done = subprocess.run(
+        [sys.executable, "-m", "herolog", "logs", "-a", "demo", "-n", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == run("logs", "-a", "demo", "-n", "1")
+    assert run("logs", "-a", "other", "-n", "1")[1] != done.stdout
+
+
 def test_more_names_or_patterns_than_the_store_s_query_takes_are_a_usage_error(
     demo: SQLiteStore,
 ) -> None:
