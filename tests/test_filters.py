@@ -117,6 +117,12 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wanted=LineFilter(sources=("app",), grep=(re.compile(r"T \d"),)),
     count=2,
 )
+# A line that a group's second name matches and its first does not (any name of a group).
+@example(
+    rows=[("demo", "app", "worker.1", "ok", 0), ("demo", "app", "web.1", "ok", 0)],
+    wanted=LineFilter(dynos=(("router", "web"),)),
+    count=2,
+)
 def test_matches_agrees_with_the_store(
     tmp_path: Path,
     empty_store: Path,
