@@ -271,6 +271,21 @@ def test_a_list_of_sources_or_of_dynos_is_any_of_them(shared_api: Running) -> No
     assert dynos_of(dynos=[["web.2", "worker.1"]], dyno="worker") == ["app[worker.1]"]
 
 
+def test_a_name_given_again_in_a_session_s_filters_counts_once(shared_api: Running) -> None:
+    """Toward MAX_TERMS too: a client that does not drop its repeats (a script) is not
+    refused for more names than the query holds terms."""
+    from herolog.filters import MAX_TERMS
+
+    many = MAX_TERMS + 1
+    for body in (
+        {"source": ["heroku"] * many},
+        {"dynos": ["router"] * many},
+        {"dynos": [["router"] * many]},
+    ):
+        shown = read_text(session(shared_api, lines=10, **body))
+        assert [text.split(" ", 1)[1].split(":", 1)[0] for text in shown] == ["heroku[router]"]
+
+
 @pytest.mark.parametrize("key", ["dyno", "process_type", "type"])
 def test_a_session_s_process_type_may_come_under_any_of_its_names(
     shared_api: Running, key: str
