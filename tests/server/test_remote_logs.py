@@ -1017,6 +1017,49 @@ GOOD = [1, "demo", "2024-03-05T09:14:07+00:00", "2024-03-05T09:14:07.000000Z", "
 GOOD_TAIL = ["hi", 190, "host", None, None, "2024-03-05T09:14:07.000000Z"]
 
 
+class _OlderServe(_FakeServer):
+    """Not herolog: a serve from before repeated filters, which refused a log session whose
+    dynos are not all names or whose source is not a string (its 422), and took any other."""
+
+    posts: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).posts.append(body)
+        port = self.server.server_address[1]  # type: ignore[index]
+        status, answer = 201, {"logplex_url": f"http://127.0.0.1:{port}/stream"}
+        # As its _session_from checked them: dynos first, then source.
+        if not all(isinstance(dyno, str) and dyno for dyno in body.get("dynos", [])):
+            status, answer = 422, {"message": "dynos must be a list of dyno names"}
+        elif not isinstance(body.get("source", ""), str):
+            status, answer = 422, {"message": "source must be a string"}
+        sent = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent)
+
+
+def test_names_given_once_go_as_a_serve_from_before_repeated_filters_takes_them() -> None:
+    """Each of -s, -d and -p with one name (given once, or the same again) goes as a
+    string, as before they could be repeated: only different names need a newer serve."""
+    handler: type[_OlderServe] = type(
+        "Handler",
+        (_OlderServe,),
+        {"records": [json.dumps(GOOD + GOOD_TAIL)], "gets": [], "stream_headers": {}, "posts": []},
+    )
+    with serving(handler) as older:
+        got = run(
+            "logs", "--server", older.url, "-a", "demo",
+            "-s", "app", "-s", "app", "-d", "web.1", "-p", "web", "-p", "web",
+        )  # fmt: skip
+    assert got == (0, "2024-03-05T09:14:07+00:00 app[web.1]: hi\n", "")
+    assert [(post["source"], post["dynos"]) for post in handler.posts] == [
+        ("app", ["web.1", "web"])
+    ]
+
+
 def test_the_api_key_is_not_sent_to_the_session_url(
     fake_server: tuple[str, type[_FakeServer]],
 ) -> None:
