@@ -1675,6 +1675,45 @@ def test_a_tail_that_got_no_id_starts_over_when_its_session_is_gone() -> None:
     assert [post["lines"] for post in handler.posts] == [7, 7]
 
 
+class _DowngradedServe(_RestartedServer):
+    """Not herolog: its first session ends at once and is then gone (404), as when a serve
+    from before repeated filters replaced it, which refuses the next session's list in
+    source (its 422); after that it refuses the API key (401)."""
+
+    def do_POST(self) -> None:
+        type(self).posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        port = self.server.server_address[1]  # type: ignore[index]
+        status, answer = 201, {"logplex_url": f"http://127.0.0.1:{port}/stream1"}
+        if len(self.posts) == 2:
+            status, answer = 422, {"message": "source must be a string"}
+        elif len(self.posts) > 2:
+            status, answer = 401, {"message": "Invalid credentials provided."}
+        sent = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent)
+
+
+def test_a_tail_that_a_serve_from_before_repeated_filters_refuses_anew_ends() -> None:
+    """Its session re-created, as at the start: it is said, and no retry can help."""
+    handler: type[_DowngradedServe] = type(
+        "Handler", (_DowngradedServe,), {"posts": [], "gets": []}
+    )
+    with serving(handler) as server:
+        code, out, err = run(
+            "logs", "--server", server.url, "-a", "demo", "-t", "-s", "app", "-s", "heroku"
+        )
+    assert (code, out) == (1, "")
+    assert err.endswith(
+        f"Error: {server.url} takes -s, -d and -p once each (source must be a string): it is"
+        " a herolog serve older than this herolog, from before they could be repeated;"
+        " upgrade it, or give each of them once\n"
+    )
+    assert len(handler.posts) == 2
+
+
 class _IdleCutServer(_RestartedServer):
     """Not herolog: behind a proxy that cuts a quiet stream (an idle timeout), each stream
     of the one session ends: the first after a line, the second with nothing but a
