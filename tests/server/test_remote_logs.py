@@ -401,6 +401,16 @@ def test_not_a_herolog_server(make_server: ServerFactory) -> None:
     assert "could not create a log session (404)" in err
 
 
+def _send_json(handler: http.server.BaseHTTPRequestHandler, status: int, answer: object) -> None:
+    """Answer ``handler``'s request with ``answer`` as JSON, as the API does."""
+    sent = json.dumps(answer).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(sent)))
+    handler.end_headers()
+    handler.wfile.write(sent)
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -423,12 +433,7 @@ def test_repeated_filters_against_a_serve_from_before_them(args: list[str], said
             else:
                 assert not isinstance(body.get("source"), str)
                 message = "source must be a string"
-            answer = json.dumps({"id": "invalid_params", "message": message}).encode()
-            self.send_response(422)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            _send_json(self, 422, {"id": "invalid_params", "message": message})
 
     with serving(Older) as older:
         code, out, err = run("logs", "--server", older.url, "-a", "demo", *args)
@@ -1033,12 +1038,7 @@ class _OlderServe(_FakeServer):
             status, answer = 422, {"message": "dynos must be a list of dyno names"}
         elif not isinstance(body.get("source", ""), str):
             status, answer = 422, {"message": "source must be a string"}
-        sent = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(sent)))
-        self.end_headers()
-        self.wfile.write(sent)
+        _send_json(self, status, answer)
 
 
 def test_names_given_once_go_as_a_serve_from_before_repeated_filters_takes_them() -> None:
@@ -1688,12 +1688,7 @@ class _DowngradedServe(_RestartedServer):
             status, answer = 422, {"message": "source must be a string"}
         elif len(self.posts) > 2:
             status, answer = 401, {"message": "Invalid credentials provided."}
-        sent = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(sent)))
-        self.end_headers()
-        self.wfile.write(sent)
+        _send_json(self, status, answer)
 
 
 def test_a_tail_that_a_serve_from_before_repeated_filters_refuses_anew_ends() -> None:
