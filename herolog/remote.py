@@ -82,9 +82,9 @@ def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str,
     # Several names go as a list, which a serve from before repeated filters refuses (422)
     # rather than take for a name, or for names that must all match.
     if wanted.sources:
-        body["source"] = wanted.sources[0] if len(wanted.sources) == 1 else list(wanted.sources)
+        body["source"] = _one_or_list(wanted.sources)
     if wanted.dynos:
-        body["dynos"] = [names[0] if len(names) == 1 else list(names) for names in wanted.dynos]
+        body["dynos"] = [_one_or_list(names) for names in wanted.dynos]
     if wanted.since is not None:
         body["since"] = wanted.since
     if wanted.until is not None:
@@ -94,6 +94,10 @@ def session_body(request: LogsRequest, *, lines: int | None = None) -> dict[str,
     if wanted.exclude:
         body["exclude"] = [p.pattern for p in wanted.exclude]
     return body
+
+
+def _one_or_list(names: tuple[str, ...]) -> str | list[str]:
+    return names[0] if len(names) == 1 else list(names)
 
 
 class Proxy(NamedTuple):

@@ -2127,20 +2127,11 @@ def _where(
         clauses.append(f"source IN ({', '.join('?' * len(wanted.sources))})")
         params += wanted.sources
     for names in wanted.dynos:
-        found = []
         for dyno in names:
-            # "web", anything starting "web." (the range ["web.", "web/") is that prefix), or
-            # "web-" (the range ["web-", "web.")) and then filters.FIR_DYNO_REST, as GLOBs.
-            found.append(
-                "dyno = ? OR (dyno >= ? AND dyno < ?)"
-                " OR (dyno >= ? AND dyno < ? AND substr(dyno, ?) GLOB ?"
-                " AND NOT substr(dyno, ?) GLOB '*[^0-9a-z-]*'"
-                " AND NOT substr(dyno, ?) GLOB '*-*-*')"
-            )
             rest = len(dyno) + 2
             params += [dyno, dyno + ".", dyno + "/", dyno + "-", dyno + ".", rest, _FIR_REST]
             params += [rest, rest]
-        clauses.append(f"({' OR '.join(found)})" if found else "0")
+        clauses.append(f"({' OR '.join([_DYNO_MATCHES] * len(names))})" if names else "0")
     if wanted.since is not None:
         clauses.append("time >= ?")
         params.append(wanted.since)
@@ -2161,6 +2152,16 @@ def _where(
             params += plain
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
+
+_DYNO_MATCHES = (
+    "dyno = ? OR (dyno >= ? AND dyno < ?)"
+    " OR (dyno >= ? AND dyno < ? AND substr(dyno, ?) GLOB ?"
+    " AND NOT substr(dyno, ?) GLOB '*[^0-9a-z-]*' AND NOT substr(dyno, ?) GLOB '*-*-*')"
+)
+"""Whether a line's dyno matches one name of :func:`_where`'s dyno groups, given the name's
+nine parameters: the name itself, anything starting "name." (the range ["name.", "name/") is
+that prefix), or "name-" (the range ["name-", "name.")) and then filters.FIR_DYNO_REST, as
+GLOBs."""
 
 _GREP, _EXCLUDE = "herolog_grep", "herolog_exclude"
 """The SQL functions :func:`_where` calls for the ``--grep`` and ``--exclude`` patterns that
